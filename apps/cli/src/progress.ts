@@ -1,0 +1,39 @@
+/**
+ * A progress bar with ETA on stderr when it is a terminal; silent otherwise (and with --json).
+ */
+export interface Progress {
+  update(done: number, total: number, label?: string): void;
+  done(message?: string): void;
+}
+
+export function createProgress(title: string, enabled = Boolean(process.stderr.isTTY)): Progress {
+  const start = Date.now();
+  let last = 0;
+  const width = 28;
+  return {
+    update(done, total, label = '') {
+      if (!enabled) return;
+      const now = Date.now();
+      if (now - last < 80 && done < total) return;
+      last = now;
+      const fraction = total > 0 ? Math.min(1, done / total) : 0;
+      const filled = Math.round(fraction * width);
+      const elapsed = (now - start) / 1000;
+      const eta = fraction > 0 ? elapsed / fraction - elapsed : 0;
+      const bar = `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
+      const text = `${title} ${bar} ${(fraction * 100).toFixed(0).padStart(3)}% ${done}/${total} ${formatSeconds(elapsed)} elapsed, ETA ${formatSeconds(eta)} ${label}`;
+      process.stderr.write(`\r${text.slice(0, (process.stderr.columns ?? 120) - 1)}\x1b[K`);
+    },
+    done(message) {
+      if (!enabled) return;
+      process.stderr.write(`\r\x1b[K${message ? `${title}: ${message}\n` : ''}`);
+    },
+  };
+}
+
+export function formatSeconds(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  if (seconds < 60) return `${seconds.toFixed(1)}s`;
+  const m = Math.floor(seconds / 60);
+  return `${m}m${String(Math.round(seconds - m * 60)).padStart(2, '0')}s`;
+}

@@ -1,0 +1,101 @@
+import { InvalidOptionError } from './errors.js';
+
+/**
+ * A quantization config: `b{bits}g{groupSize}` plus the HQQ variants of the authors' fork.
+ * Plain frozen data, made by `quantConfig()` which validates it.
+ */
+export interface QuantConfig {
+  readonly bits: number;
+  readonly groupSize: number;
+  /** 1: groups of `groupSize` contiguous values along the input dimension (upstream HQQ). 0: strided groups (`W.reshape(g, -1)`). */
+  readonly axis: 0 | 1;
+  /** Round the zero point to an integer (the authors' fork does for 4-bit). */
+  readonly roundZero: boolean;
+}
+
+export const SUPPORTED_BITS = Object.freeze([1, 2, 3, 4, 5, 6, 8] as const);
+
+export interface QuantConfigOptions {
+  axis?: 0 | 1;
+  roundZero?: boolean;
+}
+
+/** Validated factory for a QuantConfig. */
+export function quantConfig(bits: number, groupSize: number, options: QuantConfigOptions = {}): QuantConfig {
+  if (!(SUPPORTED_BITS as readonly number[]).includes(bits)) {
+    throw new InvalidOptionError('bits', `${bits} is not supported; use one of ${SUPPORTED_BITS.join(', ')}`);
+  }
+  if (!Number.isInteger(groupSize) || groupSize < 1) {
+    throw new InvalidOptionError('groupSize', `${groupSize} must be a positive integer (e.g. 32, 64, 128)`);
+  }
+  const axis = options.axis ?? 1;
+  if (axis !== 0 && axis !== 1) throw new InvalidOptionError('axis', `${String(axis)} must be 0 or 1`);
+  return Object.freeze({ bits, groupSize, axis, roundZero: options.roundZero ?? false });
+}
+
+/** `b4g64` (the variants are not part of the name). */
+export function configName(config: Pick<QuantConfig, 'bits' | 'groupSize'>): string {
+  return `b${config.bits}g${config.groupSize}`;
+}
+
+/** Parses `b4g64` (case-insensitive). */
+export function parseConfigName(name: string, options: QuantConfigOptions = {}): QuantConfig {
+  const m = /^b(\d+)g(\d+)$/i.exec(name.trim());
+  if (!m) throw new InvalidOptionError('config', `"${name}" is not a config name; write b{bits}g{group}, e.g. b4g64`);
+  return quantConfig(Number(m[1]), Number(m[2]), options);
+}
+
+/** The paper's meta-data settings: 8-bit scale and zero per group, fp16 meta per 128 groups. */
+export const META_BITS = 8;
+export const META_GROUP = 128;
+
+/**
+ * Bits per weight as the paper counts them: `b1 + 2*b2/g1 + 32/(g1*g2)` with b2 = 8, g2 = 128.
+ * b4g64 -> 4.25390625.
+ */
+export function bitsPerWeight(config: Pick<QuantConfig, 'bits' | 'groupSize'>): number {
+  const g1 = config.groupSize;
+  return config.bits + (2 * META_BITS) / g1 + 32 / (g1 * META_GROUP);
+}
+
+/** Memory in MB (2^20 bytes) of `params` weights at `bpp` bits per weight, as the authors compute `memmb`. */
+export function memoryMB(bpp: number, params: number): number {
+  return (bpp * params) / 8 / 2 ** 20;
+}
+
+/** The 12 configs of the paper: b in {2,3,4,8} x g in {32,64,128}. */
+export const PAPER_CONFIGS: readonly QuantConfig[] = Object.freeze(
+  [2, 3, 4, 8].flatMap((bits) => [128, 64, 32].map((g) => quantConfig(bits, g))),
+);
+
+export interface BudgetStop {
+  /** The stop as the paper writes it, e.g. 3.13. */
+  readonly budget: number;
+  /** The uniform config whose bpp the stop rounds. */
+  readonly config: QuantConfig;
+  /** Exact bits per weight of that config. */
+  readonly bpp: number;
+}
+
+/**
+ * The ladder of 12 budget stops (2.13 ... 8.51), ascending; each is a uniform config (b1g128, b1g64, b1g32).
+ * SensiBoost and KurtBoost move outlier matrices up this ladder.
+ */
+export const BUDGET_STOPS: readonly BudgetStop[] = Object.freeze(
+  PAPER_CONFIGS.map((config) => {
+    const bpp = bitsPerWeight(config);
+    return Object.freeze({ budget: Math.round(bpp * 100) / 100, config, bpp });
+  }).sort((a, b) => a.bpp - b.bpp),
+);
+
+/** Index of a budget stop on the ladder (matches within 0.005, so 3.25 and 3.2539 both find b3g64). */
+export function budgetStopIndex(budget: number): number {
+  const index = BUDGET_STOPS.findIndex((s) => Math.abs(s.budget - budget) < 0.005 || Math.abs(s.bpp - budget) < 1e-9);
+  if (index < 0) {
+    throw new InvalidOptionError(
+      'budget',
+      `${budget} is not one of the paper's budget stops (${BUDGET_STOPS.map((s) => s.budget).join(', ')})`,
+    );
+  }
+  return index;
+}

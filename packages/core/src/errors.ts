@@ -1,0 +1,94 @@
+/**
+ * One error class per kind of failure. Every message names the offending file, tensor or option and says
+ * how to fix it; `code` is stable for programs, `message` is for people.
+ */
+export class LayerquantError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A safetensors file (or its index) is malformed: truncated, bad header, offsets that lie. */
+export class SafetensorsFormatError extends LayerquantError {
+  readonly file: string;
+  readonly tensor: string | undefined;
+  constructor(file: string, message: string, tensor?: string, options?: { cause?: unknown }) {
+    super('SAFETENSORS_FORMAT', `${file}${tensor ? ` (tensor "${tensor}")` : ''}: ${message}`, options);
+    this.file = file;
+    this.tensor = tensor;
+  }
+}
+
+/** A dtype the reader or the operation does not support. */
+export class UnsupportedDTypeError extends LayerquantError {
+  constructor(readonly file: string, readonly tensor: string, readonly dtype: string, supported: readonly string[]) {
+    super(
+      'UNSUPPORTED_DTYPE',
+      `${file} (tensor "${tensor}"): dtype "${dtype}" is not supported; supported dtypes are ${supported.join(', ')}. Convert the checkpoint to one of them.`,
+    );
+  }
+}
+
+/** A tensor whose shape does not match what the model config or the operation needs. */
+export class ShapeMismatchError extends LayerquantError {
+  constructor(readonly tensor: string, message: string) {
+    super('SHAPE_MISMATCH', `tensor "${tensor}": ${message}`);
+  }
+}
+
+/** A file or tensor that should exist does not. */
+export class MissingFileError extends LayerquantError {
+  constructor(readonly file: string, message: string) {
+    super('MISSING_FILE', `${file}: ${message}`);
+  }
+}
+
+export class MissingTensorError extends LayerquantError {
+  constructor(readonly tensor: string, readonly where: string, hint = '') {
+    super('MISSING_TENSOR', `tensor "${tensor}" not found in ${where}${hint ? `; ${hint}` : ''}`);
+  }
+}
+
+/** A model architecture layerquant cannot run. */
+export class UnsupportedArchitectureError extends LayerquantError {
+  constructor(readonly file: string, readonly architecture: string, supported: readonly string[]) {
+    super(
+      'UNSUPPORTED_ARCHITECTURE',
+      `${file}: architecture "${architecture}" is not supported; supported are ${supported.join(', ')} (Llama family: Llama 2/3, Mistral, Qwen2).`,
+    );
+  }
+}
+
+/** A user option (CLI flag, function option, config field) with a bad value. */
+export class InvalidOptionError extends LayerquantError {
+  constructor(readonly option: string, message: string) {
+    super('INVALID_OPTION', `option "${option}": ${message}`);
+  }
+}
+
+/** No allocation fits the budget. */
+export class InfeasibleBudgetError extends LayerquantError {
+  constructor(readonly budget: number, readonly smallestFeasible: number, unit = 'bits per weight') {
+    super(
+      'INFEASIBLE_BUDGET',
+      `budget ${budget} ${unit} is below the cheapest allocation; the smallest feasible budget is ${smallestFeasible} ${unit}. Raise --budget to at least that.`,
+    );
+  }
+}
+
+/** Input data (text, CSV table) that is empty or malformed. */
+export class InvalidDataError extends LayerquantError {
+  constructor(readonly source: string, message: string) {
+    super('INVALID_DATA', `${source}: ${message}`);
+  }
+}
+
+/** A registry lookup for an id nobody registered. */
+export class UnknownPluginError extends LayerquantError {
+  constructor(readonly kind: string, readonly id: string, available: readonly string[]) {
+    super('UNKNOWN_PLUGIN', `unknown ${kind} "${id}"; available: ${available.length ? available.join(', ') : '(none registered)'}`);
+  }
+}

@@ -1,0 +1,67 @@
+/** The seven linear modules of a Llama-family decoder layer that layerquant quantizes. */
+export const LINEAR_MODULES = Object.freeze([
+  'self_attn.q_proj',
+  'self_attn.k_proj',
+  'self_attn.v_proj',
+  'self_attn.o_proj',
+  'mlp.gate_proj',
+  'mlp.up_proj',
+  'mlp.down_proj',
+] as const);
+export type LinearModule = (typeof LINEAR_MODULES)[number];
+
+export function isLinearModule(value: string): value is LinearModule {
+  return (LINEAR_MODULES as readonly string[]).includes(value);
+}
+
+/** `"<layer>.<module>"`, e.g. `"3.self_attn.q_proj"`: the key of a matrix everywhere in layerquant. */
+export type MatrixKey = string;
+
+export function matrixKey(layer: number, module: LinearModule): MatrixKey {
+  return `${layer}.${module}`;
+}
+
+export function parseMatrixKey(key: MatrixKey): { layer: number; module: LinearModule } | undefined {
+  const dot = key.indexOf('.');
+  if (dot <= 0) return undefined;
+  const layer = Number(key.slice(0, dot));
+  const module = key.slice(dot + 1);
+  if (!Number.isInteger(layer) || layer < 0 || !isLinearModule(module)) return undefined;
+  return { layer, module };
+}
+
+/** Checkpoint tensor name of a matrix in the HF Llama layout. */
+export function matrixTensorName(layer: number, module: LinearModule): string {
+  return `model.layers.${layer}.${module}.weight`;
+}
+
+/** Inverse of matrixTensorName; undefined for tensors that are not quantizable linear weights. */
+export function matrixOfTensorName(name: string): { layer: number; module: LinearModule } | undefined {
+  const m = /^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)\.weight$/.exec(name);
+  if (!m) return undefined;
+  return { layer: Number(m[1]), module: m[2] as LinearModule };
+}
+
+/** One typed view of a Llama / Mistral / Qwen2 `config.json`. */
+export interface DecoderConfig {
+  /** `architectures[0]`, e.g. `LlamaForCausalLM`. */
+  readonly architecture: string;
+  /** `model_type`, e.g. `llama`, `mistral`, `qwen2`. */
+  readonly modelType: string;
+  readonly hiddenSize: number;
+  readonly intermediateSize: number;
+  readonly numLayers: number;
+  readonly numHeads: number;
+  readonly numKeyValueHeads: number;
+  readonly headDim: number;
+  readonly vocabSize: number;
+  readonly rmsNormEps: number;
+  readonly ropeTheta: number;
+  readonly maxPositionEmbeddings: number;
+  readonly tieWordEmbeddings: boolean;
+  /** q/k/v (and o for Llama's attention_bias) carry biases; Qwen2 always has q/k/v biases. */
+  readonly attentionBias: boolean;
+  readonly mlpBias: boolean;
+  readonly bosTokenId: number | undefined;
+  readonly eosTokenId: number | undefined;
+}

@@ -1,0 +1,72 @@
+import type { QuantConfig } from './config.js';
+import type { LinearModule, MatrixKey } from './model.js';
+import type { WeightTensor } from './tensor.js';
+
+/**
+ * A quantized matrix: integer codes packed per row, one scale and zero per group.
+ * `dequant = (code - zero) / scale` (HQQ's convention: scale multiplies W on the way in).
+ */
+export interface QuantizedTensor {
+  readonly name: string;
+  /** [rows (out features), cols (in features)] of the original matrix. */
+  readonly shape: readonly [number, number];
+  readonly config: QuantConfig;
+  /** Id of the quantizer that made it (`rtn`, `hqq`). */
+  readonly method: string;
+  /** Packed codes; layout given by `packing` (see @layerquant/quantizers README). */
+  readonly packed: Uint32Array;
+  readonly packing: string;
+  /** One per group, in group order (row-major over the reshaped `[-1, groupSize]` view for axis 1). */
+  readonly scale: Float32Array;
+  readonly zero: Float32Array;
+}
+
+/** A quantizer plug-in. Stateless: same input, same output. */
+export interface Quantizer {
+  readonly id: string;
+  quantize(weight: WeightTensor, config: QuantConfig): QuantizedTensor;
+  dequantize(quantized: QuantizedTensor): Float32Array;
+}
+
+/** One matrix of a model as allocators see it. */
+export interface MatrixInfo {
+  readonly key: MatrixKey;
+  readonly layer: number;
+  readonly module: LinearModule;
+  readonly params: number;
+}
+
+export interface MatrixAllocation extends MatrixInfo {
+  /** `null` = leave the matrix in float. */
+  readonly config: QuantConfig | null;
+}
+
+/** The result of an allocator: one config per matrix, with totals. */
+export interface Allocation {
+  readonly method: string;
+  readonly options: Readonly<Record<string, unknown>>;
+  /** The budget asked for, in bits per weight. */
+  readonly budget: number;
+  readonly matrices: readonly MatrixAllocation[];
+  readonly totals: AllocationTotals;
+}
+
+export interface AllocationTotals {
+  readonly params: number;
+  /** Parameter-weighted bits per weight of the quantized matrices (the paper's accounting). */
+  readonly bpp: number;
+  /** Memory of the quantized matrices in MB (2^20 bytes), paper accounting. */
+  readonly memoryMB: number;
+}
+
+/** An allocator plug-in. `Input` is the statistics table it reads, `Options` its knobs. */
+export interface Allocator<Input = unknown, Options = unknown> {
+  readonly id: string;
+  allocate(input: Input, options: Options): Allocation;
+}
+
+/** A sensitivity metric plug-in (kurtosis, activation sensitivity, ...). */
+export interface SensitivityMetric<Input = unknown, Output = unknown, Options = unknown> {
+  readonly id: string;
+  measure(input: Input, options: Options): Output | Promise<Output>;
+}

@@ -1,0 +1,19 @@
+// One place that maps every workspace package to its sources, so tests never need a build of a sibling.
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('.', import.meta.url));
+const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'sensitivity', 'allocators', 'perplexity', 'fixtures'];
+
+export const workspaceAlias: Record<string, string> = Object.fromEntries(
+  packages.map((name) => [`@layerquant/${name}`, `${root}packages/${name}/src/index.ts`]),
+);
+
+export const sharedTestConfig = {
+  resolve: { alias: workspaceAlias },
+  test: {
+    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    pool: 'forks' as const,
+  },
+};
