@@ -3,8 +3,13 @@ import { InvalidOptionError } from '@layerquant/core';
 
 export type OptionSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean; default?: string | boolean }>;
 
-/** Strict argument parsing: an unknown flag is an InvalidOptionError naming it. */
-export function parseCommandArgs<T extends OptionSpec>(argv: string[], options: T) {
+export interface ParsedArgs {
+  readonly values: Readonly<Record<string, string | boolean | string[] | undefined>>;
+  readonly positionals: string[];
+}
+
+/** Strict argument parsing: an unknown flag is an InvalidOptionError naming it. `--json` and `--help` are always known. */
+export function parseCommandArgs(argv: string[], options: OptionSpec): ParsedArgs {
   try {
     return parseArgs({ args: argv, options: { ...options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
   } catch (error) {
@@ -14,8 +19,16 @@ export function parseCommandArgs<T extends OptionSpec>(argv: string[], options: 
   }
 }
 
-export function requireString(value: string | boolean | undefined | (string | boolean)[], option: string, hint: string): string {
+export function requireString(value: string | boolean | undefined | string[], option: string, hint: string): string {
   if (typeof value !== 'string' || value.length === 0) throw new InvalidOptionError(option, `is required: ${hint}`);
+  return value;
+}
+
+/** The value of a string option, or undefined; a repeated or boolean use is an error naming the option. */
+export function stringOption(values: ParsedArgs['values'], name: string): string | undefined {
+  const value = values[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') throw new InvalidOptionError(`--${name}`, 'needs one value');
   return value;
 }
 

@@ -42,6 +42,15 @@ export function matrixOfTensorName(name: string): { layer: number; module: Linea
   return { layer: Number(m[1]), module: m[2] as LinearModule };
 }
 
+export interface RopeScaling {
+  /** `llama3`, `linear`, `dynamic`, `yarn`, ... as the config names it. */
+  readonly type: string;
+  readonly factor: number;
+  readonly lowFreqFactor?: number;
+  readonly highFreqFactor?: number;
+  readonly originalMaxPositionEmbeddings?: number;
+}
+
 /** One typed view of a Llama / Mistral / Qwen2 `config.json`. */
 export interface DecoderConfig {
   /** `architectures[0]`, e.g. `LlamaForCausalLM`. */
@@ -57,6 +66,8 @@ export interface DecoderConfig {
   readonly vocabSize: number;
   readonly rmsNormEps: number;
   readonly ropeTheta: number;
+  /** `rope_scaling` / `rope_parameters` beyond the default rotary embedding (e.g. Llama 3.1's `llama3`), or undefined. */
+  readonly ropeScaling: RopeScaling | undefined;
   readonly maxPositionEmbeddings: number;
   readonly tieWordEmbeddings: boolean;
   /** q/k/v (and o for Llama's attention_bias) carry biases; Qwen2 always has q/k/v biases. */

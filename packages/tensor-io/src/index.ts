@@ -1,1 +1,27 @@
-export {};
+export { writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
+export {
+  READABLE_DTYPES,
+  bf16BitsToFloat32,
+  decodeToFloat32,
+  encodeTensorData,
+  f16BitsToFloat32,
+  float32ToBf16Bits,
+  float32ToF16Bits,
+  isDType,
+  type TensorData,
+} from './dtype.js';
+export {
+  parseSafetensorsBytes,
+  parseSafetensorsHeader,
+  readSafetensorsHeader,
+  writeSafetensors,
+  writeSafetensorsStreaming,
+  type SafetensorsHeader,
+  type TensorInfo,
+  type TensorSpec,
+  type TensorToWrite,
+} from './safetensors.js';
+export { openCheckpoint, type Checkpoint, type WeightSource } from './checkpoint.js';
+export { SUPPORTED_ARCHITECTURES, loadDecoderConfig, parseDecoderConfig } from './config.js';
+export { loadTokenizer, type Tokenizer } from './tokenizer.js';
+export { inspectModel, type ModelSummary } from './inspect.js';

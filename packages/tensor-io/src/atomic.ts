@@ -1,0 +1,35 @@
+import { randomBytes } from 'node:crypto';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/** A temp name beside the target, so the final rename stays on one file system. */
+export function temporaryPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+/**
+ * Writes through `write(handle)` into a temp file, then renames it over `path`; on any failure the temp file is
+ * removed, so no half-written file is ever left behind.
+ */
+export async function writeFileAtomic(path: string, write: (handle: FileHandle) => Promise<void>): Promise<void> {
+  const tmp = temporaryPath(path);
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(tmp, 'w');
+    await write(handle);
+    await handle.close();
+    handle = undefined;
+    await rename(tmp, path);
+  } catch (error) {
+    await handle?.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw error;
+  }
+}
+
+/** Atomic write of a whole string or byte array. */
+export async function writeTextAtomic(path: string, content: string | Uint8Array): Promise<void> {
+  await writeFileAtomic(path, async (handle) => {
+    await handle.writeFile(content);
+  });
+}
