@@ -15,5 +15,7 @@ export const sharedTestConfig = {
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks' as const,
+    // The JSON report lets scripts/test-summary.mjs print one closing line for the whole run.
+    reporters: ['default', ['json', { outputFile: '.vitest-report.json' }]] as const,
   },
 };
