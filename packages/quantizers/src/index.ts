@@ -1,1 +1,53 @@
-export {};
+export { roundHalfEven } from './rounding.js';
+export { groupLayout, groupedValues, ungroupValues, matrixShape, type GroupLayout } from './grouping.js';
+export { asymmetricMinMaxInit, dequantizeGroups, maxCode, roundToCodes } from './asymmetric-init.js';
+export {
+  UPSTREAM_PROXIMAL_OPTIONS,
+  optimizeZeroProximal,
+  proximalIteration,
+  proximalOptions,
+  runProximalSolver,
+  shrinkThreshold,
+  type ProximalOptions,
+  type ProximalStep,
+} from './hqq-proximal.js';
+export { createWasmKernel, typescriptKernel, wasmKernelAvailable, type HqqKernel } from './hqq-kernel.js';
+export { PACKING, codesPerWord, packCodes, unpackCodes, wordsPerRow } from './bit-packing.js';
+export { META_BYTES_PER_VALUE, matrixMemory, modelMemory, type MatrixMemory, type ModelMemory } from './memory-accounting.js';
+export {
+  FORK_SOLVER_OPTIONS,
+  createHqqQuantizer,
+  dequantizeTensor,
+  hqqQuantizer,
+  rtnQuantizer,
+  squaredError,
+  unpackQuantizedCodes,
+  type HqqQuantizer,
+  type HqqQuantizerOptions,
+} from './quantizers.js';
+export {
+  QUANTIZED_FORMAT,
+  QWEIGHT_SUFFIX,
+  SCALE_SUFFIX,
+  ZERO_SUFFIX,
+  configOfMetadata,
+  decodeQuantizedMetadata,
+  encodeQuantizedMetadata,
+  isQuantizedMetadata,
+  openModelWeights,
+  openQuantizedCheckpoint,
+  quantizedTensorSpecs,
+  type QuantizedCheckpoint,
+  type QuantizedCheckpointMetadata,
+  type QuantizedTensorMetadata,
+} from './quantized-checkpoint.js';
+export {
+  QUANTIZATION_REPORT_FILE,
+  QUANTIZED_WEIGHTS_FILE,
+  quantizeModel,
+  type MatrixReport,
+  type ModelMatrix,
+  type QuantizeModelOptions,
+  type QuantizeModelReport,
+  type QuantizeProgress,
+} from './quantize-model.js';

@@ -1,0 +1,205 @@
+import { PAPER_CONFIGS, configName, quantConfig } from '@layerquant/core';
+import { describe, expect, it } from 'vitest';
+import { asymmetricMinMaxInit, dequantizeGroups, roundToCodes } from './asymmetric-init.js';
+import { createWasmKernel, typescriptKernel, wasmKernelAvailable } from './hqq-kernel.js';
+import { UPSTREAM_PROXIMAL_OPTIONS, proximalIteration, proximalOptions, runProximalSolver, type ProximalOptions } from './hqq-proximal.js';
+import { createHqqQuantizer, hqqQuantizer, rtnQuantizer, squaredError } from './quantizers.js';
+import { runQuantizerConformance } from './testing/quantizer-conformance.js';
+import { randomMatrix } from './testing/random-matrix.js';
+
+runQuantizerConformance(rtnQuantizer);
+runQuantizerConformance(hqqQuantizer);
+runQuantizerConformance(createHqqQuantizer({ kernel: 'typescript' }));
+
+/**
+ * Float64 transcription of upstream's optimize_weights_proximal_legacy (no fp32 emulation, no shortcut): an
+ * independent oracle for the solver's result up to rounding.
+ */
+function hqqFloat64(w: Float32Array, g: number, bits: number, options: ProximalOptions): Float64Array {
+  const groups = w.length / g;
+  const maxV = 2 ** bits - 1;
+  const scale = new Float64Array(groups);
+  let zero = new Float64Array(groups);
+  for (let k = 0; k < groups; k++) {
+    const values = Array.from(w.subarray(k * g, k * g + g));
+    const min = Math.min(...values);
+    const max = Math.max(...values);
+    scale[k] = Math.min(max - min <= 1e-4 ? 1 : maxV / (max - min), 2e4);
+    zero[k] = -min * scale[k]!;
+  }
+  const quantize = (x: number) => Math.min(maxV, Math.max(0, Math.round(x)));
+  let beta = options.beta;
+  let best = Infinity;
+  for (let i = 0; i < options.iterations; i++) {
+    let error = 0;
+    const next = new Float64Array(groups);
+    for (let k = 0; k < groups; k++) {
+      let sum = 0;
+      for (let j = 0; j < g; j++) {
+        const x = w[k * g + j]!;
+        const q = quantize(x * scale[k]! + zero[k]!);
+        const e = x - (q - zero[k]!) / scale[k]!;
+        error += Math.abs(e);
+        const shrunk = Math.sign(e) * Math.max(Math.abs(e) - Math.abs(e) ** (options.lpNorm - 1) / beta, 0);
+        sum += q - (x - shrunk) * scale[k]!;
+      }
+      next[k] = sum / g;
+    }
+    zero = next;
+    beta *= options.kappa;
+    if (error / w.length < best) best = error / w.length;
+    else break;
+  }
+  const out = new Float64Array(w.length);
+  for (let k = 0; k < groups; k++) {
+    for (let j = 0; j < g; j++) out[k * g + j] = (quantize(w[k * g + j]! * scale[k]! + zero[k]!) - zero[k]!) / scale[k]!;
+  }
+  return out;
+}
+
+function hqqError(quantizer = hqqQuantizer, weight = randomMatrix(32, 256, 5, 0.02, 8), bits = 4, g = 64): number {
+  return squaredError(quantizer.dequantize(quantizer.quantize(weight, quantConfig(bits, g))), weight.data);
+}
+
+describe('HQQ proximal solver', () => {
+  it('stops as upstream does: at the first iteration whose error is not below the best, after its zero update', () => {
+    const errors = [5, 4, 3, 3, 2];
+    const calls: number[] = [];
+    const iterations = runProximalSolver(
+      (inverseBeta) => {
+        calls.push(inverseBeta);
+        return errors[calls.length - 1]! * 10;
+      },
+      10,
+      proximalOptions({ kappa: 1.01 }),
+    );
+    expect(iterations).toBe(4);
+    // beta = 10, 10.1, 10.201, ... and the fp32 1/beta the shrinkage uses
+    expect(calls).toEqual([10, 10.1, 10.201, 10.30301].map((beta) => Math.fround(1 / beta)));
+    expect(runProximalSolver(() => 1, 10, UPSTREAM_PROXIMAL_OPTIONS)).toBe(2);
+    let falling = 100;
+    expect(runProximalSolver(() => falling--, 10, UPSTREAM_PROXIMAL_OPTIONS)).toBe(20);
+  });
+
+  it('agrees with a float64 transcription of upstream HQQ to within fp32 rounding', () => {
+    for (const [bits, g] of [[2, 64], [3, 32], [4, 64], [8, 128]] as const) {
+      const weight = randomMatrix(16, 256, 100 + bits, 0.02, 4);
+      const ours = squaredError(hqqQuantizer.dequantize(hqqQuantizer.quantize(weight, quantConfig(bits, g))), weight.data);
+      const reference = hqqFloat64(weight.data, g, bits, UPSTREAM_PROXIMAL_OPTIONS);
+      let error = 0;
+      for (let i = 0; i < reference.length; i++) error += (reference[i]! - weight.data[i]!) ** 2;
+      expect(Math.abs(ours - error) / error, `b${bits}g${g}`).toBeLessThan(1e-3);
+    }
+  });
+
+  it('lowers the squared error of RTN on random matrices for every paper config', () => {
+    const weight = randomMatrix(32, 256, 9, 0.02, 8);
+    for (const config of PAPER_CONFIGS) {
+      const rtn = squaredError(rtnQuantizer.dequantize(rtnQuantizer.quantize(weight, config)), weight.data);
+      const hqq = squaredError(hqqQuantizer.dequantize(hqqQuantizer.quantize(weight, config)), weight.data);
+      expect(hqq, configName(config)).toBeLessThan(rtn);
+    }
+  });
+
+  it('skips the power only where the shrinkage is exactly zero (same zeros with the shortcut off)', () => {
+    // large weights so |W - Wr| crosses the threshold and the shrinkage is live
+    const weight = randomMatrix(8, 256, 21, 2, 20);
+    for (const bits of [2, 4]) {
+      const g = 64;
+      const groups = weight.data.length / g;
+      const run = (threshold: (t: number) => number) => {
+        const scale = new Float32Array(groups);
+        const zero = new Float32Array(groups);
+        asymmetricMinMaxInit(weight.data, g, bits, false, scale, zero);
+        const errors: number[] = [];
+        runProximalSolver(
+          (inverseBeta, exponent, t) => {
+            const e = proximalIteration(weight.data, g, 2 ** bits - 1, scale, zero, inverseBeta, exponent, threshold(t));
+            errors.push(e);
+            return e;
+          },
+          weight.data.length,
+          UPSTREAM_PROXIMAL_OPTIONS,
+        );
+        return { zero, errors };
+      };
+      const shortcut = run((t) => t);
+      const full = run(() => -1);
+      expect(shortcut.zero).toEqual(full.zero);
+      expect(shortcut.errors).toEqual(full.errors);
+      // and the shrinkage did act: it moved the zeros away from plain mean(Wq - W*s)
+      const off = run(() => Infinity);
+      expect(off.zero).not.toEqual(full.zero);
+    }
+  });
+
+  it('offers the fork variants: kappa, axis 0 and a rounded zero', () => {
+    const weight = randomMatrix(32, 256, 13, 0.02, 8);
+    const fork = createHqqQuantizer({ solver: { kappa: 1.01 } });
+    expect(fork.solver.kappa).toBe(1.01);
+    const upstream = hqqError();
+    const withKappa = hqqError(fork, weight);
+    expect(withKappa).toBeGreaterThan(0);
+    expect(withKappa).not.toBe(upstream);
+    const axis0 = hqqQuantizer.quantize(weight, quantConfig(4, 64, { axis: 0 }));
+    expect(axis0.scale.length).toBe(128);
+    expect(squaredError(hqqQuantizer.dequantize(axis0), weight.data)).toBeLessThan(
+      squaredError(rtnQuantizer.dequantize(rtnQuantizer.quantize(weight, quantConfig(4, 64, { axis: 0 }))), weight.data),
+    );
+    const rounded = rtnQuantizer.quantize(weight, quantConfig(4, 64, { roundZero: true }));
+    expect(Array.from(rounded.zero).every(Number.isInteger)).toBe(true);
+    expect(() => proximalOptions({ lpNorm: 1.5 })).toThrow(/option "lpNorm"/);
+    expect(() => proximalOptions({ iterations: 0 })).toThrow(/option "iterations"/);
+  });
+});
+
+describe.skipIf(!wasmKernelAvailable())('WebAssembly SIMD kernel', () => {
+  it('gives bit-identical zeros and codes to the TypeScript solver', () => {
+    const wasm = createWasmKernel()!;
+    const cases: { bits: number; g: number; seed: number; scale: number; solver?: Partial<ProximalOptions>; roundZero?: boolean }[] = [
+      { bits: 2, g: 64, seed: 1, scale: 0.02 },
+      { bits: 3, g: 32, seed: 2, scale: 0.02 },
+      { bits: 4, g: 64, seed: 3, scale: 0.02 },
+      { bits: 4, g: 128, seed: 4, scale: 0.02, solver: { kappa: 1.01 } },
+      { bits: 8, g: 128, seed: 5, scale: 0.02 },
+      { bits: 1, g: 32, seed: 6, scale: 0.02 },
+      { bits: 2, g: 64, seed: 7, scale: 3, roundZero: true },
+      { bits: 4, g: 4, seed: 8, scale: 1 },
+    ];
+    for (const c of cases) {
+      const weight = randomMatrix(24, 128, c.seed, c.scale, 12);
+      const groups = weight.data.length / c.g;
+      const options = proximalOptions(c.solver);
+      const results = [typescriptKernel, wasm].map((kernel) => {
+        const scale = new Float32Array(groups);
+        const zero = new Float32Array(groups);
+        const codes = new Uint8Array(weight.data.length);
+        asymmetricMinMaxInit(weight.data, c.g, c.bits, c.roundZero ?? false, scale, zero);
+        const iterations = kernel.solve(weight.data, c.g, c.bits, scale, zero, options, codes);
+        return { iterations, zero, codes };
+      });
+      expect(results[1]!.iterations, JSON.stringify(c)).toBe(results[0]!.iterations);
+      expect(results[1]!.zero, JSON.stringify(c)).toEqual(results[0]!.zero);
+      expect(results[1]!.codes, JSON.stringify(c)).toEqual(results[0]!.codes);
+    }
+  });
+
+  it('grows its memory for a larger matrix after a small one', () => {
+    const wasm = createWasmKernel()!;
+    for (const rows of [2, 600]) {
+      const weight = randomMatrix(rows, 256, rows, 0.02, 3);
+      const groups = weight.data.length / 64;
+      const scale = new Float32Array(groups);
+      const zero = new Float32Array(groups);
+      asymmetricMinMaxInit(weight.data, 64, 4, false, scale, zero);
+      const codes = new Uint8Array(weight.data.length);
+      wasm.solve(weight.data, 64, 4, scale, zero, UPSTREAM_PROXIMAL_OPTIONS, codes);
+      const expected = new Uint8Array(weight.data.length);
+      roundToCodes(weight.data, 64, 4, scale, zero, expected);
+      expect(codes).toEqual(expected);
+      const values = new Float32Array(weight.data.length);
+      dequantizeGroups(codes, 64, scale, zero, values);
+      expect(squaredError(values, weight.data)).toBeGreaterThan(0);
+    }
+  });
+});

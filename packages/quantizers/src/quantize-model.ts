@@ -1,0 +1,265 @@
+import {
+  DTYPE_BYTES,
+  InvalidOptionError,
+  ShapeMismatchError,
+  configName,
+  matrixKey,
+  matrixOfTensorName,
+  type Allocation,
+  type DType,
+  type LinearModule,
+  type MatrixKey,
+  type QuantConfig,
+  type QuantizedTensor,
+  type Quantizer,
+} from '@layerquant/core';
+import { openCheckpoint, temporaryPath, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
+import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { groupLayout } from './grouping.js';
+import { matrixMemory, modelMemory } from './memory-accounting.js';
+import {
+  QWEIGHT_SUFFIX,
+  SCALE_SUFFIX,
+  ZERO_SUFFIX,
+  encodeQuantizedMetadata,
+  metadataOfQuantized,
+  quantizedTensorSpecs,
+  type QuantizedTensorMetadata,
+} from './quantized-checkpoint.js';
+import { squaredError } from './quantizers.js';
+
+/** One linear matrix of a checkpoint, as configFor sees it. */
+export interface ModelMatrix {
+  readonly key: MatrixKey;
+  readonly name: string;
+  readonly layer: number;
+  readonly module: LinearModule;
+  readonly shape: readonly [number, number];
+}
+
+export interface QuantizeProgress {
+  /** Matrices finished so far (quantized or kept in float). */
+  readonly done: number;
+  readonly total: number;
+  readonly key: MatrixKey;
+  readonly config: string | null;
+}
+
+export interface QuantizeModelOptions {
+  readonly modelDir: string;
+  readonly outDir: string;
+  readonly quantizer: Quantizer;
+  /** The config of each linear matrix; `null` leaves it in float (copied as stored). */
+  readonly configFor: (key: MatrixKey, matrix: ModelMatrix) => QuantConfig | null;
+  /** Name recorded in the checkpoint and report (e.g. `uniform`, `sensiboost`); default the quantizer's id. */
+  readonly method?: string;
+  /** The allocation that produced configFor, saved in quantization.json. */
+  readonly allocation?: Allocation;
+  /** Settings recorded in `__metadata__["layerquant.options"]`. */
+  readonly options?: Readonly<Record<string, unknown>>;
+  readonly onProgress?: (progress: QuantizeProgress) => void;
+}
+
+export interface MatrixReport {
+  readonly key: MatrixKey;
+  readonly name: string;
+  readonly shape: readonly [number, number];
+  readonly config: string | null;
+  readonly params: number;
+  /** sum (dequant(quant(W)) - W)^2; 0 for a matrix kept in float. */
+  readonly sqErr: number;
+  readonly paperBitsPerWeight: number;
+  readonly packedBytes: number;
+  readonly seconds: number;
+}
+
+export interface QuantizeModelReport {
+  readonly method: string;
+  readonly quantizer: string;
+  readonly modelDir: string;
+  readonly outDir: string;
+  /** Linear matrices (quantized or kept in float). */
+  readonly matrices: number;
+  readonly quantizedMatrices: number;
+  readonly params: number;
+  /** Paper bits per weight over all linear matrices (float ones count 16). */
+  readonly bpp: number;
+  /** Paper memory of the linear matrices, MB (2^20 bytes). */
+  readonly paperMB: number;
+  /** Real bytes of the linear matrices as stored: packed codes + float32 scales and zeros (+ float matrices as stored). */
+  readonly bytes: number;
+  /** Size of the written model.safetensors (everything, embeddings and norms included). */
+  readonly fileBytes: number;
+  /** Sum over all quantized matrices of the squared dequantization error. */
+  readonly sqErr: number;
+  /** Wall time of the whole run (read, quantize, write). */
+  readonly seconds: number;
+  /** Time in quantize() only. */
+  readonly quantizeSeconds: number;
+  readonly perMatrix: readonly MatrixReport[];
+}
+
+/** Name of the weights file in a quantized directory. */
+export const QUANTIZED_WEIGHTS_FILE = 'model.safetensors';
+/** The run's report and allocation, beside the weights. */
+export const QUANTIZATION_REPORT_FILE = 'quantization.json';
+
+function isWeightFile(name: string): boolean {
+  return name.endsWith('.safetensors') || name === 'model.safetensors.index.json' || name === QUANTIZATION_REPORT_FILE;
+}
+
+async function copyAtomic(from: string, to: string): Promise<void> {
+  const tmp = temporaryPath(to);
+  try {
+    await copyFile(from, tmp);
+    await rename(tmp, to);
+  } catch (error) {
+    await rm(tmp, { force: true });
+    throw error;
+  }
+}
+
+/**
+ * Quantizes every linear matrix of a Hugging Face checkpoint with its config and writes a self-contained quantized
+ * directory: model.safetensors (packed codes, scales and zeros per matrix; other tensors copied), config.json and
+ * tokenizer files copied, quantization.json (report + allocation). Streams one matrix at a time: peak memory is a
+ * few copies of the largest tensor, not of the model.
+ */
+export async function quantizeModel(options: QuantizeModelOptions): Promise<QuantizeModelReport> {
+  const start = performance.now();
+  const modelDir = resolve(options.modelDir);
+  const outDir = resolve(options.outDir);
+  const method = options.method ?? options.quantizer.id;
+  const checkpoint = await openCheckpoint(modelDir);
+  try {
+    if (resolve(checkpoint.dir) === outDir) {
+      throw new InvalidOptionError('--out', `${outDir} is the model directory itself; write the quantized model to another directory`);
+    }
+    // Plan every tensor and validate every config before anything is written.
+    const specs: TensorSpec[] = [];
+    const plans = new Map<string, { matrix: ModelMatrix; config: QuantConfig | null; dtype: DType }>();
+    for (const info of checkpoint.tensors) {
+      const parsed = matrixOfTensorName(info.name);
+      if (!parsed) {
+        specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
+        continue;
+      }
+      if (info.shape.length !== 2) throw new ShapeMismatchError(info.name, `has shape [${info.shape.join(', ')}]; a linear weight must be 2-D`);
+      const matrix: ModelMatrix = Object.freeze({
+        key: matrixKey(parsed.layer, parsed.module),
+        name: info.name,
+        layer: parsed.layer,
+        module: parsed.module,
+        shape: [info.shape[0]!, info.shape[1]!] as const,
+      });
+      const config = options.configFor(matrix.key, matrix);
+      plans.set(info.name, { matrix, config, dtype: info.dtype });
+      if (config) {
+        groupLayout(info.name, matrix.shape, config);
+        specs.push(...quantizedTensorSpecs(info.name, matrix.shape, config));
+      } else {
+        specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
+      }
+    }
+    if (plans.size === 0) {
+      throw new InvalidOptionError('model-dir', `${modelDir} has no linear weights named model.layers.<i>.<module>.weight; is it a Llama-family checkpoint?`);
+    }
+
+    const allocation: Record<MatrixKey, string | null> = {};
+    const tensorsMetadata: Record<string, QuantizedTensorMetadata> = {};
+    for (const { matrix, config, dtype } of plans.values()) {
+      allocation[matrix.key] = config ? configName(config) : null;
+      if (config) {
+        const { bits, groupSize, axis, roundZero } = config;
+        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, dtype });
+      }
+    }
+
+    await mkdir(outDir, { recursive: true });
+    const perMatrix: MatrixReport[] = [];
+    let quantizeSeconds = 0;
+    let pending: QuantizedTensor | undefined;
+    const total = plans.size;
+    const finish = (report: MatrixReport) => {
+      perMatrix.push(report);
+      options.onProgress?.({ done: perMatrix.length, total, key: report.key, config: report.config });
+    };
+    const bytesOf = (array: Float32Array | Uint32Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+
+    await writeSafetensorsStreaming(
+      join(outDir, QUANTIZED_WEIGHTS_FILE),
+      specs,
+      async (spec) => {
+        if (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config) {
+          const name = spec.name.slice(0, -QWEIGHT_SUFFIX.length);
+          const { matrix, config, dtype } = plans.get(name)!;
+          const weight = await checkpoint.read(name);
+          const t0 = performance.now();
+          const quantized = options.quantizer.quantize(weight, config!);
+          const seconds = (performance.now() - t0) / 1000;
+          quantizeSeconds += seconds;
+          const entry = metadataOfQuantized(quantized, dtype);
+          if (entry.bits !== config!.bits || entry.groupSize !== config!.groupSize) {
+            throw new InvalidOptionError('quantizer', `"${options.quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
+          }
+          const memory = matrixMemory(matrix.shape, config);
+          finish({
+            key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
+            sqErr: squaredError(options.quantizer.dequantize(quantized), weight.data),
+            paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds,
+          });
+          pending = quantized;
+          return bytesOf(quantized.packed);
+        }
+        if (pending && spec.name === pending.name + SCALE_SUFFIX) return bytesOf(pending.scale);
+        if (pending && spec.name === pending.name + ZERO_SUFFIX) {
+          const zero = pending.zero;
+          pending = undefined;
+          return bytesOf(zero);
+        }
+        const raw = await checkpoint.readRaw(spec.name);
+        const plan = plans.get(spec.name);
+        if (plan) {
+          const memory = matrixMemory(plan.matrix.shape, null, DTYPE_BYTES[plan.dtype]);
+          finish({
+            key: plan.matrix.key, name: spec.name, shape: plan.matrix.shape, config: null, params: memory.params, sqErr: 0,
+            paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds: 0,
+          });
+        }
+        return raw;
+      },
+      encodeQuantizedMetadata({ method, allocation, tensors: tensorsMetadata, options: { quantizer: options.quantizer.id, ...options.options } }),
+    );
+
+    for (const entry of await readdir(checkpoint.dir, { withFileTypes: true })) {
+      if (entry.isFile() && !isWeightFile(entry.name)) await copyAtomic(join(checkpoint.dir, entry.name), join(outDir, entry.name));
+    }
+
+    const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));
+    const report: QuantizeModelReport = Object.freeze({
+      method,
+      quantizer: options.quantizer.id,
+      modelDir,
+      outDir,
+      matrices: perMatrix.length,
+      quantizedMatrices: perMatrix.filter((m) => m.config !== null).length,
+      params: totals.params,
+      bpp: totals.paperBitsPerWeight,
+      paperMB: totals.paperMB,
+      bytes: perMatrix.reduce((sum, m) => sum + m.packedBytes, 0),
+      fileBytes: (await stat(join(outDir, QUANTIZED_WEIGHTS_FILE))).size,
+      sqErr: perMatrix.reduce((sum, m) => sum + m.sqErr, 0),
+      seconds: (performance.now() - start) / 1000,
+      quantizeSeconds,
+      perMatrix: Object.freeze(perMatrix),
+    });
+    await writeTextAtomic(
+      join(outDir, QUANTIZATION_REPORT_FILE),
+      `${JSON.stringify({ ...report, allocation: options.allocation ?? { method, matrices: allocation } }, null, 1)}\n`,
+    );
+    return report;
+  } finally {
+    await checkpoint.close();
+  }
+}

@@ -1,0 +1,62 @@
+import { PAPER_CONFIGS, configName, quantConfig, type Quantizer } from '@layerquant/core';
+import { describe, expect, it } from 'vitest';
+import { squaredError, unpackQuantizedCodes } from '../quantizers.js';
+import { randomMatrix } from './random-matrix.js';
+
+/** Properties every quantizer plug-in must have; each plug-in's test file calls this. */
+export function runQuantizerConformance(quantizer: Quantizer): void {
+  describe(`quantizer conformance: ${quantizer.id}`, () => {
+    const weight = randomMatrix(24, 256, 7, 0.02, 6);
+
+    it('returns codes in [0, 2^b - 1], one scale and zero per group, the shape and config it was given', () => {
+      for (const config of PAPER_CONFIGS) {
+        const q = quantizer.quantize(weight, config);
+        expect(q.shape).toEqual([24, 256]);
+        expect(q.config).toBe(config);
+        expect(q.scale.length).toBe((24 * 256) / config.groupSize);
+        expect(q.zero.length).toBe(q.scale.length);
+        const codes = unpackQuantizedCodes(q);
+        let max = 0;
+        for (const c of codes) max = Math.max(max, c);
+        expect(max).toBeLessThanOrEqual(2 ** config.bits - 1);
+        expect(max, configName(config)).toBeGreaterThan(0);
+      }
+    });
+
+    it('has a squared error that falls as bits rise (every group size) and as groups shrink', () => {
+      for (const g of [32, 64, 128]) {
+        const errors = [1, 2, 3, 4, 5, 6, 8].map((b) => squaredError(quantizer.dequantize(quantizer.quantize(weight, quantConfig(b, g))), weight.data));
+        for (let i = 1; i < errors.length; i++) expect(errors[i]).toBeLessThan(errors[i - 1]!);
+      }
+      const byGroup = [128, 64, 32].map((g) => squaredError(quantizer.dequantize(quantizer.quantize(weight, quantConfig(3, g))), weight.data));
+      expect(byGroup[1]).toBeLessThan(byGroup[0]!);
+      expect(byGroup[2]).toBeLessThan(byGroup[1]!);
+    });
+
+    it('is deterministic and does not modify its input', () => {
+      const copy = weight.data.slice();
+      const a = quantizer.quantize(weight, quantConfig(4, 64));
+      const b = quantizer.quantize(weight, quantConfig(4, 64));
+      expect(weight.data).toEqual(copy);
+      expect(a.packed).toEqual(b.packed);
+      expect(a.zero).toEqual(b.zero);
+    });
+
+    it('keeps every 8-bit dequantized value within 1.5 quantization steps of the weight', () => {
+      const q = quantizer.quantize(weight, quantConfig(8, 64));
+      const values = quantizer.dequantize(q);
+      for (let k = 0; k < q.scale.length; k++) {
+        const step = 1 / q.scale[k]!;
+        for (let j = 0; j < 64; j++) {
+          const i = k * 64 + j;
+          expect(Math.abs(values[i]! - weight.data[i]!)).toBeLessThanOrEqual(1.5 * step);
+        }
+      }
+    });
+
+    it('rejects a group size that does not divide the row length, naming the option and tensor', () => {
+      expect(() => quantizer.quantize(weight, quantConfig(4, 48))).toThrow(/option "groupSize".*random\.7\.weight/);
+      expect(() => quantizer.quantize({ ...weight, shape: [6144] }, quantConfig(4, 64))).toThrow(/only 2-D/);
+    });
+  });
+}

@@ -1,0 +1,125 @@
+;; HQQ kernels in WebAssembly SIMD (f32x4), hand-written. Source of src/hqq-kernel-wasm.generated.ts
+;; (`pnpm --filter @layerquant/quantizers build:wasm`). Every operation is the fp32 operation of
+;; src/hqq-proximal.ts (the oracle), in the same order, so both give bit-identical zeros and codes.
+;; Weights arrive group-major: `groups` runs of `g` f32 values, g a multiple of 4.
+(module
+  (import "env" "pow" (func $pow (param f64 f64) (result f64)))
+  (memory (export "memory") 1)
+
+  ;; One element of the shrinkage: e = sign(x) * relu(|x| - ib * |x|^ex); returns q - (w - e) * s.
+  (func $shrunk (param $w f32) (param $q f32) (param $x f32) (param $s f32) (param $ib f32) (param $ex f32) (result f32)
+    (local $a f32) (local $e f32)
+    (local.set $a (f32.abs (local.get $x)))
+    (local.set $e
+      (f32.sub (local.get $a)
+        (f32.mul (local.get $ib)
+          (f32.demote_f64 (call $pow (f64.promote_f32 (local.get $a)) (f64.promote_f32 (local.get $ex)))))))
+    (if (f32.lt (local.get $e) (f32.const 0)) (then (local.set $e (f32.const 0))))
+    (if (f32.lt (local.get $x) (f32.const 0)) (then (local.set $e (f32.neg (local.get $e)))))
+    (f32.sub (local.get $q) (f32.mul (f32.sub (local.get $w) (local.get $e)) (local.get $s))))
+
+  ;; One proximal iteration over all groups; updates the zeros in place; returns sum |W - Wr| (float64, lanes
+  ;; combined as (l0 + l2) + (l1 + l3)).
+  (func (export "proximalIteration")
+    (param $w i32) (param $scale i32) (param $zero i32) (param $groups i32) (param $g i32)
+    (param $maxv f32) (param $ib f32) (param $ex f32) (param $threshold f32) (result f64)
+    (local $k i32) (local $p i32) (local $end i32)
+    (local $sc f32)
+    (local $sv v128) (local $zv v128) (local $wv v128) (local $tv v128) (local $qv v128)
+    (local $xv v128) (local $av v128) (local $vv v128) (local $maxvv v128) (local $thv v128)
+    (local $err01 v128) (local $err23 v128) (local $sum01 v128) (local $sum23 v128) (local $t v128)
+    (local.set $maxvv (f32x4.splat (local.get $maxv)))
+    (local.set $thv (f32x4.splat (local.get $threshold)))
+    (local.set $err01 (v128.const i64x2 0 0))
+    (local.set $err23 (v128.const i64x2 0 0))
+    (local.set $p (local.get $w))
+    (block $groups_done
+      (br_if $groups_done (i32.eqz (local.get $groups)))
+      (loop $group
+        (local.set $sc (f32.load (i32.add (local.get $scale) (i32.shl (local.get $k) (i32.const 2)))))
+        (local.set $sv (f32x4.splat (local.get $sc)))
+        (local.set $zv (f32x4.splat (f32.load (i32.add (local.get $zero) (i32.shl (local.get $k) (i32.const 2))))))
+        (local.set $sum01 (v128.const i64x2 0 0))
+        (local.set $sum23 (v128.const i64x2 0 0))
+        (local.set $end (i32.add (local.get $p) (i32.shl (local.get $g) (i32.const 2))))
+        (loop $element
+          (local.set $wv (v128.load (local.get $p)))
+          (local.set $tv (f32x4.mul (local.get $wv) (local.get $sv)))
+          (local.set $qv
+            (f32x4.min
+              (f32x4.max (f32x4.nearest (f32x4.add (local.get $tv) (local.get $zv))) (v128.const f32x4 0 0 0 0))
+              (local.get $maxvv)))
+          (local.set $xv
+            (f32x4.sub (local.get $wv) (f32x4.div (f32x4.sub (local.get $qv) (local.get $zv)) (local.get $sv))))
+          (local.set $av (f32x4.abs (local.get $xv)))
+          ;; float64 lane sums: (l0, l1) and (l2, l3)
+          (local.set $err01 (f64x2.add (local.get $err01) (f64x2.promote_low_f32x4 (local.get $av))))
+          (local.set $err23 (f64x2.add (local.get $err23)
+            (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $av) (local.get $av)))))
+          ;; W_e = 0 below the threshold: the zero term is q - W*s
+          (local.set $vv (f32x4.sub (local.get $qv) (local.get $tv)))
+          (if (v128.any_true (f32x4.gt (local.get $av) (local.get $thv)))
+            (then
+              (if (f32.gt (f32x4.extract_lane 0 (local.get $av)) (local.get $threshold))
+                (then (local.set $vv (f32x4.replace_lane 0 (local.get $vv)
+                  (call $shrunk (f32x4.extract_lane 0 (local.get $wv)) (f32x4.extract_lane 0 (local.get $qv))
+                    (f32x4.extract_lane 0 (local.get $xv)) (local.get $sc) (local.get $ib) (local.get $ex))))))
+              (if (f32.gt (f32x4.extract_lane 1 (local.get $av)) (local.get $threshold))
+                (then (local.set $vv (f32x4.replace_lane 1 (local.get $vv)
+                  (call $shrunk (f32x4.extract_lane 1 (local.get $wv)) (f32x4.extract_lane 1 (local.get $qv))
+                    (f32x4.extract_lane 1 (local.get $xv)) (local.get $sc) (local.get $ib) (local.get $ex))))))
+              (if (f32.gt (f32x4.extract_lane 2 (local.get $av)) (local.get $threshold))
+                (then (local.set $vv (f32x4.replace_lane 2 (local.get $vv)
+                  (call $shrunk (f32x4.extract_lane 2 (local.get $wv)) (f32x4.extract_lane 2 (local.get $qv))
+                    (f32x4.extract_lane 2 (local.get $xv)) (local.get $sc) (local.get $ib) (local.get $ex))))))
+              (if (f32.gt (f32x4.extract_lane 3 (local.get $av)) (local.get $threshold))
+                (then (local.set $vv (f32x4.replace_lane 3 (local.get $vv)
+                  (call $shrunk (f32x4.extract_lane 3 (local.get $wv)) (f32x4.extract_lane 3 (local.get $qv))
+                    (f32x4.extract_lane 3 (local.get $xv)) (local.get $sc) (local.get $ib) (local.get $ex))))))))
+          (local.set $sum01 (f64x2.add (local.get $sum01) (f64x2.promote_low_f32x4 (local.get $vv))))
+          (local.set $sum23 (f64x2.add (local.get $sum23)
+            (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $vv) (local.get $vv)))))
+          (local.set $p (i32.add (local.get $p) (i32.const 16)))
+          (br_if $element (i32.lt_u (local.get $p) (local.get $end))))
+        ;; z = fp32(sum) / g with sum = (l0 + l2) + (l1 + l3): (sum01 + sum23) holds (l0 + l2, l1 + l3)
+        (local.set $t (f64x2.add (local.get $sum01) (local.get $sum23)))
+        (f32.store (i32.add (local.get $zero) (i32.shl (local.get $k) (i32.const 2)))
+          (f32.div
+            (f32.demote_f64 (f64.add (f64x2.extract_lane 0 (local.get $t)) (f64x2.extract_lane 1 (local.get $t))))
+            (f32.convert_i32_u (local.get $g))))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br_if $group (i32.lt_u (local.get $k) (local.get $groups)))))
+    (local.set $t (f64x2.add (local.get $err01) (local.get $err23)))
+    (f64.add (f64x2.extract_lane 0 (local.get $t)) (f64x2.extract_lane 1 (local.get $t))))
+
+  ;; Codes: clamp(round(W*s + z), 0, maxv) as bytes, group-major.
+  (func (export "roundToCodes")
+    (param $w i32) (param $scale i32) (param $zero i32) (param $codes i32) (param $groups i32) (param $g i32) (param $maxv f32)
+    (local $k i32) (local $p i32) (local $end i32) (local $o i32)
+    (local $sv v128) (local $zv v128) (local $maxvv v128) (local $qv v128)
+    (local.set $maxvv (f32x4.splat (local.get $maxv)))
+    (local.set $p (local.get $w))
+    (local.set $o (local.get $codes))
+    (block $groups_done
+      (br_if $groups_done (i32.eqz (local.get $groups)))
+      (loop $group
+        (local.set $sv (f32x4.splat (f32.load (i32.add (local.get $scale) (i32.shl (local.get $k) (i32.const 2))))))
+        (local.set $zv (f32x4.splat (f32.load (i32.add (local.get $zero) (i32.shl (local.get $k) (i32.const 2))))))
+        (local.set $end (i32.add (local.get $p) (i32.shl (local.get $g) (i32.const 2))))
+        (loop $element
+          (local.set $qv
+            (f32x4.min
+              (f32x4.max
+                (f32x4.nearest (f32x4.add (f32x4.mul (v128.load (local.get $p)) (local.get $sv)) (local.get $zv)))
+                (v128.const f32x4 0 0 0 0))
+              (local.get $maxvv)))
+          (local.set $qv (i32x4.trunc_sat_f32x4_u (local.get $qv)))
+          (local.set $qv (i16x8.narrow_i32x4_u (local.get $qv) (local.get $qv)))
+          (local.set $qv (i8x16.narrow_i16x8_u (local.get $qv) (local.get $qv)))
+          (v128.store32_lane 0 (local.get $o) (local.get $qv))
+          (local.set $o (i32.add (local.get $o) (i32.const 4)))
+          (local.set $p (i32.add (local.get $p) (i32.const 16)))
+          (br_if $element (i32.lt_u (local.get $p) (local.get $end))))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br_if $group (i32.lt_u (local.get $k) (local.get $groups))))))
+)
