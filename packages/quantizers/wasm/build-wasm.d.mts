@@ -1,0 +1,2 @@
+export function assembleKernel(): Promise<Buffer>;
+export function generatedSource(bytes: Buffer): string;
