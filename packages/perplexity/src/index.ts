@@ -1,1 +1,13 @@
-export {};
+export { nonOverlappingWindows, slidingWindows, type Window, type WindowPlan } from './protocols.js';
+export {
+  PERPLEXITY_PROTOCOLS,
+  perplexity,
+  perplexityOfText,
+  readEvaluationText,
+  resolveTextPath,
+  windowPlan,
+  type NllModel,
+  type PerplexityOptions,
+  type PerplexityProtocol,
+  type PerplexityResult,
+} from './perplexity.js';

@@ -1,1 +1,13 @@
-export {};
+export * from './graph.js';
+export { createSession, type RuntimeOptions } from './session.js';
+export { createDecoderModel, loadDecoderModel, type DecoderModel, type DecoderModelOptions, type TokenBatch } from './decoder-model.js';
+export {
+  createDecoderBlocks,
+  loadDecoderBlocks,
+  type AttentionBlockOutput,
+  type DecoderBlocks,
+  type HiddenStates,
+  type MlpBlockOutput,
+} from './decoder-blocks.js';
+export { referenceForward } from './reference-forward.js';
+export { randomDecoderSource, relativeError, seededNormal, tinyConfig } from './test-models.js';

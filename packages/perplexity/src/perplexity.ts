@@ -1,0 +1,128 @@
+import { InvalidDataError, InvalidOptionError, MissingFileError } from '@layerquant/core';
+import type { DecoderModel } from '@layerquant/runtime';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { nonOverlappingWindows, slidingWindows, type WindowPlan } from './protocols.js';
+
+export type PerplexityProtocol = 'windows' | 'sliding';
+export const PERPLEXITY_PROTOCOLS: readonly PerplexityProtocol[] = Object.freeze(['windows', 'sliding']);
+
+export interface PerplexityOptions {
+  /** `windows` (default): non-overlapping windows of `seqlen`; `sliding`: the HF sliding window. */
+  readonly protocol?: PerplexityProtocol;
+  /** Window length of the `windows` protocol. Default 512. */
+  readonly seqlen?: number;
+  /** Sliding window: max_length (default 1024) and stride (default 512). */
+  readonly maxLength?: number;
+  readonly stride?: number;
+  /** Use only the first maxTokens tokens of the text. */
+  readonly maxTokens?: number;
+  /** Called after each window. */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+export interface PerplexityResult {
+  readonly ppl: number;
+  /** Mean negative log-likelihood (natural log) under the protocol's weighting. */
+  readonly nll: number;
+  /** Tokens fed through the model (sum of window lengths). */
+  readonly tokens: number;
+  /** Positions whose NLL was scored. */
+  readonly scoredTokens: number;
+  readonly windows: number;
+  readonly seconds: number;
+  readonly protocol: PerplexityProtocol;
+  /** windows: seqlen; sliding: max_length. */
+  readonly seqlen: number;
+  readonly stride: number;
+}
+
+/** What perplexity needs of a model: per-position NLL of given targets (DecoderModel has it). */
+export type NllModel = Pick<DecoderModel, 'tokenNll'>;
+
+export function windowPlan(tokenCount: number, options: PerplexityOptions = {}): WindowPlan {
+  const protocol = options.protocol ?? 'windows';
+  if (protocol === 'windows') return nonOverlappingWindows(tokenCount, options.seqlen ?? 512);
+  if (protocol === 'sliding') {
+    const maxLength = options.maxLength ?? 1024;
+    return slidingWindows(tokenCount, maxLength, options.stride ?? Math.min(512, maxLength));
+  }
+  throw new InvalidOptionError('protocol', `"${String(protocol)}" is not a protocol; use ${PERPLEXITY_PROTOCOLS.join(' or ')}`);
+}
+
+/** Perplexity of a model over token ids; the model runs once per window, the sums are float64. */
+export async function perplexity(model: NllModel, ids: readonly number[], options: PerplexityOptions = {}): Promise<PerplexityResult> {
+  const started = performance.now();
+  if (options.maxTokens !== undefined && (!Number.isInteger(options.maxTokens) || options.maxTokens < 2)) {
+    throw new InvalidOptionError('maxTokens', `${options.maxTokens} must be an integer >= 2`);
+  }
+  const used = options.maxTokens !== undefined ? ids.slice(0, options.maxTokens) : ids;
+  const plan = windowPlan(used.length, options);
+  let weighted = 0;
+  let tokens = 0;
+  let scoredTokens = 0;
+  for (const [index, window] of plan.windows.entries()) {
+    const input = used.slice(window.begin, window.end);
+    // targets[t] is the token after position t; the last position has none (0, never read).
+    const targets = new Array<number>(input.length).fill(0);
+    for (let t = 0; t + 1 < input.length; t++) targets[t] = input[t + 1]!;
+    const nll = await model.tokenNll({ ids: input }, targets);
+    let sum = 0;
+    for (let p = window.scoreFrom; p < window.end; p++) sum += nll[p - 1 - window.begin]!;
+    const scored = window.end - window.scoreFrom;
+    weighted += (sum / scored) * window.weight;
+    tokens += input.length;
+    scoredTokens += scored;
+    options.onProgress?.(index + 1, plan.windows.length);
+  }
+  const nll = weighted / plan.divisor;
+  const protocol = options.protocol ?? 'windows';
+  const seqlen = protocol === 'windows' ? (options.seqlen ?? 512) : (options.maxLength ?? 1024);
+  return Object.freeze({
+    ppl: Math.exp(nll),
+    nll,
+    tokens,
+    scoredTokens,
+    windows: plan.windows.length,
+    seconds: (performance.now() - started) / 1000,
+    protocol,
+    seqlen,
+    stride: protocol === 'windows' ? seqlen : (options.stride ?? Math.min(512, seqlen)),
+  });
+}
+
+/** Reads an evaluation text: a missing file or one with no non-blank character is a typed error. */
+export async function readEvaluationText(path: string): Promise<string> {
+  const absolute = resolve(path);
+  if (!existsSync(absolute)) throw new MissingFileError(absolute, 'does not exist; pass a UTF-8 text file with --text or a built-in --dataset');
+  const text = await readFile(absolute, 'utf8');
+  if (text.trim().length === 0) throw new InvalidDataError(absolute, 'is empty; perplexity needs text to score');
+  return text;
+}
+
+/**
+ * Where the text comes from: a file, or a dataset name looked up in `datasets` (name -> path), which the
+ * application supplies (the CLI passes the fixtures' brown-test and brown-calib).
+ */
+export function resolveTextPath(source: { text?: string; dataset?: string }, datasets: Readonly<Record<string, string>>): string {
+  if (source.text && source.dataset) throw new InvalidOptionError('--text', 'give either --text or --dataset, not both');
+  if (source.text) return source.text;
+  if (source.dataset) {
+    const path = datasets[source.dataset];
+    if (!path) throw new InvalidOptionError('--dataset', `"${source.dataset}" is not a built-in dataset; available: ${Object.keys(datasets).join(', ')}`);
+    return path;
+  }
+  throw new InvalidOptionError('--text', `is required: pass a text file, or --dataset with one of ${Object.keys(datasets).join(', ')}`);
+}
+
+/** Tokenizes a text (no special tokens, as the reference numbers were computed) and computes its perplexity. */
+export async function perplexityOfText(
+  model: NllModel,
+  tokenizer: { encode(text: string): number[] },
+  text: string,
+  options: PerplexityOptions = {},
+): Promise<PerplexityResult> {
+  const ids = tokenizer.encode(text);
+  return perplexity(model, ids, options);
+}

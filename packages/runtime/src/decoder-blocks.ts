@@ -1,0 +1,212 @@
+import { InvalidOptionError, MissingTensorError, type DecoderConfig } from '@layerquant/core';
+import {
+  blockInputNames,
+  buildAttentionBlockGraph,
+  buildHeadGraph,
+  buildLinearGraph,
+  buildMlpBlockGraph,
+} from './decoder-graph.js';
+import type { TokenBatch } from './decoder-model.js';
+import {
+  EMBED_TOKENS,
+  FINAL_NORM,
+  LAYER_TENSORS,
+  LM_HEAD,
+  checkShape,
+  layerTensorName,
+  loadDecoderWeights,
+  type DecoderLayout,
+  type DecoderWeights,
+  type TensorSource,
+  type WeightOverrides,
+} from './decoder-weights.js';
+import { createSession, floatTensor, int64Tensor, tensorData, type OrtSession, type OrtTensor, type RuntimeOptions } from './session.js';
+
+/** Hidden states of `batch` sequences of `length` tokens: data is [batch, length, width] row-major. */
+export interface HiddenStates {
+  readonly data: Float32Array;
+  readonly batch: number;
+  readonly length: number;
+}
+
+export interface AttentionBlockOutput {
+  /** [B, T, heads*headDim]: the input of o_proj. */
+  readonly context: Float32Array;
+  /** [B, T, hidden]: input_layernorm -> attention -> o_proj, before the residual add. */
+  readonly attention: Float32Array;
+  /** [B, T, hidden]: hidden + attention, the input of the MLP block. */
+  readonly residual: Float32Array;
+}
+
+export interface MlpBlockOutput {
+  /** [B, T, intermediate]: silu(gate) * up, the input of down_proj. */
+  readonly activation: Float32Array;
+  /** [B, T, hidden]: post_attention_layernorm -> MLP -> down_proj, before the residual add. */
+  readonly mlp: Float32Array;
+  /** [B, T, hidden]: residual + mlp, the layer output. */
+  readonly output: Float32Array;
+}
+
+/**
+ * Block-level entry points for sensitivity metrics: one attention or MLP block of any layer, from given
+ * hidden states, with optional replacement weights for that call. Three small sessions serve every layer
+ * (weights are graph inputs), so nothing is rebuilt per call.
+ */
+export interface DecoderBlocks {
+  readonly config: DecoderConfig;
+  readonly layout: DecoderLayout;
+  readonly weights: DecoderWeights;
+  /** Token embeddings [B, T, hidden]: the input of layer 0. */
+  embed(input: TokenBatch): HiddenStates;
+  /** Overrides are keyed by full tensor name (`model.layers.3.self_attn.q_proj.weight`); others come from the model. */
+  attention(layer: number, hidden: HiddenStates, overrides?: WeightOverrides): Promise<AttentionBlockOutput>;
+  mlp(layer: number, hidden: HiddenStates, overrides?: WeightOverrides): Promise<MlpBlockOutput>;
+  /** One decoder layer: attention block, then MLP block on its residual. */
+  layer(layer: number, hidden: HiddenStates, overrides?: WeightOverrides): Promise<AttentionBlockOutput & MlpBlockOutput>;
+  /** `x W^T (+ b)` for x [rows, in] and W [out, in]: re-applies o_proj or down_proj to a saved context/activation. */
+  linear(x: Float32Array, weight: Float32Array, outFeatures: number, bias?: Float32Array): Promise<Float32Array>;
+  /** Final norm and lm_head: logits [B, T, vocab], and per-token NLL when targets are given. */
+  head(hidden: HiddenStates, targets?: ArrayLike<number>): Promise<{ logits: Float32Array; tokenNll?: Float32Array }>;
+  /** Inputs of layers 0..numLayers-1 plus the last layer's output (numLayers + 1 entries), full precision. */
+  hiddenStates(input: TokenBatch): Promise<HiddenStates[]>;
+  dispose(): Promise<void>;
+}
+
+export async function loadDecoderBlocks(source: TensorSource, config: DecoderConfig, options: RuntimeOptions & { overrides?: WeightOverrides } = {}): Promise<DecoderBlocks> {
+  return createDecoderBlocks(await loadDecoderWeights(source, config, options.overrides), options);
+}
+
+export async function createDecoderBlocks(weights: DecoderWeights, options: RuntimeOptions = {}): Promise<DecoderBlocks> {
+  const { config, layout } = weights;
+  const { hiddenSize: h, numLayers } = config;
+  const attentionSession = await createSession(buildAttentionBlockGraph(config, layout).encode(), options);
+  const mlpSession = await createSession(buildMlpBlockGraph(config, layout).encode(), options);
+  const lazy = new Map<string, Promise<OrtSession>>();
+  const session = (key: string, build: () => Uint8Array) => {
+    let s = lazy.get(key);
+    if (!s) {
+      s = createSession(build(), options);
+      lazy.set(key, s);
+    }
+    return s;
+  };
+
+  const tensorFor = (name: string, overrides: WeightOverrides | undefined): Float32Array => {
+    const expected = weights.shapes.get(name);
+    if (!expected) throw new MissingTensorError(name, 'the model', 'an override names a tensor the forward pass does not use');
+    const override = overrides?.get(name);
+    if (override) {
+      checkShape(name, expected, expected, override.length);
+      return override;
+    }
+    return weights.tensors.get(name)!;
+  };
+
+  const checkLayer = (layer: number) => {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) {
+      throw new InvalidOptionError('layer', `${layer} is not a layer index in [0, ${numLayers})`);
+    }
+  };
+  const checkHidden = (hidden: HiddenStates) => {
+    if (hidden.batch < 1 || hidden.length < 1 || hidden.data.length !== hidden.batch * hidden.length * h) {
+      throw new InvalidOptionError('hidden', `${hidden.data.length} values are not [${hidden.batch}, ${hidden.length}, ${h}]`);
+    }
+  };
+  const checkOverrides = (layer: number, overrides: WeightOverrides | undefined) => {
+    for (const name of overrides?.keys() ?? []) {
+      if (!name.startsWith(`model.layers.${layer}.`)) {
+        throw new InvalidOptionError('overrides', `tensor "${name}" is not in layer ${layer}; block overrides must belong to the block's layer`);
+      }
+    }
+  };
+
+  const runBlock = async (sessionToRun: OrtSession, block: 'attention' | 'mlp', layer: number, hidden: HiddenStates, overrides: WeightOverrides | undefined) => {
+    checkLayer(layer);
+    checkHidden(hidden);
+    checkOverrides(layer, overrides);
+    const feeds: Record<string, OrtTensor> = { hidden: floatTensor(hidden.data, [hidden.batch, hidden.length, h]) };
+    for (const t of blockInputNames(layout, block)) {
+      const name = layerTensorName(layer, t);
+      feeds[LAYER_TENSORS[t]] = floatTensor(tensorFor(name, overrides), weights.shapes.get(name)!);
+    }
+    return sessionToRun.run(feeds);
+  };
+
+  const blocks: DecoderBlocks = {
+    config,
+    layout,
+    weights,
+    embed(input) {
+      const batch = input.batch ?? 1;
+      const length = input.ids.length / batch;
+      if (!Number.isInteger(length) || length < 1) throw new InvalidOptionError('batch', `${input.ids.length} ids do not split into ${batch} sequences`);
+      const table = weights.tensors.get(EMBED_TOKENS)!;
+      const data = new Float32Array(input.ids.length * h);
+      for (let i = 0; i < input.ids.length; i++) {
+        const id = input.ids[i]!;
+        if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) {
+          throw new InvalidOptionError('ids', `token id ${id} at position ${i} is outside the vocabulary [0, ${config.vocabSize})`);
+        }
+        data.set(table.subarray(id * h, (id + 1) * h), i * h);
+      }
+      return { data, batch, length };
+    },
+    async attention(layer, hidden, overrides) {
+      const r = await runBlock(attentionSession, 'attention', layer, hidden, overrides);
+      return { context: tensorData(r.context, 'context'), attention: tensorData(r.attention, 'attention'), residual: tensorData(r.residual, 'residual') };
+    },
+    async mlp(layer, hidden, overrides) {
+      const r = await runBlock(mlpSession, 'mlp', layer, hidden, overrides);
+      return { activation: tensorData(r.activation, 'activation'), mlp: tensorData(r.mlp, 'mlp'), output: tensorData(r.output, 'output') };
+    },
+    async layer(layer, hidden, overrides) {
+      const attention = await blocks.attention(layer, hidden, overrides);
+      const mlp = await blocks.mlp(layer, { data: attention.residual, batch: hidden.batch, length: hidden.length }, overrides);
+      return { ...attention, ...mlp };
+    },
+    async linear(x, weight, outFeatures, bias) {
+      const inFeatures = weight.length / outFeatures;
+      if (!Number.isInteger(inFeatures) || x.length % inFeatures !== 0) {
+        throw new InvalidOptionError('weight', `a [${outFeatures}, ${inFeatures}] weight does not apply to ${x.length} input values`);
+      }
+      if (bias && bias.length !== outFeatures) throw new InvalidOptionError('bias', `${bias.length} values, expected ${outFeatures}`);
+      const s = await session(bias ? 'linear+bias' : 'linear', () => buildLinearGraph(Boolean(bias)).encode());
+      const feeds: Record<string, OrtTensor> = {
+        x: floatTensor(x, [x.length / inFeatures, inFeatures]),
+        weight: floatTensor(weight, [outFeatures, inFeatures]),
+      };
+      if (bias) feeds.bias = floatTensor(bias, [outFeatures]);
+      return tensorData((await s.run(feeds)).y, 'y');
+    },
+    async head(hidden, targets) {
+      checkHidden(hidden);
+      const withTargets = targets !== undefined;
+      const s = await session(withTargets ? 'head+nll' : 'head', () => buildHeadGraph(config, layout, withTargets).encode());
+      const dims = [hidden.batch, hidden.length];
+      const feeds: Record<string, OrtTensor> = { hidden: floatTensor(hidden.data, [...dims, h]), [FINAL_NORM]: floatTensor(weights.tensors.get(FINAL_NORM)!, [h]) };
+      const headName = layout.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD;
+      feeds[headName] = floatTensor(weights.tensors.get(headName)!, [config.vocabSize, h]);
+      if (targets) {
+        if (targets.length !== hidden.batch * hidden.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${hidden.batch * hidden.length} positions`);
+        feeds.targets = int64Tensor(targets, dims);
+      }
+      const r = await s.run(feeds);
+      return { logits: tensorData(r.logits, 'logits'), ...(withTargets ? { tokenNll: tensorData(r.token_nll, 'token_nll') } : {}) };
+    },
+    async hiddenStates(input) {
+      let hidden = blocks.embed(input);
+      const states = [hidden];
+      for (let i = 0; i < numLayers; i++) {
+        hidden = { data: (await blocks.layer(i, hidden)).output, batch: hidden.batch, length: hidden.length };
+        states.push(hidden);
+      }
+      return states;
+    },
+    async dispose() {
+      await attentionSession.release();
+      await mlpSession.release();
+      for (const s of lazy.values()) await (await s).release();
+    },
+  };
+  return blocks;
+}

@@ -1,0 +1,33 @@
+// Browser-safe entry: the ONNX graph builders and weight plumbing, without onnxruntime-node or node:fs.
+// Run the encoded graphs with onnxruntime-web: `InferenceSession.create(buildDecoderGraph(...).encode())`.
+export { ProtoWriter, OnnxDataType, encodeModel, type OnnxModel, type OnnxGraph, type OnnxNode, type OnnxTensor, type OnnxValueInfo } from './onnx-proto.js';
+export { GraphBuilder, ONNX_OPSET } from './graph-builder.js';
+export {
+  buildAttentionBlockGraph,
+  buildDecoderGraph,
+  buildHeadGraph,
+  buildLinearGraph,
+  buildMlpBlockGraph,
+  blockInputNames,
+  rotaryInverseFrequencies,
+  type DecoderGraphOptions,
+  type WeightMode,
+} from './decoder-graph.js';
+export {
+  EMBED_TOKENS,
+  FINAL_NORM,
+  LAYER_TENSORS,
+  LM_HEAD,
+  checkSupportedConfig,
+  decoderLayout,
+  expectedShapes,
+  layerTensorName,
+  loadDecoderWeights,
+  tensorSourceFromMap,
+  withOverrides,
+  type DecoderLayout,
+  type DecoderWeights,
+  type LayerTensor,
+  type TensorSource,
+  type WeightOverrides,
+} from './decoder-weights.js';

@@ -1,0 +1,34 @@
+import * as ort from 'onnxruntime-node';
+
+/** Options for the onnxruntime sessions layerquant creates. */
+export interface RuntimeOptions {
+  /** Intra-op threads (onnxruntime's default: one per physical core). */
+  readonly threads?: number;
+}
+
+/** The only place that creates onnxruntime sessions: full graph optimization, sequential execution. */
+export async function createSession(model: Uint8Array, options: RuntimeOptions = {}): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(model, {
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+    ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
+  });
+}
+
+export function floatTensor(data: Float32Array, dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor('float32', data, dims);
+}
+
+export function int64Tensor(values: ArrayLike<number>, dims: readonly number[]): ort.Tensor {
+  const data = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]!);
+  return new ort.Tensor('int64', data, dims);
+}
+
+export function tensorData(tensor: ort.Tensor | undefined, name: string): Float32Array {
+  if (!tensor || !(tensor.data instanceof Float32Array)) throw new RangeError(`onnxruntime returned no float32 output "${name}"`);
+  return tensor.data;
+}
+
+export type OrtSession = ort.InferenceSession;
+export type OrtTensor = ort.Tensor;

@@ -1,0 +1,67 @@
+import type { DecoderConfig } from '@layerquant/core';
+import { decoderLayout, expectedShapes, tensorSourceFromMap, type TensorSource } from './decoder-weights.js';
+
+/** A tiny decoder config for tests; override any field. */
+export function tinyConfig(overrides: Partial<DecoderConfig> = {}): DecoderConfig {
+  return Object.freeze({
+    architecture: 'LlamaForCausalLM',
+    modelType: 'llama',
+    hiddenSize: 32,
+    intermediateSize: 48,
+    numLayers: 2,
+    numHeads: 4,
+    numKeyValueHeads: 2,
+    headDim: 8,
+    vocabSize: 64,
+    rmsNormEps: 1e-5,
+    ropeTheta: 10000,
+    ropeScaling: undefined,
+    maxPositionEmbeddings: 128,
+    tieWordEmbeddings: false,
+    attentionBias: false,
+    mlpBias: false,
+    bosTokenId: 0,
+    eosTokenId: 0,
+    ...overrides,
+  });
+}
+
+/** Deterministic pseudo-random numbers (mulberry32) mapped to roughly normal values. */
+export function seededNormal(seed: number): () => number {
+  let state = seed >>> 0;
+  const uniform = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return () => Math.sqrt(-2 * Math.log(uniform() + 1e-12)) * Math.cos(2 * Math.PI * uniform());
+}
+
+/** Random weights for a config: linear weights ~ N(0, 1/in), norms ~ 1 + N(0, 0.1), biases ~ N(0, 0.1). */
+export function randomDecoderSource(config: DecoderConfig, seed = 1): TensorSource {
+  const layout = decoderLayout(config, { has: () => false });
+  const random = seededNormal(seed);
+  const tensors = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+  for (const [name, shape] of expectedShapes(config, layout)) {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    const isNorm = name.endsWith('norm.weight');
+    const isBias = name.endsWith('.bias');
+    const scale = isNorm || isBias ? 0.1 : name.includes('embed') ? 1 : 1 / Math.sqrt(shape[1] ?? 1);
+    for (let i = 0; i < data.length; i++) data[i] = (isNorm ? 1 : 0) + scale * random();
+    tensors.set(name, { shape, data });
+  }
+  return tensorSourceFromMap(tensors, `random ${config.modelType} model (seed ${seed})`);
+}
+
+/** max |a - b| / max |b|: the relative error the runtime tests bound. */
+export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) {
+    diff = Math.max(diff, Math.abs(actual[i]! - expected[i]!));
+    scale = Math.max(scale, Math.abs(expected[i]!));
+  }
+  return diff / scale;
+}
