@@ -1,0 +1,55 @@
+import { referenceHqqPath, shippedModelDir } from '@layerquant/fixtures';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { bin, cli } from './run-cli.js';
+
+const scratch = mkdtempSync(join(tmpdir(), 'layerquant-cli-quantize-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+const reference = JSON.parse(readFileSync(referenceHqqPath, 'utf8')) as Record<string, number>;
+
+describe('layerquant quantize', () => {
+  it('quantizes the shipped model with HQQ b4g64 and prints one JSON object (built binary)', async () => {
+    const out = join(scratch, 'hqq-b4g64');
+    const { code, stdout, stderr } = await bin('quantize', shippedModelDir, '--method', 'hqq', '--config', 'b4g64', '--out', out, '--json');
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    const json = JSON.parse(stdout) as { bpp: number; bytes: number; sqErr: number; seconds: number; matrices: number };
+    expect(json.matrices).toBe(224);
+    expect(json.bpp.toFixed(4)).toBe('4.2539');
+    expect(json.bytes).toBe((22_020_096 / 8) * 4 + (22_020_096 / 64) * 8);
+    expect(Math.abs(json.sqErr - reference.hqq_b4g64_sq_err!) / reference.hqq_b4g64_sq_err!).toBeLessThan(1e-4);
+    expect(json.seconds).toBeGreaterThan(0);
+    expect(existsSync(join(out, 'model.safetensors'))).toBe(true);
+    expect(existsSync(join(out, 'tokenizer.json'))).toBe(true);
+  });
+
+  it('prints a human table, RTN error above HQQ', async () => {
+    const { code, stdout } = await cli('quantize', shippedModelDir, '--method', 'rtn', '--config', 'b4g64', '--out', join(scratch, 'rtn'));
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/bits\/weight\s+4\.2539 \(paper\), 5\.0000 \(packed\)/);
+    const error = Number(/sq\. error\s+(\S+)/.exec(stdout)?.[1]);
+    expect(error).toBeGreaterThan(reference.hqq_b4g64_sq_err!);
+  });
+
+  it('exits 1 with one line naming the problem on bad input', async () => {
+    const cases = [
+      ['quantize', shippedModelDir, '--config', 'b4g64'],
+      ['quantize', shippedModelDir, '--config', 'b7g64', '--out', join(scratch, 'x')],
+      ['quantize', shippedModelDir, '--method', 'gptq', '--out', join(scratch, 'x')],
+      ['quantize', shippedModelDir, '--config', 'b4g96', '--out', join(scratch, 'x')],
+      ['quantize', shippedModelDir, '--method', 'rtn', '--kappa', '1.01', '--out', join(scratch, 'x')],
+      ['quantize', '/no/such/model', '--out', join(scratch, 'x')],
+    ];
+    const expected = [/option "--out"/, /option "bits"/, /option "--method"/, /option "groupSize": 96/, /option "--kappa"/, /\/no\/such\/model/];
+    for (const [i, argv] of cases.entries()) {
+      const { code, stderr, stdout } = await cli(...argv);
+      expect(code, argv.join(' ')).toBe(1);
+      expect(stdout).toBe('');
+      expect(stderr.trim().split('\n')).toHaveLength(1);
+      expect(stderr).toMatch(expected[i]!);
+    }
+    expect(existsSync(join(scratch, 'x', 'model.safetensors'))).toBe(false);
+  });
+});
