@@ -4,9 +4,11 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('.', import.meta.url));
 const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'sensitivity', 'allocators', 'perplexity', 'fixtures'];
 
-export const workspaceAlias: Record<string, string> = Object.fromEntries(
-  packages.map((name) => [`@layerquant/${name}`, `${root}packages/${name}/src/index.ts`]),
-);
+export const workspaceAlias: Record<string, string> = {
+  // Subpath exports come first: an alias also matches "<name>/<sub>", so the longer key must be found first.
+  '@layerquant/allocators/node': `${root}packages/allocators/src/node.ts`,
+  ...Object.fromEntries(packages.map((name) => [`@layerquant/${name}`, `${root}packages/${name}/src/index.ts`])),
+};
 
 export const sharedTestConfig = {
   resolve: { alias: workspaceAlias },

@@ -1,6 +1,7 @@
 import type { Command } from '../command.js';
+import { allocateCommand } from './allocate.js';
 import { inspectCommand } from './inspect.js';
 import { quantizeCommand } from './quantize.js';
 
 /** Every command, in the order `layerquant --help` lists them. */
-export const commands: readonly Command[] = [inspectCommand, quantizeCommand];
+export const commands: readonly Command[] = [inspectCommand, allocateCommand, quantizeCommand];

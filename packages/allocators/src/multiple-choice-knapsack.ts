@@ -1,0 +1,463 @@
+/**
+ * Minimum-cost multiple-choice knapsack: pick exactly one item per class, total weight <= capacity, least
+ * total cost. The solver follows Pisinger's approach for the MCKP ("A minimal algorithm for the multiple-choice
+ * knapsack problem", 1995) in spirit:
+ *
+ * 1. Drop dominated items and take each class's lower convex hull; the LP relaxation is then solved greedily
+ *    by taking hull increments in order of cost saved per unit of weight (Sinha-Zoltners). The increment that
+ *    does not fit fixes the dual price lambda of the capacity.
+ * 2. Reduced costs r = c + lambda*w - min_class(c + lambda*w) bound every solution: cost >= LP + sum(r). Items
+ *    whose reduced cost exceeds the gap to the incumbent are fixed out; most classes keep one item.
+ * 3. The classes left free are enumerated by dynamic programming over (weight, cost) states with dominance
+ *    pruning; each state is bounded by the exact LP of the classes still to add (precomputed suffix hulls),
+ *    and pruned when it cannot beat the incumbent by more than the gap asked for.
+ *
+ * Everything pruned is pruned against a recorded bound, so the reported `bound` is a proof: no solution
+ * costs less. Pure function on typed arrays; no dependencies.
+ */
+
+export interface KnapsackClass {
+  readonly weights: ArrayLike<number>;
+  readonly costs: ArrayLike<number>;
+}
+
+export interface MultipleChoiceKnapsack {
+  readonly classes: readonly KnapsackClass[];
+  readonly capacity: number;
+}
+
+export interface KnapsackSolverOptions {
+  /** Stop when (objective - bound) / |objective| <= this; 0 asks for a proof of exact optimality. */
+  readonly relativeGap?: number;
+  /** Give up (throw) when the dynamic program holds more states than this. */
+  readonly maxStates?: number;
+}
+
+export interface KnapsackSolution {
+  readonly status: 'optimal';
+  /** Index of the chosen item in each class. */
+  readonly choice: Int32Array;
+  readonly objective: number;
+  readonly weight: number;
+  /** Proven lower bound on the cost of every feasible solution. */
+  readonly bound: number;
+  /** (objective - bound) / max(|objective|, 1e-300). */
+  readonly gap: number;
+  /** Value of the LP relaxation. */
+  readonly lpBound: number;
+  /** Dynamic-programming states generated (the "nodes" of the search). */
+  readonly nodes: number;
+  /** Classes left free after reduced-cost fixing. */
+  readonly freeClasses: number;
+  readonly seconds: number;
+}
+
+export interface KnapsackInfeasible {
+  readonly status: 'infeasible';
+  /** The least total weight any solution has (every class at its lightest item). */
+  readonly minimumWeight: number;
+}
+
+interface Item {
+  readonly index: number;
+  readonly weight: number;
+  readonly cost: number;
+}
+
+/** Items that no other item of the class beats in both weight and cost, by weight ascending (cost descending). */
+export function paretoItems(weights: ArrayLike<number>, costs: ArrayLike<number>): Item[] {
+  const items: Item[] = [];
+  for (let j = 0; j < weights.length; j++) items.push({ index: j, weight: weights[j]!, cost: costs[j]! });
+  items.sort((a, b) => a.weight - b.weight || a.cost - b.cost || a.index - b.index);
+  const kept: Item[] = [];
+  for (const item of items) {
+    if (kept.length === 0 || item.cost < kept[kept.length - 1]!.cost) {
+      if (kept.length > 0 && kept[kept.length - 1]!.weight === item.weight) continue;
+      kept.push(item);
+    }
+  }
+  return kept;
+}
+
+/** Lower convex hull of Pareto items (weight ascending): the items an LP solution can use. */
+export function lowerConvexHull(items: readonly Item[]): Item[] {
+  const hull: Item[] = [];
+  for (const item of items) {
+    while (hull.length >= 2) {
+      const a = hull[hull.length - 2]!;
+      const b = hull[hull.length - 1]!;
+      // b is above the segment a-item (or on it): drop it.
+      const cross = (b.weight - a.weight) * (item.cost - a.cost) - (b.cost - a.cost) * (item.weight - a.weight);
+      if (cross <= 0) hull.pop();
+      else break;
+    }
+    hull.push(item);
+  }
+  return hull;
+}
+
+interface Increment {
+  readonly classIndex: number;
+  readonly deltaWeight: number;
+  readonly deltaCost: number;
+  /** Cost saved per unit of weight (> 0). */
+  readonly efficiency: number;
+}
+
+function hullIncrements(classIndex: number, hull: readonly Item[]): Increment[] {
+  const out: Increment[] = [];
+  for (let h = 1; h < hull.length; h++) {
+    const deltaWeight = hull[h]!.weight - hull[h - 1]!.weight;
+    const deltaCost = hull[h]!.cost - hull[h - 1]!.cost;
+    out.push({ classIndex, deltaWeight, deltaCost, efficiency: -deltaCost / deltaWeight });
+  }
+  return out;
+}
+
+const byEfficiency = (a: Increment, b: Increment): number => b.efficiency - a.efficiency || a.classIndex - b.classIndex;
+
+/**
+ * LP value of a set of classes as a function of capacity: the lightest items plus hull increments taken in
+ * order of efficiency. Stored as cumulative sums so one evaluation is a binary search.
+ */
+class LinearRelaxation {
+  readonly baseWeight: number;
+  readonly baseCost: number;
+  private readonly cumulativeWeight: Float64Array;
+  private readonly cumulativeCost: Float64Array;
+  private readonly efficiency: Float64Array;
+
+  constructor(baseWeight: number, baseCost: number, increments: readonly Increment[]) {
+    this.baseWeight = baseWeight;
+    this.baseCost = baseCost;
+    const n = increments.length;
+    this.cumulativeWeight = new Float64Array(n + 1);
+    this.cumulativeCost = new Float64Array(n + 1);
+    this.efficiency = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const inc = increments[i]!;
+      this.cumulativeWeight[i + 1] = this.cumulativeWeight[i]! + inc.deltaWeight;
+      this.cumulativeCost[i + 1] = this.cumulativeCost[i]! + inc.deltaCost;
+      this.efficiency[i] = inc.efficiency;
+    }
+  }
+
+  /** Least LP cost within `capacity`; +Infinity when even the lightest items do not fit. */
+  value(capacity: number): number {
+    const room = capacity - this.baseWeight;
+    if (room < 0) return Number.POSITIVE_INFINITY;
+    const cw = this.cumulativeWeight;
+    const n = cw.length - 1;
+    if (room >= cw[n]!) return this.baseCost + this.cumulativeCost[n]!;
+    // largest t with cw[t] <= room
+    let lo = 0;
+    let hi = n;
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (cw[mid]! <= room) lo = mid;
+      else hi = mid;
+    }
+    return this.baseCost + this.cumulativeCost[lo]! - this.efficiency[lo]! * (room - cw[lo]!);
+  }
+}
+
+/** Merges two lists sorted by efficiency (descending). */
+function mergeIncrements(a: readonly Increment[], b: readonly Increment[]): Increment[] {
+  const out: Increment[] = new Array(a.length + b.length);
+  let i = 0;
+  let j = 0;
+  let k = 0;
+  while (i < a.length && j < b.length) out[k++] = byEfficiency(a[i]!, b[j]!) <= 0 ? a[i++]! : b[j++]!;
+  while (i < a.length) out[k++] = a[i++]!;
+  while (j < b.length) out[k++] = b[j++]!;
+  return out;
+}
+
+export class KnapsackSearchLimitError extends Error {
+  constructor(readonly states: number) {
+    super(`the multiple-choice knapsack search exceeded ${states} states; raise maxStates or the relative gap`);
+  }
+}
+
+/** Solves a minimum-cost multiple-choice knapsack to a proven relative gap. */
+export function solveMultipleChoiceKnapsack(
+  problem: MultipleChoiceKnapsack,
+  options: KnapsackSolverOptions = {},
+): KnapsackSolution | KnapsackInfeasible {
+  const started = performance.now();
+  const relativeGap = options.relativeGap ?? 1e-6;
+  const maxStates = options.maxStates ?? 5_000_000;
+  const { classes, capacity } = problem;
+  const n = classes.length;
+
+  // 1. Pareto items, hulls, LP relaxation.
+  const pareto: Item[][] = classes.map((c, i) => {
+    if (c.weights.length !== c.costs.length || c.weights.length === 0) {
+      throw new RangeError(`class ${i}: needs as many weights as costs, at least one`);
+    }
+    for (let j = 0; j < c.weights.length; j++) {
+      if (!Number.isFinite(c.weights[j]!) || !Number.isFinite(c.costs[j]!)) throw new RangeError(`class ${i} item ${j}: weight and cost must be finite`);
+    }
+    return paretoItems(c.weights, c.costs);
+  });
+  let minimumWeight = 0;
+  for (const items of pareto) minimumWeight += items[0]!.weight;
+  if (minimumWeight > capacity) return { status: 'infeasible', minimumWeight };
+
+  const hulls = pareto.map((items) => lowerConvexHull(items));
+  const increments: Increment[] = [];
+  for (let i = 0; i < n; i++) increments.push(...hullIncrements(i, hulls[i]!));
+  increments.sort(byEfficiency);
+
+  const lpPosition = new Int32Array(n); // hull position of each class in the LP's integer part
+  let lpWeight = minimumWeight;
+  let lpCost = 0;
+  for (const items of pareto) lpCost += items[0]!.cost;
+  let lambda = 0;
+  let lpBound = lpCost;
+  let broke = false;
+  for (const inc of increments) {
+    if (lpWeight + inc.deltaWeight <= capacity) {
+      lpWeight += inc.deltaWeight;
+      lpCost += inc.deltaCost;
+      lpPosition[inc.classIndex]!++;
+    } else {
+      lambda = inc.efficiency;
+      lpBound = lpCost - lambda * (capacity - lpWeight);
+      broke = true;
+      break;
+    }
+  }
+  if (!broke) lpBound = lpCost;
+
+  // 2. Incumbent: the LP's integer part, improved by the best single-class moves that still fit.
+  const choice = new Int32Array(n);
+  let weight = 0;
+  let cost = 0;
+  for (let i = 0; i < n; i++) {
+    const item = hulls[i]![lpPosition[i]!]!;
+    choice[i] = pareto[i]!.indexOf(item);
+    weight += item.weight;
+    cost += item.cost;
+  }
+  for (let round = 0; round < n && broke; round++) {
+    let bestGain = 0;
+    let bestClass = -1;
+    let bestItem = -1;
+    for (let i = 0; i < n; i++) {
+      const current = pareto[i]![choice[i]!]!;
+      const items = pareto[i]!;
+      for (let j = choice[i]! + 1; j < items.length; j++) {
+        const extra = items[j]!.weight - current.weight;
+        if (weight + extra > capacity) break;
+        const gain = current.cost - items[j]!.cost;
+        if (gain > bestGain) {
+          bestGain = gain;
+          bestClass = i;
+          bestItem = j;
+        }
+      }
+    }
+    if (bestClass < 0) break;
+    const from = pareto[bestClass]![choice[bestClass]!]!;
+    const to = pareto[bestClass]![bestItem]!;
+    weight += to.weight - from.weight;
+    cost += to.cost - from.cost;
+    choice[bestClass] = bestItem;
+  }
+  let incumbent = cost;
+  let incumbentWeight = weight;
+  let incumbentChoice: Int32Array = choice;
+
+  const tolerance = (value: number): number => relativeGap * Math.abs(value);
+  let prunedBound = Number.POSITIVE_INFINITY; // least bound of anything cut off
+  const finish = (nodes: number, freeClasses: number): KnapsackSolution => {
+    const bound = Math.max(lpBound, Math.min(incumbent, prunedBound));
+    const original = new Int32Array(n);
+    for (let i = 0; i < n; i++) original[i] = pareto[i]![incumbentChoice[i]!]!.index;
+    return {
+      status: 'optimal',
+      choice: original,
+      objective: incumbent,
+      weight: incumbentWeight,
+      bound,
+      gap: (incumbent - bound) / Math.max(Math.abs(incumbent), 1e-300),
+      lpBound,
+      nodes,
+      freeClasses,
+      seconds: (performance.now() - started) / 1000,
+    };
+  };
+  if (!broke || incumbent - lpBound <= tolerance(incumbent)) {
+    prunedBound = lpBound;
+    return finish(0, 0);
+  }
+
+  // 3. Reduced costs at the LP's dual price: any solution costs at least lagrangeanBound + sum of its r.
+  const reduced: Float64Array[] = [];
+  let lagrangeanBase = 0;
+  for (let i = 0; i < n; i++) {
+    const list = pareto[i]!;
+    let best = Number.POSITIVE_INFINITY;
+    for (const item of list) best = Math.min(best, item.cost + lambda * item.weight);
+    lagrangeanBase += best;
+    reduced.push(Float64Array.from(list, (item) => item.cost + lambda * item.weight - best));
+  }
+  const lagrangeanBound = lagrangeanBase - lambda * capacity;
+
+  // 4. Search below a cutoff that starts just above the LP bound and widens until it holds a solution or
+  //    reaches the incumbent: a narrow cutoff fixes almost every class, so the search stays small.
+  let nodes = 0;
+  let freeClasses = 0;
+  const lowerBound = Math.max(lpBound, lagrangeanBound);
+  let width = Math.max(2 * tolerance(incumbent), 1e-3 * (incumbent - lowerBound));
+  for (;;) {
+    const target = incumbent - tolerance(incumbent);
+    const cutoff = Math.min(target, lowerBound + width);
+    const outcome = searchBelow(cutoff);
+    nodes += outcome.nodes;
+    freeClasses = Math.max(freeClasses, outcome.freeClasses);
+    if (outcome.found && outcome.found.cost < incumbent) {
+      incumbent = outcome.found.cost;
+      incumbentWeight = outcome.found.weight;
+      incumbentChoice = outcome.found.choice;
+    }
+    if (outcome.found || cutoff >= target) {
+      // Everything not found was cut off with a bound >= its recorded bound.
+      prunedBound = Math.min(prunedBound, outcome.prunedBound);
+      return finish(nodes, freeClasses);
+    }
+    width *= 4;
+  }
+
+  function searchBelow(cutoff: number): {
+    found: { cost: number; weight: number; choice: Int32Array } | undefined;
+    prunedBound: number;
+    nodes: number;
+    freeClasses: number;
+  } {
+    let cutBound = Number.POSITIVE_INFINITY;
+    const candidates: number[][] = [];
+    let fixedWeight = 0;
+    let fixedCost = 0;
+    const free: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const kept: number[] = [];
+      for (let j = 0; j < pareto[i]!.length; j++) {
+        const itemBound = lagrangeanBound + reduced[i]![j]!;
+        if (itemBound < cutoff) kept.push(j);
+        else cutBound = Math.min(cutBound, itemBound);
+      }
+      candidates.push(kept);
+      if (kept.length === 1) {
+        fixedWeight += pareto[i]![kept[0]!]!.weight;
+        fixedCost += pareto[i]![kept[0]!]!.cost;
+      } else if (kept.length > 1) free.push(i);
+      else return { found: undefined, prunedBound: cutBound, nodes: 0, freeClasses: 0 };
+    }
+    // Classes with the cheapest alternatives first: they decide the search.
+    const smallestAlternative = (i: number): number => {
+      let second = Number.POSITIVE_INFINITY;
+      for (const j of candidates[i]!) if (reduced[i]![j]! > 0) second = Math.min(second, reduced[i]![j]!);
+      return second;
+    };
+    free.sort((a, b) => smallestAlternative(a) - smallestAlternative(b) || a - b);
+    const f = free.length;
+
+    // Exact LP relaxations of the suffixes free[k..] over their candidate items.
+    const suffix: LinearRelaxation[] = new Array(f + 1);
+    const suffixMinimumWeight = new Float64Array(f + 1);
+    let merged: Increment[] = [];
+    let baseWeight = 0;
+    let baseCost = 0;
+    suffix[f] = new LinearRelaxation(0, 0, []);
+    for (let k = f - 1; k >= 0; k--) {
+      const i = free[k]!;
+      const hull = lowerConvexHull(candidates[i]!.map((j) => pareto[i]![j]!));
+      baseWeight += hull[0]!.weight;
+      baseCost += hull[0]!.cost;
+      merged = mergeIncrements(merged, hullIncrements(i, hull).sort(byEfficiency));
+      suffix[k] = new LinearRelaxation(baseWeight, baseCost, merged);
+      suffixMinimumWeight[k] = baseWeight;
+    }
+
+    // Dynamic programming over the free classes: (weight, cost) states, pruned by dominance and LP bound.
+    let stateWeight = Float64Array.of(fixedWeight);
+    let stateCost = Float64Array.of(fixedCost);
+    const parents: Int32Array[] = [];
+    const chosen: Int32Array[] = [];
+    let generated = 0;
+    for (let k = 0; k < f; k++) {
+      const i = free[k]!;
+      const options = candidates[i]!;
+      const next = suffix[k + 1]!;
+      const nextMinimum = suffixMinimumWeight[k + 1]!;
+      const count = stateWeight.length * options.length;
+      const childWeight = new Float64Array(count);
+      const childCost = new Float64Array(count);
+      const childParent = new Int32Array(count);
+      const childItem = new Int32Array(count);
+      let m = 0;
+      for (let s = 0; s < stateWeight.length; s++) {
+        for (const j of options) {
+          const item = pareto[i]![j]!;
+          const w = stateWeight[s]! + item.weight;
+          generated++;
+          if (w + nextMinimum > capacity) continue; // cannot be completed within capacity
+          const c = stateCost[s]! + item.cost;
+          const bound = c + next.value(capacity - w);
+          if (bound >= cutoff) {
+            cutBound = Math.min(cutBound, bound);
+            continue;
+          }
+          childWeight[m] = w;
+          childCost[m] = c;
+          childParent[m] = s;
+          childItem[m] = j;
+          m++;
+        }
+      }
+      // Dominance: by weight then cost, keep a state only if it is cheaper than every lighter one.
+      const order = new Int32Array(m);
+      for (let t = 0; t < m; t++) order[t] = t;
+      order.sort((a, b) => childWeight[a]! - childWeight[b]! || childCost[a]! - childCost[b]!);
+      const keptWeight = new Float64Array(m);
+      const keptCost = new Float64Array(m);
+      const keptParent = new Int32Array(m);
+      const keptItem = new Int32Array(m);
+      let size = 0;
+      let cheapest = Number.POSITIVE_INFINITY;
+      for (let t = 0; t < m; t++) {
+        const o = order[t]!;
+        if (childCost[o]! < cheapest) {
+          cheapest = childCost[o]!;
+          keptWeight[size] = childWeight[o]!;
+          keptCost[size] = childCost[o]!;
+          keptParent[size] = childParent[o]!;
+          keptItem[size] = childItem[o]!;
+          size++;
+        }
+      }
+      if (size > maxStates) throw new KnapsackSearchLimitError(maxStates);
+      stateWeight = keptWeight.slice(0, size);
+      stateCost = keptCost.slice(0, size);
+      parents.push(keptParent.slice(0, size));
+      chosen.push(keptItem.slice(0, size));
+      if (size === 0) return { found: undefined, prunedBound: cutBound, nodes: generated, freeClasses: f };
+    }
+    // Every final state is complete and feasible; the cheapest one is the best solution below the cutoff.
+    if (stateCost.length === 0) return { found: undefined, prunedBound: cutBound, nodes: generated, freeClasses: f };
+    let best = 0;
+    for (let s = 1; s < stateCost.length; s++) if (stateCost[s]! < stateCost[best]!) best = s;
+    if (f === 0 && !(stateCost[0]! < cutoff)) return { found: undefined, prunedBound: Math.min(cutBound, stateCost[0]!), nodes: generated, freeClasses: 0 };
+    const solution = new Int32Array(n);
+    for (let c = 0; c < n; c++) if (candidates[c]!.length === 1) solution[c] = candidates[c]![0]!;
+    let s = best;
+    for (let k = f - 1; k >= 0; k--) {
+      solution[free[k]!] = chosen[k]![s]!;
+      s = parents[k]![s]!;
+    }
+    if (f === 0 && stateWeight[0]! > capacity) return { found: undefined, prunedBound: cutBound, nodes: generated, freeClasses: 0 };
+    return { found: { cost: stateCost[best]!, weight: stateWeight[best]!, choice: solution }, prunedBound: cutBound, nodes: generated, freeClasses: f };
+  }
+}
