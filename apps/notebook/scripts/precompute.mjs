@@ -1,0 +1,225 @@
+#!/usr/bin/env node
+// Writes public/data/notebook.json, everything the notebook page cannot compute in the browser:
+// model facts and tensor list (`layerquant inspect --json` + the checkpoint headers), the statistics tables
+// (fnorm.csv with kurtosis, sensitivity.csv from `layerquant sensitivity`) and perplexity per method and budget
+// (results.json from `layerquant experiment`). Missing CLI output falls back to the PyTorch oracles shipped with
+// the model, and the JSON says which source each part came from. See ../README.md.
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { basename, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, promisify } from 'node:util';
+import { parseFnormCsv, parseSensitivityCsv } from '@layerquant/allocators';
+import { BUDGET_STOPS, InvalidDataError, InvalidOptionError, MissingFileError, memoryMB } from '@layerquant/core';
+import { referenceTorchPath, shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
+import { openCheckpoint } from '@layerquant/tensor-io';
+
+const appDir = fileURLToPath(new URL('..', import.meta.url));
+const repoDir = resolve(appDir, '../..');
+const cliBin = resolve(repoDir, 'apps/cli/dist/bin.js');
+const usage = `pnpm --filter notebook precompute [--model <dir>] [--stats <dir>] [--results <results.json>] [--out <file>]
+
+  --model    model directory (default: the shipped llama-brown-26m)
+  --stats    directory written by \`layerquant sensitivity <model> --out <dir>\` (fnorm.csv, sensitivity.csv);
+             default: the shipped PyTorch oracles (source "oracles")
+  --results  results.json written by \`layerquant experiment\`; default: oracles.json's perplexity table
+  --out      output file (default: public/data/notebook.json)`;
+
+// `pnpm --filter notebook precompute -- --stats dir` forwards the `--` too; drop it.
+const argv = process.argv.slice(2);
+const { values } = parseArgs({
+  args: argv[0] === '--' ? argv.slice(1) : argv,
+  options: {
+    model: { type: 'string' },
+    stats: { type: 'string' },
+    results: { type: 'string' },
+    out: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+if (values.help) {
+  console.log(usage);
+  process.exit(0);
+}
+
+// pnpm runs scripts in the package directory; paths given by a user are relative to where they typed.
+const cwd = process.env.INIT_CWD ?? process.cwd();
+const modelDir = values.model ? resolve(cwd, values.model) : shippedModelDir;
+const outFile = values.out ? resolve(cwd, values.out) : join(appDir, 'public/data/notebook.json');
+const shown = (path) => {
+  const inside = relative(repoDir, path);
+  return inside.startsWith('..') ? path : inside || '.';
+};
+
+async function inspectWithCli(dir) {
+  if (!existsSync(cliBin)) {
+    throw new MissingFileError(cliBin, 'the layerquant CLI is not built; run `pnpm turbo run build --filter=layerquant` first');
+  }
+  const { stdout } = await promisify(execFile)(process.execPath, [cliBin, 'inspect', dir, '--json'], { maxBuffer: 16 << 20 });
+  return JSON.parse(stdout);
+}
+
+async function tensorList(dir) {
+  const checkpoint = await openCheckpoint(dir);
+  try {
+    return checkpoint.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: [...t.shape], bytes: t.byteLength, file: basename(t.file) }));
+  } finally {
+    await checkpoint.close();
+  }
+}
+
+async function readText(path, hint) {
+  if (!existsSync(path)) throw new MissingFileError(path, hint);
+  return readFile(path, 'utf8');
+}
+
+/** The authors' oracle method names (`sensiboost-2-1` = boost stop 2, top_m 1) as {method, options}. */
+function oracleMethod(name) {
+  if (name === 'hqq') return { method: 'uniform', options: {} };
+  if (name === 'mxq') return { method: 'mxq', options: {} };
+  const m = /^(sensiboost|kurtboost)-(\d+)-(\d+)$/.exec(name);
+  if (!m) throw new InvalidDataError('oracles.json', `unknown method "${name}" in table`);
+  return { method: m[1], options: { boostStop: Number(m[2]), topM: Number(m[3]) } };
+}
+
+function withExtraMemory(rows) {
+  const uniform = new Map(rows.filter((r) => r.method === 'uniform').map((r) => [r.budget, r.memoryMB]));
+  return rows.map((r) => {
+    if (r.extraMemoryPercent !== undefined && r.extraMemoryPercent !== null) return r;
+    const base = uniform.get(r.budget);
+    return { ...r, extraMemoryPercent: base ? 100 * (r.memoryMB / base - 1) : null };
+  });
+}
+
+function oracleResults(oracles, modelName, linearParams) {
+  return withExtraMemory(
+    oracles.table.map((row) => ({
+      model: modelName,
+      ...oracleMethod(row.method),
+      budget: row.budget,
+      bpp: row.bpp,
+      memoryMB: memoryMB(row.bpp, linearParams),
+      ppl: row.ppl,
+      seconds: null,
+      ...(row.objective === undefined ? {} : { objective: row.objective }),
+    })),
+  );
+}
+
+const RESULT_FIELDS = ['method', 'budget', 'bpp', 'memoryMB', 'ppl'];
+
+function cliResults(json, path) {
+  const rows = Array.isArray(json) ? json : (json.rows ?? json.results);
+  if (!Array.isArray(rows) || rows.length === 0) throw new InvalidDataError(path, 'has no result rows; expected the results.json of `layerquant experiment`');
+  for (const [i, row] of rows.entries()) {
+    for (const name of RESULT_FIELDS) {
+      if (row[name] === undefined) throw new InvalidDataError(`${path} row ${i}`, `missing field "${name}"`);
+    }
+  }
+  return withExtraMemory(
+    rows.map((r) => ({
+      model: r.model,
+      method: r.method,
+      options: r.options ?? {},
+      budget: r.budget,
+      bpp: r.bpp,
+      memoryMB: r.memoryMB,
+      ppl: r.ppl,
+      seconds: r.seconds ?? null,
+      extraMemoryPercent: r.extraMemoryPercent ?? null,
+    })),
+  );
+}
+
+const FLOAT_METHODS = new Set(['fp32', 'fp16', 'float', 'none']);
+
+async function main() {
+  const inspect = await inspectWithCli(modelDir);
+  const tensors = await tensorList(modelDir);
+  const modelName = basename(modelDir);
+  const oracles = JSON.parse(await readText(join(shippedOraclesDir, 'oracles.json'), 'the shipped oracles are missing'));
+
+  const statsDir = values.stats ? resolve(cwd, values.stats) : shippedOraclesDir;
+  const statsHint = 'run `layerquant sensitivity <model> --out <dir>` and pass that directory with --stats';
+  const fnormCsv = await readText(join(statsDir, 'fnorm.csv'), statsHint);
+  const sensitivityCsv = await readText(join(statsDir, 'sensitivity.csv'), statsHint);
+  // Parse now with the same functions the page uses, so a bad table fails here and not in a reader's browser.
+  const fnorm = parseFnormCsv(fnormCsv, join(statsDir, 'fnorm.csv'));
+  parseSensitivityCsv(sensitivityCsv, join(statsDir, 'sensitivity.csv'));
+  if (fnorm.rows.every((r) => r.kurtosis === undefined)) {
+    throw new InvalidDataError(join(statsDir, 'fnorm.csv'), 'has no kurtosis column; the notebook plots kurtosis from it');
+  }
+
+  let results;
+  let fp;
+  if (values.results) {
+    const path = resolve(cwd, values.results);
+    const all = cliResults(JSON.parse(await readText(path, 'run `layerquant experiment` and pass its results.json with --results')), path);
+    const floatRow = all.find((r) => FLOAT_METHODS.has(r.method));
+    results = all.filter((r) => !FLOAT_METHODS.has(r.method));
+    fp = floatRow
+      ? { ppl: floatRow.ppl, source: 'layerquant', detail: `${floatRow.method} row of ${shown(path)}` }
+      : undefined;
+  } else {
+    results = oracleResults(oracles, modelName, inspect.linearParams);
+  }
+  if (!fp) {
+    const torch = JSON.parse(await readText(referenceTorchPath, 'the shipped PyTorch reference is missing'));
+    fp = { ppl: torch['brown-test@512'], source: 'oracles', detail: 'PyTorch fp32 forward, reference-torch.json (brown-test@512)' };
+  }
+  if (!Number.isFinite(fp.ppl)) throw new InvalidDataError('fp32 perplexity', 'is not a number');
+
+  const statsSource = values.stats ? 'layerquant' : 'oracles';
+  const resultsSource = values.results ? 'layerquant' : 'oracles';
+  const data = {
+    format: 'layerquant-notebook',
+    version: 1,
+    generatedAt: new Date().toISOString(),
+    source: statsSource === 'layerquant' && resultsSource === 'layerquant' ? 'layerquant' : 'oracles',
+    sources: {
+      model: { kind: 'layerquant', detail: `layerquant inspect --json ${shown(modelDir)} and its safetensors headers` },
+      statistics: {
+        kind: statsSource,
+        detail: values.stats
+          ? `layerquant sensitivity output in ${shown(statsDir)}`
+          : `PyTorch oracles in ${shown(statsDir)} (upstream HQQ, brown-calib, 32 blocks of 512 tokens)`,
+      },
+      results: {
+        kind: resultsSource,
+        detail: values.results
+          ? `layerquant experiment output ${shown(resolve(cwd, values.results))}`
+          : `PyTorch oracles, ${shown(join(shippedOraclesDir, 'oracles.json'))} (brown-test, windows of 512 tokens)`,
+      },
+    },
+    model: { name: modelName, path: shown(modelDir), ...inspect },
+    tensors,
+    statistics: { fnormCsv, sensitivityCsv },
+    results,
+    reference: {
+      fp32Perplexity: fp.ppl,
+      fp32Source: fp.source,
+      fp32Detail: fp.detail,
+      perplexityDataset: 'brown-test@512',
+      // Outlier layers the authors' code finds on the shipped oracle tables (top_m "1" and "0" = all).
+      oracleOutliers: oracles.outliers,
+    },
+    budgets: BUDGET_STOPS.map((s) => s.budget),
+  };
+  if (data.results.some((r) => !BUDGET_STOPS.some((s) => Math.abs(s.budget - r.budget) < 0.005))) {
+    throw new InvalidOptionError('budget', 'a result row has a budget that is not one of the paper\'s stops');
+  }
+  const text = `${JSON.stringify(data)}\n`;
+  const temp = `${outFile}.${process.pid}.tmp`;
+  await writeFile(temp, text);
+  await rename(temp, outFile);
+  console.log(
+    `wrote ${shown(outFile)} (${(text.length / 1024).toFixed(0)} KiB): model ${modelName}, ${tensors.length} tensors, ` +
+      `${fnorm.rows.length} fnorm rows, ${results.length} results; statistics from ${statsSource}, results from ${resultsSource}`,
+  );
+}
+
+main().catch((error) => {
+  console.error(`precompute: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});

@@ -1,0 +1,43 @@
+import * as Plot from '@observablehq/plot';
+import { LINEAR_MODULES } from '@layerquant/core';
+import type { Analysis } from '../analysis.js';
+import { element, type Cell } from '../notebook.js';
+import { MODULE_ORDER, OUTLIER_COLOR, PLOT_WIDTH, shortModule } from '../plots.js';
+import type { Knobs } from '../state.js';
+
+export function renderKurtosisCell(cell: Cell, analysis: Analysis, knobs: Knobs): void {
+  cell.setCode(
+    `const kurtosis = kurtosisByModule(stats, ${analysis.numLayers});   // m4 / m2^2 of each matrix's weights (normal = 3)\n` +
+      `detectModuleOutliers(kurtosis, { change: 'difference', topM: ${knobs.topM} })`,
+  );
+  const outliers = analysis.outliers(knobs.topM).kurtosis;
+  const points = analysis.kurtosisPoints.map((p) => ({ ...p, module: shortModule(p.module) }));
+  const marked = LINEAR_MODULES.flatMap((module) =>
+    outliers[module].map((o) => ({
+      module: shortModule(module),
+      layer: o.layer,
+      kurtosis: analysis.kurtosisByModule[module][o.layer]!,
+      label: `${shortModule(module)} L${o.layer} (z ${o.zScore.toFixed(1)})`,
+    })),
+  );
+  const chart = Plot.plot({
+    width: PLOT_WIDTH,
+    height: 360,
+    x: { label: 'layer', domain: [0, analysis.numLayers - 1], ticks: 16 },
+    y: { label: 'weight kurtosis', grid: true },
+    color: { domain: [...MODULE_ORDER], scheme: 'tableau10', legend: true },
+    marks: [
+      Plot.ruleY([3], { stroke: '#999', strokeDasharray: '4 3' }),
+      Plot.text([3], { x: analysis.numLayers - 1, y: (d: number) => d, text: () => 'normal = 3', textAnchor: 'end', dy: -6, fill: '#777' }),
+      Plot.line(points, { x: 'layer', y: 'kurtosis', stroke: 'module', strokeWidth: 1.5, tip: true }),
+      Plot.dot(points, { x: 'layer', y: 'kurtosis', fill: 'module', r: 1.8 }),
+      Plot.dot(marked, { x: 'layer', y: 'kurtosis', r: 7, stroke: OUTLIER_COLOR, strokeWidth: 2, fill: 'none', className: 'outlier-mark' }),
+      Plot.text(marked, { x: 'layer', y: 'kurtosis', text: 'label', dy: -13, fill: OUTLIER_COLOR, stroke: 'white', strokeWidth: 3, paintOrder: 'stroke', fontWeight: 'bold', fontSize: 10 }),
+    ],
+  });
+  const count = marked.length;
+  cell.setOutput(
+    element('figure', { 'data-plot': 'kurtosis' }, chart),
+    element('p', { class: 'note' }, `Red rings: the ${count} KurtBoost outlier layer${count === 1 ? '' : 's'} at top_m = ${knobs.topM}${knobs.topM === 0 ? ' (all)' : ''}.`),
+  );
+}

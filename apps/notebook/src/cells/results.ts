@@ -1,0 +1,133 @@
+import * as Plot from '@observablehq/plot';
+import type { Analysis } from '../analysis.js';
+import type { ResultRow } from '../data.js';
+import { methodLabel } from '../methods.js';
+import { element, formatFixed, table, type Cell } from '../notebook.js';
+import { PLOT_WIDTH } from '../plots.js';
+import type { Knobs } from '../state.js';
+
+interface LabelledRow extends ResultRow {
+  readonly label: string;
+}
+
+function labelled(rows: readonly ResultRow[]): LabelledRow[] {
+  return rows.map((r) => ({ ...r, label: methodLabel(r.method, r.options) })).sort((a, b) => a.budget - b.budget || a.label.localeCompare(b.label));
+}
+
+/** Does a results row correspond to what the knobs select (same method, budget and, for boosts, stop and top_m)? */
+function selectedBy(knobs: Knobs, row: ResultRow): boolean {
+  if (row.method !== knobs.method || Math.abs(row.budget - knobs.budget) > 0.005) return false;
+  const { boostStop, topM } = row.options as { boostStop?: number; topM?: number };
+  return (boostStop === undefined || boostStop === knobs.boostStop) && (topM === undefined || topM === knobs.topM);
+}
+
+export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): void {
+  const { results, reference, sources } = analysis.data;
+  cell.setCode(
+    `// precomputed: ${sources.results.detail}\n` +
+      `Plot.plot({ marks: [Plot.line(results, { x: 'memoryMB', y: 'ppl', stroke: 'method' }), Plot.ruleY([${formatFixed(reference.fp32Perplexity, 3)}])] })`,
+  );
+  const rows = labelled(results);
+  const selected = rows.filter((r) => selectedBy(knobs, r));
+  const fp = reference.fp32Perplexity;
+  const labels = [...new Set(rows.map((r) => r.label))];
+  const color = { domain: labels, scheme: 'tableau10' as const };
+  const overview = Plot.plot({
+    width: PLOT_WIDTH,
+    height: 400,
+    x: { label: 'memory of the quantized matrices (MB)', grid: true },
+    y: { label: `perplexity, ${reference.perplexityDataset} (lower is better)`, grid: true, domain: [Math.min(fp, ...rows.map((r) => r.ppl)) - 1, Math.max(...rows.map((r) => r.ppl)) + 1] },
+    color: { ...color, legend: true },
+    marks: [
+      Plot.ruleY([fp], { stroke: '#333', strokeDasharray: '6 4' }),
+      Plot.text([fp], { y: (d: number) => d, frameAnchor: 'left', textAnchor: 'start', text: () => `fp32 ${formatFixed(fp, 2)}`, dx: 6, dy: -8, fill: '#333' }),
+      Plot.line(rows, { x: 'memoryMB', y: 'ppl', stroke: 'label', strokeWidth: 1.5, z: 'label' }),
+      Plot.dot(rows, {
+        x: 'memoryMB',
+        y: 'ppl',
+        stroke: 'label',
+        fill: 'white',
+        r: 3.5,
+        title: (d: LabelledRow) => `${d.label} @ ${d.budget}: ${formatFixed(d.memoryMB, 3)} MB, ppl ${formatFixed(d.ppl, 3)}`,
+      }),
+      Plot.text(
+        [...new Set(rows.map((r) => r.budget))].map((budget) => rows.find((r) => r.budget === budget && r.method === 'uniform') ?? rows.find((r) => r.budget === budget)!),
+        { x: 'memoryMB', y: 'ppl', text: (d: LabelledRow) => formatFixed(d.budget, 2), dy: -12, fill: '#555', fontSize: 10 },
+      ),
+      Plot.dot(selected, { x: 'memoryMB', y: 'ppl', r: 9, stroke: '#d62728', strokeWidth: 2.5, fill: 'none', className: 'selected-result' }),
+    ],
+  });
+  // The methods differ by less than a perplexity point at one budget: the zoom shows each against uniform HQQ.
+  const uniform = new Map(rows.filter((r) => r.method === 'uniform').map((r) => [r.budget, r]));
+  const deltas = rows
+    .filter((r) => uniform.has(r.budget))
+    .map((r) => ({ ...r, deltaPpl: r.ppl - uniform.get(r.budget)!.ppl, deltaMB: r.memoryMB - uniform.get(r.budget)!.memoryMB }));
+  const zoom = Plot.plot({
+    width: PLOT_WIDTH,
+    height: 270,
+    marginTop: 40,
+    fx: { label: 'budget (bits per weight)', tickFormat: (b: number) => formatFixed(b, 2) },
+    x: { label: 'extra memory over uniform (MB)', ticks: 3, grid: true },
+    y: { label: 'perplexity change vs uniform', grid: true },
+    color,
+    marks: [
+      Plot.frame({ stroke: '#ddd' }),
+      Plot.ruleY([0], { stroke: '#999' }),
+      Plot.dot(deltas, {
+        fx: 'budget',
+        x: 'deltaMB',
+        y: 'deltaPpl',
+        fill: 'label',
+        r: 4,
+        title: (d: (typeof deltas)[number]) => `${d.label} @ ${d.budget}: ${d.deltaPpl >= 0 ? '+' : ''}${formatFixed(d.deltaPpl, 3)} ppl for ${formatFixed(d.deltaMB, 3)} MB`,
+      }),
+      Plot.dot(
+        deltas.filter((d) => selectedBy(knobs, d)),
+        { fx: 'budget', x: 'deltaMB', y: 'deltaPpl', r: 8, stroke: '#d62728', strokeWidth: 2, fill: 'none' },
+      ),
+    ],
+  });
+  const note =
+    selected.length > 0
+      ? `The red ring is the knobs' choice (${selected[0]!.label} at ${knobs.budget}): ppl ${formatFixed(selected[0]!.ppl, 3)}.`
+      : `The knobs' choice (${knobs.method} at ${knobs.budget}) has no precomputed perplexity; the grid covers the rows of the table below.`;
+  cell.setOutput(
+    element('figure', { 'data-plot': 'pareto' }, overview),
+    element('p', { class: 'note' }, note, ' Below: each method against uniform HQQ at the same budget (below zero is better).'),
+    element('figure', { 'data-plot': 'pareto-zoom' }, zoom),
+  );
+}
+
+export function renderTableCell(cell: Cell, analysis: Analysis, knobs: Knobs): void {
+  const { results, reference } = analysis.data;
+  cell.setCode(`results   // ${results.length} rows: { model, method, options, budget, bpp, memoryMB, extraMemoryPercent, ppl, seconds }`);
+  const rows = labelled(results);
+  const best = new Map<number, number>();
+  for (const r of rows) best.set(r.budget, Math.min(best.get(r.budget) ?? Infinity, r.ppl));
+  const uniformPpl = new Map(rows.filter((r) => r.method === 'uniform').map((r) => [r.budget, r.ppl]));
+  const body = rows.map((r) => {
+    const base = uniformPpl.get(r.budget);
+    const delta = base === undefined ? '' : `${r.ppl - base >= 0 ? '+' : ''}${formatFixed(r.ppl - base, 3)}`;
+    const ppl = formatFixed(r.ppl, 3);
+    return [
+      formatFixed(r.budget, 2),
+      r.label,
+      formatFixed(r.bpp, 4),
+      formatFixed(r.memoryMB, 3),
+      r.extraMemoryPercent === null ? '' : `${r.extraMemoryPercent >= 0 ? '+' : ''}${formatFixed(r.extraMemoryPercent, 2)}%`,
+      r.ppl === best.get(r.budget) ? element('strong', {}, ppl) : ppl,
+      delta,
+      r.seconds === null ? '' : formatFixed(r.seconds, 1),
+    ];
+  });
+  const resultsTable = table(['budget', 'method', 'bits/weight', 'memory MB', 'extra memory', 'perplexity', 'vs uniform', 'seconds'], body, {
+    'data-table': 'results',
+    class: 'results',
+  });
+  const selectedIndex = rows.findIndex((r) => selectedBy(knobs, r));
+  if (selectedIndex >= 0) resultsTable.tBodies[0]!.rows[selectedIndex]!.classList.add('selected');
+  cell.setOutput(
+    element('div', { class: 'scroll tall' }, resultsTable),
+    element('p', { class: 'note' }, `Bold: the best perplexity of each budget. fp32 reference: ${formatFixed(reference.fp32Perplexity, 3)} (${reference.fp32Detail}). The highlighted row is the knobs' choice.`),
+  );
+}

@@ -1,0 +1,61 @@
+import { builtinModules } from 'node:module';
+import { defineConfig, type Plugin } from 'vite';
+import { workspaceAlias } from '../../vitest.shared';
+
+const NODE_BUILTINS = new Set([...builtinModules, ...builtinModules.map((name) => `node:${name}`)]);
+const STUB = '\0layerquant-node-only:';
+
+/** Workspace packages that run only in Node (files, onnxruntime-node, the tokenizer). */
+const NODE_ONLY_PACKAGES = /\/packages\/(tensor-io|runtime|sensitivity|perplexity|fixtures)\/src\//;
+
+/**
+ * The page runs the allocator and quantizer packages in the browser, so no Node-only code may reach the
+ * bundle. A package entry may still re-export Node-only modules the page never calls: Node built-ins and the
+ * Node-only workspace packages resolve to an empty stub so Rollup drops them, each such import is reported as
+ * a warning (the package should move it behind a `/node` subpath), and the build fails if any stub is used,
+ * i.e. if Node-only code would run in the page.
+ */
+function forbidNodeOnlyCode(): Plugin {
+  const stubbed = new Map<string, Set<string>>();
+  return {
+    name: 'layerquant:forbid-node-only-code',
+    apply: 'build',
+    enforce: 'pre',
+    resolveId(source, importer) {
+      if (!NODE_BUILTINS.has(source) && !NODE_ONLY_PACKAGES.test(source)) return null;
+      const importers = stubbed.get(source) ?? new Set<string>();
+      importers.add(importer ?? '?');
+      stubbed.set(source, importers);
+      return `${STUB}${source}`;
+    },
+    load(id) {
+      if (!id.startsWith(STUB)) return null;
+      return { code: 'export default {};', syntheticNamedExports: true };
+    },
+    buildEnd() {
+      for (const [builtin, importers] of stubbed) {
+        this.warn(`"${builtin}" is imported by ${[...importers].join(', ')}: Node-only code reachable from a browser entry (tree-shaken; move it behind a /node subpath)`);
+      }
+    },
+    generateBundle(_options, bundle) {
+      for (const output of Object.values(bundle)) {
+        if (output.type === 'asset' && /\.wasm$/.test(output.fileName)) this.error(`${output.fileName}: a WebAssembly asset of a Node-only dependency was emitted`);
+        if (output.type !== 'chunk') continue;
+        for (const [id, info] of Object.entries(output.modules)) {
+          if (info.renderedLength > 0 && (id.startsWith(STUB) || NODE_ONLY_PACKAGES.test(id))) {
+            this.error(`${id.replace(STUB, "")} is Node-only code bundled into ${output.fileName}; the notebook must stay browser-safe`);
+          }
+        }
+      }
+    },
+  };
+}
+
+export default defineConfig({
+  // Relative asset URLs, so dist/ works from any folder or static host.
+  base: './',
+  // Workspace packages resolve to their sources: the notebook needs no build of its siblings.
+  resolve: { alias: workspaceAlias },
+  plugins: [forbidNodeOnlyCode()],
+  build: { target: 'es2022', chunkSizeWarningLimit: 1024 },
+});
