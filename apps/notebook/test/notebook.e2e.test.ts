@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { build } from 'vite';
+import { build, createServer as createViteServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 // Opens the built notebook in Debian's chromium (never a downloaded browser) and checks every cell rendered,
@@ -50,6 +50,7 @@ let server: Server;
 let browser: Browser;
 let page: Page;
 let oracleTable: OracleRow[];
+let oracles: { table: OracleRow[]; outliers: { kurtboost: { '0': Record<string, number[]> } } };
 const pageErrors: string[] = [];
 
 const totals = (p: Page) => p.$$eval('[data-total]', (nodes) => Object.fromEntries(nodes.map((n) => [n.getAttribute('data-total'), n.textContent])));
@@ -60,7 +61,8 @@ beforeAll(async () => {
   if (!existsSync(chromiumPath)) throw new Error(`${chromiumPath} is missing: run scripts/ensure-chromium.sh (apt-get install chromium)`);
   // Always build: a stale dist/ would test yesterday's page.
   await build({ root: appDir, configFile: join(appDir, 'vite.config.ts'), logLevel: 'warn' });
-  oracleTable = JSON.parse(await readFile(oraclesPath, 'utf8')).table;
+  oracles = JSON.parse(await readFile(oraclesPath, 'utf8'));
+  oracleTable = oracles.table;
   server = await serve(distDir);
   browser = await chromium.launch({ executablePath: chromiumPath, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
   page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
@@ -126,6 +128,27 @@ describe('notebook page in headless chromium', () => {
     expect(await page.$$eval('table[data-table="outliers"] .match', (n) => n.length)).toBe(14);
   });
 
+  it('runs every method and every top_m in the page', async () => {
+    const methods = await page.$$eval('select[name="method"] option', (options) => options.map((o) => (o as HTMLOptionElement).value));
+    expect(methods).toEqual(['uniform', 'mxq', 'sensiboost', 'kurtboost', 'ablation']);
+    for (const method of methods) {
+      for (const topM of ['0', '3']) {
+        await page.selectOption('select[name="method"]', method);
+        await page.selectOption('select[name="topM"]', topM);
+        const states = await page.$$eval('section.cell', (cells) => cells.map((c) => c.getAttribute('data-state')));
+        expect(states, `${method} top_m ${topM}`).toEqual(Array(7).fill('rendered'));
+      }
+    }
+    // top_m 0 keeps every outlier: the authors' code agrees on all of them, and more layers are ringed.
+    await page.selectOption('select[name="topM"]', '0');
+    expect(await page.$$eval('table[data-table="outliers"] .mismatch', (n) => n.length)).toBe(0);
+    const allKurtosisOutliers = Object.values(oracles.outliers.kurtboost['0']).flat().length;
+    expect(await page.$$eval('figure[data-plot="kurtosis"] g.outlier-mark circle', (n) => n.length)).toBe(allKurtosisOutliers);
+    await page.selectOption('select[name="method"]', 'sensiboost');
+    await page.selectOption('select[name="topM"]', '1');
+    expect(pageErrors).toEqual([]);
+  });
+
   it('re-runs the allocator when the budget changes, with the oracle table\'s bits per weight', async () => {
     const bppOf = (method: string, budget: number) => oracleTable.find((r) => r.method === method && r.budget === budget)!.bpp.toFixed(4);
     // Default knobs: SensiBoost, stop 2, top_m 1, budget 2.25.
@@ -151,5 +174,31 @@ describe('notebook page in headless chromium', () => {
     await page.screenshot({ path: screenshotPath, fullPage: true });
     expect(existsSync(screenshotPath)).toBe(true);
     expect(pageErrors).toEqual([]);
+  });
+});
+
+describe('notebook dev server (pnpm --filter notebook dev)', () => {
+  it('serves a page whose cells all render', async () => {
+    const vite = await createViteServer({
+      root: appDir,
+      configFile: join(appDir, 'vite.config.ts'),
+      logLevel: 'warn',
+      server: { host: '127.0.0.1', port: 0, strictPort: false },
+    });
+    await vite.listen();
+    const devPage = await browser.newPage();
+    const errors: string[] = [];
+    devPage.on('pageerror', (error) => errors.push(error.message));
+    try {
+      const { port } = vite.httpServer!.address() as AddressInfo;
+      await devPage.goto(`http://127.0.0.1:${port}/`);
+      await devPage.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+      const states = await devPage.$$eval('section.cell', (cells) => cells.map((c) => c.getAttribute('data-state')));
+      expect(states).toEqual(Array(7).fill('rendered'));
+      expect(errors).toEqual([]);
+    } finally {
+      await devPage.close();
+      await vite.close();
+    }
   });
 });
