@@ -1,6 +1,7 @@
 import { roundHalfEven } from './rounding.js';
 
 const fround = Math.fround;
+const SMALL_RANGE = Math.fround(1e-4);
 
 /** Largest code of `bits`: 2^b - 1. */
 export function maxCode(bits: number): number {
@@ -29,8 +30,12 @@ export function asymmetricMinMaxInit(
       if (w < min) min = w;
       if (w > max) max = w;
     }
+    // + 0 turns a -0 into +0, so the result does not depend on the scan order (the SIMD kernel scans lanes)
+    min += 0;
+    max += 0;
     const range = fround(max - min);
-    let s = Math.abs(range) <= 1e-4 ? 1 : fround(maxV / range);
+    // torch compares the fp32 range with 1e-4 cast to fp32
+    let s = Math.abs(range) <= SMALL_RANGE ? 1 : fround(maxV / range);
     if (s > 2e4) s = 2e4;
     let z = fround(-min * s);
     if (roundZero) z = roundHalfEven(z);

@@ -1,15 +1,16 @@
 import { PAPER_CONFIGS, configName, quantConfig } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
-import { asymmetricMinMaxInit, dequantizeGroups, roundToCodes } from './asymmetric-init.js';
-import { createWasmKernel, typescriptKernel, wasmKernelAvailable } from './hqq-kernel.js';
+import { asymmetricMinMaxInit } from './asymmetric-init.js';
+import { createWasmKernel, typescriptKernel, wasmKernelAvailable } from './quant-kernel.js';
 import { UPSTREAM_PROXIMAL_OPTIONS, proximalIteration, proximalOptions, runProximalSolver, type ProximalOptions } from './hqq-proximal.js';
-import { createHqqQuantizer, hqqQuantizer, rtnQuantizer, squaredError } from './quantizers.js';
+import { createHqqQuantizer, createRtnQuantizer, hqqQuantizer, rtnQuantizer, squaredError } from './quantizers.js';
 import { runQuantizerConformance } from './testing/quantizer-conformance.js';
 import { randomMatrix } from './testing/random-matrix.js';
 
 runQuantizerConformance(rtnQuantizer);
 runQuantizerConformance(hqqQuantizer);
 runQuantizerConformance(createHqqQuantizer({ kernel: 'typescript' }));
+runQuantizerConformance(createRtnQuantizer({ kernel: 'typescript' }));
 
 /**
  * Float64 transcription of upstream's optimize_weights_proximal_legacy (no fp32 emulation, no shortcut): an
@@ -154,9 +155,9 @@ describe('HQQ proximal solver', () => {
 });
 
 describe.skipIf(!wasmKernelAvailable())('WebAssembly SIMD kernel', () => {
-  it('gives bit-identical zeros and codes to the TypeScript solver', () => {
+  it('gives bit-identical scales, zeros, codes and dequantized values to the TypeScript kernel', () => {
     const wasm = createWasmKernel()!;
-    const cases: { bits: number; g: number; seed: number; scale: number; solver?: Partial<ProximalOptions>; roundZero?: boolean }[] = [
+    const cases: { bits: number; g: number; seed: number; scale: number; solver?: Partial<ProximalOptions> | null; roundZero?: boolean; flat?: boolean }[] = [
       { bits: 2, g: 64, seed: 1, scale: 0.02 },
       { bits: 3, g: 32, seed: 2, scale: 0.02 },
       { bits: 4, g: 64, seed: 3, scale: 0.02 },
@@ -165,22 +166,31 @@ describe.skipIf(!wasmKernelAvailable())('WebAssembly SIMD kernel', () => {
       { bits: 1, g: 32, seed: 6, scale: 0.02 },
       { bits: 2, g: 64, seed: 7, scale: 3, roundZero: true },
       { bits: 4, g: 4, seed: 8, scale: 1 },
+      { bits: 4, g: 64, seed: 9, scale: 0.02, solver: null },
+      { bits: 3, g: 32, seed: 10, scale: 0.02, solver: null, roundZero: true },
+      // flat and nearly flat groups: s = 1 and the 1e-4 range test
+      { bits: 4, g: 32, seed: 11, scale: 0.00002, flat: true },
     ];
     for (const c of cases) {
-      const weight = randomMatrix(24, 128, c.seed, c.scale, 12);
+      const weight = randomMatrix(24, 128, c.seed, c.scale, c.flat ? 0 : 12);
+      if (c.flat) weight.data.fill(0.5, 0, 64);
       const groups = weight.data.length / c.g;
-      const options = proximalOptions(c.solver);
+      const solver = c.solver === null ? null : proximalOptions(c.solver);
       const results = [typescriptKernel, wasm].map((kernel) => {
         const scale = new Float32Array(groups);
         const zero = new Float32Array(groups);
         const codes = new Uint8Array(weight.data.length);
-        asymmetricMinMaxInit(weight.data, c.g, c.bits, c.roundZero ?? false, scale, zero);
-        const iterations = kernel.solve(weight.data, c.g, c.bits, scale, zero, options, codes);
-        return { iterations, zero, codes };
+        const iterations = kernel.quantize(weight.data, c.g, c.bits, c.roundZero ?? false, solver, scale, zero, codes);
+        const values = new Float32Array(weight.data.length);
+        kernel.dequantize(codes, c.g, scale, zero, values);
+        return { iterations, scale, zero, codes, values };
       });
-      expect(results[1]!.iterations, JSON.stringify(c)).toBe(results[0]!.iterations);
-      expect(results[1]!.zero, JSON.stringify(c)).toEqual(results[0]!.zero);
-      expect(results[1]!.codes, JSON.stringify(c)).toEqual(results[0]!.codes);
+      const label = JSON.stringify(c);
+      expect(results[1]!.iterations, label).toBe(results[0]!.iterations);
+      expect(results[1]!.scale, label).toEqual(results[0]!.scale);
+      expect(results[1]!.zero, label).toEqual(results[0]!.zero);
+      expect(results[1]!.codes, label).toEqual(results[0]!.codes);
+      expect(results[1]!.values, label).toEqual(results[0]!.values);
     }
   });
 
@@ -189,17 +199,14 @@ describe.skipIf(!wasmKernelAvailable())('WebAssembly SIMD kernel', () => {
     for (const rows of [2, 600]) {
       const weight = randomMatrix(rows, 256, rows, 0.02, 3);
       const groups = weight.data.length / 64;
-      const scale = new Float32Array(groups);
-      const zero = new Float32Array(groups);
-      asymmetricMinMaxInit(weight.data, 64, 4, false, scale, zero);
-      const codes = new Uint8Array(weight.data.length);
-      wasm.solve(weight.data, 64, 4, scale, zero, UPSTREAM_PROXIMAL_OPTIONS, codes);
-      const expected = new Uint8Array(weight.data.length);
-      roundToCodes(weight.data, 64, 4, scale, zero, expected);
-      expect(codes).toEqual(expected);
-      const values = new Float32Array(weight.data.length);
-      dequantizeGroups(codes, 64, scale, zero, values);
-      expect(squaredError(values, weight.data)).toBeGreaterThan(0);
+      const run = (kernel: typeof wasm) => {
+        const scale = new Float32Array(groups);
+        const zero = new Float32Array(groups);
+        const codes = new Uint8Array(weight.data.length);
+        kernel.quantize(weight.data, 64, 4, false, UPSTREAM_PROXIMAL_OPTIONS, scale, zero, codes);
+        return codes;
+      };
+      expect(run(wasm)).toEqual(run(typescriptKernel));
     }
   });
 });

@@ -11,12 +11,13 @@ export {
   type ProximalOptions,
   type ProximalStep,
 } from './hqq-proximal.js';
-export { createWasmKernel, typescriptKernel, wasmKernelAvailable, type HqqKernel } from './hqq-kernel.js';
+export { createWasmKernel, typescriptKernel, wasmKernelAvailable, type KernelChoice, type QuantKernel } from './quant-kernel.js';
 export { PACKING, codesPerWord, packCodes, unpackCodes, wordsPerRow } from './bit-packing.js';
 export { META_BYTES_PER_VALUE, matrixMemory, modelMemory, type MatrixMemory, type ModelMemory } from './memory-accounting.js';
 export {
   FORK_SOLVER_OPTIONS,
   createHqqQuantizer,
+  createRtnQuantizer,
   dequantizeTensor,
   hqqQuantizer,
   rtnQuantizer,
@@ -24,6 +25,7 @@ export {
   unpackQuantizedCodes,
   type HqqQuantizer,
   type HqqQuantizerOptions,
+  type QuantizerOptions,
 } from './quantizers.js';
 export {
   QUANTIZED_FORMAT,

@@ -1,43 +1,53 @@
-import { maxCode, roundToCodes } from './asymmetric-init.js';
+import { asymmetricMinMaxInit, dequantizeGroups, maxCode, roundToCodes } from './asymmetric-init.js';
 import { HQQ_KERNEL_WASM_BASE64 } from './hqq-kernel-wasm.generated.js';
 import { optimizeZeroProximal, runProximalSolver, type ProximalOptions } from './hqq-proximal.js';
 
 /**
- * Runs HQQ's solver and the final rounding on group-major weights: updates `zero` in place, writes `codes`,
- * returns the iterations run. Two implementations with bit-identical results: TypeScript (the oracle) and
- * WebAssembly SIMD (fast; needs a group size that is a multiple of 4).
+ * The numeric core of RTN and HQQ on group-major weights, in two implementations with bit-identical results:
+ * TypeScript (the oracle) and WebAssembly SIMD (fast; needs a group size that is a multiple of 4).
  */
-export interface HqqKernel {
+export interface QuantKernel {
   readonly id: 'typescript' | 'wasm-simd';
   supports(groupSize: number): boolean;
-  solve(
+  /**
+   * The asymmetric min/max init into `scale` and `zero`, then (when `solver` is given) HQQ's proximal solver on the
+   * zeros, then the codes. Returns the solver iterations run (0 for RTN).
+   */
+  quantize(
     grouped: Float32Array,
     groupSize: number,
     bits: number,
+    roundZero: boolean,
+    solver: ProximalOptions | null,
     scale: Float32Array,
     zero: Float32Array,
-    options: ProximalOptions,
     codes: Uint8Array,
   ): number;
+  /** `(Wq - z) * fp32(1/s)` of group-major codes into `out`. */
+  dequantize(codes: Uint8Array, groupSize: number, scale: Float32Array, zero: Float32Array, out: Float32Array): void;
 }
 
-export const typescriptKernel: HqqKernel = Object.freeze({
+export const typescriptKernel: QuantKernel = Object.freeze({
   id: 'typescript' as const,
   supports: () => true,
-  solve(grouped: Float32Array, groupSize: number, bits: number, scale: Float32Array, zero: Float32Array, options: ProximalOptions, codes: Uint8Array) {
-    const iterations = optimizeZeroProximal(grouped, groupSize, bits, scale, zero, options);
+  quantize(grouped: Float32Array, groupSize: number, bits: number, roundZero: boolean, solver: ProximalOptions | null, scale: Float32Array, zero: Float32Array, codes: Uint8Array) {
+    asymmetricMinMaxInit(grouped, groupSize, bits, roundZero, scale, zero);
+    const iterations = solver ? optimizeZeroProximal(grouped, groupSize, bits, scale, zero, solver) : 0;
     roundToCodes(grouped, groupSize, bits, scale, zero, codes);
     return iterations;
   },
+  dequantize: dequantizeGroups,
 });
 
 interface KernelExports {
   readonly memory: WebAssembly.Memory;
+  minMaxInit(w: number, scale: number, zero: number, groups: number, g: number, maxV: number, roundZero: number): void;
   proximalIteration(
     w: number, scale: number, zero: number, groups: number, g: number,
     maxV: number, inverseBeta: number, exponent: number, threshold: number,
   ): number;
   roundToCodes(w: number, scale: number, zero: number, codes: number, groups: number, g: number, maxV: number): void;
+  dequantize(codes: number, scale: number, zero: number, out: number, groups: number, g: number): void;
 }
 
 function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
@@ -50,7 +60,7 @@ function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
 
 let wasmModule: WebAssembly.Module | null | undefined;
 
-/** The compiled kernel module, or null where WebAssembly SIMD is missing. Compiled once (1 KB, synchronous). */
+/** The compiled kernel module, or null where WebAssembly SIMD is missing. Compiled once (1.5 KB, synchronous). */
 function kernelModule(): WebAssembly.Module | null {
   if (wasmModule === undefined) {
     try {
@@ -71,43 +81,58 @@ export function wasmKernelAvailable(): boolean {
  * A WebAssembly SIMD kernel instance (its own memory, grown to the largest matrix seen). Not shared between
  * threads; make one per worker. Returns undefined where WebAssembly SIMD is unavailable.
  */
-export function createWasmKernel(): HqqKernel | undefined {
+export function createWasmKernel(): QuantKernel | undefined {
   const module = kernelModule();
   if (!module) return undefined;
   const instance = new WebAssembly.Instance(module, { env: { pow: Math.pow } });
   const kernel = instance.exports as unknown as KernelExports;
   const memory = kernel.memory;
-  const ensureBytes = (bytes: number) => {
-    const missing = bytes - memory.buffer.byteLength;
+  // layout: [weights f32 | scale f32 | zero f32 | codes u8]
+  const reserve = (count: number, groups: number) => {
+    const scaleAt = count * 4;
+    const zeroAt = scaleAt + groups * 4;
+    const codesAt = zeroAt + groups * 4;
+    const missing = codesAt + count - memory.buffer.byteLength;
     if (missing > 0) memory.grow(Math.ceil(missing / 65536));
+    return { weightsAt: 0, scaleAt, zeroAt, codesAt, heap: memory.buffer };
   };
   return Object.freeze({
     id: 'wasm-simd' as const,
     supports: (groupSize: number) => groupSize % 4 === 0,
-    solve(grouped: Float32Array, groupSize: number, bits: number, scale: Float32Array, zero: Float32Array, options: ProximalOptions, codes: Uint8Array) {
+    quantize(grouped: Float32Array, groupSize: number, bits: number, roundZero: boolean, solver: ProximalOptions | null, scale: Float32Array, zero: Float32Array, codes: Uint8Array) {
       const count = grouped.length;
       const groups = scale.length;
-      const weightsAt = 0;
-      const scaleAt = count * 4;
-      const zeroAt = scaleAt + groups * 4;
-      const codesAt = zeroAt + groups * 4;
-      ensureBytes(codesAt + count);
-      const heap = memory.buffer;
+      const { weightsAt, scaleAt, zeroAt, codesAt, heap } = reserve(count, groups);
       new Float32Array(heap, weightsAt, count).set(grouped);
-      new Float32Array(heap, scaleAt, groups).set(scale);
-      const zeroView = new Float32Array(heap, zeroAt, groups);
-      zeroView.set(zero);
       const maxV = maxCode(bits);
-      const iterations = runProximalSolver(
-        (inverseBeta, exponent, threshold) =>
-          kernel.proximalIteration(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, inverseBeta, exponent, threshold),
-        count,
-        options,
-      );
+      kernel.minMaxInit(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, roundZero ? 1 : 0);
+      const iterations = solver
+        ? runProximalSolver(
+            (inverseBeta, exponent, threshold) =>
+              kernel.proximalIteration(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, inverseBeta, exponent, threshold),
+            count,
+            solver,
+          )
+        : 0;
       kernel.roundToCodes(weightsAt, scaleAt, zeroAt, codesAt, groups, groupSize, maxV);
-      zero.set(zeroView);
+      scale.set(new Float32Array(heap, scaleAt, groups));
+      zero.set(new Float32Array(heap, zeroAt, groups));
       codes.set(new Uint8Array(heap, codesAt, count));
       return iterations;
     },
+    dequantize(codes: Uint8Array, groupSize: number, scale: Float32Array, zero: Float32Array, out: Float32Array) {
+      const count = codes.length;
+      const groups = scale.length;
+      // same layout: the output floats take the weights' place
+      const { weightsAt, scaleAt, zeroAt, codesAt, heap } = reserve(count, groups);
+      new Uint8Array(heap, codesAt, count).set(codes);
+      new Float32Array(heap, scaleAt, groups).set(scale);
+      new Float32Array(heap, zeroAt, groups).set(zero);
+      kernel.dequantize(codesAt, scaleAt, zeroAt, weightsAt, groups, groupSize);
+      out.set(new Float32Array(heap, weightsAt, count));
+    },
   });
 }
+
+/** The kernel a quantizer uses: WebAssembly SIMD where available and the group size allows, else TypeScript. */
+export type KernelChoice = 'auto' | 'typescript' | 'wasm';

@@ -1,43 +1,43 @@
-import { InvalidDataError, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
-import { asymmetricMinMaxInit, dequantizeGroups, roundToCodes } from './asymmetric-init.js';
+import { InvalidDataError, InvalidOptionError, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
 import { PACKING, packCodes, unpackCodes, wordsPerRow } from './bit-packing.js';
-import { groupLayout, groupedValues, matrixShape, ungroupValues, type GroupLayout } from './grouping.js';
-import { createWasmKernel, typescriptKernel, type HqqKernel } from './hqq-kernel.js';
+import { groupLayout, groupedValues, matrixShape, ungroupValues } from './grouping.js';
+import { createWasmKernel, typescriptKernel, type KernelChoice, type QuantKernel } from './quant-kernel.js';
 import { proximalOptions, type ProximalOptions } from './hqq-proximal.js';
 
-/** Group-major codes with their per-group scale and zero, before packing. */
-interface GroupedQuantization {
-  readonly codes: Uint8Array;
-  readonly scale: Float32Array;
-  readonly zero: Float32Array;
+/** Picks the kernel for a group size; the WebAssembly instance is made on first use and kept (scratch memory only). */
+function kernelPicker(choice: KernelChoice): (groupSize: number) => QuantKernel {
+  let wasm: QuantKernel | undefined;
+  return (groupSize) => {
+    if (choice === 'typescript') return typescriptKernel;
+    wasm ??= createWasmKernel();
+    if (wasm && wasm.supports(groupSize)) return wasm;
+    if (choice === 'wasm') {
+      throw new InvalidOptionError(
+        'kernel',
+        wasm ? `the WebAssembly kernel needs a group size that is a multiple of 4, not ${groupSize}; use kernel "auto"` : 'WebAssembly SIMD is not available in this runtime; use kernel "auto" or "typescript"',
+      );
+    }
+    return typescriptKernel;
+  };
 }
 
-function quantizeWith(
-  method: string,
-  weight: WeightTensor,
-  config: QuantConfig,
-  solve: (grouped: Float32Array, layout: GroupLayout, result: GroupedQuantization) => void,
-): QuantizedTensor {
+function quantizeWith(method: string, kernel: QuantKernel, weight: WeightTensor, config: QuantConfig, solver: ProximalOptions | null): QuantizedTensor {
   const shape = matrixShape(weight);
   const layout = groupLayout(weight.name, shape, config);
   const grouped = groupedValues(weight.data, layout);
-  const result: GroupedQuantization = {
-    codes: new Uint8Array(grouped.length),
-    scale: new Float32Array(layout.groupCount),
-    zero: new Float32Array(layout.groupCount),
-  };
-  asymmetricMinMaxInit(grouped, layout.groupSize, config.bits, config.roundZero, result.scale, result.zero);
-  solve(grouped, layout, result);
-  const codes = ungroupValues(result.codes, layout);
+  const codes = new Uint8Array(grouped.length);
+  const scale = new Float32Array(layout.groupCount);
+  const zero = new Float32Array(layout.groupCount);
+  kernel.quantize(grouped, layout.groupSize, config.bits, config.roundZero, solver, scale, zero, codes);
   return Object.freeze({
     name: weight.name,
     shape,
     config,
     method,
-    packed: packCodes(codes, shape[0], shape[1], config.bits),
+    packed: packCodes(ungroupValues(codes, layout), shape[0], shape[1], config.bits),
     packing: PACKING,
-    scale: result.scale,
-    zero: result.zero,
+    scale,
+    zero,
   });
 }
 
@@ -59,31 +59,36 @@ export function unpackQuantizedCodes(quantized: QuantizedTensor): Uint8Array {
 }
 
 /** `(Wq - z) / s` of a QuantizedTensor, row-major float32 (same for every method). */
-export function dequantizeTensor(quantized: QuantizedTensor): Float32Array {
+export function dequantizeTensor(quantized: QuantizedTensor, kernel: QuantKernel = typescriptKernel): Float32Array {
   const codes = unpackQuantizedCodes(quantized);
   const layout = groupLayout(quantized.name, quantized.shape, quantized.config);
-  const grouped = groupedValues(codes, layout);
   const values = new Float32Array(codes.length);
-  dequantizeGroups(grouped, layout.groupSize, quantized.scale, quantized.zero, values);
+  const chosen = kernel.supports(layout.groupSize) ? kernel : typescriptKernel;
+  chosen.dequantize(groupedValues(codes, layout), layout.groupSize, quantized.scale, quantized.zero, values);
   return ungroupValues(values, layout);
 }
 
-/** Round to nearest: the asymmetric min/max init, then `clamp(round(W*s + z), 0, 2^b - 1)`. */
-export const rtnQuantizer: Quantizer = Object.freeze({
-  id: 'rtn',
-  quantize(weight: WeightTensor, config: QuantConfig): QuantizedTensor {
-    return quantizeWith('rtn', weight, config, (grouped, layout, result) =>
-      roundToCodes(grouped, layout.groupSize, config.bits, result.scale, result.zero, result.codes),
-    );
-  },
-  dequantize: dequantizeTensor,
-});
+export interface QuantizerOptions {
+  /** `auto` (default): WebAssembly SIMD where available and the group size is a multiple of 4, else TypeScript. */
+  readonly kernel?: KernelChoice;
+}
 
-export interface HqqQuantizerOptions {
+/** Round to nearest: the asymmetric min/max init, then `clamp(round(W*s + z), 0, 2^b - 1)`. */
+export function createRtnQuantizer(options: QuantizerOptions = {}): Quantizer {
+  const kernelFor = kernelPicker(options.kernel ?? 'auto');
+  return Object.freeze({
+    id: 'rtn',
+    quantize: (weight: WeightTensor, config: QuantConfig) => quantizeWith('rtn', kernelFor(config.groupSize), weight, config, null),
+    dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized, kernelFor(quantized.config.groupSize)),
+  });
+}
+
+/** RTN with the fastest kernel available. */
+export const rtnQuantizer: Quantizer = createRtnQuantizer();
+
+export interface HqqQuantizerOptions extends QuantizerOptions {
   /** Solver settings; defaults are upstream HQQ's (p = 0.7, beta = 10, kappa off, 20 iterations). */
   readonly solver?: Partial<ProximalOptions>;
-  /** `auto` (default): WebAssembly SIMD where available and the group size is a multiple of 4, else TypeScript. */
-  readonly kernel?: 'auto' | 'typescript' | 'wasm';
 }
 
 export interface HqqQuantizer extends Quantizer {
@@ -100,30 +105,16 @@ export const FORK_SOLVER_OPTIONS: Partial<ProximalOptions> = Object.freeze({ kap
  */
 export function createHqqQuantizer(options: HqqQuantizerOptions = {}): HqqQuantizer {
   const solver = proximalOptions(options.solver);
-  const choice = options.kernel ?? 'auto';
-  let wasm: HqqKernel | undefined;
-  const kernelFor = (groupSize: number): HqqKernel => {
-    if (choice === 'typescript') return typescriptKernel;
-    wasm ??= createWasmKernel();
-    if (wasm && wasm.supports(groupSize)) return wasm;
-    if (choice === 'wasm') {
-      throw new InvalidDataError('hqq kernel', wasm ? `the WebAssembly kernel needs a group size that is a multiple of 4, not ${groupSize}` : 'WebAssembly SIMD is not available in this runtime; use kernel "auto" or "typescript"');
-    }
-    return typescriptKernel;
-  };
+  const kernelFor = kernelPicker(options.kernel ?? 'auto');
   return Object.freeze({
     id: 'hqq' as const,
     solver,
-    quantize(weight: WeightTensor, config: QuantConfig): QuantizedTensor {
-      return quantizeWith('hqq', weight, config, (grouped, layout, result) => {
-        kernelFor(layout.groupSize).solve(grouped, layout.groupSize, config.bits, result.scale, result.zero, solver, result.codes);
-      });
-    },
-    dequantize: dequantizeTensor,
+    quantize: (weight: WeightTensor, config: QuantConfig) => quantizeWith('hqq', kernelFor(config.groupSize), weight, config, solver),
+    dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized, kernelFor(quantized.config.groupSize)),
   });
 }
 
-/** HQQ with upstream defaults. */
+/** HQQ with upstream defaults and the fastest kernel available. */
 export const hqqQuantizer: HqqQuantizer = createHqqQuantizer();
 
 /** Sum of squared differences, in float64. */

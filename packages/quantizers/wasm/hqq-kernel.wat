@@ -122,4 +122,70 @@
           (br_if $element (i32.lt_u (local.get $p) (local.get $end))))
         (local.set $k (i32.add (local.get $k) (i32.const 1)))
         (br_if $group (i32.lt_u (local.get $k) (local.get $groups))))))
+
+  ;; Asymmetric min/max init per group: s = maxv / (max - min) (1 where |max - min| <= 1e-4), at most 2e4;
+  ;; z = -min * s, rounded when roundZero. min and max get + 0 so a -0 reads as +0, as in the TypeScript oracle.
+  (func (export "minMaxInit")
+    (param $w i32) (param $scale i32) (param $zero i32) (param $groups i32) (param $g i32) (param $maxv f32) (param $roundZero i32)
+    (local $k i32) (local $p i32) (local $end i32)
+    (local $lo v128) (local $hi v128) (local $v v128)
+    (local $min f32) (local $max f32) (local $range f32) (local $s f32) (local $z f32)
+    (local.set $p (local.get $w))
+    (block $groups_done
+      (br_if $groups_done (i32.eqz (local.get $groups)))
+      (loop $group
+        (local.set $lo (v128.load (local.get $p)))
+        (local.set $hi (local.get $lo))
+        (local.set $end (i32.add (local.get $p) (i32.shl (local.get $g) (i32.const 2))))
+        (local.set $p (i32.add (local.get $p) (i32.const 16)))
+        (block $elements_done
+          (br_if $elements_done (i32.ge_u (local.get $p) (local.get $end)))
+          (loop $element
+            (local.set $v (v128.load (local.get $p)))
+            (local.set $lo (f32x4.min (local.get $lo) (local.get $v)))
+            (local.set $hi (f32x4.max (local.get $hi) (local.get $v)))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (br_if $element (i32.lt_u (local.get $p) (local.get $end)))))
+        (local.set $min (f32.add (f32.min
+          (f32.min (f32x4.extract_lane 0 (local.get $lo)) (f32x4.extract_lane 1 (local.get $lo)))
+          (f32.min (f32x4.extract_lane 2 (local.get $lo)) (f32x4.extract_lane 3 (local.get $lo)))) (f32.const 0)))
+        (local.set $max (f32.add (f32.max
+          (f32.max (f32x4.extract_lane 0 (local.get $hi)) (f32x4.extract_lane 1 (local.get $hi)))
+          (f32.max (f32x4.extract_lane 2 (local.get $hi)) (f32x4.extract_lane 3 (local.get $hi)))) (f32.const 0)))
+        (local.set $range (f32.sub (local.get $max) (local.get $min)))
+        (local.set $s (f32.div (local.get $maxv) (local.get $range)))
+        (if (f32.le (f32.abs (local.get $range)) (f32.const 1e-4)) (then (local.set $s (f32.const 1))))
+        (if (f32.gt (local.get $s) (f32.const 2e4)) (then (local.set $s (f32.const 2e4))))
+        (local.set $z (f32.mul (f32.neg (local.get $min)) (local.get $s)))
+        (if (local.get $roundZero) (then (local.set $z (f32.nearest (local.get $z)))))
+        (f32.store (i32.add (local.get $scale) (i32.shl (local.get $k) (i32.const 2))) (local.get $s))
+        (f32.store (i32.add (local.get $zero) (i32.shl (local.get $k) (i32.const 2))) (local.get $z))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br_if $group (i32.lt_u (local.get $k) (local.get $groups))))))
+
+  ;; Dequantization (Wq - z) * fp32(1/s), group-major bytes in, float32 out.
+  (func (export "dequantize")
+    (param $codes i32) (param $scale i32) (param $zero i32) (param $out i32) (param $groups i32) (param $g i32)
+    (local $k i32) (local $p i32) (local $o i32) (local $end i32) (local $iv v128) (local $zv v128)
+    (local.set $p (local.get $codes))
+    (local.set $o (local.get $out))
+    (block $groups_done
+      (br_if $groups_done (i32.eqz (local.get $groups)))
+      (loop $group
+        (local.set $iv (f32x4.splat (f32.div (f32.const 1)
+          (f32.load (i32.add (local.get $scale) (i32.shl (local.get $k) (i32.const 2)))))))
+        (local.set $zv (f32x4.splat (f32.load (i32.add (local.get $zero) (i32.shl (local.get $k) (i32.const 2))))))
+        (local.set $end (i32.add (local.get $p) (local.get $g)))
+        (loop $element
+          (v128.store (local.get $o)
+            (f32x4.mul
+              (f32x4.sub
+                (f32x4.convert_i32x4_u (i32x4.extend_low_i16x8_u (i16x8.extend_low_i8x16_u (v128.load32_zero (local.get $p)))))
+                (local.get $zv))
+              (local.get $iv)))
+          (local.set $p (i32.add (local.get $p) (i32.const 4)))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $element (i32.lt_u (local.get $p) (local.get $end))))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br_if $group (i32.lt_u (local.get $k) (local.get $groups))))))
 )
