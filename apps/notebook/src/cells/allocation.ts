@@ -7,6 +7,11 @@ import { element, formatBytes, formatFixed, formatInteger, table, type Cell } fr
 import { MODULE_ORDER, PLOT_WIDTH, shortModule } from '../plots.js';
 import type { Knobs } from '../state.js';
 
+/** b2 purples, b3 blues, b4 greens, b8 oranges; g128, g64, g32 from light to dark (the ladder's order). */
+const LADDER_COLORS = ['#dadaeb', '#9e9ac8', '#6a51a3', '#c6dbef', '#6baed6', '#2171b5', '#c7e9c0', '#74c476', '#238b45', '#fdd0a2', '#fd8d3c', '#d94801'];
+/** Configs dark enough for white text. */
+const DARK = new Set(['b2g32', 'b3g32', 'b4g32', 'b8g32']);
+
 function isMxq(allocation: Allocation): allocation is MxqAllocation {
   return allocation.method === 'mxq' && 'solver' in allocation;
 }
@@ -30,15 +35,16 @@ export function renderAllocationCell(cell: Cell, analysis: Analysis, knobs: Knob
     module: shortModule(m.module),
     config: m.config ? configName(m.config) : 'float',
     bits: m.config ? m.config.bits : 16,
+    groupSize: m.config ? `g${m.config.groupSize}` : '',
     bpp: m.config ? bitsPerWeight(m.config) : 16,
     changed: m.config ? configName(m.config) !== configName(base) : true,
     params: m.params,
   }));
-  // One colour per config of the ladder, ordered by bits per weight, so the legend reads like the ladder.
+  // One hue per bit width, darker for smaller groups (more bits per weight): the legend reads like the ladder.
   const ladder = BUDGET_STOPS.map((s) => configName(s.config));
   const heatmap = Plot.plot({
     width: PLOT_WIDTH,
-    height: 260,
+    height: 290,
     marginLeft: 50,
     padding: 0.06,
     x: { label: 'layer', domain: Array.from({ length: analysis.numLayers }, (_, i) => i), tickSize: 0 },
@@ -46,7 +52,7 @@ export function renderAllocationCell(cell: Cell, analysis: Analysis, knobs: Knob
     color: {
       type: 'ordinal',
       domain: ladder,
-      scheme: 'viridis',
+      range: LADDER_COLORS,
       legend: true,
       tickFormat: (name: string) => `${name} ${BUDGET_STOPS[ladder.indexOf(name)]!.budget.toFixed(2)}`,
     },
@@ -62,7 +68,8 @@ export function renderAllocationCell(cell: Cell, analysis: Analysis, knobs: Knob
         cells.filter((d) => d.changed),
         { x: 'layer', y: 'module', fill: 'none', stroke: '#d62728', strokeWidth: 2, inset: 0.5 },
       ),
-      Plot.text(cells, { x: 'layer', y: 'module', text: 'bits', fill: (d: (typeof cells)[number]) => (d.bpp > 4.2 ? 'black' : 'white'), fontSize: 10 }),
+      Plot.text(cells, { x: 'layer', y: 'module', text: 'bits', dy: -4, fill: (d: (typeof cells)[number]) => (DARK.has(d.config) ? 'white' : 'black'), fontSize: 10, fontWeight: 'bold' }),
+      Plot.text(cells, { x: 'layer', y: 'module', text: 'groupSize', dy: 6, fill: (d: (typeof cells)[number]) => (DARK.has(d.config) ? 'white' : '#333'), fontSize: 7 }),
     ],
   });
 
@@ -102,7 +109,7 @@ export function renderAllocationCell(cell: Cell, analysis: Analysis, knobs: Knob
     `${method.label}: ${method.summary}. ` +
       `${boosted} of ${cells.length} matrices differ from the uniform ${configName(base)} (outlined in red). ` +
       (solver ? `Summed Frobenius error ${formatFixed(solver.objective, 3)}, proven gap ${solver.gap.toExponential(1)}. ` : '') +
-      `Numbers in the cells are bits of the codes; the colour is the config, labelled with its bits per weight including the 8-bit scale and zero per group.`,
+      `Each cell shows the bits of the codes over the group size; the legend gives each config's bits per weight including the 8-bit scale and zero per group.`,
   );
   cell.setOutput(
     element('figure', { 'data-plot': 'allocation', 'data-signature': cells.map((c) => c.config).join(' ') }, heatmap),

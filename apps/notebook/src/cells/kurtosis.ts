@@ -17,27 +17,51 @@ export function renderKurtosisCell(cell: Cell, analysis: Analysis, knobs: Knobs)
       module: shortModule(module),
       layer: o.layer,
       kurtosis: analysis.kurtosisByModule[module][o.layer]!,
-      label: `${shortModule(module)} L${o.layer} (z ${o.zScore.toFixed(1)})`,
+      label: `L${o.layer} (z ${o.zScore.toFixed(1)})`,
     })),
   );
+  // One row per module: seven lines in one frame hide each other's jumps.
   const chart = Plot.plot({
     width: PLOT_WIDTH,
-    height: 360,
+    height: 7 * 78 + 50,
+    marginLeft: 50,
+    marginRight: 60,
     x: { label: 'layer', domain: [0, analysis.numLayers - 1], ticks: 16 },
-    y: { label: 'weight kurtosis', grid: true },
-    color: { domain: [...MODULE_ORDER], scheme: 'tableau10', legend: true },
+    y: { label: 'weight kurtosis', ticks: 3, grid: true },
+    fy: { label: null, domain: [...MODULE_ORDER] },
+    color: { domain: [...MODULE_ORDER], scheme: 'tableau10' },
     marks: [
+      Plot.frame({ stroke: '#e5e5e5' }),
       Plot.ruleY([3], { stroke: '#999', strokeDasharray: '4 3' }),
-      Plot.text([3], { x: analysis.numLayers - 1, y: (d: number) => d, text: () => 'normal = 3', textAnchor: 'end', dy: -6, fill: '#777' }),
-      Plot.line(points, { x: 'layer', y: 'kurtosis', stroke: 'module', strokeWidth: 1.5, tip: true }),
-      Plot.dot(points, { x: 'layer', y: 'kurtosis', fill: 'module', r: 1.8 }),
-      Plot.dot(marked, { x: 'layer', y: 'kurtosis', r: 7, stroke: OUTLIER_COLOR, strokeWidth: 2, fill: 'none', className: 'outlier-mark' }),
-      Plot.text(marked, { x: 'layer', y: 'kurtosis', text: 'label', dy: -13, fill: OUTLIER_COLOR, stroke: 'white', strokeWidth: 3, paintOrder: 'stroke', fontWeight: 'bold', fontSize: 10 }),
+      Plot.line(points, { x: 'layer', y: 'kurtosis', fy: 'module', stroke: 'module', strokeWidth: 1.5 }),
+      Plot.dot(points, {
+        x: 'layer',
+        y: 'kurtosis',
+        fy: 'module',
+        fill: 'module',
+        r: 2,
+        title: (d: (typeof points)[number]) => `${d.module}, layer ${d.layer}: kurtosis ${d.kurtosis.toFixed(4)}`,
+      }),
+      Plot.dot(marked, { x: 'layer', y: 'kurtosis', fy: 'module', r: 7, stroke: OUTLIER_COLOR, strokeWidth: 2, fill: 'none', className: 'outlier-mark' }),
+      Plot.text(marked, {
+        x: 'layer',
+        y: 'kurtosis',
+        fy: 'module',
+        text: 'label',
+        dx: 10,
+        textAnchor: 'start',
+        fill: OUTLIER_COLOR,
+        stroke: 'white',
+        strokeWidth: 3,
+        paintOrder: 'stroke',
+        fontWeight: 'bold',
+        fontSize: 10,
+      }),
     ],
   });
   const count = marked.length;
   cell.setOutput(
     element('figure', { 'data-plot': 'kurtosis' }, chart),
-    element('p', { class: 'note' }, `Red rings: the ${count} KurtBoost outlier layer${count === 1 ? '' : 's'} at top_m = ${knobs.topM}${knobs.topM === 0 ? ' (all)' : ''}.`),
+    element('p', { class: 'note' }, `Red rings: the ${count} KurtBoost outlier layer${count === 1 ? '' : 's'} at top_m = ${knobs.topM}${knobs.topM === 0 ? ' (all)' : ''}. The dashed line is a normal distribution's kurtosis, 3.`),
   );
 }
