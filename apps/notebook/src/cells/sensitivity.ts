@@ -26,7 +26,7 @@ export function renderSensitivityCell(cell: Cell, analysis: Analysis, knobs: Kno
     }
   }
   const marked = [...marks.values()];
-  // Several measurements often jump at the same layer: one stacked label per layer, beside its highest ring.
+  // Several measurements often jump at the same layer: one stacked label per layer.
   const labels = [...new Set(marked.map((m) => m.layer))].map((layer) => {
     const here = marked.filter((m) => m.layer === layer).sort((a, b) => b.sensitivity - a.sensitivity);
     return {
@@ -45,7 +45,9 @@ export function renderSensitivityCell(cell: Cell, analysis: Analysis, knobs: Kno
       Plot.line(analysis.sensitivityPoints, { x: 'layer', y: 'sensitivity', stroke: 'part', strokeWidth: 1.8, tip: true }),
       Plot.dot(analysis.sensitivityPoints, { x: 'layer', y: 'sensitivity', fill: 'part', r: 2 }),
       Plot.dot(marked, { x: 'layer', y: 'sensitivity', r: 7, stroke: OUTLIER_COLOR, strokeWidth: 2, fill: 'none', className: 'outlier-mark' }),
-      Plot.text(labels, { x: 'layer', y: 'sensitivity', text: 'text', dx: 12, textAnchor: 'start', lineAnchor: 'top', fill: OUTLIER_COLOR, stroke: 'white', strokeWidth: 3, paintOrder: 'stroke', fontWeight: 'bold', fontSize: 10 }),
+      // Labels sit at the top of the frame beside their layer, clear of the lines (the first layers are crowded).
+      Plot.ruleX(labels, { x: 'layer', y1: 'sensitivity', y2: labels.length ? Math.max(...analysis.sensitivityPoints.map((p) => p.sensitivity)) : 1, stroke: OUTLIER_COLOR, strokeOpacity: 0.35, strokeDasharray: '2 2' }),
+      Plot.text(labels, { x: 'layer', frameAnchor: 'top', text: 'text', dx: 8, dy: 4, textAnchor: 'start', lineAnchor: 'top', fill: OUTLIER_COLOR, stroke: 'white', strokeWidth: 4, paintOrder: 'stroke', fontWeight: 'bold', fontSize: 10 }),
     ],
   });
   cell.setOutput(
