@@ -109,6 +109,13 @@ function oracleResults(oracles, modelName, linearParams) {
 
 const RESULT_FIELDS = ['method', 'budget', 'bpp', 'memoryMB', 'ppl'];
 
+/** Option names as the allocators spell them (the CLI may write its flags' snake_case). */
+const OPTION_NAMES = { boost_stop: 'boostStop', top_m: 'topM', 'boost-stop': 'boostStop', 'top-m': 'topM' };
+
+function normalizedOptions(options) {
+  return Object.fromEntries(Object.entries(options ?? {}).map(([key, value]) => [OPTION_NAMES[key] ?? key, value]));
+}
+
 function cliResults(json, path) {
   const rows = Array.isArray(json) ? json : (json.rows ?? json.results);
   if (!Array.isArray(rows) || rows.length === 0) throw new InvalidDataError(path, 'has no result rows; expected the results.json of `layerquant experiment`');
@@ -120,8 +127,9 @@ function cliResults(json, path) {
   return withExtraMemory(
     rows.map((r) => ({
       model: r.model,
-      method: r.method,
-      options: r.options ?? {},
+      // Uniform HQQ is the page's `uniform` allocator, whatever the table calls it.
+      method: r.method === 'hqq' ? 'uniform' : r.method,
+      options: normalizedOptions(r.options),
       budget: r.budget,
       bpp: r.bpp,
       memoryMB: r.memoryMB,
@@ -130,6 +138,13 @@ function cliResults(json, path) {
       extraMemoryPercent: r.extraMemoryPercent ?? null,
     })),
   );
+}
+
+/** An fp32 perplexity the experiment may record beside its rows. */
+function floatPerplexityOf(json) {
+  if (Array.isArray(json)) return undefined;
+  for (const key of ['fp32Ppl', 'fp32Perplexity', 'fpPpl', 'floatPpl']) if (Number.isFinite(json[key])) return json[key];
+  return undefined;
 }
 
 const FLOAT_METHODS = new Set(['fp32', 'fp16', 'float', 'none']);
@@ -155,12 +170,14 @@ async function main() {
   let fp;
   if (values.results) {
     const path = resolve(cwd, values.results);
-    const all = cliResults(JSON.parse(await readText(path, 'run `layerquant experiment` and pass its results.json with --results')), path);
+    const json = JSON.parse(await readText(path, 'run `layerquant experiment` and pass its results.json with --results'));
+    const all = cliResults(json, path);
     const floatRow = all.find((r) => FLOAT_METHODS.has(r.method));
     results = all.filter((r) => !FLOAT_METHODS.has(r.method));
-    fp = floatRow
-      ? { ppl: floatRow.ppl, source: 'layerquant', detail: `${floatRow.method} row of ${shown(path)}` }
-      : undefined;
+    const floatPpl = floatRow?.ppl ?? floatPerplexityOf(json);
+    if (floatPpl !== undefined) {
+      fp = { ppl: floatPpl, source: 'layerquant', detail: `${floatRow ? `${floatRow.method} row` : 'fp32 perplexity'} of ${shown(path)}` };
+    }
   } else {
     results = oracleResults(oracles, modelName, inspect.linearParams);
   }
