@@ -28,7 +28,7 @@ function sourceBanner(data: NotebookData): HTMLElement {
       element('li', {}, 'statistics: ', badge(sources.statistics.kind), ` ${sources.statistics.detail}`),
       element('li', {}, 'perplexity: ', badge(sources.results.kind), ` ${sources.results.detail}`),
     ),
-    element('p', { class: 'muted' }, `Generated ${data.generatedAt} by \`pnpm --filter notebook precompute\`.`),
+    prose(`Generated ${data.generatedAt} by \`pnpm --filter notebook precompute\`.`),
   );
 }
 
