@@ -11,20 +11,25 @@ export {
   type ProximalOptions,
   type ProximalStep,
 } from './hqq-proximal.js';
-export { createWasmKernel, typescriptKernel, wasmKernelAvailable, type KernelChoice, type QuantKernel } from './quant-kernel.js';
+export { createWasmKernel, typescriptKernel, wasmKernelAvailable, wasmKernelModule, type KernelChoice, type QuantKernel } from './quant-kernel.js';
+export type { KernelPool, KernelTask, KernelTaskResult } from './kernel-worker-pool.js';
 export { PACKING, codesPerWord, packCodes, unpackCodes, wordsPerRow } from './bit-packing.js';
 export { META_BYTES_PER_VALUE, matrixMemory, modelMemory, type MatrixMemory, type ModelMemory } from './memory-accounting.js';
 export {
   FORK_SOLVER_OPTIONS,
   createHqqQuantizer,
   createRtnQuantizer,
+  assembleQuantized,
   dequantizeTensor,
+  isKernelQuantizer,
+  prepareGroups,
   hqqQuantizer,
   rtnQuantizer,
   squaredError,
   unpackQuantizedCodes,
   type HqqQuantizer,
   type HqqQuantizerOptions,
+  type KernelQuantizer,
   type QuantizerOptions,
 } from './quantizers.js';
 export {
@@ -36,20 +41,29 @@ export {
   decodeQuantizedMetadata,
   encodeQuantizedMetadata,
   isQuantizedMetadata,
-  openModelWeights,
-  openQuantizedCheckpoint,
+  metadataOfQuantized,
   quantizedTensorSpecs,
-  type QuantizedCheckpoint,
   type QuantizedCheckpointMetadata,
   type QuantizedTensorMetadata,
-} from './quantized-checkpoint.js';
-export {
-  QUANTIZATION_REPORT_FILE,
-  QUANTIZED_WEIGHTS_FILE,
-  quantizeModel,
-  type MatrixReport,
-  type ModelMatrix,
-  type QuantizeModelOptions,
-  type QuantizeModelReport,
-  type QuantizeProgress,
-} from './quantize-model.js';
+} from './checkpoint-format.js';
+export type { QuantizedCheckpoint } from './quantized-checkpoint.js';
+export type { MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
+export { QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
+
+// Deprecated: Node-only functions, canonical in "@layerquant/quantizers/node" (import them from there). These
+// wrappers load them on first call; they are kept until every caller imports from the /node subpath.
+
+/** @deprecated Node only: import quantizeModel from "@layerquant/quantizers/node". */
+export async function quantizeModel(options: import('./quantize-model.js').QuantizeModelOptions): Promise<import('./quantize-model.js').QuantizeModelReport> {
+  return (await import('./quantize-model.js')).quantizeModel(options);
+}
+
+/** @deprecated Node only: import openQuantizedCheckpoint from "@layerquant/quantizers/node". */
+export async function openQuantizedCheckpoint(path: string): Promise<import('./quantized-checkpoint.js').QuantizedCheckpoint> {
+  return (await import('./quantized-checkpoint.js')).openQuantizedCheckpoint(path);
+}
+
+/** @deprecated Node only: import openModelWeights from "@layerquant/quantizers/node". */
+export async function openModelWeights(path: string): ReturnType<typeof import('./quantized-checkpoint.js').openModelWeights> {
+  return (await import('./quantized-checkpoint.js')).openModelWeights(path);
+}

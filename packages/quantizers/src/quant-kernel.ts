@@ -1,6 +1,6 @@
 import { asymmetricMinMaxInit, dequantizeGroups, maxCode, roundToCodes } from './asymmetric-init.js';
 import { HQQ_KERNEL_WASM_BASE64 } from './hqq-kernel-wasm.generated.js';
-import { optimizeZeroProximal, runProximalSolver, type ProximalOptions } from './hqq-proximal.js';
+import { optimizeZeroProximal, type ProximalOptions } from './hqq-proximal.js';
 
 /**
  * The numeric core of RTN and HQQ on group-major weights, in two implementations with bit-identical results:
@@ -46,6 +46,10 @@ interface KernelExports {
     w: number, scale: number, zero: number, groups: number, g: number,
     maxV: number, inverseBeta: number, exponent: number, threshold: number,
   ): number;
+  proximalSolve(
+    w: number, scale: number, zero: number, groups: number, g: number, maxV: number,
+    lpNorm: number, beta: number, kappa: number, iterations: number,
+  ): number;
   roundToCodes(w: number, scale: number, zero: number, codes: number, groups: number, g: number, maxV: number): void;
   dequantize(codes: number, scale: number, zero: number, out: number, groups: number, g: number): void;
 }
@@ -70,6 +74,11 @@ function kernelModule(): WebAssembly.Module | null {
     }
   }
   return wasmModule;
+}
+
+/** The compiled WebAssembly module (for workers: a WebAssembly.Module can be posted to a worker), or undefined. */
+export function wasmKernelModule(): WebAssembly.Module | undefined {
+  return kernelModule() ?? undefined;
 }
 
 /** Whether this runtime can run the WebAssembly SIMD kernel. */
@@ -107,12 +116,7 @@ export function createWasmKernel(): QuantKernel | undefined {
       const maxV = maxCode(bits);
       kernel.minMaxInit(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, roundZero ? 1 : 0);
       const iterations = solver
-        ? runProximalSolver(
-            (inverseBeta, exponent, threshold) =>
-              kernel.proximalIteration(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, inverseBeta, exponent, threshold),
-            count,
-            solver,
-          )
+        ? kernel.proximalSolve(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, solver.lpNorm, solver.beta, solver.kappa, solver.iterations)
         : 0;
       kernel.roundToCodes(weightsAt, scaleAt, zeroAt, codesAt, groups, groupSize, maxV);
       scale.set(new Float32Array(heap, scaleAt, groups));

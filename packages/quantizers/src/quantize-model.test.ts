@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { matrixMemory } from './memory-accounting.js';
-import { QUANTIZED_FORMAT, openModelWeights, openQuantizedCheckpoint } from './quantized-checkpoint.js';
+import { QUANTIZED_FORMAT } from './checkpoint-format.js';
+import { openModelWeights, openQuantizedCheckpoint } from './quantized-checkpoint.js';
 import { quantizeModel, type QuantizeModelReport } from './quantize-model.js';
 import { hqqQuantizer, rtnQuantizer, squaredError } from './quantizers.js';
 import { randomMatrix } from './testing/random-matrix.js';
@@ -96,6 +97,20 @@ describe('quantizeModel on the shipped model (HQQ b4g64)', () => {
     const plain = await openModelWeights(shippedModelDir);
     expect('isQuantized' in plain).toBe(false);
     await plain.close();
+  });
+});
+
+describe('quantizeModel on worker threads', () => {
+  it('writes the same bytes with 2 workers as in the calling thread', async () => {
+    const config = parseConfigName('b3g64');
+    const run = (workers: number) =>
+      quantizeModel({ modelDir: shippedModelDir, outDir: join(scratch, `workers-${workers}`), quantizer: hqqQuantizer, configFor: () => config, workers });
+    const [one, two] = [await run(1), await run(2)];
+    expect(two.workers).toBe(2);
+    expect(one.workers).toBe(1);
+    expect(two.sqErr).toBe(one.sqErr);
+    expect(readFileSync(join(scratch, 'workers-2', 'model.safetensors')).equals(readFileSync(join(scratch, 'workers-1', 'model.safetensors')))).toBe(true);
+    await expect(quantizeModel({ modelDir: shippedModelDir, outDir: join(scratch, 'w0'), quantizer: hqqQuantizer, configFor: () => config, workers: 0 })).rejects.toThrow(/option "workers"/);
   });
 });
 

@@ -12,10 +12,12 @@ import {
   type QuantConfig,
   type QuantizedTensor,
   type Quantizer,
+  type WeightTensor,
 } from '@layerquant/core';
 import { openCheckpoint, temporaryPath, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
 import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 import { groupLayout } from './grouping.js';
 import { matrixMemory, modelMemory } from './memory-accounting.js';
 import {
@@ -26,8 +28,9 @@ import {
   metadataOfQuantized,
   quantizedTensorSpecs,
   type QuantizedTensorMetadata,
-} from './quantized-checkpoint.js';
-import { squaredError } from './quantizers.js';
+} from './checkpoint-format.js';
+import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
+import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
 
 /** One linear matrix of a checkpoint, as configFor sees it. */
 export interface ModelMatrix {
@@ -59,6 +62,11 @@ export interface QuantizeModelOptions {
   /** Settings recorded in `__metadata__["layerquant.options"]`. */
   readonly options?: Readonly<Record<string, unknown>>;
   readonly onProgress?: (progress: QuantizeProgress) => void;
+  /**
+   * Worker threads for the built-in quantizers (rtn, hqq with the WebAssembly kernel): matrices are quantized
+   * ahead on a pool while earlier ones are written. Default 1 (in the calling thread); results are bit-identical.
+   */
+  readonly workers?: number;
 }
 
 export interface MatrixReport {
@@ -95,15 +103,13 @@ export interface QuantizeModelReport {
   readonly sqErr: number;
   /** Wall time of the whole run (read, quantize, write). */
   readonly seconds: number;
-  /** Time in quantize() only. */
+  /** Time in quantize() only (with workers: summed over matrices, which overlap). */
   readonly quantizeSeconds: number;
+  /** Worker threads used (1 = the calling thread). */
+  readonly workers: number;
   readonly perMatrix: readonly MatrixReport[];
 }
 
-/** Name of the weights file in a quantized directory. */
-export const QUANTIZED_WEIGHTS_FILE = 'model.safetensors';
-/** The run's report and allocation, beside the weights. */
-export const QUANTIZATION_REPORT_FILE = 'quantization.json';
 
 function isWeightFile(name: string): boolean {
   return name.endsWith('.safetensors') || name === 'model.safetensors.index.json' || name === QUANTIZATION_REPORT_FILE;
@@ -131,7 +137,10 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
   const modelDir = resolve(options.modelDir);
   const outDir = resolve(options.outDir);
   const method = options.method ?? options.quantizer.id;
+  const workers = options.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
   const checkpoint = await openCheckpoint(modelDir);
+  let pool: KernelPool | undefined;
   try {
     if (resolve(checkpoint.dir) === outDir) {
       throw new InvalidOptionError('--out', `${outDir} is the model directory itself; write the quantized model to another directory`);
@@ -187,6 +196,39 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     };
     const bytesOf = (array: Float32Array | Uint32Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 
+    // The quantized matrices in file order; with a pool, up to `workers + 1` of them are quantized ahead.
+    const order = [...plans.values()].filter((p) => p.config !== null).map((p) => p.matrix.name);
+    const position = new Map(order.map((name, i) => [name, i]));
+    const quantizer = options.quantizer;
+    if (workers > 1 && isKernelQuantizer(quantizer)) pool = createKernelPool(workers);
+    const started = new Map<string, Promise<{ weight: WeightTensor; quantized: QuantizedTensor; seconds: number }>>();
+    const startTask = (name: string) => {
+      const config = plans.get(name)!.config!;
+      const task = (async () => {
+        const weight = await checkpoint.read(name);
+        const t0 = performance.now();
+        let quantized: QuantizedTensor;
+        if (pool && isKernelQuantizer(quantizer) && config.groupSize % 4 === 0) {
+          const { layout, grouped } = prepareGroups(weight, config);
+          const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: quantizer.kernelSolver });
+          quantized = assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero);
+        } else {
+          quantized = quantizer.quantize(weight, config);
+        }
+        return { weight, quantized, seconds: (performance.now() - t0) / 1000 };
+      })();
+      task.catch(() => undefined); // awaited in order below; avoid an unhandled rejection while queued
+      started.set(name, task);
+    };
+    let next = 0;
+    const quantizeInOrder = async (name: string) => {
+      const ahead = pool ? pool.size + 1 : 1;
+      while (next < order.length && next < position.get(name)! + ahead) startTask(order[next++]!);
+      const result = await started.get(name)!;
+      started.delete(name);
+      return result;
+    };
+
     await writeSafetensorsStreaming(
       join(outDir, QUANTIZED_WEIGHTS_FILE),
       specs,
@@ -194,19 +236,16 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
         if (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config) {
           const name = spec.name.slice(0, -QWEIGHT_SUFFIX.length);
           const { matrix, config, dtype } = plans.get(name)!;
-          const weight = await checkpoint.read(name);
-          const t0 = performance.now();
-          const quantized = options.quantizer.quantize(weight, config!);
-          const seconds = (performance.now() - t0) / 1000;
+          const { weight, quantized, seconds } = await quantizeInOrder(name);
           quantizeSeconds += seconds;
           const entry = metadataOfQuantized(quantized, dtype);
           if (entry.bits !== config!.bits || entry.groupSize !== config!.groupSize) {
-            throw new InvalidOptionError('quantizer', `"${options.quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
+            throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
           }
           const memory = matrixMemory(matrix.shape, config);
           finish({
             key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
-            sqErr: squaredError(options.quantizer.dequantize(quantized), weight.data),
+            sqErr: squaredError(quantizer.dequantize(quantized), weight.data),
             paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds,
           });
           pending = quantized;
@@ -229,7 +268,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
         }
         return raw;
       },
-      encodeQuantizedMetadata({ method, allocation, tensors: tensorsMetadata, options: { quantizer: options.quantizer.id, ...options.options } }),
+      encodeQuantizedMetadata({ method, allocation, tensors: tensorsMetadata, options: { quantizer: quantizer.id, ...options.options } }),
     );
 
     for (const entry of await readdir(checkpoint.dir, { withFileTypes: true })) {
@@ -239,7 +278,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));
     const report: QuantizeModelReport = Object.freeze({
       method,
-      quantizer: options.quantizer.id,
+      quantizer: quantizer.id,
       modelDir,
       outDir,
       matrices: perMatrix.length,
@@ -252,6 +291,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       sqErr: perMatrix.reduce((sum, m) => sum + m.sqErr, 0),
       seconds: (performance.now() - start) / 1000,
       quantizeSeconds,
+      workers: pool ? pool.size : 1,
       perMatrix: Object.freeze(perMatrix),
     });
     await writeTextAtomic(
@@ -260,6 +300,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     );
     return report;
   } finally {
+    await pool?.close();
     await checkpoint.close();
   }
 }

@@ -1,6 +1,6 @@
 import { InvalidDataError, InvalidOptionError, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
 import { PACKING, packCodes, unpackCodes, wordsPerRow } from './bit-packing.js';
-import { groupLayout, groupedValues, matrixShape, ungroupValues } from './grouping.js';
+import { groupLayout, groupedValues, matrixShape, ungroupValues, type GroupLayout } from './grouping.js';
 import { createWasmKernel, typescriptKernel, type KernelChoice, type QuantKernel } from './quant-kernel.js';
 import { proximalOptions, type ProximalOptions } from './hqq-proximal.js';
 
@@ -21,14 +21,24 @@ function kernelPicker(choice: KernelChoice): (groupSize: number) => QuantKernel 
   };
 }
 
-function quantizeWith(method: string, kernel: QuantKernel, weight: WeightTensor, config: QuantConfig, solver: ProximalOptions | null): QuantizedTensor {
+/** The group-major view of a weight under a config, validated. */
+export function prepareGroups(weight: WeightTensor, config: QuantConfig): { shape: [number, number]; layout: GroupLayout; grouped: Float32Array } {
   const shape = matrixShape(weight);
   const layout = groupLayout(weight.name, shape, config);
-  const grouped = groupedValues(weight.data, layout);
-  const codes = new Uint8Array(grouped.length);
-  const scale = new Float32Array(layout.groupCount);
-  const zero = new Float32Array(layout.groupCount);
-  kernel.quantize(grouped, layout.groupSize, config.bits, config.roundZero, solver, scale, zero, codes);
+  return { shape, layout, grouped: groupedValues(weight.data, layout) };
+}
+
+/** A QuantizedTensor from group-major codes, scales and zeros (packs the codes row by row). */
+export function assembleQuantized(
+  method: string,
+  weight: WeightTensor,
+  config: QuantConfig,
+  layout: GroupLayout,
+  codes: Uint8Array,
+  scale: Float32Array,
+  zero: Float32Array,
+): QuantizedTensor {
+  const shape: [number, number] = [layout.rows, layout.columns];
   return Object.freeze({
     name: weight.name,
     shape,
@@ -39,6 +49,27 @@ function quantizeWith(method: string, kernel: QuantKernel, weight: WeightTensor,
     scale,
     zero,
   });
+}
+
+function quantizeWith(method: string, kernel: QuantKernel, weight: WeightTensor, config: QuantConfig, solver: ProximalOptions | null): QuantizedTensor {
+  const { layout, grouped } = prepareGroups(weight, config);
+  const codes = new Uint8Array(grouped.length);
+  const scale = new Float32Array(layout.groupCount);
+  const zero = new Float32Array(layout.groupCount);
+  kernel.quantize(grouped, layout.groupSize, config.bits, config.roundZero, solver, scale, zero, codes);
+  return assembleQuantized(method, weight, config, layout, codes, scale, zero);
+}
+
+/**
+ * A built-in quantizer whose numeric core can also run on a pool of WebAssembly workers (quantizeModel's
+ * `workers` option): `kernelSolver` is HQQ's solver options, or null for RTN.
+ */
+export interface KernelQuantizer extends Quantizer {
+  readonly kernelSolver: ProximalOptions | null;
+}
+
+export function isKernelQuantizer(quantizer: Quantizer): quantizer is KernelQuantizer {
+  return 'kernelSolver' in quantizer && (quantizer as KernelQuantizer).kernelSolver !== undefined;
 }
 
 /** Unpacks the codes of a QuantizedTensor (row-major), checking every length against its shape and config. */
@@ -78,6 +109,7 @@ export function createRtnQuantizer(options: QuantizerOptions = {}): Quantizer {
   const kernelFor = kernelPicker(options.kernel ?? 'auto');
   return Object.freeze({
     id: 'rtn',
+    ...(options.kernel === 'typescript' ? {} : { kernelSolver: null }),
     quantize: (weight: WeightTensor, config: QuantConfig) => quantizeWith('rtn', kernelFor(config.groupSize), weight, config, null),
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized, kernelFor(quantized.config.groupSize)),
   });
@@ -109,6 +141,7 @@ export function createHqqQuantizer(options: HqqQuantizerOptions = {}): HqqQuanti
   return Object.freeze({
     id: 'hqq' as const,
     solver,
+    ...(options.kernel === 'typescript' ? {} : { kernelSolver: solver }),
     quantize: (weight: WeightTensor, config: QuantConfig) => quantizeWith('hqq', kernelFor(config.groupSize), weight, config, solver),
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized, kernelFor(quantized.config.groupSize)),
   });

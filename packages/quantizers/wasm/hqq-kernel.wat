@@ -20,7 +20,7 @@
 
   ;; One proximal iteration over all groups; updates the zeros in place; returns sum |W - Wr| (float64, lanes
   ;; combined as (l0 + l2) + (l1 + l3)).
-  (func (export "proximalIteration")
+  (func $proximalIteration (export "proximalIteration")
     (param $w i32) (param $scale i32) (param $zero i32) (param $groups i32) (param $g i32)
     (param $maxv f32) (param $ib f32) (param $ex f32) (param $threshold f32) (result f64)
     (local $k i32) (local $p i32) (local $end i32)
@@ -188,4 +188,31 @@
           (br_if $element (i32.lt_u (local.get $p) (local.get $end))))
         (local.set $k (i32.add (local.get $k) (i32.const 1)))
         (br_if $group (i32.lt_u (local.get $k) (local.get $groups))))))
+
+  ;; The whole solver with upstream's early stop (runProximalSolver of src/hqq-proximal.ts, op for op): each step
+  ;; uses fp32(1/beta) and the shortcut threshold 0.9 * (1/beta)^(1/(2-p)); the mean error is compared in fp32;
+  ;; beta *= kappa after each step. Returns the iterations run.
+  (func (export "proximalSolve")
+    (param $w i32) (param $scale i32) (param $zero i32) (param $groups i32) (param $g i32) (param $maxv f32)
+    (param $lpNorm f64) (param $beta f64) (param $kappa f64) (param $iterations i32) (result i32)
+    (local $i i32) (local $ib f32) (local $ex f32) (local $best f32) (local $error f32) (local $count f64)
+    (local.set $ex (f32.demote_f64 (f64.sub (local.get $lpNorm) (f64.const 1))))
+    (local.set $best (f32.const inf))
+    (local.set $count (f64.convert_i32_u (i32.mul (local.get $groups) (local.get $g))))
+    (block $done
+      (loop $step
+        (br_if $done (i32.ge_u (local.get $i) (local.get $iterations)))
+        (local.set $ib (f32.demote_f64 (f64.div (f64.const 1) (local.get $beta))))
+        (local.set $error (f32.demote_f64 (f64.div
+          (call $proximalIteration (local.get $w) (local.get $scale) (local.get $zero) (local.get $groups) (local.get $g)
+            (local.get $maxv) (local.get $ib) (local.get $ex)
+            (f32.demote_f64 (f64.mul (f64.const 0.9)
+              (call $pow (f64.promote_f32 (local.get $ib)) (f64.div (f64.const 1) (f64.sub (f64.const 2) (local.get $lpNorm)))))))
+          (local.get $count))))
+        (local.set $beta (f64.mul (local.get $beta) (local.get $kappa)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (if (f32.lt (local.get $error) (local.get $best))
+          (then (local.set $best (local.get $error)) (br $step)))
+        (return (local.get $i))))
+    (local.get $iterations))
 )

@@ -1,5 +1,6 @@
 import { InvalidOptionError, parseConfigName, type Quantizer } from '@layerquant/core';
-import { createHqqQuantizer, FORK_SOLVER_OPTIONS, quantizeModel, rtnQuantizer } from '@layerquant/quantizers';
+import { createHqqQuantizer, FORK_SOLVER_OPTIONS, rtnQuantizer } from '@layerquant/quantizers';
+import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { parseCommandArgs, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { createProgress, formatSeconds } from '../progress.js';
@@ -67,6 +68,7 @@ export const quantizeCommand: Command = {
       quantizer,
       configFor: () => config,
       method,
+      workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...(kappa === undefined ? {} : { kappa }) },
       onProgress: (p) => progress.update(p.done, p.total, p.key),
     });

@@ -1,0 +1,100 @@
+// The quantized checkpoint format (layerquant-quantized-v1): names, metadata and tensor layout. Pure data, no I/O.
+import { SafetensorsFormatError, quantConfig, type DType, type MatrixKey, type QuantConfig, type QuantizedTensor } from '@layerquant/core';
+import { PACKING, wordsPerRow } from './bit-packing.js';
+
+/** Value of `__metadata__["layerquant.format"]` in a quantized checkpoint. */
+export const QUANTIZED_FORMAT = 'layerquant-quantized-v1';
+
+/** Suffixes of the three stored tensors of a quantized matrix `<name>`. */
+export const QWEIGHT_SUFFIX = '.qweight';
+export const SCALE_SUFFIX = '.scale';
+export const ZERO_SUFFIX = '.zero';
+
+/** Per quantized tensor, in `__metadata__["layerquant.tensors"]`. */
+export interface QuantizedTensorMetadata {
+  readonly shape: readonly [number, number];
+  readonly bits: number;
+  readonly groupSize: number;
+  readonly axis: 0 | 1;
+  readonly roundZero: boolean;
+  /** dtype of the original weight. */
+  readonly dtype: DType;
+}
+
+/** What `__metadata__` of a quantized checkpoint holds (all values JSON strings, as safetensors requires). */
+export interface QuantizedCheckpointMetadata {
+  readonly method: string;
+  /** Matrix key -> config name, or null for a matrix left in float. */
+  readonly allocation: Readonly<Record<MatrixKey, string | null>>;
+  readonly tensors: Readonly<Record<string, QuantizedTensorMetadata>>;
+  /** Free-form settings of the method (solver options, allocator options). */
+  readonly options: Readonly<Record<string, unknown>>;
+}
+
+/** The `__metadata__` strings of a quantized checkpoint. */
+export function encodeQuantizedMetadata(metadata: QuantizedCheckpointMetadata): Record<string, string> {
+  return {
+    format: 'pt',
+    'layerquant.format': QUANTIZED_FORMAT,
+    'layerquant.method': metadata.method,
+    'layerquant.packing': PACKING,
+    'layerquant.allocation': JSON.stringify(metadata.allocation),
+    'layerquant.tensors': JSON.stringify(metadata.tensors),
+    'layerquant.options': JSON.stringify(metadata.options),
+  };
+}
+
+/** Whether a safetensors `__metadata__` is a layerquant quantized checkpoint's. */
+export function isQuantizedMetadata(metadata: Readonly<Record<string, string>>): boolean {
+  return metadata['layerquant.format'] !== undefined;
+}
+
+function parseJsonField(file: string, metadata: Readonly<Record<string, string>>, key: string): unknown {
+  const text = metadata[key];
+  if (text === undefined) throw new SafetensorsFormatError(file, `__metadata__ has no "${key}"; the quantized checkpoint is incomplete, quantize again`);
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new SafetensorsFormatError(file, `__metadata__ "${key}" is not valid JSON; the file is corrupt, quantize again`, undefined, { cause: error });
+  }
+}
+
+/** Parses and validates the `__metadata__` of a quantized checkpoint. */
+export function decodeQuantizedMetadata(file: string, metadata: Readonly<Record<string, string>>): QuantizedCheckpointMetadata {
+  const format = metadata['layerquant.format'];
+  if (format !== QUANTIZED_FORMAT) {
+    throw new SafetensorsFormatError(file, `is not a layerquant quantized checkpoint (layerquant.format is ${format === undefined ? 'missing' : `"${format}"`}, expected "${QUANTIZED_FORMAT}"); quantize the model with \`layerquant quantize\``);
+  }
+  if (metadata['layerquant.packing'] !== PACKING) {
+    throw new SafetensorsFormatError(file, `packing "${metadata['layerquant.packing']}" is not supported (expected "${PACKING}")`);
+  }
+  const tensors = parseJsonField(file, metadata, 'layerquant.tensors') as Record<string, QuantizedTensorMetadata>;
+  const allocation = parseJsonField(file, metadata, 'layerquant.allocation') as Record<string, string | null>;
+  const options = (metadata['layerquant.options'] ? parseJsonField(file, metadata, 'layerquant.options') : {}) as Record<string, unknown>;
+  if (typeof tensors !== 'object' || tensors === null || typeof allocation !== 'object' || allocation === null) {
+    throw new SafetensorsFormatError(file, '__metadata__ "layerquant.tensors" and "layerquant.allocation" must be JSON objects');
+  }
+  return Object.freeze({ method: metadata['layerquant.method'] ?? 'unknown', allocation, tensors, options });
+}
+
+/** The config of a quantized tensor's metadata, validated by core's factory. */
+export function configOfMetadata(entry: QuantizedTensorMetadata): QuantConfig {
+  return quantConfig(entry.bits, entry.groupSize, { axis: entry.axis, roundZero: entry.roundZero });
+}
+
+/** Metadata entry of a QuantizedTensor. */
+export function metadataOfQuantized(quantized: QuantizedTensor, dtype: DType): QuantizedTensorMetadata {
+  const { bits, groupSize, axis, roundZero } = quantized.config;
+  return Object.freeze({ shape: quantized.shape, bits, groupSize, axis, roundZero, dtype });
+}
+
+/** The three stored tensors of a quantized matrix: their specs (name, dtype, shape) in file order. */
+export function quantizedTensorSpecs(name: string, shape: readonly [number, number], config: QuantConfig) {
+  const groups = (shape[0] * shape[1]) / config.groupSize;
+  return [
+    { name: name + QWEIGHT_SUFFIX, dtype: 'I32' as const, shape: [shape[0], wordsPerRow(shape[1], config.bits)] },
+    { name: name + SCALE_SUFFIX, dtype: 'F32' as const, shape: [groups] },
+    { name: name + ZERO_SUFFIX, dtype: 'F32' as const, shape: [groups] },
+  ];
+}
+

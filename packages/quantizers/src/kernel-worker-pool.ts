@@ -1,0 +1,118 @@
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { ProximalOptions } from './hqq-proximal.js';
+import { wasmKernelModule } from './quant-kernel.js';
+
+/** One matrix for a worker: group-major weights and what to do with them (see QuantKernel.quantize). */
+export interface KernelTask {
+  readonly grouped: Float32Array;
+  readonly groupSize: number;
+  readonly bits: number;
+  readonly roundZero: boolean;
+  readonly solver: ProximalOptions | null;
+}
+
+export interface KernelTaskResult {
+  readonly scale: Float32Array;
+  readonly zero: Float32Array;
+  readonly codes: Uint8Array;
+  readonly iterations: number;
+}
+
+/** Worker threads running the WebAssembly kernel on whole matrices (Node only). */
+export interface KernelPool {
+  readonly size: number;
+  run(task: KernelTask): Promise<KernelTaskResult>;
+  close(): Promise<void>;
+}
+
+// The worker instantiates the module it is given and makes the same calls, in the same order, as
+// createWasmKernel().quantize in quant-kernel.ts; the pool's test checks the results are bit-identical.
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const kernel = new WebAssembly.Instance(workerData.module, { env: { pow: Math.pow } }).exports;
+parentPort.on('message', ({ id, grouped, groupSize, bits, roundZero, solver }) => {
+  try {
+    const count = grouped.length;
+    const groups = count / groupSize;
+    const scaleAt = count * 4;
+    const zeroAt = scaleAt + groups * 4;
+    const codesAt = zeroAt + groups * 4;
+    const missing = codesAt + count - kernel.memory.buffer.byteLength;
+    if (missing > 0) kernel.memory.grow(Math.ceil(missing / 65536));
+    const heap = kernel.memory.buffer;
+    new Float32Array(heap, 0, count).set(grouped);
+    const maxV = 2 ** bits - 1;
+    kernel.minMaxInit(0, scaleAt, zeroAt, groups, groupSize, maxV, roundZero ? 1 : 0);
+    const iterations = solver
+      ? kernel.proximalSolve(0, scaleAt, zeroAt, groups, groupSize, maxV, solver.lpNorm, solver.beta, solver.kappa, solver.iterations)
+      : 0;
+    kernel.roundToCodes(0, scaleAt, zeroAt, codesAt, groups, groupSize, maxV);
+    const scale = new Float32Array(heap, scaleAt, groups).slice();
+    const zero = new Float32Array(heap, zeroAt, groups).slice();
+    const codes = new Uint8Array(heap, codesAt, count).slice();
+    parentPort.postMessage({ id, scale, zero, codes, iterations }, [scale.buffer, zero.buffer, codes.buffer]);
+  } catch (error) {
+    parentPort.postMessage({ id, error: String(error && error.stack || error) });
+  }
+});
+`;
+
+/** Threads worth using: the machine's parallelism (at least 1). */
+export function defaultWorkerCount(): number {
+  return Math.max(1, availableParallelism());
+}
+
+/**
+ * A pool of `size` workers, each with its own instance of the WebAssembly kernel. Undefined where WebAssembly SIMD
+ * is unavailable. Tasks queue; each worker runs one at a time. Close it when done.
+ */
+export function createKernelPool(size: number): KernelPool | undefined {
+  const module = wasmKernelModule();
+  if (!module) return undefined;
+  type Pending = { task: KernelTask; resolve: (r: KernelTaskResult) => void; reject: (e: Error) => void };
+  const queue: Pending[] = [];
+  const idle: Worker[] = [];
+  const running = new Map<number, Pending>();
+  let nextId = 0;
+  const workers = Array.from({ length: size }, () => {
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { module } });
+    worker.on('message', (message: { id: number; error?: string } & KernelTaskResult) => {
+      const pending = running.get(message.id);
+      running.delete(message.id);
+      if (message.error) pending?.reject(new Error(`quantization worker failed: ${message.error}`));
+      else pending?.resolve({ scale: message.scale, zero: message.zero, codes: message.codes, iterations: message.iterations });
+      idle.push(worker);
+      pump();
+    });
+    worker.on('error', (error) => {
+      // a dead worker fails everything in flight and queued, rather than hang
+      for (const pending of [...running.values(), ...queue.splice(0)]) pending.reject(error);
+      running.clear();
+    });
+    idle.push(worker);
+    return worker;
+  });
+  const pump = () => {
+    while (idle.length > 0 && queue.length > 0) {
+      const worker = idle.pop()!;
+      const pending = queue.shift()!;
+      const id = nextId++;
+      running.set(id, pending);
+      const { grouped, groupSize, bits, roundZero, solver } = pending.task;
+      worker.postMessage({ id, grouped, groupSize, bits, roundZero, solver });
+    }
+  };
+  return {
+    size,
+    run(task) {
+      return new Promise<KernelTaskResult>((resolve, reject) => {
+        queue.push({ task, resolve, reject });
+        pump();
+      });
+    },
+    async close() {
+      await Promise.all(workers.map((w) => w.terminate()));
+    },
+  };
+}

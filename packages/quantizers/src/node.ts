@@ -1,0 +1,12 @@
+// Node-only API: quantize a model directory, read quantized checkpoints, worker threads.
+export { QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
+export {
+  quantizeModel,
+  type MatrixReport,
+  type ModelMatrix,
+  type QuantizeModelOptions,
+  type QuantizeModelReport,
+  type QuantizeProgress,
+} from './quantize-model.js';
+export { openModelWeights, openQuantizedCheckpoint, type QuantizedCheckpoint } from './quantized-checkpoint.js';
+export { createKernelPool, defaultWorkerCount, type KernelPool, type KernelTask, type KernelTaskResult } from './kernel-worker-pool.js';
