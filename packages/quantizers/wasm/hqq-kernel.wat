@@ -1,6 +1,7 @@
 ;; HQQ kernels in WebAssembly SIMD (f32x4), hand-written. Source of src/hqq-kernel-wasm.generated.ts
-;; (`pnpm --filter @layerquant/quantizers build:wasm`). Every operation is the fp32 operation of
-;; src/hqq-proximal.ts (the oracle), in the same order, so both give bit-identical zeros and codes.
+;; (`pnpm --filter @layerquant/quantizers build:wasm`). Every operation is the fp32 operation of the TypeScript
+;; oracle (src/asymmetric-init.ts, src/hqq-proximal.ts) in the same order, so both give bit-identical scales,
+;; zeros, codes and dequantized values (src/hqq-proximal.test.ts checks it).
 ;; Weights arrive group-major: `groups` runs of `g` f32 values, g a multiple of 4.
 (module
   (import "env" "pow" (func $pow (param f64 f64) (result f64)))
