@@ -74,13 +74,17 @@ async function readText(path, hint) {
   return readFile(path, 'utf8');
 }
 
-/** The authors' oracle method names (`sensiboost-2-1` = boost stop 2, top_m 1) as {method, options}. */
-function oracleMethod(name) {
-  if (name === 'hqq') return { method: 'uniform', options: {} };
+/**
+ * Method names of the experiment grid and of oracles.json as {method, options}: `hqq` (uniform), `mxq`,
+ * `sensiboost-2-1` (boost stop 2, top_m 1; 0 = all), `ablation-kurtboost-3-0` (as many random layers as KurtBoost).
+ */
+function parseMethodName(name, source) {
+  if (name === 'hqq' || name === 'uniform') return { method: 'uniform', options: {} };
   if (name === 'mxq') return { method: 'mxq', options: {} };
-  const m = /^(sensiboost|kurtboost)-(\d+)-(\d+)$/.exec(name);
-  if (!m) throw new InvalidDataError('oracles.json', `unknown method "${name}" in table`);
-  return { method: m[1], options: { boostStop: Number(m[2]), topM: Number(m[3]) } };
+  const m = /^(ablation-)?(sensiboost|kurtboost)-(\d+)-(\d+)$/.exec(name);
+  if (!m) throw new InvalidDataError(source, `unknown method "${name}"; expected hqq, mxq, sensiboost-S-M, kurtboost-S-M or ablation-<method>-S-M`);
+  const options = { boostStop: Number(m[3]), topM: Number(m[4]) };
+  return m[1] ? { method: 'ablation', options: { imitate: m[2], ...options } } : { method: m[2], options };
 }
 
 function withExtraMemory(rows) {
@@ -96,7 +100,7 @@ function oracleResults(oracles, modelName, linearParams) {
   return withExtraMemory(
     oracles.table.map((row) => ({
       model: modelName,
-      ...oracleMethod(row.method),
+      ...parseMethodName(row.method, 'oracles.json'),
       budget: row.budget,
       bpp: row.bpp,
       memoryMB: memoryMB(row.bpp, linearParams),
@@ -107,13 +111,20 @@ function oracleResults(oracles, modelName, linearParams) {
   );
 }
 
-const RESULT_FIELDS = ['method', 'budget', 'bpp', 'memoryMB', 'ppl'];
+const RESULT_FIELDS = ['method', 'bpp', 'memoryMB', 'ppl'];
+/** Rows of the unquantized model: the fp32 reference line, not a point of the grid. */
+const FLOAT_METHODS = new Set(['fp', 'fp32', 'fp16', 'float', 'none']);
 
 /** Option names as the allocators spell them (the CLI may write its flags' snake_case). */
 const OPTION_NAMES = { boost_stop: 'boostStop', top_m: 'topM', 'boost-stop': 'boostStop', 'top-m': 'topM' };
 
-function normalizedOptions(options) {
-  return Object.fromEntries(Object.entries(options ?? {}).map(([key, value]) => [OPTION_NAMES[key] ?? key, value]));
+/** A row's method and options: named by the grid (`sensiboost-2-1`), or an allocator id with an options object. */
+function methodOfRow(row, source) {
+  if (row.options && typeof row.options === 'object' && !/-\d+-\d+$/.test(row.method)) {
+    const options = Object.fromEntries(Object.entries(row.options).map(([key, value]) => [OPTION_NAMES[key] ?? key, value]));
+    return { method: row.method === 'hqq' ? 'uniform' : row.method, options };
+  }
+  return parseMethodName(row.method, source);
 }
 
 function cliResults(json, path) {
@@ -124,20 +135,21 @@ function cliResults(json, path) {
       if (row[name] === undefined) throw new InvalidDataError(`${path} row ${i}`, `missing field "${name}"`);
     }
   }
-  return withExtraMemory(
-    rows.map((r) => ({
+  const floatRows = rows.filter((r) => FLOAT_METHODS.has(r.method));
+  const quantized = rows
+    .filter((r) => !FLOAT_METHODS.has(r.method))
+    .map((r, i) => ({
       model: r.model,
-      // Uniform HQQ is the page's `uniform` allocator, whatever the table calls it.
-      method: r.method === 'hqq' ? 'uniform' : r.method,
-      options: normalizedOptions(r.options),
+      ...methodOfRow(r, `${path} row ${i}`),
       budget: r.budget,
       bpp: r.bpp,
       memoryMB: r.memoryMB,
+      ...(Number.isFinite(r.packedBytes) ? { packedBytes: r.packedBytes } : {}),
       ppl: r.ppl,
       seconds: r.seconds ?? null,
-      extraMemoryPercent: r.extraMemoryPercent ?? null,
-    })),
-  );
+      extraMemoryPercent: Number.isFinite(r.extraMemoryPercent) ? r.extraMemoryPercent : null,
+    }));
+  return { rows: withExtraMemory(quantized), floatRow: floatRows[0] };
 }
 
 /** An fp32 perplexity the experiment may record beside its rows. */
@@ -147,7 +159,6 @@ function floatPerplexityOf(json) {
   return undefined;
 }
 
-const FLOAT_METHODS = new Set(['fp32', 'fp16', 'float', 'none']);
 
 async function main() {
   const inspect = await inspectWithCli(modelDir);
@@ -171,9 +182,8 @@ async function main() {
   if (values.results) {
     const path = resolve(cwd, values.results);
     const json = JSON.parse(await readText(path, 'run `layerquant experiment` and pass its results.json with --results'));
-    const all = cliResults(json, path);
-    const floatRow = all.find((r) => FLOAT_METHODS.has(r.method));
-    results = all.filter((r) => !FLOAT_METHODS.has(r.method));
+    const { rows, floatRow } = cliResults(json, path);
+    results = rows;
     const floatPpl = floatRow?.ppl ?? floatPerplexityOf(json);
     if (floatPpl !== undefined) {
       fp = { ppl: floatPpl, source: 'layerquant', detail: `${floatRow ? `${floatRow.method} row` : 'fp32 perplexity'} of ${shown(path)}` };

@@ -24,6 +24,8 @@ export interface ResultRow {
   readonly budget: number;
   readonly bpp: number;
   readonly memoryMB: number;
+  /** Real bytes of the packed matrices, when the experiment measured them. */
+  readonly packedBytes?: number;
   readonly extraMemoryPercent: number | null;
   readonly ppl: number;
   readonly seconds: number | null;

@@ -96,15 +96,22 @@ export function allocate(analysis: Analysis, knobs: Knobs): AllocationResult {
 /** Options every row of a method shares (defaults the allocators record), left out of labels. */
 const LABEL_SKIPPED_OPTIONS = new Set(['budget', 'sensitivityBits', 'sensitivityGroupSize', 'relativeGap', 'seed', 'includeLastLayer', 'quantizer']);
 
-/** "SensiBoost (stop 2, top 1)" from a results row's method and options. */
+/** "SensiBoost (stop 2, top 1)", "Ablation of KurtBoost (stop 3, all outliers)" from a results row's method and options. */
 export function methodLabel(method: string, options: Readonly<Record<string, unknown>>): string {
-  const base = methods.has(method) ? methods.get(method).label : method;
+  const labelOf = (id: string) => (methods.has(id) ? methods.get(id).label : id);
+  const imitate = typeof options.imitate === 'string' ? options.imitate : undefined;
+  const base = method === 'ablation' && imitate ? `Ablation of ${labelOf(imitate)}` : labelOf(method);
   const parts: string[] = [];
   for (const [key, value] of Object.entries(options)) {
-    if (LABEL_SKIPPED_OPTIONS.has(key)) continue;
+    if (LABEL_SKIPPED_OPTIONS.has(key) || (key === 'imitate' && method === 'ablation')) continue;
     if (key === 'boostStop') parts.push(`stop ${String(value)}`);
     else if (key === 'topM') parts.push(value === 0 ? 'all outliers' : `top ${String(value)}`);
     else parts.push(`${key} ${String(value)}`);
   }
   return parts.length ? `${base} (${parts.join(', ')})` : base;
+}
+
+/** The family a results row belongs to, for colours: uniform, mxq, sensiboost, kurtboost, ablation-<imitated>. */
+export function methodFamily(method: string, options: Readonly<Record<string, unknown>>): string {
+  return method === 'ablation' ? `ablation-${typeof options.imitate === 'string' ? options.imitate : 'sensiboost'}` : method;
 }

@@ -122,6 +122,12 @@ describe('notebook page in headless chromium', () => {
     expect(await marks('pareto', 'g[aria-label="line"] path')).toBe(new Set(data.results.map((r) => `${r.method} ${JSON.stringify(r.options)}`)).size);
     expect(await marks('pareto', 'g[aria-label="rule"] line')).toBe(1);
     expect(await marks('pareto-zoom', 'g[aria-label="dot"] circle')).toBeGreaterThan(0);
+    // Hiding a family of methods in Figure 5 removes its lines, and showing it brings them back.
+    const lines = await marks('pareto', 'g[aria-label="line"] path');
+    await page.uncheck('input[data-family="mxq"]');
+    expect(await marks('pareto', 'g[aria-label="line"] path')).toBe(lines - 1);
+    await page.check('input[data-family="mxq"]');
+    expect(await marks('pareto', 'g[aria-label="line"] path')).toBe(lines);
     // Outlier layers are marked on both statistics plots.
     expect(await marks('kurtosis', 'g.outlier-mark circle')).toBeGreaterThan(0);
     expect(await marks('sensitivity', 'g.outlier-mark circle')).toBeGreaterThan(0);
@@ -191,6 +197,7 @@ describe('notebook page in headless chromium', () => {
     await page.selectOption('select[name="method"]', 'sensiboost');
     await page.selectOption('select[name="budget"]', '2.25');
 
+    await page.evaluate(() => window.scrollTo(0, 0));
     await mkdir(join(appDir, 'test-results'), { recursive: true });
     await page.screenshot({ path: screenshotPath, fullPage: true });
     expect(statSync(screenshotPath).size).toBeGreaterThan(10_000);

@@ -1,7 +1,8 @@
 import type { Command } from '../command.js';
 import { allocateCommand } from './allocate.js';
+import { evalCommand } from './eval.js';
 import { inspectCommand } from './inspect.js';
 import { quantizeCommand } from './quantize.js';
 
 /** Every command, in the order `layerquant --help` lists them. */
-export const commands: readonly Command[] = [inspectCommand, allocateCommand, quantizeCommand];
+export const commands: readonly Command[] = [inspectCommand, allocateCommand, quantizeCommand, evalCommand];

@@ -1,25 +1,71 @@
 import * as Plot from '@observablehq/plot';
 import type { Analysis } from '../analysis.js';
 import type { ResultRow } from '../data.js';
-import { methodLabel } from '../methods.js';
-import { element, formatFixed, table, type Cell } from '../notebook.js';
+import { methodFamily, methodLabel } from '../methods.js';
+import { element, formatBytes, formatFixed, table, type Cell } from '../notebook.js';
 import { PLOT_WIDTH } from '../plots.js';
 import type { Knobs } from '../state.js';
 
 interface LabelledRow extends ResultRow {
   readonly label: string;
+  readonly family: string;
 }
 
+/** One hue per family, darker for the first variants: boosts and their ablations read as groups. */
+const FAMILY_SHADES: Readonly<Record<string, readonly string[]>> = {
+  uniform: ['#222222'],
+  mxq: ['#8c564b'],
+  sensiboost: ['#08519c', '#3182bd', '#6baed6', '#9ecae1'],
+  kurtboost: ['#006d2c', '#31a354', '#74c476', '#a1d99b'],
+  'ablation-sensiboost': ['#d94801', '#f16913', '#fd8d3c', '#fdae6b'],
+  'ablation-kurtboost': ['#6a51a3', '#807dba', '#9e9ac8', '#bcbddc'],
+};
+const FAMILY_ORDER = Object.keys(FAMILY_SHADES);
+const OTHER_SHADES = ['#bcbd22', '#17becf', '#e377c2', '#7f7f7f'];
+
+const FAMILY_NAMES: Readonly<Record<string, string>> = {
+  uniform: 'HQQ uniform',
+  mxq: 'MXQ',
+  sensiboost: 'SensiBoost',
+  kurtboost: 'KurtBoost',
+  'ablation-sensiboost': 'ablation of SensiBoost',
+  'ablation-kurtboost': 'ablation of KurtBoost',
+};
+
 function labelled(rows: readonly ResultRow[]): LabelledRow[] {
-  return rows.map((r) => ({ ...r, label: methodLabel(r.method, r.options) })).sort((a, b) => a.budget - b.budget || a.label.localeCompare(b.label));
+  const familyRank = (family: string) => (FAMILY_ORDER.includes(family) ? FAMILY_ORDER.indexOf(family) : FAMILY_ORDER.length);
+  return rows
+    .map((r) => ({ ...r, label: methodLabel(r.method, r.options), family: methodFamily(r.method, r.options) }))
+    .sort((a, b) => a.budget - b.budget || familyRank(a.family) - familyRank(b.family) || a.label.localeCompare(b.label));
+}
+
+/** Colour scale domain and range: each label gets its family's next shade. */
+function colors(rows: readonly LabelledRow[]): { domain: string[]; range: string[] } {
+  const domain: string[] = [];
+  const range: string[] = [];
+  const used = new Map<string, number>();
+  for (const r of rows) {
+    if (domain.includes(r.label)) continue;
+    const shades = FAMILY_SHADES[r.family] ?? OTHER_SHADES;
+    const index = used.get(r.family) ?? 0;
+    used.set(r.family, index + 1);
+    domain.push(r.label);
+    range.push(shades[index % shades.length]!);
+  }
+  return { domain, range };
 }
 
 /** Does a results row correspond to what the knobs select (same method, budget and, for boosts, stop and top_m)? */
 function selectedBy(knobs: Knobs, row: ResultRow): boolean {
   if (row.method !== knobs.method || Math.abs(row.budget - knobs.budget) > 0.005) return false;
-  const { boostStop, topM } = row.options as { boostStop?: number; topM?: number };
+  const { boostStop, topM, imitate } = row.options as { boostStop?: number; topM?: number; imitate?: string };
+  // The page's ablation imitates SensiBoost (the allocator's default).
+  if (imitate !== undefined && imitate !== 'sensiboost') return false;
   return (boostStop === undefined || boostStop === knobs.boostStop) && (topM === undefined || topM === knobs.topM);
 }
+
+/** Families shown in Figure 5; the reader can hide some (18 lines of the full grid are a lot). */
+const hiddenFamilies = new Set<string>();
 
 export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): void {
   const { results, reference, sources } = analysis.data;
@@ -27,21 +73,24 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): 
     `// precomputed: ${sources.results.detail}\n` +
       `Plot.plot({ marks: [Plot.line(results, { x: 'memoryMB', y: 'ppl', stroke: 'method' }), Plot.ruleY([${formatFixed(reference.fp32Perplexity, 3)}])] })`,
   );
-  const rows = labelled(results);
+  const all = labelled(results);
+  const color = colors(all);
+  const families = [...new Set(all.map((r) => r.family))];
+  const rows = all.filter((r) => !hiddenFamilies.has(r.family));
   const selected = rows.filter((r) => selectedBy(knobs, r));
   const fp = reference.fp32Perplexity;
-  const labels = [...new Set(rows.map((r) => r.label))];
-  const color = { domain: labels, scheme: 'tableau10' as const };
+  const dashed = (r: LabelledRow) => r.family.startsWith('ablation');
   const overview = Plot.plot({
     width: PLOT_WIDTH,
-    height: 400,
+    height: 420,
     x: { label: 'memory of the quantized matrices (MB)', grid: true },
-    y: { label: `perplexity, ${reference.perplexityDataset} (lower is better)`, grid: true, domain: [Math.min(fp, ...rows.map((r) => r.ppl)) - 1, Math.max(...rows.map((r) => r.ppl)) + 1] },
+    y: { label: `perplexity, ${reference.perplexityDataset} (lower is better)`, grid: true, domain: [Math.min(fp, ...all.map((r) => r.ppl)) - 1, Math.max(...all.map((r) => r.ppl)) + 1] },
     color: { ...color, legend: true },
     marks: [
       Plot.ruleY([fp], { stroke: '#333', strokeDasharray: '6 4' }),
       Plot.text([fp], { y: (d: number) => d, frameAnchor: 'left', textAnchor: 'start', text: () => `fp32 ${formatFixed(fp, 2)}`, dx: 6, dy: -8, fill: '#333' }),
-      Plot.line(rows, { x: 'memoryMB', y: 'ppl', stroke: 'label', strokeWidth: 1.5, z: 'label' }),
+      Plot.line(rows.filter((r) => !dashed(r)), { x: 'memoryMB', y: 'ppl', stroke: 'label', strokeWidth: 1.5, z: 'label' }),
+      Plot.line(rows.filter(dashed), { x: 'memoryMB', y: 'ppl', stroke: 'label', strokeWidth: 1.5, z: 'label', strokeDasharray: '4 3' }),
       Plot.dot(rows, {
         x: 'memoryMB',
         y: 'ppl',
@@ -58,7 +107,7 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): 
     ],
   });
   // The methods differ by less than a perplexity point at one budget: the zoom shows each against uniform HQQ.
-  const uniform = new Map(rows.filter((r) => r.method === 'uniform').map((r) => [r.budget, r]));
+  const uniform = new Map(all.filter((r) => r.method === 'uniform').map((r) => [r.budget, r]));
   const deltas = rows
     .filter((r) => uniform.has(r.budget))
     .map((r) => ({ ...r, deltaPpl: r.ppl - uniform.get(r.budget)!.ppl, deltaMB: r.memoryMB - uniform.get(r.budget)!.memoryMB }));
@@ -87,13 +136,29 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): 
       ),
     ],
   });
+  const toggles = element(
+    'div',
+    { class: 'toggles' },
+    'Show: ',
+    ...families.map((family) => {
+      const input = element('input', { type: 'checkbox', 'data-family': family });
+      input.checked = !hiddenFamilies.has(family);
+      input.addEventListener('change', () => {
+        if (input.checked) hiddenFamilies.delete(family);
+        else hiddenFamilies.add(family);
+        renderParetoCell(cell, analysis, knobs);
+      });
+      return element('label', {}, input, ` ${FAMILY_NAMES[family] ?? family}`);
+    }),
+  );
   const note =
     selected.length > 0
       ? `The red ring is the knobs' choice (${selected[0]!.label} at ${knobs.budget}): ppl ${formatFixed(selected[0]!.ppl, 3)}.`
-      : `The knobs' choice (${knobs.method} at ${knobs.budget}) has no precomputed perplexity; the grid covers the rows of the table below.`;
+      : `The knobs' choice (${knobs.method} at ${knobs.budget}) has no precomputed perplexity shown; the grid covers the rows of the table below.`;
   cell.setOutput(
+    toggles,
     element('figure', { 'data-plot': 'pareto' }, overview),
-    element('p', { class: 'note' }, note, ' Below: each method against uniform HQQ at the same budget (below zero is better).'),
+    element('p', { class: 'note' }, note, ' Ablations are dashed. Below: each method against uniform HQQ at the same budget (below zero is better).'),
     element('figure', { 'data-plot': 'pareto-zoom' }, zoom),
   );
 }
@@ -102,6 +167,7 @@ export function renderTableCell(cell: Cell, analysis: Analysis, knobs: Knobs): v
   const { results, reference } = analysis.data;
   cell.setCode(`results   // ${results.length} rows: { model, method, options, budget, bpp, memoryMB, extraMemoryPercent, ppl, seconds }`);
   const rows = labelled(results);
+  const withPacked = rows.some((r) => r.packedBytes !== undefined);
   const best = new Map<number, number>();
   for (const r of rows) best.set(r.budget, Math.min(best.get(r.budget) ?? Infinity, r.ppl));
   const uniformPpl = new Map(rows.filter((r) => r.method === 'uniform').map((r) => [r.budget, r.ppl]));
@@ -114,16 +180,15 @@ export function renderTableCell(cell: Cell, analysis: Analysis, knobs: Knobs): v
       r.label,
       formatFixed(r.bpp, 4),
       formatFixed(r.memoryMB, 3),
+      ...(withPacked ? [r.packedBytes === undefined ? '' : formatBytes(r.packedBytes)] : []),
       r.extraMemoryPercent === null ? '' : `${r.extraMemoryPercent >= 0 ? '+' : ''}${formatFixed(r.extraMemoryPercent, 2)}%`,
       r.ppl === best.get(r.budget) ? element('strong', {}, ppl) : ppl,
       delta,
       r.seconds === null ? '' : formatFixed(r.seconds, 1),
     ];
   });
-  const resultsTable = table(['budget', 'method', 'bits/weight', 'memory MB', 'extra memory', 'perplexity', 'vs uniform', 'seconds'], body, {
-    'data-table': 'results',
-    class: 'results',
-  });
+  const headers = ['budget', 'method', 'bits/weight', 'memory MB', ...(withPacked ? ['packed'] : []), 'extra memory', 'perplexity', 'vs uniform', 'seconds'];
+  const resultsTable = table(headers, body, { 'data-table': 'results', class: 'results' });
   const selectedIndex = rows.findIndex((r) => selectedBy(knobs, r));
   if (selectedIndex >= 0) resultsTable.tBodies[0]!.rows[selectedIndex]!.classList.add('selected');
   cell.setOutput(

@@ -1,0 +1,110 @@
+import { InvalidOptionError } from '@layerquant/core';
+import { datasets } from '@layerquant/fixtures';
+import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, type PerplexityProtocol } from '@layerquant/perplexity';
+import { openModelWeights } from '@layerquant/quantizers';
+import { loadDecoderModel } from '@layerquant/runtime';
+import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
+import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
+import type { Command } from '../command.js';
+import { createProgress, formatSeconds } from '../progress.js';
+
+export const evalCommand: Command = {
+  name: 'eval',
+  summary: 'perplexity of a model (or a quantized model directory) on a text',
+  usage: [
+    'layerquant eval <model-dir-or-quantized-dir> --text <file> | --dataset brown-test [options] [--json]',
+    '',
+    'Tokenizes the whole text once (no BOS) and runs the decoder with onnxruntime, one session for all windows.',
+    'A quantized directory written by `layerquant quantize` is dequantized on load.',
+    '',
+    'Options:',
+    `  --dataset <name>       built-in text: ${Object.keys(datasets).join(', ')}`,
+    '  --text <file>          a UTF-8 text file instead',
+    '  --protocol windows|sliding',
+    '                         windows (default): non-overlapping windows of --seqlen, loss over seqlen-1 tokens each;',
+    '                         sliding: the Hugging Face sliding window the paper\'s authors use (max_length = --seqlen,',
+    '                         default 1024, and --stride, default 512)',
+    '  --seqlen <n>           window length (default 512; 1024 with --protocol sliding)',
+    '  --stride <n>           sliding-window stride (default 512)',
+    '  --max-tokens <n>       use only the first n tokens of the text',
+    '  --threads <n>          onnxruntime intra-op threads (default: one per core)',
+    '  --json                 one JSON object: ppl, tokens, seconds, nll, windows, protocol, seqlen, stride',
+  ].join('\n'),
+  async run({ argv, stdout }) {
+    const { values, positionals } = parseCommandArgs(argv, {
+      text: { type: 'string' },
+      dataset: { type: 'string' },
+      protocol: { type: 'string' },
+      seqlen: { type: 'string' },
+      stride: { type: 'string' },
+      'max-tokens': { type: 'string' },
+      threads: { type: 'string' },
+    });
+    const modelDir = requireString(positionals[0], 'model-dir', 'layerquant eval <model-dir> --dataset brown-test');
+    if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
+    const protocol = (stringOption(values, 'protocol') ?? 'windows') as PerplexityProtocol;
+    if (!PERPLEXITY_PROTOCOLS.includes(protocol)) {
+      throw new InvalidOptionError('--protocol', `"${protocol}" is not a protocol; use ${PERPLEXITY_PROTOCOLS.join(' or ')}`);
+    }
+    const seqlen = parseIntegerOption(stringOption(values, 'seqlen'), '--seqlen', protocol === 'sliding' ? 1024 : 512, 2);
+    const stride = parseIntegerOption(stringOption(values, 'stride'), '--stride', Math.min(512, seqlen), 1);
+    if (protocol === 'windows' && stringOption(values, 'stride') !== undefined) throw new InvalidOptionError('--stride', 'applies to --protocol sliding only');
+    const maxTokensText = stringOption(values, 'max-tokens');
+    const maxTokens = maxTokensText === undefined ? undefined : parseIntegerOption(maxTokensText, '--max-tokens', 0, 2);
+    const threadsText = stringOption(values, 'threads');
+    const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
+    const textPath = resolveTextPath({ text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') }, datasets);
+
+    const config = await loadDecoderConfig(modelDir);
+    const text = await readEvaluationText(textPath);
+    const tokenizer = await loadTokenizer(modelDir);
+    const weights = await openModelWeights(modelDir);
+    const quantized = 'isQuantized' in weights;
+    const model = await (async () => {
+      try {
+        return await loadDecoderModel(weights, config, threads === undefined ? {} : { threads });
+      } finally {
+        await weights.close();
+      }
+    })();
+    try {
+      const ids = tokenizer.encode(text);
+      const progress = createProgress('perplexity', !values.json && Boolean(process.stderr.isTTY));
+      const result = await perplexity(model, ids, {
+        protocol,
+        ...(protocol === 'windows' ? { seqlen } : { maxLength: seqlen, stride }),
+        ...(maxTokens === undefined ? {} : { maxTokens }),
+        onProgress: (done, total) => progress.update(done, total, 'windows'),
+      });
+      progress.done();
+      if (values.json) {
+        stdout(`${JSON.stringify({
+          ppl: result.ppl,
+          tokens: result.tokens,
+          seconds: result.seconds,
+          nll: result.nll,
+          scoredTokens: result.scoredTokens,
+          windows: result.windows,
+          protocol: result.protocol,
+          seqlen: result.seqlen,
+          stride: result.stride,
+          quantized,
+          model: modelDir,
+          text: textPath,
+        })}\n`);
+        return;
+      }
+      const rows: Array<[string, string]> = [
+        ['model', `${modelDir}${quantized ? ' (quantized, dequantized on load)' : ''}`],
+        ['text', `${textPath} (${ids.length.toLocaleString('en-US')} tokens${maxTokens !== undefined && maxTokens < ids.length ? `, first ${maxTokens} used` : ''})`],
+        ['protocol', protocol === 'windows' ? `non-overlapping windows of ${seqlen}` : `sliding window, max_length ${seqlen}, stride ${stride}`],
+        ['windows', String(result.windows)],
+        ['perplexity', result.ppl.toFixed(4)],
+        ['time', `${formatSeconds(result.seconds)} (${Math.round(result.tokens / result.seconds).toLocaleString('en-US')} tokens/s)`],
+      ];
+      stdout(`${rows.map(([k, v]) => `${k.padEnd(11)} ${v}`).join('\n')}\n`);
+    } finally {
+      await model.dispose();
+    }
+  },
+};
