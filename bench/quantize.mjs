@@ -24,7 +24,11 @@ if (process.argv.includes('--stream-child')) {
   const workers = Number(process.argv[process.argv.indexOf('--stream-child') + 1]);
   try {
     const report = await quantizeModel({ modelDir: shippedModelDir, outDir: out, quantizer: createHqqQuantizer(), configFor: () => config, workers });
-    console.log(JSON.stringify({ seconds: report.seconds, quantizeSeconds: report.quantizeSeconds, sqErr: report.sqErr, maxRssBytes: process.resourceUsage().maxRSS * 1024 }));
+    // VmHWM, not getrusage's maxRSS: Linux carries maxRSS over fork + exec, so it would report the parent's peak
+    const status = existsSync('/proc/self/status') ? readFileSync('/proc/self/status', 'utf8') : '';
+    const hwm = /VmHWM:\s+(\d+) kB/.exec(status);
+    const maxRssBytes = hwm ? Number(hwm[1]) * 1024 : process.resourceUsage().maxRSS * 1024;
+    console.log(JSON.stringify({ seconds: report.seconds, quantizeSeconds: report.quantizeSeconds, sqErr: report.sqErr, maxRssBytes }));
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
