@@ -179,11 +179,16 @@ async function main() {
 
   let results;
   let fp;
+  let perplexityDataset = 'brown-test@512';
   if (values.results) {
     const path = resolve(cwd, values.results);
     const json = JSON.parse(await readText(path, 'run `layerquant experiment` and pass its results.json with --results'));
     const { rows, floatRow } = cliResults(json, path);
     results = rows;
+    const settings = Array.isArray(json) ? undefined : json.settings;
+    if (settings?.text && settings.seqlen) {
+      perplexityDataset = `${basename(settings.text).replace(/\.txt$/, '')}@${settings.seqlen}${settings.maxTokens ? `, first ${settings.maxTokens} tokens` : ''}`;
+    }
     const floatPpl = floatRow?.ppl ?? floatPerplexityOf(json);
     if (floatPpl !== undefined) {
       fp = { ppl: floatPpl, source: 'layerquant', detail: `${floatRow ? `${floatRow.method} row` : 'fp32 perplexity'} of ${shown(path)}` };
@@ -197,7 +202,8 @@ async function main() {
   }
   if (!Number.isFinite(fp.ppl)) throw new InvalidDataError('fp32 perplexity', 'is not a number');
 
-  const statsSource = values.stats ? 'layerquant' : 'oracles';
+  // The shipped oracle directory passed explicitly is still the oracles.
+  const statsSource = resolve(statsDir) === resolve(shippedOraclesDir) ? 'oracles' : 'layerquant';
   const resultsSource = values.results ? 'layerquant' : 'oracles';
   const data = {
     format: 'layerquant-notebook',
@@ -208,7 +214,7 @@ async function main() {
       model: { kind: 'layerquant', detail: `layerquant inspect --json ${shown(modelDir)} and its safetensors headers` },
       statistics: {
         kind: statsSource,
-        detail: values.stats
+        detail: statsSource === 'layerquant'
           ? `layerquant sensitivity output in ${shown(statsDir)}`
           : `PyTorch oracles in ${shown(statsDir)} (upstream HQQ, brown-calib, 32 blocks of 512 tokens)`,
       },
@@ -227,7 +233,7 @@ async function main() {
       fp32Perplexity: fp.ppl,
       fp32Source: fp.source,
       fp32Detail: fp.detail,
-      perplexityDataset: 'brown-test@512',
+      perplexityDataset,
       // Outlier layers the authors' code finds on the shipped oracle tables (top_m "1" and "0" = all).
       oracleOutliers: oracles.outliers,
     },

@@ -110,7 +110,7 @@ async function main(): Promise<void> {
     number: 6,
     title: 'Perplexity against memory (the paper\'s Figure 5)',
     text: [
-      'Each point is one allocation quantized with HQQ and evaluated by perplexity on held-out Brown text (windows of 512 tokens). Down and left is better; the dashed line is the float model.',
+      `Each point is one allocation quantized with HQQ and evaluated by perplexity on held-out text (${data.reference.perplexityDataset}, non-overlapping windows). Down and left is better; the dashed line is the float model.`,
     ],
   });
   const results = createCell(cells, {

@@ -116,7 +116,7 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): 
     height: 270,
     marginTop: 40,
     fx: { label: 'budget (bits per weight)', tickFormat: (b: number) => formatFixed(b, 2) },
-    x: { label: 'extra memory over uniform (MB)', ticks: 3, grid: true },
+    x: { label: 'extra memory over uniform (MB)', ticks: 3, grid: true, inset: 8 },
     y: { label: 'perplexity change vs uniform', grid: true },
     color,
     marks: [
@@ -158,7 +158,7 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): 
   cell.setOutput(
     toggles,
     element('figure', { 'data-plot': 'pareto' }, overview),
-    element('p', { class: 'note' }, note, ' Ablations are dashed. Below: each method against uniform HQQ at the same budget (below zero is better).'),
+    element('p', { class: 'note' }, note, families.some((f) => f.startsWith('ablation')) ? ' Ablations are dashed.' : '', ' Below: each method against uniform HQQ at the same budget (below zero is better).'),
     element('figure', { 'data-plot': 'pareto-zoom' }, zoom),
   );
 }
