@@ -65,14 +65,14 @@ async function solveWithHighs(problem: MxqProblem, budget: number, timeLimit: nu
 describe('MXQ agrees with HiGHS', () => {
   const llama2 = buildMxqProblem(parseFnormCsv(readFileSync(`${llama2PaperDir}/fnorm.csv`, 'utf8')));
   const shipped = buildMxqProblem(parseFnormCsv(readFileSync(`${shippedOraclesDir}/fnorm.csv`, 'utf8')));
-  const cases: [string, MxqProblem, number][] = [
-    ['Llama-2-7B', llama2, 2.51],
-    ['Llama-2-7B', llama2, 3.13],
-    ['Llama-2-7B', llama2, 4.25],
-    ['llama-brown-26m', shipped, 2.25],
-    ['llama-brown-26m', shipped, 3.51],
+  const cases: { name: string; problem: MxqProblem; budget: number }[] = [
+    { name: 'Llama-2-7B', problem: llama2, budget: 2.51 },
+    { name: 'Llama-2-7B', problem: llama2, budget: 3.13 },
+    { name: 'Llama-2-7B', problem: llama2, budget: 4.25 },
+    { name: 'llama-brown-26m', problem: shipped, budget: 2.25 },
+    { name: 'llama-brown-26m', problem: shipped, budget: 3.51 },
   ];
-  it.each(cases)('%s at budget %s: ours <= HiGHS incumbent, >= HiGHS proven bound; HiGHS >= our bound', async (_name, problem, budget) => {
+  it.each(cases)('$name at budget $budget: ours <= HiGHS incumbent, >= HiGHS proven bound; HiGHS >= our bound', async ({ problem, budget }) => {
     const ours = solveMxq(problem, { budget });
     const theirs = await solveWithHighs(problem, budget, 6);
     const limitMB = (budget * problem.totalParams) / 8 / 2 ** 20;

@@ -6,11 +6,13 @@
  * 1. Drop dominated items and take each class's lower convex hull; the LP relaxation is then solved greedily
  *    by taking hull increments in order of cost saved per unit of weight (Sinha-Zoltners). The increment that
  *    does not fit fixes the dual price lambda of the capacity.
- * 2. Reduced costs r = c + lambda*w - min_class(c + lambda*w) bound every solution: cost >= LP + sum(r). Items
- *    whose reduced cost exceeds the gap to the incumbent are fixed out; most classes keep one item.
- * 3. The classes left free are enumerated by dynamic programming over (weight, cost) states with dominance
- *    pruning; each state is bounded by the exact LP of the classes still to add (precomputed suffix hulls),
- *    and pruned when it cannot beat the incumbent by more than the gap asked for.
+ * 2. A greedy incumbent; reduced costs r = c + lambda*w - min_class(c + lambda*w) bound every solution:
+ *    cost >= LP + sum(r).
+ * 3. Search below a cutoff: items with LP + r >= cutoff are fixed out (most classes keep one item), the classes
+ *    left free are enumerated by dynamic programming over (weight, cost) states with dominance pruning, each
+ *    state bounded by the exact LP of the classes still to add (suffix hulls) and cut when that bound reaches
+ *    the cutoff. The cutoff starts just above the LP bound and doubles its distance until a solution turns
+ *    up below it (then that solution is optimal) or it reaches the incumbent less the gap asked for.
  *
  * Everything pruned is pruned against a recorded bound, so the reported `bound` is a proof: no solution
  * costs less. Pure function on typed arrays; no dependencies.
@@ -179,6 +181,9 @@ export class KnapsackSearchLimitError extends Error {
   }
 }
 
+/** About this many items are left open by the first, narrowest search (then the cutoff doubles). */
+const INITIALLY_FREE = 16;
+
 /** Solves a minimum-cost multiple-choice knapsack to a proven relative gap. */
 export function solveMultipleChoiceKnapsack(
   problem: MultipleChoiceKnapsack,
@@ -216,7 +221,9 @@ export function solveMultipleChoiceKnapsack(
   let lambda = 0;
   let lpBound = lpCost;
   let broke = false;
-  for (const inc of increments) {
+  let breakIndex = increments.length;
+  for (let t = 0; t < increments.length; t++) {
+    const inc = increments[t]!;
     if (lpWeight + inc.deltaWeight <= capacity) {
       lpWeight += inc.deltaWeight;
       lpCost += inc.deltaCost;
@@ -225,22 +232,40 @@ export function solveMultipleChoiceKnapsack(
       lambda = inc.efficiency;
       lpBound = lpCost - lambda * (capacity - lpWeight);
       broke = true;
+      breakIndex = t;
       break;
     }
   }
   if (!broke) lpBound = lpCost;
 
-  // 2. Incumbent: the LP's integer part, improved by the best single-class moves that still fit.
+  // 2. Incumbent: the LP's integer part, then the greedy pass on through the increments that still fit,
+  //    then a few best single-class moves. It only has to be decent: the search below proves the optimum.
+  const position = Int32Array.from(lpPosition);
+  let weight = lpWeight;
+  let cost = lpCost;
+  if (broke) {
+    const blocked = new Uint8Array(n);
+    for (let t = breakIndex; t < increments.length; t++) {
+      const inc = increments[t]!;
+      const i = inc.classIndex;
+      if (blocked[i] || hulls[i]![position[i]! + 1] === undefined) continue;
+      if (weight + inc.deltaWeight <= capacity) {
+        weight += inc.deltaWeight;
+        cost += inc.deltaCost;
+        position[i]!++;
+      } else blocked[i] = 1;
+    }
+  }
   const choice = new Int32Array(n);
-  let weight = 0;
-  let cost = 0;
+  weight = 0;
+  cost = 0;
   for (let i = 0; i < n; i++) {
-    const item = hulls[i]![lpPosition[i]!]!;
+    const item = hulls[i]![position[i]!]!;
     choice[i] = pareto[i]!.indexOf(item);
     weight += item.weight;
     cost += item.cost;
   }
-  for (let round = 0; round < n && broke; round++) {
+  for (let round = 0; round < 8 && broke; round++) {
     let bestGain = 0;
     let bestClass = -1;
     let bestItem = -1;
@@ -272,6 +297,7 @@ export function solveMultipleChoiceKnapsack(
   const tolerance = (value: number): number => relativeGap * Math.abs(value);
   let prunedBound = Number.POSITIVE_INFINITY; // least bound of anything cut off
   const finish = (nodes: number, freeClasses: number): KnapsackSolution => {
+    if (!(incumbentWeight <= capacity)) throw new Error(`internal error: solution weight ${incumbentWeight} exceeds capacity ${capacity}`);
     const bound = Math.max(lpBound, Math.min(incumbent, prunedBound));
     const original = new Int32Array(n);
     for (let i = 0; i < n; i++) original[i] = pareto[i]![incumbentChoice[i]!]!.index;
@@ -310,7 +336,17 @@ export function solveMultipleChoiceKnapsack(
   let nodes = 0;
   let freeClasses = 0;
   const lowerBound = Math.max(lpBound, lagrangeanBound);
-  let width = Math.max(2 * tolerance(incumbent), 1e-3 * (incumbent - lowerBound));
+  // First width: a small quantile of the positive reduced costs, so that only a few items start open.
+  const positive: number[] = [];
+  for (const r of reduced) for (const v of r) if (v > 0) positive.push(v);
+  positive.sort((a, b) => a - b);
+  // (Never zero, so that doubling reaches the incumbent in a bounded number of rounds.)
+  let width = Math.max(
+    2 * tolerance(incumbent),
+    positive[Math.min(positive.length - 1, INITIALLY_FREE)] ?? 0,
+    1e-9 * (incumbent - lowerBound),
+    Number.MIN_VALUE,
+  );
   for (;;) {
     const target = incumbent - tolerance(incumbent);
     const cutoff = Math.min(target, lowerBound + width);
@@ -327,7 +363,7 @@ export function solveMultipleChoiceKnapsack(
       prunedBound = Math.min(prunedBound, outcome.prunedBound);
       return finish(nodes, freeClasses);
     }
-    width *= 4;
+    width *= 2;
   }
 
   function searchBelow(cutoff: number): {
@@ -355,13 +391,14 @@ export function solveMultipleChoiceKnapsack(
       } else if (kept.length > 1) free.push(i);
       else return { found: undefined, prunedBound: cutBound, nodes: 0, freeClasses: 0 };
     }
-    // Classes with the cheapest alternatives first: they decide the search.
+    // Classes whose alternatives cost most go first (few of their branches survive the bound); the classes
+    // with near-ties come last, where the exact LP of the short suffix prunes hardest. Fewer states overall.
     const smallestAlternative = (i: number): number => {
       let second = Number.POSITIVE_INFINITY;
       for (const j of candidates[i]!) if (reduced[i]![j]! > 0) second = Math.min(second, reduced[i]![j]!);
       return second;
     };
-    free.sort((a, b) => smallestAlternative(a) - smallestAlternative(b) || a - b);
+    free.sort((a, b) => smallestAlternative(b) - smallestAlternative(a) || a - b);
     const f = free.length;
 
     // Exact LP relaxations of the suffixes free[k..] over their candidate items.
