@@ -1,8 +1,9 @@
 import type { Command } from '../command.js';
 import { allocateCommand } from './allocate.js';
 import { evalCommand } from './eval.js';
+import { experimentCommand } from './experiment.js';
 import { inspectCommand } from './inspect.js';
 import { quantizeCommand } from './quantize.js';
 
 /** Every command, in the order `layerquant --help` lists them. */
-export const commands: readonly Command[] = [inspectCommand, allocateCommand, quantizeCommand, evalCommand];
+export const commands: readonly Command[] = [inspectCommand, allocateCommand, quantizeCommand, evalCommand, experimentCommand];

@@ -1,11 +1,29 @@
-import { InvalidOptionError, parseConfigName, type Quantizer } from '@layerquant/core';
+import { BUDGET_STOPS, InvalidOptionError, configName, matrixKey, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { brownCalibPath } from '@layerquant/fixtures';
+import { basename, join } from 'node:path';
 import { createHqqQuantizer, FORK_SOLVER_OPTIONS, rtnQuantizer } from '@layerquant/quantizers';
 import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
-import { parseCommandArgs, parseNumberOption, requireString, stringOption } from '../args.js';
+import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
+import { allocateMethod, checkBudget } from '../experiment/allocate-method.js';
+import { parseMethods, tablesNeeded, type MethodSpec } from '../experiment/grid.js';
+import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
 import { createProgress, formatSeconds } from '../progress.js';
 
 const METHODS = ['rtn', 'hqq'] as const;
+const ALLOCATION_METHODS = ['uniform', 'mxq', 'sensiboost', 'kurtboost', 'ablation'] as const;
+
+/** The method an allocation-driven quantize runs (`--method sensiboost --boost-stop 3 --top-m 0`). */
+function allocationMethod(method: string, boostStop: number, topM: number, imitate: string): MethodSpec {
+  if (method === 'uniform' || method === 'hqq') return parseMethods('hqq')[0]!;
+  if (method === 'mxq') return parseMethods('mxq')[0]!;
+  if (method === 'sensiboost' || method === 'kurtboost') return parseMethods(`${method}-${boostStop}-${topM}`)[0]!;
+  if (method === 'ablation') {
+    if (imitate !== 'sensiboost' && imitate !== 'kurtboost') throw new InvalidOptionError('--imitate', `"${imitate}" must be sensiboost or kurtboost`);
+    return parseMethods(`ablation-${imitate}-${boostStop}-${topM}`)[0]!;
+  }
+  throw new InvalidOptionError('--method', `"${method}" is not a method; with --budget use one of ${ALLOCATION_METHODS.join(', ')}`);
+}
 
 function quantizerFor(method: string, kappa: number | undefined): Quantizer {
   if (method === 'rtn') {
@@ -21,6 +39,12 @@ export const quantizeCommand: Command = {
   summary: 'quantize every linear matrix of a model into a quantized checkpoint',
   usage: [
     'layerquant quantize <model-dir> --method rtn|hqq --config b4g64 --out <dir> [--json]',
+    'layerquant quantize <model-dir> --method uniform|mxq|sensiboost|kurtboost|ablation --budget <bpp> --out <dir>',
+    '                    [--boost-stop 2] [--top-m 1] [--stats <dir> | --calib <file>] [--json]',
+    '',
+    'With --config every matrix gets one config. With --budget the method allocates a config per matrix from the',
+    'model\'s statistics (computed on the calibration text and cached in <dir>/stats, or read with --stats), then',
+    'quantizes with HQQ; it prints bits per weight, MB and the extra memory over HQQ uniform at the same budget.',
     '',
     'Writes <dir>/model.safetensors (packed codes, scales, zeros per matrix; other tensors copied), config and',
     'tokenizer files, and quantization.json. Prints bits per weight (paper accounting), packed bytes, the summed',
@@ -34,6 +58,14 @@ export const quantizeCommand: Command = {
     '  --round-zero         round the zero point (the fork does for 4-bit)',
     '  --kappa <k>          multiply HQQ\'s beta by k after each step (the fork: 1.01; default off)',
     '  --fork               the authors\' fork defaults: --kappa 1.01 --axis 0, --round-zero for 4-bit',
+    '  --budget <bpp>       allocate instead of --config: a budget stop (2.13 ... 8.51) or any value for mxq',
+    '  --boost-stop <n>     SensiBoost/KurtBoost/ablation: stops up the ladder for an outlier (default 2)',
+    '  --top-m <n>          keep the n most extreme outlier layers per module, 0 = all (default 1)',
+    '  --imitate <id>       ablation: draw as many random layers as sensiboost (default) or kurtboost boosts',
+    '  --seed <n>           ablation seed (default 42)',
+    '  --stats <dir>        reuse statistics (`layerquant sensitivity` output or a paper-data directory)',
+    '  --calib <file>       calibration text for activation sensitivity (default: built-in brown-calib)',
+    '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
     '  --json               one JSON object: bpp, bytes, sqErr, seconds, ...',
   ].join('\n'),
   async run({ argv, stdout }) {
@@ -45,11 +77,25 @@ export const quantizeCommand: Command = {
       'round-zero': { type: 'boolean' },
       kappa: { type: 'string' },
       fork: { type: 'boolean' },
+      budget: { type: 'string' },
+      'boost-stop': { type: 'string' },
+      'top-m': { type: 'string' },
+      imitate: { type: 'string' },
+      seed: { type: 'string' },
+      stats: { type: 'string' },
+      calib: { type: 'string' },
+      blocks: { type: 'string' },
     });
     const modelDir = requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>');
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const outDir = requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64');
     const method = stringOption(values, 'method') ?? 'hqq';
+    const budgetText = stringOption(values, 'budget');
+    if (budgetText !== undefined || (ALLOCATION_METHODS as readonly string[]).includes(method)) {
+      if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
+      await quantizeAllocated({ values, modelDir, outDir, method, stdout });
+      return;
+    }
     const fork = values.fork === true;
     const bits = parseConfigName(stringOption(values, 'config') ?? 'b4g64').bits;
     const axisText = stringOption(values, 'axis');
@@ -106,3 +152,100 @@ export const quantizeCommand: Command = {
     stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
   },
 };
+
+interface AllocatedRun {
+  readonly values: ReturnType<typeof parseCommandArgs>['values'];
+  readonly modelDir: string;
+  readonly outDir: string;
+  readonly method: string;
+  readonly stdout: (text: string) => void;
+}
+
+/** `--method <allocator> --budget <bpp>`: statistics, allocation, HQQ per the allocation, one checkpoint. */
+async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: AllocatedRun): Promise<void> {
+  const budget = parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => n > 0);
+  const spec = allocationMethod(
+    method,
+    parseIntegerOption(stringOption(values, 'boost-stop'), '--boost-stop', 2, 1),
+    parseIntegerOption(stringOption(values, 'top-m'), '--top-m', 1, 0),
+    stringOption(values, 'imitate') ?? 'sensiboost',
+  );
+  const seed = parseIntegerOption(stringOption(values, 'seed'), '--seed', 42, 0);
+  checkBudget(spec, budget);
+  const interactive = !values.json && Boolean(process.stderr.isTTY);
+  const calib = stringOption(values, 'calib');
+  const statsDir = stringOption(values, 'stats');
+  const statsProgress = createProgress('statistics', interactive);
+  const { stats, source } = await ensureStatistics({
+    modelDir,
+    ...(statsDir ? { statsDir } : {}),
+    cacheDir: join(outDir, 'stats'),
+    needs: tablesNeeded([spec]),
+    calibrationPath: calib ?? brownCalibPath,
+    calibrationName: calib ? basename(calib) : 'brown-calib',
+    blocks: parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1),
+    seqlen: 512,
+    onStep: (step, done, total) => statsProgress.update(done, total, step),
+  });
+  statsProgress.done(`from ${source}`);
+  const allocation: Allocation = allocateMethod(spec, stats, budget, seed);
+  const isStop = BUDGET_STOPS.some((s) => Math.abs(s.budget - budget) < 0.005);
+  const uniform = isStop ? allocateMethod(parseMethods('hqq')[0]!, stats, budget) : undefined;
+  const extraMemoryPercent = uniform ? (100 * (allocation.totals.memoryMB - uniform.totals.memoryMB)) / uniform.totals.memoryMB : null;
+  const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
+  const progress = createProgress('quantize', interactive);
+  const report = await quantizeModel({
+    modelDir,
+    outDir,
+    quantizer: createHqqQuantizer(),
+    configFor: (key) => {
+      const config = configs.get(key);
+      if (config === undefined) throw new InvalidOptionError('--stats', `the statistics have no row for matrix ${key}; they were made for another model`);
+      return config;
+    },
+    method: spec.id,
+    allocation,
+    workers: defaultWorkerCount(),
+    options: { method: spec.id, budget, statistics: source, ...(spec.allocator === 'ablation' ? { seed } : {}) },
+    onProgress: (p) => progress.update(p.done, p.total, p.key),
+  });
+  progress.done();
+  const counts = new Map<string, number>();
+  for (const m of allocation.matrices) {
+    const name = m.config ? configName(m.config) : 'float';
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  if (values.json) {
+    stdout(`${JSON.stringify({
+      method: spec.id,
+      budget,
+      out: report.outDir,
+      statistics: source,
+      matrices: report.matrices,
+      params: report.params,
+      bpp: report.bpp,
+      paperMB: report.paperMB,
+      uniformMB: uniform?.totals.memoryMB ?? null,
+      extraMemoryPercent,
+      bytes: report.bytes,
+      fileBytes: report.fileBytes,
+      sqErr: report.sqErr,
+      seconds: report.seconds,
+      configs: Object.fromEntries(counts),
+      allocation: Object.fromEntries(allocation.matrices.map((m) => [matrixKey(m.layer, m.module), m.config ? configName(m.config) : null])),
+    })}\n`);
+    return;
+  }
+  const rows: Array<[string, string]> = [
+    ['model', report.modelDir],
+    ['out', report.outDir],
+    ['method', `${spec.id} at ${budget} bits (statistics: ${source})`],
+    ['configs', [...counts].map(([c, n]) => `${c} x${n}`).join(', ')],
+    ['bits/weight', `${report.bpp.toFixed(4)} (paper), ${((8 * report.bytes) / report.params).toFixed(4)} (packed)`],
+    ['memory', `${report.paperMB.toFixed(3)} MB${uniform ? `, ${extraMemoryPercent! >= 0 ? '+' : ''}${extraMemoryPercent!.toFixed(2)}% over HQQ uniform (${uniform.totals.memoryMB.toFixed(3)} MB)` : ''}`],
+    ['size', `${(report.bytes / 2 ** 20).toFixed(2)} MiB packed linear weights, ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB file`],
+    ['sq. error', report.sqErr.toPrecision(8)],
+    ['time', `${formatSeconds(report.seconds)} (${formatSeconds(report.quantizeSeconds)} quantizing)`],
+  ];
+  stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+}
