@@ -6,6 +6,7 @@ import {
   ablationAllocator,
   allocationConfigNames,
   allocationCsvConfigs,
+  formatAllocationCsv,
   kurtBoostAllocator,
   kurtosisOutliers,
   ladderStep,
@@ -40,6 +41,18 @@ describe('SensiBoost and KurtBoost reproduce the authors\' Llama-2-7B allocation
       expect(Object.keys(expected)).toHaveLength(224);
       expect(allocationConfigNames(allocation)).toEqual(expected);
     }
+  });
+});
+
+describe('allocation CSV in the authors\' layout', () => {
+  it('writes the authors\' sensi-boost-2-1 rows at 3.25 line for line (memmb, totals and all)', () => {
+    const stats = load(llama2PaperDir);
+    const allocation = sensiBoostAllocator.allocate(stats, { budget: 3.25, boostStop: 2, topM: 1 });
+    const ours = formatAllocationCsv(allocation, { model: 'Llama-2-7b-hf', totalParams: 6738415616 }).trim().split('\n');
+    const text = readFileSync(`${llama2PaperDir}/expected-allocations/sensi-boost-2-1.csv`, 'utf8').trim().split('\n');
+    expect(ours[0]).toBe(text[0]);
+    expect(ours.slice(1)).toEqual(text.slice(1).filter((line) => line.split(',')[5] === '3.25'));
+    expect(parseAllocationCsv(ours.join('\n'))).toHaveLength(224);
   });
 });
 

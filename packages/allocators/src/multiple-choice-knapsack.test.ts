@@ -55,6 +55,43 @@ describe('solveMultipleChoiceKnapsack', () => {
       expect(cost).toBeCloseTo(result.objective, 9);
     }
   });
+  it('matches an exact dynamic program over integer capacity on 60 larger instances with tied costs', () => {
+    for (let seed = 1000; seed < 1060; seed++) {
+      const random = seededRandom(seed);
+      const classes: KnapsackClass[] = [];
+      let minimum = 0;
+      let maximum = 0;
+      for (let i = 0; i < 40; i++) {
+        const weights = Float64Array.from({ length: 6 }, () => 1 + Math.floor(random() * 20));
+        // Costs rounded to quarters, as the authors' bf16 fnorm values are: many exact ties.
+        const costs = Float64Array.from(weights, (w) => Math.round((60 / w + random() * 4) * 4) / 4);
+        classes.push({ weights, costs });
+        minimum += Math.min(...weights);
+        maximum += Math.max(...weights);
+      }
+      const capacity = Math.floor(minimum + (maximum - minimum) * random());
+      // best[w] = least cost with total weight exactly w, class by class.
+      let best = new Float64Array(capacity + 1).fill(Number.POSITIVE_INFINITY);
+      best[0] = 0;
+      for (const c of classes) {
+        const next = new Float64Array(capacity + 1).fill(Number.POSITIVE_INFINITY);
+        for (let w = 0; w <= capacity; w++) {
+          if (best[w] === Number.POSITIVE_INFINITY) continue;
+          for (let j = 0; j < c.weights.length; j++) {
+            const v = w + c.weights[j]!;
+            if (v <= capacity) next[v] = Math.min(next[v]!, best[w]! + c.costs[j]!);
+          }
+        }
+        best = next;
+      }
+      const expected = Math.min(...best);
+      const result = solveMultipleChoiceKnapsack({ classes, capacity }, { relativeGap: 0 });
+      if (result.status !== 'optimal') throw new Error(`seed ${seed}: infeasible`);
+      expect(result.objective, `seed ${seed}`).toBeCloseTo(expected, 9);
+      expect(result.weight).toBeLessThanOrEqual(capacity);
+      expect(result.gap).toBeLessThanOrEqual(1e-12);
+    }
+  });
   it('stays within the relative gap asked and proves it', () => {
     for (let seed = 300; seed < 340; seed++) {
       const { classes, capacity } = randomInstance(seed, 8, 5, false);
