@@ -1,1 +1,32 @@
-export {};
+export { kurtosis, pearsonKurtosis } from './kurtosis.js';
+export {
+  CALIBRATION_ORDERS,
+  DEFAULT_CALIBRATION_BLOCKS,
+  DEFAULT_CALIBRATION_SEED,
+  DEFAULT_SEQLEN,
+  calibrationBlocks,
+  cutCalibrationBlocks,
+  seededPermutation,
+  seededRandom,
+  type CalibrationBlocks,
+  type CalibrationOptions,
+  type CalibrationOrder,
+  type CalibrationTokenizer,
+} from './calibration.js';
+export {
+  DEFAULT_SENSITIVITY_CONFIG,
+  SENSITIVITY_PART_MODULES,
+  activationSensitivity,
+  type ActivationSensitivityOptions,
+} from './activation-sensitivity.js';
+export {
+  frobeniusRows,
+  frobeniusTable,
+  kurtosisTable,
+  kurtosisTableFromFnorm,
+  listMatrices,
+  type FrobeniusTableOptions,
+  type MatrixRef,
+  type MatrixSource,
+} from './frobenius-table.js';
+export { SENSITIVITY_OUTPUT_FILES, writeSensitivityOutputs, type SensitivityOutputs } from './stats-directory.js';

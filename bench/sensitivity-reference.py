@@ -1,0 +1,144 @@
+# Independent PyTorch reference for @layerquant/sensitivity (run with Debian's /usr/bin/python3 + python3-torch).
+# The authors' activation-sensitivity method (lm-quant-toolkit prep/sensitivity.py) written again from the
+# SPEC in plain torch, with HQQ (upstream defaults: optimize, no round_zero) in fp32 on the CPU.
+# Per decoder layer, with the fp output of layer i-1 as the input of layer i:
+#   attn_in  = MSE(attn(x), attn(x; q,k,v quantized))   attn = input_layernorm -> attention incl. o_proj
+#   attn_out = MSE(attn(x), attn(x; o quantized))
+#   mlp_gate = MSE(mlp(h), mlp(h; gate,up quantized))   h = x + attn(x), mlp = post_attention_layernorm -> MLP
+#   mlp_down = MSE(mlp(h), mlp(h; down quantized))
+# MSE = mean over every element of the [blocks, seqlen, hidden] output.
+# usage: /usr/bin/python3 bench/sensitivity-reference.py MODEL_DIR IDS_JSON BLOCKS SEQLEN BITS GROUP [--method hqq|rtn] [--axis 0|1]
+#        [--float64] [--layers N] [--dequantized FILE]
+# IDS_JSON: a JSON array of token ids (the calibration text tokenized by @layerquant/tensor-io); blocks are cut in order.
+# Prints one JSON object {rows: [{part, layer, sensitivity}], kurtosis: {...}, seconds}.
+import json, math, struct, sys, time, glob, argparse
+import torch
+import torch.nn.functional as F
+
+parser = argparse.ArgumentParser()
+parser.add_argument('model_dir'); parser.add_argument('ids'); parser.add_argument('blocks', type=int); parser.add_argument('seqlen', type=int)
+parser.add_argument('bits', type=int); parser.add_argument('group', type=int)
+parser.add_argument('--axis', type=int, default=1); parser.add_argument('--float64', action='store_true'); parser.add_argument('--layers', type=int, default=0)
+parser.add_argument('--threads', type=int, default=2)
+parser.add_argument('--method', choices=['hqq', 'rtn'], default='hqq')
+# float32 dequantized matrices (layer-major, LINEAR_MODULES order) to use instead of this script's HQQ: isolates the forward pass
+parser.add_argument('--dequantized', default=None)
+args = parser.parse_args()
+torch.set_num_threads(args.threads)
+dtype = torch.float64 if args.float64 else torch.float32
+
+
+def load(d):
+    W = {}
+    for f in sorted(glob.glob(d + '/*.safetensors')):
+        b = open(f, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+        for k, v in h.items():
+            if k == '__metadata__': continue
+            s, e = v['data_offsets']; raw = bytearray(b[8 + n + s:8 + n + e])
+            if v['dtype'] == 'BF16': t = torch.frombuffer(raw, dtype=torch.int16).to(torch.int32).bitwise_left_shift(16).view(torch.float32)
+            elif v['dtype'] == 'F16': t = torch.frombuffer(raw, dtype=torch.float16).float()
+            else: t = torch.frombuffer(raw, dtype=torch.float32).clone()
+            W[k] = t.reshape(v['shape'])
+    return W
+
+
+def hqq_dequantized(W, bits, group, axis, optimize=True):
+    """HQQ as upstream mobiusml/hqq: RTN init, then the proximal solver on the zero point only (fp32); optimize=False is RTN."""
+    shape = W.shape
+    Wg = W.float().reshape(-1, group) if axis == 1 else W.float().reshape(group, -1)
+    mn = Wg.min(dim=axis, keepdim=True)[0]; mx = Wg.max(dim=axis, keepdim=True)[0]
+    max_v = 2 ** bits - 1
+    denom = mx - mn
+    scale = max_v / denom
+    scale = torch.where(denom.abs() <= 1e-4, torch.ones_like(scale), scale).clamp(max=2e4)
+    zero = -mn * scale
+    p, beta, best = 0.7, 10.0, float('inf')
+    for _ in range(20 if optimize else 0):
+        Wq = torch.round(Wg * scale + zero).clamp(0, max_v)
+        Wr = (Wq - zero) / scale
+        We = Wg - Wr
+        We = torch.sign(We) * F.relu(We.abs() - (1.0 / beta) * torch.pow(We.abs(), p - 1))
+        zero = torch.mean(Wq - (Wg - We) * scale, dim=axis, keepdim=True)
+        err = (Wg - Wr).abs().mean().item()
+        if err < best: best = err
+        else: break
+    Wq = torch.round(Wg * scale + zero).clamp(0, max_v)
+    return ((Wq - zero) / scale).reshape(shape)
+
+
+W = load(args.model_dir)
+cfg = json.load(open(args.model_dir + '/config.json'))
+H, nh, nkv = cfg['hidden_size'], cfg['num_attention_heads'], cfg['num_key_value_heads']
+hd = cfg.get('head_dim') or H // nh
+L = args.layers or cfg['num_hidden_layers']
+theta = cfg.get('rope_theta') or cfg['rope_parameters']['rope_theta']; eps = cfg['rms_norm_eps']
+T = args.seqlen
+inv = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+ang = torch.outer(torch.arange(T, dtype=torch.float64), inv)
+cos, sin = torch.cat([ang, ang], -1).cos().to(dtype), torch.cat([ang, ang], -1).sin().to(dtype)
+rot = lambda x: torch.cat([-x[..., hd // 2:], x[..., :hd // 2]], -1)
+mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+
+
+def rms(x, w):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def attention(h, wq, wk, wv, wo):
+    B = h.shape[0]
+    q = (h @ wq.T).view(B, T, nh, hd).transpose(1, 2)
+    k = (h @ wk.T).view(B, T, nkv, hd).transpose(1, 2)
+    v = (h @ wv.T).view(B, T, nkv, hd).transpose(1, 2)
+    q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
+    k, v = k.repeat_interleave(nh // nkv, 1), v.repeat_interleave(nh // nkv, 1)
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
+    a = s.masked_fill(mask, float('-inf')).softmax(-1) @ v
+    return a.transpose(1, 2).reshape(B, T, nh * hd) @ wo.T
+
+
+def mlp(h, wg, wu, wd):
+    return (F.silu(h @ wg.T) * (h @ wu.T)) @ wd.T
+
+
+def mse(a, b):
+    return (a - b).double().pow(2).mean().item()
+
+
+def kurtosis(w):
+    w = w.double().flatten(); d = w - w.mean()
+    return (d.pow(4).mean() / d.pow(2).mean() ** 2).item()
+
+
+ids = json.load(open(args.ids))
+if len(ids) < args.blocks * T: sys.exit(f'{args.ids}: {len(ids)} tokens, need {args.blocks * T}')
+tokens = torch.tensor(ids[:args.blocks * T]).view(args.blocks, T)
+t0 = time.perf_counter()
+x = W['model.embed_tokens.weight'].to(dtype)[tokens]
+rows, kurt = [], {}
+dequantized = torch.from_numpy(__import__('numpy').fromfile(args.dequantized, dtype='float32')) if args.dequantized else None
+offset = 0
+with torch.no_grad():
+    for i in range(L):
+        p = f'model.layers.{i}.'
+        w = {m: W[p + m + '.weight'] for m in ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']}
+        for m, t in w.items(): kurt[f'{i}.{m}'] = kurtosis(t)
+        if dequantized is not None:
+            wq = {}
+            for m, t in w.items():
+                wq[m] = dequantized[offset:offset + t.numel()].view(t.shape).to(dtype); offset += t.numel()
+        else:
+            wq = {m: hqq_dequantized(t, args.bits, args.group, args.axis, args.method == 'hqq').to(dtype) for m, t in w.items()}
+        w = {m: t.to(dtype) for m, t in w.items()}
+        h = rms(x, W[p + 'input_layernorm.weight'].to(dtype))
+        a = attention(h, w['self_attn.q_proj'], w['self_attn.k_proj'], w['self_attn.v_proj'], w['self_attn.o_proj'])
+        a_in = attention(h, wq['self_attn.q_proj'], wq['self_attn.k_proj'], wq['self_attn.v_proj'], w['self_attn.o_proj'])
+        a_out = attention(h, w['self_attn.q_proj'], w['self_attn.k_proj'], w['self_attn.v_proj'], wq['self_attn.o_proj'])
+        r = x + a
+        g = rms(r, W[p + 'post_attention_layernorm.weight'].to(dtype))
+        m = mlp(g, w['mlp.gate_proj'], w['mlp.up_proj'], w['mlp.down_proj'])
+        m_gate = mlp(g, wq['mlp.gate_proj'], wq['mlp.up_proj'], w['mlp.down_proj'])
+        m_down = mlp(g, w['mlp.gate_proj'], w['mlp.up_proj'], wq['mlp.down_proj'])
+        for part, y in [('attn_in', a_in), ('attn_out', a_out), ('mlp_gate', m_gate), ('mlp_down', m_down)]:
+            rows.append({'part': part, 'layer': i, 'sensitivity': mse(a if part.startswith('attn') else m, y)})
+        x = r + m
+print(json.dumps({'rows': rows, 'kurtosis': kurt, 'seconds': time.perf_counter() - t0}))

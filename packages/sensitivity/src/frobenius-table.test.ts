@@ -1,0 +1,100 @@
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LINEAR_MODULES, PAPER_CONFIGS, quantConfig, type LinearModule } from '@layerquant/core';
+import {
+  formatFnormCsv,
+  kurtosisOutliers,
+  outlierLayerNumbers,
+  parseFnormCsv,
+  parseKurtosisCsv,
+  type FnormTable,
+} from '@layerquant/allocators';
+import { shippedModelDir, shippedOraclesDir, referenceHqqPath } from '@layerquant/fixtures';
+import { rtnQuantizer } from '@layerquant/quantizers';
+import { openCheckpoint, type Checkpoint } from '@layerquant/tensor-io';
+import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, listMatrices } from './frobenius-table.js';
+import { writeSensitivityOutputs } from './stats-directory.js';
+
+const oracle = parseFnormCsv(readFileSync(`${shippedOraclesDir}/fnorm.csv`, 'utf8'));
+const oracles = JSON.parse(readFileSync(`${shippedOraclesDir}/oracles.json`, 'utf8')) as {
+  outliers: Record<string, Record<string, Record<LinearModule, number[]>>>;
+};
+const key = (r: { layer: number; module: string; bits: number; groupSize: number }) => `${r.layer}.${r.module}.b${r.bits}g${r.groupSize}`;
+
+let checkpoint: Checkpoint;
+let table: FnormTable;
+beforeAll(async () => {
+  checkpoint = await openCheckpoint(shippedModelDir);
+  table = await frobeniusTable(checkpoint);
+}, 120_000);
+afterAll(async () => checkpoint.close());
+
+describe('frobeniusTable on the shipped model (oracle: the authors\' method in PyTorch with upstream HQQ)', () => {
+  it('has every matrix x 12 configs in the oracle\'s order, fnorm within 0.5%, memmb and params exact', () => {
+    expect(table.rows).toHaveLength(224 * 12);
+    expect(table.rows.map(key)).toEqual(oracle.rows.map(key));
+    let worst = 0;
+    for (const [i, row] of table.rows.entries()) {
+      const expected = oracle.rows[i]!;
+      worst = Math.max(worst, Math.abs(row.fnorm / expected.fnorm - 1));
+      expect(row.memoryMB).toBe(expected.memoryMB);
+      expect(row.params).toBe(expected.params);
+      expect([row.metaBits, row.metaGroupSize]).toEqual([8, 128]);
+      expect(row.squaredError).toBeCloseTo(row.fnorm ** 2, 9);
+      expect(Math.abs(row.kurtosis! / expected.kurtosis! - 1)).toBeLessThan(1e-9);
+    }
+    expect(worst).toBeLessThan(0.005);
+  });
+
+  it('sums to the reference squared errors of upstream HQQ per config (reference-hqq.json) within 0.1%', () => {
+    const reference = JSON.parse(readFileSync(referenceHqqPath, 'utf8')) as Record<string, number>;
+    for (const config of PAPER_CONFIGS) {
+      const name = `b${config.bits}g${config.groupSize}`;
+      const sum = table.rows.filter((r) => r.bits === config.bits && r.groupSize === config.groupSize).reduce((s, r) => s + r.squaredError!, 0);
+      expect(Math.abs(sum / reference[`hqq_${name}_sq_err`]! - 1)).toBeLessThan(1e-3);
+    }
+  });
+
+  it('finds the KurtBoost outlier layers of oracles.json (top_m 1 and all)', () => {
+    for (const topM of [1, 0]) {
+      const ours = outlierLayerNumbers(kurtosisOutliers({ fnorm: table }, 32, { topM }));
+      expect(ours).toEqual(oracles.outliers.kurtboost![String(topM)]);
+    }
+  });
+
+  it('saves in the authors\' layout and loads back equal; the kurtosis table matches a direct read', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'layerquant-fnorm-'));
+    try {
+      const kurtosis = kurtosisTableFromFnorm(table);
+      expect(kurtosis).toEqual(await kurtosisTable(checkpoint));
+      await writeSensitivityOutputs(dir, { fnorm: table, kurtosis });
+      expect((await readdir(dir)).sort()).toEqual(['fnorm.csv', 'kurtosis.csv']);
+      const text = await readFile(join(dir, 'fnorm.csv'), 'utf8');
+      expect(text.split('\n')[0]).toBe('layer,module,nbit1,gsize1,nbit2,gsize2,fnorm,memmb,params,kurtosis,sq_err');
+      expect(parseFnormCsv(text)).toEqual({ rows: table.rows });
+      expect(formatFnormCsv(parseFnormCsv(text))).toBe(text);
+      const kurtosisText = await readFile(join(dir, 'kurtosis.csv'), 'utf8');
+      expect(kurtosisText.split('\n')[0]).toBe('module,layer,param_count,kurtosis');
+      expect(parseKurtosisCsv(kurtosisText)).toEqual({ rows: kurtosis.rows });
+      expect(kurtosis.rows.slice(0, 32).every((r) => r.module === LINEAR_MODULES[0])).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('takes any quantizer and config list, and lists matrices without a tensor list by probing names', async () => {
+    const source = { has: (n: string) => checkpoint.has(n), read: (n: string) => checkpoint.read(n) };
+    expect(listMatrices(source).map((m) => m.name)).toEqual(listMatrices(checkpoint).map((m) => m.name));
+    const one = { has: (n: string) => n.startsWith('model.layers.0.') && checkpoint.has(n), read: (n: string) => checkpoint.read(n) };
+    const rtn = await frobeniusTable(one, [quantConfig(4, 64)], { quantizer: rtnQuantizer });
+    expect(rtn.rows).toHaveLength(7);
+    for (const row of rtn.rows) {
+      const hqq = table.rows.find((r) => key(r) === key(row))!;
+      expect(row.fnorm).toBeGreaterThan(hqq.fnorm); // HQQ's solver lowers the error of its RTN init
+    }
+    await expect(frobeniusTable({ has: () => false, read: () => Promise.reject(new Error('unused')), dir: 'empty-model' })).rejects.toThrow(/empty-model: has no linear matrices/);
+  });
+});

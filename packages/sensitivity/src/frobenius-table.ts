@@ -1,0 +1,129 @@
+import {
+  InvalidDataError,
+  LINEAR_MODULES,
+  META_BITS,
+  META_GROUP,
+  PAPER_CONFIGS,
+  bitsPerWeight,
+  matrixOfTensorName,
+  matrixTensorName,
+  memoryMB,
+  type LinearModule,
+  type QuantConfig,
+  type Quantizer,
+  type WeightTensor,
+} from '@layerquant/core';
+import type { FnormRow, FnormTable, KurtosisRow, KurtosisTable } from '@layerquant/allocators';
+import { hqqQuantizer, squaredError as squaredFrobeniusError } from '@layerquant/quantizers';
+import { pearsonKurtosis } from './kurtosis.js';
+
+/** Where matrices come from: a tensor-io checkpoint, a runtime TensorSource, a map in memory. */
+export interface MatrixSource {
+  has(name: string): boolean;
+  read(name: string): Promise<WeightTensor>;
+  /** The checkpoint's tensor list, when known (else layers are found by probing names). */
+  readonly tensors?: readonly { readonly name: string }[];
+  readonly dir?: string;
+}
+
+export interface MatrixRef {
+  readonly layer: number;
+  readonly module: LinearModule;
+  readonly name: string;
+}
+
+/** The quantizable linear matrices of a source, layer ascending then in LINEAR_MODULES order. */
+export function listMatrices(source: MatrixSource): MatrixRef[] {
+  const found: MatrixRef[] = [];
+  if (source.tensors) {
+    for (const t of source.tensors) {
+      const m = matrixOfTensorName(t.name);
+      if (m) found.push({ ...m, name: t.name });
+    }
+  } else {
+    for (let layer = 0; source.has(matrixTensorName(layer, LINEAR_MODULES[0])); layer++) {
+      for (const module of LINEAR_MODULES) {
+        const name = matrixTensorName(layer, module);
+        if (source.has(name)) found.push({ layer, module, name });
+      }
+    }
+  }
+  if (found.length === 0) {
+    throw new InvalidDataError(source.dir ?? 'model', 'has no linear matrices named model.layers.<i>.(self_attn|mlp).<module>.weight (Llama layout)');
+  }
+  return found.sort((a, b) => a.layer - b.layer || LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module));
+}
+
+export interface FrobeniusTableOptions {
+  /** The quantizer (default: HQQ with upstream settings, as the authors' table). */
+  readonly quantizer?: Quantizer;
+  /** Called after each matrix with its key (`3.mlp.up_proj`). */
+  readonly onMatrix?: (done: number, total: number, key: string) => void;
+}
+
+/** One matrix's rows: fnorm, sq_err, memory and kurtosis under each config. */
+export function frobeniusRows(matrix: MatrixRef, weight: WeightTensor, configs: readonly QuantConfig[], quantizer: Quantizer): FnormRow[] {
+  const params = weight.data.length;
+  const kurtosis = pearsonKurtosis(weight.data, `tensor "${matrix.name}"`);
+  return configs.map((config) => {
+    const squaredError = squaredFrobeniusError(weight.data, quantizer.dequantize(quantizer.quantize(weight, config)));
+    return Object.freeze({
+      layer: matrix.layer,
+      module: matrix.module,
+      bits: config.bits,
+      groupSize: config.groupSize,
+      metaBits: META_BITS,
+      metaGroupSize: META_GROUP,
+      fnorm: Math.sqrt(squaredError),
+      memoryMB: memoryMB(bitsPerWeight(config), params),
+      params,
+      kurtosis,
+      squaredError,
+    });
+  });
+}
+
+/**
+ * The Frobenius-error table MXQ reads (the authors' `fnorm.csv`): for every linear matrix and each config,
+ * ‖W - dequant(HQQ(W))‖_F with the paper's memory (`memmb`), the parameter count, the matrix's kurtosis and
+ * the squared error. Streams matrix by matrix: one matrix in memory at a time.
+ */
+export async function frobeniusTable(
+  source: MatrixSource,
+  configs: readonly QuantConfig[] = PAPER_CONFIGS,
+  options: FrobeniusTableOptions = {},
+): Promise<FnormTable> {
+  const quantizer = options.quantizer ?? hqqQuantizer;
+  const matrices = listMatrices(source);
+  const rows: FnormRow[] = [];
+  for (const [i, matrix] of matrices.entries()) {
+    rows.push(...frobeniusRows(matrix, await source.read(matrix.name), configs, quantizer));
+    options.onMatrix?.(i + 1, matrices.length, `${matrix.layer}.${matrix.module}`);
+  }
+  return Object.freeze({ rows: Object.freeze(rows) });
+}
+
+/** Kurtosis of every linear matrix (the authors' `kurtosis-<model>.csv`: module-major, then layer). */
+export async function kurtosisTable(source: MatrixSource): Promise<KurtosisTable> {
+  const rows: KurtosisRow[] = [];
+  for (const matrix of listMatrices(source)) {
+    const weight = await source.read(matrix.name);
+    rows.push(Object.freeze({ module: matrix.module, layer: matrix.layer, params: weight.data.length, kurtosis: pearsonKurtosis(weight.data, `tensor "${matrix.name}"`) }));
+  }
+  return Object.freeze({ rows: Object.freeze(sortKurtosisRows(rows)) });
+}
+
+/** The kurtosis table carried by an fnorm table's `kurtosis` column (no second read of the weights). */
+export function kurtosisTableFromFnorm(table: FnormTable): KurtosisTable {
+  const byKey = new Map<string, KurtosisRow>();
+  for (const r of table.rows) {
+    if (r.kurtosis === undefined) throw new InvalidDataError('fnorm table', `row of matrix ${r.layer}.${r.module} has no kurtosis`);
+    const key = `${r.layer}.${r.module}`;
+    if (!byKey.has(key)) byKey.set(key, Object.freeze({ module: r.module, layer: r.layer, params: r.params, kurtosis: r.kurtosis }));
+  }
+  return Object.freeze({ rows: Object.freeze(sortKurtosisRows([...byKey.values()])) });
+}
+
+function sortKurtosisRows(rows: KurtosisRow[]): KurtosisRow[] {
+  return rows.sort((a, b) => LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module) || a.layer - b.layer);
+}
