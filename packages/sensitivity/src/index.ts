@@ -30,3 +30,4 @@ export {
   type MatrixSource,
 } from './frobenius-table.js';
 export { SENSITIVITY_OUTPUT_FILES, writeSensitivityOutputs, type SensitivityOutputs } from './stats-directory.js';
+export { measureModelStatistics, type ModelStatistics, type ModelStatisticsOptions } from './model-statistics.js';

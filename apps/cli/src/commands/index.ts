@@ -4,6 +4,7 @@ import { evalCommand } from './eval.js';
 import { experimentCommand } from './experiment.js';
 import { inspectCommand } from './inspect.js';
 import { quantizeCommand } from './quantize.js';
+import { sensitivityCommand } from './sensitivity.js';
 
 /** Every command, in the order `layerquant --help` lists them. */
-export const commands: readonly Command[] = [inspectCommand, allocateCommand, quantizeCommand, evalCommand, experimentCommand];
+export const commands: readonly Command[] = [inspectCommand, sensitivityCommand, allocateCommand, quantizeCommand, evalCommand, experimentCommand];

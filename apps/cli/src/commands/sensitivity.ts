@@ -1,0 +1,142 @@
+import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { basename, extname, resolve } from 'node:path';
+import { InvalidOptionError, MissingFileError, configName, parseConfigName } from '@layerquant/core';
+import { SENSITIVITY_PARTS } from '@layerquant/allocators';
+import { datasets } from '@layerquant/fixtures';
+import {
+  CALIBRATION_ORDERS,
+  DEFAULT_CALIBRATION_BLOCKS,
+  DEFAULT_CALIBRATION_SEED,
+  DEFAULT_SEQLEN,
+  measureModelStatistics,
+  writeSensitivityOutputs,
+  type CalibrationOrder,
+} from '@layerquant/sensitivity';
+import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
+import type { Command } from '../command.js';
+import { createProgress, formatSeconds } from '../progress.js';
+
+const USAGE = [
+  'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
+  '',
+  'Measures what the allocators read and writes it in the authors\' CSV layouts (read back by',
+  '`layerquant allocate --stats <dir>`):',
+  '  sensitivity.csv  activation sensitivity per decoder layer: attn_in, attn_out, mlp_gate, mlp_down (MSE of a',
+  '                   block output with those matrices quantized; float outputs of layer i-1 feed layer i)',
+  '  fnorm.csv        HQQ error ‖W - dequant‖_F of every matrix under the 12 paper configs, with memmb, params,',
+  '                   kurtosis, sq_err',
+  '  kurtosis.csv     Pearson kurtosis of every matrix',
+  '',
+  'Options:',
+  `  --dataset <name>     built-in calibration text: ${Object.keys(datasets).join(', ')} (default brown-calib)`,
+  '  --calib <file>       a UTF-8 calibration text instead',
+  `  --blocks <n>         calibration blocks (default ${DEFAULT_CALIBRATION_BLOCKS}; fewer when the text is short)`,
+  `  --seqlen <n>         tokens per block (default ${DEFAULT_SEQLEN})`,
+  '  --order in-order|shuffled',
+  '                       in-order (default): the whole text tokenized once, the first blocks cut in order (as the',
+  '                       shipped oracles); shuffled: lines shuffled with --seed, each tokenized alone, lines longer',
+  '                       than a block skipped (the authors\' sampling; their numpy shuffle is not reproduced)',
+  `  --seed <n>           seed of --order shuffled (default ${DEFAULT_CALIBRATION_SEED})`,
+  '  --config <list>      quantization of the sensitivity measurement, comma-separated (default b4g64)',
+  '  --skip-fnorm         write sensitivity.csv and kurtosis.csv only',
+  '  --threads <n>        onnxruntime intra-op threads (default: one per core)',
+  '  --out <dir>          output directory (created; files written atomically)',
+  '  --json               one JSON object: files, calibration, seconds, sensitivity rows',
+].join('\n');
+
+function calibrationSource(values: ParsedArgs['values']): { path: string; name: string } {
+  const file = stringOption(values, 'calib');
+  const dataset = stringOption(values, 'dataset');
+  if (file && dataset) throw new InvalidOptionError('--calib', 'give either --calib or --dataset, not both');
+  if (file) return { path: resolve(file), name: basename(file, extname(file)) };
+  const name = dataset ?? 'brown-calib';
+  const path = datasets[name];
+  if (!path) throw new InvalidOptionError('--dataset', `"${name}" is not a built-in dataset; available: ${Object.keys(datasets).join(', ')}`);
+  return { path, name };
+}
+
+export const sensitivityCommand: Command = {
+  name: 'sensitivity',
+  summary: 'activation sensitivity, kurtosis and fnorm tables of a model (CSV, the authors\' layout)',
+  usage: USAGE,
+  async run({ argv, stdout }) {
+    const { values, positionals } = parseCommandArgs(argv, {
+      calib: { type: 'string' },
+      dataset: { type: 'string' },
+      blocks: { type: 'string' },
+      seqlen: { type: 'string' },
+      order: { type: 'string' },
+      seed: { type: 'string' },
+      config: { type: 'string' },
+      'skip-fnorm': { type: 'boolean' },
+      threads: { type: 'string' },
+      out: { type: 'string' },
+    });
+    const modelDir = requireString(positionals[0], 'model-dir', 'layerquant sensitivity <model-dir> --out <dir>');
+    if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
+    const out = requireString(values.out, '--out', 'the directory to write sensitivity.csv, fnorm.csv and kurtosis.csv to');
+    const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', DEFAULT_CALIBRATION_BLOCKS, 1);
+    const seqlen = parseIntegerOption(stringOption(values, 'seqlen'), '--seqlen', DEFAULT_SEQLEN, 2);
+    const order = (stringOption(values, 'order') ?? 'in-order') as CalibrationOrder;
+    if (!CALIBRATION_ORDERS.includes(order)) throw new InvalidOptionError('--order', `"${order}" is not an order; use ${CALIBRATION_ORDERS.join(' or ')}`);
+    const seedText = stringOption(values, 'seed');
+    if (seedText !== undefined && order !== 'shuffled') throw new InvalidOptionError('--seed', 'applies to --order shuffled only');
+    const seed = parseIntegerOption(seedText, '--seed', DEFAULT_CALIBRATION_SEED, 0);
+    const configs = (stringOption(values, 'config') ?? 'b4g64').split(',').map((name) => parseConfigName(name));
+    const threadsText = stringOption(values, 'threads');
+    const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
+    const calibration = calibrationSource(values);
+    if (!existsSync(calibration.path)) throw new MissingFileError(calibration.path, 'does not exist; pass a UTF-8 text file with --calib or a built-in --dataset');
+
+    const quiet = Boolean(values.json) || !process.stderr.isTTY;
+    const bars = { sensitivity: createProgress('sensitivity', !quiet), fnorm: createProgress('fnorm', !quiet) };
+    const statistics = await measureModelStatistics(modelDir, {
+      calibrationText: await readFile(calibration.path, 'utf8'),
+      calibrationName: calibration.name,
+      blocks,
+      seqlen,
+      order,
+      seed,
+      sensitivityConfigs: configs,
+      skipFnorm: Boolean(values['skip-fnorm']),
+      ...(threads === undefined ? {} : { threads }),
+      onStep: (step, done, total) => {
+        bars[step].update(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
+        if (done === total) bars[step].done();
+      },
+    });
+    const files = await writeSensitivityOutputs(out, statistics);
+
+    if (values.json) {
+      stdout(`${JSON.stringify({
+        model: resolve(modelDir),
+        dataset: calibration.name,
+        order,
+        ...(order === 'shuffled' ? { seed } : {}),
+        blocks: statistics.blocks,
+        seqlen: statistics.seqlen,
+        configs: configs.map(configName),
+        files,
+        seconds: statistics.seconds,
+        sensitivity: statistics.sensitivity.rows.map((r) => ({ config: configName(r), part: r.part, layer: r.layer, sensitivity: r.sensitivity })),
+      })}\n`);
+      return;
+    }
+    const lines: string[] = [];
+    for (const config of configs) {
+      lines.push(`activation sensitivity (${configName(config)}, ${calibration.name}, ${statistics.blocks} blocks of ${statistics.seqlen} tokens, ${order})`);
+      lines.push(`${'layer'.padStart(5)} ${SENSITIVITY_PARTS.map((p) => p.padStart(12)).join(' ')}`);
+      const rows = statistics.sensitivity.rows.filter((r) => r.bits === config.bits && r.groupSize === config.groupSize);
+      const layers = [...new Set(rows.map((r) => r.layer))];
+      for (const layer of layers) {
+        const cells = SENSITIVITY_PARTS.map((part) => (rows.find((r) => r.layer === layer && r.part === part)?.sensitivity ?? Number.NaN).toExponential(4).padStart(12));
+        lines.push(`${String(layer).padStart(5)} ${cells.join(' ')}`);
+      }
+      lines.push('');
+    }
+    lines.push(`sensitivity ${formatSeconds(statistics.seconds.sensitivity)}${statistics.fnorm ? `, fnorm ${formatSeconds(statistics.seconds.fnorm)}` : ''}`);
+    for (const file of files) lines.push(`wrote ${file}`);
+    stdout(`${lines.join('\n')}\n`);
+  },
+};

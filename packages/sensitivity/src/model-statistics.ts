@@ -1,0 +1,96 @@
+import { basename, resolve } from 'node:path';
+import { PAPER_CONFIGS, type QuantConfig, type Quantizer } from '@layerquant/core';
+import type { FnormTable, KurtosisTable, SensitivityRow, SensitivityTable } from '@layerquant/allocators';
+import { loadDecoderBlocks } from '@layerquant/runtime';
+import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
+import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity } from './activation-sensitivity.js';
+import { calibrationBlocks, type CalibrationOrder } from './calibration.js';
+import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from './frobenius-table.js';
+
+export interface ModelStatisticsOptions {
+  /** Calibration text and the name written in sensitivity.csv's `dataset` column. */
+  readonly calibrationText: string;
+  readonly calibrationName: string;
+  readonly blocks?: number;
+  readonly seqlen?: number;
+  readonly order?: CalibrationOrder;
+  readonly seed?: number;
+  /** Configs of the sensitivity measurement (default [b4g64]); rows of each, in this order. */
+  readonly sensitivityConfigs?: readonly QuantConfig[];
+  /** Configs of the fnorm table (default: the paper's 12). */
+  readonly fnormConfigs?: readonly QuantConfig[];
+  /** Skip the fnorm table (kurtosis is then read on its own). */
+  readonly skipFnorm?: boolean;
+  readonly quantizer?: Quantizer;
+  /** onnxruntime intra-op threads. */
+  readonly threads?: number;
+  /** Name in sensitivity.csv's `model` column (default: the directory name). */
+  readonly modelName?: string;
+  readonly onStep?: (step: 'sensitivity' | 'fnorm', done: number, total: number) => void;
+}
+
+export interface ModelStatistics {
+  readonly sensitivity: SensitivityTable;
+  readonly fnorm?: FnormTable;
+  readonly kurtosis: KurtosisTable;
+  /** Calibration actually used (fewer blocks than asked when the text is short). */
+  readonly blocks: number;
+  readonly seqlen: number;
+  readonly seconds: { readonly sensitivity: number; readonly fnorm: number };
+}
+
+/**
+ * Every table `layerquant allocate` reads, measured on a model directory: activation sensitivity on the
+ * calibration text (one pass per config), then the fnorm table (streamed matrix by matrix, with kurtosis).
+ */
+export async function measureModelStatistics(modelDir: string, options: ModelStatisticsOptions): Promise<ModelStatistics> {
+  const config = await loadDecoderConfig(modelDir);
+  const tokenizer = await loadTokenizer(modelDir);
+  const calibration = calibrationBlocks(options.calibrationText, tokenizer, {
+    source: options.calibrationName,
+    ...(options.blocks === undefined ? {} : { blocks: options.blocks }),
+    ...(options.seqlen === undefined ? {} : { seqlen: options.seqlen }),
+    ...(options.order === undefined ? {} : { order: options.order }),
+    ...(options.seed === undefined ? {} : { seed: options.seed }),
+  });
+  const checkpoint = await openCheckpoint(modelDir);
+  try {
+    let start = performance.now();
+    const model = await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {});
+    const configs = options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG];
+    const rows: SensitivityRow[] = [];
+    try {
+      for (const [c, sensitivityConfig] of configs.entries()) {
+        const table = await activationSensitivity(model, calibration, {
+          config: sensitivityConfig,
+          dataset: options.calibrationName,
+          model: options.modelName ?? basename(resolve(modelDir)),
+          ...(options.quantizer ? { quantizer: options.quantizer } : {}),
+          onLayer: (layer, layers) => options.onStep?.('sensitivity', c * layers + layer + 1, configs.length * layers),
+        });
+        rows.push(...table.rows);
+      }
+    } finally {
+      await model.dispose();
+    }
+    const sensitivitySeconds = (performance.now() - start) / 1000;
+    start = performance.now();
+    const fnorm = options.skipFnorm
+      ? undefined
+      : await frobeniusTable(checkpoint, options.fnormConfigs ?? PAPER_CONFIGS, {
+          ...(options.quantizer ? { quantizer: options.quantizer } : {}),
+          onMatrix: (done, total) => options.onStep?.('fnorm', done, total),
+        });
+    const kurtosis = fnorm ? kurtosisTableFromFnorm(fnorm) : await kurtosisTable(checkpoint);
+    return Object.freeze({
+      sensitivity: Object.freeze({ rows: Object.freeze(rows) }),
+      ...(fnorm ? { fnorm } : {}),
+      kurtosis,
+      blocks: calibration.blocks,
+      seqlen: calibration.seqlen,
+      seconds: Object.freeze({ sensitivity: sensitivitySeconds, fnorm: (performance.now() - start) / 1000 }),
+    });
+  } finally {
+    await checkpoint.close();
+  }
+}
