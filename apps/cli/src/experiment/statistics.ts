@@ -1,19 +1,10 @@
 import type { ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError } from '@layerquant/core';
-import { loadDecoderBlocks } from '@layerquant/runtime';
-import {
-  activationSensitivity,
-  calibrationBlocks,
-  frobeniusTable,
-  kurtosisTableFromFnorm,
-  writeSensitivityOutputs,
-  type CalibrationOrder,
-} from '@layerquant/sensitivity';
-import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
+import { InvalidDataError, MissingFileError } from '@layerquant/core';
+import { measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 
 export interface StatisticsOptions {
   readonly modelDir: string;
@@ -53,34 +44,19 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<{ st
     const stats = await loadStatsDirectory(options.cacheDir);
     if (hasTables(stats, needs)) return { stats, source: `${options.cacheDir} (cached)`, computed: false };
   }
-  const config = await loadDecoderConfig(options.modelDir);
-  const checkpoint = await openCheckpoint(options.modelDir);
-  try {
-    const fnorm = await frobeniusTable(checkpoint, undefined, { onMatrix: (done, total) => options.onStep?.('fnorm', done, total) });
-    const tokenizer = await loadTokenizer(options.modelDir);
-    const text = await readFile(options.calibrationPath, 'utf8');
-    if (text.trim().length === 0) throw new InvalidDataError(options.calibrationPath, 'is empty; calibration needs text');
-    const calibration = calibrationBlocks(text, tokenizer, {
-      blocks: options.blocks,
-      seqlen: options.seqlen,
-      source: options.calibrationName,
-      ...(options.order ? { order: options.order } : {}),
-    });
-    const blocks = await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {});
-    let sensitivity;
-    try {
-      sensitivity = await activationSensitivity(blocks, calibration, {
-        dataset: options.calibrationName,
-        model: basename(options.modelDir),
-        onLayer: (layer, layers) => options.onStep?.('sensitivity', layer + 1, layers),
-      });
-    } finally {
-      await blocks.dispose();
-    }
-    const stats: ModelStats = { fnorm, sensitivity, kurtosis: kurtosisTableFromFnorm(fnorm), source: options.cacheDir ?? options.modelDir };
-    if (options.cacheDir) await writeSensitivityOutputs(options.cacheDir, stats);
-    return { stats, source: options.cacheDir ? `${options.cacheDir} (computed)` : 'computed', computed: true };
-  } finally {
-    await checkpoint.close();
-  }
+  if (!existsSync(options.calibrationPath)) throw new MissingFileError(options.calibrationPath, 'calibration text not found; pass a UTF-8 text file with --calib');
+  const text = await readFile(options.calibrationPath, 'utf8');
+  if (text.trim().length === 0) throw new InvalidDataError(options.calibrationPath, 'is empty; calibration needs text');
+  const measured = await measureModelStatistics(options.modelDir, {
+    calibrationText: text,
+    calibrationName: options.calibrationName,
+    blocks: options.blocks,
+    seqlen: options.seqlen,
+    ...(options.order ? { order: options.order } : {}),
+    ...(options.threads ? { threads: options.threads } : {}),
+    ...(options.onStep ? { onStep: options.onStep } : {}),
+  });
+  const stats: ModelStats = { ...(measured.fnorm ? { fnorm: measured.fnorm } : {}), sensitivity: measured.sensitivity, kurtosis: measured.kurtosis, source: options.cacheDir ?? options.modelDir };
+  if (options.cacheDir) await writeSensitivityOutputs(options.cacheDir, stats);
+  return { stats, source: options.cacheDir ? `${options.cacheDir} (computed)` : 'computed', computed: true };
 }
