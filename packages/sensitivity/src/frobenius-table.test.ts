@@ -13,7 +13,8 @@ import {
   type FnormTable,
 } from '@layerquant/allocators';
 import { shippedModelDir, shippedOraclesDir, referenceHqqPath } from '@layerquant/fixtures';
-import { rtnQuantizer } from '@layerquant/quantizers';
+import { hqqQuantizer, rtnQuantizer } from '@layerquant/quantizers';
+import { createKernelPool } from '@layerquant/quantizers/node';
 import { openCheckpoint, type Checkpoint } from '@layerquant/tensor-io';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, listMatrices } from './frobenius-table.js';
 import { writeSensitivityOutputs } from './stats-directory.js';
@@ -26,11 +27,15 @@ const key = (r: { layer: number; module: string; bits: number; groupSize: number
 
 let checkpoint: Checkpoint;
 let table: FnormTable;
+const pool = createKernelPool(2)!;
 beforeAll(async () => {
   checkpoint = await openCheckpoint(shippedModelDir);
-  table = await frobeniusTable(checkpoint);
+  table = await frobeniusTable(checkpoint, PAPER_CONFIGS, { pool });
 }, 120_000);
-afterAll(async () => checkpoint.close());
+afterAll(async () => {
+  await pool.close();
+  await checkpoint.close();
+});
 
 describe('frobeniusTable on the shipped model (oracle: the authors\' method in PyTorch with upstream HQQ)', () => {
   it('has every matrix x 12 configs in the oracle\'s order, fnorm within 0.5%, memmb and params exact', () => {
@@ -89,6 +94,8 @@ describe('frobeniusTable on the shipped model (oracle: the authors\' method in P
     const source = { has: (n: string) => checkpoint.has(n), read: (n: string) => checkpoint.read(n) };
     expect(listMatrices(source).map((m) => m.name)).toEqual(listMatrices(checkpoint).map((m) => m.name));
     const one = { has: (n: string) => n.startsWith('model.layers.0.') && checkpoint.has(n), read: (n: string) => checkpoint.read(n) };
+    // Worker threads or the calling thread: the same numbers, bit for bit.
+    expect(await frobeniusTable(one, PAPER_CONFIGS, { quantizer: hqqQuantizer })).toEqual({ rows: table.rows.slice(0, 7 * 12) });
     const rtn = await frobeniusTable(one, [quantConfig(4, 64)], { quantizer: rtnQuantizer });
     expect(rtn.rows).toHaveLength(7);
     for (const row of rtn.rows) {

@@ -14,7 +14,14 @@ import {
   type WeightTensor,
 } from '@layerquant/core';
 import type { FnormRow, FnormTable, KurtosisRow, KurtosisTable } from '@layerquant/allocators';
-import { hqqQuantizer, squaredError as squaredFrobeniusError } from '@layerquant/quantizers';
+import {
+  assembleQuantized,
+  hqqQuantizer,
+  isKernelQuantizer,
+  prepareGroups,
+  squaredError as squaredFrobeniusError,
+  type KernelPool,
+} from '@layerquant/quantizers';
 import { pearsonKurtosis } from './kurtosis.js';
 
 /** Where matrices come from: a tensor-io checkpoint, a runtime TensorSource, a map in memory. */
@@ -57,16 +64,38 @@ export function listMatrices(source: MatrixSource): MatrixRef[] {
 export interface FrobeniusTableOptions {
   /** The quantizer (default: HQQ with upstream settings, as the authors' table). */
   readonly quantizer?: Quantizer;
+  /**
+   * Worker threads running the quantizer's WebAssembly kernel (`createKernelPool` of @layerquant/quantizers/node):
+   * the configs of a matrix are quantized in parallel, with results bit-identical to the calling thread's.
+   */
+  readonly pool?: KernelPool;
   /** Called after each matrix with its key (`3.mlp.up_proj`). */
   readonly onMatrix?: (done: number, total: number, key: string) => void;
 }
 
+/** Dequantized weights of one matrix under one config, on the pool when it can run the quantizer. */
+async function dequantizedWith(quantizer: Quantizer, weight: WeightTensor, config: QuantConfig, pool: KernelPool | undefined): Promise<Float32Array> {
+  if (pool && isKernelQuantizer(quantizer) && config.groupSize % 4 === 0) {
+    const { layout, grouped } = prepareGroups(weight, config);
+    const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: quantizer.kernelSolver });
+    return quantizer.dequantize(assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero));
+  }
+  return quantizer.dequantize(quantizer.quantize(weight, config));
+}
+
 /** One matrix's rows: fnorm, sq_err, memory and kurtosis under each config. */
-export function frobeniusRows(matrix: MatrixRef, weight: WeightTensor, configs: readonly QuantConfig[], quantizer: Quantizer): FnormRow[] {
+export async function frobeniusRows(
+  matrix: MatrixRef,
+  weight: WeightTensor,
+  configs: readonly QuantConfig[],
+  quantizer: Quantizer,
+  pool?: KernelPool,
+): Promise<FnormRow[]> {
   const params = weight.data.length;
   const kurtosis = pearsonKurtosis(weight.data, `tensor "${matrix.name}"`);
-  return configs.map((config) => {
-    const squaredError = squaredFrobeniusError(weight.data, quantizer.dequantize(quantizer.quantize(weight, config)));
+  const dequantized = await Promise.all(configs.map((config) => dequantizedWith(quantizer, weight, config, pool)));
+  return configs.map((config, c) => {
+    const squaredError = squaredFrobeniusError(weight.data, dequantized[c]!);
     return Object.freeze({
       layer: matrix.layer,
       module: matrix.module,
@@ -97,7 +126,7 @@ export async function frobeniusTable(
   const matrices = listMatrices(source);
   const rows: FnormRow[] = [];
   for (const [i, matrix] of matrices.entries()) {
-    rows.push(...frobeniusRows(matrix, await source.read(matrix.name), configs, quantizer));
+    rows.push(...(await frobeniusRows(matrix, await source.read(matrix.name), configs, quantizer, options.pool)));
     options.onMatrix?.(i + 1, matrices.length, `${matrix.layer}.${matrix.module}`);
   }
   return Object.freeze({ rows: Object.freeze(rows) });

@@ -1,6 +1,7 @@
 import { basename, resolve } from 'node:path';
-import { PAPER_CONFIGS, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, PAPER_CONFIGS, type QuantConfig, type Quantizer } from '@layerquant/core';
 import type { FnormTable, KurtosisTable, SensitivityRow, SensitivityTable } from '@layerquant/allocators';
+import { createKernelPool, defaultWorkerCount } from '@layerquant/quantizers/node';
 import { loadDecoderBlocks } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity } from './activation-sensitivity.js';
@@ -24,6 +25,8 @@ export interface ModelStatisticsOptions {
   readonly quantizer?: Quantizer;
   /** onnxruntime intra-op threads. */
   readonly threads?: number;
+  /** Worker threads for the fnorm table's quantizations (default: one per core; 1 = the calling thread). */
+  readonly workers?: number;
   /** Name in sensitivity.csv's `model` column (default: the directory name). */
   readonly modelName?: string;
   readonly onStep?: (step: 'sensitivity' | 'fnorm', done: number, total: number) => void;
@@ -75,12 +78,21 @@ export async function measureModelStatistics(modelDir: string, options: ModelSta
     }
     const sensitivitySeconds = (performance.now() - start) / 1000;
     start = performance.now();
-    const fnorm = options.skipFnorm
-      ? undefined
-      : await frobeniusTable(checkpoint, options.fnormConfigs ?? PAPER_CONFIGS, {
+    let fnorm: FnormTable | undefined;
+    if (!options.skipFnorm) {
+      const workers = options.workers ?? defaultWorkerCount();
+      if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
+      const pool = workers > 1 ? createKernelPool(workers) : undefined;
+      try {
+        fnorm = await frobeniusTable(checkpoint, options.fnormConfigs ?? PAPER_CONFIGS, {
           ...(options.quantizer ? { quantizer: options.quantizer } : {}),
+          ...(pool ? { pool } : {}),
           onMatrix: (done, total) => options.onStep?.('fnorm', done, total),
         });
+      } finally {
+        await pool?.close();
+      }
+    }
     const kurtosis = fnorm ? kurtosisTableFromFnorm(fnorm) : await kurtosisTable(checkpoint);
     return Object.freeze({
       sensitivity: Object.freeze({ rows: Object.freeze(rows) }),

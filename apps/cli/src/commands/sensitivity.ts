@@ -41,6 +41,7 @@ const USAGE = [
   '  --config <list>      quantization of the sensitivity measurement, comma-separated (default b4g64)',
   '  --skip-fnorm         write sensitivity.csv and kurtosis.csv only',
   '  --threads <n>        onnxruntime intra-op threads (default: one per core)',
+  '  --workers <n>        worker threads quantizing the fnorm table (default: one per core)',
   '  --out <dir>          output directory (created; files written atomically)',
   '  --json               one JSON object: files, calibration, seconds, sensitivity rows',
 ].join('\n');
@@ -71,6 +72,7 @@ export const sensitivityCommand: Command = {
       config: { type: 'string' },
       'skip-fnorm': { type: 'boolean' },
       threads: { type: 'string' },
+      workers: { type: 'string' },
       out: { type: 'string' },
     });
     const modelDir = requireString(positionals[0], 'model-dir', 'layerquant sensitivity <model-dir> --out <dir>');
@@ -86,6 +88,8 @@ export const sensitivityCommand: Command = {
     const configs = (stringOption(values, 'config') ?? 'b4g64').split(',').map((name) => parseConfigName(name));
     const threadsText = stringOption(values, 'threads');
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
+    const workersText = stringOption(values, 'workers');
+    const workers = workersText === undefined ? undefined : parseIntegerOption(workersText, '--workers', 0, 1);
     const calibration = calibrationSource(values);
     if (!existsSync(calibration.path)) throw new MissingFileError(calibration.path, 'does not exist; pass a UTF-8 text file with --calib or a built-in --dataset');
 
@@ -101,6 +105,7 @@ export const sensitivityCommand: Command = {
       sensitivityConfigs: configs,
       skipFnorm: Boolean(values['skip-fnorm']),
       ...(threads === undefined ? {} : { threads }),
+      ...(workers === undefined ? {} : { workers }),
       onStep: (step, done, total) => {
         bars[step].update(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
         if (done === total) bars[step].done();
