@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { InvalidDataError, matrixTensorName } from '@layerquant/core';
+import { InvalidDataError, createRegistry, matrixTensorName } from '@layerquant/core';
 import { parseFnormCsv } from '@layerquant/allocators';
 import { shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
 import { openCheckpoint } from '@layerquant/tensor-io';
 import { kurtosis, pearsonKurtosis } from './kurtosis.js';
 import { seededRandom } from './calibration.js';
+import { SENSITIVITY_METRICS, kurtosisMetric } from './metrics.js';
 
 /** Exactly rounded float64 sum (Shewchuk's algorithm, as Python's math.fsum). */
 function exactSum(values: Iterable<number>): number {
@@ -62,9 +63,16 @@ describe('kurtosis (Pearson, biased)', () => {
       const weight = await checkpoint.read(name);
       worst = Math.max(worst, Math.abs(kurtosis(weight) / row.kurtosis! - 1));
     }
-    await checkpoint.close();
     expect(seen.size).toBe(224);
     expect(worst).toBeLessThan(1e-9);
+
+    // The same through the metric plug-in, as an app's registry holds it.
+    const registry = createRegistry('sensitivity metric', SENSITIVITY_METRICS);
+    expect(registry.ids()).toEqual(['activation-sensitivity', 'kurtosis', 'fnorm']);
+    const table = await kurtosisMetric.measure(checkpoint, {});
+    expect(table.rows).toHaveLength(224);
+    expect(table.rows.find((r) => r.layer === 0 && r.module === 'self_attn.q_proj')!.kurtosis).toBe(kurtosis(await checkpoint.read(matrixTensorName(0, 'self_attn.q_proj'))));
+    await checkpoint.close();
   });
 
   it('rejects empty, constant and non-finite matrices with the tensor named', () => {
