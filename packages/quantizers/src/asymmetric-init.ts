@@ -34,8 +34,10 @@ export function asymmetricMinMaxInit(
     min += 0;
     max += 0;
     const range = fround(max - min);
-    // torch compares the fp32 range with 1e-4 cast to fp32
-    let s = Math.abs(range) <= SMALL_RANGE ? 1 : fround(maxV / range);
+    // torch compares the fp32 range with 1e-4 cast to fp32. Upstream writes `max_v / range` with max_v a Python
+    // number: torch evaluates scalar / tensor as reciprocal(tensor) * scalar, two fp32 roundings, and the scale is
+    // then 1 ulp off a correctly rounded division in about a quarter of the groups, which flips codes at exact ties.
+    let s = Math.abs(range) <= SMALL_RANGE ? 1 : fround(fround(1 / range) * maxV);
     if (s > 2e4) s = 2e4;
     let z = fround(-min * s);
     if (roundZero) z = roundHalfEven(z);

@@ -154,7 +154,8 @@
           (f32.max (f32x4.extract_lane 0 (local.get $hi)) (f32x4.extract_lane 1 (local.get $hi)))
           (f32.max (f32x4.extract_lane 2 (local.get $hi)) (f32x4.extract_lane 3 (local.get $hi)))) (f32.const 0)))
         (local.set $range (f32.sub (local.get $max) (local.get $min)))
-        (local.set $s (f32.div (local.get $maxv) (local.get $range)))
+        ;; torch's scalar / tensor is reciprocal(tensor) * scalar: two fp32 roundings, as upstream HQQ computes the scale
+        (local.set $s (f32.mul (f32.div (f32.const 1) (local.get $range)) (local.get $maxv)))
         (if (f32.le (f32.abs (local.get $range)) (f32.const 1e-4)) (then (local.set $s (f32.const 1))))
         (if (f32.gt (local.get $s) (f32.const 2e4)) (then (local.set $s (f32.const 2e4))))
         (local.set $z (f32.mul (f32.neg (local.get $min)) (local.get $s)))
