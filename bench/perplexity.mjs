@@ -39,7 +39,7 @@ try {
   for (const seqlen of seqlens) {
     const ours = await perplexity(model, ids, { seqlen });
     const expected = reference[`brown-test@${seqlen}`];
-    console.log(`seqlen ${seqlen}: ours ${ours.seconds.toFixed(1)} s, ${(ours.tokens / ours.seconds).toFixed(0)} tokens/s; running the PyTorch anchor...`);
+    console.log(`seqlen ${seqlen}: ours ${ours.seconds.toFixed(1)} s, ${(ours.tokens / ours.seconds).toFixed(0)} tokens/s${haveTorch ? '; running the PyTorch anchor...' : ''}`);
     const anchor = haveTorch ? lastJson(runPython([ANCHOR, shippedModelDir, idsPath, String(seqlen), String(THREADS)])) : undefined;
     rows.push({ seqlen, ours, expected, anchor });
     const error = expected === undefined ? 'n/a' : `${((100 * Math.abs(ours.ppl - expected)) / expected).toFixed(4)}%`;

@@ -28,13 +28,13 @@ describe('brown-test perplexity of the shipped model vs PyTorch fp32 (reference-
     console.log(`brown-test@512: ${result.ppl.toFixed(4)} (PyTorch ${expected.toFixed(4)}), ${(result.tokens / result.seconds).toFixed(0)} tokens/s`);
     expect(result.windows).toBe(310);
     expect(Math.abs(result.ppl - expected) / expected).toBeLessThan(5e-4);
-  });
+  }, 600_000);
 
-  it('full text at seqlen 128: within 0.05% of 86.9928', async () => {
-    const result = await perplexity(model, ids, { seqlen: 128 });
-    const expected = reference['brown-test@128'] as number;
-    console.log(`brown-test@128: ${result.ppl.toFixed(4)} (PyTorch ${expected.toFixed(4)}), ${(result.tokens / result.seconds).toFixed(0)} tokens/s`);
-    expect(result.windows).toBe(Math.floor(ids.length / 128));
-    expect(Math.abs(result.ppl - expected) / expected).toBeLessThan(5e-4);
+  // The full text at 128 runs in bench/perplexity.mjs; here a prefix against PyTorch, computed once with
+  // `/usr/bin/python3 bench/perplexity_anchor.py <model> <brown-test ids.json> 128 2 16384`.
+  it('first 16384 tokens at seqlen 128: within 0.05% of PyTorch fp32 (98.2284)', async () => {
+    const result = await perplexity(model, ids, { seqlen: 128, maxTokens: 16384 });
+    expect(result.windows).toBe(128);
+    expect(Math.abs(result.ppl - 98.22843955244446) / 98.22843955244446).toBeLessThan(5e-4);
   });
 });
