@@ -58,7 +58,8 @@ try {
   const failed = rows.filter((r) => r.expected !== undefined && Math.abs(r.ours.ppl - r.expected) / r.expected >= 5e-4);
 
   if (args.includes('--quantized')) {
-    const { createHqqQuantizer, quantizeModel, openModelWeights } = await import('@layerquant/quantizers');
+    const { createHqqQuantizer } = await import('@layerquant/quantizers');
+    const { quantizeModel, openModelWeights } = await import('@layerquant/quantizers/node');
     const { quantConfig } = await import('@layerquant/core');
     const outDir = join(scratch, 'b4g64');
     started = performance.now();

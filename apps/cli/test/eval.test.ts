@@ -1,6 +1,7 @@
 import { quantConfig } from '@layerquant/core';
 import { brownTestPath, shippedModelDir } from '@layerquant/fixtures';
-import { quantizeModel, rtnQuantizer } from '@layerquant/quantizers';
+import { rtnQuantizer } from '@layerquant/quantizers';
+import { quantizeModel } from '@layerquant/quantizers/node';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -49,21 +49,3 @@ export {
 export type { QuantizedCheckpoint } from './quantized-checkpoint.js';
 export type { MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
 export { QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
-
-// Deprecated: Node-only functions, canonical in "@layerquant/quantizers/node" (import them from there). These
-// wrappers load them on first call; they are kept until every caller imports from the /node subpath.
-
-/** @deprecated Node only: import quantizeModel from "@layerquant/quantizers/node". */
-export async function quantizeModel(options: import('./quantize-model.js').QuantizeModelOptions): Promise<import('./quantize-model.js').QuantizeModelReport> {
-  return (await import('./quantize-model.js')).quantizeModel(options);
-}
-
-/** @deprecated Node only: import openQuantizedCheckpoint from "@layerquant/quantizers/node". */
-export async function openQuantizedCheckpoint(path: string): Promise<import('./quantized-checkpoint.js').QuantizedCheckpoint> {
-  return (await import('./quantized-checkpoint.js')).openQuantizedCheckpoint(path);
-}
-
-/** @deprecated Node only: import openModelWeights from "@layerquant/quantizers/node". */
-export async function openModelWeights(path: string): ReturnType<typeof import('./quantized-checkpoint.js').openModelWeights> {
-  return (await import('./quantized-checkpoint.js')).openModelWeights(path);
-}

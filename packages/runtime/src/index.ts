@@ -10,4 +10,3 @@ export {
   type MlpBlockOutput,
 } from './decoder-blocks.js';
 export { referenceForward } from './reference-forward.js';
-export { randomDecoderSource, relativeError, seededNormal, tinyConfig } from './test-models.js';

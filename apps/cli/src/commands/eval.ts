@@ -1,7 +1,7 @@
 import { InvalidOptionError } from '@layerquant/core';
 import { datasets } from '@layerquant/fixtures';
 import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, type PerplexityProtocol } from '@layerquant/perplexity';
-import { openModelWeights } from '@layerquant/quantizers';
+import { openModelWeights } from '@layerquant/quantizers/node';
 import { loadDecoderModel } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
