@@ -180,12 +180,14 @@ async function main() {
   let results;
   let fp;
   let perplexityDataset = 'brown-test@512';
+  let allocationStats;
   if (values.results) {
     const path = resolve(cwd, values.results);
     const json = JSON.parse(await readText(path, 'run `layerquant experiment` and pass its results.json with --results'));
     const { rows, floatRow } = cliResults(json, path);
     results = rows;
     const settings = Array.isArray(json) ? undefined : json.settings;
+    allocationStats = typeof settings?.stats === 'string' ? settings.stats : undefined;
     if (settings?.text && settings.seqlen) {
       perplexityDataset = `${basename(settings.text).replace(/\.txt$/, '')}@${settings.seqlen}${settings.maxTokens ? `, first ${settings.maxTokens} tokens` : ''}`;
     }
@@ -221,7 +223,7 @@ async function main() {
       results: {
         kind: resultsSource,
         detail: values.results
-          ? `layerquant experiment output ${shown(resolve(cwd, values.results))}`
+          ? `layerquant experiment output ${shown(resolve(cwd, values.results))}${allocationStats ? ` (allocations from the statistics in ${shown(resolve(cwd, allocationStats))})` : ''}`
           : `PyTorch oracles, ${shown(join(shippedOraclesDir, 'oracles.json'))} (brown-test, windows of 512 tokens)`,
       },
     },
