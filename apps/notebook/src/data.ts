@@ -1,4 +1,5 @@
 import { InvalidDataError } from '@layerquant/core';
+import type { ModelSummary } from '@layerquant/tensor-io';
 
 /** Where a part of the data came from: our CLI, or the PyTorch oracles shipped with the model. */
 export type DataSource = 'layerquant' | 'oracles';
@@ -31,26 +32,12 @@ export interface ResultRow {
   readonly seconds: number | null;
 }
 
-export interface ModelFacts {
+/** What `layerquant inspect --json` says of the model (tensor-io's ModelSummary), with its name and path. */
+export interface ModelFacts extends Omit<ModelSummary, 'dir' | 'dtypes'> {
   readonly name: string;
   /** The model directory, relative to the repository root. */
   readonly path: string;
-  readonly architecture: string;
-  readonly modelType: string;
-  readonly numLayers: number;
-  readonly hiddenSize: number;
-  readonly intermediateSize: number;
-  readonly numHeads: number;
-  readonly numKeyValueHeads: number;
-  readonly vocabSize: number;
-  readonly tieWordEmbeddings: boolean;
-  readonly params: number;
-  readonly linearParams: number;
-  readonly linearMatrices: number;
-  readonly tensors: number;
   readonly dtypes: Readonly<Record<string, number>>;
-  readonly files: number;
-  readonly bytes: number;
 }
 
 /** public/data/notebook.json, written by scripts/precompute.mjs. */
