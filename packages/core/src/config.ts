@@ -88,9 +88,14 @@ export const BUDGET_STOPS: readonly BudgetStop[] = Object.freeze(
   }).sort((a, b) => a.bpp - b.bpp),
 );
 
-/** Index of a budget stop on the ladder (matches within 0.005, so 3.25 and 3.2539 both find b3g64). */
+/** Index of a budget stop on the ladder, or -1 (matches within 0.005, so 3.25 and 3.2539 both find b3g64). */
+export function findBudgetStop(budget: number): number {
+  return BUDGET_STOPS.findIndex((s) => Math.abs(s.budget - budget) < 0.005 || Math.abs(s.bpp - budget) < 1e-9);
+}
+
+/** Index of a budget stop on the ladder; an InvalidOptionError listing the stops when `budget` is none. */
 export function budgetStopIndex(budget: number): number {
-  const index = BUDGET_STOPS.findIndex((s) => Math.abs(s.budget - budget) < 0.005 || Math.abs(s.bpp - budget) < 1e-9);
+  const index = findBudgetStop(budget);
   if (index < 0) {
     throw new InvalidOptionError(
       'budget',

@@ -1,10 +1,10 @@
-import { BUDGET_STOPS, InvalidOptionError, configName, matrixKey, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, configName, matrixKey, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { brownCalibPath } from '@layerquant/fixtures';
 import { basename, join } from 'node:path';
 import { createHqqQuantizer, FORK_SOLVER_OPTIONS, rtnQuantizer } from '@layerquant/quantizers';
 import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
-import { allocateMethod, checkBudget } from '../experiment/allocate-method.js';
+import { allocateMethod, checkBudget, extraMemoryPercent, uniformBaseline } from '../experiment/allocate-method.js';
 import { parseMethods, tablesNeeded, type MethodSpec } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
@@ -189,9 +189,8 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
   });
   statsProgress.done(`from ${source}`);
   const allocation: Allocation = allocateMethod(spec, stats, budget, seed);
-  const isStop = BUDGET_STOPS.some((s) => Math.abs(s.budget - budget) < 0.005);
-  const uniform = isStop ? allocateMethod(parseMethods('hqq')[0]!, stats, budget) : undefined;
-  const extraMemoryPercent = uniform ? (100 * (allocation.totals.memoryMB - uniform.totals.memoryMB)) / uniform.totals.memoryMB : null;
+  const uniform = uniformBaseline(stats, budget);
+  const extra = uniform ? extraMemoryPercent(allocation, uniform) : null;
   const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
   const progress = createProgress('quantize', interactive);
   const report = await quantizeModel({
@@ -226,7 +225,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
       bpp: report.bpp,
       paperMB: report.paperMB,
       uniformMB: uniform?.totals.memoryMB ?? null,
-      extraMemoryPercent,
+      extraMemoryPercent: extra,
       bytes: report.bytes,
       fileBytes: report.fileBytes,
       sqErr: report.sqErr,
@@ -242,7 +241,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
     ['method', `${spec.id} at ${budget} bits (statistics: ${source})`],
     ['configs', [...counts].map(([c, n]) => `${c} x${n}`).join(', ')],
     ['bits/weight', `${report.bpp.toFixed(4)} (paper), ${((8 * report.bytes) / report.params).toFixed(4)} (packed)`],
-    ['memory', `${report.paperMB.toFixed(3)} MB${uniform ? `, ${extraMemoryPercent! >= 0 ? '+' : ''}${extraMemoryPercent!.toFixed(2)}% over HQQ uniform (${uniform.totals.memoryMB.toFixed(3)} MB)` : ''}`],
+    ['memory', `${report.paperMB.toFixed(3)} MB${uniform ? `, ${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% over HQQ uniform (${uniform.totals.memoryMB.toFixed(3)} MB)` : ''}`],
     ['size', `${(report.bytes / 2 ** 20).toFixed(2)} MiB packed linear weights, ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB file`],
     ['sq. error', report.sqErr.toPrecision(8)],
     ['time', `${formatSeconds(report.seconds)} (${formatSeconds(report.quantizeSeconds)} quantizing)`],

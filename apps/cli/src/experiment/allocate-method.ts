@@ -6,7 +6,7 @@ import {
   uniformAllocator,
   type ModelStats,
 } from '@layerquant/allocators';
-import { BUDGET_STOPS, InfeasibleBudgetError, budgetStopIndex, type Allocation } from '@layerquant/core';
+import { BUDGET_STOPS, InfeasibleBudgetError, budgetStopIndex, findBudgetStop, type Allocation } from '@layerquant/core';
 import type { MethodSpec } from './grid.js';
 
 /** Options in words for tables: `boost_stop=2 top_m=1`. */
@@ -45,4 +45,14 @@ export function checkBudget(method: MethodSpec, budget: number): void {
     return;
   }
   budgetStopIndex(budget);
+}
+
+/** HQQ uniform at a budget stop, the baseline of "extra memory"; undefined where the budget is no stop (MXQ takes any). */
+export function uniformBaseline(stats: ModelStats, budget: number): Allocation | undefined {
+  return findBudgetStop(budget) < 0 ? undefined : uniformAllocator.allocate(stats, { budget });
+}
+
+/** Memory of `allocation` over `baseline`, percent; NaN without a baseline. */
+export function extraMemoryPercent(allocation: Allocation, baseline: Allocation | undefined): number {
+  return baseline ? (100 * (allocation.totals.memoryMB - baseline.totals.memoryMB)) / baseline.totals.memoryMB : Number.NaN;
 }

@@ -1,10 +1,10 @@
 import type { ModelStats } from '@layerquant/allocators';
-import { BUDGET_STOPS, matrixTensorName, type Allocation, type Quantizer } from '@layerquant/core';
+import { matrixOfTensorName, matrixTensorName, type Allocation, type Quantizer } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { loadDecoderModel, type DecoderModel } from '@layerquant/runtime';
 import { loadDecoderConfig, openCheckpoint, type Checkpoint } from '@layerquant/tensor-io';
-import { allocateMethod, describeOptions } from './allocate-method.js';
+import { allocateMethod, describeOptions, extraMemoryPercent, uniformBaseline } from './allocate-method.js';
 import type { MethodSpec } from './grid.js';
 import type { ExperimentRow } from './report.js';
 
@@ -81,7 +81,7 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
         options.onEvent?.({ kind: 'cell-start', cell, cells, label: 'fp (unquantized)' });
         const started = performance.now();
         const result = await evaluate(model, cell, cells, 'fp');
-        const linear = checkpoint.tensors.filter((t) => /\.(self_attn|mlp)\.[a-z_]+_proj\.weight$/.test(t.name) && t.name.startsWith('model.layers.'));
+        const linear = checkpoint.tensors.filter((t) => matrixOfTensorName(t.name) !== undefined);
         const params = linear.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
         const bytes = linear.reduce((s, t) => s + t.byteLength, 0);
         const bits = (8 * bytes) / params;
@@ -104,7 +104,7 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
         options.onEvent?.({ kind: 'cell-start', cell, cells, label });
         const started = performance.now();
         const allocation = allocateMethod(method, options.stats, budget, options.seed);
-        if (!uniformOf.has(budget)) uniformOf.set(budget, uniformAt(options.stats, budget));
+        if (!uniformOf.has(budget)) uniformOf.set(budget, uniformBaseline(options.stats, budget));
         const uniform = uniformOf.get(budget);
         await model.setWeights(await dequantizedOverrides(checkpoint, allocation));
         const result = await evaluate(model, cell, cells, label);
@@ -117,7 +117,7 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
           bpp: allocation.totals.bpp,
           memoryMB: allocation.totals.memoryMB,
           packedBytes: memory.packedBytes,
-          extraMemoryPercent: uniform ? (100 * (allocation.totals.memoryMB - uniform.totals.memoryMB)) / uniform.totals.memoryMB : Number.NaN,
+          extraMemoryPercent: extraMemoryPercent(allocation, uniform),
           ppl: result.ppl,
           seconds: (performance.now() - started) / 1000,
         };
@@ -131,10 +131,4 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
     await checkpoint.close();
   }
   return rows;
-}
-
-/** HQQ uniform at a budget stop; undefined where the budget is no stop (MXQ takes any budget, uniform does not). */
-function uniformAt(stats: ModelStats, budget: number): Allocation | undefined {
-  if (!BUDGET_STOPS.some((s) => Math.abs(s.budget - budget) < 0.005 || Math.abs(s.bpp - budget) < 1e-9)) return undefined;
-  return allocateMethod({ id: 'hqq', allocator: 'uniform' }, stats, budget);
 }
