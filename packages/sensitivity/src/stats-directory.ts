@@ -1,17 +1,9 @@
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  formatFnormCsv,
-  formatKurtosisCsv,
-  formatSensitivityCsv,
-  type FnormTable,
-  type KurtosisTable,
-  type SensitivityTable,
-} from '@layerquant/allocators';
-import { writeTextAtomic } from '@layerquant/tensor-io';
+import type { FnormTable, KurtosisTable, SensitivityTable } from '@layerquant/allocators';
+import { STATS_FILES, saveStatsDirectory } from '@layerquant/allocators/node';
 
-/** File names of a statistics directory, the names `layerquant allocate --stats <dir>` reads. */
-export const SENSITIVITY_OUTPUT_FILES = Object.freeze({ sensitivity: 'sensitivity.csv', fnorm: 'fnorm.csv', kurtosis: 'kurtosis.csv' });
+/** File names of a statistics directory: the names `layerquant allocate --stats <dir>` reads. */
+export const SENSITIVITY_OUTPUT_FILES = STATS_FILES;
 
 export interface SensitivityOutputs {
   readonly sensitivity?: SensitivityTable;
@@ -20,19 +12,10 @@ export interface SensitivityOutputs {
 }
 
 /**
- * Writes the tables present in the authors' CSV layouts (each to a temporary name, then renamed, so no partial
- * file is left behind). Returns the paths written.
+ * Writes the tables present in the authors' CSV layouts with the allocators' `saveStatsDirectory` (each to a
+ * temporary name, then renamed, so no partial file is left behind). Returns the paths written.
  */
 export async function writeSensitivityOutputs(dir: string, outputs: SensitivityOutputs): Promise<string[]> {
-  await mkdir(dir, { recursive: true });
-  const written: string[] = [];
-  const write = async (name: string, text: string) => {
-    const path = join(dir, name);
-    await writeTextAtomic(path, text);
-    written.push(path);
-  };
-  if (outputs.sensitivity) await write(SENSITIVITY_OUTPUT_FILES.sensitivity, formatSensitivityCsv(outputs.sensitivity));
-  if (outputs.fnorm) await write(SENSITIVITY_OUTPUT_FILES.fnorm, formatFnormCsv(outputs.fnorm));
-  if (outputs.kurtosis) await write(SENSITIVITY_OUTPUT_FILES.kurtosis, formatKurtosisCsv(outputs.kurtosis));
-  return written;
+  await saveStatsDirectory(dir, outputs);
+  return (['sensitivity', 'fnorm', 'kurtosis'] as const).filter((table) => outputs[table]).map((table) => join(dir, SENSITIVITY_OUTPUT_FILES[table]));
 }
