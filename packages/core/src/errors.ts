@@ -92,3 +92,13 @@ export class UnknownPluginError extends LayerquantError {
     super('UNKNOWN_PLUGIN', `unknown ${kind} "${id}"; available: ${available.length ? available.join(', ') : '(none registered)'}`);
   }
 }
+
+/**
+ * An output directory that cannot be used: it is a file, lies under a file, is not writable, or another
+ * layerquant process holds its lock.
+ */
+export class OutputDirectoryError extends LayerquantError {
+  constructor(readonly directory: string, message: string, code = 'OUTPUT_DIRECTORY') {
+    super(code, `${directory}: ${message}`);
+  }
+}

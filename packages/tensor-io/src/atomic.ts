@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { trackTemporary, untrackTemporary } from './output-dir.js';
 
 /** A temp name beside the target, so the final rename stays on one file system. */
 export function temporaryPath(path: string): string {
@@ -9,11 +10,12 @@ export function temporaryPath(path: string): string {
 
 /**
  * Writes through `write(handle)` into a temp file, then renames it over `path`; on any failure the temp file is
- * removed, so no half-written file is ever left behind.
+ * removed, so no half-written file is ever left behind, also when the process is interrupted (see output-dir.ts).
  */
 export async function writeFileAtomic(path: string, write: (handle: FileHandle) => Promise<void>): Promise<void> {
   const tmp = temporaryPath(path);
   let handle: FileHandle | undefined;
+  trackTemporary(tmp);
   try {
     handle = await open(tmp, 'w');
     await write(handle);
@@ -24,6 +26,8 @@ export async function writeFileAtomic(path: string, write: (handle: FileHandle) 
     await handle?.close().catch(() => undefined);
     await rm(tmp, { force: true });
     throw error;
+  } finally {
+    untrackTemporary(tmp);
   }
 }
 

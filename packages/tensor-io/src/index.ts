@@ -1,5 +1,13 @@
 export { writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
 export {
+  openOutputDirectory,
+  processAlive,
+  removeStaleTemporaries,
+  trackTemporary,
+  untrackTemporary,
+  type OutputDirectory,
+} from './output-dir.js';
+export {
   READABLE_DTYPES,
   bf16BitsToFloat32,
   decodeToFloat32,

@@ -1,0 +1,186 @@
+import { OutputDirectoryError } from '@layerquant/core';
+import { closeSync, openSync, readFileSync, readdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { access, constants, mkdir, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+
+/**
+ * Output directories: one writer at a time (a lock file), no temporaries left behind on Ctrl-C, SIGTERM or a
+ * crash, and stale temporaries of dead processes removed on the next run.
+ *
+ * Temporary names come from `temporaryPath` (`.<name>.<pid>.<hex>.tmp`), so the pid of the process that wrote
+ * one is in its name: a temporary whose process is gone can never be finished and is safe to delete.
+ */
+
+const LOCK_FILE = '.layerquant.lock';
+const TEMPORARY_NAME = /^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$/;
+
+/** Paths this process may leave behind if it stops now: temporaries being written, locks held. */
+const liveTemporaries = new Set<string>();
+const heldLocks = new Set<string>();
+let handlersInstalled = false;
+
+function removeLeftovers(): void {
+  for (const path of liveTemporaries) rmSync(path, { recursive: true, force: true });
+  liveTemporaries.clear();
+  for (const path of heldLocks) rmSync(path, { force: true });
+  heldLocks.clear();
+}
+
+function installHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  // 'exit' runs on a normal end and after an uncaught exception; signals need their own handlers, which then
+  // exit with the shell's code for the signal (128 + n) as a default handler would.
+  process.on('exit', removeLeftovers);
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+    process.on(signal, () => {
+      removeLeftovers();
+      process.stderr.write(`\nlayerquant: interrupted (${signal}); temporary files removed\n`);
+      process.exit(code);
+    });
+  }
+}
+
+/** Marks `path` (a file or directory being written) for removal if the process stops before `untrack`. */
+export function trackTemporary(path: string): void {
+  installHandlers();
+  liveTemporaries.add(path);
+}
+
+export function untrackTemporary(path: string): void {
+  liveTemporaries.delete(path);
+}
+
+/** True if a process with this pid exists (EPERM: it exists but is not ours). */
+export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes temporaries (files or directories) in `dir` left by processes that no longer run; returns their names. */
+export function removeStaleTemporaries(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const match = TEMPORARY_NAME.exec(name);
+    if (!match) continue;
+    const pid = Number(match[1]);
+    if (pid === process.pid || processAlive(pid)) continue;
+    rmSync(join(dir, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
+interface LockContent {
+  readonly pid: number;
+  readonly command: string;
+  readonly started: string;
+}
+
+function readLock(path: string): LockContent | undefined {
+  try {
+    const content = JSON.parse(readFileSync(path, 'utf8')) as Partial<LockContent>;
+    return typeof content.pid === 'number' ? (content as LockContent) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A held output directory; `release()` removes the lock (also done automatically on exit and on signals). */
+export interface OutputDirectory {
+  readonly path: string;
+  /** Stale temporaries of dead processes that were removed when the directory was opened. */
+  readonly removedTemporaries: readonly string[];
+  release(): void;
+}
+
+/**
+ * Checks that `dir` can be an output directory (not a file, not under a file, writable), creates it, removes
+ * stale temporaries of dead processes and takes its lock, so a second layerquant writing the same directory gets
+ * an error instead of both reporting success. `option` names the flag in messages (default `--out`).
+ */
+export async function openOutputDirectory(dir: string, command: string, option = '--out'): Promise<OutputDirectory> {
+  const path = resolve(dir);
+  // Find the nearest existing ancestor: a file there means the directory can never be created.
+  let probe = path;
+  for (;;) {
+    const info = await stat(probe).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return undefined;
+      throw new OutputDirectoryError(dir, `cannot be used as ${option}: ${error.message}`);
+    });
+    if (info) {
+      if (!info.isDirectory()) {
+        throw new OutputDirectoryError(
+          dir,
+          probe === path
+            ? `${option} is an existing file, not a directory; choose a directory path or remove the file`
+            : `${option} lies under "${probe}", which is a file; choose a path whose parents are directories`,
+        );
+      }
+      break;
+    }
+    const parent = dirname(probe);
+    if (parent === probe) break;
+    probe = parent;
+  }
+  try {
+    await access(probe, constants.W_OK);
+  } catch {
+    throw new OutputDirectoryError(dir, `${option} is not writable (no write permission on "${probe}"); choose another directory or fix its permissions`);
+  }
+  await mkdir(path, { recursive: true });
+  const removedTemporaries = removeStaleTemporaries(path);
+  const lockPath = join(path, LOCK_FILE);
+  installHandlers();
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const fd = openSync(lockPath, 'wx');
+      writeSync(fd, JSON.stringify({ pid: process.pid, command, started: new Date().toISOString() } satisfies LockContent));
+      closeSync(fd);
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') break; // lost a race on a stale lock: fall to the check below
+        throw new OutputDirectoryError(dir, `cannot create the lock file: ${(error as Error).message}`);
+      }
+      const holder = readLock(lockPath);
+      if (holder && holder.pid !== process.pid && processAlive(holder.pid)) {
+        throw new OutputDirectoryError(
+          dir,
+          `another layerquant process (pid ${holder.pid}, "${holder.command}", started ${holder.started}) is writing this directory; wait for it to finish or choose another ${option}`,
+          'OUTPUT_LOCKED',
+        );
+      }
+      // The holder is dead (or the lock is unreadable, left by a crash while writing it): take it over.
+      rmSync(lockPath, { force: true });
+    }
+  }
+  const holder = readLock(lockPath);
+  if (!holder || holder.pid !== process.pid) {
+    throw new OutputDirectoryError(dir, `another layerquant process took this directory's lock at the same time; choose another ${option}`, 'OUTPUT_LOCKED');
+  }
+  heldLocks.add(lockPath);
+  return {
+    path,
+    removedTemporaries,
+    release() {
+      if (!heldLocks.delete(lockPath)) return;
+      try {
+        unlinkSync(lockPath);
+      } catch {
+        // Already gone: nothing to release.
+      }
+    },
+  };
+}
