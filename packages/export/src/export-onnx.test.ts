@@ -76,8 +76,8 @@ describe('exportOnnx on tiny random models', () => {
     const external = join(root, 'external');
     const whole = await exportOnnx({ modelDir: quantizedDir, outDir: inline, accuracyLevel: 0 });
     const report = await exportOnnx({ modelDir: quantizedDir, outDir: external, accuracyLevel: 0, externalDataThreshold: 0 });
-    // tensors of 1 KiB and more move out (the embeddings, lm_head and most packed codes of this tiny model)
-    expect(report.externalDataBytes).toBeGreaterThan(whole.fileBytes / 2);
+    // tensors of 1 KiB and more move out: here the embeddings and lm_head
+    expect(report.externalDataBytes).toBeGreaterThanOrEqual(2 * 64 * 32 * 4);
     expect(report.fileBytes + report.externalDataBytes).toBeLessThan(whole.fileBytes + 4096);
     expect(existsSync(join(external, 'onnx', 'model_q4.onnx_data'))).toBe(true);
     const config = JSON.parse(readFileSync(join(external, 'config.json'), 'utf8')) as Record<string, { use_external_data_format?: unknown }>;

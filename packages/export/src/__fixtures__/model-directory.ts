@@ -1,7 +1,7 @@
 // Test helper: a tiny random decoder (runtime's test models) written as a Hugging Face directory on disk.
 import type { DecoderConfig } from '@layerquant/core';
-import { decoderLayout, expectedShapes } from '@layerquant/runtime';
-import { randomDecoderSource } from '@layerquant/runtime/testing';
+import { LM_HEAD, decoderLayout, expectedShapes } from '@layerquant/runtime';
+import { randomDecoderSource, seededNormal } from '@layerquant/runtime/testing';
 import { writeSafetensors } from '@layerquant/tensor-io';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,6 +39,12 @@ export async function writeModelDirectory(dir: string, config: DecoderConfig, se
   for (const [name, shape] of expectedShapes(config, layout)) {
     const { data } = await source.read(name);
     tensors.push({ name, dtype: 'F32' as const, shape, data });
+  }
+  // randomDecoderSource ties the embeddings; an untied model gets its own lm_head.
+  if (!config.tieWordEmbeddings) {
+    const random = seededNormal(seed + 1000);
+    const data = Float32Array.from({ length: config.vocabSize * config.hiddenSize }, () => random() / Math.sqrt(config.hiddenSize));
+    tensors.push({ name: LM_HEAD, dtype: 'F32' as const, shape: [config.vocabSize, config.hiddenSize], data });
   }
   await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
   writeFileSync(join(dir, 'config.json'), JSON.stringify(huggingFaceConfig(config), null, 2));
