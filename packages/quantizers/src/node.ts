@@ -1,5 +1,5 @@
 // Node-only API: quantize a model directory, read quantized checkpoints, worker threads.
-export { QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
+export { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 export {
   quantizeModel,
   type MatrixReport,
