@@ -7,6 +7,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { buildModelGraph, type OnnxExportOptions } from './export-onnx.js';
 import { readOnnxSummary, type OnnxFileSummary } from './onnx-reader.js';
+import { nllFromLogits } from './packed-model.js';
 
 /** Whether a directory is an ONNX export (an `onnx/` folder with a model*.onnx file). */
 export function isOnnxExportDir(dir: string): boolean {
@@ -66,17 +67,7 @@ export async function openOnnxExport(dir: string, options: RuntimeOptions & { re
     logits,
     async tokenNll(input, targets) {
       if (targets.length !== input.ids.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${input.ids.length} token ids`);
-      const values = await logits(input);
-      const vocab = config.vocabSize;
-      const out = new Float32Array(input.ids.length);
-      for (let t = 0; t < out.length; t++) {
-        let max = -Infinity;
-        for (let j = 0; j < vocab; j++) max = Math.max(max, values[t * vocab + j]!);
-        let sum = 0;
-        for (let j = 0; j < vocab; j++) sum += Math.exp(values[t * vocab + j]! - max);
-        out[t] = max + Math.log(sum) - values[t * vocab + targets[t]!]!;
-      }
-      return out;
+      return nllFromLogits(await logits(input), config.vocabSize, targets);
     },
     dispose: () => decoder.dispose(),
   };
