@@ -8,5 +8,11 @@ export {
   type QuantizeModelReport,
   type QuantizeProgress,
 } from './quantize-model.js';
-export { openModelWeights, openQuantizedCheckpoint, type QuantizedCheckpoint } from './quantized-checkpoint.js';
+export {
+  openModelWeights,
+  openQuantizedCheckpoint,
+  summarizeQuantizedCheckpoint,
+  type QuantizedCheckpoint,
+  type QuantizedCheckpointSummary,
+} from './quantized-checkpoint.js';
 export { createKernelPool, defaultWorkerCount, type KernelPool, type KernelTask, type KernelTaskResult } from './kernel-worker-pool.js';
