@@ -62,12 +62,15 @@ function toFloatWeight(data: Float32Array, type: FloatType): GraphWeight {
   return type === 'float16' ? { format: 'float16', data: float32ToF16Bits(data) } : data;
 }
 
+/** What buildModelGraph reads: a checkpoint, a quantized checkpoint, or a source that quantizes on read (experiment cells). */
+export type ModelGraphSource = Pick<Checkpoint, 'has' | 'read' | 'dir'> & Partial<Pick<QuantizedCheckpoint, 'isQuantized' | 'readQuantized'>>;
+
 /**
  * Builds the KV-cache decoder graph of an opened model: quantized matrices become MatMulNBits weights, matrices kept
  * in float stay Gemms, everything else float. Used by the export and by `generate` (the same graph either way).
  */
 export async function buildModelGraph(
-  source: Checkpoint | QuantizedCheckpoint,
+  source: ModelGraphSource,
   config: DecoderConfig,
   options: OnnxExportOptions = {},
 ): Promise<ExportGraph> {
@@ -78,12 +81,12 @@ export async function buildModelGraph(
   const layout = decoderLayout(config, source);
   const weights = new Map<string, GraphWeight>();
   const matrices: ExportedMatrix[] = [];
-  const isQuantized = (name: string) => 'isQuantized' in source && source.isQuantized(name);
+  const isQuantized = (name: string) => source.isQuantized?.(name) === true;
   for (const [name, shape] of expectedShapes(config, layout)) {
     if (!source.has(name)) throw new MissingTensorError(name, source.dir, 'the checkpoint does not match its config.json');
     const linear = matrixOfTensorName(name) !== undefined;
     if (isQuantized(name)) {
-      const q = await (source as QuantizedCheckpoint).readQuantized(name);
+      const q = await source.readQuantized!(name);
       const packed = toMatMulNBits(q, { scaleType });
       weights.set(name, packed.weight);
       matrices.push({ name, shape: q.shape, config: configName(q.config), storedBits: packed.storedBits, zeroCorrection: packed.zeroCorrection, bytes: packed.bytes });

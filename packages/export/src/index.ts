@@ -6,6 +6,7 @@ export {
   exportOnnx,
   onnxFileName,
   type ExportGraph,
+  type ModelGraphSource,
   type ExportOnnxOptions,
   type ExportReport,
   type ExportedMatrix,

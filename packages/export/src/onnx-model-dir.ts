@@ -5,9 +5,9 @@ import { loadDecoderConfig } from '@layerquant/tensor-io';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { buildModelGraph, type OnnxExportOptions } from './export-onnx.js';
+import { DEFAULT_ACCURACY_LEVEL, type OnnxExportOptions } from './export-onnx.js';
 import { readOnnxSummary, type OnnxFileSummary } from './onnx-reader.js';
-import { nllFromLogits } from './packed-model.js';
+import { nllFromLogits, openPackedModel } from './packed-model.js';
 
 /** Whether a directory is an ONNX export (an `onnx/` folder with a model*.onnx file). */
 export function isOnnxExportDir(dir: string): boolean {
@@ -85,9 +85,9 @@ export async function openKvDecoder(dir: string, options: RuntimeOptions & OnnxE
   const config = await loadDecoderConfig(dir);
   const weights = await openModelWeights(dir);
   try {
-    const built = await buildModelGraph(weights, config, options);
-    const decoder = await createKvDecoder(built.graph.encode(), config, options.threads ? { threads: options.threads } : {});
-    return { decoder, source: built.quantized ? 'quantized' : 'float' };
+    // The packed-weight model's loader: graphs above 1 GiB go to onnxruntime as a temporary file with external data.
+    const model = await openPackedModel(weights, config, { accuracyLevel: DEFAULT_ACCURACY_LEVEL, ...options });
+    return { decoder: model.decoder, source: model.quantized ? 'quantized' : 'float' };
   } finally {
     await weights.close();
   }

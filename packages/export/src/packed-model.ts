@@ -1,5 +1,4 @@
 import { InvalidOptionError, type DecoderConfig } from '@layerquant/core';
-import type { QuantizedCheckpoint } from '@layerquant/quantizers/node';
 import {
   createSession,
   emptyTensor,
@@ -14,14 +13,14 @@ import {
   type RuntimeOptions,
   type TokenBatch,
 } from '@layerquant/runtime';
-import { trackTemporary, untrackTemporary, type Checkpoint } from '@layerquant/tensor-io';
+import { trackTemporary, untrackTemporary } from '@layerquant/tensor-io';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { buildModelGraph, type ExportedMatrix, type OnnxExportOptions } from './export-onnx.js';
+import { buildModelGraph, type ExportedMatrix, type ModelGraphSource, type OnnxExportOptions } from './export-onnx.js';
 
 /** -log p(targets[t] | ...) per position from logits [T, vocab], with float64 log-sum-exp. */
 export function nllFromLogits(logits: Float32Array, vocab: number, targets: ArrayLike<number>): Float32Array {
@@ -103,7 +102,7 @@ export interface PackedModelOptions extends RuntimeOptions, OnnxExportOptions {
  * the fly) as a PackedModel. Accuracy level 0 by default: float activations inside MatMulNBits, whose results match
  * dequantize-then-matmul within 1e-6 (level 4, the export's default, quantizes activations to int8).
  */
-export async function openPackedModel(source: Checkpoint | QuantizedCheckpoint, config: DecoderConfig, options: PackedModelOptions = {}): Promise<PackedModel> {
+export async function openPackedModel(source: ModelGraphSource, config: DecoderConfig, options: PackedModelOptions = {}): Promise<PackedModel> {
   const { tempDir, threads, ...graphOptions } = options;
   let built: Awaited<ReturnType<typeof buildModelGraph>> | undefined = await buildModelGraph(source, config, { accuracyLevel: 0, ...graphOptions });
   const { matrices, quantized } = built;

@@ -1,13 +1,11 @@
 import { InvalidOptionError } from '@layerquant/core';
 import { datasets } from '@layerquant/fixtures';
-import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, type PerplexityProtocol } from '@layerquant/perplexity';
-import { isOnnxExportDir, openOnnxExport } from '@layerquant/export';
-import { openModelWeights } from '@layerquant/quantizers/node';
-import { loadDecoderModel } from '@layerquant/runtime';
+import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, windowPlan, type PerplexityProtocol } from '@layerquant/perplexity';
 import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
-import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
+import { parseCommandArgs, parseIntegerOption, parseMemoryOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { createProgress, formatSeconds } from '../progress.js';
+import { EVALUATION_KINDS, openEvaluationModel } from '../evaluation-model.js';
+import { createCostReporter, createProgress, formatBytes, formatSeconds } from '../progress.js';
 
 export const evalCommand: Command = {
   name: 'eval',
@@ -16,8 +14,10 @@ export const evalCommand: Command = {
     'layerquant eval <model-dir-or-quantized-dir> --text <file> | --dataset brown-test [options] [--json]',
     '',
     'Tokenizes the whole text once (no BOS) and runs the decoder with onnxruntime, one session for all windows.',
-    'A quantized directory written by `layerquant quantize` is dequantized on load; an ONNX export (`layerquant',
-    'export`, `quantize --format onnx`) is evaluated as shipped: its own file, packed weights stay packed.',
+    'A quantized directory written by `layerquant quantize` runs the graph `layerquant export` writes (packed',
+    'weights in MatMulNBits, accuracy level 0: memory is the quantized model\'s); an ONNX export (`layerquant',
+    'export`, `quantize --format onnx`) is evaluated as shipped: its own file. A float model whose float32 weights',
+    'do not fit --max-memory runs layer by layer over all windows (same perplexity, one layer\'s weights in memory).',
     '',
     'Options:',
     `  --dataset <name>       built-in text: ${Object.keys(datasets).join(', ')}`,
@@ -30,9 +30,11 @@ export const evalCommand: Command = {
     '  --stride <n>           sliding-window stride (default 512)',
     '  --max-tokens <n>       use only the first n tokens of the text',
     '  --threads <n>          onnxruntime intra-op threads (default: one per core)',
-    '  --json                 one JSON object: ppl, tokens, seconds, nll, windows, protocol, seqlen, stride',
+    '  --max-memory <GiB>     memory the float32 weights may take in one session before eval streams layer by layer',
+    '                         (default: 80% of the free memory)',
+    '  --json                 one JSON object: ppl, tokens, seconds, nll, windows, protocol, seqlen, stride, evaluation',
   ].join('\n'),
-  async run({ argv, stdout }) {
+  async run({ argv, stdout, stderr }) {
     const { values, positionals } = parseCommandArgs(argv, {
       text: { type: 'string' },
       dataset: { type: 'string' },
@@ -41,6 +43,7 @@ export const evalCommand: Command = {
       stride: { type: 'string' },
       'max-tokens': { type: 'string' },
       threads: { type: 'string' },
+      'max-memory': { type: 'string' },
     });
     const modelDir = requireString(positionals[0], 'model-dir', 'layerquant eval <model-dir> --dataset brown-test');
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
@@ -55,32 +58,31 @@ export const evalCommand: Command = {
     const maxTokens = maxTokensText === undefined ? undefined : parseIntegerOption(maxTokensText, '--max-tokens', 0, 2);
     const threadsText = stringOption(values, 'threads');
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
+    const maxMemoryBytes = parseMemoryOption(stringOption(values, 'max-memory'));
     const textPath = resolveTextPath({ text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') }, datasets);
 
     const config = await loadDecoderConfig(modelDir);
     const text = await readEvaluationText(textPath);
     const tokenizer = await loadTokenizer(modelDir);
-    // An ONNX export is evaluated as shipped: its own file, packed weights stay packed.
-    const onnx = isOnnxExportDir(modelDir);
-    const weights = onnx ? undefined : await openModelWeights(modelDir);
-    const quantized = onnx || (weights !== undefined && 'isQuantized' in weights);
-    const model = await (async () => {
-      if (!weights) return openOnnxExport(modelDir, threads === undefined ? {} : { threads });
-      try {
-        return await loadDecoderModel(weights, config, threads === undefined ? {} : { threads });
-      } finally {
-        await weights.close();
-      }
-    })();
-    const onnxFile = 'file' in model ? model.file : undefined;
+    const cost = createCostReporter('eval', stderr, !values.json);
+    const opened = await openEvaluationModel(modelDir, { ...(threads === undefined ? {} : { threads }), ...(maxMemoryBytes === undefined ? {} : { maxMemoryBytes }) });
+    const { model, kind } = opened;
+    const quantized = kind === 'packed' || kind === 'onnx';
+    const onnxFile = opened.file;
     try {
       const ids = tokenizer.encode(text);
       const progress = createProgress('perplexity', !values.json && Boolean(process.stderr.isTTY));
+      const plan = windowPlan(Math.min(ids.length, maxTokens ?? ids.length), protocol === 'windows' ? { seqlen } : { protocol, maxLength: seqlen, stride });
+      const memory = opened.weightBytes > 0 ? `, ${formatBytes(opened.weightBytes)} of weights` : '';
+      cost.plan(`${plan.windows.length} windows of up to ${seqlen} tokens, ${config.numLayers} layers; ${EVALUATION_KINDS[kind]}${memory}`);
       const result = await perplexity(model, ids, {
         protocol,
         ...(protocol === 'windows' ? { seqlen } : { maxLength: seqlen, stride }),
         ...(maxTokens === undefined ? {} : { maxTokens }),
-        onProgress: (done, total) => progress.update(done, total, 'windows'),
+        onProgress: (done, total, unit) => {
+          cost.unit(done, total, unit);
+          progress.update(done, total, unit);
+        },
       });
       progress.done();
       if (values.json) {
@@ -95,6 +97,7 @@ export const evalCommand: Command = {
           seqlen: result.seqlen,
           stride: result.stride,
           quantized,
+          evaluation: kind,
           ...(onnxFile ? { onnx: onnxFile } : {}),
           model: modelDir,
           text: textPath,
@@ -102,7 +105,7 @@ export const evalCommand: Command = {
         return;
       }
       const rows: Array<[string, string]> = [
-        ['model', `${modelDir}${onnxFile ? ` (ONNX export ${onnxFile}, packed weights)` : quantized ? ' (quantized, dequantized on load)' : ''}`],
+        ['model', `${modelDir} (${onnxFile ? `ONNX export ${onnxFile}` : EVALUATION_KINDS[kind]})`],
         ['text', `${textPath} (${ids.length.toLocaleString('en-US')} tokens${maxTokens !== undefined && maxTokens < ids.length ? `, first ${maxTokens} used` : ''})`],
         ['protocol', protocol === 'windows' ? `non-overlapping windows of ${seqlen}` : `sliding window, max_length ${seqlen}, stride ${stride}`],
         ['windows', String(result.windows)],
@@ -111,7 +114,7 @@ export const evalCommand: Command = {
       ];
       stdout(`${rows.map(([k, v]) => `${k.padEnd(11)} ${v}`).join('\n')}\n`);
     } finally {
-      await model.dispose();
+      await opened.dispose();
     }
   },
 };

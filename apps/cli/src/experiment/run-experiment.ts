@@ -1,24 +1,12 @@
 import type { ModelStats } from '@layerquant/allocators';
-import { matrixOfTensorName, matrixTensorName, type Allocation, type Quantizer } from '@layerquant/core';
-import { perplexity } from '@layerquant/perplexity';
+import { matrixOfTensorName, matrixTensorName, type Allocation, type QuantConfig } from '@layerquant/core';
+import { perplexity, type NllModel } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
-import { loadDecoderModel, type DecoderModel } from '@layerquant/runtime';
-import { loadDecoderConfig, openCheckpoint, type Checkpoint } from '@layerquant/tensor-io';
+import { loadDecoderConfig, openCheckpoint } from '@layerquant/tensor-io';
+import { openAllocationModel, openEvaluationModel, type EvaluationModel } from '../evaluation-model.js';
 import { allocateMethod, describeOptions, extraMemoryPercent, uniformBaseline } from './allocate-method.js';
 import type { MethodSpec } from './grid.js';
 import type { ExperimentRow } from './report.js';
-
-/** Dequantized weights of every matrix an allocation quantizes, read one matrix at a time from the checkpoint. */
-export async function dequantizedOverrides(checkpoint: Checkpoint, allocation: Allocation, quantizer: Quantizer = hqqQuantizer): Promise<Map<string, Float32Array>> {
-  const overrides = new Map<string, Float32Array>();
-  for (const m of allocation.matrices) {
-    if (!m.config) continue;
-    const name = matrixTensorName(m.layer, m.module);
-    const weight = await checkpoint.read(name);
-    overrides.set(name, quantizer.dequantize(quantizer.quantize(weight, m.config)));
-  }
-  return overrides;
-}
 
 export interface ExperimentEvent {
   readonly kind: 'cell-start' | 'cell-done' | 'window';
@@ -42,6 +30,8 @@ export interface ExperimentOptions {
   readonly includeFloat: boolean;
   readonly seed?: number;
   readonly threads?: number;
+  /** Memory the fp row's float32 weights may take in one session before it streams layer by layer (bytes). */
+  readonly maxMemoryBytes?: number;
   /** Rows already computed (a resumed run): cells with the same method and budget are not run again. */
   readonly done?: readonly ExperimentRow[];
   readonly onEvent?: (event: ExperimentEvent) => void;
@@ -50,9 +40,9 @@ export interface ExperimentOptions {
 }
 
 /**
- * The paper's grid: for each budget and method, allocate from the statistics, quantize every matrix with HQQ, swap
- * the dequantized weights into one loaded model, and measure perplexity. One model session is loaded for the whole
- * grid; weights are streamed from the checkpoint matrix by matrix.
+ * The paper's grid: for each budget and method, allocate from the statistics, quantize every matrix with HQQ and
+ * measure the perplexity of the packed-weight model (the graph `layerquant export` writes), so a cell holds the
+ * quantized model, never float32 copies; weights are streamed from the checkpoint matrix by matrix.
  */
 export async function runExperiment(options: ExperimentOptions): Promise<ExperimentRow[]> {
   const config = await loadDecoderConfig(options.modelDir);
@@ -61,15 +51,25 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
   const shapes = new Map(checkpoint.tensors.map((t) => [t.name, t.shape]));
   const memoryOf = (allocation: Allocation) =>
     modelMemory(allocation.matrices.map((m) => ({ shape: shapes.get(matrixTensorName(m.layer, m.module)) as unknown as [number, number], config: m.config })));
-  const evaluate = async (model: DecoderModel, cell: number, cells: number, label: string) =>
+  const evaluate = async (model: NllModel, cell: number, cells: number, label: string) =>
     perplexity(model, options.ids, {
       seqlen: options.seqlen,
       ...(options.maxTokens === undefined ? {} : { maxTokens: options.maxTokens }),
       onProgress: (done, total) => options.onEvent?.({ kind: 'window', cell, cells, label, done, total }),
     });
-  let model: DecoderModel | undefined;
+  const runtime = {
+    ...(options.threads ? { threads: options.threads } : {}),
+    ...(options.maxMemoryBytes === undefined ? {} : { maxMemoryBytes: options.maxMemoryBytes }),
+  };
+  const measure = async (open: () => Promise<EvaluationModel>, cell: number, cells: number, label: string) => {
+    const opened = await open();
+    try {
+      return await evaluate(opened.model, cell, cells, label);
+    } finally {
+      await opened.dispose();
+    }
+  };
   try {
-    model = await loadDecoderModel(checkpoint, config, options.threads ? { threads: options.threads } : {});
     const cells = options.budgets.length * options.methods.length + (options.includeFloat ? 1 : 0);
     let cell = 0;
     const uniformOf = new Map<number, Allocation | undefined>();
@@ -80,7 +80,7 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
       if (!isDone('fp', null)) {
         options.onEvent?.({ kind: 'cell-start', cell, cells, label: 'fp (unquantized)' });
         const started = performance.now();
-        const result = await evaluate(model, cell, cells, 'fp');
+        const result = await measure(() => openEvaluationModel(options.modelDir, runtime), cell, cells, 'fp');
         const linear = checkpoint.tensors.filter((t) => matrixOfTensorName(t.name) !== undefined);
         const params = linear.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
         const bytes = linear.reduce((s, t) => s + t.byteLength, 0);
@@ -95,7 +95,6 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
         await options.onRows?.(rows);
       }
     }
-    // The unquantized weights are re-read from the checkpoint for every cell: the model holds the current cell's.
     for (const budget of options.budgets) {
       for (const method of options.methods) {
         cell++;
@@ -106,8 +105,8 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
         const allocation = allocateMethod(method, options.stats, budget, options.seed);
         if (!uniformOf.has(budget)) uniformOf.set(budget, uniformBaseline(options.stats, budget));
         const uniform = uniformOf.get(budget);
-        await model.setWeights(await dequantizedOverrides(checkpoint, allocation));
-        const result = await evaluate(model, cell, cells, label);
+        const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [matrixTensorName(m.layer, m.module), m.config]));
+        const result = await measure(() => openAllocationModel(checkpoint, config, (name) => configs.get(name) ?? null, hqqQuantizer, runtime), cell, cells, label);
         const memory = memoryOf(allocation);
         const row: ExperimentRow = {
           model: options.modelName,
@@ -127,7 +126,6 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
       }
     }
   } finally {
-    await model?.dispose();
     await checkpoint.close();
   }
   return rows;
