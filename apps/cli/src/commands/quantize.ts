@@ -12,7 +12,7 @@ import { parseMethods, tablesNeeded, type MethodSpec } from '../experiment/grid.
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
 import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, exportRows, exportSummary, parseExportOptions } from './export.js';
-import { createProgress, formatSeconds } from '../progress.js';
+import { createCostReporter, createProgress, formatSeconds } from '../progress.js';
 
 const METHODS = ['rtn', 'hqq'] as const;
 const ALLOCATION_METHODS = ['uniform', 'mxq', 'sensiboost', 'kurtboost', 'ablation'] as const;
@@ -76,7 +76,7 @@ export const quantizeCommand: Command = {
     '`layerquant export --help`) instead of a quantized checkpoint:',
     ...EXPORT_OPTION_HELP,
   ].join('\n'),
-  async run({ argv, stdout }) {
+  async run({ argv, stdout, stderr }) {
     const { values, positionals } = parseCommandArgs(argv, {
       method: { type: 'string' },
       config: { type: 'string' },
@@ -133,6 +133,8 @@ export const quantizeCommand: Command = {
     const quantizer = quantizerFor(method, kappa);
 
     const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
+    const cost = createCostReporter('quantize', stderr, !values.json);
+    cost.plan(`${method} b${config.bits}g${config.groupSize}, one matrix at a time (read, quantize, write)`);
     const report = await quantizeModel({
       modelDir,
       outDir,
@@ -141,7 +143,10 @@ export const quantizeCommand: Command = {
       method,
       workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...(kappa === undefined ? {} : { kappa }) },
-      onProgress: (p) => progress.update(p.done, p.total, p.key),
+      onProgress: (p) => {
+        cost.unit(p.done, p.total, 'matrices');
+        progress.update(p.done, p.total, p.key);
+      },
     });
     progress.done();
     if (values.json) {

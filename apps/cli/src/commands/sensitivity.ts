@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { basename, extname, resolve } from 'node:path';
-import { InvalidOptionError, MissingFileError, configName, parseConfigName } from '@layerquant/core';
+import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS } from '@layerquant/allocators';
 import { datasets } from '@layerquant/fixtures';
 import {
@@ -15,7 +15,8 @@ import {
 } from '@layerquant/sensitivity';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
-import { createProgress, formatSeconds } from '../progress.js';
+import { createCostReporter, createProgress, formatSeconds } from '../progress.js';
+import { loadDecoderConfig, openOutputDirectory } from '@layerquant/tensor-io';
 
 const USAGE = [
   'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
@@ -40,6 +41,9 @@ const USAGE = [
   `  --seed <n>           seed of --order shuffled (default ${DEFAULT_CALIBRATION_SEED})`,
   '  --config <list>      quantization of the sensitivity measurement, comma-separated (default b4g64)',
   '  --skip-fnorm         write sensitivity.csv and kurtosis.csv only',
+  '  --fnorm-configs <list>',
+  '                       configs of the fnorm table, comma-separated (default: the paper\'s 12); fewer configs',
+  '                       make it proportionally faster on large models (MXQ then chooses among those only)',
   '  --threads <n>        onnxruntime intra-op threads (default: one per core)',
   '  --workers <n>        worker threads quantizing the fnorm table (default: one per core)',
   '  --out <dir>          output directory (created; files written atomically)',
@@ -61,7 +65,7 @@ export const sensitivityCommand: Command = {
   name: 'sensitivity',
   summary: 'activation sensitivity, kurtosis and fnorm tables of a model (CSV, the authors\' layout)',
   usage: USAGE,
-  async run({ argv, stdout }) {
+  async run({ argv, stdout, stderr }) {
     const { values, positionals } = parseCommandArgs(argv, {
       calib: { type: 'string' },
       dataset: { type: 'string' },
@@ -71,6 +75,7 @@ export const sensitivityCommand: Command = {
       seed: { type: 'string' },
       config: { type: 'string' },
       'skip-fnorm': { type: 'boolean' },
+      'fnorm-configs': { type: 'string' },
       threads: { type: 'string' },
       workers: { type: 'string' },
       out: { type: 'string' },
@@ -86,6 +91,8 @@ export const sensitivityCommand: Command = {
     if (seedText !== undefined && order !== 'shuffled') throw new InvalidOptionError('--seed', 'applies to --order shuffled only');
     const seed = parseIntegerOption(seedText, '--seed', DEFAULT_CALIBRATION_SEED, 0);
     const configs = (stringOption(values, 'config') ?? 'b4g64').split(',').map((name) => parseConfigName(name));
+    const fnormConfigsText = stringOption(values, 'fnorm-configs');
+    const fnormConfigs = fnormConfigsText === undefined ? PAPER_CONFIGS : fnormConfigsText.split(',').map((name) => parseConfigName(name));
     const threadsText = stringOption(values, 'threads');
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const workersText = stringOption(values, 'workers');
@@ -94,24 +101,40 @@ export const sensitivityCommand: Command = {
     if (!existsSync(calibration.path)) throw new MissingFileError(calibration.path, 'does not exist; pass a UTF-8 text file with --calib or a built-in --dataset');
 
     const quiet = Boolean(values.json) || !process.stderr.isTTY;
+    const cost = { sensitivity: createCostReporter('sensitivity', stderr, !values.json), fnorm: createCostReporter('fnorm', stderr, !values.json) };
+    const modelConfig = await loadDecoderConfig(modelDir);
+    cost.sensitivity.plan(`up to ${blocks} blocks of ${seqlen} tokens through ${modelConfig.numLayers} layers x ${configs.length} config(s), one layer's weights at a time`);
     const bars = { sensitivity: createProgress('sensitivity', !quiet), fnorm: createProgress('fnorm', !quiet) };
-    const statistics = await measureModelStatistics(modelDir, {
-      calibrationText: await readFile(calibration.path, 'utf8'),
-      calibrationName: calibration.name,
-      blocks,
-      seqlen,
-      order,
-      seed,
-      sensitivityConfigs: configs,
-      skipFnorm: Boolean(values['skip-fnorm']),
-      ...(threads === undefined ? {} : { threads }),
-      ...(workers === undefined ? {} : { workers }),
-      onStep: (step, done, total) => {
-        bars[step].update(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
-        if (done === total) bars[step].done();
-      },
-    });
-    const files = await writeSensitivityOutputs(out, statistics);
+    // Taken before the long measurement: a bad --out fails now, and a second writer is refused.
+    const output = await openOutputDirectory(out, 'sensitivity');
+    let statistics: Awaited<ReturnType<typeof measureModelStatistics>>;
+    let files: Awaited<ReturnType<typeof writeSensitivityOutputs>>;
+    try {
+      statistics = await measureModelStatistics(modelDir, {
+        calibrationText: await readFile(calibration.path, 'utf8'),
+        calibrationName: calibration.name,
+        blocks,
+        seqlen,
+        order,
+        seed,
+        sensitivityConfigs: configs,
+        fnormConfigs,
+        skipFnorm: Boolean(values['skip-fnorm']),
+        ...(threads === undefined ? {} : { threads }),
+        ...(workers === undefined ? {} : { workers }),
+        onStep: (step, done, total) => {
+          cost[step].unit(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
+          if (step === 'sensitivity' && done === total && !values['skip-fnorm']) {
+            cost.fnorm.plan(`${7 * modelConfig.numLayers} matrices x ${fnormConfigs.length} HQQ configs, one matrix at a time`);
+          }
+          bars[step].update(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
+          if (done === total) bars[step].done();
+        },
+      });
+      files = await writeSensitivityOutputs(out, statistics);
+    } finally {
+      output.release();
+    }
 
     if (values.json) {
       stdout(`${JSON.stringify({
