@@ -1,0 +1,45 @@
+// One model file in its own process: prefill and decode speed with the KV cache, then the peak resident memory
+// (VmHWM) of the whole process. Usage: node export-speed-child.mjs <model.onnx | -> <config-dir> <ids.json> <windows> <decode>
+import { readFileSync } from 'node:fs';
+import { argmaxRow, createKvDecoder } from '@layerquant/runtime';
+import { loadDecoderConfig } from '@layerquant/tensor-io';
+
+const [file, configDir, idsPath, windowsText, decodeText] = process.argv.slice(2);
+const peakKiB = () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]);
+const config = await loadDecoderConfig(configDir);
+if (file === '-') {
+  // baseline: the runtime loaded, no model
+  console.log(JSON.stringify({ peakKiB: peakKiB() }));
+  process.exit(0);
+}
+const ids = JSON.parse(readFileSync(idsPath, 'utf8'));
+const windows = Number(windowsText);
+const decodeTokens = Number(decodeText);
+const t0 = performance.now();
+const decoder = await createKvDecoder(file, config, { threads: 2 });
+const sessionSeconds = (performance.now() - t0) / 1000;
+const prefill = [];
+for (let w = 0; w < windows; w++) {
+  decoder.reset();
+  const start = performance.now();
+  await decoder.forward(ids.slice(w * 512, (w + 1) * 512));
+  prefill.push((performance.now() - start) / 1000);
+}
+decoder.reset();
+let logits = await decoder.forward(ids.slice(0, 16));
+let next = argmaxRow(logits, config.vocabSize, 15);
+const start = performance.now();
+for (let t = 0; t < decodeTokens; t++) {
+  logits = await decoder.forward([next]);
+  next = argmaxRow(logits, config.vocabSize, 0);
+}
+const decodeSeconds = (performance.now() - start) / 1000;
+const best = Math.min(...prefill);
+console.log(JSON.stringify({
+  sessionSeconds,
+  prefillTokensPerSecond: 512 / best,
+  prefillMeanTokensPerSecond: (512 * windows) / prefill.reduce((a, b) => a + b, 0),
+  decodeTokensPerSecond: decodeTokens / decodeSeconds,
+  peakKiB: peakKiB(),
+}));
+await decoder.dispose();
