@@ -5,7 +5,7 @@
 //
 //   node bench/export.mjs [--windows N]   (perplexity windows of 512 tokens; default: the whole of brown-test)
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,8 +15,9 @@ import { brownTestPath, shippedModelDir } from '@layerquant/fixtures';
 import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
-import { loadDecoderModel } from '@layerquant/runtime';
-import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
+import { decoderLayout, expectedShapes, loadDecoderModel } from '@layerquant/runtime';
+import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
+import { loadDecoderConfig, loadTokenizer, writeSafetensors } from '@layerquant/tensor-io';
 
 const args = process.argv.slice(2);
 const windowsArg = args.indexOf('--windows');
@@ -25,6 +26,46 @@ const child = fileURLToPath(new URL('./lib/export-speed-child.mjs', import.meta.
 const root = mkdtempSync(join(tmpdir(), 'layerquant-bench-export-'));
 const log = (text) => process.stderr.write(`${text}\n`);
 const MiB = (bytes) => (bytes / 2 ** 20).toFixed(2);
+
+function runChild(file, configDir, idsPath, windows, decode) {
+  const out = execFileSync(process.execPath, [child, file, configDir, idsPath, String(windows), String(decode)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+function printSpeed(title, speed, baseline, variants, prefill, decode) {
+  const above = (kib) => (kib - baseline.peakKiB) / 1024;
+  console.log(`## Speed and memory: ${title}\n`);
+  console.log(`1 thread, batch 1; prefill: best of ${prefill}; decode: ${decode} tokens with the KV cache. Memory: VmHWM of a process`);
+  console.log(`that holds only the model, above a process with the runtime and a one-node session (${(baseline.peakKiB / 1024).toFixed(1)} MiB).\n`);
+  console.log('| model | prefill tokens/s | decode tokens/s | session start | weights in the file | peak RSS after loading | peak RSS after the runs |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- |');
+  for (const [name, s] of Object.entries(speed)) {
+    const r = variants[name];
+    console.log(`| ${name} | ${s.prefillTokensPerSecond.toFixed(1)} | ${s.decodeTokensPerSecond.toFixed(2)} | ${s.sessionSeconds.toFixed(2)} s | ${MiB(r.fileBytes + r.externalDataBytes)} MiB (linear ${MiB(r.linearBytes)}) | +${above(s.sessionPeakKiB).toFixed(1)} MiB | +${above(s.peakKiB).toFixed(1)} MiB |`);
+  }
+  const f = speed.fp32;
+  for (const name of Object.keys(speed).filter((n) => n !== 'fp32')) {
+    const q = speed[name];
+    console.log(`\n${name} / fp32: prefill ${(q.prefillTokensPerSecond / f.prefillTokensPerSecond).toFixed(2)}x (goal >= 1), decode ${(q.decodeTokensPerSecond / f.decodeTokensPerSecond).toFixed(2)}x (goal >= 2), memory after loading ${(above(q.sessionPeakKiB) / above(f.sessionPeakKiB)).toFixed(3)} (goal for the linear weights <= 0.167), linear bytes in the file ${(variants[name].linearBytes / variants.fp32.linearBytes).toFixed(3)}`);
+  }
+  console.log('');
+}
+
+/** A random decoder (runtime's test weights) written as a Hugging Face directory. */
+async function writeRandomModel(dir, config) {
+  mkdirSync(dir, { recursive: true });
+  const source = randomDecoderSource(config, 1);
+  const layout = decoderLayout(config, source);
+  const tensors = [];
+  for (const [name, shape] of expectedShapes(config, layout)) tensors.push({ name, dtype: 'BF16', shape, data: (await source.read(name)).data });
+  await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: config.hiddenSize, intermediate_size: config.intermediateSize,
+    num_hidden_layers: config.numLayers, num_attention_heads: config.numHeads, num_key_value_heads: config.numKeyValueHeads, head_dim: config.headDim,
+    vocab_size: config.vocabSize, rms_norm_eps: config.rmsNormEps, rope_theta: config.ropeTheta, max_position_embeddings: config.maxPositionEmbeddings,
+    tie_word_embeddings: true, bos_token_id: 0, eos_token_id: 0,
+  }));
+}
 
 try {
   const config = await loadDecoderConfig(shippedModelDir);
@@ -63,25 +104,35 @@ try {
   console.log(`\nq4 export / BF16 source: ${(q4.fileBytes / sourceBytes).toFixed(3)} (file), ${(q4.linearBytes / (params * 2)).toFixed(3)} (linear weights); q4 / fp32 graph: ${(q4.fileBytes / variants.fp32.fileBytes).toFixed(3)} (file), ${(q4.linearBytes / variants.fp32.linearBytes).toFixed(3)} (linear); export bits / paper bits: ${(q4.linearBitsPerWeight / paper.paperBitsPerWeight).toFixed(3)}\n`);
 
   // ---- speed and memory, each model in its own process --------------------------------------------------------
-  const run = (file) => JSON.parse(execFileSync(process.execPath, [child, file, shippedModelDir, idsPath, '4', '64'], { encoding: 'utf8' }).trim().split('\n').pop());
-  log('baseline process ...');
-  const baseline = run('-');
+  const baseline = runChild('-', shippedModelDir, idsPath, 0, 0);
   const speed = {};
   for (const name of ['fp32', 'q4 level 4', 'q4 level 0', 'q4f16']) {
     log(`speed: ${name} ...`);
-    speed[name] = run(join(variants[name].outDir, variants[name].file));
+    speed[name] = runChild(join(variants[name].outDir, variants[name].file), shippedModelDir, idsPath, 4, 64);
   }
-  console.log('## Speed and memory (2 threads, batch 1; prefill: best of 4 windows of 512 tokens; decode: 64 tokens with the KV cache)\n');
-  console.log('| model | prefill tokens/s | decode tokens/s | session start | peak RSS (VmHWM) | peak RSS above the bare runtime |');
-  console.log('| --- | --- | --- | --- | --- | --- |');
-  for (const [name, s] of Object.entries(speed)) {
-    console.log(`| ${name} | ${s.prefillTokensPerSecond.toFixed(0)} | ${s.decodeTokensPerSecond.toFixed(1)} | ${s.sessionSeconds.toFixed(2)} s | ${(s.peakKiB / 1024).toFixed(1)} MiB | ${((s.peakKiB - baseline.peakKiB) / 1024).toFixed(1)} MiB |`);
+  printSpeed('shipped model (26M parameters, 32 layers, hidden 256)', speed, baseline, variants, '4 windows of 512 tokens', 64);
+
+  // ---- a wide random model, where the linear weights dominate time and memory ---------------------------------
+  const wide = tinyConfig({ hiddenSize: 2048, intermediateSize: 5632, numLayers: 2, numHeads: 16, numKeyValueHeads: 4, headDim: 128, vocabSize: 2048, maxPositionEmbeddings: 4096, tieWordEmbeddings: true });
+  log('wide random model: writing, quantizing, exporting ...');
+  const wideDir = join(root, 'wide');
+  await writeRandomModel(wideDir, wide);
+  const wideQuantized = join(root, 'wide-b4g64');
+  await quantizeModel({ modelDir: wideDir, outDir: wideQuantized, quantizer: hqqQuantizer, workers: 2, configFor: () => quantConfig(4, 64) });
+  const wideVariants = {
+    fp32: await exportOnnx({ modelDir: wideDir, outDir: join(root, 'wide-fp32') }),
+    'q4 level 4': await exportOnnx({ modelDir: wideQuantized, outDir: join(root, 'wide-q4-l4'), accuracyLevel: 4 }),
+    'q4 level 0': await exportOnnx({ modelDir: wideQuantized, outDir: join(root, 'wide-q4-l0'), accuracyLevel: 0 }),
+  };
+  rmSync(wideDir, { recursive: true, force: true });
+  const wideIds = join(root, 'wide-ids.json');
+  writeFileSync(wideIds, JSON.stringify(ids.slice(0, 512).map((id) => id % wide.vocabSize)));
+  const wideSpeed = {};
+  for (const name of Object.keys(wideVariants)) {
+    log(`speed (wide): ${name} ...`);
+    wideSpeed[name] = runChild(join(wideVariants[name].outDir, wideVariants[name].file), join(root, 'wide-fp32'), wideIds, 1, 16);
   }
-  const f = speed.fp32;
-  const q = speed['q4 level 4'];
-  const above = (s) => s.peakKiB - baseline.peakKiB;
-  console.log(`\nbare runtime process: ${(baseline.peakKiB / 1024).toFixed(1)} MiB`);
-  console.log(`q4 (level 4) / fp32: prefill ${(q.prefillTokensPerSecond / f.prefillTokensPerSecond).toFixed(2)}x (goal >= 1), decode ${(q.decodeTokensPerSecond / f.decodeTokensPerSecond).toFixed(2)}x (goal >= 2), memory above the runtime ${(above(q) / above(f)).toFixed(3)} (goal for the linear weights <= 0.167), linear weights in the file ${(q4.linearBytes / variants.fp32.linearBytes).toFixed(3)}\n`);
+  printSpeed(`wide random Llama (${(wideVariants.fp32.linearParams / 1e6).toFixed(0)}M linear weights, 2 layers, hidden 2048, ffn 5632)`, wideSpeed, baseline, wideVariants, '1 window of 512 tokens', 16);
 
   // ---- accuracy -------------------------------------------------------------------------------------------------
   const options = { seqlen: 512, ...(pplWindows ? { maxTokens: pplWindows * 512 } : {}) };
