@@ -16,7 +16,7 @@ import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { decoderLayout, expectedShapes, loadDecoderModel } from '@layerquant/runtime';
-import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
+import { randomDecoderSource, relativeError, tinyConfig } from '@layerquant/runtime/testing';
 import { loadDecoderConfig, loadTokenizer, writeSafetensors } from '@layerquant/tensor-io';
 
 const args = process.argv.slice(2);
@@ -146,14 +146,22 @@ try {
   console.log('| model | perplexity | vs dequantized | time |');
   console.log('| --- | --- | --- | --- |');
   console.log(`| b4g64 dequantized (float graph) | ${dequantized.ppl.toFixed(4)} | - | ${dequantized.seconds.toFixed(1)} s |`);
+  const probe = ids.slice(0, 64);
+  const exact = await openOnnxExport(variants['q4 level 0'].outDir, { threads: 2 });
+  const exactLogits = await exact.logits({ ids: probe });
+  await exact.dispose();
+  const logitErrors = {};
   for (const name of ['q4 level 0', 'q4 level 4', 'q4 f16 scales', 'q4f16']) {
     log(`perplexity: ${name} ...`);
     const model = await openOnnxExport(variants[name].outDir, { threads: 2 });
+    logitErrors[name] = relativeError(await model.logits({ ids: probe }), exactLogits);
     const result = await perplexity(model, ids, options);
     await model.dispose();
     const change = (100 * (result.ppl - dequantized.ppl)) / dequantized.ppl;
     console.log(`| export ${name} | ${result.ppl.toFixed(4)} | ${change >= 0 ? '+' : ''}${change.toFixed(4)}% | ${result.seconds.toFixed(1)} s |`);
   }
+  console.log('\nLogits of a 64-token probe, max |difference| / max |logit| against the level-0 export (float activations and scales):');
+  for (const [name, error] of Object.entries(logitErrors)) console.log(`- ${name}: ${error.toExponential(2)}`);
 } finally {
   rmSync(root, { recursive: true, force: true });
 }
