@@ -63,8 +63,11 @@ export function sessionNll(session: OrtSession, config: DecoderConfig): (input: 
   };
 }
 
-/** Graphs with more initializer bytes than this are handed to onnxruntime as a temporary file + external data. */
-export const IN_MEMORY_GRAPH_LIMIT = 2 ** 30;
+/**
+ * Graphs with more initializer bytes than this reach onnxruntime as a temporary file with external data: the
+ * JavaScript copy is freed before onnxruntime loads its own, where an in-memory protobuf would be a third copy.
+ */
+export const IN_MEMORY_GRAPH_LIMIT = 2 ** 28;
 
 let collect: (() => void) | undefined;
 /** A full garbage collection: frees the JavaScript copies of the packed weights before onnxruntime loads its own. */
@@ -93,8 +96,10 @@ export interface PackedModel {
 }
 
 export interface PackedModelOptions extends RuntimeOptions, OnnxExportOptions {
-  /** Where a graph above IN_MEMORY_GRAPH_LIMIT is written for onnxruntime to read (default: the OS temp dir); removed after loading. */
+  /** Where a graph above `inMemoryLimit` is written for onnxruntime to read (default: the OS temp dir); removed after loading. */
   readonly tempDir?: string;
+  /** Initializer bytes above which the graph goes through a temporary file (default IN_MEMORY_GRAPH_LIMIT). */
+  readonly inMemoryLimit?: number;
 }
 
 /**
@@ -103,7 +108,7 @@ export interface PackedModelOptions extends RuntimeOptions, OnnxExportOptions {
  * dequantize-then-matmul within 1e-6 (level 4, the export's default, quantizes activations to int8).
  */
 export async function openPackedModel(source: ModelGraphSource, config: DecoderConfig, options: PackedModelOptions = {}): Promise<PackedModel> {
-  const { tempDir, threads, ...graphOptions } = options;
+  const { tempDir, threads, inMemoryLimit = IN_MEMORY_GRAPH_LIMIT, ...graphOptions } = options;
   let built: Awaited<ReturnType<typeof buildModelGraph>> | undefined = await buildModelGraph(source, config, { accuracyLevel: 0, ...graphOptions });
   const { matrices, quantized } = built;
   let model: ReturnType<typeof built.graph.toModel> | undefined = built.graph.toModel();
@@ -111,7 +116,7 @@ export async function openPackedModel(source: ModelGraphSource, config: DecoderC
   const weightBytes = model.graph.initializers.reduce((sum, t) => sum + t.data.byteLength, 0);
   const runtime = threads ? { threads } : {};
   let session: OrtSession;
-  if (weightBytes <= IN_MEMORY_GRAPH_LIMIT) {
+  if (weightBytes <= inMemoryLimit) {
     session = await createSession(encodeModel(model), runtime);
   } else {
     const dir = mkdtempSync(join(tempDir ?? tmpdir(), 'layerquant-packed-'));
