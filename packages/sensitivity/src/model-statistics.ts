@@ -6,7 +6,7 @@ import { loadDecoderBlocks } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity } from './activation-sensitivity.js';
 import { calibrationBlocks, type CalibrationOrder } from './calibration.js';
-import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from './frobenius-table.js';
+import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, listMatrices } from './frobenius-table.js';
 
 export interface ModelStatisticsOptions {
   /** Calibration text and the name written in sensitivity.csv's `dataset` column. */
@@ -30,7 +30,14 @@ export interface ModelStatisticsOptions {
   /** Name in sensitivity.csv's `model` column (default: the directory name). */
   readonly modelName?: string;
   readonly onStep?: (step: 'sensitivity' | 'fnorm', done: number, total: number) => void;
+  /** Called before each step starts, with what it will do (to say the cost up front). */
+  readonly onPlan?: (plan: StatisticsPlan) => void;
 }
+
+/** What a step of measureModelStatistics is about to do. */
+export type StatisticsPlan =
+  | { readonly step: 'sensitivity'; readonly blocks: number; readonly seqlen: number; readonly layers: number; readonly configs: number }
+  | { readonly step: 'fnorm'; readonly matrices: number; readonly configs: number };
 
 export interface ModelStatistics {
   readonly sensitivity: SensitivityTable;
@@ -61,6 +68,7 @@ export async function measureModelStatistics(modelDir: string, options: ModelSta
     let start = performance.now();
     const model = await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {});
     const configs = options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG];
+    options.onPlan?.({ step: 'sensitivity', blocks: calibration.blocks, seqlen: calibration.seqlen, layers: config.numLayers, configs: configs.length });
     const rows: SensitivityRow[] = [];
     try {
       for (const [c, sensitivityConfig] of configs.entries()) {
@@ -82,9 +90,11 @@ export async function measureModelStatistics(modelDir: string, options: ModelSta
     if (!options.skipFnorm) {
       const workers = options.workers ?? defaultWorkerCount();
       if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
+      const fnormConfigs = options.fnormConfigs ?? PAPER_CONFIGS;
+      options.onPlan?.({ step: 'fnorm', matrices: listMatrices(checkpoint).length, configs: fnormConfigs.length });
       const pool = workers > 1 ? createKernelPool(workers) : undefined;
       try {
-        fnorm = await frobeniusTable(checkpoint, options.fnormConfigs ?? PAPER_CONFIGS, {
+        fnorm = await frobeniusTable(checkpoint, fnormConfigs, {
           ...(options.quantizer ? { quantizer: options.quantizer } : {}),
           ...(pool ? { pool } : {}),
           onMatrix: (done, total) => options.onStep?.('fnorm', done, total),

@@ -16,7 +16,7 @@ import {
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
 import { createCostReporter, createProgress, formatSeconds } from '../progress.js';
-import { loadDecoderConfig, openOutputDirectory } from '@layerquant/tensor-io';
+import { openOutputDirectory } from '@layerquant/tensor-io';
 
 const USAGE = [
   'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
@@ -102,35 +102,33 @@ export const sensitivityCommand: Command = {
 
     const quiet = Boolean(values.json) || !process.stderr.isTTY;
     const cost = { sensitivity: createCostReporter('sensitivity', stderr, !values.json), fnorm: createCostReporter('fnorm', stderr, !values.json) };
-    const modelConfig = await loadDecoderConfig(modelDir);
-    cost.sensitivity.plan(`up to ${blocks} blocks of ${seqlen} tokens through ${modelConfig.numLayers} layers x ${configs.length} config(s), one layer's weights at a time`);
     const bars = { sensitivity: createProgress('sensitivity', !quiet), fnorm: createProgress('fnorm', !quiet) };
-    // Taken before the long measurement: a bad --out fails now, and a second writer is refused.
+    const statistics = await measureModelStatistics(modelDir, {
+      calibrationText: await readFile(calibration.path, 'utf8'),
+      calibrationName: calibration.name,
+      blocks,
+      seqlen,
+      order,
+      seed,
+      sensitivityConfigs: configs,
+      fnormConfigs,
+      skipFnorm: Boolean(values['skip-fnorm']),
+      ...(threads === undefined ? {} : { threads }),
+      ...(workers === undefined ? {} : { workers }),
+      onPlan: (plan) =>
+        plan.step === 'sensitivity'
+          ? cost.sensitivity.plan(`${plan.blocks} blocks of ${plan.seqlen} tokens through ${plan.layers} layers x ${plan.configs} config(s), one layer's weights at a time`)
+          : cost.fnorm.plan(`${plan.matrices} matrices x ${plan.configs} HQQ configs, one matrix at a time`),
+      onStep: (step, done, total) => {
+        cost[step].unit(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
+        bars[step].update(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
+        if (done === total) bars[step].done();
+      },
+    });
+    // One writer at a time: a second layerquant writing the same --out is refused (the lock goes with the process).
     const output = await openOutputDirectory(out, 'sensitivity');
-    let statistics: Awaited<ReturnType<typeof measureModelStatistics>>;
     let files: Awaited<ReturnType<typeof writeSensitivityOutputs>>;
     try {
-      statistics = await measureModelStatistics(modelDir, {
-        calibrationText: await readFile(calibration.path, 'utf8'),
-        calibrationName: calibration.name,
-        blocks,
-        seqlen,
-        order,
-        seed,
-        sensitivityConfigs: configs,
-        fnormConfigs,
-        skipFnorm: Boolean(values['skip-fnorm']),
-        ...(threads === undefined ? {} : { threads }),
-        ...(workers === undefined ? {} : { workers }),
-        onStep: (step, done, total) => {
-          cost[step].unit(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
-          if (step === 'sensitivity' && done === total && !values['skip-fnorm']) {
-            cost.fnorm.plan(`${7 * modelConfig.numLayers} matrices x ${fnormConfigs.length} HQQ configs, one matrix at a time`);
-          }
-          bars[step].update(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
-          if (done === total) bars[step].done();
-        },
-      });
       files = await writeSensitivityOutputs(out, statistics);
     } finally {
       output.release();
