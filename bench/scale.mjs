@@ -8,7 +8,8 @@
 // Steps: inspect, quantize (hqq b4g64), sensitivity (--blocks 1), eval-fp (one 512-token window, default memory
 // budget), eval-fp-streamed (the same, forced layer by layer with --max-memory 0.25), eval-q (the b4g64 directory),
 // generate (16 tokens from the b4g64 directory), rtn (RTN b4g64 of the first 4 layers' matrices vs PyTorch).
-// A step is stopped when the machine's available memory falls below 3 GiB (it is shared).
+// A step is stopped when the machine's available memory falls below 3 GiB (it is shared); --require-available <GiB>
+// makes each step wait for that much available memory first.
 import { spawn } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,6 +37,8 @@ if (!shape) {
 const steps = argument('steps', ALL_STEPS.join(',')).split(',');
 const results = argument('results', undefined);
 const fnormConfigs = argument('fnorm-configs', undefined);
+// A step starts only when this much memory is available (waits up to 5 minutes, then skips it): the machine is shared.
+const requireAvailable = Number(argument('require-available', '0')) * 2 ** 30;
 const root = process.env.LAYERQUANT_SCALE_DIR ?? join(tmpdir(), 'layerquant-scale');
 const modelDir = join(root, shapeName);
 const quantizedDir = `${modelDir}-b4g64`;
@@ -100,7 +103,16 @@ if (!existsSync(join(modelDir, 'config.json'))) {
 const rows = [];
 for (const step of steps) {
   if (!commands[step]) throw new Error(`unknown step "${step}"; steps: ${ALL_STEPS.join(', ')}`);
+  const waitUntil = Date.now() + 5 * 60_000;
+  while (availableBytes() < requireAvailable && Date.now() < waitUntil) await new Promise((r) => setTimeout(r, 5000));
   console.error(`\n== ${shapeName} ${step} (available memory ${(availableBytes() / 2 ** 30).toFixed(1)} GiB)`);
+  if (availableBytes() < requireAvailable) {
+    const row = { shape: shapeName, step, ok: false, seconds: 0, stopped: `skipped: ${(availableBytes() / 2 ** 30).toFixed(1)} GiB available, ${requireAvailable / 2 ** 30} GiB required` };
+    rows.push(row);
+    console.error(JSON.stringify(row));
+    if (results) appendFileSync(results, `${JSON.stringify(row)}\n`);
+    continue;
+  }
   const r = await commands[step]();
   const json = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
   let detail = {};
