@@ -60,7 +60,7 @@ export function createCostReporter(title: string, write: (text: string) => void,
       if (estimated || done < 1 || !enabled) return;
       estimated = true;
       const first = (performance.now() - started) / 1000 / done;
-      const singular = unit.replace(/s$/, '');
+      const singular = unit === 'matrices' ? 'matrix' : unit.replace(/s$/, '');
       write(`${title}: first ${done === 1 ? singular : `${done} ${unit}`} took ${formatSeconds(first * done)}; estimated ${formatSeconds(first * total)} for all ${total} ${unit}\n`);
     },
   };
