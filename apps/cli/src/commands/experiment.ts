@@ -1,15 +1,16 @@
 import { InvalidOptionError } from '@layerquant/core';
 import { brownCalibPath, datasets } from '@layerquant/fixtures';
 import { readEvaluationText, resolveTextPath } from '@layerquant/perplexity';
-import { loadTokenizer, inspectModel, writeTextAtomic } from '@layerquant/tensor-io';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { loadTokenizer, inspectModel, openOutputDirectory, removeStaleTemporaries, writeTextAtomic } from '@layerquant/tensor-io';
 import { basename, join, resolve } from 'node:path';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { checkBudget } from '../experiment/allocate-method.js';
 import { PAPER_BUDGETS, parseBudgets, parseMethods, tablesNeeded } from '../experiment/grid.js';
+import { fileContentHash, modelContentHash } from '../experiment/keys.js';
+import { planCells, type PlannedCell } from '../experiment/plan.js';
 import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow } from '../experiment/report.js';
+import { ResultsStore } from '../experiment/results-store.js';
 import { runExperiment } from '../experiment/run-experiment.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import { createProgress, formatSeconds } from '../progress.js';
@@ -18,8 +19,11 @@ const USAGE = `layerquant experiment <model-dir> --out <dir> [options]
 
 Runs the paper's comparison: for every budget and method, allocate bits from the model's statistics, quantize
 every linear matrix with HQQ, and measure perplexity. Statistics are computed once (or read with --stats) and
-cached in <out>/stats; finished cells are kept in <out>/results.json, so an interrupted run resumes.
-Writes results.csv, results.md (table, win/tie/loss, headline) and results.json.
+cached in <out>/stats/<key>; finished cells are kept in <out>/results.json, so an interrupted run resumes.
+Every cache and cell is keyed by the settings it depends on (model content, texts, blocks, seqlen, method and
+options, budget, max tokens, quantizer, statistics): a result is reused only under the same settings, and
+cells of other settings stay in results.json. Writes results.csv, results.md (table, win/tie/loss, headline;
+the current settings' cells) and results.json.
 
   --methods <list>       hqq, mxq, sensiboost-S-M, kurtboost-S-M, ablation-sensiboost-S-M, ablation-kurtboost-S-M
                          (S = boost stop, M = top_m, 0 = all outliers) or the groups sensiboost, kurtboost,
@@ -38,16 +42,11 @@ Writes results.csv, results.md (table, win/tie/loss, headline) and results.json.
   --threads <n>          onnxruntime threads (default: one per core)
   --json                 one JSON object: rows and the files written`;
 
-interface SavedResults {
-  readonly settings: Record<string, unknown>;
-  readonly rows: ExperimentRow[];
-}
-
 export const experimentCommand: Command = {
   name: 'experiment',
   summary: "the paper's grid: methods x budgets, quantized and evaluated, as CSV and Markdown",
   usage: USAGE,
-  async run({ argv, stdout }) {
+  async run({ argv, stdout, stderr }) {
     const { values, positionals } = parseCommandArgs(argv, {
       out: { type: 'string' },
       methods: { type: 'string' },
@@ -66,7 +65,7 @@ export const experimentCommand: Command = {
     });
     const modelDir = resolve(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
-    const outDir = resolve(requireString(values.out, '--out', 'a directory for results.csv, results.md and the cached statistics'));
+    const outPath = resolve(requireString(values.out, '--out', 'a directory for results.csv, results.md and the cached statistics'));
     const methods = parseMethods(stringOption(values, 'methods') ?? 'paper');
     const budgets = parseBudgets(stringOption(values, 'budgets') ?? PAPER_BUDGETS.join(','));
     const seqlen = parseIntegerOption(stringOption(values, 'seqlen'), '--seqlen', 512, 2);
@@ -90,76 +89,85 @@ export const experimentCommand: Command = {
     const text = await readEvaluationText(textPath);
     const tokenizer = await loadTokenizer(modelDir);
     const ids = tokenizer.encode(text);
-    await mkdir(outDir, { recursive: true });
+    const out = await openOutputDirectory(outPath, 'experiment');
+    try {
+      const outDir = out.path;
+      for (const name of out.removedTemporaries) stderr(`experiment: removed ${join(outDir, name)}, a temporary left by a process that no longer runs\n`);
+      removeStaleTemporaries(join(outDir, 'stats'));
+      const store = await ResultsStore.open(join(outDir, 'results.json'), Boolean(values.fresh));
+      for (const line of store.notes) stderr(`experiment: ${line}\n`);
+      const modelHash = await modelContentHash(modelDir);
+      const textHash = await fileContentHash(textPath);
 
-    const statsProgress = createProgress('statistics', interactive);
-    const { stats, source } = await ensureStatistics({
-      modelDir,
-      ...(statsDir ? { statsDir } : {}),
-      cacheDir: join(outDir, 'stats'),
-      needs: tablesNeeded(methods),
-      calibrationPath: calibPath,
-      calibrationName: calibName,
-      blocks,
-      seqlen: 512,
-      ...(threads ? { threads } : {}),
-      onStep: (step, done, total) => statsProgress.update(done, total, step === 'fnorm' ? 'HQQ error of every matrix x 12 configs' : 'activation sensitivity, layer by layer'),
-    });
-    statsProgress.done(`from ${source}`);
+      const statsProgress = createProgress('statistics', interactive);
+      const resolved = await ensureStatistics({
+        modelDir,
+        ...(statsDir ? { statsDir } : {}),
+        cacheDir: join(outDir, 'stats'),
+        needs: tablesNeeded(methods),
+        calibrationPath: calibPath,
+        calibrationName: calibName,
+        blocks,
+        seqlen: 512,
+        ...(threads ? { threads } : {}),
+        onStep: (step, done, total) => statsProgress.update(done, total, step === 'fnorm' ? 'HQQ error of every matrix x 12 configs' : 'activation sensitivity, layer by layer'),
+        onNote: (line) => stderr(`experiment: ${line}\n`),
+      });
+      statsProgress.done(`from ${resolved.source}`);
 
-    const settings = { model: modelDir, text: textPath, tokens: ids.length, seqlen, maxTokens: maxTokens ?? null, stats: source.replace(/ \((cached|computed)\)$/, ''), seed };
-    const resultsJson = join(outDir, 'results.json');
-    let done: ExperimentRow[] = [];
-    if (!values.fresh && existsSync(resultsJson)) {
-      const saved = JSON.parse(await readFile(resultsJson, 'utf8')) as SavedResults;
-      if (JSON.stringify(saved.settings) === JSON.stringify(settings)) done = saved.rows.map((r) => ({ ...r, extraMemoryPercent: r.extraMemoryPercent ?? Number.NaN }));
+      const planned = planCells({ model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed }, methods, budgets, !values['no-fp'], resolved.key);
+      for (const line of store.explain(planned)) stderr(`experiment: ${line}\n`);
+      const context = {
+        model: summary.architecture === 'LlamaForCausalLM' ? basename(modelDir) : `${basename(modelDir)} (${summary.architecture})`,
+        text: basename(textPath),
+        tokens: maxTokens !== undefined ? Math.min(maxTokens, ids.length) : ids.length,
+        protocol: `non-overlapping windows of ${seqlen}`,
+        statsSource: resolved.source,
+      };
+      const save = async () => {
+        const rows = store.rows(planned);
+        await store.save(planned);
+        await writeTextAtomic(join(outDir, 'results.csv'), formatResultsCsv(rows));
+        await writeTextAtomic(join(outDir, 'results.md'), formatResultsMarkdown(rows, context));
+      };
+      const settingsOf = new Map(planned.map((p: PlannedCell) => [p.spec.key, p.settings]));
+      const started = performance.now();
+      const cellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed };
+      {
+        const progress = createProgress('experiment', interactive);
+        await runExperiment({
+          modelDir,
+          cells: planned.map((p) => p.spec),
+          ...cellContext,
+          ...(threads ? { threads } : {}),
+          done: store.reusable(planned),
+          onEvent: (event) => {
+            if (event.kind === 'window' && event.done !== undefined && event.total) {
+              progress.update((event.cell - 1) * event.total + event.done, event.cells * event.total, event.label);
+            } else if (event.kind === 'cell-done' && event.result && interactive) {
+              progress.done();
+              const row = event.result.row;
+              process.stderr.write(`  ${event.label.padEnd(32)} ppl ${row.ppl.toFixed(4)}  ${row.bpp.toFixed(4)} bpp  ${formatSeconds(row.seconds)}\n`);
+            }
+          },
+          onCell: async (result) => {
+            store.add(result, settingsOf.get(result.key)!);
+            await save();
+          },
+        });
+        progress.done();
+      }
+      await save();
+      const rows: ExperimentRow[] = store.rows(planned);
+      const files = ['results.csv', 'results.md', 'results.json'].map((f) => join(outDir, f));
+      if (json) {
+        stdout(`${JSON.stringify({ rows, files, statistics: resolved.source, seconds: (performance.now() - started) / 1000 }, (_, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v))}\n`);
+        return;
+      }
+      stdout(formatResultsMarkdown(rows, context));
+      stdout(`\nwrote ${files.join(', ')}\n`);
+    } finally {
+      out.release();
     }
-    const context = {
-      model: summary.architecture === 'LlamaForCausalLM' ? basename(modelDir) : `${basename(modelDir)} (${summary.architecture})`,
-      text: basename(textPath),
-      tokens: maxTokens !== undefined ? Math.min(maxTokens, ids.length) : ids.length,
-      protocol: `non-overlapping windows of ${seqlen}`,
-      statsSource: source,
-    };
-    const save = async (rows: readonly ExperimentRow[]) => {
-      await writeTextAtomic(resultsJson, `${JSON.stringify({ settings, rows }, (_, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 1)}\n`);
-      await writeTextAtomic(join(outDir, 'results.csv'), formatResultsCsv(rows));
-      await writeTextAtomic(join(outDir, 'results.md'), formatResultsMarkdown(rows, context));
-    };
-
-    const progress = createProgress('experiment', interactive);
-    const started = performance.now();
-    const rows = await runExperiment({
-      modelDir,
-      modelName: basename(modelDir),
-      stats,
-      methods,
-      budgets,
-      ids,
-      seqlen,
-      ...(maxTokens === undefined ? {} : { maxTokens }),
-      includeFloat: !values['no-fp'],
-      seed,
-      ...(threads ? { threads } : {}),
-      done,
-      onEvent: (event) => {
-        if (event.kind === 'window' && event.done !== undefined && event.total) {
-          progress.update((event.cell - 1) * event.total + event.done, event.cells * event.total, event.label);
-        } else if (event.kind === 'cell-done' && event.row && interactive) {
-          progress.done();
-          process.stderr.write(`  ${event.label.padEnd(32)} ppl ${event.row.ppl.toFixed(4)}  ${event.row.bpp.toFixed(4)} bpp  ${formatSeconds(event.row.seconds)}\n`);
-        }
-      },
-      onRows: save,
-    });
-    progress.done();
-    await save(rows);
-    const files = ['results.csv', 'results.md', 'results.json'].map((f) => join(outDir, f));
-    if (json) {
-      stdout(`${JSON.stringify({ rows, files, statistics: source, seconds: (performance.now() - started) / 1000 }, (_, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v))}\n`);
-      return;
-    }
-    stdout(formatResultsMarkdown(rows, context));
-    stdout(`\nwrote ${files.join(', ')}\n`);
   },
 };
