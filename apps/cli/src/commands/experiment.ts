@@ -13,6 +13,7 @@ import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow } from '../
 import { ResultsStore } from '../experiment/results-store.js';
 import { runExperiment } from '../experiment/run-experiment.js';
 import { ensureStatistics } from '../experiment/statistics.js';
+import { connectCoordinator, type Coordinator } from '../queue/coordinator.js';
 import { createProgress, formatSeconds } from '../progress.js';
 
 const USAGE = `layerquant experiment <model-dir> --out <dir> [options]
@@ -40,6 +41,10 @@ the current settings' cells) and results.json.
   --no-fp                skip the unquantized baseline
   --fresh                ignore results of an earlier run in --out
   --threads <n>          onnxruntime threads (default: one per core)
+  --queue <url>          redis://[user:password@]host:port/db: enqueue the statistics and one job per cell on
+                         this Redis (BullMQ) for \`layerquant worker\` processes, instead of running them here;
+                         shows progress, writes results as cells finish, resumes where the queue is
+  --attempts <n>         with --queue: tries per job before it is reported failed (default 3)
   --json                 one JSON object: rows and the files written`;
 
 export const experimentCommand: Command = {
@@ -62,6 +67,8 @@ export const experimentCommand: Command = {
       'no-fp': { type: 'boolean' },
       fresh: { type: 'boolean' },
       threads: { type: 'string' },
+      queue: { type: 'string' },
+      attempts: { type: 'string' },
     });
     const modelDir = resolve(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
@@ -75,6 +82,8 @@ export const experimentCommand: Command = {
     const seed = parseIntegerOption(stringOption(values, 'seed'), '--seed', 42, 0);
     const threadsText = stringOption(values, 'threads');
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
+    const attempts = parseIntegerOption(stringOption(values, 'attempts'), '--attempts', 3, 1);
+    const queueUrl = stringOption(values, 'queue');
     const textSource = { text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') ?? (stringOption(values, 'text') ? undefined : 'brown-test') };
     const textPath = resolveTextPath(textSource, datasets);
     const calibPath = stringOption(values, 'calib') ?? brownCalibPath;
@@ -90,6 +99,7 @@ export const experimentCommand: Command = {
     const tokenizer = await loadTokenizer(modelDir);
     const ids = tokenizer.encode(text);
     const out = await openOutputDirectory(outPath, 'experiment');
+    let coordinator: Coordinator | undefined;
     try {
       const outDir = out.path;
       for (const name of out.removedTemporaries) stderr(`experiment: removed ${join(outDir, name)}, a temporary left by a process that no longer runs\n`);
@@ -98,6 +108,7 @@ export const experimentCommand: Command = {
       for (const line of store.notes) stderr(`experiment: ${line}\n`);
       const modelHash = await modelContentHash(modelDir);
       const textHash = await fileContentHash(textPath);
+      if (queueUrl) coordinator = await connectCoordinator(queueUrl, { attempts, log: (line) => stderr(`${line}\n`) });
 
       const statsProgress = createProgress('statistics', interactive);
       const resolved = await ensureStatistics({
@@ -112,6 +123,7 @@ export const experimentCommand: Command = {
         ...(threads ? { threads } : {}),
         onStep: (step, done, total) => statsProgress.update(done, total, step === 'fnorm' ? 'HQQ error of every matrix x 12 configs' : 'activation sensitivity, layer by layer'),
         onNote: (line) => stderr(`experiment: ${line}\n`),
+        ...(coordinator ? { compute: coordinator.statisticsComputer({ modelDir, modelHash }) } : {}),
       });
       statsProgress.done(`from ${resolved.source}`);
 
@@ -133,7 +145,22 @@ export const experimentCommand: Command = {
       const settingsOf = new Map(planned.map((p: PlannedCell) => [p.spec.key, p.settings]));
       const started = performance.now();
       const cellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed };
-      {
+      if (coordinator) {
+        await coordinator.runCells({
+          planned,
+          modelDir,
+          modelHash,
+          text: { path: textPath, hash: textHash },
+          statsKey: resolved.key,
+          stats: resolved.stats,
+          context: cellContext,
+          done: store.reusable(planned),
+          onResult: async (result) => {
+            store.add(result, settingsOf.get(result.key)!);
+            await save();
+          },
+        });
+      } else {
         const progress = createProgress('experiment', interactive);
         await runExperiment({
           modelDir,
@@ -167,6 +194,7 @@ export const experimentCommand: Command = {
       stdout(formatResultsMarkdown(rows, context));
       stdout(`\nwrote ${files.join(', ')}\n`);
     } finally {
+      await coordinator?.close();
       out.release();
     }
   },

@@ -5,6 +5,7 @@ import { experimentCommand } from './experiment.js';
 import { inspectCommand } from './inspect.js';
 import { quantizeCommand } from './quantize.js';
 import { sensitivityCommand } from './sensitivity.js';
+import { workerCommand } from './worker.js';
 
 /** Every command, in the order `layerquant --help` lists them. */
-export const commands: readonly Command[] = [inspectCommand, sensitivityCommand, allocateCommand, quantizeCommand, evalCommand, experimentCommand];
+export const commands: readonly Command[] = [inspectCommand, sensitivityCommand, allocateCommand, quantizeCommand, evalCommand, experimentCommand, workerCommand];
