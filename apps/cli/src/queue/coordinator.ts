@@ -11,7 +11,7 @@ import { reviveRow } from '../experiment/results-store.js';
 import type { ComputeStatistics } from '../experiment/statistics.js';
 import { formatSeconds } from '../progress.js';
 import { QUEUE_NAME, blobKey, jobIds, sha256Hex, statsToBlob, type CellJobData, type FnormJobData, type JobName, type SensitivityJobData } from './jobs.js';
-import { parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
+import { isAuthenticationError, parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
 
 /** Cells (or statistics jobs) that failed every attempt: reported together after the others finished. */
 export class QueueJobsFailedError extends LayerquantError {
@@ -87,18 +87,24 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
   let lastError = '';
   queue.on('error', (error) => {
     const message = redactCredentials(error.message, address);
+    if (isAuthenticationError(error)) return; // fatal: reported as the command's error
     if (message !== lastError) log(`queue: ${message} (retrying)`);
     lastError = message;
   });
-  // The ioredis client BullMQ opened (its own type declares only what BullMQ uses).
-  const client = (await queue.client) as unknown as RedisCommands;
+  let client: RedisCommands;
   try {
-    await Promise.race([
-      client.ping(),
-      new Promise((_, reject) => setTimeout(() => reject(new Error('no answer within 10 s')), 10_000)),
+    client = await Promise.race([
+      (async () => {
+        const c = (await queue.client) as unknown as RedisCommands;
+        await c.ping();
+        return c;
+      })(),
+      new Promise<never>((_, reject) => queue.on('error', (error) => isAuthenticationError(error) && reject(error))),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 10 s')), 10_000).unref()),
     ]);
   } catch (error) {
-    await queue.close().catch(() => undefined);
+    // disconnect, not close: close waits for a connection that may never come.
+    void queue.disconnect().catch(() => undefined);
     throw new QueueConnectionError(address.redacted, redactCredentials((error as Error).message, address));
   }
   log(`queue: connected to ${address.redacted} (queue "${QUEUE_NAME}")`);

@@ -20,7 +20,7 @@ export interface QueueAddress {
 
 /** Replaces credentials in any text that may hold the URL (error messages of the client, say). */
 export function redactCredentials(text: string, address?: QueueAddress): string {
-  let out = text.replace(/(rediss?:\/\/)[^@/\s]*@/gi, '$1***@');
+  let out = text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^@/\s]*@/gi, '$1***@');
   const password = address?.connection.password;
   if (password) out = out.split(password).join('***');
   return out;
@@ -62,4 +62,9 @@ export function parseQueueUrl(url: string, option = '--queue'): QueueAddress {
     },
     redacted: `${parsed.protocol}//${auth}${parsed.host}/${db}`,
   };
+}
+
+/** Errors no reconnect can cure: a wrong or missing password, a user without access. */
+export function isAuthenticationError(error: Error): boolean {
+  return /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i.test(error.message);
 }

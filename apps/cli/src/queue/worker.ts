@@ -4,7 +4,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LayerquantError } from '@layerquant/core';
 import { PROCESSOR_ENV, QUEUE_NAME } from './jobs.js';
-import { parseQueueUrl, redactCredentials } from './redis-url.js';
+import { QueueConnectionError } from './coordinator.js';
+import { isAuthenticationError, parseQueueUrl, redactCredentials } from './redis-url.js';
 
 export interface WorkerOptions {
   readonly url: string;
@@ -60,6 +61,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   let lastError = '';
   worker.on('error', (error) => {
     const message = redactCredentials(error.message, address);
+    if (isAuthenticationError(error)) return; // fatal: reported as the command's error
     if (message !== lastError) log(`worker ${process.pid}: queue ${address.redacted}: ${message} (retrying)`);
     lastError = message;
   });
@@ -67,7 +69,15 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     if (job) log(`worker ${process.pid}: ${describe(job)} failed: ${redactCredentials(error.message, address)}`);
   });
   worker.on('stalled', (jobId) => log(`worker ${process.pid}: job ${jobId} stalled (its worker stopped renewing the lock); it is taken over`));
-  await worker.waitUntilReady();
+  try {
+    await Promise.race([
+      worker.waitUntilReady(),
+      new Promise<never>((_, reject) => worker.on('error', (error) => isAuthenticationError(error) && reject(error))),
+    ]);
+  } catch (error) {
+    void worker.disconnect().catch(() => undefined);
+    throw new QueueConnectionError(address.redacted, redactCredentials((error as Error).message, address));
+  }
   log(`worker ${process.pid}: waiting for jobs on ${address.redacted} (queue "${QUEUE_NAME}", concurrency ${options.concurrency}, stall interval ${options.stallSeconds} s)`);
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
