@@ -1,6 +1,6 @@
 import { shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -189,6 +189,37 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
       const counts = computedCounts(w);
       for (const key of before) expect(counts.get(key)).toBe(1);
       expect(statSync(join(out, 'results.json')).size).toBeGreaterThan(0);
+    } finally {
+      await redis.stop();
+    }
+  }, 120_000);
+
+  it('a worker with another model refuses every job: each cell is reported failed with its error, exit 1; a rerun with the right worker retries them', async () => {
+    const redis = await startRedis();
+    try {
+      // Another model: the shipped one with a different tokenizer_config.json (shards linked, not copied).
+      const other = mkdtempSync(join(tmpdir(), 'other-model-'));
+      for (const name of readdirSync(shippedModelDir)) {
+        if (name === 'oracles') continue;
+        if (name.endsWith('.safetensors')) symlinkSync(join(shippedModelDir, name), join(other, name));
+        else copyFileSync(join(shippedModelDir, name), join(other, name));
+      }
+      writeFileSync(join(other, 'tokenizer_config.json'), `${readFileSync(join(other, 'tokenizer_config.json'), 'utf8')} `);
+      const wrong = worker(redis, '--model', other);
+      const out = mkdtempSync(join(tmpdir(), 'queue-mismatch-'));
+      const args = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25,2.25', '--no-fp', '--max-tokens', '1024', '--out', out, '--queue', redis.url, '--attempts', '2', '--json'];
+      const failed = start(...args);
+      expect((await failed.exited).code).toBe(1);
+      expect(failed.output.stderr).toMatch(/^layerquant: error: 2 job\(s\) failed after every attempt: hqq @ 3\.25: .*content hash [0-9a-f]{16}, the job was planned on [0-9a-f]{16}; point the worker at a copy of the coordinator's model with --model/m);
+      expect(failed.output.stderr).toMatch(/queue: hqq @ 2\.25 failed after 2 attempt\(s\)/);
+      wrong.child.kill('SIGTERM');
+      await wrong.exited;
+      const right = worker(redis);
+      const again = start(...args);
+      expect((await again.exited).code, again.output.stderr).toBe(0);
+      expect(again.output.stderr).toMatch(/retrying hqq @ 3\.25, which failed in an earlier run/);
+      expect(rowsOf(again.output.stdout).map((r) => r.budget)).toEqual([3.25, 2.25]);
+      expect([...computedCounts(right).values()]).toEqual([1, 1]);
     } finally {
       await redis.stop();
     }
