@@ -138,7 +138,7 @@ export const experimentCommand: Command = {
       };
       const save = async () => {
         const rows = store.rows(planned);
-        await store.save(planned);
+        await store.save(planned, { model: modelDir, text: textPath, tokens: ids.length, seqlen, maxTokens: maxTokens ?? null, stats: resolved.source.replace(/ \((cached|computed)\)$/, ''), seed });
         await writeTextAtomic(join(outDir, 'results.csv'), formatResultsCsv(rows));
         await writeTextAtomic(join(outDir, 'results.md'), formatResultsMarkdown(rows, context));
       };

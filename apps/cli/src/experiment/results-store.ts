@@ -29,6 +29,9 @@ interface ResultsFile {
   /** Keys of the last run's cells, in its report order. */
   readonly current: readonly string[];
   readonly cells: Readonly<Record<string, StoredCell>>;
+  /** The last run's settings in words (paths, not hashes) and its rows in report order: a view of `cells` for readers. */
+  readonly settings?: Readonly<Record<string, unknown>>;
+  readonly rows?: readonly ExperimentRow[];
   /** Rows of a results.json written before cells had keys: kept, never reused. */
   readonly legacy?: readonly ExperimentRow[];
 }
@@ -151,12 +154,17 @@ export class ResultsStore {
     return planned.map((p) => this.cells.get(p.spec.key)?.row).filter((r): r is ExperimentRow => r !== undefined);
   }
 
-  /** Writes results.json atomically (all settings' cells; `current` = the planned keys). */
-  async save(planned: readonly PlannedCell[]): Promise<void> {
+  /**
+   * Writes results.json atomically: every setting's cells, and for readers (the notebook's precompute, scripts) the
+   * current run's `settings` and `rows`, as results.json had them before cells were keyed.
+   */
+  async save(planned: readonly PlannedCell[], settings: Readonly<Record<string, unknown>> = {}): Promise<void> {
     this.current = planned.map((p) => p.spec.key);
     const file: ResultsFile = {
       format: RESULTS_FORMAT,
       version: RESULTS_VERSION,
+      settings,
+      rows: this.rows(planned),
       current: this.current,
       cells: Object.fromEntries(this.cells),
       ...(this.legacy.length > 0 ? { legacy: this.legacy } : {}),
