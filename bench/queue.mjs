@@ -5,7 +5,7 @@
 // as fnorm-per-layer and sensitivity jobs on 2 workers) and the tables compared byte for byte.
 // usage: node bench/queue.mjs [--methods hqq,sensiboost-2-1,kurtboost-2-1] [--budgets 2.25,3.25] [--max-tokens 4096]
 //                             [--statistics --blocks 2]     (after `pnpm build`; needs /usr/bin/redis-server)
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -26,17 +26,24 @@ const { values } = parseArgs({
   },
 });
 
-const port = await new Promise((resolve) => {
-  const s = createServer();
-  s.listen(0, '127.0.0.1', () => {
-    const { port: p } = s.address();
-    s.close(() => resolve(p));
+async function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
   });
-});
-const redisDir = mkdtempSync(join(tmpdir(), 'bench-redis-'));
-const redis = spawn('/usr/bin/redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', redisDir], { stdio: 'ignore' });
-await new Promise((r) => setTimeout(r, 300));
-const url = `redis://127.0.0.1:${port}/0`;
+}
+
+/** A fresh, empty redis-server per queue run (the jobs of one run would otherwise be reused by the next). */
+async function startRedis() {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'bench-redis-'));
+  const server = spawn('/usr/bin/redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 300));
+  return { url: `redis://127.0.0.1:${port}/0`, stop: () => new Promise((r) => (server.on('exit', r), server.kill('SIGTERM'))) };
+}
 
 const grid = (out, extra = []) => [
   'experiment', model,
@@ -46,11 +53,17 @@ const grid = (out, extra = []) => [
 
 function timed(args) {
   const started = performance.now();
-  const stdout = execFileSync(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 * 2 ** 20 }).toString();
-  return { seconds: (performance.now() - started) / 1000, rows: JSON.parse(stdout).rows };
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [cli, ...args], { maxBuffer: 64 * 2 ** 20 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`${args.join(' ')} failed:\n${stderr}`));
+      else resolve({ seconds: (performance.now() - started) / 1000, rows: JSON.parse(stdout).rows });
+    });
+  });
 }
 
 async function withWorkers(n, run) {
+  const redis = await startRedis();
+  const url = redis.url;
   const workers = [];
   for (let i = 0; i < n; i++) {
     const w = spawn(process.execPath, [cli, 'worker', '--queue', url, '--stall-interval', '30'], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -62,10 +75,11 @@ async function withWorkers(n, run) {
     workers.push(w);
   }
   try {
-    return run();
+    return await run(url);
   } finally {
     for (const w of workers) w.kill('SIGTERM');
     await Promise.all(workers.map((w) => new Promise((r) => (w.exitCode !== null ? r() : w.on('exit', r)))));
+    await redis.stop();
   }
 }
 
@@ -76,16 +90,16 @@ const statsOf = (out) => {
   return ['fnorm.csv', 'sensitivity.csv', 'kurtosis.csv'].map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
 };
 
-try {
+{
   process.stderr.write('in process...\n');
   const outLocal = mkdtempSync(join(tmpdir(), 'bench-queue-local-'));
-  const local = timed(grid(outLocal));
+  const local = await timed(grid(outLocal));
   process.stderr.write('queue, 1 worker...\n');
   const out1 = mkdtempSync(join(tmpdir(), 'bench-queue-1-'));
-  const one = await withWorkers(1, () => timed(grid(out1, ['--queue', url])));
+  const one = await withWorkers(1, (url) => timed(grid(out1, ['--queue', url])));
   process.stderr.write('queue, 2 workers...\n');
   const out2 = mkdtempSync(join(tmpdir(), 'bench-queue-2-'));
-  const two = await withWorkers(2, () => timed(grid(out2, ['--queue', url])));
+  const two = await withWorkers(2, (url) => timed(grid(out2, ['--queue', url])));
   const cells = local.rows.length;
   console.log(`Grid: ${values.methods} at ${values.budgets} + fp = ${cells} cells, first ${values['max-tokens']} tokens of brown-test, ${values.statistics ? `statistics computed (--blocks ${values.blocks})` : 'statistics from the shipped oracles'}.\n`);
   console.log('| run | wall s | per cell s (wall / cells) | mean in-cell s | speed-up vs in process | rows identical |');
@@ -96,6 +110,4 @@ try {
   console.log(`\nQueue overhead per cell (1 worker vs in process, wall): ${((one.seconds - local.seconds) / cells).toFixed(2)} s;` +
     ` of which in-cell slow-down (worker thread, fresh session): ${(meanCell(one.rows) - meanCell(local.rows)).toFixed(2)} s.`);
   if (values.statistics) console.log(`Statistics tables identical (in process vs 1 worker vs 2 workers): ${statsOf(outLocal) === statsOf(out1) && statsOf(out1) === statsOf(out2) ? 'yes' : 'NO'}`);
-} finally {
-  redis.kill('SIGTERM');
 }
