@@ -57,6 +57,9 @@ async function resolveIndex(dir: string, index: string): Promise<{ dir: string; 
   }
   const files: string[] = [];
   for (const [tensor, shard] of Object.entries(json.weight_map)) {
+    if (typeof shard !== 'string' || !shard.endsWith('.safetensors') || basename(shard) !== shard) {
+      throw new SafetensorsFormatError(index, `weight_map maps the tensor to ${JSON.stringify(shard)}, not to a .safetensors file beside the index; the index is corrupt`, tensor);
+    }
     const file = join(dir, shard);
     if (!files.includes(file)) {
       if (!existsSync(file)) {
@@ -88,6 +91,14 @@ export async function openCheckpoint(path: string): Promise<Checkpoint> {
     for (const [name, shard] of Object.entries(weightMap)) {
       const info = byName.get(name);
       if (!info) throw new MissingTensorError(name, join(dir, shard), `${basename(index)} lists it there; the shard is incomplete or the index is stale`);
+      if (info.file !== join(dir, shard)) {
+        throw new SafetensorsFormatError(index, `lists the tensor in ${shard} but it is stored in ${basename(info.file)}; the index is stale, download it again`, name);
+      }
+    }
+    for (const name of byName.keys()) {
+      if (!Object.prototype.hasOwnProperty.call(weightMap, name)) {
+        throw new SafetensorsFormatError(byName.get(name)!.file, `the tensor is stored here but ${basename(index)} does not list it; the index is stale, download it again`, name);
+      }
     }
   }
   const handles = new Map<string, Promise<FileHandle>>();
