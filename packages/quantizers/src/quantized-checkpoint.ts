@@ -7,7 +7,7 @@ import {
   type QuantizedTensor,
   type WeightTensor,
 } from '@layerquant/core';
-import { openCheckpoint, type Checkpoint, type TensorInfo, type WeightSource } from '@layerquant/tensor-io';
+import { checkFinite, openCheckpoint, type Checkpoint, type TensorInfo, type WeightSource } from '@layerquant/tensor-io';
 import { PACKING } from './bit-packing.js';
 import {
   QWEIGHT_SUFFIX,
@@ -164,6 +164,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint): QuantizedCheckpoint {
         if (error instanceof InvalidDataError) throw new SafetensorsFormatError(file, error.message, name, { cause: error });
         throw error;
       }
+      checkFinite(name, file, 'F32', q.shape, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       return { name, dtype: 'F32', shape: q.shape, data };
     },
     close: () => checkpoint.close(),

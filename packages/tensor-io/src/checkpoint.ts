@@ -3,6 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { open, readFile, readdir, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { decodeToFloat32 } from './dtype.js';
+import { checkFinite } from './finite.js';
 import { readSafetensorsHeader, type TensorInfo } from './safetensors.js';
 
 /** Anything that hands out float32 weights by tensor name: a checkpoint, a quantized checkpoint, a test double. */
@@ -21,6 +22,7 @@ export interface Checkpoint extends WeightSource {
   /** `__metadata__` of the first file. */
   readonly metadata: Readonly<Record<string, string>>;
   info(name: string): TensorInfo;
+  /** The stored bytes, unchecked (read() also refuses NaN and infinities with a NonFiniteWeightError). */
   readRaw(name: string): Promise<Uint8Array>;
   close(): Promise<void>;
 }
@@ -138,7 +140,9 @@ export async function openCheckpoint(path: string): Promise<Checkpoint> {
     readRaw,
     async read(name) {
       const t = info(name);
-      const data = decodeToFloat32(await readRaw(name), t.dtype);
+      const raw = await readRaw(name);
+      checkFinite(name, t.file, t.dtype, t.shape, raw);
+      const data = decodeToFloat32(raw, t.dtype);
       return { name, dtype: t.dtype, shape: t.shape, data };
     },
     async close() {

@@ -1,6 +1,5 @@
 import { elementCount, matrixOfTensorName, type DType } from '@layerquant/core';
-import { openCheckpoint } from './checkpoint.js';
-import { loadDecoderConfig } from './config.js';
+import { openModel } from './model.js';
 
 export interface ModelSummary {
   readonly dir: string;
@@ -27,8 +26,7 @@ export interface ModelSummary {
 
 /** What `layerquant inspect` prints: read from config.json and the safetensors headers only (no weights). */
 export async function inspectModel(dir: string): Promise<ModelSummary> {
-  const config = await loadDecoderConfig(dir);
-  const checkpoint = await openCheckpoint(dir);
+  const { config, checkpoint } = await openModel(dir);
   try {
     let params = 0;
     let linearParams = 0;

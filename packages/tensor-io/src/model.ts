@@ -1,0 +1,47 @@
+import { validateCheckpoint, type CheckpointTensors, type DecoderConfig, type DecoderLayout } from '@layerquant/core';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { openCheckpoint, type Checkpoint } from './checkpoint.js';
+import { loadDecoderConfig } from './config.js';
+
+/** A model directory whose config.json has been checked against its tensors. */
+export interface OpenedModel {
+  readonly config: DecoderConfig;
+  /** Path of the config.json that was read. */
+  readonly configFile: string;
+  readonly layout: DecoderLayout;
+  readonly checkpoint: Checkpoint;
+}
+
+function configPathOf(dir: string): string {
+  return existsSync(dir) && statSync(dir).isFile() ? join(dir, '..', 'config.json') : join(dir, 'config.json');
+}
+
+/**
+ * Reads `<dir>/config.json` and validates it against the tensors of `weights` (an open checkpoint, quantized or
+ * not): the one check every command runs before it computes anything (see core's validateCheckpoint).
+ */
+export async function loadValidatedConfig(dir: string, weights: CheckpointTensors): Promise<{ config: DecoderConfig; configFile: string; layout: DecoderLayout }> {
+  const configFile = configPathOf(dir);
+  const config = await loadDecoderConfig(configFile);
+  const layout = validateCheckpoint(config, weights, configFile);
+  return { config, configFile, layout };
+}
+
+/**
+ * Opens a Hugging Face model directory for computing: config.json read, safetensors headers read, and the one
+ * validation (architecture, layer count, every tensor present with the shape the config gives). Close the
+ * checkpoint when done.
+ */
+export async function openModel(dir: string): Promise<OpenedModel> {
+  const configFile = configPathOf(dir);
+  const config = await loadDecoderConfig(configFile);
+  const checkpoint = await openCheckpoint(dir);
+  try {
+    const layout = validateCheckpoint(config, checkpoint, configFile);
+    return Object.freeze({ config, configFile, layout, checkpoint });
+  } catch (error) {
+    await checkpoint.close();
+    throw error;
+  }
+}
