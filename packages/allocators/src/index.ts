@@ -1,4 +1,5 @@
 export * from './stats.js';
+export * from './validate-stats.js';
 export * from './outliers.js';
 export * from './multiple-choice-knapsack.js';
 export * from './mxq.js';

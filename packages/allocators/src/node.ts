@@ -12,6 +12,7 @@ import {
   parseSensitivityCsv,
   type ModelStats,
 } from './stats.js';
+import { validateStats } from './validate-stats.js';
 
 /**
  * Node-only file access for @layerquant/allocators (the main entry stays browser-safe).
@@ -31,7 +32,11 @@ async function findTable(dir: string, names: readonly string[], stem: string): P
   return matches.length === 1 ? join(dir, matches[0]!) : undefined;
 }
 
-/** Loads the statistics tables of a directory; throws MissingFileError when it holds none. */
+/**
+ * Loads the statistics tables of a directory; throws MissingFileError when it holds none and InvalidDataError when
+ * they do not cover the same whole layers and configs (validateStats; check them against a model with
+ * `validateStats(stats, model)`).
+ */
 export async function loadStatsDirectory(dir: string): Promise<ModelStats> {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new MissingFileError(dir, 'is not a directory; pass the output directory of `layerquant sensitivity` or a paper-data directory (fnorm.csv, sensitivity.csv)');
@@ -43,12 +48,14 @@ export async function loadStatsDirectory(dir: string): Promise<ModelStats> {
     throw new MissingFileError(dir, 'holds no statistics: expected fnorm.csv, sensitivity.csv and/or kurtosis.csv (run `layerquant sensitivity` to make them)');
   }
   const read = (path: string): Promise<string> => readFile(path, 'utf8');
-  return Object.freeze({
+  const stats: ModelStats = Object.freeze({
     source: dir,
     ...(fnormPath ? { fnorm: parseFnormCsv(await read(fnormPath), fnormPath) } : {}),
     ...(sensitivityPath ? { sensitivity: parseSensitivityCsv(await read(sensitivityPath), sensitivityPath) } : {}),
     ...(kurtosisPath ? { kurtosis: parseKurtosisCsv(await read(kurtosisPath), kurtosisPath) } : {}),
   });
+  validateStats(stats);
+  return stats;
 }
 
 /** Writes text to a temporary name beside `path`, then renames it: no partial file is ever left behind. */

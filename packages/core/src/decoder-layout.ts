@@ -1,4 +1,4 @@
-import { InvalidDataError, MissingTensorError, ShapeMismatchError, UnsupportedArchitectureError } from './errors.js';
+import { InvalidDataError, InvalidOptionError, MissingTensorError, ShapeMismatchError, UnsupportedArchitectureError } from './errors.js';
 import { LINEAR_MODULES, matrixKey, type DecoderConfig, type MatrixKey } from './model.js';
 import { elementCount } from './tensor.js';
 
@@ -101,11 +101,30 @@ export function expectedShapes(config: DecoderConfig, layout: DecoderLayout): Ma
   return shapes;
 }
 
-/** The keys of the linear matrices a model of this config has, layers ascending, modules in LINEAR_MODULES order. */
-export function modelMatrixKeys(config: Pick<DecoderConfig, 'numLayers'>): MatrixKey[] {
-  const keys: MatrixKey[] = [];
-  for (let layer = 0; layer < config.numLayers; layer++) for (const module of LINEAR_MODULES) keys.push(matrixKey(layer, module));
-  return keys;
+/**
+ * The linear matrices a model of this config has and their parameter counts, layers ascending, modules in
+ * LINEAR_MODULES order: the list statistics tables and allocations are checked against.
+ */
+export function modelMatrixParams(config: DecoderConfig): Map<MatrixKey, number> {
+  const shapes = expectedShapes(config, { qkvBias: false, oBias: false, mlpBias: false, tiedEmbeddings: true });
+  const params = new Map<MatrixKey, number>();
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    for (const module of LINEAR_MODULES) params.set(matrixKey(layer, module), elementCount(shapes.get(`model.layers.${layer}.${module}.weight`)!));
+  }
+  return params;
+}
+
+/**
+ * Refuses a context longer than the model was trained for (`max_position_embeddings`): rotary positions beyond it
+ * give a worse, silently different perplexity. `allow` (the CLI's --allow-long-context) lets it run anyway.
+ */
+export function checkContextLength(seqlen: number, config: Pick<DecoderConfig, 'maxPositionEmbeddings'>, option = '--seqlen', allow = false): void {
+  if (!allow && seqlen > config.maxPositionEmbeddings) {
+    throw new InvalidOptionError(
+      option,
+      `${seqlen} tokens is more than the model's max_position_embeddings ${config.maxPositionEmbeddings} (config.json); use at most ${config.maxPositionEmbeddings}, or pass --allow-long-context to run beyond it anyway`,
+    );
+  }
 }
 
 export function checkShape(name: string, shape: readonly number[], expected: readonly number[], length = elementCount(shape)): void {
