@@ -1,11 +1,11 @@
 import { basename, resolve } from 'node:path';
-import { InvalidOptionError, PAPER_CONFIGS, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, PAPER_CONFIGS, checkContextLength, type QuantConfig, type Quantizer } from '@layerquant/core';
 import type { FnormTable, KurtosisTable, SensitivityRow, SensitivityTable } from '@layerquant/allocators';
 import { createKernelPool, defaultWorkerCount } from '@layerquant/quantizers/node';
 import { loadDecoderBlocks } from '@layerquant/runtime';
-import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
+import { loadTokenizer, openModel, type OpenedModel } from '@layerquant/tensor-io';
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity } from './activation-sensitivity.js';
-import { calibrationBlocks, type CalibrationOrder } from './calibration.js';
+import { DEFAULT_SEQLEN, calibrationBlocks, type CalibrationOrder } from './calibration.js';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from './frobenius-table.js';
 
 export interface ModelStatisticsOptions {
@@ -30,6 +30,8 @@ export interface ModelStatisticsOptions {
   /** Name in sensitivity.csv's `model` column (default: the directory name). */
   readonly modelName?: string;
   readonly onStep?: (step: 'sensitivity' | 'fnorm', done: number, total: number) => void;
+  /** Allow a seqlen above the model's max_position_embeddings (refused by default). */
+  readonly allowLongContext?: boolean;
 }
 
 export interface ModelStatistics {
@@ -47,7 +49,22 @@ export interface ModelStatistics {
  * calibration text (one pass per config), then the fnorm table (streamed matrix by matrix, with kurtosis).
  */
 export async function measureModelStatistics(modelDir: string, options: ModelStatisticsOptions): Promise<ModelStatistics> {
-  const config = await loadDecoderConfig(modelDir);
+  // config.json checked against the tensors (the one validation every command runs) before any long step.
+  const { config, checkpoint } = await openModel(modelDir);
+  try {
+    checkContextLength(options.seqlen ?? DEFAULT_SEQLEN, config, '--seqlen', options.allowLongContext === true);
+    return await measureOpenModel(modelDir, options, config, checkpoint);
+  } finally {
+    await checkpoint.close();
+  }
+}
+
+async function measureOpenModel(
+  modelDir: string,
+  options: ModelStatisticsOptions,
+  config: OpenedModel['config'],
+  checkpoint: OpenedModel['checkpoint'],
+): Promise<ModelStatistics> {
   const tokenizer = await loadTokenizer(modelDir);
   const calibration = calibrationBlocks(options.calibrationText, tokenizer, {
     source: options.calibrationName,
@@ -56,8 +73,7 @@ export async function measureModelStatistics(modelDir: string, options: ModelSta
     ...(options.order === undefined ? {} : { order: options.order }),
     ...(options.seed === undefined ? {} : { seed: options.seed }),
   });
-  const checkpoint = await openCheckpoint(modelDir);
-  try {
+  {
     let start = performance.now();
     const model = await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {});
     const configs = options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG];
@@ -102,7 +118,5 @@ export async function measureModelStatistics(modelDir: string, options: ModelSta
       seqlen: calibration.seqlen,
       seconds: Object.freeze({ sensitivity: sensitivitySeconds, fnorm: (performance.now() - start) / 1000 }),
     });
-  } finally {
-    await checkpoint.close();
   }
 }

@@ -104,6 +104,11 @@ export interface OutputDirectory {
   /** Stale temporaries of dead processes that were removed when the directory was opened. */
   readonly removedTemporaries: readonly string[];
   release(): void;
+  /**
+   * For a failed run: releases the lock and, if openOutputDirectory created the directory and nothing was left in
+   * it, removes it again, so a failed command leaves --out as it found it.
+   */
+  abandon(): void;
 }
 
 /**
@@ -140,6 +145,7 @@ export async function openOutputDirectory(dir: string, command: string, option =
   } catch {
     throw new OutputDirectoryError(dir, `${option} is not writable (no write permission on "${probe}"); choose another directory or fix its permissions`);
   }
+  const created = !existsSync(path);
   await mkdir(path, { recursive: true });
   const removedTemporaries = removeStaleTemporaries(path);
   const lockPath = join(path, LOCK_FILE);
@@ -172,16 +178,21 @@ export async function openOutputDirectory(dir: string, command: string, option =
     throw new OutputDirectoryError(dir, `another layerquant process took this directory's lock at the same time; choose another ${option}`, 'OUTPUT_LOCKED');
   }
   heldLocks.add(lockPath);
+  const release = () => {
+    if (!heldLocks.delete(lockPath)) return;
+    try {
+      unlinkSync(lockPath);
+    } catch {
+      // Already gone: nothing to release.
+    }
+  };
   return {
     path,
     removedTemporaries,
-    release() {
-      if (!heldLocks.delete(lockPath)) return;
-      try {
-        unlinkSync(lockPath);
-      } catch {
-        // Already gone: nothing to release.
-      }
+    release,
+    abandon() {
+      release();
+      if (created && readdirSync(path).length === 0) rmSync(path, { recursive: true, force: true });
     },
   };
 }

@@ -5,8 +5,10 @@ import {
   type MxqAllocation,
   type SensiBoostOptions,
 } from '@layerquant/allocators';
+import { validateStats } from '@layerquant/allocators';
 import { loadStatsDirectory, saveAllocationJson } from '@layerquant/allocators/node';
-import { InvalidOptionError, LINEAR_MODULES, configName, createRegistry, parseConfigName, type Allocation } from '@layerquant/core';
+import { InvalidOptionError, LINEAR_MODULES, configName, createRegistry, modelMatrixParams, parseConfigName, type Allocation } from '@layerquant/core';
+import { openModel } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 
@@ -18,6 +20,9 @@ Chooses a quantization config for every linear matrix from statistics tables and
 
   --stats <dir>            output directory of \`layerquant sensitivity\`, or a paper-data directory
                            (fnorm.csv, sensitivity.csv, optional kurtosis.csv)
+  --model <dir>            the model the statistics are for: config.json is validated against its tensors and
+                           the tables must cover every matrix, layer and config of it (without it, the tables
+                           are only checked against each other)
   --method <id>            uniform | mxq | sensiboost | kurtboost | ablation
   --budget <bpp>           bits per weight: a budget stop (2.13 ... 8.51) for uniform and the boosts;
                            any value for mxq
@@ -104,6 +109,7 @@ export const allocateCommand: Command = {
       gap: { type: 'string' },
       verbose: { type: 'boolean' },
       out: { type: 'string' },
+      model: { type: 'string' },
     });
     const statsDir = requireString(values.stats, '--stats', 'a directory with fnorm.csv / sensitivity.csv');
     const method = requireString(values.method, '--method', METHODS.join(' | '));
@@ -125,6 +131,12 @@ export const allocateCommand: Command = {
       relativeGap: parseNumberOption(stringOption(values, 'gap'), '--gap', 1e-6, (n) => n >= 0 && n < 1),
     };
     const stats = await loadStatsDirectory(statsDir);
+    const modelDir = stringOption(values, 'model');
+    if (modelDir) {
+      const { config, checkpoint } = await openModel(modelDir);
+      await checkpoint.close();
+      validateStats(stats, { matrices: modelMatrixParams(config), name: modelDir });
+    }
     const allocation = registry.get(method).allocate(stats, options) as Allocation;
     const out = stringOption(values, 'out');
     if (out) await saveAllocationJson(out, allocation);

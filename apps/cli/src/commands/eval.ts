@@ -1,9 +1,9 @@
-import { InvalidOptionError } from '@layerquant/core';
+import { InvalidOptionError, checkContextLength } from '@layerquant/core';
 import { datasets } from '@layerquant/fixtures';
 import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, type PerplexityProtocol } from '@layerquant/perplexity';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { loadDecoderModel } from '@layerquant/runtime';
-import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
+import { loadTokenizer, loadValidatedConfig } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { createProgress, formatSeconds } from '../progress.js';
@@ -28,6 +28,8 @@ export const evalCommand: Command = {
     '  --stride <n>           sliding-window stride (default 512)',
     '  --max-tokens <n>       use only the first n tokens of the text',
     '  --threads <n>          onnxruntime intra-op threads (default: one per core)',
+    '  --allow-long-context   run a --seqlen above the model\'s max_position_embeddings (refused otherwise: rotary',
+    '                         positions it was never trained on give a different, worse perplexity)',
     '  --json                 one JSON object: ppl, tokens, seconds, nll, windows, protocol, seqlen, stride',
   ].join('\n'),
   async run({ argv, stdout }) {
@@ -39,6 +41,7 @@ export const evalCommand: Command = {
       stride: { type: 'string' },
       'max-tokens': { type: 'string' },
       threads: { type: 'string' },
+      'allow-long-context': { type: 'boolean' },
     });
     const modelDir = requireString(positionals[0], 'model-dir', 'layerquant eval <model-dir> --dataset brown-test');
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
@@ -55,14 +58,16 @@ export const evalCommand: Command = {
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const textPath = resolveTextPath({ text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') }, datasets);
 
-    const config = await loadDecoderConfig(modelDir);
-    const text = await readEvaluationText(textPath);
-    const tokenizer = await loadTokenizer(modelDir);
     const weights = await openModelWeights(modelDir);
     const quantized = 'isQuantized' in weights;
-    const model = await (async () => {
+    const { text, tokenizer, model } = await (async () => {
       try {
-        return await loadDecoderModel(weights, config, threads === undefined ? {} : { threads });
+        // The one config-vs-tensors check, and the context length, before any long step.
+        const { config } = await loadValidatedConfig(weights.dir, weights);
+        checkContextLength(seqlen, config, '--seqlen', values['allow-long-context'] === true);
+        const text = await readEvaluationText(textPath);
+        const tokenizer = await loadTokenizer(modelDir);
+        return { text, tokenizer, model: await loadDecoderModel(weights, config, threads === undefined ? {} : { threads }) };
       } finally {
         await weights.close();
       }

@@ -1,4 +1,4 @@
-import { InvalidOptionError } from '@layerquant/core';
+import { InvalidOptionError, checkContextLength } from '@layerquant/core';
 import { brownCalibPath, datasets } from '@layerquant/fixtures';
 import { readEvaluationText, resolveTextPath } from '@layerquant/perplexity';
 import { loadTokenizer, inspectModel, writeTextAtomic } from '@layerquant/tensor-io';
@@ -87,6 +87,7 @@ export const experimentCommand: Command = {
     for (const method of methods) for (const budget of budgets) checkBudget(method, budget);
     // Validate the model before any long step (a bad directory fails here with its own error).
     const summary = await inspectModel(modelDir);
+    checkContextLength(seqlen, summary, '--seqlen');
     const text = await readEvaluationText(textPath);
     const tokenizer = await loadTokenizer(modelDir);
     const ids = tokenizer.encode(text);

@@ -1,4 +1,6 @@
-import { InvalidOptionError, configName, matrixKey, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, configName, matrixKey, modelMatrixParams, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { validateStats } from '@layerquant/allocators';
+import { openModel, openOutputDirectory, type OpenedModel } from '@layerquant/tensor-io';
 import { brownCalibPath } from '@layerquant/fixtures';
 import { basename, join } from 'node:path';
 import { createHqqQuantizer, FORK_SOLVER_OPTIONS, rtnQuantizer } from '@layerquant/quantizers';
@@ -96,19 +98,45 @@ export const quantizeCommand: Command = {
       await quantizeAllocated({ values, modelDir, outDir, method, stdout });
       return;
     }
-    const fork = values.fork === true;
-    const bits = parseConfigName(stringOption(values, 'config') ?? 'b4g64').bits;
-    const axisText = stringOption(values, 'axis');
-    if (axisText !== undefined && axisText !== '0' && axisText !== '1') throw new InvalidOptionError('--axis', `"${axisText}" must be 0 or 1`);
-    const axis = axisText === undefined ? (fork ? 0 : 1) : axisText === '0' ? 0 : 1;
-    const roundZero = values['round-zero'] === true || (fork && bits === 4);
-    const config = parseConfigName(stringOption(values, 'config') ?? 'b4g64', { axis, roundZero });
-    const kappaText = stringOption(values, 'kappa');
-    const kappa = kappaText === undefined ? (fork && method === 'hqq' ? FORK_SOLVER_OPTIONS.kappa : undefined) : parseNumberOption(kappaText, '--kappa', 1, (k) => k >= 1);
-    const quantizer = quantizerFor(method, kappa);
+    await quantizeUniform({ values, modelDir, outDir, method, stdout });
+  },
+};
 
-    const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
-    const report = await quantizeModel({
+/**
+ * Validates the model (config.json against its tensors, so a wrong config fails before any long step), then holds
+ * --out's lock for the whole run: a second layerquant writing the same directory stops with an error. quantizeModel
+ * swaps the output files in as one set; a failed run leaves --out as it was (a directory it created is removed).
+ */
+async function withOutputDirectory<T>(modelDir: string, outDir: string, run: (model: OpenedModel) => Promise<T>): Promise<T> {
+  const model = await openModel(modelDir);
+  await model.checkpoint.close();
+  const output = await openOutputDirectory(outDir, 'quantize');
+  try {
+    return await run(model);
+  } catch (error) {
+    output.abandon();
+    throw error;
+  } finally {
+    output.release();
+  }
+}
+
+/** `--method rtn|hqq --config b4g64`: one config for every matrix. */
+async function quantizeUniform({ values, modelDir, outDir, method, stdout }: AllocatedRun): Promise<void> {
+  const fork = values.fork === true;
+  const bits = parseConfigName(stringOption(values, 'config') ?? 'b4g64').bits;
+  const axisText = stringOption(values, 'axis');
+  if (axisText !== undefined && axisText !== '0' && axisText !== '1') throw new InvalidOptionError('--axis', `"${axisText}" must be 0 or 1`);
+  const axis = axisText === undefined ? (fork ? 0 : 1) : axisText === '0' ? 0 : 1;
+  const roundZero = values['round-zero'] === true || (fork && bits === 4);
+  const config = parseConfigName(stringOption(values, 'config') ?? 'b4g64', { axis, roundZero });
+  const kappaText = stringOption(values, 'kappa');
+  const kappa = kappaText === undefined ? (fork && method === 'hqq' ? FORK_SOLVER_OPTIONS.kappa : undefined) : parseNumberOption(kappaText, '--kappa', 1, (k) => k >= 1);
+  const quantizer = quantizerFor(method, kappa);
+
+  const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
+  const report = await withOutputDirectory(modelDir, outDir, () =>
+    quantizeModel({
       modelDir,
       outDir,
       quantizer,
@@ -117,41 +145,41 @@ export const quantizeCommand: Command = {
       workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...(kappa === undefined ? {} : { kappa }) },
       onProgress: (p) => progress.update(p.done, p.total, p.key),
-    });
-    progress.done();
-    if (values.json) {
-      stdout(`${JSON.stringify({
-        method,
-        config: `b${config.bits}g${config.groupSize}`,
-        axis,
-        roundZero,
-        ...(kappa === undefined ? {} : { kappa }),
-        out: report.outDir,
-        matrices: report.matrices,
-        params: report.params,
-        bpp: report.bpp,
-        paperMB: report.paperMB,
-        bytes: report.bytes,
-        fileBytes: report.fileBytes,
-        sqErr: report.sqErr,
-        seconds: report.seconds,
-        quantizeSeconds: report.quantizeSeconds,
-      })}\n`);
-      return;
-    }
-    const rows: Array<[string, string]> = [
-      ['model', report.modelDir],
-      ['out', report.outDir],
-      ['method', `${method} ${`b${config.bits}g${config.groupSize}`}${axis === 0 ? ' axis 0' : ''}${roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
-      ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
-      ['bits/weight', `${report.bpp.toFixed(4)} (paper), ${((8 * report.bytes) / report.params).toFixed(4)} (packed)`],
-      ['size', `${(report.bytes / 2 ** 20).toFixed(2)} MiB packed linear weights, ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB file`],
-      ['sq. error', report.sqErr.toPrecision(8)],
-      ['time', `${formatSeconds(report.seconds)} (${formatSeconds(report.quantizeSeconds)} quantizing)`],
-    ];
-    stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
-  },
-};
+    }),
+  );
+  progress.done();
+  if (values.json) {
+    stdout(`${JSON.stringify({
+      method,
+      config: `b${config.bits}g${config.groupSize}`,
+      axis,
+      roundZero,
+      ...(kappa === undefined ? {} : { kappa }),
+      out: report.outDir,
+      matrices: report.matrices,
+      params: report.params,
+      bpp: report.bpp,
+      paperMB: report.paperMB,
+      bytes: report.bytes,
+      fileBytes: report.fileBytes,
+      sqErr: report.sqErr,
+      seconds: report.seconds,
+      quantizeSeconds: report.quantizeSeconds,
+    })}\n`);
+    return;
+  }
+  const rows: Array<[string, string]> = [
+    ['model', report.modelDir],
+    ['out', report.outDir],
+    ['method', `${method} ${`b${config.bits}g${config.groupSize}`}${axis === 0 ? ' axis 0' : ''}${roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
+    ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
+    ['bits/weight', `${report.bpp.toFixed(4)} (paper), ${((8 * report.bytes) / report.params).toFixed(4)} (packed)`],
+    ['size', `${(report.bytes / 2 ** 20).toFixed(2)} MiB packed linear weights, ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB file`],
+    ['sq. error', report.sqErr.toPrecision(8)],
+    ['time', `${formatSeconds(report.seconds)} (${formatSeconds(report.quantizeSeconds)} quantizing)`],
+  ];
+  stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+}
 
 interface AllocatedRun {
   readonly values: ReturnType<typeof parseCommandArgs>['values'];
@@ -175,40 +203,45 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
   const interactive = !values.json && Boolean(process.stderr.isTTY);
   const calib = stringOption(values, 'calib');
   const statsDir = stringOption(values, 'stats');
-  const statsProgress = createProgress('statistics', interactive);
-  const { stats, source } = await ensureStatistics({
-    modelDir,
-    ...(statsDir ? { statsDir } : {}),
-    cacheDir: join(outDir, 'stats'),
-    needs: tablesNeeded([spec]),
-    calibrationPath: calib ?? brownCalibPath,
-    calibrationName: calib ? basename(calib) : 'brown-calib',
-    blocks: parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1),
-    seqlen: 512,
-    onStep: (step, done, total) => statsProgress.update(done, total, step),
+  const { source, allocation, uniform, extra, report } = await withOutputDirectory(modelDir, outDir, async (model) => {
+    const statsProgress = createProgress('statistics', interactive);
+    const { stats, source } = await ensureStatistics({
+      modelDir,
+      ...(statsDir ? { statsDir } : {}),
+      cacheDir: join(outDir, 'stats'),
+      needs: tablesNeeded([spec]),
+      calibrationPath: calib ?? brownCalibPath,
+      calibrationName: calib ? basename(calib) : 'brown-calib',
+      blocks: parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1),
+      seqlen: 512,
+      onStep: (step, done, total) => statsProgress.update(done, total, step),
+    });
+    statsProgress.done(`from ${source}`);
+    // The tables must cover this model whole (a table cut at a layer boundary would allocate only part of it).
+    validateStats(stats, { matrices: modelMatrixParams(model.config), name: modelDir });
+    const allocation: Allocation = allocateMethod(spec, stats, budget, seed);
+    const uniform = uniformBaseline(stats, budget);
+    const extra = uniform ? extraMemoryPercent(allocation, uniform) : null;
+    const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
+    const progress = createProgress('quantize', interactive);
+    const report = await quantizeModel({
+      modelDir,
+      outDir,
+      quantizer: createHqqQuantizer(),
+      configFor: (key) => {
+        const config = configs.get(key);
+        if (config === undefined) throw new InvalidOptionError('--stats', `the statistics have no row for matrix ${key}; they were made for another model`);
+        return config;
+      },
+      method: spec.id,
+      allocation,
+      workers: defaultWorkerCount(),
+      options: { method: spec.id, budget, statistics: source, ...(spec.allocator === 'ablation' ? { seed } : {}) },
+      onProgress: (p) => progress.update(p.done, p.total, p.key),
+    });
+    progress.done();
+    return { source, allocation, uniform, extra, report };
   });
-  statsProgress.done(`from ${source}`);
-  const allocation: Allocation = allocateMethod(spec, stats, budget, seed);
-  const uniform = uniformBaseline(stats, budget);
-  const extra = uniform ? extraMemoryPercent(allocation, uniform) : null;
-  const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
-  const progress = createProgress('quantize', interactive);
-  const report = await quantizeModel({
-    modelDir,
-    outDir,
-    quantizer: createHqqQuantizer(),
-    configFor: (key) => {
-      const config = configs.get(key);
-      if (config === undefined) throw new InvalidOptionError('--stats', `the statistics have no row for matrix ${key}; they were made for another model`);
-      return config;
-    },
-    method: spec.id,
-    allocation,
-    workers: defaultWorkerCount(),
-    options: { method: spec.id, budget, statistics: source, ...(spec.allocator === 'ablation' ? { seed } : {}) },
-    onProgress: (p) => progress.update(p.done, p.total, p.key),
-  });
-  progress.done();
   const counts = new Map<string, number>();
   for (const m of allocation.matrices) {
     const name = m.config ? configName(m.config) : 'float';

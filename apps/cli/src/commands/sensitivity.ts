@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { openOutputDirectory } from '@layerquant/tensor-io';
 import { basename, extname, resolve } from 'node:path';
 import { InvalidOptionError, MissingFileError, configName, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS } from '@layerquant/allocators';
@@ -42,7 +43,8 @@ const USAGE = [
   '  --skip-fnorm         write sensitivity.csv and kurtosis.csv only',
   '  --threads <n>        onnxruntime intra-op threads (default: one per core)',
   '  --workers <n>        worker threads quantizing the fnorm table (default: one per core)',
-  '  --out <dir>          output directory (created; files written atomically)',
+  '  --allow-long-context run a --seqlen above the model\'s max_position_embeddings (refused otherwise)',
+  '  --out <dir>          output directory (created, locked while written; files written atomically)',
   '  --json               one JSON object: files, calibration, seconds, sensitivity rows',
 ].join('\n');
 
@@ -74,6 +76,7 @@ export const sensitivityCommand: Command = {
       threads: { type: 'string' },
       workers: { type: 'string' },
       out: { type: 'string' },
+      'allow-long-context': { type: 'boolean' },
     });
     const modelDir = requireString(positionals[0], 'model-dir', 'layerquant sensitivity <model-dir> --out <dir>');
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
@@ -95,23 +98,34 @@ export const sensitivityCommand: Command = {
 
     const quiet = Boolean(values.json) || !process.stderr.isTTY;
     const bars = { sensitivity: createProgress('sensitivity', !quiet), fnorm: createProgress('fnorm', !quiet) };
-    const statistics = await measureModelStatistics(modelDir, {
-      calibrationText: await readFile(calibration.path, 'utf8'),
-      calibrationName: calibration.name,
-      blocks,
-      seqlen,
-      order,
-      seed,
-      sensitivityConfigs: configs,
-      skipFnorm: Boolean(values['skip-fnorm']),
-      ...(threads === undefined ? {} : { threads }),
-      ...(workers === undefined ? {} : { workers }),
-      onStep: (step, done, total) => {
-        bars[step].update(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
-        if (done === total) bars[step].done();
-      },
-    });
-    const files = await writeSensitivityOutputs(out, statistics);
+    const output = await openOutputDirectory(out, 'sensitivity');
+    let statistics: Awaited<ReturnType<typeof measureModelStatistics>>;
+    let files: string[];
+    try {
+      statistics = await measureModelStatistics(modelDir, {
+        calibrationText: await readFile(calibration.path, 'utf8'),
+        calibrationName: calibration.name,
+        blocks,
+        seqlen,
+        order,
+        seed,
+        sensitivityConfigs: configs,
+        skipFnorm: Boolean(values['skip-fnorm']),
+        allowLongContext: values['allow-long-context'] === true,
+        ...(threads === undefined ? {} : { threads }),
+        ...(workers === undefined ? {} : { workers }),
+        onStep: (step, done, total) => {
+          bars[step].update(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
+          if (done === total) bars[step].done();
+        },
+      });
+      files = await writeSensitivityOutputs(out, statistics);
+    } catch (error) {
+      output.abandon();
+      throw error;
+    } finally {
+      output.release();
+    }
 
     if (values.json) {
       stdout(`${JSON.stringify({
