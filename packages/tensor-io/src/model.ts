@@ -1,6 +1,6 @@
 import { validateCheckpoint, type CheckpointTensors, type DecoderConfig, type DecoderLayout } from '@layerquant/core';
 import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { openCheckpoint, type Checkpoint } from './checkpoint.js';
 import { loadDecoderConfig } from './config.js';
 
@@ -13,8 +13,9 @@ export interface OpenedModel {
   readonly checkpoint: Checkpoint;
 }
 
-function configPathOf(dir: string): string {
-  return existsSync(dir) && statSync(dir).isFile() ? join(dir, '..', 'config.json') : join(dir, 'config.json');
+/** The directory whose config.json describes `path` (a model directory, or a .safetensors file in one). */
+function configDirOf(path: string): string {
+  return existsSync(path) && statSync(path).isFile() ? dirname(path) : path;
 }
 
 /**
@@ -22,8 +23,8 @@ function configPathOf(dir: string): string {
  * not): the one check every command runs before it computes anything (see core's validateCheckpoint).
  */
 export async function loadValidatedConfig(dir: string, weights: CheckpointTensors): Promise<{ config: DecoderConfig; configFile: string; layout: DecoderLayout }> {
-  const configFile = configPathOf(dir);
-  const config = await loadDecoderConfig(configFile);
+  const configFile = join(configDirOf(dir), 'config.json');
+  const config = await loadDecoderConfig(configDirOf(dir));
   const layout = validateCheckpoint(config, weights, configFile);
   return { config, configFile, layout };
 }
@@ -34,8 +35,8 @@ export async function loadValidatedConfig(dir: string, weights: CheckpointTensor
  * checkpoint when done.
  */
 export async function openModel(dir: string): Promise<OpenedModel> {
-  const configFile = configPathOf(dir);
-  const config = await loadDecoderConfig(configFile);
+  const configFile = join(configDirOf(dir), 'config.json');
+  const config = await loadDecoderConfig(configDirOf(dir));
   const checkpoint = await openCheckpoint(dir);
   try {
     const layout = validateCheckpoint(config, checkpoint, configFile);
