@@ -223,7 +223,8 @@ export async function writeFileSet<T>(
     const aside = temporaryPath(join(target, 'previous'));
     trackTemporary(aside);
     await mkdir(aside);
-    const old = new Set([...(options.replaces ?? []), ...files].filter((name) => name !== LOCK_FILE && !name.includes('/') && !name.includes('\\')));
+    const plainName = (name: string) => name !== '' && name !== '.' && name !== '..' && name !== LOCK_FILE && !TEMPORARY_NAME.test(name) && !/[/\\]/.test(name);
+    const old = new Set([...(options.replaces ?? []), ...files].filter(plainName));
     // The report first, so a directory caught half-way never has a report that describes other weights.
     const outgoing = [...old].sort((a, b) => Number(b === options.last) - Number(a === options.last));
     const movedAside: string[] = [];
