@@ -34,8 +34,10 @@ export function firstNonFinite(bytes: Uint8Array, dtype: DType): { index: number
     default: {
       const values = new Float64Array(source.buffer, source.byteOffset, count);
       for (let i = 0; i < count; i++) {
+        // Weights are computed on in float32: a finite F64 beyond its range becomes an infinity too.
         const v = values[i]!;
-        if (v !== v || v === Infinity || v === -Infinity) return { index: i, value: String(v) };
+        const single = Math.fround(v);
+        if (single !== single || single === Infinity || single === -Infinity) return { index: i, value: Number.isFinite(v) ? `${v} (beyond float32)` : String(v) };
       }
       return undefined;
     }
