@@ -17,7 +17,7 @@ import {
 import { checkFinite, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
 import { copyFile, readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
+import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 import { groupLayout } from './grouping.js';
 import { matrixMemory, modelMemory } from './memory-accounting.js';
 import {
@@ -111,14 +111,11 @@ export interface QuantizeModelReport {
 }
 
 
-function isWeightFile(name: string): boolean {
-  return name.endsWith('.safetensors') || name === 'model.safetensors.index.json' || name === QUANTIZATION_REPORT_FILE;
-}
 
 /**
  * Quantizes every linear matrix of a Hugging Face checkpoint with its config and writes a self-contained quantized
- * directory: model.safetensors (packed codes, scales and zeros per matrix; other tensors copied), config.json and
- * tokenizer files copied, quantization.json (report + allocation + the list of files written). Streams one matrix at
+ * directory: model.safetensors (packed codes, scales and zeros per matrix; other tensors copied), the files loaders
+ * read (MODEL_LOADER_FILES: config.json, generation_config.json, tokenizer files) copied, quantization.json (report + allocation + the list of files written). Streams one matrix at
  * a time: peak memory is a few copies of the largest tensor, not of the model. config.json is validated against the
  * tensors first; a NaN or infinity in a weight stops the run with a NonFiniteWeightError. The set is written into a
  * staging directory and swapped in by renames (tensor-io's writeFileSet), so `outDir` never holds the weights of one
@@ -275,7 +272,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       );
 
       for (const entry of await readdir(checkpoint.dir, { withFileTypes: true })) {
-        if (entry.isFile() && !isWeightFile(entry.name) && !entry.name.startsWith('.')) await copyFile(join(checkpoint.dir, entry.name), join(staging, entry.name));
+        if (entry.isFile() && MODEL_LOADER_FILES.includes(entry.name)) await copyFile(join(checkpoint.dir, entry.name), join(staging, entry.name));
       }
 
       const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));
