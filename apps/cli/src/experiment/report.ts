@@ -18,6 +18,9 @@ export interface ExperimentRow {
   readonly ppl: number;
   /** Allocation + quantization + evaluation time. */
   readonly seconds: number;
+  /** Per evaluation window: weighted NLL and weight (ppl = exp(sum nll / sum weights)), for the paired bootstrap. */
+  readonly windowNll?: readonly number[];
+  readonly windowWeights?: readonly number[];
 }
 
 export const RESULT_COLUMNS = Object.freeze([
