@@ -110,7 +110,7 @@ export function buildCostProblem<Row extends CostItem>(
   const matrices = sortMatrices([...byKey.values()].map((e) => e.info));
   const entries = matrices.map((m) => byKey.get(m.key)!);
   for (const e of entries) {
-    if (e.items.length === 0) throw new InvalidDataError(source, `matrix ${e.info.key} has no config rows${wanted ? ` for ${[...wanted].join(', ')}` : ''}`);
+    if (!wanted && e.items.length === 0) throw new InvalidDataError(source, `matrix ${e.info.key} has no config rows`);
     if (wanted && e.items.length < wanted.size) {
       const missing = [...wanted].filter((n) => !e.items.some((i) => configName(i.config) === n));
       throw new InvalidDataError(source, `matrix ${e.info.key} has no row for ${missing.join(', ')}: measure the statistics for the configs asked for (--configs)`);
