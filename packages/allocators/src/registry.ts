@@ -215,7 +215,7 @@ export const kurtBoostPlugin = definePlugin({
 
 export const ablationPlugin = definePlugin({
   id: 'ablation',
-  label: 'ablation',
+  label: 'Ablation',
   description: 'as many random layers per module as SensiBoost/KurtBoost boost (seeded), never an outlier',
   budget: 'stop',
   options: [
