@@ -89,7 +89,8 @@ export function allocatorHelp(plugins: readonly AllocatorPlugin[] = ALLOCATOR_PL
 
 /**
  * The method of `--method <id or grid name>` plus plug-in option flags (`--method sensi-milp --top-m 2 --factor 3`):
- * flags the plug-in does not take are an error naming them; the name's own values win over nothing, flags over defaults.
+ * the flags are shared by every allocator, so one the method does not take is ignored (as before the registry: the
+ * same command line can switch --method); a flag overrides the name's value and the default.
  */
 export function methodFromFlags(
   methodText: string,
@@ -105,7 +106,7 @@ export function methodFromFlags(
     const value = values[flag];
     if (value === undefined) continue;
     const d = plugin.options.find((o) => o.flag === flag);
-    if (!d) throw new InvalidOptionError(`--${flag}`, `does not apply to ${plugin.id}; it takes ${plugin.options.map((o) => `--${o.flag}`).join(', ') || 'no options'}`);
+    if (!d) continue;
     if (typeof value !== 'string' && typeof value !== 'boolean') throw new InvalidOptionError(`--${flag}`, 'needs one value');
     given[d.name] = typeof value === 'boolean' ? value : parseOptionValue(d, value);
   }
