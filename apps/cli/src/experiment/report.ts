@@ -241,7 +241,7 @@ export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: R
   const out: string[] = [];
   out.push(`# layerquant experiment: ${context.model}`, '');
   out.push(`Perplexity on ${context.text} (${context.tokens.toLocaleString('en-US')} tokens, ${context.protocol}); statistics from ${context.statsSource}.`);
-  out.push('Memory is that of the quantized linear matrices in the paper\'s accounting (8-bit scale and zero per group, fp16 meta per 128 groups); extra memory is against HQQ uniform at the same budget.', '');
+  out.push('Memory is that of the quantized linear matrices in the paper\'s accounting (8-bit scale and zero per group, fp16 meta per 128 groups); extra memory is against HQQ uniform at the same budget (at the highest stop below it for a budget between stops, where uniform and the boosts run at that stop).', '');
   out.push('| budget | method | options | bpp | MB | extra memory | perplexity | vs HQQ | Δppl vs HQQ (95% CI) | Δppl vs MXQ (95% CI) |');
   out.push('| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   const versusCell = (r: ExperimentRow, baseline: string): string => {
