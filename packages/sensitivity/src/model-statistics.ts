@@ -1,11 +1,12 @@
 import { basename, resolve } from 'node:path';
 import { InvalidOptionError, PAPER_CONFIGS, checkContextLength, type QuantConfig, type Quantizer } from '@layerquant/core';
-import type { FnormTable, KurtosisTable, SensitivityRow, SensitivityTable } from '@layerquant/allocators';
+import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityRow, SensitivityTable } from '@layerquant/allocators';
 import { createKernelPool, defaultWorkerCount } from '@layerquant/quantizers/node';
 import { loadDecoderBlocks } from '@layerquant/runtime';
 import { loadTokenizer, openModel, type OpenedModel } from '@layerquant/tensor-io';
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity } from './activation-sensitivity.js';
 import { DEFAULT_SEQLEN, calibrationBlocks, type CalibrationOrder } from './calibration.js';
+import { measuredErrors } from './measured-error.js';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from './frobenius-table.js';
 
 export interface ModelStatisticsOptions {
@@ -20,6 +21,13 @@ export interface ModelStatisticsOptions {
   readonly sensitivityConfigs?: readonly QuantConfig[];
   /** Configs of the fnorm table (default: the paper's 12). */
   readonly fnormConfigs?: readonly QuantConfig[];
+  /**
+   * Also measure layerquant's `measured` statistic (block-output error of every matrix alone at every config)
+   * for these configs; none by default (it costs about 1.3 sensitivity passes per config).
+   */
+  readonly measuredConfigs?: readonly QuantConfig[];
+  /** Skip the sensitivity table (only fnorm / kurtosis / measured). */
+  readonly skipSensitivity?: boolean;
   /** Skip the fnorm table (kurtosis is then read on its own). */
   readonly skipFnorm?: boolean;
   readonly quantizer?: Quantizer;
@@ -29,7 +37,7 @@ export interface ModelStatisticsOptions {
   readonly workers?: number;
   /** Name in sensitivity.csv's `model` column (default: the directory name). */
   readonly modelName?: string;
-  readonly onStep?: (step: 'sensitivity' | 'fnorm', done: number, total: number) => void;
+  readonly onStep?: (step: 'sensitivity' | 'fnorm' | 'measured', done: number, total: number) => void;
   /** Allow a seqlen above the model's max_position_embeddings (refused by default). */
   readonly allowLongContext?: boolean;
 }
@@ -38,10 +46,11 @@ export interface ModelStatistics {
   readonly sensitivity: SensitivityTable;
   readonly fnorm?: FnormTable;
   readonly kurtosis: KurtosisTable;
+  readonly measured?: MeasuredTable;
   /** Calibration actually used (fewer blocks than asked when the text is short). */
   readonly blocks: number;
   readonly seqlen: number;
-  readonly seconds: { readonly sensitivity: number; readonly fnorm: number };
+  readonly seconds: { readonly sensitivity: number; readonly fnorm: number; readonly measured: number };
 }
 
 /**
@@ -76,8 +85,10 @@ async function measureOpenModel(
   {
     let start = performance.now();
     const model = await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {});
-    const configs = options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG];
+    const configs = options.skipSensitivity ? [] : (options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG]);
     const rows: SensitivityRow[] = [];
+    let measured: MeasuredTable | undefined;
+    let measuredSeconds = 0;
     try {
       for (const [c, sensitivityConfig] of configs.entries()) {
         const table = await activationSensitivity(model, calibration, {
@@ -89,10 +100,19 @@ async function measureOpenModel(
         });
         rows.push(...table.rows);
       }
+      if (options.measuredConfigs && options.measuredConfigs.length > 0) {
+        const began = performance.now();
+        measured = await measuredErrors(model, calibration, {
+          configs: options.measuredConfigs,
+          ...(options.quantizer ? { quantizer: options.quantizer } : {}),
+          onLayer: (layer, layers) => options.onStep?.('measured', layer + 1, layers),
+        });
+        measuredSeconds = (performance.now() - began) / 1000;
+      }
     } finally {
       await model.dispose();
     }
-    const sensitivitySeconds = (performance.now() - start) / 1000;
+    const sensitivitySeconds = (performance.now() - start) / 1000 - measuredSeconds;
     start = performance.now();
     let fnorm: FnormTable | undefined;
     if (!options.skipFnorm) {
@@ -114,9 +134,10 @@ async function measureOpenModel(
       sensitivity: Object.freeze({ rows: Object.freeze(rows) }),
       ...(fnorm ? { fnorm } : {}),
       kurtosis,
+      ...(measured ? { measured } : {}),
       blocks: calibration.blocks,
       seqlen: calibration.seqlen,
-      seconds: Object.freeze({ sensitivity: sensitivitySeconds, fnorm: (performance.now() - start) / 1000 }),
+      seconds: Object.freeze({ sensitivity: sensitivitySeconds, fnorm: (performance.now() - start) / 1000, measured: measuredSeconds }),
     });
   }
 }

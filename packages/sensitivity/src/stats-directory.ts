@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { FnormTable, KurtosisTable, SensitivityTable } from '@layerquant/allocators';
+import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityTable } from '@layerquant/allocators';
 import { STATS_FILES, saveStatsDirectory } from '@layerquant/allocators/node';
 
 /** File names of a statistics directory: the names `layerquant allocate --stats <dir>` reads. */
@@ -9,6 +9,7 @@ export interface SensitivityOutputs {
   readonly sensitivity?: SensitivityTable;
   readonly fnorm?: FnormTable;
   readonly kurtosis?: KurtosisTable;
+  readonly measured?: MeasuredTable;
 }
 
 /**
@@ -17,5 +18,5 @@ export interface SensitivityOutputs {
  */
 export async function writeSensitivityOutputs(dir: string, outputs: SensitivityOutputs): Promise<string[]> {
   await saveStatsDirectory(dir, outputs);
-  return (['sensitivity', 'fnorm', 'kurtosis'] as const).filter((table) => outputs[table]).map((table) => join(dir, SENSITIVITY_OUTPUT_FILES[table]));
+  return (['sensitivity', 'fnorm', 'kurtosis', 'measured'] as const).filter((table) => outputs[table]).map((table) => join(dir, SENSITIVITY_OUTPUT_FILES[table]));
 }

@@ -1,4 +1,4 @@
-import { InvalidOptionError, configName, matrixKey, modelMatrixParams, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, configName, matrixKey, modelMatrixParams, parseConfigList, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { validateStats } from '@layerquant/allocators';
 import { openModel, openOutputDirectory, type OpenedModel } from '@layerquant/tensor-io';
 import { brownCalibPath } from '@layerquant/fixtures';
@@ -9,26 +9,24 @@ import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { exportOnnx } from '@layerquant/export';
 import { temporaryPath } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
-import { allocateMethod, checkBudget, extraMemoryPercent, uniformBaseline } from '../experiment/allocate-method.js';
-import { parseMethods, tablesNeeded, type MethodSpec } from '../experiment/grid.js';
+import { ALLOCATOR_PLUGINS, parseMethodName } from '@layerquant/allocators';
+import { allocateMethod, allocatorFlags, allocatorHelp, checkBudget, extraMemoryPercent, methodFromFlags, uniformBaseline } from '../experiment/allocate-method.js';
+import { tablesNeeded } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
 import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, exportRows, exportSummary, parseExportOptions } from './export.js';
 import { createProgress, formatSeconds } from '../progress.js';
 
 const METHODS = ['rtn', 'hqq'] as const;
-const ALLOCATION_METHODS = ['uniform', 'mxq', 'sensiboost', 'kurtboost', 'ablation'] as const;
-
-/** The method an allocation-driven quantize runs (`--method sensiboost --boost-stop 3 --top-m 0`). */
-function allocationMethod(method: string, boostStop: number, topM: number, imitate: string): MethodSpec {
-  if (method === 'uniform' || method === 'hqq') return parseMethods('hqq')[0]!;
-  if (method === 'mxq') return parseMethods('mxq')[0]!;
-  if (method === 'sensiboost' || method === 'kurtboost') return parseMethods(`${method}-${boostStop}-${topM}`)[0]!;
-  if (method === 'ablation') {
-    if (imitate !== 'sensiboost' && imitate !== 'kurtboost') throw new InvalidOptionError('--imitate', `"${imitate}" must be sensiboost or kurtboost`);
-    return parseMethods(`ablation-${imitate}-${boostStop}-${topM}`)[0]!;
+/** Whether `--method` names an allocator plug-in (or one of its grid names) rather than a quantizer. */
+function isAllocatorMethod(method: string): boolean {
+  if ((METHODS as readonly string[]).includes(method)) return false;
+  try {
+    parseMethodName(method);
+    return true;
+  } catch {
+    return false;
   }
-  throw new InvalidOptionError('--method', `"${method}" is not a method; with --budget use one of ${ALLOCATION_METHODS.join(', ')}`);
 }
 
 function quantizerFor(method: string, kappa: number | undefined): Quantizer {
@@ -45,8 +43,8 @@ export const quantizeCommand: Command = {
   summary: 'quantize every linear matrix of a model into a quantized checkpoint',
   usage: [
     'layerquant quantize <model-dir> --method rtn|hqq --config b4g64 --out <dir> [--json]',
-    'layerquant quantize <model-dir> --method uniform|mxq|sensiboost|kurtboost|ablation --budget <bpp> --out <dir>',
-    '                    [--boost-stop 2] [--top-m 1] [--stats <dir> | --calib <file>] [--json]',
+    `layerquant quantize <model-dir> --method ${ALLOCATOR_PLUGINS.map((p) => p.id).join('|')}`,
+    '                    --budget <bpp> --out <dir> [allocator options] [--configs <ladder>] [--stats <dir> | --calib <file>] [--json]',
     '',
     'With --config every matrix gets one config. With --budget the method allocates a config per matrix from the',
     'model\'s statistics (computed on the calibration text and cached in <dir>/stats, or read with --stats), then',
@@ -64,11 +62,13 @@ export const quantizeCommand: Command = {
     '  --round-zero         round the zero point (the fork does for 4-bit)',
     '  --kappa <k>          multiply HQQ\'s beta by k after each step (the fork: 1.01; default off)',
     '  --fork               the authors\' fork defaults: --kappa 1.01 --axis 0, --round-zero for 4-bit',
-    '  --budget <bpp>       allocate instead of --config: a budget stop (2.13 ... 8.51) or any value for mxq',
-    '  --boost-stop <n>     SensiBoost/KurtBoost/ablation: stops up the ladder for an outlier (default 2)',
-    '  --top-m <n>          keep the n most extreme outlier layers per module, 0 = all (default 1)',
-    '  --imitate <id>       ablation: draw as many random layers as sensiboost (default) or kurtboost boosts',
-    '  --seed <n>           ablation seed (default 42)',
+    '  --budget <bpp>       allocate instead of --config: a stop of the ladder (2.13 ... 8.51) for uniform and the',
+    '                       boosts, any value for the knapsack allocators (mxq, sensi-milp, ..., measured)',
+    '  --configs <list>     the config ladder the allocator chooses from (default: the paper\'s 12), e.g. b2g64,b3g64,b4g32',
+    '',
+    'Allocators (--method with --budget; a grid name such as sensiboost-2-1 also works):',
+    allocatorHelp(ALLOCATOR_PLUGINS, '  '),
+    '',
     '  --stats <dir>        reuse statistics (`layerquant sensitivity` output or a paper-data directory)',
     '  --calib <file>       calibration text for activation sensitivity (default: built-in brown-calib)',
     '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
@@ -88,10 +88,8 @@ export const quantizeCommand: Command = {
       kappa: { type: 'string' },
       fork: { type: 'boolean' },
       budget: { type: 'string' },
-      'boost-stop': { type: 'string' },
-      'top-m': { type: 'string' },
-      imitate: { type: 'string' },
-      seed: { type: 'string' },
+      configs: { type: 'string' },
+      ...allocatorFlags(),
       stats: { type: 'string' },
       calib: { type: 'string' },
       blocks: { type: 'string' },
@@ -118,7 +116,7 @@ export const quantizeCommand: Command = {
     const outDir = target;
     const method = stringOption(values, 'method') ?? 'hqq';
     const budgetText = stringOption(values, 'budget');
-    if (budgetText !== undefined || (ALLOCATION_METHODS as readonly string[]).includes(method)) {
+    if (budgetText !== undefined || isAllocatorMethod(method)) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
       await quantizeAllocated({ values, modelDir, outDir, method, stdout });
       return;
@@ -217,14 +215,11 @@ interface AllocatedRun {
 /** `--method <allocator> --budget <bpp>`: statistics, allocation, HQQ per the allocation, one checkpoint. */
 async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: AllocatedRun): Promise<void> {
   const budget = parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => n > 0);
-  const spec = allocationMethod(
-    method,
-    parseIntegerOption(stringOption(values, 'boost-stop'), '--boost-stop', 2, 1),
-    parseIntegerOption(stringOption(values, 'top-m'), '--top-m', 1, 0),
-    stringOption(values, 'imitate') ?? 'sensiboost',
-  );
+  const spec = methodFromFlags(method, values);
   const seed = parseIntegerOption(stringOption(values, 'seed'), '--seed', 42, 0);
-  checkBudget(spec, budget);
+  const configsText = stringOption(values, 'configs');
+  const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
+  checkBudget(spec, budget, ladder);
   const interactive = !values.json && Boolean(process.stderr.isTTY);
   const calib = stringOption(values, 'calib');
   const statsDir = stringOption(values, 'stats');
@@ -239,13 +234,14 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
       calibrationName: calib ? basename(calib) : 'brown-calib',
       blocks: parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1),
       seqlen: 512,
+      ...(ladder ? { configs: ladder } : {}),
       onStep: (step, done, total) => statsProgress.update(done, total, step),
     });
     statsProgress.done(`from ${source}`);
     // The tables must cover this model whole (a table cut at a layer boundary would allocate only part of it).
     validateStats(stats, { matrices: modelMatrixParams(model.config), name: modelDir });
-    const allocation: Allocation = allocateMethod(spec, stats, budget, seed);
-    const uniform = uniformBaseline(stats, budget);
+    const allocation: Allocation = allocateMethod(spec, stats, budget, seed, ladder);
+    const uniform = uniformBaseline(stats, budget, ladder);
     const extra = uniform ? extraMemoryPercent(allocation, uniform) : null;
     const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
     const progress = createProgress('quantize', interactive);
@@ -261,7 +257,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
       method: spec.id,
       allocation,
       workers: defaultWorkerCount(),
-      options: { method: spec.id, budget, statistics: source, ...(spec.allocator === 'ablation' ? { seed } : {}) },
+      options: { method: spec.id, budget, statistics: source, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
       onProgress: (p) => progress.update(p.done, p.total, p.key),
     });
     progress.done();

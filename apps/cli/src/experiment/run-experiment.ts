@@ -1,5 +1,5 @@
 import type { ModelStats } from '@layerquant/allocators';
-import { matrixOfTensorName, matrixTensorName, type Allocation, type Quantizer } from '@layerquant/core';
+import { matrixOfTensorName, matrixTensorName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { loadDecoderModel, type DecoderModel } from '@layerquant/runtime';
@@ -41,6 +41,8 @@ export interface ExperimentOptions {
   readonly maxTokens?: number;
   readonly includeFloat: boolean;
   readonly seed?: number;
+  /** The config ladder the allocators choose from (default: the paper's 12). */
+  readonly configs?: readonly QuantConfig[];
   readonly threads?: number;
   /** Rows already computed (a resumed run): cells with the same method and budget are not run again. */
   readonly done?: readonly ExperimentRow[];
@@ -89,6 +91,8 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
           model: options.modelName, method: 'fp', options: `${linear[0]?.dtype ?? 'F32'} weights, fp32 compute`, budget: null,
           bpp: bits, memoryMB: bytes / 2 ** 20, packedBytes: bytes, extraMemoryPercent: Number.NaN, ppl: result.ppl,
           seconds: (performance.now() - started) / 1000,
+          windowNll: result.windowNll,
+          windowWeights: result.windowWeights,
         };
         rows.push(row);
         options.onEvent?.({ kind: 'cell-done', cell, cells, label: 'fp', row });
@@ -103,8 +107,9 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
         const label = `${method.id} @ ${budget}`;
         options.onEvent?.({ kind: 'cell-start', cell, cells, label });
         const started = performance.now();
-        const allocation = allocateMethod(method, options.stats, budget, options.seed);
-        if (!uniformOf.has(budget)) uniformOf.set(budget, uniformBaseline(options.stats, budget));
+        // Between stops, uniform and the boosts run at the highest stop below the budget (never over it).
+        const allocation = allocateMethod(method, options.stats, budget, options.seed, options.configs, undefined, true);
+        if (!uniformOf.has(budget)) uniformOf.set(budget, uniformBaseline(options.stats, budget, options.configs, true));
         const uniform = uniformOf.get(budget);
         await model.setWeights(await dequantizedOverrides(checkpoint, allocation));
         const result = await evaluate(model, cell, cells, label);
@@ -112,7 +117,7 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
         const row: ExperimentRow = {
           model: options.modelName,
           method: method.id,
-          options: describeOptions(method),
+          options: [describeOptions(method), allocation.budget !== budget ? `at stop ${allocation.budget}` : ''].filter(Boolean).join(' '),
           budget,
           bpp: allocation.totals.bpp,
           memoryMB: allocation.totals.memoryMB,
@@ -120,6 +125,8 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
           extraMemoryPercent: extraMemoryPercent(allocation, uniform),
           ppl: result.ppl,
           seconds: (performance.now() - started) / 1000,
+          windowNll: result.windowNll,
+          windowWeights: result.windowWeights,
         };
         rows.push(row);
         options.onEvent?.({ kind: 'cell-done', cell, cells, label, row });

@@ -1,6 +1,6 @@
 import type { ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError, MissingFileError } from '@layerquant/core';
+import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type QuantConfig } from '@layerquant/core';
 import { measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -12,18 +12,35 @@ export interface StatisticsOptions {
   readonly statsDir?: string;
   /** Where computed tables are written (and reused on the next run). */
   readonly cacheDir?: string;
-  readonly needs: { readonly fnorm: boolean; readonly sensitivity: boolean; readonly kurtosis: boolean };
+  readonly needs: { readonly fnorm: boolean; readonly sensitivity: boolean; readonly kurtosis: boolean; readonly measured?: boolean };
+  /** The config ladder: fnorm.csv and measured.csv are measured for these configs only (default: the paper's 12). */
+  readonly configs?: readonly QuantConfig[];
   readonly calibrationPath: string;
   readonly calibrationName: string;
   readonly blocks: number;
   readonly seqlen: number;
   readonly order?: CalibrationOrder;
   readonly threads?: number;
-  readonly onStep?: (step: 'fnorm' | 'sensitivity', done: number, total: number) => void;
+  readonly onStep?: (step: 'fnorm' | 'sensitivity' | 'measured', done: number, total: number) => void;
 }
 
-function hasTables(stats: ModelStats, needs: StatisticsOptions['needs']): boolean {
-  return (!needs.fnorm || Boolean(stats.fnorm)) && (!needs.sensitivity || Boolean(stats.sensitivity)) && (!needs.kurtosis || Boolean(stats.kurtosis ?? stats.fnorm?.rows[0]?.kurtosis !== undefined));
+/** Whether every matrix of a table has a row for every config of the ladder. */
+function coversConfigs(rows: readonly { layer: number; module: string; bits: number; groupSize: number }[] | undefined, configs: readonly QuantConfig[] | undefined): boolean {
+  if (!rows) return false;
+  if (!configs) return true;
+  const have = new Set(rows.map((r) => `${r.layer}.${r.module}.b${r.bits}g${r.groupSize}`));
+  const matrices = new Set(rows.map((r) => `${r.layer}.${r.module}`));
+  for (const m of matrices) for (const c of configs) if (!have.has(`${m}.${configName(c)}`)) return false;
+  return true;
+}
+
+function hasTables(stats: ModelStats, needs: StatisticsOptions['needs'], configs?: readonly QuantConfig[]): boolean {
+  return (
+    (!needs.fnorm || coversConfigs(stats.fnorm?.rows, configs)) &&
+    (!needs.sensitivity || Boolean(stats.sensitivity)) &&
+    (!needs.kurtosis || Boolean(stats.kurtosis ?? stats.fnorm?.rows[0]?.kurtosis !== undefined)) &&
+    (!needs.measured || coversConfigs(stats.measured?.rows, configs))
+  );
 }
 
 /**
@@ -35,14 +52,17 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<{ st
   const { needs } = options;
   if (options.statsDir) {
     const stats = await loadStatsDirectory(options.statsDir);
-    if (!hasTables(stats, needs)) {
-      throw new InvalidDataError(options.statsDir, `lacks a table the methods need (${Object.entries(needs).filter(([, v]) => v).map(([k]) => `${k}.csv`).join(', ')}); run \`layerquant sensitivity\` to make them`);
+    if (!hasTables(stats, needs, options.configs)) {
+      throw new InvalidDataError(
+        options.statsDir,
+        `lacks a table the methods need (${Object.entries(needs).filter(([, v]) => v).map(([k]) => `${k}.csv`).join(', ')}${options.configs ? ` for ${options.configs.map(configName).join(',')}` : ''}); run \`layerquant sensitivity${needs.measured ? ' --measured' : ''}${options.configs ? ` --configs ${options.configs.map(configName).join(',')}` : ''}\` to make them`,
+      );
     }
     return { stats, source: options.statsDir, computed: false };
   }
   if (options.cacheDir && existsSync(join(options.cacheDir, 'fnorm.csv')) && existsSync(join(options.cacheDir, 'sensitivity.csv'))) {
     const stats = await loadStatsDirectory(options.cacheDir);
-    if (hasTables(stats, needs)) return { stats, source: `${options.cacheDir} (cached)`, computed: false };
+    if (hasTables(stats, needs, options.configs)) return { stats, source: `${options.cacheDir} (cached)`, computed: false };
   }
   if (!existsSync(options.calibrationPath)) throw new MissingFileError(options.calibrationPath, 'calibration text not found; pass a UTF-8 text file with --calib');
   const text = await readFile(options.calibrationPath, 'utf8');
@@ -55,8 +75,16 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<{ st
     ...(options.order ? { order: options.order } : {}),
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.onStep ? { onStep: options.onStep } : {}),
+    ...(options.configs ? { fnormConfigs: options.configs } : {}),
+    ...(needs.measured ? { measuredConfigs: options.configs ?? PAPER_CONFIGS } : {}),
   });
-  const stats: ModelStats = { ...(measured.fnorm ? { fnorm: measured.fnorm } : {}), sensitivity: measured.sensitivity, kurtosis: measured.kurtosis, source: options.cacheDir ?? options.modelDir };
+  const stats: ModelStats = {
+    ...(measured.fnorm ? { fnorm: measured.fnorm } : {}),
+    sensitivity: measured.sensitivity,
+    kurtosis: measured.kurtosis,
+    ...(measured.measured ? { measured: measured.measured } : {}),
+    source: options.cacheDir ?? options.modelDir,
+  };
   if (options.cacheDir) await writeSensitivityOutputs(options.cacheDir, stats);
   return { stats, source: options.cacheDir ? `${options.cacheDir} (computed)` : 'computed', computed: true };
 }
