@@ -2,12 +2,14 @@
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('.', import.meta.url));
-const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'sensitivity', 'allocators', 'perplexity', 'fixtures'];
+const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export'];
 
 export const workspaceAlias: Record<string, string> = {
   // Subpath exports come first: an alias also matches "<name>/<sub>", so the longer key must be found first.
   '@layerquant/allocators/node': `${root}packages/allocators/src/node.ts`,
   '@layerquant/quantizers/node': `${root}packages/quantizers/src/node.ts`,
+  '@layerquant/runtime/graph': `${root}packages/runtime/src/graph.ts`,
+  '@layerquant/runtime/testing': `${root}packages/runtime/src/testing.ts`,
   ...Object.fromEntries(packages.map((name) => [`@layerquant/${name}`, `${root}packages/${name}/src/index.ts`])),
 };
 

@@ -4,6 +4,7 @@ import {
   kurtosisByModule,
   matricesOf,
   parseFnormCsv,
+  parseMeasuredCsv,
   parseSensitivityCsv,
   sensitivityByModule,
   type ModelStats,
@@ -54,6 +55,7 @@ export function analyse(data: NotebookData): Analysis {
   const stats: ModelStats = {
     fnorm: parseFnormCsv(data.statistics.fnormCsv, 'notebook.json statistics.fnormCsv'),
     sensitivity: parseSensitivityCsv(data.statistics.sensitivityCsv, 'notebook.json statistics.sensitivityCsv'),
+    ...(data.statistics.measuredCsv ? { measured: parseMeasuredCsv(data.statistics.measuredCsv, 'notebook.json statistics.measuredCsv') } : {}),
     source: 'notebook.json',
   };
   const numLayers = data.model.numLayers;

@@ -100,6 +100,8 @@ export interface ModelStats {
   readonly fnorm?: FnormTable;
   readonly sensitivity?: SensitivityTable;
   readonly kurtosis?: KurtosisTable;
+  /** Measured block-output error of every matrix and config (`measured.csv`). */
+  readonly measured?: MeasuredTable;
   /** Where the tables came from (a directory), for messages. */
   readonly source?: string;
 }
@@ -242,7 +244,7 @@ function sortMatrices(list: MatrixInfo[]): MatrixInfo[] {
 export function matricesOf(stats: ModelStats): MatrixInfo[] {
   const source = stats.source ?? 'statistics';
   const byKey = new Map<string, MatrixInfo>();
-  const rows: readonly { layer: number; module: LinearModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.kurtosis?.rows;
+  const rows: readonly { layer: number; module: LinearModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kurtosis?.rows;
   if (!rows) throw new InvalidDataError(source, 'no fnorm or kurtosis table: allocators need the list of matrices and their sizes (fnorm.csv)');
   for (const r of rows) {
     const key = matrixKey(r.layer, r.module);
@@ -367,4 +369,71 @@ export function kurtosisByModule(stats: ModelStats, numLayers: number): Record<L
     if (missing >= 0) throw new InvalidDataError(source, `no kurtosis for matrix ${matrixKey(missing, module)}`);
   }
   return result;
+}
+
+/**
+ * One (matrix, config) row of the measured block-output error (layerquant's `measured` statistic):
+ * `layer,module,nbit1,gsize1,nbit2,gsize2,error,memmb,params,blocks`. `error` is the mean squared error of the
+ * matrix's block output (attention block for q,k,v,o; MLP block for gate,up,down) when that matrix alone is
+ * quantized with the config, the rest of the model float, over the calibration blocks.
+ */
+export interface MeasuredRow {
+  readonly layer: number;
+  readonly module: LinearModule;
+  readonly bits: number;
+  readonly groupSize: number;
+  readonly metaBits: number;
+  readonly metaGroupSize: number;
+  readonly error: number;
+  readonly memoryMB: number;
+  readonly params: number;
+  /** Calibration blocks the error was measured on. */
+  readonly blocks: number;
+}
+
+export interface MeasuredTable {
+  readonly rows: readonly MeasuredRow[];
+}
+
+export const MEASURED_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'error', 'memmb', 'params', 'blocks'] as const);
+
+export function parseMeasuredCsv(text: string, source = 'measured.csv'): MeasuredTable {
+  const doc = readCsv(text, source);
+  const index = columnIndex(doc, MEASURED_COLUMNS);
+  const rows: MeasuredRow[] = [];
+  const seen = new Set<string>();
+  for (const record of doc.records) {
+    const layer = integerField(doc, record, index, 'layer');
+    const module = moduleField(source, record.line, field(doc, record, index, 'module'));
+    const bits = integerField(doc, record, index, 'nbit1', 1);
+    const groupSize = integerField(doc, record, index, 'gsize1', 1);
+    const key = `${layer}.${module}.b${bits}g${groupSize}`;
+    if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${layer}.${module} config b${bits}g${groupSize}`);
+    seen.add(key);
+    const error = numberField(doc, record, index, 'error');
+    if (error < 0) throw new InvalidDataError(`${source}:${record.line}`, `error ${error} is negative (it is a mean squared error)`);
+    const memoryMB = numberField(doc, record, index, 'memmb');
+    if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
+    rows.push({
+      layer,
+      module,
+      bits,
+      groupSize,
+      metaBits: integerField(doc, record, index, 'nbit2', 1),
+      metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
+      error,
+      memoryMB,
+      params: integerField(doc, record, index, 'params', 1),
+      blocks: integerField(doc, record, index, 'blocks', 1),
+    });
+  }
+  if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
+  return { rows };
+}
+
+export function formatMeasuredCsv(table: MeasuredTable): string {
+  return formatCsv(
+    MEASURED_COLUMNS,
+    table.rows.map((r) => [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.error, r.memoryMB, r.params, r.blocks]),
+  );
 }

@@ -33,6 +33,12 @@ export interface PerplexityResult {
   /** Positions whose NLL was scored. */
   readonly scoredTokens: number;
   readonly windows: number;
+  /**
+   * Per window, its weighted NLL (mean NLL of its scored positions times the protocol's weight) and that weight
+   * (windows: the scored count): ppl = exp(sum(windowNll) / divisor). For paired statistics over windows.
+   */
+  readonly windowNll: readonly number[];
+  readonly windowWeights: readonly number[];
   readonly seconds: number;
   readonly protocol: PerplexityProtocol;
   /** windows: seqlen; sliding: max_length. */
@@ -64,6 +70,8 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
   let weighted = 0;
   let tokens = 0;
   let scoredTokens = 0;
+  const windowNll: number[] = [];
+  const windowWeights: number[] = [];
   for (const [index, window] of plan.windows.entries()) {
     const input = used.slice(window.begin, window.end);
     // targets[t] is the token after position t; the last position has none (0, never read).
@@ -74,6 +82,8 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
     for (let p = window.scoreFrom; p < window.end; p++) sum += nll[p - 1 - window.begin]!;
     const scored = window.end - window.scoreFrom;
     weighted += (sum / scored) * window.weight;
+    windowNll.push((sum / scored) * window.weight);
+    windowWeights.push(window.weight);
     tokens += input.length;
     scoredTokens += scored;
     options.onWindow?.(index, sum, scored);
@@ -88,6 +98,8 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
     tokens,
     scoredTokens,
     windows: plan.windows.length,
+    windowNll: Object.freeze(windowNll),
+    windowWeights: Object.freeze(windowWeights),
     seconds: (performance.now() - started) / 1000,
     protocol,
     seqlen,

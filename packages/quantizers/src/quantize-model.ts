@@ -14,10 +14,10 @@ import {
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
-import { openCheckpoint, temporaryPath, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
-import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { checkFinite, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
+import { copyFile, readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
+import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 import { groupLayout } from './grouping.js';
 import { matrixMemory, modelMemory } from './memory-accounting.js';
 import {
@@ -111,26 +111,15 @@ export interface QuantizeModelReport {
 }
 
 
-function isWeightFile(name: string): boolean {
-  return name.endsWith('.safetensors') || name === 'model.safetensors.index.json' || name === QUANTIZATION_REPORT_FILE;
-}
-
-async function copyAtomic(from: string, to: string): Promise<void> {
-  const tmp = temporaryPath(to);
-  try {
-    await copyFile(from, tmp);
-    await rename(tmp, to);
-  } catch (error) {
-    await rm(tmp, { force: true });
-    throw error;
-  }
-}
 
 /**
  * Quantizes every linear matrix of a Hugging Face checkpoint with its config and writes a self-contained quantized
- * directory: model.safetensors (packed codes, scales and zeros per matrix; other tensors copied), config.json and
- * tokenizer files copied, quantization.json (report + allocation). Streams one matrix at a time: peak memory is a
- * few copies of the largest tensor, not of the model.
+ * directory: model.safetensors (packed codes, scales and zeros per matrix; other tensors copied), the files loaders
+ * read (MODEL_LOADER_FILES: config.json, generation_config.json, tokenizer files) copied, quantization.json (report + allocation + the list of files written). Streams one matrix at
+ * a time: peak memory is a few copies of the largest tensor, not of the model. config.json is validated against the
+ * tensors first; a NaN or infinity in a weight stops the run with a NonFiniteWeightError. The set is written into a
+ * staging directory and swapped in by renames (tensor-io's writeFileSet), so `outDir` never holds the weights of one
+ * run beside the report, config or tokenizer of another; its other files (a statistics cache) are kept.
  */
 export async function quantizeModel(options: QuantizeModelOptions): Promise<QuantizeModelReport> {
   const start = performance.now();
@@ -145,6 +134,8 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     if (resolve(checkpoint.dir) === outDir) {
       throw new InvalidOptionError('--out', `${outDir} is the model directory itself; write the quantized model to another directory`);
     }
+    // config.json must describe these weights (architecture, layers, shapes) before anything is planned.
+    await loadValidatedConfig(checkpoint.dir, checkpoint);
     // Plan every tensor and validate every config before anything is written.
     const specs: TensorSpec[] = [];
     const plans = new Map<string, { matrix: ModelMatrix; config: QuantConfig | null; dtype: DType }>();
@@ -185,120 +176,131 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       }
     }
 
-    await mkdir(outDir, { recursive: true });
-    const perMatrix: MatrixReport[] = [];
-    let quantizeSeconds = 0;
-    let pending: QuantizedTensor | undefined;
-    const total = plans.size;
-    const finish = (report: MatrixReport) => {
-      perMatrix.push(report);
-      options.onProgress?.({ done: perMatrix.length, total, key: report.key, config: report.config });
-    };
-    const bytesOf = (array: Float32Array | Uint32Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
-
-    // The quantized matrices in file order; with a pool, up to `workers + 1` of them are quantized ahead.
-    const order = [...plans.values()].filter((p) => p.config !== null).map((p) => p.matrix.name);
-    const position = new Map(order.map((name, i) => [name, i]));
-    const quantizer = options.quantizer;
-    if (workers > 1 && isKernelQuantizer(quantizer)) pool = createKernelPool(workers);
-    const started = new Map<string, Promise<{ weight: WeightTensor; quantized: QuantizedTensor; seconds: number }>>();
-    const startTask = (name: string) => {
-      const config = plans.get(name)!.config!;
-      const task = (async () => {
-        const weight = await checkpoint.read(name);
-        const t0 = performance.now();
-        let quantized: QuantizedTensor;
-        if (pool && isKernelQuantizer(quantizer) && config.groupSize % 4 === 0) {
-          const { layout, grouped } = prepareGroups(weight, config);
-          const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: quantizer.kernelSolver });
-          quantized = assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero);
-        } else {
-          quantized = quantizer.quantize(weight, config);
-        }
-        return { weight, quantized, seconds: (performance.now() - t0) / 1000 };
-      })();
-      task.catch(() => undefined); // awaited in order below; avoid an unhandled rejection while queued
-      started.set(name, task);
-    };
-    let next = 0;
-    const quantizeInOrder = async (name: string) => {
-      const ahead = pool ? pool.size + 1 : 1;
-      while (next < order.length && next < position.get(name)! + ahead) startTask(order[next++]!);
-      const result = await started.get(name)!;
-      started.delete(name);
-      return result;
-    };
-
-    await writeSafetensorsStreaming(
-      join(outDir, QUANTIZED_WEIGHTS_FILE),
-      specs,
-      async (spec) => {
-        if (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config) {
-          const name = spec.name.slice(0, -QWEIGHT_SUFFIX.length);
-          const { matrix, config, dtype } = plans.get(name)!;
-          const { weight, quantized, seconds } = await quantizeInOrder(name);
-          quantizeSeconds += seconds;
-          const entry = metadataOfQuantized(quantized, dtype);
-          if (entry.bits !== config!.bits || entry.groupSize !== config!.groupSize) {
-            throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
-          }
-          const memory = matrixMemory(matrix.shape, config);
-          finish({
-            key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
-            sqErr: squaredError(quantizer.dequantize(quantized), weight.data),
-            paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds,
-          });
-          pending = quantized;
-          return bytesOf(quantized.packed);
-        }
-        if (pending && spec.name === pending.name + SCALE_SUFFIX) return bytesOf(pending.scale);
-        if (pending && spec.name === pending.name + ZERO_SUFFIX) {
-          const zero = pending.zero;
-          pending = undefined;
-          return bytesOf(zero);
-        }
-        const raw = await checkpoint.readRaw(spec.name);
-        const plan = plans.get(spec.name);
-        if (plan) {
-          const memory = matrixMemory(plan.matrix.shape, null, DTYPE_BYTES[plan.dtype]);
-          finish({
-            key: plan.matrix.key, name: spec.name, shape: plan.matrix.shape, config: null, params: memory.params, sqErr: 0,
-            paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds: 0,
-          });
-        }
-        return raw;
-      },
-      encodeQuantizedMetadata({ method, allocation, tensors: tensorsMetadata, options: { quantizer: quantizer.id, ...options.options } }),
-    );
-
-    for (const entry of await readdir(checkpoint.dir, { withFileTypes: true })) {
-      if (entry.isFile() && !isWeightFile(entry.name)) await copyAtomic(join(checkpoint.dir, entry.name), join(outDir, entry.name));
-    }
-
-    const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));
-    const report: QuantizeModelReport = Object.freeze({
-      method,
-      quantizer: quantizer.id,
-      modelDir,
-      outDir,
-      matrices: perMatrix.length,
-      quantizedMatrices: perMatrix.filter((m) => m.config !== null).length,
-      params: totals.params,
-      bpp: totals.paperBitsPerWeight,
-      paperMB: totals.paperMB,
-      bytes: perMatrix.reduce((sum, m) => sum + m.packedBytes, 0),
-      fileBytes: (await stat(join(outDir, QUANTIZED_WEIGHTS_FILE))).size,
-      sqErr: perMatrix.reduce((sum, m) => sum + m.sqErr, 0),
-      seconds: (performance.now() - start) / 1000,
-      quantizeSeconds,
-      workers: pool ? pool.size : 1,
-      perMatrix: Object.freeze(perMatrix),
-    });
-    await writeTextAtomic(
-      join(outDir, QUANTIZATION_REPORT_FILE),
-      `${JSON.stringify({ ...report, allocation: options.allocation ?? { method, matrices: allocation } }, null, 1)}\n`,
-    );
+    // The previous run's file list (its report names them), so none of its files outlives it beside ours.
+    const previousFiles = await readFile(join(outDir, QUANTIZATION_REPORT_FILE), 'utf8')
+      .then((text) => (JSON.parse(text) as { files?: unknown }).files)
+      .then((files) => (Array.isArray(files) ? files.filter((f): f is string => typeof f === 'string') : []))
+      .catch(() => [] as string[]);
+    const { result: report } = await writeFileSet(outDir, (staging) => writeOutput(staging), { replaces: previousFiles, last: QUANTIZATION_REPORT_FILE });
     return report;
+
+    async function writeOutput(staging: string): Promise<QuantizeModelReport> {
+      const perMatrix: MatrixReport[] = [];
+      let quantizeSeconds = 0;
+      let pending: QuantizedTensor | undefined;
+      const total = plans.size;
+      const finish = (report: MatrixReport) => {
+        perMatrix.push(report);
+        options.onProgress?.({ done: perMatrix.length, total, key: report.key, config: report.config });
+      };
+      const bytesOf = (array: Float32Array | Uint32Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+
+      // The quantized matrices in file order; with a pool, up to `workers + 1` of them are quantized ahead.
+      const order = [...plans.values()].filter((p) => p.config !== null).map((p) => p.matrix.name);
+      const position = new Map(order.map((name, i) => [name, i]));
+      const quantizer = options.quantizer;
+      if (workers > 1 && isKernelQuantizer(quantizer)) pool = createKernelPool(workers);
+      const started = new Map<string, Promise<{ weight: WeightTensor; quantized: QuantizedTensor; seconds: number }>>();
+      const startTask = (name: string) => {
+        const config = plans.get(name)!.config!;
+        const task = (async () => {
+          const weight = await checkpoint.read(name);
+          const t0 = performance.now();
+          let quantized: QuantizedTensor;
+          if (pool && isKernelQuantizer(quantizer) && config.groupSize % 4 === 0) {
+            const { layout, grouped } = prepareGroups(weight, config);
+            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: quantizer.kernelSolver });
+            quantized = assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero);
+          } else {
+            quantized = quantizer.quantize(weight, config);
+          }
+          return { weight, quantized, seconds: (performance.now() - t0) / 1000 };
+        })();
+        task.catch(() => undefined); // awaited in order below; avoid an unhandled rejection while queued
+        started.set(name, task);
+      };
+      let next = 0;
+      const quantizeInOrder = async (name: string) => {
+        const ahead = pool ? pool.size + 1 : 1;
+        while (next < order.length && next < position.get(name)! + ahead) startTask(order[next++]!);
+        const result = await started.get(name)!;
+        started.delete(name);
+        return result;
+      };
+
+      await writeSafetensorsStreaming(
+        join(staging, QUANTIZED_WEIGHTS_FILE),
+        specs,
+        async (spec) => {
+          if (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config) {
+            const name = spec.name.slice(0, -QWEIGHT_SUFFIX.length);
+            const { matrix, config, dtype } = plans.get(name)!;
+            const { weight, quantized, seconds } = await quantizeInOrder(name);
+            quantizeSeconds += seconds;
+            const entry = metadataOfQuantized(quantized, dtype);
+            if (entry.bits !== config!.bits || entry.groupSize !== config!.groupSize) {
+              throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
+            }
+            const memory = matrixMemory(matrix.shape, config);
+            finish({
+              key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
+              sqErr: squaredError(quantizer.dequantize(quantized), weight.data),
+              paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds,
+            });
+            pending = quantized;
+            return bytesOf(quantized.packed);
+          }
+          if (pending && spec.name === pending.name + SCALE_SUFFIX) return bytesOf(pending.scale);
+          if (pending && spec.name === pending.name + ZERO_SUFFIX) {
+            const zero = pending.zero;
+            pending = undefined;
+            return bytesOf(zero);
+          }
+          const raw = await checkpoint.readRaw(spec.name);
+          checkFinite(spec.name, checkpoint.info(spec.name).file, spec.dtype, spec.shape, raw);
+          const plan = plans.get(spec.name);
+          if (plan) {
+            const memory = matrixMemory(plan.matrix.shape, null, DTYPE_BYTES[plan.dtype]);
+            finish({
+              key: plan.matrix.key, name: spec.name, shape: plan.matrix.shape, config: null, params: memory.params, sqErr: 0,
+              paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds: 0,
+            });
+          }
+          return raw;
+        },
+        encodeQuantizedMetadata({ method, allocation, tensors: tensorsMetadata, options: { quantizer: quantizer.id, ...options.options } }),
+      );
+
+      for (const entry of await readdir(checkpoint.dir, { withFileTypes: true })) {
+        if (entry.isFile() && MODEL_LOADER_FILES.includes(entry.name)) await copyFile(join(checkpoint.dir, entry.name), join(staging, entry.name));
+      }
+
+      const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));
+      const report: QuantizeModelReport = Object.freeze({
+        method,
+        quantizer: quantizer.id,
+        modelDir,
+        outDir,
+        matrices: perMatrix.length,
+        quantizedMatrices: perMatrix.filter((m) => m.config !== null).length,
+        params: totals.params,
+        bpp: totals.paperBitsPerWeight,
+        paperMB: totals.paperMB,
+        bytes: perMatrix.reduce((sum, m) => sum + m.packedBytes, 0),
+        fileBytes: (await stat(join(staging, QUANTIZED_WEIGHTS_FILE))).size,
+        sqErr: perMatrix.reduce((sum, m) => sum + m.sqErr, 0),
+        seconds: (performance.now() - start) / 1000,
+        quantizeSeconds,
+        workers: pool ? pool.size : 1,
+        perMatrix: Object.freeze(perMatrix),
+      });
+      const files = [...(await readdir(staging)), QUANTIZATION_REPORT_FILE].sort();
+      await writeTextAtomic(
+        join(staging, QUANTIZATION_REPORT_FILE),
+        `${JSON.stringify({ ...report, files, allocation: options.allocation ?? { method, matrices: allocation } }, null, 1)}\n`,
+      );
+      return report;
+    }
   } finally {
     await pool?.close();
     await checkpoint.close();

@@ -1,11 +1,18 @@
-import { InvalidDataError, MissingFileError, UnsupportedArchitectureError, type DecoderConfig, type RopeScaling } from '@layerquant/core';
+import {
+  ARCHITECTURE_MODEL_TYPES,
+  InvalidDataError,
+  MissingFileError,
+  SUPPORTED_ARCHITECTURES,
+  UnsupportedArchitectureError,
+  type DecoderConfig,
+  type RopeScaling,
+} from '@layerquant/core';
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-/** Architectures whose decoder layers layerquant runs (Llama family). */
-export const SUPPORTED_ARCHITECTURES = Object.freeze(['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM']);
-const MODEL_TYPES: Readonly<Record<string, string>> = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' };
+export { SUPPORTED_ARCHITECTURES };
+const MODEL_TYPES: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(ARCHITECTURE_MODEL_TYPES).map(([a, t]) => [t, a]));
 
 function field(json: Record<string, unknown>, key: string, file: string): number {
   const value = json[key];
@@ -50,9 +57,13 @@ export function parseDecoderConfig(json: unknown, file = 'config.json'): Decoder
   const c = json as Record<string, unknown>;
   const modelType = typeof c.model_type === 'string' ? c.model_type : '';
   const architectures = Array.isArray(c.architectures) ? (c.architectures as unknown[]).filter((a): a is string => typeof a === 'string') : [];
-  const architecture = architectures.find((a) => SUPPORTED_ARCHITECTURES.includes(a)) ?? MODEL_TYPES[modelType];
+  // An architectures list names the model class; only without one does model_type decide.
+  const architecture = architectures.length > 0 ? architectures.find((a) => SUPPORTED_ARCHITECTURES.includes(a)) : MODEL_TYPES[modelType];
   if (!architecture) {
     throw new UnsupportedArchitectureError(file, architectures[0] ?? (modelType || '(none given)'), SUPPORTED_ARCHITECTURES);
+  }
+  if (modelType && ARCHITECTURE_MODEL_TYPES[architecture] !== modelType) {
+    throw new UnsupportedArchitectureError(file, `${architecture} with model_type "${modelType}"`, SUPPORTED_ARCHITECTURES);
   }
   const hiddenSize = field(c, 'hidden_size', file);
   const numHeads = field(c, 'num_attention_heads', file);

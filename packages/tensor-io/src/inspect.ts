@@ -1,6 +1,5 @@
 import { elementCount, matrixOfTensorName, type DType } from '@layerquant/core';
-import { openCheckpoint } from './checkpoint.js';
-import { loadDecoderConfig } from './config.js';
+import { openModel } from './model.js';
 
 export interface ModelSummary {
   readonly dir: string;
@@ -13,6 +12,7 @@ export interface ModelSummary {
   readonly numKeyValueHeads: number;
   readonly vocabSize: number;
   readonly tieWordEmbeddings: boolean;
+  readonly maxPositionEmbeddings: number;
   /** All parameters stored in the checkpoint. */
   readonly params: number;
   /** Parameters of the quantizable linear matrices (q,k,v,o,gate,up,down of every layer). */
@@ -25,10 +25,12 @@ export interface ModelSummary {
   readonly bytes: number;
 }
 
-/** What `layerquant inspect` prints: read from config.json and the safetensors headers only (no weights). */
+/**
+ * What `layerquant inspect` prints: read from config.json and the safetensors headers only (no weights), after the
+ * one config-vs-tensors validation (openModel).
+ */
 export async function inspectModel(dir: string): Promise<ModelSummary> {
-  const config = await loadDecoderConfig(dir);
-  const checkpoint = await openCheckpoint(dir);
+  const { config, checkpoint } = await openModel(dir);
   try {
     let params = 0;
     let linearParams = 0;
@@ -56,6 +58,7 @@ export async function inspectModel(dir: string): Promise<ModelSummary> {
       numKeyValueHeads: config.numKeyValueHeads,
       vocabSize: config.vocabSize,
       tieWordEmbeddings: config.tieWordEmbeddings,
+      maxPositionEmbeddings: config.maxPositionEmbeddings,
       params,
       linearParams,
       linearMatrices,

@@ -1,9 +1,10 @@
-import { InvalidOptionError } from '@layerquant/core';
+import { InvalidOptionError, checkContextLength } from '@layerquant/core';
 import { datasets } from '@layerquant/fixtures';
 import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, type PerplexityProtocol } from '@layerquant/perplexity';
+import { isOnnxExportDir, openOnnxExport } from '@layerquant/export';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { loadDecoderModel } from '@layerquant/runtime';
-import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
+import { loadDecoderConfig, loadTokenizer, loadValidatedConfig } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { createProgress, formatSeconds } from '../progress.js';
@@ -15,7 +16,8 @@ export const evalCommand: Command = {
     'layerquant eval <model-dir-or-quantized-dir> --text <file> | --dataset brown-test [options] [--json]',
     '',
     'Tokenizes the whole text once (no BOS) and runs the decoder with onnxruntime, one session for all windows.',
-    'A quantized directory written by `layerquant quantize` is dequantized on load.',
+    'A quantized directory written by `layerquant quantize` is dequantized on load; an ONNX export (`layerquant',
+    'export`, `quantize --format onnx`) is evaluated as shipped: its own file, packed weights stay packed.',
     '',
     'Options:',
     `  --dataset <name>       built-in text: ${Object.keys(datasets).join(', ')}`,
@@ -28,6 +30,8 @@ export const evalCommand: Command = {
     '  --stride <n>           sliding-window stride (default 512)',
     '  --max-tokens <n>       use only the first n tokens of the text',
     '  --threads <n>          onnxruntime intra-op threads (default: one per core)',
+    '  --allow-long-context   run a --seqlen above the model\'s max_position_embeddings (refused otherwise: rotary',
+    '                         positions it was never trained on give a different, worse perplexity)',
     '  --json                 one JSON object: ppl, tokens, seconds, nll, windows, protocol, seqlen, stride',
   ].join('\n'),
   async run({ argv, stdout }) {
@@ -39,6 +43,7 @@ export const evalCommand: Command = {
       stride: { type: 'string' },
       'max-tokens': { type: 'string' },
       threads: { type: 'string' },
+      'allow-long-context': { type: 'boolean' },
     });
     const modelDir = requireString(positionals[0], 'model-dir', 'layerquant eval <model-dir> --dataset brown-test');
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
@@ -55,18 +60,30 @@ export const evalCommand: Command = {
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const textPath = resolveTextPath({ text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') }, datasets);
 
-    const config = await loadDecoderConfig(modelDir);
-    const text = await readEvaluationText(textPath);
-    const tokenizer = await loadTokenizer(modelDir);
-    const weights = await openModelWeights(modelDir);
-    const quantized = 'isQuantized' in weights;
-    const model = await (async () => {
+    // An ONNX export is evaluated as shipped: its own file, packed weights stay packed.
+    const onnx = isOnnxExportDir(modelDir);
+    const weights = onnx ? undefined : await openModelWeights(modelDir);
+    const quantized = onnx || (weights !== undefined && 'isQuantized' in weights);
+    const { text, tokenizer, model } = await (async () => {
+      if (!weights) {
+        const config = await loadDecoderConfig(modelDir);
+        checkContextLength(seqlen, config, '--seqlen', values['allow-long-context'] === true);
+        const text = await readEvaluationText(textPath);
+        const tokenizer = await loadTokenizer(modelDir);
+        return { text, tokenizer, model: await openOnnxExport(modelDir, threads === undefined ? {} : { threads }) };
+      }
       try {
-        return await loadDecoderModel(weights, config, threads === undefined ? {} : { threads });
+        // The one config-vs-tensors check, and the context length, before any long step.
+        const { config } = await loadValidatedConfig(weights.dir, weights);
+        checkContextLength(seqlen, config, '--seqlen', values['allow-long-context'] === true);
+        const text = await readEvaluationText(textPath);
+        const tokenizer = await loadTokenizer(modelDir);
+        return { text, tokenizer, model: await loadDecoderModel(weights, config, threads === undefined ? {} : { threads }) };
       } finally {
         await weights.close();
       }
     })();
+    const onnxFile = 'file' in model ? model.file : undefined;
     try {
       const ids = tokenizer.encode(text);
       const progress = createProgress('perplexity', !values.json && Boolean(process.stderr.isTTY));
@@ -89,13 +106,14 @@ export const evalCommand: Command = {
           seqlen: result.seqlen,
           stride: result.stride,
           quantized,
+          ...(onnxFile ? { onnx: onnxFile } : {}),
           model: modelDir,
           text: textPath,
         })}\n`);
         return;
       }
       const rows: Array<[string, string]> = [
-        ['model', `${modelDir}${quantized ? ' (quantized, dequantized on load)' : ''}`],
+        ['model', `${modelDir}${onnxFile ? ` (ONNX export ${onnxFile}, packed weights)` : quantized ? ' (quantized, dequantized on load)' : ''}`],
         ['text', `${textPath} (${ids.length.toLocaleString('en-US')} tokens${maxTokens !== undefined && maxTokens < ids.length ? `, first ${maxTokens} used` : ''})`],
         ['protocol', protocol === 'windows' ? `non-overlapping windows of ${seqlen}` : `sliding window, max_length ${seqlen}, stride ${stride}`],
         ['windows', String(result.windows)],

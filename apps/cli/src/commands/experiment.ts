@@ -1,4 +1,5 @@
-import { InvalidOptionError } from '@layerquant/core';
+import { methodNameHelp } from '@layerquant/allocators';
+import { InvalidOptionError, checkContextLength, configName, parseConfigList } from '@layerquant/core';
 import { brownCalibPath, datasets } from '@layerquant/fixtures';
 import { readEvaluationText, resolveTextPath } from '@layerquant/perplexity';
 import { loadTokenizer, inspectModel, openOutputDirectory, removeStaleTemporaries, writeTextAtomic } from '@layerquant/tensor-io';
@@ -26,10 +27,16 @@ options, budget, max tokens, quantizer, statistics): a result is reused only und
 cells of other settings stay in results.json. Writes results.csv, results.md (table, win/tie/loss, headline;
 the current settings' cells) and results.json.
 
-  --methods <list>       hqq, mxq, sensiboost-S-M, kurtboost-S-M, ablation-sensiboost-S-M, ablation-kurtboost-S-M
-                         (S = boost stop, M = top_m, 0 = all outliers) or the groups sensiboost, kurtboost,
-                         ablation, paper (default: paper = hqq, mxq and all four variants of each boost and ablation)
-  --budgets <list>       bits per weight (default ${PAPER_BUDGETS.join(',')})
+  --methods <list>       method names of the allocator plug-ins: ${methodNameHelp()}
+                         (S = boost stop, M = top_m, 0 = all outliers), other options as :flag=value
+                         (sensi-milp-1:factor=3:ablation); bare ids expand to their variants (sensiboost, kurtboost,
+                         ablation: the paper's four each; sensi-milp, kurt-milp: top_m 1-3); paper = hqq, mxq and all
+                         four variants of each boost and ablation (the default)
+  --budgets <list>       bits per weight (default ${PAPER_BUDGETS.join(',')}); uniform and the boosts need a stop
+                         of the ladder and take the highest stop at or below a budget between stops (2.8 -> 2.51,
+                         marked "at stop 2.51"), the knapsack allocators use the budget itself
+  --configs <list>       the config ladder (default: the paper's 12), e.g. b2g64,b3g64,b4g32; statistics are
+                         measured for these configs only
   --dataset <name>       evaluation text: ${Object.keys(datasets).join(', ')} (default brown-test)
   --text <file>          evaluation text from a file instead
   --seqlen <n>           perplexity window (default 512)
@@ -63,6 +70,7 @@ export const experimentCommand: Command = {
       stats: { type: 'string' },
       calib: { type: 'string' },
       blocks: { type: 'string' },
+      configs: { type: 'string' },
       seed: { type: 'string' },
       'no-fp': { type: 'boolean' },
       fresh: { type: 'boolean' },
@@ -92,9 +100,12 @@ export const experimentCommand: Command = {
     const json = Boolean(values.json);
     const interactive = !json && Boolean(process.stderr.isTTY);
 
-    for (const method of methods) for (const budget of budgets) checkBudget(method, budget);
+    const configsText = stringOption(values, 'configs');
+    const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
+    for (const method of methods) for (const budget of budgets) checkBudget(method, budget, ladder, undefined, true);
     // Validate the model before any long step (a bad directory fails here with its own error).
     const summary = await inspectModel(modelDir);
+    checkContextLength(seqlen, summary, '--seqlen');
     const text = await readEvaluationText(textPath);
     const tokenizer = await loadTokenizer(modelDir);
     const ids = tokenizer.encode(text);
@@ -120,14 +131,16 @@ export const experimentCommand: Command = {
         calibrationName: calibName,
         blocks,
         seqlen: 512,
+        ...(ladder ? { configs: ladder } : {}),
         ...(threads ? { threads } : {}),
-        onStep: (step, done, total) => statsProgress.update(done, total, step === 'fnorm' ? 'HQQ error of every matrix x 12 configs' : 'activation sensitivity, layer by layer'),
+        onStep: (step, done, total) =>
+          statsProgress.update(done, total, step === 'fnorm' ? `HQQ error of every matrix x ${ladder?.length ?? 12} configs` : step === 'measured' ? 'measured block error, every matrix x config, layer by layer' : 'activation sensitivity, layer by layer'),
         onNote: (line) => stderr(`experiment: ${line}\n`),
         ...(coordinator ? { compute: coordinator.statisticsComputer({ modelDir, modelHash }) } : {}),
       });
       statsProgress.done(`from ${resolved.source}`);
 
-      const planned = planCells({ model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed }, methods, budgets, !values['no-fp'], resolved.key);
+      const planned = planCells({ model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}) }, methods, budgets, !values['no-fp'], resolved.key);
       for (const line of store.explain(planned)) stderr(`experiment: ${line}\n`);
       const context = {
         model: summary.architecture === 'LlamaForCausalLM' ? basename(modelDir) : `${basename(modelDir)} (${summary.architecture})`,
@@ -138,13 +151,13 @@ export const experimentCommand: Command = {
       };
       const save = async () => {
         const rows = store.rows(planned);
-        await store.save(planned, { model: modelDir, text: textPath, tokens: ids.length, seqlen, maxTokens: maxTokens ?? null, stats: resolved.source.replace(/ \((cached|computed)\)$/, ''), seed });
+        await store.save(planned, { model: modelDir, text: textPath, tokens: ids.length, seqlen, maxTokens: maxTokens ?? null, stats: resolved.source.replace(/ \((cached|computed)\)$/, ''), seed, ...(ladder ? { configs: ladder.map(configName) } : {}) });
         await writeTextAtomic(join(outDir, 'results.csv'), formatResultsCsv(rows));
         await writeTextAtomic(join(outDir, 'results.md'), formatResultsMarkdown(rows, context));
       };
       const settingsOf = new Map(planned.map((p: PlannedCell) => [p.spec.key, p.settings]));
       const started = performance.now();
-      const cellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed };
+      const cellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}) };
       if (coordinator) {
         await coordinator.runCells({
           planned,

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { openOutputDirectory } from '@layerquant/tensor-io';
 import { basename, extname, resolve } from 'node:path';
-import { InvalidOptionError, MissingFileError, configName, parseConfigName } from '@layerquant/core';
+import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS } from '@layerquant/allocators';
 import { datasets } from '@layerquant/fixtures';
 import {
@@ -27,6 +28,8 @@ const USAGE = [
   '  fnorm.csv        HQQ error ‖W - dequant‖_F of every matrix under the 12 paper configs, with memmb, params,',
   '                   kurtosis, sq_err',
   '  kurtosis.csv     Pearson kurtosis of every matrix',
+  '  measured.csv     with --measured: MSE of each matrix\'s block output with that matrix alone quantized, for',
+  '                   every matrix and every config of --configs (what the `measured` allocator minimises)',
   '',
   'Options:',
   `  --dataset <name>     built-in calibration text: ${Object.keys(datasets).join(', ')} (default brown-calib)`,
@@ -39,10 +42,14 @@ const USAGE = [
   '                       than a block skipped (the authors\' sampling; their numpy shuffle is not reproduced)',
   `  --seed <n>           seed of --order shuffled (default ${DEFAULT_CALIBRATION_SEED})`,
   '  --config <list>      quantization of the sensitivity measurement, comma-separated (default b4g64)',
+  '  --configs <list>     the config ladder of fnorm.csv and measured.csv (default: the paper\'s 12), e.g.',
+  '                       b2g64,b3g64,b4g32',
+  '  --measured           also measure measured.csv (about 1.3 sensitivity passes per config; see the README)',
   '  --skip-fnorm         write sensitivity.csv and kurtosis.csv only',
   '  --threads <n>        onnxruntime intra-op threads (default: one per core)',
   '  --workers <n>        worker threads quantizing the fnorm table (default: one per core)',
-  '  --out <dir>          output directory (created; files written atomically)',
+  '  --allow-long-context run a --seqlen above the model\'s max_position_embeddings (refused otherwise)',
+  '  --out <dir>          output directory (created, locked while written; files written atomically)',
   '  --json               one JSON object: files, calibration, seconds, sensitivity rows',
 ].join('\n');
 
@@ -71,9 +78,12 @@ export const sensitivityCommand: Command = {
       seed: { type: 'string' },
       config: { type: 'string' },
       'skip-fnorm': { type: 'boolean' },
+      configs: { type: 'string' },
+      measured: { type: 'boolean' },
       threads: { type: 'string' },
       workers: { type: 'string' },
       out: { type: 'string' },
+      'allow-long-context': { type: 'boolean' },
     });
     const modelDir = requireString(positionals[0], 'model-dir', 'layerquant sensitivity <model-dir> --out <dir>');
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
@@ -86,6 +96,8 @@ export const sensitivityCommand: Command = {
     if (seedText !== undefined && order !== 'shuffled') throw new InvalidOptionError('--seed', 'applies to --order shuffled only');
     const seed = parseIntegerOption(seedText, '--seed', DEFAULT_CALIBRATION_SEED, 0);
     const configs = (stringOption(values, 'config') ?? 'b4g64').split(',').map((name) => parseConfigName(name));
+    const ladderText = stringOption(values, 'configs');
+    const ladder = ladderText === undefined ? undefined : parseConfigList(ladderText, '--configs');
     const threadsText = stringOption(values, 'threads');
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const workersText = stringOption(values, 'workers');
@@ -94,24 +106,37 @@ export const sensitivityCommand: Command = {
     if (!existsSync(calibration.path)) throw new MissingFileError(calibration.path, 'does not exist; pass a UTF-8 text file with --calib or a built-in --dataset');
 
     const quiet = Boolean(values.json) || !process.stderr.isTTY;
-    const bars = { sensitivity: createProgress('sensitivity', !quiet), fnorm: createProgress('fnorm', !quiet) };
-    const statistics = await measureModelStatistics(modelDir, {
-      calibrationText: await readFile(calibration.path, 'utf8'),
-      calibrationName: calibration.name,
-      blocks,
-      seqlen,
-      order,
-      seed,
-      sensitivityConfigs: configs,
-      skipFnorm: Boolean(values['skip-fnorm']),
-      ...(threads === undefined ? {} : { threads }),
-      ...(workers === undefined ? {} : { workers }),
-      onStep: (step, done, total) => {
-        bars[step].update(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
-        if (done === total) bars[step].done();
-      },
-    });
-    const files = await writeSensitivityOutputs(out, statistics);
+    const bars = { sensitivity: createProgress('sensitivity', !quiet), fnorm: createProgress('fnorm', !quiet), measured: createProgress('measured', !quiet) };
+    const output = await openOutputDirectory(out, 'sensitivity');
+    let statistics: Awaited<ReturnType<typeof measureModelStatistics>>;
+    let files: string[];
+    try {
+      statistics = await measureModelStatistics(modelDir, {
+        calibrationText: await readFile(calibration.path, 'utf8'),
+        calibrationName: calibration.name,
+        blocks,
+        seqlen,
+        order,
+        seed,
+        sensitivityConfigs: configs,
+        skipFnorm: Boolean(values['skip-fnorm']),
+        ...(ladder ? { fnormConfigs: ladder } : {}),
+        ...(values.measured ? { measuredConfigs: ladder ?? PAPER_CONFIGS } : {}),
+        allowLongContext: values['allow-long-context'] === true,
+        ...(threads === undefined ? {} : { threads }),
+        ...(workers === undefined ? {} : { workers }),
+        onStep: (step, done, total) => {
+          bars[step].update(done, total, step === 'fnorm' ? 'matrices' : 'layers');
+          if (done === total) bars[step].done();
+        },
+      });
+      files = await writeSensitivityOutputs(out, statistics);
+    } catch (error) {
+      output.abandon();
+      throw error;
+    } finally {
+      output.release();
+    }
 
     if (values.json) {
       stdout(`${JSON.stringify({
@@ -140,7 +165,9 @@ export const sensitivityCommand: Command = {
       }
       lines.push('');
     }
-    lines.push(`sensitivity ${formatSeconds(statistics.seconds.sensitivity)}${statistics.fnorm ? `, fnorm ${formatSeconds(statistics.seconds.fnorm)}` : ''}`);
+    lines.push(
+      `sensitivity ${formatSeconds(statistics.seconds.sensitivity)}${statistics.fnorm ? `, fnorm ${formatSeconds(statistics.seconds.fnorm)}` : ''}${statistics.measured ? `, measured ${formatSeconds(statistics.seconds.measured)}` : ''}`,
+    );
     for (const file of files) lines.push(`wrote ${file}`);
     stdout(`${lines.join('\n')}\n`);
   },

@@ -1,5 +1,5 @@
 import type { ModelStats } from '@layerquant/allocators';
-import { matrixOfTensorName, matrixTensorName, type Allocation, type Quantizer } from '@layerquant/core';
+import { matrixOfTensorName, matrixTensorName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { loadDecoderModel, type DecoderModel } from '@layerquant/runtime';
@@ -40,6 +40,8 @@ export interface CellContext {
   readonly seqlen: number;
   readonly maxTokens?: number;
   readonly seed?: number;
+  /** The config ladder the allocators choose from (default: the paper's 12). */
+  readonly configs?: readonly QuantConfig[];
 }
 
 export function cellLabel(cell: CellSpec): string {
@@ -101,7 +103,8 @@ export async function computeCell(
   const overrides = new Map<string, Float32Array>();
   if (cell.kind === 'method') {
     if (!context.stats) throw new TypeError(`cell ${cellLabel(cell)} needs statistics`);
-    allocation = allocateMethod(cell.method, context.stats, cell.budget, context.seed);
+    // Between stops, uniform and the boosts run at the highest stop below the budget (never over it).
+    allocation = allocateMethod(cell.method, context.stats, cell.budget, context.seed, context.configs, undefined, true);
     for (const [name, data] of await dequantizedOverrides(checkpoint, allocation)) overrides.set(name, data);
   }
   for (const t of linear) if (!overrides.has(t.name)) overrides.set(t.name, (await checkpoint.read(t.name)).data);
@@ -126,6 +129,8 @@ export async function computeCell(
       model: context.modelName, method: 'fp', options: `${linear[0]?.dtype ?? 'F32'} weights, fp32 compute`, budget: null,
       bpp: (8 * bytes) / params, memoryMB: bytes / 2 ** 20, packedBytes: bytes, extraMemoryPercent: Number.NaN, ppl: result.ppl,
       seconds: (performance.now() - started) / 1000,
+      windowNll: result.windowNll,
+      windowWeights: result.windowWeights,
     };
   } else {
     const shapes = new Map(checkpoint.tensors.map((t) => [t.name, t.shape]));
@@ -133,14 +138,16 @@ export async function computeCell(
     row = {
       model: context.modelName,
       method: cell.method.id,
-      options: describeOptions(cell.method),
+      options: [describeOptions(cell.method), allocation.budget !== cell.budget ? `at stop ${allocation.budget}` : ''].filter(Boolean).join(' '),
       budget: cell.budget,
       bpp: allocation.totals.bpp,
       memoryMB: allocation.totals.memoryMB,
       packedBytes: memory.packedBytes,
-      extraMemoryPercent: extraMemoryPercent(allocation, uniformBaseline(context.stats!, cell.budget)),
+      extraMemoryPercent: extraMemoryPercent(allocation, uniformBaseline(context.stats!, cell.budget, context.configs, true)),
       ppl: result.ppl,
       seconds: (performance.now() - started) / 1000,
+      windowNll: result.windowNll,
+      windowWeights: result.windowWeights,
     };
   }
   return { key: cell.key, row, windows: { nllSum, tokens } };

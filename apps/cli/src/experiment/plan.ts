@@ -1,4 +1,4 @@
-import { PAPER_CONFIGS } from '@layerquant/core';
+import { PAPER_CONFIGS, type QuantConfig } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG } from '@layerquant/sensitivity';
 import type { CellSpec } from './cell.js';
@@ -24,11 +24,24 @@ export interface ComputedStatsSettings {
   readonly seqlen: number;
   readonly order: string;
   readonly sensitivityConfigs: unknown;
-  readonly fnormConfigs: unknown;
+  /** The config ladder of the fnorm table (and of measured.csv when it is measured). */
+  readonly fnormConfigs: readonly QuantConfig[];
+  /** The configs of the measured block-error table, or null where no method needs it. */
+  readonly measuredConfigs: readonly QuantConfig[] | null;
   readonly quantizer: unknown;
 }
 
-export function computedStatsSettings(options: { model: string; calibration: string; calibrationName: string; blocks: number; seqlen: number; order?: string }): ComputedStatsSettings {
+export function computedStatsSettings(options: {
+  model: string;
+  calibration: string;
+  calibrationName: string;
+  blocks: number;
+  seqlen: number;
+  order?: string;
+  fnormConfigs?: readonly QuantConfig[];
+  measured?: boolean;
+}): ComputedStatsSettings {
+  const ladder = options.fnormConfigs ?? PAPER_CONFIGS;
   return {
     kind: 'computed',
     model: options.model,
@@ -38,7 +51,8 @@ export function computedStatsSettings(options: { model: string; calibration: str
     seqlen: options.seqlen,
     order: options.order ?? 'default',
     sensitivityConfigs: [DEFAULT_SENSITIVITY_CONFIG],
-    fnormConfigs: PAPER_CONFIGS,
+    fnormConfigs: ladder,
+    measuredConfigs: options.measured ? ladder : null,
     quantizer: QUANTIZER_SETTINGS,
   };
 }
@@ -50,6 +64,8 @@ export interface GridSettings {
   readonly seqlen: number;
   readonly maxTokens: number | null;
   readonly seed: number;
+  /** The config ladder the allocators choose from (config names); absent: the paper's 12. */
+  readonly configs?: readonly string[];
 }
 
 /** A planned cell with the settings its key was made of (kept beside the result, to say why one was not reused). */
@@ -67,7 +83,7 @@ export interface PlannedCell {
 export function cellSettings(grid: GridSettings, cell: { method: MethodSpec; budget: number } | 'fp', statsKey: string | undefined): Record<string, unknown> {
   const common = { v: 1, model: grid.model, text: grid.text, seqlen: grid.seqlen, protocol: 'windows', maxTokens: grid.maxTokens };
   if (cell === 'fp') return { ...common, method: 'fp' };
-  return { ...common, method: { ...cell.method }, budget: cell.budget, seed: grid.seed, quantizer: QUANTIZER_SETTINGS, stats: statsKey ?? null };
+  return { ...common, method: { ...cell.method }, budget: cell.budget, seed: grid.seed, quantizer: QUANTIZER_SETTINGS, stats: statsKey ?? null, ...(grid.configs ? { configs: grid.configs } : {}) };
 }
 
 /** The grid's cells in report order: fp first, then budget-major, methods in the order given. */

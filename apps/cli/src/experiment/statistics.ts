@@ -1,6 +1,6 @@
 import type { ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError, MissingFileError } from '@layerquant/core';
+import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type QuantConfig } from '@layerquant/core';
 import { measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
 import { removeStaleTemporaries, temporaryPath, trackTemporary, untrackTemporary, writeTextAtomic } from '@layerquant/tensor-io';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describeChanges, fileContentHash, modelContentHash, settingsKey } from './keys.js';
 import { computedStatsSettings, type ComputedStatsSettings } from './plan.js';
 
-export type StatisticsStep = 'fnorm' | 'sensitivity';
+export type StatisticsStep = 'fnorm' | 'sensitivity' | 'measured';
 
 /** Computes the tables (in process by default; the queue coordinator passes one that runs them as jobs). */
 export type ComputeStatistics = (settings: ComputedStatsSettings, calibrationText: string) => Promise<ModelStats>;
@@ -20,7 +20,9 @@ export interface StatisticsOptions {
   readonly statsDir?: string;
   /** Where computed tables are cached, one directory per settings key: `<cacheDir>/<key>/`. */
   readonly cacheDir?: string;
-  readonly needs: { readonly fnorm: boolean; readonly sensitivity: boolean; readonly kurtosis: boolean };
+  readonly needs: { readonly fnorm: boolean; readonly sensitivity: boolean; readonly kurtosis: boolean; readonly measured?: boolean };
+  /** The config ladder: fnorm.csv and measured.csv are measured for these configs only (default: the paper's 12). */
+  readonly configs?: readonly QuantConfig[];
   readonly calibrationPath: string;
   readonly calibrationName: string;
   readonly blocks: number;
@@ -44,8 +46,23 @@ export interface ResolvedStatistics {
 
 const SETTINGS_FILE = 'settings.json';
 
-function hasTables(stats: ModelStats, needs: StatisticsOptions['needs']): boolean {
-  return (!needs.fnorm || Boolean(stats.fnorm)) && (!needs.sensitivity || Boolean(stats.sensitivity)) && (!needs.kurtosis || Boolean(stats.kurtosis ?? stats.fnorm?.rows[0]?.kurtosis !== undefined));
+/** Whether every matrix of a table has a row for every config of the ladder. */
+function coversConfigs(rows: readonly { layer: number; module: string; bits: number; groupSize: number }[] | undefined, configs: readonly QuantConfig[] | undefined): boolean {
+  if (!rows) return false;
+  if (!configs) return true;
+  const have = new Set(rows.map((r) => `${r.layer}.${r.module}.b${r.bits}g${r.groupSize}`));
+  const matrices = new Set(rows.map((r) => `${r.layer}.${r.module}`));
+  for (const m of matrices) for (const c of configs) if (!have.has(`${m}.${configName(c)}`)) return false;
+  return true;
+}
+
+function hasTables(stats: ModelStats, needs: StatisticsOptions['needs'], configs?: readonly QuantConfig[]): boolean {
+  return (
+    (!needs.fnorm || coversConfigs(stats.fnorm?.rows, configs)) &&
+    (!needs.sensitivity || Boolean(stats.sensitivity)) &&
+    (!needs.kurtosis || Boolean(stats.kurtosis ?? stats.fnorm?.rows[0]?.kurtosis !== undefined)) &&
+    (!needs.measured || coversConfigs(stats.measured?.rows, configs))
+  );
 }
 
 /** The statistics of a model measured in this process (the default `compute`). */
@@ -59,8 +76,16 @@ export function measureInProcess(modelDir: string, options: Pick<StatisticsOptio
       ...(options.order ? { order: options.order } : {}),
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.onStep ? { onStep: options.onStep } : {}),
+      fnormConfigs: settings.fnormConfigs,
+      ...(settings.measuredConfigs ? { measuredConfigs: settings.measuredConfigs } : {}),
     });
-    return { ...(measured.fnorm ? { fnorm: measured.fnorm } : {}), sensitivity: measured.sensitivity, kurtosis: measured.kurtosis, source: modelDir };
+    return {
+      ...(measured.fnorm ? { fnorm: measured.fnorm } : {}),
+      sensitivity: measured.sensitivity,
+      kurtosis: measured.kurtosis,
+      ...(measured.measured ? { measured: measured.measured } : {}),
+      source: modelDir,
+    };
   };
 }
 
@@ -98,8 +123,11 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
   const note = options.onNote ?? (() => undefined);
   if (options.statsDir) {
     const stats = await loadStatsDirectory(options.statsDir);
-    if (!hasTables(stats, needs)) {
-      throw new InvalidDataError(options.statsDir, `lacks a table the methods need (${Object.entries(needs).filter(([, v]) => v).map(([k]) => `${k}.csv`).join(', ')}); run \`layerquant sensitivity\` to make them`);
+    if (!hasTables(stats, needs, options.configs)) {
+      throw new InvalidDataError(
+        options.statsDir,
+        `lacks a table the methods need (${Object.entries(needs).filter(([, v]) => v).map(([k]) => `${k}.csv`).join(', ')}${options.configs ? ` for ${options.configs.map(configName).join(',')}` : ''}); run \`layerquant sensitivity${needs.measured ? ' --measured' : ''}${options.configs ? ` --configs ${options.configs.map(configName).join(',')}` : ''}\` to make them`,
+      );
     }
     return { stats, source: options.statsDir, key: await directoryKey(options.statsDir), computed: false };
   }
@@ -113,13 +141,15 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
     blocks: options.blocks,
     seqlen: options.seqlen,
     ...(options.order ? { order: options.order } : {}),
+    ...(options.configs ? { fnormConfigs: options.configs } : {}),
+    measured: Boolean(needs.measured),
   });
   const key = settingsKey(settings);
   if (options.cacheDir) {
     const dir = join(options.cacheDir, key);
     if (existsSync(join(dir, SETTINGS_FILE))) {
       const stats = await loadStatsDirectory(dir);
-      if (hasTables(stats, needs)) {
+      if (hasTables(stats, needs, options.configs)) {
         note(`statistics: reusing ${dir} (same model content, calibration text, blocks, seqlen, configs and quantizer)`);
         return { stats, source: `${dir} (cached)`, key, computed: false };
       }

@@ -1,5 +1,5 @@
-import { parseSensitivityCsv, type FnormRow, type ModelStats } from '@layerquant/allocators';
-import { LayerquantError, PAPER_CONFIGS } from '@layerquant/core';
+import { parseMeasuredCsv, parseSensitivityCsv, type FnormRow, type ModelStats } from '@layerquant/allocators';
+import { LayerquantError } from '@layerquant/core';
 import { kurtosisTableFromFnorm, listMatrices } from '@layerquant/sensitivity';
 import { openCheckpoint } from '@layerquant/tensor-io';
 import { Queue, type Job } from 'bullmq';
@@ -10,7 +10,7 @@ import type { PlannedCell } from '../experiment/plan.js';
 import { reviveRow } from '../experiment/results-store.js';
 import type { ComputeStatistics } from '../experiment/statistics.js';
 import { formatSeconds } from '../progress.js';
-import { QUEUE_NAME, blobKey, jobIds, sha256Hex, statsToBlob, type CellJobData, type FnormJobData, type JobName, type SensitivityJobData } from './jobs.js';
+import { QUEUE_NAME, blobKey, jobIds, sha256Hex, statsToBlob, type CellJobData, type FnormJobData, type JobName, type SensitivityJobData, type SensitivityJobResult } from './jobs.js';
 import { isAuthenticationError, parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
 
 /** Cells (or statistics jobs) that failed every attempt: reported together after the others finished. */
@@ -189,24 +189,29 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
         const checkpoint = await openCheckpoint(modelDir);
         const layers = [...new Set(listMatrices(checkpoint).map((m) => m.layer))].sort((a, b) => a - b);
         await checkpoint.close();
-        if (JSON.stringify(settings.fnormConfigs) !== JSON.stringify(PAPER_CONFIGS)) throw new TypeError('queue statistics use the paper configs');
         const calibrationBlob = await publish(calibrationText);
         const jobs: PlannedJob[] = [
           {
             id: jobIds.sensitivity(statsKey), name: 'sensitivity', label: 'sensitivity (all layers, in order)',
-            data: { modelDir, modelHash, calibrationBlob, calibrationName: settings.calibrationName, blocks: settings.blocks, seqlen: settings.seqlen, order: settings.order } satisfies SensitivityJobData,
+            data: { modelDir, modelHash, calibrationBlob, calibrationName: settings.calibrationName, blocks: settings.blocks, seqlen: settings.seqlen, order: settings.order, measuredConfigs: settings.measuredConfigs } satisfies SensitivityJobData,
           },
-          ...layers.map((layer) => ({ id: jobIds.fnorm(statsKey, layer), name: 'fnorm' as const, label: `fnorm layer ${layer}`, data: { modelDir, modelHash, layer } satisfies FnormJobData })),
+          ...layers.map((layer) => ({ id: jobIds.fnorm(statsKey, layer), name: 'fnorm' as const, label: `fnorm layer ${layer}`, data: { modelDir, modelHash, layer, configs: settings.fnormConfigs } satisfies FnormJobData })),
         ];
         const fnormOf = new Map<number, FnormRow[]>();
-        let sensitivityCsv = '';
+        let sensitivityTables: SensitivityJobResult | undefined;
         const failures = await runJobs('statistics', jobs, async (job, value) => {
-          if (job.name === 'sensitivity') sensitivityCsv = value as string;
+          if (job.name === 'sensitivity') sensitivityTables = value as SensitivityJobResult;
           else fnormOf.set((job.data as FnormJobData).layer, value as FnormRow[]);
         });
         if (failures.length > 0) throw new QueueJobsFailedError(failures);
         const fnorm = { rows: layers.flatMap((l) => fnormOf.get(l)!) };
-        return { source: `queue ${address.redacted}`, fnorm, sensitivity: parseSensitivityCsv(sensitivityCsv, 'sensitivity job'), kurtosis: kurtosisTableFromFnorm(fnorm) };
+        return {
+          source: `queue ${address.redacted}`,
+          fnorm,
+          sensitivity: parseSensitivityCsv(sensitivityTables!.sensitivity, 'sensitivity job'),
+          kurtosis: kurtosisTableFromFnorm(fnorm),
+          ...(sensitivityTables!.measured ? { measured: parseMeasuredCsv(sensitivityTables!.measured, 'sensitivity job (measured)') } : {}),
+        };
       };
     },
     async runCells(run) {
@@ -221,7 +226,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
           label: cellLabel(p.spec),
           data: {
             modelDir: run.modelDir, modelHash: run.modelHash, cell: p.spec, modelName: run.context.modelName, textBlob,
-            seqlen: run.context.seqlen, maxTokens: run.context.maxTokens ?? null, seed: run.context.seed ?? 42, statsBlob: p.spec.kind === 'fp' ? null : statsBlob,
+            seqlen: run.context.seqlen, maxTokens: run.context.maxTokens ?? null, seed: run.context.seed ?? 42, statsBlob: p.spec.kind === 'fp' ? null : statsBlob, configs: run.context.configs ?? null,
           } satisfies CellJobData,
         }));
       if (jobs.length < run.planned.length) log(`queue: ${run.planned.length - jobs.length} cell(s) already in --out, not enqueued`);

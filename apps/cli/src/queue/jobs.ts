@@ -1,5 +1,16 @@
-import { formatFnormCsv, formatKurtosisCsv, formatSensitivityCsv, parseFnormCsv, parseKurtosisCsv, parseSensitivityCsv, type FnormRow, type ModelStats } from '@layerquant/allocators';
-import { LayerquantError, PAPER_CONFIGS } from '@layerquant/core';
+import {
+  formatFnormCsv,
+  formatKurtosisCsv,
+  formatMeasuredCsv,
+  formatSensitivityCsv,
+  parseFnormCsv,
+  parseKurtosisCsv,
+  parseMeasuredCsv,
+  parseSensitivityCsv,
+  type FnormRow,
+  type ModelStats,
+} from '@layerquant/allocators';
+import { LayerquantError, type QuantConfig } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { frobeniusRows, listMatrices, measureModelStatistics } from '@layerquant/sensitivity';
 import { loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
@@ -32,11 +43,14 @@ export interface CellJobData extends ModelRef {
   readonly seed: number;
   /** Blob of the statistics tables (JSON of CSV texts); null for the fp cell. */
   readonly statsBlob: string | null;
+  /** The config ladder the allocators choose from; null: the paper's 12. */
+  readonly configs: readonly QuantConfig[] | null;
 }
 
-/** fnorm rows of one layer's matrices under the paper's 12 configs. */
+/** fnorm rows of one layer's matrices under the configs of the ladder. */
 export interface FnormJobData extends ModelRef {
   readonly layer: number;
+  readonly configs: readonly QuantConfig[];
 }
 
 /**
@@ -50,6 +64,14 @@ export interface SensitivityJobData extends ModelRef {
   readonly blocks: number;
   readonly seqlen: number;
   readonly order: string;
+  /** The measured block-error table is a layer chain too: measured in the same job where a method needs it. */
+  readonly measuredConfigs: readonly QuantConfig[] | null;
+}
+
+/** What a sensitivity job returns: the tables in the authors' CSV layouts. */
+export interface SensitivityJobResult {
+  readonly sensitivity: string;
+  readonly measured: string | null;
 }
 
 export type JobData = { readonly cell: CellJobData; readonly fnorm: FnormJobData; readonly sensitivity: SensitivityJobData };
@@ -77,16 +99,18 @@ export function statsToBlob(stats: ModelStats): string {
     ...(stats.fnorm ? { fnorm: formatFnormCsv(stats.fnorm) } : {}),
     ...(stats.sensitivity ? { sensitivity: formatSensitivityCsv(stats.sensitivity) } : {}),
     ...(stats.kurtosis ? { kurtosis: formatKurtosisCsv(stats.kurtosis) } : {}),
+    ...(stats.measured ? { measured: formatMeasuredCsv(stats.measured) } : {}),
   });
 }
 
 export function statsFromBlob(blob: string, source: string): ModelStats {
-  const tables = JSON.parse(blob) as { fnorm?: string; sensitivity?: string; kurtosis?: string };
+  const tables = JSON.parse(blob) as { fnorm?: string; sensitivity?: string; kurtosis?: string; measured?: string };
   return {
     source,
     ...(tables.fnorm ? { fnorm: parseFnormCsv(tables.fnorm, `${source} fnorm`) } : {}),
     ...(tables.sensitivity ? { sensitivity: parseSensitivityCsv(tables.sensitivity, `${source} sensitivity`) } : {}),
     ...(tables.kurtosis ? { kurtosis: parseKurtosisCsv(tables.kurtosis, `${source} kurtosis`) } : {}),
+    ...(tables.measured ? { measured: parseMeasuredCsv(tables.measured, `${source} measured`) } : {}),
   };
 }
 
@@ -135,7 +159,7 @@ const fnormProcessor: JobProcessor<'fnorm'> = {
     try {
       const rows: FnormRow[] = [];
       for (const matrix of listMatrices(checkpoint).filter((m) => m.layer === data.layer)) {
-        rows.push(...(await frobeniusRows(matrix, await checkpoint.read(matrix.name), PAPER_CONFIGS, hqqQuantizer)));
+        rows.push(...(await frobeniusRows(matrix, await checkpoint.read(matrix.name), data.configs, hqqQuantizer)));
       }
       return rows;
     } finally {
@@ -146,7 +170,7 @@ const fnormProcessor: JobProcessor<'fnorm'> = {
 
 const sensitivityProcessor: JobProcessor<'sensitivity'> = {
   name: 'sensitivity',
-  async process(data, env) {
+  async process(data, env): Promise<SensitivityJobResult> {
     const dir = await env.modelDir(data);
     const measured = await measureModelStatistics(dir, {
       calibrationText: await env.blob(data.calibrationBlob),
@@ -155,8 +179,9 @@ const sensitivityProcessor: JobProcessor<'sensitivity'> = {
       seqlen: data.seqlen,
       ...(data.order === 'default' ? {} : { order: data.order as 'in-order' | 'shuffled' }),
       skipFnorm: true,
+      ...(data.measuredConfigs ? { measuredConfigs: data.measuredConfigs } : {}),
     });
-    return formatSensitivityCsv(measured.sensitivity);
+    return { sensitivity: formatSensitivityCsv(measured.sensitivity), measured: measured.measured ? formatMeasuredCsv(measured.measured) : null };
   },
 };
 

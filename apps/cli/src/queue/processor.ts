@@ -53,6 +53,7 @@ const env: JobEnvironment = {
       seqlen: data.seqlen,
       ...(data.maxTokens === null ? {} : { maxTokens: data.maxTokens }),
       seed: data.seed,
+      ...(data.configs ? { configs: data.configs } : {}),
     });
   },
   log,

@@ -1,7 +1,7 @@
 import * as Plot from '@observablehq/plot';
 import type { Analysis } from '../analysis.js';
 import type { ResultRow } from '../data.js';
-import { methodFamily, methodLabel } from '../methods.js';
+import { methodFamily, methodLabel, methods } from '../methods.js';
 import { element, formatBytes, formatFixed, table, type Cell } from '../notebook.js';
 import { PLOT_WIDTH } from '../plots.js';
 import type { Knobs } from '../state.js';
@@ -21,7 +21,7 @@ const FAMILY_SHADES: Readonly<Record<string, readonly string[]>> = {
   'ablation-kurtboost': ['#6a51a3', '#807dba', '#9e9ac8', '#bcbddc'],
 };
 const FAMILY_ORDER = Object.keys(FAMILY_SHADES);
-const OTHER_SHADES = ['#bcbd22', '#17becf', '#e377c2', '#7f7f7f'];
+const OTHER_SHADES = ['#e7298a', '#17becf', '#bcbd22', '#7f7f7f', '#1b9e77'];
 
 const FAMILY_NAMES: Readonly<Record<string, string>> = {
   uniform: 'HQQ uniform',
@@ -44,9 +44,11 @@ function colors(rows: readonly LabelledRow[]): { domain: string[]; range: string
   const domain: string[] = [];
   const range: string[] = [];
   const used = new Map<string, number>();
+  // Families without their own hues (the other plug-ins: sensi-milp, kurt-milp, measured, ...) get one colour each.
+  const others = [...new Set(rows.map((r) => r.family).filter((f) => !FAMILY_SHADES[f]))];
   for (const r of rows) {
     if (domain.includes(r.label)) continue;
-    const shades = FAMILY_SHADES[r.family] ?? OTHER_SHADES;
+    const shades = FAMILY_SHADES[r.family] ?? [OTHER_SHADES[others.indexOf(r.family) % OTHER_SHADES.length]!];
     const index = used.get(r.family) ?? 0;
     used.set(r.family, index + 1);
     domain.push(r.label);
@@ -148,7 +150,7 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): 
         else hiddenFamilies.add(family);
         renderParetoCell(cell, analysis, knobs);
       });
-      return element('label', {}, input, ` ${FAMILY_NAMES[family] ?? family}`);
+      return element('label', {}, input, ` ${FAMILY_NAMES[family] ?? (methods.has(family) ? methods.get(family).label : family)}`);
     }),
   );
   const note =
