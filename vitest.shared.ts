@@ -8,6 +8,11 @@ export const workspaceAlias: Record<string, string> = {
   // Subpath exports come first: an alias also matches "<name>/<sub>", so the longer key must be found first.
   '@layerquant/allocators/node': `${root}packages/allocators/src/node.ts`,
   '@layerquant/quantizers/node': `${root}packages/quantizers/src/node.ts`,
+  '@layerquant/runtime/graph': `${root}packages/runtime/src/graph.ts`,
+  '@layerquant/runtime/testing': `${root}packages/runtime/src/testing.ts`,
+  '@layerquant/tensor-io/browser': `${root}packages/tensor-io/src/browser.ts`,
+  '@layerquant/perplexity/browser': `${root}packages/perplexity/src/browser.ts`,
+  '@layerquant/sensitivity/browser': `${root}packages/sensitivity/src/browser.ts`,
   ...Object.fromEntries(packages.map((name) => [`@layerquant/${name}`, `${root}packages/${name}/src/index.ts`])),
 };
 

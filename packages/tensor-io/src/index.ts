@@ -32,4 +32,4 @@ export {
 export { openCheckpoint, type Checkpoint, type WeightSource } from './checkpoint.js';
 export { SUPPORTED_ARCHITECTURES, loadDecoderConfig, parseDecoderConfig } from './config.js';
 export { loadTokenizer, type Tokenizer } from './tokenizer.js';
-export { inspectModel, type ModelSummary } from './inspect.js';
+export { inspectModel, summarizeModel, type ModelSummary } from './inspect.js';
