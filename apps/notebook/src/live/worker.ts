@@ -1,0 +1,218 @@
+/// <reference lib="webworker" />
+import { LayerquantError, matrixOfTensorName, type QuantConfig } from '@layerquant/core';
+import { perplexity } from '@layerquant/perplexity/browser';
+import { createHqqQuantizer, squaredError } from '@layerquant/quantizers';
+import { decoderLayout, expectedShapes, loadDecoderWeights, withOverrides, type DecoderWeights } from '@layerquant/runtime/graph';
+import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
+import { openBrowserCheckpoint, type BrowserCheckpoint } from './browser-checkpoint.js';
+import { openModelFiles } from './model-files.js';
+import { memoryFit } from './memory-fit.js';
+import type { OpenResult, Progress, WorkerMessage, WorkerRequest } from './protocol.js';
+import { createPageTokenizer, type PageTokenizer } from './tokenizer.js';
+import { createWebDecoder, greedyDecode, type WebDecoder } from './web-decoder.js';
+
+// The model worker: it holds one model (weights, the float and the quantized onnxruntime-web sessions, the
+// tokenizer) and does everything heavy, so the page stays responsive. One worker per model source.
+
+declare const self: DedicatedWorkerGlobalScope;
+
+/** HQQ (upstream settings) on the WebAssembly SIMD kernel, as the CLI runs it. */
+const quantizer = createHqqQuantizer({ kernel: 'wasm' });
+
+interface State {
+  checkpoint: BrowserCheckpoint;
+  textUrl: string;
+  tokenizer?: PageTokenizer;
+  ids?: Promise<number[]>;
+  floatWeights?: DecoderWeights;
+  float?: WebDecoder;
+  quantized?: WebDecoder;
+  fits: boolean;
+}
+let state: State | undefined;
+
+class WorkerStateError extends LayerquantError {
+  constructor(message: string) {
+    super('NOTEBOOK_STATE', message);
+  }
+}
+
+function opened(): State {
+  if (!state) throw new WorkerStateError('no model is open; open one first');
+  return state;
+}
+
+function tokenizerOf(s: State): PageTokenizer {
+  if (!s.tokenizer) throw new WorkerStateError(`${s.checkpoint.name} has no tokenizer.json; the page needs it to tokenize text`);
+  return s.tokenizer;
+}
+
+async function textIds(s: State): Promise<number[]> {
+  if (!s.ids) {
+    s.ids = (async () => {
+      const response = await fetch(s.textUrl);
+      if (!response.ok) throw new WorkerStateError(`${s.textUrl} could not be loaded (HTTP ${response.status})`);
+      // The whole text once, as the CLI does: cutting it first could change the tokens at the cut.
+      return tokenizerOf(s).encode(await response.text());
+    })();
+  }
+  return s.ids;
+}
+
+function requireFit(s: State): void {
+  if (!s.fits) throw new WorkerStateError(memoryFit(s.checkpoint.config, s.checkpoint.summary).message);
+}
+
+async function floatWeights(s: State, progress: (p: Progress) => void): Promise<DecoderWeights> {
+  requireFit(s);
+  if (!s.floatWeights) {
+    progress({ done: 0, total: 1, label: 'reading weights' });
+    s.floatWeights = await loadDecoderWeights(s.checkpoint, s.checkpoint.config);
+  }
+  return s.floatWeights;
+}
+
+async function model(s: State, which: 'float' | 'quantized', progress: (p: Progress) => void): Promise<WebDecoder> {
+  if (which === 'quantized') {
+    if (!s.quantized) throw new WorkerStateError('nothing is quantized yet; quantize the model first');
+    return s.quantized;
+  }
+  if (!s.float) {
+    const weights = await floatWeights(s, progress);
+    progress({ done: 0, total: 1, label: 'building the onnxruntime-web session' });
+    s.float = await createWebDecoder(weights);
+  }
+  return s.float;
+}
+
+const handlers = {
+  async open(request: Extract<WorkerRequest, { kind: 'open' }>): Promise<OpenResult> {
+    const files = await openModelFiles(request.files);
+    const checkpoint = await openBrowserCheckpoint(files);
+    let tokenizer: PageTokenizer | undefined;
+    if (files.has('tokenizer.json')) {
+      const config = files.has('tokenizer_config.json') ? JSON.parse(await files.text('tokenizer_config.json')) : {};
+      tokenizer = createPageTokenizer(JSON.parse(await files.text('tokenizer.json')), config, files.name);
+    }
+    const fit = memoryFit(checkpoint.config, checkpoint.summary);
+    await state?.float?.release();
+    await state?.quantized?.release();
+    state = { checkpoint, textUrl: request.textUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok };
+    const layout = decoderLayout(checkpoint.config, checkpoint);
+    let float32Bytes = 0;
+    for (const shape of expectedShapes(checkpoint.config, layout).values()) float32Bytes += 4 * shape.reduce((a, b) => a * b, 1);
+    return {
+      summary: checkpoint.summary,
+      tensors: checkpoint.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.byteLength })),
+      files: checkpoint.files,
+      float32Bytes,
+      fits: fit,
+      hasTokenizer: tokenizer !== undefined,
+    };
+  },
+
+  async 'load-float'(_request: unknown, progress: (p: Progress) => void) {
+    const started = performance.now();
+    await model(opened(), 'float', progress);
+    return { seconds: (performance.now() - started) / 1000 };
+  },
+
+  async quantize(request: Extract<WorkerRequest, { kind: 'quantize' }>, progress: (p: Progress) => void) {
+    const s = opened();
+    const started = performance.now();
+    const base = await floatWeights(s, progress);
+    const overrides = new Map<string, Float32Array>();
+    let error = 0;
+    for (const [i, m] of request.matrices.entries()) {
+      const data = base.tensors.get(m.name);
+      if (!data) throw new WorkerStateError(`the allocation names ${m.name}, which the model does not have`);
+      const weight = { name: m.name, dtype: 'F32' as const, shape: base.shapes.get(m.name)!, data };
+      const dequantized = quantizer.dequantize(quantizer.quantize(weight, m.config));
+      error += squaredError(weight.data, dequantized);
+      overrides.set(m.name, dequantized);
+      progress({ done: i + 1, total: request.matrices.length, label: `quantized ${m.name}` });
+    }
+    await s.quantized?.release();
+    s.quantized = undefined;
+    progress({ done: request.matrices.length, total: request.matrices.length, label: 'building the onnxruntime-web session' });
+    s.quantized = await createWebDecoder(withOverrides(base, overrides));
+    return { seconds: (performance.now() - started) / 1000, matrices: request.matrices.length, squaredError: error, kernel: 'wasm-simd' };
+  },
+
+  async perplexity(request: Extract<WorkerRequest, { kind: 'perplexity' }>, progress: (p: Progress) => void) {
+    const s = opened();
+    const decoder = await model(s, request.model, progress);
+    const ids = await textIds(s);
+    const result = await perplexity(decoder, ids, {
+      seqlen: request.seqlen,
+      maxTokens: request.windows * request.seqlen,
+      onProgress: (done, total) => progress({ done, total, label: `window ${done} of ${total}` }),
+    });
+    return { ppl: result.ppl, nll: result.nll, windows: result.windows, tokens: result.tokens, seconds: result.seconds };
+  },
+
+  async generate(request: Extract<WorkerRequest, { kind: 'generate' }>, progress: (p: Progress) => void) {
+    const s = opened();
+    const tokenizer = tokenizerOf(s);
+    const decoder = await model(s, request.model, progress);
+    const started = performance.now();
+    const promptIds = tokenizer.encode(request.prompt);
+    if (promptIds.length === 0) throw new WorkerStateError('the prompt has no tokens; type some text');
+    const ids = await greedyDecode(decoder, promptIds, request.tokens, s.checkpoint.config.vocabSize, (_id, done) =>
+      progress({ done, total: request.tokens, label: `token ${done} of ${request.tokens}` }),
+    );
+    return { promptIds, ids, text: tokenizer.decode(ids), seconds: (performance.now() - started) / 1000 };
+  },
+
+  async 'quantize-matrix'(request: Extract<WorkerRequest, { kind: 'quantize-matrix' }>) {
+    const s = opened();
+    const weight = await s.checkpoint.read(request.name);
+    const q = quantizer.quantize(weight, request.config);
+    return { packed: q.packed, scale: q.scale, zero: q.zero, kernel: 'wasm-simd' };
+  },
+
+  async statistics(request: Extract<WorkerRequest, { kind: 'statistics' }>, progress: (p: Progress) => void) {
+    const s = opened();
+    const started = performance.now();
+    const source = s.checkpoint;
+    const linear = s.checkpoint.tensors.filter((t) => matrixOfTensorName(t.name));
+    if (request.fnorm) {
+      const fnorm = await frobeniusTable(source, undefined, {
+        quantizer,
+        onMatrix: (done, total, key) => progress({ done, total, label: `fnorm of ${key} (12 configs)` }),
+      });
+      return { kurtosis: kurtosisTableFromFnorm(fnorm), fnorm, seconds: (performance.now() - started) / 1000 };
+    }
+    progress({ done: 0, total: linear.length, label: 'kurtosis' });
+    return { kurtosis: await kurtosisTable(source), seconds: (performance.now() - started) / 1000 };
+  },
+
+  async 'tokenize-text'(request: Extract<WorkerRequest, { kind: 'tokenize-text' }>) {
+    return (await textIds(opened())).slice(0, request.maxTokens);
+  },
+} satisfies Record<WorkerRequest['kind'], (request: never, progress: (p: Progress) => void) => Promise<unknown>>;
+
+function transferables(value: unknown): Transferable[] {
+  if (value && typeof value === 'object' && 'packed' in value) {
+    const q = value as { packed: Uint32Array; scale: Float32Array; zero: Float32Array };
+    return [q.packed.buffer, q.scale.buffer, q.zero.buffer] as Transferable[];
+  }
+  return [];
+}
+
+// Requests run one at a time, in order: a model's sessions are not shared between two runs.
+let queue: Promise<void> = Promise.resolve();
+self.onmessage = (event: MessageEvent<{ id: number; request: WorkerRequest }>) => {
+  const { id, request } = event.data;
+  const post = (message: WorkerMessage, transfer: Transferable[] = []) => self.postMessage(message, transfer);
+  queue = queue.then(async () => {
+    try {
+      const handler = handlers[request.kind] as (request: WorkerRequest, progress: (p: Progress) => void) => Promise<unknown>;
+      const result = await handler(request, (progress) => post({ id, progress }));
+      post({ id, result }, transferables(result));
+    } catch (error) {
+      console.error(error);
+      post({ id, error: { name: error instanceof Error ? error.name : 'Error', message: error instanceof Error ? error.message : String(error) } });
+    }
+  });
+};
