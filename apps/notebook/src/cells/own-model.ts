@@ -46,7 +46,8 @@ export function createOwnModelCells(
     const analysis = loaded.analysis;
     renderInto(cells.kurtosis, () => renderKurtosisCell(cells.kurtosis, analysis, knobs));
     renderInto(cells.allocation, () => renderAllocationCell(cells.allocation, analysis, knobs));
-    if (loaded.measure) loaded.measure.update(knobs);
+    const measure = loaded.measure;
+    if (measure) renderInto(cells.measure, () => measure.update(knobs));
   };
 
   const setStats = (stats: ModelStats) => {

@@ -1,9 +1,9 @@
 import * as Plot from '@observablehq/plot';
 import type { Analysis } from '../analysis.js';
 import { deltaAgainstUniform, deltaFigure, type MethodPoint } from '../figures.js';
-import { methodLabel } from '../methods.js';
 import { element, formatFixed, type Cell } from '../notebook.js';
 import { PLOT_WIDTH } from '../plots.js';
+import { colors, labelled } from './results.js';
 import { PUBLISHED_UNIFORM, publishedFloat, publishedPoints, type PublishedDataset, type PublishedRow } from '../published.js';
 
 const PUBLISHED_COLORS: Readonly<Record<string, string>> = {
@@ -36,11 +36,16 @@ export function renderPublishedCell(cell: Cell, analysis: Analysis, rows: readon
   const color = { domain: series, range: series.map((s) => PUBLISHED_COLORS[s] ?? '#7f7f7f') };
   const fp16 = publishedFloat(rows, dataset);
   const inRange = points.filter((p) => p.bpp >= X_DOMAIN[0] && p.bpp <= X_DOMAIN[1]);
+  const uniformInRange = inRange.filter((p) => p.series === PUBLISHED_UNIFORM).map((p) => p.ppl);
+  const low = Math.min(fp16 ?? Infinity, ...inRange.map((p) => p.ppl));
+  const yDomain = [low - 0.05 * (Math.max(...uniformInRange) - low), Math.max(...uniformInRange) + 0.15 * (Math.max(...uniformInRange) - low)];
   const overview = Plot.plot({
     width: PLOT_WIDTH,
     height: 360,
     x: { label: 'bits per weight (bits) →', domain: [...X_DOMAIN], grid: true },
-    y: { label: `↓ perplexity on ${dataset} (ppl), Llama-2-7B`, grid: true },
+    // Clipped at HQQ's worst point in the range: a few 3.07-bit runs reach 14 and would flatten everything else.
+    y: { label: `↓ perplexity on ${dataset} (ppl), Llama-2-7B`, grid: true, domain: yDomain },
+    clip: true,
     color: { domain: [PUBLISHED_UNIFORM, ...series], range: ['#222222', ...color.range], legend: true },
     marks: [
       ...(fp16 === undefined ? [] : [Plot.ruleY([fp16], { stroke: '#333', strokeDasharray: '6 4' }), Plot.text([fp16], { y: (d: number) => d, frameAnchor: 'right', textAnchor: 'end', dy: -8, text: () => `fp16 ${formatFixed(fp16, 4)}`, fill: '#333' })]),
@@ -49,12 +54,13 @@ export function renderPublishedCell(cell: Cell, analysis: Analysis, rows: readon
     ],
   });
   const theirs = deltaFigure(points, { uniformSeries: PUBLISHED_UNIFORM, color, dashed: (s) => s.startsWith('Ablation'), pplLabel: `${dataset}, Llama-2-7B`, xDomain: X_DOMAIN, className: 'published-delta' });
-  const ourRows = analysis.data.results;
-  const ourPoints = ourRows.map((r) => ({ series: r.method === 'uniform' ? PUBLISHED_UNIFORM : methodLabel(r.method, r.options), bpp: r.bpp, ppl: r.ppl }));
-  const ourSeries = [...new Set(ourPoints.map((p) => p.series))].filter((s) => s !== PUBLISHED_UNIFORM);
+  // Ours with Figure 5's colours (uniform's label there is the same "HQQ uniform").
+  const ourRows = labelled(analysis.data.results);
+  const ourColors = colors(ourRows);
+  const ourPoints = ourRows.map((r) => ({ series: r.label, bpp: r.bpp, ppl: r.ppl }));
   const ours = deltaFigure(ourPoints, {
     uniformSeries: PUBLISHED_UNIFORM,
-    color: { domain: ourSeries, range: ourSeries.map((_, i) => ['#08519c', '#6baed6', '#006d2c', '#74c476', '#8c564b', '#d94801', '#6a51a3', '#bcbd22'][i % 8]!) },
+    color: { domain: ourColors.domain.filter((d) => d !== PUBLISHED_UNIFORM), range: ourColors.range.filter((_, i) => ourColors.domain[i] !== PUBLISHED_UNIFORM) },
     dashed: (s) => s.startsWith('Ablation'),
     pplLabel: `${analysis.data.reference.perplexityDataset}, ${analysis.data.model.name}`,
     className: 'our-delta',
@@ -71,7 +77,7 @@ export function renderPublishedCell(cell: Cell, analysis: Analysis, rows: readon
   cell.setOutput(
     element('label', { class: 'toggles' }, 'dataset: ', select),
     element('figure', { 'data-plot': 'published' }, overview),
-    element('p', { class: 'note' }, `Llama-2-7B, the authors' own runs (${points.length} quantized results with a perplexity on ${dataset}; fp16 dashed). Below: each against HQQ uniform at the same bits, as in Figure 5; ${better} of ${theirDeltas.length} points between 3 and 4.6 bits are below zero.`),
+    element('p', { class: 'note' }, `Llama-2-7B, the authors' own runs (${points.length} quantized results with a perplexity on ${dataset}; fp16 dashed; the axis stops a little above HQQ's 3.13-bit point, so a few 3.07-bit runs are cut off). Below: each against HQQ uniform at the same bits, as in Figure 5; ${better} of ${theirDeltas.length} points between 3 and 4.6 bits are below zero.`),
     element('figure', { 'data-plot': 'published-delta' }, theirs),
     element('p', { class: 'note' }, `Ours, the same way: ${analysis.data.model.name} on ${analysis.data.reference.perplexityDataset} (the change is in that model's perplexity points, so compare the sign and the shape, not the size).`),
     element('figure', { 'data-plot': 'our-delta' }, ours),

@@ -7,7 +7,7 @@ import { deltaFigure } from '../figures.js';
 import { PLOT_WIDTH } from '../plots.js';
 import type { Knobs } from '../state.js';
 
-interface LabelledRow extends ResultRow {
+export interface LabelledRow extends ResultRow {
   readonly label: string;
   readonly family: string;
 }
@@ -35,7 +35,7 @@ const FAMILY_NAMES: Readonly<Record<string, string>> = {
   'ablation-kurtboost': 'ablation of KurtBoost',
 };
 
-function labelled(rows: readonly ResultRow[]): LabelledRow[] {
+export function labelled(rows: readonly ResultRow[]): LabelledRow[] {
   const familyRank = (family: string) => (FAMILY_ORDER.includes(family) ? FAMILY_ORDER.indexOf(family) : FAMILY_ORDER.length);
   return rows
     .map((r) => ({ ...r, label: methodLabel(r.method, r.options), family: methodFamily(r.method, r.options) }))
@@ -43,7 +43,7 @@ function labelled(rows: readonly ResultRow[]): LabelledRow[] {
 }
 
 /** Colour scale domain and range: each label gets its family's next shade. */
-function colors(rows: readonly LabelledRow[]): { domain: string[]; range: string[] } {
+export function colors(rows: readonly LabelledRow[]): { domain: string[]; range: string[] } {
   const domain: string[] = [];
   const range: string[] = [];
   const used = new Map<string, number>();
