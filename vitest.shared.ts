@@ -2,7 +2,7 @@
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('.', import.meta.url));
-const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'sensitivity', 'allocators', 'perplexity', 'fixtures'];
+const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export'];
 
 export const workspaceAlias: Record<string, string> = {
   // Subpath exports come first: an alias also matches "<name>/<sub>", so the longer key must be found first.

@@ -48,4 +48,4 @@ export {
 } from './checkpoint-format.js';
 export type { QuantizedCheckpoint } from './quantized-checkpoint.js';
 export type { MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
-export { QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
+export { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';

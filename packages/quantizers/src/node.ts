@@ -1,5 +1,5 @@
 // Node-only API: quantize a model directory, read quantized checkpoints, worker threads.
-export { QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
+export { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 export {
   quantizeModel,
   type MatrixReport,
@@ -8,5 +8,11 @@ export {
   type QuantizeModelReport,
   type QuantizeProgress,
 } from './quantize-model.js';
-export { openModelWeights, openQuantizedCheckpoint, type QuantizedCheckpoint } from './quantized-checkpoint.js';
+export {
+  openModelWeights,
+  openQuantizedCheckpoint,
+  summarizeQuantizedCheckpoint,
+  type QuantizedCheckpoint,
+  type QuantizedCheckpointSummary,
+} from './quantized-checkpoint.js';
 export { createKernelPool, defaultWorkerCount, type KernelPool, type KernelTask, type KernelTaskResult } from './kernel-worker-pool.js';

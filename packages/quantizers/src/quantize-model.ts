@@ -17,7 +17,7 @@ import {
 import { openCheckpoint, temporaryPath, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
 import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
+import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 import { groupLayout } from './grouping.js';
 import { matrixMemory, modelMemory } from './memory-accounting.js';
 import {
@@ -111,9 +111,6 @@ export interface QuantizeModelReport {
 }
 
 
-function isWeightFile(name: string): boolean {
-  return name.endsWith('.safetensors') || name === 'model.safetensors.index.json' || name === QUANTIZATION_REPORT_FILE;
-}
 
 async function copyAtomic(from: string, to: string): Promise<void> {
   const tmp = temporaryPath(to);
@@ -128,8 +125,8 @@ async function copyAtomic(from: string, to: string): Promise<void> {
 
 /**
  * Quantizes every linear matrix of a Hugging Face checkpoint with its config and writes a self-contained quantized
- * directory: model.safetensors (packed codes, scales and zeros per matrix; other tensors copied), config.json and
- * tokenizer files copied, quantization.json (report + allocation). Streams one matrix at a time: peak memory is a
+ * directory: model.safetensors (packed codes, scales and zeros per matrix; other tensors copied), the files loaders
+ * read (MODEL_LOADER_FILES: config.json, generation_config.json, tokenizer files) copied, quantization.json (report + allocation). Streams one matrix at a time: peak memory is a
  * few copies of the largest tensor, not of the model.
  */
 export async function quantizeModel(options: QuantizeModelOptions): Promise<QuantizeModelReport> {
@@ -272,7 +269,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     );
 
     for (const entry of await readdir(checkpoint.dir, { withFileTypes: true })) {
-      if (entry.isFile() && !isWeightFile(entry.name)) await copyAtomic(join(checkpoint.dir, entry.name), join(outDir, entry.name));
+      if (entry.isFile() && MODEL_LOADER_FILES.includes(entry.name)) await copyAtomic(join(checkpoint.dir, entry.name), join(outDir, entry.name));
     }
 
     const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));

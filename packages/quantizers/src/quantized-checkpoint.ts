@@ -3,6 +3,7 @@ import {
   MissingTensorError,
   SafetensorsFormatError,
   configName,
+  matrixOfTensorName,
   type QuantConfig,
   type QuantizedTensor,
   type WeightTensor,
@@ -168,4 +169,39 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint): QuantizedCheckpoint {
     },
     close: () => checkpoint.close(),
   };
+}
+
+/** The linear matrices of a quantized checkpoint as `layerquant inspect` reports them. */
+export interface QuantizedCheckpointSummary {
+  /** Every parameter of the model, quantized matrices counted at their original shapes. */
+  readonly params: number;
+  /** Weights of the linear matrices (quantized or kept in float), counted at their original shapes. */
+  readonly linearParams: number;
+  readonly linearMatrices: number;
+  readonly quantizedMatrices: number;
+  /** Matrices per config name (`b4g64`), `float` for those kept in float. */
+  readonly configs: Readonly<Record<string, number>>;
+  /** Bytes the linear matrices take in the file (packed codes, scales and zeros; float matrices as stored). */
+  readonly linearBytes: number;
+}
+
+export function summarizeQuantizedCheckpoint(checkpoint: QuantizedCheckpoint): QuantizedCheckpointSummary {
+  let params = 0;
+  let linearParams = 0;
+  let linearMatrices = 0;
+  let quantizedMatrices = 0;
+  let linearBytes = 0;
+  const configs: Record<string, number> = {};
+  for (const info of checkpoint.tensors) {
+    params += info.shape.reduce((a, b) => a * b, 1);
+    if (!matrixOfTensorName(info.name)) continue;
+    linearMatrices++;
+    linearParams += info.shape.reduce((a, b) => a * b, 1);
+    linearBytes += info.byteLength;
+    const entry = checkpoint.metadata.tensors[info.name];
+    const name = entry ? configName(configOfMetadata(entry)) : 'float';
+    if (entry) quantizedMatrices++;
+    configs[name] = (configs[name] ?? 0) + 1;
+  }
+  return Object.freeze({ params, linearParams, linearMatrices, quantizedMatrices, configs: Object.freeze(configs), linearBytes });
 }

@@ -24,6 +24,8 @@ export class GraphBuilder {
   readonly outputs: OnnxValueInfo[] = [];
   private counter = 0;
   private readonly names = new Set<string>();
+  /** Operator domains other than the default one that nodes use (opset version 1 each, e.g. com.microsoft). */
+  private readonly domains = new Set<string>();
 
   constructor(readonly name: string) {}
 
@@ -71,11 +73,13 @@ export class GraphBuilder {
     attributes: Readonly<Record<string, OnnxAttributeValue>> = {},
     outputs: number | readonly string[] = 1,
     domain = '',
+    name?: string,
   ): string[] {
     const outs = typeof outputs === 'number'
       ? Array.from({ length: outputs }, () => this.claim(this.fresh(opType.toLowerCase())))
       : outputs.map((o) => this.claim(o));
-    this.nodes.push({ opType, inputs, outputs: outs, attributes, ...(domain ? { domain } : {}) });
+    this.nodes.push({ opType, inputs, outputs: outs, attributes, ...(domain ? { domain } : {}), ...(name ? { name } : {}) });
+    if (domain) this.domains.add(domain);
     return outs;
   }
 
@@ -87,7 +91,7 @@ export class GraphBuilder {
   toModel(): OnnxModel {
     return {
       graph: { name: this.name, nodes: this.nodes, initializers: this.initializers, inputs: this.inputs, outputs: this.outputs },
-      opsets: { '': ONNX_OPSET },
+      opsets: { '': ONNX_OPSET, ...Object.fromEntries([...this.domains].map((d) => [d, 1])) },
     };
   }
 

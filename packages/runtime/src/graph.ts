@@ -1,6 +1,13 @@
 // Browser-safe entry: the ONNX graph builders and weight plumbing, without onnxruntime-node or node:fs.
 // Run the encoded graphs with onnxruntime-web: `InferenceSession.create(buildDecoderGraph(...).encode())`.
-export { ProtoWriter, OnnxDataType, encodeModel, type OnnxModel, type OnnxGraph, type OnnxNode, type OnnxTensor, type OnnxValueInfo } from './onnx-proto.js';
+export {
+  ProtoWriter,
+  OnnxDataType,
+  encodeModel,
+  encodeModelWithExternalData,
+  type ExternalDataLocation,
+  type ModelWithExternalData,
+  type OnnxModel, type OnnxGraph, type OnnxNode, type OnnxTensor, type OnnxValueInfo } from './onnx-proto.js';
 export { GraphBuilder, ONNX_OPSET } from './graph-builder.js';
 export {
   buildAttentionBlockGraph,
@@ -31,3 +38,13 @@ export {
   type TensorSource,
   type WeightOverrides,
 } from './decoder-weights.js';
+export {
+  BATCH_DIM,
+  MICROSOFT_DOMAIN,
+  buildKvDecoderGraph,
+  type ActivationType,
+  type Float16Weight,
+  type GraphWeight,
+  type KvDecoderGraphOptions,
+  type MatMulNBitsWeight,
+} from './kv-decoder-graph.js';

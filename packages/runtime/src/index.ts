@@ -1,5 +1,6 @@
 export * from './graph.js';
 export { createSession, type RuntimeOptions } from './session.js';
+export { argmaxRow, createKvDecoder, greedyDecode, kvDecoderOfSession, type GreedyOptions, type KvDecoder } from './kv-decoder.js';
 export { createDecoderModel, loadDecoderModel, type DecoderModel, type DecoderModelOptions, type TokenBatch } from './decoder-model.js';
 export {
   createDecoderBlocks,

@@ -133,7 +133,7 @@ function concatChunks(chunks: readonly Uint8Array[], length: number): Uint8Array
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** The bytes of a typed array in little-endian order (ONNX raw_data is little-endian). */
-export function littleEndianBytes(data: Float32Array | Int32Array | BigInt64Array | Uint8Array | Int8Array): Uint8Array {
+export function littleEndianBytes(data: TensorData): Uint8Array {
   if (!LITTLE_ENDIAN && data.BYTES_PER_ELEMENT > 1) {
     throw new RangeError('big-endian hosts are not supported by the ONNX writer');
   }
@@ -142,7 +142,8 @@ export function littleEndianBytes(data: Float32Array | Int32Array | BigInt64Arra
 
 // ---- ONNX messages ------------------------------------------------------------------------------
 
-export type TensorData = Float32Array | Int32Array | BigInt64Array | Uint8Array | Int8Array;
+/** Tensor payloads; a Uint16Array holds IEEE half-precision bits (FLOAT16). */
+export type TensorData = Float32Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | Uint16Array;
 
 export interface OnnxTensor {
   readonly name: string;
@@ -193,12 +194,28 @@ const ATTRIBUTE_TENSOR = 4;
 const ATTRIBUTE_FLOATS = 6;
 const ATTRIBUTE_INTS = 7;
 
-export function encodeTensor(tensor: OnnxTensor): ProtoWriter {
+/** Where an initializer's bytes live when they are kept outside the protobuf (ONNX external data). */
+export interface ExternalDataLocation {
+  /** File name relative to the model file. */
+  readonly location: string;
+  readonly offset: number;
+  readonly length: number;
+}
+
+export function encodeTensor(tensor: OnnxTensor, external?: ExternalDataLocation): ProtoWriter {
   const w = new ProtoWriter();
   if (tensor.dims.length > 0) w.packedVarints(1, tensor.dims);
   w.varint(2, tensor.dataType);
   w.string(8, tensor.name);
-  w.bytes(9, littleEndianBytes(tensor.data));
+  if (!external) {
+    w.bytes(9, littleEndianBytes(tensor.data));
+    return w;
+  }
+  // TensorProto.external_data (13): StringStringEntryProto { key = 1, value = 2 }; data_location (14) = EXTERNAL (1).
+  for (const [key, value] of [['location', external.location], ['offset', String(external.offset)], ['length', String(external.length)]] as const) {
+    w.message(13, new ProtoWriter().string(1, key).string(2, value));
+  }
+  w.varint(14, 1);
   return w;
 }
 
@@ -248,22 +265,22 @@ function encodeValueInfo(info: OnnxValueInfo): ProtoWriter {
   return new ProtoWriter().string(1, info.name).message(2, type);
 }
 
-export function encodeGraph(graph: OnnxGraph): ProtoWriter {
+export function encodeGraph(graph: OnnxGraph, external?: ReadonlyMap<string, ExternalDataLocation>): ProtoWriter {
   const w = new ProtoWriter();
   for (const node of graph.nodes) w.message(1, encodeNode(node));
   w.string(2, graph.name);
-  for (const init of graph.initializers) w.message(5, encodeTensor(init));
+  for (const init of graph.initializers) w.message(5, encodeTensor(init, external?.get(init.name)));
   for (const input of graph.inputs) w.message(11, encodeValueInfo(input));
   for (const output of graph.outputs) w.message(12, encodeValueInfo(output));
   return w;
 }
 
 /** Serializes a model to ONNX protobuf bytes (IR version 8 by default, which opset 17 needs). */
-export function encodeModel(model: OnnxModel): Uint8Array {
+export function encodeModel(model: OnnxModel, external?: ReadonlyMap<string, ExternalDataLocation>): Uint8Array {
   const w = new ProtoWriter();
   w.varint(1, model.irVersion ?? 8);
   w.string(2, model.producerName ?? 'layerquant');
-  w.message(7, encodeGraph(model.graph));
+  w.message(7, encodeGraph(model.graph, external));
   for (const [domain, version] of Object.entries(model.opsets)) {
     const opset = new ProtoWriter();
     if (domain) opset.string(1, domain);
@@ -271,4 +288,32 @@ export function encodeModel(model: OnnxModel): Uint8Array {
     w.message(8, opset);
   }
   return w.finish();
+}
+
+/** A model whose large initializers are kept in a side file: the protobuf and the data file's chunks, in order. */
+export interface ModelWithExternalData {
+  readonly model: Uint8Array;
+  /** The bytes of the data file, concatenated in this order (not joined: the file may exceed 2 GiB). */
+  readonly data: readonly Uint8Array[];
+  readonly dataBytes: number;
+}
+
+/**
+ * Serializes a model with every initializer of at least `minBytes` moved into the external data file `location`
+ * (the layout onnxruntime and transformers.js read: `model.onnx` + `model.onnx_data`). Tensors are 64-byte aligned.
+ */
+export function encodeModelWithExternalData(model: OnnxModel, location: string, minBytes = 1024): ModelWithExternalData {
+  const external = new Map<string, ExternalDataLocation>();
+  const data: Uint8Array[] = [];
+  let offset = 0;
+  for (const init of model.graph.initializers) {
+    if (init.data.byteLength < minBytes) continue;
+    const padding = (64 - (offset % 64)) % 64;
+    if (padding) data.push(new Uint8Array(padding));
+    offset += padding;
+    external.set(init.name, { location, offset, length: init.data.byteLength });
+    data.push(littleEndianBytes(init.data));
+    offset += init.data.byteLength;
+  }
+  return { model: encodeModel(model, external), data, dataBytes: offset };
 }

@@ -7,12 +7,14 @@ export interface RuntimeOptions {
 }
 
 /** The only place that creates onnxruntime sessions: full graph optimization, sequential execution. */
-export async function createSession(model: Uint8Array, options: RuntimeOptions = {}): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(model, {
+export async function createSession(model: Uint8Array | string, options: RuntimeOptions = {}): Promise<ort.InferenceSession> {
+  const settings: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
     ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
-  });
+  };
+  // A path lets onnxruntime find external data files beside the model.
+  return typeof model === 'string' ? ort.InferenceSession.create(model, settings) : ort.InferenceSession.create(model, settings);
 }
 
 export function floatTensor(data: Float32Array, dims: readonly number[]): ort.Tensor {

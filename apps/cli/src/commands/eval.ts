@@ -1,6 +1,7 @@
 import { InvalidOptionError } from '@layerquant/core';
 import { datasets } from '@layerquant/fixtures';
 import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, type PerplexityProtocol } from '@layerquant/perplexity';
+import { isOnnxExportDir, openOnnxExport } from '@layerquant/export';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { loadDecoderModel } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
@@ -15,7 +16,8 @@ export const evalCommand: Command = {
     'layerquant eval <model-dir-or-quantized-dir> --text <file> | --dataset brown-test [options] [--json]',
     '',
     'Tokenizes the whole text once (no BOS) and runs the decoder with onnxruntime, one session for all windows.',
-    'A quantized directory written by `layerquant quantize` is dequantized on load.',
+    'A quantized directory written by `layerquant quantize` is dequantized on load; an ONNX export (`layerquant',
+    'export`, `quantize --format onnx`) is evaluated as shipped: its own file, packed weights stay packed.',
     '',
     'Options:',
     `  --dataset <name>       built-in text: ${Object.keys(datasets).join(', ')}`,
@@ -58,15 +60,19 @@ export const evalCommand: Command = {
     const config = await loadDecoderConfig(modelDir);
     const text = await readEvaluationText(textPath);
     const tokenizer = await loadTokenizer(modelDir);
-    const weights = await openModelWeights(modelDir);
-    const quantized = 'isQuantized' in weights;
+    // An ONNX export is evaluated as shipped: its own file, packed weights stay packed.
+    const onnx = isOnnxExportDir(modelDir);
+    const weights = onnx ? undefined : await openModelWeights(modelDir);
+    const quantized = onnx || (weights !== undefined && 'isQuantized' in weights);
     const model = await (async () => {
+      if (!weights) return openOnnxExport(modelDir, threads === undefined ? {} : { threads });
       try {
         return await loadDecoderModel(weights, config, threads === undefined ? {} : { threads });
       } finally {
         await weights.close();
       }
     })();
+    const onnxFile = 'file' in model ? model.file : undefined;
     try {
       const ids = tokenizer.encode(text);
       const progress = createProgress('perplexity', !values.json && Boolean(process.stderr.isTTY));
@@ -89,13 +95,14 @@ export const evalCommand: Command = {
           seqlen: result.seqlen,
           stride: result.stride,
           quantized,
+          ...(onnxFile ? { onnx: onnxFile } : {}),
           model: modelDir,
           text: textPath,
         })}\n`);
         return;
       }
       const rows: Array<[string, string]> = [
-        ['model', `${modelDir}${quantized ? ' (quantized, dequantized on load)' : ''}`],
+        ['model', `${modelDir}${onnxFile ? ` (ONNX export ${onnxFile}, packed weights)` : quantized ? ' (quantized, dequantized on load)' : ''}`],
         ['text', `${textPath} (${ids.length.toLocaleString('en-US')} tokens${maxTokens !== undefined && maxTokens < ids.length ? `, first ${maxTokens} used` : ''})`],
         ['protocol', protocol === 'windows' ? `non-overlapping windows of ${seqlen}` : `sliding window, max_length ${seqlen}, stride ${stride}`],
         ['windows', String(result.windows)],

@@ -1,13 +1,17 @@
 import { InvalidOptionError, configName, matrixKey, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { brownCalibPath } from '@layerquant/fixtures';
+import { rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { createHqqQuantizer, FORK_SOLVER_OPTIONS, rtnQuantizer } from '@layerquant/quantizers';
 import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
+import { exportOnnx } from '@layerquant/export';
+import { temporaryPath } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import { allocateMethod, checkBudget, extraMemoryPercent, uniformBaseline } from '../experiment/allocate-method.js';
 import { parseMethods, tablesNeeded, type MethodSpec } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
+import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, exportRows, exportSummary, parseExportOptions } from './export.js';
 import { createProgress, formatSeconds } from '../progress.js';
 
 const METHODS = ['rtn', 'hqq'] as const;
@@ -67,6 +71,10 @@ export const quantizeCommand: Command = {
     '  --calib <file>       calibration text for activation sensitivity (default: built-in brown-calib)',
     '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
     '  --json               one JSON object: bpp, bytes, sqErr, seconds, ...',
+    '',
+    'With --format onnx the quantized model is written as an ONNX directory transformers.js loads (see',
+    '`layerquant export --help`) instead of a quantized checkpoint:',
+    ...EXPORT_OPTION_HELP,
   ].join('\n'),
   async run({ argv, stdout }) {
     const { values, positionals } = parseCommandArgs(argv, {
@@ -85,10 +93,27 @@ export const quantizeCommand: Command = {
       stats: { type: 'string' },
       calib: { type: 'string' },
       blocks: { type: 'string' },
+      ...EXPORT_OPTION_SPEC,
     });
     const modelDir = requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>');
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
-    const outDir = requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64');
+    const target = requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64');
+    const onnx = parseExportOptions(values);
+    if (onnx.format === 'onnx') {
+      // Quantize into a temporary checkpoint beside --out, export it there, and print both reports as one.
+      const checkpointDir = temporaryPath(target);
+      let printed = '';
+      try {
+        await quantizeCommand.run({ argv: withoutExportOptions(argv, checkpointDir), stdout: (text) => (printed += text), stderr: () => undefined });
+        const report = await exportOnnx({ modelDir: checkpointDir, outDir: target, ...onnx.options });
+        if (values.json) stdout(`${JSON.stringify({ ...(JSON.parse(printed) as Record<string, unknown>), out: report.outDir, export: exportSummary(report) })}\n`);
+        else stdout(`${printed.replace(checkpointDir, report.outDir)}${exportRows(report).map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+      } finally {
+        await rm(checkpointDir, { recursive: true, force: true });
+      }
+      return;
+    }
+    const outDir = target;
     const method = stringOption(values, 'method') ?? 'hqq';
     const budgetText = stringOption(values, 'budget');
     if (budgetText !== undefined || (ALLOCATION_METHODS as readonly string[]).includes(method)) {
@@ -247,4 +272,19 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
     ['time', `${formatSeconds(report.seconds)} (${formatSeconds(report.quantizeSeconds)} quantizing)`],
   ];
   stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+}
+
+/** The argv of the checkpoint step of `quantize --format onnx`: the ONNX options dropped, --out replaced. */
+function withoutExportOptions(argv: readonly string[], checkpointDir: string): string[] {
+  const result: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const name = arg.startsWith('--') ? arg.slice(2).split('=')[0]! : '';
+    if (name in EXPORT_OPTION_SPEC || name === 'out') {
+      if (!arg.includes('=')) i++;
+      continue;
+    }
+    result.push(arg);
+  }
+  return [...result, '--out', checkpointDir];
 }

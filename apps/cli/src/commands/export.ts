@@ -1,0 +1,103 @@
+import { InvalidOptionError } from '@layerquant/core';
+import { DEFAULT_ACCURACY_LEVEL, exportOnnx, type ExportReport, type OnnxExportOptions } from '@layerquant/export';
+import { parseCommandArgs, requireString, stringOption } from '../args.js';
+import type { Command } from '../command.js';
+import { formatSeconds } from '../progress.js';
+
+/** The options `export` and `quantize --format onnx` share. */
+export const EXPORT_OPTION_SPEC = {
+  format: { type: 'string' },
+  'scale-dtype': { type: 'string' },
+  'embedding-dtype': { type: 'string' },
+  'accuracy-level': { type: 'string' },
+  activations: { type: 'string' },
+} as const;
+
+export const EXPORT_OPTION_HELP = [
+  '  --format onnx           write an ONNX directory transformers.js and onnxruntime load (onnx/model_q4.onnx)',
+  '  --accuracy-level 0|4    MatMulNBits: 4 quantizes activations to int8 inside the kernel (default, faster on CPU);',
+  '                          0 keeps them in float (exact against the dequantized model)',
+  '  --scale-dtype f32|f16   MatMulNBits scales (default: the activation type)',
+  '  --embedding-dtype f32|f16  embed_tokens and lm_head storage (default: the activation type)',
+  '  --activations f32|f16   f16 writes onnx/model_q4f16.onnx: fp16 activations and KV cache, for WebGPU',
+];
+
+type Values = ReturnType<typeof parseCommandArgs>['values'];
+
+function floatType(values: Values, option: string): 'float32' | 'float16' | undefined {
+  const text = stringOption(values, option);
+  if (text === undefined) return undefined;
+  if (text === 'f32' || text === 'fp32' || text === 'float32') return 'float32';
+  if (text === 'f16' || text === 'fp16' || text === 'float16') return 'float16';
+  throw new InvalidOptionError(`--${option}`, `"${text}" must be f32 or f16`);
+}
+
+/** Reads --format (undefined when absent) and the ONNX options; errors name the flag. */
+export function parseExportOptions(values: Values): { format: 'onnx' | undefined; options: OnnxExportOptions } {
+  const format = stringOption(values, 'format');
+  if (format !== undefined && format !== 'onnx') throw new InvalidOptionError('--format', `"${format}" is not a format; use onnx`);
+  const levelText = stringOption(values, 'accuracy-level');
+  if (levelText !== undefined && levelText !== '0' && levelText !== '4') throw new InvalidOptionError('--accuracy-level', `"${levelText}" must be 0 or 4`);
+  const activations = floatType(values, 'activations');
+  const scaleType = floatType(values, 'scale-dtype');
+  const embeddingType = floatType(values, 'embedding-dtype');
+  const options: OnnxExportOptions = {
+    accuracyLevel: levelText === undefined ? DEFAULT_ACCURACY_LEVEL : levelText === '0' ? 0 : 4,
+    ...(activations ? { activations } : {}),
+    ...(scaleType ? { scaleType } : {}),
+    ...(embeddingType ? { embeddingType } : {}),
+  };
+  if (format === undefined && (levelText ?? activations ?? scaleType ?? embeddingType) !== undefined) {
+    throw new InvalidOptionError('--format', 'the ONNX options need --format onnx');
+  }
+  return { format: format as 'onnx' | undefined, options };
+}
+
+/** The export as one JSON-safe object (no per-matrix list). */
+export function exportSummary(report: ExportReport): Record<string, unknown> {
+  const { matrices, ...rest } = report;
+  return { ...rest, matrices: matrices.length };
+}
+
+export function exportRows(report: ExportReport): Array<[string, string]> {
+  return [
+    ['onnx', `${report.outDir}/${report.file} (dtype ${report.dtype}; ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB${report.externalDataBytes ? ` + ${(report.externalDataBytes / 2 ** 20).toFixed(2)} MiB external data` : ''})`],
+    ['linear', `${(report.linearBytes / 2 ** 20).toFixed(2)} MiB, ${report.linearBitsPerWeight.toFixed(4)} bits/weight as stored (MatMulNBits, accuracy level ${report.accuracyLevel}, ${report.activations} activations, ${report.scaleType} scales)`],
+    ...report.notes.map((note): [string, string] => ['note', note]),
+    ['export time', formatSeconds(report.seconds)],
+  ];
+}
+
+export const exportCommand: Command = {
+  name: 'export',
+  summary: 'write a quantized model as files transformers.js and onnxruntime load (ONNX, MatMulNBits)',
+  usage: [
+    'layerquant export <quantized-dir> --format onnx --out <dir> [options] [--json]',
+    '',
+    'Writes <dir>/onnx/model_q4.onnx (a decoder with a KV cache; every quantized matrix one com.microsoft',
+    'MatMulNBits node, block = group; 3-bit codes stored as 4-bit; HQQ\'s fractional zero exact through a per-group',
+    'correction), config.json with transformers.js_config, generation_config.json, tokenizer files and',
+    'quantization.json. `AutoModelForCausalLM.from_pretrained(dir, { dtype: \'q4\' })` loads it. A plain checkpoint',
+    'is exported in float (onnx/model.onnx). Strided groups (--axis 0) cannot be exported.',
+    '',
+    'Options:',
+    '  --out <dir>             output directory (required)',
+    ...EXPORT_OPTION_HELP,
+    '  --json                  one JSON object: file, bytes, bits per weight, notes',
+  ].join('\n'),
+  async run({ argv, stdout }) {
+    const { values, positionals } = parseCommandArgs(argv, { out: { type: 'string' }, ...EXPORT_OPTION_SPEC });
+    const modelDir = requireString(positionals[0], 'quantized-dir', 'layerquant export <quantized-dir> --format onnx --out <dir>');
+    if (positionals.length > 1) throw new InvalidOptionError('quantized-dir', `one directory expected, got ${positionals.length}`);
+    const outDir = requireString(stringOption(values, 'out'), '--out', 'where to write the ONNX directory, e.g. --out ./model-onnx');
+    const { format, options } = parseExportOptions(values);
+    if (format === undefined) throw new InvalidOptionError('--format', 'give the format to write: --format onnx');
+    const report = await exportOnnx({ modelDir, outDir, ...options });
+    if (values.json) {
+      stdout(`${JSON.stringify(exportSummary(report))}\n`);
+      return;
+    }
+    const rows: Array<[string, string]> = [['model', report.modelDir], ...exportRows(report)];
+    stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+  },
+};

@@ -1,0 +1,58 @@
+import { InvalidOptionError } from '@layerquant/core';
+import { openKvDecoder } from '@layerquant/export';
+import { greedyDecode } from '@layerquant/runtime';
+import { loadTokenizer } from '@layerquant/tensor-io';
+import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
+import type { Command } from '../command.js';
+import { formatSeconds } from '../progress.js';
+
+const SOURCES = {
+  onnx: 'ONNX export, run as shipped',
+  quantized: 'quantized checkpoint, packed weights in MatMulNBits',
+  float: 'float checkpoint',
+} as const;
+
+export const generateCommand: Command = {
+  name: 'generate',
+  summary: 'greedy-decode a prompt with the KV cache, to read what a (quantized) model writes',
+  usage: [
+    'layerquant generate <model-dir | quantized-dir | onnx-dir> --prompt "..." [--max-new-tokens 32] [--json]',
+    '',
+    'Runs the decoder graph with a KV cache: an ONNX export runs its own file; a quantized checkpoint runs the graph',
+    '`layerquant export` writes (MatMulNBits, accuracy level 0); a plain checkpoint runs in float. Greedy: the',
+    'most likely token every step, stopping at the end-of-sequence token or after --max-new-tokens.',
+    '',
+    'Options:',
+    '  --prompt <text>         the text to continue (required)',
+    '  --max-new-tokens <n>    tokens to generate (default 32)',
+    '  --threads <n>           onnxruntime intra-op threads (default: one per core)',
+    '  --json                  one JSON object: prompt, text, ids, seconds, tokens per second',
+  ].join('\n'),
+  async run({ argv, stdout }) {
+    const { values, positionals } = parseCommandArgs(argv, { prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, threads: { type: 'string' } });
+    const dir = requireString(positionals[0], 'model-dir', 'layerquant generate <model-dir> --prompt "Once upon a time"');
+    if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
+    const prompt = requireString(stringOption(values, 'prompt'), '--prompt', 'the text to continue, e.g. --prompt "The jury said"');
+    const maxNewTokens = parseIntegerOption(stringOption(values, 'max-new-tokens'), '--max-new-tokens', 32, 1);
+    const threadsText = stringOption(values, 'threads');
+    const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
+    const tokenizer = await loadTokenizer(dir);
+    const ids = tokenizer.encode(prompt);
+    if (ids.length === 0) throw new InvalidOptionError('--prompt', 'encodes to no tokens; give some text');
+    const { decoder, source } = await openKvDecoder(dir, { accuracyLevel: 0, ...(threads === undefined ? {} : { threads }) });
+    try {
+      const eos = decoder.config.eosTokenId;
+      const started = performance.now();
+      const generated = await greedyDecode(decoder, ids, { maxNewTokens, ...(eos === undefined ? {} : { eosTokenIds: [eos] }) });
+      const seconds = (performance.now() - started) / 1000;
+      const text = tokenizer.decode(generated);
+      if (values.json) {
+        stdout(`${JSON.stringify({ model: dir, source, prompt, promptIds: ids, ids: generated, text, seconds, tokensPerSecond: generated.length / seconds })}\n`);
+        return;
+      }
+      stdout(`${prompt}${text}\n\n(${SOURCES[source]}; ${generated.length} tokens in ${formatSeconds(seconds)}, ${(generated.length / seconds).toFixed(1)} tokens/s)\n`);
+    } finally {
+      await decoder.dispose();
+    }
+  },
+};

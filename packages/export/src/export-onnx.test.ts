@@ -1,0 +1,110 @@
+import { matrixKey, quantConfig, type QuantConfig } from '@layerquant/core';
+import { hqqQuantizer } from '@layerquant/quantizers';
+import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
+import { loadDecoderWeights, referenceForward } from '@layerquant/runtime';
+import { relativeError, tinyConfig } from '@layerquant/runtime/testing';
+import { loadDecoderConfig } from '@layerquant/tensor-io';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { writeModelDirectory } from './__fixtures__/model-directory.js';
+import { exportOnnx } from './export-onnx.js';
+import { UnsupportedExportError } from './matmul-nbits.js';
+import { openOnnxExport, summarizeOnnxExport } from './onnx-model-dir.js';
+
+const root = mkdtempSync(join(tmpdir(), 'layerquant-export-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+// hidden 32, ffn 48: group 16 is the smallest MatMulNBits block; every width, rounded and fractional zeros.
+const MODELS = {
+  llama: tinyConfig(),
+  qwen2: tinyConfig({ modelType: 'qwen2', architecture: 'Qwen2ForCausalLM', numKeyValueHeads: 1 }),
+  mistral: tinyConfig({ modelType: 'mistral', architecture: 'MistralForCausalLM', numKeyValueHeads: 4, ropeTheta: 1e6 }),
+  tied: tinyConfig({ tieWordEmbeddings: true, numLayers: 3 }),
+};
+const CONFIGS: readonly QuantConfig[] = [quantConfig(2, 16), quantConfig(3, 16), quantConfig(4, 16), quantConfig(8, 16), quantConfig(4, 16, { roundZero: true }), quantConfig(3, 16, { roundZero: true })];
+const IDS = [3, 17, 42, 5, 63, 1, 11, 29];
+
+async function quantizedTinyModel(family: keyof typeof MODELS, configFor: (index: number) => QuantConfig | null): Promise<string> {
+  const modelDir = join(root, `${family}-model`);
+  const quantizedDir = join(root, `${family}-quantized-${Math.random().toString(36).slice(2)}`);
+  if (!existsSync(modelDir)) await writeModelDirectory(modelDir, MODELS[family], 5);
+  let index = 0;
+  await quantizeModel({ modelDir, outDir: quantizedDir, quantizer: hqqQuantizer, configFor: () => configFor(index++) });
+  return quantizedDir;
+}
+
+describe('exportOnnx on tiny random models', () => {
+  for (const family of Object.keys(MODELS) as (keyof typeof MODELS)[]) {
+    it(`${family}: the exported file equals the float64 forward of the dequantized weights, with and without the cache`, async () => {
+      // one matrix in float, the others cycling through 2/3/4/8 bits with fractional and rounded zeros
+      const quantizedDir = await quantizedTinyModel(family, (i) => (i === 1 ? null : CONFIGS[i % CONFIGS.length]!));
+      const outDir = join(root, `${family}-onnx`);
+      const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0 });
+      expect(report.file).toBe('onnx/model_q4.onnx');
+      expect(readdirSync(outDir).sort()).toEqual(['config.json', 'generation_config.json', 'onnx', 'quantization.json']);
+      const config = await loadDecoderConfig(quantizedDir);
+      const weights = await openModelWeights(quantizedDir);
+      const dequantized = await loadDecoderWeights(weights, config);
+      await weights.close();
+      const expected = referenceForward(dequantized, IDS);
+      const model = await openOnnxExport(outDir, { threads: 1 });
+      expect(relativeError(await model.logits({ ids: IDS }), expected)).toBeLessThan(1e-5);
+      const v = config.vocabSize;
+      model.decoder.reset();
+      await model.decoder.forward(IDS.slice(0, 6));
+      const last = await model.decoder.forward(IDS.slice(6));
+      expect(relativeError(last, expected.slice(6 * v))).toBeLessThan(1e-5);
+      await model.dispose();
+
+      const summary = await summarizeOnnxExport(outDir);
+      expect(summary.linearMatrices).toBe(7 * config.numLayers);
+      expect(summary.summary.nodes.filter((n) => n.opType === 'MatMulNBits')).toHaveLength(7 * config.numLayers - 1);
+      // 3-bit matrices are stored as 4-bit codes, and the report says so
+      expect(report.matrices.filter((m) => m.config?.startsWith('b3')).every((m) => m.storedBits === 4)).toBe(true);
+      expect(report.notes.some((n) => n.startsWith('b3g16 codes are stored as 4-bit'))).toBe(true);
+      const saved = JSON.parse(readFileSync(join(outDir, 'quantization.json'), 'utf8')) as { export: { linearBytes: number }; sqErr: number };
+      expect(saved.export.linearBytes).toBe(report.linearBytes);
+      expect(saved.sqErr).toBeGreaterThan(0);
+    });
+  }
+
+  it('external data: the weights go to model_q4.onnx_data, config.json says so, onnxruntime reads the same logits', async () => {
+    const quantizedDir = await quantizedTinyModel('llama', () => quantConfig(4, 16));
+    const inline = join(root, 'inline');
+    const external = join(root, 'external');
+    const whole = await exportOnnx({ modelDir: quantizedDir, outDir: inline, accuracyLevel: 0 });
+    const report = await exportOnnx({ modelDir: quantizedDir, outDir: external, accuracyLevel: 0, externalDataThreshold: 0 });
+    // tensors of 1 KiB and more move out: here the embeddings and lm_head
+    expect(report.externalDataBytes).toBeGreaterThanOrEqual(2 * 64 * 32 * 4);
+    expect(report.fileBytes + report.externalDataBytes).toBeLessThan(whole.fileBytes + 4096);
+    expect(existsSync(join(external, 'onnx', 'model_q4.onnx_data'))).toBe(true);
+    const config = JSON.parse(readFileSync(join(external, 'config.json'), 'utf8')) as Record<string, { use_external_data_format?: unknown }>;
+    expect(config['transformers.js_config']!.use_external_data_format).toEqual({ 'model_q4.onnx': 1 });
+    const a = await openOnnxExport(inline);
+    const b = await openOnnxExport(external);
+    expect(Array.from(await b.logits({ ids: IDS }))).toEqual(Array.from(await a.logits({ ids: IDS })));
+    await a.dispose();
+    await b.dispose();
+  });
+
+  it('strided groups (axis 0) and blocks MatMulNBits cannot hold are typed errors that name the tensor; nothing is written', async () => {
+    const strided = await quantizedTinyModel('llama', () => quantConfig(4, 16, { axis: 0 }));
+    const out = join(root, 'strided-onnx');
+    const error = await exportOnnx({ modelDir: strided, outDir: out }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UnsupportedExportError);
+    expect((error as Error).message).toMatch(/model\.layers\.0\.self_attn\.q_proj\.weight.*axis 0.*--axis 1/);
+    expect(existsSync(out)).toBe(false);
+    const small = await quantizedTinyModel('llama', () => quantConfig(4, 8));
+    await expect(exportOnnx({ modelDir: small, outDir: out })).rejects.toThrow(/group size 8 cannot be a MatMulNBits block/);
+  });
+
+  it('matrix keys in the report follow the checkpoint', async () => {
+    const quantizedDir = await quantizedTinyModel('qwen2', () => quantConfig(2, 16));
+    const report = await exportOnnx({ modelDir: quantizedDir, outDir: join(root, 'keys') });
+    expect(report.matrices.map((m) => m.name)).toContain(`model.layers.1.mlp.down_proj.weight`);
+    expect(matrixKey(1, 'mlp.down_proj')).toBe('1.mlp.down_proj');
+    expect(report.accuracyLevel).toBe(4);
+  });
+});

@@ -1,0 +1,243 @@
+import { InvalidOptionError, MissingTensorError, configName, matrixOfTensorName, type DecoderConfig } from '@layerquant/core';
+import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type QuantizedCheckpoint } from '@layerquant/quantizers/node';
+import {
+  EMBED_TOKENS,
+  LM_HEAD,
+  buildKvDecoderGraph,
+  checkSupportedConfig,
+  decoderLayout,
+  encodeModel,
+  encodeModelWithExternalData,
+  expectedShapes,
+  type ActivationType,
+  type DecoderLayout,
+  type GraphBuilder,
+  type GraphWeight,
+} from '@layerquant/runtime';
+import { float32ToF16Bits, loadDecoderConfig, writeFileAtomic, writeTextAtomic, type Checkpoint } from '@layerquant/tensor-io';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { temporaryPath } from '@layerquant/tensor-io';
+import { toMatMulNBits, type ScaleType } from './matmul-nbits.js';
+
+export type FloatType = 'float32' | 'float16';
+
+export interface OnnxExportOptions {
+  /** MatMulNBits scales: float32 (default with float32 activations) or float16 (half the scale bytes; error measured in bench). */
+  readonly scaleType?: ScaleType;
+  /** embed_tokens and lm_head storage (default: the activation type). */
+  readonly embeddingType?: FloatType;
+  /** MatMulNBits accuracy_level (default 4: int8 activations inside the kernel; 0: float activations, exact). */
+  readonly accuracyLevel?: 0 | 4;
+  /** Activations and KV cache: float32 (default, `model_q4.onnx`) or float16 (`model_q4f16.onnx`, for WebGPU). */
+  readonly activations?: ActivationType;
+}
+
+/** The accuracy level an export uses unless told otherwise; bench/README.md gives the speed and perplexity figures. */
+export const DEFAULT_ACCURACY_LEVEL = 4;
+
+export interface ExportedMatrix {
+  readonly name: string;
+  readonly shape: readonly [number, number];
+  /** Config of the quantized checkpoint (`b3g64`), or null for a matrix kept in float. */
+  readonly config: string | null;
+  /** MatMulNBits bits (3-bit codes are stored as 4-bit ones). */
+  readonly storedBits: number | null;
+  readonly zeroCorrection: boolean;
+  readonly bytes: number;
+}
+
+/** The graph of a model directory (quantized or float) as the export writes it, before serialization. */
+export interface ExportGraph {
+  readonly config: DecoderConfig;
+  readonly layout: DecoderLayout;
+  readonly graph: GraphBuilder;
+  readonly matrices: readonly ExportedMatrix[];
+  /** Whether any linear matrix is packed (names the file `model_q4*.onnx`; else `model*.onnx`). */
+  readonly quantized: boolean;
+}
+
+function toFloatWeight(data: Float32Array, type: FloatType): GraphWeight {
+  return type === 'float16' ? { format: 'float16', data: float32ToF16Bits(data) } : data;
+}
+
+/**
+ * Builds the KV-cache decoder graph of an opened model: quantized matrices become MatMulNBits weights, matrices kept
+ * in float stay Gemms, everything else float. Used by the export and by `generate` (the same graph either way).
+ */
+export async function buildModelGraph(
+  source: Checkpoint | QuantizedCheckpoint,
+  config: DecoderConfig,
+  options: OnnxExportOptions = {},
+): Promise<ExportGraph> {
+  checkSupportedConfig(config);
+  const activations = options.activations ?? 'float32';
+  const embeddingType = options.embeddingType ?? activations;
+  const scaleType = options.scaleType ?? activations;
+  const layout = decoderLayout(config, source);
+  const weights = new Map<string, GraphWeight>();
+  const matrices: ExportedMatrix[] = [];
+  const isQuantized = (name: string) => 'isQuantized' in source && source.isQuantized(name);
+  for (const [name, shape] of expectedShapes(config, layout)) {
+    if (!source.has(name)) throw new MissingTensorError(name, source.dir, 'the checkpoint does not match its config.json');
+    const linear = matrixOfTensorName(name) !== undefined;
+    if (isQuantized(name)) {
+      const q = await (source as QuantizedCheckpoint).readQuantized(name);
+      const packed = toMatMulNBits(q, { scaleType });
+      weights.set(name, packed.weight);
+      matrices.push({ name, shape: q.shape, config: configName(q.config), storedBits: packed.storedBits, zeroCorrection: packed.zeroCorrection, bytes: packed.bytes });
+      continue;
+    }
+    const tensor = await source.read(name);
+    const type = name === EMBED_TOKENS || name === LM_HEAD ? embeddingType : 'float32';
+    weights.set(name, toFloatWeight(tensor.data, type));
+    if (linear) {
+      matrices.push({ name, shape: [shape[0]!, shape[1]!], config: null, storedBits: null, zeroCorrection: false, bytes: tensor.data.byteLength });
+    }
+  }
+  const graph = buildKvDecoderGraph(config, layout, { weights, activations, accuracyLevel: options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL });
+  return { config, layout, graph, matrices, quantized: matrices.some((m) => m.config !== null) };
+}
+
+/** transformers.js' file name for a dtype: `onnx/model_q4.onnx`, `model_q4f16.onnx`, `model.onnx`, `model_fp16.onnx`. */
+export function onnxFileName(quantized: boolean, activations: ActivationType): { file: string; dtype: string } {
+  if (quantized) return activations === 'float16' ? { file: 'model_q4f16.onnx', dtype: 'q4f16' } : { file: 'model_q4.onnx', dtype: 'q4' };
+  return activations === 'float16' ? { file: 'model_fp16.onnx', dtype: 'fp16' } : { file: 'model.onnx', dtype: 'fp32' };
+}
+
+/** Above this many bytes of initializers the weights go to an external data file (protobuf's 2 GiB limit). */
+export const EXTERNAL_DATA_THRESHOLD = 2 ** 31 - 2 ** 26;
+
+export interface ExportReport {
+  readonly format: 'onnx';
+  readonly modelDir: string;
+  readonly outDir: string;
+  /** Path of the ONNX file relative to outDir (`onnx/model_q4.onnx`) and transformers.js' dtype for it. */
+  readonly file: string;
+  readonly dtype: string;
+  readonly fileBytes: number;
+  /** Bytes of the external data file (0 when the weights are inside the ONNX file). */
+  readonly externalDataBytes: number;
+  readonly activations: ActivationType;
+  readonly accuracyLevel: 0 | 4;
+  readonly scaleType: ScaleType;
+  readonly embeddingType: FloatType;
+  /** Linear weights: count, bytes in the file, bits per weight. */
+  readonly linearParams: number;
+  readonly linearBytes: number;
+  readonly linearBitsPerWeight: number;
+  /** Notes for readers of the report, e.g. that 3-bit codes are stored as 4-bit ones. */
+  readonly notes: readonly string[];
+  readonly matrices: readonly ExportedMatrix[];
+  readonly seconds: number;
+}
+
+export interface ExportOnnxOptions extends OnnxExportOptions {
+  /** A quantized directory (layerquant-quantized-v1) or a plain Hugging Face checkpoint (exported in float). */
+  readonly modelDir: string;
+  readonly outDir: string;
+  /** Initializer bytes above which an external data file is written (default EXTERNAL_DATA_THRESHOLD). */
+  readonly externalDataThreshold?: number;
+}
+
+async function copyAtomic(from: string, to: string): Promise<void> {
+  const tmp = temporaryPath(to);
+  try {
+    await copyFile(from, tmp);
+    await rename(tmp, to);
+  } catch (error) {
+    await rm(tmp, { force: true });
+    throw error;
+  }
+}
+
+/**
+ * Writes a directory that transformers.js' `AutoModelForCausalLM.from_pretrained(dir, { dtype: 'q4' })` loads:
+ * `onnx/model_q4.onnx` (+ `model_q4.onnx_data` above 2 GiB), config.json with `transformers.js_config`, the
+ * loader files of the source, and quantization.json (the source's report plus an `export` section).
+ */
+export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportReport> {
+  const start = performance.now();
+  const modelDir = resolve(options.modelDir);
+  const outDir = resolve(options.outDir);
+  if (modelDir === outDir) throw new InvalidOptionError('--out', `${outDir} is the model directory itself; export to another directory`);
+  const activations = options.activations ?? 'float32';
+  const accuracyLevel = options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL;
+  const scaleType = options.scaleType ?? activations;
+  const embeddingType = options.embeddingType ?? activations;
+  if (activations === 'float16' && scaleType === 'float32') {
+    throw new InvalidOptionError('--scale-dtype', 'float16 activations need float16 scales (MatMulNBits takes scales of the activation type)');
+  }
+  const config = await loadDecoderConfig(modelDir);
+  const rawConfig = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const source = await openModelWeights(modelDir);
+  let built: ExportGraph;
+  try {
+    built = await buildModelGraph(source, config, { activations, accuracyLevel, scaleType, embeddingType });
+  } finally {
+    await source.close();
+  }
+  const { file, dtype } = onnxFileName(built.quantized, activations);
+  const model = built.graph.toModel();
+  const initializerBytes = model.graph.initializers.reduce((sum, t) => sum + t.data.byteLength, 0);
+  const external = initializerBytes > (options.externalDataThreshold ?? EXTERNAL_DATA_THRESHOLD);
+
+  await mkdir(join(outDir, 'onnx'), { recursive: true });
+  const onnxPath = join(outDir, 'onnx', file);
+  const dataFile = `${file}_data`;
+  const dataPath = join(outDir, 'onnx', dataFile);
+  let externalDataBytes = 0;
+  if (external) {
+    const encoded = encodeModelWithExternalData(model, dataFile);
+    await writeFileAtomic(dataPath, async (handle) => {
+      for (const chunk of encoded.data) await handle.write(chunk);
+    });
+    externalDataBytes = encoded.dataBytes;
+    await writeTextAtomic(onnxPath, encoded.model);
+  } else {
+    await writeTextAtomic(onnxPath, encodeModel(model));
+    await rm(dataPath, { force: true });
+  }
+
+  const jsConfig: Record<string, unknown> = { dtype };
+  if (external) jsConfig.use_external_data_format = { [file]: 1 };
+  if (activations === 'float16') jsConfig.kv_cache_dtype = { [dtype]: 'float16' };
+  await writeTextAtomic(join(outDir, 'config.json'), `${JSON.stringify({ ...rawConfig, 'transformers.js_config': jsConfig }, null, 2)}\n`);
+  for (const name of MODEL_LOADER_FILES) {
+    if (name === 'config.json' || !existsSync(join(modelDir, name))) continue;
+    await copyAtomic(join(modelDir, name), join(outDir, name));
+  }
+
+  const linearParams = built.matrices.reduce((sum, m) => sum + m.shape[0] * m.shape[1], 0);
+  const linearBytes = built.matrices.reduce((sum, m) => sum + m.bytes, 0);
+  const notes: string[] = [];
+  const widened = new Map<string, number>();
+  for (const m of built.matrices) if (m.config && m.storedBits !== null && Number(m.config.slice(1, m.config.indexOf('g'))) !== m.storedBits) widened.set(m.config, m.storedBits);
+  for (const [c, bits] of widened) notes.push(`${c} codes are stored as ${bits}-bit MatMulNBits codes (same values; onnxruntime has no kernel for their width), and linearBytes counts those real bytes`);
+  const corrected = built.matrices.filter((m) => m.zeroCorrection).length;
+  if (corrected) notes.push(`${corrected} matrices have fractional HQQ zeros: integer zero points plus a per-group correction (one float per group)`);
+  const report: ExportReport = Object.freeze({
+    format: 'onnx',
+    modelDir,
+    outDir,
+    file: `onnx/${file}`,
+    dtype,
+    fileBytes: (await stat(onnxPath)).size,
+    externalDataBytes,
+    activations,
+    accuracyLevel,
+    scaleType,
+    embeddingType,
+    linearParams,
+    linearBytes,
+    linearBitsPerWeight: (8 * linearBytes) / linearParams,
+    notes: Object.freeze(notes),
+    matrices: Object.freeze(built.matrices),
+    seconds: (performance.now() - start) / 1000,
+  });
+  const sourceReportPath = join(modelDir, QUANTIZATION_REPORT_FILE);
+  const sourceReport = existsSync(sourceReportPath) ? (JSON.parse(await readFile(sourceReportPath, 'utf8')) as Record<string, unknown>) : {};
+  await writeTextAtomic(join(outDir, QUANTIZATION_REPORT_FILE), `${JSON.stringify({ ...sourceReport, export: report }, null, 1)}\n`);
+  return report;
+}

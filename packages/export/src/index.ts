@@ -1,0 +1,24 @@
+export { MATMUL_NBITS_BITS, UnsupportedExportError, packBytesLsb, storedBits, toMatMulNBits, type MatMulNBitsMatrix, type NativeBits, type ScaleType } from './matmul-nbits.js';
+export {
+  DEFAULT_ACCURACY_LEVEL,
+  EXTERNAL_DATA_THRESHOLD,
+  buildModelGraph,
+  exportOnnx,
+  onnxFileName,
+  type ExportGraph,
+  type ExportOnnxOptions,
+  type ExportReport,
+  type ExportedMatrix,
+  type FloatType,
+  type OnnxExportOptions,
+} from './export-onnx.js';
+export {
+  findOnnxModel,
+  isOnnxExportDir,
+  openKvDecoder,
+  openOnnxExport,
+  summarizeOnnxExport,
+  type OnnxExportModel,
+  type OnnxExportSummary,
+} from './onnx-model-dir.js';
+export { readOnnxSummary, type OnnxFileSummary, type OnnxInitializerSummary, type OnnxNodeSummary } from './onnx-reader.js';

@@ -1,0 +1,114 @@
+import { LayerquantError, configName, type QuantizedTensor } from '@layerquant/core';
+import { PACKING, packCodes, roundHalfEven, unpackCodes } from '@layerquant/quantizers';
+import type { MatMulNBitsWeight } from '@layerquant/runtime/graph';
+import { float32ToF16Bits, f16BitsToFloat32 } from '@layerquant/tensor-io';
+
+/** A quantized matrix whose layout the export format cannot hold (strided groups, odd block sizes). */
+export class UnsupportedExportError extends LayerquantError {
+  constructor(readonly tensor: string, message: string) {
+    super('UNSUPPORTED_EXPORT', `tensor "${tensor}": ${message}`);
+  }
+}
+
+/** The bit widths com.microsoft MatMulNBits has kernels for (onnxruntime 1.30, CPU and WebAssembly). */
+export const MATMUL_NBITS_BITS = Object.freeze([2, 4, 8] as const);
+export type NativeBits = (typeof MATMUL_NBITS_BITS)[number];
+
+export type ScaleType = 'float32' | 'float16';
+
+/** The narrowest native width that holds `bits`-bit codes unchanged (3 -> 4, 5 and 6 -> 8). */
+export function storedBits(name: string, bits: number): NativeBits {
+  const native = MATMUL_NBITS_BITS.find((b) => b >= bits);
+  if (native === undefined) throw new UnsupportedExportError(name, `${bits}-bit codes do not fit MatMulNBits (at most 8 bits)`);
+  return native;
+}
+
+/** Packs row-major codes [rows, columns] into bytes, `8 / bits` per byte, least significant bits first, rows padded to whole bytes. */
+export function packBytesLsb(codes: Uint8Array, rows: number, columns: number, bits: NativeBits): Uint8Array {
+  const perByte = 8 / bits;
+  const stride = Math.ceil(columns / perByte);
+  const out = new Uint8Array(rows * stride);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < columns; c++) out[r * stride + Math.floor(c / perByte)]! |= codes[r * columns + c]! << ((c % perByte) * bits);
+  }
+  return out;
+}
+
+export interface MatMulNBitsMatrix {
+  readonly weight: MatMulNBitsWeight;
+  /** The quantizer's bit width, and the width the codes are stored at (larger where MatMulNBits has no kernel). */
+  readonly bits: number;
+  readonly storedBits: NativeBits;
+  /** Whether HQQ's fractional zero needed the per-group correction (false where every zero is an integer in range). */
+  readonly zeroCorrection: boolean;
+  /** Bytes in the file: codes, scales, zero points and correction. */
+  readonly bytes: number;
+}
+
+/**
+ * A layerquant quantized matrix as MatMulNBits inputs, exactly: codes repacked (identical bytes for 2/4/8 bits),
+ * scale = fp32(1/s) per group (what dequantization multiplies by), zero point zp = clamp(round(z)) and, where z is
+ * fractional, the correction (z - zp) * scale per group so that (code - zp) * scale - correction = (code - z) * scale.
+ * With `scaleType: 'float16'` the scales are rounded to half precision and the correction (float32) uses the rounded scale.
+ */
+export function toMatMulNBits(q: QuantizedTensor, options: { readonly scaleType?: ScaleType } = {}): MatMulNBitsMatrix {
+  const { name, shape, config } = q;
+  const [n, k] = shape;
+  const block = config.groupSize;
+  if (config.axis !== 1) {
+    throw new UnsupportedExportError(
+      name,
+      `is quantized with strided groups (axis 0, ${configName(config)}); MatMulNBits blocks run along the input dimension, so quantize it again with --axis 1`,
+    );
+  }
+  if (block < 16 || (block & (block - 1)) !== 0 || k % block !== 0) {
+    throw new UnsupportedExportError(name, `group size ${block} cannot be a MatMulNBits block (a power of two >= 16 that divides the row length ${k}); quantize it with group 32, 64 or 128`);
+  }
+  if (q.packing !== PACKING) throw new UnsupportedExportError(name, `packing "${q.packing}" is not "${PACKING}"`);
+  const bits = storedBits(name, config.bits);
+  const blocks = k / block;
+  const sameLayout = bits === config.bits && (k * bits) % 32 === 0;
+  const codes = sameLayout
+    ? new Uint8Array(q.packed.buffer, q.packed.byteOffset, q.packed.byteLength)
+    : (() => {
+        const repacked = packCodes(unpackCodes(q.packed, n, k, config.bits), n, k, bits);
+        return new Uint8Array(repacked.buffer, repacked.byteOffset, (n * k * bits) / 8);
+      })();
+  if (codes.byteLength !== (n * k * bits) / 8) throw new UnsupportedExportError(name, `${codes.byteLength} bytes of codes for [${n}, ${k}] at ${bits} bits`);
+
+  const groups = n * blocks;
+  let scale32: Float32Array = new Float32Array(groups);
+  for (let i = 0; i < groups; i++) scale32[i] = Math.fround(1 / q.scale[i]!);
+  let scales: Float32Array | Uint16Array = scale32;
+  if (options.scaleType === 'float16') {
+    scales = float32ToF16Bits(scale32);
+    scale32 = f16BitsToFloat32(scales);
+  }
+  const maxCode = 2 ** bits - 1;
+  const zp = new Uint8Array(groups);
+  const correction = new Float32Array(groups);
+  let fractional = false;
+  for (let r = 0; r < n; r++) {
+    for (let b = 0; b < blocks; b++) {
+      const i = r * blocks + b;
+      const z = q.zero[i]!;
+      const point = Math.min(maxCode, Math.max(0, roundHalfEven(z)));
+      zp[i] = point;
+      if (z !== point) fractional = true;
+      correction[b * n + r] = (z - point) * scale32[i]!;
+    }
+  }
+  const zeroPoints = packBytesLsb(zp, n, blocks, bits);
+  const weight: MatMulNBitsWeight = {
+    format: 'matmul-nbits',
+    bits,
+    blockSize: block,
+    shape,
+    codes,
+    scales,
+    zeroPoints,
+    ...(fractional ? { correction } : {}),
+  };
+  const bytes = codes.byteLength + scales.byteLength + zeroPoints.byteLength + (fractional ? correction.byteLength : 0);
+  return Object.freeze({ weight, bits: config.bits, storedBits: bits, zeroCorrection: fractional, bytes });
+}

@@ -1,0 +1,156 @@
+import { InvalidOptionError, MissingFileError, type DecoderConfig } from '@layerquant/core';
+import { openModelWeights } from '@layerquant/quantizers/node';
+import { createKvDecoder, type KvDecoder, type RuntimeOptions, type TokenBatch } from '@layerquant/runtime';
+import { loadDecoderConfig } from '@layerquant/tensor-io';
+import { existsSync, readdirSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { buildModelGraph, type OnnxExportOptions } from './export-onnx.js';
+import { readOnnxSummary, type OnnxFileSummary } from './onnx-reader.js';
+
+/** Whether a directory is an ONNX export (an `onnx/` folder with a model*.onnx file). */
+export function isOnnxExportDir(dir: string): boolean {
+  const folder = join(dir, 'onnx');
+  return existsSync(folder) && readdirSync(folder).some((f) => /^model.*\.onnx$/.test(f));
+}
+
+/**
+ * The ONNX file of an export directory: `file` if given, else the one config.json's `transformers.js_config.dtype`
+ * names, else the only model*.onnx in `onnx/`.
+ */
+export async function findOnnxModel(dir: string, file?: string): Promise<string> {
+  const folder = join(resolve(dir), 'onnx');
+  if (!existsSync(folder)) throw new MissingFileError(folder, 'not found; export the model with `layerquant export <dir> --format onnx --out <dir>`');
+  const files = readdirSync(folder).filter((f) => /^model.*\.onnx$/.test(f)).sort();
+  if (file !== undefined) {
+    if (!files.includes(file)) throw new MissingFileError(join(folder, file), `not found; the export holds ${files.join(', ') || 'no ONNX file'}`);
+    return join(folder, file);
+  }
+  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as { 'transformers.js_config'?: { dtype?: string } };
+  const dtype = config['transformers.js_config']?.dtype;
+  const suffix = dtype === undefined || dtype === 'fp32' ? '' : `_${dtype}`;
+  const preferred = `model${suffix}.onnx`;
+  if (files.includes(preferred)) return join(folder, preferred);
+  if (files.length === 1) return join(folder, files[0]!);
+  throw new InvalidOptionError('--file', `${folder} holds ${files.join(', ')}; pick one with --file`);
+}
+
+/** An exported ONNX file opened for evaluation: per-token NLL (perplexity's NllModel) and the KV decoder. */
+export interface OnnxExportModel {
+  readonly config: DecoderConfig;
+  readonly file: string;
+  readonly decoder: KvDecoder;
+  /** Logits [T, vocab] of one sequence (empty cache, one pass). */
+  logits(input: TokenBatch): Promise<Float32Array>;
+  /** -log p(targets[t] | ids[0..t]) per position, from the file's logits, in float64 sums. */
+  tokenNll(input: TokenBatch, targets: ArrayLike<number>): Promise<Float32Array>;
+  dispose(): Promise<void>;
+}
+
+/** Opens the ONNX file of an export directory with onnxruntime-node (the packed weights stay packed). */
+export async function openOnnxExport(dir: string, options: RuntimeOptions & { readonly file?: string } = {}): Promise<OnnxExportModel> {
+  const config = await loadDecoderConfig(dir);
+  const file = await findOnnxModel(dir, options.file);
+  const decoder = await createKvDecoder(file, config, options.threads ? { threads: options.threads } : {});
+  const logits = async (input: TokenBatch) => {
+    if ((input.batch ?? 1) !== 1) throw new InvalidOptionError('batch', 'the exported model is evaluated one sequence at a time');
+    decoder.reset();
+    const out = await decoder.forward(Array.from(input.ids));
+    decoder.reset();
+    return out;
+  };
+  return {
+    config,
+    file,
+    decoder,
+    logits,
+    async tokenNll(input, targets) {
+      if (targets.length !== input.ids.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${input.ids.length} token ids`);
+      const values = await logits(input);
+      const vocab = config.vocabSize;
+      const out = new Float32Array(input.ids.length);
+      for (let t = 0; t < out.length; t++) {
+        let max = -Infinity;
+        for (let j = 0; j < vocab; j++) max = Math.max(max, values[t * vocab + j]!);
+        let sum = 0;
+        for (let j = 0; j < vocab; j++) sum += Math.exp(values[t * vocab + j]! - max);
+        out[t] = max + Math.log(sum) - values[t * vocab + targets[t]!]!;
+      }
+      return out;
+    },
+    dispose: () => decoder.dispose(),
+  };
+}
+
+/**
+ * A KV decoder for any model directory: an ONNX export runs its file; a quantized checkpoint runs the graph the
+ * export would write (MatMulNBits, packed weights); a plain checkpoint runs the float graph.
+ */
+export async function openKvDecoder(dir: string, options: RuntimeOptions & OnnxExportOptions = {}): Promise<{ decoder: KvDecoder; source: 'onnx' | 'quantized' | 'float'; file?: string }> {
+  if (isOnnxExportDir(dir)) {
+    const model = await openOnnxExport(dir, options);
+    return { decoder: model.decoder, source: 'onnx', file: model.file };
+  }
+  const config = await loadDecoderConfig(dir);
+  const weights = await openModelWeights(dir);
+  try {
+    const built = await buildModelGraph(weights, config, options);
+    const decoder = await createKvDecoder(built.graph.encode(), config, options.threads ? { threads: options.threads } : {});
+    return { decoder, source: built.quantized ? 'quantized' : 'float' };
+  } finally {
+    await weights.close();
+  }
+}
+
+/** What `layerquant inspect` reports about an ONNX export. */
+export interface OnnxExportSummary {
+  readonly file: string;
+  readonly fileBytes: number;
+  readonly externalDataBytes: number;
+  readonly summary: OnnxFileSummary;
+  /** MatMulNBits nodes by `b{bits}g{block}` (stored widths). */
+  readonly matMulNBits: Readonly<Record<string, number>>;
+  /** Linear weights (MatMulNBits K*N plus float linear matrices). */
+  readonly linearParams: number;
+  readonly linearMatrices: number;
+  /** Bytes of the linear weights' initializers (codes, scales, zero points, corrections; float matrices). */
+  readonly linearBytes: number;
+}
+
+const LINEAR_NAME = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight/;
+
+export async function summarizeOnnxExport(dir: string, file?: string): Promise<OnnxExportSummary> {
+  const path = await findOnnxModel(dir, file);
+  const bytes = new Uint8Array(await readFile(path));
+  const summary = readOnnxSummary(bytes);
+  const dataPath = `${path}_data`;
+  const matMulNBits: Record<string, number> = {};
+  let linearParams = 0;
+  let linearMatrices = 0;
+  for (const node of summary.nodes) {
+    if (node.opType !== 'MatMulNBits') continue;
+    const key = `b${node.ints.bits}g${node.ints.block_size}`;
+    matMulNBits[key] = (matMulNBits[key] ?? 0) + 1;
+    linearParams += node.ints.K! * node.ints.N!;
+    linearMatrices++;
+  }
+  let linearBytes = 0;
+  for (const init of summary.initializers) {
+    if (!LINEAR_NAME.test(init.name)) continue;
+    linearBytes += init.bytes;
+    if (/\.weight$/.test(init.name) && init.dims.length === 2) {
+      linearParams += init.dims[0]! * init.dims[1]!;
+      linearMatrices++;
+    }
+  }
+  return {
+    file: path,
+    fileBytes: bytes.byteLength,
+    externalDataBytes: existsSync(dataPath) ? (await stat(dataPath)).size : 0,
+    summary,
+    matMulNBits,
+    linearParams,
+    linearMatrices,
+    linearBytes,
+  };
+}
