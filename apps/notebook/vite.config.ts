@@ -17,7 +17,8 @@ const STUB = '\0layerquant-node-only:';
 const NODE_ONLY_PACKAGES = new RegExp(
   [
     String.raw`/packages/(?:tensor-io|runtime|sensitivity|perplexity)/src/index\.ts`,
-    String.raw`/packages/runtime/src/(?:session|decoder-model|decoder-blocks|testing|test-models)\.ts`,
+    String.raw`/packages/runtime/src/(?:session|decoder-model|decoder-blocks|kv-decoder|testing|test-models)\.ts`,
+    String.raw`/packages/export/src/`,
     String.raw`/packages/tensor-io/src/(?:checkpoint|config|tokenizer|inspect|atomic|output-dir|safetensors)\.ts`,
     String.raw`/packages/perplexity/src/text-file\.ts`,
     String.raw`/packages/sensitivity/src/(?:model-statistics|stats-directory|activation-sensitivity|metrics)\.ts`,

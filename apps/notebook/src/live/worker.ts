@@ -2,14 +2,14 @@
 import { LayerquantError, matrixOfTensorName, type QuantConfig } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity/browser';
 import { createHqqQuantizer, squaredError } from '@layerquant/quantizers';
-import { decoderLayout, expectedShapes, loadDecoderWeights, withOverrides, type DecoderWeights } from '@layerquant/runtime/graph';
+import { decoderLayout, expectedShapes, greedyDecode, loadDecoderWeights, withOverrides, type DecoderWeights } from '@layerquant/runtime/graph';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
 import { openBrowserCheckpoint, type BrowserCheckpoint } from './browser-checkpoint.js';
 import { openModelFiles } from './model-files.js';
 import { memoryFit } from './memory-fit.js';
 import type { OpenResult, Progress, WorkerMessage, WorkerRequest } from './protocol.js';
 import { createPageTokenizer, type PageTokenizer } from './tokenizer.js';
-import { createWebDecoder, greedyDecode, type WebDecoder } from './web-decoder.js';
+import { createWebDecoder, createWebKvDecoder, type WebDecoder } from './web-decoder.js';
 
 // The model worker: it holds one model (weights, the float and the quantized onnxruntime-web sessions, the
 // tokenizer) and does everything heavy, so the page stays responsive. One worker per model source.
@@ -25,11 +25,49 @@ interface State {
   tokenizer?: PageTokenizer;
   ids?: Promise<number[]>;
   floatWeights?: DecoderWeights;
-  float?: WebDecoder;
-  quantized?: WebDecoder;
+  quantizedWeights?: DecoderWeights;
+  sessions: SessionCache;
   fits: boolean;
 }
 let state: State | undefined;
+
+type Which = 'float' | 'quantized';
+type NllDecoder = WebDecoder;
+type KvSession = Awaited<ReturnType<typeof createWebKvDecoder>>;
+
+/**
+ * At most two onnxruntime-web sessions live at a time (each holds every weight in float32): the perplexity graph
+ * (per-token NLL) and the KV-cache graph of the float and the quantized model are built when asked, and the least
+ * recently used one is released first.
+ */
+class SessionCache {
+  private readonly live = new Map<string, Promise<NllDecoder | KvSession>>();
+  private static readonly CAPACITY = 2;
+  async get<T extends NllDecoder | KvSession>(key: string, build: () => Promise<T>): Promise<T> {
+    const found = this.live.get(key);
+    if (found) {
+      this.live.delete(key);
+      this.live.set(key, found);
+      return found as Promise<T>;
+    }
+    while (this.live.size >= SessionCache.CAPACITY) {
+      const [oldest, session] = this.live.entries().next().value as [string, Promise<NllDecoder | KvSession>];
+      this.live.delete(oldest);
+      await (await session).release();
+    }
+    const created = build();
+    this.live.set(key, created);
+    created.catch(() => this.live.delete(key));
+    return created;
+  }
+  async drop(prefix: string): Promise<void> {
+    for (const [key, session] of [...this.live]) {
+      if (!key.startsWith(prefix)) continue;
+      this.live.delete(key);
+      await (await session).release();
+    }
+  }
+}
 
 class WorkerStateError extends LayerquantError {
   constructor(message: string) {
@@ -72,17 +110,26 @@ async function floatWeights(s: State, progress: (p: Progress) => void): Promise<
   return s.floatWeights;
 }
 
-async function model(s: State, which: 'float' | 'quantized', progress: (p: Progress) => void): Promise<WebDecoder> {
-  if (which === 'quantized') {
-    if (!s.quantized) throw new WorkerStateError('nothing is quantized yet; quantize the model first');
-    return s.quantized;
-  }
-  if (!s.float) {
-    const weights = await floatWeights(s, progress);
-    progress({ done: 0, total: 1, label: 'building the onnxruntime-web session' });
-    s.float = await createWebDecoder(weights);
-  }
-  return s.float;
+function weightsOf(s: State, which: Which, progress: (p: Progress) => void): Promise<DecoderWeights> {
+  if (which === 'float') return floatWeights(s, progress);
+  if (!s.quantizedWeights) throw new WorkerStateError('nothing is quantized yet; quantize the model first');
+  return Promise.resolve(s.quantizedWeights);
+}
+
+async function nllModel(s: State, which: Which, progress: (p: Progress) => void): Promise<NllDecoder> {
+  const weights = await weightsOf(s, which, progress);
+  return s.sessions.get(`${which}/nll`, () => {
+    progress({ done: 0, total: 1, label: `building the ${which} perplexity session (onnxruntime-web)` });
+    return createWebDecoder(weights);
+  });
+}
+
+async function kvModel(s: State, which: Which, progress: (p: Progress) => void): Promise<KvSession> {
+  const weights = await weightsOf(s, which, progress);
+  return s.sessions.get(`${which}/kv`, () => {
+    progress({ done: 0, total: 1, label: `building the ${which} KV-cache session (onnxruntime-web)` });
+    return createWebKvDecoder(weights);
+  });
 }
 
 const handlers = {
@@ -95,9 +142,8 @@ const handlers = {
       tokenizer = createPageTokenizer(JSON.parse(await files.text('tokenizer.json')), config, files.name);
     }
     const fit = memoryFit(checkpoint.config, checkpoint.summary);
-    await state?.float?.release();
-    await state?.quantized?.release();
-    state = { checkpoint, textUrl: request.textUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok };
+    await state?.sessions.drop('');
+    state = { checkpoint, textUrl: request.textUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok, sessions: new SessionCache() };
     const layout = decoderLayout(checkpoint.config, checkpoint);
     let float32Bytes = 0;
     for (const shape of expectedShapes(checkpoint.config, layout).values()) float32Bytes += 4 * shape.reduce((a, b) => a * b, 1);
@@ -113,7 +159,7 @@ const handlers = {
 
   async 'load-float'(_request: unknown, progress: (p: Progress) => void) {
     const started = performance.now();
-    await model(opened(), 'float', progress);
+    await nllModel(opened(), 'float', progress);
     return { seconds: (performance.now() - started) / 1000 };
   },
 
@@ -132,16 +178,14 @@ const handlers = {
       overrides.set(m.name, dequantized);
       progress({ done: i + 1, total: request.matrices.length, label: `quantized ${m.name}` });
     }
-    await s.quantized?.release();
-    s.quantized = undefined;
-    progress({ done: request.matrices.length, total: request.matrices.length, label: 'building the onnxruntime-web session' });
-    s.quantized = await createWebDecoder(withOverrides(base, overrides));
+    await s.sessions.drop('quantized/');
+    s.quantizedWeights = withOverrides(base, overrides);
     return { seconds: (performance.now() - started) / 1000, matrices: request.matrices.length, squaredError: error, kernel: 'wasm-simd' };
   },
 
   async perplexity(request: Extract<WorkerRequest, { kind: 'perplexity' }>, progress: (p: Progress) => void) {
     const s = opened();
-    const decoder = await model(s, request.model, progress);
+    const decoder = await nllModel(s, request.model, progress);
     const ids = await textIds(s);
     const result = await perplexity(decoder, ids, {
       seqlen: request.seqlen,
@@ -154,13 +198,18 @@ const handlers = {
   async generate(request: Extract<WorkerRequest, { kind: 'generate' }>, progress: (p: Progress) => void) {
     const s = opened();
     const tokenizer = tokenizerOf(s);
-    const decoder = await model(s, request.model, progress);
-    const started = performance.now();
     const promptIds = tokenizer.encode(request.prompt);
     if (promptIds.length === 0) throw new WorkerStateError('the prompt has no tokens; type some text');
-    const ids = await greedyDecode(decoder, promptIds, request.tokens, s.checkpoint.config.vocabSize, (_id, done) =>
-      progress({ done, total: request.tokens, label: `token ${done} of ${request.tokens}` }),
-    );
+    const decoder = await kvModel(s, request.model, progress);
+    const started = performance.now();
+    // As `layerquant generate`: greedy with the KV cache, stopping at the end-of-sequence token.
+    const eos = s.checkpoint.config.eosTokenId;
+    let done = 0;
+    const ids = await greedyDecode(decoder, promptIds, {
+      maxNewTokens: request.tokens,
+      ...(eos === undefined ? {} : { eosTokenIds: [eos] }),
+      onToken: () => progress({ done: ++done, total: request.tokens, label: `token ${done} of ${request.tokens}` }),
+    });
     return { promptIds, ids, text: tokenizer.decode(ids), seconds: (performance.now() - started) / 1000 };
   },
 
