@@ -166,4 +166,6 @@ export default defineConfig({
   // onnxruntime-web finds its .wasm beside its module (import.meta.url): pre-bundling would move it.
   optimizeDeps: { exclude: ['onnxruntime-web'] },
   build: { target: 'es2022', chunkSizeWarningLimit: 1024 },
+  // Error classes keep their names when minified: cells show "InvalidDataError: ...", not a mangled name.
+  esbuild: { keepNames: true },
 });

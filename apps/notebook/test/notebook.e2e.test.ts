@@ -488,12 +488,32 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
     await mkdir(cellsDir, { recursive: true });
     // The sticky knobs bar would cover the top of each cell's picture.
     await page.addStyleTag({ content: '.knobs { position: static !important; }' });
+    // KurtBoost: the picked model's cells show an allocation (SensiBoost needs a table it does not have).
+    await setKnobs(page, { method: 'kurtboost', budget: 2.25, boostStop: 2, topM: 1 });
     const ids = await page.$$eval('section.cell', (cells) => cells.map((c) => c.getAttribute('data-cell')!));
-    for (const id of ids) {
-      const path = join(cellsDir, `${String(ids.indexOf(id) + 1).padStart(2, '0')}-${id}.png`);
+    const shoot = async (id: string, suffix = '') => {
+      const path = join(cellsDir, `${String(ids.indexOf(id) + 1).padStart(2, '0')}-${id}${suffix}.png`);
       await page.locator(`#cell-${id}`).screenshot({ path });
       expect(statSync(path).size, id).toBeGreaterThan(5_000);
+    };
+    for (const id of ids) await shoot(id);
+    // Every outlier layer labelled (top_m 0): no two labels may overlap.
+    await setKnobs(page, { method: 'kurtboost', budget: 2.25, boostStop: 2, topM: 0 });
+    for (const id of ['kurtosis', 'sensitivity']) {
+      const boxes = await page.$$eval(`#cell-${id} g.outlier-label text`, (texts) =>
+        texts.map((t) => { const r = t.getBoundingClientRect(); return { left: r.left, right: r.right, top: r.top, bottom: r.bottom, text: t.textContent }; }),
+      );
+      expect(boxes.length, id).toBeGreaterThan(1);
+      for (const [i, a] of boxes.entries()) {
+        for (const b of boxes.slice(i + 1)) {
+          const overlap = a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5;
+          expect(overlap, `${id}: "${a.text}" overlaps "${b.text}"`).toBe(false);
+        }
+      }
+      await shoot(id, '-top-m-0');
     }
+    await setKnobs(page, { method: 'sensiboost', budget: 2.25, boostStop: 2, topM: 1 });
+    await shoot('own-allocation', '-sensiboost');
     const report = { timeToInteractive, timings, note: 'wall-clock on a shared machine: noisy' };
     await writeFile(join(resultsDir, 'timing.json'), `${JSON.stringify(report, null, 2)}\n`);
     console.log(`time to interactive: ${timeToInteractive.wallMs.toFixed(0)} ms from navigation (page's own clock ${timeToInteractive.pageMs} ms, render ${timeToInteractive.renderMs} ms); ${JSON.stringify(timings)}`);
