@@ -448,6 +448,18 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
       }));
       for (const file of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(shippedModelDir, file), join(dir, file));
 
+      // A folder without weights first: the cell says what is missing.
+      const empty = mkdtempSync(join(tmpdir(), 'layerquant-notebook-empty-'));
+      try {
+        copyFileSync(join(dir, 'config.json'), join(empty, 'config.json'));
+        await page.setInputFiles('input[data-live-input="directory"]', empty);
+        await waitLive(page, 'own-model');
+        expect(await page.getAttribute('#cell-own-model', 'data-live')).toBe('error');
+        expect(await page.textContent('#cell-own-model [data-status="own-model"]')).toMatch(/MissingFileError: .*has no model\.safetensors.*pick a Hugging Face model directory/);
+      } finally {
+        rmSync(empty, { recursive: true, force: true });
+      }
+
       // KurtBoost: a picked model has kurtosis, not activation sensitivity.
       await page.selectOption('select[name="method"]', 'kurtboost');
       await page.setInputFiles('input[data-live-input="directory"]', dir);

@@ -1,4 +1,5 @@
 import type { ModelAnalysis } from '../analysis.js';
+import { describeError } from '../live/client.js';
 import { progressView } from '../live/progress.js';
 import type { GenerateAnswer } from '../live/protocol.js';
 import type { LiveModel } from '../live/session.js';
@@ -52,7 +53,7 @@ export function createGenerateCell(cell: Cell, live: LiveModel, analysis: ModelA
       progress.status(`done: greedy, ${count} tokens, prompt of ${float.promptIds.length} tokens`, 'done');
       cell.root.dataset.live = 'done';
     } catch (error) {
-      progress.status(error instanceof Error ? error.message : String(error), 'error');
+      progress.status(describeError(error), 'error');
       cell.root.dataset.live = 'error';
     } finally {
       button.disabled = false;

@@ -2,6 +2,7 @@ import { configName, type Allocation } from '@layerquant/core';
 import type { ModelAnalysis } from '../analysis.js';
 import type { NotebookData, ResultRow } from '../data.js';
 import { LIVE_SEQLEN, type LiveModel } from '../live/session.js';
+import { describeError } from '../live/client.js';
 import { progressView } from '../live/progress.js';
 import type { PerplexityAnswer } from '../live/protocol.js';
 import { allocate, methodLabel, methods } from '../methods.js';
@@ -102,7 +103,7 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
       renderResults();
       cell.root.dataset.live = 'done';
     } catch (error) {
-      progress.status(error instanceof Error ? error.message : String(error), 'error');
+      progress.status(describeError(error), 'error');
       cell.root.dataset.live = 'error';
     } finally {
       busy = false;

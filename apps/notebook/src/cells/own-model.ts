@@ -1,6 +1,7 @@
 import type { ModelStats } from '@layerquant/allocators';
 import { analyseModel, type ModelAnalysis } from '../analysis.js';
 import { pickedFilesOf } from '../live/model-files.js';
+import { describeError } from '../live/client.js';
 import { progressView } from '../live/progress.js';
 import type { OpenResult } from '../live/protocol.js';
 import { createLiveModel, type LiveModel } from '../live/session.js';
@@ -74,6 +75,7 @@ export function createOwnModelCells(
   const open = async (list: FileList) => {
     loaded?.live.terminate();
     loaded = undefined;
+    picker.root.dataset.live = 'busy';
     fnormButton.disabled = true;
     const { name, files } = pickedFilesOf(list);
     const live = createLiveModel({ kind: 'picked', name, files }, textUrl);
@@ -88,7 +90,7 @@ export function createOwnModelCells(
       progress.status(`${name}: ${opened.summary.linearMatrices} matrices, kurtosis in ${stats.seconds.toFixed(1)} s. ${opened.fits.message}`, 'done');
       picker.root.dataset.live = 'done';
     } catch (error) {
-      progress.status(error instanceof Error ? error.message : String(error), 'error');
+      progress.status(describeError(error), 'error');
       picker.root.dataset.live = 'error';
       for (const cell of Object.values(cells)) cell.setError(error);
     }
@@ -104,7 +106,7 @@ export function createOwnModelCells(
       setStats({ kurtosis: stats.kurtosis, ...(stats.fnorm ? { fnorm: stats.fnorm } : {}), source: loaded.opened.summary.dir });
       progress.status(`fnorm table: ${stats.fnorm?.rows.length ?? 0} rows in ${stats.seconds.toFixed(1)} s; MXQ can allocate now`, 'done');
     } catch (error) {
-      progress.status(error instanceof Error ? error.message : String(error), 'error');
+      progress.status(describeError(error), 'error');
     } finally {
       fnormButton.disabled = false;
     }

@@ -13,7 +13,7 @@ function picked(dir: string, skip: (name: string) => boolean = () => false, chan
   const files = readdirSync(dir, { withFileTypes: true })
     .filter((e) => e.isFile() && !skip(e.name))
     .map((e) => {
-      const file = new File([change(e.name, new Uint8Array(readFileSync(join(dir, e.name))))], e.name);
+      const file = new File([change(e.name, new Uint8Array(readFileSync(join(dir, e.name)))).slice()], e.name);
       Object.defineProperty(file, 'webkitRelativePath', { value: `llama-brown-26m/${e.name}` });
       return file;
     });

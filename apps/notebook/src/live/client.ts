@@ -4,8 +4,15 @@ import type { Progress, WorkerMessage, WorkerRequest } from './protocol.js';
 /** An error the model worker reported, with its original class name (InvalidOptionError, ...). */
 export class WorkerError extends LayerquantError {
   constructor(readonly originalName: string, message: string) {
-    super('NOTEBOOK_WORKER', `${originalName}: ${message}`);
+    super('NOTEBOOK_WORKER', message);
+    // The class the worker threw (MissingFileError, InvalidOptionError, ...) is the name a reader sees.
+    this.name = originalName;
   }
+}
+
+/** "MissingFileError: <message>" for a status line. */
+export function describeError(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }
 
 /** The page's side of a model worker: one promise per request, progress through a callback. */

@@ -260,7 +260,8 @@ self.onmessage = (event: MessageEvent<{ id: number; request: WorkerRequest }>) =
       const result = await handler(request, (progress) => post({ id, progress }));
       post({ id, result }, transferables(result));
     } catch (error) {
-      console.error(error);
+      // A LayerquantError is a message for the reader (a missing file, a bad option); anything else is a bug.
+      if (!(error instanceof LayerquantError)) console.error(error);
       post({ id, error: { name: error instanceof Error ? error.name : 'Error', message: error instanceof Error ? error.message : String(error) } });
     }
   });
