@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { llama2PaperDir } from '@layerquant/fixtures';
 import { describe, expect, it } from 'vitest';
-import { MAX_INTERPOLATION_GAP, deltaAgainstUniform, uniformBaselineAt } from './figures.js';
+import { EDGE_TOLERANCE, MAX_INTERPOLATION_GAP, deltaAgainstUniform, uniformBaselineAt } from './figures.js';
 import { PAGE_PARAMETER_LIMIT, memoryFit } from './live/memory-fit.js';
 import { labelLanes } from './plots.js';
 import { PUBLISHED_UNIFORM, parsePublishedResults, publishedFloat, publishedPoints, seriesOf } from './published.js';
@@ -25,8 +25,10 @@ describe('the change against HQQ uniform (Figure 5 and the published cell)', () 
     for (const bpp of [3.01, 3.2, 3.49, 3.7, 4.2]) expect(uniformBaselineAt(linear, bpp)).toBeCloseTo(line(bpp), 12);
   });
 
-  it('is undefined outside the uniform range and across a gap wider than the limit', () => {
-    expect(uniformBaselineAt(uniform, 3.0)).toBeUndefined();
+  it('is the nearest end point just outside the range, undefined further out and across a gap wider than the limit', () => {
+    expect(uniformBaselineAt(uniform, 3.13 - EDGE_TOLERANCE / 2)).toBe(6.2);
+    expect(uniformBaselineAt(uniform, 8.13 + EDGE_TOLERANCE / 2)).toBe(5.2);
+    expect(uniformBaselineAt(uniform, 3.13 - 2 * EDGE_TOLERANCE)).toBeUndefined();
     expect(uniformBaselineAt(uniform, 9)).toBeUndefined();
     expect(8.13 - 4.13).toBeGreaterThan(MAX_INTERPOLATION_GAP);
     expect(uniformBaselineAt(uniform, 6)).toBeUndefined();
@@ -41,8 +43,8 @@ describe('the change against HQQ uniform (Figure 5 and the published cell)', () 
     for (const d of deltas) expect(d.delta).toBeCloseTo(d.ppl - d.baseline, 12);
     // At HQQ's own budget stops the baseline is HQQ's published figure, read straight from the CSV.
     for (const d of deltas.filter((p) => hqq.some((h) => h.bpp === p.bpp))) expect(d.baseline).toBe(hqq.find((h) => h.bpp === d.bpp)!.wikitext);
-    // Points below HQQ's lowest stop (3.13) have no baseline.
-    expect(deltas.some((d) => d.bpp < Math.min(...hqq.map((h) => h.bpp)))).toBe(false);
+    // Points further below HQQ's lowest stop (3.13) than the tolerance have no baseline.
+    expect(deltas.some((d) => d.bpp < Math.min(...hqq.map((h) => h.bpp)) - EDGE_TOLERANCE)).toBe(false);
   });
 });
 

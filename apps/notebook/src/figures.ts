@@ -18,14 +18,24 @@ export interface DeltaPoint extends MethodPoint {
 
 /** Uniform points further apart than this (in bits per weight) are not interpolated between (4.51 -> 8.13). */
 export const MAX_INTERPOLATION_GAP = 1.0;
+/** A point this close (bits per weight) outside the uniform range is compared with the nearest uniform point. */
+export const EDGE_TOLERANCE = 0.1;
 
 /**
  * The uniform baseline at any bits per weight: linear interpolation between the two uniform points around it
- * (exact at a uniform point), undefined outside their range or across a gap wider than MAX_INTERPOLATION_GAP.
+ * (exact at a uniform point), the nearest end point within EDGE_TOLERANCE outside their range, and undefined
+ * further out or across a gap wider than MAX_INTERPOLATION_GAP.
  * Methods spend slightly different memory at the same budget stop, so each is compared at its own bits.
  */
 export function uniformBaselineAt(uniform: readonly { bpp: number; ppl: number }[], bpp: number): number | undefined {
   const sorted = [...uniform].sort((a, b) => a.bpp - b.bpp);
+  const first = sorted[0];
+  const last = sorted[sorted.length - 1];
+  if (!first || !last) return undefined;
+  // Just outside the range (a boost spends a little more than the top stop, MXQ a little less than the bottom
+  // one): the nearest stop.
+  if (bpp < first.bpp) return first.bpp - bpp <= EDGE_TOLERANCE ? first.ppl : undefined;
+  if (bpp > last.bpp) return bpp - last.bpp <= EDGE_TOLERANCE ? last.ppl : undefined;
   for (let i = 0; i < sorted.length; i++) {
     const here = sorted[i]!;
     if (Math.abs(here.bpp - bpp) < 1e-9) return here.ppl;

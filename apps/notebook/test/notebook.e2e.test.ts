@@ -154,6 +154,19 @@ describe('notebook page in headless chromium', () => {
     // Outlier layers are marked on both statistics plots.
     expect(await marks('kurtosis', 'g.outlier-mark circle')).toBeGreaterThan(0);
     expect(await marks('sensitivity', 'g.outlier-mark circle')).toBeGreaterThan(0);
+    // The authors' Llama-2-7B results, in wikitext and c4, and ours beside them, each against HQQ uniform.
+    await page.waitForSelector('figure[data-plot="published-delta"] svg');
+    expect(await marks('published-delta', 'g.published-delta circle')).toBeGreaterThan(100);
+    expect(await marks('our-delta', 'g.our-delta circle')).toBe(data.results.filter((r) => r.method !== 'uniform').length);
+    await page.selectOption('select[data-live-input="published-dataset"]', 'c4');
+    expect(await page.textContent('figure[data-plot="published"]')).toContain('perplexity on c4');
+    expect(await marks('published-delta', 'g.published-delta circle')).toBeGreaterThan(100);
+    await page.selectOption('select[data-live-input="published-dataset"]', 'wikitext');
+    // Every axis of the figures says its unit.
+    for (const plot of ['kurtosis', 'sensitivity', 'pareto', 'pareto-zoom', 'published', 'published-delta', 'tensor-sizes']) {
+      const labels = await page.$$eval(`figure[data-plot="${plot}"] svg [aria-label$="-axis label"]`, (n) => n.map((l) => l.textContent ?? ''));
+      for (const label of labels.filter((l) => !/tensor kind|module/.test(l))) expect(label, `${plot}: ${label}`).toMatch(/\(.+\)/);
+    }
     // The heat map has a colour legend (a swatch per config of the ladder).
     expect(await page.$$eval('figure[data-plot="allocation"] svg', (svgs) => svgs.length)).toBeGreaterThanOrEqual(12);
   });
@@ -502,6 +515,9 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
     await page.addStyleTag({ content: '.knobs { position: static !important; }' });
     // KurtBoost: the picked model's cells show an allocation (SensiBoost needs a table it does not have).
     await setKnobs(page, { method: 'kurtboost', budget: 2.25, boostStop: 2, topM: 1 });
+    // The picked model's cells came back from SensiBoost's missing-table message.
+    for (const id of ['own-allocation', 'own-measure']) expect(await page.getAttribute(`#cell-${id}`, 'data-state'), id).toBe('rendered');
+    await page.mouse.move(0, 0);
     const ids = await page.$$eval('section.cell', (cells) => cells.map((c) => c.getAttribute('data-cell')!));
     const shoot = async (id: string, suffix = '') => {
       const path = join(cellsDir, `${String(ids.indexOf(id) + 1).padStart(2, '0')}-${id}${suffix}.png`);

@@ -113,9 +113,12 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
   };
   button.addEventListener('click', () => void run());
 
+  const output = [element('div', { class: 'live-controls' }, button, element('label', {}, 'evaluate on ', windows)), selection, progress.root, results];
   const update = (next: Knobs) => {
     knobs = next;
     const { allocation } = allocate(analysis, knobs);
+    // After knobs the model cannot allocate (a missing table), the cell showed that error: bring the controls back.
+    if (cell.root.dataset.state === 'error') cell.setOutput(...output);
     cell.setCode(codeOf(allocation, Number(windows.value)));
     const stale = measured && JSON.stringify(measured.knobs) !== JSON.stringify(knobs);
     selection.textContent =
@@ -123,7 +126,7 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
       (stale ? ` The table below was measured for ${measured!.label}; press the button to measure this one.` : '');
   };
   windows.addEventListener('change', () => update(knobs));
-  cell.setOutput(element('div', { class: 'live-controls' }, button, element('label', {}, 'evaluate on ', windows)), selection, progress.root, results);
+  cell.setOutput(...output);
   renderResults();
   update(knobs);
   return { update };

@@ -143,7 +143,7 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): 
   cell.setOutput(
     toggles,
     element('figure', { 'data-plot': 'pareto' }, overview),
-    element('p', { class: 'note' }, note, families.some((f) => f.startsWith('ablation')) ? ' Ablations are dashed.' : '', ` Below: each method's change against uniform HQQ at the same bits per weight (interpolated between uniform's budget stops; below zero is better), at all ${new Set(all.map((r) => r.budget)).size} budgets the experiment measured.`),
+    element('p', { class: 'note' }, note, families.some((f) => f.startsWith('ablation')) ? ' Ablations are dashed.' : '', ` Below: each method's change against uniform HQQ at the same bits per weight (interpolated between uniform's budget stops, the nearest stop just outside them; below zero is better), at all ${new Set(all.map((r) => r.budget)).size} budgets the experiment measured.`),
     element('figure', { 'data-plot': 'pareto-zoom' }, zoom),
   );
 }
