@@ -84,6 +84,8 @@ interface KvContext {
   /** Per (input value, block size): the block sums S of the zero-point correction, shared by q/k/v and gate/up. */
   readonly blockSums: Map<string, string>;
   readonly bound: Map<string, string>;
+  readonly shapes1d: Map<string, string>;
+  readonly constants: Map<string, string>;
 }
 
 /** Casts a value to the activation type unless it already has it. */
@@ -92,9 +94,14 @@ function toAct(c: KvContext, value: string, type: OnnxDataTypeValue): string {
 }
 
 /** A float constant in the activation type (a float32 initializer, cast once when activations are float16). */
-function actConstant(c: Pick<KvContext, 'g' | 'act'>, values: readonly number[] | Float32Array, dims: readonly number[], hint: string): string {
+function actConstant(c: KvContext, values: readonly number[], dims: readonly number[], hint: string): string {
+  const key = `${hint}:${values.join(',')}`;
+  const cached = c.constants.get(key);
+  if (cached) return cached;
   const value = c.g.floats(values, dims, hint);
-  return c.act === OnnxDataType.FLOAT ? value : c.g.op('Cast', [value], { to: c.act });
+  const typed = c.act === OnnxDataType.FLOAT ? value : c.g.op('Cast', [value], { to: c.act });
+  c.constants.set(key, typed);
+  return typed;
 }
 
 function weightOf(c: KvContext, name: string): GraphWeight {
@@ -121,7 +128,7 @@ function floatTensor(c: KvContext, name: string): string {
 
 function addRmsNorm(c: KvContext, x: string, weight: string): string {
   const { g } = c;
-  const variance = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
+  const variance = g.op('ReduceMean', [g.op('Pow', [x, actConstant(c, [2], [], 'two')])], { axes: [-1], keepdims: 1 });
   const denominator = g.op('Sqrt', [g.op('Add', [variance, actConstant(c, [c.config.rmsNormEps], [], 'rms_eps')])]);
   return g.op('Mul', [g.op('Div', [x, denominator]), floatTensor(c, weight)]);
 }
@@ -175,7 +182,11 @@ function addLinear(c: KvContext, x: string, name: string, bias: string | undefin
   return bias ? g.op('Add', [y, floatTensor(c, bias)]) : y;
 }
 
+/** A shape tensor from dynamic and constant dims; built once per distinct shape and shared by all layers. */
 function shapeOf(c: KvContext, parts: readonly (string | number)[]): string {
+  const key = parts.join(',');
+  const cached = c.shapes1d.get(key);
+  if (cached) return cached;
   const inputs: string[] = [];
   let constants: number[] = [];
   for (const p of parts) {
@@ -187,7 +198,9 @@ function shapeOf(c: KvContext, parts: readonly (string | number)[]): string {
     }
   }
   if (constants.length) inputs.push(c.g.ints(constants));
-  return c.g.op('Concat', inputs, { axis: 0 });
+  const shape = c.g.op('Concat', inputs, { axis: 0 });
+  c.shapes1d.set(key, shape);
+  return shape;
 }
 
 /** x [B, S, heads, D] -> x*cos + rotate_half(x)*sin (rotate_half's sign folded into sin). */
@@ -297,7 +310,7 @@ export function buildKvDecoderGraph(config: DecoderConfig, layout: DecoderLayout
   const shapes = expectedShapes(config, layout);
   const c: KvContext = {
     g, config, layout, shapes, weights: options.weights, act, accuracyLevel, batch, length, total: kvCache ? total : length,
-    cos, sin, allowed, blockSums: new Map(), bound: new Map(),
+    cos, sin, allowed, blockSums: new Map(), bound: new Map(), shapes1d: new Map(), constants: new Map(),
   };
   const embedWeight = weightOf(c, EMBED_TOKENS);
   if (isPacked(embedWeight)) throw new InvalidOptionError('weights', `"${EMBED_TOKENS}" must stay float`);
