@@ -16,10 +16,10 @@ export interface DeltaPoint extends MethodPoint {
   readonly baseline: number;
 }
 
-/** Uniform points further apart than this (in bits per weight) are not interpolated between (4.51 -> 8.13). */
-export const MAX_INTERPOLATION_GAP = 1.0;
+/** Uniform points further apart than this (in bits per weight) are not interpolated between (the paper stops 4.51 and 8.13, 3.6 bits apart; our 3.25 and 4.25 are 1.0 apart and are). */
+export const MAX_INTERPOLATION_GAP = 1.5;
 /** A point this close (bits per weight) outside the uniform range is compared with the nearest uniform point. */
-export const EDGE_TOLERANCE = 0.1;
+export const EDGE_TOLERANCE = 0.25;
 
 /**
  * The uniform baseline at any bits per weight: linear interpolation between the two uniform points around it
