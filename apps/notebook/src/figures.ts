@@ -27,15 +27,15 @@ export const EDGE_TOLERANCE = 0.25;
  * further out or across a gap wider than MAX_INTERPOLATION_GAP.
  * Methods spend slightly different memory at the same budget stop, so each is compared at its own bits.
  */
-export function uniformBaselineAt(uniform: readonly { bpp: number; ppl: number }[], bpp: number): number | undefined {
+export function uniformBaselineAt(uniform: readonly { bpp: number; ppl: number }[], bpp: number, edgeTolerance = EDGE_TOLERANCE): number | undefined {
   const sorted = [...uniform].sort((a, b) => a.bpp - b.bpp);
   const first = sorted[0];
   const last = sorted[sorted.length - 1];
   if (!first || !last) return undefined;
   // Just outside the range (a boost spends a little more than the top stop, MXQ a little less than the bottom
   // one): the nearest stop.
-  if (bpp < first.bpp) return first.bpp - bpp <= EDGE_TOLERANCE ? first.ppl : undefined;
-  if (bpp > last.bpp) return bpp - last.bpp <= EDGE_TOLERANCE ? last.ppl : undefined;
+  if (bpp < first.bpp) return first.bpp - bpp <= edgeTolerance ? first.ppl : undefined;
+  if (bpp > last.bpp) return bpp - last.bpp <= edgeTolerance ? last.ppl : undefined;
   for (let i = 0; i < sorted.length; i++) {
     const here = sorted[i]!;
     if (Math.abs(here.bpp - bpp) < 1e-9) return here.ppl;
@@ -49,12 +49,12 @@ export function uniformBaselineAt(uniform: readonly { bpp: number; ppl: number }
 }
 
 /** Every non-uniform point as its change against the uniform baseline at its bits per weight (points outside dropped). */
-export function deltaAgainstUniform(points: readonly MethodPoint[], uniformSeries: string): DeltaPoint[] {
+export function deltaAgainstUniform(points: readonly MethodPoint[], uniformSeries: string, edgeTolerance = EDGE_TOLERANCE): DeltaPoint[] {
   const uniform = points.filter((p) => p.series === uniformSeries && Number.isFinite(p.ppl));
   const deltas: DeltaPoint[] = [];
   for (const p of points) {
     if (p.series === uniformSeries || !Number.isFinite(p.ppl)) continue;
-    const baseline = uniformBaselineAt(uniform, p.bpp);
+    const baseline = uniformBaselineAt(uniform, p.bpp, edgeTolerance);
     if (baseline !== undefined) deltas.push({ ...p, baseline, delta: p.ppl - baseline });
   }
   return deltas;
@@ -70,6 +70,8 @@ export interface DeltaFigureOptions {
   readonly xDomain?: readonly [number, number];
   readonly height?: number;
   readonly className?: string;
+  /** How far outside uniform's range a point is still compared with the nearest stop (default EDGE_TOLERANCE). */
+  readonly edgeTolerance?: number;
 }
 
 /**
@@ -77,7 +79,7 @@ export interface DeltaFigureOptions {
  * overlap in a perplexity-vs-memory plot separate here. One line per method; the zero line is uniform HQQ.
  */
 export function deltaFigure(points: readonly MethodPoint[], options: DeltaFigureOptions): SVGSVGElement | HTMLElement {
-  const deltas = deltaAgainstUniform(points, options.uniformSeries).sort((a, b) => a.bpp - b.bpp);
+  const deltas = deltaAgainstUniform(points, options.uniformSeries, options.edgeTolerance).sort((a, b) => a.bpp - b.bpp);
   const dashed = options.dashed ?? (() => false);
   const inDomain = options.xDomain ? deltas.filter((d) => d.bpp >= options.xDomain![0] && d.bpp <= options.xDomain![1]) : deltas;
   const uniformBits = points.filter((p) => p.series === options.uniformSeries).map((p) => p.bpp);

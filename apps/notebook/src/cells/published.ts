@@ -53,7 +53,7 @@ export function renderPublishedCell(cell: Cell, analysis: Analysis, rows: readon
       Plot.dot(inRange, { x: 'bpp', y: 'ppl', fill: 'series', r: 2.5, title: (d: MethodPoint) => `${d.series} at ${d.bpp} bits: ppl ${d.ppl}; ${d.note ?? ''}` }),
     ],
   });
-  const theirs = deltaFigure(points, { uniformSeries: PUBLISHED_UNIFORM, color, dashed: (s) => s.startsWith('Ablation'), pplLabel: `${dataset}, Llama-2-7B`, xDomain: X_DOMAIN, className: 'published-delta' });
+  const theirs = deltaFigure(points, { uniformSeries: PUBLISHED_UNIFORM, color, dashed: (s) => s.startsWith('Ablation'), pplLabel: `${dataset}, Llama-2-7B`, xDomain: X_DOMAIN, className: 'published-delta', edgeTolerance: 0 });
   // Ours with Figure 5's colours (uniform's label there is the same "HQQ uniform").
   const ourRows = labelled(analysis.data.results);
   const ourColors = colors(ourRows);
@@ -65,7 +65,8 @@ export function renderPublishedCell(cell: Cell, analysis: Analysis, rows: readon
     pplLabel: `${analysis.data.reference.perplexityDataset}, ${analysis.data.model.name}`,
     className: 'our-delta',
   });
-  const theirDeltas = deltaAgainstUniform(points, PUBLISHED_UNIFORM).filter((d) => d.bpp >= X_DOMAIN[0] && d.bpp <= X_DOMAIN[1]);
+  // Their runs sit at any bits, so only between HQQ's stops (no nearest-stop comparison outside them).
+  const theirDeltas = deltaAgainstUniform(points, PUBLISHED_UNIFORM, 0).filter((d) => d.bpp >= X_DOMAIN[0] && d.bpp <= X_DOMAIN[1]);
   const better = theirDeltas.filter((d) => d.delta < 0).length;
   const select = element('select', { 'data-live-input': 'published-dataset' });
   for (const d of ['wikitext', 'c4'] as const) select.append(element('option', { value: d }, d));
