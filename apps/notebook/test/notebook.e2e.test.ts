@@ -498,6 +498,13 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
         await model.dispose();
         await checkpoint.close();
       }
+      // The fnorm table measured in the page lets MXQ allocate the picked model.
+      await page.click('#cell-own-model button[data-action="fnorm"]');
+      await page.waitForFunction(() => /fnorm table: \d+ rows/.test(document.querySelector('[data-status="own-model"]')?.textContent ?? ''), null, { timeout: 120_000 });
+      expect(await page.textContent('[data-status="own-model"]')).toContain(`fnorm table: ${7 * config.numLayers * 12} rows`);
+      await page.selectOption('select[name="method"]', 'mxq');
+      expect(await page.getAttribute('#cell-own-allocation', 'data-state')).toBe('rendered');
+      expect(await page.$$eval('#cell-own-allocation figure[data-plot="allocation"] g.allocation-cell rect', (n) => n.length)).toBe(7 * config.numLayers);
       // SensiBoost needs activation sensitivity, which a picked model does not have: the cell says so.
       await setKnobs(page, { method: 'sensiboost', budget: 2.25, boostStop: 2, topM: 1 });
       expect(await page.getAttribute('#cell-own-allocation', 'data-state')).toBe('error');
