@@ -36,3 +36,9 @@ export function labelLanes(labels: readonly { x: number; width: number }[]): num
   }
   return lanes;
 }
+
+/** Integer layer ticks, at most about 16 (a 4-layer model gets 0, 1, 2, 3; 32 layers every other one). */
+export function layerTicks(numLayers: number): number[] {
+  const step = Math.max(1, Math.ceil(numLayers / 16));
+  return Array.from({ length: Math.ceil(numLayers / step) }, (_, i) => i * step);
+}

@@ -2,7 +2,7 @@ import * as Plot from '@observablehq/plot';
 import { LINEAR_MODULES } from '@layerquant/core';
 import type { ModelAnalysis } from '../analysis.js';
 import { element, type Cell } from '../notebook.js';
-import { MODULE_ORDER, OUTLIER_COLOR, PLOT_WIDTH, labelLanes, labelWidth, shortModule } from '../plots.js';
+import { MODULE_ORDER, OUTLIER_COLOR, PLOT_WIDTH, labelLanes, labelWidth, layerTicks, shortModule } from '../plots.js';
 import type { Knobs } from '../state.js';
 
 export function renderKurtosisCell(cell: Cell, analysis: ModelAnalysis, knobs: Knobs): void {
@@ -32,7 +32,7 @@ export function renderKurtosisCell(cell: Cell, analysis: ModelAnalysis, knobs: K
     height: 7 * 78 + 50,
     marginLeft,
     marginRight,
-    x: { label: 'layer (index, 0 = first decoder layer) →', domain: [0, analysis.numLayers - 1], ticks: 16 },
+    x: { label: 'layer (index, 0 = first decoder layer) →', domain: [0, analysis.numLayers - 1], ticks: layerTicks(analysis.numLayers) },
     y: { label: '↑ weight kurtosis (m4/m2², dimensionless; normal = 3)', ticks: 3, grid: true },
     fy: { label: null, domain: [...MODULE_ORDER] },
     color: { domain: [...MODULE_ORDER], scheme: 'tableau10' },

@@ -3,7 +3,7 @@ import { SENSITIVITY_PARTS, sensitivityPartOf } from '@layerquant/allocators';
 import { LINEAR_MODULES } from '@layerquant/core';
 import { SENSITIVITY_BITS, SENSITIVITY_GROUP_SIZE, type Analysis } from '../analysis.js';
 import { element, type Cell } from '../notebook.js';
-import { OUTLIER_COLOR, PLOT_WIDTH, labelLanes, labelWidth, shortModule } from '../plots.js';
+import { OUTLIER_COLOR, PLOT_WIDTH, labelLanes, labelWidth, layerTicks, shortModule } from '../plots.js';
 import type { Knobs } from '../state.js';
 
 export function renderSensitivityCell(cell: Cell, analysis: Analysis, knobs: Knobs): void {
@@ -40,7 +40,7 @@ export function renderSensitivityCell(cell: Cell, analysis: Analysis, knobs: Kno
     height: 380 + 14 * laneCount,
     marginLeft,
     marginTop: 16 + 14 * laneCount,
-    x: { label: 'layer (index, 0 = first decoder layer) →', domain: [0, analysis.numLayers - 1], ticks: 16 },
+    x: { label: 'layer (index, 0 = first decoder layer) →', domain: [0, analysis.numLayers - 1], ticks: layerTicks(analysis.numLayers) },
     y: { label: `↑ activation sensitivity: MSE of the block output (squared activation units, log scale; HQQ b${SENSITIVITY_BITS}g${SENSITIVITY_GROUP_SIZE})`, type: 'log', grid: true },
     color: { domain: [...SENSITIVITY_PARTS], range: ['#4e79a7', '#f28e2b', '#59a14f', '#e15759'], legend: true },
     marks: [
