@@ -32,7 +32,7 @@ export function renderKurtosisCell(cell: Cell, analysis: ModelAnalysis, knobs: K
     height: 7 * 78 + 50,
     marginLeft,
     marginRight,
-    x: { label: 'layer (index, 0 = first decoder layer) →', domain: [0, analysis.numLayers - 1], ticks: layerTicks(analysis.numLayers) },
+    x: { label: 'layer (index, 0 = first decoder layer) →', domain: [0, analysis.numLayers - 1], ticks: layerTicks(analysis.numLayers), tickFormat: 'd' },
     y: { label: '↑ weight kurtosis (m4/m2², dimensionless; normal = 3)', ticks: 3, grid: true },
     fy: { label: null, domain: [...MODULE_ORDER] },
     color: { domain: [...MODULE_ORDER], scheme: 'tableau10' },

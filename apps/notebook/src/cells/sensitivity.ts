@@ -40,7 +40,7 @@ export function renderSensitivityCell(cell: Cell, analysis: Analysis, knobs: Kno
     height: 380 + 14 * laneCount,
     marginLeft,
     marginTop: 16 + 14 * laneCount,
-    x: { label: 'layer (index, 0 = first decoder layer) →', domain: [0, analysis.numLayers - 1], ticks: layerTicks(analysis.numLayers) },
+    x: { label: 'layer (index, 0 = first decoder layer) →', domain: [0, analysis.numLayers - 1], ticks: layerTicks(analysis.numLayers), tickFormat: 'd' },
     y: { label: `↑ activation sensitivity: MSE of the block output (squared activation units, log scale; HQQ b${SENSITIVITY_BITS}g${SENSITIVITY_GROUP_SIZE})`, type: 'log', grid: true },
     color: { domain: [...SENSITIVITY_PARTS], range: ['#4e79a7', '#f28e2b', '#59a14f', '#e15759'], legend: true },
     marks: [
