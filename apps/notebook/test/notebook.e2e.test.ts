@@ -385,7 +385,7 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
         );
         const weight = await checkpoint.read(name);
         const inNode = oracle.quantize(weight, config);
-        expect(inPage.kernel).toBe('wasm-simd');
+        expect(inPage.kernel).toBe('wasm');
         expect(inPage.packed, name).toEqual(Array.from(inNode.packed));
         expect(inPage.scale, name).toEqual(Array.from(new Uint32Array(inNode.scale.buffer, inNode.scale.byteOffset, inNode.scale.length)));
         expect(inPage.zero, name).toEqual(Array.from(new Uint32Array(inNode.zero.buffer, inNode.zero.byteOffset, inNode.zero.length)));

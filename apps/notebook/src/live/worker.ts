@@ -16,8 +16,9 @@ import { createWebDecoder, createWebKvDecoder, type WebDecoder } from './web-dec
 
 declare const self: DedicatedWorkerGlobalScope;
 
-/** HQQ (upstream settings) on the WebAssembly SIMD kernel, as the CLI runs it. */
-const quantizer = createHqqQuantizer({ kernel: 'wasm' });
+/** HQQ (upstream settings) on the WebAssembly SIMD kernel (it throws where WebAssembly SIMD is missing), as the CLI runs it. */
+const KERNEL = 'wasm';
+const quantizer = createHqqQuantizer({ kernel: KERNEL });
 
 interface State {
   checkpoint: BrowserCheckpoint;
@@ -93,6 +94,8 @@ async function textIds(s: State): Promise<number[]> {
       // The whole text once, as the CLI does: cutting it first could change the tokens at the cut.
       return tokenizerOf(s).encode(await response.text());
     })();
+    // A failed load is tried again next time.
+    s.ids.catch(() => (s.ids = undefined));
   }
   return s.ids;
 }
@@ -180,7 +183,7 @@ const handlers = {
     }
     await s.sessions.drop('quantized/');
     s.quantizedWeights = withOverrides(base, overrides);
-    return { seconds: (performance.now() - started) / 1000, matrices: request.matrices.length, squaredError: error, kernel: 'wasm-simd' };
+    return { seconds: (performance.now() - started) / 1000, matrices: request.matrices.length, squaredError: error, kernel: KERNEL };
   },
 
   async perplexity(request: Extract<WorkerRequest, { kind: 'perplexity' }>, progress: (p: Progress) => void) {
@@ -217,7 +220,7 @@ const handlers = {
     const s = opened();
     const weight = await s.checkpoint.read(request.name);
     const q = quantizer.quantize(weight, request.config);
-    return { packed: q.packed, scale: q.scale, zero: q.zero, kernel: 'wasm-simd' };
+    return { packed: q.packed, scale: q.scale, zero: q.zero, kernel: KERNEL };
   },
 
   async statistics(request: Extract<WorkerRequest, { kind: 'statistics' }>, progress: (p: Progress) => void) {
