@@ -1,4 +1,4 @@
-import { matrixKey, quantConfig, type QuantConfig } from '@layerquant/core';
+import { matrixKey, quantConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { hqqQuantizer, rtnQuantizer } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { loadDecoderWeights, referenceForward } from '@layerquant/runtime';
@@ -26,7 +26,7 @@ const MODELS = {
 const CONFIGS: readonly QuantConfig[] = [quantConfig(2, 16), quantConfig(3, 16), quantConfig(4, 16), quantConfig(8, 16), quantConfig(4, 16, { roundZero: true }), quantConfig(3, 16, { roundZero: true })];
 const IDS = [3, 17, 42, 5, 63, 1, 11, 29];
 
-async function quantizedTinyModel(family: keyof typeof MODELS, configFor: (index: number) => QuantConfig | null, quantizer = hqqQuantizer): Promise<string> {
+async function quantizedTinyModel(family: keyof typeof MODELS, configFor: (index: number) => QuantConfig | null, quantizer: Quantizer = hqqQuantizer): Promise<string> {
   const modelDir = join(root, `${family}-model`);
   const quantizedDir = join(root, `${family}-quantized-${Math.random().toString(36).slice(2)}`);
   if (!existsSync(modelDir)) await writeModelDirectory(modelDir, MODELS[family], 5);

@@ -14,8 +14,8 @@ import {
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
-import { openCheckpoint, temporaryPath, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
-import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { copyFileAtomic, openCheckpoint, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 import { groupLayout } from './grouping.js';
@@ -111,17 +111,6 @@ export interface QuantizeModelReport {
 }
 
 
-
-async function copyAtomic(from: string, to: string): Promise<void> {
-  const tmp = temporaryPath(to);
-  try {
-    await copyFile(from, tmp);
-    await rename(tmp, to);
-  } catch (error) {
-    await rm(tmp, { force: true });
-    throw error;
-  }
-}
 
 /**
  * Quantizes every linear matrix of a Hugging Face checkpoint with its config and writes a self-contained quantized
@@ -269,7 +258,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     );
 
     for (const entry of await readdir(checkpoint.dir, { withFileTypes: true })) {
-      if (entry.isFile() && MODEL_LOADER_FILES.includes(entry.name)) await copyAtomic(join(checkpoint.dir, entry.name), join(outDir, entry.name));
+      if (entry.isFile() && MODEL_LOADER_FILES.includes(entry.name)) await copyFileAtomic(join(checkpoint.dir, entry.name), join(outDir, entry.name));
     }
 
     const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));
