@@ -102,12 +102,12 @@ describe('experiment cells keyed by settings', () => {
     expect(b.code).toBe(0);
     expect(b.stderr).toMatch(/not reusing hqq @ 3\.25 .*maxTokens 1024 -> 1536/);
     expect(rowsOf(b.stdout)[0]!.ppl).not.toBe(rowsOf(a.stdout)[0]!.ppl);
-    const saved = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: Record<string, { row: ExperimentRow; windows: { nllSum: number[]; tokens: number[] } }> };
+    const saved = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: Record<string, { row: ExperimentRow }> };
     expect(Object.keys(saved.cells)).toHaveLength(2);
     // Per-window NLL: the windows' sums over their tokens give back the cell's perplexity.
     for (const cell of Object.values(saved.cells)) {
-      const sum = cell.windows.nllSum.reduce((s, x) => s + x, 0);
-      const tokens = cell.windows.tokens.reduce((s, x) => s + x, 0);
+      const sum = cell.row.windowNll!.reduce((s, x) => s + x, 0);
+      const tokens = cell.row.windowWeights!.reduce((s, x) => s + x, 0);
       expect(Math.abs(Math.exp(sum / tokens) - cell.row.ppl) / cell.row.ppl).toBeLessThan(1e-12);
     }
     expect(readFileSync(join(out, 'results.csv'), 'utf8').trim().split('\n')).toHaveLength(2);
