@@ -2,6 +2,7 @@ import {
   InvalidDataError,
   MissingTensorError,
   SafetensorsFormatError,
+  bitsPerWeight,
   configName,
   matrixOfTensorName,
   type QuantConfig,
@@ -184,6 +185,8 @@ export interface QuantizedCheckpointSummary {
   readonly configs: Readonly<Record<string, number>>;
   /** Bytes the linear matrices take in the file (packed codes, scales and zeros; float matrices as stored). */
   readonly linearBytes: number;
+  /** Parameter-weighted bits per weight of the linear matrices in the paper's accounting (float matrices count 16). */
+  readonly paperBitsPerWeight: number;
 }
 
 export function summarizeQuantizedCheckpoint(checkpoint: QuantizedCheckpoint): QuantizedCheckpointSummary {
@@ -192,6 +195,7 @@ export function summarizeQuantizedCheckpoint(checkpoint: QuantizedCheckpoint): Q
   let linearMatrices = 0;
   let quantizedMatrices = 0;
   let linearBytes = 0;
+  let paperBits = 0;
   const configs: Record<string, number> = {};
   for (const info of checkpoint.tensors) {
     params += info.shape.reduce((a, b) => a * b, 1);
@@ -201,8 +205,9 @@ export function summarizeQuantizedCheckpoint(checkpoint: QuantizedCheckpoint): Q
     linearBytes += info.byteLength;
     const entry = checkpoint.metadata.tensors[info.name];
     const name = entry ? configName(configOfMetadata(entry)) : 'float';
+    paperBits += (entry ? bitsPerWeight(configOfMetadata(entry)) : 16) * info.shape.reduce((a, b) => a * b, 1);
     if (entry) quantizedMatrices++;
     configs[name] = (configs[name] ?? 0) + 1;
   }
-  return Object.freeze({ params, linearParams, linearMatrices, quantizedMatrices, configs: Object.freeze(configs), linearBytes });
+  return Object.freeze({ params, linearParams, linearMatrices, quantizedMatrices, configs: Object.freeze(configs), linearBytes, paperBitsPerWeight: linearParams > 0 ? paperBits / linearParams : 0 });
 }
