@@ -37,3 +37,21 @@ export function formatSeconds(seconds: number): string {
   const m = Math.floor(seconds / 60);
   return `${m}m${String(Math.round(seconds - m * 60)).padStart(2, '0')}s`;
 }
+
+/** A spinner with elapsed seconds on stderr for a step of unknown length (loading a model); silent when disabled. */
+export function createSpinner(title: string, enabled = Boolean(process.stderr.isTTY)): { stop(message?: string): void } {
+  if (!enabled) return { stop: () => undefined };
+  const frames = ['|', '/', '-', '\\'];
+  const start = Date.now();
+  let i = 0;
+  const draw = () => process.stderr.write(`\r${frames[i++ % frames.length]} ${title} ${formatSeconds((Date.now() - start) / 1000)}\x1b[K`);
+  draw();
+  const timer = setInterval(draw, 120);
+  timer.unref();
+  return {
+    stop(message) {
+      clearInterval(timer);
+      process.stderr.write(`\r\x1b[K${message ? `${title}: ${message}\n` : ''}`);
+    },
+  };
+}

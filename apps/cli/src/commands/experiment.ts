@@ -14,6 +14,12 @@ import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow } from '../
 import { runExperiment } from '../experiment/run-experiment.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import { createProgress, formatSeconds } from '../progress.js';
+import { resolveModelPath } from '../model-path.js';
+import { jsonLine } from '../output.js';
+import { experimentPlan, experimentRowJson, formatPlan, formatResultsTable } from '../experiment/render.js';
+
+/** Over this estimate, a run started on a terminal needs --yes (a script, not on a terminal, proceeds). */
+const CONFIRM_SECONDS = 600;
 
 const USAGE = `layerquant experiment <model-dir> --out <dir> [options]
 
@@ -43,7 +49,11 @@ Writes results.csv, results.md (table, win/tie/loss, headline) and results.json.
   --no-fp                skip the unquantized baseline
   --fresh                ignore results of an earlier run in --out
   --threads <n>          onnxruntime threads (default: one per core)
-  --json                 one JSON object: rows and the files written`;
+  --yes                  start a grid estimated at over 10 minutes from a terminal (the plan, cells x windows and
+                         the estimated time, is printed first; without a terminal the run proceeds after the plan)
+  --json                 one JSON object (docs/json-schema.md): plan, rows and the files written
+
+On a terminal the results print as a table fitted to its width; results.md holds the Markdown report.`;
 
 interface SavedResults {
   readonly settings: Record<string, unknown>;
@@ -71,8 +81,9 @@ export const experimentCommand: Command = {
       'no-fp': { type: 'boolean' },
       fresh: { type: 'boolean' },
       threads: { type: 'string' },
+      yes: { type: 'boolean' },
     });
-    const modelDir = resolve(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
+    const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const outDir = resolve(requireString(values.out, '--out', 'a directory for results.csv, results.md and the cached statistics'));
     const methods = parseMethods(stringOption(values, 'methods') ?? 'paper');
@@ -101,6 +112,12 @@ export const experimentCommand: Command = {
     const text = await readEvaluationText(textPath);
     const tokenizer = await loadTokenizer(modelDir);
     const ids = tokenizer.encode(text);
+    const cells = methods.length * budgets.length + (values['no-fp'] ? 0 : 1);
+    const plan = experimentPlan({ cells, cellsDone: 0, tokens: maxTokens === undefined ? ids.length : Math.min(maxTokens, ids.length), seqlen, params: summary.params, linearParams: summary.linearParams });
+    if (!json) process.stderr.write(formatPlan(plan));
+    if (plan.estimatedSeconds > CONFIRM_SECONDS && !values.yes && process.stdin.isTTY && process.stderr.isTTY && !json) {
+      throw new InvalidOptionError('--yes', `the grid would take about ${(plan.estimatedSeconds / 3600).toFixed(1)} h; rerun with --yes to start it, or choose a smaller grid (--methods, --budgets, --max-tokens)`);
+    }
     await mkdir(outDir, { recursive: true });
 
     const statsProgress = createProgress('statistics', interactive);
@@ -161,10 +178,10 @@ export const experimentCommand: Command = {
       done,
       onEvent: (event) => {
         if (event.kind === 'window' && event.done !== undefined && event.total) {
-          progress.update((event.cell - 1) * event.total + event.done, event.cells * event.total, event.label);
+          progress.update(event.done, event.total, `windows of cell ${event.cell}/${event.cells}: ${event.label}`);
         } else if (event.kind === 'cell-done' && event.row && interactive) {
           progress.done();
-          process.stderr.write(`  ${event.label.padEnd(32)} ppl ${event.row.ppl.toFixed(4)}  ${event.row.bpp.toFixed(4)} bpp  ${formatSeconds(event.row.seconds)}\n`);
+          process.stderr.write(`  cell ${event.cell}/${event.cells} ${event.label.padEnd(28)} perplexity ${event.row.ppl.toFixed(4)}  ${event.row.bpp.toFixed(4)} bits/weight (paper)  ${formatSeconds(event.row.seconds)}\n`);
         }
       },
       onRows: save,
@@ -173,10 +190,10 @@ export const experimentCommand: Command = {
     await save(rows);
     const files = ['results.csv', 'results.md', 'results.json'].map((f) => join(outDir, f));
     if (json) {
-      stdout(`${JSON.stringify({ rows, files, statistics: source, seconds: (performance.now() - started) / 1000 }, (_, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v))}\n`);
+      stdout(jsonLine('experiment', { model: modelDir, out: outDir, text: resolve(textPath), plan, rows: rows.map((r) => experimentRowJson(r, rows)), files, statistics: source, seconds: (performance.now() - started) / 1000 }));
       return;
     }
-    stdout(formatResultsMarkdown(rows, context));
+    stdout(formatResultsTable(rows));
     stdout(`\nwrote ${files.join(', ')}\n`);
   },
 };

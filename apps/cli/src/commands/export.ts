@@ -3,6 +3,9 @@ import { DEFAULT_ACCURACY_LEVEL, exportOnnx, type ExportReport, type OnnxExportO
 import { parseCommandArgs, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { formatSeconds } from '../progress.js';
+import { join } from 'node:path';
+import { resolveModelPath } from '../model-path.js';
+import { absolutePath, formatRows, jsonLine, sizes } from '../output.js';
 
 /** The options `export` and `quantize --format onnx` share. */
 export const EXPORT_OPTION_SPEC = {
@@ -53,16 +56,29 @@ export function parseExportOptions(values: Values): { format: 'onnx' | undefined
   return { format: format as 'onnx' | undefined, options };
 }
 
-/** The export as one JSON-safe object (no per-matrix list). */
+/** The export as one JSON-safe object (no per-matrix list; paths absolute; sizes in the shared form). */
 export function exportSummary(report: ExportReport): Record<string, unknown> {
-  const { matrices, ...rest } = report;
-  return { ...rest, matrices: matrices.length };
+  return {
+    format: report.format,
+    model: absolutePath(report.modelDir),
+    out: absolutePath(report.outDir),
+    file: join(absolutePath(report.outDir), report.file),
+    dtype: report.dtype,
+    activations: report.activations,
+    accuracyLevel: report.accuracyLevel,
+    scaleDtype: report.scaleType,
+    embeddingDtype: report.embeddingType,
+    matrices: report.matrices.length,
+    sizes: sizes({ params: report.linearParams, diskBytes: report.linearBytes, fileBytes: report.fileBytes + report.externalDataBytes }),
+    notes: report.notes,
+    seconds: report.seconds,
+  };
 }
 
 export function exportRows(report: ExportReport): Array<[string, string]> {
   return [
     ['onnx', `${report.outDir}/${report.file} (dtype ${report.dtype}; ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB${report.externalDataBytes ? ` + ${(report.externalDataBytes / 2 ** 20).toFixed(2)} MiB external data` : ''})`],
-    ['linear', `${(report.linearBytes / 2 ** 20).toFixed(2)} MiB, ${report.linearBitsPerWeight.toFixed(4)} bits/weight as stored (MatMulNBits, accuracy level ${report.accuracyLevel}, ${report.activations} activations, ${report.scaleType} scales)`],
+    ['on disk', `${(report.linearBytes / 2 ** 20).toFixed(2)} MiB, ${report.linearBitsPerWeight.toFixed(4)} bits/weight, linear matrices as stored (MatMulNBits, accuracy level ${report.accuracyLevel}, ${report.activations} activations, ${report.scaleType} scales)`],
     ...report.notes.map((note): [string, string] => ['note', note]),
     ['export time', formatSeconds(report.seconds)],
   ];
@@ -87,17 +103,17 @@ export const exportCommand: Command = {
   ].join('\n'),
   async run({ argv, stdout }) {
     const { values, positionals } = parseCommandArgs(argv, { out: { type: 'string' }, ...EXPORT_OPTION_SPEC });
-    const modelDir = requireString(positionals[0], 'quantized-dir', 'layerquant export <quantized-dir> --format onnx --out <dir>');
+    const modelDir = resolveModelPath(requireString(positionals[0], 'quantized-dir', 'layerquant export <quantized-dir> --format onnx --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('quantized-dir', `one directory expected, got ${positionals.length}`);
     const outDir = requireString(stringOption(values, 'out'), '--out', 'where to write the ONNX directory, e.g. --out ./model-onnx');
     const { format, options } = parseExportOptions(values);
     if (format === undefined) throw new InvalidOptionError('--format', 'give the format to write: --format onnx');
     const report = await exportOnnx({ modelDir, outDir, ...options });
     if (values.json) {
-      stdout(`${JSON.stringify(exportSummary(report))}\n`);
+      stdout(jsonLine('export', exportSummary(report)));
       return;
     }
     const rows: Array<[string, string]> = [['model', report.modelDir], ...exportRows(report)];
-    stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+    stdout(formatRows(rows));
   },
 };
