@@ -1,5 +1,7 @@
 import { summarizeOnnxExport } from '@layerquant/export';
-import { inspectModel, loadDecoderConfig } from '@layerquant/tensor-io';
+import { inspectModel, loadDecoderConfig, loadValidatedConfig, openCheckpoint, type ModelSummary } from '@layerquant/tensor-io';
+import type { DType } from '@layerquant/core';
+import { openModelWeights } from '@layerquant/quantizers/node';
 import { parseCommandArgs, requireString } from '../args.js';
 import type { Command } from '../command.js';
 import { directorySizes } from '../model-sizes.js';
@@ -48,8 +50,8 @@ export const inspectCommand: Command = {
       if (layout.boosts) stdout(`${boostLines(layout.boosts).join('\n')}\n`);
       return;
     }
-    const summary = await inspectModel(dir);
     const quantized = layout.layout === 'layerquant-quantized-v1';
+    const summary = quantized ? await quantizedSummary(dir) : await inspectModel(dir);
     const params: number | undefined = layout.params;
     const s = { ...summary, linearParams: layout.sizes.params, linearMatrices: layout.linearMatrices };
     if (values.json) {
@@ -96,3 +98,27 @@ export const inspectCommand: Command = {
     if (layout.boosts) stdout(`${boostLines(layout.boosts).join('\n')}\n`);
   },
 };
+
+/** A quantized checkpoint's architecture (config.json validated against its matrices at their original shapes) and stored tensors. */
+async function quantizedSummary(dir: string): Promise<ModelSummary> {
+  const weights = await openModelWeights(dir);
+  let config: Awaited<ReturnType<typeof loadValidatedConfig>>['config'];
+  try {
+    config = (await loadValidatedConfig(weights.dir, weights)).config;
+  } finally {
+    await weights.close();
+  }
+  const checkpoint = await openCheckpoint(dir);
+  try {
+    const dtypes: Partial<Record<DType, number>> = {};
+    for (const t of checkpoint.tensors) dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
+    return {
+      dir: checkpoint.dir, architecture: config.architecture, modelType: config.modelType, numLayers: config.numLayers, hiddenSize: config.hiddenSize,
+      intermediateSize: config.intermediateSize, numHeads: config.numHeads, numKeyValueHeads: config.numKeyValueHeads, vocabSize: config.vocabSize,
+      tieWordEmbeddings: config.tieWordEmbeddings, params: 0, linearParams: 0, linearMatrices: 0, tensors: checkpoint.tensors.length, dtypes,
+      files: checkpoint.files.length, bytes: checkpoint.tensors.reduce((s, t) => s + t.byteLength, 0),
+    } as ModelSummary;
+  } finally {
+    await checkpoint.close();
+  }
+}
