@@ -15,7 +15,7 @@ import { bin, binPath, cli } from './run-cli.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'layerquant-interrupt-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-const args = (out: string) => ['quantize', shippedModelDir, '--method', 'hqq', '--config', 'b4g64', '--out', out, '--json'];
+const args = (out: string) => ['quantize', shippedModelDir, '--method', 'hqq', '--config', 'b4g64', '--out', out, '--json', '--force'];
 
 function snapshot(dir: string): Record<string, string> {
   const out: Record<string, string> = {};

@@ -26,7 +26,7 @@ describe('layerquant sensitivity', () => {
 
     const allocation = await cli('allocate', '--stats', out, '--method', 'sensiboost', '--budget', '3.25', '--json');
     expect(allocation.code).toBe(0);
-    expect((JSON.parse(allocation.stdout) as { boosted: Record<string, number[]> }).boosted['self_attn.q_proj']).toEqual([1]);
+    expect((JSON.parse(allocation.stdout) as { boosts: { layers: { layer: number; module: string }[] } }).boosts.layers.filter((l) => l.module === 'self_attn.q_proj').map((l) => l.layer)).toEqual([1]);
   });
 
   it('prints a per-layer table by default, and reads a --calib file', async () => {
