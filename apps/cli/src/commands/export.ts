@@ -20,7 +20,8 @@ export const EXPORT_OPTION_HELP = [
   '  --format onnx           write an ONNX directory transformers.js and onnxruntime load (onnx/model_q4.onnx)',
   '  --accuracy-level 0|4    MatMulNBits: 4 quantizes activations to int8 inside the kernel (default, faster on CPU);',
   '                          0 keeps them in float (exact against the dequantized model)',
-  '  --scale-dtype f32|f16   MatMulNBits scales (default: the activation type)',
+  '  --scale-dtype f32|f16   MatMulNBits scales (default: the activation type); `quantize` stores the checkpoint\'s',
+  '                          scales and zeros in this type too (f16: half the metadata bytes, the error it adds in sqErr)',
   '  --embedding-dtype f32|f16  embed_tokens and lm_head storage (default: the activation type)',
   '  --activations f32|f16   f16 writes onnx/model_q4f16.onnx: fp16 activations and KV cache, for WebGPU',
 ];
@@ -33,6 +34,11 @@ function floatType(values: Values, option: string): 'float32' | 'float16' | unde
   if (text === 'f32' || text === 'fp32' || text === 'float32') return 'float32';
   if (text === 'f16' || text === 'fp16' || text === 'float16') return 'float16';
   throw new InvalidOptionError(`--${option}`, `"${text}" must be f32 or f16`);
+}
+
+/** --scale-dtype as the quantized checkpoint stores it (F32 when absent): the same option as the export's. */
+export function checkpointScaleDtype(values: Values): 'F32' | 'F16' {
+  return floatType(values, 'scale-dtype') === 'float16' ? 'F16' : 'F32';
 }
 
 /** Reads --format (undefined when absent) and the ONNX options; errors name the flag. */
@@ -50,7 +56,7 @@ export function parseExportOptions(values: Values): { format: 'onnx' | undefined
     ...(scaleType ? { scaleType } : {}),
     ...(embeddingType ? { embeddingType } : {}),
   };
-  if (format === undefined && (levelText ?? activations ?? scaleType ?? embeddingType) !== undefined) {
+  if (format === undefined && (levelText ?? activations ?? embeddingType) !== undefined) {
     throw new InvalidOptionError('--format', 'the ONNX options need --format onnx');
   }
   return { format: format as 'onnx' | undefined, options };

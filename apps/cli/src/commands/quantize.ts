@@ -14,7 +14,7 @@ import { allocateMethod, allocatorFlags, allocatorHelp, checkBudget, extraMemory
 import { tablesNeeded } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
-import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, exportRows, exportSummary, parseExportOptions } from './export.js';
+import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from './export.js';
 import { createProgress, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
 import { absolutePath, formatRows, jsonLine, sizeRows, sizes, boostReport, boostLines } from '../output.js';
@@ -38,6 +38,7 @@ function reportFields(report: QuantizeModelReport) {
     matrices: report.matrices,
     quantizedMatrices: report.quantizedMatrices,
     sizes: sizes({ params: report.params, paperBitsPerWeight: report.bpp, diskBytes: report.bytes, fileBytes: report.fileBytes }),
+    scaleDtype: report.scaleDtype === 'F16' ? 'float16' : 'float32',
     sqErr: report.sqErr,
     seconds: report.seconds,
     workerSeconds: report.quantizeSeconds,
@@ -202,6 +203,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout }: All
       quantizer,
       configFor: () => config,
       method,
+      scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...(kappa === undefined ? {} : { kappa }) },
       onProgress: (p) => progress.update(p.done, p.total, p.key),
@@ -225,6 +227,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout }: All
     ['method', `${method} ${`b${config.bits}g${config.groupSize}`}${axis === 0 ? ' axis 0' : ''}${roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
     ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
     ...sizeRows(reportFields(report).sizes),
+    ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`],
     ['sq. error', report.sqErr.toPrecision(8)],
     ['time', timeText(report)],
   ];
@@ -283,6 +286,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
       },
       method: spec.id,
       allocation,
+      scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { method: spec.id, budget, statistics: source, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
       onProgress: (p) => progress.update(p.done, p.total, p.key),
@@ -316,6 +320,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
     ['method', `${spec.id} at ${budget} bits (statistics: ${source})`],
     ['configs', [...counts].map(([c, n]) => `${c} x${n}`).join(', ')],
     ...sizeRows(reportFields(report).sizes),
+    ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`],
     ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over HQQ uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
     ['sq. error', report.sqErr.toPrecision(8)],
     ['time', timeText(report)],
@@ -330,7 +335,7 @@ function withoutExportOptions(argv: readonly string[], checkpointDir: string): s
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const name = arg.startsWith('--') ? arg.slice(2).split('=')[0]! : '';
-    if (name in EXPORT_OPTION_SPEC || name === 'out') {
+    if ((name in EXPORT_OPTION_SPEC && name !== 'scale-dtype') || name === 'out') {
       if (!arg.includes('=')) i++;
       continue;
     }
