@@ -1,3 +1,10 @@
+import { wrapAtSpaces } from './output.js';
+
+/** A line for stderr, broken at spaces to fit its width when it is a terminal (never inside a number). */
+export function fitStderr(line: string): string {
+  return wrapAtSpaces(line, process.stderr.isTTY && process.stderr.columns ? process.stderr.columns : Number.POSITIVE_INFINITY, 2);
+}
+
 /**
  * A progress bar with ETA on stderr when it is a terminal; silent otherwise (and with --json).
  */
@@ -26,7 +33,7 @@ export function createProgress(title: string, enabled = Boolean(process.stderr.i
     },
     done(message) {
       if (!enabled) return;
-      process.stderr.write(`\r\x1b[K${message ? `${title}: ${message}\n` : ''}`);
+      process.stderr.write(`\r\x1b[K${message ? `${fitStderr(`${title}: ${message}`)}\n` : ''}`);
     },
   };
 }
@@ -44,14 +51,14 @@ export function createSpinner(title: string, enabled = Boolean(process.stderr.is
   const frames = ['|', '/', '-', '\\'];
   const start = Date.now();
   let i = 0;
-  const draw = () => process.stderr.write(`\r${frames[i++ % frames.length]} ${title} ${formatSeconds((Date.now() - start) / 1000)}\x1b[K`);
+  const draw = () => process.stderr.write(`\r${`${frames[i++ % frames.length]} ${formatSeconds((Date.now() - start) / 1000)} ${title}`.slice(0, (process.stderr.columns ?? 120) - 1)}\x1b[K`);
   draw();
   const timer = setInterval(draw, 120);
   timer.unref();
   return {
     stop(message) {
       clearInterval(timer);
-      process.stderr.write(`\r\x1b[K${message ? `${title}: ${message}\n` : ''}`);
+      process.stderr.write(`\r\x1b[K${message ? `${fitStderr(`${title}: ${message}`)}\n` : ''}`);
     },
   };
 }

@@ -13,9 +13,9 @@ import { PAPER_BUDGETS, parseBudgets, parseMethods, tablesNeeded } from '../expe
 import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow } from '../experiment/report.js';
 import { runExperiment } from '../experiment/run-experiment.js';
 import { ensureStatistics } from '../experiment/statistics.js';
-import { createProgress, formatSeconds } from '../progress.js';
+import { createProgress, fitStderr, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
-import { jsonLine } from '../output.js';
+import { jsonLine, terminalColumns, wrapAtSpaces } from '../output.js';
 import { experimentPlan, experimentRowJson, formatPlan, formatResultsTable } from '../experiment/render.js';
 
 /** Over this estimate, a run started on a terminal needs --yes (a script, not on a terminal, proceeds). */
@@ -114,7 +114,7 @@ export const experimentCommand: Command = {
     const ids = tokenizer.encode(text);
     const cells = methods.length * budgets.length + (values['no-fp'] ? 0 : 1);
     const plan = experimentPlan({ cells, cellsDone: 0, tokens: maxTokens === undefined ? ids.length : Math.min(maxTokens, ids.length), seqlen, params: summary.params, linearParams: summary.linearParams });
-    if (!json) process.stderr.write(formatPlan(plan));
+    if (!json) process.stderr.write(`${fitStderr(formatPlan(plan).trimEnd())}\n`);
     if (plan.estimatedSeconds > CONFIRM_SECONDS && !values.yes && process.stdin.isTTY && process.stderr.isTTY && !json) {
       throw new InvalidOptionError('--yes', `the grid would take about ${(plan.estimatedSeconds / 3600).toFixed(1)} h; rerun with --yes to start it, or choose a smaller grid (--methods, --budgets, --max-tokens)`);
     }
@@ -181,7 +181,7 @@ export const experimentCommand: Command = {
           progress.update(event.done, event.total, `windows of cell ${event.cell}/${event.cells}: ${event.label}`);
         } else if (event.kind === 'cell-done' && event.row && interactive) {
           progress.done();
-          process.stderr.write(`  cell ${event.cell}/${event.cells} ${event.label.padEnd(28)} perplexity ${event.row.ppl.toFixed(4)}  ${event.row.bpp.toFixed(4)} bits/weight (paper)  ${formatSeconds(event.row.seconds)}\n`);
+          process.stderr.write(`${fitStderr(`  cell ${event.cell}/${event.cells} ${event.label}: perplexity ${event.row.ppl.toFixed(4)}, ${event.row.bpp.toFixed(4)} bits/weight (paper), ${formatSeconds(event.row.seconds)}`)}\n`);
         }
       },
       onRows: save,
@@ -194,6 +194,6 @@ export const experimentCommand: Command = {
       return;
     }
     stdout(formatResultsTable(rows));
-    stdout(`\nwrote ${files.join(', ')}\n`);
+    stdout(`\n${wrapAtSpaces(`wrote ${files.join(', ')}`, terminalColumns(), 2)}\n`);
   },
 };
