@@ -117,11 +117,12 @@ export function renderTable(columns: readonly Column[], rows: ReadonlyArray<read
 /** Breaks a line at spaces so that no line is longer than `width` (a single word longer than it stays whole). */
 export function wrapAtSpaces(line: string, width: number, indent = 0): string {
   if (line.length <= width) return line;
-  const words = line.split(' ');
+  const lead = /^ */.exec(line)![0];
+  const words = line.slice(lead.length).split(' ');
   const lines: string[] = [];
-  let current = '';
+  let current = lead;
   for (const word of words) {
-    const next = current === '' ? word : `${current} ${word}`;
+    const next = current.trim() === '' ? `${current}${word}` : `${current} ${word}`;
     if (next.length > width && current.trim() !== '') {
       lines.push(current);
       current = `${' '.repeat(indent)}${word}`;

@@ -16,7 +16,7 @@ export interface Progress {
 export function createProgress(title: string, enabled = Boolean(process.stderr.isTTY)): Progress {
   const start = Date.now();
   let last = 0;
-  const width = 28;
+  const width = 20;
   return {
     update(done, total, label = '') {
       if (!enabled) return;
@@ -28,7 +28,8 @@ export function createProgress(title: string, enabled = Boolean(process.stderr.i
       const elapsed = (now - start) / 1000;
       const eta = fraction > 0 ? elapsed / fraction - elapsed : 0;
       const bar = `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
-      const text = `${title} ${bar} ${(fraction * 100).toFixed(0).padStart(3)}% ${done}/${total} ${formatSeconds(elapsed)} elapsed, ETA ${formatSeconds(eta)} ${label}`;
+      // What the bar counts comes first: a narrow terminal cuts the times, not the label.
+      const text = `${title} ${bar} ${(fraction * 100).toFixed(0).padStart(3)}% ${done}/${total}${label ? ` ${label}` : ''}, ${formatSeconds(elapsed)} elapsed, ETA ${formatSeconds(eta)}`;
       process.stderr.write(`\r${text.slice(0, (process.stderr.columns ?? 120) - 1)}\x1b[K`);
     },
     done(message) {

@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { renderTable } from '../src/output.js';
+import { renderTable, wrapAtSpaces } from '../src/output.js';
 import { binPath } from './run-cli.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'layerquant-terminal-'));
@@ -39,6 +39,15 @@ describe('terminal rendering (pseudo-terminal)', () => {
       for (const line of narrow.trimEnd().split('\n')) expect(line.length, line).toBeLessThanOrEqual(width);
       for (const cell of rows[0]!) for (const word of cell.split(' ')) expect(narrow).toContain(word);
     }
+  });
+
+  it('wrapAtSpaces keeps the indentation and breaks only at spaces', () => {
+    const line = '  cell 3/3 sensiboost-2-1 @ 3.25: perplexity 82.9276, 3.2812 bits/weight (paper), 10.7s';
+    const lines = wrapAtSpaces(line, 40, 4).split('\n');
+    expect(lines.length).toBeGreaterThan(1);
+    expect(lines[0]!.startsWith('  cell')).toBe(true);
+    for (const l of lines) expect(l.length).toBeLessThanOrEqual(40);
+    expect(lines.map((l) => l.trim()).join(' ')).toBe(line.trim());
   });
 
   it.runIf(hasScript)('experiment on a tiny grid at 120 and 80 columns: no line wider than the terminal, no number split across lines', async () => {

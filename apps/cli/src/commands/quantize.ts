@@ -206,7 +206,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout }: All
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...(kappa === undefined ? {} : { kappa }) },
-      onProgress: (p) => progress.update(p.done, p.total, p.key),
+      onProgress: (p) => progress.update(p.done, p.total, `matrices (${p.key})`),
     }),
   );
   progress.done();
@@ -289,7 +289,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { method: spec.id, budget, statistics: source, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
-      onProgress: (p) => progress.update(p.done, p.total, p.key),
+      onProgress: (p) => progress.update(p.done, p.total, `matrices (${p.key})`),
     });
     progress.done();
     return { source, allocation, uniform, extra, report };
