@@ -56,8 +56,11 @@ export function createSpinner(title: string, enabled = Boolean(process.stderr.is
   draw();
   const timer = setInterval(draw, 120);
   timer.unref();
+  let stopped = false;
   return {
     stop(message) {
+      if (stopped) return; // idempotent: the first event of a long step stops it
+      stopped = true;
       clearInterval(timer);
       process.stderr.write(`\r\x1b[K${message ? `${fitStderr(`${title}: ${message}`)}\n` : ''}`);
     },

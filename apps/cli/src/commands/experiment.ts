@@ -13,7 +13,7 @@ import { PAPER_BUDGETS, parseBudgets, parseMethods, tablesNeeded } from '../expe
 import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow } from '../experiment/report.js';
 import { runExperiment } from '../experiment/run-experiment.js';
 import { ensureStatistics } from '../experiment/statistics.js';
-import { createProgress, fitStderr, formatSeconds } from '../progress.js';
+import { createProgress, createSpinner, fitStderr, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
 import { jsonLine, terminalColumns, wrapAtSpaces } from '../output.js';
 import { experimentPlan, experimentRowJson, formatPlan, formatResultsTable } from '../experiment/render.js';
@@ -161,6 +161,7 @@ export const experimentCommand: Command = {
     };
 
     const progress = createProgress('experiment', interactive);
+    const loading = createSpinner('loading the model', interactive);
     const started = performance.now();
     const rows = await runExperiment({
       modelDir,
@@ -177,6 +178,7 @@ export const experimentCommand: Command = {
       ...(threads ? { threads } : {}),
       done,
       onEvent: (event) => {
+        loading.stop();
         if (event.kind === 'window' && event.done !== undefined && event.total) {
           progress.update(event.done, event.total, `windows of cell ${event.cell}/${event.cells}: ${event.label}`);
         } else if (event.kind === 'cell-done' && event.row && interactive) {
@@ -186,6 +188,7 @@ export const experimentCommand: Command = {
       },
       onRows: save,
     });
+    loading.stop();
     progress.done();
     await save(rows);
     const files = ['results.csv', 'results.md', 'results.json'].map((f) => join(outDir, f));
