@@ -3,7 +3,7 @@ import { isOnnxExportDir, summarizeOnnxExport } from '@layerquant/export';
 import { isQuantizedMetadata } from '@layerquant/quantizers';
 import { openQuantizedCheckpoint, summarizeQuantizedCheckpoint } from '@layerquant/quantizers/node';
 import { openCheckpoint } from '@layerquant/tensor-io';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { boostReport, sizes, type BoostReport, type Sizes } from './output.js';
@@ -45,7 +45,8 @@ export async function directorySizes(dir: string): Promise<DirectorySizes> {
   }
   const checkpoint = await openCheckpoint(dir);
   const quantized = isQuantizedMetadata(checkpoint.metadata);
-  const fileBytes = checkpoint.tensors.reduce((s, t) => s + t.byteLength, 0);
+  // The weight files as they lie on disk (headers included), as quantize reports the file it wrote.
+  const fileBytes = checkpoint.files.reduce((s, f) => s + statSync(f).size, 0);
   if (!quantized) {
     const linear = checkpoint.tensors.filter((t) => matrixOfTensorName(t.name) !== undefined);
     await checkpoint.close();

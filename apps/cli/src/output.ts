@@ -45,7 +45,7 @@ export interface Sizes {
   /** null where the shapes are not known (allocate without --model). */
   readonly diskBitsPerWeight: number | null;
   readonly diskMiB: number | null;
-  /** The whole file set (every tensor, embeddings included), when known. */
+  /** The weight files (safetensors, or the ONNX file and its external data) with every tensor, when known. */
   readonly fileMiB?: number;
 }
 
@@ -67,7 +67,7 @@ export function sizeRows(s: Sizes): Array<[string, string]> {
   if (s.paperBitsPerWeight !== null && s.paperMiB !== null) {
     rows.push(['paper size', `${s.paperMiB.toFixed(2)} MiB, ${s.paperBitsPerWeight.toFixed(4)} bits/weight (paper accounting: 8-bit scale and zero per group)`]);
   }
-  if (s.diskMiB !== null && s.diskBitsPerWeight !== null) rows.push(['on disk', `${s.diskMiB.toFixed(2)} MiB, ${s.diskBitsPerWeight.toFixed(4)} bits/weight (linear matrices as stored)${s.fileMiB === undefined ? '' : `; ${s.fileMiB.toFixed(2)} MiB all files`}`]);
+  if (s.diskMiB !== null && s.diskBitsPerWeight !== null) rows.push(['on disk', `${s.diskMiB.toFixed(2)} MiB, ${s.diskBitsPerWeight.toFixed(4)} bits/weight (linear matrices as stored)${s.fileMiB === undefined ? '' : `; ${s.fileMiB.toFixed(2)} MiB weight files`}`]);
   return rows;
 }
 
