@@ -2,7 +2,7 @@ import { matrixOfTensorName } from '@layerquant/core';
 import { isOnnxExportDir, summarizeOnnxExport } from '@layerquant/export';
 import { isQuantizedMetadata } from '@layerquant/quantizers';
 import { openQuantizedCheckpoint, summarizeQuantizedCheckpoint } from '@layerquant/quantizers/node';
-import { openCheckpoint } from '@layerquant/tensor-io';
+import { loadDecoderConfig, openCheckpoint } from '@layerquant/tensor-io';
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -37,6 +37,8 @@ export async function savedBoostReport(dir: string): Promise<BoostReport | undef
 }
 
 export async function directorySizes(dir: string): Promise<DirectorySizes> {
+  // config.json first, as every command reads a model: a directory that is not one fails naming that file.
+  await loadDecoderConfig(dir);
   const boosts = await savedBoostReport(dir);
   const extra = boosts ? { boosts } : {};
   if (isOnnxExportDir(dir)) {
