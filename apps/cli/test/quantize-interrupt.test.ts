@@ -135,7 +135,9 @@ describe('quantize interrupted, then run again', () => {
     const second = await cli(...args(out));
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(new RegExp(`^layerquant: error: .*two-writers: another layerquant process \\(pid ${first.child.pid}, "quantize"`));
-    expect(second.stdout).toBe('');
+    // --json: the error is also one JSON object on stdout, with the message stderr has.
+    const error = (JSON.parse(second.stdout) as { error: { code: string; message: string } }).error;
+    expect(`layerquant: error: ${error.message}\n`).toBe(second.stderr);
     expect((await first.exited).code).toBe(0);
     expect(result(out)).toEqual(reference);
     expect(readdirSync(out).filter((n) => n.startsWith('.'))).toEqual([]);
