@@ -8,6 +8,7 @@ import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { quantizeCommand } from './quantize.js';
 import { sensitivityCommand } from './sensitivity.js';
+import { workerCommand } from './worker.js';
 
 /** Every command, in the order `layerquant --help` lists them. */
 export const commands: readonly Command[] = [
@@ -20,4 +21,5 @@ export const commands: readonly Command[] = [
   compareCommand,
   generateCommand,
   experimentCommand,
+  workerCommand,
 ];
