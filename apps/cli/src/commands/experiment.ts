@@ -130,13 +130,13 @@ export const experimentCommand: Command = {
     let coordinator: Coordinator | undefined;
     try {
       const outDir = out.path;
-      for (const name of out.removedTemporaries) stderr(`experiment: removed ${join(outDir, name)}, a temporary left by a process that no longer runs\n`);
+      for (const name of out.removedTemporaries) stderr(`${fitStderr(`experiment: removed ${join(outDir, name)}, a temporary left by a process that no longer runs`)}\n`);
       removeStaleTemporaries(join(outDir, 'stats'));
       const store = await ResultsStore.open(join(outDir, 'results.json'), Boolean(values.fresh));
-      for (const line of store.notes) stderr(`experiment: ${line}\n`);
+      for (const line of store.notes) stderr(`${fitStderr(`experiment: ${line}`)}\n`);
       const modelHash = await modelContentHash(modelDir);
       const textHash = await fileContentHash(textPath);
-      if (queueUrl) coordinator = await connectCoordinator(queueUrl, { attempts, log: (line) => stderr(`${line}\n`) });
+      if (queueUrl) coordinator = await connectCoordinator(queueUrl, { attempts, log: (line) => stderr(`${fitStderr(line)}\n`) });
 
       const statsProgress = createProgress('statistics', interactive);
       const resolved = await ensureStatistics({
@@ -152,13 +152,13 @@ export const experimentCommand: Command = {
         ...(threads ? { threads } : {}),
         onStep: (step, done, total) =>
           statsProgress.update(done, total, step === 'fnorm' ? `HQQ error of every matrix x ${ladder?.length ?? 12} configs` : step === 'measured' ? 'measured block error, every matrix x config, layer by layer' : 'activation sensitivity, layer by layer'),
-        onNote: (line) => stderr(`experiment: ${line}\n`),
+        onNote: (line) => stderr(`${fitStderr(`experiment: ${line}`)}\n`),
         ...(coordinator ? { compute: coordinator.statisticsComputer({ modelDir, modelHash }) } : {}),
       });
       statsProgress.done(`from ${resolved.source}`);
 
       const planned = planCells({ model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}) }, methods, budgets, !values['no-fp'], resolved.key);
-      for (const line of store.explain(planned)) stderr(`experiment: ${line}\n`);
+      for (const line of store.explain(planned)) stderr(`${fitStderr(`experiment: ${line}`)}\n`);
       const context = {
         model: summary.architecture === 'LlamaForCausalLM' ? basename(modelDir) : `${basename(modelDir)} (${summary.architecture})`,
         text: basename(textPath),
