@@ -8,6 +8,7 @@ import { renderParetoCell, renderTableCell } from './cells/results.js';
 import { renderSensitivityCell } from './cells/sensitivity.js';
 import { loadNotebookData, type NotebookData } from './data.js';
 import { renderKnobs } from './knobs.js';
+import { availableMethods } from './methods.js';
 import { createCell, element, prose, renderInto } from './notebook.js';
 import { DEFAULT_KNOBS, createStore, type Knobs } from './state.js';
 
@@ -57,7 +58,7 @@ async function main(): Promise<void> {
     sourceBanner(data),
   );
   app.replaceChildren(header);
-  renderKnobs(app, store);
+  renderKnobs(app, store, availableMethods(analysis.stats));
   const cells = element('div', { class: 'cells' });
   app.append(cells);
 

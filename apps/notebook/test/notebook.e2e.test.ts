@@ -10,7 +10,7 @@ import { build, createServer as createViteServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { analyse, type Analysis } from '../src/analysis.js';
 import { validateNotebookData, type NotebookData } from '../src/data.js';
-import { allocate } from '../src/methods.js';
+import { allocate, availableMethods } from '../src/methods.js';
 import type { Knobs } from '../src/state.js';
 
 // Opens the built notebook in Debian's chromium (never a downloaded browser) and checks that every cell
@@ -153,7 +153,11 @@ describe('notebook page in headless chromium', () => {
 
   it('runs every method and every top_m in the page', async () => {
     const methods = await page.$$eval('select[name="method"] option', (options) => options.map((o) => (o as HTMLOptionElement).value));
-    expect(methods).toEqual(['uniform', 'mxq', 'sensiboost', 'kurtboost', 'ablation']);
+    // The allocator plug-ins of @layerquant/allocators whose statistics the data holds, in the registry's order.
+    expect(methods).toEqual(availableMethods(analysis.stats).map((m) => m.id));
+    expect(methods.slice(0, 5)).toEqual(['uniform', 'mxq', 'sensiboost', 'kurtboost', 'ablation']);
+    expect(methods).toContain('sensi-milp');
+    if (analysis.stats.measured) expect(methods).toContain('measured');
     for (const method of methods) {
       for (const topM of ['0', '3']) {
         await page.selectOption('select[name="method"]', method);

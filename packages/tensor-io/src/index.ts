@@ -1,4 +1,4 @@
-export { writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
+export { copyFileAtomic, writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
 export {
   openOutputDirectory,
   processAlive,
