@@ -31,16 +31,17 @@ export const RESULT_COLUMNS = Object.freeze([
   'method',
   'options',
   'budget',
-  'bpp',
-  'MB',
-  'packed_bytes',
+  'paper_bits_per_weight',
+  'paper_MiB',
+  'disk_MiB',
   'extra_memory_percent',
   'perplexity',
   'seconds',
 ] as const);
 
+/** A CSV field; null and non-finite numbers (no HQQ baseline, the unquantized row) are written empty, never NaN. */
 function csvField(value: string | number | null): string {
-  if (value === null) return '';
+  if (value === null || (typeof value === 'number' && !Number.isFinite(value))) return '';
   const text = String(value);
   return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
@@ -49,7 +50,7 @@ export function formatResultsCsv(rows: readonly ExperimentRow[]): string {
   const lines = [RESULT_COLUMNS.join(',')];
   for (const r of rows) {
     lines.push(
-      [r.model, r.method, r.options, r.budget, r.bpp, r.memoryMB, r.packedBytes, r.extraMemoryPercent, r.ppl, r.seconds].map(csvField).join(','),
+      [r.model, r.method, r.options, r.budget, r.bpp, r.memoryMB, r.packedBytes / 2 ** 20, r.extraMemoryPercent, r.ppl, r.seconds].map(csvField).join(','),
     );
   }
   return `${lines.join('\n')}\n`;
@@ -242,7 +243,7 @@ export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: R
   out.push(`# layerquant experiment: ${context.model}`, '');
   out.push(`Perplexity on ${context.text} (${context.tokens.toLocaleString('en-US')} tokens, ${context.protocol}); statistics from ${context.statsSource}.`);
   out.push('Memory is that of the quantized linear matrices in the paper\'s accounting (8-bit scale and zero per group, fp16 meta per 128 groups); extra memory is against HQQ uniform at the same budget (at the highest stop below it for a budget between stops, where uniform and the boosts run at that stop).', '');
-  out.push('| budget | method | options | bpp | MB | extra memory | perplexity | vs HQQ | Δppl vs HQQ (95% CI) | Δppl vs MXQ (95% CI) |');
+  out.push('| budget | method | options | bits/weight (paper) | MiB (paper) | extra memory | perplexity | vs HQQ | Δppl vs HQQ (95% CI) | Δppl vs MXQ (95% CI) |');
   out.push('| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   const versusCell = (r: ExperimentRow, baseline: string): string => {
     const base = rows.find((x) => x.method === baseline && x.budget === r.budget);
