@@ -149,6 +149,7 @@ describe('damaged inputs exit 1 with one line naming the problem, and leave --ou
     ['num_hidden_layers 16 on 32 layers (quantize)', () => ['quantize', models.halfLayers!, '--method', 'rtn', '--out', previous, '--force'], /num_hidden_layers is 16 but .* has 32 layers/],
     ['num_hidden_layers 16 on 32 layers (sensitivity)', () => ['sensitivity', models.halfLayers!, '--blocks', '1', '--out', previous], /num_hidden_layers is 16 but .* has 32 layers/],
     ['num_hidden_layers 16 on 32 layers (inspect)', () => ['inspect', models.halfLayers!], /num_hidden_layers is 16/],
+    ['num_hidden_layers 16 on 32 layers (generate)', () => ['generate', models.halfLayers!, '--prompt', 'The jury', '--max-new-tokens', '2'], /num_hidden_layers is 16 but .* has 32 layers/],
     ['num_hidden_layers 16 on 32 layers (allocate --model)', () => ['allocate', '--stats', shippedOraclesDir, '--method', 'mxq', '--budget', '3', '--model', models.halfLayers!], /num_hidden_layers is 16/],
     ['num_hidden_layers 16 on 32 layers (experiment)', () => ['experiment', models.halfLayers!, '--methods', 'hqq', '--budgets', '3.25', '--stats', shippedOraclesDir, '--out', previous], /num_hidden_layers is 16/],
     ['config.json missing (quantize)', () => ['quantize', models.noConfig!, '--method', 'rtn', '--out', previous, '--force'], /no-config\/config\.json: not found/],
