@@ -10,6 +10,9 @@ export const workspaceAlias: Record<string, string> = {
   '@layerquant/quantizers/node': `${root}packages/quantizers/src/node.ts`,
   '@layerquant/runtime/graph': `${root}packages/runtime/src/graph.ts`,
   '@layerquant/runtime/testing': `${root}packages/runtime/src/testing.ts`,
+  '@layerquant/tensor-io/browser': `${root}packages/tensor-io/src/browser.ts`,
+  '@layerquant/perplexity/browser': `${root}packages/perplexity/src/browser.ts`,
+  '@layerquant/sensitivity/browser': `${root}packages/sensitivity/src/browser.ts`,
   ...Object.fromEntries(packages.map((name) => [`@layerquant/${name}`, `${root}packages/${name}/src/index.ts`])),
 };
 

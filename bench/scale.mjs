@@ -82,11 +82,11 @@ const cli = (...args) => measure(process.execPath, ['--import', PEAK_HOOK, BIN, 
 
 const commands = {
   inspect: () => cli('inspect', modelDir),
-  quantize: () => cli('quantize', modelDir, '--method', 'hqq', '--config', 'b4g64', '--out', quantizedDir, '--json'),
+  quantize: () => cli('quantize', modelDir, '--method', 'hqq', '--config', 'b4g64', '--out', quantizedDir, '--force', '--json'),
   // RTN writes the same packed layout (codes, scales, fractional zeros) in a fraction of HQQ's time: eval-q and
   // generate measure the same memory on it where HQQ at a large shape does not fit the time available
-  'quantize-rtn': () => cli('quantize', modelDir, '--method', 'rtn', '--config', 'b4g64', '--out', quantizedDir, '--json'),
-  sensitivity: () => cli('sensitivity', modelDir, '--blocks', '1', '--out', `${modelDir}-stats`, ...(fnormConfigs ? ['--fnorm-configs', fnormConfigs] : []), '--json'),
+  'quantize-rtn': () => cli('quantize', modelDir, '--method', 'rtn', '--config', 'b4g64', '--out', quantizedDir, '--force', '--json'),
+  sensitivity: () => cli('sensitivity', modelDir, '--blocks', '1', '--out', `${modelDir}-stats`, ...(fnormConfigs ? ['--configs', fnormConfigs] : []), '--json'),
   'eval-fp': () => cli('eval', modelDir, '--dataset', 'brown-test', '--max-tokens', '512', '--json'),
   'eval-fp-streamed': () => cli('eval', modelDir, '--dataset', 'brown-test', '--max-tokens', '512', '--max-memory', '0.25', '--json'),
   'eval-q': () => cli('eval', quantizedDir, '--dataset', 'brown-test', '--max-tokens', '512', '--json'),
@@ -124,7 +124,7 @@ for (const step of steps) {
   const row = {
     shape: shapeName, step, ok: r.code === 0, code: r.code, signal: r.signal, stopped: r.stopped, seconds: r.seconds,
     peakGiB: r.peakBytes === undefined ? undefined : r.peakBytes / 2 ** 30,
-    evaluation: detail.evaluation, ppl: detail.ppl, extra: step === 'rtn' ? detail : step === 'sensitivity' ? detail.seconds : undefined,
+    evaluation: detail.evaluation, ppl: detail.perplexity, extra: step === 'rtn' ? detail : step === 'sensitivity' ? detail.seconds : undefined,
     error: r.code === 0 ? undefined : r.stderr.trim().split('\n').pop(),
   };
   rows.push(row);

@@ -3,7 +3,7 @@ import { isOnnxExportDir, openOnnxExport, openPackedModel, type ModelGraphSource
 import type { NllModel } from '@layerquant/perplexity';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { floatWeightBytes, loadDecoderModel, loadLayerStreamedModel, streamedWeightBytes, type TensorSource } from '@layerquant/runtime';
-import { loadDecoderConfig, type Checkpoint } from '@layerquant/tensor-io';
+import { loadDecoderConfig, loadValidatedConfig, type Checkpoint } from '@layerquant/tensor-io';
 import { freemem } from 'node:os';
 
 /** How a model is evaluated. */
@@ -19,6 +19,8 @@ export const EVALUATION_KINDS: Readonly<Record<EvaluationKind, string>> = Object
 export interface EvaluationModel {
   readonly model: NllModel;
   readonly kind: EvaluationKind;
+  /** The model's config (validated against its tensors for checkpoints). */
+  readonly config: DecoderConfig;
   /** Bytes of weights the evaluation holds (estimate for float models, exact initializer bytes for packed ones). */
   readonly weightBytes: number;
   readonly file?: string;
@@ -43,27 +45,36 @@ export interface EvaluationOptions {
   /** Bytes the float path may use before it streams layer by layer (default: defaultMemoryBudget()). */
   readonly maxMemoryBytes?: number;
   readonly threads?: number;
+  /** Called with the config before any weight is read (checks such as the context length; throw to stop). */
+  readonly onConfig?: (config: DecoderConfig) => void;
 }
 
 /** A float checkpoint: one session when it fits the budget, else layer by layer (same perplexity). */
 async function openFloat(source: Checkpoint, config: DecoderConfig, options: EvaluationOptions): Promise<EvaluationModel> {
   const runtime = options.threads === undefined ? {} : { threads: options.threads };
   const budget = options.maxMemoryBytes ?? defaultMemoryBudget();
-  if (oneSessionBytes(config, source) <= budget) {
-    const model = await loadDecoderModel(source, config, runtime);
-    await source.close();
-    return { model, kind: 'float', weightBytes: floatWeightBytes(config, source), dispose: () => model.dispose() };
-  }
-  const model = await loadLayerStreamedModel(source, config, runtime);
-  return {
-    model,
-    kind: 'float-streamed',
-    weightBytes: streamedWeightBytes(config, source),
-    async dispose() {
-      await model.dispose();
+  try {
+    if (oneSessionBytes(config, source) <= budget) {
+      const weightBytes = floatWeightBytes(config, source);
+      const model = await loadDecoderModel(source, config, runtime);
       await source.close();
-    },
-  };
+      return { model, kind: 'float', config, weightBytes, dispose: () => model.dispose() };
+    }
+    const model = await loadLayerStreamedModel(source, config, runtime);
+    return {
+      model,
+      kind: 'float-streamed',
+      config,
+      weightBytes: streamedWeightBytes(config, source),
+      async dispose() {
+        await model.dispose();
+        await source.close();
+      },
+    };
+  } catch (error) {
+    await source.close();
+    throw error;
+  }
 }
 
 /**
@@ -74,15 +85,24 @@ async function openFloat(source: Checkpoint, config: DecoderConfig, options: Eva
 export async function openEvaluationModel(modelDir: string, options: EvaluationOptions = {}): Promise<EvaluationModel> {
   const runtime = options.threads === undefined ? {} : { threads: options.threads };
   if (isOnnxExportDir(modelDir)) {
+    options.onConfig?.(await loadDecoderConfig(modelDir));
     const model = await openOnnxExport(modelDir, runtime);
-    return { model, kind: 'onnx', weightBytes: 0, file: model.file, dispose: () => model.dispose() };
+    return { model, kind: 'onnx', config: model.config, weightBytes: 0, file: model.file, dispose: () => model.dispose() };
   }
-  const config = await loadDecoderConfig(modelDir);
   const weights = await openModelWeights(modelDir);
+  let config: DecoderConfig;
+  try {
+    // The one config-vs-tensors check every command makes, before any long step.
+    config = (await loadValidatedConfig(weights.dir, weights)).config;
+    options.onConfig?.(config);
+  } catch (error) {
+    await weights.close();
+    throw error;
+  }
   if ('isQuantized' in weights) {
     try {
       const model = await openPackedModel(weights, config, runtime);
-      return { model, kind: 'packed', weightBytes: model.weightBytes, dispose: () => model.dispose() };
+      return { model, kind: 'packed', config, weightBytes: model.weightBytes, dispose: () => model.dispose() };
     } finally {
       await weights.close();
     }
@@ -111,5 +131,5 @@ export async function openAllocationModel(
   options: EvaluationOptions = {},
 ): Promise<EvaluationModel> {
   const model = await openPackedModel(quantizingSource(checkpoint, configOf, quantizer), config, options.threads === undefined ? {} : { threads: options.threads });
-  return { model, kind: 'packed', weightBytes: model.weightBytes, dispose: () => model.dispose() };
+  return { model, kind: 'packed', config, weightBytes: model.weightBytes, dispose: () => model.dispose() };
 }

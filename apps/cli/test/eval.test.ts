@@ -19,13 +19,13 @@ describe('layerquant eval', () => {
     const fromDataset = await bin('eval', shippedModelDir, '--dataset', 'brown-test', '--max-tokens', '2048', '--seqlen', '256', '--json', '--threads', '2');
     expect(fromDataset.stderr).toBe('');
     expect(fromDataset.code).toBe(0);
-    const a = JSON.parse(fromDataset.stdout) as { ppl: number; tokens: number; seconds: number; windows: number; quantized: boolean };
+    const a = JSON.parse(fromDataset.stdout) as { perplexity: number; tokens: number; seconds: number; windows: number; quantized: boolean };
     expect(a).toMatchObject({ tokens: 2048, windows: 8, quantized: false });
     expect(a.seconds).toBeGreaterThan(0);
-    expect(a.ppl).toBeGreaterThan(20);
-    expect(a.ppl).toBeLessThan(400);
+    expect(a.perplexity).toBeGreaterThan(20);
+    expect(a.perplexity).toBeLessThan(400);
     const fromText = await cli('eval', shippedModelDir, '--text', brownTestPath, '--max-tokens', '2048', '--seqlen', '256', '--json');
-    expect((JSON.parse(fromText.stdout) as { ppl: number }).ppl).toBeCloseTo(a.ppl, 3);
+    expect((JSON.parse(fromText.stdout) as { perplexity: number }).perplexity).toBeCloseTo(a.perplexity, 3);
   });
 
   it('runs the sliding-window protocol and prints a human table', async () => {
@@ -39,8 +39,8 @@ describe('layerquant eval', () => {
     const outDir = join(scratch, 'rtn-b4g64');
     await quantizeModel({ modelDir: shippedModelDir, outDir, quantizer: rtnQuantizer, configFor: () => quantConfig(4, 64), method: 'rtn' });
     const argv = ['--dataset', 'brown-test', '--max-tokens', '1024', '--seqlen', '256', '--json'];
-    const quantized = JSON.parse((await cli('eval', outDir, ...argv)).stdout) as { ppl: number; quantized: boolean; evaluation: string };
-    const float = JSON.parse((await cli('eval', shippedModelDir, ...argv)).stdout) as { ppl: number; quantized: boolean };
+    const quantized = JSON.parse((await cli('eval', outDir, ...argv)).stdout) as { perplexity: number; quantized: boolean; evaluation: string };
+    const float = JSON.parse((await cli('eval', shippedModelDir, ...argv)).stdout) as { perplexity: number; quantized: boolean };
     expect(quantized.quantized).toBe(true);
     expect(quantized.evaluation).toBe('packed');
     // Independent path: the dequantized float32 weights in the one-session float graph.
@@ -50,19 +50,19 @@ describe('layerquant eval', () => {
     const ids = (await loadTokenizer(outDir)).encode(readFileSync(brownTestPath, 'utf8'));
     const reference = await perplexity(dequantized, ids, { seqlen: 256, maxTokens: 1024 });
     await dequantized.dispose();
-    expect(Math.abs(quantized.ppl - reference.ppl) / reference.ppl).toBeLessThan(1e-4);
+    expect(Math.abs(quantized.perplexity - reference.ppl) / reference.ppl).toBeLessThan(1e-4);
     expect(float.quantized).toBe(false);
-    expect(quantized.ppl).not.toBe(float.ppl);
-    expect(Math.abs(quantized.ppl - float.ppl) / float.ppl).toBeLessThan(0.05);
+    expect(quantized.perplexity).not.toBe(float.perplexity);
+    expect(Math.abs(quantized.perplexity - float.perplexity) / float.perplexity).toBeLessThan(0.05);
   });
 
   it('streams a float model layer by layer when its weights exceed --max-memory: the same perplexity within 1e-6', async () => {
     const argv = ['--dataset', 'brown-test', '--max-tokens', '2048', '--seqlen', '512'];
-    const session = JSON.parse((await cli('eval', shippedModelDir, ...argv, '--json')).stdout) as { ppl: number; evaluation: string };
-    const streamed = JSON.parse((await cli('eval', shippedModelDir, ...argv, '--max-memory', '0.01', '--json')).stdout) as { ppl: number; evaluation: string; windows: number };
+    const session = JSON.parse((await cli('eval', shippedModelDir, ...argv, '--json')).stdout) as { perplexity: number; evaluation: string };
+    const streamed = JSON.parse((await cli('eval', shippedModelDir, ...argv, '--max-memory', '0.01', '--json')).stdout) as { perplexity: number; evaluation: string; windows: number };
     expect(session.evaluation).toBe('float');
     expect(streamed).toMatchObject({ evaluation: 'float-streamed', windows: 4 });
-    expect(Math.abs(streamed.ppl - session.ppl) / session.ppl).toBeLessThan(1e-6);
+    expect(Math.abs(streamed.perplexity - session.perplexity) / session.perplexity).toBeLessThan(1e-6);
     // Without --json the cost is said up front, then estimated from the first layer.
     const human = await cli('eval', shippedModelDir, '--dataset', 'brown-test', '--max-tokens', '1024', '--max-memory', '0.01');
     expect(human.stderr).toMatch(/eval: 2 windows of up to 512 tokens, 32 layers; float32, layer by layer/);

@@ -10,7 +10,7 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import { parseFnormCsv, parseSensitivityCsv } from '@layerquant/allocators';
+import { ALLOCATOR_PLUGINS, parseFnormCsv, parseMeasuredCsv, parseMethodName, parseSensitivityCsv } from '@layerquant/allocators';
 import { BUDGET_STOPS, InvalidDataError, InvalidOptionError, MissingFileError, memoryMB } from '@layerquant/core';
 import { referenceTorchPath, shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
 import { openCheckpoint } from '@layerquant/tensor-io';
@@ -75,16 +75,18 @@ async function readText(path, hint) {
 }
 
 /**
- * Method names of the experiment grid and of oracles.json as {method, options}: `hqq` (uniform), `mxq`,
- * `sensiboost-2-1` (boost stop 2, top_m 1; 0 = all), `ablation-kurtboost-3-0` (as many random layers as KurtBoost).
+ * Method names of the experiment grid and of oracles.json as {method, options}, parsed by the allocator plug-ins
+ * (@layerquant/allocators' parseMethodName): `hqq` (uniform), `mxq`, `sensiboost-2-1` (boost stop 2, top_m 1;
+ * 0 = all), `ablation-kurtboost-3-0`, `sensi-milp-1`, `measured`, ...; options are those the name sets.
  */
-function parseMethodName(name, source) {
-  if (name === 'hqq' || name === 'uniform') return { method: 'uniform', options: {} };
-  if (name === 'mxq') return { method: 'mxq', options: {} };
-  const m = /^(ablation-)?(sensiboost|kurtboost)-(\d+)-(\d+)$/.exec(name);
-  if (!m) throw new InvalidDataError(source, `unknown method "${name}"; expected hqq, mxq, sensiboost-S-M, kurtboost-S-M or ablation-<method>-S-M`);
-  const options = { boostStop: Number(m[3]), topM: Number(m[4]) };
-  return m[1] ? { method: 'ablation', options: { imitate: m[2], ...options } } : { method: m[2], options };
+function methodFromName(name, source) {
+  let spec;
+  try {
+    spec = parseMethodName(name, ALLOCATOR_PLUGINS, 'method');
+  } catch (error) {
+    throw new InvalidDataError(source, `unknown method "${name}": ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return { method: spec.allocator, options: Object.fromEntries(spec.explicit.map((key) => [key, spec.options[key]])) };
 }
 
 function withExtraMemory(rows) {
@@ -100,7 +102,7 @@ function oracleResults(oracles, modelName, linearParams) {
   return withExtraMemory(
     oracles.table.map((row) => ({
       model: modelName,
-      ...parseMethodName(row.method, 'oracles.json'),
+      ...methodFromName(row.method, 'oracles.json'),
       budget: row.budget,
       bpp: row.bpp,
       memoryMB: memoryMB(row.bpp, linearParams),
@@ -120,11 +122,11 @@ const OPTION_NAMES = { boost_stop: 'boostStop', top_m: 'topM', 'boost-stop': 'bo
 
 /** A row's method and options: named by the grid (`sensiboost-2-1`), or an allocator id with an options object. */
 function methodOfRow(row, source) {
-  if (row.options && typeof row.options === 'object' && !/-\d+-\d+$/.test(row.method)) {
+  if (row.options && typeof row.options === 'object' && !/-\d+(-\d+)?(:.*)?$/.test(row.method)) {
     const options = Object.fromEntries(Object.entries(row.options).map(([key, value]) => [OPTION_NAMES[key] ?? key, value]));
     return { method: row.method === 'hqq' ? 'uniform' : row.method, options };
   }
-  return parseMethodName(row.method, source);
+  return methodFromName(row.method, source);
 }
 
 function cliResults(json, path) {
@@ -173,6 +175,10 @@ async function main() {
   // Parse now with the same functions the page uses, so a bad table fails here and not in a reader's browser.
   const fnorm = parseFnormCsv(fnormCsv, join(statsDir, 'fnorm.csv'));
   parseSensitivityCsv(sensitivityCsv, join(statsDir, 'sensitivity.csv'));
+  // measured.csv (layerquant sensitivity --measured) lets the page run the `measured` allocator too.
+  const measuredPath = join(statsDir, 'measured.csv');
+  const measuredCsv = existsSync(measuredPath) ? await readText(measuredPath, statsHint) : undefined;
+  if (measuredCsv !== undefined) parseMeasuredCsv(measuredCsv, measuredPath);
   if (fnorm.rows.every((r) => r.kurtosis === undefined)) {
     throw new InvalidDataError(join(statsDir, 'fnorm.csv'), 'has no kurtosis column; the notebook plots kurtosis from it');
   }
@@ -229,7 +235,7 @@ async function main() {
     },
     model: { name: modelName, path: shown(modelDir), ...inspect },
     tensors,
-    statistics: { fnormCsv, sensitivityCsv },
+    statistics: { fnormCsv, sensitivityCsv, ...(measuredCsv === undefined ? {} : { measuredCsv }) },
     results,
     reference: {
       fp32Perplexity: fp.ppl,
@@ -241,8 +247,9 @@ async function main() {
     },
     budgets: BUDGET_STOPS.map((s) => s.budget),
   };
-  if (data.results.some((r) => !BUDGET_STOPS.some((s) => Math.abs(s.budget - r.budget) < 0.005))) {
-    throw new InvalidOptionError('budget', 'a result row has a budget that is not one of the paper\'s stops');
+  // Budgets between stops are fine (the knapsack allocators take any); each must be a positive number.
+  if (data.results.some((r) => !(Number.isFinite(r.budget) && r.budget > 0))) {
+    throw new InvalidOptionError('budget', 'a result row has a budget that is not a positive number of bits per weight');
   }
   const text = `${JSON.stringify(data)}\n`;
   const temp = `${outFile}.${process.pid}.tmp`;

@@ -49,7 +49,8 @@ export interface NotebookData {
   readonly sources: { readonly model: SourceNote; readonly statistics: SourceNote; readonly results: SourceNote };
   readonly model: ModelFacts;
   readonly tensors: readonly TensorEntry[];
-  readonly statistics: { readonly fnormCsv: string; readonly sensitivityCsv: string };
+  /** measured.csv (layerquant's measured block-output error) when the statistics directory had one. */
+  readonly statistics: { readonly fnormCsv: string; readonly sensitivityCsv: string; readonly measuredCsv?: string };
   readonly results: readonly ResultRow[];
   readonly reference: {
     readonly fp32Perplexity: number;

@@ -1,75 +1,55 @@
-import {
-  ablationAllocator,
-  kurtBoostAllocator,
-  mxqAllocator,
-  sensiBoostAllocator,
-  uniformAllocator,
-  type ModelStats,
-} from '@layerquant/allocators';
+import { ALLOCATOR_PLUGINS, allocateMethod, methodName, resolveOptions, type AllocatorPlugin, type ModelStats, type OptionValue } from '@layerquant/allocators';
 import { createRegistry, type Allocation } from '@layerquant/core';
 import { modelMemory, type ModelMemory } from '@layerquant/quantizers';
-import type { Analysis } from './analysis.js';
+import type { ModelAnalysis } from './analysis.js';
 import type { Knobs } from './state.js';
 
-/** A method as the page offers it: the package's allocator, called with the knobs that apply to it. */
+/** A method as the page offers it: an allocator plug-in of @layerquant/allocators, called with the knobs that apply to it. */
 export interface NotebookMethod {
   readonly id: string;
   readonly label: string;
-  /** Whether boost_stop and top_m mean anything for it. */
+  /** Whether boost_stop means anything for it (it has the option). */
   readonly boosts: boolean;
   readonly summary: string;
+  readonly plugin: AllocatorPlugin;
   /** The call, as the "In" part of the allocation cell shows it. */
   code(knobs: Knobs): string;
   allocate(stats: ModelStats, knobs: Knobs): Allocation;
 }
 
-const boostCode = (name: string, k: Knobs) => `${name}.allocate(stats, { budget: ${k.budget}, boostStop: ${k.boostStop}, topM: ${k.topM} })`;
+/** The plug-in's options with the knobs it takes (boost_stop, top_m), the rest at their defaults. */
+function knobOptions(plugin: AllocatorPlugin, knobs: Knobs): Record<string, OptionValue> {
+  const given: Record<string, OptionValue> = {};
+  if (plugin.options.some((d) => d.name === 'boostStop')) given.boostStop = knobs.boostStop;
+  if (plugin.options.some((d) => d.name === 'topM')) given.topM = knobs.topM;
+  return given;
+}
 
-export const METHODS: readonly NotebookMethod[] = Object.freeze([
-  {
-    id: 'uniform',
-    label: 'HQQ uniform',
-    boosts: false,
-    summary: 'every matrix at the config of the budget stop',
-    code: (k) => `uniformAllocator.allocate(stats, { budget: ${k.budget} })`,
-    allocate: (stats, k) => uniformAllocator.allocate(stats, { budget: k.budget }),
-  },
-  {
-    id: 'mxq',
-    label: 'MXQ',
-    boosts: false,
-    summary: 'least summed Frobenius error within the memory budget (a multiple-choice knapsack, solved exactly)',
-    code: (k) => `mxqAllocator.allocate(stats, { budget: ${k.budget} })`,
-    allocate: (stats, k) => mxqAllocator.allocate(stats, { budget: k.budget }),
-  },
-  {
-    id: 'sensiboost',
-    label: 'SensiBoost',
-    boosts: true,
-    summary: 'uniform, plus the outlier layers of activation sensitivity moved up the ladder',
-    code: (k) => boostCode('sensiBoostAllocator', k),
-    allocate: (stats, k) => sensiBoostAllocator.allocate(stats, { budget: k.budget, boostStop: k.boostStop, topM: k.topM }),
-  },
-  {
-    id: 'kurtboost',
-    label: 'KurtBoost',
-    boosts: true,
-    summary: 'uniform, plus the outlier layers of weight kurtosis moved up the ladder',
-    code: (k) => boostCode('kurtBoostAllocator', k),
-    allocate: (stats, k) => kurtBoostAllocator.allocate(stats, { budget: k.budget, boostStop: k.boostStop, topM: k.topM }),
-  },
-  {
-    id: 'ablation',
-    label: 'Ablation',
-    boosts: true,
-    summary: 'as many random layers per module as SensiBoost boosts (seed 42): is it the choice of layers that helps?',
-    code: (k) => boostCode('ablationAllocator', k),
-    allocate: (stats, k) => ablationAllocator.allocate(stats, { budget: k.budget, boostStop: k.boostStop, topM: k.topM }),
-  },
-]);
+function notebookMethod(plugin: AllocatorPlugin): NotebookMethod {
+  return Object.freeze({
+    id: plugin.id,
+    label: plugin.label,
+    boosts: plugin.options.some((d) => d.name === 'boostStop'),
+    summary: plugin.description,
+    plugin,
+    code: (k: Knobs) => `allocateMethod(parseMethodName('${methodName(plugin, resolveOptions(plugin, knobOptions(plugin, k)))}'), stats, { budget: ${k.budget} })`,
+    allocate: (stats: ModelStats, k: Knobs) => {
+      const options = resolveOptions(plugin, knobOptions(plugin, k));
+      return allocateMethod({ id: plugin.id, allocator: plugin.id, options, explicit: Object.keys(options) }, stats, { budget: k.budget });
+    },
+  });
+}
+
+/** Every allocator plug-in of the package, in its order (the page lists them all; nothing is special-cased by id). */
+export const METHODS: readonly NotebookMethod[] = Object.freeze(ALLOCATOR_PLUGINS.map(notebookMethod));
 
 /** The page's method registry: built here, nothing registers on import. */
 export const methods = createRegistry<NotebookMethod>('method', METHODS);
+
+/** The methods whose statistics tables the page's data holds (measured needs measured.csv). */
+export function availableMethods(stats: ModelStats): NotebookMethod[] {
+  return METHODS.filter((m) => m.plugin.tablesNeeded(resolveOptions(m.plugin)).every((table) => table === 'kurtosis' ? Boolean(stats.kurtosis ?? stats.fnorm) : Boolean(stats[table])));
+}
 
 export interface AllocationResult {
   readonly allocation: Allocation;
@@ -80,16 +60,17 @@ export interface AllocationResult {
   readonly milliseconds: number;
 }
 
-function memoryOf(analysis: Analysis, allocation: Allocation): ModelMemory {
+function memoryOf(analysis: ModelAnalysis, allocation: Allocation): ModelMemory {
   return modelMemory(allocation.matrices.map((m) => ({ shape: analysis.shapes.get(m.key)!, config: m.config })));
 }
 
 /** Runs the real allocator in the page for the knobs, with memory totals. */
-export function allocate(analysis: Analysis, knobs: Knobs): AllocationResult {
+export function allocate(analysis: ModelAnalysis, knobs: Knobs): AllocationResult {
   const start = performance.now();
   const allocation = methods.get(knobs.method).allocate(analysis.stats, knobs);
   const milliseconds = performance.now() - start;
-  const uniform = methods.get('uniform').allocate(analysis.stats, knobs);
+  // The uniform allocation of the stop at or below the budget ("extra memory" baseline).
+  const uniform = allocateMethod({ id: 'hqq', allocator: 'uniform', options: {}, explicit: [] }, analysis.stats, { budget: knobs.budget, floorToStop: true });
   return { allocation, memory: memoryOf(analysis, allocation), uniformMemory: memoryOf(analysis, uniform), milliseconds };
 }
 
@@ -99,13 +80,16 @@ const LABEL_SKIPPED_OPTIONS = new Set(['budget', 'sensitivityBits', 'sensitivity
 /** "SensiBoost (stop 2, top 1)", "Ablation of KurtBoost (stop 3, all outliers)" from a results row's method and options. */
 export function methodLabel(method: string, options: Readonly<Record<string, unknown>>): string {
   const labelOf = (id: string) => (methods.has(id) ? methods.get(id).label : id);
+  const plugin = methods.has(method) ? methods.get(method).plugin : undefined;
+  const atDefault = (key: string, value: unknown) => plugin !== undefined && !plugin.nameOptions.includes(key) && plugin.options.some((d) => d.name === key && d.default === value);
   const imitate = typeof options.imitate === 'string' ? options.imitate : undefined;
   const base = method === 'ablation' && imitate ? `Ablation of ${labelOf(imitate)}` : labelOf(method);
   const parts: string[] = [];
   for (const [key, value] of Object.entries(options)) {
-    if (LABEL_SKIPPED_OPTIONS.has(key) || (key === 'imitate' && method === 'ablation')) continue;
+    if (LABEL_SKIPPED_OPTIONS.has(key) || (key === 'imitate' && method === 'ablation') || atDefault(key, value)) continue;
     if (key === 'boostStop') parts.push(`stop ${String(value)}`);
     else if (key === 'topM') parts.push(value === 0 ? 'all outliers' : `top ${String(value)}`);
+    else if (typeof value === 'boolean') parts.push(value ? key : `no ${key}`);
     else parts.push(`${key} ${String(value)}`);
   }
   return parts.length ? `${base} (${parts.join(', ')})` : base;

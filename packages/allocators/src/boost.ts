@@ -4,8 +4,11 @@ import {
   InvalidOptionError,
   LINEAR_MODULES,
   allocationTotals,
+  bitsPerWeight,
   budgetStopIndex,
   configName,
+  type BudgetStop,
+  type QuantConfig,
   type Allocation,
   type Allocator,
   type LinearModule,
@@ -22,8 +25,10 @@ import { kurtosisByModule, matricesOf, sensitivityByModule, type ModelStats, typ
  */
 
 export interface UniformOptions {
-  /** One of the paper's stops: 2.13, 2.25, ... 8.51 (or the exact bpp of its config). */
+  /** One of the paper's stops: 2.13, 2.25, ... 8.51 (or the exact bpp of its config); with `configs`, a stop of that ladder. */
   readonly budget: number;
+  /** The config ladder (default: the paper's 12): its stops are the configs' bpp, ascending. */
+  readonly configs?: readonly QuantConfig[];
 }
 
 export interface BoostOptions extends UniformOptions {
@@ -74,8 +79,30 @@ export interface StatsAllocator<Options, Result extends Allocation> extends Allo
 }
 
 /** Index on the ladder `steps` stops above `budgetIndex`, capped at the top stop. */
-export function ladderStep(budgetIndex: number, steps: number): number {
-  return Math.max(0, Math.min(BUDGET_STOPS.length - 1, budgetIndex + steps));
+export function ladderStep(budgetIndex: number, steps: number, stops: number = BUDGET_STOPS.length): number {
+  return Math.max(0, Math.min(stops - 1, budgetIndex + steps));
+}
+
+/** The budget stops of a config ladder (the paper's 12 by default), ascending by bpp; each rounds to 2 decimals. */
+export function ladderStops(configs?: readonly QuantConfig[]): readonly BudgetStop[] {
+  if (!configs) return BUDGET_STOPS;
+  if (configs.length === 0) throw new InvalidOptionError('configs', 'names no config; give at least one, e.g. b4g64');
+  return configs
+    .map((config) => {
+      const bpp = bitsPerWeight(config);
+      return { budget: Math.round(bpp * 100) / 100, config, bpp };
+    })
+    .sort((a, b) => a.bpp - b.bpp);
+}
+
+/** Index of `budget` on a ladder (matches within 0.005 or the exact bpp); an InvalidOptionError listing its stops otherwise. */
+export function ladderIndex(stops: readonly BudgetStop[], budget: number): number {
+  if (stops === BUDGET_STOPS) return budgetStopIndex(budget);
+  const index = stops.findIndex((s) => Math.abs(s.budget - budget) < 0.005 || Math.abs(s.bpp - budget) < 1e-9);
+  if (index < 0) {
+    throw new InvalidOptionError('budget', `${budget} is not a stop of the config ladder ${stops.map((s) => `${configName(s.config)} (${s.budget})`).join(', ')}`);
+  }
+  return index;
 }
 
 function checkBoostStop(boostStop: number): void {
@@ -97,10 +124,12 @@ export function boostedAllocation(
   boostedLayers: Readonly<Record<LinearModule, readonly number[]>>,
   options: Readonly<Record<string, unknown>>,
   outliers?: ModuleOutliers,
+  configs?: readonly QuantConfig[],
 ): BoostAllocation {
-  const index = budgetStopIndex(budget);
-  const base = BUDGET_STOPS[index]!.config;
-  const boost = BUDGET_STOPS[ladderStep(index, boostStop)]!.config;
+  const stops = ladderStops(configs);
+  const index = ladderIndex(stops, budget);
+  const base = stops[index]!.config;
+  const boost = stops[ladderStep(index, boostStop, stops.length)]!.config;
   const boosted = new Set<string>();
   for (const module of LINEAR_MODULES) for (const layer of boostedLayers[module] ?? []) boosted.add(`${layer}.${module}`);
   const list: MatrixAllocation[] = matrices.map((m) => Object.freeze({ ...m, config: boosted.has(m.key) ? boost : base }));
@@ -121,11 +150,12 @@ export function boostedAllocation(
 export const uniformAllocator: StatsAllocator<UniformOptions, UniformAllocation> = Object.freeze({
   id: 'uniform',
   allocate(input: ModelStats, options: UniformOptions): UniformAllocation {
-    const config = BUDGET_STOPS[budgetStopIndex(options.budget)]!.config;
+    const stops = ladderStops(options.configs);
+    const config = stops[ladderIndex(stops, options.budget)]!.config;
     const list: MatrixAllocation[] = matricesOf(input).map((m) => Object.freeze({ ...m, config }));
     return Object.freeze({
       method: 'uniform',
-      options: Object.freeze({ budget: options.budget }),
+      options: Object.freeze({ budget: options.budget, ...(options.configs ? { configs: options.configs.map(configName) } : {}) }),
       budget: options.budget,
       matrices: Object.freeze(list),
       totals: allocationTotals(list),
@@ -169,12 +199,16 @@ export function kurtosisOutliers(input: ModelStats, numLayers: number, options: 
   });
 }
 
+function withLadder(options: Record<string, unknown>, given: UniformOptions): Record<string, unknown> {
+  return given.configs ? { ...options, configs: given.configs.map(configName) } : options;
+}
+
 function resolvedBoostOptions(options: BoostOptions): { boostStop: number; topM: number } {
   const boostStop = options.boostStop ?? 2;
   const topM = options.topM ?? 1;
   checkBoostStop(boostStop);
   checkTopM(topM);
-  budgetStopIndex(options.budget);
+  ladderIndex(ladderStops(options.configs), options.budget);
   return { boostStop, topM };
 }
 
@@ -186,7 +220,7 @@ export const sensiBoostAllocator: StatsAllocator<SensiBoostOptions, BoostAllocat
     const outliers = sensitivityOutliers(input, numLayersOf(matrices), { ...options, topM });
     const selection = options.sensitivity ?? {};
     const resolved = { budget: options.budget, boostStop, topM, sensitivityBits: selection.bits ?? 4, sensitivityGroupSize: selection.groupSize ?? 64 };
-    return boostedAllocation('sensiboost', matrices, options.budget, boostStop, layersOf(outliers), resolved, outliers);
+    return boostedAllocation('sensiboost', matrices, options.budget, boostStop, layersOf(outliers), withLadder(resolved, options), outliers, options.configs);
   },
 });
 
@@ -196,7 +230,7 @@ export const kurtBoostAllocator: StatsAllocator<BoostOptions, BoostAllocation> =
     const { boostStop, topM } = resolvedBoostOptions(options);
     const matrices = matricesOf(input);
     const outliers = kurtosisOutliers(input, numLayersOf(matrices), { ...options, topM });
-    return boostedAllocation('kurtboost', matrices, options.budget, boostStop, layersOf(outliers), { budget: options.budget, boostStop, topM }, outliers);
+    return boostedAllocation('kurtboost', matrices, options.budget, boostStop, layersOf(outliers), withLadder({ budget: options.budget, boostStop, topM }, options), outliers, options.configs);
   },
 });
 
@@ -234,13 +268,13 @@ export const ablationAllocator: StatsAllocator<AblationOptions, BoostAllocation>
       }
       drawn[module] = Object.freeze(pool.slice(0, count));
     }
-    return boostedAllocation('ablation', matrices, options.budget, boostStop, Object.freeze(drawn), {
+    return boostedAllocation('ablation', matrices, options.budget, boostStop, Object.freeze(drawn), withLadder({
       budget: options.budget,
       boostStop,
       topM,
       imitate,
       seed,
       includeLastLayer: options.includeLastLayer ?? false,
-    }, imitated);
+    }, options), imitated, options.configs);
   },
 });

@@ -1,7 +1,11 @@
 export * from './stats.js';
+export * from './validate-stats.js';
 export * from './outliers.js';
 export * from './multiple-choice-knapsack.js';
 export * from './mxq.js';
+export * from './cost-knapsack.js';
+export * from './milp.js';
+export * from './registry.js';
 export * from './boost.js';
 export * from './random.js';
 export * from './allocation-csv.js';
@@ -9,7 +13,23 @@ export { readCsv, formatCsv } from './csv.js';
 export type { CsvDocument, CsvRecord } from './csv.js';
 
 import { ablationAllocator, kurtBoostAllocator, sensiBoostAllocator, uniformAllocator } from './boost.js';
+import { headPrioritizedAllocator, kurtMilpAllocator, kurtScaledAllocator, measuredAllocator, sensiMilpAllocator, tailPrioritizedAllocator } from './milp.js';
 import { mxqAllocator } from './mxq.js';
 
-/** The five allocators, for an app to register in its own registry (nothing registers on import). */
-export const ALLOCATORS = Object.freeze([uniformAllocator, mxqAllocator, sensiBoostAllocator, kurtBoostAllocator, ablationAllocator] as const);
+/**
+ * The allocators as typed functions (`{ id, allocate(stats, options) }`), for code that calls one directly. Apps
+ * list and run them through `ALLOCATOR_PLUGINS` (options with defaults and help, tables needed, method names).
+ */
+export const ALLOCATORS = Object.freeze([
+  uniformAllocator,
+  mxqAllocator,
+  sensiBoostAllocator,
+  kurtBoostAllocator,
+  ablationAllocator,
+  sensiMilpAllocator,
+  kurtMilpAllocator,
+  kurtScaledAllocator,
+  headPrioritizedAllocator,
+  tailPrioritizedAllocator,
+  measuredAllocator,
+] as const);

@@ -7,7 +7,7 @@ import {
   type LinearModule,
   type MatrixInfo,
 } from '@layerquant/core';
-import { columnIndex, field, formatCsv, integerField, numberField, readCsv } from './csv.js';
+import { columnIndex, field, formatCsv, integerField, numberField, readCsv, type CsvDocument, type CsvRecord } from './csv.js';
 
 /**
  * The statistics tables allocators read, as plain data. Each has a CSV form in the column layout of the
@@ -100,6 +100,8 @@ export interface ModelStats {
   readonly fnorm?: FnormTable;
   readonly sensitivity?: SensitivityTable;
   readonly kurtosis?: KurtosisTable;
+  /** Measured block-output error of every matrix and config (`measured.csv`). */
+  readonly measured?: MeasuredTable;
   /** Where the tables came from (a directory), for messages. */
   readonly source?: string;
 }
@@ -122,6 +124,27 @@ function finiteOrUndefined(text: string | undefined, source: string, line: numbe
   return value;
 }
 
+/**
+ * The matrix (layer, module) and config (nbit1, gsize1) columns of a per-matrix-and-config row (fnorm.csv,
+ * measured.csv); a second row for the same matrix and config is an error.
+ */
+function matrixConfigFields(
+  doc: CsvDocument,
+  record: CsvRecord,
+  index: Record<string, number>,
+  source: string,
+  seen: Set<string>,
+): { layer: number; module: LinearModule; bits: number; groupSize: number } {
+  const layer = integerField(doc, record, index, 'layer');
+  const module = moduleField(source, record.line, field(doc, record, index, 'module'));
+  const bits = integerField(doc, record, index, 'nbit1', 1);
+  const groupSize = integerField(doc, record, index, 'gsize1', 1);
+  const key = `${layer}.${module}.b${bits}g${groupSize}`;
+  if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${layer}.${module} config b${bits}g${groupSize}`);
+  seen.add(key);
+  return { layer, module, bits, groupSize };
+}
+
 /** Parses an fnorm table (the authors' layout; extra columns such as `kurtosis_scaled` are ignored). */
 export function parseFnormCsv(text: string, source = 'fnorm.csv'): FnormTable {
   const doc = readCsv(text, source);
@@ -129,13 +152,7 @@ export function parseFnormCsv(text: string, source = 'fnorm.csv'): FnormTable {
   const rows: FnormRow[] = [];
   const seen = new Set<string>();
   for (const record of doc.records) {
-    const layer = integerField(doc, record, index, 'layer');
-    const module = moduleField(source, record.line, field(doc, record, index, 'module'));
-    const bits = integerField(doc, record, index, 'nbit1', 1);
-    const groupSize = integerField(doc, record, index, 'gsize1', 1);
-    const key = `${layer}.${module}.b${bits}g${groupSize}`;
-    if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${layer}.${module} config b${bits}g${groupSize}`);
-    seen.add(key);
+    const { layer, module, bits, groupSize } = matrixConfigFields(doc, record, index, source, seen);
     const fnorm = numberField(doc, record, index, 'fnorm');
     const memoryMB = numberField(doc, record, index, 'memmb');
     const params = integerField(doc, record, index, 'params', 1);
@@ -242,7 +259,7 @@ function sortMatrices(list: MatrixInfo[]): MatrixInfo[] {
 export function matricesOf(stats: ModelStats): MatrixInfo[] {
   const source = stats.source ?? 'statistics';
   const byKey = new Map<string, MatrixInfo>();
-  const rows: readonly { layer: number; module: LinearModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.kurtosis?.rows;
+  const rows: readonly { layer: number; module: LinearModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kurtosis?.rows;
   if (!rows) throw new InvalidDataError(source, 'no fnorm or kurtosis table: allocators need the list of matrices and their sizes (fnorm.csv)');
   for (const r of rows) {
     const key = matrixKey(r.layer, r.module);
@@ -367,4 +384,65 @@ export function kurtosisByModule(stats: ModelStats, numLayers: number): Record<L
     if (missing >= 0) throw new InvalidDataError(source, `no kurtosis for matrix ${matrixKey(missing, module)}`);
   }
   return result;
+}
+
+/**
+ * One (matrix, config) row of the measured block-output error (layerquant's `measured` statistic):
+ * `layer,module,nbit1,gsize1,nbit2,gsize2,error,memmb,params,blocks`. `error` is the mean squared error of the
+ * matrix's block output (attention block for q,k,v,o; MLP block for gate,up,down) when that matrix alone is
+ * quantized with the config, the rest of the model float, over the calibration blocks.
+ */
+export interface MeasuredRow {
+  readonly layer: number;
+  readonly module: LinearModule;
+  readonly bits: number;
+  readonly groupSize: number;
+  readonly metaBits: number;
+  readonly metaGroupSize: number;
+  readonly error: number;
+  readonly memoryMB: number;
+  readonly params: number;
+  /** Calibration blocks the error was measured on. */
+  readonly blocks: number;
+}
+
+export interface MeasuredTable {
+  readonly rows: readonly MeasuredRow[];
+}
+
+export const MEASURED_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'error', 'memmb', 'params', 'blocks'] as const);
+
+export function parseMeasuredCsv(text: string, source = 'measured.csv'): MeasuredTable {
+  const doc = readCsv(text, source);
+  const index = columnIndex(doc, MEASURED_COLUMNS);
+  const rows: MeasuredRow[] = [];
+  const seen = new Set<string>();
+  for (const record of doc.records) {
+    const { layer, module, bits, groupSize } = matrixConfigFields(doc, record, index, source, seen);
+    const error = numberField(doc, record, index, 'error');
+    if (error < 0) throw new InvalidDataError(`${source}:${record.line}`, `error ${error} is negative (it is a mean squared error)`);
+    const memoryMB = numberField(doc, record, index, 'memmb');
+    if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
+    rows.push({
+      layer,
+      module,
+      bits,
+      groupSize,
+      metaBits: integerField(doc, record, index, 'nbit2', 1),
+      metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
+      error,
+      memoryMB,
+      params: integerField(doc, record, index, 'params', 1),
+      blocks: integerField(doc, record, index, 'blocks', 1),
+    });
+  }
+  if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
+  return { rows };
+}
+
+export function formatMeasuredCsv(table: MeasuredTable): string {
+  return formatCsv(
+    MEASURED_COLUMNS,
+    table.rows.map((r) => [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.error, r.memoryMB, r.params, r.blocks]),
+  );
 }

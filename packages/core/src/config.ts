@@ -45,6 +45,24 @@ export function parseConfigName(name: string, options: QuantConfigOptions = {}):
   return quantConfig(Number(m[1]), Number(m[2]), options);
 }
 
+/** Parses a config ladder `b2g64,b3g64,b4g32` (at least one, no duplicates); `option` names the flag in errors. */
+export function parseConfigList(list: string, option = 'configs'): QuantConfig[] {
+  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+  if (names.length === 0) throw new InvalidOptionError(option, `"${list}" names no config; write e.g. b2g64,b3g64,b4g32`);
+  const configs: QuantConfig[] = [];
+  for (const name of names) {
+    let config: QuantConfig;
+    try {
+      config = parseConfigName(name);
+    } catch (error) {
+      throw new InvalidOptionError(option, `${(error as Error).message} (in "${list}")`);
+    }
+    if (configs.some((c) => c.bits === config.bits && c.groupSize === config.groupSize)) throw new InvalidOptionError(option, `lists ${configName(config)} twice`);
+    configs.push(config);
+  }
+  return configs;
+}
+
 /** The paper's meta-data settings: 8-bit scale and zero per group, fp16 meta per 128 groups. */
 export const META_BITS = 8;
 export const META_GROUP = 128;

@@ -102,3 +102,20 @@ export class OutputDirectoryError extends LayerquantError {
     super(code, `${directory}: ${message}`);
   }
 }
+
+/** A weight that is NaN or infinite: nothing computed from it would be a number. */
+export class NonFiniteWeightError extends LayerquantError {
+  constructor(
+    readonly tensor: string,
+    readonly file: string,
+    readonly index: number,
+    readonly value: string,
+    shape: readonly number[],
+  ) {
+    const position = shape.length === 2 ? ` (row ${Math.floor(index / shape[1]!)}, column ${index % shape[1]!} of [${shape.join(', ')}])` : shape.length > 2 ? ` (of shape [${shape.join(', ')}])` : '';
+    super(
+      'NON_FINITE_WEIGHT',
+      `${file} (tensor "${tensor}"): value ${value} at flat index ${index}${position}; the checkpoint is corrupt or was saved from a diverged run, use a checkpoint whose weights are finite`,
+    );
+  }
+}

@@ -5,3 +5,4 @@ export * from './config.js';
 export * from './plugins.js';
 export * from './allocation.js';
 export * from './registry.js';
+export * from './decoder-layout.js';

@@ -1,7 +1,7 @@
 import { InvalidOptionError, MissingFileError, type DecoderConfig } from '@layerquant/core';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { createKvDecoder, type KvDecoder, type RuntimeOptions, type TokenBatch } from '@layerquant/runtime';
-import { loadDecoderConfig } from '@layerquant/tensor-io';
+import { loadDecoderConfig, loadValidatedConfig } from '@layerquant/tensor-io';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -82,9 +82,10 @@ export async function openKvDecoder(dir: string, options: RuntimeOptions & OnnxE
     const model = await openOnnxExport(dir, options);
     return { decoder: model.decoder, source: 'onnx', file: model.file };
   }
-  const config = await loadDecoderConfig(dir);
   const weights = await openModelWeights(dir);
   try {
+    // The one config-vs-tensors check every command makes (a config with fewer layers would decode a truncated model).
+    const { config } = await loadValidatedConfig(weights.dir, weights);
     // The packed-weight model's loader: graphs above 1 GiB go to onnxruntime as a temporary file with external data.
     const model = await openPackedModel(weights, config, { accuracyLevel: DEFAULT_ACCURACY_LEVEL, ...options });
     return { decoder: model.decoder, source: model.quantized ? 'quantized' : 'float' };

@@ -1,8 +1,5 @@
-import { InvalidDataError, InvalidOptionError, MissingFileError } from '@layerquant/core';
+import { InvalidOptionError } from '@layerquant/core';
 import type { DecoderModel, LayerStreamedModel } from '@layerquant/runtime';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import { nonOverlappingWindows, slidingWindows, type WindowPlan } from './protocols.js';
 
 export type PerplexityProtocol = 'windows' | 'sliding';
@@ -31,6 +28,12 @@ export interface PerplexityResult {
   /** Positions whose NLL was scored. */
   readonly scoredTokens: number;
   readonly windows: number;
+  /**
+   * Per window, its weighted NLL (mean NLL of its scored positions times the protocol's weight) and that weight
+   * (windows: the scored count): ppl = exp(sum(windowNll) / divisor). For paired statistics over windows.
+   */
+  readonly windowNll: readonly number[];
+  readonly windowWeights: readonly number[];
   readonly seconds: number;
   readonly protocol: PerplexityProtocol;
   /** windows: seqlen; sliding: max_length. */
@@ -69,7 +72,7 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
     for (let t = 0; t + 1 < ids.length; t++) targets[t] = ids[t + 1]!;
     return { ids, targets };
   });
-  const windowNll: (index: number) => Promise<Float32Array> = (() => {
+  const nllOfWindow: (index: number) => Promise<Float32Array> = (() => {
     if ('windowsNll' in model) {
       const all = model.windowsNll(inputs, (done, total) => options.onProgress?.(done, total, 'layers'));
       return async (index) => (await all)[index]!;
@@ -83,12 +86,16 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
   let weighted = 0;
   let tokens = 0;
   let scoredTokens = 0;
+  const windowNll: number[] = [];
+  const windowWeights: number[] = [];
   for (const [index, window] of plan.windows.entries()) {
-    const nll = await windowNll(index);
+    const nll = await nllOfWindow(index);
     let sum = 0;
     for (let p = window.scoreFrom; p < window.end; p++) sum += nll[p - 1 - window.begin]!;
     const scored = window.end - window.scoreFrom;
     weighted += (sum / scored) * window.weight;
+    windowNll.push((sum / scored) * window.weight);
+    windowWeights.push(window.weight);
     tokens += inputs[index]!.ids.length;
     scoredTokens += scored;
   }
@@ -101,20 +108,13 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
     tokens,
     scoredTokens,
     windows: plan.windows.length,
+    windowNll: Object.freeze(windowNll),
+    windowWeights: Object.freeze(windowWeights),
     seconds: (performance.now() - started) / 1000,
     protocol,
     seqlen,
     stride: protocol === 'windows' ? seqlen : (options.stride ?? Math.min(512, seqlen)),
   });
-}
-
-/** Reads an evaluation text: a missing file or one with no non-blank character is a typed error. */
-export async function readEvaluationText(path: string): Promise<string> {
-  const absolute = resolve(path);
-  if (!existsSync(absolute)) throw new MissingFileError(absolute, 'does not exist; pass a UTF-8 text file with --text or a built-in --dataset');
-  const text = await readFile(absolute, 'utf8');
-  if (text.trim().length === 0) throw new InvalidDataError(absolute, 'is empty; perplexity needs text to score');
-  return text;
 }
 
 /**

@@ -14,8 +14,8 @@ import {
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
-import { copyFileAtomic, openCheckpoint, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
-import { mkdir, readdir, stat } from 'node:fs/promises';
+import { checkFinite, f16BitsToFloat32, float32ToF16Bits, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
+import { copyFile, readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 import { groupLayout } from './grouping.js';
@@ -28,6 +28,7 @@ import {
   metadataOfQuantized,
   quantizedTensorSpecs,
   type QuantizedTensorMetadata,
+  type ScaleDtype,
 } from './checkpoint-format.js';
 import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
 import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
@@ -59,6 +60,11 @@ export interface QuantizeModelOptions {
   readonly method?: string;
   /** The allocation that produced configFor, saved in quantization.json. */
   readonly allocation?: Allocation;
+  /**
+   * Storage of scales and zeros: F32 (default) or F16 (half the metadata bytes; both rounded to half precision
+   * before the error is measured, so sqErr includes what the rounding adds).
+   */
+  readonly scaleDtype?: ScaleDtype;
   /** Settings recorded in `__metadata__["layerquant.options"]`. */
   readonly options?: Readonly<Record<string, unknown>>;
   readonly onProgress?: (progress: QuantizeProgress) => void;
@@ -107,6 +113,8 @@ export interface QuantizeModelReport {
   readonly quantizeSeconds: number;
   /** Worker threads used (1 = the calling thread). */
   readonly workers: number;
+  /** How scales and zeros are stored. */
+  readonly scaleDtype: ScaleDtype;
   readonly perMatrix: readonly MatrixReport[];
 }
 
@@ -115,8 +123,11 @@ export interface QuantizeModelReport {
 /**
  * Quantizes every linear matrix of a Hugging Face checkpoint with its config and writes a self-contained quantized
  * directory: model.safetensors (packed codes, scales and zeros per matrix; other tensors copied), the files loaders
- * read (MODEL_LOADER_FILES: config.json, generation_config.json, tokenizer files) copied, quantization.json (report + allocation). Streams one matrix at a time: peak memory is a
- * few copies of the largest tensor, not of the model.
+ * read (MODEL_LOADER_FILES: config.json, generation_config.json, tokenizer files) copied, quantization.json (report + allocation + the list of files written). Streams one matrix at
+ * a time: peak memory is a few copies of the largest tensor, not of the model. config.json is validated against the
+ * tensors first; a NaN or infinity in a weight stops the run with a NonFiniteWeightError. The set is written into a
+ * staging directory and swapped in by renames (tensor-io's writeFileSet), so `outDir` never holds the weights of one
+ * run beside the report, config or tokenizer of another; its other files (a statistics cache) are kept.
  */
 export async function quantizeModel(options: QuantizeModelOptions): Promise<QuantizeModelReport> {
   const start = performance.now();
@@ -124,6 +135,9 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
   const outDir = resolve(options.outDir);
   const method = options.method ?? options.quantizer.id;
   const workers = options.workers ?? 1;
+  const scaleDtype: ScaleDtype = options.scaleDtype ?? 'F32';
+  if (scaleDtype !== 'F32' && scaleDtype !== 'F16') throw new InvalidOptionError('scaleDtype', `"${String(scaleDtype)}" must be F32 or F16`);
+  const metaBytes = scaleDtype === 'F16' ? 2 : 4;
   if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
   const checkpoint = await openCheckpoint(modelDir);
   let pool: KernelPool | undefined;
@@ -131,6 +145,8 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     if (resolve(checkpoint.dir) === outDir) {
       throw new InvalidOptionError('--out', `${outDir} is the model directory itself; write the quantized model to another directory`);
     }
+    // config.json must describe these weights (architecture, layers, shapes) before anything is planned.
+    await loadValidatedConfig(checkpoint.dir, checkpoint);
     // Plan every tensor and validate every config before anything is written.
     const specs: TensorSpec[] = [];
     const plans = new Map<string, { matrix: ModelMatrix; config: QuantConfig | null; dtype: DType }>();
@@ -152,7 +168,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       plans.set(info.name, { matrix, config, dtype: info.dtype });
       if (config) {
         groupLayout(info.name, matrix.shape, config);
-        specs.push(...quantizedTensorSpecs(info.name, matrix.shape, config));
+        specs.push(...quantizedTensorSpecs(info.name, matrix.shape, config, scaleDtype));
       } else {
         specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
       }
@@ -167,126 +183,146 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       allocation[matrix.key] = config ? configName(config) : null;
       if (config) {
         const { bits, groupSize, axis, roundZero } = config;
-        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, dtype });
+        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, dtype, ...(scaleDtype === 'F16' ? { scaleDtype } : {}) });
       }
     }
 
-    await mkdir(outDir, { recursive: true });
-    const perMatrix: MatrixReport[] = [];
-    let quantizeSeconds = 0;
-    let pending: QuantizedTensor | undefined;
-    const total = plans.size;
-    const finish = (report: MatrixReport) => {
-      perMatrix.push(report);
-      options.onProgress?.({ done: perMatrix.length, total, key: report.key, config: report.config });
-    };
-    const bytesOf = (array: Float32Array | Uint32Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
-
-    // The quantized matrices in file order; with a pool, up to `workers + 1` of them are quantized ahead.
-    const order = [...plans.values()].filter((p) => p.config !== null).map((p) => p.matrix.name);
-    const position = new Map(order.map((name, i) => [name, i]));
-    const quantizer = options.quantizer;
-    if (workers > 1 && isKernelQuantizer(quantizer)) pool = createKernelPool(workers);
-    const started = new Map<string, Promise<{ weight: WeightTensor; quantized: QuantizedTensor; seconds: number }>>();
-    const startTask = (name: string) => {
-      const config = plans.get(name)!.config!;
-      const task = (async () => {
-        const weight = await checkpoint.read(name);
-        const t0 = performance.now();
-        let quantized: QuantizedTensor;
-        if (pool && isKernelQuantizer(quantizer) && config.groupSize % 4 === 0) {
-          const { layout, grouped } = prepareGroups(weight, config);
-          const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: quantizer.kernelSolver });
-          quantized = assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero);
-        } else {
-          quantized = quantizer.quantize(weight, config);
-        }
-        return { weight, quantized, seconds: (performance.now() - t0) / 1000 };
-      })();
-      task.catch(() => undefined); // awaited in order below; avoid an unhandled rejection while queued
-      started.set(name, task);
-    };
-    let next = 0;
-    const quantizeInOrder = async (name: string) => {
-      const ahead = pool ? pool.size + 1 : 1;
-      while (next < order.length && next < position.get(name)! + ahead) startTask(order[next++]!);
-      const result = await started.get(name)!;
-      started.delete(name);
-      return result;
-    };
-
-    await writeSafetensorsStreaming(
-      join(outDir, QUANTIZED_WEIGHTS_FILE),
-      specs,
-      async (spec) => {
-        if (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config) {
-          const name = spec.name.slice(0, -QWEIGHT_SUFFIX.length);
-          const { matrix, config, dtype } = plans.get(name)!;
-          const { weight, quantized, seconds } = await quantizeInOrder(name);
-          quantizeSeconds += seconds;
-          const entry = metadataOfQuantized(quantized, dtype);
-          if (entry.bits !== config!.bits || entry.groupSize !== config!.groupSize) {
-            throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
-          }
-          const memory = matrixMemory(matrix.shape, config);
-          finish({
-            key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
-            sqErr: squaredError(quantizer.dequantize(quantized), weight.data),
-            paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds,
-          });
-          pending = quantized;
-          return bytesOf(quantized.packed);
-        }
-        if (pending && spec.name === pending.name + SCALE_SUFFIX) return bytesOf(pending.scale);
-        if (pending && spec.name === pending.name + ZERO_SUFFIX) {
-          const zero = pending.zero;
-          pending = undefined;
-          return bytesOf(zero);
-        }
-        const raw = await checkpoint.readRaw(spec.name);
-        const plan = plans.get(spec.name);
-        if (plan) {
-          const memory = matrixMemory(plan.matrix.shape, null, DTYPE_BYTES[plan.dtype]);
-          finish({
-            key: plan.matrix.key, name: spec.name, shape: plan.matrix.shape, config: null, params: memory.params, sqErr: 0,
-            paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds: 0,
-          });
-        }
-        return raw;
-      },
-      encodeQuantizedMetadata({ method, allocation, tensors: tensorsMetadata, options: { quantizer: quantizer.id, ...options.options } }),
-    );
-
-    for (const entry of await readdir(checkpoint.dir, { withFileTypes: true })) {
-      if (entry.isFile() && MODEL_LOADER_FILES.includes(entry.name)) await copyFileAtomic(join(checkpoint.dir, entry.name), join(outDir, entry.name));
-    }
-
-    const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));
-    const report: QuantizeModelReport = Object.freeze({
-      method,
-      quantizer: quantizer.id,
-      modelDir,
-      outDir,
-      matrices: perMatrix.length,
-      quantizedMatrices: perMatrix.filter((m) => m.config !== null).length,
-      params: totals.params,
-      bpp: totals.paperBitsPerWeight,
-      paperMB: totals.paperMB,
-      bytes: perMatrix.reduce((sum, m) => sum + m.packedBytes, 0),
-      fileBytes: (await stat(join(outDir, QUANTIZED_WEIGHTS_FILE))).size,
-      sqErr: perMatrix.reduce((sum, m) => sum + m.sqErr, 0),
-      seconds: (performance.now() - start) / 1000,
-      quantizeSeconds,
-      workers: pool ? pool.size : 1,
-      perMatrix: Object.freeze(perMatrix),
-    });
-    await writeTextAtomic(
-      join(outDir, QUANTIZATION_REPORT_FILE),
-      `${JSON.stringify({ ...report, allocation: options.allocation ?? { method, matrices: allocation } }, null, 1)}\n`,
-    );
+    // The previous run's file list (its report names them), so none of its files outlives it beside ours.
+    const previousFiles = await readFile(join(outDir, QUANTIZATION_REPORT_FILE), 'utf8')
+      .then((text) => (JSON.parse(text) as { files?: unknown }).files)
+      .then((files) => (Array.isArray(files) ? files.filter((f): f is string => typeof f === 'string') : []))
+      .catch(() => [] as string[]);
+    const { result: report } = await writeFileSet(outDir, (staging) => writeOutput(staging), { replaces: previousFiles, last: QUANTIZATION_REPORT_FILE });
     return report;
+
+    async function writeOutput(staging: string): Promise<QuantizeModelReport> {
+      const perMatrix: MatrixReport[] = [];
+      let quantizeSeconds = 0;
+      let pending: QuantizedTensor | undefined;
+      const total = plans.size;
+      const finish = (report: MatrixReport) => {
+        perMatrix.push(report);
+        options.onProgress?.({ done: perMatrix.length, total, key: report.key, config: report.config });
+      };
+      const bytesOf = (array: Float32Array | Uint32Array | Uint16Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+
+      // The quantized matrices in file order; with a pool, up to `workers + 1` of them are quantized ahead.
+      const order = [...plans.values()].filter((p) => p.config !== null).map((p) => p.matrix.name);
+      const position = new Map(order.map((name, i) => [name, i]));
+      const quantizer = options.quantizer;
+      if (workers > 1 && isKernelQuantizer(quantizer)) pool = createKernelPool(workers);
+      const started = new Map<string, Promise<{ weight: WeightTensor; quantized: QuantizedTensor; seconds: number }>>();
+      const startTask = (name: string) => {
+        const config = plans.get(name)!.config!;
+        const task = (async () => {
+          const weight = await checkpoint.read(name);
+          const t0 = performance.now();
+          let quantized: QuantizedTensor;
+          if (pool && isKernelQuantizer(quantizer) && config.groupSize % 4 === 0) {
+            const { layout, grouped } = prepareGroups(weight, config);
+            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: quantizer.kernelSolver });
+            quantized = assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero);
+          } else {
+            quantized = quantizer.quantize(weight, config);
+          }
+          return { weight, quantized, seconds: (performance.now() - t0) / 1000 };
+        })();
+        task.catch(() => undefined); // awaited in order below; avoid an unhandled rejection while queued
+        started.set(name, task);
+      };
+      let next = 0;
+      const quantizeInOrder = async (name: string) => {
+        const ahead = pool ? pool.size + 1 : 1;
+        while (next < order.length && next < position.get(name)! + ahead) startTask(order[next++]!);
+        const result = await started.get(name)!;
+        started.delete(name);
+        return result;
+      };
+
+      await writeSafetensorsStreaming(
+        join(staging, QUANTIZED_WEIGHTS_FILE),
+        specs,
+        async (spec) => {
+          if (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config) {
+            const name = spec.name.slice(0, -QWEIGHT_SUFFIX.length);
+            const { matrix, config, dtype } = plans.get(name)!;
+            const { weight, quantized: solved, seconds } = await quantizeInOrder(name);
+            // Stored in half precision: the scale and zero the file holds are the ones the error is measured with.
+            const quantized = scaleDtype === 'F16' ? { ...solved, scale: roundToHalf(solved.scale), zero: roundToHalf(solved.zero) } : solved;
+            quantizeSeconds += seconds;
+            const entry = metadataOfQuantized(quantized, dtype);
+            if (entry.bits !== config!.bits || entry.groupSize !== config!.groupSize) {
+              throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
+            }
+            const memory = matrixMemory(matrix.shape, config, 2, metaBytes);
+            finish({
+              key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
+              sqErr: squaredError(quantizer.dequantize(quantized), weight.data),
+              paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds,
+            });
+            pending = quantized;
+            return bytesOf(quantized.packed);
+          }
+          const stored = (values: Float32Array) => (scaleDtype === 'F16' ? bytesOf(float32ToF16Bits(values)) : bytesOf(values));
+          if (pending && spec.name === pending.name + SCALE_SUFFIX) return stored(pending.scale);
+          if (pending && spec.name === pending.name + ZERO_SUFFIX) {
+            const zero = pending.zero;
+            pending = undefined;
+            return stored(zero);
+          }
+          const raw = await checkpoint.readRaw(spec.name);
+          checkFinite(spec.name, checkpoint.info(spec.name).file, spec.dtype, spec.shape, raw);
+          const plan = plans.get(spec.name);
+          if (plan) {
+            const memory = matrixMemory(plan.matrix.shape, null, DTYPE_BYTES[plan.dtype]);
+            finish({
+              key: plan.matrix.key, name: spec.name, shape: plan.matrix.shape, config: null, params: memory.params, sqErr: 0,
+              paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds: 0,
+            });
+          }
+          return raw;
+        },
+        encodeQuantizedMetadata({ method, allocation, tensors: tensorsMetadata, options: { quantizer: quantizer.id, ...options.options } }),
+      );
+
+      for (const entry of await readdir(checkpoint.dir, { withFileTypes: true })) {
+        if (entry.isFile() && MODEL_LOADER_FILES.includes(entry.name)) await copyFile(join(checkpoint.dir, entry.name), join(staging, entry.name));
+      }
+
+      const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));
+      const report: QuantizeModelReport = Object.freeze({
+        method,
+        quantizer: quantizer.id,
+        modelDir,
+        outDir,
+        matrices: perMatrix.length,
+        quantizedMatrices: perMatrix.filter((m) => m.config !== null).length,
+        params: totals.params,
+        bpp: totals.paperBitsPerWeight,
+        paperMB: totals.paperMB,
+        bytes: perMatrix.reduce((sum, m) => sum + m.packedBytes, 0),
+        fileBytes: (await stat(join(staging, QUANTIZED_WEIGHTS_FILE))).size,
+        sqErr: perMatrix.reduce((sum, m) => sum + m.sqErr, 0),
+        seconds: (performance.now() - start) / 1000,
+        quantizeSeconds,
+        workers: pool ? pool.size : 1,
+        scaleDtype,
+        perMatrix: Object.freeze(perMatrix),
+      });
+      const files = [...(await readdir(staging)), QUANTIZATION_REPORT_FILE].sort();
+      await writeTextAtomic(
+        join(staging, QUANTIZATION_REPORT_FILE),
+        `${JSON.stringify({ ...report, files, allocation: options.allocation ?? { method, matrices: allocation } }, null, 1)}\n`,
+      );
+      return report;
+    }
   } finally {
     await pool?.close();
     await checkpoint.close();
   }
+}
+
+/** Values rounded to IEEE half precision (round to nearest even), as float32: tensor-io's one conversion, both ways. */
+function roundToHalf(values: Float32Array): Float32Array {
+  return f16BitsToFloat32(float32ToF16Bits(values));
 }

@@ -2,13 +2,14 @@ import {
   InvalidDataError,
   MissingTensorError,
   SafetensorsFormatError,
+  bitsPerWeight,
   configName,
   matrixOfTensorName,
   type QuantConfig,
   type QuantizedTensor,
   type WeightTensor,
 } from '@layerquant/core';
-import { openCheckpoint, type Checkpoint, type TensorInfo, type WeightSource } from '@layerquant/tensor-io';
+import { checkFinite, f16BitsToFloat32, openCheckpoint, type Checkpoint, type TensorInfo, type WeightSource } from '@layerquant/tensor-io';
 import { PACKING } from './bit-packing.js';
 import {
   QWEIGHT_SUFFIX,
@@ -17,6 +18,7 @@ import {
   configOfMetadata,
   decodeQuantizedMetadata,
   isQuantizedMetadata,
+  SCALE_DTYPES,
   quantizedTensorSpecs,
   type QuantizedCheckpointMetadata,
   type QuantizedTensorMetadata,
@@ -45,6 +47,12 @@ export interface QuantizedCheckpoint extends WeightSource {
 function asInt32Words(bytes: Uint8Array): Uint32Array {
   const copy = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   return new Uint32Array(copy.buffer, copy.byteOffset, copy.byteLength / 4);
+}
+
+/** Half-precision scales or zeros (scaleDtype F16), exactly as float32. */
+function halfAsFloat32(bytes: Uint8Array): Float32Array {
+  const copy = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+  return f16BitsToFloat32(new Uint16Array(copy.buffer, copy.byteOffset, copy.byteLength / 2));
 }
 
 function asFloat32(bytes: Uint8Array): Float32Array {
@@ -89,7 +97,10 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint): QuantizedCheckpoint {
     } catch (error) {
       throw new SafetensorsFormatError(file, `metadata of the quantized tensor is invalid: ${(error as Error).message}`, name, { cause: error });
     }
-    for (const spec of quantizedTensorSpecs(name, entry.shape, config)) {
+    if (entry.scaleDtype !== undefined && !SCALE_DTYPES.includes(entry.scaleDtype)) {
+      throw new SafetensorsFormatError(file, `scaleDtype "${String(entry.scaleDtype)}" is not one of ${SCALE_DTYPES.join(', ')}`, name);
+    }
+    for (const spec of quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype)) {
       if (!checkpoint.has(spec.name)) throw new MissingTensorError(spec.name, file, `the metadata lists "${name}" as quantized; the file is incomplete, quantize again`);
       const info = checkpoint.info(spec.name);
       if (info.dtype !== spec.dtype || info.shape.join(',') !== spec.shape.join(',')) {
@@ -106,7 +117,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint): QuantizedCheckpoint {
     logical.set(info.name, info);
   }
   for (const [name, { entry, config }] of quantized) {
-    const parts = quantizedTensorSpecs(name, entry.shape, config).map((spec) => checkpoint.info(spec.name));
+    const parts = quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype).map((spec) => checkpoint.info(spec.name));
     logical.set(name, Object.freeze({
       name,
       dtype: 'F32' as const,
@@ -131,8 +142,8 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint): QuantizedCheckpoint {
       method: metadata.method,
       packed: asInt32Words(packed),
       packing: PACKING,
-      scale: asFloat32(scale),
-      zero: asFloat32(zero),
+      scale: found.entry.scaleDtype === 'F16' ? halfAsFloat32(scale) : asFloat32(scale),
+      zero: found.entry.scaleDtype === 'F16' ? halfAsFloat32(zero) : asFloat32(zero),
     });
   };
   let kernel: QuantKernel | undefined;
@@ -165,6 +176,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint): QuantizedCheckpoint {
         if (error instanceof InvalidDataError) throw new SafetensorsFormatError(file, error.message, name, { cause: error });
         throw error;
       }
+      checkFinite(name, file, 'F32', q.shape, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       return { name, dtype: 'F32', shape: q.shape, data };
     },
     close: () => checkpoint.close(),
@@ -183,6 +195,8 @@ export interface QuantizedCheckpointSummary {
   readonly configs: Readonly<Record<string, number>>;
   /** Bytes the linear matrices take in the file (packed codes, scales and zeros; float matrices as stored). */
   readonly linearBytes: number;
+  /** Parameter-weighted bits per weight of the linear matrices in the paper's accounting (float matrices count 16). */
+  readonly paperBitsPerWeight: number;
 }
 
 export function summarizeQuantizedCheckpoint(checkpoint: QuantizedCheckpoint): QuantizedCheckpointSummary {
@@ -191,6 +205,7 @@ export function summarizeQuantizedCheckpoint(checkpoint: QuantizedCheckpoint): Q
   let linearMatrices = 0;
   let quantizedMatrices = 0;
   let linearBytes = 0;
+  let paperBits = 0;
   const configs: Record<string, number> = {};
   for (const info of checkpoint.tensors) {
     params += info.shape.reduce((a, b) => a * b, 1);
@@ -200,8 +215,9 @@ export function summarizeQuantizedCheckpoint(checkpoint: QuantizedCheckpoint): Q
     linearBytes += info.byteLength;
     const entry = checkpoint.metadata.tensors[info.name];
     const name = entry ? configName(configOfMetadata(entry)) : 'float';
+    paperBits += (entry ? bitsPerWeight(configOfMetadata(entry)) : 16) * info.shape.reduce((a, b) => a * b, 1);
     if (entry) quantizedMatrices++;
     configs[name] = (configs[name] ?? 0) + 1;
   }
-  return Object.freeze({ params, linearParams, linearMatrices, quantizedMatrices, configs: Object.freeze(configs), linearBytes });
+  return Object.freeze({ params, linearParams, linearMatrices, quantizedMatrices, configs: Object.freeze(configs), linearBytes, paperBitsPerWeight: linearParams > 0 ? paperBits / linearParams : 0 });
 }

@@ -40,19 +40,22 @@ export interface ActivationSensitivityOptions {
   readonly onLayer?: (layer: number, layers: number) => void;
 }
 
-function sumOfSquares(a: Float32Array): number {
+/** Sum of squares in float64. */
+export function sumOfSquares(a: Float32Array): number {
   let sum = 0;
   for (let i = 0; i < a.length; i++) sum += a[i]! * a[i]!;
   return sum;
 }
 
-function subtract(a: Float32Array, b: Float32Array): Float32Array {
+/** a - b elementwise. */
+export function subtract(a: Float32Array, b: Float32Array): Float32Array {
   const out = new Float32Array(a.length);
   for (let i = 0; i < a.length; i++) out[i] = a[i]! - b[i]!;
   return out;
 }
 
-function calibrationOf(calibration: CalibrationBlocks | ArrayLike<number>, options: ActivationSensitivityOptions): CalibrationBlocks {
+/** Calibration blocks from either form, capped at `options.blocks`. */
+export function calibrationOf(calibration: CalibrationBlocks | ArrayLike<number>, options: { readonly blocks?: number; readonly seqlen?: number }): CalibrationBlocks {
   if ('seqlen' in calibration && 'blocks' in calibration && 'ids' in calibration) {
     const blocks = Math.min(options.blocks ?? calibration.blocks, calibration.blocks);
     return cutCalibrationBlocks(calibration.ids, { blocks, seqlen: calibration.seqlen, source: 'calibration' });

@@ -30,5 +30,6 @@ export {
   type MatrixSource,
 } from './frobenius-table.js';
 export { SENSITIVITY_OUTPUT_FILES, writeSensitivityOutputs, type SensitivityOutputs } from './stats-directory.js';
+export { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
 export { measureModelStatistics, type ModelStatistics, type ModelStatisticsOptions, type StatisticsPlan } from './model-statistics.js';
-export { SENSITIVITY_METRICS, activationSensitivityMetric, frobeniusMetric, kurtosisMetric } from './metrics.js';
+export { SENSITIVITY_METRICS, activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric } from './metrics.js';

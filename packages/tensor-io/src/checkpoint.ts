@@ -3,6 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { open, readFile, readdir, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { decodeToFloat32 } from './dtype.js';
+import { checkFinite } from './finite.js';
 import { readSafetensorsHeader, type TensorInfo } from './safetensors.js';
 
 /** Anything that hands out float32 weights by tensor name: a checkpoint, a quantized checkpoint, a test double. */
@@ -21,6 +22,7 @@ export interface Checkpoint extends WeightSource {
   /** `__metadata__` of the first file. */
   readonly metadata: Readonly<Record<string, string>>;
   info(name: string): TensorInfo;
+  /** The stored bytes, unchecked (read() also refuses NaN and infinities with a NonFiniteWeightError). */
   readRaw(name: string): Promise<Uint8Array>;
   close(): Promise<void>;
 }
@@ -57,6 +59,9 @@ async function resolveIndex(dir: string, index: string): Promise<{ dir: string; 
   }
   const files: string[] = [];
   for (const [tensor, shard] of Object.entries(json.weight_map)) {
+    if (typeof shard !== 'string' || !shard.endsWith('.safetensors') || basename(shard) !== shard) {
+      throw new SafetensorsFormatError(index, `weight_map maps the tensor to ${JSON.stringify(shard)}, not to a .safetensors file beside the index; the index is corrupt`, tensor);
+    }
     const file = join(dir, shard);
     if (!files.includes(file)) {
       if (!existsSync(file)) {
@@ -88,6 +93,14 @@ export async function openCheckpoint(path: string): Promise<Checkpoint> {
     for (const [name, shard] of Object.entries(weightMap)) {
       const info = byName.get(name);
       if (!info) throw new MissingTensorError(name, join(dir, shard), `${basename(index)} lists it there; the shard is incomplete or the index is stale`);
+      if (info.file !== join(dir, shard)) {
+        throw new SafetensorsFormatError(index, `lists the tensor in ${shard} but it is stored in ${basename(info.file)}; the index is stale, download it again`, name);
+      }
+    }
+    for (const name of byName.keys()) {
+      if (!Object.prototype.hasOwnProperty.call(weightMap, name)) {
+        throw new SafetensorsFormatError(byName.get(name)!.file, `the tensor is stored here but ${basename(index)} does not list it; the index is stale, download it again`, name);
+      }
     }
   }
   const handles = new Map<string, Promise<FileHandle>>();
@@ -127,7 +140,9 @@ export async function openCheckpoint(path: string): Promise<Checkpoint> {
     readRaw,
     async read(name) {
       const t = info(name);
-      const data = decodeToFloat32(await readRaw(name), t.dtype);
+      const raw = await readRaw(name);
+      checkFinite(name, t.file, t.dtype, t.shape, raw);
+      const data = decodeToFloat32(raw, t.dtype);
       return { name, dtype: t.dtype, shape: t.shape, data };
     },
     async close() {

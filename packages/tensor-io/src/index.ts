@@ -5,6 +5,7 @@ export {
   removeStaleTemporaries,
   trackTemporary,
   untrackTemporary,
+  writeFileSet,
   type OutputDirectory,
 } from './output-dir.js';
 export {
@@ -32,4 +33,8 @@ export {
 export { openCheckpoint, type Checkpoint, type WeightSource } from './checkpoint.js';
 export { SUPPORTED_ARCHITECTURES, loadDecoderConfig, parseDecoderConfig } from './config.js';
 export { loadTokenizer, type Tokenizer } from './tokenizer.js';
-export { inspectModel, type ModelSummary } from './inspect.js';
+export { inspectModel, summarizeModel, type ModelSummary } from './inspect.js';
+export { openModel, loadValidatedConfig, type OpenedModel } from './model.js';
+export { checkFinite, firstNonFinite } from './finite.js';
+// The one config-vs-tensors check lives in core (pure, browser-safe); re-exported here beside openModel.
+export { validateCheckpoint, type CheckpointTensors } from '@layerquant/core';

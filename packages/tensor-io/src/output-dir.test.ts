@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { OutputDirectoryError } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
-import { openOutputDirectory, removeStaleTemporaries } from './output-dir.js';
+import { openOutputDirectory, removeStaleTemporaries, writeFileSet } from './output-dir.js';
 
 const distIndex = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
@@ -85,5 +85,31 @@ describe('openOutputDirectory', () => {
       expect(code).toBe(signal === 'SIGINT' ? 130 : 143);
       expect(readdirSync(dir)).toEqual([]);
     }
+  });
+});
+
+describe('writeFileSet', () => {
+  it('swaps a whole set in, replaces the previous set, keeps other files, and leaves the directory unchanged when writing fails', async () => {
+    const dir = scratch();
+    writeFileSync(join(dir, 'notes.txt'), 'mine');
+    await writeFileSet(dir, async (staging) => {
+      writeFileSync(join(staging, 'weights.bin'), 'one');
+      writeFileSync(join(staging, 'old-extra.bin'), 'one');
+      writeFileSync(join(staging, 'report.json'), 'one');
+    }, { last: 'report.json' });
+    expect(readdirSync(dir).sort()).toEqual(['notes.txt', 'old-extra.bin', 'report.json', 'weights.bin']);
+    await expect(writeFileSet(dir, async (staging) => {
+      writeFileSync(join(staging, 'weights.bin'), 'two');
+      throw new Error('interrupted while writing');
+    })).rejects.toThrow('interrupted while writing');
+    expect(readdirSync(dir).sort()).toEqual(['notes.txt', 'old-extra.bin', 'report.json', 'weights.bin']);
+    expect(readFileSync(join(dir, 'weights.bin'), 'utf8')).toBe('one');
+    const { files } = await writeFileSet(dir, async (staging) => {
+      writeFileSync(join(staging, 'weights.bin'), 'two');
+      writeFileSync(join(staging, 'report.json'), 'two');
+    }, { replaces: ['weights.bin', 'old-extra.bin', 'report.json', '../escape', '.layerquant.lock'], last: 'report.json' });
+    expect(files.sort()).toEqual(['report.json', 'weights.bin']);
+    expect(readdirSync(dir).sort()).toEqual(['notes.txt', 'report.json', 'weights.bin']);
+    expect(readFileSync(join(dir, 'weights.bin'), 'utf8')).toBe('two');
   });
 });

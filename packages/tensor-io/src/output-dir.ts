@@ -1,6 +1,7 @@
 import { OutputDirectoryError } from '@layerquant/core';
-import { closeSync, openSync, readFileSync, readdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
-import { access, constants, mkdir, stat } from 'node:fs/promises';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { access, constants, mkdir, rename, stat } from 'node:fs/promises';
+import { temporaryPath } from './atomic.js';
 import { dirname, join, resolve } from 'node:path';
 
 /**
@@ -17,13 +18,24 @@ const TEMPORARY_NAME = /^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$/;
 /** Paths this process may leave behind if it stops now: temporaries being written, locks held. */
 const liveTemporaries = new Set<string>();
 const heldLocks = new Set<string>();
+/** Output directories this process created and still holds: removed again if interrupted while still empty. */
+const createdDirectories = new Map<string, string>();
 let handlersInstalled = false;
 
 function removeLeftovers(): void {
   for (const path of liveTemporaries) rmSync(path, { recursive: true, force: true });
   liveTemporaries.clear();
-  for (const path of heldLocks) rmSync(path, { force: true });
+  for (const path of heldLocks) {
+    rmSync(path, { force: true });
+    const created = createdDirectories.get(path);
+    try {
+      if (created && readdirSync(created).length === 0) rmSync(created, { recursive: true, force: true });
+    } catch {
+      // Gone already, or unreadable: nothing to tidy.
+    }
+  }
   heldLocks.clear();
+  createdDirectories.clear();
 }
 
 function installHandlers(): void {
@@ -103,6 +115,11 @@ export interface OutputDirectory {
   /** Stale temporaries of dead processes that were removed when the directory was opened. */
   readonly removedTemporaries: readonly string[];
   release(): void;
+  /**
+   * For a failed run: releases the lock and, if openOutputDirectory created the directory and nothing was left in
+   * it, removes it again, so a failed command leaves --out as it found it (a signal does the same).
+   */
+  abandon(): void;
 }
 
 /**
@@ -139,6 +156,7 @@ export async function openOutputDirectory(dir: string, command: string, option =
   } catch {
     throw new OutputDirectoryError(dir, `${option} is not writable (no write permission on "${probe}"); choose another directory or fix its permissions`);
   }
+  const created = !existsSync(path);
   await mkdir(path, { recursive: true });
   const removedTemporaries = removeStaleTemporaries(path);
   const lockPath = join(path, LOCK_FILE);
@@ -171,16 +189,81 @@ export async function openOutputDirectory(dir: string, command: string, option =
     throw new OutputDirectoryError(dir, `another layerquant process took this directory's lock at the same time; choose another ${option}`, 'OUTPUT_LOCKED');
   }
   heldLocks.add(lockPath);
+  if (created) createdDirectories.set(lockPath, path);
+  const release = () => {
+    createdDirectories.delete(lockPath);
+    if (!heldLocks.delete(lockPath)) return;
+    try {
+      unlinkSync(lockPath);
+    } catch {
+      // Already gone: nothing to release.
+    }
+  };
   return {
     path,
     removedTemporaries,
-    release() {
-      if (!heldLocks.delete(lockPath)) return;
-      try {
-        unlinkSync(lockPath);
-      } catch {
-        // Already gone: nothing to release.
-      }
+    release,
+    abandon() {
+      const ours = createdDirectories.has(lockPath);
+      release();
+      if (ours && readdirSync(path).length === 0) rmSync(path, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Writes files that belong together (weights, their report, the config and tokenizer they go with) into `dir` so
+ * that it never holds a mixed set of two runs. `write(staging)` writes the whole set into a staging directory
+ * inside `dir` (`.<name>.<pid>.<hex>.tmp`, removed on SIGINT/SIGTERM/exit, or as a stale temporary by the next
+ * run after a SIGKILL): until it returns, `dir` is unchanged. Then the files of the previous set (`replaces`, e.g.
+ * the file list of the previous report, plus every name of the new set) are moved aside and the new ones renamed
+ * in, `last` (the report) last. Only renames happen in that step (milliseconds); a process killed inside it leaves
+ * part of the new set and nothing of the old. Other files of `dir` (a statistics cache, the user's own files)
+ * are left alone. Returns write's result and the names written.
+ */
+export async function writeFileSet<T>(
+  dir: string,
+  write: (staging: string) => Promise<T>,
+  options: { readonly replaces?: readonly string[]; readonly last?: string } = {},
+): Promise<{ result: T; files: string[] }> {
+  const target = resolve(dir);
+  await mkdir(target, { recursive: true });
+  const staging = temporaryPath(join(target, 'output'));
+  trackTemporary(staging);
+  try {
+    await mkdir(staging);
+    const result = await write(staging);
+    const files = readdirSync(staging).filter((name) => !TEMPORARY_NAME.test(name));
+    const aside = temporaryPath(join(target, 'previous'));
+    trackTemporary(aside);
+    await mkdir(aside);
+    const plainName = (name: string) => name !== '' && name !== '.' && name !== '..' && name !== LOCK_FILE && !TEMPORARY_NAME.test(name) && !/[/\\]/.test(name);
+    const old = new Set([...(options.replaces ?? []), ...files].filter(plainName));
+    // The report first, so a directory caught half-way never has a report that describes other weights.
+    const outgoing = [...old].sort((a, b) => Number(b === options.last) - Number(a === options.last));
+    const movedAside: string[] = [];
+    try {
+      for (const name of outgoing) {
+        try {
+          await rename(join(target, name), join(aside, name));
+          movedAside.push(name);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        }
+      }
+      const incoming = [...files].sort((a, b) => Number(a === options.last) - Number(b === options.last));
+      for (const name of incoming) await rename(join(staging, name), join(target, name));
+    } catch (error) {
+      // Put the previous set back as it was (the new files that made it in are removed first).
+      for (const name of files) if (!existsSync(join(staging, name))) rmSync(join(target, name), { recursive: true, force: true });
+      for (const name of movedAside.reverse()) await rename(join(aside, name), join(target, name)).catch(() => undefined);
+      throw error;
+    }
+    rmSync(aside, { recursive: true, force: true });
+    untrackTemporary(aside);
+    return { result, files };
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+    untrackTemporary(staging);
+  }
 }

@@ -85,6 +85,16 @@ describe('bad input gets a typed error naming the file and tensor', () => {
     ['overlapping offsets', handMade({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, 12), SafetensorsFormatError, /tensor "b".*overlap.*"a"/],
     ['unknown dtype', handMade({ a: { dtype: 'F8_E9M0', shape: [2], data_offsets: [0, 2] } }, 2), UnsupportedDTypeError, /tensor "a".*"F8_E9M0"/],
     ['shape/byte-count mismatch', handMade({ a: { dtype: 'BF16', shape: [3, 3], data_offsets: [0, 8] } }, 8), SafetensorsFormatError, /tensor "a".*needs 18 bytes/],
+    ['header length 3 bytes short (padding cut)', (() => { const b = handMade(null, 8, `${JSON.stringify(good)}    `); const v = new DataView(b.buffer); v.setBigUint64(0, v.getBigUint64(0, true) - 3n, true); return b; })(), SafetensorsFormatError, /tensor "a".*3 trailing bytes/],
+    ['a hole between tensors', handMade({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } }, 12), SafetensorsFormatError, /tensor "b".*start at 8 but "a" ends at 4: 4 bytes/],
+    ['trailing bytes after the last tensor', handMade(good, 12), SafetensorsFormatError, /tensor "a".*4 trailing bytes/],
+    ['a zero-length tensor hiding an overlap', handMade({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, z: { dtype: 'F32', shape: [0], data_offsets: [4, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8), SafetensorsFormatError, /overlap those of "a"/],
+    ['a duplicate tensor key', handMade(null, 8, '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}'), SafetensorsFormatError, /tensor "a".*appears twice/],
+    ['a duplicate field in an entry', handMade(null, 8, '{"a":{"dtype":"U8","dtype":"F32","shape":[2],"data_offsets":[0,8]}}'), SafetensorsFormatError, /tensor "a".*"dtype" appears twice/],
+    ['__metadata__ value not a string', handMade({ __metadata__: { format: { nested: 1 } }, ...good }, 8), SafetensorsFormatError, /__metadata__\["format"\].*must be strings/],
+    ['a dimension beyond 2^53', handMade(null, 8, '{"a":{"dtype":"U8","shape":[9007199254740993,0],"data_offsets":[0,0]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'), SafetensorsFormatError, /tensor "a".*beyond 2\^53/],
+    ['a fractional dimension', handMade(null, 8, '{"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}}'), SafetensorsFormatError, /tensor "a".*not an integer/],
+    ['deeply nested metadata', handMade(null, 8, `{"__metadata__":{"x":${'['.repeat(100_000)}${']'.repeat(100_000)}},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`), SafetensorsFormatError, /nested more than 64 levels/],
   ];
   for (const [label, bytes, errorClass, message] of cases) {
     it(label, async () => {
@@ -109,6 +119,15 @@ describe('bad input gets a typed error naming the file and tensor', () => {
     writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: 'model.safetensors', ghost: 'model.safetensors' } }));
     await expect(openCheckpoint(dir)).rejects.toThrow(MissingTensorError);
     await expect(openCheckpoint(dir)).rejects.toThrow(/"ghost"/);
+  });
+
+  it('an index that puts a tensor in the wrong shard, or misses one', async () => {
+    const dir = fixture('wrong-shard', handMade(good, 8));
+    writeFileSync(join(dir, 'other.safetensors'), handMade({ b: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, c: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8));
+    writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: 'other.safetensors', b: 'model.safetensors', c: 'other.safetensors' } }));
+    await expect(openCheckpoint(dir)).rejects.toThrow(/tensor "a".*lists the tensor in other\.safetensors but it is stored in model\.safetensors/);
+    writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: 'model.safetensors', b: 'other.safetensors' } }));
+    await expect(openCheckpoint(dir)).rejects.toThrow(/other\.safetensors \(tensor "c"\).*does not list it/);
   });
 
   it('a directory with no weights', async () => {

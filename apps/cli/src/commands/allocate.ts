@@ -1,36 +1,35 @@
-import {
-  ALLOCATORS,
-  type AblationOptions,
-  type BoostAllocation,
-  type MxqAllocation,
-  type SensiBoostOptions,
-} from '@layerquant/allocators';
+import { ALLOCATOR_PLUGINS, allocateMethod, validateStats, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
 import { loadStatsDirectory, saveAllocationJson } from '@layerquant/allocators/node';
-import { InvalidOptionError, LINEAR_MODULES, configName, createRegistry, parseConfigName, type Allocation } from '@layerquant/core';
+import { LINEAR_MODULES, configName, matrixTensorName, modelMatrixParams, parseConfigList, type Allocation } from '@layerquant/core';
+import { modelMemory } from '@layerquant/quantizers';
+import { openModel } from '@layerquant/tensor-io';
+import { resolve } from 'node:path';
+import { resolveModelPath } from '../model-path.js';
+import { boostLines, boostReport, jsonLine, sizeRows, sizes, type Sizes } from '../output.js';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
+import { allocatorFlags, allocatorHelp, checkBudget, methodFromFlags } from '../experiment/allocate-method.js';
 
-const METHODS = ['uniform', 'mxq', 'sensiboost', 'kurtboost', 'ablation'] as const;
-
-const USAGE = `layerquant allocate --stats <dir> --method ${METHODS.join('|')} --budget <bpp> [options]
+const USAGE = `layerquant allocate --stats <dir> --method <id> --budget <bpp> [options]
 
 Chooses a quantization config for every linear matrix from statistics tables and prints the allocation.
 
   --stats <dir>            output directory of \`layerquant sensitivity\`, or a paper-data directory
-                           (fnorm.csv, sensitivity.csv, optional kurtosis.csv)
-  --method <id>            uniform | mxq | sensiboost | kurtboost | ablation
-  --budget <bpp>           bits per weight: a budget stop (2.13 ... 8.51) for uniform and the boosts;
-                           any value for mxq
-  --boost-stop <n>         stops up the ladder for an outlier matrix (default 2)
-  --top-m <n>              keep the n most extreme outlier layers per module, 0 = all (default 1)
-  --seed <n>               seed of the ablation's random layers (default 42)
-  --imitate <id>           the ablation draws as many layers as sensiboost (default) or kurtboost boosts
-  --sensitivity-config <c> rows of sensitivity.csv SensiBoost reads (default b4g64)
-  --dataset <name>         calibration dataset of sensitivity.csv when it holds several
-  --gap <r>                MXQ: proven relative gap to stop at (default 1e-6)
+                           (fnorm.csv, sensitivity.csv, optional kurtosis.csv, measured.csv)
+  --model <dir>            the model the statistics are for: config.json is validated against its tensors and
+                           the tables must cover every matrix, layer and config of it (without it, the tables
+                           are only checked against each other)
+  --method <id>            an allocator (below) or a grid name such as sensiboost-2-1, sensi-milp-2
+  --budget <bpp>           bits per weight: a stop of the ladder (2.13 ... 8.51) for uniform and the boosts;
+                           any value for the knapsack allocators
+  --configs <list>         the config ladder (default: every config of the tables, the paper's 12), e.g.
+                           b2g64,b3g64,b4g32
   --verbose                one line per matrix instead of layer ranges
   --out <file>             also write the allocation JSON there (atomically)
-  --json                   print the Allocation object as JSON`;
+  --json                   print the Allocation object as JSON
+
+Allocators:
+${allocatorHelp(ALLOCATOR_PLUGINS, '  ')}`;
 
 /** "0-30 b3g64, 31 b4g128": runs of consecutive layers with the same config. */
 function layerRanges(allocation: Allocation, module: string): string {
@@ -49,28 +48,21 @@ function layerRanges(allocation: Allocation, module: string): string {
   return parts.join(', ');
 }
 
-function humanReport(allocation: Allocation, verbose: boolean): string {
+function humanReport(allocation: Allocation, size: Sizes, verbose: boolean): string {
   const lines: string[] = [];
   const t = allocation.totals;
   lines.push(`method        ${allocation.method} ${JSON.stringify(allocation.options)}`);
   lines.push(`budget        ${allocation.budget} bits per weight`);
-  lines.push(`allocation    ${t.bpp.toFixed(6)} bits per weight, ${t.memoryMB.toFixed(3)} MB for ${t.params.toLocaleString('en-US')} params in ${allocation.matrices.length} matrices`);
-  const solver = (allocation as Partial<MxqAllocation>).solver;
+  lines.push(`allocation    ${t.params.toLocaleString('en-US')} params in ${allocation.matrices.length} matrices${size.diskMiB === null ? ' (size on disk: give --model)' : ''}`);
+  for (const [key, value] of sizeRows(size)) lines.push(`${key.padEnd(13)} ${value}`);
+  const solver = (allocation as Partial<KnapsackAllocation>).solver;
   if (solver) {
-    lines.push(`objective     ${solver.objective.toFixed(6)} (sum of fnorm), bound ${solver.bound.toFixed(6)}, gap ${solver.gap.toExponential(2)}`);
-    lines.push(`solver        ${(solver.seconds * 1000).toFixed(1)} ms, ${solver.nodes} nodes, ${solver.freeMatrices} matrices free after reduced-cost fixing; memory ${solver.memoryMB.toFixed(3)} / ${solver.memoryLimitMB.toFixed(3)} MB`);
+    const what = allocation.method === 'mxq' ? 'sum of fnorm' : allocation.method === 'measured' ? 'sum of measured block MSE' : `${allocation.method} cost`;
+    lines.push(`objective     ${solver.objective.toPrecision(8)} (${what}), bound ${solver.bound.toPrecision(8)}, gap ${solver.gap.toExponential(2)}`);
+    lines.push(`solver        ${(solver.seconds * 1000).toFixed(1)} ms, ${solver.nodes} nodes, ${solver.freeMatrices} matrices free after reduced-cost fixing; paper memory ${solver.memoryMB.toFixed(3)} / ${solver.memoryLimitMB.toFixed(3)} MiB`);
   }
-  const boost = allocation as Partial<BoostAllocation>;
-  if (boost.boosted) {
-    lines.push(`configs       base ${boost.baseConfig}, boosted ${boost.boostConfig}`);
-    const outliers = boost.outliers;
-    const list = LINEAR_MODULES.map((m) => {
-      const layers = boost.boosted![m];
-      const z = outliers && allocation.method !== 'ablation' ? outliers[m].map((o) => `${o.layer} (z ${o.zScore.toFixed(1)})`) : layers.map(String);
-      return `${m}: ${z.length ? z.join(', ') : '-'}`;
-    });
-    lines.push(`boosted       ${list.join('; ')}`);
-  }
+  const boosts = boostReport(allocation as Partial<BoostAllocation>);
+  if (boosts) lines.push(...boostLines(boosts));
   lines.push('');
   if (verbose) {
     lines.push(`${'matrix'.padEnd(24)} ${'config'.padEnd(8)} ${'params'.padStart(12)}`);
@@ -88,46 +80,68 @@ function humanReport(allocation: Allocation, verbose: boolean): string {
 
 export const allocateCommand: Command = {
   name: 'allocate',
-  summary: 'choose a config per matrix (uniform, mxq, sensiboost, kurtboost, ablation)',
+  summary: `choose a config per matrix (${ALLOCATOR_PLUGINS.map((p) => p.id).join(', ')})`,
   usage: USAGE,
   async run({ argv, stdout }) {
     const { values } = parseCommandArgs(argv, {
       stats: { type: 'string' },
       method: { type: 'string' },
       budget: { type: 'string' },
-      'boost-stop': { type: 'string' },
-      'top-m': { type: 'string' },
-      seed: { type: 'string' },
-      imitate: { type: 'string' },
-      'sensitivity-config': { type: 'string' },
-      dataset: { type: 'string' },
-      gap: { type: 'string' },
+      configs: { type: 'string' },
+      ...allocatorFlags(),
       verbose: { type: 'boolean' },
       out: { type: 'string' },
+      model: { type: 'string' },
     });
     const statsDir = requireString(values.stats, '--stats', 'a directory with fnorm.csv / sensitivity.csv');
-    const method = requireString(values.method, '--method', METHODS.join(' | '));
-    const registry = createRegistry('allocator', ALLOCATORS);
-    if (!registry.has(method)) throw new InvalidOptionError('--method', `"${method}" is not one of ${registry.ids().join(', ')}`);
+    const method = methodFromFlags(requireString(values.method, '--method', ALLOCATOR_PLUGINS.map((p) => p.id).join(' | ')), values);
     const budgetText = requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25');
     const budget = parseNumberOption(budgetText, '--budget', Number.NaN, (n) => Number.isFinite(n) && n > 0);
-    const imitate = stringOption(values, 'imitate') ?? 'sensiboost';
-    if (imitate !== 'sensiboost' && imitate !== 'kurtboost') throw new InvalidOptionError('--imitate', `"${imitate}" must be sensiboost or kurtboost`);
-    const sensitivityConfig = parseConfigName(stringOption(values, 'sensitivity-config') ?? 'b4g64');
-    const dataset = stringOption(values, 'dataset');
-    const options: AblationOptions & SensiBoostOptions & { relativeGap?: number } = {
-      budget,
-      boostStop: parseIntegerOption(stringOption(values, 'boost-stop'), '--boost-stop', 2, 1),
-      topM: parseIntegerOption(stringOption(values, 'top-m'), '--top-m', 1, 0),
-      seed: parseIntegerOption(stringOption(values, 'seed'), '--seed', 42, 0),
-      imitate,
-      sensitivity: { bits: sensitivityConfig.bits, groupSize: sensitivityConfig.groupSize, ...(dataset ? { dataset } : {}) },
-      relativeGap: parseNumberOption(stringOption(values, 'gap'), '--gap', 1e-6, (n) => n >= 0 && n < 1),
-    };
+    const configsText = stringOption(values, 'configs');
+    const configs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
+    checkBudget(method, budget, configs);
     const stats = await loadStatsDirectory(statsDir);
-    const allocation = registry.get(method).allocate(stats, options) as Allocation;
+    const modelText = stringOption(values, 'model');
+    const modelDir = modelText === undefined ? undefined : resolveModelPath(modelText);
+    let shapes: Map<string, readonly number[]> | undefined;
+    if (modelDir) {
+      const { config, checkpoint } = await openModel(modelDir);
+      shapes = new Map(checkpoint.tensors.map((t) => [t.name, t.shape]));
+      await checkpoint.close();
+      validateStats(stats, { matrices: modelMatrixParams(config), name: modelDir });
+    }
+    const seed = method.options.seed === undefined ? undefined : parseIntegerOption(String(method.options.seed), '--seed', 42, 0);
+    const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }) });
     const out = stringOption(values, 'out');
     if (out) await saveAllocationJson(out, allocation);
-    stdout(values.json ? `${JSON.stringify(allocation)}\n` : humanReport(allocation, values.verbose === true));
+    // On disk: the packed bytes of each matrix at its shape (known only with --model).
+    const disk = shapes
+      ? modelMemory(allocation.matrices.map((m) => ({ shape: shapes!.get(matrixTensorName(m.layer, m.module)) as unknown as [number, number], config: m.config }))).packedBytes
+      : null;
+    const size = sizes({ params: allocation.totals.params, paperBitsPerWeight: allocation.totals.bpp, diskBytes: disk });
+    if (values.json) {
+      const { matrices, totals: _totals, method: _method, budget: _budget, options: allocatorOptions, ...rest } = allocation as Allocation & Record<string, unknown>;
+      delete (rest as Record<string, unknown>).boosted;
+      delete (rest as Record<string, unknown>).outliers;
+      const solver = (rest as { solver?: KnapsackAllocation['solver'] }).solver;
+      if (solver) {
+        const { memoryMB, memoryLimitMB, ...solverRest } = solver;
+        (rest as Record<string, unknown>).solver = { ...solverRest, paperMiB: memoryMB, paperLimitMiB: memoryLimitMB };
+      }
+      stdout(jsonLine('allocate', {
+        method: allocation.method,
+        budget: allocation.budget,
+        options: allocatorOptions,
+        stats: resolve(statsDir),
+        model: modelDir ?? null,
+        out: out ? resolve(out) : null,
+        sizes: size,
+        ...rest,
+        boosts: boostReport(allocation as Partial<BoostAllocation>) ?? null,
+        allocation: Object.fromEntries(matrices.map((m) => [m.key, m.config ? configName(m.config) : null])),
+      }));
+      return;
+    }
+    stdout(humanReport(allocation, size, values.verbose === true));
   },
 };

@@ -1,11 +1,39 @@
-import { InvalidOptionError } from '@layerquant/core';
+import { InvalidOptionError, checkContextLength } from '@layerquant/core';
 import { datasets } from '@layerquant/fixtures';
 import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, windowPlan, type PerplexityProtocol } from '@layerquant/perplexity';
-import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
+import { loadTokenizer } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, parseMemoryOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { EVALUATION_KINDS, openEvaluationModel } from '../evaluation-model.js';
-import { createCostReporter, createProgress, formatBytes, formatSeconds } from '../progress.js';
+import { EVALUATION_KINDS, openEvaluationModel, type EvaluationModel } from '../evaluation-model.js';
+import { createCostReporter, createProgress, createSpinner, formatBytes, formatSeconds } from '../progress.js';
+import { resolveModelPath } from '../model-path.js';
+import { absolutePath, formatRows, jsonLine } from '../output.js';
+
+/**
+ * Opens a model directory for perplexity the one way eval and compare do (openEvaluationModel: an ONNX export as
+ * shipped, a quantized checkpoint on its packed weights, a float checkpoint in one session or layer by layer);
+ * config.json is validated against the tensors and the context length checked before the text is read.
+ */
+export async function openForEvaluation(
+  modelDir: string,
+  textPath: string,
+  options: { seqlen: number; allowLongContext: boolean; threads?: number; maxMemoryBytes?: number },
+): Promise<{ text: string; tokenizer: Awaited<ReturnType<typeof loadTokenizer>>; quantized: boolean; opened: EvaluationModel }> {
+  const opened = await openEvaluationModel(modelDir, {
+    ...(options.threads === undefined ? {} : { threads: options.threads }),
+    ...(options.maxMemoryBytes === undefined ? {} : { maxMemoryBytes: options.maxMemoryBytes }),
+    // Before any weight is read: the context length against the validated config.
+    onConfig: (config) => checkContextLength(options.seqlen, config, '--seqlen', options.allowLongContext),
+  });
+  try {
+    const text = await readEvaluationText(textPath);
+    const tokenizer = await loadTokenizer(modelDir);
+    return { text, tokenizer, quantized: opened.kind === 'packed' || opened.kind === 'onnx', opened };
+  } catch (error) {
+    await opened.dispose();
+    throw error;
+  }
+}
 
 export const evalCommand: Command = {
   name: 'eval',
@@ -32,7 +60,9 @@ export const evalCommand: Command = {
     '  --threads <n>          onnxruntime intra-op threads (default: one per core)',
     '  --max-memory <GiB>     memory the float32 weights may take in one session before eval streams layer by layer',
     '                         (default: 80% of the free memory)',
-    '  --json                 one JSON object: ppl, tokens, seconds, nll, windows, protocol, seqlen, stride, evaluation',
+    '  --allow-long-context   run a --seqlen above the model\'s max_position_embeddings (refused otherwise: rotary',
+    '                         positions it was never trained on give a different, worse perplexity)',
+    '  --json                 one JSON object (docs/json-schema.md): perplexity, tokens, seconds, nll, windows, ...',
   ].join('\n'),
   async run({ argv, stdout, stderr }) {
     const { values, positionals } = parseCommandArgs(argv, {
@@ -44,9 +74,10 @@ export const evalCommand: Command = {
       'max-tokens': { type: 'string' },
       threads: { type: 'string' },
       'max-memory': { type: 'string' },
+      'allow-long-context': { type: 'boolean' },
     });
-    const modelDir = requireString(positionals[0], 'model-dir', 'layerquant eval <model-dir> --dataset brown-test');
-    if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
+    if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}; to evaluate several on the same windows, use \`layerquant compare ${positionals.join(' ')} ...\``);
+    const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant eval <model-dir> --dataset brown-test'));
     const protocol = (stringOption(values, 'protocol') ?? 'windows') as PerplexityProtocol;
     if (!PERPLEXITY_PROTOCOLS.includes(protocol)) {
       throw new InvalidOptionError('--protocol', `"${protocol}" is not a protocol; use ${PERPLEXITY_PROTOCOLS.join(' or ')}`);
@@ -61,13 +92,21 @@ export const evalCommand: Command = {
     const maxMemoryBytes = parseMemoryOption(stringOption(values, 'max-memory'));
     const textPath = resolveTextPath({ text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') }, datasets);
 
-    const config = await loadDecoderConfig(modelDir);
-    const text = await readEvaluationText(textPath);
-    const tokenizer = await loadTokenizer(modelDir);
     const cost = createCostReporter('eval', stderr, !values.json);
-    const opened = await openEvaluationModel(modelDir, { ...(threads === undefined ? {} : { threads }), ...(maxMemoryBytes === undefined ? {} : { maxMemoryBytes }) });
-    const { model, kind } = opened;
-    const quantized = kind === 'packed' || kind === 'onnx';
+    const loading = createSpinner(`loading ${modelDir}`, !values.json && Boolean(process.stderr.isTTY));
+    let evaluation: Awaited<ReturnType<typeof openForEvaluation>>;
+    try {
+      evaluation = await openForEvaluation(modelDir, textPath, {
+        seqlen,
+        allowLongContext: values['allow-long-context'] === true,
+        ...(threads === undefined ? {} : { threads }),
+        ...(maxMemoryBytes === undefined ? {} : { maxMemoryBytes }),
+      });
+    } finally {
+      loading.stop();
+    }
+    const { text, tokenizer, quantized, opened } = evaluation;
+    const { model, kind, config } = opened;
     const onnxFile = opened.file;
     try {
       const ids = tokenizer.encode(text);
@@ -86,8 +125,8 @@ export const evalCommand: Command = {
       });
       progress.done();
       if (values.json) {
-        stdout(`${JSON.stringify({
-          ppl: result.ppl,
+        stdout(jsonLine('eval', {
+          perplexity: result.ppl,
           tokens: result.tokens,
           seconds: result.seconds,
           nll: result.nll,
@@ -98,10 +137,10 @@ export const evalCommand: Command = {
           stride: result.stride,
           quantized,
           evaluation: kind,
-          ...(onnxFile ? { onnx: onnxFile } : {}),
+          onnx: onnxFile ?? null,
           model: modelDir,
-          text: textPath,
-        })}\n`);
+          text: absolutePath(textPath),
+        }));
         return;
       }
       const rows: Array<[string, string]> = [
@@ -112,7 +151,7 @@ export const evalCommand: Command = {
         ['perplexity', result.ppl.toFixed(4)],
         ['time', `${formatSeconds(result.seconds)} (${Math.round(result.tokens / result.seconds).toLocaleString('en-US')} tokens/s)`],
       ];
-      stdout(`${rows.map(([k, v]) => `${k.padEnd(11)} ${v}`).join('\n')}\n`);
+      stdout(formatRows(rows));
     } finally {
       await opened.dispose();
     }

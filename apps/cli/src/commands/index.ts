@@ -1,5 +1,6 @@
 import type { Command } from '../command.js';
 import { allocateCommand } from './allocate.js';
+import { compareCommand } from './compare.js';
 import { evalCommand } from './eval.js';
 import { experimentCommand } from './experiment.js';
 import { exportCommand } from './export.js';
@@ -7,6 +8,7 @@ import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { quantizeCommand } from './quantize.js';
 import { sensitivityCommand } from './sensitivity.js';
+import { workerCommand } from './worker.js';
 
 /** Every command, in the order `layerquant --help` lists them. */
 export const commands: readonly Command[] = [
@@ -16,6 +18,8 @@ export const commands: readonly Command[] = [
   quantizeCommand,
   exportCommand,
   evalCommand,
+  compareCommand,
   generateCommand,
   experimentCommand,
+  workerCommand,
 ];

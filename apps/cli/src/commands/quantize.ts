@@ -1,4 +1,6 @@
-import { InvalidOptionError, configName, matrixKey, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, configName, matrixKey, modelMatrixParams, parseConfigList, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { validateStats } from '@layerquant/allocators';
+import { openModel, openOutputDirectory, type OpenedModel } from '@layerquant/tensor-io';
 import { brownCalibPath } from '@layerquant/fixtures';
 import { rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -7,26 +9,58 @@ import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { exportOnnx } from '@layerquant/export';
 import { temporaryPath } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
-import { allocateMethod, checkBudget, extraMemoryPercent, uniformBaseline } from '../experiment/allocate-method.js';
-import { parseMethods, tablesNeeded, type MethodSpec } from '../experiment/grid.js';
+import { ALLOCATOR_PLUGINS, parseMethodName } from '@layerquant/allocators';
+import { allocateMethod, allocatorFlags, allocatorHelp, checkBudget, extraMemoryPercent, methodFromFlags, uniformBaseline } from '../experiment/allocate-method.js';
+import { tablesNeeded } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
-import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, exportRows, exportSummary, parseExportOptions } from './export.js';
+import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from './export.js';
 import { createCostReporter, createProgress, formatSeconds } from '../progress.js';
+import { resolveModelPath } from '../model-path.js';
+import { absolutePath, formatRows, jsonLine, sizeRows, sizes, boostReport, boostLines } from '../output.js';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import type { QuantizeModelReport } from '@layerquant/quantizers/node';
+
+/** An existing, non-empty --out is replaced only with --force (a directory that is not there or empty is fine). */
+function checkOverwrite(outDir: string, force: boolean): void {
+  if (force || !existsSync(outDir) || !statSync(outDir).isDirectory()) return;
+  const entries = readdirSync(outDir).filter((name) => !name.startsWith('.layerquant'));
+  if (entries.length > 0) {
+    throw new InvalidOptionError('--out', `${absolutePath(outDir)} exists and is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); pass --force to replace the quantized model in it, or choose another --out`);
+  }
+}
+
+/** Sizes, error and time of a quantize run: the JSON fields every quantize prints. */
+function reportFields(report: QuantizeModelReport) {
+  return {
+    model: report.modelDir,
+    out: report.outDir,
+    matrices: report.matrices,
+    quantizedMatrices: report.quantizedMatrices,
+    sizes: sizes({ params: report.params, paperBitsPerWeight: report.bpp, diskBytes: report.bytes, fileBytes: report.fileBytes }),
+    scaleDtype: report.scaleDtype === 'F16' ? 'float16' : 'float32',
+    sqErr: report.sqErr,
+    seconds: report.seconds,
+    workerSeconds: report.quantizeSeconds,
+    workers: report.workers,
+  };
+}
+
+/** "1.9s wall (2.6s quantizing, summed over 2 workers that overlap)": the two times are not the same clock. */
+function timeText(report: QuantizeModelReport): string {
+  return `${formatSeconds(report.seconds)} wall clock (${formatSeconds(report.quantizeSeconds)} quantizing, summed over ${report.workers} worker${report.workers === 1 ? '' : 's'} running in parallel)`;
+}
 
 const METHODS = ['rtn', 'hqq'] as const;
-const ALLOCATION_METHODS = ['uniform', 'mxq', 'sensiboost', 'kurtboost', 'ablation'] as const;
-
-/** The method an allocation-driven quantize runs (`--method sensiboost --boost-stop 3 --top-m 0`). */
-function allocationMethod(method: string, boostStop: number, topM: number, imitate: string): MethodSpec {
-  if (method === 'uniform' || method === 'hqq') return parseMethods('hqq')[0]!;
-  if (method === 'mxq') return parseMethods('mxq')[0]!;
-  if (method === 'sensiboost' || method === 'kurtboost') return parseMethods(`${method}-${boostStop}-${topM}`)[0]!;
-  if (method === 'ablation') {
-    if (imitate !== 'sensiboost' && imitate !== 'kurtboost') throw new InvalidOptionError('--imitate', `"${imitate}" must be sensiboost or kurtboost`);
-    return parseMethods(`ablation-${imitate}-${boostStop}-${topM}`)[0]!;
+/** Whether `--method` names an allocator plug-in (or one of its grid names) rather than a quantizer. */
+function isAllocatorMethod(method: string): boolean {
+  if ((METHODS as readonly string[]).includes(method)) return false;
+  try {
+    parseMethodName(method);
+    return true;
+  } catch {
+    return false;
   }
-  throw new InvalidOptionError('--method', `"${method}" is not a method; with --budget use one of ${ALLOCATION_METHODS.join(', ')}`);
 }
 
 function quantizerFor(method: string, kappa: number | undefined): Quantizer {
@@ -43,16 +77,17 @@ export const quantizeCommand: Command = {
   summary: 'quantize every linear matrix of a model into a quantized checkpoint',
   usage: [
     'layerquant quantize <model-dir> --method rtn|hqq --config b4g64 --out <dir> [--json]',
-    'layerquant quantize <model-dir> --method uniform|mxq|sensiboost|kurtboost|ablation --budget <bpp> --out <dir>',
-    '                    [--boost-stop 2] [--top-m 1] [--stats <dir> | --calib <file>] [--json]',
+    `layerquant quantize <model-dir> --method ${ALLOCATOR_PLUGINS.map((p) => p.id).join('|')}`,
+    '                    --budget <bpp> --out <dir> [allocator options] [--configs <ladder>] [--stats <dir> | --calib <file>] [--json]',
     '',
     'With --config every matrix gets one config. With --budget the method allocates a config per matrix from the',
     'model\'s statistics (computed on the calibration text and cached in <dir>/stats, or read with --stats), then',
-    'quantizes with HQQ; it prints bits per weight, MB and the extra memory over HQQ uniform at the same budget.',
+    'quantizes with HQQ; it prints bits per weight, MiB and the extra memory over HQQ uniform at the same budget.',
     '',
     'Writes <dir>/model.safetensors (packed codes, scales, zeros per matrix; other tensors copied), config and',
-    'tokenizer files, and quantization.json. Prints bits per weight (paper accounting), packed bytes, the summed',
-    'squared dequantization error and the time.',
+    'tokenizer files, and quantization.json. Prints the size of the linear matrices in MiB and bits per weight, in',
+    'the paper\'s accounting (8-bit scale and zero per group) and on disk (fp32 scales and zeros as stored), the',
+    'summed squared dequantization error and the time (wall clock, and quantizing summed over the workers).',
     '',
     'Options:',
     '  --method rtn|hqq     quantizer (default hqq: upstream HQQ, p=0.7, beta=10, 20 iterations, early stop)',
@@ -62,15 +97,18 @@ export const quantizeCommand: Command = {
     '  --round-zero         round the zero point (the fork does for 4-bit)',
     '  --kappa <k>          multiply HQQ\'s beta by k after each step (the fork: 1.01; default off)',
     '  --fork               the authors\' fork defaults: --kappa 1.01 --axis 0, --round-zero for 4-bit',
-    '  --budget <bpp>       allocate instead of --config: a budget stop (2.13 ... 8.51) or any value for mxq',
-    '  --boost-stop <n>     SensiBoost/KurtBoost/ablation: stops up the ladder for an outlier (default 2)',
-    '  --top-m <n>          keep the n most extreme outlier layers per module, 0 = all (default 1)',
-    '  --imitate <id>       ablation: draw as many random layers as sensiboost (default) or kurtboost boosts',
-    '  --seed <n>           ablation seed (default 42)',
+    '  --budget <bpp>       allocate instead of --config: a stop of the ladder (2.13 ... 8.51) for uniform and the',
+    '                       boosts, any value for the knapsack allocators (mxq, sensi-milp, ..., measured)',
+    '  --configs <list>     the config ladder the allocator chooses from (default: the paper\'s 12), e.g. b2g64,b3g64,b4g32',
+    '',
+    'Allocators (--method with --budget; a grid name such as sensiboost-2-1 also works):',
+    allocatorHelp(ALLOCATOR_PLUGINS, '  '),
+    '',
     '  --stats <dir>        reuse statistics (`layerquant sensitivity` output or a paper-data directory)',
     '  --calib <file>       calibration text for activation sensitivity (default: built-in brown-calib)',
     '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
-    '  --json               one JSON object: bpp, bytes, sqErr, seconds, ...',
+    '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
+    '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
     '',
     'With --format onnx the quantized model is written as an ONNX directory transformers.js loads (see',
     '`layerquant export --help`) instead of a quantized checkpoint:',
@@ -86,27 +124,27 @@ export const quantizeCommand: Command = {
       kappa: { type: 'string' },
       fork: { type: 'boolean' },
       budget: { type: 'string' },
-      'boost-stop': { type: 'string' },
-      'top-m': { type: 'string' },
-      imitate: { type: 'string' },
-      seed: { type: 'string' },
+      configs: { type: 'string' },
+      ...allocatorFlags(),
       stats: { type: 'string' },
       calib: { type: 'string' },
       blocks: { type: 'string' },
+      force: { type: 'boolean' },
       ...EXPORT_OPTION_SPEC,
     });
-    const modelDir = requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>');
+    const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
-    const target = requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64');
+    const target = absolutePath(requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64'));
+    checkOverwrite(target, values.force === true);
     const onnx = parseExportOptions(values);
     if (onnx.format === 'onnx') {
       // Quantize into a temporary checkpoint beside --out, export it there, and print both reports as one.
       const checkpointDir = temporaryPath(target);
       let printed = '';
       try {
-        await quantizeCommand.run({ argv: withoutExportOptions(argv, checkpointDir), stdout: (text) => (printed += text), stderr: () => undefined });
+        await quantizeCommand.run({ argv: [...withoutExportOptions(argv, checkpointDir), '--force'], stdout: (text) => (printed += text), stderr: () => undefined });
         const report = await exportOnnx({ modelDir: checkpointDir, outDir: target, ...onnx.options });
-        if (values.json) stdout(`${JSON.stringify({ ...(JSON.parse(printed) as Record<string, unknown>), out: report.outDir, export: exportSummary(report) })}\n`);
+        if (values.json) stdout(jsonLine('quantize', { ...(JSON.parse(printed) as Record<string, unknown>), command: 'quantize', out: report.outDir, export: exportSummary(report) }));
         else stdout(`${printed.replace(checkpointDir, report.outDir)}${exportRows(report).map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
       } finally {
         await rm(checkpointDir, { recursive: true, force: true });
@@ -116,72 +154,90 @@ export const quantizeCommand: Command = {
     const outDir = target;
     const method = stringOption(values, 'method') ?? 'hqq';
     const budgetText = stringOption(values, 'budget');
-    if (budgetText !== undefined || (ALLOCATION_METHODS as readonly string[]).includes(method)) {
+    if (budgetText !== undefined || isAllocatorMethod(method)) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
-      await quantizeAllocated({ values, modelDir, outDir, method, stdout });
+      await quantizeAllocated({ values, modelDir, outDir, method, stdout, stderr });
       return;
     }
-    const fork = values.fork === true;
-    const bits = parseConfigName(stringOption(values, 'config') ?? 'b4g64').bits;
-    const axisText = stringOption(values, 'axis');
-    if (axisText !== undefined && axisText !== '0' && axisText !== '1') throw new InvalidOptionError('--axis', `"${axisText}" must be 0 or 1`);
-    const axis = axisText === undefined ? (fork ? 0 : 1) : axisText === '0' ? 0 : 1;
-    const roundZero = values['round-zero'] === true || (fork && bits === 4);
-    const config = parseConfigName(stringOption(values, 'config') ?? 'b4g64', { axis, roundZero });
-    const kappaText = stringOption(values, 'kappa');
-    const kappa = kappaText === undefined ? (fork && method === 'hqq' ? FORK_SOLVER_OPTIONS.kappa : undefined) : parseNumberOption(kappaText, '--kappa', 1, (k) => k >= 1);
-    const quantizer = quantizerFor(method, kappa);
+    await quantizeUniform({ values, modelDir, outDir, method, stdout, stderr });
+  },
+};
 
-    const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
-    const cost = createCostReporter('quantize', stderr, !values.json);
+/**
+ * Validates the model (config.json against its tensors, so a wrong config fails before any long step), then holds
+ * --out's lock for the whole run: a second layerquant writing the same directory stops with an error. quantizeModel
+ * swaps the output files in as one set; a failed run leaves --out as it was (a directory it created is removed).
+ */
+async function withOutputDirectory<T>(modelDir: string, outDir: string, run: (model: OpenedModel) => Promise<T>): Promise<T> {
+  const model = await openModel(modelDir);
+  await model.checkpoint.close();
+  const output = await openOutputDirectory(outDir, 'quantize');
+  try {
+    return await run(model);
+  } catch (error) {
+    output.abandon();
+    throw error;
+  } finally {
+    output.release();
+  }
+}
+
+/** `--method rtn|hqq --config b4g64`: one config for every matrix. */
+async function quantizeUniform({ values, modelDir, outDir, method, stdout, stderr }: AllocatedRun): Promise<void> {
+  const fork = values.fork === true;
+  const bits = parseConfigName(stringOption(values, 'config') ?? 'b4g64').bits;
+  const axisText = stringOption(values, 'axis');
+  if (axisText !== undefined && axisText !== '0' && axisText !== '1') throw new InvalidOptionError('--axis', `"${axisText}" must be 0 or 1`);
+  const axis = axisText === undefined ? (fork ? 0 : 1) : axisText === '0' ? 0 : 1;
+  const roundZero = values['round-zero'] === true || (fork && bits === 4);
+  const config = parseConfigName(stringOption(values, 'config') ?? 'b4g64', { axis, roundZero });
+  const kappaText = stringOption(values, 'kappa');
+  const kappa = kappaText === undefined ? (fork && method === 'hqq' ? FORK_SOLVER_OPTIONS.kappa : undefined) : parseNumberOption(kappaText, '--kappa', 1, (k) => k >= 1);
+  const quantizer = quantizerFor(method, kappa);
+
+  const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
+  const cost = createCostReporter('quantize', stderr, !values.json);
+  const report = await withOutputDirectory(modelDir, outDir, () => {
     cost.plan(`${method} b${config.bits}g${config.groupSize}, one matrix at a time (read, quantize, write)`);
-    const report = await quantizeModel({
+    return quantizeModel({
       modelDir,
       outDir,
       quantizer,
       configFor: () => config,
       method,
+      scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...(kappa === undefined ? {} : { kappa }) },
       onProgress: (p) => {
         cost.unit(p.done, p.total, 'matrices');
-        progress.update(p.done, p.total, p.key);
+        progress.update(p.done, p.total, `matrices (${p.key})`);
       },
     });
-    progress.done();
-    if (values.json) {
-      stdout(`${JSON.stringify({
-        method,
-        config: `b${config.bits}g${config.groupSize}`,
-        axis,
-        roundZero,
-        ...(kappa === undefined ? {} : { kappa }),
-        out: report.outDir,
-        matrices: report.matrices,
-        params: report.params,
-        bpp: report.bpp,
-        paperMB: report.paperMB,
-        bytes: report.bytes,
-        fileBytes: report.fileBytes,
-        sqErr: report.sqErr,
-        seconds: report.seconds,
-        quantizeSeconds: report.quantizeSeconds,
-      })}\n`);
-      return;
-    }
-    const rows: Array<[string, string]> = [
-      ['model', report.modelDir],
-      ['out', report.outDir],
-      ['method', `${method} ${`b${config.bits}g${config.groupSize}`}${axis === 0 ? ' axis 0' : ''}${roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
-      ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
-      ['bits/weight', `${report.bpp.toFixed(4)} (paper), ${((8 * report.bytes) / report.params).toFixed(4)} (packed)`],
-      ['size', `${(report.bytes / 2 ** 20).toFixed(2)} MiB packed linear weights, ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB file`],
-      ['sq. error', report.sqErr.toPrecision(8)],
-      ['time', `${formatSeconds(report.seconds)} (${formatSeconds(report.quantizeSeconds)} quantizing)`],
-    ];
-    stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
-  },
-};
+  });
+  progress.done();
+  if (values.json) {
+    stdout(jsonLine('quantize', {
+      method,
+      config: `b${config.bits}g${config.groupSize}`,
+      axis,
+      roundZero,
+      kappa: kappa ?? null,
+      ...reportFields(report),
+    }));
+    return;
+  }
+  const rows: Array<[string, string]> = [
+    ['model', report.modelDir],
+    ['out', report.outDir],
+    ['method', `${method} ${`b${config.bits}g${config.groupSize}`}${axis === 0 ? ' axis 0' : ''}${roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
+    ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
+    ...sizeRows(reportFields(report).sizes),
+    ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`],
+    ['sq. error', report.sqErr.toPrecision(8)],
+    ['time', timeText(report)],
+  ];
+  stdout(formatRows(rows));
+}
 
 interface AllocatedRun {
   readonly values: ReturnType<typeof parseCommandArgs>['values'];
@@ -189,80 +245,84 @@ interface AllocatedRun {
   readonly outDir: string;
   readonly method: string;
   readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
 }
 
 /** `--method <allocator> --budget <bpp>`: statistics, allocation, HQQ per the allocation, one checkpoint. */
-async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: AllocatedRun): Promise<void> {
+async function quantizeAllocated({ values, modelDir, outDir, method, stdout, stderr }: AllocatedRun): Promise<void> {
   const budget = parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => n > 0);
-  const spec = allocationMethod(
-    method,
-    parseIntegerOption(stringOption(values, 'boost-stop'), '--boost-stop', 2, 1),
-    parseIntegerOption(stringOption(values, 'top-m'), '--top-m', 1, 0),
-    stringOption(values, 'imitate') ?? 'sensiboost',
-  );
+  const spec = methodFromFlags(method, values);
   const seed = parseIntegerOption(stringOption(values, 'seed'), '--seed', 42, 0);
-  checkBudget(spec, budget);
+  const configsText = stringOption(values, 'configs');
+  const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
+  checkBudget(spec, budget, ladder);
   const interactive = !values.json && Boolean(process.stderr.isTTY);
   const calib = stringOption(values, 'calib');
   const statsDir = stringOption(values, 'stats');
-  const statsProgress = createProgress('statistics', interactive);
-  const { stats, source } = await ensureStatistics({
-    modelDir,
-    ...(statsDir ? { statsDir } : {}),
-    cacheDir: join(outDir, 'stats'),
-    needs: tablesNeeded([spec]),
-    calibrationPath: calib ?? brownCalibPath,
-    calibrationName: calib ? basename(calib) : 'brown-calib',
-    blocks: parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1),
-    seqlen: 512,
-    onStep: (step, done, total) => statsProgress.update(done, total, step),
+  const { source, allocation, uniform, extra, report } = await withOutputDirectory(modelDir, outDir, async (model) => {
+    const statsProgress = createProgress('statistics', interactive);
+    const { stats, source } = await ensureStatistics({
+      modelDir,
+      ...(statsDir ? { statsDir } : {}),
+      cacheDir: join(outDir, 'stats'),
+      needs: tablesNeeded([spec]),
+      calibrationPath: calib ?? brownCalibPath,
+      calibrationName: calib ? basename(calib) : 'brown-calib',
+      blocks: parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1),
+      seqlen: 512,
+      ...(ladder ? { configs: ladder } : {}),
+      onStep: (step, done, total) => statsProgress.update(done, total, step),
+    });
+    statsProgress.done(`from ${source}`);
+    // The tables must cover this model whole (a table cut at a layer boundary would allocate only part of it).
+    validateStats(stats, { matrices: modelMatrixParams(model.config), name: modelDir });
+    const allocation: Allocation = allocateMethod(spec, stats, budget, seed, ladder);
+    const uniform = uniformBaseline(stats, budget, ladder);
+    const extra = uniform ? extraMemoryPercent(allocation, uniform) : null;
+    const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
+    const progress = createProgress('quantize', interactive);
+    const cost = createCostReporter('quantize', stderr, !values.json);
+    cost.plan(`${spec.id} at ${budget} bits, HQQ per the allocation, one matrix at a time (read, quantize, write)`);
+    const report = await quantizeModel({
+      modelDir,
+      outDir,
+      quantizer: createHqqQuantizer(),
+      configFor: (key) => {
+        const config = configs.get(key);
+        if (config === undefined) throw new InvalidOptionError('--stats', `the statistics have no row for matrix ${key}; they were made for another model`);
+        return config;
+      },
+      method: spec.id,
+      allocation,
+      scaleDtype: checkpointScaleDtype(values),
+      workers: defaultWorkerCount(),
+      options: { method: spec.id, budget, statistics: source, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
+      onProgress: (p) => {
+        cost.unit(p.done, p.total, 'matrices');
+        progress.update(p.done, p.total, `matrices (${p.key})`);
+      },
+    });
+    progress.done();
+    return { source, allocation, uniform, extra, report };
   });
-  statsProgress.done(`from ${source}`);
-  const allocation: Allocation = allocateMethod(spec, stats, budget, seed);
-  const uniform = uniformBaseline(stats, budget);
-  const extra = uniform ? extraMemoryPercent(allocation, uniform) : null;
-  const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
-  const progress = createProgress('quantize', interactive);
-  const report = await quantizeModel({
-    modelDir,
-    outDir,
-    quantizer: createHqqQuantizer(),
-    configFor: (key) => {
-      const config = configs.get(key);
-      if (config === undefined) throw new InvalidOptionError('--stats', `the statistics have no row for matrix ${key}; they were made for another model`);
-      return config;
-    },
-    method: spec.id,
-    allocation,
-    workers: defaultWorkerCount(),
-    options: { method: spec.id, budget, statistics: source, ...(spec.allocator === 'ablation' ? { seed } : {}) },
-    onProgress: (p) => progress.update(p.done, p.total, p.key),
-  });
-  progress.done();
   const counts = new Map<string, number>();
   for (const m of allocation.matrices) {
     const name = m.config ? configName(m.config) : 'float';
     counts.set(name, (counts.get(name) ?? 0) + 1);
   }
+  const boosts = boostReport(allocation as Parameters<typeof boostReport>[0]);
   if (values.json) {
-    stdout(`${JSON.stringify({
+    stdout(jsonLine('quantize', {
       method: spec.id,
       budget,
-      out: report.outDir,
       statistics: source,
-      matrices: report.matrices,
-      params: report.params,
-      bpp: report.bpp,
-      paperMB: report.paperMB,
-      uniformMB: uniform?.totals.memoryMB ?? null,
+      ...reportFields(report),
+      uniformPaperMiB: uniform?.totals.memoryMB ?? null,
       extraMemoryPercent: extra,
-      bytes: report.bytes,
-      fileBytes: report.fileBytes,
-      sqErr: report.sqErr,
-      seconds: report.seconds,
       configs: Object.fromEntries(counts),
+      boosts: boosts ?? null,
       allocation: Object.fromEntries(allocation.matrices.map((m) => [matrixKey(m.layer, m.module), m.config ? configName(m.config) : null])),
-    })}\n`);
+    }));
     return;
   }
   const rows: Array<[string, string]> = [
@@ -270,13 +330,14 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
     ['out', report.outDir],
     ['method', `${spec.id} at ${budget} bits (statistics: ${source})`],
     ['configs', [...counts].map(([c, n]) => `${c} x${n}`).join(', ')],
-    ['bits/weight', `${report.bpp.toFixed(4)} (paper), ${((8 * report.bytes) / report.params).toFixed(4)} (packed)`],
-    ['memory', `${report.paperMB.toFixed(3)} MB${uniform ? `, ${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% over HQQ uniform (${uniform.totals.memoryMB.toFixed(3)} MB)` : ''}`],
-    ['size', `${(report.bytes / 2 ** 20).toFixed(2)} MiB packed linear weights, ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB file`],
+    ...sizeRows(reportFields(report).sizes),
+    ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`],
+    ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over HQQ uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
     ['sq. error', report.sqErr.toPrecision(8)],
-    ['time', `${formatSeconds(report.seconds)} (${formatSeconds(report.quantizeSeconds)} quantizing)`],
+    ['time', timeText(report)],
   ];
-  stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+  stdout(formatRows(rows));
+  if (boosts) stdout(`${boostLines(boosts).join('\n')}\n`);
 }
 
 /** The argv of the checkpoint step of `quantize --format onnx`: the ONNX options dropped, --out replaced. */
@@ -285,7 +346,7 @@ function withoutExportOptions(argv: readonly string[], checkpointDir: string): s
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const name = arg.startsWith('--') ? arg.slice(2).split('=')[0]! : '';
-    if (name in EXPORT_OPTION_SPEC || name === 'out') {
+    if ((name in EXPORT_OPTION_SPEC && name !== 'scale-dtype') || name === 'out') {
       if (!arg.includes('=')) i++;
       continue;
     }

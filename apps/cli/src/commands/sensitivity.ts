@@ -1,8 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { openOutputDirectory } from '@layerquant/tensor-io';
 import { basename, extname, resolve } from 'node:path';
-import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigName } from '@layerquant/core';
-import { SENSITIVITY_PARTS } from '@layerquant/allocators';
+import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
+import { SENSITIVITY_PARTS, detectOutlierLayers } from '@layerquant/allocators';
+import { resolveModelPath } from '../model-path.js';
+import { jsonLine, renderTable } from '../output.js';
 import { datasets } from '@layerquant/fixtures';
 import {
   CALIBRATION_ORDERS,
@@ -16,7 +19,6 @@ import {
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
 import { createCostReporter, createProgress, formatSeconds } from '../progress.js';
-import { openOutputDirectory } from '@layerquant/tensor-io';
 
 const USAGE = [
   'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
@@ -28,6 +30,8 @@ const USAGE = [
   '  fnorm.csv        HQQ error ‖W - dequant‖_F of every matrix under the 12 paper configs, with memmb, params,',
   '                   kurtosis, sq_err',
   '  kurtosis.csv     Pearson kurtosis of every matrix',
+  '  measured.csv     with --measured: MSE of each matrix\'s block output with that matrix alone quantized, for',
+  '                   every matrix and every config of --configs (what the `measured` allocator minimises)',
   '',
   'Options:',
   `  --dataset <name>     built-in calibration text: ${Object.keys(datasets).join(', ')} (default brown-calib)`,
@@ -40,15 +44,29 @@ const USAGE = [
   '                       than a block skipped (the authors\' sampling; their numpy shuffle is not reproduced)',
   `  --seed <n>           seed of --order shuffled (default ${DEFAULT_CALIBRATION_SEED})`,
   '  --config <list>      quantization of the sensitivity measurement, comma-separated (default b4g64)',
+  '  --configs <list>     the config ladder of fnorm.csv and measured.csv (default: the paper\'s 12), e.g.',
+  '                       b2g64,b3g64,b4g32; fewer configs make the fnorm table proportionally faster on large',
+  '                       models (MXQ then chooses among those only)',
+  '  --measured           also measure measured.csv (about 1.3 sensitivity passes per config; see the README)',
   '  --skip-fnorm         write sensitivity.csv and kurtosis.csv only',
-  '  --fnorm-configs <list>',
-  '                       configs of the fnorm table, comma-separated (default: the paper\'s 12); fewer configs',
-  '                       make it proportionally faster on large models (MXQ then chooses among those only)',
   '  --threads <n>        onnxruntime intra-op threads (default: one per core)',
   '  --workers <n>        worker threads quantizing the fnorm table (default: one per core)',
-  '  --out <dir>          output directory (created; files written atomically)',
-  '  --json               one JSON object: files, calibration, seconds, sensitivity rows',
+  '  --allow-long-context run a --seqlen above the model\'s max_position_embeddings (refused otherwise)',
+  '  --out <dir>          output directory (created, locked while written; files written atomically)',
+  '  --json               one JSON object (docs/json-schema.md): files, calibration, seconds, sensitivity rows, outliers',
 ].join('\n');
+
+/** Outlier layers of each sensitivity part (all of them, z > 3), as SensiBoost detects them; parts with too few layers have none. */
+function outlierParts(rows: ReadonlyArray<{ readonly part: string; readonly layer: number; readonly sensitivity: number }>): Record<string, Array<{ layer: number; zScore: number }>> {
+  const result: Record<string, Array<{ layer: number; zScore: number }>> = {};
+  for (const part of SENSITIVITY_PARTS) {
+    const series = rows.filter((r) => r.part === part).sort((a, b) => a.layer - b.layer);
+    result[part] = series.length >= 4 && series.every((r, i) => r.layer === i && Number.isFinite(r.sensitivity) && r.sensitivity > 0)
+      ? detectOutlierLayers(series.map((r) => r.sensitivity), { change: 'ratio', topM: 0 }).map((o) => ({ layer: o.layer, zScore: o.zScore }))
+      : [];
+  }
+  return result;
+}
 
 function calibrationSource(values: ParsedArgs['values']): { path: string; name: string } {
   const file = stringOption(values, 'calib');
@@ -75,12 +93,14 @@ export const sensitivityCommand: Command = {
       seed: { type: 'string' },
       config: { type: 'string' },
       'skip-fnorm': { type: 'boolean' },
-      'fnorm-configs': { type: 'string' },
+      configs: { type: 'string' },
+      measured: { type: 'boolean' },
       threads: { type: 'string' },
       workers: { type: 'string' },
       out: { type: 'string' },
+      'allow-long-context': { type: 'boolean' },
     });
-    const modelDir = requireString(positionals[0], 'model-dir', 'layerquant sensitivity <model-dir> --out <dir>');
+    const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant sensitivity <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const out = requireString(values.out, '--out', 'the directory to write sensitivity.csv, fnorm.csv and kurtosis.csv to');
     const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', DEFAULT_CALIBRATION_BLOCKS, 1);
@@ -91,8 +111,8 @@ export const sensitivityCommand: Command = {
     if (seedText !== undefined && order !== 'shuffled') throw new InvalidOptionError('--seed', 'applies to --order shuffled only');
     const seed = parseIntegerOption(seedText, '--seed', DEFAULT_CALIBRATION_SEED, 0);
     const configs = (stringOption(values, 'config') ?? 'b4g64').split(',').map((name) => parseConfigName(name));
-    const fnormConfigsText = stringOption(values, 'fnorm-configs');
-    const fnormConfigs = fnormConfigsText === undefined ? PAPER_CONFIGS : fnormConfigsText.split(',').map((name) => parseConfigName(name));
+    const ladderText = stringOption(values, 'configs');
+    const ladder = ladderText === undefined ? undefined : parseConfigList(ladderText, '--configs');
     const threadsText = stringOption(values, 'threads');
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const workersText = stringOption(values, 'workers');
@@ -101,67 +121,85 @@ export const sensitivityCommand: Command = {
     if (!existsSync(calibration.path)) throw new MissingFileError(calibration.path, 'does not exist; pass a UTF-8 text file with --calib or a built-in --dataset');
 
     const quiet = Boolean(values.json) || !process.stderr.isTTY;
-    const cost = { sensitivity: createCostReporter('sensitivity', stderr, !values.json), fnorm: createCostReporter('fnorm', stderr, !values.json) };
-    const bars = { sensitivity: createProgress('sensitivity', !quiet), fnorm: createProgress('fnorm', !quiet) };
-    const statistics = await measureModelStatistics(modelDir, {
-      calibrationText: await readFile(calibration.path, 'utf8'),
-      calibrationName: calibration.name,
-      blocks,
-      seqlen,
-      order,
-      seed,
-      sensitivityConfigs: configs,
-      fnormConfigs,
-      skipFnorm: Boolean(values['skip-fnorm']),
-      ...(threads === undefined ? {} : { threads }),
-      ...(workers === undefined ? {} : { workers }),
-      onPlan: (plan) =>
-        plan.step === 'sensitivity'
-          ? cost.sensitivity.plan(`${plan.blocks} blocks of ${plan.seqlen} tokens through ${plan.layers} layers x ${plan.configs} config(s), one layer's weights at a time`)
-          : cost.fnorm.plan(`${plan.matrices} matrices x ${plan.configs} HQQ configs, one matrix at a time`),
-      onStep: (step, done, total) => {
-        cost[step].unit(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
-        bars[step].update(done, total, step === 'sensitivity' ? 'layers' : 'matrices');
-        if (done === total) bars[step].done();
-      },
-    });
-    // One writer at a time: a second layerquant writing the same --out is refused (the lock goes with the process).
+    const cost = {
+      sensitivity: createCostReporter('sensitivity', stderr, !values.json),
+      fnorm: createCostReporter('fnorm', stderr, !values.json),
+      measured: createCostReporter('measured', stderr, !values.json),
+    };
+    const bars = { sensitivity: createProgress('sensitivity', !quiet), fnorm: createProgress('fnorm', !quiet), measured: createProgress('measured', !quiet) };
     const output = await openOutputDirectory(out, 'sensitivity');
-    let files: Awaited<ReturnType<typeof writeSensitivityOutputs>>;
+    let statistics: Awaited<ReturnType<typeof measureModelStatistics>>;
+    let files: string[];
     try {
+      statistics = await measureModelStatistics(modelDir, {
+        calibrationText: await readFile(calibration.path, 'utf8'),
+        calibrationName: calibration.name,
+        blocks,
+        seqlen,
+        order,
+        seed,
+        sensitivityConfigs: configs,
+        skipFnorm: Boolean(values['skip-fnorm']),
+        ...(ladder ? { fnormConfigs: ladder } : {}),
+        ...(values.measured ? { measuredConfigs: ladder ?? PAPER_CONFIGS } : {}),
+        allowLongContext: values['allow-long-context'] === true,
+        ...(threads === undefined ? {} : { threads }),
+        ...(workers === undefined ? {} : { workers }),
+        onPlan: (plan) =>
+          plan.step === 'fnorm'
+            ? cost.fnorm.plan(`${plan.matrices} matrices x ${plan.configs} HQQ configs, one matrix at a time`)
+            : cost[plan.step].plan(`${plan.blocks} blocks of ${plan.seqlen} tokens through ${plan.layers} layers x ${plan.configs} config(s), one layer's weights at a time`),
+        onStep: (step, done, total) => {
+          cost[step].unit(done, total, step === 'fnorm' ? 'matrices' : 'layers');
+          bars[step].update(done, total, step === 'fnorm' ? 'matrices' : 'layers');
+          if (done === total) bars[step].done();
+        },
+      });
       files = await writeSensitivityOutputs(out, statistics);
+    } catch (error) {
+      output.abandon();
+      throw error;
     } finally {
       output.release();
     }
 
     if (values.json) {
-      stdout(`${JSON.stringify({
+      stdout(jsonLine('sensitivity', {
         model: resolve(modelDir),
         dataset: calibration.name,
         order,
-        ...(order === 'shuffled' ? { seed } : {}),
+        seed: order === 'shuffled' ? seed : null,
         blocks: statistics.blocks,
         seqlen: statistics.seqlen,
         configs: configs.map(configName),
-        files,
+        files: files.map((f) => resolve(f)),
         seconds: statistics.seconds,
         sensitivity: statistics.sensitivity.rows.map((r) => ({ config: configName(r), part: r.part, layer: r.layer, sensitivity: r.sensitivity })),
-      })}\n`);
+        outliers: configs.map((config) => ({ config: configName(config), parts: outlierParts(statistics.sensitivity.rows.filter((r) => r.bits === config.bits && r.groupSize === config.groupSize)) })),
+      }));
       return;
     }
     const lines: string[] = [];
     for (const config of configs) {
-      lines.push(`activation sensitivity (${configName(config)}, ${calibration.name}, ${statistics.blocks} blocks of ${statistics.seqlen} tokens, ${order})`);
-      lines.push(`${'layer'.padStart(5)} ${SENSITIVITY_PARTS.map((p) => p.padStart(12)).join(' ')}`);
       const rows = statistics.sensitivity.rows.filter((r) => r.bits === config.bits && r.groupSize === config.groupSize);
+      const outliers = outlierParts(rows);
+      lines.push(`activation sensitivity: MSE of the block output with the part quantized to ${configName(config)} (squared activation units; ${calibration.name}, ${statistics.blocks} blocks of ${statistics.seqlen} tokens, ${order})`);
+      lines.push(`* outlier layer: the change from the layer before has a trimmed z-score above 3 (what SensiBoost boosts)`);
       const layers = [...new Set(rows.map((r) => r.layer))];
-      for (const layer of layers) {
-        const cells = SENSITIVITY_PARTS.map((part) => (rows.find((r) => r.layer === layer && r.part === part)?.sensitivity ?? Number.NaN).toExponential(4).padStart(12));
-        lines.push(`${String(layer).padStart(5)} ${cells.join(' ')}`);
-      }
+      const table = layers.map((layer) => [
+        String(layer),
+        ...SENSITIVITY_PARTS.map((part) => {
+          const value = rows.find((r) => r.layer === layer && r.part === part)?.sensitivity;
+          const z = outliers[part]?.find((o) => o.layer === layer)?.zScore;
+          return `${value === undefined ? '-' : value.toExponential(4)}${z === undefined ? '  ' : ' *'}`;
+        }),
+      ]);
+      lines.push(renderTable([{ header: 'layer', align: 'right' }, ...SENSITIVITY_PARTS.map((p) => ({ header: `${p} MSE`, align: 'right' as const }))], table).trimEnd());
       lines.push('');
     }
-    lines.push(`sensitivity ${formatSeconds(statistics.seconds.sensitivity)}${statistics.fnorm ? `, fnorm ${formatSeconds(statistics.seconds.fnorm)}` : ''}`);
+    lines.push(
+      `sensitivity ${formatSeconds(statistics.seconds.sensitivity)}${statistics.fnorm ? `, fnorm ${formatSeconds(statistics.seconds.fnorm)}` : ''}${statistics.measured ? `, measured ${formatSeconds(statistics.seconds.measured)}` : ''}`,
+    );
     for (const file of files) lines.push(`wrote ${file}`);
     stdout(`${lines.join('\n')}\n`);
   },

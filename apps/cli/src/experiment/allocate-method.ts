@@ -1,58 +1,115 @@
 import {
-  ablationAllocator,
-  kurtBoostAllocator,
-  mxqAllocator,
-  sensiBoostAllocator,
+  ALLOCATOR_PLUGINS,
+  allocateMethod as allocateWithPlugin,
+  checkMethodBudget,
+  describeMethodOptions,
+  floorStop,
+  isLadderStop,
+  methodName,
+  parseMethodName,
+  parseOptionValue,
+  resolveOptions,
   uniformAllocator,
+  type AllocatorPlugin,
   type ModelStats,
+  type OptionValue,
 } from '@layerquant/allocators';
-import { BUDGET_STOPS, InfeasibleBudgetError, budgetStopIndex, findBudgetStop, type Allocation } from '@layerquant/core';
+import { InvalidOptionError, type Allocation, type QuantConfig } from '@layerquant/core';
 import type { MethodSpec } from './grid.js';
 
 /** Options in words for tables: `boost_stop=2 top_m=1`. */
-export function describeOptions(method: MethodSpec): string {
-  const parts: string[] = [];
-  if (method.imitate) parts.push(`imitates=${method.imitate}`);
-  if (method.boostStop !== undefined) parts.push(`boost_stop=${method.boostStop}`);
-  if (method.topM !== undefined) parts.push(`top_m=${method.topM === 0 ? 'all' : method.topM}`);
-  return parts.join(' ');
-}
-
-/** Runs the allocator a method names at a budget. */
-export function allocateMethod(method: MethodSpec, stats: ModelStats, budget: number, seed = 42): Allocation {
-  switch (method.allocator) {
-    case 'uniform':
-      return uniformAllocator.allocate(stats, { budget });
-    case 'mxq':
-      return mxqAllocator.allocate(stats, { budget });
-    case 'sensiboost':
-      return sensiBoostAllocator.allocate(stats, { budget, boostStop: method.boostStop ?? 2, topM: method.topM ?? 1 });
-    case 'kurtboost':
-      return kurtBoostAllocator.allocate(stats, { budget, boostStop: method.boostStop ?? 2, topM: method.topM ?? 1 });
-    case 'ablation':
-      return ablationAllocator.allocate(stats, { budget, boostStop: method.boostStop ?? 2, topM: method.topM ?? 1, imitate: method.imitate ?? 'sensiboost', seed });
-  }
+export function describeOptions(method: MethodSpec, plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): string {
+  return describeMethodOptions(method, plugins);
 }
 
 /**
- * Checks a budget before any long step (statistics take minutes): the boosts and uniform need a budget stop, MXQ
- * at least the cheapest of the 12 configs.
+ * Runs the allocator plug-in a method names at a budget (the ablation's seed is `seed` unless the name sets one).
+ * With `floorToStop` (the experiment grid), uniform and the boosts take the highest stop at or below a budget
+ * between stops.
  */
-export function checkBudget(method: MethodSpec, budget: number): void {
-  if (method.allocator === 'mxq') {
-    const cheapest = BUDGET_STOPS[0]!.bpp;
-    if (budget < cheapest - 1e-12) throw new InfeasibleBudgetError(budget, Math.ceil(cheapest * 1000) / 1000);
-    return;
-  }
-  budgetStopIndex(budget);
+export function allocateMethod(
+  method: MethodSpec,
+  stats: ModelStats,
+  budget: number,
+  seed = 42,
+  configs?: readonly QuantConfig[],
+  plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS,
+  floorToStop = false,
+): Allocation {
+  return allocateWithPlugin(method, stats, { budget, seed, floorToStop, ...(configs ? { configs } : {}) }, plugins);
 }
 
-/** HQQ uniform at a budget stop, the baseline of "extra memory"; undefined where the budget is no stop (MXQ takes any). */
-export function uniformBaseline(stats: ModelStats, budget: number): Allocation | undefined {
-  return findBudgetStop(budget) < 0 ? undefined : uniformAllocator.allocate(stats, { budget });
+/**
+ * Checks a budget before any long step (statistics take minutes): the boosts and uniform need a stop of the
+ * ladder, the knapsack allocators at least the cheapest config.
+ */
+export function checkBudget(method: MethodSpec, budget: number, configs?: readonly QuantConfig[], plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS, floorToStop = false): void {
+  checkMethodBudget(method, budget, configs, plugins, floorToStop);
+}
+
+/**
+ * HQQ uniform at a stop of the ladder, the baseline of "extra memory"; undefined where the budget is no stop (the
+ * knapsacks take any), unless `floorToStop`: then uniform at the highest stop below.
+ */
+export function uniformBaseline(stats: ModelStats, budget: number, configs?: readonly QuantConfig[], floorToStop = false): Allocation | undefined {
+  if (!isLadderStop(budget, configs) && !floorToStop) return undefined;
+  const stop = floorToStop ? floorStop(budget, configs) : budget;
+  return uniformAllocator.allocate(stats, { budget: stop, ...(configs ? { configs } : {}) });
 }
 
 /** Memory of `allocation` over `baseline`, percent; NaN without a baseline. */
 export function extraMemoryPercent(allocation: Allocation, baseline: Allocation | undefined): number {
   return baseline ? (100 * (allocation.totals.memoryMB - baseline.totals.memoryMB)) / baseline.totals.memoryMB : Number.NaN;
+}
+
+/** Every option flag of the allocator plug-ins (`--boost-stop`, `--top-m`, `--factor`, `--ablation`, ...), for parseCommandArgs. */
+export function allocatorFlags(plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): Record<string, { type: 'string' | 'boolean' }> {
+  const flags: Record<string, { type: 'string' | 'boolean' }> = {};
+  for (const p of plugins) for (const d of p.options) flags[d.flag] = { type: d.type === 'boolean' ? 'boolean' : 'string' };
+  return flags;
+}
+
+/** Help lines for the plug-ins and their option flags (defaults included), generated from the registry. */
+export function allocatorHelp(plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS, indent = '  '): string {
+  const lines: string[] = [];
+  for (const p of plugins) lines.push(`${indent}${(p.gridName && p.gridName !== p.id ? `${p.id} (${p.gridName})` : p.id).padEnd(22)} ${p.description}; budget: ${p.budget === 'stop' ? 'a stop of the ladder' : 'any'}`);
+  const seen = new Set<string>();
+  lines.push('', `${indent}allocator options (each applies to the allocators that take it):`);
+  for (const p of plugins) {
+    for (const d of p.options) {
+      if (seen.has(d.flag)) continue;
+      seen.add(d.flag);
+      const users = plugins.filter((q) => q.options.some((o) => o.flag === d.flag)).map((q) => q.id);
+      const value = d.type === 'boolean' ? '' : d.type === 'choice' && d.choices ? ` <${d.choices.join('|')}>` : ' <v>';
+      lines.push(`${indent}--${d.flag}${value}`.padEnd(indent.length + 26) + ` ${d.help}${d.type === 'boolean' || d.default === '' ? '' : ` (default ${String(d.default)})`} [${users.join(', ')}]`);
+    }
+  }
+  return lines.join('\n');
+}
+
+/**
+ * The method of `--method <id or grid name>` plus plug-in option flags (`--method sensi-milp --top-m 2 --factor 3`):
+ * the flags are shared by every allocator, so one the method does not take is ignored (as before the registry: the
+ * same command line can switch --method); a flag overrides the name's value and the default.
+ */
+export function methodFromFlags(
+  methodText: string,
+  values: Readonly<Record<string, string | boolean | string[] | undefined>>,
+  plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS,
+): MethodSpec {
+  const base = parseMethodName(methodText, plugins, '--method');
+  const plugin = plugins.find((p) => p.id === base.allocator)!;
+  const given: Record<string, OptionValue> = {};
+  for (const name of base.explicit) given[name] = base.options[name]!;
+  const known = new Set(plugins.flatMap((p) => p.options.map((d) => d.flag)));
+  for (const flag of known) {
+    const value = values[flag];
+    if (value === undefined) continue;
+    const d = plugin.options.find((o) => o.flag === flag);
+    if (!d) continue;
+    if (typeof value !== 'string' && typeof value !== 'boolean') throw new InvalidOptionError(`--${flag}`, 'needs one value');
+    given[d.name] = typeof value === 'boolean' ? value : parseOptionValue(d, value);
+  }
+  const options = resolveOptions(plugin, given, '--method');
+  return Object.freeze({ id: methodName(plugin, options), allocator: plugin.id, options, explicit: Object.freeze(Object.keys(given)) });
 }

@@ -1,3 +1,6 @@
+import { seededRandom } from '@layerquant/allocators';
+import { InvalidDataError, InvalidOptionError } from '@layerquant/core';
+
 /** One evaluated cell of the experiment. */
 export interface ExperimentRow {
   readonly model: string;
@@ -18,6 +21,9 @@ export interface ExperimentRow {
   readonly ppl: number;
   /** Allocation + quantization + evaluation time. */
   readonly seconds: number;
+  /** Per evaluation window: weighted NLL and weight (ppl = exp(sum nll / sum weights)), for the paired bootstrap. */
+  readonly windowNll?: readonly number[];
+  readonly windowWeights?: readonly number[];
 }
 
 export const RESULT_COLUMNS = Object.freeze([
@@ -25,16 +31,17 @@ export const RESULT_COLUMNS = Object.freeze([
   'method',
   'options',
   'budget',
-  'bpp',
-  'MB',
-  'packed_bytes',
+  'paper_bits_per_weight',
+  'paper_MiB',
+  'disk_MiB',
   'extra_memory_percent',
   'perplexity',
   'seconds',
 ] as const);
 
+/** A CSV field; null and non-finite numbers (no HQQ baseline, the unquantized row) are written empty, never NaN. */
 function csvField(value: string | number | null): string {
-  if (value === null) return '';
+  if (value === null || (typeof value === 'number' && !Number.isFinite(value))) return '';
   const text = String(value);
   return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
@@ -43,43 +50,149 @@ export function formatResultsCsv(rows: readonly ExperimentRow[]): string {
   const lines = [RESULT_COLUMNS.join(',')];
   for (const r of rows) {
     lines.push(
-      [r.model, r.method, r.options, r.budget, r.bpp, r.memoryMB, r.packedBytes, r.extraMemoryPercent, r.ppl, r.seconds].map(csvField).join(','),
+      [r.model, r.method, r.options, r.budget, r.bpp, r.memoryMB, r.packedBytes / 2 ** 20, r.extraMemoryPercent, r.ppl, r.seconds].map(csvField).join(','),
     );
   }
   return `${lines.join('\n')}\n`;
 }
 
-/** Relative perplexity differences under this are a tie (noise of the protocol, not a real difference). */
-export const TIE_TOLERANCE = 0.001;
+/** Settings of the paired bootstrap over evaluation windows. */
+export interface BootstrapOptions {
+  /** Resamples (2000). */
+  readonly resamples?: number;
+  /** Seed of the window draws (42): index = floor(random() * windows) with allocators' seededRandom (mulberry32). */
+  readonly seed?: number;
+  /** Coverage of the percentile interval (0.95). */
+  readonly level?: number;
+}
+
+export interface PairedInterval {
+  /** ppl(method) - ppl(baseline) on all windows. */
+  readonly difference: number;
+  /** Percentile interval of the difference over resampled windows. */
+  readonly low: number;
+  readonly high: number;
+  readonly windows: number;
+  readonly resamples: number;
+  readonly level: number;
+}
+
+/** Windows of a row, or undefined when the row has none stored (results of an older run). */
+function windowsOf(row: ExperimentRow): { nll: readonly number[]; weights: readonly number[] } | undefined {
+  return row.windowNll && row.windowWeights && row.windowNll.length > 0 && row.windowNll.length === row.windowWeights.length
+    ? { nll: row.windowNll, weights: row.windowWeights }
+    : undefined;
+}
+
+/** Linear-interpolation quantile (type 7) of sorted values. */
+function quantile(sorted: Float64Array, p: number): number {
+  const h = (sorted.length - 1) * p;
+  const lo = Math.floor(h);
+  const hi = Math.min(sorted.length - 1, lo + 1);
+  return sorted[lo]! + (h - lo) * (sorted[hi]! - sorted[lo]!);
+}
+
+/**
+ * Paired bootstrap of the perplexity difference of two evaluations of the same windows: each resample draws
+ * `windows` window indices with replacement (the same for both), and takes
+ * exp(sum nll_a / sum w_a) - exp(sum nll_b / sum w_b) over the drawn windows; the interval is the
+ * (1-level)/2 and (1+level)/2 quantiles (linear interpolation) of the resampled differences.
+ */
+export function pairedBootstrap(
+  a: { readonly nll: readonly number[]; readonly weights: readonly number[] },
+  b: { readonly nll: readonly number[]; readonly weights: readonly number[] },
+  options: BootstrapOptions = {},
+): PairedInterval {
+  const n = a.nll.length;
+  if (n === 0 || b.nll.length !== n || a.weights.length !== n || b.weights.length !== n) {
+    throw new InvalidDataError('results', `a paired bootstrap needs the same windows on both sides (got ${n} and ${b.nll.length})`);
+  }
+  const resamples = options.resamples ?? 2000;
+  const level = options.level ?? 0.95;
+  if (!Number.isInteger(resamples) || resamples < 10) throw new InvalidOptionError('resamples', `${resamples} must be an integer >= 10`);
+  if (!(level > 0 && level < 1)) throw new InvalidOptionError('level', `${level} must be between 0 and 1`);
+  const random = seededRandom(options.seed ?? 42);
+  const ppl = (nll: readonly number[], weights: readonly number[], pick?: Int32Array): number => {
+    let sum = 0;
+    let weight = 0;
+    for (let k = 0; k < n; k++) {
+      const i = pick ? pick[k]! : k;
+      sum += nll[i]!;
+      weight += weights[i]!;
+    }
+    return Math.exp(sum / weight);
+  };
+  const differences = new Float64Array(resamples);
+  const pick = new Int32Array(n);
+  for (let r = 0; r < resamples; r++) {
+    for (let k = 0; k < n; k++) pick[k] = Math.floor(random() * n);
+    differences[r] = ppl(a.nll, a.weights, pick) - ppl(b.nll, b.weights, pick);
+  }
+  differences.sort();
+  return Object.freeze({
+    difference: ppl(a.nll, a.weights) - ppl(b.nll, b.weights),
+    low: quantile(differences, (1 - level) / 2),
+    high: quantile(differences, (1 + level) / 2),
+    windows: n,
+    resamples,
+    level,
+  });
+}
+
+/** The paired interval of two rows, or undefined when either lacks per-window NLL or their windows differ. */
+export function rowInterval(row: ExperimentRow, baseline: ExperimentRow, options: BootstrapOptions = {}): PairedInterval | undefined {
+  const a = windowsOf(row);
+  const b = windowsOf(baseline);
+  if (!a || !b || a.nll.length !== b.nll.length) return undefined;
+  return pairedBootstrap(a, b, options);
+}
+
+/** `better` when the whole interval is below 0, `worse` when above, else `tie` (the interval holds 0). */
+export function verdict(interval: PairedInterval): 'better' | 'worse' | 'tie' {
+  return interval.high < 0 ? 'better' : interval.low > 0 ? 'worse' : 'tie';
+}
 
 export interface Comparison {
   readonly method: string;
   readonly baseline: string;
+  /** Budgets where the 95% interval of the perplexity difference lies below 0. */
   readonly wins: number;
+  /** Budgets where the interval holds 0. */
   readonly ties: number;
+  /** Budgets where the interval lies above 0. */
   readonly losses: number;
+  /** Budgets compared without per-window data (no call made). */
+  readonly undecided: number;
   /** Mean relative perplexity change against the baseline, percent (negative = better). */
   readonly meanChangePercent: number;
 }
 
-/** Win/tie/loss of `method` against `baseline` over the budgets where both were evaluated. */
-export function compareMethods(rows: readonly ExperimentRow[], method: string, baseline: string): Comparison | undefined {
+/**
+ * Win/tie/loss of `method` against `baseline` over the budgets where both were evaluated: a win or a loss only
+ * when the paired bootstrap interval over windows excludes 0.
+ */
+export function compareMethods(rows: readonly ExperimentRow[], method: string, baseline: string, options: BootstrapOptions = {}): Comparison | undefined {
   let wins = 0;
   let ties = 0;
   let losses = 0;
+  let undecided = 0;
   let sum = 0;
   for (const r of rows.filter((x) => x.method === method)) {
     const base = rows.find((x) => x.method === baseline && x.budget === r.budget);
     if (!base) continue;
-    const change = (r.ppl - base.ppl) / base.ppl;
-    sum += change;
-    if (change < -TIE_TOLERANCE) wins++;
-    else if (change > TIE_TOLERANCE) losses++;
-    else ties++;
+    sum += (r.ppl - base.ppl) / base.ppl;
+    const interval = rowInterval(r, base, options);
+    if (!interval) undecided++;
+    else {
+      const v = verdict(interval);
+      if (v === 'better') wins++;
+      else if (v === 'worse') losses++;
+      else ties++;
+    }
   }
-  const n = wins + ties + losses;
+  const n = wins + ties + losses + undecided;
   if (n === 0) return undefined;
-  return { method, baseline, wins, ties, losses, meanChangePercent: (100 * sum) / n };
+  return { method, baseline, wins, ties, losses, undecided, meanChangePercent: (100 * sum) / n };
 }
 
 export interface Headline {
@@ -87,20 +200,23 @@ export interface Headline {
   readonly baseline: ExperimentRow;
   /** Perplexity reduction against HQQ uniform at the same budget, percent (positive = better). */
   readonly gainPercent: number;
+  /** The paired interval of the perplexity difference (method - HQQ uniform). */
+  readonly interval: PairedInterval;
 }
 
 /**
- * The best perplexity gain over HQQ uniform at the same budget; among gains within a tenth of the best, the one
- * with the least extra memory.
+ * The best perplexity gain over HQQ uniform at the same budget among rows whose paired bootstrap interval lies
+ * wholly below 0 (never a tie); among gains within a tenth of the best, the one with the least extra memory.
  */
-export function headline(rows: readonly ExperimentRow[]): Headline | undefined {
+export function headline(rows: readonly ExperimentRow[], options: BootstrapOptions = {}): Headline | undefined {
   const candidates: Headline[] = [];
   for (const row of rows) {
     if (row.method === 'hqq' || row.method === 'fp' || row.method === 'mxq' || row.method.startsWith('ablation')) continue;
     const baseline = rows.find((x) => x.method === 'hqq' && x.budget === row.budget);
     if (!baseline) continue;
-    const gainPercent = (100 * (baseline.ppl - row.ppl)) / baseline.ppl;
-    if (gainPercent > 100 * TIE_TOLERANCE) candidates.push({ row, baseline, gainPercent });
+    const interval = rowInterval(row, baseline, options);
+    if (!interval || verdict(interval) !== 'better') continue;
+    candidates.push({ row, baseline, gainPercent: (100 * (baseline.ppl - row.ppl)) / baseline.ppl, interval });
   }
   if (candidates.length === 0) return undefined;
   const best = Math.max(...candidates.map((c) => c.gainPercent));
@@ -122,37 +238,51 @@ export interface ReportContext {
 }
 
 /** The Markdown report: the table, win/tie/loss against HQQ uniform and MXQ, and the headline. */
-export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: ReportContext): string {
+export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: ReportContext, bootstrap: BootstrapOptions = {}): string {
   const out: string[] = [];
   out.push(`# layerquant experiment: ${context.model}`, '');
   out.push(`Perplexity on ${context.text} (${context.tokens.toLocaleString('en-US')} tokens, ${context.protocol}); statistics from ${context.statsSource}.`);
-  out.push('Memory is that of the quantized linear matrices in the paper\'s accounting (8-bit scale and zero per group, fp16 meta per 128 groups); extra memory is against HQQ uniform at the same budget.', '');
-  out.push('| budget | method | options | bpp | MB | extra memory | perplexity | vs HQQ |');
-  out.push('| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |');
+  out.push('Memory is that of the quantized linear matrices in the paper\'s accounting (8-bit scale and zero per group, fp16 meta per 128 groups); extra memory is against HQQ uniform at the same budget (at the highest stop below it for a budget between stops, where uniform and the boosts run at that stop).', '');
+  out.push('| budget | method | options | bits/weight (paper) | MiB (paper) | extra memory | perplexity | vs HQQ | Δppl vs HQQ (95% CI) | Δppl vs MXQ (95% CI) |');
+  out.push('| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  const versusCell = (r: ExperimentRow, baseline: string): string => {
+    const base = rows.find((x) => x.method === baseline && x.budget === r.budget);
+    if (!base || r.method === baseline || r.budget === null) return '';
+    const interval = rowInterval(r, base, bootstrap);
+    if (!interval) return `${fixed(r.ppl - base.ppl, 3)} (no windows)`;
+    const mark = verdict(interval) === 'better' ? ' **better**' : verdict(interval) === 'worse' ? ' worse' : '';
+    return `${fixed(interval.difference, 3)} [${fixed(interval.low, 3)}, ${fixed(interval.high, 3)}]${mark}`;
+  };
   for (const r of rows) {
     const base = rows.find((x) => x.method === 'hqq' && x.budget === r.budget);
     const versus = base && r.method !== 'hqq' && r.budget !== null ? `${fixed((100 * (r.ppl - base.ppl)) / base.ppl, 2)}%` : '';
     out.push(
-      `| ${r.budget ?? '-'} | ${r.method} | ${r.options || '-'} | ${fixed(r.bpp, 4)} | ${fixed(r.memoryMB, 3)} | ${r.budget === null ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`} | ${fixed(r.ppl, 4)} | ${versus} |`,
+      `| ${r.budget ?? '-'} | ${r.method} | ${r.options || '-'} | ${fixed(r.bpp, 4)} | ${fixed(r.memoryMB, 3)} | ${r.budget === null ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`} | ${fixed(r.ppl, 4)} | ${versus} | ${versusCell(r, 'hqq')} | ${versusCell(r, 'mxq')} |`,
     );
   }
   const methods = [...new Set(rows.map((r) => r.method))].filter((m) => m !== 'fp' && m !== 'hqq' && m !== 'mxq');
-  const comparisons = methods.flatMap((m) => [compareMethods(rows, m, 'hqq'), compareMethods(rows, m, 'mxq')]).filter((c): c is Comparison => c !== undefined);
+  const comparisons = methods.flatMap((m) => [compareMethods(rows, m, 'hqq', bootstrap), compareMethods(rows, m, 'mxq', bootstrap)]).filter((c): c is Comparison => c !== undefined);
+  const resamples = bootstrap.resamples ?? 2000;
   if (comparisons.length > 0) {
-    out.push('', `## Win / tie / loss (a tie is a perplexity difference under ${(100 * TIE_TOLERANCE).toFixed(1)}%)`, '');
-    out.push('| method | against | wins | ties | losses | mean perplexity change |');
-    out.push('| --- | --- | ---: | ---: | ---: | ---: |');
-    for (const c of comparisons) out.push(`| ${c.method} | ${c.baseline === 'hqq' ? 'HQQ uniform' : 'MXQ'} | ${c.wins} | ${c.ties} | ${c.losses} | ${fixed(c.meanChangePercent, 2)}% |`);
+    out.push(
+      '',
+      `## Win / tie / loss (paired bootstrap over the ${rows.find((r) => r.windowNll)?.windowNll?.length ?? 0} evaluation windows, ${resamples} resamples, seed ${bootstrap.seed ?? 42}: a win or loss only when the 95% interval of the perplexity difference excludes 0)`,
+      '',
+    );
+    out.push('| method | against | wins | ties | losses | no windows | mean perplexity change |');
+    out.push('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
+    for (const c of comparisons) out.push(`| ${c.method} | ${c.baseline === 'hqq' ? 'HQQ uniform' : 'MXQ'} | ${c.wins} | ${c.ties} | ${c.losses} | ${c.undecided} | ${fixed(c.meanChangePercent, 2)}% |`);
   }
-  const best = headline(rows);
+  const best = headline(rows, bootstrap);
   out.push('', '## Headline', '');
   if (best) {
     out.push(
       `${best.row.method} at ${best.row.budget} bits: perplexity ${fixed(best.row.ppl, 4)} against ${fixed(best.baseline.ppl, 4)} for HQQ uniform, ` +
-        `${fixed(best.gainPercent, 2)}% lower, for ${fixed(best.row.extraMemoryPercent, 2)}% more memory (${fixed(best.row.bpp, 4)} vs ${fixed(best.baseline.bpp, 4)} bits per weight).`,
+        `${fixed(best.gainPercent, 2)}% lower (difference ${fixed(best.interval.difference, 3)}, 95% interval [${fixed(best.interval.low, 3)}, ${fixed(best.interval.high, 3)}]), ` +
+        `for ${fixed(best.row.extraMemoryPercent, 2)}% more memory (${fixed(best.row.bpp, 4)} vs ${fixed(best.baseline.bpp, 4)} bits per weight).`,
     );
   } else {
-    out.push('No boost method beat HQQ uniform by more than the tie tolerance at any budget evaluated.');
+    out.push('No method beat HQQ uniform with a 95% interval of the perplexity difference below 0 at any budget evaluated.');
   }
   return `${out.join('\n')}\n`;
 }

@@ -1,62 +1,186 @@
 import type { ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError, MissingFileError } from '@layerquant/core';
+import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type QuantConfig } from '@layerquant/core';
 import { measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { removeStaleTemporaries, temporaryPath, trackTemporary, untrackTemporary, writeTextAtomic } from '@layerquant/tensor-io';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { describeChanges, fileContentHash, modelContentHash, settingsKey } from './keys.js';
+import { computedStatsSettings, type ComputedStatsSettings } from './plan.js';
+
+export type StatisticsStep = 'fnorm' | 'sensitivity' | 'measured';
+
+/** Computes the tables (in process by default; the queue coordinator passes one that runs them as jobs). */
+export type ComputeStatistics = (settings: ComputedStatsSettings, calibrationText: string) => Promise<ModelStats>;
 
 export interface StatisticsOptions {
   readonly modelDir: string;
   /** Reuse these tables (a `layerquant sensitivity` output or a paper-data directory) instead of computing. */
   readonly statsDir?: string;
-  /** Where computed tables are written (and reused on the next run). */
+  /** Where computed tables are cached, one directory per settings key: `<cacheDir>/<key>/`. */
   readonly cacheDir?: string;
-  readonly needs: { readonly fnorm: boolean; readonly sensitivity: boolean; readonly kurtosis: boolean };
+  readonly needs: { readonly fnorm: boolean; readonly sensitivity: boolean; readonly kurtosis: boolean; readonly measured?: boolean };
+  /** The config ladder: fnorm.csv and measured.csv are measured for these configs only (default: the paper's 12). */
+  readonly configs?: readonly QuantConfig[];
   readonly calibrationPath: string;
   readonly calibrationName: string;
   readonly blocks: number;
   readonly seqlen: number;
   readonly order?: CalibrationOrder;
   readonly threads?: number;
-  readonly onStep?: (step: 'fnorm' | 'sensitivity', done: number, total: number) => void;
+  readonly onStep?: (step: StatisticsStep, done: number, total: number) => void;
+  /** Lines for stderr: what was reused and why, what was not and why. */
+  readonly onNote?: (line: string) => void;
+  readonly compute?: ComputeStatistics;
 }
 
-function hasTables(stats: ModelStats, needs: StatisticsOptions['needs']): boolean {
-  return (!needs.fnorm || Boolean(stats.fnorm)) && (!needs.sensitivity || Boolean(stats.sensitivity)) && (!needs.kurtosis || Boolean(stats.kurtosis ?? stats.fnorm?.rows[0]?.kurtosis !== undefined));
+export interface ResolvedStatistics {
+  readonly stats: ModelStats;
+  /** Where they came from, for reports. */
+  readonly source: string;
+  /** Settings key of the statistics: part of every method cell's key. */
+  readonly key: string;
+  readonly computed: boolean;
+}
+
+const SETTINGS_FILE = 'settings.json';
+
+/** Whether every matrix of a table has a row for every config of the ladder. */
+function coversConfigs(rows: readonly { layer: number; module: string; bits: number; groupSize: number }[] | undefined, configs: readonly QuantConfig[] | undefined): boolean {
+  if (!rows) return false;
+  if (!configs) return true;
+  const have = new Set(rows.map((r) => `${r.layer}.${r.module}.b${r.bits}g${r.groupSize}`));
+  const matrices = new Set(rows.map((r) => `${r.layer}.${r.module}`));
+  for (const m of matrices) for (const c of configs) if (!have.has(`${m}.${configName(c)}`)) return false;
+  return true;
+}
+
+function hasTables(stats: ModelStats, needs: StatisticsOptions['needs'], configs?: readonly QuantConfig[]): boolean {
+  return (
+    (!needs.fnorm || coversConfigs(stats.fnorm?.rows, configs)) &&
+    (!needs.sensitivity || Boolean(stats.sensitivity)) &&
+    (!needs.kurtosis || Boolean(stats.kurtosis ?? stats.fnorm?.rows[0]?.kurtosis !== undefined)) &&
+    (!needs.measured || coversConfigs(stats.measured?.rows, configs))
+  );
+}
+
+/** The statistics of a model measured in this process (the default `compute`). */
+export function measureInProcess(modelDir: string, options: Pick<StatisticsOptions, 'order' | 'threads' | 'onStep'>): ComputeStatistics {
+  return async (settings, calibrationText) => {
+    const measured = await measureModelStatistics(modelDir, {
+      calibrationText,
+      calibrationName: settings.calibrationName,
+      blocks: settings.blocks,
+      seqlen: settings.seqlen,
+      ...(options.order ? { order: options.order } : {}),
+      ...(options.threads ? { threads: options.threads } : {}),
+      ...(options.onStep ? { onStep: options.onStep } : {}),
+      fnormConfigs: settings.fnormConfigs,
+      ...(settings.measuredConfigs ? { measuredConfigs: settings.measuredConfigs } : {}),
+    });
+    return {
+      ...(measured.fnorm ? { fnorm: measured.fnorm } : {}),
+      sensitivity: measured.sensitivity,
+      kurtosis: measured.kurtosis,
+      ...(measured.measured ? { measured: measured.measured } : {}),
+      source: modelDir,
+    };
+  };
+}
+
+/** Settings of the cached statistics directories under `cacheDir` (key -> settings). */
+function cachedSettings(cacheDir: string): Map<string, Record<string, unknown>> {
+  const out = new Map<string, Record<string, unknown>>();
+  if (!existsSync(cacheDir)) return out;
+  for (const name of readdirSync(cacheDir)) {
+    const file = join(cacheDir, name, SETTINGS_FILE);
+    if (!existsSync(file)) continue;
+    try {
+      out.set(name, JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>);
+    } catch {
+      // A damaged settings.json: that directory is not reused (a new key directory is written instead).
+    }
+  }
+  return out;
+}
+
+/** The key of a --stats directory: the content hashes of its tables. */
+async function directoryKey(dir: string): Promise<string> {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) return settingsKey({ kind: 'directory', dir });
+  const files: Record<string, string> = {};
+  for (const name of readdirSync(dir).filter((n) => n.endsWith('.csv')).sort()) files[name] = await fileContentHash(join(dir, name));
+  return settingsKey({ kind: 'directory', files });
 }
 
 /**
- * The statistics the allocators read: loaded from `statsDir`, else from the cache directory of an earlier run,
- * else computed on the model (fnorm table with kurtosis over the 12 configs; activation sensitivity on the
- * calibration text) and saved there in the authors' CSV layouts.
+ * The statistics the allocators read: loaded from `statsDir`, else from `<cacheDir>/<key>` of an earlier run with
+ * the same settings (model content, calibration text, blocks, seqlen, configs, quantizer), else computed and saved
+ * there in the authors' CSV layouts (written to a temporary directory, then renamed).
  */
-export async function ensureStatistics(options: StatisticsOptions): Promise<{ stats: ModelStats; source: string; computed: boolean }> {
+export async function ensureStatistics(options: StatisticsOptions): Promise<ResolvedStatistics> {
   const { needs } = options;
+  const note = options.onNote ?? (() => undefined);
   if (options.statsDir) {
     const stats = await loadStatsDirectory(options.statsDir);
-    if (!hasTables(stats, needs)) {
-      throw new InvalidDataError(options.statsDir, `lacks a table the methods need (${Object.entries(needs).filter(([, v]) => v).map(([k]) => `${k}.csv`).join(', ')}); run \`layerquant sensitivity\` to make them`);
+    if (!hasTables(stats, needs, options.configs)) {
+      throw new InvalidDataError(
+        options.statsDir,
+        `lacks a table the methods need (${Object.entries(needs).filter(([, v]) => v).map(([k]) => `${k}.csv`).join(', ')}${options.configs ? ` for ${options.configs.map(configName).join(',')}` : ''}); run \`layerquant sensitivity${needs.measured ? ' --measured' : ''}${options.configs ? ` --configs ${options.configs.map(configName).join(',')}` : ''}\` to make them`,
+      );
     }
-    return { stats, source: options.statsDir, computed: false };
-  }
-  if (options.cacheDir && existsSync(join(options.cacheDir, 'fnorm.csv')) && existsSync(join(options.cacheDir, 'sensitivity.csv'))) {
-    const stats = await loadStatsDirectory(options.cacheDir);
-    if (hasTables(stats, needs)) return { stats, source: `${options.cacheDir} (cached)`, computed: false };
+    return { stats, source: options.statsDir, key: await directoryKey(options.statsDir), computed: false };
   }
   if (!existsSync(options.calibrationPath)) throw new MissingFileError(options.calibrationPath, 'calibration text not found; pass a UTF-8 text file with --calib');
   const text = await readFile(options.calibrationPath, 'utf8');
   if (text.trim().length === 0) throw new InvalidDataError(options.calibrationPath, 'is empty; calibration needs text');
-  const measured = await measureModelStatistics(options.modelDir, {
-    calibrationText: text,
+  const settings = computedStatsSettings({
+    model: await modelContentHash(options.modelDir),
+    calibration: await fileContentHash(options.calibrationPath),
     calibrationName: options.calibrationName,
     blocks: options.blocks,
     seqlen: options.seqlen,
     ...(options.order ? { order: options.order } : {}),
-    ...(options.threads ? { threads: options.threads } : {}),
-    ...(options.onStep ? { onStep: options.onStep } : {}),
+    ...(options.configs ? { fnormConfigs: options.configs } : {}),
+    measured: Boolean(needs.measured),
   });
-  const stats: ModelStats = { ...(measured.fnorm ? { fnorm: measured.fnorm } : {}), sensitivity: measured.sensitivity, kurtosis: measured.kurtosis, source: options.cacheDir ?? options.modelDir };
-  if (options.cacheDir) await writeSensitivityOutputs(options.cacheDir, stats);
-  return { stats, source: options.cacheDir ? `${options.cacheDir} (computed)` : 'computed', computed: true };
+  const key = settingsKey(settings);
+  if (options.cacheDir) {
+    const dir = join(options.cacheDir, key);
+    if (existsSync(join(dir, SETTINGS_FILE))) {
+      const stats = await loadStatsDirectory(dir);
+      if (hasTables(stats, needs, options.configs)) {
+        note(`statistics: reusing ${dir} (same model content, calibration text, blocks, seqlen, configs and quantizer)`);
+        return { stats, source: `${dir} (cached)`, key, computed: false };
+      }
+    }
+    const others = cachedSettings(options.cacheDir);
+    for (const [otherKey, other] of others) {
+      if (otherKey !== key) note(`statistics: not reusing ${join(options.cacheDir, otherKey)}: other settings (${describeChanges(other, settings).join('; ')})`);
+    }
+    if (existsSync(join(options.cacheDir, 'fnorm.csv'))) note(`statistics: not reusing ${options.cacheDir}/*.csv: written by an earlier layerquant without settings; computing`);
+  }
+  const compute = options.compute ?? measureInProcess(options.modelDir, options);
+  const measured = await compute(settings, text);
+  const stats: ModelStats = { ...measured, source: options.cacheDir ? join(options.cacheDir, key) : options.modelDir };
+  if (!options.cacheDir) return { stats, source: 'computed', key, computed: true };
+  await mkdir(options.cacheDir, { recursive: true });
+  removeStaleTemporaries(options.cacheDir);
+  const dir = join(options.cacheDir, key);
+  const tmp = temporaryPath(dir);
+  trackTemporary(tmp);
+  try {
+    await mkdir(tmp, { recursive: true });
+    await writeSensitivityOutputs(tmp, stats);
+    await writeTextAtomic(join(tmp, SETTINGS_FILE), `${JSON.stringify(settings, null, 1)}\n`);
+    await rm(dir, { recursive: true, force: true });
+    await rename(tmp, dir);
+  } catch (error) {
+    await rm(tmp, { recursive: true, force: true });
+    throw error;
+  } finally {
+    untrackTemporary(tmp);
+  }
+  // Read back what was written, so a first run, a resumed run and queue workers allocate from the same numbers.
+  return { stats: await loadStatsDirectory(dir), source: `${dir} (computed)`, key, computed: true };
 }

@@ -1,0 +1,143 @@
+import {
+  InvalidOptionError,
+  LINEAR_MODULES,
+  PAPER_CONFIGS,
+  META_BITS,
+  META_GROUP,
+  bitsPerWeight,
+  configName,
+  matrixTensorName,
+  memoryMB,
+  type LinearModule,
+  type QuantConfig,
+  type Quantizer,
+} from '@layerquant/core';
+import type { MeasuredRow, MeasuredTable } from '@layerquant/allocators';
+import { hqqQuantizer, squaredError } from '@layerquant/quantizers';
+import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
+import { calibrationOf, subtract, sumOfSquares } from './activation-sensitivity.js';
+import type { CalibrationBlocks } from './calibration.js';
+
+export interface MeasuredErrorOptions {
+  /** The config ladder to measure (default: the paper's 12). */
+  readonly configs?: readonly QuantConfig[];
+  readonly quantizer?: Quantizer;
+  /** Use at most this many calibration blocks (default: all given). */
+  readonly blocks?: number;
+  /** Tokens per block when `calibration` is a flat id list (default 512). */
+  readonly seqlen?: number;
+  /** Blocks per runtime call (default 8): bounds memory, not the result. */
+  readonly batchSize?: number;
+  /** Called after each layer. */
+  readonly onLayer?: (layer: number, layers: number) => void;
+}
+
+const ATTENTION_INPUTS: readonly LinearModule[] = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj'];
+const MLP_INPUTS: readonly LinearModule[] = ['mlp.gate_proj', 'mlp.up_proj'];
+
+/**
+ * layerquant's `measured` statistic: for every matrix and every config of the ladder, the mean squared error of
+ * the matrix's block output when that matrix alone is quantized with that config (every other weight float),
+ * with the float outputs of layer i-1 as the inputs of layer i (SPEC section 2's activation sensitivity, one
+ * matrix at a time instead of one module group, for every config instead of b4g64):
+ * - q, k, v: the attention block output (input_layernorm -> attention -> o_proj, before the residual);
+ * - o_proj: the same output, = context x (W - Wq)^T on the float attention context;
+ * - gate, up: the MLP block output (post_attention_layernorm -> MLP -> down_proj);
+ * - down_proj: the same output, = activation x (W - Wq)^T on the float MLP activation.
+ * The MSE is the mean over every element of the [blocks, seqlen, hidden] output. Cost: per layer and config,
+ * 3 attention + 2 MLP block calls and 2 matmuls per batch of blocks, i.e. linear in layers x configs x blocks.
+ */
+export async function measuredErrors(
+  model: DecoderBlocks,
+  calibration: CalibrationBlocks | ArrayLike<number>,
+  options: MeasuredErrorOptions = {},
+): Promise<MeasuredTable> {
+  const configs = options.configs ?? PAPER_CONFIGS;
+  if (configs.length === 0) throw new InvalidOptionError('configs', 'names no config; give at least one, e.g. b4g64');
+  const names = configs.map(configName);
+  const duplicate = names.find((n, i) => names.indexOf(n) !== i);
+  if (duplicate) throw new InvalidOptionError('configs', `lists ${duplicate} twice`);
+  const quantizer = options.quantizer ?? hqqQuantizer;
+  const batchSize = options.batchSize ?? 8;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidOptionError('batchSize', `${batchSize} must be a positive integer`);
+  const { ids, blocks, seqlen } = calibrationOf(calibration, options);
+  const { hiddenSize, numLayers } = model.config;
+  const elements = blocks * seqlen * hiddenSize;
+
+  let hidden: HiddenStates[] = [];
+  for (let start = 0; start < blocks; start += batchSize) {
+    const count = Math.min(batchSize, blocks - start);
+    hidden.push(model.embed({ ids: ids.subarray(start * seqlen, (start + count) * seqlen), batch: count }));
+  }
+  // Streamed blocks read a layer's weights when one of its tensors is first asked for (one layer at a time).
+  const weightOf = async (name: string): Promise<{ data: Float32Array; shape: readonly number[] }> => {
+    const shape = model.shapes.get(name);
+    if (!shape) throw new InvalidOptionError('model', `has no weight "${name}"`);
+    return { data: await model.tensor(name), shape };
+  };
+  const dequantized = async (name: string, config: QuantConfig): Promise<Float32Array> => {
+    const { data, shape } = await weightOf(name);
+    return quantizer.dequantize(quantizer.quantize({ name, dtype: 'F32', shape: [...shape], data }, config));
+  };
+
+  const rows: MeasuredRow[] = [];
+  for (let layer = 0; layer < numLayers; layer++) {
+    // Float block outputs of this layer, batch by batch (kept while the configs are measured).
+    const floats: { states: HiddenStates; attention: Float32Array; context: Float32Array; residual: HiddenStates; mlp: Float32Array; activation: Float32Array }[] = [];
+    const next: HiddenStates[] = [];
+    for (const states of hidden) {
+      const attention = await model.attention(layer, states);
+      const residual: HiddenStates = { data: attention.residual, batch: states.batch, length: states.length };
+      const mlp = await model.mlp(layer, residual);
+      floats.push({ states, attention: attention.attention, context: attention.context, residual, mlp: mlp.mlp, activation: mlp.activation });
+      next.push({ data: mlp.output, batch: states.batch, length: states.length });
+    }
+    const sums = new Map<LinearModule, Float64Array>(LINEAR_MODULES.map((m) => [m, new Float64Array(configs.length)]));
+    // One config at a time: only the 7 quantized matrices of one layer and config are held.
+    for (let c = 0; c < configs.length; c++) {
+      const config = configs[c]!;
+      const quantized = new Map<LinearModule, Float32Array>();
+      for (const module of LINEAR_MODULES) {
+        const name = matrixTensorName(layer, module);
+        const dq = await dequantized(name, config);
+        quantized.set(module, module === 'self_attn.o_proj' || module === 'mlp.down_proj' ? subtract((await weightOf(name)).data, dq) : dq);
+      }
+      for (const f of floats) {
+        for (const module of ATTENTION_INPUTS) {
+          const out = await model.attention(layer, f.states, new Map([[matrixTensorName(layer, module), quantized.get(module)!]]));
+          sums.get(module)![c]! += squaredError(f.attention, out.attention);
+        }
+        sums.get('self_attn.o_proj')![c]! += sumOfSquares(await model.linear(f.context, quantized.get('self_attn.o_proj')!, hiddenSize));
+        for (const module of MLP_INPUTS) {
+          const out = await model.mlp(layer, f.residual, new Map([[matrixTensorName(layer, module), quantized.get(module)!]]));
+          sums.get(module)![c]! += squaredError(f.mlp, out.mlp);
+        }
+        sums.get('mlp.down_proj')![c]! += sumOfSquares(await model.linear(f.activation, quantized.get('mlp.down_proj')!, hiddenSize));
+      }
+    }
+    hidden = next;
+    for (const module of LINEAR_MODULES) {
+      const shape = model.shapes.get(matrixTensorName(layer, module))!;
+      const params = shape.reduce((a, b) => a * b, 1);
+      for (let c = 0; c < configs.length; c++) {
+        const config = configs[c]!;
+        rows.push(
+          Object.freeze({
+            layer,
+            module,
+            bits: config.bits,
+            groupSize: config.groupSize,
+            metaBits: META_BITS,
+            metaGroupSize: META_GROUP,
+            error: sums.get(module)![c]! / elements,
+            memoryMB: memoryMB(bitsPerWeight(config), params),
+            params,
+            blocks,
+          }),
+        );
+      }
+    }
+    options.onLayer?.(layer, numLayers);
+  }
+  return Object.freeze({ rows: Object.freeze(rows) });
+}
