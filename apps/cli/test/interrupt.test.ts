@@ -24,7 +24,7 @@ describe('Ctrl-C', () => {
       }
     });
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    expect(stderr).toMatch(/quantize: hqq b4g64, one matrix at a time/);
+    expect(stderr).toMatch(/quantize: hqq b4g64 on 224 matrices \([\d,]+ weights\), one matrix at a time/);
     expect(sent).toBe(true);
     expect(code).toBe(130);
     expect(stderr).toMatch(/interrupted \(SIGINT\); temporary files removed/);

@@ -197,9 +197,8 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
 
   const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
   const cost = createCostReporter('quantize', stderr, !values.json);
-  const report = await withOutputDirectory(modelDir, outDir, () => {
-    cost.plan(`${method} b${config.bits}g${config.groupSize}, one matrix at a time (read, quantize, write)`);
-    return quantizeModel({
+  const report = await withOutputDirectory(modelDir, outDir, () =>
+    quantizeModel({
       modelDir,
       outDir,
       quantizer,
@@ -208,12 +207,13 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...(kappa === undefined ? {} : { kappa }) },
+      onPlan: (plan) => cost.plan(`${method} b${config.bits}g${config.groupSize} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`),
       onProgress: (p) => {
         cost.unit(p.done, p.total, 'matrices');
         progress.update(p.done, p.total, `matrices (${p.key})`);
       },
-    });
-  });
+    }),
+  );
   progress.done();
   if (values.json) {
     stdout(jsonLine('quantize', {
@@ -282,7 +282,6 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout, std
     const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
     const progress = createProgress('quantize', interactive);
     const cost = createCostReporter('quantize', stderr, !values.json);
-    cost.plan(`${spec.id} at ${budget} bits, HQQ per the allocation, one matrix at a time (read, quantize, write)`);
     const report = await quantizeModel({
       modelDir,
       outDir,
@@ -296,6 +295,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout, std
       allocation,
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
+      onPlan: (plan) => cost.plan(`${spec.id} at ${budget} bits: HQQ on ${plan.quantizedMatrices} of ${plan.matrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`),
       options: { method: spec.id, budget, statistics: source, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
       onProgress: (p) => {
         cost.unit(p.done, p.total, 'matrices');
