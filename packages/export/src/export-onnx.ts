@@ -83,7 +83,8 @@ export async function buildModelGraph(
     const linear = matrixOfTensorName(name) !== undefined;
     if (isQuantized(name)) {
       const q = await (source as QuantizedCheckpoint).readQuantized(name);
-      const packed = toMatMulNBits(q, { scaleType });
+      const multipliers = await (source as QuantizedCheckpoint).readScaleMultipliers(name);
+      const packed = toMatMulNBits(q, { scaleType, ...(multipliers ? { multipliers } : {}) });
       weights.set(name, packed.weight);
       matrices.push({ name, shape: q.shape, config: configName(q.config), storedBits: packed.storedBits, zeroCorrection: packed.zeroCorrection, bytes: packed.bytes });
       continue;
@@ -160,6 +161,8 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   const rawConfig = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const source = await openModelWeights(modelDir);
   let built: ExportGraph;
+  // Matrices whose checkpoint keeps 8-bit scales and zeros (quantize --scale-dtype u8): expanded to float scales below.
+  const u8Matrices = 'metadata' in source ? Object.values(source.metadata.tensors).filter((entry) => entry.scaleDtype === 'U8').length : 0;
   let config: Awaited<ReturnType<typeof loadValidatedConfig>>['config'];
   try {
     // The one config-vs-tensors check every command makes: a wrong num_hidden_layers must not ship a truncated model.
@@ -206,6 +209,12 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   for (const m of built.matrices) if (m.config && m.storedBits !== null && Number(m.config.slice(1, m.config.indexOf('g'))) !== m.storedBits) widened.set(m.config, m.storedBits);
   for (const [c, bits] of widened) notes.push(`${c} codes are stored as ${bits}-bit MatMulNBits codes (same values; onnxruntime has no kernel for their width), and linearBytes counts those real bytes`);
   const corrected = built.matrices.filter((m) => m.zeroCorrection).length;
+  if (u8Matrices) {
+    notes.push(
+      `${u8Matrices} matrices store 8-bit scales and zeros (scale-dtype U8); MatMulNBits takes float scales, so each is expanded to ${scaleType} ` +
+        `${scaleType === 'float32' ? 'exactly (the value layerquant dequantizes with)' : '(the expanded float32 value rounded to half)'} and the zeros to uint8 zero points (+ correction); linearBytes counts these expanded bytes, more than the checkpoint's`,
+    );
+  }
   if (corrected) notes.push(`${corrected} matrices have fractional HQQ zeros: integer zero points plus a per-group correction (one float per group)`);
   const report: ExportReport = Object.freeze({
     format: 'onnx',

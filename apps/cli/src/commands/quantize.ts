@@ -38,12 +38,18 @@ function reportFields(report: QuantizeModelReport) {
     matrices: report.matrices,
     quantizedMatrices: report.quantizedMatrices,
     sizes: sizes({ params: report.params, paperBitsPerWeight: report.bpp, diskBytes: report.bytes, fileBytes: report.fileBytes }),
-    scaleDtype: report.scaleDtype === 'F16' ? 'float16' : 'float32',
+    scaleDtype: ({ F32: 'float32', F16: 'float16', U8: 'uint8' } as const)[report.scaleDtype],
     sqErr: report.sqErr,
     seconds: report.seconds,
     workerSeconds: report.quantizeSeconds,
     workers: report.workers,
   };
+}
+
+/** How the checkpoint stores scales and zeros (--scale-dtype); with u8 the file is the paper's accounting. */
+function storedRow(report: QuantizeModelReport): [string, string] {
+  if (report.scaleDtype === 'U8') return ['stored', 'packed codes, 8-bit scale and zero per group, fp16 ranges per 128 groups (--scale-dtype u8: on disk = paper accounting)'];
+  return ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`];
 }
 
 /** "1.9s wall (2.6s quantizing, summed over 2 workers that overlap)": the two times are not the same clock. */
@@ -136,7 +142,7 @@ export const quantizeCommand: Command = {
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const target = absolutePath(requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64'));
     checkOverwrite(target, values.force === true);
-    const onnx = parseExportOptions(values);
+    const onnx = parseExportOptions(values, true);
     if (onnx.format === 'onnx') {
       // Quantize into a temporary checkpoint beside --out, export it there, and print both reports as one.
       const checkpointDir = temporaryPath(target);
@@ -227,7 +233,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout }: All
     ['method', `${method} ${`b${config.bits}g${config.groupSize}`}${axis === 0 ? ' axis 0' : ''}${roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
     ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
     ...sizeRows(reportFields(report).sizes),
-    ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`],
+    storedRow(report),
     ['sq. error', report.sqErr.toPrecision(8)],
     ['time', timeText(report)],
   ];
@@ -320,7 +326,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
     ['method', `${spec.id} at ${budget} bits (statistics: ${source})`],
     ['configs', [...counts].map(([c, n]) => `${c} x${n}`).join(', ')],
     ...sizeRows(reportFields(report).sizes),
-    ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`],
+    storedRow(report),
     ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over HQQ uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
     ['sq. error', report.sqErr.toPrecision(8)],
     ['time', timeText(report)],
