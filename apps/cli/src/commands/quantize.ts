@@ -15,7 +15,7 @@ import { tablesNeeded } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
 import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from './export.js';
-import { createProgress, formatSeconds } from '../progress.js';
+import { createProgress, createSpinner, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
 import { absolutePath, formatRows, jsonLine, sizeRows, sizes, boostReport, boostLines } from '../output.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -202,6 +202,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout }: All
   const quantizer = quantizerFor(method, kappa);
 
   const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
+  const loading = createSpinner(`loading ${modelDir}`, !values.json && Boolean(process.stderr.isTTY));
   const report = await withOutputDirectory(modelDir, outDir, () =>
     quantizeModel({
       modelDir,
@@ -212,9 +213,12 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout }: All
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...(kappa === undefined ? {} : { kappa }) },
-      onProgress: (p) => progress.update(p.done, p.total, `matrices (${p.key})`),
+      onProgress: (p) => {
+        loading.stop();
+        progress.update(p.done, p.total, `matrices (${p.key})`);
+      },
     }),
-  );
+  ).finally(() => loading.stop());
   progress.done();
   if (values.json) {
     stdout(jsonLine('quantize', {
@@ -259,7 +263,9 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
   const interactive = !values.json && Boolean(process.stderr.isTTY);
   const calib = stringOption(values, 'calib');
   const statsDir = stringOption(values, 'stats');
+  const loading = createSpinner(`loading ${modelDir}`, interactive);
   const { source, allocation, uniform, extra, report } = await withOutputDirectory(modelDir, outDir, async (model) => {
+    loading.stop();
     const statsProgress = createProgress('statistics', interactive);
     const { stats, source } = await ensureStatistics({
       modelDir,
@@ -299,7 +305,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout }: A
     });
     progress.done();
     return { source, allocation, uniform, extra, report };
-  });
+  }).finally(() => loading.stop());
   const counts = new Map<string, number>();
   for (const m of allocation.matrices) {
     const name = m.config ? configName(m.config) : 'float';

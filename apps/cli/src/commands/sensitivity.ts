@@ -18,7 +18,7 @@ import {
 } from '@layerquant/sensitivity';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
-import { createProgress, formatSeconds } from '../progress.js';
+import { createProgress, createSpinner, formatSeconds } from '../progress.js';
 
 const USAGE = [
   'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
@@ -124,6 +124,8 @@ export const sensitivityCommand: Command = {
     const output = await openOutputDirectory(out, 'sensitivity');
     let statistics: Awaited<ReturnType<typeof measureModelStatistics>>;
     let files: string[];
+    // Loading the model and tokenizing the calibration text take seconds before the first bar moves.
+    const loading = createSpinner(`loading ${modelDir}`, !quiet);
     try {
       statistics = await measureModelStatistics(modelDir, {
         calibrationText: await readFile(calibration.path, 'utf8'),
@@ -140,12 +142,14 @@ export const sensitivityCommand: Command = {
         ...(threads === undefined ? {} : { threads }),
         ...(workers === undefined ? {} : { workers }),
         onStep: (step, done, total) => {
+          loading.stop();
           bars[step].update(done, total, step === 'fnorm' ? 'matrices' : 'layers');
           if (done === total) bars[step].done();
         },
       });
       files = await writeSensitivityOutputs(out, statistics);
     } catch (error) {
+      loading.stop();
       output.abandon();
       throw error;
     } finally {
