@@ -1,4 +1,4 @@
-import { InvalidOptionError, MissingTensorError, configName, matrixOfTensorName, type DecoderConfig } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, MissingFileError, MissingTensorError, configName, matrixOfTensorName, type DecoderConfig } from '@layerquant/core';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type QuantizedCheckpoint } from '@layerquant/quantizers/node';
 import {
   EMBED_TOKENS,
@@ -158,8 +158,16 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   if (activations === 'float16' && scaleType === 'float32') {
     throw new InvalidOptionError('--scale-dtype', 'float16 activations need float16 scales (MatMulNBits takes scales of the activation type)');
   }
-  const rawConfig = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const source = await openModelWeights(modelDir);
+  // openModelWeights names a missing directory; config.json is read raw to be copied with transformers.js' settings.
+  let rawConfig: Record<string, unknown>;
+  try {
+    rawConfig = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  } catch (error) {
+    await source.close();
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new MissingFileError(join(modelDir, 'config.json'), 'not found; a model directory needs the config.json of its Hugging Face checkpoint');
+    throw new InvalidDataError(join(modelDir, 'config.json'), `is not valid JSON (${(error as Error).message}); fix or replace the file`);
+  }
   let built: ExportGraph;
   // Matrices whose checkpoint keeps 8-bit scales and zeros (quantize --scale-dtype u8): expanded to float scales below.
   const u8Matrices = 'metadata' in source ? Object.values(source.metadata.tensors).filter((entry) => entry.scaleDtype === 'U8').length : 0;
@@ -212,7 +220,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   if (u8Matrices) {
     notes.push(
       `${u8Matrices} matrices store 8-bit scales and zeros (scale-dtype U8); MatMulNBits takes float scales, so each is expanded to ${scaleType} ` +
-        `${scaleType === 'float32' ? 'exactly (the value layerquant dequantizes with)' : '(the expanded float32 value rounded to half)'} and the zeros to uint8 zero points (+ correction); linearBytes counts these expanded bytes, more than the checkpoint's`,
+        `${scaleType === 'float32' ? 'exactly (the value layerquant dequantizes with)' : '(the expanded float32 value rounded to half)'} and the zeros to uint8 zero points (+ correction); the size on disk counts these expanded bytes, more than the checkpoint's`,
     );
   }
   if (corrected) notes.push(`${corrected} matrices have fractional HQQ zeros: integer zero points plus a per-group correction (one float per group)`);

@@ -43,12 +43,15 @@ const isU8 = (text: string | undefined) => text === 'u8' || text === 'uint8';
 
 /** --scale-dtype as the quantized checkpoint stores it (F32 when absent): the same option as the export's, plus u8. */
 export function checkpointScaleDtype(values: Values): ScaleDtype {
-  if (isU8(stringOption(values, 'scale-dtype'))) return 'U8';
+  const text = stringOption(values, 'scale-dtype');
+  if (isU8(text)) return 'U8';
+  if (text !== undefined && !['f32', 'fp32', 'float32', 'f16', 'fp16', 'float16'].includes(text)) throw new InvalidOptionError('--scale-dtype', `"${text}" must be f32, f16 or u8`);
   return floatType(values, 'scale-dtype') === 'float16' ? 'F16' : 'F32';
 }
 
 /** Reads --format (undefined when absent) and the ONNX options; errors name the flag. `quantize` passes `checkpoint`: u8 is a checkpoint storage. */
 export function parseExportOptions(values: Values, checkpoint = false): { format: 'onnx' | undefined; options: OnnxExportOptions } {
+  if (checkpoint) checkpointScaleDtype(values); // its error names the three storages
   if (isU8(stringOption(values, 'scale-dtype'))) {
     if (!checkpoint) throw new InvalidOptionError('--scale-dtype', 'u8 is how `quantize` stores a checkpoint\'s scales; MatMulNBits takes f32 or f16 scales (an 8-bit checkpoint is expanded to them)');
     // the checkpoint keeps 8-bit scales; the ONNX graph gets the default float scales
