@@ -5,7 +5,7 @@ import { basename, extname, resolve } from 'node:path';
 import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS, detectOutlierLayers } from '@layerquant/allocators';
 import { resolveModelPath } from '../model-path.js';
-import { jsonLine, renderTable } from '../output.js';
+import { jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
 import { datasets } from '@layerquant/fixtures';
 import {
   CALIBRATION_ORDERS,
@@ -194,6 +194,7 @@ export const sensitivityCommand: Command = {
       `sensitivity ${formatSeconds(statistics.seconds.sensitivity)}${statistics.fnorm ? `, fnorm ${formatSeconds(statistics.seconds.fnorm)}` : ''}${statistics.measured ? `, measured ${formatSeconds(statistics.seconds.measured)}` : ''}`,
     );
     for (const file of files) lines.push(`wrote ${file}`);
-    stdout(`${lines.join('\n')}\n`);
+    // Prose broken at spaces to the terminal's width (never inside a number); the tables keep their cells whole.
+    stdout(`${lines.join('\n').split('\n').map((line) => wrapAtSpaces(line, terminalColumns(), 2)).join('\n')}\n`);
   },
 };
