@@ -220,7 +220,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   if (u8Matrices) {
     notes.push(
       `${u8Matrices} matrices store 8-bit scales and zeros (scale-dtype U8); MatMulNBits takes float scales, so each is expanded to ${scaleType} ` +
-        `${scaleType === 'float32' ? 'exactly (the value layerquant dequantizes with)' : '(the expanded float32 value rounded to half)'} and the zeros to uint8 zero points (+ correction); the size on disk counts these expanded bytes, more than the checkpoint's`,
+        `${scaleType === 'float32' ? 'exactly (the stored multipliers; the checkpoint\'s own dequantization agrees to one float32 ulp)' : '(the expanded float32 value rounded to half)'} and the zeros to uint8 zero points (+ correction); the size on disk counts these expanded bytes, more than the checkpoint's`,
     );
   }
   if (corrected) notes.push(`${corrected} matrices have fractional HQQ zeros: integer zero points plus a per-group correction (one float per group)`);

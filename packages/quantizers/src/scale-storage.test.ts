@@ -78,6 +78,8 @@ describe('8-bit scales and zeros (scaleDtype U8)', () => {
     const zeros = u8Oracle(Array.from(zero), groups).decoded;
     for (let i = 0; i < groups; i++) {
       expect(stored.scale[i]).toBe(Math.fround(1 / multiplier[i]!));
+      // dequantization multiplies by fp32(1/s): the stored multiplier, or its float32 neighbour (one ulp, 2^-23 relative)
+      expect(Math.abs(Math.fround(1 / stored.scale[i]!) / multiplier[i]! - 1)).toBeLessThanOrEqual(2 ** -23);
       expect(stored.zero[i]).toBe(zeros[i]);
     }
     const read = decodeScaleZero('f.safetensors', 'w', 'U8', (suffix) => stored.tensors.get(suffix)!);

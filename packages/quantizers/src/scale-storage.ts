@@ -137,6 +137,8 @@ export function decodeScaleZero(file: string, name: string, scaleDtype: ScaleDty
   if (scaleDtype === 'F32') return { scale: typed(raw('.scale'), (b, o, l) => new Float32Array(b, o, l), 4), zero: typed(raw('.zero'), (b, o, l) => new Float32Array(b, o, l), 4) };
   if (scaleDtype === 'F16') return { scale: half(raw('.scale')), zero: half(raw('.zero')) };
   const multiplier = decodeU8Multipliers(file, name, raw('.scale'), raw(SCALE_META_SUFFIX));
+  // s = fp32(1/d). Dequantization multiplies by fp32(1/s): d itself, or (about 1 group in 8, where no float32 s maps
+  // back to d) d's float32 neighbour, 6e-8 relative; the ONNX export takes d exactly (readScaleMultipliers).
   const scale = new Float32Array(multiplier.length);
   for (let i = 0; i < multiplier.length; i++) scale[i] = 1 / multiplier[i]!;
   const zeroCodes = raw('.zero');
