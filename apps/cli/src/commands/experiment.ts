@@ -123,7 +123,7 @@ export const experimentCommand: Command = {
     const ids = tokenizer.encode(text);
     const cells = methods.length * budgets.length + (values['no-fp'] ? 0 : 1);
     const tokens = maxTokens === undefined ? ids.length : Math.min(maxTokens, ids.length);
-    // The estimate rests on this machine's speed now: a short calibration (one warm-up window, one timed).
+    // The estimate rests on this machine's speed now: a short calibration (the model loaded, one window timed).
     const measuring = createSpinner('measuring the evaluation speed for the plan', interactive);
     const speed = await measureEvaluationSpeed(modelDir, textPath, ids.slice(0, tokens), seqlen, threads).finally(() => measuring.stop());
     const plan = experimentPlan({ cells, cellsDone: 0, tokens, seqlen, linearParams: summary.linearParams, tokensPerSecond: speed.tokensPerSecond });

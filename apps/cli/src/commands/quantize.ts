@@ -48,7 +48,7 @@ function reportFields(report: QuantizeModelReport) {
 
 /** How the checkpoint stores scales and zeros (--scale-dtype); with u8 the file is the paper's accounting. */
 function storedRow(report: QuantizeModelReport): [string, string] {
-  if (report.scaleDtype === 'U8') return ['stored', 'packed codes, 8-bit scale and zero per group, fp16 ranges per 128 groups (--scale-dtype u8: on disk = paper accounting)'];
+  if (report.scaleDtype === 'U8') return ['stored', 'packed codes, 8-bit scale and zero per group, fp16 ranges per 128 groups (--scale-dtype u8, as the paper counts them)'];
   return ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`];
 }
 
