@@ -123,10 +123,11 @@ export const experimentCommand: Command = {
     const ids = tokenizer.encode(text);
     const cells = methods.length * budgets.length + (values['no-fp'] ? 0 : 1);
     const tokens = maxTokens === undefined ? ids.length : Math.min(maxTokens, ids.length);
-    // The estimate rests on this machine's speed now: a short calibration (the model loaded, one window timed).
+    // On a terminal, where the estimate decides whether --yes is needed, it rests on this machine's speed now: a short
+    // calibration (the model loaded, one window timed). Scripts and --json skip it (a resumed run stays instant).
     const measuring = createSpinner('measuring the evaluation speed for the plan', interactive);
-    const speed = await measureEvaluationSpeed(modelDir, textPath, ids.slice(0, tokens), seqlen, threads).finally(() => measuring.stop());
-    const plan = experimentPlan({ cells, cellsDone: 0, tokens, seqlen, linearParams: summary.linearParams, tokensPerSecond: speed.tokensPerSecond });
+    const speed = interactive ? await measureEvaluationSpeed(modelDir, textPath, ids.slice(0, tokens), seqlen, threads).finally(() => measuring.stop()) : undefined;
+    const plan = experimentPlan({ cells, cellsDone: 0, tokens, seqlen, params: summary.params, linearParams: summary.linearParams, ...(speed ? { tokensPerSecond: speed.tokensPerSecond } : {}) });
     if (!json) process.stderr.write(`${fitStderr(formatPlan(plan).trimEnd())}\n`);
     if (plan.estimatedSeconds > CONFIRM_SECONDS && !values.yes && process.stdin.isTTY && process.stderr.isTTY && !json) {
       throw new InvalidOptionError('--yes', `the grid would take about ${plan.estimatedSeconds >= 3600 ? `${(plan.estimatedSeconds / 3600).toFixed(1)} h` : formatSeconds(plan.estimatedSeconds)}; rerun with --yes to start it, or choose a smaller grid (--methods, --budgets, --max-tokens)`);
