@@ -5,7 +5,7 @@ import { basename, extname, resolve } from 'node:path';
 import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS, detectOutlierLayers } from '@layerquant/allocators';
 import { resolveModelPath } from '../model-path.js';
-import { jsonLine, renderTable } from '../output.js';
+import { jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
 import { datasets } from '@layerquant/fixtures';
 import {
   CALIBRATION_ORDERS,
@@ -18,7 +18,7 @@ import {
 } from '@layerquant/sensitivity';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
-import { createCostReporter, createProgress, formatSeconds } from '../progress.js';
+import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 
 const USAGE = [
   'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
@@ -130,6 +130,8 @@ export const sensitivityCommand: Command = {
     const output = await openOutputDirectory(out, 'sensitivity');
     let statistics: Awaited<ReturnType<typeof measureModelStatistics>>;
     let files: string[];
+    // Loading the model and tokenizing the calibration text take seconds before the first bar moves.
+    const loading = createSpinner(`loading ${modelDir}`, !quiet);
     try {
       statistics = await measureModelStatistics(modelDir, {
         calibrationText: await readFile(calibration.path, 'utf8'),
@@ -145,11 +147,13 @@ export const sensitivityCommand: Command = {
         allowLongContext: values['allow-long-context'] === true,
         ...(threads === undefined ? {} : { threads }),
         ...(workers === undefined ? {} : { workers }),
-        onPlan: (plan) =>
-          plan.step === 'fnorm'
-            ? cost.fnorm.plan(`${plan.matrices} matrices x ${plan.configs} HQQ configs, one matrix at a time`)
-            : cost[plan.step].plan(`${plan.blocks} blocks of ${plan.seqlen} tokens through ${plan.layers} layers x ${plan.configs} config(s), one layer's weights at a time`),
+        onPlan: (plan) => {
+          loading.stop();
+          if (plan.step === 'fnorm') cost.fnorm.plan(`${plan.matrices} matrices x ${plan.configs} HQQ configs, one matrix at a time`);
+          else cost[plan.step].plan(`${plan.blocks} blocks of ${plan.seqlen} tokens through ${plan.layers} layers x ${plan.configs} config(s), one layer's weights at a time`);
+        },
         onStep: (step, done, total) => {
+          loading.stop();
           cost[step].unit(done, total, step === 'fnorm' ? 'matrices' : 'layers');
           bars[step].update(done, total, step === 'fnorm' ? 'matrices' : 'layers');
           if (done === total) bars[step].done();
@@ -157,6 +161,7 @@ export const sensitivityCommand: Command = {
       });
       files = await writeSensitivityOutputs(out, statistics);
     } catch (error) {
+      loading.stop();
       output.abandon();
       throw error;
     } finally {
@@ -201,6 +206,7 @@ export const sensitivityCommand: Command = {
       `sensitivity ${formatSeconds(statistics.seconds.sensitivity)}${statistics.fnorm ? `, fnorm ${formatSeconds(statistics.seconds.fnorm)}` : ''}${statistics.measured ? `, measured ${formatSeconds(statistics.seconds.measured)}` : ''}`,
     );
     for (const file of files) lines.push(`wrote ${file}`);
-    stdout(`${lines.join('\n')}\n`);
+    // Prose broken at spaces to the terminal's width (never inside a number); the tables keep their cells whole.
+    stdout(`${lines.join('\n').split('\n').map((line) => wrapAtSpaces(line, terminalColumns(), 2)).join('\n')}\n`);
   },
 };
