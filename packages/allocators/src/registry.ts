@@ -310,7 +310,7 @@ export const tailPrioritizedPlugin = prioritizedPlugin('tail-prioritized');
 export const measuredPlugin = definePlugin({
   id: 'measured',
   label: 'measured',
-  description: 'least summed measured block-output error (every matrix alone at every config) within the memory budget',
+  description: 'least summed measured block-output error relative to the residual stream (every matrix alone at every config) within the memory budget',
   budget: 'any',
   options: [gapOption],
   nameOptions: [],

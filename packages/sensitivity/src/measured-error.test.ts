@@ -9,7 +9,8 @@ import { measuredErrors } from './measured-error.js';
 /**
  * Brute force in float64, written here from the Llama block definition (not the runtime's graph): the float
  * hidden states layer by layer, and for every matrix and config the block output with that one matrix replaced
- * by its dequantized HQQ weights; the MSE against the float block output over all blocks.
+ * by its dequantized HQQ weights; the MSE against the float block output over all blocks, divided by the mean
+ * square of the residual stream that output is added to.
  */
 type Weights = ReadonlyMap<string, Float32Array>;
 
@@ -137,7 +138,9 @@ describe('measured block-output error (every matrix alone at every config)', () 
                 ? meanSquaredDifference(attentionBlock(config, swapped, layer, inputs[b]!), floatAttention[b]!)
                 : meanSquaredDifference(mlpBlock(config, swapped, layer, residuals[b]!), floatMlp[b]!);
             }
-            const expected = sum / (blocks * seqlen * h);
+            // Relative to the mean square of the residual stream the block output is added to.
+            const stream = (attention ? inputs : residuals).reduce((acc, x) => acc + x.reduce((a, v) => a + v * v, 0), 0) / (blocks * seqlen * h);
+            const expected = sum / (blocks * seqlen * h) / stream;
             const row = table.rows.find((r) => r.layer === layer && r.module === module && r.bits === c.bits && r.groupSize === c.groupSize)!;
             expect(row, `${name} ${configName(c)}`).toBeDefined();
             expect(expected).toBeGreaterThan(0);

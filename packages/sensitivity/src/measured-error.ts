@@ -44,7 +44,12 @@ const MLP_INPUTS: readonly LinearModule[] = ['mlp.gate_proj', 'mlp.up_proj'];
  * - o_proj: the same output, = context x (W - Wq)^T on the float attention context;
  * - gate, up: the MLP block output (post_attention_layernorm -> MLP -> down_proj);
  * - down_proj: the same output, = activation x (W - Wq)^T on the float MLP activation.
- * The MSE is the mean over every element of the [blocks, seqlen, hidden] output. Cost: per layer and config,
+ * The MSE is the mean over every element of the [blocks, seqlen, hidden] output, divided by the mean square of the
+ * residual stream the block output is added to (the layer's input for q/k/v/o, the stream after attention for
+ * gate/up/down), over the same elements: every later layer reads the stream through an RMSNorm, so what an error
+ * does downstream depends on its size relative to the stream, not on its absolute size. Without it the summed
+ * errors are not comparable across layers (measured on the shipped model: layer 0 reads the embeddings, mean
+ * square 0.001, the later layers a stream of 1.6-3), and the knapsack starved the first layer and q/k. Cost: per layer and config,
  * 3 attention + 2 MLP block calls and 2 matmuls per batch of blocks, i.e. linear in layers x configs x blocks.
  */
 export async function measuredErrors(
@@ -92,6 +97,18 @@ export async function measuredErrors(
       floats.push({ states, attention: attention.attention, context: attention.context, residual, mlp: mlp.mlp, activation: mlp.activation });
       next.push({ data: mlp.output, batch: states.batch, length: states.length });
     }
+    // Mean squares of the residual streams the attention and MLP outputs are added to (the errors' scale).
+    let attentionStream = 0;
+    let mlpStream = 0;
+    for (const f of floats) {
+      attentionStream += sumOfSquares(f.states.data);
+      mlpStream += sumOfSquares(f.residual.data);
+    }
+    attentionStream /= elements;
+    mlpStream /= elements;
+    if (!(attentionStream > 0) || !(mlpStream > 0)) {
+      throw new InvalidOptionError('model', `layer ${layer}: the residual stream is ${attentionStream > 0 ? 'zero after attention' : 'zero at its input'} on the calibration blocks, so no relative error can be measured; check the checkpoint's embeddings and norms`);
+    }
     const sums = new Map<LinearModule, Float64Array>(LINEAR_MODULES.map((m) => [m, new Float64Array(configs.length)]));
     // One config at a time: only the 7 quantized matrices of one layer and config are held.
     for (let c = 0; c < configs.length; c++) {
@@ -129,7 +146,7 @@ export async function measuredErrors(
             groupSize: config.groupSize,
             metaBits: META_BITS,
             metaGroupSize: META_GROUP,
-            error: sums.get(module)![c]! / elements,
+            error: sums.get(module)![c]! / elements / (module.startsWith('self_attn') ? attentionStream : mlpStream),
             memoryMB: memoryMB(bitsPerWeight(config), params),
             params,
             blocks,

@@ -57,7 +57,7 @@ function humanReport(allocation: Allocation, size: Sizes, verbose: boolean): str
   for (const [key, value] of sizeRows(size)) lines.push(`${key.padEnd(13)} ${value}`);
   const solver = (allocation as Partial<KnapsackAllocation>).solver;
   if (solver) {
-    const what = allocation.method === 'mxq' ? 'sum of fnorm' : allocation.method === 'measured' ? 'sum of measured block MSE' : `${allocation.method} cost`;
+    const what = allocation.method === 'mxq' ? 'sum of fnorm' : allocation.method === 'measured' ? 'sum of measured block MSE / stream mean square' : `${allocation.method} cost`;
     lines.push(`objective     ${solver.objective.toPrecision(8)} (${what}), bound ${solver.bound.toPrecision(8)}, gap ${solver.gap.toExponential(2)}`);
     lines.push(`solver        ${(solver.seconds * 1000).toFixed(1)} ms, ${solver.nodes} nodes, ${solver.freeMatrices} matrices free after reduced-cost fixing; paper memory ${solver.memoryMB.toFixed(3)} / ${solver.memoryLimitMB.toFixed(3)} MiB`);
   }

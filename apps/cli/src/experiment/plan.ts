@@ -28,6 +28,8 @@ export interface ComputedStatsSettings {
   readonly fnormConfigs: readonly QuantConfig[];
   /** The configs of the measured block-error table, or null where no method needs it. */
   readonly measuredConfigs: readonly QuantConfig[] | null;
+  /** What measured.csv's error is (absent in caches of the absolute MSE, which are then not reused). */
+  readonly measuredError?: 'relative to the residual stream';
   readonly quantizer: unknown;
 }
 
@@ -53,6 +55,7 @@ export function computedStatsSettings(options: {
     sensitivityConfigs: [DEFAULT_SENSITIVITY_CONFIG],
     fnormConfigs: ladder,
     measuredConfigs: options.measured ? ladder : null,
+    ...(options.measured ? { measuredError: 'relative to the residual stream' as const } : {}),
     quantizer: QUANTIZER_SETTINGS,
   };
 }
