@@ -49,3 +49,4 @@ export {
 export type { QuantizedCheckpoint } from './quantized-checkpoint.js';
 export type { MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
 export { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
+export { QUANTIZER_PLUGINS, configureQuantizer, createQuantizerRegistry, defineQuantizer, hqqPlugin, rtnPlugin, type QuantizerPlugin } from './registry.js';
