@@ -1,6 +1,7 @@
 import { LayerquantError } from '@layerquant/core';
 import type { Command, CommandContext } from './command.js';
 import { commands } from './commands/index.js';
+import { loadPlugins, splitPluginArgs, type PluginRegistries } from './plugins.js';
 
 function help(): string {
   const lines = ['layerquant: layer-sensitive mixed-precision quantization of LLM weights', '', 'Commands:'];
@@ -9,11 +10,23 @@ function help(): string {
   return lines.join('\n');
 }
 
-/** Runs the CLI; returns the exit code. Errors become one line on stderr. */
+/**
+ * Runs the CLI; returns the exit code. Errors become one line on stderr. `--plugin <module>` (repeatable, any
+ * command) loads plug-ins into the registries every command reads; they are built once, before the command runs.
+ */
 export async function runCli(argv: string[], io: Pick<CommandContext, 'stdout' | 'stderr'> = {
   stdout: (t) => process.stdout.write(t),
   stderr: (t) => process.stderr.write(t),
 }): Promise<number> {
+  let plugins: PluginRegistries;
+  try {
+    const split = splitPluginArgs(argv);
+    argv = split.argv;
+    plugins = await loadPlugins(split.plugins);
+  } catch (error) {
+    io.stderr(`layerquant: error: ${(error instanceof Error ? error.message : String(error)).split('\n')[0]}\n`);
+    return 1;
+  }
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     io.stdout(`${help()}\n`);
@@ -25,11 +38,11 @@ export async function runCli(argv: string[], io: Pick<CommandContext, 'stdout' |
     return 1;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    io.stdout(`${command.usage}\n`);
+    io.stdout(`${typeof command.usage === 'function' ? command.usage(plugins) : command.usage}\n`);
     return 0;
   }
   try {
-    await command.run({ argv: rest, ...io });
+    await command.run({ argv: rest, ...io, plugins });
     return 0;
   } catch (error) {
     if (error instanceof LayerquantError) {

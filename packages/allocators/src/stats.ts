@@ -102,6 +102,11 @@ export interface ModelStats {
   readonly kurtosis?: KurtosisTable;
   /** Measured block-output error of every matrix and config (`measured.csv`). */
   readonly measured?: MeasuredTable;
+  /**
+   * The model's matrices and sizes, for allocators that read no table (uniform, layer-position rules): with it an
+   * app computes no statistics for them. The tables' own list wins where both are present.
+   */
+  readonly matrices?: readonly MatrixInfo[];
   /** Where the tables came from (a directory), for messages. */
   readonly source?: string;
 }
@@ -244,7 +249,7 @@ function sortMatrices(list: MatrixInfo[]): MatrixInfo[] {
 export function matricesOf(stats: ModelStats): MatrixInfo[] {
   const source = stats.source ?? 'statistics';
   const byKey = new Map<string, MatrixInfo>();
-  const rows: readonly { layer: number; module: LinearModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kurtosis?.rows;
+  const rows: readonly { layer: number; module: LinearModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kurtosis?.rows ?? stats.matrices;
   if (!rows) throw new InvalidDataError(source, 'no fnorm or kurtosis table: allocators need the list of matrices and their sizes (fnorm.csv)');
   for (const r of rows) {
     const key = matrixKey(r.layer, r.module);

@@ -110,8 +110,9 @@ export async function openModelWeights(path: string, lookup: QuantizerLookup = {
 function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup): QuantizedCheckpoint {
   const file = checkpoint.files[0] ?? checkpoint.dir;
   const metadata = decodeQuantizedMetadata(file, checkpoint.metadata);
-  // The plug-in that wrote the codes dequantizes them (found before any read, so an unknown one fails at open).
-  const quantizer = findQuantizer(file, metadata.quantizer, lookup.quantizers);
+  // The plug-in that wrote the codes dequantizes them; looked up on the first read, so inspecting a checkpoint of
+  // an unloaded plug-in still works.
+  let quantizer: Quantizer | undefined;
   const quantized = new Map<string, { entry: QuantizedTensorMetadata; config: QuantConfig }>();
   for (const [name, entry] of Object.entries(metadata.tensors)) {
     let config: QuantConfig;
@@ -189,6 +190,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
       const q = await readQuantized(name);
       let data: Float32Array;
       try {
+        quantizer ??= findQuantizer(file, metadata.quantizer, lookup.quantizers);
         data = quantizer.dequantize(q);
       } catch (error) {
         if (error instanceof InvalidDataError) throw new SafetensorsFormatError(file, error.message, name, { cause: error });

@@ -84,12 +84,14 @@ async function measureOpenModel(
   });
   {
     let start = performance.now();
-    const model = await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {});
     const configs = options.skipSensitivity ? [] : (options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG]);
     const rows: SensitivityRow[] = [];
     let measured: MeasuredTable | undefined;
     let measuredSeconds = 0;
-    try {
+    // Weight statistics alone (fnorm, kurtosis) never build the ONNX model.
+    const needsActivations = configs.length > 0 || (options.measuredConfigs?.length ?? 0) > 0;
+    const model = needsActivations ? await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {}) : undefined;
+    if (model) try {
       for (const [c, sensitivityConfig] of configs.entries()) {
         const table = await activationSensitivity(model, calibration, {
           config: sensitivityConfig,

@@ -1,12 +1,13 @@
-import { ALLOCATOR_PLUGINS, allocateMethod, validateStats, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
+import { allocateMethod, validateStats, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
 import { loadStatsDirectory, saveAllocationJson } from '@layerquant/allocators/node';
 import { LINEAR_MODULES, configName, modelMatrixParams, parseConfigList, type Allocation } from '@layerquant/core';
 import { openModel } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
+import { builtinRegistries, type PluginRegistries } from '../plugins.js';
 import { allocatorFlags, allocatorHelp, checkBudget, methodFromFlags } from '../experiment/allocate-method.js';
 
-const USAGE = `layerquant allocate --stats <dir> --method <id> --budget <bpp> [options]
+const usage = (plugins: PluginRegistries): string => `layerquant allocate --stats <dir> --method <id> --budget <bpp> [options]
 
 Chooses a quantization config for every linear matrix from statistics tables and prints the allocation.
 
@@ -23,9 +24,10 @@ Chooses a quantization config for every linear matrix from statistics tables and
   --verbose                one line per matrix instead of layer ranges
   --out <file>             also write the allocation JSON there (atomically)
   --json                   print the Allocation object as JSON
+  --plugin <module>        load more allocators from a module (a path or package name; repeatable)
 
 Allocators:
-${allocatorHelp(ALLOCATOR_PLUGINS, '  ')}`;
+${allocatorHelp(plugins.allocators.list(), '  ')}`;
 
 /** "0-30 b3g64, 31 b4g128": runs of consecutive layers with the same config. */
 function layerRanges(allocation: Allocation, module: string): string {
@@ -84,26 +86,27 @@ function humanReport(allocation: Allocation, verbose: boolean): string {
 
 export const allocateCommand: Command = {
   name: 'allocate',
-  summary: `choose a config per matrix (${ALLOCATOR_PLUGINS.map((p) => p.id).join(', ')})`,
-  usage: USAGE,
-  async run({ argv, stdout }) {
+  summary: `choose a config per matrix (${builtinRegistries().allocators.ids().join(', ')}, or a --plugin's)`,
+  usage,
+  async run({ argv, stdout, plugins = builtinRegistries() }) {
+    const allocators = plugins.allocators.list();
     const { values } = parseCommandArgs(argv, {
       stats: { type: 'string' },
       method: { type: 'string' },
       budget: { type: 'string' },
       configs: { type: 'string' },
-      ...allocatorFlags(),
+      ...allocatorFlags(allocators),
       verbose: { type: 'boolean' },
       out: { type: 'string' },
       model: { type: 'string' },
     });
     const statsDir = requireString(values.stats, '--stats', 'a directory with fnorm.csv / sensitivity.csv');
-    const method = methodFromFlags(requireString(values.method, '--method', ALLOCATOR_PLUGINS.map((p) => p.id).join(' | ')), values);
+    const method = methodFromFlags(requireString(values.method, '--method', plugins.allocators.ids().join(' | ')), values, allocators);
     const budgetText = requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25');
     const budget = parseNumberOption(budgetText, '--budget', Number.NaN, (n) => Number.isFinite(n) && n > 0);
     const configsText = stringOption(values, 'configs');
     const configs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
-    checkBudget(method, budget, configs);
+    checkBudget(method, budget, configs, allocators);
     const stats = await loadStatsDirectory(statsDir);
     const modelDir = stringOption(values, 'model');
     if (modelDir) {
@@ -112,7 +115,7 @@ export const allocateCommand: Command = {
       validateStats(stats, { matrices: modelMatrixParams(config), name: modelDir });
     }
     const seed = method.options.seed === undefined ? undefined : parseIntegerOption(String(method.options.seed), '--seed', 42, 0);
-    const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }) });
+    const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }) }, allocators);
     const out = stringOption(values, 'out');
     if (out) await saveAllocationJson(out, allocation);
     stdout(values.json ? `${JSON.stringify(allocation)}\n` : humanReport(allocation, values.verbose === true));

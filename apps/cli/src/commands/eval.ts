@@ -7,6 +7,7 @@ import { loadDecoderModel } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, loadValidatedConfig } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
+import { builtinRegistries } from '../plugins.js';
 import { createProgress, formatSeconds } from '../progress.js';
 
 export const evalCommand: Command = {
@@ -34,7 +35,7 @@ export const evalCommand: Command = {
     '                         positions it was never trained on give a different, worse perplexity)',
     '  --json                 one JSON object: ppl, tokens, seconds, nll, windows, protocol, seqlen, stride',
   ].join('\n'),
-  async run({ argv, stdout }) {
+  async run({ argv, stdout, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
       text: { type: 'string' },
       dataset: { type: 'string' },
@@ -62,7 +63,7 @@ export const evalCommand: Command = {
 
     // An ONNX export is evaluated as shipped: its own file, packed weights stay packed.
     const onnx = isOnnxExportDir(modelDir);
-    const weights = onnx ? undefined : await openModelWeights(modelDir);
+    const weights = onnx ? undefined : await openModelWeights(modelDir, { quantizers: plugins.quantizers });
     const quantized = onnx || (weights !== undefined && 'isQuantized' in weights);
     const { text, tokenizer, model } = await (async () => {
       if (!weights) {

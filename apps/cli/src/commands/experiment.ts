@@ -8,6 +8,8 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
+import { builtinRegistries, type PluginRegistries } from '../plugins.js';
+import { quantizerFlags, quantizerFromFlags } from './quantize.js';
 import { checkBudget } from '../experiment/allocate-method.js';
 import { PAPER_BUDGETS, parseBudgets, parseMethods, tablesNeeded } from '../experiment/grid.js';
 import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow } from '../experiment/report.js';
@@ -15,14 +17,14 @@ import { runExperiment } from '../experiment/run-experiment.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import { createProgress, formatSeconds } from '../progress.js';
 
-const USAGE = `layerquant experiment <model-dir> --out <dir> [options]
+const usage = (plugins: PluginRegistries): string => `layerquant experiment <model-dir> --out <dir> [options]
 
 Runs the paper's comparison: for every budget and method, allocate bits from the model's statistics, quantize
-every linear matrix with HQQ, and measure perplexity. Statistics are computed once (or read with --stats) and
+every linear matrix with --quantizer (default hqq), and measure perplexity. Statistics are computed once (or read with --stats) and
 cached in <out>/stats; finished cells are kept in <out>/results.json, so an interrupted run resumes.
 Writes results.csv, results.md (table, win/tie/loss, headline) and results.json.
 
-  --methods <list>       method names of the allocator plug-ins: ${methodNameHelp()}
+  --methods <list>       method names of the allocator plug-ins: ${methodNameHelp(plugins.allocators.list())}
                          (S = boost stop, M = top_m, 0 = all outliers), other options as :flag=value
                          (sensi-milp-1:factor=3:ablation); bare ids expand to their variants (sensiboost, kurtboost,
                          ablation: the paper's four each; sensi-milp, kurt-milp: top_m 1-3); paper = hqq, mxq and all
@@ -39,6 +41,8 @@ Writes results.csv, results.md (table, win/tie/loss, headline) and results.json.
   --stats <dir>          reuse statistics (a \`layerquant sensitivity\` output or a paper-data directory)
   --calib <file>         calibration text for activation sensitivity (default: built-in brown-calib)
   --blocks <n>           calibration blocks of 512 tokens (default 128, fewer when the text is shorter)
+  --quantizer <id>       the quantizer of every matrix: ${plugins.quantizers.ids().join(', ')} (default hqq)
+  --plugin <module>      load allocators/quantizers from a module (a path or package name; repeatable)
   --seed <n>             seed of the ablations' random layers (default 42)
   --no-fp                skip the unquantized baseline
   --fresh                ignore results of an earlier run in --out
@@ -53,10 +57,13 @@ interface SavedResults {
 export const experimentCommand: Command = {
   name: 'experiment',
   summary: "the paper's grid: methods x budgets, quantized and evaluated, as CSV and Markdown",
-  usage: USAGE,
-  async run({ argv, stdout }) {
+  usage,
+  async run({ argv, stdout, plugins = builtinRegistries() }) {
+    const allocators = plugins.allocators.list();
     const { values, positionals } = parseCommandArgs(argv, {
       out: { type: 'string' },
+      quantizer: { type: 'string' },
+      ...quantizerFlags(plugins),
       methods: { type: 'string' },
       budgets: { type: 'string' },
       dataset: { type: 'string' },
@@ -75,7 +82,8 @@ export const experimentCommand: Command = {
     const modelDir = resolve(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const outDir = resolve(requireString(values.out, '--out', 'a directory for results.csv, results.md and the cached statistics'));
-    const methods = parseMethods(stringOption(values, 'methods') ?? 'paper');
+    const methods = parseMethods(stringOption(values, 'methods') ?? 'paper', allocators);
+    const { quantizer, options: quantizerOptions } = quantizerFromFlags(stringOption(values, 'quantizer') ?? 'hqq', values, plugins);
     const budgets = parseBudgets(stringOption(values, 'budgets') ?? PAPER_BUDGETS.join(','));
     const seqlen = parseIntegerOption(stringOption(values, 'seqlen'), '--seqlen', 512, 2);
     const maxTokensText = stringOption(values, 'max-tokens');
@@ -108,7 +116,7 @@ export const experimentCommand: Command = {
       modelDir,
       ...(statsDir ? { statsDir } : {}),
       cacheDir: join(outDir, 'stats'),
-      needs: tablesNeeded(methods),
+      needs: tablesNeeded(methods, allocators),
       calibrationPath: calibPath,
       calibrationName: calibName,
       blocks,
@@ -123,6 +131,8 @@ export const experimentCommand: Command = {
     const settings = {
       model: modelDir, text: textPath, tokens: ids.length, seqlen, maxTokens: maxTokens ?? null, stats: source.replace(/ \((cached|computed)\)$/, ''), seed,
       ...(ladder ? { configs: ladder.map(configName) } : {}),
+      // Results of another quantizer are not resumed into this run's table.
+      ...(quantizer.id === 'hqq' && Object.keys(quantizerOptions).length === 0 ? {} : { quantizer: quantizer.id, quantizerOptions }),
     };
     const resultsJson = join(outDir, 'results.json');
     let done: ExperimentRow[] = [];
@@ -158,6 +168,8 @@ export const experimentCommand: Command = {
       seed,
       ...(ladder ? { configs: ladder } : {}),
       ...(threads ? { threads } : {}),
+      allocators,
+      quantizer,
       done,
       onEvent: (event) => {
         if (event.kind === 'window' && event.done !== undefined && event.total) {

@@ -1,3 +1,4 @@
+import type { AllocatorPlugin } from '@layerquant/allocators';
 import type { ModelStats } from '@layerquant/allocators';
 import { matrixOfTensorName, matrixTensorName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity';
@@ -44,6 +45,10 @@ export interface ExperimentOptions {
   /** The config ladder the allocators choose from (default: the paper's 12). */
   readonly configs?: readonly QuantConfig[];
   readonly threads?: number;
+  /** The allocator plug-ins the method names resolve to (default: the built-ins). */
+  readonly allocators?: readonly AllocatorPlugin[];
+  /** The quantizer of every matrix (default: HQQ with upstream settings). */
+  readonly quantizer?: Quantizer;
   /** Rows already computed (a resumed run): cells with the same method and budget are not run again. */
   readonly done?: readonly ExperimentRow[];
   readonly onEvent?: (event: ExperimentEvent) => void;
@@ -108,16 +113,16 @@ export async function runExperiment(options: ExperimentOptions): Promise<Experim
         options.onEvent?.({ kind: 'cell-start', cell, cells, label });
         const started = performance.now();
         // Between stops, uniform and the boosts run at the highest stop below the budget (never over it).
-        const allocation = allocateMethod(method, options.stats, budget, options.seed, options.configs, undefined, true);
+        const allocation = allocateMethod(method, options.stats, budget, options.seed, options.configs, options.allocators, true);
         if (!uniformOf.has(budget)) uniformOf.set(budget, uniformBaseline(options.stats, budget, options.configs, true));
         const uniform = uniformOf.get(budget);
-        await model.setWeights(await dequantizedOverrides(checkpoint, allocation));
+        await model.setWeights(await dequantizedOverrides(checkpoint, allocation, options.quantizer));
         const result = await evaluate(model, cell, cells, label);
         const memory = memoryOf(allocation);
         const row: ExperimentRow = {
           model: options.modelName,
           method: method.id,
-          options: [describeOptions(method), allocation.budget !== budget ? `at stop ${allocation.budget}` : ''].filter(Boolean).join(' '),
+          options: [describeOptions(method, options.allocators), allocation.budget !== budget ? `at stop ${allocation.budget}` : ''].filter(Boolean).join(' '),
           budget,
           bpp: allocation.totals.bpp,
           memoryMB: allocation.totals.memoryMB,

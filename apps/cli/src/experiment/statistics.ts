@@ -1,6 +1,6 @@
 import type { ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type QuantConfig } from '@layerquant/core';
+import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type LinearModule, type MatrixInfo, type MatrixKey, type QuantConfig } from '@layerquant/core';
 import { measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -22,6 +22,19 @@ export interface StatisticsOptions {
   readonly order?: CalibrationOrder;
   readonly threads?: number;
   readonly onStep?: (step: 'fnorm' | 'sensitivity' | 'measured', done: number, total: number) => void;
+  /**
+   * The model's matrices and sizes (core's modelMatrixParams): when the methods need no table (uniform, a
+   * layer-position rule), nothing is computed and the allocators get this list.
+   */
+  readonly matrices?: ReadonlyMap<MatrixKey, number>;
+}
+
+/** MatrixInfo rows of a `layer.module -> params` map. */
+export function matrixList(params: ReadonlyMap<MatrixKey, number>): MatrixInfo[] {
+  return [...params].map(([key, count]) => {
+    const dot = key.indexOf('.');
+    return Object.freeze({ key, layer: Number(key.slice(0, dot)), module: key.slice(dot + 1) as LinearModule, params: count });
+  });
 }
 
 /** Whether every matrix of a table has a row for every config of the ladder. */
@@ -50,6 +63,10 @@ function hasTables(stats: ModelStats, needs: StatisticsOptions['needs'], configs
  */
 export async function ensureStatistics(options: StatisticsOptions): Promise<{ stats: ModelStats; source: string; computed: boolean }> {
   const { needs } = options;
+  const nothingNeeded = !needs.fnorm && !needs.sensitivity && !needs.kurtosis && !needs.measured;
+  if (nothingNeeded && options.matrices && !options.statsDir) {
+    return { stats: { matrices: matrixList(options.matrices), source: 'the model (no statistics needed)' }, source: 'none needed', computed: false };
+  }
   if (options.statsDir) {
     const stats = await loadStatsDirectory(options.statsDir);
     if (!hasTables(stats, needs, options.configs)) {
@@ -60,9 +77,10 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<{ st
     }
     return { stats, source: options.statsDir, computed: false };
   }
-  if (options.cacheDir && existsSync(join(options.cacheDir, 'fnorm.csv')) && existsSync(join(options.cacheDir, 'sensitivity.csv'))) {
-    const stats = await loadStatsDirectory(options.cacheDir);
-    if (hasTables(stats, needs, options.configs)) return { stats, source: `${options.cacheDir} (cached)`, computed: false };
+  let cached: ModelStats | undefined;
+  if (options.cacheDir && ['fnorm', 'sensitivity', 'kurtosis', 'measured'].some((t) => existsSync(join(options.cacheDir!, `${t}.csv`)))) {
+    cached = await loadStatsDirectory(options.cacheDir);
+    if (hasTables(cached, needs, options.configs)) return { stats: cached, source: `${options.cacheDir} (cached)`, computed: false };
   }
   if (!existsSync(options.calibrationPath)) throw new MissingFileError(options.calibrationPath, 'calibration text not found; pass a UTF-8 text file with --calib');
   const text = await readFile(options.calibrationPath, 'utf8');
@@ -77,10 +95,15 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<{ st
     ...(options.onStep ? { onStep: options.onStep } : {}),
     ...(options.configs ? { fnormConfigs: options.configs } : {}),
     ...(needs.measured ? { measuredConfigs: options.configs ?? PAPER_CONFIGS } : {}),
+    // Only what the methods read: KurtBoost alone reads the weights' kurtosis, never the model's activations.
+    ...(needs.sensitivity ? {} : { skipSensitivity: true }),
+    ...(needs.fnorm ? {} : { skipFnorm: true }),
   });
   const stats: ModelStats = {
+    // Tables of an earlier run the methods did not ask for again are kept in the cache.
+    ...(cached ?? {}),
     ...(measured.fnorm ? { fnorm: measured.fnorm } : {}),
-    sensitivity: measured.sensitivity,
+    ...(needs.sensitivity ? { sensitivity: measured.sensitivity } : {}),
     kurtosis: measured.kurtosis,
     ...(measured.measured ? { measured: measured.measured } : {}),
     source: options.cacheDir ?? options.modelDir,
