@@ -3,7 +3,8 @@
 // speed with the KV cache and peak memory (each model in its own process, VmHWM), and the accuracy of the variants
 // (accuracy level 4, float16 scales, float16 activations) against the dequantized evaluation.
 //
-//   node bench/export.mjs [--windows N]   (perplexity windows of 512 tokens; default: the whole of brown-test)
+//   node bench/export.mjs [--windows N] [--sections size,speed,wide,layers,ppl]
+//   (--windows: perplexity on the first N windows of 512 tokens; default: the whole of brown-test)
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,12 +17,14 @@ import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { decoderLayout, expectedShapes, loadDecoderModel } from '@layerquant/runtime';
-import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
+import { randomDecoderSource, relativeError, tinyConfig } from '@layerquant/runtime/testing';
 import { loadDecoderConfig, loadTokenizer, writeSafetensors } from '@layerquant/tensor-io';
 
 const args = process.argv.slice(2);
 const windowsArg = args.indexOf('--windows');
 const pplWindows = windowsArg >= 0 ? Number(args[windowsArg + 1]) : undefined;
+const sectionsArg = args.indexOf('--sections');
+const sections = new Set((sectionsArg >= 0 ? args[sectionsArg + 1] : 'size,speed,wide,layers,ppl').split(','));
 const child = fileURLToPath(new URL('./lib/export-speed-child.mjs', import.meta.url));
 const root = mkdtempSync(join(tmpdir(), 'layerquant-bench-export-'));
 const log = (text) => process.stderr.write(`${text}\n`);
@@ -87,72 +90,119 @@ try {
   };
 
   // ---- bytes -------------------------------------------------------------------------------------------------
-  const sourceBytes = readdirSync(shippedModelDir).filter((f) => f.endsWith('.safetensors')).reduce((s, f) => s + statSync(join(shippedModelDir, f)).size, 0);
-  const params = quantized.params;
-  const paper = modelMemory(quantized.perMatrix.map((m) => ({ shape: m.shape, config: quantConfig(4, 64) })));
-  const q4 = variants['q4 level 4'];
-  console.log('## Size (shipped model, b4g64)\n');
-  console.log('| what | bytes | linear weights | bits per linear weight |');
-  console.log('| --- | --- | --- | --- |');
-  console.log(`| BF16 source (safetensors) | ${MiB(sourceBytes)} MiB | ${MiB(params * 2)} MiB | 16 |`);
-  console.log(`| fp32 graph (model.onnx) | ${MiB(variants.fp32.fileBytes)} MiB | ${MiB(variants.fp32.linearBytes)} MiB | ${variants.fp32.linearBitsPerWeight.toFixed(4)} |`);
-  console.log(`| paper accounting (8-bit scale and zero per group) | - | ${MiB(paper.paperMB * 2 ** 20)} MiB | ${paper.paperBitsPerWeight.toFixed(4)} |`);
-  console.log(`| layerquant checkpoint (model.safetensors) | ${MiB(quantized.fileBytes)} MiB | ${MiB(quantized.bytes)} MiB | ${((8 * quantized.bytes) / params).toFixed(4)} |`);
-  for (const [name, r] of Object.entries(variants).slice(1)) {
-    console.log(`| export ${name} (${r.file}) | ${MiB(r.fileBytes + r.externalDataBytes)} MiB | ${MiB(r.linearBytes)} MiB | ${r.linearBitsPerWeight.toFixed(4)} |`);
+  if (sections.has('size')) {
+    const sourceBytes = readdirSync(shippedModelDir).filter((f) => f.endsWith('.safetensors')).reduce((s, f) => s + statSync(join(shippedModelDir, f)).size, 0);
+    const params = quantized.params;
+    const paper = modelMemory(quantized.perMatrix.map((m) => ({ shape: m.shape, config: quantConfig(4, 64) })));
+    const q4 = variants['q4 level 4'];
+    console.log('## Size (shipped model, b4g64)\n');
+    console.log('| what | bytes | linear weights | bits per linear weight |');
+    console.log('| --- | --- | --- | --- |');
+    console.log(`| BF16 source (safetensors) | ${MiB(sourceBytes)} MiB | ${MiB(params * 2)} MiB | 16 |`);
+    console.log(`| fp32 graph (model.onnx) | ${MiB(variants.fp32.fileBytes)} MiB | ${MiB(variants.fp32.linearBytes)} MiB | ${variants.fp32.linearBitsPerWeight.toFixed(4)} |`);
+    console.log(`| paper accounting (8-bit scale and zero per group) | - | ${MiB(paper.paperMB * 2 ** 20)} MiB | ${paper.paperBitsPerWeight.toFixed(4)} |`);
+    console.log(`| layerquant checkpoint (model.safetensors) | ${MiB(quantized.fileBytes)} MiB | ${MiB(quantized.bytes)} MiB | ${((8 * quantized.bytes) / params).toFixed(4)} |`);
+    for (const [name, r] of Object.entries(variants).slice(1)) {
+      console.log(`| export ${name} (${r.file}) | ${MiB(r.fileBytes + r.externalDataBytes)} MiB | ${MiB(r.linearBytes)} MiB | ${r.linearBitsPerWeight.toFixed(4)} |`);
   }
   console.log(`\nq4 export / BF16 source: ${(q4.fileBytes / sourceBytes).toFixed(3)} (file), ${(q4.linearBytes / (params * 2)).toFixed(3)} (linear weights); q4 / fp32 graph: ${(q4.fileBytes / variants.fp32.fileBytes).toFixed(3)} (file), ${(q4.linearBytes / variants.fp32.linearBytes).toFixed(3)} (linear); export bits / paper bits: ${(q4.linearBitsPerWeight / paper.paperBitsPerWeight).toFixed(3)}\n`);
 
+  }
+
   // ---- speed and memory, each model in its own process --------------------------------------------------------
   const baseline = runChild('-', shippedModelDir, idsPath, 0, 0);
-  const speed = {};
-  for (const name of ['fp32', 'q4 level 4', 'q4 level 0', 'q4f16']) {
-    log(`speed: ${name} ...`);
-    speed[name] = runChild(join(variants[name].outDir, variants[name].file), shippedModelDir, idsPath, 4, 64);
+  if (sections.has('speed')) {
+    const speed = {};
+    for (const name of ['fp32', 'q4 level 4', 'q4 level 0', 'q4f16']) {
+      log(`speed: ${name} ...`);
+      speed[name] = runChild(join(variants[name].outDir, variants[name].file), shippedModelDir, idsPath, 4, 64);
   }
   printSpeed('shipped model (26M parameters, 32 layers, hidden 256)', speed, baseline, variants, '4 windows of 512 tokens', 64);
+  }
 
   // ---- a wide random model, where the linear weights dominate time and memory ---------------------------------
   const wide = tinyConfig({ hiddenSize: 2048, intermediateSize: 5632, numLayers: 2, numHeads: 16, numKeyValueHeads: 4, headDim: 128, vocabSize: 2048, maxPositionEmbeddings: 4096, tieWordEmbeddings: true });
-  log('wide random model: writing, quantizing, exporting ...');
-  const wideDir = join(root, 'wide');
-  await writeRandomModel(wideDir, wide);
-  const wideQuantized = join(root, 'wide-b4g64');
-  await quantizeModel({ modelDir: wideDir, outDir: wideQuantized, quantizer: hqqQuantizer, workers: 2, configFor: () => quantConfig(4, 64) });
-  const wideVariants = {
-    fp32: await exportOnnx({ modelDir: wideDir, outDir: join(root, 'wide-fp32') }),
-    'q4 level 4': await exportOnnx({ modelDir: wideQuantized, outDir: join(root, 'wide-q4-l4'), accuracyLevel: 4 }),
-    'q4 level 0': await exportOnnx({ modelDir: wideQuantized, outDir: join(root, 'wide-q4-l0'), accuracyLevel: 0 }),
-  };
-  rmSync(wideDir, { recursive: true, force: true });
   const wideIds = join(root, 'wide-ids.json');
   writeFileSync(wideIds, JSON.stringify(ids.slice(0, 512).map((id) => id % wide.vocabSize)));
-  const wideSpeed = {};
-  for (const name of Object.keys(wideVariants)) {
-    log(`speed (wide): ${name} ...`);
-    wideSpeed[name] = runChild(join(wideVariants[name].outDir, wideVariants[name].file), join(root, 'wide-fp32'), wideIds, 1, 16);
+  if (sections.has('wide')) {
+    log('wide random model: writing, quantizing, exporting ...');
+    const wideDir = join(root, 'wide');
+    await writeRandomModel(wideDir, wide);
+    const wideQuantized = join(root, 'wide-b4g64');
+    await quantizeModel({ modelDir: wideDir, outDir: wideQuantized, quantizer: hqqQuantizer, workers: 2, configFor: () => quantConfig(4, 64) });
+    const wideVariants = {
+      fp32: await exportOnnx({ modelDir: wideDir, outDir: join(root, 'wide-fp32') }),
+      'q4 level 4': await exportOnnx({ modelDir: wideQuantized, outDir: join(root, 'wide-q4-l4'), accuracyLevel: 4 }),
+      'q4 level 0': await exportOnnx({ modelDir: wideQuantized, outDir: join(root, 'wide-q4-l0'), accuracyLevel: 0 }),
+    };
+    rmSync(wideDir, { recursive: true, force: true });
+    const wideSpeed = {};
+    for (const name of Object.keys(wideVariants)) {
+      log(`speed (wide): ${name} ...`);
+      wideSpeed[name] = runChild(join(wideVariants[name].outDir, wideVariants[name].file), join(root, 'wide-fp32'), wideIds, 1, 16);
   }
   printSpeed(`wide random Llama (${(wideVariants.fp32.linearParams / 1e6).toFixed(0)}M linear weights, 2 layers, hidden 2048, ffn 5632)`, wideSpeed, baseline, wideVariants, '1 window of 512 tokens', 16);
+  }
 
-  // ---- accuracy -------------------------------------------------------------------------------------------------
-  const options = { seqlen: 512, ...(pplWindows ? { maxTokens: pplWindows * 512 } : {}) };
-  log(`perplexity on ${pplWindows ? `${pplWindows} windows` : 'the whole'} of brown-test@512 ...`);
-  const weights = await openModelWeights(quantizedDir);
-  const dequantizedModel = await loadDecoderModel(weights, config, { threads: 2 });
-  await weights.close();
-  const dequantized = await perplexity(dequantizedModel, ids, options);
-  await dequantizedModel.dispose();
-  console.log(`## Perplexity on brown-test@512 (${dequantized.tokens} tokens, ${dequantized.windows} windows)\n`);
-  console.log('| model | perplexity | vs dequantized | time |');
-  console.log('| --- | --- | --- | --- |');
-  console.log(`| b4g64 dequantized (float graph) | ${dequantized.ppl.toFixed(4)} | - | ${dequantized.seconds.toFixed(1)} s |`);
-  for (const name of ['q4 level 0', 'q4 level 4', 'q4 f16 scales', 'q4f16']) {
-    log(`perplexity: ${name} ...`);
-    const model = await openOnnxExport(variants[name].outDir, { threads: 2 });
-    const result = await perplexity(model, ids, options);
-    await model.dispose();
-    const change = (100 * (result.ppl - dequantized.ppl)) / dequantized.ppl;
-    console.log(`| export ${name} | ${result.ppl.toFixed(4)} | ${change >= 0 ? '+' : ''}${change.toFixed(4)}% | ${result.seconds.toFixed(1)} s |`);
+  // ---- memory of the linear weights alone: the growth from 1 to 3 layers of the wide model ----------------------
+  if (sections.has('layers')) {
+    const peaks = {};
+    const bytes = {};
+    for (const layers of [1, 3]) {
+      log(`layer growth: ${layers} layer(s) ...`);
+      const dir = join(root, `layers-${layers}`);
+      await writeRandomModel(dir, { ...wide, numLayers: layers });
+      await quantizeModel({ modelDir: dir, outDir: `${dir}-b4g64`, quantizer: hqqQuantizer, workers: 2, configFor: () => quantConfig(4, 64) });
+      const exports = {
+        fp32: await exportOnnx({ modelDir: dir, outDir: `${dir}-fp32` }),
+        'q4 level 4': await exportOnnx({ modelDir: `${dir}-b4g64`, outDir: `${dir}-l4`, accuracyLevel: 4 }),
+        'q4 level 0': await exportOnnx({ modelDir: `${dir}-b4g64`, outDir: `${dir}-l0`, accuracyLevel: 0 }),
+      };
+      for (const [name, r] of Object.entries(exports)) {
+        peaks[name] = { ...peaks[name], [layers]: runChild(join(r.outDir, r.file), `${dir}-fp32`, wideIds, 0, 1).sessionPeakKiB };
+        bytes[name] = { ...bytes[name], [layers]: r.linearBytes };
+      }
+      for (const d of [dir, `${dir}-b4g64`, `${dir}-fp32`, `${dir}-l4`, `${dir}-l0`]) rmSync(d, { recursive: true, force: true });
+    }
+    console.log('## Memory of the linear weights: peak RSS after loading, 3 layers minus 1 layer of the wide model\n');
+    console.log('| model | linear bytes of 2 layers in the file | peak RSS of 2 layers | ratio to fp32 |');
+    console.log('| --- | --- | --- | --- |');
+    const growth = (name) => (peaks[name][3] - peaks[name][1]) / 1024;
+    for (const name of Object.keys(peaks)) {
+      console.log(`| ${name} | ${MiB(bytes[name][3] - bytes[name][1])} MiB | ${growth(name).toFixed(1)} MiB | ${(growth(name) / growth('fp32')).toFixed(3)} (goal <= 0.167) |`);
+    }
+    console.log('');
+  }
+  if (sections.has('ppl')) {
+
+    // ---- accuracy -------------------------------------------------------------------------------------------------
+    const options = { seqlen: 512, ...(pplWindows ? { maxTokens: pplWindows * 512 } : {}) };
+    log(`perplexity on ${pplWindows ? `${pplWindows} windows` : 'the whole'} of brown-test@512 ...`);
+    const weights = await openModelWeights(quantizedDir);
+    const dequantizedModel = await loadDecoderModel(weights, config, { threads: 2 });
+    await weights.close();
+    const dequantized = await perplexity(dequantizedModel, ids, options);
+    await dequantizedModel.dispose();
+    console.log(`## Perplexity on brown-test@512 (${dequantized.tokens} tokens, ${dequantized.windows} windows)\n`);
+    console.log('| model | perplexity | vs dequantized | time |');
+    console.log('| --- | --- | --- | --- |');
+    console.log(`| b4g64 dequantized (float graph) | ${dequantized.ppl.toFixed(4)} | - | ${dequantized.seconds.toFixed(1)} s |`);
+    const probe = ids.slice(0, 64);
+    const exact = await openOnnxExport(variants['q4 level 0'].outDir, { threads: 2 });
+    const exactLogits = await exact.logits({ ids: probe });
+    await exact.dispose();
+    const logitErrors = {};
+    for (const name of ['q4 level 0', 'q4 level 4', 'q4 f16 scales', 'q4f16']) {
+      log(`perplexity: ${name} ...`);
+      const model = await openOnnxExport(variants[name].outDir, { threads: 2 });
+      logitErrors[name] = relativeError(await model.logits({ ids: probe }), exactLogits);
+      const result = await perplexity(model, ids, options);
+      await model.dispose();
+      const change = (100 * (result.ppl - dequantized.ppl)) / dequantized.ppl;
+      console.log(`| export ${name} | ${result.ppl.toFixed(4)} | ${change >= 0 ? '+' : ''}${change.toFixed(4)}% | ${result.seconds.toFixed(1)} s |`);
+    }
+    console.log('\nLogits of a 64-token probe, max |difference| / max |logit| against the level-0 export (float activations and scales):');
+    for (const [name, error] of Object.entries(logitErrors)) console.log(`- ${name}: ${error.toExponential(2)}`);
   }
 } finally {
   rmSync(root, { recursive: true, force: true });

@@ -7,6 +7,7 @@ import {
   budgetStopIndex,
   configName,
   memoryMB,
+  parseConfigList,
   parseConfigName,
   quantConfig,
 } from './index.js';
@@ -42,6 +43,10 @@ describe('quantConfig', () => {
   it('parses names and rejects bad ones with the option named', () => {
     expect(parseConfigName('B3G128')).toEqual({ bits: 3, groupSize: 128, axis: 1, roundZero: false });
     expect(() => parseConfigName('4bit')).toThrow(/option "config"/);
+    expect(parseConfigList('b2g64, B3G64,b4g32').map((c) => `b${c.bits}g${c.groupSize}`)).toEqual(['b2g64', 'b3g64', 'b4g32']);
+    expect(() => parseConfigList('b2g64,b2g64', '--configs')).toThrow(/option "--configs": lists b2g64 twice/);
+    expect(() => parseConfigList('b2g64,x', '--configs')).toThrow(/option "--configs"/);
+    expect(() => parseConfigList(' , ', '--configs')).toThrow(/names no config/);
     expect(() => quantConfig(7, 64)).toThrow(/option "bits"/);
     expect(() => quantConfig(4, 0)).toThrow(/option "groupSize"/);
     expect(Object.isFrozen(quantConfig(4, 64))).toBe(true);

@@ -1,5 +1,5 @@
-import { matrixKey, quantConfig, type QuantConfig } from '@layerquant/core';
-import { hqqQuantizer } from '@layerquant/quantizers';
+import { matrixKey, quantConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { hqqQuantizer, rtnQuantizer } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { loadDecoderWeights, referenceForward } from '@layerquant/runtime';
 import { relativeError, tinyConfig } from '@layerquant/runtime/testing';
@@ -26,12 +26,12 @@ const MODELS = {
 const CONFIGS: readonly QuantConfig[] = [quantConfig(2, 16), quantConfig(3, 16), quantConfig(4, 16), quantConfig(8, 16), quantConfig(4, 16, { roundZero: true }), quantConfig(3, 16, { roundZero: true })];
 const IDS = [3, 17, 42, 5, 63, 1, 11, 29];
 
-async function quantizedTinyModel(family: keyof typeof MODELS, configFor: (index: number) => QuantConfig | null): Promise<string> {
+async function quantizedTinyModel(family: keyof typeof MODELS, configFor: (index: number) => QuantConfig | null, quantizer: Quantizer = hqqQuantizer): Promise<string> {
   const modelDir = join(root, `${family}-model`);
   const quantizedDir = join(root, `${family}-quantized-${Math.random().toString(36).slice(2)}`);
   if (!existsSync(modelDir)) await writeModelDirectory(modelDir, MODELS[family], 5);
   let index = 0;
-  await quantizeModel({ modelDir, outDir: quantizedDir, quantizer: hqqQuantizer, configFor: () => configFor(index++) });
+  await quantizeModel({ modelDir, outDir: quantizedDir, quantizer, configFor: () => configFor(index++) });
   return quantizedDir;
 }
 
@@ -98,6 +98,24 @@ describe('exportOnnx on tiny random models', () => {
     expect(existsSync(out)).toBe(false);
     const small = await quantizedTinyModel('llama', () => quantConfig(4, 8));
     await expect(exportOnnx({ modelDir: small, outDir: out })).rejects.toThrow(/group size 8 cannot be a MatMulNBits block/);
+  });
+
+  it('integer zeros (RTN with roundZero) need no correction: fewer bytes, same exactness', async () => {
+    // HQQ's solver makes rounded zeros fractional again, so only RTN keeps them integer
+    const quantizedDir = await quantizedTinyModel('mistral', () => quantConfig(4, 16, { roundZero: true }), rtnQuantizer);
+    const outDir = join(root, 'rtn-round-zero');
+    const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0 });
+    expect(report.matrices.filter((m) => m.zeroCorrection)).toEqual([]);
+    // per [N, K]: 4-bit codes, an fp32 scale per group of 16, 4-bit zero points packed per row into whole bytes
+    const bytes = report.matrices.reduce((sum, { shape: [n, k] }) => sum + (n * k) / 2 + n * (k / 16) * 4 + n * Math.ceil(k / 16 / 2), 0);
+    expect(report.linearBytes).toBe(bytes);
+    const config = await loadDecoderConfig(quantizedDir);
+    const weights = await openModelWeights(quantizedDir);
+    const expected = referenceForward(await loadDecoderWeights(weights, config), IDS);
+    await weights.close();
+    const model = await openOnnxExport(outDir);
+    expect(relativeError(await model.logits({ ids: IDS }), expected)).toBeLessThan(1e-5);
+    await model.dispose();
   });
 
   it('matrix keys in the report follow the checkpoint', async () => {

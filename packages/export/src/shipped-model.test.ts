@@ -125,7 +125,7 @@ describe('export of the shipped model', () => {
       expect(generated.length, label).toBeGreaterThan(4);
       await model.dispose();
     }
-  });
+  }, 300_000);
 
   it('last-position logits are within 1e-3 (relative, max) of the float64 reference forward on the dequantized weights', async () => {
     const tokenizer = await loadTokenizer(shippedModelDir);

@@ -54,6 +54,15 @@ describe('windows protocol', () => {
     for (let w = 0; w < 9; w++) for (let t = 0; t < 99; t++) sum += nllOf(ids[w * 100 + t]!, ids[w * 100 + t + 1]!, t);
     expect(result.ppl).toBeCloseTo(Math.exp(sum / (9 * 99)), 12);
     expect(result).toMatchObject({ tokens: 900, scoredTokens: 891, windows: 9, protocol: 'windows', seqlen: 100 });
+    // Per-window NLL sums (for paired statistics): window w's own sum, weight = its scored count.
+    expect(result.windowNll).toHaveLength(9);
+    expect(result.windowWeights).toEqual(new Array(9).fill(99));
+    for (let w = 0; w < 9; w++) {
+      let own = 0;
+      for (let t = 0; t < 99; t++) own += nllOf(ids[w * 100 + t]!, ids[w * 100 + t + 1]!, t);
+      expect(result.windowNll[w]).toBeCloseTo(own, 9);
+    }
+    expect(Math.exp(result.windowNll.reduce((a, b) => a + b, 0) / (9 * 99))).toBeCloseTo(result.ppl, 12);
   });
 });
 

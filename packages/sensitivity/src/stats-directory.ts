@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityTable } from '@layerquant/allocators';
 import { STATS_FILES, saveStatsDirectory } from '@layerquant/allocators/node';
+import { writeFileSet } from '@layerquant/tensor-io';
 
 /** File names of a statistics directory: the names `layerquant allocate --stats <dir>` reads. */
 export const SENSITIVITY_OUTPUT_FILES = STATS_FILES;
@@ -13,10 +14,12 @@ export interface SensitivityOutputs {
 }
 
 /**
- * Writes the tables present in the authors' CSV layouts with the allocators' `saveStatsDirectory` (each to a
- * temporary name, then renamed, so no partial file is left behind). Returns the paths written.
+ * Writes the tables present in the authors' CSV layouts with the allocators' `saveStatsDirectory`, all of them
+ * swapped in at once by renames, so no partial file or mixed set is left behind. Returns the paths written.
  */
 export async function writeSensitivityOutputs(dir: string, outputs: SensitivityOutputs): Promise<string[]> {
-  await saveStatsDirectory(dir, outputs);
+  // The tables of one run go in together (tensor-io's writeFileSet): never a new sensitivity.csv beside a
+  // kurtosis.csv of an interrupted earlier run. Tables this run does not write (--skip-fnorm) are left as they are.
+  await writeFileSet(dir, (staging) => saveStatsDirectory(staging, outputs));
   return (['sensitivity', 'fnorm', 'kurtosis', 'measured'] as const).filter((table) => outputs[table]).map((table) => join(dir, SENSITIVITY_OUTPUT_FILES[table]));
 }
