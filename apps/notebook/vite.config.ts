@@ -1,6 +1,7 @@
 import { builtinModules } from 'node:module';
 import { defineConfig, type Plugin } from 'vite';
 import { workspaceAlias } from '../../vitest.shared';
+import { layerquantPluginModules } from './plugin-modules';
 
 const NODE_BUILTINS = new Set([...builtinModules, ...builtinModules.map((name) => `node:${name}`)]);
 const STUB = '\0layerquant-node-only:';
@@ -75,6 +76,6 @@ export default defineConfig({
   base: './',
   // Workspace packages resolve to their sources: the notebook needs no build of its siblings.
   resolve: { alias: workspaceAlias },
-  plugins: [forbidNodeOnlyCode()],
+  plugins: [forbidNodeOnlyCode(), layerquantPluginModules()],
   build: { target: 'es2022', chunkSizeWarningLimit: 1024 },
 });

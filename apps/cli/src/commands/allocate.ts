@@ -55,7 +55,7 @@ function humanReport(allocation: Allocation, verbose: boolean): string {
   const solver = (allocation as Partial<KnapsackAllocation>).solver;
   if (solver) {
     const what = allocation.method === 'mxq' ? 'sum of fnorm' : allocation.method === 'measured' ? 'sum of measured block MSE' : `${allocation.method} cost`;
-    lines.push(`objective     ${solver.objective.toPrecision(8)} (${what}), bound ${solver.bound.toPrecision(8)}, gap ${solver.gap.toExponential(2)}`);
+    lines.push(`objective     ${solver.objective.toPrecision(8)} (${what}), bound ${solver.bound.toPrecision(8)}, gap ${solver.gap.toExponential(2)} (${solver.status === 'optimal' ? 'proven optimal' : 'stopped at the gap asked for, not proven optimal'})`);
     lines.push(`solver        ${(solver.seconds * 1000).toFixed(1)} ms, ${solver.nodes} nodes, ${solver.freeMatrices} matrices free after reduced-cost fixing; memory ${solver.memoryMB.toFixed(3)} / ${solver.memoryLimitMB.toFixed(3)} MB`);
   }
   const boost = allocation as Partial<BoostAllocation>;
