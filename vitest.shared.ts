@@ -2,7 +2,7 @@
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('.', import.meta.url));
-const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export'];
+const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export', 'datasets'];
 /** Subpath exports (`@layerquant/<package>/<subpath>`) and the source file each maps to. */
 const subpaths: Record<string, string> = {
   'allocators/node': 'allocators/src/node.ts',
@@ -12,6 +12,7 @@ const subpaths: Record<string, string> = {
   'runtime/graph': 'runtime/src/graph.ts',
   'runtime/testing': 'runtime/src/testing.ts',
   'sensitivity/testing': 'sensitivity/src/testing.ts',
+  'stats/node': 'stats/src/node.ts',
 };
 
 /**

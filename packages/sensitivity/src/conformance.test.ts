@@ -16,6 +16,6 @@ const activations = async (): Promise<{ model: DecoderBlocks; calibration: Int32
 const dispose = async (input: { model: DecoderBlocks }) => input.model.dispose();
 
 runMetricConformance(kurtosisMetric, { input: () => randomDecoderSource(config, 3), layers: config.numLayers });
-runMetricConformance(frobeniusMetric, { input: () => randomDecoderSource(config, 3), options: { configs, workers: 1 }, layers: config.numLayers });
+runMetricConformance(frobeniusMetric, { input: () => randomDecoderSource(config, 3), options: { configs }, layers: config.numLayers });
 runMetricConformance(activationSensitivityMetric, { input: activations, dispose, options: { seqlen, batchSize: 1, config: quantConfig(4, 16) }, layers: config.numLayers });
 runMetricConformance(measuredErrorMetric, { input: activations, dispose, options: { configs, seqlen, batchSize: 1 }, layers: config.numLayers });

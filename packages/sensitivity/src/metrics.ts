@@ -1,5 +1,5 @@
 import { PAPER_CONFIGS, type QuantConfig, type SensitivityMetric } from '@layerquant/core';
-import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityTable } from '@layerquant/allocators';
+import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityTable } from '@layerquant/stats';
 import type { DecoderBlocks } from '@layerquant/runtime';
 import { activationSensitivity, type ActivationSensitivityOptions } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';

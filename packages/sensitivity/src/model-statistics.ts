@@ -1,6 +1,6 @@
 import { basename, resolve } from 'node:path';
 import { InvalidOptionError, PAPER_CONFIGS, checkContextLength, type QuantConfig, type Quantizer } from '@layerquant/core';
-import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityRow, SensitivityTable } from '@layerquant/allocators';
+import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityRow, SensitivityTable } from '@layerquant/stats';
 import { createKernelPool, defaultWorkerCount } from '@layerquant/quantizers/node';
 import { loadDecoderBlocks } from '@layerquant/runtime';
 import { loadTokenizer, openModel, type OpenedModel } from '@layerquant/tensor-io';

@@ -1,5 +1,5 @@
 import { InvalidOptionError, checkContextLength } from '@layerquant/core';
-import { datasets } from '@layerquant/fixtures';
+import { datasets } from '@layerquant/datasets';
 import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, type PerplexityProtocol } from '@layerquant/perplexity';
 import { isOnnxExportDir, openOnnxExport } from '@layerquant/export';
 import { openModelWeights } from '@layerquant/quantizers/node';

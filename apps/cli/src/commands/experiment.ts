@@ -1,6 +1,6 @@
 import { methodNameHelp } from '@layerquant/allocators';
 import { InvalidOptionError, checkContextLength, configName, parseConfigList } from '@layerquant/core';
-import { brownCalibPath, datasets } from '@layerquant/fixtures';
+import { brownCalibPath, datasets } from '@layerquant/datasets';
 import { readEvaluationText, resolveTextPath } from '@layerquant/perplexity';
 import { loadTokenizer, inspectModel, writeTextAtomic } from '@layerquant/tensor-io';
 import { existsSync } from 'node:fs';
@@ -102,7 +102,7 @@ export const experimentCommand: Command = {
 
     const configsText = stringOption(values, 'configs');
     const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
-    for (const method of methods) for (const budget of budgets) checkBudget(method, budget, ladder, undefined, true);
+    for (const method of methods) for (const budget of budgets) checkBudget(method, budget, ladder, allocators, true);
     // Validate the model before any long step (a bad directory fails here with its own error).
     const summary = await inspectModel(modelDir);
     checkContextLength(seqlen, summary, '--seqlen');

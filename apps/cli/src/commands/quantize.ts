@@ -1,7 +1,7 @@
 import { InvalidOptionError, configName, matrixKey, modelMatrixParams, parseConfigList, parseConfigName, parseOptionValue, resolveOptions, type Allocation, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { validateStats } from '@layerquant/allocators';
 import { openModel, openOutputDirectory, type OpenedModel } from '@layerquant/tensor-io';
-import { brownCalibPath } from '@layerquant/fixtures';
+import { brownCalibPath } from '@layerquant/datasets';
 import { rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { FORK_SOLVER_OPTIONS } from '@layerquant/quantizers';

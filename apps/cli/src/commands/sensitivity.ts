@@ -4,7 +4,7 @@ import { openOutputDirectory } from '@layerquant/tensor-io';
 import { basename, extname, resolve } from 'node:path';
 import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS } from '@layerquant/allocators';
-import { datasets } from '@layerquant/fixtures';
+import { datasets } from '@layerquant/datasets';
 import {
   CALIBRATION_ORDERS,
   DEFAULT_CALIBRATION_BLOCKS,

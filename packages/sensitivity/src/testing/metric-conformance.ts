@@ -8,7 +8,7 @@ import {
   parseKurtosisCsv,
   parseMeasuredCsv,
   parseSensitivityCsv,
-} from '@layerquant/allocators';
+} from '@layerquant/stats';
 import { describe, expect, it } from 'vitest';
 import type { MetricPlugin } from '../metrics.js';
 
