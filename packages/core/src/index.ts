@@ -7,3 +7,4 @@ export * from './allocation.js';
 export * from './registry.js';
 export * from './decoder-layout.js';
 export * from './options.js';
+export * from './random.js';
