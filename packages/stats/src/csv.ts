@@ -103,8 +103,17 @@ export function formatNumber(value: number): string {
   return `${sign}${head}e${exponent < 0 ? '-' : '+'}${String(Math.abs(exponent)).padStart(2, '0')}`;
 }
 
-export function formatCsv(header: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
-  const lines = [header.join(',')];
-  for (const row of rows) lines.push(row.map((v) => (typeof v === 'number' ? formatNumber(v) : v)).join(','));
+/** A text field: quoted (RFC 4180, `"` doubled) when it holds a comma, quote or line break; the authors' never do. */
+function textField(value: string): string {
+  return /[",\n\r]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
+}
+
+/**
+ * The one CSV writer: a header line, then one line per row; numbers as formatNumber writes them (Python's repr),
+ * `null` as an empty field, text quoted only where it must be.
+ */
+export function formatCsv(header: readonly string[], rows: readonly (readonly (string | number | null)[])[]): string {
+  const lines = [header.map(textField).join(',')];
+  for (const row of rows) lines.push(row.map((v) => (v === null ? '' : typeof v === 'number' ? formatNumber(v) : textField(v))).join(','));
   return `${lines.join('\n')}\n`;
 }

@@ -16,9 +16,10 @@ import {
 } from '@layerquant/sensitivity';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
+import type { PluginRegistries } from '../plugins.js';
 import { createProgress, formatSeconds } from '../progress.js';
 
-const USAGE = [
+const usage = (plugins: PluginRegistries): string => [
   'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
   '',
   'Measures what the allocators read and writes it in the authors\' CSV layouts (read back by',
@@ -51,6 +52,10 @@ const USAGE = [
   '  --allow-long-context run a --seqlen above the model\'s max_position_embeddings (refused otherwise)',
   '  --out <dir>          output directory (created, locked while written; files written atomically)',
   '  --json               one JSON object: files, calibration, seconds, sensitivity rows',
+  '  --plugin <module>    load plug-ins from a module (a path or package name; repeatable)',
+  '',
+  'Metrics (the registry; each fills one table):',
+  ...plugins.metrics.list().map((m) => `  ${m.id.padEnd(22)} ${`${m.table}.csv`.padEnd(16)} ${m.input === 'weights' ? 'weights only' : 'runs the model'}: ${m.description}`),
 ].join('\n');
 
 function calibrationSource(values: ParsedArgs['values']): { path: string; name: string } {
@@ -67,7 +72,7 @@ function calibrationSource(values: ParsedArgs['values']): { path: string; name: 
 export const sensitivityCommand: Command = {
   name: 'sensitivity',
   summary: 'activation sensitivity, kurtosis and fnorm tables of a model (CSV, the authors\' layout)',
-  usage: USAGE,
+  usage,
   async run({ argv, stdout }) {
     const { values, positionals } = parseCommandArgs(argv, {
       calib: { type: 'string' },

@@ -1,4 +1,4 @@
-import { seededRandom } from '@layerquant/allocators';
+import { formatCsv, seededRandom } from '@layerquant/allocators';
 import { InvalidDataError, InvalidOptionError } from '@layerquant/core';
 
 /** One evaluated cell of the experiment. */
@@ -39,20 +39,12 @@ export const RESULT_COLUMNS = Object.freeze([
   'seconds',
 ] as const);
 
-function csvField(value: string | number | null): string {
-  if (value === null) return '';
-  const text = String(value);
-  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
-}
-
+/** results.csv through the one CSV writer (@layerquant/stats' formatCsv: Python-repr numbers, `nan` for no value). */
 export function formatResultsCsv(rows: readonly ExperimentRow[]): string {
-  const lines = [RESULT_COLUMNS.join(',')];
-  for (const r of rows) {
-    lines.push(
-      [r.model, r.method, r.options, r.budget, r.bpp, r.memoryMB, r.packedBytes, r.extraMemoryPercent, r.ppl, r.seconds].map(csvField).join(','),
-    );
-  }
-  return `${lines.join('\n')}\n`;
+  return formatCsv(
+    RESULT_COLUMNS,
+    rows.map((r) => [r.model, r.method, r.options, r.budget, r.bpp, r.memoryMB, r.packedBytes, r.extraMemoryPercent, r.ppl, r.seconds]),
+  );
 }
 
 /** Settings of the paired bootstrap over evaluation windows. */
