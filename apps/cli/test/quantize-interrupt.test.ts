@@ -127,6 +127,17 @@ describe('quantize interrupted, then run again', () => {
     expect(result(out)).toEqual(reference);
   });
 
+  it('SIGTERM while writing into a new --out: exit 143 and no --out left behind', async () => {
+    const out = join(scratch, 'sigterm');
+    const run = start(args(out));
+    await whileWriting(out, run.child);
+    run.child.kill('SIGTERM');
+    const { code, stderr } = await run.exited;
+    expect(code).toBe(143);
+    expect(stderr).toMatch(/interrupted \(SIGTERM\)/);
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('two runs writing the same --out: the second stops with an error naming the first, the first completes', async () => {
     const out = join(scratch, 'two-writers');
     const first = start(args(out));

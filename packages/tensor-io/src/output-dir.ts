@@ -18,13 +18,24 @@ const TEMPORARY_NAME = /^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$/;
 /** Paths this process may leave behind if it stops now: temporaries being written, locks held. */
 const liveTemporaries = new Set<string>();
 const heldLocks = new Set<string>();
+/** Output directories this process created and still holds: removed again if interrupted while still empty. */
+const createdDirectories = new Map<string, string>();
 let handlersInstalled = false;
 
 function removeLeftovers(): void {
   for (const path of liveTemporaries) rmSync(path, { recursive: true, force: true });
   liveTemporaries.clear();
-  for (const path of heldLocks) rmSync(path, { force: true });
+  for (const path of heldLocks) {
+    rmSync(path, { force: true });
+    const created = createdDirectories.get(path);
+    try {
+      if (created && readdirSync(created).length === 0) rmSync(created, { recursive: true, force: true });
+    } catch {
+      // Gone already, or unreadable: nothing to tidy.
+    }
+  }
   heldLocks.clear();
+  createdDirectories.clear();
 }
 
 function installHandlers(): void {
@@ -106,7 +117,7 @@ export interface OutputDirectory {
   release(): void;
   /**
    * For a failed run: releases the lock and, if openOutputDirectory created the directory and nothing was left in
-   * it, removes it again, so a failed command leaves --out as it found it.
+   * it, removes it again, so a failed command leaves --out as it found it (a signal does the same).
    */
   abandon(): void;
 }
@@ -178,7 +189,9 @@ export async function openOutputDirectory(dir: string, command: string, option =
     throw new OutputDirectoryError(dir, `another layerquant process took this directory's lock at the same time; choose another ${option}`, 'OUTPUT_LOCKED');
   }
   heldLocks.add(lockPath);
+  if (created) createdDirectories.set(lockPath, path);
   const release = () => {
+    createdDirectories.delete(lockPath);
     if (!heldLocks.delete(lockPath)) return;
     try {
       unlinkSync(lockPath);
@@ -191,8 +204,9 @@ export async function openOutputDirectory(dir: string, command: string, option =
     removedTemporaries,
     release,
     abandon() {
+      const ours = createdDirectories.has(lockPath);
       release();
-      if (created && readdirSync(path).length === 0) rmSync(path, { recursive: true, force: true });
+      if (ours && readdirSync(path).length === 0) rmSync(path, { recursive: true, force: true });
     },
   };
 }

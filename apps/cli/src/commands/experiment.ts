@@ -1,28 +1,32 @@
 import { methodNameHelp } from '@layerquant/allocators';
 import { InvalidOptionError, checkContextLength, configName, parseConfigList } from '@layerquant/core';
-import { brownCalibPath, datasets } from '@layerquant/datasets';
+import { brownCalibPath, datasets } from '@layerquant/fixtures';
 import { readEvaluationText, resolveTextPath } from '@layerquant/perplexity';
-import { loadTokenizer, inspectModel, writeTextAtomic } from '@layerquant/tensor-io';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { loadTokenizer, inspectModel, openOutputDirectory, removeStaleTemporaries, writeTextAtomic } from '@layerquant/tensor-io';
 import { basename, join, resolve } from 'node:path';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { builtinRegistries, type PluginRegistries } from '../plugins.js';
-import { quantizerFlags, quantizerFromFlags } from './quantize.js';
 import { checkBudget } from '../experiment/allocate-method.js';
 import { PAPER_BUDGETS, parseBudgets, parseMethods, tablesNeeded } from '../experiment/grid.js';
+import { fileContentHash, modelContentHash } from '../experiment/keys.js';
+import { planCells, type PlannedCell } from '../experiment/plan.js';
 import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow } from '../experiment/report.js';
+import { ResultsStore } from '../experiment/results-store.js';
 import { runExperiment } from '../experiment/run-experiment.js';
 import { ensureStatistics } from '../experiment/statistics.js';
+import { connectCoordinator, type Coordinator } from '../queue/coordinator.js';
 import { createProgress, formatSeconds } from '../progress.js';
 
 const usage = (plugins: PluginRegistries): string => `layerquant experiment <model-dir> --out <dir> [options]
 
 Runs the paper's comparison: for every budget and method, allocate bits from the model's statistics, quantize
-every linear matrix with --quantizer (default hqq), and measure perplexity. Statistics are computed once (or read with --stats) and
-cached in <out>/stats; finished cells are kept in <out>/results.json, so an interrupted run resumes.
-Writes results.csv, results.md (table, win/tie/loss, headline) and results.json.
+every linear matrix with HQQ, and measure perplexity. Statistics are computed once (or read with --stats) and
+cached in <out>/stats/<key>; finished cells are kept in <out>/results.json, so an interrupted run resumes.
+Every cache and cell is keyed by the settings it depends on (model content, texts, blocks, seqlen, method and
+options, budget, max tokens, quantizer, statistics): a result is reused only under the same settings, and
+cells of other settings stay in results.json. Writes results.csv, results.md (table, win/tie/loss, headline;
+the current settings' cells) and results.json.
 
   --methods <list>       method names of the allocator plug-ins: ${methodNameHelp(plugins.allocators.list())}
                          (S = boost stop, M = top_m, 0 = all outliers), other options as :flag=value
@@ -41,29 +45,24 @@ Writes results.csv, results.md (table, win/tie/loss, headline) and results.json.
   --stats <dir>          reuse statistics (a \`layerquant sensitivity\` output or a paper-data directory)
   --calib <file>         calibration text for activation sensitivity (default: built-in brown-calib)
   --blocks <n>           calibration blocks of 512 tokens (default 128, fewer when the text is shorter)
-  --quantizer <id>       the quantizer of every matrix: ${plugins.quantizers.ids().join(', ')} (default hqq)
-  --plugin <module>      load allocators/quantizers from a module (a path or package name; repeatable)
   --seed <n>             seed of the ablations' random layers (default 42)
   --no-fp                skip the unquantized baseline
   --fresh                ignore results of an earlier run in --out
   --threads <n>          onnxruntime threads (default: one per core)
+  --queue <url>          redis://[user:password@]host:port/db: enqueue the statistics and one job per cell on
+                         this Redis (BullMQ) for \`layerquant worker\` processes, instead of running them here;
+                         shows progress, writes results as cells finish, resumes where the queue is
+  --attempts <n>         with --queue: tries per job before it is reported failed (default 3)
   --json                 one JSON object: rows and the files written`;
-
-interface SavedResults {
-  readonly settings: Record<string, unknown>;
-  readonly rows: ExperimentRow[];
-}
 
 export const experimentCommand: Command = {
   name: 'experiment',
   summary: "the paper's grid: methods x budgets, quantized and evaluated, as CSV and Markdown",
   usage,
-  async run({ argv, stdout, plugins = builtinRegistries() }) {
+  async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
     const allocators = plugins.allocators.list();
     const { values, positionals } = parseCommandArgs(argv, {
       out: { type: 'string' },
-      quantizer: { type: 'string' },
-      ...quantizerFlags(plugins),
       methods: { type: 'string' },
       budgets: { type: 'string' },
       dataset: { type: 'string' },
@@ -78,12 +77,13 @@ export const experimentCommand: Command = {
       'no-fp': { type: 'boolean' },
       fresh: { type: 'boolean' },
       threads: { type: 'string' },
+      queue: { type: 'string' },
+      attempts: { type: 'string' },
     });
     const modelDir = resolve(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
-    const outDir = resolve(requireString(values.out, '--out', 'a directory for results.csv, results.md and the cached statistics'));
+    const outPath = resolve(requireString(values.out, '--out', 'a directory for results.csv, results.md and the cached statistics'));
     const methods = parseMethods(stringOption(values, 'methods') ?? 'paper', allocators);
-    const { quantizer, options: quantizerOptions } = quantizerFromFlags(stringOption(values, 'quantizer') ?? 'hqq', values, plugins);
     const budgets = parseBudgets(stringOption(values, 'budgets') ?? PAPER_BUDGETS.join(','));
     const seqlen = parseIntegerOption(stringOption(values, 'seqlen'), '--seqlen', 512, 2);
     const maxTokensText = stringOption(values, 'max-tokens');
@@ -92,6 +92,8 @@ export const experimentCommand: Command = {
     const seed = parseIntegerOption(stringOption(values, 'seed'), '--seed', 42, 0);
     const threadsText = stringOption(values, 'threads');
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
+    const attempts = parseIntegerOption(stringOption(values, 'attempts'), '--attempts', 3, 1);
+    const queueUrl = stringOption(values, 'queue');
     const textSource = { text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') ?? (stringOption(values, 'text') ? undefined : 'brown-test') };
     const textPath = resolveTextPath(textSource, datasets);
     const calibPath = stringOption(values, 'calib') ?? brownCalibPath;
@@ -109,86 +111,108 @@ export const experimentCommand: Command = {
     const text = await readEvaluationText(textPath);
     const tokenizer = await loadTokenizer(modelDir);
     const ids = tokenizer.encode(text);
-    await mkdir(outDir, { recursive: true });
+    const out = await openOutputDirectory(outPath, 'experiment');
+    let coordinator: Coordinator | undefined;
+    try {
+      const outDir = out.path;
+      for (const name of out.removedTemporaries) stderr(`experiment: removed ${join(outDir, name)}, a temporary left by a process that no longer runs\n`);
+      removeStaleTemporaries(join(outDir, 'stats'));
+      const store = await ResultsStore.open(join(outDir, 'results.json'), Boolean(values.fresh));
+      for (const line of store.notes) stderr(`experiment: ${line}\n`);
+      const modelHash = await modelContentHash(modelDir);
+      const textHash = await fileContentHash(textPath);
+      if (queueUrl) coordinator = await connectCoordinator(queueUrl, { attempts, log: (line) => stderr(`${line}\n`) });
 
-    const statsProgress = createProgress('statistics', interactive);
-    const { stats, source } = await ensureStatistics({
-      modelDir,
-      ...(statsDir ? { statsDir } : {}),
-      cacheDir: join(outDir, 'stats'),
-      needs: tablesNeeded(methods, allocators),
-      calibrationPath: calibPath,
-      calibrationName: calibName,
-      blocks,
-      seqlen: 512,
-      ...(ladder ? { configs: ladder } : {}),
-      ...(threads ? { threads } : {}),
-      onStep: (step, done, total) =>
-        statsProgress.update(done, total, step === 'fnorm' ? `HQQ error of every matrix x ${ladder?.length ?? 12} configs` : step === 'measured' ? 'measured block error, every matrix x config, layer by layer' : 'activation sensitivity, layer by layer'),
-    });
-    statsProgress.done(`from ${source}`);
+      const statsProgress = createProgress('statistics', interactive);
+      const resolved = await ensureStatistics({
+        modelDir,
+        ...(statsDir ? { statsDir } : {}),
+        cacheDir: join(outDir, 'stats'),
+        needs: tablesNeeded(methods, allocators),
+        calibrationPath: calibPath,
+        calibrationName: calibName,
+        blocks,
+        seqlen: 512,
+        ...(ladder ? { configs: ladder } : {}),
+        ...(threads ? { threads } : {}),
+        onStep: (step, done, total) =>
+          statsProgress.update(done, total, step === 'fnorm' ? `HQQ error of every matrix x ${ladder?.length ?? 12} configs` : step === 'measured' ? 'measured block error, every matrix x config, layer by layer' : 'activation sensitivity, layer by layer'),
+        onNote: (line) => stderr(`experiment: ${line}\n`),
+        ...(coordinator ? { compute: coordinator.statisticsComputer({ modelDir, modelHash }) } : {}),
+      });
+      statsProgress.done(`from ${resolved.source}`);
 
-    const settings = {
-      model: modelDir, text: textPath, tokens: ids.length, seqlen, maxTokens: maxTokens ?? null, stats: source.replace(/ \((cached|computed)\)$/, ''), seed,
-      ...(ladder ? { configs: ladder.map(configName) } : {}),
-      // Results of another quantizer are not resumed into this run's table.
-      ...(quantizer.id === 'hqq' && Object.keys(quantizerOptions).length === 0 ? {} : { quantizer: quantizer.id, quantizerOptions }),
-    };
-    const resultsJson = join(outDir, 'results.json');
-    let done: ExperimentRow[] = [];
-    if (!values.fresh && existsSync(resultsJson)) {
-      const saved = JSON.parse(await readFile(resultsJson, 'utf8')) as SavedResults;
-      if (JSON.stringify(saved.settings) === JSON.stringify(settings)) done = saved.rows.map((r) => ({ ...r, extraMemoryPercent: r.extraMemoryPercent ?? Number.NaN }));
+      const planned = planCells({ model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}) }, methods, budgets, !values['no-fp'], resolved.key);
+      for (const line of store.explain(planned)) stderr(`experiment: ${line}\n`);
+      const context = {
+        model: summary.architecture === 'LlamaForCausalLM' ? basename(modelDir) : `${basename(modelDir)} (${summary.architecture})`,
+        text: basename(textPath),
+        tokens: maxTokens !== undefined ? Math.min(maxTokens, ids.length) : ids.length,
+        protocol: `non-overlapping windows of ${seqlen}`,
+        statsSource: resolved.source,
+      };
+      const save = async () => {
+        const rows = store.rows(planned);
+        await store.save(planned, { model: modelDir, text: textPath, tokens: ids.length, seqlen, maxTokens: maxTokens ?? null, stats: resolved.source.replace(/ \((cached|computed)\)$/, ''), seed, ...(ladder ? { configs: ladder.map(configName) } : {}) });
+        await writeTextAtomic(join(outDir, 'results.csv'), formatResultsCsv(rows));
+        await writeTextAtomic(join(outDir, 'results.md'), formatResultsMarkdown(rows, context));
+      };
+      const settingsOf = new Map(planned.map((p: PlannedCell) => [p.spec.key, p.settings]));
+      const started = performance.now();
+      const cellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}) };
+      if (coordinator) {
+        await coordinator.runCells({
+          planned,
+          modelDir,
+          modelHash,
+          text: { path: textPath, hash: textHash },
+          statsKey: resolved.key,
+          stats: resolved.stats,
+          context: cellContext,
+          done: store.reusable(planned),
+          onResult: async (result) => {
+            store.add(result, settingsOf.get(result.key)!);
+            await save();
+          },
+        });
+      } else {
+        const progress = createProgress('experiment', interactive);
+        await runExperiment({
+          modelDir,
+          cells: planned.map((p) => p.spec),
+          ...cellContext,
+          // The registry's allocators (--plugin's included) for cells run here; queue workers use the built-ins.
+          allocators,
+          ...(threads ? { threads } : {}),
+          done: store.reusable(planned),
+          onEvent: (event) => {
+            if (event.kind === 'window' && event.done !== undefined && event.total) {
+              progress.update((event.cell - 1) * event.total + event.done, event.cells * event.total, event.label);
+            } else if (event.kind === 'cell-done' && event.result && interactive) {
+              progress.done();
+              const row = event.result.row;
+              process.stderr.write(`  ${event.label.padEnd(32)} ppl ${row.ppl.toFixed(4)}  ${row.bpp.toFixed(4)} bpp  ${formatSeconds(row.seconds)}\n`);
+            }
+          },
+          onCell: async (result) => {
+            store.add(result, settingsOf.get(result.key)!);
+            await save();
+          },
+        });
+        progress.done();
+      }
+      await save();
+      const rows: ExperimentRow[] = store.rows(planned);
+      const files = ['results.csv', 'results.md', 'results.json'].map((f) => join(outDir, f));
+      if (json) {
+        stdout(`${JSON.stringify({ rows, files, statistics: resolved.source, seconds: (performance.now() - started) / 1000 }, (_, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v))}\n`);
+        return;
+      }
+      stdout(formatResultsMarkdown(rows, context));
+      stdout(`\nwrote ${files.join(', ')}\n`);
+    } finally {
+      await coordinator?.close();
+      out.release();
     }
-    const context = {
-      model: summary.architecture === 'LlamaForCausalLM' ? basename(modelDir) : `${basename(modelDir)} (${summary.architecture})`,
-      text: basename(textPath),
-      tokens: maxTokens !== undefined ? Math.min(maxTokens, ids.length) : ids.length,
-      protocol: `non-overlapping windows of ${seqlen}`,
-      statsSource: source,
-    };
-    const save = async (rows: readonly ExperimentRow[]) => {
-      await writeTextAtomic(resultsJson, `${JSON.stringify({ settings, rows }, (_, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 1)}\n`);
-      await writeTextAtomic(join(outDir, 'results.csv'), formatResultsCsv(rows));
-      await writeTextAtomic(join(outDir, 'results.md'), formatResultsMarkdown(rows, context));
-    };
-
-    const progress = createProgress('experiment', interactive);
-    const started = performance.now();
-    const rows = await runExperiment({
-      modelDir,
-      modelName: basename(modelDir),
-      stats,
-      methods,
-      budgets,
-      ids,
-      seqlen,
-      ...(maxTokens === undefined ? {} : { maxTokens }),
-      includeFloat: !values['no-fp'],
-      seed,
-      ...(ladder ? { configs: ladder } : {}),
-      ...(threads ? { threads } : {}),
-      allocators,
-      quantizer,
-      done,
-      onEvent: (event) => {
-        if (event.kind === 'window' && event.done !== undefined && event.total) {
-          progress.update((event.cell - 1) * event.total + event.done, event.cells * event.total, event.label);
-        } else if (event.kind === 'cell-done' && event.row && interactive) {
-          progress.done();
-          process.stderr.write(`  ${event.label.padEnd(32)} ppl ${event.row.ppl.toFixed(4)}  ${event.row.bpp.toFixed(4)} bpp  ${formatSeconds(event.row.seconds)}\n`);
-        }
-      },
-      onRows: save,
-    });
-    progress.done();
-    await save(rows);
-    const files = ['results.csv', 'results.md', 'results.json'].map((f) => join(outDir, f));
-    if (json) {
-      stdout(`${JSON.stringify({ rows, files, statistics: source, seconds: (performance.now() - started) / 1000 }, (_, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v))}\n`);
-      return;
-    }
-    stdout(formatResultsMarkdown(rows, context));
-    stdout(`\nwrote ${files.join(', ')}\n`);
   },
 };

@@ -7,6 +7,7 @@ import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { quantizeCommand } from './quantize.js';
 import { sensitivityCommand } from './sensitivity.js';
+import { workerCommand } from './worker.js';
 
 /** Every command, in the order `layerquant --help` lists them. */
 export const commands: readonly Command[] = [
@@ -18,4 +19,5 @@ export const commands: readonly Command[] = [
   evalCommand,
   generateCommand,
   experimentCommand,
+  workerCommand,
 ];

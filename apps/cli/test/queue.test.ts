@@ -1,0 +1,231 @@
+import { shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { ExperimentRow } from '../src/experiment/report.js';
+import { parseQueueUrl, redactCredentials } from '../src/queue/redis-url.js';
+import { startRedis, haveRedis, type TestRedis } from './redis-server.js';
+import { bin, binPath } from './run-cli.js';
+
+/** A child process of the built CLI with its output collected as it comes. */
+interface Running {
+  readonly child: ChildProcess;
+  readonly output: { stdout: string; stderr: string };
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
+}
+
+const running: Running[] = [];
+
+function start(...argv: string[]): Running {
+  const child = spawn(process.execPath, [binPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const output = { stdout: '', stderr: '' };
+  child.stdout!.on('data', (d: Buffer) => (output.stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (output.stderr += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const run: Running = {
+    child,
+    output,
+    exited,
+    async waitFor(pattern, timeoutMs = 60_000) {
+      const until = Date.now() + timeoutMs;
+      while (!pattern.test(output.stderr)) {
+        if (Date.now() > until) throw new Error(`timed out waiting for ${pattern} in:\n${output.stderr}`);
+        if (child.exitCode !== null) throw new Error(`exited (${child.exitCode}) before ${pattern}:\n${output.stderr}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+  };
+  running.push(run);
+  return run;
+}
+
+const STALL = '2';
+const grid = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq,sensiboost-2-1', '--budgets', '3.25', '--max-tokens', '2048', '--json'];
+/** The fault tests' grid: fp and HQQ uniform at 3.25 (the first two cells of `grid`, same keys). */
+const small = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '2048', '--json'];
+const worker = (redis: TestRedis, ...extra: string[]) => start('worker', '--queue', redis.url, '--stall-interval', STALL, ...extra);
+const withoutTime = (rows: readonly ExperimentRow[]) => rows.map(({ seconds: _, ...r }) => r);
+const rowsOf = (stdout: string) => (JSON.parse(stdout) as { rows: ExperimentRow[] }).rows;
+
+/** How many times each cell key was computed to the end, over the logs of every worker. */
+function computedCounts(...workers: Running[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const w of workers) for (const m of w.output.stderr.matchAll(/computed cell .* \(([0-9a-f]{16})\)/g)) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1);
+  return counts;
+}
+
+const cellsIn = (out: string) => {
+  try {
+    return Object.keys((JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: object }).cells).length;
+  } catch {
+    return 0;
+  }
+};
+
+async function until(check: () => boolean, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+afterEach(async () => {
+  for (const r of running.splice(0)) {
+    if (r.child.exitCode === null && r.child.signalCode === null) {
+      r.child.kill('SIGKILL');
+      await r.exited;
+    }
+  }
+});
+
+describe('redis URLs', () => {
+  it('parses host, port, db and credentials, and never shows the password', () => {
+    const a = parseQueueUrl('redis://user:p%40ss@127.0.0.1:6390/3');
+    expect(a.connection).toMatchObject({ host: '127.0.0.1', port: 6390, db: 3, username: 'user', password: 'p@ss' });
+    expect(a.redacted).toBe('redis://***@127.0.0.1:6390/3');
+    expect(parseQueueUrl('redis://localhost').connection).toMatchObject({ port: 6379, db: 0 });
+    expect(redactCredentials('failed: redis://:hunter2@h:1/0 said hunter2', parseQueueUrl('redis://:hunter2@h:1/0'))).toBe('failed: redis://***@h:1/0 said ***');
+    expect(() => parseQueueUrl('http://:hunter2@h:1/0')).toThrow(/not a redis:\/\/ or rediss:\/\/ URL/);
+    expect(() => parseQueueUrl('http://:hunter2@h:1/0')).not.toThrow(/hunter2/);
+    expect(() => parseQueueUrl('redis://h:1/x')).toThrow(/database "x"/);
+  });
+});
+
+describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server on 127.0.0.1)', () => {
+  let reference: ExperimentRow[];
+  const smallReference = () => reference.filter((r) => r.method === 'fp' || r.method === 'hqq');
+  beforeAll(async () => {
+    const out = mkdtempSync(join(tmpdir(), 'queue-reference-'));
+    const result = await bin(...grid, '--out', out);
+    expect(result.code).toBe(0);
+    reference = rowsOf(result.stdout);
+    expect(reference.map((r) => r.method)).toEqual(['fp', 'hqq', 'sensiboost-2-1']);
+  }, 120_000);
+
+  it('two workers give the in-process results; every cell is computed once; the password appears nowhere', async () => {
+    const secret = 'pw-Zq81-secret';
+    const redis = await startRedis({ password: secret });
+    try {
+      const workers = [worker(redis), worker(redis)];
+      const out = mkdtempSync(join(tmpdir(), 'queue-two-'));
+      const coordinator = start(...grid, '--out', out, '--queue', redis.url);
+      expect((await coordinator.exited).code).toBe(0);
+      expect(withoutTime(rowsOf(coordinator.output.stdout))).toEqual(withoutTime(reference));
+      const counts = computedCounts(...workers);
+      expect([...counts.values()]).toEqual([1, 1, 1]);
+      expect(coordinator.output.stderr).toMatch(/queue: cells 3\/3 done, 0 running, 0 failed/);
+      // Credentials: not in any log, output or file written.
+      const files = readdirSync(out, { recursive: true, withFileTypes: true }).filter((d) => d.isFile()).map((d) => readFileSync(join(d.parentPath, d.name), 'utf8'));
+      for (const text of [coordinator.output.stdout, coordinator.output.stderr, ...workers.flatMap((w) => [w.output.stdout, w.output.stderr]), ...files]) expect(text).not.toContain(secret);
+      expect(coordinator.output.stderr).toContain(`redis://***@127.0.0.1:${redis.port}/0`);
+      // A wrong password: a one-line typed error, without the password.
+      const wrong = await bin('experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--no-fp', '--out', mkdtempSync(join(tmpdir(), 'queue-wrong-')), '--queue', `redis://:not-${secret}@127.0.0.1:${redis.port}/0`);
+      expect(wrong.code).toBe(1);
+      expect(wrong.stderr).toMatch(/^layerquant: error: cannot reach the queue at redis:\/\/\*\*\*@127\.0\.0\.1:\d+\/0 \(.*(WRONGPASS|invalid).*\)/m);
+      expect(wrong.stderr).not.toContain(secret);
+    } finally {
+      await redis.stop();
+    }
+  }, 120_000);
+
+  it('a worker SIGKILLed mid-cell: another takes its job after the stall interval, results identical, nothing computed twice', async () => {
+    const redis = await startRedis();
+    try {
+      const a = worker(redis);
+      const b = worker(redis);
+      const out = mkdtempSync(join(tmpdir(), 'queue-kill-'));
+      const coordinator = start(...small, '--out', out, '--queue', redis.url);
+      await a.waitFor(/computing cell/);
+      a.child.kill('SIGKILL');
+      await a.exited;
+      const killedKey = /computing cell .* \(([0-9a-f]{16})\)/.exec(a.output.stderr)![1]!;
+      expect((await coordinator.exited).code).toBe(0);
+      expect(withoutTime(rowsOf(coordinator.output.stdout))).toEqual(withoutTime(smallReference()));
+      const counts = computedCounts(a, b);
+      expect(counts.size).toBe(2);
+      expect([...counts.values()].every((n) => n === 1)).toBe(true);
+      expect(b.output.stderr).toMatch(new RegExp(`computed cell .* \\(${killedKey}\\)`));
+    } finally {
+      await redis.stop();
+    }
+  }, 120_000);
+
+  it('the coordinator killed mid-grid and started again resumes without recomputing finished cells', async () => {
+    const redis = await startRedis();
+    try {
+      const w = worker(redis);
+      const out = mkdtempSync(join(tmpdir(), 'queue-restart-'));
+      const first = start(...small, '--out', out, '--queue', redis.url);
+      await until(() => cellsIn(out) >= 1);
+      first.child.kill('SIGKILL');
+      await first.exited;
+      const finished = cellsIn(out);
+      expect(finished).toBeLessThan(2);
+      const second = start(...small, '--out', out, '--queue', redis.url);
+      expect((await second.exited).code).toBe(0);
+      expect(second.output.stderr).toMatch(new RegExp(`reusing ${finished} of 2 cells`));
+      expect(withoutTime(rowsOf(second.output.stdout))).toEqual(withoutTime(smallReference()));
+      expect([...computedCounts(w).values()]).toEqual([1, 1]);
+      expect(readdirSync(out).sort()).toEqual(['results.csv', 'results.json', 'results.md']);
+    } finally {
+      await redis.stop();
+    }
+  }, 120_000);
+
+  it('Redis restarted mid-run without persistence: the grid completes, identical, finished cells kept and not recomputed', async () => {
+    const redis = await startRedis();
+    try {
+      const w = worker(redis);
+      const out = mkdtempSync(join(tmpdir(), 'queue-redis-restart-'));
+      const coordinator = start(...small, '--out', out, '--queue', redis.url);
+      await until(() => cellsIn(out) >= 1);
+      const before = Object.keys((JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: object }).cells);
+      await redis.restart();
+      const result = await coordinator.exited;
+      expect(result.code, coordinator.output.stderr).toBe(0);
+      expect(coordinator.output.stderr).toMatch(/not in Redis \(restarted without persistence\?\); publishing and adding them again/);
+      expect(withoutTime(rowsOf(coordinator.output.stdout))).toEqual(withoutTime(smallReference()));
+      const counts = computedCounts(w);
+      for (const key of before) expect(counts.get(key)).toBe(1);
+      expect(statSync(join(out, 'results.json')).size).toBeGreaterThan(0);
+    } finally {
+      await redis.stop();
+    }
+  }, 120_000);
+
+  it('a worker with another model refuses every job: each cell is reported failed with its error, exit 1; a rerun with the right worker retries them', async () => {
+    const redis = await startRedis();
+    try {
+      // Another model: the shipped one with a different tokenizer_config.json (shards linked, not copied).
+      const other = mkdtempSync(join(tmpdir(), 'other-model-'));
+      for (const name of readdirSync(shippedModelDir)) {
+        if (name === 'oracles') continue;
+        if (name.endsWith('.safetensors')) symlinkSync(join(shippedModelDir, name), join(other, name));
+        else copyFileSync(join(shippedModelDir, name), join(other, name));
+      }
+      writeFileSync(join(other, 'tokenizer_config.json'), `${readFileSync(join(other, 'tokenizer_config.json'), 'utf8')} `);
+      const wrong = worker(redis, '--model', other);
+      const out = mkdtempSync(join(tmpdir(), 'queue-mismatch-'));
+      const args = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '2048', '--out', out, '--queue', redis.url, '--attempts', '2', '--json'];
+      const failed = start(...args);
+      expect((await failed.exited).code).toBe(1);
+      expect(failed.output.stderr).toMatch(/^layerquant: error: 2 job\(s\) failed after every attempt: .*content hash [0-9a-f]{16}, the job was planned on [0-9a-f]{16}; point the worker at a copy of the coordinator's model with --model/m);
+      expect(failed.output.stderr).toMatch(/queue: hqq @ 3\.25 failed after 2 attempt\(s\)/);
+      expect(failed.output.stderr).toMatch(/queue: fp failed after 2 attempt\(s\)/);
+      wrong.child.kill('SIGTERM');
+      await wrong.exited;
+      const right = worker(redis);
+      const again = start(...args);
+      expect((await again.exited).code, again.output.stderr).toBe(0);
+      expect(again.output.stderr).toMatch(/retrying hqq @ 3\.25, which failed in an earlier run/);
+      expect(withoutTime(rowsOf(again.output.stdout))).toEqual(withoutTime(smallReference()));
+      expect([...computedCounts(right).values()]).toEqual([1, 1]);
+    } finally {
+      await redis.stop();
+    }
+  }, 120_000);
+});
