@@ -13,6 +13,9 @@ const subpaths: Record<string, string> = {
   'runtime/testing': 'runtime/src/testing.ts',
   'sensitivity/testing': 'sensitivity/src/testing.ts',
   'stats/node': 'stats/src/node.ts',
+  'tensor-io/browser': 'tensor-io/src/browser.ts',
+  'perplexity/browser': 'perplexity/src/browser.ts',
+  'sensitivity/browser': 'sensitivity/src/browser.ts',
 };
 
 /**

@@ -2,13 +2,17 @@
 // parallel processes, each with its own --out) into one table: results.md (with the paired bootstrap intervals
 // against HQQ uniform and MXQ), results.csv and results.json in --out. Rows of the same method and budget must not
 // repeat; the runs' settings must agree on model, text, tokens and seqlen.
-// usage: node bench/experiment-merge.mjs --out <dir> <run-dir> [<run-dir> ...]   (after `pnpm build`)
+// --between 2.8,3.8: rows of the plug-ins that need a budget stop (uniform, the boosts) at those budgets are the rows
+// of the highest stop below (the experiment runs them there: the same allocation, so the same perplexity), copied
+// with the budget and "at stop ..." in the options instead of evaluated again.
+// usage: node bench/experiment-merge.mjs --out <dir> [--between 2.8,3.8] <run-dir> [<run-dir> ...]   (after `pnpm build`)
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { ALLOCATOR_PLUGINS, floorStop, parseMethodName } from '../packages/allocators/dist/index.js';
 import { formatResultsCsv, formatResultsMarkdown } from '../apps/cli/dist/index.js';
 
-const { values, positionals } = parseArgs({ options: { out: { type: 'string' }, order: { type: 'string' } }, allowPositionals: true });
+const { values, positionals } = parseArgs({ options: { out: { type: 'string' }, order: { type: 'string' }, between: { type: 'string' } }, allowPositionals: true });
 if (!values.out || positionals.length === 0) {
   console.error('usage: node bench/experiment-merge.mjs --out <dir> [--order hqq,mxq,...] <run-dir> [<run-dir> ...]');
   process.exit(1);
@@ -23,6 +27,14 @@ for (const run of runs) {
   for (const row of run.rows) {
     if (rows.some((r) => r.method === row.method && r.budget === row.budget)) throw new Error(`${run.dir}: ${row.method} @ ${row.budget} is in two runs`);
     rows.push({ ...row, extraMemoryPercent: row.extraMemoryPercent ?? Number.NaN });
+  }
+}
+for (const budget of (values.between ?? '').split(',').filter(Boolean).map(Number)) {
+  const stop = floorStop(budget);
+  for (const row of rows.filter((r) => r.budget === stop)) {
+    const plugin = ALLOCATOR_PLUGINS.find((p) => p.id === parseMethodName(row.method).allocator);
+    if (plugin.budget !== 'stop' || rows.some((r) => r.method === row.method && r.budget === budget)) continue;
+    rows.push({ ...row, budget, options: [row.options, `at stop ${stop} (row of ${stop}, not re-evaluated)`].filter(Boolean).join(' '), seconds: 0 });
   }
 }
 const order = (values.order ?? '').split(',').filter(Boolean);

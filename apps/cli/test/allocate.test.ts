@@ -49,6 +49,25 @@ describe('layerquant allocate', () => {
       expect(stdout.split('\n').filter((l) => /^\d+\.(self_attn|mlp)\./.test(l))).toHaveLength(224);
     }
   });
+  it('runs the new plug-ins by name or by flags, at any budget and on a config ladder', async () => {
+    const byFlags = await cli('allocate', '--stats', llama2PaperDir, '--method', 'sensi-milp', '--top-m', '2', '--budget', '3.07', '--json');
+    expect(byFlags.code).toBe(0);
+    const a = JSON.parse(byFlags.stdout) as { method: string; options: Record<string, unknown>; totals: { bpp: number }; solver: { gap: number } };
+    expect(a).toMatchObject({ method: 'sensi-milp', options: { budget: 3.07, topM: 2, factor: 2, ablation: false } });
+    expect(a.totals.bpp).toBeLessThanOrEqual(3.07);
+    expect(a.solver.gap).toBeLessThanOrEqual(1e-6);
+    const byName = JSON.parse((await cli('allocate', '--stats', llama2PaperDir, '--method', 'sensi-milp-2', '--budget', '3.07', '--json')).stdout) as typeof a;
+    expect(byName.options).toEqual(a.options);
+    const ladder = await cli('allocate', '--stats', llama2PaperDir, '--method', 'kurt-scaled', '--budget', '3.4', '--configs', 'b2g64,b3g64,b4g32', '--json');
+    expect(ladder.code).toBe(0);
+    const configs = new Set((JSON.parse(ladder.stdout) as { matrices: { config: { bits: number; groupSize: number } }[] }).matrices.map((m) => `b${m.config.bits}g${m.config.groupSize}`));
+    expect([...configs].every((c) => ['b2g64', 'b3g64', 'b4g32'].includes(c))).toBe(true);
+    const missing = await cli('allocate', '--stats', llama2PaperDir, '--method', 'measured', '--budget', '3.25');
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/measured needs measured\.csv.*--measured/);
+    const help = await cli('allocate', '--help');
+    for (const id of ['sensi-milp', 'kurt-milp', 'kurt-scaled', 'head-prioritized', 'tail-prioritized', 'measured', '--factor', '--ablation']) expect(help.stdout).toContain(id);
+  });
   it('exits 1 with one line on bad input', async () => {
     const cases = [
       ['allocate', '--stats', llama2PaperDir, '--method', 'mxq', '--budget', '1.5'],

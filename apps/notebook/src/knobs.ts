@@ -1,5 +1,5 @@
 import { BUDGET_STOPS, configName } from '@layerquant/core';
-import { METHODS, methods } from './methods.js';
+import { METHODS, methods, type NotebookMethod } from './methods.js';
 import { element } from './notebook.js';
 import type { Store } from './state.js';
 
@@ -13,14 +13,17 @@ function select(name: string, label: string, options: readonly { value: string; 
   return element('label', { title: help }, element('span', {}, label), input);
 }
 
-/** The knobs bar: method, budget, boost_stop, top_m; every change re-runs the cells that depend on it. */
-export function renderKnobs(parent: HTMLElement, store: Store): void {
+/**
+ * The knobs bar: method (the allocator plug-ins whose statistics the data holds), budget, boost_stop, top_m; every
+ * change re-runs the cells that depend on it.
+ */
+export function renderKnobs(parent: HTMLElement, store: Store, choices: readonly NotebookMethod[] = METHODS): void {
   const knobs = store.get();
   const bar = element(
     'form',
     { class: 'knobs', 'aria-label': 'knobs' },
     element('strong', {}, 'Knobs'),
-    select('method', 'method', METHODS.map((m) => ({ value: m.id, text: m.label })), knobs.method, 'which allocator runs in the allocation cell'),
+    select('method', 'method', choices.map((m) => ({ value: m.id, text: m.label })), knobs.method, 'which allocator runs in the allocation cell'),
     select(
       'budget',
       'budget',

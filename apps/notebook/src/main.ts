@@ -4,14 +4,26 @@ import { renderAllocationCell } from './cells/allocation.js';
 import { renderKurtosisCell } from './cells/kurtosis.js';
 import { renderModelCell } from './cells/model.js';
 import { renderOutliersCell } from './cells/outliers.js';
+import { createGenerateCell } from './cells/generate.js';
+import { createMeasureCell } from './cells/measure.js';
+import { createOwnModelCells } from './cells/own-model.js';
+import { renderPublishedCell } from './cells/published.js';
 import { renderParetoCell, renderTableCell } from './cells/results.js';
 import { renderSensitivityCell } from './cells/sensitivity.js';
 import { loadNotebookData, type NotebookData } from './data.js';
 import { renderKnobs } from './knobs.js';
+import { availableMethods } from './methods.js';
+import { createLiveModel } from './live/session.js';
+import { parsePublishedResults } from './published.js';
 import { createCell, element, prose, renderInto } from './notebook.js';
 import { DEFAULT_KNOBS, createStore, type Knobs } from './state.js';
 
-const DATA_URL = `${import.meta.env.BASE_URL}data/notebook.json`;
+const BASE = import.meta.env.BASE_URL;
+const DATA_URL = `${BASE}data/notebook.json`;
+/** The shipped model and the evaluation text, served beside the page (see vite.config.ts, serveFixtures). */
+const MODEL_URL = new URL(`${BASE}models/llama-brown-26m/`, location.href).href;
+const TEXT_URL = new URL(`${BASE}data/brown-test.txt`, location.href).href;
+const PUBLISHED_URL = `${BASE}paper-data/llama-2-7b/published-results.csv`;
 
 function sourceBanner(data: NotebookData): HTMLElement {
   const badge = (kind: string) => element('span', { class: `badge badge-${kind}` }, kind === 'oracles' ? 'PyTorch oracles' : 'layerquant CLI');
@@ -41,6 +53,7 @@ async function main(): Promise<void> {
     app.replaceChildren(element('pre', { class: 'cell-error' }, error instanceof Error ? error.message : String(error)));
     return;
   }
+  const started = performance.now();
   const analysis = analyse(data);
   const store = createStore(DEFAULT_KNOBS);
 
@@ -52,12 +65,13 @@ async function main(): Promise<void> {
       `This notebook walks the method of *Towards Superior Quantization Accuracy: A Layer-sensitive Approach* (Zhang et al., arXiv 2503.06518) on ${data.model.name}, ` +
         'the small Llama shipped with layerquant. Each cell says what the step does, shows the call it makes, and draws the result. ' +
         'The knobs re-run the allocators of `@layerquant/allocators` and the memory accounting of `@layerquant/quantizers` here in the page; ' +
-        'statistics and perplexity, which need the model to run, were computed beforehand and loaded from `data/notebook.json`.',
+        'the statistics and the full-text perplexities of cells 2-8 were computed beforehand and loaded from `data/notebook.json`. ' +
+        'Cells 9-15 run the model itself in the page: HQQ in WebAssembly, the decoder in onnxruntime-web, on the shipped model or on your own.',
     ),
     sourceBanner(data),
   );
   app.replaceChildren(header);
-  renderKnobs(app, store);
+  renderKnobs(app, store, availableMethods(analysis.stats));
   const cells = element('div', { class: 'cells' });
   app.append(cells);
 
@@ -113,11 +127,67 @@ async function main(): Promise<void> {
       `Each point is one allocation quantized with HQQ and evaluated by perplexity on held-out text (${data.reference.perplexityDataset}, non-overlapping windows). Down and left is better; the dashed line is the float model.`,
     ],
   });
+  const published = createCell(cells, {
+    id: 'published',
+    number: 7,
+    title: 'The paper\'s own numbers: Llama-2-7B',
+    text: [
+      'The authors published every Llama-2-7B run of their study: HQQ at the budget stops, MXQ at 259 budgets, their outlier-driven MILP allocators (SensiMILP, KurtMILP) and ablations, and GPTQ, AWQ and bitsandbytes. Plotted as Figure 5 is, next to ours at 26M parameters.',
+    ],
+  });
   const results = createCell(cells, {
     id: 'results',
-    number: 7,
+    number: 8,
     title: 'The results table',
     text: ['The same numbers as a table, one row per method and budget, with the extra memory each method spends over uniform HQQ at the same budget.'],
+  });
+  const measureCell = createCell(cells, {
+    id: 'measure',
+    number: 9,
+    title: 'Quantize and evaluate here, in the page',
+    text: [
+      'Everything above about perplexity was computed beforehand. This cell does it live: it loads the shipped model, quantizes every matrix with the knobs\' allocation using the HQQ kernel compiled to WebAssembly (in a worker, so the page stays responsive), and measures perplexity with onnxruntime-web on the first windows of brown-test. Any method, budget and option the knobs allow gets a measurement, inside the precomputed grid or not.',
+    ],
+  });
+  const generate = createCell(cells, {
+    id: 'generate',
+    number: 10,
+    title: 'Generate: what the bits do to the text',
+    text: ['Greedy decoding from the float model and from the quantized one, side by side, for the same prompt (the model was trained on the Brown corpus, Moby-Dick, State of the Union addresses and the KJV Bible).'],
+  });
+  const picker = createCell(cells, {
+    id: 'own-model',
+    number: 11,
+    title: 'Your own model',
+    text: [
+      'Pick a Hugging Face model directory on this computer (config.json, the safetensors file or shards with their index, tokenizer.json). It is read here with the File API; nothing is uploaded. The cells below run on it: inspect, kurtosis, allocation and, where it fits in the page\'s memory, quantization and perplexity.',
+    ],
+  });
+  const own = {
+    inspect: createCell(cells, { id: 'own-inspect', number: 12, title: 'Your model: inspect', text: ['config.json and the safetensors headers: no weight is read.'] }),
+    kurtosis: createCell(cells, { id: 'own-kurtosis', number: 13, title: 'Your model: weight kurtosis', text: ['Every linear matrix read once, in the worker. KurtBoost\'s outlier layers ringed.'] }),
+    allocation: createCell(cells, {
+      id: 'own-allocation',
+      number: 14,
+      title: 'Your model: allocation',
+      text: ['The knobs\' method on your model\'s statistics. Uniform and KurtBoost need only kurtosis; MXQ needs the fnorm table (the button above measures it: 12 HQQ runs per matrix); SensiBoost and its ablation need activation sensitivity, which `layerquant sensitivity` measures.'],
+    }),
+    measure: createCell(cells, { id: 'own-measure', number: 15, title: 'Your model: quantize and evaluate', text: ['As cell 9, on your model and its tokenizer.'] }),
+  };
+
+  const live = createLiveModel({ kind: 'url', base: MODEL_URL, name: data.model.name }, TEXT_URL);
+  const measure = createMeasureCell(measureCell, live, analysis, store.get(), data);
+  const generation = createGenerateCell(generate, live, analysis, store.get());
+  const ownModel = createOwnModelCells(picker, own, TEXT_URL, store.get());
+  renderInto(published, () => {
+    published.setOutput(element('p', { class: 'muted' }, 'Loading the published results…'));
+    void fetch(PUBLISHED_URL)
+      .then(async (response) => {
+        if (!response.ok) throw new Error(`${PUBLISHED_URL}: HTTP ${response.status}`);
+        const rows = parsePublishedResults(await response.text(), 'published-results.csv');
+        renderInto(published, () => renderPublishedCell(published, analysis, rows));
+      })
+      .catch((error: unknown) => published.setError(error));
   });
 
   const renderAll = (knobs: Knobs, previous?: Knobs) => {
@@ -131,10 +201,19 @@ async function main(): Promise<void> {
     renderInto(allocation, () => renderAllocationCell(allocation, analysis, knobs));
     renderInto(pareto, () => renderParetoCell(pareto, analysis, knobs));
     renderInto(results, () => renderTableCell(results, analysis, knobs));
+    if (previous) {
+      renderInto(measureCell, () => measure.update(knobs));
+      renderInto(generate, () => generation.update(knobs));
+      ownModel.update(knobs);
+    }
     document.body.dataset.knobs = JSON.stringify(knobs);
   };
   renderAll(store.get());
   store.subscribe(renderAll);
+  // For tests and the console: the shipped model's worker and the page's start-up time.
+  Object.assign(window, { layerquant: { live, analysis, store } });
+  document.body.dataset.interactiveMs = String(Math.round(performance.now()));
+  document.body.dataset.renderMs = String(Math.round(performance.now() - started));
   document.body.dataset.ready = 'true';
 }
 

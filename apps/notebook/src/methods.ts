@@ -1,7 +1,7 @@
 import { ALLOCATOR_PLUGINS, allocateMethod, methodName, resolveOptions, type AllocatorPlugin, type ModelStats, type OptionValue } from '@layerquant/allocators';
 import { createRegistry, type Allocation } from '@layerquant/core';
 import { modelMemory, type ModelMemory } from '@layerquant/quantizers';
-import type { Analysis } from './analysis.js';
+import type { ModelAnalysis } from './analysis.js';
 import type { Knobs } from './state.js';
 import pluginModules from 'virtual:layerquant-plugins';
 
@@ -69,12 +69,12 @@ export interface AllocationResult {
   readonly milliseconds: number;
 }
 
-function memoryOf(analysis: Analysis, allocation: Allocation): ModelMemory {
+function memoryOf(analysis: ModelAnalysis, allocation: Allocation): ModelMemory {
   return modelMemory(allocation.matrices.map((m) => ({ shape: analysis.shapes.get(m.key)!, config: m.config })));
 }
 
 /** Runs the real allocator in the page for the knobs, with memory totals. */
-export function allocate(analysis: Analysis, knobs: Knobs): AllocationResult {
+export function allocate(analysis: ModelAnalysis, knobs: Knobs): AllocationResult {
   const start = performance.now();
   const allocation = methods.get(knobs.method).allocate(analysis.stats, knobs);
   const milliseconds = performance.now() - start;

@@ -1,3 +1,5 @@
+import { LayerquantError } from '@layerquant/core';
+
 /** The page's building blocks: numbered cells with prose, the call they run, and live output. */
 
 export interface Cell {
@@ -70,7 +72,8 @@ export function renderInto(cell: Cell, render: () => void): void {
   try {
     render();
   } catch (error) {
-    console.error(error);
+    // A LayerquantError is a message for the reader (a method that needs a missing table, say); anything else is a bug.
+    if (!(error instanceof LayerquantError)) console.error(error);
     cell.setError(error);
   }
 }

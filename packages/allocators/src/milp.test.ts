@@ -136,7 +136,8 @@ describe('sensi-milp and kurt-milp on Llama-2-7B against the authors\' allocatio
         // Every budget in their budget is accounted for: identical, or a second optimum exists.
         expect(optimal).toBeGreaterThan(10);
         expect(identical + optimal).toBeGreaterThan(0);
-      }, 120_000);
+        // ~4 s on a quiet 2-core machine; minutes when it is shared and loaded.
+      }, 600_000);
     }
   }
 

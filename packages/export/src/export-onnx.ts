@@ -14,11 +14,10 @@ import {
   type GraphBuilder,
   type GraphWeight,
 } from '@layerquant/runtime';
-import { float32ToF16Bits, loadDecoderConfig, writeFileAtomic, writeTextAtomic, type Checkpoint } from '@layerquant/tensor-io';
+import { copyFileAtomic, float32ToF16Bits, loadDecoderConfig, writeFileAtomic, writeTextAtomic, type Checkpoint } from '@layerquant/tensor-io';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { temporaryPath } from '@layerquant/tensor-io';
 import { toMatMulNBits, type ScaleType } from './matmul-nbits.js';
 
 export type FloatType = 'float32' | 'float16';
@@ -141,17 +140,6 @@ export interface ExportOnnxOptions extends OnnxExportOptions {
   readonly externalDataThreshold?: number;
 }
 
-async function copyAtomic(from: string, to: string): Promise<void> {
-  const tmp = temporaryPath(to);
-  try {
-    await copyFile(from, tmp);
-    await rename(tmp, to);
-  } catch (error) {
-    await rm(tmp, { force: true });
-    throw error;
-  }
-}
-
 /**
  * Writes a directory that transformers.js' `AutoModelForCausalLM.from_pretrained(dir, { dtype: 'q4' })` loads:
  * `onnx/model_q4.onnx` (+ `model_q4.onnx_data` above 2 GiB), config.json with `transformers.js_config`, the
@@ -206,7 +194,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   await writeTextAtomic(join(outDir, 'config.json'), `${JSON.stringify({ ...rawConfig, 'transformers.js_config': jsConfig }, null, 2)}\n`);
   for (const name of MODEL_LOADER_FILES) {
     if (name === 'config.json' || !existsSync(join(modelDir, name))) continue;
-    await copyAtomic(join(modelDir, name), join(outDir, name));
+    await copyFileAtomic(join(modelDir, name), join(outDir, name));
   }
 
   const linearParams = built.matrices.reduce((sum, m) => sum + m.shape[0] * m.shape[1], 0);

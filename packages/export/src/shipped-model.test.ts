@@ -141,7 +141,7 @@ describe('export of the shipped model', () => {
       await model.dispose();
       expect(relativeError(logits, expected), label).toBeLessThan(1e-3);
     }
-  });
+  }, 300_000);
 
   it('perplexity of the exported file on brown-test@512 (first 4 windows) is within 0.01% of the dequantized evaluation', async () => {
     // The whole text (311 windows) is in bench/export.mjs; 4 windows of a prefix keep the suite fast.
@@ -162,7 +162,7 @@ describe('export of the shipped model', () => {
       await model.dispose();
       expect(Math.abs(actual.ppl - expected.ppl) / expected.ppl, `${label}: ${actual.ppl} vs ${expected.ppl}`).toBeLessThan(1e-4);
     }
-  });
+  }, 300_000);
 
   it('the report counts the real bytes: 3-bit matrices at 4 bits per code', () => {
     const b3 = exported.get('b3g64')!.report;

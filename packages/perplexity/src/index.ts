@@ -3,7 +3,6 @@ export {
   PERPLEXITY_PROTOCOLS,
   perplexity,
   perplexityOfText,
-  readEvaluationText,
   resolveTextPath,
   windowPlan,
   type NllModel,
@@ -11,3 +10,4 @@ export {
   type PerplexityProtocol,
   type PerplexityResult,
 } from './perplexity.js';
+export { readEvaluationText } from './text-file.js';

@@ -1,8 +1,5 @@
-import { InvalidDataError, InvalidOptionError, MissingFileError } from '@layerquant/core';
+import { InvalidOptionError } from '@layerquant/core';
 import type { DecoderModel } from '@layerquant/runtime';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import { nonOverlappingWindows, slidingWindows, type WindowPlan } from './protocols.js';
 
 export type PerplexityProtocol = 'windows' | 'sliding';
@@ -105,15 +102,6 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
     seqlen,
     stride: protocol === 'windows' ? seqlen : (options.stride ?? Math.min(512, seqlen)),
   });
-}
-
-/** Reads an evaluation text: a missing file or one with no non-blank character is a typed error. */
-export async function readEvaluationText(path: string): Promise<string> {
-  const absolute = resolve(path);
-  if (!existsSync(absolute)) throw new MissingFileError(absolute, 'does not exist; pass a UTF-8 text file with --text or a built-in --dataset');
-  const text = await readFile(absolute, 'utf8');
-  if (text.trim().length === 0) throw new InvalidDataError(absolute, 'is empty; perplexity needs text to score');
-  return text;
 }
 
 /**

@@ -3,7 +3,8 @@ import { loadDecoderModel, type DecoderModel } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { perplexity, readEvaluationText } from './perplexity.js';
+import { perplexity } from './perplexity.js';
+import { readEvaluationText } from './text-file.js';
 
 const reference = JSON.parse(readFileSync(referenceTorchPath, 'utf8')) as Record<string, unknown> & { token_counts: Record<string, number> };
 

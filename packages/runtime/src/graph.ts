@@ -48,3 +48,4 @@ export {
   type KvDecoderGraphOptions,
   type MatMulNBitsWeight,
 } from './kv-decoder-graph.js';
+export { argmaxRow, greedyDecode, type GreedyOptions, type KvDecoder } from './greedy-decode.js';

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { buildKvDecoderGraph, type GraphWeight, type MatMulNBitsWeight } from './kv-decoder-graph.js';
 import { loadDecoderWeights, type DecoderWeights } from './decoder-weights.js';
 import { createKvDecoder, greedyDecode } from './kv-decoder.js';
+import { createSession, int64Tensor } from './session.js';
 import { referenceForward } from './reference-forward.js';
 import { randomDecoderSource, relativeError, seededNormal, tinyConfig } from './test-models.js';
 
@@ -83,6 +84,18 @@ describe('buildKvDecoderGraph', () => {
     const decoder = await createKvDecoder(buildKvDecoderGraph(config, weights.layout, { weights: graphWeights }).encode(), config, { threads: 1 });
     expect(relativeError(await decoder.forward(IDS), expected)).toBeLessThan(1e-5);
     await decoder.dispose();
+  });
+
+  it('without the cache (kvCache: false) the graph takes input_ids only and gives the same logits', async () => {
+    const config = MODELS.qwen2;
+    const weights = await loadDecoderWeights(randomDecoderSource(config, 13), config);
+    const graph = buildKvDecoderGraph(config, weights.layout, { weights: weights.tensors, kvCache: false });
+    expect(graph.inputs.map((i) => i.name)).toEqual(['input_ids']);
+    expect(graph.outputs.map((o) => o.name)).toEqual(['logits']);
+    const session = await createSession(graph.encode(), { threads: 1 });
+    const result = await session.run({ input_ids: int64Tensor(IDS, [1, IDS.length]) });
+    expect(relativeError(result.logits!.data as Float32Array, referenceForward(weights, IDS))).toBeLessThan(1e-5);
+    await session.release();
   });
 
   it('greedy decoding with the cache picks the argmax of the full forward at every step', async () => {

@@ -1,23 +1,9 @@
 import { InvalidOptionError, type DecoderConfig } from '@layerquant/core';
 import * as ort from 'onnxruntime-node';
+import type { KvDecoder } from './greedy-decode.js';
 import { createSession, int64Tensor, tensorData, type OrtSession, type OrtTensor, type RuntimeOptions } from './session.js';
 
-/**
- * A decoder graph with a KV cache (buildKvDecoderGraph's, or any file with the same inputs and outputs, such as a
- * transformers.js export) run by onnxruntime-node, one sequence (batch 1) at a time.
- */
-export interface KvDecoder {
-  readonly config: DecoderConfig;
-  /** Element type of the cache: float32, or float16 for a `_q4f16` graph. */
-  readonly cacheType: 'float32' | 'float16';
-  /** Tokens in the cache. */
-  readonly cached: number;
-  /** Logits [ids.length, vocab] of `ids` following the cached tokens; the cache grows by ids.length. */
-  forward(ids: readonly number[]): Promise<Float32Array>;
-  /** Empties the cache. */
-  reset(): void;
-  dispose(): Promise<void>;
-}
+export { argmaxRow, greedyDecode, type GreedyOptions, type KvDecoder } from './greedy-decode.js';
 
 /** Opens a KV-cache decoder from ONNX bytes or a file path (external data beside the file is found by onnxruntime). */
 export async function createKvDecoder(model: Uint8Array | string, config: DecoderConfig, options: RuntimeOptions = {}): Promise<KvDecoder> {
@@ -77,45 +63,4 @@ export function kvDecoderOfSession(session: OrtSession, config: DecoderConfig): 
     },
     dispose: () => session.release(),
   };
-}
-
-/** Index of the largest value in row `row` of a [rows, width] array (first one on ties, as torch.argmax). */
-export function argmaxRow(values: ArrayLike<number>, width: number, row: number): number {
-  let best = 0;
-  let bestValue = -Infinity;
-  for (let j = 0; j < width; j++) {
-    const v = values[row * width + j]!;
-    if (v > bestValue) {
-      bestValue = v;
-      best = j;
-    }
-  }
-  return best;
-}
-
-export interface GreedyOptions {
-  readonly maxNewTokens: number;
-  /** Stop after emitting one of these (default: none). */
-  readonly eosTokenIds?: readonly number[];
-  readonly onToken?: (id: number) => void;
-}
-
-/** Greedy decoding with the KV cache: the prompt in one pass, then one token per step. Returns the new ids. */
-export async function greedyDecode(decoder: KvDecoder, prompt: readonly number[], options: GreedyOptions): Promise<number[]> {
-  if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1) {
-    throw new InvalidOptionError('maxNewTokens', `${options.maxNewTokens} must be a positive integer`);
-  }
-  decoder.reset();
-  const vocab = decoder.config.vocabSize;
-  const generated: number[] = [];
-  let logits = await decoder.forward(prompt);
-  let row = prompt.length - 1;
-  for (;;) {
-    const next = argmaxRow(logits, vocab, row);
-    generated.push(next);
-    options.onToken?.(next);
-    if (generated.length >= options.maxNewTokens || options.eosTokenIds?.includes(next)) return generated;
-    logits = await decoder.forward([next]);
-    row = 0;
-  }
 }

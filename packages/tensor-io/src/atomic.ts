@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { copyFile, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { trackTemporary, untrackTemporary } from './output-dir.js';
 
@@ -36,4 +36,16 @@ export async function writeTextAtomic(path: string, content: string | Uint8Array
   await writeFileAtomic(path, async (handle) => {
     await handle.writeFile(content);
   });
+}
+
+/** Copies a file through a temp name beside the target, so a failed copy leaves nothing behind. */
+export async function copyFileAtomic(from: string, to: string): Promise<void> {
+  const tmp = temporaryPath(to);
+  try {
+    await copyFile(from, tmp);
+    await rename(tmp, to);
+  } catch (error) {
+    await rm(tmp, { force: true });
+    throw error;
+  }
 }

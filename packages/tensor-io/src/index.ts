@@ -1,4 +1,4 @@
-export { writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
+export { copyFileAtomic, writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
 export {
   openOutputDirectory,
   processAlive,
@@ -33,7 +33,7 @@ export {
 export { openCheckpoint, type Checkpoint, type WeightSource } from './checkpoint.js';
 export { SUPPORTED_ARCHITECTURES, loadDecoderConfig, parseDecoderConfig } from './config.js';
 export { loadTokenizer, type Tokenizer } from './tokenizer.js';
-export { inspectModel, type ModelSummary } from './inspect.js';
+export { inspectModel, summarizeModel, type ModelSummary } from './inspect.js';
 export { openModel, loadValidatedConfig, type OpenedModel } from './model.js';
 export { checkFinite, firstNonFinite } from './finite.js';
 // The one config-vs-tensors check lives in core (pure, browser-safe); re-exported here beside openModel.

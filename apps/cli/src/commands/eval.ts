@@ -12,9 +12,9 @@ import { createProgress, formatSeconds } from '../progress.js';
 
 export const evalCommand: Command = {
   name: 'eval',
-  summary: 'perplexity of a model (or a quantized model directory) on a text',
+  summary: 'perplexity of a model, a quantized model directory or an ONNX export on a text',
   usage: [
-    'layerquant eval <model-dir-or-quantized-dir> --text <file> | --dataset brown-test [options] [--json]',
+    'layerquant eval <model-dir | quantized-dir | onnx-dir> --text <file> | --dataset brown-test [options] [--json]',
     '',
     'Tokenizes the whole text once (no BOS) and runs the decoder with onnxruntime, one session for all windows.',
     'A quantized directory written by `layerquant quantize` is dequantized on load; an ONNX export (`layerquant',

@@ -1,7 +1,7 @@
 import * as Plot from '@observablehq/plot';
 import type { MxqAllocation } from '@layerquant/allocators';
 import { BUDGET_STOPS, bitsPerWeight, budgetStopIndex, configName, type Allocation } from '@layerquant/core';
-import type { Analysis } from '../analysis.js';
+import type { ModelAnalysis } from '../analysis.js';
 import { allocate, methods } from '../methods.js';
 import { element, formatBytes, formatFixed, formatInteger, table, type Cell } from '../notebook.js';
 import { MODULE_ORDER, PLOT_WIDTH, shortModule } from '../plots.js';
@@ -22,7 +22,7 @@ interface Summary {
   readonly key: string;
 }
 
-export function renderAllocationCell(cell: Cell, analysis: Analysis, knobs: Knobs): void {
+export function renderAllocationCell(cell: Cell, analysis: ModelAnalysis, knobs: Knobs): void {
   const method = methods.get(knobs.method);
   cell.setCode(
     `${method.code(knobs)}\n` +
@@ -47,8 +47,8 @@ export function renderAllocationCell(cell: Cell, analysis: Analysis, knobs: Knob
     height: 290,
     marginLeft: 50,
     padding: 0.06,
-    x: { label: 'layer', domain: Array.from({ length: analysis.numLayers }, (_, i) => i), tickSize: 0 },
-    y: { label: 'module', domain: [...MODULE_ORDER], tickSize: 0 },
+    x: { label: 'layer (index) →', domain: Array.from({ length: analysis.numLayers }, (_, i) => i), tickSize: 0 },
+    y: { label: 'module (linear matrix of the layer)', domain: [...MODULE_ORDER], tickSize: 0 },
     color: {
       type: 'ordinal',
       domain: ladder,

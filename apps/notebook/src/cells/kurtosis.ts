@@ -1,33 +1,39 @@
 import * as Plot from '@observablehq/plot';
 import { LINEAR_MODULES } from '@layerquant/core';
-import type { Analysis } from '../analysis.js';
+import type { ModelAnalysis } from '../analysis.js';
 import { element, type Cell } from '../notebook.js';
-import { MODULE_ORDER, OUTLIER_COLOR, PLOT_WIDTH, shortModule } from '../plots.js';
+import { MODULE_ORDER, OUTLIER_COLOR, PLOT_WIDTH, labelLanes, labelWidth, layerTicks, shortModule } from '../plots.js';
 import type { Knobs } from '../state.js';
 
-export function renderKurtosisCell(cell: Cell, analysis: Analysis, knobs: Knobs): void {
+export function renderKurtosisCell(cell: Cell, analysis: ModelAnalysis, knobs: Knobs): void {
   cell.setCode(
     `const kurtosis = kurtosisByModule(stats, ${analysis.numLayers});   // m4 / m2^2 of each matrix's weights (normal = 3)\n` +
       `detectModuleOutliers(kurtosis, { change: 'difference', topM: ${knobs.topM} })`,
   );
-  const outliers = analysis.outliers(knobs.topM).kurtosis;
+  const outliers = analysis.kurtosisOutliers(knobs.topM);
   const points = analysis.kurtosisPoints.map((p) => ({ ...p, module: shortModule(p.module) }));
-  const marked = LINEAR_MODULES.flatMap((module) =>
-    outliers[module].map((o) => ({
+  const marginLeft = 50;
+  const marginRight = 60;
+  const pxPerLayer = (PLOT_WIDTH - marginLeft - marginRight) / Math.max(1, analysis.numLayers - 1);
+  // Within a module's row, labels of nearby outlier layers take separate lanes (one line lower each), never overlapping.
+  const marked = LINEAR_MODULES.flatMap((module) => {
+    const found = outliers[module].map((o) => ({
       module: shortModule(module),
       layer: o.layer,
       kurtosis: analysis.kurtosisByModule[module][o.layer]!,
       label: `L${o.layer} (z ${o.zScore.toFixed(1)})`,
-    })),
-  );
+    }));
+    const lanes = labelLanes(found.map((m) => ({ x: marginLeft + m.layer * pxPerLayer + 10, width: labelWidth(m.label) })));
+    return found.map((m, i) => ({ ...m, lane: lanes[i]! }));
+  });
   // One row per module: seven lines in one frame hide each other's jumps.
   const chart = Plot.plot({
     width: PLOT_WIDTH,
     height: 7 * 78 + 50,
-    marginLeft: 50,
-    marginRight: 60,
-    x: { label: 'layer', domain: [0, analysis.numLayers - 1], ticks: 16 },
-    y: { label: 'weight kurtosis', ticks: 3, grid: true },
+    marginLeft,
+    marginRight,
+    x: { label: 'layer (index, 0 = first decoder layer) →', domain: [0, analysis.numLayers - 1], ticks: layerTicks(analysis.numLayers), tickFormat: 'd' },
+    y: { label: '↑ weight kurtosis (m4/m2², dimensionless; normal = 3)', ticks: 3, grid: true },
     fy: { label: null, domain: [...MODULE_ORDER] },
     color: { domain: [...MODULE_ORDER], scheme: 'tableau10' },
     marks: [
@@ -43,12 +49,16 @@ export function renderKurtosisCell(cell: Cell, analysis: Analysis, knobs: Knobs)
         title: (d: (typeof points)[number]) => `${d.module}, layer ${d.layer}: kurtosis ${d.kurtosis.toFixed(4)}`,
       }),
       Plot.dot(marked, { x: 'layer', y: 'kurtosis', fy: 'module', r: 7, stroke: OUTLIER_COLOR, strokeWidth: 2, fill: 'none', className: 'outlier-mark' }),
-      Plot.text(marked, {
+      // dy is a constant per mark: one text mark per lane.
+      ...[...new Set(marked.map((m) => m.lane))].map((lane) =>
+      Plot.text(marked.filter((m) => m.lane === lane), {
         x: 'layer',
         y: 'kurtosis',
         fy: 'module',
         text: 'label',
         dx: 10,
+        dy: 12 * lane,
+        className: 'outlier-label',
         textAnchor: 'start',
         fill: OUTLIER_COLOR,
         stroke: 'white',
@@ -56,7 +66,7 @@ export function renderKurtosisCell(cell: Cell, analysis: Analysis, knobs: Knobs)
         paintOrder: 'stroke',
         fontWeight: 'bold',
         fontSize: 10,
-      }),
+      })),
     ],
   });
   const count = marked.length;

@@ -42,8 +42,8 @@ export function renderModelCell(cell: Cell, analysis: Analysis): void {
     height: 260,
     marginLeft: 100,
     marginRight: 80,
-    x: { label: 'parameters (millions)', grid: true, transform: (v: number) => v / 1e6 },
-    y: { label: null },
+    x: { label: 'parameters (millions) →', grid: true, transform: (v: number) => v / 1e6 },
+    y: { label: 'tensor kind' },
     color: { domain: [true, false], range: ['#4e79a7', '#bab0ac'], legend: true, tickFormat: (q: boolean) => (q ? 'quantized (linear)' : 'kept in float') },
     marks: [
       Plot.barX(kinds, { x: 'params', y: 'kind', fill: 'quantized', sort: { y: '-x' }, tip: true }),

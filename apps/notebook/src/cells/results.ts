@@ -3,10 +3,11 @@ import type { Analysis } from '../analysis.js';
 import type { ResultRow } from '../data.js';
 import { methodFamily, methodLabel, methods } from '../methods.js';
 import { element, formatBytes, formatFixed, table, type Cell } from '../notebook.js';
+import { deltaFigure } from '../figures.js';
 import { PLOT_WIDTH } from '../plots.js';
 import type { Knobs } from '../state.js';
 
-interface LabelledRow extends ResultRow {
+export interface LabelledRow extends ResultRow {
   readonly label: string;
   readonly family: string;
 }
@@ -21,6 +22,8 @@ const FAMILY_SHADES: Readonly<Record<string, readonly string[]>> = {
   'ablation-kurtboost': ['#6a51a3', '#807dba', '#9e9ac8', '#bcbddc'],
 };
 const FAMILY_ORDER = Object.keys(FAMILY_SHADES);
+/** The uniform rows' label: the zero line of the change figure. */
+const UNIFORM_SERIES = 'HQQ uniform';
 const OTHER_SHADES = ['#e7298a', '#17becf', '#bcbd22', '#7f7f7f', '#1b9e77'];
 
 const FAMILY_NAMES: Readonly<Record<string, string>> = {
@@ -32,7 +35,7 @@ const FAMILY_NAMES: Readonly<Record<string, string>> = {
   'ablation-kurtboost': 'ablation of KurtBoost',
 };
 
-function labelled(rows: readonly ResultRow[]): LabelledRow[] {
+export function labelled(rows: readonly ResultRow[]): LabelledRow[] {
   const familyRank = (family: string) => (FAMILY_ORDER.includes(family) ? FAMILY_ORDER.indexOf(family) : FAMILY_ORDER.length);
   return rows
     .map((r) => ({ ...r, label: methodLabel(r.method, r.options), family: methodFamily(r.method, r.options) }))
@@ -40,7 +43,7 @@ function labelled(rows: readonly ResultRow[]): LabelledRow[] {
 }
 
 /** Colour scale domain and range: each label gets its family's next shade. */
-function colors(rows: readonly LabelledRow[]): { domain: string[]; range: string[] } {
+export function colors(rows: readonly LabelledRow[]): { domain: string[]; range: string[] } {
   const domain: string[] = [];
   const range: string[] = [];
   const used = new Map<string, number>();
@@ -58,7 +61,7 @@ function colors(rows: readonly LabelledRow[]): { domain: string[]; range: string
 }
 
 /** Does a results row correspond to what the knobs select (same method, budget and, for boosts, stop and top_m)? */
-function selectedBy(knobs: Knobs, row: ResultRow): boolean {
+export function selectedBy(knobs: Knobs, row: ResultRow): boolean {
   if (row.method !== knobs.method || Math.abs(row.budget - knobs.budget) > 0.005) return false;
   const { boostStop, topM, imitate } = row.options as { boostStop?: number; topM?: number; imitate?: string };
   // The page's ablation imitates SensiBoost (the allocator's default).
@@ -85,8 +88,8 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): 
   const overview = Plot.plot({
     width: PLOT_WIDTH,
     height: 420,
-    x: { label: 'memory of the quantized matrices (MB)', grid: true },
-    y: { label: `perplexity, ${reference.perplexityDataset} (lower is better)`, grid: true, domain: [Math.min(fp, ...all.map((r) => r.ppl)) - 1, Math.max(...all.map((r) => r.ppl)) + 1] },
+    x: { label: 'memory of the quantized matrices (MB) →', grid: true },
+    y: { label: `↓ perplexity on ${reference.perplexityDataset} (ppl, exp of the mean NLL in nats)`, grid: true, domain: [Math.min(fp, ...all.map((r) => r.ppl)) - 1, Math.max(...all.map((r) => r.ppl)) + 1] },
     color: { ...color, legend: true },
     marks: [
       Plot.ruleY([fp], { stroke: '#333', strokeDasharray: '6 4' }),
@@ -108,36 +111,18 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): 
       Plot.dot(selected, { x: 'memoryMB', y: 'ppl', r: 9, stroke: '#d62728', strokeWidth: 2.5, fill: 'none', className: 'selected-result' }),
     ],
   });
-  // The methods differ by less than a perplexity point at one budget: the zoom shows each against uniform HQQ.
-  const uniform = new Map(all.filter((r) => r.method === 'uniform').map((r) => [r.budget, r]));
-  const deltas = rows
-    .filter((r) => uniform.has(r.budget))
-    .map((r) => ({ ...r, deltaPpl: r.ppl - uniform.get(r.budget)!.ppl, deltaMB: r.memoryMB - uniform.get(r.budget)!.memoryMB }));
-  const zoom = Plot.plot({
-    width: PLOT_WIDTH,
-    height: 270,
-    marginTop: 40,
-    fx: { label: 'budget (bits per weight)', tickFormat: (b: number) => formatFixed(b, 2) },
-    x: { label: 'extra memory over uniform (MB)', ticks: 3, grid: true, inset: 8 },
-    y: { label: 'perplexity change vs uniform', grid: true },
-    color,
-    marks: [
-      Plot.frame({ stroke: '#ddd' }),
-      Plot.ruleY([0], { stroke: '#999' }),
-      Plot.dot(deltas, {
-        fx: 'budget',
-        x: 'deltaMB',
-        y: 'deltaPpl',
-        fill: 'label',
-        r: 4,
-        title: (d: (typeof deltas)[number]) => `${d.label} @ ${d.budget}: ${d.deltaPpl >= 0 ? '+' : ''}${formatFixed(d.deltaPpl, 3)} ppl for ${formatFixed(d.deltaMB, 3)} MB`,
-      }),
-      Plot.dot(
-        deltas.filter((d) => selectedBy(knobs, d)),
-        { fx: 'budget', x: 'deltaMB', y: 'deltaPpl', r: 8, stroke: '#d62728', strokeWidth: 2, fill: 'none' },
-      ),
-    ],
-  });
+  // The methods differ by less than a perplexity point at one budget: the change against uniform HQQ at the
+  // same bits per weight separates the lines the overview stacks.
+  const zoom = deltaFigure(
+    [...all.filter((r) => r.method === 'uniform'), ...rows.filter((r) => r.method !== 'uniform')].map((r) => ({ series: r.method === 'uniform' ? UNIFORM_SERIES : r.label, bpp: r.bpp, ppl: r.ppl, note: `budget ${formatFixed(r.budget, 2)}, ${formatFixed(r.memoryMB, 3)} MB` })),
+    {
+      uniformSeries: UNIFORM_SERIES,
+      color: { domain: color.domain.filter((d) => d !== UNIFORM_SERIES), range: color.range.filter((_, i) => color.domain[i] !== UNIFORM_SERIES) },
+      dashed: (series) => series.startsWith('Ablation'),
+      pplLabel: reference.perplexityDataset,
+      selected: (d) => { const row = rows.find((r) => r.label === d.series && Math.abs(r.bpp - d.bpp) < 1e-9); return row !== undefined && selectedBy(knobs, row); },
+    },
+  );
   const toggles = element(
     'div',
     { class: 'toggles' },
@@ -160,7 +145,7 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs): 
   cell.setOutput(
     toggles,
     element('figure', { 'data-plot': 'pareto' }, overview),
-    element('p', { class: 'note' }, note, families.some((f) => f.startsWith('ablation')) ? ' Ablations are dashed.' : '', ' Below: each method against uniform HQQ at the same budget (below zero is better).'),
+    element('p', { class: 'note' }, note, families.some((f) => f.startsWith('ablation')) ? ' Ablations are dashed.' : '', ` Below: each method's change against uniform HQQ at the same bits per weight (interpolated between uniform's budget stops, the nearest stop just outside them; below zero is better), at all ${new Set(all.map((r) => r.budget)).size} budgets the experiment measured.`),
     element('figure', { 'data-plot': 'pareto-zoom' }, zoom),
   );
 }

@@ -1,0 +1,143 @@
+import { configName, type Allocation } from '@layerquant/core';
+import type { ModelAnalysis } from '../analysis.js';
+import type { NotebookData, ResultRow } from '../data.js';
+import { LIVE_SEQLEN, type LiveModel } from '../live/session.js';
+import { describeError } from '../live/client.js';
+import { progressView } from '../live/progress.js';
+import type { PerplexityAnswer } from '../live/protocol.js';
+import { allocate, methodLabel, methods } from '../methods.js';
+import { element, formatFixed, formatInteger, table, type Cell } from '../notebook.js';
+import type { Knobs } from '../state.js';
+import { selectedBy } from './results.js';
+
+export const WINDOW_CHOICES: readonly number[] = Object.freeze([1, 2, 4, 8, 16, 32]);
+
+interface Measured {
+  readonly knobs: Knobs;
+  readonly label: string;
+  readonly windows: number;
+  readonly float: PerplexityAnswer;
+  readonly quantized: PerplexityAnswer;
+  readonly quantizeSeconds: number;
+  readonly squaredError: number;
+  readonly matrices: number;
+}
+
+export interface MeasureCell {
+  update(knobs: Knobs): void;
+}
+
+export function knobsLabel(knobs: Knobs): string {
+  const method = methods.get(knobs.method);
+  return `${method.label}${method.boosts ? ` (stop ${knobs.boostStop}, ${knobs.topM === 0 ? 'all outliers' : `top ${knobs.topM}`})` : ''} at ${knobs.budget}`;
+}
+
+/**
+ * Quantize the shipped model with the knobs' allocation and measure perplexity, here: HQQ on the WebAssembly
+ * kernel in the model worker, the decoder graph in onnxruntime-web, the first N windows of brown-test.
+ */
+export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAnalysis, initial: Knobs, precomputedData?: NotebookData): MeasureCell {
+  let knobs = initial;
+  let measured: Measured | undefined;
+  let busy = false;
+  const windows = element('select', { 'data-live-input': 'windows' });
+  for (const n of WINDOW_CHOICES) windows.append(element('option', { value: String(n) }, `${n} window${n === 1 ? '' : 's'} (${formatInteger(n * LIVE_SEQLEN)} tokens)`));
+  windows.value = '4';
+  const button = element('button', { type: 'button', 'data-action': 'measure' }, 'Quantize and measure');
+  const progress = progressView('measure');
+  const results = element('div', { 'data-live-results': '' });
+  const selection = element('p', { class: 'note', 'data-live-selection': '' });
+
+  const precomputed = (k: Knobs): ResultRow | undefined => precomputedData?.results.find((r) => selectedBy(k, r));
+  const renderResults = () => {
+    if (!measured) {
+      results.replaceChildren(element('p', { class: 'muted' }, 'Nothing measured yet. Choose the knobs above and press the button: the model loads once, then each allocation takes a few seconds.'));
+      return;
+    }
+    const m = measured;
+    const row = precomputed(m.knobs);
+    const span = `first ${m.windows} window${m.windows === 1 ? '' : 's'} of ${LIVE_SEQLEN} (${formatInteger(m.float.tokens)} tokens)`;
+    const ratio = (q: number, f: number) => `x${formatFixed(q / f, 4)}`;
+    const body: (string | Node)[][] = [
+      ['fp32', element('span', { 'data-live': 'float-ppl', 'data-value': String(m.float.ppl) }, formatFixed(m.float.ppl, 4)), '', span, element('span', { class: 'badge badge-live' }, 'measured here, partial')],
+      [m.label, element('span', { 'data-live': 'quant-ppl', 'data-value': String(m.quantized.ppl) }, formatFixed(m.quantized.ppl, 4)), ratio(m.quantized.ppl, m.float.ppl), span, element('span', { class: 'badge badge-live' }, 'measured here, partial')],
+    ];
+    if (precomputedData) {
+      const { reference, sources } = precomputedData;
+      const whole = `whole text (${reference.perplexityDataset})`;
+      body.push(['fp32', formatFixed(reference.fp32Perplexity, 4), '', whole, element('span', { class: `badge badge-${reference.fp32Source}` }, 'precomputed')]);
+      body.push(
+        row
+          ? [`${methodLabel(row.method, row.options)} at ${row.budget}`, formatFixed(row.ppl, 4), ratio(row.ppl, reference.fp32Perplexity), whole, element('span', { class: `badge badge-${sources.results.kind}` }, 'precomputed')]
+          : [m.label, element('span', { class: 'muted' }, 'not in the precomputed grid: the live figure is the only one'), '', '', ''],
+      );
+    }
+    results.replaceChildren(
+      table(['model', 'perplexity', 'vs fp32', 'text', 'source'], body, { 'data-table': 'live-results', class: 'compact' }),
+      element(
+        'p',
+        { class: 'note' },
+        `A partial measurement: the first ${m.windows} window${m.windows === 1 ? '' : 's'} of brown-test${precomputedData ? ', not the whole text the precomputed figures cover, so compare the ratios rather than the perplexities' : ''}. ` +
+          `Quantized ${m.matrices} matrices with HQQ on the WebAssembly kernel in ${formatFixed(m.quantizeSeconds, 1)} s (summed squared error ${formatFixed(m.squaredError, 3)}); ` +
+          `perplexity by onnxruntime-web in ${formatFixed(m.float.seconds, 1)} s (fp32) and ${formatFixed(m.quantized.seconds, 1)} s (quantized).`,
+      ),
+    );
+  };
+
+  const run = async () => {
+    if (busy) return;
+    busy = true;
+    button.disabled = true;
+    cell.root.dataset.live = 'busy';
+    const k = knobs;
+    const count = Number(windows.value);
+    try {
+      const { allocation } = allocate(analysis, k);
+      progress.status('opening the model');
+      await live.open();
+      const quantized = await live.quantize(allocation, (p) => progress.update(p, 'quantize'));
+      const float = await live.perplexity('float', count, (p) => progress.update(p, 'fp32 perplexity'));
+      const q = await live.perplexity('quantized', count, (p) => progress.update(p, 'quantized perplexity'));
+      measured = { knobs: k, label: knobsLabel(k), windows: count, float, quantized: q, quantizeSeconds: quantized.seconds, squaredError: quantized.squaredError, matrices: quantized.matrices };
+      progress.status(`done: ${knobsLabel(k)} on ${count} window${count === 1 ? '' : 's'}`, 'done');
+      renderResults();
+      cell.root.dataset.live = 'done';
+    } catch (error) {
+      progress.status(describeError(error), 'error');
+      cell.root.dataset.live = 'error';
+    } finally {
+      busy = false;
+      button.disabled = false;
+      update(knobs);
+    }
+  };
+  button.addEventListener('click', () => void run());
+
+  const output = [element('div', { class: 'live-controls' }, button, element('label', {}, 'evaluate on ', windows)), selection, progress.root, results];
+  const update = (next: Knobs) => {
+    knobs = next;
+    const { allocation } = allocate(analysis, knobs);
+    // After knobs the model cannot allocate (a missing table), the cell showed that error: bring the controls back.
+    if (cell.root.dataset.state === 'error') cell.setOutput(...output);
+    cell.setCode(codeOf(allocation, Number(windows.value)));
+    const stale = measured && JSON.stringify(measured.knobs) !== JSON.stringify(knobs);
+    selection.textContent =
+      `The knobs select ${knobsLabel(knobs)}: ${allocation.matrices.filter((m) => m.config).length} matrices, ${formatFixed(allocation.totals.bpp, 4)} bits per weight.` +
+      (stale ? ` The table below was measured for ${measured!.label}; press the button to measure this one.` : '');
+  };
+  windows.addEventListener('change', () => update(knobs));
+  cell.setOutput(...output);
+  renderResults();
+  update(knobs);
+  return { update };
+}
+
+function codeOf(allocation: Allocation, windows: number): string {
+  const configs = new Set(allocation.matrices.map((m) => (m.config ? configName(m.config) : 'float')));
+  return (
+    `// in the model worker (WebAssembly), for each of the ${allocation.matrices.length} matrices (${[...configs].join(', ')}):\n` +
+    `weights.set(name, hqq.dequantize(hqq.quantize(weight, config)))      // createHqqQuantizer({ kernel: 'wasm' })\n` +
+    `const model = await ort.InferenceSession.create(buildDecoderGraph(config, layout, { weights, tokenNll: true }).encode())\n` +
+    `await perplexity(model, brownTestIds, { seqlen: ${LIVE_SEQLEN}, maxTokens: ${windows * LIVE_SEQLEN} })   // @layerquant/perplexity`
+  );
+}

@@ -1,0 +1,75 @@
+import type { FnormTable, KurtosisTable } from '@layerquant/allocators';
+import type { QuantConfig } from '@layerquant/core';
+import type { ModelSummary, TensorInfo } from '@layerquant/tensor-io/browser';
+import type { ModelFilesSpec } from './model-files.js';
+
+/** What the page asks the model worker; every request has an id, answered once by a result or an error. */
+export type WorkerRequest =
+  | { readonly kind: 'open'; readonly files: ModelFilesSpec; readonly textUrl: string }
+  | { readonly kind: 'load-float' }
+  | { readonly kind: 'quantize'; readonly matrices: readonly { readonly name: string; readonly config: QuantConfig }[] }
+  | { readonly kind: 'perplexity'; readonly model: 'float' | 'quantized'; readonly windows: number; readonly seqlen: number }
+  | { readonly kind: 'generate'; readonly model: 'float' | 'quantized'; readonly prompt: string; readonly tokens: number }
+  | { readonly kind: 'quantize-matrix'; readonly name: string; readonly config: QuantConfig }
+  | { readonly kind: 'statistics'; readonly fnorm: boolean }
+  | { readonly kind: 'tokenize-text'; readonly maxTokens: number };
+
+export interface OpenResult {
+  readonly summary: ModelSummary;
+  readonly tensors: readonly Pick<TensorInfo, 'name' | 'dtype' | 'shape' | 'byteLength'>[];
+  readonly files: readonly string[];
+  /** Float32 bytes of every weight the forward pass reads. */
+  readonly float32Bytes: number;
+  readonly fits: { readonly ok: boolean; readonly limitBytes: number; readonly message: string };
+  readonly hasTokenizer: boolean;
+}
+
+export interface LoadResult {
+  readonly seconds: number;
+}
+
+export interface QuantizeResult {
+  readonly seconds: number;
+  readonly matrices: number;
+  readonly squaredError: number;
+  readonly kernel: string;
+}
+
+export interface PerplexityAnswer {
+  readonly ppl: number;
+  readonly nll: number;
+  readonly windows: number;
+  readonly tokens: number;
+  readonly seconds: number;
+}
+
+export interface GenerateAnswer {
+  readonly promptIds: readonly number[];
+  readonly ids: readonly number[];
+  readonly text: string;
+  readonly seconds: number;
+}
+
+export interface QuantizedMatrixAnswer {
+  readonly packed: Uint32Array;
+  readonly scale: Float32Array;
+  readonly zero: Float32Array;
+  readonly kernel: string;
+}
+
+export interface StatisticsAnswer {
+  readonly kurtosis: KurtosisTable;
+  readonly fnorm?: FnormTable;
+  readonly seconds: number;
+}
+
+export interface Progress {
+  readonly done: number;
+  readonly total: number;
+  readonly label: string;
+}
+
+export type WorkerMessage =
+  | { readonly id: number; readonly progress: Progress }
+  | { readonly id: number; readonly result: unknown }
+  | { readonly id: number; readonly error: { readonly name: string; readonly message: string } };

@@ -1,0 +1,65 @@
+import { matrixTensorName, type Allocation } from '@layerquant/core';
+import { startModelWorker, type ModelWorker } from './client.js';
+import type { ModelFilesSpec } from './model-files.js';
+import type { GenerateAnswer, OpenResult, PerplexityAnswer, Progress, QuantizeResult, StatisticsAnswer } from './protocol.js';
+
+/** Window length of the live perplexity: the protocol of the precomputed figures (brown-test, windows of 512). */
+export const LIVE_SEQLEN = 512;
+
+/** One model the page runs live, in its own worker: opened once, float session loaded once, quantized on demand. */
+export interface LiveModel {
+  readonly worker: ModelWorker;
+  open(): Promise<OpenResult>;
+  /** Quantizes with the allocation unless the current quantized model already is that allocation. */
+  quantize(allocation: Allocation, onProgress?: (p: Progress) => void): Promise<QuantizeResult & { reused: boolean }>;
+  perplexity(model: 'float' | 'quantized', windows: number, onProgress?: (p: Progress) => void): Promise<PerplexityAnswer>;
+  generate(model: 'float' | 'quantized', prompt: string, tokens: number, onProgress?: (p: Progress) => void): Promise<GenerateAnswer>;
+  statistics(fnorm: boolean, onProgress?: (p: Progress) => void): Promise<StatisticsAnswer>;
+  /** The allocation signature the quantized session holds, if any. */
+  quantizedSignature(): string | undefined;
+  terminate(): void;
+}
+
+export function allocationSignature(allocation: Allocation): string {
+  return allocation.matrices.map((m) => (m.config ? `b${m.config.bits}g${m.config.groupSize}` : 'f')).join(' ');
+}
+
+export function createLiveModel(files: ModelFilesSpec, textUrl: string): LiveModel {
+  const worker = startModelWorker();
+  let opened: Promise<OpenResult> | undefined;
+  let quantized: { signature: string; result: QuantizeResult } | undefined;
+  const floatPpl = new Map<number, PerplexityAnswer>();
+  const open = () => (opened ??= worker.request<OpenResult>({ kind: 'open', files, textUrl }));
+  return {
+    worker,
+    open,
+    async quantize(allocation, onProgress) {
+      await open();
+      const signature = allocationSignature(allocation);
+      if (quantized?.signature === signature) return { ...quantized.result, reused: true };
+      quantized = undefined;
+      const matrices = allocation.matrices.filter((m) => m.config).map((m) => ({ name: matrixTensorName(m.layer, m.module), config: m.config! }));
+      const result = await worker.request<QuantizeResult>({ kind: 'quantize', matrices }, onProgress);
+      quantized = { signature, result };
+      return { ...result, reused: false };
+    },
+    async perplexity(model, windows, onProgress) {
+      await open();
+      // The float model does not change: measure each window count once.
+      if (model === 'float' && floatPpl.has(windows)) return floatPpl.get(windows)!;
+      const answer = await worker.request<PerplexityAnswer>({ kind: 'perplexity', model, windows, seqlen: LIVE_SEQLEN }, onProgress);
+      if (model === 'float') floatPpl.set(windows, answer);
+      return answer;
+    },
+    async generate(model, prompt, tokens, onProgress) {
+      await open();
+      return worker.request<GenerateAnswer>({ kind: 'generate', model, prompt, tokens }, onProgress);
+    },
+    async statistics(fnorm, onProgress) {
+      await open();
+      return worker.request<StatisticsAnswer>({ kind: 'statistics', fnorm }, onProgress);
+    },
+    quantizedSignature: () => quantized?.signature,
+    terminate: () => worker.terminate(),
+  };
+}

@@ -1,0 +1,283 @@
+/// <reference lib="webworker" />
+import { LayerquantError, matrixOfTensorName, type QuantConfig } from '@layerquant/core';
+import { perplexity } from '@layerquant/perplexity/browser';
+import { createHqqQuantizer, squaredError } from '@layerquant/quantizers';
+import { decoderLayout, expectedShapes, greedyDecode, loadDecoderWeights, withOverrides, type DecoderWeights } from '@layerquant/runtime/graph';
+import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
+import { openBrowserCheckpoint, type BrowserCheckpoint } from './browser-checkpoint.js';
+import { openModelFiles } from './model-files.js';
+import { memoryFit } from './memory-fit.js';
+import type { OpenResult, Progress, WorkerMessage, WorkerRequest } from './protocol.js';
+import { createPageTokenizer, type PageTokenizer } from './tokenizer.js';
+import { createWebDecoder, createWebKvDecoder, type WebDecoder } from './web-decoder.js';
+
+// The model worker: it holds one model (weights, the float and the quantized onnxruntime-web sessions, the
+// tokenizer) and does everything heavy, so the page stays responsive. One worker per model source.
+
+declare const self: DedicatedWorkerGlobalScope;
+
+/** HQQ (upstream settings) on the WebAssembly SIMD kernel (it throws where WebAssembly SIMD is missing), as the CLI runs it. */
+const KERNEL = 'wasm';
+const quantizer = createHqqQuantizer({ kernel: KERNEL });
+
+interface State {
+  checkpoint: BrowserCheckpoint;
+  textUrl: string;
+  tokenizer?: PageTokenizer;
+  ids?: Promise<number[]>;
+  floatWeights?: DecoderWeights;
+  quantizedWeights?: DecoderWeights;
+  sessions: SessionCache;
+  fits: boolean;
+}
+let state: State | undefined;
+
+type Which = 'float' | 'quantized';
+type NllDecoder = WebDecoder;
+type KvSession = Awaited<ReturnType<typeof createWebKvDecoder>>;
+
+/**
+ * At most two onnxruntime-web sessions live at a time (each holds every weight in float32): the perplexity graph
+ * (per-token NLL) and the KV-cache graph of the float and the quantized model are built when asked, and the least
+ * recently used one is released first.
+ */
+class SessionCache {
+  private readonly live = new Map<string, Promise<NllDecoder | KvSession>>();
+  private static readonly CAPACITY = 2;
+  async get<T extends NllDecoder | KvSession>(key: string, build: () => Promise<T>): Promise<T> {
+    const found = this.live.get(key);
+    if (found) {
+      this.live.delete(key);
+      this.live.set(key, found);
+      return found as Promise<T>;
+    }
+    while (this.live.size >= SessionCache.CAPACITY) {
+      const [oldest, session] = this.live.entries().next().value as [string, Promise<NllDecoder | KvSession>];
+      this.live.delete(oldest);
+      await (await session).release();
+    }
+    const created = build();
+    this.live.set(key, created);
+    created.catch(() => this.live.delete(key));
+    return created;
+  }
+  async drop(prefix: string): Promise<void> {
+    for (const [key, session] of [...this.live]) {
+      if (!key.startsWith(prefix)) continue;
+      this.live.delete(key);
+      await (await session).release();
+    }
+  }
+}
+
+class WorkerStateError extends LayerquantError {
+  constructor(message: string) {
+    super('NOTEBOOK_STATE', message);
+  }
+}
+
+function opened(): State {
+  if (!state) throw new WorkerStateError('no model is open; open one first');
+  return state;
+}
+
+function tokenizerOf(s: State): PageTokenizer {
+  if (!s.tokenizer) throw new WorkerStateError(`${s.checkpoint.name} has no tokenizer.json; the page needs it to tokenize text`);
+  return s.tokenizer;
+}
+
+async function textIds(s: State): Promise<number[]> {
+  if (!s.ids) {
+    s.ids = (async () => {
+      const response = await fetch(s.textUrl);
+      if (!response.ok) throw new WorkerStateError(`${s.textUrl} could not be loaded (HTTP ${response.status})`);
+      // The whole text once, as the CLI does: cutting it first could change the tokens at the cut.
+      return tokenizerOf(s).encode(await response.text());
+    })();
+    // A failed load is tried again next time.
+    s.ids.catch(() => (s.ids = undefined));
+  }
+  return s.ids;
+}
+
+function requireFit(s: State): void {
+  if (!s.fits) throw new WorkerStateError(memoryFit(s.checkpoint.config, s.checkpoint.summary).message);
+}
+
+async function floatWeights(s: State, progress: (p: Progress) => void): Promise<DecoderWeights> {
+  requireFit(s);
+  if (!s.floatWeights) {
+    progress({ done: 0, total: 1, label: 'reading weights' });
+    s.floatWeights = await loadDecoderWeights(s.checkpoint, s.checkpoint.config);
+  }
+  return s.floatWeights;
+}
+
+function weightsOf(s: State, which: Which, progress: (p: Progress) => void): Promise<DecoderWeights> {
+  if (which === 'float') return floatWeights(s, progress);
+  if (!s.quantizedWeights) throw new WorkerStateError('nothing is quantized yet; quantize the model first');
+  return Promise.resolve(s.quantizedWeights);
+}
+
+async function nllModel(s: State, which: Which, progress: (p: Progress) => void): Promise<NllDecoder> {
+  const weights = await weightsOf(s, which, progress);
+  return s.sessions.get(`${which}/nll`, () => {
+    progress({ done: 0, total: 1, label: `building the ${which} perplexity session (onnxruntime-web)` });
+    return createWebDecoder(weights);
+  });
+}
+
+async function kvModel(s: State, which: Which, progress: (p: Progress) => void): Promise<KvSession> {
+  const weights = await weightsOf(s, which, progress);
+  return s.sessions.get(`${which}/kv`, () => {
+    progress({ done: 0, total: 1, label: `building the ${which} KV-cache session (onnxruntime-web)` });
+    return createWebKvDecoder(weights);
+  });
+}
+
+const handlers = {
+  async open(request: Extract<WorkerRequest, { kind: 'open' }>): Promise<OpenResult> {
+    const files = await openModelFiles(request.files);
+    const checkpoint = await openBrowserCheckpoint(files);
+    let tokenizer: PageTokenizer | undefined;
+    if (files.has('tokenizer.json')) {
+      const config = files.has('tokenizer_config.json') ? JSON.parse(await files.text('tokenizer_config.json')) : {};
+      tokenizer = createPageTokenizer(JSON.parse(await files.text('tokenizer.json')), config, files.name);
+    }
+    const fit = memoryFit(checkpoint.config, checkpoint.summary);
+    await state?.sessions.drop('');
+    state = { checkpoint, textUrl: request.textUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok, sessions: new SessionCache() };
+    const layout = decoderLayout(checkpoint.config, checkpoint);
+    let float32Bytes = 0;
+    for (const shape of expectedShapes(checkpoint.config, layout).values()) float32Bytes += 4 * shape.reduce((a, b) => a * b, 1);
+    return {
+      summary: checkpoint.summary,
+      tensors: checkpoint.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.byteLength })),
+      files: checkpoint.files,
+      float32Bytes,
+      fits: fit,
+      hasTokenizer: tokenizer !== undefined,
+    };
+  },
+
+  async 'load-float'(_request: unknown, progress: (p: Progress) => void) {
+    const started = performance.now();
+    await nllModel(opened(), 'float', progress);
+    return { seconds: (performance.now() - started) / 1000 };
+  },
+
+  async quantize(request: Extract<WorkerRequest, { kind: 'quantize' }>, progress: (p: Progress) => void) {
+    const s = opened();
+    const started = performance.now();
+    const base = await floatWeights(s, progress);
+    const overrides = new Map<string, Float32Array>();
+    let error = 0;
+    for (const [i, m] of request.matrices.entries()) {
+      const data = base.tensors.get(m.name);
+      if (!data) throw new WorkerStateError(`the allocation names ${m.name}, which the model does not have`);
+      const weight = { name: m.name, dtype: 'F32' as const, shape: base.shapes.get(m.name)!, data };
+      const dequantized = quantizer.dequantize(quantizer.quantize(weight, m.config));
+      error += squaredError(weight.data, dequantized);
+      overrides.set(m.name, dequantized);
+      progress({ done: i + 1, total: request.matrices.length, label: `quantized ${m.name}` });
+    }
+    await s.sessions.drop('quantized/');
+    s.quantizedWeights = withOverrides(base, overrides);
+    return { seconds: (performance.now() - started) / 1000, matrices: request.matrices.length, squaredError: error, kernel: KERNEL };
+  },
+
+  async perplexity(request: Extract<WorkerRequest, { kind: 'perplexity' }>, progress: (p: Progress) => void) {
+    const s = opened();
+    const decoder = await nllModel(s, request.model, progress);
+    const ids = await textIds(s);
+    const result = await perplexity(decoder, ids, {
+      seqlen: request.seqlen,
+      maxTokens: request.windows * request.seqlen,
+      onProgress: (done, total) => progress({ done, total, label: `window ${done} of ${total}` }),
+    });
+    return { ppl: result.ppl, nll: result.nll, windows: result.windows, tokens: result.tokens, seconds: result.seconds };
+  },
+
+  async generate(request: Extract<WorkerRequest, { kind: 'generate' }>, progress: (p: Progress) => void) {
+    const s = opened();
+    const tokenizer = tokenizerOf(s);
+    const promptIds = tokenizer.encode(request.prompt);
+    if (promptIds.length === 0) throw new WorkerStateError('the prompt has no tokens; type some text');
+    const decoder = await kvModel(s, request.model, progress);
+    const started = performance.now();
+    // As `layerquant generate`: greedy with the KV cache, stopping at the end-of-sequence token.
+    const eos = s.checkpoint.config.eosTokenId;
+    let done = 0;
+    const ids = await greedyDecode(decoder, promptIds, {
+      maxNewTokens: request.tokens,
+      ...(eos === undefined ? {} : { eosTokenIds: [eos] }),
+      onToken: () => progress({ done: ++done, total: request.tokens, label: `token ${done} of ${request.tokens}` }),
+    });
+    return { promptIds, ids, text: tokenizer.decode(ids), seconds: (performance.now() - started) / 1000 };
+  },
+
+  async 'quantize-matrix'(request: Extract<WorkerRequest, { kind: 'quantize-matrix' }>) {
+    const s = opened();
+    const weight = await s.checkpoint.read(request.name);
+    const q = quantizer.quantize(weight, request.config);
+    return { packed: q.packed, scale: q.scale, zero: q.zero, kernel: KERNEL };
+  },
+
+  async statistics(request: Extract<WorkerRequest, { kind: 'statistics' }>, progress: (p: Progress) => void) {
+    const s = opened();
+    const started = performance.now();
+    const source = s.checkpoint;
+    const linear = s.checkpoint.tensors.filter((t) => matrixOfTensorName(t.name));
+    if (request.fnorm) {
+      const fnorm = await frobeniusTable(source, undefined, {
+        quantizer,
+        onMatrix: (done, total, key) => progress({ done, total, label: `fnorm of ${key} (12 configs)` }),
+      });
+      return { kurtosis: kurtosisTableFromFnorm(fnorm), fnorm, seconds: (performance.now() - started) / 1000 };
+    }
+    // kurtosisTable reads each linear matrix once: count the reads for the progress bar (a 7B model takes minutes).
+    let read = 0;
+    const counted = {
+      tensors: source.tensors,
+      dir: source.dir,
+      has: (name: string) => source.has(name),
+      read: async (name: string) => {
+        progress({ done: read, total: linear.length, label: `kurtosis of ${name}` });
+        const tensor = await source.read(name);
+        read++;
+        return tensor;
+      },
+    };
+    return { kurtosis: await kurtosisTable(counted), seconds: (performance.now() - started) / 1000 };
+  },
+
+  async 'tokenize-text'(request: Extract<WorkerRequest, { kind: 'tokenize-text' }>) {
+    return (await textIds(opened())).slice(0, request.maxTokens);
+  },
+} satisfies Record<WorkerRequest['kind'], (request: never, progress: (p: Progress) => void) => Promise<unknown>>;
+
+function transferables(value: unknown): Transferable[] {
+  if (value && typeof value === 'object' && 'packed' in value) {
+    const q = value as { packed: Uint32Array; scale: Float32Array; zero: Float32Array };
+    return [q.packed.buffer, q.scale.buffer, q.zero.buffer] as Transferable[];
+  }
+  return [];
+}
+
+// Requests run one at a time, in order: a model's sessions are not shared between two runs.
+let queue: Promise<void> = Promise.resolve();
+self.onmessage = (event: MessageEvent<{ id: number; request: WorkerRequest }>) => {
+  const { id, request } = event.data;
+  const post = (message: WorkerMessage, transfer: Transferable[] = []) => self.postMessage(message, transfer);
+  queue = queue.then(async () => {
+    try {
+      const handler = handlers[request.kind] as (request: WorkerRequest, progress: (p: Progress) => void) => Promise<unknown>;
+      const result = await handler(request, (progress) => post({ id, progress }));
+      post({ id, result }, transferables(result));
+    } catch (error) {
+      // A LayerquantError is a message for the reader (a missing file, a bad option); anything else is a bug.
+      if (!(error instanceof LayerquantError)) console.error(error);
+      post({ id, error: { name: error instanceof Error ? error.name : 'Error', message: error instanceof Error ? error.message : String(error) } });
+    }
+  });
+};
