@@ -93,12 +93,13 @@ function forbidNodeOnlyCode(): Plugin {
 }
 
 const fixturesDir = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../packages/fixtures');
+const datasetsDir = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../packages/datasets');
 
-/** What the page loads besides its bundle: the shipped model directory and the evaluation text, from packages/fixtures. */
+/** What the page loads besides its bundle: the shipped model directory (packages/fixtures) and the evaluation text (packages/datasets). */
 export const SERVED_FIXTURES: readonly { readonly url: string; readonly dir: string; readonly files: (name: string) => boolean }[] = [
   // Weights, config and tokenizer only: oracles/ and the PyTorch references stay out of the site.
   { url: 'models/llama-brown-26m/', dir: join(fixturesDir, 'models/llama-brown-26m'), files: (name) => /\.(safetensors|json)$/.test(name) && !name.startsWith('reference-') },
-  { url: 'data/', dir: join(fixturesDir, 'data'), files: (name) => name === 'brown-test.txt' },
+  { url: 'data/', dir: join(datasetsDir, 'data'), files: (name) => name === 'brown-test.txt' },
   { url: 'paper-data/llama-2-7b/', dir: join(fixturesDir, 'paper-data/llama-2-7b'), files: (name) => name === 'published-results.csv' },
 ];
 

@@ -1,18 +1,26 @@
+import { createRequire } from 'node:module';
 import { LayerquantError } from '@layerquant/core';
 import type { Command, CommandContext } from './command.js';
 import { commands } from './commands/index.js';
 import { loadPlugins, splitPluginArgs, type PluginRegistries } from './plugins.js';
+import { SCHEMA_VERSION, jsonError } from './output.js';
+
+/** The version of the layerquant package (package.json sits one folder above src/ and dist/). */
+export const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 function help(): string {
   const lines = ['layerquant: layer-sensitive mixed-precision quantization of LLM weights', '', 'Commands:'];
   for (const c of commands) lines.push(`  ${c.name.padEnd(12)} ${c.summary}`);
-  lines.push('', 'Run `layerquant <command> --help` for the options of a command.');
+  lines.push('', 'Run `layerquant <command> --help` for the options of a command; `layerquant --version` prints the version.');
+  lines.push('Every command takes --json: one JSON object on stdout (schema: docs/json-schema.md), errors included.');
   return lines.join('\n');
 }
 
 /**
- * Runs the CLI; returns the exit code. Errors become one line on stderr. `--plugin <module>` (repeatable, any
- * command) loads plug-ins into the registries every command reads; they are built once, before the command runs.
+ * Runs the CLI; returns the exit code: 0 done, 1 bad input (a LayerquantError), 2 internal error. Errors become one
+ * line on stderr; under --json also `{ command, schemaVersion, error: { code, message } }` on stdout.
+ * `--plugin <module>` (repeatable, any command) loads plug-ins into the registries every command reads; they are
+ * built once, before the command runs.
  */
 export async function runCli(argv: string[], io: Pick<CommandContext, 'stdout' | 'stderr'> = {
   stdout: (t) => process.stdout.write(t),
@@ -24,17 +32,26 @@ export async function runCli(argv: string[], io: Pick<CommandContext, 'stdout' |
     argv = split.argv;
     plugins = await loadPlugins(split.plugins);
   } catch (error) {
-    io.stderr(`layerquant: error: ${(error instanceof Error ? error.message : String(error)).split('\n')[0]}\n`);
+    const message = (error instanceof Error ? error.message : String(error)).split('\n')[0]!;
+    if (argv.includes('--json')) io.stdout(jsonError(commands.find((c) => argv.includes(c.name))?.name ?? null, error instanceof LayerquantError ? error.code : 'INTERNAL', message));
+    io.stderr(`layerquant: error: ${message}\n`);
     return 1;
   }
   const [name, ...rest] = argv;
+  const json = argv.includes('--json');
+  if (name === '--version' || name === '-V' || name === 'version') {
+    io.stdout(json ? `${JSON.stringify({ command: 'version', schemaVersion: SCHEMA_VERSION, version: VERSION })}\n` : `layerquant ${VERSION}\n`);
+    return 0;
+  }
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     io.stdout(`${help()}\n`);
     return name ? 0 : 1;
   }
   const command: Command | undefined = commands.find((c) => c.name === name);
   if (!command) {
-    io.stderr(`layerquant: error: unknown command "${name}"; commands: ${commands.map((c) => c.name).join(', ')}\n`);
+    const message = `unknown command "${name}"; commands: ${commands.map((c) => c.name).join(', ')}`;
+    if (json) io.stdout(jsonError(null, 'UNKNOWN_COMMAND', message));
+    io.stderr(`layerquant: error: ${message}\n`);
     return 1;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
@@ -46,11 +63,14 @@ export async function runCli(argv: string[], io: Pick<CommandContext, 'stdout' |
     return 0;
   } catch (error) {
     if (error instanceof LayerquantError) {
-      io.stderr(`layerquant: error: ${error.message.split('\n')[0]}\n`);
+      const message = error.message.split('\n')[0]!;
+      if (json) io.stdout(jsonError(command.name, error.code, message));
+      io.stderr(`layerquant: error: ${message}\n`);
       return 1;
     }
-    const message = error instanceof Error ? error.message : String(error);
-    io.stderr(`layerquant: internal error: ${message.split('\n')[0]}\n`);
+    const message = (error instanceof Error ? error.message : String(error)).split('\n')[0]!;
+    if (json) io.stdout(jsonError(command.name, 'INTERNAL', message));
+    io.stderr(`layerquant: internal error: ${message}\n`);
     if (process.env.LAYERQUANT_DEBUG && error instanceof Error) io.stderr(`${error.stack}\n`);
     return 2;
   }

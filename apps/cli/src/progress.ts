@@ -1,3 +1,10 @@
+import { wrapAtSpaces } from './output.js';
+
+/** A line for stderr, broken at spaces to fit its width when it is a terminal (never inside a number). */
+export function fitStderr(line: string): string {
+  return wrapAtSpaces(line, process.stderr.isTTY && process.stderr.columns ? process.stderr.columns : Number.POSITIVE_INFINITY, 2);
+}
+
 /**
  * A progress bar with ETA on stderr when it is a terminal; silent otherwise (and with --json).
  */
@@ -9,7 +16,7 @@ export interface Progress {
 export function createProgress(title: string, enabled = Boolean(process.stderr.isTTY)): Progress {
   const start = Date.now();
   let last = 0;
-  const width = 28;
+  const width = 20;
   return {
     update(done, total, label = '') {
       if (!enabled) return;
@@ -21,12 +28,13 @@ export function createProgress(title: string, enabled = Boolean(process.stderr.i
       const elapsed = (now - start) / 1000;
       const eta = fraction > 0 ? elapsed / fraction - elapsed : 0;
       const bar = `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
-      const text = `${title} ${bar} ${(fraction * 100).toFixed(0).padStart(3)}% ${done}/${total} ${formatSeconds(elapsed)} elapsed, ETA ${formatSeconds(eta)} ${label}`;
+      // What the bar counts comes first: a narrow terminal cuts the times, not the label.
+      const text = `${title} ${bar} ${(fraction * 100).toFixed(0).padStart(3)}% ${done}/${total}${label ? ` ${label}` : ''}, ${formatSeconds(elapsed)} elapsed, ETA ${formatSeconds(eta)}`;
       process.stderr.write(`\r${text.slice(0, (process.stderr.columns ?? 120) - 1)}\x1b[K`);
     },
     done(message) {
       if (!enabled) return;
-      process.stderr.write(`\r\x1b[K${message ? `${title}: ${message}\n` : ''}`);
+      process.stderr.write(`\r\x1b[K${message ? `${fitStderr(`${title}: ${message}`)}\n` : ''}`);
     },
   };
 }
@@ -36,4 +44,25 @@ export function formatSeconds(seconds: number): string {
   if (seconds < 60) return `${seconds.toFixed(1)}s`;
   const m = Math.floor(seconds / 60);
   return `${m}m${String(Math.round(seconds - m * 60)).padStart(2, '0')}s`;
+}
+
+/** A spinner with elapsed seconds on stderr for a step of unknown length (loading a model); silent when disabled. */
+export function createSpinner(title: string, enabled = Boolean(process.stderr.isTTY)): { stop(message?: string): void } {
+  if (!enabled) return { stop: () => undefined };
+  const frames = ['|', '/', '-', '\\'];
+  const start = Date.now();
+  let i = 0;
+  const draw = () => process.stderr.write(`\r${`${frames[i++ % frames.length]} ${formatSeconds((Date.now() - start) / 1000)} ${title}`.slice(0, (process.stderr.columns ?? 120) - 1)}\x1b[K`);
+  draw();
+  const timer = setInterval(draw, 120);
+  timer.unref();
+  let stopped = false;
+  return {
+    stop(message) {
+      if (stopped) return; // idempotent: the first event of a long step stops it
+      stopped = true;
+      clearInterval(timer);
+      process.stderr.write(`\r\x1b[K${message ? `${fitStderr(`${title}: ${message}`)}\n` : ''}`);
+    },
+  };
 }

@@ -13,10 +13,10 @@ describe('layerquant allocate', () => {
     const { code, stdout, stderr } = await cli('allocate', '--stats', llama2PaperDir, '--method', 'sensiboost', '--budget', '3.25', '--boost-stop', '2', '--top-m', '1', '--json');
     expect(stderr).toBe('');
     expect(code).toBe(0);
-    const allocation = JSON.parse(stdout) as { method: string; matrices: { key: string; config: { bits: number; groupSize: number } }[]; totals: { bpp: number }; boosted: Record<string, number[]> };
-    expect(allocation.method).toBe('sensiboost');
-    expect(allocation.matrices).toHaveLength(224);
-    expect(allocation.boosted['self_attn.q_proj']).toEqual([31]);
+    const result = JSON.parse(stdout) as { method: string; allocation: Record<string, string | null>; boosts: { layers: { layer: number; module: string }[] } };
+    expect(result.method).toBe('sensiboost');
+    expect(Object.keys(result.allocation)).toHaveLength(224);
+    expect(result.boosts.layers.filter((l) => l.module === 'self_attn.q_proj').map((l) => l.layer)).toEqual([31]);
     const expected = readFileSync(`${llama2PaperDir}/expected-allocations/sensi-boost-2-1.csv`, 'utf8')
       .trim()
       .split('\n')
@@ -24,8 +24,7 @@ describe('layerquant allocate', () => {
       .map((line) => line.split(','))
       .filter((f) => f[5] === '3.25');
     for (const f of expected) {
-      const m = allocation.matrices.find((x) => x.key === `${f[2]}.${f[1]}`)!;
-      expect(`b${m.config.bits}g${m.config.groupSize}`).toBe(`b${f[6]}g${f[7]}`);
+      expect(result.allocation[`${f[2]}.${f[1]}`]).toBe(`b${f[6]}g${f[7]}`);
     }
   });
   it('prints MXQ with objective, bound and gap, and writes --out atomically', async () => {
@@ -42,7 +41,7 @@ describe('layerquant allocate', () => {
   it('runs MXQ on the 405B table and the other methods, per matrix with --verbose', async () => {
     const big = await cli('allocate', '--stats', llama405bPaperDir, '--method', 'mxq', '--budget', '4.25', '--json');
     expect(big.code).toBe(0);
-    expect((JSON.parse(big.stdout) as { matrices: unknown[] }).matrices).toHaveLength(882);
+    expect(Object.keys((JSON.parse(big.stdout) as { allocation: Record<string, string> }).allocation)).toHaveLength(882);
     for (const method of ['uniform', 'kurtboost', 'ablation']) {
       const { code, stdout } = await cli('allocate', '--stats', llama2PaperDir, '--method', method, '--budget', '4.13', '--top-m', '0', '--seed', '3', '--verbose');
       expect(code, method).toBe(0);
@@ -52,15 +51,15 @@ describe('layerquant allocate', () => {
   it('runs the new plug-ins by name or by flags, at any budget and on a config ladder', async () => {
     const byFlags = await cli('allocate', '--stats', llama2PaperDir, '--method', 'sensi-milp', '--top-m', '2', '--budget', '3.07', '--json');
     expect(byFlags.code).toBe(0);
-    const a = JSON.parse(byFlags.stdout) as { method: string; options: Record<string, unknown>; totals: { bpp: number }; solver: { gap: number } };
+    const a = JSON.parse(byFlags.stdout) as { method: string; options: Record<string, unknown>; sizes: { paperBitsPerWeight: number }; solver: { gap: number } };
     expect(a).toMatchObject({ method: 'sensi-milp', options: { budget: 3.07, topM: 2, factor: 2, ablation: false } });
-    expect(a.totals.bpp).toBeLessThanOrEqual(3.07);
+    expect(a.sizes.paperBitsPerWeight).toBeLessThanOrEqual(3.07);
     expect(a.solver.gap).toBeLessThanOrEqual(1e-6);
     const byName = JSON.parse((await cli('allocate', '--stats', llama2PaperDir, '--method', 'sensi-milp-2', '--budget', '3.07', '--json')).stdout) as typeof a;
     expect(byName.options).toEqual(a.options);
     const ladder = await cli('allocate', '--stats', llama2PaperDir, '--method', 'kurt-scaled', '--budget', '3.4', '--configs', 'b2g64,b3g64,b4g32', '--json');
     expect(ladder.code).toBe(0);
-    const configs = new Set((JSON.parse(ladder.stdout) as { matrices: { config: { bits: number; groupSize: number } }[] }).matrices.map((m) => `b${m.config.bits}g${m.config.groupSize}`));
+    const configs = new Set(Object.values((JSON.parse(ladder.stdout) as { allocation: Record<string, string> }).allocation));
     expect([...configs].every((c) => ['b2g64', 'b3g64', 'b4g32'].includes(c))).toBe(true);
     const missing = await cli('allocate', '--stats', llama2PaperDir, '--method', 'measured', '--budget', '3.25');
     expect(missing.code).toBe(1);

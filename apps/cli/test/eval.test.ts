@@ -16,13 +16,13 @@ describe('layerquant eval', () => {
     const fromDataset = await bin('eval', shippedModelDir, '--dataset', 'brown-test', '--max-tokens', '2048', '--seqlen', '256', '--json', '--threads', '2');
     expect(fromDataset.stderr).toBe('');
     expect(fromDataset.code).toBe(0);
-    const a = JSON.parse(fromDataset.stdout) as { ppl: number; tokens: number; seconds: number; windows: number; quantized: boolean };
+    const a = JSON.parse(fromDataset.stdout) as { perplexity: number; tokens: number; seconds: number; windows: number; quantized: boolean };
     expect(a).toMatchObject({ tokens: 2048, windows: 8, quantized: false });
     expect(a.seconds).toBeGreaterThan(0);
-    expect(a.ppl).toBeGreaterThan(20);
-    expect(a.ppl).toBeLessThan(400);
+    expect(a.perplexity).toBeGreaterThan(20);
+    expect(a.perplexity).toBeLessThan(400);
     const fromText = await cli('eval', shippedModelDir, '--text', brownTestPath, '--max-tokens', '2048', '--seqlen', '256', '--json');
-    expect((JSON.parse(fromText.stdout) as { ppl: number }).ppl).toBeCloseTo(a.ppl, 3);
+    expect((JSON.parse(fromText.stdout) as { perplexity: number }).perplexity).toBeCloseTo(a.perplexity, 3);
   });
 
   it('runs the sliding-window protocol and prints a human table', async () => {
@@ -36,12 +36,12 @@ describe('layerquant eval', () => {
     const outDir = join(scratch, 'rtn-b4g64');
     await quantizeModel({ modelDir: shippedModelDir, outDir, quantizer: rtnQuantizer, configFor: () => quantConfig(4, 64), method: 'rtn' });
     const argv = ['--dataset', 'brown-test', '--max-tokens', '1024', '--seqlen', '256', '--json'];
-    const quantized = JSON.parse((await cli('eval', outDir, ...argv)).stdout) as { ppl: number; quantized: boolean };
-    const float = JSON.parse((await cli('eval', shippedModelDir, ...argv)).stdout) as { ppl: number; quantized: boolean };
+    const quantized = JSON.parse((await cli('eval', outDir, ...argv)).stdout) as { perplexity: number; quantized: boolean };
+    const float = JSON.parse((await cli('eval', shippedModelDir, ...argv)).stdout) as { perplexity: number; quantized: boolean };
     expect(quantized.quantized).toBe(true);
     expect(float.quantized).toBe(false);
-    expect(quantized.ppl).not.toBe(float.ppl);
-    expect(Math.abs(quantized.ppl - float.ppl) / float.ppl).toBeLessThan(0.05);
+    expect(quantized.perplexity).not.toBe(float.perplexity);
+    expect(Math.abs(quantized.perplexity - float.perplexity) / float.perplexity).toBeLessThan(0.05);
   });
 
   it('exits 1 with one line naming the problem on bad input', async () => {

@@ -8,6 +8,13 @@ import { describe, expect, it } from 'vitest';
 import { modelContentHash } from '../src/experiment/keys.js';
 import type { ComputedStatsSettings } from '../src/experiment/plan.js';
 import type { ExperimentRow } from '../src/experiment/report.js';
+
+interface JsonRow {
+  readonly method: string;
+  readonly budget: number | null;
+  readonly perplexity: number;
+  readonly seconds: number;
+}
 import { ensureStatistics } from '../src/experiment/statistics.js';
 import { bin, binPath, cli } from './run-cli.js';
 
@@ -90,8 +97,9 @@ describe('statistics cache keyed by settings', () => {
 });
 
 const base = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--no-fp', '--json'];
-const rowsOf = (stdout: string) => (JSON.parse(stdout) as { rows: ExperimentRow[] }).rows;
-const withoutTime = (rows: readonly ExperimentRow[]) => rows.map(({ seconds: _, ...r }) => r);
+/** The rows of `experiment --json` (schema/output.schema.json: `perplexity`, `sizes`, ...). */
+const rowsOf = (stdout: string) => (JSON.parse(stdout) as { rows: JsonRow[] }).rows;
+const withoutTime = (rows: readonly JsonRow[]) => rows.map(({ seconds: _, ...r }) => r);
 
 describe('experiment cells keyed by settings', () => {
   it('keeps rows of other --max-tokens and --methods, shows the current ones, reuses each under its own settings', async () => {
@@ -101,13 +109,13 @@ describe('experiment cells keyed by settings', () => {
     const b = await cli(...base, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1536', '--out', out);
     expect(b.code).toBe(0);
     expect(b.stderr).toMatch(/not reusing hqq @ 3\.25 .*maxTokens 1024 -> 1536/);
-    expect(rowsOf(b.stdout)[0]!.ppl).not.toBe(rowsOf(a.stdout)[0]!.ppl);
-    const saved = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: Record<string, { row: ExperimentRow; windows: { nllSum: number[]; tokens: number[] } }> };
+    expect(rowsOf(b.stdout)[0]!.perplexity).not.toBe(rowsOf(a.stdout)[0]!.perplexity);
+    const saved = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: Record<string, { row: ExperimentRow }> };
     expect(Object.keys(saved.cells)).toHaveLength(2);
     // Per-window NLL: the windows' sums over their tokens give back the cell's perplexity.
     for (const cell of Object.values(saved.cells)) {
-      const sum = cell.windows.nllSum.reduce((s, x) => s + x, 0);
-      const tokens = cell.windows.tokens.reduce((s, x) => s + x, 0);
+      const sum = cell.row.windowNll!.reduce((s, x) => s + x, 0);
+      const tokens = cell.row.windowWeights!.reduce((s, x) => s + x, 0);
       expect(Math.abs(Math.exp(sum / tokens) - cell.row.ppl) / cell.row.ppl).toBeLessThan(1e-12);
     }
     expect(readFileSync(join(out, 'results.csv'), 'utf8').trim().split('\n')).toHaveLength(2);

@@ -67,7 +67,7 @@ describe('experiment report', () => {
     expect(headline([row('hqq', 3.25, 90), row('sensiboost-2-1', 3.25, 89.95, 0, 3)])).toBeUndefined();
   });
   it('writes the CSV columns the issue asks for', () => {
-    expect(formatResultsCsv(rows).split('\n')[0]).toBe('model,method,options,budget,bpp,MB,packed_bytes,extra_memory_percent,perplexity,seconds');
+    expect(formatResultsCsv(rows).split('\n')[0]).toBe('model,method,options,budget,paper_bits_per_weight,paper_MiB,disk_MiB,extra_memory_percent,perplexity,seconds');
   });
 });
 
@@ -118,28 +118,37 @@ describe('paired bootstrap over windows', () => {
   });
 });
 
+/** A row of `experiment --json` (schema/output.schema.json). */
+interface JsonRow {
+  readonly method: string;
+  readonly sizes: { readonly paperBitsPerWeight: number };
+  readonly perplexity: number;
+  readonly extraMemoryPercent: number | null;
+  readonly seconds: number;
+}
+
 describe('layerquant experiment', () => {
   it('matches the PyTorch oracle within 0.1% on the whole of brown-test (SensiBoost 2-1 at 2.25 bits)', async () => {
     const out = mkdtempSync(join(tmpdir(), 'experiment-'));
     const { code, stdout, stderr } = await bin('experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'sensiboost-2-1', '--budgets', '2.25', '--no-fp', '--out', out, '--json');
     expect(stderr).toBe('');
     expect(code).toBe(0);
-    const result = JSON.parse(stdout) as { rows: ExperimentRow[] };
+    const result = JSON.parse(stdout) as { rows: JsonRow[] };
     const oracle = oracles.table.find((r) => r.method === 'sensiboost-2-1' && r.budget === 2.25)!;
     const [ours] = result.rows;
-    expect(ours!.bpp).toBeCloseTo(oracle.bpp, 12);
-    expect(Math.abs(ours!.ppl - oracle.ppl) / oracle.ppl).toBeLessThan(0.001);
+    expect(ours!.sizes.paperBitsPerWeight).toBeCloseTo(oracle.bpp, 12);
+    expect(Math.abs(ours!.perplexity - oracle.ppl) / oracle.ppl).toBeLessThan(0.001);
     expect(readdirSync(out).sort()).toEqual(['results.csv', 'results.json', 'results.md']);
   }, 600_000);
 
   it('resumes: a second run with the same settings evaluates nothing again', async () => {
     const out = mkdtempSync(join(tmpdir(), 'experiment-resume-'));
     const args = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq,kurtboost-2-1', '--budgets', '3.25', '--max-tokens', '1024', '--out', out, '--json'];
-    const first = JSON.parse((await cli(...args)).stdout) as { rows: ExperimentRow[] };
+    const first = JSON.parse((await cli(...args)).stdout) as { rows: JsonRow[] };
     expect(first.rows.map((r) => r.method)).toEqual(['fp', 'hqq', 'kurtboost-2-1']);
     expect(first.rows[2]!.extraMemoryPercent).toBeGreaterThan(0);
     const started = performance.now();
-    const second = JSON.parse((await cli(...args)).stdout) as { rows: ExperimentRow[] };
+    const second = JSON.parse((await cli(...args)).stdout) as { rows: JsonRow[] };
     expect(second.rows).toEqual(first.rows);
     expect(performance.now() - started).toBeLessThan(first.rows.reduce((s, r) => s + r.seconds, 0) * 1000);
     expect(readFileSync(join(out, 'results.md'), 'utf8')).toMatch(/\| 3\.25 \| kurtboost-2-1 \|/);

@@ -21,33 +21,33 @@ describe('layerquant export, quantize --format onnx, generate', () => {
     const { code, stdout, stderr } = await bin('quantize', shippedModelDir, '--config', 'b2g64', '--out', out, '--format', 'onnx', '--json');
     expect(stderr).toBe('');
     expect(code).toBe(0);
-    const json = JSON.parse(stdout) as { bpp: number; out: string; export: { file: string; dtype: string; accuracyLevel: number; linearBitsPerWeight: number } };
-    expect(json.bpp.toFixed(4)).toBe('2.2539');
+    const json = JSON.parse(stdout) as { sizes: { paperBitsPerWeight: number }; out: string; export: { file: string; dtype: string; accuracyLevel: number; sizes: { diskBitsPerWeight: number } } };
+    expect(json.sizes.paperBitsPerWeight.toFixed(4)).toBe('2.2539');
     expect(json.out).toBe(out);
-    expect(json.export).toMatchObject({ file: 'onnx/model_q4.onnx', dtype: 'q4', accuracyLevel: 4 });
+    expect(json.export).toMatchObject({ file: join(out, 'onnx', 'model_q4.onnx'), dtype: 'q4', accuracyLevel: 4 });
     // per matrix [N, K]: 2-bit codes, an fp32 scale and fp32 zero correction per group of 64, 2-bit zero points
     // packed per row into whole bytes (ceil(K/64 * 2 / 8))
     const shapes = [[256, 256], [128, 256], [128, 256], [256, 256], [640, 256], [640, 256], [256, 640]] as const;
     const bytes = 32 * shapes.reduce((sum, [n, k]) => sum + (n * k) / 4 + n * (k / 64) * 8 + n * Math.ceil((k / 64) * 2 / 8), 0);
-    expect(json.export.linearBitsPerWeight).toBeCloseTo((8 * bytes) / 22_020_096, 12);
+    expect(json.export.sizes.diskBitsPerWeight).toBeCloseTo((8 * bytes) / 22_020_096, 12);
     expect(readdirSync(out).sort()).toEqual(['config.json', 'generation_config.json', 'onnx', 'quantization.json', 'tokenizer.json', 'tokenizer_config.json']);
     expect(readdirSync(scratch).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
   it('inspect counts the linear weights of both quantized layouts', async () => {
     const quantized = JSON.parse((await cli('inspect', checkpoint, '--json')).stdout) as Record<string, unknown>;
-    expect(quantized).toMatchObject({ layout: 'layerquant-quantized-v1', params: 26_231_040, linearParams: 22_020_096, linearMatrices: 224, quantizedMatrices: 224, configs: { b4g64: 224 } });
+    expect(quantized).toMatchObject({ layout: 'layerquant-quantized-v1', params: 26_231_040, linearParams: 22_020_096, linearMatrices: 224, configs: { b4g64: 224 } });
     const onnx = JSON.parse((await cli('inspect', exported, '--json')).stdout) as Record<string, unknown>;
-    expect(onnx).toMatchObject({ layout: 'onnx', linearParams: 22_020_096, linearMatrices: 224, matMulNBits: { b4g64: 224 }, numLayers: 32 });
+    expect(onnx).toMatchObject({ layout: 'onnx', linearParams: 22_020_096, linearMatrices: 224, configs: { b4g64: 224 }, numLayers: 32 });
     expect((await cli('inspect', exported)).stdout).toMatch(/MatMulNBits\s+b4g64 x224/);
   });
 
   it('eval of the exported file (packed weights) agrees with eval of the dequantized checkpoint', async () => {
     const args = ['--dataset', 'brown-test', '--max-tokens', '512', '--seqlen', '256', '--json'];
-    const onnx = JSON.parse((await cli('eval', exported, ...args)).stdout) as { ppl: number; onnx: string };
-    const dequantized = JSON.parse((await cli('eval', checkpoint, ...args)).stdout) as { ppl: number };
+    const onnx = JSON.parse((await cli('eval', exported, ...args)).stdout) as { perplexity: number; onnx: string };
+    const dequantized = JSON.parse((await cli('eval', checkpoint, ...args)).stdout) as { perplexity: number };
     expect(onnx.onnx).toBe(join(exported, 'onnx', 'model_q4.onnx'));
-    expect(Math.abs(onnx.ppl - dequantized.ppl) / dequantized.ppl).toBeLessThan(1e-4);
+    expect(Math.abs(onnx.perplexity - dequantized.perplexity) / dequantized.perplexity).toBeLessThan(1e-4);
   });
 
   it('generate writes the same greedy continuation from the checkpoint and from its export', async () => {

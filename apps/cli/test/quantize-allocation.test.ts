@@ -17,19 +17,19 @@ describe('layerquant quantize --budget (allocation-driven)', () => {
     const { code, stdout, stderr } = await cli('quantize', shippedModelDir, '--method', 'sensiboost', '--budget', '3.25', '--stats', shippedOraclesDir, '--out', out, '--json');
     expect(stderr).toBe('');
     expect(code).toBe(0);
-    const report = JSON.parse(stdout) as { bpp: number; paperMB: number; uniformMB: number; extraMemoryPercent: number; allocation: Record<string, string>; configs: Record<string, number> };
+    const report = JSON.parse(stdout) as { sizes: { paperBitsPerWeight: number }; extraMemoryPercent: number; allocation: Record<string, string>; configs: Record<string, number> };
     const oracle = oracles.table.find((r) => r.method === 'sensiboost-2-1' && r.budget === 3.25)!;
-    expect(report.bpp).toBeCloseTo(oracle.bpp, 12);
+    expect(report.sizes.paperBitsPerWeight).toBeCloseTo(oracle.bpp, 12);
     // Every boosted matrix is an oracle outlier (top_m = 1), two stops up the ladder: b3g64 -> b4g128.
     const boosted = Object.entries(report.allocation).filter(([, c]) => c === 'b4g128').map(([k]) => k).sort();
     const expected = Object.entries(oracles.outliers.sensiboost['1']!).flatMap(([module, layers]) => layers.map((l) => `${l}.${module}`)).sort();
     expect(boosted).toEqual(expected);
     expect(report.configs).toEqual({ b3g64: 224 - expected.length, b4g128: expected.length });
     const uniformBpp = BUDGET_STOPS.find((s) => s.budget === 3.25)!.bpp;
-    expect(report.extraMemoryPercent).toBeCloseTo((100 * (report.bpp - uniformBpp)) / uniformBpp, 9);
+    expect(report.extraMemoryPercent).toBeCloseTo((100 * (report.sizes.paperBitsPerWeight - uniformBpp)) / uniformBpp, 9);
     const evaluated = await cli('eval', out, '--dataset', 'brown-test', '--max-tokens', '1024', '--json');
     expect(evaluated.code).toBe(0);
-    const { ppl } = JSON.parse(evaluated.stdout) as { ppl: number };
+    const { perplexity: ppl } = JSON.parse(evaluated.stdout) as { perplexity: number };
     expect(ppl).toBeGreaterThan(1);
     expect(Number.isFinite(ppl)).toBe(true);
   });

@@ -15,7 +15,7 @@ import { bin, binPath, cli } from './run-cli.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'layerquant-interrupt-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-const args = (out: string) => ['quantize', shippedModelDir, '--method', 'hqq', '--config', 'b4g64', '--out', out, '--json'];
+const args = (out: string) => ['quantize', shippedModelDir, '--method', 'hqq', '--config', 'b4g64', '--out', out, '--json', '--force'];
 
 function snapshot(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -82,7 +82,7 @@ describe('quantize interrupted, then run again', () => {
     expect(run.code).toBe(0);
     reference = result(out);
     expect(Object.keys(reference.files).sort()).toEqual(
-      ['config.json', 'generation_config.json', 'model.safetensors', 'reference-hqq.json', 'reference-torch.json', 'tokenizer.json', 'tokenizer_config.json'],
+      ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'],
     );
   });
 
@@ -146,7 +146,9 @@ describe('quantize interrupted, then run again', () => {
     const second = await cli(...args(out));
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(new RegExp(`^layerquant: error: .*two-writers: another layerquant process \\(pid ${first.child.pid}, "quantize"`));
-    expect(second.stdout).toBe('');
+    // --json: the error is also one JSON object on stdout, with the message stderr has.
+    const error = (JSON.parse(second.stdout) as { error: { code: string; message: string } }).error;
+    expect(`layerquant: error: ${error.message}\n`).toBe(second.stderr);
     expect((await first.exited).code).toBe(0);
     expect(result(out)).toEqual(reference);
     expect(readdirSync(out).filter((n) => n.startsWith('.'))).toEqual([]);

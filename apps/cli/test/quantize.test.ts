@@ -15,10 +15,10 @@ describe('layerquant quantize', () => {
     const { code, stdout, stderr } = await bin('quantize', shippedModelDir, '--method', 'hqq', '--config', 'b4g64', '--out', out, '--json');
     expect(stderr).toBe('');
     expect(code).toBe(0);
-    const json = JSON.parse(stdout) as { bpp: number; bytes: number; sqErr: number; seconds: number; matrices: number };
+    const json = JSON.parse(stdout) as { sizes: { paperBitsPerWeight: number; diskMiB: number }; sqErr: number; seconds: number; matrices: number };
     expect(json.matrices).toBe(224);
-    expect(json.bpp.toFixed(4)).toBe('4.2539');
-    expect(json.bytes).toBe((22_020_096 / 8) * 4 + (22_020_096 / 64) * 8);
+    expect(json.sizes.paperBitsPerWeight.toFixed(4)).toBe('4.2539');
+    expect(json.sizes.diskMiB * 2 ** 20).toBe((22_020_096 / 8) * 4 + (22_020_096 / 64) * 8);
     expect(Math.abs(json.sqErr - reference.hqq_b4g64_sq_err!) / reference.hqq_b4g64_sq_err!).toBeLessThan(1e-4);
     expect(json.seconds).toBeGreaterThan(0);
     expect(existsSync(join(out, 'model.safetensors'))).toBe(true);
@@ -28,9 +28,21 @@ describe('layerquant quantize', () => {
   it('prints a human table, RTN error above HQQ', async () => {
     const { code, stdout } = await cli('quantize', shippedModelDir, '--method', 'rtn', '--config', 'b4g64', '--out', join(scratch, 'rtn'));
     expect(code).toBe(0);
-    expect(stdout).toMatch(/bits\/weight\s+4\.2539 \(paper\), 5\.0000 \(packed\)/);
+    expect(stdout).toMatch(/paper size\s+11\.17 MiB, 4\.2539 bits\/weight \(paper accounting/);
+    expect(stdout).toMatch(/on disk\s+13\.13 MiB, 5\.0000 bits\/weight/);
+    expect(stdout).toMatch(/time\s+\S+ wall clock \(\S+ quantizing, summed over \d+ workers? running in parallel\)/);
     const error = Number(/sq\. error\s+(\S+)/.exec(stdout)?.[1]);
     expect(error).toBeGreaterThan(reference.hqq_b4g64_sq_err!);
+  });
+
+  it('refuses to replace a non-empty --out without --force, and says so; replaces it with --force', async () => {
+    const out = join(scratch, 'rtn');
+    const again = await cli('quantize', shippedModelDir, '--method', 'rtn', '--config', 'b2g64', '--out', out);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/option "--out": .*rtn exists and is not empty .*pass --force/);
+    expect(readFileSync(join(out, 'quantization.json'), 'utf8')).toMatch(/"b4g64"/);
+    expect((await cli('quantize', shippedModelDir, '--method', 'rtn', '--config', 'b2g64', '--out', out, '--force')).code).toBe(0);
+    expect(readFileSync(join(out, 'quantization.json'), 'utf8')).toMatch(/"b2g64"/);
   });
 
   it('exits 1 with one line naming the problem on bad input', async () => {

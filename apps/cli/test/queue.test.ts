@@ -4,7 +4,13 @@ import { copyFileSync, mkdtempSync, readFileSync, readdirSync, statSync, symlink
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { ExperimentRow } from '../src/experiment/report.js';
+
+interface JsonRow {
+  readonly method: string;
+  readonly budget: number | null;
+  readonly perplexity: number;
+  readonly seconds: number;
+}
 import { parseQueueUrl, redactCredentials } from '../src/queue/redis-url.js';
 import { startRedis, haveRedis, type TestRedis } from './redis-server.js';
 import { bin, binPath } from './run-cli.js';
@@ -47,8 +53,9 @@ const grid = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--me
 /** The fault tests' grid: fp and HQQ uniform at 3.25 (the first two cells of `grid`, same keys). */
 const small = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '2048', '--json'];
 const worker = (redis: TestRedis, ...extra: string[]) => start('worker', '--queue', redis.url, '--stall-interval', STALL, ...extra);
-const withoutTime = (rows: readonly ExperimentRow[]) => rows.map(({ seconds: _, ...r }) => r);
-const rowsOf = (stdout: string) => (JSON.parse(stdout) as { rows: ExperimentRow[] }).rows;
+const withoutTime = (rows: readonly JsonRow[]) => rows.map(({ seconds: _, ...r }) => r);
+/** The rows of `experiment --json` (schema/output.schema.json: `perplexity`, `sizes`, ...). */
+const rowsOf = (stdout: string) => (JSON.parse(stdout) as { rows: JsonRow[] }).rows;
 
 /** How many times each cell key was computed to the end, over the logs of every worker. */
 function computedCounts(...workers: Running[]): Map<string, number> {
@@ -96,7 +103,7 @@ describe('redis URLs', () => {
 });
 
 describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server on 127.0.0.1)', () => {
-  let reference: ExperimentRow[];
+  let reference: JsonRow[];
   const smallReference = () => reference.filter((r) => r.method === 'fp' || r.method === 'hqq');
   beforeAll(async () => {
     const out = mkdtempSync(join(tmpdir(), 'queue-reference-'));

@@ -26,7 +26,7 @@ describe('layerquant sensitivity', () => {
 
     const allocation = await cli('allocate', '--stats', out, '--method', 'sensiboost', '--budget', '3.25', '--json');
     expect(allocation.code).toBe(0);
-    expect((JSON.parse(allocation.stdout) as { boosted: Record<string, number[]> }).boosted['self_attn.q_proj']).toEqual([1]);
+    expect((JSON.parse(allocation.stdout) as { boosts: { layers: { layer: number; module: string }[] } }).boosts.layers.filter((l) => l.module === 'self_attn.q_proj').map((l) => l.layer)).toEqual([1]);
   });
 
   it('prints a per-layer table by default, and reads a --calib file', async () => {
@@ -35,8 +35,16 @@ describe('layerquant sensitivity', () => {
     const out = join(scratch, 'table');
     const { code, stdout } = await cli('sensitivity', shippedModelDir, '--calib', calib, '--blocks', '2', '--seqlen', '64', '--skip-fnorm', '--out', out);
     expect(code).toBe(0);
-    expect(stdout).toMatch(/activation sensitivity \(b4g64, calib, 2 blocks of 64 tokens, in-order\)/);
-    expect(stdout.split('\n').filter((l) => /^\s+\d+\s+\d\.\d{4}e[-+]\d+/.test(l))).toHaveLength(32);
+    expect(stdout).toMatch(/activation sensitivity: MSE of the block output with the part quantized to b4g64 \(squared activation units; calib, 2 blocks of 64 tokens, in-order\)/);
+    const rows = stdout.split('\n').filter((l) => /^\s+\d+\s+\d\.\d{4}e[-+]\d+/.test(l));
+    expect(rows).toHaveLength(32);
+    // Outlier marks: the layers marked * in each column are the outliers of the same run's JSON (top_m 0, z > 3).
+    const json = JSON.parse((await cli('sensitivity', shippedModelDir, '--calib', calib, '--blocks', '2', '--seqlen', '64', '--skip-fnorm', '--out', join(scratch, 'table-json'), '--json')).stdout) as { outliers: { parts: Record<string, { layer: number }[]> }[] };
+    const parts = ['attn_in', 'attn_out', 'mlp_gate', 'mlp_down'];
+    for (const [column, part] of parts.entries()) {
+      const marked = rows.filter((r) => r.trim().split(/\s+(?=\d\.|-)/)[column + 1]?.endsWith('*')).map((r) => Number(r.trim().split(/\s+/)[0]));
+      expect(marked, part).toEqual(json.outliers[0]!.parts[part]!.map((o) => o.layer).sort((a, b) => a - b));
+    }
     expect(stdout).toContain(`wrote ${join(out, 'sensitivity.csv')}`);
   });
 

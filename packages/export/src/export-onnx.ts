@@ -14,7 +14,7 @@ import {
   type GraphBuilder,
   type GraphWeight,
 } from '@layerquant/runtime';
-import { copyFileAtomic, float32ToF16Bits, loadDecoderConfig, writeFileAtomic, writeTextAtomic, type Checkpoint } from '@layerquant/tensor-io';
+import { copyFileAtomic, float32ToF16Bits, loadValidatedConfig, writeFileAtomic, writeTextAtomic, type Checkpoint } from '@layerquant/tensor-io';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -157,11 +157,13 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   if (activations === 'float16' && scaleType === 'float32') {
     throw new InvalidOptionError('--scale-dtype', 'float16 activations need float16 scales (MatMulNBits takes scales of the activation type)');
   }
-  const config = await loadDecoderConfig(modelDir);
   const rawConfig = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const source = await openModelWeights(modelDir);
   let built: ExportGraph;
+  let config: Awaited<ReturnType<typeof loadValidatedConfig>>['config'];
   try {
+    // The one config-vs-tensors check every command makes: a wrong num_hidden_layers must not ship a truncated model.
+    config = (await loadValidatedConfig(source.dir, source)).config;
     built = await buildModelGraph(source, config, { activations, accuracyLevel, scaleType, embeddingType });
   } finally {
     await source.close();

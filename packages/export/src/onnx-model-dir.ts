@@ -1,7 +1,7 @@
 import { InvalidOptionError, MissingFileError, type DecoderConfig } from '@layerquant/core';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { createKvDecoder, type KvDecoder, type RuntimeOptions, type TokenBatch } from '@layerquant/runtime';
-import { loadDecoderConfig } from '@layerquant/tensor-io';
+import { loadDecoderConfig, loadValidatedConfig } from '@layerquant/tensor-io';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -91,9 +91,10 @@ export async function openKvDecoder(dir: string, options: RuntimeOptions & OnnxE
     const model = await openOnnxExport(dir, options);
     return { decoder: model.decoder, source: 'onnx', file: model.file };
   }
-  const config = await loadDecoderConfig(dir);
   const weights = await openModelWeights(dir);
   try {
+    // The one config-vs-tensors check every command makes (a config with fewer layers would decode a truncated model).
+    const { config } = await loadValidatedConfig(weights.dir, weights);
     const built = await buildModelGraph(weights, config, options);
     const decoder = await createKvDecoder(built.graph.encode(), config, options.threads ? { threads: options.threads } : {});
     return { decoder, source: built.quantized ? 'quantized' : 'float' };

@@ -17,8 +17,6 @@ export interface PerplexityOptions {
   readonly maxTokens?: number;
   /** Called after each window. */
   readonly onProgress?: (done: number, total: number) => void;
-  /** Called after each window with the float64 sum of its scored positions' NLL and their count (for intervals). */
-  readonly onWindow?: (index: number, nllSum: number, scoredTokens: number) => void;
 }
 
 export interface PerplexityResult {
@@ -83,7 +81,6 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
     windowWeights.push(window.weight);
     tokens += input.length;
     scoredTokens += scored;
-    options.onWindow?.(index, sum, scored);
     options.onProgress?.(index + 1, plan.windows.length);
   }
   const nll = weighted / plan.divisor;

@@ -19,7 +19,13 @@ export interface QuantizedTensorMetadata {
   readonly roundZero: boolean;
   /** dtype of the original weight. */
   readonly dtype: DType;
+  /** Storage of the scale and zero tensors: F32 (absent in files written before the option) or F16. */
+  readonly scaleDtype?: ScaleDtype;
 }
+
+/** How a quantized checkpoint stores scales and zeros. F16 rounds both to half precision (the error it adds is in sqErr). */
+export type ScaleDtype = 'F32' | 'F16';
+export const SCALE_DTYPES: readonly ScaleDtype[] = Object.freeze(['F32', 'F16']);
 
 /** What `__metadata__` of a quantized checkpoint holds (all values JSON strings, as safetensors requires). */
 export interface QuantizedCheckpointMetadata {
@@ -100,12 +106,12 @@ export function metadataOfQuantized(quantized: QuantizedTensor, dtype: DType): Q
 }
 
 /** The three stored tensors of a quantized matrix: their specs (name, dtype, shape) in file order. */
-export function quantizedTensorSpecs(name: string, shape: readonly [number, number], config: QuantConfig) {
+export function quantizedTensorSpecs(name: string, shape: readonly [number, number], config: QuantConfig, scaleDtype: ScaleDtype = 'F32') {
   const groups = (shape[0] * shape[1]) / config.groupSize;
   return [
     { name: name + QWEIGHT_SUFFIX, dtype: 'I32' as const, shape: [shape[0], wordsPerRow(shape[1], config.bits)] },
-    { name: name + SCALE_SUFFIX, dtype: 'F32' as const, shape: [groups] },
-    { name: name + ZERO_SUFFIX, dtype: 'F32' as const, shape: [groups] },
+    { name: name + SCALE_SUFFIX, dtype: scaleDtype, shape: [groups] },
+    { name: name + ZERO_SUFFIX, dtype: scaleDtype, shape: [groups] },
   ];
 }
 

@@ -34,6 +34,7 @@ export {
 } from './quantizers.js';
 export {
   QUANTIZED_FORMAT,
+  SCALE_DTYPES,
   QWEIGHT_SUFFIX,
   SCALE_SUFFIX,
   ZERO_SUFFIX,
@@ -45,6 +46,7 @@ export {
   quantizedTensorSpecs,
   type QuantizedCheckpointMetadata,
   type QuantizedTensorMetadata,
+  type ScaleDtype,
 } from './checkpoint-format.js';
 export type { QuantizedCheckpoint } from './quantized-checkpoint.js';
 export type { MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';

@@ -25,7 +25,8 @@ export interface MatrixMemory {
  * Memory of a [rows, columns] matrix quantized with `config`, or left in float (`null`, counted as 16-bit for the
  * paper and as its stored bytes, `floatBytesPerValue`, for the real size).
  */
-export function matrixMemory(shape: readonly [number, number], config: QuantConfig | null, floatBytesPerValue = 2): MatrixMemory {
+/** `metaBytesPerValue`: bytes of each stored scale and zero (4 for float32, the default; 2 for scaleDtype F16). */
+export function matrixMemory(shape: readonly [number, number], config: QuantConfig | null, floatBytesPerValue = 2, metaBytesPerValue = META_BYTES_PER_VALUE): MatrixMemory {
   const [rows, columns] = shape;
   const params = rows * columns;
   if (!config) {
@@ -37,7 +38,7 @@ export function matrixMemory(shape: readonly [number, number], config: QuantConf
   }
   const paperBitsPerWeight = bitsPerWeight(config);
   const codeBytes = rows * wordsPerRow(columns, config.bits) * 4;
-  const metaBytes = (params / config.groupSize) * 2 * META_BYTES_PER_VALUE;
+  const metaBytes = (params / config.groupSize) * 2 * metaBytesPerValue;
   const packedBytes = codeBytes + metaBytes;
   return Object.freeze({
     params, paperBitsPerWeight, paperBytes: (paperBitsPerWeight * params) / 8, codeBytes, metaBytes, packedBytes,

@@ -14,7 +14,7 @@ import {
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
-import { checkFinite, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
+import { checkFinite, f16BitsToFloat32, float32ToF16Bits, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
 import { copyFile, readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
@@ -28,6 +28,7 @@ import {
   metadataOfQuantized,
   quantizedTensorSpecs,
   type QuantizedTensorMetadata,
+  type ScaleDtype,
 } from './checkpoint-format.js';
 import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
 import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
@@ -59,6 +60,11 @@ export interface QuantizeModelOptions {
   readonly method?: string;
   /** The allocation that produced configFor, saved in quantization.json. */
   readonly allocation?: Allocation;
+  /**
+   * Storage of scales and zeros: F32 (default) or F16 (half the metadata bytes; both rounded to half precision
+   * before the error is measured, so sqErr includes what the rounding adds).
+   */
+  readonly scaleDtype?: ScaleDtype;
   /** Settings recorded in `__metadata__["layerquant.options"]`. */
   readonly options?: Readonly<Record<string, unknown>>;
   readonly onProgress?: (progress: QuantizeProgress) => void;
@@ -107,6 +113,8 @@ export interface QuantizeModelReport {
   readonly quantizeSeconds: number;
   /** Worker threads used (1 = the calling thread). */
   readonly workers: number;
+  /** How scales and zeros are stored. */
+  readonly scaleDtype: ScaleDtype;
   readonly perMatrix: readonly MatrixReport[];
 }
 
@@ -127,6 +135,9 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
   const outDir = resolve(options.outDir);
   const method = options.method ?? options.quantizer.id;
   const workers = options.workers ?? 1;
+  const scaleDtype: ScaleDtype = options.scaleDtype ?? 'F32';
+  if (scaleDtype !== 'F32' && scaleDtype !== 'F16') throw new InvalidOptionError('scaleDtype', `"${String(scaleDtype)}" must be F32 or F16`);
+  const metaBytes = scaleDtype === 'F16' ? 2 : 4;
   if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
   const checkpoint = await openCheckpoint(modelDir);
   let pool: KernelPool | undefined;
@@ -157,7 +168,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       plans.set(info.name, { matrix, config, dtype: info.dtype });
       if (config) {
         groupLayout(info.name, matrix.shape, config);
-        specs.push(...quantizedTensorSpecs(info.name, matrix.shape, config));
+        specs.push(...quantizedTensorSpecs(info.name, matrix.shape, config, scaleDtype));
       } else {
         specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
       }
@@ -172,7 +183,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       allocation[matrix.key] = config ? configName(config) : null;
       if (config) {
         const { bits, groupSize, axis, roundZero } = config;
-        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, dtype });
+        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, dtype, ...(scaleDtype === 'F16' ? { scaleDtype } : {}) });
       }
     }
 
@@ -193,7 +204,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
         perMatrix.push(report);
         options.onProgress?.({ done: perMatrix.length, total, key: report.key, config: report.config });
       };
-      const bytesOf = (array: Float32Array | Uint32Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+      const bytesOf = (array: Float32Array | Uint32Array | Uint16Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 
       // The quantized matrices in file order; with a pool, up to `workers + 1` of them are quantized ahead.
       const order = [...plans.values()].filter((p) => p.config !== null).map((p) => p.matrix.name);
@@ -235,13 +246,15 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
           if (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config) {
             const name = spec.name.slice(0, -QWEIGHT_SUFFIX.length);
             const { matrix, config, dtype } = plans.get(name)!;
-            const { weight, quantized, seconds } = await quantizeInOrder(name);
+            const { weight, quantized: solved, seconds } = await quantizeInOrder(name);
+            // Stored in half precision: the scale and zero the file holds are the ones the error is measured with.
+            const quantized = scaleDtype === 'F16' ? { ...solved, scale: roundToHalf(solved.scale), zero: roundToHalf(solved.zero) } : solved;
             quantizeSeconds += seconds;
             const entry = metadataOfQuantized(quantized, dtype);
             if (entry.bits !== config!.bits || entry.groupSize !== config!.groupSize) {
               throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
             }
-            const memory = matrixMemory(matrix.shape, config);
+            const memory = matrixMemory(matrix.shape, config, 2, metaBytes);
             finish({
               key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
               sqErr: squaredError(quantizer.dequantize(quantized), weight.data),
@@ -250,11 +263,12 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
             pending = quantized;
             return bytesOf(quantized.packed);
           }
-          if (pending && spec.name === pending.name + SCALE_SUFFIX) return bytesOf(pending.scale);
+          const stored = (values: Float32Array) => (scaleDtype === 'F16' ? bytesOf(float32ToF16Bits(values)) : bytesOf(values));
+          if (pending && spec.name === pending.name + SCALE_SUFFIX) return stored(pending.scale);
           if (pending && spec.name === pending.name + ZERO_SUFFIX) {
             const zero = pending.zero;
             pending = undefined;
-            return bytesOf(zero);
+            return stored(zero);
           }
           const raw = await checkpoint.readRaw(spec.name);
           checkFinite(spec.name, checkpoint.info(spec.name).file, spec.dtype, spec.shape, raw);
@@ -292,6 +306,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
         seconds: (performance.now() - start) / 1000,
         quantizeSeconds,
         workers: pool ? pool.size : 1,
+        scaleDtype,
         perMatrix: Object.freeze(perMatrix),
       });
       const files = [...(await readdir(staging)), QUANTIZATION_REPORT_FILE].sort();
@@ -305,4 +320,9 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     await pool?.close();
     await checkpoint.close();
   }
+}
+
+/** Values rounded to IEEE half precision (round to nearest even), as float32: tensor-io's one conversion, both ways. */
+function roundToHalf(values: Float32Array): Float32Array {
+  return f16BitsToFloat32(float32ToF16Bits(values));
 }

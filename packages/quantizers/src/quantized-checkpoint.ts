@@ -3,6 +3,7 @@ import {
   LayerquantError,
   MissingTensorError,
   SafetensorsFormatError,
+  bitsPerWeight,
   configName,
   matrixOfTensorName,
   type QuantConfig,
@@ -10,7 +11,7 @@ import {
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
-import { checkFinite, openCheckpoint, type Checkpoint, type TensorInfo, type WeightSource } from '@layerquant/tensor-io';
+import { checkFinite, f16BitsToFloat32, openCheckpoint, type Checkpoint, type TensorInfo, type WeightSource } from '@layerquant/tensor-io';
 import { PACKING } from './bit-packing.js';
 import {
   QWEIGHT_SUFFIX,
@@ -19,6 +20,7 @@ import {
   configOfMetadata,
   decodeQuantizedMetadata,
   isQuantizedMetadata,
+  SCALE_DTYPES,
   quantizedTensorSpecs,
   type QuantizedCheckpointMetadata,
   type QuantizedTensorMetadata,
@@ -76,6 +78,12 @@ function asInt32Words(bytes: Uint8Array): Uint32Array {
   return new Uint32Array(copy.buffer, copy.byteOffset, copy.byteLength / 4);
 }
 
+/** Half-precision scales or zeros (scaleDtype F16), exactly as float32. */
+function halfAsFloat32(bytes: Uint8Array): Float32Array {
+  const copy = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+  return f16BitsToFloat32(new Uint16Array(copy.buffer, copy.byteOffset, copy.byteLength / 2));
+}
+
 function asFloat32(bytes: Uint8Array): Float32Array {
   const copy = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   return new Float32Array(copy.buffer, copy.byteOffset, copy.byteLength / 4);
@@ -121,7 +129,10 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
     } catch (error) {
       throw new SafetensorsFormatError(file, `metadata of the quantized tensor is invalid: ${(error as Error).message}`, name, { cause: error });
     }
-    for (const spec of quantizedTensorSpecs(name, entry.shape, config)) {
+    if (entry.scaleDtype !== undefined && !SCALE_DTYPES.includes(entry.scaleDtype)) {
+      throw new SafetensorsFormatError(file, `scaleDtype "${String(entry.scaleDtype)}" is not one of ${SCALE_DTYPES.join(', ')}`, name);
+    }
+    for (const spec of quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype)) {
       if (!checkpoint.has(spec.name)) throw new MissingTensorError(spec.name, file, `the metadata lists "${name}" as quantized; the file is incomplete, quantize again`);
       const info = checkpoint.info(spec.name);
       if (info.dtype !== spec.dtype || info.shape.join(',') !== spec.shape.join(',')) {
@@ -138,7 +149,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
     logical.set(info.name, info);
   }
   for (const [name, { entry, config }] of quantized) {
-    const parts = quantizedTensorSpecs(name, entry.shape, config).map((spec) => checkpoint.info(spec.name));
+    const parts = quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype).map((spec) => checkpoint.info(spec.name));
     logical.set(name, Object.freeze({
       name,
       dtype: 'F32' as const,
@@ -163,8 +174,8 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
       method: metadata.quantizer,
       packed: asInt32Words(packed),
       packing: PACKING,
-      scale: asFloat32(scale),
-      zero: asFloat32(zero),
+      scale: found.entry.scaleDtype === 'F16' ? halfAsFloat32(scale) : asFloat32(scale),
+      zero: found.entry.scaleDtype === 'F16' ? halfAsFloat32(zero) : asFloat32(zero),
     });
   };
   const tensors = Object.freeze([...logical.values()]);
@@ -215,6 +226,8 @@ export interface QuantizedCheckpointSummary {
   readonly configs: Readonly<Record<string, number>>;
   /** Bytes the linear matrices take in the file (packed codes, scales and zeros; float matrices as stored). */
   readonly linearBytes: number;
+  /** Parameter-weighted bits per weight of the linear matrices in the paper's accounting (float matrices count 16). */
+  readonly paperBitsPerWeight: number;
 }
 
 export function summarizeQuantizedCheckpoint(checkpoint: QuantizedCheckpoint): QuantizedCheckpointSummary {
@@ -223,6 +236,7 @@ export function summarizeQuantizedCheckpoint(checkpoint: QuantizedCheckpoint): Q
   let linearMatrices = 0;
   let quantizedMatrices = 0;
   let linearBytes = 0;
+  let paperBits = 0;
   const configs: Record<string, number> = {};
   for (const info of checkpoint.tensors) {
     params += info.shape.reduce((a, b) => a * b, 1);
@@ -232,8 +246,9 @@ export function summarizeQuantizedCheckpoint(checkpoint: QuantizedCheckpoint): Q
     linearBytes += info.byteLength;
     const entry = checkpoint.metadata.tensors[info.name];
     const name = entry ? configName(configOfMetadata(entry)) : 'float';
+    paperBits += (entry ? bitsPerWeight(configOfMetadata(entry)) : 16) * info.shape.reduce((a, b) => a * b, 1);
     if (entry) quantizedMatrices++;
     configs[name] = (configs[name] ?? 0) + 1;
   }
-  return Object.freeze({ params, linearParams, linearMatrices, quantizedMatrices, configs: Object.freeze(configs), linearBytes });
+  return Object.freeze({ params, linearParams, linearMatrices, quantizedMatrices, configs: Object.freeze(configs), linearBytes, paperBitsPerWeight: linearParams > 0 ? paperBits / linearParams : 0 });
 }

@@ -7,7 +7,7 @@ import {
   type LinearModule,
   type MatrixInfo,
 } from '@layerquant/core';
-import { columnIndex, field, formatCsv, integerField, numberField, readCsv } from './csv.js';
+import { columnIndex, field, formatCsv, integerField, numberField, readCsv, type CsvDocument, type CsvRecord } from './csv.js';
 
 /**
  * The statistics tables allocators read, as plain data. Each has a CSV form in the column layout of the
@@ -129,6 +129,27 @@ function finiteOrUndefined(text: string | undefined, source: string, line: numbe
   return value;
 }
 
+/**
+ * The matrix (layer, module) and config (nbit1, gsize1) columns of a per-matrix-and-config row (fnorm.csv,
+ * measured.csv); a second row for the same matrix and config is an error.
+ */
+function matrixConfigFields(
+  doc: CsvDocument,
+  record: CsvRecord,
+  index: Record<string, number>,
+  source: string,
+  seen: Set<string>,
+): { layer: number; module: LinearModule; bits: number; groupSize: number } {
+  const layer = integerField(doc, record, index, 'layer');
+  const module = moduleField(source, record.line, field(doc, record, index, 'module'));
+  const bits = integerField(doc, record, index, 'nbit1', 1);
+  const groupSize = integerField(doc, record, index, 'gsize1', 1);
+  const key = `${layer}.${module}.b${bits}g${groupSize}`;
+  if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${layer}.${module} config b${bits}g${groupSize}`);
+  seen.add(key);
+  return { layer, module, bits, groupSize };
+}
+
 /** Parses an fnorm table (the authors' layout; extra columns such as `kurtosis_scaled` are ignored). */
 export function parseFnormCsv(text: string, source = 'fnorm.csv'): FnormTable {
   const doc = readCsv(text, source);
@@ -136,13 +157,7 @@ export function parseFnormCsv(text: string, source = 'fnorm.csv'): FnormTable {
   const rows: FnormRow[] = [];
   const seen = new Set<string>();
   for (const record of doc.records) {
-    const layer = integerField(doc, record, index, 'layer');
-    const module = moduleField(source, record.line, field(doc, record, index, 'module'));
-    const bits = integerField(doc, record, index, 'nbit1', 1);
-    const groupSize = integerField(doc, record, index, 'gsize1', 1);
-    const key = `${layer}.${module}.b${bits}g${groupSize}`;
-    if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${layer}.${module} config b${bits}g${groupSize}`);
-    seen.add(key);
+    const { layer, module, bits, groupSize } = matrixConfigFields(doc, record, index, source, seen);
     const fnorm = numberField(doc, record, index, 'fnorm');
     const memoryMB = numberField(doc, record, index, 'memmb');
     const params = integerField(doc, record, index, 'params', 1);
@@ -408,13 +423,7 @@ export function parseMeasuredCsv(text: string, source = 'measured.csv'): Measure
   const rows: MeasuredRow[] = [];
   const seen = new Set<string>();
   for (const record of doc.records) {
-    const layer = integerField(doc, record, index, 'layer');
-    const module = moduleField(source, record.line, field(doc, record, index, 'module'));
-    const bits = integerField(doc, record, index, 'nbit1', 1);
-    const groupSize = integerField(doc, record, index, 'gsize1', 1);
-    const key = `${layer}.${module}.b${bits}g${groupSize}`;
-    if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${layer}.${module} config b${bits}g${groupSize}`);
-    seen.add(key);
+    const { layer, module, bits, groupSize } = matrixConfigFields(doc, record, index, source, seen);
     const error = numberField(doc, record, index, 'error');
     if (error < 0) throw new InvalidDataError(`${source}:${record.line}`, `error ${error} is negative (it is a mean squared error)`);
     const memoryMB = numberField(doc, record, index, 'memmb');

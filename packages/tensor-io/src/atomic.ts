@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
 import { copyFile, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { trackTemporary, untrackTemporary } from './output-dir.js';
@@ -17,7 +18,11 @@ export async function writeFileAtomic(path: string, write: (handle: FileHandle) 
   let handle: FileHandle | undefined;
   trackTemporary(tmp);
   try {
-    handle = await open(tmp, 'w');
+    // Created synchronously, so a signal handler that runs between two ticks always finds it on disk (an async
+    // create still running in libuv's thread pool could land after the handler removed its temporaries). The
+    // async open below does not create: if the handler removed the file meanwhile, it fails instead.
+    closeSync(openSync(tmp, 'wx'));
+    handle = await open(tmp, 'r+');
     await write(handle);
     await handle.close();
     handle = undefined;

@@ -1,7 +1,11 @@
 import { allocateMethod, validateStats, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
 import { loadStatsDirectory, saveAllocationJson } from '@layerquant/allocators/node';
-import { LINEAR_MODULES, configName, modelMatrixParams, parseConfigList, type Allocation } from '@layerquant/core';
+import { LINEAR_MODULES, configName, matrixTensorName, modelMatrixParams, parseConfigList, type Allocation } from '@layerquant/core';
+import { modelMemory } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
+import { resolve } from 'node:path';
+import { resolveModelPath } from '../model-path.js';
+import { boostLines, boostReport, jsonLine, sizeRows, sizes, type Sizes } from '../output.js';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { builtinRegistries, type PluginRegistries } from '../plugins.js';
@@ -46,29 +50,21 @@ function layerRanges(allocation: Allocation, module: string): string {
   return parts.join(', ');
 }
 
-function humanReport(allocation: Allocation, verbose: boolean): string {
+function humanReport(allocation: Allocation, size: Sizes, verbose: boolean): string {
   const lines: string[] = [];
   const t = allocation.totals;
   lines.push(`method        ${allocation.method} ${JSON.stringify(allocation.options)}`);
   lines.push(`budget        ${allocation.budget} bits per weight`);
-  lines.push(`allocation    ${t.bpp.toFixed(6)} bits per weight, ${t.memoryMB.toFixed(3)} MB for ${t.params.toLocaleString('en-US')} params in ${allocation.matrices.length} matrices`);
+  lines.push(`allocation    ${t.params.toLocaleString('en-US')} params in ${allocation.matrices.length} matrices${size.diskMiB === null ? ' (size on disk: give --model)' : ''}`);
+  for (const [key, value] of sizeRows(size)) lines.push(`${key.padEnd(13)} ${value}`);
   const solver = (allocation as Partial<KnapsackAllocation>).solver;
   if (solver) {
     const what = allocation.method === 'mxq' ? 'sum of fnorm' : allocation.method === 'measured' ? 'sum of measured block MSE' : `${allocation.method} cost`;
     lines.push(`objective     ${solver.objective.toPrecision(8)} (${what}), bound ${solver.bound.toPrecision(8)}, gap ${solver.gap.toExponential(2)} (${solver.status === 'optimal' ? 'proven optimal' : 'stopped at the gap asked for, not proven optimal'})`);
-    lines.push(`solver        ${(solver.seconds * 1000).toFixed(1)} ms, ${solver.nodes} nodes, ${solver.freeMatrices} matrices free after reduced-cost fixing; memory ${solver.memoryMB.toFixed(3)} / ${solver.memoryLimitMB.toFixed(3)} MB`);
+    lines.push(`solver        ${(solver.seconds * 1000).toFixed(1)} ms, ${solver.nodes} nodes, ${solver.freeMatrices} matrices free after reduced-cost fixing; paper memory ${solver.memoryMB.toFixed(3)} / ${solver.memoryLimitMB.toFixed(3)} MiB`);
   }
-  const boost = allocation as Partial<BoostAllocation>;
-  if (boost.boosted) {
-    lines.push(`configs       base ${boost.baseConfig}, boosted ${boost.boostConfig}`);
-    const outliers = boost.outliers;
-    const list = LINEAR_MODULES.map((m) => {
-      const layers = boost.boosted![m];
-      const z = outliers && allocation.method !== 'ablation' ? outliers[m].map((o) => `${o.layer} (z ${o.zScore.toFixed(1)})`) : layers.map(String);
-      return `${m}: ${z.length ? z.join(', ') : '-'}`;
-    });
-    lines.push(`boosted       ${list.join('; ')}`);
-  }
+  const boosts = boostReport(allocation as Partial<BoostAllocation>);
+  if (boosts) lines.push(...boostLines(boosts));
   lines.push('');
   if (verbose) {
     lines.push(`${'matrix'.padEnd(24)} ${'config'.padEnd(8)} ${'params'.padStart(12)}`);
@@ -108,9 +104,12 @@ export const allocateCommand: Command = {
     const configs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
     checkBudget(method, budget, configs, allocators);
     const stats = await loadStatsDirectory(statsDir);
-    const modelDir = stringOption(values, 'model');
+    const modelText = stringOption(values, 'model');
+    const modelDir = modelText === undefined ? undefined : resolveModelPath(modelText);
+    let shapes: Map<string, readonly number[]> | undefined;
     if (modelDir) {
       const { config, checkpoint } = await openModel(modelDir);
+      shapes = new Map(checkpoint.tensors.map((t) => [t.name, t.shape]));
       await checkpoint.close();
       validateStats(stats, { matrices: modelMatrixParams(config), name: modelDir });
     }
@@ -118,6 +117,34 @@ export const allocateCommand: Command = {
     const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }) }, allocators);
     const out = stringOption(values, 'out');
     if (out) await saveAllocationJson(out, allocation);
-    stdout(values.json ? `${JSON.stringify(allocation)}\n` : humanReport(allocation, values.verbose === true));
+    // On disk: the packed bytes of each matrix at its shape (known only with --model).
+    const disk = shapes
+      ? modelMemory(allocation.matrices.map((m) => ({ shape: shapes!.get(matrixTensorName(m.layer, m.module)) as unknown as [number, number], config: m.config }))).packedBytes
+      : null;
+    const size = sizes({ params: allocation.totals.params, paperBitsPerWeight: allocation.totals.bpp, diskBytes: disk });
+    if (values.json) {
+      const { matrices, totals: _totals, method: _method, budget: _budget, options: allocatorOptions, ...rest } = allocation as Allocation & Record<string, unknown>;
+      delete (rest as Record<string, unknown>).boosted;
+      delete (rest as Record<string, unknown>).outliers;
+      const solver = (rest as { solver?: KnapsackAllocation['solver'] }).solver;
+      if (solver) {
+        const { memoryMB, memoryLimitMB, ...solverRest } = solver;
+        (rest as Record<string, unknown>).solver = { ...solverRest, paperMiB: memoryMB, paperLimitMiB: memoryLimitMB };
+      }
+      stdout(jsonLine('allocate', {
+        method: allocation.method,
+        budget: allocation.budget,
+        options: allocatorOptions,
+        stats: resolve(statsDir),
+        model: modelDir ?? null,
+        out: out ? resolve(out) : null,
+        sizes: size,
+        ...rest,
+        boosts: boostReport(allocation as Partial<BoostAllocation>) ?? null,
+        allocation: Object.fromEntries(matrices.map((m) => [m.key, m.config ? configName(m.config) : null])),
+      }));
+      return;
+    }
+    stdout(humanReport(allocation, size, values.verbose === true));
   },
 };

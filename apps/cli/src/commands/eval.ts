@@ -7,8 +7,44 @@ import { loadDecoderModel } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, loadValidatedConfig } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries } from '../plugins.js';
-import { createProgress, formatSeconds } from '../progress.js';
+import { builtinRegistries, type PluginRegistries } from '../plugins.js';
+import { createProgress, createSpinner, formatSeconds } from '../progress.js';
+import { resolveModelPath } from '../model-path.js';
+import { absolutePath, formatRows, jsonLine } from '../output.js';
+
+/**
+ * Opens a model directory for perplexity the one way eval and compare do: an ONNX export as shipped (its own file,
+ * packed weights stay packed), a quantized checkpoint dequantized on load, a float checkpoint as is; config.json is
+ * validated against the tensors and the context length checked before the text is read.
+ */
+export async function openForEvaluation(
+  modelDir: string,
+  textPath: string,
+  options: { seqlen: number; allowLongContext: boolean; threads?: number; quantizers: PluginRegistries['quantizers'] },
+) {
+  const threads = options.threads === undefined ? {} : { threads: options.threads };
+  const onnx = isOnnxExportDir(modelDir);
+  // A quantized checkpoint is read back through the quantizer it records (built-in or a --plugin's).
+  const weights = onnx ? undefined : await openModelWeights(modelDir, { quantizers: options.quantizers });
+  const quantized = onnx || (weights !== undefined && 'isQuantized' in weights);
+  if (!weights) {
+    const config = await loadDecoderConfig(modelDir);
+    checkContextLength(options.seqlen, config, '--seqlen', options.allowLongContext);
+    const text = await readEvaluationText(textPath);
+    const tokenizer = await loadTokenizer(modelDir);
+    return { text, tokenizer, quantized, model: await openOnnxExport(modelDir, threads) };
+  }
+  try {
+    // The one config-vs-tensors check, and the context length, before any long step.
+    const { config } = await loadValidatedConfig(weights.dir, weights);
+    checkContextLength(options.seqlen, config, '--seqlen', options.allowLongContext);
+    const text = await readEvaluationText(textPath);
+    const tokenizer = await loadTokenizer(modelDir);
+    return { text, tokenizer, quantized, model: await loadDecoderModel(weights, config, threads) };
+  } finally {
+    await weights.close();
+  }
+}
 
 export const evalCommand: Command = {
   name: 'eval',
@@ -33,7 +69,7 @@ export const evalCommand: Command = {
     '  --threads <n>          onnxruntime intra-op threads (default: one per core)',
     '  --allow-long-context   run a --seqlen above the model\'s max_position_embeddings (refused otherwise: rotary',
     '                         positions it was never trained on give a different, worse perplexity)',
-    '  --json                 one JSON object: ppl, tokens, seconds, nll, windows, protocol, seqlen, stride',
+    '  --json                 one JSON object (docs/json-schema.md): perplexity, tokens, seconds, nll, windows, ...',
   ].join('\n'),
   async run({ argv, stdout, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
@@ -46,8 +82,8 @@ export const evalCommand: Command = {
       threads: { type: 'string' },
       'allow-long-context': { type: 'boolean' },
     });
-    const modelDir = requireString(positionals[0], 'model-dir', 'layerquant eval <model-dir> --dataset brown-test');
-    if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
+    if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}; to evaluate several on the same windows, use \`layerquant compare ${positionals.join(' ')} ...\``);
+    const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant eval <model-dir> --dataset brown-test'));
     const protocol = (stringOption(values, 'protocol') ?? 'windows') as PerplexityProtocol;
     if (!PERPLEXITY_PROTOCOLS.includes(protocol)) {
       throw new InvalidOptionError('--protocol', `"${protocol}" is not a protocol; use ${PERPLEXITY_PROTOCOLS.join(' or ')}`);
@@ -61,29 +97,9 @@ export const evalCommand: Command = {
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const textPath = resolveTextPath({ text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') }, datasets);
 
-    // An ONNX export is evaluated as shipped: its own file, packed weights stay packed.
-    const onnx = isOnnxExportDir(modelDir);
-    const weights = onnx ? undefined : await openModelWeights(modelDir, { quantizers: plugins.quantizers });
-    const quantized = onnx || (weights !== undefined && 'isQuantized' in weights);
-    const { text, tokenizer, model } = await (async () => {
-      if (!weights) {
-        const config = await loadDecoderConfig(modelDir);
-        checkContextLength(seqlen, config, '--seqlen', values['allow-long-context'] === true);
-        const text = await readEvaluationText(textPath);
-        const tokenizer = await loadTokenizer(modelDir);
-        return { text, tokenizer, model: await openOnnxExport(modelDir, threads === undefined ? {} : { threads }) };
-      }
-      try {
-        // The one config-vs-tensors check, and the context length, before any long step.
-        const { config } = await loadValidatedConfig(weights.dir, weights);
-        checkContextLength(seqlen, config, '--seqlen', values['allow-long-context'] === true);
-        const text = await readEvaluationText(textPath);
-        const tokenizer = await loadTokenizer(modelDir);
-        return { text, tokenizer, model: await loadDecoderModel(weights, config, threads === undefined ? {} : { threads }) };
-      } finally {
-        await weights.close();
-      }
-    })();
+    const loading = createSpinner(`loading ${modelDir}`, !values.json && Boolean(process.stderr.isTTY));
+    const { text, tokenizer, model, quantized } = await openForEvaluation(modelDir, textPath, { seqlen, allowLongContext: values['allow-long-context'] === true, quantizers: plugins.quantizers, ...(threads === undefined ? {} : { threads }) });
+    loading.stop();
     const onnxFile = 'file' in model ? model.file : undefined;
     try {
       const ids = tokenizer.encode(text);
@@ -96,8 +112,8 @@ export const evalCommand: Command = {
       });
       progress.done();
       if (values.json) {
-        stdout(`${JSON.stringify({
-          ppl: result.ppl,
+        stdout(jsonLine('eval', {
+          perplexity: result.ppl,
           tokens: result.tokens,
           seconds: result.seconds,
           nll: result.nll,
@@ -107,10 +123,10 @@ export const evalCommand: Command = {
           seqlen: result.seqlen,
           stride: result.stride,
           quantized,
-          ...(onnxFile ? { onnx: onnxFile } : {}),
+          onnx: onnxFile ?? null,
           model: modelDir,
-          text: textPath,
-        })}\n`);
+          text: absolutePath(textPath),
+        }));
         return;
       }
       const rows: Array<[string, string]> = [
@@ -121,7 +137,7 @@ export const evalCommand: Command = {
         ['perplexity', result.ppl.toFixed(4)],
         ['time', `${formatSeconds(result.seconds)} (${Math.round(result.tokens / result.seconds).toLocaleString('en-US')} tokens/s)`],
       ];
-      stdout(`${rows.map(([k, v]) => `${k.padEnd(11)} ${v}`).join('\n')}\n`);
+      stdout(formatRows(rows));
     } finally {
       await model.dispose();
     }

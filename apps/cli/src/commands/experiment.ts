@@ -1,6 +1,6 @@
 import { methodNameHelp } from '@layerquant/allocators';
 import { InvalidOptionError, checkContextLength, configName, parseConfigList } from '@layerquant/core';
-import { brownCalibPath, datasets } from '@layerquant/fixtures';
+import { brownCalibPath, datasets } from '@layerquant/datasets';
 import { readEvaluationText, resolveTextPath } from '@layerquant/perplexity';
 import { loadTokenizer, inspectModel, openOutputDirectory, removeStaleTemporaries, writeTextAtomic } from '@layerquant/tensor-io';
 import { basename, join, resolve } from 'node:path';
@@ -16,7 +16,13 @@ import { ResultsStore } from '../experiment/results-store.js';
 import { runExperiment } from '../experiment/run-experiment.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import { connectCoordinator, type Coordinator } from '../queue/coordinator.js';
-import { createProgress, formatSeconds } from '../progress.js';
+import { createProgress, createSpinner, fitStderr, formatSeconds } from '../progress.js';
+import { resolveModelPath } from '../model-path.js';
+import { jsonLine, terminalColumns, wrapAtSpaces } from '../output.js';
+import { experimentPlan, experimentRowJson, formatPlan, formatResultsTable } from '../experiment/render.js';
+
+/** Over this estimate, a run started on a terminal needs --yes (a script, not on a terminal, proceeds). */
+const CONFIRM_SECONDS = 600;
 
 const usage = (plugins: PluginRegistries): string => `layerquant experiment <model-dir> --out <dir> [options]
 
@@ -53,7 +59,11 @@ the current settings' cells) and results.json.
                          this Redis (BullMQ) for \`layerquant worker\` processes, instead of running them here;
                          shows progress, writes results as cells finish, resumes where the queue is
   --attempts <n>         with --queue: tries per job before it is reported failed (default 3)
-  --json                 one JSON object: rows and the files written`;
+  --yes                  start a grid estimated at over 10 minutes from a terminal (the plan, cells x windows and
+                         the estimated time, is printed first; without a terminal the run proceeds after the plan)
+  --json                 one JSON object (docs/json-schema.md): plan, rows and the files written
+
+On a terminal the results print as a table fitted to its width; results.md holds the Markdown report.`;
 
 export const experimentCommand: Command = {
   name: 'experiment',
@@ -77,10 +87,11 @@ export const experimentCommand: Command = {
       'no-fp': { type: 'boolean' },
       fresh: { type: 'boolean' },
       threads: { type: 'string' },
+      yes: { type: 'boolean' },
       queue: { type: 'string' },
       attempts: { type: 'string' },
     });
-    const modelDir = resolve(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
+    const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const outPath = resolve(requireString(values.out, '--out', 'a directory for results.csv, results.md and the cached statistics'));
     const methods = parseMethods(stringOption(values, 'methods') ?? 'paper', allocators);
@@ -111,17 +122,23 @@ export const experimentCommand: Command = {
     const text = await readEvaluationText(textPath);
     const tokenizer = await loadTokenizer(modelDir);
     const ids = tokenizer.encode(text);
+    const cells = methods.length * budgets.length + (values['no-fp'] ? 0 : 1);
+    const plan = experimentPlan({ cells, cellsDone: 0, tokens: maxTokens === undefined ? ids.length : Math.min(maxTokens, ids.length), seqlen, params: summary.params, linearParams: summary.linearParams });
+    if (!json) process.stderr.write(`${fitStderr(formatPlan(plan).trimEnd())}\n`);
+    if (plan.estimatedSeconds > CONFIRM_SECONDS && !values.yes && process.stdin.isTTY && process.stderr.isTTY && !json) {
+      throw new InvalidOptionError('--yes', `the grid would take about ${(plan.estimatedSeconds / 3600).toFixed(1)} h; rerun with --yes to start it, or choose a smaller grid (--methods, --budgets, --max-tokens)`);
+    }
     const out = await openOutputDirectory(outPath, 'experiment');
     let coordinator: Coordinator | undefined;
     try {
       const outDir = out.path;
-      for (const name of out.removedTemporaries) stderr(`experiment: removed ${join(outDir, name)}, a temporary left by a process that no longer runs\n`);
+      for (const name of out.removedTemporaries) stderr(`${fitStderr(`experiment: removed ${join(outDir, name)}, a temporary left by a process that no longer runs`)}\n`);
       removeStaleTemporaries(join(outDir, 'stats'));
       const store = await ResultsStore.open(join(outDir, 'results.json'), Boolean(values.fresh));
-      for (const line of store.notes) stderr(`experiment: ${line}\n`);
+      for (const line of store.notes) stderr(`${fitStderr(`experiment: ${line}`)}\n`);
       const modelHash = await modelContentHash(modelDir);
       const textHash = await fileContentHash(textPath);
-      if (queueUrl) coordinator = await connectCoordinator(queueUrl, { attempts, log: (line) => stderr(`${line}\n`) });
+      if (queueUrl) coordinator = await connectCoordinator(queueUrl, { attempts, log: (line) => stderr(`${fitStderr(line)}\n`) });
 
       const statsProgress = createProgress('statistics', interactive);
       const resolved = await ensureStatistics({
@@ -137,13 +154,13 @@ export const experimentCommand: Command = {
         ...(threads ? { threads } : {}),
         onStep: (step, done, total) =>
           statsProgress.update(done, total, step === 'fnorm' ? `HQQ error of every matrix x ${ladder?.length ?? 12} configs` : step === 'measured' ? 'measured block error, every matrix x config, layer by layer' : 'activation sensitivity, layer by layer'),
-        onNote: (line) => stderr(`experiment: ${line}\n`),
+        onNote: (line) => stderr(`${fitStderr(`experiment: ${line}`)}\n`),
         ...(coordinator ? { compute: coordinator.statisticsComputer({ modelDir, modelHash }) } : {}),
       });
       statsProgress.done(`from ${resolved.source}`);
 
       const planned = planCells({ model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}) }, methods, budgets, !values['no-fp'], resolved.key);
-      for (const line of store.explain(planned)) stderr(`experiment: ${line}\n`);
+      for (const line of store.explain(planned)) stderr(`${fitStderr(`experiment: ${line}`)}\n`);
       const context = {
         model: summary.architecture === 'LlamaForCausalLM' ? basename(modelDir) : `${basename(modelDir)} (${summary.architecture})`,
         text: basename(textPath),
@@ -177,6 +194,7 @@ export const experimentCommand: Command = {
         });
       } else {
         const progress = createProgress('experiment', interactive);
+        const loading = createSpinner('loading the model', interactive);
         await runExperiment({
           modelDir,
           cells: planned.map((p) => p.spec),
@@ -186,12 +204,13 @@ export const experimentCommand: Command = {
           ...(threads ? { threads } : {}),
           done: store.reusable(planned),
           onEvent: (event) => {
+            loading.stop();
             if (event.kind === 'window' && event.done !== undefined && event.total) {
-              progress.update((event.cell - 1) * event.total + event.done, event.cells * event.total, event.label);
+              progress.update(event.done, event.total, `windows of cell ${event.cell}/${event.cells}: ${event.label}`);
             } else if (event.kind === 'cell-done' && event.result && interactive) {
               progress.done();
               const row = event.result.row;
-              process.stderr.write(`  ${event.label.padEnd(32)} ppl ${row.ppl.toFixed(4)}  ${row.bpp.toFixed(4)} bpp  ${formatSeconds(row.seconds)}\n`);
+              process.stderr.write(`${fitStderr(`  cell ${event.cell}/${event.cells} ${event.label}: perplexity ${row.ppl.toFixed(4)}, ${row.bpp.toFixed(4)} bits/weight (paper), ${formatSeconds(row.seconds)}`)}\n`);
             }
           },
           onCell: async (result) => {
@@ -199,17 +218,18 @@ export const experimentCommand: Command = {
             await save();
           },
         });
+        loading.stop();
         progress.done();
       }
       await save();
       const rows: ExperimentRow[] = store.rows(planned);
       const files = ['results.csv', 'results.md', 'results.json'].map((f) => join(outDir, f));
       if (json) {
-        stdout(`${JSON.stringify({ rows, files, statistics: resolved.source, seconds: (performance.now() - started) / 1000 }, (_, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v))}\n`);
+        stdout(jsonLine('experiment', { model: modelDir, out: outDir, text: resolve(textPath), plan, rows: rows.map((r) => experimentRowJson(r, rows)), files, statistics: resolved.source, seconds: (performance.now() - started) / 1000 }));
         return;
       }
-      stdout(formatResultsMarkdown(rows, context));
-      stdout(`\nwrote ${files.join(', ')}\n`);
+      stdout(formatResultsTable(rows));
+      stdout(`\n${wrapAtSpaces(`wrote ${files.join(', ')}`, terminalColumns(), 2)}\n`);
     } finally {
       await coordinator?.close();
       out.release();

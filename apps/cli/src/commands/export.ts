@@ -3,6 +3,9 @@ import { DEFAULT_ACCURACY_LEVEL, exportOnnx, type ExportReport, type OnnxExportO
 import { parseCommandArgs, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { formatSeconds } from '../progress.js';
+import { join } from 'node:path';
+import { resolveModelPath } from '../model-path.js';
+import { absolutePath, formatRows, jsonLine, sizes } from '../output.js';
 
 /** The options `export` and `quantize --format onnx` share. */
 export const EXPORT_OPTION_SPEC = {
@@ -17,7 +20,8 @@ export const EXPORT_OPTION_HELP = [
   '  --format onnx           write an ONNX directory transformers.js and onnxruntime load (onnx/model_q4.onnx)',
   '  --accuracy-level 0|4    MatMulNBits: 4 quantizes activations to int8 inside the kernel (default, faster on CPU);',
   '                          0 keeps them in float (exact against the dequantized model)',
-  '  --scale-dtype f32|f16   MatMulNBits scales (default: the activation type)',
+  '  --scale-dtype f32|f16   MatMulNBits scales (default: the activation type); `quantize` stores the checkpoint\'s',
+  '                          scales and zeros in this type too (f16: half the metadata bytes, the error it adds in sqErr)',
   '  --embedding-dtype f32|f16  embed_tokens and lm_head storage (default: the activation type)',
   '  --activations f32|f16   f16 writes onnx/model_q4f16.onnx: fp16 activations and KV cache, for WebGPU',
 ];
@@ -30,6 +34,11 @@ function floatType(values: Values, option: string): 'float32' | 'float16' | unde
   if (text === 'f32' || text === 'fp32' || text === 'float32') return 'float32';
   if (text === 'f16' || text === 'fp16' || text === 'float16') return 'float16';
   throw new InvalidOptionError(`--${option}`, `"${text}" must be f32 or f16`);
+}
+
+/** --scale-dtype as the quantized checkpoint stores it (F32 when absent): the same option as the export's. */
+export function checkpointScaleDtype(values: Values): 'F32' | 'F16' {
+  return floatType(values, 'scale-dtype') === 'float16' ? 'F16' : 'F32';
 }
 
 /** Reads --format (undefined when absent) and the ONNX options; errors name the flag. */
@@ -47,22 +56,35 @@ export function parseExportOptions(values: Values): { format: 'onnx' | undefined
     ...(scaleType ? { scaleType } : {}),
     ...(embeddingType ? { embeddingType } : {}),
   };
-  if (format === undefined && (levelText ?? activations ?? scaleType ?? embeddingType) !== undefined) {
+  if (format === undefined && (levelText ?? activations ?? embeddingType) !== undefined) {
     throw new InvalidOptionError('--format', 'the ONNX options need --format onnx');
   }
   return { format: format as 'onnx' | undefined, options };
 }
 
-/** The export as one JSON-safe object (no per-matrix list). */
+/** The export as one JSON-safe object (no per-matrix list; paths absolute; sizes in the shared form). */
 export function exportSummary(report: ExportReport): Record<string, unknown> {
-  const { matrices, ...rest } = report;
-  return { ...rest, matrices: matrices.length };
+  return {
+    format: report.format,
+    model: absolutePath(report.modelDir),
+    out: absolutePath(report.outDir),
+    file: join(absolutePath(report.outDir), report.file),
+    dtype: report.dtype,
+    activations: report.activations,
+    accuracyLevel: report.accuracyLevel,
+    scaleDtype: report.scaleType,
+    embeddingDtype: report.embeddingType,
+    matrices: report.matrices.length,
+    sizes: sizes({ params: report.linearParams, diskBytes: report.linearBytes, fileBytes: report.fileBytes + report.externalDataBytes }),
+    notes: report.notes,
+    seconds: report.seconds,
+  };
 }
 
 export function exportRows(report: ExportReport): Array<[string, string]> {
   return [
     ['onnx', `${report.outDir}/${report.file} (dtype ${report.dtype}; ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB${report.externalDataBytes ? ` + ${(report.externalDataBytes / 2 ** 20).toFixed(2)} MiB external data` : ''})`],
-    ['linear', `${(report.linearBytes / 2 ** 20).toFixed(2)} MiB, ${report.linearBitsPerWeight.toFixed(4)} bits/weight as stored (MatMulNBits, accuracy level ${report.accuracyLevel}, ${report.activations} activations, ${report.scaleType} scales)`],
+    ['on disk', `${(report.linearBytes / 2 ** 20).toFixed(2)} MiB, ${report.linearBitsPerWeight.toFixed(4)} bits/weight, linear matrices as stored (MatMulNBits, accuracy level ${report.accuracyLevel}, ${report.activations} activations, ${report.scaleType} scales)`],
     ...report.notes.map((note): [string, string] => ['note', note]),
     ['export time', formatSeconds(report.seconds)],
   ];
@@ -87,17 +109,17 @@ export const exportCommand: Command = {
   ].join('\n'),
   async run({ argv, stdout }) {
     const { values, positionals } = parseCommandArgs(argv, { out: { type: 'string' }, ...EXPORT_OPTION_SPEC });
-    const modelDir = requireString(positionals[0], 'quantized-dir', 'layerquant export <quantized-dir> --format onnx --out <dir>');
+    const modelDir = resolveModelPath(requireString(positionals[0], 'quantized-dir', 'layerquant export <quantized-dir> --format onnx --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('quantized-dir', `one directory expected, got ${positionals.length}`);
     const outDir = requireString(stringOption(values, 'out'), '--out', 'where to write the ONNX directory, e.g. --out ./model-onnx');
     const { format, options } = parseExportOptions(values);
     if (format === undefined) throw new InvalidOptionError('--format', 'give the format to write: --format onnx');
     const report = await exportOnnx({ modelDir, outDir, ...options });
     if (values.json) {
-      stdout(`${JSON.stringify(exportSummary(report))}\n`);
+      stdout(jsonLine('export', exportSummary(report)));
       return;
     }
     const rows: Array<[string, string]> = [['model', report.modelDir], ...exportRows(report)];
-    stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+    stdout(formatRows(rows));
   },
 };

@@ -5,6 +5,8 @@ import { loadTokenizer } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { formatSeconds } from '../progress.js';
+import { resolveModelPath } from '../model-path.js';
+import { jsonLine } from '../output.js';
 
 const SOURCES = {
   onnx: 'ONNX export, run as shipped',
@@ -30,7 +32,7 @@ export const generateCommand: Command = {
   ].join('\n'),
   async run({ argv, stdout }) {
     const { values, positionals } = parseCommandArgs(argv, { prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, threads: { type: 'string' } });
-    const dir = requireString(positionals[0], 'model-dir', 'layerquant generate <model-dir> --prompt "Once upon a time"');
+    const dir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant generate <model-dir> --prompt "Once upon a time"'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const prompt = requireString(stringOption(values, 'prompt'), '--prompt', 'the text to continue, e.g. --prompt "The jury said"');
     const maxNewTokens = parseIntegerOption(stringOption(values, 'max-new-tokens'), '--max-new-tokens', 32, 1);
@@ -47,7 +49,7 @@ export const generateCommand: Command = {
       const seconds = (performance.now() - started) / 1000;
       const text = tokenizer.decode(generated);
       if (values.json) {
-        stdout(`${JSON.stringify({ model: dir, source, prompt, promptIds: ids, ids: generated, text, seconds, tokensPerSecond: generated.length / seconds })}\n`);
+        stdout(jsonLine('generate', { model: dir, source, prompt, promptIds: ids, ids: generated, text, seconds, tokensPerSecond: generated.length / seconds }));
         return;
       }
       stdout(`${prompt}${text}\n\n(${SOURCES[source]}; ${generated.length} tokens in ${formatSeconds(seconds)}, ${(generated.length / seconds).toFixed(1)} tokens/s)\n`);

@@ -1,5 +1,6 @@
 import type { Command } from '../command.js';
 import { allocateCommand } from './allocate.js';
+import { compareCommand } from './compare.js';
 import { evalCommand } from './eval.js';
 import { experimentCommand } from './experiment.js';
 import { exportCommand } from './export.js';
@@ -17,6 +18,7 @@ export const commands: readonly Command[] = [
   quantizeCommand,
   exportCommand,
   evalCommand,
+  compareCommand,
   generateCommand,
   experimentCommand,
   workerCommand,

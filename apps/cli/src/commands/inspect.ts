@@ -1,9 +1,12 @@
-import { isOnnxExportDir, summarizeOnnxExport } from '@layerquant/export';
-import { isQuantizedMetadata } from '@layerquant/quantizers';
-import { openQuantizedCheckpoint, summarizeQuantizedCheckpoint } from '@layerquant/quantizers/node';
-import { inspectModel, loadDecoderConfig, openCheckpoint, type ModelSummary } from '@layerquant/tensor-io';
+import { summarizeOnnxExport } from '@layerquant/export';
+import { inspectModel, loadDecoderConfig, loadValidatedConfig, openCheckpoint, type ModelSummary } from '@layerquant/tensor-io';
+import type { DType } from '@layerquant/core';
+import { openModelWeights } from '@layerquant/quantizers/node';
 import { parseCommandArgs, requireString } from '../args.js';
 import type { Command } from '../command.js';
+import { directorySizes } from '../model-sizes.js';
+import { resolveModelPath } from '../model-path.js';
+import { boostLines, formatRows, jsonLine, sizeRows } from '../output.js';
 
 export const inspectCommand: Command = {
   name: 'inspect',
@@ -11,22 +14,50 @@ export const inspectCommand: Command = {
   usage: [
     'layerquant inspect <model-dir | quantized-dir | onnx-dir> [--json]',
     '',
-    'Prints architecture, layer count, hidden size, total params, quantizable linear params, tensor count and dtypes.',
-    'A quantized checkpoint (layerquant-quantized-v1) counts its matrices at their original shapes and lists the',
-    'configs; an ONNX export lists its MatMulNBits nodes by bits and block size, and the bytes of its linear weights.',
+    'Prints architecture, layer count, hidden size, total params, quantizable linear params, tensor count and dtypes,',
+    'and the size of the linear matrices in MiB: on disk (as stored) and, for a quantized directory, in the paper\'s',
+    'accounting. A quantized checkpoint (layerquant-quantized-v1) counts its matrices at their original shapes, lists',
+    'the configs and, when a boost quantized it, the boosted layers; an ONNX export lists its MatMulNBits nodes.',
+    '  --json   one JSON object (docs/json-schema.md): command "inspect", layout, sizes { paperMiB, diskMiB, ... }',
   ].join('\n'),
   async run({ argv, stdout }) {
     const { values, positionals } = parseCommandArgs(argv, {});
-    const dir = requireString(positionals[0], 'model-dir', 'layerquant inspect <model-dir>');
-    if (isOnnxExportDir(dir)) {
-      await inspectOnnx(dir, values.json === true, stdout);
+    const dir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant inspect <model-dir>'));
+    const layout = await directorySizes(dir);
+    if (layout.layout === 'onnx') {
+      const config = await loadDecoderConfig(dir);
+      const o = await summarizeOnnxExport(dir);
+      const operators: Record<string, number> = {};
+      for (const node of o.summary.nodes) operators[node.opType] = (operators[node.opType] ?? 0) + 1;
+      if (values.json) {
+        stdout(jsonLine('inspect', {
+          model: dir, layout: 'onnx', file: o.file, architecture: config.architecture, modelType: config.modelType, numLayers: config.numLayers,
+          hiddenSize: config.hiddenSize, vocabSize: config.vocabSize, linearParams: o.linearParams, linearMatrices: o.linearMatrices,
+          configs: layout.configs, sizes: layout.sizes, boosts: layout.boosts ?? null,
+          graph: { inputs: o.summary.inputs.length, outputs: o.summary.outputs.length, nodes: o.summary.nodes.length, operators },
+        }));
+        return;
+      }
+      stdout(formatRows([
+        ['model', dir],
+        ['layout', `ONNX export ${o.file}`],
+        ['architecture', `${config.architecture} (${config.modelType}), ${config.numLayers} layers, hidden ${config.hiddenSize}`],
+        ['linear params', `${o.linearParams.toLocaleString('en-US')} in ${o.linearMatrices} matrices`],
+        ['MatMulNBits', Object.entries(o.matMulNBits).map(([c, n]) => `${c} x${n}`).join(', ') || 'none'],
+        ...sizeRows(layout.sizes),
+        ['graph', `${o.summary.nodes.length} nodes, ${o.summary.inputs.length} inputs, ${o.summary.outputs.length} outputs`],
+      ]));
+      if (layout.boosts) stdout(`${boostLines(layout.boosts).join('\n')}\n`);
       return;
     }
-    const summary = await inspectModel(dir);
-    const quantized = await quantizedLayout(dir);
-    const s: ModelSummary = quantized ? { ...summary, params: quantized.params, linearParams: quantized.linearParams, linearMatrices: quantized.linearMatrices } : summary;
+    const quantized = layout.layout === 'layerquant-quantized-v1';
+    const summary = quantized ? await quantizedSummary(dir) : await inspectModel(dir);
+    const params: number | undefined = layout.params;
+    const s = { ...summary, linearParams: layout.sizes.params, linearMatrices: layout.linearMatrices };
     if (values.json) {
-      stdout(`${JSON.stringify({
+      stdout(jsonLine('inspect', {
+        model: dir,
+        layout: layout.layout,
         architecture: s.architecture,
         modelType: s.modelType,
         numLayers: s.numLayers,
@@ -36,15 +67,16 @@ export const inspectCommand: Command = {
         numKeyValueHeads: s.numKeyValueHeads,
         vocabSize: s.vocabSize,
         tieWordEmbeddings: s.tieWordEmbeddings,
-        params: s.params,
+        params: params ?? null,
         linearParams: s.linearParams,
         linearMatrices: s.linearMatrices,
         tensors: s.tensors,
         dtypes: s.dtypes,
         files: s.files,
-        bytes: s.bytes,
-        ...(quantized ? { layout: 'layerquant-quantized-v1', quantizedMatrices: quantized.quantizedMatrices, configs: quantized.configs, linearBytes: quantized.linearBytes } : {}),
-      })}\n`);
+        configs: layout.configs,
+        sizes: layout.sizes,
+        boosts: layout.boosts ?? null,
+      }));
       return;
     }
     const rows: Array<[string, string]> = [
@@ -55,70 +87,38 @@ export const inspectCommand: Command = {
       ['ffn size', String(s.intermediateSize)],
       ['heads', `${s.numHeads} (${s.numKeyValueHeads} key/value)`],
       ['vocab', `${s.vocabSize}${s.tieWordEmbeddings ? ' (tied embeddings)' : ''}`],
-      ['params', s.params.toLocaleString('en-US')],
-      ['linear params', `${s.linearParams.toLocaleString('en-US')} in ${s.linearMatrices} matrices (${((100 * s.linearParams) / s.params).toFixed(1)}%)`],
-      ['tensors', `${s.tensors} in ${s.files} file${s.files === 1 ? '' : 's'} (${(s.bytes / 2 ** 20).toFixed(1)} MiB)`],
+      ...(params === undefined ? [] : [['params', params.toLocaleString('en-US')] as [string, string]]),
+      ['linear params', `${s.linearParams.toLocaleString('en-US')} in ${s.linearMatrices} matrices${params === undefined ? '' : ` (${((100 * s.linearParams) / params).toFixed(1)}%)`}`],
+      ['tensors', `${s.tensors} in ${s.files} file${s.files === 1 ? '' : 's'}`],
       ['dtypes', Object.entries(s.dtypes).map(([d, n]) => `${d} x${n}`).join(', ')],
     ];
-    if (quantized) {
-      rows.push(['layout', `layerquant-quantized-v1, ${quantized.quantizedMatrices} of ${quantized.linearMatrices} matrices quantized`]);
-      rows.push(['configs', Object.entries(quantized.configs).map(([c, n]) => `${c} x${n}`).join(', ')]);
-      rows.push(['linear bytes', `${(quantized.linearBytes / 2 ** 20).toFixed(2)} MiB (${((8 * quantized.linearBytes) / quantized.linearParams).toFixed(4)} bits/weight as stored)`]);
-    }
-    stdout(`${rows.map(([k, v]) => `${k.padEnd(14)} ${v}`).join('\n')}\n`);
+    if (quantized) rows.push(['layout', `layerquant-quantized-v1; configs ${Object.entries(layout.configs).map(([c, n]) => `${c} x${n}`).join(', ')}`]);
+    rows.push(...sizeRows(layout.sizes));
+    stdout(formatRows(rows));
+    if (layout.boosts) stdout(`${boostLines(layout.boosts).join('\n')}\n`);
   },
 };
 
-/** The linear matrices of a layerquant-quantized-v1 directory, or undefined for a plain checkpoint. */
-async function quantizedLayout(dir: string) {
-  const checkpoint = await openCheckpoint(dir);
-  const isQuantized = isQuantizedMetadata(checkpoint.metadata);
-  await checkpoint.close();
-  if (!isQuantized) return undefined;
-  const quantized = await openQuantizedCheckpoint(dir);
+/** A quantized checkpoint's architecture (config.json validated against its matrices at their original shapes) and stored tensors. */
+async function quantizedSummary(dir: string): Promise<ModelSummary> {
+  const weights = await openModelWeights(dir);
+  let config: Awaited<ReturnType<typeof loadValidatedConfig>>['config'];
   try {
-    return summarizeQuantizedCheckpoint(quantized);
+    config = (await loadValidatedConfig(weights.dir, weights)).config;
   } finally {
-    await quantized.close();
+    await weights.close();
   }
-}
-
-async function inspectOnnx(dir: string, json: boolean, stdout: (text: string) => void): Promise<void> {
-  const config = await loadDecoderConfig(dir);
-  const o = await summarizeOnnxExport(dir);
-  const ops: Record<string, number> = {};
-  for (const node of o.summary.nodes) ops[node.opType] = (ops[node.opType] ?? 0) + 1;
-  const facts = {
-    layout: 'onnx',
-    file: o.file,
-    fileBytes: o.fileBytes,
-    externalDataBytes: o.externalDataBytes,
-    architecture: config.architecture,
-    modelType: config.modelType,
-    numLayers: config.numLayers,
-    hiddenSize: config.hiddenSize,
-    vocabSize: config.vocabSize,
-    linearParams: o.linearParams,
-    linearMatrices: o.linearMatrices,
-    linearBytes: o.linearBytes,
-    matMulNBits: o.matMulNBits,
-    inputs: o.summary.inputs.length,
-    outputs: o.summary.outputs.length,
-    nodes: o.summary.nodes.length,
-    operators: ops,
-  };
-  if (json) {
-    stdout(`${JSON.stringify(facts)}\n`);
-    return;
+  const checkpoint = await openCheckpoint(dir);
+  try {
+    const dtypes: Partial<Record<DType, number>> = {};
+    for (const t of checkpoint.tensors) dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + 1;
+    return {
+      dir: checkpoint.dir, architecture: config.architecture, modelType: config.modelType, numLayers: config.numLayers, hiddenSize: config.hiddenSize,
+      intermediateSize: config.intermediateSize, numHeads: config.numHeads, numKeyValueHeads: config.numKeyValueHeads, vocabSize: config.vocabSize,
+      tieWordEmbeddings: config.tieWordEmbeddings, params: 0, linearParams: 0, linearMatrices: 0, tensors: checkpoint.tensors.length, dtypes,
+      files: checkpoint.files.length, bytes: checkpoint.tensors.reduce((s, t) => s + t.byteLength, 0),
+    } as ModelSummary;
+  } finally {
+    await checkpoint.close();
   }
-  const rows: Array<[string, string]> = [
-    ['model', dir],
-    ['layout', `ONNX export ${o.file} (${(o.fileBytes / 2 ** 20).toFixed(2)} MiB${o.externalDataBytes ? ` + ${(o.externalDataBytes / 2 ** 20).toFixed(2)} MiB external data` : ''})`],
-    ['architecture', `${config.architecture} (${config.modelType}), ${config.numLayers} layers, hidden ${config.hiddenSize}`],
-    ['linear params', `${o.linearParams.toLocaleString('en-US')} in ${o.linearMatrices} matrices`],
-    ['MatMulNBits', Object.entries(o.matMulNBits).map(([c, n]) => `${c} x${n}`).join(', ') || 'none'],
-    ['linear bytes', `${(o.linearBytes / 2 ** 20).toFixed(2)} MiB (${((8 * o.linearBytes) / o.linearParams).toFixed(4)} bits/weight as stored)`],
-    ['graph', `${o.summary.nodes.length} nodes, ${o.summary.inputs.length} inputs, ${o.summary.outputs.length} outputs`],
-  ];
-  stdout(`${rows.map(([k, v]) => `${k.padEnd(14)} ${v}`).join('\n')}\n`);
 }

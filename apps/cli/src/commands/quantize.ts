@@ -15,8 +15,42 @@ import { allocateMethod, allocatorFlags, allocatorHelp, checkBudget, extraMemory
 import { tablesNeeded } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
-import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, exportRows, exportSummary, parseExportOptions } from './export.js';
+import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from './export.js';
 import { createProgress, formatSeconds } from '../progress.js';
+import { resolveModelPath } from '../model-path.js';
+import { absolutePath, formatRows, jsonLine, sizeRows, sizes, boostReport, boostLines } from '../output.js';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import type { QuantizeModelReport } from '@layerquant/quantizers/node';
+
+/** An existing, non-empty --out is replaced only with --force (a directory that is not there or empty is fine). */
+function checkOverwrite(outDir: string, force: boolean): void {
+  if (force || !existsSync(outDir) || !statSync(outDir).isDirectory()) return;
+  const entries = readdirSync(outDir).filter((name) => !name.startsWith('.layerquant'));
+  if (entries.length > 0) {
+    throw new InvalidOptionError('--out', `${absolutePath(outDir)} exists and is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); pass --force to replace the quantized model in it, or choose another --out`);
+  }
+}
+
+/** Sizes, error and time of a quantize run: the JSON fields every quantize prints. */
+function reportFields(report: QuantizeModelReport) {
+  return {
+    model: report.modelDir,
+    out: report.outDir,
+    matrices: report.matrices,
+    quantizedMatrices: report.quantizedMatrices,
+    sizes: sizes({ params: report.params, paperBitsPerWeight: report.bpp, diskBytes: report.bytes, fileBytes: report.fileBytes }),
+    scaleDtype: report.scaleDtype === 'F16' ? 'float16' : 'float32',
+    sqErr: report.sqErr,
+    seconds: report.seconds,
+    workerSeconds: report.quantizeSeconds,
+    workers: report.workers,
+  };
+}
+
+/** "1.9s wall (2.6s quantizing, summed over 2 workers that overlap)": the two times are not the same clock. */
+function timeText(report: QuantizeModelReport): string {
+  return `${formatSeconds(report.seconds)} wall clock (${formatSeconds(report.quantizeSeconds)} quantizing, summed over ${report.workers} worker${report.workers === 1 ? '' : 's'} running in parallel)`;
+}
 
 /** Whether `--method` names an allocator plug-in (or one of its grid names) rather than a quantizer. */
 function isAllocatorMethod(method: string, plugins: PluginRegistries): boolean {
@@ -77,11 +111,12 @@ export const quantizeCommand: Command = {
     'With --config every matrix gets one config. With --budget the method allocates a config per matrix from the',
     'statistics it needs (computed on the calibration text and cached in <dir>/stats, or read with --stats; uniform',
     'needs none, kurtboost only the weights\' kurtosis), then quantizes every matrix with --quantizer (default hqq);',
-    'it prints bits per weight, MB and the extra memory over uniform at the same budget.',
+    'it prints bits per weight, MiB and the extra memory over uniform at the same budget.',
     '',
     'Writes <dir>/model.safetensors (packed codes, scales, zeros per matrix; other tensors copied), config and',
-    'tokenizer files, and quantization.json. Prints bits per weight (paper accounting), packed bytes, the summed',
-    'squared dequantization error and the time.',
+    'tokenizer files, and quantization.json. Prints the size of the linear matrices in MiB and bits per weight, in',
+    'the paper\'s accounting (8-bit scale and zero per group) and on disk (fp32 scales and zeros as stored), the',
+    'summed squared dequantization error and the time (wall clock, and quantizing summed over the workers).',
     '',
     'Options:',
     '  --plugin <module>    load allocators/quantizers/metrics from a module (a path or package name; repeatable)',
@@ -104,7 +139,8 @@ export const quantizeCommand: Command = {
     '  --stats <dir>        reuse statistics (`layerquant sensitivity` output or a paper-data directory)',
     '  --calib <file>       calibration text for activation sensitivity (default: built-in brown-calib)',
     '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
-    '  --json               one JSON object: bpp, bytes, sqErr, seconds, ...',
+    '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
+    '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
     '',
     'With --format onnx the quantized model is written as an ONNX directory transformers.js loads (see',
     '`layerquant export --help`) instead of a quantized checkpoint:',
@@ -126,20 +162,22 @@ export const quantizeCommand: Command = {
       stats: { type: 'string' },
       calib: { type: 'string' },
       blocks: { type: 'string' },
+      force: { type: 'boolean' },
       ...EXPORT_OPTION_SPEC,
     });
-    const modelDir = requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>');
+    const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
-    const target = requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64');
+    const target = absolutePath(requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64'));
+    checkOverwrite(target, values.force === true);
     const onnx = parseExportOptions(values);
     if (onnx.format === 'onnx') {
       // Quantize into a temporary checkpoint beside --out, export it there, and print both reports as one.
       const checkpointDir = temporaryPath(target);
       let printed = '';
       try {
-        await quantizeCommand.run({ argv: withoutExportOptions(argv, checkpointDir), stdout: (text) => (printed += text), stderr: () => undefined, plugins });
+        await quantizeCommand.run({ argv: [...withoutExportOptions(argv, checkpointDir), '--force'], stdout: (text) => (printed += text), stderr: () => undefined, plugins });
         const report = await exportOnnx({ modelDir: checkpointDir, outDir: target, ...onnx.options });
-        if (values.json) stdout(`${JSON.stringify({ ...(JSON.parse(printed) as Record<string, unknown>), out: report.outDir, export: exportSummary(report) })}\n`);
+        if (values.json) stdout(jsonLine('quantize', { ...(JSON.parse(printed) as Record<string, unknown>), command: 'quantize', out: report.outDir, export: exportSummary(report) }));
         else stdout(`${printed.replace(checkpointDir, report.outDir)}${exportRows(report).map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
       } finally {
         await rm(checkpointDir, { recursive: true, force: true });
@@ -205,30 +243,23 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, plugi
       quantizer,
       configFor: () => config,
       method,
+      scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...quantizerOptions },
-      onProgress: (p) => progress.update(p.done, p.total, p.key),
+      onProgress: (p) => progress.update(p.done, p.total, `matrices (${p.key})`),
     }),
   );
   progress.done();
   if (values.json) {
-    stdout(`${JSON.stringify({
+    stdout(jsonLine('quantize', {
       method,
+      quantizer: quantizer.id,
       config: `b${config.bits}g${config.groupSize}`,
       axis,
       roundZero,
-      ...(kappa === undefined ? {} : { kappa }),
-      out: report.outDir,
-      matrices: report.matrices,
-      params: report.params,
-      bpp: report.bpp,
-      paperMB: report.paperMB,
-      bytes: report.bytes,
-      fileBytes: report.fileBytes,
-      sqErr: report.sqErr,
-      seconds: report.seconds,
-      quantizeSeconds: report.quantizeSeconds,
-    })}\n`);
+      kappa: kappa ?? null,
+      ...reportFields(report),
+    }));
     return;
   }
   const rows: Array<[string, string]> = [
@@ -236,12 +267,12 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, plugi
     ['out', report.outDir],
     ['method', `${method} ${`b${config.bits}g${config.groupSize}`}${axis === 0 ? ' axis 0' : ''}${roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
     ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
-    ['bits/weight', `${report.bpp.toFixed(4)} (paper), ${((8 * report.bytes) / report.params).toFixed(4)} (packed)`],
-    ['size', `${(report.bytes / 2 ** 20).toFixed(2)} MiB packed linear weights, ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB file`],
+    ...sizeRows(reportFields(report).sizes),
+    ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`],
     ['sq. error', report.sqErr.toPrecision(8)],
-    ['time', `${formatSeconds(report.seconds)} (${formatSeconds(report.quantizeSeconds)} quantizing)`],
+    ['time', timeText(report)],
   ];
-  stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+  stdout(formatRows(rows));
 }
 
 interface AllocatedRun {
@@ -301,9 +332,10 @@ async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId
       },
       method: spec.id,
       allocation,
+      scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { method: spec.id, budget, statistics: source, ...quantizerOptions, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
-      onProgress: (p) => progress.update(p.done, p.total, p.key),
+      onProgress: (p) => progress.update(p.done, p.total, `matrices (${p.key})`),
     });
     progress.done();
     return { source, allocation, uniform, extra, report };
@@ -313,26 +345,20 @@ async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId
     const name = m.config ? configName(m.config) : 'float';
     counts.set(name, (counts.get(name) ?? 0) + 1);
   }
+  const boosts = boostReport(allocation as Parameters<typeof boostReport>[0]);
   if (values.json) {
-    stdout(`${JSON.stringify({
+    stdout(jsonLine('quantize', {
       method: spec.id,
       quantizer: quantizer.id,
       budget,
-      out: report.outDir,
       statistics: source,
-      matrices: report.matrices,
-      params: report.params,
-      bpp: report.bpp,
-      paperMB: report.paperMB,
-      uniformMB: uniform?.totals.memoryMB ?? null,
+      ...reportFields(report),
+      uniformPaperMiB: uniform?.totals.memoryMB ?? null,
       extraMemoryPercent: extra,
-      bytes: report.bytes,
-      fileBytes: report.fileBytes,
-      sqErr: report.sqErr,
-      seconds: report.seconds,
       configs: Object.fromEntries(counts),
+      boosts: boosts ?? null,
       allocation: Object.fromEntries(allocation.matrices.map((m) => [matrixKey(m.layer, m.module), m.config ? configName(m.config) : null])),
-    })}\n`);
+    }));
     return;
   }
   const rows: Array<[string, string]> = [
@@ -340,13 +366,14 @@ async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId
     ['out', report.outDir],
     ['method', `${spec.id} at ${budget} bits, ${quantizer.id} (statistics: ${source})`],
     ['configs', [...counts].map(([c, n]) => `${c} x${n}`).join(', ')],
-    ['bits/weight', `${report.bpp.toFixed(4)} (paper), ${((8 * report.bytes) / report.params).toFixed(4)} (packed)`],
-    ['memory', `${report.paperMB.toFixed(3)} MB${uniform ? `, ${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% over HQQ uniform (${uniform.totals.memoryMB.toFixed(3)} MB)` : ''}`],
-    ['size', `${(report.bytes / 2 ** 20).toFixed(2)} MiB packed linear weights, ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB file`],
+    ...sizeRows(reportFields(report).sizes),
+    ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`],
+    ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
     ['sq. error', report.sqErr.toPrecision(8)],
-    ['time', `${formatSeconds(report.seconds)} (${formatSeconds(report.quantizeSeconds)} quantizing)`],
+    ['time', timeText(report)],
   ];
-  stdout(`${rows.map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+  stdout(formatRows(rows));
+  if (boosts) stdout(`${boostLines(boosts).join('\n')}\n`);
 }
 
 /** The argv of the checkpoint step of `quantize --format onnx`: the ONNX options dropped, --out replaced. */
@@ -355,7 +382,7 @@ function withoutExportOptions(argv: readonly string[], checkpointDir: string): s
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const name = arg.startsWith('--') ? arg.slice(2).split('=')[0]! : '';
-    if (name in EXPORT_OPTION_SPEC || name === 'out') {
+    if ((name in EXPORT_OPTION_SPEC && name !== 'scale-dtype') || name === 'out') {
       if (!arg.includes('=')) i++;
       continue;
     }

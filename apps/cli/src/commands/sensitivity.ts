@@ -3,7 +3,9 @@ import { existsSync } from 'node:fs';
 import { openOutputDirectory } from '@layerquant/tensor-io';
 import { basename, extname, resolve } from 'node:path';
 import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
-import { SENSITIVITY_PARTS } from '@layerquant/allocators';
+import { SENSITIVITY_PARTS, detectOutlierLayers } from '@layerquant/allocators';
+import { resolveModelPath } from '../model-path.js';
+import { jsonLine, renderTable } from '../output.js';
 import { datasets } from '@layerquant/datasets';
 import {
   CALIBRATION_ORDERS,
@@ -51,12 +53,24 @@ const usage = (plugins: PluginRegistries): string => [
   '  --workers <n>        worker threads quantizing the fnorm table (default: one per core)',
   '  --allow-long-context run a --seqlen above the model\'s max_position_embeddings (refused otherwise)',
   '  --out <dir>          output directory (created, locked while written; files written atomically)',
-  '  --json               one JSON object: files, calibration, seconds, sensitivity rows',
+  '  --json               one JSON object (docs/json-schema.md): files, calibration, seconds, sensitivity rows, outliers',
   '  --plugin <module>    load plug-ins from a module (a path or package name; repeatable)',
   '',
   'Metrics (the registry; each fills one table):',
   ...plugins.metrics.list().map((m) => `  ${m.id.padEnd(22)} ${`${m.table}.csv`.padEnd(16)} ${m.input === 'weights' ? 'weights only' : 'runs the model'}: ${m.description}`),
 ].join('\n');
+
+/** Outlier layers of each sensitivity part (all of them, z > 3), as SensiBoost detects them; parts with too few layers have none. */
+function outlierParts(rows: ReadonlyArray<{ readonly part: string; readonly layer: number; readonly sensitivity: number }>): Record<string, Array<{ layer: number; zScore: number }>> {
+  const result: Record<string, Array<{ layer: number; zScore: number }>> = {};
+  for (const part of SENSITIVITY_PARTS) {
+    const series = rows.filter((r) => r.part === part).sort((a, b) => a.layer - b.layer);
+    result[part] = series.length >= 4 && series.every((r, i) => r.layer === i && Number.isFinite(r.sensitivity) && r.sensitivity > 0)
+      ? detectOutlierLayers(series.map((r) => r.sensitivity), { change: 'ratio', topM: 0 }).map((o) => ({ layer: o.layer, zScore: o.zScore }))
+      : [];
+  }
+  return result;
+}
 
 function calibrationSource(values: ParsedArgs['values']): { path: string; name: string } {
   const file = stringOption(values, 'calib');
@@ -90,7 +104,7 @@ export const sensitivityCommand: Command = {
       out: { type: 'string' },
       'allow-long-context': { type: 'boolean' },
     });
-    const modelDir = requireString(positionals[0], 'model-dir', 'layerquant sensitivity <model-dir> --out <dir>');
+    const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant sensitivity <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const out = requireString(values.out, '--out', 'the directory to write sensitivity.csv, fnorm.csv and kurtosis.csv to');
     const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', DEFAULT_CALIBRATION_BLOCKS, 1);
@@ -144,30 +158,37 @@ export const sensitivityCommand: Command = {
     }
 
     if (values.json) {
-      stdout(`${JSON.stringify({
+      stdout(jsonLine('sensitivity', {
         model: resolve(modelDir),
         dataset: calibration.name,
         order,
-        ...(order === 'shuffled' ? { seed } : {}),
+        seed: order === 'shuffled' ? seed : null,
         blocks: statistics.blocks,
         seqlen: statistics.seqlen,
         configs: configs.map(configName),
-        files,
+        files: files.map((f) => resolve(f)),
         seconds: statistics.seconds,
         sensitivity: statistics.sensitivity.rows.map((r) => ({ config: configName(r), part: r.part, layer: r.layer, sensitivity: r.sensitivity })),
-      })}\n`);
+        outliers: configs.map((config) => ({ config: configName(config), parts: outlierParts(statistics.sensitivity.rows.filter((r) => r.bits === config.bits && r.groupSize === config.groupSize)) })),
+      }));
       return;
     }
     const lines: string[] = [];
     for (const config of configs) {
-      lines.push(`activation sensitivity (${configName(config)}, ${calibration.name}, ${statistics.blocks} blocks of ${statistics.seqlen} tokens, ${order})`);
-      lines.push(`${'layer'.padStart(5)} ${SENSITIVITY_PARTS.map((p) => p.padStart(12)).join(' ')}`);
       const rows = statistics.sensitivity.rows.filter((r) => r.bits === config.bits && r.groupSize === config.groupSize);
+      const outliers = outlierParts(rows);
+      lines.push(`activation sensitivity: MSE of the block output with the part quantized to ${configName(config)} (squared activation units; ${calibration.name}, ${statistics.blocks} blocks of ${statistics.seqlen} tokens, ${order})`);
+      lines.push(`* outlier layer: the change from the layer before has a trimmed z-score above 3 (what SensiBoost boosts)`);
       const layers = [...new Set(rows.map((r) => r.layer))];
-      for (const layer of layers) {
-        const cells = SENSITIVITY_PARTS.map((part) => (rows.find((r) => r.layer === layer && r.part === part)?.sensitivity ?? Number.NaN).toExponential(4).padStart(12));
-        lines.push(`${String(layer).padStart(5)} ${cells.join(' ')}`);
-      }
+      const table = layers.map((layer) => [
+        String(layer),
+        ...SENSITIVITY_PARTS.map((part) => {
+          const value = rows.find((r) => r.layer === layer && r.part === part)?.sensitivity;
+          const z = outliers[part]?.find((o) => o.layer === layer)?.zScore;
+          return `${value === undefined ? '-' : value.toExponential(4)}${z === undefined ? '  ' : ' *'}`;
+        }),
+      ]);
+      lines.push(renderTable([{ header: 'layer', align: 'right' }, ...SENSITIVITY_PARTS.map((p) => ({ header: `${p} MSE`, align: 'right' as const }))], table).trimEnd());
       lines.push('');
     }
     lines.push(

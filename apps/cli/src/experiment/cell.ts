@@ -20,16 +20,10 @@ export type CellSpec =
   | { readonly key: string; readonly kind: 'fp' }
   | { readonly key: string; readonly kind: 'method'; readonly method: MethodSpec; readonly budget: number };
 
-/** Per-window NLL of a cell: the float64 sum over each window's scored positions and their count. */
-export interface WindowNll {
-  readonly nllSum: readonly number[];
-  readonly tokens: readonly number[];
-}
-
 export interface CellResult {
   readonly key: string;
+  /** The row, with the per-window NLL the paired bootstrap reads (`windowNll`, `windowWeights`). */
   readonly row: ExperimentRow;
-  readonly windows: WindowNll;
 }
 
 /** What every cell of a grid shares. */
@@ -113,15 +107,9 @@ export async function computeCell(
   for (const t of linear) if (!overrides.has(t.name)) overrides.set(t.name, (await checkpoint.read(t.name)).data);
   await model.setWeights(overrides);
   overrides.clear();
-  const nllSum: number[] = [];
-  const tokens: number[] = [];
   const result = await perplexity(model, context.ids, {
     seqlen: context.seqlen,
     ...(context.maxTokens === undefined ? {} : { maxTokens: context.maxTokens }),
-    onWindow: (_, sum, scored) => {
-      nllSum.push(sum);
-      tokens.push(scored);
-    },
     ...(onWindow ? { onProgress: onWindow } : {}),
   });
   let row: ExperimentRow;
@@ -153,5 +141,5 @@ export async function computeCell(
       windowWeights: result.windowWeights,
     };
   }
-  return { key: cell.key, row, windows: { nllSum, tokens } };
+  return { key: cell.key, row };
 }

@@ -31,19 +31,24 @@ export const RESULT_COLUMNS = Object.freeze([
   'method',
   'options',
   'budget',
-  'bpp',
-  'MB',
-  'packed_bytes',
+  'paper_bits_per_weight',
+  'paper_MiB',
+  'disk_MiB',
   'extra_memory_percent',
   'perplexity',
   'seconds',
 ] as const);
 
-/** results.csv through the one CSV writer (@layerquant/stats' formatCsv: Python-repr numbers, `nan` for no value). */
+/** No value (no uniform baseline, the unquantized row): results.csv writes an empty field, never NaN. */
+function finiteOrNull(value: number | null): number | null {
+  return value === null || !Number.isFinite(value) ? null : value;
+}
+
+/** results.csv through the one CSV writer (@layerquant/stats' formatCsv: Python-repr numbers, empty for no value). */
 export function formatResultsCsv(rows: readonly ExperimentRow[]): string {
   return formatCsv(
     RESULT_COLUMNS,
-    rows.map((r) => [r.model, r.method, r.options, r.budget, r.bpp, r.memoryMB, r.packedBytes, r.extraMemoryPercent, r.ppl, r.seconds]),
+    rows.map((r) => [r.model, r.method, r.options, finiteOrNull(r.budget), finiteOrNull(r.bpp), finiteOrNull(r.memoryMB), finiteOrNull(r.packedBytes / 2 ** 20), finiteOrNull(r.extraMemoryPercent), finiteOrNull(r.ppl), finiteOrNull(r.seconds)]),
   );
 }
 
@@ -234,7 +239,7 @@ export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: R
   out.push(`# layerquant experiment: ${context.model}`, '');
   out.push(`Perplexity on ${context.text} (${context.tokens.toLocaleString('en-US')} tokens, ${context.protocol}); statistics from ${context.statsSource}.`);
   out.push('Memory is that of the quantized linear matrices in the paper\'s accounting (8-bit scale and zero per group, fp16 meta per 128 groups); extra memory is against HQQ uniform at the same budget (at the highest stop below it for a budget between stops, where uniform and the boosts run at that stop).', '');
-  out.push('| budget | method | options | bpp | MB | extra memory | perplexity | vs HQQ | Δppl vs HQQ (95% CI) | Δppl vs MXQ (95% CI) |');
+  out.push('| budget | method | options | bits/weight (paper) | MiB (paper) | extra memory | perplexity | vs HQQ | Δppl vs HQQ (95% CI) | Δppl vs MXQ (95% CI) |');
   out.push('| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   const versusCell = (r: ExperimentRow, baseline: string): string => {
     const base = rows.find((x) => x.method === baseline && x.budget === r.budget);

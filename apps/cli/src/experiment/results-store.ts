@@ -90,7 +90,7 @@ export class ResultsStore {
     for (const [key, cell] of Object.entries(file.cells)) {
       const c = cell as Partial<StoredCell>;
       const row = c.row as Partial<ExperimentRow> | undefined;
-      if (c.key !== key || !c.settings || typeof c.settings !== 'object' || !row || typeof row.method !== 'string' || (row.ppl !== null && typeof row.ppl !== 'number') || !c.windows || !Array.isArray(c.windows.nllSum)) {
+      if (c.key !== key || !c.settings || typeof c.settings !== 'object' || !row || typeof row.method !== 'string' || (row.ppl !== null && typeof row.ppl !== 'number') || !Array.isArray(row.windowNll) || !Array.isArray(row.windowWeights)) {
         throw damaged(`cell "${key}" is incomplete`);
       }
       store.cells.set(key, { ...(c as StoredCell), row: reviveRow(row as ExperimentRow) });

@@ -1,0 +1,152 @@
+import { InvalidOptionError } from '@layerquant/core';
+import { datasets } from '@layerquant/datasets';
+import { perplexity, resolveTextPath } from '@layerquant/perplexity';
+import { parseCommandArgs, parseIntegerOption, stringOption } from '../args.js';
+import type { Command } from '../command.js';
+import { pairedBootstrap, verdict, type PairedInterval } from '../experiment/report.js';
+import { directorySizes, type DirectorySizes } from '../model-sizes.js';
+import { resolveModelPath } from '../model-path.js';
+import { absolutePath, jsonLine, renderTable } from '../output.js';
+import { createProgress, createSpinner, formatSeconds } from '../progress.js';
+import { builtinRegistries } from '../plugins.js';
+import { openForEvaluation } from './eval.js';
+
+interface Evaluated {
+  readonly dir: string;
+  readonly layout: DirectorySizes;
+  readonly perplexity: number;
+  readonly windows: number;
+  readonly tokens: number;
+  readonly seconds: number;
+  readonly windowNll: readonly number[];
+  readonly windowWeights: readonly number[];
+}
+
+const fixed = (value: number, digits: number): string => (Number.isFinite(value) ? value.toFixed(digits) : '-');
+
+export const compareCommand: Command = {
+  name: 'compare',
+  summary: 'perplexity of several models on the same windows, with paired intervals, size on disk and bits per weight',
+  usage: [
+    'layerquant compare <dir> <dir> [<dir> ...] --dataset brown-test | --text <file> [options] [--json]',
+    '',
+    'Evaluates every directory (a model, a quantized checkpoint, an ONNX export) on the same non-overlapping windows',
+    'of the text, as `layerquant eval` does each one, and prints side by side: perplexity, its difference from the',
+    'first directory with a 95% paired bootstrap interval over the windows (the experiment report\'s: 2000',
+    'resamples, seed 42; "better"/"worse" only when the interval excludes 0), the linear matrices\' size on disk and',
+    'bits per weight (as stored, and in the paper\'s accounting for a quantized checkpoint).',
+    '',
+    'Options:',
+    `  --dataset <name>       built-in text: ${Object.keys(datasets).join(', ')}`,
+    '  --text <file>          a UTF-8 text file instead',
+    '  --seqlen <n>           window length (default 512)',
+    '  --max-tokens <n>       use only the first n tokens of the text',
+    '  --threads <n>          onnxruntime intra-op threads (default: one per core)',
+    '  --allow-long-context   run a --seqlen above a model\'s max_position_embeddings',
+    '  --json                 one JSON object (docs/json-schema.md): one entry per directory',
+  ].join('\n'),
+  async run({ argv, stdout, plugins = builtinRegistries() }) {
+    const { values, positionals } = parseCommandArgs(argv, {
+      text: { type: 'string' },
+      dataset: { type: 'string' },
+      seqlen: { type: 'string' },
+      'max-tokens': { type: 'string' },
+      threads: { type: 'string' },
+      'allow-long-context': { type: 'boolean' },
+    });
+    if (positionals.length < 2) throw new InvalidOptionError('dir', `compare needs at least two directories, got ${positionals.length}; for one, use \`layerquant eval\``);
+    const dirs = positionals.map((p) => resolveModelPath(p));
+    const seqlen = parseIntegerOption(stringOption(values, 'seqlen'), '--seqlen', 512, 2);
+    const maxTokensText = stringOption(values, 'max-tokens');
+    const maxTokens = maxTokensText === undefined ? undefined : parseIntegerOption(maxTokensText, '--max-tokens', 0, 2);
+    const threadsText = stringOption(values, 'threads');
+    const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
+    const textPath = resolveTextPath({ text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') }, datasets);
+    const interactive = !values.json && Boolean(process.stderr.isTTY);
+    // Sizes first: a directory that is not a model fails before any evaluation.
+    const layouts = await Promise.all(dirs.map((dir) => directorySizes(dir)));
+
+    const results: Evaluated[] = [];
+    for (const [i, dir] of dirs.entries()) {
+      const loading = createSpinner(`loading ${i + 1}/${dirs.length} ${dir}`, interactive);
+      let opened: Awaited<ReturnType<typeof openForEvaluation>>;
+      try {
+        opened = await openForEvaluation(dir, textPath, { seqlen, allowLongContext: values['allow-long-context'] === true, quantizers: plugins.quantizers, ...(threads === undefined ? {} : { threads }) });
+      } finally {
+        loading.stop();
+      }
+      try {
+        const ids = opened.tokenizer.encode(opened.text);
+        const progress = createProgress(`model ${i + 1}/${dirs.length}`, interactive);
+        const result = await perplexity(opened.model, ids, { seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), onProgress: (done, total) => progress.update(done, total, 'windows of this model') });
+        progress.done();
+        results.push({
+          dir, layout: layouts[i]!, perplexity: result.ppl, windows: result.windows, tokens: result.tokens, seconds: result.seconds,
+          windowNll: result.windowNll, windowWeights: result.windowWeights,
+        });
+      } finally {
+        await opened.model.dispose();
+      }
+    }
+    const first = results[0]!;
+    const intervals: Array<PairedInterval | undefined> = results.map((r, i) => {
+      if (i === 0) return undefined;
+      if (r.windows !== first.windows) {
+        throw new InvalidOptionError(r.dir, `was evaluated on ${r.windows} windows and ${first.dir} on ${first.windows}: their tokenizers differ, so the windows cannot be paired`);
+      }
+      return pairedBootstrap({ nll: r.windowNll, weights: r.windowWeights }, { nll: first.windowNll, weights: first.windowWeights });
+    });
+
+    if (values.json) {
+      stdout(jsonLine('compare', {
+        text: absolutePath(textPath),
+        protocol: 'windows',
+        seqlen,
+        windows: first.windows,
+        tokens: first.tokens,
+        baseline: first.dir,
+        models: results.map((r, i) => {
+          const interval = intervals[i];
+          return {
+            model: r.dir,
+            layout: r.layout.layout,
+            perplexity: r.perplexity,
+            versusFirst: interval ? { difference: interval.difference, low: interval.low, high: interval.high, level: interval.level, verdict: verdict(interval) } : null,
+            sizes: r.layout.sizes,
+            seconds: r.seconds,
+          };
+        }),
+      }));
+      return;
+    }
+    const rows = results.map((r, i) => {
+      const interval = intervals[i];
+      const s = r.layout.sizes;
+      return [
+        String(i + 1),
+        r.dir,
+        r.layout.layout,
+        fixed(r.perplexity, 4),
+        interval ? `${fixed(interval.difference, 3)} [${fixed(interval.low, 3)}, ${fixed(interval.high, 3)}]${verdict(interval) === 'tie' ? '' : ` ${verdict(interval)}`}` : 'baseline',
+        s.diskMiB === null ? '-' : fixed(s.diskMiB, 2),
+        s.diskBitsPerWeight === null ? '-' : fixed(s.diskBitsPerWeight, 4),
+        s.paperBitsPerWeight === null ? '-' : fixed(s.paperBitsPerWeight, 4),
+      ];
+    });
+    stdout(`perplexity on ${textPath}: ${first.windows} windows of ${seqlen} tokens, the same for every model; Δ against model 1, 95% paired bootstrap interval\n`);
+    stdout(renderTable(
+      [
+        { header: '#', align: 'right' },
+        { header: 'model' },
+        { header: 'layout' },
+        { header: 'perplexity', align: 'right' },
+        { header: 'Δppl vs 1 [95% CI]', align: 'right' },
+        { header: 'MiB disk', align: 'right' },
+        { header: 'bits/w disk', align: 'right' },
+        { header: 'bits/w paper', align: 'right' },
+      ],
+      rows,
+    ));
+    stdout(`sizes: linear matrices; time ${results.map((r) => formatSeconds(r.seconds)).join(', ')}\n`);
+  },
+};

@@ -1,0 +1,103 @@
+// How the experiment shows itself: its plan before it runs, its rows in the --json schema, and the results table on
+// a terminal (fitted to the width by the shared renderer; results.md keeps the Markdown).
+import { formatSeconds } from '../progress.js';
+import { renderTable, terminalColumns, type Sizes } from '../output.js';
+import { rowInterval, verdict, type ExperimentRow } from './report.js';
+
+/** A row as the --json schema has it: sizes in the shared form, `perplexity`, the paired interval against HQQ. */
+export function experimentRowJson(row: ExperimentRow, rows: readonly ExperimentRow[]): Record<string, unknown> {
+  const params = row.bpp > 0 ? (row.memoryMB * 2 ** 20 * 8) / row.bpp : 0;
+  const size: Sizes = {
+    params: Math.round(params),
+    paperBitsPerWeight: row.bpp,
+    paperMiB: row.memoryMB,
+    diskBitsPerWeight: params > 0 ? (8 * row.packedBytes) / params : 0,
+    diskMiB: row.packedBytes / 2 ** 20,
+  };
+  const base = rows.find((x) => x.method === 'hqq' && x.budget === row.budget);
+  const interval = base && row.method !== 'hqq' && row.budget !== null ? rowInterval(row, base) : undefined;
+  return {
+    model: row.model,
+    method: row.method,
+    options: row.options,
+    budget: row.budget,
+    sizes: size,
+    extraMemoryPercent: Number.isFinite(row.extraMemoryPercent) ? row.extraMemoryPercent : null,
+    perplexity: row.ppl,
+    versusHqq: interval ? { difference: interval.difference, low: interval.low, high: interval.high, level: interval.level, verdict: verdict(interval) } : null,
+    seconds: row.seconds,
+  };
+}
+
+const fixed = (value: number, digits: number): string => (Number.isFinite(value) ? value.toFixed(digits) : '-');
+
+/** The results as a terminal table that fits `width` (each row a block of lines when it does not). */
+export function formatResultsTable(rows: readonly ExperimentRow[], width: number = terminalColumns()): string {
+  const table = rows.map((r) => {
+    const base = rows.find((x) => x.method === 'hqq' && x.budget === r.budget);
+    const interval = base && r.method !== 'hqq' && r.budget !== null ? rowInterval(r, base) : undefined;
+    const versus = interval
+      ? `${fixed(interval.difference, 3)} [${fixed(interval.low, 3)}, ${fixed(interval.high, 3)}]${verdict(interval) === 'better' ? ' better' : verdict(interval) === 'worse' ? ' worse' : ''}`
+      : '';
+    return [
+      r.budget === null ? '-' : String(r.budget),
+      r.method,
+      r.options || '-',
+      fixed(r.bpp, 4),
+      fixed(r.memoryMB, 2),
+      fixed(r.packedBytes / 2 ** 20, 2),
+      r.budget === null ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`,
+      fixed(r.ppl, 4),
+      versus,
+    ];
+  });
+  return renderTable(
+    [
+      { header: 'budget', align: 'right' },
+      { header: 'method' },
+      { header: 'options' },
+      { header: 'bits/w paper', align: 'right' },
+      { header: 'MiB paper', align: 'right' },
+      { header: 'MiB disk', align: 'right' },
+      { header: 'extra mem', align: 'right' },
+      { header: 'perplexity', align: 'right' },
+      { header: 'Δppl vs HQQ [95% CI]', align: 'right' },
+    ],
+    table,
+    width,
+  );
+}
+
+/**
+ * Evaluation speed used for the plan's estimate: floating-point operations per second of onnxruntime's forward pass
+ * (2 x params per token), measured with `layerquant eval` on the shipped 26M model on the 2-core machine the project
+ * is developed on (307 tokens/s, machine shared). A faster machine finishes sooner; the estimate says it is one.
+ */
+export const EVAL_FLOPS_PER_SECOND = 16e9;
+/** HQQ on every linear matrix: 2.28 s for the shipped model's 22.0M linear weights (SPEC §5). */
+export const QUANTIZE_SECONDS_PER_WEIGHT = 2.28 / 22.0e6;
+
+export interface ExperimentPlan {
+  readonly cells: number;
+  /** Cells already in <out>/results.json (a resumed run). */
+  readonly cellsDone: number;
+  readonly windowsPerCell: number;
+  readonly tokensPerCell: number;
+  readonly estimatedSeconds: number;
+}
+
+export function experimentPlan(input: { cells: number; cellsDone: number; tokens: number; seqlen: number; params: number; linearParams: number }): ExperimentPlan {
+  const windowsPerCell = Math.floor(input.tokens / input.seqlen);
+  const tokensPerCell = windowsPerCell * input.seqlen;
+  const perCell = (2 * input.params * tokensPerCell) / EVAL_FLOPS_PER_SECOND + input.linearParams * QUANTIZE_SECONDS_PER_WEIGHT;
+  return { cells: input.cells, cellsDone: input.cellsDone, windowsPerCell, tokensPerCell, estimatedSeconds: (input.cells - input.cellsDone) * perCell };
+}
+
+export function formatPlan(plan: ExperimentPlan): string {
+  const hours = plan.estimatedSeconds / 3600;
+  const time = hours >= 1 ? `${hours.toFixed(1)} h` : formatSeconds(plan.estimatedSeconds);
+  return (
+    `plan: ${plan.cells} cells${plan.cellsDone ? ` (${plan.cellsDone} done in an earlier run)` : ''} x ${plan.windowsPerCell} windows ` +
+    `(${plan.tokensPerCell.toLocaleString('en-US')} tokens each); estimated ${time} on a 2-core CPU, plus statistics when not cached\n`
+  );
+}

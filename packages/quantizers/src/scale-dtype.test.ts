@@ -1,0 +1,71 @@
+import { matrixOfTensorName, quantConfig } from '@layerquant/core';
+import { shippedModelDir } from '@layerquant/fixtures';
+import { openCheckpoint, readSafetensorsHeader } from '@layerquant/tensor-io';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { openQuantizedCheckpoint } from './quantized-checkpoint.js';
+import { quantizeModel } from './quantize-model.js';
+import { rtnQuantizer, unpackQuantizedCodes } from './quantizers.js';
+
+const scratch = mkdtempSync(join(tmpdir(), 'layerquant-scale-dtype-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** IEEE half rounding in float64 arithmetic (round to nearest even), an oracle independent of tensor-io's bit tricks. */
+function halfOracle(x: number): number {
+  if (x === 0 || !Number.isFinite(x)) return x;
+  const exponent = Math.max(-14, Math.floor(Math.log2(Math.abs(x))));
+  const ulp = 2 ** (exponent - 10);
+  const q = x / ulp;
+  const floor = Math.floor(q);
+  const rounded = q - floor > 0.5 || (q - floor === 0.5 && floor % 2 !== 0) ? floor + 1 : floor;
+  const value = rounded * ulp;
+  return Math.abs(value) > 65504 ? Math.sign(value) * Number.POSITIVE_INFINITY : value;
+}
+
+describe('quantizeModel with scaleDtype F16 (RTN b4g64 on the shipped model)', () => {
+  it('stores scales and zeros as F16, rounded to half precision; the error it adds is in sqErr', async () => {
+    const config = quantConfig(4, 64);
+    const f32 = await quantizeModel({ modelDir: shippedModelDir, outDir: join(scratch, 'f32'), quantizer: rtnQuantizer, configFor: () => config });
+    const f16 = await quantizeModel({ modelDir: shippedModelDir, outDir: join(scratch, 'f16'), quantizer: rtnQuantizer, configFor: () => config, scaleDtype: 'F16' });
+    // Metadata bytes halve: codes 4 bits + 2 x 16 bits per group of 64 = 4.5 bits per weight on disk (5.0 with fp32).
+    expect((8 * f32.bytes) / f32.params).toBe(5);
+    expect((8 * f16.bytes) / f16.params).toBe(4.5);
+    expect(f16.scaleDtype).toBe('F16');
+    const header = await readSafetensorsHeader(join(scratch, 'f16', 'model.safetensors'));
+    const scaleEntry = header.tensors.find((t) => t.name === 'model.layers.0.mlp.down_proj.weight.scale')!;
+    expect(scaleEntry.dtype).toBe('F16');
+
+    const original = await openCheckpoint(shippedModelDir);
+    const half = await openQuantizedCheckpoint(join(scratch, 'f16'));
+    const full = await openQuantizedCheckpoint(join(scratch, 'f32'));
+    try {
+      let sqErr = 0;
+      for (const info of original.tensors) {
+        if (!matrixOfTensorName(info.name)) continue;
+        const [h, f] = [await half.readQuantized(info.name), await full.readQuantized(info.name)];
+        // The stored values are the float32 ones rounded to the nearest half; the codes are the same.
+        for (let k = 0; k < f.scale.length; k += 97) {
+          expect(h.scale[k]).toBe(halfOracle(f.scale[k]!));
+          expect(h.zero[k]).toBe(halfOracle(f.zero[k]!));
+        }
+        expect(Buffer.from(h.packed.buffer, h.packed.byteOffset, h.packed.byteLength).equals(Buffer.from(f.packed.buffer, f.packed.byteOffset, f.packed.byteLength))).toBe(true);
+        // float64 dequantization from the stored codes, scales and zeros
+        const codes = unpackQuantizedCodes(h);
+        const weight = (await original.read(info.name)).data;
+        for (let i = 0; i < weight.length; i++) {
+          const g = Math.floor(i / 64);
+          const d = (codes[i]! - h.zero[g]!) / h.scale[g]! - weight[i]!;
+          sqErr += d * d;
+        }
+      }
+      expect(Math.abs(f16.sqErr - sqErr) / sqErr).toBeLessThan(1e-5);
+      // Half precision adds error, but little: the zero's rounding (|z| up to 15, ulp 2^-7) dominates.
+      expect(f16.sqErr).toBeGreaterThan(f32.sqErr);
+      expect(f16.sqErr / f32.sqErr).toBeLessThan(1.05);
+    } finally {
+      await Promise.all([original.close(), half.close(), full.close()]);
+    }
+  }, 120_000);
+});
