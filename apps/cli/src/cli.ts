@@ -3,14 +3,14 @@ import { LayerquantError } from '@layerquant/core';
 import type { Command, CommandContext } from './command.js';
 import { commands } from './commands/index.js';
 import { loadPlugins, splitPluginArgs, type PluginRegistries } from './plugins.js';
-import { SCHEMA_VERSION, jsonError } from './output.js';
+import { SCHEMA_VERSION, formatRows, jsonError } from './output.js';
 
 /** The version of the layerquant package (package.json sits one folder above src/ and dist/). */
 export const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 function help(): string {
   const lines = ['layerquant: layer-sensitive mixed-precision quantization of LLM weights', '', 'Commands:'];
-  for (const c of commands) lines.push(`  ${c.name.padEnd(12)} ${c.summary}`);
+  lines.push(formatRows(commands.map((c) => [c.name, c.summary]), { indent: '  ', keyWidth: 12 }).trimEnd());
   lines.push('', 'Run `layerquant <command> --help` for the options of a command; `layerquant --version` prints the version.');
   lines.push('Every command takes --json: one JSON object on stdout (schema: docs/json-schema.md), errors included.');
   return lines.join('\n');

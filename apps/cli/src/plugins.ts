@@ -1,5 +1,5 @@
 import { ALLOCATOR_PLUGINS, createAllocatorRegistry, type AllocatorPlugin } from '@layerquant/allocators';
-import { LayerquantError, createRegistry, type Registry } from '@layerquant/core';
+import { LayerquantError, createRegistry, resolveOptions, type OptionValue, type Quantizer, type Registry } from '@layerquant/core';
 import { QUANTIZER_PLUGINS, createQuantizerRegistry, type QuantizerPlugin } from '@layerquant/quantizers';
 import { SENSITIVITY_METRICS, type MetricPlugin } from '@layerquant/sensitivity';
 import { existsSync, readFileSync } from 'node:fs';
@@ -11,6 +11,8 @@ export interface PluginRegistries {
   readonly allocators: Registry<AllocatorPlugin>;
   readonly quantizers: Registry<QuantizerPlugin>;
   readonly metrics: Registry<MetricPlugin>;
+  /** The `--plugin` modules loaded, as absolute file paths (queue workers load the same files in their threads). */
+  readonly modules: readonly string[];
 }
 
 /** What a `--plugin` module exports as default (or as named exports). */
@@ -33,6 +35,7 @@ export function builtinRegistries(): PluginRegistries {
     allocators: createAllocatorRegistry(ALLOCATOR_PLUGINS),
     quantizers: createQuantizerRegistry(QUANTIZER_PLUGINS),
     metrics: createRegistry<MetricPlugin>('metric', SENSITIVITY_METRICS),
+    modules: [],
   };
 }
 
@@ -83,16 +86,17 @@ function resolvePackage(specifier: string, cwd: string): string | undefined {
   }
 }
 
-function moduleUrl(specifier: string, cwd: string): string {
+/** The file a `--plugin` specifier names: a path (relative to `cwd`) or an installed package's entry. */
+function moduleFile(specifier: string, cwd: string): string {
   const looksLikePath = specifier.startsWith('.') || isAbsolute(specifier) || /\.(m?js|cjs)$/.test(specifier);
   if (looksLikePath) {
     const path = resolve(cwd, specifier);
     if (!existsSync(path)) throw new PluginLoadError(specifier, `no file ${path}; give the path of the plug-in's built .js module`);
-    return pathToFileURL(path).href;
+    return path;
   }
   const entry = resolvePackage(specifier, cwd);
   if (!entry || !existsSync(entry)) throw new PluginLoadError(specifier, `package not found from ${cwd} (install it, or give a path such as ./dist/index.js)`);
-  return pathToFileURL(entry).href;
+  return entry;
 }
 
 function list<T>(specifier: string, kind: string, value: unknown): T[] {
@@ -132,10 +136,13 @@ function completeQuantizer(plugin: QuantizerPlugin): QuantizerPlugin {
  */
 export async function loadPlugins(specifiers: readonly string[], cwd = process.cwd()): Promise<PluginRegistries> {
   const registries = builtinRegistries();
+  const modules: string[] = [];
   for (const specifier of specifiers) {
     let loaded: Record<string, unknown>;
+    const file = moduleFile(specifier, cwd);
+    modules.push(file);
     try {
-      loaded = (await import(moduleUrl(specifier, cwd))) as Record<string, unknown>;
+      loaded = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
     } catch (error) {
       if (error instanceof LayerquantError) throw error;
       throw new PluginLoadError(specifier, `could not be imported: ${(error as Error).message.split('\n')[0]}`, { cause: error });
@@ -160,5 +167,34 @@ export async function loadPlugins(specifiers: readonly string[], cwd = process.c
       registries.metrics.register(m);
     }
   }
-  return registries;
+  return { ...registries, modules };
+}
+
+/** A quantizer as settings travel (experiment cells, queue jobs): its id and the options given to it. */
+export interface QuantizerChoice {
+  readonly id: string;
+  readonly options: Readonly<Record<string, OptionValue>>;
+}
+
+/** Thrown where a queue job names a plug-in this worker's registries do not hold. */
+export class MissingPluginError extends LayerquantError {
+  constructor(kind: string, id: string, known: readonly string[]) {
+    super('MISSING_PLUGIN', `${kind} "${id}" is not in this worker's registry (it has ${known.join(', ')}); start \`layerquant worker\` with the coordinator's --plugin modules`);
+  }
+}
+
+/** The configured quantizer of a choice, through the registry (its options validated against its descriptors). */
+export function quantizerOf(registries: PluginRegistries, choice: QuantizerChoice): Quantizer {
+  if (!registries.quantizers.has(choice.id)) throw new MissingPluginError('quantizer', choice.id, registries.quantizers.ids());
+  const plugin = registries.quantizers.get(choice.id);
+  return plugin.configure(resolveOptions(plugin, choice.options, '--quantizer'));
+}
+
+/**
+ * What an experiment cell's result depends on of its quantizer, for the cell's key: the id, the solver settings of
+ * a quantizer that has them (HQQ's p, beta, iterations, kappa, ...) and the options given.
+ */
+export function quantizerSettings(quantizer: Quantizer, options: Readonly<Record<string, OptionValue>>): Readonly<Record<string, unknown>> {
+  const solver = (quantizer as { solver?: unknown }).solver;
+  return Object.freeze({ id: quantizer.id, ...(solver === undefined ? {} : { solver }), ...(Object.keys(options).length > 0 ? { options } : {}) });
 }

@@ -18,11 +18,10 @@ export interface NotebookMethod {
   allocate(stats: ModelStats, knobs: Knobs): Allocation;
 }
 
-/** The plug-in's options with the knobs it takes (boost_stop, top_m), the rest at their defaults. */
+/** The plug-in's options from the knobs of the same names (the knobs bar has one per descriptor), the rest at their defaults. */
 function knobOptions(plugin: AllocatorPlugin, knobs: Knobs): Record<string, OptionValue> {
   const given: Record<string, OptionValue> = {};
-  if (plugin.options.some((d) => d.name === 'boostStop')) given.boostStop = knobs.boostStop;
-  if (plugin.options.some((d) => d.name === 'topM')) given.topM = knobs.topM;
+  for (const d of plugin.options) if (knobs[d.name] !== undefined) given[d.name] = knobs[d.name]!;
   return given;
 }
 

@@ -41,11 +41,15 @@ describe('the built CLI with --plugin', () => {
     const result = await layerquant('allocate', '--stats', llama2PaperDir, '--method', 'q4-k-m', '--budget', '5.1', '--json', '--plugin', './dist/index.js');
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
-    const allocation = JSON.parse(result.stdout) as { method: string; matrices: { layer: number; module: string; config: { bits: number; groupSize: number } }[] };
+    // The --json schema's allocation: config name per matrix key (`0.self_attn.q_proj`).
+    const allocation = JSON.parse(result.stdout) as { method: string; allocation: Record<string, string> };
     expect(allocation.method).toBe('q4-k-m');
-    for (const m of allocation.matrices) {
-      const boosted = BOOSTED.includes(m.layer) && (m.module === 'self_attn.v_proj' || m.module === 'mlp.down_proj');
-      expect(`b${m.config.bits}g${m.config.groupSize}`, `${m.layer}.${m.module}`).toBe(boosted ? 'b8g128' : 'b4g32');
+    expect(Object.keys(allocation.allocation)).toHaveLength(32 * 7);
+    for (const [key, config] of Object.entries(allocation.allocation)) {
+      const [layer, ...rest] = key.split('.');
+      const module = rest.join('.');
+      const boosted = BOOSTED.includes(Number(layer)) && (module === 'self_attn.v_proj' || module === 'mlp.down_proj');
+      expect(config, key).toBe(boosted ? 'b8g128' : 'b4g32');
     }
   });
 
@@ -60,6 +64,23 @@ describe('the built CLI with --plugin', () => {
     expect(report.configs).toEqual({ b4g32: 224 - 2 * BOOSTED.length, b8g128: 2 * BOOSTED.length });
     expect(existsSync(join(out, 'q', 'stats'))).toBe(false);
   });
+
+  it('experiment runs it as a grid cell, with the perplexity of quantize --method q4-k-m evaluated apart', async () => {
+    const out = await mkdtemp(join(tmpdir(), 'layerquant-q4km-grid-'));
+    dirs.push(out);
+    const grid = await layerquant('experiment', shippedModelDir, '--methods', 'q4-k-m', '--budgets', '5.1', '--no-fp', '--max-tokens', '1024', '--out', join(out, 'grid'), '--json', '--plugin', pluginPath);
+    expect(grid.code, grid.stderr).toBe(0);
+    const rows = (JSON.parse(grid.stdout) as { rows: { method: string; quantizer: string; budget: number; perplexity: number; sizes: { paperBitsPerWeight: number } }[] }).rows;
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ method: 'q4-k-m', quantizer: 'hqq', budget: 5.1 });
+    // The same allocation quantized to a checkpoint (HQQ) and evaluated by eval on the same tokens.
+    const quantized = await layerquant('quantize', shippedModelDir, '--method', 'q4-k-m', '--budget', '5.1', '--out', join(out, 'q'), '--json', '--plugin', pluginPath);
+    expect(quantized.code, quantized.stderr).toBe(0);
+    expect((JSON.parse(quantized.stdout) as { sizes: { paperBitsPerWeight: number } }).sizes.paperBitsPerWeight).toBeCloseTo(rows[0]!.sizes.paperBitsPerWeight, 12);
+    const evaluated = await layerquant('eval', join(out, 'q'), '--max-tokens', '1024', '--json');
+    expect(evaluated.code, evaluated.stderr).toBe(0);
+    expect((JSON.parse(evaluated.stdout) as { perplexity: number }).perplexity).toBeCloseTo(rows[0]!.perplexity, 6);
+  }, 180_000);
 
   it('refuses a module that is not a plug-in, naming it', async () => {
     const result = await layerquant('allocate', '--help', '--plugin', './no-such-plugin.js');

@@ -99,6 +99,7 @@ const boostStopOption: AllocatorOptionDescriptor = Object.freeze({
   type: 'integer',
   default: 2,
   min: 1,
+  suggested: [2, 3],
   help: 'stops up the ladder for an outlier matrix',
 });
 const topMOption = (defaultValue: number): AllocatorOptionDescriptor =>
@@ -108,6 +109,7 @@ const topMOption = (defaultValue: number): AllocatorOptionDescriptor =>
     type: 'integer',
     default: defaultValue,
     min: 0,
+    suggested: [0, 1, 2, 3],
     help: 'keep the n most extreme outlier layers per module, 0 = all',
     describe: (v: OptionValue) => (v === 0 ? 'all' : String(v)),
   });

@@ -21,6 +21,8 @@ export interface OptionDescriptor {
   /** Bounds that may not be reached (a factor > 0). */
   readonly exclusiveMin?: number;
   readonly choices?: readonly string[];
+  /** Values a picker offers (the notebook's knobs); any valid value may still be given on a command line. */
+  readonly suggested?: readonly OptionValue[];
   /** How a value reads in a table's options column (`all` for top_m 0). */
   readonly describe?: (value: OptionValue) => string;
 }

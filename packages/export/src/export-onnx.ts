@@ -1,5 +1,5 @@
 import { InvalidOptionError, MissingTensorError, configName, matrixOfTensorName, type DecoderConfig } from '@layerquant/core';
-import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type QuantizedCheckpoint } from '@layerquant/quantizers/node';
+import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type QuantizedCheckpoint, type QuantizerLookup } from '@layerquant/quantizers/node';
 import {
   EMBED_TOKENS,
   LM_HEAD,
@@ -18,7 +18,7 @@ import { copyFileAtomic, float32ToF16Bits, loadValidatedConfig, writeFileAtomic,
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { toMatMulNBits, type ScaleType } from './matmul-nbits.js';
+import { UnsupportedExportError, toMatMulNBits, type ScaleType } from './matmul-nbits.js';
 
 export type FloatType = 'float32' | 'float16';
 
@@ -31,6 +31,12 @@ export interface OnnxExportOptions {
   readonly accuracyLevel?: 0 | 4;
   /** Activations and KV cache: float32 (default, `model_q4.onnx`) or float16 (`model_q4f16.onnx`, for WebGPU). */
   readonly activations?: ActivationType;
+  /**
+   * Matrices of a quantizer whose packed layout is not the affine one MatMulNBits holds (`packedLayout` absent):
+   * `'error'` (default, the export) refuses them with an UnsupportedExportError; `'float'` (generate) reads them
+   * through the recorded quantizer's dequantize and keeps them as float Gemms.
+   */
+  readonly otherLayouts?: 'error' | 'float';
 }
 
 /** The accuracy level an export uses unless told otherwise; bench/README.md gives the speed and perplexity figures. */
@@ -77,7 +83,15 @@ export async function buildModelGraph(
   const layout = decoderLayout(config, source);
   const weights = new Map<string, GraphWeight>();
   const matrices: ExportedMatrix[] = [];
-  const isQuantized = (name: string) => 'isQuantized' in source && source.isQuantized(name);
+  // The codes go into MatMulNBits as they are only where the recorded quantizer says they are affine.
+  const packedAffine = 'isQuantized' in source && (source.quantizer() as { packedLayout?: string }).packedLayout === 'affine';
+  if ('isQuantized' in source && !packedAffine && (options.otherLayouts ?? 'error') === 'error') {
+    throw new UnsupportedExportError(
+      source.dir,
+      `was quantized by "${source.metadata.quantizer}", whose stored codes are not the affine (code - zero) * scale layout ONNX MatMulNBits holds (the plug-in declares no packedLayout 'affine'); evaluate it with \`layerquant eval\`, which reads it through that quantizer's dequantize, or quantize with rtn or hqq to export`,
+    );
+  }
+  const isQuantized = (name: string) => packedAffine && (source as QuantizedCheckpoint).isQuantized(name);
   for (const [name, shape] of expectedShapes(config, layout)) {
     if (!source.has(name)) throw new MissingTensorError(name, source.dir, 'the checkpoint does not match its config.json');
     const linear = matrixOfTensorName(name) !== undefined;
@@ -138,6 +152,8 @@ export interface ExportOnnxOptions extends OnnxExportOptions {
   readonly outDir: string;
   /** Initializer bytes above which an external data file is written (default EXTERNAL_DATA_THRESHOLD). */
   readonly externalDataThreshold?: number;
+  /** Where the quantizer a checkpoint records is found (the app's registry, --plugin's included; default the built-ins). */
+  readonly quantizers?: QuantizerLookup['quantizers'];
 }
 
 /**
@@ -158,7 +174,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
     throw new InvalidOptionError('--scale-dtype', 'float16 activations need float16 scales (MatMulNBits takes scales of the activation type)');
   }
   const rawConfig = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
-  const source = await openModelWeights(modelDir);
+  const source = await openModelWeights(modelDir, options.quantizers ? { quantizers: options.quantizers } : {});
   let built: ExportGraph;
   let config: Awaited<ReturnType<typeof loadValidatedConfig>>['config'];
   try {

@@ -1,5 +1,5 @@
 import { InvalidOptionError, MissingFileError, type DecoderConfig } from '@layerquant/core';
-import { openModelWeights } from '@layerquant/quantizers/node';
+import { openModelWeights, type QuantizerLookup } from '@layerquant/quantizers/node';
 import { createKvDecoder, type KvDecoder, type RuntimeOptions, type TokenBatch } from '@layerquant/runtime';
 import { loadDecoderConfig, loadValidatedConfig } from '@layerquant/tensor-io';
 import { existsSync, readdirSync } from 'node:fs';
@@ -86,16 +86,17 @@ export async function openOnnxExport(dir: string, options: RuntimeOptions & { re
  * A KV decoder for any model directory: an ONNX export runs its file; a quantized checkpoint runs the graph the
  * export would write (MatMulNBits, packed weights); a plain checkpoint runs the float graph.
  */
-export async function openKvDecoder(dir: string, options: RuntimeOptions & OnnxExportOptions = {}): Promise<{ decoder: KvDecoder; source: 'onnx' | 'quantized' | 'float'; file?: string }> {
+export async function openKvDecoder(dir: string, options: RuntimeOptions & OnnxExportOptions & { readonly quantizers?: QuantizerLookup['quantizers'] } = {}): Promise<{ decoder: KvDecoder; source: 'onnx' | 'quantized' | 'float'; file?: string }> {
   if (isOnnxExportDir(dir)) {
     const model = await openOnnxExport(dir, options);
     return { decoder: model.decoder, source: 'onnx', file: model.file };
   }
-  const weights = await openModelWeights(dir);
+  const weights = await openModelWeights(dir, options.quantizers ? { quantizers: options.quantizers } : {});
   try {
     // The one config-vs-tensors check every command makes (a config with fewer layers would decode a truncated model).
     const { config } = await loadValidatedConfig(weights.dir, weights);
-    const built = await buildModelGraph(weights, config, options);
+    // A quantizer whose codes MatMulNBits cannot hold decodes in float, through its own dequantize.
+    const built = await buildModelGraph(weights, config, { otherLayouts: 'float', ...options });
     const decoder = await createKvDecoder(built.graph.encode(), config, options.threads ? { threads: options.threads } : {});
     return { decoder, source: built.quantized ? 'quantized' : 'float' };
   } finally {

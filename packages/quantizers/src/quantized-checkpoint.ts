@@ -70,6 +70,8 @@ export interface QuantizedCheckpoint extends WeightSource {
   info(name: string): TensorInfo;
   /** The stored codes, scales and zeros of a quantized matrix. */
   readQuantized(name: string): Promise<QuantizedTensor>;
+  /** The quantizer the checkpoint records (`metadata.quantizer`), from the lookup it was opened with. */
+  quantizer(): Quantizer;
   close(): Promise<void>;
 }
 
@@ -193,6 +195,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
       return info;
     },
     readQuantized,
+    quantizer: () => (quantizer ??= findQuantizer(file, metadata.quantizer, lookup.quantizers)),
     async read(name): Promise<WeightTensor> {
       if (!quantized.has(name)) {
         if (!logical.has(name)) throw new MissingTensorError(name, checkpoint.dir, 'check the tensor name');

@@ -11,6 +11,12 @@ export interface QuantizerPlugin extends Quantizer {
   readonly description: string;
   readonly options: readonly OptionDescriptor[];
   configure(options: ResolvedOptions): Quantizer;
+  /**
+   * `'affine'`: the stored codes, scale and zero of every group dequantize as (code - zero) * scale, exactly as
+   * `dequantizeTensor` (the layout the ONNX export's MatMulNBits holds; the quantizer conformance suite checks it).
+   * Absent: the export refuses the quantizer's checkpoints (a typed error); eval reads them through its dequantize.
+   */
+  readonly packedLayout?: 'affine';
 }
 
 /** Freezes a plug-in; one without options configures to itself. */
@@ -24,6 +30,7 @@ export const rtnPlugin: QuantizerPlugin = defineQuantizer({
   ...rtnQuantizer,
   id: 'rtn',
   description: 'round to nearest from the asymmetric min/max init',
+  packedLayout: 'affine',
   configure: () => createRtnQuantizer(),
 });
 
@@ -41,6 +48,7 @@ export const hqqPlugin: QuantizerPlugin = defineQuantizer({
   id: 'hqq',
   description: 'half-quadratic quantization: RTN init, then the proximal solver on the zero points (upstream p=0.7, beta=10, 20 iterations)',
   options: [kappaOption],
+  packedLayout: 'affine',
   configure: (options) => createHqqQuantizer({ solver: { kappa: Number(options.kappa ?? 1) } }),
 });
 

@@ -5,7 +5,7 @@ import { modelMemory } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
 import { resolve } from 'node:path';
 import { resolveModelPath } from '../model-path.js';
-import { boostLines, boostReport, jsonLine, sizeRows, sizes, type Sizes } from '../output.js';
+import { boostLines, boostReport, formatRows, jsonLine, renderTable, sizeRows, sizes, type Sizes } from '../output.js';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { builtinRegistries, type PluginRegistries } from '../plugins.js';
@@ -56,7 +56,7 @@ function humanReport(allocation: Allocation, size: Sizes, verbose: boolean): str
   lines.push(`method        ${allocation.method} ${JSON.stringify(allocation.options)}`);
   lines.push(`budget        ${allocation.budget} bits per weight`);
   lines.push(`allocation    ${t.params.toLocaleString('en-US')} params in ${allocation.matrices.length} matrices${size.diskMiB === null ? ' (size on disk: give --model)' : ''}`);
-  for (const [key, value] of sizeRows(size)) lines.push(`${key.padEnd(13)} ${value}`);
+  lines.push(formatRows(sizeRows(size), { keyWidth: 13 }).trimEnd());
   const solver = (allocation as Partial<KnapsackAllocation>).solver;
   if (solver) {
     const what = allocation.method === 'mxq' ? 'sum of fnorm' : allocation.method === 'measured' ? 'sum of measured block MSE' : `${allocation.method} cost`;
@@ -67,15 +67,10 @@ function humanReport(allocation: Allocation, size: Sizes, verbose: boolean): str
   if (boosts) lines.push(...boostLines(boosts));
   lines.push('');
   if (verbose) {
-    lines.push(`${'matrix'.padEnd(24)} ${'config'.padEnd(8)} ${'params'.padStart(12)}`);
-    for (const m of allocation.matrices) {
-      lines.push(`${m.key.padEnd(24)} ${(m.config ? configName(m.config) : 'float').padEnd(8)} ${String(m.params).padStart(12)}`);
-    }
+    lines.push(renderTable([{ header: 'matrix' }, { header: 'config' }, { header: 'params', align: 'right' }], allocation.matrices.map((m) => [m.key, m.config ? configName(m.config) : 'float', String(m.params)])).trimEnd());
   } else {
-    lines.push(`${'module'.padEnd(18)} configs by layer`);
-    for (const module of LINEAR_MODULES) {
-      if (allocation.matrices.some((m) => m.module === module)) lines.push(`${module.padEnd(18)} ${layerRanges(allocation, module)}`);
-    }
+    const modules = LINEAR_MODULES.filter((module) => allocation.matrices.some((m) => m.module === module));
+    lines.push(renderTable([{ header: 'module' }, { header: 'configs by layer' }], modules.map((module) => [module, layerRanges(allocation, module)])).trimEnd());
   }
   return `${lines.join('\n')}\n`;
 }

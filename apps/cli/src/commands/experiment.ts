@@ -1,12 +1,13 @@
 import { methodNameHelp } from '@layerquant/allocators';
-import { InvalidOptionError, checkContextLength, configName, parseConfigList } from '@layerquant/core';
+import { InvalidOptionError, checkContextLength, configName, parseConfigList, type OptionValue } from '@layerquant/core';
 import { brownCalibPath, datasets } from '@layerquant/datasets';
 import { readEvaluationText, resolveTextPath } from '@layerquant/perplexity';
 import { loadTokenizer, inspectModel, openOutputDirectory, removeStaleTemporaries, writeTextAtomic } from '@layerquant/tensor-io';
 import { basename, join, resolve } from 'node:path';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, type PluginRegistries } from '../plugins.js';
+import { builtinRegistries, quantizerSettings, type PluginRegistries } from '../plugins.js';
+import { quantizerFlags, quantizerFromFlags, quantizerHelp } from './quantize.js';
 import { checkBudget } from '../experiment/allocate-method.js';
 import { PAPER_BUDGETS, parseBudgets, parseMethods, tablesNeeded } from '../experiment/grid.js';
 import { fileContentHash, modelContentHash } from '../experiment/keys.js';
@@ -27,7 +28,7 @@ const CONFIRM_SECONDS = 600;
 const usage = (plugins: PluginRegistries): string => `layerquant experiment <model-dir> --out <dir> [options]
 
 Runs the paper's comparison: for every budget and method, allocate bits from the model's statistics, quantize
-every linear matrix with HQQ, and measure perplexity. Statistics are computed once (or read with --stats) and
+every linear matrix with --quantizer (default hqq), and measure perplexity. Statistics are computed once (or read with --stats) and
 cached in <out>/stats/<key>; finished cells are kept in <out>/results.json, so an interrupted run resumes.
 Every cache and cell is keyed by the settings it depends on (model content, texts, blocks, seqlen, method and
 options, budget, max tokens, quantizer, statistics): a result is reused only under the same settings, and
@@ -52,6 +53,10 @@ the current settings' cells) and results.json.
   --calib <file>         calibration text for activation sensitivity (default: built-in brown-calib)
   --blocks <n>           calibration blocks of 512 tokens (default 128, fewer when the text is shorter)
   --seed <n>             seed of the ablations' random layers (default 42)
+  --quantizer <id>       the quantizer of every cell (default hqq; the fnorm statistics stay HQQ's, as the
+                         authors measure them); part of every cell's key, so cells of two quantizers never mix
+  --plugin <module>      load allocators, quantizers and metrics from a module (a path or package name;
+                         repeatable); with --queue, start the workers with the same --plugin
   --no-fp                skip the unquantized baseline
   --fresh                ignore results of an earlier run in --out
   --threads <n>          onnxruntime threads (default: one per core)
@@ -62,6 +67,9 @@ the current settings' cells) and results.json.
   --yes                  start a grid estimated at over 10 minutes from a terminal (the plan, cells x windows and
                          the estimated time, is printed first; without a terminal the run proceeds after the plan)
   --json                 one JSON object (docs/json-schema.md): plan, rows and the files written
+
+Quantizers (--quantizer) and their options:
+${quantizerHelp(plugins, '  ')}
 
 On a terminal the results print as a table fitted to its width; results.md holds the Markdown report.`;
 
@@ -90,6 +98,8 @@ export const experimentCommand: Command = {
       yes: { type: 'boolean' },
       queue: { type: 'string' },
       attempts: { type: 'string' },
+      quantizer: { type: 'string' },
+      ...quantizerFlags(plugins),
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
@@ -110,6 +120,9 @@ export const experimentCommand: Command = {
     const calibPath = stringOption(values, 'calib') ?? brownCalibPath;
     const calibName = stringOption(values, 'calib') ? basename(calibPath) : 'brown-calib';
     const statsDir = stringOption(values, 'stats');
+    const quantizerChoice = { id: stringOption(values, 'quantizer') ?? 'hqq', options: {} as Record<string, OptionValue> };
+    const { quantizer, options: quantizerOptions } = quantizerFromFlags(quantizerChoice.id, values, plugins);
+    quantizerChoice.options = quantizerOptions;
     const json = Boolean(values.json);
     const interactive = !json && Boolean(process.stderr.isTTY);
 
@@ -159,7 +172,7 @@ export const experimentCommand: Command = {
       });
       statsProgress.done(`from ${resolved.source}`);
 
-      const planned = planCells({ model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}) }, methods, budgets, !values['no-fp'], resolved.key);
+      const planned = planCells({ model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, quantizerOptions) }, methods, budgets, !values['no-fp'], resolved.key);
       for (const line of store.explain(planned)) stderr(`${fitStderr(`experiment: ${line}`)}\n`);
       const context = {
         model: summary.architecture === 'LlamaForCausalLM' ? basename(modelDir) : `${basename(modelDir)} (${summary.architecture})`,
@@ -176,7 +189,7 @@ export const experimentCommand: Command = {
       };
       const settingsOf = new Map(planned.map((p: PlannedCell) => [p.spec.key, p.settings]));
       const started = performance.now();
-      const cellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}) };
+      const cellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer };
       if (coordinator) {
         await coordinator.runCells({
           planned,
@@ -186,6 +199,7 @@ export const experimentCommand: Command = {
           statsKey: resolved.key,
           stats: resolved.stats,
           context: cellContext,
+          quantizer: quantizerChoice,
           done: store.reusable(planned),
           onResult: async (result) => {
             store.add(result, settingsOf.get(result.key)!);
@@ -199,7 +213,7 @@ export const experimentCommand: Command = {
           modelDir,
           cells: planned.map((p) => p.spec),
           ...cellContext,
-          // The registry's allocators (--plugin's included) for cells run here; queue workers use the built-ins.
+          // The registry's allocators (--plugin's included); queue workers load the same --plugin modules.
           allocators,
           ...(threads ? { threads } : {}),
           done: store.reusable(planned),

@@ -92,12 +92,11 @@ export function quantizerFlags(plugins: PluginRegistries): Record<string, { type
 
 /** Help lines of the quantizer plug-ins and their option flags. */
 export function quantizerHelp(plugins: PluginRegistries, indent = '  '): string {
-  const lines: string[] = [];
-  for (const q of plugins.quantizers.list()) {
-    lines.push(`${indent}${q.id.padEnd(22)} ${q.description}`);
-    for (const d of q.options) lines.push(`${indent}  --${d.flag} <v>`.padEnd(indent.length + 26) + ` ${d.help} (default ${String(d.default)})`);
-  }
-  return lines.join('\n');
+  return plugins.quantizers
+    .list()
+    .map((q) => formatRows([[q.id, q.description]], { indent, keyWidth: 22 }) + formatRows(q.options.map((d) => [`  --${d.flag} <v>`, `${d.help} (default ${String(d.default)})`]), { indent, keyWidth: 26 }))
+    .join('')
+    .trimEnd();
 }
 
 export const quantizeCommand: Command = {
@@ -176,9 +175,9 @@ export const quantizeCommand: Command = {
       let printed = '';
       try {
         await quantizeCommand.run({ argv: [...withoutExportOptions(argv, checkpointDir), '--force'], stdout: (text) => (printed += text), stderr: () => undefined, plugins });
-        const report = await exportOnnx({ modelDir: checkpointDir, outDir: target, ...onnx.options });
+        const report = await exportOnnx({ modelDir: checkpointDir, outDir: target, quantizers: plugins.quantizers, ...onnx.options });
         if (values.json) stdout(jsonLine('quantize', { ...(JSON.parse(printed) as Record<string, unknown>), command: 'quantize', out: report.outDir, export: exportSummary(report) }));
-        else stdout(`${printed.replace(checkpointDir, report.outDir)}${exportRows(report).map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+        else stdout(`${printed.replace(checkpointDir, report.outDir)}${formatRows(exportRows(report), { keyWidth: 12 })}`);
       } finally {
         await rm(checkpointDir, { recursive: true, force: true });
       }

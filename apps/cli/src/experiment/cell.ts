@@ -11,7 +11,7 @@ import type { ExperimentRow } from './report.js';
 
 /**
  * One cell of the experiment grid, computed by one function for both the in-process run and a queue worker:
- * allocate from the statistics, quantize every linear matrix with HQQ, swap the dequantized weights into a loaded
+ * allocate from the statistics, quantize every linear matrix with the grid's quantizer (HQQ unless --quantizer), swap the dequantized weights into a loaded
  * model and measure perplexity.
  */
 
@@ -39,6 +39,8 @@ export interface CellContext {
   readonly configs?: readonly QuantConfig[];
   /** The allocator plug-ins method names resolve to (the command's registry, --plugin's included; default built-ins). */
   readonly allocators?: readonly AllocatorPlugin[];
+  /** The quantizer of every matrix (`experiment --quantizer`, a --plugin's included; default HQQ). */
+  readonly quantizer?: Quantizer;
 }
 
 export function cellLabel(cell: CellSpec): string {
@@ -102,7 +104,7 @@ export async function computeCell(
     if (!context.stats) throw new TypeError(`cell ${cellLabel(cell)} needs statistics`);
     // Between stops, uniform and the boosts run at the highest stop below the budget (never over it).
     allocation = allocateMethod(cell.method, context.stats, cell.budget, context.seed, context.configs, context.allocators, true);
-    for (const [name, data] of await dequantizedOverrides(checkpoint, allocation)) overrides.set(name, data);
+    for (const [name, data] of await dequantizedOverrides(checkpoint, allocation, context.quantizer)) overrides.set(name, data);
   }
   for (const t of linear) if (!overrides.has(t.name)) overrides.set(t.name, (await checkpoint.read(t.name)).data);
   await model.setWeights(overrides);
@@ -129,6 +131,7 @@ export async function computeCell(
     row = {
       model: context.modelName,
       method: cell.method.id,
+      quantizer: (context.quantizer ?? hqqQuantizer).id,
       options: [describeOptions(cell.method, context.allocators), allocation.budget !== cell.budget ? `at stop ${allocation.budget}` : ''].filter(Boolean).join(' '),
       budget: cell.budget,
       bpp: allocation.totals.bpp,

@@ -2,9 +2,9 @@ import type { ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
 import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type LinearModule, type MatrixInfo, type MatrixKey, type QuantConfig } from '@layerquant/core';
 import { measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
-import { removeStaleTemporaries, temporaryPath, trackTemporary, untrackTemporary, writeTextAtomic } from '@layerquant/tensor-io';
+import { removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeChanges, fileContentHash, modelContentHash, settingsKey } from './keys.js';
 import { computedStatsSettings, type ComputedStatsSettings } from './plan.js';
@@ -191,20 +191,10 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
   await mkdir(options.cacheDir, { recursive: true });
   removeStaleTemporaries(options.cacheDir);
   const dir = join(options.cacheDir, key);
-  const tmp = temporaryPath(dir);
-  trackTemporary(tmp);
-  try {
-    await mkdir(tmp, { recursive: true });
+  await writeDirectoryAtomic(dir, async (tmp) => {
     await writeSensitivityOutputs(tmp, stats);
     await writeTextAtomic(join(tmp, SETTINGS_FILE), `${JSON.stringify(settings, null, 1)}\n`);
-    await rm(dir, { recursive: true, force: true });
-    await rename(tmp, dir);
-  } catch (error) {
-    await rm(tmp, { recursive: true, force: true });
-    throw error;
-  } finally {
-    untrackTemporary(tmp);
-  }
+  });
   // Read back what was written, so a first run, a resumed run and queue workers allocate from the same numbers.
   return { stats: await loadStatsDirectory(dir), source: `${dir} (computed)`, key, computed: true };
 }
