@@ -73,9 +73,10 @@ describe('--plugin', () => {
     expect(help.stdout).toMatch(/--skip-layers <v>\s+layers kept in float \(default 0\) \[first-config\]/);
     const result = await cli('allocate', '--stats', llama2PaperDir, '--method', 'first-config', '--skip-layers', '2', '--budget', '8', '--json', '--plugin', allocatorModule);
     expect(result.stderr).toBe('');
-    const allocation = JSON.parse(result.stdout) as { matrices: { layer: number; config: { bits: number } | null }[] };
-    expect(allocation.matrices.filter((m) => m.config === null)).toHaveLength(2 * 7);
-    expect(new Set(allocation.matrices.filter((m) => m.config).map((m) => m.config!.bits))).toEqual(new Set([2]));
+    // The --json schema's allocation: config name (or null for float) per matrix key.
+    const allocation = Object.entries((JSON.parse(result.stdout) as { allocation: Record<string, string | null> }).allocation);
+    expect(allocation.filter(([, config]) => config === null).map(([key]) => Number(key.split('.')[0]))).toEqual(Array.from({ length: 14 }, (_, i) => Math.floor(i / 7)));
+    expect(new Set(allocation.filter(([, config]) => config !== null).map(([, config]) => config))).toEqual(new Set(['b2g128']));
   });
 
   it('refuses a missing file, a module without plug-ins and a duplicate id, naming the module', async () => {
@@ -111,7 +112,7 @@ describe('--plugin', () => {
     // The table as the plug-in wrote it, against the weights read here.
     const lines = readFileSync(join(out, 'max-abs.csv'), 'utf8').trim().split('\n');
     expect(lines[0]).toBe('layer,module,max_abs');
-    expect(lines).toHaveLength(1 + 8 * 7);
+    expect(lines).toHaveLength(1 + 32 * 7);
     const checkpoint = await openCheckpoint(shippedModelDir);
     const [, module, value] = lines.find((l) => l.startsWith('3,mlp.down_proj,'))!.split(',');
     const weight = await checkpoint.read(matrixTensorName(3, module as 'mlp.down_proj'));
@@ -139,7 +140,7 @@ describe('--plugin', () => {
     // Uniform at 4.25 is b4g64 everywhere: the same model as quantize --method rtn --config b4g64, evaluated apart.
     const model = join(dir, 'rtn-b4g64');
     expect((await cli('quantize', shippedModelDir, '--method', 'rtn', '--config', 'b4g64', '--out', model)).code).toBe(0);
-    const evaluated = await cli('eval', model, '--max-tokens', '1024', '--json');
+    const evaluated = await cli('eval', model, '--dataset', 'brown-test', '--max-tokens', '1024', '--json');
     expect((JSON.parse(evaluated.stdout) as { perplexity: number }).perplexity).toBeCloseTo(rowOf(rtn.stdout).perplexity, 9);
     const flag = await cli(...args, '--quantizer', 'rtn', '--kappa', '1.01');
     expect(flag.code).toBe(1);

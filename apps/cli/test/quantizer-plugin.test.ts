@@ -37,10 +37,10 @@ describe('a quantizer plug-in end to end (--plugin with a quantizer whose codes 
   });
 
   it('eval reads it with the plug-in loaded and names the plug-in without it', async () => {
-    const evaluated = await cli('eval', model, '--max-tokens', '1024', '--json', '--plugin', plugin);
+    const evaluated = await cli('eval', model, '--dataset', 'brown-test', '--max-tokens', '1024', '--json', '--plugin', plugin);
     expect(evaluated.code).toBe(0);
     expect(Number.isFinite((JSON.parse(evaluated.stdout) as { perplexity: number }).perplexity)).toBe(true);
-    const without = await cli('eval', model, '--max-tokens', '1024', '--json');
+    const without = await cli('eval', model, '--dataset', 'brown-test', '--max-tokens', '1024', '--json');
     expect(without.code).toBe(1);
     expect((JSON.parse(without.stdout) as { error: { code: string } }).error.code).toBe('UNKNOWN_QUANTIZER');
     expect(without.stderr).toMatch(/quantized by "companded-rtn", which is not registered .*--plugin/);
@@ -48,7 +48,7 @@ describe('a quantizer plug-in end to end (--plugin with a quantizer whose codes 
 
   it('export refuses it with a typed error naming the quantizer, and writes nothing', async () => {
     const out = join(dir, 'onnx');
-    const result = await cli('export', model, '--out', out, '--json', '--plugin', plugin);
+    const result = await cli('export', model, '--format', 'onnx', '--out', out, '--json', '--plugin', plugin);
     expect(result.code).toBe(1);
     expect((JSON.parse(result.stdout) as { error: { code: string } }).error.code).toBe('UNSUPPORTED_EXPORT');
     expect(result.stderr).toMatch(/quantized by "companded-rtn", whose stored codes are not the affine/);

@@ -217,6 +217,31 @@ describe('notebook page in headless chromium', () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it('has a knob for every allocator option descriptor, live where the method takes it', async () => {
+    const names = await page.$$eval('form.knobs [data-knob]', (nodes) => nodes.map((n) => (n as HTMLInputElement).name));
+    const options: string[] = [];
+    for (const m of availableMethods(analysis.stats)) {
+      for (const d of m.plugin.options) if (!options.includes(d.name) && (d.type !== 'choice' || (d.choices?.length ?? 0) > 0)) options.push(d.name);
+    }
+    expect(names).toEqual(['method', 'budget', ...options]);
+    expect(options).toEqual(expect.arrayContaining(['boostStop', 'topM', 'factor', 'ablation']));
+    // sensi-milp's factor: a number field from its descriptor, disabled for a method without the option.
+    await page.selectOption('select[name="method"]', 'sensiboost');
+    expect(await page.isDisabled('input[name="factor"]')).toBe(true);
+    await page.selectOption('select[name="method"]', 'sensi-milp');
+    expect(await page.isDisabled('input[name="factor"]')).toBe(false);
+    await page.fill('input[name="factor"]', '4');
+    await page.dispatchEvent('input[name="factor"]', 'change');
+    const knobs = { method: 'sensi-milp', budget: 2.25, boostStop: 2, topM: 1, factor: 4 };
+    expect(JSON.parse((await page.getAttribute('body', 'data-knobs'))!)).toEqual(knobs);
+    expect(await cellStates(page)).toEqual(Array(CELL_COUNT).fill('rendered'));
+    expect((await totals(page)).bpp).toBe(expectedBpp(knobs));
+    await page.fill('input[name="factor"]', '2');
+    await page.dispatchEvent('input[name="factor"]', 'change');
+    await page.selectOption('select[name="method"]', 'sensiboost');
+    expect(pageErrors).toEqual([]);
+  });
+
   it('re-runs the allocator when the budget changes', async () => {
     const knobs = { method: 'sensiboost', budget: 2.25, boostStop: 2, topM: 1 };
     const before = { signature: await signature(page), totals: await totals(page), fills: await cellFills(page) };
@@ -287,7 +312,8 @@ async function setKnobs(p: Page, knobs: Knobs): Promise<void> {
   await p.selectOption('select[name="budget"]', String(knobs.budget));
   await p.selectOption('select[name="boostStop"]', String(knobs.boostStop));
   await p.selectOption('select[name="topM"]', String(knobs.topM));
-  expect(JSON.parse((await p.getAttribute('body', 'data-knobs'))!)).toEqual(knobs);
+  // Option knobs turned earlier (factor, ...) stay in the store; these four are what the cells below read.
+  expect(JSON.parse((await p.getAttribute('body', 'data-knobs'))!)).toMatchObject(knobs);
 }
 
 /** What `layerquant experiment` does per cell: dequantized HQQ weights of every matrix the allocation quantizes. */

@@ -77,7 +77,7 @@ describe('the built CLI with --plugin', () => {
     const quantized = await layerquant('quantize', shippedModelDir, '--method', 'q4-k-m', '--budget', '5.1', '--out', join(out, 'q'), '--json', '--plugin', pluginPath);
     expect(quantized.code, quantized.stderr).toBe(0);
     expect((JSON.parse(quantized.stdout) as { sizes: { paperBitsPerWeight: number } }).sizes.paperBitsPerWeight).toBeCloseTo(rows[0]!.sizes.paperBitsPerWeight, 12);
-    const evaluated = await layerquant('eval', join(out, 'q'), '--max-tokens', '1024', '--json');
+    const evaluated = await layerquant('eval', join(out, 'q'), '--dataset', 'brown-test', '--max-tokens', '1024', '--json');
     expect(evaluated.code, evaluated.stderr).toBe(0);
     expect((JSON.parse(evaluated.stdout) as { perplexity: number }).perplexity).toBeCloseTo(rows[0]!.perplexity, 6);
   }, 180_000);

@@ -74,6 +74,8 @@ export interface AllocatorPlugin {
   readonly aliases?: readonly string[];
   /** What the bare id expands to in a method list (the paper's variants); default: the defaults alone. */
   readonly variants?: readonly Readonly<Record<string, OptionValue>>[];
+  /** What a knapsack allocator minimises, in words for reports (`sum of fnorm`); default `<id> cost`. */
+  readonly objective?: string;
   /** Tables the allocation reads, given its options. */
   tablesNeeded(options: ResolvedOptions): readonly StatsTableName[];
   allocate(stats: ModelStats, options: ResolvedOptions, context: AllocationContext): Allocation;
@@ -164,6 +166,7 @@ export const mxqPlugin = definePlugin({
   id: 'mxq',
   label: 'MXQ',
   description: 'least summed Frobenius error of the weights within the memory budget (the authors\' MILP)',
+  objective: 'sum of fnorm',
   budget: 'any',
   options: [gapOption],
   nameOptions: [],
@@ -301,6 +304,7 @@ export const measuredPlugin = definePlugin({
   id: 'measured',
   label: 'measured',
   description: 'least summed measured block-output error (every matrix alone at every config) within the memory budget',
+  objective: 'sum of measured block MSE',
   budget: 'any',
   options: [gapOption],
   nameOptions: [],

@@ -1,4 +1,4 @@
-import { allocateMethod, validateStats, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
+import { allocateMethod, validateStats, type AllocatorPlugin, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
 import { loadStatsDirectory, saveAllocationJson } from '@layerquant/allocators/node';
 import { LINEAR_MODULES, configName, matrixTensorName, modelMatrixParams, parseConfigList, type Allocation } from '@layerquant/core';
 import { modelMemory } from '@layerquant/quantizers';
@@ -50,7 +50,7 @@ function layerRanges(allocation: Allocation, module: string): string {
   return parts.join(', ');
 }
 
-function humanReport(allocation: Allocation, size: Sizes, verbose: boolean): string {
+function humanReport(allocation: Allocation, size: Sizes, verbose: boolean, allocators: readonly AllocatorPlugin[]): string {
   const lines: string[] = [];
   const t = allocation.totals;
   lines.push(`method        ${allocation.method} ${JSON.stringify(allocation.options)}`);
@@ -59,7 +59,7 @@ function humanReport(allocation: Allocation, size: Sizes, verbose: boolean): str
   lines.push(formatRows(sizeRows(size), { keyWidth: 13 }).trimEnd());
   const solver = (allocation as Partial<KnapsackAllocation>).solver;
   if (solver) {
-    const what = allocation.method === 'mxq' ? 'sum of fnorm' : allocation.method === 'measured' ? 'sum of measured block MSE' : `${allocation.method} cost`;
+    const what = allocators.find((p) => p.id === allocation.method)?.objective ?? `${allocation.method} cost`;
     lines.push(`objective     ${solver.objective.toPrecision(8)} (${what}), bound ${solver.bound.toPrecision(8)}, gap ${solver.gap.toExponential(2)} (${solver.status === 'optimal' ? 'proven optimal' : 'stopped at the gap asked for, not proven optimal'})`);
     lines.push(`solver        ${(solver.seconds * 1000).toFixed(1)} ms, ${solver.nodes} nodes, ${solver.freeMatrices} matrices free after reduced-cost fixing; paper memory ${solver.memoryMB.toFixed(3)} / ${solver.memoryLimitMB.toFixed(3)} MiB`);
   }
@@ -140,6 +140,6 @@ export const allocateCommand: Command = {
       }));
       return;
     }
-    stdout(humanReport(allocation, size, values.verbose === true));
+    stdout(humanReport(allocation, size, values.verbose === true, allocators));
   },
 };
