@@ -88,7 +88,7 @@ export async function buildModelGraph(
   if ('isQuantized' in source && !packedAffine && (options.otherLayouts ?? 'error') === 'error') {
     throw new UnsupportedExportError(
       source.dir,
-      `was quantized by "${source.metadata.quantizer}", whose stored codes are not the affine (code - zero) * scale layout ONNX MatMulNBits holds (the plug-in declares no packedLayout 'affine'); evaluate it with \`layerquant eval\`, which reads it through that quantizer's dequantize, or quantize with rtn or hqq to export`,
+      `was quantized by "${source.metadata.quantizer}", whose stored codes are not the affine (code - zero) / scale layout ONNX MatMulNBits holds (the plug-in declares no packedLayout 'affine'); evaluate it with \`layerquant eval\`, which reads it through that quantizer's dequantize, or quantize with rtn or hqq to export`,
     );
   }
   const isQuantized = (name: string) => packedAffine && (source as QuantizedCheckpoint).isQuantized(name);

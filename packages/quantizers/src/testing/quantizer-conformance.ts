@@ -65,7 +65,7 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
       }
     });
 
-    it("declares packedLayout 'affine' only when every stored group dequantizes as (code - zero) * scale (what the ONNX export holds)", () => {
+    it("declares packedLayout 'affine' only when every stored group dequantizes as (code - zero) / scale (what the ONNX export holds)", () => {
       if ((quantizer as Partial<QuantizerPlugin>).packedLayout !== 'affine') return;
       for (const config of [quantConfig(2, 32), quantConfig(3, 64), quantConfig(4, 128)]) {
         const q = quantizer.quantize(weight, config);
@@ -76,7 +76,7 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
         // Groups of axis 1 run along the input dimension: element i of the row-major matrix is in group i / groupSize.
         for (let i = 0; i < codes.length; i++) {
           const g = Math.floor(i / config.groupSize);
-          const affine = (codes[i]! - q.zero[g]!) * q.scale[g]!;
+          const affine = (codes[i]! - q.zero[g]!) / q.scale[g]!;
           worst = Math.max(worst, Math.abs(values[i]! - affine));
           largest = Math.max(largest, Math.abs(affine));
         }
