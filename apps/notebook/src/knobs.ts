@@ -1,11 +1,11 @@
 import type { AllocatorPlugin } from '@layerquant/allocators';
-import { BUDGET_STOPS, PAPER_CONFIGS, checkOptionValue, configName, type OptionDescriptor, type OptionValue } from '@layerquant/core';
+import { BUDGET_STOPS, PAPER_BUDGETS, PAPER_CONFIGS, checkOptionValue, configName, type OptionDescriptor, type OptionValue } from '@layerquant/core';
 import { METHODS, methods, type NotebookMethod } from './methods.js';
 import { element } from './notebook.js';
 import type { Store } from './state.js';
 
-/** The budgets of the paper's Figure 5 and tables (2.25 ... 4.51). */
-export const PAPER_BUDGETS: readonly number[] = Object.freeze([2.25, 2.51, 3.13, 3.25, 3.51, 4.13, 4.25, 4.51]);
+/** The budgets of the paper's Figure 5 and tables (2.25 ... 4.51), core's list. */
+export { PAPER_BUDGETS };
 
 function select(name: string, label: string, options: readonly { value: string; text: string }[], value: string, help: string): HTMLLabelElement {
   const input = element('select', { name, 'data-knob': name });

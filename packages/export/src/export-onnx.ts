@@ -84,7 +84,7 @@ export async function buildModelGraph(
   const weights = new Map<string, GraphWeight>();
   const matrices: ExportedMatrix[] = [];
   // The codes go into MatMulNBits as they are only where the recorded quantizer says they are affine.
-  const packedAffine = 'isQuantized' in source && (source.quantizer() as { packedLayout?: string }).packedLayout === 'affine';
+  const packedAffine = 'isQuantized' in source && source.quantizer().packedLayout === 'affine';
   if ('isQuantized' in source && !packedAffine && (options.otherLayouts ?? 'error') === 'error') {
     throw new UnsupportedExportError(
       source.dir,

@@ -11,12 +11,6 @@ export interface QuantizerPlugin extends Quantizer {
   readonly description: string;
   readonly options: readonly OptionDescriptor[];
   configure(options: ResolvedOptions): Quantizer;
-  /**
-   * `'affine'`: the stored codes, scale and zero of every group dequantize as (code - zero) / scale, exactly as
-   * `dequantizeTensor` (the layout the ONNX export's MatMulNBits holds; the quantizer conformance suite checks it).
-   * Absent: the export refuses the quantizer's checkpoints (a typed error); eval reads them through its dequantize.
-   */
-  readonly packedLayout?: 'affine';
 }
 
 /** Freezes a plug-in; one without options configures to itself. */

@@ -78,7 +78,8 @@ export function quantizerFromFlags(id: string, values: ParsedArgs['values'], plu
       given[d.name] = typeof text === 'boolean' ? text : parseOptionValue(d, String(text));
     }
   }
-  if (fork && plugin.id === 'hqq' && given.kappa === undefined) given.kappa = FORK_SOLVER_OPTIONS.kappa!;
+  // The fork's solver setting, for any quantizer that takes a kappa (hqq's option).
+  if (fork && plugin.options.some((d) => d.name === 'kappa') && given.kappa === undefined) given.kappa = FORK_SOLVER_OPTIONS.kappa!;
   const options = resolveOptions(plugin, given, '--quantizer');
   return { quantizer: plugin.configure(options), options: Object.fromEntries(Object.entries(given)) };
 }

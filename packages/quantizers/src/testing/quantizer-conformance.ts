@@ -66,7 +66,7 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
     });
 
     it("declares packedLayout 'affine' only when every stored group dequantizes as (code - zero) / scale (what the ONNX export holds)", () => {
-      if ((quantizer as Partial<QuantizerPlugin>).packedLayout !== 'affine') return;
+      if (quantizer.packedLayout !== 'affine') return;
       for (const config of [quantConfig(2, 32), quantConfig(3, 64), quantConfig(4, 128)]) {
         const q = quantizer.quantize(weight, config);
         const codes = unpackQuantizedCodes(q);
