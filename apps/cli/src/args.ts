@@ -42,3 +42,9 @@ export function parseNumberOption(value: string | undefined, option: string, fal
 export function parseIntegerOption(value: string | undefined, option: string, fallback: number, min = 0): number {
   return parseNumberOption(value, option, fallback, (n) => Number.isInteger(n) && n >= min);
 }
+
+/** `--max-memory <GiB>` as bytes, or undefined when not given (callers then use the machine's free memory). */
+export function parseMemoryOption(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  return parseNumberOption(value, '--max-memory', 0, (n) => n > 0) * 2 ** 30;
+}

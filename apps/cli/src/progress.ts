@@ -46,6 +46,38 @@ export function formatSeconds(seconds: number): string {
   return `${m}m${String(Math.round(seconds - m * 60)).padStart(2, '0')}s`;
 }
 
+/**
+ * What a long step will cost, said before it starts and again once the first unit is measured:
+ * `plan(line)` prints the plan (windows, layers, memory); `unit(done, total, unit)` prints, after the first
+ * unit, its time and the extrapolated time of all of them. Writes to `write` (stderr) unless disabled (--json).
+ */
+export interface CostReporter {
+  plan(line: string): void;
+  unit(done: number, total: number, unit: string): void;
+}
+
+export function createCostReporter(title: string, write: (text: string) => void, enabled: boolean): CostReporter {
+  let started = performance.now();
+  let estimated = false;
+  return {
+    plan(line) {
+      started = performance.now();
+      if (enabled) write(`${fitStderr(`${title}: ${line}`)}\n`);
+    },
+    unit(done, total, unit) {
+      if (estimated || done < 1 || !enabled) return;
+      estimated = true;
+      const first = (performance.now() - started) / 1000 / done;
+      const singular = unit === 'matrices' ? 'matrix' : unit.replace(/s$/, '');
+      write(`${fitStderr(`${title}: first ${done === 1 ? singular : `${done} ${unit}`} took ${formatSeconds(first * done)}; estimated ${formatSeconds(first * total)} for all ${total} ${unit}`)}\n`);
+    },
+  };
+}
+
+export function formatBytes(bytes: number): string {
+  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
+
 /** A spinner with elapsed seconds on stderr for a step of unknown length (loading a model); silent when disabled. */
 export function createSpinner(title: string, enabled = Boolean(process.stderr.isTTY)): { stop(message?: string): void } {
   if (!enabled) return { stop: () => undefined };

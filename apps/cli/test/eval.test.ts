@@ -1,8 +1,11 @@
 import { quantConfig } from '@layerquant/core';
 import { brownTestPath, shippedModelDir } from '@layerquant/fixtures';
 import { rtnQuantizer } from '@layerquant/quantizers';
-import { quantizeModel } from '@layerquant/quantizers/node';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
+import { perplexity } from '@layerquant/perplexity';
+import { loadDecoderModel } from '@layerquant/runtime';
+import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -32,16 +35,40 @@ describe('layerquant eval', () => {
     expect(stdout).toMatch(/perplexity\s+\d+\.\d{4}/);
   });
 
-  it('evaluates a quantized directory directly (dequantized on load): close to, not equal to, the float model', async () => {
+  it('evaluates a quantized directory on its packed weights (MatMulNBits): the perplexity of its dequantized weights, close to, not equal to, the float model', async () => {
     const outDir = join(scratch, 'rtn-b4g64');
     await quantizeModel({ modelDir: shippedModelDir, outDir, quantizer: rtnQuantizer, configFor: () => quantConfig(4, 64), method: 'rtn' });
     const argv = ['--dataset', 'brown-test', '--max-tokens', '1024', '--seqlen', '256', '--json'];
-    const quantized = JSON.parse((await cli('eval', outDir, ...argv)).stdout) as { perplexity: number; quantized: boolean };
+    const quantized = JSON.parse((await cli('eval', outDir, ...argv)).stdout) as { perplexity: number; quantized: boolean; evaluation: string };
     const float = JSON.parse((await cli('eval', shippedModelDir, ...argv)).stdout) as { perplexity: number; quantized: boolean };
     expect(quantized.quantized).toBe(true);
+    expect(quantized.evaluation).toBe('packed');
+    // Independent path: the dequantized float32 weights in the one-session float graph.
+    const weights = await openModelWeights(outDir);
+    const dequantized = await loadDecoderModel(weights, await loadDecoderConfig(outDir));
+    await weights.close();
+    const ids = (await loadTokenizer(outDir)).encode(readFileSync(brownTestPath, 'utf8'));
+    const reference = await perplexity(dequantized, ids, { seqlen: 256, maxTokens: 1024 });
+    await dequantized.dispose();
+    expect(Math.abs(quantized.perplexity - reference.ppl) / reference.ppl).toBeLessThan(1e-4);
     expect(float.quantized).toBe(false);
     expect(quantized.perplexity).not.toBe(float.perplexity);
     expect(Math.abs(quantized.perplexity - float.perplexity) / float.perplexity).toBeLessThan(0.05);
+  });
+
+  it('streams a float model layer by layer when its weights exceed --max-memory: the same perplexity within 1e-6', async () => {
+    const argv = ['--dataset', 'brown-test', '--max-tokens', '2048', '--seqlen', '512'];
+    const session = JSON.parse((await cli('eval', shippedModelDir, ...argv, '--json')).stdout) as { perplexity: number; evaluation: string };
+    const streamed = JSON.parse((await cli('eval', shippedModelDir, ...argv, '--max-memory', '0.01', '--json')).stdout) as { perplexity: number; evaluation: string; windows: number };
+    expect(session.evaluation).toBe('float');
+    expect(streamed).toMatchObject({ evaluation: 'float-streamed', windows: 4 });
+    expect(Math.abs(streamed.perplexity - session.perplexity) / session.perplexity).toBeLessThan(1e-6);
+    // Without --json the cost is said up front, then estimated from the first layer.
+    const human = await cli('eval', shippedModelDir, '--dataset', 'brown-test', '--max-tokens', '1024', '--max-memory', '0.01');
+    expect(human.stderr).toMatch(/eval: 2 windows of up to 512 tokens, 32 layers; float32, layer by layer/);
+    expect(human.stderr).toMatch(/eval: first layer took .*; estimated .* for all 33 layers/);
+    expect(human.stdout).toMatch(/perplexity\s+\d+\.\d{4}/);
+    expect((await cli('eval', shippedModelDir, ...argv, '--max-memory', '-1')).stderr).toMatch(/--max-memory/);
   });
 
   it('exits 1 with one line naming the problem on bad input', async () => {

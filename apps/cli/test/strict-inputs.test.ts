@@ -176,7 +176,12 @@ describe('damaged inputs exit 1 with one line naming the problem, and leave --ou
       expect(stderr).toMatch(message);
       expect(code).toBe(1);
       expect(stdout).toBe('');
-      expect(stderr.trim().split('\n')).toHaveLength(1);
+      // One error line, the last; a step that had already started (a NaN is found when its matrix is read) said
+      // its plan before it, in its own cost line, and nothing else (no stack trace).
+      const lines = stderr.trim().split('\n');
+      expect(lines.at(-1)).toMatch(/^layerquant: error: /);
+      expect(lines.filter((l) => l.startsWith('layerquant: error: '))).toHaveLength(1);
+      for (const line of lines.slice(0, -1)) expect(line).toMatch(/^(quantize|sensitivity|fnorm|kurtosis|measured|eval): \S/);
       expect(snapshot(previous)).toEqual(before);
     });
   }

@@ -68,11 +68,18 @@ function toFloatWeight(data: Float32Array, type: FloatType): GraphWeight {
 }
 
 /**
+ * What buildModelGraph reads: a checkpoint, a quantized checkpoint, or a source that quantizes on read (experiment
+ * cells). A source with quantized matrices names their `quantizer` (its packedLayout decides whether the codes go into
+ * MatMulNBits); `read` of a quantized matrix gives the weights the model holds (that quantizer's dequantize).
+ */
+export type ModelGraphSource = Pick<Checkpoint, 'has' | 'read' | 'dir'> & Partial<Pick<QuantizedCheckpoint, 'isQuantized' | 'readQuantized' | 'quantizer'>>;
+
+/**
  * Builds the KV-cache decoder graph of an opened model: quantized matrices become MatMulNBits weights, matrices kept
  * in float stay Gemms, everything else float. Used by the export and by `generate` (the same graph either way).
  */
 export async function buildModelGraph(
-  source: Checkpoint | QuantizedCheckpoint,
+  source: ModelGraphSource,
   config: DecoderConfig,
   options: OnnxExportOptions = {},
 ): Promise<ExportGraph> {
@@ -83,20 +90,22 @@ export async function buildModelGraph(
   const layout = decoderLayout(config, source);
   const weights = new Map<string, GraphWeight>();
   const matrices: ExportedMatrix[] = [];
-  // The codes go into MatMulNBits as they are only where the recorded quantizer says they are affine.
-  const packedAffine = 'isQuantized' in source && source.quantizer().packedLayout === 'affine';
-  if ('isQuantized' in source && !packedAffine && (options.otherLayouts ?? 'error') === 'error') {
+  // The codes go into MatMulNBits as they are only where the quantizer that wrote them says they are affine.
+  const quantizer = source.isQuantized ? source.quantizer?.() : undefined;
+  const packedAffine = quantizer?.packedLayout === 'affine';
+  if (source.isQuantized && !packedAffine && (options.otherLayouts ?? 'error') === 'error') {
     throw new UnsupportedExportError(
       source.dir,
-      `was quantized by "${source.metadata.quantizer}", whose stored codes are not the affine (code - zero) / scale layout ONNX MatMulNBits holds (the plug-in declares no packedLayout 'affine'); evaluate it with \`layerquant eval\`, which reads it through that quantizer's dequantize, or quantize with rtn or hqq to export`,
+      `was quantized by "${quantizer?.id ?? 'an unnamed quantizer'}", whose stored codes are not the affine (code - zero) / scale layout ONNX MatMulNBits holds (the plug-in declares no packedLayout 'affine'); evaluate it with \`layerquant eval\`, which reads it through that quantizer's dequantize, or quantize with rtn or hqq to export`,
     );
   }
-  const isQuantized = (name: string) => packedAffine && (source as QuantizedCheckpoint).isQuantized(name);
+  // Otherwise (otherLayouts 'float') such matrices are read through `read`: the quantizer's dequantized weights.
+  const isQuantized = (name: string) => packedAffine && source.isQuantized?.(name) === true;
   for (const [name, shape] of expectedShapes(config, layout)) {
     if (!source.has(name)) throw new MissingTensorError(name, source.dir, 'the checkpoint does not match its config.json');
     const linear = matrixOfTensorName(name) !== undefined;
     if (isQuantized(name)) {
-      const q = await (source as QuantizedCheckpoint).readQuantized(name);
+      const q = await source.readQuantized!(name);
       const packed = toMatMulNBits(q, { scaleType });
       weights.set(name, packed.weight);
       matrices.push({ name, shape: q.shape, config: configName(q.config), storedBits: packed.storedBits, zeroCorrection: packed.zeroCorrection, bytes: packed.bytes });

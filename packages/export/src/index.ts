@@ -6,6 +6,7 @@ export {
   exportOnnx,
   onnxFileName,
   type ExportGraph,
+  type ModelGraphSource,
   type ExportOnnxOptions,
   type ExportReport,
   type ExportedMatrix,
@@ -22,3 +23,4 @@ export {
   type OnnxExportSummary,
 } from './onnx-model-dir.js';
 export { readOnnxSummary, type OnnxFileSummary, type OnnxInitializerSummary, type OnnxNodeSummary } from './onnx-reader.js';
+export { IN_MEMORY_GRAPH_LIMIT, nllFromLogits, openPackedModel, sessionNll, type PackedModel, type PackedModelOptions } from './packed-model.js';

@@ -5,8 +5,9 @@ import { loadDecoderConfig, loadValidatedConfig } from '@layerquant/tensor-io';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { buildModelGraph, type OnnxExportOptions } from './export-onnx.js';
+import { DEFAULT_ACCURACY_LEVEL, type OnnxExportOptions } from './export-onnx.js';
 import { readOnnxSummary, type OnnxFileSummary } from './onnx-reader.js';
+import { nllFromLogits, openPackedModel } from './packed-model.js';
 
 /** Whether a directory is an ONNX export (an `onnx/` folder with a model*.onnx file). */
 export function isOnnxExportDir(dir: string): boolean {
@@ -66,17 +67,7 @@ export async function openOnnxExport(dir: string, options: RuntimeOptions & { re
     logits,
     async tokenNll(input, targets) {
       if (targets.length !== input.ids.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${input.ids.length} token ids`);
-      const values = await logits(input);
-      const vocab = config.vocabSize;
-      const out = new Float32Array(input.ids.length);
-      for (let t = 0; t < out.length; t++) {
-        let max = -Infinity;
-        for (let j = 0; j < vocab; j++) max = Math.max(max, values[t * vocab + j]!);
-        let sum = 0;
-        for (let j = 0; j < vocab; j++) sum += Math.exp(values[t * vocab + j]! - max);
-        out[t] = max + Math.log(sum) - values[t * vocab + targets[t]!]!;
-      }
-      return out;
+      return nllFromLogits(await logits(input), config.vocabSize, targets);
     },
     dispose: () => decoder.dispose(),
   };
@@ -95,10 +86,11 @@ export async function openKvDecoder(dir: string, options: RuntimeOptions & OnnxE
   try {
     // The one config-vs-tensors check every command makes (a config with fewer layers would decode a truncated model).
     const { config } = await loadValidatedConfig(weights.dir, weights);
-    // A quantizer whose codes MatMulNBits cannot hold decodes in float, through its own dequantize.
-    const built = await buildModelGraph(weights, config, { otherLayouts: 'float', ...options });
-    const decoder = await createKvDecoder(built.graph.encode(), config, options.threads ? { threads: options.threads } : {});
-    return { decoder, source: built.quantized ? 'quantized' : 'float' };
+    // The packed-weight model's loader: graphs above 1 GiB go to onnxruntime as a temporary file with external data.
+    // A quantizer whose codes MatMulNBits cannot hold runs in float, through its own dequantize (openPackedModel).
+    const { quantizers: _quantizers, ...graphOptions } = options;
+    const model = await openPackedModel(weights, config, { accuracyLevel: DEFAULT_ACCURACY_LEVEL, ...graphOptions });
+    return { decoder: model.decoder, source: model.quantized ? 'quantized' : 'float' };
   } finally {
     await weights.close();
   }

@@ -1,5 +1,5 @@
 import { InvalidOptionError } from '@layerquant/core';
-import type { DecoderModel } from '@layerquant/runtime';
+import type { DecoderModel, LayerStreamedModel } from '@layerquant/runtime';
 import { nonOverlappingWindows, slidingWindows, type WindowPlan } from './protocols.js';
 
 export type PerplexityProtocol = 'windows' | 'sliding';
@@ -15,8 +15,8 @@ export interface PerplexityOptions {
   readonly stride?: number;
   /** Use only the first maxTokens tokens of the text. */
   readonly maxTokens?: number;
-  /** Called after each window. */
-  readonly onProgress?: (done: number, total: number) => void;
+  /** Called after each window (`unit` 'windows'), or after each layer of a layer-streamed model ('layers'). */
+  readonly onProgress?: (done: number, total: number, unit: 'windows' | 'layers') => void;
 }
 
 export interface PerplexityResult {
@@ -41,8 +41,11 @@ export interface PerplexityResult {
   readonly stride: number;
 }
 
-/** What perplexity needs of a model: per-position NLL of given targets (DecoderModel has it). */
-export type NllModel = Pick<DecoderModel, 'tokenNll'>;
+/**
+ * What perplexity needs of a model: per-position NLL of given targets, one window at a time (DecoderModel, the
+ * packed-weight model), or of all windows at once, layer by layer (runtime's LayerStreamedModel).
+ */
+export type NllModel = Pick<DecoderModel, 'tokenNll'> | Pick<LayerStreamedModel, 'windowsNll'>;
 
 export function windowPlan(tokenCount: number, options: PerplexityOptions = {}): WindowPlan {
   const protocol = options.protocol ?? 'windows';
@@ -62,26 +65,39 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
   }
   const used = options.maxTokens !== undefined ? ids.slice(0, options.maxTokens) : ids;
   const plan = windowPlan(used.length, options);
+  const inputs = plan.windows.map((window) => {
+    const ids = used.slice(window.begin, window.end);
+    // targets[t] is the token after position t; the last position has none (0, never read).
+    const targets = new Array<number>(ids.length).fill(0);
+    for (let t = 0; t + 1 < ids.length; t++) targets[t] = ids[t + 1]!;
+    return { ids, targets };
+  });
+  const nllOfWindow: (index: number) => Promise<Float32Array> = (() => {
+    if ('windowsNll' in model) {
+      const all = model.windowsNll(inputs, (done, total) => options.onProgress?.(done, total, 'layers'));
+      return async (index) => (await all)[index]!;
+    }
+    return async (index) => {
+      const nll = await model.tokenNll({ ids: inputs[index]!.ids }, inputs[index]!.targets);
+      options.onProgress?.(index + 1, plan.windows.length, 'windows');
+      return nll;
+    };
+  })();
   let weighted = 0;
   let tokens = 0;
   let scoredTokens = 0;
   const windowNll: number[] = [];
   const windowWeights: number[] = [];
   for (const [index, window] of plan.windows.entries()) {
-    const input = used.slice(window.begin, window.end);
-    // targets[t] is the token after position t; the last position has none (0, never read).
-    const targets = new Array<number>(input.length).fill(0);
-    for (let t = 0; t + 1 < input.length; t++) targets[t] = input[t + 1]!;
-    const nll = await model.tokenNll({ ids: input }, targets);
+    const nll = await nllOfWindow(index);
     let sum = 0;
     for (let p = window.scoreFrom; p < window.end; p++) sum += nll[p - 1 - window.begin]!;
     const scored = window.end - window.scoreFrom;
     weighted += (sum / scored) * window.weight;
     windowNll.push((sum / scored) * window.weight);
     windowWeights.push(window.weight);
-    tokens += input.length;
+    tokens += inputs[index]!.ids.length;
     scoredTokens += scored;
-    options.onProgress?.(index + 1, plan.windows.length);
   }
   const nll = weighted / plan.divisor;
   const protocol = options.protocol ?? 'windows';

@@ -25,6 +25,21 @@ export interface QuantKernel {
   ): number;
   /** `(Wq - z) * fp32(1/s)` of group-major codes into `out`. */
   dequantize(codes: Uint8Array, groupSize: number, scale: Float32Array, zero: Float32Array, out: Float32Array): void;
+  /**
+   * `quantize`, with the codes written straight into rows-u32-lsb words (`packed`, `grouped.length * bits / 32`
+   * words) instead of bytes: only for 2, 4 and 8 bits, groups along rows (axis 1) and a row length that is a
+   * multiple of the codes per word, where the packed words are the group-major code stream. Same results.
+   */
+  quantizePacked?(
+    grouped: Float32Array,
+    groupSize: number,
+    bits: 2 | 4 | 8,
+    roundZero: boolean,
+    solver: ProximalOptions | null,
+    scale: Float32Array,
+    zero: Float32Array,
+    packed: Uint32Array,
+  ): number;
 }
 
 export const typescriptKernel: QuantKernel = Object.freeze({
@@ -51,6 +66,8 @@ interface KernelExports {
     lpNorm: number, beta: number, kappa: number, iterations: number,
   ): number;
   roundToCodes(w: number, scale: number, zero: number, codes: number, groups: number, g: number, maxV: number): void;
+  rtnQuantize(w: number, scale: number, zero: number, codes: number, groups: number, g: number, maxV: number, roundZero: number): void;
+  packCodes(codes: number, out: number, count: number, bits: number): void;
   dequantize(codes: number, scale: number, zero: number, out: number, groups: number, g: number): void;
 }
 
@@ -96,14 +113,15 @@ export function createWasmKernel(): QuantKernel | undefined {
   const instance = new WebAssembly.Instance(module, { env: { pow: Math.pow } });
   const kernel = instance.exports as unknown as KernelExports;
   const memory = kernel.memory;
-  // layout: [weights f32 | scale f32 | zero f32 | codes u8]
-  const reserve = (count: number, groups: number) => {
+  // layout: [weights f32 | scale f32 | zero f32 | codes u8 | packed words (quantizePacked)]
+  const reserve = (count: number, groups: number, packedBytes = 0) => {
     const scaleAt = count * 4;
     const zeroAt = scaleAt + groups * 4;
     const codesAt = zeroAt + groups * 4;
-    const missing = codesAt + count - memory.buffer.byteLength;
+    const packedAt = codesAt + Math.ceil(count / 16) * 16;
+    const missing = packedAt + packedBytes - memory.buffer.byteLength;
     if (missing > 0) memory.grow(Math.ceil(missing / 65536));
-    return { weightsAt: 0, scaleAt, zeroAt, codesAt, heap: memory.buffer };
+    return { weightsAt: 0, scaleAt, zeroAt, codesAt, packedAt, heap: memory.buffer };
   };
   return Object.freeze({
     id: 'wasm-simd' as const,
@@ -122,6 +140,29 @@ export function createWasmKernel(): QuantKernel | undefined {
       scale.set(new Float32Array(heap, scaleAt, groups));
       zero.set(new Float32Array(heap, zeroAt, groups));
       codes.set(new Uint8Array(heap, codesAt, count));
+      return iterations;
+    },
+    quantizePacked(grouped: Float32Array, groupSize: number, bits: 2 | 4 | 8, roundZero: boolean, solver: ProximalOptions | null, scale: Float32Array, zero: Float32Array, packed: Uint32Array) {
+      const count = grouped.length;
+      const groups = scale.length;
+      const packedBytes = (count * bits) / 8;
+      if (count % 16 !== 0 || packed.length * 4 !== packedBytes) throw new RangeError(`${count} codes do not pack into ${packed.length} words of ${bits} bits`);
+      const { weightsAt, scaleAt, zeroAt, codesAt, packedAt, heap } = reserve(count, groups, bits === 8 ? 0 : packedBytes);
+      new Float32Array(heap, weightsAt, count).set(grouped);
+      const maxV = maxCode(bits);
+      let iterations = 0;
+      if (solver) {
+        kernel.minMaxInit(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, roundZero ? 1 : 0);
+        iterations = kernel.proximalSolve(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, solver.lpNorm, solver.beta, solver.kappa, solver.iterations);
+        kernel.roundToCodes(weightsAt, scaleAt, zeroAt, codesAt, groups, groupSize, maxV);
+      } else {
+        kernel.rtnQuantize(weightsAt, scaleAt, zeroAt, codesAt, groups, groupSize, maxV, roundZero ? 1 : 0);
+      }
+      // 8-bit codes in little-endian words are already the packing
+      if (bits !== 8) kernel.packCodes(codesAt, packedAt, count, bits);
+      scale.set(new Float32Array(heap, scaleAt, groups));
+      zero.set(new Float32Array(heap, zeroAt, groups));
+      new Uint8Array(packed.buffer, packed.byteOffset, packedBytes).set(new Uint8Array(heap, bits === 8 ? codesAt : packedAt, packedBytes));
       return iterations;
     },
     dequantize(codes: Uint8Array, groupSize: number, scale: Float32Array, zero: Float32Array, out: Float32Array) {

@@ -68,6 +68,8 @@ export interface QuantizeModelOptions {
   /** Settings recorded in `__metadata__["layerquant.options"]`. */
   readonly options?: Readonly<Record<string, unknown>>;
   readonly onProgress?: (progress: QuantizeProgress) => void;
+  /** Called once every tensor is planned and every config validated, before the first matrix is read. */
+  readonly onPlan?: (plan: { readonly matrices: number; readonly quantizedMatrices: number; readonly params: number }) => void;
   /**
    * Worker threads for the built-in quantizers (rtn, hqq with the WebAssembly kernel): matrices are quantized
    * ahead on a pool while earlier ones are written. Default 1 (in the calling thread); results are bit-identical.
@@ -176,6 +178,13 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     if (plans.size === 0) {
       throw new InvalidOptionError('model-dir', `${modelDir} has no linear weights named model.layers.<i>.<module>.weight; is it a Llama-family checkpoint?`);
     }
+
+    const quantizedPlans = [...plans.values()].filter((p) => p.config !== null);
+    options.onPlan?.({
+      matrices: plans.size,
+      quantizedMatrices: quantizedPlans.length,
+      params: quantizedPlans.reduce((sum, p) => sum + p.matrix.shape[0] * p.matrix.shape[1], 0),
+    });
 
     const allocation: Record<MatrixKey, string | null> = {};
     const tensorsMetadata: Record<string, QuantizedTensorMetadata> = {};

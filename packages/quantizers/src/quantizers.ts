@@ -51,8 +51,22 @@ export function assembleQuantized(
   });
 }
 
+/** Whether a kernel can write this matrix's codes packed (2/4/8 bits along rows, whole words per row). */
+function packsDirectly(kernel: QuantKernel, layout: GroupLayout, bits: number): bits is 2 | 4 | 8 {
+  return kernel.quantizePacked !== undefined && layout.axis === 1 && (bits === 2 || bits === 4 || bits === 8)
+    && layout.columns % (32 / bits) === 0 && (layout.rows * layout.columns) % 16 === 0;
+}
+
 function quantizeWith(method: string, kernel: QuantKernel, weight: WeightTensor, config: QuantConfig, solver: ProximalOptions | null): QuantizedTensor {
   const { layout, grouped } = prepareGroups(weight, config);
+  if (packsDirectly(kernel, layout, config.bits)) {
+    // One pass: the kernel writes the packed words itself (no byte codes handed back, no packing loop here).
+    const scale = new Float32Array(layout.groupCount);
+    const zero = new Float32Array(layout.groupCount);
+    const packed = new Uint32Array(layout.rows * wordsPerRow(layout.columns, config.bits));
+    kernel.quantizePacked!(grouped, layout.groupSize, config.bits, config.roundZero, solver, scale, zero, packed);
+    return Object.freeze({ name: weight.name, shape: [layout.rows, layout.columns] as [number, number], config, method, packed, packing: PACKING, scale, zero });
+  }
   const codes = new Uint8Array(grouped.length);
   const scale = new Float32Array(layout.groupCount);
   const zero = new Float32Array(layout.groupCount);

@@ -94,7 +94,7 @@
     (f64.add (f64x2.extract_lane 0 (local.get $t)) (f64x2.extract_lane 1 (local.get $t))))
 
   ;; Codes: clamp(round(W*s + z), 0, maxv) as bytes, group-major.
-  (func (export "roundToCodes")
+  (func $roundToCodes (export "roundToCodes")
     (param $w i32) (param $scale i32) (param $zero i32) (param $codes i32) (param $groups i32) (param $g i32) (param $maxv f32)
     (local $k i32) (local $p i32) (local $end i32) (local $o i32)
     (local $sv v128) (local $zv v128) (local $maxvv v128) (local $qv v128)
@@ -126,7 +126,7 @@
 
   ;; Asymmetric min/max init per group: s = maxv / (max - min) (1 where |max - min| <= 1e-4), at most 2e4;
   ;; z = -min * s, rounded when roundZero. min and max get + 0 so a -0 reads as +0, as in the TypeScript oracle.
-  (func (export "minMaxInit")
+  (func $minMaxInit (export "minMaxInit")
     (param $w i32) (param $scale i32) (param $zero i32) (param $groups i32) (param $g i32) (param $maxv f32) (param $roundZero i32)
     (local $k i32) (local $p i32) (local $end i32)
     (local $lo v128) (local $hi v128) (local $v v128)
@@ -164,6 +164,54 @@
         (f32.store (i32.add (local.get $zero) (i32.shl (local.get $k) (i32.const 2))) (local.get $z))
         (local.set $k (i32.add (local.get $k) (i32.const 1)))
         (br_if $group (i32.lt_u (local.get $k) (local.get $groups))))))
+
+  ;; RTN in one pass over memory: min/max init then codes, group by group, while the group is still in cache.
+  (func (export "rtnQuantize")
+    (param $w i32) (param $scale i32) (param $zero i32) (param $codes i32) (param $groups i32) (param $g i32) (param $maxv f32) (param $roundZero i32)
+    (local $k i32) (local $p i32) (local $sp i32) (local $zp i32) (local $o i32)
+    (local.set $p (local.get $w))
+    (local.set $sp (local.get $scale))
+    (local.set $zp (local.get $zero))
+    (local.set $o (local.get $codes))
+    (block $done
+      (br_if $done (i32.eqz (local.get $groups)))
+      (loop $group
+        (call $minMaxInit (local.get $p) (local.get $sp) (local.get $zp) (i32.const 1) (local.get $g) (local.get $maxv) (local.get $roundZero))
+        (call $roundToCodes (local.get $p) (local.get $sp) (local.get $zp) (local.get $o) (i32.const 1) (local.get $g) (local.get $maxv))
+        (local.set $p (i32.add (local.get $p) (i32.shl (local.get $g) (i32.const 2))))
+        (local.set $o (i32.add (local.get $o) (local.get $g)))
+        (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+        (local.set $zp (i32.add (local.get $zp) (i32.const 4)))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br_if $group (i32.lt_u (local.get $k) (local.get $groups))))))
+
+  ;; Packs `count` byte codes (a multiple of 16) of 2 or 4 bits into words, least significant bits first: the
+  ;; rows-u32-lsb packing of a matrix whose row length is a multiple of the codes per word. Pairs of bytes in each
+  ;; 16-bit lane are merged (low | high << bits), then narrowed to bytes; 2 bits merge twice.
+  (func (export "packCodes")
+    (param $codes i32) (param $out i32) (param $count i32) (param $bits i32)
+    (local $p i32) (local $o i32) (local $end i32) (local $v v128) (local $mask v128)
+    (local.set $mask (i16x8.splat (i32.const 255)))
+    (local.set $p (local.get $codes))
+    (local.set $o (local.get $out))
+    (local.set $end (i32.add (local.get $codes) (local.get $count)))
+    (block $done
+      (br_if $done (i32.eqz (local.get $count)))
+      (loop $chunk
+        (local.set $v (v128.load (local.get $p)))
+        (if (i32.eq (local.get $bits) (i32.const 4))
+          (then
+            (local.set $v (v128.or (v128.and (local.get $v) (local.get $mask)) (i16x8.shl (i16x8.shr_u (local.get $v) (i32.const 8)) (i32.const 4))))
+            (v128.store64_lane 0 (local.get $o) (i8x16.narrow_i16x8_u (local.get $v) (local.get $v)))
+            (local.set $o (i32.add (local.get $o) (i32.const 8))))
+          (else
+            (local.set $v (v128.or (v128.and (local.get $v) (local.get $mask)) (i16x8.shl (i16x8.shr_u (local.get $v) (i32.const 8)) (i32.const 2))))
+            (local.set $v (i8x16.narrow_i16x8_u (local.get $v) (local.get $v)))
+            (local.set $v (v128.or (v128.and (local.get $v) (local.get $mask)) (i16x8.shl (i16x8.shr_u (local.get $v) (i32.const 8)) (i32.const 4))))
+            (v128.store32_lane 0 (local.get $o) (i8x16.narrow_i16x8_u (local.get $v) (local.get $v)))
+            (local.set $o (i32.add (local.get $o) (i32.const 4)))))
+        (local.set $p (i32.add (local.get $p) (i32.const 16)))
+        (br_if $chunk (i32.lt_u (local.get $p) (local.get $end))))))
 
   ;; Dequantization (Wq - z) * fp32(1/s), group-major bytes in, float32 out.
   (func (export "dequantize")

@@ -13,8 +13,10 @@ import {
   LAYER_TENSORS,
   LM_HEAD,
   checkShape,
+  checkSupportedConfig,
+  decoderLayout,
+  expectedShapes,
   layerTensorName,
-  loadDecoderWeights,
   type DecoderLayout,
   type DecoderWeights,
   type TensorSource,
@@ -55,7 +57,14 @@ export interface MlpBlockOutput {
 export interface DecoderBlocks {
   readonly config: DecoderConfig;
   readonly layout: DecoderLayout;
-  readonly weights: DecoderWeights;
+  /** Shape of every tensor the forward pass reads, by full name. */
+  readonly shapes: ReadonlyMap<string, readonly number[]>;
+  /**
+   * A tensor of the model in float32. Streamed blocks (`loadDecoderBlocks`) read a layer's tensors from the
+   * source when a tensor of that layer is first asked for and keep only that layer; embeddings, final norm and
+   * lm_head are kept once read.
+   */
+  tensor(name: string): Promise<Float32Array>;
   /** Token embeddings [B, T, hidden]: the input of layer 0. */
   embed(input: TokenBatch): HiddenStates;
   /** Overrides are keyed by full tensor name (`model.layers.3.self_attn.q_proj.weight`); others come from the model. */
@@ -72,12 +81,86 @@ export interface DecoderBlocks {
   dispose(): Promise<void>;
 }
 
-export async function loadDecoderBlocks(source: TensorSource, config: DecoderConfig, options: RuntimeOptions & { overrides?: WeightOverrides } = {}): Promise<DecoderBlocks> {
-  return createDecoderBlocks(await loadDecoderWeights(source, config, options.overrides), options);
+/** Where block weights come from: all in memory, or read layer by layer. */
+interface BlockWeightStore {
+  readonly shapes: ReadonlyMap<string, readonly number[]>;
+  tensor(name: string): Promise<Float32Array>;
 }
 
+const LAYER_OF = /^model\.layers\.(\d+)\./;
+
+/**
+ * A store that reads from `source` one decoder layer at a time: asking for a tensor of layer i reads every tensor
+ * of layer i (and forgets the previous layer's), so the weights in memory are one layer's plus the embeddings.
+ */
+function streamingStore(source: TensorSource, shapes: ReadonlyMap<string, readonly number[]>, overrides: WeightOverrides): BlockWeightStore {
+  const kept = new Map<string, Float32Array>();
+  let layer: { index: number; tensors: Promise<Map<string, Float32Array>> } | undefined;
+  const readChecked = async (name: string): Promise<Float32Array> => {
+    const expected = shapes.get(name)!;
+    const override = overrides.get(name);
+    if (override) {
+      checkShape(name, expected, expected, override.length);
+      return override;
+    }
+    if (!source.has(name)) throw new MissingTensorError(name, source.dir ?? 'the weight source', 'the checkpoint does not match its config.json');
+    const tensor = await source.read(name);
+    checkShape(name, tensor.shape, expected, tensor.data.length);
+    return tensor.data;
+  };
+  const readLayer = async (index: number) => {
+    const tensors = new Map<string, Float32Array>();
+    const prefix = `model.layers.${index}.`;
+    for (const name of shapes.keys()) if (name.startsWith(prefix)) tensors.set(name, await readChecked(name));
+    return tensors;
+  };
+  for (const name of overrides.keys()) {
+    if (!shapes.has(name)) throw new MissingTensorError(name, 'the model', 'an override names a tensor the forward pass does not use');
+  }
+  return {
+    shapes,
+    async tensor(name) {
+      if (!shapes.has(name)) throw new MissingTensorError(name, 'the model', 'the forward pass does not use this tensor');
+      const match = LAYER_OF.exec(name);
+      if (!match) {
+        let data = kept.get(name);
+        if (!data) {
+          data = await readChecked(name);
+          kept.set(name, data);
+        }
+        return data;
+      }
+      const index = Number(match[1]);
+      if (layer?.index !== index) layer = { index, tensors: readLayer(index) };
+      return (await layer.tensors).get(name)!;
+    },
+  };
+}
+
+/**
+ * Block-level entry points over a tensor source, streamed: a layer's weights are read when one of its blocks first
+ * runs and dropped when another layer's block runs, so running layers in order holds one layer's weights at a time.
+ */
+export async function loadDecoderBlocks(source: TensorSource, config: DecoderConfig, options: RuntimeOptions & { overrides?: WeightOverrides } = {}): Promise<DecoderBlocks> {
+  checkSupportedConfig(config);
+  const layout = decoderLayout(config, source);
+  return blocksOverStore(config, layout, streamingStore(source, expectedShapes(config, layout), options.overrides ?? new Map()), options);
+}
+
+/** Block-level entry points over weights already in memory. */
 export async function createDecoderBlocks(weights: DecoderWeights, options: RuntimeOptions = {}): Promise<DecoderBlocks> {
-  const { config, layout } = weights;
+  const store: BlockWeightStore = {
+    shapes: weights.shapes,
+    async tensor(name) {
+      const data = weights.tensors.get(name);
+      if (!data) throw new MissingTensorError(name, 'the model', 'the forward pass does not use this tensor');
+      return data;
+    },
+  };
+  return blocksOverStore(weights.config, weights.layout, store, options);
+}
+
+async function blocksOverStore(config: DecoderConfig, layout: DecoderLayout, weights: BlockWeightStore, options: RuntimeOptions): Promise<DecoderBlocks> {
   const { hiddenSize: h, numLayers } = config;
   const attentionSession = await createSession(buildAttentionBlockGraph(config, layout).encode(), options);
   const mlpSession = await createSession(buildMlpBlockGraph(config, layout).encode(), options);
@@ -91,7 +174,7 @@ export async function createDecoderBlocks(weights: DecoderWeights, options: Runt
     return s;
   };
 
-  const tensorFor = (name: string, overrides: WeightOverrides | undefined): Float32Array => {
+  const tensorFor = async (name: string, overrides: WeightOverrides | undefined): Promise<Float32Array> => {
     const expected = weights.shapes.get(name);
     if (!expected) throw new MissingTensorError(name, 'the model', 'an override names a tensor the forward pass does not use');
     const override = overrides?.get(name);
@@ -99,7 +182,7 @@ export async function createDecoderBlocks(weights: DecoderWeights, options: Runt
       checkShape(name, expected, expected, override.length);
       return override;
     }
-    return weights.tensors.get(name)!;
+    return weights.tensor(name);
   };
 
   const checkLayer = (layer: number) => {
@@ -127,20 +210,23 @@ export async function createDecoderBlocks(weights: DecoderWeights, options: Runt
     const feeds: Record<string, OrtTensor> = { hidden: floatTensor(hidden.data, [hidden.batch, hidden.length, h]) };
     for (const t of blockInputNames(layout, block)) {
       const name = layerTensorName(layer, t);
-      feeds[LAYER_TENSORS[t]] = floatTensor(tensorFor(name, overrides), weights.shapes.get(name)!);
+      feeds[LAYER_TENSORS[t]] = floatTensor(await tensorFor(name, overrides), weights.shapes.get(name)!);
     }
     return sessionToRun.run(feeds);
   };
 
+  // embed() is synchronous: the table is read before the first call.
+  const embedTable = await weights.tensor(EMBED_TOKENS);
   const blocks: DecoderBlocks = {
     config,
     layout,
-    weights,
+    shapes: weights.shapes,
+    tensor: (name) => weights.tensor(name),
     embed(input) {
       const batch = input.batch ?? 1;
       const length = input.ids.length / batch;
       if (!Number.isInteger(length) || length < 1) throw new InvalidOptionError('batch', `${input.ids.length} ids do not split into ${batch} sequences`);
-      const table = weights.tensors.get(EMBED_TOKENS)!;
+      const table = embedTable;
       const data = new Float32Array(input.ids.length * h);
       for (let i = 0; i < input.ids.length; i++) {
         const id = input.ids[i]!;
@@ -183,9 +269,9 @@ export async function createDecoderBlocks(weights: DecoderWeights, options: Runt
       const withTargets = targets !== undefined;
       const s = await session(withTargets ? 'head+nll' : 'head', () => buildHeadGraph(config, layout, withTargets).encode());
       const dims = [hidden.batch, hidden.length];
-      const feeds: Record<string, OrtTensor> = { hidden: floatTensor(hidden.data, [...dims, h]), [FINAL_NORM]: floatTensor(weights.tensors.get(FINAL_NORM)!, [h]) };
+      const feeds: Record<string, OrtTensor> = { hidden: floatTensor(hidden.data, [...dims, h]), [FINAL_NORM]: floatTensor(await weights.tensor(FINAL_NORM), [h]) };
       const headName = layout.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD;
-      feeds[headName] = floatTensor(weights.tensors.get(headName)!, [config.vocabSize, h]);
+      feeds[headName] = floatTensor(await weights.tensor(headName), [config.vocabSize, h]);
       if (targets) {
         if (targets.length !== hidden.batch * hidden.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${hidden.batch * hidden.length} positions`);
         feeds.targets = int64Tensor(targets, dims);

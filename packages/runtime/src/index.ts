@@ -1,5 +1,5 @@
 export * from './graph.js';
-export { createSession, type RuntimeOptions } from './session.js';
+export { createSession, emptyTensor, floatTensor, int64Tensor, tensorData, type OrtSession, type OrtTensor, type RuntimeOptions } from './session.js';
 export { argmaxRow, createKvDecoder, greedyDecode, kvDecoderOfSession, type GreedyOptions, type KvDecoder } from './kv-decoder.js';
 export { createDecoderModel, loadDecoderModel, type DecoderModel, type DecoderModelOptions, type TokenBatch } from './decoder-model.js';
 export {
@@ -11,3 +11,11 @@ export {
   type MlpBlockOutput,
 } from './decoder-blocks.js';
 export { referenceForward } from './reference-forward.js';
+export {
+  floatWeightBytes,
+  layerStreamedModel,
+  loadLayerStreamedModel,
+  streamedWeightBytes,
+  type LayerStreamedModel,
+  type ScoredWindow,
+} from './layer-streamed-model.js';

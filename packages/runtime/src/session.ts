@@ -21,6 +21,11 @@ export function floatTensor(data: Float32Array, dims: readonly number[]): ort.Te
   return new ort.Tensor('float32', data, dims);
 }
 
+/** A float tensor with no elements (e.g. an empty KV cache [1, heads, 0, headDim]). */
+export function emptyTensor(type: 'float32' | 'float16', dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor(type, type === 'float16' ? new Uint16Array(0) : new Float32Array(0), dims);
+}
+
 export function int64Tensor(values: ArrayLike<number>, dims: readonly number[]): ort.Tensor {
   const data = new BigInt64Array(values.length);
   for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]!);

@@ -93,28 +93,33 @@ export async function activationSensitivity(
     hidden.push(model.embed({ ids: ids.subarray(start * seqlen, (start + count) * seqlen), batch: count }));
   }
 
-  const dequantized = (layer: number, module: LinearModule): Float32Array => {
+  // Streamed blocks read layer i's weights here, on its first tensor, and drop layer i-1's.
+  const weight = async (layer: number, module: LinearModule): Promise<Float32Array> => {
     const name = matrixTensorName(layer, module);
-    const data = model.weights.tensors.get(name);
-    const shape = model.weights.shapes.get(name);
-    if (!data || !shape) throw new InvalidOptionError('model', `has no weight "${name}"`);
-    return quantizer.dequantize(quantizer.quantize({ name, dtype: 'F32', shape, data }, config));
+    if (!model.shapes.has(name)) throw new InvalidOptionError('model', `has no weight "${name}"`);
+    return model.tensor(name);
+  };
+  const dequantized = async (layer: number, module: LinearModule): Promise<Float32Array> => {
+    const name = matrixTensorName(layer, module);
+    const data = await weight(layer, module);
+    return quantizer.dequantize(quantizer.quantize({ name, dtype: 'F32', shape: model.shapes.get(name)!, data }, config));
   };
 
   const rows: SensitivityRow[] = [];
   const dataset = options.dataset ?? 'calibration';
   const modelName = options.model ?? 'model';
   for (let layer = 0; layer < numLayers; layer++) {
-    const overrides = (part: SensitivityPart) =>
-      new Map(SENSITIVITY_PART_MODULES[part].map((m) => [matrixTensorName(layer, m), dequantized(layer, m)] as const));
-    const attentionInput = overrides('attn_in');
-    const mlpGate = overrides('mlp_gate');
+    const overrides = async (part: SensitivityPart) => {
+      const map = new Map<string, Float32Array>();
+      for (const m of SENSITIVITY_PART_MODULES[part]) map.set(matrixTensorName(layer, m), await dequantized(layer, m));
+      return map;
+    };
+    const attentionInput = await overrides('attn_in');
+    const mlpGate = await overrides('mlp_gate');
     // o_proj and down_proj are linear in their float inputs: quantizing them changes the block output by
     // input x (W - Wq)^T, computed directly rather than as the difference of two nearly equal outputs.
-    const oName = matrixTensorName(layer, 'self_attn.o_proj');
-    const downName = matrixTensorName(layer, 'mlp.down_proj');
-    const oError = subtract(model.weights.tensors.get(oName)!, dequantized(layer, 'self_attn.o_proj'));
-    const downError = subtract(model.weights.tensors.get(downName)!, dequantized(layer, 'mlp.down_proj'));
+    const oError = subtract(await weight(layer, 'self_attn.o_proj'), await dequantized(layer, 'self_attn.o_proj'));
+    const downError = subtract(await weight(layer, 'mlp.down_proj'), await dequantized(layer, 'mlp.down_proj'));
 
     const sums: Record<SensitivityPart, number> = { attn_in: 0, attn_out: 0, mlp_gate: 0, mlp_down: 0 };
     const next: HiddenStates[] = [];

@@ -5,6 +5,7 @@ import { loadDecoderBlocks, type DecoderBlocks } from '@layerquant/runtime';
 import { STATS_FILES } from '@layerquant/stats/node';
 import { loadTokenizer, openModel, writeFileSet, writeTextAtomic } from '@layerquant/tensor-io';
 import { DEFAULT_SEQLEN, calibrationBlocks, type CalibrationBlocks, type CalibrationOrder } from './calibration.js';
+import { listMatrices } from './frobenius-table.js';
 import type { MetricPlugin, MetricRunOptions } from './metrics.js';
 
 /**
@@ -32,7 +33,19 @@ export interface MeasureMetricsOptions {
   /** Name in tables that record the model (default: the directory name). */
   readonly modelName?: string;
   readonly allowLongContext?: boolean;
+  /** Called before each metric starts, with what it will go through (to say the cost up front). */
+  readonly onPlan?: (plan: MetricPlan) => void;
   readonly onProgress?: (metric: MetricPlugin, done: number, total: number) => void;
+}
+
+/** What a metric of measureMetrics is about to go through: the weights matrix by matrix, or the model layer by layer. */
+export interface MetricPlan {
+  readonly metric: MetricPlugin;
+  readonly layers: number;
+  readonly matrices: number;
+  /** Calibration of an activation metric. */
+  readonly blocks?: number;
+  readonly seqlen?: number;
 }
 
 export interface MetricResults {
@@ -74,7 +87,9 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
       dataset: options.calibrationName,
       model: options.modelName ?? basename(resolve(modelDir)),
     };
+    const matrices = listMatrices(checkpoint).length;
     const run = async (metric: MetricPlugin, input: unknown, extra: Partial<MetricRunOptions> = {}) => {
+      options.onPlan?.({ metric, layers: config.numLayers, matrices, ...(blocks === null || seqlen === null || metric.input === 'weights' ? {} : { blocks, seqlen }) });
       const started = performance.now();
       tables[metric.table] = await metric.measure(input, { ...common, ...extra, tables: { ...tables }, onProgress: (done: number, total: number) => options.onProgress?.(metric, done, total) });
       seconds[metric.id] = (performance.now() - started) / 1000;

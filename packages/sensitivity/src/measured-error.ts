@@ -69,14 +69,14 @@ export async function measuredErrors(
     const count = Math.min(batchSize, blocks - start);
     hidden.push(model.embed({ ids: ids.subarray(start * seqlen, (start + count) * seqlen), batch: count }));
   }
-  const weightOf = (name: string): { data: Float32Array; shape: readonly number[] } => {
-    const data = model.weights.tensors.get(name);
-    const shape = model.weights.shapes.get(name);
-    if (!data || !shape) throw new InvalidOptionError('model', `has no weight "${name}"`);
-    return { data, shape };
+  // Streamed blocks read a layer's weights when one of its tensors is first asked for (one layer at a time).
+  const weightOf = async (name: string): Promise<{ data: Float32Array; shape: readonly number[] }> => {
+    const shape = model.shapes.get(name);
+    if (!shape) throw new InvalidOptionError('model', `has no weight "${name}"`);
+    return { data: await model.tensor(name), shape };
   };
-  const dequantized = (name: string, config: QuantConfig): Float32Array => {
-    const { data, shape } = weightOf(name);
+  const dequantized = async (name: string, config: QuantConfig): Promise<Float32Array> => {
+    const { data, shape } = await weightOf(name);
     return quantizer.dequantize(quantizer.quantize({ name, dtype: 'F32', shape: [...shape], data }, config));
   };
 
@@ -99,8 +99,8 @@ export async function measuredErrors(
       const quantized = new Map<LinearModule, Float32Array>();
       for (const module of LINEAR_MODULES) {
         const name = matrixTensorName(layer, module);
-        const dq = dequantized(name, config);
-        quantized.set(module, module === 'self_attn.o_proj' || module === 'mlp.down_proj' ? subtract(weightOf(name).data, dq) : dq);
+        const dq = await dequantized(name, config);
+        quantized.set(module, module === 'self_attn.o_proj' || module === 'mlp.down_proj' ? subtract((await weightOf(name)).data, dq) : dq);
       }
       for (const f of floats) {
         for (const module of ATTENTION_INPUTS) {
@@ -117,7 +117,7 @@ export async function measuredErrors(
     }
     hidden = next;
     for (const module of LINEAR_MODULES) {
-      const shape = weightOf(matrixTensorName(layer, module)).shape;
+      const shape = model.shapes.get(matrixTensorName(layer, module))!;
       const params = shape.reduce((a, b) => a * b, 1);
       for (let c = 0; c < configs.length; c++) {
         const config = configs[c]!;

@@ -7,7 +7,7 @@ import { loadTokenizer, openModel, type OpenedModel } from '@layerquant/tensor-i
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity } from './activation-sensitivity.js';
 import { DEFAULT_SEQLEN, calibrationBlocks, type CalibrationOrder } from './calibration.js';
 import { measuredErrors } from './measured-error.js';
-import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from './frobenius-table.js';
+import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, listMatrices } from './frobenius-table.js';
 
 export interface ModelStatisticsOptions {
   /** Calibration text and the name written in sensitivity.csv's `dataset` column. */
@@ -38,9 +38,16 @@ export interface ModelStatisticsOptions {
   /** Name in sensitivity.csv's `model` column (default: the directory name). */
   readonly modelName?: string;
   readonly onStep?: (step: 'sensitivity' | 'fnorm' | 'measured', done: number, total: number) => void;
+  /** Called before each step starts, with what it will do (to say the cost up front). */
+  readonly onPlan?: (plan: StatisticsPlan) => void;
   /** Allow a seqlen above the model's max_position_embeddings (refused by default). */
   readonly allowLongContext?: boolean;
 }
+
+/** What a step of measureModelStatistics is about to do. */
+export type StatisticsPlan =
+  | { readonly step: 'sensitivity' | 'measured'; readonly blocks: number; readonly seqlen: number; readonly layers: number; readonly configs: number }
+  | { readonly step: 'fnorm'; readonly matrices: number; readonly configs: number };
 
 export interface ModelStatistics {
   readonly sensitivity: SensitivityTable;
@@ -85,6 +92,9 @@ async function measureOpenModel(
   {
     let start = performance.now();
     const configs = options.skipSensitivity ? [] : (options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG]);
+    if (configs.length > 0) {
+      options.onPlan?.({ step: 'sensitivity', blocks: calibration.blocks, seqlen: calibration.seqlen, layers: config.numLayers, configs: configs.length });
+    }
     const rows: SensitivityRow[] = [];
     let measured: MeasuredTable | undefined;
     let measuredSeconds = 0;
@@ -103,6 +113,7 @@ async function measureOpenModel(
         rows.push(...table.rows);
       }
       if (options.measuredConfigs && options.measuredConfigs.length > 0) {
+        options.onPlan?.({ step: 'measured', blocks: calibration.blocks, seqlen: calibration.seqlen, layers: config.numLayers, configs: options.measuredConfigs.length });
         const began = performance.now();
         measured = await measuredErrors(model, calibration, {
           configs: options.measuredConfigs,
@@ -120,9 +131,11 @@ async function measureOpenModel(
     if (!options.skipFnorm) {
       const workers = options.workers ?? defaultWorkerCount();
       if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
+      const fnormConfigs = options.fnormConfigs ?? PAPER_CONFIGS;
+      options.onPlan?.({ step: 'fnorm', matrices: listMatrices(checkpoint).length, configs: fnormConfigs.length });
       const pool = workers > 1 ? createKernelPool(workers) : undefined;
       try {
-        fnorm = await frobeniusTable(checkpoint, options.fnormConfigs ?? PAPER_CONFIGS, {
+        fnorm = await frobeniusTable(checkpoint, fnormConfigs, {
           ...(options.quantizer ? { quantizer: options.quantizer } : {}),
           ...(pool ? { pool } : {}),
           onMatrix: (done, total) => options.onStep?.('fnorm', done, total),

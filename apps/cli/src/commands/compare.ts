@@ -78,14 +78,14 @@ export const compareCommand: Command = {
       try {
         const ids = opened.tokenizer.encode(opened.text);
         const progress = createProgress(`model ${i + 1}/${dirs.length}`, interactive);
-        const result = await perplexity(opened.model, ids, { seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), onProgress: (done, total) => progress.update(done, total, 'windows of this model') });
+        const result = await perplexity(opened.opened.model, ids, { seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), onProgress: (done, total) => progress.update(done, total, 'windows of this model') });
         progress.done();
         results.push({
           dir, layout: layouts[i]!, perplexity: result.ppl, windows: result.windows, tokens: result.tokens, seconds: result.seconds,
           windowNll: result.windowNll, windowWeights: result.windowWeights,
         });
       } finally {
-        await opened.model.dispose();
+        await opened.opened.dispose();
       }
     }
     const first = results[0]!;

@@ -1,48 +1,40 @@
 import { InvalidOptionError, checkContextLength } from '@layerquant/core';
 import { datasets } from '@layerquant/datasets';
-import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, type PerplexityProtocol } from '@layerquant/perplexity';
-import { isOnnxExportDir, openOnnxExport } from '@layerquant/export';
-import { openModelWeights } from '@layerquant/quantizers/node';
-import { loadDecoderModel } from '@layerquant/runtime';
-import { loadDecoderConfig, loadTokenizer, loadValidatedConfig } from '@layerquant/tensor-io';
-import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
+import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, windowPlan, type PerplexityProtocol } from '@layerquant/perplexity';
+import { loadTokenizer } from '@layerquant/tensor-io';
+import { parseCommandArgs, parseIntegerOption, parseMemoryOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { builtinRegistries, type PluginRegistries } from '../plugins.js';
-import { createProgress, createSpinner, formatSeconds } from '../progress.js';
+import { EVALUATION_KINDS, openEvaluationModel, type EvaluationModel } from '../evaluation-model.js';
+import { createCostReporter, createProgress, createSpinner, formatBytes, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
 import { absolutePath, formatRows, jsonLine } from '../output.js';
 
 /**
- * Opens a model directory for perplexity the one way eval and compare do: an ONNX export as shipped (its own file,
- * packed weights stay packed), a quantized checkpoint dequantized on load, a float checkpoint as is; config.json is
- * validated against the tensors and the context length checked before the text is read.
+ * Opens a model directory for perplexity the one way eval and compare do (openEvaluationModel: an ONNX export as
+ * shipped, a quantized checkpoint on its packed weights, a float checkpoint in one session or layer by layer);
+ * config.json is validated against the tensors and the context length checked before the text is read.
  */
 export async function openForEvaluation(
   modelDir: string,
   textPath: string,
-  options: { seqlen: number; allowLongContext: boolean; threads?: number; quantizers: PluginRegistries['quantizers'] },
-) {
-  const threads = options.threads === undefined ? {} : { threads: options.threads };
-  const onnx = isOnnxExportDir(modelDir);
-  // A quantized checkpoint is read back through the quantizer it records (built-in or a --plugin's).
-  const weights = onnx ? undefined : await openModelWeights(modelDir, { quantizers: options.quantizers });
-  const quantized = onnx || (weights !== undefined && 'isQuantized' in weights);
-  if (!weights) {
-    const config = await loadDecoderConfig(modelDir);
-    checkContextLength(options.seqlen, config, '--seqlen', options.allowLongContext);
-    const text = await readEvaluationText(textPath);
-    const tokenizer = await loadTokenizer(modelDir);
-    return { text, tokenizer, quantized, model: await openOnnxExport(modelDir, threads) };
-  }
+  options: { seqlen: number; allowLongContext: boolean; threads?: number; maxMemoryBytes?: number; quantizers: PluginRegistries['quantizers'] },
+): Promise<{ text: string; tokenizer: Awaited<ReturnType<typeof loadTokenizer>>; quantized: boolean; opened: EvaluationModel }> {
+  const opened = await openEvaluationModel(modelDir, {
+    ...(options.threads === undefined ? {} : { threads: options.threads }),
+    ...(options.maxMemoryBytes === undefined ? {} : { maxMemoryBytes: options.maxMemoryBytes }),
+    // A quantized checkpoint is read back through the quantizer it records (built-in or a --plugin's).
+    quantizers: options.quantizers,
+    // Before any weight is read: the context length against the validated config.
+    onConfig: (config) => checkContextLength(options.seqlen, config, '--seqlen', options.allowLongContext),
+  });
   try {
-    // The one config-vs-tensors check, and the context length, before any long step.
-    const { config } = await loadValidatedConfig(weights.dir, weights);
-    checkContextLength(options.seqlen, config, '--seqlen', options.allowLongContext);
     const text = await readEvaluationText(textPath);
     const tokenizer = await loadTokenizer(modelDir);
-    return { text, tokenizer, quantized, model: await loadDecoderModel(weights, config, threads) };
-  } finally {
-    await weights.close();
+    return { text, tokenizer, quantized: opened.kind === 'packed' || opened.kind === 'onnx', opened };
+  } catch (error) {
+    await opened.dispose();
+    throw error;
   }
 }
 
@@ -53,8 +45,10 @@ export const evalCommand: Command = {
     'layerquant eval <model-dir | quantized-dir | onnx-dir> --text <file> | --dataset brown-test [options] [--json]',
     '',
     'Tokenizes the whole text once (no BOS) and runs the decoder with onnxruntime, one session for all windows.',
-    'A quantized directory written by `layerquant quantize` is dequantized on load; an ONNX export (`layerquant',
-    'export`, `quantize --format onnx`) is evaluated as shipped: its own file, packed weights stay packed.',
+    'A quantized directory written by `layerquant quantize` runs the graph `layerquant export` writes (packed',
+    'weights in MatMulNBits, accuracy level 0: memory is the quantized model\'s); an ONNX export (`layerquant',
+    'export`, `quantize --format onnx`) is evaluated as shipped: its own file. A float model whose float32 weights',
+    'do not fit --max-memory runs layer by layer over all windows (same perplexity, one layer\'s weights in memory).',
     '',
     'Options:',
     `  --dataset <name>       built-in text: ${Object.keys(datasets).join(', ')}`,
@@ -67,11 +61,13 @@ export const evalCommand: Command = {
     '  --stride <n>           sliding-window stride (default 512)',
     '  --max-tokens <n>       use only the first n tokens of the text',
     '  --threads <n>          onnxruntime intra-op threads (default: one per core)',
+    '  --max-memory <GiB>     memory the float32 weights may take in one session before eval streams layer by layer',
+    '                         (default: 80% of the free memory)',
     '  --allow-long-context   run a --seqlen above the model\'s max_position_embeddings (refused otherwise: rotary',
     '                         positions it was never trained on give a different, worse perplexity)',
     '  --json                 one JSON object (docs/json-schema.md): perplexity, tokens, seconds, nll, windows, ...',
   ].join('\n'),
-  async run({ argv, stdout, plugins = builtinRegistries() }) {
+  async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
       text: { type: 'string' },
       dataset: { type: 'string' },
@@ -80,6 +76,7 @@ export const evalCommand: Command = {
       stride: { type: 'string' },
       'max-tokens': { type: 'string' },
       threads: { type: 'string' },
+      'max-memory': { type: 'string' },
       'allow-long-context': { type: 'boolean' },
     });
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}; to evaluate several on the same windows, use \`layerquant compare ${positionals.join(' ')} ...\``);
@@ -95,20 +92,40 @@ export const evalCommand: Command = {
     const maxTokens = maxTokensText === undefined ? undefined : parseIntegerOption(maxTokensText, '--max-tokens', 0, 2);
     const threadsText = stringOption(values, 'threads');
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
+    const maxMemoryBytes = parseMemoryOption(stringOption(values, 'max-memory'));
     const textPath = resolveTextPath({ text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') }, datasets);
 
+    const cost = createCostReporter('eval', stderr, !values.json);
     const loading = createSpinner(`loading ${modelDir}`, !values.json && Boolean(process.stderr.isTTY));
-    const { text, tokenizer, model, quantized } = await openForEvaluation(modelDir, textPath, { seqlen, allowLongContext: values['allow-long-context'] === true, quantizers: plugins.quantizers, ...(threads === undefined ? {} : { threads }) });
-    loading.stop();
-    const onnxFile = 'file' in model ? model.file : undefined;
+    let evaluation: Awaited<ReturnType<typeof openForEvaluation>>;
+    try {
+      evaluation = await openForEvaluation(modelDir, textPath, {
+        seqlen,
+        allowLongContext: values['allow-long-context'] === true,
+        quantizers: plugins.quantizers,
+        ...(threads === undefined ? {} : { threads }),
+        ...(maxMemoryBytes === undefined ? {} : { maxMemoryBytes }),
+      });
+    } finally {
+      loading.stop();
+    }
+    const { text, tokenizer, quantized, opened } = evaluation;
+    const { model, kind, config } = opened;
+    const onnxFile = opened.file;
     try {
       const ids = tokenizer.encode(text);
       const progress = createProgress('perplexity', !values.json && Boolean(process.stderr.isTTY));
+      const plan = windowPlan(Math.min(ids.length, maxTokens ?? ids.length), protocol === 'windows' ? { seqlen } : { protocol, maxLength: seqlen, stride });
+      const memory = opened.weightBytes > 0 ? `, ${formatBytes(opened.weightBytes)} of weights` : '';
+      cost.plan(`${plan.windows.length} windows of up to ${seqlen} tokens, ${config.numLayers} layers; ${EVALUATION_KINDS[kind]}${memory}`);
       const result = await perplexity(model, ids, {
         protocol,
         ...(protocol === 'windows' ? { seqlen } : { maxLength: seqlen, stride }),
         ...(maxTokens === undefined ? {} : { maxTokens }),
-        onProgress: (done, total) => progress.update(done, total, 'windows'),
+        onProgress: (done, total, unit) => {
+          cost.unit(done, total, unit);
+          progress.update(done, total, unit);
+        },
       });
       progress.done();
       if (values.json) {
@@ -123,6 +140,7 @@ export const evalCommand: Command = {
           seqlen: result.seqlen,
           stride: result.stride,
           quantized,
+          evaluation: kind,
           onnx: onnxFile ?? null,
           model: modelDir,
           text: absolutePath(textPath),
@@ -130,7 +148,7 @@ export const evalCommand: Command = {
         return;
       }
       const rows: Array<[string, string]> = [
-        ['model', `${modelDir}${onnxFile ? ` (ONNX export ${onnxFile}, packed weights)` : quantized ? ' (quantized, dequantized on load)' : ''}`],
+        ['model', `${modelDir} (${onnxFile ? `ONNX export ${onnxFile}` : EVALUATION_KINDS[kind]})`],
         ['text', `${textPath} (${ids.length.toLocaleString('en-US')} tokens${maxTokens !== undefined && maxTokens < ids.length ? `, first ${maxTokens} used` : ''})`],
         ['protocol', protocol === 'windows' ? `non-overlapping windows of ${seqlen}` : `sliding window, max_length ${seqlen}, stride ${stride}`],
         ['windows', String(result.windows)],
@@ -139,7 +157,7 @@ export const evalCommand: Command = {
       ];
       stdout(formatRows(rows));
     } finally {
-      await model.dispose();
+      await opened.dispose();
     }
   },
 };

@@ -16,7 +16,7 @@ import { tablesNeeded } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
 import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from './export.js';
-import { createProgress, formatSeconds } from '../progress.js';
+import { createCostReporter, createProgress, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
 import { absolutePath, formatRows, jsonLine, sizeRows, sizes, boostReport, boostLines } from '../output.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -146,7 +146,7 @@ export const quantizeCommand: Command = {
     '`layerquant export --help`) instead of a quantized checkpoint:',
     ...EXPORT_OPTION_HELP,
   ].join('\n'),
-  async run({ argv, stdout, plugins = builtinRegistries() }) {
+  async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
       method: { type: 'string' },
       quantizer: { type: 'string' },
@@ -190,7 +190,7 @@ export const quantizeCommand: Command = {
     const budgetText = stringOption(values, 'budget');
     if (budgetText !== undefined || isAllocatorMethod(method, plugins)) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
-      await quantizeAllocated({ values, modelDir, outDir, method, quantizerId: quantizerId ?? 'hqq', stdout, plugins });
+      await quantizeAllocated({ values, modelDir, outDir, method, quantizerId: quantizerId ?? 'hqq', stdout, stderr, plugins });
       return;
     }
     // --method rtn|hqq|<quantizer> --config: the method is the quantizer (the form before --quantizer existed).
@@ -200,7 +200,7 @@ export const quantizeCommand: Command = {
     if (!plugins.quantizers.has(method)) {
       throw new InvalidOptionError('--method', `"${method}" is neither a quantizer (${plugins.quantizers.ids().join(', ')}) nor an allocator (${plugins.allocators.ids().join(', ')})`);
     }
-    await quantizeUniform({ values, modelDir, outDir, method, quantizerId: method, stdout, plugins });
+    await quantizeUniform({ values, modelDir, outDir, method, quantizerId: method, stdout, stderr, plugins });
   },
 };
 
@@ -224,7 +224,7 @@ async function withOutputDirectory<T>(modelDir: string, outDir: string, run: (mo
 }
 
 /** `--method rtn|hqq --config b4g64`: one config for every matrix. */
-async function quantizeUniform({ values, modelDir, outDir, method, stdout, plugins }: AllocatedRun): Promise<void> {
+async function quantizeUniform({ values, modelDir, outDir, method, stdout, stderr, plugins }: AllocatedRun): Promise<void> {
   const fork = values.fork === true;
   const bits = parseConfigName(stringOption(values, 'config') ?? 'b4g64').bits;
   const axisText = stringOption(values, 'axis');
@@ -236,6 +236,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, plugi
   const kappa = quantizerOptions.kappa as number | undefined;
 
   const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
+  const cost = createCostReporter('quantize', stderr, !values.json);
   const report = await withOutputDirectory(modelDir, outDir, () =>
     quantizeModel({
       modelDir,
@@ -246,7 +247,11 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, plugi
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...quantizerOptions },
-      onProgress: (p) => progress.update(p.done, p.total, `matrices (${p.key})`),
+      onPlan: (plan) => cost.plan(`${method} b${config.bits}g${config.groupSize} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`),
+      onProgress: (p) => {
+        cost.unit(p.done, p.total, 'matrices');
+        progress.update(p.done, p.total, `matrices (${p.key})`);
+      },
     }),
   );
   progress.done();
@@ -282,11 +287,12 @@ interface AllocatedRun {
   readonly method: string;
   readonly quantizerId: string;
   readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
   readonly plugins: PluginRegistries;
 }
 
 /** `--method <allocator> --budget <bpp>`: the statistics it needs, allocation, --quantizer per the allocation, one checkpoint. */
-async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId, stdout, plugins }: AllocatedRun): Promise<void> {
+async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId, stdout, stderr, plugins }: AllocatedRun): Promise<void> {
   const budget = parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => n > 0);
   const allocators = plugins.allocators.list();
   const spec = methodFromFlags(method, values, allocators);
@@ -321,6 +327,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId
     const extra = uniform ? extraMemoryPercent(allocation, uniform) : null;
     const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
     const progress = createProgress('quantize', interactive);
+    const cost = createCostReporter('quantize', stderr, !values.json);
     const report = await quantizeModel({
       modelDir,
       outDir,
@@ -334,8 +341,12 @@ async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId
       allocation,
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
+      onPlan: (plan) => cost.plan(`${spec.id} at ${budget} bits: ${quantizer.id} on ${plan.quantizedMatrices} of ${plan.matrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`),
       options: { method: spec.id, budget, statistics: source, ...quantizerOptions, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
-      onProgress: (p) => progress.update(p.done, p.total, `matrices (${p.key})`),
+      onProgress: (p) => {
+        cost.unit(p.done, p.total, 'matrices');
+        progress.update(p.done, p.total, `matrices (${p.key})`);
+      },
     });
     progress.done();
     return { source, allocation, uniform, extra, report };

@@ -22,7 +22,7 @@ import type { SensitivityTable } from '@layerquant/allocators';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
 import { builtinRegistries, type PluginRegistries } from '../plugins.js';
-import { createProgress, formatSeconds } from '../progress.js';
+import { createCostReporter, createProgress, formatSeconds } from '../progress.js';
 
 const usage = (plugins: PluginRegistries): string => [
   'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
@@ -49,7 +49,8 @@ const usage = (plugins: PluginRegistries): string => [
   `  --seed <n>           seed of --order shuffled (default ${DEFAULT_CALIBRATION_SEED})`,
   '  --config <list>      quantization of the sensitivity measurement, comma-separated (default b4g64)',
   '  --configs <list>     the config ladder of fnorm.csv and measured.csv (default: the paper\'s 12), e.g.',
-  '                       b2g64,b3g64,b4g32',
+  '                       b2g64,b3g64,b4g32; fewer configs make the fnorm table proportionally faster on large',
+  '                       models (MXQ then chooses among those only)',
   '  --metrics <ids>      the metrics to measure, comma-separated ids of the registry below (default: every metric',
   '                       that is not opt-in, --plugin modules\' included)',
   '  --measured           also measure measured.csv (about 1.3 sensitivity passes per config; see the README)',
@@ -112,7 +113,7 @@ export const sensitivityCommand: Command = {
   name: 'sensitivity',
   summary: 'activation sensitivity, kurtosis and fnorm tables of a model (CSV, the authors\' layout)',
   usage,
-  async run({ argv, stdout, plugins = builtinRegistries() }) {
+  async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
       metrics: { type: 'string' },
       calib: { type: 'string' },
@@ -152,6 +153,8 @@ export const sensitivityCommand: Command = {
     if (!existsSync(calibration.path)) throw new MissingFileError(calibration.path, 'does not exist; pass a UTF-8 text file with --calib or a built-in --dataset');
 
     const quiet = Boolean(values.json) || !process.stderr.isTTY;
+    // A cost line (the plan, then an estimate from the first unit) and a progress bar per metric, named by its table.
+    const cost = new Map(metrics.map((m) => [m.id, createCostReporter(m.table, stderr, !values.json)]));
     const bars = new Map(metrics.map((m) => [m.id, createProgress(m.table, !quiet)]));
     const output = await openOutputDirectory(out, 'sensitivity');
     let results: Awaited<ReturnType<typeof measureMetrics>>;
@@ -169,8 +172,16 @@ export const sensitivityCommand: Command = {
         allowLongContext: values['allow-long-context'] === true,
         ...(threads === undefined ? {} : { threads }),
         ...(workers === undefined ? {} : { workers }),
+        onPlan: (plan) =>
+          cost.get(plan.metric.id)!.plan(
+            plan.metric.input === 'weights'
+              ? `${plan.matrices} matrices, one matrix at a time (${plan.metric.id})`
+              : `${plan.blocks} blocks of ${plan.seqlen} tokens through ${plan.layers} layers, one layer's weights at a time (${plan.metric.id})`,
+          ),
         onProgress: (metric, done, total) => {
-          bars.get(metric.id)!.update(done, total, metric.input === 'weights' ? 'matrices' : 'layers');
+          const unit = metric.input === 'weights' ? 'matrices' : 'layers';
+          cost.get(metric.id)!.unit(done, total, unit);
+          bars.get(metric.id)!.update(done, total, unit);
           if (done === total) bars.get(metric.id)!.done();
         },
       });

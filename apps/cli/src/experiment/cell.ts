@@ -1,18 +1,20 @@
 import type { AllocatorPlugin } from '@layerquant/allocators';
 import type { ModelStats } from '@layerquant/allocators';
-import { matrixOfTensorName, matrixTensorName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { matrixOfTensorName, matrixTensorName, type Allocation, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
-import { loadDecoderModel, type DecoderModel } from '@layerquant/runtime';
-import { loadDecoderConfig, openCheckpoint, type Checkpoint } from '@layerquant/tensor-io';
+import { openModel, type Checkpoint } from '@layerquant/tensor-io';
+import { openAllocationModel, openEvaluationModel, type EvaluationModel, type EvaluationOptions } from '../evaluation-model.js';
 import { allocateMethod, describeOptions, extraMemoryPercent, uniformBaseline } from './allocate-method.js';
 import type { MethodSpec } from './grid.js';
 import type { ExperimentRow } from './report.js';
 
 /**
  * One cell of the experiment grid, computed by one function for both the in-process run and a queue worker:
- * allocate from the statistics, quantize every linear matrix with the grid's quantizer (HQQ unless --quantizer), swap the dequantized weights into a loaded
- * model and measure perplexity.
+ * allocate from the statistics, quantize every linear matrix with the grid's quantizer (HQQ unless --quantizer) and
+ * measure the perplexity of the packed-weight model (the graph `layerquant export` writes), so a cell holds the
+ * quantized model, never float32 copies; weights are streamed from the checkpoint matrix by matrix. A quantizer
+ * whose codes MatMulNBits cannot hold (no packedLayout 'affine') runs on its dequantized weights.
  */
 
 /** A cell: the unquantized model, or a method at a budget. `key` names its settings (see keys.ts). */
@@ -47,47 +49,31 @@ export function cellLabel(cell: CellSpec): string {
   return cell.kind === 'fp' ? 'fp' : `${cell.method.id} @ ${cell.budget}`;
 }
 
-/** Dequantized weights of every matrix an allocation quantizes, read one matrix at a time from the checkpoint. */
-export async function dequantizedOverrides(checkpoint: Checkpoint, allocation: Allocation, quantizer: Quantizer = hqqQuantizer): Promise<Map<string, Float32Array>> {
-  const overrides = new Map<string, Float32Array>();
-  for (const m of allocation.matrices) {
-    if (!m.config) continue;
-    const name = matrixTensorName(m.layer, m.module);
-    const weight = await checkpoint.read(name);
-    overrides.set(name, quantizer.dequantize(quantizer.quantize(weight, m.config)));
-  }
-  return overrides;
-}
-
-/** A checkpoint and one loaded model whose weights each cell replaces; reused across the cells of a grid. */
+/** The checkpoint the cells of a grid read (each cell builds its own model from it, then releases it). */
 export interface CellSession {
+  readonly modelDir: string;
   readonly checkpoint: Checkpoint;
-  readonly model: DecoderModel;
+  readonly config: DecoderConfig;
+  /** Threads, and the memory the fp cell's float32 weights may take before it streams layer by layer. */
+  readonly evaluation: EvaluationOptions;
   close(): Promise<void>;
 }
 
-export async function openCellSession(modelDir: string, threads?: number): Promise<CellSession> {
-  const config = await loadDecoderConfig(modelDir);
-  const checkpoint = await openCheckpoint(modelDir);
-  try {
-    const model = await loadDecoderModel(checkpoint, config, threads ? { threads } : {});
-    return {
-      checkpoint,
-      model,
-      async close() {
-        await model.dispose();
-        await checkpoint.close();
-      },
-    };
-  } catch (error) {
-    await checkpoint.close();
-    throw error;
-  }
+export async function openCellSession(modelDir: string, threads?: number, maxMemoryBytes?: number): Promise<CellSession> {
+  // config.json checked against the tensors (the one validation every command runs) before any cell.
+  const { config, checkpoint } = await openModel(modelDir);
+  return {
+    modelDir,
+    checkpoint,
+    config,
+    evaluation: { ...(threads ? { threads } : {}), ...(maxMemoryBytes === undefined ? {} : { maxMemoryBytes }) },
+    close: () => checkpoint.close(),
+  };
 }
 
 /**
- * Computes one cell. Every linear matrix is set (quantized, or the checkpoint's own where the allocation leaves it
- * in float), so the result never depends on which cells the session ran before.
+ * Computes one cell on a model of its own (the packed-weight model of its allocation, matrices the allocation
+ * leaves in float read from the checkpoint), so the result never depends on which cells the session ran before.
  */
 export async function computeCell(
   session: CellSession,
@@ -95,25 +81,30 @@ export async function computeCell(
   context: CellContext,
   onWindow?: (done: number, total: number) => void,
 ): Promise<CellResult> {
-  const { checkpoint, model } = session;
+  const { checkpoint } = session;
   const started = performance.now();
   const linear = checkpoint.tensors.filter((t) => matrixOfTensorName(t.name) !== undefined);
   let allocation: Allocation | undefined;
-  const overrides = new Map<string, Float32Array>();
+  let opened: EvaluationModel;
   if (cell.kind === 'method') {
     if (!context.stats) throw new TypeError(`cell ${cellLabel(cell)} needs statistics`);
     // Between stops, uniform and the boosts run at the highest stop below the budget (never over it).
     allocation = allocateMethod(cell.method, context.stats, cell.budget, context.seed, context.configs, context.allocators, true);
-    for (const [name, data] of await dequantizedOverrides(checkpoint, allocation, context.quantizer)) overrides.set(name, data);
+    const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [matrixTensorName(m.layer, m.module), m.config]));
+    opened = await openAllocationModel(checkpoint, session.config, (name) => configs.get(name) ?? null, context.quantizer ?? hqqQuantizer, session.evaluation);
+  } else {
+    opened = await openEvaluationModel(session.modelDir, session.evaluation);
   }
-  for (const t of linear) if (!overrides.has(t.name)) overrides.set(t.name, (await checkpoint.read(t.name)).data);
-  await model.setWeights(overrides);
-  overrides.clear();
-  const result = await perplexity(model, context.ids, {
-    seqlen: context.seqlen,
-    ...(context.maxTokens === undefined ? {} : { maxTokens: context.maxTokens }),
-    ...(onWindow ? { onProgress: onWindow } : {}),
-  });
+  let result: Awaited<ReturnType<typeof perplexity>>;
+  try {
+    result = await perplexity(opened.model, context.ids, {
+      seqlen: context.seqlen,
+      ...(context.maxTokens === undefined ? {} : { maxTokens: context.maxTokens }),
+      ...(onWindow ? { onProgress: (done, total, unit) => { if (unit === 'windows') onWindow(done, total); } } : {}),
+    });
+  } finally {
+    await opened.dispose();
+  }
   let row: ExperimentRow;
   if (!allocation || cell.kind === 'fp') {
     const params = linear.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);

@@ -15,6 +15,8 @@ export interface ExperimentOptions extends CellContext {
   /** The planned cells, in report order (see plan.ts). */
   readonly cells: readonly CellSpec[];
   readonly threads?: number;
+  /** Memory the fp cell's float32 weights may take in one session before it streams layer by layer (bytes). */
+  readonly maxMemoryBytes?: number;
   /** Cells already computed with the same settings (a resumed run), by key: not run again. */
   readonly done?: ReadonlyMap<string, CellResult>;
   readonly onEvent?: (event: ExperimentEvent) => void;
@@ -23,14 +25,14 @@ export interface ExperimentOptions extends CellContext {
 }
 
 /**
- * The grid in process: one model session for every cell, weights streamed from the checkpoint matrix by matrix.
+ * The grid in process: one checkpoint for every cell, each cell's packed-weight model built from it matrix by matrix.
  * Returns the results of all planned cells (reused and computed) in plan order.
  */
 export async function runExperiment(options: ExperimentOptions): Promise<CellResult[]> {
   const results = new Map<string, CellResult>(options.done ?? []);
   const todo = options.cells.filter((c) => !results.has(c.key));
   if (todo.length > 0) {
-    const session = await openCellSession(options.modelDir, options.threads);
+    const session = await openCellSession(options.modelDir, options.threads, options.maxMemoryBytes);
     try {
       for (const cell of todo) {
         const index = options.cells.indexOf(cell) + 1;
