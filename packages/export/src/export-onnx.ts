@@ -70,7 +70,8 @@ function toFloatWeight(data: Float32Array, type: FloatType): GraphWeight {
 /**
  * What buildModelGraph reads: a checkpoint, a quantized checkpoint, or a source that quantizes on read (experiment
  * cells). A source with quantized matrices names their `quantizer` (its packedLayout decides whether the codes go into
- * MatMulNBits); `read` of a quantized matrix gives the weights the model holds (that quantizer's dequantize).
+ * MatMulNBits; one that names none is taken to hold affine codes); `read` of a quantized matrix gives the weights the
+ * model holds (that quantizer's dequantize).
  */
 export type ModelGraphSource = Pick<Checkpoint, 'has' | 'read' | 'dir'> & Partial<Pick<QuantizedCheckpoint, 'isQuantized' | 'readQuantized' | 'quantizer'>>;
 
@@ -90,9 +91,10 @@ export async function buildModelGraph(
   const layout = decoderLayout(config, source);
   const weights = new Map<string, GraphWeight>();
   const matrices: ExportedMatrix[] = [];
-  // The codes go into MatMulNBits as they are only where the quantizer that wrote them says they are affine.
+  // The codes go into MatMulNBits as they are only where the quantizer that wrote them says they are affine (a
+  // quantized checkpoint always names it; a source that names none packed affine codes itself, as the tests do).
   const quantizer = source.isQuantized ? source.quantizer?.() : undefined;
-  const packedAffine = quantizer?.packedLayout === 'affine';
+  const packedAffine = source.isQuantized !== undefined && (source.quantizer === undefined || quantizer?.packedLayout === 'affine');
   if (source.isQuantized && !packedAffine && (options.otherLayouts ?? 'error') === 'error') {
     throw new UnsupportedExportError(
       source.dir,
