@@ -201,5 +201,5 @@ describe('experiment interrupted', () => {
     expect(withoutTime(rowsOf(rerun.stdout))).toEqual(withoutTime(rowsOf(whole.stdout)));
     expect(readdirSync(out).sort()).toEqual(['results.csv', 'results.json', 'results.md']);
     expect(existsSync(join(out, '.layerquant.lock'))).toBe(false);
-  }, 120_000);
+  }, 240_000);
 });

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parseValid } from './json-schema.js';
 import { bin, cli } from './run-cli.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'layerquant-cli-quantize-'));
@@ -34,6 +35,28 @@ describe('layerquant quantize', () => {
     const error = Number(/sq\. error\s+(\S+)/.exec(stdout)?.[1]);
     expect(error).toBeGreaterThan(reference.hqq_b4g64_sq_err!);
   });
+
+  it('--scale-dtype u8: 8-bit scales and zeros, on disk the paper accounting (+ one fp16 pair per matrix); eval and the export read it', async () => {
+    const out = join(scratch, 'hqq-b4g64-u8');
+    const q = await cli('quantize', shippedModelDir, '--method', 'hqq', '--config', 'b4g64', '--scale-dtype', 'u8', '--out', out, '--json');
+    expect(q.code, q.stderr).toBe(0);
+    const json = parseValid<{ scaleDtype: string; sizes: { paperMiB: number; diskMiB: number }; sqErr: number }>(q.stdout, 'quantize');
+    expect(json.scaleDtype).toBe('uint8');
+    expect(json.sizes.diskMiB * 2 ** 20).toBe(json.sizes.paperMiB * 2 ** 20 + 4 * 224);
+    // the 8-bit scales add error to HQQ's, little at 4 bits (bench/scale-storage.mjs measures it)
+    expect(json.sqErr).toBeGreaterThan(reference.hqq_b4g64_sq_err!);
+    expect(json.sqErr / reference.hqq_b4g64_sq_err!).toBeLessThan(1.01);
+    expect((await cli('quantize', shippedModelDir, '--scale-dtype', 'u4', '--out', join(scratch, 'u4'))).stderr).toMatch(/"--scale-dtype": "u4" must be f32, f16 or u8/);
+    const onnx = join(scratch, 'hqq-b4g64-u8-onnx');
+    const e = await cli('export', out, '--format', 'onnx', '--out', onnx, '--accuracy-level', '0');
+    expect(e.code, e.stderr).toBe(0);
+    expect(e.stdout).toMatch(/224 matrices store 8-bit scales and zeros \(scale-dtype U8\); MatMulNBits takes float scales, so each is expanded to float32 exactly/);
+    expect((await cli('export', out, '--format', 'onnx', '--out', onnx, '--scale-dtype', 'u8')).stderr).toMatch(/u8 is how `quantize` stores/);
+    const window = ['--dataset', 'brown-test', '--max-tokens', '512', '--seqlen', '256', '--json'];
+    const checkpoint = parseValid<{ perplexity: number }>((await cli('eval', out, ...window)).stdout, 'eval').perplexity;
+    const exported = parseValid<{ perplexity: number }>((await cli('eval', onnx, ...window)).stdout, 'eval').perplexity;
+    expect(Math.abs(exported - checkpoint) / checkpoint).toBeLessThan(1e-5);
+  }, 120_000);
 
   it('refuses to replace a non-empty --out without --force, and says so; replaces it with --force', async () => {
     const out = join(scratch, 'rtn');

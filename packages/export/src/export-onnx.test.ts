@@ -1,16 +1,16 @@
 import { matrixKey, quantConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
-import { hqqQuantizer, rtnQuantizer } from '@layerquant/quantizers';
+import { hqqQuantizer, rtnQuantizer, type ScaleDtype } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { loadDecoderWeights, referenceForward } from '@layerquant/runtime';
 import { relativeError, tinyConfig } from '@layerquant/runtime/testing';
-import { loadDecoderConfig } from '@layerquant/tensor-io';
+import { f16BitsToFloat32, loadDecoderConfig, openCheckpoint } from '@layerquant/tensor-io';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeModelDirectory } from './__fixtures__/model-directory.js';
 import { exportOnnx } from './export-onnx.js';
-import { UnsupportedExportError } from './matmul-nbits.js';
+import { UnsupportedExportError, toMatMulNBits } from './matmul-nbits.js';
 import { openOnnxExport, summarizeOnnxExport } from './onnx-model-dir.js';
 
 const root = mkdtempSync(join(tmpdir(), 'layerquant-export-'));
@@ -26,12 +26,12 @@ const MODELS = {
 const CONFIGS: readonly QuantConfig[] = [quantConfig(2, 16), quantConfig(3, 16), quantConfig(4, 16), quantConfig(8, 16), quantConfig(4, 16, { roundZero: true }), quantConfig(3, 16, { roundZero: true })];
 const IDS = [3, 17, 42, 5, 63, 1, 11, 29];
 
-async function quantizedTinyModel(family: keyof typeof MODELS, configFor: (index: number) => QuantConfig | null, quantizer: Quantizer = hqqQuantizer): Promise<string> {
+async function quantizedTinyModel(family: keyof typeof MODELS, configFor: (index: number) => QuantConfig | null, quantizer: Quantizer = hqqQuantizer, scaleDtype: ScaleDtype = 'F32'): Promise<string> {
   const modelDir = join(root, `${family}-model`);
   const quantizedDir = join(root, `${family}-quantized-${Math.random().toString(36).slice(2)}`);
   if (!existsSync(modelDir)) await writeModelDirectory(modelDir, MODELS[family], 5);
   let index = 0;
-  await quantizeModel({ modelDir, outDir: quantizedDir, quantizer, configFor: () => configFor(index++) });
+  await quantizeModel({ modelDir, outDir: quantizedDir, quantizer, configFor: () => configFor(index++), scaleDtype });
   return quantizedDir;
 }
 
@@ -69,6 +69,38 @@ describe('exportOnnx on tiny random models', () => {
       expect(saved.sqErr).toBeGreaterThan(0);
     });
   }
+
+  it('8-bit scales (quantize scaleDtype U8) are expanded to the multipliers the checkpoint stands for, exactly; the file equals the float64 forward; the report says so', async () => {
+    const quantizedDir = await quantizedTinyModel('llama', (i) => CONFIGS[i % CONFIGS.length]!, hqqQuantizer, 'U8');
+    const outDir = join(root, 'llama-u8-onnx');
+    const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0 });
+    expect(report.notes.some((n) => /^\d+ matrices store 8-bit scales and zeros \(scale-dtype U8\).*float32 exactly/.test(n))).toBe(true);
+    const weights = await openModelWeights(quantizedDir);
+    const raw = await openCheckpoint(quantizedDir);
+    try {
+      if (!('readQuantized' in weights)) throw new Error('expected a quantized checkpoint');
+      let checked = 0;
+      for (const name of Object.keys(weights.metadata.tensors)) {
+        // float64 reference: fround(minimum + code * step) of the stored 8-bit codes and fp16 (minimum, step) per 128 groups
+        const codes = await raw.readRaw(`${name}.scale`);
+        const metaBytes = await raw.readRaw(`${name}.scale_meta`);
+        const meta = f16BitsToFloat32(new Uint16Array(metaBytes.slice().buffer));
+        const expected = Float32Array.from(codes, (c, i) => meta[2 * Math.floor(i / 128)]! + c * meta[2 * Math.floor(i / 128) + 1]!);
+        const multipliers = (await weights.readScaleMultipliers(name))!;
+        expect([...multipliers]).toEqual([...expected]);
+        const packed = toMatMulNBits(await weights.readQuantized(name), { multipliers });
+        expect([...(packed.weight.scales as Float32Array)]).toEqual([...expected]);
+        checked++;
+      }
+      expect(checked).toBe(7 * MODELS.llama.numLayers);
+      const dequantized = await loadDecoderWeights(weights, await loadDecoderConfig(quantizedDir));
+      const model = await openOnnxExport(outDir, { threads: 1 });
+      expect(relativeError(await model.logits({ ids: IDS }), referenceForward(dequantized, IDS))).toBeLessThan(1e-5);
+      await model.dispose();
+    } finally {
+      await Promise.all([weights.close(), raw.close()]);
+    }
+  });
 
   it('external data: the weights go to model_q4.onnx_data, config.json says so, onnxruntime reads the same logits', async () => {
     const quantizedDir = await quantizedTinyModel('llama', () => quantConfig(4, 16));

@@ -1,4 +1,4 @@
-import { InvalidOptionError, MissingTensorError, configName, matrixOfTensorName, type DecoderConfig } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, MissingFileError, MissingTensorError, configName, matrixOfTensorName, type DecoderConfig } from '@layerquant/core';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type QuantizedCheckpoint, type QuantizerLookup } from '@layerquant/quantizers/node';
 import {
   EMBED_TOKENS,
@@ -73,7 +73,7 @@ function toFloatWeight(data: Float32Array, type: FloatType): GraphWeight {
  * MatMulNBits; one that names none is taken to hold affine codes); `read` of a quantized matrix gives the weights the
  * model holds (that quantizer's dequantize).
  */
-export type ModelGraphSource = Pick<Checkpoint, 'has' | 'read' | 'dir'> & Partial<Pick<QuantizedCheckpoint, 'isQuantized' | 'readQuantized' | 'quantizer'>>;
+export type ModelGraphSource = Pick<Checkpoint, 'has' | 'read' | 'dir'> & Partial<Pick<QuantizedCheckpoint, 'isQuantized' | 'readQuantized' | 'quantizer' | 'readScaleMultipliers'>>;
 
 /**
  * Builds the KV-cache decoder graph of an opened model: quantized matrices become MatMulNBits weights, matrices kept
@@ -108,7 +108,9 @@ export async function buildModelGraph(
     const linear = matrixOfTensorName(name) !== undefined;
     if (isQuantized(name)) {
       const q = await source.readQuantized!(name);
-      const packed = toMatMulNBits(q, { scaleType });
+      // 8-bit stored scales (u8): the exact multipliers the checkpoint decodes, not a re-derivation from 1/s.
+      const multipliers = source.readScaleMultipliers ? await source.readScaleMultipliers(name) : undefined;
+      const packed = toMatMulNBits(q, { scaleType, ...(multipliers ? { multipliers } : {}) });
       weights.set(name, packed.weight);
       matrices.push({ name, shape: q.shape, config: configName(q.config), storedBits: packed.storedBits, zeroCorrection: packed.zeroCorrection, bytes: packed.bytes });
       continue;
@@ -184,9 +186,19 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   if (activations === 'float16' && scaleType === 'float32') {
     throw new InvalidOptionError('--scale-dtype', 'float16 activations need float16 scales (MatMulNBits takes scales of the activation type)');
   }
-  const rawConfig = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const source = await openModelWeights(modelDir, options.quantizers ? { quantizers: options.quantizers } : {});
+  // openModelWeights names a missing directory; config.json is read raw to be copied with transformers.js' settings.
+  let rawConfig: Record<string, unknown>;
+  try {
+    rawConfig = JSON.parse(await readFile(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  } catch (error) {
+    await source.close();
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new MissingFileError(join(modelDir, 'config.json'), 'not found; a model directory needs the config.json of its Hugging Face checkpoint');
+    throw new InvalidDataError(join(modelDir, 'config.json'), `is not valid JSON (${(error as Error).message}); fix or replace the file`);
+  }
   let built: ExportGraph;
+  // Matrices whose checkpoint keeps 8-bit scales and zeros (quantize --scale-dtype u8): expanded to float scales below.
+  const u8Matrices = 'metadata' in source ? Object.values(source.metadata.tensors).filter((entry) => entry.scaleDtype === 'U8').length : 0;
   let config: Awaited<ReturnType<typeof loadValidatedConfig>>['config'];
   try {
     // The one config-vs-tensors check every command makes: a wrong num_hidden_layers must not ship a truncated model.
@@ -233,6 +245,12 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   for (const m of built.matrices) if (m.config && m.storedBits !== null && Number(m.config.slice(1, m.config.indexOf('g'))) !== m.storedBits) widened.set(m.config, m.storedBits);
   for (const [c, bits] of widened) notes.push(`${c} codes are stored as ${bits}-bit MatMulNBits codes (same values; onnxruntime has no kernel for their width), and linearBytes counts those real bytes`);
   const corrected = built.matrices.filter((m) => m.zeroCorrection).length;
+  if (u8Matrices) {
+    notes.push(
+      `${u8Matrices} matrices store 8-bit scales and zeros (scale-dtype U8); MatMulNBits takes float scales, so each is expanded to ${scaleType} ` +
+        `${scaleType === 'float32' ? 'exactly (the stored multipliers; the checkpoint\'s own dequantization agrees to one float32 ulp)' : '(the expanded float32 value rounded to half)'} and the zeros to uint8 zero points (+ correction); the size on disk counts these expanded bytes, more than the checkpoint's`,
+    );
+  }
   if (corrected) notes.push(`${corrected} matrices have fractional HQQ zeros: integer zero points plus a per-group correction (one float per group)`);
   const report: ExportReport = Object.freeze({
     format: 'onnx',

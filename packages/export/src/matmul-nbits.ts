@@ -50,8 +50,9 @@ export interface MatMulNBitsMatrix {
  * scale = fp32(1/s) per group (what dequantization multiplies by), zero point zp = clamp(round(z)) and, where z is
  * fractional, the correction (z - zp) * scale per group so that (code - zp) * scale - correction = (code - z) * scale.
  * With `scaleType: 'float16'` the scales are rounded to half precision and the correction (float32) uses the rounded scale.
+ * `multipliers`: the stored 1/s where the checkpoint keeps them (8-bit scales, U8), used as they are instead of fp32(1/s).
  */
-export function toMatMulNBits(q: QuantizedTensor, options: { readonly scaleType?: ScaleType } = {}): MatMulNBitsMatrix {
+export function toMatMulNBits(q: QuantizedTensor, options: { readonly scaleType?: ScaleType; readonly multipliers?: Float32Array } = {}): MatMulNBitsMatrix {
   const { name, shape, config } = q;
   const [n, k] = shape;
   const block = config.groupSize;
@@ -78,7 +79,8 @@ export function toMatMulNBits(q: QuantizedTensor, options: { readonly scaleType?
 
   const groups = n * blocks;
   let scale32: Float32Array = new Float32Array(groups);
-  for (let i = 0; i < groups; i++) scale32[i] = Math.fround(1 / q.scale[i]!);
+  if (options.multipliers && options.multipliers.length !== groups) throw new UnsupportedExportError(name, `${options.multipliers.length} scale multipliers for ${groups} groups`);
+  for (let i = 0; i < groups; i++) scale32[i] = options.multipliers ? options.multipliers[i]! : Math.fround(1 / q.scale[i]!);
   let scales: Float32Array | Uint16Array = scale32;
   if (options.scaleType === 'float16') {
     scales = float32ToF16Bits(scale32);

@@ -1,6 +1,7 @@
 // The quantized checkpoint format (layerquant-quantized-v1): names, metadata and tensor layout. Pure data, no I/O.
 import { SafetensorsFormatError, quantConfig, type DType, type MatrixKey, type QuantConfig, type QuantizedTensor } from '@layerquant/core';
 import { PACKING, wordsPerRow } from './bit-packing.js';
+import { scaleZeroTensorLayout, type ScaleDtype } from './scale-storage.js';
 
 /** Value of `__metadata__["layerquant.format"]` in a quantized checkpoint. */
 export const QUANTIZED_FORMAT = 'layerquant-quantized-v1';
@@ -19,13 +20,11 @@ export interface QuantizedTensorMetadata {
   readonly roundZero: boolean;
   /** dtype of the original weight. */
   readonly dtype: DType;
-  /** Storage of the scale and zero tensors: F32 (absent in files written before the option) or F16. */
+  /** Storage of the scale and zero tensors: F32 (absent in files written before the option), F16 or U8 (scale-storage.ts). */
   readonly scaleDtype?: ScaleDtype;
 }
 
-/** How a quantized checkpoint stores scales and zeros. F16 rounds both to half precision (the error it adds is in sqErr). */
-export type ScaleDtype = 'F32' | 'F16';
-export const SCALE_DTYPES: readonly ScaleDtype[] = Object.freeze(['F32', 'F16']);
+export { SCALE_DTYPES, type ScaleDtype } from './scale-storage.js';
 
 /** What `__metadata__` of a quantized checkpoint holds (all values JSON strings, as safetensors requires). */
 export interface QuantizedCheckpointMetadata {
@@ -105,13 +104,12 @@ export function metadataOfQuantized(quantized: QuantizedTensor, dtype: DType): Q
   return Object.freeze({ shape: quantized.shape, bits, groupSize, axis, roundZero, dtype });
 }
 
-/** The three stored tensors of a quantized matrix: their specs (name, dtype, shape) in file order. */
+/** The stored tensors of a quantized matrix (codes, scales, zeros; U8 adds their fp16 ranges): specs in file order. */
 export function quantizedTensorSpecs(name: string, shape: readonly [number, number], config: QuantConfig, scaleDtype: ScaleDtype = 'F32') {
   const groups = (shape[0] * shape[1]) / config.groupSize;
   return [
     { name: name + QWEIGHT_SUFFIX, dtype: 'I32' as const, shape: [shape[0], wordsPerRow(shape[1], config.bits)] },
-    { name: name + SCALE_SUFFIX, dtype: scaleDtype, shape: [groups] },
-    { name: name + ZERO_SUFFIX, dtype: scaleDtype, shape: [groups] },
+    ...scaleZeroTensorLayout(groups, scaleDtype).map((t) => ({ name: name + t.suffix, dtype: t.dtype, shape: t.shape })),
   ];
 }
 

@@ -49,6 +49,20 @@ export {
   type ScaleDtype,
 } from './checkpoint-format.js';
 export type { QuantizedCheckpoint } from './quantized-checkpoint.js';
+export {
+  SCALE_BLOCK_GROUPS,
+  SCALE_META_SUFFIX,
+  ZERO_META_SUFFIX,
+  checkScaleDtype,
+  decodeScaleZero,
+  decodeU8Multipliers,
+  dequantizeU8Blocks,
+  encodeScaleZero,
+  quantizeU8Blocks,
+  scaleZeroBytes,
+  scaleZeroTensorLayout,
+  type StoredScaleZero,
+} from './scale-storage.js';
 export type { MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
 export { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 export { QUANTIZER_PLUGINS, configureQuantizer, createQuantizerRegistry, defineQuantizer, hqqPlugin, rtnPlugin, type QuantizerPlugin } from './registry.js';

@@ -1,5 +1,6 @@
 import { bitsPerWeight, memoryMB, type QuantConfig } from '@layerquant/core';
 import { wordsPerRow } from './bit-packing.js';
+import { scaleZeroBytes, type ScaleDtype } from './scale-storage.js';
 
 /** Bytes per scale and per zero in the quantized checkpoint (float32: dequantization is exact to the solver's). */
 export const META_BYTES_PER_VALUE = 4;
@@ -13,7 +14,7 @@ export interface MatrixMemory {
   readonly paperBytes: number;
   /** Packed codes: rows x 32-bit words (3-bit: 10 codes per word, rows padded). */
   readonly codeBytes: number;
-  /** Scales and zeros as stored (float32 each, one pair per group). */
+  /** Scales and zeros as stored (one pair per group; float32 by default; U8 adds their fp16 ranges). */
   readonly metaBytes: number;
   /** codeBytes + metaBytes: what the quantized checkpoint really stores for the matrix. */
   readonly packedBytes: number;
@@ -25,8 +26,8 @@ export interface MatrixMemory {
  * Memory of a [rows, columns] matrix quantized with `config`, or left in float (`null`, counted as 16-bit for the
  * paper and as its stored bytes, `floatBytesPerValue`, for the real size).
  */
-/** `metaBytesPerValue`: bytes of each stored scale and zero (4 for float32, the default; 2 for scaleDtype F16). */
-export function matrixMemory(shape: readonly [number, number], config: QuantConfig | null, floatBytesPerValue = 2, metaBytesPerValue = META_BYTES_PER_VALUE): MatrixMemory {
+/** `scaleDtype`: how the scales and zeros are stored (F32, the default; F16; U8, scale-storage.ts). */
+export function matrixMemory(shape: readonly [number, number], config: QuantConfig | null, floatBytesPerValue = 2, scaleDtype: ScaleDtype = 'F32'): MatrixMemory {
   const [rows, columns] = shape;
   const params = rows * columns;
   if (!config) {
@@ -38,7 +39,7 @@ export function matrixMemory(shape: readonly [number, number], config: QuantConf
   }
   const paperBitsPerWeight = bitsPerWeight(config);
   const codeBytes = rows * wordsPerRow(columns, config.bits) * 4;
-  const metaBytes = (params / config.groupSize) * 2 * metaBytesPerValue;
+  const metaBytes = scaleZeroBytes(params / config.groupSize, scaleDtype);
   const packedBytes = codeBytes + metaBytes;
   return Object.freeze({
     params, paperBitsPerWeight, paperBytes: (paperBitsPerWeight * params) / 8, codeBytes, metaBytes, packedBytes,

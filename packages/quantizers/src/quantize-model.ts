@@ -14,7 +14,7 @@ import {
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
-import { checkFinite, f16BitsToFloat32, float32ToF16Bits, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
+import { checkFinite, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
 import { copyFile, readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
@@ -22,8 +22,6 @@ import { groupLayout } from './grouping.js';
 import { matrixMemory, modelMemory } from './memory-accounting.js';
 import {
   QWEIGHT_SUFFIX,
-  SCALE_SUFFIX,
-  ZERO_SUFFIX,
   encodeQuantizedMetadata,
   metadataOfQuantized,
   quantizedTensorSpecs,
@@ -32,6 +30,7 @@ import {
 } from './checkpoint-format.js';
 import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
 import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
+import { checkScaleDtype, encodeScaleZero } from './scale-storage.js';
 
 /** One linear matrix of a checkpoint, as configFor sees it. */
 export interface ModelMatrix {
@@ -61,8 +60,9 @@ export interface QuantizeModelOptions {
   /** The allocation that produced configFor, saved in quantization.json. */
   readonly allocation?: Allocation;
   /**
-   * Storage of scales and zeros: F32 (default) or F16 (half the metadata bytes; both rounded to half precision
-   * before the error is measured, so sqErr includes what the rounding adds).
+   * Storage of scales and zeros: F32 (default), F16 (half the metadata bytes) or U8 (8-bit codes with fp16 ranges, the
+   * paper's accounting; scale-storage.ts). Both are rounded to their stored form before the error is measured, so sqErr
+   * includes what the storage adds.
    */
   readonly scaleDtype?: ScaleDtype;
   /** Settings recorded in `__metadata__["layerquant.options"]`. */
@@ -103,7 +103,7 @@ export interface QuantizeModelReport {
   readonly bpp: number;
   /** Paper memory of the linear matrices, MB (2^20 bytes). */
   readonly paperMB: number;
-  /** Real bytes of the linear matrices as stored: packed codes + float32 scales and zeros (+ float matrices as stored). */
+  /** Real bytes of the linear matrices as stored: packed codes + scales and zeros as scaleDtype stores them (+ float matrices as stored). */
   readonly bytes: number;
   /** Size of the written model.safetensors (everything, embeddings and norms included). */
   readonly fileBytes: number;
@@ -137,9 +137,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
   const outDir = resolve(options.outDir);
   const method = options.method ?? options.quantizer.id;
   const workers = options.workers ?? 1;
-  const scaleDtype: ScaleDtype = options.scaleDtype ?? 'F32';
-  if (scaleDtype !== 'F32' && scaleDtype !== 'F16') throw new InvalidOptionError('scaleDtype', `"${String(scaleDtype)}" must be F32 or F16`);
-  const metaBytes = scaleDtype === 'F16' ? 2 : 4;
+  const scaleDtype = checkScaleDtype(options.scaleDtype ?? 'F32');
   if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
   const checkpoint = await openCheckpoint(modelDir);
   let pool: KernelPool | undefined;
@@ -192,7 +190,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       allocation[matrix.key] = config ? configName(config) : null;
       if (config) {
         const { bits, groupSize, axis, roundZero } = config;
-        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, dtype, ...(scaleDtype === 'F16' ? { scaleDtype } : {}) });
+        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, dtype, ...(scaleDtype !== 'F32' ? { scaleDtype } : {}) });
       }
     }
 
@@ -207,7 +205,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     async function writeOutput(staging: string): Promise<QuantizeModelReport> {
       const perMatrix: MatrixReport[] = [];
       let quantizeSeconds = 0;
-      let pending: QuantizedTensor | undefined;
+      let pending: { name: string; tensors: ReadonlyMap<string, Uint8Array> } | undefined;
       const total = plans.size;
       const finish = (report: MatrixReport) => {
         perMatrix.push(report);
@@ -256,29 +254,25 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
             const name = spec.name.slice(0, -QWEIGHT_SUFFIX.length);
             const { matrix, config, dtype } = plans.get(name)!;
             const { weight, quantized: solved, seconds } = await quantizeInOrder(name);
-            // Stored in half precision: the scale and zero the file holds are the ones the error is measured with.
-            const quantized = scaleDtype === 'F16' ? { ...solved, scale: roundToHalf(solved.scale), zero: roundToHalf(solved.zero) } : solved;
+            // Stored as F16 or U8: the scale and zero the file will be read back as are the ones the error is measured with.
+            const storedValues = encodeScaleZero(name, solved.scale, solved.zero, scaleDtype);
+            const quantized = { ...solved, scale: storedValues.scale, zero: storedValues.zero };
             quantizeSeconds += seconds;
             const entry = metadataOfQuantized(quantized, dtype);
             if (entry.bits !== config!.bits || entry.groupSize !== config!.groupSize) {
               throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
             }
-            const memory = matrixMemory(matrix.shape, config, 2, metaBytes);
+            const memory = matrixMemory(matrix.shape, config, 2, scaleDtype);
             finish({
               key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
               sqErr: squaredError(quantizer.dequantize(quantized), weight.data),
               paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds,
             });
-            pending = quantized;
+            pending = { name, tensors: storedValues.tensors };
             return bytesOf(quantized.packed);
           }
-          const stored = (values: Float32Array) => (scaleDtype === 'F16' ? bytesOf(float32ToF16Bits(values)) : bytesOf(values));
-          if (pending && spec.name === pending.name + SCALE_SUFFIX) return stored(pending.scale);
-          if (pending && spec.name === pending.name + ZERO_SUFFIX) {
-            const zero = pending.zero;
-            pending = undefined;
-            return stored(zero);
-          }
+          const storedPart = pending && spec.name.startsWith(pending.name) ? pending.tensors.get(spec.name.slice(pending.name.length)) : undefined;
+          if (storedPart) return storedPart;
           const raw = await checkpoint.readRaw(spec.name);
           checkFinite(spec.name, checkpoint.info(spec.name).file, spec.dtype, spec.shape, raw);
           const plan = plans.get(spec.name);
@@ -329,9 +323,4 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     await pool?.close();
     await checkpoint.close();
   }
-}
-
-/** Values rounded to IEEE half precision (round to nearest even), as float32: tensor-io's one conversion, both ways. */
-function roundToHalf(values: Float32Array): Float32Array {
-  return f16BitsToFloat32(float32ToF16Bits(values));
 }

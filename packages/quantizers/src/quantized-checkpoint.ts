@@ -11,12 +11,11 @@ import {
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
-import { checkFinite, f16BitsToFloat32, openCheckpoint, type Checkpoint, type TensorInfo, type WeightSource } from '@layerquant/tensor-io';
+import { checkFinite, openCheckpoint, type Checkpoint, type TensorInfo, type WeightSource } from '@layerquant/tensor-io';
 import { PACKING } from './bit-packing.js';
 import {
   QWEIGHT_SUFFIX,
   SCALE_SUFFIX,
-  ZERO_SUFFIX,
   configOfMetadata,
   decodeQuantizedMetadata,
   isQuantizedMetadata,
@@ -25,6 +24,7 @@ import {
   type QuantizedCheckpointMetadata,
   type QuantizedTensorMetadata,
 } from './checkpoint-format.js';
+import { SCALE_META_SUFFIX, decodeScaleZero, decodeU8Multipliers } from './scale-storage.js';
 import { QUANTIZER_PLUGINS } from './registry.js';
 
 /** Where a reader finds the quantizer a checkpoint names (a registry, or a plain list). */
@@ -72,23 +72,14 @@ export interface QuantizedCheckpoint extends WeightSource {
   readQuantized(name: string): Promise<QuantizedTensor>;
   /** The quantizer the checkpoint records (`metadata.quantizer`), from the lookup it was opened with. */
   quantizer(): Quantizer;
+  /** The multipliers 1/s as stored where the checkpoint quantizes them (scaleDtype U8), exactly; otherwise undefined. */
+  readScaleMultipliers(name: string): Promise<Float32Array | undefined>;
   close(): Promise<void>;
 }
 
 function asInt32Words(bytes: Uint8Array): Uint32Array {
   const copy = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   return new Uint32Array(copy.buffer, copy.byteOffset, copy.byteLength / 4);
-}
-
-/** Half-precision scales or zeros (scaleDtype F16), exactly as float32. */
-function halfAsFloat32(bytes: Uint8Array): Float32Array {
-  const copy = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
-  return f16BitsToFloat32(new Uint16Array(copy.buffer, copy.byteOffset, copy.byteLength / 2));
-}
-
-function asFloat32(bytes: Uint8Array): Float32Array {
-  const copy = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
-  return new Float32Array(copy.buffer, copy.byteOffset, copy.byteLength / 4);
 }
 
 /** Opens a directory (or .safetensors file) written by quantizeModel. */
@@ -144,7 +135,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
     quantized.set(name, { entry, config });
   }
   const stored = new Set<string>();
-  for (const name of quantized.keys()) for (const suffix of [QWEIGHT_SUFFIX, SCALE_SUFFIX, ZERO_SUFFIX]) stored.add(name + suffix);
+  for (const [name, { entry, config }] of quantized) for (const spec of quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype)) stored.add(spec.name);
   const logical = new Map<string, TensorInfo>();
   for (const info of checkpoint.tensors) {
     if (stored.has(info.name)) continue;
@@ -164,20 +155,18 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
   const readQuantized = async (name: string): Promise<QuantizedTensor> => {
     const found = quantized.get(name);
     if (!found) throw new MissingTensorError(name, `the quantized tensors of ${checkpoint.dir}`, 'it is stored in float; read it with read()');
-    const [packed, scale, zero] = await Promise.all([
-      checkpoint.readRaw(name + QWEIGHT_SUFFIX),
-      checkpoint.readRaw(name + SCALE_SUFFIX),
-      checkpoint.readRaw(name + ZERO_SUFFIX),
-    ]);
+    const specs = quantizedTensorSpecs(name, found.entry.shape, found.config, found.entry.scaleDtype);
+    const raw = new Map(await Promise.all(specs.map(async (spec) => [spec.name.slice(name.length), await checkpoint.readRaw(spec.name)] as const)));
+    const { scale, zero } = decodeScaleZero(file, name, found.entry.scaleDtype ?? 'F32', (suffix) => raw.get(suffix)!);
     return Object.freeze({
       name,
       shape: found.entry.shape,
       config: found.config,
       method: metadata.quantizer,
-      packed: asInt32Words(packed),
+      packed: asInt32Words(raw.get(QWEIGHT_SUFFIX)!),
       packing: PACKING,
-      scale: found.entry.scaleDtype === 'F16' ? halfAsFloat32(scale) : asFloat32(scale),
-      zero: found.entry.scaleDtype === 'F16' ? halfAsFloat32(zero) : asFloat32(zero),
+      scale,
+      zero,
     });
   };
   const tensors = Object.freeze([...logical.values()]);
@@ -196,6 +185,12 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
     },
     readQuantized,
     quantizer: () => (quantizer ??= findQuantizer(file, metadata.quantizer, lookup.quantizers)),
+    async readScaleMultipliers(name) {
+      const found = quantized.get(name);
+      if (found?.entry.scaleDtype !== 'U8') return undefined;
+      const [codes, meta] = await Promise.all([checkpoint.readRaw(name + SCALE_SUFFIX), checkpoint.readRaw(name + SCALE_META_SUFFIX)]);
+      return decodeU8Multipliers(file, name, codes, meta);
+    },
     async read(name): Promise<WeightTensor> {
       if (!quantized.has(name)) {
         if (!logical.has(name)) throw new MissingTensorError(name, checkpoint.dir, 'check the tensor name');

@@ -6,7 +6,7 @@ import type { Command } from '../command.js';
 import { pairedBootstrap, verdict, type PairedInterval } from '../experiment/report.js';
 import { directorySizes, type DirectorySizes } from '../model-sizes.js';
 import { resolveModelPath } from '../model-path.js';
-import { absolutePath, jsonLine, renderTable } from '../output.js';
+import { absolutePath, jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
 import { createProgress, createSpinner, formatSeconds } from '../progress.js';
 import { builtinRegistries } from '../plugins.js';
 import { openForEvaluation } from './eval.js';
@@ -133,7 +133,8 @@ export const compareCommand: Command = {
         s.paperBitsPerWeight === null ? '-' : fixed(s.paperBitsPerWeight, 4),
       ];
     });
-    stdout(`perplexity on ${textPath}: ${first.windows} windows of ${seqlen} tokens, the same for every model; Δ against model 1, 95% paired bootstrap interval\n`);
+    // Prose broken at spaces to the terminal's width (never inside a number); the table keeps its cells whole.
+    stdout(`${wrapAtSpaces(`perplexity on ${textPath}: ${first.windows} windows of ${seqlen} tokens, the same for every model; Δ against model 1, 95% paired bootstrap interval`, terminalColumns(), 2)}\n`);
     stdout(renderTable(
       [
         { header: '#', align: 'right' },
@@ -147,6 +148,6 @@ export const compareCommand: Command = {
       ],
       rows,
     ));
-    stdout(`sizes: linear matrices; time ${results.map((r) => formatSeconds(r.seconds)).join(', ')}\n`);
+    stdout(`${wrapAtSpaces(`sizes: linear matrices; time ${results.map((r) => formatSeconds(r.seconds)).join(', ')}`, terminalColumns(), 2)}\n`);
   },
 };

@@ -18,13 +18,13 @@ import { absolutePath, formatRows, jsonLine } from '../output.js';
 export async function openForEvaluation(
   modelDir: string,
   textPath: string,
-  options: { seqlen: number; allowLongContext: boolean; threads?: number; maxMemoryBytes?: number; quantizers: PluginRegistries['quantizers'] },
+  options: { seqlen: number; allowLongContext: boolean; threads?: number; maxMemoryBytes?: number; quantizers?: PluginRegistries['quantizers'] },
 ): Promise<{ text: string; tokenizer: Awaited<ReturnType<typeof loadTokenizer>>; quantized: boolean; opened: EvaluationModel }> {
   const opened = await openEvaluationModel(modelDir, {
     ...(options.threads === undefined ? {} : { threads: options.threads }),
     ...(options.maxMemoryBytes === undefined ? {} : { maxMemoryBytes: options.maxMemoryBytes }),
     // A quantized checkpoint is read back through the quantizer it records (built-in or a --plugin's).
-    quantizers: options.quantizers,
+    ...(options.quantizers ? { quantizers: options.quantizers } : {}),
     // Before any weight is read: the context length against the validated config.
     onConfig: (config) => checkContextLength(options.seqlen, config, '--seqlen', options.allowLongContext),
   });

@@ -21,6 +21,7 @@ import { createProgress, createSpinner, fitStderr, formatSeconds } from '../prog
 import { resolveModelPath } from '../model-path.js';
 import { jsonLine, terminalColumns, wrapAtSpaces } from '../output.js';
 import { experimentPlan, experimentRowJson, formatPlan, formatResultsTable } from '../experiment/render.js';
+import { measureEvaluationSpeed } from '../experiment/calibrate.js';
 
 /** Over this estimate, a run started on a terminal needs --yes (a script, not on a terminal, proceeds). */
 const CONFIRM_SECONDS = 600;
@@ -136,10 +137,15 @@ export const experimentCommand: Command = {
     const tokenizer = await loadTokenizer(modelDir);
     const ids = tokenizer.encode(text);
     const cells = methods.length * budgets.length + (values['no-fp'] ? 0 : 1);
-    const plan = experimentPlan({ cells, cellsDone: 0, tokens: maxTokens === undefined ? ids.length : Math.min(maxTokens, ids.length), seqlen, params: summary.params, linearParams: summary.linearParams });
+    const tokens = maxTokens === undefined ? ids.length : Math.min(maxTokens, ids.length);
+    // On a terminal, where the estimate decides whether --yes is needed, it rests on this machine's speed now: a short
+    // calibration (the model loaded, one window timed). Scripts and --json skip it (a resumed run stays instant).
+    const measuring = createSpinner('measuring the evaluation speed for the plan', interactive);
+    const speed = interactive ? await measureEvaluationSpeed(modelDir, textPath, ids.slice(0, tokens), seqlen, threads).finally(() => measuring.stop()) : undefined;
+    const plan = experimentPlan({ cells, cellsDone: 0, tokens, seqlen, params: summary.params, linearParams: summary.linearParams, ...(speed ? { tokensPerSecond: speed.tokensPerSecond } : {}) });
     if (!json) process.stderr.write(`${fitStderr(formatPlan(plan).trimEnd())}\n`);
     if (plan.estimatedSeconds > CONFIRM_SECONDS && !values.yes && process.stdin.isTTY && process.stderr.isTTY && !json) {
-      throw new InvalidOptionError('--yes', `the grid would take about ${(plan.estimatedSeconds / 3600).toFixed(1)} h; rerun with --yes to start it, or choose a smaller grid (--methods, --budgets, --max-tokens)`);
+      throw new InvalidOptionError('--yes', `the grid would take about ${plan.estimatedSeconds >= 3600 ? `${(plan.estimatedSeconds / 3600).toFixed(1)} h` : formatSeconds(plan.estimatedSeconds)}; rerun with --yes to start it, or choose a smaller grid (--methods, --budgets, --max-tokens)`);
     }
     const out = await openOutputDirectory(outPath, 'experiment');
     let coordinator: Coordinator | undefined;

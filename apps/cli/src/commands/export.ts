@@ -1,4 +1,5 @@
 import { InvalidOptionError } from '@layerquant/core';
+import type { ScaleDtype } from '@layerquant/quantizers';
 import { DEFAULT_ACCURACY_LEVEL, exportOnnx, type ExportReport, type OnnxExportOptions } from '@layerquant/export';
 import { parseCommandArgs, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
@@ -21,8 +22,10 @@ export const EXPORT_OPTION_HELP = [
   '  --format onnx           write an ONNX directory transformers.js and onnxruntime load (onnx/model_q4.onnx)',
   '  --accuracy-level 0|4    MatMulNBits: 4 quantizes activations to int8 inside the kernel (default, faster on CPU);',
   '                          0 keeps them in float (exact against the dequantized model)',
-  '  --scale-dtype f32|f16   MatMulNBits scales (default: the activation type); `quantize` stores the checkpoint\'s',
-  '                          scales and zeros in this type too (f16: half the metadata bytes, the error it adds in sqErr)',
+  '  --scale-dtype f32|f16|u8  MatMulNBits scales (default: the activation type); `quantize` stores the checkpoint\'s',
+  '                          scales and zeros in this type too (f16: half the metadata bytes; u8: 8-bit as the paper',
+  '                          counts them, fp16 ranges per 128 groups; the error either adds is in sqErr). An ONNX',
+  '                          export of a u8 checkpoint expands its scales to float (MatMulNBits takes float scales)',
   '  --embedding-dtype f32|f16  embed_tokens and lm_head storage (default: the activation type)',
   '  --activations f32|f16   f16 writes onnx/model_q4f16.onnx: fp16 activations and KV cache, for WebGPU',
 ];
@@ -37,13 +40,24 @@ function floatType(values: Values, option: string): 'float32' | 'float16' | unde
   throw new InvalidOptionError(`--${option}`, `"${text}" must be f32 or f16`);
 }
 
-/** --scale-dtype as the quantized checkpoint stores it (F32 when absent): the same option as the export's. */
-export function checkpointScaleDtype(values: Values): 'F32' | 'F16' {
+const isU8 = (text: string | undefined) => text === 'u8' || text === 'uint8';
+
+/** --scale-dtype as the quantized checkpoint stores it (F32 when absent): the same option as the export's, plus u8. */
+export function checkpointScaleDtype(values: Values): ScaleDtype {
+  const text = stringOption(values, 'scale-dtype');
+  if (isU8(text)) return 'U8';
+  if (text !== undefined && !['f32', 'fp32', 'float32', 'f16', 'fp16', 'float16'].includes(text)) throw new InvalidOptionError('--scale-dtype', `"${text}" must be f32, f16 or u8`);
   return floatType(values, 'scale-dtype') === 'float16' ? 'F16' : 'F32';
 }
 
-/** Reads --format (undefined when absent) and the ONNX options; errors name the flag. */
-export function parseExportOptions(values: Values): { format: 'onnx' | undefined; options: OnnxExportOptions } {
+/** Reads --format (undefined when absent) and the ONNX options; errors name the flag. `quantize` passes `checkpoint`: u8 is a checkpoint storage. */
+export function parseExportOptions(values: Values, checkpoint = false): { format: 'onnx' | undefined; options: OnnxExportOptions } {
+  if (checkpoint) checkpointScaleDtype(values); // its error names the three storages
+  if (isU8(stringOption(values, 'scale-dtype'))) {
+    if (!checkpoint) throw new InvalidOptionError('--scale-dtype', 'u8 is how `quantize` stores a checkpoint\'s scales; MatMulNBits takes f32 or f16 scales (an 8-bit checkpoint is expanded to them)');
+    // the checkpoint keeps 8-bit scales; the ONNX graph gets the default float scales
+    return parseExportOptions({ ...values, 'scale-dtype': undefined }, checkpoint);
+  }
   const format = stringOption(values, 'format');
   if (format !== undefined && format !== 'onnx') throw new InvalidOptionError('--format', `"${format}" is not a format; use onnx`);
   const levelText = stringOption(values, 'accuracy-level');

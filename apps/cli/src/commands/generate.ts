@@ -4,7 +4,7 @@ import { greedyDecode } from '@layerquant/runtime';
 import { loadTokenizer } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { formatSeconds } from '../progress.js';
+import { createSpinner, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
 import { jsonLine } from '../output.js';
 import { builtinRegistries } from '../plugins.js';
@@ -42,7 +42,8 @@ export const generateCommand: Command = {
     const tokenizer = await loadTokenizer(dir);
     const ids = tokenizer.encode(prompt);
     if (ids.length === 0) throw new InvalidOptionError('--prompt', 'encodes to no tokens; give some text');
-    const { decoder, source } = await openKvDecoder(dir, { accuracyLevel: 0, quantizers: plugins.quantizers, ...(threads === undefined ? {} : { threads }) });
+    const loading = createSpinner(`loading ${dir}`, !values.json && Boolean(process.stderr.isTTY));
+    const { decoder, source } = await openKvDecoder(dir, { accuracyLevel: 0, quantizers: plugins.quantizers, ...(threads === undefined ? {} : { threads }) }).finally(() => loading.stop());
     try {
       const eos = decoder.config.eosTokenId;
       const started = performance.now();

@@ -16,7 +16,7 @@ import { tablesNeeded } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
 import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from './export.js';
-import { createCostReporter, createProgress, formatSeconds } from '../progress.js';
+import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
 import { absolutePath, formatRows, jsonLine, sizeRows, sizes, boostReport, boostLines } from '../output.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -39,12 +39,18 @@ function reportFields(report: QuantizeModelReport) {
     matrices: report.matrices,
     quantizedMatrices: report.quantizedMatrices,
     sizes: sizes({ params: report.params, paperBitsPerWeight: report.bpp, diskBytes: report.bytes, fileBytes: report.fileBytes }),
-    scaleDtype: report.scaleDtype === 'F16' ? 'float16' : 'float32',
+    scaleDtype: ({ F32: 'float32', F16: 'float16', U8: 'uint8' } as const)[report.scaleDtype],
     sqErr: report.sqErr,
     seconds: report.seconds,
     workerSeconds: report.quantizeSeconds,
     workers: report.workers,
   };
+}
+
+/** How the checkpoint stores scales and zeros (--scale-dtype); with u8 the file is the paper's accounting. */
+function storedRow(report: QuantizeModelReport): [string, string] {
+  if (report.scaleDtype === 'U8') return ['stored', 'packed codes, 8-bit scale and zero per group, fp16 ranges per 128 groups (--scale-dtype u8, as the paper counts them)'];
+  return ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`];
 }
 
 /** "1.9s wall (2.6s quantizing, summed over 2 workers that overlap)": the two times are not the same clock. */
@@ -169,7 +175,7 @@ export const quantizeCommand: Command = {
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const target = absolutePath(requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64'));
     checkOverwrite(target, values.force === true);
-    const onnx = parseExportOptions(values);
+    const onnx = parseExportOptions(values, true);
     if (onnx.format === 'onnx') {
       // Quantize into a temporary checkpoint beside --out, export it there, and print both reports as one.
       const checkpointDir = temporaryPath(target);
@@ -237,6 +243,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
 
   const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
   const cost = createCostReporter('quantize', stderr, !values.json);
+  const loading = createSpinner(`loading ${modelDir}`, !values.json && Boolean(process.stderr.isTTY));
   const report = await withOutputDirectory(modelDir, outDir, () =>
     quantizeModel({
       modelDir,
@@ -247,13 +254,17 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...quantizerOptions },
-      onPlan: (plan) => cost.plan(`${method} b${config.bits}g${config.groupSize} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`),
+      onPlan: (plan) => {
+        loading.stop();
+        cost.plan(`${method} b${config.bits}g${config.groupSize} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`);
+      },
       onProgress: (p) => {
+        loading.stop();
         cost.unit(p.done, p.total, 'matrices');
         progress.update(p.done, p.total, `matrices (${p.key})`);
       },
     }),
-  );
+  ).finally(() => loading.stop());
   progress.done();
   if (values.json) {
     stdout(jsonLine('quantize', {
@@ -273,7 +284,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
     ['method', `${method} ${`b${config.bits}g${config.groupSize}`}${axis === 0 ? ' axis 0' : ''}${roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
     ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
     ...sizeRows(reportFields(report).sizes),
-    ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`],
+    storedRow(report),
     ['sq. error', report.sqErr.toPrecision(8)],
     ['time', timeText(report)],
   ];
@@ -304,7 +315,9 @@ async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId
   const interactive = !values.json && Boolean(process.stderr.isTTY);
   const calib = stringOption(values, 'calib');
   const statsDir = stringOption(values, 'stats');
+  const loading = createSpinner(`loading ${modelDir}`, interactive);
   const { source, allocation, uniform, extra, report } = await withOutputDirectory(modelDir, outDir, async (model) => {
+    loading.stop();
     const statsProgress = createProgress('statistics', interactive);
     const { stats, source } = await ensureStatistics({
       modelDir,
@@ -350,7 +363,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId
     });
     progress.done();
     return { source, allocation, uniform, extra, report };
-  });
+  }).finally(() => loading.stop());
   const counts = new Map<string, number>();
   for (const m of allocation.matrices) {
     const name = m.config ? configName(m.config) : 'float';
@@ -378,7 +391,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId
     ['method', `${spec.id} at ${budget} bits, ${quantizer.id} (statistics: ${source})`],
     ['configs', [...counts].map(([c, n]) => `${c} x${n}`).join(', ')],
     ...sizeRows(reportFields(report).sizes),
-    ['stored', `packed codes, ${report.scaleDtype === 'F16' ? 'fp16' : 'fp32'} scale and zero per group (--scale-dtype)`],
+    storedRow(report),
     ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
     ['sq. error', report.sqErr.toPrecision(8)],
     ['time', timeText(report)],

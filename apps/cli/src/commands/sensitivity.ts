@@ -5,7 +5,7 @@ import { basename, extname, resolve } from 'node:path';
 import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS, detectOutlierLayers } from '@layerquant/allocators';
 import { resolveModelPath } from '../model-path.js';
-import { formatRows, jsonLine, renderTable } from '../output.js';
+import { formatRows, jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
 import { datasets } from '@layerquant/datasets';
 import {
   CALIBRATION_ORDERS,
@@ -22,7 +22,7 @@ import type { SensitivityTable } from '@layerquant/allocators';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
 import { builtinRegistries, type PluginRegistries } from '../plugins.js';
-import { createCostReporter, createProgress, formatSeconds } from '../progress.js';
+import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 
 const usage = (plugins: PluginRegistries): string => [
   'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
@@ -159,6 +159,8 @@ export const sensitivityCommand: Command = {
     const output = await openOutputDirectory(out, 'sensitivity');
     let results: Awaited<ReturnType<typeof measureMetrics>>;
     let files: string[];
+    // Loading the model and tokenizing the calibration text take seconds before the first bar moves.
+    const loading = createSpinner(`loading ${modelDir}`, !quiet);
     try {
       results = await measureMetrics(modelDir, metrics, {
         calibrationText: await readFile(calibration.path, 'utf8'),
@@ -172,13 +174,16 @@ export const sensitivityCommand: Command = {
         allowLongContext: values['allow-long-context'] === true,
         ...(threads === undefined ? {} : { threads }),
         ...(workers === undefined ? {} : { workers }),
-        onPlan: (plan) =>
+        onPlan: (plan) => {
+          loading.stop();
           cost.get(plan.metric.id)!.plan(
             plan.metric.input === 'weights'
               ? `${plan.matrices} matrices, one matrix at a time (${plan.metric.id})`
               : `${plan.blocks} blocks of ${plan.seqlen} tokens through ${plan.layers} layers, one layer's weights at a time (${plan.metric.id})`,
-          ),
+          );
+        },
         onProgress: (metric, done, total) => {
+          loading.stop();
           const unit = metric.input === 'weights' ? 'matrices' : 'layers';
           cost.get(metric.id)!.unit(done, total, unit);
           bars.get(metric.id)!.update(done, total, unit);
@@ -187,6 +192,7 @@ export const sensitivityCommand: Command = {
       });
       files = await writeMetricTables(out, metrics, results.tables);
     } catch (error) {
+      loading.stop();
       output.abandon();
       throw error;
     } finally {
@@ -233,6 +239,7 @@ export const sensitivityCommand: Command = {
     }
     lines.push(metrics.map((m) => `${m.table} ${formatSeconds(results.seconds[m.id] ?? 0)}`).join(', '));
     for (const file of files) lines.push(`wrote ${file}`);
-    stdout(`${lines.join('\n')}\n`);
+    // Prose broken at spaces to the terminal's width (never inside a number); the tables keep their cells whole.
+    stdout(`${lines.join('\n').split('\n').map((line) => wrapAtSpaces(line, terminalColumns(), 2)).join('\n')}\n`);
   },
 };

@@ -70,11 +70,11 @@ export function formatResultsTable(rows: readonly ExperimentRow[], width: number
 }
 
 /**
- * Evaluation speed used for the plan's estimate: floating-point operations per second of onnxruntime's forward pass
- * (2 x params per token), measured with `layerquant eval` on the shipped 26M model on the 2-core machine the project
- * is developed on (307 tokens/s, machine shared). A faster machine finishes sooner; the estimate says it is one.
+ * Evaluation speed assumed where none is measured (no terminal: scripts, CI, --json): floating-point operations per
+ * second of onnxruntime's forward pass (2 x params per token) on a shared 2-core machine. On a terminal the plan
+ * measures the speed instead (measureEvaluationSpeed); this figure was 4x off on a loaded machine.
  */
-export const EVAL_FLOPS_PER_SECOND = 16e9;
+export const NOMINAL_EVAL_FLOPS_PER_SECOND = 16e9;
 /** HQQ on every linear matrix: 2.28 s for the shipped model's 22.0M linear weights (SPEC §5). */
 export const QUANTIZE_SECONDS_PER_WEIGHT = 2.28 / 22.0e6;
 
@@ -84,14 +84,22 @@ export interface ExperimentPlan {
   readonly cellsDone: number;
   readonly windowsPerCell: number;
   readonly tokensPerCell: number;
+  /** Evaluation speed measured on this machine just before the plan (one timed window), or null where none was measured. */
+  readonly measuredTokensPerSecond: number | null;
   readonly estimatedSeconds: number;
 }
 
-export function experimentPlan(input: { cells: number; cellsDone: number; tokens: number; seqlen: number; params: number; linearParams: number }): ExperimentPlan {
+/**
+ * The grid's cost: per cell its windows at the measured evaluation speed (every cell evaluates the same windows of a
+ * model of the same size; a quantized one is dequantized on load) plus HQQ over the linear weights.
+ */
+export function experimentPlan(input: { cells: number; cellsDone: number; tokens: number; seqlen: number; params: number; linearParams: number; tokensPerSecond?: number }): ExperimentPlan {
   const windowsPerCell = Math.floor(input.tokens / input.seqlen);
   const tokensPerCell = windowsPerCell * input.seqlen;
-  const perCell = (2 * input.params * tokensPerCell) / EVAL_FLOPS_PER_SECOND + input.linearParams * QUANTIZE_SECONDS_PER_WEIGHT;
-  return { cells: input.cells, cellsDone: input.cellsDone, windowsPerCell, tokensPerCell, estimatedSeconds: (input.cells - input.cellsDone) * perCell };
+  const measured = input.tokensPerSecond !== undefined && Number.isFinite(input.tokensPerSecond) && input.tokensPerSecond > 0 ? input.tokensPerSecond : null;
+  const evaluation = measured ? tokensPerCell / measured : (2 * input.params * tokensPerCell) / NOMINAL_EVAL_FLOPS_PER_SECOND;
+  const perCell = evaluation + input.linearParams * QUANTIZE_SECONDS_PER_WEIGHT;
+  return { cells: input.cells, cellsDone: input.cellsDone, windowsPerCell, tokensPerCell, measuredTokensPerSecond: measured, estimatedSeconds: (input.cells - input.cellsDone) * perCell };
 }
 
 export function formatPlan(plan: ExperimentPlan): string {
@@ -99,6 +107,7 @@ export function formatPlan(plan: ExperimentPlan): string {
   const time = hours >= 1 ? `${hours.toFixed(1)} h` : formatSeconds(plan.estimatedSeconds);
   return (
     `plan: ${plan.cells} cells${plan.cellsDone ? ` (${plan.cellsDone} done in an earlier run)` : ''} x ${plan.windowsPerCell} windows ` +
-    `(${plan.tokensPerCell.toLocaleString('en-US')} tokens each); estimated ${time} on a 2-core CPU, plus statistics when not cached\n`
+    `(${plan.tokensPerCell.toLocaleString('en-US')} tokens each); estimated ${time}` +
+    `${plan.measuredTokensPerSecond ? ` (evaluation measured here now: ${Math.round(plan.measuredTokensPerSecond).toLocaleString('en-US')} tokens/s)` : ' (at a nominal 2-core speed; measured on a terminal)'}, plus statistics when not cached\n`
   );
 }
