@@ -2,19 +2,31 @@
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('.', import.meta.url));
-const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export'];
-
-export const workspaceAlias: Record<string, string> = {
-  // Subpath exports come first: an alias also matches "<name>/<sub>", so the longer key must be found first.
-  '@layerquant/allocators/node': `${root}packages/allocators/src/node.ts`,
-  '@layerquant/quantizers/node': `${root}packages/quantizers/src/node.ts`,
-  '@layerquant/runtime/graph': `${root}packages/runtime/src/graph.ts`,
-  '@layerquant/runtime/testing': `${root}packages/runtime/src/testing.ts`,
-  '@layerquant/tensor-io/browser': `${root}packages/tensor-io/src/browser.ts`,
-  '@layerquant/perplexity/browser': `${root}packages/perplexity/src/browser.ts`,
-  '@layerquant/sensitivity/browser': `${root}packages/sensitivity/src/browser.ts`,
-  ...Object.fromEntries(packages.map((name) => [`@layerquant/${name}`, `${root}packages/${name}/src/index.ts`])),
+const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export', 'datasets'];
+/** Subpath exports (`@layerquant/<package>/<subpath>`) and the source file each maps to. */
+const subpaths: Record<string, string> = {
+  'allocators/node': 'allocators/src/node.ts',
+  'allocators/testing': 'allocators/src/testing.ts',
+  'quantizers/node': 'quantizers/src/node.ts',
+  'quantizers/testing': 'quantizers/src/testing.ts',
+  'runtime/graph': 'runtime/src/graph.ts',
+  'runtime/testing': 'runtime/src/testing.ts',
+  'sensitivity/testing': 'sensitivity/src/testing.ts',
+  'stats/node': 'stats/src/node.ts',
+  'tensor-io/browser': 'tensor-io/src/browser.ts',
+  'perplexity/browser': 'perplexity/src/browser.ts',
+  'sensitivity/browser': 'sensitivity/src/browser.ts',
 };
+
+/**
+ * Exact-match aliases (`^@layerquant/runtime/testing$`): a plain string alias also matches "<name>/<sub>" and
+ * rewrites `@layerquant/runtime/testing` to `.../runtime/src/index.ts/testing` when the shorter key is found
+ * first, so no entry here depends on the order of the others.
+ */
+export const workspaceAlias: { find: RegExp; replacement: string }[] = [
+  ...Object.entries(subpaths).map(([sub, file]) => ({ find: new RegExp(`^@layerquant/${sub}$`), replacement: `${root}packages/${file}` })),
+  ...packages.map((name) => ({ find: new RegExp(`^@layerquant/${name}$`), replacement: `${root}packages/${name}/src/index.ts` })),
+];
 
 export const sharedTestConfig = {
   resolve: { alias: workspaceAlias },

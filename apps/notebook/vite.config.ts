@@ -5,6 +5,7 @@ import { join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig, type Connect, type Plugin } from 'vite';
 import { workspaceAlias } from '../../vitest.shared';
+import { layerquantPluginModules } from './plugin-modules';
 
 const NODE_BUILTINS = new Set([...builtinModules, ...builtinModules.map((name) => `node:${name}`)]);
 const STUB = '\0layerquant-node-only:';
@@ -92,12 +93,13 @@ function forbidNodeOnlyCode(): Plugin {
 }
 
 const fixturesDir = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../packages/fixtures');
+const datasetsDir = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../packages/datasets');
 
-/** What the page loads besides its bundle: the shipped model directory and the evaluation text, from packages/fixtures. */
+/** What the page loads besides its bundle: the shipped model directory (packages/fixtures) and the evaluation text (packages/datasets). */
 export const SERVED_FIXTURES: readonly { readonly url: string; readonly dir: string; readonly files: (name: string) => boolean }[] = [
   // Weights, config and tokenizer only: oracles/ and the PyTorch references stay out of the site.
   { url: 'models/llama-brown-26m/', dir: join(fixturesDir, 'models/llama-brown-26m'), files: (name) => /\.(safetensors|json)$/.test(name) && !name.startsWith('reference-') },
-  { url: 'data/', dir: join(fixturesDir, 'data'), files: (name) => name === 'brown-test.txt' },
+  { url: 'data/', dir: join(datasetsDir, 'data'), files: (name) => name === 'brown-test.txt' },
   { url: 'paper-data/llama-2-7b/', dir: join(fixturesDir, 'paper-data/llama-2-7b'), files: (name) => name === 'published-results.csv' },
 ];
 
@@ -160,7 +162,7 @@ export default defineConfig({
   base: './',
   // Workspace packages resolve to their sources: the notebook needs no build of its siblings.
   resolve: { alias: workspaceAlias },
-  plugins: [forbidNodeOnlyCode(), serveFixtures()],
+  plugins: [forbidNodeOnlyCode(), serveFixtures(), layerquantPluginModules()],
   // The model worker is bundled by the same rules: no Node-only code there either.
   worker: { format: 'es', plugins: () => [forbidNodeOnlyCode()] },
   // onnxruntime-web finds its .wasm beside its module (import.meta.url): pre-bundling would move it.

@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
 import { sharedTestConfig } from '../../vitest.shared';
+import { layerquantPluginModules } from './plugin-modules';
 
-export default defineConfig(sharedTestConfig);
+export default defineConfig({ ...sharedTestConfig, plugins: [layerquantPluginModules()] });

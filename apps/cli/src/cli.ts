@@ -2,14 +2,15 @@ import { createRequire } from 'node:module';
 import { LayerquantError } from '@layerquant/core';
 import type { Command, CommandContext } from './command.js';
 import { commands } from './commands/index.js';
-import { SCHEMA_VERSION, jsonError } from './output.js';
+import { loadPlugins, splitPluginArgs, type PluginRegistries } from './plugins.js';
+import { SCHEMA_VERSION, formatRows, jsonError } from './output.js';
 
 /** The version of the layerquant package (package.json sits one folder above src/ and dist/). */
 export const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 function help(): string {
   const lines = ['layerquant: layer-sensitive mixed-precision quantization of LLM weights', '', 'Commands:'];
-  for (const c of commands) lines.push(`  ${c.name.padEnd(12)} ${c.summary}`);
+  lines.push(formatRows(commands.map((c) => [c.name, c.summary]), { indent: '  ', keyWidth: 12 }).trimEnd());
   lines.push('', 'Run `layerquant <command> --help` for the options of a command; `layerquant --version` prints the version.');
   lines.push('Every command takes --json: one JSON object on stdout (schema: docs/json-schema.md), errors included.');
   return lines.join('\n');
@@ -18,11 +19,24 @@ function help(): string {
 /**
  * Runs the CLI; returns the exit code: 0 done, 1 bad input (a LayerquantError), 2 internal error. Errors become one
  * line on stderr; under --json also `{ command, schemaVersion, error: { code, message } }` on stdout.
+ * `--plugin <module>` (repeatable, any command) loads plug-ins into the registries every command reads; they are
+ * built once, before the command runs.
  */
 export async function runCli(argv: string[], io: Pick<CommandContext, 'stdout' | 'stderr'> = {
   stdout: (t) => process.stdout.write(t),
   stderr: (t) => process.stderr.write(t),
 }): Promise<number> {
+  let plugins: PluginRegistries;
+  try {
+    const split = splitPluginArgs(argv);
+    argv = split.argv;
+    plugins = await loadPlugins(split.plugins);
+  } catch (error) {
+    const message = (error instanceof Error ? error.message : String(error)).split('\n')[0]!;
+    if (argv.includes('--json')) io.stdout(jsonError(commands.find((c) => argv.includes(c.name))?.name ?? null, error instanceof LayerquantError ? error.code : 'INTERNAL', message));
+    io.stderr(`layerquant: error: ${message}\n`);
+    return 1;
+  }
   const [name, ...rest] = argv;
   const json = argv.includes('--json');
   if (name === '--version' || name === '-V' || name === 'version') {
@@ -41,11 +55,11 @@ export async function runCli(argv: string[], io: Pick<CommandContext, 'stdout' |
     return 1;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    io.stdout(`${command.usage}\n`);
+    io.stdout(`${typeof command.usage === 'function' ? command.usage(plugins) : command.usage}\n`);
     return 0;
   }
   try {
-    await command.run({ argv: rest, ...io });
+    await command.run({ argv: rest, ...io, plugins });
     return 0;
   } catch (error) {
     if (error instanceof LayerquantError) {

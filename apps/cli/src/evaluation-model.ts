@@ -1,7 +1,7 @@
 import { matrixOfTensorName, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { isOnnxExportDir, openOnnxExport, openPackedModel, type ModelGraphSource } from '@layerquant/export';
 import type { NllModel } from '@layerquant/perplexity';
-import { openModelWeights } from '@layerquant/quantizers/node';
+import { openModelWeights, type QuantizerLookup } from '@layerquant/quantizers/node';
 import { floatWeightBytes, loadDecoderModel, loadLayerStreamedModel, streamedWeightBytes, type TensorSource } from '@layerquant/runtime';
 import { loadDecoderConfig, loadValidatedConfig, type Checkpoint } from '@layerquant/tensor-io';
 import { freemem } from 'node:os';
@@ -47,6 +47,8 @@ export interface EvaluationOptions {
   readonly threads?: number;
   /** Called with the config before any weight is read (checks such as the context length; throw to stop). */
   readonly onConfig?: (config: DecoderConfig) => void;
+  /** Where the quantizer a checkpoint records is found (the command's registry, --plugin's included). */
+  readonly quantizers?: QuantizerLookup['quantizers'];
 }
 
 /** A float checkpoint: one session when it fits the budget, else layer by layer (same perplexity). */
@@ -89,7 +91,7 @@ export async function openEvaluationModel(modelDir: string, options: EvaluationO
     const model = await openOnnxExport(modelDir, runtime);
     return { model, kind: 'onnx', config: model.config, weightBytes: 0, file: model.file, dispose: () => model.dispose() };
   }
-  const weights = await openModelWeights(modelDir);
+  const weights = await openModelWeights(modelDir, options.quantizers ? { quantizers: options.quantizers } : {});
   let config: DecoderConfig;
   try {
     // The one config-vs-tensors check every command makes, before any long step.
@@ -116,9 +118,15 @@ export function quantizingSource(checkpoint: Checkpoint, configOf: (name: string
   return {
     dir: checkpoint.dir,
     has: (name) => checkpoint.has(name),
-    read: (name) => checkpoint.read(name),
+    // What the model holds: a quantized matrix as the quantizer dequantizes it (read where its codes cannot be packed).
+    read: async (name) => {
+      const weight = await checkpoint.read(name);
+      const config = configFor(name);
+      return config ? { ...weight, dtype: 'F32' as const, data: quantizer.dequantize(quantizer.quantize(weight, config)) } : weight;
+    },
     isQuantized: (name) => configFor(name) !== null,
     readQuantized: async (name) => quantizer.quantize(await checkpoint.read(name), configFor(name)!),
+    quantizer: () => quantizer,
   };
 }
 

@@ -71,10 +71,21 @@ export function sizeRows(s: Sizes): Array<[string, string]> {
   return rows;
 }
 
-/** `key   value` lines, keys padded to the longest. */
-export function formatRows(rows: ReadonlyArray<readonly [string, string]>): string {
-  const width = Math.max(0, ...rows.map(([k]) => k.length)) + 1;
-  return `${rows.map(([k, v]) => `${k.padEnd(width)} ${v}`).join('\n')}\n`;
+/**
+ * `key   value` lines, keys padded to the longest (or to `keyWidth`, as help lists align), each line after `indent`.
+ * The one key/value printer: reports, help lists of plug-ins and their options.
+ */
+export function formatRows(rows: ReadonlyArray<readonly [string, string]>, options: { readonly indent?: string; readonly keyWidth?: number } = {}): string {
+  const width = options.keyWidth ?? Math.max(0, ...rows.map(([k]) => k.length)) + 1;
+  const indent = options.indent ?? '';
+  if (rows.length === 0) return '';
+  return `${rows.map(([k, v]) => `${indent}${k.padEnd(width)} ${v}`.trimEnd()).join('\n')}\n`;
+}
+
+/** The same columns as a Markdown table (results.md): a header, the alignment row, one line per row. */
+export function markdownTable(columns: readonly Column[], rows: ReadonlyArray<readonly string[]>): string {
+  const line = (cells: readonly string[]) => `| ${cells.join(' | ')} |`;
+  return `${[line(columns.map((c) => c.header)), line(columns.map((c) => (c.align === 'right' ? '---:' : '---'))), ...rows.map((r) => line(columns.map((_, i) => r[i] ?? '')))].join('\n')}\n`;
 }
 
 /** Columns of the terminal: stdout's width when it is a terminal, else $COLUMNS, else unlimited (a pipe or file). */

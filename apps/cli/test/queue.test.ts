@@ -235,4 +235,45 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
       await redis.stop();
     }
   }, 120_000);
+
+  it('a --plugin allocator with --quantizer rtn runs on workers started with the same --plugin; a worker without it fails the cell naming the plug-in', async () => {
+    // A self-contained allocator module: every matrix at the ladder's first config (b2g128 on the paper's ladder).
+    const module = join(mkdtempSync(join(tmpdir(), 'queue-plugin-')), 'first-config.mjs');
+    writeFileSync(
+      module,
+      `export default { allocators: [{ id: 'first-config', description: 'every matrix at the first config of the ladder', budget: 'any',
+  tablesNeeded: () => ['fnorm'],
+  allocate(stats, options, context) {
+    const config = (context.configs ?? [{ bits: 2, groupSize: 128, axis: 1, roundZero: false }])[0];
+    const seen = new Map();
+    for (const r of stats.fnorm.rows) seen.set(r.layer + '.' + r.module, { key: r.layer + '.' + r.module, layer: r.layer, module: r.module, params: r.params, config });
+    const matrices = [...seen.values()];
+    const params = matrices.reduce((s, m) => s + m.params, 0);
+    const bits = matrices.reduce((s, m) => s + m.params * (config.bits + 16 / config.groupSize + 32 / (config.groupSize * 128)), 0);
+    return { method: 'first-config', options, budget: context.budget, matrices, totals: { params, bpp: bits / params, memoryMB: bits / 8 / 2 ** 20 } };
+  } }] };\n`,
+    );
+    const args = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'first-config', '--budgets', '8', '--no-fp', '--quantizer', 'rtn', '--max-tokens', '1024', '--json', '--plugin', module];
+    const local = await bin(...args, '--out', mkdtempSync(join(tmpdir(), 'queue-plugin-local-')));
+    expect(local.code, local.stderr).toBe(0);
+    const reference = rowsOf(local.stdout);
+    expect(reference.map((r) => [r.method, (r as unknown as { quantizer: string }).quantizer])).toEqual([['first-config', 'rtn']]);
+    const redis = await startRedis();
+    try {
+      const out = mkdtempSync(join(tmpdir(), 'queue-plugin-'));
+      const bare = worker(redis);
+      const failed = start(...args, '--out', out, '--queue', redis.url, '--attempts', '1');
+      expect((await failed.exited).code).toBe(1);
+      expect(failed.output.stderr).toMatch(/allocator "first-config" is not in this worker's registry .*start `layerquant worker` with the coordinator's --plugin modules/);
+      bare.child.kill('SIGTERM');
+      await bare.exited;
+      const loaded = worker(redis, '--plugin', module);
+      const again = start(...args, '--out', out, '--queue', redis.url);
+      expect((await again.exited).code, again.output.stderr).toBe(0);
+      expect(withoutTime(rowsOf(again.output.stdout))).toEqual(withoutTime(reference));
+      expect([...computedCounts(loaded).values()]).toEqual([1]);
+    } finally {
+      await redis.stop();
+    }
+  }, 120_000);
 });

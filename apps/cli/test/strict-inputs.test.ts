@@ -181,7 +181,7 @@ describe('damaged inputs exit 1 with one line naming the problem, and leave --ou
       const lines = stderr.trim().split('\n');
       expect(lines.at(-1)).toMatch(/^layerquant: error: /);
       expect(lines.filter((l) => l.startsWith('layerquant: error: '))).toHaveLength(1);
-      for (const line of lines.slice(0, -1)) expect(line).toMatch(/^(quantize|sensitivity|fnorm|measured|eval): \S/);
+      for (const line of lines.slice(0, -1)) expect(line).toMatch(/^(quantize|sensitivity|fnorm|kurtosis|measured|eval): \S/);
       expect(snapshot(previous)).toEqual(before);
     });
   }

@@ -1,10 +1,11 @@
-import { BUDGET_STOPS, configName } from '@layerquant/core';
+import type { AllocatorPlugin } from '@layerquant/allocators';
+import { BUDGET_STOPS, PAPER_BUDGETS, PAPER_CONFIGS, checkOptionValue, configName, type OptionDescriptor, type OptionValue } from '@layerquant/core';
 import { METHODS, methods, type NotebookMethod } from './methods.js';
 import { element } from './notebook.js';
 import type { Store } from './state.js';
 
-/** The budgets of the paper's Figure 5 and tables (2.25 ... 4.51). */
-export const PAPER_BUDGETS: readonly number[] = Object.freeze([2.25, 2.51, 3.13, 3.25, 3.51, 4.13, 4.25, 4.51]);
+/** The budgets of the paper's Figure 5 and tables (2.25 ... 4.51), core's list. */
+export { PAPER_BUDGETS };
 
 function select(name: string, label: string, options: readonly { value: string; text: string }[], value: string, help: string): HTMLLabelElement {
   const input = element('select', { name, 'data-knob': name });
@@ -14,11 +15,54 @@ function select(name: string, label: string, options: readonly { value: string; 
 }
 
 /**
- * The knobs bar: method (the allocator plug-ins whose statistics the data holds), budget, boost_stop, top_m; every
- * change re-runs the cells that depend on it.
+ * The option knobs of a set of allocators: one per option name (the first plug-in's descriptor names it), for every
+ * option a picker can offer. Derived from the descriptors alone, so a plug-in's option gets its knob unchanged.
  */
-export function renderKnobs(parent: HTMLElement, store: Store, choices: readonly NotebookMethod[] = METHODS): void {
+export function optionKnobs(plugins: readonly AllocatorPlugin[]): OptionDescriptor[] {
+  const byName = new Map<string, OptionDescriptor>();
+  for (const p of plugins) for (const d of p.options) if (!byName.has(d.name) && (d.type !== 'choice' || (d.choices?.length ?? 0) > 0)) byName.set(d.name, d);
+  return [...byName.values()];
+}
+
+/** The control of one descriptor: suggested values or choices as a select, a checkbox, else a number field. */
+function optionControl(d: OptionDescriptor, value: OptionValue): HTMLLabelElement {
+  const text = (v: OptionValue) => (d.describe && d.describe(v) !== String(v) ? `${String(v)} (${d.describe(v)})` : String(v));
+  const label = d.flag.replace(/-/g, '_');
+  const values: readonly OptionValue[] | undefined = d.suggested ?? d.choices ?? (d.type === 'config' ? PAPER_CONFIGS.map(configName) : undefined);
+  if (values) {
+    const list = values.includes(value) ? values : [value, ...values];
+    return select(d.name, label, list.map((v) => ({ value: String(v), text: text(v) })), String(value), d.help);
+  }
+  if (d.type === 'boolean') {
+    const input = element('input', { type: 'checkbox', name: d.name, 'data-knob': d.name });
+    (input as HTMLInputElement).checked = value === true;
+    return element('label', { title: d.help }, element('span', {}, label), input);
+  }
+  const attributes: Record<string, string> = { type: 'number', name: d.name, 'data-knob': d.name, value: String(value), step: d.type === 'integer' ? '1' : 'any' };
+  if (d.min !== undefined) attributes.min = String(d.min);
+  if (d.max !== undefined) attributes.max = String(d.max);
+  return element('label', { title: d.help }, element('span', {}, label), element('input', attributes));
+}
+
+/** A control's value as the descriptor's type, checked against it (an invalid entry keeps the previous value). */
+function readControl(d: OptionDescriptor, target: HTMLInputElement | HTMLSelectElement): OptionValue | undefined {
+  const raw: OptionValue = d.type === 'boolean' ? (target as HTMLInputElement).checked : d.type === 'integer' || d.type === 'number' ? Number(target.value) : target.value;
+  try {
+    return checkOptionValue(d, raw, d.name);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The knobs bar: method (the allocator plug-ins whose statistics the data holds), budget, then one knob per option
+ * descriptor of those allocators (boost_stop, top_m, factor, ...; a LAYERQUANT_PLUGINS allocator's options too).
+ * A knob the chosen method does not take is disabled, unless a cell reads it (`live`: top_m, which the outlier cells
+ * use); every change re-runs the cells that depend on it.
+ */
+export function renderKnobs(parent: HTMLElement, store: Store, choices: readonly NotebookMethod[] = METHODS, live: readonly string[] = ['topM']): void {
   const knobs = store.get();
+  const descriptors = optionKnobs(choices.map((m) => m.plugin));
   const bar = element(
     'form',
     { class: 'knobs', 'aria-label': 'knobs' },
@@ -34,26 +78,25 @@ export function renderKnobs(parent: HTMLElement, store: Store, choices: readonly
       String(knobs.budget),
       'bits per weight: one of the 12 stops of the ladder (b2/b3/b4/b8 x g128/g64/g32)',
     ),
-    select('boostStop', 'boost_stop', [2, 3].map((v) => ({ value: String(v), text: String(v) })), String(knobs.boostStop), 'stops up the ladder for an outlier matrix'),
-    select(
-      'topM',
-      'top_m',
-      [0, 1, 2, 3].map((v) => ({ value: String(v), text: v === 0 ? '0 (all)' : String(v) })),
-      String(knobs.topM),
-      'outlier layers kept per module, most extreme first; 0 keeps all',
-    ),
+    ...descriptors.map((d) => optionControl(d, knobs[d.name] ?? d.default)),
   );
-  // boost_stop means nothing to uniform and MXQ; top_m stays live because the outlier cells read it too.
   const sync = () => {
-    bar.querySelector<HTMLSelectElement>('select[name="boostStop"]')!.disabled = !methods.get(store.get().method).boosts;
+    const plugin = methods.get(store.get().method).plugin;
+    for (const d of descriptors) {
+      const control = bar.querySelector<HTMLInputElement | HTMLSelectElement>(`[name="${d.name}"]`)!;
+      control.disabled = !live.includes(d.name) && !plugin.options.some((o) => o.name === d.name);
+    }
   };
   bar.addEventListener('change', (event) => {
-    const target = event.target as HTMLSelectElement;
+    const target = event.target as HTMLInputElement | HTMLSelectElement;
     const name = target.name;
     if (name === 'method') store.set({ method: target.value });
     else if (name === 'budget') store.set({ budget: Number(target.value) });
-    else if (name === 'boostStop') store.set({ boostStop: Number(target.value) });
-    else if (name === 'topM') store.set({ topM: Number(target.value) });
+    else {
+      const d = descriptors.find((x) => x.name === name);
+      const value = d ? readControl(d, target) : undefined;
+      if (value !== undefined) store.set({ [name]: value });
+    }
     sync();
   });
   bar.addEventListener('submit', (event) => event.preventDefault());

@@ -3,6 +3,7 @@ import { createRegistry, type Allocation } from '@layerquant/core';
 import { modelMemory, type ModelMemory } from '@layerquant/quantizers';
 import type { ModelAnalysis } from './analysis.js';
 import type { Knobs } from './state.js';
+import pluginModules from 'virtual:layerquant-plugins';
 
 /** A method as the page offers it: an allocator plug-in of @layerquant/allocators, called with the knobs that apply to it. */
 export interface NotebookMethod {
@@ -17,11 +18,10 @@ export interface NotebookMethod {
   allocate(stats: ModelStats, knobs: Knobs): Allocation;
 }
 
-/** The plug-in's options with the knobs it takes (boost_stop, top_m), the rest at their defaults. */
+/** The plug-in's options from the knobs of the same names (the knobs bar has one per descriptor), the rest at their defaults. */
 function knobOptions(plugin: AllocatorPlugin, knobs: Knobs): Record<string, OptionValue> {
   const given: Record<string, OptionValue> = {};
-  if (plugin.options.some((d) => d.name === 'boostStop')) given.boostStop = knobs.boostStop;
-  if (plugin.options.some((d) => d.name === 'topM')) given.topM = knobs.topM;
+  for (const d of plugin.options) if (knobs[d.name] !== undefined) given[d.name] = knobs[d.name]!;
   return given;
 }
 
@@ -35,13 +35,21 @@ function notebookMethod(plugin: AllocatorPlugin): NotebookMethod {
     code: (k: Knobs) => `allocateMethod(parseMethodName('${methodName(plugin, resolveOptions(plugin, knobOptions(plugin, k)))}'), stats, { budget: ${k.budget} })`,
     allocate: (stats: ModelStats, k: Knobs) => {
       const options = resolveOptions(plugin, knobOptions(plugin, k));
-      return allocateMethod({ id: plugin.id, allocator: plugin.id, options, explicit: Object.keys(options) }, stats, { budget: k.budget });
+      return allocateMethod({ id: plugin.id, allocator: plugin.id, options, explicit: Object.keys(options) }, stats, { budget: k.budget }, [plugin]);
     },
   });
 }
 
-/** Every allocator plug-in of the package, in its order (the page lists them all; nothing is special-cased by id). */
-export const METHODS: readonly NotebookMethod[] = Object.freeze(ALLOCATOR_PLUGINS.map(notebookMethod));
+/** The allocators of LAYERQUANT_PLUGINS modules (the notebook's --plugin), with the fields the page reads filled in. */
+const PLUGIN_ALLOCATORS: readonly AllocatorPlugin[] = pluginModules.flatMap((m) =>
+  (m.allocators ?? []).map((p) => Object.freeze({ ...p, label: p.label ?? p.id, budget: p.budget ?? 'any', options: p.options ?? [], nameOptions: p.nameOptions ?? [], tablesNeeded: p.tablesNeeded ?? (() => []) })),
+);
+
+/** The page's allocators: the package's, then the plug-ins' (one registry: an id used twice is an error). */
+export const allocators = createRegistry<AllocatorPlugin>('allocator', [...ALLOCATOR_PLUGINS, ...PLUGIN_ALLOCATORS]);
+
+/** Every allocator plug-in, in its order (the page lists them all; nothing is special-cased by id). */
+export const METHODS: readonly NotebookMethod[] = Object.freeze(allocators.list().map(notebookMethod));
 
 /** The page's method registry: built here, nothing registers on import. */
 export const methods = createRegistry<NotebookMethod>('method', METHODS);

@@ -1,5 +1,11 @@
-/** The knobs a reader turns; every cell that depends on them re-renders on change. */
+import type { OptionValue } from '@layerquant/core';
+
+/**
+ * The knobs a reader turns; every cell that depends on them re-renders on change. Besides method and budget, a knob
+ * per allocator option descriptor, by the option's name (boostStop and topM always; others once turned).
+ */
 export interface Knobs {
+  readonly [option: string]: OptionValue;
   readonly method: string;
   /** One of the 12 budget stops (bits per weight as the paper writes them). */
   readonly budget: number;
@@ -24,7 +30,7 @@ export function createStore(initial: Knobs): Store {
     get: () => knobs,
     set(change) {
       const previous = knobs;
-      knobs = Object.freeze({ ...knobs, ...change });
+      knobs = Object.freeze({ ...knobs, ...change }) as Knobs;
       for (const listener of listeners) listener(knobs, previous);
     },
     subscribe(listener) {

@@ -54,6 +54,8 @@ export interface KnapsackOptions {
 }
 
 export interface KnapsackSolverReport {
+  /** `optimal` (proven, gap 0) or `gap` (stopped at the relative gap asked for; `gap` says how far). */
+  readonly status: 'optimal' | 'gap';
   /** Sum of the costs of the chosen configs. */
   readonly objective: number;
   /** Proven lower bound: no allocation within the budget has a smaller sum. */
@@ -186,6 +188,7 @@ export function solveCostProblem(
     matrices: Object.freeze(matrices),
     totals: allocationTotals(matrices),
     solver: Object.freeze({
+      status: result.status,
       objective: result.objective,
       bound: result.bound,
       gap: result.gap,

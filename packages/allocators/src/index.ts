@@ -1,5 +1,5 @@
-export * from './stats.js';
-export * from './validate-stats.js';
+// The statistics tables are @layerquant/stats' (re-exported at the entry: a bundler keeps an entry's export-star).
+export * from '@layerquant/stats';
 export * from './outliers.js';
 export * from './multiple-choice-knapsack.js';
 export * from './mxq.js';
@@ -9,8 +9,6 @@ export * from './registry.js';
 export * from './boost.js';
 export * from './random.js';
 export * from './allocation-csv.js';
-export { readCsv, formatCsv } from './csv.js';
-export type { CsvDocument, CsvRecord } from './csv.js';
 
 import { ablationAllocator, kurtBoostAllocator, sensiBoostAllocator, uniformAllocator } from './boost.js';
 import { headPrioritizedAllocator, kurtMilpAllocator, kurtScaledAllocator, measuredAllocator, sensiMilpAllocator, tailPrioritizedAllocator } from './milp.js';

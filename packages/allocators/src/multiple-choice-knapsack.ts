@@ -36,7 +36,11 @@ export interface KnapsackSolverOptions {
 }
 
 export interface KnapsackSolution {
-  readonly status: 'optimal';
+  /**
+   * `optimal`: proven optimal (gap 0: the bound meets the objective, or the LP relaxation's solution is integral);
+   * `gap`: the search stopped at the relative gap asked for, `gap` > 0 says how far from proven it may be.
+   */
+  readonly status: 'optimal' | 'gap';
   /** Index of the chosen item in each class. */
   readonly choice: Int32Array;
   readonly objective: number;
@@ -296,18 +300,20 @@ export function solveMultipleChoiceKnapsack(
 
   const tolerance = (value: number): number => relativeGap * Math.abs(value);
   let prunedBound = Number.POSITIVE_INFINITY; // least bound of anything cut off
-  const finish = (nodes: number, freeClasses: number): KnapsackSolution => {
+  const finish = (nodes: number, freeClasses: number, integralRelaxation = false): KnapsackSolution => {
     if (!(incumbentWeight <= capacity)) throw new Error(`internal error: solution weight ${incumbentWeight} exceeds capacity ${capacity}`);
-    const bound = Math.max(lpBound, Math.min(incumbent, prunedBound));
+    // An integral LP solution is the optimum itself: its value is the bound (lpBound may differ in the last bits).
+    const bound = integralRelaxation ? incumbent : Math.max(lpBound, Math.min(incumbent, prunedBound));
+    const gap = (incumbent - bound) / Math.max(Math.abs(incumbent), 1e-300);
     const original = new Int32Array(n);
     for (let i = 0; i < n; i++) original[i] = pareto[i]![incumbentChoice[i]!]!.index;
     return {
-      status: 'optimal',
+      status: gap <= 0 ? 'optimal' : 'gap',
       choice: original,
       objective: incumbent,
       weight: incumbentWeight,
       bound,
-      gap: (incumbent - bound) / Math.max(Math.abs(incumbent), 1e-300),
+      gap: Math.max(gap, 0),
       lpBound,
       nodes,
       freeClasses,
@@ -316,7 +322,7 @@ export function solveMultipleChoiceKnapsack(
   };
   if (!broke || incumbent - lpBound <= tolerance(incumbent)) {
     prunedBound = lpBound;
-    return finish(0, 0);
+    return finish(0, 0, !broke);
   }
 
   // 3. Reduced costs at the LP's dual price: any solution costs at least lagrangeanBound + sum of its r.

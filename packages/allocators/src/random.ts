@@ -1,14 +1,2 @@
-/**
- * A seeded pseudo-random generator (mulberry32): same seed, same draws, on every platform. Returns a function
- * giving uniform numbers in [0, 1).
- */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The one seeded generator is core's (mulberry32); re-exported for the ablation and its users.
+export { seededRandom } from '@layerquant/core';

@@ -1,13 +1,17 @@
 import {
   InfeasibleBudgetError,
   InvalidOptionError,
-  configName,
   createRegistry,
   findBudgetStop,
   parseConfigName,
+  parseOptionValue,
+  resolveOptions,
   type Allocation,
+  type OptionDescriptor,
+  type OptionValue,
   type QuantConfig,
   type Registry,
+  type ResolvedOptions,
 } from '@layerquant/core';
 import { ablationAllocator, kurtBoostAllocator, ladderIndex, ladderStops, sensiBoostAllocator, uniformAllocator } from './boost.js';
 import {
@@ -30,28 +34,13 @@ import type { ModelStats } from './stats.js';
  */
 
 /** The statistics tables of a statistics directory. */
+// The option machinery lives in core (quantizer and metric plug-ins share it); re-exported under the old names.
+export { checkOptionValue, parseOptionValue, resolveOptions } from '@layerquant/core';
+export type { OptionValue, ResolvedOptions } from '@layerquant/core';
+export type AllocatorOptionDescriptor = OptionDescriptor;
+
 export type StatsTableName = 'fnorm' | 'sensitivity' | 'kurtosis' | 'measured';
 export const STATS_TABLE_NAMES: readonly StatsTableName[] = Object.freeze(['fnorm', 'sensitivity', 'kurtosis', 'measured']);
-
-export type OptionValue = number | boolean | string;
-
-export interface AllocatorOptionDescriptor {
-  /** Key in the options object (`topM`). */
-  readonly name: string;
-  /** CLI flag without the dashes (`top-m`). */
-  readonly flag: string;
-  readonly type: 'integer' | 'number' | 'boolean' | 'choice' | 'config';
-  readonly default: OptionValue;
-  readonly help: string;
-  /** Inclusive bounds of a number. */
-  readonly min?: number;
-  readonly max?: number;
-  /** Bounds that may not be reached (a factor > 0). */
-  readonly exclusiveMin?: number;
-  readonly choices?: readonly string[];
-  /** How a value reads in a table's options column (`all` for top_m 0). */
-  readonly describe?: (value: OptionValue) => string;
-}
 
 /** What the caller supplies to every allocator (not options of the method). */
 export interface AllocationContext {
@@ -68,7 +57,6 @@ export interface AllocationContext {
   readonly floorToStop?: boolean;
 }
 
-export type ResolvedOptions = Readonly<Record<string, OptionValue>>;
 
 export interface AllocatorPlugin {
   readonly id: string;
@@ -86,6 +74,8 @@ export interface AllocatorPlugin {
   readonly aliases?: readonly string[];
   /** What the bare id expands to in a method list (the paper's variants); default: the defaults alone. */
   readonly variants?: readonly Readonly<Record<string, OptionValue>>[];
+  /** What a knapsack allocator minimises, in words for reports (`sum of fnorm`); default `<id> cost`. */
+  readonly objective?: string;
   /** Tables the allocation reads, given its options. */
   tablesNeeded(options: ResolvedOptions): readonly StatsTableName[];
   allocate(stats: ModelStats, options: ResolvedOptions, context: AllocationContext): Allocation;
@@ -111,6 +101,7 @@ const boostStopOption: AllocatorOptionDescriptor = Object.freeze({
   type: 'integer',
   default: 2,
   min: 1,
+  suggested: [2, 3],
   help: 'stops up the ladder for an outlier matrix',
 });
 const topMOption = (defaultValue: number): AllocatorOptionDescriptor =>
@@ -120,6 +111,7 @@ const topMOption = (defaultValue: number): AllocatorOptionDescriptor =>
     type: 'integer',
     default: defaultValue,
     min: 0,
+    suggested: [0, 1, 2, 3],
     help: 'keep the n most extreme outlier layers per module, 0 = all',
     describe: (v: OptionValue) => (v === 0 ? 'all' : String(v)),
   });
@@ -174,6 +166,7 @@ export const mxqPlugin = definePlugin({
   id: 'mxq',
   label: 'MXQ',
   description: 'least summed Frobenius error of the weights within the memory budget (the authors\' MILP)',
+  objective: 'sum of fnorm',
   budget: 'any',
   options: [gapOption],
   nameOptions: [],
@@ -311,6 +304,7 @@ export const measuredPlugin = definePlugin({
   id: 'measured',
   label: 'measured',
   description: 'least summed measured block-output error relative to the residual stream (every matrix alone at every config) within the memory budget',
+  objective: 'sum of measured block MSE / stream mean square',
   budget: 'any',
   options: [gapOption],
   nameOptions: [],
@@ -336,77 +330,6 @@ export const ALLOCATOR_PLUGINS: readonly AllocatorPlugin[] = Object.freeze([
 /** A registry of the plug-ins (an app may register more). */
 export function createAllocatorRegistry(plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): Registry<AllocatorPlugin> {
   return createRegistry('allocator', plugins);
-}
-
-function fail(option: string, descriptor: AllocatorOptionDescriptor, text: string, why: string): never {
-  throw new InvalidOptionError(option, `"${text}" is not a valid ${descriptor.name}: ${why} (${descriptor.help})`);
-}
-
-/** Parses and validates one option value from text (a flag or a method name). */
-export function parseOptionValue(descriptor: AllocatorOptionDescriptor, text: string, option = `--${descriptor.flag}`): OptionValue {
-  const value = text.trim();
-  switch (descriptor.type) {
-    case 'boolean': {
-      if (value === '' || value === 'true' || value === '1' || value === 'yes') return true;
-      if (value === 'false' || value === '0' || value === 'no') return false;
-      return fail(option, descriptor, text, 'write true or false');
-    }
-    case 'choice':
-      return checkOptionValue(descriptor, value, option);
-    case 'config':
-      try {
-        return configName(parseConfigName(value));
-      } catch (error) {
-        return fail(option, descriptor, text, (error as Error).message);
-      }
-    case 'integer':
-    case 'number': {
-      if (value === '' || !Number.isFinite(Number(value))) return fail(option, descriptor, text, 'expected a number');
-      return checkOptionValue(descriptor, Number(value), option);
-    }
-  }
-}
-
-/** Validates a value against its descriptor (type, bounds, choices); returns it. */
-export function checkOptionValue(descriptor: AllocatorOptionDescriptor, value: OptionValue, option = `--${descriptor.flag}`): OptionValue {
-  const text = String(value);
-  switch (descriptor.type) {
-    case 'boolean':
-      if (typeof value !== 'boolean') fail(option, descriptor, text, 'expected true or false');
-      return value;
-    case 'choice':
-      if (typeof value !== 'string') fail(option, descriptor, text, 'expected a name');
-      if (descriptor.choices && !descriptor.choices.includes(value as string)) fail(option, descriptor, text, `use one of ${descriptor.choices.join(', ')}`);
-      return value;
-    case 'config':
-      if (typeof value !== 'string') fail(option, descriptor, text, 'expected a config name such as b4g64');
-      return configName(parseConfigName(value as string));
-    case 'integer':
-    case 'number': {
-      if (typeof value !== 'number' || !Number.isFinite(value)) fail(option, descriptor, text, 'expected a number');
-      const n = value as number;
-      if (descriptor.type === 'integer' && !Number.isInteger(n)) fail(option, descriptor, text, 'expected an integer');
-      if (descriptor.min !== undefined && n < descriptor.min) fail(option, descriptor, text, `must be at least ${descriptor.min}`);
-      if (descriptor.max !== undefined && n > descriptor.max) fail(option, descriptor, text, `must be at most ${descriptor.max}`);
-      if (descriptor.exclusiveMin !== undefined && n <= descriptor.exclusiveMin) fail(option, descriptor, text, `must be above ${descriptor.exclusiveMin}`);
-      return n;
-    }
-  }
-}
-
-/** Defaults filled in, every given option validated; an unknown option is an error naming the plug-in's options. */
-export function resolveOptions(plugin: AllocatorPlugin, given: Readonly<Record<string, unknown>> = {}, option = 'options'): ResolvedOptions {
-  const resolved: Record<string, OptionValue> = {};
-  for (const d of plugin.options) {
-    const value = given[d.name];
-    resolved[d.name] = value === undefined ? d.default : checkOptionValue(d, value as OptionValue, option);
-  }
-  for (const key of Object.keys(given)) {
-    if (!plugin.options.some((d) => d.name === key)) {
-      throw new InvalidOptionError(option, `${plugin.id} has no option "${key}"${plugin.options.length ? `; it takes ${plugin.options.map((d) => d.name).join(', ')}` : ''}`);
-    }
-  }
-  return Object.freeze(resolved);
 }
 
 function formatValue(value: OptionValue): string {

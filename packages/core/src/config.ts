@@ -106,6 +106,9 @@ export const BUDGET_STOPS: readonly BudgetStop[] = Object.freeze(
   }).sort((a, b) => a.bpp - b.bpp),
 );
 
+/** The budgets of the paper's comparison (its tables and Figure 5): the experiment's default grid, the notebook's marks. */
+export const PAPER_BUDGETS: readonly number[] = Object.freeze([2.25, 2.51, 3.13, 3.25, 3.51, 4.13, 4.25, 4.51]);
+
 /** Index of a budget stop on the ladder, or -1 (matches within 0.005, so 3.25 and 3.2539 both find b3g64). */
 export function findBudgetStop(budget: number): number {
   return BUDGET_STOPS.findIndex((s) => Math.abs(s.budget - budget) < 0.005 || Math.abs(s.bpp - budget) < 1e-9);

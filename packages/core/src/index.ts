@@ -6,3 +6,5 @@ export * from './plugins.js';
 export * from './allocation.js';
 export * from './registry.js';
 export * from './decoder-layout.js';
+export * from './options.js';
+export * from './random.js';

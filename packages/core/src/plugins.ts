@@ -26,6 +26,12 @@ export interface Quantizer {
   readonly id: string;
   quantize(weight: WeightTensor, config: QuantConfig): QuantizedTensor;
   dequantize(quantized: QuantizedTensor): Float32Array;
+  /**
+   * `'affine'`: every group's stored codes, scale and zero dequantize as (code - zero) / scale, the layout ONNX
+   * MatMulNBits holds (the export and packed-weight evaluation use the codes as they are). Absent: only this
+   * quantizer's `dequantize` reads its codes (the export refuses them; evaluation runs the dequantized weights).
+   */
+  readonly packedLayout?: 'affine';
 }
 
 /** One matrix of a model as allocators see it. */

@@ -1,5 +1,5 @@
 import { InvalidDataError, InvalidOptionError, MissingFileError, MissingTensorError, configName, matrixOfTensorName, type DecoderConfig } from '@layerquant/core';
-import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type QuantizedCheckpoint } from '@layerquant/quantizers/node';
+import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type QuantizedCheckpoint, type QuantizerLookup } from '@layerquant/quantizers/node';
 import {
   EMBED_TOKENS,
   LM_HEAD,
@@ -18,7 +18,7 @@ import { copyFileAtomic, float32ToF16Bits, loadValidatedConfig, writeFileAtomic,
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { toMatMulNBits, type ScaleType } from './matmul-nbits.js';
+import { UnsupportedExportError, toMatMulNBits, type ScaleType } from './matmul-nbits.js';
 
 export type FloatType = 'float32' | 'float16';
 
@@ -31,6 +31,12 @@ export interface OnnxExportOptions {
   readonly accuracyLevel?: 0 | 4;
   /** Activations and KV cache: float32 (default, `model_q4.onnx`) or float16 (`model_q4f16.onnx`, for WebGPU). */
   readonly activations?: ActivationType;
+  /**
+   * Matrices of a quantizer whose packed layout is not the affine one MatMulNBits holds (`packedLayout` absent):
+   * `'error'` (default, the export) refuses them with an UnsupportedExportError; `'float'` (generate) reads them
+   * through the recorded quantizer's dequantize and keeps them as float Gemms.
+   */
+  readonly otherLayouts?: 'error' | 'float';
 }
 
 /** The accuracy level an export uses unless told otherwise; bench/README.md gives the speed and perplexity figures. */
@@ -61,8 +67,13 @@ function toFloatWeight(data: Float32Array, type: FloatType): GraphWeight {
   return type === 'float16' ? { format: 'float16', data: float32ToF16Bits(data) } : data;
 }
 
-/** What buildModelGraph reads: a checkpoint, a quantized checkpoint, or a source that quantizes on read (experiment cells). */
-export type ModelGraphSource = Pick<Checkpoint, 'has' | 'read' | 'dir'> & Partial<Pick<QuantizedCheckpoint, 'isQuantized' | 'readQuantized' | 'readScaleMultipliers'>>;
+/**
+ * What buildModelGraph reads: a checkpoint, a quantized checkpoint, or a source that quantizes on read (experiment
+ * cells). A source with quantized matrices names their `quantizer` (its packedLayout decides whether the codes go into
+ * MatMulNBits; one that names none is taken to hold affine codes); `read` of a quantized matrix gives the weights the
+ * model holds (that quantizer's dequantize).
+ */
+export type ModelGraphSource = Pick<Checkpoint, 'has' | 'read' | 'dir'> & Partial<Pick<QuantizedCheckpoint, 'isQuantized' | 'readQuantized' | 'quantizer' | 'readScaleMultipliers'>>;
 
 /**
  * Builds the KV-cache decoder graph of an opened model: quantized matrices become MatMulNBits weights, matrices kept
@@ -80,7 +91,18 @@ export async function buildModelGraph(
   const layout = decoderLayout(config, source);
   const weights = new Map<string, GraphWeight>();
   const matrices: ExportedMatrix[] = [];
-  const isQuantized = (name: string) => source.isQuantized?.(name) === true;
+  // The codes go into MatMulNBits as they are only where the quantizer that wrote them says they are affine (a
+  // quantized checkpoint always names it; a source that names none packed affine codes itself, as the tests do).
+  const quantizer = source.isQuantized ? source.quantizer?.() : undefined;
+  const packedAffine = source.isQuantized !== undefined && (source.quantizer === undefined || quantizer?.packedLayout === 'affine');
+  if (source.isQuantized && !packedAffine && (options.otherLayouts ?? 'error') === 'error') {
+    throw new UnsupportedExportError(
+      source.dir,
+      `was quantized by "${quantizer?.id ?? 'an unnamed quantizer'}", whose stored codes are not the affine (code - zero) / scale layout ONNX MatMulNBits holds (the plug-in declares no packedLayout 'affine'); evaluate it with \`layerquant eval\`, which reads it through that quantizer's dequantize, or quantize with rtn or hqq to export`,
+    );
+  }
+  // Otherwise (otherLayouts 'float') such matrices are read through `read`: the quantizer's dequantized weights.
+  const isQuantized = (name: string) => packedAffine && source.isQuantized?.(name) === true;
   for (const [name, shape] of expectedShapes(config, layout)) {
     if (!source.has(name)) throw new MissingTensorError(name, source.dir, 'the checkpoint does not match its config.json');
     const linear = matrixOfTensorName(name) !== undefined;
@@ -143,6 +165,8 @@ export interface ExportOnnxOptions extends OnnxExportOptions {
   readonly outDir: string;
   /** Initializer bytes above which an external data file is written (default EXTERNAL_DATA_THRESHOLD). */
   readonly externalDataThreshold?: number;
+  /** Where the quantizer a checkpoint records is found (the app's registry, --plugin's included; default the built-ins). */
+  readonly quantizers?: QuantizerLookup['quantizers'];
 }
 
 /**
@@ -162,7 +186,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   if (activations === 'float16' && scaleType === 'float32') {
     throw new InvalidOptionError('--scale-dtype', 'float16 activations need float16 scales (MatMulNBits takes scales of the activation type)');
   }
-  const source = await openModelWeights(modelDir);
+  const source = await openModelWeights(modelDir, options.quantizers ? { quantizers: options.quantizers } : {});
   // openModelWeights names a missing directory; config.json is read raw to be copied with transformers.js' settings.
   let rawConfig: Record<string, unknown>;
   try {

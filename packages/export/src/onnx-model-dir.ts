@@ -1,5 +1,5 @@
 import { InvalidOptionError, MissingFileError, type DecoderConfig } from '@layerquant/core';
-import { openModelWeights } from '@layerquant/quantizers/node';
+import { openModelWeights, type QuantizerLookup } from '@layerquant/quantizers/node';
 import { createKvDecoder, type KvDecoder, type RuntimeOptions, type TokenBatch } from '@layerquant/runtime';
 import { loadDecoderConfig, loadValidatedConfig } from '@layerquant/tensor-io';
 import { existsSync, readdirSync } from 'node:fs';
@@ -77,17 +77,19 @@ export async function openOnnxExport(dir: string, options: RuntimeOptions & { re
  * A KV decoder for any model directory: an ONNX export runs its file; a quantized checkpoint runs the graph the
  * export would write (MatMulNBits, packed weights); a plain checkpoint runs the float graph.
  */
-export async function openKvDecoder(dir: string, options: RuntimeOptions & OnnxExportOptions = {}): Promise<{ decoder: KvDecoder; source: 'onnx' | 'quantized' | 'float'; file?: string }> {
+export async function openKvDecoder(dir: string, options: RuntimeOptions & OnnxExportOptions & { readonly quantizers?: QuantizerLookup['quantizers'] } = {}): Promise<{ decoder: KvDecoder; source: 'onnx' | 'quantized' | 'float'; file?: string }> {
   if (isOnnxExportDir(dir)) {
     const model = await openOnnxExport(dir, options);
     return { decoder: model.decoder, source: 'onnx', file: model.file };
   }
-  const weights = await openModelWeights(dir);
+  const weights = await openModelWeights(dir, options.quantizers ? { quantizers: options.quantizers } : {});
   try {
     // The one config-vs-tensors check every command makes (a config with fewer layers would decode a truncated model).
     const { config } = await loadValidatedConfig(weights.dir, weights);
     // The packed-weight model's loader: graphs above 1 GiB go to onnxruntime as a temporary file with external data.
-    const model = await openPackedModel(weights, config, { accuracyLevel: DEFAULT_ACCURACY_LEVEL, ...options });
+    // A quantizer whose codes MatMulNBits cannot hold runs in float, through its own dequantize (openPackedModel).
+    const { quantizers: _quantizers, ...graphOptions } = options;
+    const model = await openPackedModel(weights, config, { accuracyLevel: DEFAULT_ACCURACY_LEVEL, ...graphOptions });
     return { decoder: model.decoder, source: model.quantized ? 'quantized' : 'float' };
   } finally {
     await weights.close();

@@ -109,7 +109,8 @@ export interface PackedModelOptions extends RuntimeOptions, OnnxExportOptions {
  */
 export async function openPackedModel(source: ModelGraphSource, config: DecoderConfig, options: PackedModelOptions = {}): Promise<PackedModel> {
   const { tempDir, threads, inMemoryLimit = IN_MEMORY_GRAPH_LIMIT, ...graphOptions } = options;
-  let built: Awaited<ReturnType<typeof buildModelGraph>> | undefined = await buildModelGraph(source, config, { accuracyLevel: 0, ...graphOptions });
+  // A model to evaluate, not a file to ship: a quantizer whose codes MatMulNBits cannot hold runs on its dequantized weights.
+  let built: Awaited<ReturnType<typeof buildModelGraph>> | undefined = await buildModelGraph(source, config, { accuracyLevel: 0, otherLayouts: 'float', ...graphOptions });
   const { matrices, quantized } = built;
   let model: ReturnType<typeof built.graph.toModel> | undefined = built.graph.toModel();
   built = undefined;

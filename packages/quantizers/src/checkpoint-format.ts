@@ -29,6 +29,11 @@ export { SCALE_DTYPES, type ScaleDtype } from './scale-storage.js';
 /** What `__metadata__` of a quantized checkpoint holds (all values JSON strings, as safetensors requires). */
 export interface QuantizedCheckpointMetadata {
   readonly method: string;
+  /**
+   * Id of the quantizer plug-in that wrote the codes; the reader dequantizes with that plug-in. Checkpoints from
+   * before the field have it from `options.quantizer`, else `hqq` (rtn and hqq dequantize alike).
+   */
+  readonly quantizer: string;
   /** Matrix key -> config name, or null for a matrix left in float. */
   readonly allocation: Readonly<Record<MatrixKey, string | null>>;
   readonly tensors: Readonly<Record<string, QuantizedTensorMetadata>>;
@@ -42,12 +47,16 @@ export function encodeQuantizedMetadata(metadata: QuantizedCheckpointMetadata): 
     format: 'pt',
     'layerquant.format': QUANTIZED_FORMAT,
     'layerquant.method': metadata.method,
+    'layerquant.quantizer': metadata.quantizer,
     'layerquant.packing': PACKING,
     'layerquant.allocation': JSON.stringify(metadata.allocation),
     'layerquant.tensors': JSON.stringify(metadata.tensors),
     'layerquant.options': JSON.stringify(metadata.options),
   };
 }
+
+/** What a checkpoint without a recorded quantizer was written by: rtn or hqq, whose dequantization is the same. */
+export const LEGACY_QUANTIZER = 'hqq';
 
 /** Whether a safetensors `__metadata__` is a layerquant quantized checkpoint's. */
 export function isQuantizedMetadata(metadata: Readonly<Record<string, string>>): boolean {
@@ -79,7 +88,9 @@ export function decodeQuantizedMetadata(file: string, metadata: Readonly<Record<
   if (typeof tensors !== 'object' || tensors === null || typeof allocation !== 'object' || allocation === null) {
     throw new SafetensorsFormatError(file, '__metadata__ "layerquant.tensors" and "layerquant.allocation" must be JSON objects');
   }
-  return Object.freeze({ method: metadata['layerquant.method'] ?? 'unknown', allocation, tensors, options });
+  const recorded = metadata['layerquant.quantizer'] ?? (typeof options.quantizer === 'string' ? options.quantizer : undefined);
+  const quantizer = recorded ?? LEGACY_QUANTIZER;
+  return Object.freeze({ method: metadata['layerquant.method'] ?? 'unknown', quantizer, allocation, tensors, options });
 }
 
 /** The config of a quantized tensor's metadata, validated by core's factory. */

@@ -5,10 +5,12 @@ import { createWasmKernel, typescriptKernel, wasmKernelAvailable } from './quant
 import { UPSTREAM_PROXIMAL_OPTIONS, proximalIteration, proximalOptions, runProximalSolver, type ProximalOptions } from './hqq-proximal.js';
 import { createHqqQuantizer, createRtnQuantizer, hqqQuantizer, rtnQuantizer, squaredError } from './quantizers.js';
 import { runQuantizerConformance } from './testing/quantizer-conformance.js';
+import { hqqPlugin, rtnPlugin } from './registry.js';
 import { randomMatrix } from './testing/random-matrix.js';
 
-runQuantizerConformance(rtnQuantizer);
-runQuantizerConformance(hqqQuantizer);
+// The registry's plug-ins (rtn, hqq with their descriptions and options) and the kernel variants.
+runQuantizerConformance(rtnPlugin);
+runQuantizerConformance(hqqPlugin);
 runQuantizerConformance(createHqqQuantizer({ kernel: 'typescript' }));
 runQuantizerConformance(createRtnQuantizer({ kernel: 'typescript' }));
 
@@ -134,14 +136,32 @@ describe('HQQ proximal solver', () => {
     }
   });
 
-  it('offers the fork variants: kappa, axis 0 and a rounded zero', () => {
-    const weight = randomMatrix(32, 256, 13, 0.02, 8);
+  it("applies the fork's kappa: on the same matrix kappa 1.01 and 1.0 differ as the float64 solver says", () => {
+    // The shrinkage |e|^(p-1)/beta only leaves a residual (and beta only matters) where the errors e are large
+    // against it: at weight scale 0.02 every residual shrinks to 0 for any beta, so kappa cannot change anything.
+    // Weights of scale 2 at 2 bits in groups of 128 have errors near 0.5, where beta's growth moves the zeros.
+    const weight = randomMatrix(32, 256, 13, 2, 8);
     const fork = createHqqQuantizer({ solver: { kappa: 1.01 } });
     expect(fork.solver.kappa).toBe(1.01);
-    const upstream = hqqError();
-    const withKappa = hqqError(fork, weight);
-    expect(withKappa).toBeGreaterThan(0);
-    expect(withKappa).not.toBe(upstream);
+    const oracle = (kappa: number) => {
+      const reference = hqqFloat64(weight.data, 128, 2, proximalOptions({ kappa }));
+      let error = 0;
+      for (let i = 0; i < reference.length; i++) error += (reference[i]! - weight.data[i]!) ** 2;
+      return error;
+    };
+    const [oracleUpstream, oracleFork] = [oracle(1), oracle(1.01)];
+    const upstream = hqqError(hqqQuantizer, weight, 2, 128);
+    const withKappa = hqqError(fork, weight, 2, 128);
+    // The oracle's two errors differ by far more than the fp32 tolerance ours is held to (1e-3 relative) ...
+    expect(Math.abs(oracleFork - oracleUpstream) / oracleUpstream).toBeGreaterThan(5e-3);
+    // ... and ours follows each, so the difference has the oracle's sign and size.
+    expect(Math.abs(upstream - oracleUpstream) / oracleUpstream).toBeLessThan(1e-3);
+    expect(Math.abs(withKappa - oracleFork) / oracleFork).toBeLessThan(1e-3);
+    expect(Math.sign(withKappa - upstream)).toBe(Math.sign(oracleFork - oracleUpstream));
+  });
+
+  it('offers the fork variants: axis 0 and a rounded zero', () => {
+    const weight = randomMatrix(32, 256, 13, 0.02, 8);
     const axis0 = hqqQuantizer.quantize(weight, quantConfig(4, 64, { axis: 0 }));
     expect(axis0.scale.length).toBe(128);
     expect(squaredError(hqqQuantizer.dequantize(axis0), weight.data)).toBeLessThan(

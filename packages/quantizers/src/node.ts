@@ -16,3 +16,4 @@ export {
   type QuantizedCheckpointSummary,
 } from './quantized-checkpoint.js';
 export { createKernelPool, defaultWorkerCount, type KernelPool, type KernelTask, type KernelTaskResult } from './kernel-worker-pool.js';
+export { UnknownQuantizerError, type QuantizerLookup } from './quantized-checkpoint.js';

@@ -285,7 +285,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
           }
           return raw;
         },
-        encodeQuantizedMetadata({ method, allocation, tensors: tensorsMetadata, options: { quantizer: quantizer.id, ...options.options } }),
+        encodeQuantizedMetadata({ method, quantizer: options.quantizer.id, allocation, tensors: tensorsMetadata, options: { quantizer: options.quantizer.id, ...options.options } }),
       );
 
       for (const entry of await readdir(checkpoint.dir, { withFileTypes: true })) {

@@ -1,5 +1,6 @@
 import {
   InvalidDataError,
+  LayerquantError,
   MissingTensorError,
   SafetensorsFormatError,
   bitsPerWeight,
@@ -7,6 +8,7 @@ import {
   matrixOfTensorName,
   type QuantConfig,
   type QuantizedTensor,
+  type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
 import { checkFinite, openCheckpoint, type Checkpoint, type TensorInfo, type WeightSource } from '@layerquant/tensor-io';
@@ -22,9 +24,36 @@ import {
   type QuantizedCheckpointMetadata,
   type QuantizedTensorMetadata,
 } from './checkpoint-format.js';
-import { createWasmKernel, typescriptKernel, type QuantKernel } from './quant-kernel.js';
-import { dequantizeTensor } from './quantizers.js';
 import { SCALE_META_SUFFIX, decodeScaleZero, decodeU8Multipliers } from './scale-storage.js';
+import { QUANTIZER_PLUGINS } from './registry.js';
+
+/** Where a reader finds the quantizer a checkpoint names (a registry, or a plain list). */
+export interface QuantizerLookup {
+  readonly quantizers?: { has(id: string): boolean; get(id: string): Quantizer; ids(): string[] } | readonly Quantizer[];
+}
+
+/** A checkpoint written by a quantizer this process does not know. */
+export class UnknownQuantizerError extends LayerquantError {
+  constructor(readonly file: string, readonly quantizer: string, available: readonly string[]) {
+    super(
+      'UNKNOWN_QUANTIZER',
+      `${file} was quantized by "${quantizer}", which is not registered (available: ${available.join(', ')}); load its plug-in with --plugin <module>`,
+    );
+  }
+}
+
+function findQuantizer(file: string, id: string, lookup: QuantizerLookup['quantizers']): Quantizer {
+  const source = lookup ?? QUANTIZER_PLUGINS;
+  if (Array.isArray(source)) {
+    const list = source as readonly Quantizer[];
+    const found = list.find((q) => q.id === id);
+    if (!found) throw new UnknownQuantizerError(file, id, list.map((q) => q.id));
+    return found;
+  }
+  const registry = source as Exclude<QuantizerLookup['quantizers'], readonly Quantizer[] | undefined>;
+  if (!registry.has(id)) throw new UnknownQuantizerError(file, id, registry.ids());
+  return registry.get(id);
+}
 
 /**
  * A quantized checkpoint opened for reading. Same shape as tensor-io's Checkpoint (a WeightSource): `tensors` lists
@@ -41,6 +70,8 @@ export interface QuantizedCheckpoint extends WeightSource {
   info(name: string): TensorInfo;
   /** The stored codes, scales and zeros of a quantized matrix. */
   readQuantized(name: string): Promise<QuantizedTensor>;
+  /** The quantizer the checkpoint records (`metadata.quantizer`), from the lookup it was opened with. */
+  quantizer(): Quantizer;
   /** The multipliers 1/s as stored where the checkpoint quantizes them (scaleDtype U8), exactly; otherwise undefined. */
   readScaleMultipliers(name: string): Promise<Float32Array | undefined>;
   close(): Promise<void>;
@@ -52,10 +83,10 @@ function asInt32Words(bytes: Uint8Array): Uint32Array {
 }
 
 /** Opens a directory (or .safetensors file) written by quantizeModel. */
-export async function openQuantizedCheckpoint(path: string): Promise<QuantizedCheckpoint> {
+export async function openQuantizedCheckpoint(path: string, lookup: QuantizerLookup = {}): Promise<QuantizedCheckpoint> {
   const checkpoint = await openCheckpoint(path);
   try {
-    return wrapQuantizedCheckpoint(checkpoint);
+    return wrapQuantizedCheckpoint(checkpoint, lookup);
   } catch (error) {
     await checkpoint.close();
     throw error;
@@ -66,20 +97,23 @@ export async function openQuantizedCheckpoint(path: string): Promise<QuantizedCh
  * Opens any model directory for reading float32 weights: a quantized checkpoint (dequantized on read) or a plain
  * Hugging Face checkpoint. The runtime can take either.
  */
-export async function openModelWeights(path: string): Promise<Checkpoint | QuantizedCheckpoint> {
+export async function openModelWeights(path: string, lookup: QuantizerLookup = {}): Promise<Checkpoint | QuantizedCheckpoint> {
   const checkpoint = await openCheckpoint(path);
   if (!isQuantizedMetadata(checkpoint.metadata)) return checkpoint;
   try {
-    return wrapQuantizedCheckpoint(checkpoint);
+    return wrapQuantizedCheckpoint(checkpoint, lookup);
   } catch (error) {
     await checkpoint.close();
     throw error;
   }
 }
 
-function wrapQuantizedCheckpoint(checkpoint: Checkpoint): QuantizedCheckpoint {
+function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup): QuantizedCheckpoint {
   const file = checkpoint.files[0] ?? checkpoint.dir;
   const metadata = decodeQuantizedMetadata(file, checkpoint.metadata);
+  // The plug-in that wrote the codes dequantizes them; looked up on the first read, so inspecting a checkpoint of
+  // an unloaded plug-in still works.
+  let quantizer: Quantizer | undefined;
   const quantized = new Map<string, { entry: QuantizedTensorMetadata; config: QuantConfig }>();
   for (const [name, entry] of Object.entries(metadata.tensors)) {
     let config: QuantConfig;
@@ -128,14 +162,13 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint): QuantizedCheckpoint {
       name,
       shape: found.entry.shape,
       config: found.config,
-      method: metadata.method,
+      method: metadata.quantizer,
       packed: asInt32Words(raw.get(QWEIGHT_SUFFIX)!),
       packing: PACKING,
       scale,
       zero,
     });
   };
-  let kernel: QuantKernel | undefined;
   const tensors = Object.freeze([...logical.values()]);
   return {
     dir: checkpoint.dir,
@@ -151,6 +184,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint): QuantizedCheckpoint {
       return info;
     },
     readQuantized,
+    quantizer: () => (quantizer ??= findQuantizer(file, metadata.quantizer, lookup.quantizers)),
     async readScaleMultipliers(name) {
       const found = quantized.get(name);
       if (found?.entry.scaleDtype !== 'U8') return undefined;
@@ -165,8 +199,8 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint): QuantizedCheckpoint {
       const q = await readQuantized(name);
       let data: Float32Array;
       try {
-        kernel ??= createWasmKernel() ?? typescriptKernel;
-        data = dequantizeTensor(q, kernel);
+        quantizer ??= findQuantizer(file, metadata.quantizer, lookup.quantizers);
+        data = quantizer.dequantize(q);
       } catch (error) {
         if (error instanceof InvalidDataError) throw new SafetensorsFormatError(file, error.message, name, { cause: error });
         throw error;

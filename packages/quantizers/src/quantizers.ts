@@ -123,6 +123,7 @@ export function createRtnQuantizer(options: QuantizerOptions = {}): Quantizer {
   const kernelFor = kernelPicker(options.kernel ?? 'auto');
   return Object.freeze({
     id: 'rtn',
+    packedLayout: 'affine' as const,
     ...(options.kernel === 'typescript' ? {} : { kernelSolver: null }),
     quantize: (weight: WeightTensor, config: QuantConfig) => quantizeWith('rtn', kernelFor(config.groupSize), weight, config, null),
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized, kernelFor(quantized.config.groupSize)),
@@ -155,6 +156,7 @@ export function createHqqQuantizer(options: HqqQuantizerOptions = {}): HqqQuanti
   return Object.freeze({
     id: 'hqq' as const,
     solver,
+    packedLayout: 'affine' as const,
     ...(options.kernel === 'typescript' ? {} : { kernelSolver: solver }),
     quantize: (weight: WeightTensor, config: QuantConfig) => quantizeWith('hqq', kernelFor(config.groupSize), weight, config, solver),
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized, kernelFor(quantized.config.groupSize)),

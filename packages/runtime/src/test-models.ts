@@ -26,18 +26,9 @@ export function tinyConfig(overrides: Partial<DecoderConfig> = {}): DecoderConfi
   });
 }
 
-/** Deterministic pseudo-random numbers (mulberry32) mapped to roughly normal values. */
-export function seededNormal(seed: number): () => number {
-  let state = seed >>> 0;
-  const uniform = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(uniform() + 1e-12)) * Math.cos(2 * Math.PI * uniform());
-}
+/** Roughly normal values from core's one seeded generator (mulberry32), as before. */
+export { seededNormal } from '@layerquant/core';
+import { seededNormal } from '@layerquant/core';
 
 /** Random weights for a config: linear weights ~ N(0, 1/in), norms ~ 1 + N(0, 0.1), biases ~ N(0, 0.1). */
 export function randomDecoderSource(config: DecoderConfig, seed = 1): TensorSource {

@@ -6,7 +6,7 @@ import {
   type QuantConfig,
   type Quantizer,
 } from '@layerquant/core';
-import type { SensitivityPart, SensitivityRow, SensitivityTable } from '@layerquant/allocators';
+import type { SensitivityPart, SensitivityRow, SensitivityTable } from '@layerquant/stats';
 import { hqqQuantizer, squaredError } from '@layerquant/quantizers';
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
 import { cutCalibrationBlocks, type CalibrationBlocks } from './calibration.js';

@@ -1,4 +1,4 @@
-import { InvalidDataError, InvalidOptionError } from '@layerquant/core';
+import { seededRandom, InvalidDataError, InvalidOptionError } from '@layerquant/core';
 
 /** The slice of a tokenizer calibration needs (tensor-io's `Tokenizer` fits). */
 export interface CalibrationTokenizer {
@@ -11,7 +11,7 @@ export interface CalibrationTokenizer {
  *   `blocks * seqlen` tokens cut into consecutive blocks.
  * - `shuffled` (the authors' `get_calib_dataset`): lines shuffled with a seeded generator, each stripped and
  *   tokenized on its own, lines longer than `seqlen` tokens skipped, the rest concatenated and cut into blocks.
- *   The authors shuffle with Hugging Face `datasets` (numpy's PCG64); this uses a seeded xorshift generator,
+ *   The authors shuffle with Hugging Face `datasets` (numpy's PCG64); this uses core's seeded mulberry32 generator,
  *   so the same seed draws a different (equally random) order than theirs.
  */
 export type CalibrationOrder = 'in-order' | 'shuffled';
@@ -66,18 +66,8 @@ export function cutCalibrationBlocks(ids: ArrayLike<number>, options: Pick<Calib
   return { ids: out, blocks: count, seqlen };
 }
 
-/** A seeded generator of uniform numbers in [0, 1) (xorshift32 over a splitmix-scrambled seed). */
-export function seededRandom(seed: number): () => number {
-  let state = (Math.imul((seed | 0) ^ 0x9e3779b9, 0x85ebca6b) ^ 0xc2b2ae35) >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 2 ** 32;
-  };
-}
+/** core's one seeded generator (mulberry32), re-exported: shuffled calibration draws from it. */
+export { seededRandom };
 
 /** Fisher-Yates permutation of 0..n-1 from a seeded generator. */
 export function seededPermutation(n: number, seed: number): Uint32Array {

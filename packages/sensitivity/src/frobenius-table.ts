@@ -13,7 +13,7 @@ import {
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
-import type { FnormRow, FnormTable, KurtosisRow, KurtosisTable } from '@layerquant/allocators';
+import type { FnormRow, FnormTable, KurtosisRow, KurtosisTable } from '@layerquant/stats';
 import {
   assembleQuantized,
   hqqQuantizer,

@@ -12,7 +12,7 @@ import {
   type QuantConfig,
   type Quantizer,
 } from '@layerquant/core';
-import type { MeasuredRow, MeasuredTable } from '@layerquant/allocators';
+import type { MeasuredRow, MeasuredTable } from '@layerquant/stats';
 import { hqqQuantizer, squaredError } from '@layerquant/quantizers';
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
 import { calibrationOf, subtract, sumOfSquares } from './activation-sensitivity.js';

@@ -1,35 +1,147 @@
-import { PAPER_CONFIGS, type QuantConfig, type SensitivityMetric } from '@layerquant/core';
-import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityTable } from '@layerquant/allocators';
+import { PAPER_CONFIGS, type QuantConfig, type Quantizer, type SensitivityMetric } from '@layerquant/core';
+import {
+  formatFnormCsv,
+  formatKurtosisCsv,
+  formatMeasuredCsv,
+  formatSensitivityCsv,
+  parseFnormCsv,
+  parseKurtosisCsv,
+  parseMeasuredCsv,
+  parseSensitivityCsv,
+  type FnormTable,
+  type KurtosisTable,
+  type MeasuredTable,
+  type SensitivityRow,
+  type SensitivityTable,
+} from '@layerquant/stats';
 import type { DecoderBlocks } from '@layerquant/runtime';
-import { activationSensitivity, type ActivationSensitivityOptions } from './activation-sensitivity.js';
+import type { KernelPool } from '@layerquant/quantizers';
+import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity, type ActivationSensitivityOptions } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
 import { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
-import { frobeniusTable, kurtosisTable, type FrobeniusTableOptions, type MatrixSource } from './frobenius-table.js';
+import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, type FrobeniusTableOptions, type MatrixSource } from './frobenius-table.js';
 
-/** The three measurements as plug-ins (`{ id, measure }`) for an app's registry; nothing registers on import. */
+/**
+ * A metric plug-in: a SensitivityMetric that says which statistics table it fills (the name allocators ask for in
+ * `tablesNeeded`), whether it reads only the weights or runs the model on calibration text, and what it is.
+ */
+export interface MetricPlugin<Input = any, Output = any, Options = any> extends SensitivityMetric<Input, Output, Options> {
+  readonly table: string;
+  readonly input: 'weights' | 'activations';
+  readonly description: string;
+  /** Measured only when asked for by id (`sensitivity --metrics`, `--measured`): it costs more than the others. */
+  readonly optIn?: boolean;
+  /** The table as CSV text, and back: how `sensitivity` writes it (`<table>.csv`) and the conformance round trip. */
+  readonly format?: (table: Output) => string;
+  readonly parse?: (text: string, source?: string) => Output;
+}
+
+/**
+ * What `measureMetrics` passes every metric's `measure` besides its input: the settings of the run (a metric reads
+ * those that apply to it), the tables measured before it in the same run, and progress.
+ */
+export interface MetricRunOptions {
+  /** The config ladder of per-config tables (fnorm, measured); default the paper's 12. */
+  readonly configs?: readonly QuantConfig[];
+  /** Configs of per-block sensitivity measurements (default [b4g64]), rows of each in order. */
+  readonly sensitivityConfigs?: readonly QuantConfig[];
+  readonly quantizer?: Quantizer;
+  /** Names for tables that record them (sensitivity.csv's dataset and model columns). */
+  readonly dataset?: string;
+  readonly model?: string;
+  /** Worker threads for weight quantizations (fnorm). */
+  readonly pool?: KernelPool;
+  /** Tables measured earlier in the same run, by table name (kurtosis is read off fnorm's column when it is there). */
+  readonly tables?: Readonly<Record<string, unknown>>;
+  /** Progress in the metric's own unit (layers, matrices). */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/** The measurements as plug-ins (`{ id, measure }`) for an app's registry; nothing registers on import. */
 export const activationSensitivityMetric = Object.freeze<
-  SensitivityMetric<{ readonly model: DecoderBlocks; readonly calibration: CalibrationBlocks | ArrayLike<number> }, SensitivityTable, ActivationSensitivityOptions>
+  MetricPlugin<{ readonly model: DecoderBlocks; readonly calibration: CalibrationBlocks | ArrayLike<number> }, SensitivityTable, ActivationSensitivityOptions & MetricRunOptions>
 >({
   id: 'activation-sensitivity',
-  measure: (input, options) => activationSensitivity(input.model, input.calibration, options),
+  table: 'sensitivity',
+  input: 'activations',
+  description: "relative change of each block's output when one part of it is quantized (the authors' SensiBoost statistic)",
+  // One pass per config of `sensitivityConfigs` (or the one `config`), rows of each in order.
+  measure: async (input, options) => {
+    const configs = options.sensitivityConfigs ?? [options.config ?? DEFAULT_SENSITIVITY_CONFIG];
+    const rows: SensitivityRow[] = [];
+    for (const [c, config] of configs.entries()) {
+      const table = await activationSensitivity(input.model, input.calibration, {
+        ...options,
+        config,
+        onLayer: (layer, layers) => {
+          options.onLayer?.(layer, layers);
+          options.onProgress?.(c * layers + layer + 1, configs.length * layers);
+        },
+      });
+      rows.push(...table.rows);
+    }
+    return Object.freeze({ rows: Object.freeze(rows) });
+  },
+  format: formatSensitivityCsv,
+  parse: parseSensitivityCsv,
 });
 
-export const kurtosisMetric = Object.freeze<SensitivityMetric<MatrixSource, KurtosisTable, Record<string, never>>>({
+export const kurtosisMetric = Object.freeze<MetricPlugin<MatrixSource, KurtosisTable, MetricRunOptions>>({
   id: 'kurtosis',
-  measure: (source) => kurtosisTable(source),
+  table: 'kurtosis',
+  input: 'weights',
+  description: 'excess kurtosis of each weight matrix (KurtBoost; reads only the weights)',
+  // Read off the fnorm table's kurtosis column when the same run measured it (the same numbers, no second pass).
+  measure: (source, options = {}) => {
+    const fnorm = options.tables?.fnorm as FnormTable | undefined;
+    return fnorm && fnorm.rows.every((r) => r.kurtosis !== undefined) ? kurtosisTableFromFnorm(fnorm) : kurtosisTable(source);
+  },
+  format: formatKurtosisCsv,
+  parse: parseKurtosisCsv,
 });
 
-export const frobeniusMetric = Object.freeze<SensitivityMetric<MatrixSource, FnormTable, FrobeniusTableOptions & { readonly configs?: readonly QuantConfig[] }>>({
+export const frobeniusMetric = Object.freeze<MetricPlugin<MatrixSource, FnormTable, FrobeniusTableOptions & MetricRunOptions>>({
   id: 'fnorm',
-  measure: (source, options) => frobeniusTable(source, options.configs ?? PAPER_CONFIGS, options),
+  table: 'fnorm',
+  input: 'weights',
+  description: 'Frobenius norm of the dequantization error of each matrix at every config (MXQ)',
+  measure: (source, options) =>
+    frobeniusTable(source, options.configs ?? PAPER_CONFIGS, {
+      ...options,
+      onMatrix: (done, total, key) => {
+        options.onMatrix?.(done, total, key);
+        options.onProgress?.(done, total);
+      },
+    }),
+  format: formatFnormCsv,
+  parse: parseFnormCsv,
 });
 
 /** layerquant's measured block-output error of every matrix alone at every config (what `measured` minimises). */
 export const measuredErrorMetric = Object.freeze<
-  SensitivityMetric<{ readonly model: DecoderBlocks; readonly calibration: CalibrationBlocks | ArrayLike<number> }, MeasuredTable, MeasuredErrorOptions>
+  MetricPlugin<{ readonly model: DecoderBlocks; readonly calibration: CalibrationBlocks | ArrayLike<number> }, MeasuredTable, MeasuredErrorOptions & MetricRunOptions>
 >({
   id: 'measured',
-  measure: (input, options) => measuredErrors(input.model, input.calibration, options),
+  table: 'measured',
+  input: 'activations',
+  description: "block-output error of every matrix alone at every config (layerquant's measured allocator)",
+  optIn: true,
+  measure: (input, options) =>
+    measuredErrors(input.model, input.calibration, {
+      ...options,
+      onLayer: (layer, layers) => {
+        options.onLayer?.(layer, layers);
+        options.onProgress?.(layer + 1, layers);
+      },
+    }),
+  format: formatMeasuredCsv,
+  parse: parseMeasuredCsv,
 });
 
-export const SENSITIVITY_METRICS = Object.freeze([activationSensitivityMetric, kurtosisMetric, frobeniusMetric, measuredErrorMetric] as const);
+/** The built-in metrics; fnorm before kurtosis, so a run measuring both reads kurtosis off the fnorm table. */
+export const SENSITIVITY_METRICS: readonly MetricPlugin[] = Object.freeze([activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric]);
+
+/** The metric of a registry (or list) that fills `table`; undefined when none does. */
+export function metricForTable(metrics: readonly MetricPlugin[], table: string): MetricPlugin | undefined {
+  return metrics.find((m) => m.table === table);
+}

@@ -1,6 +1,6 @@
 import { basename, resolve } from 'node:path';
 import { InvalidOptionError, PAPER_CONFIGS, checkContextLength, type QuantConfig, type Quantizer } from '@layerquant/core';
-import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityRow, SensitivityTable } from '@layerquant/allocators';
+import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityRow, SensitivityTable } from '@layerquant/stats';
 import { createKernelPool, defaultWorkerCount } from '@layerquant/quantizers/node';
 import { loadDecoderBlocks } from '@layerquant/runtime';
 import { loadTokenizer, openModel, type OpenedModel } from '@layerquant/tensor-io';
@@ -91,7 +91,6 @@ async function measureOpenModel(
   });
   {
     let start = performance.now();
-    const model = await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {});
     const configs = options.skipSensitivity ? [] : (options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG]);
     if (configs.length > 0) {
       options.onPlan?.({ step: 'sensitivity', blocks: calibration.blocks, seqlen: calibration.seqlen, layers: config.numLayers, configs: configs.length });
@@ -99,7 +98,10 @@ async function measureOpenModel(
     const rows: SensitivityRow[] = [];
     let measured: MeasuredTable | undefined;
     let measuredSeconds = 0;
-    try {
+    // Weight statistics alone (fnorm, kurtosis) never build the ONNX model.
+    const needsActivations = configs.length > 0 || (options.measuredConfigs?.length ?? 0) > 0;
+    const model = needsActivations ? await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {}) : undefined;
+    if (model) try {
       for (const [c, sensitivityConfig] of configs.entries()) {
         const table = await activationSensitivity(model, calibration, {
           config: sensitivityConfig,

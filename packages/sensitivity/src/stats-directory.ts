@@ -1,6 +1,6 @@
 import { join } from 'node:path';
-import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityTable } from '@layerquant/allocators';
-import { STATS_FILES, saveStatsDirectory } from '@layerquant/allocators/node';
+import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityTable } from '@layerquant/stats';
+import { STATS_FILES, saveStatsDirectory } from '@layerquant/stats/node';
 import { writeFileSet } from '@layerquant/tensor-io';
 
 /** File names of a statistics directory: the names `layerquant allocate --stats <dir>` reads. */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { copyFile, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { copyFile, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { trackTemporary, untrackTemporary } from './output-dir.js';
 
@@ -46,11 +46,35 @@ export async function writeTextAtomic(path: string, content: string | Uint8Array
 /** Copies a file through a temp name beside the target, so a failed copy leaves nothing behind. */
 export async function copyFileAtomic(from: string, to: string): Promise<void> {
   const tmp = temporaryPath(to);
+  trackTemporary(tmp);
   try {
     await copyFile(from, tmp);
     await rename(tmp, to);
   } catch (error) {
     await rm(tmp, { force: true });
     throw error;
+  } finally {
+    untrackTemporary(tmp);
+  }
+}
+
+/**
+ * Fills a temporary directory beside `dir` through `fill(tmp)`, then renames it over `dir` (a previous one removed
+ * first): a reader sees the old directory or the whole new one, never part of it; on any failure or interruption
+ * the temporary is removed (see output-dir.ts). The directory form of writeFileAtomic (a statistics cache entry).
+ */
+export async function writeDirectoryAtomic(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = temporaryPath(dir);
+  trackTemporary(tmp);
+  try {
+    await mkdir(tmp, { recursive: true });
+    await fill(tmp);
+    await rm(dir, { recursive: true, force: true });
+    await rename(tmp, dir);
+  } catch (error) {
+    await rm(tmp, { recursive: true, force: true });
+    throw error;
+  } finally {
+    untrackTemporary(tmp);
   }
 }

@@ -1,4 +1,4 @@
-export { copyFileAtomic, writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
+export { copyFileAtomic, writeDirectoryAtomic, writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
 export {
   openOutputDirectory,
   processAlive,

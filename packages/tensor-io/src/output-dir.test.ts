@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { OutputDirectoryError } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
 import { openOutputDirectory, removeStaleTemporaries, writeFileSet } from './output-dir.js';
+import { writeDirectoryAtomic } from './atomic.js';
 
 const distIndex = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
@@ -111,5 +112,29 @@ describe('writeFileSet', () => {
     expect(files.sort()).toEqual(['report.json', 'weights.bin']);
     expect(readdirSync(dir).sort()).toEqual(['notes.txt', 'report.json', 'weights.bin']);
     expect(readFileSync(join(dir, 'weights.bin'), 'utf8')).toBe('two');
+  });
+});
+
+describe('writeDirectoryAtomic', () => {
+  it('swaps a whole new directory in, and leaves the old one and no temporary when the fill fails', async () => {
+    const parent = scratch();
+    const dir = join(parent, 'entry');
+    await writeDirectoryAtomic(dir, async (tmp) => {
+      writeFileSync(join(tmp, 'a.csv'), 'one\n');
+      writeFileSync(join(tmp, 'b.csv'), 'two\n');
+    });
+    expect(readdirSync(dir).sort()).toEqual(['a.csv', 'b.csv']);
+    await expect(
+      writeDirectoryAtomic(dir, async (tmp) => {
+        writeFileSync(join(tmp, 'a.csv'), 'half written\n');
+        throw new Error('disk full');
+      }),
+    ).rejects.toThrow('disk full');
+    expect(readFileSync(join(dir, 'a.csv'), 'utf8')).toBe('one\n');
+    expect(readdirSync(parent)).toEqual(['entry']);
+    // A second complete write replaces every file (b.csv of the old entry does not survive).
+    await writeDirectoryAtomic(dir, async (tmp) => writeFileSync(join(tmp, 'c.csv'), 'three\n'));
+    expect(readdirSync(dir)).toEqual(['c.csv']);
+    expect(readdirSync(parent)).toEqual(['entry']);
   });
 });

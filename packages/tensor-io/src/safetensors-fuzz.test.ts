@@ -1,3 +1,4 @@
+import { seededRandom } from '@layerquant/core';
 import { LayerquantError } from '@layerquant/core';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -197,17 +198,8 @@ function referenceDecode(file: Uint8Array): { tensors: DecodedTensor[]; metadata
 
 // ---- the seed file and its mutations --------------------------------------------------------------------------
 
-/** mulberry32: a small seeded generator, so every run fuzzes the same 1,000 files. */
-function generator(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** core's seeded generator (mulberry32), so every run fuzzes the same 1,000 files. */
+const generator = seededRandom;
 
 interface Entry {
   dtype: unknown;

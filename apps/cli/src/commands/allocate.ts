@@ -1,16 +1,17 @@
-import { ALLOCATOR_PLUGINS, allocateMethod, validateStats, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
+import { allocateMethod, validateStats, type AllocatorPlugin, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
 import { loadStatsDirectory, saveAllocationJson } from '@layerquant/allocators/node';
 import { LINEAR_MODULES, configName, matrixTensorName, modelMatrixParams, parseConfigList, type Allocation } from '@layerquant/core';
 import { modelMemory } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
 import { resolve } from 'node:path';
 import { resolveModelPath } from '../model-path.js';
-import { boostLines, boostReport, jsonLine, sizeRows, sizes, type Sizes } from '../output.js';
+import { boostLines, boostReport, formatRows, jsonLine, renderTable, sizeRows, sizes, type Sizes } from '../output.js';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
+import { builtinRegistries, type PluginRegistries } from '../plugins.js';
 import { allocatorFlags, allocatorHelp, checkBudget, methodFromFlags } from '../experiment/allocate-method.js';
 
-const USAGE = `layerquant allocate --stats <dir> --method <id> --budget <bpp> [options]
+const usage = (plugins: PluginRegistries): string => `layerquant allocate --stats <dir> --method <id> --budget <bpp> [options]
 
 Chooses a quantization config for every linear matrix from statistics tables and prints the allocation.
 
@@ -27,9 +28,10 @@ Chooses a quantization config for every linear matrix from statistics tables and
   --verbose                one line per matrix instead of layer ranges
   --out <file>             also write the allocation JSON there (atomically)
   --json                   print the Allocation object as JSON
+  --plugin <module>        load more allocators from a module (a path or package name; repeatable)
 
 Allocators:
-${allocatorHelp(ALLOCATOR_PLUGINS, '  ')}`;
+${allocatorHelp(plugins.allocators.list(), '  ')}`;
 
 /** "0-30 b3g64, 31 b4g128": runs of consecutive layers with the same config. */
 function layerRanges(allocation: Allocation, module: string): string {
@@ -48,58 +50,54 @@ function layerRanges(allocation: Allocation, module: string): string {
   return parts.join(', ');
 }
 
-function humanReport(allocation: Allocation, size: Sizes, verbose: boolean): string {
+function humanReport(allocation: Allocation, size: Sizes, verbose: boolean, allocators: readonly AllocatorPlugin[]): string {
   const lines: string[] = [];
   const t = allocation.totals;
   lines.push(`method        ${allocation.method} ${JSON.stringify(allocation.options)}`);
   lines.push(`budget        ${allocation.budget} bits per weight`);
   lines.push(`allocation    ${t.params.toLocaleString('en-US')} params in ${allocation.matrices.length} matrices${size.diskMiB === null ? ' (size on disk: give --model)' : ''}`);
-  for (const [key, value] of sizeRows(size)) lines.push(`${key.padEnd(13)} ${value}`);
+  lines.push(formatRows(sizeRows(size), { keyWidth: 13 }).trimEnd());
   const solver = (allocation as Partial<KnapsackAllocation>).solver;
   if (solver) {
-    const what = allocation.method === 'mxq' ? 'sum of fnorm' : allocation.method === 'measured' ? 'sum of measured block MSE / stream mean square' : `${allocation.method} cost`;
-    lines.push(`objective     ${solver.objective.toPrecision(8)} (${what}), bound ${solver.bound.toPrecision(8)}, gap ${solver.gap.toExponential(2)}`);
+    const what = allocators.find((p) => p.id === allocation.method)?.objective ?? `${allocation.method} cost`;
+    lines.push(`objective     ${solver.objective.toPrecision(8)} (${what}), bound ${solver.bound.toPrecision(8)}, gap ${solver.gap.toExponential(2)} (${solver.status === 'optimal' ? 'proven optimal' : 'stopped at the gap asked for, not proven optimal'})`);
     lines.push(`solver        ${(solver.seconds * 1000).toFixed(1)} ms, ${solver.nodes} nodes, ${solver.freeMatrices} matrices free after reduced-cost fixing; paper memory ${solver.memoryMB.toFixed(3)} / ${solver.memoryLimitMB.toFixed(3)} MiB`);
   }
   const boosts = boostReport(allocation as Partial<BoostAllocation>);
   if (boosts) lines.push(...boostLines(boosts));
   lines.push('');
   if (verbose) {
-    lines.push(`${'matrix'.padEnd(24)} ${'config'.padEnd(8)} ${'params'.padStart(12)}`);
-    for (const m of allocation.matrices) {
-      lines.push(`${m.key.padEnd(24)} ${(m.config ? configName(m.config) : 'float').padEnd(8)} ${String(m.params).padStart(12)}`);
-    }
+    lines.push(renderTable([{ header: 'matrix' }, { header: 'config' }, { header: 'params', align: 'right' }], allocation.matrices.map((m) => [m.key, m.config ? configName(m.config) : 'float', String(m.params)])).trimEnd());
   } else {
-    lines.push(`${'module'.padEnd(18)} configs by layer`);
-    for (const module of LINEAR_MODULES) {
-      if (allocation.matrices.some((m) => m.module === module)) lines.push(`${module.padEnd(18)} ${layerRanges(allocation, module)}`);
-    }
+    const modules = LINEAR_MODULES.filter((module) => allocation.matrices.some((m) => m.module === module));
+    lines.push(renderTable([{ header: 'module' }, { header: 'configs by layer' }], modules.map((module) => [module, layerRanges(allocation, module)])).trimEnd());
   }
   return `${lines.join('\n')}\n`;
 }
 
 export const allocateCommand: Command = {
   name: 'allocate',
-  summary: `choose a config per matrix (${ALLOCATOR_PLUGINS.map((p) => p.id).join(', ')})`,
-  usage: USAGE,
-  async run({ argv, stdout }) {
+  summary: `choose a config per matrix (${builtinRegistries().allocators.ids().join(', ')}, or a --plugin's)`,
+  usage,
+  async run({ argv, stdout, plugins = builtinRegistries() }) {
+    const allocators = plugins.allocators.list();
     const { values } = parseCommandArgs(argv, {
       stats: { type: 'string' },
       method: { type: 'string' },
       budget: { type: 'string' },
       configs: { type: 'string' },
-      ...allocatorFlags(),
+      ...allocatorFlags(allocators),
       verbose: { type: 'boolean' },
       out: { type: 'string' },
       model: { type: 'string' },
     });
     const statsDir = requireString(values.stats, '--stats', 'a directory with fnorm.csv / sensitivity.csv');
-    const method = methodFromFlags(requireString(values.method, '--method', ALLOCATOR_PLUGINS.map((p) => p.id).join(' | ')), values);
+    const method = methodFromFlags(requireString(values.method, '--method', plugins.allocators.ids().join(' | ')), values, allocators);
     const budgetText = requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25');
     const budget = parseNumberOption(budgetText, '--budget', Number.NaN, (n) => Number.isFinite(n) && n > 0);
     const configsText = stringOption(values, 'configs');
     const configs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
-    checkBudget(method, budget, configs);
+    checkBudget(method, budget, configs, allocators);
     const stats = await loadStatsDirectory(statsDir);
     const modelText = stringOption(values, 'model');
     const modelDir = modelText === undefined ? undefined : resolveModelPath(modelText);
@@ -111,7 +109,7 @@ export const allocateCommand: Command = {
       validateStats(stats, { matrices: modelMatrixParams(config), name: modelDir });
     }
     const seed = method.options.seed === undefined ? undefined : parseIntegerOption(String(method.options.seed), '--seed', 42, 0);
-    const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }) });
+    const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }) }, allocators);
     const out = stringOption(values, 'out');
     if (out) await saveAllocationJson(out, allocation);
     // On disk: the packed bytes of each matrix at its shape (known only with --model).
@@ -142,6 +140,6 @@ export const allocateCommand: Command = {
       }));
       return;
     }
-    stdout(humanReport(allocation, size, values.verbose === true));
+    stdout(humanReport(allocation, size, values.verbose === true, allocators));
   },
 };

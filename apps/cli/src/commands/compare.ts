@@ -1,5 +1,5 @@
 import { InvalidOptionError } from '@layerquant/core';
-import { datasets } from '@layerquant/fixtures';
+import { datasets } from '@layerquant/datasets';
 import { perplexity, resolveTextPath } from '@layerquant/perplexity';
 import { parseCommandArgs, parseIntegerOption, stringOption } from '../args.js';
 import type { Command } from '../command.js';
@@ -8,6 +8,7 @@ import { directorySizes, type DirectorySizes } from '../model-sizes.js';
 import { resolveModelPath } from '../model-path.js';
 import { absolutePath, jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
 import { createProgress, createSpinner, formatSeconds } from '../progress.js';
+import { builtinRegistries } from '../plugins.js';
 import { openForEvaluation } from './eval.js';
 
 interface Evaluated {
@@ -44,7 +45,7 @@ export const compareCommand: Command = {
     '  --allow-long-context   run a --seqlen above a model\'s max_position_embeddings',
     '  --json                 one JSON object (docs/json-schema.md): one entry per directory',
   ].join('\n'),
-  async run({ argv, stdout }) {
+  async run({ argv, stdout, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
       text: { type: 'string' },
       dataset: { type: 'string' },
@@ -70,7 +71,7 @@ export const compareCommand: Command = {
       const loading = createSpinner(`loading ${i + 1}/${dirs.length} ${dir}`, interactive);
       let opened: Awaited<ReturnType<typeof openForEvaluation>>;
       try {
-        opened = await openForEvaluation(dir, textPath, { seqlen, allowLongContext: values['allow-long-context'] === true, ...(threads === undefined ? {} : { threads }) });
+        opened = await openForEvaluation(dir, textPath, { seqlen, allowLongContext: values['allow-long-context'] === true, quantizers: plugins.quantizers, ...(threads === undefined ? {} : { threads }) });
       } finally {
         loading.stop();
       }

@@ -1,9 +1,10 @@
 import { InvalidOptionError, checkContextLength } from '@layerquant/core';
-import { datasets } from '@layerquant/fixtures';
+import { datasets } from '@layerquant/datasets';
 import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, windowPlan, type PerplexityProtocol } from '@layerquant/perplexity';
 import { loadTokenizer } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, parseMemoryOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
+import { builtinRegistries, type PluginRegistries } from '../plugins.js';
 import { EVALUATION_KINDS, openEvaluationModel, type EvaluationModel } from '../evaluation-model.js';
 import { createCostReporter, createProgress, createSpinner, formatBytes, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
@@ -17,11 +18,13 @@ import { absolutePath, formatRows, jsonLine } from '../output.js';
 export async function openForEvaluation(
   modelDir: string,
   textPath: string,
-  options: { seqlen: number; allowLongContext: boolean; threads?: number; maxMemoryBytes?: number },
+  options: { seqlen: number; allowLongContext: boolean; threads?: number; maxMemoryBytes?: number; quantizers?: PluginRegistries['quantizers'] },
 ): Promise<{ text: string; tokenizer: Awaited<ReturnType<typeof loadTokenizer>>; quantized: boolean; opened: EvaluationModel }> {
   const opened = await openEvaluationModel(modelDir, {
     ...(options.threads === undefined ? {} : { threads: options.threads }),
     ...(options.maxMemoryBytes === undefined ? {} : { maxMemoryBytes: options.maxMemoryBytes }),
+    // A quantized checkpoint is read back through the quantizer it records (built-in or a --plugin's).
+    ...(options.quantizers ? { quantizers: options.quantizers } : {}),
     // Before any weight is read: the context length against the validated config.
     onConfig: (config) => checkContextLength(options.seqlen, config, '--seqlen', options.allowLongContext),
   });
@@ -64,7 +67,7 @@ export const evalCommand: Command = {
     '                         positions it was never trained on give a different, worse perplexity)',
     '  --json                 one JSON object (docs/json-schema.md): perplexity, tokens, seconds, nll, windows, ...',
   ].join('\n'),
-  async run({ argv, stdout, stderr }) {
+  async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
       text: { type: 'string' },
       dataset: { type: 'string' },
@@ -99,6 +102,7 @@ export const evalCommand: Command = {
       evaluation = await openForEvaluation(modelDir, textPath, {
         seqlen,
         allowLongContext: values['allow-long-context'] === true,
+        quantizers: plugins.quantizers,
         ...(threads === undefined ? {} : { threads }),
         ...(maxMemoryBytes === undefined ? {} : { maxMemoryBytes }),
       });

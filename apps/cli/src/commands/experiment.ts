@@ -1,11 +1,13 @@
 import { methodNameHelp } from '@layerquant/allocators';
-import { InvalidOptionError, checkContextLength, configName, parseConfigList } from '@layerquant/core';
-import { brownCalibPath, datasets } from '@layerquant/fixtures';
+import { InvalidOptionError, checkContextLength, configName, parseConfigList, type OptionValue } from '@layerquant/core';
+import { brownCalibPath, datasets } from '@layerquant/datasets';
 import { readEvaluationText, resolveTextPath } from '@layerquant/perplexity';
 import { loadTokenizer, inspectModel, openOutputDirectory, removeStaleTemporaries, writeTextAtomic } from '@layerquant/tensor-io';
 import { basename, join, resolve } from 'node:path';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
+import { builtinRegistries, quantizerSettings, type PluginRegistries } from '../plugins.js';
+import { quantizerFlags, quantizerFromFlags, quantizerHelp } from './quantize.js';
 import { checkBudget } from '../experiment/allocate-method.js';
 import { PAPER_BUDGETS, parseBudgets, parseMethods, tablesNeeded } from '../experiment/grid.js';
 import { fileContentHash, modelContentHash } from '../experiment/keys.js';
@@ -24,17 +26,17 @@ import { measureEvaluationSpeed } from '../experiment/calibrate.js';
 /** Over this estimate, a run started on a terminal needs --yes (a script, not on a terminal, proceeds). */
 const CONFIRM_SECONDS = 600;
 
-const USAGE = `layerquant experiment <model-dir> --out <dir> [options]
+const usage = (plugins: PluginRegistries): string => `layerquant experiment <model-dir> --out <dir> [options]
 
 Runs the paper's comparison: for every budget and method, allocate bits from the model's statistics, quantize
-every linear matrix with HQQ, and measure perplexity. Statistics are computed once (or read with --stats) and
+every linear matrix with --quantizer (default hqq), and measure perplexity. Statistics are computed once (or read with --stats) and
 cached in <out>/stats/<key>; finished cells are kept in <out>/results.json, so an interrupted run resumes.
 Every cache and cell is keyed by the settings it depends on (model content, texts, blocks, seqlen, method and
 options, budget, max tokens, quantizer, statistics): a result is reused only under the same settings, and
 cells of other settings stay in results.json. Writes results.csv, results.md (table, win/tie/loss, headline;
 the current settings' cells) and results.json.
 
-  --methods <list>       method names of the allocator plug-ins: ${methodNameHelp()}
+  --methods <list>       method names of the allocator plug-ins: ${methodNameHelp(plugins.allocators.list())}
                          (S = boost stop, M = top_m, 0 = all outliers), other options as :flag=value
                          (sensi-milp-1:factor=3:ablation); bare ids expand to their variants (sensiboost, kurtboost,
                          ablation: the paper's four each; sensi-milp, kurt-milp: top_m 1-3); paper = hqq, mxq and all
@@ -52,6 +54,10 @@ the current settings' cells) and results.json.
   --calib <file>         calibration text for activation sensitivity (default: built-in brown-calib)
   --blocks <n>           calibration blocks of 512 tokens (default 128, fewer when the text is shorter)
   --seed <n>             seed of the ablations' random layers (default 42)
+  --quantizer <id>       the quantizer of every cell (default hqq; the fnorm statistics stay HQQ's, as the
+                         authors measure them); part of every cell's key, so cells of two quantizers never mix
+  --plugin <module>      load allocators, quantizers and metrics from a module (a path or package name;
+                         repeatable); with --queue, start the workers with the same --plugin
   --no-fp                skip the unquantized baseline
   --fresh                ignore results of an earlier run in --out
   --threads <n>          onnxruntime threads (default: one per core)
@@ -63,13 +69,17 @@ the current settings' cells) and results.json.
                          the estimated time, is printed first; without a terminal the run proceeds after the plan)
   --json                 one JSON object (docs/json-schema.md): plan, rows and the files written
 
+Quantizers (--quantizer) and their options:
+${quantizerHelp(plugins, '  ')}
+
 On a terminal the results print as a table fitted to its width; results.md holds the Markdown report.`;
 
 export const experimentCommand: Command = {
   name: 'experiment',
   summary: "the paper's grid: methods x budgets, quantized and evaluated, as CSV and Markdown",
-  usage: USAGE,
-  async run({ argv, stdout, stderr }) {
+  usage,
+  async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
+    const allocators = plugins.allocators.list();
     const { values, positionals } = parseCommandArgs(argv, {
       out: { type: 'string' },
       methods: { type: 'string' },
@@ -89,11 +99,13 @@ export const experimentCommand: Command = {
       yes: { type: 'boolean' },
       queue: { type: 'string' },
       attempts: { type: 'string' },
+      quantizer: { type: 'string' },
+      ...quantizerFlags(plugins),
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const outPath = resolve(requireString(values.out, '--out', 'a directory for results.csv, results.md and the cached statistics'));
-    const methods = parseMethods(stringOption(values, 'methods') ?? 'paper');
+    const methods = parseMethods(stringOption(values, 'methods') ?? 'paper', allocators);
     const budgets = parseBudgets(stringOption(values, 'budgets') ?? PAPER_BUDGETS.join(','));
     const seqlen = parseIntegerOption(stringOption(values, 'seqlen'), '--seqlen', 512, 2);
     const maxTokensText = stringOption(values, 'max-tokens');
@@ -109,12 +121,15 @@ export const experimentCommand: Command = {
     const calibPath = stringOption(values, 'calib') ?? brownCalibPath;
     const calibName = stringOption(values, 'calib') ? basename(calibPath) : 'brown-calib';
     const statsDir = stringOption(values, 'stats');
+    const quantizerChoice = { id: stringOption(values, 'quantizer') ?? 'hqq', options: {} as Record<string, OptionValue> };
+    const { quantizer, options: quantizerOptions } = quantizerFromFlags(quantizerChoice.id, values, plugins);
+    quantizerChoice.options = quantizerOptions;
     const json = Boolean(values.json);
     const interactive = !json && Boolean(process.stderr.isTTY);
 
     const configsText = stringOption(values, 'configs');
     const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
-    for (const method of methods) for (const budget of budgets) checkBudget(method, budget, ladder, undefined, true);
+    for (const method of methods) for (const budget of budgets) checkBudget(method, budget, ladder, allocators, true);
     // Validate the model before any long step (a bad directory fails here with its own error).
     const summary = await inspectModel(modelDir);
     checkContextLength(seqlen, summary, '--seqlen');
@@ -149,7 +164,7 @@ export const experimentCommand: Command = {
         modelDir,
         ...(statsDir ? { statsDir } : {}),
         cacheDir: join(outDir, 'stats'),
-        needs: tablesNeeded(methods),
+        needs: tablesNeeded(methods, allocators),
         calibrationPath: calibPath,
         calibrationName: calibName,
         blocks,
@@ -163,7 +178,7 @@ export const experimentCommand: Command = {
       });
       statsProgress.done(`from ${resolved.source}`);
 
-      const planned = planCells({ model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}) }, methods, budgets, !values['no-fp'], resolved.key);
+      const planned = planCells({ model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, quantizerOptions) }, methods, budgets, !values['no-fp'], resolved.key);
       for (const line of store.explain(planned)) stderr(`${fitStderr(`experiment: ${line}`)}\n`);
       const context = {
         model: summary.architecture === 'LlamaForCausalLM' ? basename(modelDir) : `${basename(modelDir)} (${summary.architecture})`,
@@ -180,7 +195,7 @@ export const experimentCommand: Command = {
       };
       const settingsOf = new Map(planned.map((p: PlannedCell) => [p.spec.key, p.settings]));
       const started = performance.now();
-      const cellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}) };
+      const cellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer };
       if (coordinator) {
         await coordinator.runCells({
           planned,
@@ -190,6 +205,7 @@ export const experimentCommand: Command = {
           statsKey: resolved.key,
           stats: resolved.stats,
           context: cellContext,
+          quantizer: quantizerChoice,
           done: store.reusable(planned),
           onResult: async (result) => {
             store.add(result, settingsOf.get(result.key)!);
@@ -203,6 +219,8 @@ export const experimentCommand: Command = {
           modelDir,
           cells: planned.map((p) => p.spec),
           ...cellContext,
+          // The registry's allocators (--plugin's included); queue workers load the same --plugin modules.
+          allocators,
           ...(threads ? { threads } : {}),
           done: store.reusable(planned),
           onEvent: (event) => {

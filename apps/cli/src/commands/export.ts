@@ -7,6 +7,7 @@ import { formatSeconds } from '../progress.js';
 import { join } from 'node:path';
 import { resolveModelPath } from '../model-path.js';
 import { absolutePath, formatRows, jsonLine, sizes } from '../output.js';
+import { builtinRegistries } from '../plugins.js';
 
 /** The options `export` and `quantize --format onnx` share. */
 export const EXPORT_OPTION_SPEC = {
@@ -121,14 +122,14 @@ export const exportCommand: Command = {
     ...EXPORT_OPTION_HELP,
     '  --json                  one JSON object: file, bytes, bits per weight, notes',
   ].join('\n'),
-  async run({ argv, stdout }) {
+  async run({ argv, stdout, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, { out: { type: 'string' }, ...EXPORT_OPTION_SPEC });
     const modelDir = resolveModelPath(requireString(positionals[0], 'quantized-dir', 'layerquant export <quantized-dir> --format onnx --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('quantized-dir', `one directory expected, got ${positionals.length}`);
     const outDir = requireString(stringOption(values, 'out'), '--out', 'where to write the ONNX directory, e.g. --out ./model-onnx');
     const { format, options } = parseExportOptions(values);
     if (format === undefined) throw new InvalidOptionError('--format', 'give the format to write: --format onnx');
-    const report = await exportOnnx({ modelDir, outDir, ...options });
+    const report = await exportOnnx({ modelDir, outDir, quantizers: plugins.quantizers, ...options });
     if (values.json) {
       stdout(jsonLine('export', exportSummary(report)));
       return;

@@ -7,6 +7,7 @@ import type { Command } from '../command.js';
 import { createSpinner, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
 import { jsonLine } from '../output.js';
+import { builtinRegistries } from '../plugins.js';
 
 const SOURCES = {
   onnx: 'ONNX export, run as shipped',
@@ -30,7 +31,7 @@ export const generateCommand: Command = {
     '  --threads <n>           onnxruntime intra-op threads (default: one per core)',
     '  --json                  one JSON object: prompt, text, ids, seconds, tokens per second',
   ].join('\n'),
-  async run({ argv, stdout }) {
+  async run({ argv, stdout, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, { prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, threads: { type: 'string' } });
     const dir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant generate <model-dir> --prompt "Once upon a time"'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
@@ -42,7 +43,7 @@ export const generateCommand: Command = {
     const ids = tokenizer.encode(prompt);
     if (ids.length === 0) throw new InvalidOptionError('--prompt', 'encodes to no tokens; give some text');
     const loading = createSpinner(`loading ${dir}`, !values.json && Boolean(process.stderr.isTTY));
-    const { decoder, source } = await openKvDecoder(dir, { accuracyLevel: 0, ...(threads === undefined ? {} : { threads }) }).finally(() => loading.stop());
+    const { decoder, source } = await openKvDecoder(dir, { accuracyLevel: 0, quantizers: plugins.quantizers, ...(threads === undefined ? {} : { threads }) }).finally(() => loading.stop());
     try {
       const eos = decoder.config.eosTokenId;
       const started = performance.now();

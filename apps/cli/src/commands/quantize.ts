@@ -1,15 +1,16 @@
-import { InvalidOptionError, configName, matrixKey, modelMatrixParams, parseConfigList, parseConfigName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, configName, matrixKey, modelMatrixParams, parseConfigList, parseConfigName, parseOptionValue, resolveOptions, type Allocation, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { validateStats } from '@layerquant/allocators';
 import { openModel, openOutputDirectory, type OpenedModel } from '@layerquant/tensor-io';
-import { brownCalibPath } from '@layerquant/fixtures';
+import { brownCalibPath } from '@layerquant/datasets';
 import { rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { createHqqQuantizer, FORK_SOLVER_OPTIONS, rtnQuantizer } from '@layerquant/quantizers';
+import { FORK_SOLVER_OPTIONS } from '@layerquant/quantizers';
 import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { exportOnnx } from '@layerquant/export';
 import { temporaryPath } from '@layerquant/tensor-io';
-import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
-import { ALLOCATOR_PLUGINS, parseMethodName } from '@layerquant/allocators';
+import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
+import { parseMethodName } from '@layerquant/allocators';
+import { builtinRegistries, type PluginRegistries } from '../plugins.js';
 import { allocateMethod, allocatorFlags, allocatorHelp, checkBudget, extraMemoryPercent, methodFromFlags, uniformBaseline } from '../experiment/allocate-method.js';
 import { tablesNeeded } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
@@ -57,38 +58,66 @@ function timeText(report: QuantizeModelReport): string {
   return `${formatSeconds(report.seconds)} wall clock (${formatSeconds(report.quantizeSeconds)} quantizing, summed over ${report.workers} worker${report.workers === 1 ? '' : 's'} running in parallel)`;
 }
 
-const METHODS = ['rtn', 'hqq'] as const;
 /** Whether `--method` names an allocator plug-in (or one of its grid names) rather than a quantizer. */
-function isAllocatorMethod(method: string): boolean {
-  if ((METHODS as readonly string[]).includes(method)) return false;
+function isAllocatorMethod(method: string, plugins: PluginRegistries): boolean {
+  if (plugins.quantizers.has(method)) return false;
   try {
-    parseMethodName(method);
+    parseMethodName(method, plugins.allocators.list(), '--method');
     return true;
   } catch {
     return false;
   }
 }
 
-function quantizerFor(method: string, kappa: number | undefined): Quantizer {
-  if (method === 'rtn') {
-    if (kappa !== undefined) throw new InvalidOptionError('--kappa', 'applies to --method hqq only');
-    return rtnQuantizer;
+/**
+ * The quantizer of `--quantizer <id>` (default hqq) with its options from flags (`--kappa` for hqq). A flag of
+ * another quantizer is an error naming the quantizer that takes it; `--fork` sets hqq's kappa to the fork's 1.01.
+ */
+export function quantizerFromFlags(id: string, values: ParsedArgs['values'], plugins: PluginRegistries, fork = false): { quantizer: Quantizer; options: Record<string, OptionValue> } {
+  const plugin = plugins.quantizers.get(id);
+  const given: Record<string, OptionValue> = {};
+  for (const other of plugins.quantizers.list()) {
+    for (const d of other.options) {
+      const text = values[d.flag];
+      if (text === undefined) continue;
+      if (!plugin.options.some((o) => o.flag === d.flag)) throw new InvalidOptionError(`--${d.flag}`, `applies to --quantizer ${other.id} only, not ${plugin.id}`);
+      given[d.name] = typeof text === 'boolean' ? text : parseOptionValue(d, String(text));
+    }
   }
-  if (method === 'hqq') return createHqqQuantizer({ solver: kappa === undefined ? {} : { kappa } });
-  throw new InvalidOptionError('--method', `"${method}" is not a method; use one of ${METHODS.join(', ')}`);
+  // The fork's solver setting, for any quantizer that takes a kappa (hqq's option).
+  if (fork && plugin.options.some((d) => d.name === 'kappa') && given.kappa === undefined) given.kappa = FORK_SOLVER_OPTIONS.kappa!;
+  const options = resolveOptions(plugin, given, '--quantizer');
+  return { quantizer: plugin.configure(options), options: Object.fromEntries(Object.entries(given)) };
+}
+
+/** Every option flag of the quantizer plug-ins (`--kappa`), for parseCommandArgs. */
+export function quantizerFlags(plugins: PluginRegistries): Record<string, { type: 'string' | 'boolean' }> {
+  const flags: Record<string, { type: 'string' | 'boolean' }> = {};
+  for (const q of plugins.quantizers.list()) for (const d of q.options) flags[d.flag] = { type: d.type === 'boolean' ? 'boolean' : 'string' };
+  return flags;
+}
+
+/** Help lines of the quantizer plug-ins and their option flags. */
+export function quantizerHelp(plugins: PluginRegistries, indent = '  '): string {
+  return plugins.quantizers
+    .list()
+    .map((q) => formatRows([[q.id, q.description]], { indent, keyWidth: 22 }) + formatRows(q.options.map((d) => [`  --${d.flag} <v>`, `${d.help} (default ${String(d.default)})`]), { indent, keyWidth: 26 }))
+    .join('')
+    .trimEnd();
 }
 
 export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize every linear matrix of a model into a quantized checkpoint',
-  usage: [
-    'layerquant quantize <model-dir> --method rtn|hqq --config b4g64 --out <dir> [--json]',
-    `layerquant quantize <model-dir> --method ${ALLOCATOR_PLUGINS.map((p) => p.id).join('|')}`,
-    '                    --budget <bpp> --out <dir> [allocator options] [--configs <ladder>] [--stats <dir> | --calib <file>] [--json]',
+  usage: (plugins) => [
+    `layerquant quantize <model-dir> [--quantizer ${plugins.quantizers.ids().join('|')}] --config b4g64 --out <dir> [--json]`,
+    `layerquant quantize <model-dir> --method ${plugins.allocators.ids().join('|')}`,
+    `                    --budget <bpp> [--quantizer ${plugins.quantizers.ids().join('|')}] --out <dir> [allocator options] [--configs <ladder>] [--stats <dir> | --calib <file>] [--json]`,
     '',
     'With --config every matrix gets one config. With --budget the method allocates a config per matrix from the',
-    'model\'s statistics (computed on the calibration text and cached in <dir>/stats, or read with --stats), then',
-    'quantizes with HQQ; it prints bits per weight, MiB and the extra memory over HQQ uniform at the same budget.',
+    'statistics it needs (computed on the calibration text and cached in <dir>/stats, or read with --stats; uniform',
+    'needs none, kurtboost only the weights\' kurtosis), then quantizes every matrix with --quantizer (default hqq);',
+    'it prints bits per weight, MiB and the extra memory over uniform at the same budget.',
     '',
     'Writes <dir>/model.safetensors (packed codes, scales, zeros per matrix; other tensors copied), config and',
     'tokenizer files, and quantization.json. Prints the size of the linear matrices in MiB and bits per weight, in',
@@ -96,19 +125,22 @@ export const quantizeCommand: Command = {
     'summed squared dequantization error and the time (wall clock, and quantizing summed over the workers).',
     '',
     'Options:',
-    '  --method rtn|hqq     quantizer (default hqq: upstream HQQ, p=0.7, beta=10, 20 iterations, early stop)',
+    '  --plugin <module>    load allocators/quantizers/metrics from a module (a path or package name; repeatable)',
+    '  --quantizer <id>     the quantizer of every matrix (default hqq); --method rtn|hqq with --config also names it',
     '  --config b{b}g{g}    bits in 1,2,3,4,5,6,8 and a group size that divides the row length (default b4g64)',
     '  --out <dir>          output directory (required)',
     '  --axis 0|1           1: groups along the input dimension (default); 0: strided groups, as the authors\' fork',
     '  --round-zero         round the zero point (the fork does for 4-bit)',
-    '  --kappa <k>          multiply HQQ\'s beta by k after each step (the fork: 1.01; default off)',
     '  --fork               the authors\' fork defaults: --kappa 1.01 --axis 0, --round-zero for 4-bit',
     '  --budget <bpp>       allocate instead of --config: a stop of the ladder (2.13 ... 8.51) for uniform and the',
     '                       boosts, any value for the knapsack allocators (mxq, sensi-milp, ..., measured)',
     '  --configs <list>     the config ladder the allocator chooses from (default: the paper\'s 12), e.g. b2g64,b3g64,b4g32',
     '',
+    'Quantizers (--quantizer) and their options:',
+    quantizerHelp(plugins, '  '),
+    '',
     'Allocators (--method with --budget; a grid name such as sensiboost-2-1 also works):',
-    allocatorHelp(ALLOCATOR_PLUGINS, '  '),
+    allocatorHelp(plugins.allocators.list(), '  '),
     '',
     '  --stats <dir>        reuse statistics (`layerquant sensitivity` output or a paper-data directory)',
     '  --calib <file>       calibration text for activation sensitivity (default: built-in brown-calib)',
@@ -120,18 +152,19 @@ export const quantizeCommand: Command = {
     '`layerquant export --help`) instead of a quantized checkpoint:',
     ...EXPORT_OPTION_HELP,
   ].join('\n'),
-  async run({ argv, stdout, stderr }) {
+  async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
       method: { type: 'string' },
+      quantizer: { type: 'string' },
       config: { type: 'string' },
       out: { type: 'string' },
       axis: { type: 'string' },
       'round-zero': { type: 'boolean' },
-      kappa: { type: 'string' },
+      ...quantizerFlags(plugins),
       fork: { type: 'boolean' },
       budget: { type: 'string' },
       configs: { type: 'string' },
-      ...allocatorFlags(),
+      ...allocatorFlags(plugins.allocators.list()),
       stats: { type: 'string' },
       calib: { type: 'string' },
       blocks: { type: 'string' },
@@ -148,24 +181,32 @@ export const quantizeCommand: Command = {
       const checkpointDir = temporaryPath(target);
       let printed = '';
       try {
-        await quantizeCommand.run({ argv: [...withoutExportOptions(argv, checkpointDir), '--force'], stdout: (text) => (printed += text), stderr: () => undefined });
-        const report = await exportOnnx({ modelDir: checkpointDir, outDir: target, ...onnx.options });
+        await quantizeCommand.run({ argv: [...withoutExportOptions(argv, checkpointDir), '--force'], stdout: (text) => (printed += text), stderr: () => undefined, plugins });
+        const report = await exportOnnx({ modelDir: checkpointDir, outDir: target, quantizers: plugins.quantizers, ...onnx.options });
         if (values.json) stdout(jsonLine('quantize', { ...(JSON.parse(printed) as Record<string, unknown>), command: 'quantize', out: report.outDir, export: exportSummary(report) }));
-        else stdout(`${printed.replace(checkpointDir, report.outDir)}${exportRows(report).map(([k, v]) => `${k.padEnd(12)} ${v}`).join('\n')}\n`);
+        else stdout(`${printed.replace(checkpointDir, report.outDir)}${formatRows(exportRows(report), { keyWidth: 12 })}`);
       } finally {
         await rm(checkpointDir, { recursive: true, force: true });
       }
       return;
     }
     const outDir = target;
-    const method = stringOption(values, 'method') ?? 'hqq';
+    const quantizerId = stringOption(values, 'quantizer');
+    const method = stringOption(values, 'method') ?? quantizerId ?? 'hqq';
     const budgetText = stringOption(values, 'budget');
-    if (budgetText !== undefined || isAllocatorMethod(method)) {
+    if (budgetText !== undefined || isAllocatorMethod(method, plugins)) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
-      await quantizeAllocated({ values, modelDir, outDir, method, stdout, stderr });
+      await quantizeAllocated({ values, modelDir, outDir, method, quantizerId: quantizerId ?? 'hqq', stdout, stderr, plugins });
       return;
     }
-    await quantizeUniform({ values, modelDir, outDir, method, stdout, stderr });
+    // --method rtn|hqq|<quantizer> --config: the method is the quantizer (the form before --quantizer existed).
+    if (quantizerId !== undefined && stringOption(values, 'method') !== undefined && quantizerId !== method) {
+      throw new InvalidOptionError('--quantizer', `"${quantizerId}" and --method ${method} disagree; with --config give one of them`);
+    }
+    if (!plugins.quantizers.has(method)) {
+      throw new InvalidOptionError('--method', `"${method}" is neither a quantizer (${plugins.quantizers.ids().join(', ')}) nor an allocator (${plugins.allocators.ids().join(', ')})`);
+    }
+    await quantizeUniform({ values, modelDir, outDir, method, quantizerId: method, stdout, stderr, plugins });
   },
 };
 
@@ -189,7 +230,7 @@ async function withOutputDirectory<T>(modelDir: string, outDir: string, run: (mo
 }
 
 /** `--method rtn|hqq --config b4g64`: one config for every matrix. */
-async function quantizeUniform({ values, modelDir, outDir, method, stdout, stderr }: AllocatedRun): Promise<void> {
+async function quantizeUniform({ values, modelDir, outDir, method, stdout, stderr, plugins }: AllocatedRun): Promise<void> {
   const fork = values.fork === true;
   const bits = parseConfigName(stringOption(values, 'config') ?? 'b4g64').bits;
   const axisText = stringOption(values, 'axis');
@@ -197,9 +238,8 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
   const axis = axisText === undefined ? (fork ? 0 : 1) : axisText === '0' ? 0 : 1;
   const roundZero = values['round-zero'] === true || (fork && bits === 4);
   const config = parseConfigName(stringOption(values, 'config') ?? 'b4g64', { axis, roundZero });
-  const kappaText = stringOption(values, 'kappa');
-  const kappa = kappaText === undefined ? (fork && method === 'hqq' ? FORK_SOLVER_OPTIONS.kappa : undefined) : parseNumberOption(kappaText, '--kappa', 1, (k) => k >= 1);
-  const quantizer = quantizerFor(method, kappa);
+  const { quantizer, options: quantizerOptions } = quantizerFromFlags(method, values, plugins, fork);
+  const kappa = quantizerOptions.kappa as number | undefined;
 
   const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
   const cost = createCostReporter('quantize', stderr, !values.json);
@@ -213,7 +253,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
       method,
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
-      options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...(kappa === undefined ? {} : { kappa }) },
+      options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...quantizerOptions },
       onPlan: (plan) => {
         loading.stop();
         cost.plan(`${method} b${config.bits}g${config.groupSize} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`);
@@ -229,6 +269,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
   if (values.json) {
     stdout(jsonLine('quantize', {
       method,
+      quantizer: quantizer.id,
       config: `b${config.bits}g${config.groupSize}`,
       axis,
       roundZero,
@@ -255,18 +296,22 @@ interface AllocatedRun {
   readonly modelDir: string;
   readonly outDir: string;
   readonly method: string;
+  readonly quantizerId: string;
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
+  readonly plugins: PluginRegistries;
 }
 
-/** `--method <allocator> --budget <bpp>`: statistics, allocation, HQQ per the allocation, one checkpoint. */
-async function quantizeAllocated({ values, modelDir, outDir, method, stdout, stderr }: AllocatedRun): Promise<void> {
+/** `--method <allocator> --budget <bpp>`: the statistics it needs, allocation, --quantizer per the allocation, one checkpoint. */
+async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId, stdout, stderr, plugins }: AllocatedRun): Promise<void> {
   const budget = parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => n > 0);
-  const spec = methodFromFlags(method, values);
+  const allocators = plugins.allocators.list();
+  const spec = methodFromFlags(method, values, allocators);
+  const { quantizer, options: quantizerOptions } = quantizerFromFlags(quantizerId, values, plugins, values.fork === true);
   const seed = parseIntegerOption(stringOption(values, 'seed'), '--seed', 42, 0);
   const configsText = stringOption(values, 'configs');
   const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
-  checkBudget(spec, budget, ladder);
+  checkBudget(spec, budget, ladder, allocators);
   const interactive = !values.json && Boolean(process.stderr.isTTY);
   const calib = stringOption(values, 'calib');
   const statsDir = stringOption(values, 'stats');
@@ -278,7 +323,8 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout, std
       modelDir,
       ...(statsDir ? { statsDir } : {}),
       cacheDir: join(outDir, 'stats'),
-      needs: tablesNeeded([spec]),
+      needs: tablesNeeded([spec], allocators),
+      matrices: modelMatrixParams(model.config),
       calibrationPath: calib ?? brownCalibPath,
       calibrationName: calib ? basename(calib) : 'brown-calib',
       blocks: parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1),
@@ -289,7 +335,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout, std
     statsProgress.done(`from ${source}`);
     // The tables must cover this model whole (a table cut at a layer boundary would allocate only part of it).
     validateStats(stats, { matrices: modelMatrixParams(model.config), name: modelDir });
-    const allocation: Allocation = allocateMethod(spec, stats, budget, seed, ladder);
+    const allocation: Allocation = allocateMethod(spec, stats, budget, seed, ladder, allocators);
     const uniform = uniformBaseline(stats, budget, ladder);
     const extra = uniform ? extraMemoryPercent(allocation, uniform) : null;
     const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
@@ -298,7 +344,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout, std
     const report = await quantizeModel({
       modelDir,
       outDir,
-      quantizer: createHqqQuantizer(),
+      quantizer,
       configFor: (key) => {
         const config = configs.get(key);
         if (config === undefined) throw new InvalidOptionError('--stats', `the statistics have no row for matrix ${key}; they were made for another model`);
@@ -308,8 +354,8 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout, std
       allocation,
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
-      onPlan: (plan) => cost.plan(`${spec.id} at ${budget} bits: HQQ on ${plan.quantizedMatrices} of ${plan.matrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`),
-      options: { method: spec.id, budget, statistics: source, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
+      onPlan: (plan) => cost.plan(`${spec.id} at ${budget} bits: ${quantizer.id} on ${plan.quantizedMatrices} of ${plan.matrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`),
+      options: { method: spec.id, budget, statistics: source, ...quantizerOptions, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
       onProgress: (p) => {
         cost.unit(p.done, p.total, 'matrices');
         progress.update(p.done, p.total, `matrices (${p.key})`);
@@ -327,6 +373,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout, std
   if (values.json) {
     stdout(jsonLine('quantize', {
       method: spec.id,
+      quantizer: quantizer.id,
       budget,
       statistics: source,
       ...reportFields(report),
@@ -341,11 +388,11 @@ async function quantizeAllocated({ values, modelDir, outDir, method, stdout, std
   const rows: Array<[string, string]> = [
     ['model', report.modelDir],
     ['out', report.outDir],
-    ['method', `${spec.id} at ${budget} bits (statistics: ${source})`],
+    ['method', `${spec.id} at ${budget} bits, ${quantizer.id} (statistics: ${source})`],
     ['configs', [...counts].map(([c, n]) => `${c} x${n}`).join(', ')],
     ...sizeRows(reportFields(report).sizes),
     storedRow(report),
-    ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over HQQ uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
+    ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
     ['sq. error', report.sqErr.toPrecision(8)],
     ['time', timeText(report)],
   ];

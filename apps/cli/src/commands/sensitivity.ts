@@ -5,22 +5,26 @@ import { basename, extname, resolve } from 'node:path';
 import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS, detectOutlierLayers } from '@layerquant/allocators';
 import { resolveModelPath } from '../model-path.js';
-import { jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
-import { datasets } from '@layerquant/fixtures';
+import { formatRows, jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
+import { datasets } from '@layerquant/datasets';
 import {
   CALIBRATION_ORDERS,
   DEFAULT_CALIBRATION_BLOCKS,
   DEFAULT_CALIBRATION_SEED,
   DEFAULT_SEQLEN,
-  measureModelStatistics,
-  writeSensitivityOutputs,
+  measureMetrics,
+  metricFile,
+  writeMetricTables,
   type CalibrationOrder,
+  type MetricPlugin,
 } from '@layerquant/sensitivity';
+import type { SensitivityTable } from '@layerquant/allocators';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
+import { builtinRegistries, type PluginRegistries } from '../plugins.js';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 
-const USAGE = [
+const usage = (plugins: PluginRegistries): string => [
   'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
   '',
   'Measures what the allocators read and writes it in the authors\' CSV layouts (read back by',
@@ -48,13 +52,19 @@ const USAGE = [
   '  --configs <list>     the config ladder of fnorm.csv and measured.csv (default: the paper\'s 12), e.g.',
   '                       b2g64,b3g64,b4g32; fewer configs make the fnorm table proportionally faster on large',
   '                       models (MXQ then chooses among those only)',
+  '  --metrics <ids>      the metrics to measure, comma-separated ids of the registry below (default: every metric',
+  '                       that is not opt-in, --plugin modules\' included)',
   '  --measured           also measure measured.csv (about 1.3 sensitivity passes per config; see the README)',
-  '  --skip-fnorm         write sensitivity.csv and kurtosis.csv only',
+  '  --skip-fnorm         leave out fnorm.csv (kurtosis is then read from the weights on its own)',
   '  --threads <n>        onnxruntime intra-op threads (default: one per core)',
   '  --workers <n>        worker threads quantizing the fnorm table (default: one per core)',
   '  --allow-long-context run a --seqlen above the model\'s max_position_embeddings (refused otherwise)',
   '  --out <dir>          output directory (created, locked while written; files written atomically)',
   '  --json               one JSON object (docs/json-schema.md): files, calibration, seconds, sensitivity rows, outliers',
+  '  --plugin <module>    load plug-ins from a module (a path or package name; repeatable)',
+  '',
+  'Metrics (the registry; each fills one table):',
+  formatRows(plugins.metrics.list().map((m) => [m.id, `${metricFile(m).padEnd(16)} ${m.input === 'weights' ? 'weights only' : 'runs the model'}${m.optIn ? ', opt-in' : ''}: ${m.description}`]), { indent: '  ', keyWidth: 22 }).trimEnd(),
 ].join('\n');
 
 /** Outlier layers of each sensitivity part (all of them, z > 3), as SensiBoost detects them; parts with too few layers have none. */
@@ -67,6 +77,26 @@ function outlierParts(rows: ReadonlyArray<{ readonly part: string; readonly laye
       : [];
   }
   return result;
+}
+
+/**
+ * The metrics of the registry this run measures: `--metrics <ids>`, else every metric that is not opt-in;
+ * `--skip-fnorm` leaves out the fnorm table's metric, `--measured` adds the measured table's.
+ */
+function selectMetrics(plugins: PluginRegistries, values: ParsedArgs['values']): MetricPlugin[] {
+  const listed = stringOption(values, 'metrics');
+  let chosen = listed === undefined
+    ? plugins.metrics.list().filter((m) => !m.optIn)
+    : listed.split(',').map((id) => id.trim()).filter(Boolean).map((id) => {
+        if (!plugins.metrics.has(id)) throw new InvalidOptionError('--metrics', `"${id}" is not a metric; the registry has ${plugins.metrics.ids().join(', ')}`);
+        return plugins.metrics.get(id);
+      });
+  if (values['skip-fnorm']) chosen = chosen.filter((m) => m.table !== 'fnorm');
+  if (values.measured) for (const m of plugins.metrics.list()) if (m.table === 'measured' && !chosen.includes(m)) chosen.push(m);
+  if (chosen.length === 0) throw new InvalidOptionError('--metrics', 'no metric left to measure');
+  // In registry order (fnorm before kurtosis: kurtosis is read off the fnorm table's column then).
+  const order = plugins.metrics.list();
+  return [...new Set(chosen)].sort((a, b) => order.indexOf(a) - order.indexOf(b));
 }
 
 function calibrationSource(values: ParsedArgs['values']): { path: string; name: string } {
@@ -83,9 +113,10 @@ function calibrationSource(values: ParsedArgs['values']): { path: string; name: 
 export const sensitivityCommand: Command = {
   name: 'sensitivity',
   summary: 'activation sensitivity, kurtosis and fnorm tables of a model (CSV, the authors\' layout)',
-  usage: USAGE,
-  async run({ argv, stdout, stderr }) {
+  usage,
+  async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
+      metrics: { type: 'string' },
       calib: { type: 'string' },
       dataset: { type: 'string' },
       blocks: { type: 'string' },
@@ -118,23 +149,21 @@ export const sensitivityCommand: Command = {
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const workersText = stringOption(values, 'workers');
     const workers = workersText === undefined ? undefined : parseIntegerOption(workersText, '--workers', 0, 1);
+    const metrics = selectMetrics(plugins, values);
     const calibration = calibrationSource(values);
     if (!existsSync(calibration.path)) throw new MissingFileError(calibration.path, 'does not exist; pass a UTF-8 text file with --calib or a built-in --dataset');
 
     const quiet = Boolean(values.json) || !process.stderr.isTTY;
-    const cost = {
-      sensitivity: createCostReporter('sensitivity', stderr, !values.json),
-      fnorm: createCostReporter('fnorm', stderr, !values.json),
-      measured: createCostReporter('measured', stderr, !values.json),
-    };
-    const bars = { sensitivity: createProgress('sensitivity', !quiet), fnorm: createProgress('fnorm', !quiet), measured: createProgress('measured', !quiet) };
+    // A cost line (the plan, then an estimate from the first unit) and a progress bar per metric, named by its table.
+    const cost = new Map(metrics.map((m) => [m.id, createCostReporter(m.table, stderr, !values.json)]));
+    const bars = new Map(metrics.map((m) => [m.id, createProgress(m.table, !quiet)]));
     const output = await openOutputDirectory(out, 'sensitivity');
-    let statistics: Awaited<ReturnType<typeof measureModelStatistics>>;
+    let results: Awaited<ReturnType<typeof measureMetrics>>;
     let files: string[];
     // Loading the model and tokenizing the calibration text take seconds before the first bar moves.
     const loading = createSpinner(`loading ${modelDir}`, !quiet);
     try {
-      statistics = await measureModelStatistics(modelDir, {
+      results = await measureMetrics(modelDir, metrics, {
         calibrationText: await readFile(calibration.path, 'utf8'),
         calibrationName: calibration.name,
         blocks,
@@ -142,25 +171,27 @@ export const sensitivityCommand: Command = {
         order,
         seed,
         sensitivityConfigs: configs,
-        skipFnorm: Boolean(values['skip-fnorm']),
-        ...(ladder ? { fnormConfigs: ladder } : {}),
-        ...(values.measured ? { measuredConfigs: ladder ?? PAPER_CONFIGS } : {}),
+        ...(ladder ? { configs: ladder } : {}),
         allowLongContext: values['allow-long-context'] === true,
         ...(threads === undefined ? {} : { threads }),
         ...(workers === undefined ? {} : { workers }),
         onPlan: (plan) => {
           loading.stop();
-          if (plan.step === 'fnorm') cost.fnorm.plan(`${plan.matrices} matrices x ${plan.configs} HQQ configs, one matrix at a time`);
-          else cost[plan.step].plan(`${plan.blocks} blocks of ${plan.seqlen} tokens through ${plan.layers} layers x ${plan.configs} config(s), one layer's weights at a time`);
+          cost.get(plan.metric.id)!.plan(
+            plan.metric.input === 'weights'
+              ? `${plan.matrices} matrices, one matrix at a time (${plan.metric.id})`
+              : `${plan.blocks} blocks of ${plan.seqlen} tokens through ${plan.layers} layers, one layer's weights at a time (${plan.metric.id})`,
+          );
         },
-        onStep: (step, done, total) => {
+        onProgress: (metric, done, total) => {
           loading.stop();
-          cost[step].unit(done, total, step === 'fnorm' ? 'matrices' : 'layers');
-          bars[step].update(done, total, step === 'fnorm' ? 'matrices' : 'layers');
-          if (done === total) bars[step].done();
+          const unit = metric.input === 'weights' ? 'matrices' : 'layers';
+          cost.get(metric.id)!.unit(done, total, unit);
+          bars.get(metric.id)!.update(done, total, unit);
+          if (done === total) bars.get(metric.id)!.done();
         },
       });
-      files = await writeSensitivityOutputs(out, statistics);
+      files = await writeMetricTables(out, metrics, results.tables);
     } catch (error) {
       loading.stop();
       output.abandon();
@@ -168,6 +199,9 @@ export const sensitivityCommand: Command = {
     } finally {
       output.release();
     }
+    const sensitivity = (results.tables.sensitivity as SensitivityTable | undefined) ?? { rows: [] };
+    const seconds = Object.fromEntries(metrics.map((m) => [m.table, results.seconds[m.id] ?? 0]));
+    const statistics = { sensitivity, blocks: results.blocks ?? 0, seqlen: results.seqlen ?? seqlen };
 
     if (values.json) {
       stdout(jsonLine('sensitivity', {
@@ -179,7 +213,8 @@ export const sensitivityCommand: Command = {
         seqlen: statistics.seqlen,
         configs: configs.map(configName),
         files: files.map((f) => resolve(f)),
-        seconds: statistics.seconds,
+        metrics: metrics.map((m) => m.id),
+        seconds,
         sensitivity: statistics.sensitivity.rows.map((r) => ({ config: configName(r), part: r.part, layer: r.layer, sensitivity: r.sensitivity })),
         outliers: configs.map((config) => ({ config: configName(config), parts: outlierParts(statistics.sensitivity.rows.filter((r) => r.bits === config.bits && r.groupSize === config.groupSize)) })),
       }));
@@ -203,9 +238,7 @@ export const sensitivityCommand: Command = {
       lines.push(renderTable([{ header: 'layer', align: 'right' }, ...SENSITIVITY_PARTS.map((p) => ({ header: `${p} MSE`, align: 'right' as const }))], table).trimEnd());
       lines.push('');
     }
-    lines.push(
-      `sensitivity ${formatSeconds(statistics.seconds.sensitivity)}${statistics.fnorm ? `, fnorm ${formatSeconds(statistics.seconds.fnorm)}` : ''}${statistics.measured ? `, measured ${formatSeconds(statistics.seconds.measured)}` : ''}`,
-    );
+    lines.push(metrics.map((m) => `${m.table} ${formatSeconds(results.seconds[m.id] ?? 0)}`).join(', '));
     for (const file of files) lines.push(`wrote ${file}`);
     // Prose broken at spaces to the terminal's width (never inside a number); the tables keep their cells whole.
     stdout(`${lines.join('\n').split('\n').map((line) => wrapAtSpaces(line, terminalColumns(), 2)).join('\n')}\n`);

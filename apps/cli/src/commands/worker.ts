@@ -14,13 +14,15 @@ carries the content hash of the coordinator's model; a worker whose model differ
   --model <dir>           read this copy of the model instead of the coordinator's path
   --stall-interval <s>    seconds without a lock renewal before another worker takes over a job of a worker that
                           died (default 30); every worker of a grid should use the same value
-  --threads <n>           onnxruntime threads per model session (default: one per core)`;
+  --threads <n>           onnxruntime threads per model session (default: one per core)
+  --plugin <module>       load allocators, quantizers and metrics from a module (a path or package name;
+                          repeatable): give the coordinator's --plugin modules, so its cells run here too`;
 
 export const workerCommand: Command = {
   name: 'worker',
   summary: 'run the jobs of `experiment --queue` (cells, statistics) from a Redis queue on this machine',
   usage: USAGE,
-  async run({ argv, stderr }) {
+  async run({ argv, stderr, plugins }) {
     const { values, positionals } = parseCommandArgs(argv, {
       queue: { type: 'string' },
       concurrency: { type: 'string' },
@@ -41,6 +43,7 @@ export const workerCommand: Command = {
       stallSeconds,
       ...(modelDir ? { modelDir } : {}),
       ...(threads ? { threads } : {}),
+      ...(plugins && plugins.modules.length > 0 ? { plugins: plugins.modules } : {}),
       log: (line) => stderr(`${line}\n`),
     });
     const stop = (signal: string) => {

@@ -16,6 +16,7 @@ import {
 } from '@layerquant/allocators';
 import { InvalidOptionError, type Allocation, type QuantConfig } from '@layerquant/core';
 import type { MethodSpec } from './grid.js';
+import { formatRows } from '../output.js';
 
 /** Options in words for tables: `boost_stop=2 top_m=1`. */
 export function describeOptions(method: MethodSpec, plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): string {
@@ -71,20 +72,19 @@ export function allocatorFlags(plugins: readonly AllocatorPlugin[] = ALLOCATOR_P
 
 /** Help lines for the plug-ins and their option flags (defaults included), generated from the registry. */
 export function allocatorHelp(plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS, indent = '  '): string {
-  const lines: string[] = [];
-  for (const p of plugins) lines.push(`${indent}${(p.gridName && p.gridName !== p.id ? `${p.id} (${p.gridName})` : p.id).padEnd(22)} ${p.description}; budget: ${p.budget === 'stop' ? 'a stop of the ladder' : 'any'}`);
+  const allocators: Array<[string, string]> = plugins.map((p) => [p.gridName && p.gridName !== p.id ? `${p.id} (${p.gridName})` : p.id, `${p.description}; budget: ${p.budget === 'stop' ? 'a stop of the ladder' : 'any'}`]);
+  const options: Array<[string, string]> = [];
   const seen = new Set<string>();
-  lines.push('', `${indent}allocator options (each applies to the allocators that take it):`);
   for (const p of plugins) {
     for (const d of p.options) {
       if (seen.has(d.flag)) continue;
       seen.add(d.flag);
       const users = plugins.filter((q) => q.options.some((o) => o.flag === d.flag)).map((q) => q.id);
       const value = d.type === 'boolean' ? '' : d.type === 'choice' && d.choices ? ` <${d.choices.join('|')}>` : ' <v>';
-      lines.push(`${indent}--${d.flag}${value}`.padEnd(indent.length + 26) + ` ${d.help}${d.type === 'boolean' || d.default === '' ? '' : ` (default ${String(d.default)})`} [${users.join(', ')}]`);
+      options.push([`--${d.flag}${value}`, `${d.help}${d.type === 'boolean' || d.default === '' ? '' : ` (default ${String(d.default)})`} [${users.join(', ')}]`]);
     }
   }
-  return lines.join('\n');
+  return [formatRows(allocators, { indent, keyWidth: 22 }).trimEnd(), '', `${indent}allocator options (each applies to the allocators that take it):`, formatRows(options, { indent, keyWidth: 26 }).trimEnd()].join('\n');
 }
 
 /**

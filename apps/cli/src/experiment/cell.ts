@@ -1,5 +1,6 @@
+import type { AllocatorPlugin } from '@layerquant/allocators';
 import type { ModelStats } from '@layerquant/allocators';
-import { matrixOfTensorName, matrixTensorName, type Allocation, type DecoderConfig, type QuantConfig } from '@layerquant/core';
+import { matrixOfTensorName, matrixTensorName, type Allocation, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { openModel, type Checkpoint } from '@layerquant/tensor-io';
@@ -10,9 +11,10 @@ import type { ExperimentRow } from './report.js';
 
 /**
  * One cell of the experiment grid, computed by one function for both the in-process run and a queue worker:
- * allocate from the statistics, quantize every linear matrix with HQQ and measure the perplexity of the
- * packed-weight model (the graph `layerquant export` writes), so a cell holds the quantized model, never float32
- * copies; weights are streamed from the checkpoint matrix by matrix.
+ * allocate from the statistics, quantize every linear matrix with the grid's quantizer (HQQ unless --quantizer) and
+ * measure the perplexity of the packed-weight model (the graph `layerquant export` writes), so a cell holds the
+ * quantized model, never float32 copies; weights are streamed from the checkpoint matrix by matrix. A quantizer
+ * whose codes MatMulNBits cannot hold (no packedLayout 'affine') runs on its dequantized weights.
  */
 
 /** A cell: the unquantized model, or a method at a budget. `key` names its settings (see keys.ts). */
@@ -37,6 +39,10 @@ export interface CellContext {
   readonly seed?: number;
   /** The config ladder the allocators choose from (default: the paper's 12). */
   readonly configs?: readonly QuantConfig[];
+  /** The allocator plug-ins method names resolve to (the command's registry, --plugin's included; default built-ins). */
+  readonly allocators?: readonly AllocatorPlugin[];
+  /** The quantizer of every matrix (`experiment --quantizer`, a --plugin's included; default HQQ). */
+  readonly quantizer?: Quantizer;
 }
 
 export function cellLabel(cell: CellSpec): string {
@@ -83,9 +89,9 @@ export async function computeCell(
   if (cell.kind === 'method') {
     if (!context.stats) throw new TypeError(`cell ${cellLabel(cell)} needs statistics`);
     // Between stops, uniform and the boosts run at the highest stop below the budget (never over it).
-    allocation = allocateMethod(cell.method, context.stats, cell.budget, context.seed, context.configs, undefined, true);
+    allocation = allocateMethod(cell.method, context.stats, cell.budget, context.seed, context.configs, context.allocators, true);
     const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [matrixTensorName(m.layer, m.module), m.config]));
-    opened = await openAllocationModel(checkpoint, session.config, (name) => configs.get(name) ?? null, hqqQuantizer, session.evaluation);
+    opened = await openAllocationModel(checkpoint, session.config, (name) => configs.get(name) ?? null, context.quantizer ?? hqqQuantizer, session.evaluation);
   } else {
     opened = await openEvaluationModel(session.modelDir, session.evaluation);
   }
@@ -116,7 +122,8 @@ export async function computeCell(
     row = {
       model: context.modelName,
       method: cell.method.id,
-      options: [describeOptions(cell.method), allocation.budget !== cell.budget ? `at stop ${allocation.budget}` : ''].filter(Boolean).join(' '),
+      quantizer: (context.quantizer ?? hqqQuantizer).id,
+      options: [describeOptions(cell.method, context.allocators), allocation.budget !== cell.budget ? `at stop ${allocation.budget}` : ''].filter(Boolean).join(' '),
       budget: cell.budget,
       bpp: allocation.totals.bpp,
       memoryMB: allocation.totals.memoryMB,

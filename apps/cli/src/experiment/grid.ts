@@ -10,16 +10,8 @@ import { InvalidOptionError } from '@layerquant/core';
 
 export type { MethodSpec } from '@layerquant/allocators';
 
-/** The paper's settings: boost_stop 2 and 3, top_m 1 and all (0). */
-export const PAPER_BOOST_VARIANTS: readonly (readonly [number, number])[] = Object.freeze([
-  [2, 1],
-  [2, 0],
-  [3, 1],
-  [3, 0],
-]);
-
-/** The budgets of the paper's comparison. */
-export const PAPER_BUDGETS: readonly number[] = Object.freeze([2.25, 2.51, 3.13, 3.25, 3.51, 4.13, 4.25, 4.51]);
+/** The budgets of the paper's comparison (core's list). */
+export { PAPER_BUDGETS } from '@layerquant/core';
 
 /**
  * Parses a method list through the allocator plug-ins (@layerquant/allocators' ALLOCATOR_PLUGINS): names such as

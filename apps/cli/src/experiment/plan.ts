@@ -10,7 +10,7 @@ import { settingsKey } from './keys.js';
  * names a statistics cache directory, a cell in results.json and a job on the queue.
  */
 
-/** The quantizer every cell and the fnorm table use, with its solver settings. */
+/** The quantizer of the fnorm table (the authors' HQQ error) and of every cell unless `experiment --quantizer`, with its solver settings. */
 export const QUANTIZER_SETTINGS = Object.freeze({ id: hqqQuantizer.id, solver: hqqQuantizer.solver });
 
 /** What computed statistics depend on. */
@@ -42,6 +42,10 @@ export function computedStatsSettings(options: {
   order?: string;
   fnormConfigs?: readonly QuantConfig[];
   measured?: boolean;
+  /** Measure activation sensitivity (default true; false: no method reads it, the list of its configs is empty). */
+  sensitivity?: boolean;
+  /** Measure the fnorm table (default true; false: its ladder is empty, kurtosis is read on its own). */
+  fnorm?: boolean;
 }): ComputedStatsSettings {
   const ladder = options.fnormConfigs ?? PAPER_CONFIGS;
   return {
@@ -52,8 +56,8 @@ export function computedStatsSettings(options: {
     blocks: options.blocks,
     seqlen: options.seqlen,
     order: options.order ?? 'default',
-    sensitivityConfigs: [DEFAULT_SENSITIVITY_CONFIG],
-    fnormConfigs: ladder,
+    sensitivityConfigs: options.sensitivity === false ? [] : [DEFAULT_SENSITIVITY_CONFIG],
+    fnormConfigs: options.fnorm === false ? [] : ladder,
     measuredConfigs: options.measured ? ladder : null,
     ...(options.measured ? { measuredError: 'relative to the residual stream' as const } : {}),
     quantizer: QUANTIZER_SETTINGS,
@@ -69,6 +73,8 @@ export interface GridSettings {
   readonly seed: number;
   /** The config ladder the allocators choose from (config names); absent: the paper's 12. */
   readonly configs?: readonly string[];
+  /** The cells' quantizer as its settings (plugins.ts `quantizerSettings`); absent: HQQ, QUANTIZER_SETTINGS. */
+  readonly quantizer?: Readonly<Record<string, unknown>>;
 }
 
 /** A planned cell with the settings its key was made of (kept beside the result, to say why one was not reused). */
@@ -86,7 +92,7 @@ export interface PlannedCell {
 export function cellSettings(grid: GridSettings, cell: { method: MethodSpec; budget: number } | 'fp', statsKey: string | undefined): Record<string, unknown> {
   const common = { v: 1, model: grid.model, text: grid.text, seqlen: grid.seqlen, protocol: 'windows', maxTokens: grid.maxTokens };
   if (cell === 'fp') return { ...common, method: 'fp' };
-  return { ...common, method: { ...cell.method }, budget: cell.budget, seed: grid.seed, quantizer: QUANTIZER_SETTINGS, stats: statsKey ?? null, ...(grid.configs ? { configs: grid.configs } : {}) };
+  return { ...common, method: { ...cell.method }, budget: cell.budget, seed: grid.seed, quantizer: grid.quantizer ?? QUANTIZER_SETTINGS, stats: statsKey ?? null, ...(grid.configs ? { configs: grid.configs } : {}) };
 }
 
 /** The grid's cells in report order: fp first, then budget-major, methods in the order given. */

@@ -19,6 +19,7 @@ export function experimentRowJson(row: ExperimentRow, rows: readonly ExperimentR
   return {
     model: row.model,
     method: row.method,
+    quantizer: row.quantizer ?? null,
     options: row.options,
     budget: row.budget,
     sizes: size,

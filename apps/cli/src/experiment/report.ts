@@ -1,11 +1,14 @@
-import { seededRandom } from '@layerquant/allocators';
+import { formatCsv, seededRandom } from '@layerquant/allocators';
 import { InvalidDataError, InvalidOptionError } from '@layerquant/core';
+import { markdownTable, type Column } from '../output.js';
 
 /** One evaluated cell of the experiment. */
 export interface ExperimentRow {
   readonly model: string;
   /** `fp` (the unquantized model), `hqq`, `mxq`, `sensiboost-2-1`, ... */
   readonly method: string;
+  /** The quantizer of every matrix (`hqq` unless `experiment --quantizer`); absent for the unquantized row. */
+  readonly quantizer?: string;
   /** Options in words, e.g. `boost_stop=2 top_m=1`. */
   readonly options: string;
   /** Budget asked for (bits per weight); null for the unquantized model. */
@@ -39,21 +42,17 @@ export const RESULT_COLUMNS = Object.freeze([
   'seconds',
 ] as const);
 
-/** A CSV field; null and non-finite numbers (no HQQ baseline, the unquantized row) are written empty, never NaN. */
-function csvField(value: string | number | null): string {
-  if (value === null || (typeof value === 'number' && !Number.isFinite(value))) return '';
-  const text = String(value);
-  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+/** No value (no uniform baseline, the unquantized row): results.csv writes an empty field, never NaN. */
+function finiteOrNull(value: number | null): number | null {
+  return value === null || !Number.isFinite(value) ? null : value;
 }
 
+/** results.csv through the one CSV writer (@layerquant/stats' formatCsv: Python-repr numbers, empty for no value). */
 export function formatResultsCsv(rows: readonly ExperimentRow[]): string {
-  const lines = [RESULT_COLUMNS.join(',')];
-  for (const r of rows) {
-    lines.push(
-      [r.model, r.method, r.options, r.budget, r.bpp, r.memoryMB, r.packedBytes / 2 ** 20, r.extraMemoryPercent, r.ppl, r.seconds].map(csvField).join(','),
-    );
-  }
-  return `${lines.join('\n')}\n`;
+  return formatCsv(
+    RESULT_COLUMNS,
+    rows.map((r) => [r.model, r.method, r.options, finiteOrNull(r.budget), finiteOrNull(r.bpp), finiteOrNull(r.memoryMB), finiteOrNull(r.packedBytes / 2 ** 20), finiteOrNull(r.extraMemoryPercent), finiteOrNull(r.ppl), finiteOrNull(r.seconds)]),
+  );
 }
 
 /** Settings of the paired bootstrap over evaluation windows. */
@@ -243,8 +242,6 @@ export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: R
   out.push(`# layerquant experiment: ${context.model}`, '');
   out.push(`Perplexity on ${context.text} (${context.tokens.toLocaleString('en-US')} tokens, ${context.protocol}); statistics from ${context.statsSource}.`);
   out.push('Memory is that of the quantized linear matrices in the paper\'s accounting (8-bit scale and zero per group, fp16 meta per 128 groups); extra memory is against HQQ uniform at the same budget (at the highest stop below it for a budget between stops, where uniform and the boosts run at that stop).', '');
-  out.push('| budget | method | options | bits/weight (paper) | MiB (paper) | extra memory | perplexity | vs HQQ | Δppl vs HQQ (95% CI) | Δppl vs MXQ (95% CI) |');
-  out.push('| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   const versusCell = (r: ExperimentRow, baseline: string): string => {
     const base = rows.find((x) => x.method === baseline && x.budget === r.budget);
     if (!base || r.method === baseline || r.budget === null) return '';
@@ -253,13 +250,17 @@ export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: R
     const mark = verdict(interval) === 'better' ? ' **better**' : verdict(interval) === 'worse' ? ' worse' : '';
     return `${fixed(interval.difference, 3)} [${fixed(interval.low, 3)}, ${fixed(interval.high, 3)}]${mark}`;
   };
-  for (const r of rows) {
-    const base = rows.find((x) => x.method === 'hqq' && x.budget === r.budget);
-    const versus = base && r.method !== 'hqq' && r.budget !== null ? `${fixed((100 * (r.ppl - base.ppl)) / base.ppl, 2)}%` : '';
-    out.push(
-      `| ${r.budget ?? '-'} | ${r.method} | ${r.options || '-'} | ${fixed(r.bpp, 4)} | ${fixed(r.memoryMB, 3)} | ${r.budget === null ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`} | ${fixed(r.ppl, 4)} | ${versus} | ${versusCell(r, 'hqq')} | ${versusCell(r, 'mxq')} |`,
-    );
-  }
+  const right = (header: string): Column => ({ header, align: 'right' });
+  out.push(
+    markdownTable(
+      [right('budget'), { header: 'method' }, { header: 'options' }, right('bits/weight (paper)'), right('MiB (paper)'), right('extra memory'), right('perplexity'), right('vs HQQ'), right('Δppl vs HQQ (95% CI)'), right('Δppl vs MXQ (95% CI)')],
+      rows.map((r) => {
+        const base = rows.find((x) => x.method === 'hqq' && x.budget === r.budget);
+        const versus = base && r.method !== 'hqq' && r.budget !== null ? `${fixed((100 * (r.ppl - base.ppl)) / base.ppl, 2)}%` : '';
+        return [String(r.budget ?? '-'), r.method, r.options || '-', fixed(r.bpp, 4), fixed(r.memoryMB, 3), r.budget === null ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`, fixed(r.ppl, 4), versus, versusCell(r, 'hqq'), versusCell(r, 'mxq')];
+      }),
+    ).trimEnd(),
+  );
   const methods = [...new Set(rows.map((r) => r.method))].filter((m) => m !== 'fp' && m !== 'hqq' && m !== 'mxq');
   const comparisons = methods.flatMap((m) => [compareMethods(rows, m, 'hqq', bootstrap), compareMethods(rows, m, 'mxq', bootstrap)]).filter((c): c is Comparison => c !== undefined);
   const resamples = bootstrap.resamples ?? 2000;
@@ -269,9 +270,12 @@ export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: R
       `## Win / tie / loss (paired bootstrap over the ${rows.find((r) => r.windowNll)?.windowNll?.length ?? 0} evaluation windows, ${resamples} resamples, seed ${bootstrap.seed ?? 42}: a win or loss only when the 95% interval of the perplexity difference excludes 0)`,
       '',
     );
-    out.push('| method | against | wins | ties | losses | no windows | mean perplexity change |');
-    out.push('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
-    for (const c of comparisons) out.push(`| ${c.method} | ${c.baseline === 'hqq' ? 'HQQ uniform' : 'MXQ'} | ${c.wins} | ${c.ties} | ${c.losses} | ${c.undecided} | ${fixed(c.meanChangePercent, 2)}% |`);
+    out.push(
+      markdownTable(
+        [{ header: 'method' }, { header: 'against' }, { header: 'wins', align: 'right' }, { header: 'ties', align: 'right' }, { header: 'losses', align: 'right' }, { header: 'no windows', align: 'right' }, { header: 'mean perplexity change', align: 'right' }],
+        comparisons.map((c) => [c.method, c.baseline === 'hqq' ? 'HQQ uniform' : 'MXQ', String(c.wins), String(c.ties), String(c.losses), String(c.undecided), `${fixed(c.meanChangePercent, 2)}%`]),
+      ).trimEnd(),
+    );
   }
   const best = headline(rows, bootstrap);
   out.push('', '## Headline', '');

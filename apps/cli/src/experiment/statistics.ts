@@ -1,10 +1,10 @@
 import type { ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type QuantConfig } from '@layerquant/core';
+import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type LinearModule, type MatrixInfo, type MatrixKey, type QuantConfig } from '@layerquant/core';
 import { measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
-import { removeStaleTemporaries, temporaryPath, trackTemporary, untrackTemporary, writeTextAtomic } from '@layerquant/tensor-io';
+import { removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeChanges, fileContentHash, modelContentHash, settingsKey } from './keys.js';
 import { computedStatsSettings, type ComputedStatsSettings } from './plan.js';
@@ -33,6 +33,19 @@ export interface StatisticsOptions {
   /** Lines for stderr: what was reused and why, what was not and why. */
   readonly onNote?: (line: string) => void;
   readonly compute?: ComputeStatistics;
+  /**
+   * The model's matrices and sizes (core's modelMatrixParams): when the methods need no table (uniform, a
+   * layer-position rule), nothing is computed and the allocators get this list.
+   */
+  readonly matrices?: ReadonlyMap<MatrixKey, number>;
+}
+
+/** MatrixInfo rows of a `layer.module -> params` map. */
+export function matrixList(params: ReadonlyMap<MatrixKey, number>): MatrixInfo[] {
+  return [...params].map(([key, count]) => {
+    const dot = key.indexOf('.');
+    return Object.freeze({ key, layer: Number(key.slice(0, dot)), module: key.slice(dot + 1) as LinearModule, params: count });
+  });
 }
 
 export interface ResolvedStatistics {
@@ -78,10 +91,13 @@ export function measureInProcess(modelDir: string, options: Pick<StatisticsOptio
       ...(options.onStep ? { onStep: options.onStep } : {}),
       fnormConfigs: settings.fnormConfigs,
       ...(settings.measuredConfigs ? { measuredConfigs: settings.measuredConfigs } : {}),
+      // An empty list of configs: that table is not measured (no method reads it).
+      ...(Array.isArray(settings.sensitivityConfigs) && settings.sensitivityConfigs.length === 0 ? { skipSensitivity: true } : {}),
+      ...(settings.fnormConfigs.length === 0 ? { skipFnorm: true } : {}),
     });
     return {
       ...(measured.fnorm ? { fnorm: measured.fnorm } : {}),
-      sensitivity: measured.sensitivity,
+      ...(measured.sensitivity.rows.length > 0 ? { sensitivity: measured.sensitivity } : {}),
       kurtosis: measured.kurtosis,
       ...(measured.measured ? { measured: measured.measured } : {}),
       source: modelDir,
@@ -121,6 +137,11 @@ async function directoryKey(dir: string): Promise<string> {
 export async function ensureStatistics(options: StatisticsOptions): Promise<ResolvedStatistics> {
   const { needs } = options;
   const note = options.onNote ?? (() => undefined);
+  const nothingNeeded = !needs.fnorm && !needs.sensitivity && !needs.kurtosis && !needs.measured;
+  if (nothingNeeded && options.matrices && !options.statsDir) {
+    note('statistics: none needed (the methods read no table)');
+    return { stats: { matrices: matrixList(options.matrices), source: 'the model (no statistics needed)' }, source: 'none needed', key: 'none', computed: false };
+  }
   if (options.statsDir) {
     const stats = await loadStatsDirectory(options.statsDir);
     if (!hasTables(stats, needs, options.configs)) {
@@ -143,6 +164,9 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
     ...(options.order ? { order: options.order } : {}),
     ...(options.configs ? { fnormConfigs: options.configs } : {}),
     measured: Boolean(needs.measured),
+    // Only what the methods read: KurtBoost alone reads the weights' kurtosis, never the model's activations.
+    sensitivity: needs.sensitivity,
+    fnorm: needs.fnorm,
   });
   const key = settingsKey(settings);
   if (options.cacheDir) {
@@ -167,20 +191,10 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
   await mkdir(options.cacheDir, { recursive: true });
   removeStaleTemporaries(options.cacheDir);
   const dir = join(options.cacheDir, key);
-  const tmp = temporaryPath(dir);
-  trackTemporary(tmp);
-  try {
-    await mkdir(tmp, { recursive: true });
+  await writeDirectoryAtomic(dir, async (tmp) => {
     await writeSensitivityOutputs(tmp, stats);
     await writeTextAtomic(join(tmp, SETTINGS_FILE), `${JSON.stringify(settings, null, 1)}\n`);
-    await rm(dir, { recursive: true, force: true });
-    await rename(tmp, dir);
-  } catch (error) {
-    await rm(tmp, { recursive: true, force: true });
-    throw error;
-  } finally {
-    untrackTemporary(tmp);
-  }
+  });
   // Read back what was written, so a first run, a resumed run and queue workers allocate from the same numbers.
   return { stats: await loadStatsDirectory(dir), source: `${dir} (computed)`, key, computed: true };
 }

@@ -12,6 +12,7 @@ import type { ComputeStatistics } from '../experiment/statistics.js';
 import { formatSeconds } from '../progress.js';
 import { QUEUE_NAME, blobKey, jobIds, sha256Hex, statsToBlob, type CellJobData, type FnormJobData, type JobName, type SensitivityJobData, type SensitivityJobResult } from './jobs.js';
 import { isAuthenticationError, parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
+import type { QuantizerChoice } from '../plugins.js';
 
 /** Cells (or statistics jobs) that failed every attempt: reported together after the others finished. */
 export class QueueJobsFailedError extends LayerquantError {
@@ -61,6 +62,8 @@ export interface RunCellsOptions {
   readonly statsKey: string;
   readonly stats: ModelStats;
   readonly context: CellContext;
+  /** The quantizer of every cell, as the workers resolve it through their registries. */
+  readonly quantizer: QuantizerChoice;
   /** Cells already in results.json under the same key: never enqueued. */
   readonly done: ReadonlyMap<string, CellResult>;
   readonly onResult: (result: CellResult) => Promise<void>;
@@ -226,7 +229,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
           label: cellLabel(p.spec),
           data: {
             modelDir: run.modelDir, modelHash: run.modelHash, cell: p.spec, modelName: run.context.modelName, textBlob,
-            seqlen: run.context.seqlen, maxTokens: run.context.maxTokens ?? null, seed: run.context.seed ?? 42, statsBlob: p.spec.kind === 'fp' ? null : statsBlob, configs: run.context.configs ?? null,
+            seqlen: run.context.seqlen, maxTokens: run.context.maxTokens ?? null, seed: run.context.seed ?? 42, statsBlob: p.spec.kind === 'fp' ? null : statsBlob, configs: run.context.configs ?? null, quantizer: run.quantizer,
           } satisfies CellJobData,
         }));
       if (jobs.length < run.planned.length) log(`queue: ${run.planned.length - jobs.length} cell(s) already in --out, not enqueued`);

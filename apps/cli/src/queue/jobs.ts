@@ -16,6 +16,7 @@ import { frobeniusRows, listMatrices, measureModelStatistics } from '@layerquant
 import { loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
 import { createHash } from 'node:crypto';
 import type { CellResult, CellSpec } from '../experiment/cell.js';
+import type { QuantizerChoice } from '../plugins.js';
 
 /**
  * The jobs of the experiment queue. Every job carries the content hash of the model it was planned on (a worker
@@ -26,7 +27,7 @@ import type { CellResult, CellSpec } from '../experiment/cell.js';
 export const QUEUE_NAME = 'layerquant-experiment';
 
 /** Environment variables the worker's main thread sets for its processor threads (processor.ts). */
-export const PROCESSOR_ENV = Object.freeze({ url: 'LAYERQUANT_QUEUE_URL', model: 'LAYERQUANT_WORKER_MODEL', threads: 'LAYERQUANT_WORKER_THREADS' } as const);
+export const PROCESSOR_ENV = Object.freeze({ url: 'LAYERQUANT_QUEUE_URL', model: 'LAYERQUANT_WORKER_MODEL', threads: 'LAYERQUANT_WORKER_THREADS', plugins: 'LAYERQUANT_WORKER_PLUGINS' } as const);
 
 interface ModelRef {
   /** The model directory as the coordinator sees it (a worker may be given its own copy with --model). */
@@ -45,6 +46,8 @@ export interface CellJobData extends ModelRef {
   readonly statsBlob: string | null;
   /** The config ladder the allocators choose from; null: the paper's 12. */
   readonly configs: readonly QuantConfig[] | null;
+  /** The quantizer of every matrix (a built-in or a `--plugin` module's, which the worker must load too). */
+  readonly quantizer: QuantizerChoice;
 }
 
 /** fnorm rows of one layer's matrices under the configs of the ladder. */

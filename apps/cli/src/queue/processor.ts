@@ -5,6 +5,7 @@ import { modelContentHash } from '../experiment/keys.js';
 import type { RedisCommands } from './coordinator.js';
 import { JOB_PROCESSORS, PROCESSOR_ENV, MissingBlobError, ModelMismatchError, QUEUE_NAME, blobKey, sha256Hex, statsFromBlob, tokenIds, type JobEnvironment, type JobName } from './jobs.js';
 import { parseQueueUrl, redactCredentials } from './redis-url.js';
+import { MissingPluginError, loadPlugins, quantizerOf, type PluginRegistries } from '../plugins.js';
 
 /**
  * The job processor of `layerquant worker`, run by BullMQ in a worker thread of its own (a sandboxed processor):
@@ -16,6 +17,9 @@ import { parseQueueUrl, redactCredentials } from './redis-url.js';
 const address = parseQueueUrl(process.env[PROCESSOR_ENV.url] ?? '');
 const modelOverride = process.env[PROCESSOR_ENV.model] || undefined;
 const threads = process.env[PROCESSOR_ENV.threads] ? Number(process.env[PROCESSOR_ENV.threads]) : undefined;
+/** The worker's registries: built-ins and its `--plugin` modules (absolute paths from the main thread), loaded once. */
+let registries: Promise<PluginRegistries> | undefined;
+const plugins = (): Promise<PluginRegistries> => (registries ??= loadPlugins(JSON.parse(process.env[PROCESSOR_ENV.plugins] || '[]') as string[]));
 const log = (line: string) => process.stderr.write(`${redactCredentials(line, address)}\n`);
 let blobClient: Queue | undefined;
 let session: { dir: string; session: CellSession } | undefined;
@@ -45,8 +49,15 @@ const env: JobEnvironment = {
       await session.session.close();
       session = undefined;
     }
+    const registry = await plugins();
+    if (data.cell.kind === 'method' && !registry.allocators.has(data.cell.method.allocator)) {
+      throw new MissingPluginError('allocator', data.cell.method.allocator, registry.allocators.ids());
+    }
+    const quantizer = quantizerOf(registry, data.quantizer);
     session ??= { dir: modelDir, session: await openCellSession(modelDir, threads) };
     return computeCell(session.session, data.cell, {
+      allocators: registry.allocators.list(),
+      quantizer,
       modelName: data.modelName,
       ...(stats ? { stats } : {}),
       ids,

@@ -18,6 +18,8 @@ export interface WorkerOptions {
    */
   readonly stallSeconds: number;
   readonly threads?: number;
+  /** `--plugin` modules (absolute paths) the processor threads load, so cells can use their allocators and quantizers. */
+  readonly plugins?: readonly string[];
   readonly log: (line: string) => void;
 }
 
@@ -51,6 +53,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
         [PROCESSOR_ENV.url]: options.url,
         [PROCESSOR_ENV.model]: options.modelDir ?? '',
         [PROCESSOR_ENV.threads]: options.threads ? String(options.threads) : '',
+        [PROCESSOR_ENV.plugins]: JSON.stringify(options.plugins ?? []),
       },
     },
     lockDuration: options.stallSeconds * 1000,

@@ -1,4 +1,5 @@
-import { PAPER_CONFIGS, configName, quantConfig, type Quantizer } from '@layerquant/core';
+import { PAPER_CONFIGS, configName, quantConfig, resolveOptions, type Quantizer } from '@layerquant/core';
+import type { QuantizerPlugin } from '../registry.js';
 import { describe, expect, it } from 'vitest';
 import { squaredError, unpackQuantizedCodes } from '../quantizers.js';
 import { randomMatrix } from './random-matrix.js';
@@ -52,6 +53,46 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
           expect(Math.abs(values[i]! - weight.data[i]!)).toBeLessThanOrEqual(1.5 * step);
         }
       }
+    });
+
+    it('round-trips through stored data alone: dequantize of a copy (as a checkpoint reads it back) is identical', () => {
+      for (const config of [quantConfig(2, 32), quantConfig(4, 64), quantConfig(8, 128)]) {
+        const q = quantizer.quantize(weight, config);
+        // The checkpoint records the quantizer's id and dequantizes with the plug-in of that id.
+        expect(q.method).toBe(quantizer.id);
+        const stored = { ...q, packed: q.packed.slice(), scale: q.scale.slice(), zero: q.zero.slice(), config: { ...q.config } };
+        expect(quantizer.dequantize(stored)).toEqual(quantizer.dequantize(q));
+      }
+    });
+
+    it("declares packedLayout 'affine' only when every stored group dequantizes as (code - zero) / scale (what the ONNX export holds)", () => {
+      if (quantizer.packedLayout !== 'affine') return;
+      for (const config of [quantConfig(2, 32), quantConfig(3, 64), quantConfig(4, 128)]) {
+        const q = quantizer.quantize(weight, config);
+        const codes = unpackQuantizedCodes(q);
+        const values = quantizer.dequantize(q);
+        let worst = 0;
+        let largest = 0;
+        // Groups of axis 1 run along the input dimension: element i of the row-major matrix is in group i / groupSize.
+        for (let i = 0; i < codes.length; i++) {
+          const g = Math.floor(i / config.groupSize);
+          const affine = (codes[i]! - q.zero[g]!) / q.scale[g]!;
+          worst = Math.max(worst, Math.abs(values[i]! - affine));
+          largest = Math.max(largest, Math.abs(affine));
+        }
+        expect(worst, configName(config)).toBeLessThanOrEqual(1e-6 * largest);
+      }
+    });
+
+    it('describes its options (when it is a plug-in) with help text and defaults that pass validation', () => {
+      const plugin = quantizer as Partial<QuantizerPlugin>;
+      if (plugin.options === undefined) return;
+      expect(plugin.description?.length ?? 0).toBeGreaterThan(0);
+      for (const d of plugin.options) expect(d.help.length, d.name).toBeGreaterThan(0);
+      const configured = plugin.configure!(resolveOptions(quantizer as QuantizerPlugin, {}));
+      const config = quantConfig(3, 64);
+      expect(configured.id).toBe(quantizer.id);
+      expect(configured.quantize(weight, config).zero).toEqual(quantizer.quantize(weight, config).zero);
     });
 
     it('rejects a group size that does not divide the row length, naming the option and tensor', () => {

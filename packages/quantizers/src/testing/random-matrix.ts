@@ -1,17 +1,7 @@
-import type { WeightTensor } from '@layerquant/core';
+import { seededRandom, type WeightTensor } from '@layerquant/core';
 
-/** Deterministic xorshift32 generator in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    return state / 4294967296;
-  };
-}
+/** core's one seeded generator (mulberry32); re-exported for the quantizer tests. */
+export { seededRandom };
 
 /** A [rows, columns] float32 matrix of roughly Gaussian values times `scale`, with a few outliers when `outliers`. */
 export function randomMatrix(rows: number, columns: number, seed: number, scale = 0.02, outliers = 0): WeightTensor {

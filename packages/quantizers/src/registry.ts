@@ -1,0 +1,59 @@
+import { createRegistry, resolveOptions, type OptionDescriptor, type Quantizer, type Registry, type ResolvedOptions } from '@layerquant/core';
+import { createHqqQuantizer, createRtnQuantizer, hqqQuantizer, rtnQuantizer } from './quantizers.js';
+
+/**
+ * A quantizer plug-in: a Quantizer (its defaults) that also says what it is and which options it takes. The CLI's
+ * `--quantizer <id>` and the notebook look quantizers up in a registry of these; `configure` returns the quantizer
+ * with options applied (the CLI derives a flag from each descriptor). A checkpoint records the id, and the reader
+ * dequantizes each matrix with the plug-in of that id.
+ */
+export interface QuantizerPlugin extends Quantizer {
+  readonly description: string;
+  readonly options: readonly OptionDescriptor[];
+  configure(options: ResolvedOptions): Quantizer;
+}
+
+/** Freezes a plug-in; one without options configures to itself. */
+export function defineQuantizer(plugin: Omit<QuantizerPlugin, 'configure' | 'options'> & Partial<Pick<QuantizerPlugin, 'configure' | 'options'>>): QuantizerPlugin {
+  const options = plugin.options ?? [];
+  const base = { ...plugin, options };
+  return Object.freeze({ ...base, configure: plugin.configure ?? (() => base as QuantizerPlugin) });
+}
+
+export const rtnPlugin: QuantizerPlugin = defineQuantizer({
+  ...rtnQuantizer,
+  id: 'rtn',
+  description: 'round to nearest from the asymmetric min/max init',
+  packedLayout: 'affine',
+  configure: () => createRtnQuantizer(),
+});
+
+const kappaOption: OptionDescriptor = Object.freeze({
+  name: 'kappa',
+  flag: 'kappa',
+  type: 'number',
+  default: 1,
+  min: 1,
+  help: "multiply HQQ's beta by kappa after each step (1 = off, upstream; the authors' fork: 1.01)",
+});
+
+export const hqqPlugin: QuantizerPlugin = defineQuantizer({
+  ...hqqQuantizer,
+  id: 'hqq',
+  description: 'half-quadratic quantization: RTN init, then the proximal solver on the zero points (upstream p=0.7, beta=10, 20 iterations)',
+  options: [kappaOption],
+  packedLayout: 'affine',
+  configure: (options) => createHqqQuantizer({ solver: { kappa: Number(options.kappa ?? 1) } }),
+});
+
+/** The built-in quantizer plug-ins. */
+export const QUANTIZER_PLUGINS: readonly QuantizerPlugin[] = Object.freeze([rtnPlugin, hqqPlugin]);
+
+export function createQuantizerRegistry(plugins: readonly QuantizerPlugin[] = QUANTIZER_PLUGINS): Registry<QuantizerPlugin> {
+  return createRegistry('quantizer', plugins);
+}
+
+/** A plug-in's quantizer with the given options validated and applied. */
+export function configureQuantizer(plugin: QuantizerPlugin, given: Readonly<Record<string, unknown>> = {}, option = '--quantizer'): Quantizer {
+  return plugin.configure(resolveOptions(plugin, given, option));
+}

@@ -1,0 +1,149 @@
+import { basename, join, resolve } from 'node:path';
+import { InvalidOptionError, LayerquantError, checkContextLength, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { createKernelPool, defaultWorkerCount, type KernelPool } from '@layerquant/quantizers/node';
+import { loadDecoderBlocks, type DecoderBlocks } from '@layerquant/runtime';
+import { STATS_FILES } from '@layerquant/stats/node';
+import { loadTokenizer, openModel, writeFileSet, writeTextAtomic } from '@layerquant/tensor-io';
+import { DEFAULT_SEQLEN, calibrationBlocks, type CalibrationBlocks, type CalibrationOrder } from './calibration.js';
+import { listMatrices } from './frobenius-table.js';
+import type { MetricPlugin, MetricRunOptions } from './metrics.js';
+
+/**
+ * Measures any list of metric plug-ins (an app's registry: the built-ins and `--plugin` modules') on a model
+ * directory: weight metrics read the checkpoint, activation metrics share one loaded set of decoder blocks and the
+ * calibration blocks, each metric's `measure` gets its input and the run's settings (MetricRunOptions). Nothing
+ * here knows a metric by id.
+ */
+
+export interface MeasureMetricsOptions {
+  /** Calibration text (needed when an activation metric is measured) and its name. */
+  readonly calibrationText?: string;
+  readonly calibrationName: string;
+  readonly blocks?: number;
+  readonly seqlen?: number;
+  readonly order?: CalibrationOrder;
+  readonly seed?: number;
+  readonly configs?: readonly QuantConfig[];
+  readonly sensitivityConfigs?: readonly QuantConfig[];
+  readonly quantizer?: Quantizer;
+  /** onnxruntime intra-op threads. */
+  readonly threads?: number;
+  /** Worker threads for weight quantizations (default: one per core; 1 = the calling thread). */
+  readonly workers?: number;
+  /** Name in tables that record the model (default: the directory name). */
+  readonly modelName?: string;
+  readonly allowLongContext?: boolean;
+  /** Called before each metric starts, with what it will go through (to say the cost up front). */
+  readonly onPlan?: (plan: MetricPlan) => void;
+  readonly onProgress?: (metric: MetricPlugin, done: number, total: number) => void;
+}
+
+/** What a metric of measureMetrics is about to go through: the weights matrix by matrix, or the model layer by layer. */
+export interface MetricPlan {
+  readonly metric: MetricPlugin;
+  readonly layers: number;
+  readonly matrices: number;
+  /** Calibration of an activation metric. */
+  readonly blocks?: number;
+  readonly seqlen?: number;
+}
+
+export interface MetricResults {
+  /** The measured tables by table name, in the order measured. */
+  readonly tables: Readonly<Record<string, unknown>>;
+  /** Seconds per metric id. */
+  readonly seconds: Readonly<Record<string, number>>;
+  /** Calibration actually used (null when no activation metric ran). */
+  readonly blocks: number | null;
+  readonly seqlen: number | null;
+}
+
+/** A metric whose table cannot be written (a plug-in without `format`). */
+export class MetricFormatError extends LayerquantError {
+  constructor(metric: MetricPlugin) {
+    super('METRIC_FORMAT', `metric "${metric.id}" has no format(table): its ${metric.table} table cannot be written; give the plug-in a format function returning CSV text`);
+  }
+}
+
+export async function measureMetrics(modelDir: string, metrics: readonly MetricPlugin[], options: MeasureMetricsOptions): Promise<MetricResults> {
+  const tables: Record<string, unknown> = {};
+  const seconds: Record<string, number> = {};
+  const seen = new Set<string>();
+  for (const m of metrics) {
+    if (seen.has(m.table)) throw new InvalidOptionError('metrics', `two metrics fill the table "${m.table}" (${metrics.filter((x) => x.table === m.table).map((x) => x.id).join(', ')}); choose one`);
+    seen.add(m.table);
+  }
+  const activations = metrics.filter((m) => m.input === 'activations');
+  const weights = metrics.filter((m) => m.input === 'weights');
+  // config.json checked against the tensors (the one validation every command runs) before any long step.
+  const { config, checkpoint } = await openModel(modelDir);
+  let blocks: number | null = null;
+  let seqlen: number | null = null;
+  try {
+    const common: MetricRunOptions = {
+      ...(options.configs ? { configs: options.configs } : {}),
+      ...(options.sensitivityConfigs ? { sensitivityConfigs: options.sensitivityConfigs } : {}),
+      ...(options.quantizer ? { quantizer: options.quantizer } : {}),
+      dataset: options.calibrationName,
+      model: options.modelName ?? basename(resolve(modelDir)),
+    };
+    const matrices = listMatrices(checkpoint).length;
+    const run = async (metric: MetricPlugin, input: unknown, extra: Partial<MetricRunOptions> = {}) => {
+      options.onPlan?.({ metric, layers: config.numLayers, matrices, ...(blocks === null || seqlen === null || metric.input === 'weights' ? {} : { blocks, seqlen }) });
+      const started = performance.now();
+      tables[metric.table] = await metric.measure(input, { ...common, ...extra, tables: { ...tables }, onProgress: (done: number, total: number) => options.onProgress?.(metric, done, total) });
+      seconds[metric.id] = (performance.now() - started) / 1000;
+    };
+    if (activations.length > 0) {
+      checkContextLength(options.seqlen ?? DEFAULT_SEQLEN, config, '--seqlen', options.allowLongContext === true);
+      if (options.calibrationText === undefined) throw new InvalidOptionError('calibration', `metrics ${activations.map((m) => m.id).join(', ')} run the model and need a calibration text`);
+      const tokenizer = await loadTokenizer(modelDir);
+      const calibration: CalibrationBlocks = calibrationBlocks(options.calibrationText, tokenizer, {
+        source: options.calibrationName,
+        ...(options.blocks === undefined ? {} : { blocks: options.blocks }),
+        ...(options.seqlen === undefined ? {} : { seqlen: options.seqlen }),
+        ...(options.order === undefined ? {} : { order: options.order }),
+        ...(options.seed === undefined ? {} : { seed: options.seed }),
+      });
+      blocks = calibration.blocks;
+      seqlen = calibration.seqlen;
+      const model: DecoderBlocks = await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {});
+      try {
+        for (const metric of activations) await run(metric, { model, calibration });
+      } finally {
+        await model.dispose();
+      }
+    }
+    if (weights.length > 0) {
+      const workers = options.workers ?? defaultWorkerCount();
+      if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
+      const pool: KernelPool | undefined = workers > 1 ? createKernelPool(workers) : undefined;
+      try {
+        for (const metric of weights) await run(metric, checkpoint, pool ? { pool } : {});
+      } finally {
+        await pool?.close();
+      }
+    }
+  } finally {
+    await checkpoint.close();
+  }
+  return Object.freeze({ tables: Object.freeze(tables), seconds: Object.freeze(seconds), blocks, seqlen });
+}
+
+/** The file a metric's table is written to: the authors' name for the built-in tables, else `<table>.csv`. */
+export function metricFile(metric: MetricPlugin): string {
+  return (STATS_FILES as Readonly<Record<string, string>>)[metric.table] ?? `${metric.table}.csv`;
+}
+
+/**
+ * Writes the measured tables, each through its metric's `format`, all swapped in at once (tensor-io's
+ * writeFileSet): never a new table beside one of an interrupted earlier run. Returns the paths written.
+ */
+export async function writeMetricTables(dir: string, metrics: readonly MetricPlugin[], tables: Readonly<Record<string, unknown>>): Promise<string[]> {
+  const written = metrics.filter((m) => tables[m.table] !== undefined);
+  for (const m of written) if (!m.format) throw new MetricFormatError(m);
+  await writeFileSet(dir, async (staging) => {
+    for (const m of written) await writeTextAtomic(join(staging, metricFile(m)), m.format!(tables[m.table]));
+  });
+  return written.map((m) => join(dir, metricFile(m)));
+}

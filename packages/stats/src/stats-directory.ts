@@ -1,0 +1,72 @@
+import { existsSync, statSync } from 'node:fs';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { InvalidDataError, MissingFileError } from '@layerquant/core';
+import { writeTextAtomic } from '@layerquant/tensor-io';
+import {
+  formatFnormCsv,
+  formatKurtosisCsv,
+  formatMeasuredCsv,
+  formatSensitivityCsv,
+  parseFnormCsv,
+  parseKurtosisCsv,
+  parseMeasuredCsv,
+  parseSensitivityCsv,
+  type ModelStats,
+} from './stats.js';
+import { validateStats } from './validate-stats.js';
+
+/**
+ * Node-only file access for the statistics tables (the main entry stays browser-safe).
+ *
+ * A statistics directory holds `fnorm.csv`, `sensitivity.csv` and optionally `kurtosis.csv`, `measured.csv` (the
+ * layout `layerquant sensitivity` writes and the one of the authors' paper-data folders); the authors' per-model
+ * names `fnorm-<model>.csv`, `sensitivity-<model>.csv`, `kurtosis-<model>.csv` are accepted when they are the only one.
+ */
+export const STATS_FILES = Object.freeze({ fnorm: 'fnorm.csv', sensitivity: 'sensitivity.csv', kurtosis: 'kurtosis.csv', measured: 'measured.csv' });
+
+async function findTable(dir: string, names: readonly string[], stem: string): Promise<string | undefined> {
+  for (const name of names) if (existsSync(join(dir, name))) return join(dir, name);
+  const matches = (await readdir(dir)).filter((f) => f.startsWith(`${stem}-`) && f.endsWith('.csv'));
+  if (matches.length > 1) {
+    throw new InvalidDataError(dir, `several ${stem} tables (${matches.join(', ')}); keep one or name it ${stem}.csv`);
+  }
+  return matches.length === 1 ? join(dir, matches[0]!) : undefined;
+}
+
+/**
+ * Loads the statistics tables of a directory; throws MissingFileError when it holds none and InvalidDataError when
+ * they do not cover the same whole layers and configs (validateStats; check them against a model with
+ * `validateStats(stats, model)`).
+ */
+export async function loadStatsDirectory(dir: string): Promise<ModelStats> {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new MissingFileError(dir, 'is not a directory; pass the output directory of `layerquant sensitivity` or a paper-data directory (fnorm.csv, sensitivity.csv)');
+  }
+  const fnormPath = await findTable(dir, [STATS_FILES.fnorm], 'fnorm');
+  const sensitivityPath = await findTable(dir, [STATS_FILES.sensitivity], 'sensitivity');
+  const kurtosisPath = await findTable(dir, [STATS_FILES.kurtosis], 'kurtosis');
+  const measuredPath = existsSync(join(dir, STATS_FILES.measured)) ? join(dir, STATS_FILES.measured) : undefined;
+  if (!fnormPath && !sensitivityPath && !kurtosisPath && !measuredPath) {
+    throw new MissingFileError(dir, 'holds no statistics: expected fnorm.csv, sensitivity.csv and/or kurtosis.csv (run `layerquant sensitivity` to make them)');
+  }
+  const read = (path: string): Promise<string> => readFile(path, 'utf8');
+  const stats: ModelStats = Object.freeze({
+    source: dir,
+    ...(fnormPath ? { fnorm: parseFnormCsv(await read(fnormPath), fnormPath) } : {}),
+    ...(sensitivityPath ? { sensitivity: parseSensitivityCsv(await read(sensitivityPath), sensitivityPath) } : {}),
+    ...(kurtosisPath ? { kurtosis: parseKurtosisCsv(await read(kurtosisPath), kurtosisPath) } : {}),
+    ...(measuredPath ? { measured: parseMeasuredCsv(await read(measuredPath), measuredPath) } : {}),
+  });
+  validateStats(stats);
+  return stats;
+}
+
+/** Saves the tables present in `stats` under their standard names (each written atomically: tensor-io's writer). */
+export async function saveStatsDirectory(dir: string, stats: ModelStats): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  if (stats.fnorm) await writeTextAtomic(join(dir, STATS_FILES.fnorm), formatFnormCsv(stats.fnorm));
+  if (stats.sensitivity) await writeTextAtomic(join(dir, STATS_FILES.sensitivity), formatSensitivityCsv(stats.sensitivity));
+  if (stats.kurtosis) await writeTextAtomic(join(dir, STATS_FILES.kurtosis), formatKurtosisCsv(stats.kurtosis));
+  if (stats.measured) await writeTextAtomic(join(dir, STATS_FILES.measured), formatMeasuredCsv(stats.measured));
+}

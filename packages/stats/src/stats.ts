@@ -1,0 +1,453 @@
+import {
+  InvalidDataError,
+  InvalidOptionError,
+  LINEAR_MODULES,
+  isLinearModule,
+  matrixKey,
+  type LinearModule,
+  type MatrixInfo,
+} from '@layerquant/core';
+import { columnIndex, field, formatCsv, integerField, numberField, readCsv, type CsvDocument, type CsvRecord } from './csv.js';
+
+/**
+ * The statistics tables allocators read, as plain data. Each has a CSV form in the column layout of the
+ * authors' files (lm-quant-toolkit), so our own measurements and their published tables are interchangeable.
+ */
+
+/** One (matrix, config) row of the Frobenius-error table: `layer,module,nbit1,gsize1,nbit2,gsize2,fnorm,memmb,params[,kurtosis][,sq_err]`. */
+export interface FnormRow {
+  readonly layer: number;
+  readonly module: LinearModule;
+  /** `nbit1`: bits of the weights. */
+  readonly bits: number;
+  /** `gsize1`: group size of the weights. */
+  readonly groupSize: number;
+  /** `nbit2`: bits of the quantized scale and zero (8 in the paper). */
+  readonly metaBits: number;
+  /** `gsize2`: group size of the meta-data quantization (128 in the paper). */
+  readonly metaGroupSize: number;
+  /** ‖W - dequant(quant(W))‖_F. */
+  readonly fnorm: number;
+  /** `memmb`: memory of the quantized matrix in MB (2^20 bytes), paper accounting. */
+  readonly memoryMB: number;
+  readonly params: number;
+  /** Pearson kurtosis of the matrix's weights (same on every config row of a matrix). */
+  readonly kurtosis?: number;
+  /** `sq_err`: squared Frobenius error (our tables write it; the authors' 7B table has none). */
+  readonly squaredError?: number;
+}
+
+export interface FnormTable {
+  readonly rows: readonly FnormRow[];
+}
+
+/** The four block measurements of activation sensitivity. */
+export const SENSITIVITY_PARTS = Object.freeze(['attn_in', 'attn_out', 'mlp_gate', 'mlp_down'] as const);
+export type SensitivityPart = (typeof SENSITIVITY_PARTS)[number];
+
+export function isSensitivityPart(value: string): value is SensitivityPart {
+  return (SENSITIVITY_PARTS as readonly string[]).includes(value);
+}
+
+/** Which measurement a matrix takes: q,k,v `attn_in`; o `attn_out`; gate,up `mlp_gate`; down `mlp_down`. */
+export function sensitivityPartOf(module: LinearModule): SensitivityPart {
+  switch (module) {
+    case 'self_attn.q_proj':
+    case 'self_attn.k_proj':
+    case 'self_attn.v_proj':
+      return 'attn_in';
+    case 'self_attn.o_proj':
+      return 'attn_out';
+    case 'mlp.gate_proj':
+    case 'mlp.up_proj':
+      return 'mlp_gate';
+    case 'mlp.down_proj':
+      return 'mlp_down';
+  }
+}
+
+/** One row of `sensitivity.csv`: `dataset,part,model,nbits,group_size,layer,sensitivity`. */
+export interface SensitivityRow {
+  readonly dataset: string;
+  readonly part: SensitivityPart;
+  readonly model: string;
+  readonly bits: number;
+  readonly groupSize: number;
+  readonly layer: number;
+  /** MSE between the float and the partly quantized block output. */
+  readonly sensitivity: number;
+}
+
+export interface SensitivityTable {
+  readonly rows: readonly SensitivityRow[];
+}
+
+/** One row of the authors' `kurtosis-<model>.csv`: `module,layer,param_count,kurtosis`. */
+export interface KurtosisRow {
+  readonly module: LinearModule;
+  readonly layer: number;
+  readonly params: number;
+  /** Pearson (not excess) kurtosis, biased: normal = 3. */
+  readonly kurtosis: number;
+}
+
+export interface KurtosisTable {
+  readonly rows: readonly KurtosisRow[];
+}
+
+/** Everything an allocator may read. Each allocator says which tables it needs. */
+export interface ModelStats {
+  readonly fnorm?: FnormTable;
+  readonly sensitivity?: SensitivityTable;
+  readonly kurtosis?: KurtosisTable;
+  /** Measured block-output error of every matrix and config (`measured.csv`). */
+  readonly measured?: MeasuredTable;
+  /**
+   * The model's matrices and sizes, for allocators that read no table (uniform, layer-position rules): with it an
+   * app computes no statistics for them. The tables' own list wins where both are present.
+   */
+  readonly matrices?: readonly MatrixInfo[];
+  /** Where the tables came from (a directory), for messages. */
+  readonly source?: string;
+}
+
+export const FNORM_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'fnorm', 'memmb', 'params'] as const);
+export const SENSITIVITY_COLUMNS = Object.freeze(['dataset', 'part', 'model', 'nbits', 'group_size', 'layer', 'sensitivity'] as const);
+export const KURTOSIS_COLUMNS = Object.freeze(['module', 'layer', 'param_count', 'kurtosis'] as const);
+
+function moduleField(source: string, line: number, text: string): LinearModule {
+  if (!isLinearModule(text)) {
+    throw new InvalidDataError(`${source}:${line}`, `module "${text}" is not one of ${LINEAR_MODULES.join(', ')}`);
+  }
+  return text;
+}
+
+function finiteOrUndefined(text: string | undefined, source: string, line: number, name: string): number | undefined {
+  if (text === undefined || text === '' || text.toLowerCase() === 'nan' || text.toLowerCase() === 'na') return undefined;
+  const value = Number(text);
+  if (!Number.isFinite(value)) throw new InvalidDataError(`${source}:${line}`, `column "${name}" has "${text}", expected a number`);
+  return value;
+}
+
+/**
+ * The matrix (layer, module) and config (nbit1, gsize1) columns of a per-matrix-and-config row (fnorm.csv,
+ * measured.csv); a second row for the same matrix and config is an error.
+ */
+function matrixConfigFields(
+  doc: CsvDocument,
+  record: CsvRecord,
+  index: Record<string, number>,
+  source: string,
+  seen: Set<string>,
+): { layer: number; module: LinearModule; bits: number; groupSize: number } {
+  const layer = integerField(doc, record, index, 'layer');
+  const module = moduleField(source, record.line, field(doc, record, index, 'module'));
+  const bits = integerField(doc, record, index, 'nbit1', 1);
+  const groupSize = integerField(doc, record, index, 'gsize1', 1);
+  const key = `${layer}.${module}.b${bits}g${groupSize}`;
+  if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${layer}.${module} config b${bits}g${groupSize}`);
+  seen.add(key);
+  return { layer, module, bits, groupSize };
+}
+
+/** Parses an fnorm table (the authors' layout; extra columns such as `kurtosis_scaled` are ignored). */
+export function parseFnormCsv(text: string, source = 'fnorm.csv'): FnormTable {
+  const doc = readCsv(text, source);
+  const index = columnIndex(doc, FNORM_COLUMNS, ['kurtosis', 'sq_err']);
+  const rows: FnormRow[] = [];
+  const seen = new Set<string>();
+  for (const record of doc.records) {
+    const { layer, module, bits, groupSize } = matrixConfigFields(doc, record, index, source, seen);
+    const fnorm = numberField(doc, record, index, 'fnorm');
+    const memoryMB = numberField(doc, record, index, 'memmb');
+    const params = integerField(doc, record, index, 'params', 1);
+    if (fnorm < 0) throw new InvalidDataError(`${source}:${record.line}`, `fnorm ${fnorm} is negative`);
+    if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
+    const kurtosis = finiteOrUndefined(index.kurtosis === undefined ? undefined : record.fields[index.kurtosis], source, record.line, 'kurtosis');
+    const squaredError = finiteOrUndefined(index.sq_err === undefined ? undefined : record.fields[index.sq_err], source, record.line, 'sq_err');
+    rows.push({
+      layer,
+      module,
+      bits,
+      groupSize,
+      metaBits: integerField(doc, record, index, 'nbit2', 1),
+      metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
+      fnorm,
+      memoryMB,
+      params,
+      ...(kurtosis === undefined ? {} : { kurtosis }),
+      ...(squaredError === undefined ? {} : { squaredError }),
+    });
+  }
+  if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
+  return { rows };
+}
+
+/** Writes an fnorm table; `kurtosis` and `sq_err` columns appear when every row has them. */
+export function formatFnormCsv(table: FnormTable): string {
+  const withKurtosis = table.rows.length > 0 && table.rows.every((r) => r.kurtosis !== undefined);
+  const withSquaredError = table.rows.length > 0 && table.rows.every((r) => r.squaredError !== undefined);
+  const header: string[] = [...FNORM_COLUMNS];
+  if (withKurtosis) header.push('kurtosis');
+  if (withSquaredError) header.push('sq_err');
+  return formatCsv(
+    header,
+    table.rows.map((r) => {
+      const row: (string | number)[] = [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.fnorm, r.memoryMB, r.params];
+      if (withKurtosis) row.push(r.kurtosis!);
+      if (withSquaredError) row.push(r.squaredError!);
+      return row;
+    }),
+  );
+}
+
+export function parseSensitivityCsv(text: string, source = 'sensitivity.csv'): SensitivityTable {
+  const doc = readCsv(text, source);
+  const index = columnIndex(doc, SENSITIVITY_COLUMNS);
+  const rows: SensitivityRow[] = [];
+  for (const record of doc.records) {
+    const part = field(doc, record, index, 'part');
+    if (!isSensitivityPart(part)) {
+      throw new InvalidDataError(`${source}:${record.line}`, `part "${part}" is not one of ${SENSITIVITY_PARTS.join(', ')}`);
+    }
+    const sensitivity = numberField(doc, record, index, 'sensitivity');
+    if (sensitivity < 0) throw new InvalidDataError(`${source}:${record.line}`, `sensitivity ${sensitivity} is negative (it is a mean squared error)`);
+    rows.push({
+      dataset: field(doc, record, index, 'dataset'),
+      part,
+      model: field(doc, record, index, 'model'),
+      bits: integerField(doc, record, index, 'nbits', 1),
+      groupSize: integerField(doc, record, index, 'group_size', 1),
+      layer: integerField(doc, record, index, 'layer'),
+      sensitivity,
+    });
+  }
+  if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
+  return { rows };
+}
+
+export function formatSensitivityCsv(table: SensitivityTable): string {
+  return formatCsv(
+    SENSITIVITY_COLUMNS,
+    table.rows.map((r) => [r.dataset, r.part, r.model, r.bits, r.groupSize, r.layer, r.sensitivity]),
+  );
+}
+
+export function parseKurtosisCsv(text: string, source = 'kurtosis.csv'): KurtosisTable {
+  const doc = readCsv(text, source);
+  const index = columnIndex(doc, KURTOSIS_COLUMNS);
+  const rows: KurtosisRow[] = [];
+  for (const record of doc.records) {
+    rows.push({
+      module: moduleField(source, record.line, field(doc, record, index, 'module')),
+      layer: integerField(doc, record, index, 'layer'),
+      params: integerField(doc, record, index, 'param_count', 1),
+      kurtosis: numberField(doc, record, index, 'kurtosis'),
+    });
+  }
+  if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
+  return { rows };
+}
+
+export function formatKurtosisCsv(table: KurtosisTable): string {
+  return formatCsv(KURTOSIS_COLUMNS, table.rows.map((r) => [r.module, r.layer, r.params, r.kurtosis]));
+}
+
+function sortMatrices(list: MatrixInfo[]): MatrixInfo[] {
+  return list.sort((a, b) => a.layer - b.layer || LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module));
+}
+
+/**
+ * The matrices of the model (layer ascending, then module order), from the fnorm table or else the kurtosis
+ * table. Every module must cover the same layers 0..L-1.
+ */
+export function matricesOf(stats: ModelStats): MatrixInfo[] {
+  const source = stats.source ?? 'statistics';
+  const byKey = new Map<string, MatrixInfo>();
+  const rows: readonly { layer: number; module: LinearModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kurtosis?.rows ?? stats.matrices;
+  if (!rows) throw new InvalidDataError(source, 'no fnorm or kurtosis table: allocators need the list of matrices and their sizes (fnorm.csv)');
+  for (const r of rows) {
+    const key = matrixKey(r.layer, r.module);
+    const known = byKey.get(key);
+    if (known && known.params !== r.params) {
+      throw new InvalidDataError(source, `matrix ${key} has params ${known.params} and ${r.params} in different rows`);
+    }
+    if (!known) byKey.set(key, Object.freeze({ key, layer: r.layer, module: r.module, params: r.params }));
+  }
+  const list = sortMatrices([...byKey.values()]);
+  const layers = new Set(list.map((m) => m.layer));
+  const numLayers = Math.max(...layers) + 1;
+  for (const module of new Set(list.map((m) => m.module))) {
+    for (let layer = 0; layer < numLayers; layer++) {
+      if (!byKey.has(matrixKey(layer, module))) {
+        throw new InvalidDataError(source, `matrix ${matrixKey(layer, module)} is missing: every module needs layers 0..${numLayers - 1}`);
+      }
+    }
+  }
+  return list;
+}
+
+export interface SensitivitySelection {
+  /** Quantization config of the measurement; the authors' SensiBoost uses nbits=4, group_size=64. */
+  readonly bits?: number;
+  readonly groupSize?: number;
+  /** Calibration dataset, needed only when the table holds several. */
+  readonly dataset?: string;
+  /** Model name, needed only when the table holds several. */
+  readonly model?: string;
+}
+
+function onlyValue(values: Set<string>, option: string, chosen: string | undefined, source: string): string | undefined {
+  if (chosen !== undefined) {
+    if (!values.has(chosen)) throw new InvalidOptionError(option, `"${chosen}" is not in ${source} (it has ${[...values].join(', ')})`);
+    return chosen;
+  }
+  if (values.size > 1) throw new InvalidOptionError(option, `${source} holds several (${[...values].join(', ')}); choose one`);
+  return undefined;
+}
+
+/**
+ * Per-module series of activation sensitivity over layers 0..L-1, each matrix taking its block measurement
+ * (see `sensitivityPartOf`). Where the table has no `attn_out` rows (the authors skip it for GQA models),
+ * o_proj takes `attn_in`, as the authors do for Llama-3-8B.
+ */
+export function sensitivityByModule(
+  table: SensitivityTable,
+  numLayers: number,
+  selection: SensitivitySelection = {},
+  source = 'sensitivity.csv',
+): Record<LinearModule, Float64Array> {
+  const bits = selection.bits ?? 4;
+  const groupSize = selection.groupSize ?? 64;
+  const dataset = onlyValue(new Set(table.rows.map((r) => r.dataset)), 'dataset', selection.dataset, source);
+  const model = onlyValue(new Set(table.rows.map((r) => r.model)), 'model', selection.model, source);
+  const rows = table.rows.filter(
+    (r) => r.bits === bits && r.groupSize === groupSize && (dataset === undefined || r.dataset === dataset) && (model === undefined || r.model === model),
+  );
+  if (rows.length === 0) {
+    const configs = [...new Set(table.rows.map((r) => `nbits=${r.bits} group_size=${r.groupSize}`))];
+    throw new InvalidOptionError('sensitivity config', `${source} has no rows for nbits=${bits} group_size=${groupSize}; it has ${configs.join(', ')}`);
+  }
+  const byPart = new Map<SensitivityPart, Float64Array>();
+  for (const r of rows) {
+    if (r.layer >= numLayers) throw new InvalidDataError(source, `layer ${r.layer} is beyond the model's ${numLayers} layers`);
+    let series = byPart.get(r.part);
+    if (!series) {
+      series = new Float64Array(numLayers).fill(Number.NaN);
+      byPart.set(r.part, series);
+    }
+    if (!Number.isNaN(series[r.layer]!)) throw new InvalidDataError(source, `duplicate ${r.part} row for layer ${r.layer} (nbits=${bits} group_size=${groupSize})`);
+    series[r.layer] = r.sensitivity;
+  }
+  const result = {} as Record<LinearModule, Float64Array>;
+  for (const module of LINEAR_MODULES) {
+    let part = sensitivityPartOf(module);
+    if (part === 'attn_out' && !byPart.has('attn_out')) part = 'attn_in';
+    const series = byPart.get(part);
+    if (!series) throw new InvalidDataError(source, `no "${part}" rows for nbits=${bits} group_size=${groupSize}`);
+    const missing = series.findIndex((v) => Number.isNaN(v));
+    if (missing >= 0) throw new InvalidDataError(source, `no "${part}" row for layer ${missing} (nbits=${bits} group_size=${groupSize})`);
+    result[module] = series;
+  }
+  return result;
+}
+
+/**
+ * Per-module series of weight kurtosis over layers 0..L-1: from the kurtosis table if there is one, else
+ * from the fnorm table's `kurtosis` column (the authors read it from the b4g64 rows; it is per matrix).
+ */
+export function kurtosisByModule(stats: ModelStats, numLayers: number): Record<LinearModule, Float64Array> {
+  const source = stats.source ?? 'statistics';
+  const rows: { layer: number; module: LinearModule; kurtosis: number }[] = [];
+  if (stats.kurtosis) rows.push(...stats.kurtosis.rows);
+  else if (stats.fnorm) {
+    for (const r of stats.fnorm.rows) {
+      if (r.kurtosis !== undefined && r.bits === 4 && r.groupSize === 64) rows.push({ layer: r.layer, module: r.module, kurtosis: r.kurtosis });
+    }
+    if (rows.length === 0) {
+      const seen = new Set<string>();
+      for (const r of stats.fnorm.rows) {
+        const key = matrixKey(r.layer, r.module);
+        if (r.kurtosis !== undefined && !seen.has(key)) {
+          seen.add(key);
+          rows.push({ layer: r.layer, module: r.module, kurtosis: r.kurtosis });
+        }
+      }
+    }
+  }
+  if (rows.length === 0) {
+    throw new InvalidDataError(source, 'no kurtosis: add kurtosis.csv (module,layer,param_count,kurtosis) or a kurtosis column to fnorm.csv');
+  }
+  const result = {} as Record<LinearModule, Float64Array>;
+  for (const module of LINEAR_MODULES) result[module] = new Float64Array(numLayers).fill(Number.NaN);
+  for (const r of rows) {
+    if (r.layer >= numLayers) throw new InvalidDataError(source, `kurtosis of layer ${r.layer} is beyond the model's ${numLayers} layers`);
+    result[r.module][r.layer] = r.kurtosis;
+  }
+  for (const module of LINEAR_MODULES) {
+    const missing = result[module].findIndex((v) => Number.isNaN(v));
+    if (missing >= 0) throw new InvalidDataError(source, `no kurtosis for matrix ${matrixKey(missing, module)}`);
+  }
+  return result;
+}
+
+/**
+ * One (matrix, config) row of the measured block-output error (layerquant's `measured` statistic):
+ * `layer,module,nbit1,gsize1,nbit2,gsize2,error,memmb,params,blocks`. `error` is the mean squared error of the
+ * matrix's block output (attention block for q,k,v,o; MLP block for gate,up,down) when that matrix alone is
+ * quantized with the config, the rest of the model float, over the calibration blocks.
+ */
+export interface MeasuredRow {
+  readonly layer: number;
+  readonly module: LinearModule;
+  readonly bits: number;
+  readonly groupSize: number;
+  readonly metaBits: number;
+  readonly metaGroupSize: number;
+  readonly error: number;
+  readonly memoryMB: number;
+  readonly params: number;
+  /** Calibration blocks the error was measured on. */
+  readonly blocks: number;
+}
+
+export interface MeasuredTable {
+  readonly rows: readonly MeasuredRow[];
+}
+
+export const MEASURED_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'error', 'memmb', 'params', 'blocks'] as const);
+
+export function parseMeasuredCsv(text: string, source = 'measured.csv'): MeasuredTable {
+  const doc = readCsv(text, source);
+  const index = columnIndex(doc, MEASURED_COLUMNS);
+  const rows: MeasuredRow[] = [];
+  const seen = new Set<string>();
+  for (const record of doc.records) {
+    const { layer, module, bits, groupSize } = matrixConfigFields(doc, record, index, source, seen);
+    const error = numberField(doc, record, index, 'error');
+    if (error < 0) throw new InvalidDataError(`${source}:${record.line}`, `error ${error} is negative (it is a mean squared error)`);
+    const memoryMB = numberField(doc, record, index, 'memmb');
+    if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
+    rows.push({
+      layer,
+      module,
+      bits,
+      groupSize,
+      metaBits: integerField(doc, record, index, 'nbit2', 1),
+      metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
+      error,
+      memoryMB,
+      params: integerField(doc, record, index, 'params', 1),
+      blocks: integerField(doc, record, index, 'blocks', 1),
+    });
+  }
+  if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
+  return { rows };
+}
+
+export function formatMeasuredCsv(table: MeasuredTable): string {
+  return formatCsv(
+    MEASURED_COLUMNS,
+    table.rows.map((r) => [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.error, r.memoryMB, r.params, r.blocks]),
+  );
+}

@@ -1,0 +1,105 @@
+import { InvalidDataError, LINEAR_MODULES, matrixKey, type MatrixKey } from '@layerquant/core';
+import { SENSITIVITY_PARTS, type ModelStats } from './stats.js';
+
+/** The matrices a model has (from its config: core's modelMatrixParams), to check statistics tables against. */
+export interface ModelMatrixList {
+  /** Matrix key -> parameter count, every linear matrix of the model. */
+  readonly matrices: ReadonlyMap<MatrixKey, number>;
+  /** The model, for messages (a directory). */
+  readonly name: string;
+}
+
+/**
+ * Rejects statistics tables that do not cover a model whole: a layer, matrix or config missing from fnorm.csv
+ * (a table cut at a layer boundary would otherwise allocate only the matrices it lists), a kurtosis.csv or a
+ * sensitivity.csv (per dataset, model and config) missing layers, rows beyond the model's layers, or sizes that
+ * are not the model's. Without `model` the tables are checked against each other (same layers in every table).
+ * Throws InvalidDataError naming the table, the matrix or layer and the config.
+ */
+export function validateStats(stats: ModelStats, model?: ModelMatrixList): void {
+  const source = stats.source ?? 'statistics';
+  const layerCounts: Array<[string, number]> = [];
+  const expectedLayers = model ? Math.max(0, ...[...model.matrices.keys()].map((k) => Number(k.slice(0, k.indexOf('.'))) + 1)) : undefined;
+  const where = model ? `the model ${model.name}` : 'the other tables';
+  const fix = model ? `they were made for another model or are incomplete; compute them again with \`layerquant sensitivity ${model.name}\`` : 'the tables are incomplete; compute them again with `layerquant sensitivity`';
+
+  if (stats.fnorm) {
+    const table = `${source}/fnorm.csv`;
+    const configs = new Map<MatrixKey, Set<string>>();
+    const params = new Map<MatrixKey, number>();
+    for (const r of stats.fnorm.rows) {
+      const key = matrixKey(r.layer, r.module);
+      const config = `b${r.bits}g${r.groupSize}`;
+      const set = configs.get(key) ?? new Set<string>();
+      if (set.has(config)) throw new InvalidDataError(table, `matrix ${key} has two rows for ${config}; ${fix}`);
+      set.add(config);
+      configs.set(key, set);
+      params.set(key, r.params);
+    }
+    const all = new Set([...configs.values()].flatMap((s) => [...s]));
+    const keys = model ? [...model.matrices.keys()] : [...configs.keys()];
+    for (const key of keys) {
+      const have = configs.get(key);
+      if (!have) throw new InvalidDataError(table, `has no row for matrix ${key} of ${where}; ${fix}`);
+      for (const config of all) if (!have.has(config)) throw new InvalidDataError(table, `has no ${config} row for matrix ${key} (other matrices have one); ${fix}`);
+      const size = model?.matrices.get(key);
+      if (size !== undefined && params.get(key) !== size) {
+        throw new InvalidDataError(table, `matrix ${key} has params ${params.get(key)} but ${size} in ${model!.name}; ${fix}`);
+      }
+    }
+    if (model) for (const key of configs.keys()) if (!model.matrices.has(key)) throw new InvalidDataError(table, `has rows for matrix ${key}, which ${model.name} does not have; ${fix}`);
+    layerCounts.push([table, Math.max(0, ...stats.fnorm.rows.map((r) => r.layer + 1))]);
+  }
+
+  if (stats.kurtosis) {
+    const table = `${source}/kurtosis.csv`;
+    const have = new Set(stats.kurtosis.rows.map((r) => matrixKey(r.layer, r.module)));
+    const keys = model ? [...model.matrices.keys()] : [...have];
+    for (const key of keys) if (!have.has(key)) throw new InvalidDataError(table, `has no row for matrix ${key} of ${where}; ${fix}`);
+    if (model) for (const key of have) if (!model.matrices.has(key)) throw new InvalidDataError(table, `has a row for matrix ${key}, which ${model.name} does not have; ${fix}`);
+    const layers = Math.max(0, ...stats.kurtosis.rows.map((r) => r.layer + 1));
+    if (!model) {
+      for (let layer = 0; layer < layers; layer++) {
+        for (const module of LINEAR_MODULES) if (!have.has(matrixKey(layer, module))) throw new InvalidDataError(table, `has no row for matrix ${matrixKey(layer, module)}; ${fix}`);
+      }
+    }
+    layerCounts.push([table, layers]);
+  }
+
+  if (stats.sensitivity) {
+    const table = `${source}/sensitivity.csv`;
+    const groups = new Map<string, Map<string, Set<number>>>();
+    for (const r of stats.sensitivity.rows) {
+      const group = `${r.dataset}/${r.model}/${`b${r.bits}g${r.groupSize}`}`;
+      const parts = groups.get(group) ?? new Map<string, Set<number>>();
+      groups.set(group, parts);
+      const layers = parts.get(r.part) ?? new Set<number>();
+      parts.set(r.part, layers);
+      if (layers.has(r.layer)) throw new InvalidDataError(table, `has two ${r.part} rows for layer ${r.layer} (${group}); ${fix}`);
+      layers.add(r.layer);
+    }
+    let layersSeen = 0;
+    for (const [group, parts] of groups) {
+      const count = expectedLayers ?? Math.max(0, ...[...parts.values()].flatMap((s) => [...s].map((l) => l + 1)));
+      layersSeen = Math.max(layersSeen, ...[...parts.values()].flatMap((s) => [...s].map((l) => l + 1)));
+      // attn_out may be absent as a whole (the authors skip it for GQA models); the other three are needed.
+      for (const part of SENSITIVITY_PARTS) {
+        const layers = parts.get(part);
+        if (!layers) {
+          if (part === 'attn_out') continue;
+          throw new InvalidDataError(table, `has no ${part} rows for ${group}; ${fix}`);
+        }
+        for (let layer = 0; layer < count; layer++) if (!layers.has(layer)) throw new InvalidDataError(table, `has no ${part} row for layer ${layer} (${group}) of ${where}; ${fix}`);
+        for (const layer of layers) if (layer >= count) throw new InvalidDataError(table, `has a ${part} row for layer ${layer} (${group}) but ${where} has ${count} layers; ${fix}`);
+      }
+    }
+    layerCounts.push([table, layersSeen]);
+  }
+
+  const reference = expectedLayers ?? layerCounts[0]?.[1];
+  for (const [table, layers] of layerCounts) {
+    if (layers !== reference) {
+      throw new InvalidDataError(table, `covers ${layers} layers but ${model ? `${model.name} has` : `${layerCounts[0]![0]} covers`} ${reference}; ${fix}`);
+    }
+  }
+}
