@@ -3,7 +3,7 @@
 // per step, its peak read as VmHWM (bench/lib/report-peak.mjs). A benchmark, not a test.
 //
 // Usage: pnpm build && node bench/scale.mjs --shape tinyllama|llama-3.2-3b|llama-2-7b [--steps inspect,quantize,...]
-//        [--fnorm-configs b4g64,...] [--results file.jsonl]
+//        [--configs b4g64,...] [--time-limit <s>] [--results file.jsonl]
 // Models are written to $LAYERQUANT_SCALE_DIR (default <tmpdir>/layerquant-scale), never into the repository.
 // Steps: inspect, quantize (hqq b4g64), sensitivity (--blocks 1), eval-fp (one 512-token window, default memory
 // budget), eval-fp-streamed (the same, forced layer by layer with --max-memory 0.25), eval-q (the b4g64 directory),
@@ -36,7 +36,10 @@ if (!shape) {
 }
 const steps = argument('steps', ALL_STEPS.join(',')).split(',');
 const results = argument('results', undefined);
-const fnormConfigs = argument('fnorm-configs', undefined);
+// sensitivity --configs: the fnorm table's config ladder (default the paper's 12).
+const fnormConfigs = argument('configs', undefined);
+// A step still running after this many seconds is stopped with SIGTERM (its peak so far is still read at exit).
+const timeLimit = Number(argument('time-limit', 'Infinity'));
 // A step starts only when this much memory is available (waits up to 5 minutes, then skips it): the machine is shared.
 const requireAvailable = Number(argument('require-available', '0')) * 2 ** 30;
 const root = process.env.LAYERQUANT_SCALE_DIR ?? join(tmpdir(), 'layerquant-scale');
@@ -63,7 +66,11 @@ function measure(command, args) {
       process.stderr.write(d);
     });
     const guard = setInterval(() => {
-      if (availableBytes() < MIN_AVAILABLE) {
+      if (!stopped && (performance.now() - started) / 1000 > timeLimit) {
+        stopped = `stopped: --time-limit ${timeLimit} s`;
+        child.kill('SIGTERM');
+      }
+      if (!stopped && availableBytes() < MIN_AVAILABLE) {
         stopped = `stopped: available memory below ${MIN_AVAILABLE / 2 ** 30} GiB`;
         child.kill('SIGTERM');
       }
@@ -86,7 +93,8 @@ const commands = {
   // RTN writes the same packed layout (codes, scales, fractional zeros) in a fraction of HQQ's time: eval-q and
   // generate measure the same memory on it where HQQ at a large shape does not fit the time available
   'quantize-rtn': () => cli('quantize', modelDir, '--method', 'rtn', '--config', 'b4g64', '--out', quantizedDir, '--force', '--json'),
-  sensitivity: () => cli('sensitivity', modelDir, '--blocks', '1', '--out', `${modelDir}-stats`, ...(fnormConfigs ? ['--configs', fnormConfigs] : []), '--json'),
+  // Without --json, so its plan and first-layer estimates reach stderr (kept in the row) even when it is stopped.
+  sensitivity: () => cli('sensitivity', modelDir, '--blocks', '1', '--out', `${modelDir}-stats`, ...(fnormConfigs ? ['--configs', fnormConfigs] : [])),
   'eval-fp': () => cli('eval', modelDir, '--dataset', 'brown-test', '--max-tokens', '512', '--json'),
   'eval-fp-streamed': () => cli('eval', modelDir, '--dataset', 'brown-test', '--max-tokens', '512', '--max-memory', '0.25', '--json'),
   'eval-q': () => cli('eval', quantizedDir, '--dataset', 'brown-test', '--max-tokens', '512', '--json'),
@@ -124,7 +132,9 @@ for (const step of steps) {
   const row = {
     shape: shapeName, step, ok: r.code === 0, code: r.code, signal: r.signal, stopped: r.stopped, seconds: r.seconds,
     peakGiB: r.peakBytes === undefined ? undefined : r.peakBytes / 2 ** 30,
-    evaluation: detail.evaluation, ppl: detail.perplexity, extra: step === 'rtn' ? detail : step === 'sensitivity' ? detail.seconds : undefined,
+    evaluation: detail.evaluation, ppl: detail.perplexity,
+    extra: step === 'rtn' ? detail : step === 'sensitivity' ? /^sensitivity [^\n]*s(, fnorm [^\n]*)?$/m.exec(r.stdout)?.[0] : undefined,
+    plan: r.stderr.split('\n').filter((l) => /^(eval|quantize|sensitivity|fnorm|measured): /.test(l)),
     error: r.code === 0 ? undefined : r.stderr.trim().split('\n').pop(),
   };
   rows.push(row);

@@ -1,4 +1,4 @@
-import { matrixOfTensorName, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { MemoryBudgetError, matrixOfTensorName, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { isOnnxExportDir, openOnnxExport, openPackedModel, type ModelGraphSource } from '@layerquant/export';
 import type { NllModel } from '@layerquant/perplexity';
 import { openModelWeights, type QuantizerLookup } from '@layerquant/quantizers/node';
@@ -39,6 +39,32 @@ export function defaultMemoryBudget(): number {
 export function oneSessionBytes(config: DecoderConfig, source: Pick<TensorSource, 'has'>): number {
   const bytes = floatWeightBytes(config, source);
   return bytes < 1.5 * 2 ** 30 ? 3 * bytes : bytes;
+}
+
+/**
+ * For commands that need the whole float model in one session (generate: every token runs every layer, so layers
+ * cannot be streamed): refuses a float checkpoint whose float32 weights exceed the budget, before anything is
+ * loaded, instead of being killed at the machine's limit. ONNX exports and quantized checkpoints pass (packed).
+ */
+export async function checkFloatSessionFits(modelDir: string, what: string, maxMemoryBytes?: number): Promise<void> {
+  if (isOnnxExportDir(modelDir)) return;
+  const weights = await openModelWeights(modelDir);
+  try {
+    if ('isQuantized' in weights) return;
+    const { config } = await loadValidatedConfig(weights.dir, weights);
+    const needed = oneSessionBytes(config, weights);
+    const budget = maxMemoryBytes ?? defaultMemoryBudget();
+    if (needed > budget) {
+      throw new MemoryBudgetError(
+        `${what} of ${modelDir} (float32 weights in one onnxruntime session)`,
+        needed,
+        budget,
+        `quantize it first (\`layerquant quantize ${modelDir} --config b4g64 --out <dir>\`, which runs on packed weights), or raise --max-memory if the machine has the memory`,
+      );
+    }
+  } finally {
+    await weights.close();
+  }
 }
 
 export interface EvaluationOptions {

@@ -57,6 +57,7 @@ describe('layerquant export, quantize --format onnx, generate', () => {
     expect(fromCheckpoint.source).toBe('quantized');
     expect(fromExport.ids).toEqual(fromCheckpoint.ids);
     expect(fromExport.text.length).toBeGreaterThan(5);
+    for (const dir of [checkpoint, exported]) expect((await cli('generate', dir, '--prompt', 'The jury said', '--max-new-tokens', '2', '--max-memory', '0.05')).code).toBe(0);
     const human = await cli('generate', shippedModelDir, '--prompt', 'The jury said', '--max-new-tokens', '4');
     expect(human.stdout).toMatch(/^The jury said[\s\S]*\(float checkpoint; \d+ tokens/);
   });
@@ -72,6 +73,9 @@ describe('layerquant export, quantize --format onnx, generate', () => {
       [['quantize', shippedModelDir, '--config', 'b4g64', '--out', join(scratch, 'y'), '--activations', 'f16'], /--format onnx/],
       [['generate', exported], /--prompt/],
       [['generate', exported, '--prompt', 'x', '--max-new-tokens', '0'], /--max-new-tokens/],
+      // A float model whose float32 weights exceed the budget is refused before loading (not killed at the limit);
+      // the same budget passes the packed checkpoint and the export.
+      [['generate', shippedModelDir, '--prompt', 'x', '--max-memory', '0.05'], /generate of .*needs about [\d.]+ GiB, more than the memory budget of [\d.]+ GiB; quantize it first/],
     ];
     for (const [argv, message] of cases) {
       const { code, stderr } = await cli(...argv);

@@ -119,3 +119,11 @@ export class NonFiniteWeightError extends LayerquantError {
     );
   }
 }
+
+/** A step whose memory need is known up front and exceeds the budget: refused before it is started (not killed at the limit). */
+export class MemoryBudgetError extends LayerquantError {
+  constructor(readonly what: string, readonly neededBytes: number, readonly budgetBytes: number, hint: string) {
+    const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+    super('MEMORY_BUDGET', `${what} needs about ${gib(neededBytes)}, more than the memory budget of ${gib(budgetBytes)}; ${hint}`);
+  }
+}

@@ -13,6 +13,7 @@ import {
   type SensitivityTable,
 } from '@layerquant/allocators';
 import { brownCalibPath, brownTestPath, shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
+import { createKernelPool } from '@layerquant/quantizers/node';
 import { loadDecoderBlocks, type DecoderBlocks } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint, type Tokenizer } from '@layerquant/tensor-io';
 import { activationSensitivity } from './activation-sensitivity.js';
@@ -112,6 +113,18 @@ describe('activationSensitivity on the shipped model', () => {
     for (const [i, b4] of byBits.get(4)!.rows.entries()) {
       expect(byBits.get(3)!.rows[i]!.sensitivity).toBeGreaterThan(b4.sensitivity);
       expect(b4.sensitivity).toBeGreaterThan(byBits.get(8)!.rows[i]!.sensitivity);
+    }
+  });
+
+  it('gives the same rows, bit for bit, with each layer\'s matrices quantized on a pool of kernel workers', async () => {
+    const blocks = calibrationBlocks(readFileSync(brownCalibPath, 'utf8'), tokenizer, { blocks: 1, seqlen: 128 });
+    const pool = createKernelPool(2)!;
+    try {
+      const pooled = await activationSensitivity(model, blocks, { pool });
+      expect(pooled.rows).toEqual((await activationSensitivity(model, blocks)).rows);
+      expect(pooled.rows.every((r) => Number.isFinite(r.sensitivity) && r.sensitivity > 0)).toBe(true);
+    } finally {
+      await pool.close();
     }
   });
 

@@ -7,9 +7,10 @@ import {
   type Quantizer,
 } from '@layerquant/core';
 import type { SensitivityPart, SensitivityRow, SensitivityTable } from '@layerquant/stats';
-import { hqqQuantizer, squaredError } from '@layerquant/quantizers';
+import { hqqQuantizer, squaredError, type KernelPool } from '@layerquant/quantizers';
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
 import { cutCalibrationBlocks, type CalibrationBlocks } from './calibration.js';
+import { dequantizedWith } from './pooled-quantize.js';
 
 /** The config of the paper's measurement: HQQ 4-bit, groups of 64 (upstream defaults: axis 1, zero not rounded). */
 export const DEFAULT_SENSITIVITY_CONFIG: QuantConfig = quantConfig(4, 64);
@@ -36,6 +37,11 @@ export interface ActivationSensitivityOptions {
   /** Names written in the table's `dataset` and `model` columns. */
   readonly dataset?: string;
   readonly model?: string;
+  /**
+   * Worker threads running the quantizer's WebAssembly kernel (`createKernelPool` of @layerquant/quantizers/node):
+   * a layer's seven matrices are quantized in parallel, with results bit-identical to the calling thread's.
+   */
+  readonly pool?: KernelPool;
   /** Called after each layer. */
   readonly onLayer?: (layer: number, layers: number) => void;
 }
@@ -102,24 +108,26 @@ export async function activationSensitivity(
   const dequantized = async (layer: number, module: LinearModule): Promise<Float32Array> => {
     const name = matrixTensorName(layer, module);
     const data = await weight(layer, module);
-    return quantizer.dequantize(quantizer.quantize({ name, dtype: 'F32', shape: model.shapes.get(name)!, data }, config));
+    return dequantizedWith(quantizer, { name, dtype: 'F32', shape: model.shapes.get(name)!, data }, config, options.pool);
   };
 
   const rows: SensitivityRow[] = [];
   const dataset = options.dataset ?? 'calibration';
   const modelName = options.model ?? 'model';
   for (let layer = 0; layer < numLayers; layer++) {
-    const overrides = async (part: SensitivityPart) => {
-      const map = new Map<string, Float32Array>();
-      for (const m of SENSITIVITY_PART_MODULES[part]) map.set(matrixTensorName(layer, m), await dequantized(layer, m));
-      return map;
-    };
-    const attentionInput = await overrides('attn_in');
-    const mlpGate = await overrides('mlp_gate');
+    // The layer's weights are read first (one layer in memory), then its seven matrices quantized at once (in
+    // parallel on the pool's workers when there is one).
+    await weight(layer, SENSITIVITY_PART_MODULES.attn_in[0]!);
+    const modules = Object.values(SENSITIVITY_PART_MODULES).flat();
+    const layerDequantized = await Promise.all(modules.map((m) => dequantized(layer, m)));
+    const dq = (m: LinearModule) => layerDequantized[modules.indexOf(m)]!;
+    const overrides = (part: SensitivityPart) => new Map(SENSITIVITY_PART_MODULES[part].map((m) => [matrixTensorName(layer, m), dq(m)] as const));
+    const attentionInput = overrides('attn_in');
+    const mlpGate = overrides('mlp_gate');
     // o_proj and down_proj are linear in their float inputs: quantizing them changes the block output by
     // input x (W - Wq)^T, computed directly rather than as the difference of two nearly equal outputs.
-    const oError = subtract(await weight(layer, 'self_attn.o_proj'), await dequantized(layer, 'self_attn.o_proj'));
-    const downError = subtract(await weight(layer, 'mlp.down_proj'), await dequantized(layer, 'mlp.down_proj'));
+    const oError = subtract(await weight(layer, 'self_attn.o_proj'), dq('self_attn.o_proj'));
+    const downError = subtract(await weight(layer, 'mlp.down_proj'), dq('mlp.down_proj'));
 
     const sums: Record<SensitivityPart, number> = { attn_in: 0, attn_out: 0, mlp_gate: 0, mlp_down: 0 };
     const next: HiddenStates[] = [];

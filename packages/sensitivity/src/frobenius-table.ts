@@ -14,15 +14,9 @@ import {
   type WeightTensor,
 } from '@layerquant/core';
 import type { FnormRow, FnormTable, KurtosisRow, KurtosisTable } from '@layerquant/stats';
-import {
-  assembleQuantized,
-  hqqQuantizer,
-  isKernelQuantizer,
-  prepareGroups,
-  squaredError as squaredFrobeniusError,
-  type KernelPool,
-} from '@layerquant/quantizers';
+import { hqqQuantizer, squaredError as squaredFrobeniusError, type KernelPool } from '@layerquant/quantizers';
 import { pearsonKurtosis } from './kurtosis.js';
+import { dequantizedWith } from './pooled-quantize.js';
 
 /** Where matrices come from: a tensor-io checkpoint, a runtime TensorSource, a map in memory. */
 export interface MatrixSource {
@@ -71,16 +65,6 @@ export interface FrobeniusTableOptions {
   readonly pool?: KernelPool;
   /** Called after each matrix with its key (`3.mlp.up_proj`). */
   readonly onMatrix?: (done: number, total: number, key: string) => void;
-}
-
-/** Dequantized weights of one matrix under one config, on the pool when it can run the quantizer. */
-async function dequantizedWith(quantizer: Quantizer, weight: WeightTensor, config: QuantConfig, pool: KernelPool | undefined): Promise<Float32Array> {
-  if (pool && isKernelQuantizer(quantizer) && config.groupSize % 4 === 0) {
-    const { layout, grouped } = prepareGroups(weight, config);
-    const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: quantizer.kernelSolver });
-    return quantizer.dequantize(assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero));
-  }
-  return quantizer.dequantize(quantizer.quantize(weight, config));
 }
 
 /** One matrix's rows: fnorm, sq_err, memory and kurtosis under each config. */

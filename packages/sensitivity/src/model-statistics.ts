@@ -33,7 +33,7 @@ export interface ModelStatisticsOptions {
   readonly quantizer?: Quantizer;
   /** onnxruntime intra-op threads. */
   readonly threads?: number;
-  /** Worker threads for the fnorm table's quantizations (default: one per core; 1 = the calling thread). */
+  /** Worker threads for the quantizations, sensitivity's and the fnorm table's (default: one per core; 1 = the calling thread). */
   readonly workers?: number;
   /** Name in sensitivity.csv's `model` column (default: the directory name). */
   readonly modelName?: string;
@@ -89,7 +89,11 @@ async function measureOpenModel(
     ...(options.order === undefined ? {} : { order: options.order }),
     ...(options.seed === undefined ? {} : { seed: options.seed }),
   });
-  {
+  const workers = options.workers ?? defaultWorkerCount();
+  if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
+  // One pool of kernel workers for every quantization: the sensitivity passes' and the fnorm table's.
+  const pool = workers > 1 ? createKernelPool(workers) : undefined;
+  try {
     let start = performance.now();
     const configs = options.skipSensitivity ? [] : (options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG]);
     if (configs.length > 0) {
@@ -108,6 +112,7 @@ async function measureOpenModel(
           dataset: options.calibrationName,
           model: options.modelName ?? basename(resolve(modelDir)),
           ...(options.quantizer ? { quantizer: options.quantizer } : {}),
+          ...(pool ? { pool } : {}),
           onLayer: (layer, layers) => options.onStep?.('sensitivity', c * layers + layer + 1, configs.length * layers),
         });
         rows.push(...table.rows);
@@ -129,20 +134,13 @@ async function measureOpenModel(
     start = performance.now();
     let fnorm: FnormTable | undefined;
     if (!options.skipFnorm) {
-      const workers = options.workers ?? defaultWorkerCount();
-      if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
       const fnormConfigs = options.fnormConfigs ?? PAPER_CONFIGS;
       options.onPlan?.({ step: 'fnorm', matrices: listMatrices(checkpoint).length, configs: fnormConfigs.length });
-      const pool = workers > 1 ? createKernelPool(workers) : undefined;
-      try {
-        fnorm = await frobeniusTable(checkpoint, fnormConfigs, {
-          ...(options.quantizer ? { quantizer: options.quantizer } : {}),
-          ...(pool ? { pool } : {}),
-          onMatrix: (done, total) => options.onStep?.('fnorm', done, total),
-        });
-      } finally {
-        await pool?.close();
-      }
+      fnorm = await frobeniusTable(checkpoint, fnormConfigs, {
+        ...(options.quantizer ? { quantizer: options.quantizer } : {}),
+        ...(pool ? { pool } : {}),
+        onMatrix: (done, total) => options.onStep?.('fnorm', done, total),
+      });
     }
     const kurtosis = fnorm ? kurtosisTableFromFnorm(fnorm) : await kurtosisTable(checkpoint);
     return Object.freeze({
@@ -154,5 +152,7 @@ async function measureOpenModel(
       seqlen: calibration.seqlen,
       seconds: Object.freeze({ sensitivity: sensitivitySeconds, fnorm: (performance.now() - start) / 1000, measured: measuredSeconds }),
     });
+  } finally {
+    await pool?.close();
   }
 }

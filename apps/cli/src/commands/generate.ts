@@ -2,7 +2,8 @@ import { InvalidOptionError } from '@layerquant/core';
 import { openKvDecoder } from '@layerquant/export';
 import { greedyDecode } from '@layerquant/runtime';
 import { loadTokenizer } from '@layerquant/tensor-io';
-import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
+import { parseCommandArgs, parseIntegerOption, parseMemoryOption, requireString, stringOption } from '../args.js';
+import { checkFloatSessionFits } from '../evaluation-model.js';
 import type { Command } from '../command.js';
 import { createSpinner, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
@@ -29,16 +30,21 @@ export const generateCommand: Command = {
     '  --prompt <text>         the text to continue (required)',
     '  --max-new-tokens <n>    tokens to generate (default 32)',
     '  --threads <n>           onnxruntime intra-op threads (default: one per core)',
+    '  --max-memory <GiB>      memory a float model\'s float32 weights may take (default: 80% of the free memory);',
+    '                          a larger float model is refused before loading (decoding needs every layer for every',
+    '                          token, so it cannot stream layers as eval does): quantize it, or run its ONNX export',
     '  --json                  one JSON object: prompt, text, ids, seconds, tokens per second',
   ].join('\n'),
   async run({ argv, stdout, plugins = builtinRegistries() }) {
-    const { values, positionals } = parseCommandArgs(argv, { prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, threads: { type: 'string' } });
+    const { values, positionals } = parseCommandArgs(argv, { prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, threads: { type: 'string' }, 'max-memory': { type: 'string' } });
     const dir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant generate <model-dir> --prompt "Once upon a time"'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const prompt = requireString(stringOption(values, 'prompt'), '--prompt', 'the text to continue, e.g. --prompt "The jury said"');
     const maxNewTokens = parseIntegerOption(stringOption(values, 'max-new-tokens'), '--max-new-tokens', 32, 1);
     const threadsText = stringOption(values, 'threads');
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
+    const maxMemoryBytes = parseMemoryOption(stringOption(values, 'max-memory'));
+    await checkFloatSessionFits(dir, 'generate', maxMemoryBytes);
     const tokenizer = await loadTokenizer(dir);
     const ids = tokenizer.encode(prompt);
     if (ids.length === 0) throw new InvalidOptionError('--prompt', 'encodes to no tokens; give some text');

@@ -57,7 +57,7 @@ const usage = (plugins: PluginRegistries): string => [
   '  --measured           also measure measured.csv (about 1.3 sensitivity passes per config; see the README)',
   '  --skip-fnorm         leave out fnorm.csv (kurtosis is then read from the weights on its own)',
   '  --threads <n>        onnxruntime intra-op threads (default: one per core)',
-  '  --workers <n>        worker threads quantizing the fnorm table (default: one per core)',
+  '  --workers <n>        worker threads quantizing (sensitivity and the fnorm table; default: one per core)',
   '  --allow-long-context run a --seqlen above the model\'s max_position_embeddings (refused otherwise)',
   '  --out <dir>          output directory (created, locked while written; files written atomically)',
   '  --json               one JSON object (docs/json-schema.md): files, calibration, seconds, sensitivity rows, outliers',
