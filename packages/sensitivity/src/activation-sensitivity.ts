@@ -70,6 +70,27 @@ export function calibrationOf(calibration: CalibrationBlocks | ArrayLike<number>
 }
 
 /**
+ * The calibration blocks embedded, in chunks of `batchSize` blocks (default 8; bounds memory, not the result): the
+ * float inputs of layer 0 for every block-by-block measurement, with the sizes those measurements average over.
+ */
+export function embeddedBatches(
+  model: DecoderBlocks,
+  calibration: CalibrationBlocks | ArrayLike<number>,
+  options: { readonly batchSize?: number; readonly blocks?: number; readonly seqlen?: number },
+): { hidden: HiddenStates[]; blocks: number; seqlen: number; hiddenSize: number; numLayers: number; elements: number } {
+  const batchSize = options.batchSize ?? 8;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidOptionError('batchSize', `${batchSize} must be a positive integer`);
+  const { ids, blocks, seqlen } = calibrationOf(calibration, options);
+  const { hiddenSize, numLayers } = model.config;
+  const hidden: HiddenStates[] = [];
+  for (let start = 0; start < blocks; start += batchSize) {
+    const count = Math.min(batchSize, blocks - start);
+    hidden.push(model.embed({ ids: ids.subarray(start * seqlen, (start + count) * seqlen), batch: count }));
+  }
+  return { hidden, blocks, seqlen, hiddenSize, numLayers, elements: blocks * seqlen * hiddenSize };
+}
+
+/**
  * Activation sensitivity (the paper's layer-sensitivity measurement, the authors' `SensitiveLayerFinder`):
  * for every decoder layer, with the float outputs of layer i-1 as the inputs of layer i, four mean squared
  * errors between a block's float output and its output with some matrices quantized (the rest float):
@@ -86,18 +107,8 @@ export async function activationSensitivity(
 ): Promise<SensitivityTable> {
   const config = options.config ?? DEFAULT_SENSITIVITY_CONFIG;
   const quantizer = options.quantizer ?? hqqQuantizer;
-  const batchSize = options.batchSize ?? 8;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidOptionError('batchSize', `${batchSize} must be a positive integer`);
-  const { ids, blocks, seqlen } = calibrationOf(calibration, options);
-  const { hiddenSize, numLayers } = model.config;
-  const elements = blocks * seqlen * hiddenSize;
-
-  // Hidden states of every block, in chunks of `batchSize` blocks: the float inputs of the current layer.
-  let hidden: HiddenStates[] = [];
-  for (let start = 0; start < blocks; start += batchSize) {
-    const count = Math.min(batchSize, blocks - start);
-    hidden.push(model.embed({ ids: ids.subarray(start * seqlen, (start + count) * seqlen), batch: count }));
-  }
+  const { blocks, seqlen, hiddenSize, numLayers, elements, hidden: embedded } = embeddedBatches(model, calibration, options);
+  let hidden = embedded;
 
   // Streamed blocks read layer i's weights here, on its first tensor, and drop layer i-1's.
   const weight = async (layer: number, module: LinearModule): Promise<Float32Array> => {

@@ -15,7 +15,7 @@ import {
 import type { MeasuredRow, MeasuredTable } from '@layerquant/stats';
 import { hqqQuantizer, squaredError } from '@layerquant/quantizers';
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
-import { calibrationOf, subtract, sumOfSquares } from './activation-sensitivity.js';
+import { embeddedBatches, subtract, sumOfSquares } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
 
 export interface MeasuredErrorOptions {
@@ -63,17 +63,8 @@ export async function measuredErrors(
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);
   if (duplicate) throw new InvalidOptionError('configs', `lists ${duplicate} twice`);
   const quantizer = options.quantizer ?? hqqQuantizer;
-  const batchSize = options.batchSize ?? 8;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidOptionError('batchSize', `${batchSize} must be a positive integer`);
-  const { ids, blocks, seqlen } = calibrationOf(calibration, options);
-  const { hiddenSize, numLayers } = model.config;
-  const elements = blocks * seqlen * hiddenSize;
-
-  let hidden: HiddenStates[] = [];
-  for (let start = 0; start < blocks; start += batchSize) {
-    const count = Math.min(batchSize, blocks - start);
-    hidden.push(model.embed({ ids: ids.subarray(start * seqlen, (start + count) * seqlen), batch: count }));
-  }
+  const { blocks, hiddenSize, numLayers, elements, hidden: embedded } = embeddedBatches(model, calibration, options);
+  let hidden = embedded;
   // Streamed blocks read a layer's weights when one of its tensors is first asked for (one layer at a time).
   const weightOf = async (name: string): Promise<{ data: Float32Array; shape: readonly number[] }> => {
     const shape = model.shapes.get(name);
