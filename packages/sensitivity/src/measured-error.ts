@@ -81,19 +81,17 @@ export async function measuredErrors(
     // Float block outputs of this layer, batch by batch (kept while the configs are measured).
     const floats: { states: HiddenStates; attention: Float32Array; context: Float32Array; residual: HiddenStates; mlp: Float32Array; activation: Float32Array }[] = [];
     const next: HiddenStates[] = [];
+    // Mean squares of the residual streams the attention and MLP outputs are added to (the errors' scale).
+    let attentionStream = 0;
+    let mlpStream = 0;
     for (const states of hidden) {
       const attention = await model.attention(layer, states);
       const residual: HiddenStates = { data: attention.residual, batch: states.batch, length: states.length };
       const mlp = await model.mlp(layer, residual);
       floats.push({ states, attention: attention.attention, context: attention.context, residual, mlp: mlp.mlp, activation: mlp.activation });
       next.push({ data: mlp.output, batch: states.batch, length: states.length });
-    }
-    // Mean squares of the residual streams the attention and MLP outputs are added to (the errors' scale).
-    let attentionStream = 0;
-    let mlpStream = 0;
-    for (const f of floats) {
-      attentionStream += sumOfSquares(f.states.data);
-      mlpStream += sumOfSquares(f.residual.data);
+      attentionStream += sumOfSquares(states.data);
+      mlpStream += sumOfSquares(residual.data);
     }
     attentionStream /= elements;
     mlpStream /= elements;

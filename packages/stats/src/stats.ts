@@ -395,7 +395,8 @@ export function kurtosisByModule(stats: ModelStats, numLayers: number): Record<L
  * One (matrix, config) row of the measured block-output error (layerquant's `measured` statistic):
  * `layer,module,nbit1,gsize1,nbit2,gsize2,error,memmb,params,blocks`. `error` is the mean squared error of the
  * matrix's block output (attention block for q,k,v,o; MLP block for gate,up,down) when that matrix alone is
- * quantized with the config, the rest of the model float, over the calibration blocks.
+ * quantized with the config, the rest of the model float, over the calibration blocks, divided by the mean square
+ * of the residual stream that block output is added to.
  */
 export interface MeasuredRow {
   readonly layer: number;
