@@ -13,10 +13,13 @@ import {
   type SensitivityTable,
 } from '@layerquant/allocators';
 import { brownCalibPath, brownTestPath, shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
+import { hqqQuantizer } from '@layerquant/quantizers';
 import { createKernelPool } from '@layerquant/quantizers/node';
 import { loadDecoderBlocks, type DecoderBlocks } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint, type Tokenizer } from '@layerquant/tensor-io';
 import { activationSensitivity } from './activation-sensitivity.js';
+import { frobeniusTable } from './frobenius-table.js';
+import { QuantizationErrors } from './pooled-quantize.js';
 import { calibrationBlocks } from './calibration.js';
 import { writeSensitivityOutputs } from './stats-directory.js';
 
@@ -120,9 +123,20 @@ describe('activationSensitivity on the shipped model', () => {
     const blocks = calibrationBlocks(readFileSync(brownCalibPath, 'utf8'), tokenizer, { blocks: 1, seqlen: 128 });
     const pool = createKernelPool(2)!;
     try {
-      const pooled = await activationSensitivity(model, blocks, { pool });
+      const errors = new QuantizationErrors();
+      const pooled = await activationSensitivity(model, blocks, { pool, errors });
       expect(pooled.rows).toEqual((await activationSensitivity(model, blocks)).rows);
       expect(pooled.rows.every((r) => Number.isFinite(r.sensitivity) && r.sensitivity > 0)).toBe(true);
+      // The errors it recorded are the fnorm table's b4g64 column, bit for bit, so that table need not quantize again.
+      const checkpoint = await openCheckpoint(shippedModelDir);
+      try {
+        const b4g64 = quantConfig(4, 64);
+        const fresh = await frobeniusTable(checkpoint, [b4g64], { pool });
+        expect(fresh.rows).toHaveLength(224);
+        for (const r of fresh.rows) expect(errors.get(hqqQuantizer, `model.layers.${r.layer}.${r.module}.weight`, b4g64)).toBe(r.squaredError);
+      } finally {
+        await checkpoint.close();
+      }
     } finally {
       await pool.close();
     }

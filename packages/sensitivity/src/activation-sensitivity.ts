@@ -10,7 +10,7 @@ import type { SensitivityPart, SensitivityRow, SensitivityTable } from '@layerqu
 import { hqqQuantizer, squaredError, type KernelPool } from '@layerquant/quantizers';
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
 import { cutCalibrationBlocks, type CalibrationBlocks } from './calibration.js';
-import { dequantizedWith } from './pooled-quantize.js';
+import { dequantizedWith, type QuantizationErrors } from './pooled-quantize.js';
 
 /** The config of the paper's measurement: HQQ 4-bit, groups of 64 (upstream defaults: axis 1, zero not rounded). */
 export const DEFAULT_SENSITIVITY_CONFIG: QuantConfig = quantConfig(4, 64);
@@ -42,6 +42,8 @@ export interface ActivationSensitivityOptions {
    * a layer's seven matrices are quantized in parallel, with results bit-identical to the calling thread's.
    */
   readonly pool?: KernelPool;
+  /** Records each matrix's squared dequantization error, for the fnorm table of the same run to reuse. */
+  readonly errors?: QuantizationErrors;
   /** Called after each layer. */
   readonly onLayer?: (layer: number, layers: number) => void;
 }
@@ -132,6 +134,9 @@ export async function activationSensitivity(
     const modules = Object.values(SENSITIVITY_PART_MODULES).flat();
     const layerDequantized = await Promise.all(modules.map((m) => dequantized(layer, m)));
     const dq = (m: LinearModule) => layerDequantized[modules.indexOf(m)]!;
+    if (options.errors) {
+      for (const m of modules) options.errors.record(quantizer, matrixTensorName(layer, m), config, squaredError(await weight(layer, m), dq(m)));
+    }
     const overrides = (part: SensitivityPart) => new Map(SENSITIVITY_PART_MODULES[part].map((m) => [matrixTensorName(layer, m), dq(m)] as const));
     const attentionInput = overrides('attn_in');
     const mlpGate = overrides('mlp_gate');

@@ -11,3 +11,4 @@ export {
   type MatrixRef,
   type MatrixSource,
 } from './frobenius-table.js';
+export { QuantizationErrors } from './pooled-quantize.js';

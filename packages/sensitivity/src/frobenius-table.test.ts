@@ -16,7 +16,8 @@ import { shippedModelDir, shippedOraclesDir, referenceHqqPath } from '@layerquan
 import { hqqQuantizer, rtnQuantizer } from '@layerquant/quantizers';
 import { createKernelPool } from '@layerquant/quantizers/node';
 import { openCheckpoint, type Checkpoint } from '@layerquant/tensor-io';
-import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, listMatrices } from './frobenius-table.js';
+import { frobeniusRows, frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, listMatrices } from './frobenius-table.js';
+import { QuantizationErrors } from './pooled-quantize.js';
 import { writeSensitivityOutputs } from './stats-directory.js';
 
 const oracle = parseFnormCsv(readFileSync(`${shippedOraclesDir}/fnorm.csv`, 'utf8'));
@@ -103,5 +104,20 @@ describe('frobeniusTable on the shipped model (oracle: the authors\' method in P
       expect(row.fnorm).toBeGreaterThan(hqq.fnorm); // HQQ's solver lowers the error of its RTN init
     }
     await expect(frobeniusTable({ has: () => false, read: () => Promise.reject(new Error('unused')), dir: 'empty-model' })).rejects.toThrow(/empty-model: has no linear matrices/);
+  });
+
+  it('takes an error recorded earlier in the run for the same quantizer and config, and quantizes the rest', async () => {
+    const [matrix] = listMatrices(checkpoint);
+    const weight = await checkpoint.read(matrix!.name);
+    const b4g64 = quantConfig(4, 64);
+    const errors = new QuantizationErrors();
+    errors.record(hqqQuantizer, matrix!.name, b4g64, 42);
+    errors.record(rtnQuantizer, matrix!.name, quantConfig(3, 64), 7);
+    errors.record(hqqQuantizer, matrix!.name, quantConfig(4, 64, { roundZero: true }), 9);
+    const rows = await frobeniusRows(matrix!, weight, [b4g64, quantConfig(3, 64)], hqqQuantizer, undefined, errors);
+    expect(rows[0]!.squaredError).toBe(42);
+    expect(rows[0]!.fnorm).toBe(Math.sqrt(42));
+    // b3g64 was recorded for RTN only, and the rounded-zero variant is another config: both quantized with HQQ here.
+    expect(rows[1]!.squaredError).toBe(table.rows.find((r) => key(r) === key(rows[1]!))!.squaredError);
   });
 });

@@ -16,7 +16,7 @@ import {
 import type { FnormRow, FnormTable, KurtosisRow, KurtosisTable } from '@layerquant/stats';
 import { hqqQuantizer, squaredError as squaredFrobeniusError, type KernelPool } from '@layerquant/quantizers';
 import { pearsonKurtosis } from './kurtosis.js';
-import { dequantizedWith } from './pooled-quantize.js';
+import { dequantizedWith, type QuantizationErrors } from './pooled-quantize.js';
 
 /** Where matrices come from: a tensor-io checkpoint, a runtime TensorSource, a map in memory. */
 export interface MatrixSource {
@@ -63,6 +63,8 @@ export interface FrobeniusTableOptions {
    * the configs of a matrix are quantized in parallel, with results bit-identical to the calling thread's.
    */
   readonly pool?: KernelPool;
+  /** Errors already measured in the same run (activation sensitivity's, measured's): those configs are not quantized again. */
+  readonly errors?: QuantizationErrors;
   /** Called after each matrix with its key (`3.mlp.up_proj`). */
   readonly onMatrix?: (done: number, total: number, key: string) => void;
 }
@@ -74,12 +76,15 @@ export async function frobeniusRows(
   configs: readonly QuantConfig[],
   quantizer: Quantizer,
   pool?: KernelPool,
+  errors?: QuantizationErrors,
 ): Promise<FnormRow[]> {
   const params = weight.data.length;
   const kurtosis = pearsonKurtosis(weight.data, `tensor "${matrix.name}"`);
-  const dequantized = await Promise.all(configs.map((config) => dequantizedWith(quantizer, weight, config, pool)));
+  const squaredErrors = await Promise.all(
+    configs.map(async (config) => errors?.get(quantizer, matrix.name, config) ?? squaredFrobeniusError(weight.data, await dequantizedWith(quantizer, weight, config, pool))),
+  );
   return configs.map((config, c) => {
-    const squaredError = squaredFrobeniusError(weight.data, dequantized[c]!);
+    const squaredError = squaredErrors[c]!;
     return Object.freeze({
       layer: matrix.layer,
       module: matrix.module,
@@ -110,7 +115,7 @@ export async function frobeniusTable(
   const matrices = listMatrices(source);
   const rows: FnormRow[] = [];
   for (const [i, matrix] of matrices.entries()) {
-    rows.push(...(await frobeniusRows(matrix, await source.read(matrix.name), configs, quantizer, options.pool)));
+    rows.push(...(await frobeniusRows(matrix, await source.read(matrix.name), configs, quantizer, options.pool, options.errors)));
     options.onMatrix?.(i + 1, matrices.length, `${matrix.layer}.${matrix.module}`);
   }
   return Object.freeze({ rows: Object.freeze(rows) });

@@ -33,4 +33,5 @@ export { SENSITIVITY_OUTPUT_FILES, writeSensitivityOutputs, type SensitivityOutp
 export { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
 export { measureModelStatistics, type ModelStatistics, type ModelStatisticsOptions, type StatisticsPlan } from './model-statistics.js';
 export { SENSITIVITY_METRICS, activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, metricForTable, type MetricPlugin, type MetricRunOptions } from './metrics.js';
+export { QuantizationErrors } from './pooled-quantize.js';
 export { MetricFormatError, measureMetrics, metricFile, writeMetricTables, type MeasureMetricsOptions, type MetricPlan, type MetricResults } from './measure-metrics.js';

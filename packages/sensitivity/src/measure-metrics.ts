@@ -6,6 +6,7 @@ import { STATS_FILES } from '@layerquant/stats/node';
 import { loadTokenizer, openModel, writeFileSet, writeTextAtomic } from '@layerquant/tensor-io';
 import { DEFAULT_SEQLEN, calibrationBlocks, type CalibrationBlocks, type CalibrationOrder } from './calibration.js';
 import { listMatrices } from './frobenius-table.js';
+import { QuantizationErrors } from './pooled-quantize.js';
 import type { MetricPlugin, MetricRunOptions } from './metrics.js';
 
 /**
@@ -28,7 +29,7 @@ export interface MeasureMetricsOptions {
   readonly quantizer?: Quantizer;
   /** onnxruntime intra-op threads. */
   readonly threads?: number;
-  /** Worker threads for weight quantizations (default: one per core; 1 = the calling thread). */
+  /** Worker threads for every quantization, the activation metrics' and the weight metrics' (default: one per core; 1 = the calling thread). */
   readonly workers?: number;
   /** Name in tables that record the model (default: the directory name). */
   readonly modelName?: string;
@@ -79,8 +80,15 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
   const { config, checkpoint } = await openModel(modelDir);
   let blocks: number | null = null;
   let seqlen: number | null = null;
+  const workers = options.workers ?? defaultWorkerCount();
+  if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
+  // One pool of kernel workers for the run's quantizations, and the errors they measured: a metric that quantized
+  // a matrix records its error, and fnorm does not quantize it again at that config.
+  const pool: KernelPool | undefined = metrics.length > 0 && workers > 1 ? createKernelPool(workers) : undefined;
   try {
     const common: MetricRunOptions = {
+      ...(pool ? { pool } : {}),
+      errors: new QuantizationErrors(),
       ...(options.configs ? { configs: options.configs } : {}),
       ...(options.sensitivityConfigs ? { sensitivityConfigs: options.sensitivityConfigs } : {}),
       ...(options.quantizer ? { quantizer: options.quantizer } : {}),
@@ -114,17 +122,9 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
         await model.dispose();
       }
     }
-    if (weights.length > 0) {
-      const workers = options.workers ?? defaultWorkerCount();
-      if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
-      const pool: KernelPool | undefined = workers > 1 ? createKernelPool(workers) : undefined;
-      try {
-        for (const metric of weights) await run(metric, checkpoint, pool ? { pool } : {});
-      } finally {
-        await pool?.close();
-      }
-    }
+    for (const metric of weights) await run(metric, checkpoint);
   } finally {
+    await pool?.close();
     await checkpoint.close();
   }
   return Object.freeze({ tables: Object.freeze(tables), seconds: Object.freeze(seconds), blocks, seqlen });

@@ -2,9 +2,12 @@ import { describe, expect, it } from 'vitest';
 import { InvalidOptionError, LINEAR_MODULES, bitsPerWeight, configName, matrixTensorName, memoryMB, quantConfig, type DecoderConfig, type LinearModule } from '@layerquant/core';
 import { measuredAllocator, parseMeasuredCsv, formatMeasuredCsv } from '@layerquant/allocators';
 import { hqqQuantizer } from '@layerquant/quantizers';
+import { createKernelPool } from '@layerquant/quantizers/node';
 import { loadDecoderBlocks } from '@layerquant/runtime';
 import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
 import { measuredErrors } from './measured-error.js';
+import { frobeniusTable } from './frobenius-table.js';
+import { QuantizationErrors } from './pooled-quantize.js';
 
 /**
  * Brute force in float64, written here from the Llama block definition (not the runtime's graph): the float
@@ -170,6 +173,30 @@ describe('measured block-output error (every matrix alone at every config)', () 
       await model.dispose();
     }
   }, 120_000);
+
+  it('gives the same rows with the matrices quantized on a kernel pool, and leaves the fnorm table nothing to quantize', async () => {
+    const config = tinyConfig({ numLayers: 2 });
+    const source = randomDecoderSource(config, 11);
+    const model = await loadDecoderBlocks(source, config, { threads: 1 });
+    const configs = [quantConfig(2, 16), quantConfig(4, 16)];
+    const ids = Int32Array.from({ length: 2 * 12 }, (_, i) => (i * 29 + 5) % config.vocabSize);
+    const pool = createKernelPool(2)!;
+    try {
+      const errors = new QuantizationErrors();
+      const pooled = await measuredErrors(model, ids, { configs, seqlen: 12, pool, errors });
+      expect(pooled.rows).toEqual((await measuredErrors(model, ids, { configs, seqlen: 12 })).rows);
+      // Every matrix x config recorded, each equal (bit for bit) to the fnorm table's own quantization.
+      const fresh = await frobeniusTable(source, configs);
+      expect(fresh.rows).toHaveLength(2 * 7 * configs.length);
+      for (const r of fresh.rows) expect(errors.get(hqqQuantizer, matrixTensorName(r.layer, r.module), quantConfig(r.bits, r.groupSize))).toBe(r.squaredError);
+      expect((await frobeniusTable(source, configs, { errors })).rows).toEqual(fresh.rows);
+      // Another quantizer's errors are not taken for HQQ's.
+      expect(errors.get({ ...hqqQuantizer }, matrixTensorName(0, 'mlp.up_proj'), configs[0]!)).toBeUndefined();
+    } finally {
+      await pool.close();
+      await model.dispose();
+    }
+  });
 
   it('rejects an empty or repeated ladder', async () => {
     const config = tinyConfig({ numLayers: 1 });

@@ -13,10 +13,11 @@ import {
   type Quantizer,
 } from '@layerquant/core';
 import type { MeasuredRow, MeasuredTable } from '@layerquant/stats';
-import { hqqQuantizer, squaredError } from '@layerquant/quantizers';
+import { hqqQuantizer, squaredError, type KernelPool } from '@layerquant/quantizers';
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
 import { embeddedBatches, subtract, sumOfSquares } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
+import { dequantizedWith, type QuantizationErrors } from './pooled-quantize.js';
 
 export interface MeasuredErrorOptions {
   /** The config ladder to measure (default: the paper's 12). */
@@ -28,6 +29,10 @@ export interface MeasuredErrorOptions {
   readonly seqlen?: number;
   /** Blocks per runtime call (default 8): bounds memory, not the result. */
   readonly batchSize?: number;
+  /** Worker threads running the quantizer's kernel: a layer's seven matrices are quantized in parallel (bit-identical). */
+  readonly pool?: KernelPool;
+  /** Records each matrix's squared dequantization error at each config, for the fnorm table of the same run to reuse. */
+  readonly errors?: QuantizationErrors;
   /** Called after each layer. */
   readonly onLayer?: (layer: number, layers: number) => void;
 }
@@ -73,7 +78,9 @@ export async function measuredErrors(
   };
   const dequantized = async (name: string, config: QuantConfig): Promise<Float32Array> => {
     const { data, shape } = await weightOf(name);
-    return quantizer.dequantize(quantizer.quantize({ name, dtype: 'F32', shape: [...shape], data }, config));
+    const dq = await dequantizedWith(quantizer, { name, dtype: 'F32', shape: [...shape], data }, config, options.pool);
+    options.errors?.record(quantizer, name, config, squaredError(data, dq));
+    return dq;
   };
 
   const rows: MeasuredRow[] = [];
@@ -102,11 +109,12 @@ export async function measuredErrors(
     // One config at a time: only the 7 quantized matrices of one layer and config are held.
     for (let c = 0; c < configs.length; c++) {
       const config = configs[c]!;
+      // The layer's seven matrices at once (in parallel on the pool's workers when there is one).
+      const layerDequantized = await Promise.all(LINEAR_MODULES.map((module) => dequantized(matrixTensorName(layer, module), config)));
       const quantized = new Map<LinearModule, Float32Array>();
-      for (const module of LINEAR_MODULES) {
-        const name = matrixTensorName(layer, module);
-        const dq = await dequantized(name, config);
-        quantized.set(module, module === 'self_attn.o_proj' || module === 'mlp.down_proj' ? subtract((await weightOf(name)).data, dq) : dq);
+      for (const [m, module] of LINEAR_MODULES.entries()) {
+        const dq = layerDequantized[m]!;
+        quantized.set(module, module === 'self_attn.o_proj' || module === 'mlp.down_proj' ? subtract((await weightOf(matrixTensorName(layer, module))).data, dq) : dq);
       }
       for (const f of floats) {
         for (const module of ATTENTION_INPUTS) {

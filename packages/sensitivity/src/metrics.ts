@@ -19,6 +19,7 @@ import type { KernelPool } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity, type ActivationSensitivityOptions } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
 import { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
+import type { QuantizationErrors } from './pooled-quantize.js';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, type FrobeniusTableOptions, type MatrixSource } from './frobenius-table.js';
 
 /**
@@ -49,8 +50,10 @@ export interface MetricRunOptions {
   /** Names for tables that record them (sensitivity.csv's dataset and model columns). */
   readonly dataset?: string;
   readonly model?: string;
-  /** Worker threads for weight quantizations (fnorm). */
+  /** Worker threads for the quantizations (each metric's matrices in parallel, bit-identical to the calling thread). */
   readonly pool?: KernelPool;
+  /** The squared errors of the matrices quantized earlier in the same run (a metric that quantizes records them; fnorm reuses them). */
+  readonly errors?: QuantizationErrors;
   /** Tables measured earlier in the same run, by table name (kurtosis is read off fnorm's column when it is there). */
   readonly tables?: Readonly<Record<string, unknown>>;
   /** Progress in the metric's own unit (layers, matrices). */

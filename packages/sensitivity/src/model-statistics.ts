@@ -7,6 +7,7 @@ import { loadTokenizer, openModel, type OpenedModel } from '@layerquant/tensor-i
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity } from './activation-sensitivity.js';
 import { DEFAULT_SEQLEN, calibrationBlocks, type CalibrationOrder } from './calibration.js';
 import { measuredErrors } from './measured-error.js';
+import { QuantizationErrors } from './pooled-quantize.js';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, listMatrices } from './frobenius-table.js';
 
 export interface ModelStatisticsOptions {
@@ -93,6 +94,8 @@ async function measureOpenModel(
   if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
   // One pool of kernel workers for every quantization: the sensitivity passes' and the fnorm table's.
   const pool = workers > 1 ? createKernelPool(workers) : undefined;
+  // The errors of the matrices the sensitivity passes quantize, which the fnorm table then need not quantize again.
+  const errors = new QuantizationErrors();
   try {
     let start = performance.now();
     const configs = options.skipSensitivity ? [] : (options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG]);
@@ -113,6 +116,7 @@ async function measureOpenModel(
           model: options.modelName ?? basename(resolve(modelDir)),
           ...(options.quantizer ? { quantizer: options.quantizer } : {}),
           ...(pool ? { pool } : {}),
+          errors,
           onLayer: (layer, layers) => options.onStep?.('sensitivity', c * layers + layer + 1, configs.length * layers),
         });
         rows.push(...table.rows);
@@ -123,6 +127,8 @@ async function measureOpenModel(
         measured = await measuredErrors(model, calibration, {
           configs: options.measuredConfigs,
           ...(options.quantizer ? { quantizer: options.quantizer } : {}),
+          ...(pool ? { pool } : {}),
+          errors,
           onLayer: (layer, layers) => options.onStep?.('measured', layer + 1, layers),
         });
         measuredSeconds = (performance.now() - began) / 1000;
@@ -139,6 +145,7 @@ async function measureOpenModel(
       fnorm = await frobeniusTable(checkpoint, fnormConfigs, {
         ...(options.quantizer ? { quantizer: options.quantizer } : {}),
         ...(pool ? { pool } : {}),
+        errors,
         onMatrix: (done, total) => options.onStep?.('fnorm', done, total),
       });
     }

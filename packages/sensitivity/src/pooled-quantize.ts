@@ -13,3 +13,28 @@ export async function dequantizedWith(quantizer: Quantizer, weight: WeightTensor
   }
   return quantizer.dequantize(quantizer.quantize(weight, config));
 }
+
+/**
+ * The squared Frobenius errors ‖W - dequant(Q(W))‖² of the matrices a run has already quantized, by quantizer
+ * object, config (bits, group, axis, zero rounding) and tensor name. A measurement that quantizes whole matrices
+ * (activation sensitivity, measured) records them; the fnorm table takes a recorded error instead of quantizing
+ * the matrix again. The same quantizer on the same weights gives the same codes, so the table is bit-identical
+ * with or without it (tested); activation sensitivity's b4g64 pass thus saves the fnorm table its b4g64 column.
+ */
+export class QuantizationErrors {
+  readonly #byQuantizer = new WeakMap<Quantizer, Map<string, number>>();
+
+  static #key(tensor: string, config: QuantConfig): string {
+    return `${config.bits}:${config.groupSize}:${config.axis}:${config.roundZero ? 1 : 0}|${tensor}`;
+  }
+
+  record(quantizer: Quantizer, tensor: string, config: QuantConfig, squaredError: number): void {
+    let errors = this.#byQuantizer.get(quantizer);
+    if (!errors) this.#byQuantizer.set(quantizer, (errors = new Map()));
+    errors.set(QuantizationErrors.#key(tensor, config), squaredError);
+  }
+
+  get(quantizer: Quantizer, tensor: string, config: QuantConfig): number | undefined {
+    return this.#byQuantizer.get(quantizer)?.get(QuantizationErrors.#key(tensor, config));
+  }
+}
