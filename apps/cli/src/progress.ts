@@ -52,20 +52,23 @@ export function formatSeconds(seconds: number): string {
  * unit, its time and the extrapolated time of all of them. Writes to `write` (stderr) unless disabled (--json).
  */
 export interface CostReporter {
-  plan(line: string): void;
+  /** `estimateAfter`: units to time before extrapolating (default 1; a layer's matrices, which differ in size). */
+  plan(line: string, options?: { readonly estimateAfter?: number }): void;
   unit(done: number, total: number, unit: string): void;
 }
 
 export function createCostReporter(title: string, write: (text: string) => void, enabled: boolean): CostReporter {
   let started = performance.now();
   let estimated = false;
+  let after = 1;
   return {
-    plan(line) {
+    plan(line, options = {}) {
       started = performance.now();
+      after = Math.max(1, options.estimateAfter ?? 1);
       if (enabled) write(`${fitStderr(`${title}: ${line}`)}\n`);
     },
     unit(done, total, unit) {
-      if (estimated || done < 1 || !enabled) return;
+      if (estimated || done < Math.min(after, total) || !enabled) return;
       estimated = true;
       const first = (performance.now() - started) / 1000 / done;
       const singular = unit === 'matrices' ? 'matrix' : unit.replace(/s$/, '');

@@ -10,15 +10,15 @@ const scratch = mkdtempSync(join(tmpdir(), 'layerquant-cli-interrupt-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 describe('Ctrl-C', () => {
-  it('quantize interrupted after its first matrix: exit 130, no partial or temporary file left', async () => {
+  it('quantize interrupted after its first layer's matrices: exit 130, no partial or temporary file left', async () => {
     const out = join(scratch, 'q');
     const child = spawn(process.execPath, [binPath, 'quantize', shippedModelDir, '--method', 'hqq', '--config', 'b4g64', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     let sent = false;
     child.stderr.on('data', (d) => {
       stderr += d;
-      // The estimate line comes once the first matrix is quantized: the output file is being written then.
-      if (!sent && /first matrix took/.test(stderr)) {
+      // The estimate line comes once the first layer's matrices are quantized: the output file is being written then.
+      if (!sent && /first 7 matrices took/.test(stderr)) {
         sent = true;
         child.kill('SIGINT');
       }

@@ -1,4 +1,4 @@
-import { InvalidOptionError, configName, matrixKey, modelMatrixParams, parseConfigList, parseConfigName, parseOptionValue, resolveOptions, type Allocation, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, LINEAR_MODULES, configName, matrixKey, modelMatrixParams, parseConfigList, parseConfigName, parseOptionValue, resolveOptions, type Allocation, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { validateStats } from '@layerquant/allocators';
 import { openModel, openOutputDirectory, type OpenedModel } from '@layerquant/tensor-io';
 import { brownCalibPath } from '@layerquant/datasets';
@@ -18,6 +18,9 @@ import type { Command } from '../command.js';
 import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from './export.js';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
+
+// Matrices differ in size (q_proj vs gate_proj): the time estimate extrapolates from a whole layer's.
+const LAYER_ESTIMATE = { estimateAfter: LINEAR_MODULES.length };
 import { absolutePath, formatRows, jsonLine, sizeRows, sizes, boostReport, boostLines } from '../output.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import type { QuantizeModelReport } from '@layerquant/quantizers/node';
@@ -256,7 +259,7 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
       options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...quantizerOptions },
       onPlan: (plan) => {
         loading.stop();
-        cost.plan(`${method} b${config.bits}g${config.groupSize} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`);
+        cost.plan(`${method} b${config.bits}g${config.groupSize} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE);
       },
       onProgress: (p) => {
         loading.stop();
@@ -354,7 +357,7 @@ async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId
       allocation,
       scaleDtype: checkpointScaleDtype(values),
       workers: defaultWorkerCount(),
-      onPlan: (plan) => cost.plan(`${spec.id} at ${budget} bits: ${quantizer.id} on ${plan.quantizedMatrices} of ${plan.matrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`),
+      onPlan: (plan) => cost.plan(`${spec.id} at ${budget} bits: ${quantizer.id} on ${plan.quantizedMatrices} of ${plan.matrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE),
       options: { method: spec.id, budget, statistics: source, ...quantizerOptions, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
       onProgress: (p) => {
         cost.unit(p.done, p.total, 'matrices');

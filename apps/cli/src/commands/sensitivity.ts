@@ -181,6 +181,8 @@ export const sensitivityCommand: Command = {
             plan.metric.input === 'weights'
               ? `${plan.matrices} matrices, one matrix at a time (${plan.metric.id})`
               : `${plan.blocks} blocks of ${plan.seqlen} tokens through ${plan.layers} layers, one layer's weights at a time (${plan.metric.id})`,
+            // Matrices differ in size (q_proj vs gate_proj): a weight metric is timed over a whole layer's first.
+            plan.metric.input === 'weights' ? { estimateAfter: Math.round(plan.matrices / plan.layers) } : {},
           );
         },
         onProgress: (metric, done, total) => {
