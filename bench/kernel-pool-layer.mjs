@@ -4,18 +4,9 @@
 import { parseConfigName } from '@layerquant/core';
 import { assembleQuantized, hqqQuantizer, prepareGroups, squaredError } from '@layerquant/quantizers';
 import { createKernelPool, defaultWorkerCount } from '@layerquant/quantizers/node';
-import { SHAPES } from './lib/synthetic-model.mjs';
+import { argument, shapeArgument } from './lib/synthetic-model.mjs';
 
-const argument = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : process.argv[i + 1];
-};
-const shapeName = argument('shape', 'tinyllama');
-const shape = SHAPES[shapeName];
-if (!shape) {
-  console.error(`--shape must be one of ${Object.keys(SHAPES).join(', ')}`);
-  process.exit(2);
-}
+const { shapeName, shape } = shapeArgument();
 const workers = Number(argument('workers', String(defaultWorkerCount())));
 const reps = Number(argument('reps', '2'));
 const { hidden: h, ffn: f, heads, kvHeads } = shape;

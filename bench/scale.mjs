@@ -15,7 +15,7 @@ import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SHAPES, writeSyntheticCheckpoint } from './lib/synthetic-model.mjs';
+import { argument, shapeArgument, writeSyntheticCheckpoint } from './lib/synthetic-model.mjs';
 
 const BIN = fileURLToPath(new URL('../apps/cli/dist/bin.js', import.meta.url));
 const PEAK_HOOK = fileURLToPath(new URL('./lib/report-peak.mjs', import.meta.url));
@@ -24,16 +24,7 @@ const RTN_ANCHOR = fileURLToPath(new URL('./rtn_anchor.py', import.meta.url));
 const ALL_STEPS = ['inspect', 'quantize', 'quantize-rtn', 'sensitivity', 'eval-fp', 'eval-fp-streamed', 'eval-q', 'generate', 'rtn'];
 const MIN_AVAILABLE = 3 * 2 ** 30;
 
-const argument = (name, fallback) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i < 0 ? fallback : process.argv[i + 1];
-};
-const shapeName = argument('shape', 'tinyllama');
-const shape = SHAPES[shapeName];
-if (!shape) {
-  console.error(`--shape must be one of ${Object.keys(SHAPES).join(', ')}`);
-  process.exit(2);
-}
+const { shapeName, shape } = shapeArgument();
 const steps = argument('steps', ALL_STEPS.join(',')).split(',');
 const results = argument('results', undefined);
 // sensitivity --configs: the fnorm table's config ladder (default the paper's 12).

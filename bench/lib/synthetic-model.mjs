@@ -14,6 +14,22 @@ export const SHAPES = Object.freeze({
   'llama-2-7b': { hidden: 4096, layers: 32, ffn: 11008, heads: 32, kvHeads: 32, tied: false },
 });
 
+/** `--name value` of this process's arguments, else `fallback`. */
+export function argument(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i < 0 ? fallback : process.argv[i + 1];
+}
+
+/** The shape named by `--shape` (default tinyllama): its name and dimensions; exits 2 naming the shapes otherwise. */
+export function shapeArgument() {
+  const name = argument('shape', 'tinyllama');
+  if (!SHAPES[name]) {
+    console.error(`--shape must be one of ${Object.keys(SHAPES).join(', ')}`);
+    process.exit(2);
+  }
+  return { shapeName: name, shape: SHAPES[name] };
+}
+
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json'];
 
 /** Every tensor of the shape, in the order a Hugging Face checkpoint stores them. */
