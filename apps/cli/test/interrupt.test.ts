@@ -10,7 +10,7 @@ const scratch = mkdtempSync(join(tmpdir(), 'layerquant-cli-interrupt-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 describe('Ctrl-C', () => {
-  it('quantize interrupted after its first layer's matrices: exit 130, no partial or temporary file left', async () => {
+  it('quantize interrupted once the first layer\'s 7 matrices are done: exit 130, no partial or temporary file left', async () => {
     const out = join(scratch, 'q');
     const child = spawn(process.execPath, [binPath, 'quantize', shippedModelDir, '--method', 'hqq', '--config', 'b4g64', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
