@@ -1,14 +1,9 @@
-import { basename, resolve } from 'node:path';
-import { InvalidOptionError, PAPER_CONFIGS, checkContextLength, type QuantConfig, type Quantizer } from '@layerquant/core';
-import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityRow, SensitivityTable } from '@layerquant/stats';
-import { createKernelPool, defaultWorkerCount } from '@layerquant/quantizers/node';
-import { loadDecoderBlocks } from '@layerquant/runtime';
-import { loadTokenizer, openModel, type OpenedModel } from '@layerquant/tensor-io';
-import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity } from './activation-sensitivity.js';
-import { DEFAULT_SEQLEN, calibrationBlocks, type CalibrationOrder } from './calibration.js';
-import { measuredErrors } from './measured-error.js';
-import { QuantizationErrors } from './pooled-quantize.js';
-import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, listMatrices } from './frobenius-table.js';
+import { PAPER_CONFIGS, type QuantConfig, type Quantizer } from '@layerquant/core';
+import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityTable } from '@layerquant/stats';
+import { DEFAULT_SENSITIVITY_CONFIG } from './activation-sensitivity.js';
+import type { CalibrationOrder } from './calibration.js';
+import { measureMetrics } from './measure-metrics.js';
+import { activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, type MetricPlugin } from './metrics.js';
 
 export interface ModelStatisticsOptions {
   /** Calibration text and the name written in sensitivity.csv's `dataset` column. */
@@ -55,111 +50,71 @@ export interface ModelStatistics {
   readonly fnorm?: FnormTable;
   readonly kurtosis: KurtosisTable;
   readonly measured?: MeasuredTable;
-  /** Calibration actually used (fewer blocks than asked when the text is short). */
-  readonly blocks: number;
-  readonly seqlen: number;
+  /** Calibration actually used (fewer blocks than asked when the text is short); null when no table ran the model. */
+  readonly blocks: number | null;
+  readonly seqlen: number | null;
   readonly seconds: { readonly sensitivity: number; readonly fnorm: number; readonly measured: number };
+}
+
+/** The metric with its config ladder fixed (fnorm and measured may each have their own). */
+function withConfigs<M extends MetricPlugin>(metric: M, configs: readonly QuantConfig[]): M {
+  return Object.freeze({ ...metric, measure: (input: unknown, options: Record<string, unknown>) => metric.measure(input, { ...options, configs }) });
 }
 
 /**
  * Every table `layerquant allocate` reads, measured on a model directory: activation sensitivity on the
- * calibration text (one pass per config), then the fnorm table (streamed matrix by matrix, with kurtosis).
+ * calibration text (one pass per config), then `measured` when asked for, then the fnorm table (streamed matrix by
+ * matrix, with kurtosis). The built-in metrics through `measureMetrics`, the one path `layerquant sensitivity`
+ * takes too: one decoder load, one kernel pool and one record of quantization errors for the run.
  */
 export async function measureModelStatistics(modelDir: string, options: ModelStatisticsOptions): Promise<ModelStatistics> {
-  // config.json checked against the tensors (the one validation every command runs) before any long step.
-  const { config, checkpoint } = await openModel(modelDir);
-  try {
-    checkContextLength(options.seqlen ?? DEFAULT_SEQLEN, config, '--seqlen', options.allowLongContext === true);
-    return await measureOpenModel(modelDir, options, config, checkpoint);
-  } finally {
-    await checkpoint.close();
-  }
-}
-
-async function measureOpenModel(
-  modelDir: string,
-  options: ModelStatisticsOptions,
-  config: OpenedModel['config'],
-  checkpoint: OpenedModel['checkpoint'],
-): Promise<ModelStatistics> {
-  const tokenizer = await loadTokenizer(modelDir);
-  const calibration = calibrationBlocks(options.calibrationText, tokenizer, {
-    source: options.calibrationName,
+  const sensitivityConfigs = options.skipSensitivity ? [] : (options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG]);
+  const measuredConfigs = options.measuredConfigs ?? [];
+  const fnormConfigs = options.skipFnorm ? [] : (options.fnormConfigs ?? PAPER_CONFIGS);
+  const metrics: MetricPlugin[] = [
+    ...(sensitivityConfigs.length > 0 ? [activationSensitivityMetric] : []),
+    ...(measuredConfigs.length > 0 ? [withConfigs(measuredErrorMetric, measuredConfigs)] : []),
+    ...(fnormConfigs.length > 0 ? [withConfigs(frobeniusMetric, fnormConfigs)] : []),
+    kurtosisMetric,
+  ];
+  const configsOf: Record<string, number> = { sensitivity: sensitivityConfigs.length, measured: measuredConfigs.length, fnorm: fnormConfigs.length };
+  const results = await measureMetrics(modelDir, metrics, {
+    calibrationText: options.calibrationText,
+    calibrationName: options.calibrationName,
     ...(options.blocks === undefined ? {} : { blocks: options.blocks }),
     ...(options.seqlen === undefined ? {} : { seqlen: options.seqlen }),
     ...(options.order === undefined ? {} : { order: options.order }),
     ...(options.seed === undefined ? {} : { seed: options.seed }),
+    sensitivityConfigs,
+    ...(options.quantizer ? { quantizer: options.quantizer } : {}),
+    ...(options.threads ? { threads: options.threads } : {}),
+    ...(options.workers === undefined ? {} : { workers: options.workers }),
+    ...(options.modelName ? { modelName: options.modelName } : {}),
+    allowLongContext: options.allowLongContext === true,
+    onPlan: (plan) => {
+      const step = plan.metric.table;
+      if (step === 'fnorm') options.onPlan?.({ step, matrices: plan.matrices, configs: configsOf.fnorm! });
+      else if ((step === 'sensitivity' || step === 'measured') && plan.blocks !== undefined && plan.seqlen !== undefined) {
+        options.onPlan?.({ step, blocks: plan.blocks, seqlen: plan.seqlen, layers: plan.layers, configs: configsOf[step]! });
+      }
+    },
+    onProgress: (metric, done, total) => {
+      const step = metric.table;
+      if (step === 'sensitivity' || step === 'measured' || step === 'fnorm') options.onStep?.(step, done, total);
+    },
   });
-  const workers = options.workers ?? defaultWorkerCount();
-  if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
-  // One pool of kernel workers for every quantization: the sensitivity passes' and the fnorm table's.
-  const pool = workers > 1 ? createKernelPool(workers) : undefined;
-  // The errors of the matrices the sensitivity passes quantize, which the fnorm table then need not quantize again.
-  const errors = new QuantizationErrors();
-  try {
-    let start = performance.now();
-    const configs = options.skipSensitivity ? [] : (options.sensitivityConfigs ?? [DEFAULT_SENSITIVITY_CONFIG]);
-    if (configs.length > 0) {
-      options.onPlan?.({ step: 'sensitivity', blocks: calibration.blocks, seqlen: calibration.seqlen, layers: config.numLayers, configs: configs.length });
-    }
-    const rows: SensitivityRow[] = [];
-    let measured: MeasuredTable | undefined;
-    let measuredSeconds = 0;
-    // Weight statistics alone (fnorm, kurtosis) never build the ONNX model.
-    const needsActivations = configs.length > 0 || (options.measuredConfigs?.length ?? 0) > 0;
-    const model = needsActivations ? await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {}) : undefined;
-    if (model) try {
-      for (const [c, sensitivityConfig] of configs.entries()) {
-        const table = await activationSensitivity(model, calibration, {
-          config: sensitivityConfig,
-          dataset: options.calibrationName,
-          model: options.modelName ?? basename(resolve(modelDir)),
-          ...(options.quantizer ? { quantizer: options.quantizer } : {}),
-          ...(pool ? { pool } : {}),
-          errors,
-          onLayer: (layer, layers) => options.onStep?.('sensitivity', c * layers + layer + 1, configs.length * layers),
-        });
-        rows.push(...table.rows);
-      }
-      if (options.measuredConfigs && options.measuredConfigs.length > 0) {
-        options.onPlan?.({ step: 'measured', blocks: calibration.blocks, seqlen: calibration.seqlen, layers: config.numLayers, configs: options.measuredConfigs.length });
-        const began = performance.now();
-        measured = await measuredErrors(model, calibration, {
-          configs: options.measuredConfigs,
-          ...(options.quantizer ? { quantizer: options.quantizer } : {}),
-          ...(pool ? { pool } : {}),
-          errors,
-          onLayer: (layer, layers) => options.onStep?.('measured', layer + 1, layers),
-        });
-        measuredSeconds = (performance.now() - began) / 1000;
-      }
-    } finally {
-      await model.dispose();
-    }
-    const sensitivitySeconds = (performance.now() - start) / 1000 - measuredSeconds;
-    start = performance.now();
-    let fnorm: FnormTable | undefined;
-    if (!options.skipFnorm) {
-      const fnormConfigs = options.fnormConfigs ?? PAPER_CONFIGS;
-      options.onPlan?.({ step: 'fnorm', matrices: listMatrices(checkpoint).length, configs: fnormConfigs.length });
-      fnorm = await frobeniusTable(checkpoint, fnormConfigs, {
-        ...(options.quantizer ? { quantizer: options.quantizer } : {}),
-        ...(pool ? { pool } : {}),
-        errors,
-        onMatrix: (done, total) => options.onStep?.('fnorm', done, total),
-      });
-    }
-    const kurtosis = fnorm ? kurtosisTableFromFnorm(fnorm) : await kurtosisTable(checkpoint);
-    return Object.freeze({
-      sensitivity: Object.freeze({ rows: Object.freeze(rows) }),
-      ...(fnorm ? { fnorm } : {}),
-      kurtosis,
-      ...(measured ? { measured } : {}),
-      blocks: calibration.blocks,
-      seqlen: calibration.seqlen,
-      seconds: Object.freeze({ sensitivity: sensitivitySeconds, fnorm: (performance.now() - start) / 1000, measured: measuredSeconds }),
-    });
-  } finally {
-    await pool?.close();
-  }
+  const { tables, seconds } = results;
+  return Object.freeze({
+    sensitivity: (tables.sensitivity as SensitivityTable | undefined) ?? Object.freeze({ rows: Object.freeze([]) }),
+    ...(tables.fnorm ? { fnorm: tables.fnorm as FnormTable } : {}),
+    kurtosis: tables.kurtosis as KurtosisTable,
+    ...(tables.measured ? { measured: tables.measured as MeasuredTable } : {}),
+    blocks: results.blocks,
+    seqlen: results.seqlen,
+    seconds: Object.freeze({
+      sensitivity: seconds[activationSensitivityMetric.id] ?? 0,
+      fnorm: (seconds[frobeniusMetric.id] ?? 0) + (seconds[kurtosisMetric.id] ?? 0),
+      measured: seconds[measuredErrorMetric.id] ?? 0,
+    }),
+  });
 }
