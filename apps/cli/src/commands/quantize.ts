@@ -18,12 +18,12 @@ import type { Command } from '../command.js';
 import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from './export.js';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
-
-// Matrices differ in size (q_proj vs gate_proj): the time estimate extrapolates from a whole layer's.
-const LAYER_ESTIMATE = { estimateAfter: LINEAR_MODULES.length };
 import { absolutePath, formatRows, jsonLine, sizeRows, sizes, boostReport, boostLines } from '../output.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import type { QuantizeModelReport } from '@layerquant/quantizers/node';
+
+// Matrices differ in size (q_proj vs gate_proj): the time estimate extrapolates from a whole layer's.
+const LAYER_ESTIMATE = { estimateAfter: LINEAR_MODULES.length };
 
 /** An existing, non-empty --out is replaced only with --force (a directory that is not there or empty is fine). */
 function checkOverwrite(outDir: string, force: boolean): void {
