@@ -9,21 +9,10 @@ import { openQuantizedCheckpoint } from './quantized-checkpoint.js';
 import { quantizeModel } from './quantize-model.js';
 import { modelMemory } from './memory-accounting.js';
 import { rtnQuantizer, unpackQuantizedCodes } from './quantizers.js';
+import { halfOracle } from './testing/half-oracle.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'layerquant-scale-dtype-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-
-/** IEEE half rounding in float64 arithmetic (round to nearest even), an oracle independent of tensor-io's bit tricks. */
-function halfOracle(x: number): number {
-  if (x === 0 || !Number.isFinite(x)) return x;
-  const exponent = Math.max(-14, Math.floor(Math.log2(Math.abs(x))));
-  const ulp = 2 ** (exponent - 10);
-  const q = x / ulp;
-  const floor = Math.floor(q);
-  const rounded = q - floor > 0.5 || (q - floor === 0.5 && floor % 2 !== 0) ? floor + 1 : floor;
-  const value = rounded * ulp;
-  return Math.abs(value) > 65504 ? Math.sign(value) * Number.POSITIVE_INFINITY : value;
-}
 
 describe('quantizeModel with scaleDtype F16 (RTN b4g64 on the shipped model)', () => {
   it('stores scales and zeros as F16, rounded to half precision; the error it adds is in sqErr', async () => {

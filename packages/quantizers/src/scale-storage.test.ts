@@ -2,17 +2,7 @@ import { InvalidDataError, InvalidOptionError, SafetensorsFormatError } from '@l
 import { float32ToF16Bits } from '@layerquant/tensor-io';
 import { describe, expect, it } from 'vitest';
 import { SCALE_BLOCK_GROUPS, SCALE_META_SUFFIX, ZERO_META_SUFFIX, decodeScaleZero, encodeScaleZero, quantizeU8Blocks, scaleZeroBytes } from './scale-storage.js';
-
-/** IEEE half rounding in float64 arithmetic (round to nearest even), independent of tensor-io's bit tricks. */
-function halfOracle(x: number): number {
-  if (x === 0 || !Number.isFinite(x)) return x;
-  const exponent = Math.max(-14, Math.floor(Math.log2(Math.abs(x))));
-  const ulp = 2 ** (exponent - 10);
-  const q = x / ulp;
-  const floor = Math.floor(q);
-  const rounded = q - floor > 0.5 || (q - floor === 0.5 && floor % 2 !== 0) ? floor + 1 : floor;
-  return rounded * ulp;
-}
+import { halfOracle } from './testing/half-oracle.js';
 
 /** float64 reference of the 8-bit block quantization: per block fp16 (min, (max - min)/255), nearest code. */
 function u8Oracle(values: readonly number[], block: number): { codes: number[]; decoded: number[] } {
