@@ -149,12 +149,22 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
       let running = 0;
       let missing = 0;
       for (const job of [...pending.values()]) {
+        const state = await queue.getJobState(job.id);
+        if (state === 'unknown') {
+          missing++;
+          continue;
+        }
+        if (state !== 'completed' && state !== 'failed') {
+          if (state === 'active') running++;
+          continue;
+        }
+        // Read after its state: BullMQ writes a job's result or failure reason in the step that moves it to
+        // completed or failed, so a job read before getState could predate them (an undefined result, "unknown error").
         const found: Job | undefined = await queue.getJob(job.id);
         if (!found) {
           missing++;
           continue;
         }
-        const state = await found.getState();
         if (state === 'completed') {
           pending.delete(job.id);
           finishedHere++;
@@ -164,8 +174,6 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
           const reason = redactCredentials(found.failedReason ?? 'unknown error', address);
           failures.push({ label: job.label, reason });
           log(`queue: ${job.label} failed after ${found.attemptsMade} attempt(s): ${reason}`);
-        } else if (state === 'active') {
-          running++;
         }
       }
       if (missing > 0) {
