@@ -71,10 +71,10 @@ export class InvalidOptionError extends LayerquantError {
 
 /** No allocation fits the budget. */
 export class InfeasibleBudgetError extends LayerquantError {
-  constructor(readonly budget: number, readonly smallestFeasible: number, unit = 'bits per weight') {
+  constructor(readonly budget: number, readonly smallestFeasible: number, unit = 'bits per weight', option = unit.startsWith('MiB') ? '--target-size' : unit === 'bits per weight' ? '--budget' : '--target-bpw') {
     super(
       'INFEASIBLE_BUDGET',
-      `budget ${budget} ${unit} is below the cheapest allocation; the smallest feasible budget is ${smallestFeasible} ${unit}. Raise --budget to at least that.`,
+      `budget ${budget} ${unit} is below the cheapest allocation; the smallest feasible budget is ${smallestFeasible} ${unit}. Raise ${option} to at least that.`,
     );
   }
 }
