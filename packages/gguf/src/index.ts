@@ -1,0 +1,43 @@
+// Browser-safe entry: ggml types and their exact sizes, the GGUF header writer and strict parser, the block codecs.
+export {
+  GGML_CODEC_TYPES,
+  GGML_TYPES,
+  compatibleTypes,
+  ggmlBitsPerWeight,
+  ggmlType,
+  ggmlTypeById,
+  ggufTensorBytes,
+  isGgmlCodecType,
+  type GgmlTypeInfo,
+  type GgmlTypeName,
+} from './ggml-types.js';
+export {
+  GGUF_ALIGNMENT_KEY,
+  GGUF_DEFAULT_ALIGNMENT,
+  GGUF_MAGIC,
+  GGUF_MAX_DIMS,
+  GGUF_MAX_TENSOR_NAME_BYTES,
+  GGUF_READABLE_VERSIONS,
+  GGUF_VALUE_TYPES,
+  GGUF_VERSION,
+  GgufHeaderIncomplete,
+  encodeGgufHeader,
+  gguf,
+  ggufLayout,
+  ggufMetadataEntryBytes,
+  parseGgufBytes,
+  parseGgufHeader,
+  type GgufHeader,
+  type GgufLayout,
+  type GgufMetadata,
+  type GgufScalar,
+  type GgufScalarType,
+  type GgufTensorInfo,
+  type GgufTensorPlacement,
+  type GgufTensorSpec,
+  type GgufValue,
+  type GgufValueTypeName,
+} from './gguf-format.js';
+export { decodeGgml, encodeGgml, type GgmlEncodeOptions } from './codecs.js';
+export { K_QUANT_SPECS, QK_K, type KQuantType } from './k-quants.js';
+export { LEGACY_BLOCK, LEGACY_LAYOUTS, type LegacyType } from './legacy-blocks.js';
