@@ -62,7 +62,13 @@ export function encodeGgml(type: GgmlTypeName, values: Float32Array, shape: read
   if (type === 'F32') {
     bytes = new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
   } else if (type === 'F16') {
-    bytes = new Uint8Array(float32ToF16Bits(values).buffer);
+    const bits = float32ToF16Bits(values);
+    for (let i = 0; i < bits.length; i++) {
+      if ((bits[i]! & 0x7c00) === 0x7c00 && Number.isFinite(values[i]!)) {
+        throw new InvalidDataError(`tensor "${tensor}"`, `value ${values[i]} at flat index ${i} is beyond F16's range (65504); store the tensor as BF16 or F32`);
+      }
+    }
+    bytes = new Uint8Array(bits.buffer);
   } else if (type === 'BF16') {
     bytes = new Uint8Array(float32ToBf16Bits(values).buffer);
   } else {

@@ -41,3 +41,18 @@ export {
 export { decodeGgml, encodeGgml, type GgmlEncodeOptions } from './codecs.js';
 export { K_QUANT_SPECS, QK_K, type KQuantType } from './k-quants.js';
 export { LEGACY_BLOCK, LEGACY_LAYOUTS, type LegacyType } from './legacy-blocks.js';
+export { affineToGgml, exactAffineType } from './affine-mapping.js';
+export {
+  GGUF_ARCHITECTURES,
+  LLAMA_FILE_TYPES,
+  decoderConfigOfGguf,
+  decoderMetadata,
+  ggufArchitecture,
+  ggufTensorName,
+  hfTensorName,
+  llama3RopeFactors,
+  permuteRotaryRows,
+  rotaryHeads,
+  rotaryRowOrder,
+} from './llama-names.js';
+export { KNOWN_PRE_TOKENIZERS, TOKEN_TYPES, preTokenizerName, tokenizerMetadata, type TokenizerFiles, type TokenizerMetadataOptions } from './tokenizer-metadata.js';
