@@ -127,3 +127,21 @@ export class MemoryBudgetError extends LayerquantError {
     super('MEMORY_BUDGET', `${what} needs about ${gib(neededBytes)}, more than the memory budget of ${gib(budgetBytes)}; ${hint}`);
   }
 }
+
+/** A GGUF file (llama.cpp) that is malformed: truncated, bad header, metadata or tensor table that lies about the file. */
+export class GgufFormatError extends LayerquantError {
+  readonly file: string;
+  readonly tensor: string | undefined;
+  constructor(file: string, message: string, tensor?: string, options?: { cause?: unknown }) {
+    super('GGUF_FORMAT', `${file}${tensor ? ` (tensor "${tensor}")` : ''}: ${message}`, options);
+    this.file = file;
+    this.tensor = tensor;
+  }
+}
+
+/** An optional package a step needs is not installed: the message says how to install it. */
+export class MissingDependencyError extends LayerquantError {
+  constructor(readonly packageName: string, message: string, options?: { cause?: unknown }) {
+    super('MISSING_DEPENDENCY', `${packageName}: ${message}`, options);
+  }
+}

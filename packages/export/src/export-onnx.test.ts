@@ -2,13 +2,12 @@ import { matrixKey, matrixOfTensorName, quantConfig, type QuantConfig, type Quan
 import { hqqQuantizer, rtnQuantizer, type ScaleDtype } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { loadDecoderWeights, referenceForward } from '@layerquant/runtime';
-import { relativeError, tinyConfig } from '@layerquant/runtime/testing';
+import { relativeError, tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { f16BitsToFloat32, loadDecoderConfig, openCheckpoint } from '@layerquant/tensor-io';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { writeModelDirectory } from './__fixtures__/model-directory.js';
 import { exportOnnx } from './export-onnx.js';
 import { UnsupportedExportError, toMatMulNBits } from './matmul-nbits.js';
 import { openOnnxExport, summarizeOnnxExport } from './onnx-model-dir.js';
