@@ -5,9 +5,10 @@ import { createWasmGptqKernel } from './gptq-kernel.js';
 import { gptqBlockEnds, inverseCholeskyUpper, prepareHessian, solveGptqColumns, type GptqProblem } from './gptq-solver.js';
 import { createRtnQuantizer, unpackQuantizedCodes } from './quantizers.js';
 import { runQuantizerConformance } from './testing/quantizer-conformance.js';
+import { gptqPlugin } from './registry.js';
 import { randomInputs, randomMatrix } from './testing/random-matrix.js';
 
-runQuantizerConformance(gptqQuantizer);
+runQuantizerConformance(gptqPlugin);
 runQuantizerConformance(createGptqQuantizer({ kernel: 'typescript' }));
 runQuantizerConformance(createGptqQuantizer({ actOrder: true, symmetric: true }));
 

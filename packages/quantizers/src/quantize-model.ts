@@ -241,8 +241,8 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       };
       const bytesOf = (array: Float32Array | Uint32Array | Uint16Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 
-      // The quantized matrices in file order; with a pool, up to `workers + 1` of them are quantized ahead.
-      const order = [...plans.values()].filter((p) => p.config !== null).map((p) => p.matrix.name);
+      // The quantized matrices in file order (the order the writer asks for them); with a pool, up to `workers + 1` of them are quantized ahead.
+      const order = specs.filter((spec) => spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config).map((spec) => spec.name.slice(0, -QWEIGHT_SUFFIX.length));
       const position = new Map(order.map((name, i) => [name, i]));
       const quantizer = options.quantizer;
       if (workers > 1 && isKernelQuantizer(quantizer)) pool = createKernelPool(workers);

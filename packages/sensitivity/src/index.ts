@@ -44,3 +44,4 @@ export {
   type LinearInput,
   type SequentialCalibrationOptions,
 } from './hessians.js';
+export { openSequentialCalibration, type OpenedSequentialCalibration, type SequentialCalibrationSource } from './sequential-calibration.js';
