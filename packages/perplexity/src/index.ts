@@ -1,44 +1,7 @@
-export { nonOverlappingWindows, slidingWindows, type Window, type WindowPlan } from './protocols.js';
-export {
-  PERPLEXITY_PROTOCOLS,
-  PerplexitySums,
-  perplexity,
-  perplexityOfText,
-  resolveTextPath,
-  windowInputs,
-  windowPlan,
-  type NllModel,
-  type PerplexityOptions,
-  type PerplexityProtocol,
-  type PerplexityResult,
-  type WindowInputs,
-} from './perplexity.js';
+// Everything the browser entry has, plus what reads or writes files.
+export * from './browser.js';
+export { resolveTextPath } from './perplexity.js';
 export { readEvaluationText } from './text-file.js';
-export {
-  DELTA_P_QUANTILES,
-  KLD_QUANTILES,
-  KldAccumulator,
-  comparePosition,
-  logSumExpRow,
-  sortedQuantile,
-  type Distribution,
-  type Estimate,
-  type KldStatistics,
-  type PositionComparison,
-  type WindowKld,
-} from './kl-divergence.js';
-export {
-  checkSameWindows,
-  forEachWindowLogits,
-  hasLogits,
-  klDivergence,
-  kldBaseInMemory,
-  scoredRows,
-  type KlDivergenceResult,
-  type KldBaseReader,
-  type LogitsModel,
-  type ScoredLogits,
-} from './kld-evaluation.js';
 export {
   KldBaseMismatchError,
   cachedKldBase,
