@@ -2,13 +2,13 @@ import { EMBED_TOKENS, LM_HEAD, decoderLayout, isEmbeddingUnit, quantConfig, typ
 import { rtnQuantizer } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { loadDecoderWeights, referenceForward } from '@layerquant/runtime';
-import { relativeError, tinyConfig } from '@layerquant/runtime/testing';
+import { relativeError, tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { loadDecoderConfig } from '@layerquant/tensor-io';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { writeModelDirectory } from './__fixtures__/model-directory.js';
+
 import { exportOnnx, type FloatType } from './export-onnx.js';
 import { openOnnxExport } from './onnx-model-dir.js';
 import { onnxCostModel, type OnnxFileOptions } from './onnx-cost.js';
