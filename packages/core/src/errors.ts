@@ -24,10 +24,10 @@ export class SafetensorsFormatError extends LayerquantError {
 
 /** A dtype the reader or the operation does not support. */
 export class UnsupportedDTypeError extends LayerquantError {
-  constructor(readonly file: string, readonly tensor: string, readonly dtype: string, supported: readonly string[]) {
+  constructor(readonly file: string, readonly tensor: string, readonly dtype: string, supported: readonly string[], why = '') {
     super(
       'UNSUPPORTED_DTYPE',
-      `${file} (tensor "${tensor}"): dtype "${dtype}" is not supported; supported dtypes are ${supported.join(', ')}. Convert the checkpoint to one of them.`,
+      `${file} (tensor "${tensor}"): dtype "${dtype}" is not supported${why ? ` (${why})` : ''}; supported dtypes are ${supported.join(', ')}. Convert the checkpoint to one of them.`,
     );
   }
 }
@@ -81,8 +81,8 @@ export class InfeasibleBudgetError extends LayerquantError {
 
 /** Input data (text, CSV table) that is empty or malformed. */
 export class InvalidDataError extends LayerquantError {
-  constructor(readonly source: string, message: string) {
-    super('INVALID_DATA', `${source}: ${message}`);
+  constructor(readonly source: string, message: string, options?: { cause?: unknown }) {
+    super('INVALID_DATA', `${source}: ${message}`, options);
   }
 }
 
