@@ -1,11 +1,11 @@
-import { InvalidDataError, LayerquantError, MissingFileError } from '@layerquant/core';
+import { InvalidDataError, LayerquantError, MissingFileError, OutputDirectoryError } from '@layerquant/core';
 import { shippedModelDir } from '@layerquant/fixtures';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { checkInputFile, loadDecoderConfig, loadTokenizer, openCheckpoint, readTextFile, writeSafetensors } from './index.js';
+import { checkInputFile, loadDecoderConfig, loadTokenizer, openCheckpoint, openOutputDirectory, readTextFile, writeSafetensors, writeTextAtomic } from './index.js';
 
 /**
  * Paths and files a careful user or a hostile input hands over (issue 27): each is refused with a typed error naming
@@ -46,6 +46,23 @@ describe('checkInputFile and readTextFile', () => {
     const latin1 = join(root, 'latin1.txt');
     writeFileSync(latin1, Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0a]));
     await expect(readTextFile(latin1, 'a text')).rejects.toThrow(/latin1\.txt: is not valid UTF-8/);
+  });
+});
+
+describe('output files', () => {
+  it('a directory, a FIFO, a missing or non-directory parent are refused before anything is written, naming the path', async () => {
+    await expect(writeTextAtomic(root, 'x')).rejects.toThrow(OutputDirectoryError);
+    await expect(writeTextAtomic(root, 'x')).rejects.toThrow(/: is a directory; give the path of a file to write/);
+    await expect(writeTextAtomic(fifo, 'x')).rejects.toThrow(/fifo: is not a regular file/);
+    await expect(writeTextAtomic(join(root, 'no-such-dir', 'a.json'), 'x')).rejects.toThrow(/a\.json: its directory .*no-such-dir does not exist/);
+    await expect(writeTextAtomic(join(file, 'a.json'), 'x')).rejects.toThrow(/plain\.txt is not a directory/);
+    await writeTextAtomic(join(root, 'written.json'), '{}');
+    expect(readFileSync(join(root, 'written.json'), 'utf8')).toBe('{}');
+  });
+
+  it('an output directory under /proc or /sys is refused at once (Node\'s recursive mkdir would loop forever on /proc)', async () => {
+    await expect(openOutputDirectory('/proc/layerquant-out', 'test')).rejects.toThrow(/layerquant-out: --out cannot be created/);
+    await expect(openOutputDirectory('/sys/layerquant-out/sub', 'test')).rejects.toThrow(OutputDirectoryError);
   });
 });
 

@@ -1,4 +1,4 @@
-export { copyFileAtomic, writeDirectoryAtomic, writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
+export { checkOutputFile, copyFileAtomic, writeDirectoryAtomic, writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
 export {
   openOutputDirectory,
   processAlive,
