@@ -3,9 +3,9 @@ import { hqqQuantizer } from '@layerquant/quantizers';
 import { openQuantizedCheckpoint, quantizeModel } from '@layerquant/quantizers/node';
 import { tinyConfig } from '@layerquant/runtime/testing';
 import { loadDecoderConfig, readSafetensorsHeader } from '@layerquant/tensor-io';
+import { directorySnapshot } from '@layerquant/tensor-io/testing';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,18 +31,7 @@ const quantizedDir = join(root, 'quantized');
 const exportDir = join(root, 'export');
 const target = 'model.layers.1.mlp.down_proj.weight';
 
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (sub: string) => {
-    for (const name of readdirSync(join(dir, sub))) {
-      const path = join(dir, sub, name);
-      if (statSync(path).isDirectory()) walk(join(sub, name));
-      else out[join(sub, name)] = createHash('sha256').update(readFileSync(path)).digest('hex');
-    }
-  };
-  if (existsSync(dir)) walk('');
-  return out;
-}
+const snapshot = (dir: string) => directorySnapshot(dir);
 
 /** A copy of the quantized checkpoint with float32 `value` written into group `group` of `tensor`'s stored bytes. */
 async function damagedCheckpoint(name: string, tensor: string, group: number, value: number): Promise<string> {

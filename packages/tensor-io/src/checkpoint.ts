@@ -1,10 +1,10 @@
 import { MissingFileError, MissingTensorError, SafetensorsFormatError, type WeightTensor } from '@layerquant/core';
-import { existsSync, lstatSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { open, readFile, readdir, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { decodeToFloat32 } from './dtype.js';
 import { checkFinite } from './finite.js';
-import { checkInputFile, inputPathKind } from './input-file.js';
+import { checkInputFile, inputPathKind, pathEntryExists } from './input-file.js';
 import { checkOneWeightSet } from './model-files.js';
 import { readSafetensorsHeader, type TensorInfo } from './safetensors.js';
 
@@ -45,22 +45,12 @@ async function resolveFiles(path: string): Promise<{ dir: string; files: string[
   }
   const single = join(absolute, 'model.safetensors');
   checkOneWeightSet(absolute);
-  if (existsSync(single) || lstatExists(single)) return { dir: absolute, files: [single] };
+  if (existsSync(single) || pathEntryExists(single)) return { dir: absolute, files: [single] };
   const found = (await readdir(absolute)).filter((f) => f.endsWith('.safetensors')).sort();
   if (found.length === 0) {
     throw new MissingFileError(absolute, `has no model.safetensors, no ${INDEX_NAME} and no *.safetensors file; point to a Hugging Face model directory`);
   }
   return { dir: absolute, files: found.map((f) => join(absolute, f)) };
-}
-
-/** A path that exists as an entry, even a dangling link (existsSync follows links and would call it absent). */
-function lstatExists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function resolveIndex(dir: string, index: string): Promise<{ dir: string; files: string[]; index: string; weightMap: Record<string, string> }> {
@@ -81,7 +71,7 @@ async function resolveIndex(dir: string, index: string): Promise<{ dir: string; 
     }
     const file = join(dir, shard);
     if (!files.includes(file)) {
-      if (!existsSync(file) && !lstatExists(file)) {
+      if (!existsSync(file) && !pathEntryExists(file)) {
         throw new MissingFileError(file, `shard named by ${basename(index)} for tensor "${tensor}" is missing; download every shard of the model`);
       }
       files.push(file);

@@ -1,24 +1,16 @@
 import { InvalidDataError, MissingFileError, type DecoderConfig } from '@layerquant/core';
-import { existsSync, lstatSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseDecoderConfig } from './decoder-config.js';
-import { checkInputFile, inputPathKind } from './input-file.js';
+import { checkInputFile, inputPathKind, pathEntryExists } from './input-file.js';
 
-function isLink(path: string): boolean {
-  try {
-    return lstatSync(path).isSymbolicLink();
-  } catch {
-    return false;
-  }
-}
 
 export { SUPPORTED_ARCHITECTURES, parseDecoderConfig } from './decoder-config.js';
 
 /** Loads `<dir>/config.json`. */
 export async function loadDecoderConfig(dir: string): Promise<DecoderConfig> {
   const file = inputPathKind(dir, 'a model directory (with config.json) or a config.json') === 'file' ? dir : join(dir, 'config.json');
-  if (!existsSync(file) && !isLink(file)) throw new MissingFileError(file, 'not found; a model directory needs the config.json of its Hugging Face checkpoint');
+  if (!pathEntryExists(file)) throw new MissingFileError(file, 'not found; a model directory needs the config.json of its Hugging Face checkpoint');
   checkInputFile(file, 'the config.json of the model\'s Hugging Face checkpoint');
   let json: unknown;
   try {

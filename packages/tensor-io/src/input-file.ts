@@ -42,6 +42,16 @@ function kindOf(info: Stats): string {
   return 'not a regular file';
 }
 
+/** Whether a directory entry is there (a link counts as itself, dangling or looping; existsSync follows links). */
+export function pathEntryExists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Checks that `path` is a regular file (after links); `expected` says what should be there ("the tokenizer.json of the model"). */
 export function checkInputFile(path: string, expected: string): void {
   const info = statOf(path, expected);

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,6 +7,7 @@ import { OutputDirectoryError } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
 import { openOutputDirectory, removeStaleTemporaries, writeFileSet } from './output-dir.js';
 import { writeDirectoryAtomic } from './atomic.js';
+import { directorySnapshot } from './testing.js';
 
 const distIndex = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
@@ -115,19 +116,7 @@ describe('writeFileSet', () => {
   });
 });
 
-/** Names and contents of everything under `dir` (hidden entries included). */
-function tree(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (sub: string) => {
-    for (const name of readdirSync(join(dir, sub))) {
-      const path = join(dir, sub, name);
-      if (statSync(path).isDirectory()) walk(join(sub, name));
-      else out[join(sub, name)] = readFileSync(path, 'utf8');
-    }
-  };
-  walk('');
-  return out;
-}
+const tree = (dir: string) => directorySnapshot(dir, { content: 'text' });
 
 describe('writeFileSet: the previous set or the new one, whole, at every instant', () => {
   // A previous set (report, weights, a file only it has), and files that are not the set's (notes, a cache).

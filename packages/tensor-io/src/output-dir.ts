@@ -1,7 +1,8 @@
 import { OutputDirectoryError } from '@layerquant/core';
-import { closeSync, existsSync, lstatSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { access, constants, mkdir, stat } from 'node:fs/promises';
 import { temporaryPath } from './atomic.js';
+import { pathEntryExists } from './input-file.js';
 import { basename, dirname, join, resolve } from 'node:path';
 
 /**
@@ -275,15 +276,6 @@ function isPlainName(name: string): boolean {
   return name !== '' && name !== '.' && name !== '..' && name !== LOCK_FILE && !TEMPORARY_NAME.test(name) && !/[/\\]/.test(name);
 }
 
-/** Whether a directory entry is there (a link counts as itself, dangling or not). */
-function entryExists(path: string): boolean {
-  try {
-    lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Puts the previous set back, from what is on disk (not from bookkeeping, which a signal can interrupt): a new file
@@ -292,11 +284,11 @@ function entryExists(path: string): boolean {
  */
 function rollBackSwap(swap: Swap): void {
   for (const name of swap.incoming) {
-    if (!entryExists(join(swap.staging, name))) rmSync(join(swap.target, name), { recursive: true, force: true });
+    if (!pathEntryExists(join(swap.staging, name))) rmSync(join(swap.target, name), { recursive: true, force: true });
   }
   for (const name of swap.outgoing) {
     const from = join(swap.aside, name);
-    if (!entryExists(from)) continue;
+    if (!pathEntryExists(from)) continue;
     rmSync(join(swap.target, name), { recursive: true, force: true });
     renameSync(from, join(swap.target, name));
   }
@@ -361,7 +353,7 @@ export async function writeFileSet<T>(
     const delay = swapDelay();
     try {
       for (const name of outgoing) {
-        if (entryExists(join(target, name))) renameSync(join(target, name), join(aside, name));
+        if (pathEntryExists(join(target, name))) renameSync(join(target, name), join(aside, name));
         if (delay) await new Promise((r) => setTimeout(r, delay));
       }
       for (const name of incoming) {

@@ -1,9 +1,9 @@
 import { InvalidDataError, MissingFileError } from '@layerquant/core';
-import { existsSync, lstatSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { loadDecoderConfig } from './config.js';
-import { checkInputFile } from './input-file.js';
+import { checkInputFile, pathEntryExists } from './input-file.js';
 
 /** The slice of a tokenizer that layerquant needs. */
 export interface Tokenizer {
@@ -17,14 +17,7 @@ const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 
 /** A tokenizer file read and parsed here first, so a missing, empty, FIFO or corrupt one is named, not left to the loader. */
 async function readJsonObject(file: string, expected: string): Promise<Record<string, unknown>> {
-  const present = existsSync(file) || (() => {
-    try {
-      return lstatSync(file).isSymbolicLink();
-    } catch {
-      return false;
-    }
-  })();
-  if (!present) throw new MissingFileError(file, `not found; the model directory needs ${expected} of its Hugging Face checkpoint`);
+  if (!pathEntryExists(file)) throw new MissingFileError(file, `not found; the model directory needs ${expected} of its Hugging Face checkpoint`);
   checkInputFile(file, expected);
   const text = await readFile(file, 'utf8');
   if (text.trim().length === 0) throw new InvalidDataError(file, `is empty; restore ${expected} of the model`);
