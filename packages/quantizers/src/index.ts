@@ -65,4 +65,5 @@ export {
 } from './scale-storage.js';
 export type { MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
 export { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
-export { QUANTIZER_PLUGINS, configureQuantizer, createQuantizerRegistry, defineQuantizer, hqqPlugin, rtnPlugin, type QuantizerPlugin } from './registry.js';
+export { checkedQuantizer } from './quantizer-check.js';
+export { QUANTIZER_PLUGINS, checkedQuantizerPlugin, configureQuantizer, createQuantizerRegistry, defineQuantizer, hqqPlugin, rtnPlugin, type QuantizerPlugin } from './registry.js';
