@@ -1,68 +1,11 @@
-import { PAPER_CONFIGS, type QuantConfig } from '@layerquant/core';
-import { hqqQuantizer } from '@layerquant/quantizers';
-import { DEFAULT_SENSITIVITY_CONFIG } from '@layerquant/sensitivity';
+import type { MethodSpec } from '@layerquant/allocators';
+import { QUANTIZER_SETTINGS, settingsKey } from '@layerquant/pipeline';
 import type { CellSpec } from './cell.js';
-import type { MethodSpec } from './grid.js';
-import { settingsKey } from './keys.js';
 
 /**
- * The settings every result of the experiment depends on, as plain objects: their key (keys.ts `settingsKey`)
- * names a statistics cache directory, a cell in results.json and a job on the queue.
+ * The settings every cell of the experiment depends on, as plain objects: their key (@layerquant/pipeline's
+ * `settingsKey`) names a cell in results.json and a job on the queue.
  */
-
-/** The quantizer of the fnorm table (the authors' HQQ error) and of every cell unless `experiment --quantizer`, with its solver settings. */
-export const QUANTIZER_SETTINGS = Object.freeze({ id: hqqQuantizer.id, solver: hqqQuantizer.solver });
-
-/** What computed statistics depend on. */
-export interface ComputedStatsSettings {
-  readonly [key: string]: unknown;
-  readonly kind: 'computed';
-  readonly model: string;
-  readonly calibration: string;
-  readonly calibrationName: string;
-  readonly blocks: number;
-  readonly seqlen: number;
-  readonly order: string;
-  readonly sensitivityConfigs: unknown;
-  /** The config ladder of the fnorm table (and of measured.csv when it is measured). */
-  readonly fnormConfigs: readonly QuantConfig[];
-  /** The configs of the measured block-error table, or null where no method needs it. */
-  readonly measuredConfigs: readonly QuantConfig[] | null;
-  /** What measured.csv's error is (absent in caches of the absolute MSE, which are then not reused). */
-  readonly measuredError?: 'relative to the residual stream';
-  readonly quantizer: unknown;
-}
-
-export function computedStatsSettings(options: {
-  model: string;
-  calibration: string;
-  calibrationName: string;
-  blocks: number;
-  seqlen: number;
-  order?: string;
-  fnormConfigs?: readonly QuantConfig[];
-  measured?: boolean;
-  /** Measure activation sensitivity (default true; false: no method reads it, the list of its configs is empty). */
-  sensitivity?: boolean;
-  /** Measure the fnorm table (default true; false: its ladder is empty, kurtosis is read on its own). */
-  fnorm?: boolean;
-}): ComputedStatsSettings {
-  const ladder = options.fnormConfigs ?? PAPER_CONFIGS;
-  return {
-    kind: 'computed',
-    model: options.model,
-    calibration: options.calibration,
-    calibrationName: options.calibrationName,
-    blocks: options.blocks,
-    seqlen: options.seqlen,
-    order: options.order ?? 'default',
-    sensitivityConfigs: options.sensitivity === false ? [] : [DEFAULT_SENSITIVITY_CONFIG],
-    fnormConfigs: options.fnorm === false ? [] : ladder,
-    measuredConfigs: options.measured ? ladder : null,
-    ...(options.measured ? { measuredError: 'relative to the residual stream' as const } : {}),
-    quantizer: QUANTIZER_SETTINGS,
-  };
-}
 
 /** What a grid's cells share: the model, the evaluation text and protocol. */
 export interface GridSettings {
@@ -73,7 +16,7 @@ export interface GridSettings {
   readonly seed: number;
   /** The config ladder the allocators choose from (config names); absent: the paper's 12. */
   readonly configs?: readonly string[];
-  /** The cells' quantizer as its settings (plugins.ts `quantizerSettings`); absent: HQQ, QUANTIZER_SETTINGS. */
+  /** The cells' quantizer as its settings (@layerquant/pipeline's `quantizerSettings`); absent: HQQ, QUANTIZER_SETTINGS. */
   readonly quantizer?: Readonly<Record<string, unknown>>;
 }
 

@@ -11,3 +11,4 @@ export {
   type PerplexityProtocol,
   type PerplexityResult,
 } from './perplexity.js';
+export { pairedBootstrap, verdict, type BootstrapOptions, type PairedInterval } from './paired-bootstrap.js';

@@ -11,3 +11,4 @@ export {
   type PerplexityResult,
 } from './perplexity.js';
 export { readEvaluationText } from './text-file.js';
+export { pairedBootstrap, verdict, type BootstrapOptions, type PairedInterval } from './paired-bootstrap.js';
