@@ -3,7 +3,7 @@ import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type Qu
 import {
   EMBED_TOKENS,
   LM_HEAD,
-  buildKvDecoderGraph,
+  buildDecoderGraph,
   checkSupportedConfig,
   decoderLayout,
   encodeModel,
@@ -11,6 +11,7 @@ import {
   expectedShapes,
   type ActivationType,
   type DecoderLayout,
+  type DecoderOperators,
   type GraphBuilder,
   type GraphWeight,
 } from '@layerquant/runtime';
@@ -37,10 +38,18 @@ export interface OnnxExportOptions {
    * through the recorded quantizer's dequantize and keeps them as float Gemms.
    */
   readonly otherLayouts?: 'error' | 'float';
+  /**
+   * `fused` (the export's default): onnxruntime's contrib operators (GroupQueryAttention, SkipSimplifiedLayerNormalization,
+   * one MatMulNBits for q/k/v and for gate/up); `standard`: opset-17 operators and MatMulNBits only, for runtimes
+   * without those contrib operators (runtime README).
+   */
+  readonly operators?: DecoderOperators;
 }
 
 /** The accuracy level an export uses unless told otherwise; bench/README.md gives the speed and perplexity figures. */
 export const DEFAULT_ACCURACY_LEVEL = 4;
+/** The operator set an export uses unless told otherwise (the runtime README says which runtimes run which). */
+export const DEFAULT_OPERATORS: DecoderOperators = 'fused';
 
 export interface ExportedMatrix {
   readonly name: string;
@@ -122,7 +131,13 @@ export async function buildModelGraph(
       matrices.push({ name, shape: [shape[0]!, shape[1]!], config: null, storedBits: null, zeroCorrection: false, bytes: tensor.data.byteLength });
     }
   }
-  const graph = buildKvDecoderGraph(config, layout, { weights, activations, accuracyLevel: options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL });
+  const graph = buildDecoderGraph(config, layout, {
+    weights,
+    kvCache: true,
+    activations,
+    accuracyLevel: options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL,
+    operators: options.operators ?? DEFAULT_OPERATORS,
+  });
   return { config, layout, graph, matrices, quantized: matrices.some((m) => m.config !== null) };
 }
 
@@ -147,6 +162,8 @@ export interface ExportReport {
   readonly externalDataBytes: number;
   readonly activations: ActivationType;
   readonly accuracyLevel: 0 | 4;
+  /** The operator set of the graph (`fused`: onnxruntime's contrib operators; `standard`: opset-17 ones). */
+  readonly operators: DecoderOperators;
   readonly scaleType: ScaleType;
   readonly embeddingType: FloatType;
   /** Linear weights: count, bytes in the file, bits per weight. */
@@ -181,6 +198,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   if (modelDir === outDir) throw new InvalidOptionError('--out', `${outDir} is the model directory itself; export to another directory`);
   const activations = options.activations ?? 'float32';
   const accuracyLevel = options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL;
+  const operators = options.operators ?? DEFAULT_OPERATORS;
   const scaleType = options.scaleType ?? activations;
   const embeddingType = options.embeddingType ?? activations;
   if (activations === 'float16' && scaleType === 'float32') {
@@ -203,7 +221,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   try {
     // The one config-vs-tensors check every command makes: a wrong num_hidden_layers must not ship a truncated model.
     config = (await loadValidatedConfig(source.dir, source)).config;
-    built = await buildModelGraph(source, config, { activations, accuracyLevel, scaleType, embeddingType });
+    built = await buildModelGraph(source, config, { activations, accuracyLevel, scaleType, embeddingType, operators });
   } finally {
     await source.close();
   }
@@ -262,6 +280,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
     externalDataBytes,
     activations,
     accuracyLevel,
+    operators,
     scaleType,
     embeddingType,
     linearParams,

@@ -2,14 +2,25 @@
 import { LayerquantError, matrixOfTensorName, type QuantConfig } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity/browser';
 import { createHqqQuantizer, squaredError } from '@layerquant/quantizers';
-import { decoderLayout, expectedShapes, greedyDecode, loadDecoderWeights, withOverrides, type DecoderWeights } from '@layerquant/runtime/graph';
+import {
+  buildDecoderGraph,
+  createDecoderModel,
+  createKvDecoder,
+  decoderLayout,
+  expectedShapes,
+  greedyDecode,
+  loadDecoderWeights,
+  withOverrides,
+  type DecoderModel,
+  type DecoderWeights,
+  type KvDecoder,
+} from '@layerquant/runtime';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
 import { openBrowserCheckpoint, type BrowserCheckpoint } from './browser-checkpoint.js';
 import { openModelFiles } from './model-files.js';
 import { memoryFit } from './memory-fit.js';
 import type { OpenResult, Progress, WorkerMessage, WorkerRequest } from './protocol.js';
 import { createPageTokenizer, type PageTokenizer } from './tokenizer.js';
-import { createWebDecoder, createWebKvDecoder, type WebDecoder } from './web-decoder.js';
 
 // The model worker: it holds one model (weights, the float and the quantized onnxruntime-web sessions, the
 // tokenizer) and does everything heavy, so the page stays responsive. One worker per model source.
@@ -33,8 +44,9 @@ interface State {
 let state: State | undefined;
 
 type Which = 'float' | 'quantized';
-type NllDecoder = WebDecoder;
-type KvSession = Awaited<ReturnType<typeof createWebKvDecoder>>;
+// The runtime package's models, on its onnxruntime-web backend (the page's `#ort-backend`, vite.config.ts).
+type NllDecoder = DecoderModel;
+type KvSession = KvDecoder;
 
 /**
  * At most two onnxruntime-web sessions live at a time (each holds every weight in float32): the perplexity graph
@@ -54,7 +66,7 @@ class SessionCache {
     while (this.live.size >= SessionCache.CAPACITY) {
       const [oldest, session] = this.live.entries().next().value as [string, Promise<NllDecoder | KvSession>];
       this.live.delete(oldest);
-      await (await session).release();
+      await (await session).dispose();
     }
     const created = build();
     this.live.set(key, created);
@@ -65,7 +77,7 @@ class SessionCache {
     for (const [key, session] of [...this.live]) {
       if (!key.startsWith(prefix)) continue;
       this.live.delete(key);
-      await (await session).release();
+      await (await session).dispose();
     }
   }
 }
@@ -123,7 +135,8 @@ async function nllModel(s: State, which: Which, progress: (p: Progress) => void)
   const weights = await weightsOf(s, which, progress);
   return s.sessions.get(`${which}/nll`, () => {
     progress({ done: 0, total: 1, label: `building the ${which} perplexity session (onnxruntime-web)` });
-    return createWebDecoder(weights);
+    // Weights as initializers, per-token NLL in the graph: what `loadDecoderModel` runs in Node.
+    return createDecoderModel(weights, { weightMode: 'initializers' });
   });
 }
 
@@ -131,7 +144,9 @@ async function kvModel(s: State, which: Which, progress: (p: Progress) => void):
   const weights = await weightsOf(s, which, progress);
   return s.sessions.get(`${which}/kv`, () => {
     progress({ done: 0, total: 1, label: `building the ${which} KV-cache session (onnxruntime-web)` });
-    return createWebKvDecoder(weights);
+    // The graph `layerquant generate` runs (fused operators, shared KV cache), here over float32 weights.
+    const graph = buildDecoderGraph(weights.config, weights.layout, { weights: weights.tensors, kvCache: true, operators: 'fused' });
+    return createKvDecoder(graph.encode(), weights.config);
   });
 }
 
