@@ -216,7 +216,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   }
   let built: ExportGraph;
   // Matrices whose checkpoint keeps 8-bit scales and zeros (quantize --scale-dtype u8): expanded to float scales below.
-  const u8Matrices = 'metadata' in source && source.metadata ? Object.values(source.metadata.tensors).filter((entry) => entry.scaleDtype === 'U8').length : 0;
+  const u8Matrices = 'readQuantized' in source ? Object.values(source.metadata.tensors).filter((entry) => entry.scaleDtype === 'U8').length : 0;
   let config: Awaited<ReturnType<typeof loadValidatedConfig>>['config'];
   try {
     // The one config-vs-tensors check every command makes: a wrong num_hidden_layers must not ship a truncated model.
