@@ -6,6 +6,7 @@ const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensit
 /** Subpath exports (`@layerquant/<package>/<subpath>`) and the source file each maps to. */
 const subpaths: Record<string, string> = {
   'allocators/node': 'allocators/src/node.ts',
+  'export/browser': 'export/src/browser.ts',
   'allocators/testing': 'allocators/src/testing.ts',
   'quantizers/node': 'quantizers/src/node.ts',
   'quantizers/testing': 'quantizers/src/testing.ts',

@@ -329,7 +329,7 @@ async function dequantized(checkpoint: Checkpoint, allocation: Allocation): Prom
 
 /** `layerquant generate <dir> --prompt ... --max-new-tokens n`: its calls (the KV-cache graph; MatMulNBits for a quantized directory). */
 async function generate(dir: string, prompt: readonly number[], count: number): Promise<number[]> {
-  const { decoder } = await openKvDecoder(dir, { accuracyLevel: 0, threads: 1 });
+  const { decoder } = await openKvDecoder(dir, { accuracyLevel: 0, operators: 'fused', threads: 1 });
   try {
     const eos = decoder.config.eosTokenId;
     return await greedyDecode(decoder, prompt, { maxNewTokens: count, ...(eos === undefined ? {} : { eosTokenIds: [eos] }) });

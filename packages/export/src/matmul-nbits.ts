@@ -1,7 +1,7 @@
 import { LayerquantError, configName, type QuantizedTensor } from '@layerquant/core';
 import { PACKING, packCodes, roundHalfEven, unpackCodes } from '@layerquant/quantizers';
 import type { MatMulNBitsWeight } from '@layerquant/runtime/graph';
-import { float32ToF16Bits, f16BitsToFloat32 } from '@layerquant/tensor-io';
+import { float32ToF16Bits, f16BitsToFloat32 } from '@layerquant/tensor-io/browser';
 
 /** A quantized matrix whose layout the export format cannot hold (strided groups, odd block sizes). */
 export class UnsupportedExportError extends LayerquantError {
