@@ -19,7 +19,7 @@ const NODE_ONLY_PACKAGES = new RegExp(
   [
     String.raw`/packages/(?:tensor-io|sensitivity|perplexity)/src/index\.ts`,
     String.raw`/packages/runtime/src/(?:backend-node|testing)\.ts`,
-    String.raw`/packages/export/src/(?!browser\.ts|matmul-nbits\.ts)`,
+    String.raw`/packages/export/src/(?!browser\.ts|matmul-nbits\.ts|onnx-cost\.ts)`,
     String.raw`/packages/tensor-io/src/(?:checkpoint|config|tokenizer|inspect|atomic|output-dir|safetensors)\.ts`,
     String.raw`/packages/perplexity/src/text-file\.ts`,
     String.raw`/packages/sensitivity/src/(?:model-statistics|stats-directory|activation-sensitivity|metrics)\.ts`,

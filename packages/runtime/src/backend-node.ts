@@ -5,6 +5,7 @@ import type { OrtBackend } from './backend.js';
 export const backend: OrtBackend = {
   name: 'onnxruntime-node',
   Tensor: ort.Tensor,
+  writesOutputsInPlace: true,
   async createSession(model, options = {}) {
     const settings: ort.InferenceSession.SessionOptions = {
       graphOptimizationLevel: 'all',

@@ -8,6 +8,7 @@ import type { OrtBackend } from './backend.js';
 export const backend: OrtBackend = {
   name: 'onnxruntime-web',
   Tensor: ort.Tensor,
+  writesOutputsInPlace: false,
   async createSession(model, options = {}) {
     ort.env.wasm.numThreads = options.threads ?? 1;
     const settings: ort.InferenceSession.SessionOptions = {

@@ -16,6 +16,11 @@ export interface RuntimeOptions {
 export interface OrtBackend {
   readonly name: 'onnxruntime-node' | 'onnxruntime-web';
   readonly Tensor: typeof Tensor;
+  /**
+   * Whether a preallocated output tensor is written in place (onnxruntime-node), so a KV buffer fed as the past and
+   * bound as the present is updated by the attention; onnxruntime-web copies tensors in and out of its heap instead.
+   */
+  readonly writesOutputsInPlace: boolean;
   /** A session over ONNX bytes, or a path (Node: external data beside the file is found) or URL (web). */
   createSession(model: Uint8Array | string, options?: RuntimeOptions): Promise<InferenceSession>;
 }

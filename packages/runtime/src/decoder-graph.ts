@@ -161,7 +161,7 @@ function weightSource(g: GraphBuilder, shapes: ReadonlyMap<string, readonly numb
       if (!weight) {
         result = { value: g.input(name, OnnxDataType.FLOAT, dims), type: OnnxDataType.FLOAT };
       } else {
-        if (isPacked(weight)) throw new InvalidOptionError('weights', `"${name}" is packed for MatMulNBits; only linear matrices may be packed`);
+        if (isPacked(weight)) throw new InvalidOptionError('weights', `"${name}" is packed for MatMulNBits; only linear matrices, embed_tokens and lm_head may be packed`);
         const data = floatData(weight);
         const expected = dims.reduce((a, b) => a * b, 1);
         if (data.length !== expected) throw new ShapeMismatchError(name, `has ${data.length} values; the config needs [${dims.join(', ')}]`);
@@ -197,6 +197,15 @@ interface Context {
   readonly shapeValues: Map<string, string>;
   readonly constants: Map<string, string>;
   readonly cast: Map<string, string>;
+  /** Per packed weight: its codes, scales (as stored and in the activation type) and zero points, made once. */
+  readonly packed: Map<string, PackedInputs>;
+}
+
+interface PackedInputs {
+  readonly codes: string;
+  readonly storedScales: string;
+  readonly scales: string;
+  readonly zeroPoints?: string;
 }
 
 interface StandardAttentionInputs {
@@ -297,27 +306,42 @@ function addAndNorm(c: Context, residual: string, delta: string, weight: string)
   return { sum, normed: rmsNorm(c, sum, weight) };
 }
 
-/** y = x W^T - S @ C for a packed W [N, K] (the correction only where the zero is fractional). */
-function packedLinear(c: Context, x: string, weight: MatMulNBitsWeight, name: string): string {
+/** The initializers of a packed weight (codes, scales, zero points), made once per weight and shared by its users. */
+function packedInputs(c: Context, name: string, weight: MatMulNBitsWeight): PackedInputs {
+  const cached = c.packed.get(name);
+  if (cached) return cached;
   const { g } = c;
   const [n, k] = weight.shape;
   const blocks = k / weight.blockSize;
   const scaleType = weight.scales instanceof Uint16Array ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
-  const inputs = [
-    x,
-    g.initializer(`${name}.qweight`, OnnxDataType.UINT8, [n, blocks, (weight.blockSize * weight.bits) / 8], weight.codes),
-    toAct(c, g.initializer(`${name}.scales`, scaleType, [n, blocks], weight.scales), scaleType),
-  ];
-  if (weight.zeroPoints) {
-    inputs.push(g.initializer(`${name}.zero_points`, OnnxDataType.UINT8, [n, Math.ceil((blocks * weight.bits) / 8)], weight.zeroPoints));
-  }
+  const storedScales = g.initializer(`${name}.scales`, scaleType, [n, blocks], weight.scales);
+  const inputs: PackedInputs = {
+    codes: g.initializer(`${name}.qweight`, OnnxDataType.UINT8, [n, blocks, (weight.blockSize * weight.bits) / 8], weight.codes),
+    storedScales,
+    scales: toAct(c, storedScales, scaleType),
+    ...(weight.zeroPoints ? { zeroPoints: g.initializer(`${name}.zero_points`, OnnxDataType.UINT8, [n, Math.ceil((blocks * weight.bits) / 8)], weight.zeroPoints) } : {}),
+  };
+  c.packed.set(name, inputs);
+  return inputs;
+}
+
+/**
+ * y = x W^T - S @ C for a packed W [N, K] (the correction only where the zero is fractional). `name` names the
+ * weight's initializers (a tied lm_head reads embed_tokens'), `node` the MatMulNBits node.
+ */
+function packedLinear(c: Context, x: string, weight: MatMulNBitsWeight, name: string, node = name): string {
+  const { g } = c;
+  const [n, k] = weight.shape;
+  const blocks = k / weight.blockSize;
+  const packed = packedInputs(c, name, weight);
+  const inputs = [x, packed.codes, packed.scales, ...(packed.zeroPoints ? [packed.zeroPoints] : [])];
   const y = g.node(
     'MatMulNBits',
     inputs,
     { K: k, N: n, bits: weight.bits, block_size: weight.blockSize, accuracy_level: c.accuracyLevel },
     1,
     MICROSOFT_DOMAIN,
-    name,
+    node,
   )[0]!;
   if (!weight.correction) return y;
   const key = `${x}|${weight.blockSize}`;
@@ -328,7 +352,12 @@ function packedLinear(c: Context, x: string, weight: MatMulNBitsWeight, name: st
     c.blockSums.set(key, sums);
   }
   const correctionType = weight.correction instanceof Uint16Array ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
-  const correction = toAct(c, g.initializer(`${name}.zero_correction`, correctionType, [blocks, n], weight.correction), correctionType);
+  const correctionName = `${name}.zero_correction`;
+  let correction = c.packed.get(correctionName)?.codes;
+  if (!correction) {
+    correction = toAct(c, g.initializer(correctionName, correctionType, [blocks, n], weight.correction), correctionType);
+    c.packed.set(correctionName, { codes: correction, storedScales: correction, scales: correction });
+  }
   // Y - S @ C in one Gemm (alpha -1, beta 1, C = Y).
   return g.op('Gemm', [sums, correction, y], { alpha: { float: -1 }, beta: { float: 1 } });
 }
@@ -396,9 +425,50 @@ function linears(c: Context, x: string, names: readonly string[], biases: readon
   };
 }
 
-function linear(c: Context, x: string, name: string, bias: string | undefined): string {
+function linear(c: Context, x: string, name: string, bias: string | undefined, node = name): string {
+  const weight = c.weights.stored(name);
+  if (weight && isPacked(weight)) {
+    checkPackedShape(c, name, weight);
+    const y = packedLinear(c, x, weight, name, node);
+    return bias ? c.g.op('Add', [y, floatTensor(c, bias)]) : y;
+  }
   const result = linears(c, x, [name], bias ? [bias] : undefined);
   return 'stacked' in result ? result.stacked : result.parts[0]!;
+}
+
+/**
+ * The token embeddings of `ids` as [B*S, hidden] in the activation type: a Gather of a float table, or for a packed
+ * one com.microsoft GatherBlockQuantized over the same codes, scales and zero points MatMulNBits reads (uint8 codes as
+ * [vocab, hidden * bits / 8], blocks along the hidden dimension; integer zero points only), so a tied lm_head shares
+ * every byte with it.
+ */
+function addEmbedding(c: Context, ids: string): string {
+  const { g } = c;
+  const [vocabSize, h] = c.shapes.get(EMBED_TOKENS)!;
+  const weight = c.weights.stored(EMBED_TOKENS);
+  if (!weight || !isPacked(weight)) {
+    const table = c.weights.value(EMBED_TOKENS);
+    return g.op('Reshape', [toAct(c, g.op('Gather', [table.value, ids]), table.type), g.ints([-1, h!])]);
+  }
+  if (weight.shape[0] !== vocabSize || weight.shape[1] !== h) {
+    throw new ShapeMismatchError(EMBED_TOKENS, `is packed as [${weight.shape.join(', ')}]; the config needs [${vocabSize}, ${h}]`);
+  }
+  if (weight.correction) {
+    throw new InvalidOptionError('weights', `"${EMBED_TOKENS}" has fractional zero points; GatherBlockQuantized takes integer zero points only (quantize it with an -int or -sym config)`);
+  }
+  const packed = packedInputs(c, EMBED_TOKENS, weight);
+  const data = g.op('Reshape', [packed.codes, g.ints([vocabSize!, (h! * weight.bits) / 8])]);
+  const scaleType = weight.scales instanceof Uint16Array ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
+  // GatherBlockQuantized outputs the scales' type: it reads them as stored, before any cast to the activation type.
+  const gathered = g.node(
+    'GatherBlockQuantized',
+    [data, ids, packed.storedScales, ...(packed.zeroPoints ? [packed.zeroPoints] : [])],
+    { gather_axis: 0, quantize_axis: 1, block_size: weight.blockSize, bits: weight.bits },
+    1,
+    MICROSOFT_DOMAIN,
+    `${EMBED_TOKENS}.gather`,
+  )[0]!;
+  return g.op('Reshape', [toAct(c, gathered, scaleType), g.ints([-1, h!])]);
 }
 
 /** The parts of a stacked [M, sum of widths] output, or the parts as they are. */
@@ -593,7 +663,7 @@ function createContext(
 ): Context {
   return {
     g, config, layout, shapes, weights, ...options, ...sizes, attention,
-    blockSums: new Map(), shapeValues: new Map(), constants: new Map(), cast: new Map(),
+    blockSums: new Map(), shapeValues: new Map(), constants: new Map(), cast: new Map(), packed: new Map(),
   };
 }
 
@@ -640,10 +710,7 @@ export function buildDecoderGraph(config: DecoderConfig, layout: DecoderLayout, 
   const attention = attentionInputs(g, config, act, sizes, groupQuery, maxPositions, cache);
   const c = createContext(g, config, layout, shapes, weights, { act, accuracyLevel, fused, tensorName: fullTensorName }, sizes, attention);
 
-  const embedWeight = weights.stored(EMBED_TOKENS);
-  if (embedWeight && isPacked(embedWeight)) throw new InvalidOptionError('weights', `"${EMBED_TOKENS}" must stay float`);
-  const table = weights.value(EMBED_TOKENS);
-  let residual = g.op('Reshape', [toAct(c, g.op('Gather', [table.value, ids]), table.type), g.ints([-1, h])]);
+  let residual = addEmbedding(c, ids);
   const hiddenOutput = (x: string, i: number) => {
     g.op('Reshape', [x, shapeOf(c, [c.batch, c.length, h])], {}, `hidden_${i}`);
     g.output(`hidden_${i}`, act, [BATCH_DIM, SEQUENCE_DIM, h]);
@@ -669,9 +736,8 @@ export function buildDecoderGraph(config: DecoderConfig, layout: DecoderLayout, 
     rowsLength = g.op('Slice', [g.op('Shape', [kept]), g.ints([1]), g.ints([2])]);
     rows = g.op('Reshape', [kept, g.ints([-1, h])]);
   }
-  let logits2d: string;
-  if (layout.tiedEmbeddings) logits2d = g.op('Gemm', [rows, toAct(c, table.value, table.type)], { transB: 1 });
-  else logits2d = linear(c, rows, LM_HEAD, undefined);
+  // A tied lm_head reads the embedding table: the same float initializer, or the same packed codes and scales.
+  const logits2d = linear(c, rows, layout.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD, undefined, LM_HEAD);
   if (options.logits ?? true) {
     const logits3d = g.op('Reshape', [logits2d, shapeOf(c, [c.batch, rowsLength, vocabSize])]);
     if (act === OnnxDataType.FLOAT) g.op('Identity', [logits3d], {}, 'logits');

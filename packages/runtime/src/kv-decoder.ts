@@ -7,8 +7,8 @@ export type { ForwardOptions, KvDecoder } from './greedy-decode.js';
 export interface KvDecoderOptions {
   /**
    * `shared`: the past and present of each layer are one preallocated buffer the attention writes in place (the
-   * fused graph's GroupQueryAttention); `concat`: each step's present becomes the next past (any graph). Default:
-   * shared for graphs whose attention places the rotary itself (no `position_ids` input), else concat.
+   * fused graph's GroupQueryAttention, on a backend that writes outputs in place: onnxruntime-node); `concat`: each
+   * step's present becomes the next past (any graph, any backend). Default: shared where it can be, else concat.
    */
   readonly cacheMode?: 'shared' | 'concat';
 }
@@ -38,7 +38,10 @@ export function kvDecoderOfSession(session: OrtSession, config: DecoderConfig, o
   const cacheType = first.isTensor && first.type === 'float16' ? 'float16' : 'float32';
   const positionIds = inputs.has('position_ids');
   const keepLogits = inputs.has('num_logits_to_keep');
-  const cacheMode = options.cacheMode ?? (positionIds ? 'concat' : 'shared');
+  const cacheMode = options.cacheMode ?? (positionIds || !backend.writesOutputsInPlace ? 'concat' : 'shared');
+  if (cacheMode === 'shared' && !backend.writesOutputsInPlace) {
+    throw new InvalidOptionError('cacheMode', `${backend.name} does not write outputs into the tensors given for them; use the concat cache`);
+  }
   if (cacheMode !== 'shared' && cacheMode !== 'concat') throw new InvalidOptionError('cacheMode', `"${String(cacheMode)}" must be "shared" or "concat"`);
   const pastNames = Array.from({ length: numLayers }, (_, i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`]).flat();
   const presentNames = Array.from({ length: numLayers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat();
