@@ -5,13 +5,15 @@
 //   node bench/decode.mjs [--model <dir> | --shape tinyllama] [--threads 1,2] [--prompt-tokens 64] [--new-tokens 64]
 //                         [--gguf-q4 <file>] [--gguf-f32 <file>] [--out out/bench-decode]
 //
-// The q4 export is HQQ b4g32 (accuracy level 4, the export's default); the float one is the fp32 checkpoint. GGUF
-// files are given (a GGUF writer is not part of this script): Q4_0 and F32 of the same checkpoint.
+// The q4 export is HQQ b4g32 (accuracy level 4, the export's default); the float one is the fp32 checkpoint. The GGUF
+// files are @layerquant/gguf's exportGguf of the same float checkpoint at Q4_0 and F32 (every matrix; norms F32),
+// unless given.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { brownTestPath, shippedModelDir } from '@layerquant/fixtures';
+import { exportGguf } from '@layerquant/gguf/node';
 import { loadTokenizer } from '@layerquant/tensor-io';
 import { argument, shapeArgument, writeSyntheticCheckpoint } from './lib/synthetic-model.mjs';
 
@@ -50,6 +52,11 @@ if (!existsSync(q4Export)) {
   layerquant('export', q4Checkpoint, '--format', 'onnx', '--out', q4Export, '--json');
 }
 if (!existsSync(fp32Export)) layerquant('export', modelDir, '--format', 'onnx', '--out', fp32Export, '--json');
+for (const [key, type] of [['q4', 'Q4_0'], ['f32', 'F32']]) {
+  if (ggufs[key]) continue;
+  ggufs[key] = join(out, `${label}-${type}.gguf`);
+  if (!existsSync(ggufs[key])) await exportGguf({ modelDir, outFile: ggufs[key], types: { '.*': type } });
+}
 
 /** A child's stdout JSON (last line) and its peak RSS in MiB. */
 function measured(args, env = {}) {
@@ -82,7 +89,6 @@ for (const threads of threadsList) {
     if (file) add('llama.cpp (node-llama-cpp 3.21.1)', weights, measured([join(root, 'bench/lib/llama-cpp-generate.mjs'), resolve(file), String(threads), promptIds.join(','), String(newTokens)]));
   }
 }
-if (!ggufs.q4 && !ggufs.f32) console.error('no --gguf-q4 / --gguf-f32 given: llama.cpp was not measured');
 const report = { model: label, promptTokens: promptIds.length, newTokens, rows: rows.map(({ ids, ...row }) => row), machine: { cpus: (await import('node:os')).cpus().length, load: (await import('node:os')).loadavg() } };
 writeFileSync(join(out, `decode-${label}.json`), `${JSON.stringify(report, null, 1)}\n`);
 console.log('| threads | runner | weights | prefill tok/s | decode tok/s | peak RSS MiB |');
