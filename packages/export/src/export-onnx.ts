@@ -3,7 +3,7 @@ import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type Qu
 import {
   EMBED_TOKENS,
   LM_HEAD,
-  buildKvDecoderGraph,
+  buildDecoderGraph,
   checkSupportedConfig,
   decoderLayout,
   encodeModel,
@@ -11,6 +11,7 @@ import {
   expectedShapes,
   type ActivationType,
   type DecoderLayout,
+  type DecoderOperators,
   type GraphBuilder,
   type GraphWeight,
 } from '@layerquant/runtime';
@@ -19,8 +20,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UnsupportedExportError, toMatMulNBits } from './matmul-nbits.js';
-import { EXTERNAL_DATA_THRESHOLD, type FloatType, type ScaleType } from './onnx-cost.js';
-export { EXTERNAL_DATA_THRESHOLD, type FloatType } from './onnx-cost.js';
+import { DEFAULT_OPERATORS, EXTERNAL_DATA_THRESHOLD, type FloatType, type ScaleType } from './onnx-cost.js';
+export { DEFAULT_OPERATORS, EXTERNAL_DATA_THRESHOLD, type FloatType } from './onnx-cost.js';
 
 
 export interface OnnxExportOptions {
@@ -38,6 +39,12 @@ export interface OnnxExportOptions {
    * through the recorded quantizer's dequantize and keeps them as float Gemms.
    */
   readonly otherLayouts?: 'error' | 'float';
+  /**
+   * `fused` (the export's default): onnxruntime's contrib operators (GroupQueryAttention, SkipSimplifiedLayerNormalization,
+   * one MatMulNBits for q/k/v and for gate/up); `standard`: opset-17 operators and MatMulNBits only, for runtimes
+   * without those contrib operators (runtime README).
+   */
+  readonly operators?: DecoderOperators;
 }
 
 /** The accuracy level an export uses unless told otherwise; bench/README.md gives the speed and perplexity figures. */
@@ -127,7 +134,13 @@ export async function buildModelGraph(
       matrices.push({ name, shape: [shape[0]!, shape[1]!], config: null, storedBits: null, zeroCorrection: false, bytes: tensor.data.byteLength });
     }
   }
-  const graph = buildKvDecoderGraph(config, layout, { weights, activations, accuracyLevel: options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL });
+  const graph = buildDecoderGraph(config, layout, {
+    weights,
+    kvCache: true,
+    activations,
+    accuracyLevel: options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL,
+    operators: options.operators ?? DEFAULT_OPERATORS,
+  });
   return { config, layout, graph, matrices, quantized: matrices.some((m) => m.config !== null) };
 }
 
@@ -161,6 +174,8 @@ export interface ExportReport {
   readonly externalDataBytes: number;
   readonly activations: ActivationType;
   readonly accuracyLevel: 0 | 4;
+  /** The operator set of the graph (`fused`: onnxruntime's contrib operators; `standard`: opset-17 ones). */
+  readonly operators: DecoderOperators;
   readonly scaleType: ScaleType;
   readonly embeddingType: FloatType;
   /** Linear weights: count, bytes in the file, bits per weight. */
@@ -195,6 +210,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   if (modelDir === outDir) throw new InvalidOptionError('--out', `${outDir} is the model directory itself; export to another directory`);
   const activations = options.activations ?? 'float32';
   const accuracyLevel = options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL;
+  const operators = options.operators ?? DEFAULT_OPERATORS;
   const scaleType = options.scaleType ?? activations;
   const embeddingType = options.embeddingType ?? activations;
   if (activations === 'float16' && scaleType === 'float32') {
@@ -212,7 +228,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   }
   let built: ExportGraph;
   // Matrices whose checkpoint keeps 8-bit scales and zeros (quantize --scale-dtype u8): expanded to float scales below.
-  const u8Matrices = 'metadata' in source ? Object.values(source.metadata.tensors).filter((entry) => entry.scaleDtype === 'U8').length : 0;
+  const u8Matrices = 'readQuantized' in source ? Object.values(source.metadata.tensors).filter((entry) => entry.scaleDtype === 'U8').length : 0;
   let config: Awaited<ReturnType<typeof loadValidatedConfig>>['config'];
   let output: OutputDirectory | undefined;
   try {
@@ -222,7 +238,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
     await checkTokenizerFiles(modelDir, { vocabSize: config.vocabSize });
     // One writer per --out (a second export to it is refused while this one runs); checked before the long build.
     output = await openOutputDirectory(outDir, 'export');
-    built = await buildModelGraph(source, config, { activations, accuracyLevel, scaleType, embeddingType });
+    built = await buildModelGraph(source, config, { activations, accuracyLevel, scaleType, embeddingType, operators });
   } catch (error) {
     output?.abandon();
     throw error;
@@ -297,6 +313,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
       externalDataBytes,
       activations,
       accuracyLevel,
+      operators,
       scaleType,
       embeddingType,
       linearParams,

@@ -87,11 +87,13 @@ describe('export of the shipped model', () => {
     expect(readdirSync(join(outDir, 'onnx'))).toEqual(['model_q4.onnx']);
   });
 
-  it('onnx-proto decodes every linear as one MatMulNBits with the bits and block size of the allocation', () => {
+  it('onnx-proto decodes the fused graph: per layer one GroupQueryAttention, a MatMulNBits per matrix or stacked q/k/v and gate/up, fused norms', () => {
     for (const [label, { outDir, configs }] of exported) {
       const model = onnx.ModelProto.decode(readFileSync(join(outDir, 'onnx', 'model_q4.onnx')));
       expect(model.opsetImport.map((o) => o.domain ?? '')).toContain('com.microsoft');
-      const nodes = new Map(model.graph!.node!.filter((n) => n.opType === 'MatMulNBits').map((n) => [n.name!, n]));
+      const graphNodes = model.graph!.node!;
+      // A stacked node is named after its matrices (`q+k+v`): each matrix is in exactly one MatMulNBits.
+      const nodes = new Map(graphNodes.filter((n) => n.opType === 'MatMulNBits').flatMap((n) => n.name!.split('+').map((name) => [name, n] as const)));
       expect(nodes.size, label).toBe(224);
       for (const [name, config] of configs) {
         const node = nodes.get(name);
@@ -102,7 +104,18 @@ describe('export of the shipped model', () => {
         expect(attribute('block_size')).toBe(config!.groupSize);
         expect(node!.domain).toBe('com.microsoft');
       }
-      expect(model.graph!.input!.map((i) => i.name).slice(0, 3)).toEqual(['input_ids', 'attention_mask', 'position_ids']);
+      const count = (op: string) => graphNodes.filter((n) => n.opType === op).length;
+      expect(count('GroupQueryAttention'), label).toBe(32);
+      expect(count('SkipSimplifiedLayerNormalization'), label).toBe(64);
+      expect(count('SimplifiedLayerNormalization'), label).toBe(1);
+      for (const op of ['Softmax', 'Transpose', 'Trilu', 'Pow', 'ReduceMean']) expect(count(op), `${label} ${op}`).toBe(0);
+      // Uniform configs stack q/k/v and gate/up: 4 MatMulNBits a layer; HQQ's fractional zeros add 3 nodes per MatMulNBits.
+      if (label === 'b4g64') {
+        expect(count('MatMulNBits')).toBe(4 * 32);
+        expect(graphNodes.length).toBeLessThan(26 * 32 + 40);
+      }
+      expect(model.graph!.input!.map((i) => i.name).slice(0, 2)).toEqual(['input_ids', 'attention_mask']);
+      expect(model.graph!.input!.map((i) => i.name)).toContain('num_logits_to_keep');
       const batch = model.graph!.input!.find((i) => i.name === 'past_key_values.0.key')!.type!.tensorType!.shape!.dim![0]!;
       expect(batch.dimParam).toBe('batch_size');
     }

@@ -6,7 +6,8 @@ import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { greedyDecode, loadDecoderWeights, referenceForward } from '@layerquant/runtime';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { loadDecoderConfig } from '@layerquant/tensor-io';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { onnx } from 'onnx-proto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,31 +27,32 @@ beforeAll(async () => {
   await quantizeModel({ modelDir: join(root, 'model'), outDir: quantizedDir, quantizer: hqqQuantizer, configFor: () => quantConfig(4, 16) });
 });
 
-async function transformersGenerate(dir: string, dtype: 'q4' | 'q4f16'): Promise<number[]> {
+async function transformersGenerate(dir: string, dtype: 'q4' | 'q4f16', prompt: readonly number[] = PROMPT): Promise<number[]> {
   const { AutoModelForCausalLM, Tensor, env } = await import('@huggingface/transformers');
   env.allowRemoteModels = false;
   const model = await AutoModelForCausalLM.from_pretrained(dir, { dtype, local_files_only: true });
   const output = (await model.generate({
-    input_ids: new Tensor('int64', BigInt64Array.from(PROMPT.map(BigInt)), [1, PROMPT.length]),
-    attention_mask: new Tensor('int64', new BigInt64Array(PROMPT.length).fill(1n), [1, PROMPT.length]),
+    input_ids: new Tensor('int64', BigInt64Array.from(prompt.map(BigInt)), [1, prompt.length]),
+    attention_mask: new Tensor('int64', new BigInt64Array(prompt.length).fill(1n), [1, prompt.length]),
     max_new_tokens: NEW_TOKENS,
     do_sample: false,
   })) as InstanceType<typeof Tensor>;
   await model.dispose();
-  return Array.from(output.data as BigInt64Array, Number).slice(PROMPT.length);
+  return Array.from(output.data as BigInt64Array, Number).slice(prompt.length);
 }
 
 /** Greedy continuation from the float64 reference forward of the dequantized weights (no cache). */
-async function referenceGreedy(): Promise<number[]> {
-  const weights = await openModelWeights(quantizedDir);
-  const dequantized = await loadDecoderWeights(weights, await loadDecoderConfig(quantizedDir));
+async function referenceGreedy(dir = quantizedDir, prompt: readonly number[] = PROMPT): Promise<number[]> {
+  const weights = await openModelWeights(dir);
+  const modelConfig = await loadDecoderConfig(dir);
+  const dequantized = await loadDecoderWeights(weights, modelConfig);
   await weights.close();
-  const sequence = [...PROMPT];
+  const sequence = [...prompt];
   for (let i = 0; i < NEW_TOKENS; i++) {
-    const last = Array.from(referenceForward(dequantized, sequence).slice(-config.vocabSize));
+    const last = Array.from(referenceForward(dequantized, sequence).slice(-modelConfig.vocabSize));
     sequence.push(last.indexOf(Math.max(...last)));
   }
-  return sequence.slice(PROMPT.length);
+  return sequence.slice(prompt.length);
 }
 
 describe('transformers.js loads', () => {
@@ -71,4 +73,42 @@ describe('transformers.js loads', () => {
     await model.dispose();
     expect(generated).toHaveLength(NEW_TOKENS);
   });
+});
+
+// The fused export (GroupQueryAttention needs head_dim % 16 == 0): Llama, Qwen2 with q/k/v biases and tied
+// embeddings, Mistral; every matrix HQQ at 2, 4 or 8 bits (so some q/k/v and gate/up share a MatMulNBits, some not).
+const FUSED_FAMILIES = {
+  llama: tinyConfig({ hiddenSize: 64, headDim: 16, numLayers: 3, vocabSize: 96, eosTokenId: 95 }),
+  'qwen2 (biases, tied)': tinyConfig({ modelType: 'qwen2', architecture: 'Qwen2ForCausalLM', hiddenSize: 64, headDim: 16, numKeyValueHeads: 1, tieWordEmbeddings: true, vocabSize: 96, eosTokenId: 95 }),
+  mistral: tinyConfig({ modelType: 'mistral', architecture: 'MistralForCausalLM', hiddenSize: 48, headDim: 16, numKeyValueHeads: 4, ropeTheta: 1e6, vocabSize: 96, eosTokenId: 95 }),
+};
+const MIXED_BITS = [quantConfig(4, 16), quantConfig(4, 16), quantConfig(4, 16), quantConfig(2, 16), quantConfig(8, 16), quantConfig(8, 16), quantConfig(4, 16)];
+
+describe('transformers.js generate() on the fused export', () => {
+  for (const [family, familyConfig] of Object.entries(FUSED_FAMILIES)) {
+    it(`${family}, mixed 2/4/8-bit: equals layerquant's greedy decode on the file and the dequantized model's`, async () => {
+      const modelDir = join(root, `fused-${family}`);
+      const quantized = join(root, `fused-${family}-quantized`);
+      const outDir = join(root, `fused-${family}-onnx`);
+      await writeModelDirectory(modelDir, familyConfig, 4);
+      let index = 0;
+      await quantizeModel({ modelDir, outDir: quantized, quantizer: hqqQuantizer, configFor: () => MIXED_BITS[index++ % MIXED_BITS.length]! });
+      const report = await exportOnnx({ modelDir: quantized, outDir, accuracyLevel: 0 });
+      expect(report.operators).toBe('fused');
+      // onnx-proto (an independent decoder) reads one GroupQueryAttention per layer and no Softmax.
+      const model = onnx.ModelProto.decode(readFileSync(join(outDir, 'onnx', 'model_q4.onnx')));
+      const ops = model.graph!.node!.map((n) => n.opType);
+      expect(ops.filter((op) => op === 'GroupQueryAttention')).toHaveLength(familyConfig.numLayers);
+      expect(ops).not.toContain('Softmax');
+      const stacked = model.graph!.node!.filter((n) => n.opType === 'MatMulNBits' && n.name!.includes('+'));
+      expect(stacked.length).toBeGreaterThan(0);
+      const prompt = [5, 17, 42, 8, 63, 2];
+      const generated = await transformersGenerate(outDir, 'q4', prompt);
+      const layerquant = await openOnnxExport(outDir);
+      expect(layerquant.decoder.cacheMode).toBe('shared');
+      expect(generated).toEqual(await greedyDecode(layerquant.decoder, prompt, { maxNewTokens: NEW_TOKENS }));
+      await layerquant.dispose();
+      expect(generated).toEqual(await referenceGreedy(quantized, prompt));
+    }, 120_000);
+  }
 });

@@ -13,6 +13,7 @@ export const EXPORT_OPTION_SPEC = {
   'embedding-dtype': { type: 'string' },
   'accuracy-level': { type: 'string' },
   activations: { type: 'string' },
+  operators: { type: 'string' },
 } as const;
 
 export const EXPORT_OPTION_HELP = [
@@ -25,6 +26,10 @@ export const EXPORT_OPTION_HELP = [
   '                          export of a u8 checkpoint expands its scales to float (MatMulNBits takes float scales)',
   '  --embedding-dtype f32|f16  embed_tokens and lm_head storage (default: the activation type)',
   '  --activations f32|f16   f16 writes onnx/model_q4f16.onnx: fp16 activations and KV cache, for WebGPU',
+  '  --operators fused|standard  fused (default): onnxruntime\'s contrib operators (GroupQueryAttention with its',
+  '                          shared KV buffer, SkipSimplifiedLayerNormalization, one MatMulNBits for q/k/v and',
+  '                          one for gate/up), about 10 nodes a layer; standard: opset-17 operators and MatMulNBits',
+  '                          only, for a runtime without those operators (packages/runtime/README.md)',
 ];
 
 type Values = ParsedArgs['values'];
@@ -62,13 +67,16 @@ export function parseExportOptions(values: Values, checkpoint = false): { format
   const activations = floatType(values, 'activations');
   const scaleType = floatType(values, 'scale-dtype');
   const embeddingType = floatType(values, 'embedding-dtype');
+  const operators = stringOption(values, 'operators');
+  if (operators !== undefined && operators !== 'fused' && operators !== 'standard') throw new InvalidOptionError('--operators', `"${operators}" must be fused or standard`);
   const options: OnnxExportOptions = {
+    ...(operators ? { operators } : {}),
     accuracyLevel: levelText === undefined ? DEFAULT_ACCURACY_LEVEL : levelText === '0' ? 0 : 4,
     ...(activations ? { activations } : {}),
     ...(scaleType ? { scaleType } : {}),
     ...(embeddingType ? { embeddingType } : {}),
   };
-  if (format === undefined && (levelText ?? activations ?? embeddingType) !== undefined) {
+  if (format === undefined && (levelText ?? activations ?? embeddingType ?? operators) !== undefined) {
     throw new InvalidOptionError('--format', 'the ONNX options need --format onnx');
   }
   return { format: format as 'onnx' | undefined, options };
@@ -84,6 +92,7 @@ export function exportSummary(report: ExportReport): Record<string, unknown> {
     dtype: report.dtype,
     activations: report.activations,
     accuracyLevel: report.accuracyLevel,
+    operators: report.operators,
     scaleDtype: report.scaleType,
     embeddingDtype: report.embeddingType,
     matrices: report.matrices.length,
