@@ -1,4 +1,4 @@
-import { InvalidDataError, InvalidOptionError, configName, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, configName, type ZeroKind, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
 import { PACKING, packCodes, unpackCodes, wordsPerRow } from './bit-packing.js';
 import { groupLayout, groupedValues, matrixShape, ungroupValues, type GroupLayout } from './grouping.js';
 import { createWasmKernel, typescriptKernel, type KernelChoice, type QuantKernel } from './quant-kernel.js';
@@ -137,11 +137,17 @@ export function createRtnQuantizer(options: QuantizerOptions = {}): Quantizer {
   return Object.freeze({
     id: 'rtn',
     packedLayout: 'affine' as const,
+    zeroKinds: RTN_ZERO_KINDS,
     ...(options.kernel === 'typescript' ? {} : { kernelSolver: null }),
     quantize: (weight: WeightTensor, config: QuantConfig) => quantizeWith('rtn', kernelFor(config.groupSize), weight, config, null),
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized, kernelFor(quantized.config.groupSize)),
   });
 }
+
+/** RTN's zeros: HQQ's fractional min/max zero, rounded (`-int`), or none (`-sym`, onnxruntime's symmetric rule). */
+export const RTN_ZERO_KINDS: readonly ZeroKind[] = Object.freeze(['fractional', 'integer', 'none']);
+/** HQQ optimizes the zero point: fractional, or rounded (`-int`); a symmetric config has none to optimize. */
+export const HQQ_ZERO_KINDS: readonly ZeroKind[] = Object.freeze(['fractional', 'integer']);
 
 /** RTN with the fastest kernel available. */
 export const rtnQuantizer: Quantizer = createRtnQuantizer();
@@ -170,6 +176,7 @@ export function createHqqQuantizer(options: HqqQuantizerOptions = {}): HqqQuanti
     id: 'hqq' as const,
     solver,
     packedLayout: 'affine' as const,
+    zeroKinds: HQQ_ZERO_KINDS,
     ...(options.kernel === 'typescript' ? {} : { kernelSolver: solver }),
     quantize: (weight: WeightTensor, config: QuantConfig) => quantizeWith('hqq', kernelFor(config.groupSize), weight, config, solver),
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized, kernelFor(quantized.config.groupSize)),
