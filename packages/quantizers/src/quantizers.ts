@@ -2,7 +2,7 @@ import { InvalidDataError, InvalidOptionError, configName, type ZeroKind, type Q
 import { PACKING, packCodes, unpackCodes, wordsPerRow } from './bit-packing.js';
 import { groupLayout, groupedValues, matrixShape, ungroupValues, type GroupLayout } from './grouping.js';
 import { createWasmKernel, typescriptKernel, type KernelChoice, type QuantKernel } from './quant-kernel.js';
-import { proximalOptions, type ProximalOptions } from './hqq-proximal.js';
+import { proximalOptions, solverForConfig, type ProximalOptions } from './hqq-proximal.js';
 import { symmetricQuantize } from './symmetric-rtn.js';
 
 /** Picks the kernel for a group size; the WebAssembly instance is made on first use and kept (scratch memory only). */
@@ -58,8 +58,9 @@ function packsDirectly(kernel: QuantKernel, layout: GroupLayout, bits: number): 
     && layout.columns % (32 / bits) === 0 && (layout.rows * layout.columns) % 16 === 0;
 }
 
-function quantizeWith(method: string, kernel: QuantKernel, weight: WeightTensor, config: QuantConfig, solver: ProximalOptions | null): QuantizedTensor {
+function quantizeWith(method: string, kernel: QuantKernel, weight: WeightTensor, config: QuantConfig, given: ProximalOptions | null): QuantizedTensor {
   const { layout, grouped } = prepareGroups(weight, config);
+  const solver = solverForConfig(given, config);
   if (config.symmetric) {
     // HQQ's solver moves zero points; a symmetric config has none to move.
     if (solver) throw new InvalidOptionError('config', `${configName(config)} is symmetric (no zero point), and ${method} optimizes zero points; quantize symmetric configs with rtn`);
