@@ -1,15 +1,16 @@
 import {
   PAPER_CONFIGS,
   PluginError,
-  quantConfig,
   allocationTotals,
   configName,
+  isLinearModule,
+  matrixKey,
   type Allocation,
   type MatrixAllocation,
   type MatrixInfo,
   type QuantConfig,
 } from '@layerquant/core';
-import type { ModelStats } from './stats.js';
+import { rowConfig, type ModelStats } from './stats.js';
 
 /**
  * The configs an allocator may choose from when no ladder is given: the paper's 12 and every config the statistics
@@ -19,8 +20,20 @@ import type { ModelStats } from './stats.js';
 export function defaultLadder(stats: ModelStats): readonly QuantConfig[] {
   const ladder = new Map(PAPER_CONFIGS.map((c) => [configName(c), c]));
   for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? [])]) {
-    const name = `b${r.bits}g${r.groupSize}`;
-    if (!ladder.has(name)) ladder.set(name, quantConfig(r.bits, r.groupSize));
+    if (!isLinearModule(r.module)) continue;
+    const config = rowConfig(r);
+    if (!ladder.has(configName(config))) ladder.set(configName(config), config);
+  }
+  return [...ladder.values()];
+}
+
+/** An embedding unit's ladder: the configs its rows were measured at (a format's own, e.g. integer zeros only). */
+export function embeddingLadder(stats: ModelStats, key: string): readonly QuantConfig[] {
+  const ladder = new Map<string, QuantConfig>();
+  for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? [])]) {
+    if (matrixKey(r.layer, r.module) !== key) continue;
+    const config = rowConfig(r);
+    ladder.set(configName(config), config);
   }
   return [...ladder.values()];
 }
@@ -29,10 +42,17 @@ export function defaultLadder(stats: ModelStats): readonly QuantConfig[] {
 export interface AllocationPlan {
   /** Every unit of the allocation (a matrix today), each to be allocated exactly once, with its size. */
   readonly units: readonly MatrixInfo[];
-  /** The configs a unit may get: the ladder. */
+  /** The configs a linear matrix may get: the ladder. */
   readonly configs: readonly QuantConfig[];
+  /** The configs an embedding unit may get (its own ladder), where the plan has embedding units. */
+  readonly configsOf?: (unit: MatrixInfo) => readonly QuantConfig[];
   /** The budget asked for, bits per weight (paper accounting). */
   readonly budget: number;
+  /**
+   * The size check when the budget is a shipped file's bytes (a SizeBudget with a capacity): the reason the allocation
+   * does not fit, or undefined. Without it, the paper's bits per weight are checked against `budget`.
+   */
+  readonly fits?: (matrices: readonly MatrixAllocation[]) => string | undefined;
   /**
    * `any`: the allocation must fit the budget (knapsack allocators). `stop`: the budget is the stop the allocator
    * starts from (uniform; the boosts spend extra memory above it by design), not checked as a ceiling.
@@ -89,9 +109,10 @@ export function checkAllocation(pluginId: string, output: unknown, plan: Allocat
     if (typeof config !== 'object' || !Number.isInteger(config!.bits) || !Number.isInteger(config!.groupSize)) {
       fail(`gave matrix ${unit!.key} the config ${describe(config)}, not one of the ladder (${[...ladder.keys()].join(', ')})`);
     }
-    const name = `b${config!.bits}g${config!.groupSize}`;
-    const rung = ladder.get(name);
-    if (!rung) fail(`gave matrix ${unit!.key} ${name}, which is not on the ladder (${[...ladder.keys()].join(', ')})`);
+    const name = configName(config as QuantConfig);
+    const own = isLinearModule(unit!.module) || !plan.configsOf ? ladder : new Map(plan.configsOf(unit!).map((c) => [configName(c), c]));
+    const rung = own.get(name);
+    if (!rung) fail(`gave matrix ${unit!.key} ${name}, which is not on the ladder (${[...own.keys()].join(', ')})`);
     chosen.set(unit!.key, rung!);
   }
   const missing = plan.units.filter((u) => !chosen.has(u.key));
@@ -100,7 +121,10 @@ export function checkAllocation(pluginId: string, output: unknown, plan: Allocat
   }
   const matrices: MatrixAllocation[] = plan.units.map((u) => Object.freeze({ key: u.key, layer: u.layer, module: u.module, params: u.params, config: chosen.get(u.key)! }));
   const totals = allocationTotals(matrices);
-  if (plan.budgetKind === 'any' && !(totals.bpp <= plan.budget * (1 + 1e-9))) {
+  if (plan.budgetKind === 'any' && plan.fits) {
+    const why = plan.fits(matrices);
+    if (why) fail(why);
+  } else if (plan.budgetKind === 'any' && !(totals.bpp <= plan.budget * (1 + 1e-9))) {
     fail(`allocated ${totals.bpp.toFixed(4)} bits per weight, over the budget of ${plan.budget}`);
   }
   const options = allocation.options !== null && typeof allocation.options === 'object' && !Array.isArray(allocation.options) ? allocation.options : {};

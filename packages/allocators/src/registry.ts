@@ -24,9 +24,9 @@ import {
   tailPrioritizedAllocator,
 } from './milp.js';
 import { mxqAllocator } from './mxq.js';
-import { checkAllocation, defaultLadder } from './allocation-check.js';
+import { checkAllocation, defaultLadder, embeddingLadder } from './allocation-check.js';
 import { matricesOf, type ModelStats } from './stats.js';
-import type { SizeBudget } from './cost-knapsack.js';
+import { PAPER_SIZES, type SizeBudget } from './cost-knapsack.js';
 
 /**
  * The allocator plug-ins: each says what it is, which options it takes (with defaults, validation and help),
@@ -451,7 +451,26 @@ export function allocateMethod(method: MethodSpec, stats: ModelStats, context: A
   const plugin = findPlugin(method.allocator, plugins);
   const budget = plugin.budget === 'stop' && context.floorToStop ? floorStop(context.budget, context.configs) : context.budget;
   const output = callPlugin('allocator', plugin.id, 'allocate()', () => plugin.allocate(stats, optionsFor(plugin, method, context), { ...context, budget }));
-  return checkAllocation(plugin.id, output, { units: matricesOf(stats), configs: context.configs ?? defaultLadder(stats), budget, budgetKind: plugin.budget === 'stop' ? 'stop' : 'any' });
+  // The units of the allocation: the linear matrices in the paper's accounting and for the stop allocators; with a
+  // format's size budget, a knapsack also allocates the embedding units its statistics measured.
+  const size = plugin.budget === 'any' ? (context.size ?? PAPER_SIZES) : PAPER_SIZES;
+  const capacity = context.size?.capacityBits;
+  return checkAllocation(plugin.id, output, {
+    units: matricesOf(stats).filter((u) => size.includes(u)),
+    configs: context.configs ?? defaultLadder(stats),
+    configsOf: (unit) => embeddingLadder(stats, unit.key),
+    budget,
+    budgetKind: plugin.budget === 'stop' ? 'stop' : 'any',
+    ...(plugin.budget === 'any' && context.size && capacity !== undefined
+      ? {
+          fits: (matrices) => {
+            const limit = context.size!.fixedBits + capacity;
+            const bits = context.size!.exactBits ? context.size!.exactBits(matrices) : context.size!.fixedBits + matrices.reduce((sum, m) => sum + (m.config ? context.size!.bits(m, m.config) : (context.size!.floatBits?.(m) ?? 0)), 0);
+            return bits <= limit ? undefined : `allocated ${(bits / 8 / 2 ** 20).toFixed(4)} MiB of ${context.size!.label}, over the limit of ${(limit / 8 / 2 ** 20).toFixed(4)} MiB`;
+          },
+        }
+      : {}),
+  });
 }
 
 /** The budget itself when it is a stop of the ladder, else the highest stop below it (an error below the lowest). */

@@ -7,3 +7,4 @@ export * from './quantize.js';
 export * from './evaluation-model.js';
 export * from './model-sizes.js';
 export * from './model-path.js';
+export * from './shipped-format.js';

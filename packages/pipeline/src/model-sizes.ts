@@ -87,9 +87,36 @@ export interface Sizes {
   readonly diskMiB: number | null;
   /** The weight files (safetensors, or the ONNX file and its external data) with every tensor, when known. */
   readonly fileMiB?: number;
+  /** The file a user ships in a format (every byte of it), where one is known or predicted. */
+  readonly shipped?: ShippedSize;
 }
 
-export function sizes(input: { params: number; paperBitsPerWeight?: number | null; diskBytes?: number | null; fileBytes?: number }): Sizes {
+/**
+ * The size of the model file a user ships in a format (ONNX: onnx/model_q4.onnx and its external data; GGUF: the
+ * .gguf), every byte of it: embeddings, norms and graph included. bitsPerWeight is the file's bits per linear weight.
+ */
+export interface ShippedSize {
+  readonly format: string;
+  readonly MiB: number;
+  readonly bitsPerWeight: number;
+  /** The format cost model's prediction before the file was written (equal to the bytes on disk). */
+  readonly predictedMiB?: number;
+  /** The target the allocation was made for (--target-size, or --target-bpw as MiB). */
+  readonly targetMiB?: number;
+}
+
+/** A ShippedSize from bytes. */
+export function shippedSize(format: string, bytes: number, linearParams: number, extra: { predictedBytes?: number; targetBytes?: number } = {}): ShippedSize {
+  return {
+    format,
+    MiB: bytes / MIB,
+    bitsPerWeight: linearParams > 0 ? (8 * bytes) / linearParams : 0,
+    ...(extra.predictedBytes === undefined ? {} : { predictedMiB: extra.predictedBytes / MIB }),
+    ...(extra.targetBytes === undefined ? {} : { targetMiB: extra.targetBytes / MIB }),
+  };
+}
+
+export function sizes(input: { params: number; paperBitsPerWeight?: number | null; diskBytes?: number | null; fileBytes?: number; shipped?: ShippedSize }): Sizes {
   const paper = input.paperBitsPerWeight ?? null;
   return {
     params: input.params,
@@ -98,6 +125,7 @@ export function sizes(input: { params: number; paperBitsPerWeight?: number | nul
     diskBitsPerWeight: input.diskBytes == null ? null : input.params > 0 ? (8 * input.diskBytes) / input.params : 0,
     diskMiB: input.diskBytes == null ? null : input.diskBytes / MIB,
     ...(input.fileBytes === undefined ? {} : { fileMiB: input.fileBytes / MIB }),
+    ...(input.shipped ? { shipped: input.shipped } : {}),
   };
 }
 

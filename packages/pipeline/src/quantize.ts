@@ -2,6 +2,7 @@ import {
   ALLOCATOR_PLUGINS,
   allocateMethod,
   checkMethodBudget,
+  matricesOf,
   extraMemoryPercent,
   tablesNeededBy,
   uniformBaseline,
@@ -9,7 +10,8 @@ import {
   type AllocatorPlugin,
   type MethodSpec,
 } from '@layerquant/allocators';
-import { InvalidOptionError, configName, modelMatrixParams, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, configName, isLinearModule, modelMatrixParams, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { shippedBytes, shippedSizeBudget, targetBytes, type FileTarget, type FormatPlan } from './shipped-format.js';
 import { exportOnnx, type ExportReport, type OnnxExportOptions } from '@layerquant/export';
 import { quantizeModel, type QuantizeModelOptions, type QuantizeModelReport } from '@layerquant/quantizers/node';
 import type { ScaleDtype } from '@layerquant/quantizers';
@@ -96,11 +98,21 @@ export interface AllocatedQuantizeOptions extends QuantizeRunOptions {
   readonly onStatisticsReady?: (source: string) => void;
   /** Called once the model is validated and its output directory locked (before the statistics). */
   readonly onOpened?: () => void;
+  /**
+   * Allocate for a shipped format: its ladders (`plan.configs`, or `plan.stops` for uniform and the boosts) and, for
+   * the knapsack allocators, its bytes: the embedding units become units of the allocation (measured at their own
+   * ladders) and the whole file must fit `target` (without one, `budget` bits per weight in the paper's accounting
+   * over the format's ladder). The checkpoint then holds the embedding units the allocation quantized.
+   */
+  readonly shipped?: { readonly plan: FormatPlan; readonly target?: FileTarget };
 }
 
 export interface AllocatedQuantizeResult {
   readonly report: QuantizeModelReport;
   readonly allocation: Allocation;
+  /** With `shipped`: the exact bytes of the file the allocation makes (the format's cost model), and of uniform's. */
+  readonly shippedBytes: number | null;
+  readonly uniformShippedBytes: number | null;
   /** HQQ uniform at the budget when it is a stop of the ladder (the baseline of extra memory). */
   readonly uniform: Allocation | undefined;
   /** Paper memory over `uniform`, percent; null without a baseline. */
@@ -115,8 +127,18 @@ export interface AllocatedQuantizeResult {
  */
 export async function quantizeAllocated(options: AllocatedQuantizeOptions): Promise<AllocatedQuantizeResult> {
   const allocators = options.allocators ?? ALLOCATOR_PLUGINS;
-  const { method, budget, configs } = options;
-  checkMethodBudget(method, budget, configs, allocators);
+  const { method, shipped } = options;
+  const plugin = allocators.find((p) => p.id === method.allocator);
+  // Under a format the stop allocators take its native stops, the knapsacks its whole ladder and its bytes.
+  const knapsack = plugin?.budget === 'any';
+  const configs = shipped ? (options.configs ?? (knapsack ? shipped.plan.configs : shipped.plan.stops)) : options.configs;
+  if (shipped?.target && !knapsack) {
+    throw new InvalidOptionError('--target-size', `${method.id} allocates at a stop of the ladder (a native config of ${shipped.plan.cost.format} as its base), not to a file size; use --budget, or a knapsack allocator (${allocators.filter((p) => p.budget === 'any').map((p) => p.id).join(', ')}) for a target size`);
+  }
+  const target = shipped?.target ? targetBytes(shipped.target, shipped.plan) : undefined;
+  // The budget an allocation to a file size reports: the target in bits per linear weight of the file.
+  const budget = target ? (8 * target.bytes) / shipped!.plan.linearParams : options.budget;
+  if (!target) checkMethodBudget(method, budget, configs, allocators);
   const seed = options.seed ?? 42;
   return withOutputDirectory(options.modelDir, options.outDir, async (model) => {
     options.onOpened?.();
@@ -128,23 +150,28 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
       matrices,
       seqlen: 512,
       ...(configs ? { configs } : {}),
+      ...(shipped && knapsack ? { embeddingConfigs: shipped.plan.embeddingConfigs } : {}),
       ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
     });
     options.onStatisticsReady?.(source);
     // The tables must cover this model whole (a table cut at a layer boundary would allocate only part of it).
     validateStats(stats, { matrices, name: options.modelDir });
-    const allocation = allocateMethod(method, stats, { budget, seed, ...(configs ? { configs } : {}) }, allocators);
-    const uniform = uniformBaseline(stats, { budget, ...(configs ? { configs } : {}) });
+    const size = shipped && knapsack ? shippedSizeBudget(shipped.plan, matricesOf(stats), shipped.target) : undefined;
+    const allocation = allocateMethod(method, stats, { budget, seed, ...(configs ? { configs } : {}), ...(size ? { size } : {}) }, allocators);
+    const uniform = target ? undefined : uniformBaseline(stats, { budget, ...(configs ? { configs } : {}) });
     const byKey = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
     const report = await quantizeModel({
       modelDir: options.modelDir,
       outDir: options.outDir,
       quantizer: options.quantizer,
-      configFor: (key) => {
+      // The embedding units an allocation for a format did not choose a config for stay float.
+      configFor: (key, unit) => {
         const config = byKey.get(key);
+        if (config === undefined && !isLinearModule(unit.module)) return null;
         if (config === undefined) throw new InvalidOptionError('--stats', `the statistics have no row for matrix ${key}; they were made for another model`);
         return config;
       },
+      ...(shipped ? { embeddingUnits: true } : {}),
       method: method.id,
       allocation,
       ...(options.scaleDtype ? { scaleDtype: options.scaleDtype } : {}),
@@ -156,11 +183,20 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
         ...options.record,
         ...(method.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}),
         ...(configs ? { configs: configs.map(configName) } : {}),
+        ...(shipped ? { format: shipped.plan.cost.format, ...(shipped.target ? { target: shipped.target } : {}) } : {}),
       },
       ...(options.onPlan ? { onPlan: options.onPlan } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
-    return { report, allocation, uniform, extraMemoryPercent: uniform ? extraMemoryPercent(allocation, uniform) : null, statistics: source };
+    return {
+      report,
+      allocation,
+      uniform,
+      extraMemoryPercent: uniform ? extraMemoryPercent(allocation, uniform) : null,
+      statistics: source,
+      shippedBytes: shipped ? shippedBytes(shipped.plan.cost, allocation.matrices) : null,
+      uniformShippedBytes: shipped && uniform ? shippedBytes(shipped.plan.cost, uniform.matrices) : null,
+    };
   });
 }
 

@@ -1,6 +1,6 @@
-import type { ModelStats } from '@layerquant/allocators';
+import { rowConfig, type ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type LinearModule, type MatrixInfo, type MatrixKey, type QuantConfig } from '@layerquant/core';
+import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, isLinearModule, matrixKey, type EmbeddingUnit, type LinearModule, type MatrixInfo, type MatrixKey, type QuantConfig, type UnitModule, type ZeroKind } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG, measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
 import { removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
@@ -30,7 +30,12 @@ export interface ComputedStatsSettings {
   /** What measured.csv's error is (absent in caches of the absolute MSE, which are then not reused). */
   readonly measuredError?: 'relative to the residual stream';
   readonly quantizer: unknown;
+  /** The embedding units fnorm.csv and measured.csv cover too, with their ladders (a shipped format's); absent: none. */
+  readonly embeddingConfigs?: EmbeddingLadders;
 }
+
+/** Per embedding unit, the configs its rows are measured at. */
+export type EmbeddingLadders = Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
 
 export function computedStatsSettings(options: {
   model: string;
@@ -45,6 +50,8 @@ export function computedStatsSettings(options: {
   sensitivity?: boolean;
   /** Measure the fnorm table (default true; false: its ladder is empty, kurtosis is read on its own). */
   fnorm?: boolean;
+  /** The embedding units the per-config tables cover too (absent: the linear matrices only, as the paper). */
+  embeddingConfigs?: EmbeddingLadders;
 }): ComputedStatsSettings {
   const ladder = options.fnormConfigs ?? PAPER_CONFIGS;
   return {
@@ -60,6 +67,7 @@ export function computedStatsSettings(options: {
     measuredConfigs: options.measured ? ladder : null,
     ...(options.measured ? { measuredError: 'relative to the residual stream' as const } : {}),
     quantizer: QUANTIZER_SETTINGS,
+    ...(options.embeddingConfigs && Object.keys(options.embeddingConfigs).length > 0 ? { embeddingConfigs: options.embeddingConfigs } : {}),
   };
 }
 
@@ -77,6 +85,8 @@ export interface StatisticsOptions {
   readonly needs: { readonly fnorm: boolean; readonly sensitivity: boolean; readonly kurtosis: boolean; readonly measured?: boolean };
   /** The config ladder: fnorm.csv and measured.csv are measured for these configs only (default: the paper's 12). */
   readonly configs?: readonly QuantConfig[];
+  /** The embedding units the per-config tables cover too, each at its own ladder (an allocation for a shipped format). */
+  readonly embeddingConfigs?: EmbeddingLadders;
   readonly calibrationPath: string;
   readonly calibrationName: string;
   readonly blocks: number;
@@ -113,22 +123,29 @@ export interface ResolvedStatistics {
 
 const SETTINGS_FILE = 'settings.json';
 
-/** Whether every matrix of a table has a row for every config of the ladder. */
-function coversConfigs(rows: readonly { layer: number; module: string; bits: number; groupSize: number }[] | undefined, configs: readonly QuantConfig[] | undefined): boolean {
+type ConfigRow = { layer: number; module: UnitModule; bits: number; groupSize: number; zero: ZeroKind };
+
+/**
+ * Whether every linear matrix of a table has a row for every config of the ladder, and every embedding unit asked
+ * for a row for every config of its own ladder.
+ */
+function coversConfigs(rows: readonly ConfigRow[] | undefined, configs: readonly QuantConfig[] | undefined, embedding?: EmbeddingLadders): boolean {
   if (!rows) return false;
-  if (!configs) return true;
-  const have = new Set(rows.map((r) => `${r.layer}.${r.module}.b${r.bits}g${r.groupSize}`));
-  const matrices = new Set(rows.map((r) => `${r.layer}.${r.module}`));
-  for (const m of matrices) for (const c of configs) if (!have.has(`${m}.${configName(c)}`)) return false;
+  const have = new Set(rows.map((r) => `${matrixKey(r.layer, r.module)}.${configName(rowConfig(r))}`));
+  if (configs) {
+    const matrices = new Set(rows.filter((r) => isLinearModule(r.module)).map((r) => matrixKey(r.layer, r.module)));
+    for (const m of matrices) for (const c of configs) if (!have.has(`${m}.${configName(c)}`)) return false;
+  }
+  for (const [unit, ladder] of Object.entries(embedding ?? {})) for (const c of ladder ?? []) if (!have.has(`${unit}.${configName(c)}`)) return false;
   return true;
 }
 
-function hasTables(stats: ModelStats, needs: StatisticsOptions['needs'], configs?: readonly QuantConfig[]): boolean {
+function hasTables(stats: ModelStats, needs: StatisticsOptions['needs'], configs?: readonly QuantConfig[], embedding?: EmbeddingLadders): boolean {
   return (
-    (!needs.fnorm || coversConfigs(stats.fnorm?.rows, configs)) &&
+    (!needs.fnorm || coversConfigs(stats.fnorm?.rows, configs, embedding)) &&
     (!needs.sensitivity || Boolean(stats.sensitivity)) &&
     (!needs.kurtosis || Boolean(stats.kurtosis ?? stats.fnorm?.rows[0]?.kurtosis !== undefined)) &&
-    (!needs.measured || coversConfigs(stats.measured?.rows, configs))
+    (!needs.measured || coversConfigs(stats.measured?.rows, configs, embedding))
   );
 }
 
@@ -145,6 +162,7 @@ export function measureInProcess(modelDir: string, options: Pick<StatisticsOptio
       ...(options.onStep ? { onStep: options.onStep } : {}),
       fnormConfigs: settings.fnormConfigs,
       ...(settings.measuredConfigs ? { measuredConfigs: settings.measuredConfigs } : {}),
+      ...(settings.embeddingConfigs ? { embeddingConfigs: settings.embeddingConfigs } : {}),
       // An empty list of configs: that table is not measured (no method reads it).
       ...(Array.isArray(settings.sensitivityConfigs) && settings.sensitivityConfigs.length === 0 ? { skipSensitivity: true } : {}),
       ...(settings.fnormConfigs.length === 0 ? { skipFnorm: true } : {}),
@@ -198,7 +216,7 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
   }
   if (options.statsDir) {
     const stats = await loadStatsDirectory(options.statsDir);
-    if (!hasTables(stats, needs, options.configs)) {
+    if (!hasTables(stats, needs, options.configs, options.embeddingConfigs)) {
       throw new InvalidDataError(
         options.statsDir,
         `lacks a table the methods need (${Object.entries(needs).filter(([, v]) => v).map(([k]) => `${k}.csv`).join(', ')}${options.configs ? ` for ${options.configs.map(configName).join(',')}` : ''}); run \`layerquant sensitivity${needs.measured ? ' --measured' : ''}${options.configs ? ` --configs ${options.configs.map(configName).join(',')}` : ''}\` to make them`,
@@ -221,13 +239,14 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
     // Only what the methods read: KurtBoost alone reads the weights' kurtosis, never the model's activations.
     sensitivity: needs.sensitivity,
     fnorm: needs.fnorm,
+    ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
   });
   const key = settingsKey(settings);
   if (options.cacheDir) {
     const dir = join(options.cacheDir, key);
     if (existsSync(join(dir, SETTINGS_FILE))) {
       const stats = await loadStatsDirectory(dir);
-      if (hasTables(stats, needs, options.configs)) {
+      if (hasTables(stats, needs, options.configs, options.embeddingConfigs)) {
         note(`statistics: reusing ${dir} (same model content, calibration text, blocks, seqlen, configs and quantizer)`);
         return { stats, source: `${dir} (cached)`, key, computed: false };
       }

@@ -35,6 +35,7 @@ import {
 } from './checkpoint-format.js';
 import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
 import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
+import { solverForConfig } from './hqq-proximal.js';
 import { checkScaleDtype, encodeScaleZero } from './scale-storage.js';
 
 /** One unit of a checkpoint (a linear matrix, or with `embeddingUnits` embed_tokens / lm_head), as configFor sees it. */
@@ -263,7 +264,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
           let solved: QuantizedTensor;
           if (pool && isKernelQuantizer(quantizer) && config!.groupSize % 4 === 0 && !config!.symmetric) {
             const { layout, grouped } = prepareGroups(weight, config!);
-            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config!.bits, roundZero: config!.roundZero, solver: quantizer.kernelSolver });
+            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config!.bits, roundZero: config!.roundZero, solver: solverForConfig(quantizer.kernelSolver, config!) });
             solved = assembleQuantized(quantizer.id, weight, config!, layout, result.codes, result.scale, result.zero);
           } else {
             solved = quantizer.quantize(weight, config!, context);

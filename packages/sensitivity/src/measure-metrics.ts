@@ -26,6 +26,8 @@ export interface MeasureMetricsOptions {
   readonly seed?: number;
   readonly configs?: readonly QuantConfig[];
   readonly sensitivityConfigs?: readonly QuantConfig[];
+  /** The embedding units per-config tables cover too, each at its own ladder (a shipped format's allocation). */
+  readonly embeddingConfigs?: MetricRunOptions['embeddingConfigs'];
   readonly quantizer?: Quantizer;
   /** onnxruntime intra-op threads. */
   readonly threads?: number;
@@ -91,6 +93,7 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
       errors: new QuantizationErrors(),
       ...(options.configs ? { configs: options.configs } : {}),
       ...(options.sensitivityConfigs ? { sensitivityConfigs: options.sensitivityConfigs } : {}),
+      ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
       ...(options.quantizer ? { quantizer: options.quantizer } : {}),
       dataset: options.calibrationName,
       model: options.modelName ?? basename(resolve(modelDir)),

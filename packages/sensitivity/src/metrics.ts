@@ -1,4 +1,4 @@
-import { PAPER_CONFIGS, type QuantConfig, type Quantizer, type SensitivityMetric } from '@layerquant/core';
+import { PAPER_CONFIGS, type EmbeddingUnit, type QuantConfig, type Quantizer, type SensitivityMetric } from '@layerquant/core';
 import {
   formatFnormCsv,
   formatKurtosisCsv,
@@ -46,6 +46,11 @@ export interface MetricRunOptions {
   readonly configs?: readonly QuantConfig[];
   /** Configs of per-block sensitivity measurements (default [b4g64]), rows of each in order. */
   readonly sensitivityConfigs?: readonly QuantConfig[];
+  /**
+   * The embedding units per-config tables (fnorm, measured) cover too, each at its own ladder (rows of layer -1):
+   * what an allocation for a shipped format reads. Absent: the linear matrices only.
+   */
+  readonly embeddingConfigs?: Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
   readonly quantizer?: Quantizer;
   /** Names for tables that record them (sensitivity.csv's dataset and model columns). */
   readonly dataset?: string;

@@ -1,7 +1,9 @@
 import { parseMethodName, type MethodSpec } from '@layerquant/allocators';
 import { InvalidOptionError, LINEAR_MODULES, configName, matrixKey, parseConfigList, parseConfigName, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { brownCalibPath } from '@layerquant/datasets';
-import { builtinRegistries, exportQuantized, quantizeAllocated, quantizeUniform, resolveModelPath, type AllocatedQuantizeResult, type PluginRegistries } from '@layerquant/pipeline';
+import { builtinRegistries, exportQuantized, formatPlan, quantizeAllocated, quantizeUniform, resolveModelPath, shippedSize, targetBytes, type AllocatedQuantizeResult, type FileTarget, type FormatPlan, type PluginRegistries, type ShippedSize } from '@layerquant/pipeline';
+import { onnxCostModel, type OnnxFileOptions } from '@layerquant/export';
+import { openModel } from '@layerquant/tensor-io';
 import { defaultWorkerCount, type QuantizeModelReport } from '@layerquant/quantizers/node';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -70,6 +72,13 @@ export const quantizeCommand: Command = {
     `layerquant quantize <model-dir> [--quantizer ${plugins.quantizers.ids().join('|')}] --config b4g64 --out <dir> [--json]`,
     `layerquant quantize <model-dir> --method ${plugins.allocators.ids().join('|')}`,
     `                    --budget <bpp> [--quantizer ${plugins.quantizers.ids().join('|')}] --out <dir> [allocator options] [--configs <ladder>] [--stats <dir> | --calib <file>] [--json]`,
+    `layerquant quantize <model-dir> --method <knapsack allocator> --format onnx --target-size <MiB> --out <dir>`,
+    '',
+    'With --format onnx the allocation is made for the file it ships: the ladder holds the configs ONNX stores',
+    'natively (2, 4 and 8 bits in blocks of 32, 64 and 128, integer or fractional zeros), the embeddings and lm_head',
+    'become units of the allocation, and --target-size <MiB> (or --target-bpw <bits per linear weight of the file>)',
+    'bounds every byte of onnx/model_q4.onnx: the file is at most that size, within 1% of it. --budget keeps meaning',
+    'the paper\'s accounting (over the format\'s ladder). Uniform and the boosts take a native stop as their base.',
     '',
     'With --config every matrix gets one config. With --budget the method allocates a config per matrix from the',
     'statistics it needs (computed on the calibration text and cached in <dir>/stats, or read with --stats; uniform',
@@ -91,7 +100,10 @@ export const quantizeCommand: Command = {
     '  --fork               the authors\' fork defaults: --kappa 1.01 --axis 0, --round-zero for 4-bit',
     '  --budget <bpp>       allocate instead of --config: a stop of the ladder (2.13 ... 8.51) for uniform and the',
     '                       boosts, any value for the knapsack allocators (mxq, sensi-milp, ..., measured)',
-    '  --configs <list>     the config ladder the allocator chooses from (default: the paper\'s 12), e.g. b2g64,b3g64,b4g32',
+    '  --configs <list>     the config ladder the allocator chooses from (default: the paper\'s 12; with --format onnx',
+    '                       its native configs), e.g. b2g64,b3g64,b4g32; b4g64-int: integer zero, b4g32-sym: none',
+    '  --target-size <MiB>  with --format onnx and a knapsack allocator: the shipped file\'s size (every byte)',
+    '  --target-bpw <bits>  the same as bits per linear weight of the file (its bits / the linear matrices\' weights)',
     '',
     'Quantizers (--quantizer) and their options:',
     quantizerHelp(plugins, '  '),
@@ -126,6 +138,8 @@ export const quantizeCommand: Command = {
       calib: { type: 'string' },
       blocks: { type: 'string' },
       force: { type: 'boolean' },
+      'target-size': { type: 'string' },
+      'target-bpw': { type: 'string' },
       ...EXPORT_OPTION_SPEC,
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>'));
@@ -133,12 +147,14 @@ export const quantizeCommand: Command = {
     const target = absolutePath(requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64'));
     checkOverwrite(target, values.force === true);
     const onnx = parseExportOptions(values, true);
+    const fileTarget = parseFileTarget(values);
+    if (fileTarget && onnx.format !== 'onnx') throw new InvalidOptionError(Object.keys(fileTarget)[0] === 'sizeMiB' ? '--target-size' : '--target-bpw', 'a target is the size of a shipped file: give its format, --format onnx');
     const quantizerId = stringOption(values, 'quantizer');
     const method = stringOption(values, 'method') ?? quantizerId ?? 'hqq';
     let run: QuantizeRun;
-    if (stringOption(values, 'budget') !== undefined || isAllocatorMethod(method, plugins)) {
+    if (stringOption(values, 'budget') !== undefined || fileTarget || isAllocatorMethod(method, plugins)) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
-      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins);
+      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins, onnx.format === 'onnx' ? { options: onnx.options, ...(fileTarget ? { target: fileTarget } : {}), statsDir: join(target, 'stats') } : undefined);
     } else {
       // --method rtn|hqq|<quantizer> --config: the method is the quantizer (the form before --quantizer existed).
       if (quantizerId !== undefined && stringOption(values, 'method') !== undefined && quantizerId !== method) {
@@ -152,8 +168,13 @@ export const quantizeCommand: Command = {
     if (onnx.format === 'onnx') {
       // Quantized into a temporary checkpoint beside --out (its cost lines not shown), exported there: one report.
       const { quantized, export: report } = await exportQuantized(target, { quantizers: plugins.quantizers, ...onnx.options }, (dir) => run(dir, () => undefined));
-      if (values.json) stdout(jsonLine('quantize', { ...quantizedJson(quantized, report.outDir), export: exportSummary(report) }));
-      else stdout(`${quantizedText(quantized, report.outDir)}${formatRows(exportRows(report), { keyWidth: 12 })}`);
+      // What ships: every byte of the ONNX file, against the cost model's prediction and the target.
+      const shipped = shippedSize('onnx', report.fileBytes + report.externalDataBytes, report.linearParams, {
+        ...(quantized.kind === 'allocated' && quantized.result.shippedBytes !== null ? { predictedBytes: quantized.result.shippedBytes } : {}),
+        ...(quantized.kind === 'allocated' && quantized.target ? { targetBytes: quantized.target.bytes } : {}),
+      });
+      if (values.json) stdout(jsonLine('quantize', { ...quantizedJson(quantized, report.outDir, shipped), export: exportSummary(report) }));
+      else stdout(`${quantizedText(quantized, report.outDir, shipped)}${formatRows(exportRows(report), { keyWidth: 12 })}`);
       return;
     }
     const quantized = await run(target, stderr);
@@ -164,7 +185,16 @@ export const quantizeCommand: Command = {
 /** What a quantize run did, for its report: one config for every matrix, or an allocation. */
 type Quantized =
   | { readonly kind: 'uniform'; readonly report: QuantizeModelReport; readonly method: string; readonly quantizer: Quantizer; readonly config: QuantConfig; readonly kappa: number | undefined }
-  | { readonly kind: 'allocated'; readonly report: QuantizeModelReport; readonly method: MethodSpec; readonly quantizer: Quantizer; readonly budget: number; readonly result: AllocatedQuantizeResult };
+  | {
+      readonly kind: 'allocated';
+      readonly report: QuantizeModelReport;
+      readonly method: MethodSpec;
+      readonly quantizer: Quantizer;
+      readonly budget: number;
+      readonly result: AllocatedQuantizeResult;
+      /** With --target-size / --target-bpw: the bytes the file may take. */
+      readonly target?: { readonly bytes: number; readonly given: FileTarget };
+    };
 
 /** A run with its flags read (errors in them thrown before anything is written): quantizes into `outDir`, cost lines to `log`. */
 type QuantizeRun = (outDir: string, log: (text: string) => void) => Promise<Quantized>;
@@ -210,9 +240,31 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
   };
 }
 
-/** `--method <allocator> --budget <bpp>`: the statistics it needs, allocation, --quantizer per the allocation, one checkpoint. */
-function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText: string, quantizerId: string, plugins: PluginRegistries): QuantizeRun {
-  const budget = parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => n > 0);
+/** --target-size <MiB> or --target-bpw <bits per linear weight> (of the shipped file), or undefined. */
+function parseFileTarget(values: ParsedArgs['values']): FileTarget | undefined {
+  const size = stringOption(values, 'target-size');
+  const bpw = stringOption(values, 'target-bpw');
+  if (size !== undefined && bpw !== undefined) throw new InvalidOptionError('--target-bpw', 'give either --target-size or --target-bpw, not both');
+  if (size !== undefined) return { sizeMiB: parseNumberOption(size, '--target-size', Number.NaN, (n) => n > 0) };
+  if (bpw !== undefined) return { bitsPerWeight: parseNumberOption(bpw, '--target-bpw', Number.NaN, (n) => n > 0) };
+  return undefined;
+}
+
+/** An allocation for a shipped file: the export's options, the target, and where the statistics are cached (beside it). */
+interface ShippedRun {
+  readonly options: OnnxFileOptions;
+  readonly target?: FileTarget;
+  readonly statsDir: string;
+}
+
+/**
+ * `--method <allocator> --budget <bpp>` (or, with --format onnx, `--target-size <MiB>`): the statistics it needs,
+ * allocation, --quantizer per the allocation, one checkpoint. With a format the allocation uses its native ladders and
+ * a knapsack spends the file's bytes, embeddings and lm_head included.
+ */
+function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText: string, quantizerId: string, plugins: PluginRegistries, shipped?: ShippedRun): QuantizeRun {
+  if (shipped?.target && values.budget !== undefined) throw new InvalidOptionError('--budget', `give either --budget (bits per weight in the paper's accounting) or ${'sizeMiB' in shipped.target ? '--target-size' : '--target-bpw'} (the shipped file), not both`);
+  const budget = shipped?.target ? Number.NaN : parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25 (or, with --format onnx, --target-size <MiB>)'), '--budget', Number.NaN, (n) => n > 0);
   const allocators = plugins.allocators.list();
   const method = methodFromFlags(methodText, values, allocators);
   const { quantizer, options: quantizerOptions } = quantizerFromFlags(quantizerId, values, plugins, values.fork === true);
@@ -226,6 +278,10 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
   return async (outDir, log) => {
     const interactive = !values.json && Boolean(process.stderr.isTTY);
     const loading = createSpinner(`loading ${modelDir}`, interactive);
+    // The format's cost model and native ladders, from the model's config and layout (the ladder is refused here,
+    // before any long step, when the format cannot store it).
+    const plan = shipped ? await onnxPlan(modelDir, shipped.options, quantizer, ladder) : undefined;
+    const target = plan && shipped?.target ? { bytes: targetBytes(shipped.target, plan).bytes, given: shipped.target } : undefined;
     const statsProgress = createProgress('statistics', interactive);
     const progress = createProgress('quantize', interactive);
     const cost = createCostReporter('quantize', log, !values.json);
@@ -238,22 +294,30 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
       seed,
       ...(ladder ? { configs: ladder } : {}),
       allocators,
-      statistics: { ...(statsDir ? { statsDir } : {}), cacheDir: join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
+      statistics: { ...(statsDir ? { statsDir } : {}), cacheDir: shipped?.statsDir ?? join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
+      ...(plan ? { shipped: { plan, ...(shipped?.target ? { target: shipped.target } : {}) } } : {}),
       scaleDtype,
       workers: defaultWorkerCount(),
       record: quantizerOptions,
       onOpened: () => loading.stop(),
       onStatistics: (step, done, total) => statsProgress.update(done, total, step),
       onStatisticsReady: (source) => statsProgress.done(`from ${source}`),
-      onPlan: (plan) => cost.plan(`${method.id} at ${budget} bits: ${quantizer.id} on ${plan.quantizedMatrices} of ${plan.matrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE),
+      onPlan: (p) => cost.plan(`${method.id} at ${target ? `${(target.bytes / 2 ** 20).toFixed(2)} MiB of ${plan!.cost.label}` : `${budget} bits`}: ${quantizer.id} on ${p.quantizedMatrices} of ${p.matrices} matrices (${p.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE),
       onProgress: (p) => {
         cost.unit(p.done, p.total, 'matrices');
         progress.update(p.done, p.total, `matrices (${p.key})`);
       },
     }).finally(() => loading.stop());
     progress.done();
-    return { kind: 'allocated', report: result.report, method, quantizer, budget, result };
+    return { kind: 'allocated', report: result.report, method, quantizer, budget: result.allocation.budget, result, ...(target ? { target } : {}) };
   };
+}
+
+/** The ONNX cost model of a model directory under the export's options, and its ladders for the quantizer. */
+async function onnxPlan(modelDir: string, options: OnnxFileOptions, quantizer: Quantizer, ladder: readonly QuantConfig[] | undefined): Promise<FormatPlan> {
+  const model = await openModel(modelDir);
+  await model.checkpoint.close();
+  return formatPlan(onnxCostModel(model.config, model.layout, options), quantizer, ladder);
 }
 
 /** Matrices per config (`float` for those kept in float). */
@@ -267,9 +331,11 @@ function configCounts(allocation: AllocatedQuantizeResult['allocation']): Map<st
 }
 
 /** The --json fields of a quantize run; `out` is where the model now is (the export's directory with --format onnx). */
-function quantizedJson(q: Quantized, out: string): Record<string, unknown> {
+function quantizedJson(q: Quantized, out: string, shipped?: ShippedSize): Record<string, unknown> {
+  const fields = reportFields(q.report, out);
+  const withShipped = shipped ? { ...fields, sizes: { ...fields.sizes, shipped } } : fields;
   if (q.kind === 'uniform') {
-    return { method: q.method, quantizer: q.quantizer.id, config: `b${q.config.bits}g${q.config.groupSize}`, axis: q.config.axis, roundZero: q.config.roundZero, kappa: q.kappa ?? null, ...reportFields(q.report, out) };
+    return { method: q.method, quantizer: q.quantizer.id, config: configName(q.config), axis: q.config.axis, roundZero: q.config.roundZero, kappa: q.kappa ?? null, ...withShipped };
   }
   const { allocation, uniform } = q.result;
   return {
@@ -277,7 +343,7 @@ function quantizedJson(q: Quantized, out: string): Record<string, unknown> {
     quantizer: q.quantizer.id,
     budget: q.budget,
     statistics: q.result.statistics,
-    ...reportFields(q.report, out),
+    ...withShipped,
     uniformPaperMiB: uniform?.totals.memoryMB ?? null,
     extraMemoryPercent: q.result.extraMemoryPercent,
     configs: Object.fromEntries(configCounts(allocation)),
@@ -287,8 +353,9 @@ function quantizedJson(q: Quantized, out: string): Record<string, unknown> {
 }
 
 /** The terminal report of a quantize run. */
-function quantizedText(q: Quantized, out: string): string {
+function quantizedText(q: Quantized, out: string, shipped?: ShippedSize): string {
   const { report } = q;
+  const sizeLines = sizeRows({ ...reportFields(report, out).sizes, ...(shipped ? { shipped } : {}) });
   const tail: Array<[string, string]> = [['sq. error', report.sqErr.toPrecision(8)], ['time', timeText(report)]];
   if (q.kind === 'uniform') {
     const { config, kappa } = q;
@@ -297,7 +364,7 @@ function quantizedText(q: Quantized, out: string): string {
       ['out', out],
       ['method', `${q.method} ${`b${config.bits}g${config.groupSize}`}${config.axis === 0 ? ' axis 0' : ''}${config.roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
       ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
-      ...sizeRows(reportFields(report, out).sizes),
+      ...sizeLines,
       storedRow(report),
       ...tail,
     ]);
@@ -307,11 +374,14 @@ function quantizedText(q: Quantized, out: string): string {
   const rows: Array<[string, string]> = [
     ['model', report.modelDir],
     ['out', out],
-    ['method', `${q.method.id} at ${q.budget} bits, ${q.quantizer.id} (statistics: ${q.result.statistics})`],
+    ['method', `${q.method.id} at ${q.target ? `${'sizeMiB' in q.target.given ? `${q.target.given.sizeMiB} MiB` : `${q.target.given.bitsPerWeight} bits per linear weight`} of the shipped file` : `${q.budget} bits`}, ${q.quantizer.id} (statistics: ${q.result.statistics})`],
     ['configs', [...configCounts(allocation)].map(([c, n]) => `${c} x${n}`).join(', ')],
-    ...sizeRows(reportFields(report, out).sizes),
+    ...sizeLines,
     storedRow(report),
     ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
+    ...(uniform && q.result.shippedBytes !== null && q.result.uniformShippedBytes !== null
+      ? [['boost cost', `${((q.result.shippedBytes - q.result.uniformShippedBytes) / 2 ** 20).toFixed(3)} MiB more in the shipped file than uniform ${configName(uniform.matrices[0]!.config!)} (${(q.result.uniformShippedBytes / 2 ** 20).toFixed(2)} MiB)`] as [string, string]]
+      : []),
     ...tail,
   ];
   return `${formatRows(rows)}${boosts ? `${boostLines(boosts).join('\n')}\n` : ''}`;
