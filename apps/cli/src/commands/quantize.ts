@@ -238,7 +238,7 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
       seed,
       ...(ladder ? { configs: ladder } : {}),
       allocators,
-      statistics: { ...(statsDir ? { statsDir } : {}), cacheDir: join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
+      statistics: { ...(statsDir ? { statsDir } : {}), metrics: plugins.metrics.list(), cacheDir: join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
       scaleDtype,
       workers: defaultWorkerCount(),
       record: quantizerOptions,
