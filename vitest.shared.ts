@@ -2,10 +2,11 @@
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('.', import.meta.url));
-const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export', 'datasets', 'pipeline', 'experiment', 'queue'];
+const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export', 'datasets', 'gguf', 'pipeline', 'experiment', 'queue'];
 /** Subpath exports (`@layerquant/<package>/<subpath>`) and the source file each maps to. */
 const subpaths: Record<string, string> = {
   'allocators/node': 'allocators/src/node.ts',
+  'gguf/node': 'gguf/src/node.ts',
   'allocators/testing': 'allocators/src/testing.ts',
   'quantizers/node': 'quantizers/src/node.ts',
   'quantizers/testing': 'quantizers/src/testing.ts',
@@ -14,6 +15,7 @@ const subpaths: Record<string, string> = {
   'sensitivity/testing': 'sensitivity/src/testing.ts',
   'stats/node': 'stats/src/node.ts',
   'tensor-io/browser': 'tensor-io/src/browser.ts',
+  'tensor-io/testing': 'tensor-io/src/testing.ts',
   'perplexity/browser': 'perplexity/src/browser.ts',
   'sensitivity/browser': 'sensitivity/src/browser.ts',
 };
