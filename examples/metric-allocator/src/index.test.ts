@@ -1,6 +1,6 @@
 import { runAllocatorConformance, syntheticStats } from '@layerquant/allocators/testing';
 import { matricesOf, ladderStops } from '@layerquant/allocators';
-import { configName, matrixTensorName } from '@layerquant/core';
+import { configName, matrixTensorName, type LinearModule } from '@layerquant/core';
 import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
 import { runMetricConformance } from '@layerquant/sensitivity/testing';
 import { describe, expect, it } from 'vitest';
@@ -11,7 +11,7 @@ runMetricConformance(crestMetric, { input: () => randomDecoderSource(config, 3),
 
 // The allocator's suite on statistics that hold its table (the synthetic model's matrices, crest made up per matrix).
 const synthetic = syntheticStats({ layers: 8 });
-const crest: CrestTable = { rows: matricesOf(synthetic).map((m, i) => ({ layer: m.layer, module: m.module, params: m.params, crest: 3 + ((i * 7919) % 101) / 10 })) };
+const crest: CrestTable = { rows: matricesOf(synthetic).map((m, i) => ({ layer: m.layer, module: m.module as LinearModule, params: m.params, crest: 3 + ((i * 7919) % 101) / 10 })) };
 runAllocatorConformance(crestBoostPlugin, { stats: { ...synthetic, crest } });
 
 describe('the crest metric and the allocator of its table', () => {

@@ -201,12 +201,18 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
         if (failures.length > 0) throw new QueueJobsFailedError(failures);
         const source = `queue ${address.redacted}`;
         const tables: Record<string, unknown> = activations.length > 0 ? parseTables(results.get(jobs[0]!.id)!, activations, source) : {};
-        // A weight metric's rows, layer after layer: the table of the whole model (rows in the order one job would give).
+        // A weight metric's tables of the layers, joined into the model's (its `join`, else rows in layer order).
         const perLayer = jobs.slice(activations.length > 0 ? 1 : 0).map((planned) => parseTables(results.get(planned.id)!, weights, `${source} ${planned.label}`));
         for (const metric of weights) {
-          const parts = perLayer.map((part) => part[metric.table] as { readonly rows?: readonly unknown[] } | undefined);
-          if (parts.some((part) => !Array.isArray(part?.rows))) throw new InvalidDataError(`metric ${metric.id}`, 'its table has no rows array, so the tables of its layers cannot be joined; weight metrics return { rows }');
-          tables[metric.table] = { rows: parts.flatMap((part) => part!.rows!) };
+          const parts = perLayer.map((part) => part[metric.table]);
+          if (metric.join) {
+            tables[metric.table] = metric.join(parts);
+            continue;
+          }
+          if (parts.some((part) => !Array.isArray((part as { rows?: unknown } | undefined)?.rows))) {
+            throw new InvalidDataError(`metric ${metric.id}`, 'its table has no rows array, so the tables of its layers cannot be joined; weight metrics return { rows } or give join()');
+          }
+          tables[metric.table] = { rows: parts.flatMap((part) => (part as { rows: readonly unknown[] }).rows) };
         }
         return tables;
       };
