@@ -36,14 +36,13 @@ import { PAPER_SIZES, type SizeBudget } from './cost-knapsack.js';
  * option that differs from its default as `:name=value`.
  */
 
-/** The statistics tables of a statistics directory. */
 // The option machinery lives in core (quantizer and metric plug-ins share it); re-exported under the old names.
 export { checkOptionValue, parseOptionValue, resolveOptions } from '@layerquant/core';
 export type { OptionValue, ResolvedOptions } from '@layerquant/core';
 export type AllocatorOptionDescriptor = OptionDescriptor;
 
-export type StatsTableName = 'fnorm' | 'sensitivity' | 'kurtosis' | 'measured';
-export const STATS_TABLE_NAMES: readonly StatsTableName[] = Object.freeze(['fnorm', 'sensitivity', 'kurtosis', 'measured']);
+/** A statistics table's name: a built-in (`fnorm`, `sensitivity`, `kurtosis`, `measured`) or a metric plug-in's `table`. */
+export type StatsTableName = string;
 
 /** What the caller supplies to every allocator (not options of the method). */
 export interface AllocationContext {
@@ -503,11 +502,11 @@ export function describeMethodOptions(method: MethodSpec, plugins: readonly Allo
   return parts.join(' ');
 }
 
-/** Which tables a list of methods reads. */
-export function tablesNeededBy(methods: readonly MethodSpec[], plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): Record<StatsTableName, boolean> {
+/** Which tables a list of methods reads, each once, in the order the methods name them. */
+export function tablesNeededBy(methods: readonly MethodSpec[], plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): StatsTableName[] {
   const needed = new Set<StatsTableName>();
   for (const m of methods) for (const t of findPlugin(m.allocator, plugins).tablesNeeded(m.options)) needed.add(t);
-  return { fnorm: needed.has('fnorm'), sensitivity: needed.has('sensitivity'), kurtosis: needed.has('kurtosis'), measured: needed.has('measured') };
+  return [...needed];
 }
 
 /**

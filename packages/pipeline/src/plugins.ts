@@ -1,4 +1,4 @@
-import { ALLOCATOR_PLUGINS, createAllocatorRegistry, type AllocatorPlugin } from '@layerquant/allocators';
+import { ALLOCATOR_PLUGINS, RESERVED_TABLE_NAMES, createAllocatorRegistry, type AllocatorPlugin } from '@layerquant/allocators';
 import { LayerquantError, createRegistry, resolveOptions, type OptionValue, type Quantizer, type Registry } from '@layerquant/core';
 import { QUANTIZER_PLUGINS, createQuantizerRegistry, type QuantizerPlugin } from '@layerquant/quantizers';
 import { SENSITIVITY_METRICS, type MetricPlugin } from '@layerquant/sensitivity';
@@ -143,6 +143,9 @@ export async function loadPlugins(specifiers: readonly string[], cwd = process.c
     }
     for (const m of metrics) {
       checkPlugin(specifier, 'metric', m, ['measure']);
+      if (typeof m.table !== 'string' || !/^[a-z0-9][a-z0-9-]*$/.test(m.table) || RESERVED_TABLE_NAMES.includes(m.table)) {
+        throw new PluginLoadError(specifier, `metric "${m.id}" needs a table name of lower-case letters, digits and - (not ${RESERVED_TABLE_NAMES.join(' or ')}): the allocators' tablesNeeded name it, and it is written to <table>.csv`);
+      }
       registries.metrics.register(m);
     }
   }

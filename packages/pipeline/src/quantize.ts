@@ -92,7 +92,7 @@ export interface AllocatedQuantizeOptions extends QuantizeRunOptions {
   /** The allocator plug-ins method names resolve to (default: the built-ins). */
   readonly allocators?: readonly AllocatorPlugin[];
   /** Where the statistics come from: a directory (`statsDir`), else computed on the calibration text and cached. */
-  readonly statistics: Pick<StatisticsOptions, 'statsDir' | 'cacheDir' | 'calibrationPath' | 'calibrationName' | 'blocks' | 'threads'>;
+  readonly statistics: Pick<StatisticsOptions, 'statsDir' | 'cacheDir' | 'calibrationPath' | 'calibrationName' | 'blocks' | 'threads' | 'metrics'>;
   readonly onStatistics?: (step: StatisticsStep, done: number, total: number) => void;
   /** Called once the statistics are resolved, with where they came from. */
   readonly onStatisticsReady?: (source: string) => void;

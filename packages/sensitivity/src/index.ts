@@ -29,7 +29,7 @@ export {
   type MatrixRef,
   type MatrixSource,
 } from './frobenius-table.js';
-export { SENSITIVITY_OUTPUT_FILES, writeSensitivityOutputs, type SensitivityOutputs } from './stats-directory.js';
+export { writeSensitivityOutputs, type SensitivityOutputs } from './stats-directory.js';
 export { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
 export { measureModelStatistics, type ModelStatistics, type ModelStatisticsOptions, type StatisticsPlan } from './model-statistics.js';
 export { SENSITIVITY_METRICS, activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, metricForTable, type MetricPlugin, type MetricRunOptions } from './metrics.js';

@@ -20,7 +20,7 @@ import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity, type ActivationSensi
 import type { CalibrationBlocks } from './calibration.js';
 import { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
 import type { QuantizationErrors } from './pooled-quantize.js';
-import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, type FrobeniusTableOptions, type MatrixSource } from './frobenius-table.js';
+import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, sortKurtosisRows, type FrobeniusTableOptions, type MatrixSource } from './frobenius-table.js';
 
 /**
  * A metric plug-in: a SensitivityMetric that says which statistics table it fills (the name allocators ask for in
@@ -35,6 +35,11 @@ export interface MetricPlugin<Input = any, Output = any, Options = any> extends 
   /** The table as CSV text, and back: how `sensitivity` writes it (`<table>.csv`) and the conformance round trip. */
   readonly format?: (table: Output) => string;
   readonly parse?: (text: string, source?: string) => Output;
+  /**
+   * The model's table from the tables of separate layers (a weight metric measured a layer per queue job), as one
+   * measurement of the whole model gives it; default: their rows concatenated in layer order.
+   */
+  readonly join?: (parts: readonly Output[]) => Output;
 }
 
 /**
@@ -106,6 +111,8 @@ export const kurtosisMetric = Object.freeze<MetricPlugin<MatrixSource, KurtosisT
   },
   format: formatKurtosisCsv,
   parse: parseKurtosisCsv,
+  // The authors' row order is by module, then layer: the layers' rows sorted again.
+  join: (parts) => Object.freeze({ rows: Object.freeze(sortKurtosisRows(parts.flatMap((p) => p.rows))) }),
 });
 
 export const frobeniusMetric = Object.freeze<MetricPlugin<MatrixSource, FnormTable, FrobeniusTableOptions & MetricRunOptions>>({

@@ -106,8 +106,13 @@ export interface KurtosisTable {
   readonly rows: readonly KurtosisRow[];
 }
 
-/** Everything an allocator may read. Each allocator says which tables it needs. */
+/**
+ * Everything an allocator may read, keyed by table name. Each allocator says which tables it needs; each metric
+ * plug-in fills one table (its `table`), so a plug-in metric's table reaches a plug-in allocator as
+ * `stats[table]` (plain JSON-safe data, `{ rows }` by convention). The built-in tables are typed here.
+ */
 export interface ModelStats {
+  readonly [table: string]: unknown;
   readonly fnorm?: FnormTable;
   readonly sensitivity?: SensitivityTable;
   readonly kurtosis?: KurtosisTable;
@@ -120,6 +125,30 @@ export interface ModelStats {
   readonly matrices?: readonly MatrixInfo[];
   /** Where the tables came from (a directory), for messages. */
   readonly source?: string;
+}
+
+/** The built-in tables (their layouts are this package's); any other name is a metric plug-in's. */
+export const BUILTIN_TABLES = Object.freeze(['fnorm', 'sensitivity', 'kurtosis', 'measured'] as const);
+export type BuiltinTableName = (typeof BUILTIN_TABLES)[number];
+
+/** The files of the built-in tables in a statistics directory (`layerquant sensitivity` writes them, `--stats` reads them). */
+export const STATS_FILES = Object.freeze({ fnorm: 'fnorm.csv', sensitivity: 'sensitivity.csv', kurtosis: 'kurtosis.csv', measured: 'measured.csv' });
+
+/** The file of a table in a statistics directory: the authors' name for the built-ins, else `<table>.csv`. */
+export function tableFile(table: string): string {
+  return (STATS_FILES as Readonly<Record<string, string>>)[table] ?? `${table}.csv`;
+}
+
+/** Names a table may not have: the other fields of ModelStats. */
+export const RESERVED_TABLE_NAMES: readonly string[] = Object.freeze(['matrices', 'source']);
+
+/**
+ * Whether `stats` holds the table `name`. Kurtosis is also a column of the authors' fnorm table: a fnorm table with
+ * it holds the kurtosis table too (kurtosisByModule reads either).
+ */
+export function hasTable(stats: ModelStats, name: string): boolean {
+  if (name === 'kurtosis' && stats.fnorm?.rows.length && stats.fnorm.rows.every((r) => r.kurtosis !== undefined)) return true;
+  return stats[name] !== undefined;
 }
 
 export const FNORM_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'fnorm', 'memmb', 'params'] as const);

@@ -97,7 +97,7 @@ export const allocateCommand: Command = {
     const configsText = stringOption(values, 'configs');
     const configs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
     checkMethodBudget(method, budget, configs, allocators);
-    const stats = await loadStatsDirectory(statsDir);
+    const stats = await loadStatsDirectory(statsDir, plugins.metrics.list());
     const modelText = stringOption(values, 'model');
     const modelDir = modelText === undefined ? undefined : resolveModelPath(modelText);
     let shapes: Map<string, readonly number[]> | undefined;
