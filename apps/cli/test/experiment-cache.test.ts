@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ExperimentRow } from '@layerquant/experiment';
-import { ensureStatistics, modelContentHash, type ComputedStatsSettings } from '@layerquant/pipeline';
+import { ensureStatistics, modelContentHash, type ComputedStatsSettings, type StatisticsRequest } from '@layerquant/pipeline';
 
 interface JsonRow {
   readonly method: string;
@@ -16,7 +16,7 @@ interface JsonRow {
 }
 import { bin, binPath, cli } from './run-cli.js';
 
-const needs = { fnorm: true, sensitivity: true, kurtosis: true };
+const needs = ['fnorm', 'sensitivity', 'kurtosis'];
 
 /** A copy of the shipped model: small files copied, shards linked, except `copied` (a real copy to edit). */
 function modelCopy(copied?: string): string {
@@ -57,8 +57,8 @@ describe('statistics cache keyed by settings', () => {
     const calls: ComputedStatsSettings[] = [];
     // The measurement is the sensitivity package's (tested there); here the tables are the shipped oracles', so
     // the test exercises only which settings reuse which cache.
-    const compute = async (settings: ComputedStatsSettings) => {
-      calls.push(settings);
+    const compute = async (request: StatisticsRequest) => {
+      calls.push(request.settings);
       return loadStatsDirectory(shippedOraclesDir);
     };
     const notes: string[] = [];
