@@ -26,6 +26,7 @@ import {
 import { mxqAllocator } from './mxq.js';
 import { checkAllocation, defaultLadder } from './allocation-check.js';
 import { matricesOf, type ModelStats } from './stats.js';
+import type { SizeBudget } from './cost-knapsack.js';
 
 /**
  * The allocator plug-ins: each says what it is, which options it takes (with defaults, validation and help),
@@ -57,6 +58,11 @@ export interface AllocationContext {
    * that is no stop (2.8 -> 2.51), so they never use more memory than the budget; default false (an error).
    */
   readonly floorToStop?: boolean;
+  /**
+   * What knapsack plug-ins spend: a format's shipped bytes (its cost model's SizeBudget, with the target's capacity),
+   * or, absent, the paper's accounting at `budget` bits per weight.
+   */
+  readonly size?: SizeBudget;
 }
 
 
@@ -138,8 +144,8 @@ function sensitivitySelection(options: ResolvedOptions): { bits: number; groupSi
   return { bits: config.bits, groupSize: config.groupSize, ...(dataset ? { dataset } : {}) };
 }
 
-function ladder(context: AllocationContext): { configs?: readonly QuantConfig[] } {
-  return context.configs ? { configs: context.configs } : {};
+function ladder(context: AllocationContext): { configs?: readonly QuantConfig[]; size?: SizeBudget } {
+  return { ...(context.configs ? { configs: context.configs } : {}), ...(context.size ? { size: context.size } : {}) };
 }
 
 const PAPER_BOOST_VARIANTS = Object.freeze(
@@ -445,7 +451,13 @@ export function allocateMethod(method: MethodSpec, stats: ModelStats, context: A
   const plugin = findPlugin(method.allocator, plugins);
   const budget = plugin.budget === 'stop' && context.floorToStop ? floorStop(context.budget, context.configs) : context.budget;
   const output = callPlugin('allocator', plugin.id, 'allocate()', () => plugin.allocate(stats, optionsFor(plugin, method, context), { ...context, budget }));
-  return checkAllocation(plugin.id, output, { units: matricesOf(stats), configs: context.configs ?? defaultLadder(stats), budget, budgetKind: plugin.budget === 'stop' ? 'stop' : 'any' });
+  return checkAllocation(plugin.id, output, {
+    units: matricesOf(stats),
+    configs: context.configs ?? defaultLadder(stats),
+    budget,
+    budgetKind: plugin.budget === 'stop' ? 'stop' : 'any',
+    ...(context.size ? { size: context.size } : {}),
+  });
 }
 
 /** The budget itself when it is a stop of the ladder, else the highest stop below it (an error below the lowest). */

@@ -1,2 +1,3 @@
 // Test doubles for code built on the runtime: tiny random decoders (Llama, Qwen2, Mistral layouts) and helpers.
-export { huggingFaceConfig, randomDecoderSource, relativeError, seededNormal, tinyConfig, tinyTokenizerFiles, writeModelDirectory, type ModelDirectoryOptions } from './test-models.js';
+export { randomDecoderSource, relativeError, seededNormal, tinyConfig } from './test-models.js';
+export { huggingFaceConfig, tinyTokenizerFiles, writeModelDirectory, type ModelDirectoryOptions } from './test-model-directory.js';

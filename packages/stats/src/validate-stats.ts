@@ -1,4 +1,4 @@
-import { InvalidDataError, LINEAR_MODULES, matrixKey, type MatrixKey } from '@layerquant/core';
+import { InvalidDataError, LINEAR_MODULES, isLinearModule, matrixKey, type MatrixKey } from '@layerquant/core';
 import { SENSITIVITY_PARTS, type ModelStats } from './stats.js';
 
 /** The matrices a model has (from its config: core's modelMatrixParams), to check statistics tables against. */
@@ -10,27 +10,10 @@ export interface ModelMatrixList {
 }
 
 /**
- * The size a row of fnorm.csv / measured.csv must state (`memmb`): what its config and params give in the paper's
- * accounting (b1 + 2*b2/g1 + 32/(g1*g2) bits per weight; MiB = 2^20 bytes). Allocators spend sizes, and a table that
- * lies about them buys an allocation far over the budget; Python's float printing leaves at most a few ulps.
- */
-function checkRowSize(table: string, key: MatrixKey, row: { bits: number; groupSize: number; metaBits: number; metaGroupSize: number; params: number; memoryMB: number }, fix: string): void {
-  const bpp = row.bits + (2 * row.metaBits) / row.groupSize + 32 / (row.groupSize * row.metaGroupSize);
-  const expected = (bpp * row.params) / 8 / 2 ** 20;
-  if (!(Math.abs(row.memoryMB - expected) <= 1e-9 * expected)) {
-    throw new InvalidDataError(
-      table,
-      `matrix ${key} b${row.bits}g${row.groupSize} has memmb ${row.memoryMB}, but ${row.params} weights at that config take ${expected} MiB in the paper's accounting (meta ${row.metaBits} bits per ${row.metaGroupSize}); the table's sizes are wrong, ${fix}`,
-    );
-  }
-}
-
-/**
  * Rejects statistics tables that do not cover a model whole: a layer, matrix or config missing from fnorm.csv
  * (a table cut at a layer boundary would otherwise allocate only the matrices it lists), a kurtosis.csv or a
  * sensitivity.csv (per dataset, model and config) missing layers, rows beyond the model's layers, or sizes that
- * are not the model's, or sizes (`memmb`) that are not what each row's params and config give. Without `model` the
- * tables are checked against each other (same layers in every table).
+ * are not the model's. Without `model` the tables are checked against each other (same layers in every table).
  * Throws InvalidDataError naming the table, the matrix or layer and the config.
  */
 export function validateStats(stats: ModelStats, model?: ModelMatrixList): void {
@@ -66,19 +49,17 @@ export function validateStats(stats: ModelStats, model?: ModelMatrixList): void 
       }
     }
     if (model) for (const key of configs.keys()) if (!model.matrices.has(key)) throw new InvalidDataError(table, `has rows for matrix ${key}, which ${model.name} does not have; ${fix}`);
-    // Sizes last: a row of another model's params is named as that first.
-    for (const r of stats.fnorm.rows) checkRowSize(table, matrixKey(r.layer, r.module), r, fix);
     layerCounts.push([table, Math.max(0, ...stats.fnorm.rows.map((r) => r.layer + 1))]);
   }
 
   if (stats.measured) {
     const table = `${source}/measured.csv`;
     for (const r of stats.measured.rows) {
+      if (!isLinearModule(r.module)) continue; // embedding units are a format's, not the model's matrix list
       const key = matrixKey(r.layer, r.module);
       const size = model?.matrices.get(key);
       if (model && size === undefined) throw new InvalidDataError(table, `has rows for matrix ${key}, which ${model.name} does not have; ${fix}`);
       if (size !== undefined && r.params !== size) throw new InvalidDataError(table, `matrix ${key} has params ${r.params} but ${size} in ${model!.name}; ${fix}`);
-      checkRowSize(table, key, r, fix);
     }
   }
 
