@@ -2,9 +2,9 @@ import type { ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
 import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type LinearModule, type MatrixInfo, type MatrixKey, type QuantConfig } from '@layerquant/core';
 import { measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
-import { removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
+import { readTextFile, removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeChanges, fileContentHash, modelContentHash, settingsKey } from './keys.js';
 import { computedStatsSettings, type ComputedStatsSettings } from './plan.js';
@@ -153,7 +153,7 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
     return { stats, source: options.statsDir, key: await directoryKey(options.statsDir), computed: false };
   }
   if (!existsSync(options.calibrationPath)) throw new MissingFileError(options.calibrationPath, 'calibration text not found; pass a UTF-8 text file with --calib');
-  const text = await readFile(options.calibrationPath, 'utf8');
+  const text = await readTextFile(options.calibrationPath, 'a UTF-8 calibration text with --calib');
   if (text.trim().length === 0) throw new InvalidDataError(options.calibrationPath, 'is empty; calibration needs text');
   const settings = computedStatsSettings({
     model: await modelContentHash(options.modelDir),
