@@ -22,7 +22,8 @@ describe('a quantizer registry checks every result of every plug-in (the misbeha
 
   it('leaves the built-in quantizers\' results as they were (same codes, scales and zeros)', () => {
     const registry = createQuantizerRegistry();
-    for (const plugin of QUANTIZER_PLUGINS) {
+    // (A calibrated quantizer, GPTQ, needs a Hessian its own tests give it.)
+    for (const plugin of QUANTIZER_PLUGINS.filter((p) => p.calibration === undefined)) {
       const checked = registry.get(plugin.id).configure({});
       const a = plugin.configure({}).quantize(weight, config);
       const b = checked.quantize(weight, config);
