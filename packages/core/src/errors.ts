@@ -128,6 +128,24 @@ export class MemoryBudgetError extends LayerquantError {
   }
 }
 
+/** A GGUF file (llama.cpp) that is malformed: truncated, bad header, metadata or tensor table that lies about the file. */
+export class GgufFormatError extends LayerquantError {
+  readonly file: string;
+  readonly tensor: string | undefined;
+  constructor(file: string, message: string, tensor?: string, options?: { cause?: unknown }) {
+    super('GGUF_FORMAT', `${file}${tensor ? ` (tensor "${tensor}")` : ''}: ${message}`, options);
+    this.file = file;
+    this.tensor = tensor;
+  }
+}
+
+/** An optional package a step needs is not installed: the message says how to install it. */
+export class MissingDependencyError extends LayerquantError {
+  constructor(readonly packageName: string, message: string, options?: { cause?: unknown }) {
+    super('MISSING_DEPENDENCY', `${packageName}: ${message}`, options);
+  }
+}
+
 /**
  * A plug-in (allocator, quantizer, metric, or a `--plugin` module) that threw, returned something the host cannot
  * use (a matrix twice or not at all, a config off the ladder, a NaN, a wrong shape), or never settled. The host checks
@@ -165,23 +183,5 @@ export function callPlugin<T>(kind: string, id: string, what: string, call: () =
 export class NonFiniteResultError extends LayerquantError {
   constructor(readonly what: string, readonly value: number, hint: string) {
     super('NON_FINITE_RESULT', `${what} is ${value}, not a number; ${hint}`);
-  }
-}
-
-/** A GGUF file (llama.cpp) that is malformed: truncated, bad header, metadata or tensor table that lies about the file. */
-export class GgufFormatError extends LayerquantError {
-  readonly file: string;
-  readonly tensor: string | undefined;
-  constructor(file: string, message: string, tensor?: string, options?: { cause?: unknown }) {
-    super('GGUF_FORMAT', `${file}${tensor ? ` (tensor "${tensor}")` : ''}: ${message}`, options);
-    this.file = file;
-    this.tensor = tensor;
-  }
-}
-
-/** An optional package a step needs is not installed: the message says how to install it. */
-export class MissingDependencyError extends LayerquantError {
-  constructor(readonly packageName: string, message: string, options?: { cause?: unknown }) {
-    super('MISSING_DEPENDENCY', `${packageName}: ${message}`, options);
   }
 }

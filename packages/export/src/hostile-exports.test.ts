@@ -1,7 +1,7 @@
 import { InvalidDataError, LayerquantError, MissingFileError, NonFiniteWeightError, SafetensorsFormatError, quantConfig } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { openQuantizedCheckpoint, quantizeModel } from '@layerquant/quantizers/node';
-import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
+import { tinyConfig } from '@layerquant/runtime/testing';
 import { loadDecoderConfig, readSafetensorsHeader } from '@layerquant/tensor-io';
 import { directorySnapshot } from '@layerquant/tensor-io/testing';
 import { spawn } from 'node:child_process';
@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeModelDirectory } from '@layerquant/runtime/testing';
 import { exportOnnx } from './export-onnx.js';
 import { openOnnxExport, summarizeOnnxExport } from './onnx-model-dir.js';
 import { readOnnxSummary } from './onnx-reader.js';

@@ -53,6 +53,27 @@ describe('validateStats', () => {
 });
 
 describe('statistics that lie (issue 27)', () => {
+  it('refuses memmb values that are not what the row\'s params and config give (with or without the model), naming matrix and config', () => {
+    const [header, ...rows] = lines(fnormText);
+    // The sweep's case: every size a third of the truth, so mxq "fits" 3.25 bits with an 8.51-bit allocation.
+    const lying = [header, ...rows.map((r) => {
+      const f = r.split(',');
+      f[7] = String(Number(f[7]) / 3);
+      return f.join(',');
+    })].join('\n');
+    expect(() => validateStats(stats(lying), model)).toThrow(InvalidDataError);
+    expect(() => validateStats(stats(lying), model)).toThrow(/oracles\/fnorm\.csv: matrix 0\.self_attn\.q_proj b2g128 has memmb 0\.0055389\d*, but 65536 weights at that config take 0\.0166168212890625 MiB/);
+    expect(() => validateStats(stats(lying))).toThrow(/has memmb .* but 65536 weights at that config take/);
+    // One row off by one ulp of a printed float is Python's rounding, not a lie.
+    const rounded = [header, ...rows.map((r, i) => {
+      if (i !== 5) return r;
+      const f = r.split(',');
+      f[7] = String(Number(f[7]) * (1 + 2 ** -50));
+      return f.join(',');
+    })].join('\n');
+    expect(() => validateStats(stats(rounded), model)).not.toThrow();
+  });
+
   it('refuses a second kurtosis.csv row for a matrix (the last would win) and a NaN in an optional fnorm column', () => {
     const kurtosis = 'module,layer,param_count,kurtosis\nself_attn.q_proj,0,65536,3.1\nself_attn.k_proj,0,32768,3.2\nself_attn.q_proj,0,65536,9.9\n';
     expect(() => parseKurtosisCsv(kurtosis, 'kurtosis.csv')).toThrow(/kurtosis\.csv:4: duplicate row for matrix 0\.self_attn\.q_proj \(first at line 2\)/);
