@@ -7,7 +7,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli } from './run-cli.js';
+import { cli, expectRefused } from './run-cli.js';
 
 /**
  * What careful users and hostile inputs hand the CLI (issue 27), on a tiny model of the held-out kind (one F16
@@ -108,13 +108,7 @@ describe('hostile inputs exit 1 with one line naming the problem, and leave --ou
   ];
   for (const [label, argv, message] of cases) {
     it(label, async () => {
-      const { code, stdout, stderr } = await cli(...argv());
-      expect(stderr).toMatch(message);
-      expect(code).toBe(1);
-      expect(stdout).toBe('');
-      const lines = stderr.trim().split('\n');
-      expect(lines.at(-1)).toMatch(/^layerquant: error: /);
-      expect(lines.filter((l) => l.startsWith('layerquant: '))).toHaveLength(1);
+      expectRefused(await cli(...argv()), message);
       expect(directorySnapshot(previous)).toEqual(before);
     });
   }

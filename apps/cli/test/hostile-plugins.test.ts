@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bin, cli } from './run-cli.js';
+import { bin, cli, expectRefused } from './run-cli.js';
 
 /**
  * Plug-ins that misbehave (issue 27), loaded with --plugin the way users load theirs: the host checks their output in
@@ -73,11 +73,7 @@ describe('misbehaving plug-ins are named in a typed error, and nothing is writte
   ];
   for (const [label, argv, message] of cases) {
     it(label, async () => {
-      const { code, stdout, stderr } = await cli(...argv());
-      expect(stderr).toMatch(message);
-      expect(code).toBe(1);
-      expect(stdout).toBe('');
-      expect(stderr.trim().split('\n').filter((l) => l.startsWith('layerquant: '))).toEqual([stderr.trim().split('\n').at(-1)]);
+      expectRefused(await cli(...argv()), message);
       expect(directorySnapshot(previous)).toEqual(before);
     });
   }

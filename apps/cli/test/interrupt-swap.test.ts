@@ -1,7 +1,7 @@
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
-import { directorySnapshot } from '@layerquant/tensor-io/testing';
+import { directorySnapshot, swapRenamesDone } from '@layerquant/tensor-io/testing';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,22 +27,9 @@ function start(argv: string[], delayMs: number) {
   return { child, exited };
 }
 
-/** Renames a swap in `out` has done so far: entries moved aside plus new entries moved in from staging. */
-function renamesDone(out: string, incoming: number): number {
-  try {
-    const names = readdirSync(out);
-    const aside = names.find((n) => /^\.previous\.\d+\.[0-9a-f]{8}\.tmp$/.test(n));
-    const staging = names.find((n) => /^\.output\.\d+\.[0-9a-f]{8}\.tmp$/.test(n));
-    if (!aside || !staging) return -1;
-    return readdirSync(join(out, aside)).filter((n) => !n.startsWith('.swap')).length + (incoming - readdirSync(join(out, staging)).length);
-  } catch {
-    return -1;
-  }
-}
-
 async function waitForRenames(out: string, incoming: number, renames: number): Promise<void> {
   const deadline = Date.now() + 60_000;
-  while (renamesDone(out, incoming) < renames) {
+  while (swapRenamesDone(out, incoming) < renames) {
     if (Date.now() > deadline) throw new Error(`the swap in ${out} never reached ${renames} renames`);
     await new Promise((r) => setTimeout(r, 5));
   }
