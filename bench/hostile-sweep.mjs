@@ -196,9 +196,10 @@ const csvEdit = (name, edit) => (dir) => writeFileSync(join(dir, name), edit(rea
 for (const [label, edit, method] of [
   ['memmb a third of the truth', csvEdit('fnorm.csv', ([h, ...rows]) => [h, ...rows.map((r) => { const f = r.split(','); f[7] = String(Number(f[7]) / 3); return f.join(','); })]), 'mxq'],
   ['a duplicated kurtosis row', (d) => writeFileSync(join(d, 'kurtosis.csv'), 'module,layer,param_count,kurtosis\n' + Array.from({ length: 32 }, (_, l) => ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'].map((m) => `${m},${l},1,3.1`).join('\n')).join('\n') + '\nself_attn.q_proj,0,1,99\n'), 'kurtboost'],
-  ['a NaN kurtosis column', csvEdit('fnorm.csv', ([h, ...rows]) => [`${h},kurtosis`, ...rows.map((r) => `${r},nan`)]), 'kurtboost'],
+  ['a NaN kurtosis column', csvEdit('fnorm.csv', ([h, ...rows]) => [h, ...rows.map((r) => { const f = r.split(','); f[h.split(',').indexOf('kurtosis')] = 'nan'; return f.join(','); })]), 'kurtboost'],
+  ['a kurtosis column named twice', csvEdit('fnorm.csv', ([h, ...rows]) => [`${h},kurtosis`, ...rows.map((r) => `${r},99`)]), 'kurtboost'],
   ['a table cut at layer 19', csvEdit('fnorm.csv', ([h, ...rows]) => [h, ...rows.filter((r) => Number(r.split(',')[0]) < 19)]), 'mxq'],
-  ['sizes of another model', csvEdit('fnorm.csv', ([h, ...rows]) => [h, ...rows.map((r) => r.replace(/,(\d+)$/, (_, p) => `,${Number(p) * 2}`))]), 'mxq'],
+  ['sizes of another model', csvEdit('fnorm.csv', ([h, ...rows]) => [h, ...rows.map((r) => { const f = r.split(','); const i = h.split(',').indexOf('params'); f[i] = String(Number(f[i]) * 2); return f.join(','); })]), 'mxq'],
 ]) add('stats', label, () => ['allocate', '--stats', statsCopy(edit), '--method', method, '--budget', '3.25', '--model', shippedModelDir]);
 
 // options and paths
