@@ -1,11 +1,11 @@
 import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { builtinModules } from 'node:module';
-import { join, normalize, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig, type Connect, type Plugin } from 'vite';
 import { workspaceAlias } from '../../vitest.shared';
-import { layerquantPluginModules } from './plugin-modules';
+import { layerquantPluginModules, pluginSpecifiers } from './plugin-modules';
 
 const NODE_BUILTINS = new Set([...builtinModules, ...builtinModules.map((name) => `node:${name}`)]);
 const STUB = '\0layerquant-node-only:';
@@ -99,7 +99,8 @@ const datasetsDir = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..
 /** What the page loads besides its bundle: the shipped model directory (packages/fixtures) and the evaluation text (packages/datasets). */
 export const SERVED_FIXTURES: readonly { readonly url: string; readonly dir: string; readonly files: (name: string) => boolean }[] = [
   // Weights, config and tokenizer only: oracles/ and the PyTorch references stay out of the site.
-  { url: 'models/llama-brown-26m/', dir: join(fixturesDir, 'models/llama-brown-26m'), files: (name) => /\.(safetensors|json)$/.test(name) && !name.startsWith('reference-') },
+  { url: 'models/llama-brown-26m/', dir: join(fixturesDir, 'models/llama-brown-26m'), files: (name) => /^[^/]+\.(safetensors|json)$/.test(name) && !name.startsWith('reference-') },
+  // Names are direct children only: `oracles/oracles.json` is no file of the model's.
   { url: 'data/', dir: join(datasetsDir, 'data'), files: (name) => name === 'brown-test.txt' },
   { url: 'paper-data/llama-2-7b/', dir: join(fixturesDir, 'paper-data/llama-2-7b'), files: (name) => name === 'published-results.csv' },
 ];
@@ -128,7 +129,13 @@ function serveFixtures(): Plugin {
         return;
       }
       const file = normalize(join(fixture.dir, name));
-      if (!file.startsWith(fixture.dir + sep) || !existsSync(file) || !fixture.files(name)) break;
+      if (!file.startsWith(fixture.dir + sep) || !existsSync(file)) continue; // not the fixture's: the page's own (public/)
+      if (!fixture.files(name)) {
+        // A file of the fixture that the page does not need (oracles/, the PyTorch references): refused, not served.
+        response.statusCode = 404;
+        response.end();
+        return;
+      }
       response.setHeader('content-length', String(statSync(file).size));
       createReadStream(file).pipe(response);
       return;
@@ -158,9 +165,28 @@ function serveFixtures(): Plugin {
   };
 }
 
+const workspaceRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
+
+/**
+ * What the dev server may serve from disk (`/@fs/...`, its file system access): the page's own folder, the sources of
+ * the workspace packages it imports, the installed dependencies, and the LAYERQUANT_PLUGINS modules. Not the rest of
+ * the workspace: the fixtures' oracles and PyTorch references, bench scripts, notes (the fixtures the page needs come
+ * through serveFixtures, file by file, as the built site has them).
+ */
+export function servedDirectories(plugins: readonly string[] = pluginSpecifiers()): string[] {
+  const packages = join(workspaceRoot, 'packages');
+  return [
+    resolve(fileURLToPath(new URL('.', import.meta.url))),
+    ...readdirSync(packages).map((name) => join(packages, name, 'src')).filter((dir) => existsSync(dir)),
+    join(workspaceRoot, 'node_modules'),
+    ...plugins.filter((p) => isAbsolute(p)).map((p) => dirname(p)),
+  ];
+}
+
 export default defineConfig({
   // Relative asset URLs, so dist/ works from any folder or static host.
   base: './',
+  server: { fs: { strict: true, allow: servedDirectories(), deny: ['.env', '.env.*', '*.{crt,pem}', '**/.git/**', '**/oracles/**', '**/reference-*.json', '**/*.py'] } },
   // Workspace packages resolve to their sources: the notebook needs no build of its siblings.
   // The runtime's onnxruntime backend is onnxruntime-web in the page (before workspaceAlias, which maps it for Node).
   resolve: { alias: [{ find: /^#ort-backend$/, replacement: runtimeWebBackend }, ...workspaceAlias] },

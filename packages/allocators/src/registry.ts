@@ -453,22 +453,13 @@ export function allocateMethod(method: MethodSpec, stats: ModelStats, context: A
   // The units of the allocation: the linear matrices in the paper's accounting and for the stop allocators; with a
   // format's size budget, a knapsack also allocates the embedding units its statistics measured.
   const size = plugin.budget === 'any' ? (context.size ?? PAPER_SIZES) : PAPER_SIZES;
-  const capacity = context.size?.capacityBits;
   return checkAllocation(plugin.id, output, {
     units: matricesOf(stats).filter((u) => size.includes(u)),
     configs: context.configs ?? defaultLadder(stats),
     configsOf: (unit) => embeddingLadder(stats, unit.key),
     budget,
     budgetKind: plugin.budget === 'stop' ? 'stop' : 'any',
-    ...(plugin.budget === 'any' && context.size && capacity !== undefined
-      ? {
-          fits: (matrices) => {
-            const limit = context.size!.fixedBits + capacity;
-            const bits = context.size!.exactBits ? context.size!.exactBits(matrices) : context.size!.fixedBits + matrices.reduce((sum, m) => sum + (m.config ? context.size!.bits(m, m.config) : (context.size!.floatBits?.(m) ?? 0)), 0);
-            return bits <= limit ? undefined : `allocated ${(bits / 8 / 2 ** 20).toFixed(4)} MiB of ${context.size!.label}, over the limit of ${(limit / 8 / 2 ** 20).toFixed(4)} MiB`;
-          },
-        }
-      : {}),
+    ...(plugin.budget === 'any' && context.size ? { size: context.size } : {}),
   });
 }
 

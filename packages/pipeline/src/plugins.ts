@@ -110,6 +110,24 @@ function completeQuantizer(plugin: QuantizerPlugin): QuantizerPlugin {
 }
 
 /**
+ * Awaits `promise`, or rejects with `stalled()` when the event loop runs out of work first: a promise nothing can settle
+ * any more (a plug-in's top-level await on a promise nobody resolves) would otherwise end the process with exit 13 and
+ * no message. Node emits 'beforeExit' exactly then.
+ */
+export async function settledOrIdle<T>(promise: Promise<T>, stalled: () => Error): Promise<T> {
+  let onIdle: (() => void) | undefined;
+  const idle = new Promise<never>((_, reject) => {
+    onIdle = () => reject(stalled());
+    process.once('beforeExit', onIdle);
+  });
+  try {
+    return await Promise.race([promise, idle]);
+  } finally {
+    process.off('beforeExit', onIdle!);
+  }
+}
+
+/**
  * Loads `--plugin` modules (paths relative to `cwd`, or package names) and builds the registries once: built-ins
  * first, then each module's allocators, quantizers and metrics in order. An id used twice is an error.
  */
@@ -121,7 +139,7 @@ export async function loadPlugins(specifiers: readonly string[], cwd = process.c
     const file = moduleFile(specifier, cwd);
     modules.push(file);
     try {
-      loaded = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+      loaded = (await settledOrIdle(import(pathToFileURL(file).href), () => new PluginLoadError(specifier, 'never finished loading: its top-level await never settles (nothing left to run could settle it); fix the module'))) as Record<string, unknown>;
     } catch (error) {
       if (error instanceof LayerquantError) throw error;
       throw new PluginLoadError(specifier, `could not be imported: ${(error as Error).message.split('\n')[0]}`, { cause: error });

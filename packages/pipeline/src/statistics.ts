@@ -3,9 +3,9 @@ import { loadStatsDirectory } from '@layerquant/allocators/node';
 import { InvalidDataError, InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, isLinearModule, matrixKey, type EmbeddingUnit, type LinearModule, type MatrixInfo, type MatrixKey, type QuantConfig, type UnitModule, type ZeroKind } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG, SENSITIVITY_METRICS, measureMetrics, writeMetricTables, type CalibrationOrder, type MetricPlugin } from '@layerquant/sensitivity';
-import { removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
+import { readTextFile, removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeChanges, fileContentHash, modelContentHash, settingsKey } from './keys.js';
 
@@ -281,7 +281,7 @@ async function resolveStatistics(options: StatisticsOptions): Promise<ResolvedSt
   }
   const measuring = metricsForTables(needs, metrics);
   if (!existsSync(options.calibrationPath)) throw new MissingFileError(options.calibrationPath, 'calibration text not found; pass a UTF-8 text file with --calib');
-  const text = await readFile(options.calibrationPath, 'utf8');
+  const text = await readTextFile(options.calibrationPath, 'a UTF-8 calibration text with --calib');
   if (text.trim().length === 0) throw new InvalidDataError(options.calibrationPath, 'is empty; calibration needs text');
   const ladder = options.configs ?? PAPER_CONFIGS;
   const settings = computedStatsSettings({
