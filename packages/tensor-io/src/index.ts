@@ -30,9 +30,11 @@ export {
   type TensorSpec,
   type TensorToWrite,
 } from './safetensors.js';
-export { openCheckpoint, type Checkpoint, type WeightSource } from './checkpoint.js';
+export { nodeModelFiles, openCheckpoint, type Checkpoint, type WeightSource } from './checkpoint.js';
 export { SUPPORTED_ARCHITECTURES, loadDecoderConfig, parseDecoderConfig } from './config.js';
-export { loadTokenizer, type Tokenizer } from './tokenizer.js';
+export { loadTokenizer } from './tokenizer-node.js';
+export { createTokenizer, readTokenizer, type Tokenizer } from './tokenizer.js';
+export { findShards, openCheckpointFiles, openModelFiles, readDecoderConfig, readShardHeader, type CheckpointShards, type ModelFiles } from './model-files.js';
 export { inspectModel, summarizeModel, type ModelSummary } from './inspect.js';
 export { openModel, loadValidatedConfig, type OpenedModel } from './model.js';
 export { checkFinite, firstNonFinite } from './finite.js';
