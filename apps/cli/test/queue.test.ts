@@ -276,6 +276,10 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
       await redis.stop();
     }
   }, 120_000);
+});
+
+// Its own block: it needs no reference grid of the suite above.
+describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real redis-server on 127.0.0.1)', () => {
   /** The statistics cache of a grid's --out: file name -> content, per table file (settings.json aside). */
   const cachedTables = (out: string): Record<string, string> => {
     const cache = join(out, 'stats');
@@ -316,4 +320,3 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     }
   }, 240_000);
 });
-
