@@ -1,13 +1,8 @@
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidDataError, MissingFileError } from '@layerquant/core';
-import { writeTextAtomic } from '@layerquant/tensor-io';
 import {
-  formatFnormCsv,
-  formatKurtosisCsv,
-  formatMeasuredCsv,
-  formatSensitivityCsv,
   parseFnormCsv,
   parseKurtosisCsv,
   parseMeasuredCsv,
@@ -21,7 +16,8 @@ import {
 import { validateStats } from './validate-stats.js';
 
 /**
- * Node-only file access for the statistics tables (the main entry stays browser-safe).
+ * Node-only reading of statistics directories (the main entry stays browser-safe; tables are written through
+ * their metrics' `format`, @layerquant/sensitivity's writeMetricTables).
  *
  * A statistics directory holds `fnorm.csv`, `sensitivity.csv` and optionally `kurtosis.csv`, `measured.csv` (the
  * layout `layerquant sensitivity` writes and the one of the authors' paper-data folders); the authors' per-model
@@ -76,13 +72,4 @@ export async function loadStatsDirectory(dir: string, readers: readonly TableRea
   });
   validateStats(stats);
   return stats;
-}
-
-/** Saves the tables present in `stats` under their standard names (each written atomically: tensor-io's writer). */
-export async function saveStatsDirectory(dir: string, stats: ModelStats): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  if (stats.fnorm) await writeTextAtomic(join(dir, STATS_FILES.fnorm), formatFnormCsv(stats.fnorm));
-  if (stats.sensitivity) await writeTextAtomic(join(dir, STATS_FILES.sensitivity), formatSensitivityCsv(stats.sensitivity));
-  if (stats.kurtosis) await writeTextAtomic(join(dir, STATS_FILES.kurtosis), formatKurtosisCsv(stats.kurtosis));
-  if (stats.measured) await writeTextAtomic(join(dir, STATS_FILES.measured), formatMeasuredCsv(stats.measured));
 }

@@ -1,5 +1,6 @@
 import { allocateMethod, checkMethodBudget, validateStats, type AllocatorPlugin, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
-import { loadStatsDirectory, saveAllocationJson } from '@layerquant/allocators/node';
+import { loadStatsDirectory } from '@layerquant/allocators/node';
+import { writeTextAtomic } from '@layerquant/tensor-io';
 import { LINEAR_MODULES, configName, matrixTensorName, modelMatrixParams, parseConfigList, type Allocation } from '@layerquant/core';
 import { modelMemory } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
@@ -110,7 +111,7 @@ export const allocateCommand: Command = {
     const seed = method.options.seed === undefined ? undefined : parseIntegerOption(String(method.options.seed), '--seed', 42, 0);
     const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }) }, allocators);
     const out = stringOption(values, 'out');
-    if (out) await saveAllocationJson(out, allocation);
+    if (out) await writeTextAtomic(out, `${JSON.stringify(allocation, null, 2)}\n`);
     // On disk: the packed bytes of each matrix at its shape (known only with --model).
     const disk = shapes
       ? modelMemory(allocation.matrices.map((m) => ({ shape: shapes!.get(matrixTensorName(m.layer, m.module)) as unknown as [number, number], config: m.config }))).packedBytes
