@@ -31,3 +31,4 @@ export const ALLOCATORS = Object.freeze([
   tailPrioritizedAllocator,
   measuredAllocator,
 ] as const);
+export * from './measured-refinement.js';
