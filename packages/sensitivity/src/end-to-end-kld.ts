@@ -55,7 +55,7 @@ export interface KldMeasurerOptions {
   readonly batchSize?: number;
   /** Worker threads for the quantizations (bit-identical to the calling thread). */
   readonly pool?: KernelPool;
-  /** Bytes the float logits of the calibration may take in memory (default 2 GiB). */
+  /** Bytes the float model's distributions on the calibration may take in memory (float64; default 2 GiB). */
   readonly maxBaseBytes?: number;
 }
 
@@ -77,33 +77,42 @@ export interface KldMeasurer {
   readonly runs: number;
 }
 
-/** The float model's logits of the calibration's scored positions, with each row's log-sum-exp. */
+/** The float model's next-token distributions at the calibration's scored positions. */
 interface BaseRows {
-  /** Per batch: [batch, seqlen - 1, vocab] float32. */
-  readonly logits: Float32Array[];
-  /** Per batch: log-sum-exp of each row, float64. */
-  readonly lse: Float64Array[];
+  /** Per batch: probabilities [batch, seqlen - 1, vocab], float64. */
+  readonly probabilities: Float64Array[];
+  /** Per batch: sum_i p(i) log p(i) of each row (minus the entropy). */
+  readonly negativeEntropy: Float64Array[];
+}
+
+/** A base row's probabilities (into `out` at `at`) and its sum p log p, from float32 logits, float64. */
+function baseRow(logits: Float32Array, row: number, vocab: number, out: Float64Array, at: number): number {
+  const { lse } = logSumExpRow(logits, row, vocab);
+  let negativeEntropy = 0;
+  for (let j = 0; j < vocab; j++) {
+    const logP = logits[row + j]! - lse;
+    const p = Math.exp(logP);
+    out[at + j] = p;
+    negativeEntropy += p * logP;
+  }
+  return negativeEntropy;
 }
 
 /**
- * Sum over the rows of KL(base || model) from the model's logits [batch, seqlen, vocab] (positions 0..seqlen-2
- * scored) and the base's rows [batch, seqlen - 1, vocab]: sum_i p_b(i) (z_b(i) - z(i)) + lse - lse_b, float64
- * (the per-position value `comparePosition` of @layerquant/perplexity gives; p_b from the stored log-sum-exp).
+ * Sum over the scored rows of KL(base || model) from the model's logits [batch, seqlen, vocab] (positions
+ * 0..seqlen-2 scored) and the base's probabilities [batch, seqlen - 1, vocab] with their sums p log p:
+ * sum_i p_b(i) log p_b(i) - sum_i p_b(i) z(i) + lse(z), float64 (the value `comparePosition` of
+ * @layerquant/perplexity gives each position, with one exponential per vocabulary entry instead of three).
  */
-export function kldSumOfBatch(logits: Float32Array, baseLogits: Float32Array, baseLse: Float64Array, batch: number, seqlen: number, vocab: number): number {
+export function kldSumOfBatch(logits: Float32Array, baseProbabilities: Float64Array, baseNegativeEntropy: Float64Array, batch: number, seqlen: number, vocab: number): number {
   let total = 0;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < seqlen - 1; t++) {
       const row = (b * seqlen + t) * vocab;
       const baseRow = (b * (seqlen - 1) + t) * vocab;
-      const lse = logSumExpRow(logits, row, vocab).lse;
-      const lseBase = baseLse[b * (seqlen - 1) + t]!;
-      let sum = 0;
-      for (let j = 0; j < vocab; j++) {
-        const zb = baseLogits[baseRow + j]!;
-        sum += Math.exp(zb - lseBase) * (zb - logits[row + j]!);
-      }
-      total += sum + lse - lseBase;
+      let cross = 0;
+      for (let j = 0; j < vocab; j++) cross += baseProbabilities[baseRow + j]! * logits[row + j]!;
+      total += baseNegativeEntropy[b * (seqlen - 1) + t]! - cross + logSumExpRow(logits, row, vocab).lse;
     }
   }
   return total;
@@ -129,8 +138,8 @@ const sameConfig = (a: QuantConfig | null | undefined, b: QuantConfig | null | u
 const candidateName = (c: QuantConfig | null) => (c ? configName(c) : 'float');
 
 /**
- * A measurer over decoder blocks (in memory or streamed) and calibration blocks: the float logits of the
- * calibration are computed once, at creation, and kept (blocks x (seqlen - 1) x vocab float32; refused above
+ * A measurer over decoder blocks (in memory or streamed) and calibration blocks: the float model's distributions on
+ * the calibration are computed once, at creation, and kept (blocks x (seqlen - 1) x vocab float64; refused above
  * `maxBaseBytes`). The quantized matrices of a reference allocation are kept dequantized while it is measured
  * around (one float32 copy of those matrices); the blocks' own weights are read as they are for any forward.
  */
@@ -139,10 +148,10 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
   const { hidden: embedded, blocks, seqlen, numLayers } = embeddedBatches(model, calibration, options);
   if (seqlen < 2) throw new InvalidOptionError('seqlen', `${seqlen} must be at least 2: a block needs a next token to score`);
   const vocab = model.config.vocabSize;
-  const baseBytes = blocks * (seqlen - 1) * vocab * 4;
+  const baseBytes = blocks * (seqlen - 1) * vocab * 8;
   const maxBaseBytes = options.maxBaseBytes ?? 2 * 2 ** 30;
   if (baseBytes > maxBaseBytes) {
-    throw new MemoryBudgetError(`the float logits of ${blocks} calibration blocks of ${seqlen} tokens (vocabulary ${vocab})`, baseBytes, maxBaseBytes, 'measure on fewer calibration blocks (--blocks) or shorter ones (--seqlen)');
+    throw new MemoryBudgetError(`the float model's distributions on ${blocks} calibration blocks of ${seqlen} tokens (vocabulary ${vocab}, float64)`, baseBytes, maxBaseBytes, 'measure on fewer calibration blocks (--blocks) or shorter ones (--seqlen)');
   }
   const units = kldUnits(model);
   const tokens = blocks * (seqlen - 1);
@@ -158,21 +167,24 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
     return (await model.head(hidden)).logits;
   };
 
-  // The float model's logits of every scored position, batch by batch.
-  const base: BaseRows = { logits: [], lse: [] };
+  // The float model's distribution at every scored position, batch by batch.
+  const base: BaseRows = { probabilities: [], negativeEntropy: [] };
   for (const states of embedded) {
     const logits = await finish(0, states, () => undefined);
     runs--;
-    const rows = new Float32Array(states.batch * (seqlen - 1) * vocab);
-    const lse = new Float64Array(states.batch * (seqlen - 1));
+    const probabilities = new Float64Array(states.batch * (seqlen - 1) * vocab);
+    const negativeEntropy = new Float64Array(states.batch * (seqlen - 1));
     for (let b = 0; b < states.batch; b++) {
-      rows.set(logits.subarray(b * seqlen * vocab, (b * seqlen + seqlen - 1) * vocab), b * (seqlen - 1) * vocab);
-      for (let t = 0; t < seqlen - 1; t++) lse[b * (seqlen - 1) + t] = logSumExpRow(logits, (b * seqlen + t) * vocab, vocab).lse;
+      for (let t = 0; t < seqlen - 1; t++) {
+        const r = b * (seqlen - 1) + t;
+        negativeEntropy[r] = baseRow(logits, (b * seqlen + t) * vocab, vocab, probabilities, r * vocab);
+      }
     }
-    base.logits.push(rows);
-    base.lse.push(lse);
+    base.probabilities.push(probabilities);
+    base.negativeEntropy.push(negativeEntropy);
   }
-  const kldOfLogits = (batch: number, logits: Float32Array, states: HiddenStates) => kldSumOfBatch(logits, base.logits[batch]!, base.lse[batch]!, states.batch, seqlen, vocab);
+  const kldOfLogits = (batch: number, logits: Float32Array, states: HiddenStates) =>
+    kldSumOfBatch(logits, base.probabilities[batch]!, base.negativeEntropy[batch]!, states.batch, seqlen, vocab);
 
   const floatOf = async (unit: KldUnit) => ({ name: unit.tensor, dtype: 'F32' as const, shape: [...model.shapes.get(unit.tensor)!], data: await model.tensor(unit.tensor) });
   const dequantize = async (unit: KldUnit, config: QuantConfig) => dequantizedWith(quantizer, await floatOf(unit), config, options.pool);

@@ -35,3 +35,13 @@ export { measureModelStatistics, type ModelStatistics, type ModelStatisticsOptio
 export { SENSITIVITY_METRICS, activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, metricForTable, type MetricPlugin, type MetricRunOptions } from './metrics.js';
 export { QuantizationErrors } from './pooled-quantize.js';
 export { MetricFormatError, measureMetrics, metricFile, writeMetricTables, type MeasureMetricsOptions, type MetricPlan, type MetricResults } from './measure-metrics.js';
+export {
+  createKldMeasurer,
+  kldSumOfBatch,
+  kldUnits,
+  type KldMeasurer,
+  type KldMeasurerOptions,
+  type KldUnit,
+  type UnitConfigs,
+  type UnitDeltas,
+} from './end-to-end-kld.js';
