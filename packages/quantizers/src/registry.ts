@@ -1,5 +1,6 @@
 import { createRegistry, resolveOptions, type OptionDescriptor, type Quantizer, type Registry, type ResolvedOptions } from '@layerquant/core';
 import { createHqqQuantizer, createRtnQuantizer, hqqQuantizer, rtnQuantizer } from './quantizers.js';
+import { GPTQ_DEFAULTS, createGptqQuantizer, gptqQuantizer } from './gptq.js';
 
 /**
  * A quantizer plug-in: a Quantizer (its defaults) that also says what it is and which options it takes. The CLI's
@@ -46,8 +47,51 @@ export const hqqPlugin: QuantizerPlugin = defineQuantizer({
   configure: (options) => createHqqQuantizer({ solver: { kappa: Number(options.kappa ?? 1) } }),
 });
 
+/** GPTQ's settings as options (the CLI's --dampening, --act-order, --symmetric). */
+export const GPTQ_OPTIONS: readonly OptionDescriptor[] = Object.freeze([
+  Object.freeze({
+    name: 'dampening',
+    flag: 'dampening',
+    type: 'number' as const,
+    default: GPTQ_DEFAULTS.dampening,
+    exclusiveMin: 0,
+    help: "added to the Hessian's diagonal, as a fraction of its mean (GPTQ's percdamp); doubled and retried where the Hessian is not positive definite",
+  }),
+  Object.freeze({
+    name: 'actOrder',
+    flag: 'act-order',
+    type: 'boolean' as const,
+    default: GPTQ_DEFAULTS.actOrder,
+    help: "quantize columns by descending Hessian diagonal, groups fixed up front on the original order (static groups, so it still exports)",
+  }),
+  Object.freeze({
+    name: 'symmetric',
+    flag: 'symmetric',
+    type: 'boolean' as const,
+    default: GPTQ_DEFAULTS.symmetric,
+    help: 'symmetric grid, zero 2^(b-1) (default: asymmetric with an integer zero per group)',
+  }),
+]);
+
+/** The gptq settings of resolved options. */
+export function gptqOptionsOf(options: ResolvedOptions): { dampening: number; actOrder: boolean; symmetric: boolean } {
+  return {
+    dampening: Number(options.dampening ?? GPTQ_DEFAULTS.dampening),
+    actOrder: options.actOrder === true,
+    symmetric: options.symmetric === true,
+  };
+}
+
+export const gptqPlugin: QuantizerPlugin = defineQuantizer({
+  ...gptqQuantizer,
+  id: 'gptq',
+  description: 'GPTQ (Frantar et al. 2022): columns quantized in turn, each error compensated on the later columns through the inverse Hessian of the layer inputs (calibrated: needs --calib)',
+  options: GPTQ_OPTIONS,
+  configure: (options) => createGptqQuantizer(gptqOptionsOf(options)),
+});
+
 /** The built-in quantizer plug-ins. */
-export const QUANTIZER_PLUGINS: readonly QuantizerPlugin[] = Object.freeze([rtnPlugin, hqqPlugin]);
+export const QUANTIZER_PLUGINS: readonly QuantizerPlugin[] = Object.freeze([rtnPlugin, hqqPlugin, gptqPlugin]);
 
 export function createQuantizerRegistry(plugins: readonly QuantizerPlugin[] = QUANTIZER_PLUGINS): Registry<QuantizerPlugin> {
   return createRegistry('quantizer', plugins);

@@ -10,7 +10,7 @@ export {
   type HiddenStates,
   type MlpBlockOutput,
 } from './decoder-blocks.js';
-export { referenceForward } from './reference-forward.js';
+export { referenceForward, type ReferenceLinearInput } from './reference-forward.js';
 export {
   floatWeightBytes,
   layerStreamedModel,

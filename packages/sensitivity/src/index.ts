@@ -36,6 +36,16 @@ export { SENSITIVITY_METRICS, activationSensitivityMetric, frobeniusMetric, kurt
 export { QuantizationErrors } from './pooled-quantize.js';
 export { MetricFormatError, measureMetrics, metricFile, writeMetricTables, type MeasureMetricsOptions, type MetricPlan, type MetricResults } from './measure-metrics.js';
 export {
+  HessianAccumulator,
+  LINEAR_INPUT,
+  LayerHessians,
+  createSequentialCalibration,
+  rmsNormRows,
+  type LinearInput,
+  type SequentialCalibrationOptions,
+} from './hessians.js';
+export { openSequentialCalibration, type OpenedSequentialCalibration, type SequentialCalibrationSource } from './sequential-calibration.js';
+export {
   createKldMeasurer,
   kldSumOfBatch,
   kldUnits,
