@@ -57,9 +57,10 @@ export interface RefinementRound {
   readonly predicted: number;
   /** shapley rounds: the shares of the reference allocation summed, against its measured loss (how well the costs decompose it). */
   readonly referencePredicted?: number;
-  /** Matrices whose config changed from the previous allocation. */
+  /** Units whose config changed from the previous allocation. */
   readonly changed: number;
-  readonly memoryMB: number;
+  /** What the allocated units take, MiB in the knapsack's accounting. */
+  readonly sizeMiB: number;
 }
 
 export interface RefinedAllocation extends KnapsackAllocation {
@@ -78,14 +79,16 @@ function configsOf(allocation: Allocation): Map<string, QuantConfig | null> {
   return new Map(allocation.matrices.map((m) => [m.key, m.config]));
 }
 
-const sameConfig = (a: QuantConfig | null, b: QuantConfig | null) => (a === null || b === null ? a === b : configName(a) === configName(b) && a.axis === b.axis && a.roundZero === b.roundZero);
+const sameConfig = (a: QuantConfig | null | undefined, b: QuantConfig | null | undefined) =>
+  !a || !b ? !a && !b : configName(a) === configName(b) && a.axis === b.axis && a.roundZero === b.roundZero && a.symmetric === b.symmetric;
+const itemName = (c: QuantConfig | null) => (c ? configName(c) : 'float');
 
-/** The configs of a matrix within `radius` steps of `current` in its list ordered by memory (radius 0: all). */
-export function neighbourConfigs(configs: readonly QuantConfig[], memory: ArrayLike<number>, current: QuantConfig, radius: number): QuantConfig[] {
+/** The items of a unit within `radius` steps of `current` in its list ordered by size (radius 0: all; null = float). */
+export function neighbourConfigs(configs: readonly (QuantConfig | null)[], sizes: ArrayLike<number>, current: QuantConfig | null, radius: number): (QuantConfig | null)[] {
   if (radius === 0) return [...configs];
-  const order = configs.map((c, i) => ({ c, mb: memory[i]! })).sort((a, b) => a.mb - b.mb || configName(a.c).localeCompare(configName(b.c)));
+  const order = configs.map((c, i) => ({ c, size: sizes[i]! })).sort((a, b) => a.size - b.size || itemName(a.c).localeCompare(itemName(b.c)));
   const at = order.findIndex((o) => sameConfig(o.c, current));
-  if (at < 0) throw new InvalidOptionError('allocation', `config ${configName(current)} is not on the matrix's ladder`);
+  if (at < 0) throw new InvalidOptionError('allocation', `config ${itemName(current)} is not on the unit's ladder`);
   return order.slice(Math.max(0, at - radius), at + radius + 1).map((o) => o.c);
 }
 
@@ -108,43 +111,47 @@ export async function refineByMeasurement(
   if (!Number.isInteger(radius) || radius < 0) throw new InvalidOptionError('radius', `${radius} must be a non-negative integer (0 = every config)`);
   if (!REFINEMENT_CORRECTIONS.includes(correction)) throw new InvalidOptionError('correction', `"${String(correction)}" is not one of ${REFINEMENT_CORRECTIONS.join(', ')}`);
   const index = new Map(problem.matrices.map((m, i) => [m.key, i]));
-  /** a_u(c): the additive table's cost of a matrix at a config. */
-  const ownCost = (key: string, config: QuantConfig) => {
+  /** a_u(c): the additive table's cost of a unit at a config (float: 0, its item's cost). */
+  const itemOf = (i: number, config: QuantConfig | null) => problem.configs[i]!.findIndex((c) => sameConfig(c, config));
+  const ownCost = (key: string, config: QuantConfig | null) => {
     const i = index.get(key)!;
-    return problem.costs[i]![problem.configs[i]!.findIndex((c) => sameConfig(c, config))]!;
+    return problem.costs[i]![itemOf(i, config)]!;
   };
-  const memoryOf = (i: number, config: QuantConfig) => problem.memoryMB[i]![problem.configs[i]!.findIndex((c) => sameConfig(c, config))]!;
-  const additiveSum = additive.matrices.reduce((s, m) => s + ownCost(m.key, m.config!), 0);
+  const sizeOf = (i: number, config: QuantConfig | null) => problem.sizeBits[i]![itemOf(i, config)]!;
+  const additiveSum = additive.matrices.reduce((s, m) => s + ownCost(m.key, m.config), 0);
   let current: KnapsackAllocation = additive;
   let currentLoss = await measurer.lossOf(configsOf(additive));
-  const rounds: RefinementRound[] = [{ round: 0, loss: currentLoss, predicted: additiveSum, changed: additive.matrices.length, memoryMB: additive.solver.memoryMB }];
+  const rounds: RefinementRound[] = [{ round: 0, loss: currentLoss, predicted: additiveSum, changed: additive.matrices.length, sizeMiB: additive.solver.sizeMiB }];
   options.onRound?.(rounds[0]!);
   let best = { allocation: current, loss: currentLoss, round: 0 };
   let stopped: 'converged' | 'worse' | 'rounds' = 'rounds';
   for (let round = 1; round <= maxRounds; round++) {
     const reference = configsOf(current);
-    const candidates = new Map<string, QuantConfig[]>();
+    const candidates = new Map<string, (QuantConfig | null)[]>();
     for (const [i, m] of problem.matrices.entries()) {
-      candidates.set(m.key, neighbourConfigs(problem.configs[i]!, problem.memoryMB[i]!, reference.get(m.key)!, radius));
+      candidates.set(m.key, neighbourConfigs(problem.configs[i]!, problem.sizeBits[i]!, reference.get(m.key) ?? null, radius));
     }
-    // shapley also measures each matrix back in float (its removal from the reference), the last candidate.
-    const measured = await measurer.marginals(reference, (key) => (correction === 'shapley' ? [...candidates.get(key)!, null] : candidates.get(key)!));
+    // shapley also measures each unit back in float (its removal from the reference), unless float is a candidate.
+    const measuredItems = (key: string) => {
+      const list = candidates.get(key)!;
+      return correction === 'shapley' && !list.includes(null) ? [...list, null] : list;
+    };
+    const measured = await measurer.marginals(reference, measuredItems);
     const costs = problem.matrices.map((m) => {
       const deltas = measured.deltas.get(m.key)!;
       const list = candidates.get(m.key)!;
       if (correction === 'marginal') return Float64Array.from(list, (_, c) => deltas[c]!);
-      const removal = deltas[list.length]!;
+      const removal = deltas[measuredItems(m.key).indexOf(null)]!;
       return Float64Array.from(list, (config, c) => 0.5 * (ownCost(m.key, config) + deltas[c]! - removal));
     });
     const local: CostProblem = {
-      matrices: problem.matrices,
+      ...problem,
       configs: problem.matrices.map((m) => candidates.get(m.key)!),
       costs,
-      memoryMB: problem.matrices.map((m, i) => Float64Array.from(candidates.get(m.key)!, (c) => memoryOf(i, c))),
-      totalParams: problem.totalParams,
+      sizeBits: problem.matrices.map((m, i) => Float64Array.from(candidates.get(m.key)!, (c) => sizeOf(i, c))),
     };
     const next = solveCostProblem(local, method, options);
-    const changed = next.matrices.filter((m) => !sameConfig(m.config, reference.get(m.key) ?? null)).length;
+    const changed = next.matrices.filter((m) => !sameConfig(m.config, reference.get(m.key))).length;
     if (changed === 0) {
       stopped = 'converged';
       break;
@@ -152,7 +159,7 @@ export async function refineByMeasurement(
     const loss = await measurer.lossOf(configsOf(next));
     const referencePredicted =
       correction === 'shapley'
-        ? problem.matrices.reduce((s, m, i) => s + costs[i]![candidates.get(m.key)!.findIndex((c) => sameConfig(c, reference.get(m.key)!))]!, 0)
+        ? problem.matrices.reduce((s, m, i) => s + costs[i]![candidates.get(m.key)!.findIndex((c) => sameConfig(c, reference.get(m.key)))]!, 0)
         : undefined;
     const entry: RefinementRound = {
       round,
@@ -160,7 +167,7 @@ export async function refineByMeasurement(
       predicted: correction === 'marginal' ? measured.referenceLoss + next.solver.objective : next.solver.objective,
       ...(referencePredicted === undefined ? {} : { referencePredicted }),
       changed,
-      memoryMB: next.solver.memoryMB,
+      sizeMiB: next.solver.sizeMiB,
     };
     rounds.push(entry);
     options.onRound?.(entry);

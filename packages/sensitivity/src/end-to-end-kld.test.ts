@@ -1,4 +1,4 @@
-import { configName, quantConfig, type DecoderConfig, type QuantConfig } from '@layerquant/core';
+import { configName, matrixTensorName, parseMatrixKey, quantConfig, type DecoderConfig, type QuantConfig } from '@layerquant/core';
 import { KldAccumulator } from '@layerquant/perplexity';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { createDecoderBlocks, createDecoderModel, loadDecoderWeights, referenceForward, withOverrides, type DecoderWeights } from '@layerquant/runtime';
@@ -21,8 +21,8 @@ function dequantizedOverrides(weights: DecoderWeights, allocation: UnitConfigs):
   const out = new Map<string, Float32Array>();
   for (const [key, config] of allocation) {
     if (!config) continue;
-    const dot = key.indexOf('.');
-    const name = `model.layers.${key.slice(0, dot)}.${key.slice(dot + 1)}.weight`;
+    const unit = parseMatrixKey(key)!;
+    const name = matrixTensorName(unit.layer, unit.module);
     const data = weights.tensors.get(name)!;
     out.set(name, hqqQuantizer.dequantize(hqqQuantizer.quantize({ name, dtype: 'F32', shape: [...weights.shapes.get(name)!], data }, config)));
   }
@@ -86,10 +86,10 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
 
   it('each matrix alone (the rest float): the measured ΔKLD is the whole model\'s KLD, by onnxruntime and by float64', async () => {
     await setup();
-    expect(measurer.units).toHaveLength(21);
+    expect(measurer.units).toHaveLength(22); // 21 matrices and the (tied) embedding table
     expect(measurer.tokens).toBe(3 * 19);
-    const picked = ['0.self_attn.q_proj', '1.self_attn.o_proj', '1.mlp.gate_proj', '2.mlp.down_proj', '0.self_attn.v_proj'];
-    const configs: QuantConfig[] = [B2G32, B3G64, B4G32];
+    const picked = ['0.self_attn.q_proj', '1.self_attn.o_proj', '1.mlp.gate_proj', '2.mlp.down_proj', '0.self_attn.v_proj', 'embed_tokens'];
+    const configs: QuantConfig[] = [B2G32, B4G32];
     const measured = await measurer.marginals(new Map(), (key) => (picked.includes(key) ? configs : []));
     expect(Math.abs(measured.referenceLoss)).toBeLessThan(1e-12); // the float model against itself: the same logits
     for (const key of picked) {
@@ -113,7 +113,7 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
 
   it('around an allocation: the marginal of a matrix is the whole model\'s KLD with it moved, less the allocation\'s', async () => {
     await setup();
-    const allocation = new Map<string, QuantConfig | null>(kldUnits({ config, shapes: weights.shapes }).map((u) => [u.key, u.layer === 1 ? B3G64 : B4G32]));
+    const allocation = new Map<string, QuantConfig | null>(kldUnits({ config, shapes: weights.shapes, layout: weights.layout }).map((u) => [u.key, u.layer === 1 ? B3G64 : B4G32]));
     const loss = await measurer.lossOf(allocation);
     const onnxLoss = await bruteForceOnnx(weights, blocks, allocation);
     expect(Math.abs(loss - onnxLoss) / onnxLoss).toBeLessThan(1e-9);
@@ -129,6 +129,31 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
       expect(row[0]).toBe(0); // the matrix at its own config: no change, no run
       const brute = (await bruteForceOnnx(weights, blocks, new Map(allocation).set(key, config))) - onnxLoss;
       expect(Math.abs(row[1]! - brute), `${key} -> ${configName(config)}: ${row[1]} vs ${brute}`).toBeLessThan(1e-9 * Math.abs(brute) + 1e-12);
+    }
+  });
+
+  it('an untied model: embed_tokens and lm_head alone and around an allocation, as the whole model measures them', async () => {
+    const untied = await loadDecoderWeights(randomDecoderSource(config, 12, { lmHead: true }), config);
+    expect(untied.layout.tiedEmbeddings).toBe(false);
+    const m = await createKldMeasurer(await createDecoderBlocks(untied), blocks.flat(), { seqlen: 20, batchSize: 2 });
+    expect(m.units.map((u) => u.key).slice(-2)).toEqual(['embed_tokens', 'lm_head']);
+    const alone = await m.marginals(new Map(), (key) => (key === 'embed_tokens' || key === 'lm_head' ? [B2G32, B4G32] : []));
+    for (const key of ['embed_tokens', 'lm_head']) {
+      for (const [c, config] of [B2G32, B4G32].entries()) {
+        const brute = await bruteForceOnnx(untied, blocks, new Map([[key, config]]));
+        expect(Math.abs(alone.deltas.get(key)![c]! - brute) / brute, `${key} ${configName(config)}`).toBeLessThan(1e-9);
+      }
+    }
+    const allocation = new Map<string, QuantConfig | null>(m.units.map((u) => [u.key, u.module === 'lm_head' ? B4G32 : B3G64]));
+    const loss = await m.lossOf(allocation);
+    expect(Math.abs(loss - (await bruteForceOnnx(untied, blocks, allocation))) / loss).toBeLessThan(1e-9);
+    const around = await m.marginals(allocation, (key) => (key === 'embed_tokens' || key === 'lm_head' || key === '1.mlp.up_proj' ? [B2G32, null] : []));
+    for (const key of ['embed_tokens', 'lm_head', '1.mlp.up_proj']) {
+      for (const [c, config] of [B2G32, null].entries()) {
+        const moved = new Map(allocation).set(key, config);
+        const brute = (await bruteForceOnnx(untied, blocks, moved)) - loss;
+        expect(Math.abs(around.deltas.get(key)![c]! - brute), `${key} -> ${config ? configName(config) : 'float'}`).toBeLessThan(1e-9 * Math.abs(brute) + 1e-12);
+      }
     }
   });
 

@@ -504,3 +504,71 @@ export function formatMeasuredCsv(table: MeasuredTable): string {
     table.rows.map((r) => [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.error, r.memoryMB, r.params, r.blocks, ...(withZero ? [r.zero] : [])]),
   );
 }
+
+/**
+ * One (unit, config) row of the end-to-end ΔKLD table (`kld.csv`, the `kld` allocator's statistic):
+ * `layer,module,nbit1,gsize1,nbit2,gsize2,delta_kld,memmb,params,blocks,seqlen[,zero]`. `delta_kld` is the mean KL
+ * divergence (nats per token) of the model's next-token distribution from the float model's, at the final logits,
+ * over the calibration's scored positions, with that unit alone quantized at the config and every other weight float.
+ * Embedding units (embed_tokens, lm_head) have layer -1.
+ */
+export interface KldRow {
+  readonly layer: number;
+  readonly module: UnitModule;
+  readonly bits: number;
+  readonly groupSize: number;
+  readonly zero: ZeroKind;
+  readonly metaBits: number;
+  readonly metaGroupSize: number;
+  readonly deltaKld: number;
+  readonly memoryMB: number;
+  readonly params: number;
+  /** Calibration blocks and their length (scored positions: blocks x (seqlen - 1)). */
+  readonly blocks: number;
+  readonly seqlen: number;
+}
+
+export interface KldTable {
+  readonly rows: readonly KldRow[];
+}
+
+export const KLD_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'delta_kld', 'memmb', 'params', 'blocks', 'seqlen'] as const);
+
+export function parseKldCsv(text: string, source = 'kld.csv'): KldTable {
+  const doc = readCsv(text, source);
+  const index = columnIndex(doc, KLD_COLUMNS, ['zero']);
+  const rows: KldRow[] = [];
+  const seen = new Set<string>();
+  for (const record of doc.records) {
+    const { layer, module, bits, groupSize, zero } = matrixConfigFields(doc, record, index, source, seen);
+    // A KL divergence is >= 0; a float64 sum of a near-zero one may land a rounding error below it.
+    const deltaKld = numberField(doc, record, index, 'delta_kld');
+    if (deltaKld < -1e-9) throw new InvalidDataError(`${source}:${record.line}`, `delta_kld ${deltaKld} is negative (it is a KL divergence from the float model)`);
+    const memoryMB = numberField(doc, record, index, 'memmb');
+    if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
+    rows.push({
+      layer,
+      module,
+      bits,
+      groupSize,
+      zero,
+      metaBits: integerField(doc, record, index, 'nbit2', 1),
+      metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
+      deltaKld,
+      memoryMB,
+      params: integerField(doc, record, index, 'params', 1),
+      blocks: integerField(doc, record, index, 'blocks', 1),
+      seqlen: integerField(doc, record, index, 'seqlen', 2),
+    });
+  }
+  if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
+  return { rows };
+}
+
+export function formatKldCsv(table: KldTable): string {
+  const withZero = !allFractional(table.rows);
+  return formatCsv(
+    withZero ? [...KLD_COLUMNS, 'zero'] : KLD_COLUMNS,
+    table.rows.map((r) => [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.deltaKld, r.memoryMB, r.params, r.blocks, r.seqlen, ...(withZero ? [r.zero] : [])]),
+  );
+}
