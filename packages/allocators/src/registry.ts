@@ -24,7 +24,9 @@ import {
 } from './milp.js';
 import { mxqAllocator } from './mxq.js';
 import type { ModelStats } from './stats.js';
-import type { SizeBudget } from './cost-knapsack.js';
+import type { KnapsackAllocation, SizeBudget } from './cost-knapsack.js';
+import { kldAllocator, refineKldAllocation } from './kld.js';
+import { REFINEMENT_CORRECTIONS, type AllocationMeasurer, type RefinementCorrection, type RefinementRound } from './measured-refinement.js';
 
 /**
  * The allocator plug-ins: each says what it is, which options it takes (with defaults, validation and help),
@@ -40,8 +42,8 @@ export { checkOptionValue, parseOptionValue, resolveOptions } from '@layerquant/
 export type { OptionValue, ResolvedOptions } from '@layerquant/core';
 export type AllocatorOptionDescriptor = OptionDescriptor;
 
-export type StatsTableName = 'fnorm' | 'sensitivity' | 'kurtosis' | 'measured';
-export const STATS_TABLE_NAMES: readonly StatsTableName[] = Object.freeze(['fnorm', 'sensitivity', 'kurtosis', 'measured']);
+export type StatsTableName = 'fnorm' | 'sensitivity' | 'kurtosis' | 'measured' | 'kld';
+export const STATS_TABLE_NAMES: readonly StatsTableName[] = Object.freeze(['fnorm', 'sensitivity', 'kurtosis', 'measured', 'kld']);
 
 /** What the caller supplies to every allocator (not options of the method). */
 export interface AllocationContext {
@@ -85,6 +87,13 @@ export interface AllocatorPlugin {
   /** Tables the allocation reads, given its options. */
   tablesNeeded(options: ResolvedOptions): readonly StatsTableName[];
   allocate(stats: ModelStats, options: ResolvedOptions, context: AllocationContext): Allocation;
+  /**
+   * Allocators that measure the model around their first solution (kld): the app calls it after `allocate` with a
+   * measurer of the model on the calibration the statistics were measured on. Absent: `allocate` is the result.
+   */
+  refine?(first: Allocation, stats: ModelStats, options: ResolvedOptions, context: AllocationContext, measurer: AllocationMeasurer, onRound?: (round: RefinementRound) => void): Promise<Allocation>;
+  /** What `refine` costs in measurements, for the plan an app prints before it starts (units x candidates per round). */
+  refineCost?(options: ResolvedOptions, units: number, configs: number): { readonly rounds: number; readonly measurementsPerRound: number };
 }
 
 /** Freezes a plug-in (and types its callbacks). */
@@ -318,6 +327,61 @@ export const measuredPlugin = definePlugin({
   allocate: (stats, options, context) => measuredAllocator.allocate(stats, { budget: context.budget, relativeGap: Number(options.relativeGap), ...ladder(context) }),
 });
 
+const roundsOption: AllocatorOptionDescriptor = Object.freeze({
+  name: 'rounds',
+  flag: 'rounds',
+  type: 'integer',
+  default: 2,
+  min: 0,
+  max: 20,
+  suggested: [0, 1, 2, 3],
+  help: 'rounds of re-measurement around the solution to correct it for interactions (0 = the additive solution)',
+});
+const radiusOption: AllocatorOptionDescriptor = Object.freeze({
+  name: 'radius',
+  flag: 'radius',
+  type: 'integer',
+  default: 1,
+  min: 0,
+  help: 'configs re-measured per unit and round: within this many steps of its current one by size (0 = every config)',
+});
+const correctionOption: AllocatorOptionDescriptor = Object.freeze({
+  name: 'correction',
+  flag: 'correction',
+  type: 'choice',
+  default: 'both',
+  choices: REFINEMENT_CORRECTIONS,
+  help: 'costs of a correction round: marginal (each unit\'s loss change with the others at their configs), shapley (its share of the pairwise interactions), or both (each proposes a step, the better is kept)',
+});
+
+export const kldPlugin = definePlugin({
+  id: 'kld',
+  label: 'kld',
+  description: 'least end-to-end KL divergence from the float model (each unit alone at every config, at the final logits) within the budget, corrected for interactions by re-measuring around the solution',
+  objective: 'sum of end-to-end ΔKLD (each unit alone), corrected by measurement',
+  budget: 'any',
+  options: [gapOption, roundsOption, radiusOption, correctionOption],
+  nameOptions: [],
+  tablesNeeded: () => ['kld'],
+  allocate: (stats, options, context) => kldAllocator.allocate(stats, { budget: context.budget, relativeGap: Number(options.relativeGap), ...ladder(context) }),
+  refine: (first, stats, options, context, measurer, onRound) =>
+    refineKldAllocation(stats, first as KnapsackAllocation, measurer, {
+      budget: context.budget,
+      relativeGap: Number(options.relativeGap),
+      rounds: Number(options.rounds),
+      radius: Number(options.radius),
+      correction: options.correction as RefinementCorrection | 'both',
+      ...ladder(context),
+      ...(onRound ? { onRound } : {}),
+    }),
+  refineCost: (options, units, configs) => {
+    const radius = Number(options.radius);
+    const candidates = radius === 0 ? configs : Math.min(configs, 2 * radius + 1);
+    // Each round measures the candidates other than the current config, plus the unit back in float for shapley.
+    return { rounds: Number(options.rounds), measurementsPerRound: units * (candidates - 1 + (options.correction === 'marginal' ? 0 : 1)) };
+  },
+});
+
 /** Every allocator plug-in, in the order tables and legends list them. */
 export const ALLOCATOR_PLUGINS: readonly AllocatorPlugin[] = Object.freeze([
   uniformPlugin,
@@ -331,6 +395,7 @@ export const ALLOCATOR_PLUGINS: readonly AllocatorPlugin[] = Object.freeze([
   headPrioritizedPlugin,
   tailPrioritizedPlugin,
   measuredPlugin,
+  kldPlugin,
 ]);
 
 /** A registry of the plug-ins (an app may register more). */
@@ -481,7 +546,7 @@ export function describeMethodOptions(method: MethodSpec, plugins: readonly Allo
 export function tablesNeededBy(methods: readonly MethodSpec[], plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): Record<StatsTableName, boolean> {
   const needed = new Set<StatsTableName>();
   for (const m of methods) for (const t of findPlugin(m.allocator, plugins).tablesNeeded(m.options)) needed.add(t);
-  return { fnorm: needed.has('fnorm'), sensitivity: needed.has('sensitivity'), kurtosis: needed.has('kurtosis'), measured: needed.has('measured') };
+  return { fnorm: needed.has('fnorm'), sensitivity: needed.has('sensitivity'), kurtosis: needed.has('kurtosis'), measured: needed.has('measured'), kld: needed.has('kld') };
 }
 
 /**

@@ -113,6 +113,8 @@ export interface ModelStats {
   readonly kurtosis?: KurtosisTable;
   /** Measured block-output error of every matrix and config (`measured.csv`). */
   readonly measured?: MeasuredTable;
+  /** End-to-end ΔKLD of every unit alone at every config (`kld.csv`). */
+  readonly kld?: KldTable;
   /**
    * The model's matrices and sizes, for allocators that read no table (uniform, layer-position rules): with it an
    * app computes no statistics for them. The tables' own list wins where both are present.
