@@ -42,7 +42,7 @@ describe('exportOnnx on tiny random models', () => {
       const outDir = join(root, `${family}-onnx`);
       const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0 });
       expect(report.file).toBe('onnx/model_q4.onnx');
-      expect(readdirSync(outDir).sort()).toEqual(['config.json', 'generation_config.json', 'onnx', 'quantization.json']);
+      expect(readdirSync(outDir).sort()).toEqual(['config.json', 'generation_config.json', 'onnx', 'quantization.json', 'tokenizer.json', 'tokenizer_config.json']);
       const config = await loadDecoderConfig(quantizedDir);
       const weights = await openModelWeights(quantizedDir);
       const dequantized = await loadDecoderWeights(weights, config);
