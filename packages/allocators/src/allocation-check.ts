@@ -18,7 +18,7 @@ import type { ModelStats } from './stats.js';
  */
 export function defaultLadder(stats: ModelStats): readonly QuantConfig[] {
   const ladder = new Map(PAPER_CONFIGS.map((c) => [configName(c), c]));
-  for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? [])]) {
+  for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? []), ...(stats.kld?.rows ?? [])]) {
     const name = `b${r.bits}g${r.groupSize}`;
     if (!ladder.has(name)) ladder.set(name, quantConfig(r.bits, r.groupSize));
   }

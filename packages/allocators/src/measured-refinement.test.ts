@@ -3,6 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { buildCostProblem, solveCostProblem } from './cost-knapsack.js';
 import { neighbourConfigs, refineByMeasurement, type AllocationMeasurer, type MatrixConfigs, type RefinementRound } from './measured-refinement.js';
 import { seededRandom } from './random.js';
+import { allocateMethod, expandMethodList, refineMethod } from './registry.js';
+import { syntheticStats } from './testing/synthetic-stats.js';
 
 /**
  * A loss with known interactions, as a KL divergence is near the float model: L = 1/2 |sum_u x_u(c_u)|^2, each unit's
@@ -158,3 +160,35 @@ describe('refineByMeasurement (a quadratic loss with correlated errors as the or
   });
 });
 
+
+describe('the kld plug-in through the host (allocateMethod, then refineMethod)', () => {
+  it('refines the additive allocation with a measurer, checked like any allocation; a throwing refine is a PluginError', async () => {
+    const stats = syntheticStats({ layers: 2, configs: LADDER });
+    const [method] = expandMethodList('kld');
+    const context = { budget: 3.1, configs: LADDER };
+    const first = allocateMethod(method!, stats, context);
+    expect(first.method).toBe('kld');
+    // The synthetic table's own costs as the loss: additive, so a correction round finds nothing to change.
+    const cost = new Map(stats.kld!.rows.map((r) => [`${r.layer}.${r.module}|b${r.bits}g${r.groupSize}`, r.deltaKld]));
+    const lossOf = (allocation: MatrixConfigs) => [...allocation].reduce((s, [key, c]) => s + (c ? cost.get(`${key}|b${c.bits}g${c.groupSize}`)! : 0), 0);
+    const measurer: AllocationMeasurer = {
+      lossOf: async (allocation) => lossOf(allocation),
+      marginals: async (reference, candidates) => ({
+        referenceLoss: lossOf(reference),
+        deltas: new Map([...reference.keys()].map((key) => [key, Float64Array.from(candidates(key), (c) => lossOf(new Map(reference).set(key, c)) - lossOf(reference))])),
+      }),
+    };
+    const rounds: RefinementRound[] = [];
+    const refined = await refineMethod(method!, first, stats, context, measurer, (r) => rounds.push(r));
+    expect(refined.matrices.map((m) => m.config)).toEqual(first.matrices.map((m) => m.config));
+    expect(rounds[0]!.loss).toBeCloseTo(rounds[0]!.predicted, 12);
+    expect(rounds.length).toBe(1); // converged: the additive solution is the best for an additive loss
+    // A plug-in without refine: the first allocation as it is.
+    const [mxq] = expandMethodList('mxq');
+    const plain = allocateMethod(mxq!, stats, context);
+    expect(await refineMethod(mxq!, plain, stats, context, measurer)).toBe(plain);
+    // A measurer that fails with an untyped error: the plug-in is named.
+    const broken: AllocationMeasurer = { ...measurer, lossOf: async () => { throw new TypeError('boom'); } };
+    await expect(refineMethod(method!, first, stats, context, broken)).rejects.toThrow(/allocator "kld" failed in refine\(\): TypeError: boom/);
+  });
+});

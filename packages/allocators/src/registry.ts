@@ -1,7 +1,10 @@
 import {
   InfeasibleBudgetError,
   InvalidOptionError,
+  LayerquantError,
+  PluginError,
   callPlugin,
+  describeThrown,
   createRegistry,
   findBudgetStop,
   parseConfigName,
@@ -24,9 +27,9 @@ import {
   tailPrioritizedAllocator,
 } from './milp.js';
 import { mxqAllocator } from './mxq.js';
-import { checkAllocation, defaultLadder } from './allocation-check.js';
+import { checkAllocation, defaultLadder, type AllocationPlan } from './allocation-check.js';
 import { matricesOf, type ModelStats } from './stats.js';
-import type { KnapsackAllocation, SizeBudget } from './cost-knapsack.js';
+import { PAPER_SIZES, type KnapsackAllocation, type SizeBudget } from './cost-knapsack.js';
 import { kldAllocator, refineKldAllocation } from './kld.js';
 import { REFINEMENT_CORRECTIONS, type AllocationMeasurer, type RefinementCorrection, type RefinementRound } from './measured-refinement.js';
 
@@ -516,7 +519,44 @@ export function allocateMethod(method: MethodSpec, stats: ModelStats, context: A
   const plugin = findPlugin(method.allocator, plugins);
   const budget = plugin.budget === 'stop' && context.floorToStop ? floorStop(context.budget, context.configs) : context.budget;
   const output = callPlugin('allocator', plugin.id, 'allocate()', () => plugin.allocate(stats, optionsFor(plugin, method, context), { ...context, budget }));
-  return checkAllocation(plugin.id, output, { units: matricesOf(stats), configs: context.configs ?? defaultLadder(stats), budget, budgetKind: plugin.budget === 'stop' ? 'stop' : 'any' });
+  return checkAllocation(plugin.id, output, allocationPlan(plugin, stats, { ...context, budget }));
+}
+
+/**
+ * What the host expects of an allocation: the units the size budget allocates (the paper's accounting: the linear
+ * matrices, also when a table measured the embedding units), the ladder, the budget.
+ */
+function allocationPlan(plugin: AllocatorPlugin, stats: ModelStats, context: AllocationContext): AllocationPlan {
+  const size = context.size ?? PAPER_SIZES;
+  return { units: matricesOf(stats).filter((u) => size.includes(u)), configs: context.configs ?? defaultLadder(stats), budget: context.budget, budgetKind: plugin.budget === 'stop' ? 'stop' : 'any' };
+}
+
+/**
+ * Runs a plug-in's correction by measurement (`refine`, the kld allocator's) after `allocateMethod`, when the plug-in
+ * has one: the measurer runs the model on the calibration its statistics were measured on. Checked like `allocate`'s
+ * output. Without `refine`, the first allocation is the result.
+ */
+export async function refineMethod(
+  method: MethodSpec,
+  first: Allocation,
+  stats: ModelStats,
+  context: AllocationContext,
+  measurer: AllocationMeasurer,
+  onRound?: (round: RefinementRound) => void,
+  plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS,
+): Promise<Allocation> {
+  const plugin = findPlugin(method.allocator, plugins);
+  if (!plugin.refine) return first;
+  const refine = plugin.refine.bind(plugin);
+  let output: unknown;
+  try {
+    output = await refine(first, stats, optionsFor(plugin, method, context), context, measurer, onRound);
+  } catch (error) {
+    // As allocate(): a typed layerquant error passes, anything else names the plug-in.
+    if (error instanceof LayerquantError) throw error;
+    throw new PluginError('allocator', plugin.id, `failed in refine(): ${describeThrown(error)}`, { cause: error });
+  }
+  return checkAllocation(plugin.id, output, allocationPlan(plugin, stats, context));
 }
 
 /** The budget itself when it is a stop of the ladder, else the highest stop below it (an error below the lowest). */

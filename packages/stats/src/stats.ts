@@ -315,14 +315,14 @@ export function sortUnits<T extends { readonly layer: number; readonly module: U
 }
 
 /**
- * The units of the model in model order (sortUnits), from the fnorm table or else the measured or kurtosis table
+ * The units of the model in model order (sortUnits), from the fnorm table or else the measured, kld or kurtosis table
  * or the matrix list. Every linear module must cover the same layers 0..L-1; the embedding units are there when the
  * table measured them.
  */
 export function matricesOf(stats: ModelStats): MatrixInfo[] {
   const source = stats.source ?? 'statistics';
   const byKey = new Map<string, MatrixInfo>();
-  const rows: readonly { layer: number; module: UnitModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kurtosis?.rows ?? stats.matrices;
+  const rows: readonly { layer: number; module: UnitModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kld?.rows ?? stats.kurtosis?.rows ?? stats.matrices;
   if (!rows) throw new InvalidDataError(source, 'no fnorm or kurtosis table: allocators need the list of matrices and their sizes (fnorm.csv)');
   for (const r of rows) {
     const key = matrixKey(r.layer, r.module);
