@@ -107,7 +107,7 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
         }
       }
       // Fewer bits, more divergence (on this model, for these configs).
-      expect(row[0]!).toBeGreaterThan(row[2]!);
+      expect(row[0]!).toBeGreaterThan(row[1]!);
     }
   });
 
