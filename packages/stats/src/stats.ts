@@ -479,34 +479,46 @@ export interface MeasuredTable {
 
 export const MEASURED_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'error', 'memmb', 'params', 'blocks'] as const);
 
-export function parseMeasuredCsv(text: string, source = 'measured.csv'): MeasuredTable {
+/**
+ * The columns every measured per-(unit, config) table shares (measured.csv, kld.csv): the unit and config, the meta
+ * settings, memmb (positive), params and calibration blocks.
+ */
+function measuredRowFields(doc: CsvDocument, record: CsvRecord, index: Record<string, number>, source: string, seen: Set<string>) {
+  const fields = matrixConfigFields(doc, record, index, source, seen);
+  const memoryMB = numberField(doc, record, index, 'memmb');
+  if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
+  return {
+    ...fields,
+    metaBits: integerField(doc, record, index, 'nbit2', 1),
+    metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
+    memoryMB,
+    params: integerField(doc, record, index, 'params', 1),
+    blocks: integerField(doc, record, index, 'blocks', 1),
+  };
+}
+
+/** A measured per-(unit, config) table: the shared columns of every row, then `value` reads the table's own. */
+function parseMeasuredTable<Row>(
+  text: string,
+  source: string,
+  columns: readonly string[],
+  value: (doc: CsvDocument, record: CsvRecord, index: Record<string, number>, common: ReturnType<typeof measuredRowFields>) => Row,
+): { rows: Row[] } {
   const doc = readCsv(text, source);
-  const index = columnIndex(doc, MEASURED_COLUMNS, ['zero']);
-  const rows: MeasuredRow[] = [];
+  const index = columnIndex(doc, columns, ['zero']);
+  const rows: Row[] = [];
   const seen = new Set<string>();
-  for (const record of doc.records) {
-    const { layer, module, bits, groupSize, zero } = matrixConfigFields(doc, record, index, source, seen);
-    const error = numberField(doc, record, index, 'error');
-    if (error < 0) throw new InvalidDataError(`${source}:${record.line}`, `error ${error} is negative (it is a mean squared error)`);
-    const memoryMB = numberField(doc, record, index, 'memmb');
-    if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
-    const row = {
-      layer,
-      module,
-      bits,
-      groupSize,
-      zero,
-      metaBits: integerField(doc, record, index, 'nbit2', 1),
-      metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
-      error,
-      memoryMB,
-      params: integerField(doc, record, index, 'params', 1),
-      blocks: integerField(doc, record, index, 'blocks', 1),
-    };
-    rows.push(row);
-  }
+  for (const record of doc.records) rows.push(value(doc, record, index, measuredRowFields(doc, record, index, source, seen)));
   if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
   return { rows };
+}
+
+export function parseMeasuredCsv(text: string, source = 'measured.csv'): MeasuredTable {
+  return parseMeasuredTable(text, source, MEASURED_COLUMNS, (doc, record, index, common): MeasuredRow => {
+    const error = numberField(doc, record, index, 'error');
+    if (error < 0) throw new InvalidDataError(`${source}:${record.line}`, `error ${error} is negative (it is a mean squared error)`);
+    return { ...common, error };
+  });
 }
 
 export function formatMeasuredCsv(table: MeasuredTable): string {
@@ -524,19 +536,9 @@ export function formatMeasuredCsv(table: MeasuredTable): string {
  * over the calibration's scored positions, with that unit alone quantized at the config and every other weight float.
  * Embedding units (embed_tokens, lm_head) have layer -1.
  */
-export interface KldRow {
-  readonly layer: number;
-  readonly module: UnitModule;
-  readonly bits: number;
-  readonly groupSize: number;
-  readonly zero: ZeroKind;
-  readonly metaBits: number;
-  readonly metaGroupSize: number;
+export interface KldRow extends Omit<MeasuredRow, 'error'> {
   readonly deltaKld: number;
-  readonly memoryMB: number;
-  readonly params: number;
-  /** Calibration blocks and their length (scored positions: blocks x (seqlen - 1)). */
-  readonly blocks: number;
+  /** Tokens per calibration block (scored positions: blocks x (seqlen - 1)). */
   readonly seqlen: number;
 }
 
@@ -547,34 +549,12 @@ export interface KldTable {
 export const KLD_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'delta_kld', 'memmb', 'params', 'blocks', 'seqlen'] as const);
 
 export function parseKldCsv(text: string, source = 'kld.csv'): KldTable {
-  const doc = readCsv(text, source);
-  const index = columnIndex(doc, KLD_COLUMNS, ['zero']);
-  const rows: KldRow[] = [];
-  const seen = new Set<string>();
-  for (const record of doc.records) {
-    const { layer, module, bits, groupSize, zero } = matrixConfigFields(doc, record, index, source, seen);
+  return parseMeasuredTable(text, source, KLD_COLUMNS, (doc, record, index, common): KldRow => {
     // A KL divergence is >= 0; a float64 sum of a near-zero one may land a rounding error below it.
     const deltaKld = numberField(doc, record, index, 'delta_kld');
     if (deltaKld < -1e-9) throw new InvalidDataError(`${source}:${record.line}`, `delta_kld ${deltaKld} is negative (it is a KL divergence from the float model)`);
-    const memoryMB = numberField(doc, record, index, 'memmb');
-    if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
-    rows.push({
-      layer,
-      module,
-      bits,
-      groupSize,
-      zero,
-      metaBits: integerField(doc, record, index, 'nbit2', 1),
-      metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
-      deltaKld,
-      memoryMB,
-      params: integerField(doc, record, index, 'params', 1),
-      blocks: integerField(doc, record, index, 'blocks', 1),
-      seqlen: integerField(doc, record, index, 'seqlen', 2),
-    });
-  }
-  if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
-  return { rows };
+    return { ...common, deltaKld, seqlen: integerField(doc, record, index, 'seqlen', 2) };
+  });
 }
 
 export function formatKldCsv(table: KldTable): string {
