@@ -2,7 +2,7 @@
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('.', import.meta.url));
-const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export', 'datasets', 'gguf'];
+const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export', 'datasets', 'gguf', 'pipeline', 'experiment', 'queue'];
 /** Subpath exports (`@layerquant/<package>/<subpath>`) and the source file each maps to. */
 const subpaths: Record<string, string> = {
   'allocators/node': 'allocators/src/node.ts',

@@ -1,4 +1,4 @@
-import { PluginError, callPlugin, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
+import { PluginError, callPlugin, type QuantConfig, type QuantizeContext, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
 import { PACKING, wordsPerRow } from './bit-packing.js';
 
 /**
@@ -23,8 +23,9 @@ export function checkedQuantizer<Q extends Quantizer>(quantizer: Q): Q {
     if (bad >= 0) fail(`dequantize(${quantized.name}) returned ${data[bad]} at flat index ${bad} (row ${Math.floor(bad / columns)}, column ${bad % columns})`);
     return data;
   };
-  const quantize = (weight: WeightTensor, config: QuantConfig): QuantizedTensor => {
-    const q = callPlugin('quantizer', id, `quantize(${weight.name})`, () => quantizer.quantize(weight, config)) as unknown;
+  // The context (a calibrated quantizer's input statistics) passes through untouched.
+  const quantize = (weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor => {
+    const q = callPlugin('quantizer', id, `quantize(${weight.name})`, () => quantizer.quantize(weight, config, context)) as unknown;
     const what = `quantize(${weight.name}, b${config.bits}g${config.groupSize})`;
     if (q === null || typeof q !== 'object') fail(`${what} returned ${describeValue(q)}, not a quantized tensor`);
     if (typeof (q as { then?: unknown }).then === 'function') fail(`${what} returned a Promise; quantize() must return the quantized tensor itself`);

@@ -3,12 +3,10 @@ import { openKvDecoder } from '@layerquant/export';
 import { greedyDecode } from '@layerquant/runtime';
 import { loadTokenizer } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, parseMemoryOption, requireString, stringOption } from '../args.js';
-import { checkFloatSessionFits } from '../evaluation-model.js';
 import type { Command } from '../command.js';
 import { createSpinner, formatSeconds } from '../progress.js';
-import { resolveModelPath } from '../model-path.js';
 import { jsonLine } from '../output.js';
-import { builtinRegistries } from '../plugins.js';
+import { builtinRegistries, checkFloatSessionFits, resolveModelPath } from '@layerquant/pipeline';
 
 const SOURCES = {
   onnx: 'ONNX export, run as shipped',

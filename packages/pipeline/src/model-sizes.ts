@@ -6,7 +6,6 @@ import { loadDecoderConfig, openCheckpoint } from '@layerquant/tensor-io';
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { boostReport, sizes, type BoostReport, type Sizes } from './output.js';
 
 export type DirectoryLayout = 'checkpoint' | 'layerquant-quantized-v1' | 'onnx';
 
@@ -71,3 +70,63 @@ export async function directorySizes(dir: string): Promise<DirectorySizes> {
     await q.close();
   }
 }
+
+const MIB = 2 ** 20;
+
+/**
+ * The sizes of a set of linear matrices, both ways: `paper` is the paper's accounting (8-bit scale and zero per
+ * group, fp16 meta per 128 groups; null for a model that is not quantized), `disk` the bytes as layerquant stores them
+ * (packed codes, scales and zeros in their stored dtype; float matrices as stored).
+ */
+export interface Sizes {
+  readonly params: number;
+  readonly paperBitsPerWeight: number | null;
+  readonly paperMiB: number | null;
+  /** null where the shapes are not known (allocate without --model). */
+  readonly diskBitsPerWeight: number | null;
+  readonly diskMiB: number | null;
+  /** The weight files (safetensors, or the ONNX file and its external data) with every tensor, when known. */
+  readonly fileMiB?: number;
+}
+
+export function sizes(input: { params: number; paperBitsPerWeight?: number | null; diskBytes?: number | null; fileBytes?: number }): Sizes {
+  const paper = input.paperBitsPerWeight ?? null;
+  return {
+    params: input.params,
+    paperBitsPerWeight: paper,
+    paperMiB: paper === null ? null : (paper * input.params) / 8 / MIB,
+    diskBitsPerWeight: input.diskBytes == null ? null : input.params > 0 ? (8 * input.diskBytes) / input.params : 0,
+    diskMiB: input.diskBytes == null ? null : input.diskBytes / MIB,
+    ...(input.fileBytes === undefined ? {} : { fileMiB: input.fileBytes / MIB }),
+  };
+}
+
+/** The per-layer boost report of a SensiBoost / KurtBoost / ablation allocation (undefined for other methods). */
+export interface BoostReport {
+  readonly baseConfig: string;
+  readonly boostConfig: string;
+  /** One entry per boosted (layer, module), layers ascending; zScore null for the ablation's random layers. */
+  readonly layers: ReadonlyArray<{ readonly layer: number; readonly module: string; readonly config: string; readonly zScore: number | null }>;
+}
+
+interface BoostFields {
+  readonly method?: string;
+  readonly baseConfig?: unknown;
+  readonly boostConfig?: unknown;
+  readonly boosted?: Readonly<Record<string, readonly number[]>>;
+  readonly outliers?: Readonly<Record<string, ReadonlyArray<{ readonly layer: number; readonly zScore: number }>>>;
+}
+
+export function boostReport(allocation: BoostFields): BoostReport | undefined {
+  if (!allocation.boosted || typeof allocation.boostConfig !== 'string') return undefined;
+  const layers: Array<BoostReport['layers'][number]> = [];
+  for (const [module, list] of Object.entries(allocation.boosted)) {
+    for (const layer of list) {
+      const z = allocation.method === 'ablation' ? undefined : allocation.outliers?.[module]?.find((o) => o.layer === layer)?.zScore;
+      layers.push({ layer, module, config: allocation.boostConfig, zScore: z ?? null });
+    }
+  }
+  layers.sort((a, b) => a.layer - b.layer || a.module.localeCompare(b.module));
+  return { baseConfig: String(allocation.baseConfig), boostConfig: allocation.boostConfig, layers };
+}
+

@@ -1,67 +1,6 @@
-import {
-  ALLOCATOR_PLUGINS,
-  allocateMethod as allocateWithPlugin,
-  checkMethodBudget,
-  describeMethodOptions,
-  floorStop,
-  isLadderStop,
-  methodName,
-  parseMethodName,
-  parseOptionValue,
-  resolveOptions,
-  uniformAllocator,
-  type AllocatorPlugin,
-  type ModelStats,
-  type OptionValue,
-} from '@layerquant/allocators';
-import { InvalidOptionError, type Allocation, type QuantConfig } from '@layerquant/core';
-import type { MethodSpec } from './grid.js';
+import { ALLOCATOR_PLUGINS, methodName, parseMethodName, parseOptionValue, resolveOptions, type AllocatorPlugin, type MethodSpec, type OptionValue } from '@layerquant/allocators';
+import { InvalidOptionError } from '@layerquant/core';
 import { formatRows } from '../output.js';
-
-/** Options in words for tables: `boost_stop=2 top_m=1`. */
-export function describeOptions(method: MethodSpec, plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): string {
-  return describeMethodOptions(method, plugins);
-}
-
-/**
- * Runs the allocator plug-in a method names at a budget (the ablation's seed is `seed` unless the name sets one).
- * With `floorToStop` (the experiment grid), uniform and the boosts take the highest stop at or below a budget
- * between stops.
- */
-export function allocateMethod(
-  method: MethodSpec,
-  stats: ModelStats,
-  budget: number,
-  seed = 42,
-  configs?: readonly QuantConfig[],
-  plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS,
-  floorToStop = false,
-): Allocation {
-  return allocateWithPlugin(method, stats, { budget, seed, floorToStop, ...(configs ? { configs } : {}) }, plugins);
-}
-
-/**
- * Checks a budget before any long step (statistics take minutes): the boosts and uniform need a stop of the
- * ladder, the knapsack allocators at least the cheapest config.
- */
-export function checkBudget(method: MethodSpec, budget: number, configs?: readonly QuantConfig[], plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS, floorToStop = false): void {
-  checkMethodBudget(method, budget, configs, plugins, floorToStop);
-}
-
-/**
- * HQQ uniform at a stop of the ladder, the baseline of "extra memory"; undefined where the budget is no stop (the
- * knapsacks take any), unless `floorToStop`: then uniform at the highest stop below.
- */
-export function uniformBaseline(stats: ModelStats, budget: number, configs?: readonly QuantConfig[], floorToStop = false): Allocation | undefined {
-  if (!isLadderStop(budget, configs) && !floorToStop) return undefined;
-  const stop = floorToStop ? floorStop(budget, configs) : budget;
-  return uniformAllocator.allocate(stats, { budget: stop, ...(configs ? { configs } : {}) });
-}
-
-/** Memory of `allocation` over `baseline`, percent; NaN without a baseline. */
-export function extraMemoryPercent(allocation: Allocation, baseline: Allocation | undefined): number {
-  return baseline ? (100 * (allocation.totals.memoryMB - baseline.totals.memoryMB)) / baseline.totals.memoryMB : Number.NaN;
-}
 
 /** Every option flag of the allocator plug-ins (`--boost-stop`, `--top-m`, `--factor`, `--ablation`, ...), for parseCommandArgs. */
 export function allocatorFlags(plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): Record<string, { type: 'string' | 'boolean' }> {

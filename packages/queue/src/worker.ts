@@ -29,10 +29,10 @@ export interface RunningWorker {
   close(): Promise<void>;
 }
 
-/** The processor file beside the built CLI (dist/queue-processor.js). */
+/** The processor file beside this module in the built package (dist/processor.js). */
 function processorFile(): string {
-  const file = join(dirname(fileURLToPath(import.meta.url)), 'queue-processor.js');
-  if (!existsSync(file)) throw new LayerquantError('QUEUE_PROCESSOR', `${file} is missing; \`layerquant worker\` runs from the built CLI (pnpm build)`);
+  const file = join(dirname(fileURLToPath(import.meta.url)), 'processor.js');
+  if (!existsSync(file)) throw new LayerquantError('QUEUE_PROCESSOR', `${file} is missing; the queue worker runs from the built @layerquant/queue package (pnpm build)`);
   return file;
 }
 

@@ -1,11 +1,10 @@
 import { Queue, type Job } from 'bullmq';
 import { resolve } from 'node:path';
-import { cellLabel, computeCell, openCellSession, type CellResult, type CellSession } from '../experiment/cell.js';
-import { modelContentHash } from '../experiment/keys.js';
+import { cellLabel, computeCell, openCellSession, type CellResult, type CellSession } from '@layerquant/experiment';
+import { MissingPluginError, loadPlugins, modelContentHash, quantizerOf, type PluginRegistries } from '@layerquant/pipeline';
 import type { RedisCommands } from './coordinator.js';
 import { JOB_PROCESSORS, PROCESSOR_ENV, MissingBlobError, ModelMismatchError, QUEUE_NAME, blobKey, sha256Hex, statsFromBlob, tokenIds, type JobEnvironment, type JobName } from './jobs.js';
 import { parseQueueUrl, redactCredentials } from './redis-url.js';
-import { MissingPluginError, loadPlugins, quantizerOf, type PluginRegistries } from '../plugins.js';
 
 /**
  * The job processor of `layerquant worker`, run by BullMQ in a worker thread of its own (a sandboxed processor):

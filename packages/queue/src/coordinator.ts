@@ -1,18 +1,13 @@
 import { parseMeasuredCsv, parseSensitivityCsv, type FnormRow, type ModelStats } from '@layerquant/allocators';
-import { LayerquantError } from '@layerquant/core';
+import { LayerquantError, formatSeconds } from '@layerquant/core';
 import { kurtosisTableFromFnorm, listMatrices } from '@layerquant/sensitivity';
 import { openCheckpoint } from '@layerquant/tensor-io';
 import { Queue, type Job } from 'bullmq';
 import { readFile } from 'node:fs/promises';
-import { cellLabel, type CellContext, type CellResult } from '../experiment/cell.js';
-import { settingsKey } from '../experiment/keys.js';
-import type { PlannedCell } from '../experiment/plan.js';
-import { reviveRow } from '../experiment/results-store.js';
-import type { ComputeStatistics } from '../experiment/statistics.js';
-import { formatSeconds } from '../progress.js';
+import { cellLabel, reviveRow, type CellResult, type DistributedCells, type GridDistributor } from '@layerquant/experiment';
+import { settingsKey } from '@layerquant/pipeline';
 import { QUEUE_NAME, blobKey, jobIds, sha256Hex, statsToBlob, type CellJobData, type FnormJobData, type JobName, type SensitivityJobData, type SensitivityJobResult } from './jobs.js';
 import { isAuthenticationError, parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
-import type { QuantizerChoice } from '../plugins.js';
 
 /** Cells (or statistics jobs) that failed every attempt: reported together after the others finished. */
 export class QueueJobsFailedError extends LayerquantError {
@@ -54,26 +49,12 @@ interface PlannedJob<N extends JobName = JobName> {
   readonly label: string;
 }
 
-export interface RunCellsOptions {
-  readonly planned: readonly PlannedCell[];
-  readonly modelDir: string;
-  readonly modelHash: string;
-  readonly text: { readonly path: string; readonly hash: string };
-  readonly statsKey: string;
-  readonly stats: ModelStats;
-  readonly context: CellContext;
-  /** The quantizer of every cell, as the workers resolve it through their registries. */
-  readonly quantizer: QuantizerChoice;
-  /** Cells already in results.json under the same key: never enqueued. */
-  readonly done: ReadonlyMap<string, CellResult>;
-  readonly onResult: (result: CellResult) => Promise<void>;
-}
+/** The cells of a grid as the coordinator enqueues them (@layerquant/experiment's DistributedCells). */
+export type RunCellsOptions = DistributedCells;
 
-export interface Coordinator {
+/** A GridDistributor over Redis: `runGrid(grid, { connect: () => connectCoordinator(url, options) })`. */
+export interface Coordinator extends GridDistributor {
   readonly address: QueueAddress;
-  statisticsComputer(model: { modelDir: string; modelHash: string }): ComputeStatistics;
-  runCells(options: RunCellsOptions): Promise<void>;
-  close(): Promise<void>;
 }
 
 /**

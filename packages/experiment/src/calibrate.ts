@@ -1,5 +1,5 @@
 import { perplexity } from '@layerquant/perplexity';
-import { openForEvaluation } from '../commands/eval.js';
+import { openForEvaluation } from '@layerquant/pipeline';
 
 /**
  * Evaluation speed of this machine now, for the plan's estimate: the model opened the way every cell opens it and

@@ -39,27 +39,6 @@ export function builtinRegistries(): PluginRegistries {
   };
 }
 
-/** `--plugin <module>` (repeatable, also `--plugin=<module>`) taken out of a command line. */
-export function splitPluginArgs(argv: readonly string[]): { plugins: string[]; argv: string[] } {
-  const plugins: string[] = [];
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--') {
-      rest.push(...argv.slice(i));
-      break;
-    }
-    if (arg === '--plugin') {
-      const value = argv[i + 1];
-      if (value === undefined || value.startsWith('--')) throw new PluginLoadError('', 'needs a module: a path (./my-allocator.js) or a package name');
-      plugins.push(value);
-      i++;
-    } else if (arg.startsWith('--plugin=')) plugins.push(arg.slice('--plugin='.length));
-    else rest.push(arg);
-  }
-  return { plugins, argv: rest };
-}
-
 /** The entry file of an installed package, found the way Node finds it from `cwd` (exports "." import/default, else main). */
 function resolvePackage(specifier: string, cwd: string): string | undefined {
   const parts = specifier.split('/');

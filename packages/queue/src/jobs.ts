@@ -15,8 +15,8 @@ import { hqqQuantizer } from '@layerquant/quantizers';
 import { frobeniusRows, listMatrices, measureModelStatistics } from '@layerquant/sensitivity';
 import { loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
 import { createHash } from 'node:crypto';
-import type { CellResult, CellSpec } from '../experiment/cell.js';
-import type { QuantizerChoice } from '../plugins.js';
+import type { CellResult, CellSpec } from '@layerquant/experiment';
+import type { QuantizerChoice } from '@layerquant/pipeline';
 
 /**
  * The jobs of the experiment queue. Every job carries the content hash of the model it was planned on (a worker

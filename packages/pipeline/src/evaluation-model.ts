@@ -1,9 +1,9 @@
-import { MemoryBudgetError, matrixOfTensorName, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { MemoryBudgetError, checkContextLength, matrixOfTensorName, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { isOnnxExportDir, openOnnxExport, openPackedModel, type ModelGraphSource } from '@layerquant/export';
-import type { NllModel } from '@layerquant/perplexity';
+import { readEvaluationText, type NllModel } from '@layerquant/perplexity';
 import { openModelWeights, type QuantizerLookup } from '@layerquant/quantizers/node';
 import { floatWeightBytes, loadDecoderModel, loadLayerStreamedModel, streamedWeightBytes, type TensorSource } from '@layerquant/runtime';
-import { loadDecoderConfig, loadValidatedConfig, type Checkpoint } from '@layerquant/tensor-io';
+import { loadDecoderConfig, loadTokenizer, loadValidatedConfig, type Checkpoint, type Tokenizer } from '@layerquant/tensor-io';
 import { freemem } from 'node:os';
 
 /** How a model is evaluated. */
@@ -166,4 +166,32 @@ export async function openAllocationModel(
 ): Promise<EvaluationModel> {
   const model = await openPackedModel(quantizingSource(checkpoint, configOf, quantizer), config, options.threads === undefined ? {} : { threads: options.threads });
   return { model, kind: 'packed', config, weightBytes: model.weightBytes, dispose: () => model.dispose() };
+}
+
+/**
+ * Opens a model directory for perplexity the one way eval and compare do (openEvaluationModel: an ONNX export as
+ * shipped, a quantized checkpoint on its packed weights, a float checkpoint in one session or layer by layer);
+ * config.json is validated against the tensors and the context length checked before the text is read.
+ */
+export async function openForEvaluation(
+  modelDir: string,
+  textPath: string,
+  options: { seqlen: number; allowLongContext: boolean; threads?: number; maxMemoryBytes?: number; quantizers?: QuantizerLookup['quantizers'] },
+): Promise<{ text: string; tokenizer: Tokenizer; quantized: boolean; opened: EvaluationModel }> {
+  const opened = await openEvaluationModel(modelDir, {
+    ...(options.threads === undefined ? {} : { threads: options.threads }),
+    ...(options.maxMemoryBytes === undefined ? {} : { maxMemoryBytes: options.maxMemoryBytes }),
+    // A quantized checkpoint is read back through the quantizer it records (built-in or a --plugin's).
+    ...(options.quantizers ? { quantizers: options.quantizers } : {}),
+    // Before any weight is read: the context length against the validated config.
+    onConfig: (config) => checkContextLength(options.seqlen, config, '--seqlen', options.allowLongContext),
+  });
+  try {
+    const text = await readEvaluationText(textPath);
+    const tokenizer = await loadTokenizer(modelDir);
+    return { text, tokenizer, quantized: opened.kind === 'packed' || opened.kind === 'onnx', opened };
+  } catch (error) {
+    await opened.dispose();
+    throw error;
+  }
 }

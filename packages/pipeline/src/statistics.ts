@@ -1,13 +1,67 @@
 import type { ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
 import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type LinearModule, type MatrixInfo, type MatrixKey, type QuantConfig } from '@layerquant/core';
-import { measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
+import { hqqQuantizer } from '@layerquant/quantizers';
+import { DEFAULT_SENSITIVITY_CONFIG, measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
 import { removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeChanges, fileContentHash, modelContentHash, settingsKey } from './keys.js';
-import { computedStatsSettings, type ComputedStatsSettings } from './plan.js';
+
+/** The quantizer of the fnorm table (the authors' HQQ error) and of every cell unless `experiment --quantizer`, with its solver settings. */
+export const QUANTIZER_SETTINGS = Object.freeze({ id: hqqQuantizer.id, solver: hqqQuantizer.solver });
+
+/** What computed statistics depend on. */
+export interface ComputedStatsSettings {
+  readonly [key: string]: unknown;
+  readonly kind: 'computed';
+  readonly model: string;
+  readonly calibration: string;
+  readonly calibrationName: string;
+  readonly blocks: number;
+  readonly seqlen: number;
+  readonly order: string;
+  readonly sensitivityConfigs: unknown;
+  /** The config ladder of the fnorm table (and of measured.csv when it is measured). */
+  readonly fnormConfigs: readonly QuantConfig[];
+  /** The configs of the measured block-error table, or null where no method needs it. */
+  readonly measuredConfigs: readonly QuantConfig[] | null;
+  /** What measured.csv's error is (absent in caches of the absolute MSE, which are then not reused). */
+  readonly measuredError?: 'relative to the residual stream';
+  readonly quantizer: unknown;
+}
+
+export function computedStatsSettings(options: {
+  model: string;
+  calibration: string;
+  calibrationName: string;
+  blocks: number;
+  seqlen: number;
+  order?: string;
+  fnormConfigs?: readonly QuantConfig[];
+  measured?: boolean;
+  /** Measure activation sensitivity (default true; false: no method reads it, the list of its configs is empty). */
+  sensitivity?: boolean;
+  /** Measure the fnorm table (default true; false: its ladder is empty, kurtosis is read on its own). */
+  fnorm?: boolean;
+}): ComputedStatsSettings {
+  const ladder = options.fnormConfigs ?? PAPER_CONFIGS;
+  return {
+    kind: 'computed',
+    model: options.model,
+    calibration: options.calibration,
+    calibrationName: options.calibrationName,
+    blocks: options.blocks,
+    seqlen: options.seqlen,
+    order: options.order ?? 'default',
+    sensitivityConfigs: options.sensitivity === false ? [] : [DEFAULT_SENSITIVITY_CONFIG],
+    fnormConfigs: options.fnorm === false ? [] : ladder,
+    measuredConfigs: options.measured ? ladder : null,
+    ...(options.measured ? { measuredError: 'relative to the residual stream' as const } : {}),
+    quantizer: QUANTIZER_SETTINGS,
+  };
+}
 
 export type StatisticsStep = 'fnorm' | 'sensitivity' | 'measured';
 

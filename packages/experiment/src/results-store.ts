@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { CellResult } from './cell.js';
 import { cellLabel } from './cell.js';
-import { describeChanges } from './keys.js';
+import { describeChanges } from '@layerquant/pipeline';
 import type { PlannedCell } from './plan.js';
 import type { ExperimentRow } from './report.js';
 

@@ -1,12 +1,9 @@
-import type { AllocatorPlugin } from '@layerquant/allocators';
-import type { ModelStats } from '@layerquant/allocators';
+import { allocateMethod, describeMethodOptions, extraMemoryPercent, uniformBaseline, type AllocatorPlugin, type MethodSpec, type ModelStats } from '@layerquant/allocators';
 import { matrixOfTensorName, matrixTensorName, type Allocation, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { openModel, type Checkpoint } from '@layerquant/tensor-io';
-import { openAllocationModel, openEvaluationModel, type EvaluationModel, type EvaluationOptions } from '../evaluation-model.js';
-import { allocateMethod, describeOptions, extraMemoryPercent, uniformBaseline } from './allocate-method.js';
-import type { MethodSpec } from './grid.js';
+import { openAllocationModel, openEvaluationModel, type EvaluationModel, type EvaluationOptions } from '@layerquant/pipeline';
 import type { ExperimentRow } from './report.js';
 
 /**
@@ -17,7 +14,7 @@ import type { ExperimentRow } from './report.js';
  * whose codes MatMulNBits cannot hold (no packedLayout 'affine') runs on its dequantized weights.
  */
 
-/** A cell: the unquantized model, or a method at a budget. `key` names its settings (see keys.ts). */
+/** A cell: the unquantized model, or a method at a budget. `key` names its settings (plan.ts; @layerquant/pipeline's settingsKey). */
 export type CellSpec =
   | { readonly key: string; readonly kind: 'fp' }
   | { readonly key: string; readonly kind: 'method'; readonly method: MethodSpec; readonly budget: number };
@@ -89,7 +86,7 @@ export async function computeCell(
   if (cell.kind === 'method') {
     if (!context.stats) throw new TypeError(`cell ${cellLabel(cell)} needs statistics`);
     // Between stops, uniform and the boosts run at the highest stop below the budget (never over it).
-    allocation = allocateMethod(cell.method, context.stats, cell.budget, context.seed, context.configs, context.allocators, true);
+    allocation = allocateMethod(cell.method, context.stats, { budget: cell.budget, seed: context.seed ?? 42, floorToStop: true, ...(context.configs ? { configs: context.configs } : {}) }, context.allocators);
     const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [matrixTensorName(m.layer, m.module), m.config]));
     opened = await openAllocationModel(checkpoint, session.config, (name) => configs.get(name) ?? null, context.quantizer ?? hqqQuantizer, session.evaluation);
   } else {
@@ -123,12 +120,12 @@ export async function computeCell(
       model: context.modelName,
       method: cell.method.id,
       quantizer: (context.quantizer ?? hqqQuantizer).id,
-      options: [describeOptions(cell.method, context.allocators), allocation.budget !== cell.budget ? `at stop ${allocation.budget}` : ''].filter(Boolean).join(' '),
+      options: [describeMethodOptions(cell.method, context.allocators), allocation.budget !== cell.budget ? `at stop ${allocation.budget}` : ''].filter(Boolean).join(' '),
       budget: cell.budget,
       bpp: allocation.totals.bpp,
       memoryMB: allocation.totals.memoryMB,
       packedBytes: memory.packedBytes,
-      extraMemoryPercent: extraMemoryPercent(allocation, uniformBaseline(context.stats!, cell.budget, context.configs, true)),
+      extraMemoryPercent: extraMemoryPercent(allocation, uniformBaseline(context.stats!, { budget: cell.budget, floorToStop: true, ...(context.configs ? { configs: context.configs } : {}) })),
       ppl: result.ppl,
       seconds: (performance.now() - started) / 1000,
       windowNll: result.windowNll,
