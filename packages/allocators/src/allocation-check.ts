@@ -20,7 +20,7 @@ import { rowConfig, type ModelStats } from './stats.js';
  */
 export function defaultLadder(stats: ModelStats): readonly QuantConfig[] {
   const ladder = new Map(PAPER_CONFIGS.map((c) => [configName(c), c]));
-  for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? [])]) {
+  for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? []), ...(stats.kld?.rows ?? [])]) {
     if (!isLinearModule(r.module)) continue;
     const config = rowConfig(r);
     if (!ladder.has(configName(config))) ladder.set(configName(config), config);
@@ -31,7 +31,7 @@ export function defaultLadder(stats: ModelStats): readonly QuantConfig[] {
 /** An embedding unit's ladder: the configs its rows were measured at (a format's own, e.g. integer zeros only). */
 export function embeddingLadder(stats: ModelStats, key: string): readonly QuantConfig[] {
   const ladder = new Map<string, QuantConfig>();
-  for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? [])]) {
+  for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? []), ...(stats.kld?.rows ?? [])]) {
     if (matrixKey(r.layer, r.module) !== key) continue;
     const config = rowConfig(r);
     ladder.set(configName(config), config);

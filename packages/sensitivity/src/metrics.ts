@@ -1,14 +1,17 @@
 import { PAPER_CONFIGS, type EmbeddingUnit, type QuantConfig, type Quantizer, type SensitivityMetric } from '@layerquant/core';
 import {
   formatFnormCsv,
+  formatKldCsv,
   formatKurtosisCsv,
   formatMeasuredCsv,
   formatSensitivityCsv,
   parseFnormCsv,
+  parseKldCsv,
   parseKurtosisCsv,
   parseMeasuredCsv,
   parseSensitivityCsv,
   type FnormTable,
+  type KldTable,
   type KurtosisTable,
   type MeasuredTable,
   type SensitivityRow,
@@ -19,6 +22,7 @@ import type { KernelPool } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity, type ActivationSensitivityOptions } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
 import { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
+import { createKldMeasurer, endToEndKldTable, type KldMeasurerOptions } from './end-to-end-kld.js';
 import type { QuantizationErrors } from './pooled-quantize.js';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, sortKurtosisRows, type FrobeniusTableOptions, type MatrixSource } from './frobenius-table.js';
 
@@ -153,8 +157,29 @@ export const measuredErrorMetric = Object.freeze<
   parse: parseMeasuredCsv,
 });
 
+/**
+ * The end-to-end ΔKLD of every unit (linear matrices, embed_tokens, lm_head) alone at every config: the KL divergence
+ * of the final logits from the float model's on the calibration (what the `kld` allocator minimises). Opt-in: it runs
+ * the layers after each unit once per (unit, config).
+ */
+export const endToEndKldMetric = Object.freeze<
+  MetricPlugin<{ readonly model: DecoderBlocks; readonly calibration: CalibrationBlocks | ArrayLike<number> }, KldTable, KldMeasurerOptions & MetricRunOptions>
+>({
+  id: 'kld',
+  table: 'kld',
+  input: 'activations',
+  description: "end-to-end ΔKLD: the KL divergence of the final logits from the float model's with every unit alone at every config (the kld allocator's statistic)",
+  optIn: true,
+  measure: async (input, options) => {
+    const measurer = await createKldMeasurer(input.model, input.calibration, options);
+    return endToEndKldTable(measurer, options.configs ?? PAPER_CONFIGS, { ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+  },
+  format: formatKldCsv,
+  parse: parseKldCsv,
+});
+
 /** The built-in metrics; fnorm before kurtosis, so a run measuring both reads kurtosis off the fnorm table. */
-export const SENSITIVITY_METRICS: readonly MetricPlugin[] = Object.freeze([activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric]);
+export const SENSITIVITY_METRICS: readonly MetricPlugin[] = Object.freeze([activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, endToEndKldMetric]);
 
 /** The metric of a registry (or list) that fills `table`; undefined when none does. */
 export function metricForTable(metrics: readonly MetricPlugin[], table: string): MetricPlugin | undefined {
