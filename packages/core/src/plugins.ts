@@ -24,6 +24,12 @@ export interface QuantizedTensor {
    * into the run's report; not stored in checkpoints.
    */
   readonly report?: Readonly<Record<string, number>>;
+  /**
+   * The code width of each input column, where a quantizer gives columns different widths (BAQ; its Quantizer says
+   * `columnBits: true`). The packed codes are then one bitstream per row (each code its column's width, least
+   * significant bits first, rows padded to `config.bits`' words) that only that quantizer's dequantize reads.
+   */
+  readonly columnBits?: Uint8Array;
 }
 
 /**
@@ -61,6 +67,8 @@ export interface Quantizer {
    * `quantize` throws. Absent: the quantizer sees weights only.
    */
   readonly calibration?: 'hessian';
+  /** Its QuantizedTensors carry `columnBits` (a width per input column), stored beside the codes. */
+  readonly columnBits?: boolean;
 }
 
 /** One matrix of a model as allocators see it. */

@@ -66,6 +66,11 @@ export interface GptqResult {
   /** Per group (row-major over [rows, columns / groupSize]): the range its grid was made from. */
   readonly low: Float32Array;
   readonly high: Float32Array;
+  /**
+   * With `losses`: per original column, GPTQ's loss of quantizing it, `sum over rows of ((w - q) / U[c, c])^2` with w
+   * the column's weights when it was quantized (the paper's Losses, summed over rows; BAQ's sensitivities).
+   */
+  readonly losses?: Float64Array;
 }
 
 /** The Hessian a calibrated quantizer was given, checked against the weight. */
@@ -96,6 +101,7 @@ export function runGptq(
   settings: GptqSettings,
   kernel: GptqKernel,
   columnBits?: Uint8Array,
+  losses = false,
 ): GptqResult {
   const [rows, columns] = matrixShape(weight);
   if (config.axis !== 1) {
@@ -162,6 +168,22 @@ export function runGptq(
     const o = order ? order[c]! : c;
     for (let r = 0; r < rows; r++) codes[r * columns + o] = codesByColumn[c * rows + r]!;
   }
+  let columnLosses: Float64Array | undefined;
+  if (losses) {
+    // the solved problem's weights are each column's as it was quantized
+    columnLosses = new Float64Array(columns);
+    for (let c = 0; c < columns; c++) {
+      const g0 = groupOf[c]! * rows;
+      const diagonal = prepared.inverse[c * columns + c]!;
+      let sum = 0;
+      for (let r = 0; r < rows; r++) {
+        const grid = gptqGrid(low[g0 + r]!, high[g0 + r]!, maxq[c]!, settings.symmetric);
+        const e = (weights[c * rows + r]! - (codesByColumn[c * rows + r]! - grid.zero) * grid.step) / diagonal;
+        sum += e * e;
+      }
+      columnLosses[order ? order[c]! : c] = sum;
+    }
+  }
   // group table [group][rows] -> the row-major group order of a QuantizedTensor
   const lowByRow = new Float32Array(low.length);
   const highByRow = new Float32Array(high.length);
@@ -171,7 +193,7 @@ export function runGptq(
       highByRow[r * groupsPerRow + group] = high[group * rows + r]!;
     }
   }
-  return { rows, columns, codes, low: lowByRow, high: highByRow };
+  return { rows, columns, codes, low: lowByRow, high: highByRow, ...(columnLosses ? { losses: columnLosses } : {}) };
 }
 
 /** Picks the GPTQ kernel for a row count; the WebAssembly instance is made on first use and kept. */

@@ -23,6 +23,7 @@ import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } 
 import { groupLayout } from './grouping.js';
 import { matrixMemory, modelMemory } from './memory-accounting.js';
 import {
+  COLUMN_BITS_SUFFIX,
   QWEIGHT_SUFFIX,
   encodeQuantizedMetadata,
   metadataOfQuantized,
@@ -195,7 +196,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       plans.set(info.name, { matrix, config, dtype: info.dtype });
       if (config) {
         groupLayout(info.name, matrix.shape, config);
-        specs.push(...quantizedTensorSpecs(info.name, matrix.shape, config, scaleDtype));
+        specs.push(...quantizedTensorSpecs(info.name, matrix.shape, config, scaleDtype, options.quantizer.columnBits === true));
       } else {
         specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
       }
@@ -218,7 +219,11 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       allocation[matrix.key] = config ? configName(config) : null;
       if (config) {
         const { bits, groupSize, axis, roundZero } = config;
-        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, dtype, ...(scaleDtype !== 'F32' ? { scaleDtype } : {}) });
+        tensorsMetadata[matrix.name] = Object.freeze({
+          shape: matrix.shape, bits, groupSize, axis, roundZero, dtype,
+          ...(scaleDtype !== 'F32' ? { scaleDtype } : {}),
+          ...(options.quantizer.columnBits ? { columnBits: true as const } : {}),
+        });
       }
     }
 
@@ -297,13 +302,20 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
               throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
             }
             const memory = matrixMemory(matrix.shape, config, 2, scaleDtype);
+            const tensors = new Map(storedValues.tensors);
+            if (quantizer.columnBits) {
+              if (quantized.columnBits?.length !== matrix.shape[1]) {
+                throw new InvalidOptionError('quantizer', `"${quantizer.id}" declares a code width per column but gave ${quantized.columnBits?.length ?? 'none'} for the ${matrix.shape[1]} columns of ${name}`);
+              }
+              tensors.set(COLUMN_BITS_SUFFIX, quantized.columnBits);
+            }
             finish({
               key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
               sqErr: squaredError(dequantized, weight.data),
-              paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds,
+              paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes + (quantizer.columnBits ? matrix.shape[1] : 0), seconds,
               ...(quantized.report ? { report: quantized.report } : {}),
             });
-            pending = { name, tensors: storedValues.tensors };
+            pending = { name, tensors };
             return bytesOf(quantized.packed);
           }
           const storedPart = pending && spec.name.startsWith(pending.name) ? pending.tensors.get(spec.name.slice(pending.name.length)) : undefined;

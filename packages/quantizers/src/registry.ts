@@ -1,6 +1,7 @@
 import { createRegistry, resolveOptions, type OptionDescriptor, type Quantizer, type Registry, type ResolvedOptions } from '@layerquant/core';
 import { createHqqQuantizer, createRtnQuantizer, hqqQuantizer, rtnQuantizer } from './quantizers.js';
 import { GPTQ_DEFAULTS, createGptqQuantizer, gptqQuantizer } from './gptq.js';
+import { baqQuantizer, createBaqQuantizer } from './baq.js';
 
 /**
  * A quantizer plug-in: a Quantizer (its defaults) that also says what it is and which options it takes. The CLI's
@@ -90,8 +91,19 @@ export const gptqPlugin: QuantizerPlugin = defineQuantizer({
   configure: (options) => createGptqQuantizer(gptqOptionsOf(options)),
 });
 
+export const baqPlugin: QuantizerPlugin = defineQuantizer({
+  ...baqQuantizer,
+  id: 'baq',
+  description: "BAQ (Zhang et al. 2025): GPTQ's loss of each input column gives it a width by the equal-loss rule at the config's average bits, then GPTQ with those widths (calibrated: needs --calib; per-column widths do not export to ONNX)",
+  options: GPTQ_OPTIONS.filter((d) => d.name !== 'symmetric'),
+  configure: (options) => {
+    const { dampening, actOrder } = gptqOptionsOf(options);
+    return createBaqQuantizer({ dampening, actOrder });
+  },
+});
+
 /** The built-in quantizer plug-ins. */
-export const QUANTIZER_PLUGINS: readonly QuantizerPlugin[] = Object.freeze([rtnPlugin, hqqPlugin, gptqPlugin]);
+export const QUANTIZER_PLUGINS: readonly QuantizerPlugin[] = Object.freeze([rtnPlugin, hqqPlugin, gptqPlugin, baqPlugin]);
 
 export function createQuantizerRegistry(plugins: readonly QuantizerPlugin[] = QUANTIZER_PLUGINS): Registry<QuantizerPlugin> {
   return createRegistry('quantizer', plugins);
