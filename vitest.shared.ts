@@ -2,10 +2,11 @@
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('.', import.meta.url));
-const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export', 'datasets'];
+const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export', 'datasets', 'gguf'];
 /** Subpath exports (`@layerquant/<package>/<subpath>`) and the source file each maps to. */
 const subpaths: Record<string, string> = {
   'allocators/node': 'allocators/src/node.ts',
+  'gguf/node': 'gguf/src/node.ts',
   'allocators/testing': 'allocators/src/testing.ts',
   'quantizers/node': 'quantizers/src/node.ts',
   'quantizers/testing': 'quantizers/src/testing.ts',

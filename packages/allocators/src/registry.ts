@@ -24,6 +24,7 @@ import {
 } from './milp.js';
 import { mxqAllocator } from './mxq.js';
 import type { ModelStats } from './stats.js';
+import type { SizeBudget } from './cost-knapsack.js';
 
 /**
  * The allocator plug-ins: each says what it is, which options it takes (with defaults, validation and help),
@@ -55,6 +56,11 @@ export interface AllocationContext {
    * that is no stop (2.8 -> 2.51), so they never use more memory than the budget; default false (an error).
    */
   readonly floorToStop?: boolean;
+  /**
+   * What knapsack plug-ins spend: a format's shipped bytes (its cost model's SizeBudget, with the target's capacity),
+   * or, absent, the paper's accounting at `budget` bits per weight.
+   */
+  readonly size?: SizeBudget;
 }
 
 
@@ -136,8 +142,8 @@ function sensitivitySelection(options: ResolvedOptions): { bits: number; groupSi
   return { bits: config.bits, groupSize: config.groupSize, ...(dataset ? { dataset } : {}) };
 }
 
-function ladder(context: AllocationContext): { configs?: readonly QuantConfig[] } {
-  return context.configs ? { configs: context.configs } : {};
+function ladder(context: AllocationContext): { configs?: readonly QuantConfig[]; size?: SizeBudget } {
+  return { ...(context.configs ? { configs: context.configs } : {}), ...(context.size ? { size: context.size } : {}) };
 }
 
 const PAPER_BOOST_VARIANTS = Object.freeze(

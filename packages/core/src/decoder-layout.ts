@@ -1,5 +1,5 @@
 import { InvalidDataError, InvalidOptionError, MissingTensorError, ShapeMismatchError, UnsupportedArchitectureError } from './errors.js';
-import { LINEAR_MODULES, matrixKey, type DecoderConfig, type MatrixKey } from './model.js';
+import { EMBEDDING_UNIT_TENSORS, LINEAR_MODULES, matrixKey, type DecoderConfig, type MatrixKey } from './model.js';
 import { elementCount } from './tensor.js';
 
 /**
@@ -38,9 +38,9 @@ export const LAYER_TENSORS = Object.freeze({
 } as const);
 export type LayerTensor = keyof typeof LAYER_TENSORS;
 
-export const EMBED_TOKENS = 'model.embed_tokens.weight';
+export const EMBED_TOKENS = EMBEDDING_UNIT_TENSORS.embed_tokens;
 export const FINAL_NORM = 'model.norm.weight';
-export const LM_HEAD = 'lm_head.weight';
+export const LM_HEAD = EMBEDDING_UNIT_TENSORS.lm_head;
 
 export function layerTensorName(layer: number, tensor: LayerTensor): string {
   return `model.layers.${layer}.${LAYER_TENSORS[tensor]}`;

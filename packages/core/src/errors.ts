@@ -71,10 +71,10 @@ export class InvalidOptionError extends LayerquantError {
 
 /** No allocation fits the budget. */
 export class InfeasibleBudgetError extends LayerquantError {
-  constructor(readonly budget: number, readonly smallestFeasible: number, unit = 'bits per weight') {
+  constructor(readonly budget: number, readonly smallestFeasible: number, unit = 'bits per weight', option = unit.startsWith('MiB') ? '--target-size' : unit === 'bits per weight' ? '--budget' : '--target-bpw') {
     super(
       'INFEASIBLE_BUDGET',
-      `budget ${budget} ${unit} is below the cheapest allocation; the smallest feasible budget is ${smallestFeasible} ${unit}. Raise --budget to at least that.`,
+      `budget ${budget} ${unit} is below the cheapest allocation; the smallest feasible budget is ${smallestFeasible} ${unit}. Raise ${option} to at least that.`,
     );
   }
 }
@@ -125,5 +125,23 @@ export class MemoryBudgetError extends LayerquantError {
   constructor(readonly what: string, readonly neededBytes: number, readonly budgetBytes: number, hint: string) {
     const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
     super('MEMORY_BUDGET', `${what} needs about ${gib(neededBytes)}, more than the memory budget of ${gib(budgetBytes)}; ${hint}`);
+  }
+}
+
+/** A GGUF file (llama.cpp) that is malformed: truncated, bad header, metadata or tensor table that lies about the file. */
+export class GgufFormatError extends LayerquantError {
+  readonly file: string;
+  readonly tensor: string | undefined;
+  constructor(file: string, message: string, tensor?: string, options?: { cause?: unknown }) {
+    super('GGUF_FORMAT', `${file}${tensor ? ` (tensor "${tensor}")` : ''}: ${message}`, options);
+    this.file = file;
+    this.tensor = tensor;
+  }
+}
+
+/** An optional package a step needs is not installed: the message says how to install it. */
+export class MissingDependencyError extends LayerquantError {
+  constructor(readonly packageName: string, message: string, options?: { cause?: unknown }) {
+    super('MISSING_DEPENDENCY', `${packageName}: ${message}`, options);
   }
 }

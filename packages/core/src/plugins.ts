@@ -1,5 +1,5 @@
 import type { QuantConfig } from './config.js';
-import type { LinearModule, MatrixKey } from './model.js';
+import type { MatrixKey, UnitModule } from './model.js';
 import type { WeightTensor } from './tensor.js';
 
 /**
@@ -71,11 +71,14 @@ export interface Quantizer {
   readonly columnBits?: boolean;
 }
 
-/** One matrix of a model as allocators see it. */
+/**
+ * One unit of a model as allocators see it: a linear matrix of a layer, or an embedding unit (`embed_tokens`,
+ * `lm_head`; layer NO_LAYER = -1) where the statistics cover them.
+ */
 export interface MatrixInfo {
   readonly key: MatrixKey;
   readonly layer: number;
-  readonly module: LinearModule;
+  readonly module: UnitModule;
   readonly params: number;
 }
 

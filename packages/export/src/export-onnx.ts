@@ -1,4 +1,4 @@
-import { InvalidDataError, InvalidOptionError, MissingFileError, MissingTensorError, configName, matrixOfTensorName, type DecoderConfig } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, MissingFileError, MissingTensorError, configName, matrixOfTensorName, unitOfTensorName, type DecoderConfig } from '@layerquant/core';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type QuantizedCheckpoint, type QuantizerLookup } from '@layerquant/quantizers/node';
 import {
   EMBED_TOKENS,
@@ -18,9 +18,10 @@ import { copyFileAtomic, float32ToF16Bits, loadValidatedConfig, writeFileAtomic,
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { UnsupportedExportError, toMatMulNBits, type ScaleType } from './matmul-nbits.js';
+import { UnsupportedExportError, toMatMulNBits } from './matmul-nbits.js';
+import { EXTERNAL_DATA_THRESHOLD, type FloatType, type ScaleType } from './onnx-cost.js';
+export { EXTERNAL_DATA_THRESHOLD, type FloatType } from './onnx-cost.js';
 
-export type FloatType = 'float32' | 'float16';
 
 export interface OnnxExportOptions {
   /** MatMulNBits scales: float32 (default with float32 activations) or float16 (half the scale bytes; error measured in bench). */
@@ -42,6 +43,7 @@ export interface OnnxExportOptions {
 /** The accuracy level an export uses unless told otherwise; bench/README.md gives the speed and perplexity figures. */
 export const DEFAULT_ACCURACY_LEVEL = 4;
 
+/** A linear matrix or embedding unit (embed_tokens, lm_head) of an export: how the file stores it. */
 export interface ExportedMatrix {
   readonly name: string;
   readonly shape: readonly [number, number];
@@ -105,9 +107,12 @@ export async function buildModelGraph(
   const isQuantized = (name: string) => packedAffine && source.isQuantized?.(name) === true;
   for (const [name, shape] of expectedShapes(config, layout)) {
     if (!source.has(name)) throw new MissingTensorError(name, source.dir, 'the checkpoint does not match its config.json');
-    const linear = matrixOfTensorName(name) !== undefined;
+    const linear = unitOfTensorName(name) !== undefined;
     if (isQuantized(name)) {
       const q = await source.readQuantized!(name);
+      if (name === EMBED_TOKENS && !q.config.roundZero && !q.config.symmetric) {
+        throw new UnsupportedExportError(name, `is quantized with fractional zero points (${configName(q.config)}); the embedding lookup (GatherBlockQuantized) takes integer zero points only: quantize embed_tokens with an -int or -sym config`);
+      }
       // 8-bit stored scales (u8): the exact multipliers the checkpoint decodes, not a re-derivation from 1/s.
       const multipliers = source.readScaleMultipliers ? await source.readScaleMultipliers(name) : undefined;
       const packed = toMatMulNBits(q, { scaleType, ...(multipliers ? { multipliers } : {}) });
@@ -132,8 +137,6 @@ export function onnxFileName(quantized: boolean, activations: ActivationType): {
   return activations === 'float16' ? { file: 'model_fp16.onnx', dtype: 'fp16' } : { file: 'model.onnx', dtype: 'fp32' };
 }
 
-/** Above this many bytes of initializers the weights go to an external data file (protobuf's 2 GiB limit). */
-export const EXTERNAL_DATA_THRESHOLD = 2 ** 31 - 2 ** 26;
 
 export interface ExportReport {
   readonly format: 'onnx';
@@ -238,8 +241,9 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
     await copyFileAtomic(join(modelDir, name), join(outDir, name));
   }
 
-  const linearParams = built.matrices.reduce((sum, m) => sum + m.shape[0] * m.shape[1], 0);
-  const linearBytes = built.matrices.reduce((sum, m) => sum + m.bytes, 0);
+  const linear = built.matrices.filter((m) => matrixOfTensorName(m.name) !== undefined);
+  const linearParams = linear.reduce((sum, m) => sum + m.shape[0] * m.shape[1], 0);
+  const linearBytes = linear.reduce((sum, m) => sum + m.bytes, 0);
   const notes: string[] = [];
   const widened = new Map<string, number>();
   for (const m of built.matrices) if (m.config && m.storedBits !== null && Number(m.config.slice(1, m.config.indexOf('g'))) !== m.storedBits) widened.set(m.config, m.storedBits);

@@ -45,6 +45,8 @@ export interface OnnxExportModel {
   logits(input: TokenBatch): Promise<Float32Array>;
   /** -log p(targets[t] | ids[0..t]) per position, from the file's logits, in float64 sums. */
   tokenNll(input: TokenBatch, targets: ArrayLike<number>): Promise<Float32Array>;
+  /** Logits [T, vocab] and the NLL `tokenNll` gives, from one run. */
+  logitsAndNll(input: TokenBatch, targets: ArrayLike<number>): Promise<{ logits: Float32Array; nll: Float32Array }>;
   dispose(): Promise<void>;
 }
 
@@ -60,15 +62,20 @@ export async function openOnnxExport(dir: string, options: RuntimeOptions & { re
     decoder.reset();
     return out;
   };
+  const logitsAndNll = async (input: TokenBatch, targets: ArrayLike<number>) => {
+    if (targets.length !== input.ids.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${input.ids.length} token ids`);
+    const out = await logits(input);
+    return { logits: out, nll: nllFromLogits(out, config.vocabSize, targets) };
+  };
   return {
     config,
     file,
     decoder,
     logits,
     async tokenNll(input, targets) {
-      if (targets.length !== input.ids.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${input.ids.length} token ids`);
-      return nllFromLogits(await logits(input), config.vocabSize, targets);
+      return (await logitsAndNll(input, targets)).nll;
     },
+    logitsAndNll,
     dispose: () => decoder.dispose(),
   };
 }

@@ -4,13 +4,12 @@ import { quantConfig } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { greedyDecode, loadDecoderWeights, referenceForward } from '@layerquant/runtime';
-import { tinyConfig } from '@layerquant/runtime/testing';
+import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { loadDecoderConfig } from '@layerquant/tensor-io';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeModelDirectory } from './__fixtures__/model-directory.js';
 import { exportOnnx } from './export-onnx.js';
 import { openOnnxExport } from './onnx-model-dir.js';
 

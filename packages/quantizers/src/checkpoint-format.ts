@@ -20,6 +20,8 @@ export interface QuantizedTensorMetadata {
   readonly groupSize: number;
   readonly axis: 0 | 1;
   readonly roundZero: boolean;
+  /** No zero point (codes centred on 2^(bits-1)); absent in files written before symmetric configs: false. */
+  readonly symmetric?: boolean;
   /** dtype of the original weight. */
   readonly dtype: DType;
   /** Storage of the scale and zero tensors: F32 (absent in files written before the option), F16 or U8 (scale-storage.ts). */
@@ -99,13 +101,13 @@ export function decodeQuantizedMetadata(file: string, metadata: Readonly<Record<
 
 /** The config of a quantized tensor's metadata, validated by core's factory. */
 export function configOfMetadata(entry: QuantizedTensorMetadata): QuantConfig {
-  return quantConfig(entry.bits, entry.groupSize, { axis: entry.axis, roundZero: entry.roundZero });
+  return quantConfig(entry.bits, entry.groupSize, { axis: entry.axis, roundZero: entry.roundZero, symmetric: entry.symmetric === true });
 }
 
 /** Metadata entry of a QuantizedTensor. */
 export function metadataOfQuantized(quantized: QuantizedTensor, dtype: DType): QuantizedTensorMetadata {
-  const { bits, groupSize, axis, roundZero } = quantized.config;
-  return Object.freeze({ shape: quantized.shape, bits, groupSize, axis, roundZero, dtype, ...(quantized.columnBits ? { columnBits: true as const } : {}) });
+  const { bits, groupSize, axis, roundZero, symmetric } = quantized.config;
+  return Object.freeze({ shape: quantized.shape, bits, groupSize, axis, roundZero, ...(symmetric ? { symmetric } : {}), dtype, ...(quantized.columnBits ? { columnBits: true as const } : {}) });
 }
 
 /**

@@ -5,10 +5,13 @@ import {
   ShapeMismatchError,
   configName,
   matrixKey,
+  isEmbeddingUnit,
+  isLinearModule,
   matrixOfTensorName,
+  unitOfTensorName,
   type Allocation,
   type DType,
-  type LinearModule,
+  type UnitModule,
   type MatrixKey,
   type QuantConfig,
   type QuantizeContext,
@@ -35,12 +38,12 @@ import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
 import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
 import { checkScaleDtype, encodeScaleZero } from './scale-storage.js';
 
-/** One linear matrix of a checkpoint, as configFor sees it. */
+/** One unit of a checkpoint (a linear matrix, or with `embeddingUnits` embed_tokens / lm_head), as configFor sees it. */
 export interface ModelMatrix {
   readonly key: MatrixKey;
   readonly name: string;
   readonly layer: number;
-  readonly module: LinearModule;
+  readonly module: UnitModule;
   readonly shape: readonly [number, number];
 }
 
@@ -72,6 +75,11 @@ export interface QuantizeModelOptions {
   readonly quantizer: Quantizer;
   /** The config of each linear matrix; `null` leaves it in float (copied as stored). */
   readonly configFor: (key: MatrixKey, matrix: ModelMatrix) => QuantConfig | null;
+  /**
+   * Ask configFor about the embedding units too (`embed_tokens`, and `lm_head` where it is not tied), so an allocation
+   * for a shipped format can quantize them; default false: they are copied as stored.
+   */
+  readonly embeddingUnits?: boolean;
   /** Name recorded in the checkpoint and report (e.g. `uniform`, `sensiboost`); default the quantizer's id. */
   readonly method?: string;
   /** The allocation that produced configFor, saved in quantization.json. */
@@ -179,7 +187,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     const specs: TensorSpec[] = [];
     const plans = new Map<string, { matrix: ModelMatrix; config: QuantConfig | null; dtype: DType }>();
     for (const info of checkpoint.tensors) {
-      const parsed = matrixOfTensorName(info.name);
+      const parsed = options.embeddingUnits ? unitOfTensorName(info.name) : matrixOfTensorName(info.name);
       if (!parsed) {
         specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
         continue;
@@ -218,9 +226,9 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     for (const { matrix, config, dtype } of plans.values()) {
       allocation[matrix.key] = config ? configName(config) : null;
       if (config) {
-        const { bits, groupSize, axis, roundZero } = config;
+        const { bits, groupSize, axis, roundZero, symmetric } = config;
         tensorsMetadata[matrix.name] = Object.freeze({
-          shape: matrix.shape, bits, groupSize, axis, roundZero, dtype,
+          shape: matrix.shape, bits, groupSize, axis, roundZero, ...(symmetric ? { symmetric } : {}), dtype,
           ...(scaleDtype !== 'F32' ? { scaleDtype } : {}),
           ...(options.quantizer.columnBits ? { columnBits: true as const } : {}),
         });
@@ -259,7 +267,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
           const context = calibration ? await calibration.context(matrix) : undefined;
           const t0 = performance.now();
           let solved: QuantizedTensor;
-          if (pool && isKernelQuantizer(quantizer) && config!.groupSize % 4 === 0) {
+          if (pool && isKernelQuantizer(quantizer) && config!.groupSize % 4 === 0 && !config!.symmetric) {
             const { layout, grouped } = prepareGroups(weight, config!);
             const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config!.bits, roundZero: config!.roundZero, solver: quantizer.kernelSolver });
             solved = assembleQuantized(quantizer.id, weight, config!, layout, result.codes, result.scale, result.zero);
@@ -340,7 +348,8 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
         if (entry.isFile() && MODEL_LOADER_FILES.includes(entry.name)) await copyFile(join(checkpoint.dir, entry.name), join(staging, entry.name));
       }
 
-      const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));
+      // The paper's accounting covers the linear matrices; quantized embedding units are reported per matrix.
+      const totals = modelMemory([...plans.values()].filter(({ matrix }) => isLinearModule(matrix.module)).map(({ matrix, config }) => ({ shape: matrix.shape, config })));
       const report: QuantizeModelReport = Object.freeze({
         method,
         quantizer: quantizer.id,
@@ -351,7 +360,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
         params: totals.params,
         bpp: totals.paperBitsPerWeight,
         paperMB: totals.paperMB,
-        bytes: perMatrix.reduce((sum, m) => sum + m.packedBytes, 0),
+        bytes: perMatrix.filter((m) => !isEmbeddingUnit(m.key)).reduce((sum, m) => sum + m.packedBytes, 0),
         fileBytes: (await stat(join(staging, QUANTIZED_WEIGHTS_FILE))).size,
         sqErr: perMatrix.reduce((sum, m) => sum + m.sqErr, 0),
         seconds: (performance.now() - start) / 1000,

@@ -4,7 +4,10 @@ import {
   META_BITS,
   META_GROUP,
   PAPER_CONFIGS,
+  EMBEDDING_UNITS,
   bitsPerWeight,
+  isLinearModule,
+  zeroKind,
   matrixOfTensorName,
   matrixTensorName,
   memoryMB,
@@ -90,6 +93,7 @@ export async function frobeniusRows(
       module: matrix.module,
       bits: config.bits,
       groupSize: config.groupSize,
+      zero: zeroKind(config),
       metaBits: META_BITS,
       metaGroupSize: META_GROUP,
       fnorm: Math.sqrt(squaredError),
@@ -142,6 +146,8 @@ export function kurtosisTableFromFnorm(table: FnormTable): KurtosisTable {
   return Object.freeze({ rows: Object.freeze(sortKurtosisRows([...byKey.values()])) });
 }
 
+/** The authors' order: by module, then layer; the embedding units (no layer) after the linear modules. */
 function sortKurtosisRows(rows: KurtosisRow[]): KurtosisRow[] {
-  return rows.sort((a, b) => LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module) || a.layer - b.layer);
+  const rank = (m: KurtosisRow['module']) => (isLinearModule(m) ? LINEAR_MODULES.indexOf(m) : LINEAR_MODULES.length + EMBEDDING_UNITS.indexOf(m));
+  return rows.sort((a, b) => rank(a.module) - rank(b.module) || a.layer - b.layer);
 }

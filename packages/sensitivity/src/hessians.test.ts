@@ -1,4 +1,5 @@
 import { LINEAR_MODULES, matrixKey, matrixTensorName, seededRandom, type DecoderConfig, type InputHessian } from '@layerquant/core';
+import type { LinearModule } from '@layerquant/core';
 import type { ModelMatrix } from '@layerquant/quantizers';
 import { loadDecoderBlocks, referenceForward, type ReferenceLinearInput } from '@layerquant/runtime';
 import { loadDecoderWeights, withOverrides } from '@layerquant/runtime/graph';
@@ -53,7 +54,7 @@ describe('createSequentialCalibration', () => {
       }
       for (const [index, matrix] of order.entries()) {
         const before = new Map([...replaced].filter(([n]) => order.findIndex((m) => m.name === n) < index));
-        const input: ReferenceLinearInput = LINEAR_INPUT[matrix.module];
+        const input: ReferenceLinearInput = LINEAR_INPUT[matrix.module as LinearModule];
         const rows: Float64Array[] = [];
         for (let b = 0; b < blocks; b++) {
           referenceForward(withOverrides(weights, before), Array.from(ids.subarray(b * seqlen, (b + 1) * seqlen)), (layer, kind, x) => {

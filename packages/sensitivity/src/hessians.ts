@@ -1,6 +1,7 @@
 import {
   InvalidOptionError,
   LINEAR_MODULES,
+  isLinearModule,
   layerTensorName,
   matrixTensorName,
   type InputHessian,
@@ -260,11 +261,13 @@ export function createSequentialCalibration(
     blocks: embedded.blocks,
     seqlen: embedded.seqlen,
     async context(matrix: ModelMatrix): Promise<QuantizeContext> {
+      // The embedding units are outside the layer pass: no input statistics (a calibrated quantizer says what it needs).
+      if (!isLinearModule(matrix.module)) return {};
       await reach(matrix.layer);
       return { hessian: await collect(LINEAR_INPUT[matrix.module]) };
     },
     done(matrix: ModelMatrix, dequantized: Float32Array | null): void {
-      if (matrix.layer >= current) weightOf(matrix.module, matrix.layer).resolve(dequantized);
+      if (isLinearModule(matrix.module) && matrix.layer >= current) weightOf(matrix.module, matrix.layer).resolve(dequantized);
     },
   };
 }

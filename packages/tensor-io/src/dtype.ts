@@ -54,43 +54,35 @@ export function float32ToBf16Bits(values: Float32Array): Uint16Array {
   return out;
 }
 
+/** The IEEE half bits of one float32 given by its bits: round to nearest even, overflow to infinity, subnormals exact. */
+export function f32BitsToF16Bits(x: number): number {
+  const sign = (x >>> 16) & 0x8000;
+  const exponent = (x >>> 23) & 0xff;
+  let mantissa = x & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
+  const e = exponent - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mantissa |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    const rest = mantissa & ((1 << shift) - 1);
+    let value = mantissa >>> shift;
+    if (rest > half || (rest === half && (value & 1))) value++;
+    return sign | value;
+  }
+  let value = (e << 10) | (mantissa >>> 13);
+  const rest = mantissa & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (value & 1))) value++; // may carry into the exponent: correct
+  return sign | value;
+}
+
 /** float32 -> IEEE half bits, round to nearest even, overflow to infinity, subnormals exact. */
 export function float32ToF16Bits(values: Float32Array): Uint16Array {
   const u32 = new Uint32Array(values.buffer, values.byteOffset, values.length);
   const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) {
-    const x = u32[i]!;
-    const sign = (x >>> 16) & 0x8000;
-    const exponent = (x >>> 23) & 0xff;
-    let mantissa = x & 0x7fffff;
-    if (exponent === 0xff) {
-      out[i] = sign | 0x7c00 | (mantissa ? 0x200 : 0);
-      continue;
-    }
-    const e = exponent - 127 + 15;
-    if (e >= 31) {
-      out[i] = sign | 0x7c00;
-      continue;
-    }
-    if (e <= 0) {
-      if (e < -10) {
-        out[i] = sign;
-        continue;
-      }
-      mantissa |= 0x800000;
-      const shift = 14 - e;
-      const half = 1 << (shift - 1);
-      const rest = mantissa & ((1 << shift) - 1);
-      let value = mantissa >>> shift;
-      if (rest > half || (rest === half && (value & 1))) value++;
-      out[i] = sign | value;
-      continue;
-    }
-    let value = (e << 10) | (mantissa >>> 13);
-    const rest = mantissa & 0x1fff;
-    if (rest > 0x1000 || (rest === 0x1000 && (value & 1))) value++; // may carry into the exponent: correct
-    out[i] = sign | value;
-  }
+  for (let i = 0; i < values.length; i++) out[i] = f32BitsToF16Bits(u32[i]!);
   return out;
 }
 

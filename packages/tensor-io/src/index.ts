@@ -16,6 +16,7 @@ export {
   f16BitsToFloat32,
   float32ToBf16Bits,
   float32ToF16Bits,
+  f32BitsToF16Bits,
   isDType,
   type TensorData,
 } from './dtype.js';

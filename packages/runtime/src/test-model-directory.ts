@@ -1,7 +1,7 @@
-// Test helper: a tiny random decoder (runtime's test models) written as a Hugging Face directory on disk.
+// Test helper: a tiny random decoder (the test models) written as a Hugging Face directory on disk.
 import type { DecoderConfig } from '@layerquant/core';
-import { LM_HEAD, decoderLayout, expectedShapes } from '@layerquant/runtime';
-import { randomDecoderSource, seededNormal } from '@layerquant/runtime/testing';
+import { LM_HEAD, decoderLayout, expectedShapes } from '@layerquant/core';
+import { randomDecoderSource, seededNormal } from './test-models.js';
 import { writeSafetensors } from '@layerquant/tensor-io';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

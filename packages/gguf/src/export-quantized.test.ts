@@ -1,0 +1,126 @@
+// Quantized layerquant checkpoints exported to GGUF: affine codes kept exactly where the block form allows (HQQ /
+// RTN at <= 5 bits in groups of 32k along the input dimension -> Q4_1 / Q5_1), re-encoded otherwise; checked on a
+// tiny random Llama with a mixed allocation and on the shipped model through llama.cpp itself.
+import { quantConfig, type QuantConfig } from '@layerquant/core';
+import { brownTestPath, shippedModelDir } from '@layerquant/fixtures';
+import { perplexity } from '@layerquant/perplexity';
+import { hqqQuantizer, rtnQuantizer } from '@layerquant/quantizers';
+import { openModelWeights, openQuantizedCheckpoint, quantizeModel } from '@layerquant/quantizers/node';
+import { loadDecoderModel } from '@layerquant/runtime';
+import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TINY_CONFIGS, writeTinyModel } from './__fixtures__/tiny-models.js';
+import { exportGguf, type ExportGgufReport } from './export-gguf.js';
+import { openGgufModel } from './gguf-model.js';
+import { openLlamaCppModel } from './llama-cpp.js';
+
+const root = mkdtempSync(join(tmpdir(), 'layerquant-gguf-quantized-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+/** One config per matrix, cycling: every exact form and every re-encoded case in one checkpoint. */
+const MIXED: readonly QuantConfig[] = [
+  quantConfig(4, 32), quantConfig(4, 64), quantConfig(3, 32), quantConfig(5, 32), quantConfig(2, 128), quantConfig(8, 32), quantConfig(4, 16), quantConfig(4, 64, { roundZero: true }),
+];
+
+describe('a quantized checkpoint with a mixed allocation (tiny random Llama and Qwen2)', () => {
+  for (const architecture of ['llama', 'qwen2'] as const) {
+    const config = TINY_CONFIGS[architecture]!;
+    const quantizedDir = join(root, `${architecture}-quantized`);
+    const outFile = join(root, `${architecture}.gguf`);
+    let report: ExportGgufReport;
+    beforeAll(async () => {
+      await writeTinyModel(join(root, architecture), config, 4);
+      let i = 0;
+      await quantizeModel({ modelDir: join(root, architecture), outDir: quantizedDir, quantizer: architecture === 'llama' ? hqqQuantizer : rtnQuantizer, configFor: () => MIXED[i++ % MIXED.length]! });
+      report = await exportGguf({ modelDir: quantizedDir, outFile });
+    });
+
+    it(`${architecture}: <= 5-bit codes in groups of 32k keep their codes (Q4_1 / Q5_1); the rest is re-encoded as Q8_0 and said so`, async () => {
+      const checkpoint = await openQuantizedCheckpoint(quantizedDir);
+      const gguf = await openGgufModel(outFile);
+      let exact = 0;
+      for (const t of report.tensors.filter((t) => t.shape.length === 2)) {
+        const entry = checkpoint.metadata.tensors[t.hfName!];
+        if (!entry) {
+          expect(t.source, t.name).toBe('float'); // embeddings and lm_head stay in the checkpoint's float type
+          continue;
+        }
+        const expected = entry.axis === 1 && entry.groupSize % 32 === 0 && entry.bits <= 5 ? (entry.bits === 5 ? 'Q5_1' : 'Q4_1') : 'Q8_0';
+        expect(t.type, t.name).toBe(expected);
+        expect(t.source, t.name).toBe(expected === 'Q8_0' ? 'encoded' : 'exact');
+        if (t.source !== 'exact') continue;
+        exact++;
+        // The file's weights (q/k permutation undone) are the checkpoint's, up to the fp16 rounding of d = 1/s and
+        // m = -z/s: |error| <= q |d - fp16(d)| + |m - fp16(m)| <= 2^-11 (q |d| + |m|) per value.
+        const q = await checkpoint.readQuantized(t.hfName!);
+        const ours = (await gguf.read(t.hfName!)).data;
+        const theirs = (await checkpoint.read(t.hfName!)).data;
+        const top = 2 ** q.config.bits - 1;
+        let worst = 0;
+        for (let v = 0; v < ours.length; v++) {
+          const g = Math.floor(v / q.config.groupSize);
+          const d = 1 / q.scale[g]!;
+          const bound = 2 ** -11 * (top * Math.abs(d) + Math.abs(q.zero[g]! * d)) + 2 ** -24 * Math.abs(theirs[v]!);
+          worst = Math.max(worst, Math.abs(ours[v]! - theirs[v]!) / bound);
+        }
+        expect(worst, t.name).toBeLessThanOrEqual(1);
+      }
+      expect(exact).toBeGreaterThan(0);
+      expect(report.notes.join(' ')).toMatch(/re-encoded/);
+      await gguf.close();
+      await checkpoint.close();
+    });
+
+    it(`${architecture}: llama.cpp's perplexity of the file equals layerquant's of the quantized checkpoint`, async () => {
+      const ids = Array.from({ length: 8 * 64 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
+      const llama = await openLlamaCppModel(outFile, { contextSize: 64 });
+      const theirs = await perplexity(llama, ids, { seqlen: 64 });
+      await llama.dispose();
+      const weights = await openModelWeights(quantizedDir);
+      const model = await loadDecoderModel(weights, config);
+      const ours = await perplexity(model, ids, { seqlen: 64 });
+      await model.dispose();
+      await weights.close();
+      // Q8_0 re-encoding of the 8-bit and g16 matrices and llama.cpp's 8-bit activations: see export-llama-cpp.test.ts.
+      expect(Math.abs(theirs.ppl - ours.ppl) / ours.ppl).toBeLessThan(2e-3);
+    });
+  }
+});
+
+describe('the shipped model (trained, 32 layers) quantized with HQQ b4g32 and exported to GGUF', () => {
+  const quantizedDir = join(root, 'shipped-b4g32');
+  const outFile = join(root, 'shipped-b4g32.gguf');
+  beforeAll(async () => {
+    await quantizeModel({ modelDir: shippedModelDir, outDir: quantizedDir, quantizer: hqqQuantizer, configFor: () => quantConfig(4, 32) });
+    await exportGguf({ modelDir: quantizedDir, outFile });
+  });
+
+  it('llama.cpp tokenizes text as the checkpoint\'s tokenizer does (byte-level BPE, gpt-2 pre-tokenizer, no BOS)', async () => {
+    const text = readFileSync(brownTestPath, 'utf8').slice(0, 20_000);
+    const llama = await openLlamaCppModel(outFile, { contextSize: 64 });
+    const theirs = llama.tokenize(text);
+    await llama.dispose();
+    expect(theirs).toEqual((await loadTokenizer(shippedModelDir)).encode(text));
+  });
+
+  // An F32 export of the float model gives 7.4e-6 on the first 4 windows (89.96991 vs 89.97039 on 32 windows in
+  // ../shared/GGUF.md); Q4_1 matrices, which llama.cpp multiplies by activations it quantizes to 8 bits (Q8_1), give
+  // 3.4e-4 on 4 windows, measured. bench/gguf.mjs measures every type on 32 windows.
+  it('llama.cpp\'s perplexity of the file equals layerquant\'s of the quantized checkpoint within 1e-3 (2 windows of 512 of brown-test)', async () => {
+    const tokenizer = await loadTokenizer(shippedModelDir);
+    const ids = tokenizer.encode(readFileSync(brownTestPath, 'utf8').slice(0, 6_000)).slice(0, 2 * 512);
+    const llama = await openLlamaCppModel(outFile, { contextSize: 512 });
+    const theirs = await perplexity(llama, ids, { seqlen: 512 });
+    await llama.dispose();
+    const weights = await openModelWeights(quantizedDir);
+    const model = await loadDecoderModel(weights, await loadDecoderConfig(shippedModelDir));
+    const ours = await perplexity(model, ids, { seqlen: 512 });
+    await model.dispose();
+    await weights.close();
+    expect(theirs.windows).toBe(2);
+    expect(Math.abs(theirs.ppl - ours.ppl) / ours.ppl, `llama.cpp ${theirs.ppl} vs layerquant ${ours.ppl}`).toBeLessThan(1e-3);
+  });
+});
