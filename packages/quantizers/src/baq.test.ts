@@ -2,7 +2,7 @@ import { quantConfig, type InputHessian } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
 import { baqQuantizer, createBaqQuantizer, dequantizeBaq, equalLossColumnBits } from './baq.js';
 import { packColumnCodes, unpackColumnCodes } from './bit-packing.js';
-import { createGptqQuantizer, gptqQuantizer } from './gptq.js';
+import { gptqQuantizer } from './gptq.js';
 import { baqPlugin } from './registry.js';
 import { runQuantizerConformance } from './testing/quantizer-conformance.js';
 import { randomInputs, randomMatrix, seededRandom } from './testing/random-matrix.js';
@@ -105,8 +105,8 @@ describe('the baq quantizer', () => {
     }
   });
 
-  it('refuses a symmetric grid', () => {
-    expect(() => createBaqQuantizer({ symmetric: true } as never)).toThrow(/asymmetric/);
-    expect(createGptqQuantizer({ symmetric: true }).settings.symmetric).toBe(true);
+  it('refuses a symmetric config', () => {
+    const { hessian } = randomInputs(64, 100, 3);
+    expect(() => baqQuantizer.quantize(randomMatrix(4, 64, 1), quantConfig(3, 32, { symmetric: true }), { hessian })).toThrow(/asymmetric.*b3g32-sym/);
   });
 });

@@ -1,6 +1,6 @@
 // BAQ (Zhang, Wang, Lasaulce, Debbah 2025, "BAQ: Efficient Bit Allocation Quantization for Large Language Models";
 // CSU-ModelCompression/BAQ): a width per input column from the equal-loss rule, on GPTQ's pass.
-import { InvalidDataError, InvalidOptionError, type QuantConfig, type QuantizeContext, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, configName, type QuantConfig, type QuantizeContext, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
 import { PACKING, packColumnCodes, unpackColumnCodes, wordsPerRow } from './bit-packing.js';
 import {
   gptqKernelPicker,
@@ -70,10 +70,8 @@ export interface BaqQuantizer extends Quantizer {
  * code's grid is GPTQ's grid of the group's range at the column's width. Per-column widths have no MatMulNBits form:
  * no `packedLayout`, so the export refuses it and evaluation reads it through `dequantize`.
  */
-export function createBaqQuantizer(options: Omit<GptqOptions, 'symmetric'> & { readonly symmetric?: false } = {}): BaqQuantizer {
+export function createBaqQuantizer(options: GptqOptions = {}): BaqQuantizer {
   const { kernel: choice, ...rest } = options;
-  // the stored range and column width then say everything a value needs (a symmetric grid would have to be recorded)
-  if ((rest as GptqOptions).symmetric) throw new InvalidOptionError('symmetric', 'BAQ quantizes on asymmetric grids only (each group stores its range)');
   const settings = gptqSettings(rest);
   const kernelFor = gptqKernelPicker(choice ?? 'auto');
   const prepare = preparedHessianCache(settings);
@@ -85,6 +83,8 @@ export function createBaqQuantizer(options: Omit<GptqOptions, 'symmetric'> & { r
     quantize(weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor {
       const [rows, columns] = matrixShape(weight);
       groupLayout(weight.name, [rows, columns], config);
+      // each group stores its range and a value's grid follows from it and the column's width; a symmetric grid would not
+      if (config.symmetric) throw new InvalidOptionError('config', `BAQ quantizes on asymmetric grids (each group stores its range); ${configName(config)} is symmetric, use b${config.bits}g${config.groupSize}`);
       const prepared = prepare(requireHessian('baq', weight, context), weight.name);
       const kernel = kernelFor(rows);
       const first = runGptq(weight, config, prepared, settings, kernel, undefined, true);

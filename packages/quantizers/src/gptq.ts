@@ -28,13 +28,11 @@ export interface GptqSettings {
   readonly dampening: number;
   /** Quantize columns by descending H diagonal, with every group's range fixed up front on the original order. */
   readonly actOrder: boolean;
-  /** Symmetric grid: range [-max|w|, max|w|], zero 2^(b-1) (default: asymmetric, integer zero). */
-  readonly symmetric: boolean;
   /** Columns per lazy batch update (default 128). */
   readonly blockSize: number;
 }
 
-export const GPTQ_DEFAULTS: GptqSettings = Object.freeze({ dampening: 0.01, actOrder: false, symmetric: false, blockSize: 128 });
+export const GPTQ_DEFAULTS: GptqSettings = Object.freeze({ dampening: 0.01, actOrder: false, blockSize: 128 });
 
 export interface GptqOptions extends Partial<GptqSettings> {
   /** `auto` (default): WebAssembly SIMD where available and the row count is a multiple of 4, else TypeScript. */
@@ -110,6 +108,8 @@ export function runGptq(
   const { groupSize } = groupLayout(weight.name, [rows, columns], config);
   if (prepared.columns !== columns) throw new ShapeMismatchError(weight.name, `has ${columns} input columns but its Hessian has ${prepared.columns}`);
   const groupsPerRow = columns / groupSize;
+  // a symmetric config (`-sym`, no zero point): ranges [-m, m], zero 2^(b-1)
+  const symmetric = config.symmetric;
   const { order, dead } = prepared;
   const source = weight.data;
   const weights = new Float32Array(rows * columns);
@@ -141,7 +141,7 @@ export function runGptq(
           if (v < lo) lo = v;
           if (v > hi) hi = v;
         }
-        const [l, h] = settleRange(lo, hi, settings.symmetric);
+        const [l, h] = settleRange(lo, hi, symmetric);
         low[group * rows + r] = l;
         high[group * rows + r] = h;
       }
@@ -158,7 +158,7 @@ export function runGptq(
     rangeAt,
     maxq,
     blockEnds: gptqBlockEnds(columns, settings.blockSize, groupSize, !order),
-    symmetric: settings.symmetric,
+    symmetric,
     low,
     high,
     codes: codesByColumn,
@@ -177,7 +177,7 @@ export function runGptq(
       const diagonal = prepared.inverse[c * columns + c]!;
       let sum = 0;
       for (let r = 0; r < rows; r++) {
-        const grid = gptqGrid(low[g0 + r]!, high[g0 + r]!, maxq[c]!, settings.symmetric);
+        const grid = gptqGrid(low[g0 + r]!, high[g0 + r]!, maxq[c]!, symmetric);
         const e = (weights[c * rows + r]! - (codesByColumn[c * rows + r]! - grid.zero) * grid.step) / diagonal;
         sum += e * e;
       }
@@ -229,12 +229,12 @@ export function gptqReport(prepared: PreparedHessian): Readonly<Record<string, n
 }
 
 /** The affine QuantizedTensor of a GPTQ result: per group `s = fp32(1 / step)` and the integer zero of its grid. */
-export function gptqQuantizedTensor(weight: WeightTensor, config: QuantConfig, result: GptqResult, symmetric: boolean, report: Readonly<Record<string, number>>): QuantizedTensor {
+export function gptqQuantizedTensor(weight: WeightTensor, config: QuantConfig, result: GptqResult, report: Readonly<Record<string, number>>): QuantizedTensor {
   const maxq = 2 ** config.bits - 1;
   const scale = new Float32Array(result.low.length);
   const zero = new Float32Array(result.low.length);
   for (let k = 0; k < scale.length; k++) {
-    const grid = gptqGrid(result.low[k]!, result.high[k]!, maxq, symmetric);
+    const grid = gptqGrid(result.low[k]!, result.high[k]!, maxq, config.symmetric);
     scale[k] = grid.scale;
     zero[k] = grid.zero;
   }
@@ -277,11 +277,11 @@ export function createGptqQuantizer(options: GptqOptions = {}): GptqQuantizer {
       groupLayout(weight.name, [rows, weight.shape[1]!], config);
       const prepared = prepare(requireHessian('gptq', weight, context), weight.name);
       const result = runGptq(weight, config, prepared, settings, kernelFor(rows));
-      return gptqQuantizedTensor(weight, config, result, settings.symmetric, gptqReport(prepared));
+      return gptqQuantizedTensor(weight, config, result, gptqReport(prepared));
     },
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized),
   });
 }
 
-/** GPTQ with its defaults (dampening 0.01, no act-order, asymmetric, batches of 128) and the fastest kernel. */
+/** GPTQ with its defaults (dampening 0.01, no act-order, batches of 128) and the fastest kernel. */
 export const gptqQuantizer: GptqQuantizer = createGptqQuantizer();

@@ -48,7 +48,7 @@ export const hqqPlugin: QuantizerPlugin = defineQuantizer({
   configure: (options) => createHqqQuantizer({ solver: { kappa: Number(options.kappa ?? 1) } }),
 });
 
-/** GPTQ's settings as options (the CLI's --dampening, --act-order, --symmetric). */
+/** GPTQ's settings as options (the CLI's --dampening, --act-order); a symmetric grid is the config's (`b4g128-sym`). */
 export const GPTQ_OPTIONS: readonly OptionDescriptor[] = Object.freeze([
   Object.freeze({
     name: 'dampening',
@@ -65,22 +65,11 @@ export const GPTQ_OPTIONS: readonly OptionDescriptor[] = Object.freeze([
     default: GPTQ_DEFAULTS.actOrder,
     help: "quantize columns by descending Hessian diagonal, groups fixed up front on the original order (static groups, so it still exports)",
   }),
-  Object.freeze({
-    name: 'symmetric',
-    flag: 'symmetric',
-    type: 'boolean' as const,
-    default: GPTQ_DEFAULTS.symmetric,
-    help: 'symmetric grid, zero 2^(b-1) (default: asymmetric with an integer zero per group)',
-  }),
 ]);
 
 /** The gptq settings of resolved options. */
-export function gptqOptionsOf(options: ResolvedOptions): { dampening: number; actOrder: boolean; symmetric: boolean } {
-  return {
-    dampening: Number(options.dampening ?? GPTQ_DEFAULTS.dampening),
-    actOrder: options.actOrder === true,
-    symmetric: options.symmetric === true,
-  };
+export function gptqOptionsOf(options: ResolvedOptions): { dampening: number; actOrder: boolean } {
+  return { dampening: Number(options.dampening ?? GPTQ_DEFAULTS.dampening), actOrder: options.actOrder === true };
 }
 
 export const gptqPlugin: QuantizerPlugin = defineQuantizer({
@@ -95,11 +84,8 @@ export const baqPlugin: QuantizerPlugin = defineQuantizer({
   ...baqQuantizer,
   id: 'baq',
   description: "BAQ (Zhang et al. 2025): GPTQ's loss of each input column gives it a width by the equal-loss rule at the config's average bits, then GPTQ with those widths (calibrated: needs --calib; per-column widths do not export to ONNX)",
-  options: GPTQ_OPTIONS.filter((d) => d.name !== 'symmetric'),
-  configure: (options) => {
-    const { dampening, actOrder } = gptqOptionsOf(options);
-    return createBaqQuantizer({ dampening, actOrder });
-  },
+  options: GPTQ_OPTIONS,
+  configure: (options) => createBaqQuantizer(gptqOptionsOf(options)),
 });
 
 /** The built-in quantizer plug-ins. */
