@@ -4,15 +4,17 @@ import { InvalidDataError, InvalidOptionError, configName, type QuantConfig, typ
 import { PACKING, packColumnCodes, unpackColumnCodes, wordsPerRow } from './bit-packing.js';
 import {
   gptqKernelPicker,
+  gptqProblem,
   gptqReport,
   gptqSettings,
   preparedHessianCache,
   requireHessian,
-  runGptq,
   type GptqOptions,
   type GptqSettings,
+  type GptqSolver,
+  type PooledQuantizer,
 } from './gptq.js';
-import { gridOfRange } from './gptq-solver.js';
+import { gridOfRange, type GptqProblem } from './gptq-solver.js';
 import { groupLayout, matrixShape } from './grouping.js';
 
 /** The widest column BAQ gives (codes are bytes). */
@@ -56,7 +58,7 @@ export function equalLossColumnBits(losses: Float64Array, averageBits: number, m
   return bits;
 }
 
-export interface BaqQuantizer extends Quantizer {
+export interface BaqQuantizer extends PooledQuantizer {
   readonly id: 'baq';
   readonly calibration: 'hessian';
   readonly columnBits: true;
@@ -75,35 +77,52 @@ export function createBaqQuantizer(options: GptqOptions = {}): BaqQuantizer {
   const settings = gptqSettings(rest);
   const kernelFor = gptqKernelPicker(choice ?? 'auto');
   const prepare = preparedHessianCache(settings);
+  // The two GPTQ passes, each solved by `solve` (in this thread or on the pool).
+  function* passes(weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined): Generator<GptqProblem, QuantizedTensor, void> {
+    const [rows, columns] = matrixShape(weight);
+    groupLayout(weight.name, [rows, columns], config);
+    // each group stores its range and a value's grid follows from it and the column's width; a symmetric grid would not
+    if (config.symmetric) throw new InvalidOptionError('config', `BAQ quantizes on asymmetric grids (each group stores its range); ${configName(config)} is symmetric, use b${config.bits}g${config.groupSize}`);
+    const prepared = prepare(requireHessian('baq', weight, context), weight.name);
+    const first = gptqProblem(weight, config, prepared, settings, undefined, true);
+    yield first.problem;
+    const columnBits = equalLossColumnBits(first.finish().losses!, config.bits);
+    const second = gptqProblem(weight, config, prepared, settings, columnBits);
+    yield second.problem;
+    const result = second.finish();
+    const scale = new Float32Array(result.low.length);
+    for (let k = 0; k < scale.length; k++) scale[k] = Math.fround(result.high[k]! - result.low[k]!);
+    return Object.freeze({
+      name: weight.name,
+      shape: [rows, columns] as [number, number],
+      config,
+      method: 'baq',
+      packed: packColumnCodes(result.codes, rows, columns, columnBits, wordsPerRow(columns, config.bits)),
+      packing: PACKING,
+      scale,
+      zero: result.low,
+      columnBits,
+      report: gptqReport(prepared),
+    });
+  }
   return Object.freeze({
     id: 'baq' as const,
     calibration: 'hessian' as const,
     columnBits: true as const,
     settings,
     quantize(weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor {
-      const [rows, columns] = matrixShape(weight);
-      groupLayout(weight.name, [rows, columns], config);
-      // each group stores its range and a value's grid follows from it and the column's width; a symmetric grid would not
-      if (config.symmetric) throw new InvalidOptionError('config', `BAQ quantizes on asymmetric grids (each group stores its range); ${configName(config)} is symmetric, use b${config.bits}g${config.groupSize}`);
-      const prepared = prepare(requireHessian('baq', weight, context), weight.name);
-      const kernel = kernelFor(rows);
-      const first = runGptq(weight, config, prepared, settings, kernel, undefined, true);
-      const columnBits = equalLossColumnBits(first.losses!, config.bits);
-      const result = runGptq(weight, config, prepared, settings, kernel, columnBits);
-      const scale = new Float32Array(result.low.length);
-      for (let k = 0; k < scale.length; k++) scale[k] = Math.fround(result.high[k]! - result.low[k]!);
-      return Object.freeze({
-        name: weight.name,
-        shape: [rows, columns] as [number, number],
-        config,
-        method: 'baq',
-        packed: packColumnCodes(result.codes, rows, columns, columnBits, wordsPerRow(columns, config.bits)),
-        packing: PACKING,
-        scale,
-        zero: result.low,
-        columnBits,
-        report: gptqReport(prepared),
-      });
+      const run = passes(weight, config, context);
+      for (let step = run.next(); ; step = run.next()) {
+        if (step.done) return step.value;
+        kernelFor(step.value.rows).solve(step.value);
+      }
+    },
+    async quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): Promise<QuantizedTensor> {
+      const run = passes(weight, config, context);
+      for (let step = run.next(); ; step = run.next()) {
+        if (step.done) return step.value;
+        await solve(step.value);
+      }
     },
     dequantize: (quantized: QuantizedTensor) => dequantizeBaq(quantized),
   });

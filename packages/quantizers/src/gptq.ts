@@ -88,19 +88,18 @@ export function requireHessian(quantizerId: string, weight: WeightTensor, contex
 }
 
 /**
- * One GPTQ pass over a matrix: builds the problem (dead columns zeroed, act-order permutation, the groups' ranges up
- * front under act-order, batch ends) and solves it with `kernel`. `columnBits` gives each original column its own
- * width (BAQ); otherwise every column has `config.bits`.
+ * One GPTQ pass over a matrix, as a problem for a kernel (dead columns zeroed, act-order permutation, the groups'
+ * ranges up front under act-order, batch ends) and how to read the solved problem back. `columnBits` gives each
+ * original column its own width (BAQ); otherwise every column has `config.bits`; `losses` asks for each column's loss.
  */
-export function runGptq(
+export function gptqProblem(
   weight: WeightTensor,
   config: QuantConfig,
   prepared: PreparedHessian,
   settings: GptqSettings,
-  kernel: GptqKernel,
   columnBits?: Uint8Array,
   losses = false,
-): GptqResult {
+): { readonly problem: GptqProblem; finish(): GptqResult } {
   const [rows, columns] = matrixShape(weight);
   if (config.axis !== 1) {
     throw new InvalidOptionError('axis', `GPTQ quantizes column by column and needs groups along the input dimension (axis 1); tensor "${weight.name}" was asked for axis ${config.axis}`);
@@ -148,7 +147,7 @@ export function runGptq(
     }
   }
   const codesByColumn = new Uint8Array(rows * columns);
-  kernel.solve({
+  const problem: GptqProblem = {
     rows,
     columns,
     weights,
@@ -162,39 +161,63 @@ export function runGptq(
     low,
     high,
     codes: codesByColumn,
-  });
-  const codes = new Uint8Array(rows * columns);
-  for (let c = 0; c < columns; c++) {
-    const o = order ? order[c]! : c;
-    for (let r = 0; r < rows; r++) codes[r * columns + o] = codesByColumn[c * rows + r]!;
-  }
-  let columnLosses: Float64Array | undefined;
-  if (losses) {
-    // the solved problem's weights are each column's as it was quantized
-    columnLosses = new Float64Array(columns);
+  };
+  return { problem, finish };
+
+  // the solved problem (codes, ranges, weights as each column was quantized) in the original order
+  function finish(): GptqResult {
+    const codes = new Uint8Array(rows * columns);
     for (let c = 0; c < columns; c++) {
-      const g0 = groupOf[c]! * rows;
-      const diagonal = prepared.inverse[c * columns + c]!;
-      let sum = 0;
-      for (let r = 0; r < rows; r++) {
-        const grid = gptqGrid(low[g0 + r]!, high[g0 + r]!, maxq[c]!, symmetric);
-        const e = (weights[c * rows + r]! - (codesByColumn[c * rows + r]! - grid.zero) * grid.step) / diagonal;
-        sum += e * e;
+      const o = order ? order[c]! : c;
+      for (let r = 0; r < rows; r++) codes[r * columns + o] = codesByColumn[c * rows + r]!;
+    }
+    let columnLosses: Float64Array | undefined;
+    if (losses) {
+      // the solved problem's weights are each column's as it was quantized
+      columnLosses = new Float64Array(columns);
+      for (let c = 0; c < columns; c++) {
+        const g0 = groupOf[c]! * rows;
+        const diagonal = prepared.inverse[c * columns + c]!;
+        let sum = 0;
+        for (let r = 0; r < rows; r++) {
+          const grid = gptqGrid(low[g0 + r]!, high[g0 + r]!, maxq[c]!, symmetric);
+          const e = (weights[c * rows + r]! - (codesByColumn[c * rows + r]! - grid.zero) * grid.step) / diagonal;
+          sum += e * e;
+        }
+        columnLosses[order ? order[c]! : c] = sum;
       }
-      columnLosses[order ? order[c]! : c] = sum;
     }
-  }
-  // group table [group][rows] -> the row-major group order of a QuantizedTensor
-  const lowByRow = new Float32Array(low.length);
-  const highByRow = new Float32Array(high.length);
-  for (let group = 0; group < groupsPerRow; group++) {
-    for (let r = 0; r < rows; r++) {
-      lowByRow[r * groupsPerRow + group] = low[group * rows + r]!;
-      highByRow[r * groupsPerRow + group] = high[group * rows + r]!;
+    // group table [group][rows] -> the row-major group order of a QuantizedTensor
+    const lowByRow = new Float32Array(low.length);
+    const highByRow = new Float32Array(high.length);
+    for (let group = 0; group < groupsPerRow; group++) {
+      for (let r = 0; r < rows; r++) {
+        lowByRow[r * groupsPerRow + group] = low[group * rows + r]!;
+        highByRow[r * groupsPerRow + group] = high[group * rows + r]!;
+      }
     }
+    return { rows, columns, codes, low: lowByRow, high: highByRow, ...(columnLosses ? { losses: columnLosses } : {}) };
   }
-  return { rows, columns, codes, low: lowByRow, high: highByRow, ...(columnLosses ? { losses: columnLosses } : {}) };
 }
+
+/** gptqProblem solved in the calling thread. */
+export function runGptq(
+  weight: WeightTensor,
+  config: QuantConfig,
+  prepared: PreparedHessian,
+  settings: GptqSettings,
+  kernel: GptqKernel,
+  columnBits?: Uint8Array,
+  losses = false,
+): GptqResult {
+  const { problem, finish } = gptqProblem(weight, config, prepared, settings, columnBits, losses);
+  kernel.solve(problem);
+  return finish();
+}
+
+/** A kernel that solves problems elsewhere (the worker pool): it fills the problem's weights, codes and ranges. */
+export type GptqSolver = (problem: GptqProblem) => Promise<void>;
+
 
 /** Picks the GPTQ kernel for a row count; the WebAssembly instance is made on first use and kept. */
 export function gptqKernelPicker(choice: KernelChoice): (rows: number) => GptqKernel {
@@ -251,7 +274,16 @@ export function gptqQuantizedTensor(weight: WeightTensor, config: QuantConfig, r
   });
 }
 
-export interface GptqQuantizer extends Quantizer {
+/** A quantizer whose column loops can run elsewhere (quantizeModel hands it the kernel worker pool's solver). */
+export interface PooledQuantizer extends Quantizer {
+  quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): Promise<QuantizedTensor>;
+}
+
+export function isPooledQuantizer(quantizer: Quantizer): quantizer is PooledQuantizer {
+  return typeof (quantizer as Partial<PooledQuantizer>).quantizeOn === 'function';
+}
+
+export interface GptqQuantizer extends PooledQuantizer {
   readonly id: 'gptq';
   readonly calibration: 'hessian';
   readonly settings: GptqSettings;
@@ -260,24 +292,34 @@ export interface GptqQuantizer extends Quantizer {
 /**
  * GPTQ as a calibrated quantizer: `quantize(weight, config, { hessian })`. The codes, scales and integer zeros are the
  * affine layout MatMulNBits holds (exported with no correction). Stateless apart from a cache of prepared Hessians
- * keyed by the Hessian object, so the projections that share a Hessian factor it once.
+ * keyed by the Hessian object, so the projections that share a Hessian factor it once. `quantizeOn` runs the column
+ * loop through a solver (the worker pool's), with the same result.
  */
 export function createGptqQuantizer(options: GptqOptions = {}): GptqQuantizer {
   const { kernel: choice, ...rest } = options;
   const settings = gptqSettings(rest);
   const kernelFor = gptqKernelPicker(choice ?? 'auto');
   const prepare = preparedHessianCache(settings);
+  const begin = (weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined) => {
+    const [rows, columns] = matrixShape(weight);
+    groupLayout(weight.name, [rows, columns], config);
+    const prepared = prepare(requireHessian('gptq', weight, context), weight.name);
+    return { prepared, ...gptqProblem(weight, config, prepared, settings) };
+  };
   return Object.freeze({
     id: 'gptq' as const,
     calibration: 'hessian' as const,
     packedLayout: 'affine' as const,
     settings,
     quantize(weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor {
-      const [rows] = matrixShape(weight);
-      groupLayout(weight.name, [rows, weight.shape[1]!], config);
-      const prepared = prepare(requireHessian('gptq', weight, context), weight.name);
-      const result = runGptq(weight, config, prepared, settings, kernelFor(rows));
-      return gptqQuantizedTensor(weight, config, result, gptqReport(prepared));
+      const { prepared, problem, finish } = begin(weight, config, context);
+      kernelFor(problem.rows).solve(problem);
+      return gptqQuantizedTensor(weight, config, finish(), gptqReport(prepared));
+    },
+    async quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): Promise<QuantizedTensor> {
+      const { prepared, problem, finish } = begin(weight, config, context);
+      await solve(problem);
+      return gptqQuantizedTensor(weight, config, finish(), gptqReport(prepared));
     },
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized),
   });

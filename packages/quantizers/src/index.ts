@@ -70,8 +70,10 @@ export { GPTQ_OPTIONS, QUANTIZER_PLUGINS, baqPlugin, configureQuantizer, createQ
 export {
   GPTQ_DEFAULTS,
   createGptqQuantizer,
+  gptqProblem,
   gptqQuantizer,
   gptqSettings,
+  isPooledQuantizer,
   runGptq,
   requireHessian,
   typescriptGptqKernel,
@@ -80,6 +82,8 @@ export {
   type GptqQuantizer,
   type GptqResult,
   type GptqSettings,
+  type GptqSolver,
+  type PooledQuantizer,
 } from './gptq.js';
 export { createWasmGptqKernel } from './gptq-kernel.js';
 export {

@@ -36,6 +36,7 @@ import {
 } from './checkpoint-format.js';
 import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
 import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
+import { isPooledQuantizer } from './gptq.js';
 import { checkScaleDtype, encodeScaleZero } from './scale-storage.js';
 
 /** One unit of a checkpoint (a linear matrix, or with `embeddingUnits` embed_tokens / lm_head), as configFor sees it. */
@@ -101,8 +102,9 @@ export interface QuantizeModelOptions {
   /** Called once every tensor is planned and every config validated, before the first matrix is read. */
   readonly onPlan?: (plan: { readonly matrices: number; readonly quantizedMatrices: number; readonly params: number }) => void;
   /**
-   * Worker threads for the built-in quantizers (rtn, hqq with the WebAssembly kernel): matrices are quantized
-   * ahead on a pool while earlier ones are written. Default 1 (in the calling thread); results are bit-identical.
+   * Worker threads for the built-in quantizers (rtn, hqq with the WebAssembly kernel; gptq and baq's column loops):
+   * matrices are quantized ahead on a pool while earlier ones are written. Default 1 (in the calling thread); results
+   * are bit-identical.
    */
   readonly workers?: number;
 }
@@ -258,7 +260,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       const order = specs.filter((spec) => spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config).map((spec) => spec.name.slice(0, -QWEIGHT_SUFFIX.length));
       const position = new Map(order.map((name, i) => [name, i]));
       const quantizer = options.quantizer;
-      if (workers > 1 && isKernelQuantizer(quantizer)) pool = createKernelPool(workers);
+      if (workers > 1 && (isKernelQuantizer(quantizer) || isPooledQuantizer(quantizer))) pool = createKernelPool(workers);
       const started = new Map<string, Promise<{ weight: WeightTensor; quantized: QuantizedTensor; stored: ReturnType<typeof encodeScaleZero>; dequantized: Float32Array; seconds: number }>>();
       const startTask = (name: string) => {
         const { matrix, config } = plans.get(name)!;
@@ -271,6 +273,10 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
             const { layout, grouped } = prepareGroups(weight, config!);
             const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config!.bits, roundZero: config!.roundZero, solver: quantizer.kernelSolver });
             solved = assembleQuantized(quantizer.id, weight, config!, layout, result.codes, result.scale, result.zero);
+          } else if (pool && isPooledQuantizer(quantizer)) {
+            // GPTQ's column loops on the workers: q/k/v (and gate/up) run side by side
+            const workersPool = pool;
+            solved = await quantizer.quantizeOn((problem) => workersPool.runGptq(problem), weight, config!, context);
           } else {
             solved = quantizer.quantize(weight, config!, context);
           }
@@ -288,8 +294,8 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       };
       let next = 0;
       const quantizeInOrder = async (name: string) => {
-        // a calibrated quantizer's matrix waits for the ones before it: nothing to gain from starting it early
-        const ahead = pool && !calibration ? pool.size + 1 : 1;
+        // with a pool, matrices are started ahead (a calibrated one waits in its context for the ones it depends on)
+        const ahead = pool ? pool.size + 1 : 1;
         while (next < order.length && next < position.get(name)! + ahead) startTask(order[next++]!);
         const result = await started.get(name)!;
         started.delete(name);

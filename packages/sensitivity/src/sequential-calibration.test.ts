@@ -33,6 +33,8 @@ describe('quantizeModel with a calibrated quantizer (gptq) on the shipped model'
         quantizer: gptqQuantizer,
         configFor: (_, matrix) => (matrix.layer < 2 ? config : null),
         calibration: opened.calibration,
+        // GPTQ's column loops on worker threads, matrices started ahead while earlier ones finish
+        workers: 2,
       });
     } finally {
       await opened.close();
