@@ -11,6 +11,7 @@
 # usage: /usr/bin/python3 bench/gptq_reference.py MODEL_DIR IDS_JSON BLOCKS SEQLEN BITS GROUP --out DEQUANTIZED.f32
 #        [--threads 2] [--dampening 0.01] [--act-order]
 #        /usr/bin/python3 bench/gptq_reference.py MODEL_DIR IDS_JSON BLOCKS SEQLEN BITS GROUP --evaluate OTHER.f32
+#        [--layers N]: the first N layers only (bench/gptq-scale.mjs at model shapes too large to hold)
 # Writes the dequantized matrices (float32, layer-major, q,k,v,o,gate,up,down) to --out; prints one JSON object
 # {errors: {"<layer>.<module>": tr((W - Q) H (W - Q)^T)}, seconds, hessianSeconds, gptqSeconds, peakBytes}.
 # --evaluate takes another quantization's matrices (same layout) instead of running GPTQ: the same sequential pass
@@ -33,6 +34,7 @@ parser.add_argument('--threads', type=int, default=2)
 parser.add_argument('--dampening', type=float, default=0.01)
 parser.add_argument('--act-order', action='store_true')
 parser.add_argument('--batch', type=int, default=8)
+parser.add_argument('--layers', type=int, default=0, help='the first N layers only (0: all)')
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 BLOCK = 128
@@ -92,8 +94,9 @@ def gptq(W, H64, bits, group, dampening, act_order):
     return Q
 
 
-W = load_safetensors(args.model_dir)
 model = Llama(args.model_dir, args.seqlen)
+layers = args.layers or model.layers
+W = load_safetensors(args.model_dir, lambda k: not k.startswith('model.layers.') or int(k.split('.')[2]) < layers)
 T = args.seqlen
 ids = json.load(open(args.ids))
 if len(ids) < args.blocks * T: sys.exit(f'{args.ids}: {len(ids)} tokens, need {args.blocks * T}')
@@ -102,7 +105,7 @@ batches = list(torch.split(tokens, args.batch))
 t0 = time.perf_counter()
 hessian_seconds = gptq_seconds = measuring = 0.0
 errors = {}
-if bool(args.out) == bool(args.evaluate): sys.exit('give --out (run GPTQ) or --evaluate FILE (measure given matrices)')
+if args.out and args.evaluate: sys.exit('give --out (run GPTQ) or --evaluate FILE (measure given matrices), not both')
 out = open(args.out, 'wb') if args.out else None
 given = torch.from_numpy(__import__('numpy').fromfile(args.evaluate, dtype='float32')) if args.evaluate else None
 offset = 0
@@ -118,7 +121,7 @@ with torch.no_grad():
         hessian_seconds += time.perf_counter() - t
         return total
 
-    for layer in range(model.layers):
+    for layer in range(layers):
         p = f'model.layers.{layer}.'
         w = {m: W[p + m + '.weight'] for m in MODULES}
         q = {}

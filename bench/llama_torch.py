@@ -10,18 +10,19 @@ import torch
 import torch.nn.functional as F
 
 
-def load_safetensors(d):
-    """Every tensor of the *.safetensors files of a directory, as float32."""
+def load_safetensors(d, keep=None):
+    """The tensors of the *.safetensors files of a directory (those whose name `keep` accepts), as float32; reads only those."""
     W = {}
     for f in sorted(glob.glob(d + '/*.safetensors')):
-        b = open(f, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-        for k, v in h.items():
-            if k == '__metadata__': continue
-            s, e = v['data_offsets']; raw = bytearray(b[8 + n + s:8 + n + e])
-            if v['dtype'] == 'BF16': t = torch.frombuffer(raw, dtype=torch.int16).to(torch.int32).bitwise_left_shift(16).view(torch.float32)
-            elif v['dtype'] == 'F16': t = torch.frombuffer(raw, dtype=torch.float16).float()
-            else: t = torch.frombuffer(raw, dtype=torch.float32).clone()
-            W[k] = t.reshape(v['shape'])
+        with open(f, 'rb') as fh:
+            n = struct.unpack('<Q', fh.read(8))[0]; h = json.loads(fh.read(n))
+            for k, v in h.items():
+                if k == '__metadata__' or (keep is not None and not keep(k)): continue
+                s, e = v['data_offsets']; fh.seek(8 + n + s); raw = bytearray(fh.read(e - s))
+                if v['dtype'] == 'BF16': t = torch.frombuffer(raw, dtype=torch.int16).to(torch.int32).bitwise_left_shift(16).view(torch.float32)
+                elif v['dtype'] == 'F16': t = torch.frombuffer(raw, dtype=torch.float16).float()
+                else: t = torch.frombuffer(raw, dtype=torch.float32).clone()
+                W[k] = t.reshape(v['shape'])
     return W
 
 
