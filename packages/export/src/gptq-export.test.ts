@@ -2,16 +2,15 @@
 // the dequantized weights generate; BAQ's per-column widths have no MatMulNBits form and the export says so.
 import { LayerquantError, quantConfig } from '@layerquant/core';
 import { baqQuantizer, gptqQuantizer, type MatrixCalibration } from '@layerquant/quantizers';
-import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
+import { quantizeModel } from '@layerquant/quantizers/node';
 import { randomInputs } from '@layerquant/quantizers/testing';
-import { loadDecoderWeights, referenceForward } from '@layerquant/runtime';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
-import { loadDecoderConfig } from '@layerquant/tensor-io';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportOnnx } from './export-onnx.js';
+import { referenceGreedy, transformersGenerate } from './__fixtures__/greedy-generation.js';
 
 const root = mkdtempSync(join(tmpdir(), 'layerquant-gptq-export-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -42,28 +41,8 @@ describe('exporting a GPTQ checkpoint', () => {
     expect(quantized).toHaveLength(config.numLayers * 7);
     expect(quantized.filter((m) => m.zeroCorrection)).toEqual([]);
 
-    const { AutoModelForCausalLM, Tensor, env } = await import('@huggingface/transformers');
-    env.allowRemoteModels = false;
-    const model = await AutoModelForCausalLM.from_pretrained(outDir, { dtype: 'q4', local_files_only: true });
-    const output = (await model.generate({
-      input_ids: new Tensor('int64', BigInt64Array.from(PROMPT.map(BigInt)), [1, PROMPT.length]),
-      attention_mask: new Tensor('int64', new BigInt64Array(PROMPT.length).fill(1n), [1, PROMPT.length]),
-      max_new_tokens: NEW_TOKENS,
-      do_sample: false,
-    })) as InstanceType<typeof Tensor>;
-    await model.dispose();
-    const generated = Array.from(output.data as BigInt64Array, Number).slice(PROMPT.length);
-
     // layerquant's decode of the dequantized weights: the float64 reference forward, greedy, no cache
-    const weights = await openModelWeights(quantizedDir);
-    const dequantized = await loadDecoderWeights(weights, await loadDecoderConfig(quantizedDir));
-    await weights.close();
-    const sequence = [...PROMPT];
-    for (let i = 0; i < NEW_TOKENS; i++) {
-      const last = Array.from(referenceForward(dequantized, sequence).slice(-config.vocabSize));
-      sequence.push(last.indexOf(Math.max(...last)));
-    }
-    expect(generated).toEqual(sequence.slice(PROMPT.length));
+    expect(await transformersGenerate(outDir, 'q4', PROMPT, NEW_TOKENS)).toEqual(await referenceGreedy(quantizedDir, PROMPT, NEW_TOKENS));
   });
 
   it('refuses a BAQ checkpoint with a typed error that says why (per-column widths have no MatMulNBits form)', async () => {
