@@ -17,9 +17,9 @@ const STUB = '\0layerquant-node-only:';
  */
 const NODE_ONLY_PACKAGES = new RegExp(
   [
-    String.raw`/packages/(?:tensor-io|runtime|sensitivity|perplexity)/src/index\.ts`,
-    String.raw`/packages/runtime/src/(?:session|decoder-model|decoder-blocks|kv-decoder|testing|test-models)\.ts`,
-    String.raw`/packages/export/src/`,
+    String.raw`/packages/(?:tensor-io|sensitivity|perplexity)/src/index\.ts`,
+    String.raw`/packages/runtime/src/(?:backend-node|testing)\.ts`,
+    String.raw`/packages/export/src/(?!browser\.ts|matmul-nbits\.ts|onnx-cost\.ts)`,
     String.raw`/packages/tensor-io/src/(?:checkpoint|config|tokenizer|inspect|atomic|output-dir|safetensors)\.ts`,
     String.raw`/packages/perplexity/src/text-file\.ts`,
     String.raw`/packages/sensitivity/src/(?:model-statistics|stats-directory|activation-sensitivity|metrics)\.ts`,
@@ -92,6 +92,7 @@ function forbidNodeOnlyCode(): Plugin {
   };
 }
 
+const runtimeWebBackend = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../packages/runtime/src/backend-web.ts');
 const fixturesDir = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../packages/fixtures');
 const datasetsDir = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../packages/datasets');
 
@@ -161,7 +162,8 @@ export default defineConfig({
   // Relative asset URLs, so dist/ works from any folder or static host.
   base: './',
   // Workspace packages resolve to their sources: the notebook needs no build of its siblings.
-  resolve: { alias: workspaceAlias },
+  // The runtime's onnxruntime backend is onnxruntime-web in the page (before workspaceAlias, which maps it for Node).
+  resolve: { alias: [{ find: /^#ort-backend$/, replacement: runtimeWebBackend }, ...workspaceAlias] },
   plugins: [forbidNodeOnlyCode(), serveFixtures(), layerquantPluginModules()],
   // The model worker is bundled by the same rules: no Node-only code there either.
   worker: { format: 'es', plugins: () => [forbidNodeOnlyCode()] },

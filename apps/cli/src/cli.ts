@@ -2,7 +2,8 @@ import { createRequire } from 'node:module';
 import { LayerquantError } from '@layerquant/core';
 import type { Command, CommandContext } from './command.js';
 import { commands } from './commands/index.js';
-import { loadPlugins, splitPluginArgs, type PluginRegistries } from './plugins.js';
+import { loadPlugins, type PluginRegistries } from '@layerquant/pipeline';
+import { splitPluginArgs } from './args.js';
 import { SCHEMA_VERSION, formatRows, jsonError } from './output.js';
 
 /** The version of the layerquant package (package.json sits one folder above src/ and dist/). */

@@ -5,9 +5,8 @@ import { copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { modelContentHash } from '../src/experiment/keys.js';
-import type { ComputedStatsSettings } from '../src/experiment/plan.js';
-import type { ExperimentRow } from '../src/experiment/report.js';
+import type { ExperimentRow } from '@layerquant/experiment';
+import { ensureStatistics, modelContentHash, type ComputedStatsSettings } from '@layerquant/pipeline';
 
 interface JsonRow {
   readonly method: string;
@@ -15,7 +14,6 @@ interface JsonRow {
   readonly perplexity: number;
   readonly seconds: number;
 }
-import { ensureStatistics } from '../src/experiment/statistics.js';
 import { bin, binPath, cli } from './run-cli.js';
 
 const needs = { fnorm: true, sensitivity: true, kurtosis: true };

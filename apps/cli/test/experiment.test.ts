@@ -3,9 +3,8 @@ import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseBudgets, parseMethods, tablesNeeded } from '../src/experiment/grid.js';
+import { compareMethods, formatResultsCsv, headline, pairedBootstrap, parseBudgets, parseMethods, tablesNeeded, type ExperimentRow } from '@layerquant/experiment';
 import { seededRandom } from '@layerquant/allocators';
-import { compareMethods, formatResultsCsv, headline, pairedBootstrap, type ExperimentRow } from '../src/experiment/report.js';
 import { bin, cli } from './run-cli.js';
 
 interface OracleRow {

@@ -11,7 +11,7 @@ interface JsonRow {
   readonly perplexity: number;
   readonly seconds: number;
 }
-import { parseQueueUrl, redactCredentials } from '../src/queue/redis-url.js';
+import { parseQueueUrl, redactCredentials } from '@layerquant/queue';
 import { startRedis, haveRedis, type TestRedis } from './redis-server.js';
 import { bin, binPath } from './run-cli.js';
 

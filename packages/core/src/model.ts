@@ -113,4 +113,13 @@ export interface DecoderConfig {
   readonly mlpBias: boolean;
   readonly bosTokenId: number | undefined;
   readonly eosTokenId: number | undefined;
+  /**
+   * Sliding-window attention (`sliding_window` where Mistral, `use_sliding_window` / `layer_types` where Qwen2 and newer
+   * configs ask for it): each position attends to at most this many. The runtime attends to all positions, which is
+   * the same math only for contexts up to this length (checkContextLength refuses longer ones). Undefined: full attention.
+   */
+  readonly slidingWindow?: number;
 }
+
+/** Rotary embeddings the runtime implements (`rope_scaling.rope_type`). The only list of them. */
+export const SUPPORTED_ROPE_TYPES: readonly string[] = Object.freeze(['default', 'linear', 'llama3']);

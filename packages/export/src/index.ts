@@ -1,6 +1,7 @@
 export { MATMUL_NBITS_BITS, UnsupportedExportError, packBytesLsb, storedBits, toMatMulNBits, type MatMulNBitsMatrix, type NativeBits, type ScaleType } from './matmul-nbits.js';
 export {
   DEFAULT_ACCURACY_LEVEL,
+  DEFAULT_OPERATORS,
   EXTERNAL_DATA_THRESHOLD,
   buildModelGraph,
   exportOnnx,

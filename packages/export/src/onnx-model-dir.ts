@@ -1,6 +1,6 @@
-import { InvalidOptionError, MissingFileError, type DecoderConfig } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, MissingFileError, type DecoderConfig } from '@layerquant/core';
 import { openModelWeights, type QuantizerLookup } from '@layerquant/quantizers/node';
-import { createKvDecoder, type KvDecoder, type RuntimeOptions, type TokenBatch } from '@layerquant/runtime';
+import { checkDecoderGraph, createKvDecoder, type KvDecoder, type RuntimeOptions, type TokenBatch } from '@layerquant/runtime';
 import { loadDecoderConfig, loadValidatedConfig } from '@layerquant/tensor-io';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
@@ -27,8 +27,16 @@ export async function findOnnxModel(dir: string, file?: string): Promise<string>
     if (!files.includes(file)) throw new MissingFileError(join(folder, file), `not found; the export holds ${files.join(', ') || 'no ONNX file'}`);
     return join(folder, file);
   }
-  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as { 'transformers.js_config'?: { dtype?: string } };
-  const dtype = config['transformers.js_config']?.dtype;
+  const configFile = join(resolve(dir), 'config.json');
+  let config: { 'transformers.js_config'?: { dtype?: unknown } };
+  try {
+    config = JSON.parse(await readFile(configFile, 'utf8')) as typeof config;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new MissingFileError(configFile, 'not found; an ONNX export needs the config.json `layerquant export` writes beside onnx/');
+    throw new InvalidDataError(configFile, `is not valid JSON (${(error as Error).message}); restore the export's config.json`);
+  }
+  const dtype = config?.['transformers.js_config']?.dtype;
+  if (dtype !== undefined && typeof dtype !== 'string') throw new InvalidDataError(configFile, 'field "transformers.js_config.dtype" is not a string');
   const suffix = dtype === undefined || dtype === 'fp32' ? '' : `_${dtype}`;
   const preferred = `model${suffix}.onnx`;
   if (files.includes(preferred)) return join(folder, preferred);
@@ -54,7 +62,8 @@ export interface OnnxExportModel {
 export async function openOnnxExport(dir: string, options: RuntimeOptions & { readonly file?: string } = {}): Promise<OnnxExportModel> {
   const config = await loadDecoderConfig(dir);
   const file = await findOnnxModel(dir, options.file);
-  const decoder = await createKvDecoder(file, config, options.threads ? { threads: options.threads } : {});
+  // The graph is checked against config.json on every open (layers, heads, vocabulary), as checkpoints are.
+  const decoder = await createKvDecoder(file, config, { configFile: join(resolve(dir), 'config.json'), ...(options.threads ? { threads: options.threads } : {}) });
   const logits = async (input: TokenBatch) => {
     if ((input.batch ?? 1) !== 1) throw new InvalidOptionError('batch', 'the exported model is evaluated one sequence at a time');
     decoder.reset();
@@ -109,7 +118,7 @@ export interface OnnxExportSummary {
   readonly fileBytes: number;
   readonly externalDataBytes: number;
   readonly summary: OnnxFileSummary;
-  /** MatMulNBits nodes by `b{bits}g{block}` (stored widths). */
+  /** Matrices in MatMulNBits nodes by `b{bits}g{block}` (stored widths; a stacked q/k/v node counts 3). */
   readonly matMulNBits: Readonly<Record<string, number>>;
   /** Linear weights (MatMulNBits K*N plus float linear matrices). */
   readonly linearParams: number;
@@ -120,20 +129,29 @@ export interface OnnxExportSummary {
 
 const LINEAR_NAME = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight/;
 
+/** Reads an export's ONNX file and checks its graph against the export's config.json (the check every open makes). */
 export async function summarizeOnnxExport(dir: string, file?: string): Promise<OnnxExportSummary> {
+  const config = await loadDecoderConfig(dir);
   const path = await findOnnxModel(dir, file);
   const bytes = new Uint8Array(await readFile(path));
-  const summary = readOnnxSummary(bytes);
+  const summary = readOnnxSummary(bytes, path);
+  checkDecoderGraph(summary.inputValues, summary.outputValues, config, { file: path, configFile: join(resolve(dir), 'config.json') });
   const dataPath = `${path}_data`;
   const matMulNBits: Record<string, number> = {};
   let linearParams = 0;
   let linearMatrices = 0;
+  // The fused graph stacks q/k/v and gate/up into one node (or one float initializer) named `a+b+c`: count matrices.
+  const matricesIn = (name: string) => name.split('+').filter((part) => LINEAR_NAME.test(part)).length || 1;
   for (const node of summary.nodes) {
     if (node.opType !== 'MatMulNBits') continue;
+    if (![node.ints.K, node.ints.N, node.ints.bits, node.ints.block_size].every((v) => Number.isInteger(v) && v! > 0)) {
+      throw new InvalidDataError(path, `MatMulNBits node "${node.name}" lacks its K, N, bits or block_size attribute; the file is corrupt, export the model again`);
+    }
     const key = `b${node.ints.bits}g${node.ints.block_size}`;
-    matMulNBits[key] = (matMulNBits[key] ?? 0) + 1;
+    const count = matricesIn(node.name);
+    matMulNBits[key] = (matMulNBits[key] ?? 0) + count;
     linearParams += node.ints.K! * node.ints.N!;
-    linearMatrices++;
+    linearMatrices += count;
   }
   let linearBytes = 0;
   for (const init of summary.initializers) {
@@ -141,7 +159,7 @@ export async function summarizeOnnxExport(dir: string, file?: string): Promise<O
     linearBytes += init.bytes;
     if (/\.weight$/.test(init.name) && init.dims.length === 2) {
       linearParams += init.dims[0]! * init.dims[1]!;
-      linearMatrices++;
+      linearMatrices += matricesIn(init.name);
     }
   }
   return {

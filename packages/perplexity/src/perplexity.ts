@@ -1,4 +1,4 @@
-import { InvalidOptionError } from '@layerquant/core';
+import { InvalidOptionError, NonFiniteResultError } from '@layerquant/core';
 import type { DecoderModel, LayerStreamedModel } from '@layerquant/runtime';
 import { nonOverlappingWindows, slidingWindows, type WindowPlan } from './protocols.js';
 
@@ -100,6 +100,14 @@ export class PerplexitySums {
     let sum = 0;
     for (let p = window.scoreFrom; p < window.end; p++) sum += nll[p - 1 - window.begin]!;
     const scored = window.end - window.scoreFrom;
+    // A NaN or infinite loss means the model gave no number: never averaged into a perplexity that looks like one.
+    if (!Number.isFinite(sum)) {
+      throw new NonFiniteResultError(
+        `the loss of window ${index + 1} (tokens ${window.begin}-${window.end})`,
+        sum,
+        'the model produced non-finite logits; check its weights and config.json (a quantizer plug-in or a damaged checkpoint can cause this)',
+      );
+    }
     this.weighted += (sum / scored) * window.weight;
     this.windowNll.push((sum / scored) * window.weight);
     this.windowWeights.push(window.weight);

@@ -19,8 +19,8 @@ import {
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
-import { checkFinite, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
-import { copyFile, readFile, readdir, stat } from 'node:fs/promises';
+import { checkFinite, isModelFileSetEntry, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
+import { copyFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 import { groupLayout } from './grouping.js';
@@ -162,8 +162,10 @@ export interface QuantizeModelReport {
  * read (MODEL_LOADER_FILES: config.json, generation_config.json, tokenizer files) copied, quantization.json (report + allocation + the list of files written). Streams one matrix at
  * a time: peak memory is a few copies of the largest tensor, not of the model. config.json is validated against the
  * tensors first; a NaN or infinity in a weight stops the run with a NonFiniteWeightError. The set is written into a
- * staging directory and swapped in by renames (tensor-io's writeFileSet), so `outDir` never holds the weights of one
- * run beside the report, config or tokenizer of another; its other files (a statistics cache) are kept.
+ * staging directory and swapped in by renames (tensor-io's writeFileSet), replacing the whole model file set of
+ * `outDir` (isModelFileSetEntry: every safetensors file and index, loader files, report, onnx folder), so it never holds
+ * the weights of one run beside the report, config, tokenizer or stale shards of another; its other files (a statistics
+ * cache, the user's notes) are kept.
  */
 export async function quantizeModel(options: QuantizeModelOptions): Promise<QuantizeModelReport> {
   const start = performance.now();
@@ -237,12 +239,9 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       }
     }
 
-    // The previous run's file list (its report names them), so none of its files outlives it beside ours.
-    const previousFiles = await readFile(join(outDir, QUANTIZATION_REPORT_FILE), 'utf8')
-      .then((text) => (JSON.parse(text) as { files?: unknown }).files)
-      .then((files) => (Array.isArray(files) ? files.filter((f): f is string => typeof f === 'string') : []))
-      .catch(() => [] as string[]);
-    const { result: report } = await writeFileSet(outDir, (staging) => writeOutput(staging), { replaces: previousFiles, last: QUANTIZATION_REPORT_FILE });
+    // The whole model file set of --out goes (stale shards, an index, an ONNX folder of an earlier model included), and
+    // nothing else (a statistics cache, the user's files): a name list from the previous report is never trusted.
+    const { result: report } = await writeFileSet(outDir, (staging) => writeOutput(staging), { replace: isModelFileSetEntry, last: QUANTIZATION_REPORT_FILE });
     return report;
 
     async function writeOutput(staging: string): Promise<QuantizeModelReport> {

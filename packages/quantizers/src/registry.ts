@@ -1,4 +1,5 @@
-import { createRegistry, resolveOptions, type OptionDescriptor, type Quantizer, type Registry, type ResolvedOptions } from '@layerquant/core';
+import { callPlugin, createRegistry, resolveOptions, type OptionDescriptor, type Quantizer, type Registry, type ResolvedOptions } from '@layerquant/core';
+import { checkedQuantizer } from './quantizer-check.js';
 import { createHqqQuantizer, createRtnQuantizer, hqqQuantizer, rtnQuantizer } from './quantizers.js';
 import { GPTQ_DEFAULTS, createGptqQuantizer, gptqQuantizer } from './gptq.js';
 import { baqQuantizer, createBaqQuantizer } from './baq.js';
@@ -91,11 +92,36 @@ export const baqPlugin: QuantizerPlugin = defineQuantizer({
 /** The built-in quantizer plug-ins. */
 export const QUANTIZER_PLUGINS: readonly QuantizerPlugin[] = Object.freeze([rtnPlugin, hqqPlugin, gptqPlugin, baqPlugin]);
 
-export function createQuantizerRegistry(plugins: readonly QuantizerPlugin[] = QUANTIZER_PLUGINS): Registry<QuantizerPlugin> {
-  return createRegistry('quantizer', plugins);
+/**
+ * A plug-in whose results the host checks (checkedQuantizer): its own quantize/dequantize, and every quantizer its
+ * configure() returns.
+ */
+export function checkedQuantizerPlugin(plugin: QuantizerPlugin): QuantizerPlugin {
+  const checked = checkedQuantizer(plugin);
+  return Object.freeze({
+    ...checked,
+    configure: (options: ResolvedOptions) => checkedQuantizer(callPlugin('quantizer', plugin.id, 'configure()', () => plugin.configure(options))),
+  });
 }
 
-/** A plug-in's quantizer with the given options validated and applied. */
+/**
+ * The registry of quantizer plug-ins the app builds: every plug-in registered in it (built-in or from --plugin) is
+ * checked (checkedQuantizerPlugin), so whatever a command gets from it, it never trusts a quantizer's output as it is.
+ */
+export function createQuantizerRegistry(plugins: readonly QuantizerPlugin[] = QUANTIZER_PLUGINS): Registry<QuantizerPlugin> {
+  const registry = createRegistry<QuantizerPlugin>('quantizer');
+  const checked: Registry<QuantizerPlugin> = {
+    ...registry,
+    register(plugin) {
+      registry.register(checkedQuantizerPlugin(plugin));
+      return checked;
+    },
+  };
+  for (const p of plugins) checked.register(p);
+  return checked;
+}
+
+/** A plug-in's quantizer with the given options validated and applied (checked: checkedQuantizer). */
 export function configureQuantizer(plugin: QuantizerPlugin, given: Readonly<Record<string, unknown>> = {}, option = '--quantizer'): Quantizer {
-  return plugin.configure(resolveOptions(plugin, given, option));
+  return checkedQuantizer(plugin.configure(resolveOptions(plugin, given, option)));
 }

@@ -6,6 +6,11 @@ import {
   META_GROUP,
   PAPER_CONFIGS,
   EMBEDDING_UNITS,
+  InvalidOptionError,
+  NO_LAYER,
+  matrixKey,
+  type EmbeddingUnit,
+  type UnitModule,
   bitsPerWeight,
   isLinearModule,
   zeroKind,
@@ -34,13 +39,13 @@ export interface MatrixSource {
 
 export interface MatrixRef {
   readonly layer: number;
-  readonly module: LinearModule;
+  readonly module: UnitModule;
   readonly name: string;
 }
 
 /** The quantizable linear matrices of a source, layer ascending then in LINEAR_MODULES order. */
-export function listMatrices(source: MatrixSource): MatrixRef[] {
-  const found: MatrixRef[] = [];
+export function listMatrices(source: MatrixSource): (MatrixRef & { readonly module: LinearModule })[] {
+  const found: (MatrixRef & { readonly module: LinearModule })[] = [];
   if (source.tensors) {
     for (const t of source.tensors) {
       const m = matrixOfTensorName(t.name);
@@ -72,6 +77,8 @@ export interface FrobeniusTableOptions {
   readonly errors?: QuantizationErrors;
   /** Called after each matrix with its key (`3.mlp.up_proj`). */
   readonly onMatrix?: (done: number, total: number, key: string) => void;
+  /** The embedding units to tabulate too, each at its own ladder (rows with layer NO_LAYER); absent: linear matrices only. */
+  readonly embeddingConfigs?: Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
   /**
    * The statistics of a calibrated quantizer (GPTQ: each matrix's input Hessian), served in layer order; every matrix
    * is reported back as float (`done(matrix, null)`), so a layer pass serves the Hessians of float inputs.
@@ -124,19 +131,26 @@ export async function frobeniusTable(
   options: FrobeniusTableOptions = {},
 ): Promise<FnormTable> {
   const quantizer = options.quantizer ?? hqqQuantizer;
-  const matrices = listMatrices(source);
+  const units: { matrix: MatrixRef; configs: readonly QuantConfig[] }[] = listMatrices(source).map((matrix) => ({ matrix, configs }));
+  for (const unit of EMBEDDING_UNITS) {
+    const ladder = options.embeddingConfigs?.[unit];
+    if (!ladder || ladder.length === 0) continue;
+    const name = matrixTensorName(NO_LAYER, unit);
+    if (!source.has(name)) throw new InvalidOptionError('embeddingConfigs', `the model has no "${name}"${unit === 'lm_head' ? ' (its lm_head is tied to embed_tokens: tabulate embed_tokens, which serves both)' : ''}`);
+    units.push({ matrix: { layer: NO_LAYER, module: unit, name }, configs: ladder });
+  }
   const rows: FnormRow[] = [];
   if (quantizer.calibration && !options.calibration) {
     throw new InvalidOptionError('calibration', `quantizer "${quantizer.id}" is calibrated: its fnorm table needs each matrix's input statistics (a layer pass over calibration text)`);
   }
-  for (const [i, matrix] of matrices.entries()) {
+  for (const [i, { matrix, configs: ladder }] of units.entries()) {
     const weight = await source.read(matrix.name);
-    const key = `${matrix.layer}.${matrix.module}`;
+    const key = matrixKey(matrix.layer, matrix.module);
     const unit = { key, name: matrix.name, layer: matrix.layer, module: matrix.module, shape: [weight.shape[0]!, weight.shape[1]!] as const };
     const context = options.calibration ? await options.calibration.context(unit) : undefined;
-    rows.push(...(await frobeniusRows(matrix, weight, configs, quantizer, options.pool, options.errors, context)));
+    rows.push(...(await frobeniusRows(matrix, weight, ladder, quantizer, options.pool, options.errors, context)));
     options.calibration?.done(unit, null);
-    options.onMatrix?.(i + 1, matrices.length, key);
+    options.onMatrix?.(i + 1, units.length, key);
   }
   return Object.freeze({ rows: Object.freeze(rows) });
 }

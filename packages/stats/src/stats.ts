@@ -144,12 +144,14 @@ function moduleField(source: string, line: number, text: string, layer: number):
   return text;
 }
 
+/** An optional column: an empty field is absent; anything else must be a finite number (a NaN is refused, never used or skipped). */
 function finiteOrUndefined(text: string | undefined, source: string, line: number, name: string): number | undefined {
-  if (text === undefined || text === '' || text.toLowerCase() === 'nan' || text.toLowerCase() === 'na') return undefined;
+  if (text === undefined || text === '') return undefined;
   const value = Number(text);
-  if (!Number.isFinite(value)) throw new InvalidDataError(`${source}:${line}`, `column "${name}" has "${text}", expected a number`);
+  if (!Number.isFinite(value)) throw new InvalidDataError(`${source}:${line}`, `column "${name}" has "${text}", expected a finite number (leave the field empty where there is none)`);
   return value;
 }
+
 
 /**
  * The matrix (layer, module) and config (nbit1, gsize1) columns of a per-matrix-and-config row (fnorm.csv,
@@ -198,7 +200,7 @@ export function parseFnormCsv(text: string, source = 'fnorm.csv'): FnormTable {
     if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
     const kurtosis = finiteOrUndefined(index.kurtosis === undefined ? undefined : record.fields[index.kurtosis], source, record.line, 'kurtosis');
     const squaredError = finiteOrUndefined(index.sq_err === undefined ? undefined : record.fields[index.sq_err], source, record.line, 'sq_err');
-    rows.push({
+    const row = {
       layer,
       module,
       bits,
@@ -211,7 +213,8 @@ export function parseFnormCsv(text: string, source = 'fnorm.csv'): FnormTable {
       params,
       ...(kurtosis === undefined ? {} : { kurtosis }),
       ...(squaredError === undefined ? {} : { squaredError }),
-    });
+    };
+    rows.push(row);
   }
   if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
   return { rows };
@@ -274,14 +277,20 @@ export function parseKurtosisCsv(text: string, source = 'kurtosis.csv'): Kurtosi
   const doc = readCsv(text, source);
   const index = columnIndex(doc, KURTOSIS_COLUMNS);
   const rows: KurtosisRow[] = [];
+  const seen = new Map<string, number>();
   for (const record of doc.records) {
     const layer = integerField(doc, record, index, 'layer', NO_LAYER);
-    rows.push({
+    const row = {
       module: moduleField(source, record.line, field(doc, record, index, 'module'), layer),
       layer,
       params: integerField(doc, record, index, 'param_count', 1),
       kurtosis: numberField(doc, record, index, 'kurtosis'),
-    });
+    };
+    // A second row for a matrix would silently win over the first (and change which layer is boosted).
+    const key = matrixKey(row.layer, row.module);
+    if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${key} (first at line ${seen.get(key)})`);
+    seen.set(key, record.line);
+    rows.push(row);
   }
   if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
   return { rows };
@@ -479,7 +488,7 @@ export function parseMeasuredCsv(text: string, source = 'measured.csv'): Measure
     if (error < 0) throw new InvalidDataError(`${source}:${record.line}`, `error ${error} is negative (it is a mean squared error)`);
     const memoryMB = numberField(doc, record, index, 'memmb');
     if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
-    rows.push({
+    const row = {
       layer,
       module,
       bits,
@@ -491,7 +500,8 @@ export function parseMeasuredCsv(text: string, source = 'measured.csv'): Measure
       memoryMB,
       params: integerField(doc, record, index, 'params', 1),
       blocks: integerField(doc, record, index, 'blocks', 1),
-    });
+    };
+    rows.push(row);
   }
   if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
   return { rows };

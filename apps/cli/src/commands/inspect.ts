@@ -4,8 +4,7 @@ import type { DType } from '@layerquant/core';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { parseCommandArgs, requireString } from '../args.js';
 import type { Command } from '../command.js';
-import { directorySizes } from '../model-sizes.js';
-import { resolveModelPath } from '../model-path.js';
+import { directorySizes, resolveModelPath } from '@layerquant/pipeline';
 import { boostLines, formatRows, jsonLine, sizeRows } from '../output.js';
 
 export const inspectCommand: Command = {

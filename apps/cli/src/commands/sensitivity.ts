@@ -4,7 +4,6 @@ import { openOutputDirectory } from '@layerquant/tensor-io';
 import { basename, extname, resolve } from 'node:path';
 import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS, detectOutlierLayers } from '@layerquant/allocators';
-import { resolveModelPath } from '../model-path.js';
 import { formatRows, jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
 import { datasets } from '@layerquant/datasets';
 import {
@@ -21,7 +20,7 @@ import {
 import type { SensitivityTable } from '@layerquant/allocators';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, type PluginRegistries } from '../plugins.js';
+import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 
 const usage = (plugins: PluginRegistries): string => [

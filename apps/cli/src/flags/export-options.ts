@@ -1,0 +1,112 @@
+import { InvalidOptionError } from '@layerquant/core';
+import { DEFAULT_ACCURACY_LEVEL, type ExportReport, type OnnxExportOptions } from '@layerquant/export';
+import type { ScaleDtype } from '@layerquant/quantizers';
+import { join } from 'node:path';
+import { stringOption, type ParsedArgs } from '../args.js';
+import { absolutePath, sizes } from '../output.js';
+import { formatSeconds } from '../progress.js';
+
+/** The options `export` and `quantize --format onnx` share. */
+export const EXPORT_OPTION_SPEC = {
+  format: { type: 'string' },
+  'scale-dtype': { type: 'string' },
+  'embedding-dtype': { type: 'string' },
+  'accuracy-level': { type: 'string' },
+  activations: { type: 'string' },
+  operators: { type: 'string' },
+} as const;
+
+export const EXPORT_OPTION_HELP = [
+  '  --format onnx           write an ONNX directory transformers.js and onnxruntime load (onnx/model_q4.onnx)',
+  '  --accuracy-level 0|4    MatMulNBits: 4 quantizes activations to int8 inside the kernel (default, faster on CPU);',
+  '                          0 keeps them in float (exact against the dequantized model)',
+  '  --scale-dtype f32|f16|u8  MatMulNBits scales (default: the activation type); `quantize` stores the checkpoint\'s',
+  '                          scales and zeros in this type too (f16: half the metadata bytes; u8: 8-bit as the paper',
+  '                          counts them, fp16 ranges per 128 groups; the error either adds is in sqErr). An ONNX',
+  '                          export of a u8 checkpoint expands its scales to float (MatMulNBits takes float scales)',
+  '  --embedding-dtype f32|f16  embed_tokens and lm_head storage (default: the activation type)',
+  '  --activations f32|f16   f16 writes onnx/model_q4f16.onnx: fp16 activations and KV cache, for WebGPU',
+  '  --operators fused|standard  fused (default): onnxruntime\'s contrib operators (GroupQueryAttention with its',
+  '                          shared KV buffer, SkipSimplifiedLayerNormalization, one MatMulNBits for q/k/v and',
+  '                          one for gate/up), about 10 nodes a layer; standard: opset-17 operators and MatMulNBits',
+  '                          only, for a runtime without those operators (packages/runtime/README.md)',
+];
+
+type Values = ParsedArgs['values'];
+
+function floatType(values: Values, option: string): 'float32' | 'float16' | undefined {
+  const text = stringOption(values, option);
+  if (text === undefined) return undefined;
+  if (text === 'f32' || text === 'fp32' || text === 'float32') return 'float32';
+  if (text === 'f16' || text === 'fp16' || text === 'float16') return 'float16';
+  throw new InvalidOptionError(`--${option}`, `"${text}" must be f32 or f16`);
+}
+
+const isU8 = (text: string | undefined) => text === 'u8' || text === 'uint8';
+
+/** --scale-dtype as the quantized checkpoint stores it (F32 when absent): the same option as the export's, plus u8. */
+export function checkpointScaleDtype(values: Values): ScaleDtype {
+  const text = stringOption(values, 'scale-dtype');
+  if (isU8(text)) return 'U8';
+  if (text !== undefined && !['f32', 'fp32', 'float32', 'f16', 'fp16', 'float16'].includes(text)) throw new InvalidOptionError('--scale-dtype', `"${text}" must be f32, f16 or u8`);
+  return floatType(values, 'scale-dtype') === 'float16' ? 'F16' : 'F32';
+}
+
+/** Reads --format (undefined when absent) and the ONNX options; errors name the flag. `quantize` passes `checkpoint`: u8 is a checkpoint storage. */
+export function parseExportOptions(values: Values, checkpoint = false): { format: 'onnx' | undefined; options: OnnxExportOptions } {
+  if (checkpoint) checkpointScaleDtype(values); // its error names the three storages
+  if (isU8(stringOption(values, 'scale-dtype'))) {
+    if (!checkpoint) throw new InvalidOptionError('--scale-dtype', 'u8 is how `quantize` stores a checkpoint\'s scales; MatMulNBits takes f32 or f16 scales (an 8-bit checkpoint is expanded to them)');
+    // the checkpoint keeps 8-bit scales; the ONNX graph gets the default float scales
+    return parseExportOptions({ ...values, 'scale-dtype': undefined }, checkpoint);
+  }
+  const format = stringOption(values, 'format');
+  if (format !== undefined && format !== 'onnx') throw new InvalidOptionError('--format', `"${format}" is not a format; use onnx`);
+  const levelText = stringOption(values, 'accuracy-level');
+  if (levelText !== undefined && levelText !== '0' && levelText !== '4') throw new InvalidOptionError('--accuracy-level', `"${levelText}" must be 0 or 4`);
+  const activations = floatType(values, 'activations');
+  const scaleType = floatType(values, 'scale-dtype');
+  const embeddingType = floatType(values, 'embedding-dtype');
+  const operators = stringOption(values, 'operators');
+  if (operators !== undefined && operators !== 'fused' && operators !== 'standard') throw new InvalidOptionError('--operators', `"${operators}" must be fused or standard`);
+  const options: OnnxExportOptions = {
+    ...(operators ? { operators } : {}),
+    accuracyLevel: levelText === undefined ? DEFAULT_ACCURACY_LEVEL : levelText === '0' ? 0 : 4,
+    ...(activations ? { activations } : {}),
+    ...(scaleType ? { scaleType } : {}),
+    ...(embeddingType ? { embeddingType } : {}),
+  };
+  if (format === undefined && (levelText ?? activations ?? embeddingType ?? operators) !== undefined) {
+    throw new InvalidOptionError('--format', 'the ONNX options need --format onnx');
+  }
+  return { format: format as 'onnx' | undefined, options };
+}
+
+/** The export as one JSON-safe object (no per-matrix list; paths absolute; sizes in the shared form). */
+export function exportSummary(report: ExportReport): Record<string, unknown> {
+  return {
+    format: report.format,
+    model: absolutePath(report.modelDir),
+    out: absolutePath(report.outDir),
+    file: join(absolutePath(report.outDir), report.file),
+    dtype: report.dtype,
+    activations: report.activations,
+    accuracyLevel: report.accuracyLevel,
+    operators: report.operators,
+    scaleDtype: report.scaleType,
+    embeddingDtype: report.embeddingType,
+    matrices: report.matrices.length,
+    sizes: sizes({ params: report.linearParams, diskBytes: report.linearBytes, fileBytes: report.fileBytes + report.externalDataBytes }),
+    notes: report.notes,
+    seconds: report.seconds,
+  };
+}
+
+export function exportRows(report: ExportReport): Array<[string, string]> {
+  return [
+    ['onnx', `${report.outDir}/${report.file} (dtype ${report.dtype}; ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB${report.externalDataBytes ? ` + ${(report.externalDataBytes / 2 ** 20).toFixed(2)} MiB external data` : ''})`],
+    ['on disk', `${(report.linearBytes / 2 ** 20).toFixed(2)} MiB, ${report.linearBitsPerWeight.toFixed(4)} bits/weight, linear matrices as stored (MatMulNBits, accuracy level ${report.accuracyLevel}, ${report.activations} activations, ${report.scaleType} scales)`],
+    ...report.notes.map((note): [string, string] => ['note', note]),
+    ['export time', formatSeconds(report.seconds)],
+  ];
+}
