@@ -24,6 +24,12 @@ export interface QuantizedTensor {
    * into the run's report; not stored in checkpoints.
    */
   readonly report?: Readonly<Record<string, number>>;
+  /**
+   * The code width of each input column, where a quantizer gives columns different widths (BAQ; its Quantizer says
+   * `columnBits: true`). The packed codes are then one bitstream per row (each code its column's width, least
+   * significant bits first, rows padded to `config.bits`' words) that only that quantizer's dequantize reads.
+   */
+  readonly columnBits?: Uint8Array;
 }
 
 /**
@@ -67,6 +73,8 @@ export interface Quantizer {
    * integer (rtn, hqq's `roundZero`).
    */
   readonly zeroKinds?: readonly ZeroKind[];
+  /** Its QuantizedTensors carry `columnBits` (a width per input column), stored beside the codes. */
+  readonly columnBits?: boolean;
 }
 
 /**

@@ -110,7 +110,7 @@ export async function buildModelGraph(
   if (source.isQuantized && !packedAffine && (options.otherLayouts ?? 'error') === 'error') {
     throw new UnsupportedExportError(
       source.dir,
-      `was quantized by "${quantizer?.id ?? 'an unnamed quantizer'}", whose stored codes are not the affine (code - zero) / scale layout ONNX MatMulNBits holds (the plug-in declares no packedLayout 'affine'); evaluate it with \`layerquant eval\`, which reads it through that quantizer's dequantize, or quantize with rtn or hqq to export`,
+      `was quantized by "${quantizer?.id ?? 'an unnamed quantizer'}", whose stored codes are not the affine (code - zero) / scale layout ONNX MatMulNBits holds (the plug-in declares no packedLayout 'affine'${quantizer?.columnBits ? '; it gives the input columns of a matrix different code widths, and MatMulNBits holds one width per matrix' : ''}); evaluate it with \`layerquant eval\`, which reads it through that quantizer's dequantize, or quantize with rtn, hqq or gptq to export`,
     );
   }
   // Otherwise (otherLayouts 'float') such matrices are read through `read`: the quantizer's dequantized weights.

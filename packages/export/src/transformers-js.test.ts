@@ -2,10 +2,9 @@
 // cover: float16 activations (model_q4f16.onnx) and external data, on a tiny random Llama with an untied lm_head.
 import { quantConfig } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
-import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
-import { greedyDecode, loadDecoderWeights, referenceForward } from '@layerquant/runtime';
+import { quantizeModel } from '@layerquant/quantizers/node';
+import { greedyDecode } from '@layerquant/runtime';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
-import { loadDecoderConfig } from '@layerquant/tensor-io';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { onnx } from 'onnx-proto';
 import { tmpdir } from 'node:os';
@@ -13,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportOnnx } from './export-onnx.js';
 import { openOnnxExport } from './onnx-model-dir.js';
+import { referenceGreedy, transformersGenerate } from './__fixtures__/greedy-generation.js';
 
 const root = mkdtempSync(join(tmpdir(), 'layerquant-transformers-js-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -27,46 +27,18 @@ beforeAll(async () => {
   await quantizeModel({ modelDir: join(root, 'model'), outDir: quantizedDir, quantizer: hqqQuantizer, configFor: () => quantConfig(4, 16) });
 });
 
-async function transformersGenerate(dir: string, dtype: 'q4' | 'q4f16', prompt: readonly number[] = PROMPT): Promise<number[]> {
-  const { AutoModelForCausalLM, Tensor, env } = await import('@huggingface/transformers');
-  env.allowRemoteModels = false;
-  const model = await AutoModelForCausalLM.from_pretrained(dir, { dtype, local_files_only: true });
-  const output = (await model.generate({
-    input_ids: new Tensor('int64', BigInt64Array.from(prompt.map(BigInt)), [1, prompt.length]),
-    attention_mask: new Tensor('int64', new BigInt64Array(prompt.length).fill(1n), [1, prompt.length]),
-    max_new_tokens: NEW_TOKENS,
-    do_sample: false,
-  })) as InstanceType<typeof Tensor>;
-  await model.dispose();
-  return Array.from(output.data as BigInt64Array, Number).slice(prompt.length);
-}
-
-/** Greedy continuation from the float64 reference forward of the dequantized weights (no cache). */
-async function referenceGreedy(dir = quantizedDir, prompt: readonly number[] = PROMPT): Promise<number[]> {
-  const weights = await openModelWeights(dir);
-  const modelConfig = await loadDecoderConfig(dir);
-  const dequantized = await loadDecoderWeights(weights, modelConfig);
-  await weights.close();
-  const sequence = [...prompt];
-  for (let i = 0; i < NEW_TOKENS; i++) {
-    const last = Array.from(referenceForward(dequantized, sequence).slice(-modelConfig.vocabSize));
-    sequence.push(last.indexOf(Math.max(...last)));
-  }
-  return sequence.slice(prompt.length);
-}
-
 describe('transformers.js loads', () => {
   it('an export with external data (model_q4.onnx + model_q4.onnx_data) and generates the reference continuation', async () => {
     const outDir = join(root, 'external');
     await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0, externalDataThreshold: 0 });
-    expect(await transformersGenerate(outDir, 'q4')).toEqual(await referenceGreedy());
+    expect(await transformersGenerate(outDir, 'q4', PROMPT, NEW_TOKENS)).toEqual(await referenceGreedy(quantizedDir, PROMPT, NEW_TOKENS));
   });
 
   it('model_q4f16.onnx (float16 activations and cache) and generates what layerquant\'s KV decoder does on the file', async () => {
     const outDir = join(root, 'q4f16');
     const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0, activations: 'float16' });
     expect(report.file).toBe('onnx/model_q4f16.onnx');
-    const generated = await transformersGenerate(outDir, 'q4f16');
+    const generated = await transformersGenerate(outDir, 'q4f16', PROMPT, NEW_TOKENS);
     const model = await openOnnxExport(outDir);
     expect(model.decoder.cacheType).toBe('float16');
     expect(generated).toEqual(await greedyDecode(model.decoder, PROMPT, { maxNewTokens: NEW_TOKENS }));
@@ -103,12 +75,12 @@ describe('transformers.js generate() on the fused export', () => {
       const stacked = model.graph!.node!.filter((n) => n.opType === 'MatMulNBits' && n.name!.includes('+'));
       expect(stacked.length).toBeGreaterThan(0);
       const prompt = [5, 17, 42, 8, 63, 2];
-      const generated = await transformersGenerate(outDir, 'q4', prompt);
+      const generated = await transformersGenerate(outDir, 'q4', prompt, NEW_TOKENS);
       const layerquant = await openOnnxExport(outDir);
       expect(layerquant.decoder.cacheMode).toBe('shared');
       expect(generated).toEqual(await greedyDecode(layerquant.decoder, prompt, { maxNewTokens: NEW_TOKENS }));
       await layerquant.dispose();
-      expect(generated).toEqual(await referenceGreedy(quantized, prompt));
+      expect(generated).toEqual(await referenceGreedy(quantized, prompt, NEW_TOKENS));
     }, 120_000);
   }
 });

@@ -1,5 +1,5 @@
 import { InvalidDataError, InvalidOptionError, configName, type ZeroKind, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
-import { PACKING, packCodes, unpackCodes, wordsPerRow } from './bit-packing.js';
+import { PACKING, packCodes, unpackCodes, unpackColumnCodes, wordsPerRow } from './bit-packing.js';
 import { groupLayout, groupedValues, matrixShape, ungroupValues, type GroupLayout } from './grouping.js';
 import { createWasmKernel, typescriptKernel, type KernelChoice, type QuantKernel } from './quant-kernel.js';
 import { proximalOptions, solverForConfig, type ProximalOptions } from './hqq-proximal.js';
@@ -97,7 +97,7 @@ export function isKernelQuantizer(quantizer: Quantizer): quantizer is KernelQuan
   return 'kernelSolver' in quantizer && (quantizer as KernelQuantizer).kernelSolver !== undefined;
 }
 
-/** Unpacks the codes of a QuantizedTensor (row-major), checking every length against its shape and config. */
+/** Unpacks the codes of a QuantizedTensor (row-major; per-column widths where it has them), checking every length against its shape and config. */
 export function unpackQuantizedCodes(quantized: QuantizedTensor): Uint8Array {
   const [rows, columns] = quantized.shape;
   const { bits, groupSize } = quantized.config;
@@ -111,6 +111,8 @@ export function unpackQuantizedCodes(quantized: QuantizedTensor): Uint8Array {
   if (quantized.packed.length !== rows * wordsPerRow(columns, bits)) {
     throw new InvalidDataError(quantized.name, `has ${quantized.packed.length} packed words; [${rows}, ${columns}] at ${bits} bits needs ${rows * wordsPerRow(columns, bits)}`);
   }
+  // a width per column (BAQ): one bitstream per row in the same words
+  if (quantized.columnBits) return unpackColumnCodes(quantized.packed, rows, columns, quantized.columnBits, wordsPerRow(columns, bits));
   return unpackCodes(quantized.packed, rows, columns, bits);
 }
 

@@ -40,6 +40,7 @@ export {
   LINEAR_INPUT,
   LayerHessians,
   createSequentialCalibration,
+  floatLayerHessians,
   rmsNormRows,
   type LinearInput,
   type SequentialCalibrationOptions,

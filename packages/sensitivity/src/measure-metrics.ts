@@ -6,6 +6,7 @@ import { tableFile } from '@layerquant/stats';
 import { loadTokenizer, openModel, writeFileSet, writeTextAtomic } from '@layerquant/tensor-io';
 import { DEFAULT_SEQLEN, calibrationBlocks, type CalibrationBlocks, type CalibrationOrder } from './calibration.js';
 import { listMatrices, type MatrixSource } from './frobenius-table.js';
+import { createSequentialCalibration } from './hessians.js';
 import { QuantizationErrors } from './pooled-quantize.js';
 import type { MetricPlugin, MetricRunOptions } from './metrics.js';
 
@@ -113,9 +114,13 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
       tables[metric.table] = await metric.measure(input, { ...common, ...extra, tables: { ...tables }, onProgress: (done: number, total: number) => options.onProgress?.(metric, done, total) });
       seconds[metric.id] = (performance.now() - started) / 1000;
     };
-    if (activations.length > 0) {
+    // A calibrated quantizer (GPTQ) needs each matrix's input Hessian: the weight metrics that quantize then read the
+    // calibration blocks too, through a layer pass with float inputs.
+    const calibrated = options.quantizer?.calibration !== undefined && weights.length > 0;
+    if (activations.length > 0 || calibrated) {
       checkContextLength(options.seqlen ?? DEFAULT_SEQLEN, config, '--seqlen', options.allowLongContext === true);
-      if (options.calibrationText === undefined) throw new InvalidOptionError('calibration', `metrics ${activations.map((m) => m.id).join(', ')} run the model and need a calibration text`);
+      const needing = [...activations, ...(calibrated ? weights : [])];
+      if (options.calibrationText === undefined) throw new InvalidOptionError('calibration', `metrics ${needing.map((m) => m.id).join(', ')} ${activations.length > 0 ? 'run the model' : `quantize with the calibrated quantizer "${options.quantizer!.id}"`} and need a calibration text`);
       const tokenizer = await loadTokenizer(modelDir);
       const calibration: CalibrationBlocks = calibrationBlocks(options.calibrationText, tokenizer, {
         source: options.calibrationName,
@@ -129,12 +134,13 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
       const model: DecoderBlocks = await loadDecoderBlocks(checkpoint, config, options.threads ? { threads: options.threads } : {});
       try {
         for (const metric of activations) await run(metric, { model, calibration });
+        if (calibrated) for (const metric of weights) await run(metric, checkpoint, { calibration: createSequentialCalibration(model, calibration) });
       } finally {
         await model.dispose();
       }
     }
     const source: MatrixSource = options.layers ? layersOf(checkpoint, options.layers) : checkpoint;
-    for (const metric of weights) await run(metric, source);
+    if (!calibrated) for (const metric of weights) await run(metric, source);
   } finally {
     await pool?.close();
     await checkpoint.close();

@@ -18,7 +18,7 @@ import {
   type SensitivityTable,
 } from '@layerquant/stats';
 import type { DecoderBlocks } from '@layerquant/runtime';
-import type { KernelPool } from '@layerquant/quantizers';
+import type { KernelPool, MatrixCalibration } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity, type ActivationSensitivityOptions } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
 import { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
@@ -72,6 +72,12 @@ export interface MetricRunOptions {
   readonly tables?: Readonly<Record<string, unknown>>;
   /** Progress in the metric's own unit (layers, matrices). */
   readonly onProgress?: (done: number, total: number) => void;
+  /**
+   * With a calibrated `quantizer` (GPTQ): a weight metric's per-matrix statistics, from a layer pass over the calibration
+   * blocks with float inputs (the matrices must be asked for in layer order and reported back, as frobeniusTable does).
+   * Activation metrics collect their own from the float inputs they run.
+   */
+  readonly calibration?: MatrixCalibration;
 }
 
 /** The measurements as plug-ins (`{ id, measure }`) for an app's registry; nothing registers on import. */
