@@ -42,7 +42,9 @@ export async function directorySizes(dir: string): Promise<DirectorySizes> {
   const extra = boosts ? { boosts } : {};
   if (isOnnxExportDir(dir)) {
     const o = await summarizeOnnxExport(dir);
-    return { layout: 'onnx', linearMatrices: o.linearMatrices, params: o.linearParams, sizes: sizes({ params: o.linearParams, diskBytes: o.linearBytes, fileBytes: o.fileBytes + o.externalDataBytes }), configs: o.matMulNBits, ...extra };
+    // What ships is the whole file (graph and external data: embeddings, norms and lm_head included).
+    const shipped = shippedSize('onnx', o.fileBytes + o.externalDataBytes, o.linearParams);
+    return { layout: 'onnx', linearMatrices: o.linearMatrices, params: o.linearParams, sizes: sizes({ params: o.linearParams, diskBytes: o.linearBytes, fileBytes: o.fileBytes + o.externalDataBytes, shipped }), configs: o.matMulNBits, ...extra };
   }
   const checkpoint = await openCheckpoint(dir);
   const quantized = isQuantizedMetadata(checkpoint.metadata);

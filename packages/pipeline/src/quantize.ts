@@ -11,7 +11,7 @@ import {
   type MethodSpec,
 } from '@layerquant/allocators';
 import { InvalidOptionError, configName, isLinearModule, modelMatrixParams, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
-import { shippedBytes, shippedSizeBudget, targetBytes, type FileTarget, type FormatPlan } from './shipped-format.js';
+import { formatAllocationSettings, shippedBytes, shippedSizeBudget, type FileTarget, type FormatPlan } from './shipped-format.js';
 import { exportOnnx, type ExportReport, type OnnxExportOptions } from '@layerquant/export';
 import { quantizeModel, type QuantizeModelOptions, type QuantizeModelReport } from '@layerquant/quantizers/node';
 import type { ScaleDtype } from '@layerquant/quantizers';
@@ -128,17 +128,13 @@ export interface AllocatedQuantizeResult {
 export async function quantizeAllocated(options: AllocatedQuantizeOptions): Promise<AllocatedQuantizeResult> {
   const allocators = options.allocators ?? ALLOCATOR_PLUGINS;
   const { method, shipped } = options;
-  const plugin = allocators.find((p) => p.id === method.allocator);
   // Under a format the stop allocators take its native stops, the knapsacks its whole ladder and its bytes.
-  const knapsack = plugin?.budget === 'any';
-  const configs = shipped ? (options.configs ?? (knapsack ? shipped.plan.configs : shipped.plan.stops)) : options.configs;
-  if (shipped?.target && !knapsack) {
-    throw new InvalidOptionError('--target-size', `${method.id} allocates at a stop of the ladder (a native config of ${shipped.plan.cost.format} as its base), not to a file size; use --budget, or a knapsack allocator (${allocators.filter((p) => p.budget === 'any').map((p) => p.id).join(', ')}) for a target size`);
-  }
-  const target = shipped?.target ? targetBytes(shipped.target, shipped.plan) : undefined;
-  // The budget an allocation to a file size reports: the target in bits per linear weight of the file.
-  const budget = target ? (8 * target.bytes) / shipped!.plan.linearParams : options.budget;
-  if (!target) checkMethodBudget(method, budget, configs, allocators);
+  const format = shipped ? formatAllocationSettings(method, shipped.plan, { ...(options.configs ? { configs: options.configs } : {}), budget: options.budget, ...(shipped.target ? { target: shipped.target } : {}) }, allocators) : undefined;
+  const knapsack = format?.knapsack ?? false;
+  const configs = format ? format.configs : options.configs;
+  const target = format?.target;
+  const budget = format ? format.budget : options.budget;
+  if (!format) checkMethodBudget(method, budget, configs, allocators);
   const seed = options.seed ?? 42;
   return withOutputDirectory(options.modelDir, options.outDir, async (model) => {
     options.onOpened?.();

@@ -1,4 +1,4 @@
-import { formatSizeBudget, type SizeBudget, type SizeTarget } from '@layerquant/allocators';
+import { checkMethodBudget, formatSizeBudget, type AllocatorPlugin, type MethodSpec, type SizeBudget, type SizeTarget } from '@layerquant/allocators';
 import {
   InvalidOptionError,
   configName,
@@ -112,4 +112,40 @@ export function shippedSizeBudget(plan: FormatPlan, covered: readonly MatrixInfo
 export function shippedBytes(cost: FormatCostModel, matrices: readonly { readonly key: string; readonly config: QuantConfig | null }[]): number {
   const chosen = new Map(matrices.map((m) => [m.key, m.config]));
   return cost.fileBytes((unit) => chosen.get(unit.key) ?? null);
+}
+
+/** How an allocation for a shipped format is made: its ladder, its budget, and the bytes a target allows. */
+export interface FormatAllocationSettings {
+  /** The allocator spends the file's bytes (a knapsack); else it allocates at a native stop (uniform, the boosts). */
+  readonly knapsack: boolean;
+  /** The ladder: a user's, else the format's whole native ladder for a knapsack, its native stops for the others. */
+  readonly configs: readonly QuantConfig[];
+  /** The budget reported: the target in bits per linear weight of the file, else the budget given (paper accounting). */
+  readonly budget: number;
+  readonly target?: { readonly bytes: number; readonly given: SizeTarget };
+}
+
+/**
+ * The one rule for an allocation under a format (quantize --format onnx, allocate --target-format onnx): the stop
+ * allocators take the format's native stops, the knapsacks its whole ladder and, with a target, its bytes; a target
+ * with a stop allocator is refused naming the knapsacks.
+ */
+export function formatAllocationSettings(
+  method: MethodSpec,
+  plan: FormatPlan,
+  options: { readonly configs?: readonly QuantConfig[]; readonly budget?: number; readonly target?: FileTarget },
+  allocators: readonly AllocatorPlugin[],
+): FormatAllocationSettings {
+  const plugin = allocators.find((p) => p.id === method.allocator);
+  const knapsack = plugin?.budget === 'any';
+  const configs = options.configs ?? (knapsack ? plan.configs : plan.stops);
+  if (options.target && !knapsack) {
+    const option = 'sizeMiB' in options.target ? '--target-size' : '--target-bpw';
+    throw new InvalidOptionError(option, `${method.id} allocates at a stop of the ladder (a native config of ${plan.cost.format} as its base), not to a file size; use --budget, or a knapsack allocator (${allocators.filter((p) => p.budget === 'any').map((p) => p.id).join(', ')}) for a target size`);
+  }
+  const target = options.target ? targetBytes(options.target, plan) : undefined;
+  if (!target && options.budget === undefined) throw new InvalidOptionError('--budget', 'give --budget (bits per weight) or, for a knapsack allocator, --target-size <MiB> or --target-bpw <bits>');
+  const budget = target ? (8 * target.bytes) / plan.linearParams : options.budget!;
+  if (!target) checkMethodBudget(method, budget, configs, allocators);
+  return Object.freeze({ knapsack, configs, budget, ...(target ? { target } : {}) });
 }

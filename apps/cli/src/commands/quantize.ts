@@ -2,7 +2,8 @@ import { parseMethodName, type MethodSpec } from '@layerquant/allocators';
 import { InvalidOptionError, LINEAR_MODULES, configName, matrixKey, parseConfigList, parseConfigName, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { brownCalibPath } from '@layerquant/datasets';
 import { builtinRegistries, exportQuantized, formatPlan, quantizeAllocated, quantizeUniform, resolveModelPath, shippedSize, targetBytes, type AllocatedQuantizeResult, type FileTarget, type FormatPlan, type PluginRegistries, type ShippedSize } from '@layerquant/pipeline';
-import { onnxCostModel, type OnnxFileOptions } from '@layerquant/export';
+import type { OnnxFileOptions } from '@layerquant/export';
+import { FILE_TARGET_FLAGS, onnxPlan, parseFileTarget } from '../flags/file-target.js';
 import { openModel } from '@layerquant/tensor-io';
 import { defaultWorkerCount, type QuantizeModelReport } from '@layerquant/quantizers/node';
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -138,8 +139,7 @@ export const quantizeCommand: Command = {
       calib: { type: 'string' },
       blocks: { type: 'string' },
       force: { type: 'boolean' },
-      'target-size': { type: 'string' },
-      'target-bpw': { type: 'string' },
+      ...FILE_TARGET_FLAGS,
       ...EXPORT_OPTION_SPEC,
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>'));
@@ -240,16 +240,6 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
   };
 }
 
-/** --target-size <MiB> or --target-bpw <bits per linear weight> (of the shipped file), or undefined. */
-function parseFileTarget(values: ParsedArgs['values']): FileTarget | undefined {
-  const size = stringOption(values, 'target-size');
-  const bpw = stringOption(values, 'target-bpw');
-  if (size !== undefined && bpw !== undefined) throw new InvalidOptionError('--target-bpw', 'give either --target-size or --target-bpw, not both');
-  if (size !== undefined) return { sizeMiB: parseNumberOption(size, '--target-size', Number.NaN, (n) => n > 0) };
-  if (bpw !== undefined) return { bitsPerWeight: parseNumberOption(bpw, '--target-bpw', Number.NaN, (n) => n > 0) };
-  return undefined;
-}
-
 /** An allocation for a shipped file: the export's options, the target, and where the statistics are cached (beside it). */
 interface ShippedRun {
   readonly options: OnnxFileOptions;
@@ -314,12 +304,6 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
 }
 
 /** The ONNX cost model of a model directory under the export's options, and its ladders for the quantizer. */
-async function onnxPlan(modelDir: string, options: OnnxFileOptions, quantizer: Quantizer, ladder: readonly QuantConfig[] | undefined): Promise<FormatPlan> {
-  const model = await openModel(modelDir);
-  await model.checkpoint.close();
-  return formatPlan(onnxCostModel(model.config, model.layout, options), quantizer, ladder);
-}
-
 /** Matrices per config (`float` for those kept in float). */
 function configCounts(allocation: AllocatedQuantizeResult['allocation']): Map<string, number> {
   const counts = new Map<string, number>();
