@@ -32,3 +32,34 @@ export async function referenceGreedy(quantizedDir: string, prompt: readonly num
   }
   return sequence.slice(prompt.length);
 }
+
+/**
+ * Perplexity of `ids` from transformers.js' own logits of an ONNX directory (one forward over the whole sequence,
+ * no cache), summed in float64 here: the oracle `layerquant eval` of the same directory is held against.
+ */
+export async function transformersPerplexity(dir: string, dtype: 'q4' | 'q4f16', ids: readonly number[]): Promise<number> {
+  const { AutoModelForCausalLM, Tensor, env } = await import('@huggingface/transformers');
+  env.allowRemoteModels = false;
+  const model = await AutoModelForCausalLM.from_pretrained(dir, { dtype, local_files_only: true });
+  try {
+    const output = (await model({
+      input_ids: new Tensor('int64', BigInt64Array.from(ids.map(BigInt)), [1, ids.length]),
+      attention_mask: new Tensor('int64', new BigInt64Array(ids.length).fill(1n), [1, ids.length]),
+    })) as { logits: InstanceType<typeof Tensor> };
+    const logits = output.logits.data as Float32Array;
+    const vocab = output.logits.dims.at(-1)!;
+    if (output.logits.dims.at(-2) !== ids.length) throw new Error(`transformers.js returned logits for ${output.logits.dims.at(-2)} positions, not ${ids.length}`);
+    let nll = 0;
+    for (let t = 0; t + 1 < ids.length; t++) {
+      const row = logits.subarray(t * vocab, (t + 1) * vocab);
+      let max = -Infinity;
+      for (const v of row) max = Math.max(max, v);
+      let sum = 0;
+      for (const v of row) sum += Math.exp(v - max);
+      nll += Math.log(sum) + max - row[ids[t + 1]!]!;
+    }
+    return Math.exp(nll / (ids.length - 1));
+  } finally {
+    await model.dispose();
+  }
+}
