@@ -26,6 +26,8 @@ export function importedPackages(code: string): Set<string> {
     const spec = m[1]!;
     // Node built-ins (tsup writes `node:fs` as `fs`).
     if (spec.startsWith('node:') || builtinModules.includes(spec.split('/')[0]!)) continue;
+    // The package's own subpath imports (package.json "imports", e.g. runtime's #ort-backend) are its files.
+    if (spec.startsWith('#')) continue;
     names.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0]!);
   }
   return names;
@@ -47,6 +49,6 @@ describe.each(packages)('packages/%s', (name) => {
 });
 
 it('reads the imports of built code (static, dynamic, re-exports; not node: built-ins or relative files)', () => {
-  const code = `import { a } from "@x/y/sub";\nexport * from 'z';\nconst m = await import("w/deep");\nimport "side-effect";\nimport { b } from "./local.js";\nimport { c } from "node:fs";\nimport { d } from "path";`;
+  const code = `import { a } from "@x/y/sub";\nexport * from 'z';\nconst m = await import("w/deep");\nimport "side-effect";\nimport { b } from "./local.js";\nimport { c } from "node:fs";\nimport { d } from "path";\nimport { e } from "#ort-backend";`;
   expect([...importedPackages(code)].sort()).toEqual(['@x/y', 'side-effect', 'w', 'z']);
 });
