@@ -3,18 +3,27 @@ import { isOnnxExportDir, openOnnxExport, openPackedModel, type ModelGraphSource
 import type { NllModel } from '@layerquant/perplexity';
 import { openModelWeights, type QuantizerLookup } from '@layerquant/quantizers/node';
 import { floatWeightBytes, loadDecoderModel, loadLayerStreamedModel, streamedWeightBytes, type TensorSource } from '@layerquant/runtime';
-import { loadDecoderConfig, loadValidatedConfig, type Checkpoint } from '@layerquant/tensor-io';
+import { loadDecoderConfig, loadValidatedConfig, type Checkpoint, type Tokenizer } from '@layerquant/tensor-io';
+import { decoderConfigOfGguf } from '@layerquant/gguf';
+import { openLlamaCppModel, readGgufHeader } from '@layerquant/gguf/node';
+import { existsSync, statSync } from 'node:fs';
 import { freemem } from 'node:os';
 
 /** How a model is evaluated. */
-export type EvaluationKind = 'float' | 'float-streamed' | 'packed' | 'onnx';
+export type EvaluationKind = 'float' | 'float-streamed' | 'packed' | 'onnx' | 'gguf';
 
 export const EVALUATION_KINDS: Readonly<Record<EvaluationKind, string>> = Object.freeze({
   float: 'float32, one onnxruntime session',
   'float-streamed': 'float32, layer by layer (weights do not fit --max-memory)',
   packed: 'packed weights in MatMulNBits (the graph `layerquant export` writes)',
   onnx: 'ONNX export, its own file',
+  gguf: 'GGUF file in llama.cpp (node-llama-cpp, CPU), its own file and tokenizer',
 });
+
+/** Whether a model argument is a GGUF file (evaluated by llama.cpp itself). */
+export function isGgufFile(path: string): boolean {
+  return path.endsWith('.gguf') && existsSync(path) && statSync(path).isFile();
+}
 
 export interface EvaluationModel {
   readonly model: NllModel;
@@ -24,6 +33,8 @@ export interface EvaluationModel {
   /** Bytes of weights the evaluation holds (estimate for float models, exact initializer bytes for packed ones). */
   readonly weightBytes: number;
   readonly file?: string;
+  /** The model's own tokenizer where it carries one (a GGUF file); otherwise the directory's tokenizer.json. */
+  readonly tokenizer?: Tokenizer;
   dispose(): Promise<void>;
 }
 
@@ -75,6 +86,8 @@ export interface EvaluationOptions {
   readonly onConfig?: (config: DecoderConfig) => void;
   /** Where the quantizer a checkpoint records is found (the command's registry, --plugin's included). */
   readonly quantizers?: QuantizerLookup['quantizers'];
+  /** The longest window the evaluation runs (llama.cpp's context for a GGUF file; default 512). */
+  readonly contextSize?: number;
 }
 
 /** A float checkpoint: one session when it fits the budget, else layer by layer (same perplexity). */
@@ -112,6 +125,15 @@ async function openFloat(source: Checkpoint, config: DecoderConfig, options: Eva
  */
 export async function openEvaluationModel(modelDir: string, options: EvaluationOptions = {}): Promise<EvaluationModel> {
   const runtime = options.threads === undefined ? {} : { threads: options.threads };
+  if (isGgufFile(modelDir)) {
+    const header = await readGgufHeader(modelDir);
+    const config = decoderConfigOfGguf(header);
+    options.onConfig?.(config);
+    // llama.cpp on one thread unless told: its spin barrier makes more threads slower on a shared machine.
+    const model = await openLlamaCppModel(modelDir, { contextSize: options.contextSize ?? 512, threads: options.threads ?? 1 });
+    const weightBytes = header.tensors.reduce((sum, t) => sum + t.byteLength, 0);
+    return { model, kind: 'gguf', config, weightBytes, file: modelDir, tokenizer: { encode: (text) => model.tokenize(text), decode: (ids) => model.detokenize(ids) }, dispose: () => model.dispose() };
+  }
   if (isOnnxExportDir(modelDir)) {
     options.onConfig?.(await loadDecoderConfig(modelDir));
     const model = await openOnnxExport(modelDir, runtime);

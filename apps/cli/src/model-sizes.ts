@@ -1,3 +1,5 @@
+import { readGgufHeader } from '@layerquant/gguf/node';
+import { isGgufFile } from './evaluation-model.js';
 import { matrixOfTensorName } from '@layerquant/core';
 import { isOnnxExportDir, summarizeOnnxExport } from '@layerquant/export';
 import { isQuantizedMetadata } from '@layerquant/quantizers';
@@ -8,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { boostReport, sizes, type BoostReport, type Sizes } from './output.js';
 
-export type DirectoryLayout = 'checkpoint' | 'layerquant-quantized-v1' | 'onnx';
+export type DirectoryLayout = 'checkpoint' | 'layerquant-quantized-v1' | 'onnx' | 'gguf';
 
 /** What a model, quantized or ONNX directory holds, as inspect and compare report it. */
 export interface DirectorySizes {
@@ -37,6 +39,7 @@ export async function savedBoostReport(dir: string): Promise<BoostReport | undef
 }
 
 export async function directorySizes(dir: string): Promise<DirectorySizes> {
+  if (isGgufFile(dir)) return ggufSizes(dir);
   // config.json first, as every command reads a model: a directory that is not one fails naming that file.
   await loadDecoderConfig(dir);
   const boosts = await savedBoostReport(dir);
@@ -70,4 +73,23 @@ export async function directorySizes(dir: string): Promise<DirectorySizes> {
   } finally {
     await q.close();
   }
+}
+
+/** The decoder layers' linear matrices of a GGUF file, by llama.cpp's names. */
+export const LINEAR_GGUF_TENSOR = /^blk\.\d+\.(attn_(q|k|v|output)|ffn_(gate|up|down))\.weight$/;
+
+/** A GGUF file's sizes: its header validated; linear matrices per GGUF type and as stored; the file. */
+async function ggufSizes(file: string): Promise<DirectorySizes> {
+  const header = await readGgufHeader(file);
+  const linear = header.tensors.filter((t) => LINEAR_GGUF_TENSOR.test(t.name));
+  const configs: Record<string, number> = {};
+  for (const t of linear) configs[t.type.name] = (configs[t.type.name] ?? 0) + 1;
+  const params = linear.reduce((sum, t) => sum + t.elements, 0);
+  return {
+    layout: 'gguf',
+    linearMatrices: linear.length,
+    params: header.tensors.reduce((sum, t) => sum + t.elements, 0),
+    sizes: sizes({ params, diskBytes: linear.reduce((sum, t) => sum + t.byteLength, 0), fileBytes: header.fileSize }),
+    configs,
+  };
 }

@@ -17,6 +17,7 @@ interface LlamaModule {
 interface LlamaModelHandle {
   readonly tokens: { readonly bos: number | null; readonly eos: number | null };
   tokenize(text: string, specialTokens?: boolean): number[];
+  detokenize(tokens: readonly number[], specialTokens?: boolean): string;
   createContext(options: { contextSize: number; batchSize: number; threads: number; sequences: number }): Promise<LlamaContextHandle>;
   dispose(): Promise<void>;
 }
@@ -69,6 +70,8 @@ export interface LlamaCppModel {
   greedy(prompt: readonly number[], maxNewTokens: number): Promise<number[]>;
   /** llama.cpp's tokenization of `text`, without BOS or special tokens. */
   tokenize(text: string): number[];
+  /** The text of token ids, as llama.cpp detokenizes them (special tokens written out). */
+  detokenize(ids: readonly number[]): string;
   dispose(): Promise<void>;
 }
 
@@ -127,6 +130,7 @@ export async function openLlamaCppModel(path: string, options: LlamaCppOptions =
       return generated;
     },
     tokenize: (text) => model.tokenize(text, false),
+    detokenize: (ids) => model.detokenize(ids, true),
     async dispose() {
       await context.dispose();
       await model.dispose();

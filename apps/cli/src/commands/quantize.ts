@@ -7,6 +7,7 @@ import { basename, join } from 'node:path';
 import { FORK_SOLVER_OPTIONS } from '@layerquant/quantizers';
 import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { exportOnnx } from '@layerquant/export';
+import { exportGguf } from '@layerquant/gguf/node';
 import { temporaryPath } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import { parseMethodName } from '@layerquant/allocators';
@@ -15,7 +16,7 @@ import { allocateMethod, allocatorFlags, allocatorHelp, checkBudget, extraMemory
 import { tablesNeeded } from '../experiment/grid.js';
 import { ensureStatistics } from '../experiment/statistics.js';
 import type { Command } from '../command.js';
-import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from './export.js';
+import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, ggufExportRows, ggufExportSummary, parseExportOptions } from './export.js';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 import { resolveModelPath } from '../model-path.js';
 import { absolutePath, formatRows, jsonLine, sizeRows, sizes, boostReport, boostLines } from '../output.js';
@@ -151,7 +152,8 @@ export const quantizeCommand: Command = {
     '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
     '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
     '',
-    'With --format onnx the quantized model is written as an ONNX directory transformers.js loads (see',
+    'With --format gguf the quantized model is written as one .gguf file llama.cpp loads (--out <file.gguf>; see',
+    '`layerquant export`). With --format onnx the quantized model is written as an ONNX directory transformers.js loads (see',
     '`layerquant export --help`) instead of a quantized checkpoint:',
     ...EXPORT_OPTION_HELP,
   ].join('\n'),
@@ -179,6 +181,21 @@ export const quantizeCommand: Command = {
     const target = absolutePath(requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64'));
     checkOverwrite(target, values.force === true);
     const onnx = parseExportOptions(values, true);
+    if (onnx.format === 'gguf') {
+      // Quantize into a temporary checkpoint beside the .gguf file, export it, and print both reports as one.
+      if (existsSync(target) && values.force !== true) throw new InvalidOptionError('--out', `${target} exists; pass --force to replace it, or choose another --out`);
+      const checkpointDir = temporaryPath(target);
+      let printed = '';
+      try {
+        await quantizeCommand.run({ argv: [...withoutExportOptions(argv, checkpointDir), '--force'], stdout: (text) => (printed += text), stderr: () => undefined, plugins });
+        const report = await exportGguf({ modelDir: checkpointDir, outFile: target, quantizers: plugins.quantizers, ...onnx.gguf, name: basename(modelDir) });
+        if (values.json) stdout(jsonLine('quantize', { ...(JSON.parse(printed) as Record<string, unknown>), command: 'quantize', out: report.outFile, export: ggufExportSummary(report) }));
+        else stdout(`${printed.replace(checkpointDir, report.outFile)}${formatRows(ggufExportRows(report), { keyWidth: 12 })}`);
+      } finally {
+        await rm(checkpointDir, { recursive: true, force: true });
+      }
+      return;
+    }
     if (onnx.format === 'onnx') {
       // Quantize into a temporary checkpoint beside --out, export it there, and print both reports as one.
       const checkpointDir = temporaryPath(target);
