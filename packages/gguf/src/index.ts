@@ -3,6 +3,7 @@ export {
   GGML_CODEC_TYPES,
   GGML_TYPES,
   compatibleTypes,
+  ggmlFallbackType,
   ggmlBitsPerWeight,
   ggmlType,
   ggmlTypeById,
