@@ -67,7 +67,8 @@ describe('layerquant export, quantize --format onnx, generate', () => {
     expect((await cli('quantize', shippedModelDir, '--method', 'rtn', '--config', 'b4g64', '--axis', '0', '--out', strided)).code).toBe(0);
     const cases: Array<[string[], RegExp]> = [
       [['export', strided, '--format', 'onnx', '--out', join(scratch, 'x')], /axis 0.*--axis 1/],
-      [['export', checkpoint, '--format', 'gguf', '--out', join(scratch, 'x')], /--format/],
+      [['export', checkpoint, '--format', 'tflite', '--out', join(scratch, 'x')], /--format/],
+      [['export', checkpoint, '--format', 'gguf', '--out', join(scratch, 'x')], /--out.*\.gguf/],
       [['export', checkpoint, '--out', join(scratch, 'x')], /--format onnx/],
       [['export', checkpoint, '--format', 'onnx', '--accuracy-level', '2', '--out', join(scratch, 'x')], /--accuracy-level/],
       [['quantize', shippedModelDir, '--config', 'b4g64', '--out', join(scratch, 'y'), '--activations', 'f16'], /--format onnx/],
