@@ -15,6 +15,7 @@ const subpaths: Record<string, string> = {
   'sensitivity/testing': 'sensitivity/src/testing.ts',
   'stats/node': 'stats/src/node.ts',
   'tensor-io/browser': 'tensor-io/src/browser.ts',
+  'tensor-io/testing': 'tensor-io/src/testing.ts',
   'perplexity/browser': 'perplexity/src/browser.ts',
   'sensitivity/browser': 'sensitivity/src/browser.ts',
 };

@@ -3,6 +3,7 @@ import {
   InvalidDataError,
   InvalidOptionError,
   LINEAR_MODULES,
+  isLinearModule,
   allocationTotals,
   bitsPerWeight,
   budgetStopIndex,
@@ -152,7 +153,7 @@ export const uniformAllocator: StatsAllocator<UniformOptions, UniformAllocation>
   allocate(input: ModelStats, options: UniformOptions): UniformAllocation {
     const stops = ladderStops(options.configs);
     const config = stops[ladderIndex(stops, options.budget)]!.config;
-    const list: MatrixAllocation[] = matricesOf(input).map((m) => Object.freeze({ ...m, config }));
+    const list: MatrixAllocation[] = linearMatrices(input).map((m) => Object.freeze({ ...m, config }));
     return Object.freeze({
       method: 'uniform',
       options: Object.freeze({ budget: options.budget, ...(options.configs ? { configs: options.configs.map(configName) } : {}) }),
@@ -163,6 +164,11 @@ export const uniformAllocator: StatsAllocator<UniformOptions, UniformAllocation>
     });
   },
 });
+
+/** The linear matrices of the model: the stop allocators (uniform, the boosts) leave the embedding units to the export. */
+function linearMatrices(input: ModelStats): MatrixInfo[] {
+  return matricesOf(input).filter((m) => isLinearModule(m.module));
+}
 
 function layersOf(outliers: ModuleOutliers): Record<LinearModule, readonly number[]> {
   const result = {} as Record<LinearModule, readonly number[]>;
@@ -216,7 +222,7 @@ export const sensiBoostAllocator: StatsAllocator<SensiBoostOptions, BoostAllocat
   id: 'sensiboost',
   allocate(input: ModelStats, options: SensiBoostOptions): BoostAllocation {
     const { boostStop, topM } = resolvedBoostOptions(options);
-    const matrices = matricesOf(input);
+    const matrices = linearMatrices(input);
     const outliers = sensitivityOutliers(input, numLayersOf(matrices), { ...options, topM });
     const selection = options.sensitivity ?? {};
     const resolved = { budget: options.budget, boostStop, topM, sensitivityBits: selection.bits ?? 4, sensitivityGroupSize: selection.groupSize ?? 64 };
@@ -228,7 +234,7 @@ export const kurtBoostAllocator: StatsAllocator<BoostOptions, BoostAllocation> =
   id: 'kurtboost',
   allocate(input: ModelStats, options: BoostOptions): BoostAllocation {
     const { boostStop, topM } = resolvedBoostOptions(options);
-    const matrices = matricesOf(input);
+    const matrices = linearMatrices(input);
     const outliers = kurtosisOutliers(input, numLayersOf(matrices), { ...options, topM });
     return boostedAllocation('kurtboost', matrices, options.budget, boostStop, layersOf(outliers), withLadder({ budget: options.budget, boostStop, topM }, options), outliers, options.configs);
   },
@@ -246,7 +252,7 @@ export const ablationAllocator: StatsAllocator<AblationOptions, BoostAllocation>
     if (imitate !== 'sensiboost' && imitate !== 'kurtboost') throw new InvalidOptionError('imitate', `"${String(imitate)}" must be sensiboost or kurtboost`);
     const seed = options.seed ?? 42;
     if (!Number.isInteger(seed)) throw new InvalidOptionError('seed', `${seed} must be an integer`);
-    const matrices = matricesOf(input);
+    const matrices = linearMatrices(input);
     const numLayers = numLayersOf(matrices);
     const sensitivity = input.sensitivity || imitate === 'sensiboost' ? sensitivityOutliers(input, numLayers, { ...options, topM }) : undefined;
     const hasKurtosis = input.kurtosis !== undefined || (input.fnorm?.rows.some((r) => r.kurtosis !== undefined) ?? false);

@@ -4,46 +4,140 @@ import {
   InvalidOptionError,
   LayerquantError,
   allocationTotals,
+  bitsPerWeight,
   configName,
+  isLinearModule,
   matrixKey,
   quantConfig,
   type Allocation,
-  type LinearModule,
   type MatrixAllocation,
   type MatrixInfo,
   type QuantConfig,
+  type UnitModule,
+  type ZeroKind,
+  type FormatCostModel,
 } from '@layerquant/core';
+import { sortUnits } from '@layerquant/stats';
 import { KnapsackSearchLimitError, solveMultipleChoiceKnapsack, type MultipleChoiceKnapsack } from './multiple-choice-knapsack.js';
 
 /**
  * The program every knapsack allocator solves (MXQ, sensi-milp, kurt-milp, kurt-scaled, head/tail-prioritized,
- * measured): one class per matrix, one item per config (a cost and a memory), the least total cost whose
- * memory stays within `budget * (sum of params) / 8 / 2^20` MB, as the authors set the MILP's limit.
+ * measured): one class per unit, one item per config (a cost and a size), the least total cost whose size stays
+ * within a capacity. The size is counted in one accounting: the paper's (`budget * (sum of params)` bits over the
+ * linear matrices, as the authors set the MILP's limit), or the bytes a unit adds to the shipped file of a format
+ * (a SizeBudget from that format's cost model, embeddings and lm_head included where the table measured them).
  */
 
-/** Bits in one MB (2^20 bytes). */
-const BITS_PER_MB = 8 * 2 ** 20;
+/** Bits in one MiB (2^20 bytes). */
+const BITS_PER_MIB = 8 * 2 ** 20;
 
-/** One (matrix, config) item: what a table row gives the knapsack. */
+/** One (unit, config) item: what a table row gives the knapsack. */
 export interface CostItem {
   readonly layer: number;
-  readonly module: LinearModule;
+  readonly module: UnitModule;
   readonly bits: number;
   readonly groupSize: number;
-  readonly memoryMB: number;
+  /** How the config stores its zero (absent: fractional, the authors' tables). */
+  readonly zero?: ZeroKind;
   readonly params: number;
 }
 
+/**
+ * What a knapsack spends: the size of each unit at each config and the total the units may take, in one accounting.
+ * Made by a format's cost model (shipped bytes) or by paperSizeBudget (the paper's accounting).
+ */
+export interface SizeBudget {
+  /** `paper`, or the id of the format whose shipped file is counted (`onnx`, `gguf`). */
+  readonly accounting: string;
+  /** How reports name the accounting (`the paper's accounting`, `the shipped ONNX file`). */
+  readonly label: string;
+  /** Whether a unit is allocated under this accounting (the paper's: the linear matrices only). */
+  includes(unit: MatrixInfo): boolean;
+  /** Size of a unit at a config, in bits (whole bytes times 8 for a file). */
+  bits(unit: MatrixInfo, config: QuantConfig): number;
+  /** What the allocated units may take together, in bits; undefined: `budget` bits per weight of their parameters. */
+  readonly capacityBits?: number;
+  /** Bits of the file beyond the allocated units (0 for the paper's accounting): a target's fixed part. */
+  readonly fixedBits: number;
+  /** The budget as the user gave it, for messages (`17.4 MiB`), and the unit an infeasible size is reported in. */
+  readonly target?: SizeTarget;
+  /** Size of a unit kept in float, where the accounting lets it stay float (a format's embedding units): a cost-0 item. */
+  floatBits?(unit: MatrixInfo): number | undefined;
+  /**
+   * The exact size in bits of the whole file for an allocation (a format's own encoding, not the sum of unit sizes):
+   * the solver re-solves with less capacity while it is above `fixedBits + capacityBits`.
+   */
+  exactBits?(matrices: readonly MatrixAllocation[]): number;
+}
+
+/**
+ * A format's bytes as a knapsack's size: each allocated unit's bytes in the file at each config (units the statistics
+ * do not cover keep `fixedConfig`, in the fixed part), embedding units may also stay float, and the whole file must fit
+ * `target.bytes`. Exact: the solver checks the file's own size (cost.fileBytes) and re-solves while it is over.
+ */
+export function formatSizeBudget(
+  cost: FormatCostModel,
+  allocated: readonly MatrixInfo[],
+  fixedConfig: (unit: MatrixInfo) => QuantConfig | null,
+  target?: { readonly bytes: number; readonly given: SizeTarget },
+): SizeBudget {
+  const keys = new Set(allocated.map((m) => m.key));
+  const units = cost.units.filter((u) => keys.has(u.key));
+  const byKey = new Map(cost.units.map((u) => [u.key, u]));
+  // The fixed part: the file with every allocated unit at a reference config, less those units' own bytes.
+  const reference = new Map(units.map((u) => [u.key, cost.nativeLadder(u)[0] ?? null]));
+  const configOf = (unit: MatrixInfo) => (reference.has(unit.key) ? reference.get(unit.key)! : fixedConfig(byKey.get(unit.key) ?? unit));
+  let fixedBytes = cost.fileBytes(configOf);
+  for (const u of units) fixedBytes -= cost.unitBytes(u, reference.get(u.key)!);
+  return Object.freeze({
+    accounting: cost.format,
+    label: cost.label,
+    includes: (unit: MatrixInfo) => keys.has(unit.key) && byKey.has(unit.key),
+    bits: (unit: MatrixInfo, config: QuantConfig) => {
+      const why = cost.unsupported(unit, config);
+      if (why) throw new InvalidOptionError('configs', `${configName(config)} for ${unit.key}: ${why}`);
+      return 8 * cost.unitBytes(unit, config);
+    },
+    fixedBits: 8 * fixedBytes,
+    ...(target ? { capacityBits: 8 * (target.bytes - fixedBytes), target: target.given } : {}),
+    floatBits: (unit: MatrixInfo) => (isLinearModule(unit.module) ? undefined : 8 * cost.unitBytes(unit, null)),
+    exactBits: (matrices: readonly MatrixAllocation[]) => {
+      const chosen = new Map(matrices.map((m) => [m.key, m.config]));
+      return 8 * cost.fileBytes((unit) => (chosen.has(unit.key) ? chosen.get(unit.key)! : fixedConfig(byKey.get(unit.key) ?? unit)));
+    },
+  });
+}
+
+/** A target as the user gave it: a file size in MiB, or bits per weight of `params` parameters (file bits / params). */
+export interface SizeTarget {
+  readonly value: number;
+  readonly unit: 'MiB' | 'bits per weight';
+  /** The parameters a bits-per-weight target divides the file by (the linear matrices'). */
+  readonly params: number;
+}
+
+/** The paper's accounting: `bitsPerWeight(config) * params` over the linear matrices, capacity `budget` bits per weight. */
+export const PAPER_SIZES: SizeBudget = Object.freeze({
+  accounting: 'paper',
+  label: "the paper's accounting (8-bit scale and zero per group)",
+  includes: (unit: MatrixInfo) => isLinearModule(unit.module),
+  bits: (unit: MatrixInfo, config: QuantConfig) => bitsPerWeight(config) * unit.params,
+  fixedBits: 0,
+});
+
 export interface CostProblem {
   readonly matrices: readonly MatrixInfo[];
-  readonly configs: readonly (readonly QuantConfig[])[];
+  /** Each unit's items; null: kept in float (offered where the size budget lets a unit stay float). */
+  readonly configs: readonly (readonly (QuantConfig | null)[])[];
   readonly costs: readonly Float64Array[];
-  readonly memoryMB: readonly Float64Array[];
+  /** Size of each item in bits, in `size`'s accounting. */
+  readonly sizeBits: readonly Float64Array[];
   readonly totalParams: number;
+  readonly size: SizeBudget;
 }
 
 export interface KnapsackOptions {
-  /** Bits per weight; any positive value (not only the 12 stops). */
+  /** Bits per weight; any positive value (not only the 12 stops). With `size`, what the allocation reports as its budget. */
   readonly budget: number;
   /** Proven relative gap to stop at (1e-6). */
   readonly relativeGap?: number;
@@ -51,6 +145,8 @@ export interface KnapsackOptions {
   readonly maxStates?: number;
   /** The config ladder: only these configs are offered (default: every config of the table). */
   readonly configs?: readonly QuantConfig[];
+  /** What the knapsack spends (default PAPER_SIZES at `budget`). */
+  readonly size?: SizeBudget;
 }
 
 export interface KnapsackSolverReport {
@@ -68,32 +164,35 @@ export interface KnapsackSolverReport {
   readonly nodes: number;
   /** Matrices whose config was still open after reduced-cost fixing. */
   readonly freeMatrices: number;
-  readonly memoryLimitMB: number;
-  /** Memory of the allocation as the table's memmb column counts it. */
-  readonly memoryMB: number;
+  /** The accounting the sizes below are in (`paper`, `onnx`, ...). */
+  readonly accounting: string;
+  /** What the allocated units may take, MiB (2^20 bytes) in that accounting. */
+  readonly limitMiB: number;
+  /** What they take. */
+  readonly sizeMiB: number;
+  /** For a format: the exact size of the whole file, MiB (the fixed part and every unit, as the format encodes it). */
+  readonly fileMiB?: number;
 }
 
 export interface KnapsackAllocation extends Allocation {
   readonly solver: KnapsackSolverReport;
 }
 
-function sortMatrices(list: MatrixInfo[]): MatrixInfo[] {
-  const order = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
-  return list.sort((a, b) => a.layer - b.layer || order.indexOf(a.module) - order.indexOf(b.module));
-}
-
 /**
- * Builds the program from table rows with a cost per row. `configs` restricts the ladder: every matrix must have
- * a row for every config asked for.
+ * Builds the program from table rows with a cost per row, over the units `size` allocates (the paper's accounting:
+ * the linear matrices; a format's: embeddings and lm_head too where the table has rows for them). Sizes come from
+ * `size`, never from the table's memmb column. `configs` restricts the ladder: every unit must have a row for every
+ * config asked for.
  */
 export function buildCostProblem<Row extends CostItem>(
   rows: readonly Row[],
   costOf: (row: Row) => number,
   source: string,
   configs?: readonly QuantConfig[],
+  size: SizeBudget = PAPER_SIZES,
 ): CostProblem {
   const wanted = configs ? new Set(configs.map(configName)) : undefined;
-  const byKey = new Map<string, { info: MatrixInfo; items: { config: QuantConfig; cost: number; memoryMB: number }[] }>();
+  const byKey = new Map<string, { info: MatrixInfo; items: { config: QuantConfig; cost: number }[] }>();
   for (const r of rows) {
     const key = matrixKey(r.layer, r.module);
     let entry = byKey.get(key);
@@ -103,13 +202,16 @@ export function buildCostProblem<Row extends CostItem>(
     } else if (entry.info.params !== r.params) {
       throw new InvalidDataError(source, `matrix ${key} has params ${entry.info.params} and ${r.params} in different rows`);
     }
-    const name = `b${r.bits}g${r.groupSize}`;
+    const zero = r.zero ?? 'fractional';
+    const config = quantConfig(r.bits, r.groupSize, { roundZero: zero === 'integer', symmetric: zero === 'none' });
+    const name = configName(config);
     if (wanted && !wanted.has(name)) continue;
     const cost = costOf(r);
     if (!Number.isFinite(cost)) throw new InvalidDataError(source, `matrix ${key} config ${name}: cost ${cost} is not a finite number`);
-    entry.items.push({ config: quantConfig(r.bits, r.groupSize), cost, memoryMB: r.memoryMB });
+    entry.items.push({ config, cost });
   }
-  const matrices = sortMatrices([...byKey.values()].map((e) => e.info));
+  const matrices = sortUnits([...byKey.values()].map((e) => e.info).filter((m) => size.includes(m)));
+  if (matrices.length === 0) throw new InvalidDataError(source, `has no rows for the units ${size.label} allocates`);
   const entries = matrices.map((m) => byKey.get(m.key)!);
   for (const e of entries) {
     if (!wanted && e.items.length === 0) throw new InvalidDataError(source, `matrix ${e.info.key} has no config rows`);
@@ -118,37 +220,72 @@ export function buildCostProblem<Row extends CostItem>(
       throw new InvalidDataError(source, `matrix ${e.info.key} has no row for ${missing.join(', ')}: measure the statistics for the configs asked for (--configs)`);
     }
   }
+  const sizeBits = entries.map((e) =>
+    Float64Array.from(e.items, (i) => {
+      const bits = size.bits(e.info, i.config);
+      if (!Number.isFinite(bits) || bits <= 0) throw new InvalidDataError(source, `matrix ${e.info.key} config ${configName(i.config)}: size ${bits} bits in ${size.label} is not a positive number`);
+      return bits;
+    }),
+  );
+  // Units the accounting lets stay float (a format's embeddings) get a float item: no error, its own size.
+  const itemConfigs: (QuantConfig | null)[][] = entries.map((e) => e.items.map((i) => i.config));
+  const costs = entries.map((e) => Float64Array.from(e.items, (i) => i.cost));
+  const sizes = sizeBits;
+  entries.forEach((e, k) => {
+    const floatBits = size.floatBits?.(e.info);
+    if (floatBits === undefined) return;
+    itemConfigs[k]!.push(null);
+    costs[k] = Float64Array.from([...costs[k]!, 0]);
+    sizes[k] = Float64Array.from([...sizes[k]!, floatBits]);
+  });
   let totalParams = 0;
   for (const m of matrices) totalParams += m.params;
-  return {
-    matrices,
-    configs: entries.map((e) => e.items.map((i) => i.config)),
-    costs: entries.map((e) => Float64Array.from(e.items, (i) => i.cost)),
-    memoryMB: entries.map((e) => Float64Array.from(e.items, (i) => i.memoryMB)),
-    totalParams,
-  };
+  return { matrices, configs: itemConfigs, costs, sizeBits: sizes, totalParams, size };
+}
+
+/** The capacity of a problem in bits: the size budget's own, or `budget` bits per weight of the allocated units. */
+export function capacityBits(problem: CostProblem, budget: number): number {
+  return problem.size.capacityBits ?? budget * problem.totalParams;
 }
 
 /**
- * Memory in whole bits when the table's memmb values are exact (they are bpp*params/2^23 with bpp a
- * dyadic fraction), so sums and the budget comparison are exact integers; otherwise MB as given.
+ * Sizes in whole bits when they are integers (file bytes times 8, and the paper's bpp*params with bpp a dyadic
+ * fraction), so sums and the capacity comparison are exact; otherwise as given.
  */
-function knapsackOf(problem: CostProblem, budget: number): { knapsack: MultipleChoiceKnapsack; unit: number } {
+function knapsackOf(problem: CostProblem, budget: number): KnapsackInstance {
   let integral = true;
-  for (const list of problem.memoryMB) {
-    for (const mb of list) {
-      const bits = mb * BITS_PER_MB;
-      if (Math.abs(bits - Math.round(bits)) > 1e-6 || bits > Number.MAX_SAFE_INTEGER / 4096) integral = false;
-    }
+  for (const list of problem.sizeBits) {
+    for (const bits of list) if (Math.abs(bits - Math.round(bits)) > 1e-6 || bits > Number.MAX_SAFE_INTEGER / 4096) integral = false;
   }
-  const unit = integral ? BITS_PER_MB : 1;
-  const classes = problem.memoryMB.map((list, i) => ({
-    weights: Float64Array.from(list, (mb) => (integral ? Math.round(mb * BITS_PER_MB) : mb)),
+  const classes = problem.sizeBits.map((list, i) => ({
+    weights: Float64Array.from(list, (bits) => (integral ? Math.round(bits) : bits)),
     costs: problem.costs[i]!,
   }));
-  const limit = (budget * problem.totalParams) / 8 / 2 ** 20; // MB, the authors' budget_mb
-  const capacity = integral ? Math.floor(limit * BITS_PER_MB * (1 + 1e-12)) : limit;
-  return { knapsack: { classes, capacity }, unit };
+  const limit = capacityBits(problem, budget);
+  const capacity = integral ? Math.floor(limit * (1 + 1e-12)) : limit;
+  return { classes, capacity };
+}
+
+type KnapsackInstance = MultipleChoiceKnapsack;
+
+function allocationOf(problem: CostProblem, choice: ArrayLike<number>): MatrixAllocation[] {
+  return problem.matrices.map((m, i) => Object.freeze({ ...m, config: problem.configs[i]![choice[i]!]! }));
+}
+
+/** The error of a budget below every allocation: it names the smallest feasible one in the budget's own unit. */
+function infeasible(problem: CostProblem, budget: number, minimumWeight: number): InfeasibleBudgetError {
+  const target = problem.size.target;
+  if (target?.unit === 'MiB') {
+    // The smallest file (rounded up to 1e-4 MiB): the fixed part plus every unit at its lightest config.
+    const smallest = Math.ceil(((minimumWeight + problem.size.fixedBits) / BITS_PER_MIB) * 1e4 - 1e-9) / 1e4;
+    return new InfeasibleBudgetError(target.value, smallest, `MiB (${problem.size.label})`);
+  }
+  if (target) {
+    const smallest = Math.ceil(((minimumWeight + problem.size.fixedBits) / target.params) * 1e4 - 1e-9) / 1e4;
+    return new InfeasibleBudgetError(target.value, smallest, `bits per weight (${problem.size.label})`);
+  }
+  // Smallest budget (rounded up to 1e-4 bits per weight) whose limit fits every unit at its lightest config.
+  return new InfeasibleBudgetError(budget, Math.ceil((minimumWeight / problem.totalParams) * 1e4 - 1e-9) / 1e4);
 }
 
 /** Solves the program to a proven relative gap; an infeasible budget names the smallest feasible one. */
@@ -162,28 +299,47 @@ export function solveCostProblem(
   if (!Number.isFinite(budget) || budget <= 0) throw new InvalidOptionError('budget', `${budget} must be a positive number of bits per weight`);
   const relativeGap = options.relativeGap ?? 1e-6;
   if (!(relativeGap >= 0)) throw new InvalidOptionError('relativeGap', `${relativeGap} must be >= 0`);
-  const { knapsack, unit } = knapsackOf(problem, budget);
-  let result;
-  try {
-    result = solveMultipleChoiceKnapsack(knapsack, { relativeGap, ...(options.maxStates === undefined ? {} : { maxStates: options.maxStates }) });
-  } catch (error) {
-    if (error instanceof KnapsackSearchLimitError) {
-      throw new LayerquantError('SOLVER_LIMIT', `${method} at budget ${budget}: ${error.message}`, { cause: error });
+  const knapsack = knapsackOf(problem, budget);
+  const solve = (instance: MultipleChoiceKnapsack) => {
+    try {
+      return solveMultipleChoiceKnapsack(instance, { relativeGap, ...(options.maxStates === undefined ? {} : { maxStates: options.maxStates }) });
+    } catch (error) {
+      if (error instanceof KnapsackSearchLimitError) {
+        throw new LayerquantError('SOLVER_LIMIT', `${method} at budget ${budget}: ${error.message}`, { cause: error });
+      }
+      throw error;
     }
-    throw error;
+  };
+  let result = solve(knapsack);
+  if (result.status === 'infeasible') throw infeasible(problem, budget, result.minimumWeight);
+  // A format's file is not exactly the sum of its units (shared nodes, length prefixes): while the exact file is over
+  // the limit, take the excess off the capacity and solve again.
+  const exactBits = problem.size.exactBits;
+  if (exactBits) {
+    const limit = problem.size.fixedBits + knapsack.capacity;
+    let capacity = knapsack.capacity;
+    for (let attempt = 0; ; attempt++) {
+      const over = exactBits(allocationOf(problem, result.choice)) - limit;
+      if (over <= 0) break;
+      if (attempt === 4) throw new LayerquantError('SOLVER_LIMIT', `${method}: the file is still ${Math.ceil(over / 8)} bytes over ${problem.size.label}'s limit after ${attempt} tighter solves`);
+      capacity -= over;
+      result = solve({ ...knapsack, capacity });
+      if (result.status === 'infeasible') throw infeasible(problem, budget, result.minimumWeight);
+    }
   }
-  if (result.status === 'infeasible') {
-    // Smallest budget (rounded up to 1e-4 bits per weight) whose limit fits every matrix at its lightest config.
-    const bitsNeeded = (result.minimumWeight / unit) * BITS_PER_MB;
-    const smallest = Math.ceil((bitsNeeded / problem.totalParams) * 1e4 - 1e-9) / 1e4;
-    throw new InfeasibleBudgetError(budget, smallest);
-  }
-  const matrices: MatrixAllocation[] = problem.matrices.map((m, i) => Object.freeze({ ...m, config: problem.configs[i]![result.choice[i]!]! }));
-  let memoryMB = 0;
-  for (let i = 0; i < matrices.length; i++) memoryMB += problem.memoryMB[i]![result.choice[i]!]!;
+  const matrices = allocationOf(problem, result.choice);
+  let sizeBits = 0;
+  for (let i = 0; i < matrices.length; i++) sizeBits += problem.sizeBits[i]![result.choice[i]!]!;
   return Object.freeze({
     method,
-    options: Object.freeze({ budget, relativeGap, ...(options.configs ? { configs: options.configs.map(configName) } : {}), ...reported }),
+    options: Object.freeze({
+      budget,
+      relativeGap,
+      ...(options.configs ? { configs: options.configs.map(configName) } : {}),
+      ...(problem.size.accounting === 'paper' ? {} : { accounting: problem.size.accounting }),
+      ...(problem.size.target ? { target: problem.size.target } : {}),
+      ...reported,
+    }),
     budget,
     matrices: Object.freeze(matrices),
     totals: allocationTotals(matrices),
@@ -196,8 +352,10 @@ export function solveCostProblem(
       seconds: result.seconds,
       nodes: result.nodes,
       freeMatrices: result.freeClasses,
-      memoryLimitMB: (budget * problem.totalParams) / 8 / 2 ** 20,
-      memoryMB,
+      accounting: problem.size.accounting,
+      limitMiB: capacityBits(problem, budget) / BITS_PER_MIB,
+      sizeMiB: sizeBits / BITS_PER_MIB,
+      ...(exactBits ? { fileMiB: exactBits(matrices) / BITS_PER_MIB } : {}),
     }),
   });
 }

@@ -18,7 +18,7 @@ function lpText(problem: MxqProblem, budget: number): string {
     costs.forEach((cost, j) => {
       const name = `x${i}_${j}`;
       objective.push(`+ ${cost} ${name}`);
-      memory.push(`+ ${problem.memoryMB[i]![j]!} ${name}`);
+      memory.push(`+ ${problem.sizeBits[i]![j]! / 8 / 2 ** 20} ${name}`);
       vars.push(name);
       binaries.push(name);
     });
@@ -52,7 +52,7 @@ async function solveWithHighs(problem: MxqProblem, budget: number, timeLimit: nu
     const values = model.getSolution().colValue;
     let memoryMB = 0;
     let k = 0;
-    problem.memoryMB.forEach((list) => list.forEach((mb) => (memoryMB += values[k++]! > 0.5 ? mb : 0)));
+    problem.sizeBits.forEach((list) => list.forEach((bits) => (memoryMB += values[k++]! > 0.5 ? bits / 8 / 2 ** 20 : 0)));
     return {
       status: String(model.getModelStatus()),
       primal: model.getObjectiveValue(),

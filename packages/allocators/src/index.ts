@@ -9,6 +9,7 @@ export * from './registry.js';
 export * from './boost.js';
 export * from './random.js';
 export * from './allocation-csv.js';
+export * from './allocation-check.js';
 
 import { ablationAllocator, kurtBoostAllocator, sensiBoostAllocator, uniformAllocator } from './boost.js';
 import { headPrioritizedAllocator, kurtMilpAllocator, kurtScaledAllocator, measuredAllocator, sensiMilpAllocator, tailPrioritizedAllocator } from './milp.js';

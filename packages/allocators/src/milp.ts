@@ -1,6 +1,6 @@
 import { InvalidDataError, InvalidOptionError, LINEAR_MODULES, matrixKey, type LinearModule } from '@layerquant/core';
 import { kurtosisOutliers, sensitivityOutliers, type StatsAllocator } from './boost.js';
-import { buildCostProblem, solveCostProblem, type KnapsackAllocation, type KnapsackOptions } from './cost-knapsack.js';
+import { PAPER_SIZES, buildCostProblem, solveCostProblem, type KnapsackAllocation, type KnapsackOptions } from './cost-knapsack.js';
 import type { ModuleOutliers } from './outliers.js';
 import { kurtosisByModule, matricesOf, type FnormRow, type FnormTable, type ModelStats, type SensitivitySelection } from './stats.js';
 
@@ -83,8 +83,8 @@ function milpAllocator(id: 'sensi-milp' | 'kurt-milp'): StatsAllocator<MilpOptio
       const outliers = ablation ? undefined : id === 'sensi-milp' ? sensitivityOutliers(input, numLayers, detection) : kurtosisOutliers(input, numLayers, detection);
       const boosted = outlierSet(outliers);
       let totalParams = 0;
-      for (const m of matrices) totalParams += m.params;
-      const problem = buildCostProblem(table.rows, (r) => milpCost(r, totalParams, boosted.has(matrixKey(r.layer, r.module)), factor), source, options.configs);
+      for (const m of matrices) if ((options.size ?? PAPER_SIZES).includes(m)) totalParams += m.params;
+      const problem = buildCostProblem(table.rows, (r) => milpCost(r, totalParams, boosted.has(matrixKey(r.layer, r.module)), factor), source, options.configs, options.size);
       const allocation = solveCostProblem(problem, id, options, { topM, factor, ablation });
       return Object.freeze({ ...allocation, ...(outliers ? { outliers } : {}) });
     },
@@ -120,13 +120,13 @@ export function scaledKurtosis(input: ModelStats): Map<string, number> {
   return scaled;
 }
 
-/** kurt-scaled: MXQ with cost `fnorm * (1 + kurtosis_scaled)`. */
+/** kurt-scaled: MXQ with cost `fnorm * (1 + kurtosis_scaled)` (the embedding units have no layer series: scaled 0). */
 export const kurtScaledAllocator: StatsAllocator<KurtScaledOptions, KnapsackAllocation> = Object.freeze({
   id: 'kurt-scaled',
   allocate(input: ModelStats, options: KurtScaledOptions): KnapsackAllocation {
     const { table, source } = fnormOf(input, 'kurt-scaled');
     const scaled = scaledKurtosis(input);
-    const problem = buildCostProblem(table.rows, (r) => r.fnorm * (1 + scaled.get(matrixKey(r.layer, r.module))!), source, options.configs);
+    const problem = buildCostProblem(table.rows, (r) => r.fnorm * (1 + (scaled.get(matrixKey(r.layer, r.module)) ?? 0)), source, options.configs, options.size);
     return solveCostProblem(problem, 'kurt-scaled', options);
   },
 });
@@ -143,7 +143,7 @@ function prioritized(id: 'head-prioritized' | 'tail-prioritized'): StatsAllocato
       const { table, source } = fnormOf(input, id);
       const factor = positive(options.factor ?? 1.1, 'factor');
       const layer = id === 'head-prioritized' ? 0 : Math.max(...table.rows.map((r) => r.layer));
-      const problem = buildCostProblem(table.rows, (r) => r.fnorm * (r.layer === layer ? factor : 1), source, options.configs);
+      const problem = buildCostProblem(table.rows, (r) => r.fnorm * (r.layer === layer ? factor : 1), source, options.configs, options.size);
       return solveCostProblem(problem, id, options, { factor, layer });
     },
   });
@@ -166,7 +166,7 @@ export const measuredAllocator: StatsAllocator<MeasuredOptions, KnapsackAllocati
     if (!input.measured) {
       throw new InvalidDataError(input.source ?? 'statistics', 'measured needs measured.csv (block-output error of every matrix and config): run `layerquant sensitivity --measured`');
     }
-    const problem = buildCostProblem(input.measured.rows, (r) => r.error, `${input.source ?? '.'}/measured.csv`, options.configs);
+    const problem = buildCostProblem(input.measured.rows, (r) => r.error, `${input.source ?? '.'}/measured.csv`, options.configs, options.size);
     return solveCostProblem(problem, 'measured', options);
   },
 });

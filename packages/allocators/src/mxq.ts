@@ -1,5 +1,5 @@
 import { InvalidDataError, configName, type Allocation, type QuantConfig } from '@layerquant/core';
-import { buildCostProblem, solveCostProblem, type CostProblem, type KnapsackAllocation, type KnapsackOptions, type KnapsackSolverReport } from './cost-knapsack.js';
+import { buildCostProblem, solveCostProblem, type CostProblem, type KnapsackAllocation, type KnapsackOptions, type KnapsackSolverReport, type SizeBudget } from './cost-knapsack.js';
 import { matricesOf, type FnormTable, type ModelStats } from './stats.js';
 import type { StatsAllocator } from './boost.js';
 
@@ -14,9 +14,9 @@ export interface MxqProblem extends CostProblem {
   readonly fnorm: readonly Float64Array[];
 }
 
-export function buildMxqProblem(table: FnormTable, source = 'fnorm.csv', configs?: readonly QuantConfig[]): MxqProblem {
+export function buildMxqProblem(table: FnormTable, source = 'fnorm.csv', configs?: readonly QuantConfig[], size?: SizeBudget): MxqProblem {
   matricesOf({ fnorm: table, source }); // every module covers layers 0..L-1
-  const problem = buildCostProblem(table.rows, (r) => r.fnorm, source, configs);
+  const problem = buildCostProblem(table.rows, (r) => r.fnorm, source, configs, size);
   return { ...problem, fnorm: problem.costs };
 }
 
@@ -30,7 +30,7 @@ export const mxqAllocator: StatsAllocator<MxqOptions, MxqAllocation> = Object.fr
   id: 'mxq',
   allocate(input: ModelStats, options: MxqOptions): MxqAllocation {
     if (!input.fnorm) throw new InvalidDataError(input.source ?? 'statistics', 'MXQ needs the fnorm table (fnorm.csv: fnorm and memmb per matrix and config)');
-    return solveMxq(buildMxqProblem(input.fnorm, `${input.source ?? '.'}/fnorm.csv`, options.configs), options);
+    return solveMxq(buildMxqProblem(input.fnorm, `${input.source ?? '.'}/fnorm.csv`, options.configs, options.size), options);
   },
 });
 

@@ -1,6 +1,7 @@
 import {
   InfeasibleBudgetError,
   InvalidOptionError,
+  callPlugin,
   createRegistry,
   findBudgetStop,
   parseConfigName,
@@ -23,7 +24,9 @@ import {
   tailPrioritizedAllocator,
 } from './milp.js';
 import { mxqAllocator } from './mxq.js';
-import type { ModelStats } from './stats.js';
+import { checkAllocation, defaultLadder } from './allocation-check.js';
+import { matricesOf, type ModelStats } from './stats.js';
+import type { SizeBudget } from './cost-knapsack.js';
 
 /**
  * The allocator plug-ins: each says what it is, which options it takes (with defaults, validation and help),
@@ -55,6 +58,11 @@ export interface AllocationContext {
    * that is no stop (2.8 -> 2.51), so they never use more memory than the budget; default false (an error).
    */
   readonly floorToStop?: boolean;
+  /**
+   * What knapsack plug-ins spend: a format's shipped bytes (its cost model's SizeBudget, with the target's capacity),
+   * or, absent, the paper's accounting at `budget` bits per weight.
+   */
+  readonly size?: SizeBudget;
 }
 
 
@@ -136,8 +144,8 @@ function sensitivitySelection(options: ResolvedOptions): { bits: number; groupSi
   return { bits: config.bits, groupSize: config.groupSize, ...(dataset ? { dataset } : {}) };
 }
 
-function ladder(context: AllocationContext): { configs?: readonly QuantConfig[] } {
-  return context.configs ? { configs: context.configs } : {};
+function ladder(context: AllocationContext): { configs?: readonly QuantConfig[]; size?: SizeBudget } {
+  return { ...(context.configs ? { configs: context.configs } : {}), ...(context.size ? { size: context.size } : {}) };
 }
 
 const PAPER_BOOST_VARIANTS = Object.freeze(
@@ -434,11 +442,16 @@ function optionsFor(plugin: AllocatorPlugin, method: MethodSpec, context: Alloca
   return Object.freeze({ ...method.options, seed: context.seed });
 }
 
-/** Runs a method at a budget. */
+/**
+ * Runs a method at a budget: the one place the apps run an allocator plug-in, so its output is checked here
+ * (checkAllocation: every matrix once, configs of the ladder, totals recomputed, the budget kept) and what it throws is
+ * named (a PluginError), whichever plug-in it is.
+ */
 export function allocateMethod(method: MethodSpec, stats: ModelStats, context: AllocationContext, plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): Allocation {
   const plugin = findPlugin(method.allocator, plugins);
   const budget = plugin.budget === 'stop' && context.floorToStop ? floorStop(context.budget, context.configs) : context.budget;
-  return plugin.allocate(stats, optionsFor(plugin, method, context), { ...context, budget });
+  const output = callPlugin('allocator', plugin.id, 'allocate()', () => plugin.allocate(stats, optionsFor(plugin, method, context), { ...context, budget }));
+  return checkAllocation(plugin.id, output, { units: matricesOf(stats), configs: context.configs ?? defaultLadder(stats), budget, budgetKind: plugin.budget === 'stop' ? 'stop' : 'any' });
 }
 
 /** The budget itself when it is a stop of the ladder, else the highest stop below it (an error below the lowest). */

@@ -41,7 +41,13 @@ describe('budget stops', () => {
 
 describe('quantConfig', () => {
   it('parses names and rejects bad ones with the option named', () => {
-    expect(parseConfigName('B3G128')).toEqual({ bits: 3, groupSize: 128, axis: 1, roundZero: false });
+    expect(parseConfigName('B3G128')).toEqual({ bits: 3, groupSize: 128, axis: 1, roundZero: false, symmetric: false });
+    expect(configName(parseConfigName('b4g32-INT'))).toBe('b4g32-int');
+    expect(parseConfigName('b4g32-sym')).toMatchObject({ symmetric: true, roundZero: false });
+    expect(configName(parseConfigName('b4g64', { roundZero: true }))).toBe('b4g64-int');
+    expect(() => parseConfigName('b4g64-half')).toThrow(/-int for an integer zero point or -sym/);
+    // a symmetric config stores one meta value per group in the paper's accounting
+    expect(bitsPerWeight(parseConfigName('b4g64-sym'))).toBe(4 + 8 / 64 + 16 / (64 * 128));
     expect(() => parseConfigName('4bit')).toThrow(/option "config"/);
     expect(parseConfigList('b2g64, B3G64,b4g32').map((c) => `b${c.bits}g${c.groupSize}`)).toEqual(['b2g64', 'b3g64', 'b4g32']);
     expect(() => parseConfigList('b2g64,b2g64', '--configs')).toThrow(/option "--configs": lists b2g64 twice/);

@@ -9,8 +9,20 @@ export interface QuantConfig {
   readonly groupSize: number;
   /** 1: groups of `groupSize` contiguous values along the input dimension (upstream HQQ). 0: strided groups (`W.reshape(g, -1)`). */
   readonly axis: 0 | 1;
-  /** Round the zero point to an integer (the authors' fork does for 4-bit). */
+  /** Round the zero point to an integer (the authors' fork does for 4-bit): an integer zero point a format stores as is. */
   readonly roundZero: boolean;
+  /**
+   * No zero point: codes are centred on 2^(bits-1) and the scale maps the group's largest magnitude (the layout of
+   * onnxruntime's and transformers.js' symmetric q4). One value per group is stored instead of two.
+   */
+  readonly symmetric: boolean;
+}
+
+/** How a config stores its zero point: fractional (a float per group), integer, or none (symmetric). */
+export type ZeroKind = 'fractional' | 'integer' | 'none';
+
+export function zeroKind(config: Pick<QuantConfig, 'roundZero' | 'symmetric'>): ZeroKind {
+  return config.symmetric ? 'none' : config.roundZero ? 'integer' : 'fractional';
 }
 
 export const SUPPORTED_BITS = Object.freeze([1, 2, 3, 4, 5, 6, 8] as const);
@@ -18,6 +30,7 @@ export const SUPPORTED_BITS = Object.freeze([1, 2, 3, 4, 5, 6, 8] as const);
 export interface QuantConfigOptions {
   axis?: 0 | 1;
   roundZero?: boolean;
+  symmetric?: boolean;
 }
 
 /** Validated factory for a QuantConfig. */
@@ -30,19 +43,32 @@ export function quantConfig(bits: number, groupSize: number, options: QuantConfi
   }
   const axis = options.axis ?? 1;
   if (axis !== 0 && axis !== 1) throw new InvalidOptionError('axis', `${String(axis)} must be 0 or 1`);
-  return Object.freeze({ bits, groupSize, axis, roundZero: options.roundZero ?? false });
+  const symmetric = options.symmetric ?? false;
+  // A symmetric config has no zero to round.
+  return Object.freeze({ bits, groupSize, axis, roundZero: symmetric ? false : (options.roundZero ?? false), symmetric });
 }
 
-/** `b4g64` (the variants are not part of the name). */
-export function configName(config: Pick<QuantConfig, 'bits' | 'groupSize'>): string {
-  return `b${config.bits}g${config.groupSize}`;
+/** Name suffix of each zero kind (`b4g64`, `b4g64-int`, `b4g64-sym`). */
+const ZERO_SUFFIX: Readonly<Record<ZeroKind, string>> = Object.freeze({ fractional: '', integer: '-int', none: '-sym' });
+
+/**
+ * `b4g64`; a config with an integer zero point is `b4g64-int`, a symmetric one `b4g64-sym` (they store other bytes, so
+ * tables and allocations tell them apart). The group axis is not part of the name.
+ */
+export function configName(config: Pick<QuantConfig, 'bits' | 'groupSize'> & Partial<Pick<QuantConfig, 'roundZero' | 'symmetric'>>): string {
+  return `b${config.bits}g${config.groupSize}${ZERO_SUFFIX[zeroKind({ roundZero: config.roundZero ?? false, symmetric: config.symmetric ?? false })]}`;
 }
 
-/** Parses `b4g64` (case-insensitive). */
+/**
+ * Parses `b4g64`, `b4g64-int` or `b4g64-sym` (case-insensitive). A suffix sets the zero kind; without one,
+ * `options.roundZero`/`options.symmetric` apply.
+ */
 export function parseConfigName(name: string, options: QuantConfigOptions = {}): QuantConfig {
-  const m = /^b(\d+)g(\d+)$/i.exec(name.trim());
-  if (!m) throw new InvalidOptionError('config', `"${name}" is not a config name; write b{bits}g{group}, e.g. b4g64`);
-  return quantConfig(Number(m[1]), Number(m[2]), options);
+  const m = /^b(\d+)g(\d+)(-int|-sym)?$/i.exec(name.trim());
+  if (!m) throw new InvalidOptionError('config', `"${name}" is not a config name; write b{bits}g{group}, e.g. b4g64, with -int for an integer zero point or -sym for none`);
+  const suffix = m[3]?.toLowerCase();
+  const zero = suffix === '-int' ? { roundZero: true, symmetric: false } : suffix === '-sym' ? { roundZero: false, symmetric: true } : {};
+  return quantConfig(Number(m[1]), Number(m[2]), { ...options, ...zero });
 }
 
 /** Parses a config ladder `b2g64,b3g64,b4g32` (at least one, no duplicates); `option` names the flag in errors. */
@@ -57,7 +83,7 @@ export function parseConfigList(list: string, option = 'configs'): QuantConfig[]
     } catch (error) {
       throw new InvalidOptionError(option, `${(error as Error).message} (in "${list}")`);
     }
-    if (configs.some((c) => c.bits === config.bits && c.groupSize === config.groupSize)) throw new InvalidOptionError(option, `lists ${configName(config)} twice`);
+    if (configs.some((c) => configName(c) === configName(config))) throw new InvalidOptionError(option, `lists ${configName(config)} twice`);
     configs.push(config);
   }
   return configs;
@@ -68,12 +94,14 @@ export const META_BITS = 8;
 export const META_GROUP = 128;
 
 /**
- * Bits per weight as the paper counts them: `b1 + 2*b2/g1 + 32/(g1*g2)` with b2 = 8, g2 = 128.
- * b4g64 -> 4.25390625.
+ * Bits per weight as the paper counts them: `b1 + 2*b2/g1 + 32/(g1*g2)` with b2 = 8, g2 = 128 (an 8-bit scale and
+ * zero per group, two fp16 ranges per 128 groups). b4g64 -> 4.25390625. A symmetric config has no zero: one 8-bit
+ * value per group and one fp16 range per 128 groups, `b1 + b2/g1 + 16/(g1*g2)`.
  */
-export function bitsPerWeight(config: Pick<QuantConfig, 'bits' | 'groupSize'>): number {
+export function bitsPerWeight(config: Pick<QuantConfig, 'bits' | 'groupSize'> & Partial<Pick<QuantConfig, 'symmetric'>>): number {
   const g1 = config.groupSize;
-  return config.bits + (2 * META_BITS) / g1 + 32 / (g1 * META_GROUP);
+  const values = config.symmetric ? 1 : 2;
+  return config.bits + (values * META_BITS) / g1 + (16 * values) / (g1 * META_GROUP);
 }
 
 /** Memory in MB (2^20 bytes) of `params` weights at `bpp` bits per weight, as the authors compute `memmb`. */

@@ -8,6 +8,7 @@ import {
   checkContextLength,
   modelMatrixParams,
   validateCheckpoint,
+  UnsupportedDTypeError,
   type DecoderConfig,
 } from './index.js';
 
@@ -50,6 +51,18 @@ describe('validateCheckpoint', () => {
     expect(() => validateCheckpoint({ ...qwen2, numKeyValueHeads: 4 }, { tensors })).toThrow(/k_proj\.weight": has shape \[8, 16\].*needs \[16, 16\]/);
     expect(() => validateCheckpoint(qwen2, { tensors: tensors.filter((t) => t.name !== 'model.layers.1.self_attn.v_proj.bias') })).toThrow(/v_proj\.bias" not found/);
     expect(() => validateCheckpoint({ ...qwen2, architecture: 'MixtralForCausalLM', modelType: 'mixtral' }, { tensors })).toThrow(UnsupportedArchitectureError);
+  });
+
+  it('refuses a tensor the decoder reads that is stored as integers (only float dtypes are weights), naming file and tensor', () => {
+    const floats = qwen2Tensors().map((t) => ({ ...t, dtype: 'BF16', file: '/m/model.safetensors' }));
+    expect(() => validateCheckpoint(qwen2, { tensors: floats })).not.toThrow();
+    for (const dtype of ['I16', 'I8', 'U8', 'I32', 'I64', 'BOOL']) {
+      const tensors = floats.map((t) => (t.name === 'model.layers.1.self_attn.k_proj.bias' ? { ...t, dtype } : t));
+      expect(() => validateCheckpoint(qwen2, { tensors })).toThrow(UnsupportedDTypeError);
+      expect(() => validateCheckpoint(qwen2, { tensors })).toThrow(new RegExp(`^/m/model\\.safetensors \\(tensor "model\\.layers\\.1\\.self_attn\\.k_proj\\.bias"\\): dtype "${dtype}" is not supported \\(a weight is a float`));
+    }
+    // An integer buffer the decoder does not read (a rotary cache, position ids) is not its business.
+    expect(() => validateCheckpoint(qwen2, { tensors: [...floats, { name: 'model.layers.0.self_attn.rotary_emb.inv_freq', shape: [2], dtype: 'I64' }] })).not.toThrow();
   });
 });
 

@@ -1,6 +1,6 @@
-import { InvalidDataError, InvalidOptionError, MissingTensorError, ShapeMismatchError, UnsupportedArchitectureError } from './errors.js';
-import { LINEAR_MODULES, matrixKey, type DecoderConfig, type MatrixKey } from './model.js';
-import { elementCount } from './tensor.js';
+import { InvalidDataError, InvalidOptionError, MissingTensorError, ShapeMismatchError, UnsupportedArchitectureError, UnsupportedDTypeError } from './errors.js';
+import { EMBEDDING_UNIT_TENSORS, LINEAR_MODULES, matrixKey, type DecoderConfig, type MatrixKey } from './model.js';
+import { WEIGHT_DTYPES, elementCount, isWeightDType } from './tensor.js';
 
 /**
  * The tensors a Llama-family decoder has, derived from its config, and the one check that a checkpoint holds
@@ -38,9 +38,9 @@ export const LAYER_TENSORS = Object.freeze({
 } as const);
 export type LayerTensor = keyof typeof LAYER_TENSORS;
 
-export const EMBED_TOKENS = 'model.embed_tokens.weight';
+export const EMBED_TOKENS = EMBEDDING_UNIT_TENSORS.embed_tokens;
 export const FINAL_NORM = 'model.norm.weight';
-export const LM_HEAD = 'lm_head.weight';
+export const LM_HEAD = EMBEDDING_UNIT_TENSORS.lm_head;
 
 export function layerTensorName(layer: number, tensor: LayerTensor): string {
   return `model.layers.${layer}.${LAYER_TENSORS[tensor]}`;
@@ -116,9 +116,17 @@ export function modelMatrixParams(config: DecoderConfig): Map<MatrixKey, number>
 
 /**
  * Refuses a context longer than the model was trained for (`max_position_embeddings`): rotary positions beyond it
- * give a worse, silently different perplexity. `allow` (the CLI's --allow-long-context) lets it run anyway.
+ * give a worse, silently different perplexity. `allow` (the CLI's --allow-long-context) lets it run anyway. A context
+ * longer than a sliding attention window is refused always: the runtime attends to every position, which is another
+ * model's math beyond the window.
  */
-export function checkContextLength(seqlen: number, config: Pick<DecoderConfig, 'maxPositionEmbeddings'>, option = '--seqlen', allow = false): void {
+export function checkContextLength(seqlen: number, config: Pick<DecoderConfig, 'maxPositionEmbeddings' | 'slidingWindow'>, option = '--seqlen', allow = false): void {
+  if (config.slidingWindow !== undefined && seqlen > config.slidingWindow) {
+    throw new InvalidOptionError(
+      option,
+      `${seqlen} tokens is more than the model's sliding_window ${config.slidingWindow} (config.json): layerquant attends to every position, which differs from the model's sliding-window attention beyond ${config.slidingWindow} tokens; use at most ${config.slidingWindow}`,
+    );
+  }
   if (!allow && seqlen > config.maxPositionEmbeddings) {
     throw new InvalidOptionError(
       option,
@@ -139,7 +147,8 @@ export function checkShape(name: string, shape: readonly number[], expected: rea
 
 /** What validateCheckpoint needs to know of a checkpoint: its tensors' names and shapes (no data). */
 export interface CheckpointTensors {
-  readonly tensors: readonly { readonly name: string; readonly shape: readonly number[] }[];
+  /** `dtype` where known (a checkpoint): every tensor the decoder reads must be a float (WEIGHT_DTYPES). */
+  readonly tensors: readonly { readonly name: string; readonly shape: readonly number[]; readonly dtype?: string; readonly file?: string }[];
   /** Where the weights are, for messages. */
   readonly dir?: string;
 }
@@ -153,8 +162,10 @@ function configSummary(config: DecoderConfig): string {
 /**
  * Checks a config against the tensors of a checkpoint before anything is computed from them: the architecture is
  * one layerquant runs; the checkpoint has exactly `num_hidden_layers` layers; every tensor the decoder reads
- * exists with the shape hidden size, head counts, head dim, intermediate and vocab size give. Returns the layout.
- * Throws UnsupportedArchitectureError, InvalidDataError (layer count), MissingTensorError or ShapeMismatchError,
+ * exists with the shape hidden size, head counts, head dim, intermediate and vocab size give, and in a float dtype
+ * (where the checkpoint says). Returns the layout.
+ * Throws UnsupportedArchitectureError, InvalidDataError (layer count), MissingTensorError, ShapeMismatchError or
+ * UnsupportedDTypeError,
  * each naming config.json, the tensor and the field that disagrees. `configFile` names config.json in messages.
  */
 export function validateCheckpoint(config: DecoderConfig, checkpoint: CheckpointTensors, configFile = 'config.json'): DecoderLayout {
@@ -195,6 +206,9 @@ export function validateCheckpoint(config: DecoderConfig, checkpoint: Checkpoint
         name,
         `has shape [${tensor.shape.join(', ')}] in ${where} but ${configFile} (${configSummary(config)}) needs [${expected.join(', ')}]; config.json does not describe these weights, use the model's own config.json`,
       );
+    }
+    if (tensor.dtype !== undefined && !isWeightDType(tensor.dtype)) {
+      throw new UnsupportedDTypeError(tensor.file ?? where, name, tensor.dtype, WEIGHT_DTYPES, 'a weight is a float; integer tensors are codes, ids or masks, and read as numbers they would give a different model');
     }
   }
   return layout;

@@ -24,10 +24,10 @@ export class SafetensorsFormatError extends LayerquantError {
 
 /** A dtype the reader or the operation does not support. */
 export class UnsupportedDTypeError extends LayerquantError {
-  constructor(readonly file: string, readonly tensor: string, readonly dtype: string, supported: readonly string[]) {
+  constructor(readonly file: string, readonly tensor: string, readonly dtype: string, supported: readonly string[], why = '') {
     super(
       'UNSUPPORTED_DTYPE',
-      `${file} (tensor "${tensor}"): dtype "${dtype}" is not supported; supported dtypes are ${supported.join(', ')}. Convert the checkpoint to one of them.`,
+      `${file} (tensor "${tensor}"): dtype "${dtype}" is not supported${why ? ` (${why})` : ''}; supported dtypes are ${supported.join(', ')}. Convert the checkpoint to one of them.`,
     );
   }
 }
@@ -71,18 +71,18 @@ export class InvalidOptionError extends LayerquantError {
 
 /** No allocation fits the budget. */
 export class InfeasibleBudgetError extends LayerquantError {
-  constructor(readonly budget: number, readonly smallestFeasible: number, unit = 'bits per weight') {
+  constructor(readonly budget: number, readonly smallestFeasible: number, unit = 'bits per weight', option = unit.startsWith('MiB') ? '--target-size' : unit === 'bits per weight' ? '--budget' : '--target-bpw') {
     super(
       'INFEASIBLE_BUDGET',
-      `budget ${budget} ${unit} is below the cheapest allocation; the smallest feasible budget is ${smallestFeasible} ${unit}. Raise --budget to at least that.`,
+      `budget ${budget} ${unit} is below the cheapest allocation; the smallest feasible budget is ${smallestFeasible} ${unit}. Raise ${option} to at least that.`,
     );
   }
 }
 
 /** Input data (text, CSV table) that is empty or malformed. */
 export class InvalidDataError extends LayerquantError {
-  constructor(readonly source: string, message: string) {
-    super('INVALID_DATA', `${source}: ${message}`);
+  constructor(readonly source: string, message: string, options?: { cause?: unknown }) {
+    super('INVALID_DATA', `${source}: ${message}`, options);
   }
 }
 
@@ -143,5 +143,45 @@ export class GgufFormatError extends LayerquantError {
 export class MissingDependencyError extends LayerquantError {
   constructor(readonly packageName: string, message: string, options?: { cause?: unknown }) {
     super('MISSING_DEPENDENCY', `${packageName}: ${message}`, options);
+  }
+}
+
+/**
+ * A plug-in (allocator, quantizer, metric, or a `--plugin` module) that threw, returned something the host cannot
+ * use (a matrix twice or not at all, a config off the ladder, a NaN, a wrong shape), or never settled. The host checks
+ * every plug-in result in one place per kind and names the plug-in, so its output is never trusted as it is.
+ */
+export class PluginError extends LayerquantError {
+  constructor(readonly kind: string, readonly plugin: string, message: string, options?: { cause?: unknown }) {
+    super('PLUGIN_OUTPUT', `${kind} "${plugin}" ${message}`, options);
+  }
+}
+
+/** The first line of what a plug-in threw, for a PluginError's message. */
+export function describeThrown(error: unknown): string {
+  const text = error instanceof Error ? `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}` : String(error);
+  return text.split('\n')[0]!.slice(0, 200);
+}
+
+/**
+ * Runs a plug-in's synchronous call: a typed error it throws passes as it is (an infeasible budget, a bad option);
+ * anything else becomes a PluginError naming the plug-in and the call, never an internal error of the host.
+ */
+export function callPlugin<T>(kind: string, id: string, what: string, call: () => T): T {
+  try {
+    return call();
+  } catch (error) {
+    if (error instanceof LayerquantError) throw error;
+    throw new PluginError(kind, id, `failed in ${what}: ${describeThrown(error)}`, { cause: error });
+  }
+}
+
+/**
+ * A computation that gave no number (a NaN or infinite loss, perplexity or error) from inputs that all passed their
+ * checks: refused with what was computed and where, never printed as a result.
+ */
+export class NonFiniteResultError extends LayerquantError {
+  constructor(readonly what: string, readonly value: number, hint: string) {
+    super('NON_FINITE_RESULT', `${what} is ${value}, not a number; ${hint}`);
   }
 }

@@ -8,3 +8,4 @@ export * from './registry.js';
 export * from './decoder-layout.js';
 export * from './options.js';
 export * from './random.js';
+export * from './format.js';

@@ -14,14 +14,40 @@ export function isLinearModule(value: string): value is LinearModule {
   return (LINEAR_MODULES as readonly string[]).includes(value);
 }
 
-/** `"<layer>.<module>"`, e.g. `"3.self_attn.q_proj"`: the key of a matrix everywhere in layerquant. */
-export type MatrixKey = string;
+/**
+ * The two matrices outside the decoder layers that an allocation may quantize too: the token embeddings and the
+ * output matrix (lm_head). They are about a third of a small model's shipped bytes. A model with tied embeddings has
+ * one `embed_tokens` unit that serves both.
+ */
+export const EMBEDDING_UNITS = Object.freeze(['embed_tokens', 'lm_head'] as const);
+export type EmbeddingUnit = (typeof EMBEDDING_UNITS)[number];
 
-export function matrixKey(layer: number, module: LinearModule): MatrixKey {
-  return `${layer}.${module}`;
+/** What an allocation assigns a config to: a linear module of a layer, or an embedding unit. */
+export type UnitModule = LinearModule | EmbeddingUnit;
+
+export function isEmbeddingUnit(value: string): value is EmbeddingUnit {
+  return (EMBEDDING_UNITS as readonly string[]).includes(value);
 }
 
-export function parseMatrixKey(key: MatrixKey): { layer: number; module: LinearModule } | undefined {
+export function isUnitModule(value: string): value is UnitModule {
+  return isLinearModule(value) || isEmbeddingUnit(value);
+}
+
+/** The layer number of units that belong to no decoder layer (embed_tokens, lm_head). */
+export const NO_LAYER = -1;
+
+/**
+ * `"<layer>.<module>"`, e.g. `"3.self_attn.q_proj"`: the key of a matrix everywhere in layerquant; an embedding unit's
+ * key is its name alone (`"embed_tokens"`, `"lm_head"`).
+ */
+export type MatrixKey = string;
+
+export function matrixKey(layer: number, module: UnitModule): MatrixKey {
+  return isEmbeddingUnit(module) ? module : `${layer}.${module}`;
+}
+
+export function parseMatrixKey(key: MatrixKey): { layer: number; module: UnitModule } | undefined {
+  if (isEmbeddingUnit(key)) return { layer: NO_LAYER, module: key };
   const dot = key.indexOf('.');
   if (dot <= 0) return undefined;
   const layer = Number(key.slice(0, dot));
@@ -30,9 +56,21 @@ export function parseMatrixKey(key: MatrixKey): { layer: number; module: LinearM
   return { layer, module };
 }
 
-/** Checkpoint tensor name of a matrix in the HF Llama layout. */
-export function matrixTensorName(layer: number, module: LinearModule): string {
-  return `model.layers.${layer}.${module}.weight`;
+/** Checkpoint tensor name of a matrix in the HF Llama layout (of an embedding unit: its own name; the layer is ignored). */
+export function matrixTensorName(layer: number, module: UnitModule): string {
+  return isEmbeddingUnit(module) ? EMBEDDING_UNIT_TENSORS[module] : `model.layers.${layer}.${module}.weight`;
+}
+
+/** Checkpoint tensor name of an embedding unit. */
+export const EMBEDDING_UNIT_TENSORS: Readonly<Record<EmbeddingUnit, string>> = Object.freeze({
+  embed_tokens: 'model.embed_tokens.weight',
+  lm_head: 'lm_head.weight',
+});
+
+/** Inverse of unitTensorName: linear weights and the two embedding units; undefined for any other tensor. */
+export function unitOfTensorName(name: string): { layer: number; module: UnitModule } | undefined {
+  for (const unit of EMBEDDING_UNITS) if (EMBEDDING_UNIT_TENSORS[unit] === name) return { layer: NO_LAYER, module: unit };
+  return matrixOfTensorName(name);
 }
 
 /** Inverse of matrixTensorName; undefined for tensors that are not quantizable linear weights. */
@@ -75,4 +113,13 @@ export interface DecoderConfig {
   readonly mlpBias: boolean;
   readonly bosTokenId: number | undefined;
   readonly eosTokenId: number | undefined;
+  /**
+   * Sliding-window attention (`sliding_window` where Mistral, `use_sliding_window` / `layer_types` where Qwen2 and newer
+   * configs ask for it): each position attends to at most this many. The runtime attends to all positions, which is
+   * the same math only for contexts up to this length (checkContextLength refuses longer ones). Undefined: full attention.
+   */
+  readonly slidingWindow?: number;
 }
+
+/** Rotary embeddings the runtime implements (`rope_scaling.rope_type`). The only list of them. */
+export const SUPPORTED_ROPE_TYPES: readonly string[] = Object.freeze(['default', 'linear', 'llama3']);

@@ -1,5 +1,5 @@
 import type { QuantConfig } from './config.js';
-import type { LinearModule, MatrixKey } from './model.js';
+import type { MatrixKey, UnitModule } from './model.js';
 import type { WeightTensor } from './tensor.js';
 
 /**
@@ -19,12 +19,35 @@ export interface QuantizedTensor {
   /** One per group, in group order (row-major over the reshaped `[-1, groupSize]` view for axis 1). */
   readonly scale: Float32Array;
   readonly zero: Float32Array;
+  /**
+   * What a quantizer wants said about this matrix (e.g. GPTQ: `deadColumns`, `dampening`, `dampeningRetries`), copied
+   * into the run's report; not stored in checkpoints.
+   */
+  readonly report?: Readonly<Record<string, number>>;
+}
+
+/**
+ * The second moment of a linear layer's inputs over a calibration set, `H = 2 X^T X / N` for the N input rows
+ * X [N, columns] the layer saw (GPTQ's Hessian of the layer's squared output error). Row-major, symmetric. A
+ * calibrated quantizer reads it; it must not modify it (the q/k/v projections share one, as do gate/up).
+ */
+export interface InputHessian {
+  readonly columns: number;
+  /** N, the input rows (tokens) it averages over. */
+  readonly samples: number;
+  readonly data: Float64Array;
+}
+
+/** What a pipeline hands a quantizer beside the weight: the statistics a calibrated quantizer declares it needs. */
+export interface QuantizeContext {
+  readonly hessian?: InputHessian;
 }
 
 /** A quantizer plug-in. Stateless: same input, same output. */
 export interface Quantizer {
   readonly id: string;
-  quantize(weight: WeightTensor, config: QuantConfig): QuantizedTensor;
+  /** `context` carries the statistics `calibration` asks for; quantizers without `calibration` ignore it. */
+  quantize(weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor;
   dequantize(quantized: QuantizedTensor): Float32Array;
   /**
    * `'affine'`: every group's stored codes, scale and zero dequantize as (code - zero) / scale, the layout ONNX
@@ -32,13 +55,22 @@ export interface Quantizer {
    * quantizer's `dequantize` reads its codes (the export refuses them; evaluation runs the dequantized weights).
    */
   readonly packedLayout?: 'affine';
+  /**
+   * `'hessian'`: a calibrated quantizer. It needs each matrix's InputHessian (`context.hessian`), which the pipeline
+   * collects in a layer pass over calibration text with the layers before already quantized; without one,
+   * `quantize` throws. Absent: the quantizer sees weights only.
+   */
+  readonly calibration?: 'hessian';
 }
 
-/** One matrix of a model as allocators see it. */
+/**
+ * One unit of a model as allocators see it: a linear matrix of a layer, or an embedding unit (`embed_tokens`,
+ * `lm_head`; layer NO_LAYER = -1) where the statistics cover them.
+ */
 export interface MatrixInfo {
   readonly key: MatrixKey;
   readonly layer: number;
-  readonly module: LinearModule;
+  readonly module: UnitModule;
   readonly params: number;
 }
 

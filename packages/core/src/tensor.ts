@@ -15,6 +15,13 @@ export const DTYPE_BYTES: Readonly<Record<DType, number>> = Object.freeze({
   BOOL: 1,
 });
 
+/** The dtypes a weight can have: integers are codes, ids or masks, never weights (read as numbers they give a wrong model). */
+export const WEIGHT_DTYPES: readonly DType[] = Object.freeze(['F64', 'F32', 'F16', 'BF16']);
+
+export function isWeightDType(dtype: string): boolean {
+  return (WEIGHT_DTYPES as readonly string[]).includes(dtype);
+}
+
 /** A tensor read into float32 for computation. `dtype` is the dtype it was stored in. */
 export interface WeightTensor {
   readonly name: string;

@@ -1,4 +1,4 @@
-import { matrixKey, quantConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { matrixKey, matrixOfTensorName, quantConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { hqqQuantizer, rtnQuantizer, type ScaleDtype } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { loadDecoderWeights, referenceForward } from '@layerquant/runtime';
@@ -42,7 +42,7 @@ describe('exportOnnx on tiny random models', () => {
       const outDir = join(root, `${family}-onnx`);
       const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0 });
       expect(report.file).toBe('onnx/model_q4.onnx');
-      expect(readdirSync(outDir).sort()).toEqual(['config.json', 'generation_config.json', 'onnx', 'quantization.json']);
+      expect(readdirSync(outDir).sort()).toEqual(['config.json', 'generation_config.json', 'onnx', 'quantization.json', 'tokenizer.json', 'tokenizer_config.json']);
       const config = await loadDecoderConfig(quantizedDir);
       const weights = await openModelWeights(quantizedDir);
       const dequantized = await loadDecoderWeights(weights, config);
@@ -138,7 +138,10 @@ describe('exportOnnx on tiny random models', () => {
     const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0 });
     expect(report.matrices.filter((m) => m.zeroCorrection)).toEqual([]);
     // per [N, K]: 4-bit codes, an fp32 scale per group of 16, 4-bit zero points packed per row into whole bytes
-    const bytes = report.matrices.reduce((sum, { shape: [n, k] }) => sum + (n * k) / 2 + n * (k / 16) * 4 + n * Math.ceil(k / 16 / 2), 0);
+    const linear = report.matrices.filter((m) => matrixOfTensorName(m.name) !== undefined);
+    // the embedding units are listed too, in float
+    expect(report.matrices.filter((m) => !linear.includes(m)).map((m) => [m.name, m.config])).toEqual([['model.embed_tokens.weight', null], ['lm_head.weight', null]]);
+    const bytes = linear.reduce((sum, { shape: [n, k] }) => sum + (n * k) / 2 + n * (k / 16) * 4 + n * Math.ceil(k / 16 / 2), 0);
     expect(report.linearBytes).toBe(bytes);
     const config = await loadDecoderConfig(quantizedDir);
     const weights = await openModelWeights(quantizedDir);

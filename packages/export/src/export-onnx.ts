@@ -1,4 +1,4 @@
-import { InvalidDataError, InvalidOptionError, MissingFileError, MissingTensorError, configName, matrixOfTensorName, type DecoderConfig } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, MissingFileError, MissingTensorError, configName, matrixOfTensorName, unitOfTensorName, type DecoderConfig } from '@layerquant/core';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type QuantizedCheckpoint, type QuantizerLookup } from '@layerquant/quantizers/node';
 import {
   EMBED_TOKENS,
@@ -14,13 +14,14 @@ import {
   type GraphBuilder,
   type GraphWeight,
 } from '@layerquant/runtime';
-import { copyFileAtomic, float32ToF16Bits, loadValidatedConfig, writeFileAtomic, writeTextAtomic, type Checkpoint } from '@layerquant/tensor-io';
+import { checkTokenizerFiles, copyFileAtomic, float32ToF16Bits, isModelFileSetEntry, loadValidatedConfig, openOutputDirectory, writeFileAtomic, writeFileSet, writeTextAtomic, type Checkpoint, type OutputDirectory } from '@layerquant/tensor-io';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { UnsupportedExportError, toMatMulNBits, type ScaleType } from './matmul-nbits.js';
+import { UnsupportedExportError, toMatMulNBits } from './matmul-nbits.js';
+import { EXTERNAL_DATA_THRESHOLD, type FloatType, type ScaleType } from './onnx-cost.js';
+export { EXTERNAL_DATA_THRESHOLD, type FloatType } from './onnx-cost.js';
 
-export type FloatType = 'float32' | 'float16';
 
 export interface OnnxExportOptions {
   /** MatMulNBits scales: float32 (default with float32 activations) or float16 (half the scale bytes; error measured in bench). */
@@ -42,6 +43,7 @@ export interface OnnxExportOptions {
 /** The accuracy level an export uses unless told otherwise; bench/README.md gives the speed and perplexity figures. */
 export const DEFAULT_ACCURACY_LEVEL = 4;
 
+/** A linear matrix or embedding unit (embed_tokens, lm_head) of an export: how the file stores it. */
 export interface ExportedMatrix {
   readonly name: string;
   readonly shape: readonly [number, number];
@@ -105,9 +107,12 @@ export async function buildModelGraph(
   const isQuantized = (name: string) => packedAffine && source.isQuantized?.(name) === true;
   for (const [name, shape] of expectedShapes(config, layout)) {
     if (!source.has(name)) throw new MissingTensorError(name, source.dir, 'the checkpoint does not match its config.json');
-    const linear = matrixOfTensorName(name) !== undefined;
+    const linear = unitOfTensorName(name) !== undefined;
     if (isQuantized(name)) {
       const q = await source.readQuantized!(name);
+      if (name === EMBED_TOKENS && !q.config.roundZero && !q.config.symmetric) {
+        throw new UnsupportedExportError(name, `is quantized with fractional zero points (${configName(q.config)}); the embedding lookup (GatherBlockQuantized) takes integer zero points only: quantize embed_tokens with an -int or -sym config`);
+      }
       // 8-bit stored scales (u8): the exact multipliers the checkpoint decodes, not a re-derivation from 1/s.
       const multipliers = source.readScaleMultipliers ? await source.readScaleMultipliers(name) : undefined;
       const packed = toMatMulNBits(q, { scaleType, ...(multipliers ? { multipliers } : {}) });
@@ -126,14 +131,23 @@ export async function buildModelGraph(
   return { config, layout, graph, matrices, quantized: matrices.some((m) => m.config !== null) };
 }
 
+/** The quantize report of the source, carried into the export's: a report that is not a JSON object is named, not copied. */
+async function readSourceReport(path: string): Promise<Record<string, unknown>> {
+  try {
+    const json = JSON.parse(await readFile(path, 'utf8')) as unknown;
+    if (typeof json === 'object' && json !== null && !Array.isArray(json)) return json as Record<string, unknown>;
+  } catch {
+    // named below
+  }
+  throw new InvalidDataError(path, 'is not a JSON object; the quantized directory\'s report is corrupt, quantize again');
+}
+
 /** transformers.js' file name for a dtype: `onnx/model_q4.onnx`, `model_q4f16.onnx`, `model.onnx`, `model_fp16.onnx`. */
 export function onnxFileName(quantized: boolean, activations: ActivationType): { file: string; dtype: string } {
   if (quantized) return activations === 'float16' ? { file: 'model_q4f16.onnx', dtype: 'q4f16' } : { file: 'model_q4.onnx', dtype: 'q4' };
   return activations === 'float16' ? { file: 'model_fp16.onnx', dtype: 'fp16' } : { file: 'model.onnx', dtype: 'fp32' };
 }
 
-/** Above this many bytes of initializers the weights go to an external data file (protobuf's 2 GiB limit). */
-export const EXTERNAL_DATA_THRESHOLD = 2 ** 31 - 2 ** 26;
 
 export interface ExportReport {
   readonly format: 'onnx';
@@ -200,79 +214,101 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   // Matrices whose checkpoint keeps 8-bit scales and zeros (quantize --scale-dtype u8): expanded to float scales below.
   const u8Matrices = 'metadata' in source ? Object.values(source.metadata.tensors).filter((entry) => entry.scaleDtype === 'U8').length : 0;
   let config: Awaited<ReturnType<typeof loadValidatedConfig>>['config'];
+  let output: OutputDirectory | undefined;
   try {
     // The one config-vs-tensors check every command makes: a wrong num_hidden_layers must not ship a truncated model.
     config = (await loadValidatedConfig(source.dir, source)).config;
+    // transformers.js loads the tokenizer with the model: an export without one (or with another model's) is unusable.
+    await checkTokenizerFiles(modelDir, { vocabSize: config.vocabSize });
+    // One writer per --out (a second export to it is refused while this one runs); checked before the long build.
+    output = await openOutputDirectory(outDir, 'export');
     built = await buildModelGraph(source, config, { activations, accuracyLevel, scaleType, embeddingType });
+  } catch (error) {
+    output?.abandon();
+    throw error;
   } finally {
     await source.close();
   }
-  const { file, dtype } = onnxFileName(built.quantized, activations);
-  const model = built.graph.toModel();
-  const initializerBytes = model.graph.initializers.reduce((sum, t) => sum + t.data.byteLength, 0);
-  const external = initializerBytes > (options.externalDataThreshold ?? EXTERNAL_DATA_THRESHOLD);
+  const held = output!;
+  try {
+    // The whole set (graph, config, tokenizer, report) is written into a staging directory and swapped in, replacing
+    // --out's previous model file set: an interrupted export leaves --out as it was, never a new graph beside an old config.
+    const { result } = await writeFileSet(outDir, (staging) => writeExport(staging), { replace: isModelFileSetEntry, last: QUANTIZATION_REPORT_FILE });
+    return result;
+  } catch (error) {
+    held.abandon();
+    throw error;
+  } finally {
+    held.release();
+  }
 
-  await mkdir(join(outDir, 'onnx'), { recursive: true });
-  const onnxPath = join(outDir, 'onnx', file);
-  const dataFile = `${file}_data`;
-  const dataPath = join(outDir, 'onnx', dataFile);
-  let externalDataBytes = 0;
-  if (external) {
-    const encoded = encodeModelWithExternalData(model, dataFile);
-    await writeFileAtomic(dataPath, async (handle) => {
-      for (const chunk of encoded.data) await handle.write(chunk);
+  async function writeExport(staging: string): Promise<ExportReport> {
+    const { file, dtype } = onnxFileName(built.quantized, activations);
+    const model = built.graph.toModel();
+    const initializerBytes = model.graph.initializers.reduce((sum, t) => sum + t.data.byteLength, 0);
+    const external = initializerBytes > (options.externalDataThreshold ?? EXTERNAL_DATA_THRESHOLD);
+
+    await mkdir(join(staging, 'onnx'));
+    const onnxPath = join(staging, 'onnx', file);
+    const dataFile = `${file}_data`;
+    const dataPath = join(staging, 'onnx', dataFile);
+    let externalDataBytes = 0;
+    if (external) {
+      const encoded = encodeModelWithExternalData(model, dataFile);
+      await writeFileAtomic(dataPath, async (handle) => {
+        for (const chunk of encoded.data) await handle.write(chunk);
+      });
+      externalDataBytes = encoded.dataBytes;
+      await writeTextAtomic(onnxPath, encoded.model);
+    } else {
+      await writeTextAtomic(onnxPath, encodeModel(model));
+    }
+
+    const jsConfig: Record<string, unknown> = { dtype };
+    if (external) jsConfig.use_external_data_format = { [file]: 1 };
+    if (activations === 'float16') jsConfig.kv_cache_dtype = { [dtype]: 'float16' };
+    await writeTextAtomic(join(staging, 'config.json'), `${JSON.stringify({ ...rawConfig, 'transformers.js_config': jsConfig }, null, 2)}\n`);
+    for (const name of MODEL_LOADER_FILES) {
+      if (name === 'config.json' || !existsSync(join(modelDir, name))) continue;
+      await copyFileAtomic(join(modelDir, name), join(staging, name));
+    }
+    const linear = built.matrices.filter((m) => matrixOfTensorName(m.name) !== undefined);
+    const linearParams = linear.reduce((sum, m) => sum + m.shape[0] * m.shape[1], 0);
+    const linearBytes = linear.reduce((sum, m) => sum + m.bytes, 0);
+    const notes: string[] = [];
+    const widened = new Map<string, number>();
+    for (const m of built.matrices) if (m.config && m.storedBits !== null && Number(m.config.slice(1, m.config.indexOf('g'))) !== m.storedBits) widened.set(m.config, m.storedBits);
+    for (const [c, bits] of widened) notes.push(`${c} codes are stored as ${bits}-bit MatMulNBits codes (same values; onnxruntime has no kernel for their width), and linearBytes counts those real bytes`);
+    const corrected = built.matrices.filter((m) => m.zeroCorrection).length;
+    if (u8Matrices) {
+      notes.push(
+        `${u8Matrices} matrices store 8-bit scales and zeros (scale-dtype U8); MatMulNBits takes float scales, so each is expanded to ${scaleType} ` +
+          `${scaleType === 'float32' ? 'exactly (the stored multipliers; the checkpoint\'s own dequantization agrees to one float32 ulp)' : '(the expanded float32 value rounded to half)'} and the zeros to uint8 zero points (+ correction); the size on disk counts these expanded bytes, more than the checkpoint's`,
+      );
+    }
+    if (corrected) notes.push(`${corrected} matrices have fractional HQQ zeros: integer zero points plus a per-group correction (one float per group)`);
+    const report: ExportReport = Object.freeze({
+      format: 'onnx',
+      modelDir,
+      outDir,
+      file: `onnx/${file}`,
+      dtype,
+      fileBytes: (await stat(onnxPath)).size,
+      externalDataBytes,
+      activations,
+      accuracyLevel,
+      scaleType,
+      embeddingType,
+      linearParams,
+      linearBytes,
+      linearBitsPerWeight: (8 * linearBytes) / linearParams,
+      notes: Object.freeze(notes),
+      matrices: Object.freeze(built.matrices),
+      seconds: (performance.now() - start) / 1000,
     });
-    externalDataBytes = encoded.dataBytes;
-    await writeTextAtomic(onnxPath, encoded.model);
-  } else {
-    await writeTextAtomic(onnxPath, encodeModel(model));
-    await rm(dataPath, { force: true });
+    const sourceReportPath = join(modelDir, QUANTIZATION_REPORT_FILE);
+    const sourceReport = existsSync(sourceReportPath) ? await readSourceReport(sourceReportPath) : {};
+    await writeTextAtomic(join(staging, QUANTIZATION_REPORT_FILE), `${JSON.stringify({ ...sourceReport, export: report }, null, 1)}\n`);
+    return report;
   }
-
-  const jsConfig: Record<string, unknown> = { dtype };
-  if (external) jsConfig.use_external_data_format = { [file]: 1 };
-  if (activations === 'float16') jsConfig.kv_cache_dtype = { [dtype]: 'float16' };
-  await writeTextAtomic(join(outDir, 'config.json'), `${JSON.stringify({ ...rawConfig, 'transformers.js_config': jsConfig }, null, 2)}\n`);
-  for (const name of MODEL_LOADER_FILES) {
-    if (name === 'config.json' || !existsSync(join(modelDir, name))) continue;
-    await copyFileAtomic(join(modelDir, name), join(outDir, name));
-  }
-
-  const linearParams = built.matrices.reduce((sum, m) => sum + m.shape[0] * m.shape[1], 0);
-  const linearBytes = built.matrices.reduce((sum, m) => sum + m.bytes, 0);
-  const notes: string[] = [];
-  const widened = new Map<string, number>();
-  for (const m of built.matrices) if (m.config && m.storedBits !== null && Number(m.config.slice(1, m.config.indexOf('g'))) !== m.storedBits) widened.set(m.config, m.storedBits);
-  for (const [c, bits] of widened) notes.push(`${c} codes are stored as ${bits}-bit MatMulNBits codes (same values; onnxruntime has no kernel for their width), and linearBytes counts those real bytes`);
-  const corrected = built.matrices.filter((m) => m.zeroCorrection).length;
-  if (u8Matrices) {
-    notes.push(
-      `${u8Matrices} matrices store 8-bit scales and zeros (scale-dtype U8); MatMulNBits takes float scales, so each is expanded to ${scaleType} ` +
-        `${scaleType === 'float32' ? 'exactly (the stored multipliers; the checkpoint\'s own dequantization agrees to one float32 ulp)' : '(the expanded float32 value rounded to half)'} and the zeros to uint8 zero points (+ correction); the size on disk counts these expanded bytes, more than the checkpoint's`,
-    );
-  }
-  if (corrected) notes.push(`${corrected} matrices have fractional HQQ zeros: integer zero points plus a per-group correction (one float per group)`);
-  const report: ExportReport = Object.freeze({
-    format: 'onnx',
-    modelDir,
-    outDir,
-    file: `onnx/${file}`,
-    dtype,
-    fileBytes: (await stat(onnxPath)).size,
-    externalDataBytes,
-    activations,
-    accuracyLevel,
-    scaleType,
-    embeddingType,
-    linearParams,
-    linearBytes,
-    linearBitsPerWeight: (8 * linearBytes) / linearParams,
-    notes: Object.freeze(notes),
-    matrices: Object.freeze(built.matrices),
-    seconds: (performance.now() - start) / 1000,
-  });
-  const sourceReportPath = join(modelDir, QUANTIZATION_REPORT_FILE);
-  const sourceReport = existsSync(sourceReportPath) ? (JSON.parse(await readFile(sourceReportPath, 'utf8')) as Record<string, unknown>) : {};
-  await writeTextAtomic(join(outDir, QUANTIZATION_REPORT_FILE), `${JSON.stringify({ ...sourceReport, export: report }, null, 1)}\n`);
-  return report;
 }

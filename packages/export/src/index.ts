@@ -23,4 +23,12 @@ export {
   type OnnxExportSummary,
 } from './onnx-model-dir.js';
 export { readOnnxSummary, type OnnxFileSummary, type OnnxInitializerSummary, type OnnxNodeSummary } from './onnx-reader.js';
-export { IN_MEMORY_GRAPH_LIMIT, nllFromLogits, openPackedModel, sessionNll, type PackedModel, type PackedModelOptions } from './packed-model.js';
+export { IN_MEMORY_GRAPH_LIMIT, nllFromLogits, openPackedModel, sessionLogits, sessionLogitsAndNll, sessionNll, type PackedModel, type PackedModelOptions } from './packed-model.js';
+export {
+  ONNX_LADDER_GROUPS,
+  matMulNBitsProblem,
+  nativeBits,
+  onnxCostModel,
+  type OnnxCostModel,
+  type OnnxFileOptions,
+} from './onnx-cost.js';

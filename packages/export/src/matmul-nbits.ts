@@ -1,6 +1,8 @@
 import { LayerquantError, configName, type QuantizedTensor } from '@layerquant/core';
 import { PACKING, packCodes, roundHalfEven, unpackCodes } from '@layerquant/quantizers';
 import type { MatMulNBitsWeight } from '@layerquant/runtime/graph';
+import { matMulNBitsProblem, nativeBits, type NativeBits, type ScaleType } from './onnx-cost.js';
+export { MATMUL_NBITS_BITS, type NativeBits, type ScaleType } from './onnx-cost.js';
 import { float32ToF16Bits, f16BitsToFloat32 } from '@layerquant/tensor-io';
 
 /** A quantized matrix whose layout the export format cannot hold (strided groups, odd block sizes). */
@@ -10,15 +12,9 @@ export class UnsupportedExportError extends LayerquantError {
   }
 }
 
-/** The bit widths com.microsoft MatMulNBits has kernels for (onnxruntime 1.30, CPU and WebAssembly). */
-export const MATMUL_NBITS_BITS = Object.freeze([2, 4, 8] as const);
-export type NativeBits = (typeof MATMUL_NBITS_BITS)[number];
-
-export type ScaleType = 'float32' | 'float16';
-
 /** The narrowest native width that holds `bits`-bit codes unchanged (3 -> 4, 5 and 6 -> 8). */
 export function storedBits(name: string, bits: number): NativeBits {
-  const native = MATMUL_NBITS_BITS.find((b) => b >= bits);
+  const native = nativeBits(bits);
   if (native === undefined) throw new UnsupportedExportError(name, `${bits}-bit codes do not fit MatMulNBits (at most 8 bits)`);
   return native;
 }
@@ -56,15 +52,8 @@ export function toMatMulNBits(q: QuantizedTensor, options: { readonly scaleType?
   const { name, shape, config } = q;
   const [n, k] = shape;
   const block = config.groupSize;
-  if (config.axis !== 1) {
-    throw new UnsupportedExportError(
-      name,
-      `is quantized with strided groups (axis 0, ${configName(config)}); MatMulNBits blocks run along the input dimension, so quantize it again with --axis 1`,
-    );
-  }
-  if (block < 16 || (block & (block - 1)) !== 0 || k % block !== 0) {
-    throw new UnsupportedExportError(name, `group size ${block} cannot be a MatMulNBits block (a power of two >= 16 that divides the row length ${k}); quantize it with group 32, 64 or 128`);
-  }
+  const problem = matMulNBitsProblem(k, config);
+  if (problem) throw new UnsupportedExportError(name, `is quantized as ${configName(config)}: ${problem}`);
   if (q.packing !== PACKING) throw new UnsupportedExportError(name, `packing "${q.packing}" is not "${PACKING}"`);
   const bits = storedBits(name, config.bits);
   const blocks = k / block;
@@ -88,7 +77,7 @@ export function toMatMulNBits(q: QuantizedTensor, options: { readonly scaleType?
   }
   const maxCode = 2 ** bits - 1;
   const zp = new Uint8Array(groups);
-  const correction = new Float32Array(groups);
+  const correction32 = new Float32Array(groups);
   let fractional = false;
   for (let r = 0; r < n; r++) {
     for (let b = 0; b < blocks; b++) {
@@ -97,10 +86,15 @@ export function toMatMulNBits(q: QuantizedTensor, options: { readonly scaleType?
       const point = Math.min(maxCode, Math.max(0, roundHalfEven(z)));
       zp[i] = point;
       if (z !== point) fractional = true;
-      correction[b * n + r] = (z - point) * scale32[i]!;
+      correction32[b * n + r] = (z - point) * scale32[i]!;
     }
   }
-  const zeroPoints = packBytesLsb(zp, n, blocks, bits);
+  // A symmetric config's zero is 2^(bits-1) everywhere (bits = the stored width only when no widening happened):
+  // MatMulNBits' default, so no zero points are stored.
+  const symmetric = config.symmetric && bits === config.bits && zp.every((p) => p === 2 ** (bits - 1)) && !fractional;
+  const zeroPoints = symmetric ? undefined : packBytesLsb(zp, n, blocks, bits);
+  // The correction is stored as the scales are (float16 halves it; its rounding is within the scale's own).
+  const correction = !fractional ? undefined : options.scaleType === 'float16' ? float32ToF16Bits(correction32) : correction32;
   const weight: MatMulNBitsWeight = {
     format: 'matmul-nbits',
     bits,
@@ -108,9 +102,9 @@ export function toMatMulNBits(q: QuantizedTensor, options: { readonly scaleType?
     shape,
     codes,
     scales,
-    zeroPoints,
-    ...(fractional ? { correction } : {}),
+    ...(zeroPoints ? { zeroPoints } : {}),
+    ...(correction ? { correction } : {}),
   };
-  const bytes = codes.byteLength + scales.byteLength + zeroPoints.byteLength + (fractional ? correction.byteLength : 0);
+  const bytes = codes.byteLength + scales.byteLength + (zeroPoints?.byteLength ?? 0) + (correction?.byteLength ?? 0);
   return Object.freeze({ weight, bits: config.bits, storedBits: bits, zeroCorrection: fractional, bytes });
 }

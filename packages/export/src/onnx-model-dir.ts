@@ -1,6 +1,6 @@
-import { InvalidOptionError, MissingFileError, type DecoderConfig } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, MissingFileError, type DecoderConfig } from '@layerquant/core';
 import { openModelWeights, type QuantizerLookup } from '@layerquant/quantizers/node';
-import { createKvDecoder, type KvDecoder, type RuntimeOptions, type TokenBatch } from '@layerquant/runtime';
+import { checkDecoderGraph, createKvDecoder, type KvDecoder, type RuntimeOptions, type TokenBatch } from '@layerquant/runtime';
 import { loadDecoderConfig, loadValidatedConfig } from '@layerquant/tensor-io';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
@@ -27,8 +27,16 @@ export async function findOnnxModel(dir: string, file?: string): Promise<string>
     if (!files.includes(file)) throw new MissingFileError(join(folder, file), `not found; the export holds ${files.join(', ') || 'no ONNX file'}`);
     return join(folder, file);
   }
-  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as { 'transformers.js_config'?: { dtype?: string } };
-  const dtype = config['transformers.js_config']?.dtype;
+  const configFile = join(resolve(dir), 'config.json');
+  let config: { 'transformers.js_config'?: { dtype?: unknown } };
+  try {
+    config = JSON.parse(await readFile(configFile, 'utf8')) as typeof config;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new MissingFileError(configFile, 'not found; an ONNX export needs the config.json `layerquant export` writes beside onnx/');
+    throw new InvalidDataError(configFile, `is not valid JSON (${(error as Error).message}); restore the export's config.json`);
+  }
+  const dtype = config?.['transformers.js_config']?.dtype;
+  if (dtype !== undefined && typeof dtype !== 'string') throw new InvalidDataError(configFile, 'field "transformers.js_config.dtype" is not a string');
   const suffix = dtype === undefined || dtype === 'fp32' ? '' : `_${dtype}`;
   const preferred = `model${suffix}.onnx`;
   if (files.includes(preferred)) return join(folder, preferred);
@@ -45,6 +53,8 @@ export interface OnnxExportModel {
   logits(input: TokenBatch): Promise<Float32Array>;
   /** -log p(targets[t] | ids[0..t]) per position, from the file's logits, in float64 sums. */
   tokenNll(input: TokenBatch, targets: ArrayLike<number>): Promise<Float32Array>;
+  /** Logits [T, vocab] and the NLL `tokenNll` gives, from one run. */
+  logitsAndNll(input: TokenBatch, targets: ArrayLike<number>): Promise<{ logits: Float32Array; nll: Float32Array }>;
   dispose(): Promise<void>;
 }
 
@@ -52,7 +62,8 @@ export interface OnnxExportModel {
 export async function openOnnxExport(dir: string, options: RuntimeOptions & { readonly file?: string } = {}): Promise<OnnxExportModel> {
   const config = await loadDecoderConfig(dir);
   const file = await findOnnxModel(dir, options.file);
-  const decoder = await createKvDecoder(file, config, options.threads ? { threads: options.threads } : {});
+  // The graph is checked against config.json on every open (layers, heads, vocabulary), as checkpoints are.
+  const decoder = await createKvDecoder(file, config, { configFile: join(resolve(dir), 'config.json'), ...(options.threads ? { threads: options.threads } : {}) });
   const logits = async (input: TokenBatch) => {
     if ((input.batch ?? 1) !== 1) throw new InvalidOptionError('batch', 'the exported model is evaluated one sequence at a time');
     decoder.reset();
@@ -60,15 +71,20 @@ export async function openOnnxExport(dir: string, options: RuntimeOptions & { re
     decoder.reset();
     return out;
   };
+  const logitsAndNll = async (input: TokenBatch, targets: ArrayLike<number>) => {
+    if (targets.length !== input.ids.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${input.ids.length} token ids`);
+    const out = await logits(input);
+    return { logits: out, nll: nllFromLogits(out, config.vocabSize, targets) };
+  };
   return {
     config,
     file,
     decoder,
     logits,
     async tokenNll(input, targets) {
-      if (targets.length !== input.ids.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${input.ids.length} token ids`);
-      return nllFromLogits(await logits(input), config.vocabSize, targets);
+      return (await logitsAndNll(input, targets)).nll;
     },
+    logitsAndNll,
     dispose: () => decoder.dispose(),
   };
 }
@@ -113,16 +129,22 @@ export interface OnnxExportSummary {
 
 const LINEAR_NAME = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight/;
 
+/** Reads an export's ONNX file and checks its graph against the export's config.json (the check every open makes). */
 export async function summarizeOnnxExport(dir: string, file?: string): Promise<OnnxExportSummary> {
+  const config = await loadDecoderConfig(dir);
   const path = await findOnnxModel(dir, file);
   const bytes = new Uint8Array(await readFile(path));
-  const summary = readOnnxSummary(bytes);
+  const summary = readOnnxSummary(bytes, path);
+  checkDecoderGraph(summary.inputValues, summary.outputValues, config, { file: path, configFile: join(resolve(dir), 'config.json') });
   const dataPath = `${path}_data`;
   const matMulNBits: Record<string, number> = {};
   let linearParams = 0;
   let linearMatrices = 0;
   for (const node of summary.nodes) {
     if (node.opType !== 'MatMulNBits') continue;
+    if (![node.ints.K, node.ints.N, node.ints.bits, node.ints.block_size].every((v) => Number.isInteger(v) && v! > 0)) {
+      throw new InvalidDataError(path, `MatMulNBits node "${node.name}" lacks its K, N, bits or block_size attribute; the file is corrupt, export the model again`);
+    }
     const key = `b${node.ints.bits}g${node.ints.block_size}`;
     matMulNBits[key] = (matMulNBits[key] ?? 0) + 1;
     linearParams += node.ints.K! * node.ints.N!;

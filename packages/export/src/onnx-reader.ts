@@ -1,8 +1,10 @@
 /**
  * A small reader for the parts of an ONNX file that `layerquant inspect` reports: nodes (operator, name, integer
- * attributes), initializers (name, type, dims, byte size) and graph inputs/outputs. Field numbers are those of
- * onnx/onnx.proto3. Tensor payloads are skipped, not copied.
+ * attributes), initializers (name, type, dims, byte size) and graph inputs/outputs with their shapes. Field numbers
+ * are those of onnx/onnx.proto3. Tensor payloads are skipped, not copied. Every length and varint is checked against
+ * the end of its message: a truncated or corrupt file is an InvalidDataError naming it, never a loop past the buffer.
  */
+import { InvalidDataError } from '@layerquant/core';
 
 export interface OnnxNodeSummary {
   readonly opType: string;
@@ -27,8 +29,19 @@ export interface OnnxFileSummary {
   readonly initializers: readonly OnnxInitializerSummary[];
   readonly inputs: readonly string[];
   readonly outputs: readonly string[];
+  /** Graph inputs and outputs with their shapes (numbers, or names of symbolic dimensions). */
+  readonly inputValues: readonly OnnxValueSummary[];
+  readonly outputValues: readonly OnnxValueSummary[];
   readonly opsets: Readonly<Record<string, number>>;
 }
+
+export interface OnnxValueSummary {
+  readonly name: string;
+  readonly shape: ReadonlyArray<number | string>;
+}
+
+/** A protobuf structure that runs past the end of its message: the file is truncated or not protobuf. */
+class TruncatedError extends RangeError {}
 
 class Reader {
   offset: number;
@@ -38,12 +51,20 @@ class Reader {
   varint(): number {
     let result = 0;
     let scale = 1;
-    for (;;) {
+    for (let i = 0; i < 10; i++) {
+      if (this.offset >= this.end) throw new TruncatedError(`a varint runs past the end of its message at byte ${this.offset}`);
       const byte = this.bytes[this.offset++]!;
       result += (byte & 0x7f) * scale;
       if (byte < 0x80) return result;
       scale *= 128;
     }
+    throw new TruncatedError(`a varint longer than 10 bytes at byte ${this.offset}`);
+  }
+  skip(length: number): number {
+    const start = this.offset;
+    if (length > this.end - this.offset) throw new TruncatedError(`a field of ${length} bytes at byte ${start} runs past the end of its message (byte ${this.end})`);
+    this.offset += length;
+    return start;
   }
   /** Yields (field, wire type, reader-or-value) for each field of the message. */
   *fields(): Generator<{ field: number; wire: number; value: number; start: number; length: number }> {
@@ -51,19 +72,17 @@ class Reader {
       const tag = this.varint();
       const field = Math.floor(tag / 8);
       const wire = tag % 8;
+      if (field === 0) throw new TruncatedError(`field number 0 at byte ${this.offset}`);
       if (wire === 0) yield { field, wire, value: this.varint(), start: 0, length: 0 };
       else if (wire === 2) {
         const length = this.varint();
-        const start = this.offset;
-        this.offset += length;
+        const start = this.skip(length);
         yield { field, wire, value: 0, start, length };
       } else if (wire === 5) {
-        this.offset += 4;
-        yield { field, wire, value: 0, start: this.offset - 4, length: 4 };
+        yield { field, wire, value: 0, start: this.skip(4), length: 4 };
       } else if (wire === 1) {
-        this.offset += 8;
-        yield { field, wire, value: 0, start: this.offset - 8, length: 8 };
-      } else throw new RangeError(`unsupported protobuf wire type ${wire} at byte ${this.offset}`);
+        yield { field, wire, value: 0, start: this.skip(8), length: 8 };
+      } else throw new TruncatedError(`unsupported protobuf wire type ${wire} at byte ${this.offset}`);
     }
   }
 }
@@ -135,17 +154,53 @@ function readInitializer(bytes: Uint8Array, start: number, length: number): Onnx
   return { name, dataType, dims, bytes: bytesOf, external };
 }
 
-/** Reads the node, initializer and input/output lists of ONNX protobuf bytes. */
-export function readOnnxSummary(bytes: Uint8Array): OnnxFileSummary {
+/** ValueInfoProto: name (1), type (2) -> TypeProto.tensor_type (1) -> shape (2) -> dim (1) -> dim_value (1) | dim_param (2). */
+function readValue(bytes: Uint8Array, start: number, length: number): OnnxValueSummary {
+  let name = '';
+  const shape: Array<number | string> = [];
+  const inside = (s: number, l: number, field: number, visit: (s: number, l: number) => void) => {
+    for (const f of new Reader(bytes, s, s + l).fields()) if (f.field === field && f.wire === 2) visit(f.start, f.length);
+  };
+  for (const f of new Reader(bytes, start, start + length).fields()) {
+    if (f.field === 1 && f.wire === 2) name = text(bytes, f.start, f.length);
+    else if (f.field === 2 && f.wire === 2) {
+      inside(f.start, f.length, 1, (ts, tl) =>
+        inside(ts, tl, 2, (ss, sl) =>
+          inside(ss, sl, 1, (ds, dl) => {
+            let dim: number | string = '?';
+            for (const d of new Reader(bytes, ds, ds + dl).fields()) {
+              if (d.field === 1 && d.wire === 0) dim = d.value;
+              else if (d.field === 2 && d.wire === 2) dim = text(bytes, d.start, d.length);
+            }
+            shape.push(dim);
+          }),
+        ),
+      );
+    }
+  }
+  return { name, shape };
+}
+
+/**
+ * Reads the node, initializer and input/output lists of ONNX protobuf bytes. `file` names the bytes in errors: a
+ * truncated or corrupt file, or one with no graph (an empty file), is an InvalidDataError naming it.
+ */
+export function readOnnxSummary(bytes: Uint8Array, file = 'the ONNX file'): OnnxFileSummary {
+  try {
+    return readSummary(bytes);
+  } catch (error) {
+    if (error instanceof TruncatedError) throw new InvalidDataError(file, `is not a complete ONNX model (${error.message}); the file is truncated or corrupt, export the model again`, { cause: error });
+    throw error;
+  }
+}
+
+function readSummary(bytes: Uint8Array): OnnxFileSummary {
   const nodes: OnnxNodeSummary[] = [];
   const initializers: OnnxInitializerSummary[] = [];
-  const inputs: string[] = [];
-  const outputs: string[] = [];
+  const inputValues: OnnxValueSummary[] = [];
+  const outputValues: OnnxValueSummary[] = [];
   const opsets: Record<string, number> = {};
-  const valueName = (start: number, length: number) => {
-    for (const f of new Reader(bytes, start, start + length).fields()) if (f.field === 1) return text(bytes, f.start, f.length);
-    return '';
-  };
+  let graphs = 0;
   for (const m of new Reader(bytes).fields()) {
     if (m.field === 8) {
       let domain = '';
@@ -157,12 +212,17 @@ export function readOnnxSummary(bytes: Uint8Array): OnnxFileSummary {
       opsets[domain] = version;
     }
     if (m.field !== 7) continue;
+    if (m.wire !== 2) throw new TruncatedError(`the graph field has wire type ${m.wire}`);
+    graphs++;
     for (const f of new Reader(bytes, m.start, m.start + m.length).fields()) {
+      if (f.wire !== 2) continue;
       if (f.field === 1) nodes.push(readNode(bytes, f.start, f.length));
       else if (f.field === 5) initializers.push(readInitializer(bytes, f.start, f.length));
-      else if (f.field === 11) inputs.push(valueName(f.start, f.length));
-      else if (f.field === 12) outputs.push(valueName(f.start, f.length));
+      else if (f.field === 11) inputValues.push(readValue(bytes, f.start, f.length));
+      else if (f.field === 12) outputValues.push(readValue(bytes, f.start, f.length));
     }
   }
-  return { nodes, initializers, inputs, outputs, opsets };
+  // An empty file parses as an empty message: a model has one graph with nodes.
+  if (graphs !== 1 || nodes.length === 0) throw new TruncatedError(graphs === 0 ? 'it has no graph' : graphs > 1 ? `it has ${graphs} graphs` : 'its graph has no nodes');
+  return { nodes, initializers, inputs: inputValues.map((v) => v.name), outputs: outputValues.map((v) => v.name), inputValues, outputValues, opsets };
 }

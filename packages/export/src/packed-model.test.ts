@@ -55,6 +55,10 @@ describe('packed-weight model', () => {
     const b = await viaFile.tokenNll({ ids: window }, targets);
     expect(Array.from(b)).toEqual(Array.from(a));
     expect(relativeError(a.subarray(0, 511), (await float.tokenNll({ ids: window }, targets)).subarray(0, 511))).toBeLessThan(1e-4);
+    // Logits and NLL from one run: the NLL tokenNll gives, logits as the dequantized float model's.
+    const both = await inMemory.logitsAndNll({ ids: window }, targets);
+    expect(both.nll).toEqual(a);
+    expect(relativeError(both.logits, await float.logits({ ids: window }))).toBeLessThan(1e-4);
 
     const packed = await perplexity(inMemory, ids, { seqlen: 512 });
     const reference = await perplexity(float, ids, { seqlen: 512 });

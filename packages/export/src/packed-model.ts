@@ -36,14 +36,13 @@ export function nllFromLogits(logits: Float32Array, vocab: number, targets: Arra
   return out;
 }
 
-/** Per-token NLL of one sequence through a KV-cache decoder graph with an empty cache, fetching only the logits. */
-export function sessionNll(session: OrtSession, config: DecoderConfig): (input: TokenBatch, targets: ArrayLike<number>) => Promise<Float32Array> {
+/** Logits [T, vocab] of one sequence through a KV-cache decoder graph with an empty cache, fetching only the logits. */
+export function sessionLogits(session: OrtSession, config: DecoderConfig): (input: TokenBatch) => Promise<Float32Array> {
   const { numLayers, numKeyValueHeads: kvHeads, headDim, vocabSize } = config;
   const cacheType = session.inputMetadata.find((m) => m.name === 'past_key_values.0.key');
   const half = cacheType?.isTensor === true && cacheType.type === 'float16';
-  return async (input, targets) => {
+  return async (input) => {
     if ((input.batch ?? 1) !== 1) throw new InvalidOptionError('batch', 'the packed-weight model is evaluated one sequence at a time');
-    if (targets.length !== input.ids.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${input.ids.length} token ids`);
     const length = input.ids.length;
     for (let i = 0; i < length; i++) {
       const id = input.ids[i]!;
@@ -59,7 +58,23 @@ export function sessionNll(session: OrtSession, config: DecoderConfig): (input: 
     }
     // Only the logits are fetched: the present key/values of a 512-token window would be copied out for nothing.
     const result = await session.run(feeds, ['logits']);
-    return nllFromLogits(tensorData(result.logits, 'logits'), vocabSize, targets);
+    return tensorData(result.logits, 'logits');
+  };
+}
+
+/** Per-token NLL of one sequence through a KV-cache decoder graph with an empty cache (from its logits). */
+export function sessionNll(session: OrtSession, config: DecoderConfig): (input: TokenBatch, targets: ArrayLike<number>) => Promise<Float32Array> {
+  const logitsAndNll = sessionLogitsAndNll(session, config);
+  return async (input, targets) => (await logitsAndNll(input, targets)).nll;
+}
+
+/** Logits and per-token NLL of one sequence from one run (KL divergence and perplexity in one pass). */
+export function sessionLogitsAndNll(session: OrtSession, config: DecoderConfig): (input: TokenBatch, targets: ArrayLike<number>) => Promise<{ logits: Float32Array; nll: Float32Array }> {
+  const logitsOf = sessionLogits(session, config);
+  return async (input, targets) => {
+    if (targets.length !== input.ids.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${input.ids.length} token ids`);
+    const logits = await logitsOf(input);
+    return { logits, nll: nllFromLogits(logits, config.vocabSize, targets) };
   };
 }
 
@@ -92,6 +107,8 @@ export interface PackedModel {
   readonly quantized: boolean;
   readonly decoder: KvDecoder;
   tokenNll(input: TokenBatch, targets: ArrayLike<number>): Promise<Float32Array>;
+  /** Logits [T, vocab] and the NLL `tokenNll` gives, from one run. */
+  logitsAndNll(input: TokenBatch, targets: ArrayLike<number>): Promise<{ logits: Float32Array; nll: Float32Array }>;
   dispose(): Promise<void>;
 }
 
@@ -143,6 +160,7 @@ export async function openPackedModel(source: ModelGraphSource, config: DecoderC
     quantized,
     decoder: kvDecoderOfSession(session, config),
     tokenNll: sessionNll(session, config),
+    logitsAndNll: sessionLogitsAndNll(session, config),
     dispose: () => session.release(),
   };
 }

@@ -1,13 +1,20 @@
-export { nonOverlappingWindows, slidingWindows, type Window, type WindowPlan } from './protocols.js';
-export {
-  PERPLEXITY_PROTOCOLS,
-  perplexity,
-  perplexityOfText,
-  resolveTextPath,
-  windowPlan,
-  type NllModel,
-  type PerplexityOptions,
-  type PerplexityProtocol,
-  type PerplexityResult,
-} from './perplexity.js';
+// Everything the browser entry has, plus what reads or writes files.
+export * from './browser.js';
+export { resolveTextPath } from './perplexity.js';
 export { readEvaluationText } from './text-file.js';
+export {
+  KldBaseMismatchError,
+  cachedKldBase,
+  checkBaseWindows,
+  kldBaseFileName,
+  kldBaseKey,
+  openKldBase,
+  tokensHash,
+  windowSettings,
+  writeKldBase,
+  type CachedKldBase,
+  type KldBaseFile,
+  type KldBaseKey,
+  type KldWindowSettings,
+  type WrittenKldBase,
+} from './kld-base.js';

@@ -1,4 +1,4 @@
-import { InvalidOptionError } from '@layerquant/core';
+import { InvalidOptionError, NonFiniteResultError } from '@layerquant/core';
 import type { DecoderModel, LayerStreamedModel } from '@layerquant/runtime';
 import { nonOverlappingWindows, slidingWindows, type WindowPlan } from './protocols.js';
 
@@ -57,9 +57,14 @@ export function windowPlan(tokenCount: number, options: PerplexityOptions = {}):
   throw new InvalidOptionError('protocol', `"${String(protocol)}" is not a protocol; use ${PERPLEXITY_PROTOCOLS.join(' or ')}`);
 }
 
-/** Perplexity of a model over token ids; the model runs once per window, the sums are float64. */
-export async function perplexity(model: NllModel, ids: readonly number[], options: PerplexityOptions = {}): Promise<PerplexityResult> {
-  const started = performance.now();
+/** The windows of a run over token ids: the plan and, per window, its ids and next-token targets. */
+export interface WindowInputs {
+  readonly plan: WindowPlan;
+  readonly inputs: readonly { readonly ids: number[]; readonly targets: number[] }[];
+}
+
+/** Cuts token ids into the protocol's windows (after `maxTokens`), each with the target of every position. */
+export function windowInputs(ids: readonly number[], options: PerplexityOptions = {}): WindowInputs {
   if (options.maxTokens !== undefined && (!Number.isInteger(options.maxTokens) || options.maxTokens < 2)) {
     throw new InvalidOptionError('maxTokens', `${options.maxTokens} must be an integer >= 2`);
   }
@@ -72,6 +77,68 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
     for (let t = 0; t + 1 < ids.length; t++) targets[t] = ids[t + 1]!;
     return { ids, targets };
   });
+  return { plan, inputs };
+}
+
+/** Sums the per-window NLLs of a plan into a PerplexityResult (windows added in plan order). */
+export class PerplexitySums {
+  private weighted = 0;
+  private tokens = 0;
+  private scoredTokens = 0;
+  private readonly windowNll: number[] = [];
+  private readonly windowWeights: number[] = [];
+  private readonly started = performance.now();
+
+  constructor(
+    private readonly plan: WindowPlan,
+    private readonly options: PerplexityOptions,
+  ) {}
+
+  /** Adds window `index`'s per-position NLL ([T], position t predicting token t + 1 of the window). */
+  add(index: number, nll: ArrayLike<number>): void {
+    const window = this.plan.windows[index]!;
+    let sum = 0;
+    for (let p = window.scoreFrom; p < window.end; p++) sum += nll[p - 1 - window.begin]!;
+    const scored = window.end - window.scoreFrom;
+    // A NaN or infinite loss means the model gave no number: never averaged into a perplexity that looks like one.
+    if (!Number.isFinite(sum)) {
+      throw new NonFiniteResultError(
+        `the loss of window ${index + 1} (tokens ${window.begin}-${window.end})`,
+        sum,
+        'the model produced non-finite logits; check its weights and config.json (a quantizer plug-in or a damaged checkpoint can cause this)',
+      );
+    }
+    this.weighted += (sum / scored) * window.weight;
+    this.windowNll.push((sum / scored) * window.weight);
+    this.windowWeights.push(window.weight);
+    this.tokens += window.end - window.begin;
+    this.scoredTokens += scored;
+  }
+
+  result(): PerplexityResult {
+    const nll = this.weighted / this.plan.divisor;
+    const protocol = this.options.protocol ?? 'windows';
+    const seqlen = protocol === 'windows' ? (this.options.seqlen ?? 512) : (this.options.maxLength ?? 1024);
+    return Object.freeze({
+      ppl: Math.exp(nll),
+      nll,
+      tokens: this.tokens,
+      scoredTokens: this.scoredTokens,
+      windows: this.plan.windows.length,
+      windowNll: Object.freeze([...this.windowNll]),
+      windowWeights: Object.freeze([...this.windowWeights]),
+      seconds: (performance.now() - this.started) / 1000,
+      protocol,
+      seqlen,
+      stride: protocol === 'windows' ? seqlen : (this.options.stride ?? Math.min(512, seqlen)),
+    });
+  }
+}
+
+/** Perplexity of a model over token ids; the model runs once per window, the sums are float64. */
+export async function perplexity(model: NllModel, ids: readonly number[], options: PerplexityOptions = {}): Promise<PerplexityResult> {
+  const { plan, inputs } = windowInputs(ids, options);
+  const sums = new PerplexitySums(plan, options);
   const nllOfWindow: (index: number) => Promise<Float32Array> = (() => {
     if ('windowsNll' in model) {
       const all = model.windowsNll(inputs, (done, total) => options.onProgress?.(done, total, 'layers'));
@@ -83,38 +150,8 @@ export async function perplexity(model: NllModel, ids: readonly number[], option
       return nll;
     };
   })();
-  let weighted = 0;
-  let tokens = 0;
-  let scoredTokens = 0;
-  const windowNll: number[] = [];
-  const windowWeights: number[] = [];
-  for (const [index, window] of plan.windows.entries()) {
-    const nll = await nllOfWindow(index);
-    let sum = 0;
-    for (let p = window.scoreFrom; p < window.end; p++) sum += nll[p - 1 - window.begin]!;
-    const scored = window.end - window.scoreFrom;
-    weighted += (sum / scored) * window.weight;
-    windowNll.push((sum / scored) * window.weight);
-    windowWeights.push(window.weight);
-    tokens += inputs[index]!.ids.length;
-    scoredTokens += scored;
-  }
-  const nll = weighted / plan.divisor;
-  const protocol = options.protocol ?? 'windows';
-  const seqlen = protocol === 'windows' ? (options.seqlen ?? 512) : (options.maxLength ?? 1024);
-  return Object.freeze({
-    ppl: Math.exp(nll),
-    nll,
-    tokens,
-    scoredTokens,
-    windows: plan.windows.length,
-    windowNll: Object.freeze(windowNll),
-    windowWeights: Object.freeze(windowWeights),
-    seconds: (performance.now() - started) / 1000,
-    protocol,
-    seqlen,
-    stride: protocol === 'windows' ? seqlen : (options.stride ?? Math.min(512, seqlen)),
-  });
+  for (let index = 0; index < plan.windows.length; index++) sums.add(index, await nllOfWindow(index));
+  return sums.result();
 }
 
 /**

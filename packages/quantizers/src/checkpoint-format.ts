@@ -18,6 +18,8 @@ export interface QuantizedTensorMetadata {
   readonly groupSize: number;
   readonly axis: 0 | 1;
   readonly roundZero: boolean;
+  /** No zero point (codes centred on 2^(bits-1)); absent in files written before symmetric configs: false. */
+  readonly symmetric?: boolean;
   /** dtype of the original weight. */
   readonly dtype: DType;
   /** Storage of the scale and zero tensors: F32 (absent in files written before the option), F16 or U8 (scale-storage.ts). */
@@ -95,13 +97,13 @@ export function decodeQuantizedMetadata(file: string, metadata: Readonly<Record<
 
 /** The config of a quantized tensor's metadata, validated by core's factory. */
 export function configOfMetadata(entry: QuantizedTensorMetadata): QuantConfig {
-  return quantConfig(entry.bits, entry.groupSize, { axis: entry.axis, roundZero: entry.roundZero });
+  return quantConfig(entry.bits, entry.groupSize, { axis: entry.axis, roundZero: entry.roundZero, symmetric: entry.symmetric === true });
 }
 
 /** Metadata entry of a QuantizedTensor. */
 export function metadataOfQuantized(quantized: QuantizedTensor, dtype: DType): QuantizedTensorMetadata {
-  const { bits, groupSize, axis, roundZero } = quantized.config;
-  return Object.freeze({ shape: quantized.shape, bits, groupSize, axis, roundZero, dtype });
+  const { bits, groupSize, axis, roundZero, symmetric } = quantized.config;
+  return Object.freeze({ shape: quantized.shape, bits, groupSize, axis, roundZero, ...(symmetric ? { symmetric } : {}), dtype });
 }
 
 /** The stored tensors of a quantized matrix (codes, scales, zeros; U8 adds their fp16 ranges): specs in file order. */

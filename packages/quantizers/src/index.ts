@@ -63,6 +63,31 @@ export {
   scaleZeroTensorLayout,
   type StoredScaleZero,
 } from './scale-storage.js';
-export type { MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
+export type { MatrixCalibration, MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
 export { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
-export { QUANTIZER_PLUGINS, configureQuantizer, createQuantizerRegistry, defineQuantizer, hqqPlugin, rtnPlugin, type QuantizerPlugin } from './registry.js';
+export { checkedQuantizer } from './quantizer-check.js';
+export { GPTQ_OPTIONS, QUANTIZER_PLUGINS, checkedQuantizerPlugin, configureQuantizer, createQuantizerRegistry, defineQuantizer, gptqOptionsOf, gptqPlugin, hqqPlugin, rtnPlugin, type QuantizerPlugin } from './registry.js';
+export {
+  GPTQ_DEFAULTS,
+  createGptqQuantizer,
+  gptqQuantizer,
+  gptqSettings,
+  runGptq,
+  requireHessian,
+  typescriptGptqKernel,
+  type GptqKernel,
+  type GptqOptions,
+  type GptqQuantizer,
+  type GptqResult,
+  type GptqSettings,
+} from './gptq.js';
+export { createWasmGptqKernel } from './gptq-kernel.js';
+export {
+  HessianNotPositiveDefiniteError,
+  gptqGrid,
+  inverseCholeskyUpper,
+  prepareHessian,
+  solveGptqColumns,
+  type GptqProblem,
+  type PreparedHessian,
+} from './gptq-solver.js';

@@ -1,21 +1,26 @@
 import {
   DTYPE_BYTES,
   InvalidOptionError,
+  LINEAR_MODULES,
   ShapeMismatchError,
   configName,
   matrixKey,
+  isEmbeddingUnit,
+  isLinearModule,
   matrixOfTensorName,
+  unitOfTensorName,
   type Allocation,
   type DType,
-  type LinearModule,
+  type UnitModule,
   type MatrixKey,
   type QuantConfig,
+  type QuantizeContext,
   type QuantizedTensor,
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
-import { checkFinite, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
-import { copyFile, readFile, readdir, stat } from 'node:fs/promises';
+import { checkFinite, isModelFileSetEntry, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
+import { copyFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 import { groupLayout } from './grouping.js';
@@ -32,12 +37,12 @@ import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
 import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
 import { checkScaleDtype, encodeScaleZero } from './scale-storage.js';
 
-/** One linear matrix of a checkpoint, as configFor sees it. */
+/** One unit of a checkpoint (a linear matrix, or with `embeddingUnits` embed_tokens / lm_head), as configFor sees it. */
 export interface ModelMatrix {
   readonly key: MatrixKey;
   readonly name: string;
   readonly layer: number;
-  readonly module: LinearModule;
+  readonly module: UnitModule;
   readonly shape: readonly [number, number];
 }
 
@@ -49,12 +54,31 @@ export interface QuantizeProgress {
   readonly config: string | null;
 }
 
+/**
+ * The statistics a calibrated quantizer (`quantizer.calibration`) reads, served in quantization order: quantizeModel
+ * asks for a matrix's context right before quantizing it and reports every matrix back (its dequantized weights as
+ * stored, or null where it stays float), so a matrix's statistics can be collected with the matrices before it already
+ * quantized (GPTQ's sequential order). @layerquant/sensitivity's `createSequentialCalibration` is the layer pass that
+ * serves Hessians this way.
+ */
+export interface MatrixCalibration {
+  /** What the quantizer gets beside the weight; may wait until earlier matrices are `done`. */
+  context(matrix: ModelMatrix): Promise<QuantizeContext>;
+  /** The matrix's weights as the quantized model will hold them (dequantized, as stored), or null: kept in float. */
+  done(matrix: ModelMatrix, weights: Float32Array | null): void;
+}
+
 export interface QuantizeModelOptions {
   readonly modelDir: string;
   readonly outDir: string;
   readonly quantizer: Quantizer;
   /** The config of each linear matrix; `null` leaves it in float (copied as stored). */
   readonly configFor: (key: MatrixKey, matrix: ModelMatrix) => QuantConfig | null;
+  /**
+   * Ask configFor about the embedding units too (`embed_tokens`, and `lm_head` where it is not tied), so an allocation
+   * for a shipped format can quantize them; default false: they are copied as stored.
+   */
+  readonly embeddingUnits?: boolean;
   /** Name recorded in the checkpoint and report (e.g. `uniform`, `sensiboost`); default the quantizer's id. */
   readonly method?: string;
   /** The allocation that produced configFor, saved in quantization.json. */
@@ -65,6 +89,11 @@ export interface QuantizeModelOptions {
    * includes what the storage adds.
    */
   readonly scaleDtype?: ScaleDtype;
+  /**
+   * Statistics for a calibrated quantizer (required when `quantizer.calibration` is set). The matrices are then
+   * quantized, and written, in layer order (q, k, v, o, gate, up, down), one after another.
+   */
+  readonly calibration?: MatrixCalibration;
   /** Settings recorded in `__metadata__["layerquant.options"]`. */
   readonly options?: Readonly<Record<string, unknown>>;
   readonly onProgress?: (progress: QuantizeProgress) => void;
@@ -88,6 +117,8 @@ export interface MatrixReport {
   readonly paperBitsPerWeight: number;
   readonly packedBytes: number;
   readonly seconds: number;
+  /** What the quantizer said about the matrix (e.g. GPTQ's dead columns and dampening). */
+  readonly report?: Readonly<Record<string, number>>;
 }
 
 export interface QuantizeModelReport {
@@ -128,8 +159,10 @@ export interface QuantizeModelReport {
  * read (MODEL_LOADER_FILES: config.json, generation_config.json, tokenizer files) copied, quantization.json (report + allocation + the list of files written). Streams one matrix at
  * a time: peak memory is a few copies of the largest tensor, not of the model. config.json is validated against the
  * tensors first; a NaN or infinity in a weight stops the run with a NonFiniteWeightError. The set is written into a
- * staging directory and swapped in by renames (tensor-io's writeFileSet), so `outDir` never holds the weights of one
- * run beside the report, config or tokenizer of another; its other files (a statistics cache) are kept.
+ * staging directory and swapped in by renames (tensor-io's writeFileSet), replacing the whole model file set of
+ * `outDir` (isModelFileSetEntry: every safetensors file and index, loader files, report, onnx folder), so it never holds
+ * the weights of one run beside the report, config, tokenizer or stale shards of another; its other files (a statistics
+ * cache, the user's notes) are kept.
  */
 export async function quantizeModel(options: QuantizeModelOptions): Promise<QuantizeModelReport> {
   const start = performance.now();
@@ -139,6 +172,10 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
   const workers = options.workers ?? 1;
   const scaleDtype = checkScaleDtype(options.scaleDtype ?? 'F32');
   if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
+  const calibration = options.calibration;
+  if (options.quantizer.calibration !== undefined && calibration === undefined) {
+    throw new InvalidOptionError('calib', `quantizer "${options.quantizer.id}" is calibrated (it needs each matrix's input ${options.quantizer.calibration}); give calibration text with --calib <file>`);
+  }
   const checkpoint = await openCheckpoint(modelDir);
   let pool: KernelPool | undefined;
   try {
@@ -151,7 +188,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     const specs: TensorSpec[] = [];
     const plans = new Map<string, { matrix: ModelMatrix; config: QuantConfig | null; dtype: DType }>();
     for (const info of checkpoint.tensors) {
-      const parsed = matrixOfTensorName(info.name);
+      const parsed = options.embeddingUnits ? unitOfTensorName(info.name) : matrixOfTensorName(info.name);
       if (!parsed) {
         specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
         continue;
@@ -176,6 +213,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     if (plans.size === 0) {
       throw new InvalidOptionError('model-dir', `${modelDir} has no linear weights named model.layers.<i>.<module>.weight; is it a Llama-family checkpoint?`);
     }
+    if (calibration) sortSpecsByLayer(specs);
 
     const quantizedPlans = [...plans.values()].filter((p) => p.config !== null);
     options.onPlan?.({
@@ -189,17 +227,14 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     for (const { matrix, config, dtype } of plans.values()) {
       allocation[matrix.key] = config ? configName(config) : null;
       if (config) {
-        const { bits, groupSize, axis, roundZero } = config;
-        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, dtype, ...(scaleDtype !== 'F32' ? { scaleDtype } : {}) });
+        const { bits, groupSize, axis, roundZero, symmetric } = config;
+        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, ...(symmetric ? { symmetric } : {}), dtype, ...(scaleDtype !== 'F32' ? { scaleDtype } : {}) });
       }
     }
 
-    // The previous run's file list (its report names them), so none of its files outlives it beside ours.
-    const previousFiles = await readFile(join(outDir, QUANTIZATION_REPORT_FILE), 'utf8')
-      .then((text) => (JSON.parse(text) as { files?: unknown }).files)
-      .then((files) => (Array.isArray(files) ? files.filter((f): f is string => typeof f === 'string') : []))
-      .catch(() => [] as string[]);
-    const { result: report } = await writeFileSet(outDir, (staging) => writeOutput(staging), { replaces: previousFiles, last: QUANTIZATION_REPORT_FILE });
+    // The whole model file set of --out goes (stale shards, an index, an ONNX folder of an earlier model included), and
+    // nothing else (a statistics cache, the user's files): a name list from the previous report is never trusted.
+    const { result: report } = await writeFileSet(outDir, (staging) => writeOutput(staging), { replace: isModelFileSetEntry, last: QUANTIZATION_REPORT_FILE });
     return report;
 
     async function writeOutput(staging: string): Promise<QuantizeModelReport> {
@@ -213,33 +248,42 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       };
       const bytesOf = (array: Float32Array | Uint32Array | Uint16Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 
-      // The quantized matrices in file order; with a pool, up to `workers + 1` of them are quantized ahead.
-      const order = [...plans.values()].filter((p) => p.config !== null).map((p) => p.matrix.name);
+      // The quantized matrices in file order (the order the writer asks for them); with a pool, up to `workers + 1` of them are quantized ahead.
+      const order = specs.filter((spec) => spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config).map((spec) => spec.name.slice(0, -QWEIGHT_SUFFIX.length));
       const position = new Map(order.map((name, i) => [name, i]));
       const quantizer = options.quantizer;
       if (workers > 1 && isKernelQuantizer(quantizer)) pool = createKernelPool(workers);
-      const started = new Map<string, Promise<{ weight: WeightTensor; quantized: QuantizedTensor; seconds: number }>>();
+      const started = new Map<string, Promise<{ weight: WeightTensor; quantized: QuantizedTensor; stored: ReturnType<typeof encodeScaleZero>; dequantized: Float32Array; seconds: number }>>();
       const startTask = (name: string) => {
-        const config = plans.get(name)!.config!;
+        const { matrix, config } = plans.get(name)!;
         const task = (async () => {
           const weight = await checkpoint.read(name);
+          const context = calibration ? await calibration.context(matrix) : undefined;
           const t0 = performance.now();
-          let quantized: QuantizedTensor;
-          if (pool && isKernelQuantizer(quantizer) && config.groupSize % 4 === 0) {
-            const { layout, grouped } = prepareGroups(weight, config);
-            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: quantizer.kernelSolver });
-            quantized = assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero);
+          let solved: QuantizedTensor;
+          if (pool && isKernelQuantizer(quantizer) && config!.groupSize % 4 === 0 && !config!.symmetric) {
+            const { layout, grouped } = prepareGroups(weight, config!);
+            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config!.bits, roundZero: config!.roundZero, solver: quantizer.kernelSolver });
+            solved = assembleQuantized(quantizer.id, weight, config!, layout, result.codes, result.scale, result.zero);
           } else {
-            quantized = quantizer.quantize(weight, config);
+            solved = quantizer.quantize(weight, config!, context);
           }
-          return { weight, quantized, seconds: (performance.now() - t0) / 1000 };
+          const seconds = (performance.now() - t0) / 1000;
+          // Stored as F16 or U8: the scale and zero the file will be read back as are the ones the error is measured
+          // with, and the weights later matrices are calibrated on.
+          const stored = encodeScaleZero(name, solved.scale, solved.zero, scaleDtype);
+          const quantized: QuantizedTensor = { ...solved, scale: stored.scale, zero: stored.zero };
+          const dequantized = quantizer.dequantize(quantized);
+          calibration?.done(matrix, dequantized);
+          return { weight, quantized, stored, dequantized, seconds };
         })();
         task.catch(() => undefined); // awaited in order below; avoid an unhandled rejection while queued
         started.set(name, task);
       };
       let next = 0;
       const quantizeInOrder = async (name: string) => {
-        const ahead = pool ? pool.size + 1 : 1;
+        // a calibrated quantizer's matrix waits for the ones before it: nothing to gain from starting it early
+        const ahead = pool && !calibration ? pool.size + 1 : 1;
         while (next < order.length && next < position.get(name)! + ahead) startTask(order[next++]!);
         const result = await started.get(name)!;
         started.delete(name);
@@ -253,10 +297,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
           if (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config) {
             const name = spec.name.slice(0, -QWEIGHT_SUFFIX.length);
             const { matrix, config, dtype } = plans.get(name)!;
-            const { weight, quantized: solved, seconds } = await quantizeInOrder(name);
-            // Stored as F16 or U8: the scale and zero the file will be read back as are the ones the error is measured with.
-            const storedValues = encodeScaleZero(name, solved.scale, solved.zero, scaleDtype);
-            const quantized = { ...solved, scale: storedValues.scale, zero: storedValues.zero };
+            const { weight, quantized, stored: storedValues, dequantized, seconds } = await quantizeInOrder(name);
             quantizeSeconds += seconds;
             const entry = metadataOfQuantized(quantized, dtype);
             if (entry.bits !== config!.bits || entry.groupSize !== config!.groupSize) {
@@ -265,8 +306,9 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
             const memory = matrixMemory(matrix.shape, config, 2, scaleDtype);
             finish({
               key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
-              sqErr: squaredError(quantizer.dequantize(quantized), weight.data),
+              sqErr: squaredError(dequantized, weight.data),
               paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds,
+              ...(quantized.report ? { report: quantized.report } : {}),
             });
             pending = { name, tensors: storedValues.tensors };
             return bytesOf(quantized.packed);
@@ -277,6 +319,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
           checkFinite(spec.name, checkpoint.info(spec.name).file, spec.dtype, spec.shape, raw);
           const plan = plans.get(spec.name);
           if (plan) {
+            calibration?.done(plan.matrix, null);
             const memory = matrixMemory(plan.matrix.shape, null, DTYPE_BYTES[plan.dtype]);
             finish({
               key: plan.matrix.key, name: spec.name, shape: plan.matrix.shape, config: null, params: memory.params, sqErr: 0,
@@ -292,7 +335,8 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
         if (entry.isFile() && MODEL_LOADER_FILES.includes(entry.name)) await copyFile(join(checkpoint.dir, entry.name), join(staging, entry.name));
       }
 
-      const totals = modelMemory([...plans.values()].map(({ matrix, config }) => ({ shape: matrix.shape, config })));
+      // The paper's accounting covers the linear matrices; quantized embedding units are reported per matrix.
+      const totals = modelMemory([...plans.values()].filter(({ matrix }) => isLinearModule(matrix.module)).map(({ matrix, config }) => ({ shape: matrix.shape, config })));
       const report: QuantizeModelReport = Object.freeze({
         method,
         quantizer: quantizer.id,
@@ -303,7 +347,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
         params: totals.params,
         bpp: totals.paperBitsPerWeight,
         paperMB: totals.paperMB,
-        bytes: perMatrix.reduce((sum, m) => sum + m.packedBytes, 0),
+        bytes: perMatrix.filter((m) => !isEmbeddingUnit(m.key)).reduce((sum, m) => sum + m.packedBytes, 0),
         fileBytes: (await stat(join(staging, QUANTIZED_WEIGHTS_FILE))).size,
         sqErr: perMatrix.reduce((sum, m) => sum + m.sqErr, 0),
         seconds: (performance.now() - start) / 1000,
@@ -323,4 +367,21 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     await pool?.close();
     await checkpoint.close();
   }
+}
+
+/**
+ * Puts the tensors of decoder layers in layer order, q, k, v, o, gate, up, down within a layer (other tensors first, in
+ * their order): the streaming writer asks for tensors in spec order, and a calibrated quantizer's matrices must be
+ * quantized in that order. Safetensors readers find tensors by name, so the file order is free.
+ */
+function sortSpecsByLayer(specs: TensorSpec[]): void {
+  const key = (name: string): [number, number] => {
+    const layer = /^model\.layers\.(\d+)\./.exec(name);
+    if (!layer) return [-1, -1];
+    const module = LINEAR_MODULES.findIndex((m) => name.startsWith(`model.layers.${layer[1]}.${m}.`));
+    return [Number(layer[1]), module];
+  };
+  const keyed = specs.map((spec, index) => ({ spec, index, key: key(spec.name) }));
+  keyed.sort((a, b) => a.key[0] - b.key[0] || a.key[1] - b.key[1] || a.index - b.index);
+  specs.splice(0, specs.length, ...keyed.map((k) => k.spec));
 }

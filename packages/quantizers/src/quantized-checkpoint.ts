@@ -16,6 +16,7 @@ import { PACKING } from './bit-packing.js';
 import {
   QWEIGHT_SUFFIX,
   SCALE_SUFFIX,
+  ZERO_SUFFIX,
   configOfMetadata,
   decodeQuantizedMetadata,
   isQuantizedMetadata,
@@ -75,6 +76,20 @@ export interface QuantizedCheckpoint extends WeightSource {
   /** The multipliers 1/s as stored where the checkpoint quantizes them (scaleDtype U8), exactly; otherwise undefined. */
   readScaleMultipliers(name: string): Promise<Float32Array | undefined>;
   close(): Promise<void>;
+}
+
+/**
+ * A quantized matrix's scales and zeros are checked like weights: a NaN or infinity (or a zero scale, which dequantizes
+ * to infinity) would reach the packed graph, the export and every perplexity as a non-number or a silently wrong one.
+ */
+function checkScaleZero(file: string, name: string, scale: Float32Array, zero: Float32Array): void {
+  const groups = [scale.length];
+  checkFinite(name + SCALE_SUFFIX, file, 'F32', groups, new Uint8Array(scale.buffer, scale.byteOffset, scale.byteLength));
+  checkFinite(name + ZERO_SUFFIX, file, 'F32', groups, new Uint8Array(zero.buffer, zero.byteOffset, zero.byteLength));
+  const index = scale.indexOf(0);
+  if (index >= 0) {
+    throw new SafetensorsFormatError(file, `scale 0 at group ${index}: (code - zero) / scale would be infinite; the checkpoint is corrupt, quantize again`, name + SCALE_SUFFIX);
+  }
 }
 
 function asInt32Words(bytes: Uint8Array): Uint32Array {
@@ -158,6 +173,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
     const specs = quantizedTensorSpecs(name, found.entry.shape, found.config, found.entry.scaleDtype);
     const raw = new Map(await Promise.all(specs.map(async (spec) => [spec.name.slice(name.length), await checkpoint.readRaw(spec.name)] as const)));
     const { scale, zero } = decodeScaleZero(file, name, found.entry.scaleDtype ?? 'F32', (suffix) => raw.get(suffix)!);
+    checkScaleZero(checkpoint.info(name + SCALE_SUFFIX).file, name, scale, zero);
     return Object.freeze({
       name,
       shape: found.entry.shape,

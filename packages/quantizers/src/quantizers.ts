@@ -1,8 +1,9 @@
-import { InvalidDataError, InvalidOptionError, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, configName, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
 import { PACKING, packCodes, unpackCodes, wordsPerRow } from './bit-packing.js';
 import { groupLayout, groupedValues, matrixShape, ungroupValues, type GroupLayout } from './grouping.js';
 import { createWasmKernel, typescriptKernel, type KernelChoice, type QuantKernel } from './quant-kernel.js';
 import { proximalOptions, type ProximalOptions } from './hqq-proximal.js';
+import { symmetricQuantize } from './symmetric-rtn.js';
 
 /** Picks the kernel for a group size; the WebAssembly instance is made on first use and kept (scratch memory only). */
 function kernelPicker(choice: KernelChoice): (groupSize: number) => QuantKernel {
@@ -59,6 +60,15 @@ function packsDirectly(kernel: QuantKernel, layout: GroupLayout, bits: number): 
 
 function quantizeWith(method: string, kernel: QuantKernel, weight: WeightTensor, config: QuantConfig, solver: ProximalOptions | null): QuantizedTensor {
   const { layout, grouped } = prepareGroups(weight, config);
+  if (config.symmetric) {
+    // HQQ's solver moves zero points; a symmetric config has none to move.
+    if (solver) throw new InvalidOptionError('config', `${configName(config)} is symmetric (no zero point), and ${method} optimizes zero points; quantize symmetric configs with rtn`);
+    const codes = new Uint8Array(grouped.length);
+    const scale = new Float32Array(layout.groupCount);
+    const zero = new Float32Array(layout.groupCount);
+    symmetricQuantize(grouped, layout.groupSize, config.bits, scale, zero, codes);
+    return assembleQuantized(method, weight, config, layout, codes, scale, zero);
+  }
   if (packsDirectly(kernel, layout, config.bits)) {
     // One pass: the kernel writes the packed words itself (no byte codes handed back, no packing loop here).
     const scale = new Float32Array(layout.groupCount);
@@ -118,7 +128,10 @@ export interface QuantizerOptions {
   readonly kernel?: KernelChoice;
 }
 
-/** Round to nearest: the asymmetric min/max init, then `clamp(round(W*s + z), 0, 2^b - 1)`. */
+/**
+ * Round to nearest: the asymmetric min/max init, then `clamp(round(W*s + z), 0, 2^b - 1)`; for a symmetric config
+ * (`b4g32-sym`) onnxruntime's symmetric block rule (symmetric-rtn.ts).
+ */
 export function createRtnQuantizer(options: QuantizerOptions = {}): Quantizer {
   const kernelFor = kernelPicker(options.kernel ?? 'auto');
   return Object.freeze({

@@ -1,5 +1,7 @@
-import { createRegistry, resolveOptions, type OptionDescriptor, type Quantizer, type Registry, type ResolvedOptions } from '@layerquant/core';
+import { callPlugin, createRegistry, resolveOptions, type OptionDescriptor, type Quantizer, type Registry, type ResolvedOptions } from '@layerquant/core';
+import { checkedQuantizer } from './quantizer-check.js';
 import { createHqqQuantizer, createRtnQuantizer, hqqQuantizer, rtnQuantizer } from './quantizers.js';
+import { GPTQ_DEFAULTS, createGptqQuantizer, gptqQuantizer } from './gptq.js';
 
 /**
  * A quantizer plug-in: a Quantizer (its defaults) that also says what it is and which options it takes. The CLI's
@@ -46,14 +48,82 @@ export const hqqPlugin: QuantizerPlugin = defineQuantizer({
   configure: (options) => createHqqQuantizer({ solver: { kappa: Number(options.kappa ?? 1) } }),
 });
 
-/** The built-in quantizer plug-ins. */
-export const QUANTIZER_PLUGINS: readonly QuantizerPlugin[] = Object.freeze([rtnPlugin, hqqPlugin]);
+/** GPTQ's settings as options (the CLI's --dampening, --act-order, --symmetric). */
+export const GPTQ_OPTIONS: readonly OptionDescriptor[] = Object.freeze([
+  Object.freeze({
+    name: 'dampening',
+    flag: 'dampening',
+    type: 'number' as const,
+    default: GPTQ_DEFAULTS.dampening,
+    exclusiveMin: 0,
+    help: "added to the Hessian's diagonal, as a fraction of its mean (GPTQ's percdamp); doubled and retried where the Hessian is not positive definite",
+  }),
+  Object.freeze({
+    name: 'actOrder',
+    flag: 'act-order',
+    type: 'boolean' as const,
+    default: GPTQ_DEFAULTS.actOrder,
+    help: "quantize columns by descending Hessian diagonal, groups fixed up front on the original order (static groups, so it still exports)",
+  }),
+  Object.freeze({
+    name: 'symmetric',
+    flag: 'symmetric',
+    type: 'boolean' as const,
+    default: GPTQ_DEFAULTS.symmetric,
+    help: 'symmetric grid, zero 2^(b-1) (default: asymmetric with an integer zero per group)',
+  }),
+]);
 
-export function createQuantizerRegistry(plugins: readonly QuantizerPlugin[] = QUANTIZER_PLUGINS): Registry<QuantizerPlugin> {
-  return createRegistry('quantizer', plugins);
+/** The gptq settings of resolved options. */
+export function gptqOptionsOf(options: ResolvedOptions): { dampening: number; actOrder: boolean; symmetric: boolean } {
+  return {
+    dampening: Number(options.dampening ?? GPTQ_DEFAULTS.dampening),
+    actOrder: options.actOrder === true,
+    symmetric: options.symmetric === true,
+  };
 }
 
-/** A plug-in's quantizer with the given options validated and applied. */
+export const gptqPlugin: QuantizerPlugin = defineQuantizer({
+  ...gptqQuantizer,
+  id: 'gptq',
+  description: 'GPTQ (Frantar et al. 2022): columns quantized in turn, each error compensated on the later columns through the inverse Hessian of the layer inputs (calibrated: needs --calib)',
+  options: GPTQ_OPTIONS,
+  configure: (options) => createGptqQuantizer(gptqOptionsOf(options)),
+});
+
+/** The built-in quantizer plug-ins. */
+export const QUANTIZER_PLUGINS: readonly QuantizerPlugin[] = Object.freeze([rtnPlugin, hqqPlugin, gptqPlugin]);
+
+/**
+ * A plug-in whose results the host checks (checkedQuantizer): its own quantize/dequantize, and every quantizer its
+ * configure() returns.
+ */
+export function checkedQuantizerPlugin(plugin: QuantizerPlugin): QuantizerPlugin {
+  const checked = checkedQuantizer(plugin);
+  return Object.freeze({
+    ...checked,
+    configure: (options: ResolvedOptions) => checkedQuantizer(callPlugin('quantizer', plugin.id, 'configure()', () => plugin.configure(options))),
+  });
+}
+
+/**
+ * The registry of quantizer plug-ins the app builds: every plug-in registered in it (built-in or from --plugin) is
+ * checked (checkedQuantizerPlugin), so whatever a command gets from it, it never trusts a quantizer's output as it is.
+ */
+export function createQuantizerRegistry(plugins: readonly QuantizerPlugin[] = QUANTIZER_PLUGINS): Registry<QuantizerPlugin> {
+  const registry = createRegistry<QuantizerPlugin>('quantizer');
+  const checked: Registry<QuantizerPlugin> = {
+    ...registry,
+    register(plugin) {
+      registry.register(checkedQuantizerPlugin(plugin));
+      return checked;
+    },
+  };
+  for (const p of plugins) checked.register(p);
+  return checked;
+}
+
+/** A plug-in's quantizer with the given options validated and applied (checked: checkedQuantizer). */
 export function configureQuantizer(plugin: QuantizerPlugin, given: Readonly<Record<string, unknown>> = {}, option = '--quantizer'): Quantizer {
-  return plugin.configure(resolveOptions(plugin, given, option));
+  return checkedQuantizer(plugin.configure(resolveOptions(plugin, given, option)));
 }

@@ -265,4 +265,177 @@
           (then (local.set $best (local.get $error)) (br $step)))
         (return (local.get $i))))
     (local.get $iterations))
+
+  ;; ---- GPTQ (src/gptq-solver.ts, solveGptqColumns, op for op): column-major weights [columns][rows], f32x4 over rows
+  ;; (rows a multiple of 4). Each weight receives its updates in column order, so results are bit-identical.
+
+  ;; A group's range from the current weights of columns c..c+g-1 (at $w, the first of them): low = min(0, min w),
+  ;; high = max(0, max w), +0 for -0; symmetric: [-m, m], m = max(-low, high); under 1e-30: [-1, 1].
+  (func $gptqRange (param $w i32) (param $rows i32) (param $g i32) (param $sym i32) (param $low i32) (param $high i32)
+    (local $r i32) (local $j i32) (local $p i32) (local $lo v128) (local $hi v128) (local $v v128) (local $tiny v128)
+    (local $stride i32)
+    (local.set $stride (i32.shl (local.get $rows) (i32.const 2)))
+    (block $done
+      (loop $row
+        (br_if $done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $lo (v128.const f32x4 0 0 0 0))
+        (local.set $hi (v128.const f32x4 0 0 0 0))
+        (local.set $p (i32.add (local.get $w) (i32.shl (local.get $r) (i32.const 2))))
+        (local.set $j (i32.const 0))
+        (loop $column
+          (local.set $v (v128.load (local.get $p)))
+          (local.set $lo (f32x4.min (local.get $lo) (local.get $v)))
+          (local.set $hi (f32x4.max (local.get $hi) (local.get $v)))
+          (local.set $p (i32.add (local.get $p) (local.get $stride)))
+          (local.set $j (i32.add (local.get $j) (i32.const 1)))
+          (br_if $column (i32.lt_u (local.get $j) (local.get $g))))
+        (local.set $lo (f32x4.add (local.get $lo) (v128.const f32x4 0 0 0 0)))
+        (local.set $hi (f32x4.add (local.get $hi) (v128.const f32x4 0 0 0 0)))
+        (if (local.get $sym)
+          (then
+            (local.set $hi (f32x4.max (f32x4.neg (local.get $lo)) (local.get $hi)))
+            (local.set $lo (f32x4.neg (local.get $hi)))))
+        (local.set $tiny (f32x4.lt (f32x4.sub (local.get $hi) (local.get $lo)) (f32x4.splat (f32.const 1e-30))))
+        (local.set $lo (v128.bitselect (v128.const f32x4 -1 -1 -1 -1) (local.get $lo) (local.get $tiny)))
+        (local.set $hi (v128.bitselect (v128.const f32x4 1 1 1 1) (local.get $hi) (local.get $tiny)))
+        (v128.store (i32.add (local.get $low) (i32.shl (local.get $r) (i32.const 2))) (local.get $lo))
+        (v128.store (i32.add (local.get $high) (i32.shl (local.get $r) (i32.const 2))) (local.get $hi))
+        (local.set $r (i32.add (local.get $r) (i32.const 4)))
+        (br $row))))
+
+  ;; The grid of each row's range at maxq into three [rows] arrays at $grid: s = 1/((high - low)/maxq), step = 1/s,
+  ;; zero = round(-low * s) + 0 (symmetric: (maxq + 1) / 2); maxq 0: all three 0.
+  (func $gptqGrid (param $low i32) (param $high i32) (param $rows i32) (param $maxq f32) (param $sym i32) (param $grid i32)
+    (local $r i32) (local $o i32) (local $lo v128) (local $s v128) (local $z v128) (local $bytes i32)
+    (local.set $bytes (i32.shl (local.get $rows) (i32.const 2)))
+    (block $done
+      (loop $row
+        (br_if $done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $o (i32.shl (local.get $r) (i32.const 2)))
+        (if (f32.eq (local.get $maxq) (f32.const 0))
+          (then
+            (local.set $s (v128.const f32x4 0 0 0 0))
+            (local.set $z (v128.const f32x4 0 0 0 0))
+            (v128.store (i32.add (i32.add (local.get $grid) (i32.shl (local.get $bytes) (i32.const 1))) (local.get $o)) (local.get $s)))
+          (else
+            (local.set $lo (v128.load (i32.add (local.get $low) (local.get $o))))
+            (local.set $s (f32x4.div (v128.const f32x4 1 1 1 1)
+              (f32x4.div (f32x4.sub (v128.load (i32.add (local.get $high) (local.get $o))) (local.get $lo)) (f32x4.splat (local.get $maxq)))))
+            (if (local.get $sym)
+              (then (local.set $z (f32x4.splat (f32.div (f32.add (local.get $maxq) (f32.const 1)) (f32.const 2)))))
+              (else (local.set $z (f32x4.add (f32x4.nearest (f32x4.mul (f32x4.neg (local.get $lo)) (local.get $s))) (v128.const f32x4 0 0 0 0)))))
+            (v128.store (i32.add (i32.add (local.get $grid) (i32.shl (local.get $bytes) (i32.const 1))) (local.get $o))
+              (f32x4.div (v128.const f32x4 1 1 1 1) (local.get $s)))))
+        (v128.store (i32.add (local.get $grid) (local.get $o)) (local.get $s))
+        (v128.store (i32.add (i32.add (local.get $grid) (local.get $bytes)) (local.get $o)) (local.get $z))
+        (local.set $r (i32.add (local.get $r) (i32.const 4)))
+        (br $row))))
+
+  ;; Column c: codes clamp(round(w*s + z), 0, maxq), errors e = (w - (q - z)*step) / U[c, c] into $err, then
+  ;; w_j -= e * U[c, j] for the batch's later columns j < end.
+  (func $gptqColumn (param $w i32) (param $u i32) (param $codes i32) (param $err i32) (param $grid i32)
+    (param $rows i32) (param $n i32) (param $c i32) (param $end i32) (param $maxq f32)
+    (local $r i32) (local $o i32) (local $j i32) (local $bytes i32) (local $col i32) (local $urow i32) (local $target i32)
+    (local $x v128) (local $s v128) (local $z v128) (local $q v128) (local $e v128) (local $f v128) (local $diag v128) (local $maxv v128)
+    (local.set $bytes (i32.shl (local.get $rows) (i32.const 2)))
+    (local.set $col (i32.add (local.get $w) (i32.mul (local.get $c) (local.get $bytes))))
+    (local.set $urow (i32.add (local.get $u) (i32.shl (i32.mul (local.get $c) (local.get $n)) (i32.const 2))))
+    (local.set $diag (f32x4.splat (f32.load (i32.add (local.get $urow) (i32.shl (local.get $c) (i32.const 2))))))
+    (local.set $maxv (f32x4.splat (local.get $maxq)))
+    (block $done
+      (loop $row
+        (br_if $done (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $o (i32.shl (local.get $r) (i32.const 2)))
+        (local.set $x (v128.load (i32.add (local.get $col) (local.get $o))))
+        (local.set $s (v128.load (i32.add (local.get $grid) (local.get $o))))
+        (local.set $z (v128.load (i32.add (i32.add (local.get $grid) (local.get $bytes)) (local.get $o))))
+        (local.set $q (f32x4.min (f32x4.max
+          (f32x4.nearest (f32x4.add (f32x4.mul (local.get $x) (local.get $s)) (local.get $z)))
+          (v128.const f32x4 0 0 0 0)) (local.get $maxv)))
+        (local.set $e (f32x4.div
+          (f32x4.sub (local.get $x)
+            (f32x4.mul (f32x4.sub (local.get $q) (local.get $z))
+              (v128.load (i32.add (i32.add (local.get $grid) (i32.shl (local.get $bytes) (i32.const 1))) (local.get $o)))))
+          (local.get $diag)))
+        (v128.store (i32.add (local.get $err) (local.get $o)) (local.get $e))
+        (local.set $q (i32x4.trunc_sat_f32x4_u (local.get $q)))
+        (local.set $q (i16x8.narrow_i32x4_u (local.get $q) (local.get $q)))
+        (local.set $q (i8x16.narrow_i16x8_u (local.get $q) (local.get $q)))
+        (v128.store32_lane 0 (i32.add (i32.add (local.get $codes) (i32.mul (local.get $c) (local.get $rows))) (local.get $r)) (local.get $q))
+        (local.set $r (i32.add (local.get $r) (i32.const 4)))
+        (br $row)))
+    (local.set $j (i32.add (local.get $c) (i32.const 1)))
+    (block $columns_done
+      (loop $column
+        (br_if $columns_done (i32.ge_u (local.get $j) (local.get $end)))
+        (local.set $f (f32x4.splat (f32.load (i32.add (local.get $urow) (i32.shl (local.get $j) (i32.const 2))))))
+        (local.set $target (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $bytes))))
+        (local.set $o (i32.const 0))
+        (loop $update
+          (v128.store (i32.add (local.get $target) (local.get $o))
+            (f32x4.sub (v128.load (i32.add (local.get $target) (local.get $o)))
+              (f32x4.mul (v128.load (i32.add (local.get $err) (local.get $o))) (local.get $f))))
+          (local.set $o (i32.add (local.get $o) (i32.const 16)))
+          (br_if $update (i32.lt_u (local.get $o) (local.get $bytes))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $column))))
+
+  ;; The lazy batch update: w_j -= sum over the batch's columns k (in order) of e_k * U[k, j], for every j >= end.
+  (func $gptqLazy (param $w i32) (param $u i32) (param $err i32) (param $rows i32) (param $n i32) (param $start i32) (param $end i32)
+    (local $j i32) (local $k i32) (local $o i32) (local $bytes i32) (local $target i32) (local $e i32) (local $f v128)
+    (local.set $bytes (i32.shl (local.get $rows) (i32.const 2)))
+    (local.set $j (local.get $end))
+    (block $done
+      (loop $column
+        (br_if $done (i32.ge_u (local.get $j) (local.get $n)))
+        (local.set $target (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $bytes))))
+        (local.set $k (local.get $start))
+        (local.set $e (local.get $err))
+        (loop $batch
+          (local.set $f (f32x4.splat (f32.load (i32.add (local.get $u)
+            (i32.shl (i32.add (i32.mul (local.get $k) (local.get $n)) (local.get $j)) (i32.const 2))))))
+          (local.set $o (i32.const 0))
+          (loop $update
+            (v128.store (i32.add (local.get $target) (local.get $o))
+              (f32x4.sub (v128.load (i32.add (local.get $target) (local.get $o)))
+                (f32x4.mul (v128.load (i32.add (local.get $e) (local.get $o))) (local.get $f))))
+            (local.set $o (i32.add (local.get $o) (i32.const 16)))
+            (br_if $update (i32.lt_u (local.get $o) (local.get $bytes))))
+          (local.set $e (i32.add (local.get $e) (local.get $bytes)))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br_if $batch (i32.lt_u (local.get $k) (local.get $end))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $column))))
+
+  ;; The whole column loop (solveGptqColumns): batches ending at the i32 $blockEnds, each column's group from
+  ;; $groupOf (i32), its range taken where $rangeAt (u8) says, its maxq from $maxq (f32). $grid: 3 x rows f32 scratch.
+  (func (export "gptqRun")
+    (param $w i32) (param $u i32) (param $codes i32) (param $err i32) (param $low i32) (param $high i32)
+    (param $groupOf i32) (param $rangeAt i32) (param $maxq i32) (param $blockEnds i32) (param $blocks i32)
+    (param $rows i32) (param $n i32) (param $g i32) (param $sym i32) (param $grid i32)
+    (local $b i32) (local $start i32) (local $end i32) (local $c i32) (local $bytes i32) (local $group i32) (local $m f32)
+    (local.set $bytes (i32.shl (local.get $rows) (i32.const 2)))
+    (block $done
+      (loop $batch
+        (br_if $done (i32.ge_u (local.get $b) (local.get $blocks)))
+        (local.set $end (i32.load (i32.add (local.get $blockEnds) (i32.shl (local.get $b) (i32.const 2)))))
+        (local.set $c (local.get $start))
+        (block $columns_done
+          (loop $column
+            (br_if $columns_done (i32.ge_u (local.get $c) (local.get $end)))
+            (local.set $group (i32.mul (i32.load (i32.add (local.get $groupOf) (i32.shl (local.get $c) (i32.const 2)))) (local.get $bytes)))
+            (if (i32.load8_u (i32.add (local.get $rangeAt) (local.get $c)))
+              (then (call $gptqRange (i32.add (local.get $w) (i32.mul (local.get $c) (local.get $bytes))) (local.get $rows) (local.get $g) (local.get $sym)
+                (i32.add (local.get $low) (local.get $group)) (i32.add (local.get $high) (local.get $group)))))
+            (local.set $m (f32.load (i32.add (local.get $maxq) (i32.shl (local.get $c) (i32.const 2)))))
+            (call $gptqGrid (i32.add (local.get $low) (local.get $group)) (i32.add (local.get $high) (local.get $group)) (local.get $rows) (local.get $m) (local.get $sym) (local.get $grid))
+            (call $gptqColumn (local.get $w) (local.get $u) (local.get $codes)
+              (i32.add (local.get $err) (i32.mul (i32.sub (local.get $c) (local.get $start)) (local.get $bytes)))
+              (local.get $grid) (local.get $rows) (local.get $n) (local.get $c) (local.get $end) (local.get $m))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $column)))
+        (call $gptqLazy (local.get $w) (local.get $u) (local.get $err) (local.get $rows) (local.get $n) (local.get $start) (local.get $end))
+        (local.set $start (local.get $end))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $batch))))
 )

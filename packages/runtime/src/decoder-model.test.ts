@@ -43,6 +43,10 @@ describe('ONNX decoder vs the float64 reference forward', () => {
           const logSumExp = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
           expect(nll[t]!).toBeCloseTo(logSumExp - row[targets[t]!]!, 4);
         }
+        // Both outputs from one run: the same numbers as the two separate runs, bit for bit.
+        const both = await model.logitsAndNll({ ids, batch: 2 }, targets);
+        expect(both.logits).toEqual(logits);
+        expect(both.nll).toEqual(nll);
         await model.dispose();
       });
     }

@@ -37,6 +37,8 @@ export interface DecoderModel {
   logits(input: TokenBatch): Promise<Float32Array>;
   /** -log p(targets[b, t] | ids[b, 0..t]) for every position, [batch, T]; computed inside the graph (no logits copy). */
   tokenNll(input: TokenBatch, targets: ArrayLike<number>): Promise<Float32Array>;
+  /** Logits [batch, T, vocab] and the NLL `tokenNll` gives, from one run (KL divergence and perplexity in one pass). */
+  logitsAndNll(input: TokenBatch, targets: ArrayLike<number>): Promise<{ logits: Float32Array; nll: Float32Array }>;
   /** Replaces some weights (dequantized matrices, say); keeps the others. */
   setWeights(overrides: WeightOverrides): Promise<void>;
   /** The weights in use (float32, HF layout). */
@@ -92,17 +94,18 @@ export async function createDecoderModel(initialWeights: DecoderWeights, options
   if (weightMode === 'inputs') session = await createSession(buildDecoderGraph(config, layout, { tokenNll: true }).encode(), options);
   await build();
 
-  const run = async (input: TokenBatch, targets: ArrayLike<number> | undefined, output: 'logits' | 'token_nll') => {
+  const runOutputs = async (input: TokenBatch, targets: ArrayLike<number> | undefined, outputs: readonly ('logits' | 'token_nll')[]) => {
     const dims = batchDims(input, config.vocabSize);
     if (targets && targets.length !== input.ids.length) {
       throw new InvalidOptionError('targets', `${targets.length} targets for ${input.ids.length} token ids; give one target per position`);
     }
     const result = await session.run(
       { ...feeds, input_ids: int64Tensor(input.ids, dims), targets: int64Tensor(targets ?? new Uint8Array(input.ids.length), dims) },
-      [output],
+      [...outputs],
     );
-    return tensorData(result[output], output);
+    return outputs.map((output) => tensorData(result[output], output));
   };
+  const run = async (input: TokenBatch, targets: ArrayLike<number> | undefined, output: 'logits' | 'token_nll') => (await runOutputs(input, targets, [output]))[0]!;
 
   return {
     config,
@@ -113,6 +116,10 @@ export async function createDecoderModel(initialWeights: DecoderWeights, options
     },
     logits: (input) => run(input, undefined, 'logits'),
     tokenNll: (input, targets) => run(input, targets, 'token_nll'),
+    async logitsAndNll(input, targets) {
+      const [logits, nll] = await runOutputs(input, targets, ['logits', 'token_nll']);
+      return { logits: logits!, nll: nll! };
+    },
     async setWeights(overrides) {
       weights = withOverrides(weights, overrides);
       if (weightMode === 'initializers') await session.release();

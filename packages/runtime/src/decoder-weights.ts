@@ -3,6 +3,7 @@ import {
   MissingTensorError,
   SUPPORTED_ARCHITECTURES,
   SUPPORTED_MODEL_TYPES,
+  SUPPORTED_ROPE_TYPES,
   UnsupportedArchitectureError,
   checkShape,
   decoderLayout,
@@ -50,8 +51,8 @@ export function checkSupportedConfig(config: DecoderConfig, where = 'config.json
   if (config.numHeads % config.numKeyValueHeads !== 0) {
     throw new InvalidOptionError('num_key_value_heads', `${config.numKeyValueHeads} does not divide num_attention_heads ${config.numHeads}`);
   }
-  if (config.ropeScaling && !['linear', 'llama3'].includes(config.ropeScaling.type)) {
-    throw new InvalidOptionError('rope_scaling', `rope type "${config.ropeScaling.type}" in ${where} is not supported; supported are default, linear and llama3`);
+  if (config.ropeScaling && !SUPPORTED_ROPE_TYPES.includes(config.ropeScaling.type)) {
+    throw new InvalidOptionError('rope_scaling', `rope type "${config.ropeScaling.type}" in ${where} is not supported; supported are ${SUPPORTED_ROPE_TYPES.join(', ')}`);
   }
   if (config.headDim % 2 !== 0) throw new InvalidOptionError('head_dim', `${config.headDim} must be even for rotary embeddings`);
 }

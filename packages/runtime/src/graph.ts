@@ -5,8 +5,13 @@ export {
   OnnxDataType,
   encodeModel,
   encodeModelWithExternalData,
+  encodedInitializerLength,
+  encodedModelLength,
+  encodedNodeLength,
+  varintLength,
   type ExternalDataLocation,
   type ModelWithExternalData,
+  type OnnxDataTypeValue,
   type OnnxModel, type OnnxGraph, type OnnxNode, type OnnxTensor, type OnnxValueInfo } from './onnx-proto.js';
 export { GraphBuilder, ONNX_OPSET } from './graph-builder.js';
 export {

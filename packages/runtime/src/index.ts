@@ -1,6 +1,6 @@
 export * from './graph.js';
 export { createSession, emptyTensor, floatTensor, int64Tensor, tensorData, type OrtSession, type OrtTensor, type RuntimeOptions } from './session.js';
-export { argmaxRow, createKvDecoder, greedyDecode, kvDecoderOfSession, type GreedyOptions, type KvDecoder } from './kv-decoder.js';
+export { argmaxRow, checkDecoderGraph, createKvDecoder, greedyDecode, kvDecoderOfSession, type GraphValue, type GreedyOptions, type KvDecoder } from './kv-decoder.js';
 export { createDecoderModel, loadDecoderModel, type DecoderModel, type DecoderModelOptions, type TokenBatch } from './decoder-model.js';
 export {
   createDecoderBlocks,
@@ -10,7 +10,7 @@ export {
   type HiddenStates,
   type MlpBlockOutput,
 } from './decoder-blocks.js';
-export { referenceForward } from './reference-forward.js';
+export { referenceForward, type ReferenceLinearInput } from './reference-forward.js';
 export {
   floatWeightBytes,
   layerStreamedModel,

@@ -66,6 +66,13 @@ function isFloat16(weight: GraphWeight): weight is Float16Weight {
   return (weight as Float16Weight).format === 'float16';
 }
 
+interface PackedInputs {
+  readonly codes: string;
+  readonly storedScales: string;
+  readonly scales: string;
+  readonly zeroPoints?: string;
+}
+
 interface KvContext {
   readonly g: GraphBuilder;
   readonly config: DecoderConfig;
@@ -84,6 +91,8 @@ interface KvContext {
   /** Per (input value, block size): the block sums S of the zero-point correction, shared by q/k/v and gate/up. */
   readonly blockSums: Map<string, string>;
   readonly bound: Map<string, string>;
+  /** Per packed weight: its codes, scales (as stored and in the activation type) and zero points. */
+  readonly packed: Map<string, PackedInputs>;
   readonly shapes1d: Map<string, string>;
   readonly constants: Map<string, string>;
 }
@@ -110,18 +119,28 @@ function weightOf(c: KvContext, name: string): GraphWeight {
   return weight;
 }
 
+/** A float tensor as an initializer, stored as given (float32 or float16), made once. */
+function floatTensorStored(c: KvContext, name: string): string {
+  const key = `${name}#stored`;
+  const cached = c.bound.get(key);
+  if (cached) return cached;
+  const weight = weightOf(c, name);
+  if (isPacked(weight)) throw new InvalidOptionError('weights', `"${name}" is packed for MatMulNBits; only linear matrices, embed_tokens and lm_head may be packed`);
+  const dims = c.shapes.get(name)!;
+  const expected = dims.reduce((a, b) => a * b, 1);
+  const data = isFloat16(weight) ? weight.data : weight;
+  if (data.length !== expected) throw new ShapeMismatchError(name, `has ${data.length} values; the config needs [${dims.join(', ')}]`);
+  const value = c.g.initializer(name, isFloat16(weight) ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT, dims, data);
+  c.bound.set(key, value);
+  return value;
+}
+
 /** A float tensor as an initializer (stored as given) cast to the activation type. */
 function floatTensor(c: KvContext, name: string): string {
   const cached = c.bound.get(name);
   if (cached) return cached;
   const weight = weightOf(c, name);
-  if (isPacked(weight)) throw new InvalidOptionError('weights', `"${name}" is packed for MatMulNBits; only linear matrices may be packed`);
-  const dims = c.shapes.get(name)!;
-  const expected = dims.reduce((a, b) => a * b, 1);
-  const data = isFloat16(weight) ? weight.data : weight;
-  if (data.length !== expected) throw new ShapeMismatchError(name, `has ${data.length} values; the config needs [${dims.join(', ')}]`);
-  const type = isFloat16(weight) ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
-  const value = toAct(c, c.g.initializer(name, type, dims, data), type);
+  const value = toAct(c, floatTensorStored(c, name), isFloat16(weight) ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT);
   c.bound.set(name, value);
   return value;
 }
@@ -133,8 +152,31 @@ function addRmsNorm(c: KvContext, x: string, weight: string): string {
   return g.op('Mul', [g.op('Div', [x, denominator]), floatTensor(c, weight)]);
 }
 
-/** y = x W^T (+ b) for x [M, K]: a Gemm for a float W, one MatMulNBits (+ zero correction) for a packed one. */
-function addLinear(c: KvContext, x: string, name: string, bias: string | undefined): string {
+/** The initializers of a packed weight (codes, scales, zero points), made once per weight and shared by its users. */
+function packedInputs(c: KvContext, name: string, weight: MatMulNBitsWeight): PackedInputs {
+  const { g } = c;
+  const key = `${name}#packed`;
+  const cached = c.packed.get(key);
+  if (cached) return cached;
+  const [n] = weight.shape;
+  const blocks = weight.shape[1] / weight.blockSize;
+  const scaleType = weight.scales instanceof Uint16Array ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
+  const storedScales = g.initializer(`${name}.scales`, scaleType, [n, blocks], weight.scales);
+  const inputs = {
+    codes: g.initializer(`${name}.qweight`, OnnxDataType.UINT8, [n, blocks, (weight.blockSize * weight.bits) / 8], weight.codes),
+    storedScales,
+    scales: toAct(c, storedScales, scaleType),
+    ...(weight.zeroPoints ? { zeroPoints: g.initializer(`${name}.zero_points`, OnnxDataType.UINT8, [n, Math.ceil((blocks * weight.bits) / 8)], weight.zeroPoints) } : {}),
+  };
+  c.packed.set(key, inputs);
+  return inputs;
+}
+
+/**
+ * y = x W^T (+ b) for x [M, K]: a Gemm for a float W, one MatMulNBits (+ zero correction) for a packed one. `name` is
+ * the weight's tensor name (lm_head of a tied model reads embed_tokens'), `node` the name the MatMulNBits node gets.
+ */
+function addLinear(c: KvContext, x: string, name: string, bias: string | undefined, node = name): string {
   const { g } = c;
   const weight = weightOf(c, name);
   let y: string;
@@ -149,22 +191,15 @@ function addLinear(c: KvContext, x: string, name: string, bias: string | undefin
     throw new ShapeMismatchError(name, `is packed as [${n}, ${k}]; the config needs [${expected.join(', ')}]`);
   }
   const blocks = k / weight.blockSize;
-  const scaleType = weight.scales instanceof Uint16Array ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
-  const inputs = [
-    x,
-    g.initializer(`${name}.qweight`, OnnxDataType.UINT8, [n, blocks, (weight.blockSize * weight.bits) / 8], weight.codes),
-    toAct(c, g.initializer(`${name}.scales`, scaleType, [n, blocks], weight.scales), scaleType),
-  ];
-  if (weight.zeroPoints) {
-    inputs.push(g.initializer(`${name}.zero_points`, OnnxDataType.UINT8, [n, Math.ceil((blocks * weight.bits) / 8)], weight.zeroPoints));
-  }
+  const packed = packedInputs(c, name, weight);
+  const inputs = [x, packed.codes, packed.scales, ...(packed.zeroPoints ? [packed.zeroPoints] : [])];
   y = g.node(
     'MatMulNBits',
     inputs,
     { K: k, N: n, bits: weight.bits, block_size: weight.blockSize, accuracy_level: c.accuracyLevel },
     1,
     MICROSOFT_DOMAIN,
-    name,
+    node,
   )[0]!;
   if (weight.correction) {
     const key = `${x}|${weight.blockSize}`;
@@ -180,6 +215,42 @@ function addLinear(c: KvContext, x: string, name: string, bias: string | undefin
     y = g.op('Sub', [y, g.op('MatMul', [sums, correction])]);
   }
   return bias ? g.op('Add', [y, floatTensor(c, bias)]) : y;
+}
+
+/**
+ * The token embeddings of `ids` as [B*S, hidden] in the activation type: a Gather of a float table, or for a packed
+ * one com.microsoft GatherBlockQuantized over the same codes, scales and zero points MatMulNBits reads (uint8 codes as
+ * [vocab, hidden * bits / 8], blocks along the hidden dimension; integer zero points only), so a tied lm_head shares
+ * every byte with it.
+ */
+function addEmbedding(c: KvContext, ids: string): string {
+  const { g } = c;
+  const weight = weightOf(c, EMBED_TOKENS);
+  const [vocabSize, h] = c.shapes.get(EMBED_TOKENS)!;
+  if (!isPacked(weight)) {
+    const embedType = isFloat16(weight) ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
+    const table = floatTensorStored(c, EMBED_TOKENS);
+    return g.op('Reshape', [toAct(c, g.op('Gather', [table, ids]), embedType), g.ints([-1, h!])]);
+  }
+  if (weight.shape[0] !== vocabSize || weight.shape[1] !== h) {
+    throw new ShapeMismatchError(EMBED_TOKENS, `is packed as [${weight.shape.join(', ')}]; the config needs [${vocabSize}, ${h}]`);
+  }
+  if (weight.correction) {
+    throw new InvalidOptionError('weights', `"${EMBED_TOKENS}" has fractional zero points; GatherBlockQuantized takes integer zero points only (quantize it with an -int or -sym config)`);
+  }
+  const packed = packedInputs(c, EMBED_TOKENS, weight);
+  const data = g.op('Reshape', [packed.codes, g.ints([vocabSize!, (h! * weight.bits) / 8])]);
+  const scaleType = weight.scales instanceof Uint16Array ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
+  // GatherBlockQuantized outputs the scales' type: it reads them as stored, before any cast to the activation type.
+  const gathered = g.node(
+    'GatherBlockQuantized',
+    [data, ids, packed.storedScales, ...(packed.zeroPoints ? [packed.zeroPoints] : [])],
+    { gather_axis: 0, quantize_axis: 1, block_size: weight.blockSize, bits: weight.bits },
+    1,
+    MICROSOFT_DOMAIN,
+    `${EMBED_TOKENS}.gather`,
+  )[0]!;
+  return g.op('Reshape', [toAct(c, gathered, scaleType), g.ints([-1, h!])]);
 }
 
 /** A shape tensor from dynamic and constant dims; built once per distinct shape and shared by all layers. */
@@ -310,24 +381,16 @@ export function buildKvDecoderGraph(config: DecoderConfig, layout: DecoderLayout
   const shapes = expectedShapes(config, layout);
   const c: KvContext = {
     g, config, layout, shapes, weights: options.weights, act, accuracyLevel, batch, length, total: kvCache ? total : length,
-    cos, sin, allowed, blockSums: new Map(), bound: new Map(), shapes1d: new Map(), constants: new Map(),
+    cos, sin, allowed, blockSums: new Map(), bound: new Map(), packed: new Map(), shapes1d: new Map(), constants: new Map(),
   };
-  const embedWeight = weightOf(c, EMBED_TOKENS);
-  if (isPacked(embedWeight)) throw new InvalidOptionError('weights', `"${EMBED_TOKENS}" must stay float`);
-  const embedType = isFloat16(embedWeight) ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
-  const table = g.initializer(EMBED_TOKENS, embedType, [vocabSize, h], isFloat16(embedWeight) ? embedWeight.data : embedWeight);
-  let hidden = g.op('Reshape', [toAct(c, g.op('Gather', [table, ids]), embedType), g.ints([-1, h])]);
+  let hidden = addEmbedding(c, ids);
   for (let i = 0; i < config.numLayers; i++) {
     const residual = g.op('Add', [hidden, addAttention(c, i, hidden)]);
     hidden = g.op('Add', [residual, addMlp(c, i, residual)]);
   }
   const normed = addRmsNorm(c, hidden, FINAL_NORM);
-  let logits2d: string;
-  if (layout.tiedEmbeddings) {
-    logits2d = g.op('Gemm', [normed, toAct(c, table, embedType)], { transB: 1 });
-  } else {
-    logits2d = addLinear(c, normed, LM_HEAD, undefined);
-  }
+  // A tied lm_head reads the embedding table: the same float initializer, or the same packed codes and scales.
+  const logits2d = addLinear(c, normed, layout.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD, undefined, LM_HEAD);
   const logits3d = g.op('Reshape', [logits2d, shapeOf(c, [batch, length, vocabSize])]);
   if (act === OnnxDataType.FLOAT) g.op('Identity', [logits3d], {}, 'logits');
   else g.op('Cast', [logits3d], { to: OnnxDataType.FLOAT }, 'logits');

@@ -53,6 +53,17 @@ describe('layer-streamed evaluation', () => {
         expect(nll[w]).toHaveLength(window.ids.length);
         expect(relativeError(nll[w]!, expected)).toBeLessThan(1e-5);
       }
+      // The logits, one window at a time after the last layer, with the same NLL.
+      const streamedAgain = await loadLayerStreamedModel(randomDecoderSource(config, 5), config);
+      const seen: number[] = [];
+      await streamedAgain.windowsLogits(windows, async (index, scores) => {
+        seen.push(index);
+        const window = windows[index]!;
+        expect(scores.nll).toEqual(nll[index]);
+        expect(relativeError(scores.logits, await model.logits({ ids: window.ids }))).toBeLessThan(1e-5);
+      });
+      expect(seen).toEqual([0, 1, 2]);
+      await streamedAgain.dispose();
       await model.dispose();
     });
   }

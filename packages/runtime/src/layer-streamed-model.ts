@@ -20,6 +20,15 @@ export interface LayerStreamedModel {
   readonly layout: DecoderLayout;
   /** -log p(targets[t] | ids[0..t]) of every window; `onLayer(done, total)` after each layer (total = layers + 1 for the head). */
   windowsNll(windows: readonly ScoredWindow[], onLayer?: (done: number, total: number) => void): Promise<Float32Array[]>;
+  /**
+   * The logits [T, vocab] and per-position NLL of every window, handed to `consume` one window at a time after the
+   * last layer (the next window's head runs after `consume` settles), so no two windows' logits are held at once.
+   */
+  windowsLogits(
+    windows: readonly ScoredWindow[],
+    consume: (index: number, scores: { logits: Float32Array; nll: Float32Array }) => void | Promise<void>,
+    onLayer?: (done: number, total: number) => void,
+  ): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -30,10 +39,17 @@ export async function loadLayerStreamedModel(source: TensorSource, config: Decod
 /** The layer-streamed scorer over any DecoderBlocks (streamed ones hold one layer's weights at a time). */
 export function layerStreamedModel(blocks: DecoderBlocks): LayerStreamedModel {
   const { config } = blocks;
-  return {
+  const model: LayerStreamedModel = {
     config,
     layout: blocks.layout,
     async windowsNll(windows, onLayer) {
+      const nll: Float32Array[] = [];
+      await model.windowsLogits(windows, (_, scores) => {
+        nll.push(scores.nll);
+      }, onLayer);
+      return nll;
+    },
+    async windowsLogits(windows, consume, onLayer) {
       for (const [i, w] of windows.entries()) {
         if (w.targets.length !== w.ids.length) {
           throw new InvalidOptionError('targets', `window ${i}: ${w.targets.length} targets for ${w.ids.length} token ids; give one target per position`);
@@ -47,13 +63,15 @@ export function layerStreamedModel(blocks: DecoderBlocks): LayerStreamedModel {
         hidden = next;
         onLayer?.(layer + 1, total);
       }
-      const nll: Float32Array[] = [];
-      for (const [i, states] of hidden.entries()) nll.push((await blocks.head(states, windows[i]!.targets)).tokenNll!);
+      for (const [i, states] of hidden.entries()) {
+        const head = await blocks.head(states, windows[i]!.targets);
+        await consume(i, { logits: head.logits, nll: head.tokenNll! });
+      }
       onLayer?.(total, total);
-      return nll;
     },
     dispose: () => blocks.dispose(),
   };
+  return model;
 }
 
 /** Bytes of the decoder's float32 weights: what a one-session DecoderModel holds. */

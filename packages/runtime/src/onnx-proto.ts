@@ -277,6 +277,38 @@ export function encodeGraph(graph: OnnxGraph, external?: ReadonlyMap<string, Ext
 
 /** Serializes a model to ONNX protobuf bytes (IR version 8 by default, which opset 17 needs). */
 export function encodeModel(model: OnnxModel, external?: ReadonlyMap<string, ExternalDataLocation>): Uint8Array {
+  return modelWriter(model, external).finish();
+}
+
+/**
+ * The byte length encodeModel would give, without joining the bytes: tensors are referenced, never copied, so a
+ * model whose initializers are views of one zero buffer (a size prediction) costs no memory beyond its nodes.
+ */
+export function encodedModelLength(model: OnnxModel, external?: ReadonlyMap<string, ExternalDataLocation>): number {
+  return modelWriter(model, external).length;
+}
+
+/** Bytes one node adds to a graph (its NodeProto with the field tag and length prefix). */
+export function encodedNodeLength(node: OnnxNode): number {
+  const length = encodeNode(node).length;
+  return 1 + varintLength(length) + length;
+}
+
+/** Bytes one initializer adds to a graph (its TensorProto with the field tag and length prefix), data inside. */
+export function encodedInitializerLength(tensor: Omit<OnnxTensor, 'data'>, dataBytes: number): number {
+  const header = encodeTensor({ ...tensor, data: new Uint8Array(0) }).length;
+  const length = header + dataBytes + varintLength(dataBytes) - varintLength(0);
+  return 1 + varintLength(length) + length;
+}
+
+/** Bytes of a protobuf varint. */
+export function varintLength(value: number): number {
+  let bytes = 1;
+  for (let v = value; v > 0x7f; v = Math.floor(v / 128)) bytes++;
+  return bytes;
+}
+
+function modelWriter(model: OnnxModel, external?: ReadonlyMap<string, ExternalDataLocation>): ProtoWriter {
   const w = new ProtoWriter();
   w.varint(1, model.irVersion ?? 8);
   w.string(2, model.producerName ?? 'layerquant');
@@ -287,7 +319,7 @@ export function encodeModel(model: OnnxModel, external?: ReadonlyMap<string, Ext
     opset.varint(2, version);
     w.message(8, opset);
   }
-  return w.finish();
+  return w;
 }
 
 /** A model whose large initializers are kept in a side file: the protobuf and the data file's chunks, in order. */

@@ -2,12 +2,19 @@ import type { DecoderConfig } from '@layerquant/core';
 import { rotaryInverseFrequencies } from './decoder-graph.js';
 import { EMBED_TOKENS, FINAL_NORM, LM_HEAD, layerTensorName, type DecoderWeights, type LayerTensor } from './decoder-weights.js';
 
+/** The input rows of a layer's linear matrices: q/k/v's (`attention`), o_proj's (`context`), gate/up's (`mlp`), down_proj's (`activation`). */
+export type ReferenceLinearInput = 'attention' | 'context' | 'mlp' | 'activation';
+
 /**
  * A plain float64 TypeScript forward pass of the Llama-family decoder, written from the HF modeling code
  * independently of the ONNX graph. It is slow (no BLAS) and exists only to test the ONNX path on tiny models.
- * Returns logits [T, vocab] for one sequence.
+ * Returns logits [T, vocab] for one sequence; `observe` sees every linear matrix's input rows ([T, in]).
  */
-export function referenceForward(weights: DecoderWeights, ids: readonly number[]): Float64Array {
+export function referenceForward(
+  weights: DecoderWeights,
+  ids: readonly number[],
+  observe?: (layer: number, input: ReferenceLinearInput, rows: Float64Array) => void,
+): Float64Array {
   const { config, layout, tensors } = weights;
   const { hiddenSize: h, numHeads, numKeyValueHeads, headDim, vocabSize, numLayers } = config;
   const T = ids.length;
@@ -25,18 +32,22 @@ export function referenceForward(weights: DecoderWeights, ids: readonly number[]
   const { cos, sin } = rotaryTables(config, T);
   for (let i = 0; i < numLayers; i++) {
     const normed = rmsNorm(x, layer(i, 'inputNorm'), h, config.rmsNormEps);
+    observe?.(i, 'attention', normed);
     const q = linear(normed, layer(i, 'q'), layout.qkvBias ? layer(i, 'qBias') : undefined, h);
     const k = linear(normed, layer(i, 'k'), layout.qkvBias ? layer(i, 'kBias') : undefined, h);
     const v = linear(normed, layer(i, 'v'), layout.qkvBias ? layer(i, 'vBias') : undefined, h);
     applyRotary(q, numHeads, headDim, cos, sin);
     applyRotary(k, numKeyValueHeads, headDim, cos, sin);
     const context = causalAttention(q, k, v, T, numHeads, numKeyValueHeads, headDim);
+    observe?.(i, 'context', context);
     const attention = linear(context, layer(i, 'o'), layout.oBias ? layer(i, 'oBias') : undefined, numHeads * headDim);
     for (let j = 0; j < x.length; j++) x[j]! += attention[j]!;
     const normed2 = rmsNorm(x, layer(i, 'postNorm'), h, config.rmsNormEps);
+    observe?.(i, 'mlp', normed2);
     const gate = linear(normed2, layer(i, 'gate'), layout.mlpBias ? layer(i, 'gateBias') : undefined, h);
     const up = linear(normed2, layer(i, 'up'), layout.mlpBias ? layer(i, 'upBias') : undefined, h);
     for (let j = 0; j < gate.length; j++) gate[j] = (gate[j]! / (1 + Math.exp(-gate[j]!))) * up[j]!;
+    observe?.(i, 'activation', gate);
     const down = linear(gate, layer(i, 'down'), layout.mlpBias ? layer(i, 'downBias') : undefined, config.intermediateSize);
     const next = new Float64Array(x.length);
     for (let j = 0; j < x.length; j++) next[j] = x[j]! + down[j]!;

@@ -1,3 +1,4 @@
+import { InvalidDataError } from '@layerquant/core';
 import * as ort from 'onnxruntime-node';
 
 /** Options for the onnxruntime sessions layerquant creates. */
@@ -6,7 +7,11 @@ export interface RuntimeOptions {
   readonly threads?: number;
 }
 
-/** The only place that creates onnxruntime sessions: full graph optimization, sequential execution. */
+/**
+ * The only place that creates onnxruntime sessions: full graph optimization, sequential execution. A file onnxruntime
+ * cannot load (empty, truncated, not ONNX, an operator it lacks) is an InvalidDataError naming the file; bytes built in
+ * this process that fail are an internal error and stay onnxruntime's own.
+ */
 export async function createSession(model: Uint8Array | string, options: RuntimeOptions = {}): Promise<ort.InferenceSession> {
   const settings: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
@@ -14,7 +19,13 @@ export async function createSession(model: Uint8Array | string, options: Runtime
     ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
   };
   // A path lets onnxruntime find external data files beside the model.
-  return typeof model === 'string' ? ort.InferenceSession.create(model, settings) : ort.InferenceSession.create(model, settings);
+  if (typeof model !== 'string') return ort.InferenceSession.create(model, settings);
+  try {
+    return await ort.InferenceSession.create(model, settings);
+  } catch (error) {
+    const reason = (error instanceof Error ? error.message : String(error)).split('\n')[0]!.replace(/\s+/g, ' ').slice(0, 200);
+    throw new InvalidDataError(model, `onnxruntime cannot load this file (${reason}); it is truncated, corrupt or not an ONNX model: export the model again`, { cause: error });
+  }
 }
 
 export function floatTensor(data: Float32Array, dims: readonly number[]): ort.Tensor {

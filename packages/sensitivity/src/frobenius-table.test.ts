@@ -7,6 +7,7 @@ import { LINEAR_MODULES, PAPER_CONFIGS, quantConfig, type LinearModule } from '@
 import {
   formatFnormCsv,
   kurtosisOutliers,
+  matricesOf,
   outlierLayerNumbers,
   parseFnormCsv,
   parseKurtosisCsv,
@@ -16,6 +17,7 @@ import { shippedModelDir, shippedOraclesDir, referenceHqqPath } from '@layerquan
 import { hqqQuantizer, rtnQuantizer } from '@layerquant/quantizers';
 import { createKernelPool } from '@layerquant/quantizers/node';
 import { openCheckpoint, type Checkpoint } from '@layerquant/tensor-io';
+import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
 import { frobeniusRows, frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, listMatrices } from './frobenius-table.js';
 import { QuantizationErrors } from './pooled-quantize.js';
 import { writeSensitivityOutputs } from './stats-directory.js';
@@ -119,5 +121,29 @@ describe('frobeniusTable on the shipped model (oracle: the authors\' method in P
     expect(rows[0]!.fnorm).toBe(Math.sqrt(42));
     // b3g64 was recorded for RTN only, and the rounded-zero variant is another config: both quantized with HQQ here.
     expect(rows[1]!.squaredError).toBe(table.rows.find((r) => key(r) === key(rows[1]!))!.squaredError);
+  });
+});
+
+describe('frobeniusTable with the embedding units (a format ladder)', () => {
+  it('tabulates embed_tokens and lm_head at their own ladders, rows of layer -1 that sort first and last; a tied lm_head is refused', async () => {
+    const config = tinyConfig({ numLayers: 1 });
+    const base = randomDecoderSource(config, 4);
+    const head = Float32Array.from({ length: config.vocabSize * config.hiddenSize }, (_, i) => Math.cos(i * 0.11));
+    const source = { has: (n: string) => n === 'lm_head.weight' || base.has(n), read: async (n: string) => (n === 'lm_head.weight' ? { name: n, dtype: 'F32' as const, shape: [config.vocabSize, config.hiddenSize], data: head } : base.read(n)) };
+    const linear = [quantConfig(4, 16)];
+    const embed = [quantConfig(4, 16, { roundZero: true }), quantConfig(8, 16, { symmetric: true })];
+    const table = await frobeniusTable(source, linear, { quantizer: rtnQuantizer, embeddingConfigs: { embed_tokens: embed, lm_head: [quantConfig(2, 32)] } });
+    const units = table.rows.filter((r) => r.layer === -1);
+    expect(units.map((r) => `${r.module} b${r.bits}g${r.groupSize} ${r.zero}`)).toEqual(['embed_tokens b4g16 integer', 'embed_tokens b8g16 none', 'lm_head b2g32 fractional']);
+    // fnorm = |W - dequant(quant(W))|_F, computed here in float64
+    const weight = (await base.read('model.embed_tokens.weight')).data;
+    const dq = rtnQuantizer.dequantize(rtnQuantizer.quantize({ name: 'e', dtype: 'F32', shape: [config.vocabSize, config.hiddenSize], data: weight }, embed[0]!));
+    let sum = 0;
+    for (let i = 0; i < weight.length; i++) sum += (weight[i]! - dq[i]!) ** 2;
+    expect(units[0]!.fnorm).toBeCloseTo(Math.sqrt(sum), 10);
+    const parsed = parseFnormCsv(formatFnormCsv(table));
+    expect(parsed.rows).toEqual(table.rows);
+    expect(matricesOf({ fnorm: parsed }).map((m) => m.key)).toEqual(['embed_tokens', ...LINEAR_MODULES.map((m) => `0.${m}`), 'lm_head']);
+    await expect(frobeniusTable(base, linear, { embeddingConfigs: { lm_head: [quantConfig(4, 16)] } })).rejects.toThrow(/tied to embed_tokens/);
   });
 });

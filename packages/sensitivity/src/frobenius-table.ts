@@ -4,7 +4,15 @@ import {
   META_BITS,
   META_GROUP,
   PAPER_CONFIGS,
+  EMBEDDING_UNITS,
+  InvalidOptionError,
+  NO_LAYER,
+  matrixKey,
+  type EmbeddingUnit,
+  type UnitModule,
   bitsPerWeight,
+  isLinearModule,
+  zeroKind,
   matrixOfTensorName,
   matrixTensorName,
   memoryMB,
@@ -29,13 +37,13 @@ export interface MatrixSource {
 
 export interface MatrixRef {
   readonly layer: number;
-  readonly module: LinearModule;
+  readonly module: UnitModule;
   readonly name: string;
 }
 
 /** The quantizable linear matrices of a source, layer ascending then in LINEAR_MODULES order. */
-export function listMatrices(source: MatrixSource): MatrixRef[] {
-  const found: MatrixRef[] = [];
+export function listMatrices(source: MatrixSource): (MatrixRef & { readonly module: LinearModule })[] {
+  const found: (MatrixRef & { readonly module: LinearModule })[] = [];
   if (source.tensors) {
     for (const t of source.tensors) {
       const m = matrixOfTensorName(t.name);
@@ -67,6 +75,8 @@ export interface FrobeniusTableOptions {
   readonly errors?: QuantizationErrors;
   /** Called after each matrix with its key (`3.mlp.up_proj`). */
   readonly onMatrix?: (done: number, total: number, key: string) => void;
+  /** The embedding units to tabulate too, each at its own ladder (rows with layer NO_LAYER); absent: linear matrices only. */
+  readonly embeddingConfigs?: Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
 }
 
 /** One matrix's rows: fnorm, sq_err, memory and kurtosis under each config. */
@@ -90,6 +100,7 @@ export async function frobeniusRows(
       module: matrix.module,
       bits: config.bits,
       groupSize: config.groupSize,
+      zero: zeroKind(config),
       metaBits: META_BITS,
       metaGroupSize: META_GROUP,
       fnorm: Math.sqrt(squaredError),
@@ -112,11 +123,18 @@ export async function frobeniusTable(
   options: FrobeniusTableOptions = {},
 ): Promise<FnormTable> {
   const quantizer = options.quantizer ?? hqqQuantizer;
-  const matrices = listMatrices(source);
+  const units: { matrix: MatrixRef; configs: readonly QuantConfig[] }[] = listMatrices(source).map((matrix) => ({ matrix, configs }));
+  for (const unit of EMBEDDING_UNITS) {
+    const ladder = options.embeddingConfigs?.[unit];
+    if (!ladder || ladder.length === 0) continue;
+    const name = matrixTensorName(NO_LAYER, unit);
+    if (!source.has(name)) throw new InvalidOptionError('embeddingConfigs', `the model has no "${name}"${unit === 'lm_head' ? ' (its lm_head is tied to embed_tokens: tabulate embed_tokens, which serves both)' : ''}`);
+    units.push({ matrix: { layer: NO_LAYER, module: unit, name }, configs: ladder });
+  }
   const rows: FnormRow[] = [];
-  for (const [i, matrix] of matrices.entries()) {
-    rows.push(...(await frobeniusRows(matrix, await source.read(matrix.name), configs, quantizer, options.pool, options.errors)));
-    options.onMatrix?.(i + 1, matrices.length, `${matrix.layer}.${matrix.module}`);
+  for (const [i, { matrix, configs: ladder }] of units.entries()) {
+    rows.push(...(await frobeniusRows(matrix, await source.read(matrix.name), ladder, quantizer, options.pool, options.errors)));
+    options.onMatrix?.(i + 1, units.length, matrixKey(matrix.layer, matrix.module));
   }
   return Object.freeze({ rows: Object.freeze(rows) });
 }
@@ -142,6 +160,8 @@ export function kurtosisTableFromFnorm(table: FnormTable): KurtosisTable {
   return Object.freeze({ rows: Object.freeze(sortKurtosisRows([...byKey.values()])) });
 }
 
+/** The authors' order: by module, then layer; the embedding units (no layer) after the linear modules. */
 function sortKurtosisRows(rows: KurtosisRow[]): KurtosisRow[] {
-  return rows.sort((a, b) => LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module) || a.layer - b.layer);
+  const rank = (m: KurtosisRow['module']) => (isLinearModule(m) ? LINEAR_MODULES.indexOf(m) : LINEAR_MODULES.length + EMBEDDING_UNITS.indexOf(m));
+  return rows.sort((a, b) => rank(a.module) - rank(b.module) || a.layer - b.layer);
 }

@@ -35,3 +35,13 @@ export { measureModelStatistics, type ModelStatistics, type ModelStatisticsOptio
 export { SENSITIVITY_METRICS, activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, metricForTable, type MetricPlugin, type MetricRunOptions } from './metrics.js';
 export { QuantizationErrors } from './pooled-quantize.js';
 export { MetricFormatError, measureMetrics, metricFile, writeMetricTables, type MeasureMetricsOptions, type MetricPlan, type MetricResults } from './measure-metrics.js';
+export {
+  HessianAccumulator,
+  LINEAR_INPUT,
+  LayerHessians,
+  createSequentialCalibration,
+  rmsNormRows,
+  type LinearInput,
+  type SequentialCalibrationOptions,
+} from './hessians.js';
+export { openSequentialCalibration, type OpenedSequentialCalibration, type SequentialCalibrationSource } from './sequential-calibration.js';

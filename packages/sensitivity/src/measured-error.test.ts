@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { InvalidOptionError, LINEAR_MODULES, bitsPerWeight, configName, matrixTensorName, memoryMB, quantConfig, type DecoderConfig, type LinearModule } from '@layerquant/core';
-import { measuredAllocator, parseMeasuredCsv, formatMeasuredCsv } from '@layerquant/allocators';
-import { hqqQuantizer } from '@layerquant/quantizers';
+import { EMBED_TOKENS, InvalidOptionError, LINEAR_MODULES, LM_HEAD, bitsPerWeight, configName, matrixTensorName, memoryMB, quantConfig, type DecoderConfig, type LinearModule } from '@layerquant/core';
+import { measuredAllocator, parseMeasuredCsv, formatMeasuredCsv, rowConfig } from '@layerquant/allocators';
+import { hqqQuantizer, rtnQuantizer } from '@layerquant/quantizers';
 import { createKernelPool } from '@layerquant/quantizers/node';
 import { loadDecoderBlocks } from '@layerquant/runtime';
 import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
@@ -197,6 +197,73 @@ describe('measured block-output error (every matrix alone at every config)', () 
       await model.dispose();
     }
   });
+
+  for (const tied of [true, false]) {
+    it(`embedding units (${tied ? 'tied: one unit, lookup and output projection' : 'untied: embed_tokens and lm_head'}) match a float64 brute force`, async () => {
+      const config = tinyConfig({ numLayers: 2, tieWordEmbeddings: tied });
+      const base = randomDecoderSource(config, 3);
+      const head = Float32Array.from({ length: config.vocabSize * config.hiddenSize }, (_, i) => Math.sin(i * 0.37) * 0.2);
+      // randomDecoderSource ties; the untied model gets its own lm_head.
+      const source = tied ? base : { ...base, has: (name: string) => name === LM_HEAD || base.has(name), read: async (name: string) => (name === LM_HEAD ? { name, dtype: 'F32' as const, shape: [config.vocabSize, config.hiddenSize], data: head } : base.read(name)) };
+      const model = await loadDecoderBlocks(source, config, { threads: 1 });
+      const blocks = 2;
+      const seqlen = 10;
+      const ids = Int32Array.from({ length: blocks * seqlen }, (_, i) => (i * 13 + 7) % config.vocabSize);
+      const embedConfigs = [quantConfig(2, 16, { roundZero: true }), quantConfig(4, 16, { symmetric: true })];
+      const headConfigs = [quantConfig(2, 16), quantConfig(8, 16)];
+      try {
+        const table = await measuredErrors(model, ids, {
+          configs: [quantConfig(4, 16)], seqlen, quantizer: rtnQuantizer,
+          embeddingConfigs: tied ? { embed_tokens: embedConfigs } : { embed_tokens: embedConfigs, lm_head: headConfigs },
+        });
+        const weights = new Map<string, Float32Array>();
+        for (const name of model.shapes.keys()) weights.set(name, (await source.read(name)).data);
+        const h = config.hiddenSize;
+        const embed = weights.get(EMBED_TOKENS)!;
+        const headWeight = tied ? embed : head;
+        const dq = (name: string, c: ReturnType<typeof quantConfig>) => rtnQuantizer.dequantize(rtnQuantizer.quantize({ name, dtype: 'F32', shape: [config.vocabSize, h], data: weights.get(name) ?? head }, c));
+        // Final stream in float64, then the final norm.
+        const finals = Array.from({ length: blocks }, (_, b) => {
+          let x = new Float64Array(seqlen * h);
+          for (let t = 0; t < seqlen; t++) for (let j = 0; j < h; j++) x[t * h + j] = embed[ids[b * seqlen + t]! * h + j]!;
+          for (let layer = 0; layer < config.numLayers; layer++) {
+            const a = attentionBlock(config, weights, layer, x);
+            const r = x.map((v, i) => v + a[i]!);
+            const m = mlpBlock(config, weights, layer, r);
+            x = r.map((v, i) => v + m[i]!);
+          }
+          return rmsNorm(x, weights.get('model.norm.weight')!, h, config.rmsNormEps);
+        });
+        const logitsSquares = (w: ArrayLike<number>) => finals.reduce((acc, n) => acc + linear(n, w, h, config.vocabSize).reduce((a, v) => a + v * v, 0), 0);
+        const headError = (w: Float32Array) => logitsSquares(headWeight.map((v, i) => v - w[i]!)) / logitsSquares(headWeight);
+        const embedError = (w: Float32Array) => {
+          let num = 0;
+          let den = 0;
+          for (const id of ids) for (let j = 0; j < h; j++) {
+            num += (embed[id * h + j]! - w[id * h + j]!) ** 2;
+            den += embed[id * h + j]! ** 2;
+          }
+          return num / den;
+        };
+        for (const c of embedConfigs) {
+          const w = dq(EMBED_TOKENS, c);
+          const expected = embedError(w) + (tied ? headError(w) : 0);
+          const row = table.rows.find((r) => r.module === 'embed_tokens' && configName(rowConfig(r)) === configName(c))!;
+          expect(row.layer).toBe(-1);
+          expect(Math.abs(row.error - expected) / expected).toBeLessThan(2e-3);
+        }
+        for (const c of tied ? [] : headConfigs) {
+          const expected = headError(dq(LM_HEAD, c));
+          const row = table.rows.find((r) => r.module === 'lm_head' && configName(rowConfig(r)) === configName(c))!;
+          expect(Math.abs(row.error - expected) / expected).toBeLessThan(2e-3);
+        }
+        expect(table.rows.filter((r) => r.layer === -1)).toHaveLength(tied ? 2 : 4);
+        expect(parseMeasuredCsv(formatMeasuredCsv(table)).rows).toEqual(table.rows);
+      } finally {
+        await model.dispose();
+      }
+    });
+  }
 
   it('rejects an empty or repeated ladder', async () => {
     const config = tinyConfig({ numLayers: 1 });

@@ -8,6 +8,13 @@ import {
   configName,
   matrixTensorName,
   memoryMB,
+  zeroKind,
+  EMBEDDING_UNITS,
+  EMBED_TOKENS,
+  FINAL_NORM,
+  LM_HEAD,
+  NO_LAYER,
+  type EmbeddingUnit,
   type LinearModule,
   type QuantConfig,
   type Quantizer,
@@ -15,7 +22,7 @@ import {
 import type { MeasuredRow, MeasuredTable } from '@layerquant/stats';
 import { hqqQuantizer, squaredError, type KernelPool } from '@layerquant/quantizers';
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
-import { embeddedBatches, subtract, sumOfSquares } from './activation-sensitivity.js';
+import { calibrationOf, embeddedBatches, subtract, sumOfSquares } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
 import { dequantizedWith, type QuantizationErrors } from './pooled-quantize.js';
 
@@ -35,6 +42,13 @@ export interface MeasuredErrorOptions {
   readonly errors?: QuantizationErrors;
   /** Called after each layer. */
   readonly onLayer?: (layer: number, layers: number) => void;
+  /**
+   * The embedding units to measure too, each at its own ladder (a format's: the embedding lookup takes integer or no
+   * zeros): rows with layer NO_LAYER. Absent: the linear matrices only.
+   */
+  readonly embeddingConfigs?: Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
+  /** Positions of the final stream the lm_head error is measured on, evenly spaced (default 4096). */
+  readonly headPositions?: number;
 }
 
 const ATTENTION_INPUTS: readonly LinearModule[] = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj'];
@@ -141,6 +155,7 @@ export async function measuredErrors(
             module,
             bits: config.bits,
             groupSize: config.groupSize,
+            zero: zeroKind(config),
             metaBits: META_BITS,
             metaGroupSize: META_GROUP,
             error: sums.get(module)![c]! / elements / (module.startsWith('self_attn') ? attentionStream : mlpStream),
@@ -153,5 +168,107 @@ export async function measuredErrors(
     }
     options.onLayer?.(layer, numLayers);
   }
+  if (options.embeddingConfigs) {
+    const ids = calibrationOf(calibration, options).ids;
+    rows.push(...(await embeddingUnitErrors(model, ids, hidden, blocks, options.embeddingConfigs, dequantized, options.headPositions ?? 4096)));
+  }
   return Object.freeze({ rows: Object.freeze(rows) });
+}
+
+/**
+ * The embedding units' rows of the measured table, on the same footing as a block output's error (an error added to
+ * the residual stream, relative to that stream's mean square):
+ * - embed_tokens: the lookup's error on the calibration tokens relative to the embeddings themselves (the stream at
+ *   layer 0's input), sum over tokens of |E'[t] - E[t]|^2 / sum of |E[t]|^2;
+ * - lm_head: the logits' error relative to the float logits on the final stream (positions evenly spaced),
+ *   |N (W - W')^T|^2 / |N W^T|^2 with N the final-normed states;
+ * - a tied embed_tokens is both, so its error is their sum.
+ */
+async function embeddingUnitErrors(
+  model: DecoderBlocks,
+  ids: ArrayLike<number>,
+  finalStates: readonly HiddenStates[],
+  blocks: number,
+  ladders: Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>,
+  dequantized: (name: string, config: QuantConfig) => Promise<Float32Array>,
+  headPositions: number,
+): Promise<MeasuredRow[]> {
+  const { hiddenSize: h, vocabSize: vocab, rmsNormEps } = model.config;
+  const tied = model.layout.tiedEmbeddings;
+  const headName = tied ? EMBED_TOKENS : LM_HEAD;
+  // Final-normed states of evenly spaced positions: the rows the output projection reads.
+  const total = finalStates.reduce((sum, s) => sum + s.batch * s.length, 0);
+  const step = Math.max(1, Math.ceil(total / headPositions));
+  const picked: number[] = [];
+  for (let p = 0; p < total; p += step) picked.push(p);
+  const norm = await model.tensor(FINAL_NORM);
+  const normed = new Float32Array(picked.length * h);
+  {
+    let position = 0;
+    let next = 0;
+    for (const states of finalStates) {
+      const count = states.batch * states.length;
+      while (next < picked.length && picked[next]! < position + count) {
+        const row = states.data.subarray((picked[next]! - position) * h, (picked[next]! - position + 1) * h);
+        let meanSquare = 0;
+        for (let j = 0; j < h; j++) meanSquare += row[j]! * row[j]!;
+        const inverse = 1 / Math.sqrt(meanSquare / h + rmsNormEps);
+        for (let j = 0; j < h; j++) normed[next * h + j] = row[j]! * inverse * norm[j]!;
+        next++;
+      }
+      position += count;
+    }
+  }
+  // Sum of squares of N M^T, in chunks of rows (the logits of a large vocabulary are never held whole).
+  const projectedSquares = async (matrix: Float32Array): Promise<number> => {
+    let sum = 0;
+    const chunk = Math.max(1, Math.floor(2 ** 24 / vocab));
+    for (let r = 0; r < picked.length; r += chunk) {
+      const rows = Math.min(chunk, picked.length - r);
+      sum += sumOfSquares(await model.linear(normed.subarray(r * h, (r + rows) * h), matrix, vocab));
+    }
+    return sum;
+  };
+  const headWeight = await model.tensor(headName);
+  const headReference = await projectedSquares(headWeight);
+  const headError = async (dq: Float32Array) => (await projectedSquares(subtract(headWeight, dq))) / headReference;
+
+  const counts = new Float64Array(vocab);
+  for (let i = 0; i < ids.length; i++) counts[ids[i]!]! += 1;
+  const embeddings = await model.tensor(EMBED_TOKENS);
+  const weightedSquares = (table: Float32Array, minus?: Float32Array) => {
+    let sum = 0;
+    for (let v = 0; v < vocab; v++) {
+      if (counts[v] === 0) continue;
+      let row = 0;
+      for (let j = 0; j < h; j++) {
+        const d = table[v * h + j]! - (minus ? minus[v * h + j]! : 0);
+        row += d * d;
+      }
+      sum += counts[v]! * row;
+    }
+    return sum;
+  };
+  const embedReference = weightedSquares(embeddings);
+  if (!(embedReference > 0) || !(headReference > 0)) {
+    throw new InvalidOptionError('model', `the ${embedReference > 0 ? 'logits are' : 'embeddings of the calibration tokens are'} zero, so no relative error of the embedding units can be measured; check the checkpoint`);
+  }
+
+  const rows: MeasuredRow[] = [];
+  for (const unit of EMBEDDING_UNITS) {
+    const configs = ladders[unit];
+    if (!configs || configs.length === 0) continue;
+    if (unit === 'lm_head' && tied) throw new InvalidOptionError('embeddingConfigs', 'the model ties lm_head to embed_tokens: measure embed_tokens, which serves both');
+    const name = unit === 'embed_tokens' ? EMBED_TOKENS : LM_HEAD;
+    const params = vocab * h;
+    for (const config of configs) {
+      const dq = await dequantized(name, config);
+      const error = unit === 'lm_head' ? await headError(dq) : weightedSquares(embeddings, dq) / embedReference + (tied ? await headError(dq) : 0);
+      rows.push(Object.freeze({
+        layer: NO_LAYER, module: unit, bits: config.bits, groupSize: config.groupSize, zero: zeroKind(config),
+        metaBits: META_BITS, metaGroupSize: META_GROUP, error, memoryMB: memoryMB(bitsPerWeight(config), params), params, blocks,
+      }));
+    }
+  }
+  return rows;
 }

@@ -22,7 +22,7 @@ describe('fnorm tables', () => {
     const llama2 = parseFnormCsv(read(`${llama2PaperDir}/fnorm.csv`));
     expect(llama2.rows).toHaveLength(224 * 12);
     expect(llama2.rows[0]).toEqual({
-      layer: 0, module: 'self_attn.q_proj', bits: 2, groupSize: 32, metaBits: 8, metaGroupSize: 128,
+      layer: 0, module: 'self_attn.q_proj', bits: 2, groupSize: 32, zero: 'fractional', metaBits: 8, metaGroupSize: 128,
       fnorm: 23.5625, memoryMB: 5.015625, params: 16777216, kurtosis: 70.89063407817052,
     });
     expect(matricesOf({ fnorm: parseFnormCsv(read(`${llama405bPaperDir}/fnorm.csv`)) })).toHaveLength(882);

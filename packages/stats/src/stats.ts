@@ -1,10 +1,18 @@
 import {
   InvalidDataError,
   InvalidOptionError,
+  configName,
   LINEAR_MODULES,
+  isEmbeddingUnit,
   isLinearModule,
+  isUnitModule,
+  NO_LAYER,
+  quantConfig,
   matrixKey,
   type LinearModule,
+  type QuantConfig,
+  type UnitModule,
+  type ZeroKind,
   type MatrixInfo,
 } from '@layerquant/core';
 import { columnIndex, field, formatCsv, integerField, numberField, readCsv, type CsvDocument, type CsvRecord } from './csv.js';
@@ -16,12 +24,15 @@ import { columnIndex, field, formatCsv, integerField, numberField, readCsv, type
 
 /** One (matrix, config) row of the Frobenius-error table: `layer,module,nbit1,gsize1,nbit2,gsize2,fnorm,memmb,params[,kurtosis][,sq_err]`. */
 export interface FnormRow {
+  /** Decoder layer; NO_LAYER (-1) for the embedding units `embed_tokens` and `lm_head`. */
   readonly layer: number;
-  readonly module: LinearModule;
+  readonly module: UnitModule;
   /** `nbit1`: bits of the weights. */
   readonly bits: number;
   /** `gsize1`: group size of the weights. */
   readonly groupSize: number;
+  /** `zero` (optional column, layerquant's): fractional (default, the authors' tables), integer or none (symmetric). */
+  readonly zero: ZeroKind;
   /** `nbit2`: bits of the quantized scale and zero (8 in the paper). */
   readonly metaBits: number;
   /** `gsize2`: group size of the meta-data quantization (128 in the paper). */
@@ -84,7 +95,7 @@ export interface SensitivityTable {
 
 /** One row of the authors' `kurtosis-<model>.csv`: `module,layer,param_count,kurtosis`. */
 export interface KurtosisRow {
-  readonly module: LinearModule;
+  readonly module: UnitModule;
   readonly layer: number;
   readonly params: number;
   /** Pearson (not excess) kurtosis, biased: normal = 3. */
@@ -115,19 +126,32 @@ export const FNORM_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1'
 export const SENSITIVITY_COLUMNS = Object.freeze(['dataset', 'part', 'model', 'nbits', 'group_size', 'layer', 'sensitivity'] as const);
 export const KURTOSIS_COLUMNS = Object.freeze(['module', 'layer', 'param_count', 'kurtosis'] as const);
 
-function moduleField(source: string, line: number, text: string): LinearModule {
-  if (!isLinearModule(text)) {
-    throw new InvalidDataError(`${source}:${line}`, `module "${text}" is not one of ${LINEAR_MODULES.join(', ')}`);
+/** The optional `zero` column of per-config tables: how the config stores its zero point. */
+export const ZERO_KINDS: readonly ZeroKind[] = Object.freeze(['fractional', 'integer', 'none']);
+
+/** The QuantConfig of a per-config row (fnorm.csv, measured.csv): bits, group size and zero kind. */
+export function rowConfig(row: { readonly bits: number; readonly groupSize: number; readonly zero: ZeroKind }): QuantConfig {
+  return quantConfig(row.bits, row.groupSize, { roundZero: row.zero === 'integer', symmetric: row.zero === 'none' });
+}
+
+function moduleField(source: string, line: number, text: string, layer: number): UnitModule {
+  if (!isUnitModule(text)) {
+    throw new InvalidDataError(`${source}:${line}`, `module "${text}" is not one of ${LINEAR_MODULES.join(', ')}, embed_tokens, lm_head`);
+  }
+  if (isEmbeddingUnit(text) !== (layer === NO_LAYER)) {
+    throw new InvalidDataError(`${source}:${line}`, `module "${text}" has layer ${layer}; embed_tokens and lm_head take layer ${NO_LAYER}, the linear modules a layer from 0`);
   }
   return text;
 }
 
+/** An optional column: an empty field is absent; anything else must be a finite number (a NaN is refused, never used or skipped). */
 function finiteOrUndefined(text: string | undefined, source: string, line: number, name: string): number | undefined {
-  if (text === undefined || text === '' || text.toLowerCase() === 'nan' || text.toLowerCase() === 'na') return undefined;
+  if (text === undefined || text === '') return undefined;
   const value = Number(text);
-  if (!Number.isFinite(value)) throw new InvalidDataError(`${source}:${line}`, `column "${name}" has "${text}", expected a number`);
+  if (!Number.isFinite(value)) throw new InvalidDataError(`${source}:${line}`, `column "${name}" has "${text}", expected a finite number (leave the field empty where there is none)`);
   return value;
 }
+
 
 /**
  * The matrix (layer, module) and config (nbit1, gsize1) columns of a per-matrix-and-config row (fnorm.csv,
@@ -139,25 +163,36 @@ function matrixConfigFields(
   index: Record<string, number>,
   source: string,
   seen: Set<string>,
-): { layer: number; module: LinearModule; bits: number; groupSize: number } {
-  const layer = integerField(doc, record, index, 'layer');
-  const module = moduleField(source, record.line, field(doc, record, index, 'module'));
+): { layer: number; module: UnitModule; bits: number; groupSize: number; zero: ZeroKind } {
+  const layer = integerField(doc, record, index, 'layer', NO_LAYER);
+  const module = moduleField(source, record.line, field(doc, record, index, 'module'), layer);
   const bits = integerField(doc, record, index, 'nbit1', 1);
   const groupSize = integerField(doc, record, index, 'gsize1', 1);
-  const key = `${layer}.${module}.b${bits}g${groupSize}`;
-  if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${layer}.${module} config b${bits}g${groupSize}`);
+  const zeroText = index.zero === undefined ? '' : (record.fields[index.zero] ?? '').trim();
+  if (zeroText !== '' && !(ZERO_KINDS as readonly string[]).includes(zeroText)) {
+    throw new InvalidDataError(`${source}:${record.line}`, `column "zero" has "${zeroText}"; expected one of ${ZERO_KINDS.join(', ')}`);
+  }
+  const zero = (zeroText || 'fractional') as ZeroKind;
+  const name = configName({ bits, groupSize, roundZero: zero === 'integer', symmetric: zero === 'none' });
+  const key = `${matrixKey(layer, module)}.${name}`;
+  if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${matrixKey(layer, module)} config ${name}`);
   seen.add(key);
-  return { layer, module, bits, groupSize };
+  return { layer, module, bits, groupSize, zero };
+}
+
+/** Whether every row stores a fractional zero (the authors' tables): then the optional `zero` column is left out. */
+function allFractional(rows: readonly { readonly zero: ZeroKind }[]): boolean {
+  return rows.every((r) => r.zero === 'fractional');
 }
 
 /** Parses an fnorm table (the authors' layout; extra columns such as `kurtosis_scaled` are ignored). */
 export function parseFnormCsv(text: string, source = 'fnorm.csv'): FnormTable {
   const doc = readCsv(text, source);
-  const index = columnIndex(doc, FNORM_COLUMNS, ['kurtosis', 'sq_err']);
+  const index = columnIndex(doc, FNORM_COLUMNS, ['kurtosis', 'sq_err', 'zero']);
   const rows: FnormRow[] = [];
   const seen = new Set<string>();
   for (const record of doc.records) {
-    const { layer, module, bits, groupSize } = matrixConfigFields(doc, record, index, source, seen);
+    const { layer, module, bits, groupSize, zero } = matrixConfigFields(doc, record, index, source, seen);
     const fnorm = numberField(doc, record, index, 'fnorm');
     const memoryMB = numberField(doc, record, index, 'memmb');
     const params = integerField(doc, record, index, 'params', 1);
@@ -165,11 +200,12 @@ export function parseFnormCsv(text: string, source = 'fnorm.csv'): FnormTable {
     if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
     const kurtosis = finiteOrUndefined(index.kurtosis === undefined ? undefined : record.fields[index.kurtosis], source, record.line, 'kurtosis');
     const squaredError = finiteOrUndefined(index.sq_err === undefined ? undefined : record.fields[index.sq_err], source, record.line, 'sq_err');
-    rows.push({
+    const row = {
       layer,
       module,
       bits,
       groupSize,
+      zero,
       metaBits: integerField(doc, record, index, 'nbit2', 1),
       metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
       fnorm,
@@ -177,25 +213,29 @@ export function parseFnormCsv(text: string, source = 'fnorm.csv'): FnormTable {
       params,
       ...(kurtosis === undefined ? {} : { kurtosis }),
       ...(squaredError === undefined ? {} : { squaredError }),
-    });
+    };
+    rows.push(row);
   }
   if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
   return { rows };
 }
 
-/** Writes an fnorm table; `kurtosis` and `sq_err` columns appear when every row has them. */
+/** Writes an fnorm table; `kurtosis`, `sq_err` and `zero` columns appear when every row has them / any row needs it. */
 export function formatFnormCsv(table: FnormTable): string {
   const withKurtosis = table.rows.length > 0 && table.rows.every((r) => r.kurtosis !== undefined);
   const withSquaredError = table.rows.length > 0 && table.rows.every((r) => r.squaredError !== undefined);
+  const withZero = !allFractional(table.rows);
   const header: string[] = [...FNORM_COLUMNS];
   if (withKurtosis) header.push('kurtosis');
   if (withSquaredError) header.push('sq_err');
+  if (withZero) header.push('zero');
   return formatCsv(
     header,
     table.rows.map((r) => {
       const row: (string | number)[] = [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.fnorm, r.memoryMB, r.params];
       if (withKurtosis) row.push(r.kurtosis!);
       if (withSquaredError) row.push(r.squaredError!);
+      if (withZero) row.push(r.zero);
       return row;
     }),
   );
@@ -237,13 +277,20 @@ export function parseKurtosisCsv(text: string, source = 'kurtosis.csv'): Kurtosi
   const doc = readCsv(text, source);
   const index = columnIndex(doc, KURTOSIS_COLUMNS);
   const rows: KurtosisRow[] = [];
+  const seen = new Map<string, number>();
   for (const record of doc.records) {
-    rows.push({
-      module: moduleField(source, record.line, field(doc, record, index, 'module')),
-      layer: integerField(doc, record, index, 'layer'),
+    const layer = integerField(doc, record, index, 'layer', NO_LAYER);
+    const row = {
+      module: moduleField(source, record.line, field(doc, record, index, 'module'), layer),
+      layer,
       params: integerField(doc, record, index, 'param_count', 1),
       kurtosis: numberField(doc, record, index, 'kurtosis'),
-    });
+    };
+    // A second row for a matrix would silently win over the first (and change which layer is boosted).
+    const key = matrixKey(row.layer, row.module);
+    if (seen.has(key)) throw new InvalidDataError(`${source}:${record.line}`, `duplicate row for matrix ${key} (first at line ${seen.get(key)})`);
+    seen.set(key, record.line);
+    rows.push(row);
   }
   if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
   return { rows };
@@ -253,18 +300,27 @@ export function formatKurtosisCsv(table: KurtosisTable): string {
   return formatCsv(KURTOSIS_COLUMNS, table.rows.map((r) => [r.module, r.layer, r.params, r.kurtosis]));
 }
 
-function sortMatrices(list: MatrixInfo[]): MatrixInfo[] {
-  return list.sort((a, b) => a.layer - b.layer || LINEAR_MODULES.indexOf(a.module) - LINEAR_MODULES.indexOf(b.module));
+/** Sort rank of a unit: embed_tokens first, then the layers in module order, lm_head last. */
+function unitRank(m: { readonly layer: number; readonly module: UnitModule }): number {
+  if (m.module === 'embed_tokens') return -1;
+  if (m.module === 'lm_head') return Number.MAX_SAFE_INTEGER;
+  return m.layer * LINEAR_MODULES.length + LINEAR_MODULES.indexOf(m.module);
+}
+
+/** Units in model order: embed_tokens, layer 0's q, k, v, o, gate, up, down, ..., lm_head. */
+export function sortUnits<T extends { readonly layer: number; readonly module: UnitModule }>(list: T[]): T[] {
+  return list.sort((a, b) => unitRank(a) - unitRank(b));
 }
 
 /**
- * The matrices of the model (layer ascending, then module order), from the fnorm table or else the kurtosis
- * table. Every module must cover the same layers 0..L-1.
+ * The units of the model in model order (sortUnits), from the fnorm table or else the measured or kurtosis table
+ * or the matrix list. Every linear module must cover the same layers 0..L-1; the embedding units are there when the
+ * table measured them.
  */
 export function matricesOf(stats: ModelStats): MatrixInfo[] {
   const source = stats.source ?? 'statistics';
   const byKey = new Map<string, MatrixInfo>();
-  const rows: readonly { layer: number; module: LinearModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kurtosis?.rows ?? stats.matrices;
+  const rows: readonly { layer: number; module: UnitModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kurtosis?.rows ?? stats.matrices;
   if (!rows) throw new InvalidDataError(source, 'no fnorm or kurtosis table: allocators need the list of matrices and their sizes (fnorm.csv)');
   for (const r of rows) {
     const key = matrixKey(r.layer, r.module);
@@ -274,10 +330,10 @@ export function matricesOf(stats: ModelStats): MatrixInfo[] {
     }
     if (!known) byKey.set(key, Object.freeze({ key, layer: r.layer, module: r.module, params: r.params }));
   }
-  const list = sortMatrices([...byKey.values()]);
-  const layers = new Set(list.map((m) => m.layer));
+  const list = sortUnits([...byKey.values()]);
+  const layers = new Set(list.filter((m) => isLinearModule(m.module)).map((m) => m.layer));
   const numLayers = Math.max(...layers) + 1;
-  for (const module of new Set(list.map((m) => m.module))) {
+  for (const module of new Set(list.map((m) => m.module).filter(isLinearModule))) {
     for (let layer = 0; layer < numLayers; layer++) {
       if (!byKey.has(matrixKey(layer, module))) {
         throw new InvalidDataError(source, `matrix ${matrixKey(layer, module)} is missing: every module needs layers 0..${numLayers - 1}`);
@@ -359,14 +415,16 @@ export function sensitivityByModule(
 export function kurtosisByModule(stats: ModelStats, numLayers: number): Record<LinearModule, Float64Array> {
   const source = stats.source ?? 'statistics';
   const rows: { layer: number; module: LinearModule; kurtosis: number }[] = [];
-  if (stats.kurtosis) rows.push(...stats.kurtosis.rows);
+  // The embedding units belong to no layer: the per-layer series (outlier detection) leave them out.
+  const linear = <T extends { readonly module: UnitModule }>(r: T): r is T & { readonly module: LinearModule } => isLinearModule(r.module);
+  if (stats.kurtosis) rows.push(...stats.kurtosis.rows.filter(linear));
   else if (stats.fnorm) {
-    for (const r of stats.fnorm.rows) {
-      if (r.kurtosis !== undefined && r.bits === 4 && r.groupSize === 64) rows.push({ layer: r.layer, module: r.module, kurtosis: r.kurtosis });
+    for (const r of stats.fnorm.rows.filter(linear)) {
+      if (r.kurtosis !== undefined && r.bits === 4 && r.groupSize === 64 && r.zero === 'fractional') rows.push({ layer: r.layer, module: r.module, kurtosis: r.kurtosis });
     }
     if (rows.length === 0) {
       const seen = new Set<string>();
-      for (const r of stats.fnorm.rows) {
+      for (const r of stats.fnorm.rows.filter(linear)) {
         const key = matrixKey(r.layer, r.module);
         if (r.kurtosis !== undefined && !seen.has(key)) {
           seen.add(key);
@@ -400,9 +458,10 @@ export function kurtosisByModule(stats: ModelStats, numLayers: number): Record<L
  */
 export interface MeasuredRow {
   readonly layer: number;
-  readonly module: LinearModule;
+  readonly module: UnitModule;
   readonly bits: number;
   readonly groupSize: number;
+  readonly zero: ZeroKind;
   readonly metaBits: number;
   readonly metaGroupSize: number;
   readonly error: number;
@@ -420,35 +479,38 @@ export const MEASURED_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsiz
 
 export function parseMeasuredCsv(text: string, source = 'measured.csv'): MeasuredTable {
   const doc = readCsv(text, source);
-  const index = columnIndex(doc, MEASURED_COLUMNS);
+  const index = columnIndex(doc, MEASURED_COLUMNS, ['zero']);
   const rows: MeasuredRow[] = [];
   const seen = new Set<string>();
   for (const record of doc.records) {
-    const { layer, module, bits, groupSize } = matrixConfigFields(doc, record, index, source, seen);
+    const { layer, module, bits, groupSize, zero } = matrixConfigFields(doc, record, index, source, seen);
     const error = numberField(doc, record, index, 'error');
     if (error < 0) throw new InvalidDataError(`${source}:${record.line}`, `error ${error} is negative (it is a mean squared error)`);
     const memoryMB = numberField(doc, record, index, 'memmb');
     if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
-    rows.push({
+    const row = {
       layer,
       module,
       bits,
       groupSize,
+      zero,
       metaBits: integerField(doc, record, index, 'nbit2', 1),
       metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
       error,
       memoryMB,
       params: integerField(doc, record, index, 'params', 1),
       blocks: integerField(doc, record, index, 'blocks', 1),
-    });
+    };
+    rows.push(row);
   }
   if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
   return { rows };
 }
 
 export function formatMeasuredCsv(table: MeasuredTable): string {
+  const withZero = !allFractional(table.rows);
   return formatCsv(
-    MEASURED_COLUMNS,
-    table.rows.map((r) => [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.error, r.memoryMB, r.params, r.blocks]),
+    withZero ? [...MEASURED_COLUMNS, 'zero'] : MEASURED_COLUMNS,
+    table.rows.map((r) => [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.error, r.memoryMB, r.params, r.blocks, ...(withZero ? [r.zero] : [])]),
   );
 }

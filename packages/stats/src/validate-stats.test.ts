@@ -3,7 +3,7 @@ import { shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseFnormCsv, parseSensitivityCsv, type ModelStats } from './stats.js';
+import { parseFnormCsv, parseKurtosisCsv, parseSensitivityCsv, type ModelStats } from './stats.js';
 import { validateStats } from './validate-stats.js';
 
 // The shipped model's own config (32 layers, hidden 256, 4 heads of 64, 2 KV heads, ffn 640), read from its file.
@@ -49,5 +49,36 @@ describe('validateStats', () => {
     const [sHeader, ...sRows] = lines(sensitivityText);
     const noLayer = [sHeader, ...sRows.filter((r) => !(r.includes(',mlp_down,') && r.split(',')[5] === '12'))].join('\n');
     expect(() => validateStats(stats(fnormText, noLayer), model)).toThrow(/sensitivity\.csv: has no mlp_down row for layer 12/);
+  });
+});
+
+describe('statistics that lie (issue 27)', () => {
+  it('refuses memmb values that are not what the row\'s params and config give (with or without the model), naming matrix and config', () => {
+    const [header, ...rows] = lines(fnormText);
+    // The sweep's case: every size a third of the truth, so mxq "fits" 3.25 bits with an 8.51-bit allocation.
+    const lying = [header, ...rows.map((r) => {
+      const f = r.split(',');
+      f[7] = String(Number(f[7]) / 3);
+      return f.join(',');
+    })].join('\n');
+    expect(() => validateStats(stats(lying), model)).toThrow(InvalidDataError);
+    expect(() => validateStats(stats(lying), model)).toThrow(/oracles\/fnorm\.csv: matrix 0\.self_attn\.q_proj b2g128 has memmb 0\.0055389\d*, but 65536 weights at that config take 0\.0166168212890625 MiB/);
+    expect(() => validateStats(stats(lying))).toThrow(/has memmb .* but 65536 weights at that config take/);
+    // One row off by one ulp of a printed float is Python's rounding, not a lie.
+    const rounded = [header, ...rows.map((r, i) => {
+      if (i !== 5) return r;
+      const f = r.split(',');
+      f[7] = String(Number(f[7]) * (1 + 2 ** -50));
+      return f.join(',');
+    })].join('\n');
+    expect(() => validateStats(stats(rounded), model)).not.toThrow();
+  });
+
+  it('refuses a second kurtosis.csv row for a matrix (the last would win) and a NaN in an optional fnorm column', () => {
+    const kurtosis = 'module,layer,param_count,kurtosis\nself_attn.q_proj,0,65536,3.1\nself_attn.k_proj,0,32768,3.2\nself_attn.q_proj,0,65536,9.9\n';
+    expect(() => parseKurtosisCsv(kurtosis, 'kurtosis.csv')).toThrow(/kurtosis\.csv:4: duplicate row for matrix 0\.self_attn\.q_proj \(first at line 2\)/);
+    const [header, ...rows] = lines(fnormText);
+    const nan = [header, ...rows.map((r, i) => (i === 40 ? r.replace(/,[^,]+,([^,]+)$/, ',nan,$1') : r))].join('\n');
+    expect(() => parseFnormCsv(nan, 'fnorm.csv')).toThrow(/fnorm\.csv:42: column "kurtosis" has "nan", expected a finite number/);
   });
 });

@@ -1,9 +1,11 @@
 import { MissingFileError, MissingTensorError, SafetensorsFormatError, type WeightTensor } from '@layerquant/core';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { open, readFile, readdir, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { decodeToFloat32 } from './dtype.js';
 import { checkFinite } from './finite.js';
+import { checkInputFile, inputPathKind, pathEntryExists } from './input-file.js';
+import { checkOneWeightSet } from './model-files.js';
 import { readSafetensorsHeader, type TensorInfo } from './safetensors.js';
 
 /** Anything that hands out float32 weights by tensor name: a checkpoint, a quantized checkpoint, a test double. */
@@ -31,15 +33,19 @@ const INDEX_NAME = 'model.safetensors.index.json';
 
 async function resolveFiles(path: string): Promise<{ dir: string; files: string[]; index?: string; weightMap?: Record<string, string> }> {
   const absolute = resolve(path);
-  if (!existsSync(absolute)) throw new MissingFileError(absolute, 'does not exist; pass a model directory or a .safetensors file');
-  if (statSync(absolute).isFile()) {
+  if (inputPathKind(absolute, 'a model directory or a .safetensors file') === 'file') {
     if (absolute.endsWith('.index.json')) return resolveIndex(dirname(absolute), absolute);
     return { dir: dirname(absolute), files: [absolute] };
   }
   const index = join(absolute, INDEX_NAME);
-  if (existsSync(index)) return resolveIndex(absolute, index);
+  if (existsSync(index)) {
+    const resolved = await resolveIndex(absolute, index);
+    checkOneWeightSet(absolute, resolved.files.map((f) => basename(f)));
+    return resolved;
+  }
   const single = join(absolute, 'model.safetensors');
-  if (existsSync(single)) return { dir: absolute, files: [single] };
+  checkOneWeightSet(absolute);
+  if (existsSync(single) || pathEntryExists(single)) return { dir: absolute, files: [single] };
   const found = (await readdir(absolute)).filter((f) => f.endsWith('.safetensors')).sort();
   if (found.length === 0) {
     throw new MissingFileError(absolute, `has no model.safetensors, no ${INDEX_NAME} and no *.safetensors file; point to a Hugging Face model directory`);
@@ -48,6 +54,7 @@ async function resolveFiles(path: string): Promise<{ dir: string; files: string[
 }
 
 async function resolveIndex(dir: string, index: string): Promise<{ dir: string; files: string[]; index: string; weightMap: Record<string, string> }> {
+  checkInputFile(index, 'the shard index of the model (model.safetensors.index.json)');
   let json: { weight_map?: Record<string, string> };
   try {
     json = JSON.parse(await readFile(index, 'utf8')) as { weight_map?: Record<string, string> };
@@ -64,7 +71,7 @@ async function resolveIndex(dir: string, index: string): Promise<{ dir: string; 
     }
     const file = join(dir, shard);
     if (!files.includes(file)) {
-      if (!existsSync(file)) {
+      if (!existsSync(file) && !pathEntryExists(file)) {
         throw new MissingFileError(file, `shard named by ${basename(index)} for tensor "${tensor}" is missing; download every shard of the model`);
       }
       files.push(file);

@@ -1,4 +1,4 @@
-export { copyFileAtomic, writeDirectoryAtomic, writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
+export { checkOutputFile, copyFileAtomic, writeDirectoryAtomic, writeFileAtomic, writeTextAtomic, temporaryPath } from './atomic.js';
 export {
   openOutputDirectory,
   processAlive,
@@ -33,9 +33,21 @@ export {
 } from './safetensors.js';
 export { openCheckpoint, type Checkpoint, type WeightSource } from './checkpoint.js';
 export { SUPPORTED_ARCHITECTURES, loadDecoderConfig, parseDecoderConfig } from './config.js';
-export { loadTokenizer, type Tokenizer } from './tokenizer.js';
+export { checkTokenizerFiles, largestTokenId, loadTokenizer, type Tokenizer, type TokenizerOptions } from './tokenizer.js';
 export { inspectModel, summarizeModel, type ModelSummary } from './inspect.js';
 export { openModel, loadValidatedConfig, type OpenedModel } from './model.js';
 export { checkFinite, firstNonFinite } from './finite.js';
 // The one config-vs-tensors check lives in core (pure, browser-safe); re-exported here beside openModel.
 export { validateCheckpoint, type CheckpointTensors } from '@layerquant/core';
+export {
+  MODEL_LOADER_FILES,
+  ONNX_FOLDER,
+  QUANTIZATION_REPORT_FILE,
+  SAFETENSORS_FILE,
+  SAFETENSORS_INDEX_FILE,
+  checkOneWeightSet,
+  isModelFileSetEntry,
+  modelFileSetEntries,
+} from './model-files.js';
+export { checkInputFile, inputPathKind, readTextFile } from './input-file.js';
+export { contentHashCacheDir, fileContentHash, modelContentHash } from './content-hash.js';

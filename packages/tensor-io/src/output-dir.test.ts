@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,6 +7,7 @@ import { OutputDirectoryError } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
 import { openOutputDirectory, removeStaleTemporaries, writeFileSet } from './output-dir.js';
 import { writeDirectoryAtomic } from './atomic.js';
+import { directorySnapshot } from './testing.js';
 
 const distIndex = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
@@ -108,10 +109,97 @@ describe('writeFileSet', () => {
     const { files } = await writeFileSet(dir, async (staging) => {
       writeFileSync(join(staging, 'weights.bin'), 'two');
       writeFileSync(join(staging, 'report.json'), 'two');
-    }, { replaces: ['weights.bin', 'old-extra.bin', 'report.json', '../escape', '.layerquant.lock'], last: 'report.json' });
+    }, { replace: (name) => name.endsWith('.bin') || name === 'report.json' || name === '..' || name === '.layerquant.lock', last: 'report.json' });
     expect(files.sort()).toEqual(['report.json', 'weights.bin']);
     expect(readdirSync(dir).sort()).toEqual(['notes.txt', 'report.json', 'weights.bin']);
     expect(readFileSync(join(dir, 'weights.bin'), 'utf8')).toBe('two');
+  });
+});
+
+const tree = (dir: string) => directorySnapshot(dir, { content: 'text' });
+
+describe('writeFileSet: the previous set or the new one, whole, at every instant', () => {
+  // A previous set (report, weights, a file only it has), and files that are not the set's (notes, a cache).
+  const previous = () => {
+    const dir = scratch();
+    for (const [name, text] of [['report.json', 'old report'], ['weights.bin', 'old weights'], ['old-only.bin', 'old extra'], ['notes.txt', 'mine']] as const) writeFileSync(join(dir, name), text);
+    mkdirSync(join(dir, 'stats'));
+    writeFileSync(join(dir, 'stats', 'fnorm.csv'), 'cached');
+    return dir;
+  };
+  // A child that swaps in a new set with every rename slowed by the test hook, printing nothing: the test watches the disk.
+  const swapChild = (dir: string) => {
+    const script = `
+      const io = await import(${JSON.stringify(distIndex)});
+      const out = await io.openOutputDirectory(${JSON.stringify(dir)}, 'child');
+      await io.writeFileSet(${JSON.stringify(dir)}, async (staging) => {
+        const fs = await import('node:fs');
+        for (const [name, text] of [['weights.bin', 'new weights'], ['new-only.bin', 'new extra'], ['report.json', 'new report']]) fs.writeFileSync(staging + '/' + name, text);
+      }, { replace: (name) => name.endsWith('.bin') || name === 'report.json', last: 'report.json' });
+      out.release();
+    `;
+    return spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LAYERQUANT_TEST_SWAP_DELAY_MS: '120' } });
+  };
+  /** Renames the swap in `dir` has done: entries moved aside plus new entries gone from staging (-1 before it starts). */
+  const renamesDone = (dir: string): number => {
+    try {
+      const names = readdirSync(dir);
+      const aside = names.find((n) => /^\.previous\.\d+\.[0-9a-f]{8}\.tmp$/.test(n));
+      const staging = names.find((n) => /^\.output\.\d+\.[0-9a-f]{8}\.tmp$/.test(n));
+      if (!aside || !staging) return -1;
+      const asideEntries = readdirSync(join(dir, aside)).filter((n) => !n.startsWith('.swap'));
+      return asideEntries.length + (3 - readdirSync(join(dir, staging)).length);
+    } catch {
+      return -1;
+    }
+  };
+  const waitFor = async (dir: string, renames: number) => {
+    const deadline = Date.now() + 20_000;
+    while (renamesDone(dir) < renames) {
+      if (Date.now() > deadline) throw new Error(`the swap never reached ${renames} renames`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+
+  it('SIGINT after each rename of the swap leaves the previous set whole (and the user\'s files), exit 130', async () => {
+    // 6 renames: 3 out (report first), 3 in (report last). Interrupted after 1 ... 5 of them.
+    for (let renames = 1; renames <= 5; renames++) {
+      const dir = previous();
+      const before = tree(dir);
+      const child = swapChild(dir);
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      await waitFor(dir, renames);
+      child.kill('SIGINT');
+      expect(await exited, `after ${renames} renames`).toBe(130);
+      expect(tree(dir), `after ${renames} renames`).toEqual(before);
+    }
+  });
+
+  it('SIGKILL in the middle of the swap: the next run puts the previous set back from the journal; an uninterrupted swap then replaces it whole', async () => {
+    const dir = previous();
+    const before = tree(dir);
+    const child = swapChild(dir);
+    const exited = new Promise((r) => child.on('exit', r));
+    await waitFor(dir, 4); // the old set aside, one new file in
+    child.kill('SIGKILL');
+    await exited;
+    expect(tree(dir)).not.toEqual(before);
+    removeStaleTemporaries(dir);
+    const { '.layerquant.lock': _lock, ...recovered } = tree(dir); // the dead child's lock is the next open's to take over
+    expect(recovered).toEqual(before);
+
+    rmSync(join(dir, '.layerquant.lock'));
+    await writeFileSet(dir, async (staging) => {
+      writeFileSync(join(staging, 'weights.bin'), 'new weights');
+      writeFileSync(join(staging, 'report.json'), 'new report');
+    }, { replace: (name) => name.endsWith('.bin') || name === 'report.json', last: 'report.json' });
+    expect(tree(dir)).toEqual({ 'report.json': 'new report', 'weights.bin': 'new weights', 'notes.txt': 'mine', 'stats/fnorm.csv': 'cached' });
+  });
+
+  it('a replace predicate is the only way a previous file goes: names outside it stay, whatever else claims them', async () => {
+    const dir = previous();
+    await writeFileSet(dir, async (staging) => writeFileSync(join(staging, 'report.json'), 'new'), { replace: (name) => name === 'weights.bin' });
+    expect(tree(dir)).toEqual({ 'report.json': 'new', 'old-only.bin': 'old extra', 'notes.txt': 'mine', 'stats/fnorm.csv': 'cached' });
   });
 });
 

@@ -1,8 +1,9 @@
 import { OutputDirectoryError } from '@layerquant/core';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
-import { access, constants, mkdir, rename, stat } from 'node:fs/promises';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { access, constants, mkdir, stat } from 'node:fs/promises';
 import { temporaryPath } from './atomic.js';
-import { dirname, join, resolve } from 'node:path';
+import { pathEntryExists } from './input-file.js';
+import { basename, dirname, join, resolve } from 'node:path';
 
 /**
  * Output directories: one writer at a time (a lock file), no temporaries left behind on Ctrl-C, SIGTERM or a
@@ -21,8 +22,13 @@ const heldLocks = new Set<string>();
 /** Output directories this process created and still holds: removed again if interrupted while still empty. */
 const createdDirectories = new Map<string, string>();
 let handlersInstalled = false;
+/** File-set swaps in progress (writeFileSet): rolled back by a signal or exit before temporaries are removed. */
+const activeSwaps = new Set<Swap>();
 
 function removeLeftovers(): void {
+  // A swap caught half-way is undone first: its aside directory holds the previous set, not garbage.
+  for (const swap of activeSwaps) rollBackSwap(swap);
+  activeSwaps.clear();
   for (const path of liveTemporaries) rmSync(path, { recursive: true, force: true });
   liveTemporaries.clear();
   for (const path of heldLocks) {
@@ -83,11 +89,18 @@ export function removeStaleTemporaries(dir: string): string[] {
     return [];
   }
   const removed: string[] = [];
-  for (const name of names) {
+  const stale = names.filter((name) => {
     const match = TEMPORARY_NAME.exec(name);
-    if (!match) continue;
+    if (!match) return false;
     const pid = Number(match[1]);
-    if (pid === process.pid || processAlive(pid)) continue;
+    return pid !== process.pid && !processAlive(pid);
+  });
+  // A dead process's swap journal first: undo (or finish) its swap before its staging directory is removed.
+  for (const name of stale) {
+    const swap = readSwapJournal(dir, name);
+    if (swap) rollBackSwap(swap);
+  }
+  for (const name of stale) {
     rmSync(join(dir, name), { recursive: true, force: true });
     removed.push(name);
   }
@@ -120,6 +133,25 @@ export interface OutputDirectory {
    * it, removes it again, so a failed command leaves --out as it found it (a signal does the same).
    */
   abandon(): void;
+}
+
+/**
+ * Creates `path` below its existing ancestor `from` one component at a time. Node's recursive mkdir loops forever where
+ * the kernel answers ENOENT for a parent that exists (/proc); a plain mkdir per component fails at once, and every
+ * failure is an OutputDirectoryError naming the directory.
+ */
+async function makeDirectories(from: string, path: string, dir: string, option: string): Promise<void> {
+  const missing: string[] = [];
+  for (let p = path; p !== from && p !== dirname(p); p = dirname(p)) missing.unshift(p);
+  for (const component of missing) {
+    try {
+      await mkdir(component);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' && statSync(component).isDirectory()) continue;
+      throw new OutputDirectoryError(dir, `${option} cannot be created (${code ?? (error as Error).message} on "${component}"); choose a directory on a writable file system`);
+    }
+  }
 }
 
 /**
@@ -157,7 +189,7 @@ export async function openOutputDirectory(dir: string, command: string, option =
     throw new OutputDirectoryError(dir, `${option} is not writable (no write permission on "${probe}"); choose another directory or fix its permissions`);
   }
   const created = !existsSync(path);
-  await mkdir(path, { recursive: true });
+  await makeDirectories(probe, path, dir, option);
   const removedTemporaries = removeStaleTemporaries(path);
   const lockPath = join(path, LOCK_FILE);
   installHandlers();
@@ -212,52 +244,128 @@ export async function openOutputDirectory(dir: string, command: string, option =
 }
 
 /**
- * Writes files that belong together (weights, their report, the config and tokenizer they go with) into `dir` so
- * that it never holds a mixed set of two runs. `write(staging)` writes the whole set into a staging directory
- * inside `dir` (`.<name>.<pid>.<hex>.tmp`, removed on SIGINT/SIGTERM/exit, or as a stale temporary by the next
- * run after a SIGKILL): until it returns, `dir` is unchanged. Then the files of the previous set (`replaces`, e.g.
- * the file list of the previous report, plus every name of the new set) are moved aside and the new ones renamed
- * in, `last` (the report) last. Only renames happen in that step (milliseconds); a process killed inside it leaves
- * part of the new set and nothing of the old. Other files of `dir` (a statistics cache, the user's own files)
- * are left alone. Returns write's result and the names written.
+ * A swap of one file set for another in `target`: `outgoing` (the previous set) moved into `aside`, then `incoming`
+ * (the new set) moved in from `staging`, by renames. Its journal (`aside/.swap.json`) lets whoever finds it unfinished
+ * (this process on a signal, or the next run after a SIGKILL) put the previous set back whole.
+ */
+interface Swap {
+  readonly target: string;
+  readonly staging: string;
+  readonly aside: string;
+  readonly incoming: readonly string[];
+  readonly outgoing: readonly string[];
+}
+
+const SWAP_JOURNAL = '.swap.json';
+const SWAP_COMMITTED = '.swap-committed.json';
+
+function readSwapJournal(dir: string, name: string): Swap | undefined {
+  const aside = join(dir, name);
+  try {
+    if (existsSync(join(aside, SWAP_COMMITTED))) return undefined; // finished: only the old files are left to delete
+    const journal = JSON.parse(readFileSync(join(aside, SWAP_JOURNAL), 'utf8')) as { staging?: unknown; incoming?: unknown; outgoing?: unknown };
+    const names = (value: unknown) => (Array.isArray(value) ? value.filter((n): n is string => typeof n === 'string' && isPlainName(n)) : []);
+    if (typeof journal.staging !== 'string' || !TEMPORARY_NAME.test(journal.staging)) return undefined;
+    return { target: dir, staging: join(dir, journal.staging), aside, incoming: names(journal.incoming), outgoing: names(journal.outgoing) };
+  } catch {
+    return undefined;
+  }
+}
+
+function isPlainName(name: string): boolean {
+  return name !== '' && name !== '.' && name !== '..' && name !== LOCK_FILE && !TEMPORARY_NAME.test(name) && !/[/\\]/.test(name);
+}
+
+
+/**
+ * Puts the previous set back, from what is on disk (not from bookkeeping, which a signal can interrupt): a new file
+ * that made it in (it is no longer in staging) is removed, then every file still aside is renamed back. Synchronous,
+ * so a signal handler runs it whole.
+ */
+function rollBackSwap(swap: Swap): void {
+  for (const name of swap.incoming) {
+    if (!pathEntryExists(join(swap.staging, name))) rmSync(join(swap.target, name), { recursive: true, force: true });
+  }
+  for (const name of swap.outgoing) {
+    const from = join(swap.aside, name);
+    if (!pathEntryExists(from)) continue;
+    rmSync(join(swap.target, name), { recursive: true, force: true });
+    renameSync(from, join(swap.target, name));
+  }
+  rmSync(swap.aside, { recursive: true, force: true });
+  rmSync(swap.staging, { recursive: true, force: true });
+}
+
+/** Test hook: milliseconds to wait between the renames of a swap (LAYERQUANT_TEST_SWAP_DELAY_MS), to interrupt one deterministically. */
+function swapDelay(): number {
+  const ms = Number(process.env.LAYERQUANT_TEST_SWAP_DELAY_MS ?? 0);
+  return Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+
+/**
+ * Writes files that belong together (weights, their report, the config and tokenizer they go with) into `dir` so that
+ * it holds either the whole previous set or the whole new one at every moment a reader or an interrupt can see it.
+ * `write(staging)` writes the whole set into a staging directory inside `dir` (`.<name>.<pid>.<hex>.tmp`, removed on
+ * SIGINT/SIGTERM/exit, or as a stale temporary by the next run after a SIGKILL): until it returns, `dir` is unchanged.
+ * Then the previous set (every existing entry for which `replace(name, isDirectory)` is true, plus every name of the
+ * new set) is renamed into an aside directory and the new files renamed in, `last` (the report) last in and first out.
+ * The renames run synchronously, so no signal handler runs between them; should one (with the test hook delaying the
+ * renames), or should the process die (SIGKILL), the swap's journal puts the previous set back whole (this process's
+ * signal handler, or the next run's removeStaleTemporaries). Other files of `dir` (a statistics cache, the user's own
+ * files) are never touched: `replace` is a predicate on names (tensor-io's isModelFileSetEntry for model directories),
+ * never a list read from a file another program could have edited. Returns write's result and the names written.
  */
 export async function writeFileSet<T>(
   dir: string,
   write: (staging: string) => Promise<T>,
-  options: { readonly replaces?: readonly string[]; readonly last?: string } = {},
+  options: { readonly replace?: (name: string, isDirectory: boolean) => boolean; readonly last?: string } = {},
 ): Promise<{ result: T; files: string[] }> {
   const target = resolve(dir);
-  await mkdir(target, { recursive: true });
+  if (!existsSync(target)) await mkdir(target);
+  removeStaleTemporaries(target);
   const staging = temporaryPath(join(target, 'output'));
   trackTemporary(staging);
   try {
     await mkdir(staging);
     const result = await write(staging);
-    const files = readdirSync(staging).filter((name) => !TEMPORARY_NAME.test(name));
+    const files = readdirSync(staging).filter((name) => isPlainName(name));
+    const replace = options.replace;
+    const previous = readdirSync(target).filter((name) => {
+      if (!isPlainName(name)) return false;
+      if (files.includes(name)) return true;
+      if (!replace) return false;
+      try {
+        const info = statSync(join(target, name));
+        return (info.isFile() || info.isDirectory()) && replace(name, info.isDirectory());
+      } catch {
+        return false;
+      }
+    });
+    // The report first out, last in: a directory caught half-way never has a report describing other weights.
+    const outgoing = [...previous].sort((a, b) => Number(b === options.last) - Number(a === options.last));
+    const incoming = [...files].sort((a, b) => Number(a === options.last) - Number(b === options.last));
     const aside = temporaryPath(join(target, 'previous'));
-    trackTemporary(aside);
+    const swap: Swap = { target, staging, aside, incoming, outgoing };
     await mkdir(aside);
-    const plainName = (name: string) => name !== '' && name !== '.' && name !== '..' && name !== LOCK_FILE && !TEMPORARY_NAME.test(name) && !/[/\\]/.test(name);
-    const old = new Set([...(options.replaces ?? []), ...files].filter(plainName));
-    // The report first, so a directory caught half-way never has a report that describes other weights.
-    const outgoing = [...old].sort((a, b) => Number(b === options.last) - Number(a === options.last));
-    const movedAside: string[] = [];
+    trackTemporary(aside);
+    writeFileSync(join(aside, SWAP_JOURNAL), JSON.stringify({ staging: basename(staging), incoming, outgoing }));
+    activeSwaps.add(swap);
+    const delay = swapDelay();
     try {
       for (const name of outgoing) {
-        try {
-          await rename(join(target, name), join(aside, name));
-          movedAside.push(name);
-        } catch (error) {
-          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-        }
+        if (pathEntryExists(join(target, name))) renameSync(join(target, name), join(aside, name));
+        if (delay) await new Promise((r) => setTimeout(r, delay));
       }
-      const incoming = [...files].sort((a, b) => Number(a === options.last) - Number(b === options.last));
-      for (const name of incoming) await rename(join(staging, name), join(target, name));
+      for (const name of incoming) {
+        renameSync(join(staging, name), join(target, name));
+        if (delay) await new Promise((r) => setTimeout(r, delay));
+      }
+      renameSync(join(aside, SWAP_JOURNAL), join(aside, SWAP_COMMITTED));
     } catch (error) {
-      // Put the previous set back as it was (the new files that made it in are removed first).
-      for (const name of files) if (!existsSync(join(staging, name))) rmSync(join(target, name), { recursive: true, force: true });
-      for (const name of movedAside.reverse()) await rename(join(aside, name), join(target, name)).catch(() => undefined);
+      rollBackSwap(swap);
       throw error;
+    } finally {
+      activeSwaps.delete(swap);
     }
     rmSync(aside, { recursive: true, force: true });
     untrackTemporary(aside);
@@ -267,3 +375,4 @@ export async function writeFileSet<T>(
     untrackTemporary(staging);
   }
 }
+

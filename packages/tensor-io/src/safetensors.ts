@@ -1,6 +1,7 @@
 import { DTYPE_BYTES, SafetensorsFormatError, elementCount, type DType } from '@layerquant/core';
 import { open } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic.js';
+import { checkInputFile } from './input-file.js';
 import { encodeTensorData, type TensorData } from './dtype.js';
 import { MAX_HEADER_BYTES, parseSafetensorsHeader, type SafetensorsHeader } from './safetensors-header.js';
 
@@ -8,6 +9,7 @@ export { parseSafetensorsBytes, parseSafetensorsHeader, type SafetensorsHeader, 
 
 /** Reads and validates only the header of a safetensors file (a few KB, whatever the model size). */
 export async function readSafetensorsHeader(file: string): Promise<SafetensorsHeader> {
+  checkInputFile(file, 'a .safetensors file');
   const handle = await open(file, 'r');
   try {
     const { size } = await handle.stat();

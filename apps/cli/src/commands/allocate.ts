@@ -61,7 +61,7 @@ function humanReport(allocation: Allocation, size: Sizes, verbose: boolean, allo
   if (solver) {
     const what = allocators.find((p) => p.id === allocation.method)?.objective ?? `${allocation.method} cost`;
     lines.push(`objective     ${solver.objective.toPrecision(8)} (${what}), bound ${solver.bound.toPrecision(8)}, gap ${solver.gap.toExponential(2)} (${solver.status === 'optimal' ? 'proven optimal' : 'stopped at the gap asked for, not proven optimal'})`);
-    lines.push(`solver        ${(solver.seconds * 1000).toFixed(1)} ms, ${solver.nodes} nodes, ${solver.freeMatrices} matrices free after reduced-cost fixing; paper memory ${solver.memoryMB.toFixed(3)} / ${solver.memoryLimitMB.toFixed(3)} MiB`);
+    lines.push(`solver        ${(solver.seconds * 1000).toFixed(1)} ms, ${solver.nodes} nodes, ${solver.freeMatrices} matrices free after reduced-cost fixing; ${solver.accounting === 'paper' ? 'paper memory' : `${solver.accounting} file`} ${solver.sizeMiB.toFixed(3)} / ${solver.limitMiB.toFixed(3)} MiB`);
   }
   const boosts = boostReport(allocation as Partial<BoostAllocation>);
   if (boosts) lines.push(...boostLines(boosts));
@@ -123,8 +123,8 @@ export const allocateCommand: Command = {
       delete (rest as Record<string, unknown>).outliers;
       const solver = (rest as { solver?: KnapsackAllocation['solver'] }).solver;
       if (solver) {
-        const { memoryMB, memoryLimitMB, ...solverRest } = solver;
-        (rest as Record<string, unknown>).solver = { ...solverRest, paperMiB: memoryMB, paperLimitMiB: memoryLimitMB };
+        const { sizeMiB, limitMiB, accounting: _accounting, ...solverRest } = solver;
+        (rest as Record<string, unknown>).solver = solver.accounting === 'paper' ? { ...solverRest, paperMiB: sizeMiB, paperLimitMiB: limitMiB } : solver;
       }
       stdout(jsonLine('allocate', {
         method: allocation.method,

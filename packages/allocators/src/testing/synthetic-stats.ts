@@ -1,4 +1,4 @@
-import { LINEAR_MODULES, PAPER_CONFIGS, bitsPerWeight, memoryMB, type QuantConfig } from '@layerquant/core';
+import { LINEAR_MODULES, PAPER_CONFIGS, bitsPerWeight, memoryMB, zeroKind, type QuantConfig } from '@layerquant/core';
 import { seededRandom } from '../random.js';
 import { sensitivityPartOf, type FnormRow, type KurtosisRow, type MeasuredRow, type ModelStats, type SensitivityRow } from '../stats.js';
 
@@ -35,7 +35,7 @@ export function syntheticStats(options: SyntheticStatsOptions = {}): ModelStats 
       for (const c of configs) {
         const error = scale * Math.sqrt(params) * 2 ** -c.bits * Math.sqrt(c.groupSize / 32) * (1 + k / 100);
         const bpp = bitsPerWeight(c);
-        const common = { layer, module, bits: c.bits, groupSize: c.groupSize, metaBits: 8, metaGroupSize: 128, memoryMB: memoryMB(bpp, params), params };
+        const common = { layer, module, bits: c.bits, groupSize: c.groupSize, zero: zeroKind(c), metaBits: 8, metaGroupSize: 128, memoryMB: memoryMB(bpp, params), params };
         fnorm.push({ ...common, fnorm: error, kurtosis: k });
         measured.push({ ...common, error: error * error * 1e-3, blocks: 4 });
       }

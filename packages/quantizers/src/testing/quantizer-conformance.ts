@@ -1,17 +1,20 @@
-import { PAPER_CONFIGS, configName, quantConfig, resolveOptions, type Quantizer } from '@layerquant/core';
+import { PAPER_CONFIGS, configName, quantConfig, resolveOptions, type QuantConfig, type Quantizer, type WeightTensor } from '@layerquant/core';
 import type { QuantizerPlugin } from '../registry.js';
 import { describe, expect, it } from 'vitest';
 import { squaredError, unpackQuantizedCodes } from '../quantizers.js';
-import { randomMatrix } from './random-matrix.js';
+import { randomInputs, randomMatrix } from './random-matrix.js';
 
 /** Properties every quantizer plug-in must have; each plug-in's test file calls this. */
 export function runQuantizerConformance(quantizer: Quantizer): void {
   describe(`quantizer conformance: ${quantizer.id}`, () => {
     const weight = randomMatrix(24, 256, 7, 0.02, 6);
+    // A calibrated quantizer gets the input Hessian of correlated inputs, as the layer pass would give it.
+    const context = quantizer.calibration === 'hessian' ? { hessian: randomInputs(256, 600, 8).hessian } : undefined;
+    const quantize = (q: Quantizer, w: WeightTensor, config: QuantConfig) => q.quantize(w, config, context);
 
     it('returns codes in [0, 2^b - 1], one scale and zero per group, the shape and config it was given', () => {
       for (const config of PAPER_CONFIGS) {
-        const q = quantizer.quantize(weight, config);
+        const q = quantize(quantizer, weight, config);
         expect(q.shape).toEqual([24, 256]);
         expect(q.config).toBe(config);
         expect(q.scale.length).toBe((24 * 256) / config.groupSize);
@@ -26,38 +29,59 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
 
     it('has a squared error that falls as bits rise (every group size) and as groups shrink', () => {
       for (const g of [32, 64, 128]) {
-        const errors = [1, 2, 3, 4, 5, 6, 8].map((b) => squaredError(quantizer.dequantize(quantizer.quantize(weight, quantConfig(b, g))), weight.data));
+        const errors = [1, 2, 3, 4, 5, 6, 8].map((b) => squaredError(quantizer.dequantize(quantize(quantizer, weight, quantConfig(b, g))), weight.data));
         for (let i = 1; i < errors.length; i++) expect(errors[i]).toBeLessThan(errors[i - 1]!);
       }
-      const byGroup = [128, 64, 32].map((g) => squaredError(quantizer.dequantize(quantizer.quantize(weight, quantConfig(3, g))), weight.data));
+      const byGroup = [128, 64, 32].map((g) => squaredError(quantizer.dequantize(quantize(quantizer, weight, quantConfig(3, g))), weight.data));
       expect(byGroup[1]).toBeLessThan(byGroup[0]!);
       expect(byGroup[2]).toBeLessThan(byGroup[1]!);
     });
 
     it('is deterministic and does not modify its input', () => {
       const copy = weight.data.slice();
-      const a = quantizer.quantize(weight, quantConfig(4, 64));
-      const b = quantizer.quantize(weight, quantConfig(4, 64));
+      const a = quantize(quantizer, weight, quantConfig(4, 64));
+      const b = quantize(quantizer, weight, quantConfig(4, 64));
       expect(weight.data).toEqual(copy);
       expect(a.packed).toEqual(b.packed);
       expect(a.zero).toEqual(b.zero);
     });
 
-    it('keeps every 8-bit dequantized value within 1.5 quantization steps of the weight', () => {
-      const q = quantizer.quantize(weight, quantConfig(8, 64));
+    it('keeps every 8-bit dequantized value within 1.5 quantization steps of the weight (calibrated: a tiny output error)', () => {
+      const q = quantize(quantizer, weight, quantConfig(8, 64));
       const values = quantizer.dequantize(q);
+      // A calibrated quantizer feeds each column's error into the later columns (GPTQ), which moves a weight several
+      // steps off its own nearest grid point by design (on correlated inputs); what it keeps small is the output error.
+      let worst = 0;
       for (let k = 0; k < q.scale.length; k++) {
         const step = 1 / q.scale[k]!;
         for (let j = 0; j < 64; j++) {
           const i = k * 64 + j;
-          expect(Math.abs(values[i]! - weight.data[i]!)).toBeLessThanOrEqual(1.5 * step);
+          worst = Math.max(worst, Math.abs(values[i]! - weight.data[i]!) / step);
         }
+      }
+      if (!context) expect(worst).toBeLessThanOrEqual(1.5);
+      if (context) {
+        const h = context.hessian;
+        const n = h.columns;
+        const quadratic = (d: (i: number) => number) => {
+          let total = 0;
+          for (let r = 0; r < 24; r++) {
+            for (let i = 0; i < n; i++) {
+              const di = d(r * n + i);
+              if (di === 0) continue;
+              for (let j = 0; j < n; j++) total += di * h.data[i * n + j]! * d(r * n + j);
+            }
+          }
+          return total;
+        };
+        // tr((W - Q) H (W - Q)^T) against tr(W H W^T): 8 bits keep the layer output within 1e-4 (relative, squared)
+        expect(quadratic((i) => weight.data[i]! - values[i]!)).toBeLessThan(1e-4 * quadratic((i) => weight.data[i]!));
       }
     });
 
     it('round-trips through stored data alone: dequantize of a copy (as a checkpoint reads it back) is identical', () => {
       for (const config of [quantConfig(2, 32), quantConfig(4, 64), quantConfig(8, 128)]) {
-        const q = quantizer.quantize(weight, config);
+        const q = quantize(quantizer, weight, config);
         // The checkpoint records the quantizer's id and dequantizes with the plug-in of that id.
         expect(q.method).toBe(quantizer.id);
         const stored = { ...q, packed: q.packed.slice(), scale: q.scale.slice(), zero: q.zero.slice(), config: { ...q.config } };
@@ -68,7 +92,7 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
     it("declares packedLayout 'affine' only when every stored group dequantizes as (code - zero) / scale (what the ONNX export holds)", () => {
       if (quantizer.packedLayout !== 'affine') return;
       for (const config of [quantConfig(2, 32), quantConfig(3, 64), quantConfig(4, 128)]) {
-        const q = quantizer.quantize(weight, config);
+        const q = quantize(quantizer, weight, config);
         const codes = unpackQuantizedCodes(q);
         const values = quantizer.dequantize(q);
         let worst = 0;
@@ -92,12 +116,18 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
       const configured = plugin.configure!(resolveOptions(quantizer as QuantizerPlugin, {}));
       const config = quantConfig(3, 64);
       expect(configured.id).toBe(quantizer.id);
-      expect(configured.quantize(weight, config).zero).toEqual(quantizer.quantize(weight, config).zero);
+      expect(quantize(configured, weight, config).zero).toEqual(quantize(quantizer, weight, config).zero);
+    });
+
+    it('says whether it is calibrated, and refuses to quantize without the statistics it declares', () => {
+      if (quantizer.calibration === undefined) return;
+      expect(quantizer.calibration).toBe('hessian');
+      expect(() => quantizer.quantize(weight, quantConfig(4, 64))).toThrow(/random\.7\.weight/);
     });
 
     it('rejects a group size that does not divide the row length, naming the option and tensor', () => {
-      expect(() => quantizer.quantize(weight, quantConfig(4, 48))).toThrow(/option "groupSize".*random\.7\.weight/);
-      expect(() => quantizer.quantize({ ...weight, shape: [6144] }, quantConfig(4, 64))).toThrow(/only 2-D/);
+      expect(() => quantize(quantizer, weight, quantConfig(4, 48))).toThrow(/option "groupSize".*random\.7\.weight/);
+      expect(() => quantize(quantizer, { ...weight, shape: [6144] }, quantConfig(4, 64))).toThrow(/only 2-D/);
     });
   });
 }

@@ -1,0 +1,294 @@
+// GPTQ (Frantar et al. 2022, "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers"),
+// the numeric core: the Hessian's inverse Cholesky factor in float64, then the column loop with lazy batch updates in
+// float32. Pure functions on typed arrays; the WebAssembly kernel (wasm/hqq-kernel.wat, `gptqRun`) repeats
+// solveGptqColumns operation for operation, so both give bit-identical codes and ranges.
+import { InvalidDataError, LayerquantError, type InputHessian } from '@layerquant/core';
+import { roundHalfEven } from './rounding.js';
+
+const fround = Math.fround;
+
+/** A group whose range is below this (all zeros, or denormals) gets the range [-1, 1], as GPTQ does for all-zero groups. */
+export const GPTQ_TINY_RANGE = Math.fround(1e-30);
+
+/** How often a Hessian that is not positive definite is retried, each time with twice the dampening. */
+export const GPTQ_DAMPENING_RETRIES = 12;
+
+/** The Hessian, ready for the column loop: H^-1's upper Cholesky factor in the order the columns are quantized. */
+export interface PreparedHessian {
+  readonly columns: number;
+  /** U [columns, columns] row-major, upper triangular, with H^-1 = U^T U (H dampened, dead columns fixed, permuted). */
+  readonly inverse: Float32Array;
+  /** Processing position -> original column (act-order: descending diagonal of H); null keeps the natural order. */
+  readonly order: Int32Array | null;
+  /** Per original column: 1 where the column never saw a non-zero input (zero diagonal): its weights are zeroed. */
+  readonly dead: Uint8Array;
+  readonly deadColumns: number;
+  /** The dampening used, as a fraction of H's mean diagonal (more than asked when the Hessian needed retries). */
+  readonly dampening: number;
+  /** Retries with doubled dampening before the Cholesky factorization succeeded. */
+  readonly retries: number;
+}
+
+/** A Hessian that stays not positive definite even with the largest dampening tried. */
+export class HessianNotPositiveDefiniteError extends LayerquantError {
+  constructor(readonly tensor: string, dampening: number) {
+    super(
+      'HESSIAN_NOT_POSITIVE_DEFINITE',
+      `tensor "${tensor}": the input Hessian is not positive definite even with dampening ${dampening} of its mean diagonal; the calibration inputs are degenerate (check the calibration text and the checkpoint), or raise the dampening`,
+    );
+  }
+}
+
+/**
+ * Overwrites the symmetric positive definite `a` [n, n] (row-major; only its upper triangle is read) with U, the upper
+ * triangular factor with a^-1 = U^T U (torch: `cholesky(cholesky_inverse(cholesky(a)), upper=True)`), in float64.
+ * U = R^-1 where a = R R^T with R upper triangular (the Cholesky factorization taken from the last column backwards):
+ * then a^-1 = R^-T R^-1, and R^-1 is upper triangular with a positive diagonal, so by uniqueness it is that factor.
+ * That avoids forming a^-1 (two triangular passes instead of three). Returns false (a half overwritten) when a pivot
+ * is not positive: `a` is not positive definite.
+ */
+export function inverseCholeskyUpper(a: Float64Array, n: number): boolean {
+  // R, in place over the upper triangle: column j from the last backwards.
+  for (let j = n - 1; j >= 0; j--) {
+    const rowJ = j * n;
+    let pivot = a[rowJ + j]!;
+    for (let k = j + 1; k < n; k++) pivot -= a[rowJ + k]! * a[rowJ + k]!;
+    if (!(pivot > 0)) return false;
+    const rjj = Math.sqrt(pivot);
+    a[rowJ + j] = rjj;
+    for (let i = 0; i < j; i++) {
+      const rowI = i * n;
+      let sum = a[rowI + j]!;
+      for (let k = j + 1; k < n; k++) sum -= a[rowI + k]! * a[rowJ + k]!;
+      a[rowI + j] = sum / rjj;
+    }
+  }
+  // U = R^-1 row by row from the bottom: U[i, :] = -(1 / R[i, i]) * sum_{k > i} R[i, k] U[k, :], U[i, i] = 1 / R[i, i].
+  const row = new Float64Array(n);
+  for (let i = n - 1; i >= 0; i--) {
+    const rowI = i * n;
+    const inverseDiagonal = 1 / a[rowI + i]!;
+    row.fill(0, i, n);
+    for (let k = i + 1; k < n; k++) {
+      const r = a[rowI + k]!;
+      if (r === 0) continue;
+      const rowK = k * n;
+      for (let j = k; j < n; j++) row[j]! += r * a[rowK + j]!;
+    }
+    a[rowI + i] = inverseDiagonal;
+    for (let j = i + 1; j < n; j++) a[rowI + j] = -row[j]! * inverseDiagonal;
+    for (let j = 0; j < i; j++) a[rowI + j] = 0;
+  }
+  return true;
+}
+
+export interface HessianOptions {
+  /** Dampening added to the diagonal, as a fraction of its mean (GPTQ: 0.01). */
+  readonly dampening: number;
+  /** Quantize columns in descending order of the diagonal (GPTQ's act-order). */
+  readonly actOrder: boolean;
+}
+
+/**
+ * GPTQ's preparation of H (as the reference does it): a column with a zero diagonal (an input that was zero on every
+ * calibration token) is dead: its diagonal is set to 1 and its weights are zeroed by the caller; act-order sorts the
+ * columns by descending diagonal (stable); `dampening x mean(diag)` is added to the diagonal; then U, H^-1's upper
+ * Cholesky factor. A Hessian that is not positive definite is retried with the dampening doubled (reported), and
+ * one with a NaN or infinity is refused.
+ */
+export function prepareHessian(hessian: InputHessian, options: HessianOptions, tensor: string): PreparedHessian {
+  const n = hessian.columns;
+  const h = hessian.data;
+  if (!Number.isInteger(n) || n < 1 || h.length !== n * n) {
+    throw new InvalidDataError(tensor, `its input Hessian has ${h.length} values for ${n} columns; it must be [${n}, ${n}]`);
+  }
+  const dead = new Uint8Array(n);
+  let deadColumns = 0;
+  let diagonalSum = 0;
+  for (let i = 0; i < n; i++) {
+    const d = h[i * n + i]!;
+    if (!Number.isFinite(d) || d < 0) throw new InvalidDataError(tensor, `its input Hessian has diagonal ${d} at column ${i}; a Hessian 2 X^T X / N has finite, non-negative diagonal values: the calibration inputs hold NaN or infinity`);
+    if (d === 0) {
+      dead[i] = 1;
+      deadColumns++;
+    }
+    diagonalSum += d === 0 ? 1 : d;
+  }
+  for (let i = 0; i < h.length; i++) {
+    if (!Number.isFinite(h[i]!)) throw new InvalidDataError(tensor, `its input Hessian holds ${h[i]} at [${Math.floor(i / n)}, ${i % n}]; the calibration inputs hold NaN or infinity`);
+  }
+  let order: Int32Array | null = null;
+  if (options.actOrder) {
+    const diagonal = (c: number) => (dead[c] ? 1 : h[c * n + c]!);
+    order = Int32Array.from({ length: n }, (_, i) => i).sort((a, b) => diagonal(b) - diagonal(a) || a - b);
+  }
+  const meanDiagonal = diagonalSum / n;
+  const a = new Float64Array(n * n);
+  let dampening = options.dampening;
+  for (let retries = 0; retries <= GPTQ_DAMPENING_RETRIES; retries++, dampening *= 2) {
+    const lambda = dampening * meanDiagonal;
+    // The upper triangle of the (permuted, dead-fixed, dampened) H; the factorization reads nothing else.
+    for (let i = 0; i < n; i++) {
+      const oi = order ? order[i]! : i;
+      for (let j = i; j < n; j++) {
+        const oj = order ? order[j]! : j;
+        a[i * n + j] = oi === oj ? (dead[oi] ? 1 : h[oi * n + oi]!) + lambda : h[oi * n + oj]!;
+      }
+    }
+    if (inverseCholeskyUpper(a, n)) {
+      return Object.freeze({ columns: n, inverse: Float32Array.from(a), order, dead, deadColumns, dampening, retries });
+    }
+  }
+  throw new HessianNotPositiveDefiniteError(tensor, dampening / 2);
+}
+
+/**
+ * One GPTQ problem for a kernel, in the order the columns are quantized. Groups are rows of a group table ([groups]
+ * x [rows] ranges); each processed column names its group. Ranges are `low = min(0, min w)`, `high = max(0, max w)`
+ * over the group's weights (GPTQ's grid always holds 0).
+ */
+export interface GptqProblem {
+  readonly rows: number;
+  readonly columns: number;
+  /** [columns][rows] column-major weights; updated in place (the error feedback). */
+  readonly weights: Float32Array;
+  /** U [columns, columns] (PreparedHessian.inverse). */
+  readonly inverse: Float32Array;
+  readonly groupSize: number;
+  /** Group-table row of each column. */
+  readonly groupOf: Int32Array;
+  /** 1 where the column opens its group: the range is taken there from the current weights of the next groupSize columns. */
+  readonly rangeAt: Uint8Array;
+  /** Largest code of each column (2^bits - 1; 0: the column quantizes to 0). */
+  readonly maxq: Float32Array;
+  /** Ends of the lazy batches, ascending, the last one `columns`. A column opening a group never lies in a batch the group overruns. */
+  readonly blockEnds: Int32Array;
+  readonly symmetric: boolean;
+  /** [groups][rows] group ranges: given for groups no column opens (static groups), written for the others. */
+  readonly low: Float32Array;
+  readonly high: Float32Array;
+  /** Out: [columns][rows] codes. */
+  readonly codes: Uint8Array;
+}
+
+/**
+ * A group's range as the grid uses it: symmetric makes it [-m, m] with m = max |w| (the reference keeps low = 0 for a
+ * group without negative weights; we do not); an empty or tiny range becomes [-1, 1], as GPTQ does for all-zero
+ * groups (every weight then rounds to the code of 0).
+ */
+export function settleRange(low: number, high: number, symmetric: boolean): [number, number] {
+  // + 0 turns a -0 into +0, so the result does not depend on the scan order (the SIMD kernel scans lanes)
+  low += 0;
+  high += 0;
+  if (symmetric) {
+    high = Math.max(-low, high);
+    low = -high;
+  }
+  if (fround(high - low) < GPTQ_TINY_RANGE) return [-1, 1];
+  return [low, high];
+}
+
+/**
+ * The grid of a range at `maxq` (fp32, as GPTQ's quantizer computes it): step `(high - low) / maxq`, stored as
+ * layerquant's quantizing scale `s = fp32(1 / step)` and dequantized with `fp32(1 / s)`; integer zero
+ * `round(-low * s)` (symmetric: `(maxq + 1) / 2`). maxq 0 (a 0-bit column): every code 0, value 0.
+ */
+export function gptqGrid(low: number, high: number, maxq: number, symmetric: boolean): { scale: number; zero: number; step: number } {
+  if (maxq === 0) return { scale: 0, zero: 0, step: 0 };
+  const s = fround(1 / fround(fround(high - low) / maxq));
+  const zero = symmetric ? (maxq + 1) / 2 : roundHalfEven(fround(-low * s)) + 0;
+  return { scale: s, zero, step: fround(1 / s) };
+}
+
+/**
+ * The column loop of GPTQ on a problem, in TypeScript (the oracle of the WebAssembly kernel). For each batch of
+ * columns: each column is quantized on its group's grid, its error `e = (w - q) / U[c, c]` is fed back to the
+ * batch's later columns (`w_j -= e U[c, j]`), and at the batch's end to every later column at once (the lazy batch
+ * update `W[:, end:] -= E U[batch, end:]`). Every operation is fp32; each weight receives its updates in column order.
+ */
+export function solveGptqColumns(p: GptqProblem): void {
+  const { rows, columns, weights: w, inverse: u, groupSize, groupOf, rangeAt, maxq, blockEnds, symmetric, low, high, codes } = p;
+  let largestBlock = 0;
+  for (let b = 0, start = 0; b < blockEnds.length; start = blockEnds[b++]!) largestBlock = Math.max(largestBlock, blockEnds[b]! - start);
+  const error = new Float32Array(largestBlock * rows);
+  const scale = new Float32Array(rows);
+  const zero = new Float32Array(rows);
+  const step = new Float32Array(rows);
+  let start = 0;
+  for (let b = 0; b < blockEnds.length; b++) {
+    const end = blockEnds[b]!;
+    for (let c = start; c < end; c++) {
+      const group = groupOf[c]!;
+      const g0 = group * rows;
+      if (rangeAt[c]) {
+        for (let r = 0; r < rows; r++) {
+          let lo = 0;
+          let hi = 0;
+          for (let j = c; j < c + groupSize; j++) {
+            const v = w[j * rows + r]!;
+            if (v < lo) lo = v;
+            if (v > hi) hi = v;
+          }
+          const [l, h] = settleRange(lo, hi, symmetric);
+          low[g0 + r] = l;
+          high[g0 + r] = h;
+        }
+      }
+      const m = maxq[c]!;
+      for (let r = 0; r < rows; r++) {
+        const grid = gptqGrid(low[g0 + r]!, high[g0 + r]!, m, symmetric);
+        scale[r] = grid.scale;
+        zero[r] = grid.zero;
+        step[r] = grid.step;
+      }
+      const diagonal = u[c * columns + c]!;
+      const e0 = (c - start) * rows;
+      const column = c * rows;
+      for (let r = 0; r < rows; r++) {
+        const x = w[column + r]!;
+        const q = Math.min(Math.max(roundHalfEven(fround(fround(x * scale[r]!) + zero[r]!)), 0), m);
+        const value = fround(fround(q - zero[r]!) * step[r]!);
+        codes[column + r] = q;
+        error[e0 + r] = fround(fround(x - value) / diagonal);
+      }
+      for (let j = c + 1; j < end; j++) {
+        const f = u[c * columns + j]!;
+        const target = j * rows;
+        for (let r = 0; r < rows; r++) w[target + r] = fround(w[target + r]! - fround(error[e0 + r]! * f));
+      }
+    }
+    for (let j = end; j < columns; j++) {
+      const target = j * rows;
+      for (let k = 0; k < end - start; k++) {
+        const f = u[(start + k) * columns + j]!;
+        const e0 = k * rows;
+        for (let r = 0; r < rows; r++) w[target + r] = fround(w[target + r]! - fround(error[e0 + r]! * f));
+      }
+    }
+    start = end;
+  }
+}
+
+/**
+ * Ends of the lazy batches of `blockSize` columns. With groups fixed as they are reached, a batch ends before a group
+ * that would overrun it, so every group opens in a batch that holds it whole or at the batch's start: its range is
+ * then taken from fully updated weights.
+ */
+export function gptqBlockEnds(columns: number, blockSize: number, groupSize: number, dynamicGroups: boolean): Int32Array {
+  const ends: number[] = [];
+  for (let start = 0; start < columns; ) {
+    let end = Math.min(start + blockSize, columns);
+    if (dynamicGroups) {
+      const firstInside = Math.ceil((start + 1) / groupSize) * groupSize;
+      for (let g = firstInside; g < end; g += groupSize) {
+        if (g + groupSize > end && end < columns) {
+          end = g;
+          break;
+        }
+      }
+    }
+    ends.push(end);
+    start = end;
+  }
+  return Int32Array.from(ends);
+}

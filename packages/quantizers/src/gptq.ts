@@ -1,0 +1,265 @@
+import {
+  InvalidOptionError,
+  ShapeMismatchError,
+  type InputHessian,
+  type QuantConfig,
+  type QuantizeContext,
+  type QuantizedTensor,
+  type Quantizer,
+  type WeightTensor,
+} from '@layerquant/core';
+import { PACKING, packCodes } from './bit-packing.js';
+import { groupLayout, matrixShape } from './grouping.js';
+import { createWasmGptqKernel } from './gptq-kernel.js';
+import {
+  gptqBlockEnds,
+  gptqGrid,
+  prepareHessian,
+  settleRange,
+  solveGptqColumns,
+  type GptqProblem,
+  type PreparedHessian,
+} from './gptq-solver.js';
+import type { KernelChoice } from './quant-kernel.js';
+import { dequantizeTensor } from './quantizers.js';
+
+export interface GptqSettings {
+  /** Added to H's diagonal, as a fraction of its mean (default 0.01, GPTQ's percdamp). */
+  readonly dampening: number;
+  /** Quantize columns by descending H diagonal, with every group's range fixed up front on the original order. */
+  readonly actOrder: boolean;
+  /** Symmetric grid: range [-max|w|, max|w|], zero 2^(b-1) (default: asymmetric, integer zero). */
+  readonly symmetric: boolean;
+  /** Columns per lazy batch update (default 128). */
+  readonly blockSize: number;
+}
+
+export const GPTQ_DEFAULTS: GptqSettings = Object.freeze({ dampening: 0.01, actOrder: false, symmetric: false, blockSize: 128 });
+
+export interface GptqOptions extends Partial<GptqSettings> {
+  /** `auto` (default): WebAssembly SIMD where available and the row count is a multiple of 4, else TypeScript. */
+  readonly kernel?: KernelChoice;
+}
+
+/** Runs GptqProblems: TypeScript (the oracle) or WebAssembly SIMD (bit-identical). */
+export interface GptqKernel {
+  readonly id: 'typescript' | 'wasm-simd';
+  supports(rows: number): boolean;
+  solve(problem: GptqProblem): void;
+}
+
+export const typescriptGptqKernel: GptqKernel = Object.freeze({ id: 'typescript' as const, supports: () => true, solve: solveGptqColumns });
+
+export function gptqSettings(options: Partial<GptqSettings> = {}): GptqSettings {
+  const settings = { ...GPTQ_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as GptqSettings;
+  if (!(settings.dampening > 0) || !Number.isFinite(settings.dampening)) throw new InvalidOptionError('dampening', `${settings.dampening} must be a positive number (a fraction of the Hessian's mean diagonal, e.g. 0.01)`);
+  if (!Number.isInteger(settings.blockSize) || settings.blockSize < 1) throw new InvalidOptionError('blockSize', `${settings.blockSize} must be a positive integer (e.g. 128)`);
+  return Object.freeze(settings);
+}
+
+/** What one GPTQ pass over a matrix gives: row-major codes and each group's range (in the row-major group order). */
+export interface GptqResult {
+  readonly rows: number;
+  readonly columns: number;
+  /** Row-major [rows, columns] codes, original column order. */
+  readonly codes: Uint8Array;
+  /** Per group (row-major over [rows, columns / groupSize]): the range its grid was made from. */
+  readonly low: Float32Array;
+  readonly high: Float32Array;
+}
+
+/** The Hessian a calibrated quantizer was given, checked against the weight. */
+export function requireHessian(quantizerId: string, weight: WeightTensor, context: QuantizeContext | undefined): InputHessian {
+  const hessian = context?.hessian;
+  const [, columns] = matrixShape(weight);
+  if (!hessian) {
+    throw new InvalidOptionError(
+      'calib',
+      `quantizer "${quantizerId}" is calibrated: it needs the input Hessian of tensor "${weight.name}", which the layer pass collects from calibration text; give --calib <text file> (and --blocks N)`,
+    );
+  }
+  if (hessian.columns !== columns) {
+    throw new ShapeMismatchError(weight.name, `has ${columns} input columns but its input Hessian is [${hessian.columns}, ${hessian.columns}]`);
+  }
+  return hessian;
+}
+
+/**
+ * One GPTQ pass over a matrix: builds the problem (dead columns zeroed, act-order permutation, the groups' ranges up
+ * front under act-order, batch ends) and solves it with `kernel`. `columnBits` gives each original column its own
+ * width (BAQ); otherwise every column has `config.bits`.
+ */
+export function runGptq(
+  weight: WeightTensor,
+  config: QuantConfig,
+  prepared: PreparedHessian,
+  settings: GptqSettings,
+  kernel: GptqKernel,
+  columnBits?: Uint8Array,
+): GptqResult {
+  const [rows, columns] = matrixShape(weight);
+  if (config.axis !== 1) {
+    throw new InvalidOptionError('axis', `GPTQ quantizes column by column and needs groups along the input dimension (axis 1); tensor "${weight.name}" was asked for axis ${config.axis}`);
+  }
+  const { groupSize } = groupLayout(weight.name, [rows, columns], config);
+  if (prepared.columns !== columns) throw new ShapeMismatchError(weight.name, `has ${columns} input columns but its Hessian has ${prepared.columns}`);
+  const groupsPerRow = columns / groupSize;
+  const { order, dead } = prepared;
+  const source = weight.data;
+  const weights = new Float32Array(rows * columns);
+  for (let c = 0; c < columns; c++) {
+    const o = order ? order[c]! : c;
+    if (dead[o]) continue;
+    for (let r = 0; r < rows; r++) weights[c * rows + r] = source[r * columns + o]!;
+  }
+  const low = new Float32Array(groupsPerRow * rows);
+  const high = new Float32Array(groupsPerRow * rows);
+  const groupOf = new Int32Array(columns);
+  const rangeAt = new Uint8Array(columns);
+  const maxq = new Float32Array(columns);
+  for (let c = 0; c < columns; c++) {
+    const o = order ? order[c]! : c;
+    groupOf[c] = Math.floor(o / groupSize);
+    rangeAt[c] = !order && c % groupSize === 0 ? 1 : 0;
+    maxq[c] = 2 ** (columnBits ? columnBits[o]! : config.bits) - 1;
+  }
+  if (order) {
+    // Static groups: every range from the original (dead-zeroed) weights, so the groups stay contiguous runs of the
+    // original columns and the result exports like any affine matrix.
+    for (let group = 0; group < groupsPerRow; group++) {
+      for (let r = 0; r < rows; r++) {
+        let lo = 0;
+        let hi = 0;
+        for (let o = group * groupSize; o < (group + 1) * groupSize; o++) {
+          const v = dead[o] ? 0 : source[r * columns + o]!;
+          if (v < lo) lo = v;
+          if (v > hi) hi = v;
+        }
+        const [l, h] = settleRange(lo, hi, settings.symmetric);
+        low[group * rows + r] = l;
+        high[group * rows + r] = h;
+      }
+    }
+  }
+  const codesByColumn = new Uint8Array(rows * columns);
+  kernel.solve({
+    rows,
+    columns,
+    weights,
+    inverse: prepared.inverse,
+    groupSize,
+    groupOf,
+    rangeAt,
+    maxq,
+    blockEnds: gptqBlockEnds(columns, settings.blockSize, groupSize, !order),
+    symmetric: settings.symmetric,
+    low,
+    high,
+    codes: codesByColumn,
+  });
+  const codes = new Uint8Array(rows * columns);
+  for (let c = 0; c < columns; c++) {
+    const o = order ? order[c]! : c;
+    for (let r = 0; r < rows; r++) codes[r * columns + o] = codesByColumn[c * rows + r]!;
+  }
+  // group table [group][rows] -> the row-major group order of a QuantizedTensor
+  const lowByRow = new Float32Array(low.length);
+  const highByRow = new Float32Array(high.length);
+  for (let group = 0; group < groupsPerRow; group++) {
+    for (let r = 0; r < rows; r++) {
+      lowByRow[r * groupsPerRow + group] = low[group * rows + r]!;
+      highByRow[r * groupsPerRow + group] = high[group * rows + r]!;
+    }
+  }
+  return { rows, columns, codes, low: lowByRow, high: highByRow };
+}
+
+/** Picks the GPTQ kernel for a row count; the WebAssembly instance is made on first use and kept. */
+export function gptqKernelPicker(choice: KernelChoice): (rows: number) => GptqKernel {
+  let wasm: GptqKernel | undefined | null;
+  return (rows) => {
+    if (choice === 'typescript') return typescriptGptqKernel;
+    if (wasm === undefined) wasm = createWasmGptqKernel() ?? null;
+    if (wasm && wasm.supports(rows)) return wasm;
+    if (choice === 'wasm') {
+      throw new InvalidOptionError('kernel', wasm ? `the WebAssembly GPTQ kernel needs a row count that is a multiple of 4, not ${rows}; use kernel "auto"` : 'WebAssembly SIMD is not available in this runtime; use kernel "auto" or "typescript"');
+    }
+    return typescriptGptqKernel;
+  };
+}
+
+/** A Hessian's preparation, made once per Hessian object and settings (q/k/v share a Hessian, as do gate/up). */
+export function preparedHessianCache(settings: GptqSettings): (hessian: InputHessian, tensor: string) => PreparedHessian {
+  const cache = new WeakMap<InputHessian, PreparedHessian>();
+  return (hessian, tensor) => {
+    let prepared = cache.get(hessian);
+    if (!prepared) {
+      prepared = prepareHessian(hessian, settings, tensor);
+      cache.set(hessian, prepared);
+    }
+    return prepared;
+  };
+}
+
+/** GPTQ's report for a matrix: what the Hessian needed. */
+export function gptqReport(prepared: PreparedHessian): Readonly<Record<string, number>> {
+  return Object.freeze({ deadColumns: prepared.deadColumns, dampening: prepared.dampening, dampeningRetries: prepared.retries });
+}
+
+/** The affine QuantizedTensor of a GPTQ result: per group `s = fp32(1 / step)` and the integer zero of its grid. */
+export function gptqQuantizedTensor(weight: WeightTensor, config: QuantConfig, result: GptqResult, symmetric: boolean, report: Readonly<Record<string, number>>): QuantizedTensor {
+  const maxq = 2 ** config.bits - 1;
+  const scale = new Float32Array(result.low.length);
+  const zero = new Float32Array(result.low.length);
+  for (let k = 0; k < scale.length; k++) {
+    const grid = gptqGrid(result.low[k]!, result.high[k]!, maxq, symmetric);
+    scale[k] = grid.scale;
+    zero[k] = grid.zero;
+  }
+  return Object.freeze({
+    name: weight.name,
+    shape: [result.rows, result.columns] as [number, number],
+    config,
+    method: 'gptq',
+    packed: packCodes(result.codes, result.rows, result.columns, config.bits),
+    packing: PACKING,
+    scale,
+    zero,
+    report,
+  });
+}
+
+export interface GptqQuantizer extends Quantizer {
+  readonly id: 'gptq';
+  readonly calibration: 'hessian';
+  readonly settings: GptqSettings;
+}
+
+/**
+ * GPTQ as a calibrated quantizer: `quantize(weight, config, { hessian })`. The codes, scales and integer zeros are the
+ * affine layout MatMulNBits holds (exported with no correction). Stateless apart from a cache of prepared Hessians
+ * keyed by the Hessian object, so the projections that share a Hessian factor it once.
+ */
+export function createGptqQuantizer(options: GptqOptions = {}): GptqQuantizer {
+  const { kernel: choice, ...rest } = options;
+  const settings = gptqSettings(rest);
+  const kernelFor = gptqKernelPicker(choice ?? 'auto');
+  const prepare = preparedHessianCache(settings);
+  return Object.freeze({
+    id: 'gptq' as const,
+    calibration: 'hessian' as const,
+    packedLayout: 'affine' as const,
+    settings,
+    quantize(weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor {
+      const [rows] = matrixShape(weight);
+      groupLayout(weight.name, [rows, weight.shape[1]!], config);
+      const prepared = prepare(requireHessian('gptq', weight, context), weight.name);
+      const result = runGptq(weight, config, prepared, settings, kernelFor(rows));
+      return gptqQuantizedTensor(weight, config, result, settings.symmetric, gptqReport(prepared));
+    },
+    dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized),
+  });
+}
+
+/** GPTQ with its defaults (dampening 0.01, no act-order, asymmetric, batches of 128) and the fastest kernel. */
+export const gptqQuantizer: GptqQuantizer = createGptqQuantizer();

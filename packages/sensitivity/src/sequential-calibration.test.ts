@@ -1,0 +1,79 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InvalidOptionError, matrixTensorName, quantConfig } from '@layerquant/core';
+import { brownCalibPath, shippedModelDir } from '@layerquant/fixtures';
+import { createRtnQuantizer, gptqQuantizer } from '@layerquant/quantizers';
+import { openQuantizedCheckpoint, quantizeModel } from '@layerquant/quantizers/node';
+import { hessianOfInputs } from '@layerquant/quantizers/testing';
+import { loadDecoderBlocks } from '@layerquant/runtime';
+import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
+import { afterAll, describe, expect, it } from 'vitest';
+import { calibrationBlocks } from './calibration.js';
+import { rmsNormRows } from './hessians.js';
+import { openSequentialCalibration } from './sequential-calibration.js';
+
+const text = readFileSync(brownCalibPath, 'utf8');
+const out = mkdtempSync(join(tmpdir(), 'layerquant-gptq-'));
+afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+describe('quantizeModel with a calibrated quantizer (gptq) on the shipped model', () => {
+  it('refuses a calibrated quantizer without calibration', async () => {
+    await expect(quantizeModel({ modelDir: shippedModelDir, outDir: join(out, 'none'), quantizer: gptqQuantizer, configFor: () => quantConfig(4, 64) })).rejects.toThrow(InvalidOptionError);
+  });
+
+  it('quantizes the first two layers on the sequential layer pass: lower Hessian-weighted error than RTN, reported, readable', async () => {
+    const config = quantConfig(3, 64);
+    const opened = await openSequentialCalibration(shippedModelDir, { text, name: 'brown-calib', blocks: 2, seqlen: 64 });
+    let report;
+    try {
+      report = await quantizeModel({
+        modelDir: shippedModelDir,
+        outDir: join(out, 'gptq'),
+        quantizer: gptqQuantizer,
+        configFor: (_, matrix) => (matrix.layer < 2 ? config : null),
+        calibration: opened.calibration,
+      });
+    } finally {
+      await opened.close();
+    }
+    expect(opened.blocks).toBe(2);
+    expect(report.quantizedMatrices).toBe(14);
+    for (const m of report.perMatrix.filter((m) => m.config !== null)) expect(m.report).toEqual({ deadColumns: 0, dampening: 0.01, dampeningRetries: 0 });
+    const saved = JSON.parse(readFileSync(join(out, 'gptq', 'quantization.json'), 'utf8')) as { perMatrix: { report?: unknown }[] };
+    expect(saved.perMatrix.filter((m) => m.report !== undefined)).toHaveLength(14);
+
+    // Layer 0's q/k/v read the embeddings of the calibration tokens through input_layernorm: their Hessian, written out here.
+    const checkpoint = await openCheckpoint(shippedModelDir);
+    const model = await loadDecoderBlocks(checkpoint, await loadDecoderConfig(shippedModelDir));
+    const quantized = await openQuantizedCheckpoint(join(out, 'gptq'));
+    try {
+      const blocks = calibrationBlocks(text, await loadTokenizer(shippedModelDir), { blocks: 2, seqlen: 64 });
+      const embedded = model.embed({ ids: blocks.ids, batch: 2 });
+      const normed = rmsNormRows(embedded.data, await model.tensor('model.layers.0.input_layernorm.weight'), model.config.rmsNormEps);
+      const h = hessianOfInputs(normed, 128, 256);
+      const rtn = createRtnQuantizer();
+      for (const module of ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj'] as const) {
+        const name = matrixTensorName(0, module);
+        const weight = await checkpoint.read(name);
+        const error = (values: Float32Array) => {
+          let total = 0;
+          const rows = values.length / 256;
+          for (let r = 0; r < rows; r++) {
+            const d = Float64Array.from({ length: 256 }, (_, c) => weight.data[r * 256 + c]! - values[r * 256 + c]!);
+            for (let i = 0; i < 256; i++) for (let j = 0; j < 256; j++) total += d[i]! * h.data[i * 256 + j]! * d[j]!;
+          }
+          return total;
+        };
+        const gptq = error((await quantized.read(name)).data);
+        const rounded = error(rtn.dequantize(rtn.quantize(weight, config)));
+        expect(gptq, module).toBeLessThan(0.8 * rounded);
+      }
+      expect(quantized.isQuantized(matrixTensorName(2, 'self_attn.q_proj'))).toBe(false);
+    } finally {
+      await quantized.close();
+      await model.dispose();
+      await checkpoint.close();
+    }
+  });
+});
