@@ -13,7 +13,7 @@ import { loadValidatedConfig, type Checkpoint } from '@layerquant/tensor-io';
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { affineToGgml, exactAffineType } from './affine-mapping.js';
+import { affineToGgml, exactAffineType, type ExactAffineType } from './affine-mapping.js';
 import { encodeGgml } from './codecs.js';
 import { ggmlFallbackType, ggmlType, ggufTensorBytes, type GgmlTypeName } from './ggml-types.js';
 import { writeGgufFile, type GgufTensorToWrite } from './gguf-file.js';
@@ -31,7 +31,7 @@ export interface ExportGgufOptions {
    * `{ '.*': 'Q4_K', 'output\\.weight': 'Q6_K' }` reads as a default and an exception). A k-quant asked for in rows
    * that are not whole blocks of 256 falls back as llama-quantize does (ggmlFallbackType; said in the notes). Unmatched
    * matrices keep their default: a quantized matrix its exact form (Q4_1 for <= 4-bit codes in groups of 32k, Q5_1
-   * for 5-bit) or else Q8_0; a float matrix F32 if stored in F32, else F16. Norms and biases are F32.
+   * for 5-bit; symmetric configs Q4_0, Q5_0, Q8_0) or else Q8_0; a float matrix F32 if stored in F32, else F16. Norms and biases are F32.
    */
   readonly types?: Readonly<Record<string, GgmlTypeName>>;
   /**
@@ -234,7 +234,7 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
       if (t.source === 'exact') {
         const q = await quantized!.readQuantized(t.hfName);
         const multipliers = await quantized!.readScaleMultipliers(t.hfName);
-        return affineToGgml(q, t.type as 'Q4_1' | 'Q5_1', heads ? rotaryRowOrder(q.shape[0], heads) : undefined, multipliers);
+        return affineToGgml(q, t.type as ExactAffineType, heads ? rotaryRowOrder(q.shape[0], heads) : undefined, multipliers);
       }
       const weight = await source.read(t.hfName);
       const data = heads ? permuteRotaryRows(weight.data, heads, columns) : weight.data;

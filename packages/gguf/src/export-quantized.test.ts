@@ -24,6 +24,15 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 const MIXED: readonly QuantConfig[] = [
   quantConfig(4, 32), quantConfig(4, 64), quantConfig(3, 32), quantConfig(5, 32), quantConfig(2, 128), quantConfig(8, 32), quantConfig(4, 16), quantConfig(4, 64, { roundZero: true }),
 ];
+/** RTN also writes symmetric configs (onnxruntime's q4 rule): exact as Q4_0, Q5_0 and Q8_0. */
+const SYMMETRIC: readonly QuantConfig[] = [quantConfig(4, 32, { symmetric: true }), quantConfig(3, 64, { symmetric: true }), quantConfig(5, 32, { symmetric: true }), quantConfig(8, 32, { symmetric: true })];
+
+/** The type the export must choose for a quantized matrix's metadata. */
+function expectedType(entry: { bits: number; groupSize: number; axis: number; symmetric?: boolean }): string {
+  if (entry.axis !== 1 || entry.groupSize % 32 !== 0) return 'Q8_0';
+  if (entry.symmetric) return entry.bits <= 4 ? 'Q4_0' : entry.bits === 5 ? 'Q5_0' : 'Q8_0';
+  return entry.bits <= 4 ? 'Q4_1' : entry.bits === 5 ? 'Q5_1' : 'Q8_0';
+}
 
 describe('a quantized checkpoint with a mixed allocation (tiny random Llama and Qwen2)', () => {
   for (const architecture of ['llama', 'qwen2'] as const) {
@@ -34,11 +43,12 @@ describe('a quantized checkpoint with a mixed allocation (tiny random Llama and 
     beforeAll(async () => {
       await writeTinyModel(join(root, architecture), config, 4);
       let i = 0;
-      await quantizeModel({ modelDir: join(root, architecture), outDir: quantizedDir, quantizer: architecture === 'llama' ? hqqQuantizer : rtnQuantizer, configFor: () => MIXED[i++ % MIXED.length]! });
+      const configs = architecture === 'llama' ? MIXED : [...MIXED, ...SYMMETRIC];
+      await quantizeModel({ modelDir: join(root, architecture), outDir: quantizedDir, quantizer: architecture === 'llama' ? hqqQuantizer : rtnQuantizer, configFor: () => configs[i++ % configs.length]! });
       report = await exportGguf({ modelDir: quantizedDir, outFile });
     });
 
-    it(`${architecture}: <= 5-bit codes in groups of 32k keep their codes (Q4_1 / Q5_1); the rest is re-encoded as Q8_0 and said so`, async () => {
+    it(`${architecture}: <= 5-bit codes in groups of 32k keep their codes (Q4_1 / Q5_1; symmetric Q4_0 / Q5_0 / Q8_0); the rest is re-encoded as Q8_0 and said so`, async () => {
       const checkpoint = await openQuantizedCheckpoint(quantizedDir);
       const gguf = await openGgufModel(outFile);
       let exact = 0;
@@ -48,9 +58,10 @@ describe('a quantized checkpoint with a mixed allocation (tiny random Llama and 
           expect(t.source, t.name).toBe('float'); // embeddings and lm_head stay in the checkpoint's float type
           continue;
         }
-        const expected = entry.axis === 1 && entry.groupSize % 32 === 0 && entry.bits <= 5 ? (entry.bits === 5 ? 'Q5_1' : 'Q4_1') : 'Q8_0';
+        const expected = expectedType(entry);
         expect(t.type, t.name).toBe(expected);
-        expect(t.source, t.name).toBe(expected === 'Q8_0' ? 'encoded' : 'exact');
+        const exactForm = entry.axis === 1 && entry.groupSize % 32 === 0 && (entry.bits <= 5 || entry.symmetric === true);
+        expect(t.source, t.name).toBe(exactForm ? 'exact' : 'encoded');
         if (t.source !== 'exact') continue;
         exact++;
         // The file's weights (q/k permutation undone) are the checkpoint's, up to the fp16 rounding of d = 1/s and
@@ -69,6 +80,7 @@ describe('a quantized checkpoint with a mixed allocation (tiny random Llama and 
         expect(worst, t.name).toBeLessThanOrEqual(1);
       }
       expect(exact).toBeGreaterThan(0);
+      if (architecture === 'qwen2') expect(new Set(report.tensors.filter((t) => t.source === 'exact').map((t) => t.type))).toEqual(new Set(['Q4_1', 'Q5_1', 'Q4_0', 'Q5_0', 'Q8_0']));
       expect(report.notes.join(' ')).toMatch(/re-encoded/);
       await gguf.close();
       await checkpoint.close();
