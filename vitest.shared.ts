@@ -2,10 +2,11 @@
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('.', import.meta.url));
-const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export', 'datasets', 'gguf'];
+const packages = ['core', 'tensor-io', 'quantizers', 'runtime', 'stats', 'sensitivity', 'allocators', 'perplexity', 'fixtures', 'export', 'datasets', 'gguf', 'pipeline', 'experiment', 'queue'];
 /** Subpath exports (`@layerquant/<package>/<subpath>`) and the source file each maps to. */
 const subpaths: Record<string, string> = {
   'allocators/node': 'allocators/src/node.ts',
+  'export/browser': 'export/src/browser.ts',
   'gguf/node': 'gguf/src/node.ts',
   'allocators/testing': 'allocators/src/testing.ts',
   'quantizers/node': 'quantizers/src/node.ts',
@@ -26,6 +27,8 @@ const subpaths: Record<string, string> = {
  * first, so no entry here depends on the order of the others.
  */
 export const workspaceAlias: { find: RegExp; replacement: string }[] = [
+  // The runtime's onnxruntime backend (package.json "imports"): onnxruntime-node under Node; a page maps it to backend-web.ts.
+  { find: /^#ort-backend$/, replacement: `${root}packages/runtime/src/backend-node.ts` },
   ...Object.entries(subpaths).map(([sub, file]) => ({ find: new RegExp(`^@layerquant/${sub}$`), replacement: `${root}packages/${file}` })),
   ...packages.map((name) => ({ find: new RegExp(`^@layerquant/${name}$`), replacement: `${root}packages/${name}/src/index.ts` })),
 ];

@@ -9,8 +9,8 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ALLOCATOR_PLUGINS, floorStop, parseMethodName } from '../packages/allocators/dist/index.js';
-import { formatResultsCsv, formatResultsMarkdown } from '../apps/cli/dist/index.js';
+import { ALLOCATOR_PLUGINS, floorStop, parseMethodName } from '@layerquant/allocators';
+import { formatResultsCsv, formatResultsMarkdown } from '@layerquant/experiment';
 
 const { values, positionals } = parseArgs({ options: { out: { type: 'string' }, order: { type: 'string' }, between: { type: 'string' } }, allowPositionals: true });
 if (!values.out || positionals.length === 0) {

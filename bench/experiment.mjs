@@ -1,12 +1,15 @@
 // The paper's comparison on the shipped model, against the PyTorch oracle (oracles/oracles.json: the authors'
 // method with upstream HQQ in PyTorch, perplexity of brown-test at 512). Runs `layerquant experiment` with the
 // oracle's own statistics, so every allocation is the oracle's, and reports our perplexity against theirs.
+// The grid runs through @layerquant/experiment (prepareGrid, runGrid), the calls `layerquant experiment` makes.
 // usage: node bench/experiment.mjs [--budgets 2.25,3.25] [--out out/bench-experiment]   (after `pnpm build`)
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { datasets } from '@layerquant/datasets';
+import { expandMethodList } from '@layerquant/allocators';
+import { parseBudgets, prepareGrid, runGrid } from '@layerquant/experiment';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const model = join(root, 'packages/fixtures/models/llama-brown-26m');
@@ -15,9 +18,9 @@ const { values } = parseArgs({ options: { budgets: { type: 'string', default: '2
 const oracle = JSON.parse(readFileSync(join(oracleDir, 'oracles.json'), 'utf8'));
 const methods = 'hqq,mxq,sensiboost-2-1,sensiboost-3-0,kurtboost-2-1,kurtboost-3-0';
 const started = performance.now();
-execFileSync(process.execPath, [join(root, 'apps/cli/dist/bin.js'), 'experiment', model, '--stats', oracleDir, '--methods', methods, '--budgets', values.budgets, '--out', values.out, '--json'], { stdio: ['ignore', 'ignore', 'inherit'] });
+const grid = await prepareGrid({ modelDir: model, methods: expandMethodList(methods), budgets: parseBudgets(values.budgets), textPath: datasets['brown-test'] });
+const { rows } = await runGrid(grid, { outDir: values.out, statistics: { statsDir: oracleDir, calibrationPath: datasets['brown-calib'], calibrationName: 'brown-calib', blocks: 128 } });
 const seconds = (performance.now() - started) / 1000;
-const { rows } = JSON.parse(readFileSync(join(values.out, 'results.json'), 'utf8'));
 console.log('| budget | method | bpp (ours) | bpp (oracle) | perplexity (ours) | perplexity (PyTorch) | difference |');
 console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: |');
 let worst = 0;

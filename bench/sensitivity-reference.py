@@ -11,9 +11,10 @@
 #        [--float64] [--layers N] [--dequantized FILE]
 # IDS_JSON: a JSON array of token ids (the calibration text tokenized by @layerquant/tensor-io); blocks are cut in order.
 # Prints one JSON object {rows: [{part, layer, sensitivity}], kurtosis: {...}, seconds}.
-import json, math, struct, sys, time, glob, argparse
+import json, sys, time, argparse
 import torch
 import torch.nn.functional as F
+from llama_torch import MODULES, Llama, load_safetensors
 
 parser = argparse.ArgumentParser()
 parser.add_argument('model_dir'); parser.add_argument('ids'); parser.add_argument('blocks', type=int); parser.add_argument('seqlen', type=int)
@@ -26,20 +27,6 @@ parser.add_argument('--dequantized', default=None)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 dtype = torch.float64 if args.float64 else torch.float32
-
-
-def load(d):
-    W = {}
-    for f in sorted(glob.glob(d + '/*.safetensors')):
-        b = open(f, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-        for k, v in h.items():
-            if k == '__metadata__': continue
-            s, e = v['data_offsets']; raw = bytearray(b[8 + n + s:8 + n + e])
-            if v['dtype'] == 'BF16': t = torch.frombuffer(raw, dtype=torch.int16).to(torch.int32).bitwise_left_shift(16).view(torch.float32)
-            elif v['dtype'] == 'F16': t = torch.frombuffer(raw, dtype=torch.float16).float()
-            else: t = torch.frombuffer(raw, dtype=torch.float32).clone()
-            W[k] = t.reshape(v['shape'])
-    return W
 
 
 def hqq_dequantized(W, bits, group, axis, optimize=True):
@@ -66,38 +53,11 @@ def hqq_dequantized(W, bits, group, axis, optimize=True):
     return ((Wq - zero) / scale).reshape(shape)
 
 
-W = load(args.model_dir)
-cfg = json.load(open(args.model_dir + '/config.json'))
-H, nh, nkv = cfg['hidden_size'], cfg['num_attention_heads'], cfg['num_key_value_heads']
-hd = cfg.get('head_dim') or H // nh
-L = args.layers or cfg['num_hidden_layers']
-theta = cfg.get('rope_theta') or cfg['rope_parameters']['rope_theta']; eps = cfg['rms_norm_eps']
+W = load_safetensors(args.model_dir)
+model = Llama(args.model_dir, args.seqlen, dtype)
+L = args.layers or model.layers
 T = args.seqlen
-inv = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-ang = torch.outer(torch.arange(T, dtype=torch.float64), inv)
-cos, sin = torch.cat([ang, ang], -1).cos().to(dtype), torch.cat([ang, ang], -1).sin().to(dtype)
-rot = lambda x: torch.cat([-x[..., hd // 2:], x[..., :hd // 2]], -1)
-mask = torch.ones(T, T, dtype=torch.bool).triu(1)
-
-
-def rms(x, w):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
-
-
-def attention(h, wq, wk, wv, wo):
-    B = h.shape[0]
-    q = (h @ wq.T).view(B, T, nh, hd).transpose(1, 2)
-    k = (h @ wk.T).view(B, T, nkv, hd).transpose(1, 2)
-    v = (h @ wv.T).view(B, T, nkv, hd).transpose(1, 2)
-    q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
-    k, v = k.repeat_interleave(nh // nkv, 1), v.repeat_interleave(nh // nkv, 1)
-    s = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
-    a = s.masked_fill(mask, float('-inf')).softmax(-1) @ v
-    return a.transpose(1, 2).reshape(B, T, nh * hd) @ wo.T
-
-
-def mlp(h, wg, wu, wd):
-    return (F.silu(h @ wg.T) * (h @ wu.T)) @ wd.T
+rms, attention, mlp = model.rms, model.attention, model.mlp
 
 
 def mse(a, b):
@@ -120,7 +80,7 @@ offset = 0
 with torch.no_grad():
     for i in range(L):
         p = f'model.layers.{i}.'
-        w = {m: W[p + m + '.weight'] for m in ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']}
+        w = {m: W[p + m + '.weight'] for m in MODULES}
         for m, t in w.items(): kurt[f'{i}.{m}'] = kurtosis(t)
         if dequantized is not None:
             wq = {}

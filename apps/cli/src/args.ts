@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { InvalidOptionError } from '@layerquant/core';
+import { PluginLoadError } from '@layerquant/pipeline';
 
 export type OptionSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean; default?: string | boolean }>;
 
@@ -48,3 +49,25 @@ export function parseMemoryOption(value: string | undefined): number | undefined
   if (value === undefined) return undefined;
   return parseNumberOption(value, '--max-memory', 0, (n) => n > 0) * 2 ** 30;
 }
+
+/** `--plugin <module>` (repeatable, also `--plugin=<module>`) taken out of a command line. */
+export function splitPluginArgs(argv: readonly string[]): { plugins: string[]; argv: string[] } {
+  const plugins: string[] = [];
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      rest.push(...argv.slice(i));
+      break;
+    }
+    if (arg === '--plugin') {
+      const value = argv[i + 1];
+      if (value === undefined || value.startsWith('--')) throw new PluginLoadError('', 'needs a module: a path (./my-allocator.js) or a package name');
+      plugins.push(value);
+      i++;
+    } else if (arg.startsWith('--plugin=')) plugins.push(arg.slice('--plugin='.length));
+    else rest.push(arg);
+  }
+  return { plugins, argv: rest };
+}
+

@@ -2,7 +2,8 @@ import { createRequire } from 'node:module';
 import { LayerquantError } from '@layerquant/core';
 import type { Command, CommandContext } from './command.js';
 import { commands } from './commands/index.js';
-import { loadPlugins, splitPluginArgs, type PluginRegistries } from './plugins.js';
+import { loadPlugins, settledOrIdle, type PluginRegistries } from '@layerquant/pipeline';
+import { splitPluginArgs } from './args.js';
 import { SCHEMA_VERSION, formatRows, jsonError } from './output.js';
 
 /** The version of the layerquant package (package.json sits one folder above src/ and dist/). */
@@ -59,7 +60,9 @@ export async function runCli(argv: string[], io: Pick<CommandContext, 'stdout' |
     return 0;
   }
   try {
-    await command.run({ argv: rest, ...io, plugins });
+    // A promise nothing can settle (a plug-in's metric or quantizer that never returns) ends the event loop: named
+    // here instead of Node's silent exit 13.
+    await settledOrIdle(command.run({ argv: rest, ...io, plugins }), () => new LayerquantError('STALLED', `${command.name} stopped with work that nothing can finish (a plug-in whose promise never settles?)`));
     return 0;
   } catch (error) {
     if (error instanceof LayerquantError) {

@@ -1,4 +1,4 @@
-import type { PluginRegistries } from './plugins.js';
+import type { PluginRegistries } from '@layerquant/pipeline';
 
 /** What every command gets: its argv (after the command name and `--plugin` options), the registries, where to print. */
 export interface CommandContext {

@@ -2,6 +2,11 @@
 // apps/cli/schema/output.schema.json, documented in docs/json-schema.md), sizes in MiB with their accounting named,
 // and a table renderer that fits the terminal width.
 import { resolve } from 'node:path';
+import type { Column } from '@layerquant/experiment';
+import type { BoostReport, Sizes } from '@layerquant/pipeline';
+
+export { sizes, boostReport, type BoostReport, type Sizes } from '@layerquant/pipeline';
+export { markdownTable, type Column } from '@layerquant/experiment';
 
 /** Bumped whenever a key of the --json output changes meaning or disappears. */
 export const SCHEMA_VERSION = 1;
@@ -33,32 +38,14 @@ export function mib(bytes: number): number {
   return bytes / MIB;
 }
 
-/**
- * The sizes of a set of linear matrices, both ways: `paper` is the paper's accounting (8-bit scale and zero per
- * group, fp16 meta per 128 groups; null for a model that is not quantized), `disk` the bytes as layerquant stores them
- * (packed codes, scales and zeros in their stored dtype; float matrices as stored).
- */
-export interface Sizes {
-  readonly params: number;
-  readonly paperBitsPerWeight: number | null;
-  readonly paperMiB: number | null;
-  /** null where the shapes are not known (allocate without --model). */
-  readonly diskBitsPerWeight: number | null;
-  readonly diskMiB: number | null;
-  /** The weight files (safetensors, or the ONNX file and its external data) with every tensor, when known. */
-  readonly fileMiB?: number;
-}
-
-export function sizes(input: { params: number; paperBitsPerWeight?: number | null; diskBytes?: number | null; fileBytes?: number }): Sizes {
-  const paper = input.paperBitsPerWeight ?? null;
-  return {
-    params: input.params,
-    paperBitsPerWeight: paper,
-    paperMiB: paper === null ? null : (paper * input.params) / 8 / MIB,
-    diskBitsPerWeight: input.diskBytes == null ? null : input.params > 0 ? (8 * input.diskBytes) / input.params : 0,
-    diskMiB: input.diskBytes == null ? null : mib(input.diskBytes),
-    ...(input.fileBytes === undefined ? {} : { fileMiB: mib(input.fileBytes) }),
-  };
+/** `17.21 MiB, 6.55 bits per linear weight (the shipped onnx file: every byte; predicted 17.21 MiB; target 17.40 MiB)`. */
+export function shippedText(s: NonNullable<Sizes['shipped']>): string {
+  const notes = [
+    `the shipped ${s.format} file, every byte`,
+    ...(s.predictedMiB === undefined ? [] : [`predicted ${s.predictedMiB.toFixed(2)} MiB`]),
+    ...(s.targetMiB === undefined ? [] : [`target ${s.targetMiB.toFixed(2)} MiB`]),
+  ];
+  return `${s.MiB.toFixed(2)} MiB, ${s.bitsPerWeight.toFixed(4)} bits per linear weight (${notes.join('; ')})`;
 }
 
 /** Key/value rows of the terminal report for a Sizes. */
@@ -68,6 +55,7 @@ export function sizeRows(s: Sizes): Array<[string, string]> {
     rows.push(['paper size', `${s.paperMiB.toFixed(2)} MiB, ${s.paperBitsPerWeight.toFixed(4)} bits/weight (paper accounting: 8-bit scale and zero per group)`]);
   }
   if (s.diskMiB !== null && s.diskBitsPerWeight !== null) rows.push(['on disk', `${s.diskMiB.toFixed(2)} MiB, ${s.diskBitsPerWeight.toFixed(4)} bits/weight (linear matrices as stored)${s.fileMiB === undefined ? '' : `; ${s.fileMiB.toFixed(2)} MiB weight files`}`]);
+  if (s.shipped) rows.push(['shipped', shippedText(s.shipped)]);
   return rows;
 }
 
@@ -82,22 +70,11 @@ export function formatRows(rows: ReadonlyArray<readonly [string, string]>, optio
   return `${rows.map(([k, v]) => `${indent}${k.padEnd(width)} ${v}`.trimEnd()).join('\n')}\n`;
 }
 
-/** The same columns as a Markdown table (results.md): a header, the alignment row, one line per row. */
-export function markdownTable(columns: readonly Column[], rows: ReadonlyArray<readonly string[]>): string {
-  const line = (cells: readonly string[]) => `| ${cells.join(' | ')} |`;
-  return `${[line(columns.map((c) => c.header)), line(columns.map((c) => (c.align === 'right' ? '---:' : '---'))), ...rows.map((r) => line(columns.map((_, i) => r[i] ?? '')))].join('\n')}\n`;
-}
-
 /** Columns of the terminal: stdout's width when it is a terminal, else $COLUMNS, else unlimited (a pipe or file). */
 export function terminalColumns(stream: { isTTY?: boolean; columns?: number } = process.stdout): number {
   if (stream.isTTY && stream.columns) return stream.columns;
   const env = Number(process.env.COLUMNS);
   return Number.isInteger(env) && env > 0 ? env : Number.POSITIVE_INFINITY;
-}
-
-export interface Column {
-  readonly header: string;
-  readonly align?: 'left' | 'right';
 }
 
 /**
@@ -141,35 +118,6 @@ export function wrapAtSpaces(line: string, width: number, indent = 0): string {
   }
   if (current !== '') lines.push(current);
   return lines.join('\n');
-}
-
-/** The per-layer boost report of a SensiBoost / KurtBoost / ablation allocation (undefined for other methods). */
-export interface BoostReport {
-  readonly baseConfig: string;
-  readonly boostConfig: string;
-  /** One entry per boosted (layer, module), layers ascending; zScore null for the ablation's random layers. */
-  readonly layers: ReadonlyArray<{ readonly layer: number; readonly module: string; readonly config: string; readonly zScore: number | null }>;
-}
-
-interface BoostFields {
-  readonly method?: string;
-  readonly baseConfig?: unknown;
-  readonly boostConfig?: unknown;
-  readonly boosted?: Readonly<Record<string, readonly number[]>>;
-  readonly outliers?: Readonly<Record<string, ReadonlyArray<{ readonly layer: number; readonly zScore: number }>>>;
-}
-
-export function boostReport(allocation: BoostFields): BoostReport | undefined {
-  if (!allocation.boosted || typeof allocation.boostConfig !== 'string') return undefined;
-  const layers: Array<BoostReport['layers'][number]> = [];
-  for (const [module, list] of Object.entries(allocation.boosted)) {
-    for (const layer of list) {
-      const z = allocation.method === 'ablation' ? undefined : allocation.outliers?.[module]?.find((o) => o.layer === layer)?.zScore;
-      layers.push({ layer, module, config: allocation.boostConfig, zScore: z ?? null });
-    }
-  }
-  layers.sort((a, b) => a.layer - b.layer || a.module.localeCompare(b.module));
-  return { baseConfig: String(allocation.baseConfig), boostConfig: allocation.boostConfig, layers };
 }
 
 /** Terminal lines of a boost report: one line per boosted layer. */

@@ -1,4 +1,7 @@
+import { formatSeconds } from '@layerquant/core';
 import { wrapAtSpaces } from './output.js';
+
+export { formatSeconds } from '@layerquant/core';
 
 /** A line for stderr, broken at spaces to fit its width when it is a terminal (never inside a number). */
 export function fitStderr(line: string): string {
@@ -39,12 +42,6 @@ export function createProgress(title: string, enabled = Boolean(process.stderr.i
   };
 }
 
-export function formatSeconds(seconds: number): string {
-  if (!Number.isFinite(seconds)) return '?';
-  if (seconds < 60) return `${seconds.toFixed(1)}s`;
-  const m = Math.floor(seconds / 60);
-  return `${m}m${String(Math.round(seconds - m * 60)).padStart(2, '0')}s`;
-}
 
 /**
  * What a long step will cost, said before it starts and again once the first unit is measured:

@@ -5,9 +5,8 @@ import { copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { modelContentHash } from '../src/experiment/keys.js';
-import type { ComputedStatsSettings } from '../src/experiment/plan.js';
-import type { ExperimentRow } from '../src/experiment/report.js';
+import type { ExperimentRow } from '@layerquant/experiment';
+import { ensureStatistics, modelContentHash, type ComputedStatsSettings, type StatisticsRequest } from '@layerquant/pipeline';
 
 interface JsonRow {
   readonly method: string;
@@ -15,10 +14,9 @@ interface JsonRow {
   readonly perplexity: number;
   readonly seconds: number;
 }
-import { ensureStatistics } from '../src/experiment/statistics.js';
 import { bin, binPath, cli } from './run-cli.js';
 
-const needs = { fnorm: true, sensitivity: true, kurtosis: true };
+const needs = ['fnorm', 'sensitivity', 'kurtosis'];
 
 /** A copy of the shipped model: small files copied, shards linked, except `copied` (a real copy to edit). */
 function modelCopy(copied?: string): string {
@@ -59,8 +57,8 @@ describe('statistics cache keyed by settings', () => {
     const calls: ComputedStatsSettings[] = [];
     // The measurement is the sensitivity package's (tested there); here the tables are the shipped oracles', so
     // the test exercises only which settings reuse which cache.
-    const compute = async (settings: ComputedStatsSettings) => {
-      calls.push(settings);
+    const compute = async (request: StatisticsRequest) => {
+      calls.push(request.settings);
       return loadStatsDirectory(shippedOraclesDir);
     };
     const notes: string[] = [];

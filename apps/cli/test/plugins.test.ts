@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { matrixTensorName } from '@layerquant/core';
 import { openCheckpoint } from '@layerquant/tensor-io';
-import { loadPlugins, splitPluginArgs } from '../src/plugins.js';
+import { loadPlugins } from '@layerquant/pipeline';
+import { splitPluginArgs } from '../src/args.js';
 import { cli } from './run-cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'layerquant-plugins-'));

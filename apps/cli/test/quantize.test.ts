@@ -72,7 +72,7 @@ describe('layerquant quantize', () => {
     const cases = [
       ['quantize', shippedModelDir, '--config', 'b4g64'],
       ['quantize', shippedModelDir, '--config', 'b7g64', '--out', join(scratch, 'x')],
-      ['quantize', shippedModelDir, '--method', 'gptq', '--out', join(scratch, 'x')],
+      ['quantize', shippedModelDir, '--method', 'awq', '--out', join(scratch, 'x')],
       ['quantize', shippedModelDir, '--config', 'b4g96', '--out', join(scratch, 'x')],
       ['quantize', shippedModelDir, '--method', 'rtn', '--kappa', '1.01', '--out', join(scratch, 'x')],
       ['quantize', '/no/such/model', '--out', join(scratch, 'x')],

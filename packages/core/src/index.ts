@@ -9,3 +9,4 @@ export * from './decoder-layout.js';
 export * from './options.js';
 export * from './random.js';
 export * from './format.js';
+export * from './duration.js';

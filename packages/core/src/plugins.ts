@@ -1,4 +1,4 @@
-import type { QuantConfig } from './config.js';
+import type { QuantConfig, ZeroKind } from './config.js';
 import type { MatrixKey, UnitModule } from './model.js';
 import type { WeightTensor } from './tensor.js';
 
@@ -24,6 +24,12 @@ export interface QuantizedTensor {
    * into the run's report; not stored in checkpoints.
    */
   readonly report?: Readonly<Record<string, number>>;
+  /**
+   * The code width of each input column, where a quantizer gives columns different widths (BAQ; its Quantizer says
+   * `columnBits: true`). The packed codes are then one bitstream per row (each code its column's width, least
+   * significant bits first, rows padded to `config.bits`' words) that only that quantizer's dequantize reads.
+   */
+  readonly columnBits?: Uint8Array;
 }
 
 /**
@@ -61,6 +67,14 @@ export interface Quantizer {
    * `quantize` throws. Absent: the quantizer sees weights only.
    */
   readonly calibration?: 'hessian';
+  /**
+   * The zero kinds its configs can take (`b4g64` fractional, `b4g64-int` integer, `b4g64-sym` none): what a shipped
+   * format's ladder offers it (an integer zero needs no correction bytes in ONNX MatMulNBits). Absent: fractional and
+   * integer (rtn, hqq's `roundZero`).
+   */
+  readonly zeroKinds?: readonly ZeroKind[];
+  /** Its QuantizedTensors carry `columnBits` (a width per input column), stored beside the codes. */
+  readonly columnBits?: boolean;
 }
 
 /**

@@ -3,7 +3,7 @@ import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, openModelWeights, type Qu
 import {
   EMBED_TOKENS,
   LM_HEAD,
-  buildKvDecoderGraph,
+  buildDecoderGraph,
   checkSupportedConfig,
   decoderLayout,
   encodeModel,
@@ -11,6 +11,7 @@ import {
   expectedShapes,
   type ActivationType,
   type DecoderLayout,
+  type DecoderOperators,
   type GraphBuilder,
   type GraphWeight,
 } from '@layerquant/runtime';
@@ -19,12 +20,15 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UnsupportedExportError, toMatMulNBits } from './matmul-nbits.js';
-import { EXTERNAL_DATA_THRESHOLD, type FloatType, type ScaleType } from './onnx-cost.js';
-export { EXTERNAL_DATA_THRESHOLD, type FloatType } from './onnx-cost.js';
+import { DEFAULT_EXPORT_SCALE_TYPE, DEFAULT_OPERATORS, EXTERNAL_DATA_THRESHOLD, type FloatType, type ScaleType } from './onnx-cost.js';
+export { DEFAULT_OPERATORS, EXTERNAL_DATA_THRESHOLD, type FloatType } from './onnx-cost.js';
 
 
 export interface OnnxExportOptions {
-  /** MatMulNBits scales: float32 (default with float32 activations) or float16 (half the scale bytes; error measured in bench). */
+  /**
+   * MatMulNBits scales: float16 (the export's default, DEFAULT_EXPORT_SCALE_TYPE: half the scale bytes) or float32;
+   * buildModelGraph alone (packed-weight evaluation) defaults to the activation type.
+   */
   readonly scaleType?: ScaleType;
   /** embed_tokens and lm_head storage (default: the activation type). */
   readonly embeddingType?: FloatType;
@@ -38,6 +42,12 @@ export interface OnnxExportOptions {
    * through the recorded quantizer's dequantize and keeps them as float Gemms.
    */
   readonly otherLayouts?: 'error' | 'float';
+  /**
+   * `fused` (the export's default): onnxruntime's contrib operators (GroupQueryAttention, SkipSimplifiedLayerNormalization,
+   * one MatMulNBits for q/k/v and for gate/up); `standard`: opset-17 operators and MatMulNBits only, for runtimes
+   * without those contrib operators (runtime README).
+   */
+  readonly operators?: DecoderOperators;
 }
 
 /** The accuracy level an export uses unless told otherwise; bench/README.md gives the speed and perplexity figures. */
@@ -100,7 +110,7 @@ export async function buildModelGraph(
   if (source.isQuantized && !packedAffine && (options.otherLayouts ?? 'error') === 'error') {
     throw new UnsupportedExportError(
       source.dir,
-      `was quantized by "${quantizer?.id ?? 'an unnamed quantizer'}", whose stored codes are not the affine (code - zero) / scale layout ONNX MatMulNBits holds (the plug-in declares no packedLayout 'affine'); evaluate it with \`layerquant eval\`, which reads it through that quantizer's dequantize, or quantize with rtn or hqq to export`,
+      `was quantized by "${quantizer?.id ?? 'an unnamed quantizer'}", whose stored codes are not the affine (code - zero) / scale layout ONNX MatMulNBits holds (the plug-in declares no packedLayout 'affine'${quantizer?.columnBits ? '; it gives the input columns of a matrix different code widths, and MatMulNBits holds one width per matrix' : ''}); evaluate it with \`layerquant eval\`, which reads it through that quantizer's dequantize, or quantize with rtn, hqq or gptq to export`,
     );
   }
   // Otherwise (otherLayouts 'float') such matrices are read through `read`: the quantizer's dequantized weights.
@@ -127,7 +137,13 @@ export async function buildModelGraph(
       matrices.push({ name, shape: [shape[0]!, shape[1]!], config: null, storedBits: null, zeroCorrection: false, bytes: tensor.data.byteLength });
     }
   }
-  const graph = buildKvDecoderGraph(config, layout, { weights, activations, accuracyLevel: options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL });
+  const graph = buildDecoderGraph(config, layout, {
+    weights,
+    kvCache: true,
+    activations,
+    accuracyLevel: options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL,
+    operators: options.operators ?? DEFAULT_OPERATORS,
+  });
   return { config, layout, graph, matrices, quantized: matrices.some((m) => m.config !== null) };
 }
 
@@ -161,6 +177,8 @@ export interface ExportReport {
   readonly externalDataBytes: number;
   readonly activations: ActivationType;
   readonly accuracyLevel: 0 | 4;
+  /** The operator set of the graph (`fused`: onnxruntime's contrib operators; `standard`: opset-17 ones). */
+  readonly operators: DecoderOperators;
   readonly scaleType: ScaleType;
   readonly embeddingType: FloatType;
   /** Linear weights: count, bytes in the file, bits per weight. */
@@ -195,7 +213,8 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   if (modelDir === outDir) throw new InvalidOptionError('--out', `${outDir} is the model directory itself; export to another directory`);
   const activations = options.activations ?? 'float32';
   const accuracyLevel = options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL;
-  const scaleType = options.scaleType ?? activations;
+  const operators = options.operators ?? DEFAULT_OPERATORS;
+  const scaleType = options.scaleType ?? DEFAULT_EXPORT_SCALE_TYPE;
   const embeddingType = options.embeddingType ?? activations;
   if (activations === 'float16' && scaleType === 'float32') {
     throw new InvalidOptionError('--scale-dtype', 'float16 activations need float16 scales (MatMulNBits takes scales of the activation type)');
@@ -212,7 +231,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   }
   let built: ExportGraph;
   // Matrices whose checkpoint keeps 8-bit scales and zeros (quantize --scale-dtype u8): expanded to float scales below.
-  const u8Matrices = 'metadata' in source ? Object.values(source.metadata.tensors).filter((entry) => entry.scaleDtype === 'U8').length : 0;
+  const u8Matrices = 'readQuantized' in source ? Object.values(source.metadata.tensors).filter((entry) => entry.scaleDtype === 'U8').length : 0;
   let config: Awaited<ReturnType<typeof loadValidatedConfig>>['config'];
   let output: OutputDirectory | undefined;
   try {
@@ -222,7 +241,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
     await checkTokenizerFiles(modelDir, { vocabSize: config.vocabSize });
     // One writer per --out (a second export to it is refused while this one runs); checked before the long build.
     output = await openOutputDirectory(outDir, 'export');
-    built = await buildModelGraph(source, config, { activations, accuracyLevel, scaleType, embeddingType });
+    built = await buildModelGraph(source, config, { activations, accuracyLevel, scaleType, embeddingType, operators });
   } catch (error) {
     output?.abandon();
     throw error;
@@ -297,6 +316,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
       externalDataBytes,
       activations,
       accuracyLevel,
+      operators,
       scaleType,
       embeddingType,
       linearParams,

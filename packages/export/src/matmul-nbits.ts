@@ -3,7 +3,7 @@ import { PACKING, packCodes, roundHalfEven, unpackCodes } from '@layerquant/quan
 import type { MatMulNBitsWeight } from '@layerquant/runtime/graph';
 import { matMulNBitsProblem, nativeBits, type NativeBits, type ScaleType } from './onnx-cost.js';
 export { MATMUL_NBITS_BITS, type NativeBits, type ScaleType } from './onnx-cost.js';
-import { float32ToF16Bits, f16BitsToFloat32 } from '@layerquant/tensor-io';
+import { float32ToF16Bits, f16BitsToFloat32 } from '@layerquant/tensor-io/browser';
 
 /** A quantized matrix whose layout the export format cannot hold (strided groups, odd block sizes). */
 export class UnsupportedExportError extends LayerquantError {

@@ -59,7 +59,7 @@ const OPTIONS: readonly (OnnxFileOptions & { embeddingType?: FloatType })[] = [
 
 describe('the ONNX cost model predicts the bytes of the exported file', () => {
   for (const family of Object.keys(MODELS)) {
-    it(`${family}: fileBytes equals the bytes on disk for every option and mixed allocations (embeddings quantized or float), and the sum of unit bytes is within 1%`, async () => {
+    it(`${family}: fileBytes equals the bytes on disk for every option and mixed allocations (embeddings quantized or float), and the sum of unit bytes is within 2%`, async () => {
       const config = MODELS[family]!;
       for (const [k, options] of OPTIONS.entries()) {
         const configOf = mixedConfigs(k);
@@ -77,9 +77,10 @@ describe('the ONNX cost model predicts the bytes of the exported file', () => {
         const allFloat = cost.fileBytes(() => null);
         let additive = allFloat;
         for (const u of cost.units) additive += cost.unitBytes(u, configOf(u)) - cost.unitBytes(u, null);
-        // A tiny model's nodes are a large share of its file: the knapsack's per-unit sizes are within 1% here (0.5% at
+        // A tiny model's nodes are a large share of its file: the knapsack's per-unit sizes (each matrix its own
+        // MatMulNBits; the fused graph stacks q/k/v and gate/up of equal configs into one) are within 2% here (0.5% at
         // real sizes, below); the solver checks the exact size of the file it chose.
-        expect(Math.abs(additive - actual) / actual).toBeLessThan(0.01);
+        expect(Math.abs(additive - actual) / actual).toBeLessThan(0.02);
         // The embedding units are units of the model: embed_tokens always, lm_head where it is not tied.
         expect(cost.units.filter((u) => isEmbeddingUnit(u.module)).map((u) => u.module)).toEqual(layout.tiedEmbeddings ? ['embed_tokens'] : ['embed_tokens', 'lm_head']);
 

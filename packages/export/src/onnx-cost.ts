@@ -18,12 +18,13 @@ import {
 import {
   MICROSOFT_DOMAIN,
   OnnxDataType,
-  buildKvDecoderGraph,
+  buildDecoderGraph,
   encodeModelWithExternalData,
   encodedInitializerLength,
   encodedModelLength,
   encodedNodeLength,
   type ActivationType,
+  type DecoderOperators,
   type GraphWeight,
   type MatMulNBitsWeight,
   type OnnxDataTypeValue,
@@ -46,6 +47,13 @@ export type NativeBits = (typeof MATMUL_NBITS_BITS)[number];
 export const ONNX_LADDER_GROUPS = Object.freeze([32, 64, 128] as const);
 
 export type ScaleType = 'float32' | 'float16';
+
+/**
+ * The scales (and zero corrections) an export stores unless told otherwise: float16, half the bytes of float32 at an
+ * error far below the quantization's own (a scale's relative rounding is 2^-11; bench/README.md has the measured
+ * perplexity). With float32 activations the graph casts them once; onnxruntime folds the cast when it loads the file.
+ */
+export const DEFAULT_EXPORT_SCALE_TYPE: ScaleType = 'float16';
 export type FloatType = 'float32' | 'float16';
 
 /** The narrowest native width that holds `bits`-bit codes unchanged (1 -> 2, 3 -> 4, 5 and 6 -> 8), or undefined above 8. */
@@ -67,7 +75,7 @@ export function matMulNBitsProblem(columns: number, config: QuantConfig): string
 export interface OnnxFileOptions {
   /** Activations and KV cache (float32: `model_q4.onnx`; float16: `model_q4f16.onnx`). */
   readonly activations?: ActivationType;
-  /** MatMulNBits / GatherBlockQuantized scales, and the zero corrections (default: the activation type). */
+  /** MatMulNBits / GatherBlockQuantized scales, and the zero corrections (default DEFAULT_EXPORT_SCALE_TYPE, float16). */
   readonly scaleType?: ScaleType;
   /** Float embed_tokens and lm_head (default: the activation type). */
   readonly embeddingType?: FloatType;
@@ -75,7 +83,12 @@ export interface OnnxFileOptions {
   readonly accuracyLevel?: 0 | 4;
   /** Initializer bytes above which the weights go to an external data file (the export's EXTERNAL_DATA_THRESHOLD). */
   readonly externalDataThreshold?: number;
+  /** The operator set of the graph (default DEFAULT_OPERATORS, the export's): the exact file is that graph's. */
+  readonly operators?: DecoderOperators;
 }
+
+/** The operator set an export uses unless told otherwise (the runtime README says which runtimes run which). */
+export const DEFAULT_OPERATORS: DecoderOperators = 'fused';
 
 /** Above this many bytes of initializers the weights go to an external data file (protobuf's 2 GiB limit). */
 export const EXTERNAL_DATA_THRESHOLD = 2 ** 31 - 2 ** 26;
@@ -116,9 +129,10 @@ export interface OnnxCostModel extends FormatCostModel {
 /** The ONNX cost model of a model (its config and layout) under the export's options. */
 export function onnxCostModel(config: DecoderConfig, layout: DecoderLayout, options: OnnxFileOptions = {}): OnnxCostModel {
   const activations = options.activations ?? 'float32';
-  const scaleType = options.scaleType ?? activations;
+  const scaleType = options.scaleType ?? DEFAULT_EXPORT_SCALE_TYPE;
   const embeddingType = options.embeddingType ?? activations;
   const accuracyLevel = options.accuracyLevel ?? 4;
+  const operators = options.operators ?? DEFAULT_OPERATORS;
   const threshold = options.externalDataThreshold ?? EXTERNAL_DATA_THRESHOLD;
   const actType = activations === 'float16' ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
   const scaleDataType = scaleType === 'float16' ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
@@ -161,11 +175,11 @@ export function onnxCostModel(config: DecoderConfig, layout: DecoderLayout, opti
       const inputs = ['x_1234', `${name}.qweight`, 'cast_1234', ...(c.symmetric ? [] : [`${name}.zero_points`])];
       bytes += encodedNodeLength(node('MatMulNBits', inputs, { K: k, N: n, bits, block_size: c.groupSize, accuracy_level: accuracyLevel }, nodeName, MICROSOFT_DOMAIN));
       if (zeroKind(c) === 'fractional') {
-        // The correction: its initializer, a cast, Y - S @ C, and (counted for each user; shared per input) the block sums.
+        // The correction: its initializer, a cast, Y - S @ C (one Gemm), and (counted for each user; shared per input)
+        // the block sums.
         bytes += encodedInitializerLength({ name: `${name}.zero_correction`, dataType: scaleDataType, dims: [blocks, n] }, blocks * n * scaleBytes);
         if (scaleDataType !== actType) bytes += castBytes(`${name}.zero_correction`);
-        bytes += encodedNodeLength(node('MatMul', ['reducesum_1234', 'cast_1234']));
-        bytes += encodedNodeLength(node('Sub', ['matmulnbits_1234', 'matmul_1234']));
+        bytes += encodedNodeLength(node('Gemm', ['reducesum_1234', 'cast_1234', 'matmulnbits_1234'], { alpha: { float: -1 }, beta: { float: 1 } }));
         bytes += encodedNodeLength(node('Reshape', ['x_1234', 'ints_1234'])) + encodedNodeLength(node('ReduceSum', ['reshape_1234', 'ints_1234'], { keepdims: 0 }));
         bytes += encodedInitializerLength({ name: 'ints_1234', dataType: OnnxDataType.INT64, dims: [3] }, 24);
         bytes += encodedInitializerLength({ name: 'ints_1234', dataType: OnnxDataType.INT64, dims: [1] }, 8);
@@ -266,7 +280,9 @@ export function onnxCostModel(config: DecoderConfig, layout: DecoderLayout, opti
   }
 
   function skeleton(configOf: (unit: MatrixInfo) => QuantConfig | null): OnnxModel {
-    return buildKvDecoderGraph(config, layout, { weights: skeletonWeights(configOf), activations, accuracyLevel }).toModel();
+    // The fused graph stacks q/k/v and gate/up of equal configs into one initializer: those few are real copies of
+    // the zero views (the per-unit bytes above count each matrix's own MatMulNBits; the file is exact).
+    return buildDecoderGraph(config, layout, { weights: skeletonWeights(configOf), kvCache: true, activations, accuracyLevel, operators }).toModel();
   }
 
   function files(configOf: (unit: MatrixInfo) => QuantConfig | null): { model: number; externalData: number } {

@@ -118,7 +118,7 @@ export interface OnnxExportSummary {
   readonly fileBytes: number;
   readonly externalDataBytes: number;
   readonly summary: OnnxFileSummary;
-  /** MatMulNBits nodes by `b{bits}g{block}` (stored widths). */
+  /** Matrices in MatMulNBits nodes by `b{bits}g{block}` (stored widths; a stacked q/k/v node counts 3). */
   readonly matMulNBits: Readonly<Record<string, number>>;
   /** Linear weights (MatMulNBits K*N plus float linear matrices). */
   readonly linearParams: number;
@@ -140,15 +140,18 @@ export async function summarizeOnnxExport(dir: string, file?: string): Promise<O
   const matMulNBits: Record<string, number> = {};
   let linearParams = 0;
   let linearMatrices = 0;
+  // The fused graph stacks q/k/v and gate/up into one node (or one float initializer) named `a+b+c`: count matrices.
+  const matricesIn = (name: string) => name.split('+').filter((part) => LINEAR_NAME.test(part)).length || 1;
   for (const node of summary.nodes) {
     if (node.opType !== 'MatMulNBits') continue;
     if (![node.ints.K, node.ints.N, node.ints.bits, node.ints.block_size].every((v) => Number.isInteger(v) && v! > 0)) {
       throw new InvalidDataError(path, `MatMulNBits node "${node.name}" lacks its K, N, bits or block_size attribute; the file is corrupt, export the model again`);
     }
     const key = `b${node.ints.bits}g${node.ints.block_size}`;
-    matMulNBits[key] = (matMulNBits[key] ?? 0) + 1;
+    const count = matricesIn(node.name);
+    matMulNBits[key] = (matMulNBits[key] ?? 0) + count;
     linearParams += node.ints.K! * node.ints.N!;
-    linearMatrices++;
+    linearMatrices += count;
   }
   let linearBytes = 0;
   for (const init of summary.initializers) {
@@ -156,7 +159,7 @@ export async function summarizeOnnxExport(dir: string, file?: string): Promise<O
     linearBytes += init.bytes;
     if (/\.weight$/.test(init.name) && init.dims.length === 2) {
       linearParams += init.dims[0]! * init.dims[1]!;
-      linearMatrices++;
+      linearMatrices += matricesIn(init.name);
     }
   }
   return {

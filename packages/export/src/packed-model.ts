@@ -48,11 +48,13 @@ export function sessionLogits(session: OrtSession, config: DecoderConfig): (inpu
       const id = input.ids[i]!;
       if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new InvalidOptionError('ids', `token id ${id} at position ${i} is outside the vocabulary [0, ${vocabSize})`);
     }
+    const inputs = new Set(session.inputNames);
     const feeds: Record<string, OrtTensor> = {
       input_ids: int64Tensor(input.ids, [1, length]),
       attention_mask: int64Tensor(new Uint8Array(length).fill(1), [1, length]),
-      position_ids: int64Tensor(Array.from({ length }, (_, t) => t), [1, length]),
     };
+    if (inputs.has('position_ids')) feeds.position_ids = int64Tensor(Array.from({ length }, (_, t) => t), [1, length]);
+    if (inputs.has('num_logits_to_keep')) feeds.num_logits_to_keep = int64Tensor([0], []);
     for (let i = 0; i < numLayers; i++) {
       for (const part of ['key', 'value']) feeds[`past_key_values.${i}.${part}`] = emptyTensor(half ? 'float16' : 'float32', [1, kvHeads, 0, headDim]);
     }
@@ -127,7 +129,8 @@ export interface PackedModelOptions extends RuntimeOptions, OnnxExportOptions {
 export async function openPackedModel(source: ModelGraphSource, config: DecoderConfig, options: PackedModelOptions = {}): Promise<PackedModel> {
   const { tempDir, threads, inMemoryLimit = IN_MEMORY_GRAPH_LIMIT, ...graphOptions } = options;
   // A model to evaluate, not a file to ship: a quantizer whose codes MatMulNBits cannot hold runs on its dequantized weights.
-  let built: Awaited<ReturnType<typeof buildModelGraph>> | undefined = await buildModelGraph(source, config, { accuracyLevel: 0, otherLayouts: 'float', ...graphOptions });
+  // The standard operators by default: evaluation reproduces the numbers measured before the fused graph existed.
+  let built: Awaited<ReturnType<typeof buildModelGraph>> | undefined = await buildModelGraph(source, config, { accuracyLevel: 0, otherLayouts: 'float', operators: 'standard', ...graphOptions });
   const { matrices, quantized } = built;
   let model: ReturnType<typeof built.graph.toModel> | undefined = built.graph.toModel();
   built = undefined;

@@ -3,7 +3,7 @@
 // float graph's perplexity on the dequantized weights, and the onnx-proto decoder.
 import { sensiBoostAllocator } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { configName, quantConfig, type QuantConfig } from '@layerquant/core';
+import { configName, matrixOfTensorName, quantConfig, type QuantConfig } from '@layerquant/core';
 import { brownTestPath, shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
 import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer } from '@layerquant/quantizers';
@@ -87,11 +87,13 @@ describe('export of the shipped model', () => {
     expect(readdirSync(join(outDir, 'onnx'))).toEqual(['model_q4.onnx']);
   });
 
-  it('onnx-proto decodes every linear as one MatMulNBits with the bits and block size of the allocation', () => {
+  it('onnx-proto decodes the fused graph: per layer one GroupQueryAttention, a MatMulNBits per matrix or stacked q/k/v and gate/up, fused norms', () => {
     for (const [label, { outDir, configs }] of exported) {
       const model = onnx.ModelProto.decode(readFileSync(join(outDir, 'onnx', 'model_q4.onnx')));
       expect(model.opsetImport.map((o) => o.domain ?? '')).toContain('com.microsoft');
-      const nodes = new Map(model.graph!.node!.filter((n) => n.opType === 'MatMulNBits').map((n) => [n.name!, n]));
+      const graphNodes = model.graph!.node!;
+      // A stacked node is named after its matrices (`q+k+v`): each matrix is in exactly one MatMulNBits.
+      const nodes = new Map(graphNodes.filter((n) => n.opType === 'MatMulNBits').flatMap((n) => n.name!.split('+').map((name) => [name, n] as const)));
       expect(nodes.size, label).toBe(224);
       for (const [name, config] of configs) {
         const node = nodes.get(name);
@@ -102,7 +104,18 @@ describe('export of the shipped model', () => {
         expect(attribute('block_size')).toBe(config!.groupSize);
         expect(node!.domain).toBe('com.microsoft');
       }
-      expect(model.graph!.input!.map((i) => i.name).slice(0, 3)).toEqual(['input_ids', 'attention_mask', 'position_ids']);
+      const count = (op: string) => graphNodes.filter((n) => n.opType === op).length;
+      expect(count('GroupQueryAttention'), label).toBe(32);
+      expect(count('SkipSimplifiedLayerNormalization'), label).toBe(64);
+      expect(count('SimplifiedLayerNormalization'), label).toBe(1);
+      for (const op of ['Softmax', 'Transpose', 'Trilu', 'Pow', 'ReduceMean']) expect(count(op), `${label} ${op}`).toBe(0);
+      // Uniform configs stack q/k/v and gate/up: 4 MatMulNBits a layer; HQQ's fractional zeros add 3 nodes per MatMulNBits.
+      if (label === 'b4g64') {
+        expect(count('MatMulNBits')).toBe(4 * 32);
+        expect(graphNodes.length).toBeLessThan(26 * 32 + 40);
+      }
+      expect(model.graph!.input!.map((i) => i.name).slice(0, 2)).toEqual(['input_ids', 'attention_mask']);
+      expect(model.graph!.input!.map((i) => i.name)).toContain('num_logits_to_keep');
       const batch = model.graph!.input!.find((i) => i.name === 'past_key_values.0.key')!.type!.tensorType!.shape!.dim![0]!;
       expect(batch.dimParam).toBe('batch_size');
     }
@@ -167,15 +180,17 @@ describe('export of the shipped model', () => {
   it('the report counts the real bytes: 3-bit matrices at 4 bits per code', () => {
     const b3 = exported.get('b3g64')!.report;
     const b4 = exported.get('b4g64')!.report;
-    expect(b3.matrices.every((m) => m.storedBits === 4)).toBe(true);
+    // the linear matrices (embed_tokens and lm_head are listed too, in float)
+    const linear = (r: ExportReport) => r.matrices.filter((m) => matrixOfTensorName(m.name) !== undefined);
+    expect(linear(b3).every((m) => m.storedBits === 4)).toBe(true);
     expect(b3.notes[0]).toMatch(/^b3g64 codes are stored as 4-bit/);
     // same codes, scales and zero points as b4g64; the fractional zeros of each add one float per group
     const codesAndMeta = (r: ExportReport) => r.linearParams / 2 + (r.linearParams / 64) * 4 + (r.linearParams / 64) / 2;
-    expect(b4.linearBytes).toBe(codesAndMeta(b4) + (b4.matrices.filter((m) => m.zeroCorrection).length ? (b4.linearParams / 64) * 4 : 0));
+    expect(b4.linearBytes).toBe(codesAndMeta(b4) + (linear(b4).filter((m) => m.zeroCorrection).length ? (b4.linearParams / 64) * 4 : 0));
     expect(b3.linearBytes).toBe(b4.linearBytes);
     const mixed = exported.get('sensiboost-3.25')!;
-    expect(new Set(mixed.report.matrices.map((m) => m.config)).size).toBeGreaterThan(1);
+    expect(new Set(linear(mixed.report).map((m) => m.config)).size).toBeGreaterThan(1);
     const allocated = Object.fromEntries([...mixed.configs].map(([name, c]) => [name, c ? configName(c) : null]));
-    expect(Object.fromEntries(mixed.report.matrices.map((m) => [m.name, m.config]))).toEqual(allocated);
+    expect(Object.fromEntries(linear(mixed.report).map((m) => [m.name, m.config]))).toEqual(allocated);
   });
 });

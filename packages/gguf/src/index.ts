@@ -51,6 +51,7 @@ export {
   ggufArchitecture,
   ggufTensorName,
   hfTensorName,
+  isLinearGgufTensor,
   llama3RopeFactors,
   permuteRotaryRows,
   rotaryHeads,

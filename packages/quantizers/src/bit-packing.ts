@@ -63,3 +63,56 @@ export function unpackCodes(packed: Uint32Array, rows: number, columns: number, 
   }
   return codes;
 }
+
+/** Bits a row takes when each column has its own width. */
+function rowBits(columnBits: Uint8Array): number {
+  let total = 0;
+  for (const b of columnBits) total += b;
+  return total;
+}
+
+/**
+ * Packs row-major codes whose columns have different widths (`columnBits`, 0 to 8): each row one bitstream, codes in
+ * column order, least significant bits first (a code may span two words), padded to `stride` words per row.
+ */
+export function packColumnCodes(codes: Uint8Array, rows: number, columns: number, columnBits: Uint8Array, stride: number): Uint32Array {
+  if (rowBits(columnBits) > 32 * stride) throw new RangeError(`columns of ${rowBits(columnBits)} bits do not fit rows of ${stride} words`);
+  const packed = new Uint32Array(rows * stride);
+  for (let r = 0; r < rows; r++) {
+    let bit = r * stride * 32;
+    for (let c = 0; c < columns; c++) {
+      const width = columnBits[c]!;
+      if (width === 0) continue;
+      const code = codes[r * columns + c]!;
+      const word = bit >>> 5;
+      const shift = bit & 31;
+      packed[word] = (packed[word]! | (code << shift)) >>> 0;
+      if (shift + width > 32) packed[word + 1] = (packed[word + 1]! | (code >>> (32 - shift))) >>> 0;
+      bit += width;
+    }
+  }
+  return packed;
+}
+
+/** Inverse of packColumnCodes. */
+export function unpackColumnCodes(packed: Uint32Array, rows: number, columns: number, columnBits: Uint8Array, stride: number): Uint8Array {
+  if (columnBits.length !== columns) throw new InvalidDataError('column widths', `${columnBits.length} widths for ${columns} columns`);
+  if (packed.length !== rows * stride || rowBits(columnBits) > 32 * stride) {
+    throw new InvalidDataError('packed codes', `${packed.length} words do not hold ${rows} rows of ${rowBits(columnBits)} bits in ${stride} words each`);
+  }
+  const codes = new Uint8Array(rows * columns);
+  for (let r = 0; r < rows; r++) {
+    let bit = r * stride * 32;
+    for (let c = 0; c < columns; c++) {
+      const width = columnBits[c]!;
+      if (width === 0) continue;
+      const word = bit >>> 5;
+      const shift = bit & 31;
+      let value = packed[word]! >>> shift;
+      if (shift + width > 32) value |= packed[word + 1]! << (32 - shift);
+      codes[r * columns + c] = value & ((1 << width) - 1);
+      bit += width;
+    }
+  }
+  return codes;
+}

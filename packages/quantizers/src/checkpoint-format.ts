@@ -10,6 +10,8 @@ export const QUANTIZED_FORMAT = 'layerquant-quantized-v1';
 export const QWEIGHT_SUFFIX = '.qweight';
 export const SCALE_SUFFIX = '.scale';
 export const ZERO_SUFFIX = '.zero';
+/** The per-column code widths of a quantizer that gives columns different widths (U8 [columns]). */
+export const COLUMN_BITS_SUFFIX = '.column_bits';
 
 /** Per quantized tensor, in `__metadata__["layerquant.tensors"]`. */
 export interface QuantizedTensorMetadata {
@@ -24,6 +26,8 @@ export interface QuantizedTensorMetadata {
   readonly dtype: DType;
   /** Storage of the scale and zero tensors: F32 (absent in files written before the option), F16 or U8 (scale-storage.ts). */
   readonly scaleDtype?: ScaleDtype;
+  /** The matrix stores a code width per input column (`<name>.column_bits`, U8 [columns]); absent: every column has `bits`. */
+  readonly columnBits?: true;
 }
 
 export { SCALE_DTYPES, type ScaleDtype } from './scale-storage.js';
@@ -103,15 +107,19 @@ export function configOfMetadata(entry: QuantizedTensorMetadata): QuantConfig {
 /** Metadata entry of a QuantizedTensor. */
 export function metadataOfQuantized(quantized: QuantizedTensor, dtype: DType): QuantizedTensorMetadata {
   const { bits, groupSize, axis, roundZero, symmetric } = quantized.config;
-  return Object.freeze({ shape: quantized.shape, bits, groupSize, axis, roundZero, ...(symmetric ? { symmetric } : {}), dtype });
+  return Object.freeze({ shape: quantized.shape, bits, groupSize, axis, roundZero, ...(symmetric ? { symmetric } : {}), dtype, ...(quantized.columnBits ? { columnBits: true as const } : {}) });
 }
 
-/** The stored tensors of a quantized matrix (codes, scales, zeros; U8 adds their fp16 ranges): specs in file order. */
-export function quantizedTensorSpecs(name: string, shape: readonly [number, number], config: QuantConfig, scaleDtype: ScaleDtype = 'F32') {
+/**
+ * The stored tensors of a quantized matrix (codes, scales, zeros; U8 adds their fp16 ranges; `columnBits` the width of
+ * each column): specs in file order.
+ */
+export function quantizedTensorSpecs(name: string, shape: readonly [number, number], config: QuantConfig, scaleDtype: ScaleDtype = 'F32', columnBits = false) {
   const groups = (shape[0] * shape[1]) / config.groupSize;
   return [
     { name: name + QWEIGHT_SUFFIX, dtype: 'I32' as const, shape: [shape[0], wordsPerRow(shape[1], config.bits)] },
     ...scaleZeroTensorLayout(groups, scaleDtype).map((t) => ({ name: name + t.suffix, dtype: t.dtype, shape: t.shape })),
+    ...(columnBits ? [{ name: name + COLUMN_BITS_SUFFIX, dtype: 'U8' as const, shape: [shape[1]] }] : []),
   ];
 }
 

@@ -194,8 +194,13 @@ export function settleRange(low: number, high: number, symmetric: boolean): [num
  * `round(-low * s)` (symmetric: `(maxq + 1) / 2`). maxq 0 (a 0-bit column): every code 0, value 0.
  */
 export function gptqGrid(low: number, high: number, maxq: number, symmetric: boolean): { scale: number; zero: number; step: number } {
+  return gridOfRange(low, fround(high - low), maxq, symmetric);
+}
+
+/** gptqGrid of a range given as its low end and its fp32 width (what BAQ stores per group). */
+export function gridOfRange(low: number, range: number, maxq: number, symmetric: boolean): { scale: number; zero: number; step: number } {
   if (maxq === 0) return { scale: 0, zero: 0, step: 0 };
-  const s = fround(1 / fround(fround(high - low) / maxq));
+  const s = fround(1 / fround(range / maxq));
   const zero = symmetric ? (maxq + 1) / 2 : roundHalfEven(fround(-low * s)) + 0;
   return { scale: s, zero, step: fround(1 / s) };
 }

@@ -28,13 +28,11 @@ export interface GptqSettings {
   readonly dampening: number;
   /** Quantize columns by descending H diagonal, with every group's range fixed up front on the original order. */
   readonly actOrder: boolean;
-  /** Symmetric grid: range [-max|w|, max|w|], zero 2^(b-1) (default: asymmetric, integer zero). */
-  readonly symmetric: boolean;
   /** Columns per lazy batch update (default 128). */
   readonly blockSize: number;
 }
 
-export const GPTQ_DEFAULTS: GptqSettings = Object.freeze({ dampening: 0.01, actOrder: false, symmetric: false, blockSize: 128 });
+export const GPTQ_DEFAULTS: GptqSettings = Object.freeze({ dampening: 0.01, actOrder: false, blockSize: 128 });
 
 export interface GptqOptions extends Partial<GptqSettings> {
   /** `auto` (default): WebAssembly SIMD where available and the row count is a multiple of 4, else TypeScript. */
@@ -66,6 +64,11 @@ export interface GptqResult {
   /** Per group (row-major over [rows, columns / groupSize]): the range its grid was made from. */
   readonly low: Float32Array;
   readonly high: Float32Array;
+  /**
+   * With `losses`: per original column, GPTQ's loss of quantizing it, `sum over rows of ((w - q) / U[c, c])^2` with w
+   * the column's weights when it was quantized (the paper's Losses, summed over rows; BAQ's sensitivities).
+   */
+  readonly losses?: Float64Array;
 }
 
 /** The Hessian a calibrated quantizer was given, checked against the weight. */
@@ -85,18 +88,18 @@ export function requireHessian(quantizerId: string, weight: WeightTensor, contex
 }
 
 /**
- * One GPTQ pass over a matrix: builds the problem (dead columns zeroed, act-order permutation, the groups' ranges up
- * front under act-order, batch ends) and solves it with `kernel`. `columnBits` gives each original column its own
- * width (BAQ); otherwise every column has `config.bits`.
+ * One GPTQ pass over a matrix, as a problem for a kernel (dead columns zeroed, act-order permutation, the groups'
+ * ranges up front under act-order, batch ends) and how to read the solved problem back. `columnBits` gives each
+ * original column its own width (BAQ); otherwise every column has `config.bits`; `losses` asks for each column's loss.
  */
-export function runGptq(
+export function gptqProblem(
   weight: WeightTensor,
   config: QuantConfig,
   prepared: PreparedHessian,
   settings: GptqSettings,
-  kernel: GptqKernel,
   columnBits?: Uint8Array,
-): GptqResult {
+  losses = false,
+): { readonly problem: GptqProblem; finish(): GptqResult } {
   const [rows, columns] = matrixShape(weight);
   if (config.axis !== 1) {
     throw new InvalidOptionError('axis', `GPTQ quantizes column by column and needs groups along the input dimension (axis 1); tensor "${weight.name}" was asked for axis ${config.axis}`);
@@ -104,6 +107,8 @@ export function runGptq(
   const { groupSize } = groupLayout(weight.name, [rows, columns], config);
   if (prepared.columns !== columns) throw new ShapeMismatchError(weight.name, `has ${columns} input columns but its Hessian has ${prepared.columns}`);
   const groupsPerRow = columns / groupSize;
+  // a symmetric config (`-sym`, no zero point): ranges [-m, m], zero 2^(b-1)
+  const symmetric = config.symmetric;
   const { order, dead } = prepared;
   const source = weight.data;
   const weights = new Float32Array(rows * columns);
@@ -135,14 +140,14 @@ export function runGptq(
           if (v < lo) lo = v;
           if (v > hi) hi = v;
         }
-        const [l, h] = settleRange(lo, hi, settings.symmetric);
+        const [l, h] = settleRange(lo, hi, symmetric);
         low[group * rows + r] = l;
         high[group * rows + r] = h;
       }
     }
   }
   const codesByColumn = new Uint8Array(rows * columns);
-  kernel.solve({
+  const problem: GptqProblem = {
     rows,
     columns,
     weights,
@@ -152,27 +157,67 @@ export function runGptq(
     rangeAt,
     maxq,
     blockEnds: gptqBlockEnds(columns, settings.blockSize, groupSize, !order),
-    symmetric: settings.symmetric,
+    symmetric,
     low,
     high,
     codes: codesByColumn,
-  });
-  const codes = new Uint8Array(rows * columns);
-  for (let c = 0; c < columns; c++) {
-    const o = order ? order[c]! : c;
-    for (let r = 0; r < rows; r++) codes[r * columns + o] = codesByColumn[c * rows + r]!;
-  }
-  // group table [group][rows] -> the row-major group order of a QuantizedTensor
-  const lowByRow = new Float32Array(low.length);
-  const highByRow = new Float32Array(high.length);
-  for (let group = 0; group < groupsPerRow; group++) {
-    for (let r = 0; r < rows; r++) {
-      lowByRow[r * groupsPerRow + group] = low[group * rows + r]!;
-      highByRow[r * groupsPerRow + group] = high[group * rows + r]!;
+  };
+  return { problem, finish };
+
+  // the solved problem (codes, ranges, weights as each column was quantized) in the original order
+  function finish(): GptqResult {
+    const codes = new Uint8Array(rows * columns);
+    for (let c = 0; c < columns; c++) {
+      const o = order ? order[c]! : c;
+      for (let r = 0; r < rows; r++) codes[r * columns + o] = codesByColumn[c * rows + r]!;
     }
+    let columnLosses: Float64Array | undefined;
+    if (losses) {
+      // the solved problem's weights are each column's as it was quantized
+      columnLosses = new Float64Array(columns);
+      for (let c = 0; c < columns; c++) {
+        const g0 = groupOf[c]! * rows;
+        const diagonal = prepared.inverse[c * columns + c]!;
+        let sum = 0;
+        for (let r = 0; r < rows; r++) {
+          const grid = gptqGrid(low[g0 + r]!, high[g0 + r]!, maxq[c]!, symmetric);
+          const e = (weights[c * rows + r]! - (codesByColumn[c * rows + r]! - grid.zero) * grid.step) / diagonal;
+          sum += e * e;
+        }
+        columnLosses[order ? order[c]! : c] = sum;
+      }
+    }
+    // group table [group][rows] -> the row-major group order of a QuantizedTensor
+    const lowByRow = new Float32Array(low.length);
+    const highByRow = new Float32Array(high.length);
+    for (let group = 0; group < groupsPerRow; group++) {
+      for (let r = 0; r < rows; r++) {
+        lowByRow[r * groupsPerRow + group] = low[group * rows + r]!;
+        highByRow[r * groupsPerRow + group] = high[group * rows + r]!;
+      }
+    }
+    return { rows, columns, codes, low: lowByRow, high: highByRow, ...(columnLosses ? { losses: columnLosses } : {}) };
   }
-  return { rows, columns, codes, low: lowByRow, high: highByRow };
 }
+
+/** gptqProblem solved in the calling thread. */
+export function runGptq(
+  weight: WeightTensor,
+  config: QuantConfig,
+  prepared: PreparedHessian,
+  settings: GptqSettings,
+  kernel: GptqKernel,
+  columnBits?: Uint8Array,
+  losses = false,
+): GptqResult {
+  const { problem, finish } = gptqProblem(weight, config, prepared, settings, columnBits, losses);
+  kernel.solve(problem);
+  return finish();
+}
+
+/** A kernel that solves problems elsewhere (the worker pool): it fills the problem's weights, codes and ranges. */
+export type GptqSolver = (problem: GptqProblem) => Promise<void>;
+
 
 /** Picks the GPTQ kernel for a row count; the WebAssembly instance is made on first use and kept. */
 export function gptqKernelPicker(choice: KernelChoice): (rows: number) => GptqKernel {
@@ -207,12 +252,12 @@ export function gptqReport(prepared: PreparedHessian): Readonly<Record<string, n
 }
 
 /** The affine QuantizedTensor of a GPTQ result: per group `s = fp32(1 / step)` and the integer zero of its grid. */
-export function gptqQuantizedTensor(weight: WeightTensor, config: QuantConfig, result: GptqResult, symmetric: boolean, report: Readonly<Record<string, number>>): QuantizedTensor {
+export function gptqQuantizedTensor(weight: WeightTensor, config: QuantConfig, result: GptqResult, report: Readonly<Record<string, number>>): QuantizedTensor {
   const maxq = 2 ** config.bits - 1;
   const scale = new Float32Array(result.low.length);
   const zero = new Float32Array(result.low.length);
   for (let k = 0; k < scale.length; k++) {
-    const grid = gptqGrid(result.low[k]!, result.high[k]!, maxq, symmetric);
+    const grid = gptqGrid(result.low[k]!, result.high[k]!, maxq, config.symmetric);
     scale[k] = grid.scale;
     zero[k] = grid.zero;
   }
@@ -229,7 +274,16 @@ export function gptqQuantizedTensor(weight: WeightTensor, config: QuantConfig, r
   });
 }
 
-export interface GptqQuantizer extends Quantizer {
+/** A quantizer whose column loops can run elsewhere (quantizeModel hands it the kernel worker pool's solver). */
+export interface PooledQuantizer extends Quantizer {
+  quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): Promise<QuantizedTensor>;
+}
+
+export function isPooledQuantizer(quantizer: Quantizer): quantizer is PooledQuantizer {
+  return typeof (quantizer as Partial<PooledQuantizer>).quantizeOn === 'function';
+}
+
+export interface GptqQuantizer extends PooledQuantizer {
   readonly id: 'gptq';
   readonly calibration: 'hessian';
   readonly settings: GptqSettings;
@@ -238,28 +292,40 @@ export interface GptqQuantizer extends Quantizer {
 /**
  * GPTQ as a calibrated quantizer: `quantize(weight, config, { hessian })`. The codes, scales and integer zeros are the
  * affine layout MatMulNBits holds (exported with no correction). Stateless apart from a cache of prepared Hessians
- * keyed by the Hessian object, so the projections that share a Hessian factor it once.
+ * keyed by the Hessian object, so the projections that share a Hessian factor it once. `quantizeOn` runs the column
+ * loop through a solver (the worker pool's), with the same result.
  */
 export function createGptqQuantizer(options: GptqOptions = {}): GptqQuantizer {
   const { kernel: choice, ...rest } = options;
   const settings = gptqSettings(rest);
   const kernelFor = gptqKernelPicker(choice ?? 'auto');
   const prepare = preparedHessianCache(settings);
+  const begin = (weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined) => {
+    const [rows, columns] = matrixShape(weight);
+    groupLayout(weight.name, [rows, columns], config);
+    const prepared = prepare(requireHessian('gptq', weight, context), weight.name);
+    return { prepared, ...gptqProblem(weight, config, prepared, settings) };
+  };
   return Object.freeze({
     id: 'gptq' as const,
     calibration: 'hessian' as const,
     packedLayout: 'affine' as const,
+    // GPTQ's grid has an integer zero point (or none, symmetric): a fractional config gets the same codes.
+    zeroKinds: Object.freeze(['integer', 'none'] as const),
     settings,
     quantize(weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor {
-      const [rows] = matrixShape(weight);
-      groupLayout(weight.name, [rows, weight.shape[1]!], config);
-      const prepared = prepare(requireHessian('gptq', weight, context), weight.name);
-      const result = runGptq(weight, config, prepared, settings, kernelFor(rows));
-      return gptqQuantizedTensor(weight, config, result, settings.symmetric, gptqReport(prepared));
+      const { prepared, problem, finish } = begin(weight, config, context);
+      kernelFor(problem.rows).solve(problem);
+      return gptqQuantizedTensor(weight, config, finish(), gptqReport(prepared));
+    },
+    async quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): Promise<QuantizedTensor> {
+      const { prepared, problem, finish } = begin(weight, config, context);
+      await solve(problem);
+      return gptqQuantizedTensor(weight, config, finish(), gptqReport(prepared));
     },
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized),
   });
 }
 
-/** GPTQ with its defaults (dampening 0.01, no act-order, asymmetric, batches of 128) and the fastest kernel. */
+/** GPTQ with its defaults (dampening 0.01, no act-order, batches of 128) and the fastest kernel. */
 export const gptqQuantizer: GptqQuantizer = createGptqQuantizer();

@@ -7,13 +7,15 @@ export {
   proximalIteration,
   proximalOptions,
   runProximalSolver,
+  roundZerosToIntegers,
   shrinkThreshold,
+  solverForConfig,
   type ProximalOptions,
   type ProximalStep,
 } from './hqq-proximal.js';
 export { createWasmKernel, typescriptKernel, wasmKernelAvailable, wasmKernelModule, type KernelChoice, type QuantKernel } from './quant-kernel.js';
 export type { KernelPool, KernelTask, KernelTaskResult } from './kernel-worker-pool.js';
-export { PACKING, codesPerWord, packCodes, unpackCodes, wordsPerRow } from './bit-packing.js';
+export { PACKING, codesPerWord, packCodes, packColumnCodes, unpackCodes, unpackColumnCodes, wordsPerRow } from './bit-packing.js';
 export { META_BYTES_PER_VALUE, matrixMemory, modelMemory, type MatrixMemory, type ModelMemory } from './memory-accounting.js';
 export {
   FORK_SOLVER_OPTIONS,
@@ -35,6 +37,7 @@ export {
 export {
   QUANTIZED_FORMAT,
   SCALE_DTYPES,
+  COLUMN_BITS_SUFFIX,
   QWEIGHT_SUFFIX,
   SCALE_SUFFIX,
   ZERO_SUFFIX,
@@ -66,12 +69,14 @@ export {
 export type { MatrixCalibration, MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
 export { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 export { checkedQuantizer } from './quantizer-check.js';
-export { GPTQ_OPTIONS, QUANTIZER_PLUGINS, checkedQuantizerPlugin, configureQuantizer, createQuantizerRegistry, defineQuantizer, gptqOptionsOf, gptqPlugin, hqqPlugin, rtnPlugin, type QuantizerPlugin } from './registry.js';
+export { GPTQ_OPTIONS, QUANTIZER_PLUGINS, baqPlugin, checkedQuantizerPlugin, configureQuantizer, createQuantizerRegistry, defineQuantizer, gptqOptionsOf, gptqPlugin, hqqPlugin, rtnPlugin, type QuantizerPlugin } from './registry.js';
 export {
   GPTQ_DEFAULTS,
   createGptqQuantizer,
+  gptqProblem,
   gptqQuantizer,
   gptqSettings,
+  isPooledQuantizer,
   runGptq,
   requireHessian,
   typescriptGptqKernel,
@@ -80,14 +85,18 @@ export {
   type GptqQuantizer,
   type GptqResult,
   type GptqSettings,
+  type GptqSolver,
+  type PooledQuantizer,
 } from './gptq.js';
 export { createWasmGptqKernel } from './gptq-kernel.js';
 export {
   HessianNotPositiveDefiniteError,
   gptqGrid,
+  gridOfRange,
   inverseCholeskyUpper,
   prepareHessian,
   solveGptqColumns,
   type GptqProblem,
   type PreparedHessian,
 } from './gptq-solver.js';
+export { BAQ_MAX_COLUMN_BITS, baqQuantizer, createBaqQuantizer, dequantizeBaq, equalLossColumnBits, type BaqQuantizer } from './baq.js';

@@ -2,7 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { createKernelPool } from './kernel-worker-pool.js';
 import { proximalOptions } from './hqq-proximal.js';
 import { createWasmKernel, wasmKernelAvailable } from './quant-kernel.js';
-import { randomMatrix } from './testing/random-matrix.js';
+import { randomInputs, randomMatrix } from './testing/random-matrix.js';
+import { baqQuantizer, createBaqQuantizer } from './baq.js';
+import { createGptqQuantizer } from './gptq.js';
+import { quantConfig } from '@layerquant/core';
 
 describe.skipIf(!wasmKernelAvailable())('kernel worker pool', () => {
   it('gives results bit-identical to the in-thread WebAssembly kernel, tasks in any order', async () => {
@@ -15,6 +18,8 @@ describe.skipIf(!wasmKernelAvailable())('kernel worker pool', () => {
         { bits: 2, groupSize: 128, roundZero: true, solver: null },
         { bits: 8, groupSize: 64, roundZero: false, solver: proximalOptions() },
         { bits: 4, groupSize: 64, roundZero: false, solver: proximalOptions() },
+        // an integer-zero (-int) config: the solved zeros rounded before the codes
+        { bits: 4, groupSize: 64, roundZero: true, solver: proximalOptions({ integerZero: true }) },
       ];
       const tasks = cases.map((c, i) => ({ ...c, grouped: randomMatrix(40 + i * 50, 256, i + 1, 0.02, 9).data }));
       const results = await Promise.all(tasks.map((t) => pool.run(t)));
@@ -28,6 +33,29 @@ describe.skipIf(!wasmKernelAvailable())('kernel worker pool', () => {
         expect(results[i]!.scale).toEqual(scale);
         expect(results[i]!.zero).toEqual(zero);
         expect(results[i]!.codes).toEqual(codes);
+        if (task.solver?.integerZero) for (const z of zero) expect(Number.isInteger(z) && z >= 0 && z <= 2 ** task.bits - 1).toBe(true);
+      }
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('runs GPTQ and BAQ column loops (quantizeOn) with results bit-identical to the calling thread, matrices in parallel', async () => {
+    const pool = createKernelPool(2)!;
+    try {
+      const gptq = createGptqQuantizer({ actOrder: true });
+      const { hessian } = randomInputs(128, 300, 41, [3]);
+      const weights = [24, 40, 16].map((rows, i) => randomMatrix(rows, 128, 50 + i, 0.05, 2));
+      for (const [quantizer, config] of [[gptq, quantConfig(4, 32)], [gptq, quantConfig(3, 64, { symmetric: true })], [baqQuantizer, quantConfig(2, 64)]] as const) {
+        const pooled = await Promise.all(weights.map((w) => quantizer.quantizeOn((p) => pool.runGptq(p), w, config, { hessian })));
+        const direct = quantizer === baqQuantizer ? createBaqQuantizer({ kernel: 'typescript' }) : createGptqQuantizer({ actOrder: true, kernel: 'typescript' });
+        for (const [i, w] of weights.entries()) {
+          const expected = direct.quantize(w, config, { hessian });
+          expect(pooled[i]!.packed).toEqual(expected.packed);
+          expect(pooled[i]!.scale).toEqual(expected.scale);
+          expect(pooled[i]!.zero).toEqual(expected.zero);
+          expect(pooled[i]!.columnBits).toEqual(expected.columnBits);
+        }
       }
     } finally {
       await pool.close();

@@ -2,6 +2,8 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { ProximalOptions } from './hqq-proximal.js';
 import { wasmKernelModule } from './quant-kernel.js';
+import { gptqMemoryLayout, solveGptqWasm } from './gptq-kernel.js';
+import type { GptqProblem } from './gptq-solver.js';
 
 /** One matrix for a worker: group-major weights and what to do with them (see QuantKernel.quantize). */
 export interface KernelTask {
@@ -23,15 +25,30 @@ export interface KernelTaskResult {
 export interface KernelPool {
   readonly size: number;
   run(task: KernelTask): Promise<KernelTaskResult>;
+  /** Solves a GPTQ problem (its column loop) on a worker: fills its weights, codes and ranges, as solveGptqWasm does. */
+  runGptq(problem: GptqProblem): Promise<void>;
   close(): Promise<void>;
 }
 
 // The worker instantiates the module it is given and makes the same calls, in the same order, as
 // createWasmKernel().quantize in quant-kernel.ts; the pool's test checks the results are bit-identical.
+// GPTQ's copy-in, gptqRun and copy-out are solveGptqWasm itself (its source and its layout function's, embedded).
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const kernel = new WebAssembly.Instance(workerData.module, { env: { pow: Math.pow } }).exports;
-parentPort.on('message', ({ id, grouped, groupSize, bits, roundZero, solver }) => {
+const gptqMemoryLayout = ${gptqMemoryLayout.toString()};
+const solveGptqWasm = ${solveGptqWasm.toString()};
+parentPort.on('message', ({ id, kind, problem, grouped, groupSize, bits, roundZero, solver }) => {
+  if (kind === 'gptq') {
+    try {
+      solveGptqWasm(kernel, problem);
+      const { weights, codes, low, high } = problem;
+      parentPort.postMessage({ id, weights, codes, low, high }, [weights.buffer, codes.buffer, low.buffer, high.buffer]);
+    } catch (error) {
+      parentPort.postMessage({ id, error: String(error && error.stack || error) });
+    }
+    return;
+  }
   try {
     const count = grouped.length;
     const groups = count / groupSize;
@@ -47,6 +64,11 @@ parentPort.on('message', ({ id, grouped, groupSize, bits, roundZero, solver }) =
     const iterations = solver
       ? kernel.proximalSolve(0, scaleAt, zeroAt, groups, groupSize, maxV, solver.lpNorm, solver.beta, solver.kappa, solver.iterations)
       : 0;
+    if (solver && solver.integerZero) {
+      // roundZerosToIntegers of hqq-proximal.ts: half to even (1.5 * 2^52), within [0, maxV].
+      const z = new Float32Array(heap, zeroAt, groups);
+      for (let k = 0; k < groups; k++) { const r = z[k] + 6755399441055744 - 6755399441055744; z[k] = r < 0 ? 0 : r > maxV ? maxV : r; }
+    }
     kernel.roundToCodes(0, scaleAt, zeroAt, codesAt, groups, groupSize, maxV);
     const scale = new Float32Array(heap, scaleAt, groups).slice();
     const zero = new Float32Array(heap, zeroAt, groups).slice();
@@ -70,17 +92,21 @@ export function defaultWorkerCount(): number {
 export function createKernelPool(size: number): KernelPool | undefined {
   const module = wasmKernelModule();
   if (!module) return undefined;
-  type Pending = { task: KernelTask; resolve: (r: KernelTaskResult) => void; reject: (e: Error) => void };
+  type GptqResultMessage = { weights: Float32Array; codes: Uint8Array; low: Float32Array; high: Float32Array };
+  type Pending =
+    | { kind: 'hqq'; task: KernelTask; resolve: (r: KernelTaskResult) => void; reject: (e: Error) => void }
+    | { kind: 'gptq'; problem: GptqProblem; resolve: (r: GptqResultMessage) => void; reject: (e: Error) => void };
   const queue: Pending[] = [];
   const idle: Worker[] = [];
   const running = new Map<number, Pending>();
   let nextId = 0;
   const workers = Array.from({ length: size }, () => {
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { module } });
-    worker.on('message', (message: { id: number; error?: string } & KernelTaskResult) => {
+    worker.on('message', (message: { id: number; error?: string } & KernelTaskResult & GptqResultMessage) => {
       const pending = running.get(message.id);
       running.delete(message.id);
       if (message.error) pending?.reject(new Error(`quantization worker failed: ${message.error}`));
+      else if (pending?.kind === 'gptq') pending.resolve({ weights: message.weights, codes: message.codes, low: message.low, high: message.high });
       else pending?.resolve({ scale: message.scale, zero: message.zero, codes: message.codes, iterations: message.iterations });
       idle.push(worker);
       pump();
@@ -99,6 +125,10 @@ export function createKernelPool(size: number): KernelPool | undefined {
       const pending = queue.shift()!;
       const id = nextId++;
       running.set(id, pending);
+      if (pending.kind === 'gptq') {
+        worker.postMessage({ id, kind: 'gptq', problem: pending.problem });
+        continue;
+      }
       const { grouped, groupSize, bits, roundZero, solver } = pending.task;
       worker.postMessage({ id, grouped, groupSize, bits, roundZero, solver });
     }
@@ -107,9 +137,19 @@ export function createKernelPool(size: number): KernelPool | undefined {
     size,
     run(task) {
       return new Promise<KernelTaskResult>((resolve, reject) => {
-        queue.push({ task, resolve, reject });
+        queue.push({ kind: 'hqq', task, resolve, reject });
         pump();
       });
+    },
+    async runGptq(problem) {
+      const result = await new Promise<GptqResultMessage>((resolve, reject) => {
+        queue.push({ kind: 'gptq', problem, resolve, reject });
+        pump();
+      });
+      problem.weights.set(result.weights);
+      problem.codes.set(result.codes);
+      problem.low.set(result.low);
+      problem.high.set(result.high);
     },
     async close() {
       await Promise.all(workers.map((w) => w.terminate()));

@@ -26,6 +26,7 @@ import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } 
 import { groupLayout } from './grouping.js';
 import { matrixMemory, modelMemory } from './memory-accounting.js';
 import {
+  COLUMN_BITS_SUFFIX,
   QWEIGHT_SUFFIX,
   encodeQuantizedMetadata,
   metadataOfQuantized,
@@ -35,6 +36,8 @@ import {
 } from './checkpoint-format.js';
 import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
 import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
+import { solverForConfig } from './hqq-proximal.js';
+import { isPooledQuantizer } from './gptq.js';
 import { checkScaleDtype, encodeScaleZero } from './scale-storage.js';
 
 /** One unit of a checkpoint (a linear matrix, or with `embeddingUnits` embed_tokens / lm_head), as configFor sees it. */
@@ -100,8 +103,9 @@ export interface QuantizeModelOptions {
   /** Called once every tensor is planned and every config validated, before the first matrix is read. */
   readonly onPlan?: (plan: { readonly matrices: number; readonly quantizedMatrices: number; readonly params: number }) => void;
   /**
-   * Worker threads for the built-in quantizers (rtn, hqq with the WebAssembly kernel): matrices are quantized
-   * ahead on a pool while earlier ones are written. Default 1 (in the calling thread); results are bit-identical.
+   * Worker threads for the built-in quantizers (rtn, hqq with the WebAssembly kernel; gptq and baq's column loops):
+   * matrices are quantized ahead on a pool while earlier ones are written. Default 1 (in the calling thread); results
+   * are bit-identical.
    */
   readonly workers?: number;
 }
@@ -205,7 +209,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       plans.set(info.name, { matrix, config, dtype: info.dtype });
       if (config) {
         groupLayout(info.name, matrix.shape, config);
-        specs.push(...quantizedTensorSpecs(info.name, matrix.shape, config, scaleDtype));
+        specs.push(...quantizedTensorSpecs(info.name, matrix.shape, config, scaleDtype, options.quantizer.columnBits === true));
       } else {
         specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
       }
@@ -228,7 +232,11 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       allocation[matrix.key] = config ? configName(config) : null;
       if (config) {
         const { bits, groupSize, axis, roundZero, symmetric } = config;
-        tensorsMetadata[matrix.name] = Object.freeze({ shape: matrix.shape, bits, groupSize, axis, roundZero, ...(symmetric ? { symmetric } : {}), dtype, ...(scaleDtype !== 'F32' ? { scaleDtype } : {}) });
+        tensorsMetadata[matrix.name] = Object.freeze({
+          shape: matrix.shape, bits, groupSize, axis, roundZero, ...(symmetric ? { symmetric } : {}), dtype,
+          ...(scaleDtype !== 'F32' ? { scaleDtype } : {}),
+          ...(options.quantizer.columnBits ? { columnBits: true as const } : {}),
+        });
       }
     }
 
@@ -252,7 +260,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       const order = specs.filter((spec) => spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config).map((spec) => spec.name.slice(0, -QWEIGHT_SUFFIX.length));
       const position = new Map(order.map((name, i) => [name, i]));
       const quantizer = options.quantizer;
-      if (workers > 1 && isKernelQuantizer(quantizer)) pool = createKernelPool(workers);
+      if (workers > 1 && (isKernelQuantizer(quantizer) || isPooledQuantizer(quantizer))) pool = createKernelPool(workers);
       const started = new Map<string, Promise<{ weight: WeightTensor; quantized: QuantizedTensor; stored: ReturnType<typeof encodeScaleZero>; dequantized: Float32Array; seconds: number }>>();
       const startTask = (name: string) => {
         const { matrix, config } = plans.get(name)!;
@@ -263,8 +271,12 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
           let solved: QuantizedTensor;
           if (pool && isKernelQuantizer(quantizer) && config!.groupSize % 4 === 0 && !config!.symmetric) {
             const { layout, grouped } = prepareGroups(weight, config!);
-            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config!.bits, roundZero: config!.roundZero, solver: quantizer.kernelSolver });
+            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config!.bits, roundZero: config!.roundZero, solver: solverForConfig(quantizer.kernelSolver, config!) });
             solved = assembleQuantized(quantizer.id, weight, config!, layout, result.codes, result.scale, result.zero);
+          } else if (pool && isPooledQuantizer(quantizer)) {
+            // GPTQ's column loops on the workers: q/k/v (and gate/up) run side by side
+            const workersPool = pool;
+            solved = await quantizer.quantizeOn((problem) => workersPool.runGptq(problem), weight, config!, context);
           } else {
             solved = quantizer.quantize(weight, config!, context);
           }
@@ -282,8 +294,8 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       };
       let next = 0;
       const quantizeInOrder = async (name: string) => {
-        // a calibrated quantizer's matrix waits for the ones before it: nothing to gain from starting it early
-        const ahead = pool && !calibration ? pool.size + 1 : 1;
+        // with a pool, matrices are started ahead (a calibrated one waits in its context for the ones it depends on)
+        const ahead = pool ? pool.size + 1 : 1;
         while (next < order.length && next < position.get(name)! + ahead) startTask(order[next++]!);
         const result = await started.get(name)!;
         started.delete(name);
@@ -304,13 +316,20 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
               throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
             }
             const memory = matrixMemory(matrix.shape, config, 2, scaleDtype);
+            const tensors = new Map(storedValues.tensors);
+            if (quantizer.columnBits) {
+              if (quantized.columnBits?.length !== matrix.shape[1]) {
+                throw new InvalidOptionError('quantizer', `"${quantizer.id}" declares a code width per column but gave ${quantized.columnBits?.length ?? 'none'} for the ${matrix.shape[1]} columns of ${name}`);
+              }
+              tensors.set(COLUMN_BITS_SUFFIX, quantized.columnBits);
+            }
             finish({
               key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
               sqErr: squaredError(dequantized, weight.data),
-              paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes, seconds,
+              paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes + (quantizer.columnBits ? matrix.shape[1] : 0), seconds,
               ...(quantized.report ? { report: quantized.report } : {}),
             });
-            pending = { name, tensors: storedValues.tensors };
+            pending = { name, tensors };
             return bytesOf(quantized.packed);
           }
           const storedPart = pending && spec.name.startsWith(pending.name) ? pending.tensors.get(spec.name.slice(pending.name.length)) : undefined;

@@ -14,6 +14,7 @@ import {
 import { checkFinite, openCheckpoint, type Checkpoint, type TensorInfo, type WeightSource } from '@layerquant/tensor-io';
 import { PACKING } from './bit-packing.js';
 import {
+  COLUMN_BITS_SUFFIX,
   QWEIGHT_SUFFIX,
   SCALE_SUFFIX,
   ZERO_SUFFIX,
@@ -140,7 +141,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
     if (entry.scaleDtype !== undefined && !SCALE_DTYPES.includes(entry.scaleDtype)) {
       throw new SafetensorsFormatError(file, `scaleDtype "${String(entry.scaleDtype)}" is not one of ${SCALE_DTYPES.join(', ')}`, name);
     }
-    for (const spec of quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype)) {
+    for (const spec of quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype, entry.columnBits === true)) {
       if (!checkpoint.has(spec.name)) throw new MissingTensorError(spec.name, file, `the metadata lists "${name}" as quantized; the file is incomplete, quantize again`);
       const info = checkpoint.info(spec.name);
       if (info.dtype !== spec.dtype || info.shape.join(',') !== spec.shape.join(',')) {
@@ -150,14 +151,14 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
     quantized.set(name, { entry, config });
   }
   const stored = new Set<string>();
-  for (const [name, { entry, config }] of quantized) for (const spec of quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype)) stored.add(spec.name);
+  for (const [name, { entry, config }] of quantized) for (const spec of quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype, entry.columnBits === true)) stored.add(spec.name);
   const logical = new Map<string, TensorInfo>();
   for (const info of checkpoint.tensors) {
     if (stored.has(info.name)) continue;
     logical.set(info.name, info);
   }
   for (const [name, { entry, config }] of quantized) {
-    const parts = quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype).map((spec) => checkpoint.info(spec.name));
+    const parts = quantizedTensorSpecs(name, entry.shape, config, entry.scaleDtype, entry.columnBits === true).map((spec) => checkpoint.info(spec.name));
     logical.set(name, Object.freeze({
       name,
       dtype: 'F32' as const,
@@ -170,7 +171,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
   const readQuantized = async (name: string): Promise<QuantizedTensor> => {
     const found = quantized.get(name);
     if (!found) throw new MissingTensorError(name, `the quantized tensors of ${checkpoint.dir}`, 'it is stored in float; read it with read()');
-    const specs = quantizedTensorSpecs(name, found.entry.shape, found.config, found.entry.scaleDtype);
+    const specs = quantizedTensorSpecs(name, found.entry.shape, found.config, found.entry.scaleDtype, found.entry.columnBits === true);
     const raw = new Map(await Promise.all(specs.map(async (spec) => [spec.name.slice(name.length), await checkpoint.readRaw(spec.name)] as const)));
     const { scale, zero } = decodeScaleZero(file, name, found.entry.scaleDtype ?? 'F32', (suffix) => raw.get(suffix)!);
     checkScaleZero(checkpoint.info(name + SCALE_SUFFIX).file, name, scale, zero);
@@ -183,6 +184,7 @@ function wrapQuantizedCheckpoint(checkpoint: Checkpoint, lookup: QuantizerLookup
       packing: PACKING,
       scale,
       zero,
+      ...(found.entry.columnBits ? { columnBits: raw.get(COLUMN_BITS_SUFFIX)!.slice() } : {}),
     });
   };
   const tensors = Object.freeze([...logical.values()]);

@@ -2,7 +2,7 @@ import { PluginError, quantConfig } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
 import { QUANTIZER_PLUGINS, configureQuantizer, createQuantizerRegistry } from './registry.js';
 import { misbehavingQuantizers } from './testing/misbehaving-quantizers.js';
-import { randomMatrix } from './testing/random-matrix.js';
+import { randomInputs, randomMatrix } from './testing/random-matrix.js';
 
 const weight = randomMatrix(16, 128, 3);
 const config = quantConfig(4, 64);
@@ -22,10 +22,16 @@ describe('a quantizer registry checks every result of every plug-in (the misbeha
 
   it('leaves the built-in quantizers\' results as they were (same codes, scales and zeros)', () => {
     const registry = createQuantizerRegistry();
+    // A calibrated quantizer (gptq) gets the input statistics it declares it needs.
+    const context = { hessian: randomInputs(128, 256, 5).hessian };
     for (const plugin of QUANTIZER_PLUGINS) {
       const checked = registry.get(plugin.id).configure({});
-      const a = plugin.configure({}).quantize(weight, config);
-      const b = checked.quantize(weight, config);
+      const own = plugin.configure({});
+      const given = own.calibration ? context : undefined;
+      // A quantizer whose zeros are integers only (gptq) is asked for the -int config.
+      const asked = own.zeroKinds && !own.zeroKinds.includes('fractional') ? quantConfig(4, 64, { roundZero: true }) : config;
+      const a = own.quantize(weight, asked, given);
+      const b = checked.quantize(weight, asked, given);
       expect(Array.from(b.packed)).toEqual(Array.from(a.packed));
       expect(Array.from(b.scale)).toEqual(Array.from(a.scale));
       expect(Array.from(b.zero)).toEqual(Array.from(a.zero));

@@ -1,4 +1,4 @@
-import { PluginError, callPlugin, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
+import { PluginError, callPlugin, type QuantConfig, type QuantizeContext, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
 import { PACKING, wordsPerRow } from './bit-packing.js';
 
 /**
@@ -23,8 +23,9 @@ export function checkedQuantizer<Q extends Quantizer>(quantizer: Q): Q {
     if (bad >= 0) fail(`dequantize(${quantized.name}) returned ${data[bad]} at flat index ${bad} (row ${Math.floor(bad / columns)}, column ${bad % columns})`);
     return data;
   };
-  const quantize = (weight: WeightTensor, config: QuantConfig): QuantizedTensor => {
-    const q = callPlugin('quantizer', id, `quantize(${weight.name})`, () => quantizer.quantize(weight, config)) as unknown;
+  // The context (a calibrated quantizer's input statistics) passes through untouched.
+  const quantize = (weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor => {
+    const q = callPlugin('quantizer', id, `quantize(${weight.name})`, () => quantizer.quantize(weight, config, context)) as unknown;
     const what = `quantize(${weight.name}, b${config.bits}g${config.groupSize})`;
     if (q === null || typeof q !== 'object') fail(`${what} returned ${describeValue(q)}, not a quantized tensor`);
     if (typeof (q as { then?: unknown }).then === 'function') fail(`${what} returned a Promise; quantize() must return the quantized tensor itself`);
@@ -32,7 +33,7 @@ export function checkedQuantizer<Q extends Quantizer>(quantizer: Q): Q {
     const [rows, columns] = weight.shape as [number, number];
     if (!Array.isArray(t.shape) || t.shape.length !== 2 || t.shape[0] !== rows || t.shape[1] !== columns) fail(`${what} returned shape ${describeValue(t.shape)} for a [${rows}, ${columns}] weight`);
     const c = t.config as Partial<QuantConfig> | undefined;
-    if (!c || c.bits !== config.bits || c.groupSize !== config.groupSize || (c.axis ?? config.axis) !== config.axis || (c.roundZero ?? config.roundZero) !== config.roundZero) {
+    if (!c || c.bits !== config.bits || c.groupSize !== config.groupSize || (c.axis ?? config.axis) !== config.axis || (c.roundZero ?? config.roundZero) !== config.roundZero || (c.symmetric ?? config.symmetric ?? false) !== (config.symmetric ?? false)) {
       fail(`${what} returned the config ${describeValue(c)}, not the one asked for`);
     }
     if (!(t.packed instanceof Uint32Array)) fail(`${what} returned packed codes that are not a Uint32Array`);

@@ -2,6 +2,7 @@ import { callPlugin, createRegistry, resolveOptions, type OptionDescriptor, type
 import { checkedQuantizer } from './quantizer-check.js';
 import { createHqqQuantizer, createRtnQuantizer, hqqQuantizer, rtnQuantizer } from './quantizers.js';
 import { GPTQ_DEFAULTS, createGptqQuantizer, gptqQuantizer } from './gptq.js';
+import { baqQuantizer, createBaqQuantizer } from './baq.js';
 
 /**
  * A quantizer plug-in: a Quantizer (its defaults) that also says what it is and which options it takes. The CLI's
@@ -48,7 +49,7 @@ export const hqqPlugin: QuantizerPlugin = defineQuantizer({
   configure: (options) => createHqqQuantizer({ solver: { kappa: Number(options.kappa ?? 1) } }),
 });
 
-/** GPTQ's settings as options (the CLI's --dampening, --act-order, --symmetric). */
+/** GPTQ's settings as options (the CLI's --dampening, --act-order); a symmetric grid is the config's (`b4g128-sym`). */
 export const GPTQ_OPTIONS: readonly OptionDescriptor[] = Object.freeze([
   Object.freeze({
     name: 'dampening',
@@ -65,22 +66,11 @@ export const GPTQ_OPTIONS: readonly OptionDescriptor[] = Object.freeze([
     default: GPTQ_DEFAULTS.actOrder,
     help: "quantize columns by descending Hessian diagonal, groups fixed up front on the original order (static groups, so it still exports)",
   }),
-  Object.freeze({
-    name: 'symmetric',
-    flag: 'symmetric',
-    type: 'boolean' as const,
-    default: GPTQ_DEFAULTS.symmetric,
-    help: 'symmetric grid, zero 2^(b-1) (default: asymmetric with an integer zero per group)',
-  }),
 ]);
 
 /** The gptq settings of resolved options. */
-export function gptqOptionsOf(options: ResolvedOptions): { dampening: number; actOrder: boolean; symmetric: boolean } {
-  return {
-    dampening: Number(options.dampening ?? GPTQ_DEFAULTS.dampening),
-    actOrder: options.actOrder === true,
-    symmetric: options.symmetric === true,
-  };
+export function gptqOptionsOf(options: ResolvedOptions): { dampening: number; actOrder: boolean } {
+  return { dampening: Number(options.dampening ?? GPTQ_DEFAULTS.dampening), actOrder: options.actOrder === true };
 }
 
 export const gptqPlugin: QuantizerPlugin = defineQuantizer({
@@ -91,8 +81,16 @@ export const gptqPlugin: QuantizerPlugin = defineQuantizer({
   configure: (options) => createGptqQuantizer(gptqOptionsOf(options)),
 });
 
+export const baqPlugin: QuantizerPlugin = defineQuantizer({
+  ...baqQuantizer,
+  id: 'baq',
+  description: "BAQ (Zhang et al. 2025): GPTQ's loss of each input column gives it a width by the equal-loss rule at the config's average bits, then GPTQ with those widths (calibrated: needs --calib; per-column widths do not export to ONNX)",
+  options: GPTQ_OPTIONS,
+  configure: (options) => createBaqQuantizer(gptqOptionsOf(options)),
+});
+
 /** The built-in quantizer plug-ins. */
-export const QUANTIZER_PLUGINS: readonly QuantizerPlugin[] = Object.freeze([rtnPlugin, hqqPlugin, gptqPlugin]);
+export const QUANTIZER_PLUGINS: readonly QuantizerPlugin[] = Object.freeze([rtnPlugin, hqqPlugin, gptqPlugin, baqPlugin]);
 
 /**
  * A plug-in whose results the host checks (checkedQuantizer): its own quantize/dequantize, and every quantizer its

@@ -381,31 +381,109 @@
         (br $column))))
 
   ;; The lazy batch update: w_j -= sum over the batch's columns k (in order) of e_k * U[k, j], for every j >= end.
+  ;; Blocked for the caches: rows in tiles of 16 (the batch's errors of 16 rows, 8 KiB for 128 columns, stay in L1
+  ;; while every later column is updated), columns in pairs (eight accumulators in registers over the batch). Each
+  ;; weight still receives the batch's updates in column order, so the result is the TypeScript loop's.
   (func $gptqLazy (param $w i32) (param $u i32) (param $err i32) (param $rows i32) (param $n i32) (param $start i32) (param $end i32)
-    (local $j i32) (local $k i32) (local $o i32) (local $bytes i32) (local $target i32) (local $e i32) (local $f v128)
+    (local $j i32) (local $k i32) (local $o i32) (local $bytes i32) (local $t0 i32) (local $t1 i32) (local $e i32)
+    (local $up i32) (local $ustride i32) (local $tiles i32)
+    (local $f0 v128) (local $f1 v128) (local $e0 v128) (local $e1 v128) (local $e2 v128) (local $e3 v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $b0 v128) (local $b1 v128) (local $b2 v128) (local $b3 v128)
     (local.set $bytes (i32.shl (local.get $rows) (i32.const 2)))
-    (local.set $j (local.get $end))
+    (local.set $ustride (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $tiles (i32.and (local.get $bytes) (i32.const -64)))
+    (local.set $o (i32.const 0))
+    (block $tiles_done
+      (loop $tile
+        (br_if $tiles_done (i32.ge_u (local.get $o) (local.get $tiles)))
+        (local.set $j (local.get $end))
+        (block $pairs_done
+          (loop $pair
+            (br_if $pairs_done (i32.ge_u (i32.add (local.get $j) (i32.const 1)) (local.get $n)))
+            (local.set $t0 (i32.add (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $bytes))) (local.get $o)))
+            (local.set $t1 (i32.add (local.get $t0) (local.get $bytes)))
+            (local.set $a0 (v128.load (local.get $t0)))
+            (local.set $a1 (v128.load offset=16 (local.get $t0)))
+            (local.set $a2 (v128.load offset=32 (local.get $t0)))
+            (local.set $a3 (v128.load offset=48 (local.get $t0)))
+            (local.set $b0 (v128.load (local.get $t1)))
+            (local.set $b1 (v128.load offset=16 (local.get $t1)))
+            (local.set $b2 (v128.load offset=32 (local.get $t1)))
+            (local.set $b3 (v128.load offset=48 (local.get $t1)))
+            (local.set $e (i32.add (local.get $err) (local.get $o)))
+            (local.set $up (i32.add (local.get $u) (i32.shl (i32.add (i32.mul (local.get $start) (local.get $n)) (local.get $j)) (i32.const 2))))
+            (local.set $k (local.get $start))
+            (loop $batch
+              (local.set $f0 (f32x4.splat (f32.load (local.get $up))))
+              (local.set $f1 (f32x4.splat (f32.load offset=4 (local.get $up))))
+              (local.set $e0 (v128.load (local.get $e)))
+              (local.set $e1 (v128.load offset=16 (local.get $e)))
+              (local.set $e2 (v128.load offset=32 (local.get $e)))
+              (local.set $e3 (v128.load offset=48 (local.get $e)))
+              (local.set $a0 (f32x4.sub (local.get $a0) (f32x4.mul (local.get $e0) (local.get $f0))))
+              (local.set $a1 (f32x4.sub (local.get $a1) (f32x4.mul (local.get $e1) (local.get $f0))))
+              (local.set $a2 (f32x4.sub (local.get $a2) (f32x4.mul (local.get $e2) (local.get $f0))))
+              (local.set $a3 (f32x4.sub (local.get $a3) (f32x4.mul (local.get $e3) (local.get $f0))))
+              (local.set $b0 (f32x4.sub (local.get $b0) (f32x4.mul (local.get $e0) (local.get $f1))))
+              (local.set $b1 (f32x4.sub (local.get $b1) (f32x4.mul (local.get $e1) (local.get $f1))))
+              (local.set $b2 (f32x4.sub (local.get $b2) (f32x4.mul (local.get $e2) (local.get $f1))))
+              (local.set $b3 (f32x4.sub (local.get $b3) (f32x4.mul (local.get $e3) (local.get $f1))))
+              (local.set $e (i32.add (local.get $e) (local.get $bytes)))
+              (local.set $up (i32.add (local.get $up) (local.get $ustride)))
+              (local.set $k (i32.add (local.get $k) (i32.const 1)))
+              (br_if $batch (i32.lt_u (local.get $k) (local.get $end))))
+            (v128.store (local.get $t0) (local.get $a0))
+            (v128.store offset=16 (local.get $t0) (local.get $a1))
+            (v128.store offset=32 (local.get $t0) (local.get $a2))
+            (v128.store offset=48 (local.get $t0) (local.get $a3))
+            (v128.store (local.get $t1) (local.get $b0))
+            (v128.store offset=16 (local.get $t1) (local.get $b1))
+            (v128.store offset=32 (local.get $t1) (local.get $b2))
+            (v128.store offset=48 (local.get $t1) (local.get $b3))
+            (local.set $j (i32.add (local.get $j) (i32.const 2)))
+            (br $pair)))
+        ;; an odd last column of this tile
+        (if (i32.lt_u (local.get $j) (local.get $n))
+          (then (call $gptqLazyVectors (local.get $w) (local.get $u) (local.get $err) (local.get $bytes) (local.get $n) (local.get $start) (local.get $end)
+            (local.get $j) (local.get $o) (i32.add (local.get $o) (i32.const 64)))))
+        (local.set $o (i32.add (local.get $o) (i32.const 64)))
+        (br $tile)))
+    ;; the rows after the last whole tile, a vector at a time, every later column
+    (if (i32.lt_u (local.get $tiles) (local.get $bytes))
+      (then
+        (local.set $j (local.get $end))
+        (block $rest_done
+          (loop $rest
+            (br_if $rest_done (i32.ge_u (local.get $j) (local.get $n)))
+            (call $gptqLazyVectors (local.get $w) (local.get $u) (local.get $err) (local.get $bytes) (local.get $n) (local.get $start) (local.get $end)
+              (local.get $j) (local.get $tiles) (local.get $bytes))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $rest))))))
+
+  ;; Column j, byte range [from, to) of its rows: w -= e_k * U[k, j] over the batch's columns k, a vector at a time.
+  (func $gptqLazyVectors (param $w i32) (param $u i32) (param $err i32) (param $bytes i32) (param $n i32) (param $start i32) (param $end i32)
+    (param $j i32) (param $from i32) (param $to i32)
+    (local $o i32) (local $k i32) (local $e i32) (local $up i32) (local $target i32) (local $a v128) (local $ucol i32)
+    (local.set $target (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $bytes))))
+    (local.set $ucol (i32.add (local.get $u) (i32.shl (i32.add (i32.mul (local.get $start) (local.get $n)) (local.get $j)) (i32.const 2))))
+    (local.set $o (local.get $from))
     (block $done
-      (loop $column
-        (br_if $done (i32.ge_u (local.get $j) (local.get $n)))
-        (local.set $target (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $bytes))))
+      (loop $vector
+        (br_if $done (i32.ge_u (local.get $o) (local.get $to)))
+        (local.set $a (v128.load (i32.add (local.get $target) (local.get $o))))
+        (local.set $e (i32.add (local.get $err) (local.get $o)))
+        (local.set $up (local.get $ucol))
         (local.set $k (local.get $start))
-        (local.set $e (local.get $err))
         (loop $batch
-          (local.set $f (f32x4.splat (f32.load (i32.add (local.get $u)
-            (i32.shl (i32.add (i32.mul (local.get $k) (local.get $n)) (local.get $j)) (i32.const 2))))))
-          (local.set $o (i32.const 0))
-          (loop $update
-            (v128.store (i32.add (local.get $target) (local.get $o))
-              (f32x4.sub (v128.load (i32.add (local.get $target) (local.get $o)))
-                (f32x4.mul (v128.load (i32.add (local.get $e) (local.get $o))) (local.get $f))))
-            (local.set $o (i32.add (local.get $o) (i32.const 16)))
-            (br_if $update (i32.lt_u (local.get $o) (local.get $bytes))))
+          (local.set $a (f32x4.sub (local.get $a) (f32x4.mul (v128.load (local.get $e)) (f32x4.splat (f32.load (local.get $up))))))
           (local.set $e (i32.add (local.get $e) (local.get $bytes)))
+          (local.set $up (i32.add (local.get $up) (i32.shl (local.get $n) (i32.const 2))))
           (local.set $k (i32.add (local.get $k) (i32.const 1)))
           (br_if $batch (i32.lt_u (local.get $k) (local.get $end))))
-        (local.set $j (i32.add (local.get $j) (i32.const 1)))
-        (br $column))))
+        (v128.store (i32.add (local.get $target) (local.get $o)) (local.get $a))
+        (local.set $o (i32.add (local.get $o) (i32.const 16)))
+        (br $vector))))
 
   ;; The whole column loop (solveGptqColumns): batches ending at the i32 $blockEnds, each column's group from
   ;; $groupOf (i32), its range taken where $rangeAt (u8) says, its maxq from $maxq (f32). $grid: 3 x rows f32 scratch.

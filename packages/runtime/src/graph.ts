@@ -15,6 +15,9 @@ export {
   type OnnxModel, type OnnxGraph, type OnnxNode, type OnnxTensor, type OnnxValueInfo } from './onnx-proto.js';
 export { GraphBuilder, ONNX_OPSET } from './graph-builder.js';
 export {
+  BATCH_DIM,
+  MICROSOFT_DOMAIN,
+  SEQUENCE_DIM,
   buildAttentionBlockGraph,
   buildDecoderGraph,
   buildHeadGraph,
@@ -22,9 +25,17 @@ export {
   buildMlpBlockGraph,
   blockInputNames,
   rotaryInverseFrequencies,
+  rotaryTables,
+  supportsGroupQueryAttention,
+  type ActivationType,
   type DecoderGraphOptions,
+  type DecoderOperators,
+  type Float16Weight,
+  type GraphWeight,
+  type MatMulNBitsWeight,
   type WeightMode,
 } from './decoder-graph.js';
+export { packedCompatible, stackPacked } from './graph-weights.js';
 export {
   EMBED_TOKENS,
   FINAL_NORM,
@@ -43,14 +54,4 @@ export {
   type TensorSource,
   type WeightOverrides,
 } from './decoder-weights.js';
-export {
-  BATCH_DIM,
-  MICROSOFT_DOMAIN,
-  buildKvDecoderGraph,
-  type ActivationType,
-  type Float16Weight,
-  type GraphWeight,
-  type KvDecoderGraphOptions,
-  type MatMulNBitsWeight,
-} from './kv-decoder-graph.js';
 export { argmaxRow, greedyDecode, type GreedyOptions, type KvDecoder } from './greedy-decode.js';

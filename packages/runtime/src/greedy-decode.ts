@@ -1,19 +1,28 @@
 import { InvalidOptionError, type DecoderConfig } from '@layerquant/core';
 
-// Greedy decoding over any KV-cache decoder (onnxruntime-node's in kv-decoder.ts, onnxruntime-web's in a page): browser-safe.
+// Greedy decoding over any KV-cache decoder (onnxruntime-node's or onnxruntime-web's session): browser-safe.
+
+export interface ForwardOptions {
+  /** Only the last position's logits ([1, vocab]): the graph computes no others where it can (num_logits_to_keep). */
+  readonly lastOnly?: boolean;
+}
 
 /**
- * A decoder graph with a KV cache (buildKvDecoderGraph's, or any file with the same inputs and outputs, such as a
+ * A decoder graph with a KV cache (buildDecoderGraph's, or any file with the same inputs and outputs, such as a
  * transformers.js export) run by onnxruntime (node or web), one sequence (batch 1) at a time.
  */
 export interface KvDecoder {
   readonly config: DecoderConfig;
   /** Element type of the cache: float32, or float16 for a `_q4f16` graph. */
   readonly cacheType: 'float32' | 'float16';
+  /** How the cache is kept: `shared` (preallocated buffers the attention writes in place), `concat` (past + new each step). */
+  readonly cacheMode: 'shared' | 'concat';
   /** Tokens in the cache. */
   readonly cached: number;
-  /** Logits [ids.length, vocab] of `ids` following the cached tokens; the cache grows by ids.length. */
-  forward(ids: readonly number[]): Promise<Float32Array>;
+  /** Logits [ids.length, vocab] of `ids` following the cached tokens ([1, vocab] with lastOnly); the cache grows by ids.length. */
+  forward(ids: readonly number[], options?: ForwardOptions): Promise<Float32Array>;
+  /** Room for this many tokens in all (cached + to come): a shared cache is allocated once at this size. */
+  reserve(tokens: number): void;
   /** Empties the cache. */
   reset(): void;
   dispose(): Promise<void>;
@@ -37,7 +46,8 @@ export interface GreedyOptions {
   readonly maxNewTokens: number;
   /** Stop after emitting one of these (default: none). */
   readonly eosTokenIds?: readonly number[];
-  readonly onToken?: (id: number) => void;
+  /** Called with each new token, and once the prompt is processed (`index` 0 is the token the prompt gave). */
+  readonly onToken?: (id: number, index: number) => void;
 }
 
 /** Greedy decoding with the KV cache: the prompt in one pass, then one token per step. Returns the new ids. */
@@ -46,16 +56,16 @@ export async function greedyDecode(decoder: KvDecoder, prompt: readonly number[]
     throw new InvalidOptionError('maxNewTokens', `${options.maxNewTokens} must be a positive integer`);
   }
   decoder.reset();
+  // The last token generated is never fed back, so the cache holds prompt + maxNewTokens - 1 tokens at most.
+  decoder.reserve(prompt.length + options.maxNewTokens - 1);
   const vocab = decoder.config.vocabSize;
   const generated: number[] = [];
-  let logits = await decoder.forward(prompt);
-  let row = prompt.length - 1;
+  let logits = await decoder.forward(prompt, { lastOnly: true });
   for (;;) {
-    const next = argmaxRow(logits, vocab, row);
+    const next = argmaxRow(logits, vocab, logits.length / vocab - 1);
     generated.push(next);
-    options.onToken?.(next);
+    options.onToken?.(next, generated.length - 1);
     if (generated.length >= options.maxNewTokens || options.eosTokenIds?.includes(next)) return generated;
-    logits = await decoder.forward([next]);
-    row = 0;
+    logits = await decoder.forward([next], { lastOnly: true });
   }
 }

@@ -1,6 +1,7 @@
 export * from './graph.js';
-export { createSession, emptyTensor, floatTensor, int64Tensor, tensorData, type OrtSession, type OrtTensor, type RuntimeOptions } from './session.js';
-export { argmaxRow, checkDecoderGraph, createKvDecoder, greedyDecode, kvDecoderOfSession, type GraphValue, type GreedyOptions, type KvDecoder } from './kv-decoder.js';
+export { backend, createSession, emptyTensor, floatTensor, int64Tensor, tensorData, type OrtBackend, type OrtSession, type OrtTensor, type RuntimeOptions } from './session.js';
+export { checkDecoderGraph, createKvDecoder, kvDecoderOfSession, type GraphSource, type GraphValue, type KvDecoderOptions } from './kv-decoder.js';
+export type { ForwardOptions } from './greedy-decode.js';
 export { createDecoderModel, loadDecoderModel, type DecoderModel, type DecoderModelOptions, type TokenBatch } from './decoder-model.js';
 export {
   createDecoderBlocks,

@@ -1,15 +1,35 @@
 import { InvalidDataError, InvalidOptionError, type DecoderConfig } from '@layerquant/core';
-import * as ort from 'onnxruntime-node';
 import type { KvDecoder } from './greedy-decode.js';
-import { createSession, int64Tensor, tensorData, type OrtSession, type OrtTensor, type RuntimeOptions } from './session.js';
+import { backend, createSession, type OrtSession, type OrtTensor as Tensor, type RuntimeOptions } from './session.js';
 
-export { argmaxRow, greedyDecode, type GreedyOptions, type KvDecoder } from './greedy-decode.js';
+export type { ForwardOptions, KvDecoder } from './greedy-decode.js';
+
+/** Where a graph comes from, for the errors of its checks. */
+export interface GraphSource {
+  readonly file?: string;
+  readonly configFile?: string;
+}
+
+export interface KvDecoderOptions extends GraphSource {
+  /**
+   * `shared`: the past and present of each layer are one preallocated buffer the attention writes in place (the
+   * fused graph's GroupQueryAttention, on a backend that writes outputs in place: onnxruntime-node); `concat`: each
+   * step's present becomes the next past (any graph, any backend). Default: shared where it can be, else concat.
+   */
+  readonly cacheMode?: 'shared' | 'concat';
+}
+
+type CacheData = Float32Array | Uint16Array;
 
 /** Opens a KV-cache decoder from ONNX bytes or a file path (external data beside the file is found by onnxruntime). */
-export async function createKvDecoder(model: Uint8Array | string, config: DecoderConfig, options: RuntimeOptions & { readonly configFile?: string } = {}): Promise<KvDecoder> {
-  const session = await createSession(model, options);
+export async function createKvDecoder(model: Uint8Array | string, config: DecoderConfig, options: RuntimeOptions & KvDecoderOptions = {}): Promise<KvDecoder> {
+  const { cacheMode, configFile, file: _file, ...runtime } = options;
+  const session = await createSession(model, runtime);
   try {
-    return kvDecoderOfSession(session, config, typeof model === 'string' ? { file: model, ...(options.configFile ? { configFile: options.configFile } : {}) } : {});
+    return kvDecoderOfSession(session, config, {
+      ...(cacheMode ? { cacheMode } : {}),
+      ...(typeof model === 'string' ? { file: model, ...(configFile ? { configFile } : {}) } : {}),
+    });
   } catch (error) {
     await session.release();
     throw error;
@@ -29,7 +49,7 @@ export interface GraphValue {
  * another model) are an InvalidDataError naming the file and the field, never logits read with the wrong stride.
  * The one check for an ONNX session (onnxruntime's metadata) and for an ONNX file read by `inspect` (its protobuf).
  */
-export function checkDecoderGraph(inputs: readonly GraphValue[], outputs: readonly GraphValue[], config: DecoderConfig, where: { file?: string; configFile?: string } = {}): void {
+export function checkDecoderGraph(inputs: readonly GraphValue[], outputs: readonly GraphValue[], config: DecoderConfig, where: GraphSource = {}): void {
   const file = where.file ?? 'the ONNX graph';
   const configFile = where.configFile ?? 'config.json';
   const fail = (message: string): never => {
@@ -57,62 +77,133 @@ export function checkDecoderGraph(inputs: readonly GraphValue[], outputs: readon
   if (typeof vocab === 'number' && vocab !== config.vocabSize) fail(`the graph's logits have ${vocab} columns but vocab_size is ${config.vocabSize}`);
 }
 
-export function kvDecoderOfSession(session: OrtSession, config: DecoderConfig, where: { file?: string; configFile?: string } = {}): KvDecoder {
+/**
+ * A KvDecoder over an onnxruntime session of a decoder graph with a KV cache (`input_ids`, `attention_mask`,
+ * `past_key_values.{i}.key/.value`, optionally `position_ids` and `num_logits_to_keep` -> `logits`, `present.*`).
+ *
+ * In the shared mode nothing is rebuilt per step: the cache buffers, their tensors, the mask and the fetch list are
+ * made once (per `reserve`); each step passes the new ids and views of the mask. onnxruntime-node 1.30 still copies
+ * every fetched output into a new ArrayBuffer on return, so the cache buffers are sized to what the caller reserves.
+ */
+export function kvDecoderOfSession(session: OrtSession, config: DecoderConfig, options: KvDecoderOptions = {}): KvDecoder {
   const { numLayers, numKeyValueHeads: kvHeads, headDim, vocabSize } = config;
+  const { Tensor: OrtTensor } = backend;
+  const inputs = new Set(session.inputNames);
   const metadata = (list: OrtSession['inputMetadata']): GraphValue[] => list.map((m) => (m.isTensor ? { name: m.name, shape: m.shape } : { name: m.name }));
-  checkDecoderGraph(metadata(session.inputMetadata), metadata(session.outputMetadata), config, where);
+  checkDecoderGraph(metadata(session.inputMetadata), metadata(session.outputMetadata), config, options);
   const first = session.inputMetadata.find((m) => m.name === 'past_key_values.0.key')!;
   const cacheType = first.isTensor && first.type === 'float16' ? 'float16' : 'float32';
-  const empty = () => {
-    const cache: Record<string, OrtTensor> = {};
-    const data = cacheType === 'float16' ? new Uint16Array(0) : new Float32Array(0);
-    for (let i = 0; i < numLayers; i++) {
-      for (const part of ['key', 'value']) cache[`past_key_values.${i}.${part}`] = new ort.Tensor(cacheType, data, [1, kvHeads, 0, headDim]);
-    }
-    return cache;
+  const positionIds = inputs.has('position_ids');
+  const keepLogits = inputs.has('num_logits_to_keep');
+  const cacheMode = options.cacheMode ?? (positionIds || !backend.writesOutputsInPlace ? 'concat' : 'shared');
+  if (cacheMode === 'shared' && !backend.writesOutputsInPlace) {
+    throw new InvalidOptionError('cacheMode', `${backend.name} does not write outputs into the tensors given for them; use the concat cache`);
+  }
+  if (cacheMode !== 'shared' && cacheMode !== 'concat') throw new InvalidOptionError('cacheMode', `"${String(cacheMode)}" must be "shared" or "concat"`);
+  const pastNames = Array.from({ length: numLayers }, (_, i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`]).flat();
+  const presentNames = Array.from({ length: numLayers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat();
+  const newCache = (length: number): CacheData => (cacheType === 'float16' ? new Uint16Array(length) : new Float32Array(length));
+  const keepAll = new OrtTensor('int64', BigInt64Array.of(0n), []);
+  const keepLast = new OrtTensor('int64', BigInt64Array.of(1n), []);
+  const int64 = (values: ArrayLike<number>, offset = 0) => {
+    const data = new BigInt64Array(values.length);
+    for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]! + offset);
+    return new OrtTensor('int64', data, [1, values.length]);
   };
-  let cache = empty();
+
   let cached = 0;
-  const outputs = ['logits', ...Array.from({ length: numLayers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat()];
+  // concat mode: the last presents. shared mode: one buffer per past input, `capacity` tokens long.
+  let past: Record<string, Tensor> = {};
+  let buffers: CacheData[] = [];
+  let capacity = 0;
+  let mask = new BigInt64Array(0);
+  const stepIds = new BigInt64Array(1);
+  const stepTensor = new OrtTensor('int64', stepIds, [1, 1]);
+
+  const emptyPast = () => {
+    past = {};
+    for (const name of pastNames) past[name] = new OrtTensor(cacheType, newCache(0), [1, kvHeads, 0, headDim]);
+  };
+  /** Shared mode: buffers for `tokens`, the cached tokens of the old ones copied over (per head: [tokens, headDim] rows). */
+  const allocate = (tokens: number) => {
+    const next = pastNames.map(() => newCache(kvHeads * tokens * headDim));
+    if (cached > 0) {
+      for (const [i, old] of buffers.entries()) {
+        for (let head = 0; head < kvHeads; head++) {
+          next[i]!.set(old.subarray(head * capacity * headDim, (head * capacity + cached) * headDim), head * tokens * headDim);
+        }
+      }
+    }
+    buffers = next;
+    capacity = tokens;
+    past = {};
+    for (const [i, name] of pastNames.entries()) past[name] = new OrtTensor(cacheType, buffers[i]!, [1, kvHeads, tokens, headDim]);
+    mask = new BigInt64Array(tokens).fill(1n);
+  };
+  const reset = () => {
+    cached = 0;
+    if (cacheMode === 'concat') emptyPast();
+  };
+  reset();
+
   return {
     config,
     cacheType,
+    cacheMode,
     get cached() {
       return cached;
     },
-    async forward(ids) {
+    reserve(tokens) {
+      if (!Number.isInteger(tokens) || tokens < 1) throw new InvalidOptionError('tokens', `${tokens} must be a positive integer`);
+      if (cacheMode === 'shared' && tokens > capacity) allocate(tokens);
+    },
+    async forward(ids, forwardOptions = {}) {
       if (ids.length === 0) throw new InvalidOptionError('ids', 'at least one token id is needed');
       for (const id of ids) {
         if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new InvalidOptionError('ids', `token id ${id} is outside the vocabulary [0, ${vocabSize})`);
       }
       const total = cached + ids.length;
-      const result = await session.run(
-        {
-          ...cache,
-          input_ids: int64Tensor(ids, [1, ids.length]),
-          attention_mask: int64Tensor(new Uint8Array(total).fill(1), [1, total]),
-          position_ids: int64Tensor(Array.from({ length: ids.length }, (_, t) => cached + t), [1, ids.length]),
-        },
-        outputs,
-      );
-      const next: Record<string, OrtTensor> = {};
-      for (let i = 0; i < numLayers; i++) {
-        for (const part of ['key', 'value']) next[`past_key_values.${i}.${part}`] = result[`present.${i}.${part}`]!;
+      const lastOnly = forwardOptions.lastOnly === true;
+      let inputIds: Tensor;
+      if (ids.length === 1) {
+        stepIds[0] = BigInt(ids[0]!);
+        inputIds = stepTensor;
+      } else {
+        inputIds = int64(ids);
       }
-      for (const tensor of Object.values(cache)) tensor.dispose?.();
-      cache = next;
+      if (cacheMode === 'shared' && total > capacity) allocate(Math.max(total, 2 * capacity));
+      const feeds: Record<string, Tensor> = { ...past, input_ids: inputIds };
+      if (positionIds) feeds.position_ids = int64(Array.from({ length: ids.length }, (_, t) => t), cached);
+      if (keepLogits) feeds.num_logits_to_keep = lastOnly ? keepLast : keepAll;
+      let fetches: Record<string, Tensor | null>;
+      if (cacheMode === 'shared') {
+        feeds.attention_mask = new OrtTensor('int64', mask.subarray(0, total), [1, total]);
+        // The presents are the pasts' own buffers: the attention writes the new keys and values in place.
+        fetches = { logits: null };
+        for (const [i, name] of presentNames.entries()) fetches[name] = past[pastNames[i]!]!;
+      } else {
+        feeds.attention_mask = new OrtTensor('int64', new BigInt64Array(total).fill(1n), [1, total]);
+        fetches = { logits: null };
+        for (const name of presentNames) fetches[name] = null;
+      }
+      const result = await session.run(feeds, fetches);
+      if (cacheMode === 'concat') {
+        const next: Record<string, Tensor> = {};
+        for (const [i, name] of pastNames.entries()) next[name] = result[presentNames[i]!]!;
+        for (const tensor of Object.values(past)) tensor.dispose?.();
+        past = next;
+      }
       cached = total;
+      const logits = result.logits;
+      if (!logits || !(logits.data instanceof Float32Array)) throw new RangeError('onnxruntime returned no float32 output "logits"');
       // A graph with symbolic logits dims is checked here: read with another stride, logits would be silently wrong.
-      const logitsDims = result.logits?.dims;
-      if (logitsDims && logitsDims.at(-1) !== vocabSize) {
-        throw new InvalidDataError(where.file ?? 'the ONNX graph', `returned logits with ${logitsDims.at(-1)} columns but vocab_size is ${vocabSize}; ${where.configFile ?? 'config.json'} does not describe this graph`);
+      if (logits.dims.at(-1) !== vocabSize) {
+        throw new InvalidDataError(options.file ?? 'the ONNX graph', `returned logits with ${logits.dims.at(-1)} columns but vocab_size is ${vocabSize}; ${options.configFile ?? 'config.json'} does not describe this graph`);
       }
-      return tensorData(result.logits, 'logits');
+      // A graph without num_logits_to_keep computes every row: the last one is the view asked for.
+      return lastOnly && logits.data.length > vocabSize ? logits.data.subarray(logits.data.length - vocabSize) : logits.data;
     },
-    reset() {
-      cache = empty();
-      cached = 0;
-    },
+    reset,
     dispose: () => session.release(),
   };
 }

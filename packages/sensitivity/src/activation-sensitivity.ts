@@ -11,6 +11,7 @@ import { hqqQuantizer, squaredError, type KernelPool } from '@layerquant/quantiz
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
 import { cutCalibrationBlocks, type CalibrationBlocks } from './calibration.js';
 import { dequantizedWith, type QuantizationErrors } from './pooled-quantize.js';
+import { floatLayerHessians, type LayerHessians } from './hessians.js';
 
 /** The config of the paper's measurement: HQQ 4-bit, groups of 64 (upstream defaults: axis 1, zero not rounded). */
 export const DEFAULT_SENSITIVITY_CONFIG: QuantConfig = quantConfig(4, 64);
@@ -118,10 +119,12 @@ export async function activationSensitivity(
     if (!model.shapes.has(name)) throw new InvalidOptionError('model', `has no weight "${name}"`);
     return model.tensor(name);
   };
+  // A calibrated quantizer (GPTQ) gets each matrix's Hessian from the layer's float inputs.
+  let hessians: LayerHessians | undefined;
   const dequantized = async (layer: number, module: LinearModule): Promise<Float32Array> => {
     const name = matrixTensorName(layer, module);
     const data = await weight(layer, module);
-    return dequantizedWith(quantizer, { name, dtype: 'F32', shape: model.shapes.get(name)!, data }, config, options.pool);
+    return dequantizedWith(quantizer, { name, dtype: 'F32', shape: model.shapes.get(name)!, data }, config, options.pool, hessians?.contextFor(module));
   };
 
   const rows: SensitivityRow[] = [];
@@ -131,6 +134,7 @@ export async function activationSensitivity(
     // The layer's weights are read first (one layer in memory), then its seven matrices quantized at once (in
     // parallel on the pool's workers when there is one).
     await weight(layer, SENSITIVITY_PART_MODULES.attn_in[0]!);
+    if (quantizer.calibration) hessians = await floatLayerHessians(model, layer, hidden);
     const modules = Object.values(SENSITIVITY_PART_MODULES).flat();
     const layerDequantized = await Promise.all(modules.map((m) => dequantized(layer, m)));
     const dq = (m: LinearModule) => layerDequantized[modules.indexOf(m)]!;

@@ -1,11 +1,11 @@
 import {
   InvalidDataError,
+  InvalidOptionError,
   LINEAR_MODULES,
   META_BITS,
   META_GROUP,
   PAPER_CONFIGS,
   EMBEDDING_UNITS,
-  InvalidOptionError,
   NO_LAYER,
   matrixKey,
   type EmbeddingUnit,
@@ -18,11 +18,12 @@ import {
   memoryMB,
   type LinearModule,
   type QuantConfig,
+  type QuantizeContext,
   type Quantizer,
   type WeightTensor,
 } from '@layerquant/core';
 import type { FnormRow, FnormTable, KurtosisRow, KurtosisTable } from '@layerquant/stats';
-import { hqqQuantizer, squaredError as squaredFrobeniusError, type KernelPool } from '@layerquant/quantizers';
+import { hqqQuantizer, squaredError as squaredFrobeniusError, type KernelPool, type MatrixCalibration } from '@layerquant/quantizers';
 import { pearsonKurtosis } from './kurtosis.js';
 import { dequantizedWith, type QuantizationErrors } from './pooled-quantize.js';
 
@@ -77,6 +78,11 @@ export interface FrobeniusTableOptions {
   readonly onMatrix?: (done: number, total: number, key: string) => void;
   /** The embedding units to tabulate too, each at its own ladder (rows with layer NO_LAYER); absent: linear matrices only. */
   readonly embeddingConfigs?: Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
+  /**
+   * The statistics of a calibrated quantizer (GPTQ: each matrix's input Hessian), served in layer order; every matrix
+   * is reported back as float (`done(matrix, null)`), so a layer pass serves the Hessians of float inputs.
+   */
+  readonly calibration?: MatrixCalibration;
 }
 
 /** One matrix's rows: fnorm, sq_err, memory and kurtosis under each config. */
@@ -87,11 +93,12 @@ export async function frobeniusRows(
   quantizer: Quantizer,
   pool?: KernelPool,
   errors?: QuantizationErrors,
+  context?: QuantizeContext,
 ): Promise<FnormRow[]> {
   const params = weight.data.length;
   const kurtosis = pearsonKurtosis(weight.data, `tensor "${matrix.name}"`);
   const squaredErrors = await Promise.all(
-    configs.map(async (config) => errors?.get(quantizer, matrix.name, config) ?? squaredFrobeniusError(weight.data, await dequantizedWith(quantizer, weight, config, pool))),
+    configs.map(async (config) => errors?.get(quantizer, matrix.name, config) ?? squaredFrobeniusError(weight.data, await dequantizedWith(quantizer, weight, config, pool, context))),
   );
   return configs.map((config, c) => {
     const squaredError = squaredErrors[c]!;
@@ -132,9 +139,17 @@ export async function frobeniusTable(
     units.push({ matrix: { layer: NO_LAYER, module: unit, name }, configs: ladder });
   }
   const rows: FnormRow[] = [];
+  if (quantizer.calibration && !options.calibration) {
+    throw new InvalidOptionError('calibration', `quantizer "${quantizer.id}" is calibrated: its fnorm table needs each matrix's input statistics (a layer pass over calibration text)`);
+  }
   for (const [i, { matrix, configs: ladder }] of units.entries()) {
-    rows.push(...(await frobeniusRows(matrix, await source.read(matrix.name), ladder, quantizer, options.pool, options.errors)));
-    options.onMatrix?.(i + 1, units.length, matrixKey(matrix.layer, matrix.module));
+    const weight = await source.read(matrix.name);
+    const key = matrixKey(matrix.layer, matrix.module);
+    const unit = { key, name: matrix.name, layer: matrix.layer, module: matrix.module, shape: [weight.shape[0]!, weight.shape[1]!] as const };
+    const context = options.calibration ? await options.calibration.context(unit) : undefined;
+    rows.push(...(await frobeniusRows(matrix, weight, ladder, quantizer, options.pool, options.errors, context)));
+    options.calibration?.done(unit, null);
+    options.onMatrix?.(i + 1, units.length, key);
   }
   return Object.freeze({ rows: Object.freeze(rows) });
 }
@@ -161,7 +176,7 @@ export function kurtosisTableFromFnorm(table: FnormTable): KurtosisTable {
 }
 
 /** The authors' order: by module, then layer; the embedding units (no layer) after the linear modules. */
-function sortKurtosisRows(rows: KurtosisRow[]): KurtosisRow[] {
+export function sortKurtosisRows(rows: KurtosisRow[]): KurtosisRow[] {
   const rank = (m: KurtosisRow['module']) => (isLinearModule(m) ? LINEAR_MODULES.indexOf(m) : LINEAR_MODULES.length + EMBEDDING_UNITS.indexOf(m));
   return rows.sort((a, b) => rank(a.module) - rank(b.module) || a.layer - b.layer);
 }

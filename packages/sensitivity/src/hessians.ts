@@ -102,6 +102,14 @@ export class LayerHessians {
     await accumulator.add(model, rows);
   }
 
+  /** One batch of all four inputs: the layer input, the attention context, the stream after attention, the MLP activation. */
+  async addLayer(input: Float32Array, context: Float32Array, residual: Float32Array, activation: Float32Array): Promise<void> {
+    await this.add('attention', input);
+    await this.add('context', context);
+    await this.add('mlp', residual);
+    await this.add('activation', activation);
+  }
+
   /** The Hessian of an input (the same object for every matrix reading it). */
   get(input: LinearInput): InputHessian {
     let result = this.#results.get(input);
@@ -119,6 +127,20 @@ export class LayerHessians {
   contextFor(module: LinearModule): QuantizeContext {
     return { hessian: this.get(LINEAR_INPUT[module]) };
   }
+}
+
+/**
+ * A layer's four Hessians from float inputs (the statistics passes' setting: the float outputs of layer i-1 feed layer
+ * i): the float attention and MLP blocks run on every batch. `hidden` is the layer's input.
+ */
+export async function floatLayerHessians(model: DecoderBlocks, layer: number, hidden: readonly HiddenStates[]): Promise<LayerHessians> {
+  const hessians = new LayerHessians(model, layer);
+  for (const states of hidden) {
+    const attention = await model.attention(layer, states);
+    const mlp = await model.mlp(layer, { data: attention.residual, batch: states.batch, length: states.length });
+    await hessians.addLayer(states.data, attention.context, attention.residual, mlp.activation);
+  }
+  return hessians;
 }
 
 export interface SequentialCalibrationOptions {

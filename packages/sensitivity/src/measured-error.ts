@@ -25,6 +25,7 @@ import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
 import { calibrationOf, embeddedBatches, subtract, sumOfSquares } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
 import { dequantizedWith, type QuantizationErrors } from './pooled-quantize.js';
+import { LayerHessians } from './hessians.js';
 
 export interface MeasuredErrorOptions {
   /** The config ladder to measure (default: the paper's 12). */
@@ -90,9 +91,12 @@ export async function measuredErrors(
     if (!shape) throw new InvalidOptionError('model', `has no weight "${name}"`);
     return { data: await model.tensor(name), shape };
   };
-  const dequantized = async (name: string, config: QuantConfig): Promise<Float32Array> => {
+  // A calibrated quantizer (GPTQ) gets each matrix's Hessian from the layer's float inputs, collected in the float pass.
+  let hessians: LayerHessians | undefined;
+  // `module`: a linear matrix's, whose input Hessian a calibrated quantizer reads; an embedding unit has none.
+  const dequantized = async (name: string, config: QuantConfig, module?: LinearModule): Promise<Float32Array> => {
     const { data, shape } = await weightOf(name);
-    const dq = await dequantizedWith(quantizer, { name, dtype: 'F32', shape: [...shape], data }, config, options.pool);
+    const dq = await dequantizedWith(quantizer, { name, dtype: 'F32', shape: [...shape], data }, config, options.pool, module ? hessians?.contextFor(module) : undefined);
     options.errors?.record(quantizer, name, config, squaredError(data, dq));
     return dq;
   };
@@ -105,6 +109,7 @@ export async function measuredErrors(
     // Mean squares of the residual streams the attention and MLP outputs are added to (the errors' scale).
     let attentionStream = 0;
     let mlpStream = 0;
+    hessians = quantizer.calibration ? new LayerHessians(model, layer) : undefined;
     for (const states of hidden) {
       const attention = await model.attention(layer, states);
       const residual: HiddenStates = { data: attention.residual, batch: states.batch, length: states.length };
@@ -113,6 +118,7 @@ export async function measuredErrors(
       next.push({ data: mlp.output, batch: states.batch, length: states.length });
       attentionStream += sumOfSquares(states.data);
       mlpStream += sumOfSquares(residual.data);
+      await hessians?.addLayer(states.data, attention.context, attention.residual, mlp.activation);
     }
     attentionStream /= elements;
     mlpStream /= elements;
@@ -124,7 +130,7 @@ export async function measuredErrors(
     for (let c = 0; c < configs.length; c++) {
       const config = configs[c]!;
       // The layer's seven matrices at once (in parallel on the pool's workers when there is one).
-      const layerDequantized = await Promise.all(LINEAR_MODULES.map((module) => dequantized(matrixTensorName(layer, module), config)));
+      const layerDequantized = await Promise.all(LINEAR_MODULES.map((module) => dequantized(matrixTensorName(layer, module), config, module)));
       const quantized = new Map<LinearModule, Float32Array>();
       for (const [m, module] of LINEAR_MODULES.entries()) {
         const dq = layerDequantized[m]!;

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidOptionError, matrixTensorName, quantConfig } from '@layerquant/core';
 import { brownCalibPath, shippedModelDir } from '@layerquant/fixtures';
-import { createRtnQuantizer, gptqQuantizer } from '@layerquant/quantizers';
+import { baqQuantizer, createRtnQuantizer, gptqQuantizer } from '@layerquant/quantizers';
 import { openQuantizedCheckpoint, quantizeModel } from '@layerquant/quantizers/node';
 import { hessianOfInputs } from '@layerquant/quantizers/testing';
 import { loadDecoderBlocks } from '@layerquant/runtime';
@@ -33,6 +33,8 @@ describe('quantizeModel with a calibrated quantizer (gptq) on the shipped model'
         quantizer: gptqQuantizer,
         configFor: (_, matrix) => (matrix.layer < 2 ? config : null),
         calibration: opened.calibration,
+        // GPTQ's column loops on worker threads, matrices started ahead while earlier ones finish
+        workers: 2,
       });
     } finally {
       await opened.close();
@@ -74,6 +76,30 @@ describe('quantizeModel with a calibrated quantizer (gptq) on the shipped model'
       await quantized.close();
       await model.dispose();
       await checkpoint.close();
+    }
+  });
+
+  it('writes and reads back a BAQ matrix: its column widths stored beside the codes, dequantized by the plug-in', async () => {
+    const config = quantConfig(2, 64);
+    const opened = await openSequentialCalibration(shippedModelDir, { text, blocks: 1, seqlen: 64 });
+    try {
+      const report = await quantizeModel({ modelDir: shippedModelDir, outDir: join(out, 'baq'), quantizer: baqQuantizer, configFor: (_, m) => (m.layer === 0 ? config : null), calibration: opened.calibration });
+      const down = report.perMatrix.find((m) => m.key === '0.mlp.down_proj')!;
+      // codes and ranges as a b2g64 matrix stores them, plus one byte per column
+      expect(down.packedBytes).toBe(256 * (640 / 16) * 4 + 2 * 4 * (256 * 640) / 64 + 640);
+    } finally {
+      await opened.close();
+    }
+    const quantized = await openQuantizedCheckpoint(join(out, 'baq'));
+    try {
+      const name = matrixTensorName(0, 'mlp.down_proj');
+      const stored = await quantized.readQuantized(name);
+      expect(stored.columnBits!.length).toBe(640);
+      expect(stored.columnBits!.reduce((a, b) => a + b, 0)).toBe(640 * 2);
+      expect(quantized.metadata.tensors[name]!.columnBits).toBe(true);
+      expect((await quantized.read(name)).data).toEqual(baqQuantizer.dequantize(stored));
+    } finally {
+      await quantized.close();
     }
   });
 });

@@ -1,15 +1,15 @@
-import { allocateMethod, validateStats, type AllocatorPlugin, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
-import { loadStatsDirectory, saveAllocationJson } from '@layerquant/allocators/node';
+import { allocateMethod, checkMethodBudget, validateStats, type AllocatorPlugin, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
+import { loadStatsDirectory } from '@layerquant/allocators/node';
+import { writeTextAtomic } from '@layerquant/tensor-io';
 import { LINEAR_MODULES, configName, matrixTensorName, modelMatrixParams, parseConfigList, type Allocation } from '@layerquant/core';
 import { modelMemory } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
 import { resolve } from 'node:path';
-import { resolveModelPath } from '../model-path.js';
 import { boostLines, boostReport, formatRows, jsonLine, renderTable, sizeRows, sizes, type Sizes } from '../output.js';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, type PluginRegistries } from '../plugins.js';
-import { allocatorFlags, allocatorHelp, checkBudget, methodFromFlags } from '../experiment/allocate-method.js';
+import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
+import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
 
 const usage = (plugins: PluginRegistries): string => `layerquant allocate --stats <dir> --method <id> --budget <bpp> [options]
 
@@ -97,8 +97,8 @@ export const allocateCommand: Command = {
     const budget = parseNumberOption(budgetText, '--budget', Number.NaN, (n) => Number.isFinite(n) && n > 0);
     const configsText = stringOption(values, 'configs');
     const configs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
-    checkBudget(method, budget, configs, allocators);
-    const stats = await loadStatsDirectory(statsDir);
+    checkMethodBudget(method, budget, configs, allocators);
+    const stats = await loadStatsDirectory(statsDir, plugins.metrics.list());
     const modelText = stringOption(values, 'model');
     const modelDir = modelText === undefined ? undefined : resolveModelPath(modelText);
     let shapes: Map<string, readonly number[]> | undefined;
@@ -111,7 +111,7 @@ export const allocateCommand: Command = {
     const seed = method.options.seed === undefined ? undefined : parseIntegerOption(String(method.options.seed), '--seed', 42, 0);
     const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }) }, allocators);
     const out = stringOption(values, 'out');
-    if (out) await saveAllocationJson(out, allocation);
+    if (out) await writeTextAtomic(out, `${JSON.stringify(allocation, null, 2)}\n`);
     // On disk: the packed bytes of each matrix at its shape (known only with --model).
     const disk = shapes
       ? modelMemory(allocation.matrices.map((m) => ({ shape: shapes!.get(matrixTensorName(m.layer, m.module)) as unknown as [number, number], config: m.config }))).packedBytes

@@ -3,13 +3,10 @@ import { datasets } from '@layerquant/datasets';
 import { perplexity, resolveTextPath } from '@layerquant/perplexity';
 import { parseCommandArgs, parseIntegerOption, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { pairedBootstrap, verdict, type PairedInterval } from '../experiment/report.js';
-import { directorySizes, type DirectorySizes } from '../model-sizes.js';
-import { resolveModelPath } from '../model-path.js';
+import { pairedBootstrap, verdict, type PairedInterval } from '@layerquant/perplexity';
+import { builtinRegistries, directorySizes, openForEvaluation, resolveModelPath, type DirectorySizes } from '@layerquant/pipeline';
 import { absolutePath, jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
 import { createProgress, createSpinner, formatSeconds } from '../progress.js';
-import { builtinRegistries } from '../plugins.js';
-import { openForEvaluation } from './eval.js';
 
 interface Evaluated {
   readonly dir: string;

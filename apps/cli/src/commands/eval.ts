@@ -1,43 +1,11 @@
-import { InvalidOptionError, checkContextLength } from '@layerquant/core';
+import { InvalidOptionError } from '@layerquant/core';
 import { datasets } from '@layerquant/datasets';
-import { PERPLEXITY_PROTOCOLS, perplexity, readEvaluationText, resolveTextPath, windowPlan, type PerplexityProtocol } from '@layerquant/perplexity';
-import { loadTokenizer } from '@layerquant/tensor-io';
+import { PERPLEXITY_PROTOCOLS, perplexity, resolveTextPath, windowPlan, type PerplexityProtocol } from '@layerquant/perplexity';
 import { parseCommandArgs, parseIntegerOption, parseMemoryOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, type PluginRegistries } from '../plugins.js';
-import { EVALUATION_KINDS, openEvaluationModel, type EvaluationModel } from '../evaluation-model.js';
+import { EVALUATION_KINDS, builtinRegistries, openForEvaluation, resolveModelPath } from '@layerquant/pipeline';
 import { createCostReporter, createProgress, createSpinner, formatBytes, formatSeconds } from '../progress.js';
-import { resolveModelPath } from '../model-path.js';
 import { absolutePath, formatRows, jsonLine } from '../output.js';
-
-/**
- * Opens a model directory for perplexity the one way eval and compare do (openEvaluationModel: an ONNX export as
- * shipped, a quantized checkpoint on its packed weights, a float checkpoint in one session or layer by layer);
- * config.json is validated against the tensors and the context length checked before the text is read.
- */
-export async function openForEvaluation(
-  modelDir: string,
-  textPath: string,
-  options: { seqlen: number; allowLongContext: boolean; threads?: number; maxMemoryBytes?: number; quantizers?: PluginRegistries['quantizers'] },
-): Promise<{ text: string; tokenizer: Awaited<ReturnType<typeof loadTokenizer>>; quantized: boolean; opened: EvaluationModel }> {
-  const opened = await openEvaluationModel(modelDir, {
-    contextSize: options.seqlen,
-    ...(options.threads === undefined ? {} : { threads: options.threads }),
-    ...(options.maxMemoryBytes === undefined ? {} : { maxMemoryBytes: options.maxMemoryBytes }),
-    // A quantized checkpoint is read back through the quantizer it records (built-in or a --plugin's).
-    ...(options.quantizers ? { quantizers: options.quantizers } : {}),
-    // Before any weight is read: the context length against the validated config.
-    onConfig: (config) => checkContextLength(options.seqlen, config, '--seqlen', options.allowLongContext),
-  });
-  try {
-    const text = await readEvaluationText(textPath);
-    const tokenizer = opened.tokenizer ?? (await loadTokenizer(modelDir));
-    return { text, tokenizer, quantized: opened.kind === 'packed' || opened.kind === 'onnx' || opened.kind === 'gguf', opened };
-  } catch (error) {
-    await opened.dispose();
-    throw error;
-  }
-}
 
 export const evalCommand: Command = {
   name: 'eval',

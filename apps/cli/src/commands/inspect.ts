@@ -4,16 +4,14 @@ import type { DType } from '@layerquant/core';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { parseCommandArgs, requireString } from '../args.js';
 import type { Command } from '../command.js';
-import { directorySizes } from '../model-sizes.js';
-import { resolveModelPath } from '../model-path.js';
+import { directorySizes, isGgufFile, resolveModelPath } from '@layerquant/pipeline';
 import { boostLines, formatRows, jsonLine, sizeRows } from '../output.js';
-import { isGgufFile } from '../evaluation-model.js';
 import { decoderConfigOfGguf } from '@layerquant/gguf';
 import { readGgufHeader } from '@layerquant/gguf/node';
 
 export const inspectCommand: Command = {
   name: 'inspect',
-  summary: 'architecture, sizes and tensors of a model directory',
+  summary: 'architecture, sizes and tensors of a model directory or a GGUF file',
   usage: [
     'layerquant inspect <model-dir | quantized-dir | onnx-dir | file.gguf> [--json]',
     '',

@@ -1,27 +1,19 @@
-import { InvalidOptionError, LINEAR_MODULES, configName, matrixKey, modelMatrixParams, parseConfigList, parseConfigName, parseOptionValue, resolveOptions, type Allocation, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
-import { validateStats } from '@layerquant/allocators';
-import { openModel, openOutputDirectory, type OpenedModel } from '@layerquant/tensor-io';
+import { parseMethodName, type MethodSpec } from '@layerquant/allocators';
+import { InvalidOptionError, LINEAR_MODULES, configName, matrixKey, parseConfigList, parseConfigName, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { brownCalibPath } from '@layerquant/datasets';
-import { rm } from 'node:fs/promises';
-import { basename, join } from 'node:path';
-import { FORK_SOLVER_OPTIONS } from '@layerquant/quantizers';
-import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
-import { exportOnnx } from '@layerquant/export';
-import { exportGguf } from '@layerquant/gguf/node';
-import { temporaryPath } from '@layerquant/tensor-io';
-import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
-import { parseMethodName } from '@layerquant/allocators';
-import { builtinRegistries, type PluginRegistries } from '../plugins.js';
-import { allocateMethod, allocatorFlags, allocatorHelp, checkBudget, extraMemoryPercent, methodFromFlags, uniformBaseline } from '../experiment/allocate-method.js';
-import { tablesNeeded } from '../experiment/grid.js';
-import { ensureStatistics } from '../experiment/statistics.js';
-import type { Command } from '../command.js';
-import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, ggufExportRows, ggufExportSummary, parseExportOptions } from './export.js';
-import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
-import { resolveModelPath } from '../model-path.js';
-import { absolutePath, formatRows, jsonLine, sizeRows, sizes, boostReport, boostLines } from '../output.js';
+import { builtinRegistries, exportQuantized, formatPlan, quantizeAllocated, quantizeUniform, resolveModelPath, shippedSize, targetBytes, type AllocatedQuantizeResult, type FileTarget, type FormatPlan, type PluginRegistries, type ShippedSize } from '@layerquant/pipeline';
+import { onnxCostModel, type OnnxFileOptions } from '@layerquant/export';
+import { openModel } from '@layerquant/tensor-io';
+import { defaultWorkerCount, type QuantizeModelReport } from '@layerquant/quantizers/node';
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import type { QuantizeModelReport } from '@layerquant/quantizers/node';
+import { basename, join } from 'node:path';
+import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
+import type { Command } from '../command.js';
+import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
+import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportResultRows, exportResultSummary, ggufLinearMatrices, parseExportOptions } from '../flags/export-options.js';
+import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
+import { absolutePath, boostLines, boostReport, formatRows, jsonLine, sizeRows, sizes } from '../output.js';
+import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 
 // Matrices differ in size (q_proj vs gate_proj): the time estimate extrapolates from a whole layer's.
 const LAYER_ESTIMATE = { estimateAfter: LINEAR_MODULES.length };
@@ -36,10 +28,10 @@ function checkOverwrite(outDir: string, force: boolean): void {
 }
 
 /** Sizes, error and time of a quantize run: the JSON fields every quantize prints. */
-function reportFields(report: QuantizeModelReport) {
+function reportFields(report: QuantizeModelReport, out: string) {
   return {
     model: report.modelDir,
-    out: report.outDir,
+    out,
     matrices: report.matrices,
     quantizedMatrices: report.quantizedMatrices,
     sizes: sizes({ params: report.params, paperBitsPerWeight: report.bpp, diskBytes: report.bytes, fileBytes: report.fileBytes }),
@@ -73,43 +65,6 @@ function isAllocatorMethod(method: string, plugins: PluginRegistries): boolean {
   }
 }
 
-/**
- * The quantizer of `--quantizer <id>` (default hqq) with its options from flags (`--kappa` for hqq). A flag of
- * another quantizer is an error naming the quantizer that takes it; `--fork` sets hqq's kappa to the fork's 1.01.
- */
-export function quantizerFromFlags(id: string, values: ParsedArgs['values'], plugins: PluginRegistries, fork = false): { quantizer: Quantizer; options: Record<string, OptionValue> } {
-  const plugin = plugins.quantizers.get(id);
-  const given: Record<string, OptionValue> = {};
-  for (const other of plugins.quantizers.list()) {
-    for (const d of other.options) {
-      const text = values[d.flag];
-      if (text === undefined) continue;
-      if (!plugin.options.some((o) => o.flag === d.flag)) throw new InvalidOptionError(`--${d.flag}`, `applies to --quantizer ${other.id} only, not ${plugin.id}`);
-      given[d.name] = typeof text === 'boolean' ? text : parseOptionValue(d, String(text));
-    }
-  }
-  // The fork's solver setting, for any quantizer that takes a kappa (hqq's option).
-  if (fork && plugin.options.some((d) => d.name === 'kappa') && given.kappa === undefined) given.kappa = FORK_SOLVER_OPTIONS.kappa!;
-  const options = resolveOptions(plugin, given, '--quantizer');
-  return { quantizer: plugin.configure(options), options: Object.fromEntries(Object.entries(given)) };
-}
-
-/** Every option flag of the quantizer plug-ins (`--kappa`), for parseCommandArgs. */
-export function quantizerFlags(plugins: PluginRegistries): Record<string, { type: 'string' | 'boolean' }> {
-  const flags: Record<string, { type: 'string' | 'boolean' }> = {};
-  for (const q of plugins.quantizers.list()) for (const d of q.options) flags[d.flag] = { type: d.type === 'boolean' ? 'boolean' : 'string' };
-  return flags;
-}
-
-/** Help lines of the quantizer plug-ins and their option flags. */
-export function quantizerHelp(plugins: PluginRegistries, indent = '  '): string {
-  return plugins.quantizers
-    .list()
-    .map((q) => formatRows([[q.id, q.description]], { indent, keyWidth: 22 }) + formatRows(q.options.map((d) => [`  --${d.flag} <v>`, `${d.help} (default ${String(d.default)})`]), { indent, keyWidth: 26 }))
-    .join('')
-    .trimEnd();
-}
-
 export const quantizeCommand: Command = {
   name: 'quantize',
   summary: 'quantize every linear matrix of a model into a quantized checkpoint',
@@ -117,6 +72,14 @@ export const quantizeCommand: Command = {
     `layerquant quantize <model-dir> [--quantizer ${plugins.quantizers.ids().join('|')}] --config b4g64 --out <dir> [--json]`,
     `layerquant quantize <model-dir> --method ${plugins.allocators.ids().join('|')}`,
     `                    --budget <bpp> [--quantizer ${plugins.quantizers.ids().join('|')}] --out <dir> [allocator options] [--configs <ladder>] [--stats <dir> | --calib <file>] [--json]`,
+    `layerquant quantize <model-dir> --method <knapsack allocator> --format onnx --target-size <MiB> --out <dir>`,
+    `layerquant quantize <model-dir> (--config b4g32 | --method <allocator> --budget <bpp>) --format gguf --out <file.gguf>`,
+    '',
+    'With --format onnx the allocation is made for the file it ships: the ladder holds the configs ONNX stores',
+    'natively (2, 4 and 8 bits in blocks of 32, 64 and 128, integer or fractional zeros), the embeddings and lm_head',
+    'become units of the allocation, and --target-size <MiB> (or --target-bpw <bits per linear weight of the file>)',
+    'bounds every byte of onnx/model_q4.onnx: the file is at most that size, within 1% of it. --budget keeps meaning',
+    'the paper\'s accounting (over the format\'s ladder). Uniform and the boosts take a native stop as their base.',
     '',
     'With --config every matrix gets one config. With --budget the method allocates a config per matrix from the',
     'statistics it needs (computed on the calibration text and cached in <dir>/stats, or read with --stats; uniform',
@@ -138,7 +101,10 @@ export const quantizeCommand: Command = {
     '  --fork               the authors\' fork defaults: --kappa 1.01 --axis 0, --round-zero for 4-bit',
     '  --budget <bpp>       allocate instead of --config: a stop of the ladder (2.13 ... 8.51) for uniform and the',
     '                       boosts, any value for the knapsack allocators (mxq, sensi-milp, ..., measured)',
-    '  --configs <list>     the config ladder the allocator chooses from (default: the paper\'s 12), e.g. b2g64,b3g64,b4g32',
+    '  --configs <list>     the config ladder the allocator chooses from (default: the paper\'s 12; with --format onnx',
+    '                       its native configs), e.g. b2g64,b3g64,b4g32; b4g64-int: integer zero, b4g32-sym: none',
+    '  --target-size <MiB>  with --format onnx and a knapsack allocator: the shipped file\'s size (every byte)',
+    '  --target-bpw <bits>  the same as bits per linear weight of the file (its bits / the linear matrices\' weights)',
     '',
     'Quantizers (--quantizer) and their options:',
     quantizerHelp(plugins, '  '),
@@ -152,8 +118,8 @@ export const quantizeCommand: Command = {
     '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
     '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
     '',
-    'With --format gguf the quantized model is written as one .gguf file llama.cpp loads (--out <file.gguf>; see',
-    '`layerquant export`). With --format onnx the quantized model is written as an ONNX directory transformers.js loads (see',
+    'With --format onnx the quantized model is written as an ONNX directory transformers.js loads, with --format gguf',
+    'as one .gguf file llama.cpp loads (--out <file.gguf>; the paper\'s ladder, no --target-size yet; see',
     '`layerquant export --help`) instead of a quantized checkpoint:',
     ...EXPORT_OPTION_HELP,
   ].join('\n'),
@@ -174,83 +140,80 @@ export const quantizeCommand: Command = {
       calib: { type: 'string' },
       blocks: { type: 'string' },
       force: { type: 'boolean' },
+      'target-size': { type: 'string' },
+      'target-bpw': { type: 'string' },
       ...EXPORT_OPTION_SPEC,
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const target = absolutePath(requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64'));
     checkOverwrite(target, values.force === true);
-    const onnx = parseExportOptions(values, true);
-    if (onnx.format === 'gguf') {
-      // Quantize into a temporary checkpoint beside the .gguf file, export it, and print both reports as one.
-      if (existsSync(target) && values.force !== true) throw new InvalidOptionError('--out', `${target} exists; pass --force to replace it, or choose another --out`);
-      const checkpointDir = temporaryPath(target);
-      let printed = '';
-      try {
-        await quantizeCommand.run({ argv: [...withoutExportOptions(argv, checkpointDir), '--force'], stdout: (text) => (printed += text), stderr: () => undefined, plugins });
-        const report = await exportGguf({ modelDir: checkpointDir, outFile: target, quantizers: plugins.quantizers, ...onnx.gguf, name: basename(modelDir) });
-        if (values.json) stdout(jsonLine('quantize', { ...(JSON.parse(printed) as Record<string, unknown>), command: 'quantize', out: report.outFile, export: ggufExportSummary(report) }));
-        else stdout(`${printed.replace(checkpointDir, report.outFile)}${formatRows(ggufExportRows(report), { keyWidth: 12 })}`);
-      } finally {
-        await rm(checkpointDir, { recursive: true, force: true });
-      }
-      return;
+    const request = parseExportOptions(values, true);
+    // A .gguf file is one file: an existing one is replaced only with --force, as a quantized directory is.
+    if (request?.format === 'gguf' && existsSync(target) && values.force !== true) throw new InvalidOptionError('--out', `${target} exists; pass --force to replace it, or choose another --out`);
+    const fileTarget = parseFileTarget(values);
+    if (fileTarget && request?.format !== 'onnx') {
+      const flag = Object.keys(fileTarget)[0] === 'sizeMiB' ? '--target-size' : '--target-bpw';
+      if (request?.format === 'gguf') throw new InvalidOptionError(flag, 'GGUF has no cost model for an allocation to a file size yet: with --format gguf give --budget (bits per weight in the paper\'s accounting), or use --format onnx');
+      throw new InvalidOptionError(flag, 'a target is the size of a shipped file: give its format, --format onnx');
     }
-    if (onnx.format === 'onnx') {
-      // Quantize into a temporary checkpoint beside --out, export it there, and print both reports as one.
-      const checkpointDir = temporaryPath(target);
-      let printed = '';
-      try {
-        await quantizeCommand.run({ argv: [...withoutExportOptions(argv, checkpointDir), '--force'], stdout: (text) => (printed += text), stderr: () => undefined, plugins });
-        const report = await exportOnnx({ modelDir: checkpointDir, outDir: target, quantizers: plugins.quantizers, ...onnx.options });
-        if (values.json) stdout(jsonLine('quantize', { ...(JSON.parse(printed) as Record<string, unknown>), command: 'quantize', out: report.outDir, export: exportSummary(report) }));
-        else stdout(`${printed.replace(checkpointDir, report.outDir)}${formatRows(exportRows(report), { keyWidth: 12 })}`);
-      } finally {
-        await rm(checkpointDir, { recursive: true, force: true });
-      }
-      return;
-    }
-    const outDir = target;
     const quantizerId = stringOption(values, 'quantizer');
     const method = stringOption(values, 'method') ?? quantizerId ?? 'hqq';
-    const budgetText = stringOption(values, 'budget');
-    if (budgetText !== undefined || isAllocatorMethod(method, plugins)) {
+    let run: QuantizeRun;
+    if (stringOption(values, 'budget') !== undefined || fileTarget || isAllocatorMethod(method, plugins)) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
-      await quantizeAllocated({ values, modelDir, outDir, method, quantizerId: quantizerId ?? 'hqq', stdout, stderr, plugins });
+      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins, request?.format === 'onnx' ? { options: request.options, ...(fileTarget ? { target: fileTarget } : {}), statsDir: join(target, 'stats') } : undefined);
+    } else {
+      // --method rtn|hqq|<quantizer> --config: the method is the quantizer (the form before --quantizer existed).
+      if (quantizerId !== undefined && stringOption(values, 'method') !== undefined && quantizerId !== method) {
+        throw new InvalidOptionError('--quantizer', `"${quantizerId}" and --method ${method} disagree; with --config give one of them`);
+      }
+      if (!plugins.quantizers.has(method)) {
+        throw new InvalidOptionError('--method', `"${method}" is neither a quantizer (${plugins.quantizers.ids().join(', ')}) nor an allocator (${plugins.allocators.ids().join(', ')})`);
+      }
+      run = uniformRun(values, modelDir, method, plugins);
+    }
+    if (request) {
+      // Quantized into a temporary checkpoint beside --out (its cost lines not shown), exported there: one report.
+      // A GGUF file is named after the model quantized, not the temporary checkpoint.
+      const named = request.format === 'gguf' ? { ...request, options: { name: basename(modelDir), ...request.options } } : request;
+      const { quantized, export: report } = await exportQuantized(target, named, plugins.quantizers, (dir) => run(dir, () => undefined));
+      const out = report.format === 'gguf' ? report.outFile : report.outDir;
+      // What ships: every byte of the file (ONNX: against the cost model's prediction and the target).
+      const shipped = report.format === 'onnx'
+        ? shippedSize('onnx', report.fileBytes + report.externalDataBytes, report.linearParams, {
+            ...(quantized.kind === 'allocated' && quantized.result.shippedBytes !== null ? { predictedBytes: quantized.result.shippedBytes } : {}),
+            ...(quantized.kind === 'allocated' && quantized.target ? { targetBytes: quantized.target.bytes } : {}),
+          })
+        : shippedSize('gguf', report.fileBytes, ggufLinearMatrices(report).params);
+      if (values.json) stdout(jsonLine('quantize', { ...quantizedJson(quantized, out, shipped), export: exportResultSummary(report) }));
+      else stdout(`${quantizedText(quantized, out, shipped)}${formatRows(exportResultRows(report), { keyWidth: 12 })}`);
       return;
     }
-    // --method rtn|hqq|<quantizer> --config: the method is the quantizer (the form before --quantizer existed).
-    if (quantizerId !== undefined && stringOption(values, 'method') !== undefined && quantizerId !== method) {
-      throw new InvalidOptionError('--quantizer', `"${quantizerId}" and --method ${method} disagree; with --config give one of them`);
-    }
-    if (!plugins.quantizers.has(method)) {
-      throw new InvalidOptionError('--method', `"${method}" is neither a quantizer (${plugins.quantizers.ids().join(', ')}) nor an allocator (${plugins.allocators.ids().join(', ')})`);
-    }
-    await quantizeUniform({ values, modelDir, outDir, method, quantizerId: method, stdout, stderr, plugins });
+    const quantized = await run(target, stderr);
+    stdout(values.json ? jsonLine('quantize', quantizedJson(quantized, quantized.report.outDir)) : quantizedText(quantized, quantized.report.outDir));
   },
 };
 
-/**
- * Validates the model (config.json against its tensors, so a wrong config fails before any long step), then holds
- * --out's lock for the whole run: a second layerquant writing the same directory stops with an error. quantizeModel
- * swaps the output files in as one set; a failed run leaves --out as it was (a directory it created is removed).
- */
-async function withOutputDirectory<T>(modelDir: string, outDir: string, run: (model: OpenedModel) => Promise<T>): Promise<T> {
-  const model = await openModel(modelDir);
-  await model.checkpoint.close();
-  const output = await openOutputDirectory(outDir, 'quantize');
-  try {
-    return await run(model);
-  } catch (error) {
-    output.abandon();
-    throw error;
-  } finally {
-    output.release();
-  }
-}
+/** What a quantize run did, for its report: one config for every matrix, or an allocation. */
+type Quantized =
+  | { readonly kind: 'uniform'; readonly report: QuantizeModelReport; readonly method: string; readonly quantizer: Quantizer; readonly config: QuantConfig; readonly kappa: number | undefined }
+  | {
+      readonly kind: 'allocated';
+      readonly report: QuantizeModelReport;
+      readonly method: MethodSpec;
+      readonly quantizer: Quantizer;
+      readonly budget: number;
+      readonly result: AllocatedQuantizeResult;
+      /** With --target-size / --target-bpw: the bytes the file may take. */
+      readonly target?: { readonly bytes: number; readonly given: FileTarget };
+    };
+
+/** A run with its flags read (errors in them thrown before anything is written): quantizes into `outDir`, cost lines to `log`. */
+type QuantizeRun = (outDir: string, log: (text: string) => void) => Promise<Quantized>;
 
 /** `--method rtn|hqq --config b4g64`: one config for every matrix. */
-async function quantizeUniform({ values, modelDir, outDir, method, stdout, stderr, plugins }: AllocatedRun): Promise<void> {
+function uniformRun(values: ParsedArgs['values'], modelDir: string, method: string, plugins: PluginRegistries): QuantizeRun {
   const fork = values.fork === true;
   const bits = parseConfigName(stringOption(values, 'config') ?? 'b4g64').bits;
   const axisText = stringOption(values, 'axis');
@@ -260,20 +223,21 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
   const config = parseConfigName(stringOption(values, 'config') ?? 'b4g64', { axis, roundZero });
   const { quantizer, options: quantizerOptions } = quantizerFromFlags(method, values, plugins, fork);
   const kappa = quantizerOptions.kappa as number | undefined;
-
-  const progress = createProgress('quantize', !values.json && Boolean(process.stderr.isTTY));
-  const cost = createCostReporter('quantize', stderr, !values.json);
-  const loading = createSpinner(`loading ${modelDir}`, !values.json && Boolean(process.stderr.isTTY));
-  const report = await withOutputDirectory(modelDir, outDir, () =>
-    quantizeModel({
+  const scaleDtype = checkpointScaleDtype(values);
+  return async (outDir, log) => {
+    const interactive = !values.json && Boolean(process.stderr.isTTY);
+    const progress = createProgress('quantize', interactive);
+    const cost = createCostReporter('quantize', log, !values.json);
+    const loading = createSpinner(`loading ${modelDir}`, interactive);
+    const report = await quantizeUniform({
       modelDir,
       outDir,
       quantizer,
-      configFor: () => config,
+      config,
       method,
-      scaleDtype: checkpointScaleDtype(values),
+      scaleDtype,
       workers: defaultWorkerCount(),
-      options: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...quantizerOptions },
+      record: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...quantizerOptions },
       onPlan: (plan) => {
         loading.stop();
         cost.plan(`${method} b${config.bits}g${config.groupSize} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE);
@@ -283,154 +247,155 @@ async function quantizeUniform({ values, modelDir, outDir, method, stdout, stder
         cost.unit(p.done, p.total, 'matrices');
         progress.update(p.done, p.total, `matrices (${p.key})`);
       },
-    }),
-  ).finally(() => loading.stop());
-  progress.done();
-  if (values.json) {
-    stdout(jsonLine('quantize', {
-      method,
-      quantizer: quantizer.id,
-      config: `b${config.bits}g${config.groupSize}`,
-      axis,
-      roundZero,
-      kappa: kappa ?? null,
-      ...reportFields(report),
-    }));
-    return;
-  }
-  const rows: Array<[string, string]> = [
-    ['model', report.modelDir],
-    ['out', report.outDir],
-    ['method', `${method} ${`b${config.bits}g${config.groupSize}`}${axis === 0 ? ' axis 0' : ''}${roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
-    ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
-    ...sizeRows(reportFields(report).sizes),
-    storedRow(report),
-    ['sq. error', report.sqErr.toPrecision(8)],
-    ['time', timeText(report)],
-  ];
-  stdout(formatRows(rows));
+    }).finally(() => loading.stop());
+    progress.done();
+    return { kind: 'uniform', report, method, quantizer, config, kappa };
+  };
 }
 
-interface AllocatedRun {
-  readonly values: ReturnType<typeof parseCommandArgs>['values'];
-  readonly modelDir: string;
-  readonly outDir: string;
-  readonly method: string;
-  readonly quantizerId: string;
-  readonly stdout: (text: string) => void;
-  readonly stderr: (text: string) => void;
-  readonly plugins: PluginRegistries;
+/** --target-size <MiB> or --target-bpw <bits per linear weight> (of the shipped file), or undefined. */
+function parseFileTarget(values: ParsedArgs['values']): FileTarget | undefined {
+  const size = stringOption(values, 'target-size');
+  const bpw = stringOption(values, 'target-bpw');
+  if (size !== undefined && bpw !== undefined) throw new InvalidOptionError('--target-bpw', 'give either --target-size or --target-bpw, not both');
+  if (size !== undefined) return { sizeMiB: parseNumberOption(size, '--target-size', Number.NaN, (n) => n > 0) };
+  if (bpw !== undefined) return { bitsPerWeight: parseNumberOption(bpw, '--target-bpw', Number.NaN, (n) => n > 0) };
+  return undefined;
 }
 
-/** `--method <allocator> --budget <bpp>`: the statistics it needs, allocation, --quantizer per the allocation, one checkpoint. */
-async function quantizeAllocated({ values, modelDir, outDir, method, quantizerId, stdout, stderr, plugins }: AllocatedRun): Promise<void> {
-  const budget = parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => n > 0);
+/** An allocation for a shipped file: the export's options, the target, and where the statistics are cached (beside it). */
+interface ShippedRun {
+  readonly options: OnnxFileOptions;
+  readonly target?: FileTarget;
+  readonly statsDir: string;
+}
+
+/**
+ * `--method <allocator> --budget <bpp>` (or, with --format onnx, `--target-size <MiB>`): the statistics it needs,
+ * allocation, --quantizer per the allocation, one checkpoint. With a format the allocation uses its native ladders and
+ * a knapsack spends the file's bytes, embeddings and lm_head included.
+ */
+function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText: string, quantizerId: string, plugins: PluginRegistries, shipped?: ShippedRun): QuantizeRun {
+  if (shipped?.target && values.budget !== undefined) throw new InvalidOptionError('--budget', `give either --budget (bits per weight in the paper's accounting) or ${'sizeMiB' in shipped.target ? '--target-size' : '--target-bpw'} (the shipped file), not both`);
+  const budget = shipped?.target ? Number.NaN : parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25 (or, with --format onnx, --target-size <MiB>)'), '--budget', Number.NaN, (n) => n > 0);
   const allocators = plugins.allocators.list();
-  const spec = methodFromFlags(method, values, allocators);
+  const method = methodFromFlags(methodText, values, allocators);
   const { quantizer, options: quantizerOptions } = quantizerFromFlags(quantizerId, values, plugins, values.fork === true);
   const seed = parseIntegerOption(stringOption(values, 'seed'), '--seed', 42, 0);
   const configsText = stringOption(values, 'configs');
   const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
-  checkBudget(spec, budget, ladder, allocators);
-  const interactive = !values.json && Boolean(process.stderr.isTTY);
   const calib = stringOption(values, 'calib');
   const statsDir = stringOption(values, 'stats');
-  const loading = createSpinner(`loading ${modelDir}`, interactive);
-  const { source, allocation, uniform, extra, report } = await withOutputDirectory(modelDir, outDir, async (model) => {
-    loading.stop();
+  const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1);
+  const scaleDtype = checkpointScaleDtype(values);
+  return async (outDir, log) => {
+    const interactive = !values.json && Boolean(process.stderr.isTTY);
+    const loading = createSpinner(`loading ${modelDir}`, interactive);
+    // The format's cost model and native ladders, from the model's config and layout (the ladder is refused here,
+    // before any long step, when the format cannot store it).
+    const plan = shipped ? await onnxPlan(modelDir, shipped.options, quantizer, ladder) : undefined;
+    const target = plan && shipped?.target ? { bytes: targetBytes(shipped.target, plan).bytes, given: shipped.target } : undefined;
     const statsProgress = createProgress('statistics', interactive);
-    const { stats, source } = await ensureStatistics({
-      modelDir,
-      ...(statsDir ? { statsDir } : {}),
-      cacheDir: join(outDir, 'stats'),
-      needs: tablesNeeded([spec], allocators),
-      matrices: modelMatrixParams(model.config),
-      calibrationPath: calib ?? brownCalibPath,
-      calibrationName: calib ? basename(calib) : 'brown-calib',
-      blocks: parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1),
-      seqlen: 512,
-      ...(ladder ? { configs: ladder } : {}),
-      onStep: (step, done, total) => statsProgress.update(done, total, step),
-    });
-    statsProgress.done(`from ${source}`);
-    // The tables must cover this model whole (a table cut at a layer boundary would allocate only part of it).
-    validateStats(stats, { matrices: modelMatrixParams(model.config), name: modelDir });
-    const allocation: Allocation = allocateMethod(spec, stats, budget, seed, ladder, allocators);
-    const uniform = uniformBaseline(stats, budget, ladder);
-    const extra = uniform ? extraMemoryPercent(allocation, uniform) : null;
-    const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
     const progress = createProgress('quantize', interactive);
-    const cost = createCostReporter('quantize', stderr, !values.json);
-    const report = await quantizeModel({
+    const cost = createCostReporter('quantize', log, !values.json);
+    const result = await quantizeAllocated({
       modelDir,
       outDir,
       quantizer,
-      configFor: (key) => {
-        const config = configs.get(key);
-        if (config === undefined) throw new InvalidOptionError('--stats', `the statistics have no row for matrix ${key}; they were made for another model`);
-        return config;
-      },
-      method: spec.id,
-      allocation,
-      scaleDtype: checkpointScaleDtype(values),
+      method,
+      budget,
+      seed,
+      ...(ladder ? { configs: ladder } : {}),
+      allocators,
+      statistics: { ...(statsDir ? { statsDir } : {}), metrics: plugins.metrics.list(), cacheDir: shipped?.statsDir ?? join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
+      ...(plan ? { shipped: { plan, ...(shipped?.target ? { target: shipped.target } : {}) } } : {}),
+      scaleDtype,
       workers: defaultWorkerCount(),
-      onPlan: (plan) => cost.plan(`${spec.id} at ${budget} bits: ${quantizer.id} on ${plan.quantizedMatrices} of ${plan.matrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE),
-      options: { method: spec.id, budget, statistics: source, ...quantizerOptions, ...(spec.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}), ...(ladder ? { configs: ladder.map(configName) } : {}) },
+      record: quantizerOptions,
+      onOpened: () => loading.stop(),
+      onStatistics: (step, done, total) => statsProgress.update(done, total, step),
+      onStatisticsReady: (source) => statsProgress.done(`from ${source}`),
+      onPlan: (p) => cost.plan(`${method.id} at ${target ? `${(target.bytes / 2 ** 20).toFixed(2)} MiB of ${plan!.cost.label}` : `${budget} bits`}: ${quantizer.id} on ${p.quantizedMatrices} of ${p.matrices} matrices (${p.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE),
       onProgress: (p) => {
         cost.unit(p.done, p.total, 'matrices');
         progress.update(p.done, p.total, `matrices (${p.key})`);
       },
-    });
+    }).finally(() => loading.stop());
     progress.done();
-    return { source, allocation, uniform, extra, report };
-  }).finally(() => loading.stop());
+    return { kind: 'allocated', report: result.report, method, quantizer, budget: result.allocation.budget, result, ...(target ? { target } : {}) };
+  };
+}
+
+/** The ONNX cost model of a model directory under the export's options, and its ladders for the quantizer. */
+async function onnxPlan(modelDir: string, options: OnnxFileOptions, quantizer: Quantizer, ladder: readonly QuantConfig[] | undefined): Promise<FormatPlan> {
+  const model = await openModel(modelDir);
+  await model.checkpoint.close();
+  return formatPlan(onnxCostModel(model.config, model.layout, options), quantizer, ladder);
+}
+
+/** Matrices per config (`float` for those kept in float). */
+function configCounts(allocation: AllocatedQuantizeResult['allocation']): Map<string, number> {
   const counts = new Map<string, number>();
   for (const m of allocation.matrices) {
     const name = m.config ? configName(m.config) : 'float';
     counts.set(name, (counts.get(name) ?? 0) + 1);
   }
-  const boosts = boostReport(allocation as Parameters<typeof boostReport>[0]);
-  if (values.json) {
-    stdout(jsonLine('quantize', {
-      method: spec.id,
-      quantizer: quantizer.id,
-      budget,
-      statistics: source,
-      ...reportFields(report),
-      uniformPaperMiB: uniform?.totals.memoryMB ?? null,
-      extraMemoryPercent: extra,
-      configs: Object.fromEntries(counts),
-      boosts: boosts ?? null,
-      allocation: Object.fromEntries(allocation.matrices.map((m) => [matrixKey(m.layer, m.module), m.config ? configName(m.config) : null])),
-    }));
-    return;
-  }
-  const rows: Array<[string, string]> = [
-    ['model', report.modelDir],
-    ['out', report.outDir],
-    ['method', `${spec.id} at ${budget} bits, ${quantizer.id} (statistics: ${source})`],
-    ['configs', [...counts].map(([c, n]) => `${c} x${n}`).join(', ')],
-    ...sizeRows(reportFields(report).sizes),
-    storedRow(report),
-    ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
-    ['sq. error', report.sqErr.toPrecision(8)],
-    ['time', timeText(report)],
-  ];
-  stdout(formatRows(rows));
-  if (boosts) stdout(`${boostLines(boosts).join('\n')}\n`);
+  return counts;
 }
 
-/** The argv of the checkpoint step of `quantize --format onnx`: the ONNX options dropped, --out replaced. */
-function withoutExportOptions(argv: readonly string[], checkpointDir: string): string[] {
-  const result: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const name = arg.startsWith('--') ? arg.slice(2).split('=')[0]! : '';
-    if ((name in EXPORT_OPTION_SPEC && name !== 'scale-dtype') || name === 'out') {
-      if (!arg.includes('=')) i++;
-      continue;
-    }
-    result.push(arg);
+/** The --json fields of a quantize run; `out` is where the model now is (the export's directory with --format onnx). */
+function quantizedJson(q: Quantized, out: string, shipped?: ShippedSize): Record<string, unknown> {
+  const fields = reportFields(q.report, out);
+  const withShipped = shipped ? { ...fields, sizes: { ...fields.sizes, shipped } } : fields;
+  if (q.kind === 'uniform') {
+    return { method: q.method, quantizer: q.quantizer.id, config: configName(q.config), axis: q.config.axis, roundZero: q.config.roundZero, kappa: q.kappa ?? null, ...withShipped };
   }
-  return [...result, '--out', checkpointDir];
+  const { allocation, uniform } = q.result;
+  return {
+    method: q.method.id,
+    quantizer: q.quantizer.id,
+    budget: q.budget,
+    statistics: q.result.statistics,
+    ...withShipped,
+    uniformPaperMiB: uniform?.totals.memoryMB ?? null,
+    extraMemoryPercent: q.result.extraMemoryPercent,
+    configs: Object.fromEntries(configCounts(allocation)),
+    boosts: boostReport(allocation as Parameters<typeof boostReport>[0]) ?? null,
+    allocation: Object.fromEntries(allocation.matrices.map((m) => [matrixKey(m.layer, m.module), m.config ? configName(m.config) : null])),
+  };
+}
+
+/** The terminal report of a quantize run. */
+function quantizedText(q: Quantized, out: string, shipped?: ShippedSize): string {
+  const { report } = q;
+  const sizeLines = sizeRows({ ...reportFields(report, out).sizes, ...(shipped ? { shipped } : {}) });
+  const tail: Array<[string, string]> = [['sq. error', report.sqErr.toPrecision(8)], ['time', timeText(report)]];
+  if (q.kind === 'uniform') {
+    const { config, kappa } = q;
+    return formatRows([
+      ['model', report.modelDir],
+      ['out', out],
+      ['method', `${q.method} ${`b${config.bits}g${config.groupSize}`}${config.axis === 0 ? ' axis 0' : ''}${config.roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
+      ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
+      ...sizeLines,
+      storedRow(report),
+      ...tail,
+    ]);
+  }
+  const { allocation, uniform, extraMemoryPercent: extra } = q.result;
+  const boosts = boostReport(allocation as Parameters<typeof boostReport>[0]);
+  const rows: Array<[string, string]> = [
+    ['model', report.modelDir],
+    ['out', out],
+    ['method', `${q.method.id} at ${q.target ? `${'sizeMiB' in q.target.given ? `${q.target.given.sizeMiB} MiB` : `${q.target.given.bitsPerWeight} bits per linear weight`} of the shipped file` : `${q.budget} bits`}, ${q.quantizer.id} (statistics: ${q.result.statistics})`],
+    ['configs', [...configCounts(allocation)].map(([c, n]) => `${c} x${n}`).join(', ')],
+    ...sizeLines,
+    storedRow(report),
+    ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
+    ...(uniform && q.result.shippedBytes !== null && q.result.uniformShippedBytes !== null
+      ? [['boost cost', `${((q.result.shippedBytes - q.result.uniformShippedBytes) / 2 ** 20).toFixed(3)} MiB more in the shipped file than uniform ${configName(uniform.matrices[0]!.config!)} (${(q.result.uniformShippedBytes / 2 ** 20).toFixed(2)} MiB)`] as [string, string]]
+      : []),
+    ...tail,
+  ];
+  return `${formatRows(rows)}${boosts ? `${boostLines(boosts).join('\n')}\n` : ''}`;
 }

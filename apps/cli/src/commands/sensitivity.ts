@@ -1,10 +1,8 @@
-import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { openOutputDirectory } from '@layerquant/tensor-io';
+import { openOutputDirectory, readTextFile } from '@layerquant/tensor-io';
 import { basename, extname, resolve } from 'node:path';
 import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS, detectOutlierLayers } from '@layerquant/allocators';
-import { resolveModelPath } from '../model-path.js';
 import { formatRows, jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
 import { datasets } from '@layerquant/datasets';
 import {
@@ -21,7 +19,7 @@ import {
 import type { SensitivityTable } from '@layerquant/allocators';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, type PluginRegistries } from '../plugins.js';
+import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 
 const usage = (plugins: PluginRegistries): string => [
@@ -164,7 +162,7 @@ export const sensitivityCommand: Command = {
     const loading = createSpinner(`loading ${modelDir}`, !quiet);
     try {
       results = await measureMetrics(modelDir, metrics, {
-        calibrationText: await readFile(calibration.path, 'utf8'),
+        calibrationText: await readTextFile(calibration.path, 'a UTF-8 calibration text with --calib'),
         calibrationName: calibration.name,
         blocks,
         seqlen,

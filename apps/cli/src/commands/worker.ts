@@ -1,7 +1,7 @@
 import { InvalidOptionError } from '@layerquant/core';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { startWorker } from '../queue/worker.js';
+import { startWorker } from '@layerquant/queue';
 
 const USAGE = `layerquant worker --queue <url> [options]
 

@@ -2,7 +2,7 @@
 // a terminal (fitted to the width by the shared renderer; results.md keeps the Markdown).
 import { formatSeconds } from '../progress.js';
 import { renderTable, terminalColumns, type Sizes } from '../output.js';
-import { rowInterval, verdict, type ExperimentRow } from './report.js';
+import { rowInterval, verdict, type ExperimentRow } from '@layerquant/experiment';
 
 /** A row as the --json schema has it: sizes in the shared form, `perplexity`, the paired interval against HQQ. */
 export function experimentRowJson(row: ExperimentRow, rows: readonly ExperimentRow[]): Record<string, unknown> {

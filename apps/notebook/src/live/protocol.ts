@@ -9,7 +9,7 @@ export type WorkerRequest =
   | { readonly kind: 'load-float' }
   | { readonly kind: 'quantize'; readonly matrices: readonly { readonly name: string; readonly config: QuantConfig }[] }
   | { readonly kind: 'perplexity'; readonly model: 'float' | 'quantized'; readonly windows: number; readonly seqlen: number }
-  | { readonly kind: 'generate'; readonly model: 'float' | 'quantized'; readonly prompt: string; readonly tokens: number }
+  | { readonly kind: 'generate'; readonly model: 'float' | 'quantized'; readonly prompt: string; readonly tokens: number; readonly device: GenerateDevice }
   | { readonly kind: 'quantize-matrix'; readonly name: string; readonly config: QuantConfig }
   | { readonly kind: 'statistics'; readonly fnorm: boolean }
   | { readonly kind: 'tokenize-text'; readonly maxTokens: number };
@@ -43,11 +43,20 @@ export interface PerplexityAnswer {
   readonly seconds: number;
 }
 
+/** onnxruntime-web's execution provider for generation: WebAssembly, or WebGPU where the browser has an adapter. */
+export type GenerateDevice = 'wasm' | 'webgpu';
+
 export interface GenerateAnswer {
   readonly promptIds: readonly number[];
   readonly ids: readonly number[];
   readonly text: string;
   readonly seconds: number;
+  /** The prompt in one pass (to the first new token), and the new tokens after the first, per second. */
+  readonly prefillSeconds: number;
+  readonly decodeTokensPerSecond: number | null;
+  readonly device: GenerateDevice;
+  /** What the session holds: the export's graph over packed MatMulNBits weights, or float32 weights. */
+  readonly weights: 'packed' | 'float32';
 }
 
 export interface QuantizedMatrixAnswer {

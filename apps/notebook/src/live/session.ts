@@ -1,7 +1,7 @@
 import { matrixTensorName, type Allocation } from '@layerquant/core';
 import { startModelWorker, type ModelWorker } from './client.js';
 import type { ModelFilesSpec } from './model-files.js';
-import type { GenerateAnswer, OpenResult, PerplexityAnswer, Progress, QuantizeResult, StatisticsAnswer } from './protocol.js';
+import type { GenerateAnswer, GenerateDevice, OpenResult, PerplexityAnswer, Progress, QuantizeResult, StatisticsAnswer } from './protocol.js';
 
 /** Window length of the live perplexity: the protocol of the precomputed figures (brown-test, windows of 512). */
 export const LIVE_SEQLEN = 512;
@@ -13,7 +13,7 @@ export interface LiveModel {
   /** Quantizes with the allocation unless the current quantized model already is that allocation. */
   quantize(allocation: Allocation, onProgress?: (p: Progress) => void): Promise<QuantizeResult & { reused: boolean }>;
   perplexity(model: 'float' | 'quantized', windows: number, onProgress?: (p: Progress) => void): Promise<PerplexityAnswer>;
-  generate(model: 'float' | 'quantized', prompt: string, tokens: number, onProgress?: (p: Progress) => void): Promise<GenerateAnswer>;
+  generate(model: 'float' | 'quantized', prompt: string, tokens: number, onProgress?: (p: Progress) => void, device?: GenerateDevice): Promise<GenerateAnswer>;
   statistics(fnorm: boolean, onProgress?: (p: Progress) => void): Promise<StatisticsAnswer>;
   /** The allocation signature the quantized session holds, if any. */
   quantizedSignature(): string | undefined;
@@ -51,9 +51,9 @@ export function createLiveModel(files: ModelFilesSpec, textUrl: string): LiveMod
       if (model === 'float') floatPpl.set(windows, answer);
       return answer;
     },
-    async generate(model, prompt, tokens, onProgress) {
+    async generate(model, prompt, tokens, onProgress, device = 'wasm') {
       await open();
-      return worker.request<GenerateAnswer>({ kind: 'generate', model, prompt, tokens }, onProgress);
+      return worker.request<GenerateAnswer>({ kind: 'generate', model, prompt, tokens, device }, onProgress);
     },
     async statistics(fnorm, onProgress) {
       await open();

@@ -1,15 +1,27 @@
 /// <reference lib="webworker" />
-import { LayerquantError, matrixOfTensorName, type QuantConfig } from '@layerquant/core';
+import { LayerquantError, matrixOfTensorName, type DecoderConfig, type QuantConfig } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity/browser';
+import { toMatMulNBits } from '@layerquant/export/browser';
 import { createHqqQuantizer, squaredError } from '@layerquant/quantizers';
-import { decoderLayout, expectedShapes, greedyDecode, loadDecoderWeights, withOverrides, type DecoderWeights } from '@layerquant/runtime/graph';
+import {
+  buildDecoderGraph,
+  createDecoderModel,
+  createKvDecoder,
+  decoderLayout,
+  expectedShapes,
+  greedyDecode,
+  loadDecoderWeights,
+  withOverrides,
+  type DecoderModel,
+  type DecoderWeights,
+  type GraphWeight,
+  type KvDecoder,
+} from '@layerquant/runtime';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
-import { openBrowserCheckpoint, type BrowserCheckpoint } from './browser-checkpoint.js';
-import { openModelFiles } from './model-files.js';
+import { findShards, openModelFiles, readTokenizer, summarizeModel, type Checkpoint, type ModelSummary, type Tokenizer } from '@layerquant/tensor-io/browser';
+import { modelFilesOf } from './model-files.js';
 import { memoryFit } from './memory-fit.js';
-import type { OpenResult, Progress, WorkerMessage, WorkerRequest } from './protocol.js';
-import { createPageTokenizer, type PageTokenizer } from './tokenizer.js';
-import { createWebDecoder, createWebKvDecoder, type WebDecoder } from './web-decoder.js';
+import type { GenerateDevice, OpenResult, Progress, WorkerMessage, WorkerRequest } from './protocol.js';
 
 // The model worker: it holds one model (weights, the float and the quantized onnxruntime-web sessions, the
 // tokenizer) and does everything heavy, so the page stays responsive. One worker per model source.
@@ -20,21 +32,31 @@ declare const self: DedicatedWorkerGlobalScope;
 const KERNEL = 'wasm';
 const quantizer = createHqqQuantizer({ kernel: KERNEL });
 
+/** The model the worker holds: tensor-io's checkpoint, read through the page's files, with its config and facts. */
+interface PageModel extends Checkpoint {
+  readonly name: string;
+  readonly config: DecoderConfig;
+  readonly summary: ModelSummary;
+}
+
 interface State {
-  checkpoint: BrowserCheckpoint;
+  checkpoint: PageModel;
   textUrl: string;
-  tokenizer?: PageTokenizer;
+  tokenizer?: Tokenizer;
   ids?: Promise<number[]>;
   floatWeights?: DecoderWeights;
   quantizedWeights?: DecoderWeights;
+  /** The quantized matrices as MatMulNBits weights: what the export ships, and what generation runs. */
+  packedWeights?: ReadonlyMap<string, GraphWeight>;
   sessions: SessionCache;
   fits: boolean;
 }
 let state: State | undefined;
 
 type Which = 'float' | 'quantized';
-type NllDecoder = WebDecoder;
-type KvSession = Awaited<ReturnType<typeof createWebKvDecoder>>;
+// The runtime package's models, on its onnxruntime-web backend (the page's `#ort-backend`, vite.config.ts).
+type NllDecoder = DecoderModel;
+type KvSession = KvDecoder;
 
 /**
  * At most two onnxruntime-web sessions live at a time (each holds every weight in float32): the perplexity graph
@@ -54,7 +76,7 @@ class SessionCache {
     while (this.live.size >= SessionCache.CAPACITY) {
       const [oldest, session] = this.live.entries().next().value as [string, Promise<NllDecoder | KvSession>];
       this.live.delete(oldest);
-      await (await session).release();
+      await (await session).dispose();
     }
     const created = build();
     this.live.set(key, created);
@@ -65,7 +87,7 @@ class SessionCache {
     for (const [key, session] of [...this.live]) {
       if (!key.startsWith(prefix)) continue;
       this.live.delete(key);
-      await (await session).release();
+      await (await session).dispose();
     }
   }
 }
@@ -81,7 +103,7 @@ function opened(): State {
   return state;
 }
 
-function tokenizerOf(s: State): PageTokenizer {
+function tokenizerOf(s: State): Tokenizer {
   if (!s.tokenizer) throw new WorkerStateError(`${s.checkpoint.name} has no tokenizer.json; the page needs it to tokenize text`);
   return s.tokenizer;
 }
@@ -123,27 +145,32 @@ async function nllModel(s: State, which: Which, progress: (p: Progress) => void)
   const weights = await weightsOf(s, which, progress);
   return s.sessions.get(`${which}/nll`, () => {
     progress({ done: 0, total: 1, label: `building the ${which} perplexity session (onnxruntime-web)` });
-    return createWebDecoder(weights);
+    // Weights as initializers, per-token NLL in the graph: what `loadDecoderModel` runs in Node.
+    return createDecoderModel(weights, { weightMode: 'initializers' });
   });
 }
 
-async function kvModel(s: State, which: Which, progress: (p: Progress) => void): Promise<KvSession> {
+async function kvModel(s: State, which: Which, device: GenerateDevice, progress: (p: Progress) => void): Promise<KvSession> {
   const weights = await weightsOf(s, which, progress);
-  return s.sessions.get(`${which}/kv`, () => {
-    progress({ done: 0, total: 1, label: `building the ${which} KV-cache session (onnxruntime-web)` });
-    return createWebKvDecoder(weights);
+  return s.sessions.get(`${which}/kv/${device}`, () => {
+    progress({ done: 0, total: 1, label: `building the ${which} KV-cache session (onnxruntime-web, ${device})` });
+    // The graph `layerquant export` writes and `layerquant generate` runs (fused operators, shared KV cache): the
+    // quantized model over its packed MatMulNBits weights, at accuracy level 0 as `layerquant generate` runs a
+    // quantized checkpoint (float activations: the dequantized model's tokens), the float one over float32 weights.
+    const graphWeights = which === 'quantized' && s.packedWeights ? new Map<string, GraphWeight>([...weights.tensors, ...s.packedWeights]) : weights.tensors;
+    const graph = buildDecoderGraph(weights.config, weights.layout, { weights: graphWeights, kvCache: true, operators: 'fused', accuracyLevel: 0 });
+    return createKvDecoder(graph.encode(), weights.config, { device });
   });
 }
 
 const handlers = {
   async open(request: Extract<WorkerRequest, { kind: 'open' }>): Promise<OpenResult> {
-    const files = await openModelFiles(request.files);
-    const checkpoint = await openBrowserCheckpoint(files);
-    let tokenizer: PageTokenizer | undefined;
-    if (files.has('tokenizer.json')) {
-      const config = files.has('tokenizer_config.json') ? JSON.parse(await files.text('tokenizer_config.json')) : {};
-      tokenizer = createPageTokenizer(JSON.parse(await files.text('tokenizer.json')), config, files.name);
-    }
+    const files = await modelFilesOf(request.files);
+    const shards = await findShards(files);
+    // config.json checked against the tensors, as every CLI command does, before anything is read.
+    const opened = await openModelFiles(files, shards);
+    const checkpoint: PageModel = { ...opened.checkpoint, name: files.name, config: opened.config, summary: summarizeModel(files.name, opened.config, opened.checkpoint.tensors, shards.shards.length) };
+    const tokenizer = files.has('tokenizer.json') ? await readTokenizer(files) : undefined;
     const fit = memoryFit(checkpoint.config, checkpoint.summary);
     await state?.sessions.drop('');
     state = { checkpoint, textUrl: request.textUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok, sessions: new SessionCache() };
@@ -153,7 +180,7 @@ const handlers = {
     return {
       summary: checkpoint.summary,
       tensors: checkpoint.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.byteLength })),
-      files: checkpoint.files,
+      files: shards.shards,
       float32Bytes,
       fits: fit,
       hasTokenizer: tokenizer !== undefined,
@@ -171,18 +198,22 @@ const handlers = {
     const started = performance.now();
     const base = await floatWeights(s, progress);
     const overrides = new Map<string, Float32Array>();
+    const packed = new Map<string, GraphWeight>();
     let error = 0;
     for (const [i, m] of request.matrices.entries()) {
       const data = base.tensors.get(m.name);
       if (!data) throw new WorkerStateError(`the allocation names ${m.name}, which the model does not have`);
       const weight = { name: m.name, dtype: 'F32' as const, shape: base.shapes.get(m.name)!, data };
-      const dequantized = quantizer.dequantize(quantizer.quantize(weight, m.config));
+      const q = quantizer.quantize(weight, m.config);
+      const dequantized = quantizer.dequantize(q);
       error += squaredError(weight.data, dequantized);
       overrides.set(m.name, dequantized);
+      packed.set(m.name, toMatMulNBits(q).weight);
       progress({ done: i + 1, total: request.matrices.length, label: `quantized ${m.name}` });
     }
     await s.sessions.drop('quantized/');
     s.quantizedWeights = withOverrides(base, overrides);
+    s.packedWeights = packed;
     return { seconds: (performance.now() - started) / 1000, matrices: request.matrices.length, squaredError: error, kernel: KERNEL };
   },
 
@@ -203,17 +234,31 @@ const handlers = {
     const tokenizer = tokenizerOf(s);
     const promptIds = tokenizer.encode(request.prompt);
     if (promptIds.length === 0) throw new WorkerStateError('the prompt has no tokens; type some text');
-    const decoder = await kvModel(s, request.model, progress);
+    const decoder = await kvModel(s, request.model, request.device, progress);
     const started = performance.now();
+    let firstToken = started;
     // As `layerquant generate`: greedy with the KV cache, stopping at the end-of-sequence token.
     const eos = s.checkpoint.config.eosTokenId;
     let done = 0;
     const ids = await greedyDecode(decoder, promptIds, {
       maxNewTokens: request.tokens,
       ...(eos === undefined ? {} : { eosTokenIds: [eos] }),
-      onToken: () => progress({ done: ++done, total: request.tokens, label: `token ${done} of ${request.tokens}` }),
+      onToken: (_id, index) => {
+        if (index === 0) firstToken = performance.now();
+        progress({ done: ++done, total: request.tokens, label: `token ${done} of ${request.tokens}` });
+      },
     });
-    return { promptIds, ids, text: tokenizer.decode(ids), seconds: (performance.now() - started) / 1000 };
+    const finished = performance.now();
+    return {
+      promptIds,
+      ids,
+      text: tokenizer.decode(ids),
+      seconds: (finished - started) / 1000,
+      prefillSeconds: (firstToken - started) / 1000,
+      decodeTokensPerSecond: ids.length > 1 ? ((ids.length - 1) * 1000) / (finished - firstToken) : null,
+      device: request.device,
+      weights: request.model === 'quantized' && s.packedWeights ? 'packed' : 'float32',
+    };
   },
 
   async 'quantize-matrix'(request: Extract<WorkerRequest, { kind: 'quantize-matrix' }>) {

@@ -22,8 +22,17 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
         const codes = unpackQuantizedCodes(q);
         let max = 0;
         for (const c of codes) max = Math.max(max, c);
-        expect(max).toBeLessThanOrEqual(2 ** config.bits - 1);
         expect(max, configName(config)).toBeGreaterThan(0);
+        if (!q.columnBits) {
+          expect(max).toBeLessThanOrEqual(2 ** config.bits - 1);
+          continue;
+        }
+        // a width per column: every code within its column's width, the widths averaging the config's bits
+        expect(q.columnBits.length).toBe(256);
+        expect(q.columnBits.reduce((a, b) => a + b, 0)).toBe(256 * config.bits);
+        let outside = 0;
+        for (let i = 0; i < codes.length; i++) if (codes[i]! >= 2 ** q.columnBits[i % 256]!) outside++;
+        expect(outside, configName(config)).toBe(0);
       }
     });
 
@@ -84,7 +93,7 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
         const q = quantize(quantizer, weight, config);
         // The checkpoint records the quantizer's id and dequantizes with the plug-in of that id.
         expect(q.method).toBe(quantizer.id);
-        const stored = { ...q, packed: q.packed.slice(), scale: q.scale.slice(), zero: q.zero.slice(), config: { ...q.config } };
+        const stored = { ...q, packed: q.packed.slice(), scale: q.scale.slice(), zero: q.zero.slice(), config: { ...q.config }, ...(q.columnBits ? { columnBits: q.columnBits.slice() } : {}) };
         expect(quantizer.dequantize(stored)).toEqual(quantizer.dequantize(q));
       }
     });
@@ -117,6 +126,13 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
       const config = quantConfig(3, 64);
       expect(configured.id).toBe(quantizer.id);
       expect(quantize(configured, weight, config).zero).toEqual(quantize(quantizer, weight, config).zero);
+    });
+
+    it('gives per-column widths exactly when it declares columnBits', () => {
+      const q = quantize(quantizer, weight, quantConfig(3, 64));
+      expect(q.columnBits !== undefined).toBe(quantizer.columnBits === true);
+      // per-column widths have no affine (MatMulNBits) layout
+      if (quantizer.columnBits) expect(quantizer.packedLayout).toBeUndefined();
     });
 
     it('says whether it is calibrated, and refuses to quantize without the statistics it declares', () => {

@@ -1,0 +1,96 @@
+// Decode and prefill speed and peak memory, side by side: `layerquant generate` (the fused graph, shared KV cache),
+// transformers.js' generate() on the same export, and llama.cpp (node-llama-cpp 3.21.1) on GGUF files of the same
+// weights, at each thread count. Every measurement runs in a fresh child; peak RSS is its VmHWM.
+//
+//   node bench/decode.mjs [--model <dir> | --shape tinyllama] [--threads 1,2] [--prompt-tokens 64] [--new-tokens 64]
+//                         [--gguf-q4 <file>] [--gguf-f32 <file>] [--out out/bench-decode]
+//
+// The q4 export is HQQ b4g32 (accuracy level 4, the export's default); the float one is the fp32 checkpoint. The GGUF
+// files are @layerquant/gguf's exportGguf of the same float checkpoint at Q4_0 and F32 (every matrix; norms F32),
+// unless given.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { brownTestPath, shippedModelDir } from '@layerquant/fixtures';
+import { exportGguf } from '@layerquant/gguf/node';
+import { loadTokenizer } from '@layerquant/tensor-io';
+import { argument, shapeArgument, writeSyntheticCheckpoint } from './lib/synthetic-model.mjs';
+
+const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const cli = join(root, 'apps/cli/dist/bin.js');
+const out = resolve(argument('out', join(root, 'out/bench-decode')));
+const threadsList = argument('threads', '1,2').split(',').map(Number);
+const promptTokens = Number(argument('prompt-tokens', '64'));
+const newTokens = Number(argument('new-tokens', '64'));
+const ggufs = { q4: argument('gguf-q4', undefined), f32: argument('gguf-f32', undefined) };
+mkdirSync(out, { recursive: true });
+
+let modelDir = argument('model', undefined);
+let label = 'given';
+if (!modelDir && process.argv.includes('--shape')) {
+  const { shapeName, shape } = shapeArgument();
+  modelDir = join(out, `synthetic-${shapeName}`);
+  if (!existsSync(join(modelDir, 'config.json'))) await writeSyntheticCheckpoint(modelDir, shape);
+  label = shapeName;
+} else if (!modelDir) {
+  modelDir = shippedModelDir;
+  label = 'llama-brown-26m';
+}
+
+const tokenizer = await loadTokenizer(modelDir);
+const promptIds = tokenizer.encode(readFileSync(brownTestPath, 'utf8').slice(0, 20 * promptTokens)).slice(0, promptTokens);
+const prompt = tokenizer.decode(promptIds);
+
+const layerquant = (...args) => execFileSync(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+const q4Checkpoint = join(out, `${label}-b4g32`);
+const q4Export = join(out, `${label}-b4g32-onnx`);
+const fp32Export = join(out, `${label}-fp32-onnx`);
+if (!existsSync(q4Export)) {
+  rmSync(q4Checkpoint, { recursive: true, force: true });
+  layerquant('quantize', modelDir, '--method', 'hqq', '--config', 'b4g32', '--out', q4Checkpoint, '--json');
+  layerquant('export', q4Checkpoint, '--format', 'onnx', '--out', q4Export, '--json');
+}
+if (!existsSync(fp32Export)) layerquant('export', modelDir, '--format', 'onnx', '--out', fp32Export, '--json');
+for (const [key, type] of [['q4', 'Q4_0'], ['f32', 'F32']]) {
+  if (ggufs[key]) continue;
+  ggufs[key] = join(out, `${label}-${type}.gguf`);
+  if (!existsSync(ggufs[key])) await exportGguf({ modelDir, outFile: ggufs[key], types: { '.*': type } });
+}
+
+/** A child's stdout JSON (last line) and its peak RSS in MiB. */
+function measured(args, env = {}) {
+  const peakFile = join(out, `peak-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  const child = spawnSync(process.execPath, ['--import', join(root, 'bench/lib/report-peak.mjs'), ...args], {
+    cwd: join(root, 'bench'),
+    env: { ...process.env, ...env, LAYERQUANT_PEAK_FILE: peakFile, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' },
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+  });
+  if (child.status !== 0) throw new Error(`${args.join(' ')} failed (${child.status}): ${child.stderr.slice(-2000)}`);
+  const peakRssMiB = existsSync(peakFile) ? Number(readFileSync(peakFile, 'utf8')) / 2 ** 20 : null;
+  rmSync(peakFile, { force: true });
+  const json = JSON.parse(child.stdout.trim().split('\n').at(-1));
+  return { ...json, peakRssMiB };
+}
+
+const rows = [];
+for (const threads of threadsList) {
+  const add = (runner, weights, result) => {
+    rows.push({ model: label, threads, runner, weights, prefillTokensPerSecond: result.prefillTokensPerSecond, decodeTokensPerSecond: result.decodeTokensPerSecond, peakRssMiB: result.peakRssMiB, ids: result.ids });
+    console.error(`${label} threads ${threads} ${runner} ${weights}: prefill ${result.prefillTokensPerSecond.toFixed(1)} tok/s, decode ${result.decodeTokensPerSecond?.toFixed(1)} tok/s, peak ${result.peakRssMiB?.toFixed(0)} MiB`);
+  };
+  for (const [weights, dir] of [['q4 (HQQ b4g32, MatMulNBits level 4)', q4Export], ['fp32', fp32Export]]) {
+    add('layerquant generate', weights, measured([cli, 'generate', dir, '--prompt', prompt, '--max-new-tokens', String(newTokens), '--threads', String(threads), '--json']));
+    const dtype = dir === q4Export ? 'q4' : 'fp32';
+    add('transformers.js generate()', weights, measured([join(root, 'bench/lib/transformers-generate.mjs'), dir, dtype, String(threads), promptIds.join(','), String(newTokens)]));
+  }
+  for (const [weights, file] of [['Q4_0 GGUF', ggufs.q4], ['F32 GGUF', ggufs.f32]]) {
+    if (file) add('llama.cpp (node-llama-cpp 3.21.1)', weights, measured([join(root, 'bench/lib/llama-cpp-generate.mjs'), resolve(file), String(threads), promptIds.join(','), String(newTokens)]));
+  }
+}
+const report = { model: label, promptTokens: promptIds.length, newTokens, rows: rows.map(({ ids, ...row }) => row), machine: { cpus: (await import('node:os')).cpus().length, load: (await import('node:os')).loadavg() } };
+writeFileSync(join(out, `decode-${label}.json`), `${JSON.stringify(report, null, 1)}\n`);
+console.log('| threads | runner | weights | prefill tok/s | decode tok/s | peak RSS MiB |');
+console.log('| --- | --- | --- | --- | --- | --- |');
+for (const r of rows) console.log(`| ${r.threads} | ${r.runner} | ${r.weights} | ${r.prefillTokensPerSecond.toFixed(1)} | ${r.decodeTokensPerSecond?.toFixed(1) ?? '-'} | ${r.peakRssMiB?.toFixed(0) ?? '-'} |`);

@@ -1,0 +1,144 @@
+// GPTQ on the shipped model, side by side in one run: our gptq quantizer (the sequential layer pass, WebAssembly
+// column loop) against an independent PyTorch GPTQ written from the paper (bench/gptq_reference.py), and the
+// perplexity of GPTQ, HQQ, RTN (and BAQ) at each config on brown-test.
+//   - per matrix, the Hessian-weighted error tr((W - Q) H (W - Q)^T), each with its own Hessian (goal: within 1%);
+//   - whole-model perplexity of both GPTQ models with layerquant's evaluator (goal: within 0.2%);
+//   - time and peak memory of each quantization (ours in a child preloaded with lib/report-peak.mjs; PyTorch's
+//     max RSS), both on 2 threads;
+//   - perplexity of every quantizer of --quantizers at every config.
+// Usage: pnpm build && node bench/gptq.mjs [--blocks 32] [--seqlen 512] [--configs b4g128,b3g64,b2g64]
+//          [--quantizers gptq,hqq,rtn] [--max-tokens N] [--no-anchor]
+// The smallest run that shows it works: --blocks 2 --configs b4g128 --max-tokens 4096 (minutes on 2 cores).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { LINEAR_MODULES, matrixTensorName } from '@layerquant/core';
+import { brownCalibPath, brownTestPath, shippedModelDir } from '@layerquant/fixtures';
+import { perplexity, readEvaluationText } from '@layerquant/perplexity';
+import { openModelWeights } from '@layerquant/quantizers/node';
+import { loadDecoderModel } from '@layerquant/runtime';
+import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
+import { lastJson, pythonHas, runPython } from './lib/anchor.mjs';
+
+const { values } = parseArgs({
+  options: {
+    blocks: { type: 'string', default: '32' },
+    seqlen: { type: 'string', default: '512' },
+    configs: { type: 'string', default: 'b4g128,b3g64,b2g64' },
+    quantizers: { type: 'string', default: 'gptq,hqq,rtn' },
+    'max-tokens': { type: 'string' },
+    'no-anchor': { type: 'boolean' },
+  },
+});
+const blocks = Number(values.blocks);
+const seqlen = Number(values.seqlen);
+const configs = values.configs.split(',');
+const quantizers = values.quantizers.split(',');
+const THREADS = 2;
+const CHILD = fileURLToPath(new URL('./lib/quantize-child.mjs', import.meta.url));
+const PEAK_HOOK = fileURLToPath(new URL('./lib/report-peak.mjs', import.meta.url));
+const REFERENCE = fileURLToPath(new URL('./gptq_reference.py', import.meta.url));
+const haveTorch = !values['no-anchor'] && pythonHas('torch');
+const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+
+const scratch = mkdtempSync(join(tmpdir(), 'layerquant-bench-gptq-'));
+try {
+  const tokenizer = await loadTokenizer(shippedModelDir);
+  const calibrationIds = tokenizer.encode(readFileSync(brownCalibPath, 'utf8')).slice(0, blocks * seqlen);
+  if (calibrationIds.length < blocks * seqlen) throw new Error(`brown-calib has ${calibrationIds.length} tokens, fewer than ${blocks} x ${seqlen}`);
+  const idsPath = join(scratch, 'calibration.json');
+  writeFileSync(idsPath, JSON.stringify(calibrationIds));
+  let testIds = tokenizer.encode(await readEvaluationText(brownTestPath));
+  if (values['max-tokens']) testIds = testIds.slice(0, Number(values['max-tokens']));
+  const modelConfig = await loadDecoderConfig(shippedModelDir);
+  console.error(`calibration: brown-calib, ${blocks} blocks x ${seqlen} tokens; evaluation: brown-test, ${testIds.length} tokens at ${seqlen}`);
+
+  const evaluate = async (source, overrides) => {
+    const model = await loadDecoderModel(source, modelConfig, { threads: THREADS, ...(overrides ? { overrides } : {}) });
+    try {
+      return (await perplexity(model, testIds, { seqlen })).ppl;
+    } finally {
+      await model.dispose();
+    }
+  };
+  const quantizeInChild = (quantizer, config, outDir) => {
+    const peakFile = join(scratch, 'peak');
+    const stdout = execFileSync(process.execPath, ['--import', PEAK_HOOK, CHILD, shippedModelDir, outDir, quantizer, config, idsPath, String(blocks), String(seqlen)], {
+      encoding: 'utf8',
+      env: { ...process.env, LAYERQUANT_PEAK_FILE: peakFile },
+      maxBuffer: 64 * 2 ** 20,
+    });
+    return { ...lastJson(stdout), peakBytes: Number(readFileSync(peakFile, 'utf8')) };
+  };
+
+  const table = ['| config | quantizer | brown-test ppl | quantize time | peak memory |', '| --- | --- | --- | --- | --- |'];
+  const anchorTable = [
+    '| config | matrices within 1% (worst) | ppl ours / PyTorch GPTQ (difference) | time ours / PyTorch (speed-up) | peak ours / PyTorch |',
+    '| --- | --- | --- | --- | --- |',
+  ];
+  const notes = [];
+  for (const config of configs) {
+    for (const quantizer of quantizers) {
+      const outDir = join(scratch, `${quantizer}-${config}`);
+      console.error(`${config}: quantizing with ${quantizer}...`);
+      const ours = quantizeInChild(quantizer, config, outDir);
+      const weights = await openModelWeights(outDir);
+      const ppl = await evaluate(weights);
+      table.push(`| ${config} | ${quantizer} | ${ppl.toFixed(4)} | ${ours.seconds.toFixed(1)} s | ${mib(ours.peakBytes)} |`);
+      for (const note of ours.notes ?? []) notes.push(`${config} ${quantizer} ${note}`);
+      const bits = /^b(\d+)g(\d+)$/.exec(config);
+      const oursPath = join(scratch, 'ours.f32');
+      if (quantizer === 'gptq' && haveTorch) {
+        // our dequantized matrices, layer-major (q, k, v, o, gate, up, down), for the reference to measure
+        const chunks = [];
+        for (let layer = 0; layer < modelConfig.numLayers; layer++) for (const module of LINEAR_MODULES) {
+          const { data } = await weights.read(matrixTensorName(layer, module));
+          chunks.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+        }
+        writeFileSync(oursPath, Buffer.concat(chunks));
+      }
+      await weights.close();
+      rmSync(outDir, { recursive: true, force: true });
+      if (quantizer !== 'gptq' || !haveTorch) continue;
+
+      console.error(`${config}: running the PyTorch GPTQ reference...`);
+      const dequantizedPath = join(scratch, 'reference.f32');
+      const common = [REFERENCE, shippedModelDir, idsPath, String(blocks), String(seqlen), bits[1], bits[2], '--threads', String(THREADS)];
+      const reference = lastJson(runPython([...common, '--out', dequantizedPath]));
+      // ours measured by the same script: each matrix's Hessian from the layer pass with our earlier matrices in place
+      const measured = lastJson(runPython([...common, '--evaluate', oursPath]));
+      const deviations = Object.entries(reference.errors).map(([key, theirs]) => ({ key, deviation: Math.abs(measured.errors[key] / theirs - 1) }));
+      const within = deviations.filter((d) => d.deviation <= 0.01).length;
+      const worst = deviations.reduce((a, b) => (b.deviation > a.deviation ? b : a));
+      const sum = (errors) => Object.values(errors).reduce((a, b) => a + b, 0);
+      notes.push(`${config}: summed Hessian-weighted error ours ${sum(measured.errors).toPrecision(6)}, PyTorch ${sum(reference.errors).toPrecision(6)}`);
+      // the reference's dequantized matrices (same layout) as overrides of the float model
+      const all = new Float32Array(readFileSync(dequantizedPath).buffer.slice(0));
+      const overrides = new Map();
+      const checkpoint = await openCheckpoint(shippedModelDir);
+      let offset = 0;
+      for (let layer = 0; layer < modelConfig.numLayers; layer++) {
+        for (const module of LINEAR_MODULES) {
+          const name = matrixTensorName(layer, module);
+          const size = checkpoint.info(name).shape.reduce((a, b) => a * b, 1);
+          overrides.set(name, all.subarray(offset, offset + size));
+          offset += size;
+        }
+      }
+      const referencePpl = await evaluate(checkpoint, overrides);
+      await checkpoint.close();
+      anchorTable.push(
+        `| ${config} | ${within} of ${deviations.length} (worst ${(100 * worst.deviation).toFixed(2)}%, ${worst.key}) | ${ppl.toFixed(4)} / ${referencePpl.toFixed(4)} (${((100 * (ppl - referencePpl)) / referencePpl).toFixed(3)}%) | ${ours.seconds.toFixed(1)} s / ${reference.seconds.toFixed(1)} s (${(reference.seconds / ours.seconds).toFixed(2)}x) | ${mib(ours.peakBytes)} / ${mib(reference.peakBytes)} |`,
+      );
+    }
+  }
+  console.log(table.join('\n'));
+  if (haveTorch && quantizers.includes('gptq')) console.log(`\nGPTQ against the PyTorch reference (bench/gptq_reference.py, ${THREADS} threads):\n${anchorTable.join('\n')}`);
+  else if (quantizers.includes('gptq')) console.log('\n(no /usr/bin/python3 with torch: PyTorch GPTQ reference skipped)');
+  for (const note of notes) console.log(`- ${note}`);
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}

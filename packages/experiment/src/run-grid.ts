@@ -1,0 +1,250 @@
+import { checkMethodBudget, tablesNeededBy, type MethodSpec, type ModelStats } from '@layerquant/allocators';
+import { checkContextLength, configName, modelMatrixParams, type DecoderConfig, type QuantConfig } from '@layerquant/core';
+import { readEvaluationText } from '@layerquant/perplexity';
+import {
+  builtinRegistries,
+  ensureStatistics,
+  fileContentHash,
+  modelContentHash,
+  quantizerOf,
+  quantizerSettings,
+  type ComputeStatistics,
+  type PluginRegistries,
+  type QuantizerChoice,
+  type StatisticsStep,
+} from '@layerquant/pipeline';
+import { loadTokenizer, openModel, openOutputDirectory, removeStaleTemporaries, summarizeModel, writeTextAtomic, type ModelSummary } from '@layerquant/tensor-io';
+import type { MetricPlugin } from '@layerquant/sensitivity';
+import { basename, join } from 'node:path';
+import type { CellContext, CellResult } from './cell.js';
+import { planCells, type PlannedCell } from './plan.js';
+import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow } from './report.js';
+import { ResultsStore } from './results-store.js';
+import { runExperiment, type ExperimentEvent } from './run-experiment.js';
+
+/**
+ * The whole `layerquant experiment` as two library calls: `prepareGrid` checks the grid and the model and
+ * tokenizes the text (cheap, before anything long: a caller shows its plan here), `runGrid` resolves the statistics
+ * (a directory, the cache under <out>/stats, or computed), runs every cell not already in <out>/results.json under
+ * the same settings key, and writes results.json, results.csv and results.md as cells finish. The cells run in this
+ * process, or through a `GridDistributor` (the queue's coordinator) that spreads them over workers.
+ */
+
+export interface GridOptions {
+  readonly modelDir: string;
+  readonly methods: readonly MethodSpec[];
+  readonly budgets: readonly number[];
+  /** The evaluation text file (e.g. `datasets['brown-test']` of @layerquant/datasets). */
+  readonly textPath: string;
+  /** Perplexity window (default 512). */
+  readonly seqlen?: number;
+  /** Evaluate the first tokens of the text only. */
+  readonly maxTokens?: number;
+  /** The config ladder (default: the paper's 12). */
+  readonly configs?: readonly QuantConfig[];
+  /** Include the unquantized baseline row (default true). */
+  readonly includeFloat?: boolean;
+  /** Built-ins and `--plugin` modules' plug-ins (default: the built-ins). */
+  readonly plugins?: PluginRegistries;
+}
+
+export interface PreparedGrid extends Required<Pick<GridOptions, 'modelDir' | 'methods' | 'budgets' | 'textPath' | 'seqlen' | 'includeFloat' | 'plugins'>> {
+  readonly maxTokens?: number;
+  readonly configs?: readonly QuantConfig[];
+  /** config.json, validated against the tensors. */
+  readonly config: DecoderConfig;
+  readonly summary: ModelSummary;
+  /** The whole text's token ids (no BOS). */
+  readonly ids: readonly number[];
+  /** Tokens every cell evaluates. */
+  readonly tokens: number;
+  readonly cells: number;
+}
+
+/** Checks every method at every budget (uniform and the boosts at the stop below), the model and its context, and tokenizes the text. */
+export async function prepareGrid(options: GridOptions): Promise<PreparedGrid> {
+  const plugins = options.plugins ?? builtinRegistries();
+  const allocators = plugins.allocators.list();
+  const seqlen = options.seqlen ?? 512;
+  for (const method of options.methods) for (const budget of options.budgets) checkMethodBudget(method, budget, options.configs, allocators, true);
+  // Validate the model before any long step (a bad directory fails here with its own error).
+  const { config, checkpoint } = await openModel(options.modelDir);
+  const summary = await (async () => {
+    try {
+      return summarizeModel(checkpoint.dir, config, checkpoint.tensors, checkpoint.files.length);
+    } finally {
+      await checkpoint.close();
+    }
+  })();
+  checkContextLength(seqlen, summary, '--seqlen');
+  const text = await readEvaluationText(options.textPath);
+  const ids = (await loadTokenizer(options.modelDir)).encode(text);
+  const includeFloat = options.includeFloat ?? true;
+  return {
+    modelDir: options.modelDir,
+    methods: options.methods,
+    budgets: options.budgets,
+    textPath: options.textPath,
+    seqlen,
+    ...(options.maxTokens === undefined ? {} : { maxTokens: options.maxTokens }),
+    ...(options.configs ? { configs: options.configs } : {}),
+    includeFloat,
+    plugins,
+    config,
+    summary,
+    ids,
+    tokens: options.maxTokens === undefined ? ids.length : Math.min(options.maxTokens, ids.length),
+    cells: options.methods.length * options.budgets.length + (includeFloat ? 1 : 0),
+  };
+}
+
+/** What a distributor is given to run the cells elsewhere (the queue's coordinator). */
+export interface DistributedCells {
+  readonly planned: readonly PlannedCell[];
+  readonly modelDir: string;
+  readonly modelHash: string;
+  readonly text: { readonly path: string; readonly hash: string };
+  readonly statsKey: string;
+  readonly stats: ModelStats;
+  readonly context: CellContext;
+  /** The quantizer of every cell, as the workers resolve it through their registries. */
+  readonly quantizer: QuantizerChoice;
+  /** The metric plug-ins, to send the statistics' tables through their format and parse. */
+  readonly metrics: readonly MetricPlugin[];
+  /** Cells already in results.json under the same key: never run again. */
+  readonly done: ReadonlyMap<string, CellResult>;
+  readonly onResult: (result: CellResult) => Promise<void>;
+}
+
+/** Runs a grid's statistics and cells somewhere else (`@layerquant/queue`'s coordinator is one). */
+export interface GridDistributor {
+  statisticsComputer(model: { modelDir: string; modelHash: string }): ComputeStatistics;
+  runCells(cells: DistributedCells): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface RunGridOptions {
+  /** Where results.json, results.csv, results.md and the statistics cache (stats/<key>) go; locked while running. */
+  readonly outDir: string;
+  /** Ignore the results already in results.json (they are overwritten on the first save). */
+  readonly fresh?: boolean;
+  /** Statistics: a directory to read (`statsDir`), else computed on the calibration text and cached. */
+  readonly statistics: { readonly statsDir?: string; readonly calibrationPath: string; readonly calibrationName: string; readonly blocks: number };
+  /** Seed of the ablations' random layers (default 42). */
+  readonly seed?: number;
+  /** The quantizer of every cell (default HQQ with its defaults), resolved through the registries. */
+  readonly quantizer?: QuantizerChoice;
+  /** onnxruntime threads (default: one per core). */
+  readonly threads?: number;
+  /** Runs the statistics and cells elsewhere; connected after results.json is read, closed at the end. */
+  readonly connect?: () => Promise<GridDistributor>;
+  /** Lines for a log: what was reused and why, what was not. */
+  readonly onNote?: (line: string) => void;
+  readonly onStatistics?: (step: StatisticsStep, done: number, total: number) => void;
+  /** Called once the statistics are resolved, with where they came from. */
+  readonly onStatisticsReady?: (source: string) => void;
+  /** In-process cells: start, windows, done. */
+  readonly onEvent?: (event: ExperimentEvent) => void;
+}
+
+export interface GridResult {
+  readonly outDir: string;
+  /** The planned cells' rows, in report order (fp first, then budget-major, methods in the order given). */
+  readonly rows: readonly ExperimentRow[];
+  /** results.csv, results.md, results.json. */
+  readonly files: readonly string[];
+  /** Where the statistics came from. */
+  readonly statistics: string;
+}
+
+export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Promise<GridResult> {
+  const note = options.onNote ?? (() => undefined);
+  const { modelDir, textPath, ids, seqlen, plugins } = grid;
+  const seed = options.seed ?? 42;
+  const ladder = grid.configs;
+  const choice: QuantizerChoice = options.quantizer ?? { id: 'hqq', options: {} };
+  const quantizer = quantizerOf(plugins, choice);
+  const out = await openOutputDirectory(options.outDir, 'experiment');
+  let distributor: GridDistributor | undefined;
+  try {
+    const outDir = out.path;
+    for (const name of out.removedTemporaries) note(`removed ${join(outDir, name)}, a temporary left by a process that no longer runs`);
+    removeStaleTemporaries(join(outDir, 'stats'));
+    const store = await ResultsStore.open(join(outDir, 'results.json'), options.fresh === true);
+    for (const line of store.notes) note(line);
+    const modelHash = await modelContentHash(modelDir);
+    const textHash = await fileContentHash(textPath);
+    if (options.connect) distributor = await options.connect();
+
+    const allocators = plugins.allocators.list();
+    const resolved = await ensureStatistics({
+      modelDir,
+      ...(options.statistics.statsDir ? { statsDir: options.statistics.statsDir } : {}),
+      cacheDir: join(outDir, 'stats'),
+      needs: tablesNeededBy(grid.methods, allocators),
+      metrics: plugins.metrics.list(),
+      // A grid whose methods read no table (uniform alone) computes none: the allocators get the model's matrices.
+      matrices: modelMatrixParams(grid.config),
+      calibrationPath: options.statistics.calibrationPath,
+      calibrationName: options.statistics.calibrationName,
+      blocks: options.statistics.blocks,
+      seqlen: 512,
+      ...(ladder ? { configs: ladder } : {}),
+      ...(options.threads ? { threads: options.threads } : {}),
+      ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
+      onNote: note,
+      ...(distributor ? { compute: distributor.statisticsComputer({ modelDir, modelHash }) } : {}),
+    });
+    options.onStatisticsReady?.(resolved.source);
+
+    const maxTokens = grid.maxTokens;
+    const planned = planCells(
+      { model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, choice.options) },
+      grid.methods,
+      grid.budgets,
+      grid.includeFloat,
+      resolved.key,
+    );
+    for (const line of store.explain(planned)) note(line);
+    const report = {
+      model: grid.summary.architecture === 'LlamaForCausalLM' ? basename(modelDir) : `${basename(modelDir)} (${grid.summary.architecture})`,
+      text: basename(textPath),
+      tokens: grid.tokens,
+      protocol: `non-overlapping windows of ${seqlen}`,
+      statsSource: resolved.source,
+    };
+    const files = ['results.csv', 'results.md', 'results.json'].map((f) => join(outDir, f));
+    const save = async () => {
+      const rows = store.rows(planned);
+      await store.save(planned, { model: modelDir, text: textPath, tokens: ids.length, seqlen, maxTokens: maxTokens ?? null, stats: resolved.source.replace(/ \((cached|computed)\)$/, ''), seed, ...(ladder ? { configs: ladder.map(configName) } : {}) });
+      await writeTextAtomic(files[0]!, formatResultsCsv(rows));
+      await writeTextAtomic(files[1]!, formatResultsMarkdown(rows, report));
+    };
+    const settingsOf = new Map(planned.map((p) => [p.spec.key, p.settings]));
+    const onResult = async (result: CellResult) => {
+      store.add(result, settingsOf.get(result.key)!);
+      await save();
+    };
+    const context: CellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer };
+    if (distributor) {
+      await distributor.runCells({ planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, metrics: plugins.metrics.list(), done: store.reusable(planned), onResult });
+    } else {
+      await runExperiment({
+        modelDir,
+        cells: planned.map((p) => p.spec),
+        ...context,
+        // The registry's allocators (--plugin's included); queue workers load the same --plugin modules.
+        allocators,
+        ...(options.threads ? { threads: options.threads } : {}),
+        done: store.reusable(planned),
+        ...(options.onEvent ? { onEvent: options.onEvent } : {}),
+        onCell: onResult,
+      });
+    }
+    await save();
+    return { outDir, rows: store.rows(planned), files, statistics: resolved.source };
+  } finally {
+    await distributor?.close();
+    out.release();
+  }
+}

@@ -1,0 +1,222 @@
+import {
+  ALLOCATOR_PLUGINS,
+  allocateMethod,
+  checkMethodBudget,
+  matricesOf,
+  extraMemoryPercent,
+  tablesNeededBy,
+  uniformBaseline,
+  validateStats,
+  type AllocatorPlugin,
+  type MethodSpec,
+} from '@layerquant/allocators';
+import { InvalidOptionError, configName, isLinearModule, modelMatrixParams, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { shippedBytes, shippedSizeBudget, targetBytes, type FileTarget, type FormatPlan } from './shipped-format.js';
+import { quantizeModel, type QuantizeModelOptions, type QuantizeModelReport } from '@layerquant/quantizers/node';
+import type { ScaleDtype } from '@layerquant/quantizers';
+import { openModel, openOutputDirectory, temporaryPath, type OpenedModel } from '@layerquant/tensor-io';
+import { rm } from 'node:fs/promises';
+import type { PluginRegistries } from './plugins.js';
+import { exportModel, type ExportRequest, type ExportResult } from './export-model.js';
+import { ensureStatistics, type StatisticsOptions, type StatisticsStep } from './statistics.js';
+
+/**
+ * The three ways to quantize a model directory, as library calls: one config for every matrix
+ * (`quantizeUniform`), a config per matrix from an allocator plug-in at a budget (`quantizeAllocated`), and either
+ * of them exported as an ONNX directory or a GGUF file in the same process (`exportQuantized`). They print nothing: progress goes
+ * to the callbacks, and the result is data.
+ */
+
+/** What both checkpoint-writing modes share. */
+export interface QuantizeRunOptions {
+  readonly modelDir: string;
+  readonly outDir: string;
+  /** The quantizer of every quantized matrix (configured with its options). */
+  readonly quantizer: Quantizer;
+  /** How scales and zeros are stored (default F32). */
+  readonly scaleDtype?: ScaleDtype;
+  /** Worker threads for the built-in quantizers (default 1). */
+  readonly workers?: number;
+  /** Settings recorded in the checkpoint (`__metadata__["layerquant.options"]`). */
+  readonly record?: Readonly<Record<string, unknown>>;
+  readonly onPlan?: QuantizeModelOptions['onPlan'];
+  readonly onProgress?: QuantizeModelOptions['onProgress'];
+}
+
+/**
+ * Validates the model (config.json against its tensors, so a wrong config fails before any long step), then holds
+ * the output directory's lock for the whole run: a second layerquant writing the same directory stops with an
+ * error. quantizeModel swaps the output files in as one set; a failed run leaves the directory as it was (one it
+ * created is removed).
+ */
+async function withOutputDirectory<T>(modelDir: string, outDir: string, run: (model: OpenedModel) => Promise<T>): Promise<T> {
+  const model = await openModel(modelDir);
+  await model.checkpoint.close();
+  const output = await openOutputDirectory(outDir, 'quantize');
+  try {
+    return await run(model);
+  } catch (error) {
+    output.abandon();
+    throw error;
+  } finally {
+    output.release();
+  }
+}
+
+/** One config for every linear matrix (`layerquant quantize --config b4g64`). */
+export async function quantizeUniform(options: QuantizeRunOptions & { readonly config: QuantConfig; readonly method: string }): Promise<QuantizeModelReport> {
+  return withOutputDirectory(options.modelDir, options.outDir, () =>
+    quantizeModel({
+      modelDir: options.modelDir,
+      outDir: options.outDir,
+      quantizer: options.quantizer,
+      configFor: () => options.config,
+      method: options.method,
+      ...(options.scaleDtype ? { scaleDtype: options.scaleDtype } : {}),
+      ...(options.workers === undefined ? {} : { workers: options.workers }),
+      ...(options.record ? { options: options.record } : {}),
+      ...(options.onPlan ? { onPlan: options.onPlan } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    }),
+  );
+}
+
+export interface AllocatedQuantizeOptions extends QuantizeRunOptions {
+  readonly method: MethodSpec;
+  /** Bits per weight. */
+  readonly budget: number;
+  /** Seed of randomised allocators unless the method names its own (default 42). */
+  readonly seed?: number;
+  /** The config ladder (default: the paper's 12). */
+  readonly configs?: readonly QuantConfig[];
+  /** The allocator plug-ins method names resolve to (default: the built-ins). */
+  readonly allocators?: readonly AllocatorPlugin[];
+  /** Where the statistics come from: a directory (`statsDir`), else computed on the calibration text and cached. */
+  readonly statistics: Pick<StatisticsOptions, 'statsDir' | 'cacheDir' | 'calibrationPath' | 'calibrationName' | 'blocks' | 'threads' | 'metrics'>;
+  readonly onStatistics?: (step: StatisticsStep, done: number, total: number) => void;
+  /** Called once the statistics are resolved, with where they came from. */
+  readonly onStatisticsReady?: (source: string) => void;
+  /** Called once the model is validated and its output directory locked (before the statistics). */
+  readonly onOpened?: () => void;
+  /**
+   * Allocate for a shipped format: its ladders (`plan.configs`, or `plan.stops` for uniform and the boosts) and, for
+   * the knapsack allocators, its bytes: the embedding units become units of the allocation (measured at their own
+   * ladders) and the whole file must fit `target` (without one, `budget` bits per weight in the paper's accounting
+   * over the format's ladder). The checkpoint then holds the embedding units the allocation quantized.
+   */
+  readonly shipped?: { readonly plan: FormatPlan; readonly target?: FileTarget };
+}
+
+export interface AllocatedQuantizeResult {
+  readonly report: QuantizeModelReport;
+  readonly allocation: Allocation;
+  /** With `shipped`: the exact bytes of the file the allocation makes (the format's cost model), and of uniform's. */
+  readonly shippedBytes: number | null;
+  readonly uniformShippedBytes: number | null;
+  /** HQQ uniform at the budget when it is a stop of the ladder (the baseline of extra memory). */
+  readonly uniform: Allocation | undefined;
+  /** Paper memory over `uniform`, percent; null without a baseline. */
+  readonly extraMemoryPercent: number | null;
+  /** Where the statistics came from. */
+  readonly statistics: string;
+}
+
+/**
+ * `layerquant quantize --method <allocator> --budget <bpp>`: the statistics the method reads (none for uniform),
+ * the allocation, then every matrix quantized at its config into one checkpoint.
+ */
+export async function quantizeAllocated(options: AllocatedQuantizeOptions): Promise<AllocatedQuantizeResult> {
+  const allocators = options.allocators ?? ALLOCATOR_PLUGINS;
+  const { method, shipped } = options;
+  const plugin = allocators.find((p) => p.id === method.allocator);
+  // Under a format the stop allocators take its native stops, the knapsacks its whole ladder and its bytes.
+  const knapsack = plugin?.budget === 'any';
+  const configs = shipped ? (options.configs ?? (knapsack ? shipped.plan.configs : shipped.plan.stops)) : options.configs;
+  if (shipped?.target && !knapsack) {
+    throw new InvalidOptionError('--target-size', `${method.id} allocates at a stop of the ladder (a native config of ${shipped.plan.cost.format} as its base), not to a file size; use --budget, or a knapsack allocator (${allocators.filter((p) => p.budget === 'any').map((p) => p.id).join(', ')}) for a target size`);
+  }
+  const target = shipped?.target ? targetBytes(shipped.target, shipped.plan) : undefined;
+  // The budget an allocation to a file size reports: the target in bits per linear weight of the file.
+  const budget = target ? (8 * target.bytes) / shipped!.plan.linearParams : options.budget;
+  if (!target) checkMethodBudget(method, budget, configs, allocators);
+  const seed = options.seed ?? 42;
+  return withOutputDirectory(options.modelDir, options.outDir, async (model) => {
+    options.onOpened?.();
+    const matrices = modelMatrixParams(model.config);
+    const { stats, source } = await ensureStatistics({
+      modelDir: options.modelDir,
+      ...options.statistics,
+      needs: tablesNeededBy([method], allocators),
+      matrices,
+      seqlen: 512,
+      ...(configs ? { configs } : {}),
+      ...(shipped && knapsack ? { embeddingConfigs: shipped.plan.embeddingConfigs } : {}),
+      ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
+    });
+    options.onStatisticsReady?.(source);
+    // The tables must cover this model whole (a table cut at a layer boundary would allocate only part of it).
+    validateStats(stats, { matrices, name: options.modelDir });
+    const size = shipped && knapsack ? shippedSizeBudget(shipped.plan, matricesOf(stats), shipped.target) : undefined;
+    const allocation = allocateMethod(method, stats, { budget, seed, ...(configs ? { configs } : {}), ...(size ? { size } : {}) }, allocators);
+    const uniform = target ? undefined : uniformBaseline(stats, { budget, ...(configs ? { configs } : {}) });
+    const byKey = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
+    const report = await quantizeModel({
+      modelDir: options.modelDir,
+      outDir: options.outDir,
+      quantizer: options.quantizer,
+      // The embedding units an allocation for a format did not choose a config for stay float.
+      configFor: (key, unit) => {
+        const config = byKey.get(key);
+        if (config === undefined && !isLinearModule(unit.module)) return null;
+        if (config === undefined) throw new InvalidOptionError('--stats', `the statistics have no row for matrix ${key}; they were made for another model`);
+        return config;
+      },
+      ...(shipped ? { embeddingUnits: true } : {}),
+      method: method.id,
+      allocation,
+      ...(options.scaleDtype ? { scaleDtype: options.scaleDtype } : {}),
+      ...(options.workers === undefined ? {} : { workers: options.workers }),
+      options: {
+        method: method.id,
+        budget,
+        statistics: source,
+        ...options.record,
+        ...(method.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}),
+        ...(configs ? { configs: configs.map(configName) } : {}),
+        ...(shipped ? { format: shipped.plan.cost.format, ...(shipped.target ? { target: shipped.target } : {}) } : {}),
+      },
+      ...(options.onPlan ? { onPlan: options.onPlan } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    return {
+      report,
+      allocation,
+      uniform,
+      extraMemoryPercent: uniform ? extraMemoryPercent(allocation, uniform) : null,
+      statistics: source,
+      shippedBytes: shipped ? shippedBytes(shipped.plan.cost, allocation.matrices) : null,
+      uniformShippedBytes: shipped && uniform ? shippedBytes(shipped.plan.cost, uniform.matrices) : null,
+    };
+  });
+}
+
+/**
+ * A quantized model written in a shipped format (`quantize --format onnx|gguf`): `quantize` writes a checkpoint into
+ * a temporary directory beside `out` (either mode above), which is exported to `out` (a directory for ONNX, a .gguf
+ * file) and removed.
+ */
+export async function exportQuantized<T>(
+  out: string,
+  request: ExportRequest,
+  quantizers: PluginRegistries['quantizers'] | undefined,
+  quantize: (checkpointDir: string) => Promise<T>,
+): Promise<{ readonly quantized: T; readonly export: ExportResult }> {
+  const checkpointDir = temporaryPath(out);
+  try {
+    const quantized = await quantize(checkpointDir);
+    const report = await exportModel(checkpointDir, out, request, quantizers);
+    return { quantized, export: report };
+  } finally {
+    await rm(checkpointDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,251 @@
+import { InvalidDataError, LayerquantError, formatSeconds } from '@layerquant/core';
+import { listMatrices, type MetricPlugin } from '@layerquant/sensitivity';
+import { openCheckpoint } from '@layerquant/tensor-io';
+import { Queue, type Job } from 'bullmq';
+import { readFile } from 'node:fs/promises';
+import { cellLabel, reviveRow, type CellResult, type DistributedCells, type GridDistributor } from '@layerquant/experiment';
+import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellJobData, type JobName, type StatisticsJobData, type StatisticsJobResult } from './jobs.js';
+import { isAuthenticationError, parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
+
+/** Cells (or statistics jobs) that failed every attempt: reported together after the others finished. */
+export class QueueJobsFailedError extends LayerquantError {
+  constructor(readonly failures: readonly { label: string; reason: string }[]) {
+    super(
+      'QUEUE_JOBS_FAILED',
+      `${failures.length} job(s) failed after every attempt: ${failures.map((f) => `${f.label}: ${f.reason}`).join('; ')}. ` +
+        'The other results are written; fix the cause and run the same command again to retry only these',
+    );
+  }
+}
+
+/** Redis cannot be reached at all when the coordinator starts. */
+export class QueueConnectionError extends LayerquantError {
+  constructor(redacted: string, reason: string) {
+    super('QUEUE_CONNECTION', `cannot reach the queue at ${redacted} (${reason}); start Redis there or fix --queue`);
+  }
+}
+
+/** The few plain Redis commands the coordinator sends itself (blobs, the connection check). */
+export interface RedisCommands {
+  ping(): Promise<string>;
+  exists(key: string): Promise<number>;
+  set(key: string, value: string): Promise<unknown>;
+  get(key: string): Promise<string | null>;
+}
+
+export interface CoordinatorOptions {
+  readonly attempts: number;
+  readonly log: (line: string) => void;
+  /** How often the queue is polled, ms (default 500). */
+  readonly pollMs?: number;
+}
+
+interface PlannedJob<N extends JobName = JobName> {
+  readonly id: string;
+  readonly name: N;
+  readonly data: unknown;
+  readonly label: string;
+}
+
+/** The cells of a grid as the coordinator enqueues them (@layerquant/experiment's DistributedCells). */
+export type RunCellsOptions = DistributedCells;
+
+/** A GridDistributor over Redis: `runGrid(grid, { connect: () => connectCoordinator(url, options) })`. */
+export interface Coordinator extends GridDistributor {
+  readonly address: QueueAddress;
+}
+
+/**
+ * The coordinator side of `experiment --queue`: enqueues jobs (BullMQ job id = settings key, so a job added twice
+ * exists once and a restarted coordinator finds the jobs of its first life), publishes the blobs they refer to,
+ * polls their state, and hands finished results to the caller, which writes them to --out at once. A job that
+ * vanished (Redis restarted without persistence) is published and added again; results already in --out are
+ * never asked for again.
+ */
+export async function connectCoordinator(url: string, options: CoordinatorOptions): Promise<Coordinator> {
+  const address = parseQueueUrl(url);
+  const log = (line: string) => options.log(redactCredentials(line, address));
+  const queue = new Queue(QUEUE_NAME, { connection: { ...address.connection, lazyConnect: false } });
+  let lastError = '';
+  queue.on('error', (error) => {
+    const message = redactCredentials(error.message, address);
+    if (isAuthenticationError(error)) return; // fatal: reported as the command's error
+    if (message !== lastError) log(`queue: ${message} (retrying)`);
+    lastError = message;
+  });
+  let client: RedisCommands;
+  try {
+    client = await Promise.race([
+      (async () => {
+        const c = (await queue.client) as unknown as RedisCommands;
+        await c.ping();
+        return c;
+      })(),
+      new Promise<never>((_, reject) => queue.on('error', (error) => isAuthenticationError(error) && reject(error))),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 10 s')), 10_000).unref()),
+    ]);
+  } catch (error) {
+    // disconnect, not close: close waits for a connection that may never come.
+    void queue.disconnect().catch(() => undefined);
+    throw new QueueConnectionError(address.redacted, redactCredentials((error as Error).message, address));
+  }
+  log(`queue: connected to ${address.redacted} (queue "${QUEUE_NAME}")`);
+  const blobs = new Map<string, string>();
+  const publish = async (content: string): Promise<string> => {
+    const hash = sha256Hex(content);
+    blobs.set(hash, content);
+    await client.set(blobKey(hash), content);
+    return hash;
+  };
+  const republish = async () => {
+    for (const [hash, content] of blobs) if (!(await client.exists(blobKey(hash)))) await client.set(blobKey(hash), content);
+  };
+  const pollMs = options.pollMs ?? 500;
+
+  /**
+   * Adds the jobs (existing ids are left as they are; failed ones of an earlier coordinator are retried) and
+   * waits until each one completed or failed every attempt. Results are handed over as they come.
+   */
+  async function runJobs(kind: string, jobs: readonly PlannedJob[], onDone: (job: PlannedJob, value: unknown) => Promise<void>): Promise<{ label: string; reason: string }[]> {
+    const pending = new Map(jobs.map((j) => [j.id, j]));
+    const failures: { label: string; reason: string }[] = [];
+    const add = async (job: PlannedJob) => {
+      await queue.add(job.name, job.data, { jobId: job.id, attempts: options.attempts, backoff: { type: 'fixed', delay: 1000 }, removeOnComplete: false, removeOnFail: false });
+    };
+    for (const job of jobs) {
+      const existing = await queue.getJob(job.id);
+      if (existing && (await existing.getState()) === 'failed') {
+        log(`queue: retrying ${job.label}, which failed in an earlier run (${redactCredentials(existing.failedReason ?? '', address)})`);
+        await existing.retry();
+      } else if (!existing) {
+        await add(job);
+      }
+    }
+    const started = performance.now();
+    let finishedHere = 0;
+    let lastLine = '';
+    while (pending.size > 0) {
+      let running = 0;
+      let missing = 0;
+      for (const job of [...pending.values()]) {
+        const state = await queue.getJobState(job.id);
+        if (state === 'unknown') {
+          missing++;
+          continue;
+        }
+        if (state !== 'completed' && state !== 'failed') {
+          if (state === 'active') running++;
+          continue;
+        }
+        // Read after its state: BullMQ writes a job's result or failure reason in the step that moves it to
+        // completed or failed, so a job read before getState could predate them (an undefined result, "unknown error").
+        const found: Job | undefined = await queue.getJob(job.id);
+        if (!found) {
+          missing++;
+          continue;
+        }
+        if (state === 'completed') {
+          pending.delete(job.id);
+          finishedHere++;
+          await onDone(job, found.returnvalue);
+        } else if (state === 'failed') {
+          pending.delete(job.id);
+          const reason = redactCredentials(found.failedReason ?? 'unknown error', address);
+          failures.push({ label: job.label, reason });
+          log(`queue: ${job.label} failed after ${found.attemptsMade} attempt(s): ${reason}`);
+        }
+      }
+      if (missing > 0) {
+        log(`queue: ${missing} ${kind} job(s) are not in Redis (restarted without persistence?); publishing and adding them again`);
+        await republish();
+        for (const job of pending.values()) if (!(await queue.getJob(job.id))) await add(job);
+      }
+      const done = jobs.length - pending.size - failures.length;
+      const elapsed = (performance.now() - started) / 1000;
+      const eta = finishedHere > 0 && pending.size > 0 ? ` ETA ${formatSeconds((elapsed / finishedHere) * pending.size)}` : '';
+      const line = `queue: ${kind} ${done}/${jobs.length} done, ${running} running, ${failures.length} failed${eta}`;
+      if (line.replace(/ ETA .*/, '') !== lastLine.replace(/ ETA .*/, '')) log(line);
+      lastLine = line;
+      if (pending.size > 0) await new Promise((r) => setTimeout(r, pollMs));
+    }
+    return failures;
+  }
+
+  return {
+    address,
+    statisticsComputer({ modelDir, modelHash }) {
+      return async (request) => {
+        const activations = request.metrics.filter((m) => m.input === 'activations');
+        const weights = request.metrics.filter((m) => m.input === 'weights');
+        const checkpoint = await openCheckpoint(modelDir);
+        const layers = weights.length > 0 ? [...new Set(listMatrices(checkpoint).map((m) => m.layer))].sort((a, b) => a - b) : [];
+        await checkpoint.close();
+        const calibrationBlob = activations.length > 0 ? await publish(request.calibrationText) : null;
+        const job = (metrics: readonly MetricPlugin[], jobLayers: readonly number[] | null, label: string): PlannedJob => {
+          const ids = metrics.map((m) => m.id);
+          return {
+            id: jobIds.statistics(request.key, ids, jobLayers),
+            name: 'statistics',
+            label,
+            data: { modelDir, modelHash, metrics: ids, layers: jobLayers, calibrationBlob: jobLayers === null ? calibrationBlob : null, measure: request.measure } satisfies StatisticsJobData,
+          };
+        };
+        const jobs: PlannedJob[] = [
+          ...(activations.length > 0 ? [job(activations, null, `${activations.map((m) => m.table).join(', ')} (all layers, in order)`)] : []),
+          ...layers.map((layer) => job(weights, [layer], `${weights.map((m) => m.table).join(', ')} layer ${layer}`)),
+        ];
+        const results = new Map<string, StatisticsJobResult>();
+        const failures = await runJobs('statistics', jobs, async (planned, value) => {
+          results.set(planned.id, value as StatisticsJobResult);
+        });
+        if (failures.length > 0) throw new QueueJobsFailedError(failures);
+        const source = `queue ${address.redacted}`;
+        const tables: Record<string, unknown> = activations.length > 0 ? parseTables(results.get(jobs[0]!.id)!, activations, source) : {};
+        // A weight metric's tables of the layers, joined into the model's (its `join`, else rows in layer order).
+        const perLayer = jobs.slice(activations.length > 0 ? 1 : 0).map((planned) => parseTables(results.get(planned.id)!, weights, `${source} ${planned.label}`));
+        for (const metric of weights) {
+          const parts = perLayer.map((part) => part[metric.table]);
+          if (metric.join) {
+            tables[metric.table] = metric.join(parts);
+            continue;
+          }
+          if (parts.some((part) => !Array.isArray((part as { rows?: unknown } | undefined)?.rows))) {
+            throw new InvalidDataError(`metric ${metric.id}`, 'its table has no rows array, so the tables of its layers cannot be joined; weight metrics return { rows } or give join()');
+          }
+          tables[metric.table] = { rows: parts.flatMap((part) => (part as { rows: readonly unknown[] }).rows) };
+        }
+        return tables;
+      };
+    },
+    async runCells(run) {
+      const textBlob = await publish(await readFile(run.text.path, 'utf8'));
+      if (sha256Hex(blobs.get(textBlob)!) !== textBlob) throw new TypeError('blob hash');
+      const statsBlob = await publish(statsToBlob(run.stats, run.metrics));
+      const jobs: PlannedJob[] = run.planned
+        .filter((p) => !run.done.has(p.spec.key))
+        .map((p) => ({
+          id: jobIds.cell(p.spec.key),
+          name: 'cell' as const,
+          label: cellLabel(p.spec),
+          data: {
+            modelDir: run.modelDir, modelHash: run.modelHash, cell: p.spec, modelName: run.context.modelName, textBlob,
+            seqlen: run.context.seqlen, maxTokens: run.context.maxTokens ?? null, seed: run.context.seed ?? 42, statsBlob: p.spec.kind === 'fp' ? null : statsBlob, configs: run.context.configs ?? null, quantizer: run.quantizer,
+          } satisfies CellJobData,
+        }));
+      if (jobs.length < run.planned.length) log(`queue: ${run.planned.length - jobs.length} cell(s) already in --out, not enqueued`);
+      if (jobs.length === 0) return;
+      const failures = await runJobs('cells', jobs, async (job, value) => {
+        const result = value as CellResult;
+        const expected = (job.data as CellJobData).cell.key;
+        // A result is only ever stored under the key it was computed for.
+        if (!result || result.key !== expected) throw new TypeError(`job ${job.id} returned a result for ${String(result?.key)}`);
+        log(`queue: ${job.label} done, ppl ${result.row.ppl === null ? 'NaN' : result.row.ppl.toFixed(4)}`);
+        await run.onResult({ ...result, row: reviveRow(result.row) });
+      });
+      if (failures.length > 0) throw new QueueJobsFailedError(failures);
+    },
+    async close() {
+      await queue.close();
+    },
+  };
+}

@@ -1,0 +1,182 @@
+import type { ModelStats } from '@layerquant/allocators';
+import { InvalidDataError, LayerquantError, type QuantConfig } from '@layerquant/core';
+import type { CellResult, CellSpec } from '@layerquant/experiment';
+import { MissingPluginError, measureTables, type PluginRegistries, type QuantizerChoice, type StatisticsMeasure } from '@layerquant/pipeline';
+import type { MetricPlugin } from '@layerquant/sensitivity';
+import { loadTokenizer } from '@layerquant/tensor-io';
+import { createHash } from 'node:crypto';
+
+/**
+ * The jobs of the experiment queue. Every job carries the content hash of the model it was planned on (a worker
+ * with another model refuses it) and refers to texts and statistics by the sha256 of their bytes, stored once in
+ * Redis as blobs: a worker needs read access to the model and to Redis, nothing else.
+ */
+
+export const QUEUE_NAME = 'layerquant-experiment';
+
+/** Environment variables the worker's main thread sets for its processor threads (processor.ts). */
+export const PROCESSOR_ENV = Object.freeze({ url: 'LAYERQUANT_QUEUE_URL', model: 'LAYERQUANT_WORKER_MODEL', threads: 'LAYERQUANT_WORKER_THREADS', plugins: 'LAYERQUANT_WORKER_PLUGINS' } as const);
+
+interface ModelRef {
+  /** The model directory as the coordinator sees it (a worker may be given its own copy with --model). */
+  readonly modelDir: string;
+  readonly modelHash: string;
+}
+
+export interface CellJobData extends ModelRef {
+  readonly cell: CellSpec;
+  readonly modelName: string;
+  readonly textBlob: string;
+  readonly seqlen: number;
+  readonly maxTokens: number | null;
+  readonly seed: number;
+  /** Blob of the statistics tables (statsToBlob: JSON of CSV texts); null for the fp cell. */
+  readonly statsBlob: string | null;
+  /** The config ladder the allocators choose from; null: the paper's 12. */
+  readonly configs: readonly QuantConfig[] | null;
+  /** The quantizer of every matrix (a built-in or a `--plugin` module's, which the worker must load too). */
+  readonly quantizer: QuantizerChoice;
+}
+
+/**
+ * Statistics tables, measured by a worker with @layerquant/pipeline's `measureTables`, the call the in-process run
+ * makes. Weight metrics are measured a layer per job (their rows concatenate); activation metrics (sensitivity,
+ * measured) in one job over the whole model: layer i is measured on the float outputs of layer i - 1, so the layers
+ * are a chain, and splitting it would ship every calibration block's hidden states through Redis.
+ */
+export interface StatisticsJobData extends ModelRef {
+  /** Ids of the metric plug-ins (a worker finds them in its registry: built-ins and its --plugin modules). */
+  readonly metrics: readonly string[];
+  /** The layers of a weight-metric job; null for the whole model. */
+  readonly layers: readonly number[] | null;
+  /** The calibration text's blob (activation metrics), else null. */
+  readonly calibrationBlob: string | null;
+  readonly measure: StatisticsMeasure;
+}
+
+/** What a statistics job returns: each table as its metric's `format` writes it (CSV; the numbers round-trip exactly). */
+export type StatisticsJobResult = Readonly<Record<string, string>>;
+
+export type JobData = { readonly cell: CellJobData; readonly statistics: StatisticsJobData };
+export type JobName = keyof JobData;
+
+/** Job ids (BullMQ deduplicates by them: a job added twice exists once). */
+export const jobIds = {
+  cell: (key: string) => `cell-${key}`,
+  statistics: (statsKey: string, metrics: readonly string[], layers: readonly number[] | null) => `statistics-${statsKey}-${metrics.join('+')}-${layers === null ? 'all' : layers.join('.')}`,
+};
+
+export function sha256Hex(content: string): string {
+  return createHash('sha256').update(content).digest('hex');
+}
+
+/** The Redis key of a blob. */
+export function blobKey(hash: string): string {
+  return `layerquant:blob:${hash}`;
+}
+
+/** The metric of each table (the registry's); a table none fills cannot travel. */
+function metricOf(metrics: readonly MetricPlugin[], table: string): MetricPlugin & Required<Pick<MetricPlugin, 'format' | 'parse'>> {
+  const metric = metrics.find((m) => m.table === table);
+  if (!metric?.format || !metric.parse) throw new InvalidDataError(`table ${table}`, `no metric of this process formats and parses it, so it cannot travel through the queue; give the metric plug-in format() and parse()`);
+  return metric as MetricPlugin & Required<Pick<MetricPlugin, 'format' | 'parse'>>;
+}
+
+/** Tables through their metrics' CSV (the numbers round-trip exactly), by table name. */
+export function formatTables(tables: Readonly<Record<string, unknown>>, metrics: readonly MetricPlugin[]): Record<string, string> {
+  return Object.fromEntries(Object.entries(tables).map(([table, value]) => [table, metricOf(metrics, table).format(value)]));
+}
+
+export function parseTables(texts: Readonly<Record<string, string>>, metrics: readonly MetricPlugin[], source: string): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(texts).map(([table, text]) => [table, metricOf(metrics, table).parse(text, `${source} ${table}`)]));
+}
+
+/** Statistics as one blob: every table through its metric's CSV, and the matrix list of a grid that reads no table. */
+export function statsToBlob(stats: ModelStats, metrics: readonly MetricPlugin[]): string {
+  const { source: _source, matrices, ...tables } = stats;
+  return JSON.stringify({ tables: formatTables(Object.fromEntries(Object.entries(tables).filter(([, v]) => v !== undefined)), metrics), ...(matrices ? { matrices } : {}) });
+}
+
+export function statsFromBlob(blob: string, source: string, metrics: readonly MetricPlugin[]): ModelStats {
+  const parsed = JSON.parse(blob) as { tables: Record<string, string>; matrices?: ModelStats['matrices'] };
+  return { source, ...parseTables(parsed.tables, metrics, source), ...(parsed.matrices ? { matrices: parsed.matrices } : {}) };
+}
+
+/** A job planned on another model than the worker can read. */
+export class ModelMismatchError extends LayerquantError {
+  constructor(modelDir: string, expected: string, actual: string) {
+    super(
+      'MODEL_MISMATCH',
+      `${modelDir}: this worker's model has content hash ${actual.slice(0, 16)}, the job was planned on ${expected.slice(0, 16)}; point the worker at a copy of the coordinator's model with --model <dir>`,
+    );
+  }
+}
+
+/** A blob the coordinator publishes is missing (Redis was restarted without persistence): retried once it is back. */
+export class MissingBlobError extends LayerquantError {
+  constructor(hash: string) {
+    super('QUEUE_BLOB_MISSING', `blob ${hash.slice(0, 16)} is not in Redis (was Redis restarted?); the coordinator publishes it again and the job is retried`);
+  }
+}
+
+/** What a job processor gets from the worker. */
+export interface JobEnvironment {
+  /** The model directory to read (checked against the job's hash). */
+  modelDir(job: ModelRef): Promise<string>;
+  blob(hash: string): Promise<string>;
+  /** The worker's registries: built-ins and its --plugin modules. */
+  plugins(): Promise<PluginRegistries>;
+  /** onnxruntime threads of this worker (default: one per core). */
+  readonly threads?: number;
+  computeCell(data: CellJobData, modelDir: string): Promise<CellResult>;
+  log(line: string): void;
+}
+
+export interface JobProcessor<N extends JobName> {
+  readonly name: N;
+  process(data: JobData[N], env: JobEnvironment): Promise<unknown>;
+}
+
+const cellProcessor: JobProcessor<'cell'> = {
+  name: 'cell',
+  async process(data, env) {
+    return env.computeCell(data, await env.modelDir(data));
+  },
+};
+
+const statisticsProcessor: JobProcessor<'statistics'> = {
+  name: 'statistics',
+  async process(data, env): Promise<StatisticsJobResult> {
+    const dir = await env.modelDir(data);
+    const registry = (await env.plugins()).metrics;
+    const metrics = data.metrics.map((id) => {
+      if (!registry.has(id)) throw new MissingPluginError('metric', id, registry.ids());
+      return registry.get(id);
+    });
+    const tables = await measureTables(dir, metrics, {
+      ...data.measure,
+      ...(data.calibrationBlob ? { calibrationText: await env.blob(data.calibrationBlob) } : {}),
+      ...(data.layers ? { layers: data.layers } : {}),
+      ...(env.threads ? { threads: env.threads } : {}),
+    });
+    return formatTables(tables, metrics);
+  },
+};
+
+/** The processors a worker runs, by job name. */
+export const JOB_PROCESSORS: { readonly [N in JobName]: JobProcessor<N> } = Object.freeze({
+  cell: cellProcessor,
+  statistics: statisticsProcessor,
+});
+
+/** Token ids of a text under a model's tokenizer, cached per (model dir, text hash). */
+const idsCache = new Map<string, number[]>();
+export async function tokenIds(modelDir: string, textHash: string, text: string): Promise<number[]> {
+  const key = `${modelDir}\0${textHash}`;
+  let ids = idsCache.get(key);
+  if (!ids) {
+    ids = (await loadTokenizer(modelDir)).encode(text);
+    idsCache.set(key, ids);
+  }
+  return ids;
+}
