@@ -20,3 +20,4 @@ export {
 } from './model-files.js';
 export { createTokenizer, readTokenizer, type Tokenizer } from './tokenizer.js';
 export { checkFinite, firstNonFinite } from './finite.js';
+export { MODEL_LOADER_FILES, ONNX_FOLDER, QUANTIZATION_REPORT_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, isModelFileSetEntry } from './model-file-names.js';

@@ -1,6 +1,7 @@
 import { InvalidDataError } from '@layerquant/core';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, isModelFileSetEntry } from './model-file-names.js';
 
 /**
  * The model file set of a directory: the files that together are one model (weights, the config and tokenizer files
@@ -8,40 +9,7 @@ import { join } from 'node:path';
  * readers refuse a directory holding two, and nothing outside the set (a statistics cache, the user's notes) is ever
  * touched: the one definition of what "the model in a directory" is.
  */
-
-/**
- * The non-weight files of a Hugging Face model directory that loaders (transformers, transformers.js, tokenizers)
- * read; quantized and exported directories copy these and nothing else (no test references, no notes).
- */
-export const MODEL_LOADER_FILES = Object.freeze([
-  'config.json',
-  'generation_config.json',
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'added_tokens.json',
-  'tokenizer.model',
-  'vocab.json',
-  'merges.txt',
-  'chat_template.jinja',
-  'chat_template.json',
-]);
-
-/** The report layerquant writes beside a model it made (quantize, export). */
-export const QUANTIZATION_REPORT_FILE = 'quantization.json';
-/** The folder of an ONNX export (`onnx/model_q4.onnx`, ...). */
-export const ONNX_FOLDER = 'onnx';
-export const SAFETENSORS_INDEX_FILE = 'model.safetensors.index.json';
-export const SAFETENSORS_FILE = 'model.safetensors';
-
-/**
- * Whether `name`, an entry of a model directory, belongs to its model file set: safetensors weights and their index,
- * the loader files, layerquant's report, and the `onnx` folder (a directory; every other member is a file).
- */
-export function isModelFileSetEntry(name: string, isDirectory: boolean): boolean {
-  if (isDirectory) return name === ONNX_FOLDER;
-  return name.endsWith('.safetensors') || name === SAFETENSORS_INDEX_FILE || name === QUANTIZATION_REPORT_FILE || MODEL_LOADER_FILES.includes(name);
-}
+export { MODEL_LOADER_FILES, ONNX_FOLDER, QUANTIZATION_REPORT_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, isModelFileSetEntry } from './model-file-names.js';
 
 /** The entries of `dir` that belong to its model file set (plain files, or the onnx folder), sorted. */
 export function modelFileSetEntries(dir: string): string[] {
