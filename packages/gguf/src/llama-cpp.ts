@@ -49,6 +49,18 @@ export async function loadNodeLlamaCpp(): Promise<LlamaModule> {
   }
 }
 
+type LlamaBackend = Awaited<ReturnType<LlamaModule['getLlama']>>;
+let backend: Promise<LlamaBackend> | undefined;
+
+/** llama.cpp's CPU backend, loaded once per process: getLlama takes about a second, and every model shares it. */
+function llamaBackend(): Promise<LlamaBackend> {
+  if (!backend) {
+    backend = loadNodeLlamaCpp().then(({ getLlama }) => getLlama({ gpu: false, build: 'never', logLevel: 'error', progressLogs: false }));
+    backend.catch(() => (backend = undefined)); // a failed load (e.g. not installed) is tried again next time
+  }
+  return backend;
+}
+
 export interface LlamaCppOptions {
   /** Tokens per evaluation window (llama.cpp's context and batch size). Default 512. */
   readonly contextSize?: number;
@@ -82,8 +94,7 @@ export async function openLlamaCppModel(path: string, options: LlamaCppOptions =
   const contextSize = options.contextSize ?? 512;
   const threads = options.threads ?? 1;
   if (!Number.isInteger(contextSize) || contextSize < 2) throw new InvalidOptionError('contextSize', `${contextSize} must be an integer >= 2`);
-  const { getLlama } = await loadNodeLlamaCpp();
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error', progressLogs: false });
+  const llama = await llamaBackend();
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
   const context = await model.createContext({ contextSize, batchSize: contextSize, threads, sequences: 1 });
   const sequence = context.getSequence();
