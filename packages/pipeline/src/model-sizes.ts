@@ -1,4 +1,5 @@
 import { matrixOfTensorName } from '@layerquant/core';
+import { isLinearGgufTensor, readGgufHeader } from '@layerquant/gguf/node';
 import { isOnnxExportDir, summarizeOnnxExport } from '@layerquant/export';
 import { isQuantizedMetadata } from '@layerquant/quantizers';
 import { openQuantizedCheckpoint, summarizeQuantizedCheckpoint } from '@layerquant/quantizers/node';
@@ -6,10 +7,11 @@ import { loadDecoderConfig, openCheckpoint } from '@layerquant/tensor-io';
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isGgufFile } from './evaluation-model.js';
 
-export type DirectoryLayout = 'checkpoint' | 'layerquant-quantized-v1' | 'onnx';
+export type DirectoryLayout = 'checkpoint' | 'layerquant-quantized-v1' | 'onnx' | 'gguf';
 
-/** What a model, quantized or ONNX directory holds, as inspect and compare report it. */
+/** What a model, quantized or ONNX directory, or a GGUF file, holds, as inspect and compare report it. */
 export interface DirectorySizes {
   readonly layout: DirectoryLayout;
   readonly linearMatrices: number;
@@ -36,6 +38,7 @@ export async function savedBoostReport(dir: string): Promise<BoostReport | undef
 }
 
 export async function directorySizes(dir: string): Promise<DirectorySizes> {
+  if (isGgufFile(dir)) return ggufSizes(dir);
   // config.json first, as every command reads a model: a directory that is not one fails naming that file.
   await loadDecoderConfig(dir);
   const boosts = await savedBoostReport(dir);
@@ -71,6 +74,22 @@ export async function directorySizes(dir: string): Promise<DirectorySizes> {
   } finally {
     await q.close();
   }
+}
+
+/** A GGUF file's sizes: its header validated; linear matrices per GGUF type and as stored; the file. */
+async function ggufSizes(file: string): Promise<DirectorySizes> {
+  const header = await readGgufHeader(file);
+  const linear = header.tensors.filter((t) => isLinearGgufTensor(t.name));
+  const configs: Record<string, number> = {};
+  for (const t of linear) configs[t.type.name] = (configs[t.type.name] ?? 0) + 1;
+  const params = linear.reduce((sum, t) => sum + t.elements, 0);
+  return {
+    layout: 'gguf',
+    linearMatrices: linear.length,
+    params: header.tensors.reduce((sum, t) => sum + t.elements, 0),
+    sizes: sizes({ params, diskBytes: linear.reduce((sum, t) => sum + t.byteLength, 0), fileBytes: header.fileSize }),
+    configs,
+  };
 }
 
 const MIB = 2 ** 20;

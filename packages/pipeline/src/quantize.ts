@@ -12,18 +12,18 @@ import {
 } from '@layerquant/allocators';
 import { InvalidOptionError, configName, isLinearModule, modelMatrixParams, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { formatAllocationSettings, shippedBytes, shippedSizeBudget, type FileTarget, type FormatPlan } from './shipped-format.js';
-import { exportOnnx, type ExportReport, type OnnxExportOptions } from '@layerquant/export';
 import { quantizeModel, type QuantizeModelOptions, type QuantizeModelReport } from '@layerquant/quantizers/node';
 import type { ScaleDtype } from '@layerquant/quantizers';
 import { openModel, openOutputDirectory, temporaryPath, type OpenedModel } from '@layerquant/tensor-io';
 import { rm } from 'node:fs/promises';
 import type { PluginRegistries } from './plugins.js';
+import { exportModel, type ExportRequest, type ExportResult } from './export-model.js';
 import { ensureStatistics, type StatisticsOptions, type StatisticsStep } from './statistics.js';
 
 /**
  * The three ways to quantize a model directory, as library calls: one config for every matrix
  * (`quantizeUniform`), a config per matrix from an allocator plug-in at a budget (`quantizeAllocated`), and either
- * of them exported as an ONNX directory in the same process (`exportQuantized`). They print nothing: progress goes
+ * of them exported as an ONNX directory or a GGUF file in the same process (`exportQuantized`). They print nothing: progress goes
  * to the callbacks, and the result is data.
  */
 
@@ -197,18 +197,20 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
 }
 
 /**
- * A quantized model written as an ONNX directory (`quantize --format onnx`): `quantize` writes a checkpoint into a
- * temporary directory beside `outDir` (either mode above), which is exported to `outDir` and removed.
+ * A quantized model written in a shipped format (`quantize --format onnx|gguf`): `quantize` writes a checkpoint into
+ * a temporary directory beside `out` (either mode above), which is exported to `out` (a directory for ONNX, a .gguf
+ * file) and removed.
  */
 export async function exportQuantized<T>(
-  outDir: string,
-  options: OnnxExportOptions & { readonly quantizers?: PluginRegistries['quantizers'] },
+  out: string,
+  request: ExportRequest,
+  quantizers: PluginRegistries['quantizers'] | undefined,
   quantize: (checkpointDir: string) => Promise<T>,
-): Promise<{ readonly quantized: T; readonly export: ExportReport }> {
-  const checkpointDir = temporaryPath(outDir);
+): Promise<{ readonly quantized: T; readonly export: ExportResult }> {
+  const checkpointDir = temporaryPath(out);
   try {
     const quantized = await quantize(checkpointDir);
-    const report = await exportOnnx({ ...options, modelDir: checkpointDir, outDir });
+    const report = await exportModel(checkpointDir, out, request, quantizers);
     return { quantized, export: report };
   } finally {
     await rm(checkpointDir, { recursive: true, force: true });

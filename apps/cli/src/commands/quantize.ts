@@ -11,7 +11,7 @@ import { basename, join } from 'node:path';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
 import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
-import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from '../flags/export-options.js';
+import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportResultRows, exportResultSummary, ggufLinearMatrices, parseExportOptions } from '../flags/export-options.js';
 import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
 import { absolutePath, boostLines, boostReport, formatRows, jsonLine, sizeRows, sizes } from '../output.js';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
@@ -74,6 +74,7 @@ export const quantizeCommand: Command = {
     `layerquant quantize <model-dir> --method ${plugins.allocators.ids().join('|')}`,
     `                    --budget <bpp> [--quantizer ${plugins.quantizers.ids().join('|')}] --out <dir> [allocator options] [--configs <ladder>] [--stats <dir> | --calib <file>] [--json]`,
     `layerquant quantize <model-dir> --method <knapsack allocator> --format onnx --target-size <MiB> --out <dir>`,
+    `layerquant quantize <model-dir> (--config b4g32 | --method <allocator> --budget <bpp>) --format gguf --out <file.gguf>`,
     '',
     'With --format onnx the allocation is made for the file it ships: the ladder holds the configs ONNX stores',
     'natively (2, 4 and 8 bits in blocks of 32, 64 and 128, integer or fractional zeros), the embeddings and lm_head',
@@ -118,7 +119,8 @@ export const quantizeCommand: Command = {
     '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
     '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
     '',
-    'With --format onnx the quantized model is written as an ONNX directory transformers.js loads (see',
+    'With --format onnx the quantized model is written as an ONNX directory transformers.js loads, with --format gguf',
+    'as one .gguf file llama.cpp loads (--out <file.gguf>; the paper\'s ladder, no --target-size yet; see',
     '`layerquant export --help`) instead of a quantized checkpoint:',
     ...EXPORT_OPTION_HELP,
   ].join('\n'),
@@ -146,15 +148,21 @@ export const quantizeCommand: Command = {
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const target = absolutePath(requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64'));
     checkOverwrite(target, values.force === true);
-    const onnx = parseExportOptions(values, true);
+    const request = parseExportOptions(values, true);
+    // A .gguf file is one file: an existing one is replaced only with --force, as a quantized directory is.
+    if (request?.format === 'gguf' && existsSync(target) && values.force !== true) throw new InvalidOptionError('--out', `${target} exists; pass --force to replace it, or choose another --out`);
     const fileTarget = parseFileTarget(values);
-    if (fileTarget && onnx.format !== 'onnx') throw new InvalidOptionError(Object.keys(fileTarget)[0] === 'sizeMiB' ? '--target-size' : '--target-bpw', 'a target is the size of a shipped file: give its format, --format onnx');
+    if (fileTarget && request?.format !== 'onnx') {
+      const flag = Object.keys(fileTarget)[0] === 'sizeMiB' ? '--target-size' : '--target-bpw';
+      if (request?.format === 'gguf') throw new InvalidOptionError(flag, 'GGUF has no cost model for an allocation to a file size yet: with --format gguf give --budget (bits per weight in the paper\'s accounting), or use --format onnx');
+      throw new InvalidOptionError(flag, 'a target is the size of a shipped file: give its format, --format onnx');
+    }
     const quantizerId = stringOption(values, 'quantizer');
     const method = stringOption(values, 'method') ?? quantizerId ?? 'hqq';
     let run: QuantizeRun;
     if (stringOption(values, 'budget') !== undefined || fileTarget || isAllocatorMethod(method, plugins)) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
-      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins, onnx.format === 'onnx' ? { options: onnx.options, ...(fileTarget ? { target: fileTarget } : {}), statsDir: join(target, 'stats') } : undefined);
+      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins, request?.format === 'onnx' ? { options: request.options, ...(fileTarget ? { target: fileTarget } : {}), statsDir: join(target, 'stats') } : undefined);
     } else {
       // --method rtn|hqq|<quantizer> --config: the method is the quantizer (the form before --quantizer existed).
       if (quantizerId !== undefined && stringOption(values, 'method') !== undefined && quantizerId !== method) {
@@ -165,16 +173,21 @@ export const quantizeCommand: Command = {
       }
       run = uniformRun(values, modelDir, method, plugins);
     }
-    if (onnx.format === 'onnx') {
+    if (request) {
       // Quantized into a temporary checkpoint beside --out (its cost lines not shown), exported there: one report.
-      const { quantized, export: report } = await exportQuantized(target, { quantizers: plugins.quantizers, ...onnx.options }, (dir) => run(dir, () => undefined));
-      // What ships: every byte of the ONNX file, against the cost model's prediction and the target.
-      const shipped = shippedSize('onnx', report.fileBytes + report.externalDataBytes, report.linearParams, {
-        ...(quantized.kind === 'allocated' && quantized.result.shippedBytes !== null ? { predictedBytes: quantized.result.shippedBytes } : {}),
-        ...(quantized.kind === 'allocated' && quantized.target ? { targetBytes: quantized.target.bytes } : {}),
-      });
-      if (values.json) stdout(jsonLine('quantize', { ...quantizedJson(quantized, report.outDir, shipped), export: exportSummary(report) }));
-      else stdout(`${quantizedText(quantized, report.outDir, shipped)}${formatRows(exportRows(report), { keyWidth: 12 })}`);
+      // A GGUF file is named after the model quantized, not the temporary checkpoint.
+      const named = request.format === 'gguf' ? { ...request, options: { name: basename(modelDir), ...request.options } } : request;
+      const { quantized, export: report } = await exportQuantized(target, named, plugins.quantizers, (dir) => run(dir, () => undefined));
+      const out = report.format === 'gguf' ? report.outFile : report.outDir;
+      // What ships: every byte of the file (ONNX: against the cost model's prediction and the target).
+      const shipped = report.format === 'onnx'
+        ? shippedSize('onnx', report.fileBytes + report.externalDataBytes, report.linearParams, {
+            ...(quantized.kind === 'allocated' && quantized.result.shippedBytes !== null ? { predictedBytes: quantized.result.shippedBytes } : {}),
+            ...(quantized.kind === 'allocated' && quantized.target ? { targetBytes: quantized.target.bytes } : {}),
+          })
+        : shippedSize('gguf', report.fileBytes, ggufLinearMatrices(report).params);
+      if (values.json) stdout(jsonLine('quantize', { ...quantizedJson(quantized, out, shipped), export: exportResultSummary(report) }));
+      else stdout(`${quantizedText(quantized, out, shipped)}${formatRows(exportResultRows(report), { keyWidth: 12 })}`);
       return;
     }
     const quantized = await run(target, stderr);
