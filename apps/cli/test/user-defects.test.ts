@@ -1,5 +1,5 @@
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -42,5 +42,39 @@ describe('generate refuses a context beyond max_position_embeddings as eval does
     const beyond = await cli('generate', model, '--prompt', long, '--max-new-tokens', '2', '--allow-long-context', '--json');
     expect(beyond.code).toBe(0);
     expect((JSON.parse(beyond.stdout) as { promptIds: number[] }).promptIds).toHaveLength(long.length);
+  });
+});
+
+describe('help, typos and compare\'s footer', () => {
+  it('`help quantize` prints quantize\'s usage (as `quantize --help`); `help` alone the general help', async () => {
+    const topic = await cli('help', 'quantize');
+    expect(topic.code).toBe(0);
+    expect(topic.stdout).toBe((await cli('quantize', '--help')).stdout);
+    expect(topic.stdout).toMatch(/^layerquant quantize <model-dir>/);
+    const general = await cli('help');
+    expect(general.code).toBe(0);
+    expect(general.stdout).toMatch(/^layerquant: layer-sensitive[\s\S]*Commands:/);
+    expectRefused(await cli('help', 'quantise'), /unknown command "quantise"; did you mean quantize\?/);
+  });
+
+  it('an unknown flag gets the command\'s closest flag as a suggestion, and none when nothing is close', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['quantize', model, '--confg', 'b4g16', '--out', join(scratch, 'typo')], /option "--confg": Unknown option '--confg'; did you mean --config\? Run with --help/],
+      [['generate', model, '--propmt', 'x'], /option "--propmt": Unknown option '--propmt'; did you mean --prompt\?/],
+      [['eval', model, '--max-token', '64'], /did you mean --max-tokens\?/],
+      [['export', quantized, '--format', 'onnx', '--out', join(scratch, 'typo'), '--activation', 'f16'], /did you mean --activations\?/],
+    ];
+    for (const [argv, message] of cases) expectRefused(await cli(...argv), message);
+    const far = await cli('eval', model, '--frobnicate');
+    expectRefused(far, /option "--frobnicate": Unknown option '--frobnicate'; run with --help for the options/);
+    expect(far.stderr).not.toMatch(/did you mean/);
+  });
+
+  it('compare\'s footer labels each evaluation time with its model number', async () => {
+    const text = join(scratch, 'compare.txt');
+    writeFileSync(text, 'The jury said it did find that many of the laws are outmoded. '.repeat(4));
+    const { code, stdout, stderr } = await cli('compare', model, quantized, exported, '--text', text, '--seqlen', '32', '--max-tokens', '96');
+    expect(code, stderr).toBe(0);
+    expect(stdout.trim().split('\n').at(-1)).toMatch(/^sizes: linear matrices; evaluation time: model 1 [\d.]+s, model 2 [\d.]+s, model 3 [\d.]+s$/);
   });
 });

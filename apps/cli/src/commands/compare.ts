@@ -145,6 +145,6 @@ export const compareCommand: Command = {
       ],
       rows,
     ));
-    stdout(`${wrapAtSpaces(`sizes: linear matrices; time ${results.map((r) => formatSeconds(r.seconds)).join(', ')}`, terminalColumns(), 2)}\n`);
+    stdout(`${wrapAtSpaces(`sizes: linear matrices; evaluation time: ${results.map((r, i) => `model ${i + 1} ${formatSeconds(r.seconds)}`).join(', ')}`, terminalColumns(), 2)}\n`);
   },
 };
