@@ -1,5 +1,5 @@
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +12,7 @@ import { cli, expectRefused } from './run-cli.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'layerquant-user-defects-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-const config = tinyConfig({ modelType: 'qwen2', architecture: 'Qwen2ForCausalLM', tieWordEmbeddings: true, attentionBias: true });
+const config = tinyConfig({ modelType: 'qwen2', architecture: 'Qwen2ForCausalLM', tieWordEmbeddings: true, attentionBias: true, intermediateSize: 64 });
 const model = join(scratch, 'model');
 const quantized = join(scratch, 'quantized');
 const exported = join(scratch, 'exported');
@@ -76,5 +76,36 @@ describe('help, typos and compare\'s footer', () => {
     const { code, stdout, stderr } = await cli('compare', model, quantized, exported, '--text', text, '--seqlen', '32', '--max-tokens', '96');
     expect(code, stderr).toBe(0);
     expect(stdout.trim().split('\n').at(-1)).toMatch(/^sizes: linear matrices; evaluation time: model 1 [\d.]+s, model 2 [\d.]+s, model 3 [\d.]+s$/);
+  });
+});
+
+describe('results.json says perplexity, as every JSON layerquant writes', () => {
+  it('rows and cells carry `perplexity` (no `ppl`); a version-2 file with `ppl` is read, reused and rewritten', async () => {
+    const text = join(scratch, 'experiment.txt');
+    writeFileSync(text, 'The jury said it did find that many of the laws are outmoded. '.repeat(4));
+    const out = join(scratch, 'experiment');
+    const args = ['experiment', model, '--methods', 'hqq', '--budgets', '4.51', '--configs', 'b4g32,b8g32', '--text', text, '--seqlen', '32', '--max-tokens', '96', '--out', out, '--json'];
+    const first = await cli(...args);
+    expect(first.code, first.stderr).toBe(0);
+    const perplexities = (JSON.parse(first.stdout) as { rows: Array<{ perplexity: number }> }).rows.map((r) => r.perplexity);
+    expect(perplexities.length).toBeGreaterThan(0);
+    const path = join(out, 'results.json');
+    const saved = JSON.parse(readFileSync(path, 'utf8')) as { version: number; rows: Array<Record<string, unknown>>; cells: Record<string, { row: Record<string, unknown> }> };
+    const fileRows = [...saved.rows, ...Object.values(saved.cells).map((c) => c.row)];
+    expect(saved.version).toBe(3);
+    expect(fileRows.map((r) => r.perplexity)).toEqual([...perplexities, ...perplexities]);
+    for (const row of fileRows) expect(Object.keys(row)).not.toContain('ppl');
+
+    // The same cells as an earlier layerquant wrote them: version 2, rows with `ppl`.
+    const old = readFileSync(path, 'utf8').replaceAll('"perplexity":', '"ppl":').replace('"version": 3', '"version": 2');
+    expect(old).not.toContain('"perplexity"');
+    writeFileSync(path, old);
+    const again = await cli(...args);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/reusing 2 of 2 cells/);
+    expect((JSON.parse(again.stdout) as { rows: Array<{ perplexity: number }> }).rows.map((r) => r.perplexity)).toEqual(perplexities);
+    const rewritten = readFileSync(path, 'utf8');
+    expect(rewritten).toContain('"version": 3');
+    expect(rewritten).not.toContain('"ppl"');
   });
 });
