@@ -1,5 +1,5 @@
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -108,4 +108,35 @@ describe('results.json says perplexity, as every JSON layerquant writes', () => 
     expect(rewritten).toContain('"version": 3');
     expect(rewritten).not.toContain('"ppl"');
   });
+});
+
+describe('export of a plain checkpoint: the float ONNX export its --help promises', () => {
+  const llama = join(scratch, 'llama');
+  beforeAll(() => writeModelDirectory(llama, tinyConfig({ intermediateSize: 64 }), { seed: 29 }));
+
+  for (const [family, dir] of [['llama (untied, F32)', () => llama], ['qwen2 (biases, tied, F16)', () => model]] as const) {
+    it(`${family}: onnx/model.onnx (fp32) and onnx/model_fp16.onnx (--activations f16); generate from it equals the checkpoint's`, async () => {
+      const fp32 = join(scratch, `float-${family.split(' ')[0]}`);
+      const result = await cli('export', dir(), '--format', 'onnx', '--out', fp32, '--json');
+      expect(result.code, result.stderr).toBe(0);
+      const json = JSON.parse(result.stdout) as { file: string; dtype: string; notes: string[]; sizes: { diskBitsPerWeight: number } };
+      expect(json).toMatchObject({ file: join(fp32, 'onnx', 'model.onnx'), dtype: 'fp32', sizes: { diskBitsPerWeight: 32 } });
+      expect(json.notes).toContainEqual(expect.stringMatching(/^a float export \(no matrix is quantized\).*dtype 'fp32'$/));
+      expect(readdirSync(join(fp32, 'onnx'))).toEqual(['model.onnx']);
+      const prompt = ['generate', '--prompt', 'the jury', '--max-new-tokens', '6', '--json'] as const;
+      const fromExport = JSON.parse((await cli(prompt[0], fp32, ...prompt.slice(1))).stdout) as { ids: number[]; source: string };
+      const fromCheckpoint = JSON.parse((await cli(prompt[0], dir(), ...prompt.slice(1))).stdout) as { ids: number[]; source: string };
+      expect([fromExport.source, fromCheckpoint.source]).toEqual(['onnx', 'float']);
+      expect(fromExport.ids).toEqual(fromCheckpoint.ids);
+
+      const fp16 = join(scratch, `float16-${family.split(' ')[0]}`);
+      const human = await cli('export', dir(), '--format', 'onnx', '--out', fp16, '--activations', 'f16');
+      expect(human.code, human.stderr).toBe(0);
+      expect(human.stdout).toMatch(/onnx\/model_fp16\.onnx \(dtype fp16;/);
+      expect(human.stdout).toMatch(/bits\/weight, linear matrices as stored \(float MatMul, float16 activations\)/);
+      expect(human.stdout).not.toMatch(/MatMulNBits/);
+      const jsConfig = (JSON.parse(readFileSync(join(fp16, 'config.json'), 'utf8')) as { 'transformers.js_config': unknown })['transformers.js_config'];
+      expect(jsConfig).toEqual({ dtype: 'fp16', kv_cache_dtype: { fp16: 'float16' } });
+    });
+  }
 });
