@@ -1,3 +1,5 @@
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { InvalidOptionError } from '@layerquant/core';
 import { PluginLoadError } from '@layerquant/pipeline';
@@ -108,3 +110,16 @@ export function splitPluginArgs(argv: readonly string[]): { plugins: string[]; a
   return { plugins, argv: rest };
 }
 
+
+/**
+ * An existing, non-empty --out is written into only with --force (a directory that is not there or empty is fine;
+ * an absent --out is for requireString to name): a second quantize or export must not silently replace a model.
+ * With --force the writer replaces the model's own files and keeps the others.
+ */
+export function checkOverwrite(outDir: string | undefined, force: boolean): void {
+  if (outDir === undefined || force || !existsSync(outDir) || !statSync(outDir).isDirectory()) return;
+  const entries = readdirSync(outDir).filter((name) => !name.startsWith('.layerquant'));
+  if (entries.length > 0) {
+    throw new InvalidOptionError('--out', `${resolve(outDir)} exists and is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); pass --force to replace the model in it (other files stay), or choose another --out`);
+  }
+}

@@ -1,4 +1,5 @@
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
+import { directorySnapshot } from '@layerquant/tensor-io/testing';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -139,4 +140,32 @@ describe('export of a plain checkpoint: the float ONNX export its --help promise
       expect(jsConfig).toEqual({ dtype: 'fp16', kv_cache_dtype: { fp16: 'float16' } });
     });
   }
+});
+
+describe('a second export into a non-empty directory', () => {
+  it('is refused without --force (exit 1, one line, the directory as it was); --force replaces the export and keeps other files', async () => {
+    const out = join(scratch, 'export-twice');
+    expect((await cli('export', quantized, '--format', 'onnx', '--out', out)).code).toBe(0);
+    writeFileSync(join(out, 'NOTES.md'), 'my notes\n');
+    const before = directorySnapshot(out);
+    for (const activations of ['f16', 'f32']) {
+      expectRefused(
+        await cli('export', quantized, '--format', 'onnx', '--out', out, '--activations', activations),
+        /option "--out": .*export-twice exists and is not empty \(.*\); pass --force to replace the model in it \(other files stay\), or choose another --out/,
+      );
+      expect(directorySnapshot(out)).toEqual(before);
+    }
+    const json = await cli('export', model, '--format', 'onnx', '--out', out, '--json');
+    expect(json.code).toBe(1);
+    expect((JSON.parse(json.stdout) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'INVALID_OPTION', message: expect.stringMatching(/exists and is not empty/) });
+    expect(directorySnapshot(out)).toEqual(before);
+
+    const forced = await cli('export', quantized, '--format', 'onnx', '--out', out, '--activations', 'f16', '--force');
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(readdirSync(join(out, 'onnx'))).toEqual(['model_q4f16.onnx']);
+    expect(readFileSync(join(out, 'NOTES.md'), 'utf8')).toBe('my notes\n');
+    const jsConfig = (JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { 'transformers.js_config': unknown })['transformers.js_config'];
+    expect(jsConfig).toEqual({ dtype: 'q4f16', kv_cache_dtype: { q4f16: 'float16' } });
+    expect((await cli('export', '--help')).stdout).toMatch(/--force +replace the exported model in an existing, non-empty --out/);
+  });
 });
