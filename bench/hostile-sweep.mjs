@@ -283,7 +283,7 @@ for (const c of cases) {
 if (selected('interrupts')) {
   for (const [what, argvOf, setup] of [
     ['quantize', (out) => ['quantize', model, '--method', 'rtn', '--config', 'b8g32', '--out', out, '--force'], (out) => runCli(['quantize', model, '--method', 'rtn', '--config', 'b4g64', '--out', out])],
-    ['export', (out) => ['export', quantized, '--format', 'onnx', '--out', out], (out) => runCli(['export', quantized, '--format', 'onnx', '--out', out, '--accuracy-level', '0'])],
+    ['export', (out) => ['export', quantized, '--format', 'onnx', '--out', out, '--force'], (out) => runCli(['export', quantized, '--format', 'onnx', '--out', out, '--accuracy-level', '0'])],
   ]) {
     for (const renames of [1, 2, 3, 5]) {
       const out = join(work, `interrupt-${what}-${renames}`);

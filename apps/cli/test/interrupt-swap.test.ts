@@ -62,9 +62,9 @@ describe('an interrupt during the final swap leaves the earlier result whole', (
     expect((await cli('quantize', model, '--method', 'rtn', '--config', 'b4g64', '--out', quantized)).code).toBe(0);
     expect((await cli('export', quantized, '--format', 'onnx', '--out', out, '--accuracy-level', '0')).code).toBe(0);
     const before = directorySnapshot(out);
-    const run = start(['export', quantized, '--format', 'onnx', '--out', out], 200);
+    const run = start(['export', quantized, '--format', 'onnx', '--out', out, '--force'], 200);
     await waitForRenames(out, 6, 3);
-    const second = await cli('export', quantized, '--format', 'onnx', '--out', out);
+    const second = await cli('export', quantized, '--format', 'onnx', '--out', out, '--force');
     expect(second.stderr).toMatch(new RegExp(`another layerquant process \\(pid ${run.child.pid}, "export"`));
     expect(second.code).toBe(1);
     run.child.kill('SIGINT');

@@ -52,7 +52,7 @@ describe('layerquant quantize', () => {
     const e = await cli('export', out, '--format', 'onnx', '--out', onnx, '--accuracy-level', '0', '--scale-dtype', 'f32');
     expect(e.code, e.stderr).toBe(0);
     expect(e.stdout).toMatch(/224 matrices store 8-bit scales and zeros \(scale-dtype U8\); MatMulNBits takes float scales, so each is expanded to float32 exactly/);
-    expect((await cli('export', out, '--format', 'onnx', '--out', onnx, '--scale-dtype', 'u8')).stderr).toMatch(/u8 is how `quantize` stores/);
+    expect((await cli('export', out, '--format', 'onnx', '--out', onnx, '--scale-dtype', 'u8', '--force')).stderr).toMatch(/u8 is how `quantize` stores/);
     const window = ['--dataset', 'brown-test', '--max-tokens', '512', '--seqlen', '256', '--json'];
     const checkpoint = parseValid<{ perplexity: number }>((await cli('eval', out, ...window)).stdout, 'eval').perplexity;
     const exported = parseValid<{ perplexity: number }>((await cli('eval', onnx, ...window)).stdout, 'eval').perplexity;

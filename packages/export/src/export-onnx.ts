@@ -306,6 +306,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
       );
     }
     if (corrected) notes.push(`${corrected} matrices have fractional HQQ zeros: integer zero points plus a per-group correction (one float per group)`);
+    if (!built.quantized) notes.push(`a float export (no matrix is quantized): every linear matrix is a ${activations} MatMul, so the accuracy level and the scale type do not apply; transformers.js loads it with dtype '${dtype}'`);
     const report: ExportReport = Object.freeze({
       format: 'onnx',
       modelDir,

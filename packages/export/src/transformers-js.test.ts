@@ -4,7 +4,7 @@ import { configName, quantConfig } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { quantizeModel } from '@layerquant/quantizers/node';
 import { greedyDecode } from '@layerquant/runtime';
-import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
+import { relativeError, tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { onnx } from 'onnx-proto';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportOnnx } from './export-onnx.js';
 import { openOnnxExport } from './onnx-model-dir.js';
-import { referenceGreedy, transformersGenerate, transformersPerplexity } from './__fixtures__/greedy-generation.js';
+import { referenceGreedy, referenceLastLogits, transformersGenerate, transformersLastLogits, transformersPerplexity } from './__fixtures__/greedy-generation.js';
 import { perplexity } from '@layerquant/perplexity';
 
 const root = mkdtempSync(join(tmpdir(), 'layerquant-transformers-js-'));
@@ -100,5 +100,40 @@ describe('transformers.js generate() on the fused export', () => {
       await layerquant.dispose();
       expect(generated).toEqual(await referenceGreedy(quantized, prompt, NEW_TOKENS));
     }, 120_000);
+  }
+});
+
+// A plain checkpoint is exported in float: onnx/model.onnx (fp32) or onnx/model_fp16.onnx (fp16 activations, cache
+// and weights), the files transformers.js loads for dtype 'fp32' / 'fp16'. Llama with an untied lm_head, and Qwen2
+// with q/k/v biases and tied embeddings stored in F16 (the held-out layout).
+const FLOAT_FAMILIES = {
+  llama: { config: FUSED_FAMILIES.llama, dtype: 'F32' },
+  'qwen2 (biases, tied, F16)': { config: tinyConfig({ modelType: 'qwen2', architecture: 'Qwen2ForCausalLM', hiddenSize: 64, headDim: 16, attentionBias: true, tieWordEmbeddings: true, vocabSize: 96, eosTokenId: 95 }), dtype: 'F16' },
+} as const;
+
+describe('transformers.js generate() on the float export of a plain checkpoint', () => {
+  for (const [family, { config: familyConfig, dtype: storage }] of Object.entries(FLOAT_FAMILIES)) {
+    const modelDir = join(root, `float-${family}`);
+    beforeAll(() => writeModelDirectory(modelDir, familyConfig, { seed: 5, dtype: storage }));
+    for (const activations of ['float32', 'float16'] as const) {
+      const dtype = activations === 'float16' ? 'fp16' : 'fp32';
+      it(`${family}, dtype ${dtype}: logits near the float64 reference; generate() equals layerquant's greedy decode on the file`, async () => {
+        const outDir = join(root, `float-${family}-${dtype}`);
+        const report = await exportOnnx({ modelDir, outDir, activations });
+        expect(report.file).toBe(dtype === 'fp16' ? 'onnx/model_fp16.onnx' : 'onnx/model.onnx');
+        expect(report.dtype).toBe(dtype);
+        expect(report.notes.join('\n')).toMatch(/a float export \(no matrix is quantized\)/);
+        expect((JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8')) as { 'transformers.js_config': { dtype: string } })['transformers.js_config'].dtype).toBe(dtype);
+        const prompt = [5, 17, 42, 8, 63, 2];
+        // fp16 rounds activations and weights to 11 significant bits: about 1e-3 relative, far above fp32's 1e-6.
+        expect(relativeError(await transformersLastLogits(outDir, dtype, prompt), await referenceLastLogits(modelDir, prompt))).toBeLessThan(dtype === 'fp32' ? 1e-5 : 5e-3);
+        const generated = await transformersGenerate(outDir, dtype, prompt, NEW_TOKENS);
+        expect(generated).toHaveLength(NEW_TOKENS);
+        const layerquant = await openOnnxExport(outDir);
+        expect(generated).toEqual(await greedyDecode(layerquant.decoder, prompt, { maxNewTokens: NEW_TOKENS }));
+        await layerquant.dispose();
+        if (dtype === 'fp32') expect(generated).toEqual(await referenceGreedy(modelDir, prompt, NEW_TOKENS));
+      });
+    }
   }
 });

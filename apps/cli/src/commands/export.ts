@@ -1,6 +1,6 @@
 import { InvalidOptionError } from '@layerquant/core';
 import { builtinRegistries, exportModel, resolveModelPath } from '@layerquant/pipeline';
-import { parseCommandArgs, requireString, stringOption } from '../args.js';
+import { checkOverwrite, parseCommandArgs, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, exportResultRows, exportResultSummary, parseExportOptions } from '../flags/export-options.js';
 import { formatRows, jsonLine } from '../output.js';
@@ -26,9 +26,11 @@ export const exportCommand: Command = {
     '  --out <dir>             output directory (required); with --format gguf the .gguf file',
     ...EXPORT_OPTION_HELP,
     '  --json                  one JSON object: file, bytes, bits per weight, notes',
+    '  --force                 replace the exported model in an existing, non-empty --out (refused without it)',
   ].join('\n'),
   async run({ argv, stdout, plugins = builtinRegistries() }) {
-    const { values, positionals } = parseCommandArgs(argv, { out: { type: 'string' }, ...EXPORT_OPTION_SPEC });
+    const { values, positionals } = parseCommandArgs(argv, { out: { type: 'string' }, force: { type: 'boolean' }, ...EXPORT_OPTION_SPEC });
+    checkOverwrite(stringOption(values, 'out'), values.force === true);
     const modelDir = resolveModelPath(requireString(positionals[0], 'quantized-dir', 'layerquant export <quantized-dir> --format onnx --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('quantized-dir', `one directory expected, got ${positionals.length}`);
     const out = requireString(stringOption(values, 'out'), '--out', 'where to write the ONNX directory or the .gguf file, e.g. --out ./model-onnx');

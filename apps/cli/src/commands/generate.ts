@@ -50,8 +50,12 @@ export const generateCommand: Command = {
     const tokenizer = await loadTokenizer(dir);
     const ids = tokenizer.encode(prompt);
     if (ids.length === 0) throw new InvalidOptionError('--prompt', 'encodes to no tokens; give some text');
-    // The prompt and every new token take a position: bounded by the context the model runs (as eval's --seqlen).
-    checkContextLength(ids.length + maxNewTokens, await loadDecoderConfig(dir), '--max-new-tokens', values['allow-long-context'] === true);
+    // The prompt and every new token take a position: bounded by the context the model runs (as eval's --seqlen);
+    // the error names the prompt when it alone is too long (no --max-new-tokens would fit it).
+    const decoderConfig = await loadDecoderConfig(dir);
+    const allowLong = values['allow-long-context'] === true;
+    checkContextLength(ids.length, decoderConfig, '--prompt', allowLong);
+    checkContextLength(ids.length + maxNewTokens, decoderConfig, '--max-new-tokens', allowLong);
     const loading = createSpinner(`loading ${dir}`, !values.json && Boolean(process.stderr.isTTY));
     const { decoder, source } = await openKvDecoder(dir, { accuracyLevel: 0, operators: 'fused', quantizers: plugins.quantizers, ...(threads === undefined ? {} : { threads }) }).finally(() => loading.stop());
     try {

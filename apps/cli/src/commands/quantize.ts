@@ -6,9 +6,8 @@ import type { OnnxFileOptions } from '@layerquant/export';
 import { FILE_TARGET_FLAGS, onnxPlan, parseFileTarget } from '../flags/file-target.js';
 import { openModel } from '@layerquant/tensor-io';
 import { defaultWorkerCount, type QuantizeModelReport } from '@layerquant/quantizers/node';
-import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
+import { checkOverwrite, parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
 import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
 import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportResultRows, exportResultSummary, ggufLinearMatrices, parseExportOptions } from '../flags/export-options.js';
@@ -18,15 +17,6 @@ import { createCostReporter, createProgress, createSpinner, formatSeconds } from
 
 // Matrices differ in size (q_proj vs gate_proj): the time estimate extrapolates from a whole layer's.
 const LAYER_ESTIMATE = { estimateAfter: LINEAR_MODULES.length };
-
-/** An existing, non-empty --out is replaced only with --force (a directory that is not there or empty is fine). */
-function checkOverwrite(outDir: string, force: boolean): void {
-  if (force || !existsSync(outDir) || !statSync(outDir).isDirectory()) return;
-  const entries = readdirSync(outDir).filter((name) => !name.startsWith('.layerquant'));
-  if (entries.length > 0) {
-    throw new InvalidOptionError('--out', `${absolutePath(outDir)} exists and is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); pass --force to replace the quantized model in it, or choose another --out`);
-  }
-}
 
 /** Sizes, error and time of a quantize run: the JSON fields every quantize prints. */
 function reportFields(report: QuantizeModelReport, out: string) {
@@ -150,7 +140,6 @@ export const quantizeCommand: Command = {
     checkOverwrite(target, values.force === true);
     const request = parseExportOptions(values, true);
     // A .gguf file is one file: an existing one is replaced only with --force, as a quantized directory is.
-    if (request?.format === 'gguf' && existsSync(target) && values.force !== true) throw new InvalidOptionError('--out', `${target} exists; pass --force to replace it, or choose another --out`);
     const fileTarget = parseFileTarget(values);
     if (fileTarget && request?.format !== 'onnx') {
       const flag = Object.keys(fileTarget)[0] === 'sizeMiB' ? '--target-size' : '--target-bpw';

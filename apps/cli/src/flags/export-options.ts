@@ -32,7 +32,8 @@ export const EXPORT_OPTION_HELP = [
   '                          counts them, fp16 ranges per 128 groups; the error either adds is in sqErr). An ONNX',
   '                          export of a u8 checkpoint expands its scales to float (MatMulNBits takes float scales)',
   '  --embedding-dtype f32|f16  embed_tokens and lm_head storage (default: the activation type)',
-  '  --activations f32|f16   f16 writes onnx/model_q4f16.onnx: fp16 activations and KV cache, for WebGPU',
+  '  --activations f32|f16   f16 writes onnx/model_q4f16.onnx (model_fp16.onnx for a plain checkpoint): fp16',
+  '                          activations and KV cache, for WebGPU',
   '  --operators fused|standard  fused (default): onnxruntime\'s contrib operators (GroupQueryAttention with its',
   '                          shared KV buffer, SkipSimplifiedLayerNormalization, one MatMulNBits for q/k/v and',
   '                          one for gate/up), about 10 nodes a layer; standard: opset-17 operators and MatMulNBits',
@@ -145,7 +146,7 @@ export function exportSummary(report: ExportReport): Record<string, unknown> {
 export function exportRows(report: ExportReport): Array<[string, string]> {
   return [
     ['onnx', `${report.outDir}/${report.file} (dtype ${report.dtype}; ${(report.fileBytes / 2 ** 20).toFixed(2)} MiB${report.externalDataBytes ? ` + ${(report.externalDataBytes / 2 ** 20).toFixed(2)} MiB external data` : ''})`],
-    ['on disk', `${(report.linearBytes / 2 ** 20).toFixed(2)} MiB, ${report.linearBitsPerWeight.toFixed(4)} bits/weight, linear matrices as stored (MatMulNBits, accuracy level ${report.accuracyLevel}, ${report.activations} activations, ${report.scaleType} scales)`],
+    ['on disk', `${(report.linearBytes / 2 ** 20).toFixed(2)} MiB, ${report.linearBitsPerWeight.toFixed(4)} bits/weight, linear matrices as stored (${report.matrices.some((m) => m.config !== null) ? `MatMulNBits, accuracy level ${report.accuracyLevel}, ${report.activations} activations, ${report.scaleType} scales` : `float MatMul, ${report.activations} activations`})`],
     ...report.notes.map((note): [string, string] => ['note', note]),
     ['export time', formatSeconds(report.seconds)],
   ];
