@@ -53,7 +53,13 @@ describe('quantize --format onnx --target-size', () => {
       const bytes = onnxBytes(out);
       expect(bytes).toBeLessThanOrEqual(targetMiB * 2 ** 20);
       expect(bytes).toBeGreaterThanOrEqual(0.99 * targetMiB * 2 ** 20);
-      const shipped = (JSON.parse(stdout) as { sizes: { shipped: { MiB: number; predictedMiB: number; targetMiB: number; format: string } } }).sizes.shipped;
+      const shipped = (JSON.parse(stdout) as { sizes: { shipped: { MiB: number; bitsPerWeight: number; predictedMiB: number; targetMiB: number; format: string } } }).sizes.shipped;
+      // inspect reads the same file: the same bytes and bits per linear weight (a quantized lm_head is not a linear matrix).
+      const inspected = await cli('inspect', out, '--json');
+      expect(inspected.code, inspected.stderr).toBe(0);
+      const inspectedShipped = (JSON.parse(inspected.stdout) as { sizes: { shipped: { MiB: number; bitsPerWeight: number } } }).sizes.shipped;
+      expect(inspectedShipped.MiB).toBeCloseTo(shipped.MiB, 9);
+      expect(inspectedShipped.bitsPerWeight).toBeCloseTo(shipped.bitsPerWeight, 9);
       expect(shipped.format).toBe('onnx');
       expect(shipped.MiB * 2 ** 20).toBeCloseTo(bytes, 0);
       expect(Math.abs(shipped.predictedMiB - shipped.MiB) / shipped.MiB).toBeLessThan(0.005);

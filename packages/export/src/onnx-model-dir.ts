@@ -141,7 +141,8 @@ export async function summarizeOnnxExport(dir: string, file?: string): Promise<O
   let linearParams = 0;
   let linearMatrices = 0;
   // The fused graph stacks q/k/v and gate/up into one node (or one float initializer) named `a+b+c`: count matrices.
-  const matricesIn = (name: string) => name.split('+').filter((part) => LINEAR_NAME.test(part)).length || 1;
+  // A node of no linear matrix (a quantized lm_head, a MatMulNBits output projection) is not counted with them.
+  const matricesIn = (name: string) => name.split('+').filter((part) => LINEAR_NAME.test(part)).length;
   for (const node of summary.nodes) {
     if (node.opType !== 'MatMulNBits') continue;
     if (![node.ints.K, node.ints.N, node.ints.bits, node.ints.block_size].every((v) => Number.isInteger(v) && v! > 0)) {
@@ -149,6 +150,7 @@ export async function summarizeOnnxExport(dir: string, file?: string): Promise<O
     }
     const key = `b${node.ints.bits}g${node.ints.block_size}`;
     const count = matricesIn(node.name);
+    if (count === 0) continue;
     matMulNBits[key] = (matMulNBits[key] ?? 0) + count;
     linearParams += node.ints.K! * node.ints.N!;
     linearMatrices += count;
