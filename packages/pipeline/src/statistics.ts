@@ -1,6 +1,6 @@
 import type { ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type LinearModule, type MatrixInfo, type MatrixKey, type QuantConfig } from '@layerquant/core';
+import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type LinearModule, type MatrixInfo, type MatrixKey, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG, measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
 import { removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
@@ -8,6 +8,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeChanges, fileContentHash, modelContentHash, settingsKey } from './keys.js';
+import { quantizerSettings } from './plugins.js';
 
 /** The quantizer of the fnorm table (the authors' HQQ error) and of every cell unless `experiment --quantizer`, with its solver settings. */
 export const QUANTIZER_SETTINGS = Object.freeze({ id: hqqQuantizer.id, solver: hqqQuantizer.solver });
@@ -45,6 +46,8 @@ export function computedStatsSettings(options: {
   sensitivity?: boolean;
   /** Measure the fnorm table (default true; false: its ladder is empty, kurtosis is read on its own). */
   fnorm?: boolean;
+  /** The quantizer the tables are measured with, as its settings (`quantizerSettings`; default HQQ, QUANTIZER_SETTINGS). */
+  quantizer?: Readonly<Record<string, unknown>>;
 }): ComputedStatsSettings {
   const ladder = options.fnormConfigs ?? PAPER_CONFIGS;
   return {
@@ -59,7 +62,7 @@ export function computedStatsSettings(options: {
     fnormConfigs: options.fnorm === false ? [] : ladder,
     measuredConfigs: options.measured ? ladder : null,
     ...(options.measured ? { measuredError: 'relative to the residual stream' as const } : {}),
-    quantizer: QUANTIZER_SETTINGS,
+    quantizer: options.quantizer ?? QUANTIZER_SETTINGS,
   };
 }
 
@@ -92,6 +95,12 @@ export interface StatisticsOptions {
    * layer-position rule), nothing is computed and the allocators get this list.
    */
   readonly matrices?: ReadonlyMap<MatrixKey, number>;
+  /**
+   * The quantizer the tables that quantize (fnorm, activation sensitivity, measured) are measured with, and the
+   * options it was configured with (part of the settings key); default HQQ. A calibrated one (GPTQ) quantizes each
+   * matrix with the Hessian of its float inputs on the calibration blocks.
+   */
+  readonly quantizer?: { readonly quantizer: Quantizer; readonly options: Readonly<Record<string, OptionValue>> };
 }
 
 /** MatrixInfo rows of a `layer.module -> params` map. */
@@ -133,7 +142,7 @@ function hasTables(stats: ModelStats, needs: StatisticsOptions['needs'], configs
 }
 
 /** The statistics of a model measured in this process (the default `compute`). */
-export function measureInProcess(modelDir: string, options: Pick<StatisticsOptions, 'order' | 'threads' | 'onStep'>): ComputeStatistics {
+export function measureInProcess(modelDir: string, options: Pick<StatisticsOptions, 'order' | 'threads' | 'onStep' | 'quantizer'>): ComputeStatistics {
   return async (settings, calibrationText) => {
     const measured = await measureModelStatistics(modelDir, {
       calibrationText,
@@ -143,6 +152,7 @@ export function measureInProcess(modelDir: string, options: Pick<StatisticsOptio
       ...(options.order ? { order: options.order } : {}),
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.onStep ? { onStep: options.onStep } : {}),
+      ...(options.quantizer ? { quantizer: options.quantizer.quantizer } : {}),
       fnormConfigs: settings.fnormConfigs,
       ...(settings.measuredConfigs ? { measuredConfigs: settings.measuredConfigs } : {}),
       // An empty list of configs: that table is not measured (no method reads it).
@@ -221,6 +231,7 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
     // Only what the methods read: KurtBoost alone reads the weights' kurtosis, never the model's activations.
     sensitivity: needs.sensitivity,
     fnorm: needs.fnorm,
+    ...(options.quantizer ? { quantizer: quantizerSettings(options.quantizer.quantizer, options.quantizer.options) } : {}),
   });
   const key = settingsKey(settings);
   if (options.cacheDir) {

@@ -6,7 +6,6 @@ import {
   META_GROUP,
   PAPER_CONFIGS,
   EMBEDDING_UNITS,
-  InvalidOptionError,
   NO_LAYER,
   matrixKey,
   type EmbeddingUnit,

@@ -71,10 +71,13 @@ export const quantizeCommand: Command = {
     `layerquant quantize <model-dir> --method ${plugins.allocators.ids().join('|')}`,
     `                    --budget <bpp> [--quantizer ${plugins.quantizers.ids().join('|')}] --out <dir> [allocator options] [--configs <ladder>] [--stats <dir> | --calib <file>] [--json]`,
     '',
+    'A calibrated quantizer (gptq, baq) quantizes layer by layer: the calibration blocks (--calib, --blocks) run through',
+    'the model with the matrices before already quantized, and each matrix is quantized with its inputs\' Hessian.',
+    '',
     'With --config every matrix gets one config. With --budget the method allocates a config per matrix from the',
-    'statistics it needs (computed on the calibration text and cached in <dir>/stats, or read with --stats; uniform',
-    'needs none, kurtboost only the weights\' kurtosis), then quantizes every matrix with --quantizer (default hqq);',
-    'it prints bits per weight, MiB and the extra memory over uniform at the same budget.',
+    'statistics it needs (computed on the calibration text with --quantizer and cached in <dir>/stats, or read with',
+    '--stats; uniform needs none, kurtboost only the weights\' kurtosis), then quantizes every matrix with --quantizer',
+    '(default hqq); it prints bits per weight, MiB and the extra memory over uniform at the same budget.',
     '',
     'Writes <dir>/model.safetensors (packed codes, scales, zeros per matrix; other tensors copied), config and',
     'tokenizer files, and quantization.json. Prints the size of the linear matrices in MiB and bits per weight, in',
@@ -100,7 +103,10 @@ export const quantizeCommand: Command = {
     allocatorHelp(plugins.allocators.list(), '  '),
     '',
     '  --stats <dir>        reuse statistics (`layerquant sensitivity` output or a paper-data directory)',
-    '  --calib <file>       calibration text for activation sensitivity (default: built-in brown-calib)',
+    '  --stats-quantizer <id>  measure the statistics with this quantizer (default: --quantizer\'s; hqq gives the',
+    '                       authors\' tables for any --quantizer)',
+    '  --calib <file>       calibration text of the statistics and of a calibrated quantizer\'s layer pass (gptq, baq)',
+    '                       (default: built-in brown-calib)',
     '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
     '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
     '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
@@ -125,6 +131,7 @@ export const quantizeCommand: Command = {
       stats: { type: 'string' },
       calib: { type: 'string' },
       blocks: { type: 'string' },
+      'stats-quantizer': { type: 'string' },
       force: { type: 'boolean' },
       ...EXPORT_OPTION_SPEC,
     });
@@ -181,6 +188,8 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
   const { quantizer, options: quantizerOptions } = quantizerFromFlags(method, values, plugins, fork);
   const kappa = quantizerOptions.kappa as number | undefined;
   const scaleDtype = checkpointScaleDtype(values);
+  const calib = stringOption(values, 'calib');
+  const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1);
   return async (outDir, log) => {
     const interactive = !values.json && Boolean(process.stderr.isTTY);
     const progress = createProgress('quantize', interactive);
@@ -194,10 +203,12 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
       method,
       scaleDtype,
       workers: defaultWorkerCount(),
-      record: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...quantizerOptions },
+      record: { config: configName(config), axis, roundZero, ...quantizerOptions, ...(quantizer.calibration ? { calibration: calib ? basename(calib) : 'brown-calib', blocks } : {}) },
+      // a calibrated quantizer's layer pass (GPTQ, BAQ) reads the calibration text
+      calibration: { calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
       onPlan: (plan) => {
         loading.stop();
-        cost.plan(`${method} b${config.bits}g${config.groupSize} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE);
+        cost.plan(`${method} ${configName(config)} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), ${quantizer.calibration ? `layer by layer on ${blocks} calibration blocks (collect the inputs' Hessians, quantize, write)` : 'one matrix at a time (read, quantize, write)'}`, LAYER_ESTIMATE);
       },
       onProgress: (p) => {
         loading.stop();
@@ -223,6 +234,9 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
   const statsDir = stringOption(values, 'stats');
   const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1);
   const scaleDtype = checkpointScaleDtype(values);
+  const statsQuantizerId = stringOption(values, 'stats-quantizer');
+  // the run's quantizer keeps its flags' options; another is used with its defaults
+  const statisticsQuantizer = statsQuantizerId === undefined || statsQuantizerId === quantizer.id ? undefined : quantizerFromFlags(statsQuantizerId, {}, plugins);
   return async (outDir, log) => {
     const interactive = !values.json && Boolean(process.stderr.isTTY);
     const loading = createSpinner(`loading ${modelDir}`, interactive);
@@ -241,7 +255,9 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
       statistics: { ...(statsDir ? { statsDir } : {}), cacheDir: join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
       scaleDtype,
       workers: defaultWorkerCount(),
-      record: quantizerOptions,
+      record: { ...quantizerOptions, ...(statisticsQuantizer ? { statisticsQuantizer: statisticsQuantizer.quantizer.id } : {}) },
+      quantizerOptions,
+      ...(statisticsQuantizer ? { statisticsQuantizer } : {}),
       onOpened: () => loading.stop(),
       onStatistics: (step, done, total) => statsProgress.update(done, total, step),
       onStatisticsReady: (source) => statsProgress.done(`from ${source}`),
@@ -266,10 +282,36 @@ function configCounts(allocation: AllocatedQuantizeResult['allocation']): Map<st
   return counts;
 }
 
+/**
+ * What the quantizer reported about the matrices (GPTQ: dead input columns, Hessians that needed more dampening),
+ * summed; null when it reported nothing.
+ */
+function quantizerNotes(report: QuantizeModelReport): { deadColumns: number; matricesWithDeadColumns: number; dampened: number; largestDampening: number } | null {
+  const reported = report.perMatrix.filter((m) => m.report);
+  if (reported.length === 0) return null;
+  const dead = reported.filter((m) => (m.report!.deadColumns ?? 0) > 0);
+  const dampened = reported.filter((m) => (m.report!.dampeningRetries ?? 0) > 0);
+  return {
+    deadColumns: dead.reduce((sum, m) => sum + m.report!.deadColumns!, 0),
+    matricesWithDeadColumns: dead.length,
+    dampened: dampened.length,
+    largestDampening: Math.max(0, ...reported.map((m) => m.report!.dampening ?? 0)),
+  };
+}
+
+function quantizerNoteRows(report: QuantizeModelReport): Array<[string, string]> {
+  const notes = quantizerNotes(report);
+  if (!notes) return [];
+  return [[
+    'hessians',
+    `${notes.matricesWithDeadColumns} matrices had dead input columns (${notes.deadColumns} columns zero on every calibration token: weights zeroed); ${notes.dampened} needed more dampening than asked (largest ${notes.largestDampening} of the mean diagonal)`,
+  ]];
+}
+
 /** The --json fields of a quantize run; `out` is where the model now is (the export's directory with --format onnx). */
 function quantizedJson(q: Quantized, out: string): Record<string, unknown> {
   if (q.kind === 'uniform') {
-    return { method: q.method, quantizer: q.quantizer.id, config: `b${q.config.bits}g${q.config.groupSize}`, axis: q.config.axis, roundZero: q.config.roundZero, kappa: q.kappa ?? null, ...reportFields(q.report, out) };
+    return { method: q.method, quantizer: q.quantizer.id, config: `b${q.config.bits}g${q.config.groupSize}`, axis: q.config.axis, roundZero: q.config.roundZero, kappa: q.kappa ?? null, ...reportFields(q.report, out), quantizerNotes: quantizerNotes(q.report) };
   }
   const { allocation, uniform } = q.result;
   return {
@@ -278,6 +320,7 @@ function quantizedJson(q: Quantized, out: string): Record<string, unknown> {
     budget: q.budget,
     statistics: q.result.statistics,
     ...reportFields(q.report, out),
+    quantizerNotes: quantizerNotes(q.report),
     uniformPaperMiB: uniform?.totals.memoryMB ?? null,
     extraMemoryPercent: q.result.extraMemoryPercent,
     configs: Object.fromEntries(configCounts(allocation)),
@@ -289,7 +332,7 @@ function quantizedJson(q: Quantized, out: string): Record<string, unknown> {
 /** The terminal report of a quantize run. */
 function quantizedText(q: Quantized, out: string): string {
   const { report } = q;
-  const tail: Array<[string, string]> = [['sq. error', report.sqErr.toPrecision(8)], ['time', timeText(report)]];
+  const tail: Array<[string, string]> = [...quantizerNoteRows(report), ['sq. error', report.sqErr.toPrecision(8)], ['time', timeText(report)]];
   if (q.kind === 'uniform') {
     const { config, kappa } = q;
     return formatRows([
