@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ALLOCATOR_PLUGINS, floorStop, parseMethodName } from '@layerquant/allocators';
-import { formatResultsCsv, formatResultsMarkdown } from '@layerquant/experiment';
+import { formatResultsCsv, formatResultsMarkdown, rowForFile, rowFromFile } from '@layerquant/experiment';
 
 const { values, positionals } = parseArgs({ options: { out: { type: 'string' }, order: { type: 'string' }, between: { type: 'string' } }, allowPositionals: true });
 if (!values.out || positionals.length === 0) {
@@ -24,7 +24,8 @@ for (const run of runs) {
 }
 const rows = [];
 for (const run of runs) {
-  for (const row of run.rows) {
+  // A row of results.json (`perplexity`; `ppl` in version 2 files) as the report functions take it.
+  for (const row of run.rows.map(rowFromFile)) {
     if (rows.some((r) => r.method === row.method && r.budget === row.budget)) throw new Error(`${run.dir}: ${row.method} @ ${row.budget} is in two runs`);
     rows.push({ ...row, extraMemoryPercent: row.extraMemoryPercent ?? Number.NaN });
   }
@@ -56,5 +57,5 @@ const write = (name, text) => {
 };
 write('results.md', md);
 write('results.csv', formatResultsCsv(rows));
-write('results.json', `${JSON.stringify({ settings: { ...s, stats: [...new Set(runs.map((r) => r.settings.stats))].join(' and '), merged: runs.map((r) => r.dir) }, rows }, (_, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 1)}\n`);
+write('results.json', `${JSON.stringify({ settings: { ...s, stats: [...new Set(runs.map((r) => r.settings.stats))].join(' and '), merged: runs.map((r) => r.dir) }, rows: rows.map(rowForFile) }, (_, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 1)}\n`);
 console.log(md);

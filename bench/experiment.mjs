@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { datasets } from '@layerquant/datasets';
-import { parseBudgets, parseMethods, prepareGrid, runGrid } from '@layerquant/experiment';
+import { expandMethodList } from '@layerquant/allocators';
+import { parseBudgets, prepareGrid, runGrid } from '@layerquant/experiment';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const model = join(root, 'packages/fixtures/models/llama-brown-26m');
@@ -17,7 +18,7 @@ const { values } = parseArgs({ options: { budgets: { type: 'string', default: '2
 const oracle = JSON.parse(readFileSync(join(oracleDir, 'oracles.json'), 'utf8'));
 const methods = 'hqq,mxq,sensiboost-2-1,sensiboost-3-0,kurtboost-2-1,kurtboost-3-0';
 const started = performance.now();
-const grid = await prepareGrid({ modelDir: model, methods: parseMethods(methods), budgets: parseBudgets(values.budgets), textPath: datasets['brown-test'] });
+const grid = await prepareGrid({ modelDir: model, methods: expandMethodList(methods), budgets: parseBudgets(values.budgets), textPath: datasets['brown-test'] });
 const { rows } = await runGrid(grid, { outDir: values.out, statistics: { statsDir: oracleDir, calibrationPath: datasets['brown-calib'], calibrationName: 'brown-calib', blocks: 128 } });
 const seconds = (performance.now() - started) / 1000;
 console.log('| budget | method | bpp (ours) | bpp (oracle) | perplexity (ours) | perplexity (PyTorch) | difference |');

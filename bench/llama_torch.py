@@ -26,6 +26,30 @@ def load_safetensors(d, keep=None):
     return W
 
 
+def hqq_dequantized(W, bits, group, axis, optimize=True):
+    """HQQ as upstream mobiusml/hqq: RTN init, then the proximal solver on the zero point only (fp32); optimize=False is RTN."""
+    shape = W.shape
+    Wg = W.float().reshape(-1, group) if axis == 1 else W.float().reshape(group, -1)
+    mn = Wg.min(dim=axis, keepdim=True)[0]; mx = Wg.max(dim=axis, keepdim=True)[0]
+    max_v = 2 ** bits - 1
+    denom = mx - mn
+    scale = max_v / denom
+    scale = torch.where(denom.abs() <= 1e-4, torch.ones_like(scale), scale).clamp(max=2e4)
+    zero = -mn * scale
+    p, beta, best = 0.7, 10.0, float('inf')
+    for _ in range(20 if optimize else 0):
+        Wq = torch.round(Wg * scale + zero).clamp(0, max_v)
+        Wr = (Wq - zero) / scale
+        We = Wg - Wr
+        We = torch.sign(We) * F.relu(We.abs() - (1.0 / beta) * torch.pow(We.abs(), p - 1))
+        zero = torch.mean(Wq - (Wg - We) * scale, dim=axis, keepdim=True)
+        err = (Wg - Wr).abs().mean().item()
+        if err < best: best = err
+        else: break
+    Wq = torch.round(Wg * scale + zero).clamp(0, max_v)
+    return ((Wq - zero) / scale).reshape(shape)
+
+
 MODULES = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']
 
 

@@ -1,36 +1,25 @@
 # PyTorch anchor for bench/perplexity.mjs: the plain fp32 Llama forward of ../shared/anchors/torch_cpu_anchor.py
 # (BF16/F16 weights widened to fp32, RMSNorm, rotate_half rotary, repeat_interleave GQA, causal softmax, SiLU MLP),
 # non-overlapping windows of seqlen, cross-entropy over seqlen-1 tokens each, on 2 threads.
-# usage: /usr/bin/python3 bench/perplexity_anchor.py MODEL_DIR IDS_JSON SEQLEN [THREADS] [MAX_TOKENS]
-import glob, json, math, struct, sys, time
+# With --allocation FILE (a `layerquant allocate --json` allocation: {"<layer>.<module>": "b4g64" | null}) every
+# matrix given a config is replaced by its HQQ dequantization first (llama_torch.hqq_dequantized: upstream HQQ,
+# axis 1): the oracle of an experiment cell, for bench/experiment-oracle-windows.mjs.
+# usage: /usr/bin/python3 bench/perplexity_anchor.py MODEL_DIR IDS_JSON SEQLEN [THREADS] [MAX_TOKENS] [--allocation FILE]
+# Prints one JSON object: ppl, seconds, tokens, windowNll (summed NLL of each window), windowTokens (scored tokens).
+import json, math, re, sys, time
 import torch, torch.nn.functional as F
+from llama_torch import hqq_dequantized, load_safetensors
 
-model_dir, ids_path, seqlen = sys.argv[1], sys.argv[2], int(sys.argv[3])
-torch.set_num_threads(int(sys.argv[4]) if len(sys.argv) > 4 else 2)
+argv = sys.argv[1:]
+allocation_path = None
+if '--allocation' in argv:
+    at = argv.index('--allocation')
+    allocation_path = argv[at + 1]
+    del argv[at:at + 2]
+model_dir, ids_path, seqlen = argv[0], argv[1], int(argv[2])
+torch.set_num_threads(int(argv[3]) if len(argv) > 3 else 2)
 
-
-def load(d):
-    weights = {}
-    for path in sorted(glob.glob(d + '/*.safetensors')):
-        data = open(path, 'rb').read()
-        n = struct.unpack('<Q', data[:8])[0]
-        header = json.loads(data[8:8 + n])
-        for name, info in header.items():
-            if name == '__metadata__':
-                continue
-            start, end = info['data_offsets']
-            raw = bytearray(data[8 + n + start:8 + n + end])
-            if info['dtype'] == 'BF16':
-                t = torch.frombuffer(raw, dtype=torch.int16).to(torch.int32).bitwise_left_shift(16).view(torch.float32)
-            elif info['dtype'] == 'F16':
-                t = torch.frombuffer(raw, dtype=torch.float16).float()
-            else:
-                t = torch.frombuffer(raw, dtype=torch.float32).clone()
-            weights[name] = t.reshape(info['shape'])
-    return weights
-
-
-W = load(model_dir)
+W = load_safetensors(model_dir)
 cfg = json.load(open(model_dir + '/config.json'))
 H, nh, nkv = cfg['hidden_size'], cfg['num_attention_heads'], cfg['num_key_value_heads']
 hd = cfg.get('head_dim') or H // nh
@@ -71,15 +60,26 @@ def forward(tokens):
     return rms(x, W['model.norm.weight']) @ head.T
 
 
+if allocation_path:
+    with torch.no_grad():
+        for key, config in json.load(open(allocation_path)).items():
+            if config is None:
+                continue
+            layer, module = key.split('.', 1)
+            bits, group = map(int, re.fullmatch(r'b(\d+)g(\d+)', config).groups())
+            name = f'model.layers.{layer}.{module}.weight'
+            W[name] = hqq_dequantized(W[name], bits, group, 1)
+
 ids = torch.tensor(json.load(open(ids_path)))
-if len(sys.argv) > 5:
-    ids = ids[:int(sys.argv[5])]
+if len(argv) > 4:
+    ids = ids[:int(argv[4])]
 windows = ids.numel() // seqlen
-nll = 0.0
+window_nll = []
 start = time.perf_counter()
 with torch.no_grad():
     for i in range(windows):
         chunk = ids[i * seqlen:(i + 1) * seqlen]
-        nll += F.cross_entropy(forward(chunk)[:-1], chunk[1:], reduction='sum').item()
+        window_nll.append(F.cross_entropy(forward(chunk)[:-1], chunk[1:], reduction='sum').item())
 seconds = time.perf_counter() - start
-print(json.dumps({'ppl': math.exp(nll / (windows * (seqlen - 1))), 'seconds': seconds, 'tokens': windows * seqlen}), flush=True)
+print(json.dumps({'ppl': math.exp(sum(window_nll) / (windows * (seqlen - 1))), 'seconds': seconds, 'tokens': windows * seqlen,
+                  'windowNll': window_nll, 'windowTokens': [seqlen - 1] * windows}), flush=True)

@@ -14,7 +14,7 @@
 import json, sys, time, argparse
 import torch
 import torch.nn.functional as F
-from llama_torch import MODULES, Llama, load_safetensors
+from llama_torch import MODULES, Llama, hqq_dequantized, load_safetensors
 
 parser = argparse.ArgumentParser()
 parser.add_argument('model_dir'); parser.add_argument('ids'); parser.add_argument('blocks', type=int); parser.add_argument('seqlen', type=int)
@@ -27,30 +27,6 @@ parser.add_argument('--dequantized', default=None)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 dtype = torch.float64 if args.float64 else torch.float32
-
-
-def hqq_dequantized(W, bits, group, axis, optimize=True):
-    """HQQ as upstream mobiusml/hqq: RTN init, then the proximal solver on the zero point only (fp32); optimize=False is RTN."""
-    shape = W.shape
-    Wg = W.float().reshape(-1, group) if axis == 1 else W.float().reshape(group, -1)
-    mn = Wg.min(dim=axis, keepdim=True)[0]; mx = Wg.max(dim=axis, keepdim=True)[0]
-    max_v = 2 ** bits - 1
-    denom = mx - mn
-    scale = max_v / denom
-    scale = torch.where(denom.abs() <= 1e-4, torch.ones_like(scale), scale).clamp(max=2e4)
-    zero = -mn * scale
-    p, beta, best = 0.7, 10.0, float('inf')
-    for _ in range(20 if optimize else 0):
-        Wq = torch.round(Wg * scale + zero).clamp(0, max_v)
-        Wr = (Wq - zero) / scale
-        We = Wg - Wr
-        We = torch.sign(We) * F.relu(We.abs() - (1.0 / beta) * torch.pow(We.abs(), p - 1))
-        zero = torch.mean(Wq - (Wg - We) * scale, dim=axis, keepdim=True)
-        err = (Wg - Wr).abs().mean().item()
-        if err < best: best = err
-        else: break
-    Wq = torch.round(Wg * scale + zero).clamp(0, max_v)
-    return ((Wq - zero) / scale).reshape(shape)
 
 
 W = load_safetensors(args.model_dir)

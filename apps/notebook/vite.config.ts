@@ -1,28 +1,27 @@
 import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { builtinModules } from 'node:module';
-import { join, normalize, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineConfig, type Connect, type Plugin } from 'vite';
 import { workspaceAlias } from '../../vitest.shared';
-import { layerquantPluginModules } from './plugin-modules';
+import { layerquantPluginModules, pluginSpecifiers } from './plugin-modules';
 
 const NODE_BUILTINS = new Set([...builtinModules, ...builtinModules.map((name) => `node:${name}`)]);
-const STUB = '\0layerquant-node-only:';
 
 /**
- * Workspace modules that run only in Node (files, onnxruntime-node, transformers' tokenizer loader). The
- * browser-safe parts of those packages have their own entries, which the page imports: tensor-io/browser,
- * runtime/graph, perplexity/browser, sensitivity/browser.
+ * Workspace modules that run only in Node (files, onnxruntime-node). The packages' browser-safe entries, which the
+ * page imports, never reach them: tensor-io/browser, runtime/graph, perplexity/browser, sensitivity/browser and the
+ * main entries of core, quantizers, stats and allocators.
  */
 const NODE_ONLY_PACKAGES = new RegExp(
   [
     String.raw`/packages/(?:tensor-io|sensitivity|perplexity)/src/index\.ts`,
-    String.raw`/packages/runtime/src/(?:backend-node|testing)\.ts`,
+    String.raw`/packages/runtime/src/(?:backend-node|testing|test-models)\.ts`,
     String.raw`/packages/export/src/(?!browser\.ts|matmul-nbits\.ts|onnx-cost\.ts)`,
-    String.raw`/packages/tensor-io/src/(?:checkpoint|config|tokenizer|inspect|atomic|output-dir|safetensors)\.ts`,
+    String.raw`/packages/tensor-io/src/(?:checkpoint|config|tokenizer-node|inspect|atomic|output-dir|safetensors|model|model-file-set|input-file|content-hash)\.ts`,
     String.raw`/packages/perplexity/src/text-file\.ts`,
-    String.raw`/packages/sensitivity/src/(?:model-statistics|stats-directory|activation-sensitivity|metrics)\.ts`,
+    String.raw`/packages/sensitivity/src/(?:model-statistics|stats-directory|activation-sensitivity|metrics|measure-metrics)\.ts`,
     String.raw`/packages/fixtures/src/`,
     String.raw`/node_modules/(?:onnxruntime-node|@huggingface/transformers)/`,
   ].join('|'),
@@ -30,63 +29,26 @@ const NODE_ONLY_PACKAGES = new RegExp(
 /** onnxruntime-web's WebAssembly binary: the one .wasm asset the page needs (the decoder runs in it). */
 const ORT_WASM = /(?:^|\/)ort-wasm-simd-threaded[\w.-]*\.wasm$/;
 
-const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
-
-/** A stand-in for a Node built-in: every export exists (so imports link) and throws if the page ever uses it. */
-async function builtinStub(builtin: string): Promise<string> {
-  const names = Object.keys(await import(builtin)).filter((name) => IDENTIFIER.test(name) && name !== 'default');
-  const fail = `Node-only "${builtin}" used in the browser`;
-  return [
-    `function unavailable() { throw new Error(${JSON.stringify(fail)}); }`,
-    ...names.map((name) => `export function ${name}() { unavailable(); }`),
-    'export default {};',
-  ].join('\n');
-}
-
 /**
- * The page runs the allocator and quantizer packages in the browser, so no Node-only code may run there. A
- * package entry may still re-export Node-only modules the page never calls: Node built-ins resolve to stubs
- * whose exports throw (so modules still link, in dev and build), the Node-only workspace packages to an empty
- * stub in the build, each such import is reported as a warning (the package should move it behind a `/node`
- * subpath), and the build fails if anything of a stub survives tree-shaking, i.e. if the page would use it.
+ * The page runs the allocator, quantizer and statistics packages in the browser, so no Node-only code may reach it:
+ * a Node built-in or a Node-only workspace module imported from anything the page bundles is a build error naming
+ * the importer (no stubs: the packages' browser entries must not need them).
  */
 function forbidNodeOnlyCode(): Plugin {
-  const stubbed = new Map<string, Set<string>>();
-  let building = false;
   return {
     name: 'layerquant:forbid-node-only-code',
     enforce: 'pre',
-    configResolved(config) {
-      building = config.command === 'build';
-    },
     resolveId(source, importer) {
-      if (!NODE_BUILTINS.has(source) && !(building && NODE_ONLY_PACKAGES.test(source))) return null;
-      const importers = stubbed.get(source) ?? new Set<string>();
-      importers.add(importer ?? '?');
-      stubbed.set(source, importers);
-      return `${STUB}${source}`;
+      if (NODE_BUILTINS.has(source)) this.error(`"${source}" (a Node built-in) is imported by ${importer ?? '?'}: the notebook must stay browser-safe`);
+      return null;
     },
-    async load(id) {
-      if (!id.startsWith(STUB)) return null;
-      const source = id.slice(STUB.length);
-      if (NODE_BUILTINS.has(source)) return builtinStub(source);
-      return { code: 'export default {};', syntheticNamedExports: true };
-    },
-    buildEnd() {
-      if (!building) return;
-      for (const [source, importers] of stubbed) {
-        this.warn(`"${source}" is imported by ${[...importers].join(', ')}: Node-only code reachable from a browser entry (tree-shaken; move it behind a /node subpath)`);
-      }
+    load(id) {
+      if (NODE_ONLY_PACKAGES.test(id)) this.error(`${id} is Node-only code reached from the page; import the package's browser-safe entry instead`);
+      return null;
     },
     generateBundle(_options, bundle) {
       for (const output of Object.values(bundle)) {
         if (output.type === 'asset' && /\.wasm$/.test(output.fileName) && !ORT_WASM.test(output.fileName)) this.error(`${output.fileName}: a WebAssembly asset of a Node-only dependency was emitted`);
-        if (output.type !== 'chunk') continue;
-        for (const [id, info] of Object.entries(output.modules)) {
-          if (info.renderedLength > 0 && (id.startsWith(STUB) || NODE_ONLY_PACKAGES.test(id))) {
-            this.error(`${id.replace(STUB, '')} is Node-only code bundled into ${output.fileName}; the notebook must stay browser-safe`);
-          }
-        }
       }
     },
   };
@@ -99,7 +61,8 @@ const datasetsDir = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..
 /** What the page loads besides its bundle: the shipped model directory (packages/fixtures) and the evaluation text (packages/datasets). */
 export const SERVED_FIXTURES: readonly { readonly url: string; readonly dir: string; readonly files: (name: string) => boolean }[] = [
   // Weights, config and tokenizer only: oracles/ and the PyTorch references stay out of the site.
-  { url: 'models/llama-brown-26m/', dir: join(fixturesDir, 'models/llama-brown-26m'), files: (name) => /\.(safetensors|json)$/.test(name) && !name.startsWith('reference-') },
+  { url: 'models/llama-brown-26m/', dir: join(fixturesDir, 'models/llama-brown-26m'), files: (name) => /^[^/]+\.(safetensors|json)$/.test(name) && !name.startsWith('reference-') },
+  // Names are direct children only: `oracles/oracles.json` is no file of the model's.
   { url: 'data/', dir: join(datasetsDir, 'data'), files: (name) => name === 'brown-test.txt' },
   { url: 'paper-data/llama-2-7b/', dir: join(fixturesDir, 'paper-data/llama-2-7b'), files: (name) => name === 'published-results.csv' },
 ];
@@ -128,7 +91,13 @@ function serveFixtures(): Plugin {
         return;
       }
       const file = normalize(join(fixture.dir, name));
-      if (!file.startsWith(fixture.dir + sep) || !existsSync(file) || !fixture.files(name)) break;
+      if (!file.startsWith(fixture.dir + sep) || !existsSync(file)) continue; // not the fixture's: the page's own (public/)
+      if (!fixture.files(name)) {
+        // A file of the fixture that the page does not need (oracles/, the PyTorch references): refused, not served.
+        response.statusCode = 404;
+        response.end();
+        return;
+      }
       response.setHeader('content-length', String(statSync(file).size));
       createReadStream(file).pipe(response);
       return;
@@ -158,9 +127,28 @@ function serveFixtures(): Plugin {
   };
 }
 
+const workspaceRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
+
+/**
+ * What the dev server may serve from disk (`/@fs/...`, its file system access): the page's own folder, the sources of
+ * the workspace packages it imports, the installed dependencies, and the LAYERQUANT_PLUGINS modules. Not the rest of
+ * the workspace: the fixtures' oracles and PyTorch references, bench scripts, notes (the fixtures the page needs come
+ * through serveFixtures, file by file, as the built site has them).
+ */
+export function servedDirectories(plugins: readonly string[] = pluginSpecifiers()): string[] {
+  const packages = join(workspaceRoot, 'packages');
+  return [
+    resolve(fileURLToPath(new URL('.', import.meta.url))),
+    ...readdirSync(packages).map((name) => join(packages, name, 'src')).filter((dir) => existsSync(dir)),
+    join(workspaceRoot, 'node_modules'),
+    ...plugins.filter((p) => isAbsolute(p)).map((p) => dirname(p)),
+  ];
+}
+
 export default defineConfig({
   // Relative asset URLs, so dist/ works from any folder or static host.
   base: './',
+  server: { fs: { strict: true, allow: servedDirectories(), deny: ['.env', '.env.*', '*.{crt,pem}', '**/.git/**', '**/oracles/**', '**/reference-*.json', '**/*.py'] } },
   // Workspace packages resolve to their sources: the notebook needs no build of its siblings.
   // The runtime's onnxruntime backend is onnxruntime-web in the page (before workspaceAlias, which maps it for Node).
   resolve: { alias: [{ find: /^#ort-backend$/, replacement: runtimeWebBackend }, ...workspaceAlias] },

@@ -2,8 +2,8 @@ import { createRequire } from 'node:module';
 import { LayerquantError } from '@layerquant/core';
 import type { Command, CommandContext } from './command.js';
 import { commands } from './commands/index.js';
-import { loadPlugins, type PluginRegistries } from '@layerquant/pipeline';
-import { splitPluginArgs } from './args.js';
+import { loadPlugins, settledOrIdle, type PluginRegistries } from '@layerquant/pipeline';
+import { closestName, splitPluginArgs } from './args.js';
 import { SCHEMA_VERSION, formatRows, jsonError } from './output.js';
 
 /** The version of the layerquant package (package.json sits one folder above src/ and dist/). */
@@ -12,7 +12,7 @@ export const VERSION: string = (createRequire(import.meta.url)('../package.json'
 function help(): string {
   const lines = ['layerquant: layer-sensitive mixed-precision quantization of LLM weights', '', 'Commands:'];
   lines.push(formatRows(commands.map((c) => [c.name, c.summary]), { indent: '  ', keyWidth: 12 }).trimEnd());
-  lines.push('', 'Run `layerquant <command> --help` for the options of a command; `layerquant --version` prints the version.');
+  lines.push('', 'Run `layerquant <command> --help` (or `layerquant help <command>`) for the options of a command; `layerquant --version` prints the version.');
   lines.push('Every command takes --json: one JSON object on stdout (schema: docs/json-schema.md), errors included.');
   return lines.join('\n');
 }
@@ -44,23 +44,29 @@ export async function runCli(argv: string[], io: Pick<CommandContext, 'stdout' |
     io.stdout(json ? `${JSON.stringify({ command: 'version', schemaVersion: SCHEMA_VERSION, version: VERSION })}\n` : `layerquant ${VERSION}\n`);
     return 0;
   }
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
+  // `help <command>` is `<command> --help`; `help` alone (or no command) the general help.
+  const helpTopic = name === 'help' ? rest.find((arg) => !arg.startsWith('-')) : undefined;
+  if (!name || name === '--help' || name === '-h' || (name === 'help' && helpTopic === undefined)) {
     io.stdout(`${help()}\n`);
     return name ? 0 : 1;
   }
-  const command: Command | undefined = commands.find((c) => c.name === name);
+  const commandName = helpTopic ?? name;
+  const command: Command | undefined = commands.find((c) => c.name === commandName);
   if (!command) {
-    const message = `unknown command "${name}"; commands: ${commands.map((c) => c.name).join(', ')}`;
+    const suggestion = closestName(commandName, commands.map((c) => c.name));
+    const message = `unknown command "${commandName}"${suggestion ? `; did you mean ${suggestion}?` : ''}; commands: ${commands.map((c) => c.name).join(', ')}`;
     if (json) io.stdout(jsonError(null, 'UNKNOWN_COMMAND', message));
     io.stderr(`layerquant: error: ${message}\n`);
     return 1;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  if (helpTopic !== undefined || rest.includes('--help') || rest.includes('-h')) {
     io.stdout(`${typeof command.usage === 'function' ? command.usage(plugins) : command.usage}\n`);
     return 0;
   }
   try {
-    await command.run({ argv: rest, ...io, plugins });
+    // A promise nothing can settle (a plug-in's metric or quantizer that never returns) ends the event loop: named
+    // here instead of Node's silent exit 13.
+    await settledOrIdle(command.run({ argv: rest, ...io, plugins }), () => new LayerquantError('STALLED', `${command.name} stopped with work that nothing can finish (a plug-in whose promise never settles?)`));
     return 0;
   } catch (error) {
     if (error instanceof LayerquantError) {

@@ -38,6 +38,16 @@ export function mib(bytes: number): number {
   return bytes / MIB;
 }
 
+/** `17.21 MiB, 6.55 bits per linear weight (the shipped onnx file: every byte; predicted 17.21 MiB; target 17.40 MiB)`. */
+export function shippedText(s: NonNullable<Sizes['shipped']>): string {
+  const notes = [
+    `the shipped ${s.format} file, every byte`,
+    ...(s.predictedMiB === undefined ? [] : [`predicted ${s.predictedMiB.toFixed(2)} MiB`]),
+    ...(s.targetMiB === undefined ? [] : [`target ${s.targetMiB.toFixed(2)} MiB`]),
+  ];
+  return `${s.MiB.toFixed(2)} MiB, ${s.bitsPerWeight.toFixed(4)} bits per linear weight (${notes.join('; ')})`;
+}
+
 /** Key/value rows of the terminal report for a Sizes. */
 export function sizeRows(s: Sizes): Array<[string, string]> {
   const rows: Array<[string, string]> = [];
@@ -45,6 +55,7 @@ export function sizeRows(s: Sizes): Array<[string, string]> {
     rows.push(['paper size', `${s.paperMiB.toFixed(2)} MiB, ${s.paperBitsPerWeight.toFixed(4)} bits/weight (paper accounting: 8-bit scale and zero per group)`]);
   }
   if (s.diskMiB !== null && s.diskBitsPerWeight !== null) rows.push(['on disk', `${s.diskMiB.toFixed(2)} MiB, ${s.diskBitsPerWeight.toFixed(4)} bits/weight (linear matrices as stored)${s.fileMiB === undefined ? '' : `; ${s.fileMiB.toFixed(2)} MiB weight files`}`]);
+  if (s.shipped) rows.push(['shipped', shippedText(s.shipped)]);
   return rows;
 }
 

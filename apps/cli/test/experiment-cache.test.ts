@@ -5,8 +5,8 @@ import { copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { ExperimentRow } from '@layerquant/experiment';
-import { ensureStatistics, modelContentHash, type ComputedStatsSettings } from '@layerquant/pipeline';
+import type { ResultsFileRow } from '@layerquant/experiment';
+import { ensureStatistics, modelContentHash, type ComputedStatsSettings, type StatisticsRequest } from '@layerquant/pipeline';
 
 interface JsonRow {
   readonly method: string;
@@ -16,7 +16,7 @@ interface JsonRow {
 }
 import { bin, binPath, cli } from './run-cli.js';
 
-const needs = { fnorm: true, sensitivity: true, kurtosis: true };
+const needs = ['fnorm', 'sensitivity', 'kurtosis'];
 
 /** A copy of the shipped model: small files copied, shards linked, except `copied` (a real copy to edit). */
 function modelCopy(copied?: string): string {
@@ -57,8 +57,8 @@ describe('statistics cache keyed by settings', () => {
     const calls: ComputedStatsSettings[] = [];
     // The measurement is the sensitivity package's (tested there); here the tables are the shipped oracles', so
     // the test exercises only which settings reuse which cache.
-    const compute = async (settings: ComputedStatsSettings) => {
-      calls.push(settings);
+    const compute = async (request: StatisticsRequest) => {
+      calls.push(request.settings);
       return loadStatsDirectory(shippedOraclesDir);
     };
     const notes: string[] = [];
@@ -108,13 +108,13 @@ describe('experiment cells keyed by settings', () => {
     expect(b.code).toBe(0);
     expect(b.stderr).toMatch(/not reusing hqq @ 3\.25 .*maxTokens 1024 -> 1536/);
     expect(rowsOf(b.stdout)[0]!.perplexity).not.toBe(rowsOf(a.stdout)[0]!.perplexity);
-    const saved = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: Record<string, { row: ExperimentRow }> };
+    const saved = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: Record<string, { row: ResultsFileRow }> };
     expect(Object.keys(saved.cells)).toHaveLength(2);
     // Per-window NLL: the windows' sums over their tokens give back the cell's perplexity.
     for (const cell of Object.values(saved.cells)) {
       const sum = cell.row.windowNll!.reduce((s, x) => s + x, 0);
       const tokens = cell.row.windowWeights!.reduce((s, x) => s + x, 0);
-      expect(Math.abs(Math.exp(sum / tokens) - cell.row.ppl) / cell.row.ppl).toBeLessThan(1e-12);
+      expect(Math.abs(Math.exp(sum / tokens) - cell.row.perplexity) / cell.row.perplexity).toBeLessThan(1e-12);
     }
     expect(readFileSync(join(out, 'results.csv'), 'utf8').trim().split('\n')).toHaveLength(2);
     const c = await cli(...base, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1024', '--out', out);

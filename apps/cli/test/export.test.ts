@@ -25,10 +25,10 @@ describe('layerquant export, quantize --format onnx, generate', () => {
     expect(json.sizes.paperBitsPerWeight.toFixed(4)).toBe('2.2539');
     expect(json.out).toBe(out);
     expect(json.export).toMatchObject({ file: join(out, 'onnx', 'model_q4.onnx'), dtype: 'q4', accuracyLevel: 4 });
-    // per matrix [N, K]: 2-bit codes, an fp32 scale and fp32 zero correction per group of 64, 2-bit zero points
-    // packed per row into whole bytes (ceil(K/64 * 2 / 8))
+    // per matrix [N, K]: 2-bit codes, an fp16 scale and fp16 zero correction per group of 64 (--scale-dtype's default),
+    // 2-bit zero points packed per row into whole bytes (ceil(K/64 * 2 / 8))
     const shapes = [[256, 256], [128, 256], [128, 256], [256, 256], [640, 256], [640, 256], [256, 640]] as const;
-    const bytes = 32 * shapes.reduce((sum, [n, k]) => sum + (n * k) / 4 + n * (k / 64) * 8 + n * Math.ceil((k / 64) * 2 / 8), 0);
+    const bytes = 32 * shapes.reduce((sum, [n, k]) => sum + (n * k) / 4 + n * (k / 64) * 4 + n * Math.ceil((k / 64) * 2 / 8), 0);
     expect(json.export.sizes.diskBitsPerWeight).toBeCloseTo((8 * bytes) / 22_020_096, 12);
     expect(readdirSync(out).sort()).toEqual(['config.json', 'generation_config.json', 'onnx', 'quantization.json', 'tokenizer.json', 'tokenizer_config.json']);
     expect(readdirSync(scratch).filter((f) => f.endsWith('.tmp'))).toEqual([]);
@@ -67,7 +67,8 @@ describe('layerquant export, quantize --format onnx, generate', () => {
     expect((await cli('quantize', shippedModelDir, '--method', 'rtn', '--config', 'b4g64', '--axis', '0', '--out', strided)).code).toBe(0);
     const cases: Array<[string[], RegExp]> = [
       [['export', strided, '--format', 'onnx', '--out', join(scratch, 'x')], /axis 0.*--axis 1/],
-      [['export', checkpoint, '--format', 'gguf', '--out', join(scratch, 'x')], /--format/],
+      [['export', checkpoint, '--format', 'tflite', '--out', join(scratch, 'x')], /--format/],
+      [['export', checkpoint, '--format', 'gguf', '--out', join(scratch, 'x')], /--out.*\.gguf/],
       [['export', checkpoint, '--out', join(scratch, 'x')], /--format onnx/],
       [['export', checkpoint, '--format', 'onnx', '--accuracy-level', '2', '--out', join(scratch, 'x')], /--accuracy-level/],
       [['quantize', shippedModelDir, '--config', 'b4g64', '--out', join(scratch, 'y'), '--activations', 'f16'], /--format onnx/],

@@ -23,6 +23,6 @@ describe('layerquant inspect', () => {
       expect(stderr.trim().split('\n')).toHaveLength(1);
       expect(stderr).toMatch(/^layerquant: error: /);
     }
-    expect((await cli('inspect', '/no/such/model')).stderr).toContain('/no/such/model/config.json');
+    expect((await cli('inspect', '/no/such/model')).stderr).toContain('/no/such/model: does not exist');
   });
 });

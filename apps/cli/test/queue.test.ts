@@ -277,3 +277,46 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     }
   }, 120_000);
 });
+
+// Its own block: it needs no reference grid of the suite above.
+describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real redis-server on 127.0.0.1)', () => {
+  /** The statistics cache of a grid's --out: file name -> content, per table file (settings.json aside). */
+  const cachedTables = (out: string): Record<string, string> => {
+    const cache = join(out, 'stats');
+    const keys = readdirSync(cache).filter((name) => !name.startsWith('.'));
+    expect(keys).toHaveLength(1);
+    const dir = join(cache, keys[0]!);
+    return Object.fromEntries(readdirSync(dir).filter((f) => f.endsWith('.csv')).sort().map((f) => [f, readFileSync(join(dir, f), 'utf8')]));
+  };
+
+  it('computes its own statistics, table for table what the grid measures in process: KurtBoost without --stats, and fnorm, sensitivity, kurtosis, measured', async () => {
+    const redis = await startRedis();
+    try {
+      const workers = [worker(redis), worker(redis)];
+      const grids = [
+        ['experiment', shippedModelDir, '--methods', 'kurtboost-2-1', '--budgets', '3.25', '--no-fp', '--max-tokens', '1024', '--json'],
+        // Every built-in table: fnorm (sensi-milp, kurt-milp), sensitivity, kurtosis, measured; a short ladder and one block.
+        ['experiment', shippedModelDir, '--methods', 'sensi-milp-1,kurt-milp-1,measured', '--configs', 'b2g64,b4g64', '--budgets', '3', '--blocks', '1', '--no-fp', '--max-tokens', '1024', '--json'],
+      ];
+      const expectedTables = [['kurtosis.csv'], ['fnorm.csv', 'kurtosis.csv', 'measured.csv', 'sensitivity.csv']];
+      for (const [i, grid] of grids.entries()) {
+        const local = mkdtempSync(join(tmpdir(), 'queue-stats-local-'));
+        const inProcess = await bin(...grid, '--out', local);
+        expect(inProcess.code, inProcess.stderr).toBe(0);
+        const queued = mkdtempSync(join(tmpdir(), 'queue-stats-'));
+        const coordinator = start(...grid, '--out', queued, '--queue', redis.url);
+        expect((await coordinator.exited).code, coordinator.output.stderr).toBe(0);
+        expect(coordinator.output.stderr).toMatch(/queue: statistics (\d+)\/\1 done/);
+        expect(withoutTime(rowsOf(coordinator.output.stdout))).toEqual(withoutTime(rowsOf(inProcess.stdout)));
+        const tables = cachedTables(queued);
+        expect(Object.keys(tables)).toEqual(expectedTables[i]);
+        expect(tables).toEqual(cachedTables(local));
+      }
+      // Weight tables a layer per job (32 layers, twice), the activation tables in one job.
+      const jobs = workers.reduce((n, w) => n + [...w.output.stderr.matchAll(/computed statistics job/g)].length, 0);
+      expect(jobs).toBeGreaterThanOrEqual(32 + 32 + 1);
+    } finally {
+      await redis.stop();
+    }
+  }, 240_000);
+});

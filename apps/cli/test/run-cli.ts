@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { runCli } from '../src/cli.js';
 
 /** Runs the CLI in-process and captures its output. */
@@ -19,4 +20,14 @@ export function bin(...argv: string[]): Promise<{ code: number; stdout: string; 
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
+}
+
+/** A refusal as every command must give it: exit 1, nothing on stdout, one `layerquant: error:` line (the last) matching `message`. */
+export function expectRefused(result: { code: number; stdout: string; stderr: string }, message: RegExp): void {
+  expect(result.stderr).toMatch(message);
+  expect(result.code).toBe(1);
+  expect(result.stdout).toBe('');
+  const lines = result.stderr.trim().split('\n');
+  expect(lines.at(-1)).toMatch(/^layerquant: error: /);
+  expect(lines.filter((l) => l.startsWith('layerquant: '))).toHaveLength(1);
 }

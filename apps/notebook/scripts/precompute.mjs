@@ -113,7 +113,9 @@ function oracleResults(oracles, modelName, linearParams) {
   );
 }
 
-const RESULT_FIELDS = ['method', 'bpp', 'memoryMB', 'ppl'];
+const RESULT_FIELDS = ['method', 'bpp', 'memoryMB'];
+/** A results.json row's perplexity: `perplexity` (results.json version 3), `ppl` (version 2 and merged files). */
+const rowPerplexity = (row) => row.perplexity ?? row.ppl;
 /** Rows of the unquantized model: the fp32 reference line, not a point of the grid. */
 const FLOAT_METHODS = new Set(['fp', 'fp32', 'fp16', 'float', 'none']);
 
@@ -136,6 +138,7 @@ function cliResults(json, path) {
     for (const name of RESULT_FIELDS) {
       if (row[name] === undefined) throw new InvalidDataError(`${path} row ${i}`, `missing field "${name}"`);
     }
+    if (rowPerplexity(row) === undefined) throw new InvalidDataError(`${path} row ${i}`, 'missing field "perplexity"');
   }
   const floatRows = rows.filter((r) => FLOAT_METHODS.has(r.method));
   const quantized = rows
@@ -147,7 +150,7 @@ function cliResults(json, path) {
       bpp: r.bpp,
       memoryMB: r.memoryMB,
       ...(Number.isFinite(r.packedBytes) ? { packedBytes: r.packedBytes } : {}),
-      ppl: r.ppl,
+      ppl: rowPerplexity(r),
       seconds: r.seconds ?? null,
       extraMemoryPercent: Number.isFinite(r.extraMemoryPercent) ? r.extraMemoryPercent : null,
     }));
@@ -197,7 +200,7 @@ async function main() {
     if (settings?.text && settings.seqlen) {
       perplexityDataset = `${basename(settings.text).replace(/\.txt$/, '')}@${settings.seqlen}${settings.maxTokens ? `, first ${settings.maxTokens} tokens` : ''}`;
     }
-    const floatPpl = floatRow?.ppl ?? floatPerplexityOf(json);
+    const floatPpl = (floatRow && rowPerplexity(floatRow)) ?? floatPerplexityOf(json);
     if (floatPpl !== undefined) {
       fp = { ppl: floatPpl, source: 'layerquant', detail: `${floatRow ? `${floatRow.method} row` : 'fp32 perplexity'} of ${shown(path)}` };
     }

@@ -1,4 +1,4 @@
-import { ALLOCATOR_PLUGINS, allocateMethod, methodName, resolveOptions, type AllocatorPlugin, type ModelStats, type OptionValue } from '@layerquant/allocators';
+import { ALLOCATOR_PLUGINS, allocateMethod, hasTable, methodName, resolveOptions, type AllocatorPlugin, type ModelStats, type OptionValue } from '@layerquant/allocators';
 import { createRegistry, type Allocation } from '@layerquant/core';
 import { modelMemory, type ModelMemory } from '@layerquant/quantizers';
 import type { ModelAnalysis } from './analysis.js';
@@ -56,7 +56,7 @@ export const methods = createRegistry<NotebookMethod>('method', METHODS);
 
 /** The methods whose statistics tables the page's data holds (measured needs measured.csv). */
 export function availableMethods(stats: ModelStats): NotebookMethod[] {
-  return METHODS.filter((m) => m.plugin.tablesNeeded(resolveOptions(m.plugin)).every((table) => table === 'kurtosis' ? Boolean(stats.kurtosis ?? stats.fnorm) : Boolean(stats[table])));
+  return METHODS.filter((m) => m.plugin.tablesNeeded(resolveOptions(m.plugin)).every((table) => hasTable(stats, table)));
 }
 
 export interface AllocationResult {

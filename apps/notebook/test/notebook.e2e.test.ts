@@ -503,7 +503,7 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
         await page.setInputFiles('input[data-live-input="directory"]', empty);
         await waitLive(page, 'own-model');
         expect(await page.getAttribute('#cell-own-model', 'data-live')).toBe('error');
-        expect(await page.textContent('#cell-own-model [data-status="own-model"]')).toMatch(/MissingFileError: .*has no model\.safetensors.*pick a Hugging Face model directory/);
+        expect(await page.textContent('#cell-own-model [data-status="own-model"]')).toMatch(/MissingFileError: .*has no model\.safetensors.*a Hugging Face model directory/);
       } finally {
         rmSync(empty, { recursive: true, force: true });
       }

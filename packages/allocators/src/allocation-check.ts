@@ -1,15 +1,17 @@
 import {
   PAPER_CONFIGS,
   PluginError,
-  quantConfig,
   allocationTotals,
   configName,
+  isLinearModule,
+  matrixKey,
   type Allocation,
   type MatrixAllocation,
   type MatrixInfo,
   type QuantConfig,
 } from '@layerquant/core';
-import type { ModelStats } from './stats.js';
+import type { SizeBudget } from './cost-knapsack.js';
+import { rowConfig, type ModelStats } from './stats.js';
 
 /**
  * The configs an allocator may choose from when no ladder is given: the paper's 12 and every config the statistics
@@ -18,26 +20,46 @@ import type { ModelStats } from './stats.js';
  */
 export function defaultLadder(stats: ModelStats): readonly QuantConfig[] {
   const ladder = new Map(PAPER_CONFIGS.map((c) => [configName(c), c]));
-  for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? [])]) {
-    const name = `b${r.bits}g${r.groupSize}`;
-    if (!ladder.has(name)) ladder.set(name, quantConfig(r.bits, r.groupSize));
+  for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? []), ...(stats.kld?.rows ?? [])]) {
+    if (!isLinearModule(r.module)) continue;
+    const config = rowConfig(r);
+    if (!ladder.has(configName(config))) ladder.set(configName(config), config);
+  }
+  return [...ladder.values()];
+}
+
+/** An embedding unit's ladder: the configs its rows were measured at (a format's own, e.g. integer zeros only). */
+export function embeddingLadder(stats: ModelStats, key: string): readonly QuantConfig[] {
+  const ladder = new Map<string, QuantConfig>();
+  for (const r of [...(stats.fnorm?.rows ?? []), ...(stats.measured?.rows ?? []), ...(stats.kld?.rows ?? [])]) {
+    if (matrixKey(r.layer, r.module) !== key) continue;
+    const config = rowConfig(r);
+    ladder.set(configName(config), config);
   }
   return [...ladder.values()];
 }
 
 /** What the host planned for an allocation: the units it must allocate and what it may give them. */
 export interface AllocationPlan {
-  /** Every unit of the allocation (a matrix today), each to be allocated exactly once, with its size. */
+  /**
+   * The units of the model the statistics cover, with their sizes: every linear matrix must be allocated exactly
+   * once; an embedding unit (embed_tokens, lm_head) at most once (an accounting that does not allocate it leaves it to
+   * the format).
+   */
   readonly units: readonly MatrixInfo[];
-  /** The configs a unit may get: the ladder. */
+  /** The configs a linear matrix may get: the ladder. */
   readonly configs: readonly QuantConfig[];
-  /** The budget asked for, bits per weight (paper accounting). */
+  /** The configs an embedding unit may get (its own ladder), where the plan has embedding units. */
+  readonly configsOf?: (unit: MatrixInfo) => readonly QuantConfig[];
+  /** The budget asked for, bits per weight (paper accounting, or the size budget's accounting with `size`). */
   readonly budget: number;
   /**
    * `any`: the allocation must fit the budget (knapsack allocators). `stop`: the budget is the stop the allocator
    * starts from (uniform; the boosts spend extra memory above it by design), not checked as a ceiling.
    */
   readonly budgetKind: 'stop' | 'any';
+  /** What the budget is spent in (a format's shipped bytes); absent: the paper's accounting at `budget` bits per weight. */
+  readonly size?: SizeBudget;
 }
 
 const describe = (value: unknown): string => {
@@ -48,6 +70,23 @@ const describe = (value: unknown): string => {
     return String(value);
   }
 };
+
+/** The budget of a knapsack plug-in, in the accounting it spends: the paper's bits per weight, or a format's bits. */
+function checkBudget(matrices: readonly MatrixAllocation[], paperBpp: number, plan: AllocationPlan, fail: (message: string) => never): void {
+  const size = plan.size;
+  if (!size) {
+    if (!(paperBpp <= plan.budget * (1 + 1e-9))) fail(`allocated ${paperBpp.toFixed(4)} bits per weight, over the budget of ${plan.budget}`);
+    return;
+  }
+  const included = matrices.filter((m) => size.includes(m));
+  const capacity = size.capacityBits ?? plan.budget * included.reduce((sum, m) => sum + m.params, 0);
+  const spent = size.exactBits
+    ? size.exactBits(matrices) - size.fixedBits
+    : included.reduce((sum, m) => sum + (m.config ? size.bits(m, m.config) : (size.floatBits?.(m) ?? Number.POSITIVE_INFINITY)), 0);
+  if (!(spent <= capacity * (1 + 1e-9))) {
+    fail(`spends ${(spent / 8 / 2 ** 20).toFixed(4)} MiB in ${size.label}, over its budget of ${(capacity / 8 / 2 ** 20).toFixed(4)} MiB`);
+  }
+}
 
 /**
  * The one check of an allocator plug-in's output: every unit of the plan allocated exactly once (none missing, none
@@ -89,20 +128,22 @@ export function checkAllocation(pluginId: string, output: unknown, plan: Allocat
     if (typeof config !== 'object' || !Number.isInteger(config!.bits) || !Number.isInteger(config!.groupSize)) {
       fail(`gave matrix ${unit!.key} the config ${describe(config)}, not one of the ladder (${[...ladder.keys()].join(', ')})`);
     }
-    const name = `b${config!.bits}g${config!.groupSize}`;
-    const rung = ladder.get(name);
-    if (!rung) fail(`gave matrix ${unit!.key} ${name}, which is not on the ladder (${[...ladder.keys()].join(', ')})`);
+    const name = configName(config as QuantConfig);
+    const own = isLinearModule(unit!.module) || !plan.configsOf ? ladder : new Map(plan.configsOf(unit!).map((c) => [configName(c), c]));
+    const rung = own.get(name);
+    if (!rung) fail(`gave matrix ${unit!.key} ${name}, which is not on the ladder (${[...own.keys()].join(', ')})`);
     chosen.set(unit!.key, rung!);
   }
-  const missing = plan.units.filter((u) => !chosen.has(u.key));
+  const linear = plan.units.filter((u) => isLinearModule(u.module));
+  const missing = linear.filter((u) => !chosen.has(u.key));
   if (missing.length > 0) {
-    fail(`allocated ${chosen.size} of the model's ${plan.units.length} matrices; missing ${missing.slice(0, 3).map((u) => u.key).join(', ')}${missing.length > 3 ? `, ... (${missing.length})` : ''}`);
+    fail(`allocated ${linear.length - missing.length} of the model's ${linear.length} matrices; missing ${missing.slice(0, 3).map((u) => u.key).join(', ')}${missing.length > 3 ? `, ... (${missing.length})` : ''}`);
   }
-  const matrices: MatrixAllocation[] = plan.units.map((u) => Object.freeze({ key: u.key, layer: u.layer, module: u.module, params: u.params, config: chosen.get(u.key)! }));
+  const matrices: MatrixAllocation[] = plan.units
+    .filter((u) => chosen.has(u.key))
+    .map((u) => Object.freeze({ key: u.key, layer: u.layer, module: u.module, params: u.params, config: chosen.get(u.key)! }));
   const totals = allocationTotals(matrices);
-  if (plan.budgetKind === 'any' && !(totals.bpp <= plan.budget * (1 + 1e-9))) {
-    fail(`allocated ${totals.bpp.toFixed(4)} bits per weight, over the budget of ${plan.budget}`);
-  }
+  if (plan.budgetKind === 'any') checkBudget(matrices, totals.bpp, plan, fail);
   const options = allocation.options !== null && typeof allocation.options === 'object' && !Array.isArray(allocation.options) ? allocation.options : {};
   return Object.freeze({
     ...allocation,

@@ -143,7 +143,10 @@ export interface KnapsackOptions {
   readonly relativeGap?: number;
   /** Cap on dynamic-programming states before giving up. */
   readonly maxStates?: number;
-  /** The config ladder: only these configs are offered (default: every config of the table). */
+  /**
+   * The config ladder of the linear matrices: only these configs are offered (default: every config of the table).
+   * An embedding unit is offered the rows of its own ladder (a format's, measured for it).
+   */
   readonly configs?: readonly QuantConfig[];
   /** What the knapsack spends (default PAPER_SIZES at `budget`). */
   readonly size?: SizeBudget;
@@ -205,7 +208,8 @@ export function buildCostProblem<Row extends CostItem>(
     const zero = r.zero ?? 'fractional';
     const config = quantConfig(r.bits, r.groupSize, { roundZero: zero === 'integer', symmetric: zero === 'none' });
     const name = configName(config);
-    if (wanted && !wanted.has(name)) continue;
+    // The ladder restricts the linear matrices; an embedding unit keeps the rows of its own ladder (measured for it).
+    if (wanted && !wanted.has(name) && isLinearModule(r.module)) continue;
     const cost = costOf(r);
     if (!Number.isFinite(cost)) throw new InvalidDataError(source, `matrix ${key} config ${name}: cost ${cost} is not a finite number`);
     entry.items.push({ config, cost });
@@ -215,7 +219,7 @@ export function buildCostProblem<Row extends CostItem>(
   const entries = matrices.map((m) => byKey.get(m.key)!);
   for (const e of entries) {
     if (!wanted && e.items.length === 0) throw new InvalidDataError(source, `matrix ${e.info.key} has no config rows`);
-    if (wanted && e.items.length < wanted.size) {
+    if (wanted && isLinearModule(e.info.module) && e.items.length < wanted.size) {
       const missing = [...wanted].filter((n) => !e.items.some((i) => configName(i.config) === n));
       throw new InvalidDataError(source, `matrix ${e.info.key} has no row for ${missing.join(', ')}: measure the statistics for the configs asked for (--configs)`);
     }

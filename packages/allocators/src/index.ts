@@ -5,16 +5,19 @@ export * from './multiple-choice-knapsack.js';
 export * from './mxq.js';
 export * from './cost-knapsack.js';
 export * from './milp.js';
+export * from './measured-refinement.js';
+export * from './kld.js';
 export * from './registry.js';
 export * from './boost.js';
 export * from './random.js';
 export * from './allocation-csv.js';
-export * from './allocation-check.js';
 export * from './baseline.js';
+export * from './allocation-check.js';
 
 import { ablationAllocator, kurtBoostAllocator, sensiBoostAllocator, uniformAllocator } from './boost.js';
 import { headPrioritizedAllocator, kurtMilpAllocator, kurtScaledAllocator, measuredAllocator, sensiMilpAllocator, tailPrioritizedAllocator } from './milp.js';
 import { mxqAllocator } from './mxq.js';
+import { kldAllocator } from './kld.js';
 
 /**
  * The allocators as typed functions (`{ id, allocate(stats, options) }`), for code that calls one directly. Apps
@@ -32,4 +35,5 @@ export const ALLOCATORS = Object.freeze([
   headPrioritizedAllocator,
   tailPrioritizedAllocator,
   measuredAllocator,
+  kldAllocator,
 ] as const);

@@ -30,7 +30,7 @@ const shipped: ModelStats = {
 describe('allocator plug-ins', () => {
   it('every plug-in describes itself and every option (default valid, help given); ids are unique', () => {
     const registry = createAllocatorRegistry();
-    expect(registry.ids()).toEqual(['uniform', 'mxq', 'sensiboost', 'kurtboost', 'ablation', 'sensi-milp', 'kurt-milp', 'kurt-scaled', 'head-prioritized', 'tail-prioritized', 'measured']);
+    expect(registry.ids()).toEqual(['uniform', 'mxq', 'sensiboost', 'kurtboost', 'ablation', 'sensi-milp', 'kurt-milp', 'kurt-scaled', 'head-prioritized', 'tail-prioritized', 'measured', 'kld']);
     for (const p of ALLOCATOR_PLUGINS) {
       expect(p.description.length, p.id).toBeGreaterThan(10);
       for (const d of p.options) expect(d.help.length, `${p.id} ${d.name}`).toBeGreaterThan(5);
@@ -67,9 +67,10 @@ describe('allocator plug-ins', () => {
   });
 
   it('says which tables a method reads', () => {
-    expect(tablesNeededBy(expandMethodList('hqq,kurtboost-2-1'))).toEqual({ fnorm: false, sensitivity: false, kurtosis: true, measured: false });
-    expect(tablesNeededBy(expandMethodList('sensi-milp-1:ablation'))).toEqual({ fnorm: true, sensitivity: false, kurtosis: false, measured: false });
-    expect(tablesNeededBy(expandMethodList('ablation-kurtboost-2-1,measured'))).toEqual({ fnorm: false, sensitivity: false, kurtosis: true, measured: true });
+    expect(tablesNeededBy(expandMethodList('hqq,kurtboost-2-1'))).toEqual(['kurtosis']);
+    expect(tablesNeededBy(expandMethodList('sensi-milp-1:ablation'))).toEqual(['fnorm']);
+    expect(tablesNeededBy(expandMethodList('ablation-kurtboost-2-1,measured'))).toEqual(['kurtosis', 'measured']);
+    expect(tablesNeededBy(expandMethodList('kld:rounds=0'))).toEqual(['kld']);
   });
 
   it('runs a method as the allocator itself does; the ablation takes the context seed unless its name sets one', () => {

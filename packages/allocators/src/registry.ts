@@ -1,7 +1,10 @@
 import {
   InfeasibleBudgetError,
   InvalidOptionError,
+  LayerquantError,
+  PluginError,
   callPlugin,
+  describeThrown,
   createRegistry,
   findBudgetStop,
   parseConfigName,
@@ -24,9 +27,11 @@ import {
   tailPrioritizedAllocator,
 } from './milp.js';
 import { mxqAllocator } from './mxq.js';
-import { checkAllocation, defaultLadder } from './allocation-check.js';
+import { checkAllocation, defaultLadder, embeddingLadder, type AllocationPlan } from './allocation-check.js';
 import { matricesOf, type ModelStats } from './stats.js';
-import type { SizeBudget } from './cost-knapsack.js';
+import { PAPER_SIZES, type KnapsackAllocation, type SizeBudget } from './cost-knapsack.js';
+import { kldAllocator, refineKldAllocation } from './kld.js';
+import { REFINEMENT_CORRECTIONS, type AllocationMeasurer, type RefinementCorrection, type RefinementRound } from './measured-refinement.js';
 
 /**
  * The allocator plug-ins: each says what it is, which options it takes (with defaults, validation and help),
@@ -36,14 +41,13 @@ import type { SizeBudget } from './cost-knapsack.js';
  * option that differs from its default as `:name=value`.
  */
 
-/** The statistics tables of a statistics directory. */
 // The option machinery lives in core (quantizer and metric plug-ins share it); re-exported under the old names.
 export { checkOptionValue, parseOptionValue, resolveOptions } from '@layerquant/core';
 export type { OptionValue, ResolvedOptions } from '@layerquant/core';
 export type AllocatorOptionDescriptor = OptionDescriptor;
 
-export type StatsTableName = 'fnorm' | 'sensitivity' | 'kurtosis' | 'measured';
-export const STATS_TABLE_NAMES: readonly StatsTableName[] = Object.freeze(['fnorm', 'sensitivity', 'kurtosis', 'measured']);
+/** A statistics table's name: a built-in (`fnorm`, `sensitivity`, `kurtosis`, `measured`) or a metric plug-in's `table`. */
+export type StatsTableName = string;
 
 /** What the caller supplies to every allocator (not options of the method). */
 export interface AllocationContext {
@@ -87,6 +91,13 @@ export interface AllocatorPlugin {
   /** Tables the allocation reads, given its options. */
   tablesNeeded(options: ResolvedOptions): readonly StatsTableName[];
   allocate(stats: ModelStats, options: ResolvedOptions, context: AllocationContext): Allocation;
+  /**
+   * Allocators that measure the model around their first solution (kld): the app calls it after `allocate` with a
+   * measurer of the model on the calibration the statistics were measured on. Absent: `allocate` is the result.
+   */
+  refine?(first: Allocation, stats: ModelStats, options: ResolvedOptions, context: AllocationContext, measurer: AllocationMeasurer, onRound?: (round: RefinementRound) => void): Promise<Allocation>;
+  /** What `refine` costs in measurements, for the plan an app prints before it starts (units x candidates per round). */
+  refineCost?(options: ResolvedOptions, units: number, configs: number): { readonly rounds: number; readonly measurementsPerRound: number };
 }
 
 /** Freezes a plug-in (and types its callbacks). */
@@ -320,6 +331,61 @@ export const measuredPlugin = definePlugin({
   allocate: (stats, options, context) => measuredAllocator.allocate(stats, { budget: context.budget, relativeGap: Number(options.relativeGap), ...ladder(context) }),
 });
 
+const roundsOption: AllocatorOptionDescriptor = Object.freeze({
+  name: 'rounds',
+  flag: 'rounds',
+  type: 'integer',
+  default: 2,
+  min: 0,
+  max: 20,
+  suggested: [0, 1, 2, 3],
+  help: 'rounds of re-measurement around the solution to correct it for interactions (0 = the additive solution)',
+});
+const radiusOption: AllocatorOptionDescriptor = Object.freeze({
+  name: 'radius',
+  flag: 'radius',
+  type: 'integer',
+  default: 1,
+  min: 0,
+  help: 'configs re-measured per unit and round: within this many steps of its current one by size (0 = every config)',
+});
+const correctionOption: AllocatorOptionDescriptor = Object.freeze({
+  name: 'correction',
+  flag: 'correction',
+  type: 'choice',
+  default: 'both',
+  choices: REFINEMENT_CORRECTIONS,
+  help: 'costs of a correction round: marginal (each unit\'s loss change with the others at their configs), shapley (its share of the pairwise interactions), or both (each proposes a step, the better is kept)',
+});
+
+export const kldPlugin = definePlugin({
+  id: 'kld',
+  label: 'kld',
+  description: 'least end-to-end KL divergence from the float model (each unit alone at every config, at the final logits) within the budget, corrected for interactions by re-measuring around the solution',
+  objective: 'sum of end-to-end ΔKLD (each unit alone), corrected by measurement',
+  budget: 'any',
+  options: [gapOption, roundsOption, radiusOption, correctionOption],
+  nameOptions: [],
+  tablesNeeded: () => ['kld'],
+  allocate: (stats, options, context) => kldAllocator.allocate(stats, { budget: context.budget, relativeGap: Number(options.relativeGap), ...ladder(context) }),
+  refine: (first, stats, options, context, measurer, onRound) =>
+    refineKldAllocation(stats, first as KnapsackAllocation, measurer, {
+      budget: context.budget,
+      relativeGap: Number(options.relativeGap),
+      rounds: Number(options.rounds),
+      radius: Number(options.radius),
+      correction: options.correction as RefinementCorrection | 'both',
+      ...ladder(context),
+      ...(onRound ? { onRound } : {}),
+    }),
+  refineCost: (options, units, configs) => {
+    const radius = Number(options.radius);
+    const candidates = radius === 0 ? configs : Math.min(configs, 2 * radius + 1);
+    // Each round measures the candidates other than the current config, plus the unit back in float for shapley.
+    return { rounds: Number(options.rounds), measurementsPerRound: units * (candidates - 1 + (options.correction === 'marginal' ? 0 : 1)) };
+  },
+});
+
 /** Every allocator plug-in, in the order tables and legends list them. */
 export const ALLOCATOR_PLUGINS: readonly AllocatorPlugin[] = Object.freeze([
   uniformPlugin,
@@ -333,6 +399,7 @@ export const ALLOCATOR_PLUGINS: readonly AllocatorPlugin[] = Object.freeze([
   headPrioritizedPlugin,
   tailPrioritizedPlugin,
   measuredPlugin,
+  kldPlugin,
 ]);
 
 /** A registry of the plug-ins (an app may register more). */
@@ -451,7 +518,52 @@ export function allocateMethod(method: MethodSpec, stats: ModelStats, context: A
   const plugin = findPlugin(method.allocator, plugins);
   const budget = plugin.budget === 'stop' && context.floorToStop ? floorStop(context.budget, context.configs) : context.budget;
   const output = callPlugin('allocator', plugin.id, 'allocate()', () => plugin.allocate(stats, optionsFor(plugin, method, context), { ...context, budget }));
-  return checkAllocation(plugin.id, output, { units: matricesOf(stats), configs: context.configs ?? defaultLadder(stats), budget, budgetKind: plugin.budget === 'stop' ? 'stop' : 'any' });
+  return checkAllocation(plugin.id, output, allocationPlan(plugin, stats, { ...context, budget }));
+}
+
+/**
+ * What the host expects of an allocation: the units of the allocation (the linear matrices in the paper's accounting
+ * and for the stop allocators; with a format's size budget, a knapsack also allocates the embedding units its
+ * statistics measured), the ladders, the budget and what it is spent in.
+ */
+function allocationPlan(plugin: AllocatorPlugin, stats: ModelStats, context: AllocationContext): AllocationPlan {
+  const size = plugin.budget === 'any' ? (context.size ?? PAPER_SIZES) : PAPER_SIZES;
+  return {
+    units: matricesOf(stats).filter((u) => size.includes(u)),
+    configs: context.configs ?? defaultLadder(stats),
+    configsOf: (unit) => embeddingLadder(stats, unit.key),
+    budget: context.budget,
+    budgetKind: plugin.budget === 'stop' ? 'stop' : 'any',
+    ...(plugin.budget === 'any' && context.size ? { size: context.size } : {}),
+  };
+}
+
+/**
+ * Runs a plug-in's correction by measurement (`refine`, the kld allocator's) after `allocateMethod`, when the plug-in
+ * has one: the measurer runs the model on the calibration its statistics were measured on. Checked like `allocate`'s
+ * output. Without `refine`, the first allocation is the result.
+ */
+export async function refineMethod(
+  method: MethodSpec,
+  first: Allocation,
+  stats: ModelStats,
+  context: AllocationContext,
+  measurer: AllocationMeasurer,
+  onRound?: (round: RefinementRound) => void,
+  plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS,
+): Promise<Allocation> {
+  const plugin = findPlugin(method.allocator, plugins);
+  if (!plugin.refine) return first;
+  const refine = plugin.refine.bind(plugin);
+  let output: unknown;
+  try {
+    output = await refine(first, stats, optionsFor(plugin, method, context), context, measurer, onRound);
+  } catch (error) {
+    // As allocate(): a typed layerquant error passes, anything else names the plug-in.
+    if (error instanceof LayerquantError) throw error;
+    throw new PluginError('allocator', plugin.id, `failed in refine(): ${describeThrown(error)}`, { cause: error });
+  }
+  return checkAllocation(plugin.id, output, allocationPlan(plugin, stats, context));
 }
 
 /** The budget itself when it is a stop of the ladder, else the highest stop below it (an error below the lowest). */
@@ -484,11 +596,11 @@ export function describeMethodOptions(method: MethodSpec, plugins: readonly Allo
   return parts.join(' ');
 }
 
-/** Which tables a list of methods reads. */
-export function tablesNeededBy(methods: readonly MethodSpec[], plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): Record<StatsTableName, boolean> {
+/** Which tables a list of methods reads, each once, in the order the methods name them. */
+export function tablesNeededBy(methods: readonly MethodSpec[], plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): StatsTableName[] {
   const needed = new Set<StatsTableName>();
   for (const m of methods) for (const t of findPlugin(m.allocator, plugins).tablesNeeded(m.options)) needed.add(t);
-  return { fnorm: needed.has('fnorm'), sensitivity: needed.has('sensitivity'), kurtosis: needed.has('kurtosis'), measured: needed.has('measured') };
+  return [...needed];
 }
 
 /**

@@ -9,4 +9,4 @@ export * from './decoder-layout.js';
 export * from './options.js';
 export * from './random.js';
 export * from './format.js';
-export * from './format-cost.js';
+export * from './duration.js';

@@ -1,4 +1,4 @@
-import type { QuantConfig } from './config.js';
+import type { QuantConfig, ZeroKind } from './config.js';
 import type { MatrixKey, UnitModule } from './model.js';
 import type { WeightTensor } from './tensor.js';
 
@@ -67,6 +67,12 @@ export interface Quantizer {
    * `quantize` throws. Absent: the quantizer sees weights only.
    */
   readonly calibration?: 'hessian';
+  /**
+   * The zero kinds its configs can take (`b4g64` fractional, `b4g64-int` integer, `b4g64-sym` none): what a shipped
+   * format's ladder offers it (an integer zero needs no correction bytes in ONNX MatMulNBits). Absent: fractional and
+   * integer (rtn, hqq's `roundZero`).
+   */
+  readonly zeroKinds?: readonly ZeroKind[];
   /** Its QuantizedTensors carry `columnBits` (a width per input column), stored beside the codes. */
   readonly columnBits?: boolean;
 }

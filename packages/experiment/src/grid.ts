@@ -1,28 +1,10 @@
-import {
-  ALLOCATOR_PLUGINS,
-  expandMethodList,
-  tablesNeededBy,
-  type AllocatorPlugin,
-  type MethodSpec,
-  type StatsTableName,
-} from '@layerquant/allocators';
 import { InvalidOptionError } from '@layerquant/core';
 
+// A grid's methods are @layerquant/allocators' method names: `expandMethodList('hqq,mxq,sensiboost-2-1')`.
 export type { MethodSpec } from '@layerquant/allocators';
 
 /** The budgets of the paper's comparison (core's list). */
 export { PAPER_BUDGETS } from '@layerquant/core';
-
-/**
- * Parses a method list through the allocator plug-ins (@layerquant/allocators' ALLOCATOR_PLUGINS): names such as
- * `hqq` (or `uniform`), `mxq`, `sensiboost-S-M`, `kurtboost-S-M`, `ablation-sensiboost-S-M`, `sensi-milp-M`,
- * `kurt-milp-M:ablation`, `head-prioritized:factor=1.05`, `measured` (S = boost stop, M = top_m, 0 = all); bare ids
- * with variants (`sensiboost`, `kurtboost`, `ablation`: the paper's four settings each; `sensi-milp`: top_m 1-3);
- * `paper` (hqq, mxq, both boosts and all ablations).
- */
-export function parseMethods(list: string, plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): MethodSpec[] {
-  return expandMethodList(list, plugins, '--methods');
-}
 
 /** Parses `2.25,3.25`; every value must be a positive number. */
 export function parseBudgets(list: string): number[] {
@@ -31,9 +13,4 @@ export function parseBudgets(list: string): number[] {
     throw new InvalidOptionError('--budgets', `"${list}" must be a comma-separated list of bits per weight, e.g. 2.25,3.25`);
   }
   return [...new Set(budgets)];
-}
-
-/** The statistics tables the methods need. */
-export function tablesNeeded(methods: readonly MethodSpec[], plugins: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): Record<StatsTableName, boolean> {
-  return tablesNeededBy(methods, plugins);
 }

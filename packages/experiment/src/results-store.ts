@@ -11,11 +11,14 @@ import type { ExperimentRow } from './report.js';
 /**
  * results.json: every finished cell of every setting ever run into this --out, keyed by its settings key, with
  * the settings it was computed under, its row and its per-window NLL. A run reuses a cell only under the same key
- * and never drops another setting's cells; results.csv/md show the current run's cells.
+ * and never drops another setting's cells; results.csv/md show the current run's cells. Its rows say `perplexity`
+ * as every JSON layerquant writes does (docs/json-schema.md); version 2 files, whose rows say `ppl`, are read too.
  */
 
 export const RESULTS_FORMAT = 'layerquant-experiment-results';
-export const RESULTS_VERSION = 2;
+export const RESULTS_VERSION = 3;
+/** Versions this layerquant reads: 2 (rows with `ppl`) and 3 (rows with `perplexity`). */
+const READABLE_VERSIONS: readonly number[] = [2, RESULTS_VERSION];
 
 export interface StoredCell extends CellResult {
   readonly settings: Readonly<Record<string, unknown>>;
@@ -23,17 +26,20 @@ export interface StoredCell extends CellResult {
   readonly finished: string;
 }
 
+/** A row as results.json stores it: the in-memory row with `perplexity` in place of `ppl`. */
+export type ResultsFileRow = Omit<ExperimentRow, 'ppl'> & { readonly perplexity: number };
+
 interface ResultsFile {
   readonly format: typeof RESULTS_FORMAT;
   readonly version: number;
   /** Keys of the last run's cells, in its report order. */
   readonly current: readonly string[];
-  readonly cells: Readonly<Record<string, StoredCell>>;
+  readonly cells: Readonly<Record<string, Omit<StoredCell, 'row'> & { readonly row: ResultsFileRow }>>;
   /** The last run's settings in words (paths, not hashes) and its rows in report order: a view of `cells` for readers. */
   readonly settings?: Readonly<Record<string, unknown>>;
-  readonly rows?: readonly ExperimentRow[];
+  readonly rows?: readonly ResultsFileRow[];
   /** Rows of a results.json written before cells had keys: kept, never reused. */
-  readonly legacy?: readonly ExperimentRow[];
+  readonly legacy?: readonly ResultsFileRow[];
 }
 
 const NUMERIC_FIELDS = ['bpp', 'memoryMB', 'packedBytes', 'extraMemoryPercent', 'ppl', 'seconds'] as const;
@@ -47,6 +53,26 @@ export function reviveRow(row: ExperimentRow): ExperimentRow {
 
 function finiteOrNull(_: string, v: unknown): unknown {
   return typeof v === 'number' && !Number.isFinite(v) ? null : v;
+}
+
+/** A row as results.json writes it: `perplexity` where the row has `ppl`, every other key in its place. */
+export function rowForFile(row: ExperimentRow): ResultsFileRow {
+  return Object.fromEntries(Object.entries(row).map(([key, value]) => [key === 'ppl' ? 'perplexity' : key, value])) as unknown as ResultsFileRow;
+}
+
+/**
+ * The perplexity of a results.json row: `perplexity` (version 3), or `ppl` (version 2, and rows from before cells
+ * had keys); null (not finite) is kept as null for reviveRow. Undefined when the row has neither as a number or null.
+ */
+function filePerplexity(row: Readonly<Record<string, unknown>>): number | null | undefined {
+  const value = 'perplexity' in row ? row.perplexity : row.ppl;
+  return value === null || typeof value === 'number' ? value : undefined;
+}
+
+/** A results.json row (either version) as an in-memory row, non-finite numbers revived as NaN. */
+export function rowFromFile(row: Readonly<Record<string, unknown>>): ExperimentRow {
+  const { perplexity: _, ppl: __, ...rest } = row;
+  return reviveRow({ ...rest, ppl: filePerplexity(row) } as unknown as ExperimentRow);
 }
 
 export class ResultsStore {
@@ -80,22 +106,22 @@ export class ResultsStore {
     if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw damaged('is not a JSON object');
     const file = parsed as Partial<ResultsFile> & { settings?: unknown; rows?: unknown };
     if (file.format === undefined && Array.isArray(file.rows)) {
-      store.legacy = file.rows as ExperimentRow[];
+      store.legacy = (file.rows as Array<Record<string, unknown>>).map(rowFromFile);
       store.notes.push(`${path} is from an earlier layerquant whose rows carry no settings keys: its ${file.rows.length} rows are kept (under "legacy") but not reused`);
       return store;
     }
     if (file.format !== RESULTS_FORMAT) throw damaged(`has format ${JSON.stringify(file.format)}, not "${RESULTS_FORMAT}"`);
-    if (file.version !== RESULTS_VERSION) throw damaged(`has version ${String(file.version)}; this layerquant reads version ${RESULTS_VERSION}`);
+    if (!READABLE_VERSIONS.includes(file.version as number)) throw damaged(`has version ${String(file.version)}; this layerquant reads versions ${READABLE_VERSIONS.join(' and ')}`);
     if (!file.cells || typeof file.cells !== 'object') throw damaged('has no "cells" object');
     for (const [key, cell] of Object.entries(file.cells)) {
-      const c = cell as Partial<StoredCell>;
-      const row = c.row as Partial<ExperimentRow> | undefined;
-      if (c.key !== key || !c.settings || typeof c.settings !== 'object' || !row || typeof row.method !== 'string' || (row.ppl !== null && typeof row.ppl !== 'number') || !Array.isArray(row.windowNll) || !Array.isArray(row.windowWeights)) {
+      const c = cell as Partial<Omit<StoredCell, 'row'>> & { readonly row?: Record<string, unknown> };
+      const row = c.row;
+      if (c.key !== key || !c.settings || typeof c.settings !== 'object' || !row || typeof row.method !== 'string' || filePerplexity(row) === undefined || !Array.isArray(row.windowNll) || !Array.isArray(row.windowWeights)) {
         throw damaged(`cell "${key}" is incomplete`);
       }
-      store.cells.set(key, { ...(c as StoredCell), row: reviveRow(row as ExperimentRow) });
+      store.cells.set(key, { ...(c as Omit<StoredCell, 'row'>), row: rowFromFile(row) });
     }
-    store.legacy = Array.isArray(file.legacy) ? file.legacy : [];
+    store.legacy = Array.isArray(file.legacy) ? (file.legacy as Array<Record<string, unknown>>).map(rowFromFile) : [];
     store.current = Array.isArray(file.current) ? file.current : [];
     return store;
   }
@@ -164,10 +190,10 @@ export class ResultsStore {
       format: RESULTS_FORMAT,
       version: RESULTS_VERSION,
       settings,
-      rows: this.rows(planned),
+      rows: this.rows(planned).map(rowForFile),
       current: this.current,
-      cells: Object.fromEntries(this.cells),
-      ...(this.legacy.length > 0 ? { legacy: this.legacy } : {}),
+      cells: Object.fromEntries([...this.cells].map(([key, cell]) => [key, { ...cell, row: rowForFile(cell.row) }])),
+      ...(this.legacy.length > 0 ? { legacy: this.legacy.map(rowForFile) } : {}),
     };
     await writeTextAtomic(this.path, `${JSON.stringify(file, finiteOrNull, 1)}\n`);
   }

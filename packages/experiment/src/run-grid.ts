@@ -1,5 +1,5 @@
 import { checkMethodBudget, tablesNeededBy, type MethodSpec, type ModelStats } from '@layerquant/allocators';
-import { InvalidOptionError, checkContextLength, configName, type QuantConfig } from '@layerquant/core';
+import { InvalidOptionError, checkContextLength, configName, modelMatrixParams, type DecoderConfig, type QuantConfig } from '@layerquant/core';
 import { readEvaluationText } from '@layerquant/perplexity';
 import {
   builtinRegistries,
@@ -13,7 +13,8 @@ import {
   type QuantizerChoice,
   type StatisticsStep,
 } from '@layerquant/pipeline';
-import { inspectModel, loadTokenizer, openOutputDirectory, removeStaleTemporaries, writeTextAtomic, type ModelSummary } from '@layerquant/tensor-io';
+import { loadTokenizer, openModel, openOutputDirectory, removeStaleTemporaries, summarizeModel, writeTextAtomic, type ModelSummary } from '@layerquant/tensor-io';
+import type { MetricPlugin } from '@layerquant/sensitivity';
 import { basename, join } from 'node:path';
 import type { CellContext, CellResult } from './cell.js';
 import { planCells, type PlannedCell } from './plan.js';
@@ -50,6 +51,8 @@ export interface GridOptions {
 export interface PreparedGrid extends Required<Pick<GridOptions, 'modelDir' | 'methods' | 'budgets' | 'textPath' | 'seqlen' | 'includeFloat' | 'plugins'>> {
   readonly maxTokens?: number;
   readonly configs?: readonly QuantConfig[];
+  /** config.json, validated against the tensors. */
+  readonly config: DecoderConfig;
   readonly summary: ModelSummary;
   /** The whole text's token ids (no BOS). */
   readonly ids: readonly number[];
@@ -65,7 +68,14 @@ export async function prepareGrid(options: GridOptions): Promise<PreparedGrid> {
   const seqlen = options.seqlen ?? 512;
   for (const method of options.methods) for (const budget of options.budgets) checkMethodBudget(method, budget, options.configs, allocators, true);
   // Validate the model before any long step (a bad directory fails here with its own error).
-  const summary = await inspectModel(options.modelDir);
+  const { config, checkpoint } = await openModel(options.modelDir);
+  const summary = await (async () => {
+    try {
+      return summarizeModel(checkpoint.dir, config, checkpoint.tensors, checkpoint.files.length);
+    } finally {
+      await checkpoint.close();
+    }
+  })();
   checkContextLength(seqlen, summary, '--seqlen');
   const text = await readEvaluationText(options.textPath);
   const ids = (await loadTokenizer(options.modelDir)).encode(text);
@@ -80,6 +90,7 @@ export async function prepareGrid(options: GridOptions): Promise<PreparedGrid> {
     ...(options.configs ? { configs: options.configs } : {}),
     includeFloat,
     plugins,
+    config,
     summary,
     ids,
     tokens: options.maxTokens === undefined ? ids.length : Math.min(options.maxTokens, ids.length),
@@ -98,6 +109,8 @@ export interface DistributedCells {
   readonly context: CellContext;
   /** The quantizer of every cell, as the workers resolve it through their registries. */
   readonly quantizer: QuantizerChoice;
+  /** The metric plug-ins, to send the statistics' tables through their format and parse. */
+  readonly metrics: readonly MetricPlugin[];
   /** Cells already in results.json under the same key: never run again. */
   readonly done: ReadonlyMap<string, CellResult>;
   readonly onResult: (result: CellResult) => Promise<void>;
@@ -179,6 +192,9 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       ...(options.statistics.statsDir ? { statsDir: options.statistics.statsDir } : {}),
       cacheDir: join(outDir, 'stats'),
       needs: tablesNeededBy(grid.methods, allocators),
+      metrics: plugins.metrics.list(),
+      // A grid whose methods read no table (uniform alone) computes none: the allocators get the model's matrices.
+      matrices: modelMatrixParams(grid.config),
       calibrationPath: options.statistics.calibrationPath,
       calibrationName: options.statistics.calibrationName,
       blocks: options.statistics.blocks,
@@ -226,7 +242,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       ...(quantizer.calibration ? { calibration: { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
     };
     if (distributor) {
-      await distributor.runCells({ planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, done: store.reusable(planned), onResult });
+      await distributor.runCells({ planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, metrics: plugins.metrics.list(), done: store.reusable(planned), onResult });
     } else {
       await runExperiment({
         modelDir,

@@ -40,7 +40,7 @@ describe('exportOnnx on tiny random models', () => {
       // one matrix in float, the others cycling through 2/3/4/8 bits with fractional and rounded zeros
       const quantizedDir = await quantizedTinyModel(family, (i) => (i === 1 ? null : CONFIGS[i % CONFIGS.length]!));
       const outDir = join(root, `${family}-onnx`);
-      const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0 });
+      const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0, scaleType: 'float32' });
       expect(report.file).toBe('onnx/model_q4.onnx');
       expect(readdirSync(outDir).sort()).toEqual(['config.json', 'generation_config.json', 'onnx', 'quantization.json', 'tokenizer.json', 'tokenizer_config.json']);
       const config = await loadDecoderConfig(quantizedDir);
@@ -72,7 +72,7 @@ describe('exportOnnx on tiny random models', () => {
   it('8-bit scales (quantize scaleDtype U8) are expanded to the multipliers the checkpoint stands for, exactly; the file equals the float64 forward; the report says so', async () => {
     const quantizedDir = await quantizedTinyModel('llama', (i) => CONFIGS[i % CONFIGS.length]!, hqqQuantizer, 'U8');
     const outDir = join(root, 'llama-u8-onnx');
-    const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0 });
+    const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0, scaleType: 'float32' });
     expect(report.notes.some((n) => /^\d+ matrices store 8-bit scales and zeros \(scale-dtype U8\).*float32 exactly/.test(n))).toBe(true);
     const weights = await openModelWeights(quantizedDir);
     const raw = await openCheckpoint(quantizedDir);
@@ -135,7 +135,7 @@ describe('exportOnnx on tiny random models', () => {
     // HQQ's solver makes rounded zeros fractional again, so only RTN keeps them integer
     const quantizedDir = await quantizedTinyModel('mistral', () => quantConfig(4, 16, { roundZero: true }), rtnQuantizer);
     const outDir = join(root, 'rtn-round-zero');
-    const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0 });
+    const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0, scaleType: 'float32' });
     expect(report.matrices.filter((m) => m.zeroCorrection)).toEqual([]);
     // per [N, K]: 4-bit codes, an fp32 scale per group of 16, 4-bit zero points packed per row into whole bytes
     const linear = report.matrices.filter((m) => matrixOfTensorName(m.name) !== undefined);

@@ -20,12 +20,15 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UnsupportedExportError, toMatMulNBits } from './matmul-nbits.js';
-import { DEFAULT_OPERATORS, EXTERNAL_DATA_THRESHOLD, type FloatType, type ScaleType } from './onnx-cost.js';
+import { DEFAULT_EXPORT_SCALE_TYPE, DEFAULT_OPERATORS, EXTERNAL_DATA_THRESHOLD, type FloatType, type ScaleType } from './onnx-cost.js';
 export { DEFAULT_OPERATORS, EXTERNAL_DATA_THRESHOLD, type FloatType } from './onnx-cost.js';
 
 
 export interface OnnxExportOptions {
-  /** MatMulNBits scales: float32 (default with float32 activations) or float16 (half the scale bytes; error measured in bench). */
+  /**
+   * MatMulNBits scales: float16 (the export's default, DEFAULT_EXPORT_SCALE_TYPE: half the scale bytes) or float32;
+   * buildModelGraph alone (packed-weight evaluation) defaults to the activation type.
+   */
   readonly scaleType?: ScaleType;
   /** embed_tokens and lm_head storage (default: the activation type). */
   readonly embeddingType?: FloatType;
@@ -211,7 +214,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
   const activations = options.activations ?? 'float32';
   const accuracyLevel = options.accuracyLevel ?? DEFAULT_ACCURACY_LEVEL;
   const operators = options.operators ?? DEFAULT_OPERATORS;
-  const scaleType = options.scaleType ?? activations;
+  const scaleType = options.scaleType ?? DEFAULT_EXPORT_SCALE_TYPE;
   const embeddingType = options.embeddingType ?? activations;
   if (activations === 'float16' && scaleType === 'float32') {
     throw new InvalidOptionError('--scale-dtype', 'float16 activations need float16 scales (MatMulNBits takes scales of the activation type)');
@@ -303,6 +306,7 @@ export async function exportOnnx(options: ExportOnnxOptions): Promise<ExportRepo
       );
     }
     if (corrected) notes.push(`${corrected} matrices have fractional HQQ zeros: integer zero points plus a per-group correction (one float per group)`);
+    if (!built.quantized) notes.push(`a float export (no matrix is quantized): every linear matrix is a ${activations} MatMul, so the accuracy level and the scale type do not apply; transformers.js loads it with dtype '${dtype}'`);
     const report: ExportReport = Object.freeze({
       format: 'onnx',
       modelDir,

@@ -3,7 +3,7 @@ import { hqqQuantizer } from '@layerquant/quantizers';
 import { openQuantizedCheckpoint, quantizeModel } from '@layerquant/quantizers/node';
 import { tinyConfig } from '@layerquant/runtime/testing';
 import { loadDecoderConfig, readSafetensorsHeader } from '@layerquant/tensor-io';
-import { directorySnapshot } from '@layerquant/tensor-io/testing';
+import { directorySnapshot, swapRenamesDone } from '@layerquant/tensor-io/testing';
 import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -161,23 +161,15 @@ describe('export: its inputs, its staging and its lock', () => {
     const exited = new Promise<{ code: number | null; stderr: string }>((r) => child.on('exit', (code) => r({ code, stderr })));
     return { child, exited };
   };
-  const asideEntries = (out: string) => {
-    try {
-      const aside = readdirSync(out).find((n) => /^\.previous\.\d+\.[0-9a-f]{8}\.tmp$/.test(n));
-      return aside ? readdirSync(join(out, aside)).filter((n) => !n.startsWith('.swap')).length : 0;
-    } catch {
-      return 0;
-    }
-  };
-
   it('SIGINT in the middle of its swap (renames slowed) leaves the previous export whole; a second export meanwhile is refused', async () => {
     const out = join(root, 'interrupted');
     cpSync(exportDir, out, { recursive: true });
     const before = snapshot(out);
     const run = slowExport(out, 150);
     const deadline = Date.now() + 60_000;
-    while (asideEntries(out) < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    expect(asideEntries(out)).toBeGreaterThanOrEqual(3);
+    // The new set: config.json, generation_config.json, onnx/, quantization.json, two tokenizer files.
+    while (swapRenamesDone(out, 6) < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(swapRenamesDone(out, 6)).toBeGreaterThanOrEqual(3);
     // The first export holds --out's lock: a second one is refused, naming it.
     await expect(exportOnnx({ modelDir: quantizedDir, outDir: out })).rejects.toThrow(new RegExp(`another layerquant process \\(pid ${run.child.pid}, "export"`));
     run.child.kill('SIGINT');

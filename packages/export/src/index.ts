@@ -26,6 +26,7 @@ export {
 export { readOnnxSummary, type OnnxFileSummary, type OnnxInitializerSummary, type OnnxNodeSummary } from './onnx-reader.js';
 export { IN_MEMORY_GRAPH_LIMIT, nllFromLogits, openPackedModel, sessionLogits, sessionLogitsAndNll, sessionNll, type PackedModel, type PackedModelOptions } from './packed-model.js';
 export {
+  DEFAULT_EXPORT_SCALE_TYPE,
   ONNX_LADDER_GROUPS,
   matMulNBitsProblem,
   nativeBits,

@@ -47,6 +47,13 @@ export type NativeBits = (typeof MATMUL_NBITS_BITS)[number];
 export const ONNX_LADDER_GROUPS = Object.freeze([32, 64, 128] as const);
 
 export type ScaleType = 'float32' | 'float16';
+
+/**
+ * The scales (and zero corrections) an export stores unless told otherwise: float16, half the bytes of float32 at an
+ * error far below the quantization's own (a scale's relative rounding is 2^-11; bench/README.md has the measured
+ * perplexity). With float32 activations the graph casts them once; onnxruntime folds the cast when it loads the file.
+ */
+export const DEFAULT_EXPORT_SCALE_TYPE: ScaleType = 'float16';
 export type FloatType = 'float32' | 'float16';
 
 /** The narrowest native width that holds `bits`-bit codes unchanged (1 -> 2, 3 -> 4, 5 and 6 -> 8), or undefined above 8. */
@@ -68,7 +75,7 @@ export function matMulNBitsProblem(columns: number, config: QuantConfig): string
 export interface OnnxFileOptions {
   /** Activations and KV cache (float32: `model_q4.onnx`; float16: `model_q4f16.onnx`). */
   readonly activations?: ActivationType;
-  /** MatMulNBits / GatherBlockQuantized scales, and the zero corrections (default: the activation type). */
+  /** MatMulNBits / GatherBlockQuantized scales, and the zero corrections (default DEFAULT_EXPORT_SCALE_TYPE, float16). */
   readonly scaleType?: ScaleType;
   /** Float embed_tokens and lm_head (default: the activation type). */
   readonly embeddingType?: FloatType;
@@ -122,7 +129,7 @@ export interface OnnxCostModel extends FormatCostModel {
 /** The ONNX cost model of a model (its config and layout) under the export's options. */
 export function onnxCostModel(config: DecoderConfig, layout: DecoderLayout, options: OnnxFileOptions = {}): OnnxCostModel {
   const activations = options.activations ?? 'float32';
-  const scaleType = options.scaleType ?? activations;
+  const scaleType = options.scaleType ?? DEFAULT_EXPORT_SCALE_TYPE;
   const embeddingType = options.embeddingType ?? activations;
   const accuracyLevel = options.accuracyLevel ?? 4;
   const operators = options.operators ?? DEFAULT_OPERATORS;

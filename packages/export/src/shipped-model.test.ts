@@ -49,7 +49,7 @@ async function exportShipped(label: string, configFor: (key: string) => QuantCon
     },
   });
   // accuracy level 0: float activations inside MatMulNBits, the level the exactness bounds hold for
-  const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0 });
+  const report = await exportOnnx({ modelDir: quantizedDir, outDir, accuracyLevel: 0, scaleType: 'float32' });
   return { quantizedDir, outDir, configs, report };
 }
 

@@ -13,9 +13,9 @@ import { loadValidatedConfig, type Checkpoint } from '@layerquant/tensor-io';
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { affineToGgml, exactAffineType } from './affine-mapping.js';
+import { affineToGgml, exactAffineType, type ExactAffineType } from './affine-mapping.js';
 import { encodeGgml } from './codecs.js';
-import { ggmlType, ggufTensorBytes, type GgmlTypeName } from './ggml-types.js';
+import { ggmlFallbackType, ggmlType, ggufTensorBytes, type GgmlTypeName } from './ggml-types.js';
 import { writeGgufFile, type GgufTensorToWrite } from './gguf-file.js';
 import type { GgufValue } from './gguf-format.js';
 import { LLAMA_FILE_TYPES, decoderMetadata, ggufArchitecture, ggufTensorName, llama3RopeFactors, permuteRotaryRows, rotaryHeads, rotaryRowOrder } from './llama-names.js';
@@ -28,9 +28,10 @@ export interface ExportGgufOptions {
   /**
    * Types of matrices (2-D tensors) by GGUF tensor name: each key is a regular expression that must match the whole
    * name (`blk\.\d+\.ffn_down\.weight`, `token_embd\.weight`, `.*`); where several match, the last one wins (so
-   * `{ '.*': 'Q4_K', 'output\\.weight': 'Q6_K' }` reads as a default and an exception). Unmatched
+   * `{ '.*': 'Q4_K', 'output\\.weight': 'Q6_K' }` reads as a default and an exception). A k-quant asked for in rows
+   * that are not whole blocks of 256 falls back as llama-quantize does (ggmlFallbackType; said in the notes). Unmatched
    * matrices keep their default: a quantized matrix its exact form (Q4_1 for <= 4-bit codes in groups of 32k, Q5_1
-   * for 5-bit) or else Q8_0; a float matrix F32 if stored in F32, else F16. Norms and biases are F32.
+   * for 5-bit; symmetric configs Q4_0, Q5_0, Q8_0) or else Q8_0; a float matrix F32 if stored in F32, else F16. Norms and biases are F32.
    */
   readonly types?: Readonly<Record<string, GgmlTypeName>>;
   /**
@@ -160,6 +161,7 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
     const notes: string[] = [];
     const plan: Array<{ name: string; hfName: string | undefined; type: GgmlTypeName; shape: readonly number[]; source: GgufTensorSource }> = [];
     const used = new Set<string>();
+    const fallbacks: string[] = [];
     for (const [hfName, shape] of expectedShapes(config, layout)) {
       const name = ggufTensorName(hfName)!;
       if (shape.length === 1) {
@@ -175,7 +177,9 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
       let type: GgmlTypeName;
       let how: GgufTensorSource;
       if (rule) {
-        type = rule.type;
+        // As llama-quantize does: a k-quant in rows that are not whole super-blocks becomes its legacy stand-in.
+        type = ggmlFallbackType(rule.type, shape[shape.length - 1]!);
+        if (type !== rule.type) fallbacks.push(`${name} ${rule.type} -> ${type}`);
         how = exact === type ? 'exact' : type === 'F32' || type === 'F16' || type === 'BF16' ? 'float' : 'encoded';
       } else if (exact) {
         type = exact;
@@ -195,6 +199,7 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
       throw new InvalidOptionError('types', `${unused.map((r) => `"${r.key}"`).join(', ')} match no matrix of the model; GGUF matrix names look like token_embd.weight, blk.0.attn_q.weight, blk.0.ffn_down.weight, output.weight`);
     }
     if (config.ropeScaling?.type === 'llama3') plan.splice(1, 0, { name: 'rope_freqs.weight', hfName: undefined, type: 'F32', shape: [config.headDim / 2], source: 'float' });
+    if (fallbacks.length > 0) notes.push(`${fallbacks.length} matrices have rows that are not whole blocks of the type asked for and fell back as llama.cpp's llama-quantize does: ${fallbacks.slice(0, 4).join(', ')}${fallbacks.length > 4 ? ', ...' : ''}.`);
     const reencoded = plan.filter((t) => t.source === 'encoded' && t.hfName && quantized?.isQuantized(t.hfName));
     const exactCount = plan.filter((t) => t.source === 'exact').length;
     if (exactCount > 0) notes.push(`${exactCount} quantized matrices keep their codes exactly (d = fp16(1/s), m = fp16(-z/s)).`);
@@ -229,7 +234,7 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
       if (t.source === 'exact') {
         const q = await quantized!.readQuantized(t.hfName);
         const multipliers = await quantized!.readScaleMultipliers(t.hfName);
-        return affineToGgml(q, t.type as 'Q4_1' | 'Q5_1', heads ? rotaryRowOrder(q.shape[0], heads) : undefined, multipliers);
+        return affineToGgml(q, t.type as ExactAffineType, heads ? rotaryRowOrder(q.shape[0], heads) : undefined, multipliers);
       }
       const weight = await source.read(t.hfName);
       const data = heads ? permuteRotaryRows(weight.data, heads, columns) : weight.data;

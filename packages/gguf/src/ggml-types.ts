@@ -108,3 +108,18 @@ export function ggmlBitsPerWeight(type: GgmlTypeName): number {
   const t = BY_NAME.get(type)!;
   return (t.blockBytes * 8) / t.blockSize;
 }
+
+/** llama.cpp's replacement for a 256-block type in rows that are not whole super-blocks (llama-quant.cpp's tensor_type_fallback). */
+const FALLBACKS: Readonly<Partial<Record<GgmlTypeName, GgmlTypeName>>> = Object.freeze({ Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' });
+
+/**
+ * The type llama-quantize stores instead of `type` in rows of `rowLength` values: `type` itself where the rows are
+ * whole blocks; for a k-quant, its legacy stand-in (Q2_K and Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0);
+ * F16 where even that does not fit.
+ */
+export function ggmlFallbackType(type: GgmlTypeName, rowLength: number): GgmlTypeName {
+  const fits = (t: GgmlTypeName) => rowLength % BY_NAME.get(t)!.blockSize === 0;
+  if (fits(type)) return type;
+  const fallback = FALLBACKS[type];
+  return fallback && fits(fallback) ? fallback : 'F16';
+}

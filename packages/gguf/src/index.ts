@@ -3,6 +3,7 @@ export {
   GGML_CODEC_TYPES,
   GGML_TYPES,
   compatibleTypes,
+  ggmlFallbackType,
   ggmlBitsPerWeight,
   ggmlType,
   ggmlTypeById,
@@ -41,7 +42,7 @@ export {
 export { decodeGgml, encodeGgml, type GgmlEncodeOptions } from './codecs.js';
 export { K_QUANT_SPECS, QK_K, type KQuantType } from './k-quants.js';
 export { LEGACY_BLOCK, LEGACY_LAYOUTS, type LegacyType } from './legacy-blocks.js';
-export { affineToGgml, exactAffineType } from './affine-mapping.js';
+export { affineToGgml, exactAffineType, type ExactAffineType } from './affine-mapping.js';
 export {
   GGUF_ARCHITECTURES,
   LLAMA_FILE_TYPES,
@@ -50,6 +51,7 @@ export {
   ggufArchitecture,
   ggufTensorName,
   hfTensorName,
+  isLinearGgufTensor,
   llama3RopeFactors,
   permuteRotaryRows,
   rotaryHeads,

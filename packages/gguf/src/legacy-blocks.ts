@@ -222,11 +222,18 @@ export function decodeLegacy(type: LegacyType, bytes: Uint8Array, elements: numb
   return out;
 }
 
-/** Writes one Q4_1 / Q5_1 block from given codes (0 .. 2^bits - 1), d and m: the exact mapping of affine checkpoints. */
-export function writeAffineBlock(type: 'Q4_1' | 'Q5_1', out: Uint8Array, at: number, codes: ArrayLike<number>, dBits: number, mBits: number): void {
+/**
+ * Writes one legacy block from given codes and fp16 bits of d (and m, for Q4_1 / Q5_1): the exact mapping of affine
+ * checkpoints. Codes are as the block stores them: 0 .. 2^bits - 1 (Q8_0: -128 .. 127).
+ */
+export function writeLegacyBlock(type: LegacyType, out: Uint8Array, at: number, codes: ArrayLike<number>, dBits: number, mBits = 0): void {
   const layout = LEGACY_LAYOUTS[type];
-  const { qh, qs } = offsets(layout);
   setHalf(out, at, dBits);
-  setHalf(out, at + 2, mBits);
+  if (type === 'Q8_0') {
+    for (let j = 0; j < LEGACY_BLOCK; j++) out[at + 2 + j] = codes[j]! & 0xff;
+    return;
+  }
+  if (layout.hasMin) setHalf(out, at + 2, mBits);
+  const { qh, qs } = offsets(layout);
   packNibbles(codes, out, at + qs, qh === undefined ? undefined : at + qh);
 }

@@ -17,6 +17,7 @@ interface LlamaModule {
 interface LlamaModelHandle {
   readonly tokens: { readonly bos: number | null; readonly eos: number | null };
   tokenize(text: string, specialTokens?: boolean): number[];
+  detokenize(tokens: readonly number[], specialTokens?: boolean): string;
   createContext(options: { contextSize: number; batchSize: number; threads: number; sequences: number }): Promise<LlamaContextHandle>;
   dispose(): Promise<void>;
 }
@@ -48,6 +49,18 @@ export async function loadNodeLlamaCpp(): Promise<LlamaModule> {
   }
 }
 
+type LlamaBackend = Awaited<ReturnType<LlamaModule['getLlama']>>;
+let backend: Promise<LlamaBackend> | undefined;
+
+/** llama.cpp's CPU backend, loaded once per process: getLlama takes about a second, and every model shares it. */
+function llamaBackend(): Promise<LlamaBackend> {
+  if (!backend) {
+    backend = loadNodeLlamaCpp().then(({ getLlama }) => getLlama({ gpu: false, build: 'never', logLevel: 'error', progressLogs: false }));
+    backend.catch(() => (backend = undefined)); // a failed load (e.g. not installed) is tried again next time
+  }
+  return backend;
+}
+
 export interface LlamaCppOptions {
   /** Tokens per evaluation window (llama.cpp's context and batch size). Default 512. */
   readonly contextSize?: number;
@@ -69,6 +82,8 @@ export interface LlamaCppModel {
   greedy(prompt: readonly number[], maxNewTokens: number): Promise<number[]>;
   /** llama.cpp's tokenization of `text`, without BOS or special tokens. */
   tokenize(text: string): number[];
+  /** The text of token ids, as llama.cpp detokenizes them (special tokens written out). */
+  detokenize(ids: readonly number[]): string;
   dispose(): Promise<void>;
 }
 
@@ -79,8 +94,7 @@ export async function openLlamaCppModel(path: string, options: LlamaCppOptions =
   const contextSize = options.contextSize ?? 512;
   const threads = options.threads ?? 1;
   if (!Number.isInteger(contextSize) || contextSize < 2) throw new InvalidOptionError('contextSize', `${contextSize} must be an integer >= 2`);
-  const { getLlama } = await loadNodeLlamaCpp();
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error', progressLogs: false });
+  const llama = await llamaBackend();
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
   const context = await model.createContext({ contextSize, batchSize: contextSize, threads, sequences: 1 });
   const sequence = context.getSequence();
@@ -127,6 +141,7 @@ export async function openLlamaCppModel(path: string, options: LlamaCppOptions =
       return generated;
     },
     tokenize: (text) => model.tokenize(text, false),
+    detokenize: (ids) => model.detokenize(ids, true),
     async dispose() {
       await context.dispose();
       await model.dispose();

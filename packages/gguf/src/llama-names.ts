@@ -5,6 +5,7 @@ import {
   LAYER_TENSORS,
   LM_HEAD,
   UnsupportedArchitectureError,
+  matrixOfTensorName,
   type DecoderConfig,
 } from '@layerquant/core';
 import { gguf, type GgufHeader, type GgufMetadata, type GgufValue } from './gguf-format.js';
@@ -63,6 +64,12 @@ export function hfTensorName(ggufName: string): string | undefined {
   const m = /^blk\.(\d+)\.(.+)$/.exec(ggufName);
   const local = m ? HF_LAYER_NAMES.get(m[2]!) : undefined;
   return local ? `model.layers.${m![1]}.${local}` : undefined;
+}
+
+/** Whether a llama.cpp tensor is one of the decoder layers' linear matrices (q, k, v, o, gate, up, down weights). */
+export function isLinearGgufTensor(ggufName: string): boolean {
+  const hf = hfTensorName(ggufName);
+  return hf !== undefined && matrixOfTensorName(hf) !== undefined;
 }
 
 /** The number of heads whose rows a q or k tensor (weight or bias) is permuted over, or 0 for any other tensor. */

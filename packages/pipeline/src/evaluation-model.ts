@@ -4,17 +4,26 @@ import { readEvaluationText, type NllModel } from '@layerquant/perplexity';
 import { openModelWeights, type QuantizerLookup } from '@layerquant/quantizers/node';
 import { floatWeightBytes, loadDecoderModel, loadLayerStreamedModel, streamedWeightBytes, type TensorSource } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, loadValidatedConfig, type Checkpoint, type Tokenizer } from '@layerquant/tensor-io';
+import { decoderConfigOfGguf } from '@layerquant/gguf';
+import { openLlamaCppModel, readGgufHeader } from '@layerquant/gguf/node';
+import { existsSync, statSync } from 'node:fs';
 import { freemem } from 'node:os';
 
 /** How a model is evaluated. */
-export type EvaluationKind = 'float' | 'float-streamed' | 'packed' | 'onnx';
+export type EvaluationKind = 'float' | 'float-streamed' | 'packed' | 'onnx' | 'gguf';
 
 export const EVALUATION_KINDS: Readonly<Record<EvaluationKind, string>> = Object.freeze({
   float: 'float32, one onnxruntime session',
   'float-streamed': 'float32, layer by layer (weights do not fit --max-memory)',
   packed: 'packed weights in MatMulNBits (the graph `layerquant export` writes)',
   onnx: 'ONNX export, its own file',
+  gguf: 'GGUF file in llama.cpp (node-llama-cpp, CPU), its own file and tokenizer',
 });
+
+/** Whether a model argument is a GGUF file (evaluated by llama.cpp itself). */
+export function isGgufFile(path: string): boolean {
+  return path.endsWith('.gguf') && existsSync(path) && statSync(path).isFile();
+}
 
 export interface EvaluationModel {
   readonly model: NllModel;
@@ -24,6 +33,8 @@ export interface EvaluationModel {
   /** Bytes of weights the evaluation holds (estimate for float models, exact initializer bytes for packed ones). */
   readonly weightBytes: number;
   readonly file?: string;
+  /** The model's own tokenizer where it carries one (a GGUF file); otherwise the directory's tokenizer.json. */
+  readonly tokenizer?: Tokenizer;
   dispose(): Promise<void>;
 }
 
@@ -75,6 +86,8 @@ export interface EvaluationOptions {
   readonly onConfig?: (config: DecoderConfig) => void;
   /** Where the quantizer a checkpoint records is found (the command's registry, --plugin's included). */
   readonly quantizers?: QuantizerLookup['quantizers'];
+  /** The longest window the evaluation runs (llama.cpp's context for a GGUF file; default 512). */
+  readonly contextSize?: number;
 }
 
 /** A float checkpoint: one session when it fits the budget, else layer by layer (same perplexity). */
@@ -106,12 +119,22 @@ async function openFloat(source: Checkpoint, config: DecoderConfig, options: Eva
 }
 
 /**
- * The model `eval` and `experiment` measure, from a directory: an ONNX export runs its own file; a quantized
- * checkpoint runs the packed-weight graph the export writes (never float32 copies); a float checkpoint runs in one
- * session or, when its float32 weights exceed the budget, layer by layer.
+ * The model `eval` and `experiment` measure, from a directory: a .gguf file runs in llama.cpp itself with its own
+ * tokenizer; an ONNX export runs its own file; a quantized checkpoint runs the packed-weight graph the export writes
+ * (never float32 copies); a float checkpoint runs in one session or, when its float32 weights exceed the budget,
+ * layer by layer.
  */
 export async function openEvaluationModel(modelDir: string, options: EvaluationOptions = {}): Promise<EvaluationModel> {
   const runtime = options.threads === undefined ? {} : { threads: options.threads };
+  if (isGgufFile(modelDir)) {
+    const header = await readGgufHeader(modelDir);
+    const config = decoderConfigOfGguf(header);
+    options.onConfig?.(config);
+    // llama.cpp on one thread unless told: its spin barrier makes more threads slower on a shared machine.
+    const model = await openLlamaCppModel(modelDir, { contextSize: options.contextSize ?? 512, threads: options.threads ?? 1 });
+    const weightBytes = header.tensors.reduce((sum, t) => sum + t.byteLength, 0);
+    return { model, kind: 'gguf', config, weightBytes, file: modelDir, tokenizer: { encode: (text) => model.tokenize(text), decode: (ids) => model.detokenize(ids) }, dispose: () => model.dispose() };
+  }
   if (isOnnxExportDir(modelDir)) {
     options.onConfig?.(await loadDecoderConfig(modelDir));
     const model = await openOnnxExport(modelDir, runtime);
@@ -169,8 +192,8 @@ export async function openAllocationModel(
 }
 
 /**
- * Opens a model directory for perplexity the one way eval and compare do (openEvaluationModel: an ONNX export as
- * shipped, a quantized checkpoint on its packed weights, a float checkpoint in one session or layer by layer);
+ * Opens a model directory for perplexity the one way eval and compare do (openEvaluationModel: a .gguf file in
+ * llama.cpp, an ONNX export as shipped, a quantized checkpoint on its packed weights, a float checkpoint in one session or layer by layer);
  * config.json is validated against the tensors and the context length checked before the text is read.
  */
 export async function openForEvaluation(
@@ -179,6 +202,7 @@ export async function openForEvaluation(
   options: { seqlen: number; allowLongContext: boolean; threads?: number; maxMemoryBytes?: number; quantizers?: QuantizerLookup['quantizers'] },
 ): Promise<{ text: string; tokenizer: Tokenizer; quantized: boolean; opened: EvaluationModel }> {
   const opened = await openEvaluationModel(modelDir, {
+    contextSize: options.seqlen,
     ...(options.threads === undefined ? {} : { threads: options.threads }),
     ...(options.maxMemoryBytes === undefined ? {} : { maxMemoryBytes: options.maxMemoryBytes }),
     // A quantized checkpoint is read back through the quantizer it records (built-in or a --plugin's).
@@ -188,8 +212,8 @@ export async function openForEvaluation(
   });
   try {
     const text = await readEvaluationText(textPath);
-    const tokenizer = await loadTokenizer(modelDir);
-    return { text, tokenizer, quantized: opened.kind === 'packed' || opened.kind === 'onnx', opened };
+    const tokenizer = opened.tokenizer ?? (await loadTokenizer(modelDir));
+    return { text, tokenizer, quantized: opened.kind === 'packed' || opened.kind === 'onnx' || opened.kind === 'gguf', opened };
   } catch (error) {
     await opened.dispose();
     throw error;

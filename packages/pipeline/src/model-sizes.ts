@@ -1,4 +1,5 @@
 import { matrixOfTensorName } from '@layerquant/core';
+import { isLinearGgufTensor, readGgufHeader } from '@layerquant/gguf/node';
 import { isOnnxExportDir, summarizeOnnxExport } from '@layerquant/export';
 import { isQuantizedMetadata } from '@layerquant/quantizers';
 import { openQuantizedCheckpoint, summarizeQuantizedCheckpoint } from '@layerquant/quantizers/node';
@@ -6,10 +7,11 @@ import { loadDecoderConfig, openCheckpoint } from '@layerquant/tensor-io';
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isGgufFile } from './evaluation-model.js';
 
-export type DirectoryLayout = 'checkpoint' | 'layerquant-quantized-v1' | 'onnx';
+export type DirectoryLayout = 'checkpoint' | 'layerquant-quantized-v1' | 'onnx' | 'gguf';
 
-/** What a model, quantized or ONNX directory holds, as inspect and compare report it. */
+/** What a model, quantized or ONNX directory, or a GGUF file, holds, as inspect and compare report it. */
 export interface DirectorySizes {
   readonly layout: DirectoryLayout;
   readonly linearMatrices: number;
@@ -36,13 +38,16 @@ export async function savedBoostReport(dir: string): Promise<BoostReport | undef
 }
 
 export async function directorySizes(dir: string): Promise<DirectorySizes> {
+  if (isGgufFile(dir)) return ggufSizes(dir);
   // config.json first, as every command reads a model: a directory that is not one fails naming that file.
   await loadDecoderConfig(dir);
   const boosts = await savedBoostReport(dir);
   const extra = boosts ? { boosts } : {};
   if (isOnnxExportDir(dir)) {
     const o = await summarizeOnnxExport(dir);
-    return { layout: 'onnx', linearMatrices: o.linearMatrices, params: o.linearParams, sizes: sizes({ params: o.linearParams, diskBytes: o.linearBytes, fileBytes: o.fileBytes + o.externalDataBytes }), configs: o.matMulNBits, ...extra };
+    // What ships is the whole file (graph and external data: embeddings, norms and lm_head included).
+    const shipped = shippedSize('onnx', o.fileBytes + o.externalDataBytes, o.linearParams);
+    return { layout: 'onnx', linearMatrices: o.linearMatrices, params: o.linearParams, sizes: sizes({ params: o.linearParams, diskBytes: o.linearBytes, fileBytes: o.fileBytes + o.externalDataBytes, shipped }), configs: o.matMulNBits, ...extra };
   }
   const checkpoint = await openCheckpoint(dir);
   const quantized = isQuantizedMetadata(checkpoint.metadata);
@@ -71,6 +76,22 @@ export async function directorySizes(dir: string): Promise<DirectorySizes> {
   }
 }
 
+/** A GGUF file's sizes: its header validated; linear matrices per GGUF type and as stored; the file. */
+async function ggufSizes(file: string): Promise<DirectorySizes> {
+  const header = await readGgufHeader(file);
+  const linear = header.tensors.filter((t) => isLinearGgufTensor(t.name));
+  const configs: Record<string, number> = {};
+  for (const t of linear) configs[t.type.name] = (configs[t.type.name] ?? 0) + 1;
+  const params = linear.reduce((sum, t) => sum + t.elements, 0);
+  return {
+    layout: 'gguf',
+    linearMatrices: linear.length,
+    params: header.tensors.reduce((sum, t) => sum + t.elements, 0),
+    sizes: sizes({ params, diskBytes: linear.reduce((sum, t) => sum + t.byteLength, 0), fileBytes: header.fileSize }),
+    configs,
+  };
+}
+
 const MIB = 2 ** 20;
 
 /**
@@ -87,9 +108,36 @@ export interface Sizes {
   readonly diskMiB: number | null;
   /** The weight files (safetensors, or the ONNX file and its external data) with every tensor, when known. */
   readonly fileMiB?: number;
+  /** The file a user ships in a format (every byte of it), where one is known or predicted. */
+  readonly shipped?: ShippedSize;
 }
 
-export function sizes(input: { params: number; paperBitsPerWeight?: number | null; diskBytes?: number | null; fileBytes?: number }): Sizes {
+/**
+ * The size of the model file a user ships in a format (ONNX: onnx/model_q4.onnx and its external data; GGUF: the
+ * .gguf), every byte of it: embeddings, norms and graph included. bitsPerWeight is the file's bits per linear weight.
+ */
+export interface ShippedSize {
+  readonly format: string;
+  readonly MiB: number;
+  readonly bitsPerWeight: number;
+  /** The format cost model's prediction before the file was written (equal to the bytes on disk). */
+  readonly predictedMiB?: number;
+  /** The target the allocation was made for (--target-size, or --target-bpw as MiB). */
+  readonly targetMiB?: number;
+}
+
+/** A ShippedSize from bytes. */
+export function shippedSize(format: string, bytes: number, linearParams: number, extra: { predictedBytes?: number; targetBytes?: number } = {}): ShippedSize {
+  return {
+    format,
+    MiB: bytes / MIB,
+    bitsPerWeight: linearParams > 0 ? (8 * bytes) / linearParams : 0,
+    ...(extra.predictedBytes === undefined ? {} : { predictedMiB: extra.predictedBytes / MIB }),
+    ...(extra.targetBytes === undefined ? {} : { targetMiB: extra.targetBytes / MIB }),
+  };
+}
+
+export function sizes(input: { params: number; paperBitsPerWeight?: number | null; diskBytes?: number | null; fileBytes?: number; shipped?: ShippedSize }): Sizes {
   const paper = input.paperBitsPerWeight ?? null;
   return {
     params: input.params,
@@ -98,6 +146,7 @@ export function sizes(input: { params: number; paperBitsPerWeight?: number | nul
     diskBitsPerWeight: input.diskBytes == null ? null : input.params > 0 ? (8 * input.diskBytes) / input.params : 0,
     diskMiB: input.diskBytes == null ? null : input.diskBytes / MIB,
     ...(input.fileBytes === undefined ? {} : { fileMiB: input.fileBytes / MIB }),
+    ...(input.shipped ? { shipped: input.shipped } : {}),
   };
 }
 

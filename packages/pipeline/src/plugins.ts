@@ -1,4 +1,4 @@
-import { ALLOCATOR_PLUGINS, createAllocatorRegistry, type AllocatorPlugin } from '@layerquant/allocators';
+import { ALLOCATOR_PLUGINS, RESERVED_TABLE_NAMES, createAllocatorRegistry, type AllocatorPlugin } from '@layerquant/allocators';
 import { LayerquantError, createRegistry, resolveOptions, type OptionValue, type Quantizer, type Registry } from '@layerquant/core';
 import { QUANTIZER_PLUGINS, createQuantizerRegistry, type QuantizerPlugin } from '@layerquant/quantizers';
 import { SENSITIVITY_METRICS, type MetricPlugin } from '@layerquant/sensitivity';
@@ -110,6 +110,24 @@ function completeQuantizer(plugin: QuantizerPlugin): QuantizerPlugin {
 }
 
 /**
+ * Awaits `promise`, or rejects with `stalled()` when the event loop runs out of work first: a promise nothing can settle
+ * any more (a plug-in's top-level await on a promise nobody resolves) would otherwise end the process with exit 13 and
+ * no message. Node emits 'beforeExit' exactly then.
+ */
+export async function settledOrIdle<T>(promise: Promise<T>, stalled: () => Error): Promise<T> {
+  let onIdle: (() => void) | undefined;
+  const idle = new Promise<never>((_, reject) => {
+    onIdle = () => reject(stalled());
+    process.once('beforeExit', onIdle);
+  });
+  try {
+    return await Promise.race([promise, idle]);
+  } finally {
+    process.off('beforeExit', onIdle!);
+  }
+}
+
+/**
  * Loads `--plugin` modules (paths relative to `cwd`, or package names) and builds the registries once: built-ins
  * first, then each module's allocators, quantizers and metrics in order. An id used twice is an error.
  */
@@ -121,7 +139,7 @@ export async function loadPlugins(specifiers: readonly string[], cwd = process.c
     const file = moduleFile(specifier, cwd);
     modules.push(file);
     try {
-      loaded = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+      loaded = (await settledOrIdle(import(pathToFileURL(file).href), () => new PluginLoadError(specifier, 'never finished loading: its top-level await never settles (nothing left to run could settle it); fix the module'))) as Record<string, unknown>;
     } catch (error) {
       if (error instanceof LayerquantError) throw error;
       throw new PluginLoadError(specifier, `could not be imported: ${(error as Error).message.split('\n')[0]}`, { cause: error });
@@ -143,6 +161,9 @@ export async function loadPlugins(specifiers: readonly string[], cwd = process.c
     }
     for (const m of metrics) {
       checkPlugin(specifier, 'metric', m, ['measure']);
+      if (typeof m.table !== 'string' || !/^[a-z0-9][a-z0-9-]*$/.test(m.table) || RESERVED_TABLE_NAMES.includes(m.table)) {
+        throw new PluginLoadError(specifier, `metric "${m.id}" needs a table name of lower-case letters, digits and - (not ${RESERVED_TABLE_NAMES.join(' or ')}): the allocators' tablesNeeded name it, and it is written to <table>.csv`);
+      }
       registries.metrics.register(m);
     }
   }

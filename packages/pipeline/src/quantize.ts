@@ -2,6 +2,7 @@ import {
   ALLOCATOR_PLUGINS,
   allocateMethod,
   checkMethodBudget,
+  matricesOf,
   extraMemoryPercent,
   tablesNeededBy,
   uniformBaseline,
@@ -9,22 +10,22 @@ import {
   type AllocatorPlugin,
   type MethodSpec,
 } from '@layerquant/allocators';
-import { InvalidDataError, InvalidOptionError, MissingFileError, configName, modelMatrixParams, type Allocation, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
-import { exportOnnx, type ExportReport, type OnnxExportOptions } from '@layerquant/export';
+import { InvalidDataError, InvalidOptionError, MissingFileError, configName, isLinearModule, modelMatrixParams, type Allocation, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { formatAllocationSettings, shippedBytes, shippedSizeBudget, type FileTarget, type FormatPlan } from './shipped-format.js';
 import { quantizeModel, type QuantizeModelOptions, type QuantizeModelReport } from '@layerquant/quantizers/node';
 import type { MatrixCalibration, ScaleDtype } from '@layerquant/quantizers';
 import { openSequentialCalibration } from '@layerquant/sensitivity';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { openModel, openOutputDirectory, temporaryPath, type OpenedModel } from '@layerquant/tensor-io';
+import { openModel, openOutputDirectory, readTextFile, temporaryPath, type OpenedModel } from '@layerquant/tensor-io';
 import { rm } from 'node:fs/promises';
 import type { PluginRegistries } from './plugins.js';
+import { exportModel, type ExportRequest, type ExportResult } from './export-model.js';
 import { ensureStatistics, type StatisticsOptions, type StatisticsStep } from './statistics.js';
 
 /**
  * The three ways to quantize a model directory, as library calls: one config for every matrix
  * (`quantizeUniform`), a config per matrix from an allocator plug-in at a budget (`quantizeAllocated`), and either
- * of them exported as an ONNX directory in the same process (`exportQuantized`). They print nothing: progress goes
+ * of them exported as an ONNX directory or a GGUF file in the same process (`exportQuantized`). They print nothing: progress goes
  * to the callbacks, and the result is data.
  */
 
@@ -63,7 +64,7 @@ export async function withQuantizerCalibration<T>(
     const path = options?.calibrationPath;
     if (path === undefined) throw new InvalidOptionError('--calib', `quantizer "${quantizer.id}" is calibrated: give calibration text with --calib <file>`);
     if (!existsSync(path)) throw new MissingFileError(path, 'calibration text not found; pass a UTF-8 text file with --calib');
-    text = await readFile(path, 'utf8');
+    text = await readTextFile(path, 'a UTF-8 calibration text with --calib');
   }
   if (text.trim().length === 0) throw new InvalidDataError(options?.calibrationPath ?? 'calibration text', `is empty; quantizer "${quantizer.id}" needs calibration text`);
   const opened = await openSequentialCalibration(modelDir, {
@@ -152,7 +153,7 @@ export interface AllocatedQuantizeOptions extends QuantizeRunOptions {
    * Where the statistics come from: a directory (`statsDir`), else computed on the calibration text and cached,
    * measured with the run's quantizer (its fnorm errors, its activation errors).
    */
-  readonly statistics: Pick<StatisticsOptions, 'statsDir' | 'cacheDir' | 'calibrationPath' | 'calibrationName' | 'blocks' | 'threads'>;
+  readonly statistics: Pick<StatisticsOptions, 'statsDir' | 'cacheDir' | 'calibrationPath' | 'calibrationName' | 'blocks' | 'threads' | 'metrics'>;
   /** The options the quantizer was configured with (part of the statistics' settings key). */
   readonly quantizerOptions?: Readonly<Record<string, OptionValue>>;
   /** Measure the statistics with another quantizer than the run's (e.g. HQQ's tables for a GPTQ run). */
@@ -162,11 +163,21 @@ export interface AllocatedQuantizeOptions extends QuantizeRunOptions {
   readonly onStatisticsReady?: (source: string) => void;
   /** Called once the model is validated and its output directory locked (before the statistics). */
   readonly onOpened?: () => void;
+  /**
+   * Allocate for a shipped format: its ladders (`plan.configs`, or `plan.stops` for uniform and the boosts) and, for
+   * the knapsack allocators, its bytes: the embedding units become units of the allocation (measured at their own
+   * ladders) and the whole file must fit `target` (without one, `budget` bits per weight in the paper's accounting
+   * over the format's ladder). The checkpoint then holds the embedding units the allocation quantized.
+   */
+  readonly shipped?: { readonly plan: FormatPlan; readonly target?: FileTarget };
 }
 
 export interface AllocatedQuantizeResult {
   readonly report: QuantizeModelReport;
   readonly allocation: Allocation;
+  /** With `shipped`: the exact bytes of the file the allocation makes (the format's cost model), and of uniform's. */
+  readonly shippedBytes: number | null;
+  readonly uniformShippedBytes: number | null;
   /** HQQ uniform at the budget when it is a stop of the ladder (the baseline of extra memory). */
   readonly uniform: Allocation | undefined;
   /** Paper memory over `uniform`, percent; null without a baseline. */
@@ -181,8 +192,14 @@ export interface AllocatedQuantizeResult {
  */
 export async function quantizeAllocated(options: AllocatedQuantizeOptions): Promise<AllocatedQuantizeResult> {
   const allocators = options.allocators ?? ALLOCATOR_PLUGINS;
-  const { method, budget, configs } = options;
-  checkMethodBudget(method, budget, configs, allocators);
+  const { method, shipped } = options;
+  // Under a format the stop allocators take its native stops, the knapsacks its whole ladder and its bytes.
+  const format = shipped ? formatAllocationSettings(method, shipped.plan, { ...(options.configs ? { configs: options.configs } : {}), budget: options.budget, ...(shipped.target ? { target: shipped.target } : {}) }, allocators) : undefined;
+  const knapsack = format?.knapsack ?? false;
+  const configs = format ? format.configs : options.configs;
+  const target = format?.target;
+  const budget = format ? format.budget : options.budget;
+  if (!format) checkMethodBudget(method, budget, configs, allocators);
   const seed = options.seed ?? 42;
   return withOutputDirectory(options.modelDir, options.outDir, async (model) => {
     options.onOpened?.();
@@ -195,13 +212,15 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
       seqlen: 512,
       quantizer: options.statisticsQuantizer ?? { quantizer: options.quantizer, options: options.quantizerOptions ?? {} },
       ...(configs ? { configs } : {}),
+      ...(shipped && knapsack ? { embeddingConfigs: shipped.plan.embeddingConfigs } : {}),
       ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
     });
     options.onStatisticsReady?.(source);
     // The tables must cover this model whole (a table cut at a layer boundary would allocate only part of it).
     validateStats(stats, { matrices, name: options.modelDir });
-    const allocation = allocateMethod(method, stats, { budget, seed, ...(configs ? { configs } : {}) }, allocators);
-    const uniform = uniformBaseline(stats, { budget, ...(configs ? { configs } : {}) });
+    const size = shipped && knapsack ? shippedSizeBudget(shipped.plan, matricesOf(stats), shipped.target) : undefined;
+    const allocation = allocateMethod(method, stats, { budget, seed, ...(configs ? { configs } : {}), ...(size ? { size } : {}) }, allocators);
+    const uniform = target ? undefined : uniformBaseline(stats, { budget, ...(configs ? { configs } : {}) });
     const byKey = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
     // A calibrated quantizer reads the same calibration text as the statistics (their --calib and --blocks).
     const calibrationText = { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, ...(options.statistics.threads ? { threads: options.statistics.threads } : {}), ...options.calibration };
@@ -209,11 +228,14 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
       modelDir: options.modelDir,
       outDir: options.outDir,
       quantizer: options.quantizer,
-      configFor: (key) => {
+      // The embedding units an allocation for a format did not choose a config for stay float.
+      configFor: (key, unit) => {
         const config = byKey.get(key);
+        if (config === undefined && !isLinearModule(unit.module)) return null;
         if (config === undefined) throw new InvalidOptionError('--stats', `the statistics have no row for matrix ${key}; they were made for another model`);
         return config;
       },
+      ...(shipped ? { embeddingUnits: true } : {}),
       method: method.id,
       allocation,
       ...(options.scaleDtype ? { scaleDtype: options.scaleDtype } : {}),
@@ -225,28 +247,39 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
         ...options.record,
         ...(method.options.seed !== undefined ? { seed: allocation.options.seed ?? seed } : {}),
         ...(configs ? { configs: configs.map(configName) } : {}),
+        ...(shipped ? { format: shipped.plan.cost.format, ...(shipped.target ? { target: shipped.target } : {}) } : {}),
       },
       ...(calibration ? { calibration } : {}),
       ...(options.onPlan ? { onPlan: options.onPlan } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     }));
-    return { report, allocation, uniform, extraMemoryPercent: uniform ? extraMemoryPercent(allocation, uniform) : null, statistics: source };
+    return {
+      report,
+      allocation,
+      uniform,
+      extraMemoryPercent: uniform ? extraMemoryPercent(allocation, uniform) : null,
+      statistics: source,
+      shippedBytes: shipped ? shippedBytes(shipped.plan.cost, allocation.matrices) : null,
+      uniformShippedBytes: shipped && uniform ? shippedBytes(shipped.plan.cost, uniform.matrices) : null,
+    };
   });
 }
 
 /**
- * A quantized model written as an ONNX directory (`quantize --format onnx`): `quantize` writes a checkpoint into a
- * temporary directory beside `outDir` (either mode above), which is exported to `outDir` and removed.
+ * A quantized model written in a shipped format (`quantize --format onnx|gguf`): `quantize` writes a checkpoint into
+ * a temporary directory beside `out` (either mode above), which is exported to `out` (a directory for ONNX, a .gguf
+ * file) and removed.
  */
 export async function exportQuantized<T>(
-  outDir: string,
-  options: OnnxExportOptions & { readonly quantizers?: PluginRegistries['quantizers'] },
+  out: string,
+  request: ExportRequest,
+  quantizers: PluginRegistries['quantizers'] | undefined,
   quantize: (checkpointDir: string) => Promise<T>,
-): Promise<{ readonly quantized: T; readonly export: ExportReport }> {
-  const checkpointDir = temporaryPath(outDir);
+): Promise<{ readonly quantized: T; readonly export: ExportResult }> {
+  const checkpointDir = temporaryPath(out);
   try {
     const quantized = await quantize(checkpointDir);
-    const report = await exportOnnx({ ...options, modelDir: checkpointDir, outDir });
+    const report = await exportModel(checkpointDir, out, request, quantizers);
     return { quantized, export: report };
   } finally {
     await rm(checkpointDir, { recursive: true, force: true });

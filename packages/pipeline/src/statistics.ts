@@ -1,14 +1,14 @@
-import type { ModelStats } from '@layerquant/allocators';
+import { BUILTIN_TABLES, hasTable, rowConfig, tableFile, type ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError, MissingFileError, PAPER_CONFIGS, configName, type LinearModule, type MatrixInfo, type MatrixKey, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, isLinearModule, matrixKey, type EmbeddingUnit, type LinearModule, type MatrixInfo, type MatrixKey, type OptionValue, type QuantConfig, type Quantizer, type UnitModule, type ZeroKind } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
-import { DEFAULT_SENSITIVITY_CONFIG, measureModelStatistics, writeSensitivityOutputs, type CalibrationOrder } from '@layerquant/sensitivity';
-import { removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
+import { DEFAULT_SENSITIVITY_CONFIG, SENSITIVITY_METRICS, measureMetrics, writeMetricTables, type CalibrationOrder, type MetricPlugin } from '@layerquant/sensitivity';
+import { readTextFile, removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeChanges, fileContentHash, modelContentHash, settingsKey } from './keys.js';
-import { quantizerSettings } from './plugins.js';
+import { quantizerSettings, type QuantizerChoice } from './plugins.js';
 
 /** The quantizer of the fnorm table (the authors' HQQ error) and of every cell unless `experiment --quantizer`, with its solver settings. */
 export const QUANTIZER_SETTINGS = Object.freeze({ id: hqqQuantizer.id, solver: hqqQuantizer.solver });
@@ -31,7 +31,14 @@ export interface ComputedStatsSettings {
   /** What measured.csv's error is (absent in caches of the absolute MSE, which are then not reused). */
   readonly measuredError?: 'relative to the residual stream';
   readonly quantizer: unknown;
+  /** Plug-in tables and the metric that measures each (absent when only built-in tables are measured). */
+  readonly tables?: Readonly<Record<string, string>>;
+  /** The embedding units fnorm.csv and measured.csv cover too, with their ladders (a shipped format's); absent: none. */
+  readonly embeddingConfigs?: EmbeddingLadders;
 }
+
+/** Per embedding unit, the configs its rows are measured at. */
+export type EmbeddingLadders = Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
 
 export function computedStatsSettings(options: {
   model: string;
@@ -48,6 +55,10 @@ export function computedStatsSettings(options: {
   fnorm?: boolean;
   /** The quantizer the tables are measured with, as its settings (`quantizerSettings`; default HQQ, QUANTIZER_SETTINGS). */
   quantizer?: Readonly<Record<string, unknown>>;
+  /** Metric plug-ins of tables other than the built-ins (their ids are part of the key; none: the key is unchanged). */
+  metrics?: readonly { readonly id: string; readonly table: string }[];
+  /** The embedding units the per-config tables cover too (absent: the linear matrices only, as the paper). */
+  embeddingConfigs?: EmbeddingLadders;
 }): ComputedStatsSettings {
   const ladder = options.fnormConfigs ?? PAPER_CONFIGS;
   return {
@@ -63,13 +74,84 @@ export function computedStatsSettings(options: {
     measuredConfigs: options.measured ? ladder : null,
     ...(options.measured ? { measuredError: 'relative to the residual stream' as const } : {}),
     quantizer: options.quantizer ?? QUANTIZER_SETTINGS,
+    ...(options.metrics && options.metrics.length > 0 ? { tables: Object.fromEntries(options.metrics.map((m) => [m.table, m.id])) } : {}),
+    ...(options.embeddingConfigs && Object.keys(options.embeddingConfigs).length > 0 ? { embeddingConfigs: options.embeddingConfigs } : {}),
   };
 }
 
-export type StatisticsStep = 'fnorm' | 'sensitivity' | 'measured';
+/** A table being measured (`fnorm`, `sensitivity`, a metric plug-in's table), for progress. */
+export type StatisticsStep = string;
 
-/** Computes the tables (in process by default; the queue coordinator passes one that runs them as jobs). */
-export type ComputeStatistics = (settings: ComputedStatsSettings, calibrationText: string) => Promise<ModelStats>;
+/**
+ * How the tables of one run are measured, as plain data: what a queue job carries to a worker, which measures them
+ * with the same `measureTables` call as this process.
+ */
+export interface StatisticsMeasure {
+  readonly calibrationName: string;
+  readonly blocks: number;
+  readonly seqlen: number;
+  readonly order?: CalibrationOrder;
+  /** The config ladder of per-config tables (fnorm, measured). */
+  readonly configs: readonly QuantConfig[];
+  /** The configs of the activation-sensitivity passes. */
+  readonly sensitivityConfigs: readonly QuantConfig[];
+  /** The embedding units the per-config tables cover too, each at its own ladder (absent: none). */
+  readonly embeddingConfigs?: EmbeddingLadders;
+  /** The quantizer the tables that quantize are measured with, by id and options (absent: HQQ). */
+  readonly quantizer?: QuantizerChoice;
+}
+
+/** One run's tables to measure: the metrics that fill them, how, and the key of their settings. */
+export interface StatisticsRequest {
+  readonly modelDir: string;
+  /** The settings key of the tables (their cache directory's name; queue job ids). */
+  readonly key: string;
+  readonly settings: ComputedStatsSettings;
+  /** One metric plug-in per table needed, in registry order. */
+  readonly metrics: readonly MetricPlugin[];
+  readonly measure: StatisticsMeasure;
+  readonly calibrationText: string;
+}
+
+/** Measures the tables of a request (in process by default; the queue coordinator passes one that spreads them over workers). */
+export type ComputeStatistics = (request: StatisticsRequest) => Promise<Readonly<Record<string, unknown>>>;
+
+/**
+ * The one measurement of statistics tables: `measureMetrics` of @layerquant/sensitivity over the metrics, with the
+ * run's settings; `layers` restricts weight metrics to those layers' matrices (a queue job's share). Returns the
+ * tables by name.
+ */
+export async function measureTables(
+  modelDir: string,
+  metrics: readonly MetricPlugin[],
+  options: StatisticsMeasure & {
+    readonly calibrationText?: string;
+    readonly threads?: number;
+    readonly layers?: readonly number[];
+    readonly onStep?: (step: StatisticsStep, done: number, total: number) => void;
+    /** The quantizer `measure.quantizer` names, resolved from the caller's registries (required when it names one). */
+    readonly resolvedQuantizer?: Quantizer;
+  },
+): Promise<Readonly<Record<string, unknown>>> {
+  if (options.quantizer && options.resolvedQuantizer?.id !== options.quantizer.id) {
+    throw new InvalidOptionError('quantizer', `the statistics are measured with "${options.quantizer.id}" but no such quantizer was resolved; resolve it with quantizerOf`);
+  }
+  const results = await measureMetrics(modelDir, metrics, {
+    ...(options.calibrationText === undefined ? {} : { calibrationText: options.calibrationText }),
+    calibrationName: options.calibrationName,
+    blocks: options.blocks,
+    seqlen: options.seqlen,
+    ...(options.order ? { order: options.order } : {}),
+    configs: options.configs,
+    sensitivityConfigs: options.sensitivityConfigs,
+    ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
+    ...(options.threads ? { threads: options.threads } : {}),
+    ...(options.layers ? { layers: options.layers } : {}),
+    ...(options.resolvedQuantizer ? { quantizer: options.resolvedQuantizer } : {}),
+    ...(options.onStep ? { onProgress: (metric: MetricPlugin, done: number, total: number) => options.onStep!(metric.table, done, total) } : {}),
+  });
+  return results.tables;
+}
 
 export interface StatisticsOptions {
   readonly modelDir: string;
@@ -77,9 +159,14 @@ export interface StatisticsOptions {
   readonly statsDir?: string;
   /** Where computed tables are cached, one directory per settings key: `<cacheDir>/<key>/`. */
   readonly cacheDir?: string;
-  readonly needs: { readonly fnorm: boolean; readonly sensitivity: boolean; readonly kurtosis: boolean; readonly measured?: boolean };
+  /** The tables the methods read (allocators' `tablesNeededBy`). */
+  readonly needs: readonly string[];
+  /** The metric plug-ins that fill tables, one per table (the registry's; default the built-ins). */
+  readonly metrics?: readonly MetricPlugin[];
   /** The config ladder: fnorm.csv and measured.csv are measured for these configs only (default: the paper's 12). */
   readonly configs?: readonly QuantConfig[];
+  /** The embedding units the per-config tables cover too, each at its own ladder (an allocation for a shipped format). */
+  readonly embeddingConfigs?: EmbeddingLadders;
   readonly calibrationPath: string;
   readonly calibrationName: string;
   readonly blocks: number;
@@ -91,8 +178,8 @@ export interface StatisticsOptions {
   readonly onNote?: (line: string) => void;
   readonly compute?: ComputeStatistics;
   /**
-   * The model's matrices and sizes (core's modelMatrixParams): when the methods need no table (uniform, a
-   * layer-position rule), nothing is computed and the allocators get this list.
+   * The model's matrices and sizes (core's modelMatrixParams), given to the allocators beside the tables; when the
+   * methods need no table (uniform, a layer-position rule), nothing is computed.
    */
   readonly matrices?: ReadonlyMap<MatrixKey, number>;
   /**
@@ -122,51 +209,41 @@ export interface ResolvedStatistics {
 
 const SETTINGS_FILE = 'settings.json';
 
-/** Whether every matrix of a table has a row for every config of the ladder. */
-function coversConfigs(rows: readonly { layer: number; module: string; bits: number; groupSize: number }[] | undefined, configs: readonly QuantConfig[] | undefined): boolean {
+type ConfigRow = { layer: number; module: UnitModule; bits: number; groupSize: number; zero: ZeroKind };
+
+/**
+ * Whether every linear matrix of a table has a row for every config of the ladder, and every embedding unit asked
+ * for a row for every config of its own ladder.
+ */
+function coversConfigs(rows: readonly ConfigRow[] | undefined, configs: readonly QuantConfig[] | undefined, embedding?: EmbeddingLadders): boolean {
   if (!rows) return false;
-  if (!configs) return true;
-  const have = new Set(rows.map((r) => `${r.layer}.${r.module}.b${r.bits}g${r.groupSize}`));
-  const matrices = new Set(rows.map((r) => `${r.layer}.${r.module}`));
-  for (const m of matrices) for (const c of configs) if (!have.has(`${m}.${configName(c)}`)) return false;
+  const have = new Set(rows.map((r) => `${matrixKey(r.layer, r.module)}.${configName(rowConfig(r))}`));
+  if (configs) {
+    const matrices = new Set(rows.filter((r) => isLinearModule(r.module)).map((r) => matrixKey(r.layer, r.module)));
+    for (const m of matrices) for (const c of configs) if (!have.has(`${m}.${configName(c)}`)) return false;
+  }
+  for (const [unit, ladder] of Object.entries(embedding ?? {})) for (const c of ladder ?? []) if (!have.has(`${unit}.${configName(c)}`)) return false;
   return true;
 }
 
-function hasTables(stats: ModelStats, needs: StatisticsOptions['needs'], configs?: readonly QuantConfig[]): boolean {
-  return (
-    (!needs.fnorm || coversConfigs(stats.fnorm?.rows, configs)) &&
-    (!needs.sensitivity || Boolean(stats.sensitivity)) &&
-    (!needs.kurtosis || Boolean(stats.kurtosis ?? stats.fnorm?.rows[0]?.kurtosis !== undefined)) &&
-    (!needs.measured || coversConfigs(stats.measured?.rows, configs))
+/** Whether `stats` holds every table needed, the per-config tables (fnorm, measured) for every config of the ladder. */
+function hasTables(stats: ModelStats, needs: readonly string[], configs?: readonly QuantConfig[], embedding?: EmbeddingLadders): boolean {
+  return needs.every((table) =>
+    table === 'fnorm' ? coversConfigs(stats.fnorm?.rows, configs, embedding) : table === 'measured' ? coversConfigs(stats.measured?.rows, configs, embedding) : hasTable(stats, table),
   );
 }
 
-/** The statistics of a model measured in this process (the default `compute`). */
-export function measureInProcess(modelDir: string, options: Pick<StatisticsOptions, 'order' | 'threads' | 'onStep' | 'quantizer'>): ComputeStatistics {
-  return async (settings, calibrationText) => {
-    const measured = await measureModelStatistics(modelDir, {
-      calibrationText,
-      calibrationName: settings.calibrationName,
-      blocks: settings.blocks,
-      seqlen: settings.seqlen,
-      ...(options.order ? { order: options.order } : {}),
-      ...(options.threads ? { threads: options.threads } : {}),
-      ...(options.onStep ? { onStep: options.onStep } : {}),
-      ...(options.quantizer ? { quantizer: options.quantizer.quantizer } : {}),
-      fnormConfigs: settings.fnormConfigs,
-      ...(settings.measuredConfigs ? { measuredConfigs: settings.measuredConfigs } : {}),
-      // An empty list of configs: that table is not measured (no method reads it).
-      ...(Array.isArray(settings.sensitivityConfigs) && settings.sensitivityConfigs.length === 0 ? { skipSensitivity: true } : {}),
-      ...(settings.fnormConfigs.length === 0 ? { skipFnorm: true } : {}),
-    });
-    return {
-      ...(measured.fnorm ? { fnorm: measured.fnorm } : {}),
-      ...(measured.sensitivity.rows.length > 0 ? { sensitivity: measured.sensitivity } : {}),
-      kurtosis: measured.kurtosis,
-      ...(measured.measured ? { measured: measured.measured } : {}),
-      source: modelDir,
-    };
-  };
+/**
+ * The metric of each table needed, in registry order (so fnorm comes before kurtosis, which is then read off its
+ * column). A table no metric fills is an error saying how to get it.
+ */
+export function metricsForTables(needs: readonly string[], metrics: readonly MetricPlugin[]): MetricPlugin[] {
+  for (const table of needs) {
+    if (!metrics.some((m) => m.table === table)) {
+      throw new InvalidOptionError('--plugin', `the methods read the table "${table}", which no metric fills (metrics: ${metrics.map((m) => `${m.id} -> ${m.table}`).join(', ')}); load the metric plug-in that fills it with --plugin, or give the tables with --stats`);
+    }
+  }
+  return metrics.filter((m) => needs.includes(m.table));
 }
 
 /** Settings of the cached statistics directories under `cacheDir` (key -> settings). */
@@ -195,30 +272,40 @@ async function directoryKey(dir: string): Promise<string> {
 
 /**
  * The statistics the allocators read: loaded from `statsDir`, else from `<cacheDir>/<key>` of an earlier run with
- * the same settings (model content, calibration text, blocks, seqlen, configs, quantizer), else computed and saved
- * there in the authors' CSV layouts (written to a temporary directory, then renamed).
+ * the same settings (model content, calibration text, blocks, seqlen, configs, quantizer, the metrics of plug-in
+ * tables), else measured by the metrics that fill the tables needed (in process, or by `compute`) and saved there
+ * through each metric's `format` (written to a temporary directory, then renamed).
  */
 export async function ensureStatistics(options: StatisticsOptions): Promise<ResolvedStatistics> {
+  const resolved = await resolveStatistics(options);
+  // The model's matrix list beside the tables: an allocator whose tables list no matrices (sensitivity.csv, a
+  // plug-in's table) gets them from it; a table's own list wins where there is one (matricesOf).
+  return options.matrices ? { ...resolved, stats: { ...resolved.stats, matrices: matrixList(options.matrices) } } : resolved;
+}
+
+async function resolveStatistics(options: StatisticsOptions): Promise<ResolvedStatistics> {
   const { needs } = options;
+  const metrics = options.metrics ?? SENSITIVITY_METRICS;
   const note = options.onNote ?? (() => undefined);
-  const nothingNeeded = !needs.fnorm && !needs.sensitivity && !needs.kurtosis && !needs.measured;
-  if (nothingNeeded && options.matrices && !options.statsDir) {
+  if (needs.length === 0 && options.matrices && !options.statsDir) {
     note('statistics: none needed (the methods read no table)');
     return { stats: { matrices: matrixList(options.matrices), source: 'the model (no statistics needed)' }, source: 'none needed', key: 'none', computed: false };
   }
   if (options.statsDir) {
-    const stats = await loadStatsDirectory(options.statsDir);
-    if (!hasTables(stats, needs, options.configs)) {
+    const stats = await loadStatsDirectory(options.statsDir, metrics);
+    if (!hasTables(stats, needs, options.configs, options.embeddingConfigs)) {
       throw new InvalidDataError(
         options.statsDir,
-        `lacks a table the methods need (${Object.entries(needs).filter(([, v]) => v).map(([k]) => `${k}.csv`).join(', ')}${options.configs ? ` for ${options.configs.map(configName).join(',')}` : ''}); run \`layerquant sensitivity${needs.measured ? ' --measured' : ''}${options.configs ? ` --configs ${options.configs.map(configName).join(',')}` : ''}\` to make them`,
+        `lacks a table the methods need (${needs.map(tableFile).join(', ')}${options.configs ? ` for ${options.configs.map(configName).join(',')}` : ''}); run \`layerquant sensitivity${needs.includes('measured') ? ' --measured' : ''}${options.configs ? ` --configs ${options.configs.map(configName).join(',')}` : ''}\` to make them`,
       );
     }
     return { stats, source: options.statsDir, key: await directoryKey(options.statsDir), computed: false };
   }
+  const measuring = metricsForTables(needs, metrics);
   if (!existsSync(options.calibrationPath)) throw new MissingFileError(options.calibrationPath, 'calibration text not found; pass a UTF-8 text file with --calib');
-  const text = await readFile(options.calibrationPath, 'utf8');
+  const text = await readTextFile(options.calibrationPath, 'a UTF-8 calibration text with --calib');
   if (text.trim().length === 0) throw new InvalidDataError(options.calibrationPath, 'is empty; calibration needs text');
+  const ladder = options.configs ?? PAPER_CONFIGS;
   const settings = computedStatsSettings({
     model: await modelContentHash(options.modelDir),
     calibration: await fileContentHash(options.calibrationPath),
@@ -227,18 +314,20 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
     seqlen: options.seqlen,
     ...(options.order ? { order: options.order } : {}),
     ...(options.configs ? { fnormConfigs: options.configs } : {}),
-    measured: Boolean(needs.measured),
+    measured: needs.includes('measured'),
     // Only what the methods read: KurtBoost alone reads the weights' kurtosis, never the model's activations.
-    sensitivity: needs.sensitivity,
-    fnorm: needs.fnorm,
+    sensitivity: needs.includes('sensitivity'),
+    fnorm: needs.includes('fnorm'),
+    metrics: measuring.filter((m) => !(BUILTIN_TABLES as readonly string[]).includes(m.table)),
+    ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
     ...(options.quantizer ? { quantizer: quantizerSettings(options.quantizer.quantizer, options.quantizer.options) } : {}),
   });
   const key = settingsKey(settings);
   if (options.cacheDir) {
     const dir = join(options.cacheDir, key);
     if (existsSync(join(dir, SETTINGS_FILE))) {
-      const stats = await loadStatsDirectory(dir);
-      if (hasTables(stats, needs, options.configs)) {
+      const stats = await loadStatsDirectory(dir, metrics);
+      if (hasTables(stats, needs, options.configs, options.embeddingConfigs)) {
         note(`statistics: reusing ${dir} (same model content, calibration text, blocks, seqlen, configs and quantizer)`);
         return { stats, source: `${dir} (cached)`, key, computed: false };
       }
@@ -249,17 +338,35 @@ export async function ensureStatistics(options: StatisticsOptions): Promise<Reso
     }
     if (existsSync(join(options.cacheDir, 'fnorm.csv'))) note(`statistics: not reusing ${options.cacheDir}/*.csv: written by an earlier layerquant without settings; computing`);
   }
-  const compute = options.compute ?? measureInProcess(options.modelDir, options);
-  const measured = await compute(settings, text);
-  const stats: ModelStats = { ...measured, source: options.cacheDir ? join(options.cacheDir, key) : options.modelDir };
+  const request: StatisticsRequest = {
+    modelDir: options.modelDir,
+    key,
+    settings,
+    metrics: measuring,
+    measure: {
+      calibrationName: options.calibrationName,
+      blocks: options.blocks,
+      seqlen: options.seqlen,
+      ...(options.order ? { order: options.order } : {}),
+      configs: ladder,
+      sensitivityConfigs: [DEFAULT_SENSITIVITY_CONFIG],
+      ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
+      ...(options.quantizer ? { quantizer: { id: options.quantizer.quantizer.id, options: options.quantizer.options } } : {}),
+    },
+    calibrationText: text,
+  };
+  const compute: ComputeStatistics =
+    options.compute ?? ((r) => measureTables(r.modelDir, r.metrics, { ...r.measure, calibrationText: r.calibrationText, ...(options.quantizer ? { resolvedQuantizer: options.quantizer.quantizer } : {}), ...(options.threads ? { threads: options.threads } : {}), ...(options.onStep ? { onStep: options.onStep } : {}) }));
+  const tables = await compute(request);
+  const stats: ModelStats = { ...tables, source: options.cacheDir ? join(options.cacheDir, key) : options.modelDir };
   if (!options.cacheDir) return { stats, source: 'computed', key, computed: true };
   await mkdir(options.cacheDir, { recursive: true });
   removeStaleTemporaries(options.cacheDir);
   const dir = join(options.cacheDir, key);
   await writeDirectoryAtomic(dir, async (tmp) => {
-    await writeSensitivityOutputs(tmp, stats);
+    await writeMetricTables(tmp, measuring, tables);
     await writeTextAtomic(join(tmp, SETTINGS_FILE), `${JSON.stringify(settings, null, 1)}\n`);
   });
   // Read back what was written, so a first run, a resumed run and queue workers allocate from the same numbers.
-  return { stats: await loadStatsDirectory(dir), source: `${dir} (computed)`, key, computed: true };
+  return { stats: await loadStatsDirectory(dir, metrics), source: `${dir} (computed)`, key, computed: true };
 }

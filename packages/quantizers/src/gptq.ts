@@ -310,6 +310,8 @@ export function createGptqQuantizer(options: GptqOptions = {}): GptqQuantizer {
     id: 'gptq' as const,
     calibration: 'hessian' as const,
     packedLayout: 'affine' as const,
+    // GPTQ's grid has an integer zero point (or none, symmetric): a fractional config gets the same codes.
+    zeroKinds: Object.freeze(['integer', 'none'] as const),
     settings,
     quantize(weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor {
       const { prepared, problem, finish } = begin(weight, config, context);

@@ -1,6 +1,7 @@
 import { PAPER_CONFIGS, configName, quantConfig } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
 import { asymmetricMinMaxInit } from './asymmetric-init.js';
+import { groupLayout, groupedValues } from './grouping.js';
 import { createWasmKernel, typescriptKernel, wasmKernelAvailable } from './quant-kernel.js';
 import { UPSTREAM_PROXIMAL_OPTIONS, proximalIteration, proximalOptions, runProximalSolver, type ProximalOptions } from './hqq-proximal.js';
 import { createHqqQuantizer, createRtnQuantizer, hqqQuantizer, rtnQuantizer, squaredError } from './quantizers.js';
@@ -228,5 +229,27 @@ describe.skipIf(!wasmKernelAvailable())('WebAssembly SIMD kernel', () => {
       };
       expect(run(wasm)).toEqual(run(typescriptKernel));
     }
+  });
+});
+
+describe('HQQ with an integer zero (a -int config)', () => {
+  it('stores integer zeros within the code range, solved then rounded; the TypeScript and WebAssembly kernels agree bit for bit; the error stays near the fractional zero\'s', () => {
+    const weight = randomMatrix(48, 256, 21, 0.02, 5);
+    const config = quantConfig(4, 64, { roundZero: true });
+    const ts = createHqqQuantizer({ kernel: 'typescript' }).quantize(weight, config);
+    const fast = hqqQuantizer.quantize(weight, config);
+    expect(Array.from(fast.zero)).toEqual(Array.from(ts.zero));
+    expect(Array.from(fast.packed)).toEqual(Array.from(ts.packed));
+    for (const z of ts.zero) expect(Number.isInteger(z) && z >= 0 && z <= 15).toBe(true);
+    // upstream HQQ rounds only the initial zero: the solver moves it off the integers (the same codes are not expected)
+    const upstream = createHqqQuantizer({ kernel: 'typescript' });
+    const kernelZeros = new Float32Array(weight.data.length / 64);
+    typescriptKernel.quantize(groupedValues(weight.data, groupLayout(weight.name, [48, 256], config)), 64, 4, true, upstream.solver, new Float32Array(kernelZeros.length), kernelZeros, new Uint8Array(weight.data.length));
+    expect(kernelZeros.some((z) => !Number.isInteger(z))).toBe(true);
+    // Rounding a zero moves each group's grid by at most half a step: the error grows, but by far less than twice.
+    const integer = squaredError(hqqQuantizer.dequantize(ts), weight.data);
+    const fractional = squaredError(hqqQuantizer.dequantize(hqqQuantizer.quantize(weight, quantConfig(4, 64))), weight.data);
+    expect(integer).toBeGreaterThan(fractional);
+    expect(integer).toBeLessThan(2 * fractional);
   });
 });

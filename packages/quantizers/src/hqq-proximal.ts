@@ -13,9 +13,31 @@ export interface ProximalOptions {
   readonly kappa: number;
   /** Most iterations; the solver stops early when the error stops falling. Upstream: 20. */
   readonly iterations: number;
+  /**
+   * Round the solved zero points to integers (within the code range) before the final codes: an integer zero a
+   * format stores as it is (a `-int` config). Upstream HQQ's round_zero rounds only the initial zero, which the solver
+   * then moves off the integers; absent or false: as upstream.
+   */
+  readonly integerZero?: boolean;
 }
 
 export const UPSTREAM_PROXIMAL_OPTIONS: ProximalOptions = Object.freeze({ lpNorm: 0.7, beta: 10, kappa: 1, iterations: 20 });
+
+/**
+ * The solver a config runs: with an integer zero (`roundZero`, a `-int` config) the solved zeros are rounded to
+ * integers before the codes (`integerZero`). The one mapping every caller of a kernel uses (quantizer, worker pool).
+ */
+export function solverForConfig(solver: ProximalOptions | null, config: { readonly roundZero: boolean }): ProximalOptions | null {
+  return solver && config.roundZero && !solver.integerZero ? Object.freeze({ ...solver, integerZero: true }) : solver;
+}
+
+/** Rounds zero points to integers in [0, maxV] (HQQ's solved zeros for an integer-zero config). */
+export function roundZerosToIntegers(zero: Float32Array, maxV: number): void {
+  for (let k = 0; k < zero.length; k++) {
+    const z = roundHalfEven(zero[k]!);
+    zero[k] = z < 0 ? 0 : z > maxV ? maxV : z;
+  }
+}
 
 /** Validated, frozen solver options. */
 export function proximalOptions(options: Partial<ProximalOptions> = {}): ProximalOptions {

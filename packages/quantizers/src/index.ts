@@ -7,7 +7,9 @@ export {
   proximalIteration,
   proximalOptions,
   runProximalSolver,
+  roundZerosToIntegers,
   shrinkThreshold,
+  solverForConfig,
   type ProximalOptions,
   type ProximalStep,
 } from './hqq-proximal.js';

@@ -18,6 +18,8 @@ describe.skipIf(!wasmKernelAvailable())('kernel worker pool', () => {
         { bits: 2, groupSize: 128, roundZero: true, solver: null },
         { bits: 8, groupSize: 64, roundZero: false, solver: proximalOptions() },
         { bits: 4, groupSize: 64, roundZero: false, solver: proximalOptions() },
+        // an integer-zero (-int) config: the solved zeros rounded before the codes
+        { bits: 4, groupSize: 64, roundZero: true, solver: proximalOptions({ integerZero: true }) },
       ];
       const tasks = cases.map((c, i) => ({ ...c, grouped: randomMatrix(40 + i * 50, 256, i + 1, 0.02, 9).data }));
       const results = await Promise.all(tasks.map((t) => pool.run(t)));
@@ -31,6 +33,7 @@ describe.skipIf(!wasmKernelAvailable())('kernel worker pool', () => {
         expect(results[i]!.scale).toEqual(scale);
         expect(results[i]!.zero).toEqual(zero);
         expect(results[i]!.codes).toEqual(codes);
+        if (task.solver?.integerZero) for (const z of zero) expect(Number.isInteger(z) && z >= 0 && z <= 2 ** task.bits - 1).toBe(true);
       }
     } finally {
       await pool.close();

@@ -64,6 +64,11 @@ parentPort.on('message', ({ id, kind, problem, grouped, groupSize, bits, roundZe
     const iterations = solver
       ? kernel.proximalSolve(0, scaleAt, zeroAt, groups, groupSize, maxV, solver.lpNorm, solver.beta, solver.kappa, solver.iterations)
       : 0;
+    if (solver && solver.integerZero) {
+      // roundZerosToIntegers of hqq-proximal.ts: half to even (1.5 * 2^52), within [0, maxV].
+      const z = new Float32Array(heap, zeroAt, groups);
+      for (let k = 0; k < groups; k++) { const r = z[k] + 6755399441055744 - 6755399441055744; z[k] = r < 0 ? 0 : r > maxV ? maxV : r; }
+    }
     kernel.roundToCodes(0, scaleAt, zeroAt, codesAt, groups, groupSize, maxV);
     const scale = new Float32Array(heap, scaleAt, groups).slice();
     const zero = new Float32Array(heap, zeroAt, groups).slice();

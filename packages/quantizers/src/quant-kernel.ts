@@ -1,6 +1,6 @@
 import { asymmetricMinMaxInit, dequantizeGroups, maxCode, roundToCodes } from './asymmetric-init.js';
 import { HQQ_KERNEL_WASM_BASE64 } from './hqq-kernel-wasm.generated.js';
-import { optimizeZeroProximal, type ProximalOptions } from './hqq-proximal.js';
+import { optimizeZeroProximal, roundZerosToIntegers, type ProximalOptions } from './hqq-proximal.js';
 
 /**
  * The numeric core of RTN and HQQ on group-major weights, in two implementations with bit-identical results:
@@ -48,6 +48,7 @@ export const typescriptKernel: QuantKernel = Object.freeze({
   quantize(grouped: Float32Array, groupSize: number, bits: number, roundZero: boolean, solver: ProximalOptions | null, scale: Float32Array, zero: Float32Array, codes: Uint8Array) {
     asymmetricMinMaxInit(grouped, groupSize, bits, roundZero, scale, zero);
     const iterations = solver ? optimizeZeroProximal(grouped, groupSize, bits, scale, zero, solver) : 0;
+    if (solver?.integerZero) roundZerosToIntegers(zero, maxCode(bits));
     roundToCodes(grouped, groupSize, bits, scale, zero, codes);
     return iterations;
   },
@@ -136,6 +137,7 @@ export function createWasmKernel(): QuantKernel | undefined {
       const iterations = solver
         ? kernel.proximalSolve(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, solver.lpNorm, solver.beta, solver.kappa, solver.iterations)
         : 0;
+      if (solver?.integerZero) roundZerosToIntegers(new Float32Array(heap, zeroAt, groups), maxV);
       kernel.roundToCodes(weightsAt, scaleAt, zeroAt, codesAt, groups, groupSize, maxV);
       scale.set(new Float32Array(heap, scaleAt, groups));
       zero.set(new Float32Array(heap, zeroAt, groups));
@@ -154,6 +156,7 @@ export function createWasmKernel(): QuantKernel | undefined {
       if (solver) {
         kernel.minMaxInit(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, roundZero ? 1 : 0);
         iterations = kernel.proximalSolve(weightsAt, scaleAt, zeroAt, groups, groupSize, maxV, solver.lpNorm, solver.beta, solver.kappa, solver.iterations);
+        if (solver.integerZero) roundZerosToIntegers(new Float32Array(heap, zeroAt, groups), maxV);
         kernel.roundToCodes(weightsAt, scaleAt, zeroAt, codesAt, groups, groupSize, maxV);
       } else {
         kernel.rtnQuantize(weightsAt, scaleAt, zeroAt, codesAt, groups, groupSize, maxV, roundZero ? 1 : 0);

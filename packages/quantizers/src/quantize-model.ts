@@ -36,6 +36,7 @@ import {
 } from './checkpoint-format.js';
 import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
 import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
+import { solverForConfig } from './hqq-proximal.js';
 import { isPooledQuantizer } from './gptq.js';
 import { checkScaleDtype, encodeScaleZero } from './scale-storage.js';
 
@@ -270,7 +271,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
           let solved: QuantizedTensor;
           if (pool && isKernelQuantizer(quantizer) && config!.groupSize % 4 === 0 && !config!.symmetric) {
             const { layout, grouped } = prepareGroups(weight, config!);
-            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config!.bits, roundZero: config!.roundZero, solver: quantizer.kernelSolver });
+            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config!.bits, roundZero: config!.roundZero, solver: solverForConfig(quantizer.kernelSolver, config!) });
             solved = assembleQuantized(quantizer.id, weight, config!, layout, result.codes, result.scale, result.zero);
           } else if (pool && isPooledQuantizer(quantizer)) {
             // GPTQ's column loops on the workers: q/k/v (and gate/up) run side by side

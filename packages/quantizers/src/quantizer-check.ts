@@ -33,7 +33,7 @@ export function checkedQuantizer<Q extends Quantizer>(quantizer: Q): Q {
     const [rows, columns] = weight.shape as [number, number];
     if (!Array.isArray(t.shape) || t.shape.length !== 2 || t.shape[0] !== rows || t.shape[1] !== columns) fail(`${what} returned shape ${describeValue(t.shape)} for a [${rows}, ${columns}] weight`);
     const c = t.config as Partial<QuantConfig> | undefined;
-    if (!c || c.bits !== config.bits || c.groupSize !== config.groupSize || (c.axis ?? config.axis) !== config.axis || (c.roundZero ?? config.roundZero) !== config.roundZero) {
+    if (!c || c.bits !== config.bits || c.groupSize !== config.groupSize || (c.axis ?? config.axis) !== config.axis || (c.roundZero ?? config.roundZero) !== config.roundZero || (c.symmetric ?? config.symmetric ?? false) !== (config.symmetric ?? false)) {
       fail(`${what} returned the config ${describeValue(c)}, not the one asked for`);
     }
     if (!(t.packed instanceof Uint32Array)) fail(`${what} returned packed codes that are not a Uint32Array`);

@@ -1,8 +1,8 @@
-import { InvalidDataError, InvalidOptionError, configName, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, configName, type ZeroKind, type QuantConfig, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
 import { PACKING, packCodes, unpackCodes, unpackColumnCodes, wordsPerRow } from './bit-packing.js';
 import { groupLayout, groupedValues, matrixShape, ungroupValues, type GroupLayout } from './grouping.js';
 import { createWasmKernel, typescriptKernel, type KernelChoice, type QuantKernel } from './quant-kernel.js';
-import { proximalOptions, type ProximalOptions } from './hqq-proximal.js';
+import { proximalOptions, solverForConfig, type ProximalOptions } from './hqq-proximal.js';
 import { symmetricQuantize } from './symmetric-rtn.js';
 
 /** Picks the kernel for a group size; the WebAssembly instance is made on first use and kept (scratch memory only). */
@@ -58,8 +58,9 @@ function packsDirectly(kernel: QuantKernel, layout: GroupLayout, bits: number): 
     && layout.columns % (32 / bits) === 0 && (layout.rows * layout.columns) % 16 === 0;
 }
 
-function quantizeWith(method: string, kernel: QuantKernel, weight: WeightTensor, config: QuantConfig, solver: ProximalOptions | null): QuantizedTensor {
+function quantizeWith(method: string, kernel: QuantKernel, weight: WeightTensor, config: QuantConfig, given: ProximalOptions | null): QuantizedTensor {
   const { layout, grouped } = prepareGroups(weight, config);
+  const solver = solverForConfig(given, config);
   if (config.symmetric) {
     // HQQ's solver moves zero points; a symmetric config has none to move.
     if (solver) throw new InvalidOptionError('config', `${configName(config)} is symmetric (no zero point), and ${method} optimizes zero points; quantize symmetric configs with rtn`);
@@ -139,11 +140,17 @@ export function createRtnQuantizer(options: QuantizerOptions = {}): Quantizer {
   return Object.freeze({
     id: 'rtn',
     packedLayout: 'affine' as const,
+    zeroKinds: RTN_ZERO_KINDS,
     ...(options.kernel === 'typescript' ? {} : { kernelSolver: null }),
     quantize: (weight: WeightTensor, config: QuantConfig) => quantizeWith('rtn', kernelFor(config.groupSize), weight, config, null),
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized, kernelFor(quantized.config.groupSize)),
   });
 }
+
+/** RTN's zeros: HQQ's fractional min/max zero, rounded (`-int`), or none (`-sym`, onnxruntime's symmetric rule). */
+export const RTN_ZERO_KINDS: readonly ZeroKind[] = Object.freeze(['fractional', 'integer', 'none']);
+/** HQQ optimizes the zero point: fractional, or rounded (`-int`); a symmetric config has none to optimize. */
+export const HQQ_ZERO_KINDS: readonly ZeroKind[] = Object.freeze(['fractional', 'integer']);
 
 /** RTN with the fastest kernel available. */
 export const rtnQuantizer: Quantizer = createRtnQuantizer();
@@ -172,6 +179,7 @@ export function createHqqQuantizer(options: HqqQuantizerOptions = {}): HqqQuanti
     id: 'hqq' as const,
     solver,
     packedLayout: 'affine' as const,
+    zeroKinds: HQQ_ZERO_KINDS,
     ...(options.kernel === 'typescript' ? {} : { kernelSolver: solver }),
     quantize: (weight: WeightTensor, config: QuantConfig) => quantizeWith('hqq', kernelFor(config.groupSize), weight, config, solver),
     dequantize: (quantized: QuantizedTensor) => dequantizeTensor(quantized, kernelFor(quantized.config.groupSize)),

@@ -2,7 +2,7 @@
 // paper counts them (HQQ's quant_scale / quant_zero). Pure functions on typed arrays; the layout lives here and in
 // checkpoint-format.ts, the I/O in quantize-model.ts and quantized-checkpoint.ts.
 import { InvalidDataError, InvalidOptionError, SafetensorsFormatError } from '@layerquant/core';
-import { f16BitsToFloat32, float32ToF16Bits } from '@layerquant/tensor-io';
+import { f16BitsToFloat32, float32ToF16Bits } from '@layerquant/tensor-io/browser';
 import { roundHalfEven } from './rounding.js';
 
 /**

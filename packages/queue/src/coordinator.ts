@@ -1,12 +1,10 @@
-import { parseMeasuredCsv, parseSensitivityCsv, type FnormRow, type ModelStats } from '@layerquant/allocators';
-import { LayerquantError, formatSeconds } from '@layerquant/core';
-import { kurtosisTableFromFnorm, listMatrices } from '@layerquant/sensitivity';
+import { InvalidDataError, LayerquantError, formatSeconds } from '@layerquant/core';
+import { listMatrices, type MetricPlugin } from '@layerquant/sensitivity';
 import { openCheckpoint } from '@layerquant/tensor-io';
 import { Queue, type Job } from 'bullmq';
 import { readFile } from 'node:fs/promises';
 import { cellLabel, reviveRow, type CellResult, type DistributedCells, type GridDistributor } from '@layerquant/experiment';
-import { settingsKey } from '@layerquant/pipeline';
-import { QUEUE_NAME, blobKey, jobIds, sha256Hex, statsToBlob, type CellJobData, type FnormJobData, type JobName, type SensitivityJobData, type SensitivityJobResult } from './jobs.js';
+import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellJobData, type JobName, type StatisticsJobData, type StatisticsJobResult } from './jobs.js';
 import { isAuthenticationError, parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
 
 /** Cells (or statistics jobs) that failed every attempt: reported together after the others finished. */
@@ -176,40 +174,53 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
   return {
     address,
     statisticsComputer({ modelDir, modelHash }) {
-      return async (settings, calibrationText) => {
-        const statsKey = settingsKey(settings);
+      return async (request) => {
+        const activations = request.metrics.filter((m) => m.input === 'activations');
+        const weights = request.metrics.filter((m) => m.input === 'weights');
         const checkpoint = await openCheckpoint(modelDir);
-        const layers = [...new Set(listMatrices(checkpoint).map((m) => m.layer))].sort((a, b) => a - b);
+        const layers = weights.length > 0 ? [...new Set(listMatrices(checkpoint).map((m) => m.layer))].sort((a, b) => a - b) : [];
         await checkpoint.close();
-        const calibrationBlob = await publish(calibrationText);
+        const calibrationBlob = activations.length > 0 ? await publish(request.calibrationText) : null;
+        const job = (metrics: readonly MetricPlugin[], jobLayers: readonly number[] | null, label: string): PlannedJob => {
+          const ids = metrics.map((m) => m.id);
+          return {
+            id: jobIds.statistics(request.key, ids, jobLayers),
+            name: 'statistics',
+            label,
+            data: { modelDir, modelHash, metrics: ids, layers: jobLayers, calibrationBlob: jobLayers === null ? calibrationBlob : null, measure: request.measure } satisfies StatisticsJobData,
+          };
+        };
         const jobs: PlannedJob[] = [
-          {
-            id: jobIds.sensitivity(statsKey), name: 'sensitivity', label: 'sensitivity (all layers, in order)',
-            data: { modelDir, modelHash, calibrationBlob, calibrationName: settings.calibrationName, blocks: settings.blocks, seqlen: settings.seqlen, order: settings.order, measuredConfigs: settings.measuredConfigs } satisfies SensitivityJobData,
-          },
-          ...layers.map((layer) => ({ id: jobIds.fnorm(statsKey, layer), name: 'fnorm' as const, label: `fnorm layer ${layer}`, data: { modelDir, modelHash, layer, configs: settings.fnormConfigs } satisfies FnormJobData })),
+          ...(activations.length > 0 ? [job(activations, null, `${activations.map((m) => m.table).join(', ')} (all layers, in order)`)] : []),
+          ...layers.map((layer) => job(weights, [layer], `${weights.map((m) => m.table).join(', ')} layer ${layer}`)),
         ];
-        const fnormOf = new Map<number, FnormRow[]>();
-        let sensitivityTables: SensitivityJobResult | undefined;
-        const failures = await runJobs('statistics', jobs, async (job, value) => {
-          if (job.name === 'sensitivity') sensitivityTables = value as SensitivityJobResult;
-          else fnormOf.set((job.data as FnormJobData).layer, value as FnormRow[]);
+        const results = new Map<string, StatisticsJobResult>();
+        const failures = await runJobs('statistics', jobs, async (planned, value) => {
+          results.set(planned.id, value as StatisticsJobResult);
         });
         if (failures.length > 0) throw new QueueJobsFailedError(failures);
-        const fnorm = { rows: layers.flatMap((l) => fnormOf.get(l)!) };
-        return {
-          source: `queue ${address.redacted}`,
-          fnorm,
-          sensitivity: parseSensitivityCsv(sensitivityTables!.sensitivity, 'sensitivity job'),
-          kurtosis: kurtosisTableFromFnorm(fnorm),
-          ...(sensitivityTables!.measured ? { measured: parseMeasuredCsv(sensitivityTables!.measured, 'sensitivity job (measured)') } : {}),
-        };
+        const source = `queue ${address.redacted}`;
+        const tables: Record<string, unknown> = activations.length > 0 ? parseTables(results.get(jobs[0]!.id)!, activations, source) : {};
+        // A weight metric's tables of the layers, joined into the model's (its `join`, else rows in layer order).
+        const perLayer = jobs.slice(activations.length > 0 ? 1 : 0).map((planned) => parseTables(results.get(planned.id)!, weights, `${source} ${planned.label}`));
+        for (const metric of weights) {
+          const parts = perLayer.map((part) => part[metric.table]);
+          if (metric.join) {
+            tables[metric.table] = metric.join(parts);
+            continue;
+          }
+          if (parts.some((part) => !Array.isArray((part as { rows?: unknown } | undefined)?.rows))) {
+            throw new InvalidDataError(`metric ${metric.id}`, 'its table has no rows array, so the tables of its layers cannot be joined; weight metrics return { rows } or give join()');
+          }
+          tables[metric.table] = { rows: parts.flatMap((part) => (part as { rows: readonly unknown[] }).rows) };
+        }
+        return tables;
       };
     },
     async runCells(run) {
       const textBlob = await publish(await readFile(run.text.path, 'utf8'));
       if (sha256Hex(blobs.get(textBlob)!) !== textBlob) throw new TypeError('blob hash');
-      const statsBlob = await publish(statsToBlob(run.stats));
+      const statsBlob = await publish(statsToBlob(run.stats, run.metrics));
       const jobs: PlannedJob[] = run.planned
         .filter((p) => !run.done.has(p.spec.key))
         .map((p) => ({

@@ -1,22 +1,10 @@
-import {
-  formatFnormCsv,
-  formatKurtosisCsv,
-  formatMeasuredCsv,
-  formatSensitivityCsv,
-  parseFnormCsv,
-  parseKurtosisCsv,
-  parseMeasuredCsv,
-  parseSensitivityCsv,
-  type FnormRow,
-  type ModelStats,
-} from '@layerquant/allocators';
-import { LayerquantError, type QuantConfig } from '@layerquant/core';
-import { hqqQuantizer } from '@layerquant/quantizers';
-import { frobeniusRows, listMatrices, measureModelStatistics } from '@layerquant/sensitivity';
-import { loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
-import { createHash } from 'node:crypto';
+import type { ModelStats } from '@layerquant/allocators';
+import { InvalidDataError, LayerquantError, type QuantConfig } from '@layerquant/core';
 import type { CellResult, CellSpec } from '@layerquant/experiment';
-import type { QuantizerChoice } from '@layerquant/pipeline';
+import { MissingPluginError, measureTables, quantizerOf, type PluginRegistries, type QuantizerChoice, type StatisticsMeasure } from '@layerquant/pipeline';
+import type { MetricPlugin } from '@layerquant/sensitivity';
+import { loadTokenizer } from '@layerquant/tensor-io';
+import { createHash } from 'node:crypto';
 
 /**
  * The jobs of the experiment queue. Every job carries the content hash of the model it was planned on (a worker
@@ -42,7 +30,7 @@ export interface CellJobData extends ModelRef {
   readonly seqlen: number;
   readonly maxTokens: number | null;
   readonly seed: number;
-  /** Blob of the statistics tables (JSON of CSV texts); null for the fp cell. */
+  /** Blob of the statistics tables (statsToBlob: JSON of CSV texts); null for the fp cell. */
   readonly statsBlob: string | null;
   /** The config ladder the allocators choose from; null: the paper's 12. */
   readonly configs: readonly QuantConfig[] | null;
@@ -50,41 +38,32 @@ export interface CellJobData extends ModelRef {
   readonly quantizer: QuantizerChoice;
 }
 
-/** fnorm rows of one layer's matrices under the configs of the ladder. */
-export interface FnormJobData extends ModelRef {
-  readonly layer: number;
-  readonly configs: readonly QuantConfig[];
-}
-
 /**
- * Activation sensitivity of every layer, in one job: layer i is measured on the float outputs of layer i - 1, so
- * the layers are a chain; splitting it into jobs would ship every calibration block's hidden states (blocks x 512
- * x hidden floats per layer) through Redis. One job streams the layers, holding one layer's activations at a time.
+ * Statistics tables, measured by a worker with @layerquant/pipeline's `measureTables`, the call the in-process run
+ * makes. Weight metrics are measured a layer per job (their rows concatenate); activation metrics (sensitivity,
+ * measured) in one job over the whole model: layer i is measured on the float outputs of layer i - 1, so the layers
+ * are a chain, and splitting it would ship every calibration block's hidden states through Redis.
  */
-export interface SensitivityJobData extends ModelRef {
-  readonly calibrationBlob: string;
-  readonly calibrationName: string;
-  readonly blocks: number;
-  readonly seqlen: number;
-  readonly order: string;
-  /** The measured block-error table is a layer chain too: measured in the same job where a method needs it. */
-  readonly measuredConfigs: readonly QuantConfig[] | null;
+export interface StatisticsJobData extends ModelRef {
+  /** Ids of the metric plug-ins (a worker finds them in its registry: built-ins and its --plugin modules). */
+  readonly metrics: readonly string[];
+  /** The layers of a weight-metric job; null for the whole model. */
+  readonly layers: readonly number[] | null;
+  /** The calibration text's blob (activation metrics), else null. */
+  readonly calibrationBlob: string | null;
+  readonly measure: StatisticsMeasure;
 }
 
-/** What a sensitivity job returns: the tables in the authors' CSV layouts. */
-export interface SensitivityJobResult {
-  readonly sensitivity: string;
-  readonly measured: string | null;
-}
+/** What a statistics job returns: each table as its metric's `format` writes it (CSV; the numbers round-trip exactly). */
+export type StatisticsJobResult = Readonly<Record<string, string>>;
 
-export type JobData = { readonly cell: CellJobData; readonly fnorm: FnormJobData; readonly sensitivity: SensitivityJobData };
+export type JobData = { readonly cell: CellJobData; readonly statistics: StatisticsJobData };
 export type JobName = keyof JobData;
 
 /** Job ids (BullMQ deduplicates by them: a job added twice exists once). */
 export const jobIds = {
   cell: (key: string) => `cell-${key}`,
-  fnorm: (statsKey: string, layer: number) => `fnorm-${statsKey}-${layer}`,
-  sensitivity: (statsKey: string) => `sensitivity-${statsKey}`,
+  statistics: (statsKey: string, metrics: readonly string[], layers: readonly number[] | null) => `statistics-${statsKey}-${metrics.join('+')}-${layers === null ? 'all' : layers.join('.')}`,
 };
 
 export function sha256Hex(content: string): string {
@@ -96,25 +75,31 @@ export function blobKey(hash: string): string {
   return `layerquant:blob:${hash}`;
 }
 
-/** Statistics as one blob: the tables in the authors' CSV layouts (the numbers round-trip exactly). */
-export function statsToBlob(stats: ModelStats): string {
-  return JSON.stringify({
-    ...(stats.fnorm ? { fnorm: formatFnormCsv(stats.fnorm) } : {}),
-    ...(stats.sensitivity ? { sensitivity: formatSensitivityCsv(stats.sensitivity) } : {}),
-    ...(stats.kurtosis ? { kurtosis: formatKurtosisCsv(stats.kurtosis) } : {}),
-    ...(stats.measured ? { measured: formatMeasuredCsv(stats.measured) } : {}),
-  });
+/** The metric of each table (the registry's); a table none fills cannot travel. */
+function metricOf(metrics: readonly MetricPlugin[], table: string): MetricPlugin & Required<Pick<MetricPlugin, 'format' | 'parse'>> {
+  const metric = metrics.find((m) => m.table === table);
+  if (!metric?.format || !metric.parse) throw new InvalidDataError(`table ${table}`, `no metric of this process formats and parses it, so it cannot travel through the queue; give the metric plug-in format() and parse()`);
+  return metric as MetricPlugin & Required<Pick<MetricPlugin, 'format' | 'parse'>>;
 }
 
-export function statsFromBlob(blob: string, source: string): ModelStats {
-  const tables = JSON.parse(blob) as { fnorm?: string; sensitivity?: string; kurtosis?: string; measured?: string };
-  return {
-    source,
-    ...(tables.fnorm ? { fnorm: parseFnormCsv(tables.fnorm, `${source} fnorm`) } : {}),
-    ...(tables.sensitivity ? { sensitivity: parseSensitivityCsv(tables.sensitivity, `${source} sensitivity`) } : {}),
-    ...(tables.kurtosis ? { kurtosis: parseKurtosisCsv(tables.kurtosis, `${source} kurtosis`) } : {}),
-    ...(tables.measured ? { measured: parseMeasuredCsv(tables.measured, `${source} measured`) } : {}),
-  };
+/** Tables through their metrics' CSV (the numbers round-trip exactly), by table name. */
+export function formatTables(tables: Readonly<Record<string, unknown>>, metrics: readonly MetricPlugin[]): Record<string, string> {
+  return Object.fromEntries(Object.entries(tables).map(([table, value]) => [table, metricOf(metrics, table).format(value)]));
+}
+
+export function parseTables(texts: Readonly<Record<string, string>>, metrics: readonly MetricPlugin[], source: string): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(texts).map(([table, text]) => [table, metricOf(metrics, table).parse(text, `${source} ${table}`)]));
+}
+
+/** Statistics as one blob: every table through its metric's CSV, and the matrix list of a grid that reads no table. */
+export function statsToBlob(stats: ModelStats, metrics: readonly MetricPlugin[]): string {
+  const { source: _source, matrices, ...tables } = stats;
+  return JSON.stringify({ tables: formatTables(Object.fromEntries(Object.entries(tables).filter(([, v]) => v !== undefined)), metrics), ...(matrices ? { matrices } : {}) });
+}
+
+export function statsFromBlob(blob: string, source: string, metrics: readonly MetricPlugin[]): ModelStats {
+  const parsed = JSON.parse(blob) as { tables: Record<string, string>; matrices?: ModelStats['matrices'] };
+  return { source, ...parseTables(parsed.tables, metrics, source), ...(parsed.matrices ? { matrices: parsed.matrices } : {}) };
 }
 
 /** A job planned on another model than the worker can read. */
@@ -139,6 +124,10 @@ export interface JobEnvironment {
   /** The model directory to read (checked against the job's hash). */
   modelDir(job: ModelRef): Promise<string>;
   blob(hash: string): Promise<string>;
+  /** The worker's registries: built-ins and its --plugin modules. */
+  plugins(): Promise<PluginRegistries>;
+  /** onnxruntime threads of this worker (default: one per core). */
+  readonly threads?: number;
   computeCell(data: CellJobData, modelDir: string): Promise<CellResult>;
   log(line: string): void;
 }
@@ -155,44 +144,32 @@ const cellProcessor: JobProcessor<'cell'> = {
   },
 };
 
-const fnormProcessor: JobProcessor<'fnorm'> = {
-  name: 'fnorm',
-  async process(data, env): Promise<FnormRow[]> {
-    const checkpoint = await openCheckpoint(await env.modelDir(data));
-    try {
-      const rows: FnormRow[] = [];
-      for (const matrix of listMatrices(checkpoint).filter((m) => m.layer === data.layer)) {
-        rows.push(...(await frobeniusRows(matrix, await checkpoint.read(matrix.name), data.configs, hqqQuantizer)));
-      }
-      return rows;
-    } finally {
-      await checkpoint.close();
-    }
-  },
-};
-
-const sensitivityProcessor: JobProcessor<'sensitivity'> = {
-  name: 'sensitivity',
-  async process(data, env): Promise<SensitivityJobResult> {
+const statisticsProcessor: JobProcessor<'statistics'> = {
+  name: 'statistics',
+  async process(data, env): Promise<StatisticsJobResult> {
     const dir = await env.modelDir(data);
-    const measured = await measureModelStatistics(dir, {
-      calibrationText: await env.blob(data.calibrationBlob),
-      calibrationName: data.calibrationName,
-      blocks: data.blocks,
-      seqlen: data.seqlen,
-      ...(data.order === 'default' ? {} : { order: data.order as 'in-order' | 'shuffled' }),
-      skipFnorm: true,
-      ...(data.measuredConfigs ? { measuredConfigs: data.measuredConfigs } : {}),
+    const registry = (await env.plugins()).metrics;
+    const metrics = data.metrics.map((id) => {
+      if (!registry.has(id)) throw new MissingPluginError('metric', id, registry.ids());
+      return registry.get(id);
     });
-    return { sensitivity: formatSensitivityCsv(measured.sensitivity), measured: measured.measured ? formatMeasuredCsv(measured.measured) : null };
+    // The quantizer the tables are measured with (GPTQ statistics), from this worker's registries.
+    const quantizer = data.measure.quantizer ? quantizerOf(await env.plugins(), data.measure.quantizer) : undefined;
+    const tables = await measureTables(dir, metrics, {
+      ...data.measure,
+      ...(quantizer ? { resolvedQuantizer: quantizer } : {}),
+      ...(data.calibrationBlob ? { calibrationText: await env.blob(data.calibrationBlob) } : {}),
+      ...(data.layers ? { layers: data.layers } : {}),
+      ...(env.threads ? { threads: env.threads } : {}),
+    });
+    return formatTables(tables, metrics);
   },
 };
 
 /** The processors a worker runs, by job name. */
 export const JOB_PROCESSORS: { readonly [N in JobName]: JobProcessor<N> } = Object.freeze({
   cell: cellProcessor,
-  fnorm: fnormProcessor,
-  sensitivity: sensitivityProcessor,
+  statistics: statisticsProcessor,
 });
 
 /** Token ids of a text under a model's tokenizer, cached per (model dir, text hash). */

@@ -25,6 +25,8 @@ let session: { dir: string; session: CellSession } | undefined;
 const blobCache = new Map<string, string>();
 
 const env: JobEnvironment = {
+  plugins,
+  ...(threads ? { threads } : {}),
   async modelDir(job) {
     const dir = resolve(modelOverride ?? job.modelDir);
     const hash = await modelContentHash(dir);
@@ -43,12 +45,12 @@ const env: JobEnvironment = {
   async computeCell(data, modelDir): Promise<CellResult> {
     const text = await env.blob(data.textBlob);
     const ids = await tokenIds(modelDir, data.textBlob, text);
-    const stats = data.statsBlob ? statsFromBlob(await env.blob(data.statsBlob), `statistics ${data.statsBlob.slice(0, 16)}`) : undefined;
+    const registry = await plugins();
+    const stats = data.statsBlob ? statsFromBlob(await env.blob(data.statsBlob), `statistics ${data.statsBlob.slice(0, 16)}`, registry.metrics.list()) : undefined;
     if (session && session.dir !== modelDir) {
       await session.session.close();
       session = undefined;
     }
-    const registry = await plugins();
     if (data.cell.kind === 'method' && !registry.allocators.has(data.cell.method.allocator)) {
       throw new MissingPluginError('allocator', data.cell.method.allocator, registry.allocators.ids());
     }

@@ -56,4 +56,20 @@ describe('block-level entry points', () => {
     await expect(blocks.attention(2, states[0]!)).rejects.toThrow(/option "layer"/);
     await blocks.dispose();
   });
+
+  it('an untied model\'s head takes a replaced lm_head for one call', async () => {
+    const config = tinyConfig();
+    const weights = await loadDecoderWeights(randomDecoderSource(config, 4, { lmHead: true }), config);
+    expect(weights.layout.tiedEmbeddings).toBe(false);
+    const blocks = await createDecoderBlocks(weights);
+    const ids = Array.from({ length: 7 }, (_, i) => (i * 13) % config.vocabSize);
+    const states = await blocks.hiddenStates({ ids });
+    const head = weights.tensors.get('lm_head.weight')!.map((v) => Math.round(v * 4) / 4);
+    const swapped = await blocks.head(states[config.numLayers]!, undefined, new Map([['lm_head.weight', head]]));
+    expect(relativeError(swapped.logits, referenceForward(withOverrides(weights, new Map([['lm_head.weight', head]])), ids))).toBeLessThan(1e-4);
+    const plain = await blocks.head(states[config.numLayers]!);
+    expect(relativeError(plain.logits, referenceForward(weights, ids))).toBeLessThan(1e-4);
+    await expect(blocks.head(states[2]!, undefined, new Map([[layerTensorName(0, 'q'), head]]))).rejects.toThrow(/is not read by the head/);
+    await blocks.dispose();
+  });
 });

@@ -74,8 +74,11 @@ export interface DecoderBlocks {
   layer(layer: number, hidden: HiddenStates, overrides?: WeightOverrides): Promise<AttentionBlockOutput & MlpBlockOutput>;
   /** `x W^T (+ b)` for x [rows, in] and W [out, in]: re-applies o_proj or down_proj to a saved context/activation. */
   linear(x: Float32Array, weight: Float32Array, outFeatures: number, bias?: Float32Array): Promise<Float32Array>;
-  /** Final norm and lm_head: logits [B, T, vocab], and per-token NLL when targets are given. */
-  head(hidden: HiddenStates, targets?: ArrayLike<number>): Promise<{ logits: Float32Array; tokenNll?: Float32Array }>;
+  /**
+   * Final norm and lm_head: logits [B, T, vocab], and per-token NLL when targets are given. `overrides` may replace
+   * the final norm and the output matrix (`lm_head.weight`, or `model.embed_tokens.weight` when tied).
+   */
+  head(hidden: HiddenStates, targets?: ArrayLike<number>, overrides?: WeightOverrides): Promise<{ logits: Float32Array; tokenNll?: Float32Array }>;
   /** Inputs of layers 0..numLayers-1 plus the last layer's output (numLayers + 1 entries), full precision. */
   hiddenStates(input: TokenBatch): Promise<HiddenStates[]>;
   dispose(): Promise<void>;
@@ -264,14 +267,17 @@ async function blocksOverStore(config: DecoderConfig, layout: DecoderLayout, wei
       if (bias) feeds.bias = floatTensor(bias, [outFeatures]);
       return tensorData((await s.run(feeds)).y, 'y');
     },
-    async head(hidden, targets) {
+    async head(hidden, targets, overrides) {
       checkHidden(hidden);
+      const headName = layout.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD;
+      for (const name of overrides?.keys() ?? []) {
+        if (name !== FINAL_NORM && name !== headName) throw new InvalidOptionError('overrides', `tensor "${name}" is not read by the head; it reads ${FINAL_NORM} and ${headName}`);
+      }
       const withTargets = targets !== undefined;
       const s = await session(withTargets ? 'head+nll' : 'head', () => buildHeadGraph(config, layout, withTargets).encode());
       const dims = [hidden.batch, hidden.length];
-      const feeds: Record<string, OrtTensor> = { hidden: floatTensor(hidden.data, [...dims, h]), [FINAL_NORM]: floatTensor(await weights.tensor(FINAL_NORM), [h]) };
-      const headName = layout.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD;
-      feeds[headName] = floatTensor(await weights.tensor(headName), [config.vocabSize, h]);
+      const feeds: Record<string, OrtTensor> = { hidden: floatTensor(hidden.data, [...dims, h]), [FINAL_NORM]: floatTensor(await tensorFor(FINAL_NORM, overrides), [h]) };
+      feeds[headName] = floatTensor(await tensorFor(headName, overrides), [config.vocabSize, h]);
       if (targets) {
         if (targets.length !== hidden.batch * hidden.length) throw new InvalidOptionError('targets', `${targets.length} targets for ${hidden.batch * hidden.length} positions`);
         feeds.targets = int64Tensor(targets, dims);

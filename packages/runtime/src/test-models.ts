@@ -33,9 +33,13 @@ export function tinyConfig(overrides: Partial<DecoderConfig> = {}): DecoderConfi
 export { seededNormal } from '@layerquant/core';
 import { seededNormal } from '@layerquant/core';
 
-/** Random weights for a config: linear weights ~ N(0, 1/in), norms ~ 1 + N(0, 0.1), biases ~ N(0, 0.1). */
-export function randomDecoderSource(config: DecoderConfig, seed = 1): TensorSource {
-  const layout = decoderLayout(config, { has: () => false });
+/**
+ * Random weights for a config: linear weights ~ N(0, 1/in), norms ~ 1 + N(0, 0.1), biases ~ N(0, 0.1). The output
+ * matrix is the embedding table (tied) unless `lmHead` is set and the config does not tie them: then `lm_head.weight`
+ * is its own random matrix (as Llama 2's), drawn after every other tensor.
+ */
+export function randomDecoderSource(config: DecoderConfig, seed = 1, options: { readonly lmHead?: boolean } = {}): TensorSource {
+  const layout = decoderLayout(config, { has: (name) => options.lmHead === true && name === LM_HEAD });
   const random = seededNormal(seed);
   const tensors = new Map<string, { shape: readonly number[]; data: Float32Array }>();
   for (const [name, shape] of expectedShapes(config, layout)) {

@@ -176,7 +176,7 @@ export function kurtosisTableFromFnorm(table: FnormTable): KurtosisTable {
 }
 
 /** The authors' order: by module, then layer; the embedding units (no layer) after the linear modules. */
-function sortKurtosisRows(rows: KurtosisRow[]): KurtosisRow[] {
+export function sortKurtosisRows(rows: KurtosisRow[]): KurtosisRow[] {
   const rank = (m: KurtosisRow['module']) => (isLinearModule(m) ? LINEAR_MODULES.indexOf(m) : LINEAR_MODULES.length + EMBEDDING_UNITS.indexOf(m));
   return rows.sort((a, b) => rank(a.module) - rank(b.module) || a.layer - b.layer);
 }

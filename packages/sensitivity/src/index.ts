@@ -29,10 +29,10 @@ export {
   type MatrixRef,
   type MatrixSource,
 } from './frobenius-table.js';
-export { SENSITIVITY_OUTPUT_FILES, writeSensitivityOutputs, type SensitivityOutputs } from './stats-directory.js';
+export { writeSensitivityOutputs, type SensitivityOutputs } from './stats-directory.js';
 export { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
 export { measureModelStatistics, type ModelStatistics, type ModelStatisticsOptions, type StatisticsPlan } from './model-statistics.js';
-export { SENSITIVITY_METRICS, activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, metricForTable, type MetricPlugin, type MetricRunOptions } from './metrics.js';
+export { SENSITIVITY_METRICS, activationSensitivityMetric, endToEndKldMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, metricForTable, type MetricPlugin, type MetricRunOptions } from './metrics.js';
 export { QuantizationErrors } from './pooled-quantize.js';
 export { MetricFormatError, measureMetrics, metricFile, writeMetricTables, type MeasureMetricsOptions, type MetricPlan, type MetricResults } from './measure-metrics.js';
 export {
@@ -46,3 +46,15 @@ export {
   type SequentialCalibrationOptions,
 } from './hessians.js';
 export { openSequentialCalibration, type OpenedSequentialCalibration, type SequentialCalibrationSource } from './sequential-calibration.js';
+export {
+  createKldMeasurer,
+  endToEndKldTable,
+  kldSumOfBatch,
+  kldUnits,
+  type KldMeasurer,
+  type KldMeasurerOptions,
+  type KldTableOptions,
+  type KldUnit,
+  type UnitConfigs,
+  type UnitDeltas,
+} from './end-to-end-kld.js';

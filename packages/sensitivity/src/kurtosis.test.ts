@@ -68,7 +68,7 @@ describe('kurtosis (Pearson, biased)', () => {
 
     // The same through the metric plug-in, as an app's registry holds it.
     const registry = createRegistry('sensitivity metric', SENSITIVITY_METRICS);
-    expect(registry.ids()).toEqual(['activation-sensitivity', 'fnorm', 'kurtosis', 'measured']);
+    expect(registry.ids()).toEqual(['activation-sensitivity', 'fnorm', 'kurtosis', 'measured', 'kld']);
     const table = await kurtosisMetric.measure(checkpoint, {});
     expect(table.rows).toHaveLength(224);
     expect(table.rows.find((r) => r.layer === 0 && r.module === 'self_attn.q_proj')!.kurtosis).toBe(kurtosis(await checkpoint.read(matrixTensorName(0, 'self_attn.q_proj'))));

@@ -1,11 +1,11 @@
 import { basename, join, resolve } from 'node:path';
-import { InvalidOptionError, LayerquantError, checkContextLength, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, LayerquantError, checkContextLength, matrixOfTensorName, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { createKernelPool, defaultWorkerCount, type KernelPool } from '@layerquant/quantizers/node';
 import { loadDecoderBlocks, type DecoderBlocks } from '@layerquant/runtime';
-import { STATS_FILES } from '@layerquant/stats/node';
+import { tableFile } from '@layerquant/stats';
 import { loadTokenizer, openModel, writeFileSet, writeTextAtomic } from '@layerquant/tensor-io';
 import { DEFAULT_SEQLEN, calibrationBlocks, type CalibrationBlocks, type CalibrationOrder } from './calibration.js';
-import { listMatrices } from './frobenius-table.js';
+import { listMatrices, type MatrixSource } from './frobenius-table.js';
 import { createSequentialCalibration } from './hessians.js';
 import { QuantizationErrors } from './pooled-quantize.js';
 import type { MetricPlugin, MetricRunOptions } from './metrics.js';
@@ -27,6 +27,8 @@ export interface MeasureMetricsOptions {
   readonly seed?: number;
   readonly configs?: readonly QuantConfig[];
   readonly sensitivityConfigs?: readonly QuantConfig[];
+  /** The embedding units per-config tables cover too, each at its own ladder (a shipped format's allocation). */
+  readonly embeddingConfigs?: MetricRunOptions['embeddingConfigs'];
   readonly quantizer?: Quantizer;
   /** onnxruntime intra-op threads. */
   readonly threads?: number;
@@ -35,6 +37,11 @@ export interface MeasureMetricsOptions {
   /** Name in tables that record the model (default: the directory name). */
   readonly modelName?: string;
   readonly allowLongContext?: boolean;
+  /**
+   * Weight metrics read only these layers' linear matrices (a queue job measures a layer at a time; rows of the
+   * layers concatenate to the whole table). Activation metrics run the model whole and refuse it.
+   */
+  readonly layers?: readonly number[];
   /** Called before each metric starts, with what it will go through (to say the cost up front). */
   readonly onPlan?: (plan: MetricPlan) => void;
   readonly onProgress?: (metric: MetricPlugin, done: number, total: number) => void;
@@ -77,6 +84,9 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
   }
   const activations = metrics.filter((m) => m.input === 'activations');
   const weights = metrics.filter((m) => m.input === 'weights');
+  if (options.layers && activations.length > 0) {
+    throw new InvalidOptionError('layers', `metrics ${activations.map((m) => m.id).join(', ')} run the model layer after layer and are measured whole, not for some layers`);
+  }
   // config.json checked against the tensors (the one validation every command runs) before any long step.
   const { config, checkpoint } = await openModel(modelDir);
   let blocks: number | null = null;
@@ -92,6 +102,7 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
       errors: new QuantizationErrors(),
       ...(options.configs ? { configs: options.configs } : {}),
       ...(options.sensitivityConfigs ? { sensitivityConfigs: options.sensitivityConfigs } : {}),
+      ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
       ...(options.quantizer ? { quantizer: options.quantizer } : {}),
       dataset: options.calibrationName,
       model: options.modelName ?? basename(resolve(modelDir)),
@@ -128,7 +139,8 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
         await model.dispose();
       }
     }
-    if (!calibrated) for (const metric of weights) await run(metric, checkpoint);
+    const source: MatrixSource = options.layers ? layersOf(checkpoint, options.layers) : checkpoint;
+    if (!calibrated) for (const metric of weights) await run(metric, source);
   } finally {
     await pool?.close();
     await checkpoint.close();
@@ -136,9 +148,23 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
   return Object.freeze({ tables: Object.freeze(tables), seconds: Object.freeze(seconds), blocks, seqlen });
 }
 
+/** A checkpoint whose tensor list holds only the linear matrices of `layers` (reads still reach every tensor). */
+function layersOf(checkpoint: MatrixSource & { readonly tensors: readonly { readonly name: string }[] }, layers: readonly number[]): MatrixSource {
+  const wanted = new Set(layers);
+  return {
+    ...(checkpoint.dir === undefined ? {} : { dir: checkpoint.dir }),
+    tensors: checkpoint.tensors.filter((t) => {
+      const matrix = matrixOfTensorName(t.name);
+      return matrix !== undefined && wanted.has(matrix.layer);
+    }),
+    has: (name) => checkpoint.has(name),
+    read: (name) => checkpoint.read(name),
+  };
+}
+
 /** The file a metric's table is written to: the authors' name for the built-in tables, else `<table>.csv`. */
 export function metricFile(metric: MetricPlugin): string {
-  return (STATS_FILES as Readonly<Record<string, string>>)[metric.table] ?? `${metric.table}.csv`;
+  return tableFile(metric.table);
 }
 
 /**

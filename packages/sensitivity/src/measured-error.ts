@@ -93,9 +93,10 @@ export async function measuredErrors(
   };
   // A calibrated quantizer (GPTQ) gets each matrix's Hessian from the layer's float inputs, collected in the float pass.
   let hessians: LayerHessians | undefined;
-  const dequantized = async (name: string, module: LinearModule, config: QuantConfig): Promise<Float32Array> => {
+  // `module`: a linear matrix's, whose input Hessian a calibrated quantizer reads; an embedding unit has none.
+  const dequantized = async (name: string, config: QuantConfig, module?: LinearModule): Promise<Float32Array> => {
     const { data, shape } = await weightOf(name);
-    const dq = await dequantizedWith(quantizer, { name, dtype: 'F32', shape: [...shape], data }, config, options.pool, hessians?.contextFor(module));
+    const dq = await dequantizedWith(quantizer, { name, dtype: 'F32', shape: [...shape], data }, config, options.pool, module ? hessians?.contextFor(module) : undefined);
     options.errors?.record(quantizer, name, config, squaredError(data, dq));
     return dq;
   };
@@ -129,7 +130,7 @@ export async function measuredErrors(
     for (let c = 0; c < configs.length; c++) {
       const config = configs[c]!;
       // The layer's seven matrices at once (in parallel on the pool's workers when there is one).
-      const layerDequantized = await Promise.all(LINEAR_MODULES.map((module) => dequantized(matrixTensorName(layer, module), module, config)));
+      const layerDequantized = await Promise.all(LINEAR_MODULES.map((module) => dequantized(matrixTensorName(layer, module), config, module)));
       const quantized = new Map<LinearModule, Float32Array>();
       for (const [m, module] of LINEAR_MODULES.entries()) {
         const dq = layerDequantized[m]!;

@@ -1,14 +1,17 @@
-import { PAPER_CONFIGS, type QuantConfig, type Quantizer, type SensitivityMetric } from '@layerquant/core';
+import { PAPER_CONFIGS, type EmbeddingUnit, type QuantConfig, type Quantizer, type SensitivityMetric } from '@layerquant/core';
 import {
   formatFnormCsv,
+  formatKldCsv,
   formatKurtosisCsv,
   formatMeasuredCsv,
   formatSensitivityCsv,
   parseFnormCsv,
+  parseKldCsv,
   parseKurtosisCsv,
   parseMeasuredCsv,
   parseSensitivityCsv,
   type FnormTable,
+  type KldTable,
   type KurtosisTable,
   type MeasuredTable,
   type SensitivityRow,
@@ -19,8 +22,9 @@ import type { KernelPool, MatrixCalibration } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity, type ActivationSensitivityOptions } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
 import { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
+import { createKldMeasurer, endToEndKldTable, type KldMeasurerOptions } from './end-to-end-kld.js';
 import type { QuantizationErrors } from './pooled-quantize.js';
-import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, type FrobeniusTableOptions, type MatrixSource } from './frobenius-table.js';
+import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, sortKurtosisRows, type FrobeniusTableOptions, type MatrixSource } from './frobenius-table.js';
 
 /**
  * A metric plug-in: a SensitivityMetric that says which statistics table it fills (the name allocators ask for in
@@ -35,6 +39,11 @@ export interface MetricPlugin<Input = any, Output = any, Options = any> extends 
   /** The table as CSV text, and back: how `sensitivity` writes it (`<table>.csv`) and the conformance round trip. */
   readonly format?: (table: Output) => string;
   readonly parse?: (text: string, source?: string) => Output;
+  /**
+   * The model's table from the tables of separate layers (a weight metric measured a layer per queue job), as one
+   * measurement of the whole model gives it; default: their rows concatenated in layer order.
+   */
+  readonly join?: (parts: readonly Output[]) => Output;
 }
 
 /**
@@ -46,6 +55,11 @@ export interface MetricRunOptions {
   readonly configs?: readonly QuantConfig[];
   /** Configs of per-block sensitivity measurements (default [b4g64]), rows of each in order. */
   readonly sensitivityConfigs?: readonly QuantConfig[];
+  /**
+   * The embedding units per-config tables (fnorm, measured) cover too, each at its own ladder (rows of layer -1):
+   * what an allocation for a shipped format reads. Absent: the linear matrices only.
+   */
+  readonly embeddingConfigs?: Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
   readonly quantizer?: Quantizer;
   /** Names for tables that record them (sensitivity.csv's dataset and model columns). */
   readonly dataset?: string;
@@ -107,6 +121,8 @@ export const kurtosisMetric = Object.freeze<MetricPlugin<MatrixSource, KurtosisT
   },
   format: formatKurtosisCsv,
   parse: parseKurtosisCsv,
+  // The authors' row order is by module, then layer: the layers' rows sorted again.
+  join: (parts) => Object.freeze({ rows: Object.freeze(sortKurtosisRows(parts.flatMap((p) => p.rows))) }),
 });
 
 export const frobeniusMetric = Object.freeze<MetricPlugin<MatrixSource, FnormTable, FrobeniusTableOptions & MetricRunOptions>>({
@@ -147,8 +163,29 @@ export const measuredErrorMetric = Object.freeze<
   parse: parseMeasuredCsv,
 });
 
+/**
+ * The end-to-end ΔKLD of every unit (linear matrices, embed_tokens, lm_head) alone at every config: the KL divergence
+ * of the final logits from the float model's on the calibration (what the `kld` allocator minimises). Opt-in: it runs
+ * the layers after each unit once per (unit, config).
+ */
+export const endToEndKldMetric = Object.freeze<
+  MetricPlugin<{ readonly model: DecoderBlocks; readonly calibration: CalibrationBlocks | ArrayLike<number> }, KldTable, KldMeasurerOptions & MetricRunOptions>
+>({
+  id: 'kld',
+  table: 'kld',
+  input: 'activations',
+  description: "end-to-end ΔKLD: the KL divergence of the final logits from the float model's with every unit alone at every config (the kld allocator's statistic)",
+  optIn: true,
+  measure: async (input, options) => {
+    const measurer = await createKldMeasurer(input.model, input.calibration, options);
+    return endToEndKldTable(measurer, options.configs ?? PAPER_CONFIGS, { ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+  },
+  format: formatKldCsv,
+  parse: parseKldCsv,
+});
+
 /** The built-in metrics; fnorm before kurtosis, so a run measuring both reads kurtosis off the fnorm table. */
-export const SENSITIVITY_METRICS: readonly MetricPlugin[] = Object.freeze([activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric]);
+export const SENSITIVITY_METRICS: readonly MetricPlugin[] = Object.freeze([activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, endToEndKldMetric]);
 
 /** The metric of a registry (or list) that fills `table`; undefined when none does. */
 export function metricForTable(metrics: readonly MetricPlugin[], table: string): MetricPlugin | undefined {

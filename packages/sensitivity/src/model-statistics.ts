@@ -3,7 +3,7 @@ import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityTable } from 
 import { DEFAULT_SENSITIVITY_CONFIG } from './activation-sensitivity.js';
 import type { CalibrationOrder } from './calibration.js';
 import { measureMetrics } from './measure-metrics.js';
-import { activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, type MetricPlugin } from './metrics.js';
+import { activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, type MetricPlugin, type MetricRunOptions } from './metrics.js';
 
 export interface ModelStatisticsOptions {
   /** Calibration text and the name written in sensitivity.csv's `dataset` column. */
@@ -22,6 +22,8 @@ export interface ModelStatisticsOptions {
    * for these configs; none by default (it costs about 1.3 sensitivity passes per config).
    */
   readonly measuredConfigs?: readonly QuantConfig[];
+  /** The embedding units the fnorm and measured tables cover too, each at its own ladder (a shipped format's). */
+  readonly embeddingConfigs?: MetricRunOptions['embeddingConfigs'];
   /** Skip the sensitivity table (only fnorm / kurtosis / measured). */
   readonly skipSensitivity?: boolean;
   /** Skip the fnorm table (kurtosis is then read on its own). */
@@ -86,6 +88,7 @@ export async function measureModelStatistics(modelDir: string, options: ModelSta
     ...(options.order === undefined ? {} : { order: options.order }),
     ...(options.seed === undefined ? {} : { seed: options.seed }),
     sensitivityConfigs,
+    ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
     ...(options.quantizer ? { quantizer: options.quantizer } : {}),
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.workers === undefined ? {} : { workers: options.workers }),

@@ -1,5 +1,5 @@
 import type { QuantConfig, QuantizeContext, Quantizer, WeightTensor } from '@layerquant/core';
-import { assembleQuantized, isKernelQuantizer, prepareGroups, type KernelPool } from '@layerquant/quantizers';
+import { assembleQuantized, isKernelQuantizer, prepareGroups, solverForConfig, type KernelPool } from '@layerquant/quantizers';
 
 /**
  * Dequantized weights of one matrix under one config, on the pool's worker threads when it can run the quantizer
@@ -7,9 +7,9 @@ import { assembleQuantized, isKernelQuantizer, prepareGroups, type KernelPool } 
  * statistics a calibrated quantizer needs (the matrix's input Hessian).
  */
 export async function dequantizedWith(quantizer: Quantizer, weight: WeightTensor, config: QuantConfig, pool: KernelPool | undefined, context?: QuantizeContext): Promise<Float32Array> {
-  if (pool && isKernelQuantizer(quantizer) && config.groupSize % 4 === 0) {
+  if (pool && isKernelQuantizer(quantizer) && config.groupSize % 4 === 0 && !config.symmetric) {
     const { layout, grouped } = prepareGroups(weight, config);
-    const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: quantizer.kernelSolver });
+    const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: solverForConfig(quantizer.kernelSolver, config) });
     return quantizer.dequantize(assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero));
   }
   return quantizer.dequantize(quantizer.quantize(weight, config, context));

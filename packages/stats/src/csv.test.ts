@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { formatNumber } from './csv.js';
+import { formatNumber, readCsv } from './csv.js';
 
 // Oracle: Python's repr() of each double, computed with /usr/bin/python3 by __fixtures__/python-repr.py.
 const fixture = JSON.parse(readFileSync(new URL('./__fixtures__/python-repr.json', import.meta.url), 'utf8')) as { rows: [string, string][] };
@@ -27,5 +27,11 @@ describe('formatNumber', () => {
     expect(formatNumber(-3)).toBe('-3');
     expect(formatNumber(1e21)).toBe('1000000000000000000000');
     expect(formatNumber(0)).toBe('0');
+  });
+});
+
+describe('a header that names a column twice', () => {
+  it('is refused, naming the column and the line (whichever copy a reader took would be a guess)', () => {
+    expect(() => readCsv('layer,module,kurtosis,kurtosis\n0,self_attn.q_proj,3.1,99\n', 'fnorm.csv')).toThrow(/fnorm\.csv:1: names the column "kurtosis" twice/);
   });
 });

@@ -22,6 +22,9 @@ export function readCsv(text: string, source: string): CsvDocument {
   const headerIndex = lines.findIndex((l) => l.trim().length > 0);
   if (headerIndex < 0) throw new InvalidDataError(source, 'is empty; expected a CSV header line and rows');
   const header = lines[headerIndex]!.split(',').map((h) => h.trim());
+  // A column named twice would be read from whichever comes first: the table is ambiguous, never guessed.
+  const twice = header.find((name, i) => header.indexOf(name) !== i);
+  if (twice !== undefined) throw new InvalidDataError(`${source}:${headerIndex + 1}`, `names the column "${twice}" twice; keep one`);
   const records: CsvRecord[] = [];
   for (let i = headerIndex + 1; i < lines.length; i++) {
     const raw = lines[i]!;

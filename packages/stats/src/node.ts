@@ -1,2 +1,3 @@
-// Node-only API: statistics directories read and written (atomically).
-export { STATS_FILES, loadStatsDirectory, saveStatsDirectory } from './stats-directory.js';
+// Node-only API: statistics directories read.
+export { loadStatsDirectory, type TableReader } from './stats-directory.js';
+export { STATS_FILES, tableFile } from './stats.js';

@@ -106,13 +106,20 @@ export interface KurtosisTable {
   readonly rows: readonly KurtosisRow[];
 }
 
-/** Everything an allocator may read. Each allocator says which tables it needs. */
+/**
+ * Everything an allocator may read, keyed by table name. Each allocator says which tables it needs; each metric
+ * plug-in fills one table (its `table`), so a plug-in metric's table reaches a plug-in allocator as
+ * `stats[table]` (plain JSON-safe data, `{ rows }` by convention). The built-in tables are typed here.
+ */
 export interface ModelStats {
+  readonly [table: string]: unknown;
   readonly fnorm?: FnormTable;
   readonly sensitivity?: SensitivityTable;
   readonly kurtosis?: KurtosisTable;
   /** Measured block-output error of every matrix and config (`measured.csv`). */
   readonly measured?: MeasuredTable;
+  /** End-to-end ΔKLD of every unit alone at every config (`kld.csv`). */
+  readonly kld?: KldTable;
   /**
    * The model's matrices and sizes, for allocators that read no table (uniform, layer-position rules): with it an
    * app computes no statistics for them. The tables' own list wins where both are present.
@@ -120,6 +127,30 @@ export interface ModelStats {
   readonly matrices?: readonly MatrixInfo[];
   /** Where the tables came from (a directory), for messages. */
   readonly source?: string;
+}
+
+/** The built-in tables (their layouts are this package's); any other name is a metric plug-in's. */
+export const BUILTIN_TABLES = Object.freeze(['fnorm', 'sensitivity', 'kurtosis', 'measured'] as const);
+export type BuiltinTableName = (typeof BUILTIN_TABLES)[number];
+
+/** The files of the built-in tables in a statistics directory (`layerquant sensitivity` writes them, `--stats` reads them). */
+export const STATS_FILES = Object.freeze({ fnorm: 'fnorm.csv', sensitivity: 'sensitivity.csv', kurtosis: 'kurtosis.csv', measured: 'measured.csv' });
+
+/** The file of a table in a statistics directory: the authors' name for the built-ins, else `<table>.csv`. */
+export function tableFile(table: string): string {
+  return (STATS_FILES as Readonly<Record<string, string>>)[table] ?? `${table}.csv`;
+}
+
+/** Names a table may not have: the other fields of ModelStats. */
+export const RESERVED_TABLE_NAMES: readonly string[] = Object.freeze(['matrices', 'source']);
+
+/**
+ * Whether `stats` holds the table `name`. Kurtosis is also a column of the authors' fnorm table: a fnorm table with
+ * it holds the kurtosis table too (kurtosisByModule reads either).
+ */
+export function hasTable(stats: ModelStats, name: string): boolean {
+  if (name === 'kurtosis' && stats.fnorm?.rows.length && stats.fnorm.rows.every((r) => r.kurtosis !== undefined)) return true;
+  return stats[name] !== undefined;
 }
 
 export const FNORM_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'fnorm', 'memmb', 'params'] as const);
@@ -313,14 +344,14 @@ export function sortUnits<T extends { readonly layer: number; readonly module: U
 }
 
 /**
- * The units of the model in model order (sortUnits), from the fnorm table or else the measured or kurtosis table
+ * The units of the model in model order (sortUnits), from the fnorm table or else the measured, kld or kurtosis table
  * or the matrix list. Every linear module must cover the same layers 0..L-1; the embedding units are there when the
  * table measured them.
  */
 export function matricesOf(stats: ModelStats): MatrixInfo[] {
   const source = stats.source ?? 'statistics';
   const byKey = new Map<string, MatrixInfo>();
-  const rows: readonly { layer: number; module: UnitModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kurtosis?.rows ?? stats.matrices;
+  const rows: readonly { layer: number; module: UnitModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kld?.rows ?? stats.kurtosis?.rows ?? stats.matrices;
   if (!rows) throw new InvalidDataError(source, 'no fnorm or kurtosis table: allocators need the list of matrices and their sizes (fnorm.csv)');
   for (const r of rows) {
     const key = matrixKey(r.layer, r.module);
@@ -477,34 +508,46 @@ export interface MeasuredTable {
 
 export const MEASURED_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'error', 'memmb', 'params', 'blocks'] as const);
 
-export function parseMeasuredCsv(text: string, source = 'measured.csv'): MeasuredTable {
+/**
+ * The columns every measured per-(unit, config) table shares (measured.csv, kld.csv): the unit and config, the meta
+ * settings, memmb (positive), params and calibration blocks.
+ */
+function measuredRowFields(doc: CsvDocument, record: CsvRecord, index: Record<string, number>, source: string, seen: Set<string>) {
+  const fields = matrixConfigFields(doc, record, index, source, seen);
+  const memoryMB = numberField(doc, record, index, 'memmb');
+  if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
+  return {
+    ...fields,
+    metaBits: integerField(doc, record, index, 'nbit2', 1),
+    metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
+    memoryMB,
+    params: integerField(doc, record, index, 'params', 1),
+    blocks: integerField(doc, record, index, 'blocks', 1),
+  };
+}
+
+/** A measured per-(unit, config) table: the shared columns of every row, then `value` reads the table's own. */
+function parseMeasuredTable<Row>(
+  text: string,
+  source: string,
+  columns: readonly string[],
+  value: (doc: CsvDocument, record: CsvRecord, index: Record<string, number>, common: ReturnType<typeof measuredRowFields>) => Row,
+): { rows: Row[] } {
   const doc = readCsv(text, source);
-  const index = columnIndex(doc, MEASURED_COLUMNS, ['zero']);
-  const rows: MeasuredRow[] = [];
+  const index = columnIndex(doc, columns, ['zero']);
+  const rows: Row[] = [];
   const seen = new Set<string>();
-  for (const record of doc.records) {
-    const { layer, module, bits, groupSize, zero } = matrixConfigFields(doc, record, index, source, seen);
-    const error = numberField(doc, record, index, 'error');
-    if (error < 0) throw new InvalidDataError(`${source}:${record.line}`, `error ${error} is negative (it is a mean squared error)`);
-    const memoryMB = numberField(doc, record, index, 'memmb');
-    if (memoryMB <= 0) throw new InvalidDataError(`${source}:${record.line}`, `memmb ${memoryMB} must be positive`);
-    const row = {
-      layer,
-      module,
-      bits,
-      groupSize,
-      zero,
-      metaBits: integerField(doc, record, index, 'nbit2', 1),
-      metaGroupSize: integerField(doc, record, index, 'gsize2', 1),
-      error,
-      memoryMB,
-      params: integerField(doc, record, index, 'params', 1),
-      blocks: integerField(doc, record, index, 'blocks', 1),
-    };
-    rows.push(row);
-  }
+  for (const record of doc.records) rows.push(value(doc, record, index, measuredRowFields(doc, record, index, source, seen)));
   if (rows.length === 0) throw new InvalidDataError(source, 'has a header but no rows');
   return { rows };
+}
+
+export function parseMeasuredCsv(text: string, source = 'measured.csv'): MeasuredTable {
+  return parseMeasuredTable(text, source, MEASURED_COLUMNS, (doc, record, index, common): MeasuredRow => {
+    const error = numberField(doc, record, index, 'error');
+    if (error < 0) throw new InvalidDataError(`${source}:${record.line}`, `error ${error} is negative (it is a mean squared error)`);
+    return { ...common, error };
+  });
 }
 
 export function formatMeasuredCsv(table: MeasuredTable): string {
@@ -512,5 +555,41 @@ export function formatMeasuredCsv(table: MeasuredTable): string {
   return formatCsv(
     withZero ? [...MEASURED_COLUMNS, 'zero'] : MEASURED_COLUMNS,
     table.rows.map((r) => [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.error, r.memoryMB, r.params, r.blocks, ...(withZero ? [r.zero] : [])]),
+  );
+}
+
+/**
+ * One (unit, config) row of the end-to-end ΔKLD table (`kld.csv`, the `kld` allocator's statistic):
+ * `layer,module,nbit1,gsize1,nbit2,gsize2,delta_kld,memmb,params,blocks,seqlen[,zero]`. `delta_kld` is the mean KL
+ * divergence (nats per token) of the model's next-token distribution from the float model's, at the final logits,
+ * over the calibration's scored positions, with that unit alone quantized at the config and every other weight float.
+ * Embedding units (embed_tokens, lm_head) have layer -1.
+ */
+export interface KldRow extends Omit<MeasuredRow, 'error'> {
+  readonly deltaKld: number;
+  /** Tokens per calibration block (scored positions: blocks x (seqlen - 1)). */
+  readonly seqlen: number;
+}
+
+export interface KldTable {
+  readonly rows: readonly KldRow[];
+}
+
+export const KLD_COLUMNS = Object.freeze(['layer', 'module', 'nbit1', 'gsize1', 'nbit2', 'gsize2', 'delta_kld', 'memmb', 'params', 'blocks', 'seqlen'] as const);
+
+export function parseKldCsv(text: string, source = 'kld.csv'): KldTable {
+  return parseMeasuredTable(text, source, KLD_COLUMNS, (doc, record, index, common): KldRow => {
+    // A KL divergence is >= 0; a float64 sum of a near-zero one may land a rounding error below it.
+    const deltaKld = numberField(doc, record, index, 'delta_kld');
+    if (deltaKld < -1e-9) throw new InvalidDataError(`${source}:${record.line}`, `delta_kld ${deltaKld} is negative (it is a KL divergence from the float model)`);
+    return { ...common, deltaKld, seqlen: integerField(doc, record, index, 'seqlen', 2) };
+  });
+}
+
+export function formatKldCsv(table: KldTable): string {
+  const withZero = !allFractional(table.rows);
+  return formatCsv(
+    withZero ? [...KLD_COLUMNS, 'zero'] : KLD_COLUMNS,
+    table.rows.map((r) => [r.layer, r.module, r.bits, r.groupSize, r.metaBits, r.metaGroupSize, r.deltaKld, r.memoryMB, r.params, r.blocks, r.seqlen, ...(withZero ? [r.zero] : [])]),
   );
 }

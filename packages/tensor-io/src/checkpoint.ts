@@ -1,156 +1,51 @@
-import { MissingFileError, MissingTensorError, SafetensorsFormatError, type WeightTensor } from '@layerquant/core';
-import { existsSync } from 'node:fs';
-import { open, readFile, readdir, type FileHandle } from 'node:fs/promises';
+import { MissingFileError } from '@layerquant/core';
+import { readdirSync, statSync } from 'node:fs';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { decodeToFloat32 } from './dtype.js';
-import { checkFinite } from './finite.js';
 import { checkInputFile, inputPathKind, pathEntryExists } from './input-file.js';
-import { checkOneWeightSet } from './model-files.js';
-import { readSafetensorsHeader, type TensorInfo } from './safetensors.js';
+import { checkOneWeightSet } from './model-file-set.js';
+import { INDEX_NAME, findShards, openCheckpointFiles, readShardIndex, type Checkpoint, type CheckpointShards, type ModelFiles } from './model-files.js';
 
-/** Anything that hands out float32 weights by tensor name: a checkpoint, a quantized checkpoint, a test double. */
-export interface WeightSource {
-  readonly tensors: readonly TensorInfo[];
-  has(name: string): boolean;
-  read(name: string): Promise<WeightTensor>;
-}
-
-/** A model on disk; tensors are read lazily, one at a time, so a large model never sits in memory twice. */
-export interface Checkpoint extends WeightSource {
-  /** Directory of the model (config.json, tokenizer files). */
-  readonly dir: string;
-  /** The safetensors files, in index order. */
-  readonly files: readonly string[];
-  /** `__metadata__` of the first file. */
-  readonly metadata: Readonly<Record<string, string>>;
-  info(name: string): TensorInfo;
-  /** The stored bytes, unchecked (read() also refuses NaN and infinities with a NonFiniteWeightError). */
-  readRaw(name: string): Promise<Uint8Array>;
-  close(): Promise<void>;
-}
-
-const INDEX_NAME = 'model.safetensors.index.json';
-
-async function resolveFiles(path: string): Promise<{ dir: string; files: string[]; index?: string; weightMap?: Record<string, string> }> {
-  const absolute = resolve(path);
-  if (inputPathKind(absolute, 'a model directory or a .safetensors file') === 'file') {
-    if (absolute.endsWith('.index.json')) return resolveIndex(dirname(absolute), absolute);
-    return { dir: dirname(absolute), files: [absolute] };
-  }
-  const index = join(absolute, INDEX_NAME);
-  if (existsSync(index)) {
-    const resolved = await resolveIndex(absolute, index);
-    checkOneWeightSet(absolute, resolved.files.map((f) => basename(f)));
-    return resolved;
-  }
-  const single = join(absolute, 'model.safetensors');
-  checkOneWeightSet(absolute);
-  if (existsSync(single) || pathEntryExists(single)) return { dir: absolute, files: [single] };
-  const found = (await readdir(absolute)).filter((f) => f.endsWith('.safetensors')).sort();
-  if (found.length === 0) {
-    throw new MissingFileError(absolute, `has no model.safetensors, no ${INDEX_NAME} and no *.safetensors file; point to a Hugging Face model directory`);
-  }
-  return { dir: absolute, files: found.map((f) => join(absolute, f)) };
-}
-
-async function resolveIndex(dir: string, index: string): Promise<{ dir: string; files: string[]; index: string; weightMap: Record<string, string> }> {
-  checkInputFile(index, 'the shard index of the model (model.safetensors.index.json)');
-  let json: { weight_map?: Record<string, string> };
-  try {
-    json = JSON.parse(await readFile(index, 'utf8')) as { weight_map?: Record<string, string> };
-  } catch (error) {
-    throw new SafetensorsFormatError(index, 'is not valid JSON; the index is corrupt, download it again', undefined, { cause: error });
-  }
-  if (!json.weight_map || typeof json.weight_map !== 'object') {
-    throw new SafetensorsFormatError(index, 'has no "weight_map" object mapping tensor names to shard files');
-  }
-  const files: string[] = [];
-  for (const [tensor, shard] of Object.entries(json.weight_map)) {
-    if (typeof shard !== 'string' || !shard.endsWith('.safetensors') || basename(shard) !== shard) {
-      throw new SafetensorsFormatError(index, `weight_map maps the tensor to ${JSON.stringify(shard)}, not to a .safetensors file beside the index; the index is corrupt`, tensor);
-    }
-    const file = join(dir, shard);
-    if (!files.includes(file)) {
-      if (!existsSync(file) && !pathEntryExists(file)) {
-        throw new MissingFileError(file, `shard named by ${basename(index)} for tensor "${tensor}" is missing; download every shard of the model`);
-      }
-      files.push(file);
-    }
-  }
-  return { dir, files, index, weightMap: json.weight_map };
-}
+export type { Checkpoint, WeightSource } from './model-files.js';
 
 /**
- * Opens a checkpoint: a directory with `model.safetensors`, a sharded directory with
- * `model.safetensors.index.json`, or a single `.safetensors` file. Headers are validated up front; data is not read.
+ * A directory as the file-access port sees it (model-files.ts): paths relative to it, read with node:fs; each file
+ * is opened once and kept open until `close`.
  */
-export async function openCheckpoint(path: string): Promise<Checkpoint> {
-  const { dir, files, index, weightMap } = await resolveFiles(path);
-  const headers = await Promise.all(files.map((f) => readSafetensorsHeader(f)));
-  const byName = new Map<string, TensorInfo>();
-  for (const header of headers) {
-    for (const info of header.tensors) {
-      if (byName.has(info.name)) {
-        throw new SafetensorsFormatError(info.file, `tensor also stored in ${byName.get(info.name)!.file}; the checkpoint has duplicate tensors`, info.name);
-      }
-      byName.set(info.name, info);
-    }
-  }
-  if (weightMap && index) {
-    for (const [name, shard] of Object.entries(weightMap)) {
-      const info = byName.get(name);
-      if (!info) throw new MissingTensorError(name, join(dir, shard), `${basename(index)} lists it there; the shard is incomplete or the index is stale`);
-      if (info.file !== join(dir, shard)) {
-        throw new SafetensorsFormatError(index, `lists the tensor in ${shard} but it is stored in ${basename(info.file)}; the index is stale, download it again`, name);
-      }
-    }
-    for (const name of byName.keys()) {
-      if (!Object.prototype.hasOwnProperty.call(weightMap, name)) {
-        throw new SafetensorsFormatError(byName.get(name)!.file, `the tensor is stored here but ${basename(index)} does not list it; the index is stale, download it again`, name);
-      }
-    }
-  }
+export function nodeModelFiles(dir: string): ModelFiles {
+  const root = resolve(dir);
   const handles = new Map<string, Promise<FileHandle>>();
-  const handleFor = (file: string) => {
-    let handle = handles.get(file);
+  const handleFor = (path: string) => {
+    let handle = handles.get(path);
     if (!handle) {
-      handle = open(file, 'r');
-      handles.set(file, handle);
+      // A FIFO would block the read forever, a dangling link or a directory would fail untyped: named first.
+      checkInputFile(join(root, path), 'a file of the model');
+      handle = open(join(root, path), 'r');
+      handles.set(path, handle);
     }
     return handle;
   };
-  const info = (name: string): TensorInfo => {
-    const found = byName.get(name);
-    if (!found) throw new MissingTensorError(name, dir, 'check the tensor name (e.g. model.layers.0.self_attn.q_proj.weight)');
-    return found;
-  };
-  const readRaw = async (name: string): Promise<Uint8Array> => {
-    const t = info(name);
-    const bytes = new Uint8Array(t.byteLength);
-    const handle = await handleFor(t.file);
-    let done = 0;
-    while (done < t.byteLength) {
-      const { bytesRead } = await handle.read(bytes, done, t.byteLength - done, t.byteOffset + done);
-      if (bytesRead === 0) throw new SafetensorsFormatError(t.file, 'file ended while reading the tensor; it is truncated', name);
-      done += bytesRead;
-    }
-    return bytes;
-  };
-  const tensors = Object.freeze([...byName.values()]);
   return {
-    dir,
-    files: Object.freeze(files),
-    tensors,
-    metadata: headers[0]?.metadata ?? {},
-    has: (name) => byName.has(name),
-    info,
-    readRaw,
-    async read(name) {
-      const t = info(name);
-      const raw = await readRaw(name);
-      checkFinite(name, t.file, t.dtype, t.shape, raw);
-      const data = decodeToFloat32(raw, t.dtype);
-      return { name, dtype: t.dtype, shape: t.shape, data };
+    name: root,
+    list: () => readdirSync(root).filter((name) => pathEntryExists(join(root, name)) && !isDirectory(join(root, name))),
+    // A dangling link, a FIFO or a directory in a file's place is "there": reading it names what it is.
+    has: (path) => pathEntryExists(join(root, path)),
+    size: async (path) => (await (await handleFor(path)).stat()).size,
+    async bytes(path, start = 0, end) {
+      const handle = await handleFor(path);
+      const stop = end ?? (await handle.stat()).size;
+      const bytes = new Uint8Array(Math.max(0, stop - start));
+      let done = 0;
+      while (done < bytes.length) {
+        const { bytesRead } = await handle.read(bytes, done, bytes.length - done, start + done);
+        if (bytesRead === 0) return bytes.subarray(0, done);
+        done += bytesRead;
+      }
+      return bytes;
+    },
+    text: (path) => {
+      checkInputFile(join(root, path), 'a file of the model');
+      return readFile(join(root, path), 'utf8');
     },
     async close() {
       const all = [...handles.values()];
@@ -159,3 +54,44 @@ export async function openCheckpoint(path: string): Promise<Checkpoint> {
     },
   };
 }
+
+/** The directory and shard files a path names: a model directory, a single .safetensors file, or an index file. */
+async function resolveShards(path: string): Promise<{ files: ModelFiles; shards: CheckpointShards }> {
+  const absolute = resolve(path);
+  if (inputPathKind(absolute, 'a model directory or a .safetensors file') === 'file') {
+    const files = nodeModelFiles(dirname(absolute));
+    if (absolute.endsWith('.index.json')) return { files, shards: await readShardIndex(files, basename(absolute)) };
+    return { files, shards: { shards: [basename(absolute)] } };
+  }
+  const files = nodeModelFiles(absolute);
+  const shards = await findShards(files);
+  // Two models' weights in one directory (a copy over an older one) would be read as one: refused, naming both.
+  checkOneWeightSet(absolute, shards.index ? shards.shards : undefined);
+  for (const shard of shards.shards) checkInputFile(join(absolute, shard), 'a .safetensors file of the model');
+  return { files, shards };
+}
+
+/**
+ * Opens a checkpoint: a directory with `model.safetensors`, a sharded directory with
+ * `model.safetensors.index.json`, or a single `.safetensors` file. Headers are validated up front; data is not read.
+ */
+export async function openCheckpoint(path: string): Promise<Checkpoint> {
+  const { files, shards } = await resolveShards(path);
+  try {
+    return await openCheckpointFiles(files, shards);
+  } catch (error) {
+    await files.close?.();
+    throw error;
+  }
+}
+
+/** Whether a path is a directory (following links; a dangling link is not one). */
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+export { INDEX_NAME };

@@ -4,7 +4,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { checkInputFile, inputPathKind } from './input-file.js';
-import { ONNX_FOLDER, isModelFileSetEntry } from './model-files.js';
+import { ONNX_FOLDER, isModelFileSetEntry } from './model-file-set.js';
 
 /**
  * Content hashes: the sha256 of every byte, one hasher for the whole project (experiment keys, statistics caches,

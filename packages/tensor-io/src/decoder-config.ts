@@ -154,8 +154,8 @@ export function parseDecoderConfig(json: unknown, file = 'config.json'): Decoder
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new InvalidDataError(file, 'is not a JSON object');
   const c = json as Record<string, unknown>;
   const fields = new ConfigFields(c, file);
-  if (c.model_type !== undefined && typeof c.model_type !== 'string') fields.fail('model_type', `is ${fields.describe(c.model_type)}, not a string`);
-  if (c.architectures !== undefined && !Array.isArray(c.architectures)) fields.fail('architectures', `is ${fields.describe(c.architectures)}, not a list`);
+  if (c.model_type !== undefined && c.model_type !== null && typeof c.model_type !== 'string') fields.fail('model_type', `is ${fields.describe(c.model_type)}, not a string`);
+  if (c.architectures !== undefined && c.architectures !== null && !Array.isArray(c.architectures)) fields.fail('architectures', `is ${fields.describe(c.architectures)}, not a list`);
   const modelType = typeof c.model_type === 'string' ? c.model_type : '';
   const architectures = Array.isArray(c.architectures) ? (c.architectures as unknown[]).filter((a): a is string => typeof a === 'string') : [];
   // An architectures list names the model class; only without one does model_type decide.

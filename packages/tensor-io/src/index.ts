@@ -31,9 +31,11 @@ export {
   type TensorSpec,
   type TensorToWrite,
 } from './safetensors.js';
-export { openCheckpoint, type Checkpoint, type WeightSource } from './checkpoint.js';
+export { nodeModelFiles, openCheckpoint, type Checkpoint, type WeightSource } from './checkpoint.js';
 export { SUPPORTED_ARCHITECTURES, loadDecoderConfig, parseDecoderConfig } from './config.js';
-export { checkTokenizerFiles, largestTokenId, loadTokenizer, type Tokenizer, type TokenizerOptions } from './tokenizer.js';
+export { checkTokenizerFiles, loadTokenizer } from './tokenizer-node.js';
+export { createTokenizer, largestTokenId, readTokenizer, readTokenizerFiles, type Tokenizer, type TokenizerOptions } from './tokenizer.js';
+export { findShards, openCheckpointFiles, openModelFiles, readDecoderConfig, readShardHeader, type CheckpointShards, type ModelFiles } from './model-files.js';
 export { inspectModel, summarizeModel, type ModelSummary } from './inspect.js';
 export { openModel, loadValidatedConfig, type OpenedModel } from './model.js';
 export { checkFinite, firstNonFinite } from './finite.js';
@@ -48,6 +50,6 @@ export {
   checkOneWeightSet,
   isModelFileSetEntry,
   modelFileSetEntries,
-} from './model-files.js';
+} from './model-file-set.js';
 export { checkInputFile, inputPathKind, readTextFile } from './input-file.js';
 export { contentHashCacheDir, fileContentHash, modelContentHash } from './content-hash.js';

@@ -1,17 +1,11 @@
 import { validateCheckpoint, type CheckpointTensors, type DecoderConfig, type DecoderLayout } from '@layerquant/core';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { openCheckpoint, type Checkpoint } from './checkpoint.js';
+import { openCheckpoint } from './checkpoint.js';
 import { loadDecoderConfig } from './config.js';
+import type { OpenedModel } from './model-files.js';
 
-/** A model directory whose config.json has been checked against its tensors. */
-export interface OpenedModel {
-  readonly config: DecoderConfig;
-  /** Path of the config.json that was read. */
-  readonly configFile: string;
-  readonly layout: DecoderLayout;
-  readonly checkpoint: Checkpoint;
-}
+export type { OpenedModel } from './model-files.js';
 
 /** The directory whose config.json describes `path` (a model directory, or a .safetensors file in one). */
 function configDirOf(path: string): string {
@@ -32,7 +26,7 @@ export async function loadValidatedConfig(dir: string, weights: CheckpointTensor
 /**
  * Opens a Hugging Face model directory for computing: config.json read, safetensors headers read, and the one
  * validation (architecture, layer count, every tensor present with the shape the config gives). Close the
- * checkpoint when done.
+ * checkpoint when done. (In a page: openModelFiles over the page's files.)
  */
 export async function openModel(dir: string): Promise<OpenedModel> {
   const configFile = join(configDirOf(dir), 'config.json');

@@ -7,7 +7,7 @@ import { OutputDirectoryError } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
 import { openOutputDirectory, removeStaleTemporaries, writeFileSet } from './output-dir.js';
 import { writeDirectoryAtomic } from './atomic.js';
-import { directorySnapshot } from './testing.js';
+import { directorySnapshot, swapRenamesDone } from './testing.js';
 
 const distIndex = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
@@ -140,22 +140,9 @@ describe('writeFileSet: the previous set or the new one, whole, at every instant
     `;
     return spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LAYERQUANT_TEST_SWAP_DELAY_MS: '120' } });
   };
-  /** Renames the swap in `dir` has done: entries moved aside plus new entries gone from staging (-1 before it starts). */
-  const renamesDone = (dir: string): number => {
-    try {
-      const names = readdirSync(dir);
-      const aside = names.find((n) => /^\.previous\.\d+\.[0-9a-f]{8}\.tmp$/.test(n));
-      const staging = names.find((n) => /^\.output\.\d+\.[0-9a-f]{8}\.tmp$/.test(n));
-      if (!aside || !staging) return -1;
-      const asideEntries = readdirSync(join(dir, aside)).filter((n) => !n.startsWith('.swap'));
-      return asideEntries.length + (3 - readdirSync(join(dir, staging)).length);
-    } catch {
-      return -1;
-    }
-  };
   const waitFor = async (dir: string, renames: number) => {
     const deadline = Date.now() + 20_000;
-    while (renamesDone(dir) < renames) {
+    while (swapRenamesDone(dir, 3) < renames) {
       if (Date.now() > deadline) throw new Error(`the swap never reached ${renames} renames`);
       await new Promise((r) => setTimeout(r, 5));
     }

@@ -1,29 +1,22 @@
 import { DTYPE_BYTES, SafetensorsFormatError, elementCount, type DType } from '@layerquant/core';
-import { open } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import { nodeModelFiles } from './checkpoint.js';
+import { readShardHeader } from './model-files.js';
 import { writeFileAtomic } from './atomic.js';
 import { checkInputFile } from './input-file.js';
 import { encodeTensorData, type TensorData } from './dtype.js';
-import { MAX_HEADER_BYTES, parseSafetensorsHeader, type SafetensorsHeader } from './safetensors-header.js';
+import type { SafetensorsHeader } from './safetensors-header.js';
 
 export { parseSafetensorsBytes, parseSafetensorsHeader, type SafetensorsHeader, type TensorInfo } from './safetensors-header.js';
 
 /** Reads and validates only the header of a safetensors file (a few KB, whatever the model size). */
 export async function readSafetensorsHeader(file: string): Promise<SafetensorsHeader> {
   checkInputFile(file, 'a .safetensors file');
-  const handle = await open(file, 'r');
+  const files = nodeModelFiles(dirname(resolve(file)));
   try {
-    const { size } = await handle.stat();
-    const lengthBytes = new Uint8Array(8);
-    await handle.read(lengthBytes, 0, Math.min(8, size), 0);
-    if (size < 8) return parseSafetensorsHeader(lengthBytes, size, file);
-    const rawLength = new DataView(lengthBytes.buffer).getBigUint64(0, true);
-    if (rawLength > BigInt(MAX_HEADER_BYTES) || rawLength < 2n || 8 + Number(rawLength) > size) return parseSafetensorsHeader(lengthBytes, size, file);
-    const headerLength = Number(rawLength);
-    const prefix = new Uint8Array(8 + headerLength);
-    await handle.read(prefix, 0, prefix.length, 0);
-    return parseSafetensorsHeader(prefix, size, file);
+    return await readShardHeader(files, basename(file));
   } finally {
-    await handle.close();
+    await files.close?.();
   }
 }
 

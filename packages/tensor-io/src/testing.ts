@@ -19,3 +19,20 @@ export function directorySnapshot(dir: string, options: { readonly content?: 'sh
   if (existsSync(dir)) walk('');
   return out;
 }
+
+/**
+ * How far a writeFileSet swap in `dir` has come: entries moved into its aside directory plus new entries moved in from
+ * staging (of `incoming` in all), or -1 before it starts. Tests interrupt the swap after a given count of renames
+ * (with LAYERQUANT_TEST_SWAP_DELAY_MS slowing each).
+ */
+export function swapRenamesDone(dir: string, incoming: number): number {
+  try {
+    const names = readdirSync(dir);
+    const aside = names.find((n) => /^\.previous\.\d+\.[0-9a-f]{8}\.tmp$/.test(n));
+    const staging = names.find((n) => /^\.output\.\d+\.[0-9a-f]{8}\.tmp$/.test(n));
+    if (!aside || !staging) return -1;
+    return readdirSync(join(dir, aside)).filter((n) => !n.startsWith('.swap')).length + (incoming - readdirSync(join(dir, staging)).length);
+  } catch {
+    return -1; // the swap moved on between two reads: not started, or done
+  }
+}

@@ -1,33 +1,57 @@
 import { InvalidDataError, MissingFileError } from '@layerquant/core';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { loadDecoderConfig } from './config.js';
-import { checkInputFile, pathEntryExists } from './input-file.js';
+import { Tokenizer as TokenizerEngine } from '@huggingface/tokenizers';
+import { filePath, readDecoderConfig, type ModelFiles } from './model-files.js';
 
 /** The slice of a tokenizer that layerquant needs. */
 export interface Tokenizer {
-  /** Token ids of `text`, without special tokens (no BOS), as the perplexity protocols expect. */
   encode(text: string): number[];
   decode(ids: readonly number[]): string;
 }
 
-const TOKENIZER_FILE = 'tokenizer.json';
-const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+export const TOKENIZER_FILE = 'tokenizer.json';
+export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 
-/** A tokenizer file read and parsed here first, so a missing, empty, FIFO or corrupt one is named, not left to the loader. */
-async function readJsonObject(file: string, expected: string): Promise<Record<string, unknown>> {
-  if (!pathEntryExists(file)) throw new MissingFileError(file, `not found; the model directory needs ${expected} of its Hugging Face checkpoint`);
-  checkInputFile(file, expected);
-  const text = await readFile(file, 'utf8');
-  if (text.trim().length === 0) throw new InvalidDataError(file, `is empty; restore ${expected} of the model`);
+export interface TokenizerOptions {
+  /**
+   * Rows of the model's embedding: a token id at or beyond it is refused. Default: `vocab_size` of the directory's
+   * config.json (validated), where there is one.
+   */
+  readonly vocabSize?: number;
+}
+
+/**
+ * A model's tokenizer from its tokenizer.json (and tokenizer_config.json), run by @huggingface/tokenizers: the
+ * tokenizer engine @huggingface/transformers wraps (`PreTrainedTokenizer.encode` is `Tokenizer.encode(...).ids`), so
+ * the ids are transformers.js' (tested on the whole of brown-test), without its model runtime and onnxruntime.
+ */
+export function createTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown, source = TOKENIZER_FILE): Tokenizer {
+  if (typeof tokenizerJson !== 'object' || tokenizerJson === null) throw new InvalidDataError(source, 'is not a JSON object');
+  let engine: TokenizerEngine;
+  try {
+    engine = new TokenizerEngine(tokenizerJson as object, (tokenizerConfig ?? {}) as object);
+  } catch (error) {
+    const reason = (error instanceof Error ? error.message : String(error)).split('\n')[0]!.slice(0, 160);
+    throw new InvalidDataError(source, `the tokenizer cannot be loaded (${reason}); restore the model's tokenizer.json and tokenizer_config.json`, { cause: error });
+  }
+  return {
+    encode: (text) => engine.encode(text, { add_special_tokens: false }).ids,
+    decode: (ids) => engine.decode([...ids], { skip_special_tokens: false }),
+  };
+}
+
+/** A tokenizer file read and parsed here first, so a missing, empty or corrupt one is named, not left to the engine. */
+async function readJsonObject(files: ModelFiles, path: string, expected: string): Promise<Record<string, unknown>> {
+  const where = filePath(files, path);
+  if (!files.has(path)) throw new MissingFileError(where, `not found; the model directory needs ${expected} of its Hugging Face checkpoint`);
+  const text = await files.text(path);
+  if (text.trim().length === 0) throw new InvalidDataError(where, `is empty; restore ${expected} of the model`);
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (error) {
-    throw new InvalidDataError(file, `is not valid JSON (${(error as Error).message.slice(0, 120)}); the file is truncated or corrupt, restore ${expected} of the model`);
+    throw new InvalidDataError(where, `is not valid JSON (${(error as Error).message.slice(0, 120)}); the file is truncated or corrupt, restore ${expected} of the model`);
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new InvalidDataError(file, `is not a JSON object; restore ${expected} of the model`);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new InvalidDataError(where, `is not a JSON object; restore ${expected} of the model`);
   return json as Record<string, unknown>;
 }
 
@@ -55,54 +79,27 @@ export function largestTokenId(json: Record<string, unknown>, file = TOKENIZER_F
   return best;
 }
 
-export interface TokenizerOptions {
-  /**
-   * Rows of the model's embedding: a token id at or beyond it is refused. Default: `vocab_size` of the directory's
-   * config.json (validated), where there is one.
-   */
-  readonly vocabSize?: number;
-}
-
 /**
- * The checks loadTokenizer makes before the library sees the files, for commands that copy a tokenizer without
- * running it (export): tokenizer.json and tokenizer_config.json present, regular files, JSON objects, tokenizer.json
- * with a vocabulary whose every id (added tokens included) is a row of the embedding.
+ * Reads and checks a model's tokenizer files: tokenizer.json and tokenizer_config.json present, JSON objects,
+ * tokenizer.json with a vocabulary whose every id (added tokens included) is a row of the embedding. Returns both.
  */
-export async function checkTokenizerFiles(dir: string, options: TokenizerOptions = {}): Promise<void> {
-  const absolute = resolve(dir);
-  const file = join(absolute, TOKENIZER_FILE);
-  const json = await readJsonObject(file, 'the tokenizer.json (and tokenizer_config.json)');
-  await readJsonObject(join(absolute, TOKENIZER_CONFIG_FILE), 'the tokenizer_config.json');
-  const vocabSize = options.vocabSize ?? (existsSync(join(absolute, 'config.json')) ? (await loadDecoderConfig(absolute)).vocabSize : undefined);
-  const largest = largestTokenId(json, file);
+export async function readTokenizerFiles(files: ModelFiles, options: TokenizerOptions = {}): Promise<{ tokenizer: Record<string, unknown>; config: Record<string, unknown> }> {
+  const tokenizer = await readJsonObject(files, TOKENIZER_FILE, 'the tokenizer.json (and tokenizer_config.json)');
+  const config = await readJsonObject(files, TOKENIZER_CONFIG_FILE, 'the tokenizer_config.json');
+  const vocabSize = options.vocabSize ?? (files.has('config.json') ? (await readDecoderConfig(files)).vocabSize : undefined);
+  const where = filePath(files, TOKENIZER_FILE);
+  const largest = largestTokenId(tokenizer, where);
   if (vocabSize !== undefined && largest.id >= vocabSize) {
     throw new InvalidDataError(
-      file,
+      where,
       `token ${JSON.stringify(largest.token).slice(0, 40)} has id ${largest.id}, but the model has ${vocabSize} embedding rows (vocab_size in config.json); the tokenizer belongs to another model, use the model's own tokenizer files`,
     );
   }
+  return { tokenizer, config };
 }
 
-/**
- * Loads the tokenizer of a model directory with @huggingface/transformers' AutoTokenizer, from local files only
- * (never the hub). tokenizer.json and tokenizer_config.json are read and checked here first (present, regular files,
- * JSON objects, every token id a row of the embedding); anything the library still refuses is an InvalidDataError
- * naming tokenizer.json. The library is imported on first use: it is large and not every command needs it.
- */
-export async function loadTokenizer(dir: string, options: TokenizerOptions = {}): Promise<Tokenizer> {
-  const absolute = resolve(dir);
-  const file = join(absolute, TOKENIZER_FILE);
-  await checkTokenizerFiles(absolute, options);
-  const { AutoTokenizer } = await import('@huggingface/transformers');
-  let tokenizer: Awaited<ReturnType<typeof AutoTokenizer.from_pretrained>>;
-  try {
-    tokenizer = await AutoTokenizer.from_pretrained(absolute, { local_files_only: true });
-  } catch (error) {
-    const reason = (error instanceof Error ? error.message : String(error)).split('\n')[0]!.slice(0, 160);
-    throw new InvalidDataError(file, `the tokenizer cannot be loaded (${reason}); restore the model's tokenizer.json and tokenizer_config.json`, { cause: error });
-  }
-  return {
-    encode: (text) => tokenizer.encode(text, { add_special_tokens: false }),
-    decode: (ids) => tokenizer.decode([...ids], { skip_special_tokens: false }),
-  };
+/** The tokenizer of a model directory, its files checked first (readTokenizerFiles). */
+export async function readTokenizer(files: ModelFiles, options: TokenizerOptions = {}): Promise<Tokenizer> {
+  const { tokenizer, config } = await readTokenizerFiles(files, options);
+  return createTokenizer(tokenizer, config, filePath(files, TOKENIZER_FILE));
 }

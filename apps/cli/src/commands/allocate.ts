@@ -1,5 +1,6 @@
-import { allocateMethod, checkMethodBudget, validateStats, type AllocatorPlugin, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
-import { loadStatsDirectory, saveAllocationJson } from '@layerquant/allocators/node';
+import { allocateMethod, checkMethodBudget, matricesOf, validateStats, type AllocatorPlugin, type BoostAllocation, type KnapsackAllocation } from '@layerquant/allocators';
+import { loadStatsDirectory } from '@layerquant/allocators/node';
+import { writeTextAtomic } from '@layerquant/tensor-io';
 import { LINEAR_MODULES, configName, matrixTensorName, modelMatrixParams, parseConfigList, type Allocation } from '@layerquant/core';
 import { modelMemory } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
@@ -7,7 +8,9 @@ import { resolve } from 'node:path';
 import { boostLines, boostReport, formatRows, jsonLine, renderTable, sizeRows, sizes, type Sizes } from '../output.js';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
+import { builtinRegistries, formatAllocationSettings, resolveModelPath, shippedBytes, shippedSize, shippedSizeBudget, type FormatPlan, type PluginRegistries } from '@layerquant/pipeline';
+import { FILE_TARGET_FLAGS, onnxPlan, parseFileTarget } from '../flags/file-target.js';
+import { InvalidOptionError } from '@layerquant/core';
 import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
 
 const usage = (plugins: PluginRegistries): string => `layerquant allocate --stats <dir> --method <id> --budget <bpp> [options]
@@ -24,6 +27,13 @@ Chooses a quantization config for every linear matrix from statistics tables and
                            any value for the knapsack allocators
   --configs <list>         the config ladder (default: every config of the tables, the paper's 12), e.g.
                            b2g64,b3g64,b4g32
+  --target-format onnx     allocate for the shipped ONNX file (needs --model): the ladder is the format's native
+                           configs (2/4/8 bits, integer or corrected zeros), the knapsacks spend the file's bytes,
+                           embed_tokens/lm_head are units where the tables have rows for them (the tables
+                           quantize --format onnx caches in <out>/stats), and the shipped size is reported
+  --target-size <MiB>      with --target-format and a knapsack allocator: the file's size instead of --budget
+  --target-bpw <bits>      the same as bits per linear weight of the file
+  --quantizer <id>         the quantizer the statistics were measured with (its zero kinds pick the ladder; hqq)
   --verbose                one line per matrix instead of layer ranges
   --out <file>             also write the allocation JSON there (atomically)
   --json                   print the Allocation object as JSON
@@ -89,15 +99,33 @@ export const allocateCommand: Command = {
       verbose: { type: 'boolean' },
       out: { type: 'string' },
       model: { type: 'string' },
+      'target-format': { type: 'string' },
+      quantizer: { type: 'string' },
+      ...FILE_TARGET_FLAGS,
     });
     const statsDir = requireString(values.stats, '--stats', 'a directory with fnorm.csv / sensitivity.csv');
     const method = methodFromFlags(requireString(values.method, '--method', plugins.allocators.ids().join(' | ')), values, allocators);
-    const budgetText = requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25');
-    const budget = parseNumberOption(budgetText, '--budget', Number.NaN, (n) => Number.isFinite(n) && n > 0);
+    const targetFormat = stringOption(values, 'target-format');
+    if (targetFormat !== undefined && targetFormat !== 'onnx') throw new InvalidOptionError('--target-format', `"${targetFormat}" is not a format layerquant allocates for; use onnx`);
+    const fileTarget = parseFileTarget(values);
+    if (fileTarget && targetFormat === undefined) throw new InvalidOptionError('sizeMiB' in fileTarget ? '--target-size' : '--target-bpw', 'a target is the size of a shipped file: give its format, --target-format onnx');
+    if (fileTarget && values.budget !== undefined) throw new InvalidOptionError('--budget', `give either --budget (bits per weight in the paper's accounting) or ${'sizeMiB' in fileTarget ? '--target-size' : '--target-bpw'} (the shipped file), not both`);
+    const budgetGiven = fileTarget ? undefined : parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => Number.isFinite(n) && n > 0);
     const configsText = stringOption(values, 'configs');
-    const configs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
-    checkMethodBudget(method, budget, configs, allocators);
-    const stats = await loadStatsDirectory(statsDir);
+    const userConfigs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
+    if (targetFormat !== undefined && values.model === undefined) throw new InvalidOptionError('--model', '--target-format needs the model (its shapes and embeddings make the file): give --model <dir>');
+    // A format's plan: its exact bytes and native ladder for the quantizer the statistics were measured with.
+    let plan: FormatPlan | undefined;
+    if (targetFormat !== undefined) {
+      const quantizerId = stringOption(values, 'quantizer') ?? 'hqq';
+      const quantizer = plugins.quantizers.get(quantizerId);
+      plan = await onnxPlan(resolveModelPath(String(values.model)), {}, { id: quantizer.id, ...(quantizer.zeroKinds ? { zeroKinds: quantizer.zeroKinds } : {}) }, userConfigs);
+    }
+    const format = plan ? formatAllocationSettings(method, plan, { ...(userConfigs ? { configs: userConfigs } : {}), ...(budgetGiven === undefined ? {} : { budget: budgetGiven }), ...(fileTarget ? { target: fileTarget } : {}) }, allocators) : undefined;
+    const configs = format ? format.configs : userConfigs;
+    const budget = format ? format.budget : budgetGiven!;
+    if (!format) checkMethodBudget(method, budget, configs, allocators);
+    const stats = await loadStatsDirectory(statsDir, plugins.metrics.list());
     const modelText = stringOption(values, 'model');
     const modelDir = modelText === undefined ? undefined : resolveModelPath(modelText);
     let shapes: Map<string, readonly number[]> | undefined;
@@ -108,14 +136,17 @@ export const allocateCommand: Command = {
       validateStats(stats, { matrices: modelMatrixParams(config), name: modelDir });
     }
     const seed = method.options.seed === undefined ? undefined : parseIntegerOption(String(method.options.seed), '--seed', 42, 0);
-    const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }) }, allocators);
+    const sizeBudget = plan && format?.knapsack ? shippedSizeBudget(plan, matricesOf(stats), fileTarget) : undefined;
+    const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }), ...(sizeBudget ? { size: sizeBudget } : {}) }, allocators);
     const out = stringOption(values, 'out');
-    if (out) await saveAllocationJson(out, allocation);
+    if (out) await writeTextAtomic(out, `${JSON.stringify(allocation, null, 2)}\n`);
     // On disk: the packed bytes of each matrix at its shape (known only with --model).
     const disk = shapes
       ? modelMemory(allocation.matrices.map((m) => ({ shape: shapes!.get(matrixTensorName(m.layer, m.module)) as unknown as [number, number], config: m.config }))).packedBytes
       : null;
-    const size = sizes({ params: allocation.totals.params, paperBitsPerWeight: allocation.totals.bpp, diskBytes: disk });
+    // The file the allocation makes in the target format, every byte (units it leaves out stay float).
+    const shipped = plan ? shippedSize(plan.cost.format, shippedBytes(plan.cost, allocation.matrices), plan.linearParams, format?.target ? { targetBytes: format.target.bytes } : {}) : undefined;
+    const size = sizes({ params: allocation.totals.params, paperBitsPerWeight: allocation.totals.bpp, diskBytes: disk, ...(shipped ? { shipped } : {}) });
     if (values.json) {
       const { matrices, totals: _totals, method: _method, budget: _budget, options: allocatorOptions, ...rest } = allocation as Allocation & Record<string, unknown>;
       delete (rest as Record<string, unknown>).boosted;

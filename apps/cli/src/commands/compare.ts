@@ -125,6 +125,8 @@ export const compareCommand: Command = {
         r.layout.layout,
         fixed(r.perplexity, 4),
         interval ? `${fixed(interval.difference, 3)} [${fixed(interval.low, 3)}, ${fixed(interval.high, 3)}]${verdict(interval) === 'tie' ? '' : ` ${verdict(interval)}`}` : 'baseline',
+        s.shipped ? fixed(s.shipped.MiB, 2) : '-',
+        s.shipped ? fixed(s.shipped.bitsPerWeight, 4) : '-',
         s.diskMiB === null ? '-' : fixed(s.diskMiB, 2),
         s.diskBitsPerWeight === null ? '-' : fixed(s.diskBitsPerWeight, 4),
         s.paperBitsPerWeight === null ? '-' : fixed(s.paperBitsPerWeight, 4),
@@ -139,12 +141,14 @@ export const compareCommand: Command = {
         { header: 'layout' },
         { header: 'perplexity', align: 'right' },
         { header: 'Δppl vs 1 [95% CI]', align: 'right' },
+        { header: 'MiB shipped', align: 'right' },
+        { header: 'bits/w shipped', align: 'right' },
         { header: 'MiB disk', align: 'right' },
         { header: 'bits/w disk', align: 'right' },
         { header: 'bits/w paper', align: 'right' },
       ],
       rows,
     ));
-    stdout(`${wrapAtSpaces(`sizes: linear matrices; time ${results.map((r) => formatSeconds(r.seconds)).join(', ')}`, terminalColumns(), 2)}\n`);
+    stdout(`${wrapAtSpaces(`sizes: shipped = every byte of the file a user ships (ONNX: onnx/*, embeddings and lm_head included; bits per linear weight); disk and paper = the linear matrices; evaluation time: ${results.map((r, i) => `model ${i + 1} ${formatSeconds(r.seconds)}`).join(', ')}`, terminalColumns(), 2)}\n`);
   },
 };

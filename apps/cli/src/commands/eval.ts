@@ -11,12 +11,14 @@ export const evalCommand: Command = {
   name: 'eval',
   summary: 'perplexity of a model, a quantized model directory or an ONNX export on a text',
   usage: [
-    'layerquant eval <model-dir | quantized-dir | onnx-dir> --text <file> | --dataset brown-test [options] [--json]',
+    'layerquant eval <model-dir | quantized-dir | onnx-dir | file.gguf> --text <file> | --dataset brown-test [options] [--json]',
     '',
     'Tokenizes the whole text once (no BOS) and runs the decoder with onnxruntime, one session for all windows.',
     'A quantized directory written by `layerquant quantize` runs the graph `layerquant export` writes (packed',
     'weights in MatMulNBits, accuracy level 0: memory is the quantized model\'s); an ONNX export (`layerquant',
-    'export`, `quantize --format onnx`) is evaluated as shipped: its own file. A float model whose float32 weights',
+    'export`, `quantize --format onnx`) is evaluated as shipped: its own file. A .gguf file runs in llama.cpp itself',
+    '(node-llama-cpp 3.21.1, installed beside layerquant; CPU, --threads default 1) with its own tokenizer: the same',
+    'windows, perplexity from llama.cpp\'s logits. A float model whose float32 weights',
     'do not fit --max-memory runs layer by layer over all windows (same perplexity, one layer\'s weights in memory).',
     '',
     'Options:',
@@ -29,7 +31,7 @@ export const evalCommand: Command = {
     '  --seqlen <n>           window length (default 512; 1024 with --protocol sliding)',
     '  --stride <n>           sliding-window stride (default 512)',
     '  --max-tokens <n>       use only the first n tokens of the text',
-    '  --threads <n>          onnxruntime intra-op threads (default: one per core)',
+    '  --threads <n>          onnxruntime intra-op threads (default: one per core); llama.cpp threads for a .gguf (default 1)',
     '  --max-memory <GiB>     memory the float32 weights may take in one session before eval streams layer by layer',
     '                         (default: 80% of the free memory)',
     '  --allow-long-context   run a --seqlen above the model\'s max_position_embeddings (refused otherwise: rotary',
@@ -80,7 +82,7 @@ export const evalCommand: Command = {
     }
     const { text, tokenizer, quantized, opened } = evaluation;
     const { model, kind, config } = opened;
-    const onnxFile = opened.file;
+    const onnxFile = kind === 'onnx' ? opened.file : undefined;
     try {
       const ids = tokenizer.encode(text);
       const progress = createProgress('perplexity', !values.json && Boolean(process.stderr.isTTY));

@@ -1,7 +1,7 @@
-import { methodNameHelp } from '@layerquant/allocators';
+import { expandMethodList, methodNameHelp } from '@layerquant/allocators';
 import { InvalidOptionError, parseConfigList, type OptionValue } from '@layerquant/core';
 import { brownCalibPath, datasets } from '@layerquant/datasets';
-import { PAPER_BUDGETS, measureEvaluationSpeed, parseBudgets, parseMethods, prepareGrid, runGrid } from '@layerquant/experiment';
+import { PAPER_BUDGETS, measureEvaluationSpeed, parseBudgets, prepareGrid, runGrid } from '@layerquant/experiment';
 import { resolveTextPath } from '@layerquant/perplexity';
 import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
 import { connectCoordinator } from '@layerquant/queue';
@@ -99,7 +99,7 @@ export const experimentCommand: Command = {
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const outPath = resolve(requireString(values.out, '--out', 'a directory for results.csv, results.md and the cached statistics'));
-    const methods = parseMethods(stringOption(values, 'methods') ?? 'paper', allocators);
+    const methods = expandMethodList(stringOption(values, 'methods') ?? 'paper', allocators);
     const budgets = parseBudgets(stringOption(values, 'budgets') ?? PAPER_BUDGETS.join(','));
     const seqlen = parseIntegerOption(stringOption(values, 'seqlen'), '--seqlen', 512, 2);
     const maxTokensText = stringOption(values, 'max-tokens');
@@ -163,7 +163,11 @@ export const experimentCommand: Command = {
       ...(queueUrl ? { connect: () => connectCoordinator(queueUrl, { attempts, log: (line) => stderr(`${fitStderr(line)}\n`) }) } : {}),
       onNote: (line) => stderr(`${fitStderr(`experiment: ${line}`)}\n`),
       onStatistics: (step, done, total) =>
-        statsProgress.update(done, total, step === 'fnorm' ? `${statisticsQuantizer.id} error of every matrix x ${ladder?.length ?? 12} configs` : step === 'measured' ? 'measured block error, every matrix x config, layer by layer' : 'activation sensitivity, layer by layer'),
+        statsProgress.update(
+          done,
+          total,
+          step === 'fnorm' ? `${statisticsQuantizer.id} error of every matrix x ${ladder?.length ?? 12} configs` : step === 'measured' ? 'measured block error, every matrix x config, layer by layer' : step === 'sensitivity' ? 'activation sensitivity, layer by layer' : `${step} table`,
+        ),
       onStatisticsReady: (source) => {
         statsProgress.done(`from ${source}`);
         if (!queueUrl) loading = createSpinner('loading the model', interactive);

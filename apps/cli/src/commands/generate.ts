@@ -1,7 +1,7 @@
-import { InvalidOptionError } from '@layerquant/core';
+import { InvalidOptionError, checkContextLength } from '@layerquant/core';
 import { openKvDecoder } from '@layerquant/export';
 import { greedyDecode } from '@layerquant/runtime';
-import { loadTokenizer } from '@layerquant/tensor-io';
+import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
 import { parseCommandArgs, parseIntegerOption, parseMemoryOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { createSpinner, formatSeconds } from '../progress.js';
@@ -28,7 +28,8 @@ export const generateCommand: Command = {
     '',
     'Options:',
     '  --prompt <text>         the text to continue (required)',
-    '  --max-new-tokens <n>    tokens to generate (default 32)',
+    '  --max-new-tokens <n>    tokens to generate (default 32); with the prompt at most max_position_embeddings',
+    '  --allow-long-context    generate beyond max_position_embeddings (positions the model was never trained on)',
     '  --threads <n>           onnxruntime intra-op threads (default: one per core)',
     '  --max-memory <GiB>      memory a float model\'s float32 weights may take (default: 80% of the free memory);',
     '                          a larger float model is refused before loading (decoding needs every layer for every',
@@ -37,7 +38,7 @@ export const generateCommand: Command = {
     '                          peak resident memory (MiB)',
   ].join('\n'),
   async run({ argv, stdout, plugins = builtinRegistries() }) {
-    const { values, positionals } = parseCommandArgs(argv, { prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, threads: { type: 'string' }, 'max-memory': { type: 'string' } });
+    const { values, positionals } = parseCommandArgs(argv, { prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, threads: { type: 'string' }, 'max-memory': { type: 'string' }, 'allow-long-context': { type: 'boolean' } });
     const dir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant generate <model-dir> --prompt "Once upon a time"'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const prompt = requireString(stringOption(values, 'prompt'), '--prompt', 'the text to continue, e.g. --prompt "The jury said"');
@@ -49,6 +50,12 @@ export const generateCommand: Command = {
     const tokenizer = await loadTokenizer(dir);
     const ids = tokenizer.encode(prompt);
     if (ids.length === 0) throw new InvalidOptionError('--prompt', 'encodes to no tokens; give some text');
+    // The prompt and every new token take a position: bounded by the context the model runs (as eval's --seqlen);
+    // the error names the prompt when it alone is too long (no --max-new-tokens would fit it).
+    const decoderConfig = await loadDecoderConfig(dir);
+    const allowLong = values['allow-long-context'] === true;
+    checkContextLength(ids.length, decoderConfig, '--prompt', allowLong);
+    checkContextLength(ids.length + maxNewTokens, decoderConfig, '--max-new-tokens', allowLong);
     const loading = createSpinner(`loading ${dir}`, !values.json && Boolean(process.stderr.isTTY));
     const { decoder, source } = await openKvDecoder(dir, { accuracyLevel: 0, operators: 'fused', quantizers: plugins.quantizers, ...(threads === undefined ? {} : { threads }) }).finally(() => loading.stop());
     try {

@@ -4,24 +4,31 @@ import type { DType } from '@layerquant/core';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { parseCommandArgs, requireString } from '../args.js';
 import type { Command } from '../command.js';
-import { directorySizes, resolveModelPath } from '@layerquant/pipeline';
+import { directorySizes, isGgufFile, resolveModelPath } from '@layerquant/pipeline';
 import { boostLines, formatRows, jsonLine, sizeRows } from '../output.js';
+import { decoderConfigOfGguf } from '@layerquant/gguf';
+import { readGgufHeader } from '@layerquant/gguf/node';
 
 export const inspectCommand: Command = {
   name: 'inspect',
-  summary: 'architecture, sizes and tensors of a model directory',
+  summary: 'architecture, sizes and tensors of a model directory or a GGUF file',
   usage: [
-    'layerquant inspect <model-dir | quantized-dir | onnx-dir> [--json]',
+    'layerquant inspect <model-dir | quantized-dir | onnx-dir | file.gguf> [--json]',
     '',
     'Prints architecture, layer count, hidden size, total params, quantizable linear params, tensor count and dtypes,',
     'and the size of the linear matrices in MiB: on disk (as stored) and, for a quantized directory, in the paper\'s',
     'accounting. A quantized checkpoint (layerquant-quantized-v1) counts its matrices at their original shapes, lists',
-    'the configs and, when a boost quantized it, the boosted layers; an ONNX export lists its MatMulNBits nodes.',
+    'the configs and, when a boost quantized it, the boosted layers; an ONNX export lists its MatMulNBits nodes; a',
+    'GGUF file (validated as strictly as safetensors) lists its tensor types, its bytes and the header\'s share.',
     '  --json   one JSON object (docs/json-schema.md): command "inspect", layout, sizes { paperMiB, diskMiB, ... }',
   ].join('\n'),
   async run({ argv, stdout }) {
     const { values, positionals } = parseCommandArgs(argv, {});
     const dir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant inspect <model-dir>'));
+    if (isGgufFile(dir)) {
+      await inspectGguf(dir, values.json === true, stdout);
+      return;
+    }
     const layout = await directorySizes(dir);
     if (layout.layout === 'onnx') {
       const config = await loadDecoderConfig(dir);
@@ -120,4 +127,32 @@ async function quantizedSummary(dir: string): Promise<ModelSummary> {
   } finally {
     await checkpoint.close();
   }
+}
+
+/** `inspect` of a .gguf file: the header validated, the architecture from its metadata, types and sizes of its tensors. */
+async function inspectGguf(file: string, json: boolean, stdout: (text: string) => void): Promise<void> {
+  const header = await readGgufHeader(file);
+  const config = decoderConfigOfGguf(header);
+  const layout = await directorySizes(file);
+  const tensorBytes = header.tensors.reduce((sum, t) => sum + t.byteLength, 0);
+  if (json) {
+    stdout(jsonLine('inspect', {
+      model: file, layout: 'gguf', file, architecture: config.architecture, modelType: config.modelType, numLayers: config.numLayers,
+      hiddenSize: config.hiddenSize, intermediateSize: config.intermediateSize, numHeads: config.numHeads, numKeyValueHeads: config.numKeyValueHeads,
+      vocabSize: config.vocabSize, tieWordEmbeddings: config.tieWordEmbeddings, params: layout.params,
+      linearParams: layout.sizes.params, linearMatrices: layout.linearMatrices, tensors: header.tensors.length, configs: layout.configs, sizes: layout.sizes, boosts: null,
+    }));
+    return;
+  }
+  const all: Record<string, number> = {};
+  for (const t of header.tensors) all[t.type.name] = (all[t.type.name] ?? 0) + 1;
+  stdout(formatRows([
+    ['model', file],
+    ['layout', `GGUF v${header.version}, ${header.tensors.length} tensors, ${header.metadata.size} metadata keys, alignment ${header.alignment}`],
+    ['architecture', `${config.architecture} (llama.cpp ${config.modelType}), ${config.numLayers} layers, hidden ${config.hiddenSize}, ${config.numHeads} heads / ${config.numKeyValueHeads} kv`],
+    ['linear params', `${layout.sizes.params.toLocaleString('en-US')} in ${layout.linearMatrices} matrices: ${Object.entries(layout.configs).map(([t, n]) => `${n} ${t}`).join(', ')}`],
+    ['tensor types', Object.entries(all).map(([t, n]) => `${t} x${n}`).join(', ')],
+    ...sizeRows(layout.sizes),
+    ['file', `${(header.fileSize / 2 ** 20).toFixed(2)} MiB: tensors ${(tensorBytes / 2 ** 20).toFixed(2)} MiB, header/metadata/padding ${((header.fileSize - tensorBytes) / 2 ** 10).toFixed(1)} KiB`],
+  ]));
 }

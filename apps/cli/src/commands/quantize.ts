@@ -1,29 +1,22 @@
 import { parseMethodName, type MethodSpec } from '@layerquant/allocators';
 import { InvalidOptionError, LINEAR_MODULES, configName, matrixKey, parseConfigList, parseConfigName, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { brownCalibPath } from '@layerquant/datasets';
-import { builtinRegistries, exportQuantized, quantizeAllocated, quantizeUniform, resolveModelPath, type AllocatedQuantizeResult, type PluginRegistries } from '@layerquant/pipeline';
+import { builtinRegistries, exportQuantized, formatPlan, quantizeAllocated, quantizeUniform, resolveModelPath, shippedSize, targetBytes, type AllocatedQuantizeResult, type FileTarget, type FormatPlan, type PluginRegistries, type ShippedSize } from '@layerquant/pipeline';
+import type { OnnxFileOptions } from '@layerquant/export';
+import { FILE_TARGET_FLAGS, onnxPlan, parseFileTarget } from '../flags/file-target.js';
+import { openModel } from '@layerquant/tensor-io';
 import { defaultWorkerCount, type QuantizeModelReport } from '@layerquant/quantizers/node';
-import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
+import { checkOverwrite, parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
 import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
-import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportRows, exportSummary, parseExportOptions } from '../flags/export-options.js';
+import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportResultRows, exportResultSummary, ggufLinearMatrices, parseExportOptions } from '../flags/export-options.js';
 import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
 import { absolutePath, boostLines, boostReport, formatRows, jsonLine, sizeRows, sizes } from '../output.js';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 
 // Matrices differ in size (q_proj vs gate_proj): the time estimate extrapolates from a whole layer's.
 const LAYER_ESTIMATE = { estimateAfter: LINEAR_MODULES.length };
-
-/** An existing, non-empty --out is replaced only with --force (a directory that is not there or empty is fine). */
-function checkOverwrite(outDir: string, force: boolean): void {
-  if (force || !existsSync(outDir) || !statSync(outDir).isDirectory()) return;
-  const entries = readdirSync(outDir).filter((name) => !name.startsWith('.layerquant'));
-  if (entries.length > 0) {
-    throw new InvalidOptionError('--out', `${absolutePath(outDir)} exists and is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); pass --force to replace the quantized model in it, or choose another --out`);
-  }
-}
 
 /** Sizes, error and time of a quantize run: the JSON fields every quantize prints. */
 function reportFields(report: QuantizeModelReport, out: string) {
@@ -70,6 +63,14 @@ export const quantizeCommand: Command = {
     `layerquant quantize <model-dir> [--quantizer ${plugins.quantizers.ids().join('|')}] --config b4g64 --out <dir> [--json]`,
     `layerquant quantize <model-dir> --method ${plugins.allocators.ids().join('|')}`,
     `                    --budget <bpp> [--quantizer ${plugins.quantizers.ids().join('|')}] --out <dir> [allocator options] [--configs <ladder>] [--stats <dir> | --calib <file>] [--json]`,
+    `layerquant quantize <model-dir> --method <knapsack allocator> --format onnx --target-size <MiB> --out <dir>`,
+    `layerquant quantize <model-dir> (--config b4g32 | --method <allocator> --budget <bpp>) --format gguf --out <file.gguf>`,
+    '',
+    'With --format onnx the allocation is made for the file it ships: the ladder holds the configs ONNX stores',
+    'natively (2, 4 and 8 bits in blocks of 32, 64 and 128, integer or fractional zeros), the embeddings and lm_head',
+    'become units of the allocation, and --target-size <MiB> (or --target-bpw <bits per linear weight of the file>)',
+    'bounds every byte of onnx/model_q4.onnx: the file is at most that size, within 1% of it. --budget keeps meaning',
+    'the paper\'s accounting (over the format\'s ladder). Uniform and the boosts take a native stop as their base.',
     '',
     'A calibrated quantizer (gptq, baq) quantizes layer by layer: the calibration blocks (--calib, --blocks) run through',
     'the model with the matrices before already quantized, and each matrix is quantized with its inputs\' Hessian.',
@@ -94,7 +95,10 @@ export const quantizeCommand: Command = {
     '  --fork               the authors\' fork defaults: --kappa 1.01 --axis 0, --round-zero for 4-bit',
     '  --budget <bpp>       allocate instead of --config: a stop of the ladder (2.13 ... 8.51) for uniform and the',
     '                       boosts, any value for the knapsack allocators (mxq, sensi-milp, ..., measured)',
-    '  --configs <list>     the config ladder the allocator chooses from (default: the paper\'s 12), e.g. b2g64,b3g64,b4g32',
+    '  --configs <list>     the config ladder the allocator chooses from (default: the paper\'s 12; with --format onnx',
+    '                       its native configs), e.g. b2g64,b3g64,b4g32; b4g64-int: integer zero, b4g32-sym: none',
+    '  --target-size <MiB>  with --format onnx and a knapsack allocator: the shipped file\'s size (every byte)',
+    '  --target-bpw <bits>  the same as bits per linear weight of the file (its bits / the linear matrices\' weights)',
     '',
     'Quantizers (--quantizer) and their options:',
     quantizerHelp(plugins, '  '),
@@ -111,7 +115,8 @@ export const quantizeCommand: Command = {
     '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
     '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
     '',
-    'With --format onnx the quantized model is written as an ONNX directory transformers.js loads (see',
+    'With --format onnx the quantized model is written as an ONNX directory transformers.js loads, with --format gguf',
+    'as one .gguf file llama.cpp loads (--out <file.gguf>; the paper\'s ladder, no --target-size yet; see',
     '`layerquant export --help`) instead of a quantized checkpoint:',
     ...EXPORT_OPTION_HELP,
   ].join('\n'),
@@ -133,19 +138,27 @@ export const quantizeCommand: Command = {
       blocks: { type: 'string' },
       'stats-quantizer': { type: 'string' },
       force: { type: 'boolean' },
+      ...FILE_TARGET_FLAGS,
       ...EXPORT_OPTION_SPEC,
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const target = absolutePath(requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64'));
     checkOverwrite(target, values.force === true);
-    const onnx = parseExportOptions(values, true);
+    const request = parseExportOptions(values, true);
+    // A .gguf file is one file: an existing one is replaced only with --force, as a quantized directory is.
+    const fileTarget = parseFileTarget(values);
+    if (fileTarget && request?.format !== 'onnx') {
+      const flag = Object.keys(fileTarget)[0] === 'sizeMiB' ? '--target-size' : '--target-bpw';
+      if (request?.format === 'gguf') throw new InvalidOptionError(flag, 'GGUF has no cost model for an allocation to a file size yet: with --format gguf give --budget (bits per weight in the paper\'s accounting), or use --format onnx');
+      throw new InvalidOptionError(flag, 'a target is the size of a shipped file: give its format, --format onnx');
+    }
     const quantizerId = stringOption(values, 'quantizer');
     const method = stringOption(values, 'method') ?? quantizerId ?? 'hqq';
     let run: QuantizeRun;
-    if (stringOption(values, 'budget') !== undefined || isAllocatorMethod(method, plugins)) {
+    if (stringOption(values, 'budget') !== undefined || fileTarget || isAllocatorMethod(method, plugins)) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
-      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins);
+      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins, request?.format === 'onnx' ? { options: request.options, ...(fileTarget ? { target: fileTarget } : {}), statsDir: join(target, 'stats') } : undefined);
     } else {
       // --method rtn|hqq|<quantizer> --config: the method is the quantizer (the form before --quantizer existed).
       if (quantizerId !== undefined && stringOption(values, 'method') !== undefined && quantizerId !== method) {
@@ -156,11 +169,21 @@ export const quantizeCommand: Command = {
       }
       run = uniformRun(values, modelDir, method, plugins);
     }
-    if (onnx.format === 'onnx') {
+    if (request) {
       // Quantized into a temporary checkpoint beside --out (its cost lines not shown), exported there: one report.
-      const { quantized, export: report } = await exportQuantized(target, { quantizers: plugins.quantizers, ...onnx.options }, (dir) => run(dir, () => undefined));
-      if (values.json) stdout(jsonLine('quantize', { ...quantizedJson(quantized, report.outDir), export: exportSummary(report) }));
-      else stdout(`${quantizedText(quantized, report.outDir)}${formatRows(exportRows(report), { keyWidth: 12 })}`);
+      // A GGUF file is named after the model quantized, not the temporary checkpoint.
+      const named = request.format === 'gguf' ? { ...request, options: { name: basename(modelDir), ...request.options } } : request;
+      const { quantized, export: report } = await exportQuantized(target, named, plugins.quantizers, (dir) => run(dir, () => undefined));
+      const out = report.format === 'gguf' ? report.outFile : report.outDir;
+      // What ships: every byte of the file (ONNX: against the cost model's prediction and the target).
+      const shipped = report.format === 'onnx'
+        ? shippedSize('onnx', report.fileBytes + report.externalDataBytes, report.linearParams, {
+            ...(quantized.kind === 'allocated' && quantized.result.shippedBytes !== null ? { predictedBytes: quantized.result.shippedBytes } : {}),
+            ...(quantized.kind === 'allocated' && quantized.target ? { targetBytes: quantized.target.bytes } : {}),
+          })
+        : shippedSize('gguf', report.fileBytes, ggufLinearMatrices(report).params);
+      if (values.json) stdout(jsonLine('quantize', { ...quantizedJson(quantized, out, shipped), export: exportResultSummary(report) }));
+      else stdout(`${quantizedText(quantized, out, shipped)}${formatRows(exportResultRows(report), { keyWidth: 12 })}`);
       return;
     }
     const quantized = await run(target, stderr);
@@ -171,7 +194,16 @@ export const quantizeCommand: Command = {
 /** What a quantize run did, for its report: one config for every matrix, or an allocation. */
 type Quantized =
   | { readonly kind: 'uniform'; readonly report: QuantizeModelReport; readonly method: string; readonly quantizer: Quantizer; readonly config: QuantConfig; readonly kappa: number | undefined }
-  | { readonly kind: 'allocated'; readonly report: QuantizeModelReport; readonly method: MethodSpec; readonly quantizer: Quantizer; readonly budget: number; readonly result: AllocatedQuantizeResult };
+  | {
+      readonly kind: 'allocated';
+      readonly report: QuantizeModelReport;
+      readonly method: MethodSpec;
+      readonly quantizer: Quantizer;
+      readonly budget: number;
+      readonly result: AllocatedQuantizeResult;
+      /** With --target-size / --target-bpw: the bytes the file may take. */
+      readonly target?: { readonly bytes: number; readonly given: FileTarget };
+    };
 
 /** A run with its flags read (errors in them thrown before anything is written): quantizes into `outDir`, cost lines to `log`. */
 type QuantizeRun = (outDir: string, log: (text: string) => void) => Promise<Quantized>;
@@ -221,9 +253,21 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
   };
 }
 
-/** `--method <allocator> --budget <bpp>`: the statistics it needs, allocation, --quantizer per the allocation, one checkpoint. */
-function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText: string, quantizerId: string, plugins: PluginRegistries): QuantizeRun {
-  const budget = parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => n > 0);
+/** An allocation for a shipped file: the export's options, the target, and where the statistics are cached (beside it). */
+interface ShippedRun {
+  readonly options: OnnxFileOptions;
+  readonly target?: FileTarget;
+  readonly statsDir: string;
+}
+
+/**
+ * `--method <allocator> --budget <bpp>` (or, with --format onnx, `--target-size <MiB>`): the statistics it needs,
+ * allocation, --quantizer per the allocation, one checkpoint. With a format the allocation uses its native ladders and
+ * a knapsack spends the file's bytes, embeddings and lm_head included.
+ */
+function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText: string, quantizerId: string, plugins: PluginRegistries, shipped?: ShippedRun): QuantizeRun {
+  if (shipped?.target && values.budget !== undefined) throw new InvalidOptionError('--budget', `give either --budget (bits per weight in the paper's accounting) or ${'sizeMiB' in shipped.target ? '--target-size' : '--target-bpw'} (the shipped file), not both`);
+  const budget = shipped?.target ? Number.NaN : parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25 (or, with --format onnx, --target-size <MiB>)'), '--budget', Number.NaN, (n) => n > 0);
   const allocators = plugins.allocators.list();
   const method = methodFromFlags(methodText, values, allocators);
   const { quantizer, options: quantizerOptions } = quantizerFromFlags(quantizerId, values, plugins, values.fork === true);
@@ -240,6 +284,10 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
   return async (outDir, log) => {
     const interactive = !values.json && Boolean(process.stderr.isTTY);
     const loading = createSpinner(`loading ${modelDir}`, interactive);
+    // The format's cost model and native ladders, from the model's config and layout (the ladder is refused here,
+    // before any long step, when the format cannot store it).
+    const plan = shipped ? await onnxPlan(modelDir, shipped.options, quantizer, ladder) : undefined;
+    const target = plan && shipped?.target ? { bytes: targetBytes(shipped.target, plan).bytes, given: shipped.target } : undefined;
     const statsProgress = createProgress('statistics', interactive);
     const progress = createProgress('quantize', interactive);
     const cost = createCostReporter('quantize', log, !values.json);
@@ -252,7 +300,8 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
       seed,
       ...(ladder ? { configs: ladder } : {}),
       allocators,
-      statistics: { ...(statsDir ? { statsDir } : {}), cacheDir: join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
+      statistics: { ...(statsDir ? { statsDir } : {}), metrics: plugins.metrics.list(), cacheDir: shipped?.statsDir ?? join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
+      ...(plan ? { shipped: { plan, ...(shipped?.target ? { target: shipped.target } : {}) } } : {}),
       scaleDtype,
       workers: defaultWorkerCount(),
       record: { ...quantizerOptions, ...(statisticsQuantizer ? { statisticsQuantizer: statisticsQuantizer.quantizer.id } : {}) },
@@ -261,17 +310,18 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
       onOpened: () => loading.stop(),
       onStatistics: (step, done, total) => statsProgress.update(done, total, step),
       onStatisticsReady: (source) => statsProgress.done(`from ${source}`),
-      onPlan: (plan) => cost.plan(`${method.id} at ${budget} bits: ${quantizer.id} on ${plan.quantizedMatrices} of ${plan.matrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE),
+      onPlan: (p) => cost.plan(`${method.id} at ${target ? `${(target.bytes / 2 ** 20).toFixed(2)} MiB of ${plan!.cost.label}` : `${budget} bits`}: ${quantizer.id} on ${p.quantizedMatrices} of ${p.matrices} matrices (${p.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE),
       onProgress: (p) => {
         cost.unit(p.done, p.total, 'matrices');
         progress.update(p.done, p.total, `matrices (${p.key})`);
       },
     }).finally(() => loading.stop());
     progress.done();
-    return { kind: 'allocated', report: result.report, method, quantizer, budget, result };
+    return { kind: 'allocated', report: result.report, method, quantizer, budget: result.allocation.budget, result, ...(target ? { target } : {}) };
   };
 }
 
+/** The ONNX cost model of a model directory under the export's options, and its ladders for the quantizer. */
 /** Matrices per config (`float` for those kept in float). */
 function configCounts(allocation: AllocatedQuantizeResult['allocation']): Map<string, number> {
   const counts = new Map<string, number>();
@@ -309,9 +359,11 @@ function quantizerNoteRows(report: QuantizeModelReport): Array<[string, string]>
 }
 
 /** The --json fields of a quantize run; `out` is where the model now is (the export's directory with --format onnx). */
-function quantizedJson(q: Quantized, out: string): Record<string, unknown> {
+function quantizedJson(q: Quantized, out: string, shipped?: ShippedSize): Record<string, unknown> {
+  const fields = reportFields(q.report, out);
+  const withShipped = shipped ? { ...fields, sizes: { ...fields.sizes, shipped } } : fields;
   if (q.kind === 'uniform') {
-    return { method: q.method, quantizer: q.quantizer.id, config: `b${q.config.bits}g${q.config.groupSize}`, axis: q.config.axis, roundZero: q.config.roundZero, kappa: q.kappa ?? null, ...reportFields(q.report, out), quantizerNotes: quantizerNotes(q.report) };
+    return { method: q.method, quantizer: q.quantizer.id, config: configName(q.config), axis: q.config.axis, roundZero: q.config.roundZero, kappa: q.kappa ?? null, ...withShipped, quantizerNotes: quantizerNotes(q.report) };
   }
   const { allocation, uniform } = q.result;
   return {
@@ -319,7 +371,7 @@ function quantizedJson(q: Quantized, out: string): Record<string, unknown> {
     quantizer: q.quantizer.id,
     budget: q.budget,
     statistics: q.result.statistics,
-    ...reportFields(q.report, out),
+    ...withShipped,
     quantizerNotes: quantizerNotes(q.report),
     uniformPaperMiB: uniform?.totals.memoryMB ?? null,
     extraMemoryPercent: q.result.extraMemoryPercent,
@@ -330,8 +382,9 @@ function quantizedJson(q: Quantized, out: string): Record<string, unknown> {
 }
 
 /** The terminal report of a quantize run. */
-function quantizedText(q: Quantized, out: string): string {
+function quantizedText(q: Quantized, out: string, shipped?: ShippedSize): string {
   const { report } = q;
+  const sizeLines = sizeRows({ ...reportFields(report, out).sizes, ...(shipped ? { shipped } : {}) });
   const tail: Array<[string, string]> = [...quantizerNoteRows(report), ['sq. error', report.sqErr.toPrecision(8)], ['time', timeText(report)]];
   if (q.kind === 'uniform') {
     const { config, kappa } = q;
@@ -340,7 +393,7 @@ function quantizedText(q: Quantized, out: string): string {
       ['out', out],
       ['method', `${q.method} ${`b${config.bits}g${config.groupSize}`}${config.axis === 0 ? ' axis 0' : ''}${config.roundZero ? ' round-zero' : ''}${kappa === undefined ? '' : ` kappa ${kappa}`}`],
       ['matrices', `${report.quantizedMatrices} of ${report.matrices} (${report.params.toLocaleString('en-US')} weights)`],
-      ...sizeRows(reportFields(report, out).sizes),
+      ...sizeLines,
       storedRow(report),
       ...tail,
     ]);
@@ -350,11 +403,14 @@ function quantizedText(q: Quantized, out: string): string {
   const rows: Array<[string, string]> = [
     ['model', report.modelDir],
     ['out', out],
-    ['method', `${q.method.id} at ${q.budget} bits, ${q.quantizer.id} (statistics: ${q.result.statistics})`],
+    ['method', `${q.method.id} at ${q.target ? `${'sizeMiB' in q.target.given ? `${q.target.given.sizeMiB} MiB` : `${q.target.given.bitsPerWeight} bits per linear weight`} of the shipped file` : `${q.budget} bits`}, ${q.quantizer.id} (statistics: ${q.result.statistics})`],
     ['configs', [...configCounts(allocation)].map(([c, n]) => `${c} x${n}`).join(', ')],
-    ...sizeRows(reportFields(report, out).sizes),
+    ...sizeLines,
     storedRow(report),
     ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),
+    ...(uniform && q.result.shippedBytes !== null && q.result.uniformShippedBytes !== null
+      ? [['boost cost', `${((q.result.shippedBytes - q.result.uniformShippedBytes) / 2 ** 20).toFixed(3)} MiB more in the shipped file than uniform ${configName(uniform.matrices[0]!.config!)} (${(q.result.uniformShippedBytes / 2 ** 20).toFixed(2)} MiB)`] as [string, string]]
+      : []),
     ...tail,
   ];
   return `${formatRows(rows)}${boosts ? `${boostLines(boosts).join('\n')}\n` : ''}`;

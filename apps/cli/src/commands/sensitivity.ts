@@ -1,6 +1,5 @@
-import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { openOutputDirectory } from '@layerquant/tensor-io';
+import { openOutputDirectory, readTextFile } from '@layerquant/tensor-io';
 import { basename, extname, resolve } from 'node:path';
 import { InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, parseConfigList, parseConfigName } from '@layerquant/core';
 import { SENSITIVITY_PARTS, detectOutlierLayers } from '@layerquant/allocators';
@@ -174,7 +173,7 @@ export const sensitivityCommand: Command = {
     const loading = createSpinner(`loading ${modelDir}`, !quiet);
     try {
       results = await measureMetrics(modelDir, metrics, {
-        calibrationText: await readFile(calibration.path, 'utf8'),
+        calibrationText: await readTextFile(calibration.path, 'a UTF-8 calibration text with --calib'),
         calibrationName: calibration.name,
         blocks,
         seqlen,

@@ -121,7 +121,7 @@ export function createOwnModelCells(
 
 function renderInspect(cell: Cell, opened: OpenResult, fileCount: number): void {
   const s = opened.summary;
-  cell.setCode(`openBrowserCheckpoint(pickedModelFiles(...))   // config.json + safetensors headers; ${fileCount} files picked`);
+  cell.setCode(`openModelFiles(pickedModelFiles(...))   // @layerquant/tensor-io/browser: config.json + safetensors headers; ${fileCount} files picked`);
   const facts: [string, string][] = [
     ['model', s.dir],
     ['architecture', `${s.architecture} (${s.modelType})`],

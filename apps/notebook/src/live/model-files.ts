@@ -1,21 +1,8 @@
 import { MissingFileError } from '@layerquant/core';
+import type { ModelFiles } from '@layerquant/tensor-io/browser';
 
-/**
- * The files of a Hugging Face model directory as the page sees them: served over HTTP (the shipped model) or
- * picked with a directory input (a reader's own model; nothing leaves the machine). Paths are relative to the
- * model directory (`config.json`, `model-00001-of-00004.safetensors`).
- */
-export interface ModelFiles {
-  /** For messages: the URL or the picked directory's name. */
-  readonly name: string;
-  /** Relative paths of every file known (for a served model, those the index and config name). */
-  list(): readonly string[];
-  has(path: string): boolean;
-  size(path: string): Promise<number>;
-  /** Bytes [start, end) of a file (the whole file without a range). */
-  bytes(path: string, start?: number, end?: number): Promise<Uint8Array>;
-  text(path: string): Promise<string>;
-}
+// The page's two ways to reach a model directory, as @layerquant/tensor-io's file-access port (ModelFiles): served
+// over HTTP (the shipped model) or picked with a directory input (a reader's own model; nothing leaves the machine).
 
 /** What a worker is given to open a model: a served directory, or the picked files (File objects clone into workers). */
 export type ModelFilesSpec =
@@ -100,6 +87,7 @@ async function servedManifest(base: string): Promise<string[]> {
   return json.files.map(String);
 }
 
-export async function openModelFiles(spec: ModelFilesSpec): Promise<ModelFiles> {
+/** The files a worker was given, as the port tensor-io reads models through. */
+export async function modelFilesOf(spec: ModelFilesSpec): Promise<ModelFiles> {
   return spec.kind === 'url' ? servedModelFiles(spec.base, spec.name, await servedManifest(spec.base)) : pickedModelFiles(spec.name, spec.files);
 }

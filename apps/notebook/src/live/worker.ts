@@ -1,5 +1,5 @@
 /// <reference lib="webworker" />
-import { LayerquantError, matrixOfTensorName, type QuantConfig } from '@layerquant/core';
+import { LayerquantError, matrixOfTensorName, type DecoderConfig, type QuantConfig } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity/browser';
 import { toMatMulNBits } from '@layerquant/export/browser';
 import { createHqqQuantizer, squaredError } from '@layerquant/quantizers';
@@ -18,11 +18,10 @@ import {
   type KvDecoder,
 } from '@layerquant/runtime';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
-import { openBrowserCheckpoint, type BrowserCheckpoint } from './browser-checkpoint.js';
-import { openModelFiles } from './model-files.js';
+import { findShards, openModelFiles, readTokenizer, summarizeModel, type Checkpoint, type ModelSummary, type Tokenizer } from '@layerquant/tensor-io/browser';
+import { modelFilesOf } from './model-files.js';
 import { memoryFit } from './memory-fit.js';
 import type { GenerateDevice, OpenResult, Progress, WorkerMessage, WorkerRequest } from './protocol.js';
-import { createPageTokenizer, type PageTokenizer } from './tokenizer.js';
 
 // The model worker: it holds one model (weights, the float and the quantized onnxruntime-web sessions, the
 // tokenizer) and does everything heavy, so the page stays responsive. One worker per model source.
@@ -33,10 +32,17 @@ declare const self: DedicatedWorkerGlobalScope;
 const KERNEL = 'wasm';
 const quantizer = createHqqQuantizer({ kernel: KERNEL });
 
+/** The model the worker holds: tensor-io's checkpoint, read through the page's files, with its config and facts. */
+interface PageModel extends Checkpoint {
+  readonly name: string;
+  readonly config: DecoderConfig;
+  readonly summary: ModelSummary;
+}
+
 interface State {
-  checkpoint: BrowserCheckpoint;
+  checkpoint: PageModel;
   textUrl: string;
-  tokenizer?: PageTokenizer;
+  tokenizer?: Tokenizer;
   ids?: Promise<number[]>;
   floatWeights?: DecoderWeights;
   quantizedWeights?: DecoderWeights;
@@ -97,7 +103,7 @@ function opened(): State {
   return state;
 }
 
-function tokenizerOf(s: State): PageTokenizer {
+function tokenizerOf(s: State): Tokenizer {
   if (!s.tokenizer) throw new WorkerStateError(`${s.checkpoint.name} has no tokenizer.json; the page needs it to tokenize text`);
   return s.tokenizer;
 }
@@ -159,13 +165,12 @@ async function kvModel(s: State, which: Which, device: GenerateDevice, progress:
 
 const handlers = {
   async open(request: Extract<WorkerRequest, { kind: 'open' }>): Promise<OpenResult> {
-    const files = await openModelFiles(request.files);
-    const checkpoint = await openBrowserCheckpoint(files);
-    let tokenizer: PageTokenizer | undefined;
-    if (files.has('tokenizer.json')) {
-      const config = files.has('tokenizer_config.json') ? JSON.parse(await files.text('tokenizer_config.json')) : {};
-      tokenizer = createPageTokenizer(JSON.parse(await files.text('tokenizer.json')), config, files.name);
-    }
+    const files = await modelFilesOf(request.files);
+    const shards = await findShards(files);
+    // config.json checked against the tensors, as every CLI command does, before anything is read.
+    const opened = await openModelFiles(files, shards);
+    const checkpoint: PageModel = { ...opened.checkpoint, name: files.name, config: opened.config, summary: summarizeModel(files.name, opened.config, opened.checkpoint.tensors, shards.shards.length) };
+    const tokenizer = files.has('tokenizer.json') ? await readTokenizer(files) : undefined;
     const fit = memoryFit(checkpoint.config, checkpoint.summary);
     await state?.sessions.drop('');
     state = { checkpoint, textUrl: request.textUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok, sessions: new SessionCache() };
@@ -175,7 +180,7 @@ const handlers = {
     return {
       summary: checkpoint.summary,
       tensors: checkpoint.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.byteLength })),
-      files: checkpoint.files,
+      files: shards.shards,
       float32Bytes,
       fits: fit,
       hasTokenizer: tokenizer !== undefined,

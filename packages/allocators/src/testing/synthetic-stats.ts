@@ -1,6 +1,6 @@
 import { LINEAR_MODULES, PAPER_CONFIGS, bitsPerWeight, memoryMB, zeroKind, type QuantConfig } from '@layerquant/core';
 import { seededRandom } from '../random.js';
-import { sensitivityPartOf, type FnormRow, type KurtosisRow, type MeasuredRow, type ModelStats, type SensitivityRow } from '../stats.js';
+import { sensitivityPartOf, type FnormRow, type KldRow, type KurtosisRow, type MeasuredRow, type ModelStats, type SensitivityRow } from '../stats.js';
 
 export interface SyntheticStatsOptions {
   readonly layers?: number;
@@ -23,6 +23,7 @@ export function syntheticStats(options: SyntheticStatsOptions = {}): ModelStats 
   const random = seededRandom(options.seed ?? 1);
   const fnorm: FnormRow[] = [];
   const measured: MeasuredRow[] = [];
+  const kld: KldRow[] = [];
   const kurtosis: KurtosisRow[] = [];
   const sensitivity: SensitivityRow[] = [];
   const outlierLayer = Math.floor(random() * layers);
@@ -38,6 +39,7 @@ export function syntheticStats(options: SyntheticStatsOptions = {}): ModelStats 
         const common = { layer, module, bits: c.bits, groupSize: c.groupSize, zero: zeroKind(c), metaBits: 8, metaGroupSize: 128, memoryMB: memoryMB(bpp, params), params };
         fnorm.push({ ...common, fnorm: error, kurtosis: k });
         measured.push({ ...common, error: error * error * 1e-3, blocks: 4 });
+        kld.push({ ...common, deltaKld: error * error * 1e-5 * (1 + layer / layers), blocks: 4, seqlen: 64 });
       }
     }
     for (const part of new Set(LINEAR_MODULES.map(sensitivityPartOf))) {
@@ -47,6 +49,7 @@ export function syntheticStats(options: SyntheticStatsOptions = {}): ModelStats 
   return Object.freeze({
     fnorm: { rows: fnorm },
     measured: { rows: measured },
+    kld: { rows: kld },
     kurtosis: { rows: kurtosis },
     sensitivity: { rows: sensitivity },
     source: 'synthetic statistics',

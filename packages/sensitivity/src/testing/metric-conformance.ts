@@ -19,7 +19,7 @@ type Row = Record<string, unknown> & { readonly layer: number };
  * input kind and a description; rows for every layer (and every linear module, where rows name one) with finite
  * values; the same table from the same input (determinism); a table that survives its CSV layout through the
  * plug-in's own `format` and `parse` (written, read back, every number equal: the CSV keeps round-trip digits); and, for tables with bits
- * (fnorm, measured), an error that falls as bits rise at each group size.
+ * (fnorm, measured, kld), an error that falls as bits rise at each group size.
  */
 export function runMetricConformance<Input, Output, Options>(metric: MetricPlugin<Input, Output, Options>, conformance: MetricConformanceOptions<Input, Options>): void {
   describe(`metric conformance: ${metric.id}`, () => {
@@ -73,7 +73,7 @@ export function runMetricConformance<Input, Output, Options>(metric: MetricPlugi
     });
 
     it('has an error that falls as bits rise (tables with a bits column)', () => {
-      const errorKey = metric.table === 'fnorm' ? 'fnorm' : metric.table === 'measured' ? 'error' : undefined;
+      const errorKey = metric.table === 'fnorm' ? 'fnorm' : metric.table === 'measured' ? 'error' : metric.table === 'kld' ? 'deltaKld' : undefined;
       if (!errorKey) return;
       const byMatrix = new Map<string, Row[]>();
       for (const r of first.rows) {

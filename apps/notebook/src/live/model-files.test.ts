@@ -3,10 +3,16 @@ import { join } from 'node:path';
 import { MissingFileError, SafetensorsFormatError } from '@layerquant/core';
 import { shippedModelDir } from '@layerquant/fixtures';
 import { inspectModel, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
+import { findShards, openModelFiles, readTokenizer, summarizeModel, type ModelFiles } from '@layerquant/tensor-io/browser';
 import { describe, expect, it } from 'vitest';
-import { openBrowserCheckpoint } from './browser-checkpoint.js';
 import { pickedFilesOf, pickedModelFiles } from './model-files.js';
-import { createPageTokenizer } from './tokenizer.js';
+
+/** The model of picked files, as the worker opens it: tensor-io's reader through the page's file-access port. */
+async function openPicked(files: ModelFiles) {
+  const shards = await findShards(files);
+  const { config, checkpoint } = await openModelFiles(files, shards);
+  return { ...checkpoint, summary: summarizeModel(files.name, config, checkpoint.tensors, shards.shards.length) };
+}
 
 /** The shipped model as a directory input hands it over: File objects with `<dir>/<name>` relative paths. */
 function picked(dir: string, skip: (name: string) => boolean = () => false, change: (name: string, bytes: Uint8Array) => Uint8Array = (_, b) => b) {
@@ -23,7 +29,7 @@ function picked(dir: string, skip: (name: string) => boolean = () => false, chan
 
 describe('a model directory read in the page (File API)', () => {
   it('has the facts `layerquant inspect` prints and the tensors tensor-io reads', async () => {
-    const page = await openBrowserCheckpoint(picked(shippedModelDir));
+    const page = await openPicked(picked(shippedModelDir));
     const { dir: _dir, ...expected } = await inspectModel(shippedModelDir);
     const { dir, ...summary } = page.summary;
     expect(dir).toBe('llama-brown-26m');
@@ -43,23 +49,19 @@ describe('a model directory read in the page (File API)', () => {
 
   it('names the missing shard', async () => {
     const files = picked(shippedModelDir, (name) => name === 'model-00003-of-00004.safetensors');
-    await expect(openBrowserCheckpoint(files)).rejects.toThrow(MissingFileError);
-    await expect(openBrowserCheckpoint(files)).rejects.toThrow(/model-00003-of-00004\.safetensors/);
+    await expect(openPicked(files)).rejects.toThrow(MissingFileError);
+    await expect(openPicked(files)).rejects.toThrow(/model-00003-of-00004\.safetensors/);
   });
 
   it('names a truncated shard', async () => {
     const files = picked(shippedModelDir, () => false, (name, bytes) => (name === 'model-00002-of-00004.safetensors' ? bytes.subarray(0, bytes.length - 1000) : bytes));
-    await expect(openBrowserCheckpoint(files)).rejects.toThrow(SafetensorsFormatError);
-    await expect(openBrowserCheckpoint(files)).rejects.toThrow(/model-00002-of-00004\.safetensors.*truncated/);
+    await expect(openPicked(files)).rejects.toThrow(SafetensorsFormatError);
+    await expect(openPicked(files)).rejects.toThrow(/model-00002-of-00004\.safetensors.*truncated/);
   });
 
-  it('tokenizes as tensor-io does (transformers.js AutoTokenizer)', async () => {
+  it('tokenizes the picked tokenizer.json as the CLI does', async () => {
     const text = 'Call me Ishmael. Some years ago -- never mind how long precisely -- having little or no money in my purse,\n\nI thought I would sail.';
-    const tokenizer = createPageTokenizer(
-      JSON.parse(readFileSync(join(shippedModelDir, 'tokenizer.json'), 'utf8')),
-      JSON.parse(readFileSync(join(shippedModelDir, 'tokenizer_config.json'), 'utf8')),
-      'llama-brown-26m',
-    );
+    const tokenizer = await readTokenizer(picked(shippedModelDir));
     const node = await loadTokenizer(shippedModelDir);
     const ids = tokenizer.encode(text);
     expect(ids).toEqual(node.encode(text));

@@ -1,0 +1,28 @@
+import { InvalidOptionError, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { onnxCostModel, type OnnxFileOptions } from '@layerquant/export';
+import { formatPlan, type FileTarget, type FormatPlan } from '@layerquant/pipeline';
+import { openModel } from '@layerquant/tensor-io';
+import { parseNumberOption, stringOption, type ParsedArgs } from '../args.js';
+
+/** The flags of an allocation to a shipped file's size (quantize --format onnx, allocate --target-format onnx). */
+export const FILE_TARGET_FLAGS = {
+  'target-size': { type: 'string' },
+  'target-bpw': { type: 'string' },
+} as const;
+
+/** --target-size <MiB> or --target-bpw <bits per linear weight> (of the shipped file), or undefined. */
+export function parseFileTarget(values: ParsedArgs['values']): FileTarget | undefined {
+  const size = stringOption(values, 'target-size');
+  const bpw = stringOption(values, 'target-bpw');
+  if (size !== undefined && bpw !== undefined) throw new InvalidOptionError('--target-bpw', 'give either --target-size or --target-bpw, not both');
+  if (size !== undefined) return { sizeMiB: parseNumberOption(size, '--target-size', Number.NaN, (n) => n > 0) };
+  if (bpw !== undefined) return { bitsPerWeight: parseNumberOption(bpw, '--target-bpw', Number.NaN, (n) => n > 0) };
+  return undefined;
+}
+
+/** The ONNX export's plan for a model and quantizer: its exact cost model and native ladders (a user's --configs checked). */
+export async function onnxPlan(modelDir: string, options: OnnxFileOptions, quantizer: Pick<Quantizer, 'id' | 'zeroKinds'>, ladder: readonly QuantConfig[] | undefined): Promise<FormatPlan> {
+  const model = await openModel(modelDir);
+  await model.checkpoint.close();
+  return formatPlan(onnxCostModel(model.config, model.layout, options), quantizer, ladder);
+}

@@ -1,0 +1,80 @@
+// The llama.cpp anchor (issue 25): llama.cpp's own recipes (llama-quantize Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, with and
+// without an imatrix from the same calibration text) against layerquant's GGUF files, each judged by llama.cpp's
+// llama-perplexity --kl-divergence against the F16 file: mean KLD, 99.9% KLD, same-top-p, perplexity, file size.
+// Build the tools first (bench/llama-cpp-tools.sh, ~35 min), then:
+//   node bench/gguf-anchor.mjs --tools ~/.cache/layerquant/llama.cpp/build/bin [--model <dir>] [--chunks 32] [--calib-chunks 32]
+// Phase 1 skeleton: layerquant's side is uniform k-quant exports (its own encoder, no allocation); phase 2 replaces
+// them with allocations at each recipe's file size (--target-size) and an imatrix from the sensitivity pass.
+import { exportGguf } from '@layerquant/gguf/node';
+import { brownCalibPath, brownTestPath, shippedModelDir } from '@layerquant/fixtures';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { argument } from './lib/synthetic-model.mjs';
+
+const tools = argument('tools', join(process.env.HOME ?? '', '.cache/layerquant/llama.cpp/build/bin'));
+const modelDir = argument('model', shippedModelDir);
+const chunks = argument('chunks', '32');
+const calibChunks = argument('calib-chunks', '32');
+const threads = argument('threads', '1');
+const tool = (name) => {
+  const path = join(tools, name);
+  if (!existsSync(path)) {
+    console.error(`${path} is missing: build llama.cpp's tools with bench/llama-cpp-tools.sh and pass --tools <dir>`);
+    process.exit(2);
+  }
+  return path;
+};
+/** Runs one of llama.cpp's tools; they print their results on stderr, so both streams come back. */
+function runBoth(name, args) {
+  const result = spawnSync(tool(name), args, { encoding: 'utf8', maxBuffer: 1 << 28 });
+  if (result.status !== 0) throw new Error(`${name} ${args.join(' ')} failed:\n${result.stderr.slice(-2000)}`);
+  return `${result.stdout}\n${result.stderr}`;
+}
+
+const work = mkdtempSync(join(tmpdir(), 'layerquant-gguf-anchor-'));
+const f16 = join(work, 'f16.gguf');
+await exportGguf({ modelDir, outFile: f16, types: { '.*': 'F16' } });
+const common = ['-c', '512', '-t', threads];
+// The imatrix from the same calibration text the sensitivity pass reads.
+const imatrix = join(work, 'imatrix.gguf');
+runBoth('llama-imatrix', ['-m', f16, '-f', brownCalibPath, '-o', imatrix, '--chunks', calibChunks, ...common]);
+const base = join(work, 'base.kld');
+runBoth('llama-perplexity', ['-m', f16, '-f', brownTestPath, '--chunks', chunks, '--kl-divergence-base', base, ...common]);
+
+/** llama-perplexity --kl-divergence of one file against the F16 logits. */
+function judge(file) {
+  const out = runBoth('llama-perplexity', ['-m', file, '--kl-divergence-base', base, '--kl-divergence', '--chunks', chunks, ...common]);
+  const number = (pattern) => {
+    const m = pattern.exec(out);
+    return m ? Number(m[1]) : NaN;
+  };
+  return {
+    meanKld: number(/Mean\s+KLD:\s+([0-9.eE+-]+)/),
+    kld999: number(/99\.9%\s+KLD:\s+([0-9.eE+-]+)/),
+    sameTop: number(/Same top p:\s+([0-9.eE+-]+)/),
+    ppl: number(/Mean PPL\(Q\)\s*:\s*([0-9.eE+-]+)/),
+  };
+}
+
+const rows = [];
+for (const recipe of ['Q2_K', 'Q3_K_M', 'Q4_K_M', 'Q5_K_M']) {
+  for (const withImatrix of [false, true]) {
+    const file = join(work, `llama-${recipe}${withImatrix ? '-imatrix' : ''}.gguf`);
+    runBoth('llama-quantize', [...(withImatrix ? ['--imatrix', imatrix] : []), f16, file, recipe, threads]);
+    rows.push({ who: `llama.cpp ${recipe}${withImatrix ? ' + imatrix' : ''}`, bytes: statSync(file).size, ...judge(file) });
+    rmSync(file);
+  }
+}
+for (const type of ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K']) {
+  const file = join(work, `layerquant-${type}.gguf`);
+  await exportGguf({ modelDir, outFile: file, types: { '.*': type } });
+  rows.push({ who: `layerquant uniform ${type} (no allocation yet)`, bytes: statSync(file).size, ...judge(file) });
+  rmSync(file);
+}
+console.log(`model ${modelDir}; ${chunks} chunks of 512 of brown-test, KLD against the F16 file; imatrix from ${calibChunks} chunks of brown-calib\n`);
+console.log('| file | MiB | mean KLD | 99.9% KLD | same top p % | PPL |');
+console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+for (const r of rows) console.log(`| ${r.who} | ${(r.bytes / 2 ** 20).toFixed(2)} | ${r.meanKld} | ${r.kld999} | ${r.sameTop} | ${r.ppl} |`);
+rmSync(work, { recursive: true, force: true });

@@ -1,0 +1,151 @@
+import { checkMethodBudget, formatSizeBudget, type AllocatorPlugin, type MethodSpec, type SizeBudget, type SizeTarget } from '@layerquant/allocators';
+import {
+  InvalidOptionError,
+  configName,
+  isEmbeddingUnit,
+  isLinearModule,
+  type FormatCostModel,
+  type MatrixInfo,
+  type QuantConfig,
+  type Quantizer,
+  type ZeroKind,
+} from '@layerquant/core';
+import type { EmbeddingLadders } from './statistics.js';
+
+/**
+ * What an allocation for a shipped format spends and chooses from: the format's cost model (exact bytes of each unit
+ * and of the whole file), its native ladders for the quantizer in use, and a target size. The allocators then spend
+ * the file's bytes instead of the paper's accounting (issue 29: the number we optimize is the number of the file).
+ */
+
+/** The zero kinds a quantizer's configs can take (core's Quantizer.zeroKinds; rtn and hqq: fractional and integer). */
+export function quantizerZeroKinds(quantizer: Pick<Quantizer, 'zeroKinds'>): readonly ZeroKind[] {
+  return quantizer.zeroKinds ?? ['fractional', 'integer'];
+}
+
+export interface FormatPlan {
+  readonly cost: FormatCostModel;
+  /** The knapsack ladder of the linear matrices: every config the format stores natively and the quantizer makes. */
+  readonly configs: readonly QuantConfig[];
+  /**
+   * The stops of uniform and the boosts: the native configs with one zero kind (integer where the quantizer can, which
+   * the format stores with no correction), ascending: the base is a native stop, the boost the next native ones.
+   */
+  readonly stops: readonly QuantConfig[];
+  /** The embedding units' ladders (embed_tokens: integer or no zero, as the lookup takes them). */
+  readonly embeddingConfigs: EmbeddingLadders;
+  /** Parameters of the linear matrices (what bits per weight of the file are counted against). */
+  readonly linearParams: number;
+}
+
+/**
+ * The ladders of a format for a quantizer. `configs` (a user's --configs) replaces the linear ladder: each must be a
+ * config the format stores (a block size MatMulNBits rejects is refused here, before any work); 3-bit codes the
+ * format can only widen (ONNX stores them as 4-bit) are refused too, since the file would cost 4 bits for 3 bits'
+ * accuracy.
+ */
+export function formatPlan(cost: FormatCostModel, quantizer: Pick<Quantizer, 'id' | 'zeroKinds'>, configs?: readonly QuantConfig[]): FormatPlan {
+  const zeroKinds = quantizerZeroKinds(quantizer);
+  const linear = cost.units.filter((u) => isLinearModule(u.module));
+  const native = (unit: MatrixInfo) => cost.nativeLadder(unit, zeroKinds);
+  let ladder: readonly QuantConfig[];
+  if (configs) {
+    for (const c of configs) {
+      if (!zeroKinds.includes(zeroKindOf(c))) throw new InvalidOptionError('--configs', `${configName(c)}: ${quantizer.id} makes no such zero (it makes ${zeroKinds.join(', ')} zeros)`);
+      for (const u of linear) {
+        const why = cost.unsupported(u, c);
+        if (why) throw new InvalidOptionError('--configs', `${configName(c)} cannot be stored in ${cost.label} (${u.name}): ${why}`);
+      }
+      if (!native(linear[0]!).some((n) => configName(n) === configName(c))) {
+        throw new InvalidOptionError('--configs', `${configName(c)}: ${cost.format} has no kernel for ${c.bits}-bit codes and would store them wider; use ${[...new Set(native(linear[0]!).map((n) => n.bits))].join(', ')} bits`);
+      }
+    }
+    ladder = configs;
+  } else {
+    // The configs every linear matrix can take (all of them, in real models), in the first matrix's byte order.
+    const names = linear.map((u) => new Set(native(u).map(configName)));
+    ladder = native(linear[0]!).filter((c) => names.every((set) => set.has(configName(c))));
+  }
+  if (ladder.length === 0) throw new InvalidOptionError('--configs', `${cost.label} stores no config every linear matrix of this model can take`);
+  const stopZero: ZeroKind = zeroKinds.includes('integer') ? 'integer' : zeroKinds[0]!;
+  const stops = ladder.filter((c) => zeroKindOf(c) === stopZero);
+  const embeddingConfigs: Record<string, readonly QuantConfig[]> = {};
+  for (const u of cost.units.filter((unit) => isEmbeddingUnit(unit.module))) {
+    const own = native(u);
+    if (own.length > 0) embeddingConfigs[u.module] = own;
+  }
+  return Object.freeze({
+    cost,
+    configs: ladder,
+    stops: stops.length > 0 ? stops : ladder,
+    embeddingConfigs: Object.freeze(embeddingConfigs) as EmbeddingLadders,
+    linearParams: linear.reduce((sum, u) => sum + u.params, 0),
+  });
+}
+
+function zeroKindOf(c: QuantConfig): ZeroKind {
+  return c.symmetric ? 'none' : c.roundZero ? 'integer' : 'fractional';
+}
+
+/** A target as given: a file size (MiB, 2^20 bytes) or bits per linear weight of the file (its bits / linear params). */
+export type FileTarget = { readonly sizeMiB: number } | { readonly bitsPerWeight: number };
+
+/** The bytes a target allows, and how the user gave it (for messages and reports). */
+export function targetBytes(target: FileTarget, plan: Pick<FormatPlan, 'linearParams'>): { readonly bytes: number; readonly given: SizeTarget } {
+  if ('sizeMiB' in target) {
+    if (!(target.sizeMiB > 0) || !Number.isFinite(target.sizeMiB)) throw new InvalidOptionError('--target-size', `${target.sizeMiB} must be a positive number of MiB`);
+    return { bytes: Math.floor(target.sizeMiB * 2 ** 20), given: { value: target.sizeMiB, unit: 'MiB', params: plan.linearParams } };
+  }
+  if (!(target.bitsPerWeight > 0) || !Number.isFinite(target.bitsPerWeight)) throw new InvalidOptionError('--target-bpw', `${target.bitsPerWeight} must be a positive number of bits per linear weight`);
+  return { bytes: Math.floor((target.bitsPerWeight * plan.linearParams) / 8), given: { value: target.bitsPerWeight, unit: 'bits per weight', params: plan.linearParams } };
+}
+
+/**
+ * What a knapsack allocator spends for a format: the bytes of the units the statistics cover (embedding units
+ * included where measured; the others stay float, in the fixed part), with the whole file at most `target` bytes.
+ */
+export function shippedSizeBudget(plan: FormatPlan, covered: readonly MatrixInfo[], target?: FileTarget): SizeBudget {
+  return formatSizeBudget(plan.cost, covered, () => null, target ? targetBytes(target, plan) : undefined);
+}
+
+/** The exact size of the file an allocation makes (units it does not name stay float): what reports call shipped MiB. */
+export function shippedBytes(cost: FormatCostModel, matrices: readonly { readonly key: string; readonly config: QuantConfig | null }[]): number {
+  const chosen = new Map(matrices.map((m) => [m.key, m.config]));
+  return cost.fileBytes((unit) => chosen.get(unit.key) ?? null);
+}
+
+/** How an allocation for a shipped format is made: its ladder, its budget, and the bytes a target allows. */
+export interface FormatAllocationSettings {
+  /** The allocator spends the file's bytes (a knapsack); else it allocates at a native stop (uniform, the boosts). */
+  readonly knapsack: boolean;
+  /** The ladder: a user's, else the format's whole native ladder for a knapsack, its native stops for the others. */
+  readonly configs: readonly QuantConfig[];
+  /** The budget reported: the target in bits per linear weight of the file, else the budget given (paper accounting). */
+  readonly budget: number;
+  readonly target?: { readonly bytes: number; readonly given: SizeTarget };
+}
+
+/**
+ * The one rule for an allocation under a format (quantize --format onnx, allocate --target-format onnx): the stop
+ * allocators take the format's native stops, the knapsacks its whole ladder and, with a target, its bytes; a target
+ * with a stop allocator is refused naming the knapsacks.
+ */
+export function formatAllocationSettings(
+  method: MethodSpec,
+  plan: FormatPlan,
+  options: { readonly configs?: readonly QuantConfig[]; readonly budget?: number; readonly target?: FileTarget },
+  allocators: readonly AllocatorPlugin[],
+): FormatAllocationSettings {
+  const plugin = allocators.find((p) => p.id === method.allocator);
+  const knapsack = plugin?.budget === 'any';
+  const configs = options.configs ?? (knapsack ? plan.configs : plan.stops);
+  if (options.target && !knapsack) {
+    const option = 'sizeMiB' in options.target ? '--target-size' : '--target-bpw';
+    throw new InvalidOptionError(option, `${method.id} allocates at a stop of the ladder (a native config of ${plan.cost.format} as its base), not to a file size; use --budget, or a knapsack allocator (${allocators.filter((p) => p.budget === 'any').map((p) => p.id).join(', ')}) for a target size`);
+  }
+  const target = options.target ? targetBytes(options.target, plan) : undefined;
+  if (!target && options.budget === undefined) throw new InvalidOptionError('--budget', 'give --budget (bits per weight) or, for a knapsack allocator, --target-size <MiB> or --target-bpw <bits>');
+  const budget = target ? (8 * target.bytes) / plan.linearParams : options.budget!;
+  if (!target) checkMethodBudget(method, budget, configs, allocators);
+  return Object.freeze({ knapsack, configs, budget, ...(target ? { target } : {}) });
+}

@@ -1,0 +1,180 @@
+import { configName, matrixTensorName, parseMatrixKey, quantConfig, type DecoderConfig, type QuantConfig } from '@layerquant/core';
+import { KldAccumulator } from '@layerquant/perplexity';
+import { hqqQuantizer } from '@layerquant/quantizers';
+import { createDecoderBlocks, createDecoderModel, loadDecoderWeights, referenceForward, withOverrides, type DecoderWeights } from '@layerquant/runtime';
+import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
+import { describe, expect, it } from 'vitest';
+import { createKldMeasurer, kldSumOfBatch, kldUnits, type KldMeasurer, type UnitConfigs } from './end-to-end-kld.js';
+
+/**
+ * Oracles of the end-to-end ΔKLD: brute force, the whole model run with the allocation's matrices replaced by their
+ * dequantized HQQ weights, (a) by onnxruntime in one session (the runtime's DecoderModel) with the KLD statistics of
+ * @layerquant/perplexity, and (b) by the runtime's float64 TypeScript reference forward with the KLD written out
+ * in the test (softmax arrays, sum p_b log(p_b / p)).
+ */
+
+const B2G32 = quantConfig(2, 32);
+const B3G64 = quantConfig(3, 64);
+const B4G32 = quantConfig(4, 32);
+
+function dequantizedOverrides(weights: DecoderWeights, allocation: UnitConfigs): Map<string, Float32Array> {
+  const out = new Map<string, Float32Array>();
+  for (const [key, config] of allocation) {
+    if (!config) continue;
+    const unit = parseMatrixKey(key)!;
+    const name = matrixTensorName(unit.layer, unit.module);
+    const data = weights.tensors.get(name)!;
+    out.set(name, hqqQuantizer.dequantize(hqqQuantizer.quantize({ name, dtype: 'F32', shape: [...weights.shapes.get(name)!], data }, config)));
+  }
+  return out;
+}
+
+/** (a) One onnxruntime session over the whole model, KLD statistics from @layerquant/perplexity. */
+async function bruteForceOnnx(weights: DecoderWeights, blocks: number[][], allocation: UnitConfigs): Promise<number> {
+  // Weights fed as inputs: the quantized model swaps its matrices without a new session.
+  const float = await createDecoderModel(weights, { weightMode: 'inputs' });
+  const accumulator = new KldAccumulator();
+  const vocab = weights.config.vocabSize;
+  const floatLogits: Float32Array[] = [];
+  for (const ids of blocks) floatLogits.push((await float.logits({ ids })).slice(0, (ids.length - 1) * vocab));
+  await float.setWeights(dequantizedOverrides(weights, allocation));
+  for (const [b, ids] of blocks.entries()) {
+    accumulator.addWindow(floatLogits[b]!, (await float.logits({ ids })).subarray(0, (ids.length - 1) * vocab), vocab, ids.slice(1));
+  }
+  await float.dispose();
+  return accumulator.statistics().kld.mean;
+}
+
+/** (b) The float64 reference forward, KLD written out plainly. */
+function bruteForceReference(weights: DecoderWeights, blocks: number[][], allocation: UnitConfigs): number {
+  const quantized = withOverrides(weights, dequantizedOverrides(weights, allocation));
+  const vocab = weights.config.vocabSize;
+  let sum = 0;
+  let count = 0;
+  const softmax = (row: Float64Array) => {
+    const max = Math.max(...row);
+    const e = Array.from(row, (v) => Math.exp(v - max));
+    const total = e.reduce((a, b) => a + b, 0);
+    return e.map((v) => v / total);
+  };
+  for (const ids of blocks) {
+    const p = referenceForward(weights, ids);
+    const q = referenceForward(quantized, ids);
+    for (let t = 0; t + 1 < ids.length; t++) {
+      const pb = softmax(p.subarray(t * vocab, (t + 1) * vocab));
+      const pq = softmax(q.subarray(t * vocab, (t + 1) * vocab));
+      sum += pb.reduce((s, x, i) => s + x * Math.log(x / pq[i]!), 0);
+      count++;
+    }
+  }
+  return sum / count;
+}
+
+function calibration(config: DecoderConfig, blocks: number, seqlen: number): number[][] {
+  return Array.from({ length: blocks }, (_, b) => Array.from({ length: seqlen }, (_, t) => (b * 131 + t * 17 + 3) % config.vocabSize));
+}
+
+describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', () => {
+  const config = tinyConfig({ numLayers: 3, hiddenSize: 64, intermediateSize: 128, numHeads: 4, headDim: 16 });
+  const blocks = calibration(config, 3, 20);
+  let weights: DecoderWeights;
+  let measurer: KldMeasurer;
+  const setup = async () => {
+    weights ??= await loadDecoderWeights(randomDecoderSource(config, 11), config);
+    measurer ??= await createKldMeasurer(await createDecoderBlocks(weights), blocks.flat(), { seqlen: 20, batchSize: 2 });
+  };
+
+  it('each matrix alone (the rest float): the measured ΔKLD is the whole model\'s KLD, by onnxruntime and by float64', async () => {
+    await setup();
+    expect(measurer.units).toHaveLength(22); // 21 matrices and the (tied) embedding table
+    expect(measurer.tokens).toBe(3 * 19);
+    const picked = ['0.self_attn.q_proj', '1.self_attn.o_proj', '1.mlp.gate_proj', '2.mlp.down_proj', '0.self_attn.v_proj', 'embed_tokens'];
+    const configs: QuantConfig[] = [B2G32, B4G32];
+    const measured = await measurer.marginals(new Map(), (key) => (picked.includes(key) ? configs : []));
+    expect(Math.abs(measured.referenceLoss)).toBeLessThan(1e-12); // the float model against itself: the same logits
+    for (const key of picked) {
+      const row = measured.deltas.get(key)!;
+      for (const [c, config] of configs.entries()) {
+        const allocation = new Map([[key, config]]);
+        const onnx = await bruteForceOnnx(weights, blocks, allocation);
+        expect(row[c]!, `${key} ${configName(config)}`).toBeGreaterThan(0);
+        // The block graphs and the one-session graph do the same float32 arithmetic (measured: within 1e-12).
+        expect(Math.abs(row[c]! - onnx) / onnx, `${key} ${configName(config)} vs one session`).toBeLessThan(1e-9);
+        if (c === 0) {
+          // float32 onnxruntime against float64 (measured: within 2e-5), on the 2-bit config (the float64 forward is slow).
+          const reference = bruteForceReference(weights, blocks, allocation);
+          expect(Math.abs(row[c]! - reference) / reference, `${key} ${configName(config)} vs float64`).toBeLessThan(1e-4);
+        }
+      }
+      // Fewer bits, more divergence (on this model, for these configs).
+      expect(row[0]!).toBeGreaterThan(row[1]!);
+    }
+  });
+
+  it('around an allocation: the marginal of a matrix is the whole model\'s KLD with it moved, less the allocation\'s', async () => {
+    await setup();
+    const allocation = new Map<string, QuantConfig | null>(kldUnits({ config, shapes: weights.shapes, layout: weights.layout }).map((u) => [u.key, u.layer === 1 ? B3G64 : B4G32]));
+    const loss = await measurer.lossOf(allocation);
+    const onnxLoss = await bruteForceOnnx(weights, blocks, allocation);
+    expect(Math.abs(loss - onnxLoss) / onnxLoss).toBeLessThan(1e-9);
+    const moved = [
+      ['0.mlp.up_proj', B2G32],
+      ['1.self_attn.k_proj', B4G32],
+      ['2.self_attn.q_proj', B2G32],
+    ] as const;
+    const measured = await measurer.marginals(allocation, (key) => (key === moved[0][0] || key === moved[1][0] || key === moved[2][0] ? [allocation.get(key)!, ...moved.filter((m) => m[0] === key).map((m) => m[1])] : []));
+    expect(Math.abs(measured.referenceLoss - loss) / loss).toBeLessThan(1e-9);
+    for (const [key, config] of moved) {
+      const row = measured.deltas.get(key)!;
+      expect(row[0]).toBe(0); // the matrix at its own config: no change, no run
+      const brute = (await bruteForceOnnx(weights, blocks, new Map(allocation).set(key, config))) - onnxLoss;
+      expect(Math.abs(row[1]! - brute), `${key} -> ${configName(config)}: ${row[1]} vs ${brute}`).toBeLessThan(1e-9 * Math.abs(brute) + 1e-12);
+    }
+  });
+
+  it('an untied model: embed_tokens and lm_head alone and around an allocation, as the whole model measures them', async () => {
+    const untied = await loadDecoderWeights(randomDecoderSource(config, 12, { lmHead: true }), config);
+    expect(untied.layout.tiedEmbeddings).toBe(false);
+    const m = await createKldMeasurer(await createDecoderBlocks(untied), blocks.flat(), { seqlen: 20, batchSize: 2 });
+    expect(m.units.map((u) => u.key).slice(-2)).toEqual(['embed_tokens', 'lm_head']);
+    const alone = await m.marginals(new Map(), (key) => (key === 'embed_tokens' || key === 'lm_head' ? [B2G32, B4G32] : []));
+    for (const key of ['embed_tokens', 'lm_head']) {
+      for (const [c, config] of [B2G32, B4G32].entries()) {
+        const brute = await bruteForceOnnx(untied, blocks, new Map([[key, config]]));
+        expect(Math.abs(alone.deltas.get(key)![c]! - brute) / brute, `${key} ${configName(config)}`).toBeLessThan(1e-9);
+      }
+    }
+    const allocation = new Map<string, QuantConfig | null>(m.units.map((u) => [u.key, u.module === 'lm_head' ? B4G32 : B3G64]));
+    const loss = await m.lossOf(allocation);
+    expect(Math.abs(loss - (await bruteForceOnnx(untied, blocks, allocation))) / loss).toBeLessThan(1e-9);
+    const around = await m.marginals(allocation, (key) => (key === 'embed_tokens' || key === 'lm_head' || key === '1.mlp.up_proj' ? [B2G32, null] : []));
+    for (const key of ['embed_tokens', 'lm_head', '1.mlp.up_proj']) {
+      for (const [c, config] of [B2G32, null].entries()) {
+        const moved = new Map(allocation).set(key, config);
+        const brute = (await bruteForceOnnx(untied, blocks, moved)) - loss;
+        expect(Math.abs(around.deltas.get(key)![c]! - brute), `${key} -> ${config ? configName(config) : 'float'}`).toBeLessThan(1e-9 * Math.abs(brute) + 1e-12);
+      }
+    }
+  });
+
+  it('kldSumOfBatch is the KL divergence of @layerquant/perplexity, position by position', () => {
+    const vocab = 5;
+    const seqlen = 4;
+    const logits = Float32Array.from({ length: 2 * seqlen * vocab }, (_, i) => Math.sin(i * 1.3) * 2);
+    const base = Float32Array.from({ length: 2 * (seqlen - 1) * vocab }, (_, i) => Math.cos(i * 0.7) * 2);
+    const probabilities = new Float64Array(base.length);
+    const negativeEntropy = Float64Array.from({ length: 2 * (seqlen - 1) }, (_, r) => {
+      const row = Array.from(base.subarray(r * vocab, (r + 1) * vocab), Number);
+      const total = row.reduce((s, v) => s + Math.exp(v), 0);
+      row.forEach((v, j) => (probabilities[r * vocab + j] = Math.exp(v) / total));
+      return row.reduce((s, v) => s + (Math.exp(v) / total) * (v - Math.log(total)), 0);
+    });
+    const accumulator = new KldAccumulator();
+    for (let b = 0; b < 2; b++) {
+      accumulator.addWindow(base.subarray(b * (seqlen - 1) * vocab, (b + 1) * (seqlen - 1) * vocab), logits.subarray(b * seqlen * vocab, (b * seqlen + seqlen - 1) * vocab), vocab, [0, 1, 2]);
+    }
+    const total = accumulator.windows().kld.reduce((a, b) => a + b, 0);
+    expect(total).toBeGreaterThan(0.1);
+    expect(Math.abs(kldSumOfBatch(logits, probabilities, negativeEntropy, 2, seqlen, vocab) - total)).toBeLessThan(1e-12);
+  });
+});
