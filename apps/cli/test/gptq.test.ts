@@ -1,7 +1,12 @@
 // The calibrated quantizers through the commands: quantize (uniform and allocated, statistics measured with the
 // quantizer in use), export, eval, experiment and sensitivity, on a tiny random Llama with the shipped tokenizer.
+import { quantConfig } from '@layerquant/core';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { brownCalibPath, shippedModelDir } from '@layerquant/fixtures';
+import { gptqQuantizer } from '@layerquant/quantizers';
+import { quantizeModel } from '@layerquant/quantizers/node';
+import { openSequentialCalibration } from '@layerquant/sensitivity';
+import { openCheckpoint } from '@layerquant/tensor-io';
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +31,77 @@ const statsSettings = (out: string) => {
   return JSON.parse(readFileSync(join(out, 'stats', key, 'settings.json'), 'utf8')) as { quantizer: { id: string } };
 };
 
+/** Every stored tensor of a checkpoint, as its raw bytes (packed codes, scales, zeros, copied tensors). */
+async function storedTensors(dir: string): Promise<Map<string, Uint8Array>> {
+  const checkpoint = await openCheckpoint(dir);
+  try {
+    const out = new Map<string, Uint8Array>();
+    for (const t of checkpoint.tensors) out.set(t.name, await checkpoint.readRaw(t.name));
+    return out;
+  } finally {
+    await checkpoint.close();
+  }
+}
+
 describe('quantize --quantizer gptq', () => {
+  it('--config b4g64 --calib equals quantizeModel with the Hessians openSequentialCalibration collects on the same text', async () => {
+    const out = join(dir, 'gptq-b4g64');
+    const result = await cli('quantize', model, '--quantizer', 'gptq', '--config', 'b4g64', '--calib', calib, '--blocks', '2', '--out', out, '--json');
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(parseValid<{ quantizer: string; config: string }>(result.stdout, 'quantize')).toMatchObject({ quantizer: 'gptq', config: 'b4g64' });
+
+    // The library path, written independently of the CLI: the same text, 2 blocks, the same config.
+    const reference = join(dir, 'gptq-b4g64-reference');
+    const opened = await openSequentialCalibration(model, { text: readFileSync(calib, 'utf8'), name: 'calib.txt', blocks: 2 });
+    try {
+      await quantizeModel({ modelDir: model, outDir: reference, quantizer: gptqQuantizer, configFor: () => quantConfig(4, 64), method: 'gptq', calibration: opened.calibration });
+    } finally {
+      await opened.close();
+    }
+    const cliTensors = await storedTensors(out);
+    const libTensors = await storedTensors(reference);
+    expect([...cliTensors.keys()].sort()).toEqual([...libTensors.keys()].sort());
+    for (const [name, bytes] of libTensors) expect(Buffer.from(cliTensors.get(name)!).equals(Buffer.from(bytes)), name).toBe(true);
+    // GPTQ's codes differ from rounding's: a run that ignored the Hessians (RTN) would not match the reference.
+    const rtn = join(dir, 'rtn-b4g64');
+    expect((await cli('quantize', model, '--quantizer', 'rtn', '--config', 'b4g64', '--out', rtn)).code).toBe(0);
+    const rtnTensors = await storedTensors(rtn);
+    const differing = [...libTensors].filter(([name, bytes]) => rtnTensors.has(name) && !Buffer.from(rtnTensors.get(name)!).equals(Buffer.from(bytes)));
+    expect(differing.length).toBeGreaterThan(0);
+  });
+
+  it('without --calib: a typed one-line error naming --calib, nothing written', async () => {
+    for (const args of [['--config', 'b4g64'], ['--method', 'mxq', '--budget', '3.3']]) {
+      const out = join(dir, `never-${args[0]!.slice(2)}`);
+      const missing = await cli('quantize', model, '--quantizer', 'gptq', ...args, '--out', out, '--json');
+      expect(missing.code).toBe(1);
+      const error = (JSON.parse(missing.stdout) as { error: { code: string; message: string } }).error;
+      expect(error.code).toBe('INVALID_OPTION');
+      expect(error.message).toMatch(/--calib/);
+      expect(error.message).toMatch(/gptq/);
+      expect(existsSync(out)).toBe(false);
+      const text = await cli('quantize', model, '--quantizer', 'gptq', ...args, '--out', out);
+      expect(text.code).toBe(1);
+      expect(text.stderr.trim().split('\n')).toHaveLength(1);
+      expect(text.stderr).toMatch(/--calib/);
+    }
+  });
+
+  it('--format onnx writes MatMulNBits with no zero correction', async () => {
+    const out = join(dir, 'gptq-onnx-direct');
+    const result = await cli('quantize', model, '--quantizer', 'gptq', '--config', 'b4g64', '--calib', calib, '--blocks', '2', '--format', 'onnx', '--out', out, '--json');
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const json = JSON.parse(result.stdout) as { quantizer: string; export: { notes: string[] } };
+    expect(json.quantizer).toBe('gptq');
+    expect(json.export.notes.join(' ')).not.toMatch(/correction/);
+    const onnx = readdirSync(join(out, 'onnx')).filter((f) => f.endsWith('.onnx'));
+    expect(onnx.length).toBeGreaterThan(0);
+    const graph = readFileSync(join(out, 'onnx', onnx[0]!));
+    expect(graph.includes(Buffer.from('MatMulNBits'))).toBe(true);
+  });
+
   it('quantizes layer by layer on the calibration text, reports the Hessians, and exports with no zero correction', async () => {
     const out = join(dir, 'gptq');
     const quantized = await cli('quantize', model, '--quantizer', 'gptq', '--config', 'b4g32', '--calib', calib, '--blocks', '2', '--out', out, '--json');
@@ -86,8 +161,9 @@ describe('experiment and sensitivity with a calibrated quantizer', () => {
   it('experiment --quantizer gptq quantizes each cell on the calibration blocks', async () => {
     const out = join(dir, 'experiment');
     const result = await cli('experiment', model, '--quantizer', 'gptq', '--methods', 'uniform', '--configs', 'b4g32', '--budgets', '4.51', '--text', calib, '--seqlen', '128', '--max-tokens', '256', '--calib', calib, '--blocks', '1', '--no-fp', '--out', out, '--json');
-    expect(result.stderr).toBe('');
-    expect(result.code).toBe(0);
+    expect(result.code, result.stderr).toBe(0);
+    // uniform reads no table: the only line on stderr says so
+    expect(result.stderr.trim()).toBe('experiment: statistics: none needed (the methods read no table)');
     const rows = parseValid<{ rows: { quantizer?: string; perplexity: number }[] }>(result.stdout, 'experiment').rows;
     expect(rows).toHaveLength(1);
     expect(rows[0]!.quantizer, JSON.stringify(rows[0])).toBe('gptq');

@@ -110,7 +110,7 @@ export const quantizeCommand: Command = {
     '  --stats-quantizer <id>  measure the statistics with this quantizer (default: --quantizer\'s; hqq gives the',
     '                       authors\' tables for any --quantizer)',
     '  --calib <file>       calibration text of the statistics and of a calibrated quantizer\'s layer pass (gptq, baq)',
-    '                       (default: built-in brown-calib)',
+    '                       (statistics default to the built-in brown-calib; gptq and baq require --calib)',
     '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
     '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
     '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
@@ -208,6 +208,16 @@ type Quantized =
 /** A run with its flags read (errors in them thrown before anything is written): quantizes into `outDir`, cost lines to `log`. */
 type QuantizeRun = (outDir: string, log: (text: string) => void) => Promise<Quantized>;
 
+/**
+ * A calibrated quantizer (GPTQ, BAQ) quantizes with the Hessians of the text it is given: the text is the user's
+ * choice (no silent default), refused before anything is read.
+ */
+function requireCalibration(quantizer: Quantizer, calib: string | undefined): void {
+  if (quantizer.calibration !== undefined && calib === undefined) {
+    throw new InvalidOptionError('--calib', `quantizer "${quantizer.id}" is calibrated (each matrix is quantized with the Hessian of its inputs on a text): give that text with --calib <file>, e.g. a few thousand words like the model's use, and --blocks <n>`);
+  }
+}
+
 /** `--method rtn|hqq --config b4g64`: one config for every matrix. */
 function uniformRun(values: ParsedArgs['values'], modelDir: string, method: string, plugins: PluginRegistries): QuantizeRun {
   const fork = values.fork === true;
@@ -221,6 +231,7 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
   const kappa = quantizerOptions.kappa as number | undefined;
   const scaleDtype = checkpointScaleDtype(values);
   const calib = stringOption(values, 'calib');
+  requireCalibration(quantizer, calib);
   const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1);
   return async (outDir, log) => {
     const interactive = !values.json && Boolean(process.stderr.isTTY);
@@ -235,9 +246,9 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
       method,
       scaleDtype,
       workers: defaultWorkerCount(),
-      record: { config: configName(config), axis, roundZero, ...quantizerOptions, ...(quantizer.calibration ? { calibration: calib ? basename(calib) : 'brown-calib', blocks } : {}) },
+      record: { config: configName(config), axis, roundZero, ...quantizerOptions, ...(quantizer.calibration && calib ? { calibration: basename(calib), blocks } : {}) },
       // a calibrated quantizer's layer pass (GPTQ, BAQ) reads the calibration text
-      calibration: { calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
+      ...(calib ? { calibration: { calibrationPath: calib, calibrationName: basename(calib), blocks } } : {}),
       onPlan: (plan) => {
         loading.stop();
         cost.plan(`${method} ${configName(config)} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), ${quantizer.calibration ? `layer by layer on ${blocks} calibration blocks (collect the inputs' Hessians, quantize, write)` : 'one matrix at a time (read, quantize, write)'}`, LAYER_ESTIMATE);
@@ -275,6 +286,7 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
   const configsText = stringOption(values, 'configs');
   const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
   const calib = stringOption(values, 'calib');
+  requireCalibration(quantizer, calib);
   const statsDir = stringOption(values, 'stats');
   const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1);
   const scaleDtype = checkpointScaleDtype(values);
