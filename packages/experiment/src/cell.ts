@@ -2,8 +2,12 @@ import { allocateMethod, describeMethodOptions, extraMemoryPercent, uniformBasel
 import { matrixOfTensorName, matrixTensorName, type Allocation, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
+import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { openModel, type Checkpoint } from '@layerquant/tensor-io';
-import { openAllocationModel, openEvaluationModel, type EvaluationModel, type EvaluationOptions } from '@layerquant/pipeline';
+import { openAllocationModel, openEvaluationModel, withQuantizerCalibration, type EvaluationModel, type EvaluationOptions, type QuantizerCalibrationOptions } from '@layerquant/pipeline';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { ExperimentRow } from './report.js';
 
 /**
@@ -11,7 +15,9 @@ import type { ExperimentRow } from './report.js';
  * allocate from the statistics, quantize every linear matrix with the grid's quantizer (HQQ unless --quantizer) and
  * measure the perplexity of the packed-weight model (the graph `layerquant export` writes), so a cell holds the
  * quantized model, never float32 copies; weights are streamed from the checkpoint matrix by matrix. A quantizer
- * whose codes MatMulNBits cannot hold (no packedLayout 'affine') runs on its dequantized weights.
+ * whose codes MatMulNBits cannot hold (no packedLayout 'affine') runs on its dequantized weights. A calibrated
+ * quantizer (GPTQ) quantizes layer by layer on the calibration blocks into a temporary checkpoint, evaluated as
+ * written and removed.
  */
 
 /** A cell: the unquantized model, or a method at a budget. `key` names its settings (plan.ts; @layerquant/pipeline's settingsKey). */
@@ -40,6 +46,8 @@ export interface CellContext {
   readonly allocators?: readonly AllocatorPlugin[];
   /** The quantizer of every matrix (`experiment --quantizer`, a --plugin's included; default HQQ). */
   readonly quantizer?: Quantizer;
+  /** The calibration text of a calibrated quantizer's layer pass (GPTQ, BAQ); needed by method cells with one. */
+  readonly calibration?: QuantizerCalibrationOptions;
 }
 
 export function cellLabel(cell: CellSpec): string {
@@ -83,12 +91,23 @@ export async function computeCell(
   const linear = checkpoint.tensors.filter((t) => matrixOfTensorName(t.name) !== undefined);
   let allocation: Allocation | undefined;
   let opened: EvaluationModel;
+  let quantizedDir: string | undefined;
   if (cell.kind === 'method') {
     if (!context.stats) throw new TypeError(`cell ${cellLabel(cell)} needs statistics`);
     // Between stops, uniform and the boosts run at the highest stop below the budget (never over it).
     allocation = allocateMethod(cell.method, context.stats, { budget: cell.budget, seed: context.seed ?? 42, floorToStop: true, ...(context.configs ? { configs: context.configs } : {}) }, context.allocators);
     const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [matrixTensorName(m.layer, m.module), m.config]));
-    opened = await openAllocationModel(checkpoint, session.config, (name) => configs.get(name) ?? null, context.quantizer ?? hqqQuantizer, session.evaluation);
+    const quantizer = context.quantizer ?? hqqQuantizer;
+    if (quantizer.calibration) {
+      quantizedDir = await mkdtemp(join(tmpdir(), 'layerquant-cell-'));
+      const outDir = quantizedDir;
+      await withQuantizerCalibration(session.modelDir, quantizer, context.calibration, (calibration) =>
+        quantizeModel({ modelDir: session.modelDir, outDir, quantizer, configFor: (_, m) => configs.get(m.name) ?? null, method: cell.method.id, workers: defaultWorkerCount(), ...(calibration ? { calibration } : {}) }),
+      );
+      opened = await openEvaluationModel(outDir, { ...session.evaluation, quantizers: [quantizer] });
+    } else {
+      opened = await openAllocationModel(checkpoint, session.config, (name) => configs.get(name) ?? null, quantizer, session.evaluation);
+    }
   } else {
     opened = await openEvaluationModel(session.modelDir, session.evaluation);
   }
@@ -101,6 +120,7 @@ export async function computeCell(
     });
   } finally {
     await opened.dispose();
+    if (quantizedDir) await rm(quantizedDir, { recursive: true, force: true });
   }
   let row: ExperimentRow;
   if (!allocation || cell.kind === 'fp') {

@@ -1,5 +1,5 @@
 import { checkMethodBudget, tablesNeededBy, type MethodSpec, type ModelStats } from '@layerquant/allocators';
-import { checkContextLength, configName, modelMatrixParams, type DecoderConfig, type QuantConfig } from '@layerquant/core';
+import { InvalidOptionError, checkContextLength, configName, modelMatrixParams, type DecoderConfig, type QuantConfig } from '@layerquant/core';
 import { readEvaluationText } from '@layerquant/perplexity';
 import {
   builtinRegistries,
@@ -134,6 +134,11 @@ export interface RunGridOptions {
   readonly seed?: number;
   /** The quantizer of every cell (default HQQ with its defaults), resolved through the registries. */
   readonly quantizer?: QuantizerChoice;
+  /**
+   * The quantizer the statistics that quantize (fnorm, sensitivity, measured) are measured with (default: the cells'
+   * quantizer; `{ id: 'hqq', options: {} }` gives the authors' HQQ tables whatever the cells' quantizer).
+   */
+  readonly statisticsQuantizer?: QuantizerChoice;
   /** onnxruntime threads (default: one per core). */
   readonly threads?: number;
   /** Runs the statistics and cells elsewhere; connected after results.json is read, closed at the end. */
@@ -164,6 +169,8 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
   const ladder = grid.configs;
   const choice: QuantizerChoice = options.quantizer ?? { id: 'hqq', options: {} };
   const quantizer = quantizerOf(plugins, choice);
+  const statisticsChoice: QuantizerChoice = options.statisticsQuantizer ?? choice;
+  const statisticsQuantizer = statisticsChoice === choice ? quantizer : quantizerOf(plugins, statisticsChoice);
   const out = await openOutputDirectory(options.outDir, 'experiment');
   let distributor: GridDistributor | undefined;
   try {
@@ -175,6 +182,9 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     const modelHash = await modelContentHash(modelDir);
     const textHash = await fileContentHash(textPath);
     if (options.connect) distributor = await options.connect();
+    if (distributor && (quantizer.calibration || statisticsQuantizer.calibration)) {
+      throw new InvalidOptionError('--queue', `quantizer "${quantizer.calibration ? quantizer.id : statisticsQuantizer.id}" is calibrated (a layer pass over the calibration text per cell and per statistics table), which the queue's jobs do not carry yet; run this grid without --queue`);
+    }
 
     const allocators = plugins.allocators.list();
     const resolved = await ensureStatistics({
@@ -192,6 +202,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       ...(ladder ? { configs: ladder } : {}),
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
+      quantizer: { quantizer: statisticsQuantizer, options: statisticsChoice.options },
       onNote: note,
       ...(distributor ? { compute: distributor.statisticsComputer({ modelDir, modelHash }) } : {}),
     });
@@ -225,7 +236,11 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       store.add(result, settingsOf.get(result.key)!);
       await save();
     };
-    const context: CellContext = { modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer };
+    const context: CellContext = {
+      modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer,
+      // a calibrated quantizer's cells read the statistics' calibration text
+      ...(quantizer.calibration ? { calibration: { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
+    };
     if (distributor) {
       await distributor.runCells({ planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, metrics: plugins.metrics.list(), done: store.reusable(planned), onResult });
     } else {

@@ -10,11 +10,13 @@ import {
   type AllocatorPlugin,
   type MethodSpec,
 } from '@layerquant/allocators';
-import { InvalidOptionError, configName, isLinearModule, modelMatrixParams, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, MissingFileError, configName, isLinearModule, modelMatrixParams, type Allocation, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { formatAllocationSettings, shippedBytes, shippedSizeBudget, type FileTarget, type FormatPlan } from './shipped-format.js';
 import { quantizeModel, type QuantizeModelOptions, type QuantizeModelReport } from '@layerquant/quantizers/node';
-import type { ScaleDtype } from '@layerquant/quantizers';
-import { openModel, openOutputDirectory, temporaryPath, type OpenedModel } from '@layerquant/tensor-io';
+import type { MatrixCalibration, ScaleDtype } from '@layerquant/quantizers';
+import { openSequentialCalibration } from '@layerquant/sensitivity';
+import { existsSync } from 'node:fs';
+import { openModel, openOutputDirectory, readTextFile, temporaryPath, type OpenedModel } from '@layerquant/tensor-io';
 import { rm } from 'node:fs/promises';
 import type { PluginRegistries } from './plugins.js';
 import { exportModel, type ExportRequest, type ExportResult } from './export-model.js';
@@ -26,6 +28,59 @@ import { ensureStatistics, type StatisticsOptions, type StatisticsStep } from '.
  * of them exported as an ONNX directory or a GGUF file in the same process (`exportQuantized`). They print nothing: progress goes
  * to the callbacks, and the result is data.
  */
+
+/**
+ * The calibration text of a calibrated quantizer's layer pass (GPTQ, BAQ: each matrix's input Hessian, collected with
+ * the matrices before it already quantized). Ignored for a quantizer that sees weights only.
+ */
+export interface QuantizerCalibrationOptions {
+  /** A UTF-8 text file (`--calib`) ... */
+  readonly calibrationPath?: string;
+  /** ... or its text. */
+  readonly text?: string;
+  readonly calibrationName?: string;
+  /** Blocks of `seqlen` tokens (default 128, fewer for a short text). */
+  readonly blocks?: number;
+  readonly seqlen?: number;
+  /** onnxruntime intra-op threads of the layer pass. */
+  readonly threads?: number;
+  /** Called as the layer pass moves past each layer. */
+  readonly onLayer?: (layer: number, layers: number) => void;
+}
+
+/**
+ * Runs `quantize` with the layer pass a calibrated quantizer needs (`quantizer.calibration`): the model's decoder
+ * blocks over the calibration text, opened here and closed after; a quantizer that sees weights only gets none.
+ */
+export async function withQuantizerCalibration<T>(
+  modelDir: string,
+  quantizer: Quantizer,
+  options: QuantizerCalibrationOptions | undefined,
+  quantize: (calibration: MatrixCalibration | undefined) => Promise<T>,
+): Promise<T> {
+  if (quantizer.calibration === undefined) return quantize(undefined);
+  let text = options?.text;
+  if (text === undefined) {
+    const path = options?.calibrationPath;
+    if (path === undefined) throw new InvalidOptionError('--calib', `quantizer "${quantizer.id}" is calibrated: give calibration text with --calib <file>`);
+    if (!existsSync(path)) throw new MissingFileError(path, 'calibration text not found; pass a UTF-8 text file with --calib');
+    text = await readTextFile(path, 'a UTF-8 calibration text with --calib');
+  }
+  if (text.trim().length === 0) throw new InvalidDataError(options?.calibrationPath ?? 'calibration text', `is empty; quantizer "${quantizer.id}" needs calibration text`);
+  const opened = await openSequentialCalibration(modelDir, {
+    text,
+    name: options?.calibrationName ?? 'calibration',
+    ...(options?.blocks === undefined ? {} : { blocks: options.blocks }),
+    ...(options?.seqlen === undefined ? {} : { seqlen: options.seqlen }),
+    ...(options?.threads === undefined ? {} : { threads: options.threads }),
+    ...(options?.onLayer ? { onLayer: options.onLayer } : {}),
+  });
+  try {
+    return await quantize(opened.calibration);
+  } finally {
+    await opened.close();
+  }
+}
 
 /** What both checkpoint-writing modes share. */
 export interface QuantizeRunOptions {
@@ -39,6 +94,8 @@ export interface QuantizeRunOptions {
   readonly workers?: number;
   /** Settings recorded in the checkpoint (`__metadata__["layerquant.options"]`). */
   readonly record?: Readonly<Record<string, unknown>>;
+  /** The calibration text of a calibrated quantizer's layer pass (required for one; ignored otherwise). */
+  readonly calibration?: QuantizerCalibrationOptions;
   readonly onPlan?: QuantizeModelOptions['onPlan'];
   readonly onProgress?: QuantizeModelOptions['onProgress'];
 }
@@ -65,7 +122,7 @@ async function withOutputDirectory<T>(modelDir: string, outDir: string, run: (mo
 
 /** One config for every linear matrix (`layerquant quantize --config b4g64`). */
 export async function quantizeUniform(options: QuantizeRunOptions & { readonly config: QuantConfig; readonly method: string }): Promise<QuantizeModelReport> {
-  return withOutputDirectory(options.modelDir, options.outDir, () =>
+  return withOutputDirectory(options.modelDir, options.outDir, () => withQuantizerCalibration(options.modelDir, options.quantizer, options.calibration, (calibration) =>
     quantizeModel({
       modelDir: options.modelDir,
       outDir: options.outDir,
@@ -75,9 +132,10 @@ export async function quantizeUniform(options: QuantizeRunOptions & { readonly c
       ...(options.scaleDtype ? { scaleDtype: options.scaleDtype } : {}),
       ...(options.workers === undefined ? {} : { workers: options.workers }),
       ...(options.record ? { options: options.record } : {}),
+      ...(calibration ? { calibration } : {}),
       ...(options.onPlan ? { onPlan: options.onPlan } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-    }),
+    })),
   );
 }
 
@@ -91,8 +149,15 @@ export interface AllocatedQuantizeOptions extends QuantizeRunOptions {
   readonly configs?: readonly QuantConfig[];
   /** The allocator plug-ins method names resolve to (default: the built-ins). */
   readonly allocators?: readonly AllocatorPlugin[];
-  /** Where the statistics come from: a directory (`statsDir`), else computed on the calibration text and cached. */
+  /**
+   * Where the statistics come from: a directory (`statsDir`), else computed on the calibration text and cached,
+   * measured with the run's quantizer (its fnorm errors, its activation errors).
+   */
   readonly statistics: Pick<StatisticsOptions, 'statsDir' | 'cacheDir' | 'calibrationPath' | 'calibrationName' | 'blocks' | 'threads' | 'metrics'>;
+  /** The options the quantizer was configured with (part of the statistics' settings key). */
+  readonly quantizerOptions?: Readonly<Record<string, OptionValue>>;
+  /** Measure the statistics with another quantizer than the run's (e.g. HQQ's tables for a GPTQ run). */
+  readonly statisticsQuantizer?: { readonly quantizer: Quantizer; readonly options: Readonly<Record<string, OptionValue>> };
   readonly onStatistics?: (step: StatisticsStep, done: number, total: number) => void;
   /** Called once the statistics are resolved, with where they came from. */
   readonly onStatisticsReady?: (source: string) => void;
@@ -145,6 +210,7 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
       needs: tablesNeededBy([method], allocators),
       matrices,
       seqlen: 512,
+      quantizer: options.statisticsQuantizer ?? { quantizer: options.quantizer, options: options.quantizerOptions ?? {} },
       ...(configs ? { configs } : {}),
       ...(shipped && knapsack ? { embeddingConfigs: shipped.plan.embeddingConfigs } : {}),
       ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
@@ -156,7 +222,9 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
     const allocation = allocateMethod(method, stats, { budget, seed, ...(configs ? { configs } : {}), ...(size ? { size } : {}) }, allocators);
     const uniform = target ? undefined : uniformBaseline(stats, { budget, ...(configs ? { configs } : {}) });
     const byKey = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
-    const report = await quantizeModel({
+    // A calibrated quantizer reads the same calibration text as the statistics (their --calib and --blocks).
+    const calibrationText = { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, ...(options.statistics.threads ? { threads: options.statistics.threads } : {}), ...options.calibration };
+    const report = await withQuantizerCalibration(options.modelDir, options.quantizer, calibrationText, (calibration) => quantizeModel({
       modelDir: options.modelDir,
       outDir: options.outDir,
       quantizer: options.quantizer,
@@ -181,9 +249,10 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
         ...(configs ? { configs: configs.map(configName) } : {}),
         ...(shipped ? { format: shipped.plan.cost.format, ...(shipped.target ? { target: shipped.target } : {}) } : {}),
       },
+      ...(calibration ? { calibration } : {}),
       ...(options.onPlan ? { onPlan: options.onPlan } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-    });
+    }));
     return {
       report,
       allocation,

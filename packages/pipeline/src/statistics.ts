@@ -1,6 +1,6 @@
 import { BUILTIN_TABLES, hasTable, rowConfig, tableFile, type ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError, InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, isLinearModule, matrixKey, type EmbeddingUnit, type LinearModule, type MatrixInfo, type MatrixKey, type QuantConfig, type UnitModule, type ZeroKind } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, isLinearModule, matrixKey, type EmbeddingUnit, type LinearModule, type MatrixInfo, type MatrixKey, type OptionValue, type QuantConfig, type Quantizer, type UnitModule, type ZeroKind } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG, SENSITIVITY_METRICS, measureMetrics, writeMetricTables, type CalibrationOrder, type MetricPlugin } from '@layerquant/sensitivity';
 import { readTextFile, removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
@@ -8,6 +8,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeChanges, fileContentHash, modelContentHash, settingsKey } from './keys.js';
+import { quantizerSettings, type QuantizerChoice } from './plugins.js';
 
 /** The quantizer of the fnorm table (the authors' HQQ error) and of every cell unless `experiment --quantizer`, with its solver settings. */
 export const QUANTIZER_SETTINGS = Object.freeze({ id: hqqQuantizer.id, solver: hqqQuantizer.solver });
@@ -52,6 +53,8 @@ export function computedStatsSettings(options: {
   sensitivity?: boolean;
   /** Measure the fnorm table (default true; false: its ladder is empty, kurtosis is read on its own). */
   fnorm?: boolean;
+  /** The quantizer the tables are measured with, as its settings (`quantizerSettings`; default HQQ, QUANTIZER_SETTINGS). */
+  quantizer?: Readonly<Record<string, unknown>>;
   /** Metric plug-ins of tables other than the built-ins (their ids are part of the key; none: the key is unchanged). */
   metrics?: readonly { readonly id: string; readonly table: string }[];
   /** The embedding units the per-config tables cover too (absent: the linear matrices only, as the paper). */
@@ -70,7 +73,7 @@ export function computedStatsSettings(options: {
     fnormConfigs: options.fnorm === false ? [] : ladder,
     measuredConfigs: options.measured ? ladder : null,
     ...(options.measured ? { measuredError: 'relative to the residual stream' as const } : {}),
-    quantizer: QUANTIZER_SETTINGS,
+    quantizer: options.quantizer ?? QUANTIZER_SETTINGS,
     ...(options.metrics && options.metrics.length > 0 ? { tables: Object.fromEntries(options.metrics.map((m) => [m.table, m.id])) } : {}),
     ...(options.embeddingConfigs && Object.keys(options.embeddingConfigs).length > 0 ? { embeddingConfigs: options.embeddingConfigs } : {}),
   };
@@ -94,6 +97,8 @@ export interface StatisticsMeasure {
   readonly sensitivityConfigs: readonly QuantConfig[];
   /** The embedding units the per-config tables cover too, each at its own ladder (absent: none). */
   readonly embeddingConfigs?: EmbeddingLadders;
+  /** The quantizer the tables that quantize are measured with, by id and options (absent: HQQ). */
+  readonly quantizer?: QuantizerChoice;
 }
 
 /** One run's tables to measure: the metrics that fill them, how, and the key of their settings. */
@@ -119,8 +124,18 @@ export type ComputeStatistics = (request: StatisticsRequest) => Promise<Readonly
 export async function measureTables(
   modelDir: string,
   metrics: readonly MetricPlugin[],
-  options: StatisticsMeasure & { readonly calibrationText?: string; readonly threads?: number; readonly layers?: readonly number[]; readonly onStep?: (step: StatisticsStep, done: number, total: number) => void },
+  options: StatisticsMeasure & {
+    readonly calibrationText?: string;
+    readonly threads?: number;
+    readonly layers?: readonly number[];
+    readonly onStep?: (step: StatisticsStep, done: number, total: number) => void;
+    /** The quantizer `measure.quantizer` names, resolved from the caller's registries (required when it names one). */
+    readonly resolvedQuantizer?: Quantizer;
+  },
 ): Promise<Readonly<Record<string, unknown>>> {
+  if (options.quantizer && options.resolvedQuantizer?.id !== options.quantizer.id) {
+    throw new InvalidOptionError('quantizer', `the statistics are measured with "${options.quantizer.id}" but no such quantizer was resolved; resolve it with quantizerOf`);
+  }
   const results = await measureMetrics(modelDir, metrics, {
     ...(options.calibrationText === undefined ? {} : { calibrationText: options.calibrationText }),
     calibrationName: options.calibrationName,
@@ -132,6 +147,7 @@ export async function measureTables(
     ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.layers ? { layers: options.layers } : {}),
+    ...(options.resolvedQuantizer ? { quantizer: options.resolvedQuantizer } : {}),
     ...(options.onStep ? { onProgress: (metric: MetricPlugin, done: number, total: number) => options.onStep!(metric.table, done, total) } : {}),
   });
   return results.tables;
@@ -166,6 +182,12 @@ export interface StatisticsOptions {
    * methods need no table (uniform, a layer-position rule), nothing is computed.
    */
   readonly matrices?: ReadonlyMap<MatrixKey, number>;
+  /**
+   * The quantizer the tables that quantize (fnorm, activation sensitivity, measured) are measured with, and the
+   * options it was configured with (part of the settings key); default HQQ. A calibrated one (GPTQ) quantizes each
+   * matrix with the Hessian of its float inputs on the calibration blocks.
+   */
+  readonly quantizer?: { readonly quantizer: Quantizer; readonly options: Readonly<Record<string, OptionValue>> };
 }
 
 /** MatrixInfo rows of a `layer.module -> params` map. */
@@ -298,6 +320,7 @@ async function resolveStatistics(options: StatisticsOptions): Promise<ResolvedSt
     fnorm: needs.includes('fnorm'),
     metrics: measuring.filter((m) => !(BUILTIN_TABLES as readonly string[]).includes(m.table)),
     ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
+    ...(options.quantizer ? { quantizer: quantizerSettings(options.quantizer.quantizer, options.quantizer.options) } : {}),
   });
   const key = settingsKey(settings);
   if (options.cacheDir) {
@@ -328,11 +351,12 @@ async function resolveStatistics(options: StatisticsOptions): Promise<ResolvedSt
       configs: ladder,
       sensitivityConfigs: [DEFAULT_SENSITIVITY_CONFIG],
       ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
+      ...(options.quantizer ? { quantizer: { id: options.quantizer.quantizer.id, options: options.quantizer.options } } : {}),
     },
     calibrationText: text,
   };
   const compute: ComputeStatistics =
-    options.compute ?? ((r) => measureTables(r.modelDir, r.metrics, { ...r.measure, calibrationText: r.calibrationText, ...(options.threads ? { threads: options.threads } : {}), ...(options.onStep ? { onStep: options.onStep } : {}) }));
+    options.compute ?? ((r) => measureTables(r.modelDir, r.metrics, { ...r.measure, calibrationText: r.calibrationText, ...(options.quantizer ? { resolvedQuantizer: options.quantizer.quantizer } : {}), ...(options.threads ? { threads: options.threads } : {}), ...(options.onStep ? { onStep: options.onStep } : {}) }));
   const tables = await compute(request);
   const stats: ModelStats = { ...tables, source: options.cacheDir ? join(options.cacheDir, key) : options.modelDir };
   if (!options.cacheDir) return { stats, source: 'computed', key, computed: true };

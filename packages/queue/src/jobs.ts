@@ -1,7 +1,7 @@
 import type { ModelStats } from '@layerquant/allocators';
 import { InvalidDataError, LayerquantError, type QuantConfig } from '@layerquant/core';
 import type { CellResult, CellSpec } from '@layerquant/experiment';
-import { MissingPluginError, measureTables, type PluginRegistries, type QuantizerChoice, type StatisticsMeasure } from '@layerquant/pipeline';
+import { MissingPluginError, measureTables, quantizerOf, type PluginRegistries, type QuantizerChoice, type StatisticsMeasure } from '@layerquant/pipeline';
 import type { MetricPlugin } from '@layerquant/sensitivity';
 import { loadTokenizer } from '@layerquant/tensor-io';
 import { createHash } from 'node:crypto';
@@ -153,8 +153,11 @@ const statisticsProcessor: JobProcessor<'statistics'> = {
       if (!registry.has(id)) throw new MissingPluginError('metric', id, registry.ids());
       return registry.get(id);
     });
+    // The quantizer the tables are measured with (GPTQ statistics), from this worker's registries.
+    const quantizer = data.measure.quantizer ? quantizerOf(await env.plugins(), data.measure.quantizer) : undefined;
     const tables = await measureTables(dir, metrics, {
       ...data.measure,
+      ...(quantizer ? { resolvedQuantizer: quantizer } : {}),
       ...(data.calibrationBlob ? { calibrationText: await env.blob(data.calibrationBlob) } : {}),
       ...(data.layers ? { layers: data.layers } : {}),
       ...(env.threads ? { threads: env.threads } : {}),

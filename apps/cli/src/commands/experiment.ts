@@ -41,11 +41,14 @@ the current settings' cells) and results.json.
   --seqlen <n>           perplexity window (default 512)
   --max-tokens <n>       evaluate only the first n tokens of the text
   --stats <dir>          reuse statistics (a \`layerquant sensitivity\` output or a paper-data directory)
-  --calib <file>         calibration text for activation sensitivity (default: built-in brown-calib)
+  --calib <file>         calibration text of the statistics and of a calibrated quantizer (default: brown-calib)
   --blocks <n>           calibration blocks of 512 tokens (default 128, fewer when the text is shorter)
   --seed <n>             seed of the ablations' random layers (default 42)
-  --quantizer <id>       the quantizer of every cell (default hqq; the fnorm statistics stay HQQ's, as the
-                         authors measure them); part of every cell's key, so cells of two quantizers never mix
+  --quantizer <id>       the quantizer of every cell (default hqq); part of every cell's key, so cells of two
+                         quantizers never mix. A calibrated one (gptq, baq) quantizes each cell layer by layer on
+                         the calibration blocks (--calib, --blocks); not with --queue yet
+  --stats-quantizer <id> the quantizer the statistics are measured with (fnorm, sensitivity, measured; default:
+                         --quantizer's, with its options; hqq gives the authors' tables for any --quantizer)
   --plugin <module>      load allocators, quantizers and metrics from a module (a path or package name;
                          repeatable); with --queue, start the workers with the same --plugin
   --no-fp                skip the unquantized baseline
@@ -90,6 +93,7 @@ export const experimentCommand: Command = {
       queue: { type: 'string' },
       attempts: { type: 'string' },
       quantizer: { type: 'string' },
+      'stats-quantizer': { type: 'string' },
       ...quantizerFlags(plugins),
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
@@ -113,6 +117,11 @@ export const experimentCommand: Command = {
     const statsDir = stringOption(values, 'stats');
     const quantizerChoice = { id: stringOption(values, 'quantizer') ?? 'hqq', options: {} as Record<string, OptionValue> };
     quantizerChoice.options = quantizerFromFlags(quantizerChoice.id, values, plugins).options;
+    const statsQuantizerId = stringOption(values, 'stats-quantizer');
+    // an id nobody registered: UnknownPluginError listing those that are
+    if (statsQuantizerId !== undefined) plugins.quantizers.get(statsQuantizerId);
+    // the same quantizer keeps its flags' options; another is used with its defaults
+    const statisticsQuantizer = statsQuantizerId === undefined || statsQuantizerId === quantizerChoice.id ? quantizerChoice : { id: statsQuantizerId, options: {} };
     const json = Boolean(values.json);
     const interactive = !json && Boolean(process.stderr.isTTY);
 
@@ -149,6 +158,7 @@ export const experimentCommand: Command = {
       statistics: { ...(statsDir ? { statsDir } : {}), calibrationPath: calibPath, calibrationName: calibName, blocks },
       seed,
       quantizer: quantizerChoice,
+      statisticsQuantizer,
       ...(threads ? { threads } : {}),
       ...(queueUrl ? { connect: () => connectCoordinator(queueUrl, { attempts, log: (line) => stderr(`${fitStderr(line)}\n`) }) } : {}),
       onNote: (line) => stderr(`${fitStderr(`experiment: ${line}`)}\n`),
@@ -156,7 +166,7 @@ export const experimentCommand: Command = {
         statsProgress.update(
           done,
           total,
-          step === 'fnorm' ? `HQQ error of every matrix x ${ladder?.length ?? 12} configs` : step === 'measured' ? 'measured block error, every matrix x config, layer by layer' : step === 'sensitivity' ? 'activation sensitivity, layer by layer' : `${step} table`,
+          step === 'fnorm' ? `${statisticsQuantizer.id} error of every matrix x ${ladder?.length ?? 12} configs` : step === 'measured' ? 'measured block error, every matrix x config, layer by layer' : step === 'sensitivity' ? 'activation sensitivity, layer by layer' : `${step} table`,
         ),
       onStatisticsReady: (source) => {
         statsProgress.done(`from ${source}`);

@@ -72,10 +72,13 @@ export const quantizeCommand: Command = {
     'bounds every byte of onnx/model_q4.onnx: the file is at most that size, within 1% of it. --budget keeps meaning',
     'the paper\'s accounting (over the format\'s ladder). Uniform and the boosts take a native stop as their base.',
     '',
+    'A calibrated quantizer (gptq, baq) quantizes layer by layer: the calibration blocks (--calib, --blocks) run through',
+    'the model with the matrices before already quantized, and each matrix is quantized with its inputs\' Hessian.',
+    '',
     'With --config every matrix gets one config. With --budget the method allocates a config per matrix from the',
-    'statistics it needs (computed on the calibration text and cached in <dir>/stats, or read with --stats; uniform',
-    'needs none, kurtboost only the weights\' kurtosis), then quantizes every matrix with --quantizer (default hqq);',
-    'it prints bits per weight, MiB and the extra memory over uniform at the same budget.',
+    'statistics it needs (computed on the calibration text with --quantizer and cached in <dir>/stats, or read with',
+    '--stats; uniform needs none, kurtboost only the weights\' kurtosis), then quantizes every matrix with --quantizer',
+    '(default hqq); it prints bits per weight, MiB and the extra memory over uniform at the same budget.',
     '',
     'Writes <dir>/model.safetensors (packed codes, scales, zeros per matrix; other tensors copied), config and',
     'tokenizer files, and quantization.json. Prints the size of the linear matrices in MiB and bits per weight, in',
@@ -104,7 +107,10 @@ export const quantizeCommand: Command = {
     allocatorHelp(plugins.allocators.list(), '  '),
     '',
     '  --stats <dir>        reuse statistics (`layerquant sensitivity` output or a paper-data directory)',
-    '  --calib <file>       calibration text for activation sensitivity (default: built-in brown-calib)',
+    '  --stats-quantizer <id>  measure the statistics with this quantizer (default: --quantizer\'s; hqq gives the',
+    '                       authors\' tables for any --quantizer)',
+    '  --calib <file>       calibration text of the statistics and of a calibrated quantizer\'s layer pass (gptq, baq)',
+    '                       (statistics default to the built-in brown-calib; gptq and baq require --calib)',
     '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
     '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
     '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
@@ -130,6 +136,7 @@ export const quantizeCommand: Command = {
       stats: { type: 'string' },
       calib: { type: 'string' },
       blocks: { type: 'string' },
+      'stats-quantizer': { type: 'string' },
       force: { type: 'boolean' },
       ...FILE_TARGET_FLAGS,
       ...EXPORT_OPTION_SPEC,
@@ -201,6 +208,16 @@ type Quantized =
 /** A run with its flags read (errors in them thrown before anything is written): quantizes into `outDir`, cost lines to `log`. */
 type QuantizeRun = (outDir: string, log: (text: string) => void) => Promise<Quantized>;
 
+/**
+ * A calibrated quantizer (GPTQ, BAQ) quantizes with the Hessians of the text it is given: the text is the user's
+ * choice (no silent default), refused before anything is read.
+ */
+function requireCalibration(quantizer: Quantizer, calib: string | undefined): void {
+  if (quantizer.calibration !== undefined && calib === undefined) {
+    throw new InvalidOptionError('--calib', `quantizer "${quantizer.id}" is calibrated (each matrix is quantized with the Hessian of its inputs on a text): give that text with --calib <file>, e.g. a few thousand words like the model's use, and --blocks <n>`);
+  }
+}
+
 /** `--method rtn|hqq --config b4g64`: one config for every matrix. */
 function uniformRun(values: ParsedArgs['values'], modelDir: string, method: string, plugins: PluginRegistries): QuantizeRun {
   const fork = values.fork === true;
@@ -213,6 +230,9 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
   const { quantizer, options: quantizerOptions } = quantizerFromFlags(method, values, plugins, fork);
   const kappa = quantizerOptions.kappa as number | undefined;
   const scaleDtype = checkpointScaleDtype(values);
+  const calib = stringOption(values, 'calib');
+  requireCalibration(quantizer, calib);
+  const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1);
   return async (outDir, log) => {
     const interactive = !values.json && Boolean(process.stderr.isTTY);
     const progress = createProgress('quantize', interactive);
@@ -226,10 +246,12 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
       method,
       scaleDtype,
       workers: defaultWorkerCount(),
-      record: { config: `b${config.bits}g${config.groupSize}`, axis, roundZero, ...quantizerOptions },
+      record: { config: configName(config), axis, roundZero, ...quantizerOptions, ...(quantizer.calibration && calib ? { calibration: basename(calib), blocks } : {}) },
+      // a calibrated quantizer's layer pass (GPTQ, BAQ) reads the calibration text
+      ...(calib ? { calibration: { calibrationPath: calib, calibrationName: basename(calib), blocks } } : {}),
       onPlan: (plan) => {
         loading.stop();
-        cost.plan(`${method} b${config.bits}g${config.groupSize} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), one matrix at a time (read, quantize, write)`, LAYER_ESTIMATE);
+        cost.plan(`${method} ${configName(config)} on ${plan.quantizedMatrices} matrices (${plan.params.toLocaleString('en-US')} weights), ${quantizer.calibration ? `layer by layer on ${blocks} calibration blocks (collect the inputs' Hessians, quantize, write)` : 'one matrix at a time (read, quantize, write)'}`, LAYER_ESTIMATE);
       },
       onProgress: (p) => {
         loading.stop();
@@ -264,9 +286,13 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
   const configsText = stringOption(values, 'configs');
   const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
   const calib = stringOption(values, 'calib');
+  requireCalibration(quantizer, calib);
   const statsDir = stringOption(values, 'stats');
   const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1);
   const scaleDtype = checkpointScaleDtype(values);
+  const statsQuantizerId = stringOption(values, 'stats-quantizer');
+  // the run's quantizer keeps its flags' options; another is used with its defaults
+  const statisticsQuantizer = statsQuantizerId === undefined || statsQuantizerId === quantizer.id ? undefined : quantizerFromFlags(statsQuantizerId, {}, plugins);
   return async (outDir, log) => {
     const interactive = !values.json && Boolean(process.stderr.isTTY);
     const loading = createSpinner(`loading ${modelDir}`, interactive);
@@ -290,7 +316,9 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
       ...(plan ? { shipped: { plan, ...(shipped?.target ? { target: shipped.target } : {}) } } : {}),
       scaleDtype,
       workers: defaultWorkerCount(),
-      record: quantizerOptions,
+      record: { ...quantizerOptions, ...(statisticsQuantizer ? { statisticsQuantizer: statisticsQuantizer.quantizer.id } : {}) },
+      quantizerOptions,
+      ...(statisticsQuantizer ? { statisticsQuantizer } : {}),
       onOpened: () => loading.stop(),
       onStatistics: (step, done, total) => statsProgress.update(done, total, step),
       onStatisticsReady: (source) => statsProgress.done(`from ${source}`),
@@ -316,12 +344,38 @@ function configCounts(allocation: AllocatedQuantizeResult['allocation']): Map<st
   return counts;
 }
 
+/**
+ * What the quantizer reported about the matrices (GPTQ: dead input columns, Hessians that needed more dampening),
+ * summed; null when it reported nothing.
+ */
+function quantizerNotes(report: QuantizeModelReport): { deadColumns: number; matricesWithDeadColumns: number; dampened: number; largestDampening: number } | null {
+  const reported = report.perMatrix.filter((m) => m.report);
+  if (reported.length === 0) return null;
+  const dead = reported.filter((m) => (m.report!.deadColumns ?? 0) > 0);
+  const dampened = reported.filter((m) => (m.report!.dampeningRetries ?? 0) > 0);
+  return {
+    deadColumns: dead.reduce((sum, m) => sum + m.report!.deadColumns!, 0),
+    matricesWithDeadColumns: dead.length,
+    dampened: dampened.length,
+    largestDampening: Math.max(0, ...reported.map((m) => m.report!.dampening ?? 0)),
+  };
+}
+
+function quantizerNoteRows(report: QuantizeModelReport): Array<[string, string]> {
+  const notes = quantizerNotes(report);
+  if (!notes) return [];
+  return [[
+    'hessians',
+    `${notes.matricesWithDeadColumns} matrices had dead input columns (${notes.deadColumns} columns zero on every calibration token: weights zeroed); ${notes.dampened} needed more dampening than asked (largest ${notes.largestDampening} of the mean diagonal)`,
+  ]];
+}
+
 /** The --json fields of a quantize run; `out` is where the model now is (the export's directory with --format onnx). */
 function quantizedJson(q: Quantized, out: string, shipped?: ShippedSize): Record<string, unknown> {
   const fields = reportFields(q.report, out);
   const withShipped = shipped ? { ...fields, sizes: { ...fields.sizes, shipped } } : fields;
   if (q.kind === 'uniform') {
-    return { method: q.method, quantizer: q.quantizer.id, config: configName(q.config), axis: q.config.axis, roundZero: q.config.roundZero, kappa: q.kappa ?? null, ...withShipped };
+    return { method: q.method, quantizer: q.quantizer.id, config: configName(q.config), axis: q.config.axis, roundZero: q.config.roundZero, kappa: q.kappa ?? null, ...withShipped, quantizerNotes: quantizerNotes(q.report) };
   }
   const { allocation, uniform } = q.result;
   return {
@@ -330,6 +384,7 @@ function quantizedJson(q: Quantized, out: string, shipped?: ShippedSize): Record
     budget: q.budget,
     statistics: q.result.statistics,
     ...withShipped,
+    quantizerNotes: quantizerNotes(q.report),
     uniformPaperMiB: uniform?.totals.memoryMB ?? null,
     extraMemoryPercent: q.result.extraMemoryPercent,
     configs: Object.fromEntries(configCounts(allocation)),
@@ -342,7 +397,7 @@ function quantizedJson(q: Quantized, out: string, shipped?: ShippedSize): Record
 function quantizedText(q: Quantized, out: string, shipped?: ShippedSize): string {
   const { report } = q;
   const sizeLines = sizeRows({ ...reportFields(report, out).sizes, ...(shipped ? { shipped } : {}) });
-  const tail: Array<[string, string]> = [['sq. error', report.sqErr.toPrecision(8)], ['time', timeText(report)]];
+  const tail: Array<[string, string]> = [...quantizerNoteRows(report), ['sq. error', report.sqErr.toPrecision(8)], ['time', timeText(report)]];
   if (q.kind === 'uniform') {
     const { config, kappa } = q;
     return formatRows([

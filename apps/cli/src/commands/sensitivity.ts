@@ -21,6 +21,7 @@ import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type
 import type { Command } from '../command.js';
 import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
+import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
 
 const usage = (plugins: PluginRegistries): string => [
   'layerquant sensitivity <model-dir> [--calib <file> | --dataset brown-calib] [options] --out <dir> [--json]',
@@ -29,7 +30,7 @@ const usage = (plugins: PluginRegistries): string => [
   '`layerquant allocate --stats <dir>`):',
   '  sensitivity.csv  activation sensitivity per decoder layer: attn_in, attn_out, mlp_gate, mlp_down (MSE of a',
   '                   block output with those matrices quantized; float outputs of layer i-1 feed layer i)',
-  '  fnorm.csv        HQQ error ‖W - dequant‖_F of every matrix under the 12 paper configs, with memmb, params,',
+  '  fnorm.csv        HQQ (--quantizer) error ‖W - dequant‖_F of every matrix under the 12 paper configs, with memmb, params,',
   '                   kurtosis, sq_err',
   '  kurtosis.csv     Pearson kurtosis of every matrix',
   '  measured.csv     with --measured: MSE of each matrix\'s block output with that matrix alone quantized,',
@@ -47,6 +48,9 @@ const usage = (plugins: PluginRegistries): string => [
   '                       than a block skipped (the authors\' sampling; their numpy shuffle is not reproduced)',
   `  --seed <n>           seed of --order shuffled (default ${DEFAULT_CALIBRATION_SEED})`,
   '  --config <list>      quantization of the sensitivity measurement, comma-separated (default b4g64)',
+  '  --quantizer <id>     the quantizer of every table that quantizes (fnorm, sensitivity, measured; default hqq, as',
+  '                       the authors measure them); a calibrated one (gptq, baq) quantizes each matrix with the',
+  '                       Hessian of its float inputs on the calibration blocks',
   '  --configs <list>     the config ladder of fnorm.csv and measured.csv (default: the paper\'s 12), e.g.',
   '                       b2g64,b3g64,b4g32; fewer configs make the fnorm table proportionally faster on large',
   '                       models (MXQ then chooses among those only)',
@@ -60,6 +64,9 @@ const usage = (plugins: PluginRegistries): string => [
   '  --out <dir>          output directory (created, locked while written; files written atomically)',
   '  --json               one JSON object (docs/json-schema.md): files, calibration, seconds, sensitivity rows, outliers',
   '  --plugin <module>    load plug-ins from a module (a path or package name; repeatable)',
+  '',
+  'Quantizers (--quantizer) and their options:',
+  quantizerHelp(plugins, '  '),
   '',
   'Metrics (the registry; each fills one table):',
   formatRows(plugins.metrics.list().map((m) => [m.id, `${metricFile(m).padEnd(16)} ${m.input === 'weights' ? 'weights only' : 'runs the model'}${m.optIn ? ', opt-in' : ''}: ${m.description}`]), { indent: '  ', keyWidth: 22 }).trimEnd(),
@@ -129,6 +136,8 @@ export const sensitivityCommand: Command = {
       workers: { type: 'string' },
       out: { type: 'string' },
       'allow-long-context': { type: 'boolean' },
+      quantizer: { type: 'string' },
+      ...quantizerFlags(plugins),
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant sensitivity <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
@@ -148,6 +157,8 @@ export const sensitivityCommand: Command = {
     const workersText = stringOption(values, 'workers');
     const workers = workersText === undefined ? undefined : parseIntegerOption(workersText, '--workers', 0, 1);
     const metrics = selectMetrics(plugins, values);
+    const quantizerId = stringOption(values, 'quantizer');
+    const quantizer = quantizerId === undefined ? undefined : quantizerFromFlags(quantizerId, values, plugins).quantizer;
     const calibration = calibrationSource(values);
     if (!existsSync(calibration.path)) throw new MissingFileError(calibration.path, 'does not exist; pass a UTF-8 text file with --calib or a built-in --dataset');
 
@@ -170,6 +181,7 @@ export const sensitivityCommand: Command = {
         seed,
         sensitivityConfigs: configs,
         ...(ladder ? { configs: ladder } : {}),
+        ...(quantizer ? { quantizer } : {}),
         allowLongContext: values['allow-long-context'] === true,
         ...(threads === undefined ? {} : { threads }),
         ...(workers === undefined ? {} : { workers }),
