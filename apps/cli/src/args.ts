@@ -120,7 +120,9 @@ export function checkOverwrite(outDir: string | undefined, force: boolean): void
   if (outDir === undefined || force || !existsSync(outDir)) return;
   // A single-file output (a .gguf) that exists is replaced only with --force, as a directory's model is.
   if (!statSync(outDir).isDirectory()) throw new InvalidOptionError('--out', `${resolve(outDir)} exists; pass --force to replace it, or choose another --out`);
-  const entries = readdirSync(outDir).filter((name) => !name.startsWith('.layerquant'));
+  // layerquant's own lock and journal files, and the statistics cache a run keeps in <out>/stats (also after it
+  // failed, e.g. on a target below the smallest file), are not a model to protect.
+  const entries = readdirSync(outDir).filter((name) => !name.startsWith('.layerquant') && name !== 'stats');
   if (entries.length > 0) {
     throw new InvalidOptionError('--out', `${resolve(outDir)} exists and is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); pass --force to replace the model in it (other files stay), or choose another --out`);
   }

@@ -34,6 +34,9 @@ describe('quantize --format onnx --target-size', () => {
     expect(stderr).toMatch(/--target-size/);
     expect(stderr).toMatch(/smallest/);
     expect(() => readdirSync(join(out, 'onnx'))).toThrow();
+    // Only the statistics cache stays in --out; a rerun with a feasible target needs no --force.
+    const again = await cli('quantize', model, '--method', 'mxq', '--format', 'onnx', '--target-bpw', '12', '--out', out);
+    expect(again.code, again.stderr).toBe(0);
   });
 
   it('writes an export of at most the target and within 1% of it; the report predicts the bytes on disk', async () => {

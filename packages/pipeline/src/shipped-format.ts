@@ -44,7 +44,7 @@ export interface FormatPlan {
  * format can only widen (ONNX stores them as 4-bit) are refused too, since the file would cost 4 bits for 3 bits'
  * accuracy.
  */
-export function formatPlan(cost: FormatCostModel, quantizer: Pick<Quantizer, 'id' | 'zeroKinds'>, configs?: readonly QuantConfig[]): FormatPlan {
+export function formatPlan(cost: FormatCostModel, quantizer: Pick<Quantizer, 'id' | 'zeroKinds' | 'calibration'>, configs?: readonly QuantConfig[]): FormatPlan {
   const zeroKinds = quantizerZeroKinds(quantizer);
   const linear = cost.units.filter((u) => isLinearModule(u.module));
   const native = (unit: MatrixInfo) => cost.nativeLadder(unit, zeroKinds);
@@ -70,7 +70,9 @@ export function formatPlan(cost: FormatCostModel, quantizer: Pick<Quantizer, 'id
   const stopZero: ZeroKind = zeroKinds.includes('integer') ? 'integer' : zeroKinds[0]!;
   const stops = ladder.filter((c) => zeroKindOf(c) === stopZero);
   const embeddingConfigs: Record<string, readonly QuantConfig[]> = {};
-  for (const u of cost.units.filter((unit) => isEmbeddingUnit(unit.module))) {
+  // A calibrated quantizer (GPTQ) compensates a linear matrix's error with its input Hessian; the embedding units
+  // have none, so they stay in the format's float type and are not units of its allocation.
+  for (const u of quantizer.calibration === undefined ? cost.units.filter((unit) => isEmbeddingUnit(unit.module)) : []) {
     const own = native(u);
     if (own.length > 0) embeddingConfigs[u.module] = own;
   }

@@ -119,7 +119,7 @@ export const allocateCommand: Command = {
     if (targetFormat !== undefined) {
       const quantizerId = stringOption(values, 'quantizer') ?? 'hqq';
       const quantizer = plugins.quantizers.get(quantizerId);
-      plan = await onnxPlan(resolveModelPath(String(values.model)), {}, { id: quantizer.id, ...(quantizer.zeroKinds ? { zeroKinds: quantizer.zeroKinds } : {}) }, userConfigs);
+      plan = await onnxPlan(resolveModelPath(String(values.model)), {}, { id: quantizer.id, ...(quantizer.zeroKinds ? { zeroKinds: quantizer.zeroKinds } : {}), ...(quantizer.calibration ? { calibration: quantizer.calibration } : {}) }, userConfigs);
     }
     const format = plan ? formatAllocationSettings(method, plan, { ...(userConfigs ? { configs: userConfigs } : {}), ...(budgetGiven === undefined ? {} : { budget: budgetGiven }), ...(fileTarget ? { target: fileTarget } : {}) }, allocators) : undefined;
     const configs = format ? format.configs : userConfigs;

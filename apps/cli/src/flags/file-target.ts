@@ -21,7 +21,7 @@ export function parseFileTarget(values: ParsedArgs['values']): FileTarget | unde
 }
 
 /** The ONNX export's plan for a model and quantizer: its exact cost model and native ladders (a user's --configs checked). */
-export async function onnxPlan(modelDir: string, options: OnnxFileOptions, quantizer: Pick<Quantizer, 'id' | 'zeroKinds'>, ladder: readonly QuantConfig[] | undefined): Promise<FormatPlan> {
+export async function onnxPlan(modelDir: string, options: OnnxFileOptions, quantizer: Pick<Quantizer, 'id' | 'zeroKinds' | 'calibration'>, ladder: readonly QuantConfig[] | undefined): Promise<FormatPlan> {
   const model = await openModel(modelDir);
   await model.checkpoint.close();
   return formatPlan(onnxCostModel(model.config, model.layout, options), quantizer, ladder);
