@@ -1,0 +1,413 @@
+// Issue 29's measurement: perplexity against the size of the file a user ships (every byte under <dir>/onnx) for
+// every uniform ONNX export (each config the format stores natively, integer and fractional zeros, f16 and f32
+// scales), transformers.js' own recipes (q4: symmetric RTN, block 32, fp32 scales; q4f16) as the anchor, and the
+// allocations (MXQ, SensiBoost, measured) made for that file, side by side on the same windows of one text. Every
+// allocated export gets the paired bootstrap against the best uniform export of equal or larger size; the goal
+// figures (at q4's size, at two thirds of it, at llama.cpp's Q4_K_M size on the shipped model) follow the table.
+//
+//   node bench/shipped-size.mjs [--model <dir>] [--dataset brown-test | --text <file>] [--windows N]
+//        [--out bench/results/shipped-size] [--work /tmp/layerquant-shipped-size] [--methods mxq,sensiboost,measured]
+//        [--blocks <calibration blocks>] [--fresh]
+//
+// Everything goes through the built CLI (apps/cli/dist/bin.js: `quantize --format onnx`, `export`), as a user runs
+// it; each export is evaluated once, in this process, the way `eval` and `compare` do (pipeline's openForEvaluation,
+// perplexity's pairedBootstrap), and its per-window losses are kept in --work so an interrupted run resumes where it
+// stopped (--fresh starts over). Writes <out>.md (the table and the goal checks) and <out>.json (the rows).
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ladderStops } from '@layerquant/allocators';
+import { configName } from '@layerquant/core';
+import { datasets } from '@layerquant/datasets';
+import { onnxCostModel } from '@layerquant/export';
+import { shippedModelDir } from '@layerquant/fixtures';
+import { pairedBootstrap, perplexity, resolveTextPath, verdict } from '@layerquant/perplexity';
+import { builtinRegistries, directorySizes, formatPlan, openForEvaluation } from '@layerquant/pipeline';
+import { hqqQuantizer } from '@layerquant/quantizers';
+import { openModel } from '@layerquant/tensor-io';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CLI = join(ROOT, 'apps/cli/dist/bin.js');
+const MIB = 2 ** 20;
+const SEQLEN = 512;
+/** llama.cpp's own Q4_K_M file of the shipped model (../shared/GGUF.md): 17.42 MB (10^6 bytes), 90.377 / float 89.970
+ * on the first 32 windows of brown-test@512. */
+const LLAMA_CPP_Q4_K_M = { bytes: 17.42e6, perplexity: 90.377, float: 89.97 };
+
+// ---- options ---------------------------------------------------------------------------------------------------
+const argv = process.argv.slice(2);
+function option(name, fallback) {
+  const i = argv.indexOf(`--${name}`);
+  if (i < 0) return fallback;
+  const value = argv[i + 1];
+  if (value === undefined || value.startsWith('--')) throw new Error(`--${name} needs a value`);
+  return value;
+}
+const modelDir = resolve(option('model', shippedModelDir));
+const isShippedModel = modelDir === resolve(shippedModelDir);
+const textPath = resolveTextPath({ text: option('text', undefined), dataset: option('text', undefined) === undefined ? option('dataset', 'brown-test') : undefined }, datasets);
+const windowsText = option('windows', undefined);
+const windows = windowsText === undefined ? undefined : Number(windowsText);
+if (windows !== undefined && !(Number.isInteger(windows) && windows > 0)) throw new Error(`--windows ${windowsText}: a positive integer`);
+const outBase = resolve(option('out', join(ROOT, 'bench/results/shipped-size')));
+const work = resolve(option('work', '/tmp/layerquant-shipped-size'));
+const methods = option('methods', 'mxq,sensiboost,measured').split(',').filter(Boolean);
+const blocks = option('blocks', undefined);
+if (argv.includes('--fresh')) rmSync(work, { recursive: true, force: true });
+mkdirSync(work, { recursive: true });
+
+const log = (text) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${text}\n`);
+const MiB = (bytes) => bytes / MIB;
+
+// ---- exports through the CLI -----------------------------------------------------------------------------------
+/** Runs the CLI with --json; a typed error (exit 1, one `layerquant: error:` line) comes back as { error }. */
+function layerquant(args) {
+  try {
+    const stdout = execFileSync(process.execPath, [CLI, ...args, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * MIB });
+    return { json: JSON.parse(stdout.trim().split('\n').pop()) };
+  } catch (error) {
+    const stderr = String(error.stderr ?? '');
+    const line = stderr.split('\n').find((l) => l.startsWith('layerquant: error:'));
+    if (error.status === 1 && line) return { error: line.slice('layerquant: error: '.length) };
+    throw new Error(`layerquant ${args.join(' ')} failed (exit ${error.status}):\n${stderr}`);
+  }
+}
+
+/** Every byte under <dir>/onnx (graph and external data; tokenizer and config files are not shipped bytes). */
+function onnxBytes(dir) {
+  const onnx = join(dir, 'onnx');
+  return readdirSync(onnx).reduce((sum, name) => sum + statSync(join(onnx, name)).size, 0);
+}
+
+/** The directory an export lives in: made by `args` (with --out) unless a finished one is already there. */
+function exported(name, args) {
+  const dir = join(work, name);
+  const record = join(dir, 'bench-quantize.json');
+  // A typed refusal is kept too (beside the statistics a refused allocation may have cached): a resumed run reuses both.
+  const refused = join(dir, 'bench-error.json');
+  if (existsSync(record)) return { dir, quantize: JSON.parse(readFileSync(record, 'utf8')) };
+  if (existsSync(refused)) return { dir, error: JSON.parse(readFileSync(refused, 'utf8')).error };
+  rmSync(dir, { recursive: true, force: true });
+  log(`${name}: layerquant ${args.join(' ')}`);
+  const result = layerquant([...args, '--out', dir]);
+  if (result.error) {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(refused, JSON.stringify({ error: result.error }));
+    return { dir, error: result.error };
+  }
+  writeFileSync(record, JSON.stringify(result.json));
+  return { dir, quantize: result.json };
+}
+
+/** The cached statistics a finished allocation left in <dir>/stats (one hashed folder holding settings.json). */
+function statsOf(dir) {
+  const root = join(dir, 'stats');
+  if (!existsSync(root)) return undefined;
+  const found = readdirSync(root).map((d) => join(root, d)).filter((d) => existsSync(join(d, 'settings.json')));
+  return found.length === 1 ? found[0] : undefined;
+}
+
+// ---- evaluation (once per export, on the same windows) ----------------------------------------------------------
+const windowKey = `${basename(textPath)}@${SEQLEN}:${windows ?? 'all'}`;
+
+async function evaluate(dir) {
+  const record = join(dir, 'bench-eval.json');
+  if (existsSync(record)) {
+    const saved = JSON.parse(readFileSync(record, 'utf8'));
+    if (saved.key === windowKey) return saved;
+  }
+  const started = performance.now();
+  const { text, tokenizer, opened } = await openForEvaluation(dir, textPath, { seqlen: SEQLEN, allowLongContext: false, quantizers: builtinRegistries().quantizers });
+  try {
+    const ids = tokenizer.encode(text);
+    const result = await perplexity(opened.model, ids, { seqlen: SEQLEN, ...(windows === undefined ? {} : { maxTokens: windows * SEQLEN }) });
+    const sizes = await directorySizes(dir);
+    const saved = {
+      key: windowKey,
+      perplexity: result.ppl,
+      windows: result.windows,
+      tokens: result.tokens,
+      windowNll: result.windowNll,
+      windowWeights: result.windowWeights,
+      reportedParams: sizes.params,
+      reportedShippedMiB: sizes.sizes.shipped?.MiB ?? null,
+      reportedBitsPerWeight: sizes.sizes.shipped?.bitsPerWeight ?? null,
+      seconds: (performance.now() - started) / 1000,
+    };
+    writeFileSync(`${record}.tmp`, JSON.stringify(saved));
+    renameSync(`${record}.tmp`, record);
+    return saved;
+  } finally {
+    await opened.dispose();
+  }
+}
+
+// ---- the plan ----------------------------------------------------------------------------------------------------
+const uptimeBefore = execFileSync('uptime', { encoding: 'utf8' }).trim();
+const startedAt = new Date();
+log(`model ${modelDir}, text ${textPath}, ${windows ?? 'all'} windows of ${SEQLEN}; work ${work}; ${uptimeBefore}`);
+
+// The format's native ladder for HQQ (the same plan `quantize --format onnx` makes): the uniform configs and the stops.
+const opened = await openModel(modelDir);
+await opened.checkpoint.close();
+const plan = formatPlan(onnxCostModel(opened.config, opened.layout, {}), hqqQuantizer);
+const stops = ladderStops(plan.stops);
+
+/** Every export of the run: { name, kind, label, dir, quantize | error, target? }. */
+const entries = [];
+const model = [modelDir];
+
+entries.push({ name: 'float', kind: 'float', label: 'float (fp32 graph)', ...exported('float', ['export', ...model, '--format', 'onnx']) });
+for (const config of plan.configs) {
+  const name = configName(config);
+  entries.push({ name: `hqq-${name}`, kind: 'uniform', label: `HQQ ${name}`, ...exported(`hqq-${name}`, ['quantize', ...model, '--method', 'hqq', '--config', name, '--format', 'onnx']) });
+}
+entries.push({ name: 'hqq-b4g64-int-f32', kind: 'uniform', label: 'HQQ b4g64-int, f32 scales', ...exported('hqq-b4g64-int-f32', ['quantize', ...model, '--method', 'hqq', '--config', 'b4g64-int', '--scale-dtype', 'f32', '--format', 'onnx']) });
+// transformers.js' scripts/quantize.py recipes: q4 = symmetric RTN block 32, fp32 scales; q4f16 the same in an fp16
+// graph (fp16 activations, embeddings and scales: MatMulNBits takes scales of the activation type).
+entries.push({ name: 'q4', kind: 'uniform', label: 'transformers.js q4 (RTN b4g32-sym, f32 scales)', ...exported('q4', ['quantize', ...model, '--method', 'rtn', '--config', 'b4g32-sym', '--scale-dtype', 'f32', '--format', 'onnx']) });
+entries.push({ name: 'q4f16', kind: 'uniform', label: 'transformers.js q4f16 (RTN b4g32-sym, f16 graph)', ...exported('q4f16', ['quantize', ...model, '--method', 'rtn', '--config', 'b4g32-sym', '--activations', 'f16', '--format', 'onnx']) });
+
+const q4 = entries.find((e) => e.name === 'q4');
+if (q4.error) throw new Error(`the q4 anchor failed: ${q4.error}`);
+const q4Bytes = onnxBytes(q4.dir);
+
+// Knapsack targets: 6 sizes from 2.5 to 8.5 bits per linear weight of the file, then the goal sizes (q4's file, two
+// thirds of it, and llama.cpp's Q4_K_M file on the shipped model) in MiB.
+const bpwTargets = Array.from({ length: 6 }, (_, i) => Number((2.5 + (i * 6) / 5).toFixed(4)));
+// (rounded down, so that a file at most the target is at most that size)
+const floor4 = (x) => Math.floor(x * 1e4) / 1e4;
+const sizeTargets = [
+  { mib: floor4(MiB(q4Bytes)), why: 'q4' },
+  { mib: floor4((2 / 3) * MiB(q4Bytes)), why: '2/3 q4' },
+  ...(isShippedModel ? [{ mib: floor4(MiB(LLAMA_CPP_Q4_K_M.bytes)), why: 'llama.cpp Q4_K_M' }] : []),
+];
+const statsArgs = (stats) => [...(stats ? ['--stats', stats] : []), ...(blocks && !stats ? ['--blocks', blocks] : [])];
+const notes = [];
+
+for (const method of methods) {
+  // The statistics the method's first allocation cached (kept on a resumed run), reused by the others.
+  let stats = readdirSync(work).filter((d) => d.startsWith(`${method}-`)).map((d) => statsOf(join(work, d))).find(Boolean);
+  const allocate = (name, label, targetArgs, target) => {
+    let made = exported(name, ['quantize', ...model, '--method', method, ...targetArgs, ...statsArgs(stats), '--format', 'onnx']);
+    stats ??= statsOf(made.dir);
+    // Below the smallest file the ladder can make: the typed error names that size; measure there instead.
+    const smallest = made.error && /smallest feasible budget is ([\d.]+)/.exec(made.error);
+    if (smallest) {
+      notes.push(`${method} at ${targetArgs.join(' ')}: "${made.error}" Measured at ${smallest[1]} instead.`);
+      const value = smallest[1];
+      const retryArgs = [targetArgs[0], value];
+      made = exported(`${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`, ['quantize', ...model, '--method', method, ...retryArgs, ...statsArgs(stats), '--format', 'onnx']);
+      stats ??= statsOf(made.dir);
+      return { name: `${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`, kind: 'allocated', method, label: `${label} (smallest: ${value})`, target: { ...target, value: Number(value) }, ...made };
+    }
+    return { name, kind: 'allocated', method, label, target, ...made };
+  };
+  if (builtinRegistries().allocators.get(method).budget === 'any') {
+    for (const bpw of bpwTargets) entries.push(allocate(`${method}-bpw-${bpw}`, `${method} --target-bpw ${bpw}`, ['--target-bpw', String(bpw)], { unit: 'bpw', value: bpw }));
+    for (const { mib, why } of sizeTargets) entries.push(allocate(`${method}-mib-${mib}`, `${method} --target-size ${mib} (${why})`, ['--target-size', String(mib)], { unit: 'MiB', value: mib, why }));
+  } else {
+    // A stop allocator (SensiBoost): its base is a native stop of the format, the boost the next ones; --budget names
+    // the stop in the paper's accounting and the file is what it is.
+    for (const stop of stops) entries.push(allocate(`${method}-budget-${stop.budget}`, `${method} --budget ${stop.budget} (${configName(stop.config)})`, ['--budget', String(stop.budget)], { unit: 'stop', value: stop.budget }));
+  }
+}
+
+const failed = entries.filter((e) => e.error);
+for (const e of failed) notes.push(`${e.name}: not made: ${e.error}`);
+
+// ---- evaluate every export ------------------------------------------------------------------------------------
+const rows = [];
+for (const [i, e] of entries.filter((x) => !x.error).entries()) {
+  log(`eval ${i + 1}/${entries.length - failed.length}: ${e.name}`);
+  const ev = await evaluate(e.dir);
+  const bytes = onnxBytes(e.dir);
+  const shipped = e.quantize?.sizes?.shipped;
+  const allocation = e.quantize?.allocation ?? {};
+  rows.push({
+    name: e.name,
+    kind: e.kind,
+    method: e.method ?? null,
+    label: e.label,
+    target: e.target ?? null,
+    dir: e.dir,
+    shippedBytes: bytes,
+    shippedMiB: MiB(bytes),
+    // Against the decoder's linear matrices (the format plan's count, what --target-bpw divides by), for every row.
+    bitsPerLinearWeight: (8 * bytes) / plan.linearParams,
+    predictedMiB: shipped?.predictedMiB ?? null,
+    targetMiB: shipped?.targetMiB ?? null,
+    reportedShippedMiB: ev.reportedShippedMiB,
+    reportedParams: ev.reportedParams,
+    reportedBitsPerWeight: ev.reportedBitsPerWeight,
+    configs: e.quantize?.configs ?? (e.quantize?.config ? { [e.quantize.config]: e.quantize.quantizedMatrices } : null),
+    embedTokens: 'embed_tokens' in allocation ? allocation.embed_tokens : null,
+    lmHead: 'lm_head' in allocation ? allocation.lm_head : null,
+    perplexity: ev.perplexity,
+    windows: ev.windows,
+    tokens: ev.tokens,
+    evalSeconds: ev.seconds,
+    _nll: { nll: ev.windowNll, weights: ev.windowWeights },
+  });
+}
+rows.sort((a, b) => a.shippedBytes - b.shippedBytes);
+
+const float = rows.find((r) => r.kind === 'float');
+const uniforms = rows.filter((r) => r.kind === 'uniform');
+const allocated = rows.filter((r) => r.kind === 'allocated');
+const interval = (a, b) => {
+  const p = pairedBootstrap(a._nll, b._nll);
+  return { difference: p.difference, low: p.low, high: p.high, verdict: verdict(p) };
+};
+/** The uniform export with the lowest perplexity among those of at least `bytes`. */
+const bestUniformAtLeast = (bytes) => uniforms.filter((u) => u.shippedBytes >= bytes).sort((a, b) => a.perplexity - b.perplexity)[0];
+/** The allocation with the lowest perplexity among those of at most `bytes`. */
+const bestAllocationAtMost = (bytes) => allocated.filter((a) => a.shippedBytes <= bytes).sort((a, b) => a.perplexity - b.perplexity)[0];
+
+for (const r of rows) {
+  r.versusFloat = r === float ? null : interval(r, float);
+  if (r.kind !== 'allocated') continue;
+  const ref = bestUniformAtLeast(r.shippedBytes);
+  r.reference = ref ? ref.name : null;
+  r.versusReference = ref ? interval(r, ref) : null;
+}
+
+// Checks of the file against the cost model (issue 29: prediction within 0.5%, at most the target, within 1% of it).
+for (const r of allocated) {
+  if (r.predictedMiB !== null && Math.abs(r.predictedMiB - r.shippedMiB) > 0.005 * r.shippedMiB) notes.push(`${r.name}: predicted ${r.predictedMiB.toFixed(4)} MiB, on disk ${r.shippedMiB.toFixed(4)} MiB (more than 0.5% apart)`);
+  if (r.targetMiB !== null && (r.shippedMiB > r.targetMiB + 1e-9 || r.shippedMiB < 0.99 * r.targetMiB)) notes.push(`${r.name}: ${r.shippedMiB.toFixed(4)} MiB on disk for a target of ${r.targetMiB.toFixed(4)} MiB (outside [99%, 100%])`);
+}
+for (const r of rows) {
+  if (r.reportedShippedMiB !== null && Math.abs(r.reportedShippedMiB - r.shippedMiB) > 1e-9) notes.push(`${r.name}: inspect/compare (directorySizes) report ${r.reportedShippedMiB} MiB, the files under onnx/ hold ${r.shippedMiB} MiB`);
+  if (r.kind !== 'float' && r.reportedParams !== plan.linearParams) notes.push(`${r.name}: inspect/compare (directorySizes) count ${r.reportedParams.toLocaleString('en-US')} linear weights (${r.reportedBitsPerWeight?.toFixed(3)} bits per linear weight), the format plan and --target-bpw ${plan.linearParams.toLocaleString('en-US')} (${r.bitsPerLinearWeight.toFixed(3)})`);
+}
+
+// ---- goal figures ----------------------------------------------------------------------------------------------
+const q4Row = rows.find((r) => r.name === 'q4');
+const goals = [];
+const fmtInterval = (v) => (v ? `${v.difference >= 0 ? '+' : ''}${v.difference.toFixed(3)} [${v.low.toFixed(3)}, ${v.high.toFixed(3)}]${v.verdict === 'tie' ? '' : ` ${v.verdict}`}` : '-');
+{
+  // 1. The best allocation below every uniform export: for each uniform export, the best allocation of at most its size.
+  const dominated = uniforms.map((u) => {
+    const a = bestAllocationAtMost(u.shippedBytes);
+    return { uniform: u.name, uniformMiB: u.shippedMiB, allocation: a?.name ?? null, allocationMiB: a?.shippedMiB ?? null, versus: a ? interval(a, u) : null };
+  });
+  const wins = dominated.filter((d) => d.versus?.verdict === 'better').length;
+  const ties = dominated.filter((d) => d.versus?.verdict === 'tie').length;
+  const losses = dominated.filter((d) => d.versus?.verdict === 'worse').length;
+  const perSize = allocated.map((a) => a.versusReference?.verdict ?? 'no uniform as large');
+  goals.push({
+    goal: 'best allocation below every uniform export (each uniform export against the best allocation of at most its size)',
+    met: wins === uniforms.length,
+    text: `${wins} of ${uniforms.length} uniform exports beaten with the interval excluding 0, ${ties} ties, ${losses} losses; allocated exports against the best uniform export of equal or larger size: ${perSize.filter((v) => v === 'better').length} better, ${perSize.filter((v) => v === 'tie').length} ties, ${perSize.filter((v) => v === 'worse').length} worse, ${perSize.filter((v) => v === 'no uniform as large').length} larger than every uniform export`,
+    rows: dominated,
+  });
+  // 2. At q4's file size: the best allocation's increase over float at most half of q4's.
+  const atQ4 = bestAllocationAtMost(q4Row.shippedBytes);
+  if (atQ4) {
+    const mine = atQ4.versusFloat;
+    const theirs = q4Row.versusFloat;
+    goals.push({
+      goal: "at the file size of transformers.js' q4: the best allocation's perplexity increase over float at most half of q4's",
+      met: mine.difference <= theirs.difference / 2,
+      text: `q4 ${q4Row.shippedMiB.toFixed(2)} MiB: +${theirs.difference.toFixed(3)} over float; best allocation of at most that size, ${atQ4.name} (${atQ4.shippedMiB.toFixed(2)} MiB): ${fmtInterval(mine)} over float, ${(mine.difference / theirs.difference).toFixed(3)} of q4's (goal <= 0.5); against q4 ${fmtInterval(interval(atQ4, q4Row))}`,
+      allocation: atQ4.name,
+      ratio: mine.difference / theirs.difference,
+    });
+  }
+  // 3. At two thirds of q4's size: no worse than q4.
+  const atTwoThirds = bestAllocationAtMost((2 / 3) * q4Row.shippedBytes);
+  if (atTwoThirds) {
+    const v = interval(atTwoThirds, q4Row);
+    goals.push({
+      goal: 'at two thirds of q4\'s file size: no worse than q4',
+      met: v.difference <= 0,
+      text: `best allocation of at most ${((2 / 3) * q4Row.shippedMiB).toFixed(2)} MiB, ${atTwoThirds.name} (${atTwoThirds.shippedMiB.toFixed(2)} MiB, ${atTwoThirds.perplexity.toFixed(3)}) against q4 (${q4Row.perplexity.toFixed(3)}): ${fmtInterval(v)}`,
+      allocation: atTwoThirds.name,
+      versus: v,
+    });
+  }
+  // 4. On the shipped model with the llama.cpp protocol (first 32 windows): at Q4_K_M's size, no worse than its perplexity.
+  if (isShippedModel && windows === 32 && basename(textPath) === 'brown-test.txt') {
+    const atGguf = bestAllocationAtMost(LLAMA_CPP_Q4_K_M.bytes);
+    if (atGguf) {
+      goals.push({
+        goal: "on the shipped model at the size of llama.cpp's Q4_K_M file (17.42 MB): perplexity no worse than that file's in llama.cpp (90.377; float 89.970)",
+        met: atGguf.perplexity <= LLAMA_CPP_Q4_K_M.perplexity,
+        text: `${atGguf.name} (${atGguf.shippedMiB.toFixed(2)} MiB = ${(atGguf.shippedBytes / 1e6).toFixed(2)} MB): ${atGguf.perplexity.toFixed(3)} (float here ${float.perplexity.toFixed(3)}, +${atGguf.versusFloat.difference.toFixed(3)}) against Q4_K_M 17.42 MB: ${LLAMA_CPP_Q4_K_M.perplexity} (+${(LLAMA_CPP_Q4_K_M.perplexity - LLAMA_CPP_Q4_K_M.float).toFixed(3)})`,
+        allocation: atGguf.name,
+      });
+    }
+  }
+}
+
+// ---- report ------------------------------------------------------------------------------------------------------
+const uptimeAfter = execFileSync('uptime', { encoding: 'utf8' }).trim();
+const cell = (n, d) => (n === null || n === undefined ? '-' : n.toFixed(d));
+const mix = (r) => {
+  if (!r.configs) return '-';
+  const byBits = {};
+  for (const [c, n] of Object.entries(r.configs)) {
+    const bits = /^b(\d+)/.exec(c)?.[1] ?? c;
+    byBits[bits] = (byBits[bits] ?? 0) + n;
+  }
+  const linear = Object.entries(byBits).map(([b, n]) => `${b}b:${n}`).join(' ');
+  const emb = r.embedTokens !== null || r.lmHead !== null ? `; embed ${r.embedTokens ?? 'float'}, lm_head ${r.lmHead ?? 'float'}` : '';
+  return `${linear}${emb}`;
+};
+const lines = [];
+lines.push(`Perplexity on ${basename(textPath)}@${SEQLEN}, ${rows[0]?.windows} windows (${rows[0]?.tokens} tokens), the same for every export; model ${isShippedModel ? 'packages/fixtures/models/llama-brown-26m' : modelDir}.`);
+lines.push('Shipped MiB = every byte under <dir>/onnx (MiB = 2^20 bytes); bits/w = those bits over the linear matrices\' weights. Δ: 95% paired bootstrap over the windows (2000 resamples, seed 42); "better"/"worse" only where the interval excludes 0. Reference: the uniform export with the lowest perplexity among those of equal or larger file. Mix: matrices per bit width (embeddings and lm_head count as matrices where quantized).');
+lines.push('');
+lines.push('| export | kind | shipped MiB | bits/w file | perplexity | Δ vs float [95% CI] | reference uniform | Δ vs reference [95% CI] | mix |');
+lines.push('| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |');
+for (const r of rows) {
+  lines.push(`| ${r.label} | ${r.kind} | ${cell(r.shippedMiB, 2)} | ${cell(r.bitsPerLinearWeight, 3)} | ${cell(r.perplexity, 3)} | ${r.versusFloat ? fmtInterval(r.versusFloat) : 'baseline'} | ${r.kind === 'allocated' ? (r.reference ?? 'none as large') : ''} | ${r.kind === 'allocated' ? fmtInterval(r.versusReference) : ''} | ${r.kind === 'float' ? '' : mix(r)} |`);
+}
+lines.push('');
+lines.push('Goals (issue 29):');
+lines.push('');
+for (const g of goals) lines.push(`- ${g.met ? 'MET' : 'NOT MET'}: ${g.goal}. ${g.text}`);
+const domination = goals[0]?.rows ?? [];
+if (domination.length) {
+  lines.push('');
+  lines.push('Each uniform export against the best allocation of at most its size:');
+  lines.push('');
+  lines.push('| uniform export | MiB | best allocation of at most that size | MiB | Δ allocation - uniform [95% CI] |');
+  lines.push('| --- | ---: | --- | ---: | ---: |');
+  for (const d of domination) lines.push(`| ${d.uniform} | ${d.uniformMiB.toFixed(2)} | ${d.allocation ?? 'none'} | ${cell(d.allocationMiB, 2)} | ${fmtInterval(d.versus)} |`);
+}
+if (notes.length) {
+  lines.push('');
+  lines.push('Notes:');
+  lines.push('');
+  for (const n of notes) lines.push(`- ${n}`);
+}
+lines.push('');
+lines.push(`Run ${startedAt.toISOString()} - ${new Date().toISOString()}; load before: ${uptimeBefore}; after: ${uptimeAfter}.`);
+const markdown = `${lines.join('\n')}\n`;
+console.log(markdown);
+
+mkdirSync(dirname(outBase), { recursive: true });
+const json = {
+  model: isShippedModel ? 'packages/fixtures/models/llama-brown-26m' : modelDir,
+  text: basename(textPath),
+  seqlen: SEQLEN,
+  windows: rows[0]?.windows,
+  tokens: rows[0]?.tokens,
+  started: startedAt.toISOString(),
+  finished: new Date().toISOString(),
+  uptimeBefore,
+  uptimeAfter,
+  loadavgAfter: loadavg(),
+  rows: rows.map(({ _nll, dir, ...r }) => ({ ...r, dir: basename(dir) })),
+  goals,
+  notes,
+};
+for (const [file, text] of [[`${outBase}.md`, markdown], [`${outBase}.json`, `${JSON.stringify(json, null, 2)}\n`]]) {
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+}
+log(`wrote ${outBase}.md and ${outBase}.json`);
