@@ -116,10 +116,14 @@ export function splitPluginArgs(argv: readonly string[]): { plugins: string[]; a
  * an absent --out is for requireString to name): a second quantize or export must not silently replace a model.
  * With --force the writer replaces the model's own files and keeps the others.
  */
-export function checkOverwrite(outDir: string | undefined, force: boolean): void {
+export function checkOverwrite(outDir: string | undefined, force: boolean, options: { readonly file?: boolean } = {}): void {
   if (outDir === undefined || force || !existsSync(outDir)) return;
-  // A single-file output (a .gguf) that exists is replaced only with --force, as a directory's model is.
-  if (!statSync(outDir).isDirectory()) throw new InvalidOptionError('--out', `${resolve(outDir)} exists; pass --force to replace it, or choose another --out`);
+  // A single-file output (a .gguf) that exists is replaced only with --force, as a directory's model is; a file where
+  // a directory is written is left to the output directory's own typed error.
+  if (!statSync(outDir).isDirectory()) {
+    if (options.file) throw new InvalidOptionError('--out', `${resolve(outDir)} exists; pass --force to replace it, or choose another --out`);
+    return;
+  }
   // layerquant's own lock and journal files, and the statistics cache a run keeps in <out>/stats (also after it
   // failed, e.g. on a target below the smallest file), are not a model to protect.
   const entries = readdirSync(outDir).filter((name) => !name.startsWith('.layerquant') && name !== 'stats');

@@ -149,6 +149,7 @@ export const compareCommand: Command = {
       ],
       rows,
     ));
-    stdout(`${wrapAtSpaces(`sizes: shipped = every byte of the file a user ships (ONNX: onnx/*, embeddings and lm_head included; bits per linear weight); disk and paper = the linear matrices; evaluation time: ${results.map((r, i) => `model ${i + 1} ${formatSeconds(r.seconds)}`).join(', ')}`, terminalColumns(), 2)}\n`);
+    stdout(`${wrapAtSpaces('sizes: shipped = every byte of the file a user ships (ONNX: onnx/*, embeddings and lm_head included), bits per linear weight; disk and paper = the linear matrices', terminalColumns(), 2)}\n`);
+    stdout(`${wrapAtSpaces(`evaluation time: ${results.map((r, i) => `model ${i + 1} ${formatSeconds(r.seconds)}`).join(', ')}`, terminalColumns(), 2)}\n`);
   },
 };

@@ -30,7 +30,7 @@ export const exportCommand: Command = {
   ].join('\n'),
   async run({ argv, stdout, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, { out: { type: 'string' }, force: { type: 'boolean' }, ...EXPORT_OPTION_SPEC });
-    checkOverwrite(stringOption(values, 'out'), values.force === true);
+    checkOverwrite(stringOption(values, 'out'), values.force === true, { file: stringOption(values, 'format') === 'gguf' });
     const modelDir = resolveModelPath(requireString(positionals[0], 'quantized-dir', 'layerquant export <quantized-dir> --format onnx --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('quantized-dir', `one directory expected, got ${positionals.length}`);
     const out = requireString(stringOption(values, 'out'), '--out', 'where to write the ONNX directory or the .gguf file, e.g. --out ./model-onnx');

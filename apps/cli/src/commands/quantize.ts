@@ -144,8 +144,8 @@ export const quantizeCommand: Command = {
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant quantize <model-dir> --config b4g64 --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const target = absolutePath(requireString(stringOption(values, 'out'), '--out', 'where to write the quantized model, e.g. --out ./model-b4g64'));
-    checkOverwrite(target, values.force === true);
     const request = parseExportOptions(values, true);
+    checkOverwrite(target, values.force === true, { file: request?.format === 'gguf' });
     // A .gguf file is one file: an existing one is replaced only with --force, as a quantized directory is.
     const fileTarget = parseFileTarget(values);
     if (fileTarget && request?.format !== 'onnx') {
