@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { InvalidDataError, InvalidOptionError } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, LINEAR_MODULES } from '@layerquant/core';
 import { llama2PaperDir, llama405bPaperDir, shippedOraclesDir } from '@layerquant/fixtures';
 import { describe, expect, it } from 'vitest';
 import {
@@ -112,5 +112,16 @@ describe('kurtosis tables', () => {
   it('are required for KurtBoost', () => {
     const header = 'layer,module,nbit1,gsize1,nbit2,gsize2,fnorm,memmb,params';
     expect(() => kurtosisByModule({ fnorm: parseFnormCsv(`${header}\n0,self_attn.q_proj,4,64,8,128,1,1,16`) }, 1)).toThrow(/no kurtosis/);
+  });
+});
+
+describe('matricesOf a plug-in table', () => {
+  it('lists the units of a metric plug-in table whose rows name them with their sizes, when no built-in table does', () => {
+    const rows = [0, 1].flatMap((layer) => LINEAR_MODULES.map((module, i) => ({ layer, module, params: 100 + i, crest: layer + i })));
+    const units = matricesOf({ crest: { rows }, source: 'crest.csv' });
+    expect(units.map((u) => u.key)).toEqual(rows.map((r) => `${r.layer}.${r.module}`));
+    expect(units.map((u) => u.params)).toEqual(rows.map((r) => r.params));
+    // A table whose rows are not units (no params) names nothing: the error says what is missing.
+    expect(() => matricesOf({ other: { rows: [{ layer: 0, module: 'x' }] }, source: 'other.csv' })).toThrow(/no fnorm or kurtosis table/);
   });
 });

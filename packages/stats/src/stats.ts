@@ -344,6 +344,21 @@ export function sortUnits<T extends { readonly layer: number; readonly module: U
 }
 
 /**
+ * The rows of the first metric plug-in table (in name order) whose rows name units with their sizes (`layer`,
+ * `module`, `params`): a plug-in's per-matrix table identifies the matrices as a built-in one does.
+ */
+function pluginUnitRows(stats: ModelStats): readonly { layer: number; module: UnitModule; params: number }[] | undefined {
+  for (const name of Object.keys(stats).sort()) {
+    if ((BUILTIN_TABLES as readonly string[]).includes(name) || RESERVED_TABLE_NAMES.includes(name)) continue;
+    const rows = (stats[name] as { rows?: unknown } | undefined)?.rows;
+    if (!Array.isArray(rows) || rows.length === 0) continue;
+    const unitRows = rows.every((r) => r !== null && typeof r === 'object' && Number.isInteger((r as { layer?: unknown }).layer) && isUnitModule(String((r as { module?: unknown }).module)) && Number.isInteger((r as { params?: unknown }).params));
+    if (unitRows) return rows as { layer: number; module: UnitModule; params: number }[];
+  }
+  return undefined;
+}
+
+/**
  * The units of the model in model order (sortUnits), from the fnorm table or else the measured, kld or kurtosis table
  * or the matrix list. Every linear module must cover the same layers 0..L-1; the embedding units are there when the
  * table measured them.
@@ -351,7 +366,8 @@ export function sortUnits<T extends { readonly layer: number; readonly module: U
 export function matricesOf(stats: ModelStats): MatrixInfo[] {
   const source = stats.source ?? 'statistics';
   const byKey = new Map<string, MatrixInfo>();
-  const rows: readonly { layer: number; module: UnitModule; params: number }[] | undefined = stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kld?.rows ?? stats.kurtosis?.rows ?? stats.matrices;
+  const rows: readonly { layer: number; module: UnitModule; params: number }[] | undefined =
+    stats.fnorm?.rows ?? stats.measured?.rows ?? stats.kld?.rows ?? stats.kurtosis?.rows ?? stats.matrices ?? pluginUnitRows(stats);
   if (!rows) throw new InvalidDataError(source, 'no fnorm or kurtosis table: allocators need the list of matrices and their sizes (fnorm.csv)');
   for (const r of rows) {
     const key = matrixKey(r.layer, r.module);
