@@ -40,4 +40,4 @@ export {
   type LogitsModel,
   type ScoredLogits,
 } from './kld-evaluation.js';
-export { pairedBootstrap, verdict, type BootstrapOptions, type PairedInterval } from './paired-bootstrap.js';
+export { pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type PairedInterval } from './paired-bootstrap.js';

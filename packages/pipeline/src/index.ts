@@ -10,3 +10,4 @@ export * from './evaluation-model.js';
 export * from './model-sizes.js';
 export * from './model-path.js';
 export * from './shipped-format.js';
+export * from './kld.js';

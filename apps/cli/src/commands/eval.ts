@@ -1,11 +1,12 @@
 import { InvalidOptionError } from '@layerquant/core';
 import { datasets } from '@layerquant/datasets';
-import { PERPLEXITY_PROTOCOLS, perplexity, resolveTextPath, windowPlan, type PerplexityProtocol } from '@layerquant/perplexity';
+import { PERPLEXITY_PROTOCOLS, hasLogits, klDivergence, perplexity, resolveTextPath, windowPlan, type KlDivergenceResult, type PerplexityProtocol } from '@layerquant/perplexity';
 import { parseCommandArgs, parseIntegerOption, parseMemoryOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { EVALUATION_KINDS, builtinRegistries, openForEvaluation, resolveModelPath } from '@layerquant/pipeline';
 import { createCostReporter, createProgress, createSpinner, formatBytes, formatSeconds } from '../progress.js';
 import { absolutePath, formatRows, jsonLine } from '../output.js';
+import { KLD_OPTIONS, KLD_USAGE, kldRows, openKldBase, parseKldFlags } from '../flags/kld-flags.js';
 
 export const evalCommand: Command = {
   name: 'eval',
@@ -36,7 +37,9 @@ export const evalCommand: Command = {
     '                         (default: 80% of the free memory)',
     '  --allow-long-context   run a --seqlen above the model\'s max_position_embeddings (refused otherwise: rotary',
     '                         positions it was never trained on give a different, worse perplexity)',
-    '  --json                 one JSON object (docs/json-schema.md): perplexity, tokens, seconds, nll, windows, ...',
+    ...KLD_USAGE,
+    '  --json                 one JSON object (docs/json-schema.md): perplexity, tokens, seconds, nll, windows, ...;',
+    '                         with --kld-base also kld: every statistic, the base file and whether it was computed now',
   ].join('\n'),
   async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
@@ -49,7 +52,9 @@ export const evalCommand: Command = {
       threads: { type: 'string' },
       'max-memory': { type: 'string' },
       'allow-long-context': { type: 'boolean' },
+      ...KLD_OPTIONS,
     });
+    const kldFlags = parseKldFlags(values);
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}; to evaluate several on the same windows, use \`layerquant compare ${positionals.join(' ')} ...\``);
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant eval <model-dir> --dataset brown-test'));
     const protocol = (stringOption(values, 'protocol') ?? 'windows') as PerplexityProtocol;
@@ -89,15 +94,32 @@ export const evalCommand: Command = {
       const plan = windowPlan(Math.min(ids.length, maxTokens ?? ids.length), protocol === 'windows' ? { seqlen } : { protocol, maxLength: seqlen, stride });
       const memory = opened.weightBytes > 0 ? `, ${formatBytes(opened.weightBytes)} of weights` : '';
       cost.plan(`${plan.windows.length} windows of up to ${seqlen} tokens, ${config.numLayers} layers; ${EVALUATION_KINDS[kind]}${memory}`);
-      const result = await perplexity(model, ids, {
+      const windowOptions = {
         protocol,
         ...(protocol === 'windows' ? { seqlen } : { maxLength: seqlen, stride }),
         ...(maxTokens === undefined ? {} : { maxTokens }),
-        onProgress: (done, total, unit) => {
-          cost.unit(done, total, unit);
-          progress.update(done, total, unit);
-        },
-      });
+      };
+      const onProgress = (done: number, total: number, unit: 'windows' | 'layers') => {
+        cost.unit(done, total, unit);
+        progress.update(done, total, unit);
+      };
+      let kld: (KlDivergenceResult & { base: Awaited<ReturnType<typeof openKldBase>> }) | undefined;
+      let result: Awaited<ReturnType<typeof perplexity>>;
+      if (kldFlags) {
+        if (!hasLogits(model)) throw new InvalidOptionError('--kld-base', `${modelDir} is evaluated as ${EVALUATION_KINDS[kind]}, which gives no logits to compare`);
+        const note = (line: string) => {
+          if (!values.json) stderr(`eval: ${line}\n`);
+        };
+        const base = await openKldBase(kldFlags, ids, windowOptions, { ...(threads === undefined ? {} : { threads }), ...(maxMemoryBytes === undefined ? {} : { maxMemoryBytes }) }, note);
+        try {
+          kld = { ...(await klDivergence(model, base.base, ids, { ...windowOptions, onProgress })), base };
+        } finally {
+          await base.base.close();
+        }
+        result = kld.perplexity;
+      } else {
+        result = await perplexity(model, ids, { ...windowOptions, onProgress });
+      }
       progress.done();
       if (values.json) {
         stdout(jsonLine('eval', {
@@ -115,6 +137,14 @@ export const evalCommand: Command = {
           onnx: onnxFile ?? null,
           model: modelDir,
           text: absolutePath(textPath),
+          ...(kld
+            ? {
+                kld: {
+                  ...kld.statistics,
+                  base: { model: kldFlags!.floatModelDir, file: kld.base.base.path, bytes: kld.base.base.bytes, computed: kld.base.computed, seconds: kld.base.seconds },
+                },
+              }
+            : {}),
         }));
         return;
       }
@@ -126,6 +156,7 @@ export const evalCommand: Command = {
         ['perplexity', result.ppl.toFixed(4)],
         ['time', `${formatSeconds(result.seconds)} (${Math.round(result.tokens / result.seconds).toLocaleString('en-US')} tokens/s)`],
       ];
+      if (kld) rows.push(['KLD against', `${kldFlags!.floatModelDir} on the same ${kld.statistics.tokens.toLocaleString('en-US')} scored tokens`], ...kldRows(kld.statistics));
       stdout(formatRows(rows));
     } finally {
       await opened.dispose();
