@@ -1,6 +1,6 @@
 import { allocateMethod, describeMethodOptions, extraMemoryPercent, uniformBaseline, type AllocatorPlugin, type MethodSpec, type ModelStats } from '@layerquant/allocators';
 import { matrixOfTensorName, matrixTensorName, type Allocation, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
-import { perplexity } from '@layerquant/perplexity';
+import { hasLogits, klDivergence, perplexity, type KldBaseReader } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { openModel, type Checkpoint } from '@layerquant/tensor-io';
@@ -8,7 +8,7 @@ import { openAllocationModel, openEvaluationModel, withQuantizerCalibration, typ
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ExperimentRow } from './report.js';
+import { cellKld, type CellKld, type ExperimentRow } from './report.js';
 
 /**
  * One cell of the experiment grid, computed by one function for both the in-process run and a queue worker:
@@ -48,6 +48,11 @@ export interface CellContext {
   readonly quantizer?: Quantizer;
   /** The calibration text of a calibrated quantizer's layer pass (GPTQ, BAQ); needed by method cells with one. */
   readonly calibration?: QuantizerCalibrationOptions;
+  /**
+   * The unquantized model's logits on the grid's windows (`experiment --kld`): each cell also measures its KL
+   * divergence from them in the same run as its perplexity.
+   */
+  readonly kldBase?: KldBaseReader;
 }
 
 export function cellLabel(cell: CellSpec): string {
@@ -112,16 +117,27 @@ export async function computeCell(
     opened = await openEvaluationModel(session.modelDir, session.evaluation);
   }
   let result: Awaited<ReturnType<typeof perplexity>>;
+  let kld: { statistics: CellKld; windowKld: readonly number[]; windowKldCount: readonly number[] } | undefined;
   try {
-    result = await perplexity(opened.model, context.ids, {
+    const options = {
       seqlen: context.seqlen,
       ...(context.maxTokens === undefined ? {} : { maxTokens: context.maxTokens }),
-      ...(onWindow ? { onProgress: (done, total, unit) => { if (unit === 'windows') onWindow(done, total); } } : {}),
-    });
+      ...(onWindow ? { onProgress: (done: number, total: number, unit: 'windows' | 'layers') => { if (unit === 'windows') onWindow(done, total); } } : {}),
+    };
+    if (context.kldBase) {
+      if (!hasLogits(opened.model)) throw new TypeError(`cell ${cellLabel(cell)}: its model (${opened.kind}) gives no logits for a KL divergence`);
+      // One run gives both: the perplexity is exactly what perplexity() gives the same model.
+      const measured = await klDivergence(opened.model, context.kldBase, context.ids, options);
+      result = measured.perplexity;
+      kld = { statistics: cellKld(measured.statistics), windowKld: measured.windows.kld, windowKldCount: measured.windows.count };
+    } else {
+      result = await perplexity(opened.model, context.ids, options);
+    }
   } finally {
     await opened.dispose();
     if (quantizedDir) await rm(quantizedDir, { recursive: true, force: true });
   }
+  const kldFields = kld ? { kld: kld.statistics, windowKld: kld.windowKld, windowKldCount: kld.windowKldCount } : {};
   let row: ExperimentRow;
   if (!allocation || cell.kind === 'fp') {
     const params = linear.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
@@ -132,6 +148,7 @@ export async function computeCell(
       seconds: (performance.now() - started) / 1000,
       windowNll: result.windowNll,
       windowWeights: result.windowWeights,
+      ...kldFields,
     };
   } else {
     const shapes = new Map(checkpoint.tensors.map((t) => [t.name, t.shape]));
@@ -150,6 +167,7 @@ export async function computeCell(
       seconds: (performance.now() - started) / 1000,
       windowNll: result.windowNll,
       windowWeights: result.windowWeights,
+      ...kldFields,
     };
   }
   return { key: cell.key, row };

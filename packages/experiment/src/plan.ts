@@ -18,6 +18,11 @@ export interface GridSettings {
   readonly configs?: readonly string[];
   /** The cells' quantizer as its settings (@layerquant/pipeline's `quantizerSettings`); absent: HQQ, QUANTIZER_SETTINGS. */
   readonly quantizer?: Readonly<Record<string, unknown>>;
+  /**
+   * Cells also measure their KL divergence from the unquantized model (`experiment --kld`): part of the key only when
+   * set, so a cell says whether it holds KLD, and cells computed before KLD existed keep their keys.
+   */
+  readonly kld?: boolean;
 }
 
 /** A planned cell with the settings its key was made of (kept beside the result, to say why one was not reused). */
@@ -33,7 +38,7 @@ export interface PlannedCell {
  * method's use of it is not known here): a new --seed recomputes, never mixes.
  */
 export function cellSettings(grid: GridSettings, cell: { method: MethodSpec; budget: number } | 'fp', statsKey: string | undefined): Record<string, unknown> {
-  const common = { v: 1, model: grid.model, text: grid.text, seqlen: grid.seqlen, protocol: 'windows', maxTokens: grid.maxTokens };
+  const common = { v: 1, model: grid.model, text: grid.text, seqlen: grid.seqlen, protocol: 'windows', maxTokens: grid.maxTokens, ...(grid.kld ? { kld: 'float-model' } : {}) };
   if (cell === 'fp') return { ...common, method: 'fp' };
   return { ...common, method: { ...cell.method }, budget: cell.budget, seed: grid.seed, quantizer: grid.quantizer ?? QUANTIZER_SETTINGS, stats: statsKey ?? null, ...(grid.configs ? { configs: grid.configs } : {}) };
 }

@@ -1,7 +1,46 @@
 import { formatCsv } from '@layerquant/allocators';
-import { pairedBootstrap, verdict, type BootstrapOptions, type PairedInterval } from '@layerquant/perplexity';
+import { pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type KldStatistics, type PairedInterval } from '@layerquant/perplexity';
 
-export { pairedBootstrap, verdict, type BootstrapOptions, type PairedInterval } from '@layerquant/perplexity';
+export { pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type PairedInterval } from '@layerquant/perplexity';
+
+/** What the tables, win/tie/loss and the headline are read by: perplexity (default) or mean KLD from the float model. */
+export type ReportMetric = 'ppl' | 'kld';
+export const REPORT_METRICS: readonly ReportMetric[] = Object.freeze(['ppl', 'kld']);
+
+/** A cell's KL divergence from the float model on the same windows (llama.cpp's statistics, @layerquant/perplexity's). */
+export interface CellKld {
+  readonly mean: number;
+  readonly error: number;
+  readonly median: number;
+  readonly p99: number;
+  readonly p999: number;
+  readonly max: number;
+  /** Fraction of tokens whose most likely next token is the float model's, with its error. */
+  readonly sameTop: number;
+  readonly sameTopError: number;
+  /** Root mean square of p(target) - p_float(target). */
+  readonly rmsDeltaP: number;
+  /** PPL(cell) / PPL(float) with its error. */
+  readonly pplRatio: number;
+  readonly pplRatioError: number;
+}
+
+/** The statistics a cell keeps of a KL-divergence run. */
+export function cellKld(s: KldStatistics): CellKld {
+  return {
+    mean: s.kld.mean,
+    error: s.kld.error,
+    median: s.kld.median,
+    p99: s.kld.quantiles['0.99']!,
+    p999: s.kld.quantiles['0.999']!,
+    max: s.kld.max,
+    sameTop: s.sameTop.value,
+    sameTopError: s.sameTop.error,
+    rmsDeltaP: s.rmsDeltaP.value,
+    pplRatio: s.pplRatio.value,
+    pplRatioError: s.pplRatio.error,
+  };
+}
 
 /** One evaluated cell of the experiment. */
 export interface ExperimentRow {
@@ -28,6 +67,10 @@ export interface ExperimentRow {
   /** Per evaluation window: weighted NLL and weight (ppl = exp(sum nll / sum weights)), for the paired bootstrap. */
   readonly windowNll?: readonly number[];
   readonly windowWeights?: readonly number[];
+  /** With `experiment --kld`: KL divergence from the float model, and per window its sum and scored tokens. */
+  readonly kld?: CellKld;
+  readonly windowKld?: readonly number[];
+  readonly windowKldCount?: readonly number[];
 }
 
 export const RESULT_COLUMNS = Object.freeze([
@@ -50,10 +93,25 @@ function finiteOrNull(value: number | null): number | null {
 
 /** results.csv through the one CSV writer (@layerquant/stats' formatCsv: Python-repr numbers, empty for no value). */
 export function formatResultsCsv(rows: readonly ExperimentRow[]): string {
+  // KLD columns only where a cell has them (`experiment --kld`): results of a perplexity run stay as they were.
+  const withKld = rows.some((r) => r.kld);
   return formatCsv(
-    RESULT_COLUMNS,
-    rows.map((r) => [r.model, r.method, r.options, finiteOrNull(r.budget), finiteOrNull(r.bpp), finiteOrNull(r.memoryMB), finiteOrNull(r.packedBytes / 2 ** 20), finiteOrNull(r.extraMemoryPercent), finiteOrNull(r.ppl), finiteOrNull(r.seconds)]),
+    withKld ? [...RESULT_COLUMNS, ...KLD_COLUMNS] : RESULT_COLUMNS,
+    rows.map((r) => {
+      const base = [r.model, r.method, r.options, finiteOrNull(r.budget), finiteOrNull(r.bpp), finiteOrNull(r.memoryMB), finiteOrNull(r.packedBytes / 2 ** 20), finiteOrNull(r.extraMemoryPercent), finiteOrNull(r.ppl), finiteOrNull(r.seconds)];
+      if (!withKld) return base;
+      const k = r.kld;
+      return [...base, ...(k ? [k.mean, k.error, k.median, k.p99, k.p999, k.max, k.sameTop, k.rmsDeltaP, k.pplRatio].map(finiteOrNull) : KLD_COLUMNS.map(() => null))];
+    }),
   );
+}
+
+/** The columns `experiment --kld` adds to results.csv. */
+export const KLD_COLUMNS = Object.freeze(['mean_kld', 'mean_kld_error', 'median_kld', 'kld_99', 'kld_99_9', 'max_kld', 'same_top', 'rms_delta_p', 'ppl_ratio'] as const);
+
+/** A row's value of a metric: perplexity, or mean KLD (NaN where the row has none). */
+export function metricValue(row: ExperimentRow, metric: ReportMetric = 'ppl'): number {
+  return metric === 'ppl' ? row.ppl : (row.kld?.mean ?? Number.NaN);
 }
 
 /** Windows of a row, or undefined when the row has none stored (results of an older run). */
@@ -63,8 +121,16 @@ function windowsOf(row: ExperimentRow): { nll: readonly number[]; weights: reado
     : undefined;
 }
 
-/** The paired interval of two rows, or undefined when either lacks per-window NLL or their windows differ. */
-export function rowInterval(row: ExperimentRow, baseline: ExperimentRow, options: BootstrapOptions = {}): PairedInterval | undefined {
+/**
+ * The paired interval of two rows (of perplexity, or of mean KLD), or undefined when either lacks per-window values
+ * or their windows differ.
+ */
+export function rowInterval(row: ExperimentRow, baseline: ExperimentRow, options: BootstrapOptions = {}, metric: ReportMetric = 'ppl'): PairedInterval | undefined {
+  if (metric === 'kld') {
+    const ok = (r: ExperimentRow) => r.windowKld && r.windowKldCount && r.windowKld.length > 0 && r.windowKld.length === r.windowKldCount.length;
+    if (!ok(row) || !ok(baseline) || row.windowKld!.length !== baseline.windowKld!.length) return undefined;
+    return pairedBootstrapKld({ kld: row.windowKld!, count: row.windowKldCount! }, { kld: baseline.windowKld!, count: baseline.windowKldCount! }, options);
+  }
   const a = windowsOf(row);
   const b = windowsOf(baseline);
   if (!a || !b || a.nll.length !== b.nll.length) return undefined;
@@ -82,7 +148,7 @@ export interface Comparison {
   readonly losses: number;
   /** Budgets compared without per-window data (no call made). */
   readonly undecided: number;
-  /** Mean relative perplexity change against the baseline, percent (negative = better). */
+  /** Mean relative change of the metric against the baseline, percent (negative = better). */
   readonly meanChangePercent: number;
 }
 
@@ -90,7 +156,7 @@ export interface Comparison {
  * Win/tie/loss of `method` against `baseline` over the budgets where both were evaluated: a win or a loss only
  * when the paired bootstrap interval over windows excludes 0.
  */
-export function compareMethods(rows: readonly ExperimentRow[], method: string, baseline: string, options: BootstrapOptions = {}): Comparison | undefined {
+export function compareMethods(rows: readonly ExperimentRow[], method: string, baseline: string, options: BootstrapOptions = {}, metric: ReportMetric = 'ppl'): Comparison | undefined {
   let wins = 0;
   let ties = 0;
   let losses = 0;
@@ -99,8 +165,8 @@ export function compareMethods(rows: readonly ExperimentRow[], method: string, b
   for (const r of rows.filter((x) => x.method === method)) {
     const base = rows.find((x) => x.method === baseline && x.budget === r.budget);
     if (!base) continue;
-    sum += (r.ppl - base.ppl) / base.ppl;
-    const interval = rowInterval(r, base, options);
+    sum += (metricValue(r, metric) - metricValue(base, metric)) / metricValue(base, metric);
+    const interval = rowInterval(r, base, options, metric);
     if (!interval) undecided++;
     else {
       const v = verdict(interval);
@@ -117,9 +183,9 @@ export function compareMethods(rows: readonly ExperimentRow[], method: string, b
 export interface Headline {
   readonly row: ExperimentRow;
   readonly baseline: ExperimentRow;
-  /** Perplexity reduction against HQQ uniform at the same budget, percent (positive = better). */
+  /** Reduction of the metric against HQQ uniform at the same budget, percent (positive = better). */
   readonly gainPercent: number;
-  /** The paired interval of the perplexity difference (method - HQQ uniform). */
+  /** The paired interval of the metric's difference (method - HQQ uniform). */
   readonly interval: PairedInterval;
 }
 
@@ -127,15 +193,16 @@ export interface Headline {
  * The best perplexity gain over HQQ uniform at the same budget among rows whose paired bootstrap interval lies
  * wholly below 0 (never a tie); among gains within a tenth of the best, the one with the least extra memory.
  */
-export function headline(rows: readonly ExperimentRow[], options: BootstrapOptions = {}): Headline | undefined {
+export function headline(rows: readonly ExperimentRow[], options: BootstrapOptions = {}, metric: ReportMetric = 'ppl'): Headline | undefined {
   const candidates: Headline[] = [];
   for (const row of rows) {
     if (row.method === 'hqq' || row.method === 'fp' || row.method === 'mxq' || row.method.startsWith('ablation')) continue;
     const baseline = rows.find((x) => x.method === 'hqq' && x.budget === row.budget);
     if (!baseline) continue;
-    const interval = rowInterval(row, baseline, options);
+    const interval = rowInterval(row, baseline, options, metric);
     if (!interval || verdict(interval) !== 'better') continue;
-    candidates.push({ row, baseline, gainPercent: (100 * (baseline.ppl - row.ppl)) / baseline.ppl, interval });
+    const [ours, theirs] = [metricValue(row, metric), metricValue(baseline, metric)];
+    candidates.push({ row, baseline, gainPercent: (100 * (theirs - ours)) / theirs, interval });
   }
   if (candidates.length === 0) return undefined;
   const best = Math.max(...candidates.map((c) => c.gainPercent));
@@ -156,57 +223,70 @@ export interface ReportContext {
   readonly statsSource: string;
 }
 
-/** The Markdown report: the table, win/tie/loss against HQQ uniform and MXQ, and the headline. */
-export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: ReportContext, bootstrap: BootstrapOptions = {}): string {
+/**
+ * The Markdown report: the table, win/tie/loss against HQQ uniform and MXQ, and the headline, read by `metric`
+ * (perplexity by default; `kld`: mean KLD from the float model, for cells of `experiment --kld`). Cells with KLD add
+ * its columns to the table; a perplexity report of cells without KLD is what it always was.
+ */
+export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: ReportContext, bootstrap: BootstrapOptions = {}, metric: ReportMetric = 'ppl'): string {
   const out: string[] = [];
+  const kld = metric === 'kld';
+  const withKld = rows.some((r) => r.kld);
+  const name = kld ? 'mean KLD' : 'perplexity';
+  const delta = kld ? 'ΔKLD' : 'Δppl';
+  const digits = kld ? 5 : 3;
   out.push(`# layerquant experiment: ${context.model}`, '');
   out.push(`Perplexity on ${context.text} (${context.tokens.toLocaleString('en-US')} tokens, ${context.protocol}); statistics from ${context.statsSource}.`);
+  if (withKld) out.push('KLD: the KL divergence of each cell\'s next-token distribution from the unquantized model\'s on the same tokens, per scored token (nats): mean, 99.9th percentile; same top: how often both rank the same token first.');
+  if (kld) out.push('Read by mean KLD: the intervals, win/tie/loss and headline below compare mean KLD (paired bootstrap over the same windows).');
   out.push('Memory is that of the quantized linear matrices in the paper\'s accounting (8-bit scale and zero per group, fp16 meta per 128 groups); extra memory is against HQQ uniform at the same budget (at the highest stop below it for a budget between stops, where uniform and the boosts run at that stop).', '');
   const versusCell = (r: ExperimentRow, baseline: string): string => {
     const base = rows.find((x) => x.method === baseline && x.budget === r.budget);
     if (!base || r.method === baseline || r.budget === null) return '';
-    const interval = rowInterval(r, base, bootstrap);
-    if (!interval) return `${fixed(r.ppl - base.ppl, 3)} (no windows)`;
+    const interval = rowInterval(r, base, bootstrap, metric);
+    if (!interval) return `${fixed(metricValue(r, metric) - metricValue(base, metric), digits)} (no windows)`;
     const mark = verdict(interval) === 'better' ? ' **better**' : verdict(interval) === 'worse' ? ' worse' : '';
-    return `${fixed(interval.difference, 3)} [${fixed(interval.low, 3)}, ${fixed(interval.high, 3)}]${mark}`;
+    return `${fixed(interval.difference, digits)} [${fixed(interval.low, digits)}, ${fixed(interval.high, digits)}]${mark}`;
   };
   const right = (header: string): Column => ({ header, align: 'right' });
+  const kldColumns = withKld ? [right('mean KLD'), right('99.9% KLD'), right('same top')] : [];
   out.push(
     markdownTable(
-      [right('budget'), { header: 'method' }, { header: 'options' }, right('bits/weight (paper)'), right('MiB (paper)'), right('extra memory'), right('perplexity'), right('vs HQQ'), right('Δppl vs HQQ (95% CI)'), right('Δppl vs MXQ (95% CI)')],
+      [right('budget'), { header: 'method' }, { header: 'options' }, right('bits/weight (paper)'), right('MiB (paper)'), right('extra memory'), right('perplexity'), ...kldColumns, right('vs HQQ'), right(`${delta} vs HQQ (95% CI)`), right(`${delta} vs MXQ (95% CI)`)],
       rows.map((r) => {
         const base = rows.find((x) => x.method === 'hqq' && x.budget === r.budget);
-        const versus = base && r.method !== 'hqq' && r.budget !== null ? `${fixed((100 * (r.ppl - base.ppl)) / base.ppl, 2)}%` : '';
-        return [String(r.budget ?? '-'), r.method, r.options || '-', fixed(r.bpp, 4), fixed(r.memoryMB, 3), r.budget === null ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`, fixed(r.ppl, 4), versus, versusCell(r, 'hqq'), versusCell(r, 'mxq')];
+        const versus = base && r.method !== 'hqq' && r.budget !== null ? `${fixed((100 * (metricValue(r, metric) - metricValue(base, metric))) / metricValue(base, metric), 2)}%` : '';
+        const kldCells = withKld ? [r.kld ? fixed(r.kld.mean, 5) : '-', r.kld ? fixed(r.kld.p999, 4) : '-', r.kld ? `${fixed(100 * r.kld.sameTop, 2)}%` : '-'] : [];
+        return [String(r.budget ?? '-'), r.method, r.options || '-', fixed(r.bpp, 4), fixed(r.memoryMB, 3), r.budget === null ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`, fixed(r.ppl, 4), ...kldCells, versus, versusCell(r, 'hqq'), versusCell(r, 'mxq')];
       }),
     ).trimEnd(),
   );
   const methods = [...new Set(rows.map((r) => r.method))].filter((m) => m !== 'fp' && m !== 'hqq' && m !== 'mxq');
-  const comparisons = methods.flatMap((m) => [compareMethods(rows, m, 'hqq', bootstrap), compareMethods(rows, m, 'mxq', bootstrap)]).filter((c): c is Comparison => c !== undefined);
+  const comparisons = methods.flatMap((m) => [compareMethods(rows, m, 'hqq', bootstrap, metric), compareMethods(rows, m, 'mxq', bootstrap, metric)]).filter((c): c is Comparison => c !== undefined);
   const resamples = bootstrap.resamples ?? 2000;
   if (comparisons.length > 0) {
     out.push(
       '',
-      `## Win / tie / loss (paired bootstrap over the ${rows.find((r) => r.windowNll)?.windowNll?.length ?? 0} evaluation windows, ${resamples} resamples, seed ${bootstrap.seed ?? 42}: a win or loss only when the 95% interval of the perplexity difference excludes 0)`,
+      `## Win / tie / loss (paired bootstrap over the ${rows.find((r) => r.windowNll)?.windowNll?.length ?? 0} evaluation windows, ${resamples} resamples, seed ${bootstrap.seed ?? 42}: a win or loss only when the 95% interval of the ${kld ? 'mean-KLD' : 'perplexity'} difference excludes 0)`,
       '',
     );
     out.push(
       markdownTable(
-        [{ header: 'method' }, { header: 'against' }, { header: 'wins', align: 'right' }, { header: 'ties', align: 'right' }, { header: 'losses', align: 'right' }, { header: 'no windows', align: 'right' }, { header: 'mean perplexity change', align: 'right' }],
+        [{ header: 'method' }, { header: 'against' }, { header: 'wins', align: 'right' }, { header: 'ties', align: 'right' }, { header: 'losses', align: 'right' }, { header: 'no windows', align: 'right' }, { header: `mean ${name} change`, align: 'right' }],
         comparisons.map((c) => [c.method, c.baseline === 'hqq' ? 'HQQ uniform' : 'MXQ', String(c.wins), String(c.ties), String(c.losses), String(c.undecided), `${fixed(c.meanChangePercent, 2)}%`]),
       ).trimEnd(),
     );
   }
-  const best = headline(rows, bootstrap);
+  const best = headline(rows, bootstrap, metric);
   out.push('', '## Headline', '');
   if (best) {
     out.push(
-      `${best.row.method} at ${best.row.budget} bits: perplexity ${fixed(best.row.ppl, 4)} against ${fixed(best.baseline.ppl, 4)} for HQQ uniform, ` +
-        `${fixed(best.gainPercent, 2)}% lower (difference ${fixed(best.interval.difference, 3)}, 95% interval [${fixed(best.interval.low, 3)}, ${fixed(best.interval.high, 3)}]), ` +
+      `${best.row.method} at ${best.row.budget} bits: ${name} ${fixed(metricValue(best.row, metric), kld ? 5 : 4)} against ${fixed(metricValue(best.baseline, metric), kld ? 5 : 4)} for HQQ uniform, ` +
+        `${fixed(best.gainPercent, 2)}% lower (difference ${fixed(best.interval.difference, digits)}, 95% interval [${fixed(best.interval.low, digits)}, ${fixed(best.interval.high, digits)}]), ` +
         `for ${fixed(best.row.extraMemoryPercent, 2)}% more memory (${fixed(best.row.bpp, 4)} vs ${fixed(best.baseline.bpp, 4)} bits per weight).`,
     );
   } else {
-    out.push('No method beat HQQ uniform with a 95% interval of the perplexity difference below 0 at any budget evaluated.');
+    out.push(`No method beat HQQ uniform with a 95% interval of the ${kld ? 'mean-KLD' : 'perplexity'} difference below 0 at any budget evaluated.`);
   }
   return `${out.join('\n')}\n`;
 }

@@ -5,6 +5,8 @@ import {
   builtinRegistries,
   ensureStatistics,
   fileContentHash,
+  floatKldBase,
+  type FloatKldBase,
   modelContentHash,
   quantizerOf,
   quantizerSettings,
@@ -18,7 +20,7 @@ import type { MetricPlugin } from '@layerquant/sensitivity';
 import { basename, join } from 'node:path';
 import type { CellContext, CellResult } from './cell.js';
 import { planCells, type PlannedCell } from './plan.js';
-import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow } from './report.js';
+import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow, type ReportMetric } from './report.js';
 import { ResultsStore } from './results-store.js';
 import { runExperiment, type ExperimentEvent } from './run-experiment.js';
 
@@ -113,6 +115,11 @@ export interface DistributedCells {
   readonly metrics: readonly MetricPlugin[];
   /** Cells already in results.json under the same key: never run again. */
   readonly done: ReadonlyMap<string, CellResult>;
+  /**
+   * Cells also measure their KLD from the unquantized model (`kld`): a worker computes that model's logits once into
+   * its own cache (it has the model; keyed by content, so every worker's base is the same) and records KLD as here.
+   */
+  readonly kld?: boolean;
   readonly onResult: (result: CellResult) => Promise<void>;
 }
 
@@ -141,6 +148,13 @@ export interface RunGridOptions {
   readonly statisticsQuantizer?: QuantizerChoice;
   /** onnxruntime threads (default: one per core). */
   readonly threads?: number;
+  /**
+   * Every cell also measures its KL divergence from the unquantized model on the same windows (the model's logits
+   * computed once into <out>/kld, keyed by model, tokenizer, text and windows). Part of each cell's key.
+   */
+  readonly kld?: boolean;
+  /** What results.md's intervals, win/tie/loss and headline are read by (default ppl; kld needs `kld`). */
+  readonly metric?: ReportMetric;
   /** Runs the statistics and cells elsewhere; connected after results.json is read, closed at the end. */
   readonly connect?: () => Promise<GridDistributor>;
   /** Lines for a log: what was reused and why, what was not. */
@@ -171,8 +185,11 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
   const quantizer = quantizerOf(plugins, choice);
   const statisticsChoice: QuantizerChoice = options.statisticsQuantizer ?? choice;
   const statisticsQuantizer = statisticsChoice === choice ? quantizer : quantizerOf(plugins, statisticsChoice);
+  const metric = options.metric ?? 'ppl';
+  if (metric === 'kld' && !options.kld) throw new InvalidOptionError('--metric', 'kld reads the cells\' KL divergence from the unquantized model: add --kld so the cells measure it');
   const out = await openOutputDirectory(options.outDir, 'experiment');
   let distributor: GridDistributor | undefined;
+  let kldBase: FloatKldBase | undefined;
   try {
     const outDir = out.path;
     for (const name of out.removedTemporaries) note(`removed ${join(outDir, name)}, a temporary left by a process that no longer runs`);
@@ -210,7 +227,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
 
     const maxTokens = grid.maxTokens;
     const planned = planCells(
-      { model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, choice.options) },
+      { model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, choice.options), ...(options.kld ? { kld: true } : {}) },
       grid.methods,
       grid.budgets,
       grid.includeFloat,
@@ -229,20 +246,31 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       const rows = store.rows(planned);
       await store.save(planned, { model: modelDir, text: textPath, tokens: ids.length, seqlen, maxTokens: maxTokens ?? null, stats: resolved.source.replace(/ \((cached|computed)\)$/, ''), seed, ...(ladder ? { configs: ladder.map(configName) } : {}) });
       await writeTextAtomic(files[0]!, formatResultsCsv(rows));
-      await writeTextAtomic(files[1]!, formatResultsMarkdown(rows, report));
+      await writeTextAtomic(files[1]!, formatResultsMarkdown(rows, report, {}, metric));
     };
     const settingsOf = new Map(planned.map((p) => [p.spec.key, p.settings]));
     const onResult = async (result: CellResult) => {
       store.add(result, settingsOf.get(result.key)!);
       await save();
     };
+    const done = store.reusable(planned);
+    if (options.kld && !distributor && planned.some((p) => !done.has(p.spec.key))) {
+      // The unquantized model's logits, once for the whole grid (cached in <out>/kld by model, tokenizer, text, windows).
+      kldBase = await floatKldBase(modelDir, ids, { seqlen, ...(maxTokens === undefined ? {} : { maxTokens }) }, {
+        cacheDir: join(outDir, 'kld'),
+        evaluation: options.threads ? { threads: options.threads } : {},
+        onCompute: (file, bytes) => note(`KLD base: computing the unquantized model's logits (one float pass) into ${file}, ${(bytes / 2 ** 20).toFixed(1)} MiB`),
+      });
+      if (!kldBase.computed) note(`KLD base: reusing ${kldBase.base.path}`);
+    }
     const context: CellContext = {
+      ...(kldBase ? { kldBase: kldBase.base } : {}),
       modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer,
       // a calibrated quantizer's cells read the statistics' calibration text
       ...(quantizer.calibration ? { calibration: { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
     };
     if (distributor) {
-      await distributor.runCells({ planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, metrics: plugins.metrics.list(), done: store.reusable(planned), onResult });
+      await distributor.runCells({ planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, metrics: plugins.metrics.list(), done, onResult, ...(options.kld ? { kld: true } : {}) });
     } else {
       await runExperiment({
         modelDir,
@@ -251,7 +279,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
         // The registry's allocators (--plugin's included); queue workers load the same --plugin modules.
         allocators,
         ...(options.threads ? { threads: options.threads } : {}),
-        done: store.reusable(planned),
+        done,
         ...(options.onEvent ? { onEvent: options.onEvent } : {}),
         onCell: onResult,
       });
@@ -259,6 +287,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     await save();
     return { outDir, rows: store.rows(planned), files, statistics: resolved.source };
   } finally {
+    await kldBase?.base.close();
     await distributor?.close();
     out.release();
   }

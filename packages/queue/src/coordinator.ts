@@ -230,6 +230,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
           data: {
             modelDir: run.modelDir, modelHash: run.modelHash, cell: p.spec, modelName: run.context.modelName, textBlob,
             seqlen: run.context.seqlen, maxTokens: run.context.maxTokens ?? null, seed: run.context.seed ?? 42, statsBlob: p.spec.kind === 'fp' ? null : statsBlob, configs: run.context.configs ?? null, quantizer: run.quantizer,
+            ...(run.kld ? { kld: true } : {}),
           } satisfies CellJobData,
         }));
       if (jobs.length < run.planned.length) log(`queue: ${run.planned.length - jobs.length} cell(s) already in --out, not enqueued`);

@@ -36,6 +36,8 @@ export interface CellJobData extends ModelRef {
   readonly configs: readonly QuantConfig[] | null;
   /** The quantizer of every matrix (a built-in or a `--plugin` module's, which the worker must load too). */
   readonly quantizer: QuantizerChoice;
+  /** Also the KL divergence from the unquantized model (`experiment --kld`; its base computed and cached by the worker). */
+  readonly kld?: boolean;
 }
 
 /**

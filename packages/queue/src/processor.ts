@@ -1,7 +1,7 @@
 import { Queue, type Job } from 'bullmq';
 import { resolve } from 'node:path';
 import { cellLabel, computeCell, openCellSession, type CellResult, type CellSession } from '@layerquant/experiment';
-import { MissingPluginError, loadPlugins, modelContentHash, quantizerOf, type PluginRegistries } from '@layerquant/pipeline';
+import { MissingPluginError, defaultKldCacheDir, floatKldBase, loadPlugins, modelContentHash, quantizerOf, type PluginRegistries } from '@layerquant/pipeline';
 import type { RedisCommands } from './coordinator.js';
 import { JOB_PROCESSORS, PROCESSOR_ENV, MissingBlobError, ModelMismatchError, QUEUE_NAME, blobKey, sha256Hex, statsFromBlob, tokenIds, type JobEnvironment, type JobName } from './jobs.js';
 import { parseQueueUrl, redactCredentials } from './redis-url.js';
@@ -56,17 +56,25 @@ const env: JobEnvironment = {
     }
     const quantizer = quantizerOf(registry, data.quantizer);
     session ??= { dir: modelDir, session: await openCellSession(modelDir, threads) };
-    return computeCell(session.session, data.cell, {
-      allocators: registry.allocators.list(),
-      quantizer,
-      modelName: data.modelName,
-      ...(stats ? { stats } : {}),
-      ids,
-      seqlen: data.seqlen,
-      ...(data.maxTokens === null ? {} : { maxTokens: data.maxTokens }),
-      seed: data.seed,
-      ...(data.configs ? { configs: data.configs } : {}),
-    });
+    // experiment --kld: the unquantized model's logits from this worker's cache (computed on its first such job).
+    const window = { seqlen: data.seqlen, ...(data.maxTokens === null ? {} : { maxTokens: data.maxTokens }) };
+    const kld = data.kld ? await floatKldBase(modelDir, ids, window, { cacheDir: defaultKldCacheDir(), evaluation: threads ? { threads } : {} }) : undefined;
+    try {
+      return await computeCell(session.session, data.cell, {
+        ...(kld ? { kldBase: kld.base } : {}),
+        allocators: registry.allocators.list(),
+        quantizer,
+        modelName: data.modelName,
+        ...(stats ? { stats } : {}),
+        ids,
+        seqlen: data.seqlen,
+        ...(data.maxTokens === null ? {} : { maxTokens: data.maxTokens }),
+        seed: data.seed,
+        ...(data.configs ? { configs: data.configs } : {}),
+      });
+    } finally {
+      await kld?.base.close();
+    }
   },
   log,
 };

@@ -1,10 +1,11 @@
 import { InvalidOptionError } from '@layerquant/core';
 import { datasets } from '@layerquant/datasets';
-import { perplexity, resolveTextPath } from '@layerquant/perplexity';
+import { hasLogits, klDivergence, perplexity, resolveTextPath, type KldStatistics, type WindowKld } from '@layerquant/perplexity';
 import { parseCommandArgs, parseIntegerOption, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { pairedBootstrap, verdict, type PairedInterval } from '@layerquant/perplexity';
-import { builtinRegistries, directorySizes, openForEvaluation, resolveModelPath, type DirectorySizes } from '@layerquant/pipeline';
+import { pairedBootstrap, pairedBootstrapKld, verdict, type PairedInterval } from '@layerquant/perplexity';
+import { KLD_OPTIONS, KLD_USAGE, openKldBase, parseKldFlags } from '../flags/kld-flags.js';
+import { EVALUATION_KINDS, builtinRegistries, directorySizes, openForEvaluation, resolveModelPath, type DirectorySizes } from '@layerquant/pipeline';
 import { absolutePath, jsonLine, renderTable, terminalColumns, wrapAtSpaces } from '../output.js';
 import { createProgress, createSpinner, formatSeconds } from '../progress.js';
 
@@ -17,9 +18,23 @@ interface Evaluated {
   readonly seconds: number;
   readonly windowNll: readonly number[];
   readonly windowWeights: readonly number[];
+  /** With --kld-base: the KL divergence from the float model, and its per-window sums. */
+  readonly kld?: { readonly statistics: KldStatistics; readonly windows: WindowKld };
 }
 
 const fixed = (value: number, digits: number): string => (Number.isFinite(value) ? value.toFixed(digits) : '-');
+
+/** The KLD columns of a model's row (compare --kld-base). */
+function kldCells(r: Evaluated, interval: PairedInterval | undefined): string[] {
+  if (!r.kld) return ['-', '-', '-', '-'];
+  const s = r.kld.statistics;
+  return [
+    `${fixed(s.kld.mean, 5)} ± ${fixed(s.kld.error, 5)}`,
+    fixed(s.kld.quantiles['0.999']!, 4),
+    `${fixed(100 * s.sameTop.value, 2)}%`,
+    interval ? `${fixed(interval.difference, 5)} [${fixed(interval.low, 5)}, ${fixed(interval.high, 5)}]${verdict(interval) === 'tie' ? '' : ` ${verdict(interval)}`}` : 'baseline',
+  ];
+}
 
 export const compareCommand: Command = {
   name: 'compare',
@@ -40,9 +55,12 @@ export const compareCommand: Command = {
     '  --max-tokens <n>       use only the first n tokens of the text',
     '  --threads <n>          onnxruntime intra-op threads (default: one per core)',
     '  --allow-long-context   run a --seqlen above a model\'s max_position_embeddings',
+    ...KLD_USAGE,
+    '                         (compare adds columns mean KLD ± error, 99.9% KLD, same top p, and ΔKLD vs 1 with its',
+    '                         paired interval)',
     '  --json                 one JSON object (docs/json-schema.md): one entry per directory',
   ].join('\n'),
-  async run({ argv, stdout, plugins = builtinRegistries() }) {
+  async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
     const { values, positionals } = parseCommandArgs(argv, {
       text: { type: 'string' },
       dataset: { type: 'string' },
@@ -50,7 +68,9 @@ export const compareCommand: Command = {
       'max-tokens': { type: 'string' },
       threads: { type: 'string' },
       'allow-long-context': { type: 'boolean' },
+      ...KLD_OPTIONS,
     });
+    const kldFlags = parseKldFlags(values);
     if (positionals.length < 2) throw new InvalidOptionError('dir', `compare needs at least two directories, got ${positionals.length}; for one, use \`layerquant eval\``);
     const dirs = positionals.map((p) => resolveModelPath(p));
     const seqlen = parseIntegerOption(stringOption(values, 'seqlen'), '--seqlen', 512, 2);
@@ -64,6 +84,7 @@ export const compareCommand: Command = {
     const layouts = await Promise.all(dirs.map((dir) => directorySizes(dir)));
 
     const results: Evaluated[] = [];
+    let kldBaseInfo: { model: string; file: string; bytes: number; computed: boolean; seconds: number } | undefined;
     for (const [i, dir] of dirs.entries()) {
       const loading = createSpinner(`loading ${i + 1}/${dirs.length} ${dir}`, interactive);
       let opened: Awaited<ReturnType<typeof openForEvaluation>>;
@@ -75,11 +96,31 @@ export const compareCommand: Command = {
       try {
         const ids = opened.tokenizer.encode(opened.text);
         const progress = createProgress(`model ${i + 1}/${dirs.length}`, interactive);
-        const result = await perplexity(opened.opened.model, ids, { seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), onProgress: (done, total) => progress.update(done, total, 'windows of this model') });
+        const windowOptions = { seqlen, ...(maxTokens === undefined ? {} : { maxTokens }) };
+        const onProgress = (done: number, total: number) => progress.update(done, total, 'windows of this model');
+        let result: Awaited<ReturnType<typeof perplexity>>;
+        let kld: Evaluated['kld'];
+        if (kldFlags) {
+          const { model, kind } = opened.opened;
+          if (!hasLogits(model)) throw new InvalidOptionError('--kld-base', `${dir} is evaluated as ${EVALUATION_KINDS[kind]}, which gives no logits to compare`);
+          const base = await openKldBase(kldFlags, ids, windowOptions, threads === undefined ? {} : { threads }, (line) => {
+            if (!values.json) stderr(`compare: ${line}\n`);
+          });
+          try {
+            const measured = await klDivergence(model, base.base, ids, { ...windowOptions, onProgress });
+            result = measured.perplexity;
+            kld = { statistics: measured.statistics, windows: measured.windows };
+            kldBaseInfo ??= { model: kldFlags.floatModelDir, file: base.base.path, bytes: base.base.bytes, computed: base.computed, seconds: base.seconds };
+          } finally {
+            await base.base.close();
+          }
+        } else {
+          result = await perplexity(opened.opened.model, ids, { ...windowOptions, onProgress });
+        }
         progress.done();
         results.push({
           dir, layout: layouts[i]!, perplexity: result.ppl, windows: result.windows, tokens: result.tokens, seconds: result.seconds,
-          windowNll: result.windowNll, windowWeights: result.windowWeights,
+          windowNll: result.windowNll, windowWeights: result.windowWeights, ...(kld ? { kld } : {}),
         });
       } finally {
         await opened.opened.dispose();
@@ -93,6 +134,8 @@ export const compareCommand: Command = {
       }
       return pairedBootstrap({ nll: r.windowNll, weights: r.windowWeights }, { nll: first.windowNll, weights: first.windowWeights });
     });
+    const kldIntervals: Array<PairedInterval | undefined> = results.map((r, i) => (i > 0 && r.kld && first.kld ? pairedBootstrapKld(r.kld.windows, first.kld.windows) : undefined));
+    const described = (interval: PairedInterval) => ({ difference: interval.difference, low: interval.low, high: interval.high, level: interval.level, verdict: verdict(interval) });
 
     if (values.json) {
       stdout(jsonLine('compare', {
@@ -102,13 +145,16 @@ export const compareCommand: Command = {
         windows: first.windows,
         tokens: first.tokens,
         baseline: first.dir,
+        ...(kldBaseInfo ? { kldBase: kldBaseInfo } : {}),
         models: results.map((r, i) => {
           const interval = intervals[i];
+          const kldInterval = kldIntervals[i];
           return {
             model: r.dir,
             layout: r.layout.layout,
             perplexity: r.perplexity,
-            versusFirst: interval ? { difference: interval.difference, low: interval.low, high: interval.high, level: interval.level, verdict: verdict(interval) } : null,
+            versusFirst: interval ? described(interval) : null,
+            ...(r.kld ? { kld: r.kld.statistics, kldVersusFirst: kldInterval ? described(kldInterval) : null } : {}),
             sizes: r.layout.sizes,
             seconds: r.seconds,
           };
@@ -125,6 +171,7 @@ export const compareCommand: Command = {
         r.layout.layout,
         fixed(r.perplexity, 4),
         interval ? `${fixed(interval.difference, 3)} [${fixed(interval.low, 3)}, ${fixed(interval.high, 3)}]${verdict(interval) === 'tie' ? '' : ` ${verdict(interval)}`}` : 'baseline',
+        ...(kldFlags ? kldCells(r, kldIntervals[i]) : []),
         s.shipped ? fixed(s.shipped.MiB, 2) : '-',
         s.shipped ? fixed(s.shipped.bitsPerWeight, 4) : '-',
         s.diskMiB === null ? '-' : fixed(s.diskMiB, 2),
@@ -141,6 +188,7 @@ export const compareCommand: Command = {
         { header: 'layout' },
         { header: 'perplexity', align: 'right' },
         { header: 'Δppl vs 1 [95% CI]', align: 'right' },
+        ...(kldFlags ? [{ header: 'mean KLD', align: 'right' as const }, { header: '99.9% KLD', align: 'right' as const }, { header: 'same top', align: 'right' as const }, { header: 'ΔKLD vs 1 [95% CI]', align: 'right' as const }] : []),
         { header: 'MiB shipped', align: 'right' },
         { header: 'bits/w shipped', align: 'right' },
         { header: 'MiB disk', align: 'right' },
@@ -149,6 +197,7 @@ export const compareCommand: Command = {
       ],
       rows,
     ));
+    if (kldBaseInfo) stdout(`${wrapAtSpaces(`KLD: of each model's next-token distribution from ${kldBaseInfo.model}'s on the same scored tokens, nats per token (mean ± its error, 99.9th percentile); same top: how often both rank the same token first`, terminalColumns(), 2)}\n`);
     stdout(`${wrapAtSpaces('sizes: shipped = every byte of the file a user ships (ONNX: onnx/*, embeddings and lm_head included), bits per linear weight; disk and paper = the linear matrices', terminalColumns(), 2)}\n`);
     stdout(`${wrapAtSpaces(`evaluation time: ${results.map((r, i) => `model ${i + 1} ${formatSeconds(r.seconds)}`).join(', ')}`, terminalColumns(), 2)}\n`);
   },

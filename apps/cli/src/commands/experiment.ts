@@ -1,7 +1,7 @@
 import { expandMethodList, methodNameHelp } from '@layerquant/allocators';
 import { InvalidOptionError, parseConfigList, type OptionValue } from '@layerquant/core';
 import { brownCalibPath, datasets } from '@layerquant/datasets';
-import { PAPER_BUDGETS, measureEvaluationSpeed, parseBudgets, prepareGrid, runGrid } from '@layerquant/experiment';
+import { PAPER_BUDGETS, REPORT_METRICS, measureEvaluationSpeed, parseBudgets, prepareGrid, runGrid, type ReportMetric } from '@layerquant/experiment';
 import { resolveTextPath } from '@layerquant/perplexity';
 import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
 import { connectCoordinator } from '@layerquant/queue';
@@ -51,6 +51,12 @@ the current settings' cells) and results.json.
                          --quantizer's, with its options; hqq gives the authors' tables for any --quantizer)
   --plugin <module>      load allocators, quantizers and metrics from a module (a path or package name;
                          repeatable); with --queue, start the workers with the same --plugin
+  --kld                  every cell also measures the KL divergence of its next-token distribution from the
+                         unquantized model's on the same windows (mean, 99.9%, same top p, ...; one float pass
+                         computes that model's logits once into <out>/kld: scored tokens x vocab x 4 bytes).
+                         Part of each cell's key: cells computed without it are not reused for it
+  --metric ppl|kld       what results.md's intervals, win/tie/loss and headline and the terminal table's
+                         intervals are read by (default ppl; kld needs --kld): the paired bootstrap of mean KLD
   --no-fp                skip the unquantized baseline
   --fresh                ignore results of an earlier run in --out
   --threads <n>          onnxruntime threads (default: one per core)
@@ -94,6 +100,8 @@ export const experimentCommand: Command = {
       attempts: { type: 'string' },
       quantizer: { type: 'string' },
       'stats-quantizer': { type: 'string' },
+      kld: { type: 'boolean' },
+      metric: { type: 'string' },
       ...quantizerFlags(plugins),
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
@@ -122,6 +130,10 @@ export const experimentCommand: Command = {
     if (statsQuantizerId !== undefined) plugins.quantizers.get(statsQuantizerId);
     // the same quantizer keeps its flags' options; another is used with its defaults
     const statisticsQuantizer = statsQuantizerId === undefined || statsQuantizerId === quantizerChoice.id ? quantizerChoice : { id: statsQuantizerId, options: {} };
+    const metric = (stringOption(values, 'metric') ?? 'ppl') as ReportMetric;
+    if (!REPORT_METRICS.includes(metric)) throw new InvalidOptionError('--metric', `"${metric}" is not a metric; use ${REPORT_METRICS.join(' or ')}`);
+    const kld = values.kld === true;
+    if (metric === 'kld' && !kld) throw new InvalidOptionError('--metric', 'kld reads the cells\' KL divergence from the unquantized model: add --kld so the cells measure it');
     const json = Boolean(values.json);
     const interactive = !json && Boolean(process.stderr.isTTY);
 
@@ -159,6 +171,8 @@ export const experimentCommand: Command = {
       seed,
       quantizer: quantizerChoice,
       statisticsQuantizer,
+      ...(kld ? { kld } : {}),
+      metric,
       ...(threads ? { threads } : {}),
       ...(queueUrl ? { connect: () => connectCoordinator(queueUrl, { attempts, log: (line) => stderr(`${fitStderr(line)}\n`) }) } : {}),
       onNote: (line) => stderr(`${fitStderr(`experiment: ${line}`)}\n`),
@@ -179,7 +193,7 @@ export const experimentCommand: Command = {
         } else if (event.kind === 'cell-done' && event.result && interactive) {
           progress.done();
           const row = event.result.row;
-          process.stderr.write(`${fitStderr(`  cell ${event.cell}/${event.cells} ${event.label}: perplexity ${row.ppl.toFixed(4)}, ${row.bpp.toFixed(4)} bits/weight (paper), ${formatSeconds(row.seconds)}`)}\n`);
+          process.stderr.write(`${fitStderr(`  cell ${event.cell}/${event.cells} ${event.label}: perplexity ${row.ppl.toFixed(4)}${row.kld ? `, mean KLD ${row.kld.mean.toFixed(5)}` : ''}, ${row.bpp.toFixed(4)} bits/weight (paper), ${formatSeconds(row.seconds)}`)}\n`);
         }
       },
     }).finally(() => {
@@ -188,10 +202,10 @@ export const experimentCommand: Command = {
     });
     const { rows, files } = result;
     if (json) {
-      stdout(jsonLine('experiment', { model: modelDir, out: result.outDir, text: resolve(textPath), plan, rows: rows.map((r) => experimentRowJson(r, rows)), files, statistics: result.statistics, seconds: (performance.now() - started) / 1000 }));
+      stdout(jsonLine('experiment', { model: modelDir, out: result.outDir, text: resolve(textPath), plan, rows: rows.map((r) => experimentRowJson(r, rows)), metric, files, statistics: result.statistics, seconds: (performance.now() - started) / 1000 }));
       return;
     }
-    stdout(formatResultsTable(rows));
+    stdout(formatResultsTable(rows, terminalColumns(), metric));
     stdout(`\n${wrapAtSpaces(`wrote ${files.join(', ')}`, terminalColumns(), 2)}\n`);
   },
 };

@@ -2,7 +2,7 @@
 // a terminal (fitted to the width by the shared renderer; results.md keeps the Markdown).
 import { formatSeconds } from '../progress.js';
 import { renderTable, terminalColumns, type Sizes } from '../output.js';
-import { rowInterval, verdict, type ExperimentRow } from '@layerquant/experiment';
+import { rowInterval, verdict, type ExperimentRow, type PairedInterval, type ReportMetric } from '@layerquant/experiment';
 
 /** A row as the --json schema has it: sizes in the shared form, `perplexity`, the paired interval against HQQ. */
 export function experimentRowJson(row: ExperimentRow, rows: readonly ExperimentRow[]): Record<string, unknown> {
@@ -16,6 +16,8 @@ export function experimentRowJson(row: ExperimentRow, rows: readonly ExperimentR
   };
   const base = rows.find((x) => x.method === 'hqq' && x.budget === row.budget);
   const interval = base && row.method !== 'hqq' && row.budget !== null ? rowInterval(row, base) : undefined;
+  const kldInterval = base && row.kld && row.method !== 'hqq' && row.budget !== null ? rowInterval(row, base, {}, 'kld') : undefined;
+  const described = (i: PairedInterval) => ({ difference: i.difference, low: i.low, high: i.high, level: i.level, verdict: verdict(i) });
   return {
     model: row.model,
     method: row.method,
@@ -25,20 +27,27 @@ export function experimentRowJson(row: ExperimentRow, rows: readonly ExperimentR
     sizes: size,
     extraMemoryPercent: Number.isFinite(row.extraMemoryPercent) ? row.extraMemoryPercent : null,
     perplexity: row.ppl,
-    versusHqq: interval ? { difference: interval.difference, low: interval.low, high: interval.high, level: interval.level, verdict: verdict(interval) } : null,
+    versusHqq: interval ? described(interval) : null,
+    // experiment --kld: the KL divergence from the unquantized model, and its mean's paired interval against HQQ.
+    ...(row.kld ? { kld: row.kld, kldVersusHqq: kldInterval ? described(kldInterval) : null } : {}),
     seconds: row.seconds,
   };
 }
 
 const fixed = (value: number, digits: number): string => (Number.isFinite(value) ? value.toFixed(digits) : '-');
 
-/** The results as a terminal table that fits `width` (each row a block of lines when it does not). */
-export function formatResultsTable(rows: readonly ExperimentRow[], width: number = terminalColumns()): string {
+/**
+ * The results as a terminal table that fits `width` (each row a block of lines when it does not); with cells of
+ * `--kld`, their mean and 99.9% KLD, and the interval against HQQ read by `metric`.
+ */
+export function formatResultsTable(rows: readonly ExperimentRow[], width: number = terminalColumns(), metric: ReportMetric = 'ppl'): string {
+  const withKld = rows.some((r) => r.kld);
+  const digits = metric === 'kld' ? 5 : 3;
   const table = rows.map((r) => {
     const base = rows.find((x) => x.method === 'hqq' && x.budget === r.budget);
-    const interval = base && r.method !== 'hqq' && r.budget !== null ? rowInterval(r, base) : undefined;
+    const interval = base && r.method !== 'hqq' && r.budget !== null ? rowInterval(r, base, {}, metric) : undefined;
     const versus = interval
-      ? `${fixed(interval.difference, 3)} [${fixed(interval.low, 3)}, ${fixed(interval.high, 3)}]${verdict(interval) === 'better' ? ' better' : verdict(interval) === 'worse' ? ' worse' : ''}`
+      ? `${fixed(interval.difference, digits)} [${fixed(interval.low, digits)}, ${fixed(interval.high, digits)}]${verdict(interval) === 'better' ? ' better' : verdict(interval) === 'worse' ? ' worse' : ''}`
       : '';
     return [
       r.budget === null ? '-' : String(r.budget),
@@ -49,6 +58,7 @@ export function formatResultsTable(rows: readonly ExperimentRow[], width: number
       fixed(r.packedBytes / 2 ** 20, 2),
       r.budget === null ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`,
       fixed(r.ppl, 4),
+      ...(withKld ? [r.kld ? fixed(r.kld.mean, 5) : '-', r.kld ? fixed(r.kld.p999, 4) : '-'] : []),
       versus,
     ];
   });
@@ -62,7 +72,8 @@ export function formatResultsTable(rows: readonly ExperimentRow[], width: number
       { header: 'MiB disk', align: 'right' },
       { header: 'extra mem', align: 'right' },
       { header: 'perplexity', align: 'right' },
-      { header: 'Δppl vs HQQ [95% CI]', align: 'right' },
+      ...(withKld ? [{ header: 'mean KLD', align: 'right' as const }, { header: '99.9% KLD', align: 'right' as const }] : []),
+      { header: metric === 'kld' ? 'ΔKLD vs HQQ [95% CI]' : 'Δppl vs HQQ [95% CI]', align: 'right' },
     ],
     table,
     width,
