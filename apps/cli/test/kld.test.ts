@@ -4,11 +4,12 @@ import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { loadDecoderModel } from '@layerquant/runtime';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, expectRefused } from './run-cli.js';
+import { parseValid } from './json-schema.js';
 
 /**
  * KL divergence against the float model in the commands. The oracle is computed here in float64 from the logits of
@@ -41,7 +42,7 @@ function logSoftmax(row: Float32Array): Float64Array {
 /** Per scored token: KLD, same top, Δp; full non-overlapping windows of `seqlen`, every position but the last scored. */
 async function oracle(): Promise<{ kld: number[]; sameTop: number[]; deltaP: number[]; nll: number[]; nllBase: number[] }> {
   const config = await loadDecoderConfig(model);
-  const ids = (await loadTokenizer(model)).encode((await import('node:fs')).readFileSync(text, 'utf8'));
+  const ids = (await loadTokenizer(model)).encode(readFileSync(text, 'utf8'));
   const floatWeights = await openModelWeights(model);
   const float = await loadDecoderModel(floatWeights, config);
   await floatWeights.close();
@@ -100,7 +101,7 @@ describe('eval --kld-base', () => {
   it('reports the KL divergence from the float model on the same tokens, equal to a float64 computation from independently computed logits; the base is cached and reused', async () => {
     const first = await cli('eval', quantized, '--text', text, '--seqlen', String(seqlen), '--kld-base', model, '--kld-cache', cache, '--json');
     expect(first.code, first.stderr).toBe(0);
-    const a = JSON.parse(first.stdout) as { perplexity: number; kld: KldJson };
+    const a = parseValid<{ perplexity: number; kld: KldJson }>(first.stdout, 'eval');
     const o = await oracle();
     expect(a.kld.tokens).toBe(o.kld.length);
     close(a.kld.kld.mean, mean(o.kld));
@@ -135,5 +136,69 @@ describe('eval --kld-base', () => {
   it('refuses a quantized base, and --kld-cache without --kld-base', async () => {
     expectRefused(await cli('eval', model, '--text', text, '--seqlen', String(seqlen), '--kld-base', quantized, '--kld-cache', cache), /--kld-base.*quantized checkpoint.*float model/);
     expectRefused(await cli('eval', model, '--text', text, '--kld-cache', cache), /--kld-cache.*--kld-base/);
+  });
+});
+
+interface CellKldJson {
+  mean: number;
+  p999: number;
+  sameTop: number;
+}
+interface ExperimentJson {
+  metric: string;
+  rows: { method: string; perplexity: number; kld?: CellKldJson; kldVersusHqq: { difference: number; low: number; high: number } | null }[];
+}
+
+describe('compare --kld-base and experiment --kld', () => {
+  it('compare prints each model\'s KLD from the float model: the float model itself 0, the quantized one as eval gives it', async () => {
+    const argv = ['--text', text, '--seqlen', String(seqlen), '--kld-base', model, '--kld-cache', cache];
+    const compared = await cli('compare', model, quantized, ...argv, '--json');
+    expect(compared.code, compared.stderr).toBe(0);
+    const c = parseValid<{ models: { kld: KldJson; kldVersusFirst: { difference: number } | null }[] }>(compared.stdout, 'compare');
+    const evaluated = parseValid<{ kld: KldJson }>((await cli('eval', quantized, ...argv, '--json')).stdout, 'eval');
+    expect(c.models[0]!.kld.kld.mean).toBe(0);
+    expect(c.models[0]!.kld.sameTop.value).toBe(1);
+    expect(c.models[1]!.kld.kld).toEqual(evaluated.kld.kld);
+    expect(c.models[1]!.kldVersusFirst!.difference).toBeCloseTo(evaluated.kld.kld.mean, 12);
+    const human = await cli('compare', model, quantized, ...argv);
+    expect(human.stdout).toMatch(/mean KLD/);
+    expect(human.stdout).toMatch(/ΔKLD vs 1/);
+  });
+
+  it('experiment --kld records each cell\'s KLD (the unquantized cell 0, HQQ uniform as eval measures its checkpoint), reads the report by --metric kld, and keys cells by it', async () => {
+    const out = join(scratch, 'experiment');
+    const argv = ['--methods', 'hqq,mxq', '--budgets', '3.51', '--configs', 'b2g32,b3g32,b4g32', '--text', text, '--calib', text, '--blocks', '1', '--seqlen', String(seqlen), '--out', out, '--json'];
+    const run = await cli('experiment', model, ...argv, '--kld', '--metric', 'kld');
+    expect(run.code, run.stderr).toBe(0);
+    const result = parseValid<ExperimentJson>(run.stdout, 'experiment');
+    expect(result.metric).toBe('kld');
+    const [fp, hqq, mxq] = result.rows;
+    expect(fp!.kld!.mean).toBe(0);
+    expect(fp!.kld!.sameTop).toBe(1);
+    // HQQ uniform b3g32 written by quantize and measured by eval --kld-base: the same mean KLD.
+    const uniform = join(scratch, 'hqq-b3g32');
+    expect((await cli('quantize', model, '--config', 'b3g32', '--out', uniform)).code).toBe(0);
+    const evaluated = parseValid<{ kld: KldJson }>((await cli('eval', uniform, '--text', text, '--seqlen', String(seqlen), '--kld-base', model, '--kld-cache', cache, '--json')).stdout, 'eval');
+    close(hqq!.kld!.mean, evaluated.kld.kld.mean, 1e-6);
+    expect(hqq!.kld!.mean).toBeGreaterThan(0);
+    expect(mxq!.kldVersusHqq!.difference).toBeCloseTo(mxq!.kld!.mean - hqq!.kld!.mean, 12);
+    expect(mxq!.kldVersusHqq!.low).toBeLessThanOrEqual(mxq!.kldVersusHqq!.high);
+    const md = readFileSync(join(out, 'results.md'), 'utf8');
+    expect(md).toMatch(/Read by mean KLD/);
+    expect(md).toMatch(/ΔKLD vs HQQ \(95% CI\)/);
+    expect(md).toMatch(/mean KLD change/);
+    expect(readFileSync(join(out, 'results.csv'), 'utf8').split('\n')[0]).toMatch(/,mean_kld,mean_kld_error,median_kld,kld_99,kld_99_9,/);
+    // The same grid without --kld: other keys (cells never claim a KLD they did not measure), no KLD columns.
+    const plain = await cli('experiment', model, ...argv);
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stderr).toMatch(/not reusing .*kld "float-model" -> \(none\)/);
+    const rows = parseValid<ExperimentJson>(plain.stdout, 'experiment').rows;
+    expect(rows.every((r) => r.kld === undefined)).toBe(true);
+    expect(rows.map((r) => r.perplexity)).toEqual(result.rows.map((r) => r.perplexity));
+    expect(readFileSync(join(out, 'results.csv'), 'utf8')).not.toMatch(/mean_kld/);
+    // And --kld again: every cell reused.
+    const again = await cli('experiment', model, ...argv, '--kld');
+    expect(again.stderr).toMatch(/reusing 3 of 3 cells/);
+    expectRefused(await cli('experiment', model, ...argv.filter((a) => a !== '--json'), '--metric', 'kld'), /--metric.*--kld/);
   });
 });

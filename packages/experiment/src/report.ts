@@ -272,7 +272,7 @@ export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: R
     );
     out.push(
       markdownTable(
-        [{ header: 'method' }, { header: 'against' }, { header: 'wins', align: 'right' }, { header: 'ties', align: 'right' }, { header: 'losses', align: 'right' }, { header: 'no windows', align: 'right' }, { header: `mean ${name} change`, align: 'right' }],
+        [{ header: 'method' }, { header: 'against' }, { header: 'wins', align: 'right' }, { header: 'ties', align: 'right' }, { header: 'losses', align: 'right' }, { header: 'no windows', align: 'right' }, { header: kld ? 'mean KLD change' : 'mean perplexity change', align: 'right' }],
         comparisons.map((c) => [c.method, c.baseline === 'hqq' ? 'HQQ uniform' : 'MXQ', String(c.wins), String(c.ties), String(c.losses), String(c.undecided), `${fixed(c.meanChangePercent, 2)}%`]),
       ).trimEnd(),
     );
