@@ -4,7 +4,7 @@ import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { loadDecoderModel } from '@layerquant/runtime';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { loadDecoderConfig, loadTokenizer } from '@layerquant/tensor-io';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,7 +24,7 @@ const text = join(scratch, 'text.txt');
 const seqlen = 48;
 
 beforeAll(async () => {
-  await writeModelDirectory(model, tinyConfig({ hiddenSize: 64, intermediateSize: 128, headDim: 16, numLayers: 2, tieWordEmbeddings: false }), { seed: 3 });
+  await writeModelDirectory(model, tinyConfig({ hiddenSize: 64, intermediateSize: 128, headDim: 16, numLayers: 2, tieWordEmbeddings: false, maxPositionEmbeddings: 512 }), { seed: 3 });
   writeFileSync(text, 'the quick brown fox jumps over the lazy dog. A stitch in time saves nine, and all that glitters is not gold. '.repeat(3));
   await quantizeModel({ modelDir: model, outDir: quantized, quantizer: rtnQuantizer, configFor: () => quantConfig(3, 32), method: 'rtn' });
 });
@@ -186,7 +186,7 @@ describe('compare --kld-base and experiment --kld', () => {
     const md = readFileSync(join(out, 'results.md'), 'utf8');
     expect(md).toMatch(/Read by mean KLD/);
     expect(md).toMatch(/ΔKLD vs HQQ \(95% CI\)/);
-    expect(md).toMatch(/mean KLD change/);
+    expect(md).toMatch(/No method beat HQQ uniform with a 95% interval of the mean-KLD difference/);
     expect(readFileSync(join(out, 'results.csv'), 'utf8').split('\n')[0]).toMatch(/,mean_kld,mean_kld_error,median_kld,kld_99,kld_99_9,/);
     // The same grid without --kld: other keys (cells never claim a KLD they did not measure), no KLD columns.
     const plain = await cli('experiment', model, ...argv);
@@ -200,5 +200,34 @@ describe('compare --kld-base and experiment --kld', () => {
     const again = await cli('experiment', model, ...argv, '--kld');
     expect(again.stderr).toMatch(/reusing 3 of 3 cells/);
     expectRefused(await cli('experiment', model, ...argv.filter((a) => a !== '--json'), '--metric', 'kld'), /--metric.*--kld/);
+  });
+});
+
+describe('the kld allocator on a real model', () => {
+  it('quantize --method kld --format onnx --target-size: the end-to-end ΔKLD table measured, the file within the target, and its KLD measured by eval', async () => {
+    const calib = join(scratch, 'calib.txt');
+    writeFileSync(calib, 'Many hands make light work, and the early bird catches the worm; still waters run deep. '.repeat(14));
+    const out = join(scratch, 'kld-onnx');
+    const targetMiB = 0.085;
+    const quantizedRun = await cli('quantize', model, '--method', 'kld', '--format', 'onnx', '--target-size', String(targetMiB), '--configs', 'b2g32,b4g32,b4g64', '--calib', calib, '--blocks', '1', '--out', out, '--json');
+    expect(quantizedRun.code, quantizedRun.stderr).toBe(0);
+    const shipped = (JSON.parse(quantizedRun.stdout) as { sizes: { shipped: { MiB: number } } }).sizes.shipped;
+    const onnxDir = join(out, 'onnx');
+    const bytes = readdirSync(onnxDir).reduce((sum, name) => sum + statSync(join(onnxDir, name)).size, 0);
+    expect(bytes).toBeLessThanOrEqual(targetMiB * 2 ** 20);
+    expect(shipped.MiB * 2 ** 20).toBeCloseTo(bytes, 0);
+    // The statistic it allocated on: every unit at every config of the format's ladder, ΔKLD >= 0 up to rounding.
+    const [key] = readdirSync(join(out, 'stats')).filter((name) => /^[0-9a-f]{16}$/.test(name));
+    const kldCsv = readFileSync(join(out, 'stats', key!, 'kld.csv'), 'utf8').trim().split('\n');
+    expect(kldCsv.length).toBeGreaterThan(14 * 3);
+    // embed_tokens at its own ladder: the ONNX lookup stores integer zero points only.
+    const header = kldCsv[0]!.split(',');
+    const embedRows = kldCsv.slice(1).map((line) => line.split(',')).filter((cells) => cells[header.indexOf('module')] === 'embed_tokens');
+    expect(embedRows.length).toBeGreaterThan(0);
+    expect(embedRows.every((cells) => cells[header.indexOf('zero')] !== 'fractional')).toBe(true);
+    const evaluated = parseValid<{ kld: KldJson; evaluation: string }>((await cli('eval', out, '--text', text, '--seqlen', String(seqlen), '--kld-base', model, '--kld-cache', cache, '--json')).stdout, 'eval');
+    expect(evaluated.evaluation).toBe('onnx');
+    expect(evaluated.kld.kld.mean).toBeGreaterThan(0);
+    expect(Number.isFinite(evaluated.kld.kld.mean)).toBe(true);
   });
 });

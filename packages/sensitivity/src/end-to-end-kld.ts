@@ -385,6 +385,11 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
 export interface KldTableOptions {
   /** Called after each measured (unit, config). */
   readonly onProgress?: (done: number, total: number) => void;
+  /**
+   * The ladders of the embedding units (an allocation for a shipped format: each at the configs its file can store,
+   * e.g. integer zeros for ONNX's GatherBlockQuantized); an embedding unit without one is measured at `configs`.
+   */
+  readonly embeddingConfigs?: Partial<Readonly<Record<string, readonly QuantConfig[]>>>;
 }
 
 /**
@@ -394,11 +399,13 @@ export interface KldTableOptions {
  */
 export async function endToEndKldTable(measurer: KldMeasurer, configs: readonly QuantConfig[], options: KldTableOptions = {}): Promise<KldTable> {
   if (configs.length === 0) throw new InvalidOptionError('configs', 'names no config; give at least one, e.g. b4g64');
-  const measured = await measurer.marginals(new Map(), () => configs, options.onProgress);
+  const ladderOf = (unit: KldUnit): readonly QuantConfig[] => (unit.layer === NO_LAYER ? (options.embeddingConfigs?.[unit.module] ?? configs) : configs);
+  const byKey = new Map(measurer.units.map((u) => [u.key, u]));
+  const measured = await measurer.marginals(new Map(), (key) => ladderOf(byKey.get(key)!), options.onProgress);
   const rows: KldRow[] = [];
   for (const unit of measurer.units) {
     const deltas = measured.deltas.get(unit.key)!;
-    configs.forEach((config, c) => {
+    ladderOf(unit).forEach((config, c) => {
       rows.push(
         Object.freeze({
           layer: unit.layer,

@@ -178,7 +178,7 @@ export const endToEndKldMetric = Object.freeze<
   optIn: true,
   measure: async (input, options) => {
     const measurer = await createKldMeasurer(input.model, input.calibration, options);
-    return endToEndKldTable(measurer, options.configs ?? PAPER_CONFIGS, { ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+    return endToEndKldTable(measurer, options.configs ?? PAPER_CONFIGS, { ...(options.onProgress ? { onProgress: options.onProgress } : {}), ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}) });
   },
   format: formatKldCsv,
   parse: parseKldCsv,
