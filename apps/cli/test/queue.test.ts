@@ -139,6 +139,32 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     }
   }, 120_000);
 
+  it('experiment --kld on the queue records the KLD the in-process run records (the worker computes the same base from its model)', async () => {
+    const redis = await startRedis();
+    const previous = process.env.XDG_CACHE_HOME;
+    // The worker's base cache (inherited by the child), never the user's.
+    process.env.XDG_CACHE_HOME = mkdtempSync(join(tmpdir(), 'queue-kld-cache-'));
+    try {
+      const kldGrid = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '512', '--no-fp', '--kld', '--json'];
+      const local = await bin(...kldGrid, '--out', mkdtempSync(join(tmpdir(), 'queue-kld-local-')));
+      expect(local.code, local.stderr).toBe(0);
+      const w = worker(redis);
+      const coordinator = start(...kldGrid, '--out', mkdtempSync(join(tmpdir(), 'queue-kld-')), '--queue', redis.url);
+      expect((await coordinator.exited).code, coordinator.output.stderr).toBe(0);
+      type KldRow = JsonRow & { kld?: { mean: number; p999: number; sameTop: number } };
+      const queued = rowsOf(coordinator.output.stdout) as KldRow[];
+      const inProcess = rowsOf(local.stdout) as KldRow[];
+      expect(queued.map((r) => r.kld)).toEqual(inProcess.map((r) => r.kld));
+      expect(queued[0]!.kld!.mean).toBeGreaterThan(0);
+      expect(readdirSync(join(process.env.XDG_CACHE_HOME, 'layerquant', 'kld-base'))).toHaveLength(1);
+      expect(computedCounts(w).size).toBe(1);
+    } finally {
+      if (previous === undefined) delete process.env.XDG_CACHE_HOME;
+      else process.env.XDG_CACHE_HOME = previous;
+      await redis.stop();
+    }
+  }, 180_000);
+
   it('a worker SIGKILLed mid-cell: another takes its job after the stall interval, results identical, nothing computed twice', async () => {
     const redis = await startRedis();
     try {
