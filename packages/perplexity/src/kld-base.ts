@@ -67,7 +67,7 @@ export class KldBaseMismatchError extends LayerquantError {
   ) {
     super(
       'KLD_BASE_MISMATCH',
-      `${file}: this KL-divergence base was computed for ${field} ${found}, not ${expected} (this evaluation's); a base is only reused for the same model, tokenizer, text and window settings. Compute a new base (give another --kld-base path, or remove this file)`,
+      `${file}: this KL-divergence base was computed for ${field} ${found}, not ${expected} (this evaluation's); a base is only reused for the same model, tokenizer, text and window settings. Compute a new base (remove this file, or give another --kld-cache directory)`,
     );
   }
 }
@@ -202,7 +202,7 @@ function checkKey(file: string, found: KldBaseKey, expected: KldBaseKey): void {
 export async function openKldBase(path: string, key: KldBaseKey): Promise<KldBaseFile> {
   checkEndianness();
   const file = resolve(path);
-  if (!existsSync(file)) throw new MissingFileError(file, 'no KL-divergence base here; compute one with `layerquant eval <float-model> --kld-base <file>` or let the command compute it');
+  if (!existsSync(file)) throw new MissingFileError(file, 'no KL-divergence base here; `layerquant eval <model> --kld-base <float-model-dir>` computes and caches one (or writeKldBase)');
   const handle = await open(file, 'r');
   try {
     const { size } = await handle.stat();
