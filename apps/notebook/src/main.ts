@@ -23,6 +23,7 @@ const DATA_URL = `${BASE}data/notebook.json`;
 /** The shipped model and the evaluation text, served beside the page (see vite.config.ts, serveFixtures). */
 const MODEL_URL = new URL(`${BASE}models/llama-brown-26m/`, location.href).href;
 const TEXT_URL = new URL(`${BASE}data/brown-test.txt`, location.href).href;
+const CALIBRATION_URL = new URL(`${BASE}data/brown-calib.txt`, location.href).href;
 const PUBLISHED_URL = `${BASE}paper-data/llama-2-7b/published-results.csv`;
 
 function sourceBanner(data: NotebookData): HTMLElement {
@@ -170,15 +171,15 @@ async function main(): Promise<void> {
       id: 'own-allocation',
       number: 14,
       title: 'Your model: allocation',
-      text: ['The knobs\' method on your model\'s statistics. Uniform and KurtBoost need only kurtosis; MXQ needs the fnorm table (the button above measures it: 12 HQQ runs per matrix); SensiBoost and its ablation need activation sensitivity, which `layerquant sensitivity` measures.'],
+      text: ['The knobs\' method on your model\'s statistics. Uniform and KurtBoost need only kurtosis; MXQ needs the fnorm table (12 HQQ runs per matrix); SensiBoost and its ablation need activation sensitivity (the model run on calibration text). A method whose table is missing says so here, with a button that measures it in the page.'],
     }),
     measure: createCell(cells, { id: 'own-measure', number: 15, title: 'Your model: quantize and evaluate', text: ['As cell 9, on your model and its tokenizer.'] }),
   };
 
-  const live = createLiveModel({ kind: 'url', base: MODEL_URL, name: data.model.name }, TEXT_URL);
+  const live = createLiveModel({ kind: 'url', base: MODEL_URL, name: data.model.name }, TEXT_URL, CALIBRATION_URL);
   const measure = createMeasureCell(measureCell, live, analysis, store.get(), data);
   const generation = createGenerateCell(generate, live, analysis, store.get());
-  const ownModel = createOwnModelCells(picker, own, TEXT_URL, store.get());
+  const ownModel = createOwnModelCells(picker, own, { text: TEXT_URL, calibration: CALIBRATION_URL }, store.get());
   renderInto(published, () => {
     published.setOutput(element('p', { class: 'muted' }, 'Loading the published results…'));
     void fetch(PUBLISHED_URL)

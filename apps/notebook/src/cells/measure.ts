@@ -25,6 +25,8 @@ interface Measured {
 
 export interface MeasureCell {
   update(knobs: Knobs): void;
+  /** New statistics of the same model (a table measured in the page): later allocations use them. */
+  setAnalysis(analysis: ModelAnalysis): void;
 }
 
 export function knobsLabel(knobs: Knobs): string {
@@ -129,7 +131,12 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
   cell.setOutput(...output);
   renderResults();
   update(knobs);
-  return { update };
+  return {
+    update,
+    setAnalysis(next) {
+      analysis = next;
+    },
+  };
 }
 
 function codeOf(allocation: Allocation, windows: number): string {
