@@ -153,8 +153,9 @@ export default defineConfig({
   // The runtime's onnxruntime backend is onnxruntime-web in the page (before workspaceAlias, which maps it for Node).
   resolve: { alias: [{ find: /^#ort-backend$/, replacement: runtimeWebBackend }, ...workspaceAlias] },
   plugins: [forbidNodeOnlyCode(), serveFixtures(), layerquantPluginModules()],
-  // The model worker is bundled by the same rules: no Node-only code there either.
-  worker: { format: 'es', plugins: () => [forbidNodeOnlyCode()] },
+  // The workers are bundled by the same rules: no Node-only code there either; the shipped-size worker runs the
+  // allocator registry, plug-ins included.
+  worker: { format: 'es', plugins: () => [forbidNodeOnlyCode(), layerquantPluginModules()] },
   // onnxruntime-web finds its .wasm beside its module (import.meta.url): pre-bundling would move it.
   optimizeDeps: { exclude: ['onnxruntime-web'] },
   build: { target: 'es2022', chunkSizeWarningLimit: 1024 },

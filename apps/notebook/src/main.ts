@@ -17,6 +17,7 @@ import { createLiveModel } from './live/session.js';
 import { parsePublishedResults } from './published.js';
 import { createCell, element, prose, renderInto } from './notebook.js';
 import { DEFAULT_KNOBS, createStore, type Knobs } from './state.js';
+import { shippedSizesInWorker, type ShippedSizes } from './shipped.js';
 
 const BASE = import.meta.env.BASE_URL;
 const DATA_URL = `${BASE}data/notebook.json`;
@@ -56,6 +57,8 @@ async function main(): Promise<void> {
   }
   const started = performance.now();
   const analysis = analyse(data);
+  // Figure 5 and the table show the paper's accounting until the shipped sizes (computed in a worker) arrive.
+  let shipped: ShippedSizes | undefined;
   const store = createStore(DEFAULT_KNOBS);
 
   const header = element(
@@ -67,7 +70,8 @@ async function main(): Promise<void> {
         'the small Llama shipped with layerquant. Each cell says what the step does, shows the call it makes, and draws the result. ' +
         'The knobs re-run the allocators of `@layerquant/allocators` and the memory accounting of `@layerquant/quantizers` here in the page; ' +
         'the statistics and the full-text perplexities of cells 2-8 were computed beforehand and loaded from `data/notebook.json`. ' +
-        'Cells 9-15 run the model itself in the page: HQQ in WebAssembly, the decoder in onnxruntime-web, on the shipped model or on your own.',
+        'Cells 9-15 run the model itself in the page: HQQ in WebAssembly, the decoder in onnxruntime-web, on the shipped model or on your own. ' +
+        'Every size is in MiB (2^20 bytes) and says what it measures: the shipped file, the paper\'s accounting or the checkpoint.',
     ),
     sourceBanner(data),
   );
@@ -126,6 +130,7 @@ async function main(): Promise<void> {
     title: 'Perplexity against memory (the paper\'s Figure 5)',
     text: [
       `Each point is one allocation quantized with HQQ and evaluated by perplexity on held-out text (${data.reference.perplexityDataset}, non-overlapping windows). Down and left is better; the dashed line is the float model.`,
+      'The x axis is, by default, what a user ships: the size of the ONNX file `layerquant export --format onnx` writes for each allocation, embeddings, `lm_head`, norms and graph included, computed exactly by the export\'s cost model. The paper\'s accounting (the quantized matrices alone, as the paper plots) is the other choice.',
     ],
   });
   const published = createCell(cells, {
@@ -200,8 +205,8 @@ async function main(): Promise<void> {
       renderInto(outliers, () => renderOutliersCell(outliers, analysis, knobs));
     }
     renderInto(allocation, () => renderAllocationCell(allocation, analysis, knobs));
-    renderInto(pareto, () => renderParetoCell(pareto, analysis, knobs));
-    renderInto(results, () => renderTableCell(results, analysis, knobs));
+    renderInto(pareto, () => renderParetoCell(pareto, analysis, knobs, shipped));
+    renderInto(results, () => renderTableCell(results, analysis, knobs, shipped));
     if (previous) {
       renderInto(measureCell, () => measure.update(knobs));
       renderInto(generate, () => generation.update(knobs));
@@ -211,6 +216,19 @@ async function main(): Promise<void> {
   };
   renderAll(store.get());
   store.subscribe(renderAll);
+  void shippedSizesInWorker(data.results, { data: new URL(DATA_URL, location.href).href, config: `${MODEL_URL}config.json` })
+    .then((sizes) => {
+      shipped = sizes;
+      const knobs = store.get();
+      renderInto(pareto, () => renderParetoCell(pareto, analysis, knobs, shipped));
+      renderInto(results, () => renderTableCell(results, analysis, knobs, shipped));
+      document.body.dataset.shippedSizes = 'ready';
+    })
+    .catch((error: unknown) => {
+      // The figure keeps the paper's axis and says why.
+      console.warn(`shipped sizes unavailable: ${error instanceof Error ? error.message : String(error)}`);
+      document.body.dataset.shippedSizes = 'unavailable';
+    });
   // For tests and the console: the shipped model's worker and the page's start-up time.
   Object.assign(window, { layerquant: { live, analysis, store } });
   document.body.dataset.interactiveMs = String(Math.round(performance.now()));

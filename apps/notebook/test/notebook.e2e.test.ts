@@ -22,6 +22,7 @@ import { analyse, analyseModel, type Analysis } from '../src/analysis.js';
 import { validateNotebookData, type NotebookData } from '../src/data.js';
 import { EDGE_TOLERANCE } from '../src/figures.js';
 import { allocate, availableMethods } from '../src/methods.js';
+import { shippedSizes } from '../src/shipped.js';
 import type { Knobs } from '../src/state.js';
 
 // Opens the built notebook in Debian's chromium (never a downloaded browser) and checks that every cell
@@ -134,6 +135,54 @@ describe('notebook page in headless chromium', () => {
   it('says which source it displays', async () => {
     expect(await page.getAttribute('.sources', 'data-source')).toBe(data.source);
     expect(await page.textContent('.sources')).toContain(data.source === 'oracles' ? 'PyTorch oracles' : 'layerquant CLI');
+  });
+
+  it('names no machine path, issue number or undefined size, and gives every size in MiB', async () => {
+    const shown = (await page.textContent('.sources'))!;
+    expect(shown).toContain('Data shown');
+    expect(shown).not.toMatch(/(?:^|[\s('"`])\/[A-Za-z]|\bissues? #?\d+/i);
+    const text = (await page.textContent('#app'))!;
+    expect(text).not.toMatch(/undefined|NaN/);
+    // The model's stored size is the sum of its tensors' bytes.
+    const stored = data.tensors.reduce((sum, t) => sum + t.bytes, 0);
+    expect(await page.textContent('#cell-model .facts')).toContain(`${(stored / 2 ** 20).toFixed(2)} MiB of tensor data`);
+    // Sizes in MiB (2^20 bytes, said once at the top), never MB or GB.
+    expect(await page.textContent('header')).toContain('MiB (2^20 bytes)');
+    expect(text).not.toMatch(/\d\s*[MG]B\b|\([MG]B\)|\b[MG]B\)/);
+  });
+
+  it('plots perplexity against the shipped ONNX file by default, with sizes the export cost model gives in Node', async () => {
+    // A worker computes them after the page is up (every row's allocator and the export's cost model).
+    await page.waitForSelector('body[data-shipped-sizes="ready"]', { timeout: 120_000 });
+    expect(await page.getAttribute('figure[data-plot="pareto"]', 'data-axis')).toBe('shipped');
+    expect(await page.textContent('figure[data-plot="pareto"] [aria-label="x-axis label"]')).toContain('size of the shipped ONNX file (MiB');
+    const sizes = shippedSizes(await loadDecoderConfig(shippedModelDir), data.tensors.map((t) => t.name), analysis.stats);
+    const titles = await page.$$eval('figure[data-plot="pareto"] g.result-point title', (nodes) => nodes.map((n) => n.textContent ?? ''));
+    expect(titles.length).toBe(data.results.length);
+    for (const row of data.results.filter((r) => r.method === 'uniform')) {
+      const title = titles.find((t) => t.startsWith(`HQQ uniform @ ${row.budget}:`));
+      expect(title, String(row.budget)).toContain(`shipped file ${(sizes.bytesOf(row)! / 2 ** 20).toFixed(3)} MiB`);
+    }
+    // The results table has the shipped column beside the paper's.
+    expect(await page.$$eval('table[data-table="results"] th', (th) => th.map((h) => h.textContent))).toEqual(expect.arrayContaining(['shipped ONNX file MiB', 'paper MiB']));
+  });
+
+  it('places budget labels so that none overlaps another, on either x axis', async () => {
+    for (const axis of ['shipped', 'paper'] as const) {
+      await page.selectOption('select[data-pareto-axis]', axis);
+      expect(await page.getAttribute('figure[data-plot="pareto"]', 'data-axis')).toBe(axis);
+      const boxes = await page.$$eval('figure[data-plot="pareto"] g.budget-label text', (texts) =>
+        texts.map((t) => { const r = t.getBoundingClientRect(); return { left: r.left, right: r.right, top: r.top, bottom: r.bottom, text: t.textContent }; }),
+      );
+      expect(boxes.map((b) => b.text).sort(), axis).toEqual([...new Set(data.results.map((r) => r.budget.toFixed(2)))].sort());
+      for (const [i, a] of boxes.entries()) {
+        for (const b of boxes.slice(i + 1)) {
+          const overlap = a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+          expect(overlap, `${axis}: budget label "${a.text}" overlaps "${b.text}"`).toBe(false);
+        }
+      }
+    }
+    await page.selectOption('select[data-pareto-axis]', 'shipped');
   });
 
   it('draws marks in every plot', async () => {
@@ -624,6 +673,8 @@ describe('your own model with the default knobs', () => {
   });
 
   it('renders inspect and kurtosis, says what SensiBoost needs and measures activation sensitivity as Node does', async () => {
+    const started = performance.now();
+    const lap = (step: string) => console.log(`own model (default knobs): ${step} at ${((performance.now() - started) / 1000).toFixed(1)} s`);
     expect(JSON.parse((await fresh.getAttribute('body', 'data-knobs'))!)).toMatchObject({ method: 'sensiboost' });
     await fresh.setInputFiles('input[data-live-input="directory"]', dir);
     await waitLive(fresh, 'own-model', 60_000);
@@ -641,6 +692,7 @@ describe('your own model with the default knobs', () => {
     expect(await fresh.isEnabled('#cell-own-model button[data-action="fnorm"]')).toBe(true);
     expect(await fresh.isEnabled('#cell-own-model button[data-action="sensitivity"]')).toBe(true);
 
+    lap('picked and rendered');
     await fresh.selectOption('select[data-live-input="calibration-blocks"]', '2');
     await fresh.click('#cell-own-allocation button[data-action="measure-sensitivity"]');
     await fresh.waitForFunction(() => /activation sensitivity: \d+ rows|Error/.test(document.querySelector('[data-status="own-model"]')?.textContent ?? ''), null, { timeout: 120_000 });
@@ -650,6 +702,7 @@ describe('your own model with the default knobs', () => {
     expect(await fresh.isEnabled('#cell-own-model button[data-action="sensitivity"]')).toBe(false);
     expect(await fresh.isVisible('#cell-own-measure button[data-action="measure"]')).toBe(true);
 
+    lap('sensitivity measured in the page');
     // Node: the same blocks of brown-calib through the CLI's measurement on onnxruntime-node, and SensiBoost on them.
     const checkpoint = await openCheckpoint(dir);
     const model = await loadDecoderBlocks(checkpoint, await loadDecoderConfig(dir), { threads: 1 });
@@ -666,8 +719,10 @@ describe('your own model with the default knobs', () => {
       await checkpoint.close();
     }
 
+    lap('Node reference');
     // MXQ needs the fnorm table: the cells say so, the button measures it, then MXQ's cells work.
-    await setKnobs(fresh, { method: 'mxq', budget: 3.25, boostStop: 2, topM: 1 });
+    await fresh.selectOption('select[name="method"]', 'mxq');
+    await fresh.selectOption('select[name="budget"]', '3.25');
     expect(await fresh.getAttribute('#cell-own-allocation [data-needs]', 'data-needs')).toBe('fnorm');
     expect(await fresh.getAttribute('#cell-own-measure [data-needs]', 'data-needs')).toBe('fnorm');
     await fresh.click('#cell-own-measure button[data-action="measure-fnorm"]');
@@ -677,6 +732,7 @@ describe('your own model with the default knobs', () => {
     expect(await fresh.$$eval('[data-cell^="own-"] [data-needs]', (n) => n.length)).toBe(0);
     expect(await fresh.isVisible('#cell-own-measure button[data-action="measure"]')).toBe(true);
     expect(await fresh.isEnabled('#cell-own-model button[data-action="fnorm"]')).toBe(false);
+    lap('fnorm measured, MXQ allocated');
     expect(await ownStates(fresh)).toEqual({ 'own-model': 'rendered', 'own-inspect': 'rendered', 'own-kurtosis': 'rendered', 'own-allocation': 'rendered', 'own-measure': 'rendered' });
     expect(freshErrors).toEqual([]);
   });

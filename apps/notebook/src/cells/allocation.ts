@@ -76,7 +76,7 @@ export function renderAllocationCell(cell: Cell, analysis: ModelAnalysis, knobs:
   const extra = 100 * (memory.paperMB / uniformMemory.paperMB - 1);
   const summaries: Summary[] = [
     { key: 'bpp', label: 'bits per weight', value: formatFixed(memory.paperBitsPerWeight, 4) },
-    { key: 'memory', label: 'memory (paper accounting)', value: `${formatFixed(memory.paperMB, 3)} MB` },
+    { key: 'memory', label: 'memory (paper accounting)', value: `${formatFixed(memory.paperMB, 3)} MiB` },
     { key: 'extra', label: `extra over uniform ${configName(base)}`, value: `${extra >= 0 ? '+' : ''}${formatFixed(extra, 2)}%` },
     { key: 'packed', label: 'real packed size (codes + scales, zeros)', value: `${formatBytes(memory.packedBytes)} (${formatFixed(memory.packedBitsPerWeight, 3)} bits/weight)` },
     { key: 'time', label: 'allocator run time', value: `${formatFixed(milliseconds, 1)} ms` },

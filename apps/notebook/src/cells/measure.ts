@@ -119,8 +119,9 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
   const update = (next: Knobs) => {
     knobs = next;
     const { allocation } = allocate(analysis, knobs);
-    // After knobs the model cannot allocate (a missing table), the cell showed that error: bring the controls back.
-    if (cell.root.dataset.state === 'error') cell.setOutput(...output);
+    // After knobs the model cannot allocate (a missing table), the cell showed that error or what it needs: bring the
+    // controls back.
+    if (cell.root.dataset.state === 'error' || !output[0]!.isConnected) cell.setOutput(...output);
     cell.setCode(codeOf(allocation, Number(windows.value)));
     const stale = measured && JSON.stringify(measured.knobs) !== JSON.stringify(knobs);
     selection.textContent =
