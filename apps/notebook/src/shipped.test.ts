@@ -27,10 +27,12 @@ describe('shipped sizes of the notebook rows', () => {
       compared++;
     }
     expect(compared).toBeGreaterThanOrEqual(3);
-    // Every row of the grid gets a size (its allocator re-run here gives the row's bits per weight), larger with more bits.
-    const rows = data.results.map((r) => ({ bpp: r.bpp, bytes: sizes.bytesOf(r) }));
-    expect(data.results.filter((r) => sizes.bytesOf(r) === undefined).map((r) => `${r.method} ${JSON.stringify(r.options)} ${r.budget} ${r.bpp}`)).toEqual([]);
-    const byBits = [...rows].sort((a, b) => a.bpp - b.bpp);
-    expect(byBits[0]!.bytes!).toBeLessThan(byBits.at(-1)!.bytes!);
+    // One row of each method (the MILPs' allocations take a while) gets a size: its allocator re-run here gives the
+    // row's bits per weight. More bits, a larger file.
+    const firsts = [...new Set(data.results.map((r) => r.method))].map((m) => data.results.find((r) => r.method === m && r.budget === 3.25) ?? data.results.find((r) => r.method === m)!);
+    expect(firsts.length).toBeGreaterThanOrEqual(4);
+    expect(firsts.filter((r) => sizes.bytesOf(r) === undefined).map((r) => `${r.method} ${r.budget}`)).toEqual([]);
+    const uniformBytes = data.results.filter((r) => r.method === 'uniform' && [2.25, 3.25, 4.25].includes(r.budget)).map((r) => sizes.bytesOf(r)!);
+    expect(uniformBytes).toEqual([...uniformBytes].sort((a, b) => a - b));
   });
 });

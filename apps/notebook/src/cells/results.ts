@@ -153,7 +153,7 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs, s
           `${d.label} @ ${d.budget}: ${shipped?.bytesOf(d) === undefined ? '' : `shipped file ${formatFixed(shipped.bytesOf(d)! / MIB, 3)} MiB, `}paper accounting ${formatFixed(d.memoryMB, 3)} MiB, ppl ${formatFixed(d.ppl, 3)}`,
       }),
       // The budget of each column of points, above the frame with a faint rule down to its points; one text mark per lane.
-      Plot.ruleX(labels, { x: 'x', stroke: '#ccc', strokeDasharray: '2 3' }),
+      Plot.ruleX(labels, { x: 'x', stroke: '#ccc', strokeDasharray: '2 3', className: 'budget-rule' }),
       ...[...new Set(labels.map((l) => l.lane))].map((lane) =>
         Plot.text(labels.filter((l) => l.lane === lane), { x: 'x', frameAnchor: 'top', text: 'text', dy: -6 - (lanes - 1 - lane) * LANE_HEIGHT, lineAnchor: 'bottom', fill: '#555', fontSize: 10, className: 'budget-label' }),
       ),
