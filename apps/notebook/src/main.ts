@@ -17,7 +17,9 @@ import { createLiveModel } from './live/session.js';
 import { parsePublishedResults } from './published.js';
 import { createCell, element, prose, renderInto } from './notebook.js';
 import { DEFAULT_KNOBS, createStore, type Knobs } from './state.js';
-import { shippedSizesInWorker, type ShippedSizes } from './shipped.js';
+import { allocationFileBytes, exportCostModel, shippedSizesInWorker, type ShippedSizes } from './shipped.js';
+import { parseDecoderConfig } from '@layerquant/tensor-io/browser';
+import type { Allocation } from '@layerquant/core';
 
 const BASE = import.meta.env.BASE_URL;
 const DATA_URL = `${BASE}data/notebook.json`;
@@ -59,6 +61,8 @@ async function main(): Promise<void> {
   const analysis = analyse(data);
   // Figure 5 and the table show the paper's accounting until the shipped sizes (computed in a worker) arrive.
   let shipped: ShippedSizes | undefined;
+  // Cell 5's shipped file of the knobs' allocation: the export's cost model of the served model's config.json.
+  let fileBytesOf: ((allocation: Allocation) => number) | undefined;
   const store = createStore(DEFAULT_KNOBS);
 
   const header = element(
@@ -204,7 +208,7 @@ async function main(): Promise<void> {
       renderInto(sensitivity, () => renderSensitivityCell(sensitivity, analysis, knobs));
       renderInto(outliers, () => renderOutliersCell(outliers, analysis, knobs));
     }
-    renderInto(allocation, () => renderAllocationCell(allocation, analysis, knobs));
+    renderInto(allocation, () => renderAllocationCell(allocation, analysis, knobs, fileBytesOf));
     renderInto(pareto, () => renderParetoCell(pareto, analysis, knobs, shipped));
     renderInto(results, () => renderTableCell(results, analysis, knobs, shipped));
     if (previous) {
@@ -216,6 +220,14 @@ async function main(): Promise<void> {
   };
   renderAll(store.get());
   store.subscribe(renderAll);
+  void fetch(`${MODEL_URL}config.json`)
+    .then(async (response) => {
+      if (!response.ok) throw new Error(`${MODEL_URL}config.json: HTTP ${response.status}`);
+      const cost = exportCostModel(parseDecoderConfig(await response.json(), 'config.json'), data.tensors.map((t) => t.name));
+      fileBytesOf = (a) => allocationFileBytes(cost, a);
+      renderInto(allocation, () => renderAllocationCell(allocation, analysis, store.get(), fileBytesOf));
+    })
+    .catch((error: unknown) => console.warn(`no shipped size in cell 5: ${error instanceof Error ? error.message : String(error)}`));
   void shippedSizesInWorker(data.results, { data: new URL(DATA_URL, location.href).href, config: `${MODEL_URL}config.json` })
     .then((sizes) => {
       shipped = sizes;

@@ -1,6 +1,6 @@
 import { allocateMethod, resolveOptions, type ModelStats, type OptionValue } from '@layerquant/allocators';
-import { LayerquantError, type DecoderConfig, type QuantConfig } from '@layerquant/core';
-import { onnxCostModel } from '@layerquant/export/browser';
+import { LayerquantError, type Allocation, type DecoderConfig, type QuantConfig } from '@layerquant/core';
+import { onnxCostModel, type OnnxCostModel } from '@layerquant/export/browser';
 import { decoderLayout } from '@layerquant/runtime/graph';
 import type { ResultRow } from './data.js';
 import { allocators } from './methods.js';
@@ -19,6 +19,18 @@ export interface ShippedSizes {
   bytesOf(row: ResultRow): number | undefined;
 }
 
+/** The ONNX cost model of a model under the export's defaults, from its config and tensor names. */
+export function exportCostModel(config: DecoderConfig, tensorNames: Iterable<string>): OnnxCostModel {
+  const names = new Set(tensorNames);
+  return onnxCostModel(config, decoderLayout(config, { has: (name: string) => names.has(name) }));
+}
+
+/** Bytes of the ONNX file an allocation exports to: its configs for the linear units, embeddings and lm_head in float. */
+export function allocationFileBytes(cost: OnnxCostModel, allocation: Allocation): number {
+  const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config ?? null]));
+  return cost.fileBytes((unit) => configs.get(unit.key) ?? null);
+}
+
 /**
  * The exact size of the ONNX export of each row's allocation (`@layerquant/export`'s cost model, the export's
  * defaults: float32 activations and embeddings, float16 scales): the row's allocator is re-run on the page's
@@ -26,8 +38,7 @@ export interface ShippedSizes {
  * row's, else the row gets no shipped size.
  */
 export function shippedSizes(config: DecoderConfig, tensorNames: Iterable<string>, stats: ModelStats): ShippedSizes {
-  const names = new Set(tensorNames);
-  const cost = onnxCostModel(config, decoderLayout(config, { has: (name: string) => names.has(name) }));
+  const cost = exportCostModel(config, tensorNames);
   const memo = new Map<ResultRow, number | undefined>();
   const measure = (row: ResultRow): number | undefined => {
     if (!allocators.has(row.method)) return undefined;
@@ -42,8 +53,7 @@ export function shippedSizes(config: DecoderConfig, tensorNames: Iterable<string
       throw error;
     }
     if (Math.abs(allocation.totals.bpp - row.bpp) > 1e-6) return undefined;
-    const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config ?? null]));
-    return cost.fileBytes((unit) => configs.get(unit.key) ?? null);
+    return allocationFileBytes(cost, allocation);
   };
   return {
     label: cost.label,

@@ -133,7 +133,8 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs, s
     height: 420 + lanes * LANE_HEIGHT,
     marginLeft: PARETO_MARGIN.left,
     marginRight: PARETO_MARGIN.right,
-    marginTop: 14 + lanes * LANE_HEIGHT,
+    // The y axis label on the top line, the budget lanes below it.
+    marginTop: 26 + lanes * LANE_HEIGHT,
     x: { label: xLabel, grid: true, domain, labelAnchor: 'left' },
     y: { label: `↓ perplexity on ${reference.perplexityDataset} (ppl, exp of the mean NLL in nats)`, grid: true, domain: [Math.min(fp, ...all.map((r) => r.ppl)) - 1, Math.max(...all.map((r) => r.ppl)) + 1] },
     color: { ...color, legend: true },
@@ -205,7 +206,7 @@ export function renderParetoCell(cell: Cell, analysis: Analysis, knobs: Knobs, s
       : `The knobs' choice (${knobs.method} at ${knobs.budget}) has no precomputed perplexity shown; the grid covers the rows of the table below.`;
   const sizeNote =
     axis === 'shipped'
-      ? ` x: the bytes of the ONNX file each allocation exports to (${shipped!.label}), computed exactly here by the export's cost model: what a user ships. The paper's accounting counts only the quantized matrices.${unplaced > 0 ? ` ${unplaced} row${unplaced === 1 ? '' : 's'} without a shipped size (an allocation the page cannot re-make) are left out.` : ''}`
+      ? ` x: the bytes of ${shipped!.label} each allocation exports to, computed exactly here by the export's cost model: what a user ships. The paper's accounting counts only the quantized matrices.${unplaced > 0 ? ` ${unplaced} row${unplaced === 1 ? '' : 's'} without a shipped size (an allocation the page cannot re-make) are left out.` : ''}`
       : shipped
         ? ' x: the paper\'s accounting of the quantized matrices, not the file a user ships (choose the shipped file above).'
         : ' x: the paper\'s accounting of the quantized matrices, for now: the size of the shipped file of each allocation is being computed.';
