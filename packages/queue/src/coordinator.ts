@@ -4,7 +4,8 @@ import { openCheckpoint } from '@layerquant/tensor-io';
 import { Queue, type Job } from 'bullmq';
 import { readFile } from 'node:fs/promises';
 import { cellLabel, reviveRow, type CellResult, type DistributedCells, type GridDistributor } from '@layerquant/experiment';
-import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellJobData, type JobName, type StatisticsJobData, type StatisticsJobResult } from './jobs.js';
+import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellJobData, type JobName, type StatisticsJobData } from './jobs.js';
+import { QueueResultError, checkCellResult, checkStatisticsResult, checkTableLayers } from './results.js';
 import { isAuthenticationError, parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
 
 /** Cells (or statistics jobs) that failed every attempt: reported together after the others finished. */
@@ -21,7 +22,7 @@ export class QueueJobsFailedError extends LayerquantError {
 /** Redis cannot be reached at all when the coordinator starts. */
 export class QueueConnectionError extends LayerquantError {
   constructor(redacted: string, reason: string) {
-    super('QUEUE_CONNECTION', `cannot reach the queue at ${redacted} (${reason}); start Redis there or fix --queue`);
+    super('QUEUE_CONNECTION', `cannot reach the queue at ${redacted} (${reason}); start redis-server there (or check that it listens on that address and port), or fix the URL given to --queue`);
   }
 }
 
@@ -38,6 +39,8 @@ export interface CoordinatorOptions {
   readonly log: (line: string) => void;
   /** How often the queue is polled, ms (default 500). */
   readonly pollMs?: number;
+  /** Seconds to wait for Redis at start before a typed error (default 10). */
+  readonly connectTimeoutSeconds?: number;
 }
 
 interface PlannedJob<N extends JobName = JobName> {
@@ -64,6 +67,7 @@ export interface Coordinator extends GridDistributor {
  */
 export async function connectCoordinator(url: string, options: CoordinatorOptions): Promise<Coordinator> {
   const address = parseQueueUrl(url);
+  const timeoutSeconds = options.connectTimeoutSeconds ?? 10;
   const log = (line: string) => options.log(redactCredentials(line, address));
   const queue = new Queue(QUEUE_NAME, { connection: { ...address.connection, lazyConnect: false } });
   let lastError = '';
@@ -82,7 +86,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
         return c;
       })(),
       new Promise<never>((_, reject) => queue.on('error', (error) => isAuthenticationError(error) && reject(error))),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 10 s')), 10_000).unref()),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutSeconds} s`)), timeoutSeconds * 1000).unref()),
     ]);
   } catch (error) {
     // disconnect, not close: close waits for a connection that may never come.
@@ -146,8 +150,16 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
         }
         if (state === 'completed') {
           pending.delete(job.id);
-          finishedHere++;
-          await onDone(job, found.returnvalue);
+          try {
+            await onDone(job, found.returnvalue);
+            finishedHere++;
+          } catch (error) {
+            if (!(error instanceof QueueResultError)) throw error;
+            // A result that is not what was planned is never recorded; removed, so the next run computes it again.
+            failures.push({ label: job.label, reason: error.message });
+            log(`queue: ${job.label}: ${error.message}`);
+            await found.remove().catch(() => undefined);
+          }
         } else if (state === 'failed') {
           pending.delete(job.id);
           const reason = redactCredentials(found.failedReason ?? 'unknown error', address);
@@ -178,8 +190,9 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
         const activations = request.metrics.filter((m) => m.input === 'activations');
         const weights = request.metrics.filter((m) => m.input === 'weights');
         const checkpoint = await openCheckpoint(modelDir);
-        const layers = weights.length > 0 ? [...new Set(listMatrices(checkpoint).map((m) => m.layer))].sort((a, b) => a - b) : [];
+        const modelLayers = [...new Set(listMatrices(checkpoint).map((m) => m.layer))].sort((a, b) => a - b);
         await checkpoint.close();
+        const layers = weights.length > 0 ? modelLayers : [];
         const calibrationBlob = activations.length > 0 ? await publish(request.calibrationText) : null;
         const job = (metrics: readonly MetricPlugin[], jobLayers: readonly number[] | null, label: string): PlannedJob => {
           const ids = metrics.map((m) => m.id);
@@ -194,15 +207,25 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
           ...(activations.length > 0 ? [job(activations, null, `${activations.map((m) => m.table).join(', ')} (all layers, in order)`)] : []),
           ...layers.map((layer) => job(weights, [layer], `${weights.map((m) => m.table).join(', ')} layer ${layer}`)),
         ];
-        const results = new Map<string, StatisticsJobResult>();
+        const source = `queue ${address.redacted}`;
+        const results = new Map<string, Record<string, unknown>>();
         const failures = await runJobs('statistics', jobs, async (planned, value) => {
-          results.set(planned.id, value as StatisticsJobResult);
+          const data = planned.data as StatisticsJobData;
+          const metrics = data.layers === null ? activations : weights;
+          const texts = checkStatisticsResult({ jobId: planned.id, modelHash, tables: metrics.map((m) => m.table) }, value);
+          let tables: Record<string, unknown>;
+          try {
+            tables = parseTables(texts, metrics, `${source} ${planned.label}`);
+          } catch (error) {
+            throw new QueueResultError(planned.id, 'tables', `do not parse as their metrics' CSV: ${(error as Error).message}`);
+          }
+          for (const metric of metrics) checkTableLayers(planned.id, metric.table, tables[metric.table], data.layers ?? modelLayers, data.layers !== null);
+          results.set(planned.id, tables);
         });
         if (failures.length > 0) throw new QueueJobsFailedError(failures);
-        const source = `queue ${address.redacted}`;
-        const tables: Record<string, unknown> = activations.length > 0 ? parseTables(results.get(jobs[0]!.id)!, activations, source) : {};
+        const tables: Record<string, unknown> = activations.length > 0 ? { ...results.get(jobs[0]!.id)! } : {};
         // A weight metric's tables of the layers, joined into the model's (its `join`, else rows in layer order).
-        const perLayer = jobs.slice(activations.length > 0 ? 1 : 0).map((planned) => parseTables(results.get(planned.id)!, weights, `${source} ${planned.label}`));
+        const perLayer = jobs.slice(activations.length > 0 ? 1 : 0).map((planned) => results.get(planned.id)!);
         for (const metric of weights) {
           const parts = perLayer.map((part) => part[metric.table]);
           if (metric.join) {
@@ -234,12 +257,19 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
         }));
       if (jobs.length < run.planned.length) log(`queue: ${run.planned.length - jobs.length} cell(s) already in --out, not enqueued`);
       if (jobs.length === 0) return;
+      const tokens = run.context.maxTokens === undefined ? run.context.ids.length : Math.min(run.context.maxTokens, run.context.ids.length);
+      const quantizerId = run.context.quantizer?.id ?? run.quantizer.id;
       const failures = await runJobs('cells', jobs, async (job, value) => {
-        const result = value as CellResult;
-        const expected = (job.data as CellJobData).cell.key;
-        // A result is only ever stored under the key it was computed for.
-        if (!result || result.key !== expected) throw new TypeError(`job ${job.id} returned a result for ${String(result?.key)}`);
-        log(`queue: ${job.label} done, ppl ${result.row.ppl === null ? 'NaN' : result.row.ppl.toFixed(4)}`);
+        const { cell } = job.data as CellJobData;
+        // A result is only ever stored under the key it was planned for, and only as the planned cell's row.
+        const result = checkCellResult(
+          {
+            jobId: job.id, key: cell.key, modelHash: run.modelHash, modelName: run.context.modelName, method: cell.kind === 'fp' ? 'fp' : cell.method.id,
+            budget: cell.kind === 'fp' ? null : cell.budget, quantizer: cell.kind === 'fp' ? null : quantizerId, tokens, seqlen: run.context.seqlen,
+          },
+          value,
+        );
+        log(`queue: ${job.label} done, ppl ${result.row.ppl.toFixed(4)}`);
         await run.onResult({ ...result, row: reviveRow(result.row) });
       });
       if (failures.length > 0) throw new QueueJobsFailedError(failures);
