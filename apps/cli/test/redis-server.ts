@@ -4,7 +4,10 @@ import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** Debian's redis-server, the real thing (never a mock); CI installs it (scripts/ensure-test-services.sh). */
+/**
+ * Debian's redis-server, the real thing (never a mock); CI installs it (scripts/ensure-redis.sh, run by
+ * `pnpm test:all`). The queue tests fail, never skip, where it is missing.
+ */
 export const REDIS_SERVER = '/usr/bin/redis-server';
 export const haveRedis = existsSync(REDIS_SERVER);
 
@@ -45,6 +48,7 @@ export interface TestRedis {
 
 /** Starts redis-server on a free loopback port in a temporary directory; no snapshots. */
 export async function startRedis(options: { password?: string; appendonly?: boolean } = {}): Promise<TestRedis> {
+  if (!haveRedis) throw new Error(`${REDIS_SERVER} is missing: the queue tests need Debian's redis-server (apt-get install redis-server, or bash scripts/ensure-redis.sh as root)`);
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'redis-'));
   let child: ChildProcess | undefined;

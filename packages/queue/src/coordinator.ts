@@ -116,9 +116,21 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
     const add = async (job: PlannedJob) => {
       await queue.add(job.name, job.data, { jobId: job.id, attempts: options.attempts, backoff: { type: 'fixed', delay: 1000 }, removeOnComplete: false, removeOnFail: false });
     };
+    /** A job as BullMQ reads it; `unreadable` where its fields in Redis were edited into something that is not JSON. */
+    const readJob = async (id: string): Promise<Job | undefined | 'unreadable'> => {
+      try {
+        return await queue.getJob(id);
+      } catch {
+        return 'unreadable';
+      }
+    };
     for (const job of jobs) {
-      const existing = await queue.getJob(job.id);
-      if (existing && (await existing.getState()) === 'failed') {
+      const existing = await readJob(job.id);
+      if (existing === 'unreadable') {
+        log(`queue: job ${job.id} in Redis is not readable (its fields are not JSON: edited by something other than layerquant?); adding it again`);
+        await queue.remove(job.id).catch(() => undefined);
+        await add(job);
+      } else if (existing && (await existing.getState()) === 'failed') {
         log(`queue: retrying ${job.label}, which failed in an earlier run (${redactCredentials(existing.failedReason ?? '', address)})`);
         await existing.retry();
       } else if (!existing) {
@@ -143,9 +155,17 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
         }
         // Read after its state: BullMQ writes a job's result or failure reason in the step that moves it to
         // completed or failed, so a job read before getState could predate them (an undefined result, "unknown error").
-        const found: Job | undefined = await queue.getJob(job.id);
+        const found = await readJob(job.id);
         if (!found) {
           missing++;
+          continue;
+        }
+        if (found === 'unreadable') {
+          pending.delete(job.id);
+          const reason = `job ${job.id}: its fields in Redis are not JSON (edited by something other than layerquant?); it is removed, so the next run adds it again`;
+          failures.push({ label: job.label, reason });
+          log(`queue: ${job.label}: ${reason}`);
+          await queue.remove(job.id).catch(() => undefined);
           continue;
         }
         if (state === 'completed') {
@@ -170,7 +190,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
       if (missing > 0) {
         log(`queue: ${missing} ${kind} job(s) are not in Redis (restarted without persistence?); publishing and adding them again`);
         await republish();
-        for (const job of pending.values()) if (!(await queue.getJob(job.id))) await add(job);
+        for (const job of pending.values()) if (!(await readJob(job.id))) await add(job);
       }
       const done = jobs.length - pending.size - failures.length;
       const elapsed = (performance.now() - started) / 1000;

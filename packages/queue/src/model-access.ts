@@ -29,7 +29,7 @@ export class ModelNotServedError extends LayerquantError {
     const list = [...served.models.map((m, i) => `--model ${m}${copies[i] ? ` (content hash ${copies[i]!.slice(0, 16)})` : ''}`), ...served.roots.map((r) => `--model-root ${r}`)].join(', ');
     super(
       'QUEUE_MODEL_NOT_SERVED',
-      `job ${printable(jobId)}: the model directory "${printable(path, 300)}" is not one this worker serves (${list}), and no --model directory has the job's content hash ${printable(expected, 16)}; nothing of that directory was read. Start a worker with --model <dir> (a copy of the coordinator's model) or --model-root <dir> for it`,
+      `job ${printable(jobId)}: the model directory "${printable(path, 300)}" is not one this worker serves (${list}), and no --model directory has the job's content hash ${expected.slice(0, 16)}; nothing of that directory was read. Start a worker with --model <dir> (a copy of the coordinator's model) or --model-root <dir> for it`,
     );
   }
 }

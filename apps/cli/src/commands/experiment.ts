@@ -4,7 +4,7 @@ import { brownCalibPath, datasets } from '@layerquant/datasets';
 import { PAPER_BUDGETS, measureEvaluationSpeed, parseBudgets, prepareGrid, runGrid } from '@layerquant/experiment';
 import { resolveTextPath } from '@layerquant/perplexity';
 import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
-import { connectCoordinator } from '@layerquant/queue';
+import { connectCoordinator, parseQueueUrl } from '@layerquant/queue';
 import { basename, resolve } from 'node:path';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
@@ -112,6 +112,8 @@ export const experimentCommand: Command = {
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const attempts = parseIntegerOption(stringOption(values, 'attempts'), '--attempts', 3, 1);
     const queueUrl = stringOption(values, 'queue');
+    // A malformed URL is refused before --out is created (its message shows the URL redacted).
+    if (queueUrl !== undefined) parseQueueUrl(queueUrl);
     const connectTimeoutSeconds = parseNumberOption(stringOption(values, 'connect-timeout'), '--connect-timeout', 10, (n) => n > 0 && n <= 3600);
     const textSource = { text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') ?? (stringOption(values, 'text') ? undefined : 'brown-test') };
     const textPath = resolveTextPath(textSource, datasets);
