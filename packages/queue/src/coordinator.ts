@@ -3,6 +3,7 @@ import { listMatrices, type MetricPlugin } from '@layerquant/sensitivity';
 import { openCheckpoint } from '@layerquant/tensor-io';
 import { Queue, type Job } from 'bullmq';
 import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { cellLabel, reviveRow, type CellResult, type DistributedCells, type GridDistributor } from '@layerquant/experiment';
 import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellJobData, type JobName, type StatisticsJobData } from './jobs.js';
 import { QueueResultError, checkCellResult, checkStatisticsResult, checkTableLayers } from './results.js';
@@ -220,7 +221,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
             id: jobIds.statistics(request.key, ids, jobLayers),
             name: 'statistics',
             label,
-            data: { modelDir, modelHash, metrics: ids, layers: jobLayers, calibrationBlob: jobLayers === null ? calibrationBlob : null, measure: request.measure } satisfies StatisticsJobData,
+            data: { modelDir: resolve(modelDir), modelHash, metrics: ids, layers: jobLayers, calibrationBlob: jobLayers === null ? calibrationBlob : null, measure: request.measure } satisfies StatisticsJobData,
           };
         };
         const jobs: PlannedJob[] = [
@@ -271,7 +272,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
           name: 'cell' as const,
           label: cellLabel(p.spec),
           data: {
-            modelDir: run.modelDir, modelHash: run.modelHash, cell: p.spec, modelName: run.context.modelName, textBlob,
+            modelDir: resolve(run.modelDir), modelHash: run.modelHash, cell: p.spec, modelName: run.context.modelName, textBlob,
             seqlen: run.context.seqlen, maxTokens: run.context.maxTokens ?? null, seed: run.context.seed ?? 42, statsBlob: p.spec.kind === 'fp' ? null : statsBlob, configs: run.context.configs ?? null, quantizer: run.quantizer,
           } satisfies CellJobData,
         }));

@@ -116,7 +116,8 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     stalledInterval: options.stallSeconds * 1000,
     maxStalledCount: 2,
   });
-  const describe = (job: { name: string; id?: string | undefined }) => `${job.name} job ${job.id}`;
+  // Names and ids come from Redis: shown bounded, control characters escaped.
+  const describe = (job: { name: string; id?: string | undefined }) => `${printable(String(job.name), 40)} job ${printable(String(job.id))}`;
   let lastError = '';
   worker.on('error', (error) => {
     const message = redactCredentials(error.message, address);
@@ -127,7 +128,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   worker.on('failed', (job, error) => {
     if (job) log(`worker ${process.pid}: ${describe(job)} failed: ${redactCredentials(error.message, address)}`);
   });
-  worker.on('stalled', (jobId) => log(`worker ${process.pid}: job ${jobId} stalled (its worker stopped renewing the lock); it is taken over`));
+  worker.on('stalled', (jobId) => log(`worker ${process.pid}: job ${printable(jobId)} stalled (its worker stopped renewing the lock); it is taken over`));
   try {
     await Promise.race([
       worker.waitUntilReady(),
