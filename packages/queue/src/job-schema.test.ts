@@ -10,7 +10,7 @@ function cellData(): Record<string, unknown> {
   return {
     modelDir: '/models/llama',
     modelHash: HASH,
-    cell: { key: KEY, kind: 'method', method: { id: 'sensiboost-2-1', allocator: 'sensiboost', options: { boostStop: 2, topM: 1 }, explicit: ['boostStop', 'topM'] }, budget: 3.25 },
+    cell: { key: KEY, kind: 'method', method: { id: 'sensiboost-2-1', allocator: 'sensiboost', options: { boostStop: 2, topM: 1, dataset: '' }, explicit: ['boostStop', 'topM'] }, budget: 3.25 },
     modelName: 'llama',
     textBlob: HASH,
     seqlen: 512,

@@ -42,10 +42,10 @@ class Refused extends Error {
 const describe = (value: unknown): string => (value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value === 'string' ? `the string "${printable(value, 40)}"` : typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`);
 
 const string =
-  (max: number, pattern?: RegExp, what = 'text'): Check<string> =>
+  (max: number, pattern?: RegExp, what = 'text', min = 1): Check<string> =>
   (value, field) => {
     if (typeof value !== 'string') throw new Refused(field, `must be ${what}, not ${describe(value)}`);
-    if (value.length === 0 || value.length > max) throw new Refused(field, `must be 1 to ${max} characters long`);
+    if (value.length < min || value.length > max) throw new Refused(field, `must be ${min} to ${max} characters long`);
     // eslint-disable-next-line no-control-regex
     if (/[\u0000-\u001f\u007f]/.test(value)) throw new Refused(field, 'holds control characters');
     if (pattern && !pattern.test(value)) throw new Refused(field, `"${printable(value, 40)}" is not ${what}`);
@@ -124,7 +124,8 @@ const optionValues: Check<Record<string, number | boolean | string>> = (value, f
   for (const key of keys) {
     const name = string(100, /^[A-Za-z_][A-Za-z0-9_.-]*$/, 'an option name')(key, `${field} key`);
     const v = record[key];
-    out[name] = typeof v === 'boolean' ? v : typeof v === 'number' ? finite(-1e15, 1e15)(v, `${field}.${name}`) : string(1000)(v, `${field}.${name}`);
+    // String options may be empty (sensiboost's `dataset`).
+    out[name] = typeof v === 'boolean' ? v : typeof v === 'number' ? finite(-1e15, 1e15)(v, `${field}.${name}`) : string(1000, undefined, 'text', 0)(v, `${field}.${name}`);
   }
   return out;
 };
