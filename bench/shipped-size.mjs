@@ -114,16 +114,21 @@ const windowKey = `${basename(textPath)}@${SEQLEN}:${windows ?? 'all'}`;
 
 async function evaluate(dir) {
   const record = join(dir, 'bench-eval.json');
+  // What inspect/compare report of the directory is read again on every run (cheap), never from the cache: a resumed
+  // run made with an older build must not carry that build's counts (its linear-weight basis) into the table.
+  const reported = async () => {
+    const sizes = await directorySizes(dir);
+    return { reportedParams: sizes.params, reportedShippedMiB: sizes.sizes.shipped?.MiB ?? null, reportedBitsPerWeight: sizes.sizes.shipped?.bitsPerWeight ?? null };
+  };
   if (existsSync(record)) {
     const saved = JSON.parse(readFileSync(record, 'utf8'));
-    if (saved.key === windowKey) return saved;
+    if (saved.key === windowKey) return { ...saved, ...(await reported()) };
   }
   const started = performance.now();
   const { text, tokenizer, opened } = await openForEvaluation(dir, textPath, { seqlen: SEQLEN, allowLongContext: false, quantizers: builtinRegistries().quantizers });
   try {
     const ids = tokenizer.encode(text);
     const result = await perplexity(opened.model, ids, { seqlen: SEQLEN, ...(windows === undefined ? {} : { maxTokens: windows * SEQLEN }) });
-    const sizes = await directorySizes(dir);
     const saved = {
       key: windowKey,
       perplexity: result.ppl,
@@ -131,14 +136,11 @@ async function evaluate(dir) {
       tokens: result.tokens,
       windowNll: result.windowNll,
       windowWeights: result.windowWeights,
-      reportedParams: sizes.params,
-      reportedShippedMiB: sizes.sizes.shipped?.MiB ?? null,
-      reportedBitsPerWeight: sizes.sizes.shipped?.bitsPerWeight ?? null,
       seconds: (performance.now() - started) / 1000,
     };
     writeFileSync(`${record}.tmp`, JSON.stringify(saved));
     renameSync(`${record}.tmp`, record);
-    return saved;
+    return { ...saved, ...(await reported()) };
   } finally {
     await opened.dispose();
   }
