@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeF
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startRedis, type TestRedis } from './redis-server.js';
+import { freePort, haveRedis, startRedis, type TestRedis } from './redis-server.js';
 import { bin } from './run-cli.js';
 import { start, startWith, stopAll } from './cli-process.js';
 
@@ -70,7 +70,8 @@ async function outcome(queue: Queue, id: string, timeoutMs = 60_000): Promise<{ 
   }
 }
 
-describe('a worker serves only its models and refuses tampered jobs (real redis-server on 127.0.0.1)', () => {
+// Skipped only outside CI where redis-server is missing (redis-server.ts: in CI its absence fails the file).
+describe.skipIf(!haveRedis)('a worker serves only its models and refuses tampered jobs (real redis-server on 127.0.0.1)', () => {
   let redis: TestRedis;
   let queue: Queue;
   beforeAll(async () => {
@@ -140,7 +141,7 @@ describe('a worker serves only its models and refuses tampered jobs (real redis-
   }, 120_000);
 });
 
-describe('the coordinator records only results that match the cells it planned (real redis-server on 127.0.0.1)', () => {
+describe.skipIf(!haveRedis)('the coordinator records only results that match the cells it planned (real redis-server on 127.0.0.1)', () => {
   it('a hostile worker returning a wrong model hash and a NaN row: exit 1 naming each job and field, nothing recorded; a real worker then gives the in-process rows', async () => {
     const local = await bin(...grid, '--out', mkdtempSync(join(scratch, 'local-')));
     expect(local.code, local.stderr).toBe(0);

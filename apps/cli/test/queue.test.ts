@@ -11,7 +11,7 @@ interface JsonRow {
   readonly seconds: number;
 }
 import { parseQueueUrl, redactCredentials } from '@layerquant/queue';
-import { startRedis, type TestRedis } from './redis-server.js';
+import { haveRedis, startRedis, type TestRedis } from './redis-server.js';
 import { bin } from './run-cli.js';
 import { start, stopAll, type Running } from './cli-process.js';
 
@@ -64,7 +64,7 @@ describe('redis URLs', () => {
   });
 });
 
-describe('experiment --queue with workers (real redis-server on 127.0.0.1)', () => {
+describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server on 127.0.0.1)', () => {
   let reference: JsonRow[];
   const smallReference = () => reference.filter((r) => r.method === 'fp' || r.method === 'hqq');
   beforeAll(async () => {
@@ -241,7 +241,7 @@ describe('experiment --queue with workers (real redis-server on 127.0.0.1)', () 
 });
 
 // Its own block: it needs no reference grid of the suite above.
-describe('experiment --queue computing its statistics (real redis-server on 127.0.0.1)', () => {
+describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real redis-server on 127.0.0.1)', () => {
   /** The statistics cache of a grid's --out: file name -> content, per table file (settings.json aside). */
   const cachedTables = (out: string): Record<string, string> => {
     const cache = join(out, 'stats');

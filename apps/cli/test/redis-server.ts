@@ -4,10 +4,7 @@ import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/**
- * Debian's redis-server, the real thing (never a mock); CI installs it (scripts/ensure-redis.sh, run by
- * `pnpm test:all`). The queue tests fail, never skip, where it is missing.
- */
+/** Debian's redis-server, the real thing (never a mock); CI installs it (scripts/ensure-redis.sh, run by `pnpm test:all`). */
 export const REDIS_SERVER = '/usr/bin/redis-server';
 /**
  * Whether the queue suites can run here. In CI (`CI` set, as CI services set it) they must: a missing redis-server
