@@ -38,7 +38,7 @@ export async function queueCases({ work, model, text, runCli, verdict, tally, co
   mkdirSync(dir);
   const server = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--requirepass', password], { stdio: 'ignore' });
   const url = `redis://:${password}@127.0.0.1:${port}/0`;
-  const cli = (...args) => execFileSync('redis-cli', ['-p', String(port), '-a', password, '--no-auth-warning', ...args], { encoding: 'utf8' }).trim();
+  const cli = (...args) => execFileSync('redis-cli', ['-p', String(port), '-a', password, '--no-auth-warning', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
   for (let i = 0; i < 100; i++) {
     try {
       if (cli('PING') === 'PONG') break;
