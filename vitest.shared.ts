@@ -18,6 +18,7 @@ const subpaths: Record<string, string> = {
   'tensor-io/browser': 'tensor-io/src/browser.ts',
   'tensor-io/testing': 'tensor-io/src/testing.ts',
   'perplexity/browser': 'perplexity/src/browser.ts',
+  'pipeline/plugin-spec': 'pipeline/src/plugin-spec.ts',
   'sensitivity/browser': 'sensitivity/src/browser.ts',
 };
 

@@ -66,7 +66,7 @@ async function withWorkers(n, run) {
   const url = redis.url;
   const workers = [];
   for (let i = 0; i < n; i++) {
-    const w = spawn(process.execPath, [cli, 'worker', '--queue', url, '--stall-interval', '30'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const w = spawn(process.execPath, [cli, 'worker', '--queue', url, '--model', model, '--stall-interval', '30'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     w.stderr.on('data', (d) => (log += d));
     await new Promise((resolve) => {

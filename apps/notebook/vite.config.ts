@@ -21,7 +21,7 @@ const NODE_ONLY_PACKAGES = new RegExp(
     String.raw`/packages/export/src/(?!browser\.ts|matmul-nbits\.ts|onnx-cost\.ts)`,
     String.raw`/packages/tensor-io/src/(?:checkpoint|config|tokenizer-node|inspect|atomic|output-dir|safetensors|model|model-file-set|input-file|content-hash)\.ts`,
     String.raw`/packages/perplexity/src/text-file\.ts`,
-    String.raw`/packages/sensitivity/src/(?:model-statistics|stats-directory|activation-sensitivity|metrics|measure-metrics)\.ts`,
+    String.raw`/packages/sensitivity/src/(?:model-statistics|stats-directory|metrics|measure-metrics)\.ts`,
     String.raw`/packages/fixtures/src/`,
     String.raw`/node_modules/(?:onnxruntime-node|@huggingface/transformers)/`,
   ].join('|'),
@@ -63,7 +63,7 @@ export const SERVED_FIXTURES: readonly { readonly url: string; readonly dir: str
   // Weights, config and tokenizer only: oracles/ and the PyTorch references stay out of the site.
   { url: 'models/llama-brown-26m/', dir: join(fixturesDir, 'models/llama-brown-26m'), files: (name) => /^[^/]+\.(safetensors|json)$/.test(name) && !name.startsWith('reference-') },
   // Names are direct children only: `oracles/oracles.json` is no file of the model's.
-  { url: 'data/', dir: join(datasetsDir, 'data'), files: (name) => name === 'brown-test.txt' },
+  { url: 'data/', dir: join(datasetsDir, 'data'), files: (name) => name === 'brown-test.txt' || name === 'brown-calib.txt' },
   { url: 'paper-data/llama-2-7b/', dir: join(fixturesDir, 'paper-data/llama-2-7b'), files: (name) => name === 'published-results.csv' },
 ];
 
@@ -153,8 +153,9 @@ export default defineConfig({
   // The runtime's onnxruntime backend is onnxruntime-web in the page (before workspaceAlias, which maps it for Node).
   resolve: { alias: [{ find: /^#ort-backend$/, replacement: runtimeWebBackend }, ...workspaceAlias] },
   plugins: [forbidNodeOnlyCode(), serveFixtures(), layerquantPluginModules()],
-  // The model worker is bundled by the same rules: no Node-only code there either.
-  worker: { format: 'es', plugins: () => [forbidNodeOnlyCode()] },
+  // The workers are bundled by the same rules: no Node-only code there either; the shipped-size worker runs the
+  // allocator registry, plug-ins included.
+  worker: { format: 'es', plugins: () => [forbidNodeOnlyCode(), layerquantPluginModules()] },
   // onnxruntime-web finds its .wasm beside its module (import.meta.url): pre-bundling would move it.
   optimizeDeps: { exclude: ['onnxruntime-web'] },
   build: { target: 'es2022', chunkSizeWarningLimit: 1024 },

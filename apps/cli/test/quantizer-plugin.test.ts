@@ -2,8 +2,8 @@ import { shippedModelDir } from '@layerquant/fixtures';
 import { matrixTensorName, quantConfig } from '@layerquant/core';
 import { rtnPlugin } from '@layerquant/quantizers';
 import { openModelWeights } from '@layerquant/quantizers/node';
-import { openCheckpoint } from '@layerquant/tensor-io';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { openCheckpoint, writeSafetensors } from '@layerquant/tensor-io';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,7 +39,27 @@ describe('a quantizer plug-in end to end (--plugin with a quantizer whose codes 
   it('eval reads it with the plug-in loaded and names the plug-in without it', async () => {
     const evaluated = await cli('eval', model, '--dataset', 'brown-test', '--max-tokens', '1024', '--json', '--plugin', plugin);
     expect(evaluated.code).toBe(0);
-    expect(Number.isFinite((JSON.parse(evaluated.stdout) as { perplexity: number }).perplexity)).toBe(true);
+    // The oracle: a float model whose every linear matrix is the companded RTN computed here (the other tensors
+    // as they are), evaluated alike: the plug-in's checkpoint must give its perplexity, so eval read every matrix
+    // through the plug-in's dequantize.
+    const floatDir = join(dir, 'companded-float');
+    mkdirSync(floatDir);
+    for (const file of readdirSync(shippedModelDir)) if (/^(config|generation_config|tokenizer|tokenizer_config)\.json$/.test(file)) copyFileSync(join(shippedModelDir, file), join(floatDir, file));
+    const original = await openCheckpoint(shippedModelDir);
+    const tensors = [];
+    for (const { name } of original.tensors) {
+      const tensor = await original.read(name);
+      const matrix = /^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$/.test(name);
+      const data = matrix ? rtnPlugin.dequantize(rtnPlugin.quantize({ ...tensor, data: tensor.data.map((v) => Math.sign(v) * Math.sqrt(Math.abs(v))) }, quantConfig(4, 64))).map((v) => Math.sign(v) * v * v) : tensor.data;
+      tensors.push({ name, dtype: 'F32' as const, shape: tensor.shape, data });
+    }
+    await original.close();
+    expect(tensors.filter((t) => /_proj\.weight$/.test(t.name))).toHaveLength(32 * 7);
+    await writeSafetensors(join(floatDir, 'model.safetensors'), tensors, { format: 'pt' });
+    const oracle = await cli('eval', floatDir, '--dataset', 'brown-test', '--max-tokens', '1024', '--json');
+    expect(oracle.code).toBe(0);
+    const ppl = (r: { stdout: string }) => (JSON.parse(r.stdout) as { perplexity: number }).perplexity;
+    expect(Math.abs(ppl(evaluated) - ppl(oracle)) / ppl(oracle)).toBeLessThan(1e-6);
     const without = await cli('eval', model, '--dataset', 'brown-test', '--max-tokens', '1024', '--json');
     expect(without.code).toBe(1);
     expect((JSON.parse(without.stdout) as { error: { code: string } }).error.code).toBe('UNKNOWN_QUANTIZER');

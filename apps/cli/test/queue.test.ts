@@ -1,5 +1,4 @@
 import { shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,47 +11,17 @@ interface JsonRow {
   readonly seconds: number;
 }
 import { parseQueueUrl, redactCredentials } from '@layerquant/queue';
-import { startRedis, haveRedis, type TestRedis } from './redis-server.js';
-import { bin, binPath } from './run-cli.js';
-
-/** A child process of the built CLI with its output collected as it comes. */
-interface Running {
-  readonly child: ChildProcess;
-  readonly output: { stdout: string; stderr: string };
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
-}
-
-const running: Running[] = [];
-
-function start(...argv: string[]): Running {
-  const child = spawn(process.execPath, [binPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const output = { stdout: '', stderr: '' };
-  child.stdout!.on('data', (d: Buffer) => (output.stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (output.stderr += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  const run: Running = {
-    child,
-    output,
-    exited,
-    async waitFor(pattern, timeoutMs = 60_000) {
-      const until = Date.now() + timeoutMs;
-      while (!pattern.test(output.stderr)) {
-        if (Date.now() > until) throw new Error(`timed out waiting for ${pattern} in:\n${output.stderr}`);
-        if (child.exitCode !== null) throw new Error(`exited (${child.exitCode}) before ${pattern}:\n${output.stderr}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    },
-  };
-  running.push(run);
-  return run;
-}
+import { haveRedis, startRedis, type TestRedis } from './redis-server.js';
+import { bin } from './run-cli.js';
+import { start, stopAll, type Running } from './cli-process.js';
 
 const STALL = '2';
 const grid = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq,sensiboost-2-1', '--budgets', '3.25', '--max-tokens', '2048', '--json'];
 /** The fault tests' grid: fp and HQQ uniform at 3.25 (the first two cells of `grid`, same keys). */
 const small = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '2048', '--json'];
-const worker = (redis: TestRedis, ...extra: string[]) => start('worker', '--queue', redis.url, '--stall-interval', STALL, ...extra);
+/** A worker serving the shipped model, unless `extra` names its models. */
+const worker = (redis: TestRedis, ...extra: string[]) =>
+  start('worker', '--queue', redis.url, '--stall-interval', STALL, ...(extra.some((a) => a.startsWith('--model')) ? [] : ['--model', shippedModelDir]), ...extra);
 const withoutTime = (rows: readonly JsonRow[]) => rows.map(({ seconds: _, ...r }) => r);
 /** The rows of `experiment --json` (schema/output.schema.json: `perplexity`, `sizes`, ...). */
 const rowsOf = (stdout: string) => (JSON.parse(stdout) as { rows: JsonRow[] }).rows;
@@ -80,14 +49,7 @@ async function until(check: () => boolean, timeoutMs = 60_000): Promise<void> {
   }
 }
 
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    if (r.child.exitCode === null && r.child.signalCode === null) {
-      r.child.kill('SIGKILL');
-      await r.exited;
-    }
-  }
-});
+afterEach(stopAll);
 
 describe('redis URLs', () => {
   it('parses host, port, db and credentials, and never shows the password', () => {
@@ -246,7 +208,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
       const args = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '2048', '--out', out, '--queue', redis.url, '--attempts', '2', '--json'];
       const failed = start(...args);
       expect((await failed.exited).code).toBe(1);
-      expect(failed.output.stderr).toMatch(/^layerquant: error: 2 job\(s\) failed after every attempt: .*content hash [0-9a-f]{16}, the job was planned on [0-9a-f]{16}; point the worker at a copy of the coordinator's model with --model/m);
+      expect(failed.output.stderr).toMatch(/^layerquant: error: 2 job\(s\) failed after every attempt: .*is not one this worker serves \(--model .*other-model-\w+ \(content hash [0-9a-f]{16}\)\), and no --model directory has the job's content hash [0-9a-f]{16}; nothing of that directory was read/m);
       expect(failed.output.stderr).toMatch(/queue: hqq @ 3\.25 failed after 2 attempt\(s\)/);
       expect(failed.output.stderr).toMatch(/queue: fp failed after 2 attempt\(s\)/);
       wrong.child.kill('SIGTERM');

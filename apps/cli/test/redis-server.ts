@@ -4,9 +4,20 @@ import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** Debian's redis-server, the real thing (never a mock); CI installs it (scripts/ensure-test-services.sh). */
+/** Debian's redis-server, the real thing (never a mock); CI installs it (scripts/ensure-redis.sh, run by `pnpm test:all`). */
 export const REDIS_SERVER = '/usr/bin/redis-server';
-export const haveRedis = existsSync(REDIS_SERVER);
+/**
+ * Whether the queue suites can run here. In CI (`CI` set, as CI services set it) they must: a missing redis-server
+ * fails the test files that import this (an error at import), never a silent skip; elsewhere they are skipped.
+ */
+export const haveRedis = existsSync(REDIS_SERVER) || missingRedis(process.env.CI);
+
+export function missingRedis(ci: string | undefined): false {
+  if (ci && ci !== 'false' && ci !== '0') {
+    throw new Error(`${REDIS_SERVER} is missing and CI=${ci}: the queue tests must run in CI; install Debian's redis-server (scripts/ensure-redis.sh)`);
+  }
+  return false;
+}
 
 /** A free TCP port on 127.0.0.1. */
 export function freePort(): Promise<number> {
@@ -45,6 +56,7 @@ export interface TestRedis {
 
 /** Starts redis-server on a free loopback port in a temporary directory; no snapshots. */
 export async function startRedis(options: { password?: string; appendonly?: boolean } = {}): Promise<TestRedis> {
+  if (!haveRedis) throw new Error(`${REDIS_SERVER} is missing: the queue tests need Debian's redis-server (apt-get install redis-server, or bash scripts/ensure-redis.sh as root)`);
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'redis-'));
   let child: ChildProcess | undefined;

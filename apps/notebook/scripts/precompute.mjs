@@ -7,7 +7,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { basename, join, relative, resolve } from 'node:path';
+import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { ALLOCATOR_PLUGINS, parseFnormCsv, parseMeasuredCsv, parseMethodName, parseSensitivityCsv } from '@layerquant/allocators';
@@ -47,10 +47,21 @@ if (values.help) {
 const cwd = process.env.INIT_CWD ?? process.cwd();
 const modelDir = values.model ? resolve(cwd, values.model) : shippedModelDir;
 const outFile = values.out ? resolve(cwd, values.out) : join(appDir, 'public/data/notebook.json');
+// The JSON is committed and shown on a public page: it names paths inside the repository relative to its root and
+// never a path of the machine that computed it (a directory outside the repository is named by its last part only).
 const shown = (path) => {
   const inside = relative(repoDir, path);
-  return inside.startsWith('..') ? path : inside || '.';
+  if (isAbsolute(inside) || inside.startsWith('..')) return `${basename(path)} (outside the repository)`;
+  return inside || '.';
 };
+
+/** Strings of the data that name an absolute path (a machine's) or an issue number: none may reach the page. */
+function privateText(value, at = 'notebook.json') {
+  if (typeof value === 'string') return /(?:^|[\s('"`])(?:\/[A-Za-z]|[A-Za-z]:\\)|\bissues? #?\d+/i.test(value) ? [`${at}: ${value.slice(0, 120)}`] : [];
+  if (Array.isArray(value)) return value.flatMap((v, i) => privateText(v, `${at}[${i}]`));
+  if (value && typeof value === 'object') return Object.entries(value).flatMap(([k, v]) => privateText(v, `${at}.${k}`));
+  return [];
+}
 
 async function inspectWithCli(dir) {
   if (!existsSync(cliBin)) {
@@ -236,7 +247,8 @@ async function main() {
           : `PyTorch oracles, ${shown(join(shippedOraclesDir, 'oracles.json'))} (brown-test, windows of 512 tokens)`,
       },
     },
-    model: { name: modelName, path: shown(modelDir), ...inspect },
+    // inspect's `model` is the absolute directory it read.
+    model: { name: modelName, path: shown(modelDir), ...inspect, model: shown(modelDir) },
     tensors,
     statistics: { fnormCsv, sensitivityCsv, ...(measuredCsv === undefined ? {} : { measuredCsv }) },
     results,
@@ -254,6 +266,8 @@ async function main() {
   if (data.results.some((r) => !(Number.isFinite(r.budget) && r.budget > 0))) {
     throw new InvalidOptionError('budget', 'a result row has a budget that is not a positive number of bits per weight');
   }
+  const leaks = privateText(data);
+  if (leaks.length > 0) throw new InvalidDataError(outFile, `would show a machine path or an issue number on the page: ${leaks.join('; ')}`);
   const text = `${JSON.stringify(data)}\n`;
   const temp = `${outFile}.${process.pid}.tmp`;
   await writeFile(temp, text);

@@ -17,12 +17,16 @@ import { createLiveModel } from './live/session.js';
 import { parsePublishedResults } from './published.js';
 import { createCell, element, prose, renderInto } from './notebook.js';
 import { DEFAULT_KNOBS, createStore, type Knobs } from './state.js';
+import { allocationFileBytes, exportCostModel, shippedSizesInWorker, type ShippedSizes } from './shipped.js';
+import { parseDecoderConfig } from '@layerquant/tensor-io/browser';
+import type { Allocation } from '@layerquant/core';
 
 const BASE = import.meta.env.BASE_URL;
 const DATA_URL = `${BASE}data/notebook.json`;
 /** The shipped model and the evaluation text, served beside the page (see vite.config.ts, serveFixtures). */
 const MODEL_URL = new URL(`${BASE}models/llama-brown-26m/`, location.href).href;
 const TEXT_URL = new URL(`${BASE}data/brown-test.txt`, location.href).href;
+const CALIBRATION_URL = new URL(`${BASE}data/brown-calib.txt`, location.href).href;
 const PUBLISHED_URL = `${BASE}paper-data/llama-2-7b/published-results.csv`;
 
 function sourceBanner(data: NotebookData): HTMLElement {
@@ -55,6 +59,10 @@ async function main(): Promise<void> {
   }
   const started = performance.now();
   const analysis = analyse(data);
+  // Figure 5 and the table show the paper's accounting until the shipped sizes (computed in a worker) arrive.
+  let shipped: ShippedSizes | undefined;
+  // Cell 5's shipped file of the knobs' allocation: the export's cost model of the served model's config.json.
+  let fileBytesOf: ((allocation: Allocation) => number) | undefined;
   const store = createStore(DEFAULT_KNOBS);
 
   const header = element(
@@ -66,7 +74,8 @@ async function main(): Promise<void> {
         'the small Llama shipped with layerquant. Each cell says what the step does, shows the call it makes, and draws the result. ' +
         'The knobs re-run the allocators of `@layerquant/allocators` and the memory accounting of `@layerquant/quantizers` here in the page; ' +
         'the statistics and the full-text perplexities of cells 2-8 were computed beforehand and loaded from `data/notebook.json`. ' +
-        'Cells 9-15 run the model itself in the page: HQQ in WebAssembly, the decoder in onnxruntime-web, on the shipped model or on your own.',
+        'Cells 9-15 run the model itself in the page: HQQ in WebAssembly, the decoder in onnxruntime-web, on the shipped model or on your own. ' +
+        'Every size is in MiB (2^20 bytes) and says what it measures: the shipped file, the paper\'s accounting or the checkpoint.',
     ),
     sourceBanner(data),
   );
@@ -125,6 +134,7 @@ async function main(): Promise<void> {
     title: 'Perplexity against memory (the paper\'s Figure 5)',
     text: [
       `Each point is one allocation quantized with HQQ and evaluated by perplexity on held-out text (${data.reference.perplexityDataset}, non-overlapping windows). Down and left is better; the dashed line is the float model.`,
+      'The x axis is, by default, what a user ships: the size of the ONNX file `layerquant export --format onnx` writes for each allocation, embeddings, `lm_head`, norms and graph included, computed exactly by the export\'s cost model. The paper\'s accounting (the quantized matrices alone, as the paper plots) is the other choice.',
     ],
   });
   const published = createCell(cells, {
@@ -170,15 +180,15 @@ async function main(): Promise<void> {
       id: 'own-allocation',
       number: 14,
       title: 'Your model: allocation',
-      text: ['The knobs\' method on your model\'s statistics. Uniform and KurtBoost need only kurtosis; MXQ needs the fnorm table (the button above measures it: 12 HQQ runs per matrix); SensiBoost and its ablation need activation sensitivity, which `layerquant sensitivity` measures.'],
+      text: ['The knobs\' method on your model\'s statistics. Uniform and KurtBoost need only kurtosis; MXQ needs the fnorm table (12 HQQ runs per matrix); SensiBoost and its ablation need activation sensitivity (the model run on calibration text). A method whose table is missing says so here, with a button that measures it in the page.'],
     }),
     measure: createCell(cells, { id: 'own-measure', number: 15, title: 'Your model: quantize and evaluate', text: ['As cell 9, on your model and its tokenizer.'] }),
   };
 
-  const live = createLiveModel({ kind: 'url', base: MODEL_URL, name: data.model.name }, TEXT_URL);
+  const live = createLiveModel({ kind: 'url', base: MODEL_URL, name: data.model.name }, TEXT_URL, CALIBRATION_URL);
   const measure = createMeasureCell(measureCell, live, analysis, store.get(), data);
   const generation = createGenerateCell(generate, live, analysis, store.get());
-  const ownModel = createOwnModelCells(picker, own, TEXT_URL, store.get());
+  const ownModel = createOwnModelCells(picker, own, { text: TEXT_URL, calibration: CALIBRATION_URL }, store.get());
   renderInto(published, () => {
     published.setOutput(element('p', { class: 'muted' }, 'Loading the published results…'));
     void fetch(PUBLISHED_URL)
@@ -198,9 +208,9 @@ async function main(): Promise<void> {
       renderInto(sensitivity, () => renderSensitivityCell(sensitivity, analysis, knobs));
       renderInto(outliers, () => renderOutliersCell(outliers, analysis, knobs));
     }
-    renderInto(allocation, () => renderAllocationCell(allocation, analysis, knobs));
-    renderInto(pareto, () => renderParetoCell(pareto, analysis, knobs));
-    renderInto(results, () => renderTableCell(results, analysis, knobs));
+    renderInto(allocation, () => renderAllocationCell(allocation, analysis, knobs, fileBytesOf));
+    renderInto(pareto, () => renderParetoCell(pareto, analysis, knobs, shipped));
+    renderInto(results, () => renderTableCell(results, analysis, knobs, shipped));
     if (previous) {
       renderInto(measureCell, () => measure.update(knobs));
       renderInto(generate, () => generation.update(knobs));
@@ -210,6 +220,27 @@ async function main(): Promise<void> {
   };
   renderAll(store.get());
   store.subscribe(renderAll);
+  void fetch(`${MODEL_URL}config.json`)
+    .then(async (response) => {
+      if (!response.ok) throw new Error(`${MODEL_URL}config.json: HTTP ${response.status}`);
+      const cost = exportCostModel(parseDecoderConfig(await response.json(), 'config.json'), data.tensors.map((t) => t.name));
+      fileBytesOf = (a) => allocationFileBytes(cost, a);
+      renderInto(allocation, () => renderAllocationCell(allocation, analysis, store.get(), fileBytesOf));
+    })
+    .catch((error: unknown) => console.warn(`no shipped size in cell 5: ${error instanceof Error ? error.message : String(error)}`));
+  void shippedSizesInWorker(data.results, { data: new URL(DATA_URL, location.href).href, config: `${MODEL_URL}config.json` })
+    .then((sizes) => {
+      shipped = sizes;
+      const knobs = store.get();
+      renderInto(pareto, () => renderParetoCell(pareto, analysis, knobs, shipped));
+      renderInto(results, () => renderTableCell(results, analysis, knobs, shipped));
+      document.body.dataset.shippedSizes = 'ready';
+    })
+    .catch((error: unknown) => {
+      // The figure keeps the paper's axis and says why.
+      console.warn(`shipped sizes unavailable: ${error instanceof Error ? error.message : String(error)}`);
+      document.body.dataset.shippedSizes = 'unavailable';
+    });
   // For tests and the console: the shipped model's worker and the page's start-up time.
   Object.assign(window, { layerquant: { live, analysis, store } });
   document.body.dataset.interactiveMs = String(Math.round(performance.now()));

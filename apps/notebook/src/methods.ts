@@ -59,6 +59,12 @@ export function availableMethods(stats: ModelStats): NotebookMethod[] {
   return METHODS.filter((m) => m.plugin.tablesNeeded(resolveOptions(m.plugin)).every((table) => hasTable(stats, table)));
 }
 
+/** The statistics tables the knobs' method needs (with the knobs' options) that `stats` lacks, in the plug-in's order. */
+export function missingTables(stats: ModelStats, knobs: Knobs): string[] {
+  const plugin = methods.get(knobs.method).plugin;
+  return plugin.tablesNeeded(resolveOptions(plugin, knobOptions(plugin, knobs))).filter((table) => !hasTable(stats, table));
+}
+
 export interface AllocationResult {
   readonly allocation: Allocation;
   /** Paper accounting and real packed size (the quantizers package's memory accounting). */

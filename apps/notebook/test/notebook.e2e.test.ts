@@ -5,22 +5,24 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LINEAR_MODULES, matrixTensorName, quantConfig, type Allocation } from '@layerquant/core';
-import { brownTestPath, shippedModelDir } from '@layerquant/fixtures';
+import { LINEAR_MODULES, configName, matrixTensorName, quantConfig, type Allocation } from '@layerquant/core';
+import { brownCalibPath, brownTestPath, shippedModelDir } from '@layerquant/fixtures';
+import { activationSensitivity, calibrationBlocks, kurtosisTable } from '@layerquant/sensitivity';
 import { perplexity } from '@layerquant/perplexity';
 import { createHqqQuantizer, hqqQuantizer } from '@layerquant/quantizers';
 import { openKvDecoder } from '@layerquant/export';
 import { quantizeModel } from '@layerquant/quantizers/node';
-import { decoderLayout, expectedShapes, greedyDecode, loadDecoderModel } from '@layerquant/runtime';
-import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
+import { decoderLayout, expectedShapes, greedyDecode, loadDecoderBlocks, loadDecoderModel } from '@layerquant/runtime';
+import { randomDecoderSource, tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint, writeSafetensors, type Checkpoint } from '@layerquant/tensor-io';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { build, createServer as createViteServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { analyse, type Analysis } from '../src/analysis.js';
+import { analyse, analyseModel, type Analysis } from '../src/analysis.js';
 import { validateNotebookData, type NotebookData } from '../src/data.js';
 import { EDGE_TOLERANCE } from '../src/figures.js';
 import { allocate, availableMethods } from '../src/methods.js';
+import { allocationFileBytes, exportCostModel, shippedSizes } from '../src/shipped.js';
 import type { Knobs } from '../src/state.js';
 
 // Opens the built notebook in Debian's chromium (never a downloaded browser) and checks that every cell
@@ -100,7 +102,7 @@ beforeAll(async () => {
   await page.goto(`http://127.0.0.1:${port}/`);
   await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
   timeToInteractive = { wallMs: performance.now() - navigated, pageMs: Number(await page.getAttribute('body', 'data-interactive-ms')), renderMs: Number(await page.getAttribute('body', 'data-render-ms')) };
-}, 120_000);
+}, 240_000);
 
 afterAll(async () => {
   await browser?.close();
@@ -135,6 +137,20 @@ describe('notebook page in headless chromium', () => {
     expect(await page.textContent('.sources')).toContain(data.source === 'oracles' ? 'PyTorch oracles' : 'layerquant CLI');
   });
 
+  it('names no machine path, issue number or undefined size, and gives every size in MiB', async () => {
+    const shown = (await page.textContent('.sources'))!;
+    expect(shown).toContain('Data shown');
+    expect(shown).not.toMatch(/(?:^|[\s('"`])\/[A-Za-z]|\bissues? #?\d+/i);
+    const text = (await page.textContent('#app'))!;
+    expect(text).not.toMatch(/undefined|NaN/);
+    // The model's stored size is the sum of its tensors' bytes.
+    const stored = data.tensors.reduce((sum, t) => sum + t.bytes, 0);
+    expect(await page.textContent('#cell-model .facts')).toContain(`${(stored / 2 ** 20).toFixed(2)} MiB of tensor data`);
+    // Sizes in MiB (2^20 bytes, said once at the top), never MB or GB.
+    expect(await page.textContent('header')).toContain('MiB (2^20 bytes)');
+    expect(text).not.toMatch(/\d\s*[MG]B\b|\([MG]B\)|\b[MG]B\)/);
+  });
+
   it('draws marks in every plot', async () => {
     const marks = async (plot: string, selector: string) => page.$$eval(`figure[data-plot="${plot}"] svg ${selector}`, (nodes) => nodes.length);
     expect(await marks('tensor-sizes', 'g[aria-label="bar"] rect')).toBeGreaterThanOrEqual(8);
@@ -142,7 +158,9 @@ describe('notebook page in headless chromium', () => {
     expect(await marks('sensitivity', 'g[aria-label="line"] path')).toBe(4);
     expect(await marks('allocation', 'g.allocation-cell rect')).toBe(224);
     expect(await marks('pareto', 'g[aria-label="line"] path')).toBe(new Set(data.results.map((r) => `${r.method} ${JSON.stringify(r.options)}`)).size);
-    expect(await marks('pareto', 'g[aria-label="rule"] line')).toBe(1);
+    // The fp32 line, and a faint rule under each budget label.
+    expect(await marks('pareto', 'g[aria-label="rule"]:not(.budget-rule) line')).toBe(1);
+    expect(await marks('pareto', 'g.budget-rule line')).toBe(new Set(data.results.map((r) => r.budget)).size);
     expect(await marks('pareto-zoom', 'g[aria-label="dot"] circle')).toBeGreaterThan(0);
     // Hiding a family of methods in Figure 5 removes its lines, and showing it brings them back.
     const lines = await marks('pareto', 'g[aria-label="line"] path');
@@ -540,10 +558,11 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
       await page.selectOption('select[name="method"]', 'mxq');
       expect(await page.getAttribute('#cell-own-allocation', 'data-state')).toBe('rendered');
       expect(await page.$$eval('#cell-own-allocation figure[data-plot="allocation"] g.allocation-cell rect', (n) => n.length)).toBe(7 * config.numLayers);
-      // SensiBoost needs activation sensitivity, which a picked model does not have: the cell says so.
+      // SensiBoost needs activation sensitivity, which a picked model does not have yet: the cell says so and offers it.
       await setKnobs(page, { method: 'sensiboost', budget: 2.25, boostStop: 2, topM: 1 });
-      expect(await page.getAttribute('#cell-own-allocation', 'data-state')).toBe('error');
-      expect(await page.textContent('#cell-own-allocation .cell-error')).toContain('SensiBoost needs the sensitivity table');
+      expect(await page.getAttribute('#cell-own-allocation', 'data-state')).toBe('rendered');
+      expect(await page.getAttribute('#cell-own-allocation [data-needs]', 'data-needs')).toBe('sensitivity');
+      expect(await page.textContent('#cell-own-allocation [data-needs]')).toContain('SensiBoost needs the activation sensitivity table');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -555,7 +574,7 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
     await mkdir(cellsDir, { recursive: true });
     // The sticky knobs bar would cover the top of each cell's picture.
     await page.addStyleTag({ content: '.knobs { position: static !important; }' });
-    // KurtBoost: the picked model's cells show an allocation (SensiBoost needs a table it does not have).
+    // KurtBoost: the picked model's cells show an allocation (SensiBoost needs a table it has not measured).
     await setKnobs(page, { method: 'kurtboost', budget: 2.25, boostStop: 2, topM: 1 });
     // The picked model's cells came back from SensiBoost's missing-table message.
     for (const id of ['own-allocation', 'own-measure']) expect(await page.getAttribute(`#cell-${id}`, 'data-state'), id).toBe('rendered');
@@ -588,5 +607,149 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
     await writeFile(join(resultsDir, 'timing.json'), `${JSON.stringify(report, null, 2)}\n`);
     console.log(`time to interactive: ${timeToInteractive.wallMs.toFixed(0)} ms from navigation (page's own clock ${timeToInteractive.pageMs} ms, render ${timeToInteractive.renderMs} ms); ${JSON.stringify(timings)}`);
     expect(timeToInteractive.wallMs).toBeGreaterThan(0);
+  });
+});
+
+// Issue 28: a picked model in the held-out layout (one F16 file, tied embeddings, q/k/v biases) with the page's
+// default knobs (SensiBoost), in a fresh page. Every own-model cell works from what the page can compute; a cell
+// whose method needs a missing table says which and measures it on request, with the package code the CLI runs.
+describe('your own model with the default knobs', () => {
+  const config = tinyConfig({
+    modelType: 'qwen2', architecture: 'Qwen2ForCausalLM', tieWordEmbeddings: true, attentionBias: true,
+    vocabSize: 64, hiddenSize: 128, intermediateSize: 256, numLayers: 4, numHeads: 4, numKeyValueHeads: 2, headDim: 32,
+  });
+  let fresh: Page;
+  let dir: string;
+  const freshErrors: string[] = [];
+  const ownStates = (p: Page) => p.$$eval('section.cell[data-cell^="own-"]', (cells) => Object.fromEntries(cells.map((c) => [c.getAttribute('data-cell'), c.getAttribute('data-state')])));
+  const status = (p: Page) => p.textContent('[data-status="own-model"]').then((t) => t ?? '');
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'layerquant-notebook-heldout-'));
+    await writeModelDirectory(dir, config, { seed: 28, dtype: 'F16' });
+    fresh = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+    fresh.on('pageerror', (error) => freshErrors.push(error.message));
+    fresh.on('console', (message) => {
+      if (message.type() === 'error') freshErrors.push(message.text());
+    });
+    await fresh.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+    await fresh.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+  }, 60_000);
+  afterAll(async () => {
+    await fresh?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('renders inspect and kurtosis, says what SensiBoost needs and measures activation sensitivity as Node does', async () => {
+    const started = performance.now();
+    const lap = (step: string) => console.log(`own model (default knobs): ${step} at ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    expect(JSON.parse((await fresh.getAttribute('body', 'data-knobs'))!)).toMatchObject({ method: 'sensiboost' });
+    await fresh.setInputFiles('input[data-live-input="directory"]', dir);
+    await waitLive(fresh, 'own-model', 60_000);
+    expect(await fresh.getAttribute('#cell-own-model', 'data-live'), await status(fresh)).toBe('done');
+    // No own-model cell is an error: inspect and kurtosis render, allocation and measure say what they need.
+    expect(await ownStates(fresh)).toEqual({ 'own-model': 'rendered', 'own-inspect': 'rendered', 'own-kurtosis': 'rendered', 'own-allocation': 'rendered', 'own-measure': 'rendered' });
+    expect(await fresh.$$eval('[data-cell^="own-"] .cell-error', (n) => n.length)).toBe(0);
+    expect(await fresh.$$eval('#cell-own-kurtosis figure[data-plot="kurtosis"] g[aria-label="line"] path', (n) => n.length)).toBe(7);
+    for (const id of ['own-allocation', 'own-measure']) {
+      expect(await fresh.getAttribute(`#cell-${id} [data-needs]`, 'data-needs'), id).toBe('sensitivity');
+      expect(await fresh.textContent(`#cell-${id} [data-needs]`), id).toContain('SensiBoost needs the activation sensitivity table');
+      expect(await fresh.isEnabled(`#cell-${id} button[data-action="measure-sensitivity"]`), id).toBe(true);
+    }
+    // Both tables are missing, so both buttons are enabled.
+    expect(await fresh.isEnabled('#cell-own-model button[data-action="fnorm"]')).toBe(true);
+    expect(await fresh.isEnabled('#cell-own-model button[data-action="sensitivity"]')).toBe(true);
+
+    lap('picked and rendered');
+    await fresh.selectOption('select[data-live-input="calibration-blocks"]', '2');
+    await fresh.click('#cell-own-allocation button[data-action="measure-sensitivity"]');
+    await fresh.waitForFunction(() => /activation sensitivity: \d+ rows|Error/.test(document.querySelector('[data-status="own-model"]')?.textContent ?? ''), null, { timeout: 120_000 });
+    expect(await status(fresh)).toMatch(new RegExp(`activation sensitivity: ${4 * config.numLayers} rows \\(2 blocks of ${config.maxPositionEmbeddings} tokens of brown-calib\\)`));
+    expect(await fresh.getAttribute('#cell-own-allocation', 'data-state')).toBe('rendered');
+    expect(await fresh.$$eval('#cell-own-allocation [data-needs]', (n) => n.length)).toBe(0);
+    expect(await fresh.isEnabled('#cell-own-model button[data-action="sensitivity"]')).toBe(false);
+    expect(await fresh.isVisible('#cell-own-measure button[data-action="measure"]')).toBe(true);
+
+    lap('sensitivity measured in the page');
+    // Node: the same blocks of brown-calib through the CLI's measurement on onnxruntime-node, and SensiBoost on them.
+    const checkpoint = await openCheckpoint(dir);
+    const model = await loadDecoderBlocks(checkpoint, await loadDecoderConfig(dir), { threads: 1 });
+    try {
+      const calibration = calibrationBlocks(await readFile(brownCalibPath, 'utf8'), await loadTokenizer(dir), { blocks: 2, seqlen: config.maxPositionEmbeddings });
+      const sensitivity = await activationSensitivity(model, calibration, { quantizer: hqqQuantizer });
+      const kurtosis = await kurtosisTable(checkpoint);
+      const own = analyseModel({ kurtosis, sensitivity, source: dir }, checkpoint.tensors, config.numLayers, dir);
+      const knobs = JSON.parse((await fresh.getAttribute('body', 'data-knobs'))!) as Knobs;
+      const expected = allocate(own, knobs).allocation.matrices.map((m) => (m.config ? configName(m.config) : 'float')).join(' ');
+      expect(await fresh.getAttribute('#cell-own-allocation figure[data-plot="allocation"]', 'data-signature')).toBe(expected);
+    } finally {
+      await model.dispose();
+      await checkpoint.close();
+    }
+
+    lap('Node reference');
+    // MXQ needs the fnorm table: the cells say so, the button measures it, then MXQ's cells work.
+    await fresh.selectOption('select[name="method"]', 'mxq');
+    await fresh.selectOption('select[name="budget"]', '3.25');
+    expect(await fresh.getAttribute('#cell-own-allocation [data-needs]', 'data-needs')).toBe('fnorm');
+    expect(await fresh.getAttribute('#cell-own-measure [data-needs]', 'data-needs')).toBe('fnorm');
+    await fresh.click('#cell-own-measure button[data-action="measure-fnorm"]');
+    await fresh.waitForFunction(() => /fnorm table: \d+ rows|Error/.test(document.querySelector('[data-status="own-model"]')?.textContent ?? ''), null, { timeout: 120_000 });
+    expect(await status(fresh)).toContain(`fnorm table: ${7 * config.numLayers * 12} rows`);
+    expect(await fresh.$$eval('#cell-own-allocation figure[data-plot="allocation"] g.allocation-cell rect', (n) => n.length)).toBe(7 * config.numLayers);
+    expect(await fresh.$$eval('[data-cell^="own-"] [data-needs]', (n) => n.length)).toBe(0);
+    expect(await fresh.isVisible('#cell-own-measure button[data-action="measure"]')).toBe(true);
+    expect(await fresh.isEnabled('#cell-own-model button[data-action="fnorm"]')).toBe(false);
+    lap('fnorm measured, MXQ allocated');
+    expect(await ownStates(fresh)).toEqual({ 'own-model': 'rendered', 'own-inspect': 'rendered', 'own-kurtosis': 'rendered', 'own-allocation': 'rendered', 'own-measure': 'rendered' });
+    expect(freshErrors).toEqual([]);
+  });
+});
+
+// Issue 29: Figure 5's x axis is the shipped file by default. Its sizes come from a worker started with the page, so
+// these run last, when it has long finished.
+describe('Figure 5 in the shipped file\'s MiB', () => {
+  it('plots perplexity against the shipped ONNX file by default, with sizes the export cost model gives in Node', async () => {
+    // A worker computes them after the page is up (every row's allocator and the export's cost model).
+    await page.waitForSelector('body[data-shipped-sizes="ready"]', { timeout: 120_000 });
+    expect(await page.getAttribute('figure[data-plot="pareto"]', 'data-axis')).toBe('shipped');
+    expect(await page.textContent('figure[data-plot="pareto"] [aria-label="x-axis label"]')).toContain('size of the shipped ONNX file (MiB');
+    const sizes = shippedSizes(await loadDecoderConfig(shippedModelDir), data.tensors.map((t) => t.name), analysis.stats);
+    const titles = await page.$$eval('figure[data-plot="pareto"] g.result-point title', (nodes) => nodes.map((n) => n.textContent ?? ''));
+    expect(titles.length).toBe(data.results.length);
+    for (const row of data.results.filter((r) => r.method === 'uniform')) {
+      const title = titles.find((t) => t.startsWith(`HQQ uniform @ ${row.budget}:`));
+      expect(title, String(row.budget)).toContain(`shipped file ${(sizes.bytesOf(row)! / 2 ** 20).toFixed(3)} MiB`);
+    }
+    // Cell 5 gives the shipped file of the knobs' allocation beside the paper's accounting.
+    const knobs = JSON.parse((await page.getAttribute('body', 'data-knobs'))!) as Knobs;
+    const bytes = allocationFileBytes(exportCostModel(await loadDecoderConfig(shippedModelDir), data.tensors.map((t) => t.name)), allocate(analysis, knobs).allocation);
+    expect(await page.textContent('#cell-allocation [data-total="shipped"]')).toBe(`${(bytes / 2 ** 20).toFixed(2)} MiB (${((8 * bytes) / data.model.linearParams).toFixed(3)} bits per linear weight)`);
+    // The results table has the shipped column beside the paper's.
+    expect(await page.$$eval('table[data-table="results"] th', (th) => th.map((h) => h.textContent))).toEqual(expect.arrayContaining(['shipped ONNX file MiB', 'paper MiB']));
+  });
+
+  it('places budget labels so that none overlaps another, on either x axis', async () => {
+    for (const axis of ['shipped', 'paper'] as const) {
+      await page.selectOption('select[data-pareto-axis]', axis);
+      expect(await page.getAttribute('figure[data-plot="pareto"]', 'data-axis')).toBe(axis);
+      const labels = await page.$$eval('figure[data-plot="pareto"] g.budget-label text', (texts) =>
+        texts.map((t) => { const r = t.getBoundingClientRect(); return { left: r.left, right: r.right, top: r.top, bottom: r.bottom, text: t.textContent }; }),
+      );
+      // Nor the y axis label above the frame.
+      const yLabel = await page.$$eval('figure[data-plot="pareto"] g[aria-label="y-axis label"] text', (texts) =>
+        texts.map((t) => { const r = t.getBoundingClientRect(); return { left: r.left, right: r.right, top: r.top, bottom: r.bottom, text: t.textContent }; }),
+      );
+      expect(yLabel.length).toBe(1);
+      const boxes = [...labels, ...yLabel];
+      expect(labels.map((b) => b.text).sort(), axis).toEqual([...new Set(data.results.map((r) => r.budget.toFixed(2)))].sort());
+      for (const [i, a] of boxes.entries()) {
+        for (const b of boxes.slice(i + 1)) {
+          const overlap = a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+          expect(overlap, `${axis}: budget label "${a.text}" overlaps "${b.text}"`).toBe(false);
+        }
+      }
+    }
+    await page.selectOption('select[data-pareto-axis]', 'shipped');
   });
 });

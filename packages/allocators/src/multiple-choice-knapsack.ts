@@ -188,19 +188,9 @@ export class KnapsackSearchLimitError extends Error {
 /** About this many items are left open by the first, narrowest search (then the cutoff doubles). */
 const INITIALLY_FREE = 16;
 
-/** Solves a minimum-cost multiple-choice knapsack to a proven relative gap. */
-export function solveMultipleChoiceKnapsack(
-  problem: MultipleChoiceKnapsack,
-  options: KnapsackSolverOptions = {},
-): KnapsackSolution | KnapsackInfeasible {
-  const started = performance.now();
-  const relativeGap = options.relativeGap ?? 1e-6;
-  const maxStates = options.maxStates ?? 5_000_000;
-  const { classes, capacity } = problem;
-  const n = classes.length;
-
-  // 1. Pareto items, hulls, LP relaxation.
-  const pareto: Item[][] = classes.map((c, i) => {
+/** Pareto items of every class, after checking each class has matching, finite weights and costs. */
+function checkedParetoItems(classes: readonly KnapsackClass[]): Item[][] {
+  return classes.map((c, i) => {
     if (c.weights.length !== c.costs.length || c.weights.length === 0) {
       throw new RangeError(`class ${i}: needs as many weights as costs, at least one`);
     }
@@ -209,44 +199,73 @@ export function solveMultipleChoiceKnapsack(
     }
     return paretoItems(c.weights, c.costs);
   });
-  let minimumWeight = 0;
-  for (const items of pareto) minimumWeight += items[0]!.weight;
-  if (minimumWeight > capacity) return { status: 'infeasible', minimumWeight };
+}
 
-  const hulls = pareto.map((items) => lowerConvexHull(items));
+/** The LP relaxation solved greedily (phase 1): its integer part, the increment that breaks it and its dual price. */
+interface Relaxation {
+  /** Hull increments of every class, by efficiency. */
+  readonly increments: readonly Increment[];
+  /** Hull position of each class in the LP's integer part. */
+  readonly position: Int32Array;
+  readonly weight: number;
+  readonly cost: number;
+  /** Dual price of the capacity (the breaking increment's efficiency; 0 when every increment fits). */
+  readonly lambda: number;
+  readonly bound: number;
+  /** Whether an increment did not fit (else the LP solution is integral, hence optimal). */
+  readonly broke: boolean;
+  readonly breakIndex: number;
+}
+
+function solveRelaxation(pareto: readonly Item[][], hulls: readonly Item[][], capacity: number, minimumWeight: number): Relaxation {
+  const n = pareto.length;
   const increments: Increment[] = [];
   for (let i = 0; i < n; i++) increments.push(...hullIncrements(i, hulls[i]!));
   increments.sort(byEfficiency);
 
-  const lpPosition = new Int32Array(n); // hull position of each class in the LP's integer part
-  let lpWeight = minimumWeight;
-  let lpCost = 0;
-  for (const items of pareto) lpCost += items[0]!.cost;
+  const position = new Int32Array(n);
+  let weight = minimumWeight;
+  let cost = 0;
+  for (const items of pareto) cost += items[0]!.cost;
   let lambda = 0;
-  let lpBound = lpCost;
+  let bound = cost;
   let broke = false;
   let breakIndex = increments.length;
   for (let t = 0; t < increments.length; t++) {
     const inc = increments[t]!;
-    if (lpWeight + inc.deltaWeight <= capacity) {
-      lpWeight += inc.deltaWeight;
-      lpCost += inc.deltaCost;
-      lpPosition[inc.classIndex]!++;
+    if (weight + inc.deltaWeight <= capacity) {
+      weight += inc.deltaWeight;
+      cost += inc.deltaCost;
+      position[inc.classIndex]!++;
     } else {
       lambda = inc.efficiency;
-      lpBound = lpCost - lambda * (capacity - lpWeight);
+      bound = cost - lambda * (capacity - weight);
       broke = true;
       breakIndex = t;
       break;
     }
   }
-  if (!broke) lpBound = lpCost;
+  if (!broke) bound = cost;
+  return { increments, position, weight, cost, lambda, bound, broke, breakIndex };
+}
 
-  // 2. Incumbent: the LP's integer part, then the greedy pass on through the increments that still fit,
-  //    then a few best single-class moves. It only has to be decent: the search below proves the optimum.
-  const position = Int32Array.from(lpPosition);
-  let weight = lpWeight;
-  let cost = lpCost;
+interface Solution {
+  readonly cost: number;
+  readonly weight: number;
+  /** Index into each class's Pareto items. */
+  readonly choice: Int32Array;
+}
+
+/**
+ * The incumbent (phase 2): the LP's integer part, then the greedy pass on through the increments that still fit,
+ * then a few best single-class moves. It only has to be decent: the search proves the optimum.
+ */
+function greedyIncumbent(pareto: readonly Item[][], hulls: readonly Item[][], relaxation: Relaxation, capacity: number): Solution {
+  const n = pareto.length;
+  const { increments, broke, breakIndex } = relaxation;
+  const position = Int32Array.from(relaxation.position);
+  let weight = relaxation.weight;
+  let cost = relaxation.cost;
   if (broke) {
     const blocked = new Uint8Array(n);
     for (let t = breakIndex; t < increments.length; t++) {
@@ -294,9 +313,68 @@ export function solveMultipleChoiceKnapsack(
     cost += to.cost - from.cost;
     choice[bestClass] = bestItem;
   }
-  let incumbent = cost;
-  let incumbentWeight = weight;
-  let incumbentChoice: Int32Array = choice;
+  return { cost, weight, choice };
+}
+
+/**
+ * Reduced costs at the LP's dual price (phase 3): r = c + lambda*w - min_class(c + lambda*w); any solution costs at
+ * least `lagrangeanBound` + the sum of its items' r.
+ */
+function reducedCosts(pareto: readonly Item[][], lambda: number, capacity: number): { reduced: Float64Array[]; lagrangeanBound: number } {
+  const reduced: Float64Array[] = [];
+  let lagrangeanBase = 0;
+  for (const list of pareto) {
+    let best = Number.POSITIVE_INFINITY;
+    for (const item of list) best = Math.min(best, item.cost + lambda * item.weight);
+    lagrangeanBase += best;
+    reduced.push(Float64Array.from(list, (item) => item.cost + lambda * item.weight - best));
+  }
+  return { reduced, lagrangeanBound: lagrangeanBase - lambda * capacity };
+}
+
+/** What the search below a cutoff reads: the Pareto items, their reduced costs, the capacity and the state limit. */
+interface SearchProblem {
+  readonly pareto: readonly Item[][];
+  readonly reduced: readonly Float64Array[];
+  readonly lagrangeanBound: number;
+  readonly capacity: number;
+  readonly maxStates: number;
+}
+
+interface SearchOutcome {
+  readonly found: Solution | undefined;
+  /** Least bound of anything cut off. */
+  readonly prunedBound: number;
+  readonly nodes: number;
+  readonly freeClasses: number;
+}
+
+/** Solves a minimum-cost multiple-choice knapsack to a proven relative gap. */
+export function solveMultipleChoiceKnapsack(
+  problem: MultipleChoiceKnapsack,
+  options: KnapsackSolverOptions = {},
+): KnapsackSolution | KnapsackInfeasible {
+  const started = performance.now();
+  const relativeGap = options.relativeGap ?? 1e-6;
+  const maxStates = options.maxStates ?? 5_000_000;
+  const { classes, capacity } = problem;
+  const n = classes.length;
+
+  // 1. Pareto items, hulls, LP relaxation.
+  const pareto = checkedParetoItems(classes);
+  let minimumWeight = 0;
+  for (const items of pareto) minimumWeight += items[0]!.weight;
+  if (minimumWeight > capacity) return { status: 'infeasible', minimumWeight };
+  const hulls = pareto.map((items) => lowerConvexHull(items));
+  const relaxation = solveRelaxation(pareto, hulls, capacity, minimumWeight);
+  const { lambda, broke } = relaxation;
+  const lpBound = relaxation.bound;
+
+  // 2. Incumbent.
+  const greedy = greedyIncumbent(pareto, hulls, relaxation, capacity);
+  let incumbent = greedy.cost;
+  let incumbentWeight = greedy.weight;
+  let incumbentChoice: Int32Array = greedy.choice;
 
   const tolerance = (value: number): number => relativeGap * Math.abs(value);
   let prunedBound = Number.POSITIVE_INFINITY; // least bound of anything cut off
@@ -325,38 +403,20 @@ export function solveMultipleChoiceKnapsack(
     return finish(0, 0, !broke);
   }
 
-  // 3. Reduced costs at the LP's dual price: any solution costs at least lagrangeanBound + sum of its r.
-  const reduced: Float64Array[] = [];
-  let lagrangeanBase = 0;
-  for (let i = 0; i < n; i++) {
-    const list = pareto[i]!;
-    let best = Number.POSITIVE_INFINITY;
-    for (const item of list) best = Math.min(best, item.cost + lambda * item.weight);
-    lagrangeanBase += best;
-    reduced.push(Float64Array.from(list, (item) => item.cost + lambda * item.weight - best));
-  }
-  const lagrangeanBound = lagrangeanBase - lambda * capacity;
+  // 3. Reduced costs at the LP's dual price.
+  const { reduced, lagrangeanBound } = reducedCosts(pareto, lambda, capacity);
+  const search: SearchProblem = { pareto, reduced, lagrangeanBound, capacity, maxStates };
 
   // 4. Search below a cutoff that starts just above the LP bound and widens until it holds a solution or
   //    reaches the incumbent: a narrow cutoff fixes almost every class, so the search stays small.
   let nodes = 0;
   let freeClasses = 0;
   const lowerBound = Math.max(lpBound, lagrangeanBound);
-  // First width: a small quantile of the positive reduced costs, so that only a few items start open.
-  const positive: number[] = [];
-  for (const r of reduced) for (const v of r) if (v > 0) positive.push(v);
-  positive.sort((a, b) => a - b);
-  // (Never zero, so that doubling reaches the incumbent in a bounded number of rounds.)
-  let width = Math.max(
-    2 * tolerance(incumbent),
-    positive[Math.min(positive.length - 1, INITIALLY_FREE)] ?? 0,
-    1e-9 * (incumbent - lowerBound),
-    Number.MIN_VALUE,
-  );
+  let width = initialWidth(reduced, 2 * tolerance(incumbent), incumbent - lowerBound);
   for (;;) {
     const target = incumbent - tolerance(incumbent);
     const cutoff = Math.min(target, lowerBound + width);
-    const outcome = searchBelow(cutoff);
+    const outcome = searchBelow(search, cutoff);
     nodes += outcome.nodes;
     freeClasses = Math.max(freeClasses, outcome.freeClasses);
     if (outcome.found && outcome.found.cost < incumbent) {
@@ -371,136 +431,205 @@ export function solveMultipleChoiceKnapsack(
     }
     width *= 2;
   }
+}
 
-  function searchBelow(cutoff: number): {
-    found: { cost: number; weight: number; choice: Int32Array } | undefined;
-    prunedBound: number;
-    nodes: number;
-    freeClasses: number;
-  } {
-    let cutBound = Number.POSITIVE_INFINITY;
-    const candidates: number[][] = [];
-    let fixedWeight = 0;
-    let fixedCost = 0;
-    const free: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const kept: number[] = [];
-      for (let j = 0; j < pareto[i]!.length; j++) {
-        const itemBound = lagrangeanBound + reduced[i]![j]!;
-        if (itemBound < cutoff) kept.push(j);
-        else cutBound = Math.min(cutBound, itemBound);
-      }
-      candidates.push(kept);
-      if (kept.length === 1) {
-        fixedWeight += pareto[i]![kept[0]!]!.weight;
-        fixedCost += pareto[i]![kept[0]!]!.cost;
-      } else if (kept.length > 1) free.push(i);
-      else return { found: undefined, prunedBound: cutBound, nodes: 0, freeClasses: 0 };
-    }
-    // Classes whose alternatives cost most go first (few of their branches survive the bound); the classes
-    // with near-ties come last, where the exact LP of the short suffix prunes hardest. Fewer states overall.
-    const smallestAlternative = (i: number): number => {
-      let second = Number.POSITIVE_INFINITY;
-      for (const j of candidates[i]!) if (reduced[i]![j]! > 0) second = Math.min(second, reduced[i]![j]!);
-      return second;
-    };
-    free.sort((a, b) => smallestAlternative(b) - smallestAlternative(a) || a - b);
-    const f = free.length;
+/**
+ * The first width of the search's cutoff above the lower bound: a small quantile of the positive reduced costs, so
+ * that only a few items start open; never zero, so that doubling reaches the incumbent in a bounded number of rounds.
+ */
+function initialWidth(reduced: readonly Float64Array[], twiceTolerance: number, distance: number): number {
+  const positive: number[] = [];
+  for (const r of reduced) for (const v of r) if (v > 0) positive.push(v);
+  positive.sort((a, b) => a - b);
+  return Math.max(twiceTolerance, positive[Math.min(positive.length - 1, INITIALLY_FREE)] ?? 0, 1e-9 * distance, Number.MIN_VALUE);
+}
 
-    // Exact LP relaxations of the suffixes free[k..] over their candidate items.
-    const suffix: LinearRelaxation[] = new Array(f + 1);
-    const suffixMinimumWeight = new Float64Array(f + 1);
-    let merged: Increment[] = [];
-    let baseWeight = 0;
-    let baseCost = 0;
-    suffix[f] = new LinearRelaxation(0, 0, []);
-    for (let k = f - 1; k >= 0; k--) {
-      const i = free[k]!;
-      const hull = lowerConvexHull(candidates[i]!.map((j) => pareto[i]![j]!));
-      baseWeight += hull[0]!.weight;
-      baseCost += hull[0]!.cost;
-      merged = mergeIncrements(merged, hullIncrements(i, hull).sort(byEfficiency));
-      suffix[k] = new LinearRelaxation(baseWeight, baseCost, merged);
-      suffixMinimumWeight[k] = baseWeight;
-    }
+/** Reduced-cost fixing: each class's items whose bound is below the cutoff; classes left with one are fixed. */
+interface Fixing {
+  readonly candidates: number[][];
+  readonly fixedWeight: number;
+  readonly fixedCost: number;
+  /** Classes with more than one candidate, in search order. */
+  readonly free: number[];
+  readonly cutBound: number;
+  /** A class with no candidate: nothing lies below the cutoff. */
+  readonly empty: boolean;
+}
 
-    // Dynamic programming over the free classes: (weight, cost) states, pruned by dominance and LP bound.
-    let stateWeight = Float64Array.of(fixedWeight);
-    let stateCost = Float64Array.of(fixedCost);
-    const parents: Int32Array[] = [];
-    const chosen: Int32Array[] = [];
-    let generated = 0;
-    for (let k = 0; k < f; k++) {
-      const i = free[k]!;
-      const options = candidates[i]!;
-      const next = suffix[k + 1]!;
-      const nextMinimum = suffixMinimumWeight[k + 1]!;
-      const count = stateWeight.length * options.length;
-      const childWeight = new Float64Array(count);
-      const childCost = new Float64Array(count);
-      const childParent = new Int32Array(count);
-      const childItem = new Int32Array(count);
-      let m = 0;
-      for (let s = 0; s < stateWeight.length; s++) {
-        for (const j of options) {
-          const item = pareto[i]![j]!;
-          const w = stateWeight[s]! + item.weight;
-          generated++;
-          if (w + nextMinimum > capacity) continue; // cannot be completed within capacity
-          const c = stateCost[s]! + item.cost;
-          const bound = c + next.value(capacity - w);
-          if (bound >= cutoff) {
-            cutBound = Math.min(cutBound, bound);
-            continue;
-          }
-          childWeight[m] = w;
-          childCost[m] = c;
-          childParent[m] = s;
-          childItem[m] = j;
-          m++;
-        }
-      }
-      // Dominance: by weight then cost, keep a state only if it is cheaper than every lighter one.
-      const order = new Int32Array(m);
-      for (let t = 0; t < m; t++) order[t] = t;
-      order.sort((a, b) => childWeight[a]! - childWeight[b]! || childCost[a]! - childCost[b]!);
-      const keptWeight = new Float64Array(m);
-      const keptCost = new Float64Array(m);
-      const keptParent = new Int32Array(m);
-      const keptItem = new Int32Array(m);
-      let size = 0;
-      let cheapest = Number.POSITIVE_INFINITY;
-      for (let t = 0; t < m; t++) {
-        const o = order[t]!;
-        if (childCost[o]! < cheapest) {
-          cheapest = childCost[o]!;
-          keptWeight[size] = childWeight[o]!;
-          keptCost[size] = childCost[o]!;
-          keptParent[size] = childParent[o]!;
-          keptItem[size] = childItem[o]!;
-          size++;
-        }
-      }
-      if (size > maxStates) throw new KnapsackSearchLimitError(maxStates);
-      stateWeight = keptWeight.slice(0, size);
-      stateCost = keptCost.slice(0, size);
-      parents.push(keptParent.slice(0, size));
-      chosen.push(keptItem.slice(0, size));
-      if (size === 0) return { found: undefined, prunedBound: cutBound, nodes: generated, freeClasses: f };
+function fixBelow(search: SearchProblem, cutoff: number): Fixing {
+  const { pareto, reduced, lagrangeanBound } = search;
+  let cutBound = Number.POSITIVE_INFINITY;
+  const candidates: number[][] = [];
+  let fixedWeight = 0;
+  let fixedCost = 0;
+  const free: number[] = [];
+  for (let i = 0; i < pareto.length; i++) {
+    const kept: number[] = [];
+    for (let j = 0; j < pareto[i]!.length; j++) {
+      const itemBound = lagrangeanBound + reduced[i]![j]!;
+      if (itemBound < cutoff) kept.push(j);
+      else cutBound = Math.min(cutBound, itemBound);
     }
-    // Every final state is complete and feasible; the cheapest one is the best solution below the cutoff.
-    if (stateCost.length === 0) return { found: undefined, prunedBound: cutBound, nodes: generated, freeClasses: f };
-    let best = 0;
-    for (let s = 1; s < stateCost.length; s++) if (stateCost[s]! < stateCost[best]!) best = s;
-    if (f === 0 && !(stateCost[0]! < cutoff)) return { found: undefined, prunedBound: Math.min(cutBound, stateCost[0]!), nodes: generated, freeClasses: 0 };
-    const solution = new Int32Array(n);
-    for (let c = 0; c < n; c++) if (candidates[c]!.length === 1) solution[c] = candidates[c]![0]!;
-    let s = best;
-    for (let k = f - 1; k >= 0; k--) {
-      solution[free[k]!] = chosen[k]![s]!;
-      s = parents[k]![s]!;
-    }
-    if (f === 0 && stateWeight[0]! > capacity) return { found: undefined, prunedBound: cutBound, nodes: generated, freeClasses: 0 };
-    return { found: { cost: stateCost[best]!, weight: stateWeight[best]!, choice: solution }, prunedBound: cutBound, nodes: generated, freeClasses: f };
+    candidates.push(kept);
+    if (kept.length === 1) {
+      fixedWeight += pareto[i]![kept[0]!]!.weight;
+      fixedCost += pareto[i]![kept[0]!]!.cost;
+    } else if (kept.length > 1) free.push(i);
+    else return { candidates, fixedWeight, fixedCost, free, cutBound, empty: true };
   }
+  // Classes whose alternatives cost most go first (few of their branches survive the bound); the classes
+  // with near-ties come last, where the exact LP of the short suffix prunes hardest. Fewer states overall.
+  const smallestAlternative = (i: number): number => {
+    let second = Number.POSITIVE_INFINITY;
+    for (const j of candidates[i]!) if (reduced[i]![j]! > 0) second = Math.min(second, reduced[i]![j]!);
+    return second;
+  };
+  free.sort((a, b) => smallestAlternative(b) - smallestAlternative(a) || a - b);
+  return { candidates, fixedWeight, fixedCost, free, cutBound, empty: false };
+}
+
+/** Exact LP relaxations of the suffixes free[k..] over their candidate items, with their least weights. */
+function suffixRelaxations(pareto: readonly Item[][], fixing: Fixing): { suffix: LinearRelaxation[]; minimumWeight: Float64Array } {
+  const { free, candidates } = fixing;
+  const f = free.length;
+  const suffix: LinearRelaxation[] = new Array(f + 1);
+  const minimumWeight = new Float64Array(f + 1);
+  let merged: Increment[] = [];
+  let baseWeight = 0;
+  let baseCost = 0;
+  suffix[f] = new LinearRelaxation(0, 0, []);
+  for (let k = f - 1; k >= 0; k--) {
+    const i = free[k]!;
+    const hull = lowerConvexHull(candidates[i]!.map((j) => pareto[i]![j]!));
+    baseWeight += hull[0]!.weight;
+    baseCost += hull[0]!.cost;
+    merged = mergeIncrements(merged, hullIncrements(i, hull).sort(byEfficiency));
+    suffix[k] = new LinearRelaxation(baseWeight, baseCost, merged);
+    minimumWeight[k] = baseWeight;
+  }
+  return { suffix, minimumWeight };
+}
+
+/** The (weight, cost) states after some classes, each with its parent state and chosen item. */
+interface States {
+  readonly weight: Float64Array;
+  readonly cost: Float64Array;
+  readonly parent: Int32Array;
+  readonly item: Int32Array;
+}
+
+/**
+ * One step of the dynamic program: every state extended by every candidate of class `i`, cut where it cannot be
+ * completed within capacity or where its bound (its cost plus the LP of the classes after it) reaches the cutoff,
+ * then pruned by dominance (kept only if cheaper than every lighter state). Returns the states and the least bound cut.
+ */
+function extendStates(
+  search: SearchProblem,
+  states: Pick<States, 'weight' | 'cost'>,
+  i: number,
+  options: readonly number[],
+  next: LinearRelaxation,
+  nextMinimum: number,
+  cutoff: number,
+): { states: States; cutBound: number; generated: number } {
+  const { pareto, capacity } = search;
+  let cutBound = Number.POSITIVE_INFINITY;
+  let generated = 0;
+  const count = states.weight.length * options.length;
+  const childWeight = new Float64Array(count);
+  const childCost = new Float64Array(count);
+  const childParent = new Int32Array(count);
+  const childItem = new Int32Array(count);
+  let m = 0;
+  for (let s = 0; s < states.weight.length; s++) {
+    for (const j of options) {
+      const item = pareto[i]![j]!;
+      const w = states.weight[s]! + item.weight;
+      generated++;
+      if (w + nextMinimum > capacity) continue; // cannot be completed within capacity
+      const c = states.cost[s]! + item.cost;
+      const bound = c + next.value(capacity - w);
+      if (bound >= cutoff) {
+        cutBound = Math.min(cutBound, bound);
+        continue;
+      }
+      childWeight[m] = w;
+      childCost[m] = c;
+      childParent[m] = s;
+      childItem[m] = j;
+      m++;
+    }
+  }
+  // Dominance: by weight then cost, keep a state only if it is cheaper than every lighter one.
+  const order = new Int32Array(m);
+  for (let t = 0; t < m; t++) order[t] = t;
+  order.sort((a, b) => childWeight[a]! - childWeight[b]! || childCost[a]! - childCost[b]!);
+  const keptWeight = new Float64Array(m);
+  const keptCost = new Float64Array(m);
+  const keptParent = new Int32Array(m);
+  const keptItem = new Int32Array(m);
+  let size = 0;
+  let cheapest = Number.POSITIVE_INFINITY;
+  for (let t = 0; t < m; t++) {
+    const o = order[t]!;
+    if (childCost[o]! < cheapest) {
+      cheapest = childCost[o]!;
+      keptWeight[size] = childWeight[o]!;
+      keptCost[size] = childCost[o]!;
+      keptParent[size] = childParent[o]!;
+      keptItem[size] = childItem[o]!;
+      size++;
+    }
+  }
+  if (size > search.maxStates) throw new KnapsackSearchLimitError(search.maxStates);
+  return {
+    states: { weight: keptWeight.slice(0, size), cost: keptCost.slice(0, size), parent: keptParent.slice(0, size), item: keptItem.slice(0, size) },
+    cutBound,
+    generated,
+  };
+}
+
+/**
+ * The best solution below `cutoff`, if any (phase 4): reduced-cost fixing, then dynamic programming over the classes
+ * left free with (weight, cost) states pruned by dominance and by the exact LP of the classes still to add.
+ */
+function searchBelow(search: SearchProblem, cutoff: number): SearchOutcome {
+  const { pareto, capacity } = search;
+  const n = pareto.length;
+  const fixing = fixBelow(search, cutoff);
+  let cutBound = fixing.cutBound;
+  if (fixing.empty) return { found: undefined, prunedBound: cutBound, nodes: 0, freeClasses: 0 };
+  const { free, candidates } = fixing;
+  const f = free.length;
+  const { suffix, minimumWeight } = suffixRelaxations(pareto, fixing);
+
+  let stateWeight: Float64Array = Float64Array.of(fixing.fixedWeight);
+  let stateCost: Float64Array = Float64Array.of(fixing.fixedCost);
+  const parents: Int32Array[] = [];
+  const chosen: Int32Array[] = [];
+  let generated = 0;
+  for (let k = 0; k < f; k++) {
+    const step = extendStates(search, { weight: stateWeight, cost: stateCost }, free[k]!, candidates[free[k]!]!, suffix[k + 1]!, minimumWeight[k + 1]!, cutoff);
+    cutBound = Math.min(cutBound, step.cutBound);
+    generated += step.generated;
+    stateWeight = step.states.weight;
+    stateCost = step.states.cost;
+    parents.push(step.states.parent);
+    chosen.push(step.states.item);
+    if (stateWeight.length === 0) return { found: undefined, prunedBound: cutBound, nodes: generated, freeClasses: f };
+  }
+  // Every final state is complete and feasible; the cheapest one is the best solution below the cutoff.
+  if (stateCost.length === 0) return { found: undefined, prunedBound: cutBound, nodes: generated, freeClasses: f };
+  let best = 0;
+  for (let s = 1; s < stateCost.length; s++) if (stateCost[s]! < stateCost[best]!) best = s;
+  if (f === 0 && !(stateCost[0]! < cutoff)) return { found: undefined, prunedBound: Math.min(cutBound, stateCost[0]!), nodes: generated, freeClasses: 0 };
+  const solution = new Int32Array(n);
+  for (let c = 0; c < n; c++) if (candidates[c]!.length === 1) solution[c] = candidates[c]![0]!;
+  let s = best;
+  for (let k = f - 1; k >= 0; k--) {
+    solution[free[k]!] = chosen[k]![s]!;
+    s = parents[k]![s]!;
+  }
+  if (f === 0 && stateWeight[0]! > capacity) return { found: undefined, prunedBound: cutBound, nodes: generated, freeClasses: 0 };
+  return { found: { cost: stateCost[best]!, weight: stateWeight[best]!, choice: solution }, prunedBound: cutBound, nodes: generated, freeClasses: f };
 }

@@ -3,6 +3,7 @@ import { LayerquantError, createRegistry, resolveOptions, type OptionValue, type
 import { QUANTIZER_PLUGINS, createQuantizerRegistry, type QuantizerPlugin } from '@layerquant/quantizers';
 import { SENSITIVITY_METRICS, type MetricPlugin } from '@layerquant/sensitivity';
 import { existsSync, readFileSync } from 'node:fs';
+import { register } from 'node:module';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -65,12 +66,63 @@ function resolvePackage(specifier: string, cwd: string): string | undefined {
   }
 }
 
+/**
+ * A resolve hook for `--plugin` files: an `@layerquant/*` import that does not resolve from the plug-in's own place
+ * (a lone .mjs with no package.json, no node_modules beside it) resolves from the packages layerquant itself runs
+ * with, so the plug-in gets the very modules the app uses (one copy: its errors are the app's error classes).
+ */
+const RESOLVE_HOOK = `let parents = [];
+export function initialize(data) { parents = data.parents; }
+export async function resolve(specifier, context, next) {
+  try {
+    return await next(specifier, context);
+  } catch (error) {
+    if (error?.code !== 'ERR_MODULE_NOT_FOUND' || !specifier.startsWith('@layerquant/')) throw error;
+    for (const parentURL of parents) {
+      try { return await next(specifier, { ...context, parentURL }); } catch {}
+    }
+    throw error;
+  }
+}`;
+
+let hookRegistered = false;
+
+/**
+ * Registers RESOLVE_HOOK once per thread (queue processor threads load plug-ins too). The parents are this module and
+ * the entries of the packages whose plug-in helpers a plug-in imports, so their own dependencies (stats) resolve too.
+ */
+function registerPluginResolution(): void {
+  if (hookRegistered) return;
+  hookRegistered = true;
+  const parents = [import.meta.url];
+  for (const name of ['@layerquant/core', '@layerquant/allocators', '@layerquant/quantizers', '@layerquant/sensitivity']) {
+    try {
+      parents.push(import.meta.resolve(name));
+    } catch {
+      // not resolvable from here (a bundled copy): the plug-in's own resolution stays the only one
+    }
+  }
+  register(`data:text/javascript,${encodeURIComponent(RESOLVE_HOOK)}`, { data: { parents } });
+}
+
+/** A TypeScript plug-in file loads where Node strips types itself (22.6+ with --experimental-strip-types, 23.6+). */
+function checkTypeScript(specifier: string, path: string): void {
+  if (!/\.(m|c)?ts$/.test(path)) return;
+  const features = process.features as { typescript?: string | false };
+  if (features.typescript) return;
+  throw new PluginLoadError(
+    specifier,
+    `is TypeScript, which this Node (${process.version}) does not load; write the plug-in as .mjs (the types stay in JSDoc: /** @type {import('@layerquant/pipeline/plugin-spec').PluginModule} */), compile it (tsc, esbuild), or run Node 22.18+ / 23.6+`,
+  );
+}
+
 /** The file a `--plugin` specifier names: a path (relative to `cwd`) or an installed package's entry. */
 function moduleFile(specifier: string, cwd: string): string {
-  const looksLikePath = specifier.startsWith('.') || isAbsolute(specifier) || /\.(m?js|cjs)$/.test(specifier);
+  const looksLikePath = specifier.startsWith('.') || isAbsolute(specifier) || /\.(m?js|cjs|m?ts|cts)$/.test(specifier);
   if (looksLikePath) {
     const path = resolve(cwd, specifier);
-    if (!existsSync(path)) throw new PluginLoadError(specifier, `no file ${path}; give the path of the plug-in's built .js module`);
+    if (!existsSync(path)) throw new PluginLoadError(specifier, `no file ${path}; give the path of the plug-in's .mjs (or built .js) module`);
+    checkTypeScript(specifier, path);
     return path;
   }
   const entry = resolvePackage(specifier, cwd);
@@ -134,6 +186,7 @@ export async function settledOrIdle<T>(promise: Promise<T>, stalled: () => Error
 export async function loadPlugins(specifiers: readonly string[], cwd = process.cwd()): Promise<PluginRegistries> {
   const registries = builtinRegistries();
   const modules: string[] = [];
+  if (specifiers.length > 0) registerPluginResolution();
   for (const specifier of specifiers) {
     let loaded: Record<string, unknown>;
     const file = moduleFile(specifier, cwd);

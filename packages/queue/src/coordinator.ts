@@ -3,8 +3,10 @@ import { listMatrices, type MetricPlugin } from '@layerquant/sensitivity';
 import { openCheckpoint } from '@layerquant/tensor-io';
 import { Queue, type Job } from 'bullmq';
 import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { cellLabel, reviveRow, type CellResult, type DistributedCells, type GridDistributor } from '@layerquant/experiment';
-import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellJobData, type JobName, type StatisticsJobData, type StatisticsJobResult } from './jobs.js';
+import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellJobData, type JobName, type StatisticsJobData } from './jobs.js';
+import { QueueResultError, checkCellResult, checkStatisticsResult, checkTableLayers } from './results.js';
 import { isAuthenticationError, parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
 
 /** Cells (or statistics jobs) that failed every attempt: reported together after the others finished. */
@@ -21,7 +23,7 @@ export class QueueJobsFailedError extends LayerquantError {
 /** Redis cannot be reached at all when the coordinator starts. */
 export class QueueConnectionError extends LayerquantError {
   constructor(redacted: string, reason: string) {
-    super('QUEUE_CONNECTION', `cannot reach the queue at ${redacted} (${reason}); start Redis there or fix --queue`);
+    super('QUEUE_CONNECTION', `cannot reach the queue at ${redacted} (${reason}); start redis-server there (or check that it listens on that address and port), or fix the URL given to --queue`);
   }
 }
 
@@ -38,6 +40,8 @@ export interface CoordinatorOptions {
   readonly log: (line: string) => void;
   /** How often the queue is polled, ms (default 500). */
   readonly pollMs?: number;
+  /** Seconds to wait for Redis at start before a typed error (default 10). */
+  readonly connectTimeoutSeconds?: number;
 }
 
 interface PlannedJob<N extends JobName = JobName> {
@@ -64,6 +68,7 @@ export interface Coordinator extends GridDistributor {
  */
 export async function connectCoordinator(url: string, options: CoordinatorOptions): Promise<Coordinator> {
   const address = parseQueueUrl(url);
+  const timeoutSeconds = options.connectTimeoutSeconds ?? 10;
   const log = (line: string) => options.log(redactCredentials(line, address));
   const queue = new Queue(QUEUE_NAME, { connection: { ...address.connection, lazyConnect: false } });
   let lastError = '';
@@ -82,7 +87,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
         return c;
       })(),
       new Promise<never>((_, reject) => queue.on('error', (error) => isAuthenticationError(error) && reject(error))),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 10 s')), 10_000).unref()),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutSeconds} s`)), timeoutSeconds * 1000).unref()),
     ]);
   } catch (error) {
     // disconnect, not close: close waits for a connection that may never come.
@@ -112,9 +117,21 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
     const add = async (job: PlannedJob) => {
       await queue.add(job.name, job.data, { jobId: job.id, attempts: options.attempts, backoff: { type: 'fixed', delay: 1000 }, removeOnComplete: false, removeOnFail: false });
     };
+    /** A job as BullMQ reads it; `unreadable` where its fields in Redis were edited into something that is not JSON. */
+    const readJob = async (id: string): Promise<Job | undefined | 'unreadable'> => {
+      try {
+        return await queue.getJob(id);
+      } catch {
+        return 'unreadable';
+      }
+    };
     for (const job of jobs) {
-      const existing = await queue.getJob(job.id);
-      if (existing && (await existing.getState()) === 'failed') {
+      const existing = await readJob(job.id);
+      if (existing === 'unreadable') {
+        log(`queue: job ${job.id} in Redis is not readable (its fields are not JSON: edited by something other than layerquant?); adding it again`);
+        await queue.remove(job.id).catch(() => undefined);
+        await add(job);
+      } else if (existing && (await existing.getState()) === 'failed') {
         log(`queue: retrying ${job.label}, which failed in an earlier run (${redactCredentials(existing.failedReason ?? '', address)})`);
         await existing.retry();
       } else if (!existing) {
@@ -139,15 +156,31 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
         }
         // Read after its state: BullMQ writes a job's result or failure reason in the step that moves it to
         // completed or failed, so a job read before getState could predate them (an undefined result, "unknown error").
-        const found: Job | undefined = await queue.getJob(job.id);
+        const found = await readJob(job.id);
         if (!found) {
           missing++;
           continue;
         }
+        if (found === 'unreadable') {
+          pending.delete(job.id);
+          const reason = `job ${job.id}: its fields in Redis are not JSON (edited by something other than layerquant?); it is removed, so the next run adds it again`;
+          failures.push({ label: job.label, reason });
+          log(`queue: ${job.label}: ${reason}`);
+          await queue.remove(job.id).catch(() => undefined);
+          continue;
+        }
         if (state === 'completed') {
           pending.delete(job.id);
-          finishedHere++;
-          await onDone(job, found.returnvalue);
+          try {
+            await onDone(job, found.returnvalue);
+            finishedHere++;
+          } catch (error) {
+            if (!(error instanceof QueueResultError)) throw error;
+            // A result that is not what was planned is never recorded; removed, so the next run computes it again.
+            failures.push({ label: job.label, reason: error.message });
+            log(`queue: ${job.label}: ${error.message}`);
+            await found.remove().catch(() => undefined);
+          }
         } else if (state === 'failed') {
           pending.delete(job.id);
           const reason = redactCredentials(found.failedReason ?? 'unknown error', address);
@@ -158,7 +191,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
       if (missing > 0) {
         log(`queue: ${missing} ${kind} job(s) are not in Redis (restarted without persistence?); publishing and adding them again`);
         await republish();
-        for (const job of pending.values()) if (!(await queue.getJob(job.id))) await add(job);
+        for (const job of pending.values()) if (!(await readJob(job.id))) await add(job);
       }
       const done = jobs.length - pending.size - failures.length;
       const elapsed = (performance.now() - started) / 1000;
@@ -178,8 +211,9 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
         const activations = request.metrics.filter((m) => m.input === 'activations');
         const weights = request.metrics.filter((m) => m.input === 'weights');
         const checkpoint = await openCheckpoint(modelDir);
-        const layers = weights.length > 0 ? [...new Set(listMatrices(checkpoint).map((m) => m.layer))].sort((a, b) => a - b) : [];
+        const modelLayers = [...new Set(listMatrices(checkpoint).map((m) => m.layer))].sort((a, b) => a - b);
         await checkpoint.close();
+        const layers = weights.length > 0 ? modelLayers : [];
         const calibrationBlob = activations.length > 0 ? await publish(request.calibrationText) : null;
         const job = (metrics: readonly MetricPlugin[], jobLayers: readonly number[] | null, label: string): PlannedJob => {
           const ids = metrics.map((m) => m.id);
@@ -187,22 +221,32 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
             id: jobIds.statistics(request.key, ids, jobLayers),
             name: 'statistics',
             label,
-            data: { modelDir, modelHash, metrics: ids, layers: jobLayers, calibrationBlob: jobLayers === null ? calibrationBlob : null, measure: request.measure } satisfies StatisticsJobData,
+            data: { modelDir: resolve(modelDir), modelHash, metrics: ids, layers: jobLayers, calibrationBlob: jobLayers === null ? calibrationBlob : null, measure: request.measure } satisfies StatisticsJobData,
           };
         };
         const jobs: PlannedJob[] = [
           ...(activations.length > 0 ? [job(activations, null, `${activations.map((m) => m.table).join(', ')} (all layers, in order)`)] : []),
           ...layers.map((layer) => job(weights, [layer], `${weights.map((m) => m.table).join(', ')} layer ${layer}`)),
         ];
-        const results = new Map<string, StatisticsJobResult>();
+        const source = `queue ${address.redacted}`;
+        const results = new Map<string, Record<string, unknown>>();
         const failures = await runJobs('statistics', jobs, async (planned, value) => {
-          results.set(planned.id, value as StatisticsJobResult);
+          const data = planned.data as StatisticsJobData;
+          const metrics = data.layers === null ? activations : weights;
+          const texts = checkStatisticsResult({ jobId: planned.id, modelHash, tables: metrics.map((m) => m.table) }, value);
+          let tables: Record<string, unknown>;
+          try {
+            tables = parseTables(texts, metrics, `${source} ${planned.label}`);
+          } catch (error) {
+            throw new QueueResultError(planned.id, 'tables', `do not parse as their metrics' CSV: ${(error as Error).message}`);
+          }
+          for (const metric of metrics) checkTableLayers(planned.id, metric.table, tables[metric.table], data.layers ?? modelLayers, data.layers !== null);
+          results.set(planned.id, tables);
         });
         if (failures.length > 0) throw new QueueJobsFailedError(failures);
-        const source = `queue ${address.redacted}`;
-        const tables: Record<string, unknown> = activations.length > 0 ? parseTables(results.get(jobs[0]!.id)!, activations, source) : {};
+        const tables: Record<string, unknown> = activations.length > 0 ? { ...results.get(jobs[0]!.id)! } : {};
         // A weight metric's tables of the layers, joined into the model's (its `join`, else rows in layer order).
-        const perLayer = jobs.slice(activations.length > 0 ? 1 : 0).map((planned) => parseTables(results.get(planned.id)!, weights, `${source} ${planned.label}`));
+        const perLayer = jobs.slice(activations.length > 0 ? 1 : 0).map((planned) => results.get(planned.id)!);
         for (const metric of weights) {
           const parts = perLayer.map((part) => part[metric.table]);
           if (metric.join) {
@@ -228,19 +272,26 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
           name: 'cell' as const,
           label: cellLabel(p.spec),
           data: {
-            modelDir: run.modelDir, modelHash: run.modelHash, cell: p.spec, modelName: run.context.modelName, textBlob,
+            modelDir: resolve(run.modelDir), modelHash: run.modelHash, cell: p.spec, modelName: run.context.modelName, textBlob,
             seqlen: run.context.seqlen, maxTokens: run.context.maxTokens ?? null, seed: run.context.seed ?? 42, statsBlob: p.spec.kind === 'fp' ? null : statsBlob, configs: run.context.configs ?? null, quantizer: run.quantizer,
             ...(run.kld ? { kld: true } : {}),
           } satisfies CellJobData,
         }));
       if (jobs.length < run.planned.length) log(`queue: ${run.planned.length - jobs.length} cell(s) already in --out, not enqueued`);
       if (jobs.length === 0) return;
+      const tokens = run.context.maxTokens === undefined ? run.context.ids.length : Math.min(run.context.maxTokens, run.context.ids.length);
+      const quantizerId = run.context.quantizer?.id ?? run.quantizer.id;
       const failures = await runJobs('cells', jobs, async (job, value) => {
-        const result = value as CellResult;
-        const expected = (job.data as CellJobData).cell.key;
-        // A result is only ever stored under the key it was computed for.
-        if (!result || result.key !== expected) throw new TypeError(`job ${job.id} returned a result for ${String(result?.key)}`);
-        log(`queue: ${job.label} done, ppl ${result.row.ppl === null ? 'NaN' : result.row.ppl.toFixed(4)}`);
+        const { cell } = job.data as CellJobData;
+        // A result is only ever stored under the key it was planned for, and only as the planned cell's row.
+        const result = checkCellResult(
+          {
+            jobId: job.id, key: cell.key, modelHash: run.modelHash, modelName: run.context.modelName, method: cell.kind === 'fp' ? 'fp' : cell.method.id,
+            budget: cell.kind === 'fp' ? null : cell.budget, quantizer: cell.kind === 'fp' ? null : quantizerId, tokens, seqlen: run.context.seqlen,
+          },
+          value,
+        );
+        log(`queue: ${job.label} done, ppl ${result.row.ppl.toFixed(4)}`);
         await run.onResult({ ...result, row: reviveRow(result.row) });
       });
       if (failures.length > 0) throw new QueueJobsFailedError(failures);

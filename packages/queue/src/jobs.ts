@@ -15,9 +15,9 @@ import { createHash } from 'node:crypto';
 export const QUEUE_NAME = 'layerquant-experiment';
 
 /** Environment variables the worker's main thread sets for its processor threads (processor.ts). */
-export const PROCESSOR_ENV = Object.freeze({ url: 'LAYERQUANT_QUEUE_URL', model: 'LAYERQUANT_WORKER_MODEL', threads: 'LAYERQUANT_WORKER_THREADS', plugins: 'LAYERQUANT_WORKER_PLUGINS' } as const);
+export const PROCESSOR_ENV = Object.freeze({ url: 'LAYERQUANT_QUEUE_URL', served: 'LAYERQUANT_WORKER_SERVED', threads: 'LAYERQUANT_WORKER_THREADS', plugins: 'LAYERQUANT_WORKER_PLUGINS' } as const);
 
-interface ModelRef {
+export interface ModelRef {
   /** The model directory as the coordinator sees it (a worker may be given its own copy with --model). */
   readonly modelDir: string;
   readonly modelHash: string;
@@ -56,8 +56,21 @@ export interface StatisticsJobData extends ModelRef {
   readonly measure: StatisticsMeasure;
 }
 
-/** What a statistics job returns: each table as its metric's `format` writes it (CSV; the numbers round-trip exactly). */
-export type StatisticsJobResult = Readonly<Record<string, string>>;
+/**
+ * What a statistics job returns: the full content hash of the model the worker read, and each table as its metric's
+ * `format` writes it (CSV; the numbers round-trip exactly), by table name.
+ */
+export interface StatisticsJobResult {
+  readonly modelHash: string;
+  readonly tables: Readonly<Record<string, string>>;
+}
+
+/** What a cell job returns: the cell's result and the full content hash of the model the worker read. */
+export interface CellJobResult extends CellResult {
+  readonly modelHash: string;
+}
+
+export type JobResult = { readonly cell: CellJobResult; readonly statistics: StatisticsJobResult };
 
 export type JobData = { readonly cell: CellJobData; readonly statistics: StatisticsJobData };
 export type JobName = keyof JobData;
@@ -121,10 +134,14 @@ export class MissingBlobError extends LayerquantError {
   }
 }
 
+/** The model a worker reads for a job (model-access.ts' resolveJobModel): a directory it serves, and its full hash. */
+export interface ServedModel {
+  readonly dir: string;
+  readonly hash: string;
+}
+
 /** What a job processor gets from the worker. */
 export interface JobEnvironment {
-  /** The model directory to read (checked against the job's hash). */
-  modelDir(job: ModelRef): Promise<string>;
   blob(hash: string): Promise<string>;
   /** The worker's registries: built-ins and its --plugin modules. */
   plugins(): Promise<PluginRegistries>;
@@ -136,20 +153,20 @@ export interface JobEnvironment {
 
 export interface JobProcessor<N extends JobName> {
   readonly name: N;
-  process(data: JobData[N], env: JobEnvironment): Promise<unknown>;
+  process(data: JobData[N], model: ServedModel, env: JobEnvironment): Promise<JobResult[N]>;
 }
 
 const cellProcessor: JobProcessor<'cell'> = {
   name: 'cell',
-  async process(data, env) {
-    return env.computeCell(data, await env.modelDir(data));
+  async process(data, model, env) {
+    return { ...(await env.computeCell(data, model.dir)), modelHash: model.hash };
   },
 };
 
 const statisticsProcessor: JobProcessor<'statistics'> = {
   name: 'statistics',
-  async process(data, env): Promise<StatisticsJobResult> {
-    const dir = await env.modelDir(data);
+  async process(data, model, env): Promise<StatisticsJobResult> {
+    const dir = model.dir;
     const registry = (await env.plugins()).metrics;
     const metrics = data.metrics.map((id) => {
       if (!registry.has(id)) throw new MissingPluginError('metric', id, registry.ids());
@@ -164,7 +181,7 @@ const statisticsProcessor: JobProcessor<'statistics'> = {
       ...(data.layers ? { layers: data.layers } : {}),
       ...(env.threads ? { threads: env.threads } : {}),
     });
-    return formatTables(tables, metrics);
+    return { modelHash: model.hash, tables: formatTables(tables, metrics) };
   },
 };
 

@@ -1,9 +1,10 @@
-import { Queue, type Job } from 'bullmq';
-import { resolve } from 'node:path';
+import { Queue, UnrecoverableError, type Job } from 'bullmq';
 import { cellLabel, computeCell, openCellSession, type CellResult, type CellSession } from '@layerquant/experiment';
-import { MissingPluginError, defaultKldCacheDir, floatKldBase, loadPlugins, modelContentHash, quantizerOf, type PluginRegistries } from '@layerquant/pipeline';
+import { MissingPluginError, defaultKldCacheDir, floatKldBase, loadPlugins, quantizerOf, type PluginRegistries } from '@layerquant/pipeline';
 import type { RedisCommands } from './coordinator.js';
-import { JOB_PROCESSORS, PROCESSOR_ENV, MissingBlobError, ModelMismatchError, QUEUE_NAME, blobKey, sha256Hex, statsFromBlob, tokenIds, type JobEnvironment, type JobName } from './jobs.js';
+import { InvalidJobError, printable, validateJob } from './job-schema.js';
+import { JOB_PROCESSORS, PROCESSOR_ENV, MissingBlobError, QUEUE_NAME, blobKey, sha256Hex, statsFromBlob, tokenIds, type JobEnvironment, type JobProcessor } from './jobs.js';
+import { resolveJobModel, type ServedModels } from './model-access.js';
 import { parseQueueUrl, redactCredentials } from './redis-url.js';
 
 /**
@@ -14,7 +15,8 @@ import { parseQueueUrl, redactCredentials } from './redis-url.js';
  */
 
 const address = parseQueueUrl(process.env[PROCESSOR_ENV.url] ?? '');
-const modelOverride = process.env[PROCESSOR_ENV.model] || undefined;
+/** The models this worker serves (real paths, checked by the main thread: model-access.ts' servedModels). */
+const served = JSON.parse(process.env[PROCESSOR_ENV.served] ?? '') as ServedModels;
 const threads = process.env[PROCESSOR_ENV.threads] ? Number(process.env[PROCESSOR_ENV.threads]) : undefined;
 /** The worker's registries: built-ins and its `--plugin` modules (absolute paths from the main thread), loaded once. */
 let registries: Promise<PluginRegistries> | undefined;
@@ -27,12 +29,6 @@ const blobCache = new Map<string, string>();
 const env: JobEnvironment = {
   plugins,
   ...(threads ? { threads } : {}),
-  async modelDir(job) {
-    const dir = resolve(modelOverride ?? job.modelDir);
-    const hash = await modelContentHash(dir);
-    if (hash !== job.modelHash) throw new ModelMismatchError(dir, job.modelHash, hash);
-    return dir;
-  },
   async blob(hash) {
     const cached = blobCache.get(hash);
     if (cached !== undefined) return cached;
@@ -79,16 +75,24 @@ const env: JobEnvironment = {
   log,
 };
 
-function describe(job: Job): string {
-  return job.name === 'cell' ? `cell ${cellLabel(job.data.cell)} (${job.data.cell.key})` : `${job.name} job ${job.id}`;
-}
-
 export default async function processJob(job: Job): Promise<unknown> {
-  const processor = JOB_PROCESSORS[job.name as JobName];
-  if (!processor) throw new Error(`job ${job.id} has the unknown name "${job.name}"; is this worker older than the coordinator?`);
+  const jobId = String(job.id);
+  let checked: ReturnType<typeof validateJob>;
+  try {
+    checked = validateJob(jobId, job.name, job.data);
+  } catch (error) {
+    // Data that does not match the schema never will: failed for good, not retried.
+    if (error instanceof InvalidJobError) throw new UnrecoverableError(error.message);
+    throw error;
+  }
+  const what = checked.name === 'cell' ? `cell ${cellLabel(checked.data.cell)} (${checked.data.cell.key})` : `${checked.name} job ${printable(jobId)}`;
+  // Before any file of the job's model path is read: is it one this worker serves? (A retryable failure: another
+  // worker may serve it.)
+  const model = await resolveJobModel(served, jobId, checked.data);
   const started = performance.now();
-  log(`worker ${process.pid}: computing ${describe(job)}, attempt ${job.attemptsMade + 1}`);
-  const value = await processor.process(job.data as never, env);
-  log(`worker ${process.pid}: computed ${describe(job)} in ${((performance.now() - started) / 1000).toFixed(2)} s`);
+  log(`worker ${process.pid}: computing ${what}, attempt ${job.attemptsMade + 1}`);
+  const processor = JOB_PROCESSORS[checked.name] as JobProcessor<typeof checked.name>;
+  const value = await processor.process(checked.data as never, model, env);
+  log(`worker ${process.pid}: computed ${what} in ${((performance.now() - started) / 1000).toFixed(2)} s`);
   return value;
 }

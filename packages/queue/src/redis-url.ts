@@ -27,11 +27,23 @@ export function redactCredentials(text: string, address?: QueueAddress): string 
 }
 
 /**
+ * The form of a `--queue` value that messages may show, whether or not it parses: everything before its last `@`
+ * (where a password is, in any typo of the URL: `redis//:pw@h`, `redis:/:pw@h`, a password holding `/` or a space)
+ * becomes `***`, keeping only a scheme-like prefix that ends in `/` or is redis: or rediss:.
+ */
+export function redactQueueUrl(url: string): string {
+  const at = url.lastIndexOf('@');
+  if (at < 0) return url;
+  const prefix = /^([a-z][a-z0-9+.-]*:?\/+|rediss?:)/i.exec(url)?.[0] ?? '';
+  return `${prefix}***@${url.slice(at + 1)}`;
+}
+
+/**
  * Parses `redis://[user:password@]host[:port][/db]` (or `rediss://` for TLS). Messages never repeat the URL
  * itself, only its redacted form, so a password cannot reach a log through a typo.
  */
 export function parseQueueUrl(url: string, option = '--queue'): QueueAddress {
-  const redactedInput = redactCredentials(url);
+  const redactedInput = redactQueueUrl(url);
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -43,11 +55,18 @@ export function parseQueueUrl(url: string, option = '--queue'): QueueAddress {
   }
   if (!parsed.hostname) throw new InvalidOptionError(option, `"${redactedInput}" names no host; use redis://host:port/db`);
   const port = parsed.port ? Number(parsed.port) : 6379;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidOptionError(option, `"${redactedInput}": the port must be 1 to 65535`);
   const dbText = parsed.pathname.replace(/^\//, '');
   const db = dbText === '' ? 0 : Number(dbText);
-  if (!Number.isInteger(db) || db < 0) throw new InvalidOptionError(option, `"${redactedInput}": the database "${dbText}" must be a number, e.g. /0`);
-  const username = decodeURIComponent(parsed.username);
-  const password = decodeURIComponent(parsed.password);
+  if (!Number.isInteger(db) || db < 0) throw new InvalidOptionError(option, `"${redactedInput}": the database "${redactQueueUrl(dbText)}" must be a number, e.g. /0`);
+  let username: string;
+  let password: string;
+  try {
+    username = decodeURIComponent(parsed.username);
+    password = decodeURIComponent(parsed.password);
+  } catch {
+    throw new InvalidOptionError(option, `"${redactedInput}": the user or password holds a malformed %-escape; encode special characters as %XX`);
+  }
   const host = parsed.hostname.replace(/^\[|\]$/g, '');
   const auth = username || password ? '***@' : '';
   return {

@@ -12,3 +12,7 @@ export {
   type MatrixSource,
 } from './frobenius-table.js';
 export { QuantizationErrors } from './pooled-quantize.js';
+// Activation sensitivity runs a model's decoder blocks (the runtime's, on whatever onnxruntime backend the page maps):
+// nothing here reads files, so a page measures SensiBoost's table with the code the CLI runs.
+export { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity, type ActivationSensitivityOptions } from './activation-sensitivity.js';
+export { DEFAULT_CALIBRATION_BLOCKS, DEFAULT_SEQLEN, calibrationBlocks, type CalibrationBlocks, type CalibrationOptions } from './calibration.js';

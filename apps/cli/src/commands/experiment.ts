@@ -4,9 +4,9 @@ import { brownCalibPath, datasets } from '@layerquant/datasets';
 import { PAPER_BUDGETS, REPORT_METRICS, measureEvaluationSpeed, parseBudgets, prepareGrid, runGrid, type ReportMetric } from '@layerquant/experiment';
 import { resolveTextPath } from '@layerquant/perplexity';
 import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
-import { connectCoordinator } from '@layerquant/queue';
+import { connectCoordinator, parseQueueUrl } from '@layerquant/queue';
 import { basename, resolve } from 'node:path';
-import { parseCommandArgs, parseIntegerOption, requireString, stringOption } from '../args.js';
+import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { experimentPlan, experimentRowJson, formatPlan, formatResultsTable } from '../experiment/render.js';
 import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
@@ -64,6 +64,7 @@ the current settings' cells) and results.json.
                          this Redis (BullMQ) for \`layerquant worker\` processes, instead of running them here;
                          shows progress, writes results as cells finish, resumes where the queue is
   --attempts <n>         with --queue: tries per job before it is reported failed (default 3)
+  --connect-timeout <s>  with --queue: seconds to wait for Redis at start before an error (default 10)
   --yes                  start a grid estimated at over 10 minutes from a terminal (the plan, cells x windows and
                          the estimated time, is printed first; without a terminal the run proceeds after the plan)
   --json                 one JSON object (docs/json-schema.md): plan, rows and the files written
@@ -98,6 +99,7 @@ export const experimentCommand: Command = {
       yes: { type: 'boolean' },
       queue: { type: 'string' },
       attempts: { type: 'string' },
+      'connect-timeout': { type: 'string' },
       quantizer: { type: 'string' },
       'stats-quantizer': { type: 'string' },
       kld: { type: 'boolean' },
@@ -118,6 +120,9 @@ export const experimentCommand: Command = {
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const attempts = parseIntegerOption(stringOption(values, 'attempts'), '--attempts', 3, 1);
     const queueUrl = stringOption(values, 'queue');
+    // A malformed URL is refused before --out is created (its message shows the URL redacted).
+    if (queueUrl !== undefined) parseQueueUrl(queueUrl);
+    const connectTimeoutSeconds = parseNumberOption(stringOption(values, 'connect-timeout'), '--connect-timeout', 10, (n) => n > 0 && n <= 3600);
     const textSource = { text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') ?? (stringOption(values, 'text') ? undefined : 'brown-test') };
     const textPath = resolveTextPath(textSource, datasets);
     const calibPath = stringOption(values, 'calib') ?? brownCalibPath;
@@ -174,7 +179,7 @@ export const experimentCommand: Command = {
       ...(kld ? { kld } : {}),
       metric,
       ...(threads ? { threads } : {}),
-      ...(queueUrl ? { connect: () => connectCoordinator(queueUrl, { attempts, log: (line) => stderr(`${fitStderr(line)}\n`) }) } : {}),
+      ...(queueUrl ? { connect: () => connectCoordinator(queueUrl, { attempts, connectTimeoutSeconds, log: (line) => stderr(`${fitStderr(line)}\n`) }) } : {}),
       onNote: (line) => stderr(`${fitStderr(`experiment: ${line}`)}\n`),
       onStatistics: (step, done, total) =>
         statsProgress.update(

@@ -6,6 +6,7 @@ import { allocate, methods } from '../methods.js';
 import { element, formatBytes, formatFixed, formatInteger, table, type Cell } from '../notebook.js';
 import { MODULE_ORDER, PLOT_WIDTH, shortModule } from '../plots.js';
 import type { Knobs } from '../state.js';
+import { MIB } from '../shipped.js';
 
 /** b2 purples, b3 blues, b4 greens, b8 oranges; g128, g64, g32 from light to dark (the ladder's order). */
 const LADDER_COLORS = ['#dadaeb', '#9e9ac8', '#6a51a3', '#c6dbef', '#6baed6', '#2171b5', '#c7e9c0', '#74c476', '#238b45', '#fdd0a2', '#fd8d3c', '#d94801'];
@@ -22,7 +23,10 @@ interface Summary {
   readonly key: string;
 }
 
-export function renderAllocationCell(cell: Cell, analysis: ModelAnalysis, knobs: Knobs): void {
+/** The exact bytes of the ONNX file an allocation exports to, where the page has the model's cost model. */
+export type FileBytesOf = (allocation: Allocation) => number;
+
+export function renderAllocationCell(cell: Cell, analysis: ModelAnalysis, knobs: Knobs, fileBytesOf?: FileBytesOf): void {
   const method = methods.get(knobs.method);
   cell.setCode(
     `${method.code(knobs)}\n` +
@@ -76,8 +80,14 @@ export function renderAllocationCell(cell: Cell, analysis: ModelAnalysis, knobs:
   const extra = 100 * (memory.paperMB / uniformMemory.paperMB - 1);
   const summaries: Summary[] = [
     { key: 'bpp', label: 'bits per weight', value: formatFixed(memory.paperBitsPerWeight, 4) },
-    { key: 'memory', label: 'memory (paper accounting)', value: `${formatFixed(memory.paperMB, 3)} MB` },
+    { key: 'memory', label: 'memory (paper accounting)', value: `${formatFixed(memory.paperMB, 3)} MiB` },
     { key: 'extra', label: `extra over uniform ${configName(base)}`, value: `${extra >= 0 ? '+' : ''}${formatFixed(extra, 2)}%` },
+    ...(fileBytesOf
+      ? (() => {
+          const bytes = fileBytesOf(allocation);
+          return [{ key: 'shipped', label: 'shipped ONNX file (its export, embeddings and lm_head in float32)', value: `${formatFixed(bytes / MIB, 2)} MiB (${formatFixed((8 * bytes) / memory.params, 3)} bits per linear weight)` }];
+        })()
+      : []),
     { key: 'packed', label: 'real packed size (codes + scales, zeros)', value: `${formatBytes(memory.packedBytes)} (${formatFixed(memory.packedBitsPerWeight, 3)} bits/weight)` },
     { key: 'time', label: 'allocator run time', value: `${formatFixed(milliseconds, 1)} ms` },
   ];

@@ -25,6 +25,8 @@ interface Measured {
 
 export interface MeasureCell {
   update(knobs: Knobs): void;
+  /** New statistics of the same model (a table measured in the page): later allocations use them. */
+  setAnalysis(analysis: ModelAnalysis): void;
 }
 
 export function knobsLabel(knobs: Knobs): string {
@@ -117,8 +119,9 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
   const update = (next: Knobs) => {
     knobs = next;
     const { allocation } = allocate(analysis, knobs);
-    // After knobs the model cannot allocate (a missing table), the cell showed that error: bring the controls back.
-    if (cell.root.dataset.state === 'error') cell.setOutput(...output);
+    // After knobs the model cannot allocate (a missing table), the cell showed that error or what it needs: bring the
+    // controls back.
+    if (cell.root.dataset.state === 'error' || !output[0]!.isConnected) cell.setOutput(...output);
     cell.setCode(codeOf(allocation, Number(windows.value)));
     const stale = measured && JSON.stringify(measured.knobs) !== JSON.stringify(knobs);
     selection.textContent =
@@ -129,7 +132,12 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
   cell.setOutput(...output);
   renderResults();
   update(knobs);
-  return { update };
+  return {
+    update,
+    setAnalysis(next) {
+      analysis = next;
+    },
+  };
 }
 
 function codeOf(allocation: Allocation, windows: number): string {

@@ -20,6 +20,8 @@ export function renderModelCell(cell: Cell, analysis: Analysis): void {
     `layerquant inspect ${model.path} --json\n(await openCheckpoint('${model.path}')).tensors   // names, dtypes, shapes: headers only, no weights read`,
   );
 
+  // The checkpoint's tensor bytes (inspect's JSON has sizes in MiB, not a byte total).
+  const storedBytes = tensors.reduce((sum, t) => sum + t.bytes, 0);
   const facts: [string, string][] = [
     ['model', model.name],
     ['architecture', `${model.architecture} (${model.modelType})`],
@@ -30,7 +32,7 @@ export function renderModelCell(cell: Cell, analysis: Analysis): void {
     ['vocabulary', formatInteger(model.vocabSize)],
     ['parameters', formatInteger(model.params)],
     ['linear parameters', `${formatInteger(model.linearParams)} in ${model.linearMatrices} matrices (${((100 * model.linearParams) / model.params).toFixed(1)}%)`],
-    ['stored', `${model.tensors} tensors in ${model.files} files, ${formatBytes(model.bytes)} (${Object.entries(model.dtypes).map(([d, n]) => `${d} x${n}`).join(', ')})`],
+    ['stored', `${model.tensors} tensors in ${model.files} files, ${formatBytes(storedBytes)} of tensor data (${Object.entries(model.dtypes).map(([d, n]) => `${d} x${n}`).join(', ')})`],
   ];
   const factList = element('dl', { class: 'facts' }, ...facts.flatMap(([k, v]) => [element('dt', {}, k), element('dd', {}, v)]));
 

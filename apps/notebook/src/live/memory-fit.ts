@@ -5,7 +5,7 @@ import type { ModelSummary } from '@layerquant/tensor-io/browser';
  * How large a model the page runs: the float and the quantized sessions each hold every weight in float32 inside
  * onnxruntime-web's WebAssembly memory (4 GiB at most, wasm32), and each session is built from an ONNX protobuf
  * that holds the same weights again while it is created (and must stay under protobuf's 2 GiB). 160M parameters
- * (640 MB of float32) keep the two sessions, one protobuf and the worker's own float32 copy near 2.6 GB.
+ * (610 MiB of float32) keep the two sessions, one protobuf and the worker's own float32 copy near 2.4 GiB.
  */
 export const PAGE_PARAMETER_LIMIT = 160_000_000;
 

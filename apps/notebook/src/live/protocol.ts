@@ -1,17 +1,18 @@
-import type { FnormTable, KurtosisTable } from '@layerquant/allocators';
+import type { FnormTable, KurtosisTable, SensitivityTable } from '@layerquant/allocators';
 import type { QuantConfig } from '@layerquant/core';
 import type { ModelSummary, TensorInfo } from '@layerquant/tensor-io/browser';
 import type { ModelFilesSpec } from './model-files.js';
 
 /** What the page asks the model worker; every request has an id, answered once by a result or an error. */
 export type WorkerRequest =
-  | { readonly kind: 'open'; readonly files: ModelFilesSpec; readonly textUrl: string }
+  | { readonly kind: 'open'; readonly files: ModelFilesSpec; readonly textUrl: string; readonly calibrationUrl: string }
   | { readonly kind: 'load-float' }
   | { readonly kind: 'quantize'; readonly matrices: readonly { readonly name: string; readonly config: QuantConfig }[] }
   | { readonly kind: 'perplexity'; readonly model: 'float' | 'quantized'; readonly windows: number; readonly seqlen: number }
   | { readonly kind: 'generate'; readonly model: 'float' | 'quantized'; readonly prompt: string; readonly tokens: number; readonly device: GenerateDevice }
   | { readonly kind: 'quantize-matrix'; readonly name: string; readonly config: QuantConfig }
-  | { readonly kind: 'statistics'; readonly fnorm: boolean }
+  /** kurtosis (read every matrix once), fnorm (12 HQQ runs per matrix) or activation sensitivity (the model on calibration blocks). */
+  | { readonly kind: 'statistics'; readonly table: PageTable; readonly blocks?: number }
   | { readonly kind: 'tokenize-text'; readonly maxTokens: number };
 
 export interface OpenResult {
@@ -66,9 +67,23 @@ export interface QuantizedMatrixAnswer {
   readonly kernel: string;
 }
 
+/** The calibration text of the page's activation sensitivity (served beside brown-test) and its default size. */
+export const CALIBRATION_NAME = 'brown-calib';
+/** Few blocks: the page's measurement takes seconds on a small model; `layerquant sensitivity` defaults to 128. */
+export const PAGE_CALIBRATION_BLOCKS = 8;
+/** Tokens per block (the CLI's default), or the model's max_position_embeddings where that is shorter. */
+export const PAGE_CALIBRATION_SEQLEN = 512;
+
+/** The statistics tables the page measures itself. */
+export type PageTable = 'kurtosis' | 'fnorm' | 'sensitivity';
+
 export interface StatisticsAnswer {
-  readonly kurtosis: KurtosisTable;
+  readonly kurtosis?: KurtosisTable;
   readonly fnorm?: FnormTable;
+  readonly sensitivity?: SensitivityTable;
+  /** Calibration blocks and tokens per block of a sensitivity run. */
+  readonly blocks?: number;
+  readonly seqlen?: number;
   readonly seconds: number;
 }
 

@@ -1,7 +1,7 @@
 import { matrixTensorName, type Allocation } from '@layerquant/core';
 import { startModelWorker, type ModelWorker } from './client.js';
 import type { ModelFilesSpec } from './model-files.js';
-import type { GenerateAnswer, GenerateDevice, OpenResult, PerplexityAnswer, Progress, QuantizeResult, StatisticsAnswer } from './protocol.js';
+import type { GenerateAnswer, GenerateDevice, OpenResult, PageTable, PerplexityAnswer, Progress, QuantizeResult, StatisticsAnswer } from './protocol.js';
 
 /** Window length of the live perplexity: the protocol of the precomputed figures (brown-test, windows of 512). */
 export const LIVE_SEQLEN = 512;
@@ -14,7 +14,8 @@ export interface LiveModel {
   quantize(allocation: Allocation, onProgress?: (p: Progress) => void): Promise<QuantizeResult & { reused: boolean }>;
   perplexity(model: 'float' | 'quantized', windows: number, onProgress?: (p: Progress) => void): Promise<PerplexityAnswer>;
   generate(model: 'float' | 'quantized', prompt: string, tokens: number, onProgress?: (p: Progress) => void, device?: GenerateDevice): Promise<GenerateAnswer>;
-  statistics(fnorm: boolean, onProgress?: (p: Progress) => void): Promise<StatisticsAnswer>;
+  /** Measures one statistics table in the worker (`blocks`: calibration blocks of activation sensitivity). */
+  statistics(table: PageTable, onProgress?: (p: Progress) => void, options?: { readonly blocks?: number }): Promise<StatisticsAnswer>;
   /** The allocation signature the quantized session holds, if any. */
   quantizedSignature(): string | undefined;
   terminate(): void;
@@ -24,12 +25,12 @@ export function allocationSignature(allocation: Allocation): string {
   return allocation.matrices.map((m) => (m.config ? `b${m.config.bits}g${m.config.groupSize}` : 'f')).join(' ');
 }
 
-export function createLiveModel(files: ModelFilesSpec, textUrl: string): LiveModel {
+export function createLiveModel(files: ModelFilesSpec, textUrl: string, calibrationUrl: string): LiveModel {
   const worker = startModelWorker();
   let opened: Promise<OpenResult> | undefined;
   let quantized: { signature: string; result: QuantizeResult } | undefined;
   const floatPpl = new Map<number, PerplexityAnswer>();
-  const open = () => (opened ??= worker.request<OpenResult>({ kind: 'open', files, textUrl }));
+  const open = () => (opened ??= worker.request<OpenResult>({ kind: 'open', files, textUrl, calibrationUrl }));
   return {
     worker,
     open,
@@ -55,9 +56,9 @@ export function createLiveModel(files: ModelFilesSpec, textUrl: string): LiveMod
       await open();
       return worker.request<GenerateAnswer>({ kind: 'generate', model, prompt, tokens, device }, onProgress);
     },
-    async statistics(fnorm, onProgress) {
+    async statistics(table, onProgress, options = {}) {
       await open();
-      return worker.request<StatisticsAnswer>({ kind: 'statistics', fnorm }, onProgress);
+      return worker.request<StatisticsAnswer>({ kind: 'statistics', table, ...(options.blocks === undefined ? {} : { blocks: options.blocks }) }, onProgress);
     },
     quantizedSignature: () => quantized?.signature,
     terminate: () => worker.terminate(),

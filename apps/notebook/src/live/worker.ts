@@ -10,6 +10,7 @@ import {
   decoderLayout,
   expectedShapes,
   greedyDecode,
+  loadDecoderBlocks,
   loadDecoderWeights,
   withOverrides,
   type DecoderModel,
@@ -17,11 +18,11 @@ import {
   type GraphWeight,
   type KvDecoder,
 } from '@layerquant/runtime';
-import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
+import { activationSensitivity, calibrationBlocks, frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
 import { findShards, openModelFiles, readTokenizer, summarizeModel, type Checkpoint, type ModelSummary, type Tokenizer } from '@layerquant/tensor-io/browser';
 import { modelFilesOf } from './model-files.js';
 import { memoryFit } from './memory-fit.js';
-import type { GenerateDevice, OpenResult, Progress, WorkerMessage, WorkerRequest } from './protocol.js';
+import { CALIBRATION_NAME, PAGE_CALIBRATION_BLOCKS, PAGE_CALIBRATION_SEQLEN, type GenerateDevice, type OpenResult, type Progress, type StatisticsAnswer, type WorkerMessage, type WorkerRequest } from './protocol.js';
 
 // The model worker: it holds one model (weights, the float and the quantized onnxruntime-web sessions, the
 // tokenizer) and does everything heavy, so the page stays responsive. One worker per model source.
@@ -42,6 +43,8 @@ interface PageModel extends Checkpoint {
 interface State {
   checkpoint: PageModel;
   textUrl: string;
+  /** The calibration text activation sensitivity runs on (brown-calib, as `layerquant sensitivity` defaults to). */
+  calibrationUrl: string;
   tokenizer?: Tokenizer;
   ids?: Promise<number[]>;
   floatWeights?: DecoderWeights;
@@ -173,7 +176,7 @@ const handlers = {
     const tokenizer = files.has('tokenizer.json') ? await readTokenizer(files) : undefined;
     const fit = memoryFit(checkpoint.config, checkpoint.summary);
     await state?.sessions.drop('');
-    state = { checkpoint, textUrl: request.textUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok, sessions: new SessionCache() };
+    state = { checkpoint, textUrl: request.textUrl, calibrationUrl: request.calibrationUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok, sessions: new SessionCache() };
     const layout = decoderLayout(checkpoint.config, checkpoint);
     let float32Bytes = 0;
     for (const shape of expectedShapes(checkpoint.config, layout).values()) float32Bytes += 4 * shape.reduce((a, b) => a * b, 1);
@@ -268,17 +271,41 @@ const handlers = {
     return { packed: q.packed, scale: q.scale, zero: q.zero, kernel: KERNEL };
   },
 
-  async statistics(request: Extract<WorkerRequest, { kind: 'statistics' }>, progress: (p: Progress) => void) {
+  async statistics(request: Extract<WorkerRequest, { kind: 'statistics' }>, progress: (p: Progress) => void): Promise<StatisticsAnswer> {
     const s = opened();
     const started = performance.now();
     const source = s.checkpoint;
+    const seconds = () => (performance.now() - started) / 1000;
     const linear = s.checkpoint.tensors.filter((t) => matrixOfTensorName(t.name));
-    if (request.fnorm) {
+    if (request.table === 'fnorm') {
       const fnorm = await frobeniusTable(source, undefined, {
         quantizer,
         onMatrix: (done, total, key) => progress({ done, total, label: `fnorm of ${key} (12 configs)` }),
       });
-      return { kurtosis: kurtosisTableFromFnorm(fnorm), fnorm, seconds: (performance.now() - started) / 1000 };
+      return { kurtosis: kurtosisTableFromFnorm(fnorm), fnorm, seconds: seconds() };
+    }
+    if (request.table === 'sensitivity') {
+      // `layerquant sensitivity`'s measurement (the package's activationSensitivity, HQQ b4g64) on the model's decoder
+      // blocks in onnxruntime-web, one layer's weights at a time, over the first blocks of brown-calib.
+      requireFit(s);
+      const tokenizer = tokenizerOf(s);
+      const response = await fetch(s.calibrationUrl);
+      if (!response.ok) throw new WorkerStateError(`${s.calibrationUrl} could not be loaded (HTTP ${response.status})`);
+      const seqlen = Math.min(PAGE_CALIBRATION_SEQLEN, s.checkpoint.config.maxPositionEmbeddings);
+      const calibration = calibrationBlocks(await response.text(), tokenizer, { blocks: request.blocks ?? PAGE_CALIBRATION_BLOCKS, seqlen, source: CALIBRATION_NAME });
+      const model = await loadDecoderBlocks(source, s.checkpoint.config);
+      try {
+        progress({ done: 0, total: s.checkpoint.config.numLayers, label: `activation sensitivity: ${calibration.blocks} blocks of ${seqlen} tokens` });
+        const sensitivity = await activationSensitivity(model, calibration, {
+          quantizer,
+          dataset: CALIBRATION_NAME,
+          model: s.checkpoint.name,
+          onLayer: (layer, layers) => progress({ done: layer + 1, total: layers, label: `activation sensitivity of layer ${layer}` }),
+        });
+        return { sensitivity, blocks: calibration.blocks, seqlen, seconds: seconds() };
+      } finally {
+        await model.dispose();
+      }
     }
     // kurtosisTable reads each linear matrix once: count the reads for the progress bar (a 7B model takes minutes).
     let read = 0;
@@ -293,7 +320,7 @@ const handlers = {
         return tensor;
       },
     };
-    return { kurtosis: await kurtosisTable(counted), seconds: (performance.now() - started) / 1000 };
+    return { kurtosis: await kurtosisTable(counted), seconds: seconds() };
   },
 
   async 'tokenize-text'(request: Extract<WorkerRequest, { kind: 'tokenize-text' }>) {

@@ -98,8 +98,8 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
       }
     });
 
-    it("declares packedLayout 'affine' only when every stored group dequantizes as (code - zero) / scale (what the ONNX export holds)", () => {
-      if (quantizer.packedLayout !== 'affine') return;
+    // Only what a quantizer declares is checked: a test that does not apply is skipped (and says so), never passed empty.
+    it.runIf(quantizer.packedLayout === 'affine')("declares packedLayout 'affine' only when every stored group dequantizes as (code - zero) / scale (what the ONNX export holds)", () => {
       for (const config of [quantConfig(2, 32), quantConfig(3, 64), quantConfig(4, 128)]) {
         const q = quantize(quantizer, weight, config);
         const codes = unpackQuantizedCodes(q);
@@ -117,12 +117,11 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
       }
     });
 
-    it('describes its options (when it is a plug-in) with help text and defaults that pass validation', () => {
-      const plugin = quantizer as Partial<QuantizerPlugin>;
-      if (plugin.options === undefined) return;
+    it.runIf((quantizer as Partial<QuantizerPlugin>).options !== undefined)('describes its options (a plug-in) with help text and defaults that pass validation', () => {
+      const plugin = quantizer as QuantizerPlugin;
       expect(plugin.description?.length ?? 0).toBeGreaterThan(0);
       for (const d of plugin.options) expect(d.help.length, d.name).toBeGreaterThan(0);
-      const configured = plugin.configure!(resolveOptions(quantizer as QuantizerPlugin, {}));
+      const configured = plugin.configure(resolveOptions(plugin, {}));
       const config = quantConfig(3, 64);
       expect(configured.id).toBe(quantizer.id);
       expect(quantize(configured, weight, config).zero).toEqual(quantize(quantizer, weight, config).zero);
@@ -135,8 +134,7 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
       if (quantizer.columnBits) expect(quantizer.packedLayout).toBeUndefined();
     });
 
-    it('says whether it is calibrated, and refuses to quantize without the statistics it declares', () => {
-      if (quantizer.calibration === undefined) return;
+    it.runIf(quantizer.calibration !== undefined)('says whether it is calibrated, and refuses to quantize without the statistics it declares', () => {
       expect(quantizer.calibration).toBe('hessian');
       expect(() => quantizer.quantize(weight, quantConfig(4, 64))).toThrow(/random\.7\.weight/);
     });
