@@ -59,6 +59,8 @@ describe('queue job schema', () => {
   it('accepts the jobs the coordinator writes (cell: method and fp; statistics: per layer and whole model)', () => {
     expect(refusal('cell', cellData())).toBe('');
     expect(refusal('cell', { ...cellData(), cell: { key: KEY, kind: 'fp' }, statsBlob: null, configs: null, maxTokens: null })).toBe('');
+    // experiment --kld: the optional flag.
+    expect(refusal('cell', { ...cellData(), kld: true })).toBe('');
     expect(refusal('statistics', statisticsData(), 'statistics-x')).toBe('');
     expect(refusal('statistics', { ...statisticsData(), layers: null, calibrationBlob: HASH, measure: { calibrationName: 'c', blocks: 1, seqlen: 512, configs: [config], sensitivityConfigs: [config] } }, 'statistics-x')).toBe('');
   });
@@ -79,6 +81,7 @@ describe('queue job schema', () => {
       ['configs', [], /data\.configs must hold 1 to 256 entries, not 0/],
       ['quantizer.id', 'hqq\u0000', /data\.quantizer\.id holds control characters/],
       ['modelName', undefined, /data\.modelName is missing/],
+      ['kld', 'yes', /data\.kld must be/],
       ['extra', '/etc/shadow', /data\.extra is not a field of this job \(unknown fields are refused\)/],
       ['cell.method.path', '/etc', /data\.cell\.method\.path is not a field of this job/],
     ];
