@@ -112,7 +112,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
       expect(local.code, local.stderr).toBe(0);
       const w = worker(redis);
       const coordinator = start(...kldGrid, '--out', mkdtempSync(join(tmpdir(), 'queue-kld-')), '--queue', redis.url);
-      expect((await coordinator.exited).code, coordinator.output.stderr).toBe(0);
+      expect((await coordinator.exited).code, `${coordinator.output.stderr}\n${coordinator.output.stdout}\nworker: ${w.output.stderr}`).toBe(0);
       type KldRow = JsonRow & { kld?: { mean: number; p999: number; sameTop: number } };
       const queued = rowsOf(coordinator.output.stdout) as KldRow[];
       const inProcess = rowsOf(local.stdout) as KldRow[];

@@ -288,6 +288,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
           {
             jobId: job.id, key: cell.key, modelHash: run.modelHash, modelName: run.context.modelName, method: cell.kind === 'fp' ? 'fp' : cell.method.id,
             budget: cell.kind === 'fp' ? null : cell.budget, quantizer: cell.kind === 'fp' ? null : quantizerId, tokens, seqlen: run.context.seqlen,
+            ...(run.kld ? { kld: true } : {}),
           },
           value,
         );

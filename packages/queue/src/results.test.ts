@@ -42,6 +42,28 @@ describe('the coordinator checks every result against the cell it planned', () =
     expect(refusal(fp, { ...planned, method: 'fp', budget: null, quantizer: null })).toBe('');
   });
 
+  it('experiment --kld: accepts a row with its KL divergence when planned, refuses one without, one not planned, and a mean that is not its windows\'', () => {
+    const withKld = () => {
+      const r = result();
+      const windowKld = [0.05, 0.04, 0.06, 0.05].map((m) => m * 511);
+      r.row = { ...r.row, windowKld, windowKldCount: [511, 511, 511, 511], kld: { mean: windowKld.reduce((a, b) => a + b, 0) / 2044, error: 0.001, median: 0.04, p99: 0.2, p999: 0.4, max: 0.5, sameTop: 0.9, sameTopError: 0.01, rmsDeltaP: 0.02, pplRatio: 1.01, pplRatioError: 0.001 } };
+      return r;
+    };
+    const kldPlan = { ...planned, kld: true };
+    expect(refusal(withKld(), kldPlan)).toBe('');
+    expect(refusal(result(), kldPlan)).toMatch(/row\.kld must be an object/);
+    expect(refusal(withKld())).toMatch(/row\.kld is not a field of this result/);
+    const tampered = withKld();
+    (tampered.row.kld as { mean: number }).mean = 0.01;
+    expect(refusal(tampered, kldPlan)).toMatch(/row\.kld\.mean 0\.01 is not the mean KLD of its windows/);
+    const counts = withKld();
+    counts.row.windowKldCount = [511, 511, 511, 510];
+    expect(refusal(counts, kldPlan)).toMatch(/row\.windowKldCount\[3\] is 510, the job planned 511/);
+    const sameTop = withKld();
+    (sameTop.row.kld as { sameTop: number }).sameTop = 1.5;
+    expect(refusal(sameTop, kldPlan)).toMatch(/row\.kld\.sameTop/);
+  });
+
   it('refuses each tampered field, naming the job and the field', () => {
     const cases: [(r: ReturnType<typeof result>) => void, RegExp][] = [
       [(r) => (r.modelHash = 'd'.repeat(64)), /result modelHash \(the content hash of the model the worker read\) is "d{64}", the job planned "c{64}"/],

@@ -58,9 +58,13 @@ export interface PlannedCell {
   /** Token ids of the text and the window settings: the windows a result must have. */
   readonly tokens: number;
   readonly seqlen: number;
+  /** experiment --kld: the row must carry its KL divergence from the unquantized model (and must not otherwise). */
+  readonly kld?: boolean;
 }
 
-const ROW_FIELDS = ['model', 'method', 'quantizer', 'options', 'budget', 'bpp', 'memoryMB', 'packedBytes', 'extraMemoryPercent', 'ppl', 'seconds', 'windowNll', 'windowWeights'] as const;
+const KLD_FIELDS = ['mean', 'error', 'median', 'p99', 'p999', 'max', 'sameTop', 'sameTopError', 'rmsDeltaP', 'pplRatio', 'pplRatioError'] as const;
+
+const ROW_FIELDS = ['model', 'method', 'quantizer', 'options', 'budget', 'bpp', 'memoryMB', 'packedBytes', 'extraMemoryPercent', 'ppl', 'seconds', 'windowNll', 'windowWeights', 'kld', 'windowKld', 'windowKldCount'] as const;
 
 /** A cell job's result checked against its plan: the CellResult to record, or a QueueResultError. */
 export function checkCellResult(planned: PlannedCell, value: unknown): CellResult {
@@ -68,7 +72,7 @@ export function checkCellResult(planned: PlannedCell, value: unknown): CellResul
   const result = record(id, value, 'value', ['key', 'row', 'modelHash']);
   same(id, result.key, planned.key, 'key');
   same(id, result.modelHash, planned.modelHash, 'modelHash (the content hash of the model the worker read)');
-  const row = record(id, result.row, 'row', ROW_FIELDS, ['quantizer']);
+  const row = record(id, result.row, 'row', ROW_FIELDS, ['quantizer', 'kld', 'windowKld', 'windowKldCount']);
   same(id, row.model, planned.modelName, 'row.model');
   same(id, row.method, planned.method, 'row.method');
   same(id, row.budget, planned.budget, 'row.budget');
@@ -93,7 +97,30 @@ export function checkCellResult(planned: PlannedCell, value: unknown): CellResul
   // ppl = exp(sum of the windows' weighted NLL / divisor), summed in window order as perplexity() does.
   const fromWindows = Math.exp((row.windowNll as number[]).reduce((s, v) => s + v, 0) / plan.divisor);
   if (Math.abs(ppl - fromWindows) > 1e-9 * fromWindows) throw new QueueResultError(id, 'row.ppl', `${ppl} is not the perplexity of its windows (${fromWindows})`);
+  checkCellKld(id, row, planned.kld === true, plan.windows.map((w) => w.end - w.scoreFrom));
   return { key: planned.key, row: row as unknown as ExperimentRow };
+}
+
+/**
+ * The KL divergence of a cell (experiment --kld): present exactly when planned; every statistic finite, the KLDs
+ * and same top in range, one window sum per window over its scored tokens, and the mean equal to those sums'.
+ */
+function checkCellKld(id: string, row: Record<string, unknown>, planned: boolean, scored: readonly number[]): void {
+  if (!planned) {
+    for (const field of ['kld', 'windowKld', 'windowKldCount']) if (field in row) throw new QueueResultError(id, `row.${field}`, 'is not a field of this result (the grid did not ask for KLD)');
+    return;
+  }
+  const kld = record(id, row.kld, 'row.kld', KLD_FIELDS);
+  for (const field of KLD_FIELDS) number(id, kld[field], `row.kld.${field}`, field === 'pplRatio' ? Number.MIN_VALUE : 0, field === 'sameTop' || field === 'sameTopError' ? 1 : Number.MAX_VALUE);
+  const counts = row.windowKldCount;
+  const sums = row.windowKld;
+  if (!Array.isArray(counts) || !Array.isArray(sums) || counts.length !== scored.length || sums.length !== scored.length) {
+    throw new QueueResultError(id, 'row.windowKld', `must hold one sum and one count per window (${scored.length} windows)`);
+  }
+  counts.forEach((c, i) => same(id, c, scored[i], `row.windowKldCount[${i}]`));
+  sums.forEach((v, i) => number(id, v, `row.windowKld[${i}]`, 0));
+  const mean = (sums as number[]).reduce((a, b) => a + b, 0) / scored.reduce((a, b) => a + b, 0);
+  if (Math.abs(mean - (kld.mean as number)) > 1e-9 * Math.max(mean, 1e-12) + 1e-15) throw new QueueResultError(id, 'row.kld.mean', `${String(kld.mean)} is not the mean KLD of its windows (${mean})`);
 }
 
 /** What the coordinator planned for a statistics job. */
