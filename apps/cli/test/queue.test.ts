@@ -11,6 +11,7 @@ interface JsonRow {
   readonly seconds: number;
 }
 import { parseQueueUrl, redactCredentials } from '@layerquant/queue';
+import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { haveRedis, startRedis, type TestRedis } from './redis-server.js';
 import { bin } from './run-cli.js';
 import { start, stopAll, type Running } from './cli-process.js';
@@ -278,13 +279,22 @@ describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real r
   };
 
   it('computes its own statistics, table for table what the grid measures in process: KurtBoost without --stats, and fnorm, sensitivity, kurtosis, measured', async () => {
+    // A tiny random model of 4 layers (the statistics' arithmetic is the same at any size; the shipped model made
+    // this test 89 s of CI), its own text for calibration (one block of 512 tokens) and evaluation.
+    const scratch = mkdtempSync(join(tmpdir(), 'queue-stats-model-'));
+    const model = join(scratch, 'tiny');
+    const text = join(scratch, 'text.txt');
+    await writeModelDirectory(model, tinyConfig({ hiddenSize: 64, intermediateSize: 128, headDim: 16, numLayers: 4, maxPositionEmbeddings: 512 }), { seed: 5 });
+    const words = ['the', 'quick', 'brown', 'fox', 'jumps', 'over', 'a', 'lazy', 'dog', 'and', 'runs', 'away'];
+    writeFileSync(text, `${Array.from({ length: 3000 }, (_, i) => words[(i * 7 + (i >> 3)) % words.length]).join(' ')}.\n`);
     const redis = await startRedis();
     try {
-      const workers = [worker(redis), worker(redis)];
+      const workers = [worker(redis, '--model', model), worker(redis, '--model', model)];
+      const common = ['--calib', text, '--text', text, '--seqlen', '32', '--max-tokens', '128', '--no-fp', '--json'];
       const grids = [
-        ['experiment', shippedModelDir, '--methods', 'kurtboost-2-1', '--budgets', '3.25', '--no-fp', '--max-tokens', '1024', '--json'],
+        ['experiment', model, '--methods', 'kurtboost-2-1', '--budgets', '3.25', ...common],
         // Every built-in table: fnorm (sensi-milp, kurt-milp), sensitivity, kurtosis, measured; a short ladder and one block.
-        ['experiment', shippedModelDir, '--methods', 'sensi-milp-1,kurt-milp-1,measured', '--configs', 'b2g64,b4g64', '--budgets', '3', '--blocks', '1', '--no-fp', '--max-tokens', '1024', '--json'],
+        ['experiment', model, '--methods', 'sensi-milp-1,kurt-milp-1,measured', '--configs', 'b2g64,b4g64', '--budgets', '3', '--blocks', '1', ...common],
       ];
       const expectedTables = [['kurtosis.csv'], ['fnorm.csv', 'kurtosis.csv', 'measured.csv', 'sensitivity.csv']];
       for (const [i, grid] of grids.entries()) {
@@ -300,9 +310,9 @@ describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real r
         expect(Object.keys(tables)).toEqual(expectedTables[i]);
         expect(tables).toEqual(cachedTables(local));
       }
-      // Weight tables a layer per job (32 layers, twice), the activation tables in one job.
+      // Weight tables a layer per job (4 layers, twice), the activation tables in one job.
       const jobs = workers.reduce((n, w) => n + [...w.output.stderr.matchAll(/computed statistics job/g)].length, 0);
-      expect(jobs).toBeGreaterThanOrEqual(32 + 32 + 1);
+      expect(jobs).toBeGreaterThanOrEqual(4 + 4 + 1);
     } finally {
       await redis.stop();
     }
