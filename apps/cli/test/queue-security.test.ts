@@ -2,12 +2,13 @@ import { QUEUE_NAME, parseQueueUrl } from '@layerquant/queue';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { modelContentHash } from '@layerquant/tensor-io';
 import { Queue, Worker, type Job } from 'bullmq';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, haveRedis, startRedis, type TestRedis } from './redis-server.js';
 import { bin } from './run-cli.js';
+import { writeWordText } from './word-text.js';
 import { start, startWith, stopAll } from './cli-process.js';
 
 /**
@@ -41,8 +42,7 @@ beforeAll(async () => {
   await writeModelDirectory(inRoot, tiny, { seed: 6 });
   await writeModelDirectory(outside, tiny, { seed: 7 });
   symlinkSync(outside, join(root, 'escape'));
-  const words = ['the', 'quick', 'brown', 'fox', 'jumps', 'over', 'a', 'lazy', 'dog', 'and', 'runs', 'away'];
-  writeFileSync(textPath, `${Array.from({ length: 200 }, (_, i) => words[(i * 7 + (i >> 3)) % words.length]).join(' ')}.\n`);
+  writeWordText(textPath, 200);
 }, 60_000);
 afterEach(stopAll);
 

@@ -14,6 +14,7 @@ import { parseQueueUrl, redactCredentials } from '@layerquant/queue';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { haveRedis, startRedis, type TestRedis } from './redis-server.js';
 import { bin } from './run-cli.js';
+import { writeWordText } from './word-text.js';
 import { start, stopAll, type Running } from './cli-process.js';
 
 const STALL = '2';
@@ -285,8 +286,7 @@ describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real r
     const model = join(scratch, 'tiny');
     const text = join(scratch, 'text.txt');
     await writeModelDirectory(model, tinyConfig({ hiddenSize: 64, intermediateSize: 128, headDim: 16, numLayers: 4, maxPositionEmbeddings: 512 }), { seed: 5 });
-    const words = ['the', 'quick', 'brown', 'fox', 'jumps', 'over', 'a', 'lazy', 'dog', 'and', 'runs', 'away'];
-    writeFileSync(text, `${Array.from({ length: 3000 }, (_, i) => words[(i * 7 + (i >> 3)) % words.length]).join(' ')}.\n`);
+    writeWordText(text, 3000);
     const redis = await startRedis();
     try {
       const workers = [worker(redis, '--model', model), worker(redis, '--model', model)];
