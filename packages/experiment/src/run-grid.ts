@@ -32,6 +32,9 @@ import { runExperiment, type ExperimentEvent } from './run-experiment.js';
  * process, or through a `GridDistributor` (the queue's coordinator) that spreads them over workers.
  */
 
+/** Tokens per calibration block of the statistics and of a calibrated quantizer's layer pass. */
+const CALIBRATION_SEQLEN = 512;
+
 export interface GridOptions {
   readonly modelDir: string;
   readonly methods: readonly MethodSpec[];
@@ -199,9 +202,6 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     const modelHash = await modelContentHash(modelDir);
     const textHash = await fileContentHash(textPath);
     if (options.connect) distributor = await options.connect();
-    if (distributor && (quantizer.calibration || statisticsQuantizer.calibration)) {
-      throw new InvalidOptionError('--queue', `quantizer "${quantizer.calibration ? quantizer.id : statisticsQuantizer.id}" is calibrated (a layer pass over the calibration text per cell and per statistics table), which the queue's jobs do not carry yet; run this grid without --queue`);
-    }
 
     const allocators = plugins.allocators.list();
     const resolved = await ensureStatistics({
@@ -215,7 +215,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       calibrationPath: options.statistics.calibrationPath,
       calibrationName: options.statistics.calibrationName,
       blocks: options.statistics.blocks,
-      seqlen: 512,
+      seqlen: CALIBRATION_SEQLEN,
       ...(ladder ? { configs: ladder } : {}),
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
@@ -226,8 +226,16 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     options.onStatisticsReady?.(resolved.source);
 
     const maxTokens = grid.maxTokens;
+    // A calibrated quantizer's cells quantize layer by layer on the statistics' calibration text (the same blocks).
+    const calibration = quantizer.calibration
+      ? { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, seqlen: CALIBRATION_SEQLEN }
+      : undefined;
     const planned = planCells(
-      { model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, choice.options), ...(options.kld ? { kld: true } : {}) },
+      {
+        model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, choice.options), ...(options.kld ? { kld: true } : {}),
+        // A calibrated quantizer's cells depend on the calibration text and blocks (also when no table reads them).
+        ...(calibration ? { calibration: { text: await fileContentHash(calibration.calibrationPath), blocks: calibration.blocks, seqlen: calibration.seqlen } } : {}),
+      },
       grid.methods,
       grid.budgets,
       grid.includeFloat,
@@ -266,8 +274,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     const context: CellContext = {
       ...(kldBase ? { kldBase: kldBase.base } : {}),
       modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer,
-      // a calibrated quantizer's cells read the statistics' calibration text
-      ...(quantizer.calibration ? { calibration: { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
+      ...(calibration ? { calibration: { ...calibration, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
     };
     if (distributor) {
       await distributor.runCells({ planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, metrics: plugins.metrics.list(), done, onResult, ...(options.kld ? { kld: true } : {}) });

@@ -46,7 +46,8 @@ the current settings' cells) and results.json.
   --seed <n>             seed of the ablations' random layers (default 42)
   --quantizer <id>       the quantizer of every cell (default hqq); part of every cell's key, so cells of two
                          quantizers never mix. A calibrated one (gptq, baq) quantizes each cell layer by layer on
-                         the calibration blocks (--calib, --blocks); not with --queue yet
+                         the calibration blocks (--calib, --blocks); with --queue the workers collect the
+                         Hessians on their model from the calibration text the job names by content hash
   --stats-quantizer <id> the quantizer the statistics are measured with (fnorm, sensitivity, measured; default:
                          --quantizer's, with its options; hqq gives the authors' tables for any --quantizer)
   --plugin <module>      load allocators, quantizers and metrics from a module (a path or package name;
