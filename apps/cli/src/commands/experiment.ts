@@ -12,6 +12,7 @@ import { experimentPlan, experimentRowJson, formatPlan, formatResultsTable } fro
 import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
 import { jsonLine, terminalColumns, wrapAtSpaces } from '../output.js';
 import { createProgress, createSpinner, fitStderr, formatSeconds } from '../progress.js';
+import { refineDoneLine, refinePlanLine, refineRoundLine } from '../flags/refine-flags.js';
 
 /** Over this estimate, a run started on a terminal needs --yes (a script, not on a terminal, proceeds). */
 const CONFIRM_SECONDS = 600;
@@ -58,6 +59,12 @@ the current settings' cells) and results.json.
                          Part of each cell's key: cells computed without it are not reused for it
   --metric ppl|kld       what results.md's intervals, win/tie/loss and headline and the terminal table's
                          intervals are read by (default ppl; kld needs --kld): the paired bootstrap of mean KLD
+  --refine               cells of an allocator that corrects its allocation by measurement (kld) run that
+                         correction on the statistics' calibration (--calib, --blocks): their plan, each measured
+                         allocation's KLD and the result print as they run; a cell quantizes the corrected allocation
+                         only when its measured KLD is not above the additive one's, and records both (--json:
+                         refinement). Off by default, so earlier cells keep their keys; part of those cells' keys
+                         only when set. In process only: refused with --queue
   --no-fp                skip the unquantized baseline
   --fresh                ignore results of an earlier run in --out
   --threads <n>          onnxruntime threads (default: one per core)
@@ -105,6 +112,7 @@ export const experimentCommand: Command = {
       'stats-quantizer': { type: 'string' },
       kld: { type: 'boolean' },
       metric: { type: 'string' },
+      refine: { type: 'boolean' },
       ...quantizerFlags(plugins),
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
@@ -140,6 +148,8 @@ export const experimentCommand: Command = {
     if (!REPORT_METRICS.includes(metric)) throw new InvalidOptionError('--metric', `"${metric}" is not a metric; use ${REPORT_METRICS.join(' or ')}`);
     const kld = values.kld === true;
     if (metric === 'kld' && !kld) throw new InvalidOptionError('--metric', 'kld reads the cells\' KL divergence from the unquantized model: add --kld so the cells measure it');
+    const refine = values.refine === true;
+    if (refine && queueUrl !== undefined) throw new InvalidOptionError('--refine', 'the correction by measurement runs in this process only: the queue\'s cell jobs do not carry the calibration measurer yet; run the grid without --queue, or without --refine');
     const json = Boolean(values.json);
     const interactive = !json && Boolean(process.stderr.isTTY);
 
@@ -178,6 +188,16 @@ export const experimentCommand: Command = {
       quantizer: quantizerChoice,
       statisticsQuantizer,
       ...(kld ? { kld } : {}),
+      ...(refine
+        ? {
+            refine,
+            onRefine: {
+              plan: (cell, plan) => stderr(`${fitStderr(`experiment: refine ${cell}: ${refinePlanLine(plan)}`)}\n`),
+              round: (cell, round) => stderr(`${fitStderr(`experiment: refine ${cell}: ${refineRoundLine(round)}`)}\n`),
+              done: (cell, report) => stderr(`${fitStderr(`experiment: refine ${cell}: ${refineDoneLine(report)}`)}\n`),
+            },
+          }
+        : {}),
       metric,
       ...(threads ? { threads } : {}),
       ...(queueUrl ? { connect: () => connectCoordinator(queueUrl, { attempts, connectTimeoutSeconds, log: (line) => stderr(`${fitStderr(line)}\n`) }) } : {}),
