@@ -7,7 +7,7 @@
 //
 // Writes <out>.md and <out>.json.
 import { build } from 'esbuild';
-import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,17 +17,8 @@ import { gzipSync } from 'node:zlib';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values } = parseArgs({ options: { out: { type: 'string', default: join(ROOT, 'bench/results/bundle-sizes') } } });
 
-/** The browser-safe entries (tests/packaging/src/browser-bundles.test.ts checks the same list for Node built-ins). */
-const ENTRIES = [
-  '@layerquant/core',
-  '@layerquant/quantizers',
-  '@layerquant/stats',
-  '@layerquant/allocators',
-  '@layerquant/sensitivity/browser',
-  '@layerquant/tensor-io/browser',
-  '@layerquant/perplexity/browser',
-  '@layerquant/export/browser',
-];
+/** The browser-safe entries: the list tests/packaging checks for Node built-ins. */
+const ENTRIES = JSON.parse(readFileSync(join(ROOT, 'tests/packaging/browser-entries.json'), 'utf8'));
 const KiB = (n) => (n / 1024).toFixed(1);
 const here = dirname(fileURLToPath(import.meta.url));
 
