@@ -70,10 +70,13 @@ export function formatPlan(cost: FormatCostModel, quantizer: Pick<Quantizer, 'id
   const stopZero: ZeroKind = zeroKinds.includes('integer') ? 'integer' : zeroKinds[0]!;
   const stops = ladder.filter((c) => zeroKindOf(c) === stopZero);
   const embeddingConfigs: Record<string, readonly QuantConfig[]> = {};
-  // A calibrated quantizer (GPTQ) compensates a linear matrix's error with its input Hessian; the embedding units
-  // have none, so they stay in the format's float type and are not units of its allocation.
-  for (const u of quantizer.calibration === undefined ? cost.units.filter((unit) => isEmbeddingUnit(unit.module)) : []) {
-    const own = native(u);
+  // The embedding units are allocatable for every quantizer. A calibrated one (GPTQ) has no collected input for them
+  // and quantizes them with the identity as their Hessian: at integer zeros that is RTN's result exactly, and HQQ
+  // (the statistics' usual quantizer, --stats-quantizer hqq) measures the same configs, so their ladder is the
+  // integer-zero configs.
+  const embeddingZeros = quantizer.calibration === undefined || !zeroKinds.includes('integer') ? zeroKinds : (['integer'] as const);
+  for (const u of cost.units.filter((unit) => isEmbeddingUnit(unit.module))) {
+    const own = cost.nativeLadder(u, embeddingZeros);
     if (own.length > 0) embeddingConfigs[u.module] = own;
   }
   return Object.freeze({

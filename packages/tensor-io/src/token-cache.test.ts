@@ -43,7 +43,7 @@ describe('token id cache', () => {
     const bytes = readFileSync(file);
     // One id changed (a valid-looking file): its digest no longer matches, so it is tokenized again and rewritten.
     const flipped = Buffer.from(bytes);
-    flipped[flipped.length - 4] ^= 0x01;
+    flipped.writeUInt8(flipped.readUInt8(flipped.length - 4) ^ 0x01, flipped.length - 4);
     writeFileSync(file, flipped);
     expect(cached.encode(text)).toEqual(expected);
     expect(calls()).toBe(3);
