@@ -9,6 +9,8 @@ export type WorkerRequest =
   | { readonly kind: 'load-float' }
   | { readonly kind: 'quantize'; readonly matrices: readonly { readonly name: string; readonly config: QuantConfig }[] }
   | { readonly kind: 'perplexity'; readonly model: 'float' | 'quantized'; readonly windows: number; readonly seqlen: number }
+  /** The quantized model's KL divergence from the float model on the first windows (the float logits computed once). */
+  | { readonly kind: 'kld'; readonly windows: number; readonly seqlen: number }
   | { readonly kind: 'generate'; readonly model: 'float' | 'quantized'; readonly prompt: string; readonly tokens: number; readonly device: GenerateDevice }
   | { readonly kind: 'quantize-matrix'; readonly name: string; readonly config: QuantConfig }
   /** kurtosis (read every matrix once), fnorm (12 HQQ runs per matrix) or activation sensitivity (the model on calibration blocks). */
@@ -42,6 +44,30 @@ export interface PerplexityAnswer {
   readonly windows: number;
   readonly tokens: number;
   readonly seconds: number;
+}
+
+/** llama.cpp's KL-divergence statistics of the quantized model against the float one (@layerquant/perplexity's). */
+export interface KldAnswer {
+  /** Scored tokens. */
+  readonly tokens: number;
+  /** Mean KLD (nats per token) with its error, median, 99% and 99.9% quantiles, maximum. */
+  readonly mean: number;
+  readonly error: number;
+  readonly median: number;
+  readonly p99: number;
+  readonly p999: number;
+  readonly max: number;
+  /** Fraction of tokens whose most likely next token is the float model's, with its error. */
+  readonly sameTop: number;
+  readonly sameTopError: number;
+  readonly rmsDeltaP: number;
+  /** Perplexity of the quantized and the float model from the same runs. */
+  readonly ppl: number;
+  readonly pplBase: number;
+  /** Seconds of the quantized model's pass. */
+  readonly seconds: number;
+  /** The float logits: computed by this request or held from an earlier one, their seconds, bytes and windows. */
+  readonly base: { readonly computed: boolean; readonly seconds: number; readonly bytes: number; readonly windows: number };
 }
 
 /** onnxruntime-web's execution provider for generation: WebAssembly, or WebGPU where the browser has an adapter. */
