@@ -381,16 +381,17 @@ async function nodeReference(ids: number[], prompt: number[]): Promise<NodeRefer
   const checkpoint = await openCheckpoint(shippedModelDir);
   const model = await loadDecoderModel(checkpoint, await loadDecoderConfig(shippedModelDir), { threads: 1 });
   try {
-    const floatPpl = (await perplexity(model, ids, { seqlen: SEQLEN, maxTokens: WINDOWS * SEQLEN })).ppl;
+    // eval --kld-base's base file: one float pass, which gives the float model's perplexity too.
+    const windows = { seqlen: SEQLEN, maxTokens: WINDOWS * SEQLEN };
+    const base = await floatKldBase(shippedModelDir, ids, windows, { cacheDir: join(quantizedRoot, 'kld'), evaluation: { threads: 1 } });
+    const floatPpl = base.perplexity!.ppl;
     const { allocation } = allocate(analysis, LIVE_KNOBS);
     await model.setWeights(await dequantized(checkpoint, allocation));
     const quantizedPpl = (await perplexity(model, ids, { seqlen: SEQLEN, maxTokens: WINDOWS * SEQLEN })).ppl;
     // `layerquant quantize` then `layerquant generate` on what it wrote, and on the float model.
     const configs = new Map(allocation.matrices.map((m) => [`${m.layer}.${m.module}`, m.config]));
     await quantizeModel({ modelDir: shippedModelDir, outDir: quantizedDir, quantizer: hqqQuantizer, configFor: (key) => configs.get(key) ?? null, allocation });
-    // eval --kld-base: the float model's base file (one float pass), the quantized checkpoint on its packed weights.
-    const windows = { seqlen: SEQLEN, maxTokens: WINDOWS * SEQLEN };
-    const base = await floatKldBase(shippedModelDir, ids, windows, { cacheDir: join(quantizedRoot, 'kld'), evaluation: { threads: 1 } });
+    // eval <quantized> --kld-base: the quantized checkpoint on its packed weights against the base.
     const evaluated = await openEvaluationModel(quantizedDir, { threads: 1 });
     let kld: KldStatistics;
     try {
@@ -493,7 +494,7 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
     // The same top token on all but a token or two whose two best logits are within rounding.
     expect(Math.abs(sameTop - reference.kld.sameTop.value)).toBeLessThanOrEqual(2 / reference.kld.tokens);
     expect(await page.textContent('table[data-table="live-kld"]')).toMatch(/mean KLD/);
-  });
+  }, 240_000);
 
   it('generates token for token what `layerquant generate` writes, from both models (KV-cache graph)', async () => {
     await setKnobs(page, LIVE_KNOBS);

@@ -103,15 +103,16 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
       progress.status('opening the model');
       await live.open();
       const quantized = await live.quantize(allocation, (p) => progress.update(p, 'quantize'));
-      const float = await live.perplexity('float', count, (p) => progress.update(p, 'fp32 perplexity'));
-      const q = await live.perplexity('quantized', count, (p) => progress.update(p, 'quantized perplexity'));
-      // KLD against fp32 on the same windows; where it cannot be measured (too many windows to hold), perplexity stands.
+      // KL divergence from fp32 on the same windows; its two passes (fp32 logits once per session, the quantized
+      // model's) give both perplexities too. Where it cannot be measured (too many windows to hold), perplexity alone.
       let kld: { kld: KldAnswer } | { kldError: string };
       try {
-        kld = { kld: await live.kld(count, (p) => progress.update(p, 'KL divergence')) };
+        kld = { kld: await live.kld(count, (p) => progress.update(p, 'KL divergence from fp32')) };
       } catch (error) {
         kld = { kldError: describeError(error) };
       }
+      const float = 'kld' in kld && kld.kld.floatPerplexity ? kld.kld.floatPerplexity : await live.perplexity('float', count, (p) => progress.update(p, 'fp32 perplexity'));
+      const q = 'kld' in kld ? kld.kld.perplexity : await live.perplexity('quantized', count, (p) => progress.update(p, 'quantized perplexity'));
       measured = { knobs: k, label: knobsLabel(k), windows: count, float, quantized: q, quantizeSeconds: quantized.seconds, squaredError: quantized.squaredError, matrices: quantized.matrices, ...kld };
       progress.status(`done: ${knobsLabel(k)} on ${count} window${count === 1 ? '' : 's'}`, 'done');
       renderResults();

@@ -1,6 +1,6 @@
 import { InvalidOptionError } from '@layerquant/core';
 import { klDivergence, kldBaseInMemory, type KldBaseReader, type LogitsModel, type PerplexityResult } from '@layerquant/perplexity/browser';
-import type { KldAnswer, Progress } from './protocol.js';
+import type { KldAnswer, PerplexityAnswer, Progress } from './protocol.js';
 
 // The KL divergence of the page's quantized model from its float model on the live windows (worker side), with
 // @layerquant/perplexity's code, as `layerquant eval --kld-base` computes it: the float model's logits of the windows
@@ -14,6 +14,8 @@ export const PAGE_KLD_BASE_LIMIT_BYTES = 512 * 2 ** 20;
 export function pageKldBaseBytes(windows: number, seqlen: number, vocab: number): number {
   return windows * (seqlen - 1) * vocab * 4;
 }
+
+const answer = (r: PerplexityResult): PerplexityAnswer => ({ ppl: r.ppl, nll: r.nll, windows: r.windows, tokens: r.tokens, seconds: r.seconds });
 
 /** The first `windows` windows of a base computed on more (the windows are the text's first, so a prefix is the same windows). */
 function firstWindows(base: KldBaseReader, windows: number): KldBaseReader {
@@ -74,6 +76,8 @@ export class PageKldBase {
       rmsDeltaP: s.rmsDeltaP.value,
       ppl: s.ppl.value,
       pplBase: s.pplBase.value,
+      perplexity: answer(result.perplexity),
+      ...(held.windows === request.windows ? { floatPerplexity: answer(held.base.perplexity) } : {}),
       seconds: result.seconds,
       base: { computed, seconds: computed ? held.seconds : 0, bytes: pageKldBaseBytes(held.windows, held.seqlen, vocab), windows: held.windows },
     };

@@ -64,6 +64,10 @@ export interface KldAnswer {
   /** Perplexity of the quantized and the float model from the same runs. */
   readonly ppl: number;
   readonly pplBase: number;
+  /** The quantized model's perplexity from its pass (what a `perplexity` request gives it). */
+  readonly perplexity: PerplexityAnswer;
+  /** The fp32 model's, when its logits were computed on exactly these windows (a held larger set: absent). */
+  readonly floatPerplexity?: PerplexityAnswer;
   /** Seconds of the quantized model's pass. */
   readonly seconds: number;
   /** The float logits: computed by this request or held from an earlier one, their seconds, bytes and windows. */
