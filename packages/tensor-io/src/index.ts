@@ -52,4 +52,5 @@ export {
   modelFileSetEntries,
 } from './model-file-set.js';
 export { checkInputFile, inputPathKind, readTextFile } from './input-file.js';
-export { contentHashCacheDir, fileContentHash, modelContentHash } from './content-hash.js';
+export { contentHashCacheDir, fileContentHash, layerquantCacheDir, modelContentHash } from './content-hash.js';
+export { TOKEN_CACHE_MIN_CHARS, withTokenCache } from './token-cache.js';
