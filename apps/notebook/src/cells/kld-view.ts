@@ -8,14 +8,15 @@ import { element, formatFixed, formatInteger, table } from '../notebook.js';
 export function kldView(kld: KldAnswer | undefined, error: string | undefined, label: string): HTMLElement {
   if (!kld) return element('p', { class: 'note', 'data-live-kld': 'error' }, `KL divergence not measured: ${error ?? 'nothing quantized'}`);
   const value = (name: string, v: number, text: string) => element('span', { 'data-live': name, 'data-value': String(v) }, text);
+  const s = kld.summary;
   const body: (string | Node)[][] = [
-    ['mean KLD', value('mean-kld', kld.mean, `${formatFixed(kld.mean, 6)} ± ${formatFixed(kld.error, 6)}`)],
-    ['99.9% KLD', value('kld-999', kld.p999, formatFixed(kld.p999, 6))],
-    ['99% KLD', value('kld-99', kld.p99, formatFixed(kld.p99, 6))],
-    ['median KLD', value('median-kld', kld.median, formatFixed(kld.median, 6))],
-    ['maximum KLD', value('max-kld', kld.max, formatFixed(kld.max, 6))],
-    ['same top p', value('same-top', kld.sameTop, `${formatFixed(100 * kld.sameTop, 3)}% ± ${formatFixed(100 * kld.sameTopError, 3)}%`)],
-    ['RMS Δp', value('rms-delta-p', kld.rmsDeltaP, `${formatFixed(100 * kld.rmsDeltaP, 3)}%`)],
+    ['mean KLD', value('mean-kld', s.mean, `${formatFixed(s.mean, 6)} ± ${formatFixed(s.error, 6)}`)],
+    ['99.9% KLD', value('kld-999', s.p999, formatFixed(s.p999, 6))],
+    ['99% KLD', value('kld-99', s.p99, formatFixed(s.p99, 6))],
+    ['median KLD', value('median-kld', s.median, formatFixed(s.median, 6))],
+    ['maximum KLD', value('max-kld', s.max, formatFixed(s.max, 6))],
+    ['same top p', value('same-top', s.sameTop, `${formatFixed(100 * s.sameTop, 3)}% ± ${formatFixed(100 * s.sameTopError, 3)}%`)],
+    ['RMS Δp', value('rms-delta-p', s.rmsDeltaP, `${formatFixed(100 * s.rmsDeltaP, 3)}%`)],
   ];
   const base = kld.base.computed
     ? `computed now in ${formatFixed(kld.base.seconds, 1)} s`

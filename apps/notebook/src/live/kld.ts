@@ -1,5 +1,5 @@
 import { InvalidOptionError } from '@layerquant/core';
-import { klDivergence, kldBaseInMemory, type KldBaseReader, type LogitsModel, type PerplexityResult } from '@layerquant/perplexity/browser';
+import { klDivergence, kldBaseInMemory, kldSummary, type KldBaseReader, type LogitsModel, type PerplexityResult } from '@layerquant/perplexity/browser';
 import type { KldAnswer, PerplexityAnswer, Progress } from './protocol.js';
 
 // The KL divergence of the page's quantized model from its float model on the live windows (worker side), with
@@ -62,20 +62,9 @@ export class PageKldBase {
     const held = this.held;
     const quantized = await models.quantized();
     const result = await klDivergence(quantized, firstWindows(held.base, request.windows), ids, { ...options, onProgress: (done, total) => progress({ done, total, label: `quantized logits, window ${done} of ${total}` }) });
-    const s = result.statistics;
     return {
-      tokens: s.tokens,
-      mean: s.kld.mean,
-      error: s.kld.error,
-      median: s.kld.median,
-      p99: s.kld.quantiles['0.99']!,
-      p999: s.kld.quantiles['0.999']!,
-      max: s.kld.max,
-      sameTop: s.sameTop.value,
-      sameTopError: s.sameTop.error,
-      rmsDeltaP: s.rmsDeltaP.value,
-      ppl: s.ppl.value,
-      pplBase: s.pplBase.value,
+      summary: kldSummary(result.statistics),
+      tokens: result.statistics.tokens,
       perplexity: answer(result.perplexity),
       ...(held.windows === request.windows ? { floatPerplexity: answer(held.base.perplexity) } : {}),
       seconds: result.seconds,

@@ -1,5 +1,6 @@
 import type { FnormTable, KurtosisTable, SensitivityTable } from '@layerquant/allocators';
 import type { QuantConfig } from '@layerquant/core';
+import type { KldSummary } from '@layerquant/perplexity/browser';
 import type { ModelSummary, TensorInfo } from '@layerquant/tensor-io/browser';
 import type { ModelFilesSpec } from './model-files.js';
 
@@ -46,24 +47,14 @@ export interface PerplexityAnswer {
   readonly seconds: number;
 }
 
-/** llama.cpp's KL-divergence statistics of the quantized model against the float one (@layerquant/perplexity's). */
+/**
+ * llama.cpp's KL-divergence statistics of the quantized model against the float one (@layerquant/perplexity's
+ * summary: mean KLD with its error, median, 99% and 99.9%, maximum, same top p, RMS Δp, perplexity ratio).
+ */
 export interface KldAnswer {
+  readonly summary: KldSummary;
   /** Scored tokens. */
   readonly tokens: number;
-  /** Mean KLD (nats per token) with its error, median, 99% and 99.9% quantiles, maximum. */
-  readonly mean: number;
-  readonly error: number;
-  readonly median: number;
-  readonly p99: number;
-  readonly p999: number;
-  readonly max: number;
-  /** Fraction of tokens whose most likely next token is the float model's, with its error. */
-  readonly sameTop: number;
-  readonly sameTopError: number;
-  readonly rmsDeltaP: number;
-  /** Perplexity of the quantized and the float model from the same runs. */
-  readonly ppl: number;
-  readonly pplBase: number;
   /** The quantized model's perplexity from its pass (what a `perplexity` request gives it). */
   readonly perplexity: PerplexityAnswer;
   /** The fp32 model's, when its logits were computed on exactly these windows (a held larger set: absent). */
