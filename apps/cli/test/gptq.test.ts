@@ -168,6 +168,10 @@ describe('experiment and sensitivity with a calibrated quantizer', () => {
     expect(rows).toHaveLength(1);
     expect(rows[0]!.quantizer, JSON.stringify(rows[0])).toBe('gptq');
     expect(rows[0]!.perplexity, JSON.stringify(rows[0])).toBeGreaterThan(1);
+    // The cell depends on the calibration even where no table reads it: other blocks are another cell, not reused.
+    const again = await cli('experiment', model, '--quantizer', 'gptq', '--methods', 'uniform', '--configs', 'b4g32', '--budgets', '4.51', '--text', calib, '--seqlen', '128', '--max-tokens', '256', '--calib', calib, '--blocks', '2', '--no-fp', '--out', out, '--json');
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/results: not reusing \S+ @ 4\.51 .*other settings \(.*calibration/);
   });
 
   it('sensitivity --quantizer gptq measures the fnorm table with GPTQ (other errors than HQQ\'s)', async () => {

@@ -9,7 +9,9 @@ interface JsonRow {
   readonly perplexity: number;
   readonly seconds: number;
 }
-import { parseQueueUrl, redactCredentials } from '@layerquant/queue';
+import { QUEUE_NAME, parseQueueUrl, redactCredentials } from '@layerquant/queue';
+import { Queue } from 'bullmq';
+import { createHash } from 'node:crypto';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { haveRedis, startRedis, type TestRedis } from './redis-server.js';
 import { bin } from './run-cli.js';
@@ -319,4 +321,54 @@ describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real r
       await redis.stop();
     }
   }, 240_000);
+});
+
+// Its own block: a calibrated quantizer on the queue, on a tiny random model (seconds).
+describe.skipIf(!haveRedis)('experiment --queue with a calibrated quantizer (gptq; real redis-server on 127.0.0.1)', () => {
+  it('two workers give the in-process rows of a gptq grid (statistics measured with gptq); a cell whose calibration text is not in Redis, or that names none, fails naming it', async () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'queue-gptq-'));
+    const model = join(scratch, 'tiny');
+    const text = join(scratch, 'calib.txt');
+    await writeModelDirectory(model, tinyConfig({ hiddenSize: 64, intermediateSize: 128, headDim: 16, numLayers: 4, maxPositionEmbeddings: 512 }), { seed: 5 });
+    writeWordText(text, 3000);
+    // uniform and sensi-milp-1 (its fnorm table measured with gptq, one layer pass on the calibration block) at b2g64/b4g64.
+    const grid = ['experiment', model, '--quantizer', 'gptq', '--methods', 'hqq,sensi-milp-1', '--configs', 'b2g64,b4g64', '--budgets', '3', '--calib', text, '--blocks', '1', '--text', text, '--seqlen', '32', '--max-tokens', '128', '--no-fp', '--json'];
+    const inProcess = await bin(...grid, '--out', mkdtempSync(join(tmpdir(), 'queue-gptq-local-')));
+    expect(inProcess.code, inProcess.stderr).toBe(0);
+    const reference = rowsOf(inProcess.stdout);
+    expect(reference.map((r) => [r.method, (r as unknown as { quantizer: string }).quantizer])).toEqual([['hqq', 'gptq'], ['sensi-milp-1', 'gptq']]);
+    const redis = await startRedis();
+    const queue = new Queue(QUEUE_NAME, { connection: parseQueueUrl(redis.url).connection });
+    try {
+      const workers = [worker(redis, '--model', model), worker(redis, '--model', model)];
+      const coordinator = start(...grid, '--out', mkdtempSync(join(tmpdir(), 'queue-gptq-')), '--queue', redis.url);
+      expect((await coordinator.exited).code, coordinator.output.stderr).toBe(0);
+      // The perplexity of every cell to the last digit, and every other field but the time.
+      expect(withoutTime(rowsOf(coordinator.output.stdout))).toEqual(withoutTime(reference));
+      expect(coordinator.output.stderr).toMatch(/queue: statistics 1\/1 done/);
+      expect([...computedCounts(...workers).values()]).toEqual([1, 1]);
+
+      // A cell job as the coordinator wrote it, added again with its calibration text's blob changed or removed.
+      const done = (await queue.getJobs(['completed'])).find((j) => j.name === 'cell')!;
+      const data = done.data as { calibration: { blob: string; name: string } };
+      expect(data.calibration.name).toBe('calib.txt');
+      const outcome = async (changed: Record<string, unknown>) => {
+        await done.remove();
+        const job = await queue.add('cell', changed, { jobId: done.id!, attempts: 1 });
+        for (let i = 0; i < 600 && !['completed', 'failed'].includes(await job.getState()); i++) await new Promise((r) => setTimeout(r, 50));
+        return { state: await job.getState(), reason: (await queue.getJob(done.id!))!.failedReason };
+      };
+      const other = createHash('sha256').update('another calibration text').digest('hex');
+      const missing = await outcome({ ...data, calibration: { ...data.calibration, blob: other } });
+      expect(missing.state).toBe('failed');
+      expect(missing.reason).toMatch(new RegExp(`the calibration text "calib\\.txt" \\(blob ${other.slice(0, 16)}\\) is not in Redis with that content hash`));
+      const { calibration: _, ...without } = data;
+      const unnamed = await outcome(without);
+      expect(unnamed.state).toBe('failed');
+      expect(unnamed.reason).toMatch(/data\.calibration is missing: quantizer "gptq" is calibrated.*not retried/);
+    } finally {
+      await queue.close();
+      await redis.stop();
+    }
+  }, 180_000);
 });

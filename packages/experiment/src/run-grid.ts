@@ -38,6 +38,9 @@ import { runExperiment, type ExperimentEvent } from './run-experiment.js';
  * process, or through a `GridDistributor` (the queue's coordinator) that spreads them over workers.
  */
 
+/** Tokens per calibration block of the statistics, of a calibrated quantizer's layer pass and of the correction by measurement. */
+const CALIBRATION_SEQLEN = 512;
+
 export interface GridOptions {
   readonly modelDir: string;
   readonly methods: readonly MethodSpec[];
@@ -195,9 +198,6 @@ export interface GridResult {
   readonly statistics: string;
 }
 
-/** Tokens per calibration block of the statistics (and of the correction by measurement, on their calibration). */
-const STATISTICS_SEQLEN = 512;
-
 export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Promise<GridResult> {
   const note = options.onNote ?? (() => undefined);
   const { modelDir, textPath, ids, seqlen, plugins } = grid;
@@ -227,9 +227,6 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     const modelHash = await modelContentHash(modelDir);
     const textHash = await fileContentHash(textPath);
     if (options.connect) distributor = await options.connect();
-    if (distributor && (quantizer.calibration || statisticsQuantizer.calibration)) {
-      throw new InvalidOptionError('--queue', `quantizer "${quantizer.calibration ? quantizer.id : statisticsQuantizer.id}" is calibrated (a layer pass over the calibration text per cell and per statistics table), which the queue's jobs do not carry yet; run this grid without --queue`);
-    }
 
     const resolved = await ensureStatistics({
       modelDir,
@@ -242,7 +239,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       calibrationPath: options.statistics.calibrationPath,
       calibrationName: options.statistics.calibrationName,
       blocks: options.statistics.blocks,
-      seqlen: STATISTICS_SEQLEN,
+      seqlen: CALIBRATION_SEQLEN,
       ...(ladder ? { configs: ladder } : {}),
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
@@ -253,9 +250,17 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     options.onStatisticsReady?.(resolved.source);
 
     const maxTokens = grid.maxTokens;
+    // A calibrated quantizer's cells quantize layer by layer on the statistics' calibration text (the same blocks).
+    const calibration = quantizer.calibration
+      ? { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, seqlen: CALIBRATION_SEQLEN }
+      : undefined;
     const planned = planCells(
-      { model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, choice.options), ...(options.kld ? { kld: true } : {}),
-        ...(refining.length > 0 ? { refine: { allocators: [...new Set(refining.map((m) => m.allocator))], calibration: await fileContentHash(options.statistics.calibrationPath), blocks: options.statistics.blocks, seqlen: STATISTICS_SEQLEN } } : {}) },
+      {
+        model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, choice.options), ...(options.kld ? { kld: true } : {}),
+        // A calibrated quantizer's cells depend on the calibration text and blocks (also when no table reads them).
+        ...(calibration ? { calibration: { text: await fileContentHash(calibration.calibrationPath), blocks: calibration.blocks, seqlen: calibration.seqlen } } : {}),
+        ...(refining.length > 0 ? { refine: { allocators: [...new Set(refining.map((m) => m.allocator))], calibration: await fileContentHash(options.statistics.calibrationPath), blocks: options.statistics.blocks, seqlen: CALIBRATION_SEQLEN } } : {}),
+      },
       grid.methods,
       grid.budgets,
       grid.includeFloat,
@@ -297,7 +302,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
         calibrationPath: options.statistics.calibrationPath,
         calibrationName: options.statistics.calibrationName,
         blocks: options.statistics.blocks,
-        seqlen: STATISTICS_SEQLEN,
+        seqlen: CALIBRATION_SEQLEN,
         ...(options.threads ? { threads: options.threads } : {}),
       });
     }
@@ -307,8 +312,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
         ? { refine: { session: refineSession, ...(options.onRefine?.plan ? { onPlan: options.onRefine.plan } : {}), ...(options.onRefine?.round ? { onRound: options.onRefine.round } : {}), ...(options.onRefine?.done ? { onDone: options.onRefine.done } : {}) } }
         : {}),
       modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer,
-      // a calibrated quantizer's cells read the statistics' calibration text
-      ...(quantizer.calibration ? { calibration: { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
+      ...(calibration ? { calibration: { ...calibration, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
     };
     if (distributor) {
       await distributor.runCells({ planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, metrics: plugins.metrics.list(), done, onResult, ...(options.kld ? { kld: true } : {}) });

@@ -4,7 +4,6 @@ import { brownCalibPath, datasets } from '@layerquant/datasets';
 import { PAPER_BUDGETS, REPORT_METRICS, measureEvaluationSpeed, parseBudgets, prepareGrid, runGrid, type ReportMetric } from '@layerquant/experiment';
 import { resolveTextPath } from '@layerquant/perplexity';
 import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
-import { connectCoordinator, parseQueueUrl } from '@layerquant/queue';
 import { basename, resolve } from 'node:path';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
@@ -47,7 +46,8 @@ the current settings' cells) and results.json.
   --seed <n>             seed of the ablations' random layers (default 42)
   --quantizer <id>       the quantizer of every cell (default hqq); part of every cell's key, so cells of two
                          quantizers never mix. A calibrated one (gptq, baq) quantizes each cell layer by layer on
-                         the calibration blocks (--calib, --blocks); not with --queue yet
+                         the calibration blocks (--calib, --blocks); with --queue the workers collect the
+                         Hessians on their model from the calibration text the job names by content hash
   --stats-quantizer <id> the quantizer the statistics are measured with (fnorm, sensitivity, measured; default:
                          --quantizer's, with its options; hqq gives the authors' tables for any --quantizer)
   --plugin <module>      load allocators, quantizers and metrics from a module (a path or package name;
@@ -128,8 +128,10 @@ export const experimentCommand: Command = {
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const attempts = parseIntegerOption(stringOption(values, 'attempts'), '--attempts', 3, 1);
     const queueUrl = stringOption(values, 'queue');
+    // The queue (BullMQ, ioredis: about half a second of imports) is loaded only for --queue.
+    const queue = queueUrl === undefined ? undefined : await import('@layerquant/queue');
     // A malformed URL is refused before --out is created (its message shows the URL redacted).
-    if (queueUrl !== undefined) parseQueueUrl(queueUrl);
+    if (queueUrl !== undefined) queue!.parseQueueUrl(queueUrl);
     const connectTimeoutSeconds = parseNumberOption(stringOption(values, 'connect-timeout'), '--connect-timeout', 10, (n) => n > 0 && n <= 3600);
     const textSource = { text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') ?? (stringOption(values, 'text') ? undefined : 'brown-test') };
     const textPath = resolveTextPath(textSource, datasets);
@@ -199,7 +201,7 @@ export const experimentCommand: Command = {
         : {}),
       metric,
       ...(threads ? { threads } : {}),
-      ...(queueUrl ? { connect: () => connectCoordinator(queueUrl, { attempts, connectTimeoutSeconds, log: (line) => stderr(`${fitStderr(line)}\n`) }) } : {}),
+      ...(queueUrl ? { connect: () => queue!.connectCoordinator(queueUrl, { attempts, connectTimeoutSeconds, log: (line) => stderr(`${fitStderr(line)}\n`) }) } : {}),
       onNote: (line) => stderr(`${fitStderr(`experiment: ${line}`)}\n`),
       onStatistics: (step, done, total) =>
         statsProgress.update(
