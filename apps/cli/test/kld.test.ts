@@ -312,6 +312,14 @@ describe('the kld allocator\'s correction by measurement (quantize by default, e
     close(r.additiveKld, additiveKld, 1e-9);
     expect(refinedKld).toBeLessThanOrEqual(additiveKld);
     quantizeRefinement = r;
+    // allocate with the model measures the same correction on the same calibration, and prints what quantize quantized.
+    const allocated = await cli('allocate', '--stats', statsDir, '--model', model, '--method', 'kld', '--budget', '3', '--configs', configs, '--calib', calib, '--blocks', '1', '--json');
+    expect(allocated.code, allocated.stderr).toBe(0);
+    const a = parseValid<{ refinement: RefinementJson; allocation: Record<string, string | null> }>(allocated.stdout, 'allocate');
+    expect(a.refinement.additiveKld).toBe(r.additiveKld);
+    expect(a.refinement.refinedKld).toBe(r.refinedKld);
+    expect(a.allocation).toEqual(refined.allocation);
+    expect(allocated.stderr).toMatch(/refine: kld's correction by measurement/);
   });
 
   it('experiment --refine: the kld cell is corrected (its key changes, no other cell\'s does); without it every key is as before; refused with --queue', async () => {

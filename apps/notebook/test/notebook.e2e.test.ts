@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { LINEAR_MODULES, configName, matrixTensorName, quantConfig, type Allocation } from '@layerquant/core';
 import { brownCalibPath, brownTestPath, shippedModelDir } from '@layerquant/fixtures';
 import { activationSensitivity, calibrationBlocks, kurtosisTable } from '@layerquant/sensitivity';
-import { perplexity } from '@layerquant/perplexity';
+import { hasLogits, klDivergence, perplexity, type KldStatistics } from '@layerquant/perplexity';
+import { floatKldBase, openEvaluationModel } from '@layerquant/pipeline';
 import { createHqqQuantizer, hqqQuantizer } from '@layerquant/quantizers';
 import { openKvDecoder } from '@layerquant/export';
 import { quantizeModel } from '@layerquant/quantizers/node';
@@ -363,6 +364,8 @@ const waitLive = (p: Page, cell: string, timeout = 240_000) =>
 interface NodeReference {
   floatPpl: number;
   quantizedPpl: number;
+  /** `layerquant eval <quantized> --kld-base <shipped model>` on the same windows (its library calls). */
+  kld: KldStatistics;
   floatGenerated: number[];
   quantizedGenerated: number[];
 }
@@ -378,17 +381,30 @@ async function nodeReference(ids: number[], prompt: number[]): Promise<NodeRefer
   const checkpoint = await openCheckpoint(shippedModelDir);
   const model = await loadDecoderModel(checkpoint, await loadDecoderConfig(shippedModelDir), { threads: 1 });
   try {
-    const floatPpl = (await perplexity(model, ids, { seqlen: SEQLEN, maxTokens: WINDOWS * SEQLEN })).ppl;
+    // eval --kld-base's base file: one float pass, which gives the float model's perplexity too.
+    const windows = { seqlen: SEQLEN, maxTokens: WINDOWS * SEQLEN };
+    const base = await floatKldBase(shippedModelDir, ids, windows, { cacheDir: join(quantizedRoot, 'kld'), evaluation: { threads: 1 } });
+    const floatPpl = base.perplexity!.ppl;
     const { allocation } = allocate(analysis, LIVE_KNOBS);
     await model.setWeights(await dequantized(checkpoint, allocation));
     const quantizedPpl = (await perplexity(model, ids, { seqlen: SEQLEN, maxTokens: WINDOWS * SEQLEN })).ppl;
     // `layerquant quantize` then `layerquant generate` on what it wrote, and on the float model.
     const configs = new Map(allocation.matrices.map((m) => [`${m.layer}.${m.module}`, m.config]));
     await quantizeModel({ modelDir: shippedModelDir, outDir: quantizedDir, quantizer: hqqQuantizer, configFor: (key) => configs.get(key) ?? null, allocation });
+    // eval <quantized> --kld-base: the quantized checkpoint on its packed weights against the base.
+    const evaluated = await openEvaluationModel(quantizedDir, { threads: 1 });
+    let kld: KldStatistics;
+    try {
+      if (!hasLogits(evaluated.model)) throw new Error(`${quantizedDir} opened as ${evaluated.kind}, which gives no logits`);
+      kld = (await klDivergence(evaluated.model, base.base, ids, windows)).statistics;
+    } finally {
+      await evaluated.dispose();
+      await base.base.close();
+    }
     const floatGenerated = await generate(shippedModelDir, prompt, GENERATED);
     const quantizedGenerated = await generate(quantizedDir, prompt, GENERATED);
     timings.nodeReferenceMs = performance.now() - started;
-    return { floatPpl, quantizedPpl, floatGenerated, quantizedGenerated };
+    return { floatPpl, quantizedPpl, kld, floatGenerated, quantizedGenerated };
   } finally {
     await model.dispose();
     await checkpoint.close();
@@ -468,7 +484,17 @@ describe('live cells: quantize, evaluate and generate in the page', () => {
     // This allocation was never precomputed: the live figure is the only one.
     expect(text).toContain('not in the precomputed grid');
     console.log(`live perplexity on ${WINDOWS} windows: fp32 page ${floatPpl} node ${reference.floatPpl}; quantized page ${quantizedPpl} node ${reference.quantizedPpl}`);
-  });
+    // KL divergence from fp32 on the same windows, computed in the page with @layerquant/perplexity: eval --kld-base's.
+    const kld = async (name: string) => Number(await page.getAttribute(`#cell-measure [data-live="${name}"]`, 'data-value'));
+    const [mean, p999, sameTop] = [await kld('mean-kld'), await kld('kld-999'), await kld('same-top')];
+    console.log(`live KLD on ${WINDOWS} windows: mean page ${mean} node ${reference.kld.kld.mean}; 99.9% page ${p999} node ${reference.kld.kld.quantiles['0.999']}; same top page ${sameTop} node ${reference.kld.sameTop.value}`);
+    expect(mean).toBeGreaterThan(0);
+    expect(Math.abs(mean - reference.kld.kld.mean)).toBeLessThan(1e-5);
+    expect(Math.abs(p999 - reference.kld.kld.quantiles['0.999']!)).toBeLessThan(1e-5);
+    // The same top token on all but a token or two whose two best logits are within rounding.
+    expect(Math.abs(sameTop - reference.kld.sameTop.value)).toBeLessThanOrEqual(2 / reference.kld.tokens);
+    expect(await page.textContent('table[data-table="live-kld"]')).toMatch(/mean KLD/);
+  }, 240_000);
 
   it('generates token for token what `layerquant generate` writes, from both models (KV-cache graph)', async () => {
     await setKnobs(page, LIVE_KNOBS);

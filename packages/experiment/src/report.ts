@@ -1,5 +1,5 @@
 import { formatCsv } from '@layerquant/allocators';
-import { pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type KldStatistics, type PairedInterval } from '@layerquant/perplexity';
+import { kldSummary, pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type KldSummary, type PairedInterval } from '@layerquant/perplexity';
 
 export { pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type PairedInterval } from '@layerquant/perplexity';
 
@@ -7,40 +7,10 @@ export { pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, ty
 export type ReportMetric = 'ppl' | 'kld';
 export const REPORT_METRICS: readonly ReportMetric[] = Object.freeze(['ppl', 'kld']);
 
-/** A cell's KL divergence from the float model on the same windows (llama.cpp's statistics, @layerquant/perplexity's). */
-export interface CellKld {
-  readonly mean: number;
-  readonly error: number;
-  readonly median: number;
-  readonly p99: number;
-  readonly p999: number;
-  readonly max: number;
-  /** Fraction of tokens whose most likely next token is the float model's, with its error. */
-  readonly sameTop: number;
-  readonly sameTopError: number;
-  /** Root mean square of p(target) - p_float(target). */
-  readonly rmsDeltaP: number;
-  /** PPL(cell) / PPL(float) with its error. */
-  readonly pplRatio: number;
-  readonly pplRatioError: number;
-}
-
+/** A cell's KL divergence from the float model on the same windows (llama.cpp's statistics, @layerquant/perplexity's summary). */
+export type CellKld = KldSummary;
 /** The statistics a cell keeps of a KL-divergence run. */
-export function cellKld(s: KldStatistics): CellKld {
-  return {
-    mean: s.kld.mean,
-    error: s.kld.error,
-    median: s.kld.median,
-    p99: s.kld.quantiles['0.99']!,
-    p999: s.kld.quantiles['0.999']!,
-    max: s.kld.max,
-    sameTop: s.sameTop.value,
-    sameTopError: s.sameTop.error,
-    rmsDeltaP: s.rmsDeltaP.value,
-    pplRatio: s.pplRatio.value,
-    pplRatioError: s.pplRatio.error,
-  };
-}
+export const cellKld = kldSummary;
 
 /** One evaluated cell of the experiment. */
 export interface ExperimentRow {

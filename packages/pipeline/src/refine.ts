@@ -173,7 +173,7 @@ export async function refineAllocation(
   // Every unit the allocation names must be one the measurer quantizes (the same model).
   const known = new Set(session.measurer.units.map((u) => u.key));
   const foreign = first.matrices.find((m) => !known.has(m.key));
-  if (foreign) throw new InvalidDataError(stats.source ?? 'statistics', `allocate unit ${foreign.key}, which the model measured has not; the statistics were made for another model`);
+  if (foreign) throw new InvalidDataError(stats.source ?? 'statistics', `name unit ${foreign.key}, which the model has not: the statistics were made for another model`);
   const measurer = rememberingLosses(session.measurer);
   const rounds: RefinementRound[] = [];
   const refined = await refineMethod(method, first, stats, context, measurer, (round) => {

@@ -4,7 +4,8 @@ import type { NotebookData, ResultRow } from '../data.js';
 import { LIVE_SEQLEN, type LiveModel } from '../live/session.js';
 import { describeError } from '../live/client.js';
 import { progressView } from '../live/progress.js';
-import type { PerplexityAnswer } from '../live/protocol.js';
+import type { KldAnswer, PerplexityAnswer } from '../live/protocol.js';
+import { kldView } from './kld-view.js';
 import { allocate, methodLabel, methods } from '../methods.js';
 import { element, formatFixed, formatInteger, table, type Cell } from '../notebook.js';
 import type { Knobs } from '../state.js';
@@ -21,6 +22,9 @@ interface Measured {
   readonly quantizeSeconds: number;
   readonly squaredError: number;
   readonly matrices: number;
+  /** The quantized model's KL divergence from fp32 on the same windows, or why it was not measured. */
+  readonly kld?: KldAnswer;
+  readonly kldError?: string;
 }
 
 export interface MeasureCell {
@@ -83,6 +87,7 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
           `Quantized ${m.matrices} matrices with HQQ on the WebAssembly kernel in ${formatFixed(m.quantizeSeconds, 1)} s (summed squared error ${formatFixed(m.squaredError, 3)}); ` +
           `perplexity by onnxruntime-web in ${formatFixed(m.float.seconds, 1)} s (fp32) and ${formatFixed(m.quantized.seconds, 1)} s (quantized).`,
       ),
+      kldView(m.kld, m.kldError, m.label),
     );
   };
 
@@ -98,9 +103,17 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
       progress.status('opening the model');
       await live.open();
       const quantized = await live.quantize(allocation, (p) => progress.update(p, 'quantize'));
-      const float = await live.perplexity('float', count, (p) => progress.update(p, 'fp32 perplexity'));
-      const q = await live.perplexity('quantized', count, (p) => progress.update(p, 'quantized perplexity'));
-      measured = { knobs: k, label: knobsLabel(k), windows: count, float, quantized: q, quantizeSeconds: quantized.seconds, squaredError: quantized.squaredError, matrices: quantized.matrices };
+      // KL divergence from fp32 on the same windows; its two passes (fp32 logits once per session, the quantized
+      // model's) give both perplexities too. Where it cannot be measured (too many windows to hold), perplexity alone.
+      let kld: { kld: KldAnswer } | { kldError: string };
+      try {
+        kld = { kld: await live.kld(count, (p) => progress.update(p, 'KL divergence from fp32')) };
+      } catch (error) {
+        kld = { kldError: describeError(error) };
+      }
+      const float = 'kld' in kld && kld.kld.floatPerplexity ? kld.kld.floatPerplexity : await live.perplexity('float', count, (p) => progress.update(p, 'fp32 perplexity'));
+      const q = 'kld' in kld ? kld.kld.perplexity : await live.perplexity('quantized', count, (p) => progress.update(p, 'quantized perplexity'));
+      measured = { knobs: k, label: knobsLabel(k), windows: count, float, quantized: q, quantizeSeconds: quantized.seconds, squaredError: quantized.squaredError, matrices: quantized.matrices, ...kld };
       progress.status(`done: ${knobsLabel(k)} on ${count} window${count === 1 ? '' : 's'}`, 'done');
       renderResults();
       cell.root.dataset.live = 'done';
@@ -146,6 +159,8 @@ function codeOf(allocation: Allocation, windows: number): string {
     `// in the model worker (WebAssembly), for each of the ${allocation.matrices.length} matrices (${[...configs].join(', ')}):\n` +
     `weights.set(name, hqq.dequantize(hqq.quantize(weight, config)))      // createHqqQuantizer({ kernel: 'wasm' })\n` +
     `const model = await ort.InferenceSession.create(buildDecoderGraph(config, layout, { weights, tokenNll: true }).encode())\n` +
-    `await perplexity(model, brownTestIds, { seqlen: ${LIVE_SEQLEN}, maxTokens: ${windows * LIVE_SEQLEN} })   // @layerquant/perplexity`
+    `await perplexity(model, brownTestIds, { seqlen: ${LIVE_SEQLEN}, maxTokens: ${windows * LIVE_SEQLEN} })   // @layerquant/perplexity\n` +
+    `const base = await kldBaseInMemory(fp32Model, vocab, brownTestIds, windows)   // once per page session\n` +
+    `await klDivergence(model, base, brownTestIds, windows)   // mean KLD, 99.9% KLD, same top p`
   );
 }

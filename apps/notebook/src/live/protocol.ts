@@ -1,5 +1,6 @@
 import type { FnormTable, KurtosisTable, SensitivityTable } from '@layerquant/allocators';
 import type { QuantConfig } from '@layerquant/core';
+import type { KldSummary } from '@layerquant/perplexity/browser';
 import type { ModelSummary, TensorInfo } from '@layerquant/tensor-io/browser';
 import type { ModelFilesSpec } from './model-files.js';
 
@@ -9,6 +10,8 @@ export type WorkerRequest =
   | { readonly kind: 'load-float' }
   | { readonly kind: 'quantize'; readonly matrices: readonly { readonly name: string; readonly config: QuantConfig }[] }
   | { readonly kind: 'perplexity'; readonly model: 'float' | 'quantized'; readonly windows: number; readonly seqlen: number }
+  /** The quantized model's KL divergence from the float model on the first windows (the float logits computed once). */
+  | { readonly kind: 'kld'; readonly windows: number; readonly seqlen: number }
   | { readonly kind: 'generate'; readonly model: 'float' | 'quantized'; readonly prompt: string; readonly tokens: number; readonly device: GenerateDevice }
   | { readonly kind: 'quantize-matrix'; readonly name: string; readonly config: QuantConfig }
   /** kurtosis (read every matrix once), fnorm (12 HQQ runs per matrix) or activation sensitivity (the model on calibration blocks). */
@@ -42,6 +45,24 @@ export interface PerplexityAnswer {
   readonly windows: number;
   readonly tokens: number;
   readonly seconds: number;
+}
+
+/**
+ * llama.cpp's KL-divergence statistics of the quantized model against the float one (@layerquant/perplexity's
+ * summary: mean KLD with its error, median, 99% and 99.9%, maximum, same top p, RMS Δp, perplexity ratio).
+ */
+export interface KldAnswer {
+  readonly summary: KldSummary;
+  /** Scored tokens. */
+  readonly tokens: number;
+  /** The quantized model's perplexity from its pass (what a `perplexity` request gives it). */
+  readonly perplexity: PerplexityAnswer;
+  /** The fp32 model's, when its logits were computed on exactly these windows (a held larger set: absent). */
+  readonly floatPerplexity?: PerplexityAnswer;
+  /** Seconds of the quantized model's pass. */
+  readonly seconds: number;
+  /** The float logits: computed by this request or held from an earlier one, their seconds, bytes and windows. */
+  readonly base: { readonly computed: boolean; readonly seconds: number; readonly bytes: number; readonly windows: number };
 }
 
 /** onnxruntime-web's execution provider for generation: WebAssembly, or WebGPU where the browser has an adapter. */

@@ -22,6 +22,7 @@ import { activationSensitivity, calibrationBlocks, frobeniusTable, kurtosisTable
 import { findShards, openModelFiles, readTokenizer, summarizeModel, type Checkpoint, type ModelSummary, type Tokenizer } from '@layerquant/tensor-io/browser';
 import { modelFilesOf } from './model-files.js';
 import { memoryFit } from './memory-fit.js';
+import { PageKldBase } from './kld.js';
 import { CALIBRATION_NAME, PAGE_CALIBRATION_BLOCKS, PAGE_CALIBRATION_SEQLEN, type GenerateDevice, type OpenResult, type Progress, type StatisticsAnswer, type WorkerMessage, type WorkerRequest } from './protocol.js';
 
 // The model worker: it holds one model (weights, the float and the quantized onnxruntime-web sessions, the
@@ -53,6 +54,8 @@ interface State {
   packedWeights?: ReadonlyMap<string, GraphWeight>;
   sessions: SessionCache;
   fits: boolean;
+  /** The float model's logits of the live windows, computed once for the KL divergence of every quantization. */
+  kldBase: PageKldBase;
 }
 let state: State | undefined;
 
@@ -176,7 +179,7 @@ const handlers = {
     const tokenizer = files.has('tokenizer.json') ? await readTokenizer(files) : undefined;
     const fit = memoryFit(checkpoint.config, checkpoint.summary);
     await state?.sessions.drop('');
-    state = { checkpoint, textUrl: request.textUrl, calibrationUrl: request.calibrationUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok, sessions: new SessionCache() };
+    state = { checkpoint, textUrl: request.textUrl, calibrationUrl: request.calibrationUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok, sessions: new SessionCache(), kldBase: new PageKldBase() };
     const layout = decoderLayout(checkpoint.config, checkpoint);
     let float32Bytes = 0;
     for (const shape of expectedShapes(checkpoint.config, layout).values()) float32Bytes += 4 * shape.reduce((a, b) => a * b, 1);
@@ -230,6 +233,13 @@ const handlers = {
       onProgress: (done, total) => progress({ done, total, label: `window ${done} of ${total}` }),
     });
     return { ppl: result.ppl, nll: result.nll, windows: result.windows, tokens: result.tokens, seconds: result.seconds };
+  },
+
+  async kld(request: Extract<WorkerRequest, { kind: 'kld' }>, progress: (p: Progress) => void) {
+    const s = opened();
+    if (!s.quantizedWeights) throw new WorkerStateError('nothing is quantized yet; quantize the model first');
+    const ids = await textIds(s);
+    return s.kldBase.kld(request, ids, s.checkpoint.config.vocabSize, { float: () => nllModel(s, 'float', progress), quantized: () => nllModel(s, 'quantized', progress) }, progress);
   },
 
   async generate(request: Extract<WorkerRequest, { kind: 'generate' }>, progress: (p: Progress) => void) {
