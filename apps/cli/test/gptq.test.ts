@@ -144,6 +144,35 @@ describe('quantize --quantizer gptq', () => {
   });
 });
 
+describe('quantize --quantizer gptq to a file size', () => {
+  type Shipped = { sizes: { shipped: { MiB: number; predictedMiB?: number } }; allocation?: Record<string, unknown> };
+  it('--format onnx --target-size: the embeddings stay float (no Hessian), also when --stats has HQQ rows for them', async () => {
+    // HQQ's size allocation measures embed_tokens and lm_head and quantizes them: its table has rows for both.
+    const hqqOut = join(dir, 'hqq-size');
+    const hqq = await cli('quantize', model, '--method', 'mxq', '--format', 'onnx', '--target-bpw', '60', '--configs', 'b4g32-int,b8g32-int', '--calib', calib, '--blocks', '2', '--out', hqqOut, '--json');
+    expect(hqq.code, hqq.stderr).toBe(0);
+    expect(Object.keys(JSON.parse(hqq.stdout).allocation as object)).toEqual(expect.arrayContaining(['embed_tokens', 'lm_head']));
+    const hqqStats = join(hqqOut, 'stats', readdirSync(join(hqqOut, 'stats')).find((n) => !n.startsWith('.'))!);
+    // GPTQ's files at 4 and at 8 bits, embeddings in float: a target between them.
+    const uniform = async (config: string) => {
+      const r = await cli('quantize', model, '--quantizer', 'gptq', '--config', config, '--calib', calib, '--blocks', '2', '--format', 'onnx', '--out', join(dir, `gptq-${config}`), '--json');
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as Shipped).sizes.shipped.MiB;
+    };
+    const [low, high] = [await uniform('b4g32-int'), await uniform('b8g32-int')];
+    const target = (low + high) / 2;
+    for (const stats of [[], ['--stats', hqqStats]]) {
+      const out = join(dir, `gptq-size-${stats.length}`);
+      const r = await cli('quantize', model, '--quantizer', 'gptq', '--method', 'mxq', ...stats, '--format', 'onnx', '--target-size', String(target), '--configs', 'b4g32-int,b8g32-int', '--calib', calib, '--blocks', '2', '--out', out, '--json');
+      expect(r.code, r.stderr).toBe(0);
+      const json = JSON.parse(r.stdout) as Shipped;
+      expect(Object.keys(json.allocation!).filter((k) => k === 'embed_tokens' || k === 'lm_head')).toEqual([]);
+      expect(json.sizes.shipped.MiB).toBeLessThanOrEqual(target);
+      expect(json.sizes.shipped.MiB).toBeGreaterThan(low);
+    }
+  });
+});
+
 describe('quantize --quantizer baq', () => {
   it('quantizes with per-column widths; eval reads it through the plug-in; export refuses it and says why', async () => {
     const out = join(dir, 'baq');

@@ -1,4 +1,3 @@
-import { shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
 import { copyFileSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,14 +17,17 @@ import { haveRedis, startRedis, type TestRedis } from './redis-server.js';
 import { bin } from './run-cli.js';
 import { writeWordText } from './word-text.js';
 import { start, stopAll, type Running } from './cli-process.js';
+import { tinyModel, type TinyModel } from './tiny-model.js';
 
 const STALL = '2';
-const grid = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq,sensiboost-2-1', '--budgets', '3.25', '--max-tokens', '2048', '--json'];
+/** The grid of the worker tests, on a tiny random model with its own text and statistics (the shipped model made this suite 149 s of CI). */
+let m: TinyModel;
+const grid = () => ['experiment', m.dir, '--stats', m.stats, '--methods', 'hqq,sensiboost-2-1', '--budgets', '3.25', ...m.evaluation, '--json'];
 /** The fault tests' grid: fp and HQQ uniform at 3.25 (the first two cells of `grid`, same keys). */
-const small = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '2048', '--json'];
-/** A worker serving the shipped model, unless `extra` names its models. */
+const small = () => ['experiment', m.dir, '--stats', m.stats, '--methods', 'hqq', '--budgets', '3.25', ...m.evaluation, '--json'];
+/** A worker serving the tiny model, unless `extra` names its models. */
 const worker = (redis: TestRedis, ...extra: string[]) =>
-  start('worker', '--queue', redis.url, '--stall-interval', STALL, ...(extra.some((a) => a.startsWith('--model')) ? [] : ['--model', shippedModelDir]), ...extra);
+  start('worker', '--queue', redis.url, '--stall-interval', STALL, ...(extra.some((a) => a.startsWith('--model')) ? [] : ['--model', m.dir]), ...extra);
 const withoutTime = (rows: readonly JsonRow[]) => rows.map(({ seconds: _, ...r }) => r);
 /** The rows of `experiment --json` (schema/output.schema.json: `perplexity`, `sizes`, ...). */
 const rowsOf = (stdout: string) => (JSON.parse(stdout) as { rows: JsonRow[] }).rows;
@@ -82,8 +84,9 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
   let reference: JsonRow[];
   const smallReference = () => reference.filter((r) => r.method === 'fp' || r.method === 'hqq');
   beforeAll(async () => {
+    m = await tinyModel();
     const out = mkdtempSync(join(tmpdir(), 'queue-reference-'));
-    const result = await bin(...grid, '--out', out);
+    const result = await bin(...grid(), '--out', out);
     expect(result.code).toBe(0);
     reference = rowsOf(result.stdout);
     expect(reference.map((r) => r.method)).toEqual(['fp', 'hqq', 'sensiboost-2-1']);
@@ -95,7 +98,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     try {
       const workers = [worker(redis), worker(redis)];
       const out = mkdtempSync(join(tmpdir(), 'queue-two-'));
-      const coordinator = start(...grid, '--out', out, '--queue', redis.url);
+      const coordinator = start(...grid(), '--out', out, '--queue', redis.url);
       expect((await coordinator.exited).code).toBe(0);
       expect(withoutTime(rowsOf(coordinator.output.stdout))).toEqual(withoutTime(reference));
       const counts = computedCounts(...workers);
@@ -106,7 +109,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
       for (const text of [coordinator.output.stdout, coordinator.output.stderr, ...workers.flatMap((w) => [w.output.stdout, w.output.stderr]), ...files]) expect(text).not.toContain(secret);
       expect(coordinator.output.stderr).toContain(`redis://***@127.0.0.1:${redis.port}/0`);
       // A wrong password: a one-line typed error, without the password.
-      const wrong = await bin('experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--no-fp', '--out', mkdtempSync(join(tmpdir(), 'queue-wrong-')), '--queue', `redis://:not-${secret}@127.0.0.1:${redis.port}/0`);
+      const wrong = await bin('experiment', m.dir, '--stats', m.stats, '--methods', 'hqq', '--budgets', '3.25', '--no-fp', '--out', mkdtempSync(join(tmpdir(), 'queue-wrong-')), '--queue', `redis://:not-${secret}@127.0.0.1:${redis.port}/0`);
       expect(wrong.code).toBe(1);
       expect(wrong.stderr).toMatch(/^layerquant: error: cannot reach the queue at redis:\/\/\*\*\*@127\.0\.0\.1:\d+\/0 \(.*(WRONGPASS|invalid).*\)/m);
       expect(wrong.stderr).not.toContain(secret);
@@ -121,7 +124,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     // The worker's base cache (inherited by the child), never the user's.
     process.env.XDG_CACHE_HOME = mkdtempSync(join(tmpdir(), 'queue-kld-cache-'));
     try {
-      const kldGrid = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '512', '--no-fp', '--kld', '--json'];
+      const kldGrid = ['experiment', m.dir, '--stats', m.stats, '--methods', 'hqq', '--budgets', '3.25', ...m.evaluation, '--no-fp', '--kld', '--json'];
       const local = await bin(...kldGrid, '--out', mkdtempSync(join(tmpdir(), 'queue-kld-local-')));
       expect(local.code, local.stderr).toBe(0);
       const w = worker(redis);
@@ -147,7 +150,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
       const a = worker(redis);
       const b = worker(redis);
       const out = mkdtempSync(join(tmpdir(), 'queue-kill-'));
-      const coordinator = start(...small, '--out', out, '--queue', redis.url);
+      const coordinator = start(...small(), '--out', out, '--queue', redis.url);
       await a.waitFor(/computing cell/);
       a.child.kill('SIGKILL');
       await a.exited;
@@ -168,13 +171,13 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     try {
       const w = worker(redis);
       const out = mkdtempSync(join(tmpdir(), 'queue-restart-'));
-      const first = start(...small, '--out', out, '--queue', redis.url);
+      const first = start(...small(), '--out', out, '--queue', redis.url);
       await until(() => cellsIn(out) >= 1);
       first.child.kill('SIGKILL');
       await first.exited;
       const finished = cellsIn(out);
       expect(finished).toBeLessThan(2);
-      const second = start(...small, '--out', out, '--queue', redis.url);
+      const second = start(...small(), '--out', out, '--queue', redis.url);
       expect((await second.exited).code).toBe(0);
       expect(second.output.stderr).toMatch(new RegExp(`reusing ${finished} of 2 cells`));
       expect(withoutTime(rowsOf(second.output.stdout))).toEqual(withoutTime(smallReference()));
@@ -190,7 +193,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     try {
       const w = worker(redis);
       const out = mkdtempSync(join(tmpdir(), 'queue-redis-restart-'));
-      const coordinator = start(...small, '--out', out, '--queue', redis.url);
+      const coordinator = start(...small(), '--out', out, '--queue', redis.url);
       await until(() => cellsIn(out) >= 1);
       const before = Object.keys((JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: object }).cells);
       await redis.restart();
@@ -209,17 +212,16 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
   it('a worker with another model refuses every job: each cell is reported failed with its error, exit 1; a rerun with the right worker retries them', async () => {
     const redis = await startRedis();
     try {
-      // Another model: the shipped one with a different tokenizer_config.json (shards linked, not copied).
+      // Another model: the same one with a different tokenizer_config.json (weights linked, not copied).
       const other = mkdtempSync(join(tmpdir(), 'other-model-'));
-      for (const name of readdirSync(shippedModelDir)) {
-        if (name === 'oracles') continue;
-        if (name.endsWith('.safetensors')) symlinkSync(join(shippedModelDir, name), join(other, name));
-        else copyFileSync(join(shippedModelDir, name), join(other, name));
+      for (const name of readdirSync(m.dir)) {
+        if (name.endsWith('.safetensors')) symlinkSync(join(m.dir, name), join(other, name));
+        else copyFileSync(join(m.dir, name), join(other, name));
       }
       writeFileSync(join(other, 'tokenizer_config.json'), `${readFileSync(join(other, 'tokenizer_config.json'), 'utf8')} `);
       const wrong = worker(redis, '--model', other);
       const out = mkdtempSync(join(tmpdir(), 'queue-mismatch-'));
-      const args = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '2048', '--out', out, '--queue', redis.url, '--attempts', '2', '--json'];
+      const args = ['experiment', m.dir, '--stats', m.stats, '--methods', 'hqq', '--budgets', '3.25', ...m.evaluation, '--out', out, '--queue', redis.url, '--attempts', '2', '--json'];
       const failed = start(...args);
       expect((await failed.exited).code).toBe(1);
       expect(failed.output.stderr).toMatch(/^layerquant: error: 2 job\(s\) failed after every attempt: .*is not one this worker serves \(--model .*other-model-\w+ \(content hash [0-9a-f]{16}\)\), and no --model directory has the job's content hash [0-9a-f]{16}; nothing of that directory was read/m);
@@ -255,7 +257,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     return { method: 'first-config', options, budget: context.budget, matrices, totals: { params, bpp: bits / params, memoryMB: bits / 8 / 2 ** 20 } };
   } }] };\n`,
     );
-    const args = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'first-config', '--budgets', '8', '--no-fp', '--quantizer', 'rtn', '--max-tokens', '1024', '--json', '--plugin', module];
+    const args = ['experiment', m.dir, '--stats', m.stats, '--methods', 'first-config', '--budgets', '8', '--no-fp', '--quantizer', 'rtn', ...m.evaluation, '--json', '--plugin', module];
     const local = await bin(...args, '--out', mkdtempSync(join(tmpdir(), 'queue-plugin-local-')));
     expect(local.code, local.stderr).toBe(0);
     const reference = rowsOf(local.stdout);

@@ -71,6 +71,24 @@ export interface ExperimentRow {
   readonly kld?: CellKld;
   readonly windowKld?: readonly number[];
   readonly windowKldCount?: readonly number[];
+  /** With `experiment --refine`, for a method that corrects its allocation by measurement (kld): what it did. */
+  readonly refinement?: CellRefinement;
+}
+
+/**
+ * A cell's correction by measurement: the mean KLD from the float model on the statistics' calibration of its
+ * allocator's first (additive) allocation and of the corrected one, and which the cell quantized (the corrected one
+ * only when it is not worse).
+ */
+export interface CellRefinement {
+  readonly additiveKld: number;
+  readonly refinedKld: number;
+  readonly kept: 'refined' | 'additive';
+  /** Units whose config the kept allocation changed from the additive one. */
+  readonly changed: number;
+  /** Allocations measured (round 0, the additive one, included). */
+  readonly measured: number;
+  readonly stopped: string | null;
 }
 
 export const RESULT_COLUMNS = Object.freeze([

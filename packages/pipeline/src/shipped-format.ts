@@ -107,7 +107,10 @@ export function targetBytes(target: FileTarget, plan: Pick<FormatPlan, 'linearPa
  * included where measured; the others stay float, in the fixed part), with the whole file at most `target` bytes.
  */
 export function shippedSizeBudget(plan: FormatPlan, covered: readonly MatrixInfo[], target?: FileTarget): SizeBudget {
-  return formatSizeBudget(plan.cost, covered, () => null, target ? targetBytes(target, plan) : undefined);
+  // An embedding unit is allocated only where the plan gives it a ladder: statistics measured for another quantizer
+  // (HQQ's tables with embedding rows, given to a calibrated one through --stats) do not make it a unit.
+  const units = covered.filter((u) => !isEmbeddingUnit(u.module) || u.module in plan.embeddingConfigs);
+  return formatSizeBudget(plan.cost, units, () => null, target ? targetBytes(target, plan) : undefined);
 }
 
 /** The exact size of the file an allocation makes (units it does not name stay float): what reports call shipped MiB. */

@@ -40,7 +40,10 @@ Chooses a quantization config for every linear matrix from statistics tables and
   --plugin <module>        load more allocators from a module (a path or package name; repeatable)
 
 Allocators:
-${allocatorHelp(plugins.allocators.list(), '  ')}`;
+${allocatorHelp(plugins.allocators.list(), '  ')}
+
+An allocator that corrects its allocation by measurement (kld) prints its first (additive) solution here: the
+correction runs the model on calibration text, which \`quantize\` (by default) and \`experiment --refine\` do.`;
 
 /** "0-30 b3g64, 31 b4g128": runs of consecutive layers with the same config. */
 function layerRanges(allocation: Allocation, module: string): string {
