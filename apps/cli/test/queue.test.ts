@@ -57,6 +57,16 @@ async function until(check: () => boolean, timeoutMs = 60_000): Promise<void> {
 
 afterEach(stopAll);
 
+/** A tiny random model of 4 layers and a text of its words (one calibration block of 512 tokens, and evaluation). */
+async function tinyModelWithText(prefix: string, textName: string): Promise<{ model: string; text: string }> {
+  const scratch = mkdtempSync(join(tmpdir(), prefix));
+  const model = join(scratch, 'tiny');
+  const text = join(scratch, textName);
+  await writeModelDirectory(model, tinyConfig({ hiddenSize: 64, intermediateSize: 128, headDim: 16, numLayers: 4, maxPositionEmbeddings: 512 }), { seed: 5 });
+  writeWordText(text, 3000);
+  return { model, text };
+}
+
 describe('redis URLs', () => {
   it('parses host, port, db and credentials, and never shows the password', () => {
     const a = parseQueueUrl('redis://user:p%40ss@127.0.0.1:6390/3');
@@ -286,11 +296,7 @@ describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real r
   it('computes its own statistics, table for table what the grid measures in process: KurtBoost without --stats, and fnorm, sensitivity, kurtosis, measured', async () => {
     // A tiny random model of 4 layers (the statistics' arithmetic is the same at any size; the shipped model made
     // this test 89 s of CI), its own text for calibration (one block of 512 tokens) and evaluation.
-    const scratch = mkdtempSync(join(tmpdir(), 'queue-stats-model-'));
-    const model = join(scratch, 'tiny');
-    const text = join(scratch, 'text.txt');
-    await writeModelDirectory(model, tinyConfig({ hiddenSize: 64, intermediateSize: 128, headDim: 16, numLayers: 4, maxPositionEmbeddings: 512 }), { seed: 5 });
-    writeWordText(text, 3000);
+    const { model, text } = await tinyModelWithText('queue-stats-model-', 'text.txt');
     const redis = await startRedis();
     try {
       const workers = [worker(redis, '--model', model), worker(redis, '--model', model)];
@@ -326,11 +332,7 @@ describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real r
 // Its own block: a calibrated quantizer on the queue, on a tiny random model (seconds).
 describe.skipIf(!haveRedis)('experiment --queue with a calibrated quantizer (gptq; real redis-server on 127.0.0.1)', () => {
   it('two workers give the in-process rows of a gptq grid (statistics measured with gptq); a cell whose calibration text is not in Redis, or that names none, fails naming it', async () => {
-    const scratch = mkdtempSync(join(tmpdir(), 'queue-gptq-'));
-    const model = join(scratch, 'tiny');
-    const text = join(scratch, 'calib.txt');
-    await writeModelDirectory(model, tinyConfig({ hiddenSize: 64, intermediateSize: 128, headDim: 16, numLayers: 4, maxPositionEmbeddings: 512 }), { seed: 5 });
-    writeWordText(text, 3000);
+    const { model, text } = await tinyModelWithText('queue-gptq-', 'calib.txt');
     // uniform and sensi-milp-1 (its fnorm table measured with gptq, one layer pass on the calibration block) at b2g64/b4g64.
     const grid = ['experiment', model, '--quantizer', 'gptq', '--methods', 'hqq,sensi-milp-1', '--configs', 'b2g64,b4g64', '--budgets', '3', '--calib', text, '--blocks', '1', '--text', text, '--seqlen', '32', '--max-tokens', '128', '--no-fp', '--json'];
     const inProcess = await bin(...grid, '--out', mkdtempSync(join(tmpdir(), 'queue-gptq-local-')));

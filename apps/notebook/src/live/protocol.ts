@@ -1,5 +1,5 @@
 import type { FnormTable, KurtosisTable, SensitivityTable } from '@layerquant/allocators';
-import type { QuantConfig } from '@layerquant/core';
+import type { InputHessian, QuantConfig } from '@layerquant/core';
 import type { KldSummary } from '@layerquant/perplexity/browser';
 import type { ModelSummary, TensorInfo } from '@layerquant/tensor-io/browser';
 import type { ModelFilesSpec } from './model-files.js';
@@ -8,12 +8,13 @@ import type { ModelFilesSpec } from './model-files.js';
 export type WorkerRequest =
   | { readonly kind: 'open'; readonly files: ModelFilesSpec; readonly textUrl: string; readonly calibrationUrl: string }
   | { readonly kind: 'load-float' }
-  | { readonly kind: 'quantize'; readonly matrices: readonly { readonly name: string; readonly config: QuantConfig }[] }
+  | { readonly kind: 'quantize'; readonly matrices: readonly { readonly name: string; readonly config: QuantConfig }[]; readonly quantizer?: PageQuantizer }
   | { readonly kind: 'perplexity'; readonly model: 'float' | 'quantized'; readonly windows: number; readonly seqlen: number }
   /** The quantized model's KL divergence from the float model on the first windows (the float logits computed once). */
   | { readonly kind: 'kld'; readonly windows: number; readonly seqlen: number }
   | { readonly kind: 'generate'; readonly model: 'float' | 'quantized'; readonly prompt: string; readonly tokens: number; readonly device: GenerateDevice }
-  | { readonly kind: 'quantize-matrix'; readonly name: string; readonly config: QuantConfig }
+  /** One matrix with HQQ, or with GPTQ on the given input Hessian. */
+  | { readonly kind: 'quantize-matrix'; readonly name: string; readonly config: QuantConfig; readonly hessian?: InputHessian }
   /** kurtosis (read every matrix once), fnorm (12 HQQ runs per matrix) or activation sensitivity (the model on calibration blocks). */
   | { readonly kind: 'statistics'; readonly table: PageTable; readonly blocks?: number }
   | { readonly kind: 'tokenize-text'; readonly maxTokens: number };
@@ -37,6 +38,20 @@ export interface QuantizeResult {
   readonly matrices: number;
   readonly squaredError: number;
   readonly kernel: string;
+  readonly quantizer: PageQuantizerId;
+  /** GPTQ: the calibration blocks and tokens per block its Hessians were collected on. */
+  readonly blocks?: number;
+  readonly seqlen?: number;
+}
+
+/** The quantizers the page runs: HQQ (weights only) or GPTQ (calibrated in the page on brown-calib). */
+export type PageQuantizerId = 'hqq' | 'gptq';
+export const PAGE_QUANTIZERS: readonly PageQuantizerId[] = Object.freeze(['hqq', 'gptq']);
+
+export interface PageQuantizer {
+  readonly id: PageQuantizerId;
+  /** GPTQ's calibration blocks of brown-calib (default PAGE_CALIBRATION_BLOCKS). */
+  readonly blocks?: number;
 }
 
 export interface PerplexityAnswer {
