@@ -7,11 +7,13 @@
 //     max RSS), both on 2 threads;
 //   - perplexity of every quantizer of --quantizers at every config.
 // Usage: pnpm build && node bench/gptq.mjs [--blocks 32] [--seqlen 512] [--configs b4g128,b3g64,b2g64]
-//          [--quantizers gptq,hqq,rtn] [--max-tokens N] [--no-anchor]
+//          [--quantizers gptq,hqq,rtn] [--max-tokens N] [--no-anchor] [--json results.json]
+// Each row also goes to stderr as soon as it is measured (with the load average), and --json is rewritten after every
+// row, so a run stopped part-way keeps what it measured.
 // The smallest run that shows it works: --blocks 2 --configs b4g128 --max-tokens 4096 (minutes on 2 cores).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -31,6 +33,7 @@ const { values } = parseArgs({
     quantizers: { type: 'string', default: 'gptq,hqq,rtn' },
     'max-tokens': { type: 'string' },
     'no-anchor': { type: 'boolean' },
+    json: { type: 'string' },
   },
 });
 const blocks = Number(values.blocks);
@@ -43,6 +46,13 @@ const PEAK_HOOK = fileURLToPath(new URL('./lib/report-peak.mjs', import.meta.url
 const REFERENCE = fileURLToPath(new URL('./gptq_reference.py', import.meta.url));
 const haveTorch = !values['no-anchor'] && pythonHas('torch');
 const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
+const results = { started: new Date().toISOString(), blocks, seqlen, configs, quantizers, threads: THREADS, rows: [], anchor: [] };
+const record = (kind, row, line) => {
+  results[kind].push({ ...row, load: load(), at: new Date().toISOString() });
+  console.error(`${line}   [load ${load()}]`);
+  if (values.json) writeFileSync(values.json, `${JSON.stringify(results, null, 1)}\n`);
+};
 
 const scratch = mkdtempSync(join(tmpdir(), 'layerquant-bench-gptq-'));
 try {
@@ -55,6 +65,7 @@ try {
   if (values['max-tokens']) testIds = testIds.slice(0, Number(values['max-tokens']));
   const modelConfig = await loadDecoderConfig(shippedModelDir);
   console.error(`calibration: brown-calib, ${blocks} blocks x ${seqlen} tokens; evaluation: brown-test, ${testIds.length} tokens at ${seqlen}`);
+  results.testTokens = testIds.length;
 
   const evaluate = async (source, overrides) => {
     const model = await loadDecoderModel(source, modelConfig, { threads: THREADS, ...(overrides ? { overrides } : {}) });
@@ -88,6 +99,7 @@ try {
       const weights = await openModelWeights(outDir);
       const ppl = await evaluate(weights);
       table.push(`| ${config} | ${quantizer} | ${ppl.toFixed(4)} | ${ours.seconds.toFixed(1)} s | ${mib(ours.peakBytes)} |`);
+      record('rows', { config, quantizer, ppl, seconds: ours.seconds, peakBytes: ours.peakBytes, notes: ours.notes ?? [] }, table.at(-1));
       for (const note of ours.notes ?? []) notes.push(`${config} ${quantizer} ${note}`);
       const bits = /^b(\d+)g(\d+)$/.exec(config);
       const oursPath = join(scratch, 'ours.f32');
@@ -132,6 +144,15 @@ try {
       await checkpoint.close();
       anchorTable.push(
         `| ${config} | ${within} of ${deviations.length} (worst ${(100 * worst.deviation).toFixed(2)}%, ${worst.key}) | ${ppl.toFixed(4)} / ${referencePpl.toFixed(4)} (${((100 * (ppl - referencePpl)) / referencePpl).toFixed(3)}%) | ${ours.seconds.toFixed(1)} s / ${reference.seconds.toFixed(1)} s (${(reference.seconds / ours.seconds).toFixed(2)}x) | ${mib(ours.peakBytes)} / ${mib(reference.peakBytes)} |`,
+      );
+      record(
+        'anchor',
+        {
+          config, ppl, referencePpl, seconds: ours.seconds, referenceSeconds: reference.seconds, referenceHessianSeconds: reference.hessianSeconds,
+          referenceGptqSeconds: reference.gptqSeconds, peakBytes: ours.peakBytes, referencePeakBytes: reference.peakBytes,
+          within, matrices: deviations.length, worst, errors: measured.errors, referenceErrors: reference.errors,
+        },
+        anchorTable.at(-1),
       );
     }
   }
