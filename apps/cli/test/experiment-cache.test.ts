@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, symlinkSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { ResultsFileRow } from '@layerquant/experiment';
 import { ensureStatistics, modelContentHash, type ComputedStatsSettings, type StatisticsRequest } from '@layerquant/pipeline';
 
@@ -15,6 +15,7 @@ interface JsonRow {
   readonly seconds: number;
 }
 import { bin, binPath, cli } from './run-cli.js';
+import { tinyModel, type TinyModel } from './tiny-model.js';
 
 const needs = ['fnorm', 'sensitivity', 'kurtosis'];
 
@@ -94,17 +95,22 @@ describe('statistics cache keyed by settings', () => {
   });
 });
 
-const base = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--no-fp', '--json'];
+/** The grids below run on a tiny random model with its own text and statistics (on the shipped model they were 80 s of CI). */
+let m: TinyModel;
+const base = () => ['experiment', m.dir, '--stats', m.stats, '--no-fp', '--json', '--text', m.text, '--seqlen', '256'];
 /** The rows of `experiment --json` (schema/output.schema.json: `perplexity`, `sizes`, ...). */
 const rowsOf = (stdout: string) => (JSON.parse(stdout) as { rows: JsonRow[] }).rows;
 const withoutTime = (rows: readonly JsonRow[]) => rows.map(({ seconds: _, ...r }) => r);
 
 describe('experiment cells keyed by settings', () => {
+  beforeAll(async () => {
+    m = await tinyModel();
+  }, 120_000);
   it('keeps rows of other --max-tokens and --methods, shows the current ones, reuses each under its own settings', async () => {
     const out = mkdtempSync(join(tmpdir(), 'experiment-keys-'));
-    const a = await cli(...base, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1024', '--out', out);
+    const a = await cli(...base(), '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1024', '--out', out);
     expect(a.code).toBe(0);
-    const b = await cli(...base, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1536', '--out', out);
+    const b = await cli(...base(), '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1536', '--out', out);
     expect(b.code).toBe(0);
     expect(b.stderr).toMatch(/not reusing hqq @ 3\.25 .*maxTokens 1024 -> 1536/);
     expect(rowsOf(b.stdout)[0]!.perplexity).not.toBe(rowsOf(a.stdout)[0]!.perplexity);
@@ -117,13 +123,13 @@ describe('experiment cells keyed by settings', () => {
       expect(Math.abs(Math.exp(sum / tokens) - cell.row.perplexity) / cell.row.perplexity).toBeLessThan(1e-12);
     }
     expect(readFileSync(join(out, 'results.csv'), 'utf8').trim().split('\n')).toHaveLength(2);
-    const c = await cli(...base, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1024', '--out', out);
+    const c = await cli(...base(), '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1024', '--out', out);
     expect(c.stderr).toMatch(/reusing 1 of 1 cells/);
     expect(rowsOf(c.stdout)).toEqual(rowsOf(a.stdout));
-    const d = await cli(...base, '--methods', 'hqq,kurtboost-2-1', '--budgets', '3.25', '--max-tokens', '1024', '--out', out);
+    const d = await cli(...base(), '--methods', 'hqq,kurtboost-2-1', '--budgets', '3.25', '--max-tokens', '1024', '--out', out);
     expect(d.stderr).toMatch(/reusing 1 of 2 cells/);
     expect(rowsOf(d.stdout).map((r) => r.method)).toEqual(['hqq', 'kurtboost-2-1']);
-    const e = await cli(...base, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1024', '--out', out);
+    const e = await cli(...base(), '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1024', '--out', out);
     expect(rowsOf(e.stdout).map((r) => r.method)).toEqual(['hqq']);
     expect(Object.keys((JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: object }).cells)).toHaveLength(3);
   });
@@ -131,7 +137,7 @@ describe('experiment cells keyed by settings', () => {
   it('a truncated or damaged results.json, an --out that is a file or under one: typed errors, nothing changed', async () => {
     const out = mkdtempSync(join(tmpdir(), 'experiment-bad-'));
     writeFileSync(join(out, 'results.json'), '{"format":"layerquant-experiment-results","version":2,"cells":{"ab');
-    const args = [...base, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1024'];
+    const args = [...base(), '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '1024'];
     const truncated = await cli(...args, '--out', out);
     expect(truncated.code).toBe(1);
     expect(truncated.stderr).toMatch(/^layerquant: error: .*results\.json: is truncated or not JSON .*pass --fresh/);
@@ -176,7 +182,11 @@ const cellsIn = (out: string) => {
 };
 
 describe('experiment interrupted', () => {
-  const grid = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq,sensiboost-2-1', '--budgets', '3.25', '--max-tokens', '2048', '--json'];
+  const grid: string[] = [];
+  beforeAll(async () => {
+    m = await tinyModel();
+    grid.push('experiment', m.dir, '--stats', m.stats, '--methods', 'hqq,sensiboost-2-1', '--budgets', '3.25', ...m.evaluation, '--json');
+  }, 120_000);
   let uninterrupted: Promise<{ code: number; stdout: string }> | undefined;
   it.each(['SIGINT', 'SIGKILL'] as const)('by %s during the second cell: the rerun leaves no stray file, keeps the finished cell and matches an uninterrupted run', async (signal) => {
     uninterrupted ??= bin(...grid, '--out', mkdtempSync(join(tmpdir(), 'experiment-ref-')));

@@ -144,6 +144,31 @@ describe('quantize --quantizer gptq', () => {
   });
 });
 
+describe('quantize --quantizer gptq to a file size', () => {
+  type Shipped = { sizes: { shipped: { MiB: number } }; allocation: Record<string, unknown>; matrices: number };
+  it('--format onnx --target-size allocates the embeddings too (GPTQ on the identity), with its own tables or HQQ\'s', async () => {
+    // HQQ's size allocation measures embed_tokens and lm_head: its table has rows for both.
+    const hqqOut = join(dir, 'hqq-size');
+    const hqq = await cli('quantize', model, '--method', 'mxq', '--format', 'onnx', '--target-bpw', '60', '--configs', 'b4g32-int,b8g32-int', '--calib', calib, '--blocks', '2', '--out', hqqOut, '--json');
+    expect(hqq.code, hqq.stderr).toBe(0);
+    expect(Object.keys(JSON.parse(hqq.stdout).allocation as object)).toEqual(expect.arrayContaining(['embed_tokens', 'lm_head']));
+    const hqqStats = join(hqqOut, 'stats', readdirSync(join(hqqOut, 'stats')).find((n) => !n.startsWith('.'))!);
+    // GPTQ's 4-bit file with float embeddings (the vocabulary of 8192 dominates this model): a target below it can
+    // only be met by quantizing the embeddings.
+    const uniform = await cli('quantize', model, '--quantizer', 'gptq', '--config', 'b4g32-int', '--calib', calib, '--blocks', '2', '--format', 'onnx', '--out', join(dir, 'gptq-b4g32-int'), '--json');
+    expect(uniform.code, uniform.stderr).toBe(0);
+    const target = 0.8 * (JSON.parse(uniform.stdout) as Shipped).sizes.shipped.MiB;
+    for (const [i, stats] of [[], ['--stats-quantizer', 'hqq'], ['--stats', hqqStats]].entries()) {
+      const out = join(dir, `gptq-size-${i}`);
+      const r = await cli('quantize', model, '--quantizer', 'gptq', '--method', 'mxq', ...stats, '--format', 'onnx', '--target-size', String(target), '--configs', 'b4g32-int,b8g32-int', '--calib', calib, '--blocks', '2', '--out', out, '--json');
+      expect(r.code, r.stderr).toBe(0);
+      const json = JSON.parse(r.stdout) as Shipped;
+      expect(Object.keys(json.allocation).filter((k) => k === 'embed_tokens' || k === 'lm_head').length).toBeGreaterThan(0);
+      expect(json.sizes.shipped.MiB).toBeLessThanOrEqual(target);
+    }
+  });
+});
+
 describe('quantize --quantizer baq', () => {
   it('quantizes with per-column widths; eval reads it through the plug-in; export refuses it and says why', async () => {
     const out = join(dir, 'baq');
@@ -168,6 +193,10 @@ describe('experiment and sensitivity with a calibrated quantizer', () => {
     expect(rows).toHaveLength(1);
     expect(rows[0]!.quantizer, JSON.stringify(rows[0])).toBe('gptq');
     expect(rows[0]!.perplexity, JSON.stringify(rows[0])).toBeGreaterThan(1);
+    // The cell depends on the calibration even where no table reads it: other blocks are another cell, not reused.
+    const again = await cli('experiment', model, '--quantizer', 'gptq', '--methods', 'uniform', '--configs', 'b4g32', '--budgets', '4.51', '--text', calib, '--seqlen', '128', '--max-tokens', '256', '--calib', calib, '--blocks', '2', '--no-fp', '--out', out, '--json');
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/results: not reusing \S+ @ 4\.51 .*other settings \(.*calibration/);
   });
 
   it('sensitivity --quantizer gptq measures the fnorm table with GPTQ (other errors than HQQ\'s)', async () => {

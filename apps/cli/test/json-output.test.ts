@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseValid, schemaErrors } from './json-schema.js';
 import { bin, cli } from './run-cli.js';
+import { tinyModel } from './tiny-model.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'layerquant-json-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -72,7 +73,9 @@ describe('--json: one schema for every command (schema/output.schema.json)', () 
     expect(evaluated.code, evaluated.stderr).toBe(0);
     expect(relativePaths(parseValid(evaluated.stdout, 'eval'))).toEqual([]);
     parseValid((await cli('generate', boosted, '--prompt', 'The jury said', '--max-new-tokens', '3', '--json')).stdout, 'generate');
-    const sensitivity = await cli('sensitivity', shippedModelDir, '--blocks', '1', '--seqlen', '64', '--skip-fnorm', '--out', join(scratch, 'stats'), '--json');
+    // The output's shape is the same for any model: the tiny random model and its own text.
+    const m = await tinyModel();
+    const sensitivity = await cli('sensitivity', m.dir, '--calib', m.text, '--blocks', '1', '--seqlen', '64', '--skip-fnorm', '--out', join(scratch, 'stats'), '--json');
     expect(sensitivity.code, sensitivity.stderr).toBe(0);
     expect(relativePaths(parseValid(sensitivity.stdout, 'sensitivity'))).toEqual([]);
     expect(parseValid<{ version: string }>((await bin('--version', '--json')).stdout, 'version').version).toMatch(/^\d+\.\d+\.\d+/);
@@ -81,7 +84,8 @@ describe('--json: one schema for every command (schema/output.schema.json)', () 
 
   it('experiment (a one-cell grid) and its results.csv without NaN', async () => {
     const out = join(scratch, 'experiment');
-    const result = await cli('experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '4.25', '--max-tokens', '512', '--seqlen', '256', '--out', out, '--json');
+    const m = await tinyModel();
+    const result = await cli('experiment', m.dir, '--stats', m.stats, '--methods', 'hqq', '--budgets', '4.25', '--text', m.text, '--max-tokens', '512', '--seqlen', '256', '--out', out, '--json');
     expect(result.code, result.stderr).toBe(0);
     const json = parseValid<{ rows: Array<{ method: string; perplexity: number; extraMemoryPercent: number | null }>; plan: { cells: number; windowsPerCell: number } }>(result.stdout, 'experiment');
     expect(json.plan).toMatchObject({ cells: 2, windowsPerCell: 2 });

@@ -231,3 +231,123 @@ describe('the kld allocator on a real model', () => {
     expect(Number.isFinite(evaluated.kld.kld.mean)).toBe(true);
   });
 });
+
+interface RefinementJson {
+  additiveKld: number;
+  refinedKld: number;
+  kept: 'refined' | 'additive';
+  changed: number;
+  calibration: { blocks: number; seqlen: number; tokens: number };
+  rounds: { round: number; kld: number }[];
+}
+
+describe('the kld allocator\'s correction by measurement (quantize by default, experiment --refine)', () => {
+  const calib = join(scratch, 'refine-calib.txt');
+  const configs = 'b2g32,b3g32,b4g32';
+  /** quantize's correction, which experiment's kld cell must repeat (the same statistics and calibration). */
+  let quantizeRefinement: RefinementJson | undefined;
+  /** The kld table quantize measured (<out>/stats/<key>), reused by the runs after it. */
+  let statsDir = '';
+
+  /** Mean KLD from the float model of a quantized checkpoint on the first calibration block, float64 from independently computed logits. */
+  async function calibrationKld(checkpoint: string, blockTokens: number): Promise<number> {
+    const config = await loadDecoderConfig(model);
+    const ids = (await loadTokenizer(model)).encode(readFileSync(calib, 'utf8')).slice(0, blockTokens);
+    const open = async (dir: string) => {
+      const weights = await openModelWeights(dir);
+      const decoder = await loadDecoderModel(weights, config);
+      await weights.close();
+      return decoder;
+    };
+    const float = await open(model);
+    const quantizedModel = await open(checkpoint);
+    const targets = [...ids.slice(1), 0];
+    const a = await float.logitsAndNll({ ids }, targets);
+    const b = await quantizedModel.logitsAndNll({ ids }, targets);
+    const V = config.vocabSize;
+    let sum = 0;
+    for (let t = 0; t + 1 < ids.length; t++) {
+      const lb = logSoftmax(a.logits.subarray(t * V, (t + 1) * V));
+      const lq = logSoftmax(b.logits.subarray(t * V, (t + 1) * V));
+      for (let i = 0; i < V; i++) sum += Math.exp(lb[i]!) * (lb[i]! - lq[i]!);
+    }
+    await float.dispose();
+    await quantizedModel.dispose();
+    return sum / (ids.length - 1);
+  }
+
+  it('quantize --method kld keeps the corrected allocation only when its measured KLD is not higher; both KLDs equal whole-model runs of the checkpoints', async () => {
+    writeFileSync(calib, 'Many hands make light work, and the early bird catches the worm; still waters run deep. '.repeat(14));
+    const argv = ['--method', 'kld', '--budget', '3', '--configs', configs, '--calib', calib, '--blocks', '1', '--json'];
+    const refinedOut = join(scratch, 'kld-refined');
+    const run = await cli('quantize', model, ...argv, '--out', refinedOut);
+    expect(run.code, run.stderr).toBe(0);
+    const refined = parseValid<{ refinement: RefinementJson; allocation: Record<string, string | null> }>(run.stdout, 'quantize');
+    const r = refined.refinement;
+    // Its plan and cost before it starts, then each measured allocation.
+    expect(run.stderr).toMatch(/refine: kld's correction by measurement on 1 calibration block of \d+ tokens .*up to 2 rounds of \d+ single-unit measurements/);
+    expect(run.stderr).toMatch(/refine: additive allocation: measured KLD /);
+    expect(run.stderr).toMatch(/refine: kept the (corrected|additive) allocation/);
+    expect(r.rounds[0]!.round).toBe(0);
+    expect(r.rounds[0]!.kld).toBe(r.additiveKld);
+    expect(r.refinedKld).toBeLessThanOrEqual(r.additiveKld);
+    expect(r.kept).toBe('refined');
+    // The additive allocation, nothing measured: the same statistics and knapsack without the correction.
+    statsDir = join(refinedOut, 'stats', readdirSync(join(refinedOut, 'stats')).find((name) => /^[0-9a-f]{16}$/.test(name))!);
+    const additiveOut = join(scratch, 'kld-additive');
+    const plain = await cli('quantize', model, ...argv, '--stats', statsDir, '--out', additiveOut, '--no-refine');
+    expect(plain.code, plain.stderr).toBe(0);
+    const additive = parseValid<{ refinement?: unknown; allocation: Record<string, string | null> }>(plain.stdout, 'quantize');
+    expect(additive.refinement).toBeUndefined();
+    expect(plain.stderr).not.toMatch(/refine:/);
+    const changed = Object.keys(additive.allocation).filter((key) => additive.allocation[key] !== refined.allocation[key]).length;
+    expect(changed).toBe(r.changed);
+    // The independent oracle: each checkpoint's whole model against the float model on the same calibration block.
+    const tokens = r.calibration.seqlen * r.calibration.blocks;
+    const refinedKld = await calibrationKld(refinedOut, tokens);
+    const additiveKld = await calibrationKld(additiveOut, tokens);
+    console.log(`kld refine on a tiny random model at 3 bits: additive ${additiveKld} (reported ${r.additiveKld}), corrected ${refinedKld} (reported ${r.refinedKld}), ${r.changed} units changed, ${r.rounds.length} allocations measured`);
+    // The measurer runs layer blocks, the oracle one graph of the whole model: the same float32 logits up to rounding.
+    close(r.refinedKld, refinedKld, 1e-9);
+    close(r.additiveKld, additiveKld, 1e-9);
+    expect(refinedKld).toBeLessThanOrEqual(additiveKld);
+    quantizeRefinement = r;
+    // allocate with the model measures the same correction on the same calibration, and prints what quantize quantized.
+    const allocated = await cli('allocate', '--stats', statsDir, '--model', model, '--method', 'kld', '--budget', '3', '--configs', configs, '--calib', calib, '--blocks', '1', '--json');
+    expect(allocated.code, allocated.stderr).toBe(0);
+    const a = parseValid<{ refinement: RefinementJson; allocation: Record<string, string | null> }>(allocated.stdout, 'allocate');
+    expect(a.refinement.additiveKld).toBe(r.additiveKld);
+    expect(a.refinement.refinedKld).toBe(r.refinedKld);
+    expect(a.allocation).toEqual(refined.allocation);
+    expect(allocated.stderr).toMatch(/refine: kld's correction by measurement/);
+  });
+
+  it('experiment --refine: the kld cell is corrected (its key changes, no other cell\'s does); without it every key is as before; refused with --queue', async () => {
+    const out = join(scratch, 'refine-experiment');
+    const argv = ['--methods', 'hqq,kld', '--budgets', '3', '--configs', configs, '--text', text, '--calib', calib, '--blocks', '1', '--stats', statsDir, '--seqlen', String(seqlen), '--out', out];
+    const plain = await cli('experiment', model, ...argv, '--json');
+    expect(plain.code, plain.stderr).toBe(0);
+    const keysBefore = Object.keys((JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: Record<string, unknown> }).cells);
+    const before = parseValid<{ rows: { method: string; perplexity: number; refinement?: unknown }[] }>(plain.stdout, 'experiment').rows;
+    expect(before.every((row) => row.refinement === undefined)).toBe(true);
+    const run = await cli('experiment', model, ...argv, '--refine', '--json');
+    expect(run.code, run.stderr).toBe(0);
+    // fp and hqq reused under their keys; kld computed under a new one.
+    expect(run.stderr).toMatch(/reusing 2 of 3 cells/);
+    expect(run.stderr).toMatch(/refine kld @ 3: kld's correction by measurement/);
+    const rows = parseValid<{ rows: { method: string; perplexity: number; refinement?: { additiveKld: number; refinedKld: number; kept: string } }[] }>(run.stdout, 'experiment').rows;
+    const kld = rows.find((row) => row.method === 'kld')!;
+    // quantize's statistics and calibration (the test above): the same two measured KLDs.
+    expect(quantizeRefinement, 'the quantize test runs first').toBeDefined();
+    expect(kld.refinement!.additiveKld).toBe(quantizeRefinement!.additiveKld);
+    expect(kld.refinement!.refinedKld).toBe(quantizeRefinement!.refinedKld);
+    expect(kld.refinement!.refinedKld).toBeLessThanOrEqual(kld.refinement!.additiveKld);
+    const keysAfter = Object.keys((JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: Record<string, unknown> }).cells);
+    expect(keysAfter.slice(0, keysBefore.length)).toEqual(keysBefore);
+    expect(keysAfter).toHaveLength(keysBefore.length + 1);
+    // Without --refine again: every cell reused under its old key.
+    const again = await cli('experiment', model, ...argv, '--json');
+    expect(again.stderr).toMatch(/reusing 3 of 3 cells/);
+    expectRefused(await cli('experiment', model, ...argv, '--refine', '--queue', 'redis://127.0.0.1:1/0'), /--refine.*queue/);
+  });
+});

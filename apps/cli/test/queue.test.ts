@@ -1,4 +1,3 @@
-import { shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
 import { copyFileSync, mkdtempSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,20 +9,25 @@ interface JsonRow {
   readonly perplexity: number;
   readonly seconds: number;
 }
-import { parseQueueUrl, redactCredentials } from '@layerquant/queue';
+import { QUEUE_NAME, parseQueueUrl, redactCredentials } from '@layerquant/queue';
+import { Queue } from 'bullmq';
+import { createHash } from 'node:crypto';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { haveRedis, startRedis, type TestRedis } from './redis-server.js';
 import { bin } from './run-cli.js';
 import { writeWordText } from './word-text.js';
 import { start, stopAll, type Running } from './cli-process.js';
+import { tinyModel, type TinyModel } from './tiny-model.js';
 
 const STALL = '2';
-const grid = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq,sensiboost-2-1', '--budgets', '3.25', '--max-tokens', '2048', '--json'];
+/** The grid of the worker tests, on a tiny random model with its own text and statistics (the shipped model made this suite 149 s of CI). */
+let m: TinyModel;
+const grid = () => ['experiment', m.dir, '--stats', m.stats, '--methods', 'hqq,sensiboost-2-1', '--budgets', '3.25', ...m.evaluation, '--json'];
 /** The fault tests' grid: fp and HQQ uniform at 3.25 (the first two cells of `grid`, same keys). */
-const small = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '2048', '--json'];
-/** A worker serving the shipped model, unless `extra` names its models. */
+const small = () => ['experiment', m.dir, '--stats', m.stats, '--methods', 'hqq', '--budgets', '3.25', ...m.evaluation, '--json'];
+/** A worker serving the tiny model, unless `extra` names its models. */
 const worker = (redis: TestRedis, ...extra: string[]) =>
-  start('worker', '--queue', redis.url, '--stall-interval', STALL, ...(extra.some((a) => a.startsWith('--model')) ? [] : ['--model', shippedModelDir]), ...extra);
+  start('worker', '--queue', redis.url, '--stall-interval', STALL, ...(extra.some((a) => a.startsWith('--model')) ? [] : ['--model', m.dir]), ...extra);
 const withoutTime = (rows: readonly JsonRow[]) => rows.map(({ seconds: _, ...r }) => r);
 /** The rows of `experiment --json` (schema/output.schema.json: `perplexity`, `sizes`, ...). */
 const rowsOf = (stdout: string) => (JSON.parse(stdout) as { rows: JsonRow[] }).rows;
@@ -53,6 +57,16 @@ async function until(check: () => boolean, timeoutMs = 60_000): Promise<void> {
 
 afterEach(stopAll);
 
+/** A tiny random model of 4 layers and a text of its words (one calibration block of 512 tokens, and evaluation). */
+async function tinyModelWithText(prefix: string, textName: string): Promise<{ model: string; text: string }> {
+  const scratch = mkdtempSync(join(tmpdir(), prefix));
+  const model = join(scratch, 'tiny');
+  const text = join(scratch, textName);
+  await writeModelDirectory(model, tinyConfig({ hiddenSize: 64, intermediateSize: 128, headDim: 16, numLayers: 4, maxPositionEmbeddings: 512 }), { seed: 5 });
+  writeWordText(text, 3000);
+  return { model, text };
+}
+
 describe('redis URLs', () => {
   it('parses host, port, db and credentials, and never shows the password', () => {
     const a = parseQueueUrl('redis://user:p%40ss@127.0.0.1:6390/3');
@@ -70,8 +84,9 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
   let reference: JsonRow[];
   const smallReference = () => reference.filter((r) => r.method === 'fp' || r.method === 'hqq');
   beforeAll(async () => {
+    m = await tinyModel();
     const out = mkdtempSync(join(tmpdir(), 'queue-reference-'));
-    const result = await bin(...grid, '--out', out);
+    const result = await bin(...grid(), '--out', out);
     expect(result.code).toBe(0);
     reference = rowsOf(result.stdout);
     expect(reference.map((r) => r.method)).toEqual(['fp', 'hqq', 'sensiboost-2-1']);
@@ -83,7 +98,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     try {
       const workers = [worker(redis), worker(redis)];
       const out = mkdtempSync(join(tmpdir(), 'queue-two-'));
-      const coordinator = start(...grid, '--out', out, '--queue', redis.url);
+      const coordinator = start(...grid(), '--out', out, '--queue', redis.url);
       expect((await coordinator.exited).code).toBe(0);
       expect(withoutTime(rowsOf(coordinator.output.stdout))).toEqual(withoutTime(reference));
       const counts = computedCounts(...workers);
@@ -94,7 +109,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
       for (const text of [coordinator.output.stdout, coordinator.output.stderr, ...workers.flatMap((w) => [w.output.stdout, w.output.stderr]), ...files]) expect(text).not.toContain(secret);
       expect(coordinator.output.stderr).toContain(`redis://***@127.0.0.1:${redis.port}/0`);
       // A wrong password: a one-line typed error, without the password.
-      const wrong = await bin('experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--no-fp', '--out', mkdtempSync(join(tmpdir(), 'queue-wrong-')), '--queue', `redis://:not-${secret}@127.0.0.1:${redis.port}/0`);
+      const wrong = await bin('experiment', m.dir, '--stats', m.stats, '--methods', 'hqq', '--budgets', '3.25', '--no-fp', '--out', mkdtempSync(join(tmpdir(), 'queue-wrong-')), '--queue', `redis://:not-${secret}@127.0.0.1:${redis.port}/0`);
       expect(wrong.code).toBe(1);
       expect(wrong.stderr).toMatch(/^layerquant: error: cannot reach the queue at redis:\/\/\*\*\*@127\.0\.0\.1:\d+\/0 \(.*(WRONGPASS|invalid).*\)/m);
       expect(wrong.stderr).not.toContain(secret);
@@ -109,7 +124,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     // The worker's base cache (inherited by the child), never the user's.
     process.env.XDG_CACHE_HOME = mkdtempSync(join(tmpdir(), 'queue-kld-cache-'));
     try {
-      const kldGrid = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '512', '--no-fp', '--kld', '--json'];
+      const kldGrid = ['experiment', m.dir, '--stats', m.stats, '--methods', 'hqq', '--budgets', '3.25', ...m.evaluation, '--no-fp', '--kld', '--json'];
       const local = await bin(...kldGrid, '--out', mkdtempSync(join(tmpdir(), 'queue-kld-local-')));
       expect(local.code, local.stderr).toBe(0);
       const w = worker(redis);
@@ -135,7 +150,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
       const a = worker(redis);
       const b = worker(redis);
       const out = mkdtempSync(join(tmpdir(), 'queue-kill-'));
-      const coordinator = start(...small, '--out', out, '--queue', redis.url);
+      const coordinator = start(...small(), '--out', out, '--queue', redis.url);
       await a.waitFor(/computing cell/);
       a.child.kill('SIGKILL');
       await a.exited;
@@ -156,13 +171,13 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     try {
       const w = worker(redis);
       const out = mkdtempSync(join(tmpdir(), 'queue-restart-'));
-      const first = start(...small, '--out', out, '--queue', redis.url);
+      const first = start(...small(), '--out', out, '--queue', redis.url);
       await until(() => cellsIn(out) >= 1);
       first.child.kill('SIGKILL');
       await first.exited;
       const finished = cellsIn(out);
       expect(finished).toBeLessThan(2);
-      const second = start(...small, '--out', out, '--queue', redis.url);
+      const second = start(...small(), '--out', out, '--queue', redis.url);
       expect((await second.exited).code).toBe(0);
       expect(second.output.stderr).toMatch(new RegExp(`reusing ${finished} of 2 cells`));
       expect(withoutTime(rowsOf(second.output.stdout))).toEqual(withoutTime(smallReference()));
@@ -178,7 +193,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     try {
       const w = worker(redis);
       const out = mkdtempSync(join(tmpdir(), 'queue-redis-restart-'));
-      const coordinator = start(...small, '--out', out, '--queue', redis.url);
+      const coordinator = start(...small(), '--out', out, '--queue', redis.url);
       await until(() => cellsIn(out) >= 1);
       const before = Object.keys((JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: object }).cells);
       await redis.restart();
@@ -197,17 +212,16 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
   it('a worker with another model refuses every job: each cell is reported failed with its error, exit 1; a rerun with the right worker retries them', async () => {
     const redis = await startRedis();
     try {
-      // Another model: the shipped one with a different tokenizer_config.json (shards linked, not copied).
+      // Another model: the same one with a different tokenizer_config.json (weights linked, not copied).
       const other = mkdtempSync(join(tmpdir(), 'other-model-'));
-      for (const name of readdirSync(shippedModelDir)) {
-        if (name === 'oracles') continue;
-        if (name.endsWith('.safetensors')) symlinkSync(join(shippedModelDir, name), join(other, name));
-        else copyFileSync(join(shippedModelDir, name), join(other, name));
+      for (const name of readdirSync(m.dir)) {
+        if (name.endsWith('.safetensors')) symlinkSync(join(m.dir, name), join(other, name));
+        else copyFileSync(join(m.dir, name), join(other, name));
       }
       writeFileSync(join(other, 'tokenizer_config.json'), `${readFileSync(join(other, 'tokenizer_config.json'), 'utf8')} `);
       const wrong = worker(redis, '--model', other);
       const out = mkdtempSync(join(tmpdir(), 'queue-mismatch-'));
-      const args = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq', '--budgets', '3.25', '--max-tokens', '2048', '--out', out, '--queue', redis.url, '--attempts', '2', '--json'];
+      const args = ['experiment', m.dir, '--stats', m.stats, '--methods', 'hqq', '--budgets', '3.25', ...m.evaluation, '--out', out, '--queue', redis.url, '--attempts', '2', '--json'];
       const failed = start(...args);
       expect((await failed.exited).code).toBe(1);
       expect(failed.output.stderr).toMatch(/^layerquant: error: 2 job\(s\) failed after every attempt: .*is not one this worker serves \(--model .*other-model-\w+ \(content hash [0-9a-f]{16}\)\), and no --model directory has the job's content hash [0-9a-f]{16}; nothing of that directory was read/m);
@@ -243,7 +257,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     return { method: 'first-config', options, budget: context.budget, matrices, totals: { params, bpp: bits / params, memoryMB: bits / 8 / 2 ** 20 } };
   } }] };\n`,
     );
-    const args = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'first-config', '--budgets', '8', '--no-fp', '--quantizer', 'rtn', '--max-tokens', '1024', '--json', '--plugin', module];
+    const args = ['experiment', m.dir, '--stats', m.stats, '--methods', 'first-config', '--budgets', '8', '--no-fp', '--quantizer', 'rtn', ...m.evaluation, '--json', '--plugin', module];
     const local = await bin(...args, '--out', mkdtempSync(join(tmpdir(), 'queue-plugin-local-')));
     expect(local.code, local.stderr).toBe(0);
     const reference = rowsOf(local.stdout);
@@ -282,11 +296,7 @@ describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real r
   it('computes its own statistics, table for table what the grid measures in process: KurtBoost without --stats, and fnorm, sensitivity, kurtosis, measured', async () => {
     // A tiny random model of 4 layers (the statistics' arithmetic is the same at any size; the shipped model made
     // this test 89 s of CI), its own text for calibration (one block of 512 tokens) and evaluation.
-    const scratch = mkdtempSync(join(tmpdir(), 'queue-stats-model-'));
-    const model = join(scratch, 'tiny');
-    const text = join(scratch, 'text.txt');
-    await writeModelDirectory(model, tinyConfig({ hiddenSize: 64, intermediateSize: 128, headDim: 16, numLayers: 4, maxPositionEmbeddings: 512 }), { seed: 5 });
-    writeWordText(text, 3000);
+    const { model, text } = await tinyModelWithText('queue-stats-model-', 'text.txt');
     const redis = await startRedis();
     try {
       const workers = [worker(redis, '--model', model), worker(redis, '--model', model)];
@@ -317,4 +327,50 @@ describe.skipIf(!haveRedis)('experiment --queue computing its statistics (real r
       await redis.stop();
     }
   }, 240_000);
+});
+
+// Its own block: a calibrated quantizer on the queue, on a tiny random model (seconds).
+describe.skipIf(!haveRedis)('experiment --queue with a calibrated quantizer (gptq; real redis-server on 127.0.0.1)', () => {
+  it('two workers give the in-process rows of a gptq grid (statistics measured with gptq); a cell whose calibration text is not in Redis, or that names none, fails naming it', async () => {
+    const { model, text } = await tinyModelWithText('queue-gptq-', 'calib.txt');
+    // uniform and sensi-milp-1 (its fnorm table measured with gptq, one layer pass on the calibration block) at b2g64/b4g64.
+    const grid = ['experiment', model, '--quantizer', 'gptq', '--methods', 'hqq,sensi-milp-1', '--configs', 'b2g64,b4g64', '--budgets', '3', '--calib', text, '--blocks', '1', '--text', text, '--seqlen', '32', '--max-tokens', '128', '--no-fp', '--json'];
+    const inProcess = await bin(...grid, '--out', mkdtempSync(join(tmpdir(), 'queue-gptq-local-')));
+    expect(inProcess.code, inProcess.stderr).toBe(0);
+    const reference = rowsOf(inProcess.stdout);
+    expect(reference.map((r) => [r.method, (r as unknown as { quantizer: string }).quantizer])).toEqual([['hqq', 'gptq'], ['sensi-milp-1', 'gptq']]);
+    const redis = await startRedis();
+    const queue = new Queue(QUEUE_NAME, { connection: parseQueueUrl(redis.url).connection });
+    try {
+      const workers = [worker(redis, '--model', model), worker(redis, '--model', model)];
+      const coordinator = start(...grid, '--out', mkdtempSync(join(tmpdir(), 'queue-gptq-')), '--queue', redis.url);
+      expect((await coordinator.exited).code, coordinator.output.stderr).toBe(0);
+      // The perplexity of every cell to the last digit, and every other field but the time.
+      expect(withoutTime(rowsOf(coordinator.output.stdout))).toEqual(withoutTime(reference));
+      expect(coordinator.output.stderr).toMatch(/queue: statistics 1\/1 done/);
+      expect([...computedCounts(...workers).values()]).toEqual([1, 1]);
+
+      // A cell job as the coordinator wrote it, added again with its calibration text's blob changed or removed.
+      const done = (await queue.getJobs(['completed'])).find((j) => j.name === 'cell')!;
+      const data = done.data as { calibration: { blob: string; name: string } };
+      expect(data.calibration.name).toBe('calib.txt');
+      const outcome = async (changed: Record<string, unknown>) => {
+        await done.remove();
+        const job = await queue.add('cell', changed, { jobId: done.id!, attempts: 1 });
+        for (let i = 0; i < 600 && !['completed', 'failed'].includes(await job.getState()); i++) await new Promise((r) => setTimeout(r, 50));
+        return { state: await job.getState(), reason: (await queue.getJob(done.id!))!.failedReason };
+      };
+      const other = createHash('sha256').update('another calibration text').digest('hex');
+      const missing = await outcome({ ...data, calibration: { ...data.calibration, blob: other } });
+      expect(missing.state).toBe('failed');
+      expect(missing.reason).toMatch(new RegExp(`the calibration text "calib\\.txt" \\(blob ${other.slice(0, 16)}\\) is not in Redis with that content hash`));
+      const { calibration: _, ...without } = data;
+      const unnamed = await outcome(without);
+      expect(unnamed.state).toBe('failed');
+      expect(unnamed.reason).toMatch(/data\.calibration is missing: quantizer "gptq" is calibrated.*not retried/);
+    } finally {
+      await queue.close();
+      await redis.stop();
+    }
+  }, 180_000);
 });

@@ -1,4 +1,4 @@
-import { shippedModelDir, shippedOraclesDir } from '@layerquant/fixtures';
+import { shippedModelDir } from '@layerquant/fixtures';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { renderTable, wrapAtSpaces } from '../src/output.js';
 import { binPath, cli } from './run-cli.js';
+import { tinyModel } from './tiny-model.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'layerquant-terminal-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -51,8 +52,10 @@ describe('terminal rendering (pseudo-terminal)', () => {
   });
 
   it.runIf(hasScript)('experiment on a tiny grid at 120 and 80 columns: no line wider than the terminal, no number split across lines', async () => {
+    // The tiny random model: what is checked is the drawing, the same for any model.
+    const m = await tinyModel();
     const out = join(scratch, 'grid');
-    const argv = ['experiment', shippedModelDir, '--stats', shippedOraclesDir, '--methods', 'hqq,sensiboost-2-1', '--budgets', '3.25', '--max-tokens', '512', '--seqlen', '256', '--out', out];
+    const argv = ['experiment', m.dir, '--stats', m.stats, '--methods', 'hqq,sensiboost-2-1', '--budgets', '3.25', '--text', m.text, '--max-tokens', '512', '--seqlen', '256', '--out', out];
     for (const columns of [120, 80]) {
       // The second run resumes from results.json: the same table, drawn at the other width.
       const { code, lines } = await inTerminal(columns, argv);
@@ -90,6 +93,7 @@ describe('terminal rendering (pseudo-terminal)', () => {
   }
 
   it.runIf(hasScript)('sensitivity at 120 and 80 columns: the unit, the outlier marks and their legend, whole numbers; a spinner while the model loads', async () => {
+    // The shipped model: its outlier layers are what the marks show.
     for (const columns of [120, 80]) {
       const out = join(scratch, `sens-${columns}`);
       const { code, lines, raw } = await inTerminal(columns, ['sensitivity', shippedModelDir, '--blocks', '1', '--seqlen', '64', '--skip-fnorm', '--out', out]);
@@ -109,9 +113,10 @@ describe('terminal rendering (pseudo-terminal)', () => {
   }, 300_000);
 
   it.runIf(hasScript)('compare at 120 and 80 columns: one row per model, perplexities whole, the same as --json', async () => {
+    const m = await tinyModel();
     const quantized = join(scratch, 'rtn-b4g64');
-    expect((await cli('quantize', shippedModelDir, '--method', 'rtn', '--config', 'b4g64', '--out', quantized)).code).toBe(0);
-    const argv = ['compare', shippedModelDir, quantized, '--dataset', 'brown-test', '--max-tokens', '512', '--seqlen', '256'];
+    expect((await cli('quantize', m.dir, '--method', 'rtn', '--config', 'b4g64', '--out', quantized)).code).toBe(0);
+    const argv = ['compare', m.dir, quantized, '--text', m.text, '--max-tokens', '512', '--seqlen', '256'];
     const json = JSON.parse((await cli(...argv, '--json')).stdout) as { models: Array<{ perplexity: number }> };
     for (const columns of [120, 80]) {
       const { code, lines, raw } = await inTerminal(columns, argv);

@@ -4,11 +4,12 @@ import { hasLogits, klDivergence, perplexity, type KldBaseReader } from '@layerq
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { openModel, type Checkpoint } from '@layerquant/tensor-io';
-import { openAllocationModel, openEvaluationModel, withQuantizerCalibration, type EvaluationModel, type EvaluationOptions, type QuantizerCalibrationOptions } from '@layerquant/pipeline';
+import { openAllocationModel, openEvaluationModel, refineAllocation, withQuantizerCalibration, type EvaluationModel, type EvaluationOptions, type QuantizerCalibrationOptions, type RefinePlan, type RefineSession, type RefinementReport } from '@layerquant/pipeline';
+import type { RefinementRound } from '@layerquant/allocators';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cellKld, type CellKld, type ExperimentRow } from './report.js';
+import { cellKld, type CellKld, type CellRefinement, type ExperimentRow } from './report.js';
 
 /**
  * One cell of the experiment grid, computed by one function for both the in-process run and a queue worker:
@@ -53,6 +54,16 @@ export interface CellContext {
    * divergence from them in the same run as its perplexity.
    */
   readonly kldBase?: KldBaseReader;
+  /**
+   * `experiment --refine`: the measurer (model and statistics' calibration) the cells of a method that corrects its
+   * allocation by measurement (kld) refine on, and what to tell of it (the plan, each measured allocation, the result).
+   */
+  readonly refine?: {
+    readonly session: RefineSession;
+    readonly onPlan?: (cell: string, plan: RefinePlan) => void;
+    readonly onRound?: (cell: string, round: RefinementRound) => void;
+    readonly onDone?: (cell: string, report: RefinementReport) => void;
+  };
 }
 
 export function cellLabel(cell: CellSpec): string {
@@ -97,10 +108,27 @@ export async function computeCell(
   let allocation: Allocation | undefined;
   let opened: EvaluationModel;
   let quantizedDir: string | undefined;
+  let refinement: CellRefinement | undefined;
   if (cell.kind === 'method') {
     if (!context.stats) throw new TypeError(`cell ${cellLabel(cell)} needs statistics`);
     // Between stops, uniform and the boosts run at the highest stop below the budget (never over it).
-    allocation = allocateMethod(cell.method, context.stats, { budget: cell.budget, seed: context.seed ?? 42, floorToStop: true, ...(context.configs ? { configs: context.configs } : {}) }, context.allocators);
+    const allocationContext = { budget: cell.budget, seed: context.seed ?? 42, floorToStop: true, ...(context.configs ? { configs: context.configs } : {}) };
+    allocation = allocateMethod(cell.method, context.stats, allocationContext, context.allocators);
+    if (context.refine) {
+      const label = cellLabel(cell);
+      const { onPlan, onRound, onDone } = context.refine;
+      const refined = await refineAllocation(cell.method, allocation, context.stats, allocationContext, context.refine.session, {
+        ...(context.allocators ? { allocators: context.allocators } : {}),
+        ...(onPlan ? { onPlan: (plan: RefinePlan) => onPlan(label, plan) } : {}),
+        ...(onRound ? { onRound: (round: RefinementRound) => onRound(label, round) } : {}),
+      });
+      allocation = refined.allocation;
+      if (refined.refinement) {
+        const r = refined.refinement;
+        refinement = { additiveKld: r.additiveKld, refinedKld: r.refinedKld, kept: r.kept, changed: r.changed, measured: r.rounds.length, stopped: r.stopped };
+        onDone?.(label, r);
+      }
+    }
     const configs = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [matrixTensorName(m.layer, m.module), m.config]));
     const quantizer = context.quantizer ?? hqqQuantizer;
     if (quantizer.calibration) {
@@ -168,6 +196,7 @@ export async function computeCell(
       windowNll: result.windowNll,
       windowWeights: result.windowWeights,
       ...kldFields,
+      ...(refinement ? { refinement } : {}),
     };
   }
   return { key: cell.key, row };

@@ -23,6 +23,17 @@ export interface GridSettings {
    * set, so a cell says whether it holds KLD, and cells computed before KLD existed keep their keys.
    */
   readonly kld?: boolean;
+  /**
+   * The calibration of a calibrated quantizer's layer pass (GPTQ, BAQ): the text's content hash, blocks and block
+   * length. Part of a method cell's key only when set, so the keys of other quantizers' cells stay as they were.
+   */
+  readonly calibration?: { readonly text: string; readonly blocks: number; readonly seqlen: number };
+  /**
+   * `experiment --refine`: the allocators whose first allocation is corrected by measurement, and the calibration it
+   * is measured on (its text's content hash, blocks, block length). Part of those methods' cell keys only when set,
+   * so every other cell, and every cell of a grid without it, keeps its key.
+   */
+  readonly refine?: { readonly allocators: readonly string[]; readonly calibration: string; readonly blocks: number; readonly seqlen: number };
 }
 
 /** A planned cell with the settings its key was made of (kept beside the result, to say why one was not reused). */
@@ -40,7 +51,8 @@ export interface PlannedCell {
 export function cellSettings(grid: GridSettings, cell: { method: MethodSpec; budget: number } | 'fp', statsKey: string | undefined): Record<string, unknown> {
   const common = { v: 1, model: grid.model, text: grid.text, seqlen: grid.seqlen, protocol: 'windows', maxTokens: grid.maxTokens, ...(grid.kld ? { kld: 'float-model' } : {}) };
   if (cell === 'fp') return { ...common, method: 'fp' };
-  return { ...common, method: { ...cell.method }, budget: cell.budget, seed: grid.seed, quantizer: grid.quantizer ?? QUANTIZER_SETTINGS, stats: statsKey ?? null, ...(grid.configs ? { configs: grid.configs } : {}) };
+  const refine = grid.refine?.allocators.includes(cell.method.allocator) ? { refine: { measure: 'kld', calibration: grid.refine.calibration, blocks: grid.refine.blocks, seqlen: grid.refine.seqlen } } : {};
+  return { ...common, method: { ...cell.method }, budget: cell.budget, seed: grid.seed, quantizer: grid.quantizer ?? QUANTIZER_SETTINGS, stats: statsKey ?? null, ...(grid.configs ? { configs: grid.configs } : {}), ...(grid.calibration ? { calibration: grid.calibration } : {}), ...refine };
 }
 
 /** The grid's cells in report order: fp first, then budget-major, methods in the order given. */

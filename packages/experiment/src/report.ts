@@ -1,5 +1,5 @@
 import { formatCsv } from '@layerquant/allocators';
-import { pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type KldStatistics, type PairedInterval } from '@layerquant/perplexity';
+import { kldSummary, pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type KldSummary, type PairedInterval } from '@layerquant/perplexity';
 
 export { pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type PairedInterval } from '@layerquant/perplexity';
 
@@ -7,40 +7,10 @@ export { pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, ty
 export type ReportMetric = 'ppl' | 'kld';
 export const REPORT_METRICS: readonly ReportMetric[] = Object.freeze(['ppl', 'kld']);
 
-/** A cell's KL divergence from the float model on the same windows (llama.cpp's statistics, @layerquant/perplexity's). */
-export interface CellKld {
-  readonly mean: number;
-  readonly error: number;
-  readonly median: number;
-  readonly p99: number;
-  readonly p999: number;
-  readonly max: number;
-  /** Fraction of tokens whose most likely next token is the float model's, with its error. */
-  readonly sameTop: number;
-  readonly sameTopError: number;
-  /** Root mean square of p(target) - p_float(target). */
-  readonly rmsDeltaP: number;
-  /** PPL(cell) / PPL(float) with its error. */
-  readonly pplRatio: number;
-  readonly pplRatioError: number;
-}
-
+/** A cell's KL divergence from the float model on the same windows (llama.cpp's statistics, @layerquant/perplexity's summary). */
+export type CellKld = KldSummary;
 /** The statistics a cell keeps of a KL-divergence run. */
-export function cellKld(s: KldStatistics): CellKld {
-  return {
-    mean: s.kld.mean,
-    error: s.kld.error,
-    median: s.kld.median,
-    p99: s.kld.quantiles['0.99']!,
-    p999: s.kld.quantiles['0.999']!,
-    max: s.kld.max,
-    sameTop: s.sameTop.value,
-    sameTopError: s.sameTop.error,
-    rmsDeltaP: s.rmsDeltaP.value,
-    pplRatio: s.pplRatio.value,
-    pplRatioError: s.pplRatio.error,
-  };
-}
+export const cellKld = kldSummary;
 
 /** One evaluated cell of the experiment. */
 export interface ExperimentRow {
@@ -71,6 +41,24 @@ export interface ExperimentRow {
   readonly kld?: CellKld;
   readonly windowKld?: readonly number[];
   readonly windowKldCount?: readonly number[];
+  /** With `experiment --refine`, for a method that corrects its allocation by measurement (kld): what it did. */
+  readonly refinement?: CellRefinement;
+}
+
+/**
+ * A cell's correction by measurement: the mean KLD from the float model on the statistics' calibration of its
+ * allocator's first (additive) allocation and of the corrected one, and which the cell quantized (the corrected one
+ * only when it is not worse).
+ */
+export interface CellRefinement {
+  readonly additiveKld: number;
+  readonly refinedKld: number;
+  readonly kept: 'refined' | 'additive';
+  /** Units whose config the kept allocation changed from the additive one. */
+  readonly changed: number;
+  /** Allocations measured (round 0, the additive one, included). */
+  readonly measured: number;
+  readonly stopped: string | null;
 }
 
 export const RESULT_COLUMNS = Object.freeze([

@@ -6,7 +6,12 @@ import {
   ensureStatistics,
   fileContentHash,
   floatKldBase,
+  methodRefines,
+  openRefineSession,
   type FloatKldBase,
+  type RefinePlan,
+  type RefineSession,
+  type RefinementReport,
   modelContentHash,
   quantizerOf,
   quantizerSettings,
@@ -17,6 +22,7 @@ import {
 } from '@layerquant/pipeline';
 import { loadTokenizer, openModel, openOutputDirectory, removeStaleTemporaries, summarizeModel, writeTextAtomic, type ModelSummary } from '@layerquant/tensor-io';
 import type { MetricPlugin } from '@layerquant/sensitivity';
+import type { RefinementRound } from '@layerquant/allocators';
 import { basename, join } from 'node:path';
 import type { CellContext, CellResult } from './cell.js';
 import { planCells, type PlannedCell } from './plan.js';
@@ -31,6 +37,9 @@ import { runExperiment, type ExperimentEvent } from './run-experiment.js';
  * the same settings key, and writes results.json, results.csv and results.md as cells finish. The cells run in this
  * process, or through a `GridDistributor` (the queue's coordinator) that spreads them over workers.
  */
+
+/** Tokens per calibration block of the statistics, of a calibrated quantizer's layer pass and of the correction by measurement. */
+const CALIBRATION_SEQLEN = 512;
 
 export interface GridOptions {
   readonly modelDir: string;
@@ -153,6 +162,19 @@ export interface RunGridOptions {
    * computed once into <out>/kld, keyed by model, tokenizer, text and windows). Part of each cell's key.
    */
   readonly kld?: boolean;
+  /**
+   * Cells of a method whose allocator corrects its first allocation by measurement (kld's `refine`) run that
+   * correction, on the statistics' calibration (text, blocks of 512 tokens): the corrected allocation is quantized
+   * when its measured KLD is not above the first one's. Part of those cells' keys only; in process only (refused
+   * with `connect`).
+   */
+  readonly refine?: boolean;
+  /** With `refine`: the plan of each cell's correction, each allocation it measured, and its result. */
+  readonly onRefine?: {
+    readonly plan?: (cell: string, plan: RefinePlan) => void;
+    readonly round?: (cell: string, round: RefinementRound) => void;
+    readonly done?: (cell: string, report: RefinementReport) => void;
+  };
   /** What results.md's intervals, win/tie/loss and headline are read by (default ppl; kld needs `kld`). */
   readonly metric?: ReportMetric;
   /** Runs the statistics and cells elsewhere; connected after results.json is read, closed at the end. */
@@ -187,9 +209,15 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
   const statisticsQuantizer = statisticsChoice === choice ? quantizer : quantizerOf(plugins, statisticsChoice);
   const metric = options.metric ?? 'ppl';
   if (metric === 'kld' && !options.kld) throw new InvalidOptionError('--metric', 'kld reads the cells\' KL divergence from the unquantized model: add --kld so the cells measure it');
+  if (options.refine && options.connect) {
+    throw new InvalidOptionError('--refine', 'the correction by measurement runs in this process only: the queue\'s cell jobs do not carry the calibration measurer yet; run the grid without --queue, or without --refine');
+  }
+  const allocators = plugins.allocators.list();
+  const refining = options.refine ? grid.methods.filter((m) => methodRefines(m, allocators)) : [];
   const out = await openOutputDirectory(options.outDir, 'experiment');
   let distributor: GridDistributor | undefined;
   let kldBase: FloatKldBase | undefined;
+  let refineSession: RefineSession | undefined;
   try {
     const outDir = out.path;
     for (const name of out.removedTemporaries) note(`removed ${join(outDir, name)}, a temporary left by a process that no longer runs`);
@@ -199,11 +227,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     const modelHash = await modelContentHash(modelDir);
     const textHash = await fileContentHash(textPath);
     if (options.connect) distributor = await options.connect();
-    if (distributor && (quantizer.calibration || statisticsQuantizer.calibration)) {
-      throw new InvalidOptionError('--queue', `quantizer "${quantizer.calibration ? quantizer.id : statisticsQuantizer.id}" is calibrated (a layer pass over the calibration text per cell and per statistics table), which the queue's jobs do not carry yet; run this grid without --queue`);
-    }
 
-    const allocators = plugins.allocators.list();
     const resolved = await ensureStatistics({
       modelDir,
       ...(options.statistics.statsDir ? { statsDir: options.statistics.statsDir } : {}),
@@ -215,7 +239,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       calibrationPath: options.statistics.calibrationPath,
       calibrationName: options.statistics.calibrationName,
       blocks: options.statistics.blocks,
-      seqlen: 512,
+      seqlen: CALIBRATION_SEQLEN,
       ...(ladder ? { configs: ladder } : {}),
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
@@ -226,8 +250,17 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     options.onStatisticsReady?.(resolved.source);
 
     const maxTokens = grid.maxTokens;
+    // A calibrated quantizer's cells quantize layer by layer on the statistics' calibration text (the same blocks).
+    const calibration = quantizer.calibration
+      ? { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, seqlen: CALIBRATION_SEQLEN }
+      : undefined;
     const planned = planCells(
-      { model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, choice.options), ...(options.kld ? { kld: true } : {}) },
+      {
+        model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, choice.options), ...(options.kld ? { kld: true } : {}),
+        // A calibrated quantizer's cells depend on the calibration text and blocks (also when no table reads them).
+        ...(calibration ? { calibration: { text: await fileContentHash(calibration.calibrationPath), blocks: calibration.blocks, seqlen: calibration.seqlen } } : {}),
+        ...(refining.length > 0 ? { refine: { allocators: [...new Set(refining.map((m) => m.allocator))], calibration: await fileContentHash(options.statistics.calibrationPath), blocks: options.statistics.blocks, seqlen: CALIBRATION_SEQLEN } } : {}),
+      },
       grid.methods,
       grid.budgets,
       grid.includeFloat,
@@ -263,11 +296,23 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       });
       if (!kldBase.computed) note(`KLD base: reusing ${kldBase.base.path}`);
     }
+    if (refining.length > 0 && planned.some((p) => !done.has(p.spec.key) && p.spec.kind === 'method' && methodRefines(p.spec.method, allocators))) {
+      // One measurer for every refined cell: the float model's distributions on the statistics' calibration, once.
+      refineSession = await openRefineSession(modelDir, statisticsQuantizer, {
+        calibrationPath: options.statistics.calibrationPath,
+        calibrationName: options.statistics.calibrationName,
+        blocks: options.statistics.blocks,
+        seqlen: CALIBRATION_SEQLEN,
+        ...(options.threads ? { threads: options.threads } : {}),
+      });
+    }
     const context: CellContext = {
       ...(kldBase ? { kldBase: kldBase.base } : {}),
+      ...(refineSession
+        ? { refine: { session: refineSession, ...(options.onRefine?.plan ? { onPlan: options.onRefine.plan } : {}), ...(options.onRefine?.round ? { onRound: options.onRefine.round } : {}), ...(options.onRefine?.done ? { onDone: options.onRefine.done } : {}) } }
+        : {}),
       modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer,
-      // a calibrated quantizer's cells read the statistics' calibration text
-      ...(quantizer.calibration ? { calibration: { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
+      ...(calibration ? { calibration: { ...calibration, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
     };
     if (distributor) {
       await distributor.runCells({ planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, metrics: plugins.metrics.list(), done, onResult, ...(options.kld ? { kld: true } : {}) });
@@ -287,6 +332,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     await save();
     return { outDir, rows: store.rows(planned), files, statistics: resolved.source };
   } finally {
+    await refineSession?.close();
     await kldBase?.base.close();
     await distributor?.close();
     out.release();

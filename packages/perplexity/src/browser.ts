@@ -20,11 +20,13 @@ export {
   KLD_QUANTILES,
   KldAccumulator,
   comparePosition,
+  kldSummary,
   logSumExpRow,
   sortedQuantile,
   type Distribution,
   type Estimate,
   type KldStatistics,
+  type KldSummary,
   type PositionComparison,
   type WindowKld,
 } from './kl-divergence.js';

@@ -120,6 +120,43 @@ export interface KldStatistics {
   readonly sameTop: Estimate;
 }
 
+/**
+ * The statistics a report keeps of a KL-divergence run (an experiment's cell, the notebook's live measurement): mean
+ * KLD with its error, median, 99% and 99.9%, maximum, same top with its error, RMS Δp, the perplexity ratio.
+ */
+export interface KldSummary {
+  readonly mean: number;
+  readonly error: number;
+  readonly median: number;
+  readonly p99: number;
+  readonly p999: number;
+  readonly max: number;
+  /** Fraction of tokens whose most likely next token is the base's, with its error. */
+  readonly sameTop: number;
+  readonly sameTopError: number;
+  /** Root mean square of p(target) - p_base(target). */
+  readonly rmsDeltaP: number;
+  /** PPL(model) / PPL(base) with its error. */
+  readonly pplRatio: number;
+  readonly pplRatioError: number;
+}
+
+export function kldSummary(s: KldStatistics): KldSummary {
+  return {
+    mean: s.kld.mean,
+    error: s.kld.error,
+    median: s.kld.median,
+    p99: s.kld.quantiles['0.99']!,
+    p999: s.kld.quantiles['0.999']!,
+    max: s.kld.max,
+    sameTop: s.sameTop.value,
+    sameTopError: s.sameTop.error,
+    rmsDeltaP: s.rmsDeltaP.value,
+    pplRatio: s.pplRatio.value,
+    pplRatioError: s.pplRatio.error,
+  };
+}
+
 /** Per evaluation window: the sums the paired bootstrap resamples (mean KLD = sum kld / count over windows). */
 export interface WindowKld {
   readonly kld: readonly number[];

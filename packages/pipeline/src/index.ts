@@ -11,3 +11,4 @@ export * from './model-sizes.js';
 export * from './model-path.js';
 export * from './shipped-format.js';
 export * from './kld.js';
+export * from './refine.js';

@@ -21,6 +21,8 @@ import { rm } from 'node:fs/promises';
 import type { PluginRegistries } from './plugins.js';
 import { exportModel, type ExportRequest, type ExportResult } from './export-model.js';
 import { ensureStatistics, type StatisticsOptions, type StatisticsStep } from './statistics.js';
+import { methodRefines, openRefineSession, refineAllocation, type RefinePlan, type RefinementReport } from './refine.js';
+import type { RefinementRound } from '@layerquant/allocators';
 
 /**
  * The three ways to quantize a model directory, as library calls: one config for every matrix
@@ -170,6 +172,16 @@ export interface AllocatedQuantizeOptions extends QuantizeRunOptions {
    * over the format's ladder). The checkpoint then holds the embedding units the allocation quantized.
    */
   readonly shipped?: { readonly plan: FormatPlan; readonly target?: FileTarget };
+  /**
+   * Correct the allocation by measurement when the method's plug-in can (kld's `refine`), on the statistics'
+   * calibration (text, blocks of 512 tokens) with the statistics' quantizer; the corrected allocation is quantized
+   * only when its measured KLD is not above the first one's. The callbacks tell the plan before it starts, each
+   * measured allocation, and the result. Absent: the first allocation is quantized, nothing measured.
+   */
+  readonly refine?: {
+    readonly onPlan?: (plan: RefinePlan) => void;
+    readonly onRound?: (round: RefinementRound) => void;
+  };
 }
 
 export interface AllocatedQuantizeResult {
@@ -184,7 +196,12 @@ export interface AllocatedQuantizeResult {
   readonly extraMemoryPercent: number | null;
   /** Where the statistics came from. */
   readonly statistics: string;
+  /** With `refine` and a method that corrects by measurement: the measured KLD of its first and corrected allocations. */
+  readonly refinement: RefinementReport | null;
 }
+
+/** Tokens per calibration block of the statistics (and of the correction by measurement, on their calibration). */
+const STATISTICS_SEQLEN = 512;
 
 /**
  * `layerquant quantize --method <allocator> --budget <bpp>`: the statistics the method reads (none for uniform),
@@ -209,7 +226,7 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
       ...options.statistics,
       needs: tablesNeededBy([method], allocators),
       matrices,
-      seqlen: 512,
+      seqlen: STATISTICS_SEQLEN,
       quantizer: options.statisticsQuantizer ?? { quantizer: options.quantizer, options: options.quantizerOptions ?? {} },
       ...(configs ? { configs } : {}),
       ...(shipped && knapsack ? { embeddingConfigs: shipped.plan.embeddingConfigs } : {}),
@@ -219,7 +236,27 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
     // The tables must cover this model whole (a table cut at a layer boundary would allocate only part of it).
     validateStats(stats, { matrices, name: options.modelDir });
     const size = shipped && knapsack ? shippedSizeBudget(shipped.plan, matricesOf(stats), shipped.target) : undefined;
-    const allocation = allocateMethod(method, stats, { budget, seed, ...(configs ? { configs } : {}), ...(size ? { size } : {}) }, allocators);
+    const context = { budget, seed, ...(configs ? { configs } : {}), ...(size ? { size } : {}) };
+    let allocation = allocateMethod(method, stats, context, allocators);
+    let refinement: RefinementReport | null = null;
+    if (options.refine && methodRefines(method, allocators)) {
+      // The measurer holds the float model's layers and distributions: closed before the quantization starts.
+      const session = await openRefineSession(options.modelDir, (options.statisticsQuantizer ?? { quantizer: options.quantizer }).quantizer, {
+        calibrationPath: options.statistics.calibrationPath,
+        calibrationName: options.statistics.calibrationName,
+        blocks: options.statistics.blocks,
+        seqlen: STATISTICS_SEQLEN,
+        ...(options.statistics.threads ? { threads: options.statistics.threads } : {}),
+        ...(options.workers === undefined ? {} : { workers: options.workers }),
+      });
+      try {
+        const refined = await refineAllocation(method, allocation, stats, context, session, { allocators, ...options.refine });
+        allocation = refined.allocation;
+        refinement = refined.refinement;
+      } finally {
+        await session.close();
+      }
+    }
     const uniform = target ? undefined : uniformBaseline(stats, { budget, ...(configs ? { configs } : {}) });
     const byKey = new Map<string, QuantConfig | null>(allocation.matrices.map((m) => [m.key, m.config]));
     // A calibrated quantizer reads the same calibration text as the statistics (their --calib and --blocks).
@@ -259,6 +296,7 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
       uniform,
       extraMemoryPercent: uniform ? extraMemoryPercent(allocation, uniform) : null,
       statistics: source,
+      refinement,
       shippedBytes: shipped ? shippedBytes(shipped.plan.cost, allocation.matrices) : null,
       uniformShippedBytes: shipped && uniform ? shippedBytes(shipped.plan.cost, uniform.matrices) : null,
     };

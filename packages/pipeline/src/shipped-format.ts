@@ -70,10 +70,13 @@ export function formatPlan(cost: FormatCostModel, quantizer: Pick<Quantizer, 'id
   const stopZero: ZeroKind = zeroKinds.includes('integer') ? 'integer' : zeroKinds[0]!;
   const stops = ladder.filter((c) => zeroKindOf(c) === stopZero);
   const embeddingConfigs: Record<string, readonly QuantConfig[]> = {};
-  // A calibrated quantizer (GPTQ) compensates a linear matrix's error with its input Hessian; the embedding units
-  // have none, so they stay in the format's float type and are not units of its allocation.
-  for (const u of quantizer.calibration === undefined ? cost.units.filter((unit) => isEmbeddingUnit(unit.module)) : []) {
-    const own = native(u);
+  // The embedding units are allocatable for every quantizer. A calibrated one (GPTQ) has no collected input for them
+  // and quantizes them with the identity as their Hessian: at integer zeros that is RTN's result exactly, and HQQ
+  // (the statistics' usual quantizer, --stats-quantizer hqq) measures the same configs, so their ladder is the
+  // integer-zero configs.
+  const embeddingZeros = quantizer.calibration === undefined || !zeroKinds.includes('integer') ? zeroKinds : (['integer'] as const);
+  for (const u of cost.units.filter((unit) => isEmbeddingUnit(unit.module))) {
+    const own = cost.nativeLadder(u, embeddingZeros);
     if (own.length > 0) embeddingConfigs[u.module] = own;
   }
   return Object.freeze({
@@ -107,7 +110,10 @@ export function targetBytes(target: FileTarget, plan: Pick<FormatPlan, 'linearPa
  * included where measured; the others stay float, in the fixed part), with the whole file at most `target` bytes.
  */
 export function shippedSizeBudget(plan: FormatPlan, covered: readonly MatrixInfo[], target?: FileTarget): SizeBudget {
-  return formatSizeBudget(plan.cost, covered, () => null, target ? targetBytes(target, plan) : undefined);
+  // An embedding unit is allocated only where the plan gives it a ladder: statistics measured for another quantizer
+  // (HQQ's tables with embedding rows, given to a calibrated one through --stats) do not make it a unit.
+  const units = covered.filter((u) => !isEmbeddingUnit(u.module) || u.module in plan.embeddingConfigs);
+  return formatSizeBudget(plan.cost, units, () => null, target ? targetBytes(target, plan) : undefined);
 }
 
 /** The exact size of the file an allocation makes (units it does not name stay float): what reports call shipped MiB. */

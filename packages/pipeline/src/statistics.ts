@@ -111,6 +111,11 @@ export interface StatisticsRequest {
   readonly metrics: readonly MetricPlugin[];
   readonly measure: StatisticsMeasure;
   readonly calibrationText: string;
+  /**
+   * The quantizer of the measure is calibrated (GPTQ): the weight metrics read the calibration too, through one layer
+   * pass, so they are measured whole like the activation metrics, never a layer at a time.
+   */
+  readonly calibrated?: boolean;
 }
 
 /** Measures the tables of a request (in process by default; the queue coordinator passes one that spreads them over workers). */
@@ -354,6 +359,7 @@ async function resolveStatistics(options: StatisticsOptions): Promise<ResolvedSt
       ...(options.quantizer ? { quantizer: { id: options.quantizer.quantizer.id, options: options.quantizer.options } } : {}),
     },
     calibrationText: text,
+    ...(options.quantizer?.quantizer.calibration ? { calibrated: true } : {}),
   };
   const compute: ComputeStatistics =
     options.compute ?? ((r) => measureTables(r.modelDir, r.metrics, { ...r.measure, calibrationText: r.calibrationText, ...(options.quantizer ? { resolvedQuantizer: options.quantizer.quantizer } : {}), ...(options.threads ? { threads: options.threads } : {}), ...(options.onStep ? { onStep: options.onStep } : {}) }));

@@ -1,9 +1,9 @@
-import { InvalidDataError, InvalidOptionError, quantConfig, type InputHessian, type QuantConfig } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, quantConfig, type InputHessian, type QuantConfig, type QuantizedTensor } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
 import { createGptqQuantizer, gptqQuantizer, runGptq, gptqSettings, typescriptGptqKernel } from './gptq.js';
 import { createWasmGptqKernel } from './gptq-kernel.js';
 import { gptqBlockEnds, inverseCholeskyUpper, prepareHessian, solveGptqColumns, type GptqProblem } from './gptq-solver.js';
-import { createRtnQuantizer, unpackQuantizedCodes } from './quantizers.js';
+import { createRtnQuantizer, dequantizeTensor, unpackQuantizedCodes } from './quantizers.js';
 import { runQuantizerConformance } from './testing/quantizer-conformance.js';
 import { gptqPlugin } from './registry.js';
 import { randomInputs, randomMatrix } from './testing/random-matrix.js';
@@ -261,6 +261,23 @@ describe('the gptq quantizer', () => {
     expect(() => gptqQuantizer.quantize(weight, config)).toThrow(/--calib.*random\.3\.weight|random\.3\.weight.*--calib/);
     expect(() => gptqQuantizer.quantize(weight, config, { hessian: randomInputs(32, 50, 1).hessian })).toThrow(/64 input columns/);
     expect(() => gptqQuantizer.quantize(weight, quantConfig(4, 32, { axis: 0 }), { hessian: randomInputs(64, 50, 1).hessian })).toThrow(/axis 1/);
+  });
+
+  it('quantizes the embedding units (no layer input) with the identity Hessian: round-to-nearest, RTN\'s codes at integer zeros', () => {
+    const rtn = createRtnQuantizer();
+    for (const name of ['model.embed_tokens.weight', 'lm_head.weight']) {
+      const unit = { ...randomMatrix(16, 128, 5, 0.05), name };
+      for (const c of [quantConfig(4, 32, { roundZero: true }), quantConfig(2, 64, { roundZero: true }), quantConfig(8, 128, { roundZero: true })]) {
+        const ours = gptqQuantizer.quantize(unit, c) as QuantizedTensor;
+        const reference = rtn.quantize(unit, c) as QuantizedTensor;
+        const [a, b] = [dequantizeTensor(ours), dequantizeTensor(reference)];
+        let worst = 0;
+        for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+        expect(worst, `${name} ${c.bits}-bit`).toBeLessThan(1e-6);
+      }
+    }
+    // A linear matrix without its Hessian is still refused.
+    expect(() => gptqQuantizer.quantize({ ...weight, name: 'model.layers.0.mlp.up_proj.weight' }, config)).toThrow(/--calib/);
   });
 
   it('refuses a Hessian holding NaN', () => {

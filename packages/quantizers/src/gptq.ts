@@ -1,5 +1,7 @@
 import {
   InvalidOptionError,
+  isEmbeddingUnit,
+  unitOfTensorName,
   ShapeMismatchError,
   type InputHessian,
   type QuantConfig,
@@ -71,10 +73,16 @@ export interface GptqResult {
   readonly losses?: Float64Array;
 }
 
-/** The Hessian a calibrated quantizer was given, checked against the weight. */
+/**
+ * The Hessian a calibrated quantizer was given, checked against the weight. The embedding units (embed_tokens, a
+ * lookup with no layer input, and lm_head, whose input the layer pass does not collect) get the identity: GPTQ with
+ * a diagonal Hessian compensates nothing across columns, so it is round-to-nearest on GPTQ's grid (its groups'
+ * ranges, its integer or symmetric zero), and a format can still allocate them.
+ */
 export function requireHessian(quantizerId: string, weight: WeightTensor, context: QuantizeContext | undefined): InputHessian {
   const hessian = context?.hessian;
   const [, columns] = matrixShape(weight);
+  if (!hessian && isEmbeddingUnit(unitOfTensorName(weight.name)?.module ?? '')) return identityHessian(columns);
   if (!hessian) {
     throw new InvalidOptionError(
       'calib',
@@ -85,6 +93,13 @@ export function requireHessian(quantizerId: string, weight: WeightTensor, contex
     throw new ShapeMismatchError(weight.name, `has ${columns} input columns but its input Hessian is [${hessian.columns}, ${hessian.columns}]`);
   }
   return hessian;
+}
+
+/** The identity as an input Hessian of `columns` columns (one sample). */
+export function identityHessian(columns: number): InputHessian {
+  const data = new Float64Array(columns * columns);
+  for (let c = 0; c < columns; c++) data[c * columns + c] = 1;
+  return Object.freeze({ columns, samples: 1, data });
 }
 
 /**

@@ -1,11 +1,11 @@
-import { InvalidDataError, LayerquantError, formatSeconds } from '@layerquant/core';
-import { listMatrices, type MetricPlugin } from '@layerquant/sensitivity';
-import { openCheckpoint } from '@layerquant/tensor-io';
+import { InvalidDataError, InvalidOptionError, LayerquantError, formatSeconds } from '@layerquant/core';
+import { DEFAULT_CALIBRATION_BLOCKS, DEFAULT_SEQLEN, listMatrices, type MetricPlugin } from '@layerquant/sensitivity';
+import { openCheckpoint, readTextFile } from '@layerquant/tensor-io';
 import { Queue, type Job } from 'bullmq';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { cellLabel, reviveRow, type CellResult, type DistributedCells, type GridDistributor } from '@layerquant/experiment';
-import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellJobData, type JobName, type StatisticsJobData } from './jobs.js';
+import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellCalibration, type CellJobData, type JobName, type StatisticsJobData } from './jobs.js';
 import { QueueResultError, checkCellResult, checkStatisticsResult, checkTableLayers } from './results.js';
 import { isAuthenticationError, parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
 
@@ -53,6 +53,11 @@ interface PlannedJob<N extends JobName = JobName> {
 
 /** The cells of a grid as the coordinator enqueues them (@layerquant/experiment's DistributedCells). */
 export type RunCellsOptions = DistributedCells;
+
+function requireCalibrationPath(path: string | undefined): string {
+  if (path === undefined) throw new InvalidOptionError('--calib', 'a calibrated quantizer\'s cells need calibration text: give --calib <file>');
+  return path;
+}
 
 /** A GridDistributor over Redis: `runGrid(grid, { connect: () => connectCoordinator(url, options) })`. */
 export interface Coordinator extends GridDistributor {
@@ -208,13 +213,15 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
     address,
     statisticsComputer({ modelDir, modelHash }) {
       return async (request) => {
-        const activations = request.metrics.filter((m) => m.input === 'activations');
-        const weights = request.metrics.filter((m) => m.input === 'weights');
+        // The layer chain, measured whole in one job: the activation metrics, and with a calibrated quantizer (GPTQ)
+        // the weight metrics too (they quantize on the Hessians of the one layer pass). The rest a layer per job.
+        const chain = request.metrics.filter((m) => m.input === 'activations' || request.calibrated === true);
+        const weights = request.metrics.filter((m) => !chain.includes(m));
         const checkpoint = await openCheckpoint(modelDir);
         const modelLayers = [...new Set(listMatrices(checkpoint).map((m) => m.layer))].sort((a, b) => a - b);
         await checkpoint.close();
         const layers = weights.length > 0 ? modelLayers : [];
-        const calibrationBlob = activations.length > 0 ? await publish(request.calibrationText) : null;
+        const calibrationBlob = chain.length > 0 ? await publish(request.calibrationText) : null;
         const job = (metrics: readonly MetricPlugin[], jobLayers: readonly number[] | null, label: string): PlannedJob => {
           const ids = metrics.map((m) => m.id);
           return {
@@ -225,14 +232,14 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
           };
         };
         const jobs: PlannedJob[] = [
-          ...(activations.length > 0 ? [job(activations, null, `${activations.map((m) => m.table).join(', ')} (all layers, in order)`)] : []),
+          ...(chain.length > 0 ? [job(chain, null, `${chain.map((m) => m.table).join(', ')} (all layers, in order)`)] : []),
           ...layers.map((layer) => job(weights, [layer], `${weights.map((m) => m.table).join(', ')} layer ${layer}`)),
         ];
         const source = `queue ${address.redacted}`;
         const results = new Map<string, Record<string, unknown>>();
         const failures = await runJobs('statistics', jobs, async (planned, value) => {
           const data = planned.data as StatisticsJobData;
-          const metrics = data.layers === null ? activations : weights;
+          const metrics = data.layers === null ? chain : weights;
           const texts = checkStatisticsResult({ jobId: planned.id, modelHash, tables: metrics.map((m) => m.table) }, value);
           let tables: Record<string, unknown>;
           try {
@@ -244,9 +251,9 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
           results.set(planned.id, tables);
         });
         if (failures.length > 0) throw new QueueJobsFailedError(failures);
-        const tables: Record<string, unknown> = activations.length > 0 ? { ...results.get(jobs[0]!.id)! } : {};
+        const tables: Record<string, unknown> = chain.length > 0 ? { ...results.get(jobs[0]!.id)! } : {};
         // A weight metric's tables of the layers, joined into the model's (its `join`, else rows in layer order).
-        const perLayer = jobs.slice(activations.length > 0 ? 1 : 0).map((planned) => results.get(planned.id)!);
+        const perLayer = jobs.slice(chain.length > 0 ? 1 : 0).map((planned) => results.get(planned.id)!);
         for (const metric of weights) {
           const parts = perLayer.map((part) => part[metric.table]);
           if (metric.join) {
@@ -265,6 +272,16 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
       const textBlob = await publish(await readFile(run.text.path, 'utf8'));
       if (sha256Hex(blobs.get(textBlob)!) !== textBlob) throw new TypeError('blob hash');
       const statsBlob = await publish(statsToBlob(run.stats, run.metrics));
+      // A calibrated quantizer's cells: its calibration text as a blob, read as the in-process cell reads it.
+      const calibrationOptions = run.context.calibration;
+      const calibration: CellCalibration | undefined = calibrationOptions
+        ? {
+            blob: await publish(calibrationOptions.text ?? (await readTextFile(requireCalibrationPath(calibrationOptions.calibrationPath), 'a UTF-8 calibration text with --calib'))),
+            name: calibrationOptions.calibrationName ?? 'calibration',
+            blocks: calibrationOptions.blocks ?? DEFAULT_CALIBRATION_BLOCKS,
+            seqlen: calibrationOptions.seqlen ?? DEFAULT_SEQLEN,
+          }
+        : undefined;
       const jobs: PlannedJob[] = run.planned
         .filter((p) => !run.done.has(p.spec.key))
         .map((p) => ({
@@ -275,6 +292,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
             modelDir: resolve(run.modelDir), modelHash: run.modelHash, cell: p.spec, modelName: run.context.modelName, textBlob,
             seqlen: run.context.seqlen, maxTokens: run.context.maxTokens ?? null, seed: run.context.seed ?? 42, statsBlob: p.spec.kind === 'fp' ? null : statsBlob, configs: run.context.configs ?? null, quantizer: run.quantizer,
             ...(run.kld ? { kld: true } : {}),
+            ...(calibration && p.spec.kind === 'method' ? { calibration } : {}),
           } satisfies CellJobData,
         }));
       if (jobs.length < run.planned.length) log(`queue: ${run.planned.length - jobs.length} cell(s) already in --out, not enqueued`);

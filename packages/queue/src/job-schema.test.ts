@@ -61,6 +61,8 @@ describe('queue job schema', () => {
     expect(refusal('cell', { ...cellData(), cell: { key: KEY, kind: 'fp' }, statsBlob: null, configs: null, maxTokens: null })).toBe('');
     // experiment --kld: the optional flag.
     expect(refusal('cell', { ...cellData(), kld: true })).toBe('');
+    // A calibrated quantizer's cell: the calibration text by hash, its name, blocks and block length.
+    expect(refusal('cell', { ...cellData(), quantizer: { id: 'gptq', options: { actOrder: true } }, calibration: { blob: HASH, name: 'brown-calib', blocks: 128, seqlen: 512 } })).toBe('');
     expect(refusal('statistics', statisticsData(), 'statistics-x')).toBe('');
     expect(refusal('statistics', { ...statisticsData(), layers: null, calibrationBlob: HASH, measure: { calibrationName: 'c', blocks: 1, seqlen: 512, configs: [config], sensitivityConfigs: [config] } }, 'statistics-x')).toBe('');
   });
@@ -82,6 +84,9 @@ describe('queue job schema', () => {
       ['quantizer.id', 'hqq\u0000', /data\.quantizer\.id holds control characters/],
       ['modelName', undefined, /data\.modelName is missing/],
       ['kld', 'yes', /data\.kld must be/],
+      ['calibration', { blob: '../calib.txt', name: 'c', blocks: 1, seqlen: 512 }, /data\.calibration\.blob "\.\.\/calib\.txt" is not a sha256/],
+      ['calibration', { blob: HASH, name: 'c', blocks: 0, seqlen: 512 }, /data\.calibration\.blocks must be an integer from 1/],
+      ['calibration', { blob: HASH, name: 'c', blocks: 1, seqlen: 512, path: '/etc/passwd' }, /data\.calibration\.path is not a field of this job/],
       ['extra', '/etc/shadow', /data\.extra is not a field of this job \(unknown fields are refused\)/],
       ['cell.method.path', '/etc', /data\.cell\.method\.path is not a field of this job/],
     ];

@@ -38,6 +38,19 @@ export interface CellJobData extends ModelRef {
   readonly quantizer: QuantizerChoice;
   /** Also the KL divergence from the unquantized model (`experiment --kld`; its base computed and cached by the worker). */
   readonly kld?: boolean;
+  /**
+   * A calibrated quantizer's layer pass (GPTQ, BAQ; method cells only): the calibration text by the sha256 of its
+   * blob, its name, blocks and block length. The worker collects the Hessians itself on its served model, with the
+   * call the in-process cell makes; the text is checked against the hash before it is used.
+   */
+  readonly calibration?: CellCalibration;
+}
+
+export interface CellCalibration {
+  readonly blob: string;
+  readonly name: string;
+  readonly blocks: number;
+  readonly seqlen: number;
 }
 
 /**
@@ -127,10 +140,13 @@ export class ModelMismatchError extends LayerquantError {
   }
 }
 
-/** A blob the coordinator publishes is missing (Redis was restarted without persistence): retried once it is back. */
+/**
+ * A blob the coordinator publishes is missing, or its content is not the bytes of its hash (Redis was restarted
+ * without persistence, or the key was edited): retried once the coordinator published it again.
+ */
 export class MissingBlobError extends LayerquantError {
-  constructor(hash: string) {
-    super('QUEUE_BLOB_MISSING', `blob ${hash.slice(0, 16)} is not in Redis (was Redis restarted?); the coordinator publishes it again and the job is retried`);
+  constructor(hash: string, what?: string) {
+    super('QUEUE_BLOB_MISSING', `${what ? `${what} (blob ${hash.slice(0, 16)})` : `blob ${hash.slice(0, 16)}`} is not in Redis with that content hash (was Redis restarted, or the key edited?); the coordinator publishes it again and the job is retried`);
   }
 }
 
@@ -142,7 +158,8 @@ export interface ServedModel {
 
 /** What a job processor gets from the worker. */
 export interface JobEnvironment {
-  blob(hash: string): Promise<string>;
+  /** A blob's content, checked against its hash; `what` names it in the error when it is missing. */
+  blob(hash: string, what?: string): Promise<string>;
   /** The worker's registries: built-ins and its --plugin modules. */
   plugins(): Promise<PluginRegistries>;
   /** onnxruntime threads of this worker (default: one per core). */

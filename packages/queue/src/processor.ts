@@ -29,12 +29,12 @@ const blobCache = new Map<string, string>();
 const env: JobEnvironment = {
   plugins,
   ...(threads ? { threads } : {}),
-  async blob(hash) {
+  async blob(hash, what) {
     const cached = blobCache.get(hash);
     if (cached !== undefined) return cached;
     blobClient ??= new Queue(QUEUE_NAME, { connection: address.connection });
     const content = await ((await blobClient.client) as unknown as RedisCommands).get(blobKey(hash));
-    if (content === null || sha256Hex(content) !== hash) throw new MissingBlobError(hash);
+    if (content === null || sha256Hex(content) !== hash) throw new MissingBlobError(hash, what);
     blobCache.set(hash, content);
     return content;
   },
@@ -51,6 +51,9 @@ const env: JobEnvironment = {
       throw new MissingPluginError('allocator', data.cell.method.allocator, registry.allocators.ids());
     }
     const quantizer = quantizerOf(registry, data.quantizer);
+    // A calibrated quantizer's Hessians, collected here on the served model from the job's calibration text.
+    const calibration = data.calibration && data.cell.kind === 'method' ? data.calibration : undefined;
+    const calibrationText = calibration ? await env.blob(calibration.blob, `the calibration text "${printable(calibration.name, 200)}"`) : undefined;
     session ??= { dir: modelDir, session: await openCellSession(modelDir, threads) };
     // experiment --kld: the unquantized model's logits from this worker's cache (computed on its first such job).
     const window = { seqlen: data.seqlen, ...(data.maxTokens === null ? {} : { maxTokens: data.maxTokens }) };
@@ -67,6 +70,7 @@ const env: JobEnvironment = {
         ...(data.maxTokens === null ? {} : { maxTokens: data.maxTokens }),
         seed: data.seed,
         ...(data.configs ? { configs: data.configs } : {}),
+        ...(calibration ? { calibration: { text: calibrationText!, calibrationName: calibration.name, blocks: calibration.blocks, seqlen: calibration.seqlen, ...(threads ? { threads } : {}) } } : {}),
       });
     } finally {
       await kld?.base.close();
@@ -74,6 +78,11 @@ const env: JobEnvironment = {
   },
   log,
 };
+
+/** Whether the job's quantizer is a calibrated one of this worker's registry (a missing one fails later, retried, naming the plug-in). */
+function isCalibrated(registry: PluginRegistries, id: string): boolean {
+  return registry.quantizers.has(id) && registry.quantizers.get(id).calibration !== undefined;
+}
 
 export default async function processJob(job: Job): Promise<unknown> {
   const jobId = String(job.id);
@@ -84,6 +93,10 @@ export default async function processJob(job: Job): Promise<unknown> {
     // Data that does not match the schema never will: failed for good, not retried.
     if (error instanceof InvalidJobError) throw new UnrecoverableError(error.message);
     throw error;
+  }
+  if (checked.name === 'cell' && checked.data.cell.kind === 'method' && checked.data.calibration === undefined && isCalibrated(await plugins(), checked.data.quantizer.id)) {
+    // A calibrated quantizer's cell without its calibration never computes: failed for good, like a schema error.
+    throw new UnrecoverableError(new InvalidJobError(jobId, 'data.calibration', `is missing: quantizer "${printable(checked.data.quantizer.id, 40)}" is calibrated, its cells quantize on the calibration text the job names`).message);
   }
   const what = checked.name === 'cell' ? `cell ${cellLabel(checked.data.cell)} (${checked.data.cell.key})` : `${checked.name} job ${printable(jobId)}`;
   // Before any file of the job's model path is read: is it one this worker serves? (A retryable failure: another

@@ -16,3 +16,6 @@ export { QuantizationErrors } from './pooled-quantize.js';
 // nothing here reads files, so a page measures SensiBoost's table with the code the CLI runs.
 export { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity, type ActivationSensitivityOptions } from './activation-sensitivity.js';
 export { DEFAULT_CALIBRATION_BLOCKS, DEFAULT_SEQLEN, calibrationBlocks, type CalibrationBlocks, type CalibrationOptions } from './calibration.js';
+// GPTQ's sequential layer pass (each matrix's input Hessian with the matrices before it quantized) runs the same
+// decoder blocks: a page quantizes with a calibrated quantizer by the CLI's code.
+export { createSequentialCalibration, type SequentialCalibrationOptions } from './hessians.js';

@@ -117,6 +117,9 @@ export async function measureMetrics(modelDir: string, metrics: readonly MetricP
     // A calibrated quantizer (GPTQ) needs each matrix's input Hessian: the weight metrics that quantize then read the
     // calibration blocks too, through a layer pass with float inputs.
     const calibrated = options.quantizer?.calibration !== undefined && weights.length > 0;
+    if (calibrated && options.layers) {
+      throw new InvalidOptionError('layers', `metrics ${weights.map((m) => m.id).join(', ')} quantize with the calibrated quantizer "${options.quantizer!.id}" in one layer pass over the model, and are measured whole, not for some layers`);
+    }
     if (activations.length > 0 || calibrated) {
       checkContextLength(options.seqlen ?? DEFAULT_SEQLEN, config, '--seqlen', options.allowLongContext === true);
       const needing = [...activations, ...(calibrated ? weights : [])];

@@ -21,10 +21,18 @@ function stampOf(info: Stats): string {
   return `${info.size}:${info.mtimeMs}:${info.ctimeMs}:${info.ino}:${info.dev}`;
 }
 
+/**
+ * A folder of layerquant's cache between runs: `$LAYERQUANT_CACHE_DIR/<name>`, else `$XDG_CACHE_HOME/layerquant/<name>`
+ * (`~/.cache/layerquant/<name>` without it); empty when `LAYERQUANT_CACHE_DIR` is set empty (no cache).
+ */
+export function layerquantCacheDir(name: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (env.LAYERQUANT_CACHE_DIR !== undefined) return env.LAYERQUANT_CACHE_DIR === '' ? '' : join(env.LAYERQUANT_CACHE_DIR, name);
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'layerquant', name);
+}
+
 /** Where digests are kept between runs ($LAYERQUANT_CACHE_DIR, else ~/.cache/layerquant/content-hashes); empty: none. */
 export function contentHashCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.LAYERQUANT_CACHE_DIR !== undefined) return env.LAYERQUANT_CACHE_DIR === '' ? '' : join(env.LAYERQUANT_CACHE_DIR, 'content-hashes');
-  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'layerquant', 'content-hashes');
+  return layerquantCacheDir('content-hashes', env);
 }
 
 function sha256(text: string): string {

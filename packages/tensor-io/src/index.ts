@@ -37,6 +37,7 @@ export { checkTokenizerFiles, loadTokenizer } from './tokenizer-node.js';
 export { createTokenizer, largestTokenId, readTokenizer, readTokenizerFiles, type Tokenizer, type TokenizerOptions } from './tokenizer.js';
 export { findShards, openCheckpointFiles, openModelFiles, readDecoderConfig, readShardHeader, type CheckpointShards, type ModelFiles } from './model-files.js';
 export { inspectModel, summarizeModel, type ModelSummary } from './inspect.js';
+export { architectureFacts } from './model-summary.js';
 export { openModel, loadValidatedConfig, type OpenedModel } from './model.js';
 export { checkFinite, firstNonFinite } from './finite.js';
 // The one config-vs-tensors check lives in core (pure, browser-safe); re-exported here beside openModel.
@@ -52,4 +53,5 @@ export {
   modelFileSetEntries,
 } from './model-file-set.js';
 export { checkInputFile, inputPathKind, readTextFile } from './input-file.js';
-export { contentHashCacheDir, fileContentHash, modelContentHash } from './content-hash.js';
+export { contentHashCacheDir, fileContentHash, layerquantCacheDir, modelContentHash } from './content-hash.js';
+export { TOKEN_CACHE_MIN_CHARS, withTokenCache } from './token-cache.js';

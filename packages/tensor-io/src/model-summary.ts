@@ -69,3 +69,18 @@ export function summarizeModel(
     bytes,
   });
 }
+
+/**
+ * The architecture rows `layerquant inspect` prints and the notebook shows, in that order, as [label, value]:
+ * architecture, layers, sizes, heads, vocabulary (tied embeddings said). Browser-safe; integers grouped as en-US.
+ */
+export function architectureFacts(s: Pick<ModelSummary, 'architecture' | 'modelType' | 'numLayers' | 'hiddenSize' | 'intermediateSize' | 'numHeads' | 'numKeyValueHeads' | 'vocabSize' | 'tieWordEmbeddings'>): Array<[string, string]> {
+  return [
+    ['architecture', `${s.architecture} (${s.modelType})`],
+    ['layers', String(s.numLayers)],
+    ['hidden size', String(s.hiddenSize)],
+    ['ffn size', String(s.intermediateSize)],
+    ['heads', `${s.numHeads} (${s.numKeyValueHeads} key/value)`],
+    ['vocabulary', `${s.vocabSize.toLocaleString('en-US')}${s.tieWordEmbeddings ? ' (tied embeddings)' : ''}`],
+  ];
+}

@@ -1,24 +1,16 @@
 import { build as esbuild } from 'esbuild';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build as vite, type Rollup } from 'vite';
 import { afterAll, describe, expect, it } from 'vitest';
 
 /**
- * The browser-safe entries, bundled the way a web app bundles them: from this package's node_modules (the built
+ * The browser-safe entries (browser-entries.json, which bench/bundle-sizes.mjs measures), bundled the way a web app bundles them: from this package's node_modules (the built
  * dist/ files a user installs), with no plug-in, alias or stub. A Node built-in anywhere in what an entry reaches is
  * an esbuild error (`--platform=browser`) and a Vite "externalized for browser compatibility" warning.
  */
-export const BROWSER_ENTRIES = [
-  '@layerquant/core',
-  '@layerquant/quantizers',
-  '@layerquant/stats',
-  '@layerquant/allocators',
-  '@layerquant/sensitivity/browser',
-  '@layerquant/tensor-io/browser',
-  '@layerquant/perplexity/browser',
-] as const;
+export const BROWSER_ENTRIES: readonly string[] = JSON.parse(readFileSync(fileURLToPath(new URL('../browser-entries.json', import.meta.url)), 'utf8'));
 
 const here = fileURLToPath(new URL('..', import.meta.url));
 // Entry files inside this package, so Vite resolves the packages from its node_modules as it would in an app.

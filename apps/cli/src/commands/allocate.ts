@@ -12,6 +12,11 @@ import { builtinRegistries, formatAllocationSettings, resolveModelPath, shippedB
 import { FILE_TARGET_FLAGS, onnxPlan, parseFileTarget } from '../flags/file-target.js';
 import { InvalidOptionError } from '@layerquant/core';
 import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
+import { refineDoneLine, refinePlanLine, refineRoundLine, refinementJson } from '../flags/refine-flags.js';
+import { fitStderr } from '../progress.js';
+import { brownCalibPath } from '@layerquant/datasets';
+import { basename } from 'node:path';
+import { methodRefines, openRefineSession, refineAllocation, type RefinementReport } from '@layerquant/pipeline';
 
 const usage = (plugins: PluginRegistries): string => `layerquant allocate --stats <dir> --method <id> --budget <bpp> [options]
 
@@ -34,13 +39,23 @@ Chooses a quantization config for every linear matrix from statistics tables and
   --target-size <MiB>      with --target-format and a knapsack allocator: the file's size instead of --budget
   --target-bpw <bits>      the same as bits per linear weight of the file
   --quantizer <id>         the quantizer the statistics were measured with (its zero kinds pick the ladder; hqq)
+  --calib <file>           with --model and an allocator that corrects its allocation by measurement (kld):
+                           the calibration text it measures on, the one the statistics were measured on
+                           (default brown-calib)
+  --blocks <n>             its calibration blocks of 512 tokens, as the statistics' (default 128)
+  --no-refine              keep such an allocator's additive solution (nothing measured)
   --verbose                one line per matrix instead of layer ranges
   --out <file>             also write the allocation JSON there (atomically)
   --json                   print the Allocation object as JSON
   --plugin <module>        load more allocators from a module (a path or package name; repeatable)
 
 Allocators:
-${allocatorHelp(plugins.allocators.list(), '  ')}`;
+${allocatorHelp(plugins.allocators.list(), '  ')}
+
+An allocator that corrects its allocation by measurement (kld) does so when --model is given (on --calib, --blocks):
+its plan and cost first, then each measured allocation's KLD on stderr; the corrected allocation is printed only
+when its measured KLD is not above the additive one's (--json: refinement). Without --model, or with --no-refine,
+it prints its additive solution.`;
 
 /** "0-30 b3g64, 31 b4g128": runs of consecutive layers with the same config. */
 function layerRanges(allocation: Allocation, module: string): string {
@@ -88,7 +103,7 @@ export const allocateCommand: Command = {
   name: 'allocate',
   summary: `choose a config per matrix (${builtinRegistries().allocators.ids().join(', ')}, or a --plugin's)`,
   usage,
-  async run({ argv, stdout, plugins = builtinRegistries() }) {
+  async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
     const allocators = plugins.allocators.list();
     const { values } = parseCommandArgs(argv, {
       stats: { type: 'string' },
@@ -101,6 +116,9 @@ export const allocateCommand: Command = {
       model: { type: 'string' },
       'target-format': { type: 'string' },
       quantizer: { type: 'string' },
+      calib: { type: 'string' },
+      blocks: { type: 'string' },
+      'no-refine': { type: 'boolean' },
       ...FILE_TARGET_FLAGS,
     });
     const statsDir = requireString(values.stats, '--stats', 'a directory with fnorm.csv / sensitivity.csv');
@@ -137,7 +155,31 @@ export const allocateCommand: Command = {
     }
     const seed = method.options.seed === undefined ? undefined : parseIntegerOption(String(method.options.seed), '--seed', 42, 0);
     const sizeBudget = plan && format?.knapsack ? shippedSizeBudget(plan, matricesOf(stats), fileTarget) : undefined;
-    const allocation = allocateMethod(method, stats, { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }), ...(sizeBudget ? { size: sizeBudget } : {}) }, allocators);
+    const context = { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }), ...(sizeBudget ? { size: sizeBudget } : {}) };
+    let allocation = allocateMethod(method, stats, context, allocators);
+    // With the model, an allocator that corrects by measurement (kld) does, on the statistics' calibration.
+    let refinement: RefinementReport | null = null;
+    if (modelDir && values['no-refine'] !== true && methodRefines(method, allocators)) {
+      const calib = stringOption(values, 'calib');
+      const session = await openRefineSession(modelDir, plugins.quantizers.get(stringOption(values, 'quantizer') ?? 'hqq'), {
+        calibrationPath: calib ?? brownCalibPath,
+        calibrationName: calib ? basename(calib) : 'brown-calib',
+        blocks: parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1),
+        seqlen: 512,
+      });
+      try {
+        const refined = await refineAllocation(method, allocation, stats, context, session, {
+          allocators,
+          onPlan: (plan) => stderr(`${fitStderr(`refine: ${refinePlanLine(plan)}`)}\n`),
+          onRound: (round) => stderr(`${fitStderr(`refine: ${refineRoundLine(round)}`)}\n`),
+        });
+        allocation = refined.allocation;
+        refinement = refined.refinement;
+      } finally {
+        await session.close();
+      }
+      if (refinement) stderr(`${fitStderr(`refine: ${refineDoneLine(refinement)}`)}\n`);
+    }
     const out = stringOption(values, 'out');
     if (out) await writeTextAtomic(out, `${JSON.stringify(allocation, null, 2)}\n`);
     // On disk: the packed bytes of each matrix at its shape (known only with --model).
@@ -166,10 +208,12 @@ export const allocateCommand: Command = {
         sizes: size,
         ...rest,
         boosts: boostReport(allocation as Partial<BoostAllocation>) ?? null,
+        ...(refinement ? { refinement: refinementJson(refinement) } : {}),
         allocation: Object.fromEntries(matrices.map((m) => [m.key, m.config ? configName(m.config) : null])),
       }));
       return;
     }
-    stdout(humanReport(allocation, size, values.verbose === true, allocators));
+    const refined = refinement ? `refinement    mean KLD on the calibration ${refinement.additiveKld.toPrecision(5)} additive, ${refinement.refinedKld.toPrecision(5)} corrected: the ${refinement.kept === 'refined' ? 'corrected' : 'additive'} allocation below\n` : '';
+    stdout(`${refined}${humanReport(allocation, size, values.verbose === true, allocators)}`);
   },
 };

@@ -4,7 +4,6 @@ import { brownCalibPath, datasets } from '@layerquant/datasets';
 import { PAPER_BUDGETS, REPORT_METRICS, measureEvaluationSpeed, parseBudgets, prepareGrid, runGrid, type ReportMetric } from '@layerquant/experiment';
 import { resolveTextPath } from '@layerquant/perplexity';
 import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
-import { connectCoordinator, parseQueueUrl } from '@layerquant/queue';
 import { basename, resolve } from 'node:path';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
@@ -12,6 +11,7 @@ import { experimentPlan, experimentRowJson, formatPlan, formatResultsTable } fro
 import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
 import { jsonLine, terminalColumns, wrapAtSpaces } from '../output.js';
 import { createProgress, createSpinner, fitStderr, formatSeconds } from '../progress.js';
+import { refineDoneLine, refinePlanLine, refineRoundLine } from '../flags/refine-flags.js';
 
 /** Over this estimate, a run started on a terminal needs --yes (a script, not on a terminal, proceeds). */
 const CONFIRM_SECONDS = 600;
@@ -46,7 +46,8 @@ the current settings' cells) and results.json.
   --seed <n>             seed of the ablations' random layers (default 42)
   --quantizer <id>       the quantizer of every cell (default hqq); part of every cell's key, so cells of two
                          quantizers never mix. A calibrated one (gptq, baq) quantizes each cell layer by layer on
-                         the calibration blocks (--calib, --blocks); not with --queue yet
+                         the calibration blocks (--calib, --blocks); with --queue the workers collect the
+                         Hessians on their model from the calibration text the job names by content hash
   --stats-quantizer <id> the quantizer the statistics are measured with (fnorm, sensitivity, measured; default:
                          --quantizer's, with its options; hqq gives the authors' tables for any --quantizer)
   --plugin <module>      load allocators, quantizers and metrics from a module (a path or package name;
@@ -57,6 +58,12 @@ the current settings' cells) and results.json.
                          Part of each cell's key: cells computed without it are not reused for it
   --metric ppl|kld       what results.md's intervals, win/tie/loss and headline and the terminal table's
                          intervals are read by (default ppl; kld needs --kld): the paired bootstrap of mean KLD
+  --refine               cells of an allocator that corrects its allocation by measurement (kld) run that
+                         correction on the statistics' calibration (--calib, --blocks): their plan, each measured
+                         allocation's KLD and the result print as they run; a cell quantizes the corrected allocation
+                         only when its measured KLD is not above the additive one's, and records both (--json:
+                         refinement). Off by default, so earlier cells keep their keys; part of those cells' keys
+                         only when set. In process only: refused with --queue
   --no-fp                skip the unquantized baseline
   --fresh                ignore results of an earlier run in --out
   --threads <n>          onnxruntime threads (default: one per core)
@@ -104,6 +111,7 @@ export const experimentCommand: Command = {
       'stats-quantizer': { type: 'string' },
       kld: { type: 'boolean' },
       metric: { type: 'string' },
+      refine: { type: 'boolean' },
       ...quantizerFlags(plugins),
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
@@ -120,8 +128,10 @@ export const experimentCommand: Command = {
     const threads = threadsText === undefined ? undefined : parseIntegerOption(threadsText, '--threads', 0, 1);
     const attempts = parseIntegerOption(stringOption(values, 'attempts'), '--attempts', 3, 1);
     const queueUrl = stringOption(values, 'queue');
+    // The queue (BullMQ, ioredis: about half a second of imports) is loaded only for --queue.
+    const queue = queueUrl === undefined ? undefined : await import('@layerquant/queue');
     // A malformed URL is refused before --out is created (its message shows the URL redacted).
-    if (queueUrl !== undefined) parseQueueUrl(queueUrl);
+    if (queueUrl !== undefined) queue!.parseQueueUrl(queueUrl);
     const connectTimeoutSeconds = parseNumberOption(stringOption(values, 'connect-timeout'), '--connect-timeout', 10, (n) => n > 0 && n <= 3600);
     const textSource = { text: stringOption(values, 'text'), dataset: stringOption(values, 'dataset') ?? (stringOption(values, 'text') ? undefined : 'brown-test') };
     const textPath = resolveTextPath(textSource, datasets);
@@ -139,6 +149,8 @@ export const experimentCommand: Command = {
     if (!REPORT_METRICS.includes(metric)) throw new InvalidOptionError('--metric', `"${metric}" is not a metric; use ${REPORT_METRICS.join(' or ')}`);
     const kld = values.kld === true;
     if (metric === 'kld' && !kld) throw new InvalidOptionError('--metric', 'kld reads the cells\' KL divergence from the unquantized model: add --kld so the cells measure it');
+    const refine = values.refine === true;
+    if (refine && queueUrl !== undefined) throw new InvalidOptionError('--refine', 'the correction by measurement runs in this process only: the queue\'s cell jobs do not carry the calibration measurer yet; run the grid without --queue, or without --refine');
     const json = Boolean(values.json);
     const interactive = !json && Boolean(process.stderr.isTTY);
 
@@ -177,9 +189,19 @@ export const experimentCommand: Command = {
       quantizer: quantizerChoice,
       statisticsQuantizer,
       ...(kld ? { kld } : {}),
+      ...(refine
+        ? {
+            refine,
+            onRefine: {
+              plan: (cell, plan) => stderr(`${fitStderr(`experiment: refine ${cell}: ${refinePlanLine(plan)}`)}\n`),
+              round: (cell, round) => stderr(`${fitStderr(`experiment: refine ${cell}: ${refineRoundLine(round)}`)}\n`),
+              done: (cell, report) => stderr(`${fitStderr(`experiment: refine ${cell}: ${refineDoneLine(report)}`)}\n`),
+            },
+          }
+        : {}),
       metric,
       ...(threads ? { threads } : {}),
-      ...(queueUrl ? { connect: () => connectCoordinator(queueUrl, { attempts, connectTimeoutSeconds, log: (line) => stderr(`${fitStderr(line)}\n`) }) } : {}),
+      ...(queueUrl ? { connect: () => queue!.connectCoordinator(queueUrl, { attempts, connectTimeoutSeconds, log: (line) => stderr(`${fitStderr(line)}\n`) }) } : {}),
       onNote: (line) => stderr(`${fitStderr(`experiment: ${line}`)}\n`),
       onStatistics: (step, done, total) =>
         statsProgress.update(

@@ -1,5 +1,5 @@
 import { summarizeOnnxExport } from '@layerquant/export';
-import { inspectModel, loadDecoderConfig, loadValidatedConfig, openCheckpoint, type ModelSummary } from '@layerquant/tensor-io';
+import { architectureFacts, inspectModel, loadDecoderConfig, loadValidatedConfig, openCheckpoint, type ModelSummary } from '@layerquant/tensor-io';
 import type { DType } from '@layerquant/core';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { parseCommandArgs, requireString } from '../args.js';
@@ -87,12 +87,7 @@ export const inspectCommand: Command = {
     }
     const rows: Array<[string, string]> = [
       ['model', s.dir],
-      ['architecture', `${s.architecture} (${s.modelType})`],
-      ['layers', String(s.numLayers)],
-      ['hidden size', String(s.hiddenSize)],
-      ['ffn size', String(s.intermediateSize)],
-      ['heads', `${s.numHeads} (${s.numKeyValueHeads} key/value)`],
-      ['vocab', `${s.vocabSize}${s.tieWordEmbeddings ? ' (tied embeddings)' : ''}`],
+      ...architectureFacts(s),
       ...(params === undefined ? [] : [['params', params.toLocaleString('en-US')] as [string, string]]),
       ['linear params', `${s.linearParams.toLocaleString('en-US')} in ${s.linearMatrices} matrices${params === undefined ? '' : ` (${((100 * s.linearParams) / params).toFixed(1)}%)`}`],
       ['tensors', `${s.tensors} in ${s.files} file${s.files === 1 ? '' : 's'}`],

@@ -13,7 +13,8 @@ import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocat
 import { EXPORT_OPTION_HELP, EXPORT_OPTION_SPEC, checkpointScaleDtype, exportResultRows, exportResultSummary, ggufLinearMatrices, parseExportOptions } from '../flags/export-options.js';
 import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
 import { absolutePath, boostLines, boostReport, formatRows, jsonLine, sizeRows, sizes } from '../output.js';
-import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
+import { createCostReporter, createProgress, createSpinner, fitStderr, formatSeconds } from '../progress.js';
+import { refineDoneLine, refinePlanLine, refineRoundLine, refinementJson } from '../flags/refine-flags.js';
 
 // Matrices differ in size (q_proj vs gate_proj): the time estimate extrapolates from a whole layer's.
 const LAYER_ESTIMATE = { estimateAfter: LINEAR_MODULES.length };
@@ -112,6 +113,11 @@ export const quantizeCommand: Command = {
     '  --calib <file>       calibration text of the statistics and of a calibrated quantizer\'s layer pass (gptq, baq)',
     '                       (statistics default to the built-in brown-calib; gptq and baq require --calib)',
     '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
+    '  --no-refine          an allocator that corrects its allocation by measurement (kld: --rounds, --radius,',
+    '                       --correction) keeps its additive solution instead: nothing measured. By default the',
+    '                       correction runs on the statistics\' calibration (--calib, --blocks): its plan and cost are',
+    '                       printed first, then each measured allocation\'s KLD; the corrected allocation is quantized',
+    '                       only when its measured KLD is not above the additive one\'s (--json: refinement)',
     '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
     '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
     '',
@@ -137,6 +143,7 @@ export const quantizeCommand: Command = {
       calib: { type: 'string' },
       blocks: { type: 'string' },
       'stats-quantizer': { type: 'string' },
+      'no-refine': { type: 'boolean' },
       force: { type: 'boolean' },
       ...FILE_TARGET_FLAGS,
       ...EXPORT_OPTION_SPEC,
@@ -158,7 +165,7 @@ export const quantizeCommand: Command = {
     let run: QuantizeRun;
     if (stringOption(values, 'budget') !== undefined || fileTarget || isAllocatorMethod(method, plugins)) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
-      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins, request?.format === 'onnx' ? { options: request.options, ...(fileTarget ? { target: fileTarget } : {}), statsDir: join(target, 'stats') } : undefined);
+      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins, request?.format === 'onnx' ? { options: request.options, ...(fileTarget ? { target: fileTarget } : {}), statsDir: join(target, 'stats') } : undefined, stderr);
     } else {
       // --method rtn|hqq|<quantizer> --config: the method is the quantizer (the form before --quantizer existed).
       if (quantizerId !== undefined && stringOption(values, 'method') !== undefined && quantizerId !== method) {
@@ -276,7 +283,7 @@ interface ShippedRun {
  * allocation, --quantizer per the allocation, one checkpoint. With a format the allocation uses its native ladders and
  * a knapsack spends the file's bytes, embeddings and lm_head included.
  */
-function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText: string, quantizerId: string, plugins: PluginRegistries, shipped?: ShippedRun): QuantizeRun {
+function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText: string, quantizerId: string, plugins: PluginRegistries, shipped: ShippedRun | undefined, stderr: (text: string) => void): QuantizeRun {
   if (shipped?.target && values.budget !== undefined) throw new InvalidOptionError('--budget', `give either --budget (bits per weight in the paper's accounting) or ${'sizeMiB' in shipped.target ? '--target-size' : '--target-bpw'} (the shipped file), not both`);
   const budget = shipped?.target ? Number.NaN : parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25 (or, with --format onnx, --target-size <MiB>)'), '--budget', Number.NaN, (n) => n > 0);
   const allocators = plugins.allocators.list();
@@ -319,6 +326,16 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
       record: { ...quantizerOptions, ...(statisticsQuantizer ? { statisticsQuantizer: statisticsQuantizer.quantizer.id } : {}) },
       quantizerOptions,
       ...(statisticsQuantizer ? { statisticsQuantizer } : {}),
+      // The correction by measurement of an allocator that has one (kld), unless --no-refine; told on stderr even
+      // under --format (whose checkpoint's cost lines are not shown).
+      ...(values['no-refine'] === true
+        ? {}
+        : {
+            refine: {
+              onPlan: (p) => stderr(`${fitStderr(`refine: ${refinePlanLine(p)}`)}\n`),
+              onRound: (r) => stderr(`${fitStderr(`refine: ${refineRoundLine(r)}`)}\n`),
+            },
+          }),
       onOpened: () => loading.stop(),
       onStatistics: (step, done, total) => statsProgress.update(done, total, step),
       onStatisticsReady: (source) => statsProgress.done(`from ${source}`),
@@ -329,6 +346,7 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
       },
     }).finally(() => loading.stop());
     progress.done();
+    if (result.refinement) stderr(`${fitStderr(`refine: ${refineDoneLine(result.refinement)}`)}\n`);
     return { kind: 'allocated', report: result.report, method, quantizer, budget: result.allocation.budget, result, ...(target ? { target } : {}) };
   };
 }
@@ -389,6 +407,7 @@ function quantizedJson(q: Quantized, out: string, shipped?: ShippedSize): Record
     extraMemoryPercent: q.result.extraMemoryPercent,
     configs: Object.fromEntries(configCounts(allocation)),
     boosts: boostReport(allocation as Parameters<typeof boostReport>[0]) ?? null,
+    ...(q.result.refinement ? { refinement: refinementJson(q.result.refinement) } : {}),
     allocation: Object.fromEntries(allocation.matrices.map((m) => [matrixKey(m.layer, m.module), m.config ? configName(m.config) : null])),
   };
 }
@@ -417,6 +436,9 @@ function quantizedText(q: Quantized, out: string, shipped?: ShippedSize): string
     ['out', out],
     ['method', `${q.method.id} at ${q.target ? `${'sizeMiB' in q.target.given ? `${q.target.given.sizeMiB} MiB` : `${q.target.given.bitsPerWeight} bits per linear weight`} of the shipped file` : `${q.budget} bits`}, ${q.quantizer.id} (statistics: ${q.result.statistics})`],
     ['configs', [...configCounts(allocation)].map(([c, n]) => `${c} x${n}`).join(', ')],
+    ...(q.result.refinement
+      ? [['refinement', `mean KLD on the calibration ${q.result.refinement.additiveKld.toPrecision(5)} additive, ${q.result.refinement.refinedKld.toPrecision(5)} corrected: the ${q.result.refinement.kept === 'refined' ? 'corrected' : 'additive'} allocation quantized`] as [string, string]]
+      : []),
     ...sizeLines,
     storedRow(report),
     ...(uniform ? [['vs uniform', `${extra! >= 0 ? '+' : ''}${extra!.toFixed(2)}% paper memory over uniform (${uniform.totals.memoryMB.toFixed(2)} MiB)`] as [string, string]] : []),

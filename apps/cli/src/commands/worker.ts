@@ -1,7 +1,6 @@
 import { InvalidOptionError } from '@layerquant/core';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { redactQueueUrl, startWorker } from '@layerquant/queue';
 
 const USAGE = `layerquant worker --queue <url> (--model <dir> | --model-root <dir>)... [options]
 
@@ -42,6 +41,8 @@ export const workerCommand: Command = {
       'stall-interval': { type: 'string' },
       threads: { type: 'string' },
     });
+    // Loaded here, not when the CLI starts: BullMQ and ioredis cost every other command about half a second.
+    const { redactQueueUrl, startWorker } = await import('@layerquant/queue');
     // redactQueueUrl: a URL given without --queue may hold a password.
     if (positionals.length > 0) throw new InvalidOptionError(redactQueueUrl(positionals[0]!), 'the worker takes no positional arguments; give the Redis URL with --queue and the models with --model or --model-root');
     const url = requireString(values.queue, '--queue', 'the Redis URL the coordinator enqueues on, e.g. redis://127.0.0.1:6379/0');

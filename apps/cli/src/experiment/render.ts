@@ -30,6 +30,8 @@ export function experimentRowJson(row: ExperimentRow, rows: readonly ExperimentR
     versusHqq: interval ? described(interval) : null,
     // experiment --kld: the KL divergence from the unquantized model, and its mean's paired interval against HQQ.
     ...(row.kld ? { kld: row.kld, kldVersusHqq: kldInterval ? described(kldInterval) : null } : {}),
+    // experiment --refine: the calibration KLD of the allocator's additive and corrected allocations, and which was used.
+    ...(row.refinement ? { refinement: row.refinement } : {}),
     seconds: row.seconds,
   };
 }

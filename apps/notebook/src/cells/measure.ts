@@ -4,13 +4,16 @@ import type { NotebookData, ResultRow } from '../data.js';
 import { LIVE_SEQLEN, type LiveModel } from '../live/session.js';
 import { describeError } from '../live/client.js';
 import { progressView } from '../live/progress.js';
-import type { PerplexityAnswer } from '../live/protocol.js';
+import { PAGE_CALIBRATION_BLOCKS, type KldAnswer, type PageQuantizer, type PerplexityAnswer, type QuantizeResult } from '../live/protocol.js';
+import { kldView } from './kld-view.js';
 import { allocate, methodLabel, methods } from '../methods.js';
 import { element, formatFixed, formatInteger, table, type Cell } from '../notebook.js';
 import type { Knobs } from '../state.js';
 import { selectedBy } from './results.js';
 
 export const WINDOW_CHOICES: readonly number[] = Object.freeze([1, 2, 4, 8, 16, 32]);
+/** GPTQ's calibration blocks of brown-calib in the page (the CLI defaults to 128). */
+export const GPTQ_BLOCK_CHOICES: readonly number[] = Object.freeze([1, 2, 4, 8, 16, 32]);
 
 interface Measured {
   readonly knobs: Knobs;
@@ -21,6 +24,10 @@ interface Measured {
   readonly quantizeSeconds: number;
   readonly squaredError: number;
   readonly matrices: number;
+  /** The quantized model's KL divergence from fp32 on the same windows, or why it was not measured. */
+  readonly kld?: KldAnswer;
+  readonly kldError?: string;
+  readonly quantize: QuantizeResult;
 }
 
 export interface MeasureCell {
@@ -45,6 +52,16 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
   const windows = element('select', { 'data-live-input': 'windows' });
   for (const n of WINDOW_CHOICES) windows.append(element('option', { value: String(n) }, `${n} window${n === 1 ? '' : 's'} (${formatInteger(n * LIVE_SEQLEN)} tokens)`));
   windows.value = '4';
+  // The quantizer: HQQ (weights only) or GPTQ, whose layer pass over brown-calib runs here before it quantizes.
+  const quantizerSelect = element('select', { 'data-live-input': 'quantizer' });
+  quantizerSelect.append(element('option', { value: 'hqq' }, 'HQQ'), element('option', { value: 'gptq' }, 'GPTQ (calibrated here)'));
+  const blocksSelect = element('select', { 'data-live-input': 'gptq-blocks' });
+  for (const n of GPTQ_BLOCK_CHOICES) blocksSelect.append(element('option', { value: String(n) }, `${n} block${n === 1 ? '' : 's'} of brown-calib`));
+  blocksSelect.value = String(PAGE_CALIBRATION_BLOCKS);
+  const blocksLabel = element('label', {}, 'GPTQ calibration ', blocksSelect);
+  const chosenQuantizer = (): PageQuantizer => (quantizerSelect.value === 'gptq' ? { id: 'gptq', blocks: Number(blocksSelect.value) } : { id: 'hqq' });
+  const showBlocks = () => (blocksLabel.hidden = quantizerSelect.value !== 'gptq');
+  showBlocks();
   const button = element('button', { type: 'button', 'data-action': 'measure' }, 'Quantize and measure');
   const progress = progressView('measure');
   const results = element('div', { 'data-live-results': '' });
@@ -62,7 +79,7 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
     const ratio = (q: number, f: number) => `x${formatFixed(q / f, 4)}`;
     const body: (string | Node)[][] = [
       ['fp32', element('span', { 'data-live': 'float-ppl', 'data-value': String(m.float.ppl) }, formatFixed(m.float.ppl, 4)), '', span, element('span', { class: 'badge badge-live' }, 'measured here, partial')],
-      [m.label, element('span', { 'data-live': 'quant-ppl', 'data-value': String(m.quantized.ppl) }, formatFixed(m.quantized.ppl, 4)), ratio(m.quantized.ppl, m.float.ppl), span, element('span', { class: 'badge badge-live' }, 'measured here, partial')],
+      [`${m.label}${m.quantize.quantizer === 'gptq' ? ', GPTQ' : ''}`, element('span', { 'data-live': 'quant-ppl', 'data-value': String(m.quantized.ppl) }, formatFixed(m.quantized.ppl, 4)), ratio(m.quantized.ppl, m.float.ppl), span, element('span', { class: 'badge badge-live' }, 'measured here, partial')],
     ];
     if (precomputedData) {
       const { reference, sources } = precomputedData;
@@ -80,9 +97,10 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
         'p',
         { class: 'note' },
         `A partial measurement: the first ${m.windows} window${m.windows === 1 ? '' : 's'} of brown-test${precomputedData ? ', not the whole text the precomputed figures cover, so compare the ratios rather than the perplexities' : ''}. ` +
-          `Quantized ${m.matrices} matrices with HQQ on the WebAssembly kernel in ${formatFixed(m.quantizeSeconds, 1)} s (summed squared error ${formatFixed(m.squaredError, 3)}); ` +
+          `Quantized ${m.matrices} matrices with ${quantizerText(m.quantize)} on the WebAssembly kernel in ${formatFixed(m.quantizeSeconds, 1)} s (summed squared error ${formatFixed(m.squaredError, 3)}); ` +
           `perplexity by onnxruntime-web in ${formatFixed(m.float.seconds, 1)} s (fp32) and ${formatFixed(m.quantized.seconds, 1)} s (quantized).`,
       ),
+      kldView(m.kld, m.kldError, m.label),
     );
   };
 
@@ -97,11 +115,20 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
       const { allocation } = allocate(analysis, k);
       progress.status('opening the model');
       await live.open();
-      const quantized = await live.quantize(allocation, (p) => progress.update(p, 'quantize'));
-      const float = await live.perplexity('float', count, (p) => progress.update(p, 'fp32 perplexity'));
-      const q = await live.perplexity('quantized', count, (p) => progress.update(p, 'quantized perplexity'));
-      measured = { knobs: k, label: knobsLabel(k), windows: count, float, quantized: q, quantizeSeconds: quantized.seconds, squaredError: quantized.squaredError, matrices: quantized.matrices };
-      progress.status(`done: ${knobsLabel(k)} on ${count} window${count === 1 ? '' : 's'}`, 'done');
+      const chosen = chosenQuantizer();
+      const quantized = await live.quantize(allocation, (p) => progress.update(p, chosen.id === 'gptq' ? 'GPTQ' : 'quantize'), chosen);
+      // KL divergence from fp32 on the same windows; its two passes (fp32 logits once per session, the quantized
+      // model's) give both perplexities too. Where it cannot be measured (too many windows to hold), perplexity alone.
+      let kld: { kld: KldAnswer } | { kldError: string };
+      try {
+        kld = { kld: await live.kld(count, (p) => progress.update(p, 'KL divergence from fp32')) };
+      } catch (error) {
+        kld = { kldError: describeError(error) };
+      }
+      const float = 'kld' in kld && kld.kld.floatPerplexity ? kld.kld.floatPerplexity : await live.perplexity('float', count, (p) => progress.update(p, 'fp32 perplexity'));
+      const q = 'kld' in kld ? kld.kld.perplexity : await live.perplexity('quantized', count, (p) => progress.update(p, 'quantized perplexity'));
+      measured = { knobs: k, label: knobsLabel(k), windows: count, float, quantized: q, quantizeSeconds: quantized.seconds, squaredError: quantized.squaredError, matrices: quantized.matrices, quantize: quantized, ...kld };
+      progress.status(`done: ${knobsLabel(k)}${quantized.quantizer === 'gptq' ? ' with GPTQ' : ''} on ${count} window${count === 1 ? '' : 's'}`, 'done');
       renderResults();
       cell.root.dataset.live = 'done';
     } catch (error) {
@@ -115,20 +142,25 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
   };
   button.addEventListener('click', () => void run());
 
-  const output = [element('div', { class: 'live-controls' }, button, element('label', {}, 'evaluate on ', windows)), selection, progress.root, results];
+  const output = [element('div', { class: 'live-controls' }, button, element('label', {}, 'quantizer ', quantizerSelect), blocksLabel, element('label', {}, 'evaluate on ', windows)), selection, progress.root, results];
   const update = (next: Knobs) => {
     knobs = next;
     const { allocation } = allocate(analysis, knobs);
     // After knobs the model cannot allocate (a missing table), the cell showed that error or what it needs: bring the
     // controls back.
     if (cell.root.dataset.state === 'error' || !output[0]!.isConnected) cell.setOutput(...output);
-    cell.setCode(codeOf(allocation, Number(windows.value)));
+    cell.setCode(codeOf(allocation, Number(windows.value), chosenQuantizer()));
     const stale = measured && JSON.stringify(measured.knobs) !== JSON.stringify(knobs);
     selection.textContent =
       `The knobs select ${knobsLabel(knobs)}: ${allocation.matrices.filter((m) => m.config).length} matrices, ${formatFixed(allocation.totals.bpp, 4)} bits per weight.` +
       (stale ? ` The table below was measured for ${measured!.label}; press the button to measure this one.` : '');
   };
   windows.addEventListener('change', () => update(knobs));
+  quantizerSelect.addEventListener('change', () => {
+    showBlocks();
+    update(knobs);
+  });
+  blocksSelect.addEventListener('change', () => update(knobs));
   cell.setOutput(...output);
   renderResults();
   update(knobs);
@@ -140,12 +172,24 @@ export function createMeasureCell(cell: Cell, live: LiveModel, analysis: ModelAn
   };
 }
 
-function codeOf(allocation: Allocation, windows: number): string {
+function quantizerText(q: QuantizeResult): string {
+  return q.quantizer === 'gptq' ? `GPTQ (Hessians from ${q.blocks} block${q.blocks === 1 ? '' : 's'} of ${q.seqlen} tokens of brown-calib, collected here layer by layer)` : 'HQQ';
+}
+
+function codeOf(allocation: Allocation, windows: number, quantizer: PageQuantizer): string {
   const configs = new Set(allocation.matrices.map((m) => (m.config ? configName(m.config) : 'float')));
+  const quantize =
+    quantizer.id === 'gptq'
+      ? `const pass = createSequentialCalibration(decoderBlocks, calibrationBlocks(brownCalib, tokenizer, { blocks: ${quantizer.blocks} }))   // @layerquant/sensitivity\n` +
+        `// in layer order (q, k, v, o, gate, up, down), each matrix on its input Hessian with the ones before it quantized:\n` +
+        `weights.set(name, gptq.dequantize(gptq.quantize(weight, config, await pass.context(matrix))))   // createGptqQuantizer({ kernel: 'wasm' })\n`
+      : `weights.set(name, hqq.dequantize(hqq.quantize(weight, config)))      // createHqqQuantizer({ kernel: 'wasm' })\n`;
   return (
     `// in the model worker (WebAssembly), for each of the ${allocation.matrices.length} matrices (${[...configs].join(', ')}):\n` +
-    `weights.set(name, hqq.dequantize(hqq.quantize(weight, config)))      // createHqqQuantizer({ kernel: 'wasm' })\n` +
+    quantize +
     `const model = await ort.InferenceSession.create(buildDecoderGraph(config, layout, { weights, tokenNll: true }).encode())\n` +
-    `await perplexity(model, brownTestIds, { seqlen: ${LIVE_SEQLEN}, maxTokens: ${windows * LIVE_SEQLEN} })   // @layerquant/perplexity`
+    `await perplexity(model, brownTestIds, { seqlen: ${LIVE_SEQLEN}, maxTokens: ${windows * LIVE_SEQLEN} })   // @layerquant/perplexity\n` +
+    `const base = await kldBaseInMemory(fp32Model, vocab, brownTestIds, windows)   // once per page session\n` +
+    `await klDivergence(model, base, brownTestIds, windows)   // mean KLD, 99.9% KLD, same top p`
   );
 }

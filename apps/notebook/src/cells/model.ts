@@ -1,5 +1,6 @@
 import * as Plot from '@observablehq/plot';
 import { elementCount, matrixOfTensorName } from '@layerquant/core';
+import { architectureFacts } from '@layerquant/tensor-io/browser';
 import type { Analysis } from '../analysis.js';
 import { element, formatBytes, formatInteger, table, type Cell } from '../notebook.js';
 import { MODULE_ORDER, PLOT_WIDTH, shortModule } from '../plots.js';
@@ -24,12 +25,7 @@ export function renderModelCell(cell: Cell, analysis: Analysis): void {
   const storedBytes = tensors.reduce((sum, t) => sum + t.bytes, 0);
   const facts: [string, string][] = [
     ['model', model.name],
-    ['architecture', `${model.architecture} (${model.modelType})`],
-    ['layers', String(model.numLayers)],
-    ['hidden size', String(model.hiddenSize)],
-    ['ffn size', String(model.intermediateSize)],
-    ['heads', `${model.numHeads} (${model.numKeyValueHeads} key/value)`],
-    ['vocabulary', formatInteger(model.vocabSize)],
+    ...architectureFacts(model),
     ['parameters', formatInteger(model.params)],
     ['linear parameters', `${formatInteger(model.linearParams)} in ${model.linearMatrices} matrices (${((100 * model.linearParams) / model.params).toFixed(1)}%)`],
     ['stored', `${model.tensors} tensors in ${model.files} files, ${formatBytes(storedBytes)} of tensor data (${Object.entries(model.dtypes).map(([d, n]) => `${d} x${n}`).join(', ')})`],

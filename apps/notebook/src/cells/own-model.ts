@@ -1,4 +1,5 @@
 import { hasTable, type ModelStats } from '@layerquant/allocators';
+import { architectureFacts } from '@layerquant/tensor-io/browser';
 import { analyseModel, type ModelAnalysis } from '../analysis.js';
 import { pickedFilesOf } from '../live/model-files.js';
 import { describeError } from '../live/client.js';
@@ -218,12 +219,7 @@ function renderInspect(cell: Cell, opened: OpenResult, fileCount: number): void 
   cell.setCode(`openModelFiles(pickedModelFiles(...))   // @layerquant/tensor-io/browser: config.json + safetensors headers; ${fileCount} files picked`);
   const facts: [string, string][] = [
     ['model', s.dir],
-    ['architecture', `${s.architecture} (${s.modelType})`],
-    ['layers', String(s.numLayers)],
-    ['hidden size', String(s.hiddenSize)],
-    ['ffn size', String(s.intermediateSize)],
-    ['heads', `${s.numHeads} (${s.numKeyValueHeads} key/value)`],
-    ['vocabulary', formatInteger(s.vocabSize)],
+    ...architectureFacts(s),
     ['parameters', formatInteger(s.params)],
     ['linear parameters', `${formatInteger(s.linearParams)} in ${s.linearMatrices} matrices`],
     ['stored', `${s.tensors} tensors in ${s.files} file${s.files === 1 ? '' : 's'}, ${formatBytes(s.bytes)} (${Object.entries(s.dtypes).map(([d, n]) => `${d} x${n}`).join(', ')})`],

@@ -1,5 +1,6 @@
 import type { FnormTable, KurtosisTable, SensitivityTable } from '@layerquant/allocators';
-import type { QuantConfig } from '@layerquant/core';
+import type { InputHessian, QuantConfig } from '@layerquant/core';
+import type { KldSummary } from '@layerquant/perplexity/browser';
 import type { ModelSummary, TensorInfo } from '@layerquant/tensor-io/browser';
 import type { ModelFilesSpec } from './model-files.js';
 
@@ -7,10 +8,13 @@ import type { ModelFilesSpec } from './model-files.js';
 export type WorkerRequest =
   | { readonly kind: 'open'; readonly files: ModelFilesSpec; readonly textUrl: string; readonly calibrationUrl: string }
   | { readonly kind: 'load-float' }
-  | { readonly kind: 'quantize'; readonly matrices: readonly { readonly name: string; readonly config: QuantConfig }[] }
+  | { readonly kind: 'quantize'; readonly matrices: readonly { readonly name: string; readonly config: QuantConfig }[]; readonly quantizer?: PageQuantizer }
   | { readonly kind: 'perplexity'; readonly model: 'float' | 'quantized'; readonly windows: number; readonly seqlen: number }
+  /** The quantized model's KL divergence from the float model on the first windows (the float logits computed once). */
+  | { readonly kind: 'kld'; readonly windows: number; readonly seqlen: number }
   | { readonly kind: 'generate'; readonly model: 'float' | 'quantized'; readonly prompt: string; readonly tokens: number; readonly device: GenerateDevice }
-  | { readonly kind: 'quantize-matrix'; readonly name: string; readonly config: QuantConfig }
+  /** One matrix with HQQ, or with GPTQ on the given input Hessian. */
+  | { readonly kind: 'quantize-matrix'; readonly name: string; readonly config: QuantConfig; readonly hessian?: InputHessian }
   /** kurtosis (read every matrix once), fnorm (12 HQQ runs per matrix) or activation sensitivity (the model on calibration blocks). */
   | { readonly kind: 'statistics'; readonly table: PageTable; readonly blocks?: number }
   | { readonly kind: 'tokenize-text'; readonly maxTokens: number };
@@ -34,6 +38,20 @@ export interface QuantizeResult {
   readonly matrices: number;
   readonly squaredError: number;
   readonly kernel: string;
+  readonly quantizer: PageQuantizerId;
+  /** GPTQ: the calibration blocks and tokens per block its Hessians were collected on. */
+  readonly blocks?: number;
+  readonly seqlen?: number;
+}
+
+/** The quantizers the page runs: HQQ (weights only) or GPTQ (calibrated in the page on brown-calib). */
+export type PageQuantizerId = 'hqq' | 'gptq';
+export const PAGE_QUANTIZERS: readonly PageQuantizerId[] = Object.freeze(['hqq', 'gptq']);
+
+export interface PageQuantizer {
+  readonly id: PageQuantizerId;
+  /** GPTQ's calibration blocks of brown-calib (default PAGE_CALIBRATION_BLOCKS). */
+  readonly blocks?: number;
 }
 
 export interface PerplexityAnswer {
@@ -42,6 +60,24 @@ export interface PerplexityAnswer {
   readonly windows: number;
   readonly tokens: number;
   readonly seconds: number;
+}
+
+/**
+ * llama.cpp's KL-divergence statistics of the quantized model against the float one (@layerquant/perplexity's
+ * summary: mean KLD with its error, median, 99% and 99.9%, maximum, same top p, RMS Δp, perplexity ratio).
+ */
+export interface KldAnswer {
+  readonly summary: KldSummary;
+  /** Scored tokens. */
+  readonly tokens: number;
+  /** The quantized model's perplexity from its pass (what a `perplexity` request gives it). */
+  readonly perplexity: PerplexityAnswer;
+  /** The fp32 model's, when its logits were computed on exactly these windows (a held larger set: absent). */
+  readonly floatPerplexity?: PerplexityAnswer;
+  /** Seconds of the quantized model's pass. */
+  readonly seconds: number;
+  /** The float logits: computed by this request or held from an earlier one, their seconds, bytes and windows. */
+  readonly base: { readonly computed: boolean; readonly seconds: number; readonly bytes: number; readonly windows: number };
 }
 
 /** onnxruntime-web's execution provider for generation: WebAssembly, or WebGPU where the browser has an adapter. */

@@ -1,7 +1,7 @@
 import { matrixTensorName, type Allocation } from '@layerquant/core';
 import { startModelWorker, type ModelWorker } from './client.js';
 import type { ModelFilesSpec } from './model-files.js';
-import type { GenerateAnswer, GenerateDevice, OpenResult, PageTable, PerplexityAnswer, Progress, QuantizeResult, StatisticsAnswer } from './protocol.js';
+import type { GenerateAnswer, GenerateDevice, KldAnswer, OpenResult, PageQuantizer, PageTable, PerplexityAnswer, Progress, QuantizeResult, StatisticsAnswer } from './protocol.js';
 
 /** Window length of the live perplexity: the protocol of the precomputed figures (brown-test, windows of 512). */
 export const LIVE_SEQLEN = 512;
@@ -11,8 +11,10 @@ export interface LiveModel {
   readonly worker: ModelWorker;
   open(): Promise<OpenResult>;
   /** Quantizes with the allocation unless the current quantized model already is that allocation. */
-  quantize(allocation: Allocation, onProgress?: (p: Progress) => void): Promise<QuantizeResult & { reused: boolean }>;
+  quantize(allocation: Allocation, onProgress?: (p: Progress) => void, quantizer?: PageQuantizer): Promise<QuantizeResult & { reused: boolean }>;
   perplexity(model: 'float' | 'quantized', windows: number, onProgress?: (p: Progress) => void): Promise<PerplexityAnswer>;
+  /** The quantized model's KL divergence from the float model on the first windows (the float logits computed once). */
+  kld(windows: number, onProgress?: (p: Progress) => void): Promise<KldAnswer>;
   generate(model: 'float' | 'quantized', prompt: string, tokens: number, onProgress?: (p: Progress) => void, device?: GenerateDevice): Promise<GenerateAnswer>;
   /** Measures one statistics table in the worker (`blocks`: calibration blocks of activation sensitivity). */
   statistics(table: PageTable, onProgress?: (p: Progress) => void, options?: { readonly blocks?: number }): Promise<StatisticsAnswer>;
@@ -34,13 +36,14 @@ export function createLiveModel(files: ModelFilesSpec, textUrl: string, calibrat
   return {
     worker,
     open,
-    async quantize(allocation, onProgress) {
+    async quantize(allocation, onProgress, quantizer = { id: 'hqq' }) {
       await open();
-      const signature = allocationSignature(allocation);
+      // The quantizer (and GPTQ's calibration blocks) is part of what the quantized model is.
+      const signature = `${quantizer.id}${quantizer.id === 'gptq' ? `:${quantizer.blocks ?? 'default'}` : ''} ${allocationSignature(allocation)}`;
       if (quantized?.signature === signature) return { ...quantized.result, reused: true };
       quantized = undefined;
       const matrices = allocation.matrices.filter((m) => m.config).map((m) => ({ name: matrixTensorName(m.layer, m.module), config: m.config! }));
-      const result = await worker.request<QuantizeResult>({ kind: 'quantize', matrices }, onProgress);
+      const result = await worker.request<QuantizeResult>({ kind: 'quantize', matrices, quantizer }, onProgress);
       quantized = { signature, result };
       return { ...result, reused: false };
     },
@@ -51,6 +54,10 @@ export function createLiveModel(files: ModelFilesSpec, textUrl: string, calibrat
       const answer = await worker.request<PerplexityAnswer>({ kind: 'perplexity', model, windows, seqlen: LIVE_SEQLEN }, onProgress);
       if (model === 'float') floatPpl.set(windows, answer);
       return answer;
+    },
+    async kld(windows, onProgress) {
+      await open();
+      return worker.request<KldAnswer>({ kind: 'kld', windows, seqlen: LIVE_SEQLEN }, onProgress);
     },
     async generate(model, prompt, tokens, onProgress, device = 'wasm') {
       await open();

@@ -1,8 +1,8 @@
 /// <reference lib="webworker" />
-import { LayerquantError, matrixOfTensorName, type DecoderConfig, type QuantConfig } from '@layerquant/core';
+import { LINEAR_MODULES, LayerquantError, matrixOfTensorName, matrixTensorName, type DecoderConfig, type QuantConfig, type QuantizeContext } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity/browser';
 import { toMatMulNBits } from '@layerquant/export/browser';
-import { createHqqQuantizer, squaredError } from '@layerquant/quantizers';
+import { createGptqQuantizer, createHqqQuantizer, squaredError, type MatrixCalibration } from '@layerquant/quantizers';
 import {
   buildDecoderGraph,
   createDecoderModel,
@@ -18,11 +18,12 @@ import {
   type GraphWeight,
   type KvDecoder,
 } from '@layerquant/runtime';
-import { activationSensitivity, calibrationBlocks, frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
+import { activationSensitivity, calibrationBlocks, createSequentialCalibration, frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
 import { findShards, openModelFiles, readTokenizer, summarizeModel, type Checkpoint, type ModelSummary, type Tokenizer } from '@layerquant/tensor-io/browser';
 import { modelFilesOf } from './model-files.js';
 import { memoryFit } from './memory-fit.js';
-import { CALIBRATION_NAME, PAGE_CALIBRATION_BLOCKS, PAGE_CALIBRATION_SEQLEN, type GenerateDevice, type OpenResult, type Progress, type StatisticsAnswer, type WorkerMessage, type WorkerRequest } from './protocol.js';
+import { PageKldBase } from './kld.js';
+import { CALIBRATION_NAME, PAGE_CALIBRATION_BLOCKS, PAGE_CALIBRATION_SEQLEN, type GenerateDevice, type OpenResult, type Progress, type QuantizeResult, type StatisticsAnswer, type WorkerMessage, type WorkerRequest } from './protocol.js';
 
 // The model worker: it holds one model (weights, the float and the quantized onnxruntime-web sessions, the
 // tokenizer) and does everything heavy, so the page stays responsive. One worker per model source.
@@ -32,6 +33,8 @@ declare const self: DedicatedWorkerGlobalScope;
 /** HQQ (upstream settings) on the WebAssembly SIMD kernel (it throws where WebAssembly SIMD is missing), as the CLI runs it. */
 const KERNEL = 'wasm';
 const quantizer = createHqqQuantizer({ kernel: KERNEL });
+/** GPTQ (its defaults: 1% dampening, no act-order), its column loop on the same WebAssembly SIMD kernel as the CLI's. */
+const gptq = createGptqQuantizer({ kernel: KERNEL });
 
 /** The model the worker holds: tensor-io's checkpoint, read through the page's files, with its config and facts. */
 interface PageModel extends Checkpoint {
@@ -53,6 +56,8 @@ interface State {
   packedWeights?: ReadonlyMap<string, GraphWeight>;
   sessions: SessionCache;
   fits: boolean;
+  /** The float model's logits of the live windows, computed once for the KL divergence of every quantization. */
+  kldBase: PageKldBase;
 }
 let state: State | undefined;
 
@@ -176,7 +181,7 @@ const handlers = {
     const tokenizer = files.has('tokenizer.json') ? await readTokenizer(files) : undefined;
     const fit = memoryFit(checkpoint.config, checkpoint.summary);
     await state?.sessions.drop('');
-    state = { checkpoint, textUrl: request.textUrl, calibrationUrl: request.calibrationUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok, sessions: new SessionCache() };
+    state = { checkpoint, textUrl: request.textUrl, calibrationUrl: request.calibrationUrl, ...(tokenizer ? { tokenizer } : {}), fits: fit.ok, sessions: new SessionCache(), kldBase: new PageKldBase() };
     const layout = decoderLayout(checkpoint.config, checkpoint);
     let float32Bytes = 0;
     for (const shape of expectedShapes(checkpoint.config, layout).values()) float32Bytes += 4 * shape.reduce((a, b) => a * b, 1);
@@ -196,28 +201,48 @@ const handlers = {
     return { seconds: (performance.now() - started) / 1000 };
   },
 
-  async quantize(request: Extract<WorkerRequest, { kind: 'quantize' }>, progress: (p: Progress) => void) {
+  async quantize(request: Extract<WorkerRequest, { kind: 'quantize' }>, progress: (p: Progress) => void): Promise<QuantizeResult> {
     const s = opened();
     const started = performance.now();
     const base = await floatWeights(s, progress);
     const overrides = new Map<string, Float32Array>();
     const packed = new Map<string, GraphWeight>();
+    const configs = new Map(request.matrices.map((m) => [m.name, m.config]));
+    for (const name of configs.keys()) if (!base.tensors.has(name)) throw new WorkerStateError(`the allocation names ${name}, which the model does not have`);
     let error = 0;
-    for (const [i, m] of request.matrices.entries()) {
-      const data = base.tensors.get(m.name);
-      if (!data) throw new WorkerStateError(`the allocation names ${m.name}, which the model does not have`);
-      const weight = { name: m.name, dtype: 'F32' as const, shape: base.shapes.get(m.name)!, data };
-      const q = quantizer.quantize(weight, m.config);
-      const dequantized = quantizer.dequantize(q);
+    let done = 0;
+    const quantizeOne = (name: string, config: QuantConfig, context?: QuantizeContext) => {
+      const weight = { name, dtype: 'F32' as const, shape: base.shapes.get(name)!, data: base.tensors.get(name)! };
+      const q = context ? gptq.quantize(weight, config, context) : quantizer.quantize(weight, config);
+      const dequantized = (context ? gptq : quantizer).dequantize(q);
       error += squaredError(weight.data, dequantized);
-      overrides.set(m.name, dequantized);
-      packed.set(m.name, toMatMulNBits(q).weight);
-      progress({ done: i + 1, total: request.matrices.length, label: `quantized ${m.name}` });
+      overrides.set(name, dequantized);
+      packed.set(name, toMatMulNBits(q).weight);
+      progress({ done: ++done, total: request.matrices.length, label: `quantized ${name}` });
+      return dequantized;
+    };
+    let calibrated: { blocks: number; seqlen: number } | undefined;
+    if (request.quantizer?.id === 'gptq') {
+      calibrated = await withSequentialCalibration(s, request.quantizer.blocks ?? PAGE_CALIBRATION_BLOCKS, progress, async (calibration, model) => {
+        // As quantizeModel with a calibrated quantizer: layer order (q, k, v, o, gate, up, down), each matrix's Hessian
+        // collected with the ones before it quantized, and every matrix reported back (null: it stays float).
+        for (let layer = 0; layer < model.numLayers; layer++) {
+          for (const module of LINEAR_MODULES) {
+            const name = matrixTensorName(layer, module);
+            const shape = base.shapes.get(name)!;
+            const matrix = { key: `${layer}.${module}`, name, layer, module, shape: [shape[0]!, shape[1]!] as const };
+            const config = configs.get(name);
+            calibration.done(matrix, config ? quantizeOne(name, config, await calibration.context(matrix)) : null);
+          }
+        }
+      });
+    } else {
+      for (const [name, config] of configs) quantizeOne(name, config);
     }
     await s.sessions.drop('quantized/');
     s.quantizedWeights = withOverrides(base, overrides);
     s.packedWeights = packed;
-    return { seconds: (performance.now() - started) / 1000, matrices: request.matrices.length, squaredError: error, kernel: KERNEL };
+    return { seconds: (performance.now() - started) / 1000, matrices: request.matrices.length, squaredError: error, kernel: KERNEL, quantizer: calibrated ? 'gptq' : 'hqq', ...(calibrated ?? {}) };
   },
 
   async perplexity(request: Extract<WorkerRequest, { kind: 'perplexity' }>, progress: (p: Progress) => void) {
@@ -230,6 +255,13 @@ const handlers = {
       onProgress: (done, total) => progress({ done, total, label: `window ${done} of ${total}` }),
     });
     return { ppl: result.ppl, nll: result.nll, windows: result.windows, tokens: result.tokens, seconds: result.seconds };
+  },
+
+  async kld(request: Extract<WorkerRequest, { kind: 'kld' }>, progress: (p: Progress) => void) {
+    const s = opened();
+    if (!s.quantizedWeights) throw new WorkerStateError('nothing is quantized yet; quantize the model first');
+    const ids = await textIds(s);
+    return s.kldBase.kld(request, ids, s.checkpoint.config.vocabSize, { float: () => nllModel(s, 'float', progress), quantized: () => nllModel(s, 'quantized', progress) }, progress);
   },
 
   async generate(request: Extract<WorkerRequest, { kind: 'generate' }>, progress: (p: Progress) => void) {
@@ -267,7 +299,7 @@ const handlers = {
   async 'quantize-matrix'(request: Extract<WorkerRequest, { kind: 'quantize-matrix' }>) {
     const s = opened();
     const weight = await s.checkpoint.read(request.name);
-    const q = quantizer.quantize(weight, request.config);
+    const q = request.hessian ? gptq.quantize(weight, request.config, { hessian: request.hessian }) : quantizer.quantize(weight, request.config);
     return { packed: q.packed, scale: q.scale, zero: q.zero, kernel: KERNEL };
   },
 
@@ -288,11 +320,8 @@ const handlers = {
       // `layerquant sensitivity`'s measurement (the package's activationSensitivity, HQQ b4g64) on the model's decoder
       // blocks in onnxruntime-web, one layer's weights at a time, over the first blocks of brown-calib.
       requireFit(s);
-      const tokenizer = tokenizerOf(s);
-      const response = await fetch(s.calibrationUrl);
-      if (!response.ok) throw new WorkerStateError(`${s.calibrationUrl} could not be loaded (HTTP ${response.status})`);
-      const seqlen = Math.min(PAGE_CALIBRATION_SEQLEN, s.checkpoint.config.maxPositionEmbeddings);
-      const calibration = calibrationBlocks(await response.text(), tokenizer, { blocks: request.blocks ?? PAGE_CALIBRATION_BLOCKS, seqlen, source: CALIBRATION_NAME });
+      const calibration = await pageCalibration(s, request.blocks ?? PAGE_CALIBRATION_BLOCKS);
+      const { seqlen } = calibration;
       const model = await loadDecoderBlocks(source, s.checkpoint.config);
       try {
         progress({ done: 0, total: s.checkpoint.config.numLayers, label: `activation sensitivity: ${calibration.blocks} blocks of ${seqlen} tokens` });
@@ -327,6 +356,40 @@ const handlers = {
     return (await textIds(opened())).slice(0, request.maxTokens);
   },
 } satisfies Record<WorkerRequest['kind'], (request: never, progress: (p: Progress) => void) => Promise<unknown>>;
+
+/** The first `blocks` blocks of brown-calib under the model's tokenizer, tokens per block 512 or the model's context. */
+async function pageCalibration(s: State, blocks: number) {
+  const tokenizer = tokenizerOf(s);
+  const response = await fetch(s.calibrationUrl);
+  if (!response.ok) throw new WorkerStateError(`${s.calibrationUrl} could not be loaded (HTTP ${response.status})`);
+  const seqlen = Math.min(PAGE_CALIBRATION_SEQLEN, s.checkpoint.config.maxPositionEmbeddings);
+  return calibrationBlocks(await response.text(), tokenizer, { blocks, seqlen, source: CALIBRATION_NAME });
+}
+
+/**
+ * GPTQ's layer pass in the page, by the CLI's code (`createSequentialCalibration` of @layerquant/sensitivity, what
+ * `quantize --quantizer gptq` runs through openSequentialCalibration): the calibration blocks through the model's
+ * decoder blocks in onnxruntime-web, one layer's weights at a time.
+ */
+async function withSequentialCalibration(
+  s: State,
+  blocks: number,
+  progress: (p: Progress) => void,
+  quantize: (calibration: MatrixCalibration, model: { readonly numLayers: number }) => Promise<void>,
+): Promise<{ blocks: number; seqlen: number }> {
+  requireFit(s);
+  const calibration = await pageCalibration(s, blocks);
+  const { numLayers } = s.checkpoint.config;
+  const model = await loadDecoderBlocks(s.checkpoint, s.checkpoint.config);
+  try {
+    progress({ done: 0, total: numLayers, label: `GPTQ calibration: ${calibration.blocks} blocks of ${calibration.seqlen} tokens` });
+    const pass = createSequentialCalibration(model, calibration, { onLayer: (layer, layers) => progress({ done: layer + 1, total: layers, label: `GPTQ: Hessians of layer ${layer} collected, its matrices quantized` }) });
+    await quantize(pass, { numLayers });
+    return { blocks: pass.blocks, seqlen: pass.seqlen };
+  } finally {
+    await model.dispose();
+  }
+}
 
 function transferables(value: unknown): Transferable[] {
   if (value && typeof value === 'object' && 'packed' in value) {

@@ -1,0 +1,203 @@
+import {
+  ALLOCATOR_PLUGINS,
+  defaultLadder,
+  findPlugin,
+  refineMethod,
+  type AllocationContext,
+  type AllocationMeasurer,
+  type AllocatorPlugin,
+  type MatrixConfigs,
+  type MethodSpec,
+  type ModelStats,
+  type RefinedAllocation,
+  type RefinementRound,
+} from '@layerquant/allocators';
+import { InvalidDataError, InvalidOptionError, MissingFileError, configName, type Allocation, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { createKernelPool, defaultWorkerCount, type KernelPool } from '@layerquant/quantizers/node';
+import { loadDecoderBlocks } from '@layerquant/runtime';
+import { calibrationBlocks, createKldMeasurer, type KldMeasurer } from '@layerquant/sensitivity';
+import { loadTokenizer, openModel, readTextFile } from '@layerquant/tensor-io';
+import { existsSync } from 'node:fs';
+
+/**
+ * The correction of an allocation by measurement (an allocator plug-in's `refine`: the kld allocator's), as the
+ * apps run it after `allocateMethod`: the model and the calibration blocks its statistics were measured on, a
+ * measurer of the whole model's KL divergence from the float model there, the plug-in's plan and cost before it
+ * starts, each measured allocation as it comes, and the host's own rule at the end: the refined allocation is kept
+ * only when its measured KLD is not above the first (additive) one's, whatever the plug-in returned.
+ */
+
+/** The calibration the correction measures on (the statistics': same text, blocks and block length). */
+export interface RefineCalibration {
+  readonly calibrationPath: string;
+  readonly calibrationName: string;
+  readonly blocks: number;
+  readonly seqlen: number;
+  /** onnxruntime intra-op threads of the measurements. */
+  readonly threads?: number;
+  /** Worker threads quantizing the candidates (default: one per core). */
+  readonly workers?: number;
+}
+
+/** A measurer over one model and calibration, shared by every allocation refined on it (an experiment's cells). */
+export interface RefineSession {
+  readonly measurer: KldMeasurer;
+  readonly calibration: { readonly name: string; readonly blocks: number; readonly seqlen: number; readonly tokens: number };
+  /** The quantizer the candidates are quantized with (the statistics' quantizer). */
+  readonly quantizer: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the measurer: the float model's distributions on the calibration computed once, every decoder layer's float
+ * weights held (MemoryBudgetError above what fits, saying what to lower). A calibrated quantizer (GPTQ) needs a layer
+ * pass per allocation, which the measurer does not run: refused, saying what to do instead.
+ */
+export async function openRefineSession(modelDir: string, quantizer: Quantizer, calibration: RefineCalibration): Promise<RefineSession> {
+  if (quantizer.calibration) {
+    throw new InvalidOptionError('--refine', `the correction by measurement quantizes each candidate with the statistics' quantizer, and "${quantizer.id}" is calibrated (a layer pass per allocation, not run there); measure the statistics with --stats-quantizer hqq, or keep the additive allocation with --no-refine`);
+  }
+  if (!existsSync(calibration.calibrationPath)) throw new MissingFileError(calibration.calibrationPath, 'calibration text not found; pass a UTF-8 text file with --calib');
+  const text = await readTextFile(calibration.calibrationPath, 'a UTF-8 calibration text with --calib');
+  if (text.trim().length === 0) throw new InvalidDataError(calibration.calibrationPath, 'is empty; the correction by measurement needs calibration text');
+  const { config, checkpoint } = await openModel(modelDir);
+  let pool: KernelPool | undefined;
+  try {
+    const blocks = calibrationBlocks(text, await loadTokenizer(modelDir), { source: calibration.calibrationName, blocks: calibration.blocks, seqlen: calibration.seqlen });
+    const model = await loadDecoderBlocks(checkpoint, config, calibration.threads ? { threads: calibration.threads } : {});
+    try {
+      const workers = calibration.workers ?? defaultWorkerCount();
+      pool = workers > 1 ? createKernelPool(workers) : undefined;
+      const measurer = await createKldMeasurer(model, blocks, { quantizer, ...(pool ? { pool } : {}) });
+      const opened = pool;
+      return {
+        measurer,
+        calibration: { name: calibration.calibrationName, blocks: measurer.blocks, seqlen: measurer.seqlen, tokens: measurer.tokens },
+        quantizer: quantizer.id,
+        close: async () => {
+          await opened?.close();
+          await model.dispose();
+          await checkpoint.close();
+        },
+      };
+    } catch (error) {
+      await model.dispose();
+      throw error;
+    }
+  } catch (error) {
+    await pool?.close();
+    await checkpoint.close();
+    throw error;
+  }
+}
+
+/** What the correction will cost, printed before it starts. */
+export interface RefinePlan {
+  readonly method: string;
+  /** Units the allocation spends its budget on. */
+  readonly units: number;
+  readonly configs: number;
+  /** Rounds at most, and the single-unit measurements of each (each runs the layers after its unit). */
+  readonly rounds: number;
+  readonly measurementsPerRound: number;
+  readonly calibration: RefineSession['calibration'];
+}
+
+/** What the correction did: the measured KLD (nats per token, on the calibration) of the first and the refined allocation. */
+export interface RefinementReport {
+  /** The measured KLD of the allocator's first (additive) allocation. */
+  readonly additiveKld: number;
+  /** The measured KLD of the allocation the plug-in's correction returned. */
+  readonly refinedKld: number;
+  /** `refined` when its KLD is not above the additive one's (then it is the result), else `additive`. */
+  readonly kept: 'refined' | 'additive';
+  /** Units whose config the kept allocation changed from the additive one. */
+  readonly changed: number;
+  /** Every allocation the plug-in measured, in order (round 0: the additive one); empty when it reported none. */
+  readonly rounds: readonly RefinementRound[];
+  /** Why the plug-in stopped (`converged`, `worse`, `rounds`), when it says. */
+  readonly stopped: string | null;
+  readonly calibration: RefineSession['calibration'];
+  /** Forward passes the measurements ran, and the wall-clock seconds of the correction. */
+  readonly runs: number;
+  readonly seconds: number;
+}
+
+/** Whether a method's plug-in corrects its allocation by measurement. */
+export function methodRefines(method: MethodSpec, allocators: readonly AllocatorPlugin[] = ALLOCATOR_PLUGINS): boolean {
+  return findPlugin(method.allocator, allocators).refine !== undefined;
+}
+
+const itemName = (c: QuantConfig | null | undefined) => (c ? `${configName(c)}:${c.axis}:${c.roundZero ? 1 : 0}:${c.symmetric ? 1 : 0}` : 'float');
+const configsOf = (allocation: Allocation): Map<string, QuantConfig | null> => new Map(allocation.matrices.map((m) => [m.key, m.config]));
+
+/** The measurer with its whole-model losses remembered by allocation, so the host's check re-runs nothing the plug-in ran. */
+function rememberingLosses(measurer: KldMeasurer): AllocationMeasurer {
+  const losses = new Map<string, number>();
+  const fingerprint = (allocation: MatrixConfigs) => [...allocation].filter(([, c]) => c).map(([key, c]) => `${key}=${itemName(c)}`).sort().join(',');
+  return {
+    async lossOf(allocation) {
+      const key = fingerprint(allocation);
+      let loss = losses.get(key);
+      if (loss === undefined) {
+        loss = await measurer.lossOf(allocation);
+        losses.set(key, loss);
+      }
+      return loss;
+    },
+    marginals: (reference, candidates) => measurer.marginals(reference, candidates),
+  };
+}
+
+/**
+ * Runs a method's correction by measurement on `first` (its `allocateMethod` result): the plan first (`onPlan`),
+ * each measured allocation (`onRound`), then the host's rule. A method without `refine` returns `first` and null.
+ */
+export async function refineAllocation(
+  method: MethodSpec,
+  first: Allocation,
+  stats: ModelStats,
+  context: AllocationContext,
+  session: RefineSession,
+  options: { readonly allocators?: readonly AllocatorPlugin[]; readonly onPlan?: (plan: RefinePlan) => void; readonly onRound?: (round: RefinementRound) => void } = {},
+): Promise<{ readonly allocation: Allocation; readonly refinement: RefinementReport | null }> {
+  const allocators = options.allocators ?? ALLOCATOR_PLUGINS;
+  const plugin = findPlugin(method.allocator, allocators);
+  if (!plugin.refine) return { allocation: first, refinement: null };
+  const started = performance.now();
+  const runsBefore = session.measurer.runs;
+  const units = first.matrices.length;
+  const configs = (context.configs ?? defaultLadder(stats)).length;
+  const cost = plugin.refineCost?.(method.options, units, configs);
+  options.onPlan?.({ method: method.id, units, configs, rounds: cost?.rounds ?? Number.NaN, measurementsPerRound: cost?.measurementsPerRound ?? Number.NaN, calibration: session.calibration });
+  // Every unit the allocation names must be one the measurer quantizes (the same model).
+  const known = new Set(session.measurer.units.map((u) => u.key));
+  const foreign = first.matrices.find((m) => !known.has(m.key));
+  if (foreign) throw new InvalidDataError(stats.source ?? 'statistics', `name unit ${foreign.key}, which the model has not: the statistics were made for another model`);
+  const measurer = rememberingLosses(session.measurer);
+  const rounds: RefinementRound[] = [];
+  const refined = await refineMethod(method, first, stats, context, measurer, (round) => {
+    rounds.push(round);
+    options.onRound?.(round);
+  }, allocators);
+  const additiveKld = await measurer.lossOf(configsOf(first));
+  const refinedKld = await measurer.lossOf(configsOf(refined));
+  const keep = refinedKld <= additiveKld;
+  const kept = keep ? refined : first;
+  const additiveConfigs = configsOf(first);
+  const reported = (refined as Partial<RefinedAllocation>).refinement;
+  return {
+    allocation: kept,
+    refinement: Object.freeze({
+      additiveKld,
+      refinedKld,
+      kept: keep ? ('refined' as const) : ('additive' as const),
+      changed: kept.matrices.filter((m) => itemName(m.config) !== itemName(additiveConfigs.get(m.key))).length,
+      rounds: Object.freeze(rounds),
+      stopped: reported?.stopped ?? null,
+      calibration: session.calibration,
+      runs: session.measurer.runs - runsBefore,
+      seconds: (performance.now() - started) / 1000,
+    }),
+  };
+}
