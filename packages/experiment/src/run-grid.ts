@@ -250,16 +250,17 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     options.onStatisticsReady?.(resolved.source);
 
     const maxTokens = grid.maxTokens;
-    // A calibrated quantizer's cells quantize layer by layer on the statistics' calibration text (the same blocks).
-    const calibration = quantizer.calibration
-      ? { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, seqlen: CALIBRATION_SEQLEN }
-      : undefined;
+    // The statistics' calibration text (the same blocks) is what a calibrated quantizer's cells quantize on, layer by
+    // layer, and what the correction by measurement measures on.
+    const calibrationText = { calibrationPath: options.statistics.calibrationPath, calibrationName: options.statistics.calibrationName, blocks: options.statistics.blocks, seqlen: CALIBRATION_SEQLEN };
+    const calibration = quantizer.calibration ? calibrationText : undefined;
+    const calibrationKey = calibration || refining.length > 0 ? { text: await fileContentHash(calibrationText.calibrationPath), blocks: calibrationText.blocks, seqlen: calibrationText.seqlen } : undefined;
     const planned = planCells(
       {
         model: modelHash, text: textHash, seqlen, maxTokens: maxTokens ?? null, seed, ...(ladder ? { configs: ladder.map(configName) } : {}), quantizer: quantizerSettings(quantizer, choice.options), ...(options.kld ? { kld: true } : {}),
         // A calibrated quantizer's cells depend on the calibration text and blocks (also when no table reads them).
-        ...(calibration ? { calibration: { text: await fileContentHash(calibration.calibrationPath), blocks: calibration.blocks, seqlen: calibration.seqlen } } : {}),
-        ...(refining.length > 0 ? { refine: { allocators: [...new Set(refining.map((m) => m.allocator))], calibration: await fileContentHash(options.statistics.calibrationPath), blocks: options.statistics.blocks, seqlen: CALIBRATION_SEQLEN } } : {}),
+        ...(calibration ? { calibration: calibrationKey! } : {}),
+        ...(refining.length > 0 ? { refine: { allocators: [...new Set(refining.map((m) => m.allocator))], calibration: calibrationKey!.text, blocks: calibrationKey!.blocks, seqlen: calibrationKey!.seqlen } } : {}),
       },
       grid.methods,
       grid.budgets,
@@ -298,13 +299,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     }
     if (refining.length > 0 && planned.some((p) => !done.has(p.spec.key) && p.spec.kind === 'method' && methodRefines(p.spec.method, allocators))) {
       // One measurer for every refined cell: the float model's distributions on the statistics' calibration, once.
-      refineSession = await openRefineSession(modelDir, statisticsQuantizer, {
-        calibrationPath: options.statistics.calibrationPath,
-        calibrationName: options.statistics.calibrationName,
-        blocks: options.statistics.blocks,
-        seqlen: CALIBRATION_SEQLEN,
-        ...(options.threads ? { threads: options.threads } : {}),
-      });
+      refineSession = await openRefineSession(modelDir, statisticsQuantizer, { ...calibrationText, ...(options.threads ? { threads: options.threads } : {}) });
     }
     const context: CellContext = {
       ...(kldBase ? { kldBase: kldBase.base } : {}),
