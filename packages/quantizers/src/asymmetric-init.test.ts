@@ -70,7 +70,10 @@ describe('grouping', () => {
 
   it('needs a group size that divides the row length', () => {
     expect(() => groupLayout('model.layers.0.mlp.down_proj.weight', [256, 640], quantConfig(4, 96))).toThrow(
-      /option "groupSize": 96 does not divide the row length 640 of tensor "model.layers.0.mlp.down_proj.weight"/,
+      /option "groupSize": 96 does not divide the row length 640 of tensor "model.layers.0.mlp.down_proj.weight"; pick a group size that divides it \(e\.g\. 32, 64, 128\)$/,
     );
+    // the hint names only sizes that divide the row (48: 16; none of the usual ones divides 36)
+    expect(() => groupLayout('w', [4, 48], quantConfig(4, 32))).toThrow(/divides it \(e\.g\. 16\)$/);
+    expect(() => groupLayout('w', [4, 36], quantConfig(4, 32))).toThrow(/divides it$/);
   });
 });

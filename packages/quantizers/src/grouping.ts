@@ -21,6 +21,12 @@ export function matrixShape(weight: Pick<WeightTensor, 'name' | 'shape' | 'data'
   return [rows, columns];
 }
 
+/** The usual group sizes that divide `columns`, as a hint (" (e.g. 32, 64)"), or "" where none does. */
+function dividingGroupSizes(columns: number): string {
+  const sizes = [16, 32, 64, 128, 256].filter((g) => columns % g === 0);
+  return sizes.length > 0 ? ` (e.g. ${sizes.slice(-3).join(', ')})` : '';
+}
+
 /**
  * Validates a config against a matrix shape. Axis 1 (upstream HQQ): groups of `groupSize` contiguous values along
  * the input dimension, so the group size must divide the row length. Axis 0 (`W.reshape(g, -1)`): the group size
@@ -32,7 +38,7 @@ export function groupLayout(name: string, shape: readonly [number, number], conf
   if (config.axis === 1 && columns % config.groupSize !== 0) {
     throw new InvalidOptionError(
       'groupSize',
-      `${config.groupSize} does not divide the row length ${columns} of tensor "${name}"; pick a group size that divides it (e.g. 32, 64, 128)`,
+      `${config.groupSize} does not divide the row length ${columns} of tensor "${name}"; pick a group size that divides it${dividingGroupSizes(columns)}`,
     );
   }
   if (config.axis === 0 && count % config.groupSize !== 0) {

@@ -61,4 +61,16 @@ describe.skipIf(!wasmKernelAvailable())('kernel worker pool', () => {
       await pool.close();
     }
   });
+
+  it('rejects tasks given after close, and those still queued when it closes, rather than leave them waiting', async () => {
+    const pool = createKernelPool(1)!;
+    const task = { grouped: new Float32Array(64).map((_, i) => Math.sin(i)), groupSize: 64, bits: 4, roundZero: false, solver: null };
+    const first = pool.run(task);
+    const queued = pool.run(task);
+    first.catch(() => undefined);
+    queued.catch(() => undefined);
+    await pool.close();
+    await expect(queued).rejects.toThrow(/worker pool is closed/);
+    await expect(pool.run(task)).rejects.toThrow(/worker pool is closed/);
+  });
 });

@@ -100,6 +100,8 @@ export function createKernelPool(size: number): KernelPool | undefined {
   const idle: Worker[] = [];
   const running = new Map<number, Pending>();
   let nextId = 0;
+  let failed: Error | undefined;
+  let closing = false;
   const workers = Array.from({ length: size }, () => {
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { module } });
     worker.on('message', (message: { id: number; error?: string } & KernelTaskResult & GptqResultMessage) => {
@@ -111,10 +113,17 @@ export function createKernelPool(size: number): KernelPool | undefined {
       idle.push(worker);
       pump();
     });
-    worker.on('error', (error) => {
-      // a dead worker fails everything in flight and queued, rather than hang
+    // A worker that dies (an error, or an exit nobody asked for) fails everything in flight and queued, and every
+    // later task, rather than leave a promise that never settles.
+    const die = (error: Error) => {
+      if (failed) return;
+      failed = error;
       for (const pending of [...running.values(), ...queue.splice(0)]) pending.reject(error);
       running.clear();
+    };
+    worker.on('error', (error) => die(new Error(`quantization worker failed: ${error.message}`)));
+    worker.on('exit', (code) => {
+      if (!closing) die(new Error(`quantization worker exited (code ${code}) before the pool was closed`));
     });
     idle.push(worker);
     return worker;
@@ -137,12 +146,14 @@ export function createKernelPool(size: number): KernelPool | undefined {
     size,
     run(task) {
       return new Promise<KernelTaskResult>((resolve, reject) => {
+        if (failed) return reject(failed);
         queue.push({ kind: 'hqq', task, resolve, reject });
         pump();
       });
     },
     async runGptq(problem) {
       const result = await new Promise<GptqResultMessage>((resolve, reject) => {
+        if (failed) return reject(failed);
         queue.push({ kind: 'gptq', problem, resolve, reject });
         pump();
       });
@@ -152,7 +163,13 @@ export function createKernelPool(size: number): KernelPool | undefined {
       problem.high.set(result.high);
     },
     async close() {
+      // Tasks still queued or running are rejected, not left to wait for workers that are gone.
+      closing = true;
+      failed ??= new Error('the quantization worker pool is closed');
+      const left = [...running.values(), ...queue.splice(0)];
       await Promise.all(workers.map((w) => w.terminate()));
+      for (const pending of left) pending.reject(failed);
+      running.clear();
     },
   };
 }

@@ -265,8 +265,13 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       const startTask = (name: string) => {
         const { matrix, config } = plans.get(name)!;
         const task = (async () => {
+          // The context is asked for now, in the order the tasks start (file order, i.e. layer order), not once the
+          // read is done: reads run side by side and finish in any order, and a later layer's context waits for the
+          // matrices of this one (asked out of order, a sequential calibration refuses).
+          const asked = calibration ? Promise.resolve(calibration.context(matrix)) : undefined;
+          asked?.catch(() => undefined); // awaited below, after the read
           const weight = await checkpoint.read(name);
-          const context = calibration ? await calibration.context(matrix) : undefined;
+          const context = await asked;
           const t0 = performance.now();
           let solved: QuantizedTensor;
           if (pool && isKernelQuantizer(quantizer) && config!.groupSize % 4 === 0 && !config!.symmetric) {

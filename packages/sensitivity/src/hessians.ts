@@ -272,9 +272,15 @@ export function createSequentialCalibration(
     layerHessians = new LayerHessians(model, current);
   };
   let moving: Promise<void> = Promise.resolve();
+  let asked = 0;
   const reach = (layer: number): Promise<void> => {
+    // A layer below one already asked for could only be served after that one, which waits for this layer's matrices:
+    // refused at once, never a pass that waits forever.
+    if (layer < asked) {
+      return Promise.reject(new InvalidOptionError('calibration', `layer ${layer} was asked for after layer ${asked}: calibrated matrices must be quantized in layer order (ask for each matrix's context in that order)`));
+    }
+    asked = layer;
     moving = moving.then(async () => {
-      if (layer < current) throw new InvalidOptionError('calibration', `layer ${layer} was asked for after layer ${current}: calibrated matrices must be quantized in layer order`);
       while (current < layer) await advance();
     });
     return moving;

@@ -1,4 +1,5 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidOptionError, matrixTensorName, quantConfig } from '@layerquant/core';
@@ -7,8 +8,9 @@ import { baqQuantizer, createRtnQuantizer, gptqQuantizer } from '@layerquant/qua
 import { openQuantizedCheckpoint, quantizeModel } from '@layerquant/quantizers/node';
 import { hessianOfInputs } from '@layerquant/quantizers/testing';
 import { loadDecoderBlocks } from '@layerquant/runtime';
+import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { calibrationBlocks } from './calibration.js';
 import { rmsNormRows } from './hessians.js';
 import { openSequentialCalibration } from './sequential-calibration.js';
@@ -77,6 +79,67 @@ describe('quantizeModel with a calibrated quantizer (gptq) on the shipped model'
       await model.dispose();
       await checkpoint.close();
     }
+  });
+
+  describe('with reads that finish out of order', () => {
+    // Every other file read is held back: a matrix started ahead is read before the one started before it, as
+    // happens by chance under load (a run on a busy 2-core machine waited forever for this once).
+    type Read = (...args: unknown[]) => Promise<unknown>;
+    let restore: (() => void) | undefined;
+    afterEach(() => restore?.());
+    const holdBackReads = async () => {
+      const handle = await open(brownCalibPath);
+      const proto = Object.getPrototypeOf(handle) as { read: Read };
+      await handle.close();
+      const read = proto.read;
+      let calls = 0;
+      proto.read = async function (this: unknown, ...args: unknown[]) {
+        if (calls++ % 2 === 0) await new Promise((r) => setTimeout(r, 15));
+        return read.apply(this, args);
+      };
+      restore = () => {
+        proto.read = read;
+        restore = undefined;
+      };
+    };
+
+    it('quantizeModel asks the layer pass for contexts in layer order: the same file as with reads in order', async () => {
+      const model = join(out, 'tiny');
+      await writeModelDirectory(model, tinyConfig({ numLayers: 3, intermediateSize: 64 }), 11);
+      const ids = Array.from({ length: 2 * 16 }, (_, i) => (i * 7) % tinyConfig().vocabSize);
+      const run = async (name: string) => {
+        const opened = await openSequentialCalibration(model, { calibration: { ids: Int32Array.from(ids), blocks: 2, seqlen: 16 } });
+        try {
+          // 4 workers: 5 matrices started ahead, across layer boundaries
+          await quantizeModel({ modelDir: model, outDir: join(out, name), quantizer: gptqQuantizer, configFor: () => quantConfig(4, 32), calibration: opened.calibration, workers: 4 });
+        } finally {
+          await opened.close();
+        }
+        return readFileSync(join(out, name, 'model.safetensors'));
+      };
+      const inOrder = await run('tiny-in-order');
+      await holdBackReads();
+      const shuffled = await run('tiny-shuffled');
+      restore?.();
+      expect(shuffled.equals(inOrder)).toBe(true);
+    });
+
+    it('a layer asked for after a later one is refused at once, naming the order, not waited for', async () => {
+      const model = join(out, 'tiny');
+      const checkpoint = await openCheckpoint(model);
+      const blocks = await loadDecoderBlocks(checkpoint, await loadDecoderConfig(model));
+      try {
+        const { createSequentialCalibration } = await import('./hessians.js');
+        const calibration = createSequentialCalibration(blocks, Array.from({ length: 16 }, (_, i) => i), { seqlen: 16 });
+        const unit = (layer: number) => ({ key: `${layer}.self_attn.q_proj`, name: matrixTensorName(layer, 'self_attn.q_proj'), layer, module: 'self_attn.q_proj' as const, shape: [32, 32] as const });
+        const later = calibration.context(unit(1));
+        later.catch(() => undefined);
+        await expect(calibration.context(unit(0))).rejects.toThrow(/layer 0 was asked for after layer 1: calibrated matrices must be quantized in layer order/);
+      } finally {
+        await blocks.dispose();
+        await checkpoint.close();
+      }
+    });
   });
 
   it('writes and reads back a BAQ matrix: its column widths stored beside the codes, dequantized by the plug-in', async () => {
