@@ -219,6 +219,8 @@ export function solveGptqColumns(p: GptqProblem): void {
   const scale = new Float32Array(rows);
   const zero = new Float32Array(rows);
   const step = new Float32Array(rows);
+  let gridGroup = -1;
+  let gridMaxq = -1;
   let start = 0;
   for (let b = 0; b < blockEnds.length; b++) {
     const end = blockEnds[b]!;
@@ -240,15 +242,20 @@ export function solveGptqColumns(p: GptqProblem): void {
         }
       }
       const m = maxq[c]!;
-      for (let r = 0; r < rows; r++) {
-        const grid = gptqGrid(low[g0 + r]!, high[g0 + r]!, m, symmetric);
-        scale[r] = grid.scale;
-        zero[r] = grid.zero;
-        step[r] = grid.step;
+      // the grids change with the group (a range just taken) or the column's width, not from column to column
+      if (rangeAt[c] || group !== gridGroup || m !== gridMaxq) {
+        for (let r = 0; r < rows; r++) {
+          const grid = gptqGrid(low[g0 + r]!, high[g0 + r]!, m, symmetric);
+          scale[r] = grid.scale;
+          zero[r] = grid.zero;
+          step[r] = grid.step;
+        }
+        gridGroup = group;
+        gridMaxq = m;
       }
+      const column = c * rows;
       const diagonal = u[c * columns + c]!;
       const e0 = (c - start) * rows;
-      const column = c * rows;
       for (let r = 0; r < rows; r++) {
         const x = w[column + r]!;
         const q = Math.min(Math.max(roundHalfEven(fround(fround(x * scale[r]!) + zero[r]!)), 0), m);

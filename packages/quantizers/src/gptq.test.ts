@@ -1,6 +1,6 @@
-import { InvalidDataError, InvalidOptionError, quantConfig, type InputHessian, type QuantConfig, type QuantizedTensor } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, configName, quantConfig, type InputHessian, type QuantConfig, type QuantizedTensor } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
-import { createGptqQuantizer, gptqQuantizer, runGptq, gptqSettings, typescriptGptqKernel } from './gptq.js';
+import { createGptqQuantizer, gptqQuantizer, identityHessian, runGptq, gptqSettings, typescriptGptqKernel } from './gptq.js';
 import { createWasmGptqKernel } from './gptq-kernel.js';
 import { gptqBlockEnds, inverseCholeskyUpper, prepareHessian, solveGptqColumns, type GptqProblem } from './gptq-solver.js';
 import { createRtnQuantizer, dequantizeTensor, unpackQuantizedCodes } from './quantizers.js';
@@ -278,6 +278,22 @@ describe('the gptq quantizer', () => {
     }
     // A linear matrix without its Hessian is still refused.
     expect(() => gptqQuantizer.quantize({ ...weight, name: 'model.layers.0.mlp.up_proj.weight' }, config)).toThrow(/--calib/);
+  });
+
+  it('an embedding unit without a Hessian takes the diagonal pass: bit for bit the full pass on an explicit identity (act-order, symmetric, 2-8 bits)', () => {
+    const unit = { ...randomMatrix(24, 256, 9, 0.05), name: 'model.embed_tokens.weight' };
+    const configs = [quantConfig(4, 32, { roundZero: true }), quantConfig(2, 64, { roundZero: true }), quantConfig(8, 128, { roundZero: true }), quantConfig(4, 32, { symmetric: true, roundZero: true })];
+    for (const quantizer of [gptqQuantizer, createGptqQuantizer({ actOrder: true }), createGptqQuantizer({ kernel: 'typescript', dampening: 0.1 })]) {
+      for (const c of configs) {
+        const fast = quantizer.quantize(unit, c) as QuantizedTensor;
+        // the identity given as the context's Hessian goes through the factorization and the feedback loop
+        const full = quantizer.quantize(unit, c, { hessian: identityHessian(256) }) as QuantizedTensor;
+        expect(Array.from(fast.packed), configName(c)).toEqual(Array.from(full.packed));
+        expect(Array.from(fast.scale)).toEqual(Array.from(full.scale));
+        expect(Array.from(fast.zero)).toEqual(Array.from(full.zero));
+        expect(fast.report).toEqual(full.report);
+      }
+    }
   });
 
   it('refuses a Hessian holding NaN', () => {

@@ -79,6 +79,7 @@ export {
   isPooledQuantizer,
   runGptq,
   requireHessian,
+  roundOnGptqGrid,
   typescriptGptqKernel,
   type GptqKernel,
   type GptqOptions,
