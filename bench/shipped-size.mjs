@@ -8,6 +8,13 @@
 //   node bench/shipped-size.mjs [--model <dir>] [--dataset brown-test | --text <file>] [--windows N]
 //        [--out bench/results/shipped-size] [--work /tmp/layerquant-shipped-size] [--methods mxq,sensiboost,measured]
 //        [--blocks <calibration blocks>] [--fresh]
+//        [--quantizer gptq --calib <file | dataset name> --calib-blocks N [--calibrated-methods mxq]]
+//
+// With --quantizer (a calibrated one, GPTQ), the table also holds that quantizer's uniform export at each config of
+// its ladder (integer zeros) and its allocations (--calibrated-methods) at every target: the allocation reads the
+// HQQ allocations' statistics (--stats-quantizer hqq: the same tables, measured once), and the quantizer quantizes
+// each matrix on --calib-blocks blocks of --calib. The goal checks then take every uniform export and every
+// allocation of the run, whichever quantizer made them.
 //
 // Everything goes through the built CLI (apps/cli/dist/bin.js: `quantize --format onnx`, `export`), as a user runs
 // it; each export is evaluated once, in this process, the way `eval` and `compare` do (pipeline's openForEvaluation,
@@ -55,6 +62,12 @@ const outBase = resolve(option('out', join(ROOT, 'bench/results/shipped-size')))
 const work = resolve(option('work', '/tmp/layerquant-shipped-size'));
 const methods = option('methods', 'mxq,sensiboost,measured').split(',').filter(Boolean);
 const blocks = option('blocks', undefined);
+const calibratedId = option('quantizer', undefined);
+const calibratedMethods = option('calibrated-methods', 'mxq').split(',').filter(Boolean);
+const calibText = option('calib', undefined);
+const calibBlocks = option('calib-blocks', '16');
+if (calibratedId !== undefined && calibText === undefined) throw new Error(`--quantizer ${calibratedId} needs --calib (its calibration text)`);
+const calibPath = calibText === undefined ? undefined : resolveTextPath(existsSync(calibText) ? { text: calibText } : { dataset: calibText }, datasets);
 if (argv.includes('--fresh')) rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
 
@@ -217,6 +230,31 @@ for (const method of methods) {
   }
 }
 
+if (calibratedId !== undefined) {
+  const quantizer = builtinRegistries().quantizers.get(calibratedId);
+  if (!quantizer) throw new Error(`--quantizer ${calibratedId}: not a registered quantizer`);
+  const calibArgs = ['--quantizer', calibratedId, '--calib', calibPath, '--blocks', calibBlocks];
+  // Its own ladder: the configs the format stores natively that it can make (integer zeros for GPTQ).
+  const own = formatPlan(onnxCostModel(opened.config, opened.layout, {}), quantizer);
+  for (const config of own.configs) {
+    const name = `${calibratedId}-${configName(config)}`;
+    entries.push({ name, kind: 'uniform', label: `${calibratedId.toUpperCase()} ${configName(config)}`, ...exported(name, ['quantize', ...model, ...calibArgs, '--config', configName(config), '--format', 'onnx']) });
+  }
+  for (const method of calibratedMethods) {
+    const hqqStats = readdirSync(work).filter((d) => d.startsWith(`${method}-`)).map((d) => statsOf(join(work, d))).find(Boolean);
+    const statsFor = () => (hqqStats ? ['--stats', hqqStats] : ['--stats-quantizer', 'hqq']);
+    const targets = [
+      ...bpwTargets.map((bpw) => ({ args: ['--target-bpw', String(bpw)], key: `bpw-${bpw}`, target: { unit: 'bpw', value: bpw } })),
+      ...sizeTargets.map(({ mib, why }) => ({ args: ['--target-size', String(mib)], key: `mib-${mib}`, target: { unit: 'MiB', value: mib, why } })),
+    ];
+    for (const { args, key, target } of targets) {
+      const name = `${calibratedId}-${method}-${key}`;
+      const made = exported(name, ['quantize', ...model, ...calibArgs, '--method', method, ...args, ...statsFor(), '--format', 'onnx']);
+      entries.push({ name, kind: 'allocated', method: `${calibratedId}+${method}`, label: `${calibratedId.toUpperCase()} + ${method} ${args.join(' ')}${target.why ? ` (${target.why})` : ''}`, target, ...made });
+    }
+  }
+}
+
 const failed = entries.filter((e) => e.error);
 for (const e of failed) notes.push(`${e.name}: not made: ${e.error}`);
 
@@ -362,6 +400,7 @@ const mix = (r) => {
 const lines = [];
 lines.push(`Perplexity on ${basename(textPath)}@${SEQLEN}, ${rows[0]?.windows} windows (${rows[0]?.tokens} tokens), the same for every export; model ${isShippedModel ? 'packages/fixtures/models/llama-brown-26m' : modelDir}.`);
 lines.push('Shipped MiB = every byte under <dir>/onnx (MiB = 2^20 bytes); bits/w = those bits over the linear matrices\' weights. Δ: 95% paired bootstrap over the windows (2000 resamples, seed 42); "better"/"worse" only where the interval excludes 0. Reference: the uniform export with the lowest perplexity among those of equal or larger file. Mix: matrices per bit width (embeddings and lm_head count as matrices where quantized).');
+if (calibratedId !== undefined) lines.push(`${calibratedId.toUpperCase()} rows: the matrices quantized by ${calibratedId} on ${calibBlocks} blocks of ${basename(calibPath)}; its allocations spend the HQQ allocations' statistics (the same tables), on ${calibratedId}'s own ladder (integer zeros).`);
 lines.push('');
 lines.push('| export | kind | shipped MiB | bits/w file | perplexity | Δ vs float [95% CI] | reference uniform | Δ vs reference [95% CI] | mix |');
 lines.push('| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |');

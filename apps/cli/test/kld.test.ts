@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, expectRefused } from './run-cli.js';
 import { parseValid } from './json-schema.js';
+import { start, stopAll } from './cli-process.js';
+import { haveRedis, startRedis } from './redis-server.js';
 
 /**
  * KL divergence against the float model in the commands. The oracle is computed here in float64 from the logits of
@@ -322,9 +324,13 @@ describe('the kld allocator\'s correction by measurement (quantize by default, e
     expect(allocated.stderr).toMatch(/refine: kld's correction by measurement/);
   });
 
-  it('experiment --refine: the kld cell is corrected (its key changes, no other cell\'s does); without it every key is as before; refused with --queue', async () => {
+  /** The rows of the in-process `experiment --refine`, which the queue's must repeat. */
+  let refinedRows: { method: string; seconds?: number }[] | undefined;
+  const refineArgs = (out: string) => ['--methods', 'hqq,kld', '--budgets', '3', '--configs', configs, '--text', text, '--calib', calib, '--blocks', '1', '--stats', statsDir, '--seqlen', String(seqlen), '--out', out];
+
+  it('experiment --refine: the kld cell is corrected (its key changes, no other cell\'s does); without it every key is as before', async () => {
     const out = join(scratch, 'refine-experiment');
-    const argv = ['--methods', 'hqq,kld', '--budgets', '3', '--configs', configs, '--text', text, '--calib', calib, '--blocks', '1', '--stats', statsDir, '--seqlen', String(seqlen), '--out', out];
+    const argv = refineArgs(out);
     const plain = await cli('experiment', model, ...argv, '--json');
     expect(plain.code, plain.stderr).toBe(0);
     const keysBefore = Object.keys((JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { cells: Record<string, unknown> }).cells);
@@ -348,6 +354,25 @@ describe('the kld allocator\'s correction by measurement (quantize by default, e
     // Without --refine again: every cell reused under its old key.
     const again = await cli('experiment', model, ...argv, '--json');
     expect(again.stderr).toMatch(/reusing 3 of 3 cells/);
-    expectRefused(await cli('experiment', model, ...argv, '--refine', '--queue', 'redis://127.0.0.1:1/0'), /--refine.*queue/);
+    refinedRows = rows;
+  });
+
+  it.skipIf(!haveRedis)('experiment --refine --queue: a worker corrects the kld cell on its own model as the process does (the same rows, measured KLDs included)', async () => {
+    expect(refinedRows, 'the in-process test runs first').toBeDefined();
+    const redis = await startRedis();
+    try {
+      const worker = start('worker', '--queue', redis.url, '--model', model);
+      const coordinator = start('experiment', model, ...refineArgs(join(scratch, 'refine-queue')), '--refine', '--queue', redis.url, '--json');
+      expect((await coordinator.exited).code, coordinator.output.stderr).toBe(0);
+      const rows = parseValid<{ rows: { method: string; seconds?: number; refinement?: unknown }[] }>(coordinator.output.stdout, 'experiment').rows;
+      const withoutTime = (r: { seconds?: number }[]) => r.map(({ seconds: _, ...rest }) => rest);
+      expect(withoutTime(rows)).toEqual(withoutTime(refinedRows!));
+      expect(rows.find((row) => row.method === 'kld')!.refinement).toBeDefined();
+      expect(rows.find((row) => row.method === 'hqq')!.refinement).toBeUndefined();
+      expect(worker.output.stderr).toMatch(/refine kld @ 3: kept the (refined|additive) allocation \(measured KLD /);
+    } finally {
+      await stopAll();
+      await redis.stop();
+    }
   });
 });

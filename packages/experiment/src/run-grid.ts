@@ -7,6 +7,7 @@ import {
   fileContentHash,
   floatKldBase,
   methodRefines,
+  checkRefineQuantizer,
   openRefineSession,
   type FloatKldBase,
   type RefinePlan,
@@ -129,6 +130,16 @@ export interface DistributedCells {
    * its own cache (it has the model; keyed by content, so every worker's base is the same) and records KLD as here.
    */
   readonly kld?: boolean;
+  /**
+   * `experiment --refine`: the methods whose cells correct their allocation by measurement, the calibration it
+   * measures on (the statistics' text and blocks) and the quantizer its candidates are quantized with (the
+   * statistics' quantizer). A worker opens the measurer on its own model, as the in-process grid does once.
+   */
+  readonly refine?: {
+    readonly methods: readonly string[];
+    readonly calibration: { readonly calibrationPath: string; readonly calibrationName: string; readonly blocks: number; readonly seqlen: number };
+    readonly quantizer: QuantizerChoice;
+  };
   readonly onResult: (result: CellResult) => Promise<void>;
 }
 
@@ -209,11 +220,9 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
   const statisticsQuantizer = statisticsChoice === choice ? quantizer : quantizerOf(plugins, statisticsChoice);
   const metric = options.metric ?? 'ppl';
   if (metric === 'kld' && !options.kld) throw new InvalidOptionError('--metric', 'kld reads the cells\' KL divergence from the unquantized model: add --kld so the cells measure it');
-  if (options.refine && options.connect) {
-    throw new InvalidOptionError('--refine', 'the correction by measurement runs in this process only: the queue\'s cell jobs do not carry the calibration measurer yet; run the grid without --queue, or without --refine');
-  }
   const allocators = plugins.allocators.list();
   const refining = options.refine ? grid.methods.filter((m) => methodRefines(m, allocators)) : [];
+  if (refining.length > 0) checkRefineQuantizer(statisticsQuantizer);
   const out = await openOutputDirectory(options.outDir, 'experiment');
   let distributor: GridDistributor | undefined;
   let kldBase: FloatKldBase | undefined;
@@ -297,7 +306,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       });
       if (!kldBase.computed) note(`KLD base: reusing ${kldBase.base.path}`);
     }
-    if (refining.length > 0 && planned.some((p) => !done.has(p.spec.key) && p.spec.kind === 'method' && methodRefines(p.spec.method, allocators))) {
+    if (!distributor && refining.length > 0 && planned.some((p) => !done.has(p.spec.key) && p.spec.kind === 'method' && methodRefines(p.spec.method, allocators))) {
       // One measurer for every refined cell: the float model's distributions on the statistics' calibration, once.
       refineSession = await openRefineSession(modelDir, statisticsQuantizer, { ...calibrationText, ...(options.threads ? { threads: options.threads } : {}) });
     }
@@ -310,7 +319,11 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       ...(calibration ? { calibration: { ...calibration, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
     };
     if (distributor) {
-      await distributor.runCells({ planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, metrics: plugins.metrics.list(), done, onResult, ...(options.kld ? { kld: true } : {}) });
+      await distributor.runCells({
+        planned, modelDir, modelHash, text: { path: textPath, hash: textHash }, statsKey: resolved.key, stats: resolved.stats, context, quantizer: choice, metrics: plugins.metrics.list(), done, onResult,
+        ...(options.kld ? { kld: true } : {}),
+        ...(refining.length > 0 ? { refine: { methods: refining.map((m) => m.id), calibration: calibrationText, quantizer: statisticsChoice } } : {}),
+      });
     } else {
       await runExperiment({
         modelDir,

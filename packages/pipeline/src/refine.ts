@@ -29,7 +29,10 @@ import { existsSync } from 'node:fs';
 
 /** The calibration the correction measures on (the statistics': same text, blocks and block length). */
 export interface RefineCalibration {
+  /** The calibration text's file (read unless `text` is given). */
   readonly calibrationPath: string;
+  /** The calibration text itself (a queue worker's, from its blob); `calibrationPath` then only names it. */
+  readonly text?: string;
   readonly calibrationName: string;
   readonly blocks: number;
   readonly seqlen: number;
@@ -48,17 +51,22 @@ export interface RefineSession {
   close(): Promise<void>;
 }
 
+/** The correction quantizes each candidate with the statistics' quantizer, which must not be a calibrated one. */
+export function checkRefineQuantizer(quantizer: Quantizer): void {
+  if (quantizer.calibration) {
+    throw new InvalidOptionError('--refine', `the correction by measurement quantizes each candidate with the statistics' quantizer, and "${quantizer.id}" is calibrated (a layer pass per allocation, not run there); measure the statistics with --stats-quantizer hqq, or keep the additive allocation with --no-refine`);
+  }
+}
+
 /**
  * Opens the measurer: the float model's distributions on the calibration computed once, every decoder layer's float
  * weights held (MemoryBudgetError above what fits, saying what to lower). A calibrated quantizer (GPTQ) needs a layer
  * pass per allocation, which the measurer does not run: refused, saying what to do instead.
  */
 export async function openRefineSession(modelDir: string, quantizer: Quantizer, calibration: RefineCalibration): Promise<RefineSession> {
-  if (quantizer.calibration) {
-    throw new InvalidOptionError('--refine', `the correction by measurement quantizes each candidate with the statistics' quantizer, and "${quantizer.id}" is calibrated (a layer pass per allocation, not run there); measure the statistics with --stats-quantizer hqq, or keep the additive allocation with --no-refine`);
-  }
-  if (!existsSync(calibration.calibrationPath)) throw new MissingFileError(calibration.calibrationPath, 'calibration text not found; pass a UTF-8 text file with --calib');
-  const text = await readTextFile(calibration.calibrationPath, 'a UTF-8 calibration text with --calib');
+  checkRefineQuantizer(quantizer);
+  if (calibration.text === undefined && !existsSync(calibration.calibrationPath)) throw new MissingFileError(calibration.calibrationPath, 'calibration text not found; pass a UTF-8 text file with --calib');
+  const text = calibration.text ?? (await readTextFile(calibration.calibrationPath, 'a UTF-8 calibration text with --calib'));
   if (text.trim().length === 0) throw new InvalidDataError(calibration.calibrationPath, 'is empty; the correction by measurement needs calibration text');
   const { config, checkpoint } = await openModel(modelDir);
   let pool: KernelPool | undefined;

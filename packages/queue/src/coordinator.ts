@@ -4,8 +4,8 @@ import { openCheckpoint, readTextFile } from '@layerquant/tensor-io';
 import { Queue, type Job } from 'bullmq';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { cellLabel, reviveRow, type CellResult, type DistributedCells, type GridDistributor } from '@layerquant/experiment';
-import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellCalibration, type CellJobData, type JobName, type StatisticsJobData } from './jobs.js';
+import { cellLabel, reviveRow, type CellResult, type CellSpec, type DistributedCells, type GridDistributor } from '@layerquant/experiment';
+import { QUEUE_NAME, blobKey, jobIds, parseTables, sha256Hex, statsToBlob, type CellCalibration, type CellJobData, type CellRefine, type JobName, type StatisticsJobData } from './jobs.js';
 import { QueueResultError, checkCellResult, checkStatisticsResult, checkTableLayers } from './results.js';
 import { isAuthenticationError, parseQueueUrl, redactCredentials, type QueueAddress } from './redis-url.js';
 
@@ -282,6 +282,19 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
             seqlen: calibrationOptions.seqlen ?? DEFAULT_SEQLEN,
           }
         : undefined;
+      // experiment --refine: the statistics' calibration text as a blob, for the cells of the refining methods.
+      const refine: CellRefine | undefined = run.refine
+        ? {
+            calibration: {
+              blob: await publish(await readTextFile(requireCalibrationPath(run.refine.calibration.calibrationPath), 'a UTF-8 calibration text with --calib')),
+              name: run.refine.calibration.calibrationName,
+              blocks: run.refine.calibration.blocks,
+              seqlen: run.refine.calibration.seqlen,
+            },
+            quantizer: run.refine.quantizer,
+          }
+        : undefined;
+      const refines = (cell: CellSpec) => refine !== undefined && cell.kind === 'method' && run.refine!.methods.includes(cell.method.id);
       const jobs: PlannedJob[] = run.planned
         .filter((p) => !run.done.has(p.spec.key))
         .map((p) => ({
@@ -293,6 +306,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
             seqlen: run.context.seqlen, maxTokens: run.context.maxTokens ?? null, seed: run.context.seed ?? 42, statsBlob: p.spec.kind === 'fp' ? null : statsBlob, configs: run.context.configs ?? null, quantizer: run.quantizer,
             ...(run.kld ? { kld: true } : {}),
             ...(calibration && p.spec.kind === 'method' ? { calibration } : {}),
+            ...(refines(p.spec) ? { refine } : {}),
           } satisfies CellJobData,
         }));
       if (jobs.length < run.planned.length) log(`queue: ${run.planned.length - jobs.length} cell(s) already in --out, not enqueued`);
@@ -307,6 +321,7 @@ export async function connectCoordinator(url: string, options: CoordinatorOption
             jobId: job.id, key: cell.key, modelHash: run.modelHash, modelName: run.context.modelName, method: cell.kind === 'fp' ? 'fp' : cell.method.id,
             budget: cell.kind === 'fp' ? null : cell.budget, quantizer: cell.kind === 'fp' ? null : quantizerId, tokens, seqlen: run.context.seqlen,
             ...(run.kld ? { kld: true } : {}),
+            ...(refines(cell) ? { refine: true } : {}),
           },
           value,
         );

@@ -63,6 +63,11 @@ describe('queue job schema', () => {
     expect(refusal('cell', { ...cellData(), kld: true })).toBe('');
     // A calibrated quantizer's cell: the calibration text by hash, its name, blocks and block length.
     expect(refusal('cell', { ...cellData(), quantizer: { id: 'gptq', options: { actOrder: true } }, calibration: { blob: HASH, name: 'brown-calib', blocks: 128, seqlen: 512 } })).toBe('');
+    // experiment --refine: the statistics' calibration by hash and the quantizer the candidates are quantized with.
+    const refine = { calibration: { blob: HASH, name: 'brown-calib', blocks: 1, seqlen: 512 }, quantizer: { id: 'hqq', options: {} } };
+    expect(refusal('cell', { ...cellData(), refine })).toBe('');
+    expect(refusal('cell', { ...cellData(), refine: { ...refine, calibration: { ...refine.calibration, blob: 'x' } } })).toMatch(/data\.refine\.calibration\.blob "x" is not a sha256/);
+    expect(refusal('cell', { ...cellData(), refine: { calibration: refine.calibration } })).toMatch(/data\.refine\.quantizer/);
     expect(refusal('statistics', statisticsData(), 'statistics-x')).toBe('');
     expect(refusal('statistics', { ...statisticsData(), layers: null, calibrationBlob: HASH, measure: { calibrationName: 'c', blocks: 1, seqlen: 512, configs: [config], sensitivityConfigs: [config] } }, 'statistics-x')).toBe('');
   });

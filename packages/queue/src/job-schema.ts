@@ -1,5 +1,5 @@
 import { EMBEDDING_UNITS, LayerquantError, SUPPORTED_BITS, type QuantConfig } from '@layerquant/core';
-import type { CellCalibration, CellJobData, JobName, StatisticsJobData } from './jobs.js';
+import type { CellCalibration, CellJobData, CellRefine, JobName, StatisticsJobData } from './jobs.js';
 
 /**
  * The schema of every job's data, checked by the worker before it touches anything: whoever can write to Redis can
@@ -163,6 +163,8 @@ const cellSpec: Check<CellJobData['cell']> = (value, field) => {
   })(value, field);
 };
 
+const cellCalibration = object<CellCalibration>({ blob: hash, name: string(1000), blocks: integer(1, 1_000_000), seqlen: integer(2, 1 << 20) });
+
 const cellData = object<CellJobData>({
   modelDir,
   modelHash: hash,
@@ -176,8 +178,9 @@ const cellData = object<CellJobData>({
   configs: nullable(configLadder),
   quantizer: quantizerChoice,
   kld: boolean,
-  calibration: object<CellCalibration>({ blob: hash, name: string(1000), blocks: integer(1, 1_000_000), seqlen: integer(2, 1 << 20) }),
-}, ['kld', 'calibration']);
+  calibration: cellCalibration,
+  refine: object<CellRefine>({ calibration: cellCalibration, quantizer: quantizerChoice }),
+}, ['kld', 'calibration', 'refine']);
 
 type Measure = StatisticsJobData['measure'];
 const statisticsData = object<StatisticsJobData>({

@@ -44,6 +44,17 @@ export interface CellJobData extends ModelRef {
    * call the in-process cell makes; the text is checked against the hash before it is used.
    */
   readonly calibration?: CellCalibration;
+  /**
+   * `experiment --refine`, on the cells of a method that corrects its allocation by measurement: the calibration the
+   * correction measures on (the statistics' text, by its blob) and the quantizer the candidates are quantized with.
+   * The worker opens the measurer on its served model (once per calibration and quantizer) with the in-process call.
+   */
+  readonly refine?: CellRefine;
+}
+
+export interface CellRefine {
+  readonly calibration: CellCalibration;
+  readonly quantizer: QuantizerChoice;
 }
 
 export interface CellCalibration {

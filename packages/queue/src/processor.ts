@@ -1,6 +1,6 @@
 import { Queue, UnrecoverableError, type Job } from 'bullmq';
 import { cellLabel, computeCell, openCellSession, type CellResult, type CellSession } from '@layerquant/experiment';
-import { MissingPluginError, defaultKldCacheDir, floatKldBase, loadPlugins, quantizerOf, type PluginRegistries } from '@layerquant/pipeline';
+import { MissingPluginError, defaultKldCacheDir, floatKldBase, loadPlugins, openRefineSession, quantizerOf, type PluginRegistries, type RefineSession } from '@layerquant/pipeline';
 import type { RedisCommands } from './coordinator.js';
 import { InvalidJobError, printable, validateJob } from './job-schema.js';
 import { JOB_PROCESSORS, PROCESSOR_ENV, MissingBlobError, QUEUE_NAME, blobKey, sha256Hex, statsFromBlob, tokenIds, type JobEnvironment, type JobProcessor } from './jobs.js';
@@ -24,6 +24,8 @@ const plugins = (): Promise<PluginRegistries> => (registries ??= loadPlugins(JSO
 const log = (line: string) => process.stderr.write(`${redactCredentials(line, address)}\n`);
 let blobClient: Queue | undefined;
 let session: { dir: string; session: CellSession } | undefined;
+/** experiment --refine: the measurer of the last refined cell's model, calibration and quantizer, kept for the next. */
+let refining: { key: string; session: RefineSession } | undefined;
 const blobCache = new Map<string, string>();
 
 const env: JobEnvironment = {
@@ -58,8 +60,26 @@ const env: JobEnvironment = {
     // experiment --kld: the unquantized model's logits from this worker's cache (computed on its first such job).
     const window = { seqlen: data.seqlen, ...(data.maxTokens === null ? {} : { maxTokens: data.maxTokens }) };
     const kld = data.kld ? await floatKldBase(modelDir, ids, window, { cacheDir: defaultKldCacheDir(), evaluation: threads ? { threads } : {} }) : undefined;
+    // experiment --refine: the float model's distributions on the calibration, measured here once for every cell
+    // of the same model, calibration and quantizer (as the in-process grid opens one measurer).
+    const refine = data.refine && data.cell.kind === 'method' ? data.refine : undefined;
+    if (refine) {
+      const key = JSON.stringify([modelDir, refine.calibration.blob, refine.calibration.blocks, refine.calibration.seqlen, refine.quantizer]);
+      if (refining?.key !== key) {
+        await refining?.session.close();
+        refining = undefined;
+        const text = await env.blob(refine.calibration.blob, `the calibration text "${printable(refine.calibration.name, 200)}"`);
+        refining = {
+          key,
+          session: await openRefineSession(modelDir, quantizerOf(registry, refine.quantizer), {
+            calibrationPath: refine.calibration.name, text, calibrationName: refine.calibration.name, blocks: refine.calibration.blocks, seqlen: refine.calibration.seqlen, ...(threads ? { threads } : {}),
+          }),
+        };
+      }
+    }
     try {
       return await computeCell(session.session, data.cell, {
+        ...(refine ? { refine: { session: refining!.session, onDone: (cell: string, report: { kept: string; additiveKld: number; refinedKld: number }) => log(`worker ${process.pid}: refine ${cell}: kept the ${report.kept} allocation (measured KLD ${report.additiveKld} additive, ${report.refinedKld} corrected)`) } } : {}),
         ...(kld ? { kldBase: kld.base } : {}),
         allocators: registry.allocators.list(),
         quantizer,

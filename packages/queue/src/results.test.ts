@@ -42,6 +42,23 @@ describe('the coordinator checks every result against the cell it planned', () =
     expect(refusal(fp, { ...planned, method: 'fp', budget: null, quantizer: null })).toBe('');
   });
 
+  it('experiment --refine: accepts a refined cell\'s row saying what its correction did when planned; refuses one without, one not planned, and a kept correction that measured worse', () => {
+    const refined = (refinement: Record<string, unknown> = {}) => {
+      const r = result();
+      r.row = { ...r.row, refinement: { additiveKld: 0.05, refinedKld: 0.04, kept: 'refined', changed: 3, measured: 2, stopped: 'converged', ...refinement } };
+      return r;
+    };
+    const refinePlan = { ...planned, refine: true };
+    expect(refusal(refined(), refinePlan)).toBe('');
+    expect(refusal(refined({ kept: 'additive', refinedKld: 0.06, stopped: null }), refinePlan)).toBe('');
+    expect(refusal(result(), refinePlan)).toMatch(/row\.refinement must be an object/);
+    expect(refusal(refined())).toMatch(/row\.refinement is not a field of this result/);
+    expect(refusal(refined({ refinedKld: 0.06 }), refinePlan)).toMatch(/row\.refinement\.kept is "refined" with a higher measured KLD/);
+    expect(refusal(refined({ additiveKld: Number.NaN }), refinePlan)).toMatch(/row\.refinement\.additiveKld must be a finite number/);
+    expect(refusal(refined({ measured: 1.5 }), refinePlan)).toMatch(/row\.refinement\.measured must be a whole number/);
+    expect(refusal(refined({ extra: 1 }), refinePlan)).toMatch(/row\.refinement\.extra is not a field of this result/);
+  });
+
   it('experiment --kld: accepts a row with its KL divergence when planned, refuses one without, one not planned, and a mean that is not its windows\'', () => {
     const withKld = () => {
       const r = result();

@@ -60,11 +60,14 @@ export interface PlannedCell {
   readonly seqlen: number;
   /** experiment --kld: the row must carry its KL divergence from the unquantized model (and must not otherwise). */
   readonly kld?: boolean;
+  /** experiment --refine, a refining method's cell: the row must say what the correction did (and must not otherwise). */
+  readonly refine?: boolean;
 }
 
 const KLD_FIELDS = ['mean', 'error', 'median', 'p99', 'p999', 'max', 'sameTop', 'sameTopError', 'rmsDeltaP', 'pplRatio', 'pplRatioError'] as const;
 
-const ROW_FIELDS = ['model', 'method', 'quantizer', 'options', 'budget', 'bpp', 'memoryMB', 'packedBytes', 'extraMemoryPercent', 'ppl', 'seconds', 'windowNll', 'windowWeights', 'kld', 'windowKld', 'windowKldCount'] as const;
+const ROW_FIELDS = ['model', 'method', 'quantizer', 'options', 'budget', 'bpp', 'memoryMB', 'packedBytes', 'extraMemoryPercent', 'ppl', 'seconds', 'windowNll', 'windowWeights', 'kld', 'windowKld', 'windowKldCount', 'refinement'] as const;
+const REFINEMENT_FIELDS = ['additiveKld', 'refinedKld', 'kept', 'changed', 'measured', 'stopped'] as const;
 
 /** A cell job's result checked against its plan: the CellResult to record, or a QueueResultError. */
 export function checkCellResult(planned: PlannedCell, value: unknown): CellResult {
@@ -72,7 +75,7 @@ export function checkCellResult(planned: PlannedCell, value: unknown): CellResul
   const result = record(id, value, 'value', ['key', 'row', 'modelHash']);
   same(id, result.key, planned.key, 'key');
   same(id, result.modelHash, planned.modelHash, 'modelHash (the content hash of the model the worker read)');
-  const row = record(id, result.row, 'row', ROW_FIELDS, ['quantizer', 'kld', 'windowKld', 'windowKldCount']);
+  const row = record(id, result.row, 'row', ROW_FIELDS, ['quantizer', 'kld', 'windowKld', 'windowKldCount', 'refinement']);
   same(id, row.model, planned.modelName, 'row.model');
   same(id, row.method, planned.method, 'row.method');
   same(id, row.budget, planned.budget, 'row.budget');
@@ -98,6 +101,7 @@ export function checkCellResult(planned: PlannedCell, value: unknown): CellResul
   const fromWindows = Math.exp((row.windowNll as number[]).reduce((s, v) => s + v, 0) / plan.divisor);
   if (Math.abs(ppl - fromWindows) > 1e-9 * fromWindows) throw new QueueResultError(id, 'row.ppl', `${ppl} is not the perplexity of its windows (${fromWindows})`);
   checkCellKld(id, row, planned.kld === true, plan.windows.map((w) => w.end - w.scoreFrom));
+  checkCellRefinement(id, row, planned.refine === true);
   return { key: planned.key, row: row as unknown as ExperimentRow };
 }
 
@@ -121,6 +125,26 @@ function checkCellKld(id: string, row: Record<string, unknown>, planned: boolean
   sums.forEach((v, i) => number(id, v, `row.windowKld[${i}]`, 0));
   const mean = (sums as number[]).reduce((a, b) => a + b, 0) / scored.reduce((a, b) => a + b, 0);
   if (Math.abs(mean - (kld.mean as number)) > 1e-9 * Math.max(mean, 1e-12) + 1e-15) throw new QueueResultError(id, 'row.kld.mean', `${String(kld.mean)} is not the mean KLD of its windows (${mean})`);
+}
+
+/**
+ * What a refined cell's correction did (experiment --refine): present exactly when planned; the measured KLDs finite
+ * and not negative, the kept allocation the refined one only where its KLD is not higher, counts whole numbers.
+ */
+function checkCellRefinement(id: string, row: Record<string, unknown>, planned: boolean): void {
+  if (!planned) {
+    if ('refinement' in row) throw new QueueResultError(id, 'row.refinement', 'is not a field of this result (the grid did not ask this cell to refine)');
+    return;
+  }
+  const r = record(id, row.refinement, 'row.refinement', REFINEMENT_FIELDS);
+  const additive = number(id, r.additiveKld, 'row.refinement.additiveKld', 0);
+  const refined = number(id, r.refinedKld, 'row.refinement.refinedKld', 0);
+  if (r.kept !== 'refined' && r.kept !== 'additive') throw new QueueResultError(id, 'row.refinement.kept', 'must be "refined" or "additive"');
+  if (r.kept === 'refined' && refined > additive) throw new QueueResultError(id, 'row.refinement.kept', `is "refined" with a higher measured KLD (${refined}) than the additive allocation's (${additive})`);
+  for (const field of ['changed', 'measured'] as const) {
+    if (!Number.isSafeInteger(r[field]) || (r[field] as number) < 0) throw new QueueResultError(id, `row.refinement.${field}`, 'must be a whole number');
+  }
+  if (r.stopped !== null && (typeof r.stopped !== 'string' || r.stopped.length > 100)) throw new QueueResultError(id, 'row.refinement.stopped', 'must be null or text of at most 100 characters');
 }
 
 /** What the coordinator planned for a statistics job. */

@@ -63,7 +63,8 @@ the current settings' cells) and results.json.
                          allocation's KLD and the result print as they run; a cell quantizes the corrected allocation
                          only when its measured KLD is not above the additive one's, and records both (--json:
                          refinement). Off by default, so earlier cells keep their keys; part of those cells' keys
-                         only when set. In process only: refused with --queue
+                         only when set. With --queue, each worker measures on its own copy of the model (the
+                         calibration text travels in Redis) and logs what it kept
   --no-fp                skip the unquantized baseline
   --fresh                ignore results of an earlier run in --out
   --threads <n>          onnxruntime threads (default: one per core)
@@ -150,7 +151,6 @@ export const experimentCommand: Command = {
     const kld = values.kld === true;
     if (metric === 'kld' && !kld) throw new InvalidOptionError('--metric', 'kld reads the cells\' KL divergence from the unquantized model: add --kld so the cells measure it');
     const refine = values.refine === true;
-    if (refine && queueUrl !== undefined) throw new InvalidOptionError('--refine', 'the correction by measurement runs in this process only: the queue\'s cell jobs do not carry the calibration measurer yet; run the grid without --queue, or without --refine');
     const json = Boolean(values.json);
     const interactive = !json && Boolean(process.stderr.isTTY);
 
