@@ -76,12 +76,43 @@ describe('quantize --format onnx --target-size', () => {
     }
   });
 
+  it('--embedding-configs: float keeps embed_tokens and lm_head float, outside the allocation; a list is their ladder', async () => {
+    // A vocabulary of 4096: the float embeddings (fp16: 2 MiB) weigh more than the layers.
+    const wide = join(scratch, 'wide-vocabulary');
+    await writeModelDirectory(wide, tinyConfig({ hiddenSize: 128, intermediateSize: 256, headDim: 32, numLayers: 2, vocabSize: 4096, tieWordEmbeddings: false }), { seed: 5 });
+    const run = async (name: string, target: string, ...args: string[]) => {
+      const out = join(scratch, name);
+      const result = await cli('quantize', wide, '--method', 'mxq', '--format', 'onnx', '--embedding-dtype', 'f16', '--target-size', target, ...args, '--out', out, '--json');
+      return { out, result, allocation: result.code === 0 ? (JSON.parse(result.stdout) as { allocation: Record<string, string | null> }).allocation : undefined };
+    };
+    // 1.6 MiB: only quantized embeddings fit. By default MXQ picks their configs; with a list, from it; float is refused.
+    const plain = await run('emb-default', '1.6');
+    expect(plain.result.code, plain.result.stderr).toBe(0);
+    expect(plain.allocation!.embed_tokens).toMatch(/^b\d/);
+    const listed = await run('emb-b8', '1.6', '--embedding-configs', 'b8g32-int');
+    expect(listed.result.code, listed.result.stderr).toBe(0);
+    expect([listed.allocation!.embed_tokens, listed.allocation!.lm_head]).toEqual(['b8g32-int', 'b8g32-int']);
+    expect(onnxBytes(listed.out)).toBeLessThanOrEqual(1.6 * 2 ** 20);
+    const tooSmall = await run('emb-float-small', '1.6', '--embedding-configs', 'float');
+    expect(tooSmall.result.code).toBe(1);
+    expect(tooSmall.result.stderr).toMatch(/smallest feasible budget is 2\.\d+ MiB/);
+    // 2.6 MiB with float embeddings: they are not units of the allocation, and the file holds them in fp16.
+    const kept = await run('emb-float', '2.6', '--embedding-configs', 'float');
+    expect(kept.result.code, kept.result.stderr).toBe(0);
+    expect(Object.keys(kept.allocation!)).not.toContain('embed_tokens');
+    expect(Object.keys(kept.allocation!)).not.toContain('lm_head');
+    expect(onnxBytes(kept.out)).toBeLessThanOrEqual(2.6 * 2 ** 20);
+    expect(onnxBytes(kept.out)).toBeGreaterThan(2 * 4096 * 128 * 2);
+  });
+
   it('refuses what the format cannot store, and a target without a format, before any work', async () => {
     const cases: [string[], RegExp][] = [
       [['--method', 'mxq', '--format', 'onnx', '--target-size', '1', '--configs', 'b3g64-int,b4g64-int'], /--configs.*b3g64-int.*3-bit/],
       [['--method', 'mxq', '--format', 'onnx', '--target-size', '1', '--configs', 'b4g48-int'], /--configs.*b4g48-int/],
       [['--method', 'mxq', '--target-size', '1'], /--target-size.*--format onnx/],
       [['--method', 'mxq', '--format', 'onnx', '--target-size', '1', '--budget', '3'], /--budget.*not both/],
+      [['--method', 'mxq', '--format', 'onnx', '--target-size', '1', '--embedding-configs', 'b3g64-int'], /--embedding-configs.*b3g64-int.*stores model\.embed_tokens\.weight natively as .*b4g32-int/],
+      [['--method', 'rtn', '--config', 'b4g32-int', '--format', 'onnx', '--embedding-configs', 'float'], /--embedding-configs.*an allocation to a shipped file/],
     ];
     for (const [args, message] of cases) {
       const out = join(scratch, 'refused');

@@ -42,9 +42,15 @@ export interface FormatPlan {
  * The ladders of a format for a quantizer. `configs` (a user's --configs) replaces the linear ladder: each must be a
  * config the format stores (a block size MatMulNBits rejects is refused here, before any work); 3-bit codes the
  * format can only widen (ONNX stores them as 4-bit) are refused too, since the file would cost 4 bits for 3 bits'
- * accuracy.
+ * accuracy. `embeddings` (--embedding-configs) replaces embed_tokens' and lm_head's ladder (each config one the
+ * format stores natively for them), or with 'float' keeps them float, outside the allocation.
  */
-export function formatPlan(cost: FormatCostModel, quantizer: Pick<Quantizer, 'id' | 'zeroKinds' | 'calibration'>, configs?: readonly QuantConfig[]): FormatPlan {
+export function formatPlan(
+  cost: FormatCostModel,
+  quantizer: Pick<Quantizer, 'id' | 'zeroKinds' | 'calibration'>,
+  configs?: readonly QuantConfig[],
+  embeddings?: readonly QuantConfig[] | 'float',
+): FormatPlan {
   const zeroKinds = quantizerZeroKinds(quantizer);
   const linear = cost.units.filter((u) => isLinearModule(u.module));
   const native = (unit: MatrixInfo) => cost.nativeLadder(unit, zeroKinds);
@@ -76,8 +82,20 @@ export function formatPlan(cost: FormatCostModel, quantizer: Pick<Quantizer, 'id
   // integer-zero configs.
   const embeddingZeros = quantizer.calibration === undefined || !zeroKinds.includes('integer') ? zeroKinds : (['integer'] as const);
   for (const u of cost.units.filter((unit) => isEmbeddingUnit(unit.module))) {
+    // --embedding-configs float: the embeddings stay float (at the export's embedding type), outside the allocation
+    if (embeddings === 'float') continue;
     const own = cost.nativeLadder(u, embeddingZeros);
-    if (own.length > 0) embeddingConfigs[u.module] = own;
+    if (embeddings === undefined) {
+      if (own.length > 0) embeddingConfigs[u.module] = own;
+      continue;
+    }
+    // a user's ladder for them: configs the format stores natively for this unit, of a zero the quantizer makes
+    for (const c of embeddings) {
+      if (!own.some((n) => configName(n) === configName(c))) {
+        throw new InvalidOptionError('--embedding-configs', `${configName(c)}: ${cost.label} stores ${u.name} natively as ${own.length > 0 ? own.map(configName).join(', ') : 'float only'}${quantizer.calibration !== undefined ? ` for ${quantizer.id}` : ''}; or give "float" to keep the embeddings float`);
+      }
+    }
+    embeddingConfigs[u.module] = embeddings;
   }
   return Object.freeze({
     cost,

@@ -9,7 +9,7 @@ import { boostLines, boostReport, formatRows, jsonLine, renderTable, sizeRows, s
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
 import { builtinRegistries, formatAllocationSettings, resolveModelPath, shippedBytes, shippedSize, shippedSizeBudget, type FormatPlan, type PluginRegistries } from '@layerquant/pipeline';
-import { FILE_TARGET_FLAGS, onnxPlan, parseFileTarget } from '../flags/file-target.js';
+import { FILE_TARGET_FLAGS, onnxPlan, parseEmbeddingConfigs, parseFileTarget } from '../flags/file-target.js';
 import { InvalidOptionError } from '@layerquant/core';
 import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
 import { refineDoneLine, refinePlanLine, refineRoundLine, refinementJson } from '../flags/refine-flags.js';
@@ -38,6 +38,8 @@ Chooses a quantization config for every linear matrix from statistics tables and
                            quantize --format onnx caches in <out>/stats), and the shipped size is reported
   --target-size <MiB>      with --target-format and a knapsack allocator: the file's size instead of --budget
   --target-bpw <bits>      the same as bits per linear weight of the file
+  --embedding-configs <list>|float  embed_tokens' and lm_head's ladder (default: the format's native configs
+                           for them), or float to keep them float
   --quantizer <id>         the quantizer the statistics were measured with (its zero kinds pick the ladder; hqq)
   --calib <file>           with --model and an allocator that corrects its allocation by measurement (kld):
                            the calibration text it measures on, the one the statistics were measured on
@@ -131,13 +133,15 @@ export const allocateCommand: Command = {
     const budgetGiven = fileTarget ? undefined : parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => Number.isFinite(n) && n > 0);
     const configsText = stringOption(values, 'configs');
     const userConfigs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
+    const embeddingLadder = parseEmbeddingConfigs(values);
+    if (embeddingLadder !== undefined && targetFormat === undefined) throw new InvalidOptionError('--embedding-configs', 'the embeddings are units of an allocation to a shipped file: give --target-format onnx (and --model)');
     if (targetFormat !== undefined && values.model === undefined) throw new InvalidOptionError('--model', '--target-format needs the model (its shapes and embeddings make the file): give --model <dir>');
     // A format's plan: its exact bytes and native ladder for the quantizer the statistics were measured with.
     let plan: FormatPlan | undefined;
     if (targetFormat !== undefined) {
       const quantizerId = stringOption(values, 'quantizer') ?? 'hqq';
       const quantizer = plugins.quantizers.get(quantizerId);
-      plan = await onnxPlan(resolveModelPath(String(values.model)), {}, { id: quantizer.id, ...(quantizer.zeroKinds ? { zeroKinds: quantizer.zeroKinds } : {}), ...(quantizer.calibration ? { calibration: quantizer.calibration } : {}) }, userConfigs);
+      plan = await onnxPlan(resolveModelPath(String(values.model)), {}, { id: quantizer.id, ...(quantizer.zeroKinds ? { zeroKinds: quantizer.zeroKinds } : {}), ...(quantizer.calibration ? { calibration: quantizer.calibration } : {}) }, userConfigs, embeddingLadder);
     }
     const format = plan ? formatAllocationSettings(method, plan, { ...(userConfigs ? { configs: userConfigs } : {}), ...(budgetGiven === undefined ? {} : { budget: budgetGiven }), ...(fileTarget ? { target: fileTarget } : {}) }, allocators) : undefined;
     const configs = format ? format.configs : userConfigs;

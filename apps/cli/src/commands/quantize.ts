@@ -3,7 +3,7 @@ import { InvalidOptionError, LINEAR_MODULES, configName, matrixKey, parseConfigL
 import { brownCalibPath } from '@layerquant/datasets';
 import { builtinRegistries, exportQuantized, formatPlan, quantizeAllocated, quantizeUniform, resolveModelPath, shippedSize, targetBytes, type AllocatedQuantizeResult, type FileTarget, type FormatPlan, type PluginRegistries, type ShippedSize } from '@layerquant/pipeline';
 import type { OnnxFileOptions } from '@layerquant/export';
-import { FILE_TARGET_FLAGS, onnxPlan, parseFileTarget } from '../flags/file-target.js';
+import { FILE_TARGET_FLAGS, onnxPlan, parseEmbeddingConfigs, parseFileTarget } from '../flags/file-target.js';
 import { openModel } from '@layerquant/tensor-io';
 import { defaultWorkerCount, type QuantizeModelReport } from '@layerquant/quantizers/node';
 import { basename, join } from 'node:path';
@@ -100,6 +100,8 @@ export const quantizeCommand: Command = {
     '                       its native configs), e.g. b2g64,b3g64,b4g32; b4g64-int: integer zero, b4g32-sym: none',
     '  --target-size <MiB>  with --format onnx and a knapsack allocator: the shipped file\'s size (every byte)',
     '  --target-bpw <bits>  the same as bits per linear weight of the file (its bits / the linear matrices\' weights)',
+    '  --embedding-configs <list>|float  with a target: embed_tokens\' and lm_head\'s ladder (default: the format\'s',
+    '                       native configs for them), or float to keep them float (at --embedding-dtype)',
     '',
     'Quantizers (--quantizer) and their options:',
     quantizerHelp(plugins, '  '),
@@ -162,8 +164,12 @@ export const quantizeCommand: Command = {
     }
     const quantizerId = stringOption(values, 'quantizer');
     const method = stringOption(values, 'method') ?? quantizerId ?? 'hqq';
+    const allocated = stringOption(values, 'budget') !== undefined || fileTarget !== undefined || isAllocatorMethod(method, plugins);
+    if (stringOption(values, 'embedding-configs') !== undefined && !(allocated && request?.format === 'onnx')) {
+      throw new InvalidOptionError('--embedding-configs', 'the embeddings are units of an allocation to a shipped file: give --format onnx with an allocation (--method <allocator> --target-size <MiB>)');
+    }
     let run: QuantizeRun;
-    if (stringOption(values, 'budget') !== undefined || fileTarget || isAllocatorMethod(method, plugins)) {
+    if (allocated) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
       run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins, request?.format === 'onnx' ? { options: request.options, ...(fileTarget ? { target: fileTarget } : {}), statsDir: join(target, 'stats') } : undefined, stderr);
     } else {
@@ -292,6 +298,7 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
   const seed = parseIntegerOption(stringOption(values, 'seed'), '--seed', 42, 0);
   const configsText = stringOption(values, 'configs');
   const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
+  const embeddingLadder = parseEmbeddingConfigs(values);
   const calib = stringOption(values, 'calib');
   requireCalibration(quantizer, calib);
   const statsDir = stringOption(values, 'stats');
@@ -305,7 +312,7 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
     const loading = createSpinner(`loading ${modelDir}`, interactive);
     // The format's cost model and native ladders, from the model's config and layout (the ladder is refused here,
     // before any long step, when the format cannot store it).
-    const plan = shipped ? await onnxPlan(modelDir, shipped.options, quantizer, ladder) : undefined;
+    const plan = shipped ? await onnxPlan(modelDir, shipped.options, quantizer, ladder, embeddingLadder) : undefined;
     const target = plan && shipped?.target ? { bytes: targetBytes(shipped.target, plan).bytes, given: shipped.target } : undefined;
     const statsProgress = createProgress('statistics', interactive);
     const progress = createProgress('quantize', interactive);

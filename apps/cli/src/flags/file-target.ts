@@ -1,4 +1,4 @@
-import { InvalidOptionError, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { InvalidOptionError, parseConfigList, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { onnxCostModel, type OnnxFileOptions } from '@layerquant/export';
 import { formatPlan, type FileTarget, type FormatPlan } from '@layerquant/pipeline';
 import { openModel } from '@layerquant/tensor-io';
@@ -8,7 +8,15 @@ import { parseNumberOption, stringOption, type ParsedArgs } from '../args.js';
 export const FILE_TARGET_FLAGS = {
   'target-size': { type: 'string' },
   'target-bpw': { type: 'string' },
+  'embedding-configs': { type: 'string' },
 } as const;
+
+/** --embedding-configs <list> | float: embed_tokens' and lm_head's ladder in a file-size allocation, or float. */
+export function parseEmbeddingConfigs(values: ParsedArgs['values']): readonly QuantConfig[] | 'float' | undefined {
+  const text = stringOption(values, 'embedding-configs');
+  if (text === undefined) return undefined;
+  return text.trim() === 'float' ? 'float' : parseConfigList(text, '--embedding-configs');
+}
 
 /** --target-size <MiB> or --target-bpw <bits per linear weight> (of the shipped file), or undefined. */
 export function parseFileTarget(values: ParsedArgs['values']): FileTarget | undefined {
@@ -21,8 +29,14 @@ export function parseFileTarget(values: ParsedArgs['values']): FileTarget | unde
 }
 
 /** The ONNX export's plan for a model and quantizer: its exact cost model and native ladders (a user's --configs checked). */
-export async function onnxPlan(modelDir: string, options: OnnxFileOptions, quantizer: Pick<Quantizer, 'id' | 'zeroKinds' | 'calibration'>, ladder: readonly QuantConfig[] | undefined): Promise<FormatPlan> {
+export async function onnxPlan(
+  modelDir: string,
+  options: OnnxFileOptions,
+  quantizer: Pick<Quantizer, 'id' | 'zeroKinds' | 'calibration'>,
+  ladder: readonly QuantConfig[] | undefined,
+  embeddings?: readonly QuantConfig[] | 'float',
+): Promise<FormatPlan> {
   const model = await openModel(modelDir);
   await model.checkpoint.close();
-  return formatPlan(onnxCostModel(model.config, model.layout, options), quantizer, ladder);
+  return formatPlan(onnxCostModel(model.config, model.layout, options), quantizer, ladder, embeddings);
 }
