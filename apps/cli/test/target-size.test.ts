@@ -89,10 +89,17 @@ describe('quantize --format onnx --target-size', () => {
     const plain = await run('emb-default', '1.6');
     expect(plain.result.code, plain.result.stderr).toBe(0);
     expect(plain.allocation!.embed_tokens).toMatch(/^b\d/);
-    const listed = await run('emb-b8', '1.6', '--embedding-configs', 'b8g32-int');
+    // The default run's tables hold the embeddings at every native config: the list narrows them.
+    const [key] = readdirSync(join(plain.out, 'stats')).filter((name) => /^[0-9a-f]{16}$/.test(name));
+    const tables = join(plain.out, 'stats', key!);
+    const listed = await run('emb-b8', '1.6', '--embedding-configs', 'b8g32-int', '--stats', tables);
     expect(listed.result.code, listed.result.stderr).toBe(0);
     expect([listed.allocation!.embed_tokens, listed.allocation!.lm_head]).toEqual(['b8g32-int', 'b8g32-int']);
     expect(onnxBytes(listed.out)).toBeLessThanOrEqual(1.6 * 2 ** 20);
+    const allocated = await cli('allocate', '--stats', tables, '--model', wide, '--method', 'mxq', '--target-format', 'onnx', '--target-size', '1.6', '--embedding-configs', 'b8g32-int', '--json');
+    expect(allocated.code, allocated.stderr).toBe(0);
+    const allocatedMatrices = (JSON.parse(allocated.stdout) as { allocation: Record<string, string | null> }).allocation;
+    expect([allocatedMatrices.embed_tokens, allocatedMatrices.lm_head]).toEqual(['b8g32-int', 'b8g32-int']);
     const tooSmall = await run('emb-float-small', '1.6', '--embedding-configs', 'float');
     expect(tooSmall.result.code).toBe(1);
     expect(tooSmall.result.stderr).toMatch(/smallest feasible budget is 2\.\d+ MiB/);

@@ -11,7 +11,7 @@ import {
   type MethodSpec,
 } from '@layerquant/allocators';
 import { InvalidDataError, InvalidOptionError, MissingFileError, configName, isLinearModule, modelMatrixParams, type Allocation, type OptionValue, type QuantConfig, type Quantizer } from '@layerquant/core';
-import { formatAllocationSettings, shippedBytes, shippedSizeBudget, type FileTarget, type FormatPlan } from './shipped-format.js';
+import { formatAllocationSettings, shippedBytes, shippedSizeBudget, statisticsForPlan, type FileTarget, type FormatPlan } from './shipped-format.js';
 import { quantizeModel, type QuantizeModelOptions, type QuantizeModelReport } from '@layerquant/quantizers/node';
 import type { MatrixCalibration, ScaleDtype } from '@layerquant/quantizers';
 import { openSequentialCalibration } from '@layerquant/sensitivity';
@@ -237,7 +237,9 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
     validateStats(stats, { matrices, name: options.modelDir });
     const size = shipped && knapsack ? shippedSizeBudget(shipped.plan, matricesOf(stats), shipped.target) : undefined;
     const context = { budget, seed, ...(configs ? { configs } : {}), ...(size ? { size } : {}) };
-    let allocation = allocateMethod(method, stats, context, allocators);
+    // A size allocation offers the embedding units the plan's ladder only (not every config the tables hold).
+    const planned = shipped && knapsack ? statisticsForPlan(stats, shipped.plan) : stats;
+    let allocation = allocateMethod(method, planned, context, allocators);
     let refinement: RefinementReport | null = null;
     if (options.refine && methodRefines(method, allocators)) {
       // The measurer holds the float model's layers and distributions: closed before the quantization starts.
@@ -250,7 +252,7 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
         ...(options.workers === undefined ? {} : { workers: options.workers }),
       });
       try {
-        const refined = await refineAllocation(method, allocation, stats, context, session, { allocators, ...options.refine });
+        const refined = await refineAllocation(method, allocation, planned, context, session, { allocators, ...options.refine });
         allocation = refined.allocation;
         refinement = refined.refinement;
       } finally {

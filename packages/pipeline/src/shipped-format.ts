@@ -1,4 +1,4 @@
-import { checkMethodBudget, formatSizeBudget, type AllocatorPlugin, type MethodSpec, type SizeBudget, type SizeTarget } from '@layerquant/allocators';
+import { checkMethodBudget, formatSizeBudget, rowConfig, type AllocatorPlugin, type MethodSpec, type ModelStats, type SizeBudget, type SizeTarget } from '@layerquant/allocators';
 import {
   InvalidOptionError,
   configName,
@@ -132,6 +132,29 @@ export function shippedSizeBudget(plan: FormatPlan, covered: readonly MatrixInfo
   // (HQQ's tables with embedding rows, given to a calibrated one through --stats) do not make it a unit.
   const units = covered.filter((u) => !isEmbeddingUnit(u.module) || u.module in plan.embeddingConfigs);
   return formatSizeBudget(plan.cost, units, () => null, target ? targetBytes(target, plan) : undefined);
+}
+
+/**
+ * The tables as an allocation for `plan` reads them: an embedding unit's rows only at the configs of its plan ladder,
+ * none where it has no ladder (it stays float). The knapsacks offer a unit every config its rows hold, so a table
+ * measured on a wider ladder (HQQ's, given to GPTQ through --stats) or a user's --embedding-configs narrows here.
+ * Linear rows and tables of other shapes are untouched.
+ */
+export function statisticsForPlan(stats: ModelStats, plan: Pick<FormatPlan, 'embeddingConfigs'>): ModelStats {
+  type Row = { readonly module?: unknown; readonly bits?: unknown; readonly groupSize?: unknown; readonly zero?: ZeroKind };
+  const allowed = (row: Row) => {
+    if (typeof row.module !== 'string' || !isEmbeddingUnit(row.module)) return true;
+    if (typeof row.bits !== 'number' || typeof row.groupSize !== 'number') return true;
+    const name = configName(rowConfig({ bits: row.bits, groupSize: row.groupSize, zero: row.zero ?? 'fractional' }));
+    return (plan.embeddingConfigs as Readonly<Record<string, readonly QuantConfig[]>>)[row.module]?.some((c) => configName(c) === name) ?? false;
+  };
+  const out: Record<string, unknown> = { ...stats };
+  for (const [name, table] of Object.entries(stats)) {
+    const rows = (table as { rows?: unknown } | undefined)?.rows;
+    if (!Array.isArray(rows)) continue;
+    out[name] = { ...(table as object), rows: (rows as Row[]).filter(allowed) };
+  }
+  return out as ModelStats;
 }
 
 /** The exact size of the file an allocation makes (units it does not name stay float): what reports call shipped MiB. */

@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { boostLines, boostReport, formatRows, jsonLine, renderTable, sizeRows, sizes, type Sizes } from '../output.js';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, formatAllocationSettings, resolveModelPath, shippedBytes, shippedSize, shippedSizeBudget, type FormatPlan, type PluginRegistries } from '@layerquant/pipeline';
+import { builtinRegistries, formatAllocationSettings, resolveModelPath, shippedBytes, shippedSize, shippedSizeBudget, statisticsForPlan, type FormatPlan, type PluginRegistries } from '@layerquant/pipeline';
 import { FILE_TARGET_FLAGS, onnxPlan, parseEmbeddingConfigs, parseFileTarget } from '../flags/file-target.js';
 import { InvalidOptionError } from '@layerquant/core';
 import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
@@ -160,7 +160,9 @@ export const allocateCommand: Command = {
     const seed = method.options.seed === undefined ? undefined : parseIntegerOption(String(method.options.seed), '--seed', 42, 0);
     const sizeBudget = plan && format?.knapsack ? shippedSizeBudget(plan, matricesOf(stats), fileTarget) : undefined;
     const context = { budget, ...(configs ? { configs } : {}), ...(seed === undefined ? {} : { seed }), ...(sizeBudget ? { size: sizeBudget } : {}) };
-    let allocation = allocateMethod(method, stats, context, allocators);
+    // A size allocation offers the embedding units the plan's ladder only (not every config the tables hold).
+    const planned = plan && format?.knapsack ? statisticsForPlan(stats, plan) : stats;
+    let allocation = allocateMethod(method, planned, context, allocators);
     // With the model, an allocator that corrects by measurement (kld) does, on the statistics' calibration.
     let refinement: RefinementReport | null = null;
     if (modelDir && values['no-refine'] !== true && methodRefines(method, allocators)) {
@@ -172,7 +174,7 @@ export const allocateCommand: Command = {
         seqlen: 512,
       });
       try {
-        const refined = await refineAllocation(method, allocation, stats, context, session, {
+        const refined = await refineAllocation(method, allocation, planned, context, session, {
           allocators,
           onPlan: (plan) => stderr(`${fitStderr(`refine: ${refinePlanLine(plan)}`)}\n`),
           onRound: (round) => stderr(`${fitStderr(`refine: ${refineRoundLine(round)}`)}\n`),
