@@ -240,9 +240,12 @@ if (calibratedId !== undefined) {
     const name = `${calibratedId}-${configName(config)}`;
     entries.push({ name, kind: 'uniform', label: `${calibratedId.toUpperCase()} ${configName(config)}`, ...exported(name, ['quantize', ...model, ...calibArgs, '--config', configName(config), '--format', 'onnx']) });
   }
+  // HQQ's tables hold the configs with a zero point (integer and fractional), not the symmetric ones: the
+  // allocations choose among the integer-zero configs of the quantizer's ladder.
+  const ladder = ['--configs', own.configs.filter((c) => !c.symmetric).map(configName).join(',')];
   for (const method of calibratedMethods) {
     const hqqStats = readdirSync(work).filter((d) => d.startsWith(`${method}-`)).map((d) => statsOf(join(work, d))).find(Boolean);
-    const statsFor = () => (hqqStats ? ['--stats', hqqStats] : ['--stats-quantizer', 'hqq']);
+    const statsFor = () => [...ladder, ...(hqqStats ? ['--stats', hqqStats] : ['--stats-quantizer', 'hqq'])];
     const targets = [
       ...bpwTargets.map((bpw) => ({ args: ['--target-bpw', String(bpw)], key: `bpw-${bpw}`, target: { unit: 'bpw', value: bpw } })),
       ...sizeTargets.map(({ mib, why }) => ({ args: ['--target-size', String(mib)], key: `mib-${mib}`, target: { unit: 'MiB', value: mib, why } })),
@@ -251,6 +254,19 @@ if (calibratedId !== undefined) {
       const name = `${calibratedId}-${method}-${key}`;
       const made = exported(name, ['quantize', ...model, ...calibArgs, '--method', method, ...args, ...statsFor(), '--format', 'onnx']);
       entries.push({ name, kind: 'allocated', method: `${calibratedId}+${method}`, label: `${calibratedId.toUpperCase()} + ${method} ${args.join(' ')}${target.why ? ` (${target.why})` : ''}`, target, ...made });
+    }
+    // At the goal sizes, also with the embeddings' ladder narrowed (the weight-error tables price quantized
+    // embeddings too cheaply): kept float in fp16, outside the allocation, or 8-bit only.
+    const embeddingVariants = [
+      { key: 'float-emb', args: ['--embedding-configs', 'float', '--embedding-dtype', 'f16'] },
+      { key: 'b8-emb', args: ['--embedding-configs', 'b8g32-int,b8g64-int,b8g128-int'] },
+    ];
+    for (const variant of embeddingVariants) {
+      for (const { mib, why } of sizeTargets) {
+        const name = `${calibratedId}-${method}-${variant.key}-mib-${mib}`;
+        const made = exported(name, ['quantize', ...model, ...calibArgs, '--method', method, '--target-size', String(mib), ...variant.args, ...statsFor(), '--format', 'onnx']);
+        entries.push({ name, kind: 'allocated', method: `${calibratedId}+${method}`, label: `${calibratedId.toUpperCase()} + ${method} --target-size ${mib} ${variant.args.join(' ')} (${why})`, target: { unit: 'MiB', value: mib, why }, ...made });
+      }
     }
   }
 }
@@ -400,7 +416,7 @@ const mix = (r) => {
 const lines = [];
 lines.push(`Perplexity on ${basename(textPath)}@${SEQLEN}, ${rows[0]?.windows} windows (${rows[0]?.tokens} tokens), the same for every export; model ${isShippedModel ? 'packages/fixtures/models/llama-brown-26m' : modelDir}.`);
 lines.push('Shipped MiB = every byte under <dir>/onnx (MiB = 2^20 bytes); bits/w = those bits over the linear matrices\' weights. Δ: 95% paired bootstrap over the windows (2000 resamples, seed 42); "better"/"worse" only where the interval excludes 0. Reference: the uniform export with the lowest perplexity among those of equal or larger file. Mix: matrices per bit width (embeddings and lm_head count as matrices where quantized).');
-if (calibratedId !== undefined) lines.push(`${calibratedId.toUpperCase()} rows: the matrices quantized by ${calibratedId} on ${calibBlocks} blocks of ${basename(calibPath)}; its allocations spend the HQQ allocations' statistics (the same tables), on ${calibratedId}'s own ladder (integer zeros).`);
+if (calibratedId !== undefined) lines.push(`${calibratedId.toUpperCase()} rows: the matrices quantized by ${calibratedId} on ${calibBlocks} blocks of ${basename(calibPath)}; its allocations spend the HQQ allocations' statistics (the same tables) on the integer-zero configs of ${calibratedId}'s ladder (HQQ's tables hold no symmetric config).`);
 lines.push('');
 lines.push('| export | kind | shipped MiB | bits/w file | perplexity | Δ vs float [95% CI] | reference uniform | Δ vs reference [95% CI] | mix |');
 lines.push('| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |');
