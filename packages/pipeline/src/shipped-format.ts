@@ -142,11 +142,11 @@ export function shippedSizeBudget(plan: FormatPlan, covered: readonly MatrixInfo
  */
 export function statisticsForPlan(stats: ModelStats, plan: Pick<FormatPlan, 'embeddingConfigs'>): ModelStats {
   type Row = { readonly module?: unknown; readonly bits?: unknown; readonly groupSize?: unknown; readonly zero?: ZeroKind };
+  const ladders = new Map(Object.entries(plan.embeddingConfigs as Readonly<Record<string, readonly QuantConfig[]>>).map(([unit, ladder]) => [unit, new Set(ladder.map(configName))]));
   const allowed = (row: Row) => {
     if (typeof row.module !== 'string' || !isEmbeddingUnit(row.module)) return true;
     if (typeof row.bits !== 'number' || typeof row.groupSize !== 'number') return true;
-    const name = configName(rowConfig({ bits: row.bits, groupSize: row.groupSize, zero: row.zero ?? 'fractional' }));
-    return (plan.embeddingConfigs as Readonly<Record<string, readonly QuantConfig[]>>)[row.module]?.some((c) => configName(c) === name) ?? false;
+    return ladders.get(row.module)?.has(configName(rowConfig({ bits: row.bits, groupSize: row.groupSize, zero: row.zero ?? 'fractional' }))) ?? false;
   };
   const out: Record<string, unknown> = { ...stats };
   for (const [name, table] of Object.entries(stats)) {

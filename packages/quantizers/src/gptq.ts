@@ -83,7 +83,7 @@ export interface GptqResult {
 export function requireHessian(quantizerId: string, weight: WeightTensor, context: QuantizeContext | undefined): InputHessian {
   const hessian = context?.hessian;
   const [, columns] = matrixShape(weight);
-  if (!hessian && isEmbeddingUnit(unitOfTensorName(weight.name)?.module ?? '')) return identityHessian(columns);
+  if (takesIdentityHessian(weight, context)) return identityHessian(columns);
   if (!hessian) {
     throw new InvalidOptionError(
       'calib',
@@ -94,6 +94,11 @@ export function requireHessian(quantizerId: string, weight: WeightTensor, contex
     throw new ShapeMismatchError(weight.name, `has ${columns} input columns but its input Hessian is [${hessian.columns}, ${hessian.columns}]`);
   }
   return hessian;
+}
+
+/** An embedding unit given no Hessian: it has no layer input, and a calibrated quantizer takes the identity for it. */
+function takesIdentityHessian(weight: WeightTensor, context: QuantizeContext | undefined): boolean {
+  return context?.hessian === undefined && isEmbeddingUnit(unitOfTensorName(weight.name)?.module ?? '');
 }
 
 /** The config's groups, which GPTQ needs along the input dimension (axis 1). */
@@ -134,11 +139,6 @@ export function roundOnGptqGrid(weight: WeightTensor, config: QuantConfig): Gptq
     for (let i = at; i < at + groupSize; i++) codes[i] = Math.min(Math.max(roundHalfEven(Math.fround(Math.fround(data[i]! * scale) + zero)), 0), maxq);
   }
   return { rows, columns, codes, low, high };
-}
-
-/** What prepareHessian makes of the identity, for the report: no dead column, the dampening asked for, no retry. */
-function identityPreparation(columns: number, settings: GptqSettings): PreparedHessian {
-  return Object.freeze({ columns, inverse: new Float32Array(0), order: null, dead: new Uint8Array(columns), deadColumns: 0, dampening: settings.dampening, retries: 0 });
 }
 
 /** The identity as an input Hessian of `columns` columns (one sample). */
@@ -305,7 +305,7 @@ export function preparedHessianCache(settings: GptqSettings): (hessian: InputHes
 }
 
 /** GPTQ's report for a matrix: what the Hessian needed. */
-export function gptqReport(prepared: PreparedHessian): Readonly<Record<string, number>> {
+export function gptqReport(prepared: Pick<PreparedHessian, 'deadColumns' | 'dampening' | 'retries'>): Readonly<Record<string, number>> {
   return Object.freeze({ deadColumns: prepared.deadColumns, dampening: prepared.dampening, dampeningRetries: prepared.retries });
 }
 
@@ -367,8 +367,9 @@ export function createGptqQuantizer(options: GptqOptions = {}): GptqQuantizer {
   // An embedding unit's identity (requireHessian): no factorization (O(columns^3)) and no feedback loop (O(rows x
   // columns^2), minutes for a 7B vocabulary): the same result (tested against the full pass on the identity).
   const diagonal = (weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined): QuantizedTensor | undefined => {
-    if (context?.hessian !== undefined || !isEmbeddingUnit(unitOfTensorName(weight.name)?.module ?? '')) return undefined;
-    return gptqQuantizedTensor(weight, config, roundOnGptqGrid(weight, config), gptqReport(identityPreparation(matrixShape(weight)[1], settings)));
+    if (!takesIdentityHessian(weight, context)) return undefined;
+    // prepareHessian's report for the identity: no dead column, the dampening asked for, no retry
+    return gptqQuantizedTensor(weight, config, roundOnGptqGrid(weight, config), gptqReport({ deadColumns: 0, dampening: settings.dampening, retries: 0 }));
   };
   return Object.freeze({
     id: 'gptq' as const,
