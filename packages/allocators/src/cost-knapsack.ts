@@ -292,6 +292,9 @@ function infeasible(problem: CostProblem, budget: number, minimumWeight: number)
   return new InfeasibleBudgetError(budget, Math.ceil((minimumWeight / problem.totalParams) * 1e4 - 1e-9) / 1e4);
 }
 
+/** Re-solves at most this often while a format's exact file is over its limit (each try keeps back a larger overhead). */
+const MAX_TIGHTER_SOLVES = 16;
+
 /** Solves the program to a proven relative gap; an infeasible budget names the smallest feasible one. */
 export function solveCostProblem(
   problem: CostProblem,
@@ -317,17 +320,22 @@ export function solveCostProblem(
   let result = solve(knapsack);
   if (result.status === 'infeasible') throw infeasible(problem, budget, result.minimumWeight);
   // A format's file is not exactly the sum of its units (shared nodes, length prefixes): while the exact file is over
-  // the limit, take the excess off the capacity and solve again.
+  // the limit, keep back from the units' capacity the largest such overhead seen so far and solve again. An allocation
+  // whose overhead is at most what is kept back then fits, so each further try has met a larger overhead than every
+  // one before it: the tries end, bounded by the largest overhead an allocation can have.
   const exactBits = problem.size.exactBits;
   if (exactBits) {
     const limit = problem.size.fixedBits + knapsack.capacity;
-    let capacity = knapsack.capacity;
+    let kept = 0;
     for (let attempt = 0; ; attempt++) {
-      const over = exactBits(allocationOf(problem, result.choice)) - limit;
-      if (over <= 0) break;
-      if (attempt === 4) throw new LayerquantError('SOLVER_LIMIT', `${method}: the file is still ${Math.ceil(over / 8)} bytes over ${problem.size.label}'s limit after ${attempt} tighter solves`);
-      capacity -= over;
-      result = solve({ ...knapsack, capacity });
+      const exact = exactBits(allocationOf(problem, result.choice));
+      if (exact <= limit) break;
+      if (attempt === MAX_TIGHTER_SOLVES) throw new LayerquantError('SOLVER_LIMIT', `${method}: the file is still ${Math.ceil((exact - limit) / 8)} bytes over ${problem.size.label}'s limit after ${attempt} tighter solves`);
+      let additive = problem.size.fixedBits;
+      for (let i = 0; i < problem.matrices.length; i++) additive += knapsack.classes[i]!.weights[result.choice[i]!]!;
+      // Over the limit means this overhead is larger than what was kept back (or the capacity was not spent to its end).
+      kept = Math.max(kept + 1, exact - additive, kept + (exact - limit));
+      result = solve({ ...knapsack, capacity: knapsack.capacity - kept });
       if (result.status === 'infeasible') throw infeasible(problem, budget, result.minimumWeight);
     }
   }
