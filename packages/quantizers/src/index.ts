@@ -66,7 +66,8 @@ export {
   scaleZeroTensorLayout,
   type StoredScaleZero,
 } from './scale-storage.js';
-export type { MatrixCalibration, MatrixReport, ModelMatrix, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
+export type { MatrixReport, QuantizeModelOptions, QuantizeModelReport, QuantizeProgress } from './quantize-model.js';
+export { checkCalibration, layerOrder, planUnits, quantizeUnits, type FinishedUnit, type MatrixCalibration, type ModelMatrix, type QuantizeUnitsOptions, type TensorEntry, type UnitPlan } from './quantize-units.js';
 export { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
 export { checkedQuantizer } from './quantizer-check.js';
 export { GPTQ_OPTIONS, QUANTIZER_PLUGINS, baqPlugin, checkedQuantizerPlugin, configureQuantizer, createQuantizerRegistry, defineQuantizer, gptqOptionsOf, gptqPlugin, hqqPlugin, rtnPlugin, type QuantizerPlugin } from './registry.js';

@@ -1,29 +1,18 @@
 import {
   DTYPE_BYTES,
   InvalidOptionError,
-  LINEAR_MODULES,
-  ShapeMismatchError,
   configName,
-  matrixKey,
   isEmbeddingUnit,
   isLinearModule,
-  matrixOfTensorName,
-  unitOfTensorName,
   type Allocation,
-  type DType,
-  type UnitModule,
   type MatrixKey,
   type QuantConfig,
-  type QuantizeContext,
-  type QuantizedTensor,
   type Quantizer,
-  type WeightTensor,
 } from '@layerquant/core';
 import { checkFinite, isModelFileSetEntry, loadValidatedConfig, openCheckpoint, writeFileSet, writeSafetensorsStreaming, writeTextAtomic, type TensorSpec } from '@layerquant/tensor-io';
 import { copyFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MODEL_LOADER_FILES, QUANTIZATION_REPORT_FILE, QUANTIZED_WEIGHTS_FILE } from './file-names.js';
-import { groupLayout } from './grouping.js';
 import { matrixMemory, modelMemory } from './memory-accounting.js';
 import {
   COLUMN_BITS_SUFFIX,
@@ -35,19 +24,13 @@ import {
   type ScaleDtype,
 } from './checkpoint-format.js';
 import { createKernelPool, type KernelPool } from './kernel-worker-pool.js';
-import { assembleQuantized, isKernelQuantizer, prepareGroups, squaredError } from './quantizers.js';
-import { solverForConfig } from './hqq-proximal.js';
+import { isKernelQuantizer } from './quantizers.js';
 import { isPooledQuantizer } from './gptq.js';
-import { checkScaleDtype, encodeScaleZero } from './scale-storage.js';
+import { checkScaleDtype } from './scale-storage.js';
 
-/** One unit of a checkpoint (a linear matrix, or with `embeddingUnits` embed_tokens / lm_head), as configFor sees it. */
-export interface ModelMatrix {
-  readonly key: MatrixKey;
-  readonly name: string;
-  readonly layer: number;
-  readonly module: UnitModule;
-  readonly shape: readonly [number, number];
-}
+import { checkCalibration, layerOrder, planUnits, quantizeUnits, type MatrixCalibration, type ModelMatrix, type UnitPlan } from './quantize-units.js';
+
+export type { MatrixCalibration, ModelMatrix } from './quantize-units.js';
 
 export interface QuantizeProgress {
   /** Matrices finished so far (quantized or kept in float). */
@@ -55,20 +38,6 @@ export interface QuantizeProgress {
   readonly total: number;
   readonly key: MatrixKey;
   readonly config: string | null;
-}
-
-/**
- * The statistics a calibrated quantizer (`quantizer.calibration`) reads, served in quantization order: quantizeModel
- * asks for a matrix's context right before quantizing it and reports every matrix back (its dequantized weights as
- * stored, or null where it stays float), so a matrix's statistics can be collected with the matrices before it already
- * quantized (GPTQ's sequential order). @layerquant/sensitivity's `createSequentialCalibration` is the layer pass that
- * serves Hessians this way.
- */
-export interface MatrixCalibration {
-  /** What the quantizer gets beside the weight; may wait until earlier matrices are `done`. */
-  context(matrix: ModelMatrix): Promise<QuantizeContext>;
-  /** The matrix's weights as the quantized model will hold them (dequantized, as stored), or null: kept in float. */
-  done(matrix: ModelMatrix, weights: Float32Array | null): void;
 }
 
 export interface QuantizeModelOptions {
@@ -177,9 +146,7 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
   const scaleDtype = checkScaleDtype(options.scaleDtype ?? 'F32');
   if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
   const calibration = options.calibration;
-  if (options.quantizer.calibration !== undefined && calibration === undefined) {
-    throw new InvalidOptionError('calib', `quantizer "${options.quantizer.id}" is calibrated (it needs each matrix's input ${options.quantizer.calibration}); give calibration text with --calib <file>`);
-  }
+  checkCalibration(options.quantizer, calibration);
   const checkpoint = await openCheckpoint(modelDir);
   let pool: KernelPool | undefined;
   try {
@@ -189,35 +156,19 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     // config.json must describe these weights (architecture, layers, shapes) before anything is planned.
     await loadValidatedConfig(checkpoint.dir, checkpoint);
     // Plan every tensor and validate every config before anything is written.
-    const specs: TensorSpec[] = [];
-    const plans = new Map<string, { matrix: ModelMatrix; config: QuantConfig | null; dtype: DType }>();
+    const plans: ReadonlyMap<string, UnitPlan> = planUnits(checkpoint.tensors, options.configFor, { embeddingUnits: options.embeddingUnits === true });
+    let specs: TensorSpec[] = [];
     for (const info of checkpoint.tensors) {
-      const parsed = options.embeddingUnits ? unitOfTensorName(info.name) : matrixOfTensorName(info.name);
-      if (!parsed) {
-        specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
-        continue;
-      }
-      if (info.shape.length !== 2) throw new ShapeMismatchError(info.name, `has shape [${info.shape.join(', ')}]; a linear weight must be 2-D`);
-      const matrix: ModelMatrix = Object.freeze({
-        key: matrixKey(parsed.layer, parsed.module),
-        name: info.name,
-        layer: parsed.layer,
-        module: parsed.module,
-        shape: [info.shape[0]!, info.shape[1]!] as const,
-      });
-      const config = options.configFor(matrix.key, matrix);
-      plans.set(info.name, { matrix, config, dtype: info.dtype });
-      if (config) {
-        groupLayout(info.name, matrix.shape, config);
-        specs.push(...quantizedTensorSpecs(info.name, matrix.shape, config, scaleDtype, options.quantizer.columnBits === true));
-      } else {
-        specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
-      }
+      const config = plans.get(info.name)?.config;
+      if (config) specs.push(...quantizedTensorSpecs(info.name, [info.shape[0]!, info.shape[1]!], config, scaleDtype, options.quantizer.columnBits === true));
+      else specs.push({ name: info.name, dtype: info.dtype, shape: info.shape });
     }
     if (plans.size === 0) {
       throw new InvalidOptionError('model-dir', `${modelDir} has no linear weights named model.layers.<i>.<module>.weight; is it a Llama-family checkpoint?`);
     }
-    if (calibration) sortSpecsByLayer(specs);
+    // Safetensors readers find tensors by name, so the file order is free: a calibrated quantizer's units are written in
+    // the order they must be quantized.
+    if (calibration) specs = layerOrder(specs, (spec) => spec.name);
 
     const quantizedPlans = [...plans.values()].filter((p) => p.config !== null);
     options.onPlan?.({
@@ -256,69 +207,32 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       };
       const bytesOf = (array: Float32Array | Uint32Array | Uint16Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 
-      // The quantized matrices in file order (the order the writer asks for them); with a pool, up to `workers + 1` of them are quantized ahead.
-      const order = specs.filter((spec) => spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config).map((spec) => spec.name.slice(0, -QWEIGHT_SUFFIX.length));
-      const position = new Map(order.map((name, i) => [name, i]));
+      // The units in file order (the order the writer asks for them); with a pool, up to `workers + 1` of them are
+      // quantized ahead.
       const quantizer = options.quantizer;
       if (workers > 1 && (isKernelQuantizer(quantizer) || isPooledQuantizer(quantizer))) pool = createKernelPool(workers);
-      const started = new Map<string, Promise<{ weight: WeightTensor; quantized: QuantizedTensor; stored: ReturnType<typeof encodeScaleZero>; dequantized: Float32Array; seconds: number }>>();
-      const startTask = (name: string) => {
-        const { matrix, config } = plans.get(name)!;
-        const task = (async () => {
-          // The context is asked for now, in the order the tasks start (file order, i.e. layer order), not once the
-          // read is done: reads run side by side and finish in any order, and a later layer's context waits for the
-          // matrices of this one (asked out of order, a sequential calibration refuses).
-          const asked = calibration ? Promise.resolve(calibration.context(matrix)) : undefined;
-          asked?.catch(() => undefined); // awaited below, after the read
-          const weight = await checkpoint.read(name);
-          const context = await asked;
-          const t0 = performance.now();
-          let solved: QuantizedTensor;
-          if (pool && isKernelQuantizer(quantizer) && config!.groupSize % 4 === 0 && !config!.symmetric) {
-            const { layout, grouped } = prepareGroups(weight, config!);
-            const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config!.bits, roundZero: config!.roundZero, solver: solverForConfig(quantizer.kernelSolver, config!) });
-            solved = assembleQuantized(quantizer.id, weight, config!, layout, result.codes, result.scale, result.zero);
-          } else if (pool && isPooledQuantizer(quantizer)) {
-            // GPTQ's column loops on the workers: q/k/v (and gate/up) run side by side
-            const workersPool = pool;
-            solved = await quantizer.quantizeOn((problem) => workersPool.runGptq(problem), weight, config!, context);
-          } else {
-            solved = quantizer.quantize(weight, config!, context);
-          }
-          const seconds = (performance.now() - t0) / 1000;
-          // Stored as F16 or U8: the scale and zero the file will be read back as are the ones the error is measured
-          // with, and the weights later matrices are calibrated on.
-          const stored = encodeScaleZero(name, solved.scale, solved.zero, scaleDtype);
-          const quantized: QuantizedTensor = { ...solved, scale: stored.scale, zero: stored.zero };
-          const dequantized = quantizer.dequantize(quantized);
-          calibration?.done(matrix, dequantized);
-          return { weight, quantized, stored, dequantized, seconds };
-        })();
-        task.catch(() => undefined); // awaited in order below; avoid an unhandled rejection while queued
-        started.set(name, task);
-      };
-      let next = 0;
-      const quantizeInOrder = async (name: string) => {
-        // with a pool, matrices are started ahead (a calibrated one waits in its context for the ones it depends on)
-        const ahead = pool ? pool.size + 1 : 1;
-        while (next < order.length && next < position.get(name)! + ahead) startTask(order[next++]!);
-        const result = await started.get(name)!;
-        started.delete(name);
-        return result;
+      const unitName = (spec: TensorSpec) => (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config ? spec.name.slice(0, -QWEIGHT_SUFFIX.length) : plans.has(spec.name) && !plans.get(spec.name)!.config ? spec.name : undefined);
+      const order = specs.map(unitName).filter((name) => name !== undefined);
+      const units = quantizeUnits({ plans, order, read: (name) => checkpoint.read(name), quantizer, ...(calibration ? { calibration } : {}), scaleDtype, ...(pool ? { pool } : {}) });
+      const nextUnit = async (name: string) => {
+        const step = await units.next();
+        if (step.done || step.value.plan.matrix.name !== name) throw new Error(`internal: the writer asked for ${name}, the units came as ${step.done ? 'done' : step.value.plan.matrix.name}`);
+        return step.value;
       };
 
       await writeSafetensorsStreaming(
         join(staging, QUANTIZED_WEIGHTS_FILE),
         specs,
         async (spec) => {
-          if (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config) {
-            const name = spec.name.slice(0, -QWEIGHT_SUFFIX.length);
-            const { matrix, config, dtype } = plans.get(name)!;
-            const { weight, quantized, stored: storedValues, dequantized, seconds } = await quantizeInOrder(name);
+          const name = unitName(spec);
+          const unit = name === undefined ? undefined : await nextUnit(name);
+          if (unit?.quantized) {
+            const { matrix, config, dtype } = unit.plan;
+            const { quantized, stored: storedValues, sqErr, seconds } = unit;
             quantizeSeconds += seconds;
             const entry = metadataOfQuantized(quantized, dtype);
-            if (entry.bits !== config!.bits || entry.groupSize !== config!.groupSize) {
-              throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config!)}`);
+            if (entry.bits !== config.bits || entry.groupSize !== config.groupSize) {
+              throw new InvalidOptionError('quantizer', `"${quantizer.id}" returned ${configName(quantized.config)} for ${name}, asked for ${configName(config)}`);
             }
             const memory = matrixMemory(matrix.shape, config, 2, scaleDtype);
             const tensors = new Map(storedValues.tensors);
@@ -329,21 +243,20 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
               tensors.set(COLUMN_BITS_SUFFIX, quantized.columnBits);
             }
             finish({
-              key: matrix.key, name, shape: matrix.shape, config: configName(config!), params: memory.params,
-              sqErr: squaredError(dequantized, weight.data),
+              key: matrix.key, name: matrix.name, shape: matrix.shape, config: configName(config), params: memory.params,
+              sqErr,
               paperBitsPerWeight: memory.paperBitsPerWeight, packedBytes: memory.packedBytes + (quantizer.columnBits ? matrix.shape[1] : 0), seconds,
               ...(quantized.report ? { report: quantized.report } : {}),
             });
-            pending = { name, tensors };
+            pending = { name: matrix.name, tensors };
             return bytesOf(quantized.packed);
           }
           const storedPart = pending && spec.name.startsWith(pending.name) ? pending.tensors.get(spec.name.slice(pending.name.length)) : undefined;
           if (storedPart) return storedPart;
           const raw = await checkpoint.readRaw(spec.name);
           checkFinite(spec.name, checkpoint.info(spec.name).file, spec.dtype, spec.shape, raw);
-          const plan = plans.get(spec.name);
-          if (plan) {
-            calibration?.done(plan.matrix, null);
+          if (unit) {
+            const plan = unit.plan;
             const memory = matrixMemory(plan.matrix.shape, null, DTYPE_BYTES[plan.dtype]);
             finish({
               key: plan.matrix.key, name: spec.name, shape: plan.matrix.shape, config: null, params: memory.params, sqErr: 0,
@@ -391,21 +304,4 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
     await pool?.close();
     await checkpoint.close();
   }
-}
-
-/**
- * Puts the tensors of decoder layers in layer order, q, k, v, o, gate, up, down within a layer (other tensors first, in
- * their order): the streaming writer asks for tensors in spec order, and a calibrated quantizer's matrices must be
- * quantized in that order. Safetensors readers find tensors by name, so the file order is free.
- */
-function sortSpecsByLayer(specs: TensorSpec[]): void {
-  const key = (name: string): [number, number] => {
-    const layer = /^model\.layers\.(\d+)\./.exec(name);
-    if (!layer) return [-1, -1];
-    const module = LINEAR_MODULES.findIndex((m) => name.startsWith(`model.layers.${layer[1]}.${m}.`));
-    return [Number(layer[1]), module];
-  };
-  const keyed = specs.map((spec, index) => ({ spec, index, key: key(spec.name) }));
-  keyed.sort((a, b) => a.key[0] - b.key[0] || a.key[1] - b.key[1] || a.index - b.index);
-  specs.splice(0, specs.length, ...keyed.map((k) => k.spec));
 }

@@ -179,13 +179,15 @@ function quantizerText(q: QuantizeResult): string {
 function codeOf(allocation: Allocation, windows: number, quantizer: PageQuantizer): string {
   const configs = new Set(allocation.matrices.map((m) => (m.config ? configName(m.config) : 'float')));
   const quantize =
-    quantizer.id === 'gptq'
+    (quantizer.id === 'gptq'
       ? `const pass = createSequentialCalibration(decoderBlocks, calibrationBlocks(brownCalib, tokenizer, { blocks: ${quantizer.blocks} }))   // @layerquant/sensitivity\n` +
         `// in layer order (q, k, v, o, gate, up, down), each matrix on its input Hessian with the ones before it quantized:\n` +
-        `weights.set(name, gptq.dequantize(gptq.quantize(weight, config, await pass.context(matrix))))   // createGptqQuantizer({ kernel: 'wasm' })\n`
-      : `weights.set(name, hqq.dequantize(hqq.quantize(weight, config)))      // createHqqQuantizer({ kernel: 'wasm' })\n`;
+        `for await (const unit of quantizeUnits({ plans, read, quantizer: gptq, calibration: pass }))   // createGptqQuantizer({ kernel: 'wasm' })\n`
+      : `for await (const unit of quantizeUnits({ plans, read, quantizer: hqq }))   // createHqqQuantizer({ kernel: 'wasm' })\n`) +
+    `  if (unit.quantized) weights.set(unit.plan.matrix.name, unit.dequantized)\n`;
   return (
-    `// in the model worker (WebAssembly), for each of the ${allocation.matrices.length} matrices (${[...configs].join(', ')}):\n` +
+    `// in the model worker (WebAssembly): the ${allocation.matrices.length} matrices (${[...configs].join(', ')}), planned and quantized by quantizeModel's loop\n` +
+    `const plans = planUnits(tensors, (key, matrix) => configs.get(matrix.name) ?? null)   // @layerquant/quantizers\n` +
     quantize +
     `const model = await ort.InferenceSession.create(buildDecoderGraph(config, layout, { weights, tokenNll: true }).encode())\n` +
     `await perplexity(model, brownTestIds, { seqlen: ${LIVE_SEQLEN}, maxTokens: ${windows * LIVE_SEQLEN} })   // @layerquant/perplexity\n` +

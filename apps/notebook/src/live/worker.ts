@@ -1,8 +1,8 @@
 /// <reference lib="webworker" />
-import { LINEAR_MODULES, LayerquantError, matrixOfTensorName, matrixTensorName, type DecoderConfig, type QuantConfig, type QuantizeContext } from '@layerquant/core';
+import { LayerquantError, matrixOfTensorName, type DecoderConfig, type Quantizer } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity/browser';
 import { toMatMulNBits } from '@layerquant/export/browser';
-import { createGptqQuantizer, createHqqQuantizer, squaredError, type MatrixCalibration } from '@layerquant/quantizers';
+import { createGptqQuantizer, createHqqQuantizer, planUnits, quantizeUnits, type MatrixCalibration } from '@layerquant/quantizers';
 import {
   buildDecoderGraph,
   createDecoderModel,
@@ -205,39 +205,32 @@ const handlers = {
     const s = opened();
     const started = performance.now();
     const base = await floatWeights(s, progress);
-    const overrides = new Map<string, Float32Array>();
-    const packed = new Map<string, GraphWeight>();
     const configs = new Map(request.matrices.map((m) => [m.name, m.config]));
     for (const name of configs.keys()) if (!base.tensors.has(name)) throw new WorkerStateError(`the allocation names ${name}, which the model does not have`);
+    // The units and their configs as quantizeModel plans them (a matrix the request leaves out stays float), quantized
+    // by the same loop (@layerquant/quantizers' quantizeUnits; calibrated in layer order), on the weights held here.
+    const plans = planUnits([...base.shapes].map(([name, shape]) => ({ name, dtype: 'F32' as const, shape })), (_key, matrix) => configs.get(matrix.name) ?? null);
+    const read = async (name: string) => ({ name, dtype: 'F32' as const, shape: base.shapes.get(name)!, data: base.tensors.get(name)! });
+    const overrides = new Map<string, Float32Array>();
+    const packed = new Map<string, GraphWeight>();
     let error = 0;
     let done = 0;
-    const quantizeOne = (name: string, config: QuantConfig, context?: QuantizeContext) => {
-      const weight = { name, dtype: 'F32' as const, shape: base.shapes.get(name)!, data: base.tensors.get(name)! };
-      const q = context ? gptq.quantize(weight, config, context) : quantizer.quantize(weight, config);
-      const dequantized = (context ? gptq : quantizer).dequantize(q);
-      error += squaredError(weight.data, dequantized);
-      overrides.set(name, dequantized);
-      packed.set(name, toMatMulNBits(q).weight);
-      progress({ done: ++done, total: request.matrices.length, label: `quantized ${name}` });
-      return dequantized;
+    const run = async (chosen: Quantizer, calibration?: MatrixCalibration) => {
+      for await (const unit of quantizeUnits({ plans, read, quantizer: chosen, ...(calibration ? { calibration } : {}) })) {
+        if (!unit.quantized) continue;
+        const name = unit.plan.matrix.name;
+        error += unit.sqErr;
+        overrides.set(name, unit.dequantized);
+        packed.set(name, toMatMulNBits(unit.quantized).weight);
+        progress({ done: ++done, total: request.matrices.length, label: `quantized ${name}` });
+      }
     };
     let calibrated: { blocks: number; seqlen: number } | undefined;
     if (request.quantizer?.id === 'gptq') {
-      calibrated = await withSequentialCalibration(s, request.quantizer.blocks ?? PAGE_CALIBRATION_BLOCKS, progress, async (calibration, model) => {
-        // As quantizeModel with a calibrated quantizer: layer order (q, k, v, o, gate, up, down), each matrix's Hessian
-        // collected with the ones before it quantized, and every matrix reported back (null: it stays float).
-        for (let layer = 0; layer < model.numLayers; layer++) {
-          for (const module of LINEAR_MODULES) {
-            const name = matrixTensorName(layer, module);
-            const shape = base.shapes.get(name)!;
-            const matrix = { key: `${layer}.${module}`, name, layer, module, shape: [shape[0]!, shape[1]!] as const };
-            const config = configs.get(name);
-            calibration.done(matrix, config ? quantizeOne(name, config, await calibration.context(matrix)) : null);
-          }
-        }
-      });
+      // As `quantize --quantizer gptq`: each matrix's Hessian collected with the ones before it quantized.
+      calibrated = await withSequentialCalibration(s, request.quantizer.blocks ?? PAGE_CALIBRATION_BLOCKS, progress, (calibration) => run(gptq, calibration));
     } else {
-      for (const [name, config] of configs) quantizeOne(name, config);
+      await run(quantizer);
     }
     await s.sessions.drop('quantized/');
     s.quantizedWeights = withOverrides(base, overrides);
@@ -375,7 +368,7 @@ async function withSequentialCalibration(
   s: State,
   blocks: number,
   progress: (p: Progress) => void,
-  quantize: (calibration: MatrixCalibration, model: { readonly numLayers: number }) => Promise<void>,
+  quantize: (calibration: MatrixCalibration) => Promise<void>,
 ): Promise<{ blocks: number; seqlen: number }> {
   requireFit(s);
   const calibration = await pageCalibration(s, blocks);
@@ -384,7 +377,7 @@ async function withSequentialCalibration(
   try {
     progress({ done: 0, total: numLayers, label: `GPTQ calibration: ${calibration.blocks} blocks of ${calibration.seqlen} tokens` });
     const pass = createSequentialCalibration(model, calibration, { onLayer: (layer, layers) => progress({ done: layer + 1, total: layers, label: `GPTQ: Hessians of layer ${layer} collected, its matrices quantized` }) });
-    await quantize(pass, { numLayers });
+    await quantize(pass);
     return { blocks: pass.blocks, seqlen: pass.seqlen };
   } finally {
     await model.dispose();
