@@ -250,27 +250,39 @@ if (calibratedId !== undefined) {
       ...bpwTargets.map((bpw) => ({ args: ['--target-bpw', String(bpw)], key: `bpw-${bpw}`, target: { unit: 'bpw', value: bpw } })),
       ...sizeTargets.map(({ mib, why }) => ({ args: ['--target-size', String(mib)], key: `mib-${mib}`, target: { unit: 'MiB', value: mib, why } })),
     ];
-    for (const { args, key, target } of targets) {
-      const name = `${calibratedId}-${method}-${key}`;
-      const made = exported(name, ['quantize', ...model, ...calibArgs, '--method', method, ...args, ...statsFor(), '--format', 'onnx']);
-      entries.push({ name, kind: 'allocated', method: `${calibratedId}+${method}`, label: `${calibratedId.toUpperCase()} + ${method} ${args.join(' ')}${target.why ? ` (${target.why})` : ''}`, target, ...made });
+    // One allocation: below the smallest file its ladder can make, the typed error names that size; measured there.
+    const allocateCalibrated = (keyOf, label, extra, args, target) => {
+      const run = (targetArgs) => exported(`${calibratedId}-${method}-${keyOf(targetArgs[1])}`, ['quantize', ...model, ...calibArgs, '--method', method, ...targetArgs, ...extra, ...statsFor(), '--format', 'onnx']);
+      let made = run(args);
+      const smallest = made.error && /smallest feasible budget is ([\d.]+)/.exec(made.error);
+      if (smallest) {
+        notes.push(`${calibratedId}+${method} at ${[...args, ...extra].join(' ')}: "${made.error}" Measured at ${smallest[1]} instead.`);
+        made = run([args[0], smallest[1]]);
+        return { name: `${calibratedId}-${method}-${keyOf(smallest[1])}`, kind: 'allocated', method: `${calibratedId}+${method}`, label: `${label} (smallest: ${smallest[1]})`, target: { ...target, value: Number(smallest[1]) }, ...made };
+      }
+      return { name: `${calibratedId}-${method}-${keyOf(args[1])}`, kind: 'allocated', method: `${calibratedId}+${method}`, label, target, ...made };
+    };
+    for (const { args, target } of targets) {
+      const unit = args[0] === '--target-bpw' ? 'bpw' : 'mib';
+      entries.push(allocateCalibrated((v) => `${unit}-${v}`, `${calibratedId.toUpperCase()} + ${method} ${args.join(' ')}${target.why ? ` (${target.why})` : ''}`, [], args, target));
     }
-    // At the goal sizes, also with the embeddings' ladder narrowed (the weight-error tables price quantized
-    // embeddings too cheaply): kept float in fp16, outside the allocation, or 8-bit only.
+    // Also with the embeddings' ladder narrowed (the weight-error tables price quantized embeddings too cheaply):
+    // kept float in fp16, outside the allocation, at the goal sizes; 8-bit only, at every target.
     const embeddingVariants = [
-      { key: 'float-emb', args: ['--embedding-configs', 'float', '--embedding-dtype', 'f16'] },
-      { key: 'b8-emb', args: ['--embedding-configs', 'b8g32-int,b8g64-int,b8g128-int'] },
+      { key: 'float-emb', args: ['--embedding-configs', 'float', '--embedding-dtype', 'f16'], targets: targets.filter((t) => t.args[0] === '--target-size') },
+      { key: 'b8-emb', args: ['--embedding-configs', 'b8g32-int,b8g64-int,b8g128-int'], targets },
     ];
     for (const variant of embeddingVariants) {
-      for (const { mib, why } of sizeTargets) {
-        const name = `${calibratedId}-${method}-${variant.key}-mib-${mib}`;
-        const made = exported(name, ['quantize', ...model, ...calibArgs, '--method', method, '--target-size', String(mib), ...variant.args, ...statsFor(), '--format', 'onnx']);
-        entries.push({ name, kind: 'allocated', method: `${calibratedId}+${method}`, label: `${calibratedId.toUpperCase()} + ${method} --target-size ${mib} ${variant.args.join(' ')} (${why})`, target: { unit: 'MiB', value: mib, why }, ...made });
+      for (const { args, target } of variant.targets) {
+        const unit = args[0] === '--target-bpw' ? 'bpw' : 'mib';
+        entries.push(allocateCalibrated((v) => `${variant.key}-${unit}-${v}`, `${calibratedId.toUpperCase()} + ${method} ${args.join(' ')} ${variant.args.join(' ')}${target.why ? ` (${target.why})` : ''}`, variant.args, args, target));
       }
     }
   }
 }
 
+// Two targets below the smallest feasible size are both measured there: one row.
+for (let i = entries.length - 1; i >= 0; i--) if (entries.findIndex((e) => e.name === entries[i].name) < i) entries.splice(i, 1);
 const failed = entries.filter((e) => e.error);
 for (const e of failed) notes.push(`${e.name}: not made: ${e.error}`);
 
