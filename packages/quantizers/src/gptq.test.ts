@@ -139,7 +139,8 @@ function hessianError(weights: Float32Array, values: ArrayLike<number>, rows: nu
 
 describe('inverseCholeskyUpper', () => {
   it("is H^-1's upper Cholesky factor (against Gauss-Jordan inverse + textbook Cholesky, float64)", () => {
-    for (const [n, seed] of [[1, 1], [7, 2], [40, 3]] as const) {
+    // sizes across the blocks of 64 columns: one column, a partial block, whole blocks, whole blocks and a rest
+    for (const [n, seed] of [[1, 1], [7, 2], [40, 3], [64, 4], [65, 5], [130, 6], [200, 7]] as const) {
       const { hessian } = randomInputs(n, 3 * n + 5, seed);
       const a = dampened(hessian, 0.01);
       const expected = upperCholesky64(inverse64(a, n), n);

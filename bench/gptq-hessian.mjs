@@ -1,0 +1,77 @@
+// GPTQ's preparation of a Hessian (H^-1's upper Cholesky factor, float64) at the sizes of real models, side by side
+// in one run with PyTorch's `cholesky(cholesky_inverse(cholesky(H)), upper=True)` in float64 on the same matrix and
+// the same thread count (2). It is the O(n^3) step of every GPTQ matrix: n = 4096 for a 7B model's q/k/v/o/gate/up,
+// 11008 for its down_proj. Also checks that both factors agree (largest difference relative to the largest entry).
+//   pnpm build && node bench/gptq-hessian.mjs [--sizes 1024,2048,4096] [--no-anchor] [--json out.json]
+// The matrix: a random symmetric one with a dominant diagonal (positive definite; the factorization's cost does not
+// depend on the values), written once to a temporary file the anchor reads.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { seededRandom } from '@layerquant/core';
+import { prepareHessian } from '@layerquant/quantizers';
+import { lastJson, pythonHas, runPython } from './lib/anchor.mjs';
+
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1024,2048,4096' }, 'no-anchor': { type: 'boolean' }, json: { type: 'string' } } });
+const sizes = values.sizes.split(',').map(Number);
+for (const n of sizes) if (!(Number.isInteger(n) && n > 0)) throw new Error(`--sizes: ${n} is not a positive integer`);
+const haveTorch = !values['no-anchor'] && pythonHas('torch');
+const work = mkdtempSync(join(tmpdir(), 'layerquant-gptq-hessian-'));
+const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+
+const ANCHOR = `
+import json, sys, time, numpy, torch
+torch.set_num_threads(2)
+n = int(sys.argv[2])
+h = torch.from_numpy(numpy.fromfile(sys.argv[1], dtype=numpy.float64).reshape(n, n))
+start = time.perf_counter()
+u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+seconds = time.perf_counter() - start
+u.numpy().astype(numpy.float32).tofile(sys.argv[3])
+print(json.dumps({"seconds": seconds}))
+`;
+
+const rows = [];
+try {
+  for (const n of sizes) {
+    const random = seededRandom(n);
+    const h = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      for (let j = i + 1; j < n; j++) h[i * n + j] = h[j * n + i] = (random() - 0.5) / n;
+      h[i * n + i] = 1 + random();
+    }
+    const started = performance.now();
+    // dampening 0 (the matrix is positive definite as it is), natural order: the factorization alone, as the anchor.
+    const prepared = prepareHessian({ columns: n, data: h }, { dampening: 1e-300, actOrder: false }, `random ${n}x${n}`);
+    const seconds = (performance.now() - started) / 1000;
+    const row = { n, seconds, load: load() };
+    if (haveTorch) {
+      const input = join(work, `h${n}.f64`);
+      const output = join(work, `u${n}.f32`);
+      writeFileSync(input, new Uint8Array(h.buffer));
+      const anchor = lastJson(runPython(['-c', ANCHOR, input, String(n), output]));
+      const u = new Float32Array(readFileSync(output).buffer.slice(0));
+      let worst = 0;
+      let largest = 0;
+      for (let i = 0; i < n * n; i++) {
+        worst = Math.max(worst, Math.abs(u[i] - prepared.inverse[i]));
+        largest = Math.max(largest, Math.abs(u[i]));
+      }
+      Object.assign(row, { torchSeconds: anchor.seconds, ratio: anchor.seconds / seconds, relativeDifference: worst / largest, loadAfter: load() });
+      rmSync(input);
+      rmSync(output);
+    }
+    rows.push(row);
+    process.stderr.write(`${JSON.stringify(row)}\n`);
+  }
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+
+console.log('| n | layerquant (prepareHessian) | PyTorch float64, 2 threads | PyTorch / layerquant | largest difference / largest entry | load average |');
+console.log('| ---: | ---: | ---: | ---: | ---: | --- |');
+for (const r of rows) {
+  console.log(`| ${r.n} | ${r.seconds.toFixed(2)} s | ${r.torchSeconds === undefined ? '-' : `${r.torchSeconds.toFixed(2)} s`} | ${r.ratio === undefined ? '-' : `${r.ratio.toFixed(3)}x`} | ${r.relativeDifference === undefined ? '-' : r.relativeDifference.toExponential(1)} | ${r.load} |`);
+}
+if (values.json) writeFileSync(values.json, `${JSON.stringify(rows, null, 1)}\n`);
