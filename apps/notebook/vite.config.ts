@@ -21,7 +21,7 @@ const NODE_ONLY_PACKAGES = new RegExp(
     String.raw`/packages/export/src/(?!browser\.ts|matmul-nbits\.ts|onnx-cost\.ts)`,
     String.raw`/packages/tensor-io/src/(?:checkpoint|config|tokenizer-node|inspect|atomic|output-dir|safetensors|model|model-file-set|input-file|content-hash)\.ts`,
     String.raw`/packages/perplexity/src/text-file\.ts`,
-    String.raw`/packages/sensitivity/src/(?:model-statistics|stats-directory|metrics|measure-metrics)\.ts`,
+    String.raw`/packages/sensitivity/src/(?:model-statistics|stats-directory|measure-metrics)\.ts`,
     String.raw`/packages/fixtures/src/`,
     String.raw`/node_modules/(?:onnxruntime-node|@huggingface/transformers)/`,
   ].join('|'),

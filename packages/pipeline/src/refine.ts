@@ -18,6 +18,7 @@ import { loadDecoderBlocks } from '@layerquant/runtime';
 import { calibrationBlocks, createKldMeasurer, type KldMeasurer } from '@layerquant/sensitivity';
 import { loadTokenizer, openModel, readTextFile } from '@layerquant/tensor-io';
 import { existsSync } from 'node:fs';
+import { freemem } from 'node:os';
 
 /**
  * The correction of an allocation by measurement (an allocator plug-in's `refine`: the kld allocator's), as the
@@ -76,7 +77,7 @@ export async function openRefineSession(modelDir: string, quantizer: Quantizer, 
     try {
       const workers = calibration.workers ?? defaultWorkerCount();
       pool = workers > 1 ? createKernelPool(workers) : undefined;
-      const measurer = await createKldMeasurer(model, blocks, { quantizer, ...(pool ? { pool } : {}) });
+      const measurer = await createKldMeasurer(model, blocks, { quantizer, ...(pool ? { pool } : {}), availableMemoryBytes: freemem() });
       const opened = pool;
       return {
         measurer,

@@ -19,3 +19,7 @@ export { DEFAULT_CALIBRATION_BLOCKS, DEFAULT_SEQLEN, calibrationBlocks, type Cal
 // GPTQ's sequential layer pass (each matrix's input Hessian with the matrices before it quantized) runs the same
 // decoder blocks: a page quantizes with a calibrated quantizer by the CLI's code.
 export { createSequentialCalibration, type SequentialCalibrationOptions } from './hessians.js';
+// The metric plug-ins and the one measurement of them (what `layerquant sensitivity` runs on a model directory), on a
+// model a page read itself.
+export { SENSITIVITY_METRICS, activationSensitivityMetric, endToEndKldMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, metricForTable, type MetricPlugin, type MetricRunOptions } from './metrics.js';
+export { checkMetricList, measureMetricsOn, type MetricModel, type MetricPlan, type MetricResults, type MetricsRunSettings } from './metric-run.js';

@@ -5,6 +5,7 @@ import { createDecoderBlocks, createDecoderModel, loadDecoderWeights, referenceF
 import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
 import { describe, expect, it } from 'vitest';
 import { createKldMeasurer, kldSumOfBatch, kldUnits, type KldMeasurer, type UnitConfigs } from './end-to-end-kld.js';
+import { freemem } from 'node:os';
 
 /**
  * Oracles of the end-to-end ΔKLD: brute force, the whole model run with the allocation's matrices replaced by their
@@ -81,7 +82,7 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
   let measurer: KldMeasurer;
   const setup = async () => {
     weights ??= await loadDecoderWeights(randomDecoderSource(config, 11), config);
-    measurer ??= await createKldMeasurer(await createDecoderBlocks(weights), blocks.flat(), { seqlen: 20, batchSize: 2 });
+    measurer ??= await createKldMeasurer(await createDecoderBlocks(weights), blocks.flat(), { seqlen: 20, batchSize: 2, availableMemoryBytes: freemem() });
   };
 
   it('each matrix alone (the rest float): the measured ΔKLD is the whole model\'s KLD, by onnxruntime and by float64', async () => {
@@ -135,7 +136,7 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
   it('an untied model: embed_tokens and lm_head alone and around an allocation, as the whole model measures them', async () => {
     const untied = await loadDecoderWeights(randomDecoderSource(config, 12, { lmHead: true }), config);
     expect(untied.layout.tiedEmbeddings).toBe(false);
-    const m = await createKldMeasurer(await createDecoderBlocks(untied), blocks.flat(), { seqlen: 20, batchSize: 2 });
+    const m = await createKldMeasurer(await createDecoderBlocks(untied), blocks.flat(), { seqlen: 20, batchSize: 2, availableMemoryBytes: freemem() });
     expect(m.units.map((u) => u.key).slice(-2)).toEqual(['embed_tokens', 'lm_head']);
     const alone = await m.marginals(new Map(), (key) => (key === 'embed_tokens' || key === 'lm_head' ? [B2G32, B4G32] : []));
     for (const key of ['embed_tokens', 'lm_head']) {

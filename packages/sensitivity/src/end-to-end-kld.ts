@@ -20,7 +20,6 @@ import { logSumExpRow } from '@layerquant/perplexity/browser';
 import { hqqQuantizer, type KernelPool } from '@layerquant/quantizers';
 import type { KldRow, KldTable } from '@layerquant/stats';
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
-import { freemem } from 'node:os';
 import { calibrationOf } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
 import { dequantizedWith } from './pooled-quantize.js';
@@ -69,11 +68,16 @@ export interface KldMeasurerOptions {
   /** Bytes the float model's distributions on the calibration may take in memory (float64; default 2 GiB). */
   readonly maxBaseBytes?: number;
   /**
-   * Bytes the decoder layers' float32 weights may take when held in memory (default: 80% of the free memory). Every
-   * measurement runs the layers after its unit: streamed blocks would read them from the checkpoint again each time,
-   * so the measurer reads every layer once and holds it, and refuses a model above this.
+   * Bytes the decoder layers' float32 weights may take when held in memory (default: 80% of `availableMemoryBytes`).
+   * Every measurement runs the layers after its unit: streamed blocks would read them from the checkpoint again each
+   * time, so the measurer reads every layer once and holds it, and refuses a model above this.
    */
   readonly maxWeightBytes?: number;
+  /**
+   * The free memory of the machine (Node: os.freemem(), what measureMetrics and the pipeline pass). One of the two is
+   * required: the measurer never holds a model's weights without a limit.
+   */
+  readonly availableMemoryBytes?: number;
 }
 
 export interface KldMeasurer {
@@ -193,7 +197,10 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
   // Every layer's float weights, read once (a streamed store reads a layer each time one of its blocks runs).
   let layerBytes = 0;
   for (const [name, shape] of model.shapes) if (LAYER_OF.test(name)) layerBytes += 4 * shape.reduce((a, b) => a * b, 1);
-  const maxWeightBytes = options.maxWeightBytes ?? 0.8 * freemem();
+  const maxWeightBytes = options.maxWeightBytes ?? (options.availableMemoryBytes === undefined ? undefined : 0.8 * options.availableMemoryBytes);
+  if (maxWeightBytes === undefined) {
+    throw new InvalidOptionError('maxWeightBytes', 'the end-to-end KL-divergence measurement holds every decoder layer\'s float32 weights: give maxWeightBytes, or availableMemoryBytes (the free memory; Node: os.freemem())');
+  }
   if (layerBytes > maxWeightBytes) {
     throw new MemoryBudgetError(`the end-to-end KL-divergence measurement (every decoder layer's float32 weights, read once and held)`, layerBytes, maxWeightBytes, 'measure a model whose float32 weights fit in memory, or use the block-level statistics (measured, fnorm) for this one');
   }

@@ -34,7 +34,8 @@ export { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
 export { measureModelStatistics, type ModelStatistics, type ModelStatisticsOptions, type StatisticsPlan } from './model-statistics.js';
 export { SENSITIVITY_METRICS, activationSensitivityMetric, endToEndKldMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, metricForTable, type MetricPlugin, type MetricRunOptions } from './metrics.js';
 export { QuantizationErrors } from './pooled-quantize.js';
-export { MetricFormatError, measureMetrics, metricFile, writeMetricTables, type MeasureMetricsOptions, type MetricPlan, type MetricResults } from './measure-metrics.js';
+export { MetricFormatError, measureMetrics, metricFile, writeMetricTables, type MeasureMetricsOptions } from './measure-metrics.js';
+export { checkMetricList, measureMetricsOn, type MetricModel, type MetricPlan, type MetricResults, type MetricsRunSettings } from './metric-run.js';
 export {
   HessianAccumulator,
   LINEAR_INPUT,

@@ -4,13 +4,14 @@ import { createDecoderBlocks, loadDecoderWeights } from '@layerquant/runtime';
 import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
 import { describe, expect, it } from 'vitest';
 import { createKldMeasurer } from './end-to-end-kld.js';
+import { freemem } from 'node:os';
 
 describe('kld allocation: additive knapsack, then corrected for interactions by measurement (tiny random Llama)', () => {
   it('the corrected allocation is never worse than the additive one, measured; it fits the budget', async () => {
     const config = tinyConfig({ numLayers: 3, hiddenSize: 64, intermediateSize: 128, numHeads: 4, headDim: 16 });
     const weights = await loadDecoderWeights(randomDecoderSource(config, 5), config);
     const ids = Array.from({ length: 4 * 24 }, (_, i) => (i * 37 + 11) % config.vocabSize);
-    const measurer = await createKldMeasurer(await createDecoderBlocks(weights), ids, { seqlen: 24, batchSize: 4 });
+    const measurer = await createKldMeasurer(await createDecoderBlocks(weights), ids, { seqlen: 24, batchSize: 4, availableMemoryBytes: freemem() });
     const ladder = [quantConfig(2, 64), quantConfig(3, 64), quantConfig(4, 64), quantConfig(8, 64)];
     const table = await measurer.marginals(new Map(), () => ladder);
     const rows = measurer.units.flatMap((u) => ladder.map((c, i) => ({ layer: u.layer, module: u.module, bits: c.bits, groupSize: c.groupSize, params: u.params, cost: table.deltas.get(u.key)![i]! })));

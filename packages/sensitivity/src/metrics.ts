@@ -78,6 +78,8 @@ export interface MetricRunOptions {
    * Activation metrics collect their own from the float inputs they run.
    */
   readonly calibration?: MatrixCalibration;
+  /** The machine's free memory (Node: os.freemem()), for a metric that holds a model's weights (kld refuses above 80%). */
+  readonly availableMemoryBytes?: number;
 }
 
 /** The measurements as plug-ins (`{ id, measure }`) for an app's registry; nothing registers on import. */

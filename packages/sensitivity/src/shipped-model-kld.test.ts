@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { calibrationBlocks } from './calibration.js';
 import { createKldMeasurer } from './end-to-end-kld.js';
+import { freemem } from 'node:os';
 
 /**
  * The shipped model (32 layers, untied lm_head): the measurer's ΔKLD of a few units alone equals the brute force,
@@ -20,7 +21,7 @@ describe('end-to-end ΔKLD on the shipped model vs brute force', () => {
     const weights: DecoderWeights = await loadDecoderWeights(checkpoint, config);
     await checkpoint.close();
     const calibration = calibrationBlocks(readFileSync(brownCalibPath, 'utf8'), await loadTokenizer(shippedModelDir), { blocks: 2, seqlen: 64 });
-    const measurer = await createKldMeasurer(await createDecoderBlocks(weights, { threads: 2 }), calibration);
+    const measurer = await createKldMeasurer(await createDecoderBlocks(weights, { threads: 2 }), calibration, { availableMemoryBytes: freemem() });
     const picked = ['0.mlp.down_proj', '15.self_attn.q_proj', '31.mlp.up_proj', 'lm_head'];
     const configs = [quantConfig(3, 64), quantConfig(2, 128)];
     const measured = await measurer.marginals(new Map(), (key) => (picked.includes(key) ? configs : []));

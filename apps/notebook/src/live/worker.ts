@@ -1,4 +1,5 @@
 /// <reference lib="webworker" />
+import type { FnormTable, KurtosisTable, SensitivityTable } from '@layerquant/allocators';
 import { LayerquantError, matrixOfTensorName, type DecoderConfig, type Quantizer } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity/browser';
 import { toMatMulNBits } from '@layerquant/export/browser';
@@ -18,7 +19,7 @@ import {
   type GraphWeight,
   type KvDecoder,
 } from '@layerquant/runtime';
-import { activationSensitivity, calibrationBlocks, createSequentialCalibration, frobeniusTable, kurtosisTable, kurtosisTableFromFnorm } from '@layerquant/sensitivity/browser';
+import { SENSITIVITY_METRICS, calibrationBlocks, createSequentialCalibration, measureMetricsOn, metricForTable } from '@layerquant/sensitivity/browser';
 import { findShards, openModelFiles, readTokenizer, summarizeModel, type Checkpoint, type ModelSummary, type Tokenizer } from '@layerquant/tensor-io/browser';
 import { modelFilesOf } from './model-files.js';
 import { memoryFit } from './memory-fit.js';
@@ -300,49 +301,51 @@ const handlers = {
     const s = opened();
     const started = performance.now();
     const source = s.checkpoint;
-    const seconds = () => (performance.now() - started) / 1000;
-    const linear = s.checkpoint.tensors.filter((t) => matrixOfTensorName(t.name));
-    if (request.table === 'fnorm') {
-      const fnorm = await frobeniusTable(source, undefined, {
-        quantizer,
-        onMatrix: (done, total, key) => progress({ done, total, label: `fnorm of ${key} (12 configs)` }),
-      });
-      return { kurtosis: kurtosisTableFromFnorm(fnorm), fnorm, seconds: seconds() };
-    }
-    if (request.table === 'sensitivity') {
-      // `layerquant sensitivity`'s measurement (the package's activationSensitivity, HQQ b4g64) on the model's decoder
-      // blocks in onnxruntime-web, one layer's weights at a time, over the first blocks of brown-calib.
-      requireFit(s);
-      const calibration = await pageCalibration(s, request.blocks ?? PAGE_CALIBRATION_BLOCKS);
-      const { seqlen } = calibration;
-      const model = await loadDecoderBlocks(source, s.checkpoint.config);
-      try {
-        progress({ done: 0, total: s.checkpoint.config.numLayers, label: `activation sensitivity: ${calibration.blocks} blocks of ${seqlen} tokens` });
-        const sensitivity = await activationSensitivity(model, calibration, {
-          quantizer,
-          dataset: CALIBRATION_NAME,
-          model: s.checkpoint.name,
-          onLayer: (layer, layers) => progress({ done: layer + 1, total: layers, label: `activation sensitivity of layer ${layer}` }),
-        });
-        return { sensitivity, blocks: calibration.blocks, seqlen, seconds: seconds() };
-      } finally {
-        await model.dispose();
-      }
-    }
-    // kurtosisTable reads each linear matrix once: count the reads for the progress bar (a 7B model takes minutes).
+    // The tables through their metric plug-ins and the one measurement `layerquant sensitivity` runs
+    // (@layerquant/sensitivity's measureMetricsOn): fnorm with kurtosis read off its column, activation sensitivity
+    // (HQQ b4g64) on the first blocks of brown-calib through the model's decoder blocks in onnxruntime-web, one layer's
+    // weights at a time, or kurtosis alone. HQQ on the WebAssembly kernel, as the CLI's default.
+    const tables = request.table === 'fnorm' ? ['fnorm', 'kurtosis'] : [request.table];
+    const metrics = tables.map((table) => {
+      const metric = metricForTable(SENSITIVITY_METRICS, table);
+      if (!metric) throw new WorkerStateError(`no metric fills the table "${table}"`);
+      return metric;
+    });
+    const activations = metrics.some((m) => m.input === 'activations');
+    if (activations) requireFit(s);
+    const linear = source.tensors.filter((t) => matrixOfTensorName(t.name)).length;
+    // kurtosis alone reads each linear matrix once: the reads are its progress (a 7B model takes minutes)
     let read = 0;
     const counted = {
       tensors: source.tensors,
-      dir: source.dir,
       has: (name: string) => source.has(name),
       read: async (name: string) => {
-        progress({ done: read, total: linear.length, label: `kurtosis of ${name}` });
+        if (request.table === 'kurtosis') progress({ done: read, total: linear, label: `kurtosis of ${name}` });
         const tensor = await source.read(name);
         read++;
         return tensor;
       },
     };
-    return { kurtosis: await kurtosisTable(counted), seconds: seconds() };
+    const blocks = request.blocks ?? PAGE_CALIBRATION_BLOCKS;
+    const result = await measureMetricsOn(
+      { name: s.checkpoint.name, config: s.checkpoint.config, checkpoint: counted, tokenizer: async () => tokenizerOf(s), loadBlocks: () => loadDecoderBlocks(source, s.checkpoint.config) },
+      metrics,
+      {
+        quantizer,
+        calibrationName: CALIBRATION_NAME,
+        ...(activations ? { calibrationText: await calibrationText(s), blocks, seqlen: Math.min(PAGE_CALIBRATION_SEQLEN, s.checkpoint.config.maxPositionEmbeddings) } : {}),
+        onPlan: (plan) => {
+          if (plan.metric.input === 'activations') progress({ done: 0, total: plan.layers, label: `activation sensitivity: ${plan.blocks} blocks of ${plan.seqlen} tokens` });
+        },
+        onProgress: (metric, done, total) => {
+          if (metric.table === 'fnorm') progress({ done, total, label: `fnorm of matrix ${done} of ${total} (12 configs)` });
+          else if (metric.table === 'sensitivity') progress({ done, total, label: `activation sensitivity of layer ${done - 1}` });
+        },
+      },
+    );
+    const seconds = (performance.now() - started) / 1000;
+    const answer = result.tables as { kurtosis?: KurtosisTable; fnorm?: FnormTable; sensitivity?: SensitivityTable };
+    return { ...answer, ...(activations && result.blocks !== null && result.seqlen !== null ? { blocks: result.blocks, seqlen: result.seqlen } : {}), seconds };
   },
 
   async 'tokenize-text'(request: Extract<WorkerRequest, { kind: 'tokenize-text' }>) {
@@ -350,13 +353,17 @@ const handlers = {
   },
 } satisfies Record<WorkerRequest['kind'], (request: never, progress: (p: Progress) => void) => Promise<unknown>>;
 
-/** The first `blocks` blocks of brown-calib under the model's tokenizer, tokens per block 512 or the model's context. */
-async function pageCalibration(s: State, blocks: number) {
-  const tokenizer = tokenizerOf(s);
+/** brown-calib's text, as the CLI's statistics read it. */
+async function calibrationText(s: State): Promise<string> {
   const response = await fetch(s.calibrationUrl);
   if (!response.ok) throw new WorkerStateError(`${s.calibrationUrl} could not be loaded (HTTP ${response.status})`);
+  return response.text();
+}
+
+/** The first `blocks` blocks of brown-calib under the model's tokenizer, tokens per block 512 or the model's context. */
+async function pageCalibration(s: State, blocks: number) {
   const seqlen = Math.min(PAGE_CALIBRATION_SEQLEN, s.checkpoint.config.maxPositionEmbeddings);
-  return calibrationBlocks(await response.text(), tokenizer, { blocks, seqlen, source: CALIBRATION_NAME });
+  return calibrationBlocks(await calibrationText(s), tokenizerOf(s), { blocks, seqlen, source: CALIBRATION_NAME });
 }
 
 /**
