@@ -113,37 +113,20 @@ function choleskyFromTheRight(a: Float64Array, n: number): boolean {
  * is zeroed by the inversion).
  */
 function subtractPanelProducts(a: Float64Array, n: number, panel: Float64Array, w: number, i0: number, iEnd: number, c0: number, cEnd: number): void {
+  const sums = new Float64Array(16);
   let i = i0;
   for (; i + 4 <= iEnd; i += 4) {
     const p0 = i * w;
-    const p1 = p0 + w;
-    const p2 = p1 + w;
-    const p3 = p2 + w;
     // the first column of this band at or right of the diagonal, on the 4-aligned grid of the tile
     let j = c0 + Math.max(0, Math.floor((i - c0) / 4) * 4);
     for (; j + 4 <= cEnd; j += 4) {
-      const q0 = j * w;
-      const q1 = q0 + w;
-      const q2 = q1 + w;
-      const q3 = q2 + w;
-      let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
-      let s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
-      for (let k = 0; k < w; k++) {
-        const x0 = panel[p0 + k]!, x1 = panel[p1 + k]!, x2 = panel[p2 + k]!, x3 = panel[p3 + k]!;
-        const y0 = panel[q0 + k]!, y1 = panel[q1 + k]!, y2 = panel[q2 + k]!, y3 = panel[q3 + k]!;
-        s00 += x0 * y0; s01 += x0 * y1; s02 += x0 * y2; s03 += x0 * y3;
-        s10 += x1 * y0; s11 += x1 * y1; s12 += x1 * y2; s13 += x1 * y3;
-        s20 += x2 * y0; s21 += x2 * y1; s22 += x2 * y2; s23 += x2 * y3;
-        s30 += x3 * y0; s31 += x3 * y1; s32 += x3 * y2; s33 += x3 * y3;
+      tile4x4(panel, p0, w, panel, j * w, w, 1, w, sums);
+      for (let q = 0, r = i * n + j; q < 4; q++, r += n) {
+        a[r] = a[r]! - sums[4 * q]!;
+        a[r + 1] = a[r + 1]! - sums[4 * q + 1]!;
+        a[r + 2] = a[r + 2]! - sums[4 * q + 2]!;
+        a[r + 3] = a[r + 3]! - sums[4 * q + 3]!;
       }
-      let r = i * n + j;
-      a[r] = a[r]! - s00; a[r + 1] = a[r + 1]! - s01; a[r + 2] = a[r + 2]! - s02; a[r + 3] = a[r + 3]! - s03;
-      r += n;
-      a[r] = a[r]! - s10; a[r + 1] = a[r + 1]! - s11; a[r + 2] = a[r + 2]! - s12; a[r + 3] = a[r + 3]! - s13;
-      r += n;
-      a[r] = a[r]! - s20; a[r + 1] = a[r + 1]! - s21; a[r + 2] = a[r + 2]! - s22; a[r + 3] = a[r + 3]! - s23;
-      r += n;
-      a[r] = a[r]! - s30; a[r + 1] = a[r + 1]! - s31; a[r + 2] = a[r + 2]! - s32; a[r + 3] = a[r + 3]! - s33;
     }
     // the columns left at the tile's end, one by one, for the four rows
     for (; j < cEnd; j++) {
@@ -426,6 +409,7 @@ export function gptqBlockEnds(columns: number, blockSize: number, groupSize: num
  * time: U's strip packed contiguous, then four rows by four columns in registers (8 loads per 16 products).
  */
 function blockTimesInverse(a: Float64Array, n: number, i0: number, h: number, i1: number, block: Float64Array, strip: Float64Array): void {
+  const sums = new Float64Array(16);
   for (let j = i1; j < n; j += 4) {
     const cols = Math.min(4, n - j);
     const depth = j + cols - i1;
@@ -436,31 +420,8 @@ function blockTimesInverse(a: Float64Array, n: number, i0: number, h: number, i1
     }
     let r = 0;
     for (; r + 4 <= h; r += 4) {
-      const x0 = (i0 + r) * n + i1;
-      const x1 = x0 + n;
-      const x2 = x1 + n;
-      const x3 = x2 + n;
-      let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
-      let s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
-      for (let k = 0; k < depth; k++) {
-        const r0 = a[x0 + k]!, r1 = a[x1 + k]!, r2 = a[x2 + k]!, r3 = a[x3 + k]!;
-        const q = 4 * k;
-        const u0 = strip[q]!, u1 = strip[q + 1]!, u2 = strip[q + 2]!, u3 = strip[q + 3]!;
-        s00 += r0 * u0; s01 += r0 * u1; s02 += r0 * u2; s03 += r0 * u3;
-        s10 += r1 * u0; s11 += r1 * u1; s12 += r1 * u2; s13 += r1 * u3;
-        s20 += r2 * u0; s21 += r2 * u1; s22 += r2 * u2; s23 += r2 * u3;
-        s30 += r3 * u0; s31 += r3 * u1; s32 += r3 * u2; s33 += r3 * u3;
-      }
-      const o = r * n + j;
-      if (cols === 4) {
-        block[o] = s00; block[o + 1] = s01; block[o + 2] = s02; block[o + 3] = s03;
-        block[o + n] = s10; block[o + n + 1] = s11; block[o + n + 2] = s12; block[o + n + 3] = s13;
-        block[o + 2 * n] = s20; block[o + 2 * n + 1] = s21; block[o + 2 * n + 2] = s22; block[o + 2 * n + 3] = s23;
-        block[o + 3 * n] = s30; block[o + 3 * n + 1] = s31; block[o + 3 * n + 2] = s32; block[o + 3 * n + 3] = s33;
-      } else {
-        const sums = [s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33];
-        for (let q = 0; q < 4; q++) for (let c = 0; c < cols; c++) block[o + q * n + c] = sums[4 * q + c]!;
-      }
+      tile4x4(a, (i0 + r) * n + i1, n, strip, 0, 1, 4, depth, sums);
+      for (let q = 0; q < 4; q++) for (let c = 0; c < cols; c++) block[(r + q) * n + j + c] = sums[4 * q + c]!;
     }
     for (; r < h; r++) {
       const x = (i0 + r) * n + i1;
@@ -471,4 +432,28 @@ function blockTimesInverse(a: Float64Array, n: number, i0: number, h: number, i1
       }
     }
   }
+}
+
+/**
+ * The 4 x 4 products of four rows of x and four columns of y over `depth` terms, in registers:
+ * sums[4 q + c] = sum_k x[x0 + q xRow + k] * y[y0 + c yColumn + k yStep] (8 loads per 16 products).
+ */
+function tile4x4(x: Float64Array, x0: number, xRow: number, y: Float64Array, y0: number, yColumn: number, yStep: number, depth: number, sums: Float64Array): void {
+  const x1 = x0 + xRow;
+  const x2 = x1 + xRow;
+  const x3 = x2 + xRow;
+  let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
+  let s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
+  for (let k = 0, yk = y0; k < depth; k++, yk += yStep) {
+    const a0 = x[x0 + k]!, a1 = x[x1 + k]!, a2 = x[x2 + k]!, a3 = x[x3 + k]!;
+    const b0 = y[yk]!, b1 = y[yk + yColumn]!, b2 = y[yk + 2 * yColumn]!, b3 = y[yk + 3 * yColumn]!;
+    s00 += a0 * b0; s01 += a0 * b1; s02 += a0 * b2; s03 += a0 * b3;
+    s10 += a1 * b0; s11 += a1 * b1; s12 += a1 * b2; s13 += a1 * b3;
+    s20 += a2 * b0; s21 += a2 * b1; s22 += a2 * b2; s23 += a2 * b3;
+    s30 += a3 * b0; s31 += a3 * b1; s32 += a3 * b2; s33 += a3 * b3;
+  }
+  sums[0] = s00; sums[1] = s01; sums[2] = s02; sums[3] = s03;
+  sums[4] = s10; sums[5] = s11; sums[6] = s12; sums[7] = s13;
+  sums[8] = s20; sums[9] = s21; sums[10] = s22; sums[11] = s23;
+  sums[12] = s30; sums[13] = s31; sums[14] = s32; sums[15] = s33;
 }
