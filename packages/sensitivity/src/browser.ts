@@ -22,4 +22,4 @@ export { createSequentialCalibration, type SequentialCalibrationOptions } from '
 // The metric plug-ins and the one measurement of them (what `layerquant sensitivity` runs on a model directory), on a
 // model a page read itself.
 export { SENSITIVITY_METRICS, activationSensitivityMetric, endToEndKldMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, metricForTable, type MetricPlugin, type MetricRunOptions } from './metrics.js';
-export { checkMetricList, measureMetricsOn, type MetricModel, type MetricPlan, type MetricResults, type MetricsRunSettings } from './metric-run.js';
+export { checkMetricList, measureMetricsOn, type CalibrationSettings, type MetricModel, type MetricPlan, type MetricResults, type MetricsRunSettings } from './metric-run.js';

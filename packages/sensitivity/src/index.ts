@@ -35,7 +35,7 @@ export { measureModelStatistics, type ModelStatistics, type ModelStatisticsOptio
 export { SENSITIVITY_METRICS, activationSensitivityMetric, endToEndKldMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, metricForTable, type MetricPlugin, type MetricRunOptions } from './metrics.js';
 export { QuantizationErrors } from './pooled-quantize.js';
 export { MetricFormatError, measureMetrics, metricFile, writeMetricTables, type MeasureMetricsOptions } from './measure-metrics.js';
-export { checkMetricList, measureMetricsOn, type MetricModel, type MetricPlan, type MetricResults, type MetricsRunSettings } from './metric-run.js';
+export { checkMetricList, measureMetricsOn, type CalibrationSettings, type MetricModel, type MetricPlan, type MetricResults, type MetricsRunSettings } from './metric-run.js';
 export {
   HessianAccumulator,
   LINEAR_INPUT,

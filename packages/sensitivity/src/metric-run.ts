@@ -28,15 +28,19 @@ export interface MetricModel {
   loadBlocks(): Promise<DecoderBlocks>;
 }
 
-/** The settings of one measurement. */
-export interface MetricsRunSettings {
-  /** Calibration text (needed when an activation metric is measured) and its name. */
+/** The calibration a measurement reads: its text (tokenized by the model's tokenizer), name, blocks and their order. */
+export interface CalibrationSettings {
+  /** Calibration text (needed when an activation metric is measured) and its name (sensitivity.csv's `dataset`). */
   readonly calibrationText?: string;
   readonly calibrationName: string;
   readonly blocks?: number;
   readonly seqlen?: number;
   readonly order?: CalibrationOrder;
   readonly seed?: number;
+}
+
+/** The settings of one measurement. */
+export interface MetricsRunSettings extends CalibrationSettings {
   readonly configs?: readonly QuantConfig[];
   readonly sensitivityConfigs?: readonly QuantConfig[];
   /** The embedding units per-config tables cover too, each at its own ladder (a shipped format's allocation). */

@@ -1,18 +1,13 @@
 import { PAPER_CONFIGS, type QuantConfig, type Quantizer } from '@layerquant/core';
 import type { FnormTable, KurtosisTable, MeasuredTable, SensitivityTable } from '@layerquant/stats';
 import { DEFAULT_SENSITIVITY_CONFIG } from './activation-sensitivity.js';
-import type { CalibrationOrder } from './calibration.js';
+import type { CalibrationSettings } from './metric-run.js';
 import { measureMetrics } from './measure-metrics.js';
 import { activationSensitivityMetric, frobeniusMetric, kurtosisMetric, measuredErrorMetric, type MetricPlugin, type MetricRunOptions } from './metrics.js';
 
-export interface ModelStatisticsOptions {
-  /** Calibration text and the name written in sensitivity.csv's `dataset` column. */
+export interface ModelStatisticsOptions extends CalibrationSettings {
+  /** Calibration text (required here: sensitivity runs the model) and the name written in sensitivity.csv's `dataset` column. */
   readonly calibrationText: string;
-  readonly calibrationName: string;
-  readonly blocks?: number;
-  readonly seqlen?: number;
-  readonly order?: CalibrationOrder;
-  readonly seed?: number;
   /** Configs of the sensitivity measurement (default [b4g64]); rows of each, in this order. */
   readonly sensitivityConfigs?: readonly QuantConfig[];
   /** Configs of the fnorm table (default: the paper's 12). */
