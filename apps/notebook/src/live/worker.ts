@@ -211,6 +211,7 @@ const handlers = {
     // The units and their configs as quantizeModel plans them (a matrix the request leaves out stays float), quantized
     // by the same loop (@layerquant/quantizers' quantizeUnits; calibrated in layer order), on the weights held here.
     const plans = planUnits([...base.shapes].map(([name, shape]) => ({ name, dtype: 'F32' as const, shape })), (_key, matrix) => configs.get(matrix.name) ?? null);
+    for (const name of configs.keys()) if (!plans.has(name)) throw new WorkerStateError(`the allocation names ${name}, which is not a linear matrix of the model (the page quantizes those only)`);
     const read = async (name: string) => ({ name, dtype: 'F32' as const, shape: base.shapes.get(name)!, data: base.tensors.get(name)! });
     const overrides = new Map<string, Float32Array>();
     const packed = new Map<string, GraphWeight>();
