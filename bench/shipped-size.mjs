@@ -7,7 +7,7 @@
 //
 //   node bench/shipped-size.mjs [--model <dir>] [--dataset brown-test | --text <file>] [--windows N]
 //        [--out bench/results/shipped-size] [--work /tmp/layerquant-shipped-size] [--methods mxq,sensiboost,measured]
-//        [--blocks <calibration blocks>] [--fresh]
+//        [--blocks <calibration blocks>] [--fresh] [--only <export>,<export>...]
 //        [--quantizer gptq --calib <file | dataset name> --calib-blocks N [--calibrated-methods mxq]]
 //
 // With --quantizer (a calibrated one, GPTQ), the table also holds that quantizer's uniform export at each config of
@@ -66,6 +66,8 @@ const calibratedId = option('quantizer', undefined);
 const calibratedMethods = option('calibrated-methods', 'mxq').split(',').filter(Boolean);
 const calibText = option('calib', undefined);
 const calibBlocks = option('calib-blocks', '16');
+const onlyText = option('only', undefined);
+const only = onlyText === undefined ? undefined : new Set(onlyText.split(',').filter(Boolean));
 if (calibratedId !== undefined && calibText === undefined) throw new Error(`--quantizer ${calibratedId} needs --calib (its calibration text)`);
 const calibPath = calibText === undefined ? undefined : resolveTextPath(existsSync(calibText) ? { text: calibText } : { dataset: calibText }, datasets);
 if (argv.includes('--fresh')) rmSync(work, { recursive: true, force: true });
@@ -283,6 +285,12 @@ if (calibratedId !== undefined) {
 
 // Two targets below the smallest feasible size are both measured there: one row.
 for (let i = entries.length - 1; i >= 0; i--) if (entries.findIndex((e) => e.name === entries[i].name) < i) entries.splice(i, 1);
+// --only: evaluate these exports alone (e.g. the close calls of a 32-window run, on the whole text); the goal checks
+// then see only them.
+if (only) {
+  for (const name of only) if (!entries.some((e) => e.name === name)) throw new Error(`--only: no export named ${name} (names: ${entries.map((e) => e.name).join(', ')})`);
+  for (let i = entries.length - 1; i >= 0; i--) if (!only.has(entries[i].name)) entries.splice(i, 1);
+}
 const failed = entries.filter((e) => e.error);
 for (const e of failed) notes.push(`${e.name}: not made: ${e.error}`);
 
