@@ -207,13 +207,17 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
       };
       const bytesOf = (array: Float32Array | Uint32Array | Uint16Array) => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 
-      // The units in file order (the order the writer asks for them); with a pool, up to `workers + 1` of them are
-      // quantized ahead.
+      // The units come in the order the writer asks for them (the checkpoint's, in layer order when calibrated, as the
+      // specs are); with a pool, up to `workers + 1` of them are quantized ahead.
       const quantizer = options.quantizer;
       if (workers > 1 && (isKernelQuantizer(quantizer) || isPooledQuantizer(quantizer))) pool = createKernelPool(workers);
-      const unitName = (spec: TensorSpec) => (spec.name.endsWith(QWEIGHT_SUFFIX) && plans.get(spec.name.slice(0, -QWEIGHT_SUFFIX.length))?.config ? spec.name.slice(0, -QWEIGHT_SUFFIX.length) : plans.has(spec.name) && !plans.get(spec.name)!.config ? spec.name : undefined);
-      const order = specs.map(unitName).filter((name) => name !== undefined);
-      const units = quantizeUnits({ plans, order, read: (name) => checkpoint.read(name), quantizer, ...(calibration ? { calibration } : {}), scaleDtype, ...(pool ? { pool } : {}) });
+      /** The unit a spec carries: a quantized unit's codes, or a float unit's tensor. */
+      const unitName = (spec: TensorSpec): string | undefined => {
+        const codesOf = spec.name.endsWith(QWEIGHT_SUFFIX) ? spec.name.slice(0, -QWEIGHT_SUFFIX.length) : undefined;
+        if (codesOf !== undefined && plans.get(codesOf)?.config) return codesOf;
+        return plans.get(spec.name)?.config === null ? spec.name : undefined;
+      };
+      const units = quantizeUnits({ plans, read: (name) => checkpoint.read(name), quantizer, ...(calibration ? { calibration } : {}), scaleDtype, ...(pool ? { pool } : {}) });
       const nextUnit = async (name: string) => {
         const step = await units.next();
         if (step.done || step.value.plan.matrix.name !== name) throw new Error(`internal: the writer asked for ${name}, the units came as ${step.done ? 'done' : step.value.plan.matrix.name}`);

@@ -135,9 +135,8 @@ export type FinishedUnit =
     };
 
 export interface QuantizeUnitsOptions {
+  /** The units, yielded in this order (a checkpoint's), in layer order when calibrated. */
   readonly plans: ReadonlyMap<string, UnitPlan>;
-  /** The units' names in the order they are yielded; default the plans' order, in layer order when calibrated. */
-  readonly order?: readonly string[];
   /** A unit's weights (F32 data), read when its quantization starts. */
   readonly read: (name: string) => Promise<WeightTensor>;
   readonly quantizer: Quantizer;
@@ -150,7 +149,7 @@ export interface QuantizeUnitsOptions {
 }
 
 /**
- * Every planned unit, in `order`, quantized with its config or reported kept in float. A calibrated quantizer's
+ * Every planned unit, in the plans' order (layer order with a calibrated quantizer), quantized with its config or reported kept in float. A calibrated quantizer's
  * context is asked for when a unit starts (in order; a sequential calibration refuses one asked out of order), and
  * every unit is reported back to the calibration (`done`), the float ones when they are reached. With a pool, up to
  * `pool.size + 1` units are read and quantized ahead of the one yielded; results are bit-identical either way.
@@ -159,8 +158,7 @@ export async function* quantizeUnits(options: QuantizeUnitsOptions): AsyncGenera
   const { plans, quantizer, calibration, pool } = options;
   const scaleDtype = checkScaleDtype(options.scaleDtype ?? 'F32');
   checkCalibration(quantizer, calibration);
-  const order = options.order ?? (calibration ? layerOrder([...plans.keys()], (name) => name) : [...plans.keys()]);
-  for (const name of order) if (!plans.has(name)) throw new InvalidOptionError('order', `${name} is not a planned unit`);
+  const order = calibration ? layerOrder([...plans.keys()], (name) => name) : [...plans.keys()];
 
   const start = (name: string): Promise<FinishedUnit> => {
     const plan = plans.get(name)!;
