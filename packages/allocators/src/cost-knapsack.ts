@@ -320,9 +320,9 @@ export function solveCostProblem(
   let result = solve(knapsack);
   if (result.status === 'infeasible') throw infeasible(problem, budget, result.minimumWeight);
   // A format's file is not exactly the sum of its units (shared nodes, length prefixes): while the exact file is over
-  // the limit, keep back from the units' capacity the largest such overhead seen so far and solve again. An allocation
-  // whose overhead is at most what is kept back then fits, so each further try has met a larger overhead than every
-  // one before it: the tries end, bounded by the largest overhead an allocation can have.
+  // the limit, keep back from the units' capacity this allocation's overhead and solve again. An allocation whose
+  // overhead is at most what is kept back fits, so one over the limit has a larger overhead than any kept back before:
+  // the tries end, bounded by the largest overhead an allocation can have.
   const exactBits = problem.size.exactBits;
   if (exactBits) {
     const limit = problem.size.fixedBits + knapsack.capacity;
@@ -333,8 +333,8 @@ export function solveCostProblem(
       if (attempt === MAX_TIGHTER_SOLVES) throw new LayerquantError('SOLVER_LIMIT', `${method}: the file is still ${Math.ceil((exact - limit) / 8)} bytes over ${problem.size.label}'s limit after ${attempt} tighter solves`);
       let additive = problem.size.fixedBits;
       for (let i = 0; i < problem.matrices.length; i++) additive += knapsack.classes[i]!.weights[result.choice[i]!]!;
-      // Over the limit means this overhead is larger than what was kept back (or the capacity was not spent to its end).
-      kept = Math.max(kept + 1, exact - additive, kept + (exact - limit));
+      // additive <= fixedBits + capacity - kept and exact > limit = fixedBits + capacity: this overhead exceeds kept.
+      kept = exact - additive;
       result = solve({ ...knapsack, capacity: knapsack.capacity - kept });
       if (result.status === 'infeasible') throw infeasible(problem, budget, result.minimumWeight);
     }
