@@ -70,31 +70,19 @@ function choleskyFromTheRight(a: Float64Array, n: number): boolean {
     const w = j1 - j0;
     // The diagonal block (every column right of it already subtracted): unblocked, column j from the right.
     for (let j = j1 - 1; j >= j0; j--) {
-      const rowJ = j * n;
-      let pivot = a[rowJ + j]!;
-      for (let k = j + 1; k < j1; k++) pivot -= a[rowJ + k]! * a[rowJ + k]!;
+      const pivot = leftInBlock(a, n, j, j, j1);
       if (!(pivot > 0)) return false;
       const rjj = Math.sqrt(pivot);
-      a[rowJ + j] = rjj;
-      for (let i = j0; i < j; i++) {
-        const rowI = i * n;
-        let sum = a[rowI + j]!;
-        for (let k = j + 1; k < j1; k++) sum -= a[rowI + k]! * a[rowJ + k]!;
-        a[rowI + j] = sum / rjj;
-      }
+      a[j * n + j] = rjj;
+      for (let i = j0; i < j; i++) a[i * n + j] = leftInBlock(a, n, i, j, j1) / rjj;
     }
     if (j0 === 0) break;
     // The rows above: R[i, J] R[J, J]^T = a[i, J], a triangular solve per row, then packed (row i at i * w).
     for (let i = 0; i < j0; i++) {
-      const rowI = i * n;
-      const packed = i * w;
       for (let j = j1 - 1; j >= j0; j--) {
-        const rowJ = j * n;
-        let sum = a[rowI + j]!;
-        for (let k = j + 1; k < j1; k++) sum -= a[rowI + k]! * a[rowJ + k]!;
-        const r = sum / a[rowJ + j]!;
-        a[rowI + j] = r;
-        panel[packed + (j - j0)] = r;
+        const r = leftInBlock(a, n, i, j, j1) / a[j * n + j]!;
+        a[i * n + j] = r;
+        panel[i * w + (j - j0)] = r;
       }
     }
     // What is left of a, upper triangle: a[i, j] -= R[i, J] . R[j, J] for i <= j < j0, tile by tile of the panel.
@@ -104,6 +92,15 @@ function choleskyFromTheRight(a: Float64Array, n: number): boolean {
     }
   }
   return true;
+}
+
+/** a[i, j] less R[i, k] R[j, k] over the block's columns right of j (k < j1): what R[i, j] R[j, j] is. */
+function leftInBlock(a: Float64Array, n: number, i: number, j: number, j1: number): number {
+  const rowI = i * n;
+  const rowJ = j * n;
+  let sum = a[rowI + j]!;
+  for (let k = j + 1; k < j1; k++) sum -= a[rowI + k]! * a[rowJ + k]!;
+  return sum;
 }
 
 /**
