@@ -42,7 +42,8 @@ try {
       h[i * n + i] = 1 + random();
     }
     const started = performance.now();
-    // dampening 0 (the matrix is positive definite as it is), natural order: the factorization alone, as the anchor.
+    // a negligible dampening (it must be positive; the matrix is positive definite as it is), natural order: the
+    // factorization alone, as the anchor.
     const prepared = prepareHessian({ columns: n, data: h }, { dampening: 1e-300, actOrder: false }, `random ${n}x${n}`);
     const seconds = (performance.now() - started) / 1000;
     const row = { n, seconds, load: load() };

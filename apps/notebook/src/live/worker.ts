@@ -207,11 +207,12 @@ const handlers = {
     const started = performance.now();
     const base = await floatWeights(s, progress);
     const configs = new Map(request.matrices.map((m) => [m.name, m.config]));
-    for (const name of configs.keys()) if (!base.tensors.has(name)) throw new WorkerStateError(`the allocation names ${name}, which the model does not have`);
     // The units and their configs as quantizeModel plans them (a matrix the request leaves out stays float), quantized
     // by the same loop (@layerquant/quantizers' quantizeUnits; calibrated in layer order), on the weights held here.
     const plans = planUnits([...base.shapes].map(([name, shape]) => ({ name, dtype: 'F32' as const, shape })), (_key, matrix) => configs.get(matrix.name) ?? null);
-    for (const name of configs.keys()) if (!plans.has(name)) throw new WorkerStateError(`the allocation names ${name}, which is not a linear matrix of the model (the page quantizes those only)`);
+    for (const name of configs.keys()) {
+      if (!plans.has(name)) throw new WorkerStateError(`the allocation names ${name}, ${base.tensors.has(name) ? 'which is not a linear matrix of the model (the page quantizes those only)' : 'which the model does not have'}`);
+    }
     const read = async (name: string) => ({ name, dtype: 'F32' as const, shape: base.shapes.get(name)!, data: base.tensors.get(name)! });
     const overrides = new Map<string, Float32Array>();
     const packed = new Map<string, GraphWeight>();
@@ -334,7 +335,7 @@ const handlers = {
       {
         quantizer,
         calibrationName: CALIBRATION_NAME,
-        ...(activations ? { calibrationText: await calibrationText(s), blocks, seqlen: Math.min(PAGE_CALIBRATION_SEQLEN, s.checkpoint.config.maxPositionEmbeddings) } : {}),
+        ...(activations ? { calibrationText: await calibrationText(s), blocks, seqlen: pageSeqlen(s) } : {}),
         onPlan: (plan) => {
           if (plan.metric.input === 'activations') progress({ done: 0, total: plan.layers, label: `activation sensitivity: ${plan.blocks} blocks of ${plan.seqlen} tokens` });
         },
@@ -361,10 +362,14 @@ async function calibrationText(s: State): Promise<string> {
   return response.text();
 }
 
-/** The first `blocks` blocks of brown-calib under the model's tokenizer, tokens per block 512 or the model's context. */
+/** Tokens per calibration block: 512, or the model's context where that is shorter. */
+function pageSeqlen(s: State): number {
+  return Math.min(PAGE_CALIBRATION_SEQLEN, s.checkpoint.config.maxPositionEmbeddings);
+}
+
+/** The first `blocks` blocks of brown-calib under the model's tokenizer, pageSeqlen tokens each. */
 async function pageCalibration(s: State, blocks: number) {
-  const seqlen = Math.min(PAGE_CALIBRATION_SEQLEN, s.checkpoint.config.maxPositionEmbeddings);
-  return calibrationBlocks(await calibrationText(s), tokenizerOf(s), { blocks, seqlen, source: CALIBRATION_NAME });
+  return calibrationBlocks(await calibrationText(s), tokenizerOf(s), { blocks, seqlen: pageSeqlen(s), source: CALIBRATION_NAME });
 }
 
 /**
