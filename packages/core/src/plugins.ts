@@ -59,8 +59,11 @@ export interface Quantizer {
    * `'affine'`: every group's stored codes, scale and zero dequantize as (code - zero) / scale, the layout ONNX
    * MatMulNBits holds (the export and packed-weight evaluation use the codes as they are). Absent: only this
    * quantizer's `dequantize` reads its codes (the export refuses them; evaluation runs the dequantized weights).
+   * `'ggml'`: llama.cpp blocks held as codes and, per sub-block (group), the multiplier and offset with
+   * x = scale * code - zero, each an fp16 value times a small integer (@layerquant/gguf's ggml quantizer): the GGUF
+   * export rebuilds the blocks from them; ONNX refuses them as it refuses any non-affine layout.
    */
-  readonly packedLayout?: 'affine';
+  readonly packedLayout?: 'affine' | 'ggml';
   /**
    * `'hessian'`: a calibrated quantizer. It needs each matrix's InputHessian (`context.hessian`), which the pipeline
    * collects in a layer pass over calibration text with the layers before already quantized; without one,

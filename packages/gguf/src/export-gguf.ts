@@ -6,6 +6,7 @@ import {
   decoderLayout,
   expectedShapes,
   type DecoderConfig,
+  type QuantConfig,
 } from '@layerquant/core';
 import { configOfMetadata } from '@layerquant/quantizers';
 import { openModelWeights, type QuantizedCheckpoint, type QuantizerLookup } from '@layerquant/quantizers/node';
@@ -15,6 +16,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { affineToGgml, exactAffineType, type ExactAffineType } from './affine-mapping.js';
 import { encodeGgml } from './codecs.js';
+import { ggmlBlocks, ggmlTypeOfConfig } from './ggml-quantizer.js';
 import { ggmlFallbackType, ggmlType, ggufTensorBytes, type GgmlTypeName } from './ggml-types.js';
 import { writeGgufFile, type GgufTensorToWrite } from './gguf-file.js';
 import type { GgufValue } from './gguf-format.js';
@@ -132,8 +134,33 @@ function checkExportable(config: DecoderConfig, configFile: string): void {
  * magnitude 2^-14 to 65504 exactly and which llama.cpp multiplies with fp16 activations (BF16 matrices get bf16
  * activations, 8 times coarser: +3.5e-4 relative perplexity on the shipped model's output matrix alone).
  */
-function floatType(dtype: string): GgmlTypeName {
+export function floatType(dtype: string): GgmlTypeName {
   return dtype === 'F32' || dtype === 'F64' ? 'F32' : 'F16';
+}
+
+/** llama.cpp reads Llama 3's rope scaling from a rope_freqs tensor, which the export derives from the config. */
+export function hasRopeFactors(config: DecoderConfig): boolean {
+  return config.ropeScaling?.type === 'llama3';
+}
+
+/**
+ * The type that holds a quantized matrix's blocks as they are, by its quantizer's packed layout: an affine config's
+ * exact legacy block (exactAffineType), a ggml-quantized config's own type; undefined: re-encoded.
+ */
+function exactGgufType(layout: 'affine' | 'ggml' | undefined, config: QuantConfig, columns: number): GgmlTypeName | undefined {
+  if (layout === 'affine') return exactAffineType(config);
+  if (layout === 'ggml') return ggmlTypeOfConfig(config, columns);
+  return undefined;
+}
+
+/** The file's metadata: the architecture's hyperparameters, then the tokenizer (the cost model computes the same). */
+export async function fileMetadata(modelDir: string, config: DecoderConfig, name: string, fileType: number, tokenizerPre: string | undefined): Promise<Map<string, GgufValue>> {
+  const metadata = new Map<string, GgufValue>(decoderMetadata(config, name, fileType));
+  const tokenizer = await tokenizerFiles(modelDir);
+  for (const [key, value] of tokenizerMetadata(tokenizer, { vocabSize: config.vocabSize, bosTokenId: config.bosTokenId, eosTokenId: config.eosTokenId, ...(tokenizerPre ? { pre: tokenizerPre } : {}) })) {
+    metadata.set(key, value);
+  }
+  return metadata;
 }
 
 /**
@@ -173,7 +200,7 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
       const rule = matching[matching.length - 1];
       const isQuantized = quantized?.isQuantized(hfName) === true;
       const entry = isQuantized ? quantized!.metadata.tensors[hfName] : undefined;
-      const exact = entry && quantizer?.packedLayout === 'affine' ? exactAffineType(configOfMetadata(entry)) : undefined;
+      const exact = entry ? exactGgufType(quantizer?.packedLayout, configOfMetadata(entry), shape[1]!) : undefined;
       let type: GgmlTypeName;
       let how: GgufTensorSource;
       if (rule) {
@@ -198,7 +225,7 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
     if (unused.length > 0) {
       throw new InvalidOptionError('types', `${unused.map((r) => `"${r.key}"`).join(', ')} match no matrix of the model; GGUF matrix names look like token_embd.weight, blk.0.attn_q.weight, blk.0.ffn_down.weight, output.weight`);
     }
-    if (config.ropeScaling?.type === 'llama3') plan.splice(1, 0, { name: 'rope_freqs.weight', hfName: undefined, type: 'F32', shape: [config.headDim / 2], source: 'float' });
+    if (hasRopeFactors(config)) plan.splice(1, 0, { name: 'rope_freqs.weight', hfName: undefined, type: 'F32', shape: [config.headDim / 2], source: 'float' });
     if (fallbacks.length > 0) notes.push(`${fallbacks.length} matrices have rows that are not whole blocks of the type asked for and fell back as llama.cpp's llama-quantize does: ${fallbacks.slice(0, 4).join(', ')}${fallbacks.length > 4 ? ', ...' : ''}.`);
     const reencoded = plan.filter((t) => t.source === 'encoded' && t.hfName && quantized?.isQuantized(t.hfName));
     const exactCount = plan.filter((t) => t.source === 'exact').length;
@@ -209,11 +236,7 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
     const matrixParams = new Map<GgmlTypeName, number>();
     for (const t of plan) if (t.shape.length === 2) matrixParams.set(t.type, (matrixParams.get(t.type) ?? 0) + t.shape[0]! * t.shape[1]!);
     const mainType = [...matrixParams.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'F32';
-    const metadata = new Map<string, GgufValue>(decoderMetadata(config, options.name ?? basename(modelDir), LLAMA_FILE_TYPES[mainType]));
-    const tokenizer = await tokenizerFiles(modelDir);
-    for (const [key, value] of tokenizerMetadata(tokenizer, { vocabSize: config.vocabSize, bosTokenId: config.bosTokenId, eosTokenId: config.eosTokenId, ...(options.tokenizerPre ? { pre: options.tokenizerPre } : {}) })) {
-      metadata.set(key, value);
-    }
+    const metadata = await fileMetadata(modelDir, config, options.name ?? basename(modelDir), LLAMA_FILE_TYPES[mainType], options.tokenizerPre);
 
     const importanceOf = (t: { name: string; hfName: string | undefined }) => options.importance?.[t.name] ?? (t.hfName ? options.importance?.[t.hfName] : undefined);
     let done = 0;
@@ -233,8 +256,10 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
       const columns = t.shape.length === 2 ? t.shape[1]! : 1;
       if (t.source === 'exact') {
         const q = await quantized!.readQuantized(t.hfName);
+        const rowOrder = heads ? rotaryRowOrder(q.shape[0], heads) : undefined;
+        if (quantizer?.packedLayout === 'ggml') return ggmlBlocks(q, rowOrder).bytes;
         const multipliers = await quantized!.readScaleMultipliers(t.hfName);
-        return affineToGgml(q, t.type as ExactAffineType, heads ? rotaryRowOrder(q.shape[0], heads) : undefined, multipliers);
+        return affineToGgml(q, t.type as ExactAffineType, rowOrder, multipliers);
       }
       const weight = await source.read(t.hfName);
       const data = heads ? permuteRotaryRows(weight.data, heads, columns) : weight.data;

@@ -58,3 +58,13 @@ export {
   rotaryRowOrder,
 } from './llama-names.js';
 export { KNOWN_PRE_TOKENIZERS, TOKEN_TYPES, preTokenizerName, tokenizerMetadata, type TokenizerFiles, type TokenizerMetadataOptions } from './tokenizer-metadata.js';
+export {
+  GGML_QUANTIZER_TYPES,
+  configOfGgmlType,
+  dequantizeGgml,
+  ggmlBlocks,
+  ggmlLadderText,
+  ggmlPlugin,
+  ggmlTypeOfConfig,
+  quantizeGgml,
+} from './ggml-quantizer.js';

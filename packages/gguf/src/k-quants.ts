@@ -499,3 +499,115 @@ export function encodeKQuant(type: KQuantType, values: Float32Array, rowLength: 
   }
   return out;
 }
+
+// ---- fields: a super-block as codes and one multiplier and offset per sub-block ------------------------------------
+
+/**
+ * Reads super-block `b` as its 256 codes (0 .. 2^bits - 1) and, per sub-block j, the multiplier p_j and offset o_j
+ * with x = p_j * code - o_j (Q2_K, Q4_K, Q5_K: p = d sc, o = dmin m; Q3_K, Q6_K: p = d sc, o = centre p). Every p and
+ * o is a product of an fp16 value and a small integer, exact in float32; decodeKQuant gives the same values.
+ */
+export function kQuantFields(type: KQuantType, bytes: Uint8Array, at: number, codes: Uint8Array, multiplier: Float64Array, offset: Float64Array): void {
+  const table = halfTable();
+  const half = (i: number) => table[bytes[i]! | (bytes[i + 1]! << 8)]!;
+  unpackCodes(type, bytes, at, codes);
+  if (type === 'Q2_K') {
+    const d = half(at + 80);
+    const dmin = half(at + 82);
+    for (let j = 0; j < 16; j++) {
+      multiplier[j] = d * (bytes[at + j]! & 0xf);
+      offset[j] = dmin * (bytes[at + j]! >> 4);
+    }
+  } else if (type === 'Q4_K' || type === 'Q5_K') {
+    const d = half(at);
+    const dmin = half(at + 2);
+    for (let j = 0; j < 8; j++) {
+      const [sc, m] = unpackScaleMin6(bytes, at + 4, j);
+      multiplier[j] = d * sc;
+      offset[j] = dmin * m;
+    }
+  } else if (type === 'Q3_K') {
+    const d = half(at + 108);
+    for (let j = 0; j < 16; j++) {
+      multiplier[j] = d * unpackScale3K(bytes, at + 96, j);
+      offset[j] = 4 * multiplier[j]!;
+    }
+  } else {
+    const d = half(at + 208);
+    for (let j = 0; j < 16; j++) {
+      multiplier[j] = d * ((bytes[at + 192 + j]! << 24) >> 24);
+      offset[j] = 32 * multiplier[j]!;
+    }
+  }
+}
+
+/**
+ * An fp16 value D and integers q_j in [lo, hi] with D q_j = p_j exactly for every j, or undefined where none exists
+ * (values that are not such products: scales stored at a lower precision). All zero: D = 0.
+ */
+export function factorHalf(p: ArrayLike<number>, n: number, lo: number, hi: number, q: Int32Array): number | undefined {
+  let top = 0;
+  for (let j = 1; j < n; j++) if (Math.abs(p[j]!) > Math.abs(p[top]!)) top = j;
+  const largest = p[top]!;
+  if (largest === 0) {
+    q.fill(0, 0, n);
+    return 0;
+  }
+  const table = halfTable();
+  // The integer of the largest |p| first (the encoders give it the end of the range), then smaller ones.
+  for (let s = Math.max(hi, -lo); s >= 1; s--) {
+    for (const sign of [1, -1]) {
+      const l = sign * s;
+      if (l < lo || l > hi) continue;
+      const D = largest / l;
+      if (table[toHalfBits(D)] !== D) continue;
+      let ok = true;
+      for (let j = 0; j < n && ok; j++) {
+        const v = p[j]! / D;
+        if (!Number.isInteger(v) || v < lo || v > hi || D * v !== p[j]) ok = false;
+        else q[j] = v;
+      }
+      if (ok) return D;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Writes super-block `at` from its codes and per-sub-block multipliers and offsets as kQuantFields reads them (the
+ * inverse: the block decodes to the same values). False where the multipliers or offsets are not products of one
+ * fp16 value and the type's integers (or an offset is not the type's centre times its multiplier).
+ */
+export function writeKQuantFields(type: KQuantType, out: Uint8Array, at: number, codes: Uint8Array, multiplier: ArrayLike<number>, offset: ArrayLike<number>): boolean {
+  const spec = K_QUANT_SPECS[type];
+  const nsub = QK_K / spec.sub;
+  const ls = new Int32Array(16);
+  const lm = new Int32Array(16);
+  if (spec.kind === 'affine') {
+    const d = factorHalf(multiplier, nsub, 0, spec.qmax, ls);
+    const dmin = factorHalf(offset, nsub, 0, spec.qmax, lm);
+    if (d === undefined || dmin === undefined || d < 0 || dmin < 0) return false;
+    if (type === 'Q2_K') {
+      for (let j = 0; j < 16; j++) out[at + j] = ls[j]! | (lm[j]! << 4);
+      setHalf(out, at + 80, toHalfBits(d));
+      setHalf(out, at + 82, toHalfBits(dmin));
+    } else {
+      setHalf(out, at, toHalfBits(d));
+      setHalf(out, at + 2, toHalfBits(dmin));
+      packScaleMin6(out, at + 4, ls, lm);
+    }
+  } else {
+    const d = factorHalf(multiplier, nsub, spec.slo, spec.shi, ls);
+    if (d === undefined) return false;
+    for (let j = 0; j < nsub; j++) if (offset[j] !== -spec.lo * multiplier[j]!) return false;
+    if (type === 'Q3_K') {
+      packScales3K(out, at + 96, ls);
+      setHalf(out, at + 108, toHalfBits(d));
+    } else {
+      for (let j = 0; j < 16; j++) out[at + 192 + j] = ls[j]! & 0xff;
+      setHalf(out, at + 208, toHalfBits(d));
+    }
+  }
+  packCodes(type, out, at, codes);
+  return true;
+}

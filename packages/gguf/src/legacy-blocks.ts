@@ -237,3 +237,43 @@ export function writeLegacyBlock(type: LegacyType, out: Uint8Array, at: number, 
   const { qh, qs } = offsets(layout);
   packNibbles(codes, out, at + qs, qh === undefined ? undefined : at + qh);
 }
+
+/**
+ * Reads block `at` as its 32 codes (0 .. 2^bits - 1; Q8_0's int8 shifted by 128) and the multiplier and offset with
+ * x = multiplier * code - offset (d and d times the centre; Q4_1 / Q5_1: d and -m): decodeLegacy's values.
+ */
+export function legacyFields(type: LegacyType, bytes: Uint8Array, at: number, codes: Uint8Array): { multiplier: number; offset: number } {
+  const layout = LEGACY_LAYOUTS[type];
+  const d = getHalf(bytes, at);
+  if (type === 'Q8_0') {
+    for (let j = 0; j < LEGACY_BLOCK; j++) codes[j] = ((bytes[at + 2 + j]! << 24) >> 24) + 128;
+    return { multiplier: d, offset: 128 * d };
+  }
+  const { qh, qs } = offsets(layout);
+  unpackNibbles(bytes, at + qs, qh === undefined ? undefined : at + qh, codes);
+  return layout.hasMin ? { multiplier: d, offset: -getHalf(bytes, at + 2) } : { multiplier: d, offset: (1 << (layout.bits - 1)) * d };
+}
+
+/** Writes block `at` from codes, multiplier and offset as legacyFields reads them; false where they are not such a block's. */
+export function writeLegacyFields(type: LegacyType, out: Uint8Array, at: number, codes: Uint8Array, multiplier: number, offset: number): boolean {
+  const layout = LEGACY_LAYOUTS[type];
+  const table = halfTable();
+  const dBits = toHalfBits(multiplier);
+  if (table[dBits] !== multiplier) return false;
+  if (layout.hasMin) {
+    const mBits = toHalfBits(-offset);
+    if (table[mBits] !== -offset) return false;
+    writeLegacyBlock(type, out, at, codes, dBits, mBits);
+    return true;
+  }
+  const centre = type === 'Q8_0' ? 128 : 1 << (layout.bits - 1);
+  if (offset !== centre * multiplier) return false;
+  if (type === 'Q8_0') {
+    const signed = new Int16Array(LEGACY_BLOCK);
+    for (let j = 0; j < LEGACY_BLOCK; j++) signed[j] = codes[j]! - 128;
+    writeLegacyBlock(type, out, at, signed, dBits);
+  } else {
+    writeLegacyBlock(type, out, at, codes, dBits);
+  }
+  return true;
+}

@@ -5,3 +5,4 @@ export { openGgufFile, readGgufHeader, writeGgufFile, type GgufFile, type GgufTe
 export { exportGguf, type ExportGgufOptions, type ExportGgufReport, type ExportedGgufTensor, type GgufTensorSource } from './export-gguf.js';
 export { openGgufModel, type GgufModel } from './gguf-model.js';
 export { NODE_LLAMA_CPP_VERSION, loadNodeLlamaCpp, openLlamaCppModel, type LlamaCppModel, type LlamaCppOptions } from './llama-cpp.js';
+export { ggufCostModel, type GgufCostModel, type GgufCostOptions } from './gguf-cost.js';

@@ -1,5 +1,6 @@
 import { ALLOCATOR_PLUGINS, RESERVED_TABLE_NAMES, createAllocatorRegistry, type AllocatorPlugin } from '@layerquant/allocators';
 import { LayerquantError, createRegistry, resolveOptions, type OptionValue, type Quantizer, type Registry } from '@layerquant/core';
+import { ggmlPlugin } from '@layerquant/gguf';
 import { QUANTIZER_PLUGINS, createQuantizerRegistry, type QuantizerPlugin } from '@layerquant/quantizers';
 import { SENSITIVITY_METRICS, type MetricPlugin } from '@layerquant/sensitivity';
 import { existsSync, readFileSync } from 'node:fs';
@@ -34,7 +35,8 @@ export class PluginLoadError extends LayerquantError {
 export function builtinRegistries(): PluginRegistries {
   return {
     allocators: createAllocatorRegistry(ALLOCATOR_PLUGINS),
-    quantizers: createQuantizerRegistry(QUANTIZER_PLUGINS),
+    // llama.cpp's block types (the GGUF package's quantizer) beside the packages' own quantizers
+    quantizers: createQuantizerRegistry([...QUANTIZER_PLUGINS, ggmlPlugin]),
     metrics: createRegistry<MetricPlugin>('metric', SENSITIVITY_METRICS),
     modules: [],
   };
