@@ -116,7 +116,7 @@ describe('quantize --format onnx --target-size', () => {
     const cases: [string[], RegExp][] = [
       [['--method', 'mxq', '--format', 'onnx', '--target-size', '1', '--configs', 'b3g64-int,b4g64-int'], /--configs.*b3g64-int.*3-bit/],
       [['--method', 'mxq', '--format', 'onnx', '--target-size', '1', '--configs', 'b4g48-int'], /--configs.*b4g48-int/],
-      [['--method', 'mxq', '--target-size', '1'], /--target-size.*--format onnx/],
+      [['--method', 'mxq', '--target-size', '1'], /--target-size.*--format onnx or --format gguf/],
       [['--method', 'mxq', '--format', 'onnx', '--target-size', '1', '--budget', '3'], /--budget.*not both/],
       [['--method', 'mxq', '--format', 'onnx', '--target-size', '1', '--embedding-configs', 'b3g64-int'], /--embedding-configs.*b3g64-int.*stores model\.embed_tokens\.weight natively as .*b4g32-int/],
       [['--method', 'rtn', '--config', 'b4g32-int', '--format', 'onnx', '--embedding-configs', 'float'], /--embedding-configs.*an allocation to a shipped file/],
@@ -127,6 +127,55 @@ describe('quantize --format onnx --target-size', () => {
       expect(code, args.join(' ')).toBe(1);
       expect(stderr).toMatch(message);
       expect(() => statSync(out)).toThrow();
+    }
+  });
+});
+
+describe('quantize --format gguf --target-size', () => {
+  // Rows of 256 and 512: whole super-blocks, so every llama.cpp type of the ggml quantizer is on the ladder. Its
+  // test tokenizer has no pre-tokenizer llama.cpp names: --tokenizer-pre gives it (checked before any work).
+  const wide = join(scratch, 'wide');
+  beforeAll(async () => {
+    await writeModelDirectory(wide, tinyConfig({ hiddenSize: 256, intermediateSize: 512, headDim: 64, numLayers: 2, tieWordEmbeddings: false }), { seed: 6 });
+  });
+
+  it('the ggml quantizer allocates llama.cpp types to the .gguf file\'s bytes: at most the target, within 1%, as predicted', async () => {
+    type Shipped = { MiB: number; predictedMiB: number; targetMiB: number; format: string };
+    const sizes: number[] = [];
+    // the ladder's files run from 0.39 MiB (Q2_K and F32 norms) to 1.33 MiB (Q8_0)
+    for (const targetMiB of [0.6, 1.0]) {
+      const out = join(scratch, `ggml-${targetMiB}.gguf`);
+      const { code, stdout, stderr } = await cli('quantize', wide, '--quantizer', 'ggml', '--method', 'mxq', '--format', 'gguf', '--tokenizer-pre', 'gpt-2', '--target-size', String(targetMiB), '--out', out, '--json');
+      expect(code, stderr).toBe(0);
+      const json = JSON.parse(stdout) as { sizes: { shipped: Shipped }; export: { types: Record<string, number> } };
+      const bytes = statSync(out).size;
+      expect(bytes).toBeLessThanOrEqual(targetMiB * 2 ** 20);
+      expect(bytes).toBeGreaterThanOrEqual(0.99 * targetMiB * 2 ** 20);
+      expect(json.sizes.shipped).toMatchObject({ format: 'gguf', MiB: bytes / 2 ** 20, predictedMiB: bytes / 2 ** 20, targetMiB: Math.floor(targetMiB * 2 ** 20) / 2 ** 20 });
+      // llama.cpp's types only (k-quants among them), embeddings and output allocated too
+      for (const type of Object.keys(json.export.types)) expect(['Q2_K', 'Q3_K', 'Q4_0', 'Q4_K', 'Q5_0', 'Q5_K', 'Q6_K', 'Q8_0', 'F32']).toContain(type);
+      expect(Object.keys(json.export.types).some((t) => t.endsWith('_K'))).toBe(true);
+      sizes.push(bytes);
+      // no statistics directory left beside the file
+      expect(readdirSync(scratch).filter((f) => f.includes(`ggml-${targetMiB}`))).toEqual([`ggml-${targetMiB}.gguf`]);
+    }
+    expect(sizes[1]).toBeGreaterThan(sizes[0]!);
+  });
+
+  it('refuses a quantizer with no GGUF blocks, type options with an allocation, and non-f32 scales for ggml', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--quantizer', 'baq', '--calib', join(scratch, 'none.txt'), '--method', 'mxq', '--format', 'gguf', '--target-size', '1'], /"baq" stores codes no GGUF block holds/],
+      [['--quantizer', 'ggml', '--method', 'mxq', '--format', 'gguf', '--target-size', '1', '--gguf-type', 'Q4_K'], /--gguf-type.*chooses each matrix's type/],
+      [['--quantizer', 'ggml', '--config', 'b4g32', '--scale-dtype', 'f16'], /--scale-dtype.*f16.*exact block multipliers/],
+      [['--quantizer', 'hqq', '--method', 'mxq', '--format', 'gguf', '--target-size', '1', '--configs', 'b2g64'], /--configs.*b2g64/],
+    ];
+    for (const [args, message] of cases) {
+      const out = join(scratch, 'refused-gguf');
+      const format = args.includes('--format') ? ['--tokenizer-pre', 'gpt-2', '--out', `${out}.gguf`] : ['--out', out];
+      const { code, stderr } = await cli('quantize', wide, ...args, ...format);
+      expect(code, args.join(' ')).toBe(1);
+      expect(stderr).toMatch(message);
+      expect(() => statSync(`${out}.gguf`)).toThrow();
     }
   });
 });

@@ -8,7 +8,7 @@ import {
   type DecoderConfig,
   type QuantConfig,
 } from '@layerquant/core';
-import { configOfMetadata } from '@layerquant/quantizers';
+import { QUANTIZER_PLUGINS, configOfMetadata } from '@layerquant/quantizers';
 import { openModelWeights, type QuantizedCheckpoint, type QuantizerLookup } from '@layerquant/quantizers/node';
 import { loadValidatedConfig, type Checkpoint } from '@layerquant/tensor-io';
 import { existsSync } from 'node:fs';
@@ -16,7 +16,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { affineToGgml, exactAffineType, type ExactAffineType } from './affine-mapping.js';
 import { encodeGgml } from './codecs.js';
-import { ggmlBlocks, ggmlTypeOfConfig } from './ggml-quantizer.js';
+import { ggmlBlocks, ggmlPlugin, ggmlTypeOfConfig } from './ggml-quantizer.js';
 import { ggmlFallbackType, ggmlType, ggufTensorBytes, type GgmlTypeName } from './ggml-types.js';
 import { writeGgufFile, type GgufTensorToWrite } from './gguf-file.js';
 import type { GgufValue } from './gguf-format.js';
@@ -177,7 +177,8 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
   if (!outFile.endsWith('.gguf')) throw new InvalidOptionError('--out', `${outFile} should end in .gguf (llama.cpp tools and node-llama-cpp look for that extension)`);
   if (!existsSync(dirname(outFile))) throw new MissingFileError(dirname(outFile), 'does not exist; create the output directory first');
   const rules = compileTypes(options.types);
-  const source: Source = await openModelWeights(modelDir, options.quantizers ? { quantizers: options.quantizers } : {});
+  // The ggml quantizer's checkpoints are this package's own: found without a registry that names it.
+  const source: Source = await openModelWeights(modelDir, { quantizers: options.quantizers ?? [...QUANTIZER_PLUGINS, ggmlPlugin] });
   try {
     const { config, configFile } = await loadValidatedConfig(modelDir, source);
     checkExportable(config, configFile);
@@ -229,7 +230,11 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
     if (fallbacks.length > 0) notes.push(`${fallbacks.length} matrices have rows that are not whole blocks of the type asked for and fell back as llama.cpp's llama-quantize does: ${fallbacks.slice(0, 4).join(', ')}${fallbacks.length > 4 ? ', ...' : ''}.`);
     const reencoded = plan.filter((t) => t.source === 'encoded' && t.hfName && quantized?.isQuantized(t.hfName));
     const exactCount = plan.filter((t) => t.source === 'exact').length;
-    if (exactCount > 0) notes.push(`${exactCount} quantized matrices keep their codes exactly (d = fp16(1/s), m = fp16(-z/s)).`);
+    if (exactCount > 0) {
+      notes.push(quantizer?.packedLayout === 'ggml'
+        ? `${exactCount} quantized matrices are the ${quantizer.id} quantizer's llama.cpp blocks, written as it encoded them.`
+        : `${exactCount} quantized matrices keep their codes exactly (d = fp16(1/s), m = fp16(-z/s)).`);
+    }
     if (reencoded.length > 0) notes.push(`${reencoded.length} quantized matrices have no exact GGUF form for their config and were re-encoded from their dequantized weights: ${reencoded.slice(0, 4).map((t) => `${t.name} as ${t.type}`).join(', ')}${reencoded.length > 4 ? ', ...' : ''}.`);
 
     // Metadata: hyperparameters, then the tokenizer.

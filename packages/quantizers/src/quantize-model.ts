@@ -144,6 +144,10 @@ export async function quantizeModel(options: QuantizeModelOptions): Promise<Quan
   const method = options.method ?? options.quantizer.id;
   const workers = options.workers ?? 1;
   const scaleDtype = checkScaleDtype(options.scaleDtype ?? 'F32');
+  if (options.quantizer.packedLayout === 'ggml' && scaleDtype !== 'F32') {
+    // its scales and zeros are llama.cpp's exact block multipliers, which the GGUF export factors back into blocks
+    throw new InvalidOptionError('--scale-dtype', `${scaleDtype.toLowerCase()} would round the exact block multipliers quantizer "${options.quantizer.id}" stores (llama.cpp's blocks are rebuilt from them); use f32`);
+  }
   if (!Number.isInteger(workers) || workers < 1) throw new InvalidOptionError('workers', `${workers} must be a positive integer`);
   const calibration = options.calibration;
   checkCalibration(options.quantizer, calibration);

@@ -1,9 +1,8 @@
 import { parseMethodName, type MethodSpec } from '@layerquant/allocators';
 import { InvalidOptionError, LINEAR_MODULES, configName, matrixKey, parseConfigList, parseConfigName, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { brownCalibPath } from '@layerquant/datasets';
-import { builtinRegistries, exportQuantized, formatPlan, quantizeAllocated, quantizeUniform, resolveModelPath, shippedSize, targetBytes, type AllocatedQuantizeResult, type FileTarget, type FormatPlan, type PluginRegistries, type ShippedSize } from '@layerquant/pipeline';
-import type { OnnxFileOptions } from '@layerquant/export';
-import { FILE_TARGET_FLAGS, onnxPlan, parseEmbeddingConfigs, parseFileTarget } from '../flags/file-target.js';
+import { builtinRegistries, exportQuantized, formatPlan, quantizeAllocated, type ExportRequest, quantizeUniform, resolveModelPath, shippedSize, targetBytes, type AllocatedQuantizeResult, type FileTarget, type FormatPlan, type PluginRegistries, type ShippedSize } from '@layerquant/pipeline';
+import { FILE_TARGET_FLAGS, parseEmbeddingConfigs, parseFileTarget, shippedPlan } from '../flags/file-target.js';
 import { openModel } from '@layerquant/tensor-io';
 import { defaultWorkerCount, type QuantizeModelReport } from '@layerquant/quantizers/node';
 import { basename, join } from 'node:path';
@@ -65,13 +64,19 @@ export const quantizeCommand: Command = {
     `layerquant quantize <model-dir> --method ${plugins.allocators.ids().join('|')}`,
     `                    --budget <bpp> [--quantizer ${plugins.quantizers.ids().join('|')}] --out <dir> [allocator options] [--configs <ladder>] [--stats <dir> | --calib <file>] [--json]`,
     `layerquant quantize <model-dir> --method <knapsack allocator> --format onnx --target-size <MiB> --out <dir>`,
-    `layerquant quantize <model-dir> (--config b4g32 | --method <allocator> --budget <bpp>) --format gguf --out <file.gguf>`,
+    `layerquant quantize <model-dir> [--quantizer ggml] (--config b4g32 | --method <allocator> (--budget <bpp> | --target-size <MiB>)) --format gguf --out <file.gguf>`,
     '',
     'With --format onnx the allocation is made for the file it ships: the ladder holds the configs ONNX stores',
     'natively (2, 4 and 8 bits in blocks of 32, 64 and 128, integer or fractional zeros), the embeddings and lm_head',
     'become units of the allocation, and --target-size <MiB> (or --target-bpw <bits per linear weight of the file>)',
     'bounds every byte of onnx/model_q4.onnx: the file is at most that size, within 1% of it. --budget keeps meaning',
     'the paper\'s accounting (over the format\'s ladder). Uniform and the boosts take a native stop as their base.',
+    '',
+    'With --format gguf the same holds for the .gguf file: --quantizer ggml allocates llama.cpp\'s own types (b2g16 is',
+    'Q2_K, b3g16-sym Q3_K, b4g32-sym Q4_0, b4g32 Q4_K, b5g32-sym Q5_0, b5g32 Q5_K, b6g16-sym Q6_K, b8g32-sym Q8_0;',
+    'in rows that are not whole blocks of 256, b4g32 and b5g32 are Q4_1 and Q5_1), token_embd and output included,',
+    'and --target-size bounds every byte of the file; rtn, hqq and gptq allocate the blocks that hold their codes as',
+    'they are (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0).',
     '',
     'A calibrated quantizer (gptq, baq) quantizes layer by layer: the calibration blocks (--calib, --blocks) run through',
     'the model with the matrices before already quantized, and each matrix is quantized with its inputs\' Hessian.',
@@ -98,7 +103,7 @@ export const quantizeCommand: Command = {
     '                       boosts, any value for the knapsack allocators (mxq, sensi-milp, ..., measured)',
     '  --configs <list>     the config ladder the allocator chooses from (default: the paper\'s 12; with --format onnx',
     '                       its native configs), e.g. b2g64,b3g64,b4g32; b4g64-int: integer zero, b4g32-sym: none',
-    '  --target-size <MiB>  with --format onnx and a knapsack allocator: the shipped file\'s size (every byte)',
+    '  --target-size <MiB>  with --format onnx|gguf and a knapsack allocator: the shipped file\'s size (every byte)',
     '  --target-bpw <bits>  the same as bits per linear weight of the file (its bits / the linear matrices\' weights)',
     '  --embedding-configs <list>|float  with a target: embed_tokens\' and lm_head\'s ladder (default: the format\'s',
     '                       native configs for them), or float to keep them float (at --embedding-dtype)',
@@ -124,8 +129,8 @@ export const quantizeCommand: Command = {
     '  --json               one JSON object (docs/json-schema.md): sizes { paperMiB, diskMiB, ... }, sqErr, seconds, ...',
     '',
     'With --format onnx the quantized model is written as an ONNX directory transformers.js loads, with --format gguf',
-    'as one .gguf file llama.cpp loads (--out <file.gguf>; the paper\'s ladder, no --target-size yet; see',
-    '`layerquant export --help`) instead of a quantized checkpoint:',
+    'as one .gguf file llama.cpp loads (--out <file.gguf>; see `layerquant export --help`) instead of a quantized',
+    'checkpoint:',
     ...EXPORT_OPTION_HELP,
   ].join('\n'),
   async run({ argv, stdout, stderr, plugins = builtinRegistries() }) {
@@ -157,21 +162,23 @@ export const quantizeCommand: Command = {
     checkOverwrite(target, values.force === true, { file: request?.format === 'gguf' });
     // A .gguf file is one file: an existing one is replaced only with --force, as a quantized directory is.
     const fileTarget = parseFileTarget(values);
-    if (fileTarget && request?.format !== 'onnx') {
+    if (fileTarget && request === undefined) {
       const flag = Object.keys(fileTarget)[0] === 'sizeMiB' ? '--target-size' : '--target-bpw';
-      if (request?.format === 'gguf') throw new InvalidOptionError(flag, 'GGUF has no cost model for an allocation to a file size yet: with --format gguf give --budget (bits per weight in the paper\'s accounting), or use --format onnx');
-      throw new InvalidOptionError(flag, 'a target is the size of a shipped file: give its format, --format onnx');
+      throw new InvalidOptionError(flag, 'a target is the size of a shipped file: give its format, --format onnx or --format gguf');
     }
     const quantizerId = stringOption(values, 'quantizer');
     const method = stringOption(values, 'method') ?? quantizerId ?? 'hqq';
     const allocated = stringOption(values, 'budget') !== undefined || fileTarget !== undefined || isAllocatorMethod(method, plugins);
-    if (stringOption(values, 'embedding-configs') !== undefined && !(allocated && request?.format === 'onnx')) {
-      throw new InvalidOptionError('--embedding-configs', 'the embeddings are units of an allocation to a shipped file: give --format onnx with an allocation (--method <allocator> --target-size <MiB>)');
+    if (stringOption(values, 'embedding-configs') !== undefined && !(allocated && request !== undefined)) {
+      throw new InvalidOptionError('--embedding-configs', 'the embeddings are units of an allocation to a shipped file: give --format onnx or gguf with an allocation (--method <allocator> --target-size <MiB>)');
+    }
+    if (allocated && request?.format === 'gguf' && request.options.types !== undefined) {
+      throw new InvalidOptionError(stringOption(values, 'gguf-type') !== undefined ? '--gguf-type' : '--tensor-types', 'an allocation for a GGUF file chooses each matrix\'s type itself (its config\'s block); quantize with --config to give types, or export a checkpoint with `layerquant export --format gguf --tensor-types`');
     }
     let run: QuantizeRun;
     if (allocated) {
       if (stringOption(values, 'config') !== undefined) throw new InvalidOptionError('--config', 'give either --config (one config for all) or --budget (an allocation), not both');
-      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins, request?.format === 'onnx' ? { options: request.options, ...(fileTarget ? { target: fileTarget } : {}), statsDir: join(target, 'stats') } : undefined, stderr);
+      run = allocatedRun(values, modelDir, method, quantizerId ?? 'hqq', plugins, request ? { request: namedRequest(request, modelDir), ...(fileTarget ? { target: fileTarget } : {}), ...(request.format === 'onnx' ? { statsDir: join(target, 'stats') } : {}) } : undefined, stderr);
     } else {
       // --method rtn|hqq|<quantizer> --config: the method is the quantizer (the form before --quantizer existed).
       if (quantizerId !== undefined && stringOption(values, 'method') !== undefined && quantizerId !== method) {
@@ -184,17 +191,16 @@ export const quantizeCommand: Command = {
     }
     if (request) {
       // Quantized into a temporary checkpoint beside --out (its cost lines not shown), exported there: one report.
-      // A GGUF file is named after the model quantized, not the temporary checkpoint.
-      const named = request.format === 'gguf' ? { ...request, options: { name: basename(modelDir), ...request.options } } : request;
-      const { quantized, export: report } = await exportQuantized(target, named, plugins.quantizers, (dir) => run(dir, () => undefined));
+      const { quantized, export: report } = await exportQuantized(target, namedRequest(request, modelDir), plugins.quantizers, (dir) => run(dir, () => undefined));
       const out = report.format === 'gguf' ? report.outFile : report.outDir;
-      // What ships: every byte of the file (ONNX: against the cost model's prediction and the target).
+      // What ships: every byte of the file, against the cost model's prediction and the target.
+      const predicted = {
+        ...(quantized.kind === 'allocated' && quantized.result.shippedBytes !== null ? { predictedBytes: quantized.result.shippedBytes } : {}),
+        ...(quantized.kind === 'allocated' && quantized.target ? { targetBytes: quantized.target.bytes } : {}),
+      };
       const shipped = report.format === 'onnx'
-        ? shippedSize('onnx', report.fileBytes + report.externalDataBytes, report.linearParams, {
-            ...(quantized.kind === 'allocated' && quantized.result.shippedBytes !== null ? { predictedBytes: quantized.result.shippedBytes } : {}),
-            ...(quantized.kind === 'allocated' && quantized.target ? { targetBytes: quantized.target.bytes } : {}),
-          })
-        : shippedSize('gguf', report.fileBytes, ggufLinearMatrices(report).params);
+        ? shippedSize('onnx', report.fileBytes + report.externalDataBytes, report.linearParams, predicted)
+        : shippedSize('gguf', report.fileBytes, ggufLinearMatrices(report).params, predicted);
       if (values.json) stdout(jsonLine('quantize', { ...quantizedJson(quantized, out, shipped), export: exportResultSummary(report) }));
       else stdout(`${quantizedText(quantized, out, shipped)}${formatRows(exportResultRows(report), { keyWidth: 12 })}`);
       return;
@@ -277,11 +283,17 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
   };
 }
 
-/** An allocation for a shipped file: the export's options, the target, and where the statistics are cached (beside it). */
+/** An allocation for a shipped file: the export's format and options, the target, and where the statistics are cached (beside it). */
 interface ShippedRun {
-  readonly options: OnnxFileOptions;
+  readonly request: ExportRequest;
   readonly target?: FileTarget;
-  readonly statsDir: string;
+  /** Where the statistics are cached: in the ONNX directory; for a .gguf file, absent (the temporary checkpoint's, removed with it). */
+  readonly statsDir?: string;
+}
+
+/** A GGUF file is named after the model quantized (general.name), not the temporary checkpoint it is exported from. */
+function namedRequest(request: ExportRequest, modelDir: string): ExportRequest {
+  return request.format === 'gguf' ? { ...request, options: { name: basename(modelDir), ...request.options } } : request;
 }
 
 /**
@@ -312,7 +324,7 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
     const loading = createSpinner(`loading ${modelDir}`, interactive);
     // The format's cost model and native ladders, from the model's config and layout (the ladder is refused here,
     // before any long step, when the format cannot store it).
-    const plan = shipped ? await onnxPlan(modelDir, shipped.options, quantizer, ladder, embeddingLadder) : undefined;
+    const plan = shipped ? await shippedPlan(modelDir, shipped.request, quantizer, ladder, embeddingLadder) : undefined;
     const target = plan && shipped?.target ? { bytes: targetBytes(shipped.target, plan).bytes, given: shipped.target } : undefined;
     const statsProgress = createProgress('statistics', interactive);
     const progress = createProgress('quantize', interactive);

@@ -1,6 +1,7 @@
 import { InvalidOptionError, parseConfigList, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { onnxCostModel, type OnnxFileOptions } from '@layerquant/export';
-import { formatPlan, type FileTarget, type FormatPlan } from '@layerquant/pipeline';
+import { ggufCostModel } from '@layerquant/gguf/node';
+import { formatPlan, type ExportRequest, type FileTarget, type FormatPlan } from '@layerquant/pipeline';
 import { openModel } from '@layerquant/tensor-io';
 import { parseNumberOption, stringOption, type ParsedArgs } from '../args.js';
 
@@ -39,4 +40,20 @@ export async function onnxPlan(
   const model = await openModel(modelDir);
   await model.checkpoint.close();
   return formatPlan(onnxCostModel(model.config, model.layout, options), quantizer, ladder, embeddings);
+}
+
+/**
+ * The plan of an allocation for the file an export request writes: ONNX's cost model, or GGUF's for the quantizer
+ * (the ggml quantizer's llama.cpp types, an affine quantizer's exact legacy blocks), with their native ladders.
+ */
+export async function shippedPlan(
+  modelDir: string,
+  request: ExportRequest,
+  quantizer: Pick<Quantizer, 'id' | 'zeroKinds' | 'calibration' | 'packedLayout'>,
+  ladder: readonly QuantConfig[] | undefined,
+  embeddings?: readonly QuantConfig[] | 'float',
+): Promise<FormatPlan> {
+  if (request.format === 'onnx') return onnxPlan(modelDir, request.options, quantizer, ladder, embeddings);
+  const cost = await ggufCostModel(modelDir, quantizer, { ...(request.options.name ? { name: request.options.name } : {}), ...(request.options.tokenizerPre ? { tokenizerPre: request.options.tokenizerPre } : {}) });
+  return formatPlan(cost, quantizer, ladder, embeddings);
 }
