@@ -1,3 +1,4 @@
+import { readGgufHeader } from '@layerquant/gguf/node';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -160,6 +161,27 @@ describe('quantize --format gguf --target-size', () => {
       expect(readdirSync(scratch).filter((f) => f.includes(`ggml-${targetMiB}`))).toEqual([`ggml-${targetMiB}.gguf`]);
     }
     expect(sizes[1]).toBeGreaterThan(sizes[0]!);
+  });
+
+  it('matrices whose rows are not whole super-blocks get their own ladder (legacy blocks), measured and allocated as such', async () => {
+    // down_proj has rows of 320: no k-quant holds them, so its ladder is Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (as llama.cpp
+    // itself falls back); every other matrix takes the k-quants. The statistics that measure per config: fnorm (mxq),
+    // the block-output error (measured) and the end-to-end ΔKLD (kld, its additive solution).
+    const narrow = join(scratch, 'narrow');
+    await writeModelDirectory(narrow, tinyConfig({ hiddenSize: 256, intermediateSize: 320, headDim: 64, numLayers: 2, tieWordEmbeddings: false, maxPositionEmbeddings: 512 }), { seed: 7 });
+    for (const method of ['mxq', 'measured', 'kld']) {
+      const out = join(scratch, `narrow-${method}.gguf`);
+      const { code, stdout, stderr } = await cli('quantize', narrow, '--quantizer', 'ggml', '--method', method, ...(method === 'kld' ? ['--no-refine'] : []), '--blocks', '2', '--format', 'gguf', '--tokenizer-pre', 'gpt-2', '--target-size', '0.55', '--out', out, '--json');
+      expect(code, stderr).toBe(0);
+      const bytes = statSync(out).size;
+      expect(bytes).toBeLessThanOrEqual(0.55 * 2 ** 20);
+      expect(bytes).toBeGreaterThanOrEqual(0.99 * 0.55 * 2 ** 20);
+      expect((JSON.parse(stdout) as { sizes: { shipped: { predictedMiB: number } } }).sizes.shipped.predictedMiB).toBe(bytes / 2 ** 20);
+      const header = await readGgufHeader(out);
+      const typeOf = (pattern: RegExp) => new Set(header.tensors.filter((t) => pattern.test(t.name)).map((t) => t.type.name));
+      for (const type of typeOf(/ffn_down/)) expect(['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0'], method).toContain(type);
+      expect([...typeOf(/attn_|ffn_gate|ffn_up/)].some((t) => t.endsWith('_K')), method).toBe(true);
+    }
   });
 
   it('refuses a quantizer with no GGUF blocks, type options with an allocation, and non-f32 scales for ggml', async () => {

@@ -55,6 +55,11 @@ export interface SizeBudget {
   includes(unit: MatrixInfo): boolean;
   /** Size of a unit at a config, in bits (whole bytes times 8 for a file). */
   bits(unit: MatrixInfo, config: QuantConfig): number;
+  /**
+   * Whether the accounting stores a unit at a config (a format stores some configs only in some row lengths): rows of
+   * configs it does not store are not offered to that unit. Absent: every config.
+   */
+  stores?(unit: MatrixInfo, config: QuantConfig): boolean;
   /** What the allocated units may take together, in bits; undefined: `budget` bits per weight of their parameters. */
   readonly capacityBits?: number;
   /** Bits of the file beyond the allocated units (0 for the paper's accounting): a target's fixed part. */
@@ -93,6 +98,7 @@ export function formatSizeBudget(
     accounting: cost.format,
     label: cost.label,
     includes: (unit: MatrixInfo) => keys.has(unit.key) && byKey.has(unit.key),
+    stores: (unit: MatrixInfo, config: QuantConfig) => cost.unsupported(unit, config) === undefined,
     bits: (unit: MatrixInfo, config: QuantConfig) => {
       const why = cost.unsupported(unit, config);
       if (why) throw new InvalidOptionError('configs', `${configName(config)} for ${unit.key}: ${why}`);
@@ -194,7 +200,7 @@ export function buildCostProblem<Row extends CostItem>(
   configs?: readonly QuantConfig[],
   size: SizeBudget = PAPER_SIZES,
 ): CostProblem {
-  const wanted = configs ? new Set(configs.map(configName)) : undefined;
+  const wanted = configs ? new Map(configs.map((c) => [configName(c), c])) : undefined;
   const byKey = new Map<string, { info: MatrixInfo; items: { config: QuantConfig; cost: number }[] }>();
   for (const r of rows) {
     const key = matrixKey(r.layer, r.module);
@@ -210,6 +216,8 @@ export function buildCostProblem<Row extends CostItem>(
     const name = configName(config);
     // The ladder restricts the linear matrices; an embedding unit keeps the rows of its own ladder (measured for it).
     if (wanted && !wanted.has(name) && isLinearModule(r.module)) continue;
+    // A config the accounting does not store for this unit (a format's shorter module ladder) is not offered to it.
+    if (size.stores && size.includes(entry.info) && !size.stores(entry.info, config)) continue;
     const cost = costOf(r);
     if (!Number.isFinite(cost)) throw new InvalidDataError(source, `matrix ${key} config ${name}: cost ${cost} is not a finite number`);
     entry.items.push({ config, cost });
@@ -218,9 +226,11 @@ export function buildCostProblem<Row extends CostItem>(
   if (matrices.length === 0) throw new InvalidDataError(source, `has no rows for the units ${size.label} allocates`);
   const entries = matrices.map((m) => byKey.get(m.key)!);
   for (const e of entries) {
-    if (!wanted && e.items.length === 0) throw new InvalidDataError(source, `matrix ${e.info.key} has no config rows`);
-    if (wanted && isLinearModule(e.info.module) && e.items.length < wanted.size) {
-      const missing = [...wanted].filter((n) => !e.items.some((i) => configName(i.config) === n));
+    if (e.items.length === 0 && size.floatBits?.(e.info) === undefined) {
+      throw new InvalidDataError(source, wanted ? `matrix ${e.info.key} has no row for a config of the ladder (${[...wanted.keys()].join(', ')}) that ${size.label} stores for it` : `matrix ${e.info.key} has no config rows`);
+    }
+    const missing = wanted && isLinearModule(e.info.module) ? [...wanted].filter(([n, c]) => !e.items.some((i) => configName(i.config) === n) && (size.stores?.(e.info, c) ?? true)).map(([n]) => n) : [];
+    if (missing.length > 0) {
       throw new InvalidDataError(source, `matrix ${e.info.key} has no row for ${missing.join(', ')}: measure the statistics for the configs asked for (--configs)`);
     }
   }

@@ -1,5 +1,21 @@
-import type { QuantConfig, ZeroKind } from './config.js';
+import { configName, type QuantConfig, type ZeroKind } from './config.js';
+import type { LinearModule } from './model.js';
 import type { MatrixInfo } from './plugins.js';
+
+/**
+ * Per linear module, the configs of the ladder its matrices take where that is fewer than the whole ladder: a format
+ * stores some configs only in rows of some lengths (GGUF's k-quants in whole super-blocks of 256), so down_proj's
+ * ladder can be shorter than q_proj's. Absent module: the whole ladder.
+ */
+export type ModuleLadders = Partial<Readonly<Record<LinearModule, readonly QuantConfig[]>>>;
+
+/** The configs of `ladder` a linear module's matrices are measured and allocated at (its own ladder's, in `ladder`'s order). */
+export function moduleLadder(ladder: readonly QuantConfig[], module: LinearModule, modules: ModuleLadders | undefined): readonly QuantConfig[] {
+  const own = modules?.[module];
+  if (!own) return ladder;
+  const names = new Set(own.map(configName));
+  return ladder.filter((c) => names.has(configName(c)));
+}
 
 /** A unit of a model as a format stores it: a linear matrix or an embedding unit, with its tensor name and shape. */
 export interface FormatUnit extends MatrixInfo {

@@ -230,6 +230,8 @@ export async function quantizeAllocated(options: AllocatedQuantizeOptions): Prom
       quantizer: options.statisticsQuantizer ?? { quantizer: options.quantizer, options: options.quantizerOptions ?? {} },
       ...(configs ? { configs } : {}),
       ...(shipped && knapsack ? { embeddingConfigs: shipped.plan.embeddingConfigs } : {}),
+      // modules the format stores at fewer configs (GGUF's k-quants in rows of 256) are measured at their own ladders
+      ...(shipped && knapsack && Object.keys(shipped.plan.moduleConfigs).length > 0 ? { moduleConfigs: shipped.plan.moduleConfigs } : {}),
       ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
     });
     options.onStatisticsReady?.(source);

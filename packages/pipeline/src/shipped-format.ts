@@ -5,6 +5,8 @@ import {
   isEmbeddingUnit,
   isLinearModule,
   type FormatCostModel,
+  type LinearModule,
+  type ModuleLadders,
   type MatrixInfo,
   type QuantConfig,
   type Quantizer,
@@ -34,6 +36,11 @@ export interface FormatPlan {
   readonly stops: readonly QuantConfig[];
   /** The embedding units' ladders (embed_tokens: integer or no zero, as the lookup takes them). */
   readonly embeddingConfigs: EmbeddingLadders;
+  /**
+   * The linear modules whose matrices the format stores at fewer configs than `configs` (GGUF's k-quants need rows of
+   * whole super-blocks): their own ladders, measured and allocated as such. Empty where every matrix takes the ladder.
+   */
+  readonly moduleConfigs: ModuleLadders;
   /** Parameters of the linear matrices (what bits per weight of the file are counted against). */
   readonly linearParams: number;
 }
@@ -54,27 +61,36 @@ export function formatPlan(
   const zeroKinds = quantizerZeroKinds(quantizer);
   const linear = cost.units.filter((u) => isLinearModule(u.module));
   const native = (unit: MatrixInfo) => cost.nativeLadder(unit, zeroKinds);
+  // Every native config some linear matrix takes (the first matrix's in its byte order, then the others'): a format
+  // may store a config only in some row lengths (GGUF's k-quants), and those matrices get their own, shorter ladders.
+  const union: QuantConfig[] = [];
+  for (const u of linear) for (const c of native(u)) if (!union.some((n) => configName(n) === configName(c))) union.push(c);
   let ladder: readonly QuantConfig[];
   if (configs) {
     for (const c of configs) {
       if (!zeroKinds.includes(zeroKindOf(c))) throw new InvalidOptionError('--configs', `${configName(c)}: ${quantizer.id} makes no such zero (it makes ${zeroKinds.join(', ')} zeros)`);
-      for (const u of linear) {
-        const why = cost.unsupported(u, c);
-        if (why) throw new InvalidOptionError('--configs', `${configName(c)} cannot be stored in ${cost.label} (${u.name}): ${why}`);
-      }
-      if (!native(linear[0]!).some((n) => configName(n) === configName(c))) {
-        throw new InvalidOptionError('--configs', `${configName(c)}: ${cost.format} has no kernel for ${c.bits}-bit codes and would store them wider; use ${[...new Set(native(linear[0]!).map((n) => n.bits))].join(', ')} bits`);
+      if (!linear.some((u) => cost.unsupported(u, c) === undefined)) throw new InvalidOptionError('--configs', `${configName(c)} cannot be stored in ${cost.label} (${linear[0]!.name}): ${cost.unsupported(linear[0]!, c)}`);
+      if (!union.some((n) => configName(n) === configName(c))) {
+        throw new InvalidOptionError('--configs', `${configName(c)}: ${cost.format} has no kernel for ${c.bits}-bit codes and would store them wider; use ${[...new Set(union.map((n) => n.bits))].join(', ')} bits`);
       }
     }
     ladder = configs;
   } else {
-    // The configs every linear matrix can take (all of them, in real models), in the first matrix's byte order.
-    const names = linear.map((u) => new Set(native(u).map(configName)));
-    ladder = native(linear[0]!).filter((c) => names.every((set) => set.has(configName(c))));
+    ladder = union;
   }
-  if (ladder.length === 0) throw new InvalidOptionError('--configs', `${cost.label} stores no config every linear matrix of this model can take`);
+  if (ladder.length === 0) throw new InvalidOptionError('--configs', `${cost.label} stores no config the linear matrices of this model can take`);
+  // Modules whose matrices take fewer configs of the ladder than it has get their own ladders.
+  const moduleConfigs: Partial<Record<LinearModule, readonly QuantConfig[]>> = {};
+  for (const module of new Set(linear.map((u) => u.module as LinearModule))) {
+    const units = linear.filter((u) => u.module === module);
+    const own = ladder.filter((c) => units.every((u) => cost.unsupported(u, c) === undefined));
+    if (own.length === 0) throw new InvalidOptionError('--configs', `${cost.label} stores ${units[0]!.name} at none of ${ladder.map(configName).join(', ')}: ${cost.unsupported(units[0]!, ladder[0]!)}`);
+    if (own.length < ladder.length) moduleConfigs[module] = own;
+  }
+  // Uniform and the boosts give every matrix one config of the ladder: the configs every matrix takes.
+  const everywhere = ladder.filter((c) => linear.every((u) => cost.unsupported(u, c) === undefined));
   const stopZero: ZeroKind = zeroKinds.includes('integer') ? 'integer' : zeroKinds[0]!;
-  const stops = ladder.filter((c) => zeroKindOf(c) === stopZero);
+  const stops = everywhere.filter((c) => zeroKindOf(c) === stopZero);
   const embeddingConfigs: Record<string, readonly QuantConfig[]> = {};
   // The embedding units are allocatable for every quantizer. A calibrated one (GPTQ) has no collected input for them
   // and quantizes them with the identity as their Hessian: at integer zeros that is RTN's result exactly, and HQQ
@@ -100,8 +116,9 @@ export function formatPlan(
   return Object.freeze({
     cost,
     configs: ladder,
-    stops: stops.length > 0 ? stops : ladder,
+    stops: stops.length > 0 ? stops : everywhere,
     embeddingConfigs: Object.freeze(embeddingConfigs) as EmbeddingLadders,
+    moduleConfigs: Object.freeze(moduleConfigs),
     linearParams: linear.reduce((sum, u) => sum + u.params, 0),
   });
 }

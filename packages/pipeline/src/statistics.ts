@@ -1,6 +1,6 @@
 import { BUILTIN_TABLES, hasTable, rowConfig, tableFile, type ModelStats } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
-import { InvalidDataError, InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, isLinearModule, matrixKey, type EmbeddingUnit, type LinearModule, type MatrixInfo, type MatrixKey, type OptionValue, type QuantConfig, type Quantizer, type UnitModule, type ZeroKind } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, MissingFileError, PAPER_CONFIGS, configName, isLinearModule, matrixKey, type EmbeddingUnit, type LinearModule, type MatrixInfo, type MatrixKey, type OptionValue, type QuantConfig, type Quantizer, type UnitModule, type ZeroKind, moduleLadder, type ModuleLadders } from '@layerquant/core';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG, SENSITIVITY_METRICS, measureMetrics, writeMetricTables, type CalibrationOrder, type MetricPlugin } from '@layerquant/sensitivity';
 import { readTextFile, removeStaleTemporaries, writeDirectoryAtomic, writeTextAtomic } from '@layerquant/tensor-io';
@@ -35,6 +35,8 @@ export interface ComputedStatsSettings {
   readonly tables?: Readonly<Record<string, string>>;
   /** The embedding units fnorm.csv and measured.csv cover too, with their ladders (a shipped format's); absent: none. */
   readonly embeddingConfigs?: EmbeddingLadders;
+  /** Linear modules measured at fewer configs than the ladder (a shipped format's); absent: every module at every config. */
+  readonly moduleConfigs?: ModuleLadders;
 }
 
 /** Per embedding unit, the configs its rows are measured at. */
@@ -59,6 +61,8 @@ export function computedStatsSettings(options: {
   metrics?: readonly { readonly id: string; readonly table: string }[];
   /** The embedding units the per-config tables cover too (absent: the linear matrices only, as the paper). */
   embeddingConfigs?: EmbeddingLadders;
+  /** Linear modules measured at fewer configs than the ladder (absent or empty: the key is unchanged). */
+  moduleConfigs?: ModuleLadders;
 }): ComputedStatsSettings {
   const ladder = options.fnormConfigs ?? PAPER_CONFIGS;
   return {
@@ -76,6 +80,7 @@ export function computedStatsSettings(options: {
     quantizer: options.quantizer ?? QUANTIZER_SETTINGS,
     ...(options.metrics && options.metrics.length > 0 ? { tables: Object.fromEntries(options.metrics.map((m) => [m.table, m.id])) } : {}),
     ...(options.embeddingConfigs && Object.keys(options.embeddingConfigs).length > 0 ? { embeddingConfigs: options.embeddingConfigs } : {}),
+    ...(options.moduleConfigs && Object.keys(options.moduleConfigs).length > 0 ? { moduleConfigs: options.moduleConfigs } : {}),
   };
 }
 
@@ -97,6 +102,8 @@ export interface StatisticsMeasure {
   readonly sensitivityConfigs: readonly QuantConfig[];
   /** The embedding units the per-config tables cover too, each at its own ladder (absent: none). */
   readonly embeddingConfigs?: EmbeddingLadders;
+  /** Linear modules measured at fewer configs than `configs` (absent: none). */
+  readonly moduleConfigs?: ModuleLadders;
   /** The quantizer the tables that quantize are measured with, by id and options (absent: HQQ). */
   readonly quantizer?: QuantizerChoice;
 }
@@ -150,6 +157,7 @@ export async function measureTables(
     configs: options.configs,
     sensitivityConfigs: options.sensitivityConfigs,
     ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
+    ...(options.moduleConfigs ? { moduleConfigs: options.moduleConfigs } : {}),
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.layers ? { layers: options.layers } : {}),
     ...(options.resolvedQuantizer ? { quantizer: options.resolvedQuantizer } : {}),
@@ -172,6 +180,8 @@ export interface StatisticsOptions {
   readonly configs?: readonly QuantConfig[];
   /** The embedding units the per-config tables cover too, each at its own ladder (an allocation for a shipped format). */
   readonly embeddingConfigs?: EmbeddingLadders;
+  /** Linear modules measured at fewer configs than `configs` (an allocation for a shipped format: core's moduleLadder). */
+  readonly moduleConfigs?: ModuleLadders;
   readonly calibrationPath: string;
   readonly calibrationName: string;
   readonly blocks: number;
@@ -220,21 +230,21 @@ type ConfigRow = { layer: number; module: UnitModule; bits: number; groupSize: n
  * Whether every linear matrix of a table has a row for every config of the ladder, and every embedding unit asked
  * for a row for every config of its own ladder.
  */
-function coversConfigs(rows: readonly ConfigRow[] | undefined, configs: readonly QuantConfig[] | undefined, embedding?: EmbeddingLadders): boolean {
+function coversConfigs(rows: readonly ConfigRow[] | undefined, configs: readonly QuantConfig[] | undefined, embedding?: EmbeddingLadders, modules?: ModuleLadders): boolean {
   if (!rows) return false;
   const have = new Set(rows.map((r) => `${matrixKey(r.layer, r.module)}.${configName(rowConfig(r))}`));
   if (configs) {
-    const matrices = new Set(rows.filter((r) => isLinearModule(r.module)).map((r) => matrixKey(r.layer, r.module)));
-    for (const m of matrices) for (const c of configs) if (!have.has(`${m}.${configName(c)}`)) return false;
+    const matrices = new Map(rows.filter((r) => isLinearModule(r.module)).map((r) => [matrixKey(r.layer, r.module), r.module as LinearModule]));
+    for (const [m, module] of matrices) for (const c of moduleLadder(configs, module, modules)) if (!have.has(`${m}.${configName(c)}`)) return false;
   }
   for (const [unit, ladder] of Object.entries(embedding ?? {})) for (const c of ladder ?? []) if (!have.has(`${unit}.${configName(c)}`)) return false;
   return true;
 }
 
 /** Whether `stats` holds every table needed, the per-config tables (fnorm, measured) for every config of the ladder. */
-function hasTables(stats: ModelStats, needs: readonly string[], configs?: readonly QuantConfig[], embedding?: EmbeddingLadders): boolean {
+function hasTables(stats: ModelStats, needs: readonly string[], configs?: readonly QuantConfig[], embedding?: EmbeddingLadders, modules?: ModuleLadders): boolean {
   return needs.every((table) =>
-    table === 'fnorm' ? coversConfigs(stats.fnorm?.rows, configs, embedding) : table === 'measured' ? coversConfigs(stats.measured?.rows, configs, embedding) : hasTable(stats, table),
+    table === 'fnorm' ? coversConfigs(stats.fnorm?.rows, configs, embedding, modules) : table === 'measured' ? coversConfigs(stats.measured?.rows, configs, embedding, modules) : hasTable(stats, table),
   );
 }
 
@@ -298,7 +308,7 @@ async function resolveStatistics(options: StatisticsOptions): Promise<ResolvedSt
   }
   if (options.statsDir) {
     const stats = await loadStatsDirectory(options.statsDir, metrics);
-    if (!hasTables(stats, needs, options.configs, options.embeddingConfigs)) {
+    if (!hasTables(stats, needs, options.configs, options.embeddingConfigs, options.moduleConfigs)) {
       throw new InvalidDataError(
         options.statsDir,
         `lacks a table the methods need (${needs.map(tableFile).join(', ')}${options.configs ? ` for ${options.configs.map(configName).join(',')}` : ''}); run \`layerquant sensitivity${needs.includes('measured') ? ' --measured' : ''}${options.configs ? ` --configs ${options.configs.map(configName).join(',')}` : ''}\` to make them`,
@@ -325,6 +335,7 @@ async function resolveStatistics(options: StatisticsOptions): Promise<ResolvedSt
     fnorm: needs.includes('fnorm'),
     metrics: measuring.filter((m) => !(BUILTIN_TABLES as readonly string[]).includes(m.table)),
     ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
+    ...(options.moduleConfigs ? { moduleConfigs: options.moduleConfigs } : {}),
     ...(options.quantizer ? { quantizer: quantizerSettings(options.quantizer.quantizer, options.quantizer.options) } : {}),
   });
   const key = settingsKey(settings);
@@ -332,7 +343,7 @@ async function resolveStatistics(options: StatisticsOptions): Promise<ResolvedSt
     const dir = join(options.cacheDir, key);
     if (existsSync(join(dir, SETTINGS_FILE))) {
       const stats = await loadStatsDirectory(dir, metrics);
-      if (hasTables(stats, needs, options.configs, options.embeddingConfigs)) {
+      if (hasTables(stats, needs, options.configs, options.embeddingConfigs, options.moduleConfigs)) {
         note(`statistics: reusing ${dir} (same model content, calibration text, blocks, seqlen, configs and quantizer)`);
         return { stats, source: `${dir} (cached)`, key, computed: false };
       }
@@ -356,6 +367,7 @@ async function resolveStatistics(options: StatisticsOptions): Promise<ResolvedSt
       configs: ladder,
       sensitivityConfigs: [DEFAULT_SENSITIVITY_CONFIG],
       ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
+      ...(options.moduleConfigs ? { moduleConfigs: options.moduleConfigs } : {}),
       ...(options.quantizer ? { quantizer: { id: options.quantizer.quantizer.id, options: options.quantizer.options } } : {}),
     },
     calibrationText: text,

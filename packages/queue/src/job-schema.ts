@@ -1,4 +1,4 @@
-import { EMBEDDING_UNITS, LayerquantError, SUPPORTED_BITS, type QuantConfig } from '@layerquant/core';
+import { EMBEDDING_UNITS, LINEAR_MODULES, LayerquantError, SUPPORTED_BITS, type QuantConfig } from '@layerquant/core';
 import type { CellCalibration, CellJobData, CellRefine, JobName, StatisticsJobData } from './jobs.js';
 
 /**
@@ -198,9 +198,10 @@ const statisticsData = object<StatisticsJobData>({
       configs: configLadder,
       sensitivityConfigs: configLadder,
       embeddingConfigs: object<NonNullable<Measure['embeddingConfigs']>>(Object.fromEntries(EMBEDDING_UNITS.map((unit) => [unit, configLadder])) as never, [...EMBEDDING_UNITS]),
+      moduleConfigs: object<NonNullable<Measure['moduleConfigs']>>(Object.fromEntries(LINEAR_MODULES.map((module) => [module, configLadder])) as never, [...LINEAR_MODULES]),
       quantizer: quantizerChoice,
     },
-    ['order', 'embeddingConfigs', 'quantizer'],
+    ['order', 'embeddingConfigs', 'moduleConfigs', 'quantizer'],
   ),
 });
 

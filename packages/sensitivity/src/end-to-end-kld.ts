@@ -15,6 +15,9 @@ import {
   type QuantConfig,
   type Quantizer,
   type UnitModule,
+  type LinearModule,
+  moduleLadder,
+  type ModuleLadders,
 } from '@layerquant/core';
 import { logSumExpRow } from '@layerquant/perplexity/browser';
 import { hqqQuantizer, type KernelPool } from '@layerquant/quantizers';
@@ -397,6 +400,8 @@ export interface KldTableOptions {
    * e.g. integer zeros for ONNX's GatherBlockQuantized); an embedding unit without one is measured at `configs`.
    */
   readonly embeddingConfigs?: Partial<Readonly<Record<string, readonly QuantConfig[]>>>;
+  /** Linear modules whose matrices take fewer configs than the ladder (a format's: core's moduleLadder). */
+  readonly moduleConfigs?: ModuleLadders;
 }
 
 /**
@@ -406,7 +411,7 @@ export interface KldTableOptions {
  */
 export async function endToEndKldTable(measurer: KldMeasurer, configs: readonly QuantConfig[], options: KldTableOptions = {}): Promise<KldTable> {
   if (configs.length === 0) throw new InvalidOptionError('configs', 'names no config; give at least one, e.g. b4g64');
-  const ladderOf = (unit: KldUnit): readonly QuantConfig[] => (unit.layer === NO_LAYER ? (options.embeddingConfigs?.[unit.module] ?? configs) : configs);
+  const ladderOf = (unit: KldUnit): readonly QuantConfig[] => (unit.layer === NO_LAYER ? (options.embeddingConfigs?.[unit.module] ?? configs) : moduleLadder(configs, unit.module as LinearModule, options.moduleConfigs));
   const byKey = new Map(measurer.units.map((u) => [u.key, u]));
   const measured = await measurer.marginals(new Map(), (key) => ladderOf(byKey.get(key)!), options.onProgress);
   const rows: KldRow[] = [];

@@ -20,8 +20,7 @@ import {
   type QuantConfig,
   type QuantizeContext,
   type Quantizer,
-  type WeightTensor,
-} from '@layerquant/core';
+  type WeightTensor, moduleLadder, type ModuleLadders } from '@layerquant/core';
 import type { FnormRow, FnormTable, KurtosisRow, KurtosisTable } from '@layerquant/stats';
 import { hqqQuantizer, squaredError as squaredFrobeniusError, type KernelPool, type MatrixCalibration } from '@layerquant/quantizers';
 import { pearsonKurtosis } from './kurtosis.js';
@@ -78,6 +77,8 @@ export interface FrobeniusTableOptions {
   readonly onMatrix?: (done: number, total: number, key: string) => void;
   /** The embedding units to tabulate too, each at its own ladder (rows with layer NO_LAYER); absent: linear matrices only. */
   readonly embeddingConfigs?: Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
+  /** Linear modules whose matrices take fewer configs than the ladder (a format's: core's moduleLadder). */
+  readonly moduleConfigs?: ModuleLadders;
   /**
    * The statistics of a calibrated quantizer (GPTQ: each matrix's input Hessian), served in layer order; every matrix
    * is reported back as float (`done(matrix, null)`), so a layer pass serves the Hessians of float inputs.
@@ -130,7 +131,7 @@ export async function frobeniusTable(
   options: FrobeniusTableOptions = {},
 ): Promise<FnormTable> {
   const quantizer = options.quantizer ?? hqqQuantizer;
-  const units: { matrix: MatrixRef; configs: readonly QuantConfig[] }[] = listMatrices(source).map((matrix) => ({ matrix, configs }));
+  const units: { matrix: MatrixRef; configs: readonly QuantConfig[] }[] = listMatrices(source).map((matrix) => ({ matrix, configs: moduleLadder(configs, matrix.module, options.moduleConfigs) }));
   for (const unit of EMBEDDING_UNITS) {
     const ladder = options.embeddingConfigs?.[unit];
     if (!ladder || ladder.length === 0) continue;

@@ -18,6 +18,8 @@ import {
   type LinearModule,
   type QuantConfig,
   type Quantizer,
+  moduleLadder,
+  type ModuleLadders,
 } from '@layerquant/core';
 import type { MeasuredRow, MeasuredTable } from '@layerquant/stats';
 import { hqqQuantizer, squaredError, type KernelPool } from '@layerquant/quantizers';
@@ -48,6 +50,8 @@ export interface MeasuredErrorOptions {
    * zeros): rows with layer NO_LAYER. Absent: the linear matrices only.
    */
   readonly embeddingConfigs?: Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
+  /** Linear modules whose matrices take fewer configs than the ladder (a format's: core's moduleLadder); others get every config. */
+  readonly moduleConfigs?: ModuleLadders;
   /** Positions of the final stream the lm_head error is measured on, evenly spaced (default 4096). */
   readonly headPositions?: number;
 }
@@ -101,6 +105,7 @@ export async function measuredErrors(
     return dq;
   };
 
+  const takes = (module: LinearModule, config: QuantConfig) => moduleLadder(configs, module, options.moduleConfigs).includes(config);
   const rows: MeasuredRow[] = [];
   for (let layer = 0; layer < numLayers; layer++) {
     // Float block outputs of this layer, batch by batch (kept while the configs are measured).
@@ -129,24 +134,28 @@ export async function measuredErrors(
     // One config at a time: only the 7 quantized matrices of one layer and config are held.
     for (let c = 0; c < configs.length; c++) {
       const config = configs[c]!;
-      // The layer's seven matrices at once (in parallel on the pool's workers when there is one).
-      const layerDequantized = await Promise.all(LINEAR_MODULES.map((module) => dequantized(matrixTensorName(layer, module), config, module)));
+      // The layer's matrices that take this config (all seven but where a format's module ladder is shorter), at once
+      // (in parallel on the pool's workers when there is one).
+      const modules = LINEAR_MODULES.filter((module) => takes(module, config));
+      const layerDequantized = await Promise.all(modules.map((module) => dequantized(matrixTensorName(layer, module), config, module)));
       const quantized = new Map<LinearModule, Float32Array>();
-      for (const [m, module] of LINEAR_MODULES.entries()) {
+      for (const [m, module] of modules.entries()) {
         const dq = layerDequantized[m]!;
         quantized.set(module, module === 'self_attn.o_proj' || module === 'mlp.down_proj' ? subtract((await weightOf(matrixTensorName(layer, module))).data, dq) : dq);
       }
+      const oProj = quantized.get('self_attn.o_proj');
+      const downProj = quantized.get('mlp.down_proj');
       for (const f of floats) {
-        for (const module of ATTENTION_INPUTS) {
+        for (const module of ATTENTION_INPUTS.filter((m) => quantized.has(m))) {
           const out = await model.attention(layer, f.states, new Map([[matrixTensorName(layer, module), quantized.get(module)!]]));
           sums.get(module)![c]! += squaredError(f.attention, out.attention);
         }
-        sums.get('self_attn.o_proj')![c]! += sumOfSquares(await model.linear(f.context, quantized.get('self_attn.o_proj')!, hiddenSize));
-        for (const module of MLP_INPUTS) {
+        if (oProj) sums.get('self_attn.o_proj')![c]! += sumOfSquares(await model.linear(f.context, oProj, hiddenSize));
+        for (const module of MLP_INPUTS.filter((m) => quantized.has(m))) {
           const out = await model.mlp(layer, f.residual, new Map([[matrixTensorName(layer, module), quantized.get(module)!]]));
           sums.get(module)![c]! += squaredError(f.mlp, out.mlp);
         }
-        sums.get('mlp.down_proj')![c]! += sumOfSquares(await model.linear(f.activation, quantized.get('mlp.down_proj')!, hiddenSize));
+        if (downProj) sums.get('mlp.down_proj')![c]! += sumOfSquares(await model.linear(f.activation, downProj, hiddenSize));
       }
     }
     hidden = next;
@@ -155,6 +164,7 @@ export async function measuredErrors(
       const params = shape.reduce((a, b) => a * b, 1);
       for (let c = 0; c < configs.length; c++) {
         const config = configs[c]!;
+        if (!takes(module, config)) continue;
         rows.push(
           Object.freeze({
             layer,

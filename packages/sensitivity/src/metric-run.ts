@@ -45,6 +45,7 @@ export interface MetricsRunSettings extends CalibrationSettings {
   readonly sensitivityConfigs?: readonly QuantConfig[];
   /** The embedding units per-config tables cover too, each at its own ladder (a shipped format's allocation). */
   readonly embeddingConfigs?: MetricRunOptions['embeddingConfigs'];
+  readonly moduleConfigs?: MetricRunOptions['moduleConfigs'];
   readonly quantizer?: Quantizer;
   readonly allowLongContext?: boolean;
   /**
@@ -112,6 +113,7 @@ export async function measureMetricsOn(
     ...(options.configs ? { configs: options.configs } : {}),
     ...(options.sensitivityConfigs ? { sensitivityConfigs: options.sensitivityConfigs } : {}),
     ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
+    ...(options.moduleConfigs ? { moduleConfigs: options.moduleConfigs } : {}),
     ...(options.quantizer ? { quantizer: options.quantizer } : {}),
     ...(options.availableMemoryBytes === undefined ? {} : { availableMemoryBytes: options.availableMemoryBytes }),
     dataset: options.calibrationName,

@@ -1,4 +1,4 @@
-import { PAPER_CONFIGS, type EmbeddingUnit, type QuantConfig, type Quantizer, type SensitivityMetric } from '@layerquant/core';
+import { PAPER_CONFIGS, type EmbeddingUnit, type QuantConfig, type Quantizer, type SensitivityMetric, type ModuleLadders } from '@layerquant/core';
 import {
   formatFnormCsv,
   formatKldCsv,
@@ -60,6 +60,8 @@ export interface MetricRunOptions {
    * what an allocation for a shipped format reads. Absent: the linear matrices only.
    */
   readonly embeddingConfigs?: Partial<Readonly<Record<EmbeddingUnit, readonly QuantConfig[]>>>;
+  /** Linear modules whose matrices per-config tables measure at fewer configs than `configs` (a format's ladders). */
+  readonly moduleConfigs?: ModuleLadders;
   readonly quantizer?: Quantizer;
   /** Names for tables that record them (sensitivity.csv's dataset and model columns). */
   readonly dataset?: string;
@@ -180,7 +182,7 @@ export const endToEndKldMetric = Object.freeze<
   optIn: true,
   measure: async (input, options) => {
     const measurer = await createKldMeasurer(input.model, input.calibration, options);
-    return endToEndKldTable(measurer, options.configs ?? PAPER_CONFIGS, { ...(options.onProgress ? { onProgress: options.onProgress } : {}), ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}) });
+    return endToEndKldTable(measurer, options.configs ?? PAPER_CONFIGS, { ...(options.onProgress ? { onProgress: options.onProgress } : {}), ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}), ...(options.moduleConfigs ? { moduleConfigs: options.moduleConfigs } : {}) });
   },
   format: formatKldCsv,
   parse: parseKldCsv,

@@ -19,6 +19,7 @@ export interface ModelStatisticsOptions extends CalibrationSettings {
   readonly measuredConfigs?: readonly QuantConfig[];
   /** The embedding units the fnorm and measured tables cover too, each at its own ladder (a shipped format's). */
   readonly embeddingConfigs?: MetricRunOptions['embeddingConfigs'];
+  readonly moduleConfigs?: MetricRunOptions['moduleConfigs'];
   /** Skip the sensitivity table (only fnorm / kurtosis / measured). */
   readonly skipSensitivity?: boolean;
   /** Skip the fnorm table (kurtosis is then read on its own). */
@@ -84,6 +85,7 @@ export async function measureModelStatistics(modelDir: string, options: ModelSta
     ...(options.seed === undefined ? {} : { seed: options.seed }),
     sensitivityConfigs,
     ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}),
+    ...(options.moduleConfigs ? { moduleConfigs: options.moduleConfigs } : {}),
     ...(options.quantizer ? { quantizer: options.quantizer } : {}),
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.workers === undefined ? {} : { workers: options.workers }),

@@ -59,12 +59,20 @@ export function validateStats(stats: ModelStats, model?: ModelMatrixList): void 
       params.set(key, r.params);
     }
     const linearKeys = [...configs.keys()].filter((key) => isLinearModule(key.slice(key.indexOf('.') + 1)));
-    const all = new Set(linearKeys.flatMap((key) => [...configs.get(key)!]));
+    // Every matrix of a module has the configs the module's other matrices have (a format may store some configs
+    // only in some row lengths, so modules of other shapes can have shorter ladders: GGUF's k-quants).
+    const moduleOf = (key: string) => key.slice(key.indexOf('.') + 1);
+    const all = new Map<string, Set<string>>();
+    for (const key of linearKeys) {
+      const set = all.get(moduleOf(key)) ?? new Set<string>();
+      for (const config of configs.get(key)!) set.add(config);
+      all.set(moduleOf(key), set);
+    }
     const keys = model ? [...model.matrices.keys()] : linearKeys;
     for (const key of keys) {
       const have = configs.get(key);
       if (!have) throw new InvalidDataError(table, `has no row for matrix ${key} of ${where}; ${fix}`);
-      for (const config of all) if (!have.has(config)) throw new InvalidDataError(table, `has no ${config} row for matrix ${key} (other matrices have one); ${fix}`);
+      for (const config of all.get(moduleOf(key)) ?? []) if (!have.has(config)) throw new InvalidDataError(table, `has no ${config} row for matrix ${key} (other ${moduleOf(key)} matrices have one); ${fix}`);
       const size = model?.matrices.get(key);
       if (size !== undefined && params.get(key) !== size) {
         throw new InvalidDataError(table, `matrix ${key} has params ${params.get(key)} but ${size} in ${model!.name}; ${fix}`);
