@@ -1,6 +1,6 @@
 import { quantConfig, type MatrixAllocation, type MatrixInfo, type QuantConfig } from '@layerquant/core';
 import { describe, expect, it } from 'vitest';
-import { solveCostProblem, type CostProblem, type SizeBudget } from './cost-knapsack.js';
+import { buildCostProblem, solveCostProblem, type CostProblem, type SizeBudget } from './cost-knapsack.js';
 import { seededRandom } from './random.js';
 
 // A format whose file is not the sum of its units: each distinct config adds a shared part, and mixing widths adds
@@ -80,5 +80,38 @@ describe('solveCostProblem with a format whose exact file is not additive', () =
     }
     // the instances do make the additive optimum overflow the file (the tightening is exercised)
     expect(tightened).toBeGreaterThan(6);
+  });
+});
+
+describe('buildCostProblem with a format that stores some configs only for some units', () => {
+  // Two modules; the format stores b3g64 only for up_proj (as GGUF stores k-quants only in rows of whole
+  // super-blocks), so down_proj's rows have no b3g64 and it is offered b2g64 and b4g64 alone.
+  const ladder = [quantConfig(2, 64), quantConfig(3, 64), quantConfig(4, 64)];
+  const rows = [0, 1].flatMap((layer) =>
+    (['mlp.up_proj', 'mlp.down_proj'] as const).flatMap((module) =>
+      ladder.filter((c) => module === 'mlp.up_proj' || c.bits !== 3).map((c) => ({ layer, module, bits: c.bits, groupSize: 64, params: 4096, cost: 4 ** -c.bits * (module === 'mlp.down_proj' ? 3 : 1) })),
+    ),
+  );
+  const size = (stores?: SizeBudget['stores']): SizeBudget => ({
+    accounting: 'test-format',
+    label: 'the test file',
+    includes: () => true,
+    bits: (unit, config) => unit.params * config.bits,
+    fixedBits: 0,
+    capacityBits: 4 * 4096 * 3.2,
+    ...(stores ? { stores } : {}),
+  });
+  const stores: SizeBudget['stores'] = (unit, config) => unit.module === 'mlp.up_proj' || config.bits !== 3;
+
+  it('offers each unit the configs its format stores and allocates within the capacity', () => {
+    const problem = buildCostProblem(rows, (r) => r.cost, 'rows', ladder, size(stores));
+    expect(problem.configs.map((items) => items.map((c) => c!.bits))).toEqual([[2, 3, 4], [2, 4], [2, 3, 4], [2, 4]]);
+    const result = solveCostProblem(problem, 'rows', { budget: 3.2, relativeGap: 0 });
+    expect(result.matrices.filter((m) => m.module === 'mlp.down_proj').every((m) => m.config!.bits !== 3)).toBe(true);
+    expect(result.matrices.reduce((s, m) => s + m.params * m.config!.bits, 0)).toBeLessThanOrEqual(4 * 4096 * 3.2);
+  });
+
+  it('without that knowledge a missing row is still an error naming the matrix and the config', () => {
+    expect(() => buildCostProblem(rows, (r) => r.cost, 'rows', ladder, size())).toThrow(/matrix 0\.mlp\.down_proj has no row for b3g64/);
   });
 });

@@ -226,12 +226,12 @@ export function buildCostProblem<Row extends CostItem>(
   if (matrices.length === 0) throw new InvalidDataError(source, `has no rows for the units ${size.label} allocates`);
   const entries = matrices.map((m) => byKey.get(m.key)!);
   for (const e of entries) {
-    if (e.items.length === 0 && size.floatBits?.(e.info) === undefined) {
-      throw new InvalidDataError(source, wanted ? `matrix ${e.info.key} has no row for a config of the ladder (${[...wanted.keys()].join(', ')}) that ${size.label} stores for it` : `matrix ${e.info.key} has no config rows`);
-    }
     const missing = wanted && isLinearModule(e.info.module) ? [...wanted].filter(([n, c]) => !e.items.some((i) => configName(i.config) === n) && (size.stores?.(e.info, c) ?? true)).map(([n]) => n) : [];
     if (missing.length > 0) {
       throw new InvalidDataError(source, `matrix ${e.info.key} has no row for ${missing.join(', ')}: measure the statistics for the configs asked for (--configs)`);
+    }
+    if (e.items.length === 0 && size.floatBits?.(e.info) === undefined) {
+      throw new InvalidDataError(source, wanted ? `matrix ${e.info.key} has no row for a config of the ladder (${[...wanted.keys()].join(', ')}) that ${size.label} stores for it` : `matrix ${e.info.key} has no config rows`);
     }
   }
   const sizeBits = entries.map((e) =>
