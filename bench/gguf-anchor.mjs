@@ -3,11 +3,14 @@
 // llama-perplexity --kl-divergence against the F16 file: mean KLD, 99.9% KLD, same-top-p, perplexity, file size.
 // Build the tools first (bench/llama-cpp-tools.sh, ~35 min), then:
 //   node bench/gguf-anchor.mjs --tools ~/.cache/layerquant/llama.cpp/build/bin [--model <dir>] [--chunks 32] [--calib-chunks 32]
-// Phase 1 skeleton: layerquant's side is uniform k-quant exports (its own encoder, no allocation); phase 2 replaces
-// them with allocations at each recipe's file size (--target-size) and an imatrix from the sensitivity pass.
+// layerquant's side: the ggml quantizer (llama.cpp's own types, layerquant's encoder) allocated by a knapsack
+// (--methods, default mxq,measured) to each recipe's file size (--target-size: every byte of the .gguf), without and
+// with an imatrix (--imatrix: the inputs' mean squares from the layer pass on the same calibration text). Statistics are
+// computed once per setting (--stats-cache in the work directory) and reused across sizes.
 import { exportGguf } from '@layerquant/gguf/node';
 import { brownCalibPath, brownTestPath, shippedModelDir } from '@layerquant/fixtures';
 import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +21,9 @@ const modelDir = argument('model', shippedModelDir);
 const chunks = argument('chunks', '32');
 const calibChunks = argument('calib-chunks', '32');
 const threads = argument('threads', '1');
+const methods = argument('methods', 'mxq,measured').split(',');
+const recipes = argument('recipes', 'Q2_K,Q3_K_M,Q4_K_M,Q5_K_M').split(',');
+const cli = fileURLToPath(new URL('../apps/cli/dist/bin.js', import.meta.url));
 const tool = (name) => {
   const path = join(tools, name);
   if (!existsSync(path)) {
@@ -59,22 +65,32 @@ function judge(file) {
 }
 
 const rows = [];
-for (const recipe of ['Q2_K', 'Q3_K_M', 'Q4_K_M', 'Q5_K_M']) {
+const statsCache = join(work, 'stats');
+for (const recipe of recipes) {
+  let bytes = 0;
   for (const withImatrix of [false, true]) {
     const file = join(work, `llama-${recipe}${withImatrix ? '-imatrix' : ''}.gguf`);
     runBoth('llama-quantize', [...(withImatrix ? ['--imatrix', imatrix] : []), f16, file, recipe, threads]);
-    rows.push({ who: `llama.cpp ${recipe}${withImatrix ? ' + imatrix' : ''}`, bytes: statSync(file).size, ...judge(file) });
+    bytes = statSync(file).size;
+    rows.push({ who: `llama.cpp ${recipe}${withImatrix ? ' + imatrix' : ''}`, bytes, ...judge(file) });
     rmSync(file);
   }
-}
-for (const type of ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K']) {
-  const file = join(work, `layerquant-${type}.gguf`);
-  await exportGguf({ modelDir, outFile: file, types: { '.*': type } });
-  rows.push({ who: `layerquant uniform ${type} (no allocation yet)`, bytes: statSync(file).size, ...judge(file) });
-  rmSync(file);
+  // layerquant at the same file size (every byte of the .gguf at most the llama.cpp file's)
+  for (const method of methods) {
+    for (const withImatrix of [false, true]) {
+      const file = join(work, `layerquant-${recipe}-${method}${withImatrix ? '-imatrix' : ''}.gguf`);
+      const args = ['quantize', modelDir, '--quantizer', 'ggml', ...(withImatrix ? ['--imatrix'] : []), '--method', method, ...(method === 'kld' ? ['--no-refine'] : []),
+        '--calib', brownCalibPath, '--blocks', calibChunks, '--stats-cache', statsCache, '--format', 'gguf', '--target-size', String(bytes / 2 ** 20), '--out', file];
+      const started = performance.now();
+      const result = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
+      if (result.status !== 0) throw new Error(`layerquant ${args.join(' ')} failed:\n${result.stderr.slice(-2000)}`);
+      rows.push({ who: `layerquant ggml ${method}${withImatrix ? ' + imatrix' : ''} at ${recipe}'s size`, bytes: statSync(file).size, seconds: (performance.now() - started) / 1000, ...judge(file) });
+      rmSync(file);
+    }
+  }
 }
 console.log(`model ${modelDir}; ${chunks} chunks of 512 of brown-test, KLD against the F16 file; imatrix from ${calibChunks} chunks of brown-calib\n`);
-console.log('| file | MiB | mean KLD | 99.9% KLD | same top p % | PPL |');
-console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
-for (const r of rows) console.log(`| ${r.who} | ${(r.bytes / 2 ** 20).toFixed(2)} | ${r.meanKld} | ${r.kld999} | ${r.sameTop} | ${r.ppl} |`);
+console.log('| file | bytes | mean KLD | 99.9% KLD | same top p % | PPL | layerquant s |');
+console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+for (const r of rows) console.log(`| ${r.who} | ${r.bytes} | ${r.meanKld} | ${r.kld999} | ${r.sameTop} | ${r.ppl} | ${r.seconds === undefined ? '' : r.seconds.toFixed(0)} |`);
 rmSync(work, { recursive: true, force: true });

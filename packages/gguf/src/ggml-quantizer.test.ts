@@ -2,7 +2,7 @@ import { InvalidDataError, ShapeMismatchError, configName, quantConfig, seededNo
 import { checkedQuantizer } from '@layerquant/quantizers';
 import { describe, expect, it } from 'vitest';
 import { decodeGgml, encodeGgml } from './codecs.js';
-import { GGML_QUANTIZER_TYPES, dequantizeGgml, ggmlBlocks, ggmlPlugin, ggmlTypeOfConfig, quantizeGgml } from './ggml-quantizer.js';
+import { GGML_QUANTIZER_TYPES, createGgmlQuantizer, dequantizeGgml, ggmlBlocks, ggmlPlugin, ggmlTypeOfConfig, quantizeGgml } from './ggml-quantizer.js';
 import { ggufTensorBytes } from './ggml-types.js';
 import { float32ToF16Bits, f16BitsToFloat32 } from '@layerquant/tensor-io';
 
@@ -85,4 +85,43 @@ describe('the ggml quantizer (llama.cpp block types as configs)', () => {
     });
     for (let i = 1; i < errors.length; i++) expect(errors[i]).toBeLessThan(errors[i - 1]!);
   });
+
+  it("--imatrix: weighs each input channel by its mean squared activation (diag(H) / 2, llama.cpp's imatrix), lowering that weighted error", () => {
+    // inputs whose channels differ in scale by 100x: X [N, columns], H = 2 XᵀX / N
+    const random = seededNormal(9);
+    const samples = 64;
+    const scales = Float64Array.from({ length: columns }, (_, i) => (i % 7 === 0 ? 10 : 0.1 + (i % 5) * 0.3));
+    const x = Float64Array.from({ length: samples * columns }, (_, k) => scales[k % columns]! * random());
+    const h = new Float64Array(columns * columns);
+    for (let n = 0; n < samples; n++) for (let i = 0; i < columns; i++) for (let j = 0; j < columns; j++) h[i * columns + j]! += (2 * x[n * columns + i]! * x[n * columns + j]!) / samples;
+    const hessian = { columns, samples, data: h };
+    const meanSquares = Float32Array.from({ length: columns }, (_, i) => {
+      let sum = 0;
+      for (let n = 0; n < samples; n++) sum += x[n * columns + i]! ** 2;
+      return sum / samples;
+    });
+    const weighted = createGgmlQuantizer({ imatrix: true });
+    expect(weighted.calibration).toBe('hessian');
+    for (const type of ['Q3_K', 'Q4_K', 'Q6_K', 'Q4_0'] as const) {
+      const config = GGML_QUANTIZER_TYPES.find((e) => e.type === type)!.config;
+      const q = weighted.quantize(weight, config, { hessian });
+      // the very quantization of the codec weighted by the inputs' mean squares (float32 sums may differ in the last bit)
+      const oracle = quantizeGgml(weight, config, meanSquares);
+      const a = dequantizeGgml(q);
+      const b = dequantizeGgml(oracle);
+      let differ = 0;
+      for (let i = 0; i < a.length; i++) if (Math.abs(a[i]! - b[i]!) > 1e-6 * Math.abs(b[i]!) + 1e-9) differ++;
+      expect(differ / a.length, type).toBeLessThan(0.01);
+      // the output error it minimizes, sum_i w_i (x_i - xhat_i)^2, below the unweighted encoder's
+      const plain = dequantizeGgml(quantizeGgml(weight, config));
+      const error = (values: Float32Array) => {
+        let sum = 0;
+        for (let k = 0; k < values.length; k++) sum += meanSquares[k % columns]! * (values[k]! - data[k]!) ** 2;
+        return sum;
+      };
+      expect(error(a), type).toBeLessThan(error(plain));
+    }
+    expect(() => weighted.quantize(weight, GGML_QUANTIZER_TYPES[3]!.config)).toThrow(/--imatrix.*--calib/);
+  });
 });
+

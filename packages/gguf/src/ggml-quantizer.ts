@@ -1,4 +1,4 @@
-import { InvalidDataError, InvalidOptionError, ShapeMismatchError, configName, quantConfig, type QuantConfig, type QuantizedTensor, type WeightTensor } from '@layerquant/core';
+import { InvalidDataError, InvalidOptionError, ShapeMismatchError, configName, isEmbeddingUnit, quantConfig, unitOfTensorName, type InputHessian, type OptionDescriptor, type QuantConfig, type QuantizeContext, type QuantizedTensor, type Quantizer, type WeightTensor } from '@layerquant/core';
 import { PACKING, defineQuantizer, packCodes, unpackCodes, type QuantizerPlugin } from '@layerquant/quantizers';
 import { encodeGgml } from './codecs.js';
 import { ggmlType, type GgmlTypeName } from './ggml-types.js';
@@ -158,12 +158,49 @@ export function ggmlBlocks(q: QuantizedTensor, rowOrder?: Int32Array): { readonl
   return { type, bytes: out };
 }
 
-/** The ggml quantizer plug-in: llama.cpp's block types as configs (GGML_QUANTIZER_TYPES). */
+/**
+ * llama.cpp's imatrix of a matrix from its input Hessian H = 2 XᵀX / N: the mean squared activation of each input
+ * channel, diag(H) / 2.
+ */
+export function importanceOfHessian(hessian: InputHessian, tensor: string, columns: number): Float32Array {
+  if (hessian.columns !== columns) throw new ShapeMismatchError(tensor, `has rows of ${columns} values but its input Hessian is ${hessian.columns} x ${hessian.columns}`);
+  return Float32Array.from({ length: columns }, (_, i) => hessian.data[i * columns + i]! / 2);
+}
+
+const imatrixOption: OptionDescriptor = Object.freeze({
+  name: 'imatrix',
+  flag: 'imatrix',
+  type: 'boolean' as const,
+  default: false,
+  help: "weigh each input channel by its mean squared activation on the calibration text (llama.cpp's imatrix, collected in the layer pass with the layers before already quantized; needs --calib)",
+});
+
+/**
+ * The ggml quantizer; with `imatrix`, calibrated: each matrix's k-quant and legacy blocks minimize the error weighted
+ * by its inputs' mean squares (the embedding units, given no Hessian, unweighted).
+ */
+export function createGgmlQuantizer(options: { readonly imatrix?: boolean } = {}): Quantizer {
+  const base = { id: 'ggml', dequantize: dequantizeGgml, packedLayout: 'ggml' as const, zeroKinds: ['fractional', 'none'] as const };
+  if (!options.imatrix) return Object.freeze({ ...base, quantize: (weight: WeightTensor, config: QuantConfig) => quantizeGgml(weight, config) });
+  return Object.freeze({
+    ...base,
+    calibration: 'hessian' as const,
+    quantize: (weight: WeightTensor, config: QuantConfig, context?: QuantizeContext) => {
+      if (!context?.hessian) {
+        // embed_tokens (a lookup) and lm_head have no input the layer pass collects: unweighted, as llama.cpp's
+        // token_embd without imatrix data
+        if (isEmbeddingUnit(unitOfTensorName(weight.name)?.module ?? '')) return quantizeGgml(weight, config);
+        throw new InvalidOptionError('--calib', `the ggml quantizer with --imatrix weighs "${weight.name}" by its inputs on calibration text: give it with --calib <file>`);
+      }
+      return quantizeGgml(weight, config, importanceOfHessian(context.hessian, weight.name, weight.shape[weight.shape.length - 1]!));
+    },
+  });
+}
+
+/** The ggml quantizer plug-in: llama.cpp's block types as configs (GGML_QUANTIZER_TYPES), with an optional imatrix. */
 export const ggmlPlugin: QuantizerPlugin = defineQuantizer({
-  id: 'ggml',
+  ...createGgmlQuantizer(),
   description: `llama.cpp's block types, encoded as the GGUF export writes them: ${ggmlLadderText()} (checkpoints store their exact multipliers: --scale-dtype f32)`,
-  quantize: (weight, config) => quantizeGgml(weight, config),
-  dequantize: dequantizeGgml,
-  packedLayout: 'ggml',
-  zeroKinds: ['fractional', 'none'],
+  options: [imatrixOption],
+  configure: (options) => createGgmlQuantizer({ imatrix: options.imatrix === true }),
 });

@@ -117,6 +117,8 @@ export const quantizeCommand: Command = {
     '  --stats <dir>        reuse statistics (`layerquant sensitivity` output or a paper-data directory)',
     '  --stats-quantizer <id>  measure the statistics with this quantizer (default: --quantizer\'s; hqq gives the',
     '                       authors\' tables for any --quantizer)',
+    '  --stats-cache <dir>  where computed statistics are kept, one directory per settings (default: <out>/stats; with',
+    '                       --format gguf none: they go with the temporary checkpoint), reused by any later run',
     '  --calib <file>       calibration text of the statistics and of a calibrated quantizer\'s layer pass (gptq, baq)',
     '                       (statistics default to the built-in brown-calib; gptq and baq require --calib)',
     '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
@@ -150,6 +152,7 @@ export const quantizeCommand: Command = {
       calib: { type: 'string' },
       blocks: { type: 'string' },
       'stats-quantizer': { type: 'string' },
+      'stats-cache': { type: 'string' },
       'no-refine': { type: 'boolean' },
       force: { type: 'boolean' },
       ...FILE_TARGET_FLAGS,
@@ -314,6 +317,7 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
   const calib = stringOption(values, 'calib');
   requireCalibration(quantizer, calib);
   const statsDir = stringOption(values, 'stats');
+  const statsCache = stringOption(values, 'stats-cache');
   const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1);
   const scaleDtype = checkpointScaleDtype(values);
   const statsQuantizerId = stringOption(values, 'stats-quantizer');
@@ -338,7 +342,7 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
       seed,
       ...(ladder ? { configs: ladder } : {}),
       allocators,
-      statistics: { ...(statsDir ? { statsDir } : {}), metrics: plugins.metrics.list(), cacheDir: shipped?.statsDir ?? join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
+      statistics: { ...(statsDir ? { statsDir } : {}), metrics: plugins.metrics.list(), cacheDir: statsCache ? absolutePath(statsCache) : shipped?.statsDir ?? join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
       ...(plan ? { shipped: { plan, ...(shipped?.target ? { target: shipped.target } : {}) } } : {}),
       scaleDtype,
       workers: defaultWorkerCount(),
