@@ -142,11 +142,12 @@ describe('quantize --format gguf --target-size', () => {
 
   it('the ggml quantizer allocates llama.cpp types to the .gguf file\'s bytes: at most the target, within 1%, as predicted', async () => {
     type Shipped = { MiB: number; predictedMiB: number; targetMiB: number; format: string };
+    const statsCache = join(scratch, 'ggml-stats');
     const sizes: number[] = [];
     // the ladder's files run from 0.39 MiB (Q2_K and F32 norms) to 1.33 MiB (Q8_0)
     for (const targetMiB of [0.6, 1.0]) {
       const out = join(scratch, `ggml-${targetMiB}.gguf`);
-      const { code, stdout, stderr } = await cli('quantize', wide, '--quantizer', 'ggml', '--method', 'mxq', '--format', 'gguf', '--tokenizer-pre', 'gpt-2', '--target-size', String(targetMiB), '--out', out, '--json');
+      const { code, stdout, stderr } = await cli('quantize', wide, '--quantizer', 'ggml', '--method', 'mxq', '--format', 'gguf', '--tokenizer-pre', 'gpt-2', '--target-size', String(targetMiB), '--stats-cache', statsCache, '--out', out, '--json');
       expect(code, stderr).toBe(0);
       const json = JSON.parse(stdout) as { sizes: { shipped: Shipped }; export: { types: Record<string, number> } };
       const bytes = statSync(out).size;
@@ -157,10 +158,15 @@ describe('quantize --format gguf --target-size', () => {
       for (const type of Object.keys(json.export.types)) expect(['Q2_K', 'Q3_K', 'Q4_0', 'Q4_K', 'Q5_0', 'Q5_K', 'Q6_K', 'Q8_0', 'F32']).toContain(type);
       expect(Object.keys(json.export.types).some((t) => t.endsWith('_K'))).toBe(true);
       sizes.push(bytes);
-      // no statistics directory left beside the file
+      // nothing left beside the file (the statistics are where --stats-cache says)
       expect(readdirSync(scratch).filter((f) => f.includes(`ggml-${targetMiB}`))).toEqual([`ggml-${targetMiB}.gguf`]);
     }
     expect(sizes[1]).toBeGreaterThan(sizes[0]!);
+    // allocate --target-format gguf on the cached statistics: the same allocation, the written file's bytes
+    const [key] = readdirSync(statsCache).filter((name) => /^[0-9a-f]{16}$/.test(name));
+    const allocated = await cli('allocate', '--stats', join(statsCache, key!), '--model', wide, '--quantizer', 'ggml', '--method', 'mxq', '--target-format', 'gguf', '--tokenizer-pre', 'gpt-2', '--target-size', '0.6', '--json');
+    expect(allocated.code, allocated.stderr).toBe(0);
+    expect((JSON.parse(allocated.stdout) as { sizes: { shipped: { MiB: number; format: string } } }).sizes.shipped).toMatchObject({ format: 'gguf', MiB: sizes[0]! / 2 ** 20 });
   });
 
   it('matrices whose rows are not whole super-blocks get their own ladder (legacy blocks), measured and allocated as such', async () => {

@@ -8,8 +8,8 @@ import { resolve } from 'node:path';
 import { boostLines, boostReport, formatRows, jsonLine, renderTable, sizeRows, sizes, type Sizes } from '../output.js';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, formatAllocationSettings, resolveModelPath, shippedBytes, shippedSize, shippedSizeBudget, statisticsForPlan, type FormatPlan, type PluginRegistries } from '@layerquant/pipeline';
-import { FILE_TARGET_FLAGS, onnxPlan, parseEmbeddingConfigs, parseFileTarget } from '../flags/file-target.js';
+import { builtinRegistries, formatAllocationSettings, resolveModelPath, shippedBytes, shippedSize, shippedSizeBudget, statisticsForPlan, type ExportRequest, type FormatPlan, type PluginRegistries } from '@layerquant/pipeline';
+import { FILE_TARGET_FLAGS, shippedPlan, parseEmbeddingConfigs, parseFileTarget } from '../flags/file-target.js';
 import { InvalidOptionError } from '@layerquant/core';
 import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
 import { refineDoneLine, refinePlanLine, refineRoundLine, refinementJson } from '../flags/refine-flags.js';
@@ -32,10 +32,13 @@ Chooses a quantization config for every linear matrix from statistics tables and
                            any value for the knapsack allocators
   --configs <list>         the config ladder (default: every config of the tables, the paper's 12), e.g.
                            b2g64,b3g64,b4g32
-  --target-format onnx     allocate for the shipped ONNX file (needs --model): the ladder is the format's native
-                           configs (2/4/8 bits, integer or corrected zeros), the knapsacks spend the file's bytes,
-                           embed_tokens/lm_head are units where the tables have rows for them (the tables
-                           quantize --format onnx caches in <out>/stats), and the shipped size is reported
+  --target-format onnx|gguf  allocate for the shipped ONNX or GGUF file (needs --model): the ladder is the format's
+                           native configs (ONNX: 2/4/8 bits, integer or corrected zeros; GGUF: llama.cpp's types
+                           for --quantizer ggml, exact legacy blocks for rtn/hqq/gptq), the knapsacks spend the
+                           file's bytes, embed_tokens/lm_head are units where the tables have rows for them (the
+                           tables quantize --format onnx caches in <out>/stats, or --stats-cache), and the shipped
+                           size is reported
+  --tokenizer-pre <name>   with --target-format gguf: llama.cpp's pre-tokenizer name, as quantize --format gguf takes it
   --target-size <MiB>      with --target-format and a knapsack allocator: the file's size instead of --budget
   --target-bpw <bits>      the same as bits per linear weight of the file
   --embedding-configs <list>|float  embed_tokens' and lm_head's ladder (default: the format's native configs
@@ -117,6 +120,7 @@ export const allocateCommand: Command = {
       out: { type: 'string' },
       model: { type: 'string' },
       'target-format': { type: 'string' },
+      'tokenizer-pre': { type: 'string' },
       quantizer: { type: 'string' },
       calib: { type: 'string' },
       blocks: { type: 'string' },
@@ -126,22 +130,27 @@ export const allocateCommand: Command = {
     const statsDir = requireString(values.stats, '--stats', 'a directory with fnorm.csv / sensitivity.csv');
     const method = methodFromFlags(requireString(values.method, '--method', plugins.allocators.ids().join(' | ')), values, allocators);
     const targetFormat = stringOption(values, 'target-format');
-    if (targetFormat !== undefined && targetFormat !== 'onnx') throw new InvalidOptionError('--target-format', `"${targetFormat}" is not a format layerquant allocates for; use onnx`);
+    if (targetFormat !== undefined && targetFormat !== 'onnx' && targetFormat !== 'gguf') throw new InvalidOptionError('--target-format', `"${targetFormat}" is not a format layerquant allocates for; use onnx or gguf`);
     const fileTarget = parseFileTarget(values);
-    if (fileTarget && targetFormat === undefined) throw new InvalidOptionError('sizeMiB' in fileTarget ? '--target-size' : '--target-bpw', 'a target is the size of a shipped file: give its format, --target-format onnx');
+    if (fileTarget && targetFormat === undefined) throw new InvalidOptionError('sizeMiB' in fileTarget ? '--target-size' : '--target-bpw', 'a target is the size of a shipped file: give its format, --target-format onnx or gguf');
     if (fileTarget && values.budget !== undefined) throw new InvalidOptionError('--budget', `give either --budget (bits per weight in the paper's accounting) or ${'sizeMiB' in fileTarget ? '--target-size' : '--target-bpw'} (the shipped file), not both`);
     const budgetGiven = fileTarget ? undefined : parseNumberOption(requireString(values.budget, '--budget', 'bits per weight, e.g. 3.25'), '--budget', Number.NaN, (n) => Number.isFinite(n) && n > 0);
     const configsText = stringOption(values, 'configs');
     const userConfigs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
     const embeddingLadder = parseEmbeddingConfigs(values);
-    if (embeddingLadder !== undefined && targetFormat === undefined) throw new InvalidOptionError('--embedding-configs', 'the embeddings are units of an allocation to a shipped file: give --target-format onnx (and --model)');
+    if (embeddingLadder !== undefined && targetFormat === undefined) throw new InvalidOptionError('--embedding-configs', 'the embeddings are units of an allocation to a shipped file: give --target-format onnx or gguf (and --model)');
+    if (stringOption(values, 'tokenizer-pre') !== undefined && targetFormat !== 'gguf') throw new InvalidOptionError('--tokenizer-pre', 'is a GGUF option: give --target-format gguf');
     if (targetFormat !== undefined && values.model === undefined) throw new InvalidOptionError('--model', '--target-format needs the model (its shapes and embeddings make the file): give --model <dir>');
     // A format's plan: its exact bytes and native ladder for the quantizer the statistics were measured with.
     let plan: FormatPlan | undefined;
     if (targetFormat !== undefined) {
       const quantizerId = stringOption(values, 'quantizer') ?? 'hqq';
       const quantizer = plugins.quantizers.get(quantizerId);
-      plan = await onnxPlan(resolveModelPath(String(values.model)), {}, { id: quantizer.id, ...(quantizer.zeroKinds ? { zeroKinds: quantizer.zeroKinds } : {}), ...(quantizer.calibration ? { calibration: quantizer.calibration } : {}) }, userConfigs, embeddingLadder);
+      const model = resolveModelPath(String(values.model));
+      // GGUF's metadata (the file's name, the tokenizer's pre-tokenizer) is part of its bytes, as quantize writes them
+      const pre = stringOption(values, 'tokenizer-pre');
+      const request: ExportRequest = targetFormat === 'gguf' ? { format: 'gguf', options: { name: basename(model), ...(pre ? { tokenizerPre: pre } : {}) } } : { format: 'onnx', options: {} };
+      plan = await shippedPlan(model, request, quantizer, userConfigs, embeddingLadder);
     }
     const format = plan ? formatAllocationSettings(method, plan, { ...(userConfigs ? { configs: userConfigs } : {}), ...(budgetGiven === undefined ? {} : { budget: budgetGiven }), ...(fileTarget ? { target: fileTarget } : {}) }, allocators) : undefined;
     const configs = format ? format.configs : userConfigs;
