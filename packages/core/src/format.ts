@@ -1,5 +1,6 @@
 import { configName, type QuantConfig, type ZeroKind } from './config.js';
-import type { LinearModule } from './model.js';
+import { expectedShapes, type DecoderLayout } from './decoder-layout.js';
+import { matrixKey, unitOfTensorName, type DecoderConfig, type LinearModule } from './model.js';
 import type { MatrixInfo } from './plugins.js';
 
 /**
@@ -45,4 +46,24 @@ export interface FormatCostModel {
   unitBytes(unit: MatrixInfo, config: QuantConfig | null): number;
   /** Bytes of the whole file with every unit at `configOf(unit)` (null: float): exact, not a sum of estimates. */
   fileBytes(configOf: (unit: MatrixInfo) => QuantConfig | null): number;
+}
+
+/**
+ * The units a format stores of a model (its linear matrices, embed_tokens, lm_head where untied), in tensor order,
+ * and a lookup of a unit by key that refuses a key of another model: what every cost model starts from.
+ */
+export function formatUnits(config: DecoderConfig, layout: DecoderLayout): { readonly units: readonly FormatUnit[]; readonly unitOf: (unit: MatrixInfo) => FormatUnit } {
+  const units: FormatUnit[] = [];
+  for (const [name, shape] of expectedShapes(config, layout)) {
+    const unit = unitOfTensorName(name);
+    if (!unit) continue;
+    units.push(Object.freeze({ key: matrixKey(unit.layer, unit.module), layer: unit.layer, module: unit.module, params: shape[0]! * shape[1]!, name, shape: [shape[0]!, shape[1]!] as const }));
+  }
+  const byKey = new Map(units.map((u) => [u.key, u]));
+  const unitOf = (unit: MatrixInfo): FormatUnit => {
+    const found = byKey.get(unit.key);
+    if (!found) throw new RangeError(`${unit.key} is not a unit of this model (${units.length} units)`);
+    return found;
+  };
+  return { units: Object.freeze(units), unitOf };
 }

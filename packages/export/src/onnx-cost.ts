@@ -1,6 +1,7 @@
 import {
   EMBED_TOKENS,
   LM_HEAD,
+  formatUnits,
   configName,
   expectedShapes,
   matrixKey,
@@ -10,7 +11,6 @@ import {
   type DecoderConfig,
   type DecoderLayout,
   type FormatCostModel,
-  type FormatUnit,
   type MatrixInfo,
   type QuantConfig,
   type ZeroKind,
@@ -140,18 +140,8 @@ export function onnxCostModel(config: DecoderConfig, layout: DecoderLayout, opti
   const embedDataType = embeddingType === 'float16' ? OnnxDataType.FLOAT16 : OnnxDataType.FLOAT;
   const shapes = expectedShapes(config, layout);
 
-  const units: FormatUnit[] = [];
-  for (const [name, shape] of shapes) {
-    const unit = unitOfTensorName(name);
-    if (!unit) continue;
-    units.push(Object.freeze({ key: matrixKey(unit.layer, unit.module), layer: unit.layer, module: unit.module, params: shape[0]! * shape[1]!, name, shape: [shape[0]!, shape[1]!] as const }));
-  }
+  const { units, unitOf } = formatUnits(config, layout);
   const byKey = new Map(units.map((u) => [u.key, u]));
-  const unitOf = (unit: MatrixInfo): FormatUnit => {
-    const found = byKey.get(unit.key);
-    if (!found) throw new RangeError(`${unit.key} is not a unit of this model (${units.length} units)`);
-    return found;
-  };
   // A tied lm_head reads embed_tokens: one unit, used by the lookup and by the output projection.
   const tied = layout.tiedEmbeddings;
 

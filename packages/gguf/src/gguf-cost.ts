@@ -2,12 +2,12 @@ import {
   InvalidOptionError,
   configName,
   expectedShapes,
+  formatUnits,
   matrixKey,
   quantConfig,
   unitOfTensorName,
   zeroKind,
   type FormatCostModel,
-  type FormatUnit,
   type MatrixInfo,
   type QuantConfig,
   type Quantizer,
@@ -87,18 +87,8 @@ export async function ggufCostModel(modelDir: string, quantizer: Pick<Quantizer,
   const { config, layout } = model;
   const metadata = await fileMetadata(modelDir, config, options.name ?? basename(modelDir), LLAMA_FILE_TYPES.F32, options.tokenizerPre);
   const shapes = [...expectedShapes(config, layout)];
-  const units: FormatUnit[] = [];
-  for (const [name, shape] of shapes) {
-    const unit = unitOfTensorName(name);
-    if (!unit) continue;
-    units.push(Object.freeze({ key: matrixKey(unit.layer, unit.module), layer: unit.layer, module: unit.module, params: shape[0]! * shape[1]!, name, shape: [shape[0]!, shape[1]!] as const }));
-  }
+  const { units, unitOf } = formatUnits(config, layout);
   const byKey = new Map(units.map((u) => [u.key, u]));
-  const unitOf = (unit: MatrixInfo): FormatUnit => {
-    const found = byKey.get(unit.key);
-    if (!found) throw new RangeError(`${unit.key} is not a unit of this model (${units.length} units)`);
-    return found;
-  };
   const unsupported = (unit: MatrixInfo, c: QuantConfig): string | undefined => {
     const u = unitOf(unit);
     const type = storage.typeOf(c, u.shape[1]);
@@ -116,7 +106,7 @@ export async function ggufCostModel(modelDir: string, quantizer: Pick<Quantizer,
   return Object.freeze({
     format: 'gguf' as const,
     label: `the shipped GGUF file (${options.name ?? basename(modelDir)}.gguf)`,
-    units: Object.freeze(units),
+    units,
     nativeLadder: (unit: MatrixInfo, zeroKinds?: readonly ZeroKind[]) => storage.candidates.filter((c) => (zeroKinds === undefined || zeroKinds.includes(zeroKind(c))) && unsupported(unit, c) === undefined),
     unsupported,
     typeOf,
