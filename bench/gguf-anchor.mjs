@@ -22,6 +22,10 @@ const chunks = argument('chunks', '32');
 const calibChunks = argument('calib-chunks', '32');
 const threads = argument('threads', '1');
 const methods = argument('methods', 'mxq,measured').split(',');
+// layerquant's calibration blocks (statistics and imatrix; default: --calib-chunks, what llama-imatrix reads)
+const blocks = argument('blocks', calibChunks);
+// layerquant with and without --imatrix (default both)
+const imatrixModes = argument('imatrix', 'both') === 'both' ? [false, true] : [argument('imatrix', 'both') === 'yes'];
 const recipes = argument('recipes', 'Q2_K,Q3_K_M,Q4_K_M,Q5_K_M').split(',');
 const cli = fileURLToPath(new URL('../apps/cli/dist/bin.js', import.meta.url));
 const tool = (name) => {
@@ -67,29 +71,32 @@ function judge(file) {
 const rows = [];
 const statsCache = join(work, 'stats');
 for (const recipe of recipes) {
-  let bytes = 0;
+  // the smaller of llama.cpp's two files (its imatrix file carries a few hundred bytes more metadata)
+  let bytes = Infinity;
   for (const withImatrix of [false, true]) {
     const file = join(work, `llama-${recipe}${withImatrix ? '-imatrix' : ''}.gguf`);
     runBoth('llama-quantize', [...(withImatrix ? ['--imatrix', imatrix] : []), f16, file, recipe, threads]);
-    bytes = statSync(file).size;
-    rows.push({ who: `llama.cpp ${recipe}${withImatrix ? ' + imatrix' : ''}`, bytes, ...judge(file) });
+    bytes = Math.min(bytes, statSync(file).size);
+    rows.push({ who: `llama.cpp ${recipe}${withImatrix ? ' + imatrix' : ''}`, bytes: statSync(file).size, ...judge(file) });
+    console.error(JSON.stringify(rows.at(-1)));
     rmSync(file);
   }
   // layerquant at the same file size (every byte of the .gguf at most the llama.cpp file's)
   for (const method of methods) {
-    for (const withImatrix of [false, true]) {
+    for (const withImatrix of imatrixModes) {
       const file = join(work, `layerquant-${recipe}-${method}${withImatrix ? '-imatrix' : ''}.gguf`);
       const args = ['quantize', modelDir, '--quantizer', 'ggml', ...(withImatrix ? ['--imatrix'] : []), '--method', method, ...(method === 'kld' ? ['--no-refine'] : []),
-        '--calib', brownCalibPath, '--blocks', calibChunks, '--stats-cache', statsCache, '--format', 'gguf', '--target-size', String(bytes / 2 ** 20), '--out', file];
+        '--calib', brownCalibPath, '--blocks', blocks, '--stats-cache', statsCache, '--format', 'gguf', '--target-size', String(bytes / 2 ** 20), '--out', file];
       const started = performance.now();
       const result = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
       if (result.status !== 0) throw new Error(`layerquant ${args.join(' ')} failed:\n${result.stderr.slice(-2000)}`);
       rows.push({ who: `layerquant ggml ${method}${withImatrix ? ' + imatrix' : ''} at ${recipe}'s size`, bytes: statSync(file).size, seconds: (performance.now() - started) / 1000, ...judge(file) });
+      console.error(JSON.stringify(rows.at(-1)));
       rmSync(file);
     }
   }
 }
-console.log(`model ${modelDir}; ${chunks} chunks of 512 of brown-test, KLD against the F16 file; imatrix from ${calibChunks} chunks of brown-calib\n`);
+console.log(`model ${modelDir}; ${chunks} chunks of 512 of brown-test, KLD against the F16 file; llama.cpp's imatrix from ${calibChunks} chunks of brown-calib, layerquant's statistics and imatrix from ${blocks} blocks of 512 of it\n`);
 console.log('| file | bytes | mean KLD | 99.9% KLD | same top p % | PPL | layerquant s |');
 console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const r of rows) console.log(`| ${r.who} | ${r.bytes} | ${r.meanKld} | ${r.kld999} | ${r.sameTop} | ${r.ppl} | ${r.seconds === undefined ? '' : r.seconds.toFixed(0)} |`);
