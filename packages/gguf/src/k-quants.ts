@@ -168,37 +168,22 @@ function unpackCodes(type: KQuantType, bytes: Uint8Array, at: number, codes: Uin
 
 // ---- decoding -------------------------------------------------------------------------------------------------------
 
-/** dequantize_row_q{2,3,4,5,6}_K (each value computed in float64 and rounded once). */
+/**
+ * dequantize_row_q{2,3,4,5,6}_K: x = p_j * code - o_j with each sub-block's multiplier and offset as kQuantFields reads
+ * them (each value computed in float64, where the products are exact, and rounded once).
+ */
 export function decodeKQuant(type: KQuantType, bytes: Uint8Array, elements: number): Float32Array {
   const spec = K_QUANT_SPECS[type];
-  const table = halfTable();
-  const half = (at: number) => table[bytes[at]! | (bytes[at + 1]! << 8)]!;
   const out = new Float32Array(elements);
   const codes = new Uint8Array(QK_K);
+  const multiplier = new Float64Array(16);
+  const offset = new Float64Array(16);
   for (let b = 0; b < elements / QK_K; b++) {
-    const at = b * spec.bytes;
     const start = b * QK_K;
-    unpackCodes(type, bytes, at, codes);
-    if (type === 'Q2_K') {
-      const d = half(at + 80);
-      const dmin = half(at + 82);
-      for (let e = 0; e < QK_K; e++) {
-        const sc = bytes[at + (e >> 4)]!;
-        out[start + e] = d * (sc & 0xf) * codes[e]! - dmin * (sc >> 4);
-      }
-    } else if (type === 'Q3_K') {
-      const d = half(at + 108);
-      for (let e = 0; e < QK_K; e++) out[start + e] = d * unpackScale3K(bytes, at + 96, e >> 4) * (codes[e]! - 4);
-    } else if (type === 'Q4_K' || type === 'Q5_K') {
-      const d = half(at);
-      const dmin = half(at + 2);
-      for (let j = 0; j < 8; j++) {
-        const [sc, m] = unpackScaleMin6(bytes, at + 4, j);
-        for (let e = 32 * j; e < 32 * j + 32; e++) out[start + e] = d * sc * codes[e]! - dmin * m;
-      }
-    } else {
-      const d = half(at + 208);
-      for (let e = 0; e < QK_K; e++) out[start + e] = d * ((bytes[at + 192 + (e >> 4)]! << 24) >> 24) * (codes[e]! - 32);
+    kQuantFields(type, bytes, b * spec.bytes, codes, multiplier, offset);
+    for (let e = 0; e < QK_K; e++) {
+      const j = (e / spec.sub) | 0;
+      out[start + e] = multiplier[j]! * codes[e]! - offset[j]!;
     }
   }
   return out;
@@ -573,6 +558,10 @@ export function factorHalf(p: ArrayLike<number>, n: number, lo: number, hi: numb
   return undefined;
 }
 
+/** The quantized sub-block scales and mins of the block writeKQuantFields is writing (one call at a time). */
+const FIELD_SCALES = new Int32Array(16);
+const FIELD_MINS = new Int32Array(16);
+
 /**
  * Writes super-block `at` from its codes and per-sub-block multipliers and offsets as kQuantFields reads them (the
  * inverse: the block decodes to the same values). False where the multipliers or offsets are not products of one
@@ -581,8 +570,8 @@ export function factorHalf(p: ArrayLike<number>, n: number, lo: number, hi: numb
 export function writeKQuantFields(type: KQuantType, out: Uint8Array, at: number, codes: Uint8Array, multiplier: ArrayLike<number>, offset: ArrayLike<number>): boolean {
   const spec = K_QUANT_SPECS[type];
   const nsub = QK_K / spec.sub;
-  const ls = new Int32Array(16);
-  const lm = new Int32Array(16);
+  const ls = FIELD_SCALES;
+  const lm = FIELD_MINS;
   if (spec.kind === 'affine') {
     const d = factorHalf(multiplier, nsub, 0, spec.qmax, ls);
     const dmin = factorHalf(offset, nsub, 0, spec.qmax, lm);

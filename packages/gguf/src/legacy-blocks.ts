@@ -195,29 +195,18 @@ export function encodeLegacyWeighted(type: LegacyType, values: Float32Array, row
   return out;
 }
 
-/** ggml-quants.c's dequantize_row_* for the legacy types (each value computed in float64 and rounded once). */
+/**
+ * ggml-quants.c's dequantize_row_* for the legacy types: x = multiplier * code - offset as legacyFields reads them
+ * (each value computed in float64, where the products are exact, and rounded once).
+ */
 export function decodeLegacy(type: LegacyType, bytes: Uint8Array, elements: number): Float32Array {
   const layout = LEGACY_LAYOUTS[type];
-  const blocks = elements / LEGACY_BLOCK;
   const out = new Float32Array(elements);
   const codes = new Uint8Array(LEGACY_BLOCK);
-  const { qh, qs } = offsets(layout);
-  for (let b = 0; b < blocks; b++) {
-    const at = b * layout.bytes;
-    const d = getHalf(bytes, at);
+  for (let b = 0; b < elements / LEGACY_BLOCK; b++) {
+    const { multiplier, offset } = legacyFields(type, bytes, b * layout.bytes, codes);
     const start = b * LEGACY_BLOCK;
-    if (type === 'Q8_0') {
-      for (let j = 0; j < LEGACY_BLOCK; j++) out[start + j] = d * ((bytes[at + 2 + j]! << 24) >> 24);
-      continue;
-    }
-    unpackNibbles(bytes, at + qs, qh === undefined ? undefined : at + qh, codes);
-    if (layout.hasMin) {
-      const m = getHalf(bytes, at + 2);
-      for (let j = 0; j < LEGACY_BLOCK; j++) out[start + j] = d * codes[j]! + m;
-    } else {
-      const half = 1 << (layout.bits - 1);
-      for (let j = 0; j < LEGACY_BLOCK; j++) out[start + j] = d * (codes[j]! - half);
-    }
+    for (let j = 0; j < LEGACY_BLOCK; j++) out[start + j] = multiplier * codes[j]! - offset;
   }
   return out;
 }
@@ -247,12 +236,20 @@ export function legacyFields(type: LegacyType, bytes: Uint8Array, at: number, co
   const d = getHalf(bytes, at);
   if (type === 'Q8_0') {
     for (let j = 0; j < LEGACY_BLOCK; j++) codes[j] = ((bytes[at + 2 + j]! << 24) >> 24) + 128;
-    return { multiplier: d, offset: 128 * d };
+  } else {
+    const { qh, qs } = offsets(layout);
+    unpackNibbles(bytes, at + qs, qh === undefined ? undefined : at + qh, codes);
   }
-  const { qh, qs } = offsets(layout);
-  unpackNibbles(bytes, at + qs, qh === undefined ? undefined : at + qh, codes);
-  return layout.hasMin ? { multiplier: d, offset: -getHalf(bytes, at + 2) } : { multiplier: d, offset: (1 << (layout.bits - 1)) * d };
+  return layout.hasMin ? { multiplier: d, offset: -getHalf(bytes, at + 2) } : { multiplier: d, offset: centreOf(type) * d };
 }
+
+/** The code a symmetric legacy block centres its values on (x = d (code - centre)); Q8_0's codes are int8 + 128. */
+function centreOf(type: LegacyType): number {
+  return type === 'Q8_0' ? 128 : 1 << (LEGACY_LAYOUTS[type].bits - 1);
+}
+
+/** Q8_0's signed codes of the block writeLegacyFields is writing (one call at a time). */
+const SIGNED_CODES = new Int16Array(LEGACY_BLOCK);
 
 /** Writes block `at` from codes, multiplier and offset as legacyFields reads them; false where they are not such a block's. */
 export function writeLegacyFields(type: LegacyType, out: Uint8Array, at: number, codes: Uint8Array, multiplier: number, offset: number): boolean {
@@ -266,12 +263,10 @@ export function writeLegacyFields(type: LegacyType, out: Uint8Array, at: number,
     writeLegacyBlock(type, out, at, codes, dBits, mBits);
     return true;
   }
-  const centre = type === 'Q8_0' ? 128 : 1 << (layout.bits - 1);
-  if (offset !== centre * multiplier) return false;
+  if (offset !== centreOf(type) * multiplier) return false;
   if (type === 'Q8_0') {
-    const signed = new Int16Array(LEGACY_BLOCK);
-    for (let j = 0; j < LEGACY_BLOCK; j++) signed[j] = codes[j]! - 128;
-    writeLegacyBlock(type, out, at, signed, dBits);
+    for (let j = 0; j < LEGACY_BLOCK; j++) SIGNED_CODES[j] = codes[j]! - 128;
+    writeLegacyBlock(type, out, at, SIGNED_CODES, dBits);
   } else {
     writeLegacyBlock(type, out, at, codes, dBits);
   }
