@@ -6,6 +6,7 @@ import {
   decoderLayout,
   expectedShapes,
   type DecoderConfig,
+  type DecoderLayout,
   type QuantConfig,
 } from '@layerquant/core';
 import { QUANTIZER_PLUGINS, configOfMetadata } from '@layerquant/quantizers';
@@ -138,9 +139,15 @@ export function floatType(dtype: string): GgmlTypeName {
   return dtype === 'F32' || dtype === 'F64' ? 'F32' : 'F16';
 }
 
-/** llama.cpp reads Llama 3's rope scaling from a rope_freqs tensor, which the export derives from the config. */
-export function hasRopeFactors(config: DecoderConfig): boolean {
-  return config.ropeScaling?.type === 'llama3';
+/**
+ * The file's tensors in the order the export writes them: the checkpoint's under llama.cpp's names, and after the
+ * first, for Llama 3's rope scaling, rope_freqs (which llama.cpp reads and the export derives from the config; no
+ * `hfName`). The cost model lays out the same list.
+ */
+export function ggufTensorList(config: DecoderConfig, layout: DecoderLayout): Array<{ readonly name: string; readonly hfName: string | undefined; readonly shape: readonly number[] }> {
+  const list: Array<{ readonly name: string; readonly hfName: string | undefined; readonly shape: readonly number[] }> = [...expectedShapes(config, layout)].map(([hfName, shape]) => ({ name: ggufTensorName(hfName)!, hfName, shape }));
+  if (config.ropeScaling?.type === 'llama3') list.splice(1, 0, { name: 'rope_freqs.weight', hfName: undefined, shape: [config.headDim / 2] });
+  return list;
 }
 
 /**
@@ -190,9 +197,8 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
     const plan: Array<{ name: string; hfName: string | undefined; type: GgmlTypeName; shape: readonly number[]; source: GgufTensorSource }> = [];
     const used = new Set<string>();
     const fallbacks: string[] = [];
-    for (const [hfName, shape] of expectedShapes(config, layout)) {
-      const name = ggufTensorName(hfName)!;
-      if (shape.length === 1) {
+    for (const { name, hfName, shape } of ggufTensorList(config, layout)) {
+      if (shape.length === 1 || !hfName) {
         plan.push({ name, hfName, type: 'F32', shape, source: 'float' });
         continue;
       }
@@ -226,7 +232,6 @@ export async function exportGguf(options: ExportGgufOptions): Promise<ExportGguf
     if (unused.length > 0) {
       throw new InvalidOptionError('types', `${unused.map((r) => `"${r.key}"`).join(', ')} match no matrix of the model; GGUF matrix names look like token_embd.weight, blk.0.attn_q.weight, blk.0.ffn_down.weight, output.weight`);
     }
-    if (hasRopeFactors(config)) plan.splice(1, 0, { name: 'rope_freqs.weight', hfName: undefined, type: 'F32', shape: [config.headDim / 2], source: 'float' });
     if (fallbacks.length > 0) notes.push(`${fallbacks.length} matrices have rows that are not whole blocks of the type asked for and fell back as llama.cpp's llama-quantize does: ${fallbacks.slice(0, 4).join(', ')}${fallbacks.length > 4 ? ', ...' : ''}.`);
     const reencoded = plan.filter((t) => t.source === 'encoded' && t.hfName && quantized?.isQuantized(t.hfName));
     const exactCount = plan.filter((t) => t.source === 'exact').length;

@@ -135,6 +135,30 @@ describe('ggml-quantized checkpoints in GGUF (tiny random Llama and Qwen2)', () 
     expect(cost.fileBytes((u) => chosen.get(u.key) ?? null)).toBe(statSync(outFile).size);
   });
 
+  it("Llama 3's rope scaling: the derived rope_freqs tensor is second in the file and in the cost model's layout", async () => {
+    const config = { ...TINY_CONFIGS.llama!, ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 } };
+    const modelDir = join(root, 'llama3');
+    await writeTinyModel(modelDir, config, 9);
+    const quantizedDir = join(root, 'llama3-ggml');
+    await quantizeModel({ modelDir, outDir: quantizedDir, quantizer: ggmlPlugin, configFor: () => LADDER[3]! });
+    const outFile = join(root, 'llama3-ggml.gguf');
+    const report = await exportGguf({ modelDir: quantizedDir, outFile });
+    expect(report.tensors[1]!.name).toBe('rope_freqs.weight');
+    const cost = await ggufCostModel(modelDir, ggmlPlugin, { name: basename(quantizedDir) });
+    expect(cost.fileBytes((u) => (isEmbeddingUnit(u.module) ? null : LADDER[3]!))).toBe(statSync(outFile).size);
+    // and llama.cpp reads it: its perplexity is layerquant's of the checkpoint
+    const ids = Array.from({ length: 4 * 64 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
+    const llama = await openLlamaCppModel(outFile, { contextSize: 64 });
+    const theirs = await perplexity(llama, ids, { seqlen: 64 });
+    await llama.dispose();
+    const weights = await openModelWeights(quantizedDir, { quantizers: [ggmlPlugin] });
+    const model = await loadDecoderModel(weights, config);
+    const ours = await perplexity(model, ids, { seqlen: 64 });
+    await model.dispose();
+    await weights.close();
+    expect(Math.abs(theirs.ppl - ours.ppl) / ours.ppl, `llama.cpp ${theirs.ppl} vs layerquant ${ours.ppl}`).toBeLessThan(1e-3);
+  });
+
   it('refuses a quantizer whose codes no GGUF block holds, naming the ones that work', async () => {
     await expect(ggufCostModel(join(root, 'llama'), { id: 'baq' })).rejects.toThrow(/"baq" stores codes no GGUF block holds.*--quantizer ggml/);
   });

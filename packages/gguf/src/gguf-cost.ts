@@ -1,11 +1,8 @@
 import {
   InvalidOptionError,
   configName,
-  expectedShapes,
   formatUnits,
-  matrixKey,
   quantConfig,
-  unitOfTensorName,
   zeroKind,
   type FormatCostModel,
   type MatrixInfo,
@@ -16,11 +13,11 @@ import {
 import { openModel } from '@layerquant/tensor-io';
 import { basename } from 'node:path';
 import { exactAffineType } from './affine-mapping.js';
-import { fileMetadata, floatType, hasRopeFactors } from './export-gguf.js';
+import { fileMetadata, floatType, ggufTensorList } from './export-gguf.js';
 import { GGML_QUANTIZER_TYPES, ggmlTypeOfConfig } from './ggml-quantizer.js';
 import { ggufTensorBytes, type GgmlTypeName } from './ggml-types.js';
 import { ggufLayout, type GgufTensorSpec } from './gguf-format.js';
-import { LLAMA_FILE_TYPES, ggufTensorName } from './llama-names.js';
+import { LLAMA_FILE_TYPES } from './llama-names.js';
 
 /**
  * The exact bytes of the .gguf file `quantize --format gguf` writes, as a format cost model the allocators spend:
@@ -78,17 +75,17 @@ function storageOf(quantizer: Pick<Quantizer, 'id' | 'packedLayout'>): { readonl
 export async function ggufCostModel(modelDir: string, quantizer: Pick<Quantizer, 'id' | 'packedLayout'>, options: GgufCostOptions = {}): Promise<GgufCostModel> {
   const storage = storageOf(quantizer);
   const model = await openModel(modelDir);
+  const { config, layout } = model;
+  const tensors = ggufTensorList(config, layout);
   let floatTypes: Map<string, GgmlTypeName>;
   try {
-    floatTypes = new Map([...expectedShapes(model.config, model.layout).keys()].map((name) => [name, floatType(model.checkpoint.info(name).dtype)]));
+    floatTypes = new Map(tensors.filter((t) => t.hfName).map((t) => [t.hfName!, floatType(model.checkpoint.info(t.hfName!).dtype)]));
   } finally {
     await model.checkpoint.close();
   }
-  const { config, layout } = model;
   const metadata = await fileMetadata(modelDir, config, options.name ?? basename(modelDir), LLAMA_FILE_TYPES.F32, options.tokenizerPre);
-  const shapes = [...expectedShapes(config, layout)];
   const { units, unitOf } = formatUnits(config, layout);
-  const byKey = new Map(units.map((u) => [u.key, u]));
+  const unitByName = new Map(units.map((u) => [u.name, u]));
   const unsupported = (unit: MatrixInfo, c: QuantConfig): string | undefined => {
     const u = unitOf(unit);
     const type = storage.typeOf(c, u.shape[1]);
@@ -115,20 +112,12 @@ export async function ggufCostModel(modelDir: string, quantizer: Pick<Quantizer,
       return ggufTensorBytes(typeOf(unit, c), u.shape, u.name);
     },
     fileBytes: (configOf: (unit: MatrixInfo) => QuantConfig | null) => {
-      const specs: GgufTensorSpec[] = [];
-      for (const [hfName, shape] of shapes) {
-        const name = ggufTensorName(hfName)!;
-        const unit = byKey.get(unitKey(hfName) ?? '');
-        const type: GgmlTypeName = shape.length === 1 ? 'F32' : unit ? typeOf(unit, configOf(unit)) : floatTypes.get(hfName)!;
-        specs.push({ name, type, shape });
-      }
-      if (hasRopeFactors(config)) specs.splice(1, 0, { name: 'rope_freqs.weight', type: 'F32', shape: [config.headDim / 2] });
+      const specs: GgufTensorSpec[] = tensors.map(({ name, hfName, shape }) => {
+        const unit = hfName ? unitByName.get(hfName) : undefined;
+        const type: GgmlTypeName = shape.length === 1 || !hfName ? 'F32' : unit ? typeOf(unit, configOf(unit)) : floatTypes.get(hfName)!;
+        return { name, type, shape };
+      });
       return ggufLayout(metadata, specs).fileBytes;
     },
   });
-}
-
-function unitKey(hfName: string): string | undefined {
-  const unit = unitOfTensorName(hfName);
-  return unit ? matrixKey(unit.layer, unit.module) : undefined;
 }

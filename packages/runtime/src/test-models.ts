@@ -78,6 +78,17 @@ export function huggingFaceConfig(config: DecoderConfig): Record<string, unknown
     vocab_size: config.vocabSize,
     rms_norm_eps: config.rmsNormEps,
     rope_theta: config.ropeTheta,
+    ...(config.ropeScaling
+      ? {
+          rope_scaling: {
+            rope_type: config.ropeScaling.type,
+            factor: config.ropeScaling.factor,
+            ...(config.ropeScaling.lowFreqFactor === undefined ? {} : { low_freq_factor: config.ropeScaling.lowFreqFactor }),
+            ...(config.ropeScaling.highFreqFactor === undefined ? {} : { high_freq_factor: config.ropeScaling.highFreqFactor }),
+            ...(config.ropeScaling.originalMaxPositionEmbeddings === undefined ? {} : { original_max_position_embeddings: config.ropeScaling.originalMaxPositionEmbeddings }),
+          },
+        }
+      : {}),
     max_position_embeddings: config.maxPositionEmbeddings,
     tie_word_embeddings: config.tieWordEmbeddings,
     attention_bias: config.attentionBias,
