@@ -2,7 +2,7 @@
 // Qwen2 (tied embeddings, biases) models with every llama.cpp type the quantizer makes (embeddings and output too),
 // the file holds the checkpoint's weights bit for bit, llama.cpp's perplexity of it equals layerquant's of the
 // checkpoint, and the cost model's bytes are the file's, for the ggml quantizer and for HQQ's exact legacy blocks.
-import { configName, isEmbeddingUnit, matrixKey, unitOfTensorName, type MatrixInfo, type QuantConfig } from '@layerquant/core';
+import { configName, isEmbeddingUnit, matrixKey, unitOfTensorName, type DecoderConfig, type MatrixInfo, type QuantConfig } from '@layerquant/core';
 import { perplexity } from '@layerquant/perplexity';
 import { hqqPlugin } from '@layerquant/quantizers';
 import { openModelWeights, openQuantizedCheckpoint, quantizeModel } from '@layerquant/quantizers/node';
@@ -22,6 +22,20 @@ const root = mkdtempSync(join(tmpdir(), 'layerquant-gguf-ggml-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 const LADDER: readonly QuantConfig[] = GGML_QUANTIZER_TYPES.map((e) => e.config);
+
+/** llama.cpp's perplexity of a .gguf file and layerquant's of the ggml checkpoint it was exported from, on `windows` windows of 64. */
+async function bothPerplexities(file: string, quantizedDir: string, config: DecoderConfig, windows: number): Promise<{ theirs: number; ours: number }> {
+  const ids = Array.from({ length: windows * 64 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
+  const llama = await openLlamaCppModel(file, { contextSize: 64 });
+  const theirs = await perplexity(llama, ids, { seqlen: 64 });
+  await llama.dispose();
+  const weights = await openModelWeights(quantizedDir, { quantizers: [ggmlPlugin] });
+  const model = await loadDecoderModel(weights, config);
+  const ours = await perplexity(model, ids, { seqlen: 64 });
+  await model.dispose();
+  await weights.close();
+  return { theirs: theirs.ppl, ours: ours.ppl };
+}
 
 /** Checkpoint tensor name -> allocation key (embed_tokens, lm_head, layer matrices). */
 function keyOf(name: string): string {
@@ -81,17 +95,9 @@ describe('ggml-quantized checkpoints in GGUF (tiny random Llama and Qwen2)', () 
     });
 
     it(`${architecture}: llama.cpp's perplexity of the file equals layerquant's of the checkpoint`, async () => {
-      const ids = Array.from({ length: 8 * 64 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
-      const llama = await openLlamaCppModel(outFile, { contextSize: 64 });
-      const theirs = await perplexity(llama, ids, { seqlen: 64 });
-      await llama.dispose();
-      const weights = await openModelWeights(quantizedDir, { quantizers: [ggmlPlugin] });
-      const model = await loadDecoderModel(weights, config);
-      const ours = await perplexity(model, ids, { seqlen: 64 });
-      await model.dispose();
-      await weights.close();
+      const { theirs, ours } = await bothPerplexities(outFile, quantizedDir, config, 8);
       // the same weights; what is left is llama.cpp's 8-bit activations in quantized dot products (export-llama-cpp.test.ts)
-      expect(Math.abs(theirs.ppl - ours.ppl) / ours.ppl, `llama.cpp ${theirs.ppl} vs layerquant ${ours.ppl}`).toBeLessThan(1e-3);
+      expect(Math.abs(theirs - ours) / ours, `llama.cpp ${theirs} vs layerquant ${ours}`).toBeLessThan(1e-3);
     });
 
     it(`${architecture}: the cost model's file bytes and each unit's are the file's`, async () => {
@@ -147,16 +153,8 @@ describe('ggml-quantized checkpoints in GGUF (tiny random Llama and Qwen2)', () 
     const cost = await ggufCostModel(modelDir, ggmlPlugin, { name: basename(quantizedDir) });
     expect(cost.fileBytes((u) => (isEmbeddingUnit(u.module) ? null : LADDER[3]!))).toBe(statSync(outFile).size);
     // and llama.cpp reads it: its perplexity is layerquant's of the checkpoint
-    const ids = Array.from({ length: 4 * 64 }, (_, i) => (i * 7919 + 13) % config.vocabSize);
-    const llama = await openLlamaCppModel(outFile, { contextSize: 64 });
-    const theirs = await perplexity(llama, ids, { seqlen: 64 });
-    await llama.dispose();
-    const weights = await openModelWeights(quantizedDir, { quantizers: [ggmlPlugin] });
-    const model = await loadDecoderModel(weights, config);
-    const ours = await perplexity(model, ids, { seqlen: 64 });
-    await model.dispose();
-    await weights.close();
-    expect(Math.abs(theirs.ppl - ours.ppl) / ours.ppl, `llama.cpp ${theirs.ppl} vs layerquant ${ours.ppl}`).toBeLessThan(1e-3);
+    const { theirs, ours } = await bothPerplexities(outFile, quantizedDir, config, 4);
+    expect(Math.abs(theirs - ours) / ours, `llama.cpp ${theirs} vs layerquant ${ours}`).toBeLessThan(1e-3);
   });
 
   it('refuses a quantizer whose codes no GGUF block holds, naming the ones that work', async () => {
