@@ -1,10 +1,31 @@
 import { allocateMethod, describeMethodOptions, extraMemoryPercent, uniformBaseline, type AllocatorPlugin, type MethodSpec, type ModelStats } from '@layerquant/allocators';
-import { matrixOfTensorName, matrixTensorName, type Allocation, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
+import { isLinearModule, matrixOfTensorName, matrixTensorName, type Allocation, type DecoderConfig, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { hasLogits, klDivergence, perplexity, type KldBaseReader } from '@layerquant/perplexity';
 import { hqqQuantizer, modelMemory } from '@layerquant/quantizers';
 import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { openModel, type Checkpoint } from '@layerquant/tensor-io';
-import { openAllocationModel, openEvaluationModel, refineAllocation, withQuantizerCalibration, type EvaluationModel, type EvaluationOptions, type QuantizerCalibrationOptions, type RefinePlan, type RefineSession, type RefinementReport } from '@layerquant/pipeline';
+import {
+  exportQuantized,
+  openAllocationModel,
+  openEvaluationModel,
+  quantizeAllocated,
+  refineAllocation,
+  shippedSize,
+  targetBytes,
+  withQuantizerCalibration,
+  type AllocatedQuantizeOptions,
+  type EvaluationModel,
+  type EvaluationOptions,
+  type ExportRequest,
+  type FileTarget,
+  type FormatPlan,
+  type PluginRegistries,
+  type QuantizerCalibrationOptions,
+  type RefinePlan,
+  type RefineSession,
+  type RefinementReport,
+  type ShippedSize,
+} from '@layerquant/pipeline';
 import type { RefinementRound } from '@layerquant/allocators';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,7 +39,10 @@ import { cellKld, type CellKld, type CellRefinement, type ExperimentRow } from '
  * quantized model, never float32 copies; weights are streamed from the checkpoint matrix by matrix. A quantizer
  * whose codes MatMulNBits cannot hold (no packedLayout 'affine') runs on its dequantized weights. A calibrated
  * quantizer (GPTQ) quantizes layer by layer on the calibration blocks into a temporary checkpoint, evaluated as
- * written and removed.
+ * written and removed. In a grid of shipped files (`experiment --target-format onnx|gguf`) a cell's budget is a
+ * target size of the file: the cell allocates to that file's bytes, writes the file `quantize --format` writes (into a
+ * temporary directory, removed after) and measures the file itself (a .gguf in llama.cpp, an ONNX export in
+ * onnxruntime), so its row is what a user who ships that file gets.
  */
 
 /** A cell: the unquantized model, or a method at a budget. `key` names its settings (plan.ts; @layerquant/pipeline's settingsKey). */
@@ -58,6 +82,7 @@ export interface CellContext {
    * `experiment --refine`: the measurer (model and statistics' calibration) the cells of a method that corrects its
    * allocation by measurement (kld) refine on, and what to tell of it (the plan, each measured allocation, the result).
    */
+  readonly shipped?: ShippedCells;
   readonly refine?: {
     readonly session: RefineSession;
     readonly onPlan?: (cell: string, plan: RefinePlan) => void;
@@ -66,8 +91,32 @@ export interface CellContext {
   };
 }
 
-export function cellLabel(cell: CellSpec): string {
-  return cell.kind === 'fp' ? 'fp' : `${cell.method.id} @ ${cell.budget}`;
+/**
+ * The cells of a grid of shipped files: the format (its export request, as `quantize --format` takes it), its plan (exact
+ * bytes, native ladders), what a cell's budget measures (the file's MiB, or its bits per linear weight) and the
+ * statistics' directory each cell's quantization reads (the grid's, measured at the plan's ladders).
+ */
+export interface ShippedCells {
+  readonly request: ExportRequest;
+  readonly plan: FormatPlan;
+  readonly unit: ShippedUnit;
+  /** The grid's statistics (their directory, measured at the plan's ladders) and their calibration text. */
+  readonly statistics: AllocatedQuantizeOptions['statistics'];
+  /** The registry a checkpoint's quantizer is read back through by the export (a --plugin's included). */
+  readonly quantizers?: PluginRegistries['quantizers'];
+}
+
+/** What the budgets of a grid of shipped files measure: the file's size, or its bits per linear weight. */
+export type ShippedUnit = 'MiB' | 'bits per weight';
+
+/** A cell's budget as the file target it is in a grid of shipped files. */
+export function shippedTarget(budget: number, unit: ShippedUnit): FileTarget {
+  return unit === 'MiB' ? { sizeMiB: budget } : { bitsPerWeight: budget };
+}
+
+export function cellLabel(cell: CellSpec, unit?: ShippedUnit): string {
+  if (cell.kind === 'fp') return 'fp';
+  return unit === undefined ? `${cell.method.id} @ ${cell.budget}` : `${cell.method.id} @ ${cell.budget} ${unit === 'MiB' ? 'MiB' : 'bits/w'}`;
 }
 
 /** The checkpoint the cells of a grid read (each cell builds its own model from it, then releases it). */
@@ -102,6 +151,7 @@ export async function computeCell(
   context: CellContext,
   onWindow?: (done: number, total: number) => void,
 ): Promise<CellResult> {
+  if (cell.kind === 'method' && context.shipped) return computeShippedCell(session, cell, context, context.shipped, onWindow);
   const { checkpoint } = session;
   const started = performance.now();
   const linear = checkpoint.tensors.filter((t) => matrixOfTensorName(t.name) !== undefined);
@@ -144,27 +194,14 @@ export async function computeCell(
   } else {
     opened = await openEvaluationModel(session.modelDir, session.evaluation);
   }
-  let result: Awaited<ReturnType<typeof perplexity>>;
-  let kld: { statistics: CellKld; windowKld: readonly number[]; windowKldCount: readonly number[] } | undefined;
+  let measured: CellMeasurement;
   try {
-    const options = {
-      seqlen: context.seqlen,
-      ...(context.maxTokens === undefined ? {} : { maxTokens: context.maxTokens }),
-      ...(onWindow ? { onProgress: (done: number, total: number, unit: 'windows' | 'layers') => { if (unit === 'windows') onWindow(done, total); } } : {}),
-    };
-    if (context.kldBase) {
-      if (!hasLogits(opened.model)) throw new TypeError(`cell ${cellLabel(cell)}: its model (${opened.kind}) gives no logits for a KL divergence`);
-      // One run gives both: the perplexity is exactly what perplexity() gives the same model.
-      const measured = await klDivergence(opened.model, context.kldBase, context.ids, options);
-      result = measured.perplexity;
-      kld = { statistics: cellKld(measured.statistics), windowKld: measured.windows.kld, windowKldCount: measured.windows.count };
-    } else {
-      result = await perplexity(opened.model, context.ids, options);
-    }
+    measured = await measureCell(opened, cell, context, onWindow);
   } finally {
     await opened.dispose();
     if (quantizedDir) await rm(quantizedDir, { recursive: true, force: true });
   }
+  const { result, kld } = measured;
   const kldFields = kld ? { kld: kld.statistics, windowKld: kld.windowKld, windowKldCount: kld.windowKldCount } : {};
   let row: ExperimentRow;
   if (!allocation || cell.kind === 'fp') {
@@ -200,4 +237,97 @@ export async function computeCell(
     };
   }
   return { key: cell.key, row };
+}
+
+interface CellMeasurement {
+  readonly result: Awaited<ReturnType<typeof perplexity>>;
+  readonly kld?: { readonly statistics: CellKld; readonly windowKld: readonly number[]; readonly windowKldCount: readonly number[] };
+}
+
+/** The perplexity of a cell's model on the grid's windows and, with a KLD base, its KL divergence in the same run. */
+async function measureCell(opened: EvaluationModel, cell: CellSpec, context: CellContext, onWindow?: (done: number, total: number) => void): Promise<CellMeasurement> {
+  const options = {
+    seqlen: context.seqlen,
+    ...(context.maxTokens === undefined ? {} : { maxTokens: context.maxTokens }),
+    ...(onWindow ? { onProgress: (done: number, total: number, unit: 'windows' | 'layers') => { if (unit === 'windows') onWindow(done, total); } } : {}),
+  };
+  if (!context.kldBase) return { result: await perplexity(opened.model, context.ids, options) };
+  if (!hasLogits(opened.model)) throw new TypeError(`cell ${cellLabel(cell)}: its model (${opened.kind}) gives no logits for a KL divergence`);
+  // One run gives both: the perplexity is exactly what perplexity() gives the same model.
+  const measured = await klDivergence(opened.model, context.kldBase, context.ids, options);
+  return { result: measured.perplexity, kld: { statistics: cellKld(measured.statistics), windowKld: measured.windows.kld, windowKldCount: measured.windows.count } };
+}
+
+/**
+ * A method cell of a grid of shipped files: `quantize --method <m> --format <f> --target-size <budget>` into a temporary
+ * directory (the allocation spends the file's bytes, the embeddings units of it), then the written file measured as
+ * `eval` measures it. The row records the file's bytes on disk beside the cost model's prediction and the target.
+ */
+async function computeShippedCell(
+  session: CellSession,
+  cell: Extract<CellSpec, { kind: 'method' }>,
+  context: CellContext,
+  shipped: ShippedCells,
+  onWindow?: (done: number, total: number) => void,
+): Promise<CellResult> {
+  if (!context.stats) throw new TypeError(`cell ${cellLabel(cell, shipped.unit)} needs statistics`);
+  const started = performance.now();
+  const quantizer = context.quantizer ?? hqqQuantizer;
+  const dir = await mkdtemp(join(tmpdir(), 'layerquant-cell-'));
+  try {
+    const file = join(dir, shipped.request.format === 'gguf' ? 'model.gguf' : 'model');
+    const { quantized, export: written } = await exportQuantized(file, shipped.request, shipped.quantizers, (checkpointDir) =>
+      quantizeAllocated({
+        modelDir: session.modelDir,
+        outDir: checkpointDir,
+        quantizer,
+        method: cell.method,
+        budget: Number.NaN,
+        seed: context.seed ?? 42,
+        ...(context.allocators ? { allocators: context.allocators } : {}),
+        statistics: shipped.statistics,
+        shipped: { plan: shipped.plan, target: shippedTarget(cell.budget, shipped.unit) },
+        workers: defaultWorkerCount(),
+        ...(context.calibration ? { calibration: context.calibration } : {}),
+      }),
+    );
+    const bytes = 'externalDataBytes' in written ? written.fileBytes + written.externalDataBytes : written.fileBytes;
+    const opened = await openEvaluationModel(file, { ...session.evaluation, quantizers: [quantizer] });
+    let measured: CellMeasurement;
+    try {
+      measured = await measureCell(opened, cell, context, onWindow);
+    } finally {
+      await opened.dispose();
+    }
+    const { allocation } = quantized;
+    const shapes = new Map(session.checkpoint.tensors.map((t) => [t.name, t.shape]));
+    const linear = allocation.matrices.filter((m) => isLinearModule(m.module));
+    const memory = modelMemory(linear.map((m) => ({ shape: shapes.get(matrixTensorName(m.layer, m.module)) as unknown as [number, number], config: m.config })));
+    const size: ShippedSize = shippedSize(shipped.plan.cost.format, bytes, shipped.plan.linearParams, {
+      ...(quantized.shippedBytes === null ? {} : { predictedBytes: quantized.shippedBytes }),
+      targetBytes: targetBytes(shippedTarget(cell.budget, shipped.unit), shipped.plan).bytes,
+    });
+    const { result, kld } = measured;
+    const row: ExperimentRow = {
+      model: context.modelName,
+      method: cell.method.id,
+      quantizer: quantizer.id,
+      options: describeMethodOptions(cell.method, context.allocators),
+      budget: cell.budget,
+      bpp: allocation.totals.bpp,
+      memoryMB: allocation.totals.memoryMB,
+      packedBytes: memory.packedBytes,
+      // no uniform baseline at a file size: uniform allocates at the format's stops
+      extraMemoryPercent: Number.NaN,
+      ppl: result.ppl,
+      seconds: (performance.now() - started) / 1000,
+      windowNll: result.windowNll,
+      windowWeights: result.windowWeights,
+      shipped: size,
+      ...(kld ? { kld: kld.statistics, windowKld: kld.windowKld, windowKldCount: kld.windowKldCount } : {}),
+    };
+    return { key: cell.key, row };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

@@ -34,6 +34,11 @@ export interface GridSettings {
    * so every other cell, and every cell of a grid without it, keeps its key.
    */
   readonly refine?: { readonly allocators: readonly string[]; readonly calibration: string; readonly blocks: number; readonly seqlen: number };
+  /**
+   * A grid of shipped files (`experiment --target-format`): the format, its export options, the unit of the budgets
+   * (the file's MiB or bits per linear weight) and its ladders. Part of a method cell's key only when set.
+   */
+  readonly shipped?: Readonly<Record<string, unknown>>;
 }
 
 /** A planned cell with the settings its key was made of (kept beside the result, to say why one was not reused). */
@@ -52,7 +57,7 @@ export function cellSettings(grid: GridSettings, cell: { method: MethodSpec; bud
   const common = { v: 1, model: grid.model, text: grid.text, seqlen: grid.seqlen, protocol: 'windows', maxTokens: grid.maxTokens, ...(grid.kld ? { kld: 'float-model' } : {}) };
   if (cell === 'fp') return { ...common, method: 'fp' };
   const refine = grid.refine?.allocators.includes(cell.method.allocator) ? { refine: { measure: 'kld', calibration: grid.refine.calibration, blocks: grid.refine.blocks, seqlen: grid.refine.seqlen } } : {};
-  return { ...common, method: { ...cell.method }, budget: cell.budget, seed: grid.seed, quantizer: grid.quantizer ?? QUANTIZER_SETTINGS, stats: statsKey ?? null, ...(grid.configs ? { configs: grid.configs } : {}), ...(grid.calibration ? { calibration: grid.calibration } : {}), ...refine };
+  return { ...common, method: { ...cell.method }, budget: cell.budget, seed: grid.seed, quantizer: grid.quantizer ?? QUANTIZER_SETTINGS, stats: statsKey ?? null, ...(grid.configs ? { configs: grid.configs } : {}), ...(grid.calibration ? { calibration: grid.calibration } : {}), ...refine, ...(grid.shipped ? { shipped: grid.shipped } : {}) };
 }
 
 /** The grid's cells in report order: fp first, then budget-major, methods in the order given. */

@@ -1,5 +1,6 @@
 import { formatCsv } from '@layerquant/allocators';
 import { kldSummary, pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type KldSummary, type PairedInterval } from '@layerquant/perplexity';
+import type { ShippedSize } from '@layerquant/pipeline';
 
 export { pairedBootstrap, pairedBootstrapKld, verdict, type BootstrapOptions, type PairedInterval } from '@layerquant/perplexity';
 
@@ -43,6 +44,11 @@ export interface ExperimentRow {
   readonly windowKldCount?: readonly number[];
   /** With `experiment --refine`, for a method that corrects its allocation by measurement (kld): what it did. */
   readonly refinement?: CellRefinement;
+  /**
+   * In a grid of shipped files (`experiment --target-format`): the file the cell wrote and measured, every byte of it
+   * (its MiB and bits per linear weight), beside the cost model's prediction and the target (the cell's budget).
+   */
+  readonly shipped?: ShippedSize;
 }
 
 /**
@@ -83,16 +89,23 @@ function finiteOrNull(value: number | null): number | null {
 export function formatResultsCsv(rows: readonly ExperimentRow[]): string {
   // KLD columns only where a cell has them (`experiment --kld`): results of a perplexity run stay as they were.
   const withKld = rows.some((r) => r.kld);
+  // Shipped-file columns only in a grid of shipped files: other results stay as they were.
+  const withShipped = rows.some((r) => r.shipped);
   return formatCsv(
-    withKld ? [...RESULT_COLUMNS, ...KLD_COLUMNS] : RESULT_COLUMNS,
+    [...RESULT_COLUMNS, ...(withShipped ? SHIPPED_COLUMNS : []), ...(withKld ? KLD_COLUMNS : [])],
     rows.map((r) => {
       const base = [r.model, r.method, r.options, finiteOrNull(r.budget), finiteOrNull(r.bpp), finiteOrNull(r.memoryMB), finiteOrNull(r.packedBytes / 2 ** 20), finiteOrNull(r.extraMemoryPercent), finiteOrNull(r.ppl), finiteOrNull(r.seconds)];
-      if (!withKld) return base;
+      const s = r.shipped;
+      const shipped = !withShipped ? [] : s ? [s.format, s.MiB, s.bitsPerWeight, s.predictedMiB ?? null, s.targetMiB ?? null] : SHIPPED_COLUMNS.map(() => null);
       const k = r.kld;
-      return [...base, ...(k ? [k.mean, k.error, k.median, k.p99, k.p999, k.max, k.sameTop, k.rmsDeltaP, k.pplRatio].map(finiteOrNull) : KLD_COLUMNS.map(() => null))];
+      const kld = !withKld ? [] : k ? [k.mean, k.error, k.median, k.p99, k.p999, k.max, k.sameTop, k.rmsDeltaP, k.pplRatio].map(finiteOrNull) : KLD_COLUMNS.map(() => null);
+      return [...base, ...shipped, ...kld];
     }),
   );
 }
+
+/** The columns a grid of shipped files (`experiment --target-format`) adds to results.csv. */
+export const SHIPPED_COLUMNS = Object.freeze(['shipped_format', 'shipped_MiB', 'shipped_bits_per_weight', 'predicted_MiB', 'target_MiB'] as const);
 
 /** The columns `experiment --kld` adds to results.csv. */
 export const KLD_COLUMNS = Object.freeze(['mean_kld', 'mean_kld_error', 'median_kld', 'kld_99', 'kld_99_9', 'max_kld', 'same_top', 'rms_delta_p', 'ppl_ratio'] as const);
@@ -209,6 +222,8 @@ export interface ReportContext {
   readonly tokens: number;
   readonly protocol: string;
   readonly statsSource: string;
+  /** In a grid of shipped files: what its budgets are (e.g. `target MiB of the GGUF file`). */
+  readonly budgetLabel?: string;
 }
 
 /**
@@ -238,14 +253,17 @@ export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: R
   };
   const right = (header: string): Column => ({ header, align: 'right' });
   const kldColumns = withKld ? [right('mean KLD'), right('99.9% KLD'), right('same top')] : [];
+  const withShipped = rows.some((r) => r.shipped);
+  const shippedColumns = withShipped ? [right('MiB shipped'), right('bits/weight shipped')] : [];
   out.push(
     markdownTable(
-      [right('budget'), { header: 'method' }, { header: 'options' }, right('bits/weight (paper)'), right('MiB (paper)'), right('extra memory'), right('perplexity'), ...kldColumns, right('vs HQQ'), right(`${delta} vs HQQ (95% CI)`), right(`${delta} vs MXQ (95% CI)`)],
+      [right(context.budgetLabel ?? 'budget'), { header: 'method' }, { header: 'options' }, right('bits/weight (paper)'), right('MiB (paper)'), ...shippedColumns, right('extra memory'), right('perplexity'), ...kldColumns, right('vs HQQ'), right(`${delta} vs HQQ (95% CI)`), right(`${delta} vs MXQ (95% CI)`)],
       rows.map((r) => {
         const base = rows.find((x) => x.method === 'hqq' && x.budget === r.budget);
         const versus = base && r.method !== 'hqq' && r.budget !== null ? `${fixed((100 * (metricValue(r, metric) - metricValue(base, metric))) / metricValue(base, metric), 2)}%` : '';
         const kldCells = withKld ? [r.kld ? fixed(r.kld.mean, 5) : '-', r.kld ? fixed(r.kld.p999, 4) : '-', r.kld ? `${fixed(100 * r.kld.sameTop, 2)}%` : '-'] : [];
-        return [String(r.budget ?? '-'), r.method, r.options || '-', fixed(r.bpp, 4), fixed(r.memoryMB, 3), r.budget === null ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`, fixed(r.ppl, 4), ...kldCells, versus, versusCell(r, 'hqq'), versusCell(r, 'mxq')];
+        const shippedCells = withShipped ? [r.shipped ? `${fixed(r.shipped.MiB, 3)} (${r.shipped.format})` : '-', r.shipped ? fixed(r.shipped.bitsPerWeight, 4) : '-'] : [];
+        return [String(r.budget ?? '-'), r.method, r.options || '-', fixed(r.bpp, 4), fixed(r.memoryMB, 3), ...shippedCells, r.budget === null || !Number.isFinite(r.extraMemoryPercent) ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`, fixed(r.ppl, 4), ...kldCells, versus, versusCell(r, 'hqq'), versusCell(r, 'mxq')];
       }),
     ).trimEnd(),
   );
@@ -273,6 +291,8 @@ export function formatResultsMarkdown(rows: readonly ExperimentRow[], context: R
         `${fixed(best.gainPercent, 2)}% lower (difference ${fixed(best.interval.difference, digits)}, 95% interval [${fixed(best.interval.low, digits)}, ${fixed(best.interval.high, digits)}]), ` +
         `for ${fixed(best.row.extraMemoryPercent, 2)}% more memory (${fixed(best.row.bpp, 4)} vs ${fixed(best.baseline.bpp, 4)} bits per weight).`,
     );
+  } else if (!rows.some((r) => r.method === 'hqq')) {
+    out.push('No HQQ uniform cells in this grid to compare with (a grid of shipped files runs the allocators that spend the file\'s bytes); the table and the comparisons against MXQ above compare its cells.');
   } else {
     out.push(`No method beat HQQ uniform with a 95% interval of the ${kld ? 'mean-KLD' : 'perplexity'} difference below 0 at any budget evaluated.`);
   }

@@ -20,12 +20,15 @@ import {
   type PluginRegistries,
   type QuantizerChoice,
   type StatisticsStep,
+  formatAllocationSettings,
+  type ExportRequest,
+  type FormatPlan,
 } from '@layerquant/pipeline';
 import { loadTokenizer, openModel, openOutputDirectory, removeStaleTemporaries, summarizeModel, writeTextAtomic, type ModelSummary } from '@layerquant/tensor-io';
 import type { MetricPlugin } from '@layerquant/sensitivity';
 import type { RefinementRound } from '@layerquant/allocators';
 import { basename, join } from 'node:path';
-import type { CellContext, CellResult } from './cell.js';
+import { shippedTarget, type CellContext, type CellResult, type ShippedUnit } from './cell.js';
 import { planCells, type PlannedCell } from './plan.js';
 import { formatResultsCsv, formatResultsMarkdown, type ExperimentRow, type ReportMetric } from './report.js';
 import { ResultsStore } from './results-store.js';
@@ -58,10 +61,24 @@ export interface GridOptions {
   readonly includeFloat?: boolean;
   /** Built-ins and `--plugin` modules' plug-ins (default: the built-ins). */
   readonly plugins?: PluginRegistries;
+  /**
+   * A grid of shipped files (`experiment --target-format onnx|gguf`): the budgets are targets of that file (`unit`:
+   * its MiB, or its bits per linear weight), every method a knapsack allocator spending its bytes, and each cell
+   * measures the file it wrote. The plan's ladder replaces `configs`.
+   */
+  readonly shipped?: ShippedGrid;
+}
+
+/** The format of a grid of shipped files, its plan (exact bytes, native ladders), and what its budgets measure. */
+export interface ShippedGrid {
+  readonly request: ExportRequest;
+  readonly plan: FormatPlan;
+  readonly unit: ShippedUnit;
 }
 
 export interface PreparedGrid extends Required<Pick<GridOptions, 'modelDir' | 'methods' | 'budgets' | 'textPath' | 'seqlen' | 'includeFloat' | 'plugins'>> {
   readonly maxTokens?: number;
+  readonly shipped?: ShippedGrid;
   readonly configs?: readonly QuantConfig[];
   /** config.json, validated against the tensors. */
   readonly config: DecoderConfig;
@@ -78,7 +95,14 @@ export async function prepareGrid(options: GridOptions): Promise<PreparedGrid> {
   const plugins = options.plugins ?? builtinRegistries();
   const allocators = plugins.allocators.list();
   const seqlen = options.seqlen ?? 512;
-  for (const method of options.methods) for (const budget of options.budgets) checkMethodBudget(method, budget, options.configs, allocators, true);
+  const { shipped } = options;
+  for (const method of options.methods) {
+    for (const budget of options.budgets) {
+      // Under a format every method must spend the file's bytes (a stop allocator is refused, naming the knapsacks).
+      if (shipped) formatAllocationSettings(method, shipped.plan, { target: shippedTarget(budget, shipped.unit) }, allocators);
+      else checkMethodBudget(method, budget, options.configs, allocators, true);
+    }
+  }
   // Validate the model before any long step (a bad directory fails here with its own error).
   const { config, checkpoint } = await openModel(options.modelDir);
   const summary = await (async () => {
@@ -99,7 +123,7 @@ export async function prepareGrid(options: GridOptions): Promise<PreparedGrid> {
     textPath: options.textPath,
     seqlen,
     ...(options.maxTokens === undefined ? {} : { maxTokens: options.maxTokens }),
-    ...(options.configs ? { configs: options.configs } : {}),
+    ...(shipped ? { configs: shipped.plan.configs, shipped } : options.configs ? { configs: options.configs } : {}),
     includeFloat,
     plugins,
     config,
@@ -223,6 +247,9 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
   const allocators = plugins.allocators.list();
   const refining = options.refine ? grid.methods.filter((m) => methodRefines(m, allocators)) : [];
   if (refining.length > 0) checkRefineQuantizer(statisticsQuantizer);
+  const { shipped } = grid;
+  if (shipped && options.connect) throw new InvalidOptionError('--queue', 'a grid of shipped files (--target-format) runs in this process: the queue\'s workers run cells at budgets of the paper\'s accounting');
+  if (shipped && refining.length > 0) throw new InvalidOptionError('--refine', 'a grid of shipped files (--target-format) quantizes each allocation as it is; correct one by measurement with `quantize --format ... --target-size` instead');
   const out = await openOutputDirectory(options.outDir, 'experiment');
   let distributor: GridDistributor | undefined;
   let kldBase: FloatKldBase | undefined;
@@ -250,6 +277,9 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       blocks: options.statistics.blocks,
       seqlen: CALIBRATION_SEQLEN,
       ...(ladder ? { configs: ladder } : {}),
+      // a grid of shipped files measures the embedding units, and modules the format stores at fewer configs at their own ladders
+      ...(shipped ? { embeddingConfigs: shipped.plan.embeddingConfigs } : {}),
+      ...(shipped && Object.keys(shipped.plan.moduleConfigs).length > 0 ? { moduleConfigs: shipped.plan.moduleConfigs } : {}),
       ...(options.threads ? { threads: options.threads } : {}),
       ...(options.onStatistics ? { onStep: options.onStatistics } : {}),
       quantizer: { quantizer: statisticsQuantizer, options: statisticsChoice.options },
@@ -270,6 +300,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
         // A calibrated quantizer's cells depend on the calibration text and blocks (also when no table reads them).
         ...(calibration ? { calibration: calibrationKey! } : {}),
         ...(refining.length > 0 ? { refine: { allocators: [...new Set(refining.map((m) => m.allocator))], calibration: calibrationKey!.text, blocks: calibrationKey!.blocks, seqlen: calibrationKey!.seqlen } } : {}),
+        ...(shipped ? { shipped: shippedSettings(shipped) } : {}),
       },
       grid.methods,
       grid.budgets,
@@ -283,6 +314,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       tokens: grid.tokens,
       protocol: `non-overlapping windows of ${seqlen}`,
       statsSource: resolved.source,
+      ...(shipped ? { budgetLabel: `${shipped.unit === 'MiB' ? 'target MiB' : 'target bits per linear weight'} of ${shipped.plan.cost.label}` } : {}),
     };
     const files = ['results.csv', 'results.md', 'results.json'].map((f) => join(outDir, f));
     const save = async () => {
@@ -315,6 +347,9 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       ...(refineSession
         ? { refine: { session: refineSession, ...(options.onRefine?.plan ? { onPlan: options.onRefine.plan } : {}), ...(options.onRefine?.round ? { onRound: options.onRefine.round } : {}), ...(options.onRefine?.done ? { onDone: options.onRefine.done } : {}) } }
         : {}),
+      ...(shipped
+        ? { shipped: { request: shipped.request, plan: shipped.plan, unit: shipped.unit, statistics: { ...calibrationText, statsDir: options.statistics.statsDir ?? join(outDir, 'stats', resolved.key), metrics: plugins.metrics.list(), ...(options.threads ? { threads: options.threads } : {}) }, quantizers: plugins.quantizers } }
+        : {}),
       modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer,
       ...(calibration ? { calibration: { ...calibration, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
     };
@@ -345,4 +380,16 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
     await distributor?.close();
     out.release();
   }
+}
+
+/** What a grid of shipped files adds to its method cells' keys: the format, its export options, the unit of the targets, the ladders. */
+function shippedSettings(shipped: ShippedGrid): Record<string, unknown> {
+  const names = (ladder: readonly QuantConfig[]) => ladder.map(configName);
+  return {
+    format: shipped.request.format,
+    options: { ...shipped.request.options },
+    unit: shipped.unit,
+    embeddings: Object.fromEntries(Object.entries(shipped.plan.embeddingConfigs).map(([unit, ladder]) => [unit, names(ladder as readonly QuantConfig[])])),
+    modules: Object.fromEntries(Object.entries(shipped.plan.moduleConfigs).map(([module, ladder]) => [module, names(ladder as readonly QuantConfig[])])),
+  };
 }

@@ -117,6 +117,37 @@ describe.each(Object.entries(TINY_CONFIGS))('%s: tiny random model exported to G
     expect(Math.abs(ppl.llamaCpp - ppl.layerquant) / ppl.layerquant, `llama.cpp ${ppl.llamaCpp} vs layerquant ${ppl.layerquant}`).toBeLessThan(TOLERANCE[kind].ppl);
   });
 
+  it('llama.cpp gives its logits for a KL divergence: on the float file, its distribution is layerquant\'s (KL per token, float64 here)', async () => {
+    const window = ids.slice(0, WINDOW);
+    const targets = [...window.slice(1), 0];
+    const llama = await openLlamaCppModel(files.float, { contextSize: WINDOW });
+    const theirs = await llama.logitsAndNll({ ids: window }, targets);
+    const nll = await llama.tokenNll({ ids: window }, targets);
+    await llama.dispose();
+    const gguf = await openGgufModel(files.float);
+    const model = await loadDecoderModel(gguf, gguf.config);
+    const ours = await model.logitsAndNll({ ids: window }, targets);
+    await model.dispose();
+    await gguf.close();
+    expect(Array.from(theirs.nll)).toEqual(Array.from(nll));
+    const vocab = config.vocabSize;
+    expect(theirs.logits.length).toBe(WINDOW * vocab);
+    // KL(ours || theirs) per position from each side's log-softmax, in float64
+    const logSoftmax = (row: Float32Array) => {
+      const max = Math.max(...row);
+      const sum = row.reduce((s, v) => s + Math.exp(v - max), 0);
+      return Array.from(row, (v) => v - max - Math.log(sum));
+    };
+    let worst = 0;
+    for (let t = 0; t < WINDOW - 1; t++) {
+      const p = logSoftmax(ours.logits.subarray(t * vocab, (t + 1) * vocab));
+      const q = logSoftmax(theirs.logits.subarray(t * vocab, (t + 1) * vocab));
+      worst = Math.max(worst, p.reduce((s, lp, i) => s + Math.exp(lp) * (lp - q[i]!), 0));
+    }
+    // F32/F16/BF16 matrices: llama.cpp rounds activations to F16/BF16 for those, measured up to ~1e-3 in one token's NLL
+    expect(worst, 'largest per-token KL divergence').toBeLessThan(1e-3);
+  });
+
   it('an independent reader (@huggingface/gguf) reads the metadata and tensor table the export wrote', async () => {
     const read = await independentRead(files.quantized);
     const metadata = read.metadata as unknown as Record<string, unknown>;

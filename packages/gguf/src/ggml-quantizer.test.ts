@@ -25,7 +25,7 @@ const sameBits = (a: Float32Array, b: Float32Array) => {
 describe('the ggml quantizer (llama.cpp block types as configs)', () => {
   const [rows, columns] = [12, 512];
   const data = weights(rows, columns, 3);
-  const weight = { name: 'blk.0.w', shape: [rows, columns] as const, data };
+  const weight = { name: 'blk.0.w', dtype: 'F32' as const, shape: [rows, columns] as const, data };
 
   for (const { type, config } of GGML_QUANTIZER_TYPES) {
     it(`${configName(config)} is ${type}: dequantizes to llama.cpp's decode of the encoder's bytes, and the export rebuilds those bytes`, () => {
@@ -64,7 +64,7 @@ describe('the ggml quantizer (llama.cpp block types as configs)', () => {
   });
 
   it("stores b4g32 and b5g32 as Q4_1 and Q5_1 in rows that are not whole super-blocks, and refuses the k-quants that have no such block", () => {
-    const narrow = { name: 'blk.0.ffn_down.weight', shape: [8, 640] as const, data: weights(8, 640, 5) };
+    const narrow = { name: 'blk.0.ffn_down.weight', dtype: 'F32' as const, shape: [8, 640] as const, data: weights(8, 640, 5) };
     expect(ggmlTypeOfConfig(quantConfig(4, 32), 640)).toBe('Q4_1');
     expect(ggmlTypeOfConfig(quantConfig(5, 32), 640)).toBe('Q5_1');
     const q = quantizeGgml(narrow, quantConfig(4, 32));

@@ -78,6 +78,8 @@ export interface LlamaCppModel {
   logProbabilities(ids: ArrayLike<number>): Promise<{ readonly vocab: number; readonly values: Float32Array }>;
   /** -log p(targets[t] | ids[0..t]) per position: perplexity's NllModel. */
   tokenNll(input: { readonly ids: ArrayLike<number> }, targets: ArrayLike<number>): Promise<Float32Array>;
+  /** Log-probabilities as logits [ids.length, vocab] and the NLL of the same run: a KL divergence's LogitsModel. */
+  logitsAndNll(input: { readonly ids: ArrayLike<number> }, targets: ArrayLike<number>): Promise<{ readonly logits: Float32Array; readonly nll: Float32Array }>;
   /** Greedy continuation of `prompt` (llama.cpp's argmax, with its KV cache), `maxNewTokens` tokens, never stopping early. */
   greedy(prompt: readonly number[], maxNewTokens: number): Promise<number[]>;
   /** llama.cpp's tokenization of `text`, without BOS or special tokens. */
@@ -85,6 +87,16 @@ export interface LlamaCppModel {
   /** The text of token ids, as llama.cpp detokenizes them (special tokens written out). */
   detokenize(ids: readonly number[]): string;
   dispose(): Promise<void>;
+}
+
+/** float32's least positive (subnormal) value. */
+const FLOAT32_LEAST_POSITIVE = 1.401298464324817e-45;
+
+/** -log p(targets[t]) per position from log-probabilities [positions, vocab]. */
+function nllOf(scores: { readonly vocab: number; readonly values: Float32Array }, targets: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(targets.length);
+  for (let t = 0; t < targets.length; t++) out[t] = -scores.values[t * scores.vocab + targets[t]!]!;
+  return out;
 }
 
 /** Loads a GGUF file in llama.cpp (node-llama-cpp, CPU) for evaluation. */
@@ -111,7 +123,9 @@ export async function openLlamaCppModel(path: string, options: LlamaCppOptions =
     for (const [t, r] of results.entries()) {
       const probabilities = r?.next.probabilities;
       if (!probabilities || probabilities.size !== vocab) throw new Error(`node-llama-cpp returned ${probabilities?.size ?? 0} probabilities at position ${t}, expected the whole vocabulary of ${vocab}`);
-      for (const [token, p] of probabilities) values[t * vocab + token] = Math.log(p);
+      // A probability that underflowed float32's softmax to 0 is given float32's least positive one (e^-103.3): a
+      // finite log-probability, so a KL divergence stays finite where the other distribution gives the token weight.
+      for (const [token, p] of probabilities) values[t * vocab + token] = Math.log(p > 0 ? p : FLOAT32_LEAST_POSITIVE);
     }
     return { vocab, values };
   };
@@ -120,10 +134,13 @@ export async function openLlamaCppModel(path: string, options: LlamaCppOptions =
     contextSize,
     logProbabilities,
     async tokenNll(input, targets) {
-      const { vocab, values } = await logProbabilities(input.ids);
-      const out = new Float32Array(input.ids.length);
-      for (let t = 0; t < input.ids.length; t++) out[t] = -values[t * vocab + targets[t]!]!;
-      return out;
+      return nllOf(await logProbabilities(input.ids), targets);
+    },
+    // KL divergence (eval --kld-base, experiment --kld): llama.cpp's log-probabilities serve as the logits (their
+    // softmax is the same distribution), with the NLL of the same run.
+    async logitsAndNll(input, targets) {
+      const scores = await logProbabilities(input.ids);
+      return { logits: scores.values, nll: nllOf(scores, targets) };
     },
     async greedy(prompt, maxNewTokens) {
       check(prompt);

@@ -1,11 +1,12 @@
 import { expandMethodList, methodNameHelp } from '@layerquant/allocators';
 import { InvalidOptionError, parseConfigList, type OptionValue } from '@layerquant/core';
 import { brownCalibPath, datasets } from '@layerquant/datasets';
-import { PAPER_BUDGETS, REPORT_METRICS, measureEvaluationSpeed, parseBudgets, prepareGrid, runGrid, type ReportMetric } from '@layerquant/experiment';
+import { PAPER_BUDGETS, REPORT_METRICS, measureEvaluationSpeed, parseBudgets, prepareGrid, runGrid, type ReportMetric, type ShippedUnit } from '@layerquant/experiment';
 import { resolveTextPath } from '@layerquant/perplexity';
-import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
+import { builtinRegistries, resolveModelPath, type ExportRequest, type PluginRegistries } from '@layerquant/pipeline';
 import { basename, resolve } from 'node:path';
-import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
+import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
+import { parseEmbeddingConfigs, shippedPlan } from '../flags/file-target.js';
 import type { Command } from '../command.js';
 import { experimentPlan, experimentRowJson, formatPlan, formatResultsTable } from '../experiment/render.js';
 import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
@@ -36,6 +37,18 @@ the current settings' cells) and results.json.
                          marked "at stop 2.51"), the knapsack allocators use the budget itself
   --configs <list>       the config ladder (default: the paper's 12), e.g. b2g64,b3g64,b4g32; statistics are
                          measured for these configs only
+  --target-format onnx|gguf  a grid of shipped files: each cell allocates to the bytes of that file (embeddings
+                         and lm_head units of the allocation), writes it as \`quantize --format\` does (into a
+                         temporary directory) and measures the file itself: a .gguf in llama.cpp (node-llama-cpp),
+                         an ONNX export in onnxruntime. The ladder is the format's native one for --quantizer
+                         (gguf with --quantizer ggml: llama.cpp's types); the methods must be knapsack allocators
+                         (mxq, measured, kld, the milps); results add the file's MiB and bits per weight.
+                         Every cell is measured on the grid's tokens (the checkpoint's tokenizer), the same
+                         windows for all cells
+  --target-sizes <list>  with --target-format: the file sizes of the grid's columns, MiB (instead of --budgets)
+  --target-bpws <list>   with --target-format: the same as bits per linear weight of the file
+  --embedding-configs <list>|float  with --target-format: embed_tokens' and lm_head's ladder, or float
+  --tokenizer-pre <name> with --target-format gguf: llama.cpp's pre-tokenizer name (part of the file's bytes)
   --dataset <name>       evaluation text: ${Object.keys(datasets).join(', ')} (default brown-test)
   --text <file>          evaluation text from a file instead
   --seqlen <n>           perplexity window (default 512)
@@ -113,13 +126,19 @@ export const experimentCommand: Command = {
       kld: { type: 'boolean' },
       metric: { type: 'string' },
       refine: { type: 'boolean' },
+      'target-format': { type: 'string' },
+      'target-sizes': { type: 'string' },
+      'target-bpws': { type: 'string' },
+      'embedding-configs': { type: 'string' },
+      'tokenizer-pre': { type: 'string' },
       ...quantizerFlags(plugins),
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant experiment <model-dir> --out <dir>'));
     if (positionals.length > 1) throw new InvalidOptionError('model-dir', `one model directory expected, got ${positionals.length}`);
     const outPath = resolve(requireString(values.out, '--out', 'a directory for results.csv, results.md and the cached statistics'));
     const methods = expandMethodList(stringOption(values, 'methods') ?? 'paper', allocators);
-    const budgets = parseBudgets(stringOption(values, 'budgets') ?? PAPER_BUDGETS.join(','));
+    const targets = shippedTargets(values);
+    const budgets = targets ? targets.values : parseBudgets(stringOption(values, 'budgets') ?? PAPER_BUDGETS.join(','));
     const seqlen = parseIntegerOption(stringOption(values, 'seqlen'), '--seqlen', 512, 2);
     const maxTokensText = stringOption(values, 'max-tokens');
     const maxTokens = maxTokensText === undefined ? undefined : parseIntegerOption(maxTokensText, '--max-tokens', 0, seqlen);
@@ -156,6 +175,14 @@ export const experimentCommand: Command = {
 
     const configsText = stringOption(values, 'configs');
     const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
+    // A grid of shipped files: the format's plan (exact bytes, native ladders) for the cells' quantizer.
+    const shipped = targets
+      ? {
+          request: targets.request(basename(modelDir)),
+          plan: await shippedPlan(modelDir, targets.request(basename(modelDir)), plugins.quantizers.get(quantizerChoice.id), ladder, parseEmbeddingConfigs(values)),
+          unit: targets.unit,
+        }
+      : undefined;
     const grid = await prepareGrid({
       modelDir,
       methods,
@@ -166,6 +193,7 @@ export const experimentCommand: Command = {
       ...(ladder ? { configs: ladder } : {}),
       includeFloat: !values['no-fp'],
       plugins,
+      ...(shipped ? { shipped } : {}),
     });
     // On a terminal, where the estimate decides whether --yes is needed, it rests on this machine's speed now: a short
     // calibration (the model loaded, one window timed). Scripts and --json skip it (a resumed run stays instant).
@@ -220,7 +248,7 @@ export const experimentCommand: Command = {
         } else if (event.kind === 'cell-done' && event.result && interactive) {
           progress.done();
           const row = event.result.row;
-          process.stderr.write(`${fitStderr(`  cell ${event.cell}/${event.cells} ${event.label}: perplexity ${row.ppl.toFixed(4)}${row.kld ? `, mean KLD ${row.kld.mean.toFixed(5)}` : ''}, ${row.bpp.toFixed(4)} bits/weight (paper), ${formatSeconds(row.seconds)}`)}\n`);
+          process.stderr.write(`${fitStderr(`  cell ${event.cell}/${event.cells} ${event.label}: perplexity ${row.ppl.toFixed(4)}${row.kld ? `, mean KLD ${row.kld.mean.toFixed(5)}` : ''}, ${row.shipped ? `${row.shipped.MiB.toFixed(3)} MiB ${row.shipped.format} file, ` : ''}${row.bpp.toFixed(4)} bits/weight (paper), ${formatSeconds(row.seconds)}`)}\n`);
         }
       },
     }).finally(() => {
@@ -236,3 +264,32 @@ export const experimentCommand: Command = {
     stdout(`\n${wrapAtSpaces(`wrote ${files.join(', ')}`, terminalColumns(), 2)}\n`);
   },
 };
+
+/**
+ * --target-format with --target-sizes or --target-bpws: the format's export request (as `allocate --target-format`
+ * makes it: GGUF's name and pre-tokenizer are part of its bytes), the targets and their unit; undefined without
+ * --target-format. Errors name the flag: a target list without a format, a format without targets, --budgets beside
+ * targets, a format option without its format.
+ */
+function shippedTargets(values: ParsedArgs['values']): { request: (name: string) => ExportRequest; values: number[]; unit: ShippedUnit } | undefined {
+  const format = stringOption(values, 'target-format');
+  const sizes = stringOption(values, 'target-sizes');
+  const bpws = stringOption(values, 'target-bpws');
+  const pre = stringOption(values, 'tokenizer-pre');
+  if (format === undefined) {
+    const flag = sizes !== undefined ? '--target-sizes' : bpws !== undefined ? '--target-bpws' : stringOption(values, 'embedding-configs') !== undefined ? '--embedding-configs' : pre !== undefined ? '--tokenizer-pre' : undefined;
+    if (flag) throw new InvalidOptionError(flag, 'belongs to a grid of shipped files: give its format, --target-format onnx or gguf');
+    return undefined;
+  }
+  if (format !== 'onnx' && format !== 'gguf') throw new InvalidOptionError('--target-format', `"${format}" is not a format layerquant allocates for; use onnx or gguf`);
+  if (pre !== undefined && format !== 'gguf') throw new InvalidOptionError('--tokenizer-pre', 'is a GGUF option: give --target-format gguf');
+  if (stringOption(values, 'budgets') !== undefined) throw new InvalidOptionError('--budgets', 'a grid of shipped files has target sizes as its columns: give --target-sizes <MiB,...> (or --target-bpws) instead of --budgets');
+  if (sizes !== undefined && bpws !== undefined) throw new InvalidOptionError('--target-bpws', 'give either --target-sizes or --target-bpws, not both');
+  if (sizes === undefined && bpws === undefined) throw new InvalidOptionError('--target-sizes', `--target-format ${format} needs the grid's file sizes: --target-sizes <MiB,...> or --target-bpws <bits,...>`);
+  const flag = sizes !== undefined ? '--target-sizes' : '--target-bpws';
+  const list = (sizes ?? bpws)!.split(',').map((t) => t.trim()).filter(Boolean).map((t) => parseNumberOption(t, flag, Number.NaN, (n) => Number.isFinite(n) && n > 0));
+  if (list.length === 0) throw new InvalidOptionError(flag, 'give at least one target, e.g. 11.5,13.6');
+  if (new Set(list).size !== list.length) throw new InvalidOptionError(flag, `${list.join(',')} names a target twice`);
+  const request = (name: string): ExportRequest => (format === 'gguf' ? { format: 'gguf', options: { name, ...(pre ? { tokenizerPre: pre } : {}) } } : { format: 'onnx', options: {} });
+  return { request, values: list, unit: sizes !== undefined ? 'MiB' : 'bits per weight' };
+}

@@ -13,6 +13,8 @@ export function experimentRowJson(row: ExperimentRow, rows: readonly ExperimentR
     paperMiB: row.memoryMB,
     diskBitsPerWeight: params > 0 ? (8 * row.packedBytes) / params : 0,
     diskMiB: row.packedBytes / 2 ** 20,
+    // a grid of shipped files: the file the cell wrote and measured
+    ...(row.shipped ? { shipped: row.shipped } : {}),
   };
   const base = rows.find((x) => x.method === 'hqq' && x.budget === row.budget);
   const interval = base && row.method !== 'hqq' && row.budget !== null ? rowInterval(row, base) : undefined;
@@ -44,6 +46,7 @@ const fixed = (value: number, digits: number): string => (Number.isFinite(value)
  */
 export function formatResultsTable(rows: readonly ExperimentRow[], width: number = terminalColumns(), metric: ReportMetric = 'ppl'): string {
   const withKld = rows.some((r) => r.kld);
+  const withShipped = rows.some((r) => r.shipped);
   const digits = metric === 'kld' ? 5 : 3;
   const table = rows.map((r) => {
     const base = rows.find((x) => x.method === 'hqq' && x.budget === r.budget);
@@ -58,7 +61,8 @@ export function formatResultsTable(rows: readonly ExperimentRow[], width: number
       fixed(r.bpp, 4),
       fixed(r.memoryMB, 2),
       fixed(r.packedBytes / 2 ** 20, 2),
-      r.budget === null ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`,
+      ...(withShipped ? [r.shipped ? `${fixed(r.shipped.MiB, 3)} ${r.shipped.format}` : '-'] : []),
+      r.budget === null || !Number.isFinite(r.extraMemoryPercent) ? '-' : `${fixed(r.extraMemoryPercent, 2)}%`,
       fixed(r.ppl, 4),
       ...(withKld ? [r.kld ? fixed(r.kld.mean, 5) : '-', r.kld ? fixed(r.kld.p999, 4) : '-'] : []),
       versus,
@@ -72,6 +76,7 @@ export function formatResultsTable(rows: readonly ExperimentRow[], width: number
       { header: 'bits/w paper', align: 'right' },
       { header: 'MiB paper', align: 'right' },
       { header: 'MiB disk', align: 'right' },
+      ...(withShipped ? [{ header: 'MiB shipped', align: 'right' as const }] : []),
       { header: 'extra mem', align: 'right' },
       { header: 'perplexity', align: 'right' },
       ...(withKld ? [{ header: 'mean KLD', align: 'right' as const }, { header: '99.9% KLD', align: 'right' as const }] : []),
