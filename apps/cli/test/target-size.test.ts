@@ -1,6 +1,6 @@
 import { readGgufHeader } from '@layerquant/gguf/node';
 import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -187,6 +187,30 @@ describe('quantize --format gguf --target-size', () => {
       for (const type of typeOf(/ffn_down/)) expect(['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0'], method).toContain(type);
       expect([...typeOf(/attn_|ffn_gate|ffn_up/)].some((t) => t.endsWith('_K')), method).toBe(true);
     }
+  });
+
+  it('sensitivity --target-format gguf measures each module at its own ladder and the embeddings, and quantize allocates from that directory', async () => {
+    // down_proj has rows of 320: without the format's module ladders the ggml quantizer's k-quants cannot take it
+    const narrow = join(scratch, 'narrow-sensitivity');
+    await writeModelDirectory(narrow, tinyConfig({ hiddenSize: 256, intermediateSize: 320, headDim: 64, numLayers: 2, tieWordEmbeddings: false, maxPositionEmbeddings: 512 }), { seed: 8 });
+    const stats = join(scratch, 'narrow-stats');
+    const plain = await cli('sensitivity', narrow, '--quantizer', 'ggml', '--metrics', 'fnorm', '--blocks', '1', '--out', join(scratch, 'narrow-plain'));
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toMatch(/layerquant: error: .*llama.cpp type/);
+    const measured = await cli('sensitivity', narrow, '--quantizer', 'ggml', '--target-format', 'gguf', '--tokenizer-pre', 'gpt-2', '--metrics', 'fnorm', '--blocks', '1', '--out', stats);
+    expect(measured.code, measured.stderr).toBe(0);
+    const rows = readFileSync(join(stats, 'fnorm.csv'), 'utf8').trim().split('\n').slice(1).map((line) => line.split(','));
+    const configsOf = (module: string) => new Set(rows.filter((r) => r[1] === module).map((r) => `${r[2]}g${r[3]}`));
+    // legacy blocks only for down_proj (Q4_0/Q4_1, Q5_0/Q5_1, Q8_0: 4, 5 and 8 bits in groups of 32); Q2_K's 2 bits elsewhere
+    expect(configsOf('mlp.down_proj')).toEqual(new Set(['4g32', '5g32', '8g32']));
+    expect(configsOf('mlp.up_proj').has('2g16')).toBe(true);
+    expect(configsOf('embed_tokens').size).toBeGreaterThan(0);
+    expect(configsOf('lm_head').size).toBeGreaterThan(0);
+    const out = join(scratch, 'narrow-from-stats.gguf');
+    const quantized = await cli('quantize', narrow, '--quantizer', 'ggml', '--method', 'mxq', '--format', 'gguf', '--tokenizer-pre', 'gpt-2', '--target-size', '0.55', '--stats', stats, '--out', out);
+    expect(quantized.code, quantized.stderr).toBe(0);
+    expect(statSync(out).size).toBeLessThanOrEqual(0.55 * 2 ** 20);
+    expect(statSync(out).size).toBeGreaterThanOrEqual(0.99 * 0.55 * 2 ** 20);
   });
 
   it('refuses a quantizer with no GGUF blocks, type options with an allocation, and non-f32 scales for ggml', async () => {

@@ -19,7 +19,8 @@ import {
 import type { SensitivityTable } from '@layerquant/allocators';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
+import { builtinRegistries, resolveModelPath, type ExportRequest, type FormatPlan, type PluginRegistries } from '@layerquant/pipeline';
+import { parseEmbeddingConfigs, shippedPlan } from '../flags/file-target.js';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
 
@@ -60,6 +61,13 @@ const usage = (plugins: PluginRegistries): string => [
   '  --skip-fnorm         leave out fnorm.csv (kurtosis is then read from the weights on its own)',
   '  --threads <n>        onnxruntime intra-op threads (default: one per core)',
   '  --workers <n>        worker threads quantizing (sensitivity and the fnorm table; default: one per core)',
+  '  --target-format onnx|gguf  measure fnorm.csv and measured.csv for the shipped file of that format: its native',
+  '                       ladder for --quantizer (gguf with --quantizer ggml: llama.cpp\'s types), matrices whose rows',
+  '                       a type cannot hold (k-quants need rows of whole 256-blocks) at their own ladders, and',
+  '                       embed_tokens / lm_head as units; the directory then serves `quantize --format <f>',
+  '                       --target-size --stats <dir>` and `allocate --target-format <f>`',
+  '  --tokenizer-pre <name>  with --target-format gguf: llama.cpp\'s pre-tokenizer name (part of the file\'s bytes)',
+  '  --embedding-configs <list>|float  with --target-format: embed_tokens\' and lm_head\'s ladder, or float',
   '  --allow-long-context run a --seqlen above the model\'s max_position_embeddings (refused otherwise)',
   '  --out <dir>          output directory (created, locked while written; files written atomically)',
   '  --json               one JSON object (docs/json-schema.md): files, calibration, seconds, sensitivity rows, outliers',
@@ -137,6 +145,9 @@ export const sensitivityCommand: Command = {
       out: { type: 'string' },
       'allow-long-context': { type: 'boolean' },
       quantizer: { type: 'string' },
+      'target-format': { type: 'string' },
+      'tokenizer-pre': { type: 'string' },
+      'embedding-configs': { type: 'string' },
       ...quantizerFlags(plugins),
     });
     const modelDir = resolveModelPath(requireString(positionals[0], 'model-dir', 'layerquant sensitivity <model-dir> --out <dir>'));
@@ -159,6 +170,20 @@ export const sensitivityCommand: Command = {
     const metrics = selectMetrics(plugins, values);
     const quantizerId = stringOption(values, 'quantizer');
     const quantizer = quantizerId === undefined ? undefined : quantizerFromFlags(quantizerId, values, plugins).quantizer;
+    // Tables for a shipped format: its native ladder for the quantizer, modules it stores at fewer configs (GGUF's
+    // k-quants need rows of whole super-blocks) at their own ladders, and the embedding units measured too, as
+    // `quantize --format ... --target-size` measures them (so `--stats` of this directory serves it).
+    const targetFormat = stringOption(values, 'target-format');
+    if (targetFormat !== undefined && targetFormat !== 'onnx' && targetFormat !== 'gguf') throw new InvalidOptionError('--target-format', `"${targetFormat}" is not a format layerquant allocates for; use onnx or gguf`);
+    if (stringOption(values, 'tokenizer-pre') !== undefined && targetFormat !== 'gguf') throw new InvalidOptionError('--tokenizer-pre', 'is a GGUF option: give --target-format gguf');
+    const embeddingLadder = parseEmbeddingConfigs(values);
+    if (embeddingLadder !== undefined && targetFormat === undefined) throw new InvalidOptionError('--embedding-configs', 'the embeddings are measured for a shipped format: give --target-format onnx or gguf');
+    let plan: FormatPlan | undefined;
+    if (targetFormat !== undefined) {
+      const pre = stringOption(values, 'tokenizer-pre');
+      const request: ExportRequest = targetFormat === 'gguf' ? { format: 'gguf', options: { name: basename(modelDir), ...(pre ? { tokenizerPre: pre } : {}) } } : { format: 'onnx', options: {} };
+      plan = await shippedPlan(modelDir, request, quantizer ?? plugins.quantizers.get('hqq'), ladder, embeddingLadder);
+    }
     const calibration = calibrationSource(values);
     if (!existsSync(calibration.path)) throw new MissingFileError(calibration.path, 'does not exist; pass a UTF-8 text file with --calib or a built-in --dataset');
 
@@ -180,7 +205,11 @@ export const sensitivityCommand: Command = {
         order,
         seed,
         sensitivityConfigs: configs,
-        ...(ladder ? { configs: ladder } : {}),
+        ...(plan
+          ? { configs: plan.configs, embeddingConfigs: plan.embeddingConfigs, ...(Object.keys(plan.moduleConfigs).length > 0 ? { moduleConfigs: plan.moduleConfigs } : {}) }
+          : ladder
+            ? { configs: ladder }
+            : {}),
         ...(quantizer ? { quantizer } : {}),
         allowLongContext: values['allow-long-context'] === true,
         ...(threads === undefined ? {} : { threads }),
