@@ -2,7 +2,7 @@ import { InvalidDataError, InvalidOptionError } from '@layerquant/core';
 import { bf16BitsToFloat32, float32ToBf16Bits, float32ToF16Bits } from '@layerquant/tensor-io';
 import { ggmlType, ggufTensorBytes, type GgmlTypeName } from './ggml-types.js';
 import { halfTable } from './half.js';
-import { decodeKQuant, encodeKQuant, type KQuantType } from './k-quants.js';
+import { decodeKQuant, encodeKQuant, type KQuantType, type SubBlockSolver } from './k-quants.js';
 import { LEGACY_LAYOUTS, decodeLegacy, encodeLegacyReference, encodeLegacyWeighted, type LegacyType } from './legacy-blocks.js';
 
 // One encode / decode pair per ggml type layerquant writes, on row-major float32 values of a tensor in Hugging Face
@@ -17,6 +17,8 @@ export interface GgmlEncodeOptions {
   readonly importance?: Float32Array;
   /** `reference`: the legacy types ignore `importance` and follow llama.cpp's reference encoder byte for byte. */
   readonly legacy?: 'reference' | 'weighted';
+  /** The k-quants' choice of each sub-block's scale and min (default least-squares; `hqq`: HQQ's solver, k-quants.ts). */
+  readonly solver?: SubBlockSolver;
   /** Names the tensor in errors. */
   readonly tensor?: string;
 }
@@ -78,7 +80,7 @@ export function encodeGgml(type: GgmlTypeName, values: Float32Array, shape: read
       const weighted = importance !== undefined && options.legacy !== 'reference';
       bytes = weighted ? encodeLegacyWeighted(type as LegacyType, values, rowLength, importance) : encodeLegacyReference(type as LegacyType, values);
     } else {
-      bytes = encodeKQuant(type as KQuantType, values, rowLength, importance);
+      bytes = encodeKQuant(type as KQuantType, values, rowLength, importance, options.solver);
     }
   }
   if (bytes.length !== expected) throw new Error(`${type} encoder wrote ${bytes.length} bytes for tensor "${tensor}", expected ${expected}`);

@@ -1,5 +1,5 @@
 import { InvalidDataError, ShapeMismatchError, configName, quantConfig, seededNormal } from '@layerquant/core';
-import { checkedQuantizer } from '@layerquant/quantizers';
+import { checkedQuantizer, hqqQuantizer } from '@layerquant/quantizers';
 import { describe, expect, it } from 'vitest';
 import { decodeGgml, encodeGgml } from './codecs.js';
 import { GGML_QUANTIZER_TYPES, createGgmlQuantizer, dequantizeGgml, ggmlBlocks, ggmlPlugin, ggmlTypeOfConfig, quantizeGgml } from './ggml-quantizer.js';
@@ -74,6 +74,28 @@ describe('the ggml quantizer (llama.cpp block types as configs)', () => {
     expect(() => quantizeGgml(narrow, quantConfig(6, 16, { symmetric: true }))).toThrow(/ffn_down.*640.*b4g32 \(Q4_1\)/);
     expect(() => quantizeGgml(weight, quantConfig(3, 64))).toThrow(/b3g64 is not a llama\.cpp type.*b4g32 \(Q4_K\)/);
     expect(() => quantizeGgml(weight, quantConfig(4, 32, { axis: 0 }))).toThrow(/strided groups/);
+  });
+
+  it('--kquant-solver hqq: Q4_K and Q5_K take HQQ\'s sub-block grids (the hqq quantizer\'s, then quantized by the k-quant structure), decoded as llama.cpp decodes them', () => {
+    const hqq = createGgmlQuantizer({ kquantSolver: 'hqq' });
+    const leastSquares = createGgmlQuantizer();
+    const distance = (a: Float32Array, b: Float32Array) => a.reduce((sum, v, i) => sum + Math.abs(v - b[i]!), 0);
+    for (const bits of [4, 5]) {
+      const config = quantConfig(bits, 32);
+      const ours = hqq.quantize(weight, config);
+      const [a, b] = [dequantizeGgml(ours), dequantizeGgml(leastSquares.quantize(weight, config))];
+      // the hqq quantizer's own b4g32 / b5g32 (fractional zero): the values HQQ's solver chooses for these groups
+      const reference = hqqQuantizer.dequantize(hqqQuantizer.quantize(weight, quantConfig(bits, 32, { roundZero: false })));
+      expect(distance(a, reference), configName(config)).toBeLessThan(distance(b, reference));
+      // the blocks are llama.cpp's: its decode of the rebuilt bytes is the checkpoint's values
+      const rebuilt = ggmlBlocks(ours);
+      expect(sameBits(decodeGgml(rebuilt.type, rebuilt.bytes, [rows, columns]), a)).toBe(0);
+    }
+    // the symmetric types have no zero to solve: the same values either way
+    for (const config of [quantConfig(3, 16, { symmetric: true }), quantConfig(6, 16, { symmetric: true })]) {
+      expect(Array.from(dequantizeGgml(hqq.quantize(weight, config)))).toEqual(Array.from(dequantizeGgml(leastSquares.quantize(weight, config))));
+    }
+    expect(ggmlPlugin.configure({ kquantSolver: 'hqq' }).quantize(weight, quantConfig(4, 32)).scale).toEqual(hqq.quantize(weight, quantConfig(4, 32)).scale);
   });
 
   it('has a squared error that falls along its ladder', () => {

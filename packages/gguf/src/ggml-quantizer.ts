@@ -2,7 +2,7 @@ import { InvalidDataError, InvalidOptionError, ShapeMismatchError, configName, i
 import { PACKING, defineQuantizer, packCodes, unpackCodes, type QuantizerPlugin } from '@layerquant/quantizers';
 import { encodeGgml } from './codecs.js';
 import { ggmlType, type GgmlTypeName } from './ggml-types.js';
-import { K_QUANT_SPECS, QK_K, kQuantFields, writeKQuantFields, type KQuantType } from './k-quants.js';
+import { K_QUANT_SPECS, QK_K, kQuantFields, writeKQuantFields, type KQuantType, type SubBlockSolver } from './k-quants.js';
 import { LEGACY_BLOCK, LEGACY_LAYOUTS, legacyFields, writeLegacyFields, type LegacyType } from './legacy-blocks.js';
 
 // llama.cpp's block types as a quantizer: a matrix at config b4g32 is encoded as Q4_K, exactly the bytes the GGUF
@@ -103,11 +103,11 @@ function fieldsOf(type: GgmlTypeName, bytes: Uint8Array, values: number): { code
 }
 
 /** Quantizes a matrix as the llama.cpp type of `config` (llama.cpp's reference encoder for Q4_0, Q5_0 and Q8_0; layerquant's k-quant encoder, weighted by `importance` where given). */
-export function quantizeGgml(weight: Pick<WeightTensor, 'name' | 'shape' | 'data'>, config: QuantConfig, importance?: Float32Array): QuantizedTensor {
+export function quantizeGgml(weight: Pick<WeightTensor, 'name' | 'shape' | 'data'>, config: QuantConfig, importance?: Float32Array, solver: SubBlockSolver = 'least-squares'): QuantizedTensor {
   if (weight.shape.length !== 2) throw new ShapeMismatchError(weight.name, `has shape [${weight.shape.join(', ')}]; the ggml quantizer takes matrices`);
   const [rows, columns] = weight.shape as [number, number];
   const type = typeOf(config, weight.name, columns);
-  const bytes = encodeGgml(type, weight.data, [rows, columns], { tensor: weight.name, ...(importance ? { importance } : {}) });
+  const bytes = encodeGgml(type, weight.data, [rows, columns], { tensor: weight.name, ...(importance ? { importance } : {}), solver });
   const { codes, scale, zero } = fieldsOf(type, bytes, rows * columns);
   return Object.freeze({ name: weight.name, shape: [rows, columns] as [number, number], config, method: 'ggml', packed: packCodes(codes, rows, columns, config.bits), packing: PACKING, scale, zero });
 }
@@ -175,13 +175,24 @@ const imatrixOption: OptionDescriptor = Object.freeze({
   help: "weigh each input channel by its mean squared activation on the calibration text (llama.cpp's imatrix, collected in the layer pass with the layers before already quantized; needs --calib)",
 });
 
+const solverOption: OptionDescriptor = Object.freeze({
+  name: 'kquantSolver',
+  flag: 'kquant-solver',
+  type: 'choice' as const,
+  choices: ['least-squares', 'hqq'],
+  default: 'least-squares',
+  help: "how Q2_K, Q4_K and Q5_K choose each sub-block's scale and min: least-squares (the (weighted) squared error, as llama.cpp) or hqq (HQQ's l_p proximal solver of the zero, then the k-quant structure quantizes them)",
+});
+
 /**
  * The ggml quantizer; with `imatrix`, calibrated: each matrix's k-quant and legacy blocks minimize the error weighted
- * by its inputs' mean squares (the embedding units, given no Hessian, unweighted).
+ * by its inputs' mean squares (the embedding units, given no Hessian, unweighted). `kquantSolver` `hqq` takes the
+ * affine k-quants' sub-block scales and mins from HQQ's solver.
  */
-export function createGgmlQuantizer(options: { readonly imatrix?: boolean } = {}): Quantizer {
+export function createGgmlQuantizer(options: { readonly imatrix?: boolean; readonly kquantSolver?: SubBlockSolver } = {}): Quantizer {
+  const solver = options.kquantSolver ?? 'least-squares';
   const base = { id: 'ggml', dequantize: dequantizeGgml, packedLayout: 'ggml' as const, zeroKinds: ['fractional', 'none'] as const };
-  if (!options.imatrix) return Object.freeze({ ...base, quantize: (weight: WeightTensor, config: QuantConfig) => quantizeGgml(weight, config) });
+  if (!options.imatrix) return Object.freeze({ ...base, quantize: (weight: WeightTensor, config: QuantConfig) => quantizeGgml(weight, config, undefined, solver) });
   return Object.freeze({
     ...base,
     calibration: 'hessian' as const,
@@ -189,10 +200,10 @@ export function createGgmlQuantizer(options: { readonly imatrix?: boolean } = {}
       if (!context?.hessian) {
         // embed_tokens (a lookup) and lm_head have no input the layer pass collects: unweighted, as llama.cpp's
         // token_embd without imatrix data
-        if (isEmbeddingUnit(unitOfTensorName(weight.name)?.module ?? '')) return quantizeGgml(weight, config);
+        if (isEmbeddingUnit(unitOfTensorName(weight.name)?.module ?? '')) return quantizeGgml(weight, config, undefined, solver);
         throw new InvalidOptionError('--calib', `the ggml quantizer with --imatrix weighs "${weight.name}" by its inputs on calibration text: give it with --calib <file>`);
       }
-      return quantizeGgml(weight, config, importanceOfHessian(context.hessian, weight.name, weight.shape[weight.shape.length - 1]!));
+      return quantizeGgml(weight, config, importanceOfHessian(context.hessian, weight.name, weight.shape[weight.shape.length - 1]!), solver);
     },
   });
 }
@@ -201,6 +212,6 @@ export function createGgmlQuantizer(options: { readonly imatrix?: boolean } = {}
 export const ggmlPlugin: QuantizerPlugin = defineQuantizer({
   ...createGgmlQuantizer(),
   description: `llama.cpp's block types, encoded as the GGUF export writes them: ${ggmlLadderText()} (checkpoints store their exact multipliers: --scale-dtype f32)`,
-  options: [imatrixOption],
-  configure: (options) => createGgmlQuantizer({ imatrix: options.imatrix === true }),
+  options: [imatrixOption, solverOption],
+  configure: (options) => createGgmlQuantizer({ imatrix: options.imatrix === true, kquantSolver: options.kquantSolver === 'hqq' ? 'hqq' : 'least-squares' }),
 });

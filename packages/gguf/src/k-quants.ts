@@ -1,3 +1,4 @@
+import { asymmetricMinMaxInit, optimizeZeroProximal } from '@layerquant/quantizers';
 import { affineError, fitAffine, fitSymmetric, symmetricError } from './block-solvers.js';
 import { halfTable, toHalfBits } from './half.js';
 
@@ -13,6 +14,11 @@ import { halfTable, toHalfBits } from './half.js';
 // they cause, every value re-rounded to its nearest level, one pass of +-1 moves of each sub-block's quantized
 // scale and min, and a least-squares refit of the two super-scales, each step kept only where it lowers
 // sum w (x - xhat)^2.
+// With the `hqq` sub-block solver (Q2_K, Q4_K, Q5_K), each sub-block's scale and min are HQQ's instead: its min/max
+// init and proximal solver of the zero (the l_p error, p = 0.7, of mobiusml/hqq) over the whole tensor in groups of
+// the sub-block, as the hqq quantizer solves b4g32; the k-quant structure then quantizes those scales and mins to 6
+// (Q2_K: 4) bits against the super-scales and rounds every value to its nearest level, without the least-squares
+// moves and refit that would pull the grid back to the squared error.
 
 export const QK_K = 256;
 export type KQuantType = 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K';
@@ -272,8 +278,13 @@ function quantizeSigned(v: Float64Array, s: Float64Array, n: number, lo: number,
   return bestD;
 }
 
+/** How each sub-block's scale and min are chosen before the k-quant structure quantizes them. */
+export type SubBlockSolver = 'least-squares' | 'hqq';
+
 /** Scratch of one encoder call, reused across super-blocks. */
 interface Scratch {
+  /** With the hqq solver: every sub-block's scale and offset (xhat = scale l + offset) of the tensor, and the super-block's first sub-block. */
+  hqq?: { readonly scale: Float64Array; readonly offset: Float64Array; first: number };
   readonly scales: Float64Array;
   readonly mins: Float64Array;
   readonly weightScale: Float64Array;
@@ -313,7 +324,7 @@ function encodeAffineSuperBlock(type: KQuantType, spec: AffineSpec, t: Scratch, 
   const nsub = QK_K / sub;
   const { x, w, scales, mins, weightScale, weightMin, qs, qm, codes, saved } = t;
   for (let j = 0; j < nsub; j++) {
-    const fit = fitAffine(x, w, j * sub, sub, nmax, true);
+    const fit = t.hqq ? { scale: t.hqq.scale[t.hqq.first + j]!, offset: t.hqq.offset[t.hqq.first + j]! } : fitAffine(x, w, j * sub, sub, nmax, true);
     scales[j] = fit.scale;
     mins[j] = -fit.offset;
     subBlockWeights(t, j, j * sub, sub, fit.scale, fit.offset, nmax, 0);
@@ -321,6 +332,17 @@ function encodeAffineSuperBlock(type: KQuantType, spec: AffineSpec, t: Scratch, 
   let d = quantizeUnsigned(scales, weightScale, nsub, qmax, qs);
   let dmin = quantizeUnsigned(mins, weightMin, nsub, qmax, qm);
   const table = halfTable();
+  if (t.hqq) {
+    // HQQ's grid as the structure stores it: the quantized scales and mins, every value at its nearest level
+    for (let e = 0; e < QK_K; e++) {
+      const j = Math.floor(e / sub);
+      const a = d * qs[j]!;
+      let l = a > 0 ? Math.round((x[e]! + dmin * qm[j]!) / a) : 0;
+      codes[e] = l < 0 ? 0 : l > nmax ? nmax : l;
+    }
+    writeAffineSuperBlock(type, out, at, d, dmin, qs, qm, codes);
+    return;
+  }
   // +-1 moves of each sub-block's quantized scale and min.
   for (let j = 0; j < nsub; j++) {
     let best = affineError(x, w, j * sub, sub, d * qs[j]!, -dmin * qm[j]!, nmax);
@@ -383,6 +405,10 @@ function encodeAffineSuperBlock(type: KQuantType, spec: AffineSpec, t: Scratch, 
       error = refit;
     }
   }
+  writeAffineSuperBlock(type, out, at, d, dmin, qs, qm, codes);
+}
+
+function writeAffineSuperBlock(type: KQuantType, out: Uint8Array, at: number, d: number, dmin: number, qs: Int32Array, qm: Int32Array, codes: Uint8Array): void {
   const dBits = toHalfBits(d);
   const mBits = toHalfBits(dmin);
   if (type === 'Q2_K') {
@@ -462,9 +488,11 @@ function encodeSymmetricSuperBlock(type: KQuantType, spec: SymmetricSpec, t: Scr
 
 /**
  * Encodes rows of `rowLength` values (a multiple of 256) as a k-quant type. `importance` gives each input channel's
- * weight (llama.cpp's imatrix; absent: 1): the encoder minimizes sum w (x - xhat)^2 per super-block.
+ * weight (llama.cpp's imatrix; absent: 1): the encoder minimizes sum w (x - xhat)^2 per super-block. `solver` `hqq`
+ * takes the sub-block scales and mins of Q2_K, Q4_K and Q5_K from HQQ's solver instead (the symmetric types have no
+ * zero for it to solve and ignore it).
  */
-export function encodeKQuant(type: KQuantType, values: Float32Array, rowLength: number, importance?: Float32Array): Uint8Array {
+export function encodeKQuant(type: KQuantType, values: Float32Array, rowLength: number, importance?: Float32Array, solver: SubBlockSolver = 'least-squares'): Uint8Array {
   const spec = K_QUANT_SPECS[type];
   const blocks = values.length / QK_K;
   const out = new Uint8Array(blocks * spec.bytes);
@@ -472,8 +500,10 @@ export function encodeKQuant(type: KQuantType, values: Float32Array, rowLength: 
     scales: new Float64Array(16), mins: new Float64Array(16), weightScale: new Float64Array(16), weightMin: new Float64Array(16),
     qs: new Int32Array(16), qm: new Int32Array(16), codes: new Uint8Array(QK_K), saved: new Uint8Array(QK_K), x: new Float64Array(QK_K), w: new Float64Array(QK_K),
   };
+  if (solver === 'hqq' && spec.kind === 'affine') t.hqq = { ...hqqSubBlockFits(values, spec.sub, spec.nmax), first: 0 };
   for (let b = 0; b < blocks; b++) {
     const start = b * QK_K;
+    if (t.hqq) t.hqq.first = start / spec.sub;
     const column = start % rowLength;
     for (let e = 0; e < QK_K; e++) {
       t.x[e] = values[start + e]!;
@@ -483,6 +513,33 @@ export function encodeKQuant(type: KQuantType, values: Float32Array, rowLength: 
     else encodeSymmetricSuperBlock(type, spec, t, out, b * spec.bytes);
   }
   return out;
+}
+
+/**
+ * HQQ's scale and offset of every sub-block of `sub` values (min/max init, then the proximal solver of the zero, in
+ * float32 as the hqq quantizer runs it), as xhat = scale l + offset with l in [0, nmax]. The k-quants subtract a
+ * non-negative min, so an offset above 0 (a sub-block of positive values) becomes 0 with the scale that spans its max.
+ */
+function hqqSubBlockFits(values: Float32Array, sub: number, nmax: number): { scale: Float64Array; offset: Float64Array } {
+  const groups = values.length / sub;
+  const bits = Math.log2(nmax + 1);
+  const inverse = new Float32Array(groups);
+  const zero = new Float32Array(groups);
+  asymmetricMinMaxInit(values, sub, bits, false, inverse, zero);
+  optimizeZeroProximal(values, sub, bits, inverse, zero);
+  const scale = new Float64Array(groups);
+  const offset = new Float64Array(groups);
+  for (let k = 0; k < groups; k++) {
+    scale[k] = 1 / inverse[k]!;
+    offset[k] = -zero[k]! / inverse[k]!;
+    if (offset[k]! > 0) {
+      let max = 0;
+      for (let i = k * sub; i < (k + 1) * sub; i++) max = Math.max(max, values[i]!);
+      offset[k] = 0;
+      scale[k] = max / nmax;
+    }
+  }
+  return { scale, offset };
 }
 
 // ---- fields: a super-block as codes and one multiplier and offset per sub-block ------------------------------------
