@@ -348,7 +348,7 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
         ? { refine: { session: refineSession, ...(options.onRefine?.plan ? { onPlan: options.onRefine.plan } : {}), ...(options.onRefine?.round ? { onRound: options.onRefine.round } : {}), ...(options.onRefine?.done ? { onDone: options.onRefine.done } : {}) } }
         : {}),
       ...(shipped
-        ? { shipped: { request: shipped.request, plan: shipped.plan, unit: shipped.unit, statistics: { ...calibrationText, statsDir: options.statistics.statsDir ?? join(outDir, 'stats', resolved.key), metrics: plugins.metrics.list(), ...(options.threads ? { threads: options.threads } : {}) }, quantizers: plugins.quantizers } }
+        ? { shipped: { request: shipped.request, plan: shipped.plan, unit: shipped.unit, statistics: { ...calibrationText, ...(options.statistics.statsDir || resolved.key !== 'none' ? { statsDir: options.statistics.statsDir ?? join(outDir, 'stats', resolved.key) } : {}), metrics: plugins.metrics.list(), ...(options.threads ? { threads: options.threads } : {}) }, quantizers: plugins.quantizers } }
         : {}),
       modelName: basename(modelDir), stats: resolved.stats, ids, seqlen, ...(maxTokens === undefined ? {} : { maxTokens }), seed, ...(ladder ? { configs: ladder } : {}), quantizer,
       ...(calibration ? { calibration: { ...calibration, ...(options.threads ? { threads: options.threads } : {}) } } : {}),
