@@ -128,7 +128,10 @@ describe('KL-divergence base file', () => {
 
   it('streams: a 32000-token vocabulary base never holds more than a few windows of logits', async () => {
     // A model that makes up its logits (a 32000-entry vocabulary, as Llama 2's): 8 windows of 128 tokens are 131 MB
-    // of float32 logits, the writer must hold about one window (16 MB) at a time.
+    // of float32 logits, the writer must hold about one window (16 MB) at a time. arrayBuffers also counts windows
+    // already dropped and not yet collected: V8 collects external memory once about 64 MB more of it is allocated
+    // (64 MB above the start measured on one CI run), so the bound is 6 windows (98 MB), below the 8 a
+    // writer holding every window would keep alive.
     const vocab = 32000;
     const length = 128;
     const fakeIds = Array.from({ length: 8 * length }, (_, i) => (i * 7919) % vocab);
@@ -144,7 +147,7 @@ describe('KL-divergence base file', () => {
     const start = process.memoryUsage().arrayBuffers;
     const written = await writeKldBase(join(dir, 'wide.bin'), fake, vocab, fakeIds, hashes, { seqlen: length });
     expect(written.bytes).toBeGreaterThan(8 * (length - 1) * vocab * 4);
-    expect(peak - start).toBeLessThan(3 * length * vocab * 4);
+    expect(peak - start).toBeLessThan(6 * length * vocab * 4);
     rmSync(join(dir, 'wide.bin'));
   });
 
