@@ -91,6 +91,14 @@ describe('the ggml quantizer (llama.cpp block types as configs)', () => {
       const rebuilt = ggmlBlocks(ours);
       expect(sameBits(decodeGgml(rebuilt.type, rebuilt.bytes, [rows, columns]), a)).toBe(0);
     }
+    // a sub-block with no range to speak of (HQQ's init would give it the scale 1) does not coarsen the other sub-blocks
+    // of its super-block: their squared error stays within 2x of least squares' (1000x before it was spanned)
+    const flat = Float32Array.from(data.subarray(0, 4 * 256));
+    flat.fill(-0.005, 0, 32);
+    const narrow = { name: 'blk.0.flat', dtype: 'F32' as const, shape: [4, 256] as const, data: flat };
+    const restError = (q: Float32Array) => q.subarray(32, 256).reduce((sum, v, i) => sum + (v - flat[32 + i]!) ** 2, 0);
+    const flatHqq = restError(dequantizeGgml(hqq.quantize(narrow, quantConfig(4, 32))));
+    expect(flatHqq).toBeLessThan(2 * restError(dequantizeGgml(leastSquares.quantize(narrow, quantConfig(4, 32)))));
     // the symmetric types have no zero to solve: the same values either way
     for (const config of [quantConfig(3, 16, { symmetric: true }), quantConfig(6, 16, { symmetric: true })]) {
       expect(Array.from(dequantizeGgml(hqq.quantize(weight, config)))).toEqual(Array.from(dequantizeGgml(leastSquares.quantize(weight, config))));

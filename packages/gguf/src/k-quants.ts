@@ -1,4 +1,4 @@
-import { asymmetricMinMaxInit, optimizeZeroProximal } from '@layerquant/quantizers';
+import { SMALL_RANGE, asymmetricMinMaxInit, optimizeZeroProximal } from '@layerquant/quantizers';
 import { affineError, fitAffine, fitSymmetric, symmetricError } from './block-solvers.js';
 import { halfTable, toHalfBits } from './half.js';
 
@@ -517,7 +517,9 @@ export function encodeKQuant(type: KQuantType, values: Float32Array, rowLength: 
 
 /**
  * HQQ's scale and offset of every sub-block of `sub` values (min/max init, then the proximal solver of the zero, in
- * float32 as the hqq quantizer runs it), as xhat = scale l + offset with l in [0, nmax]. The k-quants subtract a
+ * float32 as the hqq quantizer runs it), as xhat = scale l + offset with l in [0, nmax]. A sub-block whose range HQQ's
+ * init treats as none (at most SMALL_RANGE: its scale would be 1, far beyond the values, and would coarsen every other
+ * sub-block's quantized scale in the super-block) gets the grid that spans it, offset its min. The k-quants subtract a
  * non-negative min, so an offset above 0 (a sub-block of positive values) becomes 0 with the scale that spans its max.
  */
 function hqqSubBlockFits(values: Float32Array, sub: number, nmax: number): { scale: Float64Array; offset: Float64Array } {
@@ -530,11 +532,16 @@ function hqqSubBlockFits(values: Float32Array, sub: number, nmax: number): { sca
   const scale = new Float64Array(groups);
   const offset = new Float64Array(groups);
   for (let k = 0; k < groups; k++) {
-    scale[k] = 1 / inverse[k]!;
-    offset[k] = -zero[k]! / inverse[k]!;
+    let min = Infinity;
+    let max = -Infinity;
+    for (let i = k * sub; i < (k + 1) * sub; i++) {
+      min = Math.min(min, values[i]!);
+      max = Math.max(max, values[i]!);
+    }
+    const spanned = Math.fround(max - min) <= SMALL_RANGE;
+    scale[k] = spanned ? (max - min) / nmax : 1 / inverse[k]!;
+    offset[k] = spanned ? min : -zero[k]! / inverse[k]!;
     if (offset[k]! > 0) {
-      let max = 0;
-      for (let i = k * sub; i < (k + 1) * sub; i++) max = Math.max(max, values[i]!);
       offset[k] = 0;
       scale[k] = max / nmax;
     }

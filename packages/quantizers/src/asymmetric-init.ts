@@ -1,7 +1,8 @@
 import { roundHalfEven } from './rounding.js';
 
 const fround = Math.fround;
-const SMALL_RANGE = Math.fround(1e-4);
+/** A group whose fp32 range is at most this gets the scale 1 in the min/max init (upstream HQQ's rule). */
+export const SMALL_RANGE = Math.fround(1e-4);
 
 /** Largest code of `bits`: 2^b - 1. */
 export function maxCode(bits: number): number {

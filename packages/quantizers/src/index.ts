@@ -1,6 +1,6 @@
 export { roundHalfEven } from './rounding.js';
 export { groupLayout, groupedValues, ungroupValues, matrixShape, type GroupLayout } from './grouping.js';
-export { asymmetricMinMaxInit, dequantizeGroups, maxCode, roundToCodes } from './asymmetric-init.js';
+export { SMALL_RANGE, asymmetricMinMaxInit, dequantizeGroups, maxCode, roundToCodes } from './asymmetric-init.js';
 export {
   UPSTREAM_PROXIMAL_OPTIONS,
   optimizeZeroProximal,
