@@ -114,7 +114,8 @@ describe('quantizeUnits', () => {
       expect(pooled.map((u) => u.plan.matrix.name)).toEqual(alone.map((u) => u.plan.matrix.name));
       for (const [i, unit] of pooled.entries()) {
         expect(Buffer.from(unit.quantized!.packed.buffer).equals(Buffer.from(alone[i]!.quantized!.packed.buffer))).toBe(true);
-        expect(unit.sqErr).toBe(alone[i]!.sqErr);
+        const quantized = (u: FinishedUnit) => u as Extract<FinishedUnit, { readonly sqErr: number }>;
+        expect(quantized(unit).sqErr).toBe(quantized(alone[i]!).sqErr);
       }
     } finally {
       await pool.close();
