@@ -6,6 +6,7 @@ import { defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { openModel, type Checkpoint } from '@layerquant/tensor-io';
 import {
   exportQuantized,
+  exportedBytes,
   openAllocationModel,
   openEvaluationModel,
   quantizeAllocated,
@@ -30,7 +31,7 @@ import type { RefinementRound } from '@layerquant/allocators';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cellKld, type CellKld, type CellRefinement, type ExperimentRow } from './report.js';
+import { cellKld, type CellRefinement, type ExperimentRow } from './report.js';
 
 /**
  * One cell of the experiment grid, computed by one function for both the in-process run and a queue worker:
@@ -78,11 +79,12 @@ export interface CellContext {
    * divergence from them in the same run as its perplexity.
    */
   readonly kldBase?: KldBaseReader;
+  /** A grid of shipped files (`experiment --target-format`): its method cells write and measure the file (ShippedCells). */
+  readonly shipped?: ShippedCells;
   /**
    * `experiment --refine`: the measurer (model and statistics' calibration) the cells of a method that corrects its
    * allocation by measurement (kld) refine on, and what to tell of it (the plan, each measured allocation, the result).
    */
-  readonly shipped?: ShippedCells;
   readonly refine?: {
     readonly session: RefineSession;
     readonly onPlan?: (cell: string, plan: RefinePlan) => void;
@@ -114,9 +116,8 @@ export function shippedTarget(budget: number, unit: ShippedUnit): FileTarget {
   return unit === 'MiB' ? { sizeMiB: budget } : { bitsPerWeight: budget };
 }
 
-export function cellLabel(cell: CellSpec, unit?: ShippedUnit): string {
-  if (cell.kind === 'fp') return 'fp';
-  return unit === undefined ? `${cell.method.id} @ ${cell.budget}` : `${cell.method.id} @ ${cell.budget} ${unit === 'MiB' ? 'MiB' : 'bits/w'}`;
+export function cellLabel(cell: CellSpec): string {
+  return cell.kind === 'fp' ? 'fp' : `${cell.method.id} @ ${cell.budget}`;
 }
 
 /** The checkpoint the cells of a grid read (each cell builds its own model from it, then releases it). */
@@ -201,8 +202,7 @@ export async function computeCell(
     await opened.dispose();
     if (quantizedDir) await rm(quantizedDir, { recursive: true, force: true });
   }
-  const { result, kld } = measured;
-  const kldFields = kld ? { kld: kld.statistics, windowKld: kld.windowKld, windowKldCount: kld.windowKldCount } : {};
+  const { result, kldFields } = measured;
   let row: ExperimentRow;
   if (!allocation || cell.kind === 'fp') {
     const params = linear.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
@@ -216,8 +216,6 @@ export async function computeCell(
       ...kldFields,
     };
   } else {
-    const shapes = new Map(checkpoint.tensors.map((t) => [t.name, t.shape]));
-    const memory = modelMemory(allocation.matrices.map((m) => ({ shape: shapes.get(matrixTensorName(m.layer, m.module)) as unknown as [number, number], config: m.config })));
     row = {
       model: context.modelName,
       method: cell.method.id,
@@ -226,7 +224,7 @@ export async function computeCell(
       budget: cell.budget,
       bpp: allocation.totals.bpp,
       memoryMB: allocation.totals.memoryMB,
-      packedBytes: memory.packedBytes,
+      packedBytes: linearPackedBytes(checkpoint, allocation),
       extraMemoryPercent: extraMemoryPercent(allocation, uniformBaseline(context.stats!, { budget: cell.budget, floorToStop: true, ...(context.configs ? { configs: context.configs } : {}) })),
       ppl: result.ppl,
       seconds: (performance.now() - started) / 1000,
@@ -241,7 +239,15 @@ export async function computeCell(
 
 interface CellMeasurement {
   readonly result: Awaited<ReturnType<typeof perplexity>>;
-  readonly kld?: { readonly statistics: CellKld; readonly windowKld: readonly number[]; readonly windowKldCount: readonly number[] };
+  /** The row's KLD fields (`kld`, `windowKld`, `windowKldCount`), with a KLD base; else none. */
+  readonly kldFields: Pick<ExperimentRow, 'kld' | 'windowKld' | 'windowKldCount'>;
+}
+
+/** Bytes of the linear matrices of an allocation as layerquant packs them (codes, scales, zeros; embedding units not counted). */
+function linearPackedBytes(checkpoint: Checkpoint, allocation: Allocation): number {
+  const shapes = new Map(checkpoint.tensors.map((t) => [t.name, t.shape]));
+  const linear = allocation.matrices.filter((m) => isLinearModule(m.module));
+  return modelMemory(linear.map((m) => ({ shape: shapes.get(matrixTensorName(m.layer, m.module)) as unknown as [number, number], config: m.config }))).packedBytes;
 }
 
 /** The perplexity of a cell's model on the grid's windows and, with a KLD base, its KL divergence in the same run. */
@@ -251,11 +257,11 @@ async function measureCell(opened: EvaluationModel, cell: CellSpec, context: Cel
     ...(context.maxTokens === undefined ? {} : { maxTokens: context.maxTokens }),
     ...(onWindow ? { onProgress: (done: number, total: number, unit: 'windows' | 'layers') => { if (unit === 'windows') onWindow(done, total); } } : {}),
   };
-  if (!context.kldBase) return { result: await perplexity(opened.model, context.ids, options) };
+  if (!context.kldBase) return { result: await perplexity(opened.model, context.ids, options), kldFields: {} };
   if (!hasLogits(opened.model)) throw new TypeError(`cell ${cellLabel(cell)}: its model (${opened.kind}) gives no logits for a KL divergence`);
   // One run gives both: the perplexity is exactly what perplexity() gives the same model.
   const measured = await klDivergence(opened.model, context.kldBase, context.ids, options);
-  return { result: measured.perplexity, kld: { statistics: cellKld(measured.statistics), windowKld: measured.windows.kld, windowKldCount: measured.windows.count } };
+  return { result: measured.perplexity, kldFields: { kld: cellKld(measured.statistics), windowKld: measured.windows.kld, windowKldCount: measured.windows.count } };
 }
 
 /**
@@ -270,7 +276,7 @@ async function computeShippedCell(
   shipped: ShippedCells,
   onWindow?: (done: number, total: number) => void,
 ): Promise<CellResult> {
-  if (!context.stats) throw new TypeError(`cell ${cellLabel(cell, shipped.unit)} needs statistics`);
+  // The statistics are read by quantizeAllocated from the grid's directory (shipped.statistics), as `quantize --stats` reads them.
   const started = performance.now();
   const quantizer = context.quantizer ?? hqqQuantizer;
   const dir = await mkdtemp(join(tmpdir(), 'layerquant-cell-'));
@@ -291,7 +297,6 @@ async function computeShippedCell(
         ...(context.calibration ? { calibration: context.calibration } : {}),
       }),
     );
-    const bytes = 'externalDataBytes' in written ? written.fileBytes + written.externalDataBytes : written.fileBytes;
     const opened = await openEvaluationModel(file, { ...session.evaluation, quantizers: [quantizer] });
     let measured: CellMeasurement;
     try {
@@ -300,14 +305,11 @@ async function computeShippedCell(
       await opened.dispose();
     }
     const { allocation } = quantized;
-    const shapes = new Map(session.checkpoint.tensors.map((t) => [t.name, t.shape]));
-    const linear = allocation.matrices.filter((m) => isLinearModule(m.module));
-    const memory = modelMemory(linear.map((m) => ({ shape: shapes.get(matrixTensorName(m.layer, m.module)) as unknown as [number, number], config: m.config })));
-    const size: ShippedSize = shippedSize(shipped.plan.cost.format, bytes, shipped.plan.linearParams, {
+    const size: ShippedSize = shippedSize(shipped.plan.cost.format, exportedBytes(written), shipped.plan.linearParams, {
       ...(quantized.shippedBytes === null ? {} : { predictedBytes: quantized.shippedBytes }),
       targetBytes: targetBytes(shippedTarget(cell.budget, shipped.unit), shipped.plan).bytes,
     });
-    const { result, kld } = measured;
+    const { result, kldFields } = measured;
     const row: ExperimentRow = {
       model: context.modelName,
       method: cell.method.id,
@@ -316,7 +318,7 @@ async function computeShippedCell(
       budget: cell.budget,
       bpp: allocation.totals.bpp,
       memoryMB: allocation.totals.memoryMB,
-      packedBytes: memory.packedBytes,
+      packedBytes: linearPackedBytes(session.checkpoint, allocation),
       // no uniform baseline at a file size: uniform allocates at the format's stops
       extraMemoryPercent: Number.NaN,
       ppl: result.ppl,
@@ -324,7 +326,7 @@ async function computeShippedCell(
       windowNll: result.windowNll,
       windowWeights: result.windowWeights,
       shipped: size,
-      ...(kld ? { kld: kld.statistics, windowKld: kld.windowKld, windowKldCount: kld.windowKldCount } : {}),
+      ...kldFields,
     };
     return { key: cell.key, row };
   } finally {

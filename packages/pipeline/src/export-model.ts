@@ -29,3 +29,8 @@ export async function exportModel(modelDir: string, out: string, request: Export
       return exportGguf({ ...request.options, ...lookup, modelDir, outFile: out });
   }
 }
+
+/** Every byte of the files an export wrote: the ONNX graph and its external data, or the .gguf file. */
+export function exportedBytes(report: ExportResult): number {
+  return report.format === 'onnx' ? report.fileBytes + report.externalDataBytes : report.fileBytes;
+}

@@ -8,8 +8,8 @@ import { resolve } from 'node:path';
 import { boostLines, boostReport, formatRows, jsonLine, renderTable, sizeRows, sizes, type Sizes } from '../output.js';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, formatAllocationSettings, resolveModelPath, shippedBytes, shippedSize, shippedSizeBudget, statisticsForPlan, type ExportRequest, type FormatPlan, type PluginRegistries } from '@layerquant/pipeline';
-import { FILE_TARGET_FLAGS, shippedPlan, parseEmbeddingConfigs, parseFileTarget } from '../flags/file-target.js';
+import { builtinRegistries, formatAllocationSettings, resolveModelPath, shippedBytes, shippedSize, shippedSizeBudget, statisticsForPlan, type FormatPlan, type PluginRegistries } from '@layerquant/pipeline';
+import { FILE_TARGET_FLAGS, shippedPlan, parseEmbeddingConfigs, parseFileTarget, parseTargetFormat, targetFormatRequest } from '../flags/file-target.js';
 import { InvalidOptionError } from '@layerquant/core';
 import { allocatorFlags, allocatorHelp, methodFromFlags } from '../flags/allocator-flags.js';
 import { refineDoneLine, refinePlanLine, refineRoundLine, refinementJson } from '../flags/refine-flags.js';
@@ -129,8 +129,7 @@ export const allocateCommand: Command = {
     });
     const statsDir = requireString(values.stats, '--stats', 'a directory with fnorm.csv / sensitivity.csv');
     const method = methodFromFlags(requireString(values.method, '--method', plugins.allocators.ids().join(' | ')), values, allocators);
-    const targetFormat = stringOption(values, 'target-format');
-    if (targetFormat !== undefined && targetFormat !== 'onnx' && targetFormat !== 'gguf') throw new InvalidOptionError('--target-format', `"${targetFormat}" is not a format layerquant allocates for; use onnx or gguf`);
+    const targetFormat = parseTargetFormat(values);
     const fileTarget = parseFileTarget(values);
     if (fileTarget && targetFormat === undefined) throw new InvalidOptionError('sizeMiB' in fileTarget ? '--target-size' : '--target-bpw', 'a target is the size of a shipped file: give its format, --target-format onnx or gguf');
     if (fileTarget && values.budget !== undefined) throw new InvalidOptionError('--budget', `give either --budget (bits per weight in the paper's accounting) or ${'sizeMiB' in fileTarget ? '--target-size' : '--target-bpw'} (the shipped file), not both`);
@@ -139,7 +138,6 @@ export const allocateCommand: Command = {
     const userConfigs = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
     const embeddingLadder = parseEmbeddingConfigs(values);
     if (embeddingLadder !== undefined && targetFormat === undefined) throw new InvalidOptionError('--embedding-configs', 'the embeddings are units of an allocation to a shipped file: give --target-format onnx or gguf (and --model)');
-    if (stringOption(values, 'tokenizer-pre') !== undefined && targetFormat !== 'gguf') throw new InvalidOptionError('--tokenizer-pre', 'is a GGUF option: give --target-format gguf');
     if (targetFormat !== undefined && values.model === undefined) throw new InvalidOptionError('--model', '--target-format needs the model (its shapes and embeddings make the file): give --model <dir>');
     // A format's plan: its exact bytes and native ladder for the quantizer the statistics were measured with.
     let plan: FormatPlan | undefined;
@@ -147,10 +145,7 @@ export const allocateCommand: Command = {
       const quantizerId = stringOption(values, 'quantizer') ?? 'hqq';
       const quantizer = plugins.quantizers.get(quantizerId);
       const model = resolveModelPath(String(values.model));
-      // GGUF's metadata (the file's name, the tokenizer's pre-tokenizer) is part of its bytes, as quantize writes them
-      const pre = stringOption(values, 'tokenizer-pre');
-      const request: ExportRequest = targetFormat === 'gguf' ? { format: 'gguf', options: { name: basename(model), ...(pre ? { tokenizerPre: pre } : {}) } } : { format: 'onnx', options: {} };
-      plan = await shippedPlan(model, request, quantizer, userConfigs, embeddingLadder);
+      plan = await shippedPlan(model, targetFormatRequest(targetFormat, model, values), quantizer, userConfigs, embeddingLadder);
     }
     const format = plan ? formatAllocationSettings(method, plan, { ...(userConfigs ? { configs: userConfigs } : {}), ...(budgetGiven === undefined ? {} : { budget: budgetGiven }), ...(fileTarget ? { target: fileTarget } : {}) }, allocators) : undefined;
     const configs = format ? format.configs : userConfigs;

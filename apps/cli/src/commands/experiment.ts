@@ -6,7 +6,7 @@ import { resolveTextPath } from '@layerquant/perplexity';
 import { builtinRegistries, resolveModelPath, type ExportRequest, type PluginRegistries } from '@layerquant/pipeline';
 import { basename, resolve } from 'node:path';
 import { parseCommandArgs, parseIntegerOption, parseNumberOption, requireString, stringOption, type ParsedArgs } from '../args.js';
-import { parseEmbeddingConfigs, shippedPlan } from '../flags/file-target.js';
+import { parseEmbeddingConfigs, parseTargetFormat, shippedPlan, targetFormatRequest } from '../flags/file-target.js';
 import type { Command } from '../command.js';
 import { experimentPlan, experimentRowJson, formatPlan, formatResultsTable } from '../experiment/render.js';
 import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
@@ -176,12 +176,9 @@ export const experimentCommand: Command = {
     const configsText = stringOption(values, 'configs');
     const ladder = configsText === undefined ? undefined : parseConfigList(configsText, '--configs');
     // A grid of shipped files: the format's plan (exact bytes, native ladders) for the cells' quantizer.
-    const shipped = targets
-      ? {
-          request: targets.request(basename(modelDir)),
-          plan: await shippedPlan(modelDir, targets.request(basename(modelDir)), plugins.quantizers.get(quantizerChoice.id), ladder, parseEmbeddingConfigs(values)),
-          unit: targets.unit,
-        }
+    const request = targets ? targetFormatRequest(targets.format, modelDir, values) : undefined;
+    const shipped = targets && request
+      ? { request, plan: await shippedPlan(modelDir, request, plugins.quantizers.get(quantizerChoice.id), ladder, parseEmbeddingConfigs(values)), unit: targets.unit }
       : undefined;
     const grid = await prepareGrid({
       modelDir,
@@ -266,23 +263,19 @@ export const experimentCommand: Command = {
 };
 
 /**
- * --target-format with --target-sizes or --target-bpws: the format's export request (as `allocate --target-format`
- * makes it: GGUF's name and pre-tokenizer are part of its bytes), the targets and their unit; undefined without
+ * --target-format with --target-sizes or --target-bpws: the format, the targets and their unit; undefined without
  * --target-format. Errors name the flag: a target list without a format, a format without targets, --budgets beside
  * targets, a format option without its format.
  */
-function shippedTargets(values: ParsedArgs['values']): { request: (name: string) => ExportRequest; values: number[]; unit: ShippedUnit } | undefined {
-  const format = stringOption(values, 'target-format');
+function shippedTargets(values: ParsedArgs['values']): { format: ExportRequest['format']; values: number[]; unit: ShippedUnit } | undefined {
   const sizes = stringOption(values, 'target-sizes');
   const bpws = stringOption(values, 'target-bpws');
-  const pre = stringOption(values, 'tokenizer-pre');
-  if (format === undefined) {
-    const flag = sizes !== undefined ? '--target-sizes' : bpws !== undefined ? '--target-bpws' : stringOption(values, 'embedding-configs') !== undefined ? '--embedding-configs' : pre !== undefined ? '--tokenizer-pre' : undefined;
+  if (stringOption(values, 'target-format') === undefined) {
+    const flag = sizes !== undefined ? '--target-sizes' : bpws !== undefined ? '--target-bpws' : stringOption(values, 'embedding-configs') !== undefined ? '--embedding-configs' : stringOption(values, 'tokenizer-pre') !== undefined ? '--tokenizer-pre' : undefined;
     if (flag) throw new InvalidOptionError(flag, 'belongs to a grid of shipped files: give its format, --target-format onnx or gguf');
     return undefined;
   }
-  if (format !== 'onnx' && format !== 'gguf') throw new InvalidOptionError('--target-format', `"${format}" is not a format layerquant allocates for; use onnx or gguf`);
-  if (pre !== undefined && format !== 'gguf') throw new InvalidOptionError('--tokenizer-pre', 'is a GGUF option: give --target-format gguf');
+  const format = parseTargetFormat(values)!;
   if (stringOption(values, 'budgets') !== undefined) throw new InvalidOptionError('--budgets', 'a grid of shipped files has target sizes as its columns: give --target-sizes <MiB,...> (or --target-bpws) instead of --budgets');
   if (sizes !== undefined && bpws !== undefined) throw new InvalidOptionError('--target-bpws', 'give either --target-sizes or --target-bpws, not both');
   if (sizes === undefined && bpws === undefined) throw new InvalidOptionError('--target-sizes', `--target-format ${format} needs the grid's file sizes: --target-sizes <MiB,...> or --target-bpws <bits,...>`);
@@ -290,6 +283,5 @@ function shippedTargets(values: ParsedArgs['values']): { request: (name: string)
   const list = (sizes ?? bpws)!.split(',').map((t) => t.trim()).filter(Boolean).map((t) => parseNumberOption(t, flag, Number.NaN, (n) => Number.isFinite(n) && n > 0));
   if (list.length === 0) throw new InvalidOptionError(flag, 'give at least one target, e.g. 11.5,13.6');
   if (new Set(list).size !== list.length) throw new InvalidOptionError(flag, `${list.join(',')} names a target twice`);
-  const request = (name: string): ExportRequest => (format === 'gguf' ? { format: 'gguf', options: { name, ...(pre ? { tokenizerPre: pre } : {}) } } : { format: 'onnx', options: {} });
-  return { request, values: list, unit: sizes !== undefined ? 'MiB' : 'bits per weight' };
+  return { format, values: list, unit: sizes !== undefined ? 'MiB' : 'bits per weight' };
 }

@@ -1,7 +1,7 @@
 import { parseMethodName, type MethodSpec } from '@layerquant/allocators';
 import { InvalidOptionError, LINEAR_MODULES, configName, matrixKey, parseConfigList, parseConfigName, type QuantConfig, type Quantizer } from '@layerquant/core';
 import { brownCalibPath } from '@layerquant/datasets';
-import { builtinRegistries, exportQuantized, formatPlan, quantizeAllocated, type ExportRequest, quantizeUniform, resolveModelPath, shippedSize, targetBytes, type AllocatedQuantizeResult, type FileTarget, type FormatPlan, type PluginRegistries, type ShippedSize } from '@layerquant/pipeline';
+import { builtinRegistries, exportQuantized, exportedBytes, formatPlan, quantizeAllocated, type ExportRequest, quantizeUniform, resolveModelPath, shippedSize, targetBytes, type AllocatedQuantizeResult, type FileTarget, type FormatPlan, type PluginRegistries, type ShippedSize } from '@layerquant/pipeline';
 import { FILE_TARGET_FLAGS, parseEmbeddingConfigs, parseFileTarget, shippedPlan } from '../flags/file-target.js';
 import { openModel } from '@layerquant/tensor-io';
 import { defaultWorkerCount, type QuantizeModelReport } from '@layerquant/quantizers/node';
@@ -201,9 +201,7 @@ export const quantizeCommand: Command = {
         ...(quantized.kind === 'allocated' && quantized.result.shippedBytes !== null ? { predictedBytes: quantized.result.shippedBytes } : {}),
         ...(quantized.kind === 'allocated' && quantized.target ? { targetBytes: quantized.target.bytes } : {}),
       };
-      const shipped = report.format === 'onnx'
-        ? shippedSize('onnx', report.fileBytes + report.externalDataBytes, report.linearParams, predicted)
-        : shippedSize('gguf', report.fileBytes, ggufLinearMatrices(report).params, predicted);
+      const shipped = shippedSize(report.format, exportedBytes(report), report.format === 'onnx' ? report.linearParams : ggufLinearMatrices(report).params, predicted);
       if (values.json) stdout(jsonLine('quantize', { ...quantizedJson(quantized, out, shipped), export: exportResultSummary(report) }));
       else stdout(`${quantizedText(quantized, out, shipped)}${formatRows(exportResultRows(report), { keyWidth: 12 })}`);
       return;

@@ -19,8 +19,8 @@ import {
 import type { SensitivityTable } from '@layerquant/allocators';
 import { parseCommandArgs, parseIntegerOption, requireString, stringOption, type ParsedArgs } from '../args.js';
 import type { Command } from '../command.js';
-import { builtinRegistries, resolveModelPath, type ExportRequest, type FormatPlan, type PluginRegistries } from '@layerquant/pipeline';
-import { parseEmbeddingConfigs, shippedPlan } from '../flags/file-target.js';
+import { builtinRegistries, resolveModelPath, type PluginRegistries } from '@layerquant/pipeline';
+import { parseEmbeddingConfigs, parseTargetFormat, shippedPlan, targetFormatRequest } from '../flags/file-target.js';
 import { createCostReporter, createProgress, createSpinner, formatSeconds } from '../progress.js';
 import { quantizerFlags, quantizerFromFlags, quantizerHelp } from '../flags/quantizer-flags.js';
 
@@ -173,17 +173,10 @@ export const sensitivityCommand: Command = {
     // Tables for a shipped format: its native ladder for the quantizer, modules it stores at fewer configs (GGUF's
     // k-quants need rows of whole super-blocks) at their own ladders, and the embedding units measured too, as
     // `quantize --format ... --target-size` measures them (so `--stats` of this directory serves it).
-    const targetFormat = stringOption(values, 'target-format');
-    if (targetFormat !== undefined && targetFormat !== 'onnx' && targetFormat !== 'gguf') throw new InvalidOptionError('--target-format', `"${targetFormat}" is not a format layerquant allocates for; use onnx or gguf`);
-    if (stringOption(values, 'tokenizer-pre') !== undefined && targetFormat !== 'gguf') throw new InvalidOptionError('--tokenizer-pre', 'is a GGUF option: give --target-format gguf');
+    const targetFormat = parseTargetFormat(values);
     const embeddingLadder = parseEmbeddingConfigs(values);
     if (embeddingLadder !== undefined && targetFormat === undefined) throw new InvalidOptionError('--embedding-configs', 'the embeddings are measured for a shipped format: give --target-format onnx or gguf');
-    let plan: FormatPlan | undefined;
-    if (targetFormat !== undefined) {
-      const pre = stringOption(values, 'tokenizer-pre');
-      const request: ExportRequest = targetFormat === 'gguf' ? { format: 'gguf', options: { name: basename(modelDir), ...(pre ? { tokenizerPre: pre } : {}) } } : { format: 'onnx', options: {} };
-      plan = await shippedPlan(modelDir, request, quantizer ?? plugins.quantizers.get('hqq'), ladder, embeddingLadder);
-    }
+    const plan = targetFormat === undefined ? undefined : await shippedPlan(modelDir, targetFormatRequest(targetFormat, modelDir, values), quantizer ?? plugins.quantizers.get('hqq'), ladder, embeddingLadder);
     const calibration = calibrationSource(values);
     if (!existsSync(calibration.path)) throw new MissingFileError(calibration.path, 'does not exist; pass a UTF-8 text file with --calib or a built-in --dataset');
 

@@ -3,6 +3,7 @@ import { onnxCostModel, type OnnxFileOptions } from '@layerquant/export';
 import { ggufCostModel } from '@layerquant/gguf/node';
 import { formatPlan, type ExportRequest, type FileTarget, type FormatPlan } from '@layerquant/pipeline';
 import { openModel } from '@layerquant/tensor-io';
+import { basename } from 'node:path';
 import { parseNumberOption, stringOption, type ParsedArgs } from '../args.js';
 
 /** The flags of an allocation to a shipped file's size (quantize --format onnx, allocate --target-format onnx). */
@@ -11,6 +12,26 @@ export const FILE_TARGET_FLAGS = {
   'target-bpw': { type: 'string' },
   'embedding-configs': { type: 'string' },
 } as const;
+
+/**
+ * --target-format onnx|gguf: the format a statistics table, allocation or grid is for, or undefined; --tokenizer-pre
+ * only with gguf. Errors name the flag.
+ */
+export function parseTargetFormat(values: ParsedArgs['values']): ExportRequest['format'] | undefined {
+  const format = stringOption(values, 'target-format');
+  if (format !== undefined && format !== 'onnx' && format !== 'gguf') throw new InvalidOptionError('--target-format', `"${format}" is not a format layerquant allocates for; use onnx or gguf`);
+  if (stringOption(values, 'tokenizer-pre') !== undefined && format !== 'gguf') throw new InvalidOptionError('--tokenizer-pre', 'is a GGUF option: give --target-format gguf');
+  return format;
+}
+
+/**
+ * The export request of a --target-format's file as `quantize --format` writes it for `modelDir`: GGUF's name (the
+ * model directory's) and --tokenizer-pre are part of its bytes; ONNX with its default options.
+ */
+export function targetFormatRequest(format: ExportRequest['format'], modelDir: string, values: ParsedArgs['values']): ExportRequest {
+  const pre = stringOption(values, 'tokenizer-pre');
+  return format === 'gguf' ? { format: 'gguf', options: { name: basename(modelDir), ...(pre ? { tokenizerPre: pre } : {}) } } : { format: 'onnx', options: {} };
+}
 
 /** --embedding-configs <list> | float: embed_tokens' and lm_head's ladder in a file-size allocation, or float. */
 export function parseEmbeddingConfigs(values: ParsedArgs['values']): readonly QuantConfig[] | 'float' | undefined {
