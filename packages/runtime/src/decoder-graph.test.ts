@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { buildDecoderGraph, type GraphWeight, type MatMulNBitsWeight } from './decoder-graph.js';
 import { loadDecoderWeights, type DecoderWeights } from './decoder-weights.js';
 import type { GraphBuilder } from './graph-builder.js';
-import { createKvDecoder } from './kv-decoder.js';
+import { createKvDecoder, KV_CACHE_STEP_TOKENS } from './kv-decoder.js';
 import { greedyDecode } from './greedy-decode.js';
 import { createSession, int64Tensor } from './session.js';
 import { referenceForward } from './reference-forward.js';
@@ -226,6 +226,34 @@ describe('the fused decoder graph (contrib operators)', () => {
     }
     expect(runs[1]).toEqual(runs[0]);
     expect(runs[2]).toEqual(runs[0]);
+  });
+
+  it('a shared cache grows in steps with the tokens it holds, never past the reserved room, and keeps them exact', async () => {
+    const config = { ...FUSED.llama, maxPositionEmbeddings: 256 };
+    const weights = await loadDecoderWeights(randomDecoderSource(config, 13), config);
+    const bytes = buildDecoderGraph(config, weights.layout, { weights: weights.tensors, kvCache: true, operators: 'fused' }).encode();
+    const decoder = await createKvDecoder(bytes, config, { threads: 1, cacheMode: 'shared' });
+    const ids = Array.from({ length: 150 }, (_, i) => (i * 7 + 3) % config.vocabSize);
+    const expected = referenceForward(weights, ids);
+    const v = config.vocabSize;
+    decoder.reserve(140);
+    const capacities = new Set<number>();
+    let logits = await decoder.forward(ids.slice(0, 10));
+    expect(relativeError(logits, expected.slice(0, 10 * v))).toBeLessThan(1e-5);
+    for (let t = 10; t < ids.length; t++) {
+      logits = await decoder.forward([ids[t]!]);
+      capacities.add(decoder.capacity);
+      // Room for the tokens held, within one step of them; the reserve caps growth until the tokens pass it.
+      expect(decoder.capacity).toBeGreaterThanOrEqual(t + 1);
+      expect(decoder.capacity).toBeLessThanOrEqual(t + 1 <= 140 ? Math.min(140, t + KV_CACHE_STEP_TOKENS) : t + KV_CACHE_STEP_TOKENS);
+      if (t % 20 === 0 || t === ids.length - 1) expect(relativeError(logits, expected.slice(t * v, (t + 1) * v))).toBeLessThan(1e-5);
+    }
+    expect([...capacities]).toEqual([64, 128, 140, 192]);
+    // Reset starts small again: a long sequence before does not make the next one copy its buffers.
+    decoder.reset();
+    await decoder.forward(ids.slice(0, 3));
+    expect(decoder.capacity).toBe(KV_CACHE_STEP_TOKENS);
+    await decoder.dispose();
   });
 
   it('without the cache (input_ids only, batch of 2) and with float16 activations', async () => {

@@ -19,9 +19,17 @@ export interface KvDecoder {
   readonly cacheMode: 'shared' | 'concat';
   /** Tokens in the cache. */
   readonly cached: number;
+  /**
+   * Tokens the cache holds before it must grow: a shared cache's buffers (kept within a growth step of `cached`, since
+   * each run copies them out); a concatenated cache's is `cached`.
+   */
+  readonly capacity: number;
   /** Logits [ids.length, vocab] of `ids` following the cached tokens ([1, vocab] with lastOnly); the cache grows by ids.length. */
   forward(ids: readonly number[], options?: ForwardOptions): Promise<Float32Array>;
-  /** Room for this many tokens in all (cached + to come): a shared cache is allocated once at this size. */
+  /**
+   * The most tokens this sequence will hold (cached + to come): a shared cache grows in steps towards it and never
+   * past it (it still grows past it if more tokens come). Reset forgets it.
+   */
   reserve(tokens: number): void;
   /** Empties the cache. */
   reset(): void;

@@ -21,6 +21,14 @@ export interface KvDecoderOptions extends GraphSource {
 
 type CacheData = Float32Array | Uint16Array;
 
+/**
+ * A shared cache grows in steps of this many tokens. onnxruntime-node 1.30 copies every fetched output into a new
+ * ArrayBuffer when a run returns, the in-place presents included, so each step costs a copy of the whole cache
+ * buffer: a buffer sized to the context the caller might reach made every step pay for the longest one (3x slower
+ * decode at 1,024 tokens of room). Kept within a step of the tokens in it, the copy grows with the tokens only.
+ */
+export const KV_CACHE_STEP_TOKENS = 64;
+
 /** Opens a KV-cache decoder from ONNX bytes or a file path (external data beside the file is found by onnxruntime). */
 export async function createKvDecoder(model: Uint8Array | string, config: DecoderConfig, options: RuntimeOptions & KvDecoderOptions = {}): Promise<KvDecoder> {
   const { cacheMode, configFile, file: _file, ...runtime } = options;
@@ -82,8 +90,9 @@ export function checkDecoderGraph(inputs: readonly GraphValue[], outputs: readon
  * `past_key_values.{i}.key/.value`, optionally `position_ids` and `num_logits_to_keep` -> `logits`, `present.*`).
  *
  * In the shared mode nothing is rebuilt per step: the cache buffers, their tensors, the mask and the fetch list are
- * made once (per `reserve`); each step passes the new ids and views of the mask. onnxruntime-node 1.30 still copies
- * every fetched output into a new ArrayBuffer on return, so the cache buffers are sized to what the caller reserves.
+ * made once per growth step (KV_CACHE_STEP_TOKENS); each step passes the new ids and views of the mask.
+ * onnxruntime-node 1.30 still copies every fetched output into a new ArrayBuffer on return, so the buffers are kept
+ * within a growth step of the tokens they hold, and never beyond what the caller reserves.
  */
 export function kvDecoderOfSession(session: OrtSession, config: DecoderConfig, options: KvDecoderOptions = {}): KvDecoder {
   const { numLayers, numKeyValueHeads: kvHeads, headDim, vocabSize } = config;
@@ -116,6 +125,8 @@ export function kvDecoderOfSession(session: OrtSession, config: DecoderConfig, o
   let past: Record<string, Tensor> = {};
   let buffers: CacheData[] = [];
   let capacity = 0;
+  // The most tokens the caller said it will run (reserve): growth stops there. Infinity until then.
+  let limit = Number.POSITIVE_INFINITY;
   let mask = new BigInt64Array(0);
   const stepIds = new BigInt64Array(1);
   const stepTensor = new OrtTensor('int64', stepIds, [1, 1]);
@@ -140,8 +151,17 @@ export function kvDecoderOfSession(session: OrtSession, config: DecoderConfig, o
     for (const [i, name] of pastNames.entries()) past[name] = new OrtTensor(cacheType, buffers[i]!, [1, kvHeads, tokens, headDim]);
     mask = new BigInt64Array(tokens).fill(1n);
   };
+  /** Shared mode: room for `total` tokens, the next step of KV_CACHE_STEP_TOKENS above it, never past the reserved limit. */
+  const grow = (total: number) => {
+    const stepped = Math.ceil(total / KV_CACHE_STEP_TOKENS) * KV_CACHE_STEP_TOKENS;
+    allocate(total <= limit ? Math.min(stepped, limit) : stepped);
+  };
   const reset = () => {
     cached = 0;
+    limit = Number.POSITIVE_INFINITY;
+    // A new sequence starts small again: a long one before it would make every step of this one copy its buffers.
+    buffers = [];
+    capacity = 0;
     if (cacheMode === 'concat') emptyPast();
   };
   reset();
@@ -153,9 +173,12 @@ export function kvDecoderOfSession(session: OrtSession, config: DecoderConfig, o
     get cached() {
       return cached;
     },
+    get capacity() {
+      return cacheMode === 'shared' ? capacity : cached;
+    },
     reserve(tokens) {
       if (!Number.isInteger(tokens) || tokens < 1) throw new InvalidOptionError('tokens', `${tokens} must be a positive integer`);
-      if (cacheMode === 'shared' && tokens > capacity) allocate(tokens);
+      limit = tokens;
     },
     async forward(ids, forwardOptions = {}) {
       if (ids.length === 0) throw new InvalidOptionError('ids', 'at least one token id is needed');
@@ -171,7 +194,7 @@ export function kvDecoderOfSession(session: OrtSession, config: DecoderConfig, o
       } else {
         inputIds = int64(ids);
       }
-      if (cacheMode === 'shared' && total > capacity) allocate(Math.max(total, 2 * capacity));
+      if (cacheMode === 'shared' && total > capacity) grow(total);
       const feeds: Record<string, Tensor> = { ...past, input_ids: inputIds };
       if (positionIds) feeds.position_ids = int64(Array.from({ length: ids.length }, (_, t) => t), cached);
       if (keepLogits) feeds.num_logits_to_keep = lastOnly ? keepLast : keepAll;
