@@ -2,7 +2,9 @@
 // in one run with PyTorch's `cholesky(cholesky_inverse(cholesky(H)), upper=True)` in float64 on the same matrix and
 // the same thread count (2). It is the O(n^3) step of every GPTQ matrix: n = 4096 for a 7B model's q/k/v/o/gate/up,
 // 11008 for its down_proj. Also checks that both factors agree (largest difference relative to the largest entry).
-//   pnpm build && node bench/gptq-hessian.mjs [--sizes 1024,2048,4096] [--no-anchor] [--json out.json]
+//   pnpm build && node bench/gptq-hessian.mjs [--sizes 1024,2048,4096] [--kernels typescript,wasm] [--no-anchor] [--json out.json]
+// Each kernel of prepareHessian (`typescript`: the oracle; `wasm`: WebAssembly SIMD, the default where available)
+// runs on the same matrix; the two factors must be equal bit for bit.
 // The matrix: a random symmetric one with a dominant diagonal (positive definite; the factorization's cost does not
 // depend on the values), written once to a temporary file the anchor reads.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,7 +15,8 @@ import { seededRandom } from '@layerquant/core';
 import { prepareHessian } from '@layerquant/quantizers';
 import { lastJson, pythonHas, runPython } from './lib/anchor.mjs';
 
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1024,2048,4096' }, 'no-anchor': { type: 'boolean' }, json: { type: 'string' } } });
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1024,2048,4096' }, kernels: { type: 'string', default: 'typescript,wasm' }, 'no-anchor': { type: 'boolean' }, json: { type: 'string' } } });
+const kernels = values.kernels.split(',');
 const sizes = values.sizes.split(',').map(Number);
 for (const n of sizes) if (!(Number.isInteger(n) && n > 0)) throw new Error(`--sizes: ${n} is not a positive integer`);
 const haveTorch = !values['no-anchor'] && pythonHas('torch');
@@ -41,12 +44,18 @@ try {
       for (let j = i + 1; j < n; j++) h[i * n + j] = h[j * n + i] = (random() - 0.5) / n;
       h[i * n + i] = 1 + random();
     }
-    const started = performance.now();
-    // a negligible dampening (it must be positive; the matrix is positive definite as it is), natural order: the
-    // factorization alone, as the anchor.
-    const prepared = prepareHessian({ columns: n, data: h }, { dampening: 1e-300, actOrder: false }, `random ${n}x${n}`);
-    const seconds = (performance.now() - started) / 1000;
-    const row = { n, seconds, load: load() };
+    const row = { n, load: load(), seconds: {} };
+    let prepared;
+    for (const kernel of kernels) {
+      const started = performance.now();
+      // a negligible dampening (it must be positive; the matrix is positive definite as it is), natural order: the
+      // factorization alone, as the anchor.
+      const factor = prepareHessian({ columns: n, data: h }, { dampening: 1e-300, actOrder: false, kernel }, `random ${n}x${n}`);
+      row.seconds[kernel] = (performance.now() - started) / 1000;
+      if (prepared && !prepared.inverse.every((v, i) => Object.is(v, factor.inverse[i]))) throw new Error(`n = ${n}: the ${kernel} factor differs from the ${kernels[0]} one`);
+      prepared = factor;
+    }
+    const seconds = row.seconds[kernels.at(-1)];
     if (haveTorch) {
       const input = join(work, `h${n}.f64`);
       const output = join(work, `u${n}.f32`);
@@ -59,10 +68,11 @@ try {
         worst = Math.max(worst, Math.abs(u[i] - prepared.inverse[i]));
         largest = Math.max(largest, Math.abs(u[i]));
       }
-      Object.assign(row, { torchSeconds: anchor.seconds, ratio: anchor.seconds / seconds, relativeDifference: worst / largest, loadAfter: load() });
+      Object.assign(row, { torchSeconds: anchor.seconds, ratio: anchor.seconds / seconds, relativeDifference: worst / largest });
       rmSync(input);
       rmSync(output);
     }
+    row.loadAfter = load();
     rows.push(row);
     process.stderr.write(`${JSON.stringify(row)}\n`);
   }
@@ -70,9 +80,9 @@ try {
   rmSync(work, { recursive: true, force: true });
 }
 
-console.log('| n | layerquant (prepareHessian) | PyTorch float64, 2 threads | PyTorch / layerquant | largest difference / largest entry | load average |');
-console.log('| ---: | ---: | ---: | ---: | ---: | --- |');
+console.log(`| n | ${kernels.map((k) => `layerquant ${k}`).join(' | ')} | PyTorch float64, 2 threads | PyTorch / layerquant ${kernels.at(-1)} | largest difference / largest entry | load average before, after |`);
+console.log(`| ---: | ${kernels.map(() => '---:').join(' | ')} | ---: | ---: | ---: | --- |`);
 for (const r of rows) {
-  console.log(`| ${r.n} | ${r.seconds.toFixed(2)} s | ${r.torchSeconds === undefined ? '-' : `${r.torchSeconds.toFixed(2)} s`} | ${r.ratio === undefined ? '-' : `${r.ratio.toFixed(3)}x`} | ${r.relativeDifference === undefined ? '-' : r.relativeDifference.toExponential(1)} | ${r.load} |`);
+  console.log(`| ${r.n} | ${kernels.map((k) => `${r.seconds[k].toFixed(2)} s`).join(' | ')} | ${r.torchSeconds === undefined ? '-' : `${r.torchSeconds.toFixed(2)} s`} | ${r.ratio === undefined ? '-' : `${r.ratio.toFixed(3)}x`} | ${r.relativeDifference === undefined ? '-' : r.relativeDifference.toExponential(1)} | ${r.load}; ${r.loadAfter} |`);
 }
 if (values.json) writeFileSync(values.json, `${JSON.stringify(rows, null, 1)}\n`);

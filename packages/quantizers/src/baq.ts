@@ -76,7 +76,7 @@ export function createBaqQuantizer(options: GptqOptions = {}): BaqQuantizer {
   const { kernel: choice, ...rest } = options;
   const settings = gptqSettings(rest);
   const kernelFor = gptqKernelPicker(choice ?? 'auto');
-  const prepare = preparedHessianCache(settings);
+  const prepare = preparedHessianCache(settings, choice ?? 'auto');
   // The two GPTQ passes, each solved by `solve` (in this thread or on the pool).
   function* passes(weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined): Generator<GptqProblem, QuantizedTensor, void> {
     const [rows, columns] = matrixShape(weight);

@@ -3,6 +3,8 @@
 // float32. Pure functions on typed arrays; the WebAssembly kernel (wasm/hqq-kernel.wat, `gptqRun`) repeats
 // solveGptqColumns operation for operation, so both give bit-identical codes and ranges.
 import { InvalidDataError, LayerquantError, type InputHessian } from '@layerquant/core';
+import { CHOLESKY_BLOCK, createCholeskyWorkspace, type CholeskyWorkspace } from './cholesky-kernel.js';
+import type { KernelChoice } from './quant-kernel.js';
 import { roundHalfEven } from './rounding.js';
 
 const fround = Math.fround;
@@ -39,8 +41,6 @@ export class HessianNotPositiveDefiniteError extends LayerquantError {
   }
 }
 
-/** Columns per block of the blocked factorization and inversion (a panel of 64 float64 per row: 512 bytes). */
-const CHOLESKY_BLOCK = 64;
 /** Rows (and columns) per tile of the blocked updates: a tile of the packed panel is 64 x 64 float64, 32 KiB. */
 const UPDATE_TILE = 64;
 
@@ -56,15 +56,27 @@ const UPDATE_TILE = 64;
  * panel), so a 11008-column Hessian (a 7B model's down_proj) streams its 970 MB once per block instead of once per
  * column; the same sums, in another order (float64 rounding apart, the same factor).
  */
-export function inverseCholeskyUpper(a: Float64Array, n: number): boolean {
-  if (!choleskyFromTheRight(a, n)) return false;
-  invertUpperInPlace(a, n);
+export function inverseCholeskyUpper(a: Float64Array, n: number, kernel: KernelChoice = 'auto'): boolean {
+  const workspace = createCholeskyWorkspace(n, kernel);
+  workspace.a.set(a.subarray(0, n * n));
+  const done = inverseCholeskyUpperIn(workspace);
+  a.set(workspace.a);
+  return done;
+}
+
+/**
+ * inverseCholeskyUpper on a workspace's matrix, in place (the WebAssembly kernel's O(n^3) loops where the workspace
+ * has it; the same factor, bit for bit).
+ */
+export function inverseCholeskyUpperIn(workspace: CholeskyWorkspace): boolean {
+  if (!choleskyFromTheRight(workspace)) return false;
+  invertUpperInPlace(workspace);
   return true;
 }
 
 /** R with a = R R^T, R upper triangular, over the upper triangle of `a`, column blocks from the last one backwards. */
-function choleskyFromTheRight(a: Float64Array, n: number): boolean {
-  const panel = new Float64Array(n * CHOLESKY_BLOCK);
+function choleskyFromTheRight(workspace: CholeskyWorkspace): boolean {
+  const { a, n, panel, panelT, kernel } = workspace;
   for (let j1 = n; j1 > 0; j1 -= CHOLESKY_BLOCK) {
     const j0 = Math.max(0, j1 - CHOLESKY_BLOCK);
     const w = j1 - j0;
@@ -83,12 +95,17 @@ function choleskyFromTheRight(a: Float64Array, n: number): boolean {
         const r = leftInBlock(a, n, i, j, j1) / a[j * n + j]!;
         a[i * n + j] = r;
         panel[i * w + (j - j0)] = r;
+        if (kernel) panelT[(j - j0) * n + i] = r;
       }
     }
     // What is left of a, upper triangle: a[i, j] -= R[i, J] . R[j, J] for i <= j < j0, tile by tile of the panel.
     for (let i0 = 0; i0 < j0; i0 += UPDATE_TILE) {
       const iEnd = Math.min(j0, i0 + UPDATE_TILE);
-      for (let c0 = i0; c0 < j0; c0 += UPDATE_TILE) subtractPanelProducts(a, n, panel, w, i0, iEnd, c0, Math.min(j0, c0 + UPDATE_TILE));
+      for (let c0 = i0; c0 < j0; c0 += UPDATE_TILE) {
+        const cEnd = Math.min(j0, c0 + UPDATE_TILE);
+        kernel?.panelUpdate(w, i0, iEnd, c0, cEnd);
+        subtractPanelProducts(a, n, panel, w, i0, iEnd, c0, cEnd, kernel !== undefined);
+      }
     }
   }
   return true;
@@ -109,13 +126,15 @@ function leftInBlock(a: Float64Array, n: number, i: number, j: number, j1: numbe
  * below the diagonal that a 4 x 4 block straddling it reaches are written too; nothing reads them (the lower triangle
  * is zeroed by the inversion).
  */
-function subtractPanelProducts(a: Float64Array, n: number, panel: Float64Array, w: number, i0: number, iEnd: number, c0: number, cEnd: number): void {
+function subtractPanelProducts(a: Float64Array, n: number, panel: Float64Array, w: number, i0: number, iEnd: number, c0: number, cEnd: number, wholeTilesDone: boolean): void {
   const sums = new Float64Array(16);
   let i = i0;
   for (; i + 4 <= iEnd; i += 4) {
     const p0 = i * w;
     // the first column of this band at or right of the diagonal, on the 4-aligned grid of the tile
     let j = c0 + Math.max(0, Math.floor((i - c0) / 4) * 4);
+    // the whole 4 x 4 tiles, unless the WebAssembly kernel subtracted them (panelUpdate: the same tiles, the same sums)
+    if (wholeTilesDone) j += Math.max(0, Math.floor((cEnd - j) / 4) * 4);
     for (; j + 4 <= cEnd; j += 4) {
       tile4x4(panel, p0, w, panel, j * w, w, 1, w, sums);
       for (let q = 0, r = i * n + j; q < 4; q++, r += n) {
@@ -148,15 +167,15 @@ function subtractDot(a: Float64Array, n: number, panel: Float64Array, w: number,
  * U[i, i] = 1 / R[i, i]; the part of the sum over the rows below the block (already U) is one product for the whole
  * block, in column tiles, the rest row by row.
  */
-function invertUpperInPlace(a: Float64Array, n: number): void {
-  const block = new Float64Array(CHOLESKY_BLOCK * n);
-  const strip = new Float64Array(4 * n);
+function invertUpperInPlace(workspace: CholeskyWorkspace): void {
+  const { a, n, block, strip, kernel } = workspace;
   const row = new Float64Array(n);
   for (let i1 = n; i1 > 0; i1 -= CHOLESKY_BLOCK) {
     const i0 = Math.max(0, i1 - CHOLESKY_BLOCK);
     const h = i1 - i0;
     // T[r, j] = sum_{i1 <= k <= j} R[r, k] U[k, j] for the block's rows r and the columns j >= i1 (U's rows below).
-    blockTimesInverse(a, n, i0, h, i1, block, strip);
+    if (kernel) kernel.blockTimesInverse(i0, h, i1);
+    else blockTimesInverse(a, n, i0, h, i1, block, strip);
     // The block's rows from the bottom: the sum over the block's own rows below r (already U), then U[r, :].
     for (let r = h - 1; r >= 0; r--) {
       const i = i0 + r;
@@ -182,6 +201,11 @@ export interface HessianOptions {
   readonly dampening: number;
   /** Quantize columns in descending order of the diagonal (GPTQ's act-order). */
   readonly actOrder: boolean;
+  /**
+   * Where the factorization runs: `auto` (default) WebAssembly SIMD where available and the matrix fits wasm32's
+   * 4 GiB, else TypeScript; `wasm` requires it; `typescript` is the oracle. The factor is the same bit for bit.
+   */
+  readonly kernel?: KernelChoice;
 }
 
 /**
@@ -218,7 +242,8 @@ export function prepareHessian(hessian: InputHessian, options: HessianOptions, t
     order = Int32Array.from({ length: n }, (_, i) => i).sort((a, b) => diagonal(b) - diagonal(a) || a - b);
   }
   const meanDiagonal = diagonalSum / n;
-  const a = new Float64Array(n * n);
+  const workspace = createCholeskyWorkspace(n, options.kernel ?? 'auto');
+  const { a } = workspace;
   let dampening = options.dampening;
   for (let retries = 0; retries <= GPTQ_DAMPENING_RETRIES; retries++, dampening *= 2) {
     const lambda = dampening * meanDiagonal;
@@ -230,7 +255,7 @@ export function prepareHessian(hessian: InputHessian, options: HessianOptions, t
         a[i * n + j] = oi === oj ? (dead[oi] ? 1 : h[oi * n + oi]!) + lambda : h[oi * n + oj]!;
       }
     }
-    if (inverseCholeskyUpper(a, n)) {
+    if (inverseCholeskyUpperIn(workspace)) {
       return Object.freeze({ columns: n, inverse: Float32Array.from(a), order, dead, deadColumns, dampening, retries });
     }
   }

@@ -292,12 +292,12 @@ export function gptqKernelPicker(choice: KernelChoice): (rows: number) => GptqKe
 }
 
 /** A Hessian's preparation, made once per Hessian object and settings (q/k/v share a Hessian, as do gate/up). */
-export function preparedHessianCache(settings: GptqSettings): (hessian: InputHessian, tensor: string) => PreparedHessian {
+export function preparedHessianCache(settings: GptqSettings, kernel: KernelChoice = 'auto'): (hessian: InputHessian, tensor: string) => PreparedHessian {
   const cache = new WeakMap<InputHessian, PreparedHessian>();
   return (hessian, tensor) => {
     let prepared = cache.get(hessian);
     if (!prepared) {
-      prepared = prepareHessian(hessian, settings, tensor);
+      prepared = prepareHessian(hessian, { ...settings, kernel }, tensor);
       cache.set(hessian, prepared);
     }
     return prepared;
@@ -357,7 +357,7 @@ export function createGptqQuantizer(options: GptqOptions = {}): GptqQuantizer {
   const { kernel: choice, ...rest } = options;
   const settings = gptqSettings(rest);
   const kernelFor = gptqKernelPicker(choice ?? 'auto');
-  const prepare = preparedHessianCache(settings);
+  const prepare = preparedHessianCache(settings, choice ?? 'auto');
   const begin = (weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined) => {
     const [rows, columns] = matrixShape(weight);
     groupLayout(weight.name, [rows, columns], config);

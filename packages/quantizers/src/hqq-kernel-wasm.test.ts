@@ -1,12 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { assembleKernel, generatedSource } from '../wasm/build-wasm.mjs';
+import { KERNELS, assembleKernel, generatedSource } from '../wasm/build-wasm.mjs';
 import { readFileSync } from 'node:fs';
 
-describe('generated WebAssembly module', () => {
-  it('is the assembled wasm/hqq-kernel.wat (run build:wasm after editing the .wat)', async () => {
-    const committed = readFileSync(new URL('./hqq-kernel-wasm.generated.ts', import.meta.url), 'utf8');
-    expect(committed).toBe(generatedSource(await assembleKernel()));
-  });
+describe('generated WebAssembly modules', () => {
+  for (const kernel of KERNELS) {
+    it(`src/${kernel.generated} is the assembled wasm/${kernel.wat} (run build:wasm after editing the .wat)`, async () => {
+      const committed = readFileSync(new URL(`./${kernel.generated}`, import.meta.url), 'utf8');
+      expect(committed).toBe(generatedSource(await assembleKernel(kernel.wat), kernel));
+    });
+  }
 });
 
 describe('packed output of the WebAssembly kernel (one pass: codes written as packed words)', () => {

@@ -72,7 +72,8 @@ interface KernelExports {
   dequantize(codes: number, scale: number, zero: number, out: number, groups: number, g: number): void;
 }
 
-function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
+/** A WebAssembly module's bytes from the base64 of a generated file (Buffer in Node, atob in a page). */
+export function decodeBase64(text: string): Uint8Array<ArrayBuffer> {
   if (typeof Buffer !== 'undefined') return new Uint8Array(Buffer.from(text, 'base64'));
   const binary = atob(text);
   const bytes = new Uint8Array(binary.length);
