@@ -33,6 +33,15 @@ describe('block-level entry points', () => {
       expect(relativeError(await blocks.linear(attention.context, o, config.hiddenSize), attention.attention)).toBeLessThan(1e-5);
       const down = weights.tensors.get(layerTensorName(1, 'down'))!;
       expect(relativeError(await blocks.linear(mlp.activation, down, config.hiddenSize), mlp.mlp)).toBeLessThan(1e-5);
+      // X^T X of the MLP activation [rows, intermediate] against a float64 product
+      const k = config.intermediateSize;
+      const rows = mlp.activation.length / k;
+      const gram = await blocks.gram(mlp.activation, k);
+      const expected = new Float64Array(k * k);
+      for (let r = 0; r < rows; r++) for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) expected[i * k + j]! += mlp.activation[r * k + i]! * mlp.activation[r * k + j]!;
+      expect(gram.length).toBe(k * k);
+      expect(relativeError(gram, expected)).toBeLessThan(1e-6);
+      await expect(blocks.gram(mlp.activation.subarray(1), k)).rejects.toThrow(/not rows of/);
       await blocks.dispose();
     });
   }

@@ -3,6 +3,7 @@ import {
   blockInputNames,
   buildAttentionBlockGraph,
   buildHeadGraph,
+  buildGramGraph,
   buildLinearGraph,
   buildMlpBlockGraph,
 } from './decoder-graph.js';
@@ -74,6 +75,8 @@ export interface DecoderBlocks {
   layer(layer: number, hidden: HiddenStates, overrides?: WeightOverrides): Promise<AttentionBlockOutput & MlpBlockOutput>;
   /** `x W^T (+ b)` for x [rows, in] and W [out, in]: re-applies o_proj or down_proj to a saved context/activation. */
   linear(x: Float32Array, weight: Float32Array, outFeatures: number, bias?: Float32Array): Promise<Float32Array>;
+  /** `x^T x` [columns, columns] for x [rows, columns] row-major (a Hessian's X^T X), in float32 on the runtime. */
+  gram(x: Float32Array, columns: number): Promise<Float32Array>;
   /**
    * Final norm and lm_head: logits [B, T, vocab], and per-token NLL when targets are given. `overrides` may replace
    * the final norm and the output matrix (`lm_head.weight`, or `model.embed_tokens.weight` when tied).
@@ -266,6 +269,11 @@ async function blocksOverStore(config: DecoderConfig, layout: DecoderLayout, wei
       };
       if (bias) feeds.bias = floatTensor(bias, [outFeatures]);
       return tensorData((await s.run(feeds)).y, 'y');
+    },
+    async gram(x, columns) {
+      if (!Number.isInteger(columns) || columns < 1 || x.length % columns !== 0) throw new InvalidOptionError('x', `${x.length} values are not rows of ${columns}`);
+      const s = await session('gram', () => buildGramGraph().encode());
+      return tensorData((await s.run({ x: floatTensor(x, [x.length / columns, columns]) })).y, 'y');
     },
     async head(hidden, targets, overrides) {
       checkHidden(hidden);

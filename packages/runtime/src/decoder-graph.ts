@@ -837,6 +837,15 @@ export function buildLinearGraph(bias: boolean): GraphBuilder {
   return g;
 }
 
+/** `y = x^T x` for x [rows, columns] (a Hessian's X^T X): one Gemm with transA, no transposed copy. */
+export function buildGramGraph(): GraphBuilder {
+  const g = new GraphBuilder('layerquant-gram');
+  const x = g.input('x', OnnxDataType.FLOAT, ['rows', 'columns']);
+  g.op('Gemm', [x, x], { transA: 1 }, 'y');
+  g.output('y', OnnxDataType.FLOAT, ['columns', 'columns']);
+  return g;
+}
+
 /** The final RMSNorm and lm_head on [B, T, hidden]: outputs `logits`, and `token_nll` given `targets`. */
 export function buildHeadGraph(config: DecoderConfig, layout: DecoderLayout, tokenNll: boolean): GraphBuilder {
   const g = new GraphBuilder('layerquant-head');

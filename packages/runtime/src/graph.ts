@@ -21,6 +21,7 @@ export {
   buildAttentionBlockGraph,
   buildDecoderGraph,
   buildHeadGraph,
+  buildGramGraph,
   buildLinearGraph,
   buildMlpBlockGraph,
   blockInputNames,

@@ -31,8 +31,8 @@ export const LINEAR_INPUT: Readonly<Record<LinearModule, LinearInput>> = Object.
 });
 
 /**
- * `H = 2 X^T X / N` summed batch by batch in float64, each batch's `X^T X` a matmul on the runtime (the same session
- * that re-applies o_proj and down_proj). Holds one [columns, columns] sum.
+ * `H = 2 X^T X / N` summed batch by batch in float64, each batch's `X^T X` one Gemm on the runtime (`gram`: transA,
+ * so the rows are never transposed in JavaScript). Holds one [columns, columns] sum.
  */
 export class HessianAccumulator {
   readonly #sum: Float64Array;
@@ -47,10 +47,7 @@ export class HessianAccumulator {
     const n = this.columns;
     const rows = x.length / n;
     if (!Number.isInteger(rows)) throw new InvalidOptionError('inputs', `${x.length} values are not rows of ${n}`);
-    const transposed = new Float32Array(x.length);
-    for (let r = 0; r < rows; r++) for (let c = 0; c < n; c++) transposed[c * rows + r] = x[r * n + c]!;
-    // linear(a, b) = a b^T: with a = b = X^T [columns, rows], it is X^T X
-    const product = await model.linear(transposed, transposed, n);
+    const product = await model.gram(x, n);
     for (let i = 0; i < product.length; i++) this.#sum[i]! += product[i]!;
     this.#samples += rows;
   }
