@@ -2,9 +2,10 @@
 // in one run with PyTorch's `cholesky(cholesky_inverse(cholesky(H)), upper=True)` in float64 on the same matrix and
 // the same thread count (2). It is the O(n^3) step of every GPTQ matrix: n = 4096 for a 7B model's q/k/v/o/gate/up,
 // 11008 for its down_proj. Also checks that both factors agree (largest difference relative to the largest entry).
-//   pnpm build && node bench/gptq-hessian.mjs [--sizes 1024,2048,4096] [--kernels typescript,wasm] [--no-anchor] [--json out.json]
-// Each kernel of prepareHessian (`typescript`: the oracle; `wasm`: WebAssembly SIMD, the default where available)
-// runs on the same matrix; the two factors must be equal bit for bit.
+//   pnpm build && node bench/gptq-hessian.mjs [--sizes 1024,2048,4096] [--kernels typescript,wasm,pool] [--no-anchor] [--json out.json]
+// Each kernel of prepareHessian runs on the same matrix (`typescript`: the oracle; `wasm`: WebAssembly SIMD in this
+// thread, the default; `pool`: prepareHessianOn, split over this thread and a kernel pool's workers, as many threads
+// as cores, which is what quantize does with its pool); the factors must be equal bit for bit.
 // The matrix: a random symmetric one with a dominant diagonal (positive definite; the factorization's cost does not
 // depend on the values), written once to a temporary file the anchor reads.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,10 +13,11 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { seededRandom } from '@layerquant/core';
-import { prepareHessian } from '@layerquant/quantizers';
+import { prepareHessian, prepareHessianOn } from '@layerquant/quantizers';
+import { createKernelPool, defaultWorkerCount } from '@layerquant/quantizers/node';
 import { lastJson, pythonHas, runPython } from './lib/anchor.mjs';
 
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1024,2048,4096' }, kernels: { type: 'string', default: 'typescript,wasm' }, 'no-anchor': { type: 'boolean' }, json: { type: 'string' } } });
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1024,2048,4096' }, kernels: { type: 'string', default: 'typescript,wasm,pool' }, 'no-anchor': { type: 'boolean' }, json: { type: 'string' } } });
 const kernels = values.kernels.split(',');
 const sizes = values.sizes.split(',').map(Number);
 for (const n of sizes) if (!(Number.isInteger(n) && n > 0)) throw new Error(`--sizes: ${n} is not a positive integer`);
@@ -36,6 +38,7 @@ print(json.dumps({"seconds": seconds}))
 `;
 
 const rows = [];
+const pool = createKernelPool(defaultWorkerCount());
 try {
   for (const n of sizes) {
     const random = seededRandom(n);
@@ -50,7 +53,11 @@ try {
       const started = performance.now();
       // a negligible dampening (it must be positive; the matrix is positive definite as it is), natural order: the
       // factorization alone, as the anchor.
-      const factor = prepareHessian({ columns: n, data: h }, { dampening: 1e-300, actOrder: false, kernel }, `random ${n}x${n}`);
+      const options = { dampening: 1e-300, actOrder: false };
+      const factor =
+        kernel === 'pool'
+          ? await prepareHessianOn({ count: pool.size - 1, run: (request) => pool.runCholesky(request) }, { columns: n, data: h }, options, `random ${n}x${n}`)
+          : prepareHessian({ columns: n, data: h }, { ...options, kernel }, `random ${n}x${n}`);
       row.seconds[kernel] = (performance.now() - started) / 1000;
       if (prepared && !prepared.inverse.every((v, i) => Object.is(v, factor.inverse[i]))) throw new Error(`n = ${n}: the ${kernel} factor differs from the ${kernels[0]} one`);
       prepared = factor;
@@ -77,6 +84,7 @@ try {
     process.stderr.write(`${JSON.stringify(row)}\n`);
   }
 } finally {
+  await pool?.close();
   rmSync(work, { recursive: true, force: true });
 }
 

@@ -14,7 +14,8 @@ import {
   type GptqSolver,
   type PooledQuantizer,
 } from './gptq.js';
-import { gridOfRange, type GptqProblem } from './gptq-solver.js';
+import type { CholeskyThreads } from './cholesky-kernel.js';
+import { gridOfRange, type GptqProblem, type PreparedHessian } from './gptq-solver.js';
 import { groupLayout, matrixShape } from './grouping.js';
 
 /** The widest column BAQ gives (codes are bytes). */
@@ -78,12 +79,15 @@ export function createBaqQuantizer(options: GptqOptions = {}): BaqQuantizer {
   const kernelFor = gptqKernelPicker(choice ?? 'auto');
   const prepare = preparedHessianCache(settings, choice ?? 'auto');
   // The two GPTQ passes, each solved by `solve` (in this thread or on the pool).
-  function* passes(weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined): Generator<GptqProblem, QuantizedTensor, void> {
-    const [rows, columns] = matrixShape(weight);
-    groupLayout(weight.name, [rows, columns], config);
+  // The matrix's checks, then its Hessian (prepared by the caller: here, or on the helper threads).
+  const hessianOf = (weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined) => {
+    groupLayout(weight.name, matrixShape(weight), config);
     // each group stores its range and a value's grid follows from it and the column's width; a symmetric grid would not
     if (config.symmetric) throw new InvalidOptionError('config', `BAQ quantizes on asymmetric grids (each group stores its range); ${configName(config)} is symmetric, use b${config.bits}g${config.groupSize}`);
-    const prepared = prepare(requireHessian('baq', weight, context), weight.name);
+    return requireHessian('baq', weight, context);
+  };
+  function* passes(weight: WeightTensor, config: QuantConfig, prepared: PreparedHessian): Generator<GptqProblem, QuantizedTensor, void> {
+    const [rows, columns] = matrixShape(weight);
     const first = gptqProblem(weight, config, prepared, settings, undefined, true);
     yield first.problem;
     const columnBits = equalLossColumnBits(first.finish().losses!, config.bits);
@@ -111,14 +115,15 @@ export function createBaqQuantizer(options: GptqOptions = {}): BaqQuantizer {
     columnBits: true as const,
     settings,
     quantize(weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor {
-      const run = passes(weight, config, context);
+      const run = passes(weight, config, prepare.now(hessianOf(weight, config, context), weight.name));
       for (let step = run.next(); ; step = run.next()) {
         if (step.done) return step.value;
         kernelFor(step.value.rows).solve(step.value);
       }
     },
-    async quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): Promise<QuantizedTensor> {
-      const run = passes(weight, config, context);
+    async quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext, threads?: CholeskyThreads): Promise<QuantizedTensor> {
+      const hessian = hessianOf(weight, config, context);
+      const run = passes(weight, config, threads ? await prepare.on(threads, hessian, weight.name) : prepare.now(hessian, weight.name));
       for (let step = run.next(); ; step = run.next()) {
         if (step.done) return step.value;
         await solve(step.value);

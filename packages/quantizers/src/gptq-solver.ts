@@ -3,7 +3,7 @@
 // float32. Pure functions on typed arrays; the WebAssembly kernel (wasm/hqq-kernel.wat, `gptqRun`) repeats
 // solveGptqColumns operation for operation, so both give bit-identical codes and ranges.
 import { InvalidDataError, LayerquantError, type InputHessian } from '@layerquant/core';
-import { CHOLESKY_BLOCK, createCholeskyWorkspace, type CholeskyWorkspace } from './cholesky-kernel.js';
+import { CHOLESKY_BLOCK, createCholeskyWorkspace, runCholeskyRequest, type CholeskyThreads, type CholeskyWorkspace } from './cholesky-kernel.js';
 import type { KernelChoice } from './quant-kernel.js';
 import { roundHalfEven } from './rounding.js';
 
@@ -69,14 +69,138 @@ export function inverseCholeskyUpper(a: Float64Array, n: number, kernel: KernelC
  * has it; the same factor, bit for bit).
  */
 export function inverseCholeskyUpperIn(workspace: CholeskyWorkspace): boolean {
-  if (!choleskyFromTheRight(workspace)) return false;
-  invertUpperInPlace(workspace);
+  return drive(inverseCholeskySteps(workspace), runRegionHere);
+}
+
+/**
+ * One O(n^3) region of the factorization, for a driver to run in this thread (runRegionHere) or split over threads
+ * (runRegionOn): `panel`, the trailing update a[i, j] -= P[i] . P[j] for i <= j < j0 (the panel's w columns);
+ * `inverse`, the block product T of the rows [i0, i0 + h) and the columns [i1, n).
+ */
+export type CholeskyRegion =
+  | { readonly op: 'panel'; readonly workspace: CholeskyWorkspace; readonly w: number; readonly j0: number }
+  | { readonly op: 'inverse'; readonly workspace: CholeskyWorkspace; readonly i0: number; readonly h: number; readonly i1: number }
+  | { readonly op: 'solve'; readonly workspace: CholeskyWorkspace; readonly j0: number; readonly j1: number };
+
+/** Runs steps to their result, each region it yields by `run`. */
+function drive<T>(steps: Generator<CholeskyRegion, T, void>, run: (region: CholeskyRegion) => void): T {
+  for (let step = steps.next(); ; step = steps.next()) {
+    if (step.done) return step.value;
+    run(step.value);
+  }
+}
+
+/** The same, each region awaited (threads). */
+async function driveAsync<T>(steps: Generator<CholeskyRegion, T, void>, run: (region: CholeskyRegion) => Promise<void>): Promise<T> {
+  for (let step = steps.next(); ; step = steps.next()) {
+    if (step.done) return step.value;
+    await run(step.value);
+  }
+}
+
+/** inverseCholeskyUpper's steps: false (a half overwritten) where `a` is not positive definite. */
+function* inverseCholeskySteps(workspace: CholeskyWorkspace): Generator<CholeskyRegion, boolean, void> {
+  if (!(yield* choleskyFromTheRight(workspace))) return false;
+  yield* invertUpperInPlace(workspace);
   return true;
 }
 
+/** A region in this thread: the WebAssembly kernel's whole tiles where the workspace has it, the rest in TypeScript. */
+export function runRegionHere(region: CholeskyRegion): void {
+  const { a, n, panel, block, strip, kernel } = region.workspace;
+  if (region.op === 'panel') {
+    const { w, j0 } = region;
+    for (let i0 = 0; i0 < j0; i0 += UPDATE_TILE) {
+      const iEnd = Math.min(j0, i0 + UPDATE_TILE);
+      for (let c0 = i0; c0 < j0; c0 += UPDATE_TILE) {
+        const cEnd = Math.min(j0, c0 + UPDATE_TILE);
+        kernel?.panelUpdate(w, i0, iEnd, c0, cEnd);
+        subtractPanelProducts(a, n, panel, w, i0, iEnd, c0, cEnd, kernel !== undefined);
+      }
+    }
+  } else if (region.op === 'solve') {
+    if (kernel) kernel.panelSolve(region.j0, region.j1, 0, region.j0);
+    else panelSolveRows(region.workspace, region.j0, region.j1);
+  } else if (kernel) {
+    kernel.blockTimesInverse(region.i0, region.h, region.i1, region.i1, n, 0);
+  } else {
+    blockTimesInverse(a, n, region.i0, region.h, region.i1, block, strip);
+  }
+}
+
+/** The rows above the diagonal block [j0, j1): R[i, J] R[J, J]^T = a[i, J], a triangular solve per row, then packed. */
+function panelSolveRows(workspace: CholeskyWorkspace, j0: number, j1: number): void {
+  const { a, n, panel } = workspace;
+  const w = j1 - j0;
+  for (let i = 0; i < j0; i++) {
+    for (let j = j1 - 1; j >= j0; j--) {
+      const r = leftInBlock(a, n, i, j, j1) / a[j * n + j]!;
+      a[i * n + j] = r;
+      panel[i * w + (j - j0)] = r;
+    }
+  }
+}
+
+/** Regions narrower than this (columns) run in the calling thread: a worker's round trip costs more than they do. */
+const PARALLEL_MIN_COLUMNS = 256;
+
+/**
+ * A region split over the calling thread and `threads` (a shared workspace's WebAssembly kernel in each): the panel
+ * update by row tiles, the heaviest first to the least loaded thread; the block product by column ranges of equal
+ * work. Each entry is computed as runRegionHere computes it, so the factor is the same bit for bit. A workspace
+ * that is not shared, or a small region, runs here.
+ */
+export async function runRegionOn(threads: CholeskyThreads, region: CholeskyRegion): Promise<void> {
+  const { workspace } = region;
+  const shared = workspace.shared;
+  const parts = Math.min(threads.count, 3) + 1;
+  if (!shared || parts < 2) return runRegionHere(region);
+  if (region.op === 'panel') {
+    const { w, j0 } = region;
+    if (j0 < PARALLEL_MIN_COLUMNS) return runRegionHere(region);
+    const tiles: number[][] = Array.from({ length: parts }, () => []);
+    const load = new Float64Array(parts);
+    for (let i0 = 0; i0 < j0; i0 += UPDATE_TILE) {
+      const iEnd = Math.min(j0, i0 + UPDATE_TILE);
+      const lightest = load.indexOf(Math.min(...load));
+      tiles[lightest]!.push(i0, iEnd);
+      load[lightest]! += (iEnd - i0) * (j0 - i0);
+    }
+    const helpers = tiles.slice(1).filter((t) => t.length > 0).map((t) => threads.run({ shared, op: 'panel', w, j0, tiles: t }));
+    runCholeskyRequest(shared.exports, { shared, op: 'panel', w, j0, tiles: tiles[0]! });
+    await Promise.all(helpers);
+    // the entries outside whole 4 x 4 tiles, here, as runRegionHere does them
+    const { a, n, panel } = workspace;
+    for (let i0 = 0; i0 < j0; i0 += UPDATE_TILE) subtractPanelProducts(a, n, panel, w, i0, Math.min(j0, i0 + UPDATE_TILE), i0, j0, true);
+    return;
+  }
+  if (region.op === 'solve') {
+    // rows are independent: equal shares of [0, j0)
+    const { j0, j1 } = region;
+    if (j0 < PARALLEL_MIN_COLUMNS) return runRegionHere(region);
+    const bounds = Array.from({ length: parts + 1 }, (_, p) => Math.floor((j0 * p) / parts));
+    const helpers: Promise<void>[] = [];
+    for (let p = 1; p < parts; p++) helpers.push(threads.run({ shared, op: 'solve', j0, j1, iStart: bounds[p]!, iEnd: bounds[p + 1]! }));
+    runCholeskyRequest(shared.exports, { shared, op: 'solve', j0, j1, iStart: 0, iEnd: bounds[1]! });
+    await Promise.all(helpers);
+    return;
+  }
+  const { i0, h, i1 } = region;
+  const n = workspace.n;
+  if (n - i1 < PARALLEL_MIN_COLUMNS) return runRegionHere(region);
+  // a column's work grows with its depth (j - i1): equal work at i1 + (n - i1) sqrt(p / parts), on the 4-column grid
+  const bounds = Array.from({ length: parts + 1 }, (_, p) => (p === parts ? n : i1 + 4 * Math.floor(((n - i1) * Math.sqrt(p / parts)) / 4)));
+  const helpers: Promise<void>[] = [];
+  for (let p = 1; p < parts; p++) {
+    if (bounds[p + 1]! > bounds[p]!) helpers.push(threads.run({ shared, op: 'inverse', i0, h, i1, jStart: bounds[p]!, jEnd: bounds[p + 1]!, strip: p }));
+  }
+  runCholeskyRequest(shared.exports, { shared, op: 'inverse', i0, h, i1, jStart: bounds[0]!, jEnd: bounds[1]!, strip: 0 });
+  await Promise.all(helpers);
+}
+
 /** R with a = R R^T, R upper triangular, over the upper triangle of `a`, column blocks from the last one backwards. */
-function choleskyFromTheRight(workspace: CholeskyWorkspace): boolean {
-  const { a, n, panel, panelT, kernel } = workspace;
+function* choleskyFromTheRight(workspace: CholeskyWorkspace): Generator<CholeskyRegion, boolean, void> {
+  const { a, n } = workspace;
   for (let j1 = n; j1 > 0; j1 -= CHOLESKY_BLOCK) {
     const j0 = Math.max(0, j1 - CHOLESKY_BLOCK);
     const w = j1 - j0;
@@ -89,24 +213,11 @@ function choleskyFromTheRight(workspace: CholeskyWorkspace): boolean {
       for (let i = j0; i < j; i++) a[i * n + j] = leftInBlock(a, n, i, j, j1) / rjj;
     }
     if (j0 === 0) break;
-    // The rows above: R[i, J] R[J, J]^T = a[i, J], a triangular solve per row, then packed (row i at i * w).
-    for (let i = 0; i < j0; i++) {
-      for (let j = j1 - 1; j >= j0; j--) {
-        const r = leftInBlock(a, n, i, j, j1) / a[j * n + j]!;
-        a[i * n + j] = r;
-        panel[i * w + (j - j0)] = r;
-        if (kernel) panelT[(j - j0) * n + i] = r;
-      }
-    }
+    // The rows above: R[i, J] R[J, J]^T = a[i, J], a triangular solve per row, then packed (row i at i * w; the
+    // WebAssembly kernel also writes the transpose).
+    yield { op: 'solve', workspace, j0, j1 };
     // What is left of a, upper triangle: a[i, j] -= R[i, J] . R[j, J] for i <= j < j0, tile by tile of the panel.
-    for (let i0 = 0; i0 < j0; i0 += UPDATE_TILE) {
-      const iEnd = Math.min(j0, i0 + UPDATE_TILE);
-      for (let c0 = i0; c0 < j0; c0 += UPDATE_TILE) {
-        const cEnd = Math.min(j0, c0 + UPDATE_TILE);
-        kernel?.panelUpdate(w, i0, iEnd, c0, cEnd);
-        subtractPanelProducts(a, n, panel, w, i0, iEnd, c0, cEnd, kernel !== undefined);
-      }
-    }
+    yield { op: 'panel', workspace, w, j0 };
   }
   return true;
 }
@@ -167,15 +278,18 @@ function subtractDot(a: Float64Array, n: number, panel: Float64Array, w: number,
  * U[i, i] = 1 / R[i, i]; the part of the sum over the rows below the block (already U) is one product for the whole
  * block, in column tiles, the rest row by row.
  */
-function invertUpperInPlace(workspace: CholeskyWorkspace): void {
-  const { a, n, block, strip, kernel } = workspace;
-  const row = new Float64Array(n);
+function* invertUpperInPlace(workspace: CholeskyWorkspace): Generator<CholeskyRegion, void, void> {
+  const { a, n, block, kernel } = workspace;
+  const row = new Float64Array(kernel ? 0 : n);
   for (let i1 = n; i1 > 0; i1 -= CHOLESKY_BLOCK) {
     const i0 = Math.max(0, i1 - CHOLESKY_BLOCK);
     const h = i1 - i0;
     // T[r, j] = sum_{i1 <= k <= j} R[r, k] U[k, j] for the block's rows r and the columns j >= i1 (U's rows below).
-    if (kernel) kernel.blockTimesInverse(i0, h, i1);
-    else blockTimesInverse(a, n, i0, h, i1, block, strip);
+    yield { op: 'inverse', workspace, i0, h, i1 };
+    if (kernel) {
+      kernel.invertRows(i0, h, i1);
+      continue;
+    }
     // The block's rows from the bottom: the sum over the block's own rows below r (already U), then U[r, :].
     for (let r = h - 1; r >= 0; r--) {
       const i = i0 + r;
@@ -216,6 +330,19 @@ export interface HessianOptions {
  * one with a NaN or infinity is refused.
  */
 export function prepareHessian(hessian: InputHessian, options: HessianOptions, tensor: string): PreparedHessian {
+  return drive(prepareSteps(hessian, options, tensor, 1), runRegionHere);
+}
+
+/**
+ * prepareHessian with the factorization's O(n^3) regions split over the calling thread and helper threads (the
+ * kernel pool's workers) on a shared WebAssembly memory: the same result, bit for bit. Where the memory cannot be
+ * shared (no SharedArrayBuffer, the TypeScript kernel), everything runs in the calling thread.
+ */
+export function prepareHessianOn(threads: CholeskyThreads, hessian: InputHessian, options: HessianOptions, tensor: string): Promise<PreparedHessian> {
+  return driveAsync(prepareSteps(hessian, options, tensor, Math.min(threads.count, 3) + 1), (region) => runRegionOn(threads, region));
+}
+
+function* prepareSteps(hessian: InputHessian, options: HessianOptions, tensor: string, threads: number): Generator<CholeskyRegion, PreparedHessian, void> {
   const n = hessian.columns;
   const h = hessian.data;
   if (!Number.isInteger(n) || n < 1 || h.length !== n * n) {
@@ -242,7 +369,7 @@ export function prepareHessian(hessian: InputHessian, options: HessianOptions, t
     order = Int32Array.from({ length: n }, (_, i) => i).sort((a, b) => diagonal(b) - diagonal(a) || a - b);
   }
   const meanDiagonal = diagonalSum / n;
-  const workspace = createCholeskyWorkspace(n, options.kernel ?? 'auto');
+  const workspace = createCholeskyWorkspace(n, options.kernel ?? 'auto', threads);
   const { a } = workspace;
   let dampening = options.dampening;
   for (let retries = 0; retries <= GPTQ_DAMPENING_RETRIES; retries++, dampening *= 2) {
@@ -255,7 +382,7 @@ export function prepareHessian(hessian: InputHessian, options: HessianOptions, t
         a[i * n + j] = oi === oj ? (dead[oi] ? 1 : h[oi * n + oi]!) + lambda : h[oi * n + oj]!;
       }
     }
-    if (inverseCholeskyUpperIn(workspace)) {
+    if (yield* inverseCholeskySteps(workspace)) {
       return Object.freeze({ columns: n, inverse: Float32Array.from(a), order, dead, deadColumns, dampening, retries });
     }
   }

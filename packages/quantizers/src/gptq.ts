@@ -18,11 +18,13 @@ import {
   gptqBlockEnds,
   gptqGrid,
   prepareHessian,
+  prepareHessianOn,
   settleRange,
   solveGptqColumns,
   type GptqProblem,
   type PreparedHessian,
 } from './gptq-solver.js';
+import type { CholeskyThreads } from './cholesky-kernel.js';
 import type { KernelChoice } from './quant-kernel.js';
 import { dequantizeTensor } from './quantizers.js';
 
@@ -291,16 +293,37 @@ export function gptqKernelPicker(choice: KernelChoice): (rows: number) => GptqKe
   };
 }
 
-/** A Hessian's preparation, made once per Hessian object and settings (q/k/v share a Hessian, as do gate/up). */
-export function preparedHessianCache(settings: GptqSettings, kernel: KernelChoice = 'auto'): (hessian: InputHessian, tensor: string) => PreparedHessian {
-  const cache = new WeakMap<InputHessian, PreparedHessian>();
-  return (hessian, tensor) => {
-    let prepared = cache.get(hessian);
-    if (!prepared) {
-      prepared = prepareHessian(hessian, { ...settings, kernel }, tensor);
+/** A quantizer's prepared Hessians, each made once per Hessian object (q/k/v share a Hessian, as do gate/up). */
+export interface PreparedHessians {
+  /** Prepared in the calling thread (or the one already made). */
+  now(hessian: InputHessian, tensor: string): PreparedHessian;
+  /** Prepared with its O(n^3) regions split over helper threads (prepareHessianOn); the same result. */
+  on(threads: CholeskyThreads, hessian: InputHessian, tensor: string): Promise<PreparedHessian>;
+}
+
+/** The cache of PreparedHessians, by Hessian object, for these settings and kernel choice. */
+export function preparedHessianCache(settings: GptqSettings, kernel: KernelChoice = 'auto'): PreparedHessians {
+  const cache = new WeakMap<InputHessian, PreparedHessian | Promise<PreparedHessian>>();
+  return {
+    now(hessian, tensor) {
+      const cached = cache.get(hessian);
+      if (cached && !(cached instanceof Promise)) return cached;
+      // one still being prepared on threads is not waited for (a synchronous caller cannot): made again here
+      const prepared = prepareHessian(hessian, { ...settings, kernel }, tensor);
       cache.set(hessian, prepared);
-    }
-    return prepared;
+      return prepared;
+    },
+    on(threads, hessian, tensor) {
+      const cached = cache.get(hessian);
+      if (cached) return Promise.resolve(cached);
+      const pending = prepareHessianOn(threads, hessian, { ...settings, kernel }, tensor);
+      cache.set(hessian, pending);
+      pending.then(
+        (prepared) => cache.set(hessian, prepared),
+        () => cache.delete(hessian),
+      );
+      return pending;
+    },
   };
 }
 
@@ -334,7 +357,8 @@ export function gptqQuantizedTensor(weight: WeightTensor, config: QuantConfig, r
 
 /** A quantizer whose column loops can run elsewhere (quantizeModel hands it the kernel worker pool's solver). */
 export interface PooledQuantizer extends Quantizer {
-  quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): Promise<QuantizedTensor>;
+  /** `threads`: helper threads for the Hessian's factorization (the pool's workers; prepareHessianOn). */
+  quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext, threads?: CholeskyThreads): Promise<QuantizedTensor>;
 }
 
 export function isPooledQuantizer(quantizer: Quantizer): quantizer is PooledQuantizer {
@@ -358,12 +382,13 @@ export function createGptqQuantizer(options: GptqOptions = {}): GptqQuantizer {
   const settings = gptqSettings(rest);
   const kernelFor = gptqKernelPicker(choice ?? 'auto');
   const prepare = preparedHessianCache(settings, choice ?? 'auto');
-  const begin = (weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined) => {
+  // The matrix's checks, then its Hessian (prepared by the caller: here, or on the helper threads).
+  const hessianOf = (weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined) => {
     const [rows, columns] = matrixShape(weight);
     groupLayout(weight.name, [rows, columns], config);
-    const prepared = prepare(requireHessian('gptq', weight, context), weight.name);
-    return { prepared, ...gptqProblem(weight, config, prepared, settings) };
+    return requireHessian('gptq', weight, context);
   };
+  const problemOf = (weight: WeightTensor, config: QuantConfig, prepared: PreparedHessian) => ({ prepared, ...gptqProblem(weight, config, prepared, settings) });
   // An embedding unit's identity (requireHessian): no factorization (O(columns^3)) and no feedback loop (O(rows x
   // columns^2), minutes for a 7B vocabulary): the same result (tested against the full pass on the identity).
   const diagonal = (weight: WeightTensor, config: QuantConfig, context: QuantizeContext | undefined): QuantizedTensor | undefined => {
@@ -381,14 +406,15 @@ export function createGptqQuantizer(options: GptqOptions = {}): GptqQuantizer {
     quantize(weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): QuantizedTensor {
       const rounded = diagonal(weight, config, context);
       if (rounded) return rounded;
-      const { prepared, problem, finish } = begin(weight, config, context);
+      const { prepared, problem, finish } = problemOf(weight, config, prepare.now(hessianOf(weight, config, context), weight.name));
       kernelFor(problem.rows).solve(problem);
       return gptqQuantizedTensor(weight, config, finish(), gptqReport(prepared));
     },
-    async quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext): Promise<QuantizedTensor> {
+    async quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext, threads?: CholeskyThreads): Promise<QuantizedTensor> {
       const rounded = diagonal(weight, config, context);
       if (rounded) return rounded;
-      const { prepared, problem, finish } = begin(weight, config, context);
+      const hessian = hessianOf(weight, config, context);
+      const { prepared, problem, finish } = problemOf(weight, config, threads ? await prepare.on(threads, hessian, weight.name) : prepare.now(hessian, weight.name));
       await solve(problem);
       return gptqQuantizedTensor(weight, config, finish(), gptqReport(prepared));
     },

@@ -91,12 +91,14 @@ export {
   type PooledQuantizer,
 } from './gptq.js';
 export { createWasmGptqKernel } from './gptq-kernel.js';
+export { type CholeskyRequest, type CholeskyThreads } from './cholesky-kernel.js';
 export {
   HessianNotPositiveDefiniteError,
   gptqGrid,
   gridOfRange,
   inverseCholeskyUpper,
   prepareHessian,
+  prepareHessianOn,
   solveGptqColumns,
   type GptqProblem,
   type PreparedHessian,

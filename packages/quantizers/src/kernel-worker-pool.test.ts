@@ -5,6 +5,8 @@ import { createWasmKernel, wasmKernelAvailable } from './quant-kernel.js';
 import { randomInputs, randomMatrix } from './testing/random-matrix.js';
 import { baqQuantizer, createBaqQuantizer } from './baq.js';
 import { createGptqQuantizer } from './gptq.js';
+import { prepareHessian, prepareHessianOn } from './gptq-solver.js';
+import type { CholeskyRequest } from './cholesky-kernel.js';
 import { quantConfig } from '@layerquant/core';
 
 describe.skipIf(!wasmKernelAvailable())('kernel worker pool', () => {
@@ -57,6 +59,32 @@ describe.skipIf(!wasmKernelAvailable())('kernel worker pool', () => {
           expect(pooled[i]!.columnBits).toEqual(expected.columnBits);
         }
       }
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("splits a Hessian's factorization over the calling thread and the workers (shared memory), the factor bit for bit the oracle's", async () => {
+    const pool = createKernelPool(3)!;
+    try {
+      // above the smallest split region (256 columns), with rests of 1-3 rows and columns past the 4 x 4 tiles
+      for (const [n, helpers] of [[300, 1], [517, 2]] as const) {
+        const { hessian } = randomInputs(n, n + 40, 60 + n, [5]);
+        let requests = 0;
+        const threads = { count: helpers, run: (request: CholeskyRequest) => (requests++, pool.runCholesky(request)) };
+        const split = await prepareHessianOn(threads, hessian, { dampening: 0.01, actOrder: true }, 'w');
+        const oracle = prepareHessian(hessian, { dampening: 0.01, actOrder: true, kernel: 'typescript' }, 'w');
+        expect(requests, `n=${n}`).toBeGreaterThan(0);
+        expect(Array.from(split.inverse), `n=${n}`).toEqual(Array.from(oracle.inverse));
+        expect(split.order).toEqual(oracle.order);
+        expect(split.deadColumns).toBe(oracle.deadColumns);
+      }
+      // GPTQ's quantizeOn with the threads: the same codes as the calling thread's TypeScript path
+      const { hessian } = randomInputs(320, 400, 71);
+      const weight = randomMatrix(12, 320, 72, 0.05, 2);
+      const config = quantConfig(4, 64);
+      const pooled = await createGptqQuantizer().quantizeOn((p) => pool.runGptq(p), weight, config, { hessian }, { count: 2, run: (r) => pool.runCholesky(r) });
+      expect(pooled.packed).toEqual(createGptqQuantizer({ kernel: 'typescript' }).quantize(weight, config, { hessian }).packed);
     } finally {
       await pool.close();
     }

@@ -4,6 +4,7 @@ import type { ProximalOptions } from './hqq-proximal.js';
 import { wasmKernelModule } from './quant-kernel.js';
 import { gptqMemoryLayout, solveGptqWasm } from './gptq-kernel.js';
 import type { GptqProblem } from './gptq-solver.js';
+import { runCholeskyRequest, type CholeskyRequest } from './cholesky-kernel.js';
 
 /** One matrix for a worker: group-major weights and what to do with them (see QuantKernel.quantize). */
 export interface KernelTask {
@@ -27,6 +28,11 @@ export interface KernelPool {
   run(task: KernelTask): Promise<KernelTaskResult>;
   /** Solves a GPTQ problem (its column loop) on a worker: fills its weights, codes and ranges, as solveGptqWasm does. */
   runGptq(problem: GptqProblem): Promise<void>;
+  /**
+   * Runs one thread's part of a Hessian factorization region on a worker, in the request's shared memory
+   * (runCholeskyRequest). Goes ahead of queued matrices: the calling thread waits on it.
+   */
+  runCholesky(request: CholeskyRequest): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -38,7 +44,22 @@ const { parentPort, workerData } = require('node:worker_threads');
 const kernel = new WebAssembly.Instance(workerData.module, { env: { pow: Math.pow } }).exports;
 const gptqMemoryLayout = ${gptqMemoryLayout.toString()};
 const solveGptqWasm = ${solveGptqWasm.toString()};
-parentPort.on('message', ({ id, kind, problem, grouped, groupSize, bits, roundZero, solver }) => {
+const runCholeskyRequest = ${runCholeskyRequest.toString()};
+let cholesky = null;
+parentPort.on('message', ({ id, kind, problem, request, grouped, groupSize, bits, roundZero, solver }) => {
+  if (kind === 'cholesky') {
+    try {
+      // one instance per shared memory (a Hessian's workspace), made on its first request
+      if (!cholesky || cholesky.key !== request.shared.key) {
+        cholesky = { key: request.shared.key, kernel: new WebAssembly.Instance(request.shared.module, { env: { memory: request.shared.memory } }).exports };
+      }
+      runCholeskyRequest(cholesky.kernel, request);
+      parentPort.postMessage({ id });
+    } catch (error) {
+      parentPort.postMessage({ id, error: String(error && error.stack || error) });
+    }
+    return;
+  }
   if (kind === 'gptq') {
     try {
       solveGptqWasm(kernel, problem);
@@ -95,7 +116,8 @@ export function createKernelPool(size: number): KernelPool | undefined {
   type GptqResultMessage = { weights: Float32Array; codes: Uint8Array; low: Float32Array; high: Float32Array };
   type Pending =
     | { kind: 'hqq'; task: KernelTask; resolve: (r: KernelTaskResult) => void; reject: (e: Error) => void }
-    | { kind: 'gptq'; problem: GptqProblem; resolve: (r: GptqResultMessage) => void; reject: (e: Error) => void };
+    | { kind: 'gptq'; problem: GptqProblem; resolve: (r: GptqResultMessage) => void; reject: (e: Error) => void }
+    | { kind: 'cholesky'; request: CholeskyRequest; resolve: () => void; reject: (e: Error) => void };
   const queue: Pending[] = [];
   const idle: Worker[] = [];
   const running = new Map<number, Pending>();
@@ -109,6 +131,7 @@ export function createKernelPool(size: number): KernelPool | undefined {
       running.delete(message.id);
       if (message.error) pending?.reject(new Error(`quantization worker failed: ${message.error}`));
       else if (pending?.kind === 'gptq') pending.resolve({ weights: message.weights, codes: message.codes, low: message.low, high: message.high });
+      else if (pending?.kind === 'cholesky') pending.resolve();
       else pending?.resolve({ scale: message.scale, zero: message.zero, codes: message.codes, iterations: message.iterations });
       idle.push(worker);
       pump();
@@ -138,6 +161,12 @@ export function createKernelPool(size: number): KernelPool | undefined {
         worker.postMessage({ id, kind: 'gptq', problem: pending.problem });
         continue;
       }
+      if (pending.kind === 'cholesky') {
+        // the shared memory and the module are shared with the worker, not copied; the kernel's exports stay here
+        const { key, memory, module, layout } = pending.request.shared;
+        worker.postMessage({ id, kind: 'cholesky', request: { ...pending.request, shared: { key, memory, module, layout } } });
+        continue;
+      }
       const { grouped, groupSize, bits, roundZero, solver } = pending.task;
       worker.postMessage({ id, grouped, groupSize, bits, roundZero, solver });
     }
@@ -161,6 +190,13 @@ export function createKernelPool(size: number): KernelPool | undefined {
       problem.codes.set(result.codes);
       problem.low.set(result.low);
       problem.high.set(result.high);
+    },
+    runCholesky(request) {
+      return new Promise<void>((resolve, reject) => {
+        if (failed) return reject(failed);
+        queue.unshift({ kind: 'cholesky', request, resolve, reject });
+        pump();
+      });
     },
     async close() {
       // Tasks still queued or running are rejected, not left to wait for workers that are gone.

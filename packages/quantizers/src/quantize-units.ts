@@ -181,8 +181,9 @@ export async function* quantizeUnits(options: QuantizeUnitsOptions): AsyncGenera
         const result = await pool.run({ grouped, groupSize: layout.groupSize, bits: config.bits, roundZero: config.roundZero, solver: solverForConfig(quantizer.kernelSolver, config) });
         solved = assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero);
       } else if (pool && isPooledQuantizer(quantizer)) {
-        // GPTQ's column loops on the workers: q/k/v (and gate/up) run side by side
-        solved = await quantizer.quantizeOn((problem) => pool.runGptq(problem), weight, config, context);
+        // GPTQ's column loops on the workers: q/k/v (and gate/up) run side by side; the Hessian's factorization is
+        // split over this thread and pool.size - 1 workers (as many threads as the pool)
+        solved = await quantizer.quantizeOn((problem) => pool.runGptq(problem), weight, config, context, { count: pool.size - 1, run: (request) => pool.runCholesky(request) });
       } else {
         solved = quantizer.quantize(weight, config, context);
       }
