@@ -5,9 +5,11 @@
 //   - whole-model perplexity of both GPTQ models with layerquant's evaluator (goal: within 0.2%);
 //   - time and peak memory of each quantization (ours in a child preloaded with lib/report-peak.mjs; PyTorch's
 //     max RSS), both on 2 threads;
-//   - perplexity of every quantizer of --quantizers at every config.
+//   - perplexity of every quantizer of --quantizers at every config, and (unless --no-kld) its KL divergence from the
+//     float model on the same windows (llama.cpp's statistics: mean with its error, 99.9%, same top p), against a
+//     float base computed once and cached (@layerquant/pipeline's floatKldBase, tokens x vocab x 4 bytes on disk).
 // Usage: pnpm build && node bench/gptq.mjs [--blocks 32] [--seqlen 512] [--configs b4g128,b3g64,b2g64]
-//          [--quantizers gptq,hqq,rtn] [--max-tokens N] [--no-anchor] [--json results.json]
+//          [--quantizers gptq,hqq,rtn] [--max-tokens N] [--no-anchor] [--no-kld] [--json results.json]
 // Each row also goes to stderr as soon as it is measured (with the load average), and --json is rewritten after every
 // row, so a run stopped part-way keeps what it measured.
 // The smallest run that shows it works: --blocks 2 --configs b4g128 --max-tokens 4096 (minutes on 2 cores).
@@ -19,7 +21,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { LINEAR_MODULES, matrixTensorName } from '@layerquant/core';
 import { brownCalibPath, brownTestPath, shippedModelDir } from '@layerquant/fixtures';
-import { perplexity, readEvaluationText } from '@layerquant/perplexity';
+import { klDivergence, kldSummary, perplexity, readEvaluationText } from '@layerquant/perplexity';
+import { floatKldBase } from '@layerquant/pipeline';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { loadDecoderModel } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
@@ -33,6 +36,7 @@ const { values } = parseArgs({
     quantizers: { type: 'string', default: 'gptq,hqq,rtn' },
     'max-tokens': { type: 'string' },
     'no-anchor': { type: 'boolean' },
+    'no-kld': { type: 'boolean' },
     json: { type: 'string' },
   },
 });
@@ -55,6 +59,7 @@ const record = (kind, row, line) => {
 };
 
 const scratch = mkdtempSync(join(tmpdir(), 'layerquant-bench-gptq-'));
+let kldBase; // the float model's distributions on the evaluation windows (unless --no-kld)
 try {
   const tokenizer = await loadTokenizer(shippedModelDir);
   const calibrationIds = tokenizer.encode(readFileSync(brownCalibPath, 'utf8')).slice(0, blocks * seqlen);
@@ -67,14 +72,23 @@ try {
   console.error(`calibration: brown-calib, ${blocks} blocks x ${seqlen} tokens; evaluation: brown-test, ${testIds.length} tokens at ${seqlen}`);
   results.testTokens = testIds.length;
 
+  if (!values['no-kld']) {
+    const floatBase = await floatKldBase(shippedModelDir, testIds, { seqlen }, { evaluation: { threads: THREADS }, onCompute: (file, bytes) => console.error(`computing the float KLD base: ${file} (${(bytes / 2 ** 30).toFixed(2)} GiB)`) });
+    kldBase = floatBase.base;
+    results.kldBase = { computed: floatBase.computed, seconds: floatBase.seconds };
+  }
+  /** Perplexity, and the KLD summary from the float model where the base is there. */
   const evaluate = async (source, overrides) => {
     const model = await loadDecoderModel(source, modelConfig, { threads: THREADS, ...(overrides ? { overrides } : {}) });
     try {
-      return (await perplexity(model, testIds, { seqlen })).ppl;
+      if (!kldBase) return { ppl: (await perplexity(model, testIds, { seqlen })).ppl };
+      const result = await klDivergence(model, kldBase, testIds, { seqlen });
+      return { ppl: result.perplexity.ppl, kld: kldSummary(result.statistics) };
     } finally {
       await model.dispose();
     }
   };
+  const kldCells = (kld) => (kld ? `${kld.mean.toFixed(5)} ± ${kld.error.toFixed(5)} | ${kld.p999.toFixed(4)} | ${(100 * kld.sameTop).toFixed(2)}%` : '- | - | -');
   const quantizeInChild = (quantizer, config, outDir) => {
     const peakFile = join(scratch, 'peak');
     const stdout = execFileSync(process.execPath, ['--import', PEAK_HOOK, CHILD, shippedModelDir, outDir, quantizer, config, idsPath, String(blocks), String(seqlen)], {
@@ -85,7 +99,7 @@ try {
     return { ...lastJson(stdout), peakBytes: Number(readFileSync(peakFile, 'utf8')) };
   };
 
-  const table = ['| config | quantizer | brown-test ppl | quantize time | peak memory |', '| --- | --- | --- | --- | --- |'];
+  const table = ['| config | quantizer | brown-test ppl | mean KLD | KLD 99.9% | same top | quantize time | peak memory |', '| --- | --- | --- | --- | --- | --- | --- | --- |'];
   const anchorTable = [
     '| config | matrices within 1% (worst) | ppl ours / PyTorch GPTQ (difference) | time ours / PyTorch (speed-up) | peak ours / PyTorch |',
     '| --- | --- | --- | --- | --- |',
@@ -97,9 +111,9 @@ try {
       console.error(`${config}: quantizing with ${quantizer}...`);
       const ours = quantizeInChild(quantizer, config, outDir);
       const weights = await openModelWeights(outDir);
-      const ppl = await evaluate(weights);
-      table.push(`| ${config} | ${quantizer} | ${ppl.toFixed(4)} | ${ours.seconds.toFixed(1)} s | ${mib(ours.peakBytes)} |`);
-      record('rows', { config, quantizer, ppl, seconds: ours.seconds, peakBytes: ours.peakBytes, notes: ours.notes ?? [] }, table.at(-1));
+      const { ppl, kld } = await evaluate(weights);
+      table.push(`| ${config} | ${quantizer} | ${ppl.toFixed(4)} | ${kldCells(kld)} | ${ours.seconds.toFixed(1)} s | ${mib(ours.peakBytes)} |`);
+      record('rows', { config, quantizer, ppl, ...(kld ? { kld } : {}), seconds: ours.seconds, peakBytes: ours.peakBytes, notes: ours.notes ?? [] }, table.at(-1));
       for (const note of ours.notes ?? []) notes.push(`${config} ${quantizer} ${note}`);
       const bits = /^b(\d+)g(\d+)$/.exec(config);
       const oursPath = join(scratch, 'ours.f32');
@@ -140,7 +154,8 @@ try {
           offset += size;
         }
       }
-      const referencePpl = await evaluate(checkpoint, overrides);
+      const { ppl: referencePpl, kld: referenceKld } = await evaluate(checkpoint, overrides);
+      if (referenceKld) notes.push(`${config}: mean KLD ours ${kld.mean.toFixed(5)}, PyTorch GPTQ ${referenceKld.mean.toFixed(5)} ± ${referenceKld.error.toFixed(5)}`);
       await checkpoint.close();
       anchorTable.push(
         `| ${config} | ${within} of ${deviations.length} (worst ${(100 * worst.deviation).toFixed(2)}%, ${worst.key}) | ${ppl.toFixed(4)} / ${referencePpl.toFixed(4)} (${((100 * (ppl - referencePpl)) / referencePpl).toFixed(3)}%) | ${ours.seconds.toFixed(1)} s / ${reference.seconds.toFixed(1)} s (${(reference.seconds / ours.seconds).toFixed(2)}x) | ${mib(ours.peakBytes)} / ${mib(reference.peakBytes)} |`,
@@ -158,8 +173,9 @@ try {
   }
   console.log(table.join('\n'));
   if (haveTorch && quantizers.includes('gptq')) console.log(`\nGPTQ against the PyTorch reference (bench/gptq_reference.py, ${THREADS} threads):\n${anchorTable.join('\n')}`);
-  else if (quantizers.includes('gptq')) console.log('\n(no /usr/bin/python3 with torch: PyTorch GPTQ reference skipped)');
+  else if (quantizers.includes('gptq')) console.log(`\n(PyTorch GPTQ reference skipped: ${values['no-anchor'] ? '--no-anchor' : 'no /usr/bin/python3 with torch'})`);
   for (const note of notes) console.log(`- ${note}`);
 } finally {
+  await kldBase?.close();
   rmSync(scratch, { recursive: true, force: true });
 }
