@@ -56,7 +56,7 @@ try {
       const options = { dampening: 1e-300, actOrder: false };
       const factor =
         kernel === 'pool'
-          ? await prepareHessianOn({ count: pool.size - 1, run: (request) => pool.runCholesky(request) }, { columns: n, data: h }, options, `random ${n}x${n}`)
+          ? await prepareHessianOn(pool.choleskyThreads, { columns: n, data: h }, options, `random ${n}x${n}`)
           : prepareHessian({ columns: n, data: h }, { ...options, kernel }, `random ${n}x${n}`);
       row.seconds[kernel] = (performance.now() - started) / 1000;
       if (prepared && !prepared.inverse.every((v, i) => Object.is(v, factor.inverse[i]))) throw new Error(`n = ${n}: the ${kernel} factor differs from the ${kernels[0]} one`);

@@ -30,8 +30,8 @@ try {
       const weight = await checkpoint.read(name);
       const matrix = { key: matrixKey(layer, module), name, layer, module, shape: [weight.shape[0], weight.shape[1]] };
       const context = await opened.calibration.context(matrix);
-      // as quantizeModel does: the Hessian's factorization split over this thread and pool.size - 1 workers
-      const q = await gptqQuantizer.quantizeOn((p) => pool.runGptq(p), weight, config, context, { count: pool.size - 1, run: (r) => pool.runCholesky(r) });
+      // as quantizeModel does: the Hessian's factorization split over this thread and the pool's workers
+      const q = await gptqQuantizer.quantizeOn((p) => pool.runGptq(p), weight, config, context, pool.choleskyThreads);
       opened.calibration.done(matrix, gptqQuantizer.dequantize(q));
     }));
     layerSeconds.push((performance.now() - layerStart) / 1000);

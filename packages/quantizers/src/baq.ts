@@ -123,7 +123,7 @@ export function createBaqQuantizer(options: GptqOptions = {}): BaqQuantizer {
     },
     async quantizeOn(solve: GptqSolver, weight: WeightTensor, config: QuantConfig, context?: QuantizeContext, threads?: CholeskyThreads): Promise<QuantizedTensor> {
       const hessian = hessianOf(weight, config, context);
-      const run = passes(weight, config, threads ? await prepare.on(threads, hessian, weight.name) : prepare.now(hessian, weight.name));
+      const run = passes(weight, config, await prepare.on(threads, hessian, weight.name));
       for (let step = run.next(); ; step = run.next()) {
         if (step.done) return step.value;
         await solve(step.value);

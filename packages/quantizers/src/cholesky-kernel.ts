@@ -1,6 +1,6 @@
 // Where GPTQ's Hessian preparation keeps its matrix: plain typed arrays (the TypeScript oracle), or the memory of a
-// WebAssembly SIMD module (wasm/cholesky-kernel.wat) whose panelUpdate and blockTimesInverse run the O(n^3) parts of
-// inverseCholeskyUpper in place. Both give bit-identical factors (tested).
+// WebAssembly SIMD module (wasm/cholesky-kernel.wat) whose functions run inverseCholeskyUpper's solves, updates and
+// inverse in place, shared with the kernel pool's workers where it has them. Both give bit-identical factors (tested).
 import { InvalidOptionError } from '@layerquant/core';
 import { CHOLESKY_KERNEL_WASM_BASE64, CHOLESKY_KERNEL_WASM_BASE64_SHARED } from './cholesky-kernel-wasm.generated.js';
 import { decodeBase64, type KernelChoice } from './quant-kernel.js';
@@ -72,6 +72,7 @@ export function runCholeskyRequest(kernel: CholeskyExports, request: CholeskyReq
   } else if (request.op === 'solve') {
     kernel.panelSolve(aAt, n, panelAt, panelTAt, request.j0, request.j1, request.iStart, request.iEnd);
   } else {
+    // the strip's address as workspaceOver computes it (this function is posted to workers as source: no helpers)
     kernel.blockTimesInverse(aAt, n, request.i0, request.h, request.i1, request.jStart, request.jEnd, blockAt, stripAt + request.strip * 32 * n);
   }
 }

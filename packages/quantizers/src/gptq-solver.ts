@@ -74,8 +74,9 @@ export function inverseCholeskyUpperIn(workspace: CholeskyWorkspace): boolean {
 
 /**
  * One O(n^3) region of the factorization, for a driver to run in this thread (runRegionHere) or split over threads
- * (runRegionOn): `panel`, the trailing update a[i, j] -= P[i] . P[j] for i <= j < j0 (the panel's w columns);
- * `inverse`, the block product T of the rows [i0, i0 + h) and the columns [i1, n).
+ * (runRegionOn): `solve`, the triangular solve of the rows [0, j0) above the diagonal block [j0, j1); `panel`, the
+ * trailing update a[i, j] -= P[i] . P[j] for i <= j < j0 (the panel's w columns); `inverse`, the block product T of
+ * the rows [i0, i0 + h) and the columns [i1, n).
  */
 export type CholeskyRegion =
   | { readonly op: 'panel'; readonly workspace: CholeskyWorkspace; readonly w: number; readonly j0: number }
@@ -141,6 +142,11 @@ function panelSolveRows(workspace: CholeskyWorkspace, j0: number, j1: number): v
   }
 }
 
+/** Threads a region is split over: the calling one and up to 3 helpers (the workspace holds a strip for each). */
+function threadsOf(threads: CholeskyThreads): number {
+  return Math.min(threads.count, 3) + 1;
+}
+
 /** Regions narrower than this (columns) run in the calling thread: a worker's round trip costs more than they do. */
 const PARALLEL_MIN_COLUMNS = 256;
 
@@ -153,7 +159,7 @@ const PARALLEL_MIN_COLUMNS = 256;
 export async function runRegionOn(threads: CholeskyThreads, region: CholeskyRegion): Promise<void> {
   const { workspace } = region;
   const shared = workspace.shared;
-  const parts = Math.min(threads.count, 3) + 1;
+  const parts = threadsOf(threads);
   if (!shared || parts < 2) return runRegionHere(region);
   if (region.op === 'panel') {
     const { w, j0 } = region;
@@ -339,7 +345,7 @@ export function prepareHessian(hessian: InputHessian, options: HessianOptions, t
  * shared (no SharedArrayBuffer, the TypeScript kernel), everything runs in the calling thread.
  */
 export function prepareHessianOn(threads: CholeskyThreads, hessian: InputHessian, options: HessianOptions, tensor: string): Promise<PreparedHessian> {
-  return driveAsync(prepareSteps(hessian, options, tensor, Math.min(threads.count, 3) + 1), (region) => runRegionOn(threads, region));
+  return driveAsync(prepareSteps(hessian, options, tensor, threadsOf(threads)), (region) => runRegionOn(threads, region));
 }
 
 function* prepareSteps(hessian: InputHessian, options: HessianOptions, tensor: string, threads: number): Generator<CholeskyRegion, PreparedHessian, void> {

@@ -297,34 +297,34 @@ export function gptqKernelPicker(choice: KernelChoice): (rows: number) => GptqKe
 export interface PreparedHessians {
   /** Prepared in the calling thread (or the one already made). */
   now(hessian: InputHessian, tensor: string): PreparedHessian;
-  /** Prepared with its O(n^3) regions split over helper threads (prepareHessianOn); the same result. */
-  on(threads: CholeskyThreads, hessian: InputHessian, tensor: string): Promise<PreparedHessian>;
+  /** Prepared with its O(n^3) regions split over helper threads (prepareHessianOn; without threads: `now`); the same result. */
+  on(threads: CholeskyThreads | undefined, hessian: InputHessian, tensor: string): Promise<PreparedHessian>;
 }
 
 /** The cache of PreparedHessians, by Hessian object, for these settings and kernel choice. */
 export function preparedHessianCache(settings: GptqSettings, kernel: KernelChoice = 'auto'): PreparedHessians {
   const cache = new WeakMap<InputHessian, PreparedHessian | Promise<PreparedHessian>>();
-  return {
-    now(hessian, tensor) {
-      const cached = cache.get(hessian);
-      if (cached && !(cached instanceof Promise)) return cached;
-      // one still being prepared on threads is not waited for (a synchronous caller cannot): made again here
-      const prepared = prepareHessian(hessian, { ...settings, kernel }, tensor);
-      cache.set(hessian, prepared);
-      return prepared;
-    },
-    on(threads, hessian, tensor) {
-      const cached = cache.get(hessian);
-      if (cached) return Promise.resolve(cached);
-      const pending = prepareHessianOn(threads, hessian, { ...settings, kernel }, tensor);
-      cache.set(hessian, pending);
-      pending.then(
-        (prepared) => cache.set(hessian, prepared),
-        () => cache.delete(hessian),
-      );
-      return pending;
-    },
+  const now = (hessian: InputHessian, tensor: string): PreparedHessian => {
+    const cached = cache.get(hessian);
+    if (cached && !(cached instanceof Promise)) return cached;
+    // one still being prepared on threads is not waited for (a synchronous caller cannot): made again here
+    const prepared = prepareHessian(hessian, { ...settings, kernel }, tensor);
+    cache.set(hessian, prepared);
+    return prepared;
   };
+  const on = (threads: CholeskyThreads | undefined, hessian: InputHessian, tensor: string): Promise<PreparedHessian> => {
+    if (!threads) return Promise.resolve(now(hessian, tensor));
+    const cached = cache.get(hessian);
+    if (cached) return Promise.resolve(cached);
+    const pending = prepareHessianOn(threads, hessian, { ...settings, kernel }, tensor);
+    cache.set(hessian, pending);
+    pending.then(
+      (prepared) => cache.set(hessian, prepared),
+      () => cache.delete(hessian),
+    );
+    return pending;
+  };
+  return { now, on };
 }
 
 /** GPTQ's report for a matrix: what the Hessian needed. */
@@ -414,7 +414,7 @@ export function createGptqQuantizer(options: GptqOptions = {}): GptqQuantizer {
       const rounded = diagonal(weight, config, context);
       if (rounded) return rounded;
       const hessian = hessianOf(weight, config, context);
-      const { prepared, problem, finish } = problemOf(weight, config, threads ? await prepare.on(threads, hessian, weight.name) : prepare.now(hessian, weight.name));
+      const { prepared, problem, finish } = problemOf(weight, config, await prepare.on(threads, hessian, weight.name));
       await solve(problem);
       return gptqQuantizedTensor(weight, config, finish(), gptqReport(prepared));
     },

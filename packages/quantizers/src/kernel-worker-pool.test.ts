@@ -83,7 +83,8 @@ describe.skipIf(!wasmKernelAvailable())('kernel worker pool', () => {
       const { hessian } = randomInputs(320, 400, 71);
       const weight = randomMatrix(12, 320, 72, 0.05, 2);
       const config = quantConfig(4, 64);
-      const pooled = await createGptqQuantizer().quantizeOn((p) => pool.runGptq(p), weight, config, { hessian }, { count: 2, run: (r) => pool.runCholesky(r) });
+      const pooled = await createGptqQuantizer().quantizeOn((p) => pool.runGptq(p), weight, config, { hessian }, pool.choleskyThreads);
+      expect(pool.choleskyThreads.count).toBe(2);
       expect(pooled.packed).toEqual(createGptqQuantizer({ kernel: 'typescript' }).quantize(weight, config, { hessian }).packed);
     } finally {
       await pool.close();

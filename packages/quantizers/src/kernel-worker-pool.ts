@@ -4,7 +4,7 @@ import type { ProximalOptions } from './hqq-proximal.js';
 import { wasmKernelModule } from './quant-kernel.js';
 import { gptqMemoryLayout, solveGptqWasm } from './gptq-kernel.js';
 import type { GptqProblem } from './gptq-solver.js';
-import { runCholeskyRequest, type CholeskyRequest } from './cholesky-kernel.js';
+import { runCholeskyRequest, type CholeskyRequest, type CholeskyThreads } from './cholesky-kernel.js';
 
 /** One matrix for a worker: group-major weights and what to do with them (see QuantKernel.quantize). */
 export interface KernelTask {
@@ -33,6 +33,11 @@ export interface KernelPool {
    * (runCholeskyRequest). Goes ahead of queued matrices: the calling thread waits on it.
    */
   runCholesky(request: CholeskyRequest): Promise<void>;
+  /**
+   * The pool as helper threads of a Hessian's factorization (prepareHessianOn, quantizeOn): size - 1 workers beside
+   * the calling thread, so the factorization takes as many threads as the pool.
+   */
+  readonly choleskyThreads: CholeskyThreads;
   close(): Promise<void>;
 }
 
@@ -171,8 +176,16 @@ export function createKernelPool(size: number): KernelPool | undefined {
       worker.postMessage({ id, grouped, groupSize, bits, roundZero, solver });
     }
   };
+  const runCholesky = (request: CholeskyRequest) =>
+    new Promise<void>((resolve, reject) => {
+      if (failed) return reject(failed);
+      queue.unshift({ kind: 'cholesky', request, resolve, reject });
+      pump();
+    });
   return {
     size,
+    runCholesky,
+    choleskyThreads: Object.freeze({ count: size - 1, run: runCholesky }),
     run(task) {
       return new Promise<KernelTaskResult>((resolve, reject) => {
         if (failed) return reject(failed);
@@ -190,13 +203,6 @@ export function createKernelPool(size: number): KernelPool | undefined {
       problem.codes.set(result.codes);
       problem.low.set(result.low);
       problem.high.set(result.high);
-    },
-    runCholesky(request) {
-      return new Promise<void>((resolve, reject) => {
-        if (failed) return reject(failed);
-        queue.unshift({ kind: 'cholesky', request, resolve, reject });
-        pump();
-      });
     },
     async close() {
       // Tasks still queued or running are rejected, not left to wait for workers that are gone.

@@ -182,8 +182,8 @@ export async function* quantizeUnits(options: QuantizeUnitsOptions): AsyncGenera
         solved = assembleQuantized(quantizer.id, weight, config, layout, result.codes, result.scale, result.zero);
       } else if (pool && isPooledQuantizer(quantizer)) {
         // GPTQ's column loops on the workers: q/k/v (and gate/up) run side by side; the Hessian's factorization is
-        // split over this thread and pool.size - 1 workers (as many threads as the pool)
-        solved = await quantizer.quantizeOn((problem) => pool.runGptq(problem), weight, config, context, { count: pool.size - 1, run: (request) => pool.runCholesky(request) });
+        // split over this thread and the workers (pool.choleskyThreads)
+        solved = await quantizer.quantizeOn((problem) => pool.runGptq(problem), weight, config, context, pool.choleskyThreads);
       } else {
         solved = quantizer.quantize(weight, config, context);
       }
