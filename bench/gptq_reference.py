@@ -12,6 +12,9 @@
 #        [--threads 2] [--dampening 0.01] [--act-order]
 #        /usr/bin/python3 bench/gptq_reference.py MODEL_DIR IDS_JSON BLOCKS SEQLEN BITS GROUP --evaluate OTHER.f32
 #        [--layers N]: the first N layers only (bench/gptq-scale.mjs at model shapes too large to hold)
+#        [--hessians DIR]: also write each Hessian this run quantized with (float64, row-major [K, K]) to
+#        DIR/<layer>.<first module>.f64 and DIR/index.json ({"<layer>.<module>": file}), so that another GPTQ can be
+#        solved on exactly these Hessians (bench/gptq.mjs's same-Hessian comparison, matrix by matrix)
 # Writes the dequantized matrices (float32, layer-major, q,k,v,o,gate,up,down) to --out; prints one JSON object
 # {errors: {"<layer>.<module>": tr((W - Q) H (W - Q)^T)}, seconds, hessianSeconds, gptqSeconds, peakBytes}.
 # --evaluate takes another quantization's matrices (same layout) instead of running GPTQ: the same sequential pass
@@ -35,6 +38,7 @@ parser.add_argument('--dampening', type=float, default=0.01)
 parser.add_argument('--act-order', action='store_true')
 parser.add_argument('--batch', type=int, default=8)
 parser.add_argument('--layers', type=int, default=0, help='the first N layers only (0: all)')
+parser.add_argument('--hessians', help='write each Hessian (float64) to this directory, with index.json')
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 BLOCK = 128
@@ -109,6 +113,8 @@ if args.out and args.evaluate: sys.exit('give --out (run GPTQ) or --evaluate FIL
 out = open(args.out, 'wb') if args.out else None
 given = torch.from_numpy(__import__('numpy').fromfile(args.evaluate, dtype='float32')) if args.evaluate else None
 offset = 0
+hessian_files = {}
+if args.hessians and not args.out: sys.exit('--hessians goes with --out (the Hessians of this run\'s own GPTQ pass)')
 with torch.no_grad():
     xs = [W['model.embed_tokens.weight'][b] for b in batches]
 
@@ -128,6 +134,12 @@ with torch.no_grad():
 
         def quantize(modules, h):
             global gptq_seconds, measuring, offset
+            if args.hessians:
+                t = time.perf_counter()
+                name = f'{layer}.{modules[0]}.f64'
+                h.contiguous().numpy().astype('<f8').tofile(f'{args.hessians}/{name}')
+                for m in modules: hessian_files[f'{layer}.{m}'] = name
+                measuring += time.perf_counter() - t
             for m in modules:
                 t = time.perf_counter()
                 if given is not None:
@@ -154,6 +166,7 @@ with torch.no_grad():
         if out:
             for m in MODULES: out.write(q[m].float().contiguous().numpy().tobytes())
 if out: out.close()
-# seconds leave out the error measurement (an einsum per matrix); peak = the process's max RSS (Linux: KiB)
+if args.hessians: json.dump(hessian_files, open(f'{args.hessians}/index.json', 'w'))
+# seconds leave out the error measurement (an einsum per matrix) and the Hessians' writing; peak = the process's max RSS (Linux: KiB)
 print(json.dumps({'errors': errors, 'seconds': time.perf_counter() - t0 - measuring, 'hessianSeconds': hessian_seconds, 'gptqSeconds': gptq_seconds,
                   'peakBytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
