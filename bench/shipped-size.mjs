@@ -21,7 +21,7 @@
 // perplexity's pairedBootstrap), and its per-window losses are kept in --work so an interrupted run resumes where it
 // stopped (--fresh starts over). Writes <out>.md (the table and the goal checks) and <out>.json (the rows).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,9 +34,9 @@ import { pairedBootstrap, perplexity, resolveTextPath, verdict } from '@layerqua
 import { builtinRegistries, directorySizes, formatPlan, openForEvaluation } from '@layerquant/pipeline';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
+import { layerquant, onnxBytes, statsOf } from './lib/cli.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = join(ROOT, 'apps/cli/dist/bin.js');
 const MIB = 2 ** 20;
 const SEQLEN = 512;
 /** llama.cpp's own Q4_K_M file of the shipped model (../shared/GGUF.md): 17.42 MB (10^6 bytes), 90.377 / float 89.970
@@ -77,25 +77,6 @@ const log = (text) => process.stderr.write(`[${new Date().toISOString().slice(11
 const MiB = (bytes) => bytes / MIB;
 
 // ---- exports through the CLI -----------------------------------------------------------------------------------
-/** Runs the CLI with --json; a typed error (exit 1, one `layerquant: error:` line) comes back as { error }. */
-function layerquant(args) {
-  try {
-    const stdout = execFileSync(process.execPath, [CLI, ...args, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * MIB });
-    return { json: JSON.parse(stdout.trim().split('\n').pop()) };
-  } catch (error) {
-    const stderr = String(error.stderr ?? '');
-    const line = stderr.split('\n').find((l) => l.startsWith('layerquant: error:'));
-    if (error.status === 1 && line) return { error: line.slice('layerquant: error: '.length) };
-    throw new Error(`layerquant ${args.join(' ')} failed (exit ${error.status}):\n${stderr}`);
-  }
-}
-
-/** Every byte under <dir>/onnx (graph and external data; tokenizer and config files are not shipped bytes). */
-function onnxBytes(dir) {
-  const onnx = join(dir, 'onnx');
-  return readdirSync(onnx).reduce((sum, name) => sum + statSync(join(onnx, name)).size, 0);
-}
-
 /** The directory an export lives in: made by `args` (with --out) unless a finished one is already there. */
 function exported(name, args) {
   const dir = join(work, name);
@@ -114,14 +95,6 @@ function exported(name, args) {
   }
   writeFileSync(record, JSON.stringify(result.json));
   return { dir, quantize: result.json };
-}
-
-/** The cached statistics a finished allocation left in <dir>/stats (one hashed folder holding settings.json). */
-function statsOf(dir) {
-  const root = join(dir, 'stats');
-  if (!existsSync(root)) return undefined;
-  const found = readdirSync(root).map((d) => join(root, d)).filter((d) => existsSync(join(d, 'settings.json')));
-  return found.length === 1 ? found[0] : undefined;
 }
 
 // ---- evaluation (once per export, on the same windows) ----------------------------------------------------------

@@ -1,0 +1,34 @@
+// The built CLI as the benches drive it (apps/cli/dist/bin.js, as a user runs it), and what its outputs leave behind.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../apps/cli/dist/bin.js', import.meta.url));
+
+/** Runs the CLI with --json: its last JSON line as { json }, or its one-line typed error (exit 1) as { error }. */
+export function layerquant(args) {
+  try {
+    const stdout = execFileSync(process.execPath, [CLI, ...args, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 2 ** 20 });
+    return { json: JSON.parse(stdout.trim().split('\n').pop()) };
+  } catch (error) {
+    const stderr = String(error.stderr ?? '');
+    const line = stderr.split('\n').find((l) => l.startsWith('layerquant: error:'));
+    if (error.status === 1 && line) return { error: line.slice('layerquant: error: '.length) };
+    throw new Error(`layerquant ${args.join(' ')} failed (exit ${error.status}):\n${stderr}`);
+  }
+}
+
+/** Every byte under <dir>/onnx (graph and external data; tokenizer and config files are not shipped bytes). */
+export function onnxBytes(dir) {
+  const onnx = join(dir, 'onnx');
+  return readdirSync(onnx).reduce((sum, name) => sum + statSync(join(onnx, name)).size, 0);
+}
+
+/** The cached statistics an allocation left in <dir>/stats (one hashed folder holding settings.json). */
+export function statsOf(dir) {
+  const root = join(dir, 'stats');
+  if (!existsSync(root)) return undefined;
+  const found = readdirSync(root).map((d) => join(root, d)).filter((d) => existsSync(join(d, 'settings.json')));
+  return found.length === 1 ? found[0] : undefined;
+}
