@@ -220,6 +220,6 @@ lines.push('');
 lines.push(`Statistics (each the wall clock of the first allocation that measured and cached them, its quantization included): GPTQ's ${statsSeconds.get('gptq-stats')?.toFixed(0)} s, HQQ's on the integer ladder ${statsSeconds.get('hqq-stats-int')?.toFixed(0)} s, HQQ's on its whole ladder ${statsSeconds.get('hqq')?.toFixed(0)} s.`);
 lines.push(`Run ${startedAt.toISOString()} - ${new Date().toISOString()}; load before: ${uptimeBefore}; after: ${execFileSync('uptime', { encoding: 'utf8' }).trim()}.`);
 writeFileSync(`${values.out}.md`, `${lines.join('\n')}\n`);
-const strip = ({ nll, windowKld, variant, dir, ...rest }) => ({ ...rest, variant: variant.id, dir: basename(dir) });
+const strip = ({ nll, windowKld, variant, dir, quantize, ...rest }) => ({ ...rest, variant: variant.id, dir: basename(dir), quantize: quantize ? { configs: quantize.configs, sizes: quantize.sizes } : null });
 writeFileSync(`${values.out}.json`, `${JSON.stringify({ started: startedAt.toISOString(), model: modelDir, text: textPath, maxTokens: maxTokens ?? null, method: values.method, calibBlocks: Number(values['calib-blocks']), embeddingConfigs: values['embedding-configs'], rows: rows.map(strip), comparisons, front }, null, 1)}\n`);
 console.log(lines.join('\n'));
