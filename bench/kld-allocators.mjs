@@ -7,16 +7,21 @@
 //   2. `sensitivity --metrics kld --blocks <kld-blocks>`: the end-to-end ΔKLD of every unit at every config (each
 //      unit alone quantized, the rest float, at the final logits). It costs one partial forward pass per unit,
 //      config and block, so it gets fewer blocks than the block-level tables; its kld.csv joins step 1's directory;
-//   3. `experiment --stats <that directory> --methods ... --kld --metric kld --refine --blocks <kld-blocks>`: every
-//      cell allocates, quantizes (HQQ) and measures; the kld cells run the allocator's correction for interactions
-//      on the kld table's calibration and keep it only where its measured KLD is not above the additive one's.
-// Each statistics step's wall time and peak memory (VmHWM of its process) are reported beside the table.
+//   3. `experiment --stats <that directory> --methods ... --kld --metric kld --blocks <kld-blocks>`: every cell
+//      allocates, quantizes (HQQ) and measures; the kld cells take the additive solution of the knapsack;
+//   4. `experiment --methods kld:rounds=<rounds> --budgets <refine-budgets> --refine` in the same --out (the float
+//      base and the fp cell reused): the kld allocator's correction for interactions, run on the kld table's
+//      calibration, kept only where its measured KLD there is not above the additive one's.
+// The report: each statistics step's wall time and peak memory (VmHWM of its process); the grid's results.md (read
+// by KLD); kld against measured at every budget (perplexity and mean KLD, paired bootstrap over the windows); the
+// corrected kld cells against the additive ones on the evaluation text, with what the correction measured.
 //
 //   node bench/kld-allocators.mjs [--model <dir>] [--budgets 2.25,2.51,3.13,3.25,3.51,4.13,4.25]
 //        [--methods hqq,mxq,sensiboost-2-1,measured,kld] [--stats-blocks 16] [--kld-blocks 1] [--max-tokens N]
-//        [--work /tmp/layerquant-kld-allocators] [--out bench/results/kld-allocators]
-// Writes <out>.md (experiment's results.md read by KLD, with the statistics' costs) and <out>.json (its rows).
-// An interrupted run resumes: finished statistics are kept in --work, and experiment keeps its finished cells.
+//        [--refine-budgets 2.25,3.25,4.25] [--rounds 1] [--work /tmp/layerquant-kld-allocators]
+//        [--out bench/results/kld-allocators]
+// Writes <out>.md and <out>.json. An interrupted run resumes: each finished step is recorded in --work, and
+// experiment keeps its finished cells.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -24,6 +29,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { shippedModelDir } from '@layerquant/fixtures';
+import { pairedBootstrap, pairedBootstrapKld, verdict } from '@layerquant/perplexity';
 import { CLI } from './lib/cli.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -36,6 +42,8 @@ const { values } = parseArgs({
     'stats-blocks': { type: 'string', default: '16' },
     'kld-blocks': { type: 'string', default: '1' },
     'max-tokens': { type: 'string' },
+    'refine-budgets': { type: 'string', default: '2.25,3.25,4.25' },
+    rounds: { type: 'string', default: '1' },
     work: { type: 'string', default: '/tmp/layerquant-kld-allocators' },
     out: { type: 'string', default: join(ROOT, 'bench/results/kld-allocators') },
   },
@@ -77,28 +85,68 @@ const kldDir = join(work, 'stats-kld');
 const blockTables = measuredRun('statistics', ['sensitivity', modelDir, '--blocks', values['stats-blocks'], '--measured', '--out', statsDir]);
 const kldTable = measuredRun('kld-table', ['sensitivity', modelDir, '--metrics', 'kld', '--blocks', values['kld-blocks'], '--out', kldDir]);
 copyFileSync(join(kldDir, 'kld.csv'), join(statsDir, 'kld.csv'));
-const grid = measuredRun('experiment', [
-  'experiment', modelDir, '--out', join(work, 'experiment'), '--stats', statsDir, '--methods', values.methods, '--budgets', values.budgets,
-  '--kld', '--metric', 'kld', '--refine', '--blocks', values['kld-blocks'], ...(values['max-tokens'] ? ['--max-tokens', values['max-tokens']] : []), '--yes',
-]);
+const experimentDir = join(work, 'experiment');
+const common = ['--out', experimentDir, '--stats', statsDir, '--kld', '--metric', 'kld', '--blocks', values['kld-blocks'], ...(values['max-tokens'] ? ['--max-tokens', values['max-tokens']] : []), '--yes'];
+const grid = measuredRun('experiment', ['experiment', modelDir, ...common, '--methods', values.methods, '--budgets', values.budgets]);
+// results.md shows the current settings' cells only: keep the grid's before the correction's run rewrites it
+const gridReport = join(work, 'results-grid.md');
+if (!existsSync(gridReport)) copyFileSync(join(experimentDir, 'results.md'), gridReport);
+const refineMethod = `kld:rounds=${values.rounds}`;
+const refine = measuredRun('refine', ['experiment', modelDir, ...common, '--methods', refineMethod, '--budgets', values['refine-budgets'], '--refine']);
+
+// ---- paired comparisons from the cells' per-window losses and KLD sums ------------------------------------------------
+const { rows } = JSON.parse(readFileSync(join(experimentDir, 'results.json'), 'utf8'));
+const cell = (method, budget, refined) => rows.find((r) => r.method === method && r.budget === budget && Boolean(r.refinement) === refined);
+const paired = (a, b) => {
+  const ppl = pairedBootstrap({ nll: a.windowNll, weights: a.windowWeights }, { nll: b.windowNll, weights: b.windowWeights });
+  const kld = pairedBootstrapKld({ kld: a.windowKld, count: a.windowKldCount }, { kld: b.windowKld, count: b.windowKldCount });
+  return { ppl: { ...ppl, verdict: verdict(ppl) }, kld: { ...kld, verdict: verdict(kld) } };
+};
+const fmt = (v, digits) => `${v.difference >= 0 ? '+' : ''}${v.difference.toFixed(digits)} [${v.low.toFixed(digits)}, ${v.high.toFixed(digits)}]${v.verdict === 'tie' ? '' : ` **${v.verdict}**`}`;
+const budgets = values.budgets.split(',').map(Number);
+const versusMeasured = budgets.map((budget) => {
+  const kld = cell('kld', budget, false);
+  const measured = cell('measured', budget, false);
+  return kld && measured ? { budget, kld: { perplexity: kld.perplexity, meanKld: kld.kld.mean }, measured: { perplexity: measured.perplexity, meanKld: measured.kld.mean }, ...paired(kld, measured) } : undefined;
+}).filter(Boolean);
+const corrections = values['refine-budgets'].split(',').map(Number).map((budget) => {
+  const refined = cell(refineMethod, budget, true);
+  const additive = cell('kld', budget, false);
+  return refined && additive ? { budget, refinement: refined.refinement, refined: { perplexity: refined.perplexity, meanKld: refined.kld.mean }, additive: { perplexity: additive.perplexity, meanKld: additive.kld.mean }, ...paired(refined, additive) } : undefined;
+}).filter(Boolean);
 
 const gib = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 const lines = [
   `Model ${modelDir === resolve(shippedModelDir) ? 'packages/fixtures/models/llama-brown-26m (the shipped model)' : modelDir}; ${cpus().length} cores.`,
   `Statistics: fnorm, activation sensitivity, kurtosis and measured on ${values['stats-blocks']} blocks of brown-calib; the end-to-end ΔKLD table (kld) on ${values['kld-blocks']}; the kld cells' correction for interactions on the kld table's blocks.`,
   '',
-  '| statistics step | wall | peak memory | load before / after |',
+  '| step | wall | peak memory | load before / after |',
   '| --- | ---: | ---: | --- |',
   ...[
     ['fnorm, sensitivity, kurtosis, measured', blockTables],
     ['kld (end-to-end ΔKLD)', kldTable],
     ['the grid (every cell: allocation, quantization, evaluation)', grid],
+    [`the correction for interactions (${refineMethod} --refine)`, refine],
   ].map(([what, run]) => `| ${what} | ${run.wallSeconds.toFixed(0)} s | ${gib(run.peakBytes)} | ${run.load.before} / ${run.load.after} |`),
   '',
-  readFileSync(join(work, 'experiment', 'results.md'), 'utf8').trim(),
+  readFileSync(gridReport, 'utf8').trim(),
+  '',
+  '## kld against measured (paired bootstrap over the same windows)',
+  '',
+  '| budget | kld ppl | measured ppl | Δ ppl [95% CI] | kld mean KLD | measured mean KLD | Δ mean KLD [95% CI] |',
+  '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ...versusMeasured.map((v) => `| ${v.budget} | ${v.kld.perplexity.toFixed(4)} | ${v.measured.perplexity.toFixed(4)} | ${fmt(v.ppl, 3)} | ${v.kld.meanKld.toFixed(5)} | ${v.measured.meanKld.toFixed(5)} | ${fmt(v.kld, 5)} |`),
+  '',
+  `## The correction for interactions (${refineMethod}) against the additive solution`,
+  '',
+  'Measured on the calibration (what the correction sees) and on the evaluation windows (held out).',
+  '',
+  '| budget | calibration KLD additive / corrected | kept | units changed | held-out ppl corrected / additive | Δ ppl [95% CI] | held-out mean KLD corrected / additive | Δ mean KLD [95% CI] |',
+  '| ---: | --- | --- | ---: | --- | ---: | --- | ---: |',
+  ...corrections.map((c) => `| ${c.budget} | ${c.refinement.additiveKld.toFixed(6)} / ${c.refinement.refinedKld.toFixed(6)} | ${c.refinement.kept} | ${c.refinement.changed} | ${c.refined.perplexity.toFixed(4)} / ${c.additive.perplexity.toFixed(4)} | ${fmt(c.ppl, 3)} | ${c.refined.meanKld.toFixed(5)} / ${c.additive.meanKld.toFixed(5)} | ${fmt(c.kld, 5)} |`),
   '',
   `Run ${startedAt.toISOString()} - ${new Date().toISOString()}; load before: ${uptimeBefore}; after: ${execFileSync('uptime', { encoding: 'utf8' }).trim()}.`,
 ];
 writeFileSync(`${values.out}.md`, `${lines.join('\n')}\n`);
-writeFileSync(`${values.out}.json`, `${JSON.stringify({ started: startedAt.toISOString(), settings: values, statistics: { blockTables: { ...blockTables, json: undefined }, kldTable: { ...kldTable, json: undefined } }, experiment: grid.json }, null, 1)}\n`);
+writeFileSync(`${values.out}.json`, `${JSON.stringify({ started: startedAt.toISOString(), settings: values, statistics: { blockTables: { ...blockTables, json: undefined }, kldTable: { ...kldTable, json: undefined } }, versusMeasured, corrections, rows: rows.map(({ windowNll, windowWeights, windowKld, windowKldCount, ...rest }) => rest) }, null, 1)}\n`);
 console.log(lines.join('\n'));
