@@ -95,7 +95,8 @@ const refineMethod = `kld:rounds=${values.rounds}`;
 const refine = measuredRun('refine', ['experiment', modelDir, ...common, '--methods', refineMethod, '--budgets', values['refine-budgets'], '--refine']);
 
 // ---- paired comparisons from the cells' per-window losses and KLD sums ------------------------------------------------
-const { rows } = JSON.parse(readFileSync(join(experimentDir, 'results.json'), 'utf8'));
+// every cell of the out dir (the grid's and the correction's; `rows` holds only the last run's settings)
+const rows = Object.values(JSON.parse(readFileSync(join(experimentDir, 'results.json'), 'utf8')).cells).map((c) => c.row);
 const cell = (method, budget, refined) => rows.find((r) => r.method === method && r.budget === budget && Boolean(r.refinement) === refined);
 const paired = (a, b) => {
   const ppl = pairedBootstrap({ nll: a.windowNll, weights: a.windowWeights }, { nll: b.windowNll, weights: b.windowWeights });
@@ -107,12 +108,12 @@ const budgets = values.budgets.split(',').map(Number);
 const versusMeasured = budgets.map((budget) => {
   const kld = cell('kld', budget, false);
   const measured = cell('measured', budget, false);
-  return kld && measured ? { budget, kld: { perplexity: kld.perplexity, meanKld: kld.kld.mean }, measured: { perplexity: measured.perplexity, meanKld: measured.kld.mean }, ...paired(kld, measured) } : undefined;
+  return kld && measured ? { budget, kld: { perplexity: kld.perplexity, meanKld: kld.kld.mean }, measured: { perplexity: measured.perplexity, meanKld: measured.kld.mean }, intervals: paired(kld, measured) } : undefined;
 }).filter(Boolean);
 const corrections = values['refine-budgets'].split(',').map(Number).map((budget) => {
   const refined = cell(refineMethod, budget, true);
   const additive = cell('kld', budget, false);
-  return refined && additive ? { budget, refinement: refined.refinement, refined: { perplexity: refined.perplexity, meanKld: refined.kld.mean }, additive: { perplexity: additive.perplexity, meanKld: additive.kld.mean }, ...paired(refined, additive) } : undefined;
+  return refined && additive ? { budget, refinement: refined.refinement, refined: { perplexity: refined.perplexity, meanKld: refined.kld.mean }, additive: { perplexity: additive.perplexity, meanKld: additive.kld.mean }, intervals: paired(refined, additive) } : undefined;
 }).filter(Boolean);
 
 const gib = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
@@ -135,7 +136,7 @@ const lines = [
   '',
   '| budget | kld ppl | measured ppl | Δ ppl [95% CI] | kld mean KLD | measured mean KLD | Δ mean KLD [95% CI] |',
   '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-  ...versusMeasured.map((v) => `| ${v.budget} | ${v.kld.perplexity.toFixed(4)} | ${v.measured.perplexity.toFixed(4)} | ${fmt(v.ppl, 3)} | ${v.kld.meanKld.toFixed(5)} | ${v.measured.meanKld.toFixed(5)} | ${fmt(v.kld, 5)} |`),
+  ...versusMeasured.map((v) => `| ${v.budget} | ${v.kld.perplexity.toFixed(4)} | ${v.measured.perplexity.toFixed(4)} | ${fmt(v.intervals.ppl, 3)} | ${v.kld.meanKld.toFixed(5)} | ${v.measured.meanKld.toFixed(5)} | ${fmt(v.intervals.kld, 5)} |`),
   '',
   `## The correction for interactions (${refineMethod}) against the additive solution`,
   '',
@@ -143,7 +144,7 @@ const lines = [
   '',
   '| budget | calibration KLD additive / corrected | kept | units changed | held-out ppl corrected / additive | Δ ppl [95% CI] | held-out mean KLD corrected / additive | Δ mean KLD [95% CI] |',
   '| ---: | --- | --- | ---: | --- | ---: | --- | ---: |',
-  ...corrections.map((c) => `| ${c.budget} | ${c.refinement.additiveKld.toFixed(6)} / ${c.refinement.refinedKld.toFixed(6)} | ${c.refinement.kept} | ${c.refinement.changed} | ${c.refined.perplexity.toFixed(4)} / ${c.additive.perplexity.toFixed(4)} | ${fmt(c.ppl, 3)} | ${c.refined.meanKld.toFixed(5)} / ${c.additive.meanKld.toFixed(5)} | ${fmt(c.kld, 5)} |`),
+  ...corrections.map((c) => `| ${c.budget} | ${c.refinement.additiveKld.toFixed(6)} / ${c.refinement.refinedKld.toFixed(6)} | ${c.refinement.kept} | ${c.refinement.changed} | ${c.refined.perplexity.toFixed(4)} / ${c.additive.perplexity.toFixed(4)} | ${fmt(c.intervals.ppl, 3)} | ${c.refined.meanKld.toFixed(5)} / ${c.additive.meanKld.toFixed(5)} | ${fmt(c.intervals.kld, 5)} |`),
   '',
   `Run ${startedAt.toISOString()} - ${new Date().toISOString()}; load before: ${uptimeBefore}; after: ${execFileSync('uptime', { encoding: 'utf8' }).trim()}.`,
 ];
