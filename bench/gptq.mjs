@@ -13,6 +13,7 @@
 //     float base computed once and cached (@layerquant/pipeline's floatKldBase, tokens x vocab x 4 bytes on disk).
 // Usage: pnpm build && node bench/gptq.mjs [--blocks 32] [--seqlen 512] [--configs b4g128,b3g64,b2g64]
 //          [--quantizers gptq,hqq,rtn] [--max-tokens N] [--no-anchor] [--no-kld] [--json results.json]
+//          [--reference-float64]: the reference factorizes H in float64 as ours does (the paper's code: float32)
 // Each row also goes to stderr as soon as it is measured (with the load average), and --json is rewritten after every
 // row, so a run stopped part-way keeps what it measured.
 // The smallest run that shows it works: --blocks 2 --configs b4g128 --max-tokens 4096 (minutes on 2 cores).
@@ -41,6 +42,7 @@ const { values } = parseArgs({
     'max-tokens': { type: 'string' },
     'no-anchor': { type: 'boolean' },
     'no-kld': { type: 'boolean' },
+    'reference-float64': { type: 'boolean' },
     json: { type: 'string' },
   },
 });
@@ -195,7 +197,7 @@ try {
 
       console.error(`${config}: running the PyTorch GPTQ reference...`);
       const dequantizedPath = join(scratch, 'reference.f32');
-      const common = [REFERENCE, shippedModelDir, idsPath, String(blocks), String(seqlen), bits[1], bits[2], '--threads', String(THREADS)];
+      const common = [REFERENCE, shippedModelDir, idsPath, String(blocks), String(seqlen), bits[1], bits[2], '--threads', String(THREADS), ...(values['reference-float64'] ? ['--factor64'] : [])];
       const hessianDir = join(scratch, 'hessians');
       rmSync(hessianDir, { recursive: true, force: true });
       mkdirSync(hessianDir);

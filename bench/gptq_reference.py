@@ -9,7 +9,7 @@
 # The layer pass is GPTQ's sequential one ("true sequential"): the calibration blocks run through the model with
 # every matrix before the current one quantized (earlier layers; q/k/v before o_proj before gate/up before down_proj).
 # usage: /usr/bin/python3 bench/gptq_reference.py MODEL_DIR IDS_JSON BLOCKS SEQLEN BITS GROUP --out DEQUANTIZED.f32
-#        [--threads 2] [--dampening 0.01] [--act-order]
+#        [--threads 2] [--dampening 0.01] [--act-order] [--factor64]
 #        /usr/bin/python3 bench/gptq_reference.py MODEL_DIR IDS_JSON BLOCKS SEQLEN BITS GROUP --evaluate OTHER.f32
 #        [--layers N]: the first N layers only (bench/gptq-scale.mjs at model shapes too large to hold)
 #        [--hessians DIR]: also write each Hessian this run quantized with (float64, row-major [K, K]) to
@@ -38,6 +38,7 @@ parser.add_argument('--dampening', type=float, default=0.01)
 parser.add_argument('--act-order', action='store_true')
 parser.add_argument('--batch', type=int, default=8)
 parser.add_argument('--layers', type=int, default=0, help='the first N layers only (0: all)')
+parser.add_argument('--factor64', action='store_true', help='factorize H in float64 (then U in float32), as layerquant does, instead of the paper code\'s float32')
 parser.add_argument('--hessians', help='write each Hessian (float64) to this directory, with index.json')
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
@@ -69,9 +70,9 @@ def gptq(W, H64, bits, group, dampening, act_order):
         static = [grid(W[:, g:g + group], maxq) for g in range(0, K, group)]
         perm = torch.argsort(torch.diag(H), descending=True, stable=True)
         W, H = W[:, perm], H[perm][:, perm]
-    H = H.float()
+    H = H.double() if args.factor64 else H.float()
     H[range(K), range(K)] += dampening * torch.mean(torch.diag(H))
-    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
     Q = torch.zeros_like(W)
     scale = zero = None
     for i1 in range(0, K, BLOCK):
