@@ -28,6 +28,7 @@ import { brownCalibPath, brownTestPath, shippedModelDir } from '@layerquant/fixt
 import { klDivergence, kldSummary, perplexity, readEvaluationText } from '@layerquant/perplexity';
 import { floatKldBase } from '@layerquant/pipeline';
 import { createGptqQuantizer } from '@layerquant/quantizers';
+import { hessianWeightedError } from '@layerquant/quantizers/testing';
 import { openModelWeights } from '@layerquant/quantizers/node';
 import { loadDecoderModel } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
@@ -105,21 +106,6 @@ try {
     return { ...lastJson(stdout), peakBytes: Number(readFileSync(peakFile, 'utf8')) };
   };
 
-  /** tr(D H D^T) for D = W - Q [rows, K] and H [K, K], in float64. */
-  const hessianWeightedError = (weight, dequantized, hessian, columns) => {
-    const rows = weight.length / columns;
-    const d = new Float64Array(columns);
-    let total = 0;
-    for (let r = 0; r < rows; r++) {
-      for (let j = 0; j < columns; j++) d[j] = weight[r * columns + j] - dequantized[r * columns + j];
-      for (let i = 0; i < columns; i++) {
-        let hd = 0;
-        for (let j = 0, row = i * columns; j < columns; j++) hd += hessian[row + j] * d[j];
-        total += d[i] * hd;
-      }
-    }
-    return total;
-  };
   /**
    * Our GPTQ (the registry's quantizer, its WebAssembly kernel) on the Hessians the reference quantized with: every
    * matrix of the float checkpoint solved alone on the reference's own H (2 X^T X / N from its sequential pass), its
@@ -132,21 +118,19 @@ try {
     const checkpoint = await openCheckpoint(shippedModelDir);
     const errors = {};
     try {
-      const hessians = new Map();
+      let current; // the modules sharing a Hessian are consecutive: one read per file
       for (const [key, file] of Object.entries(index)) {
         const [layer, ...module] = key.split('.');
         const weight = await checkpoint.read(matrixTensorName(Number(layer), module.join('.')));
         const columns = weight.shape[1];
-        if (!hessians.has(file)) {
-          hessians.clear(); // the modules sharing a Hessian are consecutive
+        if (current?.file !== file) {
           const bytes = readFileSync(join(hessianDir, file));
           const data = new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
           if (data.length !== columns * columns) throw new Error(`${file}: ${data.length} values, not ${columns} x ${columns} (${key})`);
-          hessians.set(file, Object.freeze({ columns, samples: blocks * seqlen, data }));
+          current = { file, hessian: Object.freeze({ columns, samples: blocks * seqlen, data }) };
         }
-        const hessian = hessians.get(file);
-        const dequantized = gptq.dequantize(gptq.quantize(weight, parsed, { hessian }));
-        errors[key] = hessianWeightedError(weight.data, dequantized, hessian.data, columns);
+        const dequantized = gptq.dequantize(gptq.quantize(weight, parsed, { hessian: current.hessian }));
+        errors[key] = hessianWeightedError(weight.data, dequantized, current.hessian);
       }
     } finally {
       await checkpoint.close();
@@ -155,12 +139,13 @@ try {
   };
   /** How many of the reference's per-matrix errors another set is within 1% of, and the worst. */
   const deviationsFrom = (theirs, ours) => {
-    const deviations = Object.entries(theirs).map(([key, reference]) => ({ key, deviation: Math.abs(ours[key] / reference - 1) }));
+    const signed = Object.entries(theirs).map(([key, reference]) => ({ key, deviation: ours[key] / reference - 1 }));
+    const deviations = signed.map(({ key, deviation }) => ({ key, deviation: Math.abs(deviation) }));
     return {
       within: deviations.filter((d) => d.deviation <= 0.01).length,
       matrices: deviations.length,
       worst: deviations.reduce((a, b) => (b.deviation > a.deviation ? b : a)),
-      meanSigned: Object.entries(theirs).reduce((sum, [key, reference]) => sum + (ours[key] / reference - 1), 0) / deviations.length,
+      meanSigned: signed.reduce((sum, d) => sum + d.deviation, 0) / signed.length,
     };
   };
 

@@ -6,7 +6,7 @@ import { gptqBlockEnds, inverseCholeskyUpper, prepareHessian, solveGptqColumns, 
 import { createRtnQuantizer, dequantizeTensor, unpackQuantizedCodes } from './quantizers.js';
 import { runQuantizerConformance } from './testing/quantizer-conformance.js';
 import { gptqPlugin } from './registry.js';
-import { randomInputs, randomMatrix } from './testing/random-matrix.js';
+import { hessianWeightedError, randomInputs, randomMatrix } from './testing/random-matrix.js';
 
 runQuantizerConformance(gptqPlugin);
 runQuantizerConformance(createGptqQuantizer({ kernel: 'typescript' }));
@@ -126,17 +126,6 @@ function gptqFloat64(
   return { values, codes };
 }
 
-/** tr((W - Q) H (W - Q)^T), float64. */
-function hessianError(weights: Float32Array, values: ArrayLike<number>, rows: number, h: InputHessian): number {
-  const n = h.columns;
-  let total = 0;
-  for (let r = 0; r < rows; r++) {
-    const d = Array.from({ length: n }, (_, c) => weights[r * n + c]! - values[r * n + c]!);
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) total += d[i]! * h.data[i * n + j]! * d[j]!;
-  }
-  return total;
-}
-
 describe('inverseCholeskyUpper', () => {
   it("is H^-1's upper Cholesky factor (against Gauss-Jordan inverse + textbook Cholesky, float64)", () => {
     // sizes across the blocks of 64 columns: one column, a partial block, whole blocks, whole blocks and a rest
@@ -251,8 +240,8 @@ describe('GPTQ against the float64 transcription of the paper', () => {
       expect(same / result.codes.length).toBeGreaterThan(0.98);
       const q = createGptqQuantizer({ ...settings, kernel: 'typescript' }).quantize(weight, c.config, { hessian });
       const values = createGptqQuantizer().dequantize(q);
-      const ours = hessianError(weight.data, values, c.rows, hessian);
-      const theirs = hessianError(weight.data, expected.values, c.rows, hessian);
+      const ours = hessianWeightedError(weight.data, values, hessian);
+      const theirs = hessianWeightedError(weight.data, expected.values, hessian);
       expect(Math.abs(ours - theirs) / theirs).toBeLessThan(0.01);
       for (const d of c.dead ?? []) for (let r = 0; r < c.rows; r++) expect(values[r * c.n + d]).toBe(0);
       expect(q.report).toEqual({ deadColumns: (c.dead ?? []).length, dampening: 0.01, dampeningRetries: 0 });
@@ -264,7 +253,7 @@ describe('GPTQ against the float64 transcription of the paper', () => {
     const weight = randomMatrix(16, 128, 6, 0.05, 4);
     const config = quantConfig(3, 32);
     const rtn = createRtnQuantizer();
-    const error = (values: Float32Array) => hessianError(weight.data, values, 16, hessian);
+    const error = (values: Float32Array) => hessianWeightedError(weight.data, values, hessian);
     const plain = error(gptqQuantizer.dequantize(gptqQuantizer.quantize(weight, config, { hessian })));
     const rounding = error(rtn.dequantize(rtn.quantize(weight, config)));
     expect(plain).toBeLessThan(0.7 * rounding);

@@ -1,5 +1,6 @@
-import { LINEAR_MODULES, matrixKey, matrixTensorName, quantConfig, seededRandom, type InputHessian } from '@layerquant/core';
+import { LINEAR_MODULES, matrixKey, matrixTensorName, quantConfig, seededRandom } from '@layerquant/core';
 import { createRtnQuantizer, gptqQuantizer, squaredError } from '@layerquant/quantizers';
+import { hessianWeightedError } from '@layerquant/quantizers/testing';
 import { loadDecoderBlocks, type DecoderBlocks, type HiddenStates } from '@layerquant/runtime';
 import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
 import { describe, expect, it } from 'vitest';
@@ -16,16 +17,6 @@ const random = seededRandom(17);
 const ids = Int32Array.from({ length: blocks * seqlen }, () => Math.floor(random() * config.vocabSize));
 const calibration = { ids, blocks, seqlen };
 const b3g16 = quantConfig(3, 16);
-
-/** tr(D H D^T) for D = W - Q. */
-function hessianError(h: InputHessian, w: Float32Array, q: Float32Array): number {
-  const n = h.columns;
-  let total = 0;
-  for (let r = 0; r < w.length / n; r++) {
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) total += (w[r * n + i]! - q[r * n + i]!) * h.data[i * n + j]! * (w[r * n + j]! - q[r * n + j]!);
-  }
-  return total;
-}
 
 /** Every layer's Hessians from float inputs, and the float inputs (batches of 2 blocks, as the passes cut them). */
 async function floatHessians(model: DecoderBlocks): Promise<LayerHessians[]> {
@@ -74,7 +65,7 @@ describe('statistics with a calibrated quantizer (gptq)', () => {
       const h = hessians[row.layer]!.contextFor(row.module).hessian!;
       const q = gptqQuantizer.dequantize(gptqQuantizer.quantize(weight, b3g16, { hessian: h }));
       const ratio = row.error / other.error;
-      const expected = hessianError(h, weight.data, q) / hessianError(h, weight.data, rtn.dequantize(rtn.quantize(weight, b3g16)));
+      const expected = hessianWeightedError(weight.data, q, h) / hessianWeightedError(weight.data, rtn.dequantize(rtn.quantize(weight, b3g16)), h);
       expect(ratio).toBeCloseTo(expected, 4);
     }
     const sensitivity = await activationSensitivity(model, calibration, { quantizer: gptqQuantizer, config: b3g16, batchSize: 2 });

@@ -2,7 +2,7 @@ import { PAPER_CONFIGS, configName, quantConfig, resolveOptions, type QuantConfi
 import type { QuantizerPlugin } from '../registry.js';
 import { describe, expect, it } from 'vitest';
 import { squaredError, unpackQuantizedCodes } from '../quantizers.js';
-import { randomInputs, randomMatrix } from './random-matrix.js';
+import { hessianWeightedError, randomInputs, randomMatrix } from './random-matrix.js';
 
 /** Properties every quantizer plug-in must have; each plug-in's test file calls this. */
 export function runQuantizerConformance(quantizer: Quantizer): void {
@@ -71,20 +71,8 @@ export function runQuantizerConformance(quantizer: Quantizer): void {
       if (!context) expect(worst).toBeLessThanOrEqual(1.5);
       if (context) {
         const h = context.hessian;
-        const n = h.columns;
-        const quadratic = (d: (i: number) => number) => {
-          let total = 0;
-          for (let r = 0; r < 24; r++) {
-            for (let i = 0; i < n; i++) {
-              const di = d(r * n + i);
-              if (di === 0) continue;
-              for (let j = 0; j < n; j++) total += di * h.data[i * n + j]! * d(r * n + j);
-            }
-          }
-          return total;
-        };
         // tr((W - Q) H (W - Q)^T) against tr(W H W^T): 8 bits keep the layer output within 1e-4 (relative, squared)
-        expect(quadratic((i) => weight.data[i]! - values[i]!)).toBeLessThan(1e-4 * quadratic((i) => weight.data[i]!));
+        expect(hessianWeightedError(weight.data, values, h)).toBeLessThan(1e-4 * hessianWeightedError(weight.data, new Float32Array(weight.data.length), h));
       }
     });
 

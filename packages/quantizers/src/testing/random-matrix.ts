@@ -52,3 +52,24 @@ export function hessianOfInputs(inputs: Float32Array, samples: number, columns: 
   for (let i = 0; i < data.length; i++) data[i]! *= 2 / samples;
   return { columns, samples, data };
 }
+
+/**
+ * tr((W - V) H (W - V)^T) in float64, over the rows of `weights` ([rows, hessian.columns], row-major): the summed
+ * squared output error of V in place of W on inputs whose Hessian is H (times N/2), GPTQ's objective.
+ */
+export function hessianWeightedError(weights: ArrayLike<number>, values: ArrayLike<number>, hessian: InputHessian): number {
+  const n = hessian.columns;
+  const h = hessian.data;
+  const d = new Float64Array(n);
+  let total = 0;
+  for (let r = 0; r < weights.length / n; r++) {
+    for (let j = 0; j < n; j++) d[j] = weights[r * n + j]! - values[r * n + j]!;
+    for (let i = 0; i < n; i++) {
+      if (d[i] === 0) continue;
+      let hd = 0;
+      for (let j = 0; j < n; j++) hd += h[i * n + j]! * d[j]!;
+      total += d[i]! * hd;
+    }
+  }
+  return total;
+}
