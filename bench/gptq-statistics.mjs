@@ -24,7 +24,7 @@
 // per-window losses and KLD sums are kept in --work, so an interrupted run resumes (delete --work to start over).
 // Writes <out>.md (the table, the paired comparisons and the front at every target) and <out>.json.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,7 +36,7 @@ import { shippedModelDir } from '@layerquant/fixtures';
 import { klDivergence, kldSummary, pairedBootstrap, pairedBootstrapKld, resolveTextPath, verdict } from '@layerquant/perplexity';
 import { builtinRegistries, floatKldBase, formatPlan, openForEvaluation } from '@layerquant/pipeline';
 import { openModel } from '@layerquant/tensor-io';
-import { layerquant, onnxBytes, statsOf } from './lib/cli.mjs';
+import { exportedIn, onnxBytes, statsOf } from './lib/cli.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MIB = 2 ** 20;
@@ -72,21 +72,12 @@ mkdirSync(work, { recursive: true });
 const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
 const log = (text) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${text}   [load ${load()}]\n`);
 
-/** An export made by `args` (with --out) unless a finished one is in --work; its time is the CLI's wall clock. */
+/** An export made by `args` unless a finished one is in --work (lib/cli.mjs); a typed refusal stops the run. */
 function exported(name, args) {
-  const dir = join(work, name);
-  const record = join(dir, 'bench-quantize.json');
-  if (existsSync(record)) return { dir, ...JSON.parse(readFileSync(record, 'utf8')) };
-  rmSync(dir, { recursive: true, force: true });
-  log(`${name}: layerquant ${args.join(' ')}`);
-  const started = performance.now();
-  const result = layerquant([...args, '--out', dir]);
-  if (result.error) throw new Error(`${name}: ${result.error}`);
-  const saved = { quantize: result.json, seconds: (performance.now() - started) / 1000 };
-  writeFileSync(record, JSON.stringify(saved));
-  return { dir, ...saved };
+  const made = exportedIn(work, name, args, log);
+  if (made.error) throw new Error(`${name}: ${made.error}`);
+  return { ...made, shippedBytes: onnxBytes(made.dir) };
 }
-
 
 // ---- the plan: ladders and statistics -------------------------------------------------------------------------------
 const startedAt = new Date();
@@ -119,11 +110,10 @@ for (const target of targets) {
       statistics.set(variant.statsFrom ?? variant.id, found);
       statsSeconds.set(variant.statsFrom ?? variant.id, made.seconds);
     }
-    entries.push({ name, variant, target, ...made, shippedBytes: onnxBytes(made.dir) });
+    entries.push({ name, variant, target, ...made });
   }
 }
 entries.push({ name: 'float', variant: { id: 'float', label: 'float (fp32 graph)' }, ...exported('float', ['export', modelDir, '--format', 'onnx']) });
-entries.at(-1).shippedBytes = onnxBytes(entries.at(-1).dir);
 
 // ---- evaluation: every export on the same windows, perplexity and KLD from the float model -----------------------------
 let kld;

@@ -34,7 +34,7 @@ import { pairedBootstrap, perplexity, resolveTextPath, verdict } from '@layerqua
 import { builtinRegistries, directorySizes, formatPlan, openForEvaluation } from '@layerquant/pipeline';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
-import { layerquant, onnxBytes, statsOf } from './lib/cli.mjs';
+import { exportedIn, onnxBytes, statsOf } from './lib/cli.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MIB = 2 ** 20;
@@ -77,25 +77,8 @@ const log = (text) => process.stderr.write(`[${new Date().toISOString().slice(11
 const MiB = (bytes) => bytes / MIB;
 
 // ---- exports through the CLI -----------------------------------------------------------------------------------
-/** The directory an export lives in: made by `args` (with --out) unless a finished one is already there. */
-function exported(name, args) {
-  const dir = join(work, name);
-  const record = join(dir, 'bench-quantize.json');
-  // A typed refusal is kept too (beside the statistics a refused allocation may have cached): a resumed run reuses both.
-  const refused = join(dir, 'bench-error.json');
-  if (existsSync(record)) return { dir, quantize: JSON.parse(readFileSync(record, 'utf8')) };
-  if (existsSync(refused)) return { dir, error: JSON.parse(readFileSync(refused, 'utf8')).error };
-  rmSync(dir, { recursive: true, force: true });
-  log(`${name}: layerquant ${args.join(' ')}`);
-  const result = layerquant([...args, '--out', dir]);
-  if (result.error) {
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(refused, JSON.stringify({ error: result.error }));
-    return { dir, error: result.error };
-  }
-  writeFileSync(record, JSON.stringify(result.json));
-  return { dir, quantize: result.json };
-}
+/** The directory an export lives in (lib/cli.mjs's exportedIn, under --work). */
+const exported = (name, args) => exportedIn(work, name, args, log);
 
 // ---- evaluation (once per export, on the same windows) ----------------------------------------------------------
 const windowKey = `${basename(textPath)}@${SEQLEN}:${windows ?? 'all'}`;

@@ -1,6 +1,6 @@
 // The built CLI as the benches drive it (apps/cli/dist/bin.js, as a user runs it), and what its outputs leave behind.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -31,4 +31,29 @@ export function statsOf(dir) {
   if (!existsSync(root)) return undefined;
   const found = readdirSync(root).map((d) => join(root, d)).filter((d) => existsSync(join(d, 'settings.json')));
   return found.length === 1 ? found[0] : undefined;
+}
+
+/**
+ * The CLI's output directory <work>/<name>, made by `args` (given --out) unless a finished one is there: { dir,
+ * quantize (its --json), seconds (the CLI's wall clock when it ran) }. A typed refusal comes back as { dir, error } and
+ * is kept too (beside the statistics a refused allocation may have cached), so a resumed run reuses both.
+ */
+export function exportedIn(work, name, args, log) {
+  const dir = join(work, name);
+  const record = join(dir, 'bench-quantize.json');
+  const refused = join(dir, 'bench-error.json');
+  if (existsSync(record)) return { dir, ...JSON.parse(readFileSync(record, 'utf8')) };
+  if (existsSync(refused)) return { dir, error: JSON.parse(readFileSync(refused, 'utf8')).error };
+  rmSync(dir, { recursive: true, force: true });
+  log(`${name}: layerquant ${args.join(' ')}`);
+  const started = performance.now();
+  const result = layerquant([...args, '--out', dir]);
+  if (result.error) {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(refused, JSON.stringify({ error: result.error }));
+    return { dir, error: result.error };
+  }
+  const saved = { quantize: result.json, seconds: (performance.now() - started) / 1000 };
+  writeFileSync(record, JSON.stringify(saved));
+  return { dir, ...saved };
 }
