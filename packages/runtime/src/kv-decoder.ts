@@ -25,7 +25,8 @@ type CacheData = Float32Array | Uint16Array;
  * A shared cache grows in steps of this many tokens. onnxruntime-node 1.30 copies every fetched output into a new
  * ArrayBuffer when a run returns, the in-place presents included, so each step costs a copy of the whole cache
  * buffer: a buffer sized to the context the caller might reach made every step pay for the longest one (a step with
- * room for 1,024 tokens took 2.3x one with room for 127, the same tokens held). Kept within a step of the tokens in it, the copy grows with the tokens only.
+ * room for 1,024 tokens took 2.3x one with room for 127, the same tokens held). Kept within a step of the tokens in
+ * it, the copy grows with the tokens only.
  */
 export const KV_CACHE_STEP_TOKENS = 64;
 
