@@ -238,8 +238,9 @@ interface RefinementJson {
   additiveKld: number;
   refinedKld: number;
   kept: 'refined' | 'additive';
+  heldOut: { blocks: number; tokens: number; additiveKld: number; refinedKld: number } | null;
   changed: number;
-  calibration: { blocks: number; seqlen: number; tokens: number };
+  calibration: { blocks: number; seqlen: number; tokens: number; heldOutBlocks: number };
   rounds: { round: number; kld: number }[];
 }
 
@@ -251,10 +252,14 @@ describe('the kld allocator\'s correction by measurement (quantize by default, e
   /** The kld table quantize measured (<out>/stats/<key>), reused by the runs after it. */
   let statsDir = '';
 
-  /** Mean KLD from the float model of a quantized checkpoint on the first calibration block, float64 from independently computed logits. */
-  async function calibrationKld(checkpoint: string, blockTokens: number): Promise<number> {
+  /**
+   * Mean KLD from the float model of a quantized checkpoint on one block of the calibration text (the first, or the one
+   * starting at token `from`), float64 from independently computed logits.
+   */
+  async function calibrationKld(checkpoint: string, blockTokens: number, from = 0): Promise<number> {
     const config = await loadDecoderConfig(model);
-    const ids = (await loadTokenizer(model)).encode(readFileSync(calib, 'utf8')).slice(0, blockTokens);
+    const ids = (await loadTokenizer(model)).encode(readFileSync(calib, 'utf8')).slice(from, from + blockTokens);
+    expect(ids).toHaveLength(blockTokens);
     const open = async (dir: string) => {
       const weights = await openModelWeights(dir);
       const decoder = await loadDecoderModel(weights, config);
@@ -313,6 +318,18 @@ describe('the kld allocator\'s correction by measurement (quantize by default, e
     close(r.refinedKld, refinedKld, 1e-9);
     close(r.additiveKld, additiveKld, 1e-9);
     expect(refinedKld).toBeLessThanOrEqual(additiveKld);
+    // The held-out check: the block after the calibration's, where the correction was not fitted. Both allocations
+    // measured there equal the checkpoints' whole-model KLD on that block, and the corrected one is kept only if it is
+    // not worse there.
+    expect(r.calibration.heldOutBlocks).toBe(1);
+    expect(r.heldOut).not.toBeNull();
+    const held = r.heldOut!;
+    expect(held.blocks).toBe(1);
+    close(held.refinedKld, await calibrationKld(refinedOut, r.calibration.seqlen, tokens), 1e-9);
+    close(held.additiveKld, await calibrationKld(additiveOut, r.calibration.seqlen, tokens), 1e-9);
+    expect(held.refinedKld).toBeLessThanOrEqual(held.additiveKld);
+    expect(run.stderr).toMatch(/refine: .*on 1 held-out block \(the next of the text\)/);
+    expect(run.stderr).toMatch(/refine: kept the corrected allocation .*on 1 held-out block [\d.e-]+ additive, [\d.e-]+ corrected/);
     quantizeRefinement = r;
     // allocate with the model measures the same correction on the same calibration, and prints what quantize quantized.
     const allocated = await cli('allocate', '--stats', statsDir, '--model', model, '--method', 'kld', '--budget', '3', '--configs', configs, '--calib', calib, '--blocks', '1', '--json');

@@ -176,7 +176,15 @@ export async function computeCell(
       allocation = refined.allocation;
       if (refined.refinement) {
         const r = refined.refinement;
-        refinement = { additiveKld: r.additiveKld, refinedKld: r.refinedKld, kept: r.kept, changed: r.changed, measured: r.rounds.length, stopped: r.stopped };
+        refinement = {
+          additiveKld: r.additiveKld,
+          refinedKld: r.refinedKld,
+          kept: r.kept,
+          heldOut: r.heldOut ? { blocks: r.heldOut.blocks, additiveKld: r.heldOut.additiveKld, refinedKld: r.heldOut.refinedKld } : null,
+          changed: r.changed,
+          measured: r.rounds.length,
+          stopped: r.stopped,
+        };
         onDone?.(label, r);
       }
     }

@@ -60,6 +60,8 @@ export interface CellRefinement {
   readonly additiveKld: number;
   readonly refinedKld: number;
   readonly kept: 'refined' | 'additive';
+  /** Both allocations' mean KLD on the held-out blocks (null: none held out, or the correction changed nothing). */
+  readonly heldOut: { readonly blocks: number; readonly additiveKld: number; readonly refinedKld: number } | null;
   /** Units whose config the kept allocation changed from the additive one. */
   readonly changed: number;
   /** Allocations measured (round 0, the additive one, included). */

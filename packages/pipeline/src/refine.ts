@@ -25,8 +25,14 @@ import { freemem } from 'node:os';
  * apps run it after `allocateMethod`: the model and the calibration blocks its statistics were measured on, a
  * measurer of the whole model's KL divergence from the float model there, the plug-in's plan and cost before it
  * starts, each measured allocation as it comes, and the host's own rule at the end: the refined allocation is kept
- * only when its measured KLD is not above the first (additive) one's, whatever the plug-in returned.
+ * only when its measured KLD is not above the first (additive) one's, whatever the plug-in returned, both on the
+ * calibration blocks it was fitted on and on held-out blocks of the same text it never saw (the blocks right after
+ * them). A correction fitted on a few blocks can fit those blocks alone (measured on the shipped model: better on its
+ * one block, worse on held-out text), so the held-out check decides.
  */
+
+/** Held-out blocks by default: as many as the calibration blocks, at most this many. */
+export const DEFAULT_HELD_OUT_BLOCKS = 4;
 
 /** The calibration the correction measures on (the statistics': same text, blocks and block length). */
 export interface RefineCalibration {
@@ -41,12 +47,17 @@ export interface RefineCalibration {
   readonly threads?: number;
   /** Worker threads quantizing the candidates (default: one per core). */
   readonly workers?: number;
+  /**
+   * Blocks of the same text right after the calibration blocks on which the kept allocation is checked (default:
+   * min(blocks, DEFAULT_HELD_OUT_BLOCKS); fewer when the text ends sooner; 0: no held-out check).
+   */
+  readonly heldOutBlocks?: number;
 }
 
 /** A measurer over one model and calibration, shared by every allocation refined on it (an experiment's cells). */
 export interface RefineSession {
   readonly measurer: KldMeasurer;
-  readonly calibration: { readonly name: string; readonly blocks: number; readonly seqlen: number; readonly tokens: number };
+  readonly calibration: { readonly name: string; readonly blocks: number; readonly seqlen: number; readonly tokens: number; readonly heldOutBlocks: number; readonly heldOutTokens: number };
   /** The quantizer the candidates are quantized with (the statistics' quantizer). */
   readonly quantizer: string;
   close(): Promise<void>;
@@ -72,16 +83,22 @@ export async function openRefineSession(modelDir: string, quantizer: Quantizer, 
   const { config, checkpoint } = await openModel(modelDir);
   let pool: KernelPool | undefined;
   try {
-    const blocks = calibrationBlocks(text, await loadTokenizer(modelDir), { source: calibration.calibrationName, blocks: calibration.blocks, seqlen: calibration.seqlen });
+    const wantHeldOut = calibration.heldOutBlocks ?? Math.min(calibration.blocks, DEFAULT_HELD_OUT_BLOCKS);
+    if (!Number.isInteger(wantHeldOut) || wantHeldOut < 0) throw new InvalidOptionError('heldOutBlocks', `${wantHeldOut} must be a whole number of blocks (0: no held-out check)`);
+    // In order: the first `blocks` blocks are the statistics' calibration, the next ones (where the text has them) held out.
+    const all = calibrationBlocks(text, await loadTokenizer(modelDir), { source: calibration.calibrationName, blocks: calibration.blocks + wantHeldOut, seqlen: calibration.seqlen });
+    const fitted = Math.min(all.blocks, calibration.blocks);
+    const blocks = { ids: all.ids.subarray(0, fitted * all.seqlen), blocks: fitted, seqlen: all.seqlen };
+    const heldOut = all.blocks > fitted ? { ids: all.ids.subarray(fitted * all.seqlen), blocks: all.blocks - fitted, seqlen: all.seqlen } : undefined;
     const model = await loadDecoderBlocks(checkpoint, config, calibration.threads ? { threads: calibration.threads } : {});
     try {
       const workers = calibration.workers ?? defaultWorkerCount();
       pool = workers > 1 ? createKernelPool(workers) : undefined;
-      const measurer = await createKldMeasurer(model, blocks, { quantizer, ...(pool ? { pool } : {}), availableMemoryBytes: freemem() });
+      const measurer = await createKldMeasurer(model, blocks, { quantizer, ...(pool ? { pool } : {}), ...(heldOut ? { heldOut } : {}), availableMemoryBytes: freemem() });
       const opened = pool;
       return {
         measurer,
-        calibration: { name: calibration.calibrationName, blocks: measurer.blocks, seqlen: measurer.seqlen, tokens: measurer.tokens },
+        calibration: { name: calibration.calibrationName, blocks: measurer.blocks, seqlen: measurer.seqlen, tokens: measurer.tokens, heldOutBlocks: measurer.heldOut?.blocks ?? 0, heldOutTokens: measurer.heldOut?.tokens ?? 0 },
         quantizer: quantizer.id,
         close: async () => {
           await opened?.close();
@@ -118,8 +135,16 @@ export interface RefinementReport {
   readonly additiveKld: number;
   /** The measured KLD of the allocation the plug-in's correction returned. */
   readonly refinedKld: number;
-  /** `refined` when its KLD is not above the additive one's (then it is the result), else `additive`. */
+  /**
+   * `refined` when its KLD is not above the additive one's on the calibration and on the held-out blocks (then it is
+   * the result), else `additive`.
+   */
   readonly kept: 'refined' | 'additive';
+  /**
+   * The measured KLD of both allocations on the held-out blocks (null: the session has none, or the correction
+   * changed nothing).
+   */
+  readonly heldOut: { readonly blocks: number; readonly tokens: number; readonly additiveKld: number; readonly refinedKld: number } | null;
   /** Units whose config the kept allocation changed from the additive one. */
   readonly changed: number;
   /** Every allocation the plug-in measured, in order (round 0: the additive one); empty when it reported none. */
@@ -191,9 +216,14 @@ export async function refineAllocation(
   }, allocators);
   const additiveKld = await measurer.lossOf(configsOf(first));
   const refinedKld = await measurer.lossOf(configsOf(refined));
-  const keep = refinedKld <= additiveKld;
-  const kept = keep ? refined : first;
   const additiveConfigs = configsOf(first);
+  const differs = refined.matrices.some((m) => itemName(m.config) !== itemName(additiveConfigs.get(m.key)));
+  // On text the correction never saw: kept only if it is not worse there either.
+  const held = session.measurer.heldOutLossOf && session.measurer.heldOut && differs
+    ? { ...session.measurer.heldOut, additiveKld: await session.measurer.heldOutLossOf(configsOf(first)), refinedKld: await session.measurer.heldOutLossOf(configsOf(refined)) }
+    : null;
+  const keep = refinedKld <= additiveKld && (held === null || held.refinedKld <= held.additiveKld);
+  const kept = keep ? refined : first;
   const reported = (refined as Partial<RefinedAllocation>).refinement;
   return {
     allocation: kept,
@@ -201,6 +231,7 @@ export async function refineAllocation(
       additiveKld,
       refinedKld,
       kept: keep ? ('refined' as const) : ('additive' as const),
+      heldOut: held ? Object.freeze(held) : null,
       changed: kept.matrices.filter((m) => itemName(m.config) !== itemName(additiveConfigs.get(m.key))).length,
       rounds: Object.freeze(rounds),
       stopped: reported?.stopped ?? null,

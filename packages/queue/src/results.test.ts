@@ -45,7 +45,7 @@ describe('the coordinator checks every result against the cell it planned', () =
   it('experiment --refine: accepts a refined cell\'s row saying what its correction did when planned; refuses one without, one not planned, and a kept correction that measured worse', () => {
     const refined = (refinement: Record<string, unknown> = {}) => {
       const r = result();
-      r.row = { ...r.row, refinement: { additiveKld: 0.05, refinedKld: 0.04, kept: 'refined', changed: 3, measured: 2, stopped: 'converged', ...refinement } };
+      r.row = { ...r.row, refinement: { additiveKld: 0.05, refinedKld: 0.04, kept: 'refined', heldOut: { blocks: 1, additiveKld: 0.06, refinedKld: 0.05 }, changed: 3, measured: 2, stopped: 'converged', ...refinement } };
       return r;
     };
     const refinePlan = { ...planned, refine: true };
@@ -57,6 +57,12 @@ describe('the coordinator checks every result against the cell it planned', () =
     expect(refusal(refined({ additiveKld: Number.NaN }), refinePlan)).toMatch(/row\.refinement\.additiveKld must be a finite number/);
     expect(refusal(refined({ measured: 1.5 }), refinePlan)).toMatch(/row\.refinement\.measured must be a whole number/);
     expect(refusal(refined({ extra: 1 }), refinePlan)).toMatch(/row\.refinement\.extra is not a field of this result/);
+    // The held-out check: none (null) is accepted; a kept correction worse on the held-out blocks, or a malformed one, is not.
+    expect(refusal(refined({ heldOut: null }), refinePlan)).toBe('');
+    expect(refusal(refined({ heldOut: { blocks: 1, additiveKld: 0.05, refinedKld: 0.06 } }), refinePlan)).toMatch(/row\.refinement\.kept is "refined" with a higher KLD on the held-out blocks/);
+    expect(refusal(refined({ kept: 'additive', heldOut: { blocks: 1, additiveKld: 0.05, refinedKld: 0.06 } }), refinePlan)).toBe('');
+    expect(refusal(refined({ heldOut: { blocks: 0, additiveKld: 0.05, refinedKld: 0.04 } }), refinePlan)).toMatch(/row\.refinement\.heldOut\.blocks must be a whole number/);
+    expect(refusal(refined({ heldOut: undefined }), refinePlan)).toMatch(/row\.refinement\.heldOut is missing|must be an object/);
   });
 
   it('experiment --kld: accepts a row with its KL divergence when planned, refuses one without, one not planned, and a mean that is not its windows\'', () => {

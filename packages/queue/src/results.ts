@@ -67,7 +67,7 @@ export interface PlannedCell {
 const KLD_FIELDS = ['mean', 'error', 'median', 'p99', 'p999', 'max', 'sameTop', 'sameTopError', 'rmsDeltaP', 'pplRatio', 'pplRatioError'] as const;
 
 const ROW_FIELDS = ['model', 'method', 'quantizer', 'options', 'budget', 'bpp', 'memoryMB', 'packedBytes', 'extraMemoryPercent', 'ppl', 'seconds', 'windowNll', 'windowWeights', 'kld', 'windowKld', 'windowKldCount', 'refinement'] as const;
-const REFINEMENT_FIELDS = ['additiveKld', 'refinedKld', 'kept', 'changed', 'measured', 'stopped'] as const;
+const REFINEMENT_FIELDS = ['additiveKld', 'refinedKld', 'kept', 'heldOut', 'changed', 'measured', 'stopped'] as const;
 
 /** A cell job's result checked against its plan: the CellResult to record, or a QueueResultError. */
 export function checkCellResult(planned: PlannedCell, value: unknown): CellResult {
@@ -141,6 +141,13 @@ function checkCellRefinement(id: string, row: Record<string, unknown>, planned: 
   const refined = number(id, r.refinedKld, 'row.refinement.refinedKld', 0);
   if (r.kept !== 'refined' && r.kept !== 'additive') throw new QueueResultError(id, 'row.refinement.kept', 'must be "refined" or "additive"');
   if (r.kept === 'refined' && refined > additive) throw new QueueResultError(id, 'row.refinement.kept', `is "refined" with a higher measured KLD (${refined}) than the additive allocation's (${additive})`);
+  if (r.heldOut !== null) {
+    const held = record(id, r.heldOut, 'row.refinement.heldOut', ['blocks', 'additiveKld', 'refinedKld']);
+    if (!Number.isSafeInteger(held.blocks) || (held.blocks as number) < 1) throw new QueueResultError(id, 'row.refinement.heldOut.blocks', 'must be a whole number of blocks, at least 1');
+    const heldAdditive = number(id, held.additiveKld, 'row.refinement.heldOut.additiveKld', 0);
+    const heldRefined = number(id, held.refinedKld, 'row.refinement.heldOut.refinedKld', 0);
+    if (r.kept === 'refined' && heldRefined > heldAdditive) throw new QueueResultError(id, 'row.refinement.kept', `is "refined" with a higher KLD on the held-out blocks (${heldRefined}) than the additive allocation's (${heldAdditive})`);
+  }
   for (const field of ['changed', 'measured'] as const) {
     if (!Number.isSafeInteger(r[field]) || (r[field] as number) < 0) throw new QueueResultError(id, `row.refinement.${field}`, 'must be a whole number');
   }

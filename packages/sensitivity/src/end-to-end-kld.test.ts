@@ -133,6 +133,28 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
     }
   });
 
+  it('held-out blocks: heldOutLossOf is the whole model\'s KLD on them alone (by onnxruntime), not the calibration\'s', async () => {
+    await setup();
+    const heldOut = calibration(config, 5, 20).slice(3); // two other blocks of the same length
+    const both = await createKldMeasurer(await createDecoderBlocks(weights), blocks.flat(), {
+      seqlen: 20,
+      batchSize: 2,
+      availableMemoryBytes: freemem(),
+      heldOut: { ids: Int32Array.from(heldOut.flat()), blocks: 2, seqlen: 20 },
+    });
+    expect(both.heldOut).toEqual({ blocks: 2, tokens: 2 * 19 });
+    expect(measurer.heldOut).toBeNull();
+    expect(measurer.heldOutLossOf).toBeUndefined();
+    const allocation = new Map<string, QuantConfig | null>(kldUnits({ config, shapes: weights.shapes, layout: weights.layout }).map((u) => [u.key, u.layer === 2 ? B2G32 : B4G32]));
+    const held = await both.heldOutLossOf!(allocation);
+    const onHeldOut = await bruteForceOnnx(weights, heldOut, allocation);
+    expect(Math.abs(held - onHeldOut) / onHeldOut).toBeLessThan(1e-9);
+    // The calibration's loss is unchanged by holding blocks out, and differs from the held-out one.
+    expect(await both.lossOf(allocation)).toBe(await measurer.lossOf(allocation));
+    expect(Math.abs(held - (await both.lossOf(allocation)))).toBeGreaterThan(1e-6);
+    await expect(createKldMeasurer(await createDecoderBlocks(weights), blocks.flat(), { seqlen: 20, availableMemoryBytes: freemem(), heldOut: { ids: new Int32Array(19), blocks: 1, seqlen: 19 } })).rejects.toThrow(/heldOut.*whole blocks of the calibration's length \(20 tokens\)/);
+  });
+
   it('an untied model: embed_tokens and lm_head alone and around an allocation, as the whole model measures them', async () => {
     const untied = await loadDecoderWeights(randomDecoderSource(config, 12, { lmHead: true }), config);
     expect(untied.layout.tiedEmbeddings).toBe(false);

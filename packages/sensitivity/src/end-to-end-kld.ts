@@ -81,6 +81,12 @@ export interface KldMeasurerOptions {
    * required: the measurer never holds a model's weights without a limit.
    */
   readonly availableMemoryBytes?: number;
+  /**
+   * Held-out blocks (same block length, other tokens): the float model's distributions there are computed too, and
+   * `heldOutLossOf` measures an allocation on them, so a correction fitted on the calibration can be checked on text it
+   * did not see.
+   */
+  readonly heldOut?: CalibrationBlocks;
 }
 
 export interface KldMeasurer {
@@ -99,6 +105,10 @@ export interface KldMeasurer {
   marginals(reference: UnitConfigs, candidates: (key: string) => readonly (QuantConfig | null)[], onProgress?: (done: number, total: number) => void): Promise<UnitDeltas>;
   /** Forward passes run so far (one per batch of blocks, whatever layer they start from), for cost reports. */
   readonly runs: number;
+  /** The held-out blocks given at creation (`heldOut`): how many, and the positions each measurement scores there. */
+  readonly heldOut: { readonly blocks: number; readonly tokens: number } | null;
+  /** Mean KLD of the model with `allocation` applied on the held-out blocks (present exactly when they were given). */
+  heldOutLossOf?(allocation: UnitConfigs): Promise<number>;
 }
 
 /** The float model's next-token distributions at the calibration's scored positions. */
@@ -189,11 +199,16 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidOptionError('batchSize', `${batchSize} must be a positive integer`);
   const { ids, blocks, seqlen } = calibrationOf(calibration, options);
   if (seqlen < 2) throw new InvalidOptionError('seqlen', `${seqlen} must be at least 2: a block needs a next token to score`);
+  const heldOut = options.heldOut;
+  if (heldOut && (heldOut.seqlen !== seqlen || heldOut.blocks < 1 || heldOut.ids.length !== heldOut.blocks * seqlen)) {
+    throw new InvalidOptionError('heldOut', `must be whole blocks of the calibration's length (${seqlen} tokens), at least one`);
+  }
   const { numLayers, vocabSize: vocab, hiddenSize: h } = model.config;
-  const baseBytes = blocks * (seqlen - 1) * vocab * 8;
+  const allBlocks = blocks + (heldOut?.blocks ?? 0);
+  const baseBytes = allBlocks * (seqlen - 1) * vocab * 8;
   const maxBaseBytes = options.maxBaseBytes ?? 2 * 2 ** 30;
   if (baseBytes > maxBaseBytes) {
-    throw new MemoryBudgetError(`the float model's distributions on ${blocks} calibration blocks of ${seqlen} tokens (vocabulary ${vocab}, float64)`, baseBytes, maxBaseBytes, 'measure on fewer calibration blocks (--blocks) or shorter ones (--seqlen)');
+    throw new MemoryBudgetError(`the float model's distributions on ${blocks} calibration blocks${heldOut ? ` and ${heldOut.blocks} held-out ones` : ''} of ${seqlen} tokens (vocabulary ${vocab}, float64)`, baseBytes, maxBaseBytes, 'measure on fewer calibration blocks (--blocks) or shorter ones (--seqlen)');
   }
   const units = kldUnits(model);
   const byKey = new Map(units.map((u) => [u.key, u]));
@@ -218,17 +233,7 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
   const tokens = blocks * (seqlen - 1);
   const headTensor = model.layout.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD;
   let runs = 0;
-
-  // The calibration's token ids batch by batch, and their embedding with a given table.
-  const batchIds: Int32Array[] = [];
-  for (let start = 0; start < blocks; start += batchSize) batchIds.push(ids.subarray(start * seqlen, (start + Math.min(batchSize, blocks - start)) * seqlen));
-  const embedWith = (table: Float32Array): HiddenStates[] =>
-    batchIds.map((batch) => {
-      const data = new Float32Array(batch.length * h);
-      for (let i = 0; i < batch.length; i++) data.set(table.subarray(batch[i]! * h, (batch[i]! + 1) * h), i * h);
-      return { data, batch: batch.length / seqlen, length: seqlen };
-    });
-  const floatEmbedded = embedWith(await model.tensor(EMBED_TOKENS));
+  const floatTable = await model.tensor(EMBED_TOKENS);
 
   /** Runs layers `from`..end on one batch (each layer with its weights: float, some replaced), then the head. */
   const finish = async (from: number, states: HiddenStates, layers: Map<number, Map<string, Float32Array>>, head: Map<string, Float32Array>): Promise<Float32Array> => {
@@ -238,24 +243,43 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
     return (await model.head(hidden, undefined, head)).logits;
   };
 
-  // The float model's distribution at every scored position, batch by batch.
-  const base: BaseRows = { probabilities: [], negativeEntropy: [] };
-  for (const states of floatEmbedded) {
-    const logits = await finish(0, states, floatLayers, new Map());
-    runs--;
-    const probabilities = new Float64Array(states.batch * (seqlen - 1) * vocab);
-    const negativeEntropy = new Float64Array(states.batch * (seqlen - 1));
-    for (let b = 0; b < states.batch; b++) {
-      for (let t = 0; t < seqlen - 1; t++) {
-        const r = b * (seqlen - 1) + t;
-        negativeEntropy[r] = baseRow(logits, (b * seqlen + t) * vocab, vocab, probabilities, r * vocab);
+  /**
+   * One set of blocks (the calibration, or the held-out ones): its token ids batch by batch, their float embedding, and
+   * the float model's distribution at every scored position, batch by batch.
+   */
+  const blockSet = async (setIds: Int32Array, setBlocks: number) => {
+    const batchIds: Int32Array[] = [];
+    for (let start = 0; start < setBlocks; start += batchSize) batchIds.push(setIds.subarray(start * seqlen, (start + Math.min(batchSize, setBlocks - start)) * seqlen));
+    const embedWith = (table: Float32Array): HiddenStates[] =>
+      batchIds.map((batch) => {
+        const data = new Float32Array(batch.length * h);
+        for (let i = 0; i < batch.length; i++) data.set(table.subarray(batch[i]! * h, (batch[i]! + 1) * h), i * h);
+        return { data, batch: batch.length / seqlen, length: seqlen };
+      });
+    const floatEmbedded = embedWith(floatTable);
+    const base: BaseRows = { probabilities: [], negativeEntropy: [] };
+    for (const states of floatEmbedded) {
+      const logits = await finish(0, states, floatLayers, new Map());
+      runs--;
+      const probabilities = new Float64Array(states.batch * (seqlen - 1) * vocab);
+      const negativeEntropy = new Float64Array(states.batch * (seqlen - 1));
+      for (let b = 0; b < states.batch; b++) {
+        for (let t = 0; t < seqlen - 1; t++) {
+          const r = b * (seqlen - 1) + t;
+          negativeEntropy[r] = baseRow(logits, (b * seqlen + t) * vocab, vocab, probabilities, r * vocab);
+        }
       }
+      base.probabilities.push(probabilities);
+      base.negativeEntropy.push(negativeEntropy);
     }
-    base.probabilities.push(probabilities);
-    base.negativeEntropy.push(negativeEntropy);
-  }
-  const kldOfLogits = (batch: number, logits: Float32Array, states: HiddenStates) =>
-    kldSumOfBatch(logits, base.probabilities[batch]!, base.negativeEntropy[batch]!, states.batch, seqlen, vocab);
+    const kldOfLogits = (batch: number, logits: Float32Array, states: HiddenStates) =>
+      kldSumOfBatch(logits, base.probabilities[batch]!, base.negativeEntropy[batch]!, states.batch, seqlen, vocab);
+    return { embedWith, floatEmbedded, kldOfLogits, tokens: setBlocks * (seqlen - 1) };
+  };
+  type BlockSet = Awaited<ReturnType<typeof blockSet>>;
+  const calibrationSet = await blockSet(ids, blocks);
+  const heldOutSet = heldOut ? await blockSet(heldOut.ids, heldOut.blocks) : undefined;
+  const { embedWith, floatEmbedded, kldOfLogits } = calibrationSet;
 
   const floatOf = async (unit: KldUnit) => ({ name: unit.tensor, dtype: 'F32' as const, shape: [...model.shapes.get(unit.tensor)!], data: await model.tensor(unit.tensor) });
   const weightsAt = async (unit: KldUnit, config: QuantConfig | null) =>
@@ -282,13 +306,14 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
     return { layers, head, ...(embedTable ? { embedTable } : {}) };
   };
 
-  const lossOf = async (allocation: UnitConfigs): Promise<number> => {
+  const lossOn = async (set: BlockSet, allocation: UnitConfigs): Promise<number> => {
     const reference = await referenceWeights(allocation);
-    const embedded = reference.embedTable ? embedWith(reference.embedTable) : floatEmbedded;
+    const embedded = reference.embedTable ? set.embedWith(reference.embedTable) : set.floatEmbedded;
     let sum = 0;
-    for (const [i, states] of embedded.entries()) sum += kldOfLogits(i, await finish(0, states, reference.layers, reference.head), states);
-    return sum / tokens;
+    for (const [i, states] of embedded.entries()) sum += set.kldOfLogits(i, await finish(0, states, reference.layers, reference.head), states);
+    return sum / set.tokens;
   };
+  const lossOf = (allocation: UnitConfigs) => lossOn(calibrationSet, allocation);
 
   const marginals = async (reference: UnitConfigs, candidates: (key: string) => readonly (QuantConfig | null)[], onProgress?: (done: number, total: number) => void): Promise<UnitDeltas> => {
     const weights = await referenceWeights(reference);
@@ -389,6 +414,8 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
     get runs() {
       return runs;
     },
+    heldOut: heldOutSet ? { blocks: heldOut!.blocks, tokens: heldOutSet.tokens } : null,
+    ...(heldOutSet ? { heldOutLossOf: (allocation: UnitConfigs) => lossOn(heldOutSet, allocation) } : {}),
   };
 }
 
