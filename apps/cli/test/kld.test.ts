@@ -321,15 +321,24 @@ describe('the kld allocator\'s correction by measurement (quantize by default, e
     // The held-out check: the block after the calibration's, where the correction was not fitted. Both allocations
     // measured there equal the checkpoints' whole-model KLD on that block, and the corrected one is kept only if it is
     // not worse there.
-    expect(r.calibration.heldOutBlocks).toBe(1);
+    // (Up to 4 blocks: as many as the text has after the calibration block.)
+    const heldOutBlocks = r.calibration.heldOutBlocks;
+    expect(heldOutBlocks).toBeGreaterThanOrEqual(1);
+    expect(heldOutBlocks).toBeLessThanOrEqual(4);
     expect(r.heldOut).not.toBeNull();
     const held = r.heldOut!;
-    expect(held.blocks).toBe(1);
-    close(held.refinedKld, await calibrationKld(refinedOut, r.calibration.seqlen, tokens), 1e-9);
-    close(held.additiveKld, await calibrationKld(additiveOut, r.calibration.seqlen, tokens), 1e-9);
+    expect(held.blocks).toBe(heldOutBlocks);
+    const perBlock = async (checkpoint: string) => {
+      let sum = 0;
+      for (let b = 1; b <= heldOutBlocks; b++) sum += await calibrationKld(checkpoint, r.calibration.seqlen, b * r.calibration.seqlen);
+      return sum / heldOutBlocks; // every block scores the same number of positions
+    };
+    close(held.refinedKld, await perBlock(refinedOut), 1e-9);
+    close(held.additiveKld, await perBlock(additiveOut), 1e-9);
     expect(held.refinedKld).toBeLessThanOrEqual(held.additiveKld);
-    expect(run.stderr).toMatch(/refine: .*on 1 held-out block \(the next of the text\)/);
-    expect(run.stderr).toMatch(/refine: kept the corrected allocation .*on 1 held-out block [\d.e-]+ additive, [\d.e-]+ corrected/);
+    const blocksText = `${heldOutBlocks} held-out block${heldOutBlocks === 1 ? '' : 's'}`;
+    expect(run.stderr).toContain(`on ${blocksText} (the next ones of the text)`);
+    expect(run.stderr).toMatch(new RegExp(`refine: kept the corrected allocation .*on ${blocksText} [\\d.e-]+ additive, [\\d.e-]+ corrected`));
     quantizeRefinement = r;
     // allocate with the model measures the same correction on the same calibration, and prints what quantize quantized.
     const allocated = await cli('allocate', '--stats', statsDir, '--model', model, '--method', 'kld', '--budget', '3', '--configs', configs, '--calib', calib, '--blocks', '1', '--json');

@@ -56,7 +56,7 @@ export interface PlannedCell {
 export function cellSettings(grid: GridSettings, cell: { method: MethodSpec; budget: number } | 'fp', statsKey: string | undefined): Record<string, unknown> {
   const common = { v: 1, model: grid.model, text: grid.text, seqlen: grid.seqlen, protocol: 'windows', maxTokens: grid.maxTokens, ...(grid.kld ? { kld: 'float-model' } : {}) };
   if (cell === 'fp') return { ...common, method: 'fp' };
-  const refine = grid.refine?.allocators.includes(cell.method.allocator) ? { refine: { measure: 'kld', calibration: grid.refine.calibration, blocks: grid.refine.blocks, seqlen: grid.refine.seqlen, heldOutBlocks: Math.min(grid.refine.blocks, DEFAULT_HELD_OUT_BLOCKS) } } : {};
+  const refine = grid.refine?.allocators.includes(cell.method.allocator) ? { refine: { measure: 'kld', calibration: grid.refine.calibration, blocks: grid.refine.blocks, seqlen: grid.refine.seqlen, heldOut: `next ${DEFAULT_HELD_OUT_BLOCKS} blocks (fewer above 512 MiB of float distributions)` } } : {};
   return { ...common, method: { ...cell.method }, budget: cell.budget, seed: grid.seed, quantizer: grid.quantizer ?? QUANTIZER_SETTINGS, stats: statsKey ?? null, ...(grid.configs ? { configs: grid.configs } : {}), ...(grid.calibration ? { calibration: grid.calibration } : {}), ...refine, ...(grid.shipped ? { shipped: grid.shipped } : {}) };
 }
 

@@ -11,7 +11,7 @@ const kld = (value: number) => value.toPrecision(5);
 export function refinePlanLine(plan: RefinePlan): string {
   const { calibration: c } = plan;
   const rounds = Number.isFinite(plan.rounds) ? `up to ${plan.rounds} round${plan.rounds === 1 ? '' : 's'} of ${plan.measurementsPerRound.toLocaleString('en-US')} single-unit measurements (each runs the layers after its unit)` : 'the plug-in\'s own rounds';
-  return `${plan.method}'s correction by measurement on ${c.blocks} calibration block${c.blocks === 1 ? '' : 's'} of ${c.seqlen} tokens (${c.name}, ${c.tokens.toLocaleString('en-US')} scored tokens), ${plan.units} units x ${plan.configs} configs: the additive allocation measured, then ${rounds}, each proposed allocation measured whole; the corrected one is kept only when its KLD is not higher, there${c.heldOutBlocks > 0 ? ` and on ${c.heldOutBlocks} held-out block${c.heldOutBlocks === 1 ? '' : 's'} (the next of the text)` : ' (the text has no block after them to hold out)'} (--no-refine: the additive allocation, nothing measured)`;
+  return `${plan.method}'s correction by measurement on ${c.blocks} calibration block${c.blocks === 1 ? '' : 's'} of ${c.seqlen} tokens (${c.name}, ${c.tokens.toLocaleString('en-US')} scored tokens), ${plan.units} units x ${plan.configs} configs: the additive allocation measured, then ${rounds}, each proposed allocation measured whole; the corrected one is kept only when its KLD is not higher, there${c.heldOutBlocks > 0 ? ` and on ${c.heldOutBlocks} held-out block${c.heldOutBlocks === 1 ? '' : 's'} (the next ones of the text)` : ' (the text has no block after them to hold out)'} (--no-refine: the additive allocation, nothing measured)`;
 }
 
 /** One measured allocation: round 0 is the additive one. */
