@@ -11,7 +11,9 @@
 //      allocates, quantizes (HQQ) and measures; the kld cells take the additive solution of the knapsack;
 //   4. `experiment --methods kld:rounds=<rounds> --budgets <refine-budgets> --refine` in the same --out (the float
 //      base and the fp cell reused): the kld allocator's correction for interactions, run on the kld table's
-//      calibration, kept only where its measured KLD there is not above the additive one's.
+//      calibration, kept only where its measured KLD is not above the additive one's there and on the held-out
+//      blocks after them. Corrected cells an earlier build made under another rule (calibration only: a row whose
+//      `refinement` has no `heldOut`; another number of held-out blocks) stay in the out dir and are reported beside.
 // The report: each statistics step's wall time and peak memory (VmHWM of its process); the grid's results.md (read
 // by KLD); kld against measured at every budget (perplexity and mean KLD, paired bootstrap over the windows); the
 // corrected kld cells against the additive ones on the evaluation text, with what the correction measured.
@@ -110,10 +112,18 @@ const versusMeasured = budgets.map((budget) => {
   const measured = cell('measured', budget, false);
   return kld && measured ? { budget, kld: { perplexity: kld.perplexity, meanKld: kld.kld.mean }, measured: { perplexity: measured.perplexity, meanKld: measured.kld.mean }, intervals: paired(kld, measured) } : undefined;
 }).filter(Boolean);
-const corrections = values['refine-budgets'].split(',').map(Number).map((budget) => {
-  const refined = cell(refineMethod, budget, true);
+// The corrected cells at each budget, one per rule that decided what they kept: this run's (not worse on the calibration
+// nor on its held-out blocks), and any an earlier build left in the out dir (calibration only: no `heldOut`; or
+// another number of held-out blocks).
+const ruleOf = (refinement) => (!('heldOut' in refinement) ? 'calibration only (earlier build)' : refinement.heldOut === null ? 'calibration and held-out blocks (nothing changed)' : `calibration and ${refinement.heldOut.blocks} held-out block${refinement.heldOut.blocks === 1 ? '' : 's'}`);
+const corrections = values['refine-budgets'].split(',').map(Number).flatMap((budget) => {
   const additive = cell('kld', budget, false);
-  return refined && additive ? { budget, refinement: refined.refinement, refined: { perplexity: refined.perplexity, meanKld: refined.kld.mean }, additive: { perplexity: additive.perplexity, meanKld: additive.kld.mean }, intervals: paired(refined, additive) } : undefined;
+  const refinedRows = rows.filter((r) => r.method === refineMethod && r.budget === budget && r.refinement);
+  const rules = [...new Set(refinedRows.map((r) => ruleOf(r.refinement)))];
+  return rules.map((rule) => {
+    const refined = refinedRows.find((r) => ruleOf(r.refinement) === rule);
+    return additive ? { budget, rule, refinement: refined.refinement, refined: { perplexity: refined.perplexity, meanKld: refined.kld.mean }, additive: { perplexity: additive.perplexity, meanKld: additive.kld.mean }, intervals: paired(refined, additive) } : undefined;
+  });
 }).filter(Boolean);
 
 const gib = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
@@ -140,11 +150,11 @@ const lines = [
   '',
   `## The correction for interactions (${refineMethod}) against the additive solution`,
   '',
-  'Measured on the calibration (what the correction sees) and on the evaluation windows (held out).',
+  'Measured on the calibration (what the correction is fitted on), on the held-out calibration blocks that decide whether it is kept (current rule), and on the evaluation windows. "kept" is what the cell quantized; "additive" makes it the additive solution itself.',
   '',
-  '| budget | calibration KLD additive / corrected | kept | units changed | held-out ppl corrected / additive | Δ ppl [95% CI] | held-out mean KLD corrected / additive | Δ mean KLD [95% CI] |',
-  '| ---: | --- | --- | ---: | --- | ---: | --- | ---: |',
-  ...corrections.map((c) => `| ${c.budget} | ${c.refinement.additiveKld.toFixed(6)} / ${c.refinement.refinedKld.toFixed(6)} | ${c.refinement.kept} | ${c.refinement.changed} | ${c.refined.perplexity.toFixed(4)} / ${c.additive.perplexity.toFixed(4)} | ${fmt(c.intervals.ppl, 3)} | ${c.refined.meanKld.toFixed(5)} / ${c.additive.meanKld.toFixed(5)} | ${fmt(c.intervals.kld, 5)} |`),
+  '| budget | kept by | calibration KLD additive / corrected | held-out blocks KLD additive / corrected | kept | units changed | evaluation ppl cell / additive | Δ ppl [95% CI] | evaluation mean KLD cell / additive | Δ mean KLD [95% CI] |',
+  '| ---: | --- | --- | --- | --- | ---: | --- | ---: | --- | ---: |',
+  ...corrections.map((c) => `| ${c.budget} | ${c.rule} | ${c.refinement.additiveKld.toFixed(6)} / ${c.refinement.refinedKld.toFixed(6)} | ${c.refinement.heldOut ? `${c.refinement.heldOut.additiveKld.toFixed(6)} / ${c.refinement.heldOut.refinedKld.toFixed(6)} (${c.refinement.heldOut.blocks} block${c.refinement.heldOut.blocks === 1 ? '' : 's'})` : '-'} | ${c.refinement.kept} | ${c.refinement.kept === 'refined' ? c.refinement.changed : 0} | ${c.refined.perplexity.toFixed(4)} / ${c.additive.perplexity.toFixed(4)} | ${fmt(c.intervals.ppl, 3)} | ${c.refined.meanKld.toFixed(5)} / ${c.additive.meanKld.toFixed(5)} | ${fmt(c.intervals.kld, 5)} |`),
   '',
   `Run ${startedAt.toISOString()} - ${new Date().toISOString()}; load before: ${uptimeBefore}; after: ${execFileSync('uptime', { encoding: 'utf8' }).trim()}.`,
 ];
