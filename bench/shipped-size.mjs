@@ -7,7 +7,7 @@
 //
 //   node bench/shipped-size.mjs [--model <dir>] [--dataset brown-test | --text <file>] [--windows N]
 //        [--out bench/results/shipped-size] [--work /tmp/layerquant-shipped-size] [--methods mxq,sensiboost,measured]
-//        [--blocks <calibration blocks>] [--fresh] [--only <export>,<export>...]
+//        [--blocks <calibration blocks>] [--fresh] [--only <export>,<export>...] [--target-sizes <MiB>,<MiB>...]
 //        [--quantizer gptq --calib <file | dataset name> --calib-blocks N [--calibrated-methods mxq]]
 //
 // With --quantizer (a calibrated one, GPTQ), the table also holds that quantizer's uniform export at each config of
@@ -66,6 +66,9 @@ const calibratedId = option('quantizer', undefined);
 const calibratedMethods = option('calibrated-methods', 'mxq').split(',').filter(Boolean);
 const calibText = option('calib', undefined);
 const calibBlocks = option('calib-blocks', '16');
+const extraSizesText = option('target-sizes', undefined);
+const extraSizes = extraSizesText === undefined ? [] : extraSizesText.split(',').filter(Boolean).map(Number);
+if (extraSizes.some((x) => !(x > 0))) throw new Error(`--target-sizes ${extraSizesText}: positive MiB, comma-separated`);
 const onlyText = option('only', undefined);
 const only = onlyText === undefined ? undefined : new Set(onlyText.split(',').filter(Boolean));
 if (calibratedId !== undefined && calibText === undefined) throw new Error(`--quantizer ${calibratedId} needs --calib (its calibration text)`);
@@ -77,8 +80,15 @@ const log = (text) => process.stderr.write(`[${new Date().toISOString().slice(11
 const MiB = (bytes) => bytes / MIB;
 
 // ---- exports through the CLI -----------------------------------------------------------------------------------
-/** The directory an export lives in (lib/cli.mjs's exportedIn, under --work). */
-const exported = (name, args) => exportedIn(work, name, args, log);
+/**
+ * The directory an export lives in (lib/cli.mjs's exportedIn, under --work). With --only, an export outside the list
+ * is not made (one made earlier is still read); float and q4 are always made (q4's file sets the goal sizes).
+ */
+const exported = (name, args) => {
+  const made = ['bench-quantize.json', 'bench-error.json'].some((f) => existsSync(join(work, name, f)));
+  if (only && !only.has(name) && !made && name !== 'float' && name !== 'q4') return { dir: join(work, name), skipped: true };
+  return exportedIn(work, name, args, log);
+};
 
 // ---- evaluation (once per export, on the same windows) ----------------------------------------------------------
 const windowKey = `${basename(textPath)}@${SEQLEN}:${windows ?? 'all'}`;
@@ -156,6 +166,7 @@ const sizeTargets = [
   { mib: floor4(MiB(q4Bytes)), why: 'q4' },
   { mib: floor4((2 / 3) * MiB(q4Bytes)), why: '2/3 q4' },
   ...(isShippedModel ? [{ mib: floor4(MiB(LLAMA_CPP_Q4_K_M.bytes)), why: 'llama.cpp Q4_K_M' }] : []),
+  ...extraSizes.map((mib) => ({ mib, why: 'asked' })),
 ];
 const statsArgs = (stats) => [...(stats ? ['--stats', stats] : []), ...(blocks && !stats ? ['--blocks', blocks] : [])];
 const notes = [];
@@ -202,7 +213,10 @@ if (calibratedId !== undefined) {
   // allocations choose among the integer-zero configs of the quantizer's ladder.
   const ladder = ['--configs', own.configs.filter((c) => !c.symmetric).map(configName).join(',')];
   for (const method of calibratedMethods) {
-    const hqqStats = readdirSync(work).filter((d) => d.startsWith(`${method}-`)).map((d) => statsOf(join(work, d))).find(Boolean);
+    // HQQ's tables for the method: an HQQ allocation's of this run, else the first calibrated allocation's (measured
+    // once with --stats-quantizer hqq, then read by every other target).
+    const tablesIn = (prefix) => readdirSync(work).filter((d) => d.startsWith(prefix)).map((d) => statsOf(join(work, d))).find(Boolean);
+    let hqqStats = tablesIn(`${method}-`) ?? tablesIn(`${calibratedId}-${method}-`);
     const statsFor = () => [...ladder, ...(hqqStats ? ['--stats', hqqStats] : ['--stats-quantizer', 'hqq'])];
     const targets = [
       ...bpwTargets.map((bpw) => ({ args: ['--target-bpw', String(bpw)], key: `bpw-${bpw}`, target: { unit: 'bpw', value: bpw } })),
@@ -212,6 +226,7 @@ if (calibratedId !== undefined) {
     const allocateCalibrated = (keyOf, label, extra, args, target) => {
       const run = (targetArgs) => exported(`${calibratedId}-${method}-${keyOf(targetArgs[1])}`, ['quantize', ...model, ...calibArgs, '--method', method, ...targetArgs, ...extra, ...statsFor(), '--format', 'onnx']);
       let made = run(args);
+      hqqStats ??= made.skipped ? undefined : statsOf(made.dir);
       const smallest = made.error && /smallest feasible budget is ([\d.]+)/.exec(made.error);
       if (smallest) {
         notes.push(`${calibratedId}+${method} at ${[...args, ...extra].join(' ')}: "${made.error}" Measured at ${smallest[1]} instead.`);
