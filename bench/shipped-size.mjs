@@ -401,7 +401,8 @@ const mix = (r) => {
     byBits[bits] = (byBits[bits] ?? 0) + n;
   }
   const linear = Object.entries(byBits).map(([b, n]) => `${b}b:${n}`).join(' ');
-  const emb = r.embedTokens !== null || r.lmHead !== null ? `; embed ${r.embedTokens ?? 'float'}, lm_head ${r.lmHead ?? 'float'}` : '';
+  // A tied lm_head is the embedding table itself (the file stores it once, with embed_tokens' codes).
+  const emb = r.embedTokens !== null || r.lmHead !== null ? `; embed ${r.embedTokens ?? 'float'}, lm_head ${opened.layout.tiedEmbeddings ? 'tied' : (r.lmHead ?? 'float')}` : '';
   return `${linear}${emb}`;
 };
 const lines = [];
