@@ -352,7 +352,8 @@ const fmtInterval = (v) => (v ? `${v.difference >= 0 ? '+' : ''}${v.difference.t
     rows: dominated,
   });
   // 2. At q4's file size: the best allocation's increase over float at most half of q4's.
-  const atQ4 = bestAllocationAtMost(q4Row.shippedBytes);
+  // (q4's goals need q4 among the evaluated rows: absent when --only leaves it out)
+  const atQ4 = q4Row && bestAllocationAtMost(q4Row.shippedBytes);
   if (atQ4) {
     const mine = atQ4.versusFloat;
     const theirs = q4Row.versusFloat;
@@ -365,7 +366,7 @@ const fmtInterval = (v) => (v ? `${v.difference >= 0 ? '+' : ''}${v.difference.t
     });
   }
   // 3. At two thirds of q4's size: no worse than q4.
-  const atTwoThirds = bestAllocationAtMost((2 / 3) * q4Row.shippedBytes);
+  const atTwoThirds = q4Row && bestAllocationAtMost((2 / 3) * q4Row.shippedBytes);
   if (atTwoThirds) {
     const v = interval(atTwoThirds, q4Row);
     goals.push({
