@@ -115,7 +115,7 @@ const versusMeasured = budgets.map((budget) => {
 // The corrected cells at each budget, one per rule that decided what they kept: this run's (not worse on the calibration
 // nor on its held-out blocks), and any an earlier build left in the out dir (calibration only: no `heldOut`; or
 // another number of held-out blocks).
-const ruleOf = (refinement) => (!('heldOut' in refinement) ? 'calibration only (earlier build)' : refinement.heldOut === null ? 'calibration and held-out blocks (nothing changed)' : `calibration and ${refinement.heldOut.blocks} held-out block${refinement.heldOut.blocks === 1 ? '' : 's'}`);
+const ruleOf = (refinement) => (!('heldOut' in refinement) ? 'calibration only (earlier build)' : refinement.heldOut === null ? 'calibration and held-out blocks (none measured: none held out, or nothing changed)' : `calibration and ${refinement.heldOut.blocks} held-out block${refinement.heldOut.blocks === 1 ? '' : 's'}`);
 const corrections = values['refine-budgets'].split(',').map(Number).flatMap((budget) => {
   const additive = cell('kld', budget, false);
   const refinedRows = rows.filter((r) => r.method === refineMethod && r.budget === budget && r.refinement);

@@ -34,7 +34,7 @@ import { pairedBootstrap, perplexity, resolveTextPath, verdict } from '@layerqua
 import { builtinRegistries, directorySizes, formatPlan, openForEvaluation } from '@layerquant/pipeline';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
-import { exportedIn, onnxBytes, statsOf } from './lib/cli.mjs';
+import { exportRecorded, exportedIn, onnxBytes, statsOf } from './lib/cli.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MIB = 2 ** 20;
@@ -85,10 +85,11 @@ const MiB = (bytes) => bytes / MIB;
  * is not made (one made earlier is still read); float and q4 are always made (q4's file sets the goal sizes).
  */
 const exported = (name, args) => {
-  const made = ['bench-quantize.json', 'bench-error.json'].some((f) => existsSync(join(work, name, f)));
-  if (only && !only.has(name) && !made && name !== 'float' && name !== 'q4') return { dir: join(work, name), skipped: true };
+  if (only && !only.has(name) && !exportRecorded(work, name) && name !== 'float' && name !== 'q4') return { dir: join(work, name), skipped: true };
   return exportedIn(work, name, args, log);
 };
+/** The statistics cached by the first export under --work whose name starts with `prefix` (an allocation of a method). */
+const tablesIn = (prefix) => readdirSync(work).filter((d) => d.startsWith(prefix)).map((d) => statsOf(join(work, d))).find(Boolean);
 
 // ---- evaluation (once per export, on the same windows) ----------------------------------------------------------
 const windowKey = `${basename(textPath)}@${SEQLEN}:${windows ?? 'all'}`;
@@ -173,7 +174,7 @@ const notes = [];
 
 for (const method of methods) {
   // The statistics the method's first allocation cached (kept on a resumed run), reused by the others.
-  let stats = readdirSync(work).filter((d) => d.startsWith(`${method}-`)).map((d) => statsOf(join(work, d))).find(Boolean);
+  let stats = tablesIn(`${method}-`);
   const allocate = (name, label, targetArgs, target) => {
     let made = exported(name, ['quantize', ...model, '--method', method, ...targetArgs, ...statsArgs(stats), '--format', 'onnx']);
     stats ??= statsOf(made.dir);
@@ -215,7 +216,6 @@ if (calibratedId !== undefined) {
   for (const method of calibratedMethods) {
     // HQQ's tables for the method: an HQQ allocation's of this run, else the first calibrated allocation's (measured
     // once with --stats-quantizer hqq, then read by every other target).
-    const tablesIn = (prefix) => readdirSync(work).filter((d) => d.startsWith(prefix)).map((d) => statsOf(join(work, d))).find(Boolean);
     let hqqStats = tablesIn(`${method}-`) ?? tablesIn(`${calibratedId}-${method}-`);
     const statsFor = () => [...ladder, ...(hqqStats ? ['--stats', hqqStats] : ['--stats-quantizer', 'hqq'])];
     const targets = [

@@ -33,15 +33,25 @@ export function statsOf(dir) {
   return found.length === 1 ? found[0] : undefined;
 }
 
+/** Where exportedIn keeps an export's record (its --json) or its typed refusal. */
+function exportRecords(work, name) {
+  const dir = join(work, name);
+  return { dir, record: join(dir, 'bench-quantize.json'), refused: join(dir, 'bench-error.json') };
+}
+
+/** Whether exportedIn already made (or was refused) the export <work>/<name>: it would read it, not run the CLI. */
+export function exportRecorded(work, name) {
+  const { record, refused } = exportRecords(work, name);
+  return existsSync(record) || existsSync(refused);
+}
+
 /**
  * The CLI's output directory <work>/<name>, made by `args` (given --out) unless a finished one is there: { dir,
  * quantize (its --json), seconds (the CLI's wall clock when it ran) }. A typed refusal comes back as { dir, error } and
  * is kept too (beside the statistics a refused allocation may have cached), so a resumed run reuses both.
  */
 export function exportedIn(work, name, args, log) {
-  const dir = join(work, name);
-  const record = join(dir, 'bench-quantize.json');
-  const refused = join(dir, 'bench-error.json');
+  const { dir, record, refused } = exportRecords(work, name);
   if (existsSync(record)) return { dir, ...JSON.parse(readFileSync(record, 'utf8')) };
   if (existsSync(refused)) return { dir, error: JSON.parse(readFileSync(refused, 'utf8')).error };
   rmSync(dir, { recursive: true, force: true });

@@ -230,7 +230,6 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
     if (!floatLayers.has(index)) floatLayers.set(index, new Map());
     floatLayers.get(index)!.set(name, await model.tensor(name));
   }
-  const tokens = blocks * (seqlen - 1);
   const headTensor = model.layout.tiedEmbeddings ? EMBED_TOKENS : LM_HEAD;
   let runs = 0;
   const floatTable = await model.tensor(EMBED_TOKENS);
@@ -279,7 +278,7 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
   type BlockSet = Awaited<ReturnType<typeof blockSet>>;
   const calibrationSet = await blockSet(ids, blocks);
   const heldOutSet = heldOut ? await blockSet(heldOut.ids, heldOut.blocks) : undefined;
-  const { embedWith, floatEmbedded, kldOfLogits } = calibrationSet;
+  const { embedWith, floatEmbedded, kldOfLogits, tokens } = calibrationSet;
 
   const floatOf = async (unit: KldUnit) => ({ name: unit.tensor, dtype: 'F32' as const, shape: [...model.shapes.get(unit.tensor)!], data: await model.tensor(unit.tensor) });
   const weightsAt = async (unit: KldUnit, config: QuantConfig | null) =>
