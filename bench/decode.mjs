@@ -4,6 +4,7 @@
 //
 //   node bench/decode.mjs [--model <dir> | --shape tinyllama] [--threads 1,2] [--prompt-tokens 64] [--new-tokens 64]
 //                         [--gguf-q4 <file>] [--gguf-f32 <file>] [--repeat 3] [--out out/bench-decode]
+//                         [--weights hqq,q4_0,fp32] [--runners command,library,transformers,llama.cpp]
 //
 // Two q4 exports: HQQ b4g32 (fractional zeros through the per-group correction, float embeddings and lm_head: what
 // `export` gives for an HQQ checkpoint), and `q4 as Q4_0`: round-to-nearest b4g32 with no zero point (MatMulNBits'
@@ -31,6 +32,18 @@ const promptTokens = Number(argument('prompt-tokens', '64'));
 const newTokens = Number(argument('new-tokens', '64'));
 const repeat = Number(argument('repeat', '3'));
 const ggufs = { q4: argument('gguf-q4', undefined), f32: argument('gguf-f32', undefined) };
+// Which exports and runners to measure (a TinyLlama-shape export takes minutes to make; each is made only if asked).
+const listArgument = (name, all) => {
+  const list = argument(name, all.join(',')).split(',');
+  const unknown = list.filter((v) => !all.includes(v));
+  if (unknown.length > 0) {
+    console.error(`--${name}: ${unknown.join(', ')} unknown; choose from ${all.join(', ')}`);
+    process.exit(2);
+  }
+  return new Set(list);
+};
+const weightKinds = listArgument('weights', ['hqq', 'q4_0', 'fp32']);
+const runners = listArgument('runners', ['command', 'library', 'transformers', 'llama.cpp']);
 mkdirSync(out, { recursive: true });
 
 let modelDir = argument('model', undefined);
@@ -53,14 +66,14 @@ const layerquant = (...args) => execFileSync(process.execPath, [cli, ...args], {
 const q4Checkpoint = join(out, `${label}-b4g32`);
 const q4Export = join(out, `${label}-b4g32-onnx`);
 const fp32Export = join(out, `${label}-fp32-onnx`);
-if (!existsSync(q4Export)) {
+if (weightKinds.has('hqq') && !existsSync(q4Export)) {
   rmSync(q4Checkpoint, { recursive: true, force: true });
   layerquant('quantize', modelDir, '--method', 'hqq', '--config', 'b4g32', '--out', q4Checkpoint, '--json');
   layerquant('export', q4Checkpoint, '--format', 'onnx', '--out', q4Export, '--json');
 }
-if (!existsSync(fp32Export)) layerquant('export', modelDir, '--format', 'onnx', '--out', fp32Export, '--json');
+if (weightKinds.has('fp32') && !existsSync(fp32Export)) layerquant('export', modelDir, '--format', 'onnx', '--out', fp32Export, '--json');
 const q40Export = join(out, `${label}-q4_0-like-onnx`);
-if (!existsSync(q40Export)) {
+if (weightKinds.has('q4_0') && !existsSync(q40Export)) {
   // Every matrix and both embeddings at b4g32-sym fit a file of 4.5 bits per weight; a float lm_head would not.
   const { loadDecoderConfig } = await import('@layerquant/tensor-io');
   const c = await loadDecoderConfig(modelDir);
@@ -71,7 +84,7 @@ if (!existsSync(q40Export)) {
   layerquant('quantize', modelDir, '--method', 'mxq', '--quantizer', 'rtn', '--configs', 'b4g32-sym', '--embedding-configs', 'b4g32-sym', '--format', 'onnx', '--target-size', targetMiB.toFixed(2), '--out', q40Export, '--json');
 }
 for (const [key, type] of [['q4', 'Q4_0'], ['f32', 'F32']]) {
-  if (ggufs[key]) continue;
+  if (ggufs[key] || !runners.has('llama.cpp') || !weightKinds.has(key === 'q4' ? 'q4_0' : 'fp32')) continue;
   ggufs[key] = join(out, `${label}-${type}.gguf`);
   if (!existsSync(ggufs[key])) await exportGguf({ modelDir, outFile: ggufs[key], types: { '.*': type } });
 }
@@ -106,14 +119,19 @@ for (const threads of threadsList) {
     rows.push({ model: label, threads, runner, weights, prefillTokensPerSecond: result.prefillTokensPerSecond, decodeTokensPerSecond: result.decodeTokensPerSecond, decodeMedian: result.decodeMedian, peakRssMiB: result.peakRssMiB, ids: result.ids });
     console.error(`${label} threads ${threads} ${runner} ${weights}: prefill ${result.prefillTokensPerSecond.toFixed(1)} tok/s, decode ${result.decodeTokensPerSecond?.toFixed(1)} tok/s, peak ${result.peakRssMiB?.toFixed(0)} MiB`);
   };
-  for (const [weights, dir] of [['q4 (HQQ b4g32, zero correction, float embeddings)', q4Export], ['q4 as Q4_0 (b4g32-sym, embeddings and lm_head too)', q40Export], ['fp32', fp32Export]]) {
-    add('layerquant generate (command, cold)', weights, best([cli, 'generate', dir, '--prompt', prompt, '--max-new-tokens', String(newTokens), '--threads', String(threads), '--json']));
-    add('layerquant greedyDecode (library)', weights, best([join(root, 'bench/lib/layerquant-generate.mjs'), dir, String(threads), promptIds.join(','), String(newTokens)]));
+  const exports = [
+    ['hqq', 'q4 (HQQ b4g32, zero correction, float embeddings)', q4Export],
+    ['q4_0', 'q4 as Q4_0 (b4g32-sym, embeddings and lm_head too)', q40Export],
+    ['fp32', 'fp32', fp32Export],
+  ].filter(([kind]) => weightKinds.has(kind));
+  for (const [, weights, dir] of exports) {
+    if (runners.has('command')) add('layerquant generate (command, cold)', weights, best([cli, 'generate', dir, '--prompt', prompt, '--max-new-tokens', String(newTokens), '--threads', String(threads), '--json']));
+    if (runners.has('library')) add('layerquant greedyDecode (library)', weights, best([join(root, 'bench/lib/layerquant-generate.mjs'), dir, String(threads), promptIds.join(','), String(newTokens)]));
     const dtype = dir === fp32Export ? 'fp32' : 'q4';
-    add('transformers.js generate()', weights, best([join(root, 'bench/lib/transformers-generate.mjs'), dir, dtype, String(threads), promptIds.join(','), String(newTokens)]));
+    if (runners.has('transformers')) add('transformers.js generate()', weights, best([join(root, 'bench/lib/transformers-generate.mjs'), dir, dtype, String(threads), promptIds.join(','), String(newTokens)]));
   }
   for (const [weights, file] of [['Q4_0 GGUF', ggufs.q4], ['F32 GGUF', ggufs.f32]]) {
-    if (file) add('llama.cpp (node-llama-cpp 3.21.1)', weights, best([join(root, 'bench/lib/llama-cpp-generate.mjs'), resolve(file), String(threads), promptIds.join(','), String(newTokens)]));
+    if (file && runners.has('llama.cpp')) add('llama.cpp (node-llama-cpp 3.21.1)', weights, best([join(root, 'bench/lib/llama-cpp-generate.mjs'), resolve(file), String(threads), promptIds.join(','), String(newTokens)]));
   }
 }
 const report = { model: label, promptTokens: promptIds.length, newTokens, rows: rows.map(({ ids, ...row }) => row), machine: { cpus: (await import('node:os')).cpus().length, load: (await import('node:os')).loadavg() } };
