@@ -46,7 +46,9 @@ export function createProgress(title: string, enabled = Boolean(process.stderr.i
 /**
  * What a long step will cost, said before it starts and again once the first unit is measured:
  * `plan(line)` prints the plan (windows, layers, memory); `unit(done, total, unit)` prints, after the first
- * unit, its time and the extrapolated time of all of them. Writes to `write` (stderr) unless disabled (--json).
+ * unit, its time and the extrapolated time of all of them. A step that reports `unit(0, total)` when its setup is
+ * done (the kld statistic: weights loaded, the float model's distribution computed) is timed from there, its setup
+ * said apart: the setup is paid once, not per unit. Writes to `write` (stderr) unless disabled (--json).
  */
 export interface CostReporter {
   /** `estimateAfter`: units to time before extrapolating (default 1; a layer's matrices, which differ in size). */
@@ -56,20 +58,29 @@ export interface CostReporter {
 
 export function createCostReporter(title: string, write: (text: string) => void, enabled: boolean): CostReporter {
   let started = performance.now();
+  let setup: number | undefined;
   let estimated = false;
   let after = 1;
   return {
     plan(line, options = {}) {
       started = performance.now();
+      setup = undefined;
       after = Math.max(1, options.estimateAfter ?? 1);
       if (enabled) write(`${fitStderr(`${title}: ${line}`)}\n`);
     },
     unit(done, total, unit) {
+      if (done === 0 && setup === undefined) {
+        const now = performance.now();
+        setup = (now - started) / 1000;
+        started = now;
+        return;
+      }
       if (estimated || done < Math.min(after, total) || !enabled) return;
       estimated = true;
       const first = (performance.now() - started) / 1000 / done;
       const singular = unit === 'matrices' ? 'matrix' : unit.replace(/s$/, '');
-      write(`${fitStderr(`${title}: first ${done === 1 ? singular : `${done} ${unit}`} took ${formatSeconds(first * done)}; estimated ${formatSeconds(first * total)} for all ${total} ${unit}`)}\n`);
+      const setupText = setup === undefined ? '' : ` after ${formatSeconds(setup)} of setup`;
+      write(`${fitStderr(`${title}: first ${done === 1 ? singular : `${done} ${unit}`} took ${formatSeconds(first * done)}${setupText}; estimated ${formatSeconds(first * total)} for all ${total} ${unit}`)}\n`);
     },
   };
 }

@@ -205,6 +205,24 @@ describe('compare --kld-base and experiment --kld', () => {
   });
 });
 
+describe('sensitivity --metrics kld', () => {
+  it('says its cost in layer runs, timed after its setup, and writes kld.csv for every unit at every config', async () => {
+    const calib = join(scratch, 'calib-sensitivity.txt');
+    writeFileSync(calib, 'Many hands make light work, and the early bird catches the worm; still waters run deep. '.repeat(14));
+    const out = join(scratch, 'kld-sensitivity');
+    const run = await cli('sensitivity', model, '--metrics', 'kld', '--configs', 'b2g32,b4g32', '--calib', calib, '--blocks', '1', '--seqlen', String(seqlen), '--out', out);
+    expect(run.code, run.stderr).toBe(0);
+    // 2 layers, untied: a matrix of layer 0 runs the rest of it, layer 1 and the head (3), one of layer 1 two,
+    // embed_tokens both layers and the head (3), lm_head the head (1): (7 x 3 + 7 x 2 + 3 + 1) x 2 configs = 78.
+    const estimate = /kld: first (\d+) layer runs took \S+ after \S+ of setup; estimated \S+ for all (\d+) layer runs/.exec(run.stderr);
+    expect(estimate, run.stderr).not.toBeNull();
+    expect(Number(estimate![1])).toBe(3); // the first measurement: embed_tokens
+    expect(Number(estimate![2])).toBe(78);
+    const rows = readFileSync(join(out, 'kld.csv'), 'utf8').trim().split('\n');
+    expect(rows.length - 1).toBe((14 + 2) * 2);
+  });
+});
+
 describe('the kld allocator on a real model', () => {
   it('quantize --method kld --format onnx --target-size: the end-to-end ΔKLD table measured, the file within the target, and its KLD measured by eval', async () => {
     const calib = join(scratch, 'calib.txt');

@@ -112,6 +112,56 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
     }
   });
 
+  it('progress counts the layers each measurement runs: the first one (embed_tokens, every layer) does not set the estimate', async () => {
+    await setup();
+    // The model's own calls, counted: whole layers and heads run for each measurement, per batch of blocks.
+    const calls = { layer: 0, head: 0 };
+    const blocksModel = await createDecoderBlocks(weights);
+    const counted = new Proxy(blocksModel, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver) as unknown;
+        if ((key === 'layer' || key === 'head') && typeof value === 'function') {
+          return (...args: unknown[]) => {
+            calls[key]++;
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        }
+        return value;
+      },
+    });
+    const m = await createKldMeasurer(counted, blocks.flat(), { seqlen: 20, batchSize: 2, availableMemoryBytes: freemem() });
+    const batches = 2; // 3 blocks in batches of 2
+    const picked = ['embed_tokens', '0.self_attn.q_proj', '0.mlp.down_proj', '2.mlp.up_proj'];
+    const steps: { key: string; done: number; total: number; layers: number; heads: number }[] = [];
+    let order = 0;
+    const keys = ['embed_tokens', '0.self_attn.q_proj', '0.self_attn.q_proj', '0.mlp.down_proj', '0.mlp.down_proj', '2.mlp.up_proj', '2.mlp.up_proj'];
+    calls.layer = 0;
+    calls.head = 0;
+    const starts: number[] = [];
+    await m.marginals(new Map(), (key) => (key === 'embed_tokens' ? [B2G32] : picked.includes(key) ? [B2G32, B4G32] : []), (done, total) => {
+      // (0, total) once, before any measurement runs: what a cost report times from.
+      if (done === 0) starts.push(total, calls.layer + calls.head);
+      else steps.push({ key: keys[order++]!, done, total, layers: calls.layer, heads: calls.head });
+    });
+    expect(starts).toEqual([steps[0]!.total, 0]);
+    const L = config.numLayers;
+    expect(steps.map((s) => s.key)).toEqual(keys);
+    // embed_tokens: every layer and the head (L + 1); a matrix of layer l: the rest of its layer, the layers after and
+    // the head (L - l + 1).
+    const runsOf = (key: string) => (key === 'embed_tokens' ? L + 1 : L - Number(key.split('.')[0]) + 1);
+    expect(steps.at(-1)!.done).toBe(steps.at(-1)!.total);
+    expect(steps[0]!.total).toBe(keys.reduce((sum, key) => sum + runsOf(key), 0));
+    let previous = { done: 0, layers: 0, heads: 0 };
+    for (const step of steps) {
+      expect(step.done - previous.done, step.key).toBe(runsOf(step.key));
+      // What the model ran for it: whole layers after the unit's own and the head, per batch (a matrix's own layer runs
+      // from the matrix on, through the block graphs, and counts as one more).
+      const ran = (step.layers - previous.layers + step.heads - previous.heads) / batches;
+      expect(ran + (step.key === 'embed_tokens' ? 0 : 1), step.key).toBe(runsOf(step.key));
+      previous = step;
+    }
+  });
+
   it('around an allocation: the marginal of a matrix is the whole model\'s KLD with it moved, less the allocation\'s', async () => {
     await setup();
     const allocation = new Map<string, QuantConfig | null>(kldUnits({ config, shapes: weights.shapes, layout: weights.layout }).map((u) => [u.key, u.layer === 1 ? B3G64 : B4G32]));

@@ -100,7 +100,8 @@ export interface KldMeasurer {
   /**
    * For every unit and each of its candidate configs, the mean KLD of `reference` with that unit alone at that
    * config, less the mean KLD of `reference`: the marginal ΔKLD around `reference` (around the float model: each
-   * unit's own). A candidate equal to the unit's reference config is 0 without a run.
+   * unit's own). A candidate equal to the unit's reference config is 0 without a run. `onProgress` counts layer runs
+   * (KLD_PROGRESS_UNIT), of all the measurements together, from (0, total) before the first.
    */
   marginals(reference: UnitConfigs, candidates: (key: string) => readonly (QuantConfig | null)[], onProgress?: (done: number, total: number) => void): Promise<UnitDeltas>;
   /** Forward passes run so far (one per batch of blocks, whatever layer they start from), for cost reports. */
@@ -305,6 +306,9 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
     return { layers, head, ...(embedTable ? { embedTable } : {}) };
   };
 
+  /** The layers one measurement of `unit` runs, the head counted as one. */
+  const layerRunsOf = (unit: KldUnit) => (unit.module === 'embed_tokens' ? numLayers + 1 : unit.module === 'lm_head' ? 1 : numLayers - unit.layer + 1);
+
   const lossOn = async (set: BlockSet, allocation: UnitConfigs): Promise<number> => {
     const reference = await referenceWeights(allocation);
     const embedded = reference.embedTable ? set.embedWith(reference.embedTable) : set.floatEmbedded;
@@ -324,8 +328,13 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
       const duplicate = names.find((n, i) => names.indexOf(n) !== i);
       if (duplicate) throw new InvalidOptionError('configs', `lists ${duplicate} twice for ${unit.key}`);
       configs.set(unit.key, list);
-      total += list.length;
+      // Progress in layer runs: a measurement runs its unit's layer and every one after it, then the head
+      // (embed_tokens all of them, lm_head the head alone). Counted by measurements, an estimate from the first
+      // (embed_tokens, the costliest) would put the whole table at about twice its time.
+      total += list.length * layerRunsOf(unit);
     }
+    // Zero done: the setup (weights read, the float model's distribution) is over and the measurements start.
+    onProgress?.(0, total);
     // Sums of KLD over the calibration per (unit, config); the reference's own sum is subtracted at the end.
     const sums = new Map<string, Float64Array>();
     let done = 0;
@@ -337,7 +346,8 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
       const row = new Float64Array(list.length);
       for (const [c, w] of replaced.entries()) {
         if (w) row[c] = await measure(w);
-        onProgress?.(++done, total);
+        done += layerRunsOf(unit);
+        onProgress?.(done, total);
       }
       sums.set(unit.key, row);
     };
@@ -418,8 +428,11 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
   };
 }
 
+/** What the kld statistic's progress counts: the layers its measurements run (the head counted as one). */
+export const KLD_PROGRESS_UNIT = 'layer runs';
+
 export interface KldTableOptions {
-  /** Called after each measured (unit, config). */
+  /** Called after each measured (unit, config), in layer runs (KLD_PROGRESS_UNIT). */
   readonly onProgress?: (done: number, total: number) => void;
   /**
    * The ladders of the embedding units (an allocation for a shipped format: each at the configs its file can store,

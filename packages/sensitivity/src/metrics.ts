@@ -22,7 +22,7 @@ import type { KernelPool, MatrixCalibration } from '@layerquant/quantizers';
 import { DEFAULT_SENSITIVITY_CONFIG, activationSensitivity, type ActivationSensitivityOptions } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
 import { measuredErrors, type MeasuredErrorOptions } from './measured-error.js';
-import { createKldMeasurer, endToEndKldTable, type KldMeasurerOptions } from './end-to-end-kld.js';
+import { KLD_PROGRESS_UNIT, createKldMeasurer, endToEndKldTable, type KldMeasurerOptions } from './end-to-end-kld.js';
 import type { QuantizationErrors } from './pooled-quantize.js';
 import { frobeniusTable, kurtosisTable, kurtosisTableFromFnorm, sortKurtosisRows, type FrobeniusTableOptions, type MatrixSource } from './frobenius-table.js';
 
@@ -39,6 +39,11 @@ export interface MetricPlugin<Input = any, Output = any, Options = any> extends 
   /** The table as CSV text, and back: how `sensitivity` writes it (`<table>.csv`) and the conformance round trip. */
   readonly format?: (table: Output) => string;
   readonly parse?: (text: string, source?: string) => Output;
+  /**
+   * What `onProgress` counts, in words for cost reports (`layer runs`); default `matrices` for a weight metric,
+   * `layers` for one that runs the model.
+   */
+  readonly progressUnit?: string;
   /**
    * The model's table from the tables of separate layers (a weight metric measured a layer per queue job), as one
    * measurement of the whole model gives it; default: their rows concatenated in layer order.
@@ -180,6 +185,7 @@ export const endToEndKldMetric = Object.freeze<
   input: 'activations',
   description: "end-to-end ΔKLD: the KL divergence of the final logits from the float model's with every unit alone at every config (the kld allocator's statistic)",
   optIn: true,
+  progressUnit: KLD_PROGRESS_UNIT,
   measure: async (input, options) => {
     const measurer = await createKldMeasurer(input.model, input.calibration, options);
     return endToEndKldTable(measurer, options.configs ?? PAPER_CONFIGS, { ...(options.onProgress ? { onProgress: options.onProgress } : {}), ...(options.embeddingConfigs ? { embeddingConfigs: options.embeddingConfigs } : {}), ...(options.moduleConfigs ? { moduleConfigs: options.moduleConfigs } : {}) });

@@ -219,7 +219,7 @@ export const sensitivityCommand: Command = {
         },
         onProgress: (metric, done, total) => {
           loading.stop();
-          const unit = metric.input === 'weights' ? 'matrices' : 'layers';
+          const unit = metric.progressUnit ?? (metric.input === 'weights' ? 'matrices' : 'layers');
           cost.get(metric.id)!.unit(done, total, unit);
           bars.get(metric.id)!.update(done, total, unit);
           if (done === total) bars.get(metric.id)!.done();
