@@ -111,6 +111,18 @@ describe('quantize --format onnx --target-size', () => {
     expect(Object.keys(kept.allocation!)).not.toContain('lm_head');
     expect(onnxBytes(kept.out)).toBeLessThanOrEqual(2.6 * 2 ** 20);
     expect(onnxBytes(kept.out)).toBeGreaterThan(2 * 4096 * 128 * 2);
+    // Its tables hold no embedding rows: asked for an embedding ladder, they are refused by what they lack, with the
+    // command that measures it; that command's tables then serve.
+    const [keptKey] = readdirSync(join(kept.out, 'stats')).filter((name) => /^[0-9a-f]{16}$/.test(name));
+    const noEmbeddings = await run('emb-b8-no-rows', '1.6', '--embedding-configs', 'b8g32-int', '--stats', join(kept.out, 'stats', keptKey!));
+    expect(noEmbeddings.result.code).toBe(1);
+    expect(noEmbeddings.result.stderr).toMatch(/lacks what the methods need \(fnorm\.csv: embed_tokens at b8g32-int;.* and embed_tokens at b8g32-int, lm_head at b8g32-int\); run `layerquant sensitivity .*--target-format <format> --embedding-configs b8g32-int`/);
+    const measured = join(scratch, 'emb-b8-tables');
+    const sensitivity = await cli('sensitivity', wide, '--metrics', 'fnorm', '--target-format', 'onnx', '--embedding-configs', 'b8g32-int', '--blocks', '1', '--out', measured);
+    expect(sensitivity.code, sensitivity.stderr).toBe(0);
+    const fromThem = await run('emb-b8-from-tables', '1.6', '--embedding-configs', 'b8g32-int', '--stats', measured);
+    expect(fromThem.result.code, fromThem.result.stderr).toBe(0);
+    expect([fromThem.allocation!.embed_tokens, fromThem.allocation!.lm_head]).toEqual(['b8g32-int', 'b8g32-int']);
   });
 
   it('refuses what the format cannot store, and a target without a format, before any work', async () => {

@@ -230,22 +230,33 @@ type ConfigRow = { layer: number; module: UnitModule; bits: number; groupSize: n
  * Whether every linear matrix of a table has a row for every config of the ladder, and every embedding unit asked
  * for a row for every config of its own ladder.
  */
-function coversConfigs(rows: readonly ConfigRow[] | undefined, configs: readonly QuantConfig[] | undefined, embedding?: EmbeddingLadders, modules?: ModuleLadders): boolean {
-  if (!rows) return false;
+/** The first row a per-config table lacks for the ladders (`<unit> at <config>`), "no rows" without one, or undefined. */
+function missingRow(rows: readonly ConfigRow[] | undefined, configs: readonly QuantConfig[] | undefined, embedding?: EmbeddingLadders, modules?: ModuleLadders): string | undefined {
+  if (!rows) return 'no rows';
   const have = new Set(rows.map((r) => `${matrixKey(r.layer, r.module)}.${configName(rowConfig(r))}`));
   if (configs) {
     const matrices = new Map(rows.filter((r) => isLinearModule(r.module)).map((r) => [matrixKey(r.layer, r.module), r.module as LinearModule]));
-    for (const [m, module] of matrices) for (const c of moduleLadder(configs, module, modules)) if (!have.has(`${m}.${configName(c)}`)) return false;
+    for (const [m, module] of matrices) for (const c of moduleLadder(configs, module, modules)) if (!have.has(`${m}.${configName(c)}`)) return `${m} at ${configName(c)}`;
   }
-  for (const [unit, ladder] of Object.entries(embedding ?? {})) for (const c of ladder ?? []) if (!have.has(`${unit}.${configName(c)}`)) return false;
-  return true;
+  for (const [unit, ladder] of Object.entries(embedding ?? {})) for (const c of ladder ?? []) if (!have.has(`${unit}.${configName(c)}`)) return `${unit} at ${configName(c)}`;
+  return undefined;
 }
 
-/** Whether `stats` holds every table needed, the per-config tables (fnorm, measured) for every config of the ladder. */
+/**
+ * What `stats` lacks of the tables needed (the per-config tables, fnorm and measured, at every config of the ladders,
+ * the embedding units' included): `<file>: <gap>` of the first gap, or undefined when it holds them all.
+ */
+function missingTable(stats: ModelStats, needs: readonly string[], configs?: readonly QuantConfig[], embedding?: EmbeddingLadders, modules?: ModuleLadders): string | undefined {
+  for (const table of needs) {
+    const gap =
+      table === 'fnorm' ? missingRow(stats.fnorm?.rows, configs, embedding, modules) : table === 'measured' ? missingRow(stats.measured?.rows, configs, embedding, modules) : hasTable(stats, table) ? undefined : 'no table';
+    if (gap) return `${tableFile(table)}: ${gap}`;
+  }
+  return undefined;
+}
+
 function hasTables(stats: ModelStats, needs: readonly string[], configs?: readonly QuantConfig[], embedding?: EmbeddingLadders, modules?: ModuleLadders): boolean {
-  return needs.every((table) =>
-    table === 'fnorm' ? coversConfigs(stats.fnorm?.rows, configs, embedding, modules) : table === 'measured' ? coversConfigs(stats.measured?.rows, configs, embedding, modules) : hasTable(stats, table),
-  );
+  return missingTable(stats, needs, configs, embedding, modules) === undefined;
 }
 
 /**
@@ -308,10 +319,14 @@ async function resolveStatistics(options: StatisticsOptions): Promise<ResolvedSt
   }
   if (options.statsDir) {
     const stats = await loadStatsDirectory(options.statsDir, metrics);
-    if (!hasTables(stats, needs, options.configs, options.embeddingConfigs, options.moduleConfigs)) {
+    const gap = missingTable(stats, needs, options.configs, options.embeddingConfigs, options.moduleConfigs);
+    if (gap) {
+      // The embedding units' ladders come from a format plan: their rows are measured by sensitivity --target-format.
+      const embedding = Object.entries(options.embeddingConfigs ?? {}).filter(([, ladder]) => (ladder?.length ?? 0) > 0);
+      const embeddingArgs = embedding.length > 0 ? ` --target-format <format> --embedding-configs ${[...new Set(embedding.flatMap(([, ladder]) => ladder!.map(configName)))].join(',')}` : '';
       throw new InvalidDataError(
         options.statsDir,
-        `lacks a table the methods need (${needs.map(tableFile).join(', ')}${options.configs ? ` for ${options.configs.map(configName).join(',')}` : ''}); run \`layerquant sensitivity${needs.includes('measured') ? ' --measured' : ''}${options.configs ? ` --configs ${options.configs.map(configName).join(',')}` : ''}\` to make them`,
+        `lacks what the methods need (${gap}; they read ${needs.map(tableFile).join(', ')}${options.configs ? ` for ${options.configs.map(configName).join(',')}` : ''}${embedding.length > 0 ? ` and ${embedding.map(([unit, ladder]) => `${unit} at ${ladder!.map(configName).join(',')}`).join(', ')}` : ''}); run \`layerquant sensitivity${needs.includes('measured') ? ' --measured' : ''}${options.configs ? ` --configs ${options.configs.map(configName).join(',')}` : ''}${embeddingArgs}\` to make them`,
       );
     }
     return { stats, source: options.statsDir, key: await directoryKey(options.statsDir), computed: false };
