@@ -227,10 +227,10 @@ const SETTINGS_FILE = 'settings.json';
 type ConfigRow = { layer: number; module: UnitModule; bits: number; groupSize: number; zero: ZeroKind };
 
 /**
- * Whether every linear matrix of a table has a row for every config of the ladder, and every embedding unit asked
- * for a row for every config of its own ladder.
+ * The first row a per-config table lacks (`<unit> at <config>`): every linear matrix needs a row for every config of
+ * the ladder, every embedding unit asked for one for every config of its own ladder. "no rows" without a table;
+ * undefined when nothing is missing.
  */
-/** The first row a per-config table lacks for the ladders (`<unit> at <config>`), "no rows" without one, or undefined. */
 function missingRow(rows: readonly ConfigRow[] | undefined, configs: readonly QuantConfig[] | undefined, embedding?: EmbeddingLadders, modules?: ModuleLadders): string | undefined {
   if (!rows) return 'no rows';
   const have = new Set(rows.map((r) => `${matrixKey(r.layer, r.module)}.${configName(rowConfig(r))}`));
@@ -255,6 +255,7 @@ function missingTable(stats: ModelStats, needs: readonly string[], configs?: rea
   return undefined;
 }
 
+/** Whether `stats` holds every table needed, the per-config tables (fnorm, measured) for every config of the ladders. */
 function hasTables(stats: ModelStats, needs: readonly string[], configs?: readonly QuantConfig[], embedding?: EmbeddingLadders, modules?: ModuleLadders): boolean {
   return missingTable(stats, needs, configs, embedding, modules) === undefined;
 }
