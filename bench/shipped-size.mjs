@@ -9,6 +9,13 @@
 //        [--out bench/results/shipped-size] [--work /tmp/layerquant-shipped-size] [--methods mxq,sensiboost,measured]
 //        [--blocks <calibration blocks>] [--fresh] [--only <export>,<export>...] [--target-sizes <MiB>,<MiB>...]
 //        [--quantizer gptq --calib <file | dataset name> --calib-blocks N [--calibrated-methods mxq]]
+//        [--stats-for <method>=<dir>,...] [--no-refine] [--kld] [--threads N]
+//
+// --stats-for gives a method's statistics explicitly (a `layerquant sensitivity` directory, e.g. a kld table measured
+// on the format's ladder); otherwise a method reads the tables its first allocation under --work cached. --no-refine
+// keeps the additive solution of an allocator that corrects itself by measurement (kld). --kld adds the KL divergence
+// from the float model on the same windows (llama.cpp's statistics; the float base computed once and cached) to every
+// evaluation: mean KLD, 99.9% KLD and same top p in the table, and a paired bootstrap of mean KLD beside perplexity's.
 //
 // With --quantizer (a calibrated one, GPTQ), the table also holds that quantizer's uniform export at each config of
 // its ladder (integer zeros) and its allocations (--calibrated-methods) at every target: the allocation reads the
@@ -30,8 +37,8 @@ import { configName } from '@layerquant/core';
 import { datasets } from '@layerquant/datasets';
 import { onnxCostModel } from '@layerquant/export';
 import { shippedModelDir } from '@layerquant/fixtures';
-import { pairedBootstrap, perplexity, resolveTextPath, verdict } from '@layerquant/perplexity';
-import { builtinRegistries, directorySizes, formatPlan, openForEvaluation } from '@layerquant/pipeline';
+import { klDivergence, kldSummary, pairedBootstrap, pairedBootstrapKld, perplexity, resolveTextPath, verdict } from '@layerquant/perplexity';
+import { builtinRegistries, directorySizes, floatKldBase, formatPlan, openForEvaluation } from '@layerquant/pipeline';
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
 import { exportRecorded, exportedIn, onnxBytes, statsOf } from './lib/cli.mjs';
@@ -73,6 +80,16 @@ const onlyText = option('only', undefined);
 const only = onlyText === undefined ? undefined : new Set(onlyText.split(',').filter(Boolean));
 if (calibratedId !== undefined && calibText === undefined) throw new Error(`--quantizer ${calibratedId} needs --calib (its calibration text)`);
 const calibPath = calibText === undefined ? undefined : resolveTextPath(existsSync(calibText) ? { text: calibText } : { dataset: calibText }, datasets);
+const statsByMethod = new Map((option('stats-for', '') || '').split(',').filter(Boolean).map((pair) => {
+  const [method, dir] = pair.split('=');
+  if (!method || !dir || !existsSync(dir)) throw new Error(`--stats-for ${pair}: <method>=<statistics directory>, and the directory must exist`);
+  return [method, resolve(dir)];
+}));
+const noRefine = argv.includes('--no-refine');
+const withKld = argv.includes('--kld');
+const threadsText = option('threads', undefined);
+const threads = threadsText === undefined ? undefined : Number(threadsText);
+if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new Error(`--threads ${threadsText}: a positive integer`);
 if (argv.includes('--fresh')) rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
 
@@ -93,6 +110,8 @@ const tablesIn = (prefix) => readdirSync(work).filter((d) => d.startsWith(prefix
 
 // ---- evaluation (once per export, on the same windows) ----------------------------------------------------------
 const windowKey = `${basename(textPath)}@${SEQLEN}:${windows ?? 'all'}`;
+/** The float model's logits on the evaluation windows (--kld): computed once (or read from the cache) and shared. */
+let kldBase;
 
 async function evaluate(dir) {
   const record = join(dir, 'bench-eval.json');
@@ -104,13 +123,24 @@ async function evaluate(dir) {
   };
   if (existsSync(record)) {
     const saved = JSON.parse(readFileSync(record, 'utf8'));
-    if (saved.key === windowKey) return { ...saved, ...(await reported()) };
+    // A record without KLD serves a run without --kld; with --kld it is evaluated again (the same perplexity, plus KLD).
+    if (saved.key === windowKey && (!withKld || saved.kld)) return { ...saved, ...(await reported()) };
   }
   const started = performance.now();
-  const { text, tokenizer, opened } = await openForEvaluation(dir, textPath, { seqlen: SEQLEN, allowLongContext: false, quantizers: builtinRegistries().quantizers });
+  const { text, tokenizer, opened } = await openForEvaluation(dir, textPath, { seqlen: SEQLEN, allowLongContext: false, quantizers: builtinRegistries().quantizers, ...(threads ? { threads } : {}) });
   try {
     const ids = tokenizer.encode(text);
-    const result = await perplexity(opened.model, ids, { seqlen: SEQLEN, ...(windows === undefined ? {} : { maxTokens: windows * SEQLEN }) });
+    const settings = { seqlen: SEQLEN, ...(windows === undefined ? {} : { maxTokens: windows * SEQLEN }) };
+    let result;
+    let kld = null;
+    if (withKld) {
+      kldBase ??= (await floatKldBase(modelDir, ids, settings, { evaluation: threads ? { threads } : {}, onCompute: (file, bytes) => log(`computing the float KLD base ${file} (${(bytes / 2 ** 30).toFixed(2)} GiB)`) })).base;
+      const measured = await klDivergence(opened.model, kldBase, ids, settings);
+      result = measured.perplexity;
+      kld = { summary: kldSummary(measured.statistics), windows: measured.windows };
+    } else {
+      result = await perplexity(opened.model, ids, settings);
+    }
     const saved = {
       key: windowKey,
       perplexity: result.ppl,
@@ -118,6 +148,7 @@ async function evaluate(dir) {
       tokens: result.tokens,
       windowNll: result.windowNll,
       windowWeights: result.windowWeights,
+      ...(kld ? { kld: kld.summary, windowKld: kld.windows } : {}),
       seconds: (performance.now() - started) / 1000,
     };
     writeFileSync(`${record}.tmp`, JSON.stringify(saved));
@@ -170,13 +201,15 @@ const sizeTargets = [
   ...extraSizes.map((mib) => ({ mib, why: 'asked' })),
 ];
 const statsArgs = (stats) => [...(stats ? ['--stats', stats] : []), ...(blocks && !stats ? ['--blocks', blocks] : [])];
+/** --no-refine for the allocators that correct their allocation by measurement (a plug-in with `refine`). */
+const refineArgs = (method) => (noRefine && builtinRegistries().allocators.get(method)?.refine !== undefined ? ['--no-refine'] : []);
 const notes = [];
 
 for (const method of methods) {
   // The statistics the method's first allocation cached (kept on a resumed run), reused by the others.
-  let stats = tablesIn(`${method}-`);
+  let stats = statsByMethod.get(method) ?? tablesIn(`${method}-`);
   const allocate = (name, label, targetArgs, target) => {
-    let made = exported(name, ['quantize', ...model, '--method', method, ...targetArgs, ...statsArgs(stats), '--format', 'onnx']);
+    let made = exported(name, ['quantize', ...model, '--method', method, ...targetArgs, ...statsArgs(stats), ...refineArgs(method), '--format', 'onnx']);
     stats ??= statsOf(made.dir);
     // Below the smallest file the ladder can make: the typed error names that size; measure there instead.
     const smallest = made.error && /smallest feasible budget is ([\d.]+)/.exec(made.error);
@@ -184,7 +217,7 @@ for (const method of methods) {
       notes.push(`${method} at ${targetArgs.join(' ')}: "${made.error}" Measured at ${smallest[1]} instead.`);
       const value = smallest[1];
       const retryArgs = [targetArgs[0], value];
-      made = exported(`${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`, ['quantize', ...model, '--method', method, ...retryArgs, ...statsArgs(stats), '--format', 'onnx']);
+      made = exported(`${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`, ['quantize', ...model, '--method', method, ...retryArgs, ...statsArgs(stats), ...refineArgs(method), '--format', 'onnx']);
       stats ??= statsOf(made.dir);
       return { name: `${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`, kind: 'allocated', method, label: `${label} (smallest: ${value})`, target: { ...target, value: Number(value) }, ...made };
     }
@@ -216,7 +249,7 @@ if (calibratedId !== undefined) {
   for (const method of calibratedMethods) {
     // HQQ's tables for the method: an HQQ allocation's of this run, else the first calibrated allocation's (measured
     // once with --stats-quantizer hqq, then read by every other target).
-    let hqqStats = tablesIn(`${method}-`) ?? tablesIn(`${calibratedId}-${method}-`);
+    let hqqStats = statsByMethod.get(method) ?? tablesIn(`${method}-`) ?? tablesIn(`${calibratedId}-${method}-`);
     const statsFor = () => [...ladder, ...(hqqStats ? ['--stats', hqqStats] : ['--stats-quantizer', 'hqq'])];
     const targets = [
       ...bpwTargets.map((bpw) => ({ args: ['--target-bpw', String(bpw)], key: `bpw-${bpw}`, target: { unit: 'bpw', value: bpw } })),
@@ -224,7 +257,7 @@ if (calibratedId !== undefined) {
     ];
     // One allocation: below the smallest file its ladder can make, the typed error names that size; measured there.
     const allocateCalibrated = (keyOf, label, extra, args, target) => {
-      const run = (targetArgs) => exported(`${calibratedId}-${method}-${keyOf(targetArgs[1])}`, ['quantize', ...model, ...calibArgs, '--method', method, ...targetArgs, ...extra, ...statsFor(), '--format', 'onnx']);
+      const run = (targetArgs) => exported(`${calibratedId}-${method}-${keyOf(targetArgs[1])}`, ['quantize', ...model, ...calibArgs, '--method', method, ...targetArgs, ...extra, ...statsFor(), ...refineArgs(method), '--format', 'onnx']);
       let made = run(args);
       hqqStats ??= made.skipped ? undefined : statsOf(made.dir);
       const smallest = made.error && /smallest feasible budget is ([\d.]+)/.exec(made.error);
@@ -296,9 +329,12 @@ for (const [i, e] of entries.filter((x) => !x.error).entries()) {
     windows: ev.windows,
     tokens: ev.tokens,
     evalSeconds: ev.seconds,
+    kld: ev.kld ?? null,
     _nll: { nll: ev.windowNll, weights: ev.windowWeights },
+    _kld: ev.windowKld ?? null,
   });
 }
+await kldBase?.close();
 rows.sort((a, b) => a.shippedBytes - b.shippedBytes);
 
 const float = rows.find((r) => r.kind === 'float');
@@ -306,6 +342,12 @@ const uniforms = rows.filter((r) => r.kind === 'uniform');
 const allocated = rows.filter((r) => r.kind === 'allocated');
 const interval = (a, b) => {
   const p = pairedBootstrap(a._nll, b._nll);
+  return { difference: p.difference, low: p.low, high: p.high, verdict: verdict(p) };
+};
+/** The paired bootstrap of mean KLD (--kld), null without it. */
+const kldInterval = (a, b) => {
+  if (!a._kld || !b._kld) return null;
+  const p = pairedBootstrapKld(a._kld, b._kld);
   return { difference: p.difference, low: p.low, high: p.high, verdict: verdict(p) };
 };
 /** The uniform export with the lowest perplexity among those of at least `bytes`. */
@@ -319,6 +361,7 @@ for (const r of rows) {
   const ref = bestUniformAtLeast(r.shippedBytes);
   r.reference = ref ? ref.name : null;
   r.versusReference = ref ? interval(r, ref) : null;
+  r.kldVersusReference = ref ? kldInterval(r, ref) : null;
 }
 
 // Checks of the file against the cost model (issue 29: prediction within 0.5%, at most the target, within 1% of it).
@@ -339,7 +382,7 @@ const fmtInterval = (v) => (v ? `${v.difference >= 0 ? '+' : ''}${v.difference.t
   // 1. The best allocation below every uniform export: for each uniform export, the best allocation of at most its size.
   const dominated = uniforms.map((u) => {
     const a = bestAllocationAtMost(u.shippedBytes);
-    return { uniform: u.name, uniformMiB: u.shippedMiB, allocation: a?.name ?? null, allocationMiB: a?.shippedMiB ?? null, versus: a ? interval(a, u) : null };
+    return { uniform: u.name, uniformMiB: u.shippedMiB, allocation: a?.name ?? null, allocationMiB: a?.shippedMiB ?? null, versus: a ? interval(a, u) : null, kldVersus: a ? kldInterval(a, u) : null };
   });
   const wins = dominated.filter((d) => d.versus?.verdict === 'better').length;
   const ties = dominated.filter((d) => d.versus?.verdict === 'tie').length;
@@ -411,10 +454,15 @@ lines.push(`Perplexity on ${basename(textPath)}@${SEQLEN}, ${rows[0]?.windows} w
 lines.push('Shipped MiB = every byte under <dir>/onnx (MiB = 2^20 bytes); bits/w = those bits over the linear matrices\' weights. Δ: 95% paired bootstrap over the windows (2000 resamples, seed 42); "better"/"worse" only where the interval excludes 0. Reference: the uniform export with the lowest perplexity among those of equal or larger file. Mix: matrices per bit width (embeddings and lm_head count as matrices where quantized).');
 if (calibratedId !== undefined) lines.push(`${calibratedId.toUpperCase()} rows: the matrices quantized by ${calibratedId} on ${calibBlocks} blocks of ${basename(calibPath)}; its allocations spend the HQQ allocations' statistics (the same tables) on the integer-zero configs of ${calibratedId}'s ladder (HQQ's tables hold no symmetric config).`);
 lines.push('');
-lines.push('| export | kind | shipped MiB | bits/w file | perplexity | Δ vs float [95% CI] | reference uniform | Δ vs reference [95% CI] | mix |');
-lines.push('| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |');
+const fmtKld = (v) => (v ? `${v.difference >= 0 ? '+' : ''}${v.difference.toFixed(5)} [${v.low.toFixed(5)}, ${v.high.toFixed(5)}]${v.verdict === 'tie' ? '' : ` ${v.verdict}`}` : '-');
+if (withKld) lines.push('KLD: the KL divergence of each export\'s next-token distribution from the float checkpoint\'s on the same tokens (llama.cpp\'s definitions): mean ± its error, the 99.9% percentile, and how often both put the same token on top. Δ KLD: the paired bootstrap of mean KLD over the windows.');
+lines.push('');
+lines.push(`| export | kind | shipped MiB | bits/w file | perplexity | Δ vs float [95% CI] |${withKld ? ' mean KLD | KLD 99.9% | same top |' : ''} reference uniform | Δ vs reference [95% CI] |${withKld ? ' Δ KLD vs reference [95% CI] |' : ''} mix |`);
+lines.push(`| --- | --- | ---: | ---: | ---: | ---: |${withKld ? ' ---: | ---: | ---: |' : ''} --- | ---: |${withKld ? ' ---: |' : ''} --- |`);
 for (const r of rows) {
-  lines.push(`| ${r.label} | ${r.kind} | ${cell(r.shippedMiB, 2)} | ${cell(r.bitsPerLinearWeight, 3)} | ${cell(r.perplexity, 3)} | ${r.versusFloat ? fmtInterval(r.versusFloat) : 'baseline'} | ${r.kind === 'allocated' ? (r.reference ?? 'none as large') : ''} | ${r.kind === 'allocated' ? fmtInterval(r.versusReference) : ''} | ${r.kind === 'float' ? '' : mix(r)} |`);
+  const kldCells = withKld ? ` ${r.kld ? `${r.kld.mean.toFixed(5)} ± ${r.kld.error.toFixed(5)}` : '-'} | ${r.kld ? r.kld.p999.toFixed(4) : '-'} | ${r.kld ? `${(100 * r.kld.sameTop).toFixed(2)}%` : '-'} |` : '';
+  const kldVs = withKld ? ` ${r.kind === 'allocated' ? fmtKld(r.kldVersusReference) : ''} |` : '';
+  lines.push(`| ${r.label} | ${r.kind} | ${cell(r.shippedMiB, 2)} | ${cell(r.bitsPerLinearWeight, 3)} | ${cell(r.perplexity, 3)} | ${r.versusFloat ? fmtInterval(r.versusFloat) : 'baseline'} |${kldCells} ${r.kind === 'allocated' ? (r.reference ?? 'none as large') : ''} | ${r.kind === 'allocated' ? fmtInterval(r.versusReference) : ''} |${kldVs} ${r.kind === 'float' ? '' : mix(r)} |`);
 }
 lines.push('');
 lines.push('Goals (issue 29):');
@@ -425,9 +473,9 @@ if (domination.length) {
   lines.push('');
   lines.push('Each uniform export against the best allocation of at most its size:');
   lines.push('');
-  lines.push('| uniform export | MiB | best allocation of at most that size | MiB | Δ allocation - uniform [95% CI] |');
-  lines.push('| --- | ---: | --- | ---: | ---: |');
-  for (const d of domination) lines.push(`| ${d.uniform} | ${d.uniformMiB.toFixed(2)} | ${d.allocation ?? 'none'} | ${cell(d.allocationMiB, 2)} | ${fmtInterval(d.versus)} |`);
+  lines.push(`| uniform export | MiB | best allocation of at most that size | MiB | Δ allocation - uniform [95% CI] |${withKld ? ' Δ mean KLD [95% CI] |' : ''}`);
+  lines.push(`| --- | ---: | --- | ---: | ---: |${withKld ? ' ---: |' : ''}`);
+  for (const d of domination) lines.push(`| ${d.uniform} | ${d.uniformMiB.toFixed(2)} | ${d.allocation ?? 'none'} | ${cell(d.allocationMiB, 2)} | ${fmtInterval(d.versus)} |${withKld ? ` ${fmtKld(d.kldVersus)} |` : ''}`);
 }
 if (notes.length) {
   lines.push('');
@@ -452,7 +500,7 @@ const json = {
   uptimeBefore,
   uptimeAfter,
   loadavgAfter: loadavg(),
-  rows: rows.map(({ _nll, dir, ...r }) => ({ ...r, dir: basename(dir) })),
+  rows: rows.map(({ _nll, _kld, dir, ...r }) => ({ ...r, dir: basename(dir) })),
   goals,
   notes,
 };
