@@ -142,6 +142,29 @@ describe('quantize --quantizer gptq', () => {
     expect(other.code).toBe(0);
     expect(statsSettings(hqqStats).quantizer.id).toBe('hqq');
   });
+
+  it('--stats-blocks measures the statistics on their own blocks while GPTQ keeps --blocks', async () => {
+    const args = ['--quantizer', 'gptq', '--stats-quantizer', 'hqq', '--method', 'mxq', '--budget', '3.3', '--configs', 'b2g32,b4g32', '--calib', calib];
+    const split = join(dir, 'stats-blocks');
+    const result = await cli('quantize', model, ...args, '--blocks', '2', '--stats-blocks', '1', '--out', split, '--json');
+    expect(result.code, result.stderr).toBe(0);
+    const settings = statsSettings(split) as unknown as { blocks: number };
+    expect(settings.blocks).toBe(1);
+    // The same tables, GPTQ on 2 blocks: the same bytes; on 1 block: other codes. So GPTQ ran on --blocks, not on 1.
+    const tables = join(split, 'stats', readdirSync(join(split, 'stats')).find((name) => existsSync(join(split, 'stats', name, 'settings.json')))!);
+    const onTwo = join(dir, 'stats-blocks-2');
+    const onOne = join(dir, 'stats-blocks-1');
+    expect((await cli('quantize', model, ...args, '--stats', tables, '--blocks', '2', '--out', onTwo)).code).toBe(0);
+    expect((await cli('quantize', model, ...args, '--stats', tables, '--blocks', '1', '--out', onOne)).code).toBe(0);
+    const [a, b, c] = await Promise.all([split, onTwo, onOne].map(storedTensors));
+    expect([...a!.keys()].sort()).toEqual([...b!.keys()].sort());
+    for (const [name, bytes] of a!) expect(Buffer.from(bytes).equals(Buffer.from(b!.get(name)!)), name).toBe(true);
+    expect([...a!].some(([name, bytes]) => !Buffer.from(bytes).equals(Buffer.from(c!.get(name)!)))).toBe(true);
+    // With --config nothing is allocated: the flag is refused, not ignored.
+    const refused = await cli('quantize', model, '--quantizer', 'gptq', '--config', 'b4g32', '--calib', calib, '--blocks', '1', '--stats-blocks', '1', '--out', join(dir, 'never-stats-blocks'));
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/--stats-blocks.*--config allocates nothing/);
+  });
 });
 
 describe('quantize --quantizer gptq to a file size', () => {

@@ -122,9 +122,11 @@ export const quantizeCommand: Command = {
     '  --calib <file>       calibration text of the statistics and of a calibrated quantizer\'s layer pass (gptq, baq)',
     '                       (statistics default to the built-in brown-calib; gptq and baq require --calib)',
     '  --blocks <n>         calibration blocks of 512 tokens (default 128, fewer for short texts)',
+    '  --stats-blocks <n>   the statistics\' blocks (and the correction\'s), when they differ from the calibrated',
+    '                       quantizer\'s --blocks: e.g. GPTQ on 16 blocks, the kld table on 1 (default --blocks)',
     '  --no-refine          an allocator that corrects its allocation by measurement (kld: --rounds, --radius,',
     '                       --correction) keeps its additive solution instead: nothing measured. By default the',
-    '                       correction runs on the statistics\' calibration (--calib, --blocks): its plan and cost are',
+    '                       correction runs on the statistics\' calibration (--calib, --stats-blocks): its plan and cost are',
     '                       printed first, then each measured allocation\'s KLD; the corrected allocation is quantized',
     '                       only when its measured KLD is not above the additive one\'s (--json: refinement)',
     '  --force              replace the quantized model in an existing, non-empty --out (refused without it)',
@@ -151,6 +153,7 @@ export const quantizeCommand: Command = {
       stats: { type: 'string' },
       calib: { type: 'string' },
       blocks: { type: 'string' },
+      'stats-blocks': { type: 'string' },
       'stats-quantizer': { type: 'string' },
       'stats-cache': { type: 'string' },
       'no-refine': { type: 'boolean' },
@@ -253,6 +256,7 @@ function uniformRun(values: ParsedArgs['values'], modelDir: string, method: stri
   const calib = stringOption(values, 'calib');
   requireCalibration(quantizer, calib);
   const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1);
+  if (stringOption(values, 'stats-blocks') !== undefined) throw new InvalidOptionError('--stats-blocks', `sets the blocks of an allocation's statistics, and --config allocates nothing; the calibrated quantizer's layer pass takes --blocks`);
   return async (outDir, log) => {
     const interactive = !values.json && Boolean(process.stderr.isTTY);
     const progress = createProgress('quantize', interactive);
@@ -317,6 +321,9 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
   const statsDir = stringOption(values, 'stats');
   const statsCache = stringOption(values, 'stats-cache');
   const blocks = parseIntegerOption(stringOption(values, 'blocks'), '--blocks', 128, 1);
+  // The statistics (and the correction by measurement) on their own number of blocks; the calibrated quantizer's
+  // layer pass keeps --blocks.
+  const statsBlocks = parseIntegerOption(stringOption(values, 'stats-blocks'), '--stats-blocks', blocks, 1);
   const scaleDtype = checkpointScaleDtype(values);
   const statsQuantizerId = stringOption(values, 'stats-quantizer');
   // the run's quantizer keeps its flags' options; another is used with its defaults
@@ -340,7 +347,8 @@ function allocatedRun(values: ParsedArgs['values'], modelDir: string, methodText
       seed,
       ...(ladder ? { configs: ladder } : {}),
       allocators,
-      statistics: { ...(statsDir ? { statsDir } : {}), metrics: plugins.metrics.list(), cacheDir: statsCache ? absolutePath(statsCache) : shipped?.statsDir ?? join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks },
+      statistics: { ...(statsDir ? { statsDir } : {}), metrics: plugins.metrics.list(), cacheDir: statsCache ? absolutePath(statsCache) : shipped?.statsDir ?? join(outDir, 'stats'), calibrationPath: calib ?? brownCalibPath, calibrationName: calib ? basename(calib) : 'brown-calib', blocks: statsBlocks },
+      ...(statsBlocks === blocks ? {} : { calibration: { blocks } }),
       ...(plan ? { shipped: { plan, ...(shipped?.target ? { target: shipped.target } : {}) } } : {}),
       scaleDtype,
       workers: defaultWorkerCount(),
