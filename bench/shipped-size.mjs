@@ -356,7 +356,8 @@ const bestUniformAtLeast = (bytes) => uniforms.filter((u) => u.shippedBytes >= b
 const bestAllocationAtMost = (bytes) => allocated.filter((a) => a.shippedBytes <= bytes).sort((a, b) => a.perplexity - b.perplexity)[0];
 
 for (const r of rows) {
-  r.versusFloat = r === float ? null : interval(r, float);
+  // (float is absent when --only leaves it out: no Δ vs float then)
+  r.versusFloat = !float || r === float ? null : interval(r, float);
   if (r.kind !== 'allocated') continue;
   const ref = bestUniformAtLeast(r.shippedBytes);
   r.reference = ref ? ref.name : null;
@@ -397,7 +398,7 @@ const fmtInterval = (v) => (v ? `${v.difference >= 0 ? '+' : ''}${v.difference.t
   // 2. At q4's file size: the best allocation's increase over float at most half of q4's.
   // (q4's goals need q4 among the evaluated rows: absent when --only leaves it out)
   const atQ4 = q4Row && bestAllocationAtMost(q4Row.shippedBytes);
-  if (atQ4) {
+  if (atQ4 && float) {
     const mine = atQ4.versusFloat;
     const theirs = q4Row.versusFloat;
     goals.push({
@@ -423,7 +424,7 @@ const fmtInterval = (v) => (v ? `${v.difference >= 0 ? '+' : ''}${v.difference.t
   // 4. On the shipped model with the llama.cpp protocol (first 32 windows): at Q4_K_M's size, no worse than its perplexity.
   if (isShippedModel && windows === 32 && basename(textPath) === 'brown-test.txt') {
     const atGguf = bestAllocationAtMost(LLAMA_CPP_Q4_K_M.bytes);
-    if (atGguf) {
+    if (atGguf && float) {
       goals.push({
         goal: "on the shipped model at the size of llama.cpp's Q4_K_M file (17.42 MB): perplexity no worse than that file's in llama.cpp (90.377; float 89.970)",
         met: atGguf.perplexity <= LLAMA_CPP_Q4_K_M.perplexity,
