@@ -101,7 +101,10 @@ const MiB = (bytes) => bytes / MIB;
  * The directory an export lives in (lib/cli.mjs's exportedIn, under --work). With --only, an export outside the list
  * is not made (one made earlier is still read); float and q4 are always made (q4's file sets the goal sizes).
  */
+/** Every export name the run asked for (an allocation refused below its smallest size is retried under another). */
+const asked = new Set();
 const exported = (name, args) => {
+  asked.add(name);
   if (only && !only.has(name) && !exportRecorded(work, name) && name !== 'float' && name !== 'q4') return { dir: join(work, name), skipped: true };
   return exportedIn(work, name, args, log);
 };
@@ -292,7 +295,7 @@ for (let i = entries.length - 1; i >= 0; i--) if (entries.findIndex((e) => e.nam
 // --only: evaluate these exports alone (e.g. the close calls of a 32-window run, on the whole text); the goal checks
 // then see only them.
 if (only) {
-  for (const name of only) if (!entries.some((e) => e.name === name)) throw new Error(`--only: no export named ${name} (names: ${entries.map((e) => e.name).join(', ')})`);
+  for (const name of only) if (!asked.has(name)) throw new Error(`--only: no export named ${name} (names: ${entries.map((e) => e.name).join(', ')})`);
   for (let i = entries.length - 1; i >= 0; i--) if (!only.has(entries[i].name)) entries.splice(i, 1);
 }
 const failed = entries.filter((e) => e.error);
