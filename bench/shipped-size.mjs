@@ -458,7 +458,9 @@ lines.push(`Perplexity on ${basename(textPath)}@${SEQLEN}, ${rows[0]?.windows} w
 lines.push('Shipped MiB = every byte under <dir>/onnx (MiB = 2^20 bytes); bits/w = those bits over the linear matrices\' weights. Δ: 95% paired bootstrap over the windows (2000 resamples, seed 42); "better"/"worse" only where the interval excludes 0. Reference: the uniform export with the lowest perplexity among those of equal or larger file. Mix: matrices per bit width (embeddings and lm_head count as matrices where quantized).');
 if (calibratedId !== undefined) lines.push(`${calibratedId.toUpperCase()} rows: the matrices quantized by ${calibratedId} on ${calibBlocks} blocks of ${basename(calibPath)}; its allocations spend the HQQ allocations' statistics (the same tables) on the integer-zero configs of ${calibratedId}'s ladder (HQQ's tables hold no symmetric config).`);
 lines.push('');
-const fmtKld = (v) => (v ? `${v.difference >= 0 ? '+' : ''}${v.difference.toFixed(5)} [${v.low.toFixed(5)}, ${v.high.toFixed(5)}]${v.verdict === 'tie' ? '' : ` ${v.verdict}`}` : '-');
+// (differences of mean KLD between 8-bit files are about 1e-6: shown in exponent form below 1e-4)
+const kldNumber = (x) => (x === 0 || Math.abs(x) >= 1e-4 ? x.toFixed(5) : x.toExponential(1));
+const fmtKld = (v) => (v ? `${v.difference >= 0 ? '+' : ''}${kldNumber(v.difference)} [${kldNumber(v.low)}, ${kldNumber(v.high)}]${v.verdict === 'tie' ? '' : ` ${v.verdict}`}` : '-');
 if (withKld) lines.push('KLD: the KL divergence of each export\'s next-token distribution from the float checkpoint\'s on the same tokens (llama.cpp\'s definitions): mean ± its error, the 99.9% percentile, and how often both put the same token on top. Δ KLD: the paired bootstrap of mean KLD over the windows.');
 lines.push('');
 lines.push(`| export | kind | shipped MiB | bits/w file | perplexity | Δ vs float [95% CI] |${withKld ? ' mean KLD | KLD 99.9% | same top |' : ''} reference uniform | Δ vs reference [95% CI] |${withKld ? ' Δ KLD vs reference [95% CI] |' : ''} mix |`);
@@ -480,6 +482,28 @@ if (domination.length) {
   lines.push(`| uniform export | MiB | best allocation of at most that size | MiB | Δ allocation - uniform [95% CI] |${withKld ? ' Δ mean KLD [95% CI] |' : ''}`);
   lines.push(`| --- | ---: | --- | ---: | ---: |${withKld ? ' ---: |' : ''}`);
   for (const d of domination) lines.push(`| ${d.uniform} | ${d.uniformMiB.toFixed(2)} | ${d.allocation ?? 'none'} | ${cell(d.allocationMiB, 2)} | ${fmtInterval(d.versus)} |${withKld ? ` ${fmtKld(d.kldVersus)} |` : ''}`);
+}
+// The allocations made for the same target, against each other (the allocator is the difference).
+const sameTarget = [];
+{
+  const groups = new Map();
+  for (const r of allocated) if (r.target) groups.set(`${r.target.unit} ${r.target.value}`, [...(groups.get(`${r.target.unit} ${r.target.value}`) ?? []), r]);
+  for (const [target, group] of groups) {
+    for (let i = 0; i < group.length; i++) {
+      for (let j = i + 1; j < group.length; j++) {
+        const [a, b] = [group[i], group[j]];
+        sameTarget.push({ target, a: a.name, b: b.name, aMiB: a.shippedMiB, bMiB: b.shippedMiB, perplexity: interval(a, b), kld: kldInterval(a, b) });
+      }
+    }
+  }
+}
+if (sameTarget.length) {
+  lines.push('');
+  lines.push('Allocations made for the same target, paired (Δ = first - second; negative: the first is better):');
+  lines.push('');
+  lines.push(`| target | first | MiB | second | MiB | Δ perplexity [95% CI] |${withKld ? ' Δ mean KLD [95% CI] |' : ''}`);
+  lines.push(`| --- | --- | ---: | --- | ---: | ---: |${withKld ? ' ---: |' : ''}`);
+  for (const d of sameTarget) lines.push(`| ${d.target} | ${d.a} | ${d.aMiB.toFixed(2)} | ${d.b} | ${d.bMiB.toFixed(2)} | ${fmtInterval(d.perplexity)} |${withKld ? ` ${fmtKld(d.kld)} |` : ''}`);
 }
 if (notes.length) {
   lines.push('');
@@ -506,6 +530,7 @@ const json = {
   loadavgAfter: loadavg(),
   rows: rows.map(({ _nll, _kld, dir, ...r }) => ({ ...r, dir: basename(dir) })),
   goals,
+  sameTarget,
   notes,
 };
 for (const [file, text] of [[`${outBase}.md`, markdown], [`${outBase}.json`, `${JSON.stringify(json, null, 2)}\n`]]) {
