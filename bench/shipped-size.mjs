@@ -97,12 +97,12 @@ const log = (text) => process.stderr.write(`[${new Date().toISOString().slice(11
 const MiB = (bytes) => bytes / MIB;
 
 // ---- exports through the CLI -----------------------------------------------------------------------------------
+/** Every export name the run asked for (an allocation refused below its smallest size is retried under another). */
+const asked = new Set();
 /**
  * The directory an export lives in (lib/cli.mjs's exportedIn, under --work). With --only, an export outside the list
  * is not made (one made earlier is still read); float and q4 are always made (q4's file sets the goal sizes).
  */
-/** Every export name the run asked for (an allocation refused below its smallest size is retried under another). */
-const asked = new Set();
 const exported = (name, args) => {
   asked.add(name);
   if (only && !only.has(name) && !exportRecorded(work, name) && name !== 'float' && name !== 'q4') return { dir: join(work, name), skipped: true };
@@ -343,16 +343,10 @@ rows.sort((a, b) => a.shippedBytes - b.shippedBytes);
 const float = rows.find((r) => r.kind === 'float');
 const uniforms = rows.filter((r) => r.kind === 'uniform');
 const allocated = rows.filter((r) => r.kind === 'allocated');
-const interval = (a, b) => {
-  const p = pairedBootstrap(a._nll, b._nll);
-  return { difference: p.difference, low: p.low, high: p.high, verdict: verdict(p) };
-};
+const summary = (p) => ({ difference: p.difference, low: p.low, high: p.high, verdict: verdict(p) });
+const interval = (a, b) => summary(pairedBootstrap(a._nll, b._nll));
 /** The paired bootstrap of mean KLD (--kld), null without it. */
-const kldInterval = (a, b) => {
-  if (!a._kld || !b._kld) return null;
-  const p = pairedBootstrapKld(a._kld, b._kld);
-  return { difference: p.difference, low: p.low, high: p.high, verdict: verdict(p) };
-};
+const kldInterval = (a, b) => (a._kld && b._kld ? summary(pairedBootstrapKld(a._kld, b._kld)) : null);
 /** The uniform export with the lowest perplexity among those of at least `bytes`. */
 const bestUniformAtLeast = (bytes) => uniforms.filter((u) => u.shippedBytes >= bytes).sort((a, b) => a.perplexity - b.perplexity)[0];
 /** The allocation with the lowest perplexity among those of at most `bytes`. */
@@ -487,7 +481,11 @@ if (domination.length) {
 const sameTarget = [];
 {
   const groups = new Map();
-  for (const r of allocated) if (r.target) groups.set(`${r.target.unit} ${r.target.value}`, [...(groups.get(`${r.target.unit} ${r.target.value}`) ?? []), r]);
+  for (const r of allocated) {
+    if (!r.target) continue;
+    const key = `${r.target.unit} ${r.target.value}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
   for (const [target, group] of groups) {
     for (let i = 0; i < group.length; i++) {
       for (let j = i + 1; j < group.length; j++) {
