@@ -31,6 +31,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { ladderStops } from '@layerquant/allocators';
 import { configName } from '@layerquant/core';
@@ -51,13 +52,24 @@ const SEQLEN = 512;
 const LLAMA_CPP_Q4_K_M = { bytes: 17.42e6, perplexity: 90.377, float: 89.97 };
 
 // ---- options ---------------------------------------------------------------------------------------------------
-const argv = process.argv.slice(2);
+const VALUE_OPTIONS = ['model', 'dataset', 'text', 'windows', 'out', 'work', 'methods', 'blocks', 'only', 'target-sizes', 'quantizer', 'calib', 'calib-blocks', 'calibrated-methods', 'stats-for', 'threads'];
+const FLAGS = ['fresh', 'kld', 'no-refine', 'help'];
+// Strict: a misspelt or unknown option (`--help` included, before it existed) used to be ignored, and the run made
+// every export of the default table under --work.
+const { values: parsed } = parseArgs({
+  args: process.argv.slice(2),
+  strict: true,
+  allowPositionals: false,
+  options: Object.fromEntries([...VALUE_OPTIONS.map((name) => [name, { type: 'string' }]), ...FLAGS.map((name) => [name, { type: 'boolean' }])]),
+});
+if (parsed.help) {
+  const source = readFileSync(fileURLToPath(import.meta.url), 'utf8');
+  process.stdout.write(`${source.slice(0, source.indexOf('\nimport ')).replace(/^\/\/ ?/gm, '')}\n`);
+  process.exit(0);
+}
+const argv = FLAGS.filter((name) => parsed[name]).map((name) => `--${name}`);
 function option(name, fallback) {
-  const i = argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const value = argv[i + 1];
-  if (value === undefined || value.startsWith('--')) throw new Error(`--${name} needs a value`);
-  return value;
+  return parsed[name] ?? fallback;
 }
 const modelDir = resolve(option('model', shippedModelDir));
 const isShippedModel = modelDir === resolve(shippedModelDir);
