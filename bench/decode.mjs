@@ -22,7 +22,9 @@ import { fileURLToPath } from 'node:url';
 import { brownTestPath, shippedModelDir } from '@layerquant/fixtures';
 import { exportGguf } from '@layerquant/gguf/node';
 import { loadTokenizer } from '@layerquant/tensor-io';
-import { argument, shapeArgument, writeSyntheticCheckpoint } from './lib/synthetic-model.mjs';
+import { argument, checkArguments, shapeArgument, writeSyntheticCheckpoint } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['out', 'threads', 'prompt-tokens', 'new-tokens', 'repeat', 'gguf-q4', 'gguf-f32', 'weights', 'runners', 'model', 'shape'] });
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const cli = join(root, 'apps/cli/dist/bin.js');

@@ -19,6 +19,9 @@ import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { decoderLayout, expectedShapes, loadDecoderModel } from '@layerquant/runtime';
 import { randomDecoderSource, relativeError, tinyConfig } from '@layerquant/runtime/testing';
 import { loadDecoderConfig, loadTokenizer, writeSafetensors } from '@layerquant/tensor-io';
+import { checkArguments } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['windows', 'sections'] });
 
 const args = process.argv.slice(2);
 const windowsArg = args.indexOf('--windows');

@@ -14,7 +14,9 @@ import { fileURLToPath } from 'node:url';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { argument } from './lib/synthetic-model.mjs';
+import { argument, checkArguments } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['tools', 'model', 'chunks', 'calib-chunks', 'threads', 'methods', 'blocks', 'imatrix', 'recipes'] });
 
 const tools = argument('tools', join(process.env.HOME ?? '', '.cache/layerquant/llama.cpp/build/bin'));
 const modelDir = argument('model', shippedModelDir);

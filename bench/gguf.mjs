@@ -12,7 +12,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { timeIt } from './lib/anchor.mjs';
-import { argument } from './lib/synthetic-model.mjs';
+import { argument, checkArguments } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['model', 'windows', 'threads', 'types'] });
 
 const modelDir = argument('model', shippedModelDir);
 const windows = Number(argument('windows', '32'));

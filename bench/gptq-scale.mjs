@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { seededRandom } from '@layerquant/core';
 import { lastJson, pythonHas, runPython } from './lib/anchor.mjs';
-import { argument, shapeArgument, writeSyntheticCheckpoint } from './lib/synthetic-model.mjs';
+import { argument, checkArguments, shapeArgument, writeSyntheticCheckpoint } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['layers', 'blocks', 'seqlen', 'config', 'shape'], flags: ['no-anchor'] });
 
 const { shapeName, shape } = shapeArgument();
 const layers = Number(argument('layers', '2'));

@@ -18,8 +18,10 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { argument } from './lib/synthetic-model.mjs';
+import { argument, checkArguments } from './lib/synthetic-model.mjs';
 import { queueCases } from './lib/hostile-queue.mjs';
+
+checkArguments(import.meta.url, { values: ['timeout', 'only', 'json'] });
 
 const bin = fileURLToPath(new URL('../apps/cli/dist/bin.js', import.meta.url));
 const timeoutMs = Number(argument('timeout', '120')) * 1000;

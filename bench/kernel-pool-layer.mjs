@@ -4,7 +4,9 @@
 import { parseConfigName } from '@layerquant/core';
 import { assembleQuantized, hqqQuantizer, prepareGroups, squaredError } from '@layerquant/quantizers';
 import { createKernelPool, defaultWorkerCount } from '@layerquant/quantizers/node';
-import { argument, shapeArgument } from './lib/synthetic-model.mjs';
+import { argument, checkArguments, shapeArgument } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['workers', 'reps', 'shape'] });
 
 const { shapeName, shape } = shapeArgument();
 const workers = Number(argument('workers', String(defaultWorkerCount())));

@@ -8,6 +8,9 @@ import { buildMxqProblem, solveMxq } from '@layerquant/allocators';
 import { loadStatsDirectory } from '@layerquant/allocators/node';
 import { llama2PaperDir, llama405bPaperDir } from '@layerquant/fixtures';
 import { pythonHas, runPython } from './lib/anchor.mjs';
+import { checkArguments } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { flags: ['highs'] });
 
 const ANCHOR = fileURLToPath(new URL('../../shared/anchors/mxq_scipy_anchor.py', import.meta.url));
 const withHighs = process.argv.includes('--highs');

@@ -12,6 +12,9 @@ import { perplexity, readEvaluationText } from '@layerquant/perplexity';
 import { loadDecoderModel } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
 import { lastJson, pythonHas, runPython } from './lib/anchor.mjs';
+import { checkArguments } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['seqlen'], flags: ['no-anchor'] });
 
 const args = process.argv.slice(2);
 const seqlens = args.includes('--seqlen') ? [Number(args[args.indexOf('--seqlen') + 1])] : [512, 128];

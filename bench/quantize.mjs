@@ -15,6 +15,9 @@ import { assembleQuantized, createHqqQuantizer, prepareGroups, rtnQuantizer, squ
 import { createKernelPool, defaultWorkerCount, quantizeModel } from '@layerquant/quantizers/node';
 import { openCheckpoint } from '@layerquant/tensor-io';
 import { TABLE_HEADER, pythonHas, ratioRow } from './lib/anchor.mjs';
+import { checkArguments } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['stream-child'], flags: ['no-anchor'] });
 
 const config = parseConfigName('b4g64');
 

@@ -12,6 +12,9 @@ import { createHqqQuantizer } from '@layerquant/quantizers';
 import { openModelWeights, quantizeModel } from '@layerquant/quantizers/node';
 import { loadDecoderModel } from '@layerquant/runtime';
 import { loadDecoderConfig, loadTokenizer, openCheckpoint } from '@layerquant/tensor-io';
+import { checkArguments } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['configs', 'dtypes', 'windows'] });
 
 const args = process.argv.slice(2);
 const option = (name, fallback) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : fallback);

@@ -15,7 +15,9 @@ import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { argument, shapeArgument, writeSyntheticCheckpoint } from './lib/synthetic-model.mjs';
+import { argument, checkArguments, shapeArgument, writeSyntheticCheckpoint } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['steps', 'results', 'configs', 'time-limit', 'require-available', 'shape'] });
 
 const BIN = fileURLToPath(new URL('../apps/cli/dist/bin.js', import.meta.url));
 const PEAK_HOOK = fileURLToPath(new URL('./lib/report-peak.mjs', import.meta.url));

@@ -13,7 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { shippedModelDir } from '@layerquant/fixtures';
 import { loadTokenizer } from '@layerquant/tensor-io';
 import { chromium } from 'playwright-core';
-import { argument } from './lib/synthetic-model.mjs';
+import { argument, checkArguments } from './lib/synthetic-model.mjs';
+
+checkArguments(import.meta.url, { values: ['new-tokens', 'out'], flags: ['webgpu'] });
 
 const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const cli = join(root, 'apps/cli/dist/bin.js');

@@ -2,8 +2,9 @@
 // BF16, sharded safetensors + model.safetensors.index.json, config.json, and the shipped model's tokenizer files.
 // Written tensor by tensor (writeSafetensorsStreaming), so a 7B-shape model (13.5 GB) never sits in memory: the
 // peak is one matrix. Not a user command: `node bench/lib/synthetic-model.mjs <out-dir> --shape llama-2-7b`.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { shippedModelDir } from '@layerquant/fixtures';
 import { writeSafetensorsStreaming } from '@layerquant/tensor-io';
 
@@ -13,6 +14,34 @@ export const SHAPES = Object.freeze({
   'llama-3.2-3b': { hidden: 3072, layers: 28, ffn: 8192, heads: 24, kvHeads: 8, tied: true },
   'llama-2-7b': { hidden: 4096, layers: 32, ffn: 11008, heads: 32, kvHeads: 32, tied: false },
 });
+
+/**
+ * Checks this process's arguments against the options a bench script takes, before it starts any work: an option it
+ * does not take, or one without its value, exits 2 naming it (a misspelt option, or `--help`, used to be ignored and
+ * the run went on with the defaults); `--help` prints the script's leading comment (its usage) and exits.
+ */
+export function checkArguments(scriptUrl, { values = [], flags = [] }) {
+  const args = process.argv.slice(2);
+  if (args.includes('--help')) {
+    const source = readFileSync(fileURLToPath(scriptUrl), 'utf8');
+    process.stdout.write(`${source.slice(0, source.indexOf('\nimport ')).replace(/^\/\/ ?/gm, '')}\n`);
+    process.exit(0);
+  }
+  const fail = (message) => {
+    console.error(`${message}; it takes ${[...values.map((v) => `--${v} <value>`), ...flags.map((f) => `--${f}`)].join(', ')} (--help for the usage)`);
+    process.exit(2);
+  };
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i].startsWith('--') ? args[i].slice(2) : undefined;
+    if (name === undefined) fail(`${args[i]}: not an option`);
+    if (values.includes(name)) {
+      if (args[i + 1] === undefined || args[i + 1].startsWith('--')) fail(`--${name} needs a value`);
+      i++;
+    } else if (!flags.includes(name)) {
+      fail(`--${name}: not an option of this script`);
+    }
+  }
+}
 
 /** `--name value` of this process's arguments, else `fallback`. */
 export function argument(name, fallback) {
