@@ -120,6 +120,10 @@ const exported = (name, args) => {
   if (only && !only.has(name) && !exportRecorded(work, name) && name !== 'float' && name !== 'q4') return { dir: join(work, name), skipped: true };
   return exportedIn(work, name, args, log);
 };
+/** An allocation --only lists, refused below its smallest size: its retry there is made and evaluated in its place. */
+const keepRetry = (name, retryName) => {
+  if (only?.has(name)) only.add(retryName);
+};
 /** The statistics cached by the first export under --work whose name starts with `prefix` (an allocation of a method). */
 const tablesIn = (prefix) => readdirSync(work).filter((d) => d.startsWith(prefix)).map((d) => statsOf(join(work, d))).find(Boolean);
 
@@ -232,6 +236,7 @@ for (const method of methods) {
       notes.push(`${method} at ${targetArgs.join(' ')}: "${made.error}" Measured at ${smallest[1]} instead.`);
       const value = smallest[1];
       const retryArgs = [targetArgs[0], value];
+      keepRetry(name, `${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`);
       made = exported(`${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`, ['quantize', ...model, '--method', method, ...retryArgs, ...statsArgs(stats), ...refineArgs(method), '--format', 'onnx']);
       stats ??= statsOf(made.dir);
       return { name: `${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`, kind: 'allocated', method, label: `${label} (smallest: ${value})`, target: { ...target, value: Number(value) }, ...made };
@@ -278,6 +283,7 @@ if (calibratedId !== undefined) {
       const smallest = made.error && /smallest feasible budget is ([\d.]+)/.exec(made.error);
       if (smallest) {
         notes.push(`${calibratedId}+${method} at ${[...args, ...extra].join(' ')}: "${made.error}" Measured at ${smallest[1]} instead.`);
+        keepRetry(`${calibratedId}-${method}-${keyOf(args[1])}`, `${calibratedId}-${method}-${keyOf(smallest[1])}`);
         made = run([args[0], smallest[1]]);
         return { name: `${calibratedId}-${method}-${keyOf(smallest[1])}`, kind: 'allocated', method: `${calibratedId}+${method}`, label: `${label} (smallest: ${smallest[1]})`, target: { ...target, value: Number(smallest[1]) }, ...made };
       }
