@@ -43,6 +43,7 @@ import { builtinRegistries, directorySizes, floatKldBase, formatPlan, openForEva
 import { hqqQuantizer } from '@layerquant/quantizers';
 import { openModel } from '@layerquant/tensor-io';
 import { exportRecorded, exportedIn, onnxBytes, statsOf } from './lib/cli.mjs';
+import { printUsage } from './lib/synthetic-model.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MIB = 2 ** 20;
@@ -62,11 +63,7 @@ const { values: parsed } = parseArgs({
   allowPositionals: false,
   options: Object.fromEntries([...VALUE_OPTIONS.map((name) => [name, { type: 'string' }]), ...FLAGS.map((name) => [name, { type: 'boolean' }])]),
 });
-if (parsed.help) {
-  const source = readFileSync(fileURLToPath(import.meta.url), 'utf8');
-  process.stdout.write(`${source.slice(0, source.indexOf('\nimport ')).replace(/^\/\/ ?/gm, '')}\n`);
-  process.exit(0);
-}
+if (parsed.help) printUsage(import.meta.url);
 const argv = FLAGS.filter((name) => parsed[name]).map((name) => `--${name}`);
 function option(name, fallback) {
   return parsed[name] ?? fallback;

@@ -15,6 +15,13 @@ export const SHAPES = Object.freeze({
   'llama-2-7b': { hidden: 4096, layers: 32, ffn: 11008, heads: 32, kvHeads: 32, tied: false },
 });
 
+/** Prints a bench script's leading comment (its usage) and exits. */
+export function printUsage(scriptUrl) {
+  const source = readFileSync(fileURLToPath(scriptUrl), 'utf8');
+  process.stdout.write(`${source.slice(0, source.indexOf('\nimport ')).replace(/^\/\/ ?/gm, '')}\n`);
+  process.exit(0);
+}
+
 /**
  * Checks this process's arguments against the options a bench script takes, before it starts any work: an option it
  * does not take, or one without its value, exits 2 naming it (a misspelt option, or `--help`, used to be ignored and
@@ -22,11 +29,7 @@ export const SHAPES = Object.freeze({
  */
 export function checkArguments(scriptUrl, { values = [], flags = [] }) {
   const args = process.argv.slice(2);
-  if (args.includes('--help')) {
-    const source = readFileSync(fileURLToPath(scriptUrl), 'utf8');
-    process.stdout.write(`${source.slice(0, source.indexOf('\nimport ')).replace(/^\/\/ ?/gm, '')}\n`);
-    process.exit(0);
-  }
+  if (args.includes('--help')) printUsage(scriptUrl);
   const fail = (message) => {
     console.error(`${message}; it takes ${[...values.map((v) => `--${v} <value>`), ...flags.map((f) => `--${f}`)].join(', ')} (--help for the usage)`);
     process.exit(2);
