@@ -1,6 +1,6 @@
 import { configName, matrixTensorName, parseMatrixKey, quantConfig, type DecoderConfig, type QuantConfig } from '@layerquant/core';
 import { KldAccumulator } from '@layerquant/perplexity';
-import { hqqQuantizer } from '@layerquant/quantizers';
+import { gptqQuantizer, hqqQuantizer } from '@layerquant/quantizers';
 import { createDecoderBlocks, createDecoderModel, loadDecoderWeights, referenceForward, withOverrides, type DecoderWeights } from '@layerquant/runtime';
 import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
 import { describe, expect, it } from 'vitest';
@@ -228,6 +228,11 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
         expect(Math.abs(around.deltas.get(key)![c]! - brute), `${key} -> ${config ? configName(config) : 'float'}`).toBeLessThan(1e-9 * Math.abs(brute) + 1e-12);
       }
     }
+  });
+
+  it('a calibrated quantizer (gptq) is refused at creation, naming the option and the uncalibrated way', async () => {
+    weights ??= await loadDecoderWeights(randomDecoderSource(config, 11), config);
+    await expect(createKldMeasurer(await createDecoderBlocks(weights), blocks.flat(), { seqlen: 20, quantizer: gptqQuantizer })).rejects.toThrow(/--quantizer.*"gptq" is calibrated.*--stats-quantizer hqq/);
   });
 
   it('kldSumOfBatch is the KL divergence of @layerquant/perplexity, position by position', () => {

@@ -196,6 +196,12 @@ interface ReferenceWeights {
  */
 export async function createKldMeasurer(model: DecoderBlocks, calibration: CalibrationBlocks | ArrayLike<number>, options: KldMeasurerOptions = {}): Promise<KldMeasurer> {
   const quantizer = options.quantizer ?? hqqQuantizer;
+  // Each candidate is quantized alone, from its float weights: a calibrated quantizer (GPTQ) needs the Hessian of
+  // the matrix's inputs, which this measurer does not collect. Refused here, before the float pass, not at the first
+  // candidate with a message about a --calib the user may well have given.
+  if (quantizer.calibration) {
+    throw new InvalidOptionError('--quantizer', `the end-to-end ΔKLD statistic (kld) quantizes each unit on its own, and "${quantizer.id}" is calibrated (it needs its inputs' Hessian, which kld does not collect); measure the kld table with an uncalibrated quantizer: \`sensitivity --quantizer hqq\`, or \`quantize --stats-quantizer hqq\``);
+  }
   const batchSize = options.batchSize ?? 8;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidOptionError('batchSize', `${batchSize} must be a positive integer`);
   const { ids, blocks, seqlen } = calibrationOf(calibration, options);
