@@ -64,7 +64,6 @@ const { values: parsed } = parseArgs({
   options: Object.fromEntries([...VALUE_OPTIONS.map((name) => [name, { type: 'string' }]), ...FLAGS.map((name) => [name, { type: 'boolean' }])]),
 });
 if (parsed.help) printUsage(import.meta.url);
-const argv = FLAGS.filter((name) => parsed[name]).map((name) => `--${name}`);
 function option(name, fallback) {
   return parsed[name] ?? fallback;
 }
@@ -94,12 +93,12 @@ const statsByMethod = new Map((option('stats-for', '') || '').split(',').filter(
   if (!method || !dir || !existsSync(dir)) throw new Error(`--stats-for ${pair}: <method>=<statistics directory>, and the directory must exist`);
   return [method, resolve(dir)];
 }));
-const noRefine = argv.includes('--no-refine');
-const withKld = argv.includes('--kld');
+const noRefine = parsed['no-refine'] === true;
+const withKld = parsed.kld === true;
 const threadsText = option('threads', undefined);
 const threads = threadsText === undefined ? undefined : Number(threadsText);
 if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new Error(`--threads ${threadsText}: a positive integer`);
-if (argv.includes('--fresh')) rmSync(work, { recursive: true, force: true });
+if (parsed.fresh) rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
 
 const log = (text) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${text}\n`);
@@ -233,10 +232,11 @@ for (const method of methods) {
       notes.push(`${method} at ${targetArgs.join(' ')}: "${made.error}" Measured at ${smallest[1]} instead.`);
       const value = smallest[1];
       const retryArgs = [targetArgs[0], value];
-      keepRetry(name, `${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`);
-      made = exported(`${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`, ['quantize', ...model, '--method', method, ...retryArgs, ...statsArgs(stats), ...refineArgs(method), '--format', 'onnx']);
+      const retryName = `${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`;
+      keepRetry(name, retryName);
+      made = exported(retryName, ['quantize', ...model, '--method', method, ...retryArgs, ...statsArgs(stats), ...refineArgs(method), '--format', 'onnx']);
       stats ??= statsOf(made.dir);
-      return { name: `${method}-${targetArgs[0] === '--target-bpw' ? 'bpw' : 'mib'}-${value}`, kind: 'allocated', method, label: `${label} (smallest: ${value})`, target: { ...target, value: Number(value) }, ...made };
+      return { name: retryName, kind: 'allocated', method, label: `${label} (smallest: ${value})`, target: { ...target, value: Number(value) }, ...made };
     }
     return { name, kind: 'allocated', method, label, target, ...made };
   };
@@ -274,17 +274,18 @@ if (calibratedId !== undefined) {
     ];
     // One allocation: below the smallest file its ladder can make, the typed error names that size; measured there.
     const allocateCalibrated = (keyOf, label, extra, args, target) => {
-      const run = (targetArgs) => exported(`${calibratedId}-${method}-${keyOf(targetArgs[1])}`, ['quantize', ...model, ...calibArgs, '--method', method, ...targetArgs, ...extra, ...statsFor(), ...refineArgs(method), '--format', 'onnx']);
+      const nameOf = (value) => `${calibratedId}-${method}-${keyOf(value)}`;
+      const run = (targetArgs) => exported(nameOf(targetArgs[1]), ['quantize', ...model, ...calibArgs, '--method', method, ...targetArgs, ...extra, ...statsFor(), ...refineArgs(method), '--format', 'onnx']);
       let made = run(args);
       hqqStats ??= made.skipped ? undefined : statsOf(made.dir);
       const smallest = made.error && /smallest feasible budget is ([\d.]+)/.exec(made.error);
       if (smallest) {
         notes.push(`${calibratedId}+${method} at ${[...args, ...extra].join(' ')}: "${made.error}" Measured at ${smallest[1]} instead.`);
-        keepRetry(`${calibratedId}-${method}-${keyOf(args[1])}`, `${calibratedId}-${method}-${keyOf(smallest[1])}`);
+        keepRetry(nameOf(args[1]), nameOf(smallest[1]));
         made = run([args[0], smallest[1]]);
-        return { name: `${calibratedId}-${method}-${keyOf(smallest[1])}`, kind: 'allocated', method: `${calibratedId}+${method}`, label: `${label} (smallest: ${smallest[1]})`, target: { ...target, value: Number(smallest[1]) }, ...made };
+        return { name: nameOf(smallest[1]), kind: 'allocated', method: `${calibratedId}+${method}`, label: `${label} (smallest: ${smallest[1]})`, target: { ...target, value: Number(smallest[1]) }, ...made };
       }
-      return { name: `${calibratedId}-${method}-${keyOf(args[1])}`, kind: 'allocated', method: `${calibratedId}+${method}`, label, target, ...made };
+      return { name: nameOf(args[1]), kind: 'allocated', method: `${calibratedId}+${method}`, label, target, ...made };
     };
     for (const { args, target } of targets) {
       const unit = args[0] === '--target-bpw' ? 'bpw' : 'mib';
