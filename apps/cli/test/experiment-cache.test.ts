@@ -154,10 +154,14 @@ describe('experiment cells keyed by settings', () => {
   });
 });
 
-/** Starts the built CLI; resolves once `ready(dir)` holds (polled), then kills it with `signal`. */
+/**
+ * Starts the built CLI; resolves once `ready(dir)` holds (polled), then kills it with `signal`. Each finished cell is
+ * held 1.5 s before it is recorded (the test hook LAYERQUANT_TEST_CELL_DELAY_MS), so the signal reaches the run while
+ * the next cell is in flight however fast the cells are and however late this process polls.
+ */
 function runAndKill(argv: string[], ready: () => boolean, signal: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [binPath, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [binPath, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LAYERQUANT_TEST_CELL_DELAY_MS: '1500' } });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setInterval(() => {

@@ -16,7 +16,7 @@ import { tinyConfig, writeModelDirectory } from '@layerquant/runtime/testing';
 import { haveRedis, startRedis, type TestRedis } from './redis-server.js';
 import { bin } from './run-cli.js';
 import { writeWordText } from './word-text.js';
-import { start, stopAll, type Running } from './cli-process.js';
+import { start, startWith, stopAll, type Running } from './cli-process.js';
 import { tinyModel, type TinyModel } from './tiny-model.js';
 
 const STALL = '2';
@@ -28,6 +28,12 @@ const small = () => ['experiment', m.dir, '--stats', m.stats, '--methods', 'hqq'
 /** A worker serving the tiny model, unless `extra` names its models. */
 const worker = (redis: TestRedis, ...extra: string[]) =>
   start('worker', '--queue', redis.url, '--stall-interval', STALL, ...(extra.some((a) => a.startsWith('--model')) ? [] : ['--model', m.dir]), ...extra);
+/**
+ * A worker that holds each computed job 1.5 s before it reports it (the test hook LAYERQUANT_TEST_CELL_DELAY_MS): killed
+ * once it says "computing", it is still mid-job however fast the tiny model's cells are.
+ */
+const HELD = { LAYERQUANT_TEST_CELL_DELAY_MS: '1500' };
+const heldWorker = (redis: TestRedis) => startWith(HELD, 'worker', '--queue', redis.url, '--stall-interval', STALL, '--model', m.dir);
 const withoutTime = (rows: readonly JsonRow[]) => rows.map(({ seconds: _, ...r }) => r);
 /** The rows of `experiment --json` (schema/output.schema.json: `perplexity`, `sizes`, ...). */
 const rowsOf = (stdout: string) => (JSON.parse(stdout) as { rows: JsonRow[] }).rows;
@@ -147,7 +153,7 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
   it('a worker SIGKILLed mid-cell: another takes its job after the stall interval, results identical, nothing computed twice', async () => {
     const redis = await startRedis();
     try {
-      const a = worker(redis);
+      const a = heldWorker(redis);
       const b = worker(redis);
       const out = mkdtempSync(join(tmpdir(), 'queue-kill-'));
       const coordinator = start(...small(), '--out', out, '--queue', redis.url);
@@ -171,7 +177,8 @@ describe.skipIf(!haveRedis)('experiment --queue with workers (real redis-server 
     try {
       const w = worker(redis);
       const out = mkdtempSync(join(tmpdir(), 'queue-restart-'));
-      const first = start(...small(), '--out', out, '--queue', redis.url);
+      // Each finished cell held 1.5 s before it is recorded: the kill comes while the second is in flight.
+      const first = startWith(HELD, ...small(), '--out', out, '--queue', redis.url);
       await until(() => cellsIn(out) >= 1);
       first.child.kill('SIGKILL');
       await first.exited;

@@ -24,7 +24,7 @@ import {
   type ExportRequest,
   type FormatPlan,
 } from '@layerquant/pipeline';
-import { loadTokenizer, openModel, openOutputDirectory, removeStaleTemporaries, summarizeModel, writeTextAtomic, type ModelSummary } from '@layerquant/tensor-io';
+import { loadTokenizer, openModel, openOutputDirectory, removeStaleTemporaries, summarizeModel, testHookDelayMs, writeTextAtomic, type ModelSummary } from '@layerquant/tensor-io';
 import type { MetricPlugin } from '@layerquant/sensitivity';
 import type { RefinementRound } from '@layerquant/allocators';
 import { basename, join } from 'node:path';
@@ -324,7 +324,10 @@ export async function runGrid(grid: PreparedGrid, options: RunGridOptions): Prom
       await writeTextAtomic(files[1]!, formatResultsMarkdown(rows, report, {}, metric));
     };
     const settingsOf = new Map(planned.map((p) => [p.spec.key, p.settings]));
+    const cellDelay = testHookDelayMs('LAYERQUANT_TEST_CELL_DELAY_MS');
     const onResult = async (result: CellResult) => {
+      // Test hook: the interrupt tests hold a finished cell unrecorded for a while, to signal while it is in flight.
+      if (cellDelay > 0) await new Promise((r) => setTimeout(r, cellDelay));
       store.add(result, settingsOf.get(result.key)!);
       await save();
     };

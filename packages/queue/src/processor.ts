@@ -2,6 +2,7 @@ import { Queue, UnrecoverableError, type Job } from 'bullmq';
 import { cellLabel, computeCell, openCellSession, type CellResult, type CellSession } from '@layerquant/experiment';
 import { MissingPluginError, defaultKldCacheDir, floatKldBase, loadPlugins, openRefineSession, quantizerOf, type PluginRegistries, type RefineSession } from '@layerquant/pipeline';
 import type { RedisCommands } from './coordinator.js';
+import { testHookDelayMs } from '@layerquant/tensor-io';
 import { InvalidJobError, printable, validateJob } from './job-schema.js';
 import { JOB_PROCESSORS, PROCESSOR_ENV, MissingBlobError, QUEUE_NAME, blobKey, sha256Hex, statsFromBlob, tokenIds, type JobEnvironment, type JobProcessor } from './jobs.js';
 import { resolveJobModel, type ServedModels } from './model-access.js';
@@ -126,6 +127,9 @@ export default async function processJob(job: Job): Promise<unknown> {
   log(`worker ${process.pid}: computing ${what}, attempt ${job.attemptsMade + 1}`);
   const processor = JOB_PROCESSORS[checked.name] as JobProcessor<typeof checked.name>;
   const value = await processor.process(checked.data as never, model, env);
+  // Test hook: the interrupt tests hold a computed job for a while before it is reported, to kill the worker mid-job.
+  const delay = testHookDelayMs('LAYERQUANT_TEST_CELL_DELAY_MS');
+  if (delay > 0) await new Promise((r) => setTimeout(r, delay));
   log(`worker ${process.pid}: computed ${what} in ${((performance.now() - started) / 1000).toFixed(2)} s`);
   return value;
 }

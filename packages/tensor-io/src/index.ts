@@ -3,6 +3,7 @@ export {
   openOutputDirectory,
   processAlive,
   removeStaleTemporaries,
+  testHookDelayMs,
   trackTemporary,
   untrackTemporary,
   writeFileSet,

@@ -296,10 +296,19 @@ function rollBackSwap(swap: Swap): void {
   rmSync(swap.staging, { recursive: true, force: true });
 }
 
-/** Test hook: milliseconds to wait between the renames of a swap (LAYERQUANT_TEST_SWAP_DELAY_MS), to interrupt one deterministically. */
-function swapDelay(): number {
-  const ms = Number(process.env.LAYERQUANT_TEST_SWAP_DELAY_MS ?? 0);
+/**
+ * A test hook's delay: the milliseconds in environment variable `variable` (0 when unset or not a positive number). The
+ * interrupt tests use them to send a signal at a chosen step deterministically, never by racing a fast step:
+ * LAYERQUANT_TEST_SWAP_DELAY_MS between the renames of a swap, LAYERQUANT_TEST_CELL_DELAY_MS before an experiment
+ * records a finished cell or a queue worker reports a computed job.
+ */
+export function testHookDelayMs(variable: string): number {
+  const ms = Number(process.env[variable] ?? 0);
   return Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+
+function swapDelay(): number {
+  return testHookDelayMs('LAYERQUANT_TEST_SWAP_DELAY_MS');
 }
 
 /**
