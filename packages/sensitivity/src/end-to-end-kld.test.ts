@@ -1,10 +1,11 @@
-import { configName, matrixTensorName, parseMatrixKey, quantConfig, type DecoderConfig, type QuantConfig } from '@layerquant/core';
+import { configName, matrixTensorName, parseMatrixKey, quantConfig, type DecoderConfig, type LinearModule, type QuantConfig, type WeightTensor } from '@layerquant/core';
 import { KldAccumulator } from '@layerquant/perplexity';
 import { gptqQuantizer, hqqQuantizer } from '@layerquant/quantizers';
-import { createDecoderBlocks, createDecoderModel, loadDecoderWeights, referenceForward, withOverrides, type DecoderWeights } from '@layerquant/runtime';
+import { createDecoderBlocks, createDecoderModel, loadDecoderWeights, referenceForward, withOverrides, type DecoderWeights, type HiddenStates } from '@layerquant/runtime';
 import { randomDecoderSource, tinyConfig } from '@layerquant/runtime/testing';
 import { describe, expect, it } from 'vitest';
 import { createKldMeasurer, kldSumOfBatch, kldUnits, type KldMeasurer, type UnitConfigs } from './end-to-end-kld.js';
+import { floatLayerHessians, type LayerHessians } from './hessians.js';
 import { freemem } from 'node:os';
 
 /**
@@ -18,27 +19,31 @@ const B2G32 = quantConfig(2, 32);
 const B3G64 = quantConfig(3, 64);
 const B4G32 = quantConfig(4, 32);
 
-function dequantizedOverrides(weights: DecoderWeights, allocation: UnitConfigs): Map<string, Float32Array> {
+/** How a test quantizes one unit: HQQ by default; the calibrated test passes GPTQ with its own Hessians. */
+type Dequantize = (tensor: WeightTensor, config: QuantConfig, unit: { layer: number; module: string }) => Float32Array;
+const hqqDequantize: Dequantize = (tensor, config) => hqqQuantizer.dequantize(hqqQuantizer.quantize(tensor, config));
+
+function dequantizedOverrides(weights: DecoderWeights, allocation: UnitConfigs, dequantize = hqqDequantize): Map<string, Float32Array> {
   const out = new Map<string, Float32Array>();
   for (const [key, config] of allocation) {
     if (!config) continue;
     const unit = parseMatrixKey(key)!;
     const name = matrixTensorName(unit.layer, unit.module);
     const data = weights.tensors.get(name)!;
-    out.set(name, hqqQuantizer.dequantize(hqqQuantizer.quantize({ name, dtype: 'F32', shape: [...weights.shapes.get(name)!], data }, config)));
+    out.set(name, dequantize({ name, dtype: 'F32', shape: [...weights.shapes.get(name)!], data }, config, unit));
   }
   return out;
 }
 
 /** (a) One onnxruntime session over the whole model, KLD statistics from @layerquant/perplexity. */
-async function bruteForceOnnx(weights: DecoderWeights, blocks: number[][], allocation: UnitConfigs): Promise<number> {
+async function bruteForceOnnx(weights: DecoderWeights, blocks: number[][], allocation: UnitConfigs, dequantize = hqqDequantize): Promise<number> {
   // Weights fed as inputs: the quantized model swaps its matrices without a new session.
   const float = await createDecoderModel(weights, { weightMode: 'inputs' });
   const accumulator = new KldAccumulator();
   const vocab = weights.config.vocabSize;
   const floatLogits: Float32Array[] = [];
   for (const ids of blocks) floatLogits.push((await float.logits({ ids })).slice(0, (ids.length - 1) * vocab));
-  await float.setWeights(dequantizedOverrides(weights, allocation));
+  await float.setWeights(dequantizedOverrides(weights, allocation, dequantize));
   for (const [b, ids] of blocks.entries()) {
     accumulator.addWindow(floatLogits[b]!, (await float.logits({ ids })).subarray(0, (ids.length - 1) * vocab), vocab, ids.slice(1));
   }
@@ -230,9 +235,38 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
     }
   });
 
-  it('a calibrated quantizer (gptq) is refused at creation, naming the option and the uncalibrated way', async () => {
+  it('a calibrated quantizer (gptq): each matrix quantized with the Hessian of its float inputs on the calibration, as the whole model measures it', async () => {
     weights ??= await loadDecoderWeights(randomDecoderSource(config, 11), config);
-    await expect(createKldMeasurer(await createDecoderBlocks(weights), blocks.flat(), { seqlen: 20, quantizer: gptqQuantizer })).rejects.toThrow(/--quantizer.*"gptq" is calibrated.*--stats-quantizer hqq/);
+    const model = await createDecoderBlocks(weights);
+    const gptq = await createKldMeasurer(model, blocks.flat(), { seqlen: 20, batchSize: 2, quantizer: gptqQuantizer, availableMemoryBytes: freemem() });
+    // The Hessians of a separate float pass (floatLayerHessians, layer by layer), in the measurer's batches: blocks 0-1, then 2.
+    const hessians: LayerHessians[] = [];
+    let hidden: HiddenStates[] = [model.embed({ ids: Int32Array.from(blocks.slice(0, 2).flat()), batch: 2 }), model.embed({ ids: Int32Array.from(blocks[2]!), batch: 1 })];
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      hessians.push(await floatLayerHessians(model, layer, hidden));
+      const next: HiddenStates[] = [];
+      for (const states of hidden) next.push({ ...states, data: (await model.layer(layer, states)).output });
+      hidden = next;
+    }
+    const gptqDequantize: Dequantize = (tensor, c, unit) =>
+      // The embedding table has no layer input: GPTQ takes the identity there (no context given).
+      gptqQuantizer.dequantize(gptqQuantizer.quantize(tensor, c, unit.layer < 0 ? undefined : hessians[unit.layer]!.contextFor(unit.module as LinearModule)));
+    const picked = ['0.self_attn.k_proj', '1.self_attn.o_proj', '1.mlp.up_proj', '2.mlp.down_proj', 'embed_tokens'];
+    const measured = await gptq.marginals(new Map(), (key) => (picked.includes(key) ? [B2G32] : []));
+    await setup();
+    const byHqq = await measurer.marginals(new Map(), (key) => (picked.includes(key) ? [B2G32] : []));
+    for (const key of picked) {
+      const brute = await bruteForceOnnx(weights, blocks, new Map([[key, B2G32]]), gptqDequantize);
+      const ours = measured.deltas.get(key)![0]!;
+      expect(Math.abs(ours - brute) / brute, `${key}: ${ours} vs ${brute}`).toBeLessThan(1e-9);
+      // Another quantizer, another divergence: the table is GPTQ's, not HQQ's.
+      expect(Math.abs(ours - byHqq.deltas.get(key)![0]!) / brute, key).toBeGreaterThan(1e-3);
+    }
+    // The Hessians are held with the weights: a budget for the float32 weights alone is refused, naming them.
+    let layerBytes = 0;
+    for (const [name, shape] of weights.shapes) if (/^model\.layers\./.test(name)) layerBytes += 4 * shape.reduce((a, b) => a * b, 1);
+    await expect(createKldMeasurer(model, blocks.flat(), { seqlen: 20, quantizer: gptqQuantizer, maxWeightBytes: layerBytes + 1 })).rejects.toThrow(/calibrated quantizer "gptq", their inputs' float64 Hessians/);
+    await expect(createKldMeasurer(model, blocks.flat(), { seqlen: 20, maxWeightBytes: layerBytes + 1 })).resolves.toBeDefined();
   });
 
   it('kldSumOfBatch is the KL divergence of @layerquant/perplexity, position by position', () => {

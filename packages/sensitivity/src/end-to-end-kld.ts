@@ -25,6 +25,7 @@ import type { KldRow, KldTable } from '@layerquant/stats';
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
 import { calibrationOf } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
+import { LINEAR_INPUT, LayerHessians } from './hessians.js';
 import { dequantizedWith } from './pooled-quantize.js';
 
 /**
@@ -192,16 +193,12 @@ interface ReferenceWeights {
  * the calibration are computed once, at creation, and kept (blocks x (seqlen - 1) x vocab float64; refused above
  * `maxBaseBytes`). Every decoder layer's float32 weights are read once and held (refused above `maxWeightBytes`);
  * the quantized units of a reference allocation are held dequantized while it is measured around (a float32 copy
- * of those units besides the float ones).
+ * of those units besides the float ones). A calibrated quantizer (GPTQ, BAQ) quantizes each linear matrix with the
+ * Hessian of its float inputs on the calibration blocks, collected at creation in one float pass and held with the
+ * weights (what measured's table does; the embedding units take the identity).
  */
 export async function createKldMeasurer(model: DecoderBlocks, calibration: CalibrationBlocks | ArrayLike<number>, options: KldMeasurerOptions = {}): Promise<KldMeasurer> {
   const quantizer = options.quantizer ?? hqqQuantizer;
-  // Each candidate is quantized alone, from its float weights: a calibrated quantizer (GPTQ) needs the Hessian of
-  // the matrix's inputs, which this measurer does not collect. Refused here, before the float pass, not at the first
-  // candidate with a message about a --calib the user may well have given.
-  if (quantizer.calibration) {
-    throw new InvalidOptionError('--quantizer', `the end-to-end ΔKLD statistic (kld) quantizes each unit on its own, and "${quantizer.id}" is calibrated (it needs its inputs' Hessian, which kld does not collect); measure the kld table with an uncalibrated quantizer: \`sensitivity --quantizer hqq\`, or \`quantize --stats-quantizer hqq\``);
-  }
   const batchSize = options.batchSize ?? 8;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new InvalidOptionError('batchSize', `${batchSize} must be a positive integer`);
   const { ids, blocks, seqlen } = calibrationOf(calibration, options);
@@ -226,8 +223,13 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
   if (maxWeightBytes === undefined) {
     throw new InvalidOptionError('maxWeightBytes', 'the end-to-end KL-divergence measurement holds every decoder layer\'s float32 weights: give maxWeightBytes, or availableMemoryBytes (the free memory; Node: os.freemem())');
   }
-  if (layerBytes > maxWeightBytes) {
-    throw new MemoryBudgetError(`the end-to-end KL-divergence measurement (every decoder layer's float32 weights, read once and held)`, layerBytes, maxWeightBytes, 'measure a model whose float32 weights fit in memory, or use the block-level statistics (measured, fnorm) for this one');
+  // A calibrated quantizer (GPTQ, BAQ) quantizes each matrix with the Hessian of its float inputs on the calibration
+  // blocks, the setting of every statistics pass (measured's and sensitivity's tables): every layer's Hessians are
+  // held too (float64), since an allocation asks for the weights of any layer in any order.
+  const hessianBytes = quantizer.calibration ? numLayers * hessianBytesPerLayer(model) : 0;
+  if (layerBytes + hessianBytes > maxWeightBytes) {
+    const what = hessianBytes > 0 ? `every decoder layer's float32 weights and, for the calibrated quantizer "${quantizer.id}", their inputs' float64 Hessians, read once and held` : "every decoder layer's float32 weights, read once and held";
+    throw new MemoryBudgetError(`the end-to-end KL-divergence measurement (${what})`, layerBytes + hessianBytes, maxWeightBytes, 'measure a model whose float32 weights fit in memory, or use the block-level statistics (measured, fnorm) for this one');
   }
   const floatLayers = new Map<number, Map<string, Float32Array>>();
   for (const name of model.shapes.keys()) {
@@ -287,9 +289,34 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
   const heldOutSet = heldOut ? await blockSet(heldOut.ids, heldOut.blocks) : undefined;
   const { embedWith, floatEmbedded, kldOfLogits, tokens } = calibrationSet;
 
+  /** Every layer's Hessians from one float pass over the calibration blocks (the held-out ones never feed them). */
+  const floatHessians = async (): Promise<Map<number, LayerHessians>> => {
+    const all = new Map<number, LayerHessians>();
+    let hidden = floatEmbedded;
+    for (let layer = 0; layer < numLayers; layer++) {
+      const hessians = new LayerHessians(model, layer);
+      const weights = floatLayers.get(layer);
+      const next: HiddenStates[] = [];
+      for (const states of hidden) {
+        const attention = await model.attention(layer, states, weights);
+        const mlp = await model.mlp(layer, { data: attention.residual, batch: states.batch, length: states.length }, weights);
+        await hessians.addLayer(states.data, attention.context, attention.residual, mlp.activation);
+        next.push({ ...states, data: mlp.output });
+      }
+      // Resolved now, so the accumulators' sums are freed and only the Hessians stay.
+      for (const module of LINEAR_MODULES) hessians.contextFor(module);
+      all.set(layer, hessians);
+      hidden = next;
+    }
+    return all;
+  };
+  const hessians = quantizer.calibration ? await floatHessians() : undefined;
+
   const floatOf = async (unit: KldUnit) => ({ name: unit.tensor, dtype: 'F32' as const, shape: [...model.shapes.get(unit.tensor)!], data: await model.tensor(unit.tensor) });
+  // The embedding units have no layer input: a calibrated quantizer takes the identity for them (round-to-nearest on its grid).
+  const contextOf = (unit: KldUnit) => (hessians && unit.layer !== NO_LAYER ? hessians.get(unit.layer)!.contextFor(unit.module as LinearModule) : undefined);
   const weightsAt = async (unit: KldUnit, config: QuantConfig | null) =>
-    config ? dequantizedWith(quantizer, await floatOf(unit), config, options.pool) : (await floatOf(unit)).data;
+    config ? dequantizedWith(quantizer, await floatOf(unit), config, options.pool, contextOf(unit)) : (await floatOf(unit)).data;
 
   /** The weights of a reference allocation: every layer's (float, its quantized matrices dequantized), embeddings, head. */
   const referenceWeights = async (reference: UnitConfigs): Promise<ReferenceWeights> => {
@@ -432,6 +459,18 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
     heldOut: heldOutSet ? { blocks: heldOut!.blocks, tokens: heldOutSet.tokens } : null,
     ...(heldOutSet ? { heldOutLossOf: (allocation: UnitConfigs) => lossOn(heldOutSet, allocation) } : {}),
   };
+}
+
+/** The bytes of one layer's input Hessians (float64): one per input its matrices read (q/k/v share one, gate/up one). */
+function hessianBytesPerLayer(model: Pick<DecoderBlocks, 'shapes'>): number {
+  const columns = new Map<string, number>();
+  for (const module of LINEAR_MODULES) {
+    const shape = model.shapes.get(matrixTensorName(0, module));
+    if (shape) columns.set(LINEAR_INPUT[module], shape[1]!);
+  }
+  let bytes = 0;
+  for (const n of columns.values()) bytes += 8 * n * n;
+  return bytes;
 }
 
 /** What the kld statistic's progress counts: the layers its measurements run (the head counted as one). */
