@@ -252,6 +252,45 @@ describe('the kld allocator on a real model', () => {
   });
 });
 
+describe('the kld allocator with a calibrated quantizer (gptq)', () => {
+  it('quantize --method kld --quantizer gptq: the table measured with GPTQ itself (not HQQ\'s numbers), the file within the target; the correction still refused', async () => {
+    const calib = join(scratch, 'calib-gptq.txt');
+    writeFileSync(calib, 'Many hands make light work, and the early bird catches the worm; still waters run deep. '.repeat(28));
+    const targetMiB = 0.085;
+    const common = ['--method', 'kld', '--format', 'onnx', '--target-size', String(targetMiB), '--configs', 'b2g32-int,b4g32-int,b4g64-int', '--calib', calib, '--blocks', '2', '--stats-blocks', '1', '--json'];
+    const out = join(scratch, 'kld-gptq');
+    const run = await cli('quantize', model, '--quantizer', 'gptq', ...common, '--no-refine', '--out', out);
+    expect(run.code, run.stderr).toBe(0);
+    const onnxDir = join(out, 'onnx');
+    expect(readdirSync(onnxDir).reduce((sum, name) => sum + statSync(join(onnxDir, name)).size, 0)).toBeLessThanOrEqual(targetMiB * 2 ** 20);
+    const table = (dir: string) => {
+      const [key] = readdirSync(join(dir, 'stats')).filter((name) => /^[0-9a-f]{16}$/.test(name));
+      const settings = JSON.parse(readFileSync(join(dir, 'stats', key!, 'settings.json'), 'utf8')) as { quantizer?: { id: string } };
+      const rows = readFileSync(join(dir, 'stats', key!, 'kld.csv'), 'utf8').trim().split('\n');
+      return { settings, rows };
+    };
+    const gptq = table(out);
+    expect(gptq.settings.quantizer?.id).toBe('gptq');
+    // The same table measured with HQQ (--stats-quantizer hqq): the same units and configs, other numbers.
+    const hqqOut = join(scratch, 'kld-gptq-hqq-stats');
+    expect((await cli('quantize', model, '--quantizer', 'gptq', ...common, '--no-refine', '--stats-quantizer', 'hqq', '--out', hqqOut)).code).toBe(0);
+    const hqq = table(hqqOut);
+    expect(hqq.rows.length).toBe(gptq.rows.length);
+    const deltaOf = (rows: string[]) => {
+      const header = rows[0]!.split(',');
+      return new Map(rows.slice(1).map((line) => line.split(',')).map((cells) => [`${cells[0]}.${cells[1]} ${cells[2]}g${cells[3]}`, Number(cells[header.indexOf('delta_kld')])]));
+    };
+    const [a, b] = [deltaOf(gptq.rows), deltaOf(hqq.rows)];
+    expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
+    const linear = [...a.keys()].filter((k) => /^\d+\./.test(k));
+    expect(linear.filter((k) => Math.abs(a.get(k)! - b.get(k)!) > 1e-3 * b.get(k)!).length).toBeGreaterThan(linear.length / 2);
+    // The correction by measurement runs no layer pass per allocation: refused with a calibrated statistics quantizer.
+    const refined = await cli('quantize', model, '--quantizer', 'gptq', ...common, '--out', join(scratch, 'kld-gptq-refine'));
+    expect(refined.code).toBe(1);
+    expect(refined.stderr).toMatch(/--refine.*"gptq" is calibrated/);
+  });
+});
+
 interface RefinementJson {
   additiveKld: number;
   refinedKld: number;
