@@ -471,7 +471,10 @@ const mix = (r) => {
 const lines = [];
 lines.push(`Perplexity on ${basename(textPath)}@${SEQLEN}, ${rows[0]?.windows} windows (${rows[0]?.tokens} tokens), the same for every export; model ${isShippedModel ? 'packages/fixtures/models/llama-brown-26m' : modelDir}.`);
 lines.push('Shipped MiB = every byte under <dir>/onnx (MiB = 2^20 bytes); bits/w = those bits over the linear matrices\' weights. Δ: 95% paired bootstrap over the windows (2000 resamples, seed 42); "better"/"worse" only where the interval excludes 0. Reference: the uniform export with the lowest perplexity among those of equal or larger file. Mix: matrices per bit width (embeddings and lm_head count as matrices where quantized).');
-if (calibratedId !== undefined) lines.push(`${calibratedId.toUpperCase()} rows: the matrices quantized by ${calibratedId} on ${calibBlocks} blocks of ${basename(calibPath)}; its allocations spend the HQQ allocations' statistics (the same tables) on the integer-zero configs of ${calibratedId}'s ladder (HQQ's tables hold no symmetric config)${statsByMethod.size > 0 ? `, except the tables --stats-for gives: ${[...statsByMethod].map(([method, dir]) => `${method} from ${dir}${statsQuantizerOf(dir) ? ` (measured with ${statsQuantizerOf(dir)})` : ''}`).join(', ')}` : ''}.`);
+if (calibratedId !== undefined) lines.push(`${calibratedId.toUpperCase()} rows: the matrices quantized by ${calibratedId} on ${calibBlocks} blocks of ${basename(calibPath)}; its allocations spend the HQQ allocations' statistics (the same tables) on the integer-zero configs of ${calibratedId}'s ladder (HQQ's tables hold no symmetric config)${statsByMethod.size > 0 ? `, except the tables --stats-for gives: ${[...statsByMethod].map(([method, dir]) => {
+  const quantizer = statsQuantizerOf(dir);
+  return `${method} from ${dir}${quantizer ? ` (measured with ${quantizer})` : ''}`;
+}).join(', ')}` : ''}.`);
 lines.push('');
 // (differences of mean KLD between 8-bit files are about 1e-6: shown in exponent form below 1e-4)
 const kldNumber = (x) => (x === 0 || Math.abs(x) >= 1e-4 ? x.toFixed(5) : x.toExponential(1));

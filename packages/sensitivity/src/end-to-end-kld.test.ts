@@ -239,7 +239,9 @@ describe('end-to-end ΔKLD of one matrix vs brute force (tiny random Llama)', ()
     weights ??= await loadDecoderWeights(randomDecoderSource(config, 11), config);
     const model = await createDecoderBlocks(weights);
     const gptq = await createKldMeasurer(model, blocks.flat(), { seqlen: 20, batchSize: 2, quantizer: gptqQuantizer, availableMemoryBytes: freemem() });
-    // The Hessians of a separate float pass (floatLayerHessians, layer by layer), in the measurer's batches: blocks 0-1, then 2.
+    // The Hessians of a separate float pass (floatLayerHessians, layer by layer, chained through model.layer), in the
+    // measurer's batches: blocks 0-1, then 2. The per-batch sums are hessians.ts's, as the measurer's; their values are
+    // checked against the float64 reference forward in hessians.test.ts.
     const hessians: LayerHessians[] = [];
     let hidden: HiddenStates[] = [model.embed({ ids: Int32Array.from(blocks.slice(0, 2).flat()), batch: 2 }), model.embed({ ids: Int32Array.from(blocks[2]!), batch: 1 })];
     for (let layer = 0; layer < config.numLayers; layer++) {

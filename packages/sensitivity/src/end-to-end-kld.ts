@@ -25,7 +25,7 @@ import type { KldRow, KldTable } from '@layerquant/stats';
 import type { DecoderBlocks, HiddenStates } from '@layerquant/runtime';
 import { calibrationOf } from './activation-sensitivity.js';
 import type { CalibrationBlocks } from './calibration.js';
-import { LINEAR_INPUT, LayerHessians } from './hessians.js';
+import { LINEAR_INPUT, floatLayerPass, type LayerHessians } from './hessians.js';
 import { dequantizedWith } from './pooled-quantize.js';
 
 /**
@@ -294,19 +294,11 @@ export async function createKldMeasurer(model: DecoderBlocks, calibration: Calib
     const all = new Map<number, LayerHessians>();
     let hidden = floatEmbedded;
     for (let layer = 0; layer < numLayers; layer++) {
-      const hessians = new LayerHessians(model, layer);
-      const weights = floatLayers.get(layer);
-      const next: HiddenStates[] = [];
-      for (const states of hidden) {
-        const attention = await model.attention(layer, states, weights);
-        const mlp = await model.mlp(layer, { data: attention.residual, batch: states.batch, length: states.length }, weights);
-        await hessians.addLayer(states.data, attention.context, attention.residual, mlp.activation);
-        next.push({ ...states, data: mlp.output });
-      }
+      const { hessians, outputs } = await floatLayerPass(model, layer, hidden, floatLayers.get(layer));
       // Resolved now, so the accumulators' sums are freed and only the Hessians stay.
       for (const module of LINEAR_MODULES) hessians.contextFor(module);
       all.set(layer, hessians);
-      hidden = next;
+      hidden = outputs;
     }
     return all;
   };

@@ -131,13 +131,28 @@ export class LayerHessians {
  * i): the float attention and MLP blocks run on every batch. `hidden` is the layer's input.
  */
 export async function floatLayerHessians(model: DecoderBlocks, layer: number, hidden: readonly HiddenStates[]): Promise<LayerHessians> {
+  return (await floatLayerPass(model, layer, hidden)).hessians;
+}
+
+/**
+ * One float pass of a layer over `hidden`: its four Hessians, and its outputs (the next layer's input), from the same
+ * attention and MLP runs. `weights` are the layer's tensors where the caller holds them (read from the model otherwise).
+ */
+export async function floatLayerPass(
+  model: DecoderBlocks,
+  layer: number,
+  hidden: readonly HiddenStates[],
+  weights?: ReadonlyMap<string, Float32Array>,
+): Promise<{ readonly hessians: LayerHessians; readonly outputs: HiddenStates[] }> {
   const hessians = new LayerHessians(model, layer);
+  const outputs: HiddenStates[] = [];
   for (const states of hidden) {
-    const attention = await model.attention(layer, states);
-    const mlp = await model.mlp(layer, { data: attention.residual, batch: states.batch, length: states.length });
+    const attention = await model.attention(layer, states, weights);
+    const mlp = await model.mlp(layer, { data: attention.residual, batch: states.batch, length: states.length }, weights);
     await hessians.addLayer(states.data, attention.context, attention.residual, mlp.activation);
+    outputs.push({ ...states, data: mlp.output });
   }
-  return hessians;
+  return { hessians, outputs };
 }
 
 export interface SequentialCalibrationOptions {

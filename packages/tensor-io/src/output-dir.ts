@@ -307,10 +307,6 @@ export function testHookDelayMs(variable: string): number {
   return Number.isFinite(ms) && ms > 0 ? ms : 0;
 }
 
-function swapDelay(): number {
-  return testHookDelayMs('LAYERQUANT_TEST_SWAP_DELAY_MS');
-}
-
 /**
  * Writes files that belong together (weights, their report, the config and tokenizer they go with) into `dir` so that
  * it holds either the whole previous set or the whole new one at every moment a reader or an interrupt can see it.
@@ -359,7 +355,7 @@ export async function writeFileSet<T>(
     trackTemporary(aside);
     writeFileSync(join(aside, SWAP_JOURNAL), JSON.stringify({ staging: basename(staging), incoming, outgoing }));
     activeSwaps.add(swap);
-    const delay = swapDelay();
+    const delay = testHookDelayMs('LAYERQUANT_TEST_SWAP_DELAY_MS');
     try {
       for (const name of outgoing) {
         if (pathEntryExists(join(target, name))) renameSync(join(target, name), join(aside, name));
